@@ -1,0 +1,315 @@
+/*
+ * arrowquant.h - the one public header of libarrowquant.
+ *
+ * ArrowQuant quantizes float tensors (float32, float16, bfloat16, float64) to packed 2, 4 or
+ * 8-bit codes with one float32 scale and one float32 zero point per group, and restores them.
+ * The packed format is specified, normatively, in docs/format.md.
+ *
+ * Conventions (see STYLE.md):
+ *  - Every function that can fail returns an aq_status (AQ_OK == 0) and fills the aq_error passed
+ *    as its last argument (NULL is allowed when the caller does not want the message).
+ *  - Pointer arguments are borrowed for the duration of the call. Outputs are written only on
+ *    success. Objects created by the library are released by the matching aq_*_free (which
+ *    accepts NULL).
+ *  - Sizes and counts are size_t; int64_t appears only where a foreign format (Arrow,
+ *    safetensors) fixes it, and is checked for overflow on the way in.
+ */
+#ifndef ARROWQUANT_H
+#define ARROWQUANT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32) && defined(AQ_BUILD_SHARED)
+#    define AQ_API __declspec(dllexport)
+#elif defined(__GNUC__)
+#    define AQ_API __attribute__((visibility("default")))
+#else
+#    define AQ_API
+#endif
+
+#if defined(__GNUC__)
+#    define AQ_MUST_CHECK __attribute__((warn_unused_result))
+#else
+#    define AQ_MUST_CHECK
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* Version                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+#define AQ_VERSION_MAJOR 0
+#define AQ_VERSION_MINOR 1
+#define AQ_VERSION_PATCH 0
+#define AQ_VERSION_NUMBER (AQ_VERSION_MAJOR * 10000 + AQ_VERSION_MINOR * 100 + AQ_VERSION_PATCH)
+#define AQ__STR_(x) #x
+#define AQ__STR(x) AQ__STR_(x)
+#define AQ_VERSION_STRING                                                                      \
+    AQ__STR(AQ_VERSION_MAJOR) "." AQ__STR(AQ_VERSION_MINOR) "." AQ__STR(AQ_VERSION_PATCH)
+
+/* Version of the packed format written into results (schema key arrowquant.format_version). */
+#define AQ_FORMAT_VERSION 1
+
+/* The version of the library actually linked, as AQ_VERSION_NUMBER and as a string. Compare
+ * with the macros to detect a header/library mismatch. */
+AQ_API unsigned aq_version_number(void);
+AQ_API const char *aq_version_string(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Status and errors                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* X(name, default message). The enum, aq_status_name and aq_status_message are generated from
+ * this one list, so they cannot drift apart. Codes are stable: new ones go at the end. */
+#define AQ_STATUS_MAP(X)                                                                        \
+    X(OK, "success")                                                                           \
+    X(INVALID_ARGUMENT, "invalid argument")                                                   \
+    X(INVALID_PARAMETER, "invalid parameter value")                                           \
+    X(NON_FINITE, "input contains NaN or Inf")                                                \
+    X(SHAPE_MISMATCH, "shape does not match the data")                                        \
+    X(OVERFLOW, "size overflows")                                                             \
+    X(NO_MEMORY, "out of memory")                                                             \
+    X(UNSUPPORTED, "unsupported type or feature")                                             \
+    X(INVALID_DATA, "malformed input data")                                                   \
+    X(BUFFER_TOO_SMALL, "output buffer too small")                                            \
+    X(IO, "input/output error")                                                               \
+    X(CANCELLED, "cancelled")                                                                 \
+    X(INTERNAL, "internal error")
+
+typedef enum aq_status {
+#define AQ__STATUS_ENUM(name, msg) AQ_##name,
+    AQ_STATUS_MAP(AQ__STATUS_ENUM)
+#undef AQ__STATUS_ENUM
+        AQ_STATUS_COUNT
+} aq_status;
+
+/* "AQ_INVALID_ARGUMENT" etc.; "AQ_UNKNOWN" for a value outside the enum. Never NULL. */
+AQ_API const char *aq_status_name(aq_status status);
+/* The default one-line description of a status. Never NULL. */
+AQ_API const char *aq_status_message(aq_status status);
+
+#define AQ_ERROR_MESSAGE_SIZE 512
+
+/* Filled by a failing call: the status and a message that names what was wrong and where
+ * (layer, column, file, index or byte offset). The message is always NUL-terminated. */
+typedef struct aq_error {
+    aq_status code;
+    char message[AQ_ERROR_MESSAGE_SIZE];
+} aq_error;
+
+/* Resets an error to AQ_OK with an empty message. Accepts NULL. */
+AQ_API void aq_error_clear(aq_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Element types and tensor views                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum aq_dtype {
+    AQ_DTYPE_F32 = 0,
+    AQ_DTYPE_F16 = 1,  /* IEEE 754 binary16 */
+    AQ_DTYPE_BF16 = 2, /* bfloat16: the upper half of a float32 */
+    AQ_DTYPE_F64 = 3,
+    AQ_DTYPE_COUNT
+} aq_dtype;
+
+/* "f32", "f16", "bf16", "f64"; "unknown" otherwise. */
+AQ_API const char *aq_dtype_name(aq_dtype dtype);
+/* Bytes per element; 0 for an unknown dtype. */
+AQ_API size_t aq_dtype_size(aq_dtype dtype);
+
+/* A borrowed view of a contiguous, little-endian (host order) tensor. Nothing is copied.
+ * The shape is [shape[0], ..., shape[ndim-1]]; ndim == 0 is a scalar (one element). The
+ * tensor is seen as rows = shape[0] and cols = the product of the other dimensions (a 1-D
+ * tensor is one row); see docs/format.md. */
+typedef struct aq_tensor {
+    const char *name; /* used in error messages; may be NULL */
+    aq_dtype dtype;
+    const void *data;
+    const int64_t *shape;
+    size_t ndim;
+} aq_tensor;
+
+#define AQ_MAX_NDIM 16
+
+/* Checks that every element of a tensor is finite. On the first NaN or +-Inf returns
+ * AQ_NON_FINITE with the message "Layer 'NAME' contains NaN or Inf at index I" and, when
+ * first_bad is not NULL, stores I there (I is the flat, row-major element index). A float64
+ * value outside the float32 range is reported the same way, since it cannot be quantized. */
+AQ_API AQ_MUST_CHECK aq_status aq_tensor_check_finite(const aq_tensor *tensor, size_t *first_bad,
+                                                      aq_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Context and parameters                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum aq_scheme {
+    AQ_SCHEME_AFFINE = 0, /* min-max affine, docs/format.md section "affine" */
+    AQ_SCHEME_COUNT
+} aq_scheme;
+
+/* "affine"; "unknown" otherwise. */
+AQ_API const char *aq_scheme_name(aq_scheme scheme);
+/* Looks a scheme up by its name. AQ_INVALID_PARAMETER, naming the known schemes, if unknown. */
+AQ_API AQ_MUST_CHECK aq_status aq_scheme_from_name(const char *name, aq_scheme *out,
+                                                   aq_error *err);
+
+typedef enum aq_param {
+    AQ_PARAM_BIT_WIDTH = 0,  /* 2, 4 or 8. Default 4. */
+    AQ_PARAM_GROUP_SIZE = 1, /* elements per group, 8 .. AQ_GROUP_SIZE_ROW. Default 128. */
+    AQ_PARAM_SCHEME = 2,     /* an aq_scheme. Default AQ_SCHEME_AFFINE. */
+    AQ_PARAM_THREADS = 3,    /* worker threads, 1 .. AQ_MAX_THREADS; 0 = one per online CPU.
+                                Default 1. Results never depend on it. */
+    AQ_PARAM_COUNT
+} aq_param;
+
+#define AQ_DEFAULT_BIT_WIDTH 4
+#define AQ_DEFAULT_GROUP_SIZE 128
+#define AQ_MIN_GROUP_SIZE 8
+/* The largest group size. Since a group never straddles rows, it means "one group per row"
+ * for every row of up to 2^32 - 1 elements. */
+#define AQ_GROUP_SIZE_ROW 4294967295u
+#define AQ_MAX_THREADS 1024
+
+/* "bit_width", "group_size", "scheme", "threads"; "unknown" otherwise. */
+AQ_API const char *aq_param_name(aq_param param);
+
+/* The inclusive bounds of a parameter. A value inside the bounds may still be refused (bit
+ * width 3); aq_ctx_set_param says why. AQ_INVALID_ARGUMENT for an unknown parameter. */
+AQ_API AQ_MUST_CHECK aq_status aq_param_bounds(aq_param param, int64_t *lower, int64_t *upper,
+                                               aq_error *err);
+
+/* An opaque context holding the parameters (and, later, the thread pool and the kernels
+ * chosen for this CPU). A context may be used by one thread at a time; use one per thread. */
+typedef struct aq_ctx aq_ctx;
+
+/* Creates a context with the default parameters and the kernels chosen for this CPU (or
+ * forced by the environment variable AQ_KERNELS, whose value must name a kernel set this build
+ * and CPU have: AQ_UNSUPPORTED otherwise). *out is written only on success. */
+AQ_API AQ_MUST_CHECK aq_status aq_ctx_create(aq_ctx **out, aq_error *err);
+/* Frees a context. Accepts NULL. */
+AQ_API void aq_ctx_free(aq_ctx *ctx);
+
+/* Sets one parameter after validating it; on error the context is unchanged and the message
+ * names the parameter, the value and what is allowed ("Invalid bit_width: 3. Must be 2, 4,
+ * or 8"). */
+AQ_API AQ_MUST_CHECK aq_status aq_ctx_set_param(aq_ctx *ctx, aq_param param, int64_t value,
+                                                aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_ctx_get_param(const aq_ctx *ctx, aq_param param,
+                                                int64_t *value, aq_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Quantizing one tensor                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The sizes of a quantized tensor, derived from its shape, bit width and group size. */
+typedef struct aq_layout {
+    size_t rows;           /* shape[0] (1 for 0-D and 1-D tensors) */
+    size_t cols;           /* product of the other dimensions */
+    size_t elements;       /* rows * cols */
+    unsigned bit_width;    /* 2, 4 or 8 */
+    size_t group_size;     /* as set; a row holds ceil(cols / group_size) groups */
+    size_t groups_per_row; /* ceil(cols / group_size) */
+    size_t groups;         /* rows * groups_per_row: the number of scales and zero points */
+    size_t packed_bytes;   /* ceil(elements * bit_width / 8) */
+} aq_layout;
+
+/* Computes the layout of a tensor of the given shape with the given bit width and group size.
+ * Refuses (with a message naming the dimension) negative dimensions, more than AQ_MAX_NDIM
+ * dimensions, zero elements, sizes that overflow size_t, and invalid bit widths or group
+ * sizes. */
+AQ_API AQ_MUST_CHECK aq_status aq_layout_compute(const int64_t *shape, size_t ndim,
+                                                 unsigned bit_width, size_t group_size,
+                                                 aq_layout *out, aq_error *err);
+
+/* Caller-provided output of aq_quantize; sizes from aq_layout_compute (or aq_quantize_bound).
+ * The buffers must not overlap the input. */
+typedef struct aq_qbuffers {
+    uint8_t *packed;
+    size_t packed_capacity; /* bytes available at packed */
+    float *scales;
+    float *zero_points;
+    size_t groups_capacity; /* floats available at scales and at zero_points each */
+} aq_qbuffers;
+
+/* The layout aq_quantize will produce for this tensor with the context's parameters. */
+AQ_API AQ_MUST_CHECK aq_status aq_quantize_bound(const aq_ctx *ctx, const aq_tensor *src,
+                                                 aq_layout *out, aq_error *err);
+
+/* Quantizes one tensor with the context's bit width, group size and scheme, writing packed
+ * codes, scales and zero points into the caller's buffers. Fails, naming the layer, on NULL
+ * data, an invalid shape, too small buffers, or a NaN/Inf (AQ_NON_FINITE with the index of the
+ * first bad value). On failure the output buffers may have been partly written. */
+AQ_API AQ_MUST_CHECK aq_status aq_quantize(aq_ctx *ctx, const aq_tensor *src,
+                                           const aq_qbuffers *dst, aq_error *err);
+
+/* A borrowed view of a quantized tensor, as found in a result row. */
+typedef struct aq_qtensor {
+    const char *name; /* used in error messages; may be NULL */
+    aq_scheme scheme;
+    unsigned bit_width;
+    size_t group_size;
+    const int64_t *shape;
+    size_t ndim;
+    const uint8_t *packed;
+    size_t packed_size;
+    const float *scales;
+    const float *zero_points;
+    size_t groups; /* number of entries in scales and in zero_points */
+} aq_qtensor;
+
+/* Restores floats: x = (q - zero_point) * scale, rounded to the output dtype (F32, F16 or
+ * BF16) with round-half-to-even. out_capacity is in elements. Validates the quantized tensor
+ * first (bit width, group size, packed size and group count against the shape, finite
+ * scales and zero points) since it may come from an untrusted file. */
+AQ_API AQ_MUST_CHECK aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src,
+                                             aq_dtype out_dtype, void *out, size_t out_capacity,
+                                             aq_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Quality metrics                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Agreement between an original tensor and its reconstruction, computed in double precision.
+ * With e = reference - approximation over n elements:
+ *   mse = sum(e^2) / n;  rel_rmse = sqrt(mse) / std(reference) (population std);
+ *   sqnr_db = 10 log10(sum(reference^2) / sum(e^2));  cosine = <a, b> / (|a| |b|);
+ *   max_abs_error = max |e|.
+ * Degenerate cases: sqnr_db is +INFINITY when e is all zero; rel_rmse is 0 when mse is 0 and
+ * +INFINITY when std is 0 but mse is not; cosine is 1 when both tensors are all zero and 0
+ * when exactly one is. */
+typedef struct aq_metrics {
+    size_t count;
+    double mse;
+    double rel_rmse;
+    double sqnr_db;
+    double cosine;
+    double max_abs_error;
+} aq_metrics;
+
+/* Compares two tensors of equal element count (shapes may differ, dtypes may differ). Both
+ * must be finite. */
+AQ_API AQ_MUST_CHECK aq_status aq_metrics_compute(const aq_tensor *reference,
+                                                  const aq_tensor *approximation,
+                                                  aq_metrics *out, aq_error *err);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Arrow C Data Interface (src/arrow)                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Section reserved for the Arrow batch and stream API. */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Arrow IPC files and streams (src/ipc)                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Section reserved for the IPC reader and writer. */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ARROWQUANT_H */

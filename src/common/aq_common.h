@@ -1,0 +1,126 @@
+/*
+ * Internal helpers shared by every module: error reporting, checked size arithmetic and the
+ * float16/bfloat16 conversions. Depends on nothing but the public header and libc.
+ */
+#ifndef AQ_COMMON_H
+#define AQ_COMMON_H
+
+#include "arrowquant.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+#if defined(__GNUC__)
+#    define AQ__PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+#    define AQ__LIKELY(x) __builtin_expect(!!(x), 1)
+#    define AQ__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#else
+#    define AQ__PRINTF(fmt, args)
+#    define AQ__LIKELY(x) (x)
+#    define AQ__UNLIKELY(x) (x)
+#endif
+
+/* Fills err (if not NULL) with code and a printf-style message, and returns code, so that
+ * callers can write `return aq__error_set(err, AQ_INVALID_ARGUMENT, "...", ...);`. */
+aq_status aq__error_set(aq_error *err, aq_status code, const char *fmt, ...) AQ__PRINTF(3, 4);
+
+/* Prepends "prefix: " to an error message already set (to add context such as a file name). */
+void aq__error_prefix(aq_error *err, const char *fmt, ...) AQ__PRINTF(2, 3);
+
+/* A printable name for messages: the layer name, or "<unnamed>". */
+static inline const char *aq__name_or_unnamed(const char *name)
+{
+    return name != NULL ? name : "<unnamed>";
+}
+
+/* Checked size arithmetic: return false (and leave *out unspecified) on overflow. */
+static inline bool aq__mul_size(size_t a, size_t b, size_t *out)
+{
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+static inline bool aq__add_size(size_t a, size_t b, size_t *out)
+{
+    return !__builtin_add_overflow(a, b, out);
+}
+
+/* Bit-level float views without aliasing problems. */
+static inline uint32_t aq__f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static inline float aq__f32_from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* bfloat16 is the upper half of a float32: widening is exact. */
+static inline float aq__bf16_to_f32(uint16_t h)
+{
+    return aq__f32_from_bits((uint32_t)h << 16);
+}
+
+/* Round-to-nearest-even narrowing to bfloat16; NaN stays a (quiet) NaN. */
+static inline uint16_t aq__f32_to_bf16(float f)
+{
+    uint32_t u = aq__f32_bits(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) {
+        return (uint16_t)((u >> 16) | 0x0040u);
+    }
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* IEEE binary16 to float32, exact (subnormals, infinities and NaN included). */
+static inline float aq__f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+    uint32_t exp = (h >> 10) & 0x1fu;
+    uint32_t mant = h & 0x3ffu;
+    uint32_t u;
+    if (exp == 0x1fu) {
+        u = sign | 0x7f800000u | (mant << 13);
+    } else if (exp != 0) {
+        u = sign | ((exp + 112u) << 23) | (mant << 13);
+    } else if (mant == 0) {
+        u = sign;
+    } else {
+        /* Subnormal: mant * 2^-24, exact in float32. */
+        float v = (float)mant * 0x1p-24f;
+        u = sign | aq__f32_bits(v);
+    }
+    return aq__f32_from_bits(u);
+}
+
+/* float32 to IEEE binary16 with round-to-nearest-even; overflow gives +-Inf, NaN stays NaN. */
+static inline uint16_t aq__f32_to_f16(float f)
+{
+    uint32_t u = aq__f32_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000u);
+    uint32_t a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) {
+        return (uint16_t)(sign | 0x7e00u);
+    }
+    if (a >= 0x477ff000u) { /* >= 65520: rounds to Inf */
+        return (uint16_t)(sign | 0x7c00u);
+    }
+    if (a < 0x38800000u) { /* below 2^-14: subnormal or zero in binary16 */
+        /* Scale so that one binary16 subnormal ulp (2^-24) is 1.0, then round to even. */
+        float v = aq__f32_from_bits(a) * 0x1p24f;
+        /* v < 1024, so adding 2^23 rounds to an integer with the FPU's ties-to-even. */
+        float r = (v + 0x1p23f) - 0x1p23f;
+        return (uint16_t)(sign | (uint16_t)r);
+    }
+    /* Normal: rebias the exponent, then round the 13 dropped mantissa bits to even. */
+    uint32_t rebased = a - 0x38000000u; /* exponent bias 127 -> 15 */
+    uint32_t round = 0xfffu + ((rebased >> 13) & 1u);
+    return (uint16_t)(sign | (uint16_t)((rebased + round) >> 13));
+}
+
+#endif /* AQ_COMMON_H */
