@@ -193,6 +193,9 @@ AQ_API AQ_MUST_CHECK aq_status aq_ctx_create(aq_ctx **out, aq_error *err);
 /* Frees a context. Accepts NULL. */
 AQ_API void aq_ctx_free(aq_ctx *ctx);
 
+/* The name of the kernel set the context uses: "ref", "avx2", "avx512" or "neon". */
+AQ_API const char *aq_ctx_kernels(const aq_ctx *ctx);
+
 /* Sets one parameter after validating it; on error the context is unchanged and the message
  * names the parameter, the value and what is allowed ("Invalid bit_width: 3. Must be 2, 4,
  * or 8"). */
@@ -300,13 +303,136 @@ AQ_API AQ_MUST_CHECK aq_status aq_metrics_compute(const aq_tensor *reference,
 /* Arrow C Data Interface (src/arrow)                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Section reserved for the Arrow batch and stream API. */
+/* The Arrow C Data Interface and C Stream Interface structures, exactly as the Arrow project
+ * specifies them (arrow/c/abi.h); guarded so that another definition of the same ABI may come
+ * first. */
+#ifndef ARROW_C_DATA_INTERFACE
+#    define ARROW_C_DATA_INTERFACE
+
+#    define ARROW_FLAG_DICTIONARY_ORDERED 1
+#    define ARROW_FLAG_NULLABLE 2
+#    define ARROW_FLAG_MAP_KEYS_SORTED 4
+
+struct ArrowSchema {
+    const char *format;
+    const char *name;
+    const char *metadata;
+    int64_t flags;
+    int64_t n_children;
+    struct ArrowSchema **children;
+    struct ArrowSchema *dictionary;
+    void (*release)(struct ArrowSchema *);
+    void *private_data;
+};
+
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void **buffers;
+    struct ArrowArray **children;
+    struct ArrowArray *dictionary;
+    void (*release)(struct ArrowArray *);
+    void *private_data;
+};
+#endif /* ARROW_C_DATA_INTERFACE */
+
+#ifndef ARROW_C_STREAM_INTERFACE
+#    define ARROW_C_STREAM_INTERFACE
+struct ArrowArrayStream {
+    int (*get_schema)(struct ArrowArrayStream *, struct ArrowSchema *out);
+    int (*get_next)(struct ArrowArrayStream *, struct ArrowArray *out);
+    const char *(*get_last_error)(struct ArrowArrayStream *);
+    void (*release)(struct ArrowArrayStream *);
+    void *private_data;
+};
+#endif /* ARROW_C_STREAM_INTERFACE */
+
+/* Called on the calling thread after each row (layer) is done: rows and weights processed so
+ * far in this call or stream, skipped rows included. */
+typedef void (*aq_progress_fn)(void *user, size_t rows_done, size_t elements_done);
+
+/* Rows skipped in continue-on-error mode, with their reasons. Created by the caller, filled
+ * by the calls that receive it in their options, read and freed by the caller. */
+typedef struct aq_report aq_report;
+
+AQ_API AQ_MUST_CHECK aq_status aq_report_create(aq_report **out, aq_error *err);
+AQ_API void aq_report_free(aq_report *report);
+/* Number of skipped rows recorded. */
+AQ_API size_t aq_report_count(const aq_report *report);
+/* Entry i (0 <= i < count): the row index in the input (counted across all batches of a
+ * stream), the layer name ("" when the name itself was null or unreadable), the status and the
+ * message. The strings are owned by the report. AQ_INVALID_ARGUMENT if i is out of range. */
+AQ_API AQ_MUST_CHECK aq_status aq_report_get(const aq_report *report, size_t i, size_t *row,
+                                             const char **layer_name, aq_status *code,
+                                             const char **message, aq_error *err);
+
+typedef struct aq_batch_options {
+    int continue_on_error;      /* nonzero: skip bad rows (recorded in report) and go on */
+    aq_progress_fn progress;    /* may be NULL */
+    void *progress_user;        /* passed to progress */
+    aq_report *report;          /* may be NULL; receives skipped rows */
+} aq_batch_options;
+
+/* Quantizes a record batch given as a struct array (DESIGN.md 2.1: columns layer_name,
+ * weights and optionally shape, found by name; other columns ignored) with the context's bit
+ * width, group size and scheme. The result is a struct array with exactly the six columns of
+ * DESIGN.md 2.2 and the arrowquant.* schema metadata (docs/format.md section 6), rows in input
+ * order (skipped rows left out).
+ *
+ * The input is borrowed: weights are read in place from its buffers during the call, and the
+ * caller still owns and releases schema and array afterwards; the output never refers to them.
+ * On success out_schema and out_array are owned by the caller (release them). opts may be NULL
+ * (stop at the first bad row, no progress). */
+AQ_API AQ_MUST_CHECK aq_status aq_batch_quantize(aq_ctx *ctx, const struct ArrowSchema *schema,
+                                                 const struct ArrowArray *array,
+                                                 const aq_batch_options *opts,
+                                                 struct ArrowSchema *out_schema,
+                                                 struct ArrowArray *out_array, aq_error *err);
+
+/* Quantizes n tensor views into one result struct array, as aq_batch_quantize does for a
+ * batch (used for numpy arrays and other in-memory tensors). */
+AQ_API AQ_MUST_CHECK aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors,
+                                                   size_t n, const aq_batch_options *opts,
+                                                   struct ArrowSchema *out_schema,
+                                                   struct ArrowArray *out_array, aq_error *err);
+
+/* Restores a result batch (the six columns; its schema metadata gives scheme and group size)
+ * to a struct array of layer_name (utf8), weights (list<float32>) and shape (list<int64>). The
+ * input is borrowed. */
+AQ_API AQ_MUST_CHECK aq_status aq_batch_dequantize(aq_ctx *ctx, const struct ArrowSchema *schema,
+                                                   const struct ArrowArray *array,
+                                                   const aq_batch_options *opts,
+                                                   struct ArrowSchema *out_schema,
+                                                   struct ArrowArray *out_array, aq_error *err);
+
+/* Streams: the output stream pulls one input batch per get_next and yields its result, so a
+ * table of any size goes through with bounded memory. The input stream is moved into the
+ * output stream (its release is set to NULL), even when the call fails. ctx, and the report
+ * and progress user data of opts, must outlive the output stream; opts itself is copied. An
+ * error inside get_next is returned as an errno-style code with the message available from
+ * get_last_error (an input stream's own get_last_error text is passed on). */
+AQ_API AQ_MUST_CHECK aq_status aq_stream_quantize(aq_ctx *ctx, struct ArrowArrayStream *input,
+                                                  const aq_batch_options *opts,
+                                                  struct ArrowArrayStream *out, aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_stream_dequantize(aq_ctx *ctx, struct ArrowArrayStream *input,
+                                                    const aq_batch_options *opts,
+                                                    struct ArrowArrayStream *out,
+                                                    aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Arrow IPC files and streams (src/ipc)                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
 /* Section reserved for the IPC reader and writer. */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Safetensors checkpoints and model files (src/io)                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Section reserved for the model pipeline. */
 
 #ifdef __cplusplus
 }

@@ -112,6 +112,11 @@ void aq_ctx_free(aq_ctx *ctx)
     free(ctx);
 }
 
+const char *aq_ctx_kernels(const aq_ctx *ctx)
+{
+    return ctx != NULL ? ctx->kernels->name : "none";
+}
+
 aq_status aq_ctx_set_param(aq_ctx *ctx, aq_param param, int64_t value, aq_error *err)
 {
     if (ctx == NULL) {
