@@ -148,10 +148,17 @@ AQ_API AQ_MUST_CHECK aq_status aq_tensor_check_finite(const aq_tensor *tensor, s
 
 typedef enum aq_scheme {
     AQ_SCHEME_AFFINE = 0, /* min-max affine, docs/format.md section "affine" */
+    /* Searched scales (docs/format.md 5.1): per group, clipping candidates with a least-squares
+     * refit. The output is plain affine data (any affine reader restores it). */
+    AQ_SCHEME_AFFINE_SEARCH = 1,
+    /* Two-level scales (docs/format.md 5.2): 512-element super-blocks with float32 d and dmin
+     * in scales and zero_points; 4- or 6-bit sub-block scales and mins after the codes in
+     * the packed data. The group size is always 512 (AQ_KQUANT_SUPER_BLOCK). */
+    AQ_SCHEME_KQUANT = 2,
     AQ_SCHEME_COUNT
 } aq_scheme;
 
-/* "affine"; "unknown" otherwise. */
+/* "affine", "affine_search", "kquant"; "unknown" otherwise. */
 AQ_API const char *aq_scheme_name(aq_scheme scheme);
 /* Looks a scheme up by its name. AQ_INVALID_PARAMETER, naming the known schemes, if unknown. */
 AQ_API AQ_MUST_CHECK aq_status aq_scheme_from_name(const char *name, aq_scheme *out,
@@ -163,6 +170,10 @@ typedef enum aq_param {
     AQ_PARAM_SCHEME = 2,     /* an aq_scheme. Default AQ_SCHEME_AFFINE. */
     AQ_PARAM_THREADS = 3,    /* worker threads, 1 .. AQ_MAX_THREADS; 0 = one per online CPU.
                                 Default 1. Results never depend on it. */
+    AQ_PARAM_PRESERVE_MOMENTS = 4, /* 0 or 1. Default 0. 1: after quantization, each row's
+                                      scales and zero points are corrected so that the
+                                      dequantized row keeps the original mean and variance
+                                      (affine and affine_search only). See aq_quantize_ex. */
     AQ_PARAM_COUNT
 } aq_param;
 
@@ -174,7 +185,7 @@ typedef enum aq_param {
 #define AQ_GROUP_SIZE_ROW 4294967295u
 #define AQ_MAX_THREADS 1024
 
-/* "bit_width", "group_size", "scheme", "threads"; "unknown" otherwise. */
+/* "bit_width", "group_size", "scheme", "threads", "preserve_moments"; "unknown" otherwise. */
 AQ_API const char *aq_param_name(aq_param param);
 
 /* The inclusive bounds of a parameter. A value inside the bounds may still be refused (bit
@@ -433,6 +444,99 @@ AQ_API AQ_MUST_CHECK aq_status aq_stream_dequantize(aq_ctx *ctx, struct ArrowArr
 /* ------------------------------------------------------------------------------------------ */
 
 /* Section reserved for the model pipeline. */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Quality: weighted quantization, moments, fallback and mixed precision (src/quant/quality.c) */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The super-block size of AQ_SCHEME_KQUANT: its layout's group_size, whatever
+ * AQ_PARAM_GROUP_SIZE says. A writer must record layout.group_size (from aq_quantize_bound),
+ * not the context's parameter; a reader gives it back in aq_qtensor.group_size. */
+#define AQ_KQUANT_SUPER_BLOCK 512u
+
+/* aq_layout_compute for any scheme: for AQ_SCHEME_KQUANT, group_size is ignored (512 is
+ * used), groups counts super-blocks and packed_bytes counts the codes and the packed sub-block
+ * parameters after them. */
+AQ_API AQ_MUST_CHECK aq_status aq_layout_compute_scheme(aq_scheme scheme, const int64_t *shape,
+                                                        size_t ndim, unsigned bit_width,
+                                                        size_t group_size, aq_layout *out,
+                                                        aq_error *err);
+
+typedef struct aq_quantize_options {
+    /* NULL, or one importance weight per element of the tensor (row-major, as the data):
+     * finite and >= 0. affine_search and kquant then minimise the importance-weighted squared
+     * error (docs/format.md 5.1); plain affine ignores it. Borrowed for the call. */
+    const float *importance;
+} aq_quantize_options;
+
+/* Moment figures of one quantization (filled by aq_quantize_ex when asked for). For each row
+ * with original mean mu and population standard deviation sigma, and dequantized mean mu_hat
+ * and deviation sigma_hat, KL(N(mu, sigma^2) || N(mu_hat, sigma_hat^2)) =
+ * ln(sigma_hat / sigma) + (sigma^2 + (mu - mu_hat)^2) / (2 sigma_hat^2) - 1/2. */
+typedef struct aq_quantize_stats {
+    size_t rows;           /* rows with sigma > 0 and sigma_hat > 0, over which KL is averaged */
+    size_t rows_corrected; /* rows whose scales and zero points the correction changed */
+    double kl_before;      /* mean KL of the quantized rows before the correction */
+    double kl_after;       /* the same after it (== kl_before when no correction was made) */
+} aq_quantize_stats;
+
+/* aq_quantize with options (opts may be NULL) and, when stats is not NULL, the moment figures
+ * (which cost one dequantization of the tensor). With AQ_PARAM_PRESERVE_MOMENTS set the rows
+ * are corrected; with AQ_SCHEME_KQUANT that is AQ_UNSUPPORTED (its offsets cannot absorb a
+ * row's mean shift). A bad importance vector (NaN, Inf or negative weight) is
+ * AQ_INVALID_ARGUMENT naming the layer and the index. */
+AQ_API AQ_MUST_CHECK aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src,
+                                              const aq_quantize_options *opts,
+                                              const aq_qbuffers *dst, aq_quantize_stats *stats,
+                                              aq_error *err);
+
+/* Quantizing a list of tensors with a quality floor and/or a size budget. The result is an
+ * aq_qset: one quantized tensor per input, in input order, each with the choice made for it. */
+typedef struct aq_qset aq_qset;
+
+typedef struct aq_qset_options {
+    /* 0 = no floor. Otherwise a tensor whose cosine similarity falls below it is quantized
+     * again with more bits (2 -> 4 -> 8, same scheme); with a budget, options below the floor
+     * are not considered (unless none meets it: then the tensor's most accurate option). */
+    double min_cosine;
+    /* 0 = no budget: every tensor starts at the context's bit width. Otherwise the total size
+     * (codes, scales, zero points, sub-block parameters) must stay within target_bpw bits per
+     * weight: each tensor starts at its smallest option and the upgrade that saves the most
+     * squared error per byte is taken first, while it fits. AQ_INVALID_PARAMETER when even
+     * the smallest options do not fit. */
+    double target_bpw;
+    /* The schemes the budget may choose from, each at 2, 4 and 8 bits; NULL = the context's
+     * scheme only. Ignored without a budget. */
+    const aq_scheme *schemes;
+    size_t n_schemes;
+    /* NULL, or one importance vector (or NULL) per tensor, as aq_quantize_options. */
+    const float *const *importance;
+} aq_qset_options;
+
+/* What was chosen for one tensor and how well it came back. */
+typedef struct aq_qset_choice {
+    aq_scheme scheme;
+    unsigned bit_width;
+    unsigned initial_bit_width; /* the context's bit width, or the budget's first choice */
+    int moved;                  /* 1 when the floor raised the bit width */
+    int meets_min_cosine;       /* 1 when cosine >= min_cosine (always 1 without a floor) */
+    size_t bytes;               /* packed bytes + 4 bytes per scale and per zero point */
+    double bits_per_weight;     /* bytes * 8 / elements */
+    aq_metrics metrics;         /* original vs dequantized */
+} aq_qset_choice;
+
+AQ_API AQ_MUST_CHECK aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
+                                                const aq_qset_options *opts, aq_qset **out,
+                                                aq_error *err);
+AQ_API void aq_qset_free(aq_qset *set);
+AQ_API size_t aq_qset_count(const aq_qset *set);
+/* Entry i: the choice and a view of the quantized tensor (buffers and shape owned by the set,
+ * valid until aq_qset_free; name borrowed from the input). AQ_INVALID_ARGUMENT if i is out of
+ * range. Either output may be NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_qset_get(const aq_qset *set, size_t i, aq_qset_choice *choice,
+                                           aq_qtensor *tensor, aq_error *err);
+/* Totals over the set: bytes (as in aq_qset_choice) and elements. */
+AQ_API void aq_qset_totals(const aq_qset *set, size_t *bytes, size_t *elements);
 
 #ifdef __cplusplus
 }
