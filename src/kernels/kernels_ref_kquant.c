@@ -72,14 +72,18 @@ static double kq_sub_error(const float *x, const float *w, size_t n, float qmax,
                            float dmin, unsigned sc, unsigned mc)
 {
     double le[KQ_LANES] = {0};
-    float a = d * (float)sc;
-    float b = dmin * (float)mc;
-    float inv = a > 0.0f ? 1.0f / a : 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        float q = a > 0.0f ? kq_code((x[i] + b) * inv, qmax) : 0.0f;
-        double r = (double)x[i] - (double)(a * q - b);
-        double W = w != NULL ? (double)w[i] : 1.0;
-        le[i % KQ_LANES] += (W * r) * r;
+    const float a = d * (float)sc;
+    const float b = dmin * (float)mc;
+    const float inv = a > 0.0f ? 1.0f / a : 0.0f;
+    /* With a == 0 every code is 0 (inv == 0 gives code(0) == 0 as well). */
+    for (size_t i0 = 0; i0 < n; i0 += KQ_LANES) {
+        size_t m = n - i0 < KQ_LANES ? n - i0 : KQ_LANES;
+        for (size_t j = 0; j < m; j++) {
+            float q = kq_code((x[i0 + j] + b) * inv, qmax);
+            double r = (double)x[i0 + j] - (double)(a * q - b);
+            double W = w != NULL ? (double)w[i0 + j] : 1.0;
+            le[j] += (W * r) * r;
+        }
     }
     return kq_reduce(le);
 }
@@ -91,17 +95,20 @@ static bool kq_refit(const float *x, const float *w, size_t len, size_t sub, con
 {
     double laa[KQ_LANES] = {0}, lab[KQ_LANES] = {0}, lbb[KQ_LANES] = {0};
     double lxa[KQ_LANES] = {0}, lxb[KQ_LANES] = {0};
-    for (size_t i = 0; i < len; i++) {
-        size_t j = i % KQ_LANES;
-        double W = w != NULL ? (double)w[i] : 1.0;
-        double X = (double)x[i];
-        double A = (double)sc[i / sub] * (double)q[i];
-        double B = (double)mc[i / sub];
-        laa[j] += (W * A) * A;
-        lab[j] += (W * A) * B;
-        lbb[j] += (W * B) * B;
-        lxa[j] += (W * X) * A;
-        lxb[j] += (W * X) * B;
+    /* Sub-blocks hold a multiple of 8 elements, so a run of 8 lies in one sub-block. */
+    for (size_t i0 = 0; i0 < len; i0 += KQ_LANES) {
+        size_t m = len - i0 < KQ_LANES ? len - i0 : KQ_LANES;
+        const double S = (double)sc[i0 / sub], B = (double)mc[i0 / sub];
+        for (size_t j = 0; j < m; j++) {
+            double W = w != NULL ? (double)w[i0 + j] : 1.0;
+            double X = (double)x[i0 + j];
+            double A = S * (double)q[i0 + j];
+            laa[j] += (W * A) * A;
+            lab[j] += (W * A) * B;
+            lbb[j] += (W * B) * B;
+            lxa[j] += (W * X) * A;
+            lxb[j] += (W * X) * B;
+        }
     }
     double saa = kq_reduce(laa), sab = kq_reduce(lab), sbb = kq_reduce(lbb);
     double sxa = kq_reduce(lxa), sxb = kq_reduce(lxb);
