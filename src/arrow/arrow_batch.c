@@ -165,6 +165,12 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
 {
     bq_item *item = &p->items[i];
     item->name = "";
+    int64_t ws, wn;
+    if (arw_list_valid(&in->weights, i)) {
+        /* Known even when the row turns out bad, for the progress count. */
+        aq__arrow_list_get(&in->weights, i, &ws, &wn);
+        item->elements = (size_t)wn;
+    }
     if (!arw_var_valid(&in->names, i)) {
         return aq__error_set(row_err, AQ_INVALID_ARGUMENT, "Row %zu: layer_name is null", grow);
     }
@@ -182,9 +188,6 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
         return aq__error_set(row_err, AQ_INVALID_ARGUMENT, "Layer '%s' (row %zu): weights is null",
                              name, grow);
     }
-    int64_t ws, wn;
-    aq__arrow_list_get(&in->weights, i, &ws, &wn);
-    item->elements = (size_t)wn;
     int64_t bad = aq__arrow_list_first_null(&in->weights, ws, wn);
     if (bad >= 0) {
         return aq__error_set(row_err, AQ_INVALID_ARGUMENT,

@@ -25,8 +25,8 @@ typedef struct dq_meta {
     size_t group_size;
 } dq_meta;
 
-static const char *const dq_columns[6] = {"layer_name", "scales", "zero_points",
-                                          "shape",      "bit_width", "quantized_data"};
+static const char *const dq_columns[6] = {"layer_name",  "quantized_data", "scales",
+                                          "zero_points", "shape",          "bit_width"};
 
 static aq_status dq_meta_string(const char *metadata, const char *key, char *buf, size_t size,
                                 aq_error *err)
@@ -186,16 +186,16 @@ static aq_status dq_import(const struct ArrowSchema *s, const struct ArrowArray 
     if ((st = aq__arrow_import_var("layer_name", false, "string (utf8, large_utf8 or "
                                    "string_view)", s->children[c[0]], a->children[c[0]], off,
                                    rows, &in->names, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("scales", &dq_float_spec, s->children[c[1]],
-                                    a->children[c[1]], off, rows, &in->scales, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("zero_points", &dq_float_spec, s->children[c[2]],
-                                    a->children[c[2]], off, rows, &in->zps, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("shape", &dq_shape_spec, s->children[c[3]],
-                                    a->children[c[3]], off, rows, &in->shape, err)) != AQ_OK ||
-        (st = aq__arrow_import_prim("bit_width", 'C', "uint8", s->children[c[4]],
-                                    a->children[c[4]], off, rows, &in->bits, err)) != AQ_OK ||
+        (st = aq__arrow_import_list("scales", &dq_float_spec, s->children[c[2]],
+                                    a->children[c[2]], off, rows, &in->scales, err)) != AQ_OK ||
+        (st = aq__arrow_import_list("zero_points", &dq_float_spec, s->children[c[3]],
+                                    a->children[c[3]], off, rows, &in->zps, err)) != AQ_OK ||
+        (st = aq__arrow_import_list("shape", &dq_shape_spec, s->children[c[4]],
+                                    a->children[c[4]], off, rows, &in->shape, err)) != AQ_OK ||
+        (st = aq__arrow_import_prim("bit_width", 'C', "uint8", s->children[c[5]],
+                                    a->children[c[5]], off, rows, &in->bits, err)) != AQ_OK ||
         (st = aq__arrow_import_var("quantized_data", true, "binary (binary, large_binary or "
-                                   "binary_view)", s->children[c[5]], a->children[c[5]], off,
+                                   "binary_view)", s->children[c[1]], a->children[c[1]], off,
                                    rows, &in->packed, err)) != AQ_OK) {
         return st;
     }
