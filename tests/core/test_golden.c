@@ -549,7 +549,7 @@ TEST(golden_flipped_byte_detected)
         *byte ^= 0x10;
         bool same = gd_run_case(ctx, c, msg);
         *byte ^= 0x10;
-        char needle[300];
+        char needle[GD_MSG];
         snprintf(needle, sizeof needle, "case '%s': packed byte %zu differs", c->name, at);
         CHECK_MSG(!same && strstr(msg, needle) != NULL, "flip not reported: \"%s\"", msg);
         /* A flipped restored float is reported too. */
