@@ -27,7 +27,9 @@ typedef struct gd_case {
     size_t groups;
     const uint8_t *scales;
     const uint8_t *zero_points;
-    const uint8_t *restored;
+    const uint8_t *restored;      /* float32 */
+    const uint8_t *restored_f16;  /* float16 bits */
+    const uint8_t *restored_bf16; /* bfloat16 bits */
     size_t bad_index;
 } gd_case;
 
@@ -189,7 +191,9 @@ static bool gd_read_case(gd_reader *r, gd_case *c)
     c->packed_bytes = (size_t)v;
     if (!gd_uint(r, 8, "group count", &v) || !gd_array(r, v, 4, "scales", &c->scales) ||
         !gd_array(r, v, 4, "zero points", &c->zero_points) ||
-        !gd_array(r, n, 4, "restored", &c->restored)) {
+        !gd_array(r, n, 4, "restored", &c->restored) ||
+        !gd_array(r, n, 2, "restored f16", &c->restored_f16) ||
+        !gd_array(r, n, 2, "restored bf16", &c->restored_bf16)) {
         return false;
     }
     c->groups = (size_t)v;
@@ -265,15 +269,22 @@ done:
     return data;
 }
 
-/* Index of the first differing 4-byte word of two float arrays (bitwise), or n. */
-static size_t gd_first_diff32(const void *a, const void *b, size_t n)
+/* Index of the first differing item of two arrays of n items of `width` bytes, or n. */
+static size_t gd_first_diff(const void *a, const void *b, size_t n, size_t width)
 {
     for (size_t i = 0; i < n; i++) {
-        if (memcmp((const uint8_t *)a + 4 * i, (const uint8_t *)b + 4 * i, 4) != 0) {
+        if (memcmp((const uint8_t *)a + width * i, (const uint8_t *)b + width * i, width) != 0) {
             return i;
         }
     }
     return n;
+}
+
+static unsigned gd_u16(const void *p, size_t i)
+{
+    uint16_t v;
+    memcpy(&v, (const uint8_t *)p + 2 * i, 2);
+    return v;
 }
 
 static float gd_f32(const void *p, size_t i)
@@ -352,12 +363,12 @@ static bool gd_run_case(aq_ctx *ctx, const gd_case *c, char *msg)
                packed[i], c->packed[i]);
         goto done;
     }
-    if ((i = gd_first_diff32(scales, c->scales, c->groups)) < c->groups) {
+    if ((i = gd_first_diff(scales, c->scales, c->groups, 4)) < c->groups) {
         gd_fmt(msg, "case '%s': scale %zu differs: library %a, golden %a", c->name, i,
                (double)scales[i], (double)gd_f32(c->scales, i));
         goto done;
     }
-    if ((i = gd_first_diff32(zps, c->zero_points, c->groups)) < c->groups) {
+    if ((i = gd_first_diff(zps, c->zero_points, c->groups, 4)) < c->groups) {
         gd_fmt(msg, "case '%s': zero point %zu differs: library %a, golden %a", c->name, i,
                (double)zps[i], (double)gd_f32(c->zero_points, i));
         goto done;
@@ -389,10 +400,25 @@ static bool gd_run_case(aq_ctx *ctx, const gd_case *c, char *msg)
         gd_fmt(msg, "case '%s': aq_dequantize: %s", c->name, err.message);
         goto done;
     }
-    if ((i = gd_first_diff32(restored, c->restored, c->elements)) < c->elements) {
+    if ((i = gd_first_diff(restored, c->restored, c->elements, 4)) < c->elements) {
         gd_fmt(msg, "case '%s': restored value %zu differs: library %a, golden %a", c->name, i,
                (double)restored[i], (double)gd_f32(c->restored, i));
         goto done;
+    }
+    /* The same values written as float16 and bfloat16 (into the float buffer: half the size). */
+    const aq_dtype half[2] = {AQ_DTYPE_F16, AQ_DTYPE_BF16};
+    const uint8_t *expected[2] = {c->restored_f16, c->restored_bf16};
+    for (size_t h = 0; h < 2; h++) {
+        if (aq_dequantize(ctx, &q, half[h], restored, c->elements, &err) != AQ_OK) {
+            gd_fmt(msg, "case '%s': aq_dequantize to %s: %s", c->name, aq_dtype_name(half[h]),
+                   err.message);
+            goto done;
+        }
+        if ((i = gd_first_diff(restored, expected[h], c->elements, 2)) < c->elements) {
+            gd_fmt(msg, "case '%s': restored %s value %zu differs: library 0x%04x, golden 0x%04x",
+                   c->name, aq_dtype_name(half[h]), i, gd_u16(restored, i), gd_u16(expected[h], i));
+            goto done;
+        }
     }
     ok = true;
 done:
@@ -559,6 +585,12 @@ TEST(golden_flipped_byte_detected)
         *byte ^= 0x01;
         snprintf(needle, sizeof needle, "restored value %zu differs", c->elements - 1);
         CHECK_MSG(!same && strstr(msg, needle) != NULL, "flip not reported: \"%s\"", msg);
+        byte = data + (size_t)(c->restored_bf16 - data);
+        *byte ^= 0x01;
+        same = gd_run_case(ctx, c, msg);
+        *byte ^= 0x01;
+        CHECK_MSG(!same && strstr(msg, "restored bf16 value 0 differs") != NULL,
+                  "flip not reported: \"%s\"", msg);
         tried++;
     }
     CHECK(tried >= 10);

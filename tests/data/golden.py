@@ -22,6 +22,8 @@ File layout (all integers little-endian, floats IEEE 754 little-endian):
                 | u64 groups | f32 scales[groups] | f32 zero_points[groups]
                 | f32 restored[elements]   (section 4 applied to the packed codes, scales and
                                             zero points above)
+                | u16 restored_f16[elements] | u16 restored_bf16[elements]
+                                           (the same, written as float16 and as bfloat16)
               or, if expect == 1:
                 u64 bad_index             (flat index of the first NaN/Inf, section 2)
 """
@@ -110,6 +112,10 @@ class Case:
             out.append(struct.pack("<Q", scales.size) + scales.astype("<f4").tobytes()
                        + zps.astype("<f4").tobytes())
             out.append(restored.astype("<f4").tobytes())
+            for out_dtype in ("f16", "bf16"):
+                other = ref.dequantize(packed, scales, zps, self.shape, self.bits,
+                                       self.group_size, out_dtype=out_dtype)
+                out.append(other.view(np.uint16).astype("<u2").tobytes())
         return b"".join(out)
 
 

@@ -8,13 +8,14 @@ np.float64 arrays (IEEE binary64, round to nearest even), np.rint is round-half-
 Public API (other tests import it by path; keep these names and signatures):
     quantize(x, shape, bits, group_size, *, dtype_name=None, name="tensor")
         -> (packed: bytes, scales: float32[groups], zero_points: float32[groups])
-    dequantize(packed, scales, zero_points, shape, bits, group_size) -> float32[elements]
+    dequantize(packed, scales, zero_points, shape, bits, group_size, *, out_dtype="f32")
+        -> float32[elements] (or float16, or bfloat16 bits as uint16, per out_dtype)
     pack(codes, bits) -> bytes
     unpack(packed, n, bits) -> uint8[n]
 """
 import numpy as np
 
-__all__ = ["quantize", "dequantize", "pack", "unpack", "to_float32", "layout"]
+__all__ = ["quantize", "dequantize", "pack", "unpack", "to_float32", "to_bf16", "layout"]
 
 GROUP_SIZE_ROW = 4294967295
 FLT_MIN = np.float32(2.0**-126)
@@ -144,9 +145,20 @@ def quantize(x, shape, bits, group_size, *, dtype_name=None, name="tensor"):
     return pack(codes, bits), scale.reshape(groups), zero_point.reshape(groups)
 
 
-def dequantize(packed, scales, zero_points, shape, bits, group_size):
+def to_bf16(values):
+    """float32 to bfloat16 bits (uint16), round to nearest, ties to even; values beyond the
+    bfloat16 range become +-Inf. (Section 4; NaN never occurs there.)"""
+    bits = np.asarray(values, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))
+    return (rounded >> np.uint64(16)).astype(np.uint16)
+
+
+def dequantize(packed, scales, zero_points, shape, bits, group_size, *, out_dtype="f32"):
     """Section 4: x_hat = ((float)q - zero_point) * scale, two float32 operations, after the
-    checks a reader must make on a quantized tensor from outside."""
+    checks a reader must make on a quantized tensor from outside; then, for out_dtype "f16"
+    or "bf16", rounded to nearest even (bfloat16 returned as uint16 bits)."""
+    if out_dtype not in ("f32", "f16", "bf16"):
+        raise ValueError(f"out_dtype must be f32, f16 or bf16, not {out_dtype!r}")
     rows, cols, gpr, groups, packed_bytes = layout(shape, bits, group_size)
     scales = np.asarray(scales, dtype=np.float32).reshape(-1)
     zero_points = np.asarray(zero_points, dtype=np.float32).reshape(-1)
@@ -162,5 +174,7 @@ def dequantize(packed, scales, zero_points, shape, bits, group_size):
     s = scales.reshape(rows, gpr)[:, group_of_col]
     z = zero_points.reshape(rows, gpr)[:, group_of_col]
     with np.errstate(over="ignore"):
-        out = ((q - z).astype(np.float32) * s).astype(np.float32)
-    return out.reshape(-1)
+        out = ((q - z).astype(np.float32) * s).astype(np.float32).reshape(-1)
+        if out_dtype == "f16":
+            return out.astype(np.float16)  # IEEE 754 conversion: nearest even, overflow to Inf
+    return to_bf16(out) if out_dtype == "bf16" else out

@@ -102,17 +102,18 @@ class Aq:
                                          ctypes.byref(err)), err)
         return packed.tobytes(), scales, zps
 
-    def dequantize(self, packed, scales, zero_points, shape, bits, group_size):
+    def dequantize(self, packed, scales, zero_points, shape, bits, group_size, out_dtype="f32"):
+        """-> float32 values, float16 values, or bfloat16 bits as uint16."""
         ctx, err = self.ctx(bits, group_size), AqError()
         shp = (ctypes.c_int64 * max(len(shape), 1))(*shape)
         pk = np.frombuffer(bytes(packed), np.uint8).copy()
         scales = np.ascontiguousarray(scales, np.float32)
         zero_points = np.ascontiguousarray(zero_points, np.float32)
         n = int(np.prod(shape, dtype=np.int64))
-        out = np.zeros(n, np.float32)
+        out = np.zeros(n, {"f32": np.float32, "f16": np.float16, "bf16": np.uint16}[out_dtype])
         q = AqQTensor(b"tensor", 0, bits, group_size, shp, len(shape), pk.ctypes.data, pk.size,
                       scales.ctypes.data, zero_points.ctypes.data, scales.size)
-        self._check(self.lib.aq_dequantize(ctx, ctypes.byref(q), AQ_DTYPES["f32"],
+        self._check(self.lib.aq_dequantize(ctx, ctypes.byref(q), AQ_DTYPES[out_dtype],
                                            out.ctypes.data, n, ctypes.byref(err)), err)
         return out
 

@@ -1,6 +1,7 @@
 """The independent numpy implementation of docs/format.md (tests/reference/affine_numpy.py)
 against the C library through ctypes: identical packed bytes, scales and zero points (bitwise),
-identical restored floats, and the same first bad index for non-finite input."""
+identical restored float32/float16/bfloat16 values, and the same first bad index for
+non-finite input."""
 import pathlib
 import subprocess
 import sys
@@ -49,9 +50,10 @@ def assert_same(affine, aq, x, shape, bits, g, dtype):
     assert lib[0] == ref[0], "packed bytes differ"
     assert lib[1].tobytes() == ref[1].tobytes(), "scales differ"
     assert lib[2].tobytes() == ref[2].tobytes(), "zero points differ"
-    restored_ref = affine.dequantize(*ref, shape, bits, g)
-    restored_lib = aq.dequantize(*ref, shape, bits, g)
-    assert restored_lib.tobytes() == restored_ref.tobytes(), "restored values differ"
+    for out_dtype in ("f32", "f16", "bf16"):
+        restored_ref = affine.dequantize(*ref, shape, bits, g, out_dtype=out_dtype)
+        restored_lib = aq.dequantize(*ref, shape, bits, g, out_dtype=out_dtype)
+        assert restored_lib.tobytes() == restored_ref.tobytes(), f"restored {out_dtype} differ"
 
 
 @st.composite
