@@ -69,7 +69,7 @@ typedef struct arw_prim {
 
 static inline bool arw_bit(const uint8_t *bitmap, int64_t i)
 {
-    return (bitmap[i >> 3] >> (i & 7)) & 1u;
+    return ((unsigned)bitmap[i >> 3] >> (unsigned)(i & 7)) & 1u;
 }
 
 /* Row i of a view is not null. */
