@@ -318,3 +318,16 @@ def test_dequantize_refuses_foreign_batches(aql):
     with pytest.raises(AqFailure) as e:
         aql.dequantize(renamed)
     assert "Missing required column 'bit_width' in a quantized batch" in e.value.message
+
+
+def test_pycapsule_array_export(aql, check_rows):
+    """pyarrow's __arrow_c_array__ capsules: the pointers go straight to aq_batch_quantize."""
+    from aqarrow import capsule_pointer
+    rows = make_rows(2, 64, np.float32, seed=9)
+    batch = batch_of(rows, [[8, 8], [64]])
+    schema_capsule, array_capsule = batch.__arrow_c_array__()
+    result = aql.quantize_ptr(capsule_pointer(schema_capsule, b"arrow_schema"),
+                              capsule_pointer(array_capsule, b"arrow_array"), bits=4,
+                              group_size=16)
+    check_rows(result, [(rows[0][0], rows[0][1], [8, 8]), (rows[1][0], rows[1][1], [64])], 4,
+               16)
