@@ -171,8 +171,7 @@ static void bm_make_schema(struct ArrowSchema *s)
 
 /* Layers first .. first + n - 1 of the table; values depend only on the layer index, so any
  * batching of the table holds the same data. */
-static void bm_make_array(struct ArrowArray *a, size_t first, size_t n, size_t per,
-                          size_t *bytes)
+static void bm_make_array(struct ArrowArray *a, size_t first, size_t n, size_t per, size_t *bytes)
 {
     bm_array_init(a, (int64_t)n, 1, 3);
     struct ArrowArray *names = a->children[0], *w = a->children[1], *shape = a->children[2];
@@ -323,10 +322,10 @@ static int run_batch(size_t layers, size_t per, unsigned bits)
     double input_mib = (double)(layers * per * 4) / MIB;
     size_t limit = in.bytes + out_bytes + SLACK_BYTES;
     size_t grown = peak > base ? peak - base : 0;
-    printf("mode                 batch (aq_batch_quantize, %u bits, group 128, kernels %s)\n",
-           bits, aq_ctx_kernels(ctx));
-    printf("input                %zu layers x %zu float32 = %.1f MiB (buffers %.1f MiB)\n",
-           layers, per, input_mib, (double)in.bytes / MIB);
+    printf("mode                 batch (aq_batch_quantize, %u bits, group 128, kernels %s)\n", bits,
+           aq_ctx_kernels(ctx));
+    printf("input                %zu layers x %zu float32 = %.1f MiB (buffers %.1f MiB)\n", layers,
+           per, input_mib, (double)in.bytes / MIB);
     printf("output               %.1f MiB (%lld rows)\n", (double)out_bytes / MIB,
            (long long)out_a.length);
     printf("rss before input     %.1f MiB; after input %.1f MiB\n", (double)base / MIB,
@@ -335,12 +334,11 @@ static int run_batch(size_t layers, size_t per, unsigned bits)
            (double)grown / MIB);
     printf("bound                input + output + 64 MiB = %.1f MiB\n", (double)limit / MIB);
     printf("growth / (input+output) = %.4f; headroom under the bound %.1f MiB\n",
-           (double)grown / (double)(in.bytes + out_bytes),
-           ((double)limit - (double)grown) / MIB);
+           (double)grown / (double)(in.bytes + out_bytes), ((double)limit - (double)grown) / MIB);
     printf("quantize time        %.3f s = %.2f GB/s of float32 input\n", tq,
            (double)(layers * per * 4) / tq / 1e9);
-    printf("aq_quantize alone    %.3f s; batch / tensor-API time = %.3fx (Arrow overhead)\n",
-           tk, tq / tk);
+    printf("aq_quantize alone    %.3f s; batch / tensor-API time = %.3fx (Arrow overhead)\n", tk,
+           tq / tk);
     printf("read probe           %.3f s = %.2f GB/s; quantize / read-probe time = %.2fx "
            "(sink %g)\n",
            tr, (double)(layers * per * 4) / tr / 1e9, tq / tr, sink);
@@ -375,8 +373,8 @@ static int bm_get_next(struct ArrowArrayStream *s, struct ArrowArray *out)
         out->release = NULL;
         return 0;
     }
-    size_t n = p->layers - p->next < STREAM_BATCH_LAYERS ? p->layers - p->next
-                                                           : STREAM_BATCH_LAYERS;
+    size_t n =
+        p->layers - p->next < STREAM_BATCH_LAYERS ? p->layers - p->next : STREAM_BATCH_LAYERS;
     size_t bytes = 0;
     bm_make_array(out, p->next, n, p->per, &bytes);
     p->batch_bytes = bytes > p->batch_bytes ? bytes : p->batch_bytes;
@@ -431,8 +429,8 @@ static int run_stream(size_t layers, size_t per, unsigned bits)
     size_t grown = peak > base ? peak - base : 0;
     size_t limit = state.batch_bytes + max_out + SLACK_BYTES;
     double total_mib = (double)(layers * per * 4) / MIB;
-    printf("mode                 stream (aq_stream_quantize, %u bits, %d layers per batch)\n",
-           bits, STREAM_BATCH_LAYERS);
+    printf("mode                 stream (aq_stream_quantize, %u bits, %d layers per batch)\n", bits,
+           STREAM_BATCH_LAYERS);
     printf("table                %zu layers x %zu float32 = %.1f MiB in %zu batches, %zu rows "
            "out\n",
            layers, per, total_mib, batches, rows);

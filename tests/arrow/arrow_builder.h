@@ -55,8 +55,8 @@ void tb_free(tb_node node);
 
 /* Float rows of a record batch: names, weights (float32) and optional shapes. */
 typedef struct tb_row {
-    const char *name;   /* NULL: null name */
-    const float *w;     /* NULL with n == 0 and null_weights: null weights */
+    const char *name; /* NULL: null name */
+    const float *w;   /* NULL with n == 0 and null_weights: null weights */
     int64_t n;
     const int64_t *shape; /* NULL: null shape */
     int64_t ndim;

@@ -3,8 +3,8 @@
 #ifndef AQ_ARROW_TEST_UTIL_H
 #define AQ_ARROW_TEST_UTIL_H
 
-#include "aq_test.h"
 #include "aq_common.h"
+#include "aq_test.h"
 #include "arrow_builder.h"
 
 #include <stdlib.h>

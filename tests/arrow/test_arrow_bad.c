@@ -16,15 +16,15 @@ static tb_node good_batch(float **w)
 
 /* Expects aq_batch_quantize on b to fail with status and a message containing needle, and the
  * outputs untouched. */
-#define EXPECT_QUANTIZE_FAILS(ctx, b, status, needle)                                              \
-    do {                                                                                           \
-        struct ArrowSchema out_s_;                                                                 \
-        struct ArrowArray out_a_;                                                                  \
-        out_s_.release = NULL;                                                                     \
-        out_a_.release = NULL;                                                                     \
-        CHECK_FAILS(aq_batch_quantize((ctx), (b).s, (b).a, NULL, &out_s_, &out_a_, &err),         \
-                    (status), (needle));                                                           \
-        CHECK(out_s_.release == NULL && out_a_.release == NULL);                                   \
+#define EXPECT_QUANTIZE_FAILS(ctx, b, status, needle)                                     \
+    do {                                                                                  \
+        struct ArrowSchema out_s_;                                                        \
+        struct ArrowArray out_a_;                                                         \
+        out_s_.release = NULL;                                                            \
+        out_a_.release = NULL;                                                            \
+        CHECK_FAILS(aq_batch_quantize((ctx), (b).s, (b).a, NULL, &out_s_, &out_a_, &err), \
+                    (status), (needle));                                                  \
+        CHECK(out_s_.release == NULL && out_a_.release == NULL);                          \
     } while (0)
 
 TEST(missing_required_columns_verbatim)
@@ -85,8 +85,7 @@ TEST(wrong_column_types_name_column_expected_and_actual)
     tb_node c3[2] = {tb_strings("u", "layer_name", names, NULL, 1),
                      tb_prim("f", "weights", w, 4, 1, NULL)};
     tb_node b3 = tb_struct("", c3, 2, 1);
-    EXPECT_QUANTIZE_FAILS(ctx, b3, AQ_INVALID_ARGUMENT,
-                          "Column 'weights' must be list<float32>");
+    EXPECT_QUANTIZE_FAILS(ctx, b3, AQ_INVALID_ARGUMENT, "Column 'weights' must be list<float32>");
     CHECK(strstr(err.message, "got Arrow format 'f'") != NULL);
     tb_free(b3);
     /* shape as list<float32> */
@@ -173,7 +172,8 @@ TEST(nan_and_inf_name_layer_and_index)
     int64_t s[2] = {4, 8};
     tb_row r[2] = {{"ok", w, 32, s, 2, false}, {"up.0.conv", w + 32, 32, s, 2, false}};
     tb_node b = tb_batch(r, 2);
-    EXPECT_QUANTIZE_FAILS(ctx, b, AQ_NON_FINITE, "Layer 'up.0.conv' contains NaN or Inf at index 21");
+    EXPECT_QUANTIZE_FAILS(ctx, b, AQ_NON_FINITE,
+                          "Layer 'up.0.conv' contains NaN or Inf at index 21");
     tb_free(b);
     w[32 + 21] = 0;
     w[7] = -INFINITY;
@@ -385,15 +385,15 @@ static void set_meta(struct ArrowSchema *s, char **saved, const char *const *val
     s->metadata = m;
 }
 
-#define EXPECT_DEQUANTIZE_FAILS(ctx, s, a, status, needle)                                         \
-    do {                                                                                           \
-        struct ArrowSchema ds_;                                                                    \
-        struct ArrowArray da_;                                                                     \
-        ds_.release = NULL;                                                                        \
-        da_.release = NULL;                                                                        \
-        CHECK_FAILS(aq_batch_dequantize((ctx), (s), (a), NULL, &ds_, &da_, &err), (status),        \
-                    (needle));                                                                     \
-        CHECK(ds_.release == NULL && da_.release == NULL);                                         \
+#define EXPECT_DEQUANTIZE_FAILS(ctx, s, a, status, needle)                                  \
+    do {                                                                                    \
+        struct ArrowSchema ds_;                                                             \
+        struct ArrowArray da_;                                                              \
+        ds_.release = NULL;                                                                 \
+        da_.release = NULL;                                                                 \
+        CHECK_FAILS(aq_batch_dequantize((ctx), (s), (a), NULL, &ds_, &da_, &err), (status), \
+                    (needle));                                                              \
+        CHECK(ds_.release == NULL && da_.release == NULL);                                  \
     } while (0)
 
 static void check_meta_case(aq_ctx *ctx, struct ArrowSchema *qs, struct ArrowArray *qa,
@@ -424,29 +424,35 @@ TEST(dequantize_checks_metadata)
     struct ArrowArray qa;
     tb_node b = quantized(ctx, &w, &qs, &qa);
     CHECK(qs.release != NULL);
-    const char *v1[8] = {"arrowquant.format_version", "2", "arrowquant.scheme", "affine",
-                         "arrowquant.group_size", "8", "arrowquant.packing", "lsb-first"};
+    const char *v1[8] = {"arrowquant.format_version", "2", "arrowquant.scheme",  "affine",
+                         "arrowquant.group_size",     "8", "arrowquant.packing", "lsb-first"};
     check_meta_case(ctx, &qs, &qa, v1, AQ_UNSUPPORTED,
                     "arrowquant.format_version '2' is not supported (this library reads version "
                     "1)");
-    const char *v2[8] = {"arrowquant.format_version", "1", "arrowquant.scheme", "nf4",
-                         "arrowquant.group_size", "8", "arrowquant.packing", "lsb-first"};
+    const char *v2[8] = {"arrowquant.format_version", "1", "arrowquant.scheme",  "nf4",
+                         "arrowquant.group_size",     "8", "arrowquant.packing", "lsb-first"};
     check_meta_case(ctx, &qs, &qa, v2, AQ_UNSUPPORTED, "arrowquant.scheme 'nf4' is not supported");
-    const char *v3[8] = {"arrowquant.format_version", "1", "arrowquant.scheme", "affine",
-                         "arrowquant.group_size", "7", "arrowquant.packing", "lsb-first"};
+    const char *v3[8] = {"arrowquant.format_version", "1", "arrowquant.scheme",  "affine",
+                         "arrowquant.group_size",     "7", "arrowquant.packing", "lsb-first"};
     check_meta_case(ctx, &qs, &qa, v3, AQ_INVALID_DATA,
                     "arrowquant.group_size '7' is not a valid group size");
-    const char *v4[8] = {"arrowquant.format_version", "1", "arrowquant.scheme", "affine",
-                         "arrowquant.group_size", "8", "arrowquant.packing", "msb-first"};
+    const char *v4[8] = {"arrowquant.format_version", "1", "arrowquant.scheme",  "affine",
+                         "arrowquant.group_size",     "8", "arrowquant.packing", "msb-first"};
     check_meta_case(ctx, &qs, &qa, v4, AQ_UNSUPPORTED,
                     "arrowquant.packing 'msb-first' is not supported (expected 'lsb-first')");
-    const char *v5[8] = {"other", "1", "arrowquant.scheme", "affine", "arrowquant.group_size",
-                         "8", "arrowquant.packing", "lsb-first"};
+    const char *v5[8] = {"other",
+                         "1",
+                         "arrowquant.scheme",
+                         "affine",
+                         "arrowquant.group_size",
+                         "8",
+                         "arrowquant.packing",
+                         "lsb-first"};
     check_meta_case(ctx, &qs, &qa, v5, AQ_INVALID_DATA,
                     "the schema metadata has no 'arrowquant.format_version'");
     /* A group size that differs from the one used makes the group counts wrong. */
-    const char *v6[8] = {"arrowquant.format_version", "1", "arrowquant.scheme", "affine",
-                         "arrowquant.group_size", "16", "arrowquant.packing", "lsb-first"};
+    const char *v6[8] = {"arrowquant.format_version", "1",  "arrowquant.scheme",  "affine",
+                         "arrowquant.group_size",     "16", "arrowquant.packing", "lsb-first"};
     check_meta_case(ctx, &qs, &qa, v6, AQ_INVALID_DATA,
                     "Layer 'b' (row 1): 8 packed bytes and 2 groups, expected 8 and 1");
     qs.release(&qs);
@@ -520,7 +526,8 @@ AQ_TEST_MAIN(AQ_CASE(missing_required_columns_verbatim),
              AQ_CASE(wrong_column_types_name_column_expected_and_actual),
              AQ_CASE(null_name_and_null_weights_name_the_row),
              AQ_CASE(shape_product_mismatch_names_layer_and_numbers),
-             AQ_CASE(nan_and_inf_name_layer_and_index), AQ_CASE(wrong_number_of_buffers_or_children),
-             AQ_CASE(negative_length_or_offset), AQ_CASE(offsets_outside_the_child),
-             AQ_CASE(already_released_structures), AQ_CASE(other_malformed_batches),
-             AQ_CASE(dequantize_checks_metadata), AQ_CASE(dequantize_checks_columns_and_rows))
+             AQ_CASE(nan_and_inf_name_layer_and_index),
+             AQ_CASE(wrong_number_of_buffers_or_children), AQ_CASE(negative_length_or_offset),
+             AQ_CASE(offsets_outside_the_child), AQ_CASE(already_released_structures),
+             AQ_CASE(other_malformed_batches), AQ_CASE(dequantize_checks_metadata),
+             AQ_CASE(dequantize_checks_columns_and_rows))

@@ -7,7 +7,7 @@
 #include <math.h>
 
 /* Quantizes b with ctx; on success out_s/out_a hold the result. */
-#define QUANTIZE_OK(ctx, b, opts)                                                                  \
+#define QUANTIZE_OK(ctx, b, opts) \
     CHECK_OK(aq_batch_quantize((ctx), (b).s, (b).a, (opts), &out_s, &out_a, &err))
 
 static const char *meta_get(const char *m, const char *key, char *buf, size_t size)
@@ -42,8 +42,8 @@ TEST(result_schema_is_the_seed_schema)
     struct ArrowArray out_a;
     QUANTIZE_OK(ctx, b, NULL);
     CHECK(strcmp(out_s.format, "+s") == 0 && out_s.n_children == 6);
-    static const char *names[6] = {"layer_name", "quantized_data", "scales",
-                                   "zero_points", "shape", "bit_width"};
+    static const char *names[6] = {"layer_name",  "quantized_data", "scales",
+                                   "zero_points", "shape",          "bit_width"};
     static const char *formats[6] = {"u", "z", "+l", "+l", "+l", "C"};
     static const char *child[6] = {NULL, NULL, "f", "f", "l", NULL};
     for (int i = 0; i < 6; i++) {
@@ -117,11 +117,10 @@ TEST(large_utf8_large_list_int32_shape)
     int64_t wl[2] = {120, 80};
     int32_t shapes[3] = {12, 10, 80};
     int64_t sl[2] = {2, 1};
-    tb_node cols[3] = {tb_strings("U", "layer_name", names, NULL, 2),
-                       tb_list("+L", "weights", tb_prim("f", "item", w, 4, 200, NULL), wl, 2,
-                               NULL),
-                       tb_list("+L", "shape", tb_prim("i", "item", shapes, 4, 3, NULL), sl, 2,
-                               NULL)};
+    tb_node cols[3] = {
+        tb_strings("U", "layer_name", names, NULL, 2),
+        tb_list("+L", "weights", tb_prim("f", "item", w, 4, 200, NULL), wl, 2, NULL),
+        tb_list("+L", "shape", tb_prim("i", "item", shapes, 4, 3, NULL), sl, 2, NULL)};
     tb_node b = tb_struct("", cols, 3, 2);
     struct ArrowSchema out_s;
     struct ArrowArray out_a;
@@ -147,9 +146,9 @@ TEST(string_view_names_fixed_size_list_weights)
     CHECK(ctx != NULL);
     float *w = au_normal(3 * 48, 3);
     const char *names[3] = {"short", "a.rather.long.layer.name.weight", "another.long.name.x"};
-    tb_node cols[2] = {tb_views("vu", "layer_name", names, NULL, 3),
-                       tb_list("+w:48", "weights", tb_prim("f", "item", w, 4, 3 * 48, NULL),
-                               NULL, 3, NULL)};
+    tb_node cols[2] = {
+        tb_views("vu", "layer_name", names, NULL, 3),
+        tb_list("+w:48", "weights", tb_prim("f", "item", w, 4, 3 * 48, NULL), NULL, 3, NULL)};
     tb_node b = tb_struct("", cols, 2, 3);
     struct ArrowSchema out_s;
     struct ArrowArray out_a;
@@ -189,7 +188,8 @@ TEST(float16_float64_bfloat16_children)
         const void *data;
         size_t size;
         aq_dtype dtype;
-    } cases[3] = {{"e", h, 2, AQ_DTYPE_F16}, {"g", d, 8, AQ_DTYPE_F64}, {"S", bf, 2, AQ_DTYPE_BF16}};
+    } cases[3] = {
+        {"e", h, 2, AQ_DTYPE_F16}, {"g", d, 8, AQ_DTYPE_F64}, {"S", bf, 2, AQ_DTYPE_BF16}};
     for (int c = 0; c < 3; c++) {
         const char *names[1] = {"w"};
         int64_t wl[1] = {N};
@@ -413,12 +413,10 @@ TEST(continue_on_error_skips_and_reports_in_row_order)
     float *w = au_normal(32 * 6, 9);
     w[4 * 32 + 5] = NAN;
     int64_t bad_shape[2] = {3, 7};
-    tb_row rows[6] = {{"good0", w, 32, NULL, 0, false},
-                      {NULL, w + 32, 32, NULL, 0, false},
-                      {"nullw", NULL, 0, NULL, 0, true},
-                      {"shape", w + 96, 32, bad_shape, 2, false},
-                      {"nan", w + 128, 32, NULL, 0, false},
-                      {"good5", w + 160, 32, NULL, 0, false}};
+    tb_row rows[6] = {
+        {"good0", w, 32, NULL, 0, false},     {NULL, w + 32, 32, NULL, 0, false},
+        {"nullw", NULL, 0, NULL, 0, true},    {"shape", w + 96, 32, bad_shape, 2, false},
+        {"nan", w + 128, 32, NULL, 0, false}, {"good5", w + 160, 32, NULL, 0, false}};
     tb_node b = tb_batch(rows, 6);
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
@@ -453,8 +451,7 @@ TEST(continue_on_error_skips_and_reports_in_row_order)
         CHECK_OK(aq_report_get(rep, i, &row, &name, &code, &msg, &err));
         CHECK_MSG(row == want_rows[i] && strcmp(name, want_names[i]) == 0 &&
                       code == want_codes[i] && strstr(msg, want_msgs[i]) != NULL,
-                  "entry %zu: row %zu name '%s' %s '%s'", i, row, name, aq_status_name(code),
-                  msg);
+                  "entry %zu: row %zu name '%s' %s '%s'", i, row, name, aq_status_name(code), msg);
     }
     CHECK(aq_report_get(rep, 4, NULL, NULL, NULL, NULL, &err) == AQ_INVALID_ARGUMENT);
     CHECK(log.calls == 6 && log.rows == 6);
@@ -523,8 +520,8 @@ TEST(dequantize_restores_every_row)
     for (int i = 0; i < 2; i++) {
         rr_row r;
         rr_get(&q_a, false, i, &r);
-        aq_qtensor q = {r.name, AQ_SCHEME_AFFINE, r.bits, 32, r.shape, r.ndim, r.packed,
-                        r.packed_len, r.scales, r.zps, r.groups};
+        aq_qtensor q = {r.name,   AQ_SCHEME_AFFINE, r.bits,   32,    r.shape, r.ndim,
+                        r.packed, r.packed_len,     r.scales, r.zps, r.groups};
         size_t n = i == 0 ? 400 : 300;
         float *want = malloc(n * sizeof *want);
         CHECK_OK(aq_dequantize(ctx, &q, AQ_DTYPE_F32, want, n, &err));
@@ -546,9 +543,8 @@ TEST(dequantize_restores_every_row)
 /* A result batch built by hand: the six columns, with kept rows (bit widths 32 and 16). */
 static tb_node result_batch(const char *const *names, const char *const *packed,
                             const size_t *packed_len, const float *scales, const int64_t *ng,
-                            const int64_t *shape, const int64_t *nd, const uint8_t *bits,
-                            int64_t n, const char *const *mkeys, const char *const *mvals,
-                            int nmeta)
+                            const int64_t *shape, const int64_t *nd, const uint8_t *bits, int64_t n,
+                            const char *const *mkeys, const char *const *mvals, int nmeta)
 {
     int64_t tg = 0, td = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -584,14 +580,14 @@ TEST(dequantize_kept_float32_and_float16_rows)
     int64_t ng[2] = {0, 0}, shape[2] = {3, 2}, nd[2] = {1, 1};
     uint8_t bits[2] = {32, 16};
     float none[1] = {0};
-    tb_node b = result_batch(names, packed, plen, none, ng, shape, nd, bits, 2, good_keys,
-                             good_vals, 4);
+    tb_node b =
+        result_batch(names, packed, plen, none, ng, shape, nd, bits, 2, good_keys, good_vals, 4);
     struct ArrowSchema d_s;
     struct ArrowArray d_a;
     CHECK_OK(aq_batch_dequantize(ctx, b.s, b.a, NULL, &d_s, &d_a, &err));
     const float *wv = d_a.children[1]->children[0]->buffers[1];
-    CHECK(d_a.length == 2 && wv[0] == 1.5f && wv[1] == -2.25f && wv[2] == 3.0f &&
-          wv[3] == 0.5f && wv[4] == -4.0f);
+    CHECK(d_a.length == 2 && wv[0] == 1.5f && wv[1] == -2.25f && wv[2] == 3.0f && wv[3] == 0.5f &&
+          wv[4] == -4.0f);
     d_s.release(&d_s);
     d_a.release(&d_a);
     tb_free(b);
@@ -609,8 +605,8 @@ TEST(dequantize_continue_on_error)
     size_t plen[2] = {5, 8}; /* 5 bytes cannot be 2 float32 */
     int64_t ng[2] = {0, 0}, shape[2] = {2, 2}, nd[2] = {1, 1};
     uint8_t bits[2] = {32, 32};
-    tb_node b = result_batch(names, packed, plen, f, ng, shape, nd, bits, 2, good_keys,
-                             good_vals, 4);
+    tb_node b =
+        result_batch(names, packed, plen, f, ng, shape, nd, bits, 2, good_keys, good_vals, 4);
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
     aq_batch_options opts = {1, NULL, NULL, rep};
@@ -631,16 +627,13 @@ TEST(dequantize_continue_on_error)
     aq_ctx_free(ctx);
 }
 
-AQ_TEST_MAIN(AQ_CASE(result_schema_is_the_seed_schema),
-             AQ_CASE(utf8_list_float32_rows_match_tensor_api),
-             AQ_CASE(large_utf8_large_list_int32_shape),
-             AQ_CASE(string_view_names_fixed_size_list_weights),
-             AQ_CASE(float16_float64_bfloat16_children), AQ_CASE(sliced_arrays_at_every_level),
-             AQ_CASE(zero_rows_whatever_the_types),
-             AQ_CASE(null_shape_and_null_typed_shape_mean_flat),
-             AQ_CASE(columns_found_by_name_extra_columns_ignored),
-             AQ_CASE(tensors_quantize_gives_the_batch_bytes),
-             AQ_CASE(continue_on_error_skips_and_reports_in_row_order),
-             AQ_CASE(progress_counts_rows_and_elements), AQ_CASE(dequantize_restores_every_row),
-             AQ_CASE(dequantize_kept_float32_and_float16_rows),
-             AQ_CASE(dequantize_continue_on_error))
+AQ_TEST_MAIN(
+    AQ_CASE(result_schema_is_the_seed_schema), AQ_CASE(utf8_list_float32_rows_match_tensor_api),
+    AQ_CASE(large_utf8_large_list_int32_shape), AQ_CASE(string_view_names_fixed_size_list_weights),
+    AQ_CASE(float16_float64_bfloat16_children), AQ_CASE(sliced_arrays_at_every_level),
+    AQ_CASE(zero_rows_whatever_the_types), AQ_CASE(null_shape_and_null_typed_shape_mean_flat),
+    AQ_CASE(columns_found_by_name_extra_columns_ignored),
+    AQ_CASE(tensors_quantize_gives_the_batch_bytes),
+    AQ_CASE(continue_on_error_skips_and_reports_in_row_order),
+    AQ_CASE(progress_counts_rows_and_elements), AQ_CASE(dequantize_restores_every_row),
+    AQ_CASE(dequantize_kept_float32_and_float16_rows), AQ_CASE(dequantize_continue_on_error))

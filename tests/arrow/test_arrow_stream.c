@@ -26,8 +26,8 @@ static tb_node rows_batch(int first, int count)
 
 /* A stream of the rows cut at the given boundaries: cuts {0, 3, 3, 7} gives batches of 3, 0
  * and 4 rows. */
-static void cut_stream(struct ArrowArrayStream *out, const int *cuts, int n_batches,
-                       int fail_at, const char *msg)
+static void cut_stream(struct ArrowArrayStream *out, const int *cuts, int n_batches, int fail_at,
+                       const char *msg)
 {
     tb_node batches[8];
     for (int i = 0; i < n_batches; i++) {
@@ -101,8 +101,7 @@ TEST(output_bytes_do_not_depend_on_batching)
     concat *a = malloc(sizeof *a), *b = malloc(sizeof *b), *c = malloc(sizeof *c);
     int na = drain(ctx, one, 1, a), nb = drain(ctx, three, 3, b), nc = drain(ctx, each, 7, c);
     int ok = na == 1 && nb == 3 && nc == 7 && a->rows == ROWS && b->rows == ROWS &&
-             c->rows == ROWS && a->packed_len == b->packed_len &&
-             a->packed_len == c->packed_len &&
+             c->rows == ROWS && a->packed_len == b->packed_len && a->packed_len == c->packed_len &&
              memcmp(a->packed, b->packed, a->packed_len) == 0 &&
              memcmp(a->packed, c->packed, a->packed_len) == 0 && a->groups == b->groups &&
              memcmp(a->scales, b->scales, a->groups * 4) == 0 &&
@@ -282,6 +281,5 @@ TEST(dequantize_stream_over_quantize_stream)
 AQ_TEST_MAIN(AQ_CASE(output_bytes_do_not_depend_on_batching),
              AQ_CASE(schema_before_the_first_batch_and_lazy_pulls),
              AQ_CASE(bad_rows_across_batches_report_global_row_index),
-             AQ_CASE(bad_batch_in_stop_mode_fails_get_next),
-             AQ_CASE(open_errors_release_the_input),
+             AQ_CASE(bad_batch_in_stop_mode_fails_get_next), AQ_CASE(open_errors_release_the_input),
              AQ_CASE(dequantize_stream_over_quantize_stream))
