@@ -134,6 +134,17 @@ aq_status aq__arrow_import_prim(const char *col, char format, const char *expect
 aq_status aq__arrow_metadata_get(const char *metadata, const char *key, const char **value,
                                  size_t *len, bool *found, aq_error *err);
 
+/* One entry of arrowquant.row_schemes. */
+typedef struct aq__row_scheme {
+    aq_scheme scheme;
+    size_t group_size;
+} aq__row_scheme;
+
+/* Parses the value of arrowquant.row_schemes (len bytes, not NUL-terminated): a JSON array of
+ * {"scheme": NAME, "group_size": N}. On success *out (free()) holds *count entries. */
+aq_status aq__arrow_parse_row_schemes(const char *json, size_t len, aq__row_scheme **out,
+                                      size_t *count, aq_error *err);
+
 /* ---- skipped rows, progress ---- */
 
 /* Running counters of one call or one stream: rows and elements seen so far. */

@@ -627,13 +627,85 @@ TEST(dequantize_continue_on_error)
     aq_ctx_free(ctx);
 }
 
-AQ_TEST_MAIN(
-    AQ_CASE(result_schema_is_the_seed_schema), AQ_CASE(utf8_list_float32_rows_match_tensor_api),
-    AQ_CASE(large_utf8_large_list_int32_shape), AQ_CASE(string_view_names_fixed_size_list_weights),
-    AQ_CASE(float16_float64_bfloat16_children), AQ_CASE(sliced_arrays_at_every_level),
-    AQ_CASE(zero_rows_whatever_the_types), AQ_CASE(null_shape_and_null_typed_shape_mean_flat),
-    AQ_CASE(columns_found_by_name_extra_columns_ignored),
-    AQ_CASE(tensors_quantize_gives_the_batch_bytes),
-    AQ_CASE(continue_on_error_skips_and_reports_in_row_order),
-    AQ_CASE(progress_counts_rows_and_elements), AQ_CASE(dequantize_restores_every_row),
-    AQ_CASE(dequantize_kept_float32_and_float16_rows), AQ_CASE(dequantize_continue_on_error))
+/* Rows quantized with different group sizes, described by arrowquant.row_schemes. */
+TEST(dequantize_row_schemes)
+{
+    aq_error err;
+    aq_ctx *c8 = au_ctx(4, 8), *c32 = au_ctx(2, 32);
+    CHECK(c8 != NULL && c32 != NULL);
+    float *w = au_normal(192, 12);
+    int64_t sa[2] = {4, 32}, sb[1] = {64};
+    aq_tensor ta = {"a", AQ_DTYPE_F32, w, sa, 2}, tb = {"b", AQ_DTYPE_F32, w + 128, sb, 1};
+    struct ArrowSchema qs[2];
+    struct ArrowArray qa[2];
+    CHECK_OK(aq_tensors_quantize(c8, &ta, 1, NULL, &qs[0], &qa[0], &err));
+    CHECK_OK(aq_tensors_quantize(c32, &tb, 1, NULL, &qs[1], &qa[1], &err));
+    rr_row r[2];
+    rr_get(&qa[0], false, 0, &r[0]);
+    rr_get(&qa[1], false, 0, &r[1]);
+    /* Concatenate the two rows by hand. */
+    const char *names[2] = {"a", "b"};
+    const char *packed[2] = {(const char *)r[0].packed, (const char *)r[1].packed};
+    size_t plen[2] = {r[0].packed_len, r[1].packed_len};
+    int64_t ng[2] = {(int64_t)r[0].groups, (int64_t)r[1].groups};
+    float sc[64], zp[64];
+    memcpy(sc, r[0].scales, r[0].groups * 4);
+    memcpy(sc + r[0].groups, r[1].scales, r[1].groups * 4);
+    memcpy(zp, r[0].zps, r[0].groups * 4);
+    memcpy(zp + r[0].groups, r[1].zps, r[1].groups * 4);
+    int64_t shapes[3] = {4, 32, 64}, nd[2] = {2, 1};
+    uint8_t bits[2] = {4, 2};
+    tb_node cols[6] = {
+        tb_strings("u", "layer_name", names, NULL, 2),
+        tb_strings("z", "quantized_data", packed, plen, 2),
+        tb_list("+l", "scales", tb_prim("f", "item", sc, 4, ng[0] + ng[1], NULL), ng, 2, NULL),
+        tb_list("+l", "zero_points", tb_prim("f", "item", zp, 4, ng[0] + ng[1], NULL), ng, 2, NULL),
+        tb_list("+l", "shape", tb_prim("l", "item", shapes, 8, 3, NULL), nd, 2, NULL),
+        tb_prim("C", "bit_width", bits, 1, 2, NULL)};
+    tb_node b = tb_struct("", cols, 6, 2);
+    const char *keys[3] = {"arrowquant.format_version", "arrowquant.packing",
+                           "arrowquant.row_schemes"};
+    const char *vals[3] = {
+        "1", "lsb-first",
+        "[{\"scheme\": \"affine\", \"group_size\": 8},\n"
+        " {\"group_size\": 32, \"note\": \"fallback\", \"scheme\": \"affine\"}]"};
+    tb_set_metadata(b, keys, vals, 3);
+    struct ArrowSchema ds;
+    struct ArrowArray da;
+    CHECK_OK(aq_batch_dequantize(c8, b.s, b.a, NULL, &ds, &da, &err));
+    CHECK(da.length == 2);
+    const float *wv = da.children[1]->children[0]->buffers[1];
+    float want[128];
+    for (int i = 0; i < 2; i++) {
+        aq_qtensor q = {names[i],    AQ_SCHEME_AFFINE, bits[i],     i == 0 ? 8u : 32u,
+                        r[i].shape,  r[i].ndim,        r[i].packed, r[i].packed_len,
+                        r[i].scales, r[i].zps,         r[i].groups};
+        size_t n = i == 0 ? 128 : 64;
+        CHECK_OK(aq_dequantize(c8, &q, AQ_DTYPE_F32, want, n, &err));
+        CHECK_MSG(memcmp(want, wv + (i == 0 ? 0 : 128), n * 4) == 0, "row %d differs", i);
+    }
+    ds.release(&ds);
+    da.release(&da);
+    tb_free(b);
+    for (int i = 0; i < 2; i++) {
+        qs[i].release(&qs[i]);
+        qa[i].release(&qa[i]);
+    }
+    free(w);
+    aq_ctx_free(c8);
+    aq_ctx_free(c32);
+}
+
+AQ_TEST_MAIN(AQ_CASE(result_schema_is_the_seed_schema),
+             AQ_CASE(utf8_list_float32_rows_match_tensor_api),
+             AQ_CASE(large_utf8_large_list_int32_shape),
+             AQ_CASE(string_view_names_fixed_size_list_weights),
+             AQ_CASE(float16_float64_bfloat16_children), AQ_CASE(sliced_arrays_at_every_level),
+             AQ_CASE(zero_rows_whatever_the_types),
+             AQ_CASE(null_shape_and_null_typed_shape_mean_flat),
+             AQ_CASE(columns_found_by_name_extra_columns_ignored),
+             AQ_CASE(tensors_quantize_gives_the_batch_bytes),
+             AQ_CASE(continue_on_error_skips_and_reports_in_row_order),
+             AQ_CASE(progress_counts_rows_and_elements), AQ_CASE(dequantize_restores_every_row),
+             AQ_CASE(dequantize_kept_float32_and_float16_rows),
+             AQ_CASE(dequantize_continue_on_error), AQ_CASE(dequantize_row_schemes))

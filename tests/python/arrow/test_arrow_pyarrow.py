@@ -331,3 +331,23 @@ def test_pycapsule_array_export(aql, check_rows):
                               group_size=16)
     check_rows(result, [(rows[0][0], rows[0][1], [8, 8]), (rows[1][0], rows[1][1], [64])], 4,
                16)
+
+
+def test_dequantize_row_schemes_from_pyarrow(aql, affine):
+    """Rows quantized with different group sizes, concatenated by pyarrow, described by
+    arrowquant.row_schemes: each row is restored with its own group size."""
+    rows = make_rows(2, 96, np.float32, seed=11)
+    a = aql.quantize(batch_of(rows[:1], [[3, 32]]), bits=4, group_size=8)
+    b = aql.quantize(batch_of(rows[1:], [[96]]), bits=8, group_size=32)
+    both = pa.Table.from_batches([a, b.replace_schema_metadata(a.schema.metadata)])
+    md = {b"arrowquant.format_version": b"1", b"arrowquant.packing": b"lsb-first",
+          b"arrowquant.row_schemes": b'[{"scheme": "affine", "group_size": 8}, '
+                                     b'{"scheme": "affine", "group_size": 32}]'}
+    batch = both.combine_chunks().to_batches()[0].replace_schema_metadata(md)
+    restored = aql.dequantize(batch)
+    for i, (shape, bits, g) in enumerate([([3, 32], 4, 8), ([96], 8, 32)]):
+        want = affine.dequantize(batch.column("quantized_data")[i].as_py(),
+                                 batch.column("scales")[i].values.to_numpy(),
+                                 batch.column("zero_points")[i].values.to_numpy(), shape, bits, g)
+        got = restored.column("weights")[i].values.to_numpy()
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
