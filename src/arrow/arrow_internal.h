@@ -180,12 +180,17 @@ aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSch
 /* The dequantized schema: layer_name utf8, weights list<float32>, shape list<int64>. */
 aq_status aq__arrow_restored_schema(struct ArrowSchema *out, aq_error *err);
 
-/* Quantizes a batch for a stream: the output is always binary (the stream's schema is fixed
- * before any data is seen), so a batch whose packed data exceeds 2 GiB is an error there. */
+/* The most packed bytes one binary column can address (int32 offsets). */
+#define AQ__ARROW_BINARY_LIMIT ((size_t)INT32_MAX)
+
+/* Quantizes a batch. When its packed data exceeds binary_limit bytes (AQ__ARROW_BINARY_LIMIT;
+ * tests pass less), quantized_data is large_binary if allow_large, else the batch is refused:
+ * a stream fixes its schema (binary) before any data is seen. out_schema may be NULL. */
 aq_status aq__arrow_quantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
                                    const struct ArrowArray *array, const aq_batch_options *opts,
-                                   arw_run *run, bool allow_large, struct ArrowArray *out_array,
-                                   struct ArrowSchema *out_schema, aq_error *err);
+                                   arw_run *run, size_t binary_limit, bool allow_large,
+                                   struct ArrowArray *out_array, struct ArrowSchema *out_schema,
+                                   aq_error *err);
 aq_status aq__arrow_dequantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
                                      const struct ArrowArray *array, const aq_batch_options *opts,
                                      arw_run *run, struct ArrowArray *out_array, aq_error *err);

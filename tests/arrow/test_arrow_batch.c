@@ -2,6 +2,7 @@
  * arrays: every accepted type, slices, empty and null-typed batches, continue-on-error and
  * progress, the reverse path. Bad input is in test_arrow_bad.c, streams in
  * test_arrow_stream.c. */
+#include "arrow_internal.h" /* aq__arrow_quantize_batch, to lower the binary limit */
 #include "arrow_test_util.h"
 
 #include <math.h>
@@ -696,16 +697,57 @@ TEST(dequantize_row_schemes)
     aq_ctx_free(c32);
 }
 
-AQ_TEST_MAIN(AQ_CASE(result_schema_is_the_seed_schema),
-             AQ_CASE(utf8_list_float32_rows_match_tensor_api),
-             AQ_CASE(large_utf8_large_list_int32_shape),
-             AQ_CASE(string_view_names_fixed_size_list_weights),
-             AQ_CASE(float16_float64_bfloat16_children), AQ_CASE(sliced_arrays_at_every_level),
-             AQ_CASE(zero_rows_whatever_the_types),
-             AQ_CASE(null_shape_and_null_typed_shape_mean_flat),
-             AQ_CASE(columns_found_by_name_extra_columns_ignored),
-             AQ_CASE(tensors_quantize_gives_the_batch_bytes),
-             AQ_CASE(continue_on_error_skips_and_reports_in_row_order),
-             AQ_CASE(progress_counts_rows_and_elements), AQ_CASE(dequantize_restores_every_row),
-             AQ_CASE(dequantize_kept_float32_and_float16_rows),
-             AQ_CASE(dequantize_continue_on_error), AQ_CASE(dequantize_row_schemes))
+/* quantized_data becomes large_binary past the binary limit (2 GiB for real; lowered here), and
+ * a stream, whose schema says binary, refuses such a batch instead. */
+TEST(large_binary_past_the_binary_limit)
+{
+    aq_error err;
+    aq_ctx *ctx = au_ctx(8, 16);
+    CHECK(ctx != NULL);
+    float *w = au_normal(96, 13);
+    tb_row rows[2] = {{"a", w, 64, NULL, 0, false}, {"b", w + 64, 32, NULL, 0, false}};
+    tb_node b = tb_batch(rows, 2);
+    struct ArrowSchema out_s;
+    struct ArrowArray out_a;
+    arw_run run = {0, 0};
+    CHECK_OK(aq__arrow_quantize_batch(ctx, b.s, b.a, NULL, &run, 95, true, &out_a, &out_s, &err));
+    CHECK(strcmp(out_s.children[1]->format, "Z") == 0);
+    int64_t shape_a[1] = {64}, shape_b[1] = {32};
+    aq_tensor ta = {"a", AQ_DTYPE_F32, w, shape_a, 1}, tb = {"b", AQ_DTYPE_F32, w + 64, shape_b, 1};
+    rr_row r;
+    rr_get(&out_a, true, 0, &r);
+    CHECK(rr_matches(ctx, &r, &ta));
+    rr_get(&out_a, true, 1, &r);
+    CHECK(rr_matches(ctx, &r, &tb));
+    /* The reverse path reads large_binary. */
+    struct ArrowSchema ds;
+    struct ArrowArray da;
+    CHECK_OK(aq_batch_dequantize(ctx, &out_s, &out_a, NULL, &ds, &da, &err));
+    CHECK(da.length == 2);
+    ds.release(&ds);
+    da.release(&da);
+    out_s.release(&out_s);
+    out_a.release(&out_a);
+    /* Exactly at the limit it stays binary. */
+    CHECK_OK(aq__arrow_quantize_batch(ctx, b.s, b.a, NULL, &run, 96, true, &out_a, &out_s, &err));
+    CHECK(strcmp(out_s.children[1]->format, "z") == 0);
+    out_s.release(&out_s);
+    out_a.release(&out_a);
+    CHECK_FAILS(aq__arrow_quantize_batch(ctx, b.s, b.a, NULL, &run, 95, false, &out_a, NULL, &err),
+                AQ_OVERFLOW, "a stream batch would hold 96 bytes of quantized data");
+    tb_free(b);
+    free(w);
+    aq_ctx_free(ctx);
+}
+
+AQ_TEST_MAIN(
+    AQ_CASE(result_schema_is_the_seed_schema), AQ_CASE(utf8_list_float32_rows_match_tensor_api),
+    AQ_CASE(large_utf8_large_list_int32_shape), AQ_CASE(string_view_names_fixed_size_list_weights),
+    AQ_CASE(float16_float64_bfloat16_children), AQ_CASE(sliced_arrays_at_every_level),
+    AQ_CASE(zero_rows_whatever_the_types), AQ_CASE(null_shape_and_null_typed_shape_mean_flat),
+    AQ_CASE(columns_found_by_name_extra_columns_ignored),
+    AQ_CASE(tensors_quantize_gives_the_batch_bytes),
+    AQ_CASE(continue_on_error_skips_and_reports_in_row_order),
+    AQ_CASE(progress_counts_rows_and_elements), AQ_CASE(dequantize_restores_every_row),
+    AQ_CASE(dequantize_kept_float32_and_float16_rows), AQ_CASE(dequantize_continue_on_error),
+    AQ_CASE(dequantize_row_schemes), AQ_CASE(large_binary_past_the_binary_limit))
