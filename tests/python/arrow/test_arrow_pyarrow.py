@@ -351,3 +351,40 @@ def test_dequantize_row_schemes_from_pyarrow(aql, affine):
                                  batch.column("zero_points")[i].values.to_numpy(), shape, bits, g)
         got = restored.column("weights")[i].values.to_numpy()
         np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_dequantize_reads_view_and_large_types(aql):
+    """A result batch rewritten by a consumer with string_view, binary_view, large_list and
+    int32 shapes (and sliced) still restores the same floats."""
+    rows = make_rows(4, 64, np.float32, seed=12)
+    result = aql.quantize(batch_of(rows, [[8, 8], [64], [4, 16], [64]]), bits=4, group_size=16)
+    target = pa.schema(
+        [("layer_name", pa.string_view()), ("quantized_data", pa.binary_view()),
+         ("scales", pa.large_list(pa.float32())), ("zero_points", pa.large_list(pa.float32())),
+         ("shape", pa.list_(pa.int32())), ("bit_width", pa.uint8())],
+        metadata=result.schema.metadata)
+    rewritten = result.cast(target)
+    plain = aql.dequantize(result)
+    assert aql.dequantize(rewritten).equals(plain)
+    assert aql.dequantize(rewritten.slice(1, 2)).equals(plain.slice(1, 2))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=6),
+       bits=st.sampled_from([2, 4, 8]), group_size=st.integers(8, 70),
+       start=st.integers(0, 5), seed=st.integers(0, 2**32 - 1),
+       list_type=st.sampled_from(["list", "large_list"]))
+def test_random_batches_match_numpy(aql, check_rows, lengths, bits, group_size, start, seed,
+                                    list_type):
+    rng = np.random.default_rng(seed)
+    rows = [(f"r{i}", (rng.standard_normal(n) * rng.uniform(0.01, 10)).astype(np.float32))
+            for i, n in enumerate(lengths)]
+    shapes = [[n] if n % 3 else [3, n // 3] for n in lengths]
+    lt = pa.list_(pa.float32()) if list_type == "list" else pa.large_list(pa.float32())
+    batch = batch_of(rows, shapes, list_type=lt)
+    start = min(start, len(rows) - 1)
+    result = aql.quantize(batch.slice(start), bits=bits, group_size=group_size)
+    check_rows(result, [(n, v, s) for (n, v), s in zip(rows, shapes)][start:], bits, group_size)
