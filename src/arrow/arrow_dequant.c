@@ -180,6 +180,7 @@ aq_status aq__arrow_check_result_schema(const struct ArrowSchema *schema, aq_err
 
 typedef struct dq_input {
     int64_t rows;
+    int64_t offset; /* the struct array's own offset: a sliced batch keeps its metadata */
     dq_meta meta;
     arw_var names;
     arw_var packed;
@@ -204,6 +205,7 @@ static aq_status dq_import(const struct ArrowSchema *s, const struct ArrowArray 
         return st;
     }
     in->rows = rows;
+    in->offset = off;
     int64_t c[6];
     for (int i = 0; i < 6; i++) {
         c[i] = aq__arrow_find_column(s, dq_columns[i]);
@@ -342,14 +344,16 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
         it->elements = count;
     } else {
         if (in->meta.per_row) {
-            if (grow >= in->meta.n_rows) {
+            /* Entries describe the rows as written; a slice starts `offset` rows in. */
+            size_t entry = grow + (size_t)in->offset;
+            if (entry >= in->meta.n_rows) {
                 return aq__error_set(row_err, AQ_INVALID_DATA,
                                      "Layer '%s' (row %zu): arrowquant.row_schemes has only %zu "
                                      "entries",
-                                     name, grow, in->meta.n_rows);
+                                     name, entry, in->meta.n_rows);
             }
-            scheme = in->meta.rows[grow].scheme;
-            group_size = in->meta.rows[grow].group_size;
+            scheme = in->meta.rows[entry].scheme;
+            group_size = in->meta.rows[entry].group_size;
         }
         aq_layout l;
         if ((st = aq_layout_compute(shape, (size_t)hn, bits, group_size, &l, row_err)) != AQ_OK) {

@@ -685,6 +685,16 @@ TEST(dequantize_row_schemes)
         CHECK_OK(aq_dequantize(c8, &q, AQ_DTYPE_F32, want, n, &err));
         CHECK_MSG(memcmp(want, wv + (i == 0 ? 0 : 128), n * 4) == 0, "row %d differs", i);
     }
+    /* A slice holding only row 1 still takes its scheme from entry 1 of row_schemes. */
+    struct ArrowSchema ss;
+    struct ArrowArray sa1;
+    b.a->offset = 1;
+    b.a->length = 1;
+    CHECK_OK(aq_batch_dequantize(c8, b.s, b.a, NULL, &ss, &sa1, &err));
+    CHECK(sa1.length == 1);
+    CHECK(memcmp(sa1.children[1]->children[0]->buffers[1], wv + 128, 64 * 4) == 0);
+    ss.release(&ss);
+    sa1.release(&sa1);
     ds.release(&ds);
     da.release(&da);
     tb_free(b);
