@@ -1,5 +1,5 @@
 /* The quality schemes against golden vectors written by an independent numpy implementation
- * of docs/format.md 5.1 and 5.2 (tests/data/golden_quality.py): bytes, scales, zero points and
+ * of docs/format.md 5.1 and 5.2 (tests/data/quality_golden.py): bytes, scales, zero points and
  * dequantized floats must match bit for bit, for every kernel set this machine has. */
 #include "aq_test.h"
 
@@ -149,44 +149,44 @@ static void gq_check(const char *name)
 
 TEST(search_b2)
 {
-    gq_check("golden_q_search_b2_5x200_g64.bin");
+    gq_check("quality_search_b2_5x200_g64.bin");
 }
 
 TEST(search_b4)
 {
-    gq_check("golden_q_search_b4_5x200_g64.bin");
+    gq_check("quality_search_b4_5x200_g64.bin");
 }
 
 TEST(search_b8)
 {
-    gq_check("golden_q_search_b8_5x200_g64.bin");
+    gq_check("quality_search_b8_5x200_g64.bin");
 }
 
 TEST(search_importance)
 {
-    gq_check("golden_q_search_b4_3x37_g16_imp.bin");
-    gq_check("golden_q_search_b2_4x96_g32_imp.bin");
+    gq_check("quality_search_b4_3x37_g16_imp.bin");
+    gq_check("quality_search_b2_4x96_g32_imp.bin");
 }
 
 TEST(kquant_b2)
 {
-    gq_check("golden_q_kquant_b2_3x1100_g512.bin");
-    gq_check("golden_q_kquant_b2_3x7_g512.bin");
+    gq_check("quality_kquant_b2_3x1100_g512.bin");
+    gq_check("quality_kquant_b2_3x7_g512.bin");
 }
 
 TEST(kquant_b4)
 {
-    gq_check("golden_q_kquant_b4_3x1100_g512.bin");
+    gq_check("quality_kquant_b4_3x1100_g512.bin");
 }
 
 TEST(kquant_b8)
 {
-    gq_check("golden_q_kquant_b8_3x1100_g512.bin");
+    gq_check("quality_kquant_b8_3x1100_g512.bin");
 }
 
 TEST(kquant_importance)
 {
-    gq_check("golden_q_kquant_b4_2x600_g512_imp.bin");
+    gq_check("quality_kquant_b4_2x600_g512_imp.bin");
 }
 
 AQ_TEST_MAIN(AQ_CASE(search_b2), AQ_CASE(search_b4), AQ_CASE(search_b8),

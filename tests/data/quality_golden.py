@@ -2,7 +2,7 @@
 """Golden vectors for the quality schemes (docs/format.md 5.1 and 5.2), from numpy alone.
 
 An independent implementation of the specification: it shares no code with the C library.
-Writes tests/data/golden_q_*.bin, which tests/quality/test_golden_quality.c checks bit for bit
+Writes tests/data/quality_*.bin, which tests/quality/test_golden_quality.c checks bit for bit
 (packed bytes, scales, zero points and the dequantized floats).
 
 File format (little-endian): b"AQGQ", u32 version (1), u32 scheme (1 affine_search,
@@ -11,10 +11,13 @@ f32[rows*cols] input, f32[rows*cols] importance (if has_importance), u32 packed_
 u8[packed_len] packed, u32 groups, f32[groups] scales, f32[groups] zero_points,
 f32[rows*cols] dequantized.
 
-Regenerate with: .venv/bin/python tests/data/golden_quality.py
+Regenerate with: .venv/bin/python tests/data/quality_golden.py
+Check the committed files against a fresh run: add --check (exit status 1 on a difference).
 """
 import os
 import struct
+import sys
+import tempfile
 
 import numpy as np
 
@@ -326,6 +329,8 @@ def make_input(rng, rows, cols):
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
+    check = "--check" in sys.argv[1:]
+    out_dir = tempfile.mkdtemp() if check else here
     rng = np.random.default_rng(20261126)
     cases = []
     for bits in (2, 4, 8):
@@ -341,11 +346,23 @@ def main():
         if imp:
             w = rng.uniform(0.0, 4.0, shape).astype(F32)
             w.reshape(-1)[::7] = F32(0.0)
-        fname = "golden_q_%s_b%d_%dx%d_g%d%s.bin" % (name, bits, shape[0], shape[1], g,
+        fname = "quality_%s_b%d_%dx%d_g%d%s.bin" % (name, bits, shape[0], shape[1], g,
                                                     "_imp" if imp else "")
-        write_case(os.path.join(here, fname), scheme, bits, x, w, imp, g)
-        print("wrote", fname)
+        write_case(os.path.join(out_dir, fname), scheme, bits, x, w, imp, g)
+        if check:
+            with open(os.path.join(out_dir, fname), "rb") as a, \
+                    open(os.path.join(here, fname), "rb") as b:
+                if a.read() != b.read():
+                    print("differs:", fname)
+                    return 1
+            os.remove(os.path.join(out_dir, fname))
+        else:
+            print("wrote", fname)
+    if check:
+        os.rmdir(out_dir)
+        print("all %d files match" % len(cases))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
