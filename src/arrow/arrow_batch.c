@@ -330,7 +330,10 @@ aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSch
     if (st == AQ_OK) {
         char version[16], group[24];
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
-        snprintf(group, sizeof group, "%zu", ctx->group_size);
+        /* kquant's group is its fixed super-block, whatever the parameter says. */
+        snprintf(group, sizeof group, "%zu",
+                 ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK
+                                                 : ctx->group_size);
         const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
                               "arrowquant.group_size", "arrowquant.packing"};
         const char *values[] = {version, aq_scheme_name(ctx->scheme), group, "lsb-first"};

@@ -356,7 +356,8 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
             group_size = in->meta.rows[entry].group_size;
         }
         aq_layout l;
-        if ((st = aq_layout_compute(shape, (size_t)hn, bits, group_size, &l, row_err)) != AQ_OK) {
+        if ((st = aq_layout_compute_scheme(scheme, shape, (size_t)hn, bits, group_size, &l,
+                                           row_err)) != AQ_OK) {
             aq__error_prefix(row_err, "Layer '%s' (row %zu)", name, grow);
             return st;
         }
