@@ -172,7 +172,10 @@ SRCH_INLINE void srch_group(const void *src, aq_dtype dtype, const float *w, siz
             scale = 0x1p-126f;
         }
         zp = (float)(-m / (double)scale);
-        if (scale <= FLT_MAX && isfinite(zp)) {
+        /* The extreme codes must dequantize to finite values (a fit may overshoot the
+         * float32 range when the group spans most of it). */
+        if (scale <= FLT_MAX && isfinite(zp) && isfinite((0.0f - zp) * scale) &&
+            isfinite((qmax - zp) * scale)) {
             inv = 1.0f / scale;
             for (size_t i = 0; i < n; i++) {
                 float q = srch_code(srch_load(src, dtype, i) * inv + zp, qmax);

@@ -9,6 +9,9 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* The largest magnitude kquant accepts: 2^125, so that a * q - b stays finite. */
+#define AQ__KQ_MAX_ABS 0x1p125f
+
 /* ---------------------------------------------------------------------------------------- */
 /* Layouts                                                                                  */
 /* ---------------------------------------------------------------------------------------- */
@@ -283,6 +286,18 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
                 return aq__error_set(err, AQ_NON_FINITE,
                                      "Layer '%s' contains NaN or Inf at index %zu", name,
                                      start + at);
+            }
+            if (ctx->scheme == AQ_SCHEME_KQUANT) {
+                /* a * q - b must not overflow float32 (docs/format.md 5.2). */
+                for (size_t i = start; i < start + s.n; i++) {
+                    if (fabsf(qual_load(src, i)) > AQ__KQ_MAX_ABS) {
+                        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                                             "Layer '%s': value %g at index %zu is too large "
+                                             "for kquant (|x| must be at most 2^125); use the "
+                                             "affine scheme",
+                                             name, (double)qual_load(src, i), i);
+                    }
+                }
             }
             const float *w = importance != NULL ? importance + start : NULL;
             if (ctx->scheme == AQ_SCHEME_AFFINE_SEARCH) {

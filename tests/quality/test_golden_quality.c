@@ -168,6 +168,11 @@ TEST(search_importance)
     gq_check("quality_search_b2_4x96_g32_imp.bin");
 }
 
+TEST(search_huge_values)
+{
+    gq_check("quality_search_b2_2x64_g32.bin");
+}
+
 TEST(kquant_b2)
 {
     gq_check("quality_kquant_b2_3x1100_g512.bin");
@@ -190,5 +195,5 @@ TEST(kquant_importance)
 }
 
 AQ_TEST_MAIN(AQ_CASE(search_b2), AQ_CASE(search_b4), AQ_CASE(search_b8),
-             AQ_CASE(search_importance), AQ_CASE(kquant_b2), AQ_CASE(kquant_b4),
+             AQ_CASE(search_importance), AQ_CASE(search_huge_values), AQ_CASE(kquant_b2), AQ_CASE(kquant_b4),
              AQ_CASE(kquant_b8), AQ_CASE(kquant_importance))

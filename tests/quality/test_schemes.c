@@ -421,9 +421,37 @@ TEST(bad_input)
         w[55] = 1.0f;
         aq_ctx_free(ctx);
     }
+    /* Huge values: kquant refuses beyond 2^125, affine_search round-trips them finitely. */
+    x[301] = 3e38f;
+    x[302] = -3e38f;
     aq_ctx *ctx = ts_ctx(AQ_SCHEME_KQUANT, 4, 32);
-    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_PRESERVE_MOMENTS, 1, &err));
     ts_out o;
+    CHECK_FAILS(ts_run(ctx, &t, NULL, &o, NULL, &err), AQ_INVALID_ARGUMENT,
+                "at index 301 is too large for kquant");
+    aq_ctx_free(ctx);
+    x[301] = 0x1p125f;
+    x[302] = -0x1p125f;
+    ctx = ts_ctx(AQ_SCHEME_KQUANT, 8, 32);
+    CHECK_OK(ts_run(ctx, &t, NULL, &o, NULL, &err));
+    for (size_t i = 0; i < n; i++) {
+        CHECK_MSG(isfinite(o.deq[i]), "kquant: element %zu restored as %g", i, (double)o.deq[i]);
+    }
+    CHECK(fabs((double)o.deq[301] - 0x1p125) < 0x1p125 / 64);
+    ts_free(&o);
+    aq_ctx_free(ctx);
+    x[301] = 3e38f;
+    x[302] = -3e38f;
+    ctx = ts_ctx(AQ_SCHEME_AFFINE_SEARCH, 2, 32);
+    CHECK_OK(ts_run(ctx, &t, NULL, &o, NULL, &err));
+    for (size_t i = 0; i < n; i++) {
+        CHECK_MSG(isfinite(o.deq[i]), "search: element %zu restored as %g", i, (double)o.deq[i]);
+    }
+    ts_free(&o);
+    aq_ctx_free(ctx);
+    x[301] = 0.0f;
+    x[302] = 0.0f;
+    ctx = ts_ctx(AQ_SCHEME_KQUANT, 4, 32);
+    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_PRESERVE_MOMENTS, 1, &err));
     CHECK_FAILS(ts_run(ctx, &t, NULL, &o, NULL, &err), AQ_UNSUPPORTED, "preserve_moments");
     aq_ctx_free(ctx);
     free(x);
