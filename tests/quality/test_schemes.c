@@ -550,7 +550,77 @@ TEST(moments_preserved)
     free(x);
 }
 
-AQ_TEST_MAIN(AQ_CASE(names_and_params), AQ_CASE(search_never_worse_than_minmax),
+
+/* Adversarial inputs of every length 1..1025: denormals, mixed magnitudes, constant, all
+ * negative and all positive runs, exact code-grid ties. Both schemes must produce finite
+ * results (UBSan checks the conversions), and affine_search must not lose to min-max. */
+TEST(adversarial_lengths)
+{
+    aq_error err;
+    uint64_t seed = 555;
+    for (size_t len = 1; len <= 1025; len += (len < 70 ? 1 : 37)) {
+        float *x = malloc(len * 4);
+        int kind = (int)(len % 6);
+        for (size_t i = 0; i < len; i++) {
+            double u = aq_test_rand_uniform(&seed);
+            switch (kind) {
+            case 0:
+                x[i] = (float)((u - 0.5) * 1e-40); /* denormals */
+                break;
+            case 1:
+                x[i] = (float)(i % 3 == 0 ? (u - 0.5) * 1e30 : (u - 0.5) * 1e-30);
+                break;
+            case 2:
+                x[i] = -0.75f; /* constant */
+                break;
+            case 3:
+                x[i] = (float)(-1.0 - u); /* all negative */
+                break;
+            case 4:
+                x[i] = (float)(1.0 + u); /* all positive */
+                break;
+            default:
+                x[i] = (float)(i % 16) * 0.125f + 0.0625f; /* ties on the grid */
+                break;
+            }
+        }
+        int64_t shape[1] = {(int64_t)len};
+        aq_tensor t = {"adv", AQ_DTYPE_F32, x, shape, 1};
+        for (unsigned bits = 2; bits <= 8; bits *= 2) {
+            aq_ctx *ca = ts_ctx(AQ_SCHEME_AFFINE, bits, 32);
+            aq_ctx *cs = ts_ctx(AQ_SCHEME_AFFINE_SEARCH, bits, 32);
+            aq_ctx *ck = ts_ctx(AQ_SCHEME_KQUANT, bits, 32);
+            ts_out a, s, k;
+            CHECK_OK(ts_run(ca, &t, NULL, &a, NULL, &err));
+            CHECK_OK(ts_run(cs, &t, NULL, &s, NULL, &err));
+            CHECK_OK(ts_run(ck, &t, NULL, &k, NULL, &err));
+            double ea = 0, es = 0;
+            for (size_t i = 0; i < len; i++) {
+                CHECK_MSG(isfinite(s.deq[i]) && isfinite(k.deq[i]), "len %zu kind %d bits %u", len,
+                          kind, bits);
+                double da = (double)x[i] - (double)a.deq[i], ds = (double)x[i] - (double)s.deq[i];
+                ea += da * da;
+                es += ds * ds;
+            }
+            CHECK_MSG(es <= ea * (1.0 + 1e-4) + 1e-300, "len %zu kind %d bits %u: %.6g > %.6g",
+                      len, kind, bits, es, ea);
+            if (kind == 2) {
+                for (size_t i = 0; i < len; i++) {
+                    CHECK(s.deq[i] == -0.75f);
+                }
+            }
+            ts_free(&a);
+            ts_free(&s);
+            ts_free(&k);
+            aq_ctx_free(ca);
+            aq_ctx_free(cs);
+            aq_ctx_free(ck);
+        }
+        free(x);
+    }
+}
+
+AQ_TEST_MAIN(AQ_CASE(names_and_params), AQ_CASE(adversarial_lengths), AQ_CASE(search_never_worse_than_minmax),
              AQ_CASE(search_dtypes_match_f32), AQ_CASE(kquant_layout_and_bounds),
              AQ_CASE(kquant_beats_reference_points), AQ_CASE(kquant_output_dtypes),
              AQ_CASE(bad_input), AQ_CASE(importance_lowers_weighted_error),
