@@ -264,7 +264,7 @@ static aq_status bd_buffer(batch_decoder *d, const aq__ipc_field *f, struct Arro
 
 static bool bd_bit(const uint8_t *bits, size_t i)
 {
-    return bits == NULL || ((bits[i / 8] >> (i % 8)) & 1u) != 0;
+    return bits == NULL || (((unsigned)bits[i / 8] >> (i % 8)) & 1u) != 0;
 }
 
 /* Checks an offsets buffer of length+1 entries of `width` bytes: non-negative,
