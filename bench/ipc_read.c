@@ -13,8 +13,8 @@
  * An existing file at path is read as it is (e.g. one written by pyarrow) and kept only with
  * --keep.
  */
-#include "arrowquant.h"
 #include "arrow_owned.h"
+#include "arrowquant.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -48,8 +48,7 @@ static int write_file(const char *path, aq_error *err)
         aq__schema_alloc(s.children[0], "u", "layer_name", ARROW_FLAG_NULLABLE, 0, err) ||
         aq__schema_alloc(s.children[1], "+l", "weights", ARROW_FLAG_NULLABLE, 1, err) ||
         aq__schema_alloc(s.children[1]->children[0], "f", "item", ARROW_FLAG_NULLABLE, 0, err) ||
-        aq__array_alloc(&a, ROWS, 1, 2, err) ||
-        aq__array_alloc(a.children[0], ROWS, 3, 0, err) ||
+        aq__array_alloc(&a, ROWS, 1, 2, err) || aq__array_alloc(a.children[0], ROWS, 3, 0, err) ||
         aq__array_alloc(a.children[1], ROWS, 2, 1, err) ||
         aq__array_alloc(a.children[1]->children[0], (int64_t)ROWS * FLOATS_PER_ROW, 2, 0, err)) {
         return fail("building the batch", err);
@@ -164,8 +163,8 @@ int main(int argc, char **argv)
     }
     printf("file: %s, %.3f GiB, %zu rows in %zu batches\n", path,
            (double)size / (1024.0 * 1024.0 * 1024.0), rows, batches);
-    printf("read the bytes once (read(2), 16 MiB buffer): %9.3f ms (%.2f GB/s)\n",
-           best_bytes * 1e3, (double)size / best_bytes * 1e-9);
+    printf("read the bytes once (read(2), 16 MiB buffer): %9.3f ms (%.2f GB/s)\n", best_bytes * 1e3,
+           (double)size / best_bytes * 1e-9);
     printf("aq_ipc_reader open + every batch + release:   %9.3f ms\n", best_ipc * 1e3);
     printf("ratio ipc/bytes: %.4f (%.2f%%; target < 5%%) [sink %u]\n", best_ipc / best_bytes,
            100.0 * best_ipc / best_bytes, sink & 1u);

@@ -1,8 +1,8 @@
 /* The IPC reader and writer from C: round trips, atomic output, and bad input (truncation at
  * every byte and message boundary, bad magic, lengths and offsets outside the file, negative
  * lengths, schema/batch mismatch, unknown codec, corrupt compressed data). */
-#include "aq_test.h"
 #include "aq_common.h"
+#include "aq_test.h"
 #include "arrow_owned.h"
 #include "flatbuf.h"
 
@@ -22,11 +22,9 @@ static void ti_build(struct ArrowSchema *s, struct ArrowArray *a, int seed)
     if (aq__schema_alloc(s, "+s", NULL, 0, 4, &err) != AQ_OK ||
         aq__schema_alloc(s->children[0], "u", "layer_name", ARROW_FLAG_NULLABLE, 0, &err) ||
         aq__schema_alloc(s->children[1], "+l", "weights", ARROW_FLAG_NULLABLE, 1, &err) ||
-        aq__schema_alloc(s->children[1]->children[0], "f", "item", ARROW_FLAG_NULLABLE, 0,
-                         &err) ||
+        aq__schema_alloc(s->children[1]->children[0], "f", "item", ARROW_FLAG_NULLABLE, 0, &err) ||
         aq__schema_alloc(s->children[2], "+l", "shape", ARROW_FLAG_NULLABLE, 1, &err) ||
-        aq__schema_alloc(s->children[2]->children[0], "l", "item", ARROW_FLAG_NULLABLE, 0,
-                         &err) ||
+        aq__schema_alloc(s->children[2]->children[0], "l", "item", ARROW_FLAG_NULLABLE, 0, &err) ||
         aq__schema_alloc(s->children[3], "C", "bits", ARROW_FLAG_NULLABLE, 0, &err)) {
         abort();
     }
@@ -104,8 +102,8 @@ static const char *ti_path(const char *name)
 }
 
 /* Writes `batches` copies of the test batch. */
-static aq_status ti_write(const char *path, aq_ipc_format fmt, aq_ipc_compression comp,
-                          int batches, aq_error *err)
+static aq_status ti_write(const char *path, aq_ipc_format fmt, aq_ipc_compression comp, int batches,
+                          aq_error *err)
 {
     struct ArrowSchema s;
     struct ArrowArray a;
@@ -347,10 +345,10 @@ static void ti_put_i64(uint8_t *p, int64_t v)
 }
 
 /* Expects reading b to fail with `status` and a message containing needle. */
-#define CHECK_BAD(b, status, needle)                                                               \
-    do {                                                                                           \
-        size_t nb_;                                                                                \
-        CHECK_FAILS(ti_read_bytes((b).p, (b).n, &nb_, &err), status, needle);                      \
+#define CHECK_BAD(b, status, needle)                                          \
+    do {                                                                      \
+        size_t nb_;                                                           \
+        CHECK_FAILS(ti_read_bytes((b).p, (b).n, &nb_, &err), status, needle); \
     } while (0)
 
 TEST(truncated_at_every_byte)
@@ -364,8 +362,8 @@ TEST(truncated_at_every_byte)
         for (size_t cut = 0; cut < b.n; cut++) {
             aq_error_clear(&err);
             aq_status st = ti_read_bytes(b.p, cut, &n, &err);
-            CHECK_MSG(st != AQ_OK && err.message[0] != '\0',
-                      "format %d cut at %zu of %zu: %s", fmt, cut, b.n, aq_status_name(st));
+            CHECK_MSG(st != AQ_OK && err.message[0] != '\0', "format %d cut at %zu of %zu: %s", fmt,
+                      cut, b.n, aq_status_name(st));
         }
         free(b.p);
     }
@@ -380,7 +378,8 @@ TEST(truncated_at_message_boundaries)
         size_t count = ti_messages(&b, m, 8);
         CHECK(count == 4); /* schema + 3 batches */
         for (size_t i = 1; i <= count; i++) {
-            ti_bytes cut = {b.p, i < count ? m[i].start : m[count - 1].body + m[count - 1].body_len};
+            ti_bytes cut = {b.p,
+                            i < count ? m[i].start : m[count - 1].body + m[count - 1].body_len};
             if (fmt == AQ_IPC_FORMAT_STREAM) {
                 CHECK_BAD(cut, AQ_INVALID_DATA, "without the end-of-stream marker");
             } else {
@@ -612,8 +611,6 @@ TEST(arrays_outlive_the_reader_and_the_mapping_is_shared)
     CHECK(((uintptr_t)fa % 64) == 0 && ((uintptr_t)fb % 64) == 0);
     aq_ipc_reader_free(r);
     unlink(p); /* the mapping stays valid after the file is gone */
-    ti_bytes bytes = {NULL, 0};
-    (void)bytes;
     CHECK(fb > fa && (size_t)(fb - fa) < 4096);
     CHECK(ti_same(&a) && ti_same(&b));
     a.release(&a);
