@@ -12,7 +12,7 @@ import pyarrow.ipc as paipc
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from conftest import IpcError, result_table, weights_table  # noqa: E402
+from ipc_ctypes import IpcError, result_table, weights_table  # noqa: E402
 
 FORMATS = ["stream", "file"]
 CODECS = [None, "lz4", "zstd"]
