@@ -618,6 +618,44 @@ TEST(arrays_outlive_the_reader_and_the_mapping_is_shared)
     b.release(&b);
 }
 
+TEST(misaligned_buffers_are_copied)
+{
+    aq_error err;
+    ti_bytes b = ti_make(AQ_IPC_FORMAT_FILE, AQ_IPC_COMPRESSION_NONE, 1);
+    ti_msg m[4];
+    CHECK(ti_messages(&b, m, 4) == 2);
+    size_t nb;
+    size_t bufs = ti_vector_pos(&m[1], 2, 16, &nb);
+    CHECK(nb == 13);
+    /* Buffer 12 is the uint8 column's data (3 bytes at a 64-byte aligned offset): move it one
+     * byte on, to an odd address in the mapping. */
+    int64_t off;
+    memcpy(&off, b.p + bufs + 16 * 12, 8);
+    ti_put_i64(b.p + bufs + 16 * 12, off + 1);
+    ti_put_i64(b.p + bufs + 16 * 12 + 8, 3);
+    uint8_t *data = b.p + m[1].body + (size_t)off;
+    data[1] = 7;
+    data[2] = 8;
+    data[3] = 9;
+    const char *p = ti_path("odd.arrow");
+    FILE *f = fopen(p, "wb");
+    CHECK(f != NULL && fwrite(b.p, 1, b.n, f) == b.n);
+    fclose(f);
+    free(b.p);
+    aq_ipc_reader *r = NULL;
+    CHECK_OK(aq_ipc_reader_open(p, &r, &err));
+    struct ArrowArray a;
+    CHECK_OK(aq_ipc_reader_next(r, &a, &err));
+    aq_ipc_reader_free(r);
+    unlink(p);
+    const uint8_t *got = a.children[3]->buffers[1];
+    CHECK(((uintptr_t)got % 64) == 0); /* a copy, aligned */
+    CHECK(got[0] == 7 && got[1] == 8 && got[2] == 9);
+    const float *w = a.children[1]->children[0]->buffers[1];
+    CHECK(w[4] == 2.0f); /* the other buffers are untouched */
+    a.release(&a);
+}
+
 TEST(array_stream_interface)
 {
     aq_error err;
@@ -753,5 +791,5 @@ AQ_TEST_MAIN(AQ_CASE(roundtrip_all_formats_and_codecs), AQ_CASE(truncated_at_eve
              AQ_CASE(negative_lengths), AQ_CASE(schema_batch_mismatch),
              AQ_CASE(unknown_compression_codec), AQ_CASE(corrupt_compressed_buffer),
              AQ_CASE(arrays_outlive_the_reader_and_the_mapping_is_shared),
-             AQ_CASE(array_stream_interface), AQ_CASE(writer_errors_leave_no_file),
-             AQ_CASE(flatbuffer_reader_bounds))
+             AQ_CASE(misaligned_buffers_are_copied), AQ_CASE(array_stream_interface),
+             AQ_CASE(writer_errors_leave_no_file), AQ_CASE(flatbuffer_reader_bounds))
