@@ -347,7 +347,9 @@ static int aqpy_import_stream(PyObject *obj, struct ArrowArrayStream *out) {
         Py_DECREF(cap);
         return 0;
     }
-    if (aqpy_is_reader_like(obj) && aqpy_has(obj, "_export_to_c")) {
+    /* Older pyarrow: Table.to_reader(), RecordBatchReader._export_to_c(stream_pointer). */
+    if (aqpy_has(obj, "to_reader") ||
+        (aqpy_has(obj, "read_next_batch") && aqpy_has(obj, "_export_to_c"))) {
         PyObject *reader = aqpy_has(obj, "to_reader") ? PyObject_CallMethod(obj, "to_reader", NULL)
                                                       : Py_NewRef(obj);
         if (reader == NULL) {

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import EXPECTED_COLUMNS, EXPECTED_TYPES, make_batch, pa, weights
+from aqmodule_util import EXPECTED_COLUMNS, EXPECTED_TYPES, make_batch, pa, weights
 
 import arrow_quant_v2
 from arrow_quant_v2 import ArrowQuantV2, QuantizationError, SkippedLayerWarning
