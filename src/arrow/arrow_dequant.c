@@ -15,28 +15,45 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define DQ_MISSING                                                                                \
-    "Missing required column '%s' in a quantized batch. Expected schema: {layer_name: string, "  \
-    "quantized_data: binary, scales: list<float32>, zero_points: list<float32>, shape: "         \
+#define DQ_MISSING                                                                              \
+    "Missing required column '%s' in a quantized batch. Expected schema: {layer_name: string, " \
+    "quantized_data: binary, scales: list<float32>, zero_points: list<float32>, shape: "        \
     "list<int64>, bit_width: uint8}"
 
+/* The batch's scheme and group size, or one per row (arrowquant.row_schemes, indexed by the
+ * row's number in the batch or, for a stream, in the whole stream). */
 typedef struct dq_meta {
     aq_scheme scheme;
     size_t group_size;
+    bool per_row;
+    aq__row_scheme *rows;
+    size_t n_rows;
 } dq_meta;
 
-static const char *const dq_columns[6] = {"layer_name", "scales", "zero_points",
-                                          "shape",      "bit_width", "quantized_data"};
-
-static aq_status dq_meta_string(const char *metadata, const char *key, char *buf, size_t size,
-                                aq_error *err)
+static void dq_meta_free(dq_meta *meta)
 {
+    free(meta->rows);
+    meta->rows = NULL;
+    meta->n_rows = 0;
+}
+
+static const char *const dq_columns[6] = {"layer_name",  "quantized_data", "scales",
+                                          "zero_points", "shape",          "bit_width"};
+
+/* The value of key into buf; "" when absent and not required. */
+static aq_status dq_meta_string(const char *metadata, const char *key, char *buf, size_t size,
+                                bool required, aq_error *err)
+{
+    buf[0] = '\0';
     const char *v;
     size_t n;
     bool found;
     aq_status st = aq__arrow_metadata_get(metadata, key, &v, &n, &found, err);
     if (st != AQ_OK) {
         return st;
+    }
+    if (!found && !required) {
+        return AQ_OK;
     }
     if (!found) {
         return aq__error_set(err, AQ_INVALID_DATA,
@@ -80,21 +97,9 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
             return aq__error_set(err, AQ_INVALID_ARGUMENT, DQ_MISSING, dq_columns[i]);
         }
     }
-    bool found;
-    const char *v;
-    size_t n;
-    aq_status st = aq__arrow_metadata_get(schema->metadata, "arrowquant.row_schemes", &v, &n,
-                                          &found, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    if (found) {
-        return aq__error_set(err, AQ_UNSUPPORTED,
-                             "quantized batch: per-row schemes (arrowquant.row_schemes) are not "
-                             "supported by this reader yet");
-    }
     char buf[64];
-    if ((st = dq_meta_string(schema->metadata, "arrowquant.format_version", buf, sizeof buf,
+    aq_status st;
+    if ((st = dq_meta_string(schema->metadata, "arrowquant.format_version", buf, sizeof buf, true,
                              err)) != AQ_OK) {
         return st;
     }
@@ -106,7 +111,7 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
                              "(this library reads version %s)",
                              buf, expect);
     }
-    if ((st = dq_meta_string(schema->metadata, "arrowquant.packing", buf, sizeof buf, err)) !=
+    if ((st = dq_meta_string(schema->metadata, "arrowquant.packing", buf, sizeof buf, true, err)) !=
         AQ_OK) {
         return st;
     }
@@ -116,46 +121,66 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
                              "(expected 'lsb-first')",
                              buf);
     }
-    if ((st = dq_meta_string(schema->metadata, "arrowquant.scheme", buf, sizeof buf, err)) !=
-        AQ_OK) {
+    /* With per-row schemes, the batch-wide keys are optional (but checked when present). */
+    bool found;
+    const char *v;
+    size_t n;
+    if ((st = aq__arrow_metadata_get(schema->metadata, "arrowquant.row_schemes", &v, &n, &found,
+                                     err)) != AQ_OK) {
         return st;
     }
-    if (aq_scheme_from_name(buf, &meta->scheme, NULL) != AQ_OK) {
+    bool required = !found;
+    meta->scheme = AQ_SCHEME_AFFINE;
+    meta->group_size = AQ_DEFAULT_GROUP_SIZE;
+    if ((st = dq_meta_string(schema->metadata, "arrowquant.scheme", buf, sizeof buf, required,
+                             err)) != AQ_OK) {
+        return st;
+    }
+    if (buf[0] != '\0' && aq_scheme_from_name(buf, &meta->scheme, NULL) != AQ_OK) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "quantized batch: arrowquant.scheme '%s' is not supported (known: "
                              "affine)",
                              buf);
     }
-    if ((st = dq_meta_string(schema->metadata, "arrowquant.group_size", buf, sizeof buf, err)) !=
-        AQ_OK) {
+    if ((st = dq_meta_string(schema->metadata, "arrowquant.group_size", buf, sizeof buf, required,
+                             err)) != AQ_OK) {
         return st;
     }
-    uint64_t g = 0;
-    bool digits = buf[0] != '\0';
-    for (const char *p = buf; *p != '\0' && digits; p++) {
-        digits = *p >= '0' && *p <= '9' && g <= (UINT64_MAX - 9) / 10;
-        g = g * 10 + (uint64_t)(*p - '0');
+    if (buf[0] != '\0') {
+        uint64_t g = 0;
+        bool digits = true;
+        for (const char *p = buf; *p != '\0' && digits; p++) {
+            digits = *p >= '0' && *p <= '9' && g <= (UINT64_MAX - 9) / 10;
+            g = g * 10 + (uint64_t)(*p - '0');
+        }
+        if (!digits || g < AQ_MIN_GROUP_SIZE || g > AQ_GROUP_SIZE_ROW) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "quantized batch: arrowquant.group_size '%s' is not a valid "
+                                 "group size (%d to %u)",
+                                 buf, AQ_MIN_GROUP_SIZE, AQ_GROUP_SIZE_ROW);
+        }
+        meta->group_size = (size_t)g;
     }
-    if (!digits || g < AQ_MIN_GROUP_SIZE || g > AQ_GROUP_SIZE_ROW) {
-        return aq__error_set(err, AQ_INVALID_DATA,
-                             "quantized batch: arrowquant.group_size '%s' is not a valid group "
-                             "size (%d to %u)",
-                             buf, AQ_MIN_GROUP_SIZE, AQ_GROUP_SIZE_ROW);
+    if (found) {
+        meta->per_row = true;
+        return aq__arrow_parse_row_schemes(v, n, &meta->rows, &meta->n_rows, err);
     }
-    meta->group_size = (size_t)g;
     return AQ_OK;
 }
 
 aq_status aq__arrow_check_result_schema(const struct ArrowSchema *schema, aq_error *err)
 {
-    dq_meta meta;
-    return dq_check_schema(schema, &meta, err);
+    dq_meta meta = {AQ_SCHEME_AFFINE, 0, false, NULL, 0};
+    aq_status st = dq_check_schema(schema, &meta, err);
+    dq_meta_free(&meta);
+    return st;
 }
 
 /* ---- the columns ---- */
 
 typedef struct dq_input {
     int64_t rows;
+    int64_t offset; /* the struct array's own offset: a sliced batch keeps its metadata */
     dq_meta meta;
     arw_var names;
     arw_var packed;
@@ -176,27 +201,34 @@ static aq_status dq_import(const struct ArrowSchema *s, const struct ArrowArray 
     aq_status st;
     if ((st = dq_check_schema(s, &in->meta, err)) != AQ_OK ||
         (st = aq__arrow_check_batch(s, a, &rows, &off, err)) != AQ_OK) {
+        dq_meta_free(&in->meta);
         return st;
     }
     in->rows = rows;
+    in->offset = off;
     int64_t c[6];
     for (int i = 0; i < 6; i++) {
         c[i] = aq__arrow_find_column(s, dq_columns[i]);
     }
-    if ((st = aq__arrow_import_var("layer_name", false, "string (utf8, large_utf8 or "
-                                   "string_view)", s->children[c[0]], a->children[c[0]], off,
-                                   rows, &in->names, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("scales", &dq_float_spec, s->children[c[1]],
-                                    a->children[c[1]], off, rows, &in->scales, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("zero_points", &dq_float_spec, s->children[c[2]],
-                                    a->children[c[2]], off, rows, &in->zps, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("shape", &dq_shape_spec, s->children[c[3]],
-                                    a->children[c[3]], off, rows, &in->shape, err)) != AQ_OK ||
-        (st = aq__arrow_import_prim("bit_width", 'C', "uint8", s->children[c[4]],
-                                    a->children[c[4]], off, rows, &in->bits, err)) != AQ_OK ||
-        (st = aq__arrow_import_var("quantized_data", true, "binary (binary, large_binary or "
-                                   "binary_view)", s->children[c[5]], a->children[c[5]], off,
-                                   rows, &in->packed, err)) != AQ_OK) {
+    if ((st = aq__arrow_import_var("layer_name", false,
+                                   "string (utf8, large_utf8 or "
+                                   "string_view)",
+                                   s->children[c[0]], a->children[c[0]], off, rows, &in->names,
+                                   err)) != AQ_OK ||
+        (st = aq__arrow_import_list("scales", &dq_float_spec, s->children[c[2]], a->children[c[2]],
+                                    off, rows, &in->scales, err)) != AQ_OK ||
+        (st = aq__arrow_import_list("zero_points", &dq_float_spec, s->children[c[3]],
+                                    a->children[c[3]], off, rows, &in->zps, err)) != AQ_OK ||
+        (st = aq__arrow_import_list("shape", &dq_shape_spec, s->children[c[4]], a->children[c[4]],
+                                    off, rows, &in->shape, err)) != AQ_OK ||
+        (st = aq__arrow_import_prim("bit_width", 'C', "uint8", s->children[c[5]], a->children[c[5]],
+                                    off, rows, &in->bits, err)) != AQ_OK ||
+        (st = aq__arrow_import_var("quantized_data", true,
+                                   "binary (binary, large_binary or "
+                                   "binary_view)",
+                                   s->children[c[1]], a->children[c[1]], off, rows, &in->packed,
+                                   err)) != AQ_OK) {
+        dq_meta_free(&in->meta);
         return st;
     }
     return AQ_OK;
@@ -231,8 +263,8 @@ static void dq_plan_free(dq_plan *p)
     memset(p, 0, sizeof *p);
 }
 
-static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan *p,
-                             char **cursor, aq_error *row_err)
+static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan *p, char **cursor,
+                             aq_error *row_err)
 {
     dq_item *it = &p->items[i];
     it->name = "";
@@ -253,8 +285,8 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
                      arw_list_valid(&in->zps, i), arw_list_valid(&in->shape, i)};
     for (int k = 0; k < 4; k++) {
         if (!valid[k]) {
-            return aq__error_set(row_err, AQ_INVALID_DATA, "Layer '%s' (row %zu): %s is null",
-                                 name, grow, what[k]);
+            return aq__error_set(row_err, AQ_INVALID_DATA, "Layer '%s' (row %zu): %s is null", name,
+                                 grow, what[k]);
         }
     }
     if (!arw_prim_valid(&in->bits, i)) {
@@ -268,8 +300,7 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
     aq__arrow_list_get(&in->shape, i, &hs, &hn);
     if (sn != zn) {
         return aq__error_set(row_err, AQ_INVALID_DATA,
-                             "Layer '%s' (row %zu): %" PRId64 " scales but %" PRId64
-                             " zero points",
+                             "Layer '%s' (row %zu): %" PRId64 " scales but %" PRId64 " zero points",
                              name, grow, sn, zn);
     }
     if (aq__arrow_list_first_null(&in->scales, ss, sn) >= 0 ||
@@ -292,6 +323,8 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
                        ? ((const int64_t *)(const void *)in->shape.values)[hs + d]
                        : ((const int32_t *)(const void *)in->shape.values)[hs + d];
     }
+    aq_scheme scheme = in->meta.scheme;
+    size_t group_size = in->meta.group_size;
     const uint8_t *pd;
     size_t pn;
     aq__arrow_var_get(&in->packed, i, &pd, &pn);
@@ -310,9 +343,20 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
         }
         it->elements = count;
     } else {
+        if (in->meta.per_row) {
+            /* Entries describe the rows as written; a slice starts `offset` rows in. */
+            size_t entry = grow + (size_t)in->offset;
+            if (entry >= in->meta.n_rows) {
+                return aq__error_set(row_err, AQ_INVALID_DATA,
+                                     "Layer '%s' (row %zu): arrowquant.row_schemes has only %zu "
+                                     "entries",
+                                     name, entry, in->meta.n_rows);
+            }
+            scheme = in->meta.rows[entry].scheme;
+            group_size = in->meta.rows[entry].group_size;
+        }
         aq_layout l;
-        if ((st = aq_layout_compute(shape, (size_t)hn, bits, in->meta.group_size, &l, row_err)) !=
-            AQ_OK) {
+        if ((st = aq_layout_compute(shape, (size_t)hn, bits, group_size, &l, row_err)) != AQ_OK) {
             aq__error_prefix(row_err, "Layer '%s' (row %zu)", name, grow);
             return st;
         }
@@ -322,14 +366,14 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
                                  " groups, expected %zu and %zu for shape with %zu elements at "
                                  "%u bits, group size %zu",
                                  name, grow, pn, sn, l.packed_bytes, l.groups, l.elements, bits,
-                                 in->meta.group_size);
+                                 group_size);
         }
         it->elements = l.elements;
     }
     it->q.name = name;
-    it->q.scheme = in->meta.scheme;
+    it->q.scheme = scheme;
     it->q.bit_width = bits;
-    it->q.group_size = in->meta.group_size;
+    it->q.group_size = group_size;
     it->q.shape = shape;
     it->q.ndim = (size_t)hn;
     it->q.packed = pd;
@@ -340,8 +384,8 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
     return AQ_OK;
 }
 
-static aq_status dq_plan_batch(const dq_input *in, const aq_batch_options *opts,
-                               const arw_run *run, dq_plan *p, aq_error *err)
+static aq_status dq_plan_batch(const dq_input *in, const aq_batch_options *opts, const arw_run *run,
+                               dq_plan *p, aq_error *err)
 {
     memset(p, 0, sizeof *p);
     size_t n = (size_t)in->rows, name_bytes = 0, shape_count;
@@ -364,16 +408,15 @@ static aq_status dq_plan_batch(const dq_input *in, const aq_batch_options *opts,
     p->shapes = malloc((shape_count > 0 ? shape_count : 1) * sizeof *p->shapes);
     if (p->items == NULL || p->names == NULL || p->shapes == NULL) {
         dq_plan_free(p);
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows",
-                             n);
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", n);
     }
     char *cursor = p->names;
     for (int64_t i = 0; i < in->rows; i++) {
         aq_error row_err;
         aq_error_clear(&row_err);
         if (dq_plan_row(in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK) {
-            aq_status st = aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status,
-                                               &row_err, err);
+            aq_status st =
+                aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err, err);
             if (st != AQ_OK) {
                 dq_plan_free(p);
                 return st;
@@ -396,15 +439,13 @@ aq_status aq__arrow_restored_schema(struct ArrowSchema *out, aq_error *err)
         st = aq__schema_alloc(s.children[1], "+l", "weights", ARROW_FLAG_NULLABLE, 1, err);
     }
     if (st == AQ_OK) {
-        st = aq__schema_alloc(s.children[1]->children[0], "f", "item", ARROW_FLAG_NULLABLE, 0,
-                              err);
+        st = aq__schema_alloc(s.children[1]->children[0], "f", "item", ARROW_FLAG_NULLABLE, 0, err);
     }
     if (st == AQ_OK) {
         st = aq__schema_alloc(s.children[2], "+l", "shape", ARROW_FLAG_NULLABLE, 1, err);
     }
     if (st == AQ_OK) {
-        st = aq__schema_alloc(s.children[2]->children[0], "l", "item", ARROW_FLAG_NULLABLE, 0,
-                              err);
+        st = aq__schema_alloc(s.children[2]->children[0], "l", "item", ARROW_FLAG_NULLABLE, 0, err);
     }
     if (st != AQ_OK) {
         aq__schema_release_if(&s);
@@ -471,8 +512,7 @@ static aq_status dq_execute(aq_ctx *ctx, dq_plan *p, const aq_batch_options *opt
     int64_t *d = NULL;
     if ((st = aq__array_alloc(a.children[0], (int64_t)rows, 3, 0, err)) != AQ_OK ||
         (st = aq__array_alloc(a.children[1], (int64_t)rows, 2, 1, err)) != AQ_OK ||
-        (st = aq__array_alloc(a.children[1]->children[0], (int64_t)elements, 2, 0, err)) !=
-            AQ_OK ||
+        (st = aq__array_alloc(a.children[1]->children[0], (int64_t)elements, 2, 0, err)) != AQ_OK ||
         (st = aq__array_alloc(a.children[2], (int64_t)rows, 2, 1, err)) != AQ_OK ||
         (st = aq__array_alloc(a.children[2]->children[0], (int64_t)dims, 2, 0, err)) != AQ_OK) {
         goto done;
@@ -538,9 +578,8 @@ done:
 }
 
 aq_status aq__arrow_dequantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
-                                     const struct ArrowArray *array,
-                                     const aq_batch_options *opts, arw_run *run,
-                                     struct ArrowArray *out_array, aq_error *err)
+                                     const struct ArrowArray *array, const aq_batch_options *opts,
+                                     arw_run *run, struct ArrowArray *out_array, aq_error *err)
 {
     dq_input in;
     dq_plan plan;
@@ -548,11 +587,11 @@ aq_status aq__arrow_dequantize_batch(aq_ctx *ctx, const struct ArrowSchema *sche
     if (st != AQ_OK) {
         return st;
     }
-    if ((st = dq_plan_batch(&in, opts, run, &plan, err)) != AQ_OK) {
-        return st;
+    if ((st = dq_plan_batch(&in, opts, run, &plan, err)) == AQ_OK) {
+        st = dq_execute(ctx, &plan, opts, run, out_array, err);
+        dq_plan_free(&plan);
     }
-    st = dq_execute(ctx, &plan, opts, run, out_array, err);
-    dq_plan_free(&plan);
+    dq_meta_free(&in.meta);
     return st;
 }
 
