@@ -51,6 +51,14 @@ int aq__py_schema_copy(const struct ArrowSchema *src, struct ArrowSchema *out);
 int aq__py_stream_over(const struct ArrowSchema *schema, aq__py_holder *const *holders, size_t n,
                        struct ArrowArrayStream *out);
 
+/* Concatenates the batches of n holders (struct arrays of one schema) into *out: what a
+ * stream of result batches needs to become one batch. Columns may be fixed-width primitives,
+ * utf8/binary with 32- or 64-bit offsets, lists with 32- or 64-bit offsets and structs, all
+ * without nulls (the result schemas of the library). 0; -1 when out of memory; -2 for a type
+ * or a null it does not handle. */
+int aq__py_concat(const struct ArrowSchema *schema, aq__py_holder *const *holders, size_t n,
+                  struct ArrowArray *out);
+
 /* Capsules that own a heap copy of the structure and release it when collected (unless a
  * consumer moved it out and set release to NULL). The structure is moved in. New reference,
  * NULL with an exception set. */
@@ -63,6 +71,10 @@ PyObject *aq__py_stream_capsule(struct ArrowArrayStream *stream);
 PyObject *aq__py_batch_new(aqpy_state *st, struct ArrowSchema *schema, aq__py_holder *holder);
 PyObject *aq__py_table_new(aqpy_state *st, struct ArrowSchema *schema,
                            aq__py_holder *const *holders, size_t n);
+
+/* One light batch from a light table (a library result stream): its only batch, or its
+ * batches joined (aq__py_concat); Py_None (new reference) when it has none. */
+PyObject *aq__py_table_to_batch(aqpy_state *st, PyObject *table);
 
 /* Type specs of the light objects (defined in aqpy_light.c). */
 extern PyType_Spec aq__py_batch_spec;

@@ -344,6 +344,267 @@ int aq__py_stream_over(const struct ArrowSchema *schema, aq__py_holder *const *h
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Concatenation of result batches                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A node built here: it owns its buffers and children. */
+typedef struct lt_owned_priv {
+    void *buffers[3];
+    const void *buffer_ptrs[3];
+    struct ArrowArray **children;
+    struct ArrowArray *nodes;
+} lt_owned_priv;
+
+static void lt_owned_release(struct ArrowArray *a) {
+    lt_owned_priv *p = a->private_data;
+    if (p->children != NULL) {
+        for (int64_t i = 0; i < a->n_children; i++) {
+            if (p->children[i]->release != NULL) {
+                p->children[i]->release(p->children[i]);
+            }
+        }
+    }
+    for (int i = 0; i < 3; i++) {
+        free(p->buffers[i]);
+    }
+    free(p->children);
+    free(p->nodes);
+    free(p);
+    a->release = NULL;
+}
+
+static int lt_owned_init(struct ArrowArray *out, int64_t length, int64_t n_buffers,
+                         int64_t n_children) {
+    lt_owned_priv *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return -1;
+    }
+    memset(out, 0, sizeof *out);
+    out->length = length;
+    out->n_buffers = n_buffers;
+    out->n_children = n_children;
+    out->buffers = p->buffer_ptrs;
+    out->private_data = p;
+    out->release = lt_owned_release;
+    if (n_children > 0) {
+        p->nodes = calloc((size_t)n_children, sizeof *p->nodes);
+        p->children = malloc((size_t)n_children * sizeof *p->children);
+        if (p->nodes == NULL || p->children == NULL) {
+            out->n_children = 0; /* nothing built below yet */
+            out->release(out);
+            return -1;
+        }
+        for (int64_t i = 0; i < n_children; i++) {
+            p->children[i] = &p->nodes[i];
+        }
+        out->children = p->children;
+    }
+    return 0;
+}
+
+static void *lt_owned_buffer(struct ArrowArray *a, int i, size_t bytes) {
+    lt_owned_priv *p = a->private_data;
+    p->buffers[i] = malloc(bytes > 0 ? bytes : 1);
+    p->buffer_ptrs[i] = p->buffers[i];
+    return p->buffers[i];
+}
+
+/* A run of `len` logical elements of an array, from logical index `start`. */
+typedef struct lt_slice {
+    const struct ArrowArray *a;
+    int64_t start;
+    int64_t len;
+} lt_slice;
+
+static size_t lt_fixed_width(const char *f) {
+    if (f[0] == '\0' || f[1] != '\0') {
+        return 0;
+    }
+    switch (f[0]) {
+    case 'c':
+    case 'C':
+        return 1;
+    case 's':
+    case 'S':
+    case 'e':
+        return 2;
+    case 'i':
+    case 'I':
+    case 'f':
+        return 4;
+    case 'l':
+    case 'L':
+    case 'g':
+        return 8;
+    default:
+        return 0;
+    }
+}
+
+static int64_t lt_offset_at(const void *offsets, int wide, int64_t k) {
+    return wide ? ((const int64_t *)offsets)[k] : ((const int32_t *)offsets)[k];
+}
+
+static int lt_concat_node(const struct ArrowSchema *s, const lt_slice *in, size_t n,
+                          struct ArrowArray *out);
+
+/* Offsets of n slices rebased into one buffer (buffer 1 of out); fills the child or data
+ * ranges they cover into ranges[]. */
+static int lt_concat_offsets(const lt_slice *in, size_t n, int wide, struct ArrowArray *out,
+                             lt_slice *ranges, int64_t *total) {
+    int64_t rows = out->length, at = 0, acc = 0;
+    void *off = lt_owned_buffer(out, 1, (size_t)(rows + 1) * (wide ? 8u : 4u));
+    if (off == NULL) {
+        return -1;
+    }
+    if (wide) {
+        ((int64_t *)off)[0] = 0;
+    } else {
+        ((int32_t *)off)[0] = 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const void *src = in[i].a->buffers[1];
+        int64_t k0 = in[i].a->offset + in[i].start;
+        int64_t base = lt_offset_at(src, wide, k0);
+        for (int64_t j = 0; j <= in[i].len; j++) {
+            int64_t v = acc + lt_offset_at(src, wide, k0 + j) - base;
+            if (j == in[i].len && i + 1 < n) {
+                break; /* the next slice writes this position */
+            }
+            if (wide) {
+                ((int64_t *)off)[at + j] = v;
+            } else {
+                ((int32_t *)off)[at + j] = (int32_t)v;
+            }
+        }
+        int64_t end = lt_offset_at(src, wide, k0 + in[i].len);
+        ranges[i].a = in[i].a;
+        ranges[i].start = base;
+        ranges[i].len = end - base;
+        acc += end - base;
+        at += in[i].len;
+    }
+    if (!wide && acc > INT32_MAX) {
+        return -2;
+    }
+    *total = acc;
+    return 0;
+}
+
+static int lt_concat_node(const struct ArrowSchema *s, const lt_slice *in, size_t n,
+                          struct ArrowArray *out) {
+    int64_t rows = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i].a->null_count != 0) {
+            return -2;
+        }
+        rows += in[i].len;
+    }
+    const char *f = s->format;
+    size_t w = lt_fixed_width(f);
+    int rc;
+    if (w > 0) {
+        if (lt_owned_init(out, rows, 2, 0) != 0) {
+            return -1;
+        }
+        uint8_t *dst = lt_owned_buffer(out, 1, (size_t)rows * w);
+        if (dst == NULL) {
+            out->release(out);
+            return -1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            const uint8_t *src = in[i].a->buffers[1];
+            size_t bytes = (size_t)in[i].len * w;
+            if (bytes > 0) {
+                memcpy(dst, src + (size_t)(in[i].a->offset + in[i].start) * w, bytes);
+            }
+            dst += bytes;
+        }
+        return 0;
+    }
+    int is_bytes = strcmp(f, "u") == 0 || strcmp(f, "z") == 0 || strcmp(f, "U") == 0 ||
+                   strcmp(f, "Z") == 0;
+    int is_list = strcmp(f, "+l") == 0 || strcmp(f, "+L") == 0;
+    if (is_bytes || is_list) {
+        int wide = f[0] == 'U' || f[0] == 'Z' || strcmp(f, "+L") == 0;
+        lt_slice *ranges = malloc((n > 0 ? n : 1) * sizeof *ranges);
+        int64_t total = 0;
+        if (ranges == NULL) {
+            return -1;
+        }
+        if (lt_owned_init(out, rows, is_bytes ? 3 : 2, is_bytes ? 0 : 1) != 0) {
+            free(ranges);
+            return -1;
+        }
+        rc = lt_concat_offsets(in, n, wide, out, ranges, &total);
+        if (rc == 0 && is_bytes) {
+            uint8_t *dst = lt_owned_buffer(out, 2, (size_t)total);
+            if (dst == NULL) {
+                rc = -1;
+            }
+            for (size_t i = 0; rc == 0 && i < n; i++) {
+                if (ranges[i].len > 0) {
+                    memcpy(dst, (const uint8_t *)in[i].a->buffers[2] + ranges[i].start,
+                           (size_t)ranges[i].len);
+                }
+                dst += ranges[i].len;
+            }
+        } else if (rc == 0) {
+            for (size_t i = 0; i < n; i++) {
+                ranges[i].a = in[i].a->children[0];
+            }
+            rc = lt_concat_node(s->children[0], ranges, n, out->children[0]);
+        }
+        free(ranges);
+        if (rc != 0) {
+            out->release(out);
+        }
+        return rc;
+    }
+    if (strcmp(f, "+s") == 0) {
+        lt_slice *kids = malloc((n > 0 ? n : 1) * sizeof *kids);
+        if (kids == NULL) {
+            return -1;
+        }
+        if (lt_owned_init(out, rows, 1, s->n_children) != 0) {
+            free(kids);
+            return -1;
+        }
+        rc = 0;
+        for (int64_t c = 0; rc == 0 && c < s->n_children; c++) {
+            for (size_t i = 0; i < n; i++) {
+                kids[i].a = in[i].a->children[c];
+                kids[i].start = in[i].a->offset + in[i].start;
+                kids[i].len = in[i].len;
+            }
+            rc = lt_concat_node(s->children[c], kids, n, out->children[c]);
+        }
+        free(kids);
+        if (rc != 0) {
+            out->release(out);
+        }
+        return rc;
+    }
+    return -2;
+}
+
+int aq__py_concat(const struct ArrowSchema *schema, aq__py_holder *const *holders, size_t n,
+                  struct ArrowArray *out) {
+    lt_slice *in = malloc((n > 0 ? n : 1) * sizeof *in);
+    if (in == NULL) {
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        in[i].a = aq__py_holder_array(holders[i]);
+        in[i].start = 0;
+        in[i].len = in[i].a->length;
+    }
+    int rc = lt_concat_node(schema, in, n, out);
+    free(in);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------------------------ */
 /* Capsules                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
@@ -1189,3 +1450,36 @@ PyType_Spec aq__py_table_spec = {
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
     .slots = lt_table_slots,
 };
+
+PyObject *aq__py_table_to_batch(aqpy_state *st, PyObject *table) {
+    lt_table_obj *t = (lt_table_obj *)table;
+    if (t->n == 0) {
+        Py_RETURN_NONE;
+    }
+    struct ArrowSchema schema;
+    if (aq__py_schema_copy(&t->schema, &schema) != 0) {
+        return PyErr_NoMemory();
+    }
+    if (t->n == 1) {
+        aq__py_holder_retain(t->holders[0]);
+        return aq__py_batch_new(st, &schema, t->holders[0]);
+    }
+    struct ArrowArray array;
+    int rc = aq__py_concat(&t->schema, t->holders, t->n, &array);
+    if (rc != 0) {
+        schema.release(&schema);
+        if (rc == -1) {
+            return PyErr_NoMemory();
+        }
+        return PyErr_Format(st->error,
+                            "cannot join the %zu result batches of this stream into one record "
+                            "batch; use quantize_arrow for tables of several batches",
+                            t->n);
+    }
+    aq__py_holder *h = aq__py_holder_create(&array);
+    if (h == NULL) {
+        schema.release(&schema);
+        return PyErr_NoMemory();
+    }
+    return aq__py_batch_new(st, &schema, h);
+}

@@ -673,27 +673,19 @@ done:
     return result;
 }
 
-/* A stream that yielded one batch (or none) as a single result batch. Steals table. */
+/* A result stream (a light table) as a single result batch: its batches joined, or the empty
+ * result when it had none. Steals table. */
 static PyObject *aqpy_table_to_batch(aqpy_quant *self, aq_ctx *ctx, PyObject *table) {
     aqpy_state *st = aqpy_state_of_quant(self);
-    PyObject *batches = PyObject_CallMethod(table, "to_batches", NULL);
+    PyObject *batch = aq__py_table_to_batch(st, table);
     Py_DECREF(table);
-    if (batches == NULL) {
+    if (batch == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(batches);
-    if (n == 1) {
-        PyObject *b = Py_NewRef(PyList_GET_ITEM(batches, 0));
-        Py_DECREF(batches);
-        return aqpy_finish(st, b, "record_batch");
+    if (batch != Py_None) {
+        return aqpy_finish(st, batch, "record_batch");
     }
-    Py_DECREF(batches);
-    if (n > 1) {
-        return PyErr_Format(st->error,
-                            "quantize_arrow_batch: the input stream holds %zd record batches; "
-                            "use quantize_arrow for tables of several batches",
-                            n);
-    }
+    Py_DECREF(batch);
     /* No batch at all: the empty result, with the result schema. */
     struct ArrowSchema schema;
     struct ArrowArray array;
@@ -715,8 +707,8 @@ PyDoc_STRVAR(aqpy_quantize_arrow_batch_doc,
              "Quantizes a record batch with columns layer_name (string), weights (list of "
              "float32; float16 and float64 are converted) and optionally shape (list<int64>).\n\n"
              "record_batch: any object with __arrow_c_array__ (pyarrow.RecordBatch, nanoarrow, "
-             "...), or with __arrow_c_stream__ yielding one batch (a polars DataFrame, a duckdb "
-             "relation), or pyarrow's _export_to_c.\n"
+             "...), or with __arrow_c_stream__ (a polars DataFrame, a duckdb relation: its "
+             "batches give one result batch), or pyarrow's _export_to_c.\n"
              "bit_width: 2, 4 or 8 (None: 4). group_size: elements per group (None: 128). "
              "scheme: 'affine' (None: the mode's scheme).\n"
              "continue_on_error: skip bad layers (each reported by a SkippedLayerWarning) "

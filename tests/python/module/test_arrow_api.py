@@ -288,3 +288,17 @@ def test_non_arrow_input_is_a_type_error(quantizer):
         quantizer.quantize_arrow_batch({"layer_name": ["w"]})
     with pytest.raises(TypeError, match="__arrow_c_stream__"):
         quantizer.quantize_arrow([1, 2, 3])
+
+
+def test_batch_api_on_a_stream_of_several_batches(quantizer, produce):
+    chunks = [make_batch([(f"c{c}.l{i}", weights(700, seed=10 * c + i)) for i in range(3)])
+              for c in range(3)]
+    table = pa.Table.from_batches(chunks)  # a pyarrow Table has __arrow_c_stream__ only
+    result = quantizer.quantize_arrow_batch(produce(table))
+    assert isinstance(result, pa.RecordBatch)
+    assert result.num_rows == 9
+    streamed = quantizer.quantize_arrow(produce(table))
+    assert pa.Table.from_batches([result]).equals(streamed.combine_chunks())
+    assert result.schema.metadata == streamed.schema.metadata
+    empty = pa.Table.from_batches([], schema=chunks[0].schema)
+    assert quantizer.quantize_arrow_batch(produce(empty)).num_rows == 0

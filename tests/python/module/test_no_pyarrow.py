@@ -126,3 +126,18 @@ def test_dict_api_returns_light_objects(q):
     assert result.column("shape") == [[32, 128]]
     assert q.quantize_arrow_batch(frame([("w", w)])).column("quantized_data") == \
         result.column("quantized_data")
+
+
+def test_batch_api_joins_the_batches_of_a_stream(q):
+    parts = [frame([(f"p{k}.l{i}", weights(300 + i, seed=k * 10 + i)) for i in range(2)])
+             for k in range(3)]
+    chunked = na.Array.from_chunks([na.Array(p).chunk(0) for p in parts])
+    assert chunked.n_chunks == 3
+    assert not hasattr(na.ArrayStream(chunked), "__arrow_c_array__")
+    batch = q.quantize_arrow_batch(na.ArrayStream(chunked))  # a stream of three batches
+    assert type(batch) is aq.RecordBatch
+    table = q.quantize_arrow(na.ArrayStream(chunked))
+    assert len(table.to_batches()) == 3
+    assert batch.column("layer_name") == [f"p{k}.l{i}" for k in range(3) for i in range(2)]
+    assert batch.to_pylist() == table.to_pylist()
+    assert batch.schema == table.schema
