@@ -8,9 +8,9 @@ same work through the C API (ctypes), measured in one run, alternating.
 The C side calls the library inside the extension module's own binary by default (--lib
 module: the module links the static library, whose aq_* symbols it exports), so both sides run
 the very same machine code and the difference is the Python layer alone. --lib PATH drives
-another copy instead (e.g. build/libarrowquant.so): on this machine two links of the same
-object files differ by up to ~15% in the kernel loop (identical instructions, different code
-alignment), which is why the same binary is the default.
+another copy instead (e.g. build/libarrowquant.so): with the first reference kernel, two
+links of the same object files differed by up to ~15% here (identical instructions at
+different code alignments), which is why the same binary is the default.
 
 Two comparisons, each with the same numpy buffers and parameters (4 bits, groups of 128):
   dict:  q.quantize_batch({name: array})        vs  aq_tensors_quantize(ctx, views, n)
