@@ -448,20 +448,28 @@ static PyObject *aqpy_quant_get_mode(aqpy_quant *self, void *closure) {
     return PyUnicode_FromString(aqpy_mode_names[self->mode]);
 }
 
-/* Reads an optional integer argument; None keeps *out. */
-static int aqpy_optional_int(PyObject *obj, const char *name, int64_t *out) {
+/* Reads an optional integer argument (an int or anything with __index__, such as numpy
+ * integers; not a bool); None keeps *out. */
+static int aqpy_optional_int(aqpy_state *st, PyObject *obj, const char *name, int64_t *out) {
     if (obj == NULL || obj == Py_None) {
         return 0;
     }
-    if (!PyLong_Check(obj) || PyBool_Check(obj)) {
+    PyObject *index = PyBool_Check(obj) ? NULL : PyNumber_Index(obj);
+    if (index == NULL) {
         PyErr_Format(PyExc_TypeError, "%s must be an int or None, not %.100s", name,
                      Py_TYPE(obj)->tp_name);
         return -1;
     }
-    long long v = PyLong_AsLongLong(obj);
+    long long v = PyLong_AsLongLong(index);
     if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_Format(st->error, "Invalid %s: %S. Out of range", name, index);
+        }
+        Py_DECREF(index);
         return -1;
     }
+    Py_DECREF(index);
     *out = v;
     return 0;
 }
@@ -475,8 +483,8 @@ static aq_ctx *aqpy_make_ctx(aqpy_quant *self, PyObject *bit_width, PyObject *gr
     aq_scheme sch = AQ_SCHEME_AFFINE;
     aq_error err;
     aq_ctx *ctx = NULL;
-    if (aqpy_optional_int(bit_width, "bit_width", &bits) != 0 ||
-        aqpy_optional_int(group_size, "group_size", &group) != 0) {
+    if (aqpy_optional_int(st, bit_width, "bit_width", &bits) != 0 ||
+        aqpy_optional_int(st, group_size, "group_size", &group) != 0) {
         return NULL;
     }
     if (scheme != NULL && scheme != Py_None) {

@@ -281,6 +281,12 @@ def test_group_size_and_scheme_keywords(quantizer):
         quantizer.quantize_arrow_batch(batch, scheme="nope")
     with pytest.raises(TypeError):
         quantizer.quantize_arrow_batch(batch, bit_width="4")
+    with pytest.raises(TypeError):
+        quantizer.quantize_arrow_batch(batch, bit_width=True)
+    as_numpy = quantizer.quantize_arrow_batch(batch, bit_width=np.int64(8))
+    assert as_numpy.column("bit_width").to_pylist() == [8]
+    with pytest.raises(ValueError, match=r"^Invalid group_size: 1180591620717411303424\. Out"):
+        quantizer.quantize_arrow_batch(batch, group_size=2**70)
 
 
 def test_non_arrow_input_is_a_type_error(quantizer):
