@@ -21,7 +21,7 @@ typedef struct aqpy_state {
     PyTypeObject *batch_type; /* light RecordBatch */
     PyTypeObject *table_type; /* light Table */
     PyTypeObject *schema_type;
-    PyObject *pyarrow;        /* the pyarrow module, Py_None when not importable, NULL: unknown */
+    PyObject *pyarrow; /* the pyarrow module, Py_None when not importable, NULL: unknown */
 } aqpy_state;
 
 /* The capsule names of the Arrow PyCapsule interface. */

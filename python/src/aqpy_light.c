@@ -23,7 +23,8 @@ struct aq__py_holder {
     struct ArrowArray array;
 };
 
-aq__py_holder *aq__py_holder_create(struct ArrowArray *array) {
+aq__py_holder *aq__py_holder_create(struct ArrowArray *array)
+{
     aq__py_holder *h = malloc(sizeof *h);
     if (h == NULL) {
         if (array->release != NULL) {
@@ -37,11 +38,13 @@ aq__py_holder *aq__py_holder_create(struct ArrowArray *array) {
     return h;
 }
 
-void aq__py_holder_retain(aq__py_holder *h) {
+void aq__py_holder_retain(aq__py_holder *h)
+{
     atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
 }
 
-void aq__py_holder_release(aq__py_holder *h) {
+void aq__py_holder_release(aq__py_holder *h)
+{
     if (h == NULL) {
         return;
     }
@@ -53,7 +56,10 @@ void aq__py_holder_release(aq__py_holder *h) {
     }
 }
 
-const struct ArrowArray *aq__py_holder_array(const aq__py_holder *h) { return &h->array; }
+const struct ArrowArray *aq__py_holder_array(const aq__py_holder *h)
+{
+    return &h->array;
+}
 
 typedef struct lt_export_priv {
     aq__py_holder *holder;
@@ -63,7 +69,8 @@ typedef struct lt_export_priv {
     struct ArrowArray *dictionary;
 } lt_export_priv;
 
-static void lt_export_release(struct ArrowArray *a) {
+static void lt_export_release(struct ArrowArray *a)
+{
     lt_export_priv *p = a->private_data;
     if (p->children != NULL) {
         for (int64_t i = 0; i < a->n_children; i++) {
@@ -84,7 +91,8 @@ static void lt_export_release(struct ArrowArray *a) {
     a->release = NULL;
 }
 
-static int lt_export_node(aq__py_holder *h, const struct ArrowArray *src, struct ArrowArray *dst) {
+static int lt_export_node(aq__py_holder *h, const struct ArrowArray *src, struct ArrowArray *dst)
+{
     lt_export_priv *p = calloc(1, sizeof *p);
     if (p == NULL) {
         return -1;
@@ -144,7 +152,8 @@ fail:
     return -1;
 }
 
-int aq__py_holder_export(aq__py_holder *h, struct ArrowArray *out) {
+int aq__py_holder_export(aq__py_holder *h, struct ArrowArray *out)
+{
     return lt_export_node(h, &h->array, out);
 }
 
@@ -161,7 +170,8 @@ typedef struct lt_schema_priv {
     struct ArrowSchema *dictionary;
 } lt_schema_priv;
 
-static void lt_schema_release(struct ArrowSchema *s) {
+static void lt_schema_release(struct ArrowSchema *s)
+{
     lt_schema_priv *p = s->private_data;
     if (p->children != NULL) {
         for (int64_t i = 0; i < s->n_children; i++) {
@@ -185,7 +195,8 @@ static void lt_schema_release(struct ArrowSchema *s) {
 
 /* Size in bytes of C Data Interface metadata: int32 count, then length-prefixed keys and
  * values. */
-static size_t lt_metadata_size(const char *metadata) {
+static size_t lt_metadata_size(const char *metadata)
+{
     int32_t n, len;
     size_t pos = sizeof(int32_t);
     memcpy(&n, metadata, sizeof n);
@@ -196,7 +207,8 @@ static size_t lt_metadata_size(const char *metadata) {
     return pos;
 }
 
-static char *lt_strdup(const char *s) {
+static char *lt_strdup(const char *s)
+{
     size_t n = strlen(s) + 1;
     char *d = malloc(n);
     if (d != NULL) {
@@ -205,7 +217,8 @@ static char *lt_strdup(const char *s) {
     return d;
 }
 
-int aq__py_schema_copy(const struct ArrowSchema *src, struct ArrowSchema *dst) {
+int aq__py_schema_copy(const struct ArrowSchema *src, struct ArrowSchema *dst)
+{
     lt_schema_priv *p = calloc(1, sizeof *p);
     if (p == NULL) {
         return -1;
@@ -279,12 +292,14 @@ typedef struct lt_stream_priv {
     size_t next;
 } lt_stream_priv;
 
-static int lt_stream_get_schema(struct ArrowArrayStream *s, struct ArrowSchema *out) {
+static int lt_stream_get_schema(struct ArrowArrayStream *s, struct ArrowSchema *out)
+{
     lt_stream_priv *p = s->private_data;
     return aq__py_schema_copy(&p->schema, out) == 0 ? 0 : ENOMEM;
 }
 
-static int lt_stream_get_next(struct ArrowArrayStream *s, struct ArrowArray *out) {
+static int lt_stream_get_next(struct ArrowArrayStream *s, struct ArrowArray *out)
+{
     lt_stream_priv *p = s->private_data;
     if (p->next == p->n) {
         memset(out, 0, sizeof *out); /* release == NULL: end of stream */
@@ -297,12 +312,14 @@ static int lt_stream_get_next(struct ArrowArrayStream *s, struct ArrowArray *out
     return 0;
 }
 
-static const char *lt_stream_get_last_error(struct ArrowArrayStream *s) {
+static const char *lt_stream_get_last_error(struct ArrowArrayStream *s)
+{
     (void)s;
     return "out of memory";
 }
 
-static void lt_stream_release(struct ArrowArrayStream *s) {
+static void lt_stream_release(struct ArrowArrayStream *s)
+{
     lt_stream_priv *p = s->private_data;
     if (p->schema.release != NULL) {
         p->schema.release(&p->schema);
@@ -316,7 +333,8 @@ static void lt_stream_release(struct ArrowArrayStream *s) {
 }
 
 int aq__py_stream_over(const struct ArrowSchema *schema, aq__py_holder *const *holders, size_t n,
-                       struct ArrowArrayStream *out) {
+                       struct ArrowArrayStream *out)
+{
     lt_stream_priv *p = calloc(1, sizeof *p);
     if (p == NULL) {
         return -1;
@@ -355,7 +373,8 @@ typedef struct lt_owned_priv {
     struct ArrowArray *nodes;
 } lt_owned_priv;
 
-static void lt_owned_release(struct ArrowArray *a) {
+static void lt_owned_release(struct ArrowArray *a)
+{
     lt_owned_priv *p = a->private_data;
     if (p->children != NULL) {
         for (int64_t i = 0; i < a->n_children; i++) {
@@ -374,7 +393,8 @@ static void lt_owned_release(struct ArrowArray *a) {
 }
 
 static int lt_owned_init(struct ArrowArray *out, int64_t length, int64_t n_buffers,
-                         int64_t n_children) {
+                         int64_t n_children)
+{
     lt_owned_priv *p = calloc(1, sizeof *p);
     if (p == NULL) {
         return -1;
@@ -402,7 +422,8 @@ static int lt_owned_init(struct ArrowArray *out, int64_t length, int64_t n_buffe
     return 0;
 }
 
-static void *lt_owned_buffer(struct ArrowArray *a, int i, size_t bytes) {
+static void *lt_owned_buffer(struct ArrowArray *a, int i, size_t bytes)
+{
     lt_owned_priv *p = a->private_data;
     p->buffers[i] = malloc(bytes > 0 ? bytes : 1);
     p->buffer_ptrs[i] = p->buffers[i];
@@ -416,7 +437,8 @@ typedef struct lt_slice {
     int64_t len;
 } lt_slice;
 
-static size_t lt_fixed_width(const char *f) {
+static size_t lt_fixed_width(const char *f)
+{
     if (f[0] == '\0' || f[1] != '\0') {
         return 0;
     }
@@ -441,7 +463,8 @@ static size_t lt_fixed_width(const char *f) {
     }
 }
 
-static int64_t lt_offset_at(const void *offsets, int wide, int64_t k) {
+static int64_t lt_offset_at(const void *offsets, int wide, int64_t k)
+{
     return wide ? ((const int64_t *)offsets)[k] : ((const int32_t *)offsets)[k];
 }
 
@@ -451,7 +474,8 @@ static int lt_concat_node(const struct ArrowSchema *s, const lt_slice *in, size_
 /* Offsets of n slices rebased into one buffer (buffer 1 of out); fills the child or data
  * ranges they cover into ranges[]. */
 static int lt_concat_offsets(const lt_slice *in, size_t n, int wide, struct ArrowArray *out,
-                             lt_slice *ranges, int64_t *total) {
+                             lt_slice *ranges, int64_t *total)
+{
     int64_t rows = out->length, at = 0, acc = 0;
     void *off = lt_owned_buffer(out, 1, (size_t)(rows + 1) * (wide ? 8u : 4u));
     if (off == NULL) {
@@ -492,7 +516,8 @@ static int lt_concat_offsets(const lt_slice *in, size_t n, int wide, struct Arro
 }
 
 static int lt_concat_node(const struct ArrowSchema *s, const lt_slice *in, size_t n,
-                          struct ArrowArray *out) {
+                          struct ArrowArray *out)
+{
     int64_t rows = 0;
     for (size_t i = 0; i < n; i++) {
         if (in[i].a->null_count != 0) {
@@ -522,8 +547,8 @@ static int lt_concat_node(const struct ArrowSchema *s, const lt_slice *in, size_
         }
         return 0;
     }
-    int is_bytes = strcmp(f, "u") == 0 || strcmp(f, "z") == 0 || strcmp(f, "U") == 0 ||
-                   strcmp(f, "Z") == 0;
+    int is_bytes =
+        strcmp(f, "u") == 0 || strcmp(f, "z") == 0 || strcmp(f, "U") == 0 || strcmp(f, "Z") == 0;
     int is_list = strcmp(f, "+l") == 0 || strcmp(f, "+L") == 0;
     if (is_bytes || is_list) {
         int wide = f[0] == 'U' || f[0] == 'Z' || strcmp(f, "+L") == 0;
@@ -589,7 +614,8 @@ static int lt_concat_node(const struct ArrowSchema *s, const lt_slice *in, size_
 }
 
 int aq__py_concat(const struct ArrowSchema *schema, aq__py_holder *const *holders, size_t n,
-                  struct ArrowArray *out) {
+                  struct ArrowArray *out)
+{
     lt_slice *in = malloc((n > 0 ? n : 1) * sizeof *in);
     if (in == NULL) {
         return -1;
@@ -608,7 +634,8 @@ int aq__py_concat(const struct ArrowSchema *schema, aq__py_holder *const *holder
 /* Capsules                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
-static void lt_schema_capsule_free(PyObject *cap) {
+static void lt_schema_capsule_free(PyObject *cap)
+{
     struct ArrowSchema *s = PyCapsule_GetPointer(cap, AQPY_CAPSULE_SCHEMA);
     if (s != NULL && s->release != NULL) {
         s->release(s);
@@ -616,7 +643,8 @@ static void lt_schema_capsule_free(PyObject *cap) {
     free(s);
 }
 
-static void lt_array_capsule_free(PyObject *cap) {
+static void lt_array_capsule_free(PyObject *cap)
+{
     struct ArrowArray *a = PyCapsule_GetPointer(cap, AQPY_CAPSULE_ARRAY);
     if (a != NULL && a->release != NULL) {
         a->release(a);
@@ -624,7 +652,8 @@ static void lt_array_capsule_free(PyObject *cap) {
     free(a);
 }
 
-static void lt_stream_capsule_free(PyObject *cap) {
+static void lt_stream_capsule_free(PyObject *cap)
+{
     struct ArrowArrayStream *s = PyCapsule_GetPointer(cap, AQPY_CAPSULE_STREAM);
     if (s != NULL && s->release != NULL) {
         s->release(s);
@@ -632,7 +661,8 @@ static void lt_stream_capsule_free(PyObject *cap) {
     free(s);
 }
 
-PyObject *aq__py_schema_capsule(struct ArrowSchema *schema) {
+PyObject *aq__py_schema_capsule(struct ArrowSchema *schema)
+{
     struct ArrowSchema *heap = malloc(sizeof *heap);
     if (heap == NULL) {
         schema->release(schema);
@@ -648,7 +678,8 @@ PyObject *aq__py_schema_capsule(struct ArrowSchema *schema) {
     return cap;
 }
 
-PyObject *aq__py_array_capsule(struct ArrowArray *array) {
+PyObject *aq__py_array_capsule(struct ArrowArray *array)
+{
     struct ArrowArray *heap = malloc(sizeof *heap);
     if (heap == NULL) {
         array->release(array);
@@ -664,7 +695,8 @@ PyObject *aq__py_array_capsule(struct ArrowArray *array) {
     return cap;
 }
 
-PyObject *aq__py_stream_capsule(struct ArrowArrayStream *stream) {
+PyObject *aq__py_stream_capsule(struct ArrowArrayStream *stream)
+{
     struct ArrowArrayStream *heap = malloc(sizeof *heap);
     if (heap == NULL) {
         stream->release(stream);
@@ -684,7 +716,8 @@ PyObject *aq__py_stream_capsule(struct ArrowArrayStream *stream) {
 /* Reading values of the result types into Python objects                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static int lt_is_null(const struct ArrowArray *a, int64_t i) {
+static int lt_is_null(const struct ArrowArray *a, int64_t i)
+{
     if (a->null_count == 0 || a->n_buffers == 0 || a->buffers[0] == NULL) {
         return 0;
     }
@@ -696,7 +729,8 @@ static int lt_is_null(const struct ArrowArray *a, int64_t i) {
 static PyObject *lt_value(const struct ArrowSchema *s, const struct ArrowArray *a, int64_t i);
 
 static PyObject *lt_list(const struct ArrowSchema *s, const struct ArrowArray *a, int64_t begin,
-                         int64_t end) {
+                         int64_t end)
+{
     const struct ArrowSchema *cs = s->children[0];
     const struct ArrowArray *ca = a->children[0];
     PyObject *list = PyList_New((Py_ssize_t)(end - begin));
@@ -727,7 +761,8 @@ static PyObject *lt_list(const struct ArrowSchema *s, const struct ArrowArray *a
     return list;
 }
 
-static PyObject *lt_value(const struct ArrowSchema *s, const struct ArrowArray *a, int64_t i) {
+static PyObject *lt_value(const struct ArrowSchema *s, const struct ArrowArray *a, int64_t i)
+{
     const char *f = s->format;
     int64_t k = a->offset + i;
     if (lt_is_null(a, i) || strcmp(f, "n") == 0) {
@@ -796,15 +831,16 @@ static PyObject *lt_value(const struct ArrowSchema *s, const struct ArrowArray *
 }
 
 /* A readable type name: string, binary, list<float32>, list<int64>, uint8, ... */
-static int lt_type_name(const struct ArrowSchema *s, char *buf, size_t size) {
+static int lt_type_name(const struct ArrowSchema *s, char *buf, size_t size)
+{
     static const struct {
         const char *format, *name;
-    } names[] = {{"n", "null"},     {"b", "bool"},         {"c", "int8"},   {"C", "uint8"},
-                 {"s", "int16"},    {"S", "uint16"},       {"i", "int32"},  {"I", "uint32"},
-                 {"l", "int64"},    {"L", "uint64"},       {"e", "float16"}, {"f", "float32"},
-                 {"g", "float64"},  {"u", "string"},       {"U", "large_string"},
-                 {"z", "binary"},   {"Z", "large_binary"}, {"vu", "string_view"},
-                 {"vz", "binary_view"}};
+    } names[] = {
+        {"n", "null"},         {"b", "bool"},         {"c", "int8"},         {"C", "uint8"},
+        {"s", "int16"},        {"S", "uint16"},       {"i", "int32"},        {"I", "uint32"},
+        {"l", "int64"},        {"L", "uint64"},       {"e", "float16"},      {"f", "float32"},
+        {"g", "float64"},      {"u", "string"},       {"U", "large_string"}, {"z", "binary"},
+        {"Z", "large_binary"}, {"vu", "string_view"}, {"vz", "binary_view"}};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (strcmp(s->format, names[i].format) == 0) {
             return snprintf(buf, size, "%s", names[i].name);
@@ -824,7 +860,8 @@ static int lt_type_name(const struct ArrowSchema *s, char *buf, size_t size) {
     return snprintf(buf, size, "%s", s->format);
 }
 
-static int64_t lt_find_column(const struct ArrowSchema *s, PyObject *key) {
+static int64_t lt_find_column(const struct ArrowSchema *s, PyObject *key)
+{
     if (PyLong_Check(key)) {
         Py_ssize_t i = PyLong_AsSsize_t(key);
         if (i == -1 && PyErr_Occurred()) {
@@ -855,7 +892,8 @@ static int64_t lt_find_column(const struct ArrowSchema *s, PyObject *key) {
 
 /* Appends column j of a struct array (a record batch) to list. */
 static int lt_append_column(const struct ArrowSchema *s, const struct ArrowArray *a, int64_t j,
-                            PyObject *list) {
+                            PyObject *list)
+{
     for (int64_t i = 0; i < a->length; i++) {
         PyObject *x = lt_value(s->children[j], a->children[j], a->offset + i);
         if (x == NULL || PyList_Append(list, x) != 0) {
@@ -868,8 +906,8 @@ static int lt_append_column(const struct ArrowSchema *s, const struct ArrowArray
 }
 
 /* Appends one dict per row of a struct array to list. */
-static int lt_append_rows(const struct ArrowSchema *s, const struct ArrowArray *a,
-                          PyObject *list) {
+static int lt_append_rows(const struct ArrowSchema *s, const struct ArrowArray *a, PyObject *list)
+{
     for (int64_t i = 0; i < a->length; i++) {
         PyObject *row = PyDict_New();
         if (row == NULL) {
@@ -893,7 +931,8 @@ static int lt_append_rows(const struct ArrowSchema *s, const struct ArrowArray *
     return 0;
 }
 
-aqpy_state *aq__py_state_from_type(PyTypeObject *type) {
+aqpy_state *aq__py_state_from_type(PyTypeObject *type)
+{
     PyObject *module = PyType_GetModule(type);
     return module == NULL ? NULL : PyModule_GetState(module);
 }
@@ -903,11 +942,11 @@ aqpy_state *aq__py_state_from_type(PyTypeObject *type) {
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct lt_schema_obj {
-    PyObject_HEAD
-    struct ArrowSchema schema;
+    PyObject_HEAD struct ArrowSchema schema;
 } lt_schema_obj;
 
-static PyObject *lt_schema_new(aqpy_state *st, const struct ArrowSchema *schema) {
+static PyObject *lt_schema_new(aqpy_state *st, const struct ArrowSchema *schema)
+{
     lt_schema_obj *self = PyObject_New(lt_schema_obj, st->schema_type);
     if (self == NULL) {
         return NULL;
@@ -920,7 +959,8 @@ static PyObject *lt_schema_new(aqpy_state *st, const struct ArrowSchema *schema)
     return (PyObject *)self;
 }
 
-static void lt_schema_dealloc(lt_schema_obj *self) {
+static void lt_schema_dealloc(lt_schema_obj *self)
+{
     PyTypeObject *tp = Py_TYPE(self);
     if (self->schema.release != NULL) {
         self->schema.release(&self->schema);
@@ -929,7 +969,8 @@ static void lt_schema_dealloc(lt_schema_obj *self) {
     Py_DECREF(tp);
 }
 
-static PyObject *lt_schema_names(const struct ArrowSchema *s) {
+static PyObject *lt_schema_names(const struct ArrowSchema *s)
+{
     PyObject *list = PyList_New((Py_ssize_t)s->n_children);
     for (int64_t j = 0; list != NULL && j < s->n_children; j++) {
         PyObject *name = PyUnicode_FromString(s->children[j]->name ? s->children[j]->name : "");
@@ -942,12 +983,14 @@ static PyObject *lt_schema_names(const struct ArrowSchema *s) {
     return list;
 }
 
-static PyObject *lt_schema_get_names(lt_schema_obj *self, void *closure) {
+static PyObject *lt_schema_get_names(lt_schema_obj *self, void *closure)
+{
     (void)closure;
     return lt_schema_names(&self->schema);
 }
 
-static PyObject *lt_schema_get_types(lt_schema_obj *self, void *closure) {
+static PyObject *lt_schema_get_types(lt_schema_obj *self, void *closure)
+{
     (void)closure;
     const struct ArrowSchema *s = &self->schema;
     PyObject *list = PyList_New((Py_ssize_t)s->n_children);
@@ -964,7 +1007,8 @@ static PyObject *lt_schema_get_types(lt_schema_obj *self, void *closure) {
     return list;
 }
 
-static PyObject *lt_schema_get_metadata(lt_schema_obj *self, void *closure) {
+static PyObject *lt_schema_get_metadata(lt_schema_obj *self, void *closure)
+{
     (void)closure;
     const char *m = self->schema.metadata;
     if (m == NULL) {
@@ -990,7 +1034,8 @@ static PyObject *lt_schema_get_metadata(lt_schema_obj *self, void *closure) {
     return dict;
 }
 
-static PyObject *lt_schema_arrow_c_schema(lt_schema_obj *self, PyObject *unused) {
+static PyObject *lt_schema_arrow_c_schema(lt_schema_obj *self, PyObject *unused)
+{
     (void)unused;
     struct ArrowSchema copy;
     if (aq__py_schema_copy(&self->schema, &copy) != 0) {
@@ -999,7 +1044,8 @@ static PyObject *lt_schema_arrow_c_schema(lt_schema_obj *self, PyObject *unused)
     return aq__py_schema_capsule(&copy);
 }
 
-static int lt_schema_equal(const struct ArrowSchema *a, const struct ArrowSchema *b) {
+static int lt_schema_equal(const struct ArrowSchema *a, const struct ArrowSchema *b)
+{
     if (strcmp(a->format, b->format) != 0 || a->n_children != b->n_children ||
         (a->name == NULL) != (b->name == NULL) || (a->name && strcmp(a->name, b->name) != 0) ||
         (a->metadata == NULL) != (b->metadata == NULL)) {
@@ -1019,7 +1065,8 @@ static int lt_schema_equal(const struct ArrowSchema *a, const struct ArrowSchema
     return 1;
 }
 
-static PyObject *lt_schema_richcompare(PyObject *a, PyObject *b, int op) {
+static PyObject *lt_schema_richcompare(PyObject *a, PyObject *b, int op)
+{
     if ((op != Py_EQ && op != Py_NE) || !Py_IS_TYPE(b, Py_TYPE(a))) {
         Py_RETURN_NOTIMPLEMENTED;
     }
@@ -1027,7 +1074,8 @@ static PyObject *lt_schema_richcompare(PyObject *a, PyObject *b, int op) {
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
 }
 
-static PyObject *lt_schema_repr(lt_schema_obj *self) {
+static PyObject *lt_schema_repr(lt_schema_obj *self)
+{
     const struct ArrowSchema *s = &self->schema;
     PyObject *parts = PyList_New(0);
     if (parts == NULL) {
@@ -1064,10 +1112,10 @@ static PyGetSetDef lt_schema_getset[] = {
      "Schema key/value metadata as a dict of bytes to bytes, or None.", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
-static PyMethodDef lt_schema_methods[] = {
-    {"__arrow_c_schema__", (PyCFunction)lt_schema_arrow_c_schema, METH_NOARGS,
-     "Exports the schema as an 'arrow_schema' PyCapsule."},
-    {NULL, NULL, 0, NULL}};
+static PyMethodDef lt_schema_methods[] = {{"__arrow_c_schema__",
+                                           (PyCFunction)lt_schema_arrow_c_schema, METH_NOARGS,
+                                           "Exports the schema as an 'arrow_schema' PyCapsule."},
+                                          {NULL, NULL, 0, NULL}};
 
 static PyType_Slot lt_schema_slots[] = {
     {Py_tp_dealloc, lt_schema_dealloc},
@@ -1091,12 +1139,12 @@ PyType_Spec aq__py_schema_spec = {
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct lt_batch_obj {
-    PyObject_HEAD
-    struct ArrowSchema schema;
+    PyObject_HEAD struct ArrowSchema schema;
     aq__py_holder *holder;
 } lt_batch_obj;
 
-PyObject *aq__py_batch_new(aqpy_state *st, struct ArrowSchema *schema, aq__py_holder *holder) {
+PyObject *aq__py_batch_new(aqpy_state *st, struct ArrowSchema *schema, aq__py_holder *holder)
+{
     lt_batch_obj *self = PyObject_New(lt_batch_obj, st->batch_type);
     if (self == NULL) {
         schema->release(schema);
@@ -1109,7 +1157,8 @@ PyObject *aq__py_batch_new(aqpy_state *st, struct ArrowSchema *schema, aq__py_ho
     return (PyObject *)self;
 }
 
-static void lt_batch_dealloc(lt_batch_obj *self) {
+static void lt_batch_dealloc(lt_batch_obj *self)
+{
     PyTypeObject *tp = Py_TYPE(self);
     if (self->schema.release != NULL) {
         self->schema.release(&self->schema);
@@ -1119,31 +1168,37 @@ static void lt_batch_dealloc(lt_batch_obj *self) {
     Py_DECREF(tp);
 }
 
-static PyObject *lt_batch_get_num_rows(lt_batch_obj *self, void *closure) {
+static PyObject *lt_batch_get_num_rows(lt_batch_obj *self, void *closure)
+{
     (void)closure;
     return PyLong_FromLongLong(aq__py_holder_array(self->holder)->length);
 }
 
-static PyObject *lt_batch_get_num_columns(lt_batch_obj *self, void *closure) {
+static PyObject *lt_batch_get_num_columns(lt_batch_obj *self, void *closure)
+{
     (void)closure;
     return PyLong_FromLongLong(self->schema.n_children);
 }
 
-static PyObject *lt_batch_get_column_names(lt_batch_obj *self, void *closure) {
+static PyObject *lt_batch_get_column_names(lt_batch_obj *self, void *closure)
+{
     (void)closure;
     return lt_schema_names(&self->schema);
 }
 
-static PyObject *lt_batch_get_schema(lt_batch_obj *self, void *closure) {
+static PyObject *lt_batch_get_schema(lt_batch_obj *self, void *closure)
+{
     (void)closure;
     return lt_schema_new(aq__py_state_from_type(Py_TYPE(self)), &self->schema);
 }
 
-static Py_ssize_t lt_batch_len(lt_batch_obj *self) {
+static Py_ssize_t lt_batch_len(lt_batch_obj *self)
+{
     return (Py_ssize_t)aq__py_holder_array(self->holder)->length;
 }
 
-static PyObject *lt_batch_column(lt_batch_obj *self, PyObject *key) {
+static PyObject *lt_batch_column(lt_batch_obj *self, PyObject *key)
+{
     int64_t j = lt_find_column(&self->schema, key);
     if (j < 0) {
         return NULL;
@@ -1156,7 +1211,8 @@ static PyObject *lt_batch_column(lt_batch_obj *self, PyObject *key) {
     return list;
 }
 
-static PyObject *lt_batch_to_pylist(lt_batch_obj *self, PyObject *unused) {
+static PyObject *lt_batch_to_pylist(lt_batch_obj *self, PyObject *unused)
+{
     (void)unused;
     PyObject *list = PyList_New(0);
     if (list != NULL &&
@@ -1166,7 +1222,8 @@ static PyObject *lt_batch_to_pylist(lt_batch_obj *self, PyObject *unused) {
     return list;
 }
 
-static PyObject *lt_batch_to_pydict(lt_batch_obj *self, PyObject *unused) {
+static PyObject *lt_batch_to_pydict(lt_batch_obj *self, PyObject *unused)
+{
     (void)unused;
     PyObject *dict = PyDict_New();
     for (int64_t j = 0; dict != NULL && j < self->schema.n_children; j++) {
@@ -1184,7 +1241,8 @@ static PyObject *lt_batch_to_pydict(lt_batch_obj *self, PyObject *unused) {
 /* __arrow_c_array__(requested_schema=None): the schema and a shared export of the array. The
  * requested schema is a best-effort request (PyCapsule interface); results have one fixed
  * schema, so it is not applied. */
-static PyObject *lt_batch_arrow_c_array(lt_batch_obj *self, PyObject *args, PyObject *kwargs) {
+static PyObject *lt_batch_arrow_c_array(lt_batch_obj *self, PyObject *args, PyObject *kwargs)
+{
     static char *kwlist[] = {"requested_schema", NULL};
     PyObject *requested = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:__arrow_c_array__", kwlist, &requested)) {
@@ -1216,12 +1274,12 @@ static PyObject *lt_batch_arrow_c_array(lt_batch_obj *self, PyObject *args, PyOb
 }
 
 static PyObject *lt_stream_capsule_over(const struct ArrowSchema *schema,
-                                        aq__py_holder *const *holders, size_t n,
-                                        PyObject *args, PyObject *kwargs) {
+                                        aq__py_holder *const *holders, size_t n, PyObject *args,
+                                        PyObject *kwargs)
+{
     static char *kwlist[] = {"requested_schema", NULL};
     PyObject *requested = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:__arrow_c_stream__", kwlist,
-                                     &requested)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:__arrow_c_stream__", kwlist, &requested)) {
         return NULL;
     }
     struct ArrowArrayStream stream;
@@ -1231,11 +1289,13 @@ static PyObject *lt_stream_capsule_over(const struct ArrowSchema *schema,
     return aq__py_stream_capsule(&stream);
 }
 
-static PyObject *lt_batch_arrow_c_stream(lt_batch_obj *self, PyObject *args, PyObject *kwargs) {
+static PyObject *lt_batch_arrow_c_stream(lt_batch_obj *self, PyObject *args, PyObject *kwargs)
+{
     return lt_stream_capsule_over(&self->schema, &self->holder, 1, args, kwargs);
 }
 
-static PyObject *lt_batch_repr(lt_batch_obj *self) {
+static PyObject *lt_batch_repr(lt_batch_obj *self)
+{
     return PyUnicode_FromFormat("arrow_quant_v2.RecordBatch(num_rows=%lld, num_columns=%lld)",
                                 (long long)aq__py_holder_array(self->holder)->length,
                                 (long long)self->schema.n_children);
@@ -1286,14 +1346,14 @@ PyType_Spec aq__py_batch_spec = {
 /* ------------------------------------------------------------------------------------------ */
 
 typedef struct lt_table_obj {
-    PyObject_HEAD
-    struct ArrowSchema schema;
+    PyObject_HEAD struct ArrowSchema schema;
     aq__py_holder **holders;
     size_t n;
 } lt_table_obj;
 
 PyObject *aq__py_table_new(aqpy_state *st, struct ArrowSchema *schema,
-                           aq__py_holder *const *holders, size_t n) {
+                           aq__py_holder *const *holders, size_t n)
+{
     lt_table_obj *self = PyObject_New(lt_table_obj, st->table_type);
     if (self == NULL) {
         schema->release(schema);
@@ -1315,7 +1375,8 @@ PyObject *aq__py_table_new(aqpy_state *st, struct ArrowSchema *schema,
     return (PyObject *)self;
 }
 
-static void lt_table_dealloc(lt_table_obj *self) {
+static void lt_table_dealloc(lt_table_obj *self)
+{
     PyTypeObject *tp = Py_TYPE(self);
     if (self->schema.release != NULL) {
         self->schema.release(&self->schema);
@@ -1328,7 +1389,8 @@ static void lt_table_dealloc(lt_table_obj *self) {
     Py_DECREF(tp);
 }
 
-static int64_t lt_table_rows(const lt_table_obj *self) {
+static int64_t lt_table_rows(const lt_table_obj *self)
+{
     int64_t rows = 0;
     for (size_t i = 0; i < self->n; i++) {
         rows += aq__py_holder_array(self->holders[i])->length;
@@ -1336,44 +1398,52 @@ static int64_t lt_table_rows(const lt_table_obj *self) {
     return rows;
 }
 
-static PyObject *lt_table_get_num_rows(lt_table_obj *self, void *closure) {
+static PyObject *lt_table_get_num_rows(lt_table_obj *self, void *closure)
+{
     (void)closure;
     return PyLong_FromLongLong(lt_table_rows(self));
 }
 
-static PyObject *lt_table_get_num_columns(lt_table_obj *self, void *closure) {
+static PyObject *lt_table_get_num_columns(lt_table_obj *self, void *closure)
+{
     (void)closure;
     return PyLong_FromLongLong(self->schema.n_children);
 }
 
-static PyObject *lt_table_get_column_names(lt_table_obj *self, void *closure) {
+static PyObject *lt_table_get_column_names(lt_table_obj *self, void *closure)
+{
     (void)closure;
     return lt_schema_names(&self->schema);
 }
 
-static PyObject *lt_table_get_schema(lt_table_obj *self, void *closure) {
+static PyObject *lt_table_get_schema(lt_table_obj *self, void *closure)
+{
     (void)closure;
     return lt_schema_new(aq__py_state_from_type(Py_TYPE(self)), &self->schema);
 }
 
-static Py_ssize_t lt_table_len(lt_table_obj *self) { return (Py_ssize_t)lt_table_rows(self); }
+static Py_ssize_t lt_table_len(lt_table_obj *self)
+{
+    return (Py_ssize_t)lt_table_rows(self);
+}
 
-static PyObject *lt_table_column(lt_table_obj *self, PyObject *key) {
+static PyObject *lt_table_column(lt_table_obj *self, PyObject *key)
+{
     int64_t j = lt_find_column(&self->schema, key);
     if (j < 0) {
         return NULL;
     }
     PyObject *list = PyList_New(0);
     for (size_t i = 0; list != NULL && i < self->n; i++) {
-        if (lt_append_column(&self->schema, aq__py_holder_array(self->holders[i]), j, list) !=
-            0) {
+        if (lt_append_column(&self->schema, aq__py_holder_array(self->holders[i]), j, list) != 0) {
             Py_CLEAR(list);
         }
     }
     return list;
 }
 
-static PyObject *lt_table_to_pylist(lt_table_obj *self, PyObject *unused) {
+static PyObject *lt_table_to_pylist(lt_table_obj *self, PyObject *unused)
+{
     (void)unused;
     PyObject *list = PyList_New(0);
     for (size_t i = 0; list != NULL && i < self->n; i++) {
@@ -1384,7 +1454,8 @@ static PyObject *lt_table_to_pylist(lt_table_obj *self, PyObject *unused) {
     return list;
 }
 
-static PyObject *lt_table_to_batches(lt_table_obj *self, PyObject *unused) {
+static PyObject *lt_table_to_batches(lt_table_obj *self, PyObject *unused)
+{
     (void)unused;
     aqpy_state *st = aq__py_state_from_type(Py_TYPE(self));
     PyObject *list = PyList_New((Py_ssize_t)self->n);
@@ -1405,11 +1476,13 @@ static PyObject *lt_table_to_batches(lt_table_obj *self, PyObject *unused) {
     return list;
 }
 
-static PyObject *lt_table_arrow_c_stream(lt_table_obj *self, PyObject *args, PyObject *kwargs) {
+static PyObject *lt_table_arrow_c_stream(lt_table_obj *self, PyObject *args, PyObject *kwargs)
+{
     return lt_stream_capsule_over(&self->schema, self->holders, self->n, args, kwargs);
 }
 
-static PyObject *lt_table_repr(lt_table_obj *self) {
+static PyObject *lt_table_repr(lt_table_obj *self)
+{
     return PyUnicode_FromFormat(
         "arrow_quant_v2.Table(num_rows=%lld, num_columns=%lld, num_batches=%zu)",
         (long long)lt_table_rows(self), (long long)self->schema.n_children, self->n);
@@ -1451,7 +1524,8 @@ PyType_Spec aq__py_table_spec = {
     .slots = lt_table_slots,
 };
 
-PyObject *aq__py_table_to_batch(aqpy_state *st, PyObject *table) {
+PyObject *aq__py_table_to_batch(aqpy_state *st, PyObject *table)
+{
     lt_table_obj *t = (lt_table_obj *)table;
     if (t->n == 0) {
         Py_RETURN_NONE;

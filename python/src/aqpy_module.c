@@ -13,7 +13,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-static aqpy_state *aqpy_state_of(PyObject *module) { return PyModule_GetState(module); }
+static aqpy_state *aqpy_state_of(PyObject *module)
+{
+    return PyModule_GetState(module);
+}
 
 /* ------------------------------------------------------------------------------------------ */
 /* Errors                                                                                     */
@@ -22,7 +25,8 @@ static aqpy_state *aqpy_state_of(PyObject *module) { return PyModule_GetState(mo
 /* Raises the Python exception for a library error: MemoryError for allocation, OSError for
  * files, QuantizationError (a ValueError) for everything the input or the arguments got
  * wrong, RuntimeError for an internal error. The message is the library's, verbatim. */
-static void aqpy_raise(aqpy_state *st, const aq_error *err) {
+static void aqpy_raise(aqpy_state *st, const aq_error *err)
+{
     const char *msg = err->message[0] != '\0' ? err->message : aq_status_message(err->code);
     PyObject *type;
     switch (err->code) {
@@ -62,7 +66,8 @@ static void aqpy_raise(aqpy_state *st, const aq_error *err) {
 }
 
 /* An error reported by an Arrow stream (errno-style code and its get_last_error text). */
-static void aqpy_raise_stream(aqpy_state *st, int code, const char *message) {
+static void aqpy_raise_stream(aqpy_state *st, int code, const char *message)
+{
     aq_error err;
     err.code = code == ENOMEM ? AQ_NO_MEMORY : code == EIO ? AQ_IO : AQ_INVALID_DATA;
     snprintf(err.message, sizeof err.message, "%s",
@@ -82,25 +87,29 @@ typedef struct aqpy_run {
     PyObject *exc;
 } aqpy_run;
 
-static void aqpy_release_gil(aqpy_run *run) { run->tstate = PyEval_SaveThread(); }
+static void aqpy_release_gil(aqpy_run *run)
+{
+    run->tstate = PyEval_SaveThread();
+}
 
-static void aqpy_acquire_gil(aqpy_run *run) {
+static void aqpy_acquire_gil(aqpy_run *run)
+{
     PyEval_RestoreThread(run->tstate);
     run->tstate = NULL;
 }
 
-static void aqpy_progress(void *user, size_t rows_done, size_t elements_done) {
+static void aqpy_progress(void *user, size_t rows_done, size_t elements_done)
+{
     aqpy_run *run = user;
     (void)elements_done;
     if (run->failed) {
         return;
     }
     aqpy_acquire_gil(run);
-    PyObject *r = run->total >= 0
-                      ? PyObject_CallFunction(run->callback, "nn", (Py_ssize_t)rows_done,
-                                              run->total)
-                      : PyObject_CallFunction(run->callback, "nO", (Py_ssize_t)rows_done,
-                                              Py_None);
+    PyObject *r =
+        run->total >= 0
+            ? PyObject_CallFunction(run->callback, "nn", (Py_ssize_t)rows_done, run->total)
+            : PyObject_CallFunction(run->callback, "nO", (Py_ssize_t)rows_done, Py_None);
     if (r == NULL) {
         /* The library has no way to stop early (aq_progress_fn returns nothing): keep the
          * exception, skip further callbacks and raise it when the call returns. */
@@ -125,7 +134,8 @@ static void aqpy_progress(void *user, size_t rows_done, size_t elements_done) {
 }
 
 static void aqpy_run_init(aqpy_run *run, PyObject *callback, Py_ssize_t total,
-                          aq_batch_options *opts, aq_report *report, int continue_on_error) {
+                          aq_batch_options *opts, aq_report *report, int continue_on_error)
+{
     memset(run, 0, sizeof *run);
     memset(opts, 0, sizeof *opts);
     run->callback = callback;
@@ -139,7 +149,8 @@ static void aqpy_run_init(aqpy_run *run, PyObject *callback, Py_ssize_t total,
 }
 
 /* Raises the callback's exception if it failed (after the GIL is back). Returns 1 if so. */
-static int aqpy_run_failed(aqpy_run *run) {
+static int aqpy_run_failed(aqpy_run *run)
+{
     if (!run->failed) {
         return 0;
     }
@@ -154,7 +165,8 @@ static int aqpy_run_failed(aqpy_run *run) {
 }
 
 /* Warns once per row skipped in continue-on-error mode (SkippedLayerWarning). */
-static int aqpy_warn_skipped(PyObject *module, const aq_report *report) {
+static int aqpy_warn_skipped(PyObject *module, const aq_report *report)
+{
     size_t n = aq_report_count(report);
     if (n == 0) {
         return 0;
@@ -186,7 +198,8 @@ static int aqpy_warn_skipped(PyObject *module, const aq_report *report) {
 
 /* Borrowed reference to pyarrow, or Py_None when it is not importable; NULL on another error.
  * Looked up once per module. */
-static PyObject *aqpy_pyarrow(aqpy_state *st) {
+static PyObject *aqpy_pyarrow(aqpy_state *st)
+{
     if (st->pyarrow == NULL) {
         PyObject *pa = PyImport_ImportModule("pyarrow");
         if (pa == NULL) {
@@ -203,7 +216,8 @@ static PyObject *aqpy_pyarrow(aqpy_state *st) {
 
 /* Turns a light result into a pyarrow object (pa.record_batch / pa.table over its capsules,
  * no copy) when pyarrow is importable. Steals light; new reference. */
-static PyObject *aqpy_finish(aqpy_state *st, PyObject *light, const char *pa_function) {
+static PyObject *aqpy_finish(aqpy_state *st, PyObject *light, const char *pa_function)
+{
     if (light == NULL) {
         return NULL;
     }
@@ -222,7 +236,8 @@ static PyObject *aqpy_finish(aqpy_state *st, PyObject *light, const char *pa_fun
 
 /* Wraps a library result (struct array, moved) as a result batch. */
 static PyObject *aqpy_batch_result(aqpy_state *st, struct ArrowSchema *schema,
-                                   struct ArrowArray *array) {
+                                   struct ArrowArray *array)
+{
     aq__py_holder *h = aq__py_holder_create(array);
     if (h == NULL) {
         schema->release(schema);
@@ -245,7 +260,8 @@ typedef struct aqpy_batch_in {
     struct ArrowArray own_array;
 } aqpy_batch_in;
 
-static void aqpy_batch_in_reset(aqpy_batch_in *in) {
+static void aqpy_batch_in_reset(aqpy_batch_in *in)
+{
     Py_CLEAR(in->keep); /* the capsules' destructors release what was not moved out */
     if (in->own_array.release != NULL) {
         in->own_array.release(&in->own_array);
@@ -257,22 +273,23 @@ static void aqpy_batch_in_reset(aqpy_batch_in *in) {
     in->array = NULL;
 }
 
-static int aqpy_has(PyObject *obj, const char *name) {
+static int aqpy_has(PyObject *obj, const char *name)
+{
     int r = PyObject_HasAttrString(obj, name);
     return r;
 }
 
 /* Reads the two capsules of __arrow_c_array__. */
-static int aqpy_capsules_of_array(PyObject *obj, aqpy_batch_in *in) {
+static int aqpy_capsules_of_array(PyObject *obj, aqpy_batch_in *in)
+{
     PyObject *r = PyObject_CallMethod(obj, "__arrow_c_array__", NULL);
     if (r == NULL) {
         return -1;
     }
     if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 2) {
         Py_DECREF(r);
-        PyErr_SetString(PyExc_TypeError,
-                        "__arrow_c_array__ must return a tuple of two PyCapsules "
-                        "('arrow_schema', 'arrow_array')");
+        PyErr_SetString(PyExc_TypeError, "__arrow_c_array__ must return a tuple of two PyCapsules "
+                                         "('arrow_schema', 'arrow_array')");
         return -1;
     }
     in->keep = r;
@@ -291,13 +308,15 @@ static int aqpy_capsules_of_array(PyObject *obj, aqpy_batch_in *in) {
     return 0;
 }
 
-static int aqpy_is_reader_like(PyObject *obj) {
+static int aqpy_is_reader_like(PyObject *obj)
+{
     return aqpy_has(obj, "read_next_batch") || aqpy_has(obj, "to_reader");
 }
 
 /* 1: imported a record batch; 0: obj has no record-batch interface (nothing raised); -1:
  * error. */
-static int aqpy_import_batch(PyObject *obj, aqpy_batch_in *in) {
+static int aqpy_import_batch(PyObject *obj, aqpy_batch_in *in)
+{
     memset(in, 0, sizeof *in);
     if (aqpy_has(obj, "__arrow_c_array__")) {
         return aqpy_capsules_of_array(obj, in) == 0 ? 1 : -1;
@@ -318,7 +337,8 @@ static int aqpy_import_batch(PyObject *obj, aqpy_batch_in *in) {
     return 0;
 }
 
-static int aqpy_type_error(PyObject *obj, const char *what) {
+static int aqpy_type_error(PyObject *obj, const char *what)
+{
     PyErr_Format(PyExc_TypeError,
                  "expected %s: an object with __arrow_c_array__ or __arrow_c_stream__ (pyarrow, "
                  "polars, duckdb, nanoarrow, ...), got %.200s",
@@ -327,7 +347,8 @@ static int aqpy_type_error(PyObject *obj, const char *what) {
 }
 
 /* Imports any Arrow tabular object as a stream owned by the caller (*out). */
-static int aqpy_import_stream(PyObject *obj, struct ArrowArrayStream *out) {
+static int aqpy_import_stream(PyObject *obj, struct ArrowArrayStream *out)
+{
     memset(out, 0, sizeof *out);
     if (aqpy_has(obj, "__arrow_c_stream__")) {
         PyObject *cap = PyObject_CallMethod(obj, "__arrow_c_stream__", NULL);
@@ -355,8 +376,8 @@ static int aqpy_import_stream(PyObject *obj, struct ArrowArrayStream *out) {
         if (reader == NULL) {
             return -1;
         }
-        PyObject *r = PyObject_CallMethod(reader, "_export_to_c", "K",
-                                          (unsigned long long)(uintptr_t)out);
+        PyObject *r =
+            PyObject_CallMethod(reader, "_export_to_c", "K", (unsigned long long)(uintptr_t)out);
         Py_DECREF(reader);
         Py_XDECREF(r);
         return r == NULL ? -1 : 0;
@@ -386,23 +407,26 @@ typedef enum aqpy_mode { AQPY_MODE_DIFFUSION, AQPY_MODE_TIME_AWARE, AQPY_MODE_BA
 static const char *const aqpy_mode_names[] = {"diffusion", "time_aware", "base"};
 
 typedef struct aqpy_quant {
-    PyObject_HEAD
-    aqpy_mode mode;
+    PyObject_HEAD aqpy_mode mode;
     int64_t threads;
 } aqpy_quant;
 
-static aqpy_state *aqpy_state_of_quant(aqpy_quant *self) {
+static aqpy_state *aqpy_state_of_quant(aqpy_quant *self)
+{
     return aq__py_state_from_type(Py_TYPE(self));
 }
 
-static PyObject *aqpy_module_of_quant(aqpy_quant *self) { return PyType_GetModule(Py_TYPE(self)); }
+static PyObject *aqpy_module_of_quant(aqpy_quant *self)
+{
+    return PyType_GetModule(Py_TYPE(self));
+}
 
-static int aqpy_quant_init(aqpy_quant *self, PyObject *args, PyObject *kwargs) {
+static int aqpy_quant_init(aqpy_quant *self, PyObject *args, PyObject *kwargs)
+{
     static char *kwlist[] = {"mode", "threads", NULL};
     const char *mode = "diffusion";
     long long threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$L:ArrowQuantV2", kwlist, &mode,
-                                     &threads)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|s$L:ArrowQuantV2", kwlist, &mode, &threads)) {
         return -1;
     }
     aqpy_state *st = aqpy_state_of_quant(self);
@@ -433,24 +457,28 @@ static int aqpy_quant_init(aqpy_quant *self, PyObject *args, PyObject *kwargs) {
     return 0;
 }
 
-static void aqpy_quant_dealloc(aqpy_quant *self) {
+static void aqpy_quant_dealloc(aqpy_quant *self)
+{
     PyTypeObject *tp = Py_TYPE(self);
     tp->tp_free((PyObject *)self);
     Py_DECREF(tp);
 }
 
-static PyObject *aqpy_quant_repr(aqpy_quant *self) {
+static PyObject *aqpy_quant_repr(aqpy_quant *self)
+{
     return PyUnicode_FromFormat("ArrowQuantV2(mode='%s')", aqpy_mode_names[self->mode]);
 }
 
-static PyObject *aqpy_quant_get_mode(aqpy_quant *self, void *closure) {
+static PyObject *aqpy_quant_get_mode(aqpy_quant *self, void *closure)
+{
     (void)closure;
     return PyUnicode_FromString(aqpy_mode_names[self->mode]);
 }
 
 /* Reads an optional integer argument (an int or anything with __index__, such as numpy
  * integers; not a bool); None keeps *out. */
-static int aqpy_optional_int(aqpy_state *st, PyObject *obj, const char *name, int64_t *out) {
+static int aqpy_optional_int(aqpy_state *st, PyObject *obj, const char *name, int64_t *out)
+{
     if (obj == NULL || obj == Py_None) {
         return 0;
     }
@@ -477,7 +505,8 @@ static int aqpy_optional_int(aqpy_state *st, PyObject *obj, const char *name, in
 /* A context configured for one call: the mode's scheme (every mode uses affine today, the
  * only scheme the library has; see docs/decisions.md), then the call's arguments. */
 static aq_ctx *aqpy_make_ctx(aqpy_quant *self, PyObject *bit_width, PyObject *group_size,
-                             PyObject *scheme) {
+                             PyObject *scheme)
+{
     aqpy_state *st = aqpy_state_of_quant(self);
     int64_t bits = AQ_DEFAULT_BIT_WIDTH, group = AQ_DEFAULT_GROUP_SIZE;
     aq_scheme sch = AQ_SCHEME_AFFINE;
@@ -513,7 +542,8 @@ static aq_ctx *aqpy_make_ctx(aqpy_quant *self, PyObject *bit_width, PyObject *gr
     return ctx;
 }
 
-static int aqpy_check_callback(PyObject **callback) {
+static int aqpy_check_callback(PyObject **callback)
+{
     if (*callback == Py_None) {
         *callback = NULL;
     } else if (*callback != NULL && !PyCallable_Check(*callback)) {
@@ -526,8 +556,8 @@ static int aqpy_check_callback(PyObject **callback) {
 
 /* Pulls every batch of a library output stream (the GIL released) into a light table. A
  * callback exception wins over the stream's error. Consumes *stream. */
-static PyObject *aqpy_drain_stream(aqpy_state *st, struct ArrowArrayStream *stream,
-                                   aqpy_run *run) {
+static PyObject *aqpy_drain_stream(aqpy_state *st, struct ArrowArrayStream *stream, aqpy_run *run)
+{
     struct ArrowSchema schema = {0};
     aq__py_holder **holders = NULL;
     size_t n = 0, cap = 0;
@@ -591,14 +621,14 @@ done:
     return result;
 }
 
-typedef aq_status (*aqpy_stream_fn)(aq_ctx *, struct ArrowArrayStream *,
-                                    const aq_batch_options *, struct ArrowArrayStream *,
-                                    aq_error *);
+typedef aq_status (*aqpy_stream_fn)(aq_ctx *, struct ArrowArrayStream *, const aq_batch_options *,
+                                    struct ArrowArrayStream *, aq_error *);
 
 /* The table path shared by quantize_arrow and dequantize_arrow: stream the input through fn
  * and collect the results. Returns a light table. */
-static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn fn,
-                                  PyObject *input, int continue_on_error, PyObject *callback) {
+static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn fn, PyObject *input,
+                                  int continue_on_error, PyObject *callback)
+{
     aqpy_state *st = aqpy_state_of_quant(self);
     struct ArrowArrayStream in, out;
     aq_report *report = NULL;
@@ -633,14 +663,15 @@ done:
     return result;
 }
 
-typedef aq_status (*aqpy_batch_fn)(aq_ctx *, const struct ArrowSchema *,
-                                   const struct ArrowArray *, const aq_batch_options *,
-                                   struct ArrowSchema *, struct ArrowArray *, aq_error *);
+typedef aq_status (*aqpy_batch_fn)(aq_ctx *, const struct ArrowSchema *, const struct ArrowArray *,
+                                   const aq_batch_options *, struct ArrowSchema *,
+                                   struct ArrowArray *, aq_error *);
 
 /* The record-batch path: one library call on the borrowed batch. Returns the final result
  * (pyarrow or light). */
-static PyObject *aqpy_batch_call(aqpy_quant *self, aq_ctx *ctx, aqpy_batch_fn fn,
-                                 aqpy_batch_in *in, int continue_on_error, PyObject *callback) {
+static PyObject *aqpy_batch_call(aqpy_quant *self, aq_ctx *ctx, aqpy_batch_fn fn, aqpy_batch_in *in,
+                                 int continue_on_error, PyObject *callback)
+{
     aqpy_state *st = aqpy_state_of_quant(self);
     struct ArrowSchema out_schema;
     struct ArrowArray out_array;
@@ -654,8 +685,7 @@ static PyObject *aqpy_batch_call(aqpy_quant *self, aq_ctx *ctx, aqpy_batch_fn fn
         aqpy_raise(st, &err);
         return NULL;
     }
-    aqpy_run_init(&run, callback, (Py_ssize_t)in->array->length, &opts, report,
-                  continue_on_error);
+    aqpy_run_init(&run, callback, (Py_ssize_t)in->array->length, &opts, report, continue_on_error);
     aqpy_release_gil(&run);
     aq_status status = fn(ctx, in->schema, in->array, &opts, &out_schema, &out_array, &err);
     aqpy_acquire_gil(&run);
@@ -683,7 +713,8 @@ done:
 
 /* A result stream (a light table) as a single result batch: its batches joined, or the empty
  * result when it had none. Steals table. */
-static PyObject *aqpy_table_to_batch(aqpy_quant *self, aq_ctx *ctx, PyObject *table) {
+static PyObject *aqpy_table_to_batch(aqpy_quant *self, aq_ctx *ctx, PyObject *table)
+{
     aqpy_state *st = aqpy_state_of_quant(self);
     PyObject *batch = aq__py_table_to_batch(st, table);
     Py_DECREF(table);
@@ -726,15 +757,16 @@ PyDoc_STRVAR(aqpy_quantize_arrow_batch_doc,
              "zero_points, shape, bit_width (an arrow_quant_v2.RecordBatch when pyarrow is not "
              "importable). Raises QuantizationError (a ValueError) for bad input.");
 
-static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"record_batch", "bit_width",        "group_size", "scheme",
+static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"record_batch",      "bit_width",         "group_size", "scheme",
                              "continue_on_error", "progress_callback", NULL};
     PyObject *input, *bit_width = Py_None, *group_size = Py_None, *scheme = Py_None;
     PyObject *callback = Py_None;
     int continue_on_error = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO:quantize_arrow_batch", kwlist,
-                                     &input, &bit_width, &group_size, &scheme,
-                                     &continue_on_error, &callback) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO:quantize_arrow_batch", kwlist, &input,
+                                     &bit_width, &group_size, &scheme, &continue_on_error,
+                                     &callback) ||
         aqpy_check_callback(&callback) != 0) {
         return NULL;
     }
@@ -773,9 +805,11 @@ PyDoc_STRVAR(aqpy_quantize_arrow_doc,
              "Returns a pyarrow.Table (an arrow_quant_v2.Table when pyarrow is not "
              "importable). The same input gives the same bytes as quantize_arrow_batch.");
 
-static PyObject *aqpy_quantize_arrow(aqpy_quant *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"table",  "bit_width",         "group_size", "scheme",
-                             "continue_on_error", "progress_callback", NULL};
+static PyObject *aqpy_quantize_arrow(aqpy_quant *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"table",  "bit_width",         "group_size",
+                             "scheme", "continue_on_error", "progress_callback",
+                             NULL};
     PyObject *input, *bit_width = Py_None, *group_size = Py_None, *scheme = Py_None;
     PyObject *callback = Py_None;
     int continue_on_error = 0;
@@ -804,7 +838,8 @@ PyDoc_STRVAR(aqpy_dequantize_arrow_doc,
              "A record batch (anything with __arrow_c_array__) gives a record batch; a table or "
              "stream (__arrow_c_stream__ only) gives a table.");
 
-static PyObject *aqpy_dequantize_arrow(aqpy_quant *self, PyObject *args, PyObject *kwargs) {
+static PyObject *aqpy_dequantize_arrow(aqpy_quant *self, PyObject *args, PyObject *kwargs)
+{
     static char *kwlist[] = {"result", NULL};
     PyObject *input;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O:dequantize_arrow", kwlist, &input)) {
@@ -834,7 +869,8 @@ static PyObject *aqpy_dequantize_arrow(aqpy_quant *self, PyObject *args, PyObjec
 /* ------------------------------------------------------------------------------------------ */
 
 /* The dtype of a buffer's struct-module format, native byte order only. */
-static int aqpy_buffer_dtype(const Py_buffer *view, aq_dtype *out) {
+static int aqpy_buffer_dtype(const Py_buffer *view, aq_dtype *out)
+{
     const char *f = view->format != NULL ? view->format : "B";
     if (*f == '@' || *f == '=' || *f == (PY_LITTLE_ENDIAN ? '<' : '>')) {
         f++;
@@ -862,7 +898,8 @@ PyDoc_STRVAR(aqpy_quantize_batch_doc,
              "Returns the result record batch, one row per layer in dict order, as "
              "quantize_arrow_batch does.");
 
-static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject *kwargs) {
+static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject *kwargs)
+{
     static char *kwlist[] = {"weights", "bit_width", "continue_on_error", "progress_callback",
                              NULL};
     PyObject *weights, *bit_width = Py_None, *callback = Py_None;
@@ -933,8 +970,8 @@ static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject 
             goto done;
         }
         if (v->ndim > AQ_MAX_NDIM) {
-            PyErr_Format(st->error, "Layer '%s' has %d dimensions; at most %d are supported",
-                         name, v->ndim, AQ_MAX_NDIM);
+            PyErr_Format(st->error, "Layer '%s' has %d dimensions; at most %d are supported", name,
+                         v->ndim, AQ_MAX_NDIM);
             goto done;
         }
         int64_t *shape = shapes + (size_t)i * AQ_MAX_NDIM;
@@ -995,8 +1032,7 @@ done:
 }
 
 static PyGetSetDef aqpy_quant_getset[] = {
-    {"mode", (getter)aqpy_quant_get_mode, NULL, "The mode: diffusion, time_aware or base.",
-     NULL},
+    {"mode", (getter)aqpy_quant_get_mode, NULL, "The mode: diffusion, time_aware or base.", NULL},
     {NULL, NULL, NULL, NULL, NULL}};
 
 static PyMethodDef aqpy_quant_methods[] = {
@@ -1041,7 +1077,8 @@ static PyType_Spec aqpy_quant_spec = {
 /* Module                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static int aqpy_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **out) {
+static int aqpy_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **out)
+{
     *out = (PyTypeObject *)PyType_FromModuleAndSpec(module, spec, NULL);
     if (*out == NULL) {
         return -1;
@@ -1049,7 +1086,8 @@ static int aqpy_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **out
     return PyModule_AddType(module, *out);
 }
 
-static int aqpy_exec(PyObject *module) {
+static int aqpy_exec(PyObject *module)
+{
     aqpy_state *st = aqpy_state_of(module);
     st->error = PyErr_NewExceptionWithDoc(
         "arrow_quant_v2.QuantizationError",
@@ -1082,7 +1120,8 @@ static int aqpy_exec(PyObject *module) {
     return 0;
 }
 
-static int aqpy_traverse(PyObject *module, visitproc visit, void *arg) {
+static int aqpy_traverse(PyObject *module, visitproc visit, void *arg)
+{
     aqpy_state *st = aqpy_state_of(module);
     Py_VISIT(st->error);
     Py_VISIT(st->quant_type);
@@ -1093,7 +1132,8 @@ static int aqpy_traverse(PyObject *module, visitproc visit, void *arg) {
     return 0;
 }
 
-static int aqpy_clear(PyObject *module) {
+static int aqpy_clear(PyObject *module)
+{
     aqpy_state *st = aqpy_state_of(module);
     Py_CLEAR(st->error);
     Py_CLEAR(st->quant_type);
@@ -1104,7 +1144,10 @@ static int aqpy_clear(PyObject *module) {
     return 0;
 }
 
-static void aqpy_free(void *module) { aqpy_clear(module); }
+static void aqpy_free(void *module)
+{
+    aqpy_clear(module);
+}
 
 static PyModuleDef_Slot aqpy_slots[] = {
     {Py_mod_exec, aqpy_exec},
@@ -1120,16 +1163,15 @@ PyDoc_STRVAR(aqpy_module_doc,
              "Arrow PyCapsule interface.");
 
 static PyModuleDef aqpy_module_def = {
-    PyModuleDef_HEAD_INIT,
-    .m_name = "arrow_quant_v2.arrow_quant_v2",
-    .m_doc = aqpy_module_doc,
-    .m_size = sizeof(aqpy_state),
-    .m_slots = aqpy_slots,
-    .m_traverse = aqpy_traverse,
-    .m_clear = aqpy_clear,
-    .m_free = aqpy_free,
+    PyModuleDef_HEAD_INIT,    .m_name = "arrow_quant_v2.arrow_quant_v2",
+    .m_doc = aqpy_module_doc, .m_size = sizeof(aqpy_state),
+    .m_slots = aqpy_slots,    .m_traverse = aqpy_traverse,
+    .m_clear = aqpy_clear,    .m_free = aqpy_free,
 };
 
 PyMODINIT_FUNC PyInit_arrow_quant_v2(void);
 
-PyMODINIT_FUNC PyInit_arrow_quant_v2(void) { return PyModuleDef_Init(&aqpy_module_def); }
+PyMODINIT_FUNC PyInit_arrow_quant_v2(void)
+{
+    return PyModuleDef_Init(&aqpy_module_def);
+}
