@@ -1,10 +1,12 @@
 /*
  * aqpy.h - shared declarations of the arrow_quant_v2 extension module (python/src).
  *
- * The module includes only the public header, arrowquant.h. Two files:
+ * The module includes only the public header, arrowquant.h. Three files:
  *  - aqpy_module.c: module state, exceptions, the ArrowQuantV2 class and its methods;
- *  - aqpy_light.c: sharing and exporting Arrow C structures (capsules, streams) and the light
- *    result objects (RecordBatch, Table, Schema) returned when pyarrow is not importable.
+ *  - aqpy_share.c: sharing and exporting Arrow C structures (holders, capsules, streams) and
+ *    joining result batches;
+ *  - aqpy_light.c: the light result objects (RecordBatch, Table, Schema) returned when pyarrow
+ *    is not importable.
  */
 #ifndef AQPY_H
 #define AQPY_H
@@ -44,6 +46,9 @@ const struct ArrowArray *aq__py_holder_array(const aq__py_holder *h);
 
 /* Exports the held array as a new tree in *out (release set). 0, or -1 when out of memory. */
 int aq__py_holder_export(aq__py_holder *h, struct ArrowArray *out);
+/* Size in bytes of C Data Interface schema metadata (int32 count, then length-prefixed keys
+ * and values). */
+size_t aq__py_metadata_size(const char *metadata);
 /* Deep copy of a schema into *out (release set). 0, or -1 when out of memory. */
 int aq__py_schema_copy(const struct ArrowSchema *src, struct ArrowSchema *out);
 
