@@ -432,7 +432,131 @@ AQ_API AQ_MUST_CHECK aq_status aq_stream_dequantize(aq_ctx *ctx, struct ArrowArr
 /* Safetensors checkpoints and model files (src/io)                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Section reserved for the model pipeline. */
+/* Safetensors files (https://github.com/huggingface/safetensors, format of the header and
+ * data region), sharded checkpoints (a `*.safetensors.index.json` beside its shards) and
+ * diffusers folders (`model_index.json` and one folder per component), read through memory
+ * maps without copying, and a streaming safetensors writer. */
+
+/* The element types of safetensors, by their names in the header. Tensors of F32, F16, BF16
+ * and F64 can be quantized; the others are carried through unchanged. AQ_ST_UNKNOWN is a
+ * dtype string this library does not know: such a tensor is readable as raw bytes (its size
+ * cannot be checked against its shape) but cannot be quantized. */
+typedef enum aq_st_dtype {
+    AQ_ST_F64 = 0,
+    AQ_ST_F32,
+    AQ_ST_F16,
+    AQ_ST_BF16,
+    AQ_ST_I64,
+    AQ_ST_I32,
+    AQ_ST_I16,
+    AQ_ST_I8,
+    AQ_ST_U64,
+    AQ_ST_U32,
+    AQ_ST_U16,
+    AQ_ST_U8,
+    AQ_ST_BOOL,
+    AQ_ST_F8_E4M3,
+    AQ_ST_F8_E5M2,
+    AQ_ST_F8_E8M0,
+    AQ_ST_C64,
+    AQ_ST_UNKNOWN,
+    AQ_ST_DTYPE_COUNT
+} aq_st_dtype;
+
+/* "F32", "BF16", ... as written in safetensors headers; "UNKNOWN" for AQ_ST_UNKNOWN. */
+AQ_API const char *aq_st_dtype_name(aq_st_dtype dtype);
+/* Looks a dtype string up (case-sensitive, as in the format); AQ_ST_UNKNOWN if unknown. */
+AQ_API aq_st_dtype aq_st_dtype_from_name(const char *name);
+/* Bytes per element; 0 for AQ_ST_UNKNOWN. */
+AQ_API size_t aq_st_dtype_size(aq_st_dtype dtype);
+/* Sets *out to the quantizable dtype (F32, F16, BF16, F64) and returns 1, or returns 0. */
+AQ_API int aq_st_dtype_to_aq(aq_st_dtype dtype, aq_dtype *out);
+
+/* Largest header accepted, in bytes (the reference implementation's limit). */
+#define AQ_ST_MAX_HEADER_SIZE 100000000u
+
+/* One tensor of an opened model: borrowed from the model, valid until aq_model_free. `data`
+ * points into the file mapping (read-only, little-endian, not necessarily aligned to the
+ * element size). */
+typedef struct aq_st_tensor {
+    const char *name;       /* full name; "component/name" in a diffusers pipeline folder */
+    aq_st_dtype dtype;
+    const char *dtype_name; /* as written in the file (kept for AQ_ST_UNKNOWN) */
+    const int64_t *shape;
+    size_t ndim;
+    size_t elements;        /* product of the shape (1 for a scalar) */
+    const void *data;
+    size_t nbytes;
+    const char *file;       /* path of the file holding it */
+    const char *component;  /* diffusers component ("unet", ...) or "" */
+} aq_st_tensor;
+
+/* A checkpoint opened for reading: a `.safetensors` file, a `*.safetensors.index.json` of a
+ * sharded checkpoint, or a folder (a diffusers pipeline with `model_index.json`, or one model
+ * folder holding a single safetensors file or an index; a `.fp16` variant is used when it is
+ * the only one). Every header is validated in full when the model is opened (8-byte length,
+ * size cap, JSON, dtypes, shapes, offsets that tile the data region exactly, duplicate names).
+ * Tensors come in file order; in a pipeline folder components are taken in name order and
+ * tensor names get the component's name as prefix. */
+typedef struct aq_model aq_model;
+
+AQ_API AQ_MUST_CHECK aq_status aq_model_open(const char *path, aq_model **out, aq_error *err);
+AQ_API void aq_model_free(aq_model *model);
+/* Number of tensors, and tensor i (0 <= i < count; NULL otherwise). */
+AQ_API size_t aq_model_count(const aq_model *model);
+AQ_API const aq_st_tensor *aq_model_tensor(const aq_model *model, size_t i);
+/* Index of the tensor with this full name; returns 0 and sets *index, or -1 if absent. */
+AQ_API int aq_model_find(const aq_model *model, const char *name, size_t *index);
+/* A view of tensor i for the quantizer. AQ_UNSUPPORTED if its dtype is not quantizable. The
+ * data pointer may be unaligned for the element size (safetensors does not align tensors):
+ * check before handing it to code that needs alignment (the quantizer does). */
+AQ_API AQ_MUST_CHECK aq_status aq_model_tensor_view(const aq_model *model, size_t i,
+                                                    aq_tensor *out, aq_error *err);
+/* Lets go of the mapped pages of tensor i (madvise MADV_DONTNEED), so that peak memory stays
+ * bounded while a model streams through; the data stays readable (it is read again from the
+ * file if touched). */
+AQ_API void aq_model_release(aq_model *model, size_t i);
+/* The models's `__metadata__` (string to string; merged over the files of a sharded model,
+ * with the index's own "metadata" object first). */
+AQ_API size_t aq_model_metadata_count(const aq_model *model);
+AQ_API void aq_model_metadata_get(const aq_model *model, size_t i, const char **key,
+                                  const char **value);
+/* The diffusers components of a pipeline folder, in order; 0 otherwise. The string is the
+ * component's relative file name ("unet/diffusion_pytorch_model.safetensors"). */
+AQ_API size_t aq_model_component_count(const aq_model *model);
+AQ_API void aq_model_component_get(const aq_model *model, size_t i, const char **name,
+                                   const char **file);
+/* Total bytes of tensor data. */
+AQ_API size_t aq_model_data_bytes(const aq_model *model);
+
+/* Writing a safetensors file in a stream: the tensors (names, dtypes, shapes) and the
+ * metadata are declared first, then their bytes are appended in the declared order, in as
+ * many pieces as the caller likes. The file is written under a temporary name in the target
+ * folder and renamed into place by aq_st_writer_finish only when every byte is there; a writer
+ * freed before that removes the temporary file, so nothing is ever left under the final name
+ * by a failed or interrupted run. */
+typedef struct aq_st_spec {
+    const char *name;
+    aq_st_dtype dtype;
+    const char *dtype_name; /* used for AQ_ST_UNKNOWN (raw bytes carried through); else NULL */
+    const int64_t *shape;
+    size_t ndim;
+    size_t nbytes;          /* must equal elements x dtype size for a known dtype */
+} aq_st_spec;
+
+typedef struct aq_st_writer aq_st_writer;
+
+AQ_API AQ_MUST_CHECK aq_status aq_st_writer_open(const char *path, const aq_st_spec *tensors,
+                                                 size_t n, const char *const *meta_keys,
+                                                 const char *const *meta_values, size_t n_meta,
+                                                 aq_st_writer **out, aq_error *err);
+/* Appends bytes of the tensor data (in declared order). More bytes than declared is an error. */
+AQ_API AQ_MUST_CHECK aq_status aq_st_writer_write(aq_st_writer *w, const void *data,
+                                                  size_t nbytes, aq_error *err);
+/* Checks that every declared byte was written, flushes to disk and renames into place. */
+AQ_API AQ_MUST_CHECK aq_status aq_st_writer_finish(aq_st_writer *w, aq_error *err);
+/* Frees the writer; removes the temporary file unless aq_st_writer_finish succeeded. */
+AQ_API void aq_st_writer_free(aq_st_writer *w);
 
 #ifdef __cplusplus
 }
