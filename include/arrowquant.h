@@ -558,6 +558,130 @@ AQ_API AQ_MUST_CHECK aq_status aq_st_writer_finish(aq_st_writer *w, aq_error *er
 /* Frees the writer; removes the temporary file unless aq_st_writer_finish succeeded. */
 AQ_API void aq_st_writer_free(aq_st_writer *w);
 
+/* ---- Quantized model files (.arrow, DESIGN.md 2.4) ---- */
+
+/* Tensors with fewer elements than this are kept as they are by default. */
+#define AQ_MODEL_MIN_ELEMENTS 16384
+/* Default target size of one record batch of a model file. */
+#define AQ_MODEL_BATCH_BYTES ((size_t)64 << 20)
+
+/* Progress of a model run, reported after each tensor. */
+typedef struct aq_model_progress {
+    size_t tensors_done;
+    size_t tensors_total;
+    size_t bytes_done; /* source bytes */
+    size_t bytes_total;
+    const char *current; /* name of the tensor just done */
+} aq_model_progress;
+
+typedef void (*aq_model_progress_fn)(void *user, const aq_model_progress *progress);
+
+typedef struct aq_model_quantize_options {
+    const char *const *keep; /* glob patterns (fnmatch) of tensors to keep as they are */
+    size_t n_keep;
+    size_t min_elements;     /* 0: AQ_MODEL_MIN_ELEMENTS */
+    int compression;         /* an aq_ipc_compression value (0: none) */
+    size_t batch_bytes;      /* 0: AQ_MODEL_BATCH_BYTES */
+    const char *profile;     /* written to the metadata; NULL: "local" */
+    aq_model_progress_fn progress;
+    void *progress_user;
+    /* Polled between tensors and blocks; when it becomes nonzero the run stops with
+     * AQ_CANCELLED and no output file is left behind (for SIGINT handlers). */
+    const volatile int *cancel;
+} aq_model_quantize_options;
+
+/* Totals of a model run. Sizes count tensor payloads: source bytes in, and out the packed
+ * codes plus the float32 scales and zero points (raw bytes for kept tensors). */
+typedef struct aq_model_summary {
+    size_t tensors;
+    size_t quantized;
+    size_t kept;
+    size_t params;
+    size_t quantized_params;
+    size_t bytes_in;
+    size_t bytes_out;
+    size_t batches;
+    double mean_sqnr_db; /* over quantized tensors (0 if none) */
+    double min_sqnr_db;
+    double mean_cosine;
+    const char *worst; /* tensor with the lowest SQNR (owned by the model); NULL if none */
+} aq_model_summary;
+
+/* The rule that decides, for tensor i of a model, whether it is kept as it is: user patterns
+ * first, then non-float dtypes, tensors of 0 or 1 dimensions, names with a dotted part that
+ * contains "embed", and tensors of fewer than min_elements elements. *reason receives a short
+ * static string ("--keep", "1-D", "embedding", "small", "dtype I64"); kept is 0 or 1. A tensor
+ * of unknown dtype that no pattern keeps is AQ_UNSUPPORTED: it cannot be quantized. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_keep_rule(const aq_model *model, size_t i,
+                                                  const aq_model_quantize_options *opts,
+                                                  int *kept, const char **reason,
+                                                  aq_error *err);
+
+/* Quantizes a whole model into an Arrow IPC model file (DESIGN.md 2.4): one row per tensor,
+ * in model order, in record batches of about batch_bytes; each tensor's mapped pages are
+ * released once done, so memory stays near the largest tensor plus one batch. Quality figures
+ * (SQNR, cosine, max error) are computed per tensor during the run. The file is written under
+ * a temporary name and renamed into place only when complete. summary may be NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model,
+                                                 const char *out_path,
+                                                 const aq_model_quantize_options *opts,
+                                                 aq_model_summary *summary, aq_error *err);
+
+/* A model file opened for reading, row by row. */
+typedef struct aq_qmodel aq_qmodel;
+
+/* One row of a model file, valid until the next aq_qmodel_next or aq_qmodel_free. Kept rows
+ * have raw != 0, scheme "raw", group_size 0, no scales, and data holding the raw
+ * little-endian values (float32 for bit_width 32, float16 for 16 when source_dtype is a float;
+ * otherwise the source dtype's bytes). */
+typedef struct aq_qmodel_row {
+    const char *name;
+    const char *scheme;
+    const char *source_dtype;
+    int raw;
+    unsigned bit_width;
+    size_t group_size;
+    const int64_t *shape;
+    size_t ndim;
+    size_t elements;
+    const uint8_t *data;
+    size_t data_size;
+    const float *scales;
+    const float *zero_points;
+    size_t groups;
+    double sqnr_db;
+    double cosine;
+    double max_abs_error;
+} aq_qmodel_row;
+
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_open(const char *path, aq_qmodel **out,
+                                              aq_error *err);
+AQ_API void aq_qmodel_free(aq_qmodel *qm);
+/* Value of a schema metadata key, or NULL. */
+AQ_API const char *aq_qmodel_metadata(const aq_qmodel *qm, const char *key);
+/* Next row: *row is NULL at the end. Every row is validated (types, sizes, scheme). */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_next(aq_qmodel *qm, const aq_qmodel_row **row,
+                                              aq_error *err);
+/* Starts over from the first row. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_rewind(aq_qmodel *qm, aq_error *err);
+/* The safetensors dtype a row is restored to when no dtype is asked for: its source dtype
+ * for F32, F16 and BF16, F32 for F64, the source dtype itself for raw non-float rows. */
+AQ_API aq_st_dtype aq_qmodel_row_default_dtype(const aq_qmodel_row *row);
+/* Restores elements [start, start + count) of a row as out_dtype (F32, F16 or BF16 for float
+ * rows; a raw non-float row only as its own dtype, byte for byte). For quantized rows start
+ * and count must be multiples of the row length (cols), except for the last block. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmodel_row *row,
+                                                     size_t start, size_t count,
+                                                     aq_st_dtype out_dtype, void *out,
+                                                     aq_error *err);
+/* Writes a model file back to safetensors (names, shapes and the source __metadata__ kept),
+ * float tensors as out_dtype (AQ_ST_UNKNOWN: each tensor's default dtype), streaming. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path,
+                                                        const char *out_path,
+                                                        aq_st_dtype out_dtype,
+                                                        const volatile int *cancel,
+                                                        aq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -66,6 +66,11 @@ aq_status aq__outfile_write(aq__outfile *f, const void *data, size_t n, aq_error
 aq_status aq__outfile_commit(aq__outfile *f, aq_error *err);
 void aq__outfile_free(aq__outfile *f);
 
+/* The model's __metadata__ as a JSON object, and its components as a JSON object of
+ * component name to relative file ("{}" when none). Both malloc'ed. */
+aq_status aq__io_model_meta_json(const aq_model *model, char **meta, char **components,
+                                 aq_error *err);
+
 /* strdup that returns NULL on NULL. */
 char *aq__io_strdup(const char *s);
 

@@ -630,3 +630,37 @@ size_t aq_model_data_bytes(const aq_model *m)
 {
     return m != NULL ? m->data_bytes : 0;
 }
+
+aq_status aq__io_model_meta_json(const aq_model *m, char **meta, char **components,
+                                 aq_error *err)
+{
+    json_t *a = json_object();
+    json_t *b = json_object();
+    char *sa = NULL;
+    char *sb = NULL;
+    aq_status st = AQ_OK;
+    if (a == NULL || b == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < m->n_meta; i++) {
+        json_object_set_new(a, m->meta_keys[i], json_string(m->meta_values[i]));
+    }
+    for (size_t i = 0; i < m->n_comps; i++) {
+        json_object_set_new(b, m->comps[i].name, json_string(m->comps[i].file));
+    }
+    sa = json_dumps(a, JSON_COMPACT);
+    sb = json_dumps(b, JSON_COMPACT);
+    if (sa == NULL || sb == NULL) {
+        free(sa);
+        free(sb);
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    *meta = sa;
+    *components = sb;
+done:
+    json_decref(a);
+    json_decref(b);
+    return st;
+}
