@@ -426,7 +426,99 @@ AQ_API AQ_MUST_CHECK aq_status aq_stream_dequantize(aq_ctx *ctx, struct ArrowArr
 /* Arrow IPC files and streams (src/ipc)                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Section reserved for the IPC reader and writer. */
+/* Arrow IPC (https://arrow.apache.org/docs/format/Columnar.html#serialization-and-interprocess-
+ * communication-ipc), both the streaming format and the file format (magic, footer, blocks),
+ * with optional zstd or lz4-frame body compression. The metadata is read and written by the
+ * library's own FlatBuffers code; there is no Arrow runtime.
+ *
+ * Types read and written: null, int8/16/32/64, uint8/16/32/64, float16/32/64, utf8,
+ * large_utf8, binary, large_binary, utf8_view and binary_view (with their variadic buffers),
+ * list, large_list, fixed_size_list and struct, nested freely. Anything else (and any
+ * dictionary-encoded field) is refused with AQ_UNSUPPORTED naming the field and its type.
+ * Schema and field key/value metadata are kept both ways. */
+
+typedef enum aq_ipc_format {
+    AQ_IPC_FORMAT_STREAM = 0, /* the streaming format (.arrows) */
+    AQ_IPC_FORMAT_FILE = 1    /* the file format (.arrow, .feather v2): magic, footer, blocks */
+} aq_ipc_format;
+
+typedef enum aq_ipc_compression {
+    AQ_IPC_COMPRESSION_NONE = 0,
+    AQ_IPC_COMPRESSION_LZ4_FRAME = 1,
+    AQ_IPC_COMPRESSION_ZSTD = 2
+} aq_ipc_compression;
+
+/* A reader of one IPC file or stream. Not thread-safe; use one per thread. */
+typedef struct aq_ipc_reader aq_ipc_reader;
+
+/* Opens an IPC file or stream (the format is recognised from the first bytes: "ARROW1" for
+ * the file format) and reads its schema. The file is memory-mapped: uncompressed buffers are
+ * handed out as pointers into the mapping, never copied (a buffer whose position in the file
+ * is not 8-byte aligned is the exception: it is copied so that consumers get aligned data).
+ * Arrays keep the mapping alive after the reader is freed. Every offset and length in the
+ * metadata is checked against the file: a malformed file is AQ_INVALID_DATA naming the
+ * file, the message and the byte offset. *out is written only on success. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_open(const char *path, aq_ipc_reader **out,
+                                                  aq_error *err);
+/* As aq_ipc_reader_open, over size bytes in memory. The bytes are copied once, so the caller
+ * may free data as soon as the call returns. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_open_memory(const void *data, size_t size,
+                                                         aq_ipc_reader **out, aq_error *err);
+/* Frees a reader. Arrays already returned stay valid. Accepts NULL. */
+AQ_API void aq_ipc_reader_free(aq_ipc_reader *reader);
+
+AQ_API aq_ipc_format aq_ipc_reader_format(const aq_ipc_reader *reader);
+/* For the file format, the number of record batches in the footer; for a stream, the number
+ * read so far. */
+AQ_API size_t aq_ipc_reader_num_batches(const aq_ipc_reader *reader);
+/* A fresh copy of the schema (a struct "+s" whose children are the columns, with the schema
+ * metadata), owned by the caller. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_schema(const aq_ipc_reader *reader,
+                                                    struct ArrowSchema *out, aq_error *err);
+/* Reads the next record batch as a struct array (length = rows, one child per column), owned
+ * by the caller. At the end of the data, returns AQ_OK with out->release == NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_next(aq_ipc_reader *reader, struct ArrowArray *out,
+                                                  aq_error *err);
+/* Turns a reader into an ArrowArrayStream. The stream takes the reader over (even on error):
+ * do not free it afterwards; releasing the stream frees it. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_stream(aq_ipc_reader *reader,
+                                                    struct ArrowArrayStream *out, aq_error *err);
+
+typedef struct aq_ipc_write_options {
+    aq_ipc_format format;           /* default (0): the streaming format */
+    aq_ipc_compression compression; /* default (0): none */
+    int compression_level;          /* 0: the codec's default */
+} aq_ipc_write_options;
+
+/* A writer of one IPC file or stream. The data goes to a temporary file in the destination's
+ * directory ("<path>.tmp-XXXXXX"), which aq_ipc_writer_close flushes, fsyncs and renames to
+ * path: a reader never sees a partial file under the final name. */
+typedef struct aq_ipc_writer aq_ipc_writer;
+
+/* Creates the temporary file and writes the schema (a struct "+s" whose children are the
+ * columns; borrowed). opts may be NULL (stream, uncompressed). */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_writer_open(const char *path,
+                                                  const struct ArrowSchema *schema,
+                                                  const aq_ipc_write_options *opts,
+                                                  aq_ipc_writer **out, aq_error *err);
+/* Writes one record batch (a struct array matching the schema; borrowed; sliced arrays are
+ * written as their slice). Buffers are 64-byte aligned in the output. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_writer_write(aq_ipc_writer *writer,
+                                                   const struct ArrowArray *batch,
+                                                   aq_error *err);
+/* Finishes the output (end-of-stream marker, or footer and magic), fsyncs it and renames it
+ * into place. On failure nothing is left under the final name and the temporary is removed.
+ * The writer must still be freed. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_writer_close(aq_ipc_writer *writer, aq_error *err);
+/* Frees a writer; if it was not closed successfully, removes its temporary file. Accepts NULL. */
+AQ_API void aq_ipc_writer_free(aq_ipc_writer *writer);
+
+/* Writes every batch of a stream to path (open, write each batch, close). The stream is
+ * borrowed: the caller still releases it. On any error no file is left under path. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_write_stream(const char *path,
+                                                   struct ArrowArrayStream *stream,
+                                                   const aq_ipc_write_options *opts,
+                                                   aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Safetensors checkpoints and model files (src/io)                                           */
