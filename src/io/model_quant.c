@@ -10,6 +10,7 @@
  */
 #include "io_internal.h"
 #include "arrow_owned.h"
+#include "quant_internal.h"
 
 #include <fnmatch.h>
 #include <math.h>
@@ -182,7 +183,7 @@ static void mq_acc_add(mq_acc *a, double x, double y)
 
 static void mq_acc_finish(const mq_acc *a, double *sqnr, double *cosine, double *maxerr)
 {
-    *sqnr = a->ee == 0.0 ? INFINITY : 10.0 * log10(a->xx / a->ee);
+    *sqnr = a->ee == 0.0 ? (double)INFINITY : 10.0 * log10(a->xx / a->ee);
     if (a->xx == 0.0 && a->yy == 0.0) {
         *cosine = 1.0;
     } else if (a->xx == 0.0 || a->yy == 0.0) {
@@ -277,13 +278,12 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
         st = aq__io_model_meta_json(s->model, &model_meta, &components, err);
     }
     if (st == AQ_OK) {
-        int64_t bits = 0, group = 0;
-        (void)aq_ctx_get_param(s->ctx, AQ_PARAM_BIT_WIDTH, &bits, NULL);
-        (void)aq_ctx_get_param(s->ctx, AQ_PARAM_GROUP_SIZE, &group, NULL);
-        char version[16], gs[24], bw[8];
+        long long bits = (long long)s->ctx->bit_width;
+        long long group = (long long)s->ctx->group_size;
+        char version[16], gs[24], bw[24];
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
-        snprintf(gs, sizeof gs, "%lld", (long long)group);
-        snprintf(bw, sizeof bw, "%lld", (long long)bits);
+        snprintf(gs, sizeof gs, "%lld", group);
+        snprintf(bw, sizeof bw, "%lld", bits);
         const char *profile =
             s->opts != NULL && s->opts->profile != NULL ? s->opts->profile : "local";
         const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
@@ -563,7 +563,7 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
 {
     r->scheme = "raw";
     r->source_dtype = t->dtype_name;
-    r->sqnr = INFINITY;
+    r->sqnr = (double)INFINITY;
     r->cosine = 1.0;
     r->maxerr = 0.0;
     aq_dtype d;
@@ -655,7 +655,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
                                                            : AQ_MODEL_BATCH_BYTES;
     aq_model_summary sum;
     memset(&sum, 0, sizeof sum);
-    sum.min_sqnr_db = INFINITY;
+    sum.min_sqnr_db = (double)INFINITY;
     struct ArrowSchema schema;
     memset(&schema, 0, sizeof schema);
     size_t n = aq_model_count(model);
@@ -764,7 +764,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         goto done;
     }
     if (sum.quantized > 0) {
-        sum.mean_sqnr_db = finite > 0 ? sqnr_sum / (double)finite : INFINITY;
+        sum.mean_sqnr_db = finite > 0 ? sqnr_sum / (double)finite : (double)INFINITY;
         sum.mean_cosine = cos_sum / (double)sum.quantized;
     } else {
         sum.min_sqnr_db = 0.0;
