@@ -550,6 +550,8 @@ typedef enum aq_st_dtype {
     AQ_ST_F8_E4M3,
     AQ_ST_F8_E5M2,
     AQ_ST_F8_E8M0,
+    AQ_ST_F8_E4M3FNUZ,
+    AQ_ST_F8_E5M2FNUZ,
     AQ_ST_C64,
     AQ_ST_UNKNOWN,
     AQ_ST_DTYPE_COUNT

@@ -577,8 +577,12 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
             goto done;
         }
         memcpy(s->shape, row->shape, row->ndim * sizeof(int64_t));
-        decl[n - 1] = (aq_st_spec){s->name, d, s->dtype_name, s->shape, row->ndim,
+        /* The shape pointer is set once specs stops moving (below). */
+        decl[n - 1] = (aq_st_spec){s->name, d, s->dtype_name, NULL, row->ndim,
                                    qs_out_bytes(row, d)};
+    }
+    for (size_t i = 0; i < n; i++) {
+        decl[i].shape = specs[i].shape;
     }
     /* The source model's __metadata__ comes back as it was. */
     const char *mj = aq_qmodel_metadata(qm, "arrowquant.model_metadata");

@@ -25,6 +25,7 @@ static const struct {
     [AQ_ST_U16] = {"U16", 2},       [AQ_ST_U8] = {"U8", 1},
     [AQ_ST_BOOL] = {"BOOL", 1},     [AQ_ST_F8_E4M3] = {"F8_E4M3", 1},
     [AQ_ST_F8_E5M2] = {"F8_E5M2", 1}, [AQ_ST_F8_E8M0] = {"F8_E8M0", 1},
+    [AQ_ST_F8_E4M3FNUZ] = {"F8_E4M3FNUZ", 1}, [AQ_ST_F8_E5M2FNUZ] = {"F8_E5M2FNUZ", 1},
     [AQ_ST_C64] = {"C64", 8},       [AQ_ST_UNKNOWN] = {"UNKNOWN", 0},
 };
 
