@@ -236,6 +236,7 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
         }
     }
     qsort(shards, n_shards, sizeof *shards, model_cmp_str);
+    /* Every shard must be there before any is opened. */
     for (size_t i = 0; i < n_shards; i++) {
         char *sp = model_join(dir, shards[i]);
         if (sp == NULL) {
@@ -243,10 +244,19 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
             goto done;
         }
         struct stat sb;
-        if (stat(sp, &sb) != 0) {
+        int missing = stat(sp, &sb) != 0;
+        int saved = errno;
+        free(sp);
+        if (missing) {
             st = aq__error_set(err, AQ_IO, "%s: the index names shard '%s', which is missing (%s)",
-                               path, shards[i], strerror(errno));
-            free(sp);
+                               path, shards[i], strerror(saved));
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < n_shards; i++) {
+        char *sp = model_join(dir, shards[i]);
+        if (sp == NULL) {
+            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
             goto done;
         }
         size_t before = m->n;

@@ -33,7 +33,7 @@ class Runner:
         before = set(os.listdir(leaves_nothing_in)) if leaves_nothing_in else set()
         p = self(*args, check=False, **kw)
         assert p.returncode != 0, p
-        lines = p.stderr.strip().splitlines()
+        lines = [l for l in p.stderr.strip().splitlines() if not l.startswith("progress:")]
         assert len(lines) == 1, p.stderr
         assert expect in lines[0], lines[0]
         assert "Traceback" not in p.stderr
