@@ -16,12 +16,12 @@
 #include <stdlib.h>
 
 #define BQ_EXPECTED_NAME "string (utf8, large_utf8 or string_view)"
-#define BQ_EXPECTED_WEIGHTS                                                                       \
-    "list<float32> (list, large_list or fixed_size_list of float32, float16, float64 or "        \
+#define BQ_EXPECTED_WEIGHTS                                                               \
+    "list<float32> (list, large_list or fixed_size_list of float32, float16, float64 or " \
     "arrowquant.bfloat16)"
 #define BQ_EXPECTED_SHAPE "list<int64> (list, large_list or fixed_size_list of int64 or int32)"
-#define BQ_MISSING                                                                                \
-    "Missing required column '%s'. Expected schema: {layer_name: string, weights: "              \
+#define BQ_MISSING                                                                  \
+    "Missing required column '%s'. Expected schema: {layer_name: string, weights: " \
     "list<float32>, shape: list<int64>}"
 
 typedef struct bq_item {
@@ -29,7 +29,7 @@ typedef struct bq_item {
     size_t name_len;
     aq_tensor t;
     aq_layout layout;
-    size_t elements; /* weights in the row, 0 when unknown */
+    size_t elements;  /* weights in the row, 0 when unknown */
     aq_status status; /* AQ_OK, or why the plan skipped the row (continue mode) */
     char *message;    /* with status: the reason, owned */
 } bq_item;
@@ -65,8 +65,7 @@ static aq_status bq_plan_alloc(bq_plan *p, size_t n, size_t name_bytes, aq_error
     p->shapes = malloc((shape_count > 0 ? shape_count : 1) * sizeof *p->shapes);
     if (p->items == NULL || p->names == NULL || p->shapes == NULL) {
         bq_plan_free(p);
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows",
-                             n);
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", n);
     }
     return AQ_OK;
 }
@@ -113,8 +112,8 @@ aq_status aq__arrow_check_input_schema(const struct ArrowSchema *schema, aq_erro
     return AQ_OK;
 }
 
-static aq_status bq_import(const struct ArrowSchema *s, const struct ArrowArray *a,
-                           bq_input *in, aq_error *err)
+static aq_status bq_import(const struct ArrowSchema *s, const struct ArrowArray *a, bq_input *in,
+                           aq_error *err)
 {
     memset(in, 0, sizeof *in);
     aq_status st;
@@ -129,16 +128,14 @@ static aq_status bq_import(const struct ArrowSchema *s, const struct ArrowArray 
     in->rows = rows;
     if ((st = aq__arrow_import_var("layer_name", false, BQ_EXPECTED_NAME, s->children[ni],
                                    a->children[ni], offset, rows, &in->names, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("weights", &bq_weights_spec, s->children[wi],
-                                    a->children[wi], offset, rows, &in->weights, err)) !=
-            AQ_OK) {
+        (st = aq__arrow_import_list("weights", &bq_weights_spec, s->children[wi], a->children[wi],
+                                    offset, rows, &in->weights, err)) != AQ_OK) {
         return st;
     }
     if (si >= 0) {
         in->has_shape = true;
-        if ((st = aq__arrow_import_list("shape", &bq_shape_spec, s->children[si],
-                                        a->children[si], offset, rows, &in->shape, err)) !=
-            AQ_OK) {
+        if ((st = aq__arrow_import_list("shape", &bq_shape_spec, s->children[si], a->children[si],
+                                        offset, rows, &in->shape, err)) != AQ_OK) {
             return st;
         }
     }
@@ -165,6 +162,12 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
 {
     bq_item *item = &p->items[i];
     item->name = "";
+    int64_t ws, wn;
+    if (arw_list_valid(&in->weights, i)) {
+        /* Known even when the row turns out bad, for the progress count. */
+        aq__arrow_list_get(&in->weights, i, &ws, &wn);
+        item->elements = (size_t)wn;
+    }
     if (!arw_var_valid(&in->names, i)) {
         return aq__error_set(row_err, AQ_INVALID_ARGUMENT, "Row %zu: layer_name is null", grow);
     }
@@ -182,9 +185,6 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
         return aq__error_set(row_err, AQ_INVALID_ARGUMENT, "Layer '%s' (row %zu): weights is null",
                              name, grow);
     }
-    int64_t ws, wn;
-    aq__arrow_list_get(&in->weights, i, &ws, &wn);
-    item->elements = (size_t)wn;
     int64_t bad = aq__arrow_list_first_null(&in->weights, ws, wn);
     if (bad >= 0) {
         return aq__error_set(row_err, AQ_INVALID_ARGUMENT,
@@ -237,9 +237,8 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
     return aq_quantize_bound(ctx, &item->t, &item->layout, row_err);
 }
 
-static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in,
-                               const aq_batch_options *opts, const arw_run *run, bq_plan *p,
-                               aq_error *err)
+static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in, const aq_batch_options *opts,
+                               const arw_run *run, bq_plan *p, aq_error *err)
 {
     size_t n = (size_t)in->rows;
     size_t name_bytes = 0;
@@ -261,9 +260,9 @@ static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in,
     for (int64_t i = 0; i < in->rows; i++) {
         aq_error row_err;
         aq_error_clear(&row_err);
-        if (bq_plan_row(ctx, in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) !=
-            AQ_OK) {
-            if ((st = aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err, err)) != AQ_OK) {
+        if (bq_plan_row(ctx, in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK) {
+            if ((st = aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err,
+                                          err)) != AQ_OK) {
                 bq_plan_free(p);
                 return st;
             }
@@ -298,7 +297,8 @@ static aq_status bq_plan_tensors(const aq_ctx *ctx, const aq_tensor *tensors, si
                                    aq__name_or_unnamed(t->name));
             }
         }
-        if (st != AQ_OK && (st = aq__arrow_row_error(opts, &item->message, &item->status, &row_err, err)) != AQ_OK) {
+        if (st != AQ_OK && (st = aq__arrow_row_error(opts, &item->message, &item->status, &row_err,
+                                                     err)) != AQ_OK) {
             bq_plan_free(p);
             return st;
         }
@@ -360,8 +360,8 @@ typedef struct bq_out {
     uint8_t *bits;
 } bq_out;
 
-static aq_status bq_list_alloc(struct ArrowArray *col, size_t rows, size_t values,
-                               size_t elem_size, int32_t **off, void **data, aq_error *err)
+static aq_status bq_list_alloc(struct ArrowArray *col, size_t rows, size_t values, size_t elem_size,
+                               int32_t **off, void **data, aq_error *err)
 {
     aq_status st = aq__array_alloc(col, (int64_t)rows, 2, 1, err);
     if (st != AQ_OK) {
@@ -379,9 +379,9 @@ static aq_status bq_list_alloc(struct ArrowArray *col, size_t rows, size_t value
     return AQ_OK;
 }
 
-static aq_status bq_result_alloc(size_t rows, size_t name_bytes, size_t packed_bytes,
-                                 size_t groups, size_t dims, bool large, struct ArrowArray *out,
-                                 bq_out *o, aq_error *err)
+static aq_status bq_result_alloc(size_t rows, size_t name_bytes, size_t packed_bytes, size_t groups,
+                                 size_t dims, bool large, struct ArrowArray *out, bq_out *o,
+                                 aq_error *err)
 {
     memset(o, 0, sizeof *o);
     struct ArrowArray a;
@@ -416,8 +416,10 @@ static aq_status bq_result_alloc(size_t rows, size_t name_bytes, size_t packed_b
     if (o->name_off == NULL || o->name_data == NULL ||
         (o->packed_off32 == NULL && o->packed_off64 == NULL) || o->packed == NULL ||
         o->bits == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory allocating the result (%zu bytes "
-                           "of packed data)", packed_bytes);
+        st = aq__error_set(err, AQ_NO_MEMORY,
+                           "out of memory allocating the result (%zu bytes "
+                           "of packed data)",
+                           packed_bytes);
         goto done;
     }
     o->name_off[0] = 0;
@@ -470,8 +472,7 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
     struct ArrowSchema schema;
     schema.release = NULL;
     bq_out o;
-    aq_status st = bq_result_alloc(rows, name_bytes, packed, groups, dims, large, &result, &o,
-                                   err);
+    aq_status st = bq_result_alloc(rows, name_bytes, packed, groups, dims, large, &result, &o, err);
     if (st != AQ_OK) {
         return st;
     }
@@ -480,7 +481,8 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
         const bq_item *it = &p->items[i];
         size_t row = run->rows_done;
         if (it->status != AQ_OK) {
-            if ((st = aq__arrow_row_skip(opts, row, it->name, it->status, it->message, err)) != AQ_OK) {
+            if ((st = aq__arrow_row_skip(opts, row, it->name, it->status, it->message, err)) !=
+                AQ_OK) {
                 goto done;
             }
             aq__arrow_progress(opts, run, it->elements);
@@ -492,8 +494,8 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
         aq_error row_err;
         aq_error_clear(&row_err);
         if (aq_quantize(ctx, &it->t, &qb, &row_err) != AQ_OK) {
-            if ((st = aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message, err)) !=
-                AQ_OK) {
+            if ((st = aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message,
+                                         err)) != AQ_OK) {
                 goto done;
             }
             aq__arrow_progress(opts, run, it->elements);
@@ -526,8 +528,7 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
     result.children[2]->children[0]->length = (int64_t)at_group;
     result.children[3]->children[0]->length = (int64_t)at_group;
     result.children[4]->children[0]->length = (int64_t)at_dim;
-    if (out_schema != NULL &&
-        (st = aq__arrow_result_schema(ctx, large, &schema, err)) != AQ_OK) {
+    if (out_schema != NULL && (st = aq__arrow_result_schema(ctx, large, &schema, err)) != AQ_OK) {
         goto done;
     }
     aq__array_move(&result, out_array);

@@ -15,9 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define DQ_MISSING                                                                                \
-    "Missing required column '%s' in a quantized batch. Expected schema: {layer_name: string, "  \
-    "quantized_data: binary, scales: list<float32>, zero_points: list<float32>, shape: "         \
+#define DQ_MISSING                                                                              \
+    "Missing required column '%s' in a quantized batch. Expected schema: {layer_name: string, " \
+    "quantized_data: binary, scales: list<float32>, zero_points: list<float32>, shape: "        \
     "list<int64>, bit_width: uint8}"
 
 typedef struct dq_meta {
@@ -25,8 +25,8 @@ typedef struct dq_meta {
     size_t group_size;
 } dq_meta;
 
-static const char *const dq_columns[6] = {"layer_name", "scales", "zero_points",
-                                          "shape",      "bit_width", "quantized_data"};
+static const char *const dq_columns[6] = {"layer_name",  "quantized_data", "scales",
+                                          "zero_points", "shape",          "bit_width"};
 
 static aq_status dq_meta_string(const char *metadata, const char *key, char *buf, size_t size,
                                 aq_error *err)
@@ -83,8 +83,8 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
     bool found;
     const char *v;
     size_t n;
-    aq_status st = aq__arrow_metadata_get(schema->metadata, "arrowquant.row_schemes", &v, &n,
-                                          &found, err);
+    aq_status st =
+        aq__arrow_metadata_get(schema->metadata, "arrowquant.row_schemes", &v, &n, &found, err);
     if (st != AQ_OK) {
         return st;
     }
@@ -183,20 +183,24 @@ static aq_status dq_import(const struct ArrowSchema *s, const struct ArrowArray 
     for (int i = 0; i < 6; i++) {
         c[i] = aq__arrow_find_column(s, dq_columns[i]);
     }
-    if ((st = aq__arrow_import_var("layer_name", false, "string (utf8, large_utf8 or "
-                                   "string_view)", s->children[c[0]], a->children[c[0]], off,
-                                   rows, &in->names, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("scales", &dq_float_spec, s->children[c[1]],
-                                    a->children[c[1]], off, rows, &in->scales, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("zero_points", &dq_float_spec, s->children[c[2]],
-                                    a->children[c[2]], off, rows, &in->zps, err)) != AQ_OK ||
-        (st = aq__arrow_import_list("shape", &dq_shape_spec, s->children[c[3]],
-                                    a->children[c[3]], off, rows, &in->shape, err)) != AQ_OK ||
-        (st = aq__arrow_import_prim("bit_width", 'C', "uint8", s->children[c[4]],
-                                    a->children[c[4]], off, rows, &in->bits, err)) != AQ_OK ||
-        (st = aq__arrow_import_var("quantized_data", true, "binary (binary, large_binary or "
-                                   "binary_view)", s->children[c[5]], a->children[c[5]], off,
-                                   rows, &in->packed, err)) != AQ_OK) {
+    if ((st = aq__arrow_import_var("layer_name", false,
+                                   "string (utf8, large_utf8 or "
+                                   "string_view)",
+                                   s->children[c[0]], a->children[c[0]], off, rows, &in->names,
+                                   err)) != AQ_OK ||
+        (st = aq__arrow_import_list("scales", &dq_float_spec, s->children[c[2]], a->children[c[2]],
+                                    off, rows, &in->scales, err)) != AQ_OK ||
+        (st = aq__arrow_import_list("zero_points", &dq_float_spec, s->children[c[3]],
+                                    a->children[c[3]], off, rows, &in->zps, err)) != AQ_OK ||
+        (st = aq__arrow_import_list("shape", &dq_shape_spec, s->children[c[4]], a->children[c[4]],
+                                    off, rows, &in->shape, err)) != AQ_OK ||
+        (st = aq__arrow_import_prim("bit_width", 'C', "uint8", s->children[c[5]], a->children[c[5]],
+                                    off, rows, &in->bits, err)) != AQ_OK ||
+        (st = aq__arrow_import_var("quantized_data", true,
+                                   "binary (binary, large_binary or "
+                                   "binary_view)",
+                                   s->children[c[1]], a->children[c[1]], off, rows, &in->packed,
+                                   err)) != AQ_OK) {
         return st;
     }
     return AQ_OK;
@@ -231,8 +235,8 @@ static void dq_plan_free(dq_plan *p)
     memset(p, 0, sizeof *p);
 }
 
-static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan *p,
-                             char **cursor, aq_error *row_err)
+static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan *p, char **cursor,
+                             aq_error *row_err)
 {
     dq_item *it = &p->items[i];
     it->name = "";
@@ -253,8 +257,8 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
                      arw_list_valid(&in->zps, i), arw_list_valid(&in->shape, i)};
     for (int k = 0; k < 4; k++) {
         if (!valid[k]) {
-            return aq__error_set(row_err, AQ_INVALID_DATA, "Layer '%s' (row %zu): %s is null",
-                                 name, grow, what[k]);
+            return aq__error_set(row_err, AQ_INVALID_DATA, "Layer '%s' (row %zu): %s is null", name,
+                                 grow, what[k]);
         }
     }
     if (!arw_prim_valid(&in->bits, i)) {
@@ -268,8 +272,7 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
     aq__arrow_list_get(&in->shape, i, &hs, &hn);
     if (sn != zn) {
         return aq__error_set(row_err, AQ_INVALID_DATA,
-                             "Layer '%s' (row %zu): %" PRId64 " scales but %" PRId64
-                             " zero points",
+                             "Layer '%s' (row %zu): %" PRId64 " scales but %" PRId64 " zero points",
                              name, grow, sn, zn);
     }
     if (aq__arrow_list_first_null(&in->scales, ss, sn) >= 0 ||
@@ -340,8 +343,8 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
     return AQ_OK;
 }
 
-static aq_status dq_plan_batch(const dq_input *in, const aq_batch_options *opts,
-                               const arw_run *run, dq_plan *p, aq_error *err)
+static aq_status dq_plan_batch(const dq_input *in, const aq_batch_options *opts, const arw_run *run,
+                               dq_plan *p, aq_error *err)
 {
     memset(p, 0, sizeof *p);
     size_t n = (size_t)in->rows, name_bytes = 0, shape_count;
@@ -364,16 +367,15 @@ static aq_status dq_plan_batch(const dq_input *in, const aq_batch_options *opts,
     p->shapes = malloc((shape_count > 0 ? shape_count : 1) * sizeof *p->shapes);
     if (p->items == NULL || p->names == NULL || p->shapes == NULL) {
         dq_plan_free(p);
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows",
-                             n);
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", n);
     }
     char *cursor = p->names;
     for (int64_t i = 0; i < in->rows; i++) {
         aq_error row_err;
         aq_error_clear(&row_err);
         if (dq_plan_row(in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK) {
-            aq_status st = aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status,
-                                               &row_err, err);
+            aq_status st =
+                aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err, err);
             if (st != AQ_OK) {
                 dq_plan_free(p);
                 return st;
@@ -396,15 +398,13 @@ aq_status aq__arrow_restored_schema(struct ArrowSchema *out, aq_error *err)
         st = aq__schema_alloc(s.children[1], "+l", "weights", ARROW_FLAG_NULLABLE, 1, err);
     }
     if (st == AQ_OK) {
-        st = aq__schema_alloc(s.children[1]->children[0], "f", "item", ARROW_FLAG_NULLABLE, 0,
-                              err);
+        st = aq__schema_alloc(s.children[1]->children[0], "f", "item", ARROW_FLAG_NULLABLE, 0, err);
     }
     if (st == AQ_OK) {
         st = aq__schema_alloc(s.children[2], "+l", "shape", ARROW_FLAG_NULLABLE, 1, err);
     }
     if (st == AQ_OK) {
-        st = aq__schema_alloc(s.children[2]->children[0], "l", "item", ARROW_FLAG_NULLABLE, 0,
-                              err);
+        st = aq__schema_alloc(s.children[2]->children[0], "l", "item", ARROW_FLAG_NULLABLE, 0, err);
     }
     if (st != AQ_OK) {
         aq__schema_release_if(&s);
@@ -471,8 +471,7 @@ static aq_status dq_execute(aq_ctx *ctx, dq_plan *p, const aq_batch_options *opt
     int64_t *d = NULL;
     if ((st = aq__array_alloc(a.children[0], (int64_t)rows, 3, 0, err)) != AQ_OK ||
         (st = aq__array_alloc(a.children[1], (int64_t)rows, 2, 1, err)) != AQ_OK ||
-        (st = aq__array_alloc(a.children[1]->children[0], (int64_t)elements, 2, 0, err)) !=
-            AQ_OK ||
+        (st = aq__array_alloc(a.children[1]->children[0], (int64_t)elements, 2, 0, err)) != AQ_OK ||
         (st = aq__array_alloc(a.children[2], (int64_t)rows, 2, 1, err)) != AQ_OK ||
         (st = aq__array_alloc(a.children[2]->children[0], (int64_t)dims, 2, 0, err)) != AQ_OK) {
         goto done;
@@ -538,9 +537,8 @@ done:
 }
 
 aq_status aq__arrow_dequantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
-                                     const struct ArrowArray *array,
-                                     const aq_batch_options *opts, arw_run *run,
-                                     struct ArrowArray *out_array, aq_error *err)
+                                     const struct ArrowArray *array, const aq_batch_options *opts,
+                                     arw_run *run, struct ArrowArray *out_array, aq_error *err)
 {
     dq_input in;
     dq_plan plan;

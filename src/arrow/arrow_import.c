@@ -78,8 +78,8 @@ static aq_status imp_node(const char *col, const char *part, const struct ArrowS
         }
         for (int64_t i = 0; i < n_children; i++) {
             if (a->children[i] == NULL || s->children[i] == NULL) {
-                return aq__error_set(err, AQ_INVALID_DATA, "Column '%s'%s: child %" PRId64
-                                     " is NULL", col, part, i);
+                return aq__error_set(err, AQ_INVALID_DATA,
+                                     "Column '%s'%s: child %" PRId64 " is NULL", col, part, i);
             }
         }
     }
@@ -105,8 +105,8 @@ static bool imp_aligned(const void *p, size_t align)
     return ((uintptr_t)p & (align - 1)) == 0;
 }
 
-static aq_status imp_need_buffer(const char *col, const char *part, const void *p,
-                                 const char *what, size_t align, aq_error *err)
+static aq_status imp_need_buffer(const char *col, const char *part, const void *p, const char *what,
+                                 size_t align, aq_error *err)
 {
     if (p == NULL) {
         return aq__error_set(err, AQ_INVALID_DATA, "Column '%s'%s: the %s buffer is NULL", col,
@@ -114,8 +114,8 @@ static aq_status imp_need_buffer(const char *col, const char *part, const void *
     }
     if (!imp_aligned(p, align)) {
         return aq__error_set(err, AQ_INVALID_DATA,
-                             "Column '%s'%s: the %s buffer is not aligned to %zu bytes", col,
-                             part, what, align);
+                             "Column '%s'%s: the %s buffer is not aligned to %zu bytes", col, part,
+                             what, align);
     }
     return AQ_OK;
 }
@@ -145,15 +145,15 @@ aq_status aq__arrow_check_batch(const struct ArrowSchema *schema, const struct A
     }
     for (int64_t i = 0; i < schema->n_children; i++) {
         if (schema->children[i]->format == NULL) {
-            return aq__error_set(err, AQ_INVALID_DATA, "input batch: column %" PRId64
-                                 " has no format string", i);
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "input batch: column %" PRId64 " has no format string", i);
         }
     }
     const uint8_t *validity = imp_validity(array);
     for (int64_t i = 0; validity != NULL && i < array->length; i++) {
         if (!arw_bit(validity, array->offset + i)) {
-            return aq__error_set(err, AQ_INVALID_ARGUMENT, "input batch: row %" PRId64
-                                 " is null", i);
+            return aq__error_set(err, AQ_INVALID_ARGUMENT, "input batch: row %" PRId64 " is null",
+                                 i);
         }
     }
     *rows = array->length;
@@ -233,11 +233,10 @@ aq_status aq__arrow_import_var(const char *col, bool binary, const char *expecte
             memcpy(&off, v + 12, 4);
             if (len < 0) {
                 return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': row %" PRId64 " has negative length %d", col,
-                                     i, (int)len);
+                                     "Column '%s': row %" PRId64 " has negative length %d", col, i,
+                                     (int)len);
             }
-            if (len > 12 && (idx < 0 || idx >= out->n_vbufs || off < 0 ||
-                             out->vbufs[idx] == NULL ||
+            if (len > 12 && (idx < 0 || idx >= out->n_vbufs || off < 0 || out->vbufs[idx] == NULL ||
                              (int64_t)off + (int64_t)len > sizes[idx])) {
                 return aq__error_set(err, AQ_INVALID_DATA,
                                      "Column '%s': row %" PRId64 " refers outside its data "
@@ -275,8 +274,8 @@ aq_status aq__arrow_import_var(const char *col, bool binary, const char *expecte
             int64_t a = out->off64[out->offset + i], b = out->off64[out->offset + i + 1];
             if (a < 0 || b < a) {
                 return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64
-                                     " (%" PRId64 ", %" PRId64 ")",
+                                     "Column '%s': invalid offsets at row %" PRId64 " (%" PRId64
+                                     ", %" PRId64 ")",
                                      col, i, a, b);
             }
         }
@@ -362,9 +361,8 @@ static bool imp_fixed_size(const char *f, int64_t *n)
 }
 
 aq_status aq__arrow_import_list(const char *col, const arw_list_spec *spec,
-                                const struct ArrowSchema *schema,
-                                const struct ArrowArray *array, int64_t parent_offset,
-                                int64_t rows, arw_list *out, aq_error *err)
+                                const struct ArrowSchema *schema, const struct ArrowArray *array,
+                                int64_t parent_offset, int64_t rows, arw_list *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
     const char *f = schema != NULL ? schema->format : NULL;
@@ -468,8 +466,8 @@ aq_status aq__arrow_import_list(const char *col, const arw_list_spec *spec,
             int64_t a = out->off64[out->offset + i], b = out->off64[out->offset + i + 1];
             if (a < 0 || b < a) {
                 return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64
-                                     " (%" PRId64 ", %" PRId64 ")",
+                                     "Column '%s': invalid offsets at row %" PRId64 " (%" PRId64
+                                     ", %" PRId64 ")",
                                      col, i, a, b);
             }
         }
@@ -543,9 +541,8 @@ int64_t aq__arrow_list_first_null(const arw_list *l, int64_t start, int64_t coun
 /* ---- primitives ---- */
 
 aq_status aq__arrow_import_prim(const char *col, char format, const char *expected,
-                                const struct ArrowSchema *schema,
-                                const struct ArrowArray *array, int64_t parent_offset,
-                                int64_t rows, arw_prim *out, aq_error *err)
+                                const struct ArrowSchema *schema, const struct ArrowArray *array,
+                                int64_t parent_offset, int64_t rows, arw_prim *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
     const char *f = schema != NULL ? schema->format : NULL;

@@ -31,8 +31,8 @@ typedef struct arw_var {
     const int32_t *off32;
     const int64_t *off64;
     const uint8_t *data;
-    const uint8_t *views;         /* 16 bytes per value */
-    const uint8_t *const *vbufs;  /* view data buffers */
+    const uint8_t *views;        /* 16 bytes per value */
+    const uint8_t *const *vbufs; /* view data buffers */
     int64_t n_vbufs;
 } arw_var;
 
@@ -50,7 +50,7 @@ typedef struct arw_list {
     const uint8_t *validity;
     const int32_t *off32;
     const int64_t *off64;
-    int64_t fixed; /* values per list for ARW_LIST_FIXED */
+    int64_t fixed;     /* values per list for ARW_LIST_FIXED */
     char child_format; /* 'f', 'e', 'g', 'S' (bfloat16), 'l', 'i' */
     size_t elem_size;
     const uint8_t *values;         /* child values buffer (at child index 0) */
@@ -69,13 +69,14 @@ typedef struct arw_prim {
 
 static inline bool arw_bit(const uint8_t *bitmap, int64_t i)
 {
-    return (bitmap[i >> 3] >> (i & 7)) & 1u;
+    return ((unsigned)bitmap[i >> 3] >> (unsigned)(i & 7)) & 1u;
 }
 
 /* Row i of a view is not null. */
 static inline bool arw_var_valid(const arw_var *v, int64_t i)
 {
-    return v->kind != ARW_VAR_NULLTYPE && (v->validity == NULL || arw_bit(v->validity, v->offset + i));
+    return v->kind != ARW_VAR_NULLTYPE &&
+           (v->validity == NULL || arw_bit(v->validity, v->offset + i));
 }
 
 static inline bool arw_list_valid(const arw_list *l, int64_t i)
@@ -122,13 +123,11 @@ aq_status aq__arrow_import_var(const char *col, bool binary, const char *expecte
                                const struct ArrowSchema *schema, const struct ArrowArray *array,
                                int64_t parent_offset, int64_t rows, arw_var *out, aq_error *err);
 aq_status aq__arrow_import_list(const char *col, const arw_list_spec *spec,
-                                const struct ArrowSchema *schema,
-                                const struct ArrowArray *array, int64_t parent_offset,
-                                int64_t rows, arw_list *out, aq_error *err);
+                                const struct ArrowSchema *schema, const struct ArrowArray *array,
+                                int64_t parent_offset, int64_t rows, arw_list *out, aq_error *err);
 aq_status aq__arrow_import_prim(const char *col, char format, const char *expected,
-                                const struct ArrowSchema *schema,
-                                const struct ArrowArray *array, int64_t parent_offset,
-                                int64_t rows, arw_prim *out, aq_error *err);
+                                const struct ArrowSchema *schema, const struct ArrowArray *array,
+                                int64_t parent_offset, int64_t rows, arw_prim *out, aq_error *err);
 
 /* Looks key up in C Data Interface schema metadata; *value points into it (not
  * NUL-terminated). Returns false if absent. Malformed metadata is an AQ_INVALID_DATA error. */
@@ -177,9 +176,8 @@ aq_status aq__arrow_quantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema
                                    arw_run *run, bool allow_large, struct ArrowArray *out_array,
                                    struct ArrowSchema *out_schema, aq_error *err);
 aq_status aq__arrow_dequantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
-                                     const struct ArrowArray *array,
-                                     const aq_batch_options *opts, arw_run *run,
-                                     struct ArrowArray *out_array, aq_error *err);
+                                     const struct ArrowArray *array, const aq_batch_options *opts,
+                                     arw_run *run, struct ArrowArray *out_array, aq_error *err);
 /* Checks a result schema (columns present, metadata) without data, for streams. */
 aq_status aq__arrow_check_result_schema(const struct ArrowSchema *schema, aq_error *err);
 /* Checks that an input schema has the required columns, for streams. */

@@ -98,11 +98,10 @@ static int stream_get_next(struct ArrowArrayStream *self, struct ArrowArray *out
         return 0;
     }
     const aq_batch_options *opts = p->has_opts ? &p->opts : NULL;
-    aq_status st = p->dequantize
-                       ? aq__arrow_dequantize_batch(p->ctx, &p->in_schema, &in, opts, &p->run,
-                                                    out, &e)
-                       : aq__arrow_quantize_batch(p->ctx, &p->in_schema, &in, opts, &p->run,
-                                                  false, out, NULL, &e);
+    aq_status st = p->dequantize ? aq__arrow_dequantize_batch(p->ctx, &p->in_schema, &in, opts,
+                                                              &p->run, out, &e)
+                                 : aq__arrow_quantize_batch(p->ctx, &p->in_schema, &in, opts,
+                                                            &p->run, false, out, NULL, &e);
     in.release(&in);
     if (st != AQ_OK) {
         stream_fail(p, stream_errno(st), &e);
@@ -141,8 +140,8 @@ static aq_status stream_open(aq_ctx *ctx, struct ArrowArrayStream *input,
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: input stream is NULL", fn);
     }
     if (input->release == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             "%s: the input stream was already released", fn);
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream was already released",
+                             fn);
     }
     aq_status st = AQ_OK;
     stream_private *p = NULL;
@@ -151,8 +150,7 @@ static aq_status stream_open(aq_ctx *ctx, struct ArrowArrayStream *input,
         goto done;
     }
     if (input->get_schema == NULL || input->get_next == NULL) {
-        st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream has NULL callbacks",
-                           fn);
+        st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream has NULL callbacks", fn);
         goto done;
     }
     p = calloc(1, sizeof *p);

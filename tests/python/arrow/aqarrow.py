@@ -184,6 +184,13 @@ class Lib:
         return self._batch_call(self.lib.aq_batch_dequantize, ctypes.addressof(schema),
                                 ctypes.addressof(array), 4, 128, continue_on_error, None, report)
 
+    def quantize_ptr(self, schema_addr, array_addr, **kw):
+        """Quantizes C structures given by address (from PyCapsules); borrowed."""
+        return self._batch_call(self.lib.aq_batch_quantize, schema_addr, array_addr,
+                                kw.pop("bits", 4), kw.pop("group_size", 128),
+                                kw.pop("continue_on_error", False), kw.pop("progress", None),
+                                kw.pop("report", None))
+
     def quantize(self, batch, **kw):
         """Quantizes a pyarrow RecordBatch (or StructArray) exported with _export_to_c."""
         s, a = export_batch(batch)
@@ -203,7 +210,8 @@ class Lib:
 
     def stream(self, in_stream, dequantize=False, bits=4, group_size=128,
                continue_on_error=False, progress=None, report=None):
-        """Wraps a C input stream (ctypes ArrowArrayStream, moved) into the library's output
+        """Wraps a C input stream (a ctypes ArrowArrayStream, or the address of one, as found
+        in an "arrow_array_stream" PyCapsule; moved either way) into the library's output
         stream, imported as a pyarrow RecordBatchReader. Returns (reader, keep): keep holds the
         context and options, which must outlive the reader."""
         ctx = self.ctx(bits, group_size)
@@ -214,7 +222,8 @@ class Lib:
         opts, cb = self._opts(continue_on_error, progress, rep)
         out = ArrowArrayStream()
         fn = self.lib.aq_stream_dequantize if dequantize else self.lib.aq_stream_quantize
-        st = fn(ctx, ctypes.addressof(in_stream), ctypes.byref(opts), ctypes.addressof(out),
+        addr = in_stream if isinstance(in_stream, int) else ctypes.addressof(in_stream)
+        st = fn(ctx, addr, ctypes.byref(opts), ctypes.addressof(out),
                 ctypes.byref(err))
         if st != 0:
             self.lib.aq_report_free(rep)
@@ -261,3 +270,25 @@ def capsule_pointer(capsule, name):
     """The pointer inside an Arrow PyCapsule ("arrow_schema", "arrow_array",
     "arrow_array_stream")."""
     return _capsule_ptr(capsule, name)
+
+
+_GET_SCHEMA = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+_GET_NEXT = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
+
+
+def pull_batches(stream_addr):
+    """Drains a C stream at stream_addr (not released here) into a list of (ArrowSchema,
+    ArrowArray) ctypes pairs, each schema a fresh get_schema copy; release them after use."""
+    st = ArrowArrayStream.from_address(stream_addr)
+    out = []
+    while True:
+        s, a = ArrowSchema(), ArrowArray()
+        if _GET_SCHEMA(st.get_schema)(stream_addr, ctypes.addressof(s)) != 0:
+            raise RuntimeError("get_schema failed")
+        if _GET_NEXT(st.get_next)(stream_addr, ctypes.addressof(a)) != 0:
+            release(s)
+            raise RuntimeError("get_next failed")
+        if not a.release:
+            release(s)
+            return out
+        out.append((s, a))
