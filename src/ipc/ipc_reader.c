@@ -88,18 +88,27 @@ static aq_status rd_message(const aq_ipc_reader *r, size_t pos, size_t limit, ip
                              "(continuation marker and length) or the end-of-stream marker",
                              r->where, pos);
     }
-    size_t prefix = 4;
     uint32_t word = rd_u32(r->data + pos);
-    if (word == IPC_CONTINUATION) {
-        if (limit - pos < 8) {
-            return aq__error_set(err, AQ_INVALID_DATA,
-                                 "%s: truncated at byte offset %zu: the message length is "
-                                 "missing after the continuation marker",
-                                 r->where, pos);
-        }
-        word = rd_u32(r->data + pos + 4);
-        prefix = 8;
+    if (word == 0) {
+        /* The end-of-stream marker of writers before Arrow 0.15 (no continuation). */
+        m->eos = true;
+        m->meta_len = 4;
+        return AQ_OK;
     }
+    if (word != IPC_CONTINUATION) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: expected the continuation marker 0xFFFFFFFF at byte offset %zu, "
+                             "found 0x%08X",
+                             r->where, pos, (unsigned)word);
+    }
+    if (limit - pos < 8) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: truncated at byte offset %zu: the message length is missing "
+                             "after the continuation marker",
+                             r->where, pos);
+    }
+    const size_t prefix = 8;
+    word = rd_u32(r->data + pos + 4);
     int32_t len = (int32_t)word;
     if (len == 0) {
         m->eos = true;
@@ -255,7 +264,7 @@ static aq_status bd_buffer(batch_decoder *d, const aq__ipc_field *f, struct Arro
 
 static bool bd_bit(const uint8_t *bits, size_t i)
 {
-    return bits == NULL || ((bits[i / 8] >> (i % 8)) & 1u) != 0;
+    return bits == NULL || (((unsigned)bits[i / 8] >> (i % 8)) & 1u) != 0;
 }
 
 /* Checks an offsets buffer of length+1 entries of `width` bytes: non-negative,
@@ -693,11 +702,10 @@ static aq_status rd_open(aq_ipc_reader *r, aq_error *err)
     }
     r->format = AQ_IPC_FORMAT_STREAM;
     r->limit = r->size;
-    if (r->size < 4 || (rd_u32(r->data) != IPC_CONTINUATION && r->size >= 4 &&
-                        (int32_t)rd_u32(r->data) <= 0)) {
+    if (r->size < 8 || rd_u32(r->data) != IPC_CONTINUATION) {
         return aq__error_set(err, AQ_INVALID_DATA,
-                             "%s: not an Arrow IPC file or stream (no \"ARROW1\" magic, no "
-                             "message at byte 0)",
+                             "%s: not an Arrow IPC file or stream (neither the \"ARROW1\" magic "
+                             "nor the continuation marker 0xFFFFFFFF at byte 0)",
                              r->where);
     }
     return rd_schema_message(r, 0, err);

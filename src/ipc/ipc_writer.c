@@ -134,7 +134,7 @@ static aq_status wb_validity(wbatch *b, const struct ArrowArray *a, size_t start
         memset(copy, 0, bytes);
         for (size_t i = 0; i < n; i++) {
             size_t j = start + i;
-            if ((bits[j / 8] >> (j % 8)) & 1u) {
+            if (((unsigned)bits[j / 8] >> (j % 8)) & 1u) {
                 copy[i / 8] = (uint8_t)(copy[i / 8] | (1u << (i % 8)));
             }
         }
@@ -145,7 +145,7 @@ static aq_status wb_validity(wbatch *b, const struct ArrowArray *a, size_t start
         set += (size_t)__builtin_popcount(src[i]);
     }
     for (size_t i = n / 8 * 8; i < n; i++) {
-        set += (src[i / 8] >> (i % 8)) & 1u;
+        set += ((unsigned)src[i / 8] >> (i % 8)) & 1u;
     }
     *nulls = (int64_t)(n - set);
     return wb_buf(b, *nulls > 0 ? src : NULL, *nulls > 0 ? bytes : 0);
