@@ -12,6 +12,8 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 static const char *const qm_colnames[12] = {
     "layer_name", "quantized_data", "scales", "zero_points", "shape", "bit_width",
@@ -39,7 +41,45 @@ struct aq_qmodel {
     char **meta_values;
     size_t n_meta;
     aq_qmodel_row row;
+    /* Address ranges read from the current batch, given back to the kernel when it is done. */
+    uintptr_t lo[3], hi[3];
 };
+
+/* A model file is mapped by the IPC reader, and pages touched while reading count as resident
+ * memory until they are unmapped. MADV_PAGEOUT drops the clean file pages of a batch once it
+ * is done; it never changes memory contents (anonymous pages, such as decompressed buffers, are
+ * at most swapped out), so it is safe whatever the buffers turn out to be. */
+static void qm_touch(aq_qmodel *qm, int k, const void *p, size_t n)
+{
+    uintptr_t a = (uintptr_t)p;
+    if (n == 0) {
+        return;
+    }
+    if (qm->hi[k] == 0 || a < qm->lo[k]) {
+        qm->lo[k] = a;
+    }
+    if (a + n > qm->hi[k]) {
+        qm->hi[k] = a + n;
+    }
+}
+
+static void qm_let_go(aq_qmodel *qm)
+{
+#if defined(MADV_PAGEOUT)
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    for (int k = 0; k < 3; k++) {
+        if (qm->hi[k] > qm->lo[k]) {
+            uintptr_t lo = qm->lo[k] / page * page;
+            uintptr_t hi = (qm->hi[k] + page - 1) / page * page;
+            (void)madvise((void *)lo, hi - lo, MADV_PAGEOUT);
+        }
+        qm->lo[k] = qm->hi[k] = 0;
+    }
+#else
+    memset(qm->lo, 0, sizeof qm->lo);
+    memset(qm->hi, 0, sizeof qm->hi);
+#endif
+}
 
 static aq_status qm_copy_str(const arw_var *v, int64_t i, char **buf, size_t *cap,
                              aq_error *err)
@@ -182,6 +222,7 @@ void aq_qmodel_free(aq_qmodel *qm)
 
 aq_status aq_qmodel_rewind(aq_qmodel *qm, aq_error *err)
 {
+    qm_let_go(qm);
     aq__array_release_if(&qm->batch);
     aq_ipc_reader_free(qm->reader);
     qm->reader = NULL;
@@ -296,6 +337,9 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
     }
     row->elements = elements;
     aq__arrow_var_get(&qm->data, i, &row->data, &row->data_size);
+    qm_touch(qm, 0, row->data, row->data_size);
+    qm_touch(qm, 1, qm->scales.values + (size_t)ss * 4, (size_t)sn * 4);
+    qm_touch(qm, 2, qm->zps.values + (size_t)zs * 4, (size_t)zn * 4);
     row->groups = (size_t)sn;
     if (strcmp(row->scheme, "raw") == 0) {
         row->raw = 1;
@@ -370,6 +414,7 @@ aq_status aq_qmodel_next(aq_qmodel *qm, const aq_qmodel_row **row, aq_error *err
     }
     aq_status st;
     while (qm->next_row >= qm->rows) {
+        qm_let_go(qm);
         aq__array_release_if(&qm->batch);
         qm->rows = qm->next_row = 0;
         if ((st = aq_ipc_reader_next(qm->reader, &qm->batch, err)) != AQ_OK) {
