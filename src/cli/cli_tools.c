@@ -668,7 +668,6 @@ int cli_report(int argc, char **argv)
             mean);
     /* Chart sizes: one bar per tensor. */
     const double W = 960.0, H = 220.0, L = 50.0, B = 20.0;
-    double bw = n > 0 ? (W - L - 10.0) / (double)n : 1.0;
     double maxbpw = 1.0, maxsq = 1.0;
     for (size_t i = 0; i < n; i++) {
         maxbpw = fmax(maxbpw, rows[i].bpw);
@@ -676,8 +675,10 @@ int cli_report(int argc, char **argv)
             maxsq = fmax(maxsq, rows[i].sqnr);
         }
     }
-    fprintf(f, "<h2>Bits per weight, per tensor (model order)</h2>\n<svg id=\"chart-bits\" "
-               "xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\">\n",
+    fprintf(f, "<h2>Bits per weight across the model</h2>\n<p>One bar per tensor in model "
+               "order; a bar's width is the tensor's share of the parameters.</p>\n<svg "
+               "id=\"chart-bits\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
+               "height=\"%.0f\">\n",
             W, H + B);
     for (int t = 0; t <= 4; t++) {
         double v = maxbpw * t / 4.0, y = H - (H - 10.0) * t / 4.0;
@@ -685,21 +686,25 @@ int cli_report(int argc, char **argv)
                    "<text x=\"4\" y=\"%.1f\" font-size=\"10\">%.1f</text>\n",
                 L, W, y, y, y + 3, v);
     }
+    double cum = 0.0;
     for (size_t i = 0; i < n; i++) {
+        double share = params > 0 ? (double)rows[i].elements / (double)params : 0.0;
         double h = (H - 10.0) * rows[i].bpw / maxbpw;
-        fprintf(f, "<rect class=\"bar\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" "
+        fprintf(f, "<rect class=\"bar\" x=\"%.2f\" y=\"%.2f\" width=\"%.3f\" height=\"%.2f\" "
                    "fill=\"%s\"><title>",
-                L + bw * (double)i, H - h, fmax(bw - 0.5, 0.5), h, rep_color(rows[i].bits));
+                L + (W - L - 10.0) * cum, H - h, fmax((W - L - 10.0) * share, 0.3), h,
+                rep_color(rows[i].bits));
         cli_html_str(f, rows[i].name);
-        fprintf(f, ": %u-bit %s, %.3f bits/weight</title></rect>\n", rows[i].bits,
-                rows[i].scheme, rows[i].bpw);
+        fprintf(f, ": %u-bit %s, %.3f bits/weight, %zu parameters</title></rect>\n",
+                rows[i].bits, rows[i].scheme, rows[i].bpw, rows[i].elements);
+        cum += share;
     }
     fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">red 2-bit, blue 4-bit, green "
-               "8-bit, grey kept as is</text></svg>\n",
+               "8-bit, grey kept as is (16 or 32 bits)</text></svg>\n",
             L, H + 15);
-    fprintf(f, "<h2>SQNR per quantized tensor (dB, higher is better)</h2>\n<svg "
-               "id=\"chart-sqnr\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
-               "height=\"%.0f\">\n",
+    fprintf(f, "<h2>SQNR per quantized tensor (dB, higher is better)</h2>\n<p>Quantized "
+               "tensors in model order.</p>\n<svg id=\"chart-sqnr\" "
+               "xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\">\n",
             W, H + B);
     for (int t = 0; t <= 4; t++) {
         double v = maxsq * t / 4.0, y = H - (H - 10.0) * t / 4.0;
@@ -707,18 +712,21 @@ int cli_report(int argc, char **argv)
                    "<text x=\"4\" y=\"%.1f\" font-size=\"10\">%.0f</text>\n",
                 L, W, y, y, y + 3, v);
     }
+    double qw = nq > 0 ? (W - L - 10.0) / (double)nq : 1.0;
+    size_t qi = 0;
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(rows[i].scheme, "raw") == 0 || !isfinite(rows[i].sqnr)) {
+        if (strcmp(rows[i].scheme, "raw") == 0) {
             continue;
         }
-        double v = fmax(rows[i].sqnr, 0.0);
+        double v = isfinite(rows[i].sqnr) ? fmax(rows[i].sqnr, 0.0) : maxsq;
         double h = (H - 10.0) * v / maxsq;
         fprintf(f, "<rect class=\"bar\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" "
                    "fill=\"%s\"><title>",
-                L + bw * (double)i, H - h, fmax(bw - 0.5, 0.5), h,
+                L + qw * (double)qi, H - h, fmax(qw - 0.5, 0.5), h,
                 rows[i].sqnr < mean - 3.0 ? "#d62728" : "#1f77b4");
         cli_html_str(f, rows[i].name);
         fprintf(f, ": %.2f dB, cosine %.6f</title></rect>\n", rows[i].sqnr, rows[i].cosine);
+        qi++;
     }
     double my = H - (H - 10.0) * mean / maxsq;
     fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#000\" "
