@@ -32,8 +32,7 @@ typedef struct spec {
 static spec specs[MAX_TENSORS];
 static size_t n_specs;
 
-static void add(const char *name, int kind, size_t ndim, int64_t a, int64_t b, int64_t c,
-                int64_t d)
+static void add(const char *name, int kind, size_t ndim, int64_t a, int64_t b, int64_t c, int64_t d)
 {
     if (n_specs == MAX_TENSORS) {
         fprintf(stderr, "gen_unet: too many tensors\n");
@@ -47,12 +46,12 @@ static void add(const char *name, int kind, size_t ndim, int64_t a, int64_t b, i
     s->kind = kind;
 }
 
-static void addf(int kind, size_t ndim, int64_t a, int64_t b, int64_t c, int64_t d,
-                 const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static void addf(int kind, size_t ndim, int64_t a, int64_t b, int64_t c, int64_t d, const char *fmt,
+                 ...) __attribute__((format(printf, 7, 8)));
 
 #include <stdarg.h>
-static void addf(int kind, size_t ndim, int64_t a, int64_t b, int64_t c, int64_t d,
-                 const char *fmt, ...)
+static void addf(int kind, size_t ndim, int64_t a, int64_t b, int64_t c, int64_t d, const char *fmt,
+                 ...)
 {
     char name[128];
     va_list ap;
@@ -256,8 +255,9 @@ int main(int argc, char **argv)
             seed = strtoull(argv[++i], NULL, 10);
         } else if (strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
             const char *v = argv[++i];
-            dt = strcmp(v, "f16") == 0 ? AQ_ST_F16 : strcmp(v, "bf16") == 0 ? AQ_ST_BF16
-                                                                              : AQ_ST_F32;
+            dt = strcmp(v, "f16") == 0    ? AQ_ST_F16
+                 : strcmp(v, "bf16") == 0 ? AQ_ST_BF16
+                                          : AQ_ST_F32;
         } else if (out == NULL && argv[i][0] != '-') {
             out = argv[i];
         } else {
@@ -275,7 +275,7 @@ int main(int argc, char **argv)
     size_t es = aq_st_dtype_size(dt);
     size_t total = 0;
     for (size_t i = 0; i < n_specs; i++) {
-        decl[i] = (aq_st_spec){specs[i].name, dt, NULL, specs[i].shape, specs[i].ndim,
+        decl[i] = (aq_st_spec){specs[i].name,           dt, NULL, specs[i].shape, specs[i].ndim,
                                elements(&specs[i]) * es};
         total += elements(&specs[i]);
     }

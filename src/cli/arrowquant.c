@@ -130,8 +130,8 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
             bar[i] = i < fill ? '#' : '.';
         }
         bar[30] = '\0';
-        fprintf(stderr, "\r[%s] %zu/%zu tensors  %s/%s  %s/s  %.0fs left  ", bar,
-                p->tensors_done, p->tensors_total, done, total, r, left);
+        fprintf(stderr, "\r[%s] %zu/%zu tensors  %s/%s  %s/s  %.0fs left  ", bar, p->tensors_done,
+                p->tensors_total, done, total, r, left);
         if (last) {
             fputc('\n', stderr);
         }
@@ -295,24 +295,24 @@ static int cmd_quantize(int argc, char **argv)
                "\"bits_per_weight\": %.4f, \"mean_sqnr_db\": %.4f, \"min_sqnr_db\": %.4f, "
                "\"mean_cosine\": %.6f, \"worst_tensor\": \"%s\", \"record_batches\": %zu, "
                "\"bits\": %lld, \"group_size\": %lld, \"seconds\": %.3f}\n",
-               src, out, s.tensors, s.quantized, s.kept, s.params, s.quantized_params,
-               s.bytes_in, s.bytes_out, file_size, bpw, s.mean_sqnr_db, s.min_sqnr_db,
-               s.mean_cosine, s.worst != NULL ? s.worst : "", s.batches, bits, group, secs);
+               src, out, s.tensors, s.quantized, s.kept, s.params, s.quantized_params, s.bytes_in,
+               s.bytes_out, file_size, bpw, s.mean_sqnr_db, s.min_sqnr_db, s.mean_cosine,
+               s.worst != NULL ? s.worst : "", s.batches, bits, group, secs);
     } else if (!quiet) {
         char in_b[32], out_b[32], file_b[32];
         cli_bytes((double)s.bytes_in, in_b, sizeof in_b);
         cli_bytes((double)s.bytes_out, out_b, sizeof out_b);
         cli_bytes((double)file_size, file_b, sizeof file_b);
         printf("%s -> %s\n", src, out);
-        printf("  tensors      %zu (%zu quantized at %lld bits, group %lld; %zu kept)\n",
-               s.tensors, s.quantized, bits, group, s.kept);
+        printf("  tensors      %zu (%zu quantized at %lld bits, group %lld; %zu kept)\n", s.tensors,
+               s.quantized, bits, group, s.kept);
         printf("  parameters   %zu (%.1f%% quantized)\n", s.params,
                s.params > 0 ? 100.0 * (double)s.quantized_params / (double)s.params : 0.0);
         printf("  size         %s -> %s (%.2fx), file %s\n", in_b, out_b,
                s.bytes_out > 0 ? (double)s.bytes_in / (double)s.bytes_out : 0.0, file_b);
         printf("  bits/weight  %.3f\n", bpw);
-        printf("  SQNR         mean %.2f dB, min %.2f dB (%s)\n", s.mean_sqnr_db,
-               s.min_sqnr_db, s.worst != NULL ? s.worst : "-");
+        printf("  SQNR         mean %.2f dB, min %.2f dB (%s)\n", s.mean_sqnr_db, s.min_sqnr_db,
+               s.worst != NULL ? s.worst : "-");
         printf("  cosine       mean %.6f\n", s.mean_cosine);
         printf("  time         %.2f s\n", secs);
     }

@@ -27,11 +27,20 @@ void cli_html_str(FILE *f, const char *s)
 {
     for (; *s != '\0'; s++) {
         switch (*s) {
-        case '<': fputs("&lt;", f); break;
-        case '>': fputs("&gt;", f); break;
-        case '&': fputs("&amp;", f); break;
-        case '"': fputs("&quot;", f); break;
-        default: fputc(*s, f);
+        case '<':
+            fputs("&lt;", f);
+            break;
+        case '>':
+            fputs("&gt;", f);
+            break;
+        case '&':
+            fputs("&amp;", f);
+            break;
+        case '"':
+            fputs("&quot;", f);
+            break;
+        default:
+            fputc(*s, f);
         }
     }
 }
@@ -116,10 +125,9 @@ int cli_inspect(int argc, char **argv)
             printf(", \"format\": \"arrowquant\", \"tensors\": [");
         } else {
             printf("%s: arrowquant model file (tool %s, profile %s)\n", path,
-                   cli_meta(qm, "arrowquant.tool_version"),
-                   cli_meta(qm, "arrowquant.profile"));
-            printf("%-48s %-7s %-6s %4s %10s %-20s %12s %6s %8s\n", "tensor", "scheme",
-                   "source", "bits", "group", "shape", "bytes", "bpw", "SQNR dB");
+                   cli_meta(qm, "arrowquant.tool_version"), cli_meta(qm, "arrowquant.profile"));
+            printf("%-48s %-7s %-6s %4s %10s %-20s %12s %6s %8s\n", "tensor", "scheme", "source",
+                   "bits", "group", "shape", "bytes", "bpw", "SQNR dB");
         }
         for (;;) {
             const aq_qmodel_row *r;
@@ -140,15 +148,13 @@ int cli_inspect(int argc, char **argv)
                 cli_json_str(stdout, r->source_dtype);
                 printf(", \"bit_width\": %u, \"group_size\": %zu, \"shape\": %s, "
                        "\"bytes\": %zu, \"bits_per_weight\": %.4f, \"sqnr_db\": %s%.4f%s}",
-                       r->bit_width, r->group_size, shape, b, bpw,
-                       isfinite(r->sqnr_db) ? "" : "\"", r->sqnr_db,
-                       isfinite(r->sqnr_db) ? "" : "\"");
+                       r->bit_width, r->group_size, shape, b, bpw, isfinite(r->sqnr_db) ? "" : "\"",
+                       r->sqnr_db, isfinite(r->sqnr_db) ? "" : "\"");
             } else {
                 char gs[16];
                 snprintf(gs, sizeof gs, "%zu", r->group_size);
                 printf("%-48s %-7s %-6s %4u %10s %-20s %12zu %6.2f %8.2f\n", r->name, r->scheme,
-                       r->source_dtype, r->bit_width, r->raw ? "-" : gs, shape, b, bpw,
-                       r->sqnr_db);
+                       r->source_dtype, r->bit_width, r->raw ? "-" : gs, shape, b, bpw, r->sqnr_db);
             }
             tensors++;
             params += r->elements;
@@ -223,8 +229,8 @@ typedef struct cmp_tensor {
     size_t ndim;
     size_t elements;
     bool is_float;
-    float *values; /* float tensors */
-    const void *raw;  /* non-float: bytes (borrowed) */
+    float *values;   /* float tensors */
+    const void *raw; /* non-float: bytes (borrowed) */
     size_t raw_size;
     char dtype[16];
 } cmp_tensor;
@@ -310,8 +316,7 @@ static aq_status cmp_from_st(const aq_st_tensor *t, cmp_tensor *out, aq_error *e
     return AQ_OK;
 }
 
-static aq_status cmp_from_row(aq_ctx *ctx, const aq_qmodel_row *r, cmp_tensor *out,
-                              aq_error *err)
+static aq_status cmp_from_row(aq_ctx *ctx, const aq_qmodel_row *r, cmp_tensor *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
     out->name = strdup(r->name);
@@ -330,9 +335,9 @@ static aq_status cmp_from_row(aq_ctx *ctx, const aq_qmodel_row *r, cmp_tensor *o
         cmp_tensor_free(out);
         return AQ_NO_MEMORY;
     }
-    return r->elements > 0 ? aq_qmodel_row_restore(ctx, r, 0, r->elements, AQ_ST_F32,
-                                                   out->values, err)
-                           : AQ_OK;
+    return r->elements > 0
+               ? aq_qmodel_row_restore(ctx, r, 0, r->elements, AQ_ST_F32, out->values, err)
+               : AQ_OK;
 }
 
 /* Next tensor of the source in its own order; *done at the end. */
@@ -363,8 +368,8 @@ static aq_status cmp_next(aq_ctx *ctx, cmp_src *s, cmp_tensor *out, bool *done, 
 
 /* The tensor named name; *found false if absent. A model file is scanned forward from where
  * it is, then once from the start. */
-static aq_status cmp_find(aq_ctx *ctx, cmp_src *s, const char *name, cmp_tensor *out,
-                          bool *found, aq_error *err)
+static aq_status cmp_find(aq_ctx *ctx, cmp_src *s, const char *name, cmp_tensor *out, bool *found,
+                          aq_error *err)
 {
     *found = false;
     if (s->m != NULL) {
@@ -500,14 +505,13 @@ int cli_compare(int argc, char **argv)
                 printf(", \"note\": \"%s\"}", note);
             } else {
                 printf(", \"sqnr_db\": %s%.4f%s, \"cosine\": %.8f, \"max_abs_error\": %.6g}",
-                       isfinite(m.sqnr_db) ? "" : "\"", m.sqnr_db,
-                       isfinite(m.sqnr_db) ? "" : "\"", m.cosine, m.max_abs_error);
+                       isfinite(m.sqnr_db) ? "" : "\"", m.sqnr_db, isfinite(m.sqnr_db) ? "" : "\"",
+                       m.cosine, m.max_abs_error);
             }
         } else if (note != NULL) {
             printf("%-56s %s\n", ta.name, note);
         } else {
-            printf("%-56s %10.2f %10.6f %12.6g\n", ta.name, m.sqnr_db, m.cosine,
-                   m.max_abs_error);
+            printf("%-56s %10.2f %10.6f %12.6g\n", ta.name, m.sqnr_db, m.cosine, m.max_abs_error);
         }
         n++;
         cmp_tensor_free(&ta);
@@ -558,10 +562,14 @@ static int rep_cmp_sqnr(const void *x, const void *y)
 static const char *rep_color(unsigned bits)
 {
     switch (bits) {
-    case 2: return "#d62728";
-    case 4: return "#1f77b4";
-    case 8: return "#2ca02c";
-    default: return "#7f7f7f";
+    case 2:
+        return "#d62728";
+    case 4:
+        return "#1f77b4";
+    case 8:
+        return "#2ca02c";
+    default:
+        return "#7f7f7f";
     }
 }
 
@@ -655,8 +663,7 @@ int cli_report(int argc, char **argv)
                "block;font-size:22px}svg{background:#fafafa;border:1px solid #eee}</style>\n"
                "</head><body>\n<h1>arrowquant report</h1>\n<p>");
     cli_html_str(f, in);
-    fprintf(f, " &mdash; tool %s, profile %s</p>\n",
-            cli_meta(qm, "arrowquant.tool_version"),
+    fprintf(f, " &mdash; tool %s, profile %s</p>\n", cli_meta(qm, "arrowquant.tool_version"),
             cli_meta(qm, "arrowquant.profile"));
     fprintf(f,
             "<div id=\"summary\"><span class=\"kpi\">tensors<b>%zu</b></span>"
@@ -675,41 +682,47 @@ int cli_report(int argc, char **argv)
             maxsq = fmax(maxsq, rows[i].sqnr);
         }
     }
-    fprintf(f, "<h2>Bits per weight across the model</h2>\n<p>One bar per tensor in model "
-               "order; a bar's width is the tensor's share of the parameters.</p>\n<svg "
-               "id=\"chart-bits\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
-               "height=\"%.0f\">\n",
+    fprintf(f,
+            "<h2>Bits per weight across the model</h2>\n<p>One bar per tensor in model "
+            "order; a bar's width is the tensor's share of the parameters.</p>\n<svg "
+            "id=\"chart-bits\" xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" "
+            "height=\"%.0f\">\n",
             W, H + B);
     for (int t = 0; t <= 4; t++) {
         double v = maxbpw * t / 4.0, y = H - (H - 10.0) * t / 4.0;
-        fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                   "<text x=\"4\" y=\"%.1f\" font-size=\"10\">%.1f</text>\n",
+        fprintf(f,
+                "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                "<text x=\"4\" y=\"%.1f\" font-size=\"10\">%.1f</text>\n",
                 L, W, y, y, y + 3, v);
     }
     double cum = 0.0;
     for (size_t i = 0; i < n; i++) {
         double share = params > 0 ? (double)rows[i].elements / (double)params : 0.0;
         double h = (H - 10.0) * rows[i].bpw / maxbpw;
-        fprintf(f, "<rect class=\"bar\" x=\"%.2f\" y=\"%.2f\" width=\"%.3f\" height=\"%.2f\" "
-                   "fill=\"%s\"><title>",
+        fprintf(f,
+                "<rect class=\"bar\" x=\"%.2f\" y=\"%.2f\" width=\"%.3f\" height=\"%.2f\" "
+                "fill=\"%s\"><title>",
                 L + (W - L - 10.0) * cum, H - h, fmax((W - L - 10.0) * share, 0.3), h,
                 rep_color(rows[i].bits));
         cli_html_str(f, rows[i].name);
-        fprintf(f, ": %u-bit %s, %.3f bits/weight, %zu parameters</title></rect>\n",
-                rows[i].bits, rows[i].scheme, rows[i].bpw, rows[i].elements);
+        fprintf(f, ": %u-bit %s, %.3f bits/weight, %zu parameters</title></rect>\n", rows[i].bits,
+                rows[i].scheme, rows[i].bpw, rows[i].elements);
         cum += share;
     }
-    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">red 2-bit, blue 4-bit, green "
-               "8-bit, grey kept as is (16 or 32 bits)</text></svg>\n",
+    fprintf(f,
+            "<text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">red 2-bit, blue 4-bit, green "
+            "8-bit, grey kept as is (16 or 32 bits)</text></svg>\n",
             L, H + 15);
-    fprintf(f, "<h2>SQNR per quantized tensor (dB, higher is better)</h2>\n<p>Quantized "
-               "tensors in model order.</p>\n<svg id=\"chart-sqnr\" "
-               "xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\">\n",
+    fprintf(f,
+            "<h2>SQNR per quantized tensor (dB, higher is better)</h2>\n<p>Quantized "
+            "tensors in model order.</p>\n<svg id=\"chart-sqnr\" "
+            "xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\">\n",
             W, H + B);
     for (int t = 0; t <= 4; t++) {
         double v = maxsq * t / 4.0, y = H - (H - 10.0) * t / 4.0;
-        fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
-                   "<text x=\"4\" y=\"%.1f\" font-size=\"10\">%.0f</text>\n",
+        fprintf(f,
+                "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>"
+                "<text x=\"4\" y=\"%.1f\" font-size=\"10\">%.0f</text>\n",
                 L, W, y, y, y + 3, v);
     }
     double qw = nq > 0 ? (W - L - 10.0) / (double)nq : 1.0;
@@ -720,8 +733,9 @@ int cli_report(int argc, char **argv)
         }
         double v = isfinite(rows[i].sqnr) ? fmax(rows[i].sqnr, 0.0) : maxsq;
         double h = (H - 10.0) * v / maxsq;
-        fprintf(f, "<rect class=\"bar\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" "
-                   "fill=\"%s\"><title>",
+        fprintf(f,
+                "<rect class=\"bar\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" "
+                "fill=\"%s\"><title>",
                 L + qw * (double)qi, H - h, fmax(qw - 0.5, 0.5), h,
                 rows[i].sqnr < mean - 3.0 ? "#d62728" : "#1f77b4");
         cli_html_str(f, rows[i].name);
@@ -729,19 +743,21 @@ int cli_report(int argc, char **argv)
         qi++;
     }
     double my = H - (H - 10.0) * mean / maxsq;
-    fprintf(f, "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#000\" "
-               "stroke-dasharray=\"4 3\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">dashed: "
-               "mean; red: more than 3 dB below the mean</text></svg>\n",
+    fprintf(f,
+            "<line x1=\"%.0f\" x2=\"%.0f\" y1=\"%.1f\" y2=\"%.1f\" stroke=\"#000\" "
+            "stroke-dasharray=\"4 3\"/><text x=\"%.0f\" y=\"%.0f\" font-size=\"11\">dashed: "
+            "mean; red: more than 3 dB below the mean</text></svg>\n",
             L, W, my, my, L, H + 15);
     double mx = fmax((double)tin, 1.0);
-    fprintf(f, "<h2>Size before and after</h2>\n<svg id=\"chart-size\" "
-               "xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"110\">\n"
-               "<rect class=\"bar\" x=\"120\" y=\"10\" width=\"%.1f\" height=\"35\" "
-               "fill=\"#7f7f7f\"><title>before</title></rect><text x=\"4\" y=\"32\" "
-               "font-size=\"12\">before %.1f MiB</text>\n"
-               "<rect class=\"bar\" x=\"120\" y=\"60\" width=\"%.1f\" height=\"35\" "
-               "fill=\"#1f77b4\"><title>after</title></rect><text x=\"4\" y=\"82\" "
-               "font-size=\"12\">after %.1f MiB</text></svg>\n",
+    fprintf(f,
+            "<h2>Size before and after</h2>\n<svg id=\"chart-size\" "
+            "xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"110\">\n"
+            "<rect class=\"bar\" x=\"120\" y=\"10\" width=\"%.1f\" height=\"35\" "
+            "fill=\"#7f7f7f\"><title>before</title></rect><text x=\"4\" y=\"32\" "
+            "font-size=\"12\">before %.1f MiB</text>\n"
+            "<rect class=\"bar\" x=\"120\" y=\"60\" width=\"%.1f\" height=\"35\" "
+            "fill=\"#1f77b4\"><title>after</title></rect><text x=\"4\" y=\"82\" "
+            "font-size=\"12\">after %.1f MiB</text></svg>\n",
             W, (W - 130.0) * (double)tin / mx, (double)tin / 1048576.0,
             fmax((W - 130.0) * (double)tout / mx, 1.0), (double)tout / 1048576.0);
     /* The table, worst first. */
@@ -752,8 +768,9 @@ int cli_report(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         fprintf(f, "<tr><td>");
         cli_html_str(f, rows[i].name);
-        fprintf(f, "</td><td>%s</td><td>%u</td><td>%.3f</td><td>%.2f</td><td>%.6f</td>"
-                   "<td>%zu</td><td>%zu</td></tr>\n",
+        fprintf(f,
+                "</td><td>%s</td><td>%u</td><td>%.3f</td><td>%.2f</td><td>%.6f</td>"
+                "<td>%zu</td><td>%zu</td></tr>\n",
                 rows[i].scheme, rows[i].bits, rows[i].bpw, rows[i].sqnr, rows[i].cosine,
                 rows[i].bytes_in, rows[i].bytes_out);
     }

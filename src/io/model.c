@@ -91,8 +91,7 @@ static aq_status model_add_meta(aq_model *m, const char *key, const char *value,
 }
 
 /* Opens one safetensors file and appends its tensors, named prefix + name. */
-static aq_status model_add_file(aq_model *m, const char *path, const char *component,
-                                aq_error *err)
+static aq_status model_add_file(aq_model *m, const char *path, const char *component, aq_error *err)
 {
     aq__st_file *f = NULL;
     aq_status st = aq__st_file_open(path, &f, err);
@@ -184,8 +183,7 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
     }
     if (root == NULL) {
         st = aq__error_set(err, errno == ENOENT ? AQ_IO : AQ_INVALID_DATA,
-                           "%s: cannot read the index: %s (line %d)", path, jerr.text,
-                           jerr.line);
+                           "%s: cannot read the index: %s (line %d)", path, jerr.text, jerr.line);
         goto done;
     }
     char *slash = strrchr(dir_copy, '/');
@@ -203,7 +201,8 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
     if (json_is_object(meta)) {
         const char *k;
         json_t *v;
-        json_object_foreach(meta, k, v) {
+        json_object_foreach(meta, k, v)
+        {
             /* Only string values are metadata in the safetensors sense; total_size is a
              * number and is recomputed anyway. */
             if (json_is_string(v) &&
@@ -219,12 +218,12 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
     }
     const char *tname;
     json_t *sv;
-    json_object_foreach(wmap, tname, sv) {
+    json_object_foreach(wmap, tname, sv)
+    {
         const char *s = json_string_value(sv);
         if (s == NULL || s[0] == '\0' || strchr(s, '/') != NULL) {
             st = aq__error_set(err, AQ_INVALID_DATA,
-                               "%s: weight_map entry '%s' is not a shard file name", path,
-                               tname);
+                               "%s: weight_map entry '%s' is not a shard file name", path, tname);
             goto done;
         }
         bool seen = false;
@@ -270,10 +269,11 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
             const char *short_name = m->files[m->entries[j].file]->h.entries[j - before].name;
             const char *want = json_string_value(json_object_get(wmap, short_name));
             if (want == NULL || strcmp(want, shards[i]) != 0) {
-                st = aq__error_set(err, AQ_INVALID_DATA,
-                                   "%s: shard '%s' holds tensor '%s', which the index maps to %s%s%s",
-                                   path, shards[i], short_name, want ? "'" : "",
-                                   want ? want : "no shard", want ? "'" : "");
+                st = aq__error_set(
+                    err, AQ_INVALID_DATA,
+                    "%s: shard '%s' holds tensor '%s', which the index maps to %s%s%s", path,
+                    shards[i], short_name, want ? "'" : "", want ? want : "no shard",
+                    want ? "'" : "");
                 goto done;
             }
         }
@@ -294,8 +294,8 @@ done:
 /* The weights file of one model folder: an index if there is one, else the one safetensors
  * file. Names without a variant ("x.safetensors") win over a variant ("x.fp16.safetensors"),
  * which is used when it is the only one. *found is false when the folder holds no weights. */
-static aq_status model_add_folder(aq_model *m, const char *dir, const char *component,
-                                  bool *found, aq_error *err)
+static aq_status model_add_folder(aq_model *m, const char *dir, const char *component, bool *found,
+                                  aq_error *err)
 {
     aq_status st = AQ_OK;
     char *best[4] = {NULL, NULL, NULL, NULL}; /* index, index variant, file, file variant */
@@ -343,8 +343,8 @@ static aq_status model_add_folder(aq_model *m, const char *dir, const char *comp
         }
         if (count[kind] > 1 && (kind == 0 || kind == 2)) {
             st = aq__error_set(err, AQ_INVALID_ARGUMENT,
-                               "%s: %d candidate weight files (e.g. '%s'): name one of them",
-                               dir, count[kind], best[kind]);
+                               "%s: %d candidate weight files (e.g. '%s'): name one of them", dir,
+                               count[kind], best[kind]);
             goto done;
         }
         char *p = model_join(dir, best[kind]);
@@ -352,8 +352,8 @@ static aq_status model_add_folder(aq_model *m, const char *dir, const char *comp
             st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
             goto done;
         }
-        st = kind < 2 ? model_add_index(m, p, component, err)
-                      : model_add_file(m, p, component, err);
+        st =
+            kind < 2 ? model_add_index(m, p, component, err) : model_add_file(m, p, component, err);
         free(p);
         if (st == AQ_OK && component[0] != '\0') {
             model_component *c = realloc(m->comps, (m->n_comps + 1) * sizeof *c);
@@ -379,8 +379,7 @@ done:
 
 /* A diffusers pipeline: every member of model_index.json that names a library and a class,
  * and whose folder holds weights, is a component. */
-static aq_status model_add_pipeline(aq_model *m, const char *dir, const char *index,
-                                    aq_error *err)
+static aq_status model_add_pipeline(aq_model *m, const char *dir, const char *index, aq_error *err)
 {
     aq_status st = AQ_OK;
     json_error_t jerr;
@@ -399,7 +398,8 @@ static aq_status model_add_pipeline(aq_model *m, const char *dir, const char *in
     }
     const char *k;
     json_t *v;
-    json_object_foreach(root, k, v) {
+    json_object_foreach(root, k, v)
+    {
         if (k[0] == '_' || !json_is_array(v) || json_array_size(v) != 2 ||
             !json_is_string(json_array_get(v, 1)) || strchr(k, '/') != NULL ||
             strcmp(k, "..") == 0 || strcmp(k, ".") == 0) {
@@ -464,8 +464,7 @@ aq_status aq_model_open(const char *path, aq_model **out, aq_error *err)
             st = model_add_folder(m, path, "", &found, err);
             if (st == AQ_OK && !found) {
                 st = aq__error_set(err, AQ_INVALID_ARGUMENT,
-                                   "%s: no safetensors file, index or model_index.json here",
-                                   path);
+                                   "%s: no safetensors file, index or model_index.json here", path);
             }
         }
     } else if (model_ends_with(path, ".json")) {
@@ -478,10 +477,9 @@ aq_status aq_model_open(const char *path, aq_model **out, aq_error *err)
         for (size_t i = 0; i < m->n && st == AQ_OK; i++) {
             for (size_t j = i + 1; j < m->n; j++) {
                 if (strcmp(m->entries[i].full_name, m->entries[j].full_name) == 0) {
-                    st = aq__error_set(err, AQ_INVALID_DATA,
-                                       "%s: tensor '%s' appears twice (%s and %s)", path,
-                                       m->entries[i].full_name, m->entries[i].pub.file,
-                                       m->entries[j].pub.file);
+                    st = aq__error_set(
+                        err, AQ_INVALID_DATA, "%s: tensor '%s' appears twice (%s and %s)", path,
+                        m->entries[i].full_name, m->entries[i].pub.file, m->entries[j].pub.file);
                     break;
                 }
             }
@@ -641,8 +639,7 @@ size_t aq_model_data_bytes(const aq_model *m)
     return m != NULL ? m->data_bytes : 0;
 }
 
-aq_status aq__io_model_meta_json(const aq_model *m, char **meta, char **components,
-                                 aq_error *err)
+aq_status aq__io_model_meta_json(const aq_model *m, char **meta, char **components, aq_error *err)
 {
     json_t *a = json_object();
     json_t *b = json_object();

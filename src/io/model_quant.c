@@ -8,8 +8,8 @@
  * float32/float16 tensor is even written straight from the mapping). So the peak stays near the
  * largest tensor plus one batch.
  */
-#include "io_internal.h"
 #include "arrow_owned.h"
+#include "io_internal.h"
 #include "quant_internal.h"
 
 #include <fnmatch.h>
@@ -98,16 +98,15 @@ static bool mq_is_embedding(const char *name)
     return false;
 }
 
-aq_status aq_model_keep_rule(const aq_model *model, size_t i,
-                             const aq_model_quantize_options *opts, int *kept,
-                             const char **reason, aq_error *err)
+aq_status aq_model_keep_rule(const aq_model *model, size_t i, const aq_model_quantize_options *opts,
+                             int *kept, const char **reason, aq_error *err)
 {
     const aq_st_tensor *t = aq_model_tensor(model, i);
     if (t == NULL || kept == NULL || reason == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_keep_rule: bad argument");
     }
-    size_t min = opts != NULL && opts->min_elements > 0 ? opts->min_elements
-                                                        : AQ_MODEL_MIN_ELEMENTS;
+    size_t min =
+        opts != NULL && opts->min_elements > 0 ? opts->min_elements : AQ_MODEL_MIN_ELEMENTS;
     for (size_t k = 0; opts != NULL && k < opts->n_keep; k++) {
         if (fnmatch(opts->keep[k], t->name, 0) == 0) {
             *kept = 1;
@@ -225,7 +224,7 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *
         aq_qtensor q;
         memset(&q, 0, sizeof q);
         q.name = src->name;
-        q.scheme = AQ_SCHEME_AFFINE;
+        q.scheme = s->ctx->scheme;
         q.bit_width = l->bit_width;
         q.group_size = l->group_size;
         if (src->ndim >= 2) {
@@ -286,13 +285,15 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
         snprintf(bw, sizeof bw, "%lld", bits);
         const char *profile =
             s->opts != NULL && s->opts->profile != NULL ? s->opts->profile : "local";
-        const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
-                              "arrowquant.group_size",     "arrowquant.packing",
-                              "arrowquant.bit_width",      "arrowquant.tool_version",
-                              "arrowquant.profile",        "arrowquant.model_metadata",
-                              "arrowquant.components"};
-        const char *values[] = {version, "affine", gs, "lsb-first", bw, AQ_VERSION_STRING,
-                                profile, model_meta, components};
+        const char *keys[] = {
+            "arrowquant.format_version", "arrowquant.scheme",         "arrowquant.group_size",
+            "arrowquant.packing",        "arrowquant.bit_width",      "arrowquant.tool_version",
+            "arrowquant.profile",        "arrowquant.model_metadata", "arrowquant.components"};
+        const char *values[] = {version,   aq_scheme_name(s->ctx->scheme),
+                                gs,        "lsb-first",
+                                bw,        AQ_VERSION_STRING,
+                                profile,   model_meta,
+                                components};
         st = aq__schema_set_metadata(&sc, keys, values, 9, err);
     }
     free(model_meta);
@@ -594,8 +595,7 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
     return AQ_OK;
 }
 
-static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_row *r,
-                             aq_error *err)
+static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_row *r, aq_error *err)
 {
     aq_tensor src;
     aq_status st = aq_model_tensor_view(s->model, i, &src, err);
@@ -615,7 +615,7 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
     if ((st = aq_quantize_bound(s->ctx, &src, &l, err)) != AQ_OK) {
         goto done;
     }
-    r->scheme = aq_scheme_name(AQ_SCHEME_AFFINE);
+    r->scheme = aq_scheme_name(s->ctx->scheme);
     r->source_dtype = t->dtype_name;
     r->bit_width = l.bit_width;
     r->group_size = l.group_size;
@@ -651,8 +651,8 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     s.ctx = ctx;
     s.model = model;
     s.opts = opts;
-    s.batch_bytes = opts != NULL && opts->batch_bytes > 0 ? opts->batch_bytes
-                                                           : AQ_MODEL_BATCH_BYTES;
+    s.batch_bytes =
+        opts != NULL && opts->batch_bytes > 0 ? opts->batch_bytes : AQ_MODEL_BATCH_BYTES;
     aq_model_summary sum;
     memset(&sum, 0, sizeof sum);
     sum.min_sqnr_db = (double)INFINITY;
@@ -691,8 +691,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     aq_ipc_write_options wo;
     memset(&wo, 0, sizeof wo);
     wo.format = AQ_IPC_FORMAT_FILE;
-    wo.compression = opts != NULL ? (aq_ipc_compression)opts->compression
-                                  : AQ_IPC_COMPRESSION_NONE;
+    wo.compression = opts != NULL ? (aq_ipc_compression)opts->compression : AQ_IPC_COMPRESSION_NONE;
     aq_ipc_writer *w = NULL;
     if ((st = mq_schema(&s, &schema, err)) != AQ_OK ||
         (st = aq_ipc_writer_open(out_path, &schema, &wo, &w, err)) != AQ_OK) {

@@ -5,8 +5,8 @@
  * at a time, so reading a model never holds more than one batch. Every row is validated here
  * before it is handed out: a model file is input from outside.
  */
-#include "io_internal.h"
 #include "arrow_internal.h"
+#include "io_internal.h"
 #include "quant_internal.h"
 
 #include <inttypes.h>
@@ -16,8 +16,8 @@
 #include <unistd.h>
 
 static const char *const qm_colnames[12] = {
-    "layer_name", "quantized_data", "scales", "zero_points", "shape", "bit_width",
-    "group_size", "scheme", "source_dtype", "sqnr_db", "cosine", "max_abs_error"};
+    "layer_name", "quantized_data", "scales",       "zero_points", "shape",  "bit_width",
+    "group_size", "scheme",         "source_dtype", "sqnr_db",     "cosine", "max_abs_error"};
 
 struct aq_qmodel {
     char *path;
@@ -81,8 +81,7 @@ static void qm_let_go(aq_qmodel *qm)
 #endif
 }
 
-static aq_status qm_copy_str(const arw_var *v, int64_t i, char **buf, size_t *cap,
-                             aq_error *err)
+static aq_status qm_copy_str(const arw_var *v, int64_t i, char **buf, size_t *cap, aq_error *err)
 {
     const uint8_t *d;
     size_t n;
@@ -182,13 +181,11 @@ aq_status aq_qmodel_open(const char *path, aq_qmodel **out, aq_error *err)
     }
     const char *fv = aq_qmodel_metadata(qm, "arrowquant.format_version");
     const char *pk = aq_qmodel_metadata(qm, "arrowquant.packing");
-    if (fv == NULL || atoi(fv) != AQ_FORMAT_VERSION || pk == NULL ||
-        strcmp(pk, "lsb-first") != 0) {
+    if (fv == NULL || atoi(fv) != AQ_FORMAT_VERSION || pk == NULL || strcmp(pk, "lsb-first") != 0) {
         st = aq__error_set(err, AQ_UNSUPPORTED,
                            "%s: arrowquant.format_version '%s' / packing '%s' not supported "
                            "(expected %d / lsb-first)",
-                           path, fv ? fv : "(missing)", pk ? pk : "(missing)",
-                           AQ_FORMAT_VERSION);
+                           path, fv ? fv : "(missing)", pk ? pk : "(missing)", AQ_FORMAT_VERSION);
         goto done;
     }
     *out = qm;
@@ -257,8 +254,7 @@ static aq_status qm_import(aq_qmodel *qm, aq_error *err)
         (st = aq__arrow_import_var("source_dtype", false, "utf8", QM_S(8), &qm->sdtype, err)) ||
         (st = aq__arrow_import_prim("sqnr_db", 'g', "float64", QM_S(9), &qm->m[0], err)) ||
         (st = aq__arrow_import_prim("cosine", 'g', "float64", QM_S(10), &qm->m[1], err)) ||
-        (st = aq__arrow_import_prim("max_abs_error", 'g', "float64", QM_S(11), &qm->m[2],
-                                    err))) {
+        (st = aq__arrow_import_prim("max_abs_error", 'g', "float64", QM_S(11), &qm->m[2], err))) {
         return st;
     }
 #undef QM_S
@@ -370,12 +366,12 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
     }
     aq_scheme scheme;
     if (aq_scheme_from_name(row->scheme, &scheme, NULL) != AQ_OK) {
-        return aq__error_set(err, AQ_UNSUPPORTED, "%s: layer '%s': unknown scheme '%s'",
-                             qm->path, name, row->scheme);
+        return aq__error_set(err, AQ_UNSUPPORTED, "%s: layer '%s': unknown scheme '%s'", qm->path,
+                             name, row->scheme);
     }
     aq_layout l;
-    if ((st = aq_layout_compute(row->shape, row->ndim, row->bit_width, row->group_size, &l,
-                                err)) != AQ_OK) {
+    if ((st = aq_layout_compute(row->shape, row->ndim, row->bit_width, row->group_size, &l, err)) !=
+        AQ_OK) {
         aq__error_prefix(err, "%s: layer '%s'", qm->path, name);
         return st;
     }
@@ -383,8 +379,7 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
         return aq__error_set(err, AQ_INVALID_DATA,
                              "%s: layer '%s': %zu packed bytes and %zu groups, expected %zu and "
                              "%zu",
-                             qm->path, name, row->data_size, row->groups, l.packed_bytes,
-                             l.groups);
+                             qm->path, name, row->data_size, row->groups, l.packed_bytes, l.groups);
     }
     float *tmp = NULL;
     if ((((uintptr_t)(qm->scales.values + (size_t)ss * 4)) & 3u) != 0 ||
@@ -452,8 +447,8 @@ static bool qm_is_float_out(aq_st_dtype d)
     return d == AQ_ST_F32 || d == AQ_ST_F16 || d == AQ_ST_BF16;
 }
 
-aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmodel_row *row, size_t start,
-                                size_t count, aq_st_dtype out_dtype, void *out, aq_error *err)
+aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmodel_row *row, size_t start, size_t count,
+                                aq_st_dtype out_dtype, void *out, aq_error *err)
 {
     if (row == NULL || out == NULL || start > row->elements || count > row->elements - start) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_qmodel_row_restore: bad range");
@@ -463,9 +458,8 @@ aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmodel_row *row, size_t st
     if (!float_src || !qm_is_float_out(out_dtype)) {
         /* Raw non-float data: only as itself, byte for byte. */
         if (!row->raw || out_dtype != sd || float_src) {
-            return aq__error_set(err, AQ_UNSUPPORTED,
-                                 "layer '%s': cannot restore %s data as %s", row->name,
-                                 row->source_dtype, aq_st_dtype_name(out_dtype));
+            return aq__error_set(err, AQ_UNSUPPORTED, "layer '%s': cannot restore %s data as %s",
+                                 row->name, row->source_dtype, aq_st_dtype_name(out_dtype));
         }
         size_t es = aq_st_dtype_size(sd);
         if (es == 0) {
@@ -532,7 +526,7 @@ aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmodel_row *row, size_t st
     q.scales = row->scales + r0 * gpr;
     q.zero_points = row->zero_points + r0 * gpr;
     q.groups = nr * gpr;
-    aq_dtype d = out_dtype == AQ_ST_F32 ? AQ_DTYPE_F32
+    aq_dtype d = out_dtype == AQ_ST_F32   ? AQ_DTYPE_F32
                  : out_dtype == AQ_ST_F16 ? AQ_DTYPE_F16
                                           : AQ_DTYPE_BF16;
     return aq_dequantize(ctx, &q, d, out, count, err);
@@ -556,15 +550,15 @@ static size_t qs_out_bytes(const aq_qmodel_row *row, aq_st_dtype d)
 static aq_st_dtype qs_dtype(const aq_qmodel_row *row, aq_st_dtype want)
 {
     aq_st_dtype def = aq_qmodel_row_default_dtype(row);
-    if (want != AQ_ST_UNKNOWN && aq_st_dtype_to_aq(aq_st_dtype_from_name(row->source_dtype), NULL)) {
+    if (want != AQ_ST_UNKNOWN &&
+        aq_st_dtype_to_aq(aq_st_dtype_from_name(row->source_dtype), NULL)) {
         return want;
     }
     return def;
 }
 
 aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char *out_path,
-                                   aq_st_dtype out_dtype, const volatile int *cancel,
-                                   aq_error *err)
+                                   aq_st_dtype out_dtype, const volatile int *cancel, aq_error *err)
 {
     if (ctx == NULL || in_path == NULL || out_path == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_qmodel_to_safetensors: NULL argument");
@@ -623,8 +617,8 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
         }
         memcpy(s->shape, row->shape, row->ndim * sizeof(int64_t));
         /* The shape pointer is set once specs stops moving (below). */
-        decl[n - 1] = (aq_st_spec){s->name, d, s->dtype_name, NULL, row->ndim,
-                                   qs_out_bytes(row, d)};
+        decl[n - 1] =
+            (aq_st_spec){s->name, d, s->dtype_name, NULL, row->ndim, qs_out_bytes(row, d)};
     }
     for (size_t i = 0; i < n; i++) {
         decl[i].shape = specs[i].shape;
@@ -648,7 +642,8 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
         }
         const char *k;
         json_t *v;
-        json_object_foreach(meta, k, v) {
+        json_object_foreach(meta, k, v)
+        {
             if (json_is_string(v)) {
                 mk[n_meta] = (char *)k;
                 mv[n_meta] = (char *)json_string_value(v);
@@ -656,8 +651,8 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
             }
         }
     }
-    if ((st = aq_st_writer_open(out_path, decl, n, (const char *const *)mk,
-                                (const char *const *)mv, n_meta, &w, err)) != AQ_OK ||
+    if ((st = aq_st_writer_open(out_path, decl, n, (const char *const *)mk, (const char *const *)mv,
+                                n_meta, &w, err)) != AQ_OK ||
         (st = aq_qmodel_rewind(qm, err)) != AQ_OK) {
         goto done;
     }

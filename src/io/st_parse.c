@@ -17,16 +17,26 @@ static const struct {
     const char *name;
     size_t size;
 } st_dtypes[AQ_ST_DTYPE_COUNT] = {
-    [AQ_ST_F64] = {"F64", 8},       [AQ_ST_F32] = {"F32", 4},
-    [AQ_ST_F16] = {"F16", 2},       [AQ_ST_BF16] = {"BF16", 2},
-    [AQ_ST_I64] = {"I64", 8},       [AQ_ST_I32] = {"I32", 4},
-    [AQ_ST_I16] = {"I16", 2},       [AQ_ST_I8] = {"I8", 1},
-    [AQ_ST_U64] = {"U64", 8},       [AQ_ST_U32] = {"U32", 4},
-    [AQ_ST_U16] = {"U16", 2},       [AQ_ST_U8] = {"U8", 1},
-    [AQ_ST_BOOL] = {"BOOL", 1},     [AQ_ST_F8_E4M3] = {"F8_E4M3", 1},
-    [AQ_ST_F8_E5M2] = {"F8_E5M2", 1}, [AQ_ST_F8_E8M0] = {"F8_E8M0", 1},
-    [AQ_ST_F8_E4M3FNUZ] = {"F8_E4M3FNUZ", 1}, [AQ_ST_F8_E5M2FNUZ] = {"F8_E5M2FNUZ", 1},
-    [AQ_ST_C64] = {"C64", 8},       [AQ_ST_UNKNOWN] = {"UNKNOWN", 0},
+    [AQ_ST_F64] = {"F64", 8},
+    [AQ_ST_F32] = {"F32", 4},
+    [AQ_ST_F16] = {"F16", 2},
+    [AQ_ST_BF16] = {"BF16", 2},
+    [AQ_ST_I64] = {"I64", 8},
+    [AQ_ST_I32] = {"I32", 4},
+    [AQ_ST_I16] = {"I16", 2},
+    [AQ_ST_I8] = {"I8", 1},
+    [AQ_ST_U64] = {"U64", 8},
+    [AQ_ST_U32] = {"U32", 4},
+    [AQ_ST_U16] = {"U16", 2},
+    [AQ_ST_U8] = {"U8", 1},
+    [AQ_ST_BOOL] = {"BOOL", 1},
+    [AQ_ST_F8_E4M3] = {"F8_E4M3", 1},
+    [AQ_ST_F8_E5M2] = {"F8_E5M2", 1},
+    [AQ_ST_F8_E8M0] = {"F8_E8M0", 1},
+    [AQ_ST_F8_E4M3FNUZ] = {"F8_E4M3FNUZ", 1},
+    [AQ_ST_F8_E5M2FNUZ] = {"F8_E5M2FNUZ", 1},
+    [AQ_ST_C64] = {"C64", 8},
+    [AQ_ST_UNKNOWN] = {"UNKNOWN", 0},
 };
 
 const char *aq_st_dtype_name(aq_st_dtype dtype)
@@ -55,11 +65,20 @@ int aq_st_dtype_to_aq(aq_st_dtype dtype, aq_dtype *out)
 {
     aq_dtype d;
     switch (dtype) {
-    case AQ_ST_F32: d = AQ_DTYPE_F32; break;
-    case AQ_ST_F16: d = AQ_DTYPE_F16; break;
-    case AQ_ST_BF16: d = AQ_DTYPE_BF16; break;
-    case AQ_ST_F64: d = AQ_DTYPE_F64; break;
-    default: return 0;
+    case AQ_ST_F32:
+        d = AQ_DTYPE_F32;
+        break;
+    case AQ_ST_F16:
+        d = AQ_DTYPE_F16;
+        break;
+    case AQ_ST_BF16:
+        d = AQ_DTYPE_BF16;
+        break;
+    case AQ_ST_F64:
+        d = AQ_DTYPE_F64;
+        break;
+    default:
+        return 0;
     }
     if (out != NULL) {
         *out = d;
@@ -114,8 +133,7 @@ static bool stp_size(const json_t *v, size_t *out)
     return true;
 }
 
-static aq_status stp_metadata(const json_t *obj, const char *label, aq__st_header *h,
-                              aq_error *err)
+static aq_status stp_metadata(const json_t *obj, const char *label, aq__st_header *h, aq_error *err)
 {
     if (!json_is_object(obj)) {
         return aq__error_set(err, AQ_INVALID_DATA,
@@ -129,7 +147,8 @@ static aq_status stp_metadata(const json_t *obj, const char *label, aq__st_heade
     }
     const char *key;
     json_t *value;
-    json_object_foreach((json_t *)obj, key, value) {
+    json_object_foreach((json_t *)obj, key, value)
+    {
         if (!json_is_string(value)) {
             return aq__error_set(err, AQ_INVALID_DATA,
                                  "%s: \"__metadata__\" value of \"%s\" is not a string", label,
@@ -139,15 +158,14 @@ static aq_status stp_metadata(const json_t *obj, const char *label, aq__st_heade
         h->meta_values[h->n_meta] = aq__io_strdup(json_string_value(value));
         h->n_meta++;
         if (h->meta_keys[h->n_meta - 1] == NULL || h->meta_values[h->n_meta - 1] == NULL) {
-            return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading metadata",
-                                 label);
+            return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading metadata", label);
         }
     }
     return AQ_OK;
 }
 
-static aq_status stp_entry(const char *key, const json_t *obj, const char *label,
-                           aq__st_entry *e, aq_error *err)
+static aq_status stp_entry(const char *key, const json_t *obj, const char *label, aq__st_entry *e,
+                           aq_error *err)
 {
     if (!json_is_object(obj)) {
         return aq__error_set(err, AQ_INVALID_DATA,
@@ -162,21 +180,22 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
     const json_t *shape = json_object_get(obj, "shape");
     const json_t *offs = json_object_get(obj, "data_offsets");
     if (!json_is_string(dtype)) {
-        return aq__error_set(err, AQ_INVALID_DATA, "%s: tensor '%s': \"dtype\" missing or not a string",
-                             label, key);
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: tensor '%s': \"dtype\" missing or not a string", label, key);
     }
     if ((e->dtype_name = aq__io_strdup(json_string_value(dtype))) == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
     }
     e->dtype = aq_st_dtype_from_name(e->dtype_name);
     if (!json_is_array(shape)) {
-        return aq__error_set(err, AQ_INVALID_DATA, "%s: tensor '%s': \"shape\" missing or not an array",
-                             label, key);
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: tensor '%s': \"shape\" missing or not an array", label, key);
     }
     e->ndim = json_array_size(shape);
     if (e->ndim > AQ_MAX_NDIM) {
-        return aq__error_set(err, AQ_UNSUPPORTED, "%s: tensor '%s': %zu dimensions, at most %d supported",
-                             label, key, e->ndim, AQ_MAX_NDIM);
+        return aq__error_set(err, AQ_UNSUPPORTED,
+                             "%s: tensor '%s': %zu dimensions, at most %d supported", label, key,
+                             e->ndim, AQ_MAX_NDIM);
     }
     e->shape = calloc(e->ndim + 1, sizeof(int64_t));
     if (e->shape == NULL) {
@@ -187,8 +206,8 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
         size_t v;
         if (!stp_size(json_array_get(shape, d), &v) || v > INT64_MAX) {
             return aq__error_set(err, AQ_INVALID_DATA,
-                                 "%s: tensor '%s': shape[%zu] is not a non-negative integer",
-                                 label, key, d);
+                                 "%s: tensor '%s': shape[%zu] is not a non-negative integer", label,
+                                 key, d);
         }
         e->shape[d] = (int64_t)v;
         if (!aq__mul_size(e->elements, v, &e->elements)) {
@@ -212,8 +231,8 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
     if (e->dtype != AQ_ST_UNKNOWN) {
         size_t bytes;
         if (!aq__mul_size(e->elements, aq_st_dtype_size(e->dtype), &bytes)) {
-            return aq__error_set(err, AQ_OVERFLOW, "%s: tensor '%s': byte size overflows",
-                                 label, key);
+            return aq__error_set(err, AQ_OVERFLOW, "%s: tensor '%s': byte size overflows", label,
+                                 key);
         }
         if (bytes != e->end - e->begin) {
             return aq__error_set(err, AQ_INVALID_DATA,
@@ -301,7 +320,8 @@ aq_status aq__st_parse(const uint8_t *bytes, size_t size, const char *label, aq_
     }
     const char *key;
     json_t *value;
-    json_object_foreach(root, key, value) {
+    json_object_foreach(root, key, value)
+    {
         if (strcmp(key, "__metadata__") == 0) {
             if ((st = stp_metadata(value, label, &h, err)) != AQ_OK) {
                 goto done;
@@ -329,8 +349,7 @@ aq_status aq__st_parse(const uint8_t *bytes, size_t size, const char *label, aq_
                 st = aq__error_set(err, AQ_INVALID_DATA,
                                    "%s: tensor '%s' (data_offsets [%zu, %zu]) overlaps tensor "
                                    "'%s' which ends at %zu",
-                                   label, e->name, e->begin, e->end, h.entries[i - 1].name,
-                                   expect);
+                                   label, e->name, e->begin, e->end, h.entries[i - 1].name, expect);
             } else {
                 st = aq__error_set(err, AQ_INVALID_DATA,
                                    "%s: gap in the data region: bytes [%zu, %zu) belong to no "

@@ -17,8 +17,8 @@ struct aq_st_writer {
 };
 
 static aq_status stw_header(const aq_st_spec *tensors, size_t n, const char *const *keys,
-                            const char *const *values, size_t n_meta, char **out,
-                            size_t *total, aq_error *err)
+                            const char *const *values, size_t n_meta, char **out, size_t *total,
+                            aq_error *err)
 {
     aq_status st = AQ_OK;
     json_t *root = json_object();
@@ -81,16 +81,15 @@ static aq_status stw_header(const aq_st_spec *tensors, size_t n, const char *con
         }
         for (size_t d = 0; d < t->ndim; d++) {
             if (t->shape[d] < 0 || !aq__mul_size(elements, (size_t)t->shape[d], &elements)) {
-                st = aq__error_set(err, AQ_INVALID_ARGUMENT, "tensor '%s': bad dimension %zu",
-                                   name, d);
+                st = aq__error_set(err, AQ_INVALID_ARGUMENT, "tensor '%s': bad dimension %zu", name,
+                                   d);
                 goto done;
             }
             json_array_append_new(shape, json_integer(t->shape[d]));
         }
         if (t->dtype != AQ_ST_UNKNOWN) {
             size_t bytes;
-            if (!aq__mul_size(elements, aq_st_dtype_size(t->dtype), &bytes) ||
-                bytes != t->nbytes) {
+            if (!aq__mul_size(elements, aq_st_dtype_size(t->dtype), &bytes) || bytes != t->nbytes) {
                 st = aq__error_set(err, AQ_INVALID_ARGUMENT,
                                    "tensor '%s': %zu bytes declared, %s x %zu elements need "
                                    "%zu",
@@ -169,9 +168,8 @@ aq_status aq_st_writer_write(aq_st_writer *w, const void *data, size_t nbytes, a
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_st_writer_write: NULL argument");
     }
     if (nbytes > w->total - w->written) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             "%s: %zu more bytes than the %zu declared", w->out->final_path,
-                             nbytes - (w->total - w->written), w->total);
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: %zu more bytes than the %zu declared",
+                             w->out->final_path, nbytes - (w->total - w->written), w->total);
     }
     aq_status st = aq__outfile_write(w->out, data, nbytes, err);
     if (st == AQ_OK) {
@@ -186,9 +184,8 @@ aq_status aq_st_writer_finish(aq_st_writer *w, aq_error *err)
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_st_writer_finish: NULL argument");
     }
     if (w->written != w->total) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             "%s: %zu of %zu declared data bytes written", w->out->final_path,
-                             w->written, w->total);
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: %zu of %zu declared data bytes written",
+                             w->out->final_path, w->written, w->total);
     }
     return aq__outfile_commit(w->out, err);
 }

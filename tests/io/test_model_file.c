@@ -1,8 +1,8 @@
 /* The model pipeline through the C API: a checkpoint quantized into a model file (several
  * record batches, compressed), read back row by row, restored to safetensors; interruption
  * leaves nothing. Runs under ASan/UBSan in scripts/test (unaligned tensors included). */
-#include "aq_test.h"
 #include "aq_common.h"
+#include "aq_test.h"
 
 #include <dirent.h>
 #include <math.h>
@@ -140,8 +140,8 @@ TEST(quantize_read_restore)
     CHECK(strcmp(aq_qmodel_metadata(qm, "arrowquant.group_size"), "64") == 0);
     CHECK(strcmp(aq_qmodel_metadata(qm, "arrowquant.model_metadata"), "{\"format\":\"pt\"}") == 0);
     const aq_qmodel_row *r;
-    const char *want[N_T] = {"odd", "blocks.0.weight", "blocks.1.weight", "tiny", "ids",
-                             "norm.weight"};
+    const char *want[N_T] = {"odd", "blocks.0.weight", "blocks.1.weight", "tiny",
+                             "ids", "norm.weight"};
     for (int i = 0; i < N_T; i++) {
         CHECK_OK(aq_qmodel_next(qm, &r, &err));
         CHECK(r != NULL && strcmp(r->name, want[i]) == 0);
@@ -158,7 +158,8 @@ TEST(quantize_read_restore)
             CHECK(r->bit_width == 16);
         }
         if (i == 0) {
-            CHECK(r->bit_width == 8 && r->data_size == 3 && memcmp(r->data, "\x01\xfe\x03", 3) == 0);
+            CHECK(r->bit_width == 8 && r->data_size == 3 &&
+                  memcmp(r->data, "\x01\xfe\x03", 3) == 0);
         }
     }
     CHECK_OK(aq_qmodel_next(qm, &r, &err));
@@ -240,5 +241,4 @@ TEST(keep_rules)
     clean();
 }
 
-AQ_TEST_MAIN(AQ_CASE(quantize_read_restore), AQ_CASE(cancel_leaves_nothing),
-             AQ_CASE(keep_rules))
+AQ_TEST_MAIN(AQ_CASE(quantize_read_restore), AQ_CASE(cancel_leaves_nothing), AQ_CASE(keep_rules))

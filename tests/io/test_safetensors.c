@@ -125,9 +125,9 @@ TEST(parse_gap)
 TEST(parse_out_of_range)
 {
     aq_error err;
-    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 10,
-                      &err),
-                AQ_INVALID_DATA, "extend past the data region");
+    CHECK_FAILS(
+        parse("{\"a\":{\"dtype\":\"F32\",\"shape\":[4],\"data_offsets\":[0,16]}}", 10, &err),
+        AQ_INVALID_DATA, "extend past the data region");
 }
 
 TEST(parse_trailing_bytes)
@@ -140,30 +140,26 @@ TEST(parse_trailing_bytes)
 TEST(parse_size_mismatch)
 {
     aq_error err;
-    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,8]}}", 8,
-                      &err),
-                AQ_INVALID_DATA, "hold 8 bytes, but F16 x 6 elements need 12");
+    CHECK_FAILS(
+        parse("{\"a\":{\"dtype\":\"F16\",\"shape\":[2,3],\"data_offsets\":[0,8]}}", 8, &err),
+        AQ_INVALID_DATA, "hold 8 bytes, but F16 x 6 elements need 12");
 }
 
 TEST(parse_bad_fields)
 {
     aq_error err;
-    CHECK_FAILS(parse("{\"a\":{\"shape\":[2],\"data_offsets\":[0,2]}}", 2, &err),
-                AQ_INVALID_DATA, "\"dtype\" missing");
-    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[-2],\"data_offsets\":[0,2]}}", 2,
-                      &err),
+    CHECK_FAILS(parse("{\"a\":{\"shape\":[2],\"data_offsets\":[0,2]}}", 2, &err), AQ_INVALID_DATA,
+                "\"dtype\" missing");
+    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[-2],\"data_offsets\":[0,2]}}", 2, &err),
                 AQ_INVALID_DATA, "shape[0] is not a non-negative integer");
-    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[2.0],\"data_offsets\":[0,2]}}", 2,
-                      &err),
+    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[2.0],\"data_offsets\":[0,2]}}", 2, &err),
                 AQ_INVALID_DATA, "shape[0]");
-    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,0]}}", 2,
-                      &err),
+    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[2,0]}}", 2, &err),
                 AQ_INVALID_DATA, "end before they begin");
     CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0]}}", 2, &err),
                 AQ_INVALID_DATA, "[begin, end]");
     CHECK_FAILS(parse("{\"a\":3}", 0, &err), AQ_INVALID_DATA, "expected an object");
-    CHECK_FAILS(parse("{\"__metadata__\":{\"k\":1}}", 0, &err), AQ_INVALID_DATA,
-                "is not a string");
+    CHECK_FAILS(parse("{\"__metadata__\":{\"k\":1}}", 0, &err), AQ_INVALID_DATA, "is not a string");
     CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[4294967296,4294967296,4294967296],"
                       "\"data_offsets\":[0,2]}}",
                       2, &err),

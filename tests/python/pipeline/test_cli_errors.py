@@ -157,3 +157,13 @@ def test_interrupt_mid_run(cli, tmp_path):
     lines = [l for l in rest.splitlines() if not l.startswith("progress:")]
     assert lines == ["arrowquant: interrupted; no output written"], rest
     assert os.listdir(out) == []
+
+
+def test_non_finite_weights(aq, tmp_path):
+    w = np.ones((64, 512), np.float32)
+    w[3, 17] = np.nan
+    src = tmp_path / "nan.safetensors"
+    save_file({"blocks.0.weight": w}, str(src))
+    aq.fails("quantize", src, "-o", tmp_path / "m.arrow",
+             expect="Layer 'blocks.0.weight' contains NaN or Inf at index 1553",
+             leaves_nothing_in=tmp_path)
