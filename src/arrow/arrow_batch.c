@@ -437,7 +437,7 @@ done:
 }
 
 static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts, arw_run *run,
-                            bool allow_large, struct ArrowArray *out_array,
+                            size_t binary_limit, bool allow_large, struct ArrowArray *out_array,
                             struct ArrowSchema *out_schema, aq_error *err)
 {
     size_t rows = 0, name_bytes = 0, packed = 0, groups = 0, dims = 0;
@@ -460,7 +460,7 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
                              "split it into smaller batches",
                              name_bytes, groups);
     }
-    bool large = packed > INT32_MAX;
+    bool large = packed > binary_limit;
     if (large && !allow_large) {
         return aq__error_set(err, AQ_OVERFLOW,
                              "a stream batch would hold %zu bytes of quantized data, more than "
@@ -545,8 +545,9 @@ done:
 
 aq_status aq__arrow_quantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
                                    const struct ArrowArray *array, const aq_batch_options *opts,
-                                   arw_run *run, bool allow_large, struct ArrowArray *out_array,
-                                   struct ArrowSchema *out_schema, aq_error *err)
+                                   arw_run *run, size_t binary_limit, bool allow_large,
+                                   struct ArrowArray *out_array, struct ArrowSchema *out_schema,
+                                   aq_error *err)
 {
     bq_input in;
     bq_plan plan;
@@ -557,7 +558,7 @@ aq_status aq__arrow_quantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema
     if ((st = bq_plan_batch(ctx, &in, opts, run, &plan, err)) != AQ_OK) {
         return st;
     }
-    st = bq_execute(ctx, &plan, opts, run, allow_large, out_array, out_schema, err);
+    st = bq_execute(ctx, &plan, opts, run, binary_limit, allow_large, out_array, out_schema, err);
     bq_plan_free(&plan);
     return st;
 }
@@ -571,8 +572,8 @@ aq_status aq_batch_quantize(aq_ctx *ctx, const struct ArrowSchema *schema,
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_batch_quantize: NULL argument");
     }
     arw_run run = {0, 0};
-    return aq__arrow_quantize_batch(ctx, schema, array, opts, &run, true, out_array, out_schema,
-                                    err);
+    return aq__arrow_quantize_batch(ctx, schema, array, opts, &run, AQ__ARROW_BINARY_LIMIT, true,
+                                    out_array, out_schema, err);
 }
 
 aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
@@ -588,7 +589,8 @@ aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         return st;
     }
     arw_run run = {0, 0};
-    st = bq_execute(ctx, &plan, opts, &run, true, out_array, out_schema, err);
+    st = bq_execute(ctx, &plan, opts, &run, AQ__ARROW_BINARY_LIMIT, true, out_array, out_schema,
+                    err);
     bq_plan_free(&plan);
     return st;
 }

@@ -20,23 +20,40 @@
     "quantized_data: binary, scales: list<float32>, zero_points: list<float32>, shape: "        \
     "list<int64>, bit_width: uint8}"
 
+/* The batch's scheme and group size, or one per row (arrowquant.row_schemes, indexed by the
+ * row's number in the batch or, for a stream, in the whole stream). */
 typedef struct dq_meta {
     aq_scheme scheme;
     size_t group_size;
+    bool per_row;
+    aq__row_scheme *rows;
+    size_t n_rows;
 } dq_meta;
+
+static void dq_meta_free(dq_meta *meta)
+{
+    free(meta->rows);
+    meta->rows = NULL;
+    meta->n_rows = 0;
+}
 
 static const char *const dq_columns[6] = {"layer_name",  "quantized_data", "scales",
                                           "zero_points", "shape",          "bit_width"};
 
+/* The value of key into buf; "" when absent and not required. */
 static aq_status dq_meta_string(const char *metadata, const char *key, char *buf, size_t size,
-                                aq_error *err)
+                                bool required, aq_error *err)
 {
+    buf[0] = '\0';
     const char *v;
     size_t n;
     bool found;
     aq_status st = aq__arrow_metadata_get(metadata, key, &v, &n, &found, err);
     if (st != AQ_OK) {
         return st;
+    }
+    if (!found && !required) {
+        return AQ_OK;
     }
     if (!found) {
         return aq__error_set(err, AQ_INVALID_DATA,
@@ -80,21 +97,9 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
             return aq__error_set(err, AQ_INVALID_ARGUMENT, DQ_MISSING, dq_columns[i]);
         }
     }
-    bool found;
-    const char *v;
-    size_t n;
-    aq_status st =
-        aq__arrow_metadata_get(schema->metadata, "arrowquant.row_schemes", &v, &n, &found, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    if (found) {
-        return aq__error_set(err, AQ_UNSUPPORTED,
-                             "quantized batch: per-row schemes (arrowquant.row_schemes) are not "
-                             "supported by this reader yet");
-    }
     char buf[64];
-    if ((st = dq_meta_string(schema->metadata, "arrowquant.format_version", buf, sizeof buf,
+    aq_status st;
+    if ((st = dq_meta_string(schema->metadata, "arrowquant.format_version", buf, sizeof buf, true,
                              err)) != AQ_OK) {
         return st;
     }
@@ -106,7 +111,7 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
                              "(this library reads version %s)",
                              buf, expect);
     }
-    if ((st = dq_meta_string(schema->metadata, "arrowquant.packing", buf, sizeof buf, err)) !=
+    if ((st = dq_meta_string(schema->metadata, "arrowquant.packing", buf, sizeof buf, true, err)) !=
         AQ_OK) {
         return st;
     }
@@ -116,46 +121,66 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
                              "(expected 'lsb-first')",
                              buf);
     }
-    if ((st = dq_meta_string(schema->metadata, "arrowquant.scheme", buf, sizeof buf, err)) !=
-        AQ_OK) {
+    /* With per-row schemes, the batch-wide keys are optional (but checked when present). */
+    bool found;
+    const char *v;
+    size_t n;
+    if ((st = aq__arrow_metadata_get(schema->metadata, "arrowquant.row_schemes", &v, &n, &found,
+                                     err)) != AQ_OK) {
         return st;
     }
-    if (aq_scheme_from_name(buf, &meta->scheme, NULL) != AQ_OK) {
+    bool required = !found;
+    meta->scheme = AQ_SCHEME_AFFINE;
+    meta->group_size = AQ_DEFAULT_GROUP_SIZE;
+    if ((st = dq_meta_string(schema->metadata, "arrowquant.scheme", buf, sizeof buf, required,
+                             err)) != AQ_OK) {
+        return st;
+    }
+    if (buf[0] != '\0' && aq_scheme_from_name(buf, &meta->scheme, NULL) != AQ_OK) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "quantized batch: arrowquant.scheme '%s' is not supported (known: "
                              "affine)",
                              buf);
     }
-    if ((st = dq_meta_string(schema->metadata, "arrowquant.group_size", buf, sizeof buf, err)) !=
-        AQ_OK) {
+    if ((st = dq_meta_string(schema->metadata, "arrowquant.group_size", buf, sizeof buf, required,
+                             err)) != AQ_OK) {
         return st;
     }
-    uint64_t g = 0;
-    bool digits = buf[0] != '\0';
-    for (const char *p = buf; *p != '\0' && digits; p++) {
-        digits = *p >= '0' && *p <= '9' && g <= (UINT64_MAX - 9) / 10;
-        g = g * 10 + (uint64_t)(*p - '0');
+    if (buf[0] != '\0') {
+        uint64_t g = 0;
+        bool digits = true;
+        for (const char *p = buf; *p != '\0' && digits; p++) {
+            digits = *p >= '0' && *p <= '9' && g <= (UINT64_MAX - 9) / 10;
+            g = g * 10 + (uint64_t)(*p - '0');
+        }
+        if (!digits || g < AQ_MIN_GROUP_SIZE || g > AQ_GROUP_SIZE_ROW) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "quantized batch: arrowquant.group_size '%s' is not a valid "
+                                 "group size (%d to %u)",
+                                 buf, AQ_MIN_GROUP_SIZE, AQ_GROUP_SIZE_ROW);
+        }
+        meta->group_size = (size_t)g;
     }
-    if (!digits || g < AQ_MIN_GROUP_SIZE || g > AQ_GROUP_SIZE_ROW) {
-        return aq__error_set(err, AQ_INVALID_DATA,
-                             "quantized batch: arrowquant.group_size '%s' is not a valid group "
-                             "size (%d to %u)",
-                             buf, AQ_MIN_GROUP_SIZE, AQ_GROUP_SIZE_ROW);
+    if (found) {
+        meta->per_row = true;
+        return aq__arrow_parse_row_schemes(v, n, &meta->rows, &meta->n_rows, err);
     }
-    meta->group_size = (size_t)g;
     return AQ_OK;
 }
 
 aq_status aq__arrow_check_result_schema(const struct ArrowSchema *schema, aq_error *err)
 {
-    dq_meta meta;
-    return dq_check_schema(schema, &meta, err);
+    dq_meta meta = {AQ_SCHEME_AFFINE, 0, false, NULL, 0};
+    aq_status st = dq_check_schema(schema, &meta, err);
+    dq_meta_free(&meta);
+    return st;
 }
 
 /* ---- the columns ---- */
 
 typedef struct dq_input {
     int64_t rows;
+    int64_t offset; /* the struct array's own offset: a sliced batch keeps its metadata */
     dq_meta meta;
     arw_var names;
     arw_var packed;
@@ -176,9 +201,11 @@ static aq_status dq_import(const struct ArrowSchema *s, const struct ArrowArray 
     aq_status st;
     if ((st = dq_check_schema(s, &in->meta, err)) != AQ_OK ||
         (st = aq__arrow_check_batch(s, a, &rows, &off, err)) != AQ_OK) {
+        dq_meta_free(&in->meta);
         return st;
     }
     in->rows = rows;
+    in->offset = off;
     int64_t c[6];
     for (int i = 0; i < 6; i++) {
         c[i] = aq__arrow_find_column(s, dq_columns[i]);
@@ -201,6 +228,7 @@ static aq_status dq_import(const struct ArrowSchema *s, const struct ArrowArray 
                                    "binary_view)",
                                    s->children[c[1]], a->children[c[1]], off, rows, &in->packed,
                                    err)) != AQ_OK) {
+        dq_meta_free(&in->meta);
         return st;
     }
     return AQ_OK;
@@ -295,6 +323,8 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
                        ? ((const int64_t *)(const void *)in->shape.values)[hs + d]
                        : ((const int32_t *)(const void *)in->shape.values)[hs + d];
     }
+    aq_scheme scheme = in->meta.scheme;
+    size_t group_size = in->meta.group_size;
     const uint8_t *pd;
     size_t pn;
     aq__arrow_var_get(&in->packed, i, &pd, &pn);
@@ -313,9 +343,20 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
         }
         it->elements = count;
     } else {
+        if (in->meta.per_row) {
+            /* Entries describe the rows as written; a slice starts `offset` rows in. */
+            size_t entry = grow + (size_t)in->offset;
+            if (entry >= in->meta.n_rows) {
+                return aq__error_set(row_err, AQ_INVALID_DATA,
+                                     "Layer '%s' (row %zu): arrowquant.row_schemes has only %zu "
+                                     "entries",
+                                     name, entry, in->meta.n_rows);
+            }
+            scheme = in->meta.rows[entry].scheme;
+            group_size = in->meta.rows[entry].group_size;
+        }
         aq_layout l;
-        if ((st = aq_layout_compute(shape, (size_t)hn, bits, in->meta.group_size, &l, row_err)) !=
-            AQ_OK) {
+        if ((st = aq_layout_compute(shape, (size_t)hn, bits, group_size, &l, row_err)) != AQ_OK) {
             aq__error_prefix(row_err, "Layer '%s' (row %zu)", name, grow);
             return st;
         }
@@ -325,14 +366,14 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
                                  " groups, expected %zu and %zu for shape with %zu elements at "
                                  "%u bits, group size %zu",
                                  name, grow, pn, sn, l.packed_bytes, l.groups, l.elements, bits,
-                                 in->meta.group_size);
+                                 group_size);
         }
         it->elements = l.elements;
     }
     it->q.name = name;
-    it->q.scheme = in->meta.scheme;
+    it->q.scheme = scheme;
     it->q.bit_width = bits;
-    it->q.group_size = in->meta.group_size;
+    it->q.group_size = group_size;
     it->q.shape = shape;
     it->q.ndim = (size_t)hn;
     it->q.packed = pd;
@@ -546,11 +587,11 @@ aq_status aq__arrow_dequantize_batch(aq_ctx *ctx, const struct ArrowSchema *sche
     if (st != AQ_OK) {
         return st;
     }
-    if ((st = dq_plan_batch(&in, opts, run, &plan, err)) != AQ_OK) {
-        return st;
+    if ((st = dq_plan_batch(&in, opts, run, &plan, err)) == AQ_OK) {
+        st = dq_execute(ctx, &plan, opts, run, out_array, err);
+        dq_plan_free(&plan);
     }
-    st = dq_execute(ctx, &plan, opts, run, out_array, err);
-    dq_plan_free(&plan);
+    dq_meta_free(&in.meta);
     return st;
 }
 

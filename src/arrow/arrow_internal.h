@@ -53,7 +53,7 @@ typedef struct arw_list {
     int64_t fixed;     /* values per list for ARW_LIST_FIXED */
     char child_format; /* 'f', 'e', 'g', 'S' (bfloat16), 'l', 'i' */
     size_t elem_size;
-    const uint8_t *values;         /* child values buffer (at child index 0) */
+    const uint8_t *values;         /* the child's values buffer (physical index 0) */
     int64_t child_offset;          /* the child's own offset */
     const uint8_t *child_validity; /* NULL when the child has no nulls */
 } arw_list;
@@ -72,7 +72,7 @@ static inline bool arw_bit(const uint8_t *bitmap, int64_t i)
     return ((unsigned)bitmap[i >> 3] >> (unsigned)(i & 7)) & 1u;
 }
 
-/* Row i of a view is not null. */
+/* Row i of a column view is not null. */
 static inline bool arw_var_valid(const arw_var *v, int64_t i)
 {
     return v->kind != ARW_VAR_NULLTYPE &&
@@ -93,8 +93,9 @@ static inline bool arw_prim_valid(const arw_prim *p, int64_t i)
 /* Value of a valid row i of a var column. */
 void aq__arrow_var_get(const arw_var *v, int64_t i, const uint8_t **data, size_t *len);
 
-/* Values [start, start + count) in the child of a valid list row i; start counts from the
- * child's own offset, so the values are at values + start * elem_size. */
+/* Values [start, start + count) in the child of a valid list row i. start is a physical index
+ * (the child's own offset included): the values are at values + start * elem_size, and their
+ * validity bits at child_validity bit start. */
 void aq__arrow_list_get(const arw_list *l, int64_t i, int64_t *start, int64_t *count);
 
 /* Index (within the list row) of the first null child value of [start, start + count), or -1. */
@@ -108,8 +109,7 @@ typedef struct arw_list_spec {
 } arw_list_spec;
 
 /* Checks the top-level struct array of a record batch (format '+s', one buffer, matching
- * children, not released, no null rows) and returns its length and offset. what names the
- * structure in messages ("input batch"). */
+ * children, not released, no null rows) and returns its length and offset. */
 aq_status aq__arrow_check_batch(const struct ArrowSchema *schema, const struct ArrowArray *array,
                                 int64_t *rows, int64_t *offset, aq_error *err);
 
@@ -129,10 +129,22 @@ aq_status aq__arrow_import_prim(const char *col, char format, const char *expect
                                 const struct ArrowSchema *schema, const struct ArrowArray *array,
                                 int64_t parent_offset, int64_t rows, arw_prim *out, aq_error *err);
 
-/* Looks key up in C Data Interface schema metadata; *value points into it (not
- * NUL-terminated). Returns false if absent. Malformed metadata is an AQ_INVALID_DATA error. */
+/* Looks key up in C Data Interface schema metadata (NULL allowed); *value points into it (not
+ * NUL-terminated) and *found says whether the key is there. Negative lengths in the metadata
+ * are an AQ_INVALID_DATA error. */
 aq_status aq__arrow_metadata_get(const char *metadata, const char *key, const char **value,
                                  size_t *len, bool *found, aq_error *err);
+
+/* One entry of arrowquant.row_schemes. */
+typedef struct aq__row_scheme {
+    aq_scheme scheme;
+    size_t group_size;
+} aq__row_scheme;
+
+/* Parses the value of arrowquant.row_schemes (len bytes, not NUL-terminated): a JSON array of
+ * {"scheme": NAME, "group_size": N}. On success *out (free()) holds *count entries. */
+aq_status aq__arrow_parse_row_schemes(const char *json, size_t len, aq__row_scheme **out,
+                                      size_t *count, aq_error *err);
 
 /* ---- skipped rows, progress ---- */
 
@@ -142,8 +154,8 @@ typedef struct arw_run {
     size_t elements_done;
 } arw_run;
 
-aq_status aq__report_add(aq_report *report, size_t row, const char *layer_name, aq_status code,
-                         const char *message);
+aq_status aq__arrow_report_add(aq_report *report, size_t row, const char *layer_name,
+                               aq_status code, const char *message);
 
 /* A row could not be planned. Stop mode (opts NULL or continue_on_error 0): copies row_err
  * into err and returns its code. Continue mode: keeps the reason in *message (owned) and
@@ -169,12 +181,17 @@ aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSch
 /* The dequantized schema: layer_name utf8, weights list<float32>, shape list<int64>. */
 aq_status aq__arrow_restored_schema(struct ArrowSchema *out, aq_error *err);
 
-/* Quantizes a batch for a stream: the output is always binary (the stream's schema is fixed
- * before any data is seen), so a batch whose packed data exceeds 2 GiB is an error there. */
+/* The most packed bytes one binary column can address (int32 offsets). */
+#define AQ__ARROW_BINARY_LIMIT ((size_t)INT32_MAX)
+
+/* Quantizes a batch. When its packed data exceeds binary_limit bytes (AQ__ARROW_BINARY_LIMIT;
+ * tests pass less), quantized_data is large_binary if allow_large, else the batch is refused:
+ * a stream fixes its schema (binary) before any data is seen. out_schema may be NULL. */
 aq_status aq__arrow_quantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
                                    const struct ArrowArray *array, const aq_batch_options *opts,
-                                   arw_run *run, bool allow_large, struct ArrowArray *out_array,
-                                   struct ArrowSchema *out_schema, aq_error *err);
+                                   arw_run *run, size_t binary_limit, bool allow_large,
+                                   struct ArrowArray *out_array, struct ArrowSchema *out_schema,
+                                   aq_error *err);
 aq_status aq__arrow_dequantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
                                      const struct ArrowArray *array, const aq_batch_options *opts,
                                      arw_run *run, struct ArrowArray *out_array, aq_error *err);

@@ -83,8 +83,8 @@ static char *report_strdup(const char *s)
     return d;
 }
 
-aq_status aq__report_add(aq_report *report, size_t row, const char *layer_name, aq_status code,
-                         const char *message)
+aq_status aq__arrow_report_add(aq_report *report, size_t row, const char *layer_name,
+                               aq_status code, const char *message)
 {
     if (report == NULL) {
         return AQ_OK;
@@ -135,7 +135,7 @@ aq_status aq__arrow_row_skip(const aq_batch_options *opts, size_t row, const cha
     if (opts == NULL || !opts->continue_on_error) {
         return aq__error_set(err, code, "%s", message);
     }
-    if (aq__report_add(opts->report, row, name, code, message) != AQ_OK) {
+    if (aq__arrow_report_add(opts->report, row, name, code, message) != AQ_OK) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory recording a skipped row");
     }
     return AQ_OK;

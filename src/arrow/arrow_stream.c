@@ -98,10 +98,13 @@ static int stream_get_next(struct ArrowArrayStream *self, struct ArrowArray *out
         return 0;
     }
     const aq_batch_options *opts = p->has_opts ? &p->opts : NULL;
-    aq_status st = p->dequantize ? aq__arrow_dequantize_batch(p->ctx, &p->in_schema, &in, opts,
-                                                              &p->run, out, &e)
-                                 : aq__arrow_quantize_batch(p->ctx, &p->in_schema, &in, opts,
-                                                            &p->run, false, out, NULL, &e);
+    aq_status st;
+    if (p->dequantize) {
+        st = aq__arrow_dequantize_batch(p->ctx, &p->in_schema, &in, opts, &p->run, out, &e);
+    } else {
+        st = aq__arrow_quantize_batch(p->ctx, &p->in_schema, &in, opts, &p->run,
+                                      AQ__ARROW_BINARY_LIMIT, false, out, NULL, &e);
+    }
     in.release(&in);
     if (st != AQ_OK) {
         stream_fail(p, stream_errno(st), &e);

@@ -522,6 +522,50 @@ TEST(dequantize_checks_columns_and_rows)
     aq_ctx_free(ctx);
 }
 
+TEST(dequantize_checks_row_schemes)
+{
+    aq_ctx *ctx = au_ctx(4, 8);
+    CHECK(ctx != NULL);
+    float *w;
+    struct ArrowSchema qs;
+    struct ArrowArray qa;
+    tb_node b = quantized(ctx, &w, &qs, &qa);
+    CHECK(qs.release != NULL);
+    static const struct {
+        const char *json;
+        aq_status status;
+        const char *needle;
+    } cases[] = {
+        {"[{\"scheme\": \"affine\", \"group_size\": 8}", AQ_INVALID_DATA,
+         "arrowquant.row_schemes is not valid: expected ',' or ']' at byte 38"},
+        {"[{\"scheme\": \"nf4\", \"group_size\": 8}]", AQ_UNSUPPORTED,
+         "arrowquant.row_schemes names scheme 'nf4', which is not supported"},
+        {"[{\"scheme\": \"affine\", \"group_size\": 4}]", AQ_INVALID_DATA,
+         "invalid group size at byte"},
+        {"[{\"scheme\": \"affine\"}]", AQ_INVALID_DATA,
+         "an entry lacks \"scheme\" or \"group_size\""},
+        {"[{\"scheme\": \"affine\", \"group_size\": 8}] x", AQ_INVALID_DATA,
+         "trailing characters at byte 40"},
+        {"{}", AQ_INVALID_DATA, "expected '[' at byte 0"},
+        {"[{\"scheme\": \"affine\", \"group_size\": 8, \"x\": [1]}]", AQ_INVALID_DATA,
+         "expected a non-negative integer"},
+        /* Valid, but one entry for two rows. */
+        {"[{\"scheme\": \"affine\", \"group_size\": 8}]", AQ_INVALID_DATA,
+         "Layer 'b' (row 1): arrowquant.row_schemes has only 1 entries"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *vals[8] = {
+            "arrowquant.format_version", "1",           "arrowquant.packing", "lsb-first",
+            "arrowquant.row_schemes",    cases[i].json, "arrowquant.scheme",  "affine"};
+        check_meta_case(ctx, &qs, &qa, vals, cases[i].status, cases[i].needle);
+    }
+    qs.release(&qs);
+    qa.release(&qa);
+    tb_free(b);
+    free(w);
+    aq_ctx_free(ctx);
+}
+
 AQ_TEST_MAIN(AQ_CASE(missing_required_columns_verbatim),
              AQ_CASE(wrong_column_types_name_column_expected_and_actual),
              AQ_CASE(null_name_and_null_weights_name_the_row),
@@ -530,4 +574,4 @@ AQ_TEST_MAIN(AQ_CASE(missing_required_columns_verbatim),
              AQ_CASE(wrong_number_of_buffers_or_children), AQ_CASE(negative_length_or_offset),
              AQ_CASE(offsets_outside_the_child), AQ_CASE(already_released_structures),
              AQ_CASE(other_malformed_batches), AQ_CASE(dequantize_checks_metadata),
-             AQ_CASE(dequantize_checks_columns_and_rows))
+             AQ_CASE(dequantize_checks_columns_and_rows), AQ_CASE(dequantize_checks_row_schemes))

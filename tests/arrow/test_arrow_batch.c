@@ -2,6 +2,7 @@
  * arrays: every accepted type, slices, empty and null-typed batches, continue-on-error and
  * progress, the reverse path. Bad input is in test_arrow_bad.c, streams in
  * test_arrow_stream.c. */
+#include "arrow_internal.h" /* aq__arrow_quantize_batch, to lower the binary limit */
 #include "arrow_test_util.h"
 
 #include <math.h>
@@ -627,6 +628,128 @@ TEST(dequantize_continue_on_error)
     aq_ctx_free(ctx);
 }
 
+/* Rows quantized with different group sizes, described by arrowquant.row_schemes. */
+TEST(dequantize_row_schemes)
+{
+    aq_error err;
+    aq_ctx *c8 = au_ctx(4, 8), *c32 = au_ctx(2, 32);
+    CHECK(c8 != NULL && c32 != NULL);
+    float *w = au_normal(192, 12);
+    int64_t sa[2] = {4, 32}, sb[1] = {64};
+    aq_tensor ta = {"a", AQ_DTYPE_F32, w, sa, 2}, tb = {"b", AQ_DTYPE_F32, w + 128, sb, 1};
+    struct ArrowSchema qs[2];
+    struct ArrowArray qa[2];
+    CHECK_OK(aq_tensors_quantize(c8, &ta, 1, NULL, &qs[0], &qa[0], &err));
+    CHECK_OK(aq_tensors_quantize(c32, &tb, 1, NULL, &qs[1], &qa[1], &err));
+    rr_row r[2];
+    rr_get(&qa[0], false, 0, &r[0]);
+    rr_get(&qa[1], false, 0, &r[1]);
+    /* Concatenate the two rows by hand. */
+    const char *names[2] = {"a", "b"};
+    const char *packed[2] = {(const char *)r[0].packed, (const char *)r[1].packed};
+    size_t plen[2] = {r[0].packed_len, r[1].packed_len};
+    int64_t ng[2] = {(int64_t)r[0].groups, (int64_t)r[1].groups};
+    float sc[64], zp[64];
+    memcpy(sc, r[0].scales, r[0].groups * 4);
+    memcpy(sc + r[0].groups, r[1].scales, r[1].groups * 4);
+    memcpy(zp, r[0].zps, r[0].groups * 4);
+    memcpy(zp + r[0].groups, r[1].zps, r[1].groups * 4);
+    int64_t shapes[3] = {4, 32, 64}, nd[2] = {2, 1};
+    uint8_t bits[2] = {4, 2};
+    tb_node cols[6] = {
+        tb_strings("u", "layer_name", names, NULL, 2),
+        tb_strings("z", "quantized_data", packed, plen, 2),
+        tb_list("+l", "scales", tb_prim("f", "item", sc, 4, ng[0] + ng[1], NULL), ng, 2, NULL),
+        tb_list("+l", "zero_points", tb_prim("f", "item", zp, 4, ng[0] + ng[1], NULL), ng, 2, NULL),
+        tb_list("+l", "shape", tb_prim("l", "item", shapes, 8, 3, NULL), nd, 2, NULL),
+        tb_prim("C", "bit_width", bits, 1, 2, NULL)};
+    tb_node b = tb_struct("", cols, 6, 2);
+    const char *keys[3] = {"arrowquant.format_version", "arrowquant.packing",
+                           "arrowquant.row_schemes"};
+    const char *vals[3] = {
+        "1", "lsb-first",
+        "[{\"scheme\": \"affine\", \"group_size\": 8},\n"
+        " {\"group_size\": 32, \"note\": \"fallback\", \"scheme\": \"affine\"}]"};
+    tb_set_metadata(b, keys, vals, 3);
+    struct ArrowSchema ds;
+    struct ArrowArray da;
+    CHECK_OK(aq_batch_dequantize(c8, b.s, b.a, NULL, &ds, &da, &err));
+    CHECK(da.length == 2);
+    const float *wv = da.children[1]->children[0]->buffers[1];
+    float want[128];
+    for (int i = 0; i < 2; i++) {
+        aq_qtensor q = {names[i],    AQ_SCHEME_AFFINE, bits[i],     i == 0 ? 8u : 32u,
+                        r[i].shape,  r[i].ndim,        r[i].packed, r[i].packed_len,
+                        r[i].scales, r[i].zps,         r[i].groups};
+        size_t n = i == 0 ? 128 : 64;
+        CHECK_OK(aq_dequantize(c8, &q, AQ_DTYPE_F32, want, n, &err));
+        CHECK_MSG(memcmp(want, wv + (i == 0 ? 0 : 128), n * 4) == 0, "row %d differs", i);
+    }
+    /* A slice holding only row 1 still takes its scheme from entry 1 of row_schemes. */
+    struct ArrowSchema ss;
+    struct ArrowArray sa1;
+    b.a->offset = 1;
+    b.a->length = 1;
+    CHECK_OK(aq_batch_dequantize(c8, b.s, b.a, NULL, &ss, &sa1, &err));
+    CHECK(sa1.length == 1);
+    CHECK(memcmp(sa1.children[1]->children[0]->buffers[1], wv + 128, 64 * 4) == 0);
+    ss.release(&ss);
+    sa1.release(&sa1);
+    ds.release(&ds);
+    da.release(&da);
+    tb_free(b);
+    for (int i = 0; i < 2; i++) {
+        qs[i].release(&qs[i]);
+        qa[i].release(&qa[i]);
+    }
+    free(w);
+    aq_ctx_free(c8);
+    aq_ctx_free(c32);
+}
+
+/* quantized_data becomes large_binary past the binary limit (2 GiB for real; lowered here), and
+ * a stream, whose schema says binary, refuses such a batch instead. */
+TEST(large_binary_past_the_binary_limit)
+{
+    aq_error err;
+    aq_ctx *ctx = au_ctx(8, 16);
+    CHECK(ctx != NULL);
+    float *w = au_normal(96, 13);
+    tb_row rows[2] = {{"a", w, 64, NULL, 0, false}, {"b", w + 64, 32, NULL, 0, false}};
+    tb_node b = tb_batch(rows, 2);
+    struct ArrowSchema out_s;
+    struct ArrowArray out_a;
+    arw_run run = {0, 0};
+    CHECK_OK(aq__arrow_quantize_batch(ctx, b.s, b.a, NULL, &run, 95, true, &out_a, &out_s, &err));
+    CHECK(strcmp(out_s.children[1]->format, "Z") == 0);
+    int64_t shape_a[1] = {64}, shape_b[1] = {32};
+    aq_tensor ta = {"a", AQ_DTYPE_F32, w, shape_a, 1}, tb = {"b", AQ_DTYPE_F32, w + 64, shape_b, 1};
+    rr_row r;
+    rr_get(&out_a, true, 0, &r);
+    CHECK(rr_matches(ctx, &r, &ta));
+    rr_get(&out_a, true, 1, &r);
+    CHECK(rr_matches(ctx, &r, &tb));
+    /* The reverse path reads large_binary. */
+    struct ArrowSchema ds;
+    struct ArrowArray da;
+    CHECK_OK(aq_batch_dequantize(ctx, &out_s, &out_a, NULL, &ds, &da, &err));
+    CHECK(da.length == 2);
+    ds.release(&ds);
+    da.release(&da);
+    out_s.release(&out_s);
+    out_a.release(&out_a);
+    /* Exactly at the limit it stays binary. */
+    CHECK_OK(aq__arrow_quantize_batch(ctx, b.s, b.a, NULL, &run, 96, true, &out_a, &out_s, &err));
+    CHECK(strcmp(out_s.children[1]->format, "z") == 0);
+    out_s.release(&out_s);
+    out_a.release(&out_a);
+    CHECK_FAILS(aq__arrow_quantize_batch(ctx, b.s, b.a, NULL, &run, 95, false, &out_a, NULL, &err),
+                AQ_OVERFLOW, "a stream batch would hold 96 bytes of quantized data");
+    tb_free(b);
+    free(w);
+    aq_ctx_free(ctx);
+}
+
 AQ_TEST_MAIN(
     AQ_CASE(result_schema_is_the_seed_schema), AQ_CASE(utf8_list_float32_rows_match_tensor_api),
     AQ_CASE(large_utf8_large_list_int32_shape), AQ_CASE(string_view_names_fixed_size_list_weights),
@@ -636,4 +759,5 @@ AQ_TEST_MAIN(
     AQ_CASE(tensors_quantize_gives_the_batch_bytes),
     AQ_CASE(continue_on_error_skips_and_reports_in_row_order),
     AQ_CASE(progress_counts_rows_and_elements), AQ_CASE(dequantize_restores_every_row),
-    AQ_CASE(dequantize_kept_float32_and_float16_rows), AQ_CASE(dequantize_continue_on_error))
+    AQ_CASE(dequantize_kept_float32_and_float16_rows), AQ_CASE(dequantize_continue_on_error),
+    AQ_CASE(dequantize_row_schemes), AQ_CASE(large_binary_past_the_binary_limit))

@@ -331,3 +331,60 @@ def test_pycapsule_array_export(aql, check_rows):
                               group_size=16)
     check_rows(result, [(rows[0][0], rows[0][1], [8, 8]), (rows[1][0], rows[1][1], [64])], 4,
                16)
+
+
+def test_dequantize_row_schemes_from_pyarrow(aql, affine):
+    """Rows quantized with different group sizes, concatenated by pyarrow, described by
+    arrowquant.row_schemes: each row is restored with its own group size."""
+    rows = make_rows(2, 96, np.float32, seed=11)
+    a = aql.quantize(batch_of(rows[:1], [[3, 32]]), bits=4, group_size=8)
+    b = aql.quantize(batch_of(rows[1:], [[96]]), bits=8, group_size=32)
+    both = pa.Table.from_batches([a, b.replace_schema_metadata(a.schema.metadata)])
+    md = {b"arrowquant.format_version": b"1", b"arrowquant.packing": b"lsb-first",
+          b"arrowquant.row_schemes": b'[{"scheme": "affine", "group_size": 8}, '
+                                     b'{"scheme": "affine", "group_size": 32}]'}
+    batch = both.combine_chunks().to_batches()[0].replace_schema_metadata(md)
+    restored = aql.dequantize(batch)
+    for i, (shape, bits, g) in enumerate([([3, 32], 4, 8), ([96], 8, 32)]):
+        want = affine.dequantize(batch.column("quantized_data")[i].as_py(),
+                                 batch.column("scales")[i].values.to_numpy(),
+                                 batch.column("zero_points")[i].values.to_numpy(), shape, bits, g)
+        got = restored.column("weights")[i].values.to_numpy()
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_dequantize_reads_view_and_large_types(aql):
+    """A result batch rewritten by a consumer with string_view, binary_view, large_list and
+    int32 shapes (and sliced) still restores the same floats."""
+    rows = make_rows(4, 64, np.float32, seed=12)
+    result = aql.quantize(batch_of(rows, [[8, 8], [64], [4, 16], [64]]), bits=4, group_size=16)
+    target = pa.schema(
+        [("layer_name", pa.string_view()), ("quantized_data", pa.binary_view()),
+         ("scales", pa.large_list(pa.float32())), ("zero_points", pa.large_list(pa.float32())),
+         ("shape", pa.list_(pa.int32())), ("bit_width", pa.uint8())],
+        metadata=result.schema.metadata)
+    rewritten = result.cast(target)
+    plain = aql.dequantize(result)
+    assert aql.dequantize(rewritten).equals(plain)
+    assert aql.dequantize(rewritten.slice(1, 2)).equals(plain.slice(1, 2))
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=st.lists(st.integers(1, 300), min_size=1, max_size=6),
+       bits=st.sampled_from([2, 4, 8]), group_size=st.integers(8, 70),
+       start=st.integers(0, 5), seed=st.integers(0, 2**32 - 1),
+       list_type=st.sampled_from(["list", "large_list"]))
+def test_random_batches_match_numpy(aql, check_rows, lengths, bits, group_size, start, seed,
+                                    list_type):
+    rng = np.random.default_rng(seed)
+    rows = [(f"r{i}", (rng.standard_normal(n) * rng.uniform(0.01, 10)).astype(np.float32))
+            for i, n in enumerate(lengths)]
+    shapes = [[n] if n % 3 else [3, n // 3] for n in lengths]
+    lt = pa.list_(pa.float32()) if list_type == "list" else pa.large_list(pa.float32())
+    batch = batch_of(rows, shapes, list_type=lt)
+    start = min(start, len(rows) - 1)
+    result = aql.quantize(batch.slice(start), bits=bits, group_size=group_size)
+    check_rows(result, [(n, v, s) for (n, v), s in zip(rows, shapes)][start:], bits, group_size)
