@@ -10,8 +10,7 @@ static uint16_t fb_get_u16(const uint8_t *p)
 
 static uint32_t fb_get_u32(const uint8_t *p)
 {
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) |
-           ((uint32_t)p[3] << 24);
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
 static uint64_t fb_get_u64(const uint8_t *p)
@@ -160,8 +159,7 @@ int aq__fbt_table(const aq__fbt *t, unsigned slot, aq__fbt *out)
     return fb_table_at(t->buf, t->size, target, out);
 }
 
-static int fb_vector_at(const uint8_t *buf, size_t size, size_t pos, size_t elem_size,
-                        aq__fbv *out)
+static int fb_vector_at(const uint8_t *buf, size_t size, size_t pos, size_t elem_size, aq__fbv *out)
 {
     if (!fb_in(size, pos, 4)) {
         return AQ__FB_BAD;
@@ -304,6 +302,12 @@ size_t aq__fbb_start(aq__fbb *b)
 
 size_t aq__fbb_table(aq__fbb *b, const aq__fbf *fields, size_t n, size_t *refs)
 {
+    /* The tables of the Arrow format have at most 7 fields. */
+    uint16_t field_off[16] = {0};
+    if (n > 16) {
+        b->oom = true;
+        return b->len;
+    }
     unsigned max_slot = 0;
     for (size_t i = 0; i < n; i++) {
         max_slot = fields[i].slot > max_slot ? fields[i].slot : max_slot;
@@ -311,7 +315,6 @@ size_t aq__fbb_table(aq__fbb *b, const aq__fbf *fields, size_t n, size_t *refs)
     size_t vt_size = 4 + 2 * ((size_t)max_slot + 1);
     /* Inline layout: the soffset at 0, then fields by decreasing width, each aligned to its
      * width; the table itself starts 8-aligned, so every field is naturally aligned. */
-    uint16_t field_off[64] = {0};
     size_t at = 4;
     for (unsigned w = 8; w >= 1; w /= 2) {
         for (size_t i = 0; i < n; i++) {

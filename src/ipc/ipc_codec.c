@@ -40,8 +40,7 @@ aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_
         }
         if (r != dst_size) {
             return aq__error_set(err, AQ_INVALID_DATA,
-                                 "zstd: %zu bytes decompressed, the buffer says %zu", r,
-                                 dst_size);
+                                 "zstd: %zu bytes decompressed, the buffer says %zu", r, dst_size);
         }
         return AQ_OK;
     }
@@ -74,9 +73,8 @@ aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_
         }
     }
     if (out_done != dst_size) {
-        st = aq__error_set(err, AQ_INVALID_DATA,
-                           "lz4: %zu bytes decompressed, the buffer says %zu", out_done,
-                           dst_size);
+        st = aq__error_set(err, AQ_INVALID_DATA, "lz4: %zu bytes decompressed, the buffer says %zu",
+                           out_done, dst_size);
     }
 done:
     LZ4F_freeDecompressionContext(dctx);
@@ -94,9 +92,8 @@ size_t aq__ipc_compress_bound(aq_ipc_compression codec, size_t size)
     return LZ4F_compressFrameBound(size, &prefs);
 }
 
-aq_status aq__ipc_compress(aq_ipc_compression codec, int level, const uint8_t *src,
-                           size_t src_size, uint8_t *dst, size_t dst_cap, size_t *out_size,
-                           aq_error *err)
+aq_status aq__ipc_compress(aq_ipc_compression codec, int level, const uint8_t *src, size_t src_size,
+                           uint8_t *dst, size_t dst_cap, size_t *out_size, aq_error *err)
 {
     size_t r;
     if (codec == AQ_IPC_COMPRESSION_ZSTD) {

@@ -96,9 +96,8 @@ size_t aq__ipc_decompress_limit(aq_ipc_compression codec, size_t src_size);
 /* Worst-case compressed size. */
 size_t aq__ipc_compress_bound(aq_ipc_compression codec, size_t size);
 /* Compresses; *out_size receives the compressed size. */
-aq_status aq__ipc_compress(aq_ipc_compression codec, int level, const uint8_t *src,
-                           size_t src_size, uint8_t *dst, size_t dst_cap, size_t *out_size,
-                           aq_error *err);
+aq_status aq__ipc_compress(aq_ipc_compression codec, int level, const uint8_t *src, size_t src_size,
+                           uint8_t *dst, size_t dst_cap, size_t *out_size, aq_error *err);
 const char *aq__ipc_codec_name(aq_ipc_compression codec);
 
 #endif /* AQ_IPC_INTERNAL_H */

@@ -43,12 +43,12 @@ struct aq_ipc_reader {
     size_t size;
     aq_ipc_format format;
     aq__ipc_schema schema;
-    size_t pos;         /* stream: position of the next message */
-    size_t limit;       /* end of the message area (file: the footer's start) */
-    bool eos;           /* the end was reached */
-    ipc_block *blocks;  /* file: record batch blocks */
+    size_t pos;        /* stream: position of the next message */
+    size_t limit;      /* end of the message area (file: the footer's start) */
+    bool eos;          /* the end was reached */
+    ipc_block *blocks; /* file: record batch blocks */
     size_t n_blocks;
-    size_t batches;     /* record batches returned so far */
+    size_t batches; /* record batches returned so far */
 };
 
 /* One message: its header table, body and position. */
@@ -58,7 +58,7 @@ typedef struct ipc_message {
     size_t meta_len; /* prefix + flatbuffer + padding */
     uint8_t type;
     aq__fbt header;
-    size_t body;     /* position of the body */
+    size_t body; /* position of the body */
     size_t body_len;
 } ipc_message;
 
@@ -145,8 +145,8 @@ static aq_status rd_message(const aq_ipc_reader *r, size_t pos, size_t limit, ip
                              r->where, pos, version + 1);
     }
     if (aq__fbt_table(&msg, 2, &m->header) != AQ__FB_OK) {
-        return aq__error_set(err, AQ_INVALID_DATA,
-                             "%s: message at byte offset %zu has no header", r->where, pos);
+        return aq__error_set(err, AQ_INVALID_DATA, "%s: message at byte offset %zu has no header",
+                             r->where, pos);
     }
     size_t body = fb + (size_t)len;
     if (body_len < 0 || (uint64_t)body_len > limit - body) {
@@ -166,12 +166,12 @@ static aq_status rd_message(const aq_ipc_reader *r, size_t pos, size_t limit, ip
 
 typedef struct batch_decoder {
     const aq_ipc_reader *r;
-    size_t batch;       /* index, for messages */
-    size_t body;        /* position of the body in the data */
+    size_t batch; /* index, for messages */
+    size_t body;  /* position of the body in the data */
     size_t body_len;
-    aq__fbv nodes;      /* FieldNode: 16 bytes */
-    aq__fbv buffers;    /* Buffer: 16 bytes */
-    aq__fbv variadic;   /* long */
+    aq__fbv nodes;    /* FieldNode: 16 bytes */
+    aq__fbv buffers;  /* Buffer: 16 bytes */
+    aq__fbv variadic; /* long */
     bool has_variadic;
     size_t node_i, buf_i, var_i;
     aq_ipc_compression codec;
@@ -213,8 +213,9 @@ static aq_status bd_buffer(batch_decoder *d, const aq__ipc_field *f, struct Arro
     size_t n = (size_t)len;
     if (d->codec != AQ_IPC_COMPRESSION_NONE && n > 0) {
         if (n < 8) {
-            return bd_fail(d, f, "compressed buffer %s%lld is %lld bytes, shorter than its "
-                                 "8-byte length prefix",
+            return bd_fail(d, f,
+                           "compressed buffer %s%lld is %lld bytes, shorter than its "
+                           "8-byte length prefix",
                            "", (long long)i, (long long)n);
         }
         int64_t raw = rd_i64(p);
@@ -222,8 +223,8 @@ static aq_status bd_buffer(batch_decoder *d, const aq__ipc_field *f, struct Arro
         n -= 8;
         if (raw != -1) {
             if (raw < 0 || (uint64_t)raw > aq__ipc_decompress_limit(d->codec, n)) {
-                return bd_fail(d, f, "compressed buffer %s%lld claims %lld uncompressed bytes",
-                               "", (long long)i, (long long)raw);
+                return bd_fail(d, f, "compressed buffer %s%lld claims %lld uncompressed bytes", "",
+                               (long long)i, (long long)raw);
             }
             uint8_t *dst = aq__array_buffer_alloc(arr, slot, (size_t)raw);
             if (dst == NULL) {
@@ -269,13 +270,13 @@ static bool bd_bit(const uint8_t *bits, size_t i)
 
 /* Checks an offsets buffer of length+1 entries of `width` bytes: non-negative,
  * non-decreasing, the last at most `limit`. Stores the last offset. */
-static aq_status bd_offsets(batch_decoder *d, const aq__ipc_field *f, const uint8_t *p,
-                            size_t len, size_t n, int width, size_t limit, size_t *last)
+static aq_status bd_offsets(batch_decoder *d, const aq__ipc_field *f, const uint8_t *p, size_t len,
+                            size_t n, int width, size_t limit, size_t *last)
 {
     size_t need;
     if (!aq__add_size(n, 1, &need) || !aq__mul_size(need, (size_t)width, &need) || len < need) {
-        return bd_fail(d, f, "the offsets buffer has %s%lld bytes, %lld needed", "",
-                       (long long)len, (long long)need);
+        return bd_fail(d, f, "the offsets buffer has %s%lld bytes, %lld needed", "", (long long)len,
+                       (long long)need);
     }
     int64_t prev = 0;
     for (size_t i = 0; i <= n; i++) {
@@ -288,8 +289,9 @@ static aq_status bd_offsets(batch_decoder *d, const aq__ipc_field *f, const uint
             memcpy(&v, p + 8 * i, 8);
         }
         if (v < prev || (uint64_t)v > limit) {
-            return bd_fail(d, f, "offset %s%lld is %lld: offsets must be non-decreasing and "
-                                 "within the data",
+            return bd_fail(d, f,
+                           "offset %s%lld is %lld: offsets must be non-decreasing and "
+                           "within the data",
                            "", (long long)i, (long long)v);
         }
         prev = v;
@@ -301,9 +303,8 @@ static aq_status bd_offsets(batch_decoder *d, const aq__ipc_field *f, const uint
 static aq_status bd_field(batch_decoder *d, const aq__ipc_field *f, struct ArrowArray *out,
                           int depth);
 
-static aq_status bd_offsets_slot(batch_decoder *d, const aq__ipc_field *f,
-                                 struct ArrowArray *arr, size_t length, int width,
-                                 const uint8_t **p, size_t *n)
+static aq_status bd_offsets_slot(batch_decoder *d, const aq__ipc_field *f, struct ArrowArray *arr,
+                                 size_t length, int width, const uint8_t **p, size_t *n)
 {
     aq_status st = bd_buffer(d, f, arr, 1, p, n);
     if (st == AQ_OK && length == 0 && *n < (size_t)width) {
@@ -338,8 +339,8 @@ static aq_status bd_views(batch_decoder *d, const aq__ipc_field *f, struct Arrow
     if (out->null_count == 0) {
         aq__array_buffer_borrow(out, 0, NULL, NULL);
     } else if (n < (length + 7) / 8) {
-        return bd_fail(d, f, "the validity bitmap has %s%lld bytes for %lld rows", "",
-                       (long long)n, (long long)length);
+        return bd_fail(d, f, "the validity bitmap has %s%lld bytes for %lld rows", "", (long long)n,
+                       (long long)length);
     } else {
         validity = p;
     }
@@ -392,8 +393,8 @@ static aq_status bd_field(batch_decoder *d, const aq__ipc_field *f, struct Arrow
                           int depth)
 {
     if (d->node_i >= d->nodes.count) {
-        return bd_fail(d, f, "the batch has %s%lld field nodes, fewer than the schema's fields",
-                       "", (long long)d->nodes.count, 0);
+        return bd_fail(d, f, "the batch has %s%lld field nodes, fewer than the schema's fields", "",
+                       (long long)d->nodes.count, 0);
     }
     if (depth > IPC_MAX_DEPTH) {
         return bd_fail(d, f, "nested too deep%s", "", 0, 0);
@@ -413,8 +414,8 @@ static aq_status bd_field(batch_decoder *d, const aq__ipc_field *f, struct Arrow
     }
     if (f->kind == AQ__K_BINARY_VIEW || f->kind == AQ__K_UTF8_VIEW) {
         if (!d->has_variadic || d->var_i >= d->variadic.count) {
-            return bd_fail(d, f, "the batch has no variadic buffer count for this field%s", "",
-                           0, 0);
+            return bd_fail(d, f, "the batch has no variadic buffer count for this field%s", "", 0,
+                           0);
         }
         return bd_views(d, f, out, n, nulls);
     }
@@ -494,8 +495,7 @@ static aq_status bd_field(batch_decoder *d, const aq__ipc_field *f, struct Arrow
             st = bd_field(d, &f->children[0], out->children[0], depth + 1);
         }
         if (st == AQ_OK) {
-            st = bd_offsets(d, f, offs, offs_n, n, width, (size_t)out->children[0]->length,
-                            &last);
+            st = bd_offsets(d, f, offs, offs_n, n, width, (size_t)out->children[0]->length, &last);
         }
         return st;
     }
@@ -557,16 +557,15 @@ static aq_status rd_batch(aq_ipc_reader *r, const ipc_message *m, struct ArrowAr
     }
     rc = aq__fbt_table(h, 3, &comp);
     if (rc == AQ__FB_BAD) {
-        return aq__error_set(err, AQ_INVALID_DATA,
-                             "%s: record batch %zu: malformed compression", r->where, d.batch);
+        return aq__error_set(err, AQ_INVALID_DATA, "%s: record batch %zu: malformed compression",
+                             r->where, d.batch);
     }
     if (rc == AQ__FB_OK) {
         uint8_t codec, method;
         if (aq__fbt_u8(&comp, 0, 0, &codec) != AQ__FB_OK ||
             aq__fbt_u8(&comp, 1, 0, &method) != AQ__FB_OK) {
             return aq__error_set(err, AQ_INVALID_DATA,
-                                 "%s: record batch %zu: malformed compression", r->where,
-                                 d.batch);
+                                 "%s: record batch %zu: malformed compression", r->where, d.batch);
         }
         if (codec > 1) {
             return aq__error_set(err, AQ_UNSUPPORTED,
@@ -643,8 +642,8 @@ static aq_status rd_footer(aq_ipc_reader *r, aq_error *err)
     int32_t flen = (int32_t)rd_u32(r->data + size - 10);
     if (flen <= 0 || (size_t)flen > size - 10 - 8) {
         return aq__error_set(err, AQ_INVALID_DATA,
-                             "%s: footer length %d does not fit in the file (%zu bytes)",
-                             r->where, (int)flen, size);
+                             "%s: footer length %d does not fit in the file (%zu bytes)", r->where,
+                             (int)flen, size);
     }
     size_t fstart = size - 10 - (size_t)flen;
     r->limit = fstart;
@@ -685,8 +684,7 @@ static aq_status rd_footer(aq_ipc_reader *r, aq_error *err)
             return aq__error_set(err, AQ_INVALID_DATA,
                                  "%s: footer block %zu (offset %lld, metadata %d, body %lld "
                                  "bytes) lies outside the file's %zu bytes of messages",
-                                 r->where, i, (long long)off, (int)meta, (long long)body,
-                                 fstart);
+                                 r->where, i, (long long)off, (int)meta, (long long)body, fstart);
         }
         r->blocks[i] = (ipc_block){(size_t)off, (size_t)meta, (size_t)body};
     }
@@ -711,8 +709,8 @@ static aq_status rd_open(aq_ipc_reader *r, aq_error *err)
     return rd_schema_message(r, 0, err);
 }
 
-static aq_status rd_create(const char *where, aq__keepalive *keep, const uint8_t *data,
-                           size_t size, aq_ipc_reader **out, aq_error *err)
+static aq_status rd_create(const char *where, aq__keepalive *keep, const uint8_t *data, size_t size,
+                           aq_ipc_reader **out, aq_error *err)
 {
     aq_ipc_reader *r = calloc(1, sizeof *r);
     if (r == NULL) {
@@ -754,10 +752,9 @@ aq_status aq_ipc_reader_open(const char *path, aq_ipc_reader **out, aq_error *er
     }
     if (!S_ISREG(sb.st_mode) || sb.st_size < 8) {
         close(fd);
-        return aq__error_set(err, AQ_INVALID_DATA,
-                             "%s: not an Arrow IPC file or stream (%s, %lld bytes)", path,
-                             S_ISREG(sb.st_mode) ? "too short" : "not a regular file",
-                             (long long)sb.st_size);
+        return aq__error_set(
+            err, AQ_INVALID_DATA, "%s: not an Arrow IPC file or stream (%s, %lld bytes)", path,
+            S_ISREG(sb.st_mode) ? "too short" : "not a regular file", (long long)sb.st_size);
     }
     size_t size = (size_t)sb.st_size;
     void *addr = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -781,8 +778,7 @@ aq_status aq_ipc_reader_open_memory(const void *data, size_t size, aq_ipc_reader
                                     aq_error *err)
 {
     if ((data == NULL && size > 0) || out == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             "aq_ipc_reader_open_memory: NULL argument");
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_ipc_reader_open_memory: NULL argument");
     }
     void *copy = aq__aligned_alloc(size);
     ipc_region *m = malloc(sizeof *m);
@@ -847,8 +843,8 @@ static aq_status rd_next_file(aq_ipc_reader *r, struct ArrowArray *out, aq_error
         return aq__error_set(err, AQ_INVALID_DATA,
                              "%s: footer block %zu says %zu + %zu bytes, the message at byte "
                              "offset %zu has %zu + %zu",
-                             r->where, r->batches, b->meta_len, b->body_len, b->offset,
-                             m.meta_len, m.body_len);
+                             r->where, r->batches, b->meta_len, b->body_len, b->offset, m.meta_len,
+                             m.body_len);
     }
     return rd_batch(r, &m, out, err);
 }
@@ -922,11 +918,16 @@ typedef struct ipc_stream_private {
 static int ipc_errno(aq_status st)
 {
     switch (st) {
-    case AQ_OK: return 0;
-    case AQ_NO_MEMORY: return ENOMEM;
-    case AQ_IO: return EIO;
-    case AQ_UNSUPPORTED: return ENOTSUP;
-    default: return EINVAL;
+    case AQ_OK:
+        return 0;
+    case AQ_NO_MEMORY:
+        return ENOMEM;
+    case AQ_IO:
+        return EIO;
+    case AQ_UNSUPPORTED:
+        return ENOTSUP;
+    default:
+        return EINVAL;
     }
 }
 
@@ -959,8 +960,7 @@ static void ipc_stream_release(struct ArrowArrayStream *s)
     s->release = NULL;
 }
 
-aq_status aq_ipc_reader_stream(aq_ipc_reader *reader, struct ArrowArrayStream *out,
-                               aq_error *err)
+aq_status aq_ipc_reader_stream(aq_ipc_reader *reader, struct ArrowArrayStream *out, aq_error *err)
 {
     if (reader == NULL || out == NULL) {
         aq_ipc_reader_free(reader);

@@ -10,16 +10,24 @@
 #define IPC_MAX_FIELDS 100000
 
 /* Field slots (Schema.fbs, table Field). */
-enum { F_NAME = 0, F_NULLABLE = 1, F_TYPE_TYPE = 2, F_TYPE = 3, F_DICT = 4, F_CHILDREN = 5,
-       F_META = 6 };
+enum {
+    F_NAME = 0,
+    F_NULLABLE = 1,
+    F_TYPE_TYPE = 2,
+    F_TYPE = 3,
+    F_DICT = 4,
+    F_CHILDREN = 5,
+    F_META = 6
+};
 
 static const char *const ipc_union_names[AQ__FBT_MAX + 1] = {
-    "NONE",          "Null",         "Int",       "FloatingPoint", "Binary",
-    "Utf8",          "Bool",         "Decimal",   "Date",          "Time",
-    "Timestamp",     "Interval",     "List",      "Struct",        "Union",
-    "FixedSizeBinary", "FixedSizeList", "Map",    "Duration",      "LargeBinary",
-    "LargeUtf8",     "LargeList",    "RunEndEncoded", "BinaryView", "Utf8View",
-    "ListView",      "LargeListView"};
+    "NONE",          "Null",      "Int",           "FloatingPoint",
+    "Binary",        "Utf8",      "Bool",          "Decimal",
+    "Date",          "Time",      "Timestamp",     "Interval",
+    "List",          "Struct",    "Union",         "FixedSizeBinary",
+    "FixedSizeList", "Map",       "Duration",      "LargeBinary",
+    "LargeUtf8",     "LargeList", "RunEndEncoded", "BinaryView",
+    "Utf8View",      "ListView",  "LargeListView"};
 
 void aq__ipc_field_reset(aq__ipc_field *f)
 {
@@ -38,22 +46,46 @@ void aq__ipc_field_format(const aq__ipc_field *f, char *buf, size_t cap)
     const char *s = "";
     char one[2] = {0, 0};
     switch (f->kind) {
-    case AQ__K_NULL: s = "n"; break;
+    case AQ__K_NULL:
+        s = "n";
+        break;
     case AQ__K_INT:
-        one[0] = ints[f->is_signed][f->bit_width == 8 ? 0 : f->bit_width == 16 ? 1
-                                                        : f->bit_width == 32 ? 2 : 3];
+        one[0] = ints[f->is_signed][f->bit_width == 8    ? 0
+                                    : f->bit_width == 16 ? 1
+                                    : f->bit_width == 32 ? 2
+                                                         : 3];
         s = one;
         break;
-    case AQ__K_FLOAT: s = f->bit_width == 16 ? "e" : f->bit_width == 32 ? "f" : "g"; break;
-    case AQ__K_BINARY: s = "z"; break;
-    case AQ__K_UTF8: s = "u"; break;
-    case AQ__K_LARGE_BINARY: s = "Z"; break;
-    case AQ__K_LARGE_UTF8: s = "U"; break;
-    case AQ__K_BINARY_VIEW: s = "vz"; break;
-    case AQ__K_UTF8_VIEW: s = "vu"; break;
-    case AQ__K_LIST: s = "+l"; break;
-    case AQ__K_LARGE_LIST: s = "+L"; break;
-    case AQ__K_STRUCT: s = "+s"; break;
+    case AQ__K_FLOAT:
+        s = f->bit_width == 16 ? "e" : f->bit_width == 32 ? "f" : "g";
+        break;
+    case AQ__K_BINARY:
+        s = "z";
+        break;
+    case AQ__K_UTF8:
+        s = "u";
+        break;
+    case AQ__K_LARGE_BINARY:
+        s = "Z";
+        break;
+    case AQ__K_LARGE_UTF8:
+        s = "U";
+        break;
+    case AQ__K_BINARY_VIEW:
+        s = "vz";
+        break;
+    case AQ__K_UTF8_VIEW:
+        s = "vu";
+        break;
+    case AQ__K_LIST:
+        s = "+l";
+        break;
+    case AQ__K_LARGE_LIST:
+        s = "+L";
+        break;
+    case AQ__K_STRUCT:
+        s = "+s";
+        break;
     case AQ__K_FIXED_SIZE_LIST:
         snprintf(buf, cap, "+w:%d", (int)f->list_size);
         return;
@@ -64,7 +96,8 @@ void aq__ipc_field_format(const aq__ipc_field *f, char *buf, size_t cap)
 const char *aq__ipc_type_name(const aq__ipc_field *f)
 {
     switch (f->kind) {
-    case AQ__K_NULL: return "null";
+    case AQ__K_NULL:
+        return "null";
     case AQ__K_INT: {
         static const char *const names[2][4] = {{"uint8", "uint16", "uint32", "uint64"},
                                                 {"int8", "int16", "int32", "int64"}};
@@ -73,16 +106,26 @@ const char *aq__ipc_type_name(const aq__ipc_field *f)
     }
     case AQ__K_FLOAT:
         return f->bit_width == 16 ? "float16" : f->bit_width == 32 ? "float32" : "float64";
-    case AQ__K_BINARY: return "binary";
-    case AQ__K_UTF8: return "utf8";
-    case AQ__K_LARGE_BINARY: return "large_binary";
-    case AQ__K_LARGE_UTF8: return "large_utf8";
-    case AQ__K_BINARY_VIEW: return "binary_view";
-    case AQ__K_UTF8_VIEW: return "utf8_view";
-    case AQ__K_LIST: return "list";
-    case AQ__K_LARGE_LIST: return "large_list";
-    case AQ__K_FIXED_SIZE_LIST: return "fixed_size_list";
-    case AQ__K_STRUCT: return "struct";
+    case AQ__K_BINARY:
+        return "binary";
+    case AQ__K_UTF8:
+        return "utf8";
+    case AQ__K_LARGE_BINARY:
+        return "large_binary";
+    case AQ__K_LARGE_UTF8:
+        return "large_utf8";
+    case AQ__K_BINARY_VIEW:
+        return "binary_view";
+    case AQ__K_UTF8_VIEW:
+        return "utf8_view";
+    case AQ__K_LIST:
+        return "list";
+    case AQ__K_LARGE_LIST:
+        return "large_list";
+    case AQ__K_FIXED_SIZE_LIST:
+        return "fixed_size_list";
+    case AQ__K_STRUCT:
+        return "struct";
     }
     return "unknown";
 }
@@ -200,7 +243,9 @@ static aq_status sr_field(schema_reader *r, const aq__fbt *t, int depth, aq__ipc
     }
     size_t want_children = 0;
     switch (type_type) {
-    case AQ__FBT_NULL: f->kind = AQ__K_NULL; break;
+    case AQ__FBT_NULL:
+        f->kind = AQ__K_NULL;
+        break;
     case AQ__FBT_INT: {
         int32_t bw;
         uint8_t sign;
@@ -227,15 +272,36 @@ static aq_status sr_field(schema_reader *r, const aq__fbt *t, int depth, aq__ipc
         f->bit_width = 16 << prec;
         break;
     }
-    case AQ__FBT_BINARY: f->kind = AQ__K_BINARY; break;
-    case AQ__FBT_UTF8: f->kind = AQ__K_UTF8; break;
-    case AQ__FBT_LARGE_BINARY: f->kind = AQ__K_LARGE_BINARY; break;
-    case AQ__FBT_LARGE_UTF8: f->kind = AQ__K_LARGE_UTF8; break;
-    case AQ__FBT_BINARY_VIEW: f->kind = AQ__K_BINARY_VIEW; break;
-    case AQ__FBT_UTF8_VIEW: f->kind = AQ__K_UTF8_VIEW; break;
-    case AQ__FBT_LIST: f->kind = AQ__K_LIST; want_children = 1; break;
-    case AQ__FBT_LARGE_LIST: f->kind = AQ__K_LARGE_LIST; want_children = 1; break;
-    case AQ__FBT_STRUCT: f->kind = AQ__K_STRUCT; want_children = SIZE_MAX; break;
+    case AQ__FBT_BINARY:
+        f->kind = AQ__K_BINARY;
+        break;
+    case AQ__FBT_UTF8:
+        f->kind = AQ__K_UTF8;
+        break;
+    case AQ__FBT_LARGE_BINARY:
+        f->kind = AQ__K_LARGE_BINARY;
+        break;
+    case AQ__FBT_LARGE_UTF8:
+        f->kind = AQ__K_LARGE_UTF8;
+        break;
+    case AQ__FBT_BINARY_VIEW:
+        f->kind = AQ__K_BINARY_VIEW;
+        break;
+    case AQ__FBT_UTF8_VIEW:
+        f->kind = AQ__K_UTF8_VIEW;
+        break;
+    case AQ__FBT_LIST:
+        f->kind = AQ__K_LIST;
+        want_children = 1;
+        break;
+    case AQ__FBT_LARGE_LIST:
+        f->kind = AQ__K_LARGE_LIST;
+        want_children = 1;
+        break;
+    case AQ__FBT_STRUCT:
+        f->kind = AQ__K_STRUCT;
+        want_children = SIZE_MAX;
+        break;
     case AQ__FBT_FIXED_SIZE_LIST: {
         int32_t n;
         if (aq__fbt_i32(&type, 0, 0, &n) != AQ__FB_OK || n < 0) {
@@ -262,8 +328,8 @@ static aq_status sr_field(schema_reader *r, const aq__fbt *t, int depth, aq__ipc
     size_t n_kids = rc == AQ__FB_OK ? kids.count : 0;
     if (want_children != SIZE_MAX && n_kids != want_children) {
         return aq__error_set(r->err, AQ_INVALID_DATA,
-                             "%s: field '%s' of type %s has %zu children, expected %zu",
-                             r->where, f->name, aq__ipc_type_name(f), n_kids, want_children);
+                             "%s: field '%s' of type %s has %zu children, expected %zu", r->where,
+                             f->name, aq__ipc_type_name(f), n_kids, want_children);
     }
     if (n_kids > 0) {
         f->children = calloc(n_kids, sizeof *f->children);
@@ -413,8 +479,8 @@ static aq_status si_metadata_size(const char *m, const char *field, size_t *out,
     return AQ_OK;
 }
 
-static aq_status si_field(const struct ArrowSchema *s, int depth, aq__ipc_field *f,
-                          size_t *count, aq_error *err)
+static aq_status si_field(const struct ArrowSchema *s, int depth, aq__ipc_field *f, size_t *count,
+                          aq_error *err)
 {
     const char *name = s->name != NULL ? s->name : "";
     const char *fmt = s->format != NULL ? s->format : "";
@@ -483,9 +549,8 @@ static aq_status si_field(const struct ArrowSchema *s, int depth, aq__ipc_field 
     }
     if (s->n_children < 0 || (want_children >= 0 && s->n_children != want_children) ||
         (s->n_children > 0 && s->children == NULL)) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             "field '%s' of type '%s' has %lld children", name, fmt,
-                             (long long)s->n_children);
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "field '%s' of type '%s' has %lld children",
+                             name, fmt, (long long)s->n_children);
     }
     if (s->metadata != NULL) {
         size_t len = 0;
@@ -569,65 +634,75 @@ static size_t sw_metadata(aq__fbb *b, const char *m)
     return vec;
 }
 
-static size_t sw_type(aq__fbb *b, const aq__ipc_field *f, uint8_t *tag)
+/* The Type union tag of a kind. */
+static uint8_t sw_tag(aq__ipc_kind kind)
 {
-    aq__fbf one;
-    switch (f->kind) {
-    case AQ__K_NULL: *tag = AQ__FBT_NULL; break;
-    case AQ__K_INT: {
-        *tag = AQ__FBT_INT;
-        aq__fbf fs[2] = {{0, 4, (uint64_t)f->bit_width}, {1, 1, f->is_signed ? 1u : 0u}};
-        return aq__fbb_table(b, fs, 2, NULL);
-    }
+    switch (kind) {
+    case AQ__K_NULL:
+        return AQ__FBT_NULL;
+    case AQ__K_INT:
+        return AQ__FBT_INT;
     case AQ__K_FLOAT:
-        *tag = AQ__FBT_FLOAT;
-        one = (aq__fbf){0, 2, f->bit_width == 16 ? 0u : f->bit_width == 32 ? 1u : 2u};
-        return aq__fbb_table(b, &one, 1, NULL);
-    case AQ__K_BINARY: *tag = AQ__FBT_BINARY; break;
-    case AQ__K_UTF8: *tag = AQ__FBT_UTF8; break;
-    case AQ__K_LARGE_BINARY: *tag = AQ__FBT_LARGE_BINARY; break;
-    case AQ__K_LARGE_UTF8: *tag = AQ__FBT_LARGE_UTF8; break;
-    case AQ__K_BINARY_VIEW: *tag = AQ__FBT_BINARY_VIEW; break;
-    case AQ__K_UTF8_VIEW: *tag = AQ__FBT_UTF8_VIEW; break;
-    case AQ__K_LIST: *tag = AQ__FBT_LIST; break;
-    case AQ__K_LARGE_LIST: *tag = AQ__FBT_LARGE_LIST; break;
-    case AQ__K_STRUCT: *tag = AQ__FBT_STRUCT; break;
+        return AQ__FBT_FLOAT;
+    case AQ__K_BINARY:
+        return AQ__FBT_BINARY;
+    case AQ__K_UTF8:
+        return AQ__FBT_UTF8;
+    case AQ__K_LARGE_BINARY:
+        return AQ__FBT_LARGE_BINARY;
+    case AQ__K_LARGE_UTF8:
+        return AQ__FBT_LARGE_UTF8;
+    case AQ__K_BINARY_VIEW:
+        return AQ__FBT_BINARY_VIEW;
+    case AQ__K_UTF8_VIEW:
+        return AQ__FBT_UTF8_VIEW;
+    case AQ__K_LIST:
+        return AQ__FBT_LIST;
+    case AQ__K_LARGE_LIST:
+        return AQ__FBT_LARGE_LIST;
+    case AQ__K_STRUCT:
+        return AQ__FBT_STRUCT;
     case AQ__K_FIXED_SIZE_LIST:
-        *tag = AQ__FBT_FIXED_SIZE_LIST;
-        one = (aq__fbf){0, 4, (uint32_t)f->list_size};
-        return aq__fbb_table(b, &one, 1, NULL);
+        return AQ__FBT_FIXED_SIZE_LIST;
     }
-    return aq__fbb_table(b, NULL, 0, NULL);
+    return 0;
+}
+
+/* The type table: parameters for Int, FloatingPoint and FixedSizeList, empty otherwise (it
+ * must still be present). */
+static size_t sw_type(aq__fbb *b, const aq__ipc_field *f)
+{
+    aq__fbf fs[2];
+    switch (f->kind) {
+    case AQ__K_INT:
+        fs[0] = (aq__fbf){0, 4, (uint64_t)f->bit_width};
+        fs[1] = (aq__fbf){1, 1, f->is_signed ? 1u : 0u};
+        return aq__fbb_table(b, fs, 2, NULL);
+    case AQ__K_FLOAT:
+        fs[0] = (aq__fbf){0, 2, f->bit_width == 16 ? 0u : f->bit_width == 32 ? 1u : 2u};
+        return aq__fbb_table(b, fs, 1, NULL);
+    case AQ__K_FIXED_SIZE_LIST:
+        fs[0] = (aq__fbf){0, 4, (uint32_t)f->list_size};
+        return aq__fbb_table(b, fs, 1, NULL);
+    default:
+        return aq__fbb_table(b, NULL, 0, NULL);
+    }
 }
 
 static size_t sw_field(aq__fbb *b, const aq__ipc_field *f)
 {
-    uint8_t tag = 0;
-    /* The tag is known before the table is written; compute it without writing. */
-    switch (f->kind) {
-    case AQ__K_NULL: tag = AQ__FBT_NULL; break;
-    case AQ__K_INT: tag = AQ__FBT_INT; break;
-    case AQ__K_FLOAT: tag = AQ__FBT_FLOAT; break;
-    case AQ__K_BINARY: tag = AQ__FBT_BINARY; break;
-    case AQ__K_UTF8: tag = AQ__FBT_UTF8; break;
-    case AQ__K_LARGE_BINARY: tag = AQ__FBT_LARGE_BINARY; break;
-    case AQ__K_LARGE_UTF8: tag = AQ__FBT_LARGE_UTF8; break;
-    case AQ__K_BINARY_VIEW: tag = AQ__FBT_BINARY_VIEW; break;
-    case AQ__K_UTF8_VIEW: tag = AQ__FBT_UTF8_VIEW; break;
-    case AQ__K_LIST: tag = AQ__FBT_LIST; break;
-    case AQ__K_LARGE_LIST: tag = AQ__FBT_LARGE_LIST; break;
-    case AQ__K_STRUCT: tag = AQ__FBT_STRUCT; break;
-    case AQ__K_FIXED_SIZE_LIST: tag = AQ__FBT_FIXED_SIZE_LIST; break;
-    }
-    aq__fbf fs[6] = {{F_NAME, 0, 0},     {F_NULLABLE, 1, f->nullable ? 1u : 0u},
-                     {F_TYPE_TYPE, 1, tag}, {F_TYPE, 0, 0},
-                     {F_CHILDREN, 0, 0}, {F_META, 0, 0}};
+    aq__fbf fs[6] = {{F_NAME, 0, 0},
+                     {F_NULLABLE, 1, f->nullable ? 1u : 0u},
+                     {F_TYPE_TYPE, 1, sw_tag(f->kind)},
+                     {F_TYPE, 0, 0},
+                     {F_CHILDREN, 0, 0},
+                     {F_META, 0, 0}};
     size_t n = f->metadata != NULL ? 6 : 5;
     size_t refs[4];
     size_t t = aq__fbb_table(b, fs, n, refs);
     aq__fbb_patch(b, refs[0], aq__fbb_string(b, f->name, strlen(f->name)));
-    uint8_t written_tag;
-    aq__fbb_patch(b, refs[1], sw_type(b, f, &written_tag));
+    aq__fbb_patch(b, refs[1], sw_type(b, f));
+    /* Arrow C++ requires the children vector, even empty. */
     size_t first;
     aq__fbb_patch(b, refs[2], aq__fbb_vector(b, f->n_children, 4, 4, NULL, &first));
     for (size_t i = 0; i < f->n_children; i++) {

@@ -234,16 +234,25 @@ static aq_status wb_field(wbatch *b, const aq__ipc_field *f, const struct ArrowA
 {
     int64_t expect = 2;
     switch (f->kind) {
-    case AQ__K_NULL: expect = 0; break;
+    case AQ__K_NULL:
+        expect = 0;
+        break;
     case AQ__K_BINARY:
     case AQ__K_UTF8:
     case AQ__K_LARGE_BINARY:
-    case AQ__K_LARGE_UTF8: expect = 3; break;
+    case AQ__K_LARGE_UTF8:
+        expect = 3;
+        break;
     case AQ__K_FIXED_SIZE_LIST:
-    case AQ__K_STRUCT: expect = 1; break;
+    case AQ__K_STRUCT:
+        expect = 1;
+        break;
     case AQ__K_BINARY_VIEW:
-    case AQ__K_UTF8_VIEW: expect = -1; break;
-    default: break;
+    case AQ__K_UTF8_VIEW:
+        expect = -1;
+        break;
+    default:
+        break;
     }
     aq_status st = wb_check(b, f, a, start, n, expect, depth);
     if (st != AQ_OK) {
@@ -305,8 +314,7 @@ static aq_status wb_field(wbatch *b, const aq__ipc_field *f, const struct ArrowA
     case AQ__K_STRUCT:
         for (size_t i = 0; i < f->n_children && st == AQ_OK; i++) {
             const struct ArrowArray *c = a->children[i];
-            st = wb_field(b, &f->children[i], c, (c ? (size_t)c->offset : 0) + start, n,
-                          depth + 1);
+            st = wb_field(b, &f->children[i], c, (c ? (size_t)c->offset : 0) + start, n, depth + 1);
         }
         return st;
     case AQ__K_BINARY_VIEW:
@@ -362,8 +370,7 @@ static aq_status w_write(aq_ipc_writer *w, const void *p, size_t n, aq_error *er
             if (errno == EINTR) {
                 continue;
             }
-            return aq__error_set(err, AQ_IO, "%s: write failed: %s", w->tmp_path,
-                                 strerror(errno));
+            return aq__error_set(err, AQ_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
         }
         c += r;
         n -= (size_t)r;
@@ -380,7 +387,7 @@ static aq_status w_pad(aq_ipc_writer *w, size_t align, aq_error *err)
 }
 
 /* Writes one message: the continuation marker, the metadata length, the flatbuffer padded so
- * that the body starts 64-byte aligned, then the body. Returns the metadata length. */
+ * that the body starts 64-byte aligned, then the body; fills *block (may be NULL). */
 static aq_status w_message(aq_ipc_writer *w, const aq__fbb *fb, const wbuf *bufs, size_t n_bufs,
                            const size_t *buf_offsets, size_t body_len, ipc_wblock *block,
                            aq_error *err)
@@ -402,7 +409,7 @@ static aq_status w_message(aq_ipc_writer *w, const aq__fbb *fb, const wbuf *bufs
     if (st == AQ_OK) {
         st = w_pad(w, IPC_ALIGN, err);
     }
-    size_t body = w->pos;
+    const size_t body = w->pos;
     for (size_t i = 0; i < n_bufs && st == AQ_OK; i++) {
         static const uint8_t zeros[IPC_ALIGN];
         size_t gap = body + buf_offsets[i] - w->pos;
@@ -419,7 +426,6 @@ static aq_status w_message(aq_ipc_writer *w, const aq__fbb *fb, const wbuf *bufs
     }
     if (st == AQ_OK && block != NULL) {
         *block = (ipc_wblock){(int64_t)start, (int32_t)meta, (int64_t)body_len};
-        (void)body;
     }
     return st;
 }
@@ -451,8 +457,8 @@ static aq_status w_compress(wbatch *b, aq_error *err)
             return wb_oom(b);
         }
         size_t n;
-        aq_status st = aq__ipc_compress(codec, b->w->opts.compression_level, x->p, x->len, dst,
-                                        cap, &n, err);
+        aq_status st =
+            aq__ipc_compress(codec, b->w->opts.compression_level, x->p, x->len, dst, cap, &n, err);
         if (st != AQ_OK) {
             return st;
         }
@@ -516,8 +522,7 @@ static aq_status w_batch(aq_ipc_writer *w, wbatch *b, int64_t length, aq_error *
         aq__fbb_patch(&fb, refs[r++], aq__fbb_table(&fb, &c, 1, NULL));
     }
     if (b->n_variadic > 0) {
-        aq__fbb_patch(&fb, refs[r],
-                      aq__fbb_vector(&fb, b->n_variadic, 8, 8, b->variadic, NULL));
+        aq__fbb_patch(&fb, refs[r], aq__fbb_vector(&fb, b->n_variadic, 8, 8, b->variadic, NULL));
     }
     if (!wb_grow((void **)&w->blocks, &w->cap_blocks, w->n_blocks, sizeof *w->blocks)) {
         st = wb_oom(b);
@@ -561,8 +566,7 @@ void aq_ipc_writer_free(aq_ipc_writer *w)
 }
 
 aq_status aq_ipc_writer_open(const char *path, const struct ArrowSchema *schema,
-                             const aq_ipc_write_options *opts, aq_ipc_writer **out,
-                             aq_error *err)
+                             const aq_ipc_write_options *opts, aq_ipc_writer **out, aq_error *err)
 {
     if (path == NULL || schema == NULL || out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_ipc_writer_open: NULL argument");
@@ -741,8 +745,8 @@ aq_status aq_ipc_writer_close(aq_ipc_writer *w, aq_error *err)
         }
     }
     if (st == AQ_OK && rename(w->tmp_path, w->path) != 0) {
-        st = aq__error_set(err, AQ_IO, "%s: cannot rename %s into place: %s", w->path,
-                           w->tmp_path, strerror(errno));
+        st = aq__error_set(err, AQ_IO, "%s: cannot rename %s into place: %s", w->path, w->tmp_path,
+                           strerror(errno));
     }
     if (st != AQ_OK) {
         w_discard(w);
@@ -778,8 +782,8 @@ aq_status aq_ipc_write_stream(const char *path, struct ArrowArrayStream *stream,
     int rc = stream->get_schema(stream, &schema);
     if (rc != 0) {
         const char *m = stream->get_last_error ? stream->get_last_error(stream) : NULL;
-        st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream has no schema: %s",
-                           path, m ? m : strerror(rc));
+        st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream has no schema: %s", path,
+                           m ? m : strerror(rc));
         goto done;
     }
     st = aq_ipc_writer_open(path, &schema, opts, &w, err);
@@ -787,8 +791,8 @@ aq_status aq_ipc_write_stream(const char *path, struct ArrowArrayStream *stream,
         rc = stream->get_next(stream, &batch);
         if (rc != 0) {
             const char *m = stream->get_last_error ? stream->get_last_error(stream) : NULL;
-            st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream failed: %s",
-                               path, m ? m : strerror(rc));
+            st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream failed: %s", path,
+                               m ? m : strerror(rc));
             break;
         }
         if (batch.release == NULL) {

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from conftest import result_table  # noqa: E402
+from ipc_ctypes import result_table  # noqa: E402
 
 FBS = pathlib.Path(__file__).resolve().parents[2] / "data" / "arrow-format"
 FLATC = shutil.which("flatc")

@@ -12,7 +12,7 @@ import pyarrow.ipc as paipc
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from conftest import IpcError, result_table, weights_table  # noqa: E402
+from ipc_ctypes import IpcError, result_table, weights_table  # noqa: E402
 
 FORMATS = ["stream", "file"]
 CODECS = [None, "lz4", "zstd"]
@@ -260,3 +260,24 @@ def test_sliced_arrays_of_every_type(ipc, tmp_path, codec):
         for b in got.to_batches():
             b.validate(full=True)
         assert ipc.read(path).equals(sliced)
+
+
+@pytest.mark.parametrize("codec", [None, "zstd"])
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_truncated_pyarrow_files_are_clear_errors(ipc, fmt, codec):
+    """Every prefix of a file pyarrow wrote (so: every message boundary too) is an error that
+    says where, never a crash or a silently shorter table."""
+    table = result_table(n_batches=3, rows=2)
+    sink = pa.BufferOutputStream()
+    new = paipc.new_file if fmt == "file" else paipc.new_stream
+    with new(sink, table.schema, options=paipc.IpcWriteOptions(compression=codec)) as w:
+        for b in table.to_batches():
+            w.write_batch(b)
+    data = sink.getvalue().to_pybytes()
+    assert_same(ipc.read_memory(data), table)
+    for cut in range(len(data)):
+        # at open (IpcError), or from the ArrowArrayStream's get_next, which pyarrow raises
+        # with our get_last_error text
+        with pytest.raises((IpcError, pa.ArrowInvalid)) as e:
+            ipc.read_memory(data[:cut])
+        assert "<memory>: " in str(e.value)
