@@ -775,6 +775,13 @@ AQ_API AQ_MUST_CHECK aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char 
                                                         aq_st_dtype out_dtype,
                                                         const volatile int *cancel,
                                                         aq_error *err);
+/* Writes a model file made from a diffusers pipeline folder back as one safetensors file per
+ * component, under the component file names it came from (out_dir/unet/
+ * diffusion_pytorch_model.safetensors, ...), names without the component prefix. out_dir must
+ * exist. On failure the files and folders this call created are removed. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_path,
+                                                   const char *out_dir, aq_st_dtype out_dtype,
+                                                   const volatile int *cancel, aq_error *err);
 
 #ifdef __cplusplus
 }

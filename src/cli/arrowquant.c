@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,7 +73,7 @@ static int cli_usage(void)
           "  arrowquant quantize SRC -o OUT.arrow [--bits 2|4|8] [--group-size N]\n"
           "        [--scheme affine] [--keep GLOB]... [--min-elements N] [--threads N]\n"
           "        [--compression zstd|lz4|none] [--json] [--quiet]\n"
-          "  arrowquant dequantize IN.arrow -o OUT.safetensors [--dtype f16|bf16|f32]\n"
+          "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
           "  arrowquant inspect FILE [--json]\n"
           "  arrowquant compare A B [--json]\n"
           "  arrowquant report IN.arrow -o report.html\n"
@@ -358,7 +359,12 @@ static int cmd_dequantize(int argc, char **argv)
     aq_ctx *ctx;
     aq_status st = aq_ctx_create(&ctx, &err);
     if (st == AQ_OK) {
-        st = aq_qmodel_to_safetensors(ctx, in, out, dtype, &cli_cancel, &err);
+        struct stat sb;
+        size_t ol = strlen(out);
+        bool folder =
+            (stat(out, &sb) == 0 && S_ISDIR(sb.st_mode)) || (ol > 0 && out[ol - 1] == '/');
+        st = folder ? aq_qmodel_to_folder(ctx, in, out, dtype, &cli_cancel, &err)
+                    : aq_qmodel_to_safetensors(ctx, in, out, dtype, &cli_cancel, &err);
         aq_ctx_free(ctx);
     }
     return st == AQ_OK ? 0 : cli_status(st, &err);

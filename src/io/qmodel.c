@@ -9,10 +9,12 @@
 #include "io_internal.h"
 #include "quant_internal.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static const char *const qm_colnames[12] = {
@@ -557,17 +559,23 @@ static aq_st_dtype qs_dtype(const aq_qmodel_row *row, aq_st_dtype want)
     return def;
 }
 
-aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char *out_path,
-                                   aq_st_dtype out_dtype, const volatile int *cancel, aq_error *err)
+/* The row's name without "prefix/", or NULL if it does not start with it. An empty prefix
+ * takes every row. */
+static const char *qs_match(const char *name, const char *prefix)
 {
-    if (ctx == NULL || in_path == NULL || out_path == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_qmodel_to_safetensors: NULL argument");
+    size_t n = strlen(prefix);
+    if (n == 0) {
+        return name;
     }
-    if (out_dtype != AQ_ST_UNKNOWN && !qm_is_float_out(out_dtype)) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             "output dtype must be F32, F16 or BF16, got %s",
-                             aq_st_dtype_name(out_dtype));
-    }
+    return strncmp(name, prefix, n) == 0 && name[n] == '/' ? name + n + 1 : NULL;
+}
+
+/* Writes the rows of in_path whose names start with "prefix/" (all rows for "") to out_path,
+ * names stripped of the prefix. */
+static aq_status qs_write(aq_ctx *ctx, const char *in_path, const char *out_path,
+                          aq_st_dtype out_dtype, const volatile int *cancel, const char *prefix,
+                          aq_error *err)
+{
     aq_status st = AQ_OK;
     aq_qmodel *qm = NULL;
     qs_spec *specs = NULL;
@@ -590,6 +598,10 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
         if (row == NULL) {
             break;
         }
+        const char *rname = qs_match(row->name, prefix);
+        if (rname == NULL) {
+            continue;
+        }
         if (n == cap) {
             cap = cap * 2 + 64;
             qs_spec *s2 = realloc(specs, cap * sizeof *s2);
@@ -609,7 +621,7 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
         memset(s, 0, sizeof *s);
         n++;
         aq_st_dtype d = qs_dtype(row, out_dtype);
-        s->name = aq__io_strdup(row->name);
+        s->name = aq__io_strdup(rname);
         s->dtype_name = aq__io_strdup(d == AQ_ST_UNKNOWN ? row->source_dtype : aq_st_dtype_name(d));
         if (s->name == NULL || s->dtype_name == NULL) {
             st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
@@ -664,7 +676,11 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
     }
     for (size_t i = 0;; i++) {
         const aq_qmodel_row *row;
-        if ((st = aq_qmodel_next(qm, &row, err)) != AQ_OK) {
+        const char *rname = NULL;
+        while ((st = aq_qmodel_next(qm, &row, err)) == AQ_OK && row != NULL &&
+               (rname = qs_match(row->name, prefix)) == NULL) {
+        }
+        if (st != AQ_OK) {
             goto done;
         }
         if (row == NULL) {
@@ -674,7 +690,7 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
             st = aq__error_set(err, AQ_CANCELLED, "cancelled");
             goto done;
         }
-        if (i >= n || strcmp(row->name, specs[i].name) != 0) {
+        if (i >= n || strcmp(rname, specs[i].name) != 0) {
             st = aq__error_set(err, AQ_INVALID_DATA, "%s: the file changed while being read",
                                in_path);
             goto done;
@@ -733,6 +749,127 @@ done:
     free(mk);
     free(mv);
     json_decref(meta);
+    aq_qmodel_free(qm);
+    return st;
+}
+
+static aq_status qs_check_args(aq_ctx *ctx, const char *in_path, const char *out_path,
+                               aq_st_dtype out_dtype, aq_error *err)
+{
+    if (ctx == NULL || in_path == NULL || out_path == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "dequantize: NULL argument");
+    }
+    if (out_dtype != AQ_ST_UNKNOWN && !qm_is_float_out(out_dtype)) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "output dtype must be F32, F16 or BF16, got %s",
+                             aq_st_dtype_name(out_dtype));
+    }
+    return AQ_OK;
+}
+
+aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char *out_path,
+                                   aq_st_dtype out_dtype, const volatile int *cancel, aq_error *err)
+{
+    aq_status st = qs_check_args(ctx, in_path, out_path, out_dtype, err);
+    return st != AQ_OK ? st : qs_write(ctx, in_path, out_path, out_dtype, cancel, "", err);
+}
+
+aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_path, const char *out_dir,
+                              aq_st_dtype out_dtype, const volatile int *cancel, aq_error *err)
+{
+    aq_status st = qs_check_args(ctx, in_path, out_dir, out_dtype, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    aq_qmodel *qm = NULL;
+    json_t *comps = NULL;
+    char **written = NULL;
+    char **made = NULL;
+    size_t n_written = 0, n_made = 0;
+    if ((st = aq_qmodel_open(in_path, &qm, err)) != AQ_OK) {
+        return st;
+    }
+    const char *cj = aq_qmodel_metadata(qm, "arrowquant.components");
+    json_error_t jerr;
+    comps = cj != NULL ? json_loads(cj, 0, &jerr) : NULL;
+    if (!json_is_object(comps) || json_object_size(comps) == 0) {
+        st = aq__error_set(err, AQ_INVALID_ARGUMENT,
+                           "%s: not a diffusers pipeline (no components): write a single "
+                           ".safetensors file instead",
+                           in_path);
+        goto done;
+    }
+    struct stat sb;
+    if (stat(out_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        st = aq__error_set(err, AQ_IO, "%s: output folder does not exist", out_dir);
+        goto done;
+    }
+    size_t nc = json_object_size(comps);
+    written = calloc(nc, sizeof *written);
+    made = calloc(nc, sizeof *made);
+    if (written == NULL || made == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    const char *name;
+    json_t *fv;
+    json_object_foreach(comps, name, fv)
+    {
+        const char *file = json_string_value(fv);
+        size_t nl = strlen(name);
+        /* "name/file.safetensors": one folder level, nothing that climbs out of out_dir. */
+        if (file == NULL || nl == 0 || name[0] == '.' || strchr(name, '/') != NULL ||
+            strncmp(file, name, nl) != 0 || file[nl] != '/' || file[nl + 1] == '.' ||
+            file[nl + 1] == '\0' || strchr(file + nl + 1, '/') != NULL) {
+            st = aq__error_set(err, AQ_INVALID_DATA, "%s: bad component entry '%s'", in_path, name);
+            goto done;
+        }
+        char *sub = malloc(strlen(out_dir) + nl + 2);
+        char *path = malloc(strlen(out_dir) + strlen(file) + 2);
+        if (sub == NULL || path == NULL) {
+            free(sub);
+            free(path);
+            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+            goto done;
+        }
+        sprintf(sub, "%s/%s", out_dir, name);
+        sprintf(path, "%s/%s", out_dir, file);
+        if (mkdir(sub, 0755) == 0) {
+            made[n_made++] = sub;
+        } else if (errno == EEXIST && stat(sub, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+            free(sub);
+        } else {
+            st = aq__error_set(err, AQ_IO, "%s: cannot create folder: %s", sub, strerror(errno));
+            free(sub);
+            free(path);
+            goto done;
+        }
+        st = qs_write(ctx, in_path, path, out_dtype, cancel, name, err);
+        if (st != AQ_OK) {
+            free(path);
+            goto done;
+        }
+        written[n_written++] = path;
+    }
+done:
+    if (st != AQ_OK) {
+        /* Nothing of a failed run stays behind. */
+        for (size_t i = 0; i < n_written; i++) {
+            unlink(written[i]);
+        }
+        for (size_t i = 0; i < n_made; i++) {
+            rmdir(made[i]);
+        }
+    }
+    for (size_t i = 0; i < n_written; i++) {
+        free(written[i]);
+    }
+    for (size_t i = 0; i < n_made; i++) {
+        free(made[i]);
+    }
+    free(written);
+    free(made);
+    json_decref(comps);
     aq_qmodel_free(qm);
     return st;
 }

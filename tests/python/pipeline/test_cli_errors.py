@@ -167,3 +167,24 @@ def test_non_finite_weights(aq, tmp_path):
     aq.fails("quantize", src, "-o", tmp_path / "m.arrow",
              expect="Layer 'blocks.0.weight' contains NaN or Inf at index 1553",
              leaves_nothing_in=tmp_path)
+
+
+def test_folder_output_cleaned_on_failure(aq, tmp_path):
+    """Dequantizing a pipeline into a folder: when the second component fails (file size
+    limit), the first component's file and the folders made for it are removed too."""
+    rng = np.random.default_rng(9)
+    root = tmp_path / "pipe"
+    for comp, rows in (("a_small", 4), ("b_large", 512)):
+        (root / comp).mkdir(parents=True)
+        save_file({"w": rng.standard_normal((rows, 128)).astype(np.float32)},
+                  str(root / comp / "diffusion_pytorch_model.safetensors"))
+    (root / "model_index.json").write_text(json.dumps(
+        {"a_small": ["diffusers", "X"], "b_large": ["diffusers", "Y"]}))
+    q = tmp_path / "p.arrow"
+    aq("quantize", root, "-o", q, "--keep", "*", "--quiet")
+    out = tmp_path / "out"
+    out.mkdir()
+    aq.fails("dequantize", q, "-o", out, expect="File too large", leaves_nothing_in=out,
+             preexec_fn=_limit_fsize(100000))
+    aq("dequantize", q, "-o", out)
+    assert (out / "b_large" / "diffusion_pytorch_model.safetensors").stat().st_size > 200000

@@ -83,3 +83,44 @@ def test_pipeline_folder_with_fp16_variant(aq, tmp_path):
     assert comps == {"unet": "unet/diffusion_pytorch_model.fp16.safetensors",
                      "vae": "vae/diffusion_pytorch_model.safetensors"}
     assert set(t.column("source_dtype").to_pylist()) == {"F16", "F32"}
+
+
+def test_pipeline_folder_back_to_diffusers(aq, tmp_path):
+    """Quantize a pipeline folder, dequantize it into a folder of the same layout, and load
+    each component back with diffusers."""
+    root = tmp_path / "pipe"
+    unet = _unet(3)
+    unet.save_pretrained(root / "unet")
+    torch.manual_seed(4)
+    vae = diffusers.AutoencoderKL(block_out_channels=(32, 64), latent_channels=4,
+                                  down_block_types=("DownEncoderBlock2D",) * 2,
+                                  up_block_types=("UpDecoderBlock2D",) * 2,
+                                  norm_num_groups=8).eval()
+    vae.save_pretrained(root / "vae")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "Pipeline", "unet": ["diffusers", "UNet2DModel"],
+        "vae": ["diffusers", "AutoencoderKL"]}))
+    q = tmp_path / "pipe.arrow"
+    aq("quantize", root, "-o", q, "--bits", "8", "--min-elements", 1024, "--quiet")
+    out = tmp_path / "out"
+    out.mkdir()
+    aq("dequantize", q, "-o", out)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.safetensors")) == [
+        "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"]
+    for comp in ("unet", "vae"):
+        shutil.copy(root / comp / "config.json", out / comp / "config.json")
+    unet2 = diffusers.UNet2DModel.from_pretrained(out / "unet").eval()
+    vae2 = diffusers.AutoencoderKL.from_pretrained(out / "vae").eval()
+    a, b = _forward(unet), _forward(unet2)
+    assert torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ya = vae(x).sample
+        yb = vae2(x).sample
+    assert torch.nn.functional.cosine_similarity(ya.flatten(), yb.flatten(), dim=0) > 0.999
+    # Not a pipeline: a folder output is refused, and nothing is written.
+    single = tmp_path / "single.arrow"
+    aq("quantize", root / "unet", "-o", single, "--quiet")
+    before = sorted(out.rglob("*"))
+    aq.fails("dequantize", single, "-o", out, expect="not a diffusers pipeline")
+    assert sorted(out.rglob("*")) == before
