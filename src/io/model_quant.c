@@ -688,6 +688,11 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
             s.large = true;
         }
     }
+    /* Tests force the large_binary layout, which real data only needs past 2 GiB a tensor. */
+    const char *force = getenv("AQ_MODEL_LARGE_BINARY");
+    if (force != NULL && strcmp(force, "1") == 0) {
+        s.large = true;
+    }
     aq_ipc_write_options wo;
     memset(&wo, 0, sizeof wo);
     wo.format = AQ_IPC_FORMAT_FILE;

@@ -241,4 +241,47 @@ TEST(keep_rules)
     clean();
 }
 
-AQ_TEST_MAIN(AQ_CASE(quantize_read_restore), AQ_CASE(cancel_leaves_nothing), AQ_CASE(keep_rules))
+TEST(large_binary_layout)
+{
+    /* quantized_data as large_binary (used when a tensor's data passes 2 GiB), forced. */
+    aq_error err;
+    make_dir();
+    char src[300], arrow[300], back[300];
+    snprintf(src, sizeof src, "%s/src.safetensors", dir);
+    snprintf(arrow, sizeof arrow, "%s/m.arrow", dir);
+    snprintf(back, sizeof back, "%s/back.safetensors", dir);
+    CHECK_OK(write_source(src, &err));
+    aq_ctx *ctx;
+    CHECK_OK(aq_ctx_create(&ctx, &err));
+    aq_model *m;
+    CHECK_OK(aq_model_open(src, &m, &err));
+    setenv("AQ_MODEL_LARGE_BINARY", "1", 1);
+    aq_model_quantize_options o;
+    memset(&o, 0, sizeof o);
+    o.min_elements = 100;
+    aq_status st = aq_model_quantize(ctx, m, arrow, &o, NULL, &err);
+    unsetenv("AQ_MODEL_LARGE_BINARY");
+    CHECK_OK(st);
+    aq_ipc_reader *r;
+    struct ArrowSchema sc;
+    CHECK_OK(aq_ipc_reader_open(arrow, &r, &err));
+    CHECK_OK(aq_ipc_reader_schema(r, &sc, &err));
+    CHECK(strcmp(sc.children[1]->format, "Z") == 0);
+    sc.release(&sc);
+    aq_ipc_reader_free(r);
+    CHECK_OK(aq_qmodel_to_safetensors(ctx, arrow, back, AQ_ST_F32, NULL, &err));
+    aq_model *b;
+    CHECK_OK(aq_model_open(back, &b, &err));
+    CHECK(aq_model_count(b) == N_T);
+    float x, y;
+    memcpy(&x, (const char *)aq_model_tensor(m, 1)->data + 400, 4);
+    memcpy(&y, (const char *)aq_model_tensor(b, 1)->data + 400, 4);
+    CHECK(fabsf(x - y) < 0.5f);
+    aq_model_free(b);
+    aq_model_free(m);
+    aq_ctx_free(ctx);
+    clean();
+}
+
+AQ_TEST_MAIN(AQ_CASE(quantize_read_restore), AQ_CASE(large_binary_layout),
+             AQ_CASE(cancel_leaves_nothing), AQ_CASE(keep_rules))
