@@ -666,10 +666,10 @@ TEST(dequantize_row_schemes)
     tb_node b = tb_struct("", cols, 6, 2);
     const char *keys[3] = {"arrowquant.format_version", "arrowquant.packing",
                            "arrowquant.row_schemes"};
-    const char *vals[3] = {
-        "1", "lsb-first",
+    static const char row_schemes[] =
         "[{\"scheme\": \"affine\", \"group_size\": 8},\n"
-        " {\"group_size\": 32, \"note\": \"fallback\", \"scheme\": \"affine\"}]"};
+        " {\"group_size\": 32, \"note\": \"fallback\", \"scheme\": \"affine\"}]";
+    const char *vals[3] = {"1", "lsb-first", row_schemes};
     tb_set_metadata(b, keys, vals, 3);
     struct ArrowSchema ds;
     struct ArrowArray da;
