@@ -433,7 +433,7 @@ int cli_compare(int argc, char **argv)
     memset(&b, 0, sizeof b);
     int rc = 0;
     size_t n = 0, missing = 0, mismatched = 0, n_float = 0, n_finite = 0;
-    double sum_sqnr = 0.0, sum_cos = 0.0, min_sqnr = INFINITY;
+    double sum_sqnr = 0.0, sum_cos = 0.0, min_sqnr = (double)INFINITY;
     if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK || (st = cmp_open(pa, &a, &err)) != AQ_OK ||
         (st = cmp_open(pb, &b, &err)) != AQ_OK) {
         rc = cli_err(st, &err);
