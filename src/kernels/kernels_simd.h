@@ -1,0 +1,291 @@
+/*
+ * The affine kernels written once over a small vector vocabulary. Each SIMD translation unit
+ * (kernels_avx2.c, kernels_avx512.c, kernels_neon.c) defines the primitives listed below for its
+ * instruction set, then includes this file, which defines the kernels and the const table
+ * SIMD_TABLE_NAME. Nothing here is compiled on its own.
+ *
+ * Primitives (static inline, SIMD_VL lanes of float32):
+ *   simd_v                     the float vector type
+ *   simd_v simd_load(src, dtype, i)            elements i .. i+VL-1 as float32
+ *   simd_v simd_load_part(src, dtype, i, cnt)  elements i .. i+cnt-1 (0 < cnt < VL); the other
+ *                                              lanes hold a copy of element i
+ *   simd_v simd_set1(float), simd_min, simd_max, simd_zero(void)
+ *   simd_v simd_bad_acc(acc, x)   accumulates x * 0 bitwise: NaN bits iff x is not finite
+ *   bool simd_bad_any(acc)        true when some lane has all exponent bits set
+ *   void simd_store(float *dst, simd_v)        VL floats (dst aligned to the vector size)
+ *   void simd_reduce(pmin, pmax, count, lo, hi)  per group k < count, lane-wise min/max of the
+ *                                              VL partials at pmin + k*VL, pmax + k*VL
+ *   void simd_codes(uint8_t *dst, x, lo, inv, qmax)  VL codes cvt(min((x-lo)*inv, qmax)), one
+ *                                              byte each (dst has room for VL bytes)
+ *   size_t simd_pack(codes, nbytes, bits, out)  packs codes into the first bytes of out and
+ *                                              returns how many it wrote (a multiple of its
+ *                                              block, at most nbytes); the rest is done here
+ *   size_t simd_unpack(packed, nbytes, bits, codes)  the inverse; returns bytes consumed
+ *   void simd_dequant(codes, zp, scale, out_dtype, dst, i, cnt)  cnt <= VL codes (VL readable)
+ *                                              to ((float)q - zp) * scale, stored at dst[i..]
+ *
+ * Bit-exactness with kernels_ref.c (docs/format.md): min/max are exact whatever the order (a
+ * signed zero is normalised by + 0.0f afterwards); per element the work is the same float32
+ * subtraction and multiplication; rounding min(u, qmax) to nearest-even equals rounding u and
+ * clamping, since qmax is an integer and u >= 0 for finite inputs; the per-group parameters
+ * are aq__affine_params itself.
+ */
+#ifndef SIMD_TABLE_NAME
+#    error "define the primitives and SIMD_TABLE_NAME before including kernels_simd.h"
+#endif
+
+#include <math.h>
+
+#if defined(__GNUC__)
+#    define SIMD_INLINE static inline __attribute__((always_inline))
+#    define SIMD_ALIGN __attribute__((aligned(64)))
+#else
+#    define SIMD_INLINE static inline
+#    define SIMD_ALIGN
+#endif
+
+/* Codes staged between the quantize pass and packing (and between unpacking and dequantize):
+ * small enough for L1, large enough that packing runs in long loops. */
+#define SIMD_STAGE 4096
+/* Groups whose min and max are reduced together (one vector of results). */
+#define SIMD_BATCH SIMD_VL
+/* A batch holds at most this many elements (unless a single group is larger), so that the
+ * second pass over the batch reads from L1. */
+#define SIMD_BATCH_ELEMS 2048
+
+static float simd_scalar(const void *src, aq_dtype dtype, size_t i)
+{
+    switch (dtype) {
+    case AQ_DTYPE_F32:
+        return ((const float *)src)[i];
+    case AQ_DTYPE_F16:
+        return aq__f16_to_f32(((const uint16_t *)src)[i]);
+    case AQ_DTYPE_BF16:
+        return aq__bf16_to_f32(((const uint16_t *)src)[i]);
+    case AQ_DTYPE_F64:
+        return (float)((const double *)src)[i];
+    case AQ_DTYPE_COUNT:
+        break;
+    }
+    return NAN;
+}
+
+/* Packs whole bytes of codes (nbytes of output) with the vector routine, then the rest. */
+static void simd_pack_all(const uint8_t *codes, size_t nbytes, unsigned bits, uint8_t *out)
+{
+    size_t done = simd_pack(codes, nbytes, bits, out);
+    const size_t per_byte = 8 / bits;
+    for (size_t b = done; b < nbytes; b++) {
+        unsigned v = 0;
+        for (size_t j = 0; j < per_byte; j++) {
+            v |= (unsigned)codes[b * per_byte + j] << (j * bits);
+        }
+        out[b] = (uint8_t)v;
+    }
+}
+
+static void simd_unpack_all(const uint8_t *packed, size_t nbytes, unsigned bits, uint8_t *codes)
+{
+    size_t done = simd_unpack(packed, nbytes, bits, codes);
+    const size_t per_byte = 8 / bits;
+    const unsigned mask = (1u << bits) - 1u;
+    for (size_t b = done; b < nbytes; b++) {
+        for (size_t j = 0; j < per_byte; j++) {
+            codes[b * per_byte + j] = (uint8_t)((packed[b] >> (j * bits)) & mask);
+        }
+    }
+}
+
+/* The length of the group that starts at column col, cut at the span's end. */
+SIMD_INLINE size_t simd_group_len(const aq__span *s, size_t col, size_t done)
+{
+    size_t len = s->cols - col < s->group_size ? s->cols - col : s->group_size;
+    return len < s->n - done ? len : s->n - done;
+}
+
+SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *s,
+                               uint8_t *packed, float *scales, float *zero_points)
+{
+    const unsigned bits = s->bits;
+    const size_t per_byte = 8 / bits;
+    const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
+    SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
+    SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
+    SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
+    float glo[SIMD_BATCH], ghi[SIMD_BATCH], ginv[SIMD_BATCH];
+    size_t gstart[SIMD_BATCH], glen[SIMD_BATCH];
+    size_t staged = 0;
+    uint8_t *out = packed;
+    size_t col = s->col0;
+    size_t group = 0;
+    simd_v bad = simd_zero();
+
+    for (size_t e = 0; e < s->n;) {
+        /* Collect a batch of consecutive groups. */
+        size_t count = 0, total = 0;
+        while (count < SIMD_BATCH && e < s->n) {
+            size_t len = simd_group_len(s, col, e);
+            if (count > 0 && total + len > SIMD_BATCH_ELEMS) {
+                break;
+            }
+            gstart[count] = e;
+            glen[count] = len;
+            count++;
+            total += len;
+            e += len;
+            col += len;
+            if (col == s->cols) {
+                col = 0;
+            }
+        }
+
+        /* Pass 1: vertical min/max per group, with the non-finite check fused in. */
+        for (size_t k = 0; k < count; k++) {
+            const size_t b = gstart[k], len = glen[k];
+            simd_v x = len >= SIMD_VL ? simd_load(src, dtype, b) : simd_load_part(src, dtype, b, len);
+            simd_v vmin = x, vmax = x;
+            bad = simd_bad_acc(bad, x);
+            size_t i = SIMD_VL;
+            for (; i + SIMD_VL <= len; i += SIMD_VL) {
+                x = simd_load(src, dtype, b + i);
+                vmin = simd_min(vmin, x);
+                vmax = simd_max(vmax, x);
+                bad = simd_bad_acc(bad, x);
+            }
+            if (i < len) {
+                x = simd_load_part(src, dtype, b + i, len - i);
+                vmin = simd_min(vmin, x);
+                vmax = simd_max(vmax, x);
+                bad = simd_bad_acc(bad, x);
+            }
+            simd_store(pmin + k * SIMD_VL, vmin);
+            simd_store(pmax + k * SIMD_VL, vmax);
+        }
+        if (simd_bad_any(bad)) {
+            return false;
+        }
+        simd_reduce(pmin, pmax, count, glo, ghi);
+        for (size_t k = 0; k < count; k++) {
+            aq__affine_params(glo[k], ghi[k], bits, &scales[group + k], &ginv[k],
+                              &zero_points[group + k]);
+            glo[k] = glo[k] + 0.0f;
+        }
+        group += count;
+
+        /* Pass 2: codes into the staging buffer, packed whenever it fills up. */
+        for (size_t k = 0; k < count; k++) {
+            const size_t b = gstart[k], len = glen[k];
+            const simd_v lo = simd_set1(glo[k]), inv = simd_set1(ginv[k]);
+            for (size_t i = 0; i < len; i += SIMD_VL) {
+                if (staged + SIMD_VL > SIMD_STAGE) {
+                    size_t whole = staged / per_byte;
+                    simd_pack_all(codes, whole, bits, out);
+                    out += whole;
+                    size_t rest = staged - whole * per_byte;
+                    memmove(codes, codes + whole * per_byte, rest);
+                    staged = rest;
+                }
+                size_t cnt = len - i < SIMD_VL ? len - i : SIMD_VL;
+                simd_v x = cnt == SIMD_VL ? simd_load(src, dtype, b + i)
+                                          : simd_load_part(src, dtype, b + i, cnt);
+                simd_codes(codes + staged, x, lo, inv, qmax);
+                staged += cnt;
+            }
+        }
+    }
+    /* The last byte is zero-padded. */
+    memset(codes + staged, 0, per_byte);
+    simd_pack_all(codes, (staged + per_byte - 1) / per_byte, bits, out);
+    return true;
+}
+
+SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
+                                 const float *zero_points, const aq__span *s, aq_dtype out_dtype,
+                                 void *dst)
+{
+    const unsigned bits = s->bits;
+    const size_t per_byte = 8 / bits;
+    SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
+    size_t col = s->col0;
+    size_t group = 0;
+    size_t left = simd_group_len(s, col, 0); /* elements left in the current group */
+
+    /* Chunks of SIMD_STAGE codes start on byte boundaries; groups run across chunks. */
+    for (size_t c0 = 0; c0 < s->n; c0 += SIMD_STAGE) {
+        size_t c1 = s->n - c0 < SIMD_STAGE ? s->n : c0 + SIMD_STAGE;
+        size_t byte0 = c0 / per_byte;
+        size_t byte1 = (c1 + per_byte - 1) / per_byte;
+        simd_unpack_all(packed + byte0, byte1 - byte0, bits, codes);
+        for (size_t e = c0; e < c1;) {
+            if (left == 0) {
+                group++;
+                left = simd_group_len(s, col, e);
+            }
+            size_t piece = left < c1 - e ? left : c1 - e;
+            const simd_v zp = simd_set1(zero_points[group]);
+            const simd_v scale = simd_set1(scales[group]);
+            for (size_t i = 0; i < piece; i += SIMD_VL) {
+                size_t cnt = piece - i < SIMD_VL ? piece - i : SIMD_VL;
+                simd_dequant(codes + (e - c0) + i, zp, scale, out_dtype, dst, e + i, cnt);
+            }
+            e += piece;
+            left -= piece;
+            col += piece;
+            if (col == s->cols) {
+                col = 0;
+            }
+        }
+    }
+}
+
+SIMD_INLINE size_t simd_find_nonfinite(const void *src, aq_dtype dtype, size_t n)
+{
+    size_t i = 0;
+    for (; i + SIMD_VL <= n; i += SIMD_VL) {
+        if (simd_bad_any(simd_bad_acc(simd_zero(), simd_load(src, dtype, i)))) {
+            break;
+        }
+    }
+    for (; i < n; i++) {
+        if (!isfinite(simd_scalar(src, dtype, i))) {
+            return i;
+        }
+    }
+    return n;
+}
+
+#define SIMD_ADAPTERS(suffix, dtype)                                                              \
+    static bool simd_quantize_##suffix(const void *src, const aq__span *s, uint8_t *packed,      \
+                                       float *scales, float *zero_points)                         \
+    {                                                                                             \
+        return simd_quantize(src, dtype, s, packed, scales, zero_points);                        \
+    }                                                                                             \
+    static size_t simd_find_nonfinite_##suffix(const void *src, size_t n)                        \
+    {                                                                                             \
+        return simd_find_nonfinite(src, dtype, n);                                               \
+    }
+
+SIMD_ADAPTERS(f32, AQ_DTYPE_F32)
+SIMD_ADAPTERS(f16, AQ_DTYPE_F16)
+SIMD_ADAPTERS(bf16, AQ_DTYPE_BF16)
+SIMD_ADAPTERS(f64, AQ_DTYPE_F64)
+
+#define SIMD_DEQUANT(suffix, dtype)                                                               \
+    static void simd_dequantize_##suffix(const uint8_t *packed, const float *scales,             \
+                                         const float *zero_points, const aq__span *s, void *dst)  \
+    {                                                                                             \
+        simd_dequantize(packed, scales, zero_points, s, dtype, dst);                             \
+    }
+
+SIMD_DEQUANT(f32, AQ_DTYPE_F32)
+SIMD_DEQUANT(f16, AQ_DTYPE_F16)
+SIMD_DEQUANT(bf16, AQ_DTYPE_BF16)
+
+const aq__kernel_table SIMD_TABLE_NAME = {
+    .name = SIMD_NAME,
+    .quantize_affine = {simd_quantize_f32, simd_quantize_f16, simd_quantize_bf16,
+                        simd_quantize_f64},
+    .dequantize_affine = {simd_dequantize_f32, simd_dequantize_f16, simd_dequantize_bf16, NULL},
+    .find_nonfinite = {simd_find_nonfinite_f32, simd_find_nonfinite_f16,
+                       simd_find_nonfinite_bf16, simd_find_nonfinite_f64},
+};
