@@ -225,7 +225,9 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
     }
     __m256i h;
     if (out_dtype == AQ_DTYPE_F16) {
-        h = _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        /* The masked form: GCC's unoptimised macro for the plain one trips -Wsign-conversion. */
+        h = _mm512_maskz_cvtps_ph((__mmask16)0xffff, x,
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     } else {
         /* Round to nearest even on the bits; NaN stays a quiet NaN (as aq__f32_to_bf16). */
         __m512i u = _mm512_castps_si512(x);
