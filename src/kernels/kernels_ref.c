@@ -112,7 +112,7 @@ static void ref_dequantize(const uint8_t *packed, const float *scales, const flo
         }
         for (size_t i = start; i < start + len; i++) {
             size_t bit = i * s->bits;
-            unsigned q = (packed[bit / 8] >> (bit % 8)) & mask;
+            unsigned q = ((unsigned)packed[bit / 8] >> (bit % 8)) & mask;
             float x = ((float)q - zero_points[group]) * scales[group];
             switch (out_dtype) {
             case AQ_DTYPE_F32:

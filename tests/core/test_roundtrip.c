@@ -47,7 +47,7 @@ static void check_roundtrip(const float *x, const tu_result *r, const char *what
     }
     size_t used_bits = l->elements * l->bit_width;
     if (used_bits % 8 != 0) {
-        unsigned pad = r->packed[l->packed_bytes - 1] >> (used_bits % 8);
+        unsigned pad = (unsigned)r->packed[l->packed_bytes - 1] >> (used_bits % 8);
         CHECK_MSG(pad == 0, "%s: padding bits not zero", what);
     }
 }

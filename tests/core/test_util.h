@@ -77,7 +77,7 @@ static inline aq_ctx *tu_ctx(unsigned bits, size_t group_size)
 static inline unsigned tu_code(const uint8_t *packed, size_t k, unsigned bits)
 {
     size_t bit = k * bits;
-    return (packed[bit / 8] >> (bit % 8)) & ((1u << bits) - 1u);
+    return ((unsigned)packed[bit / 8] >> (bit % 8)) & ((1u << bits) - 1u);
 }
 
 #endif /* AQ_TEST_UTIL_H */
