@@ -109,23 +109,59 @@ static inline __m256 avx2_reduce8(const float *p, bool is_min)
     return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
-static inline void simd_reduce(float *pmin, float *pmax, size_t count, float *lo, float *hi)
+/* The per-group arithmetic of aq__affine_params for 8 groups at once, operation for
+ * operation: IEEE division, conversion and negation give the same bits in any lane. */
+#define SIMD_HAVE_PARAMS 1
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
+                               float *scales, float *zero_points, float *glo, float *ginv)
 {
     for (size_t k = count; k < 8; k++) {
         memcpy(pmin + k * 8, pmin, 8 * sizeof(float));
         memcpy(pmax + k * 8, pmax, 8 * sizeof(float));
     }
-    float rlo[8], rhi[8];
-    _mm256_storeu_ps(rlo, avx2_reduce8(pmin, true));
-    _mm256_storeu_ps(rhi, avx2_reduce8(pmax, false));
-    memcpy(lo, rlo, count * sizeof(float));
-    memcpy(hi, rhi, count * sizeof(float));
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 lo = _mm256_add_ps(avx2_reduce8(pmin, true), zero);
+    const __m256 hi = _mm256_add_ps(avx2_reduce8(pmax, false), zero);
+    const __m256 constant = _mm256_cmp_ps(hi, lo, _CMP_EQ_OQ);
+    const __m256d qmax = _mm256_set1_pd((double)((1u << bits) - 1u));
+    const __m256d dlo_a = _mm256_cvtps_pd(_mm256_castps256_ps128(lo));
+    const __m256d dlo_b = _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1));
+    const __m256d dhi_a = _mm256_cvtps_pd(_mm256_castps256_ps128(hi));
+    const __m256d dhi_b = _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1));
+    __m128 s_a = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_sub_pd(dhi_a, dlo_a), qmax));
+    __m128 s_b = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_sub_pd(dhi_b, dlo_b), qmax));
+    /* max(s, FLT_MIN) returns FLT_MIN when s is NaN too, as !(s >= FLT_MIN) does. */
+    __m256 scale = _mm256_insertf128_ps(_mm256_castps128_ps256(s_a), s_b, 1);
+    scale = _mm256_max_ps(scale, _mm256_set1_ps(0x1p-126f));
+    __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), scale);
+    const __m256d neg = _mm256_set1_pd(-0.0);
+    __m128 z_a = _mm256_cvtpd_ps(_mm256_div_pd(
+        _mm256_xor_pd(dlo_a, neg), _mm256_cvtps_pd(_mm256_castps256_ps128(scale))));
+    __m128 z_b = _mm256_cvtpd_ps(_mm256_div_pd(
+        _mm256_xor_pd(dlo_b, neg), _mm256_cvtps_pd(_mm256_extractf128_ps(scale, 1))));
+    __m256 zp = _mm256_insertf128_ps(_mm256_castps128_ps256(z_a), z_b, 1);
+    /* Constant groups: scale 1, inv 0, zero point -lo. */
+    scale = _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), constant);
+    inv = _mm256_blendv_ps(inv, zero, constant);
+    zp = _mm256_blendv_ps(zp, _mm256_xor_ps(lo, _mm256_set1_ps(-0.0f)), constant);
+    float t[4][8];
+    _mm256_storeu_ps(t[0], scale);
+    _mm256_storeu_ps(t[1], zp);
+    _mm256_storeu_ps(t[2], lo);
+    _mm256_storeu_ps(t[3], inv);
+    memcpy(scales, t[0], count * sizeof(float));
+    memcpy(zero_points, t[1], count * sizeof(float));
+    memcpy(glo, t[2], count * sizeof(float));
+    memcpy(ginv, t[3], count * sizeof(float));
 }
 
-static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax)
+static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax,
+                              simd_v *flag)
 {
-    simd_v u = _mm256_min_ps(_mm256_mul_ps(_mm256_sub_ps(x, lo), inv), qmax);
+    /* min(qmax, u), not min(u, qmax): the NaN of a non-finite input must survive. */
+    simd_v u = _mm256_min_ps(qmax, _mm256_mul_ps(_mm256_sub_ps(x, lo), inv));
     __m256i q = _mm256_cvtps_epi32(u);
+    *flag = _mm256_or_ps(*flag, _mm256_castsi256_ps(q));
     /* Byte 0 of each 32-bit lane to the low 4 bytes of each half, then the halves together. */
     const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
                                           -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
@@ -133,6 +169,11 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
     q = _mm256_shuffle_epi8(q, pick);
     q = _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
     _mm_storel_epi64((__m128i *)dst, _mm256_castsi256_si128(q));
+}
+
+static inline bool simd_flag_any(simd_v flag)
+{
+    return _mm256_movemask_ps(flag) != 0;
 }
 
 static size_t simd_pack(const uint8_t *codes, size_t nbytes, unsigned bits, uint8_t *out)

@@ -133,23 +133,60 @@ static inline __m512 avx512_reduce16(const float *p, bool is_min)
     return _mm512_permutexvar_ps(idx, r);
 }
 
-static inline void simd_reduce(float *pmin, float *pmax, size_t count, float *lo, float *hi)
+/* The per-group arithmetic of aq__affine_params for 16 groups at once, operation for
+ * operation: IEEE division, conversion and negation give the same bits in any lane. */
+#define SIMD_HAVE_PARAMS 1
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
+                               float *scales, float *zero_points, float *glo, float *ginv)
 {
     for (size_t k = count; k < 16; k++) {
         memcpy(pmin + k * 16, pmin, 16 * sizeof(float));
         memcpy(pmax + k * 16, pmax, 16 * sizeof(float));
     }
-    float rlo[16], rhi[16];
-    _mm512_storeu_ps(rlo, avx512_reduce16(pmin, true));
-    _mm512_storeu_ps(rhi, avx512_reduce16(pmax, false));
-    memcpy(lo, rlo, count * sizeof(float));
-    memcpy(hi, rhi, count * sizeof(float));
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 lo = _mm512_add_ps(avx512_reduce16(pmin, true), zero);
+    const __m512 hi = _mm512_add_ps(avx512_reduce16(pmax, false), zero);
+    const __mmask16 constant = _mm512_cmp_ps_mask(hi, lo, _CMP_EQ_OQ);
+    const __m512d qmax = _mm512_set1_pd((double)((1u << bits) - 1u));
+    const __m256 lo_a = _mm512_castps512_ps256(lo), lo_b = _mm512_extractf32x8_ps(lo, 1);
+    const __m256 hi_a = _mm512_castps512_ps256(hi), hi_b = _mm512_extractf32x8_ps(hi, 1);
+    const __m512d dlo_a = _mm512_cvtps_pd(lo_a), dlo_b = _mm512_cvtps_pd(lo_b);
+    __m256 s_a = _mm512_cvtpd_ps(_mm512_div_pd(_mm512_sub_pd(_mm512_cvtps_pd(hi_a), dlo_a), qmax));
+    __m256 s_b = _mm512_cvtpd_ps(_mm512_div_pd(_mm512_sub_pd(_mm512_cvtps_pd(hi_b), dlo_b), qmax));
+    /* max(s, FLT_MIN) returns FLT_MIN when s is NaN too, as !(s >= FLT_MIN) does. */
+    __m512 scale = _mm512_insertf32x8(_mm512_castps256_ps512(s_a), s_b, 1);
+    scale = _mm512_max_ps(scale, _mm512_set1_ps(0x1p-126f));
+    __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
+    const __m512d neg = _mm512_set1_pd(-0.0);
+    __m256 z_a = _mm512_cvtpd_ps(_mm512_div_pd(
+        _mm512_xor_pd(dlo_a, neg), _mm512_cvtps_pd(_mm512_castps512_ps256(scale))));
+    __m256 z_b = _mm512_cvtpd_ps(_mm512_div_pd(
+        _mm512_xor_pd(dlo_b, neg), _mm512_cvtps_pd(_mm512_extractf32x8_ps(scale, 1))));
+    __m512 zp = _mm512_insertf32x8(_mm512_castps256_ps512(z_a), z_b, 1);
+    /* Constant groups: scale 1, inv 0, zero point -lo. */
+    scale = _mm512_mask_mov_ps(scale, constant, _mm512_set1_ps(1.0f));
+    inv = _mm512_mask_mov_ps(inv, constant, zero);
+    zp = _mm512_mask_mov_ps(zp, constant, _mm512_xor_ps(lo, _mm512_set1_ps(-0.0f)));
+    const __mmask16 k = (__mmask16)((1u << count) - 1u);
+    _mm512_mask_storeu_ps(scales, k, scale);
+    _mm512_mask_storeu_ps(zero_points, k, zp);
+    _mm512_mask_storeu_ps(glo, k, lo);
+    _mm512_mask_storeu_ps(ginv, k, inv);
 }
 
-static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax)
+static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax,
+                              simd_v *flag)
 {
-    simd_v u = _mm512_min_ps(_mm512_mul_ps(_mm512_sub_ps(x, lo), inv), qmax);
-    _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(u)));
+    /* min(qmax, u), not min(u, qmax): the NaN of a non-finite input must survive. */
+    simd_v u = _mm512_min_ps(qmax, _mm512_mul_ps(_mm512_sub_ps(x, lo), inv));
+    __m512i q = _mm512_cvtps_epi32(u);
+    *flag = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(*flag), q));
+    _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q));
+}
+
+static inline bool simd_flag_any(simd_v flag)
+{
+    return _mm512_movepi32_mask(_mm512_castps_si512(flag)) != 0;
 }
 
 static size_t simd_pack(const uint8_t *codes, size_t nbytes, unsigned bits, uint8_t *out)

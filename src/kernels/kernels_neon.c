@@ -99,13 +99,21 @@ static inline void simd_reduce(float *pmin, float *pmax, size_t count, float *lo
     memcpy(hi, rhi, count * sizeof(float));
 }
 
-static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax)
+/* A NaN converts to 0 on ARM, so the non-finite check stays on the input values here. */
+static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax,
+                              simd_v *flag)
 {
+    *flag = simd_bad_acc(*flag, x);
     simd_v u = vminq_f32(vmulq_f32(vsubq_f32(x, lo), inv), qmax);
     uint16x4_t q16 = vmovn_u32(vcvtnq_u32_f32(u)); /* round to nearest, ties to even */
     uint8x8_t q8 = vmovn_u16(vcombine_u16(q16, q16));
     uint32_t word = vget_lane_u32(vreinterpret_u32_u8(q8), 0);
     memcpy(dst, &word, 4);
+}
+
+static inline bool simd_flag_any(simd_v flag)
+{
+    return simd_bad_any(flag);
 }
 
 static size_t simd_pack(const uint8_t *codes, size_t nbytes, unsigned bits, uint8_t *out)

@@ -13,10 +13,19 @@
  *   simd_v simd_bad_acc(acc, x)   accumulates x * 0 bitwise: NaN bits iff x is not finite
  *   bool simd_bad_any(acc)        true when some lane has all exponent bits set
  *   void simd_store(float *dst, simd_v)        VL floats (dst aligned to the vector size)
- *   void simd_reduce(pmin, pmax, count, lo, hi)  per group k < count, lane-wise min/max of the
- *                                              VL partials at pmin + k*VL, pmax + k*VL
- *   void simd_codes(uint8_t *dst, x, lo, inv, qmax)  VL codes cvt(min((x-lo)*inv, qmax)), one
- *                                              byte each (dst has room for VL bytes)
+ *   void simd_params(pmin, pmax, count, bits, scales, zero_points, lo, inv)  for each group
+ *                                              k < count: min and max over the VL partials at
+ *                                              pmin + k*VL, pmax + k*VL, then exactly
+ *                                              aq__affine_params, lo normalised (+ 0.0f)
+ *   void simd_codes(uint8_t *dst, x, lo, inv, qmax, simd_v *flag)  VL codes
+ *                                              cvt(min((x-lo)*inv, qmax)), one byte each (dst
+ *                                              has room for VL bytes); flags non-finite x
+ *   bool simd_flag_any(flag)       whether simd_codes flagged a non-finite input
+ *
+ * Non-finite inputs are caught in the second pass, for free on x86: a NaN or infinite element
+ * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
+ * min(qmax, u) keeps the NaN, and converting NaN gives the "integer indefinite" 0x80000000,
+ * whose sign bit no valid code has.
  *   size_t simd_pack(codes, nbytes, bits, out)  packs codes into the first bytes of out and
  *                                              returns how many it wrote (a multiple of its
  *                                              block, at most nbytes); the rest is done here
@@ -96,6 +105,21 @@ static void simd_unpack_all(const uint8_t *packed, size_t nbytes, unsigned bits,
     }
 }
 
+#ifndef SIMD_HAVE_PARAMS
+/* Parameters one group at a time, after the instruction set's batched min/max reduction
+ * simd_reduce(pmin, pmax, count, lo, hi). */
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
+                               float *scales, float *zero_points, float *lo, float *inv)
+{
+    float hi[SIMD_BATCH];
+    simd_reduce(pmin, pmax, count, lo, hi);
+    for (size_t k = 0; k < count; k++) {
+        aq__affine_params(lo[k], hi[k], bits, &scales[k], &inv[k], &zero_points[k]);
+        lo[k] = lo[k] + 0.0f;
+    }
+}
+#endif
+
 /* The length of the group that starts at column col, cut at the span's end. */
 SIMD_INLINE size_t simd_group_len(const aq__span *s, size_t col, size_t done)
 {
@@ -112,13 +136,13 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
     SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
     SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
     SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
-    float glo[SIMD_BATCH], ghi[SIMD_BATCH], ginv[SIMD_BATCH];
+    float glo[SIMD_BATCH], ginv[SIMD_BATCH];
     size_t gstart[SIMD_BATCH], glen[SIMD_BATCH];
     size_t staged = 0;
     uint8_t *out = packed;
     size_t col = s->col0;
     size_t group = 0;
-    simd_v bad = simd_zero();
+    simd_v flag = simd_zero();
 
     for (size_t e = 0; e < s->n;) {
         /* Collect a batch of consecutive groups. */
@@ -139,44 +163,33 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
             }
         }
 
-        /* Pass 1: vertical min/max per group, with the non-finite check fused in. */
+        /* Pass 1: vertical min/max per group, then the parameters of the whole batch. */
         for (size_t k = 0; k < count; k++) {
             const size_t b = gstart[k], len = glen[k];
             simd_v x = len >= SIMD_VL ? simd_load(src, dtype, b) : simd_load_part(src, dtype, b, len);
             simd_v vmin = x, vmax = x;
-            bad = simd_bad_acc(bad, x);
             size_t i = SIMD_VL;
             for (; i + SIMD_VL <= len; i += SIMD_VL) {
                 x = simd_load(src, dtype, b + i);
                 vmin = simd_min(vmin, x);
                 vmax = simd_max(vmax, x);
-                bad = simd_bad_acc(bad, x);
             }
             if (i < len) {
                 x = simd_load_part(src, dtype, b + i, len - i);
                 vmin = simd_min(vmin, x);
                 vmax = simd_max(vmax, x);
-                bad = simd_bad_acc(bad, x);
             }
             simd_store(pmin + k * SIMD_VL, vmin);
             simd_store(pmax + k * SIMD_VL, vmax);
         }
-        if (simd_bad_any(bad)) {
-            return false;
-        }
-        simd_reduce(pmin, pmax, count, glo, ghi);
-        for (size_t k = 0; k < count; k++) {
-            aq__affine_params(glo[k], ghi[k], bits, &scales[group + k], &ginv[k],
-                              &zero_points[group + k]);
-            glo[k] = glo[k] + 0.0f;
-        }
+        simd_params(pmin, pmax, count, bits, scales + group, zero_points + group, glo, ginv);
         group += count;
 
         /* Pass 2: codes into the staging buffer, packed whenever it fills up. */
         for (size_t k = 0; k < count; k++) {
             const size_t b = gstart[k], len = glen[k];
             const simd_v lo = simd_set1(glo[k]), inv = simd_set1(ginv[k]);
-            for (size_t i = 0; i < len; i += SIMD_VL) {
+            for (size_t i = 0; i < len;) {
                 if (staged + SIMD_VL > SIMD_STAGE) {
                     size_t whole = staged / per_byte;
                     simd_pack_all(codes, whole, bits, out);
@@ -185,12 +198,24 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
                     memmove(codes, codes + whole * per_byte, rest);
                     staged = rest;
                 }
-                size_t cnt = len - i < SIMD_VL ? len - i : SIMD_VL;
-                simd_v x = cnt == SIMD_VL ? simd_load(src, dtype, b + i)
-                                          : simd_load_part(src, dtype, b + i, cnt);
-                simd_codes(codes + staged, x, lo, inv, qmax);
-                staged += cnt;
+                /* As many whole vectors as the staging buffer takes, then the tail. */
+                size_t room = (SIMD_STAGE - staged) / SIMD_VL * SIMD_VL;
+                size_t end = len - i <= room ? len : i + room;
+                for (; i + SIMD_VL <= end; i += SIMD_VL) {
+                    simd_codes(codes + staged, simd_load(src, dtype, b + i), lo, inv, qmax,
+                               &flag);
+                    staged += SIMD_VL;
+                }
+                if (i < end) {
+                    simd_codes(codes + staged, simd_load_part(src, dtype, b + i, end - i), lo,
+                               inv, qmax, &flag);
+                    staged += end - i;
+                    i = end;
+                }
             }
+        }
+        if (simd_flag_any(flag)) {
+            return false;
         }
     }
     /* The last byte is zero-padded. */
