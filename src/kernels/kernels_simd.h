@@ -132,6 +132,7 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
 {
     const unsigned bits = s->bits;
     const size_t per_byte = 8 / bits;
+    const size_t es = aq_dtype_size(dtype);
     const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
     SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
     SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
@@ -163,8 +164,41 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
             }
         }
 
-        /* Pass 1: vertical min/max per group, then the parameters of the whole batch. */
-        for (size_t k = 0; k < count; k++) {
+        /* Pass 1: vertical min/max per group, then the parameters of the whole batch. A
+         * full batch of whole groups whose size is a multiple of the vector length (the
+         * common case: groups of 64 or 128) runs 8 groups side by side, so that the loop
+         * overhead is paid once per 8 groups and 16 independent min/max chains keep the
+         * vector units busy. */
+        size_t k0 = 0;
+        if (count == SIMD_BATCH && s->group_size % SIMD_VL == 0 &&
+            total == SIMD_BATCH * s->group_size) {
+            const size_t g = s->group_size;
+            for (; k0 + 8 <= count; k0 += 8) {
+                const size_t b = gstart[k0];
+                simd_v vmin[8], vmax[8];
+#if defined(__GNUC__) && !defined(__clang__)
+#    pragma GCC unroll 8
+#endif
+                for (size_t k = 0; k < 8; k++) {
+                    vmin[k] = vmax[k] = simd_load(src, dtype, b + k * g);
+                }
+                for (size_t i = SIMD_VL; i < g; i += SIMD_VL) {
+#if defined(__GNUC__) && !defined(__clang__)
+#    pragma GCC unroll 8
+#endif
+                    for (size_t k = 0; k < 8; k++) {
+                        simd_v x = simd_load(src, dtype, b + k * g + i);
+                        vmin[k] = simd_min(vmin[k], x);
+                        vmax[k] = simd_max(vmax[k], x);
+                    }
+                }
+                for (size_t k = 0; k < 8; k++) {
+                    simd_store(pmin + (k0 + k) * SIMD_VL, vmin[k]);
+                    simd_store(pmax + (k0 + k) * SIMD_VL, vmax[k]);
+                }
+            }
+        }
+        for (size_t k = k0; k < count; k++) {
             const size_t b = gstart[k], len = glen[k];
             simd_v x = len >= SIMD_VL ? simd_load(src, dtype, b) : simd_load_part(src, dtype, b, len);
             simd_v vmin = x, vmax = x;
@@ -186,9 +220,37 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
         group += count;
 
         /* Pass 2: codes into the staging buffer, packed whenever it fills up. */
-        for (size_t k = 0; k < count; k++) {
-            const size_t b = gstart[k], len = glen[k];
-            const simd_v lo = simd_set1(glo[k]), inv = simd_set1(ginv[k]);
+        if (staged + total + SIMD_VL > SIMD_STAGE) {
+            size_t whole = staged / per_byte;
+            simd_pack_all(codes, whole, bits, out);
+            out += whole;
+            size_t rest = staged - whole * per_byte;
+            memmove(codes, codes + whole * per_byte, rest);
+            staged = rest;
+        }
+        if (staged + total + SIMD_VL <= SIMD_STAGE) {
+            /* The usual case: the whole batch fits. */
+            for (size_t k = 0; k < count; k++) {
+                const size_t b = gstart[k], len = glen[k];
+                const simd_v lo = simd_set1(glo[k]), inv = simd_set1(ginv[k]);
+                uint8_t *c = codes + staged;
+                size_t i = 0;
+                for (; i + SIMD_VL <= len; i += SIMD_VL) {
+                    /* The next batch, one batch ahead: memory keeps streaming while this
+                     * pass computes from L1 (a prefetch never faults, even past the end). */
+                    __builtin_prefetch((const char *)src + (b + i + total) * es, 0, 3);
+                    simd_codes(c + i, simd_load(src, dtype, b + i), lo, inv, qmax, &flag);
+                }
+                if (i < len) {
+                    simd_codes(c + i, simd_load_part(src, dtype, b + i, len - i), lo, inv, qmax,
+                               &flag);
+                }
+                staged += len;
+            }
+        } else {
+            /* One group larger than the staging buffer: in pieces. */
+            const size_t b = gstart[0], len = glen[0];
+            const simd_v lo = simd_set1(glo[0]), inv = simd_set1(ginv[0]);
             for (size_t i = 0; i < len;) {
                 if (staged + SIMD_VL > SIMD_STAGE) {
                     size_t whole = staged / per_byte;
@@ -198,7 +260,6 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
                     memmove(codes, codes + whole * per_byte, rest);
                     staged = rest;
                 }
-                /* As many whole vectors as the staging buffer takes, then the tail. */
                 size_t room = (SIMD_STAGE - staged) / SIMD_VL * SIMD_VL;
                 size_t end = len - i <= room ? len : i + room;
                 for (; i + SIMD_VL <= end; i += SIMD_VL) {
