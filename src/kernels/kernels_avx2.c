@@ -171,6 +171,40 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
     _mm_storel_epi64((__m128i *)dst, _mm256_castsi256_si128(q));
 }
 
+/* 32 elements quantized and packed in registers: the four code vectors are narrowed
+ * together (two packs and one permutation), then combined as simd_pack does. */
+#define SIMD_HAVE_BLOCK 1
+static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
+                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+{
+    __m256i q[4];
+    __m256i any = _mm256_castps_si256(*flag);
+    for (int j = 0; j < 4; j++) {
+        simd_v x = simd_load(src, dtype, i + 8 * (size_t)j);
+        simd_v u = _mm256_min_ps(qmax, _mm256_mul_ps(_mm256_sub_ps(x, lo), inv));
+        q[j] = _mm256_cvtps_epi32(u);
+        any = _mm256_or_si256(any, q[j]);
+    }
+    *flag = _mm256_castsi256_ps(any);
+    /* Lane l of the packed vector holds elements 4l..4l+3 of q0, q1, q2, q3. */
+    __m256i c = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
+                                    _mm256_packus_epi32(q[2], q[3]));
+    c = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if (bits == 8) {
+        _mm256_storeu_si256((__m256i *)out, c);
+    } else if (bits == 4) {
+        __m256i w = _mm256_maddubs_epi16(c, _mm256_set1_epi16(0x1001));
+        w = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), _MM_SHUFFLE(3, 1, 2, 0));
+        _mm_storeu_si128((__m128i *)out, _mm256_castsi256_si128(w));
+    } else {
+        __m256i w = _mm256_maddubs_epi16(c, _mm256_set1_epi16(0x0401));
+        __m256i d = _mm256_madd_epi16(w, _mm256_set1_epi32(0x00100001));
+        d = _mm256_packus_epi16(_mm256_packus_epi32(d, d), d);
+        __m128i lo4 = _mm256_castsi256_si128(d), hi4 = _mm256_extracti128_si256(d, 1);
+        _mm_storel_epi64((__m128i *)out, _mm_unpacklo_epi32(lo4, hi4));
+    }
+}
+
 static inline bool simd_flag_any(simd_v flag)
 {
     return _mm256_movemask_ps(flag) != 0;

@@ -184,6 +184,39 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
     _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q));
 }
 
+/* 64 elements quantized and packed in registers: the four code vectors are narrowed
+ * together (two packs and one permutation instead of four narrowing stores), then combined
+ * into 4- or 2-bit codes as simd_pack does. */
+#define SIMD_HAVE_BLOCK 1
+static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
+                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+{
+    __m512i q[4];
+    __m512i any = _mm512_castps_si512(*flag);
+    for (int j = 0; j < 4; j++) {
+        simd_v x = simd_load(src, dtype, i + 16 * (size_t)j);
+        simd_v u = _mm512_min_ps(qmax, _mm512_mul_ps(_mm512_sub_ps(x, lo), inv));
+        q[j] = _mm512_cvtps_epi32(u);
+        any = _mm512_or_si512(any, q[j]);
+    }
+    *flag = _mm512_castsi512_ps(any);
+    /* Lane l of the packed vector holds elements 4l..4l+3 of q0, q1, q2, q3: transpose. */
+    __m512i c = _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]),
+                                    _mm512_packus_epi32(q[2], q[3]));
+    c = _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), c);
+    if (bits == 8) {
+        _mm512_storeu_si512(out, c);
+    } else if (bits == 4) {
+        __m512i w = _mm512_maddubs_epi16(c, _mm512_set1_epi16(0x1001));
+        _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi16_epi8(w));
+    } else {
+        __m512i w = _mm512_maddubs_epi16(c, _mm512_set1_epi16(0x0401));
+        __m512i d = _mm512_madd_epi16(w, _mm512_set1_epi32(0x00100001));
+        _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(d));
+    }
+}
+
 static inline bool simd_flag_any(simd_v flag)
 {
     return _mm512_movepi32_mask(_mm512_castps_si512(flag)) != 0;

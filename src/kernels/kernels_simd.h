@@ -21,6 +21,9 @@
  *                                              cvt(min((x-lo)*inv, qmax)), one byte each (dst
  *                                              has room for VL bytes); flags non-finite x
  *   bool simd_flag_any(flag)       whether simd_codes flagged a non-finite input
+ *   void simd_block(src, dtype, i, lo, inv, qmax, bits, uint8_t *out, simd_v *flag)
+ *                                              SIMD_BLOCK elements from i quantized as
+ *                                              simd_codes does and packed straight to out
  *
  * Non-finite inputs are caught in the second pass, for free on x86: a NaN or infinite element
  * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
@@ -61,6 +64,8 @@
 /* A batch holds at most this many elements (unless a single group is larger), so that the
  * second pass over the batch reads from L1. */
 #define SIMD_BATCH_ELEMS 2048
+/* Elements quantized and packed together on the direct path. */
+#define SIMD_BLOCK (4 * SIMD_VL)
 
 static float simd_scalar(const void *src, aq_dtype dtype, size_t i)
 {
@@ -120,6 +125,19 @@ static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned 
 }
 #endif
 
+#ifndef SIMD_HAVE_BLOCK
+/* A block through simd_codes and the packer, for instruction sets without a fused version. */
+static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
+                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+{
+    uint8_t tmp[SIMD_BLOCK];
+    for (size_t j = 0; j < SIMD_BLOCK; j += SIMD_VL) {
+        simd_codes(tmp + j, simd_load(src, dtype, i + j), lo, inv, qmax, flag);
+    }
+    simd_pack_all(tmp, SIMD_BLOCK * bits / 8, bits, out);
+}
+#endif
+
 /* The length of the group that starts at column col, cut at the span's end. */
 SIMD_INLINE size_t simd_group_len(const aq__span *s, size_t col, size_t done)
 {
@@ -170,10 +188,10 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
          * overhead is paid once per 8 groups and 16 independent min/max chains keep the
          * vector units busy. */
         size_t k0 = 0;
-        if (count == SIMD_BATCH && s->group_size % SIMD_VL == 0 &&
-            total == SIMD_BATCH * s->group_size) {
+        const bool regular = s->group_size % SIMD_VL == 0 && total == count * s->group_size;
+        if (regular) {
             const size_t g = s->group_size;
-            for (; k0 + 8 <= count; k0 += 8) {
+            for (; k0 + 8 <= count; k0 += 8) { /* the rest of the batch, if any, below */
                 const size_t b = gstart[k0];
                 simd_v vmin[8], vmax[8];
 #if defined(__GNUC__) && !defined(__clang__)
@@ -218,6 +236,25 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
         }
         simd_params(pmin, pmax, count, bits, scales + group, zero_points + group, glo, ginv);
         group += count;
+
+        /* Pass 2, direct: nothing staged and a regular batch of whole groups that are a
+         * multiple of the block: codes go straight to their packed bytes, a block at a time. */
+        if (regular && staged == 0 && s->group_size % SIMD_BLOCK == 0) {
+            for (size_t k = 0; k < count; k++) {
+                const size_t b = gstart[k], len = glen[k];
+                const simd_v lo = simd_set1(glo[k]), inv = simd_set1(ginv[k]);
+                for (size_t i = 0; i < len; i += SIMD_BLOCK) {
+                    __builtin_prefetch((const char *)src + (b + i + total) * es, 0, 3);
+                    simd_block(src, dtype, b + i, lo, inv, qmax, bits,
+                               packed + (b + i) * bits / 8, &flag);
+                }
+            }
+            out = packed + e * bits / 8;
+            if (simd_flag_any(flag)) {
+                return false;
+            }
+            continue;
+        }
 
         /* Pass 2: codes into the staging buffer, packed whenever it fills up. */
         if (staged + total + SIMD_VL > SIMD_STAGE) {
