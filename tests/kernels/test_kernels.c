@@ -12,7 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-#define KT_MAX_N 1200
+#define KT_MAX_N 20000
 #define KT_GUARD 64
 #define KT_FILL 0xa5
 
@@ -113,9 +113,12 @@ typedef struct kt_out {
     unsigned char deq[(KT_MAX_N + KT_GUARD) * 4];
 } kt_out;
 
-static void kt_clear(kt_out *o)
+/* Fills what a span of n elements may touch, plus the guard, with the marker. */
+static void kt_clear(kt_out *o, size_t n)
 {
-    memset(o, KT_FILL, sizeof *o);
+    memset(o->packed, KT_FILL, n + KT_GUARD);
+    memset(o->scales, KT_FILL, (n + KT_GUARD) * sizeof(float));
+    memset(o->zps, KT_FILL, (n + KT_GUARD) * sizeof(float));
 }
 
 static bool kt_guard_ok(const void *p, size_t used, size_t total)
@@ -137,8 +140,8 @@ static bool kt_compare(const aq__kernel_table *k, const void *src, aq_dtype dtyp
                        const aq__span *s, const char *what)
 {
     kt_out *r = &kt_ref_out, *v = &kt_simd_out;
-    kt_clear(r);
-    kt_clear(v);
+    kt_clear(r, s->n);
+    kt_clear(v, s->n);
     bool ok_r = aq__kernels_ref.quantize_affine[dtype](src, s, r->packed, r->scales, r->zps);
     bool ok_v = k->quantize_affine[dtype](src, s, v->packed, v->scales, v->zps);
     const size_t bytes = (s->n * s->bits + 7) / 8, groups = aq__span_groups(s);
@@ -162,9 +165,9 @@ static bool kt_compare(const aq__kernel_table *k, const void *src, aq_dtype dtyp
                      k->name);
         return false;
     }
-    if (!kt_guard_ok(v->packed, bytes, sizeof v->packed) ||
-        !kt_guard_ok(v->scales, groups * 4, sizeof v->scales) ||
-        !kt_guard_ok(v->zps, groups * 4, sizeof v->zps)) {
+    if (!kt_guard_ok(v->packed, bytes, bytes + KT_GUARD) ||
+        !kt_guard_ok(v->scales, groups * 4, (groups + KT_GUARD) * 4) ||
+        !kt_guard_ok(v->zps, groups * 4, (groups + KT_GUARD) * 4)) {
         aq_test_fail(__FILE__, __LINE__, "%s: %s wrote past its output", what, k->name);
         return false;
     }
@@ -190,11 +193,11 @@ static bool kt_compare(const aq__kernel_table *k, const void *src, aq_dtype dtyp
     /* Dequantize the reference's codes in every output dtype. */
     for (int od = 0; od < 3; od++) {
         size_t es = od == AQ_DTYPE_F32 ? 4 : 2;
-        memset(r->deq, KT_FILL, sizeof r->deq);
-        memset(v->deq, KT_FILL, sizeof v->deq);
+        memset(r->deq, KT_FILL, (s->n + KT_GUARD) * es);
+        memset(v->deq, KT_FILL, (s->n + KT_GUARD) * es);
         aq__kernels_ref.dequantize_affine[od](r->packed, r->scales, r->zps, s, r->deq);
         k->dequantize_affine[od](r->packed, r->scales, r->zps, s, v->deq);
-        if (!kt_guard_ok(v->deq, s->n * es, sizeof v->deq)) {
+        if (!kt_guard_ok(v->deq, s->n * es, (s->n + KT_GUARD) * es)) {
             aq_test_fail(__FILE__, __LINE__, "%s: %s dequantize (%s) wrote past its output", what,
                          k->name, aq_dtype_name((aq_dtype)od));
             return false;
@@ -295,6 +298,58 @@ TEST(f64_all)
     kt_sweep(AQ_DTYPE_F64, KT_NORMAL, KT_MODES);
 }
 
+/* Long spans of whole groups (rows a multiple of the group size): the batched fast paths,
+ * several batches in a row, with a non-finite value dropped into a late batch too. */
+TEST(long_regular_spans)
+{
+    const aq__kernel_table *tables[8];
+    size_t nt = kt_tables(tables);
+    static const size_t lengths[] = {2048, 4096, 8192 + 512, 16384 + 64};
+    static const size_t groups[] = {32, 64, 128, 256, 512, 1024};
+    char what[160];
+    uint64_t seed = 5;
+    for (size_t t = 0; t < nt; t++) {
+        for (int dt = 0; dt < AQ_DTYPE_COUNT; dt++) {
+            const aq_dtype dtype = (aq_dtype)dt;
+            for (size_t li = 0; li < 4; li++) {
+                for (size_t gi = 0; gi < 6; gi++) {
+                    for (size_t bi = 0; bi < 3; bi++) {
+                        const size_t n = lengths[li], g = groups[gi];
+                        void *src = (unsigned char *)kt_src_store + (gi % 2) * aq_dtype_size(dtype);
+                        kt_fill(src, dtype, n, (int)(li + gi) % 2 ? KT_NORMAL : KT_SMALLINT, g,
+                                &seed);
+                        aq__span sp = {n, 0, 4096 / g * g, g, kt_bits[bi]};
+                        snprintf(what, sizeof what, "%s %s n=%zu g=%zu bits=%u long",
+                                 tables[t]->name, aq_dtype_name(dtype), n, g, kt_bits[bi]);
+                        if (!kt_compare(tables[t], src, dtype, &sp, what)) {
+                            return;
+                        }
+                        /* A NaN late in the span. */
+                        size_t at = n - 1 - (size_t)(aq_test_rand_u64(&seed) % 700);
+                        switch (dtype) {
+                        case AQ_DTYPE_F32:
+                            ((float *)src)[at] = NAN;
+                            break;
+                        case AQ_DTYPE_F16:
+                        case AQ_DTYPE_BF16:
+                            ((uint16_t *)src)[at] = 0x7fffu;
+                            break;
+                        case AQ_DTYPE_F64:
+                            ((double *)src)[at] = 1e300;
+                            break;
+                        case AQ_DTYPE_COUNT:
+                            break;
+                        }
+                        if (!kt_compare(tables[t], src, dtype, &sp, what)) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /* NaN, +Inf, -Inf (and, for float64, a value beyond the float32 range) at every position of
  * spans of a few groups: every table must say "not finite" and find the same first index. */
 TEST(nonfinite_every_position)
@@ -381,12 +436,12 @@ TEST(dequantize_adversarial_params)
                 snprintf(what, sizeof what, "%s n=%zu g=%zu bits=%u", tables[t]->name, n, g,
                          kt_bits[bi]);
                 for (int od = 0; od < 3; od++) {
-                    memset(kt_ref_out.deq, KT_FILL, sizeof kt_ref_out.deq);
-                    memset(kt_simd_out.deq, KT_FILL, sizeof kt_simd_out.deq);
+                    memset(kt_ref_out.deq, KT_FILL, (n + KT_GUARD) * 4);
+                    memset(kt_simd_out.deq, KT_FILL, (n + KT_GUARD) * 4);
                     aq__kernels_ref.dequantize_affine[od](packed, scales, zps, &s,
                                                           kt_ref_out.deq);
                     tables[t]->dequantize_affine[od](packed, scales, zps, &s, kt_simd_out.deq);
-                    CHECK_MSG(memcmp(kt_ref_out.deq, kt_simd_out.deq, sizeof kt_ref_out.deq) == 0,
+                    CHECK_MSG(memcmp(kt_ref_out.deq, kt_simd_out.deq, (n + KT_GUARD) * 4) == 0,
                               "%s: dequantized %s differs (or wrote past the end)", what,
                               aq_dtype_name((aq_dtype)od));
                 }
@@ -431,5 +486,5 @@ TEST(dispatch)
 }
 
 AQ_TEST_MAIN(AQ_CASE(f32_random), AQ_CASE(f32_adversarial), AQ_CASE(f16_all), AQ_CASE(bf16_all),
-             AQ_CASE(f64_all), AQ_CASE(nonfinite_every_position),
+             AQ_CASE(f64_all), AQ_CASE(long_regular_spans), AQ_CASE(nonfinite_every_position),
              AQ_CASE(dequantize_adversarial_params), AQ_CASE(dispatch))
