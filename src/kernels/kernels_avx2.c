@@ -177,15 +177,14 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
 static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
                               simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
 {
-    __m256i q[4];
-    __m256i any = _mm256_castps_si256(*flag);
-    for (int j = 0; j < 4; j++) {
-        simd_v x = simd_load(src, dtype, i + 8 * (size_t)j);
-        simd_v u = _mm256_min_ps(qmax, _mm256_mul_ps(_mm256_sub_ps(x, lo), inv));
-        q[j] = _mm256_cvtps_epi32(u);
-        any = _mm256_or_si256(any, q[j]);
-    }
-    *flag = _mm256_castsi256_ps(any);
+    /* Written out, not looped: the four code vectors must stay in registers. */
+#define SIMD_Q(j)                                                                                 \
+    _mm256_cvtps_epi32(_mm256_min_ps(                                                            \
+        qmax, _mm256_mul_ps(_mm256_sub_ps(simd_load(src, dtype, i + 8 * (j)), lo), inv)))
+    const __m256i q[4] = {SIMD_Q(0), SIMD_Q(1), SIMD_Q(2), SIMD_Q(3)};
+#undef SIMD_Q
+    __m256i any = _mm256_or_si256(_mm256_or_si256(q[0], q[1]), _mm256_or_si256(q[2], q[3]));
+    *flag = _mm256_castsi256_ps(_mm256_or_si256(_mm256_castps_si256(*flag), any));
     /* Lane l of the packed vector holds elements 4l..4l+3 of q0, q1, q2, q3. */
     __m256i c = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
                                     _mm256_packus_epi32(q[2], q[3]));

@@ -191,15 +191,14 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
 static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
                               simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
 {
-    __m512i q[4];
-    __m512i any = _mm512_castps_si512(*flag);
-    for (int j = 0; j < 4; j++) {
-        simd_v x = simd_load(src, dtype, i + 16 * (size_t)j);
-        simd_v u = _mm512_min_ps(qmax, _mm512_mul_ps(_mm512_sub_ps(x, lo), inv));
-        q[j] = _mm512_cvtps_epi32(u);
-        any = _mm512_or_si512(any, q[j]);
-    }
-    *flag = _mm512_castsi512_ps(any);
+    /* Written out, not looped: the four code vectors must stay in registers. */
+#define SIMD_Q(j)                                                                                 \
+    _mm512_cvtps_epi32(_mm512_min_ps(                                                            \
+        qmax, _mm512_mul_ps(_mm512_sub_ps(simd_load(src, dtype, i + 16 * (j)), lo), inv)))
+    const __m512i q[4] = {SIMD_Q(0), SIMD_Q(1), SIMD_Q(2), SIMD_Q(3)};
+#undef SIMD_Q
+    __m512i any = _mm512_or_si512(_mm512_or_si512(q[0], q[1]), _mm512_or_si512(q[2], q[3]));
+    *flag = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(*flag), any));
     /* Lane l of the packed vector holds elements 4l..4l+3 of q0, q1, q2, q3: transpose. */
     __m512i c = _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]),
                                     _mm512_packus_epi32(q[2], q[3]));

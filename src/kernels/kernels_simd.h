@@ -145,180 +145,218 @@ SIMD_INLINE size_t simd_group_len(const aq__span *s, size_t col, size_t done)
     return len < s->n - done ? len : s->n - done;
 }
 
+/* A batch of consecutive groups, from its min/max pass to its code pass. */
+typedef struct simd_batch {
+    size_t count, total;
+    bool regular; /* whole groups, a multiple of the vector length each */
+    size_t start[SIMD_BATCH], len[SIMD_BATCH];
+    float lo[SIMD_BATCH], inv[SIMD_BATCH];
+} simd_batch;
+
+/* Collects the next batch of groups from element *e and runs its first pass: vertical min/max
+ * per group, then the parameters of the whole batch (written to scales and zero_points). */
+SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__span *s,
+                                     size_t *e_io, size_t *col_io, simd_batch *bt, float *scales,
+                                     float *zero_points)
+{
+    SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
+    SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
+    size_t e = *e_io, col = *col_io;
+    size_t count = 0, total = 0;
+    while (count < SIMD_BATCH && e < s->n) {
+        size_t len = simd_group_len(s, col, e);
+        if (count > 0 && total + len > SIMD_BATCH_ELEMS) {
+            break;
+        }
+        bt->start[count] = e;
+        bt->len[count] = len;
+        count++;
+        total += len;
+        e += len;
+        col += len;
+        if (col == s->cols) {
+            col = 0;
+        }
+    }
+    *e_io = e;
+    *col_io = col;
+    bt->count = count;
+    bt->total = total;
+    bt->regular = s->group_size % SIMD_VL == 0 && total == count * s->group_size;
+
+    /* Regular batches run 8 groups side by side, so that the loop overhead is paid once per
+     * 8 groups and 16 independent min/max chains keep the vector units busy. */
+    size_t k0 = 0;
+    if (bt->regular) {
+        const size_t g = s->group_size;
+        for (; k0 + 8 <= count; k0 += 8) { /* the rest of the batch, if any, below */
+            const size_t b = bt->start[k0];
+            simd_v vmin[8], vmax[8];
+#if defined(__GNUC__) && !defined(__clang__)
+#    pragma GCC unroll 8
+#endif
+            for (size_t k = 0; k < 8; k++) {
+                vmin[k] = vmax[k] = simd_load(src, dtype, b + k * g);
+            }
+            for (size_t i = SIMD_VL; i < g; i += SIMD_VL) {
+#if defined(__GNUC__) && !defined(__clang__)
+#    pragma GCC unroll 8
+#endif
+                for (size_t k = 0; k < 8; k++) {
+                    simd_v x = simd_load(src, dtype, b + k * g + i);
+                    vmin[k] = simd_min(vmin[k], x);
+                    vmax[k] = simd_max(vmax[k], x);
+                }
+            }
+            for (size_t k = 0; k < 8; k++) {
+                simd_store(pmin + (k0 + k) * SIMD_VL, vmin[k]);
+                simd_store(pmax + (k0 + k) * SIMD_VL, vmax[k]);
+            }
+        }
+    }
+    for (size_t k = k0; k < count; k++) {
+        const size_t b = bt->start[k], len = bt->len[k];
+        simd_v x = len >= SIMD_VL ? simd_load(src, dtype, b) : simd_load_part(src, dtype, b, len);
+        simd_v vmin = x, vmax = x;
+        size_t i = SIMD_VL;
+        for (; i + SIMD_VL <= len; i += SIMD_VL) {
+            x = simd_load(src, dtype, b + i);
+            vmin = simd_min(vmin, x);
+            vmax = simd_max(vmax, x);
+        }
+        if (i < len) {
+            x = simd_load_part(src, dtype, b + i, len - i);
+            vmin = simd_min(vmin, x);
+            vmax = simd_max(vmax, x);
+        }
+        simd_store(pmin + k * SIMD_VL, vmin);
+        simd_store(pmax + k * SIMD_VL, vmax);
+    }
+    simd_params(pmin, pmax, count, s->bits, scales, zero_points, bt->lo, bt->inv);
+}
+
+/* Packs the whole bytes of the staged codes and keeps the (fewer than 4) codes left over. */
+SIMD_INLINE void simd_flush(uint8_t *codes, size_t *staged, unsigned bits, uint8_t **out)
+{
+    const size_t per_byte = 8 / bits;
+    size_t whole = *staged / per_byte;
+    simd_pack_all(codes, whole, bits, *out);
+    *out += whole;
+    size_t rest = *staged - whole * per_byte;
+    memmove(codes, codes + whole * per_byte, rest);
+    *staged = rest;
+}
+
+/* The second pass over a batch (read again from L1): codes, packed. `ahead` elements past a
+ * group's data are prefetched: memory keeps streaming while this pass computes. */
+SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__span *s,
+                                     const simd_batch *bt, size_t ahead, uint8_t *packed,
+                                     uint8_t *codes, size_t *staged_io, uint8_t **out_io,
+                                     simd_v *flag)
+{
+    const unsigned bits = s->bits;
+    const size_t es = aq_dtype_size(dtype);
+    const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
+    size_t staged = *staged_io;
+
+    /* Direct: nothing staged and a regular batch of whole groups that are a multiple of the
+     * block: codes go straight to their packed bytes, a block at a time. */
+    if (bt->regular && staged == 0 && s->group_size % SIMD_BLOCK == 0) {
+        for (size_t k = 0; k < bt->count; k++) {
+            const size_t b = bt->start[k], len = bt->len[k];
+            const simd_v lo = simd_set1(bt->lo[k]), inv = simd_set1(bt->inv[k]);
+            for (size_t i = 0; i < len; i += SIMD_BLOCK) {
+                /* A prefetch never faults, even past the end of the data. */
+                __builtin_prefetch((const char *)src + (b + i + ahead) * es, 0, 3);
+                simd_block(src, dtype, b + i, lo, inv, qmax, bits, packed + (b + i) * bits / 8,
+                           flag);
+            }
+        }
+        *out_io = packed + (bt->start[0] + bt->total) * bits / 8;
+        return;
+    }
+
+    if (staged + bt->total + SIMD_VL > SIMD_STAGE) {
+        simd_flush(codes, &staged, bits, out_io);
+    }
+    if (staged + bt->total + SIMD_VL <= SIMD_STAGE) {
+        /* The usual case: the whole batch fits the staging buffer. */
+        for (size_t k = 0; k < bt->count; k++) {
+            const size_t b = bt->start[k], len = bt->len[k];
+            const simd_v lo = simd_set1(bt->lo[k]), inv = simd_set1(bt->inv[k]);
+            uint8_t *c = codes + staged;
+            size_t i = 0;
+            for (; i + SIMD_VL <= len; i += SIMD_VL) {
+                __builtin_prefetch((const char *)src + (b + i + ahead) * es, 0, 3);
+                simd_codes(c + i, simd_load(src, dtype, b + i), lo, inv, qmax, flag);
+            }
+            if (i < len) {
+                simd_codes(c + i, simd_load_part(src, dtype, b + i, len - i), lo, inv, qmax,
+                           flag);
+            }
+            staged += len;
+        }
+    } else {
+        /* One group larger than the staging buffer: in pieces. */
+        const size_t b = bt->start[0], len = bt->len[0];
+        const simd_v lo = simd_set1(bt->lo[0]), inv = simd_set1(bt->inv[0]);
+        for (size_t i = 0; i < len;) {
+            if (staged + SIMD_VL > SIMD_STAGE) {
+                simd_flush(codes, &staged, bits, out_io);
+            }
+            size_t room = (SIMD_STAGE - staged) / SIMD_VL * SIMD_VL;
+            size_t end = len - i <= room ? len : i + room;
+            for (; i + SIMD_VL <= end; i += SIMD_VL) {
+                simd_codes(codes + staged, simd_load(src, dtype, b + i), lo, inv, qmax, flag);
+                staged += SIMD_VL;
+            }
+            if (i < end) {
+                simd_codes(codes + staged, simd_load_part(src, dtype, b + i, end - i), lo, inv,
+                           qmax, flag);
+                staged += end - i;
+                i = end;
+            }
+        }
+    }
+    *staged_io = staged;
+}
+
+/* Software-pipelined over batches: the first pass of batch n+1 (memory-bound loads, and the
+ * long-latency divisions of its parameters) is issued before the second pass of batch n
+ * (arithmetic from L1), so each hides the other's latency. */
 SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *s,
                                uint8_t *packed, float *scales, float *zero_points)
 {
-    const unsigned bits = s->bits;
-    const size_t per_byte = 8 / bits;
-    const size_t es = aq_dtype_size(dtype);
-    const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
+    const size_t per_byte = 8 / s->bits;
     SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
-    SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
-    SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
-    float glo[SIMD_BATCH], ginv[SIMD_BATCH];
-    size_t gstart[SIMD_BATCH], glen[SIMD_BATCH];
-    size_t staged = 0;
+    simd_batch bt[2];
+    size_t staged = 0, e = 0, col = s->col0, group = 0, nb = 0;
     uint8_t *out = packed;
-    size_t col = s->col0;
-    size_t group = 0;
     simd_v flag = simd_zero();
-
-    for (size_t e = 0; e < s->n;) {
-        /* Collect a batch of consecutive groups. */
-        size_t count = 0, total = 0;
-        while (count < SIMD_BATCH && e < s->n) {
-            size_t len = simd_group_len(s, col, e);
-            if (count > 0 && total + len > SIMD_BATCH_ELEMS) {
-                break;
-            }
-            gstart[count] = e;
-            glen[count] = len;
-            count++;
-            total += len;
-            e += len;
-            col += len;
-            if (col == s->cols) {
-                col = 0;
-            }
+    for (;;) {
+        const bool more = e < s->n;
+        if (more) {
+            simd_batch *cur = &bt[nb & 1];
+            simd_quantize_pass1(src, dtype, s, &e, &col, cur, scales + group,
+                                zero_points + group);
+            group += cur->count;
         }
-
-        /* Pass 1: vertical min/max per group, then the parameters of the whole batch. A
-         * full batch of whole groups whose size is a multiple of the vector length (the
-         * common case: groups of 64 or 128) runs 8 groups side by side, so that the loop
-         * overhead is paid once per 8 groups and 16 independent min/max chains keep the
-         * vector units busy. */
-        size_t k0 = 0;
-        const bool regular = s->group_size % SIMD_VL == 0 && total == count * s->group_size;
-        if (regular) {
-            const size_t g = s->group_size;
-            for (; k0 + 8 <= count; k0 += 8) { /* the rest of the batch, if any, below */
-                const size_t b = gstart[k0];
-                simd_v vmin[8], vmax[8];
-#if defined(__GNUC__) && !defined(__clang__)
-#    pragma GCC unroll 8
-#endif
-                for (size_t k = 0; k < 8; k++) {
-                    vmin[k] = vmax[k] = simd_load(src, dtype, b + k * g);
-                }
-                for (size_t i = SIMD_VL; i < g; i += SIMD_VL) {
-#if defined(__GNUC__) && !defined(__clang__)
-#    pragma GCC unroll 8
-#endif
-                    for (size_t k = 0; k < 8; k++) {
-                        simd_v x = simd_load(src, dtype, b + k * g + i);
-                        vmin[k] = simd_min(vmin[k], x);
-                        vmax[k] = simd_max(vmax[k], x);
-                    }
-                }
-                for (size_t k = 0; k < 8; k++) {
-                    simd_store(pmin + (k0 + k) * SIMD_VL, vmin[k]);
-                    simd_store(pmax + (k0 + k) * SIMD_VL, vmax[k]);
-                }
-            }
-        }
-        for (size_t k = k0; k < count; k++) {
-            const size_t b = gstart[k], len = glen[k];
-            simd_v x = len >= SIMD_VL ? simd_load(src, dtype, b) : simd_load_part(src, dtype, b, len);
-            simd_v vmin = x, vmax = x;
-            size_t i = SIMD_VL;
-            for (; i + SIMD_VL <= len; i += SIMD_VL) {
-                x = simd_load(src, dtype, b + i);
-                vmin = simd_min(vmin, x);
-                vmax = simd_max(vmax, x);
-            }
-            if (i < len) {
-                x = simd_load_part(src, dtype, b + i, len - i);
-                vmin = simd_min(vmin, x);
-                vmax = simd_max(vmax, x);
-            }
-            simd_store(pmin + k * SIMD_VL, vmin);
-            simd_store(pmax + k * SIMD_VL, vmax);
-        }
-        simd_params(pmin, pmax, count, bits, scales + group, zero_points + group, glo, ginv);
-        group += count;
-
-        /* Pass 2, direct: nothing staged and a regular batch of whole groups that are a
-         * multiple of the block: codes go straight to their packed bytes, a block at a time. */
-        if (regular && staged == 0 && s->group_size % SIMD_BLOCK == 0) {
-            for (size_t k = 0; k < count; k++) {
-                const size_t b = gstart[k], len = glen[k];
-                const simd_v lo = simd_set1(glo[k]), inv = simd_set1(ginv[k]);
-                for (size_t i = 0; i < len; i += SIMD_BLOCK) {
-                    __builtin_prefetch((const char *)src + (b + i + total) * es, 0, 3);
-                    simd_block(src, dtype, b + i, lo, inv, qmax, bits,
-                               packed + (b + i) * bits / 8, &flag);
-                }
-            }
-            out = packed + e * bits / 8;
+        if (nb > 0) {
+            const simd_batch *prev = &bt[(nb - 1) & 1];
+            size_t ahead = prev->total + (more ? bt[nb & 1].total : 0);
+            simd_quantize_pass2(src, dtype, s, prev, ahead, packed, codes, &staged, &out, &flag);
             if (simd_flag_any(flag)) {
                 return false;
             }
-            continue;
         }
-
-        /* Pass 2: codes into the staging buffer, packed whenever it fills up. */
-        if (staged + total + SIMD_VL > SIMD_STAGE) {
-            size_t whole = staged / per_byte;
-            simd_pack_all(codes, whole, bits, out);
-            out += whole;
-            size_t rest = staged - whole * per_byte;
-            memmove(codes, codes + whole * per_byte, rest);
-            staged = rest;
+        if (!more) {
+            break;
         }
-        if (staged + total + SIMD_VL <= SIMD_STAGE) {
-            /* The usual case: the whole batch fits. */
-            for (size_t k = 0; k < count; k++) {
-                const size_t b = gstart[k], len = glen[k];
-                const simd_v lo = simd_set1(glo[k]), inv = simd_set1(ginv[k]);
-                uint8_t *c = codes + staged;
-                size_t i = 0;
-                for (; i + SIMD_VL <= len; i += SIMD_VL) {
-                    /* The next batch, one batch ahead: memory keeps streaming while this
-                     * pass computes from L1 (a prefetch never faults, even past the end). */
-                    __builtin_prefetch((const char *)src + (b + i + total) * es, 0, 3);
-                    simd_codes(c + i, simd_load(src, dtype, b + i), lo, inv, qmax, &flag);
-                }
-                if (i < len) {
-                    simd_codes(c + i, simd_load_part(src, dtype, b + i, len - i), lo, inv, qmax,
-                               &flag);
-                }
-                staged += len;
-            }
-        } else {
-            /* One group larger than the staging buffer: in pieces. */
-            const size_t b = gstart[0], len = glen[0];
-            const simd_v lo = simd_set1(glo[0]), inv = simd_set1(ginv[0]);
-            for (size_t i = 0; i < len;) {
-                if (staged + SIMD_VL > SIMD_STAGE) {
-                    size_t whole = staged / per_byte;
-                    simd_pack_all(codes, whole, bits, out);
-                    out += whole;
-                    size_t rest = staged - whole * per_byte;
-                    memmove(codes, codes + whole * per_byte, rest);
-                    staged = rest;
-                }
-                size_t room = (SIMD_STAGE - staged) / SIMD_VL * SIMD_VL;
-                size_t end = len - i <= room ? len : i + room;
-                for (; i + SIMD_VL <= end; i += SIMD_VL) {
-                    simd_codes(codes + staged, simd_load(src, dtype, b + i), lo, inv, qmax,
-                               &flag);
-                    staged += SIMD_VL;
-                }
-                if (i < end) {
-                    simd_codes(codes + staged, simd_load_part(src, dtype, b + i, end - i), lo,
-                               inv, qmax, &flag);
-                    staged += end - i;
-                    i = end;
-                }
-            }
-        }
-        if (simd_flag_any(flag)) {
-            return false;
-        }
+        nb++;
     }
     /* The last byte is zero-padded. */
     memset(codes + staged, 0, per_byte);
-    simd_pack_all(codes, (staged + per_byte - 1) / per_byte, bits, out);
+    simd_pack_all(codes, (staged + per_byte - 1) / per_byte, s->bits, out);
     return true;
 }
 
