@@ -63,7 +63,19 @@
 #define SIMD_BATCH SIMD_VL
 /* A batch holds at most this many elements (unless a single group is larger), so that the
  * second pass over the batch reads from L1. */
-#define SIMD_BATCH_ELEMS 2048
+#ifndef SIMD_BATCH_ELEMS
+#    define SIMD_BATCH_ELEMS 2048
+#endif
+/* Software prefetch of the data the code pass will need two batches on: into L1 for 2-byte
+ * inputs, into L2 for wider ones, which measured better on Zen 4 (bench/README.md). */
+#define SIMD_PF(p, es)                                                                            \
+    do {                                                                                          \
+        if ((es) >= 4) {                                                                          \
+            __builtin_prefetch((p), 0, 2);                                                        \
+        } else {                                                                                  \
+            __builtin_prefetch((p), 0, 3);                                                        \
+        }                                                                                         \
+    } while (0)
 /* Elements quantized and packed together on the direct path. */
 #define SIMD_BLOCK (4 * SIMD_VL)
 
@@ -255,7 +267,7 @@ SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__
                                      simd_v *flag)
 {
     const unsigned bits = s->bits;
-    const size_t es = aq_dtype_size(dtype);
+    const size_t es = dtype == AQ_DTYPE_F64 ? 8 : dtype == AQ_DTYPE_F32 ? 4 : 2;
     const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
     size_t staged = *staged_io;
 
@@ -266,8 +278,12 @@ SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__
             const size_t b = bt->start[k], len = bt->len[k];
             const simd_v lo = simd_set1(bt->lo[k]), inv = simd_set1(bt->inv[k]);
             for (size_t i = 0; i < len; i += SIMD_BLOCK) {
-                /* A prefetch never faults, even past the end of the data. */
-                __builtin_prefetch((const char *)src + (b + i + ahead) * es, 0, 3);
+                /* Every cache line of the block's counterpart `ahead` elements on. A
+                 * prefetch never faults, even past the end of the data. */
+                const char *next = (const char *)src + (b + i + ahead) * es;
+                for (size_t line = 0; line < SIMD_BLOCK * es; line += 64) {
+                    SIMD_PF(next + line, es);
+                }
                 simd_block(src, dtype, b + i, lo, inv, qmax, bits, packed + (b + i) * bits / 8,
                            flag);
             }
@@ -287,7 +303,7 @@ SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__
             uint8_t *c = codes + staged;
             size_t i = 0;
             for (; i + SIMD_VL <= len; i += SIMD_VL) {
-                __builtin_prefetch((const char *)src + (b + i + ahead) * es, 0, 3);
+                SIMD_PF((const char *)src + (b + i + ahead) * es, es);
                 simd_codes(c + i, simd_load(src, dtype, b + i), lo, inv, qmax, flag);
             }
             if (i < len) {
