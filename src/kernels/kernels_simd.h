@@ -24,17 +24,20 @@
  *   void simd_block(src, dtype, i, lo, inv, qmax, bits, uint8_t *out, simd_v *flag)
  *                                              SIMD_BLOCK elements from i quantized as
  *                                              simd_codes does and packed straight to out
- *
- * Non-finite inputs are caught in the second pass, for free on x86: a NaN or infinite element
- * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
- * min(qmax, u) keeps the NaN, and converting NaN gives the "integer indefinite" 0x80000000,
- * whose sign bit no valid code has.
  *   size_t simd_pack(codes, nbytes, bits, out)  packs codes into the first bytes of out and
  *                                              returns how many it wrote (a multiple of its
  *                                              block, at most nbytes); the rest is done here
  *   size_t simd_unpack(packed, nbytes, bits, codes)  the inverse; returns bytes consumed
  *   void simd_dequant(codes, zp, scale, out_dtype, dst, i, cnt)  cnt <= VL codes (VL readable)
  *                                              to ((float)q - zp) * scale, stored at dst[i..]
+ * An instruction set may instead define simd_reduce(pmin, pmax, count, lo, hi) (the batched
+ * min/max only) and leave SIMD_HAVE_PARAMS undefined, or leave SIMD_HAVE_BLOCK undefined:
+ * generic versions below then do the rest.
+ *
+ * Non-finite inputs are caught in the second pass, for free on x86: a NaN or infinite element
+ * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
+ * min(qmax, u) keeps the NaN, and converting NaN gives the "integer indefinite" 0x80000000,
+ * whose sign bit no valid code has.
  *
  * Bit-exactness with kernels_ref.c (docs/format.md): min/max are exact whatever the order (a
  * signed zero is normalised by + 0.0f afterwards); per element the work is the same float32
@@ -63,11 +66,9 @@
 #define SIMD_BATCH SIMD_VL
 /* A batch holds at most this many elements (unless a single group is larger), so that the
  * second pass over the batch reads from L1. */
-#ifndef SIMD_BATCH_ELEMS
-#    define SIMD_BATCH_ELEMS 2048
-#endif
+#define SIMD_BATCH_ELEMS 2048
 /* Software prefetch of the data the code pass will need two batches on: into L1 for 2-byte
- * inputs, into L2 for wider ones, which measured better on Zen 4 (bench/README.md). */
+ * inputs, into L2 for wider ones, which measured better with bench_kernels on Zen 4. */
 #define SIMD_PF(p, es)                                                                            \
     do {                                                                                          \
         if ((es) >= 4) {                                                                          \
