@@ -6,7 +6,7 @@
  * AQ_KERNELS forcing each instruction set in turn. Ratios from one run are what to compare:
  * the machines are shared and absolute figures drift.
  *
- *   bench_kernels [--weights N] [--reps R] [--threads 1,2] [--isa avx512,avx2,ref]
+ *   bench_kernels [--weights N] [--reps R] [--probe-mib 256] [--threads 1,2] [--isa ...]
  *                 [--bits 2,4,8] [--groups 64,128] [--dtypes f32,f16,bf16,f64]
  *                 [--ops quantize,dequantize]
  */
@@ -128,6 +128,7 @@ static double bk_probe(const void *buf, size_t bytes, unsigned threads, int reps
 
 typedef struct bk_cfg {
     size_t weights;
+    size_t probe_mib; /* 0: no probe (in-cache compute rates; floor columns empty) */
     int reps;
     bk_list threads, isa, bits, groups, dtypes, ops;
 } bk_cfg;
@@ -165,6 +166,7 @@ int main(int argc, char **argv)
     bk_cfg c;
     c.weights = (size_t)1 << 25;
     c.reps = 5;
+    c.probe_mib = 256;
     bk_split("1,2", &c.threads);
     bk_split("avx512,avx2,neon,ref", &c.isa);
     bk_split("2,4,8", &c.bits);
@@ -175,6 +177,8 @@ int main(int argc, char **argv)
         const char *k = argv[i], *v = argv[i + 1];
         if (strcmp(k, "--weights") == 0) {
             c.weights = (size_t)strtoull(v, NULL, 10);
+        } else if (strcmp(k, "--probe-mib") == 0) {
+            c.probe_mib = (size_t)strtoull(v, NULL, 10);
         } else if (strcmp(k, "--reps") == 0) {
             c.reps = atoi(v);
         } else if (strcmp(k, "--threads") == 0) {
@@ -216,8 +220,8 @@ int main(int argc, char **argv)
     float *scales = malloc(c.weights / 8 * sizeof(float));
     float *zps = malloc(c.weights / 8 * sizeof(float));
     float *out = malloc(c.weights * sizeof(float));
-    size_t probe_bytes = (size_t)256 << 20;
-    uint8_t *probe_buf = malloc(probe_bytes);
+    size_t probe_bytes = c.probe_mib << 20;
+    uint8_t *probe_buf = malloc(probe_bytes > 0 ? probe_bytes : 1);
     if (!f32 || !f16 || !bf16 || !packed || !scales || !zps || !out || !probe_buf) {
         fprintf(stderr, "bench_kernels: out of memory\n");
         return 1;
@@ -245,10 +249,13 @@ int main(int argc, char **argv)
 
     printf("# bench_kernels: %zu weights ([%lld, %lld]), best of %d runs\n", c.weights,
            (long long)shape[0], (long long)shape[1], c.reps);
-    for (size_t t = 0; t < c.threads.n; t++) {
+    for (size_t t = 0; t < c.threads.n && probe_bytes > 0; t++) {
         unsigned th = (unsigned)atoi(c.threads.item[t]);
-        printf("# memory probe (streaming read of 256 MiB), %u thread(s): %.2f GB/s\n", th,
-               bk_probe(probe_buf, probe_bytes, th, c.reps) / 1e9);
+        printf("# memory probe (streaming read of %zu MiB), %u thread(s): %.2f GB/s\n",
+               c.probe_mib, th, bk_probe(probe_buf, probe_bytes, th, c.reps) / 1e9);
+    }
+    if (probe_bytes == 0) {
+        printf("# no memory probe (--probe-mib 0): the data stays in cache between runs\n");
     }
     printf("\n| op | isa | dtype | bits | group | threads | G weights/s | bytes/weight | "
            "probe GB/s | floor G/s | of floor | vs 1 thread |\n");
@@ -300,8 +307,10 @@ int main(int argc, char **argv)
                                  * load from whatever else runs on the machine. */
                             double best = 1e30, bw = 0.0;
                             for (int r = 0; r < c.reps; r++) {
-                                double p = bk_probe(probe_buf, probe_bytes, th, 1);
-                                bw = p > bw ? p : bw;
+                                if (probe_bytes > 0) {
+                                    double p = bk_probe(probe_buf, probe_bytes, th, 1);
+                                    bw = p > bw ? p : bw;
+                                }
                                 double t0 = bk_now();
                                 aq_status st =
                                     quant ? aq_quantize(ctx, &t, &qb, &err)
@@ -324,11 +333,14 @@ int main(int argc, char **argv)
                             if (th != 1 && one_thread > 0.0) {
                                 snprintf(vs1, sizeof vs1, "%.2fx", wps / one_thread);
                             }
-                            printf("| %s | %s | %s | %u | %zu | %u | %.3f | %.3f | %.1f | %.2f | "
-                                   "%.0f%% | %s |\n",
+                            char floor_cols[64] = "- | - | -";
+                            if (bw > 0.0) {
+                                snprintf(floor_cols, sizeof floor_cols, "%.1f | %.2f | %.0f%%",
+                                         bw / 1e9, floor_wps / 1e9, 100.0 * wps / floor_wps);
+                            }
+                            printf("| %s | %s | %s | %u | %zu | %u | %.3f | %.3f | %s | %s |\n",
                                    quant ? "quantize" : "dequantize", isa, aq_dtype_name(dt), bits,
-                                   g, th, wps / 1e9, bpw, bw / 1e9, floor_wps / 1e9,
-                                   100.0 * wps / floor_wps, vs1);
+                                   g, th, wps / 1e9, bpw, floor_cols, vs1);
                             fflush(stdout);
                         }
                     }
