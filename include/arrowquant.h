@@ -148,10 +148,17 @@ AQ_API AQ_MUST_CHECK aq_status aq_tensor_check_finite(const aq_tensor *tensor, s
 
 typedef enum aq_scheme {
     AQ_SCHEME_AFFINE = 0, /* min-max affine, docs/format.md section "affine" */
+    /* Searched scales (docs/format.md 5.1): per group, clipping candidates with a least-squares
+     * refit. The output is plain affine data (any affine reader restores it). */
+    AQ_SCHEME_AFFINE_SEARCH = 1,
+    /* Two-level scales (docs/format.md 5.2): 512-element super-blocks with float32 d and dmin
+     * in scales and zero_points; 4- or 6-bit sub-block scales and mins after the codes in
+     * the packed data. The group size is always 512 (AQ_KQUANT_SUPER_BLOCK). */
+    AQ_SCHEME_KQUANT = 2,
     AQ_SCHEME_COUNT
 } aq_scheme;
 
-/* "affine"; "unknown" otherwise. */
+/* "affine", "affine_search", "kquant"; "unknown" otherwise. */
 AQ_API const char *aq_scheme_name(aq_scheme scheme);
 /* Looks a scheme up by its name. AQ_INVALID_PARAMETER, naming the known schemes, if unknown. */
 AQ_API AQ_MUST_CHECK aq_status aq_scheme_from_name(const char *name, aq_scheme *out,
@@ -163,6 +170,10 @@ typedef enum aq_param {
     AQ_PARAM_SCHEME = 2,     /* an aq_scheme. Default AQ_SCHEME_AFFINE. */
     AQ_PARAM_THREADS = 3,    /* worker threads, 1 .. AQ_MAX_THREADS; 0 = one per online CPU.
                                 Default 1. Results never depend on it. */
+    AQ_PARAM_PRESERVE_MOMENTS = 4, /* 0 or 1. Default 0. 1: after quantization, each row's
+                                      scales and zero points are corrected so that the
+                                      dequantized row keeps the original mean and variance
+                                      (affine and affine_search only). See aq_quantize_ex. */
     AQ_PARAM_COUNT
 } aq_param;
 
@@ -174,7 +185,7 @@ typedef enum aq_param {
 #define AQ_GROUP_SIZE_ROW 4294967295u
 #define AQ_MAX_THREADS 1024
 
-/* "bit_width", "group_size", "scheme", "threads"; "unknown" otherwise. */
+/* "bit_width", "group_size", "scheme", "threads", "preserve_moments"; "unknown" otherwise. */
 AQ_API const char *aq_param_name(aq_param param);
 
 /* The inclusive bounds of a parameter. A value inside the bounds may still be refused (bit
@@ -426,13 +437,198 @@ AQ_API AQ_MUST_CHECK aq_status aq_stream_dequantize(aq_ctx *ctx, struct ArrowArr
 /* Arrow IPC files and streams (src/ipc)                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Section reserved for the IPC reader and writer. */
+/* Arrow IPC (https://arrow.apache.org/docs/format/Columnar.html#serialization-and-interprocess-
+ * communication-ipc), both the streaming format and the file format (magic, footer, blocks),
+ * with optional zstd or lz4-frame body compression. The metadata is read and written by the
+ * library's own FlatBuffers code; there is no Arrow runtime.
+ *
+ * Types read and written: null, int8/16/32/64, uint8/16/32/64, float16/32/64, utf8,
+ * large_utf8, binary, large_binary, utf8_view and binary_view (with their variadic buffers),
+ * list, large_list, fixed_size_list and struct, nested freely. Anything else (and any
+ * dictionary-encoded field) is refused with AQ_UNSUPPORTED naming the field and its type.
+ * Schema and field key/value metadata are kept both ways. */
+
+typedef enum aq_ipc_format {
+    AQ_IPC_FORMAT_STREAM = 0, /* the streaming format (.arrows) */
+    AQ_IPC_FORMAT_FILE = 1    /* the file format (.arrow, .feather v2): magic, footer, blocks */
+} aq_ipc_format;
+
+typedef enum aq_ipc_compression {
+    AQ_IPC_COMPRESSION_NONE = 0,
+    AQ_IPC_COMPRESSION_LZ4_FRAME = 1,
+    AQ_IPC_COMPRESSION_ZSTD = 2
+} aq_ipc_compression;
+
+/* A reader of one IPC file or stream. Not thread-safe; use one per thread. */
+typedef struct aq_ipc_reader aq_ipc_reader;
+
+/* Opens an IPC file or stream (the format is recognised from the first bytes: "ARROW1" for
+ * the file format) and reads its schema. The file is memory-mapped: uncompressed buffers are
+ * handed out as pointers into the mapping, never copied (a buffer whose position in the file
+ * is not 8-byte aligned is the exception: it is copied so that consumers get aligned data).
+ * Arrays keep the mapping alive after the reader is freed. Every offset and length in the
+ * metadata is checked against the file: a malformed file is AQ_INVALID_DATA naming the
+ * file, the message and the byte offset. *out is written only on success. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_open(const char *path, aq_ipc_reader **out,
+                                                  aq_error *err);
+/* As aq_ipc_reader_open, over size bytes in memory. The bytes are copied once, so the caller
+ * may free data as soon as the call returns. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_open_memory(const void *data, size_t size,
+                                                         aq_ipc_reader **out, aq_error *err);
+/* Frees a reader. Arrays already returned stay valid. Accepts NULL. */
+AQ_API void aq_ipc_reader_free(aq_ipc_reader *reader);
+
+AQ_API aq_ipc_format aq_ipc_reader_format(const aq_ipc_reader *reader);
+/* For the file format, the number of record batches in the footer; for a stream, the number
+ * read so far. */
+AQ_API size_t aq_ipc_reader_num_batches(const aq_ipc_reader *reader);
+/* A fresh copy of the schema (a struct "+s" whose children are the columns, with the schema
+ * metadata), owned by the caller. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_schema(const aq_ipc_reader *reader,
+                                                    struct ArrowSchema *out, aq_error *err);
+/* Reads the next record batch as a struct array (length = rows, one child per column), owned
+ * by the caller. At the end of the data, returns AQ_OK with out->release == NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_next(aq_ipc_reader *reader, struct ArrowArray *out,
+                                                  aq_error *err);
+/* Turns a reader into an ArrowArrayStream. The stream takes the reader over (even on error):
+ * do not free it afterwards; releasing the stream frees it. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_stream(aq_ipc_reader *reader,
+                                                    struct ArrowArrayStream *out, aq_error *err);
+
+typedef struct aq_ipc_write_options {
+    aq_ipc_format format;           /* default (0): the streaming format */
+    aq_ipc_compression compression; /* default (0): none */
+    int compression_level;          /* 0: the codec's default */
+} aq_ipc_write_options;
+
+/* A writer of one IPC file or stream. The data goes to a temporary file in the destination's
+ * directory ("<path>.tmp-XXXXXX"), which aq_ipc_writer_close flushes, fsyncs and renames to
+ * path: a reader never sees a partial file under the final name. */
+typedef struct aq_ipc_writer aq_ipc_writer;
+
+/* Creates the temporary file and writes the schema (a struct "+s" whose children are the
+ * columns; borrowed). opts may be NULL (stream, uncompressed). */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_writer_open(const char *path,
+                                                  const struct ArrowSchema *schema,
+                                                  const aq_ipc_write_options *opts,
+                                                  aq_ipc_writer **out, aq_error *err);
+/* Writes one record batch (a struct array matching the schema; borrowed; sliced arrays are
+ * written as their slice). Buffers are 64-byte aligned in the output. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_writer_write(aq_ipc_writer *writer,
+                                                   const struct ArrowArray *batch,
+                                                   aq_error *err);
+/* Finishes the output (end-of-stream marker, or footer and magic), fsyncs it and renames it
+ * into place. On failure nothing is left under the final name and the temporary is removed.
+ * The writer must still be freed. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_writer_close(aq_ipc_writer *writer, aq_error *err);
+/* Frees a writer; if it was not closed successfully, removes its temporary file. Accepts NULL. */
+AQ_API void aq_ipc_writer_free(aq_ipc_writer *writer);
+
+/* Writes every batch of a stream to path (open, write each batch, close). The stream is
+ * borrowed: the caller still releases it. On any error no file is left under path. */
+AQ_API AQ_MUST_CHECK aq_status aq_ipc_write_stream(const char *path,
+                                                   struct ArrowArrayStream *stream,
+                                                   const aq_ipc_write_options *opts,
+                                                   aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Safetensors checkpoints and model files (src/io)                                           */
 /* ------------------------------------------------------------------------------------------ */
 
 /* Section reserved for the model pipeline. */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Quality: weighted quantization, moments, fallback and mixed precision (src/quant/quality.c) */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The super-block size of AQ_SCHEME_KQUANT: its layout's group_size, whatever
+ * AQ_PARAM_GROUP_SIZE says. A writer must record layout.group_size (from aq_quantize_bound),
+ * not the context's parameter; a reader gives it back in aq_qtensor.group_size. */
+#define AQ_KQUANT_SUPER_BLOCK 512u
+
+/* aq_layout_compute for any scheme: for AQ_SCHEME_KQUANT, group_size is ignored (512 is
+ * used), groups counts super-blocks and packed_bytes counts the codes and the packed sub-block
+ * parameters after them. */
+AQ_API AQ_MUST_CHECK aq_status aq_layout_compute_scheme(aq_scheme scheme, const int64_t *shape,
+                                                        size_t ndim, unsigned bit_width,
+                                                        size_t group_size, aq_layout *out,
+                                                        aq_error *err);
+
+typedef struct aq_quantize_options {
+    /* NULL, or one importance weight per element of the tensor (row-major, as the data):
+     * finite and >= 0. affine_search and kquant then minimise the importance-weighted squared
+     * error (docs/format.md 5.1); plain affine ignores it. Borrowed for the call. */
+    const float *importance;
+} aq_quantize_options;
+
+/* Moment figures of one quantization (filled by aq_quantize_ex when asked for). For each row
+ * with original mean mu and population standard deviation sigma, and dequantized mean mu_hat
+ * and deviation sigma_hat, KL(N(mu, sigma^2) || N(mu_hat, sigma_hat^2)) =
+ * ln(sigma_hat / sigma) + (sigma^2 + (mu - mu_hat)^2) / (2 sigma_hat^2) - 1/2. */
+typedef struct aq_quantize_stats {
+    size_t rows;           /* rows with sigma > 0 and sigma_hat > 0, over which KL is averaged */
+    size_t rows_corrected; /* rows whose scales and zero points the correction changed */
+    double kl_before;      /* mean KL of the quantized rows before the correction */
+    double kl_after;       /* the same after it (== kl_before when no correction was made) */
+} aq_quantize_stats;
+
+/* aq_quantize with options (opts may be NULL) and, when stats is not NULL, the moment figures
+ * (which cost one dequantization of the tensor). With AQ_PARAM_PRESERVE_MOMENTS set the rows
+ * are corrected; with AQ_SCHEME_KQUANT that is AQ_UNSUPPORTED (its offsets cannot absorb a
+ * row's mean shift). A bad importance vector (NaN, Inf or negative weight) is
+ * AQ_INVALID_ARGUMENT naming the layer and the index. */
+AQ_API AQ_MUST_CHECK aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src,
+                                              const aq_quantize_options *opts,
+                                              const aq_qbuffers *dst, aq_quantize_stats *stats,
+                                              aq_error *err);
+
+/* Quantizing a list of tensors with a quality floor and/or a size budget. The result is an
+ * aq_qset: one quantized tensor per input, in input order, each with the choice made for it. */
+typedef struct aq_qset aq_qset;
+
+typedef struct aq_qset_options {
+    /* 0 = no floor. Otherwise a tensor whose cosine similarity falls below it is quantized
+     * again with more bits (2 -> 4 -> 8, same scheme); with a budget, options below the floor
+     * are not considered (unless none meets it: then the tensor's most accurate option). */
+    double min_cosine;
+    /* 0 = no budget: every tensor starts at the context's bit width. Otherwise the total size
+     * (codes, scales, zero points, sub-block parameters) must stay within target_bpw bits per
+     * weight: each tensor starts at its smallest option and the upgrade that saves the most
+     * squared error per byte is taken first, while it fits. AQ_INVALID_PARAMETER when even
+     * the smallest options do not fit. */
+    double target_bpw;
+    /* The schemes the budget may choose from, each at 2, 4 and 8 bits; NULL = the context's
+     * scheme only. Ignored without a budget. */
+    const aq_scheme *schemes;
+    size_t n_schemes;
+    /* NULL, or one importance vector (or NULL) per tensor, as aq_quantize_options. */
+    const float *const *importance;
+} aq_qset_options;
+
+/* What was chosen for one tensor and how well it came back. */
+typedef struct aq_qset_choice {
+    aq_scheme scheme;
+    unsigned bit_width;
+    unsigned initial_bit_width; /* the context's bit width, or the budget's first choice */
+    int moved;                  /* 1 when the floor raised the bit width */
+    int meets_min_cosine;       /* 1 when cosine >= min_cosine (always 1 without a floor) */
+    size_t bytes;               /* packed bytes + 4 bytes per scale and per zero point */
+    double bits_per_weight;     /* bytes * 8 / elements */
+    aq_metrics metrics;         /* original vs dequantized */
+} aq_qset_choice;
+
+AQ_API AQ_MUST_CHECK aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
+                                                const aq_qset_options *opts, aq_qset **out,
+                                                aq_error *err);
+AQ_API void aq_qset_free(aq_qset *set);
+AQ_API size_t aq_qset_count(const aq_qset *set);
+/* Entry i: the choice and a view of the quantized tensor (buffers and shape owned by the set,
+ * valid until aq_qset_free; name borrowed from the input). AQ_INVALID_ARGUMENT if i is out of
+ * range. Either output may be NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_qset_get(const aq_qset *set, size_t i, aq_qset_choice *choice,
+                                           aq_qtensor *tensor, aq_error *err);
+/* Totals over the set: bytes (as in aq_qset_choice) and elements. */
+AQ_API void aq_qset_totals(const aq_qset *set, size_t *bytes, size_t *elements);
 
 #ifdef __cplusplus
 }

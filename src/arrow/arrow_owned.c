@@ -175,6 +175,21 @@ aq_status aq__schema_set_metadata(struct ArrowSchema *schema, const char *const 
     return AQ_OK;
 }
 
+aq_status aq__schema_set_metadata_raw(struct ArrowSchema *schema, const char *encoded,
+                                      size_t size, aq_error *err)
+{
+    owned_schema *p = schema->private_data;
+    char *buf = malloc(size > 0 ? size : 1);
+    if (buf == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory building schema metadata");
+    }
+    memcpy(buf, encoded, size);
+    free(p->metadata);
+    p->metadata = buf;
+    schema->metadata = buf;
+    return AQ_OK;
+}
+
 /* ---- array nodes ---- */
 
 typedef struct owned_array {

@@ -30,6 +30,11 @@ aq_status aq__schema_alloc(struct ArrowSchema *out, const char *format, const ch
 aq_status aq__schema_set_metadata(struct ArrowSchema *schema, const char *const *keys,
                                   const char *const *values, size_t n, aq_error *err);
 
+/* Sets the node's metadata to a copy of `size` bytes already in the C Data Interface encoding
+ * (keys and values may hold any bytes, NUL included). Replaces earlier metadata. */
+aq_status aq__schema_set_metadata_raw(struct ArrowSchema *schema, const char *encoded,
+                                      size_t size, aq_error *err);
+
 /* Initialises *out as an array node of the given length with n_buffers NULL buffers and
  * n_children zeroed child nodes. null_count and offset start at 0. */
 aq_status aq__array_alloc(struct ArrowArray *out, int64_t length, int64_t n_buffers,

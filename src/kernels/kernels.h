@@ -44,11 +44,18 @@ typedef void (*aq__dequantize_fn)(const uint8_t *packed, const float *scales,
  * none. */
 typedef size_t (*aq__find_nonfinite_fn)(const void *src, size_t n);
 
+#include "kernels_quality.h"
+
 typedef struct aq__kernel_table {
     const char *name; /* "ref", "avx2", "avx512", "neon" */
     aq__quantize_fn quantize_affine[AQ_DTYPE_COUNT];     /* by input dtype */
     aq__dequantize_fn dequantize_affine[AQ_DTYPE_COUNT]; /* by output dtype; F64 is NULL */
     aq__find_nonfinite_fn find_nonfinite[AQ_DTYPE_COUNT];
+    /* Quality schemes (kernels_quality.h). A table may leave them NULL: the driver then uses
+     * the reference table's entries. */
+    aq__quantize_search_fn quantize_search[AQ_DTYPE_COUNT];       /* by input dtype */
+    aq__quantize_kquant_fn quantize_kquant[AQ_DTYPE_COUNT];       /* by input dtype */
+    aq__dequantize_kquant_fn dequantize_kquant[AQ_DTYPE_COUNT];   /* by output dtype */
 } aq__kernel_table;
 
 extern const aq__kernel_table aq__kernels_ref;

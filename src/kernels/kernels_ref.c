@@ -181,4 +181,10 @@ const aq__kernel_table aq__kernels_ref = {
     .dequantize_affine = {ref_dequantize_f32, ref_dequantize_f16, ref_dequantize_bf16, NULL},
     .find_nonfinite = {ref_find_nonfinite_f32, ref_find_nonfinite_f16, ref_find_nonfinite_bf16,
                        ref_find_nonfinite_f64},
+    .quantize_search = {aq__quantize_search_ref_f32, aq__quantize_search_ref_f16,
+                        aq__quantize_search_ref_bf16, aq__quantize_search_ref_f64},
+    .quantize_kquant = {aq__quantize_kquant_ref_f32, aq__quantize_kquant_ref_f16,
+                        aq__quantize_kquant_ref_bf16, aq__quantize_kquant_ref_f64},
+    .dequantize_kquant = {aq__dequantize_kquant_ref_f32, aq__dequantize_kquant_ref_f16,
+                          aq__dequantize_kquant_ref_bf16, NULL},
 };

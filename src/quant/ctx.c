@@ -15,10 +15,13 @@ static const ctx_param_info ctx_params[AQ_PARAM_COUNT] = {
     [AQ_PARAM_GROUP_SIZE] = {"group_size", AQ_MIN_GROUP_SIZE, (int64_t)AQ_GROUP_SIZE_ROW},
     [AQ_PARAM_SCHEME] = {"scheme", 0, AQ_SCHEME_COUNT - 1},
     [AQ_PARAM_THREADS] = {"threads", 0, AQ_MAX_THREADS},
+    [AQ_PARAM_PRESERVE_MOMENTS] = {"preserve_moments", 0, 1},
 };
 
 static const char *const ctx_scheme_names[AQ_SCHEME_COUNT] = {
     [AQ_SCHEME_AFFINE] = "affine",
+    [AQ_SCHEME_AFFINE_SEARCH] = "affine_search",
+    [AQ_SCHEME_KQUANT] = "kquant",
 };
 
 const char *aq_param_name(aq_param param)
@@ -48,7 +51,7 @@ aq_status aq_scheme_from_name(const char *name, aq_scheme *out, aq_error *err)
             return AQ_OK;
         }
     }
-    return aq__error_set(err, AQ_INVALID_PARAMETER, "Invalid scheme: '%s'. Must be one of: affine",
+    return aq__error_set(err, AQ_INVALID_PARAMETER, "Invalid scheme: '%s'. Must be one of: affine, affine_search, kquant",
                          name);
 }
 
@@ -179,6 +182,13 @@ aq_status aq_ctx_set_param(aq_ctx *ctx, aq_param param, int64_t value, aq_error 
         }
         ctx->threads = (unsigned)value;
         return AQ_OK;
+    case AQ_PARAM_PRESERVE_MOMENTS:
+        if (value != 0 && value != 1) {
+            return aq__error_set(err, AQ_INVALID_PARAMETER,
+                                 "Invalid preserve_moments: %" PRId64 ". Must be 0 or 1", value);
+        }
+        ctx->preserve_moments = value != 0;
+        return AQ_OK;
     case AQ_PARAM_COUNT:
         break;
     }
@@ -202,6 +212,9 @@ aq_status aq_ctx_get_param(const aq_ctx *ctx, aq_param param, int64_t *value, aq
         return AQ_OK;
     case AQ_PARAM_THREADS:
         *value = ctx->threads;
+        return AQ_OK;
+    case AQ_PARAM_PRESERVE_MOMENTS:
+        *value = ctx->preserve_moments;
         return AQ_OK;
     case AQ_PARAM_COUNT:
         break;

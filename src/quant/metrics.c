@@ -12,21 +12,21 @@ static void metrics_load(const aq_tensor *t, size_t start, size_t n, double *out
     case AQ_DTYPE_F32: {
         const float *p = (const float *)t->data + start;
         for (size_t i = 0; i < n; i++) {
-            out[i] = p[i];
+            out[i] = (double)p[i];
         }
         break;
     }
     case AQ_DTYPE_F16: {
         const uint16_t *p = (const uint16_t *)t->data + start;
         for (size_t i = 0; i < n; i++) {
-            out[i] = aq__f16_to_f32(p[i]);
+            out[i] = (double)aq__f16_to_f32(p[i]);
         }
         break;
     }
     case AQ_DTYPE_BF16: {
         const uint16_t *p = (const uint16_t *)t->data + start;
         for (size_t i = 0; i < n; i++) {
-            out[i] = aq__bf16_to_f32(p[i]);
+            out[i] = (double)aq__bf16_to_f32(p[i]);
         }
         break;
     }

@@ -17,6 +17,7 @@ struct aq_ctx {
     unsigned threads; /* 0 = one per online CPU */
     const aq__kernel_table *kernels;
     aq__pool *pool; /* created on first use with several threads; freed by aq_ctx_free */
+    bool preserve_moments; /* AQ_PARAM_PRESERVE_MOMENTS (quality.c) */
 };
 
 /* The number of threads a `threads` parameter means: itself, or the online CPUs for 0. */
@@ -48,5 +49,18 @@ aq_status aq__shape_elements(const char *name, const int64_t *shape, size_t ndim
 /* Validates a bit width or group size with the messages of the public API. */
 aq_status aq__check_bit_width(int64_t value, aq_error *err);
 aq_status aq__check_group_size(int64_t value, aq_error *err);
+
+/* The driver's layout and span cutting (quantize.c), for the other drivers. */
+aq_status aq__quant_layout(const char *name, const int64_t *shape, size_t ndim,
+                           unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err);
+aq__span aq__quant_span_at(const aq_layout *l, size_t start);
+size_t aq__quant_group_at(const aq_layout *l, size_t start);
+
+/* Layout of any scheme, and the quality schemes' drivers (quality.c). */
+aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape,
+                            size_t ndim, unsigned bit_width, size_t group_size, aq_layout *out,
+                            aq_error *err);
+aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype,
+                                void *out, size_t out_capacity, aq_error *err);
 
 #endif /* AQ_QUANT_INTERNAL_H */

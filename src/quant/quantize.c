@@ -111,8 +111,8 @@ aq_status aq_quantize_bound(const aq_ctx *ctx, const aq_tensor *src, aq_layout *
     if (ctx == NULL || src == NULL || out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_quantize_bound: NULL argument");
     }
-    return quant_layout(src->name, src->shape, src->ndim, ctx->bit_width, ctx->group_size, out,
-                        err);
+    return aq__scheme_layout(src->name, ctx->scheme, src->shape, src->ndim, ctx->bit_width,
+                             ctx->group_size, out, err);
 }
 
 /* The span that starts at element `start`: it ends at the first group boundary at or past
@@ -277,6 +277,9 @@ aq_status aq_quantize(aq_ctx *ctx, const aq_tensor *src, const aq_qbuffers *dst,
     if (ctx == NULL || dst == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_quantize: NULL argument");
     }
+    if (ctx->scheme != AQ_SCHEME_AFFINE || ctx->preserve_moments) {
+        return aq_quantize_ex(ctx, src, NULL, dst, NULL, err); /* quality.c */
+    }
     aq_status st = quant_check_tensor(src, err);
     if (st != AQ_OK) {
         return st;
@@ -321,6 +324,9 @@ aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype, 
 {
     if (ctx == NULL || src == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_dequantize: NULL argument");
+    }
+    if (src->scheme == AQ_SCHEME_KQUANT) {
+        return aq__dequantize_kquant(ctx, src, out_dtype, out, out_capacity, err); /* quality.c */
     }
     const char *name = aq__name_or_unnamed(src->name);
     if (out_dtype != AQ_DTYPE_F32 && out_dtype != AQ_DTYPE_F16 && out_dtype != AQ_DTYPE_BF16) {
@@ -397,4 +403,21 @@ aq_status aq_tensor_check_finite(const aq_tensor *tensor, size_t *first_bad, aq_
                              aq__name_or_unnamed(tensor->name), at);
     }
     return AQ_OK;
+}
+
+/* Entry points for the other drivers (quality.c). */
+aq_status aq__quant_layout(const char *name, const int64_t *shape, size_t ndim,
+                           unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err)
+{
+    return quant_layout(name, shape, ndim, bit_width, group_size, out, err);
+}
+
+aq__span aq__quant_span_at(const aq_layout *l, size_t start)
+{
+    return quant_next_span(l, start);
+}
+
+size_t aq__quant_group_at(const aq_layout *l, size_t start)
+{
+    return quant_group_index(l, start);
 }

@@ -59,7 +59,7 @@ TEST(metrics_mixed_dtypes_and_errors)
     aq_tensor t4 = {"four", AQ_DTYPE_F64, a, &n4, 1};
     CHECK_FAILS(aq_metrics_compute(&t4, &th, &m, &err), AQ_SHAPE_MISMATCH,
                 "4 reference elements but 3 approximation elements");
-    a[1] = NAN;
+    a[1] = (double)NAN;
     CHECK_FAILS(aq_metrics_compute(&ta, &th, &m, &err), AQ_NON_FINITE,
                 "Layer 'a' contains NaN or Inf at index 1");
     CHECK_FAILS(aq_metrics_compute(NULL, &th, &m, &err), AQ_INVALID_ARGUMENT, "reference");

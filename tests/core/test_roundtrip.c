@@ -16,7 +16,7 @@ static void check_roundtrip(const float *x, const tu_result *r, const char *what
     for (size_t k = 0; k < l->elements; k++) {
         size_t row = k / l->cols, col = k % l->cols;
         size_t g = row * l->groups_per_row + col / l->group_size;
-        double scale = r->scales[g], zp = r->zero_points[g];
+        double scale = (double)r->scales[g], zp = (double)r->zero_points[g];
         double err = fabs((double)x[k] - (double)r->restored[k]);
         /* Float32 rounding of t = x - lo, u = t * inv, (q - zp) and (q - zp) * scale: a few
          * ulps of the magnitudes involved. */

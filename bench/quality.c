@@ -1,0 +1,254 @@
+/*
+ * bench/quality: quantization quality and speed of every scheme and bit width on four
+ * synthetic weight distributions, printed next to ggml's reference points (issue 8).
+ *
+ * The generator (documented so that the figures can be reproduced anywhere):
+ *  - splitmix64 with seed 1 (Gaussian), 2 (Laplace), 3 (outliers), 4 (Student-t);
+ *    uniform u = (next() >> 11) * 2^-53 in [0, 1).
+ *  - normal: Box-Muller from two uniforms, z = sqrt(-2 ln(1 - u1)) * cos(2 pi u2).
+ *  - Gaussian: sigma * z, sigma = 0.02.
+ *  - Laplace with standard deviation sigma: b = sigma / sqrt(2), v = u - 0.5,
+ *    x = -b * sign(v) * ln(1 - 2 |v|).
+ *  - outliers: a Gaussian draw, then one more uniform per element: below 0.0005 the element
+ *    becomes +20 sigma, below 0.001 it becomes -20 sigma (0.1% outliers).
+ *  - Student-t with 3 degrees of freedom scaled to standard deviation sigma:
+ *    t = z0 / sqrt((z1^2 + z2^2 + z3^2) / 3), x = t * sigma / sqrt(3).
+ *
+ * Usage: bench_quality [--rows R] [--cols C] [--reps N]
+ * Errors: relative RMSE = sqrt(MSE) / std(w); SQNR and cosine as in aq_metrics_compute; bits
+ * per weight count codes, float32 scales and zero points and kquant's sub-block parameters.
+ * Speed: aq_quantize on one thread, the best of --reps runs, in millions of weights per second.
+ */
+#include <arrowquant.h>
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static uint64_t bq_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static double bq_uniform(uint64_t *s)
+{
+    return (double)(bq_next(s) >> 11) * 0x1p-53;
+}
+
+static double bq_normal(uint64_t *s)
+{
+    double u1 = bq_uniform(s), u2 = bq_uniform(s);
+    return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * 3.14159265358979323846 * u2);
+}
+
+enum { BQ_GAUSS, BQ_LAPLACE, BQ_OUTLIER, BQ_STUDENT, BQ_DISTS };
+static const char *const bq_dist_names[BQ_DISTS] = {"gaussian", "laplace", "outliers",
+                                                    "student-t3"};
+/* ggml reference points of issue 8 (relative RMSE), per distribution. */
+static const double bq_q4k[BQ_DISTS] = {0.0714, 0.0846, 0.0832, 0.0922};
+static const double bq_q2k[BQ_DISTS] = {0.2965, 0.3440, 0.2854, 0.3502};
+static const double bq_q80_gauss = 0.0054;
+
+static void bq_generate(int dist, float *w, size_t n)
+{
+    const double sigma = 0.02;
+    uint64_t s = (uint64_t)dist + 1;
+    for (size_t i = 0; i < n; i++) {
+        double x = 0.0;
+        switch (dist) {
+        case BQ_GAUSS:
+            x = sigma * bq_normal(&s);
+            break;
+        case BQ_LAPLACE: {
+            double b = sigma / sqrt(2.0), v = bq_uniform(&s) - 0.5;
+            x = -b * (v < 0 ? -1.0 : 1.0) * log(1.0 - 2.0 * fabs(v));
+            break;
+        }
+        case BQ_OUTLIER: {
+            x = sigma * bq_normal(&s);
+            double u = bq_uniform(&s);
+            if (u < 0.0005) {
+                x = 20.0 * sigma;
+            } else if (u < 0.001) {
+                x = -20.0 * sigma;
+            }
+            break;
+        }
+        case BQ_STUDENT: {
+            double z0 = bq_normal(&s), z1 = bq_normal(&s), z2 = bq_normal(&s),
+                   z3 = bq_normal(&s);
+            x = z0 / sqrt((z1 * z1 + z2 * z2 + z3 * z3) / 3.0) * sigma / sqrt(3.0);
+            break;
+        }
+        default:
+            break;
+        }
+        w[i] = (float)x;
+    }
+}
+
+static double bq_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+typedef struct bq_config {
+    aq_scheme scheme;
+    unsigned bits;
+    size_t group;
+    int moments;
+} bq_config;
+
+static const bq_config bq_configs[] = {
+    {AQ_SCHEME_AFFINE, 2, 128, 0},        {AQ_SCHEME_AFFINE_SEARCH, 2, 128, 0},
+    {AQ_SCHEME_KQUANT, 2, 512, 0},        {AQ_SCHEME_AFFINE, 4, 128, 0},
+    {AQ_SCHEME_AFFINE_SEARCH, 4, 128, 0}, {AQ_SCHEME_AFFINE_SEARCH, 4, 128, 1},
+    {AQ_SCHEME_KQUANT, 4, 512, 0},        {AQ_SCHEME_AFFINE, 8, 128, 0},
+    {AQ_SCHEME_AFFINE_SEARCH, 8, 128, 0}, {AQ_SCHEME_KQUANT, 8, 512, 0},
+};
+
+#define BQ_CHECK(call)                                                                           \
+    do {                                                                                         \
+        if ((call) != AQ_OK) {                                                                   \
+            fprintf(stderr, "bench_quality: %s: %s\n", #call, err.message);                      \
+            exit(1);                                                                             \
+        }                                                                                        \
+    } while (0)
+
+int main(int argc, char **argv)
+{
+    size_t rows = 4096, cols = 4096;
+    int reps = 1;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--rows") == 0) {
+            rows = (size_t)strtoull(argv[i + 1], NULL, 10);
+        } else if (strcmp(argv[i], "--cols") == 0) {
+            cols = (size_t)strtoull(argv[i + 1], NULL, 10);
+        } else if (strcmp(argv[i], "--reps") == 0) {
+            reps = atoi(argv[i + 1]);
+        } else {
+            fprintf(stderr, "usage: %s [--rows R] [--cols C] [--reps N]\n", argv[0]);
+            return 2;
+        }
+    }
+    const size_t n = rows * cols;
+    int64_t shape[2] = {(int64_t)rows, (int64_t)cols};
+    float *w = malloc(n * sizeof *w), *deq = malloc(n * sizeof *deq);
+    aq_layout big;
+    aq_error err;
+    BQ_CHECK(aq_layout_compute_scheme(AQ_SCHEME_KQUANT, shape, 2, 8, 512, &big, &err));
+    uint8_t *packed = malloc(big.packed_bytes + n);
+    float *scales = malloc(n / 8 * sizeof *scales + 64), *zps = malloc(n / 8 * sizeof *zps + 64);
+    if (!w || !deq || !packed || !scales || !zps) {
+        fprintf(stderr, "bench_quality: out of memory\n");
+        return 1;
+    }
+    aq_ctx *ctx;
+    BQ_CHECK(aq_ctx_create(&ctx, &err));
+    printf("# bench/quality: %zu x %zu, sigma 0.02, kernels %s, 1 thread, best of %d\n", rows,
+           cols, aq_ctx_kernels(ctx), reps);
+    printf("| distribution | scheme | bits | bpw | rel RMSE | ggml ref (bpw) | SQNR dB | cosine "
+           "| KL(fit) | M weights/s | speed / affine |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    /* Per target (bits 4, 2, 8) and distribution: the best relative RMSE within the bit
+     * budget, its configuration and speed. */
+    double best_rmse[3][BQ_DISTS], best_speed[3][BQ_DISTS];
+    const char *best_name[3][BQ_DISTS];
+    for (int k = 0; k < 3; k++) {
+        for (int d = 0; d < BQ_DISTS; d++) {
+            best_rmse[k][d] = INFINITY;
+            best_speed[k][d] = 0.0;
+            best_name[k][d] = "";
+        }
+    }
+    static const double bpw_limit[3] = {4.5, 2.625, 8.5};
+    static char names[BQ_DISTS][sizeof bq_configs / sizeof bq_configs[0]][64];
+    for (int d = 0; d < BQ_DISTS; d++) {
+        double affine_speed = 0.0;
+        bq_generate(d, w, n);
+        aq_tensor t = {bq_dist_names[d], AQ_DTYPE_F32, w, shape, 2};
+        for (size_t c = 0; c < sizeof bq_configs / sizeof bq_configs[0]; c++) {
+            const bq_config *cf = &bq_configs[c];
+            BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, cf->scheme, &err));
+            BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, cf->bits, &err));
+            BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)cf->group, &err));
+            BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_PRESERVE_MOMENTS, cf->moments, &err));
+            aq_layout l;
+            BQ_CHECK(aq_quantize_bound(ctx, &t, &l, &err));
+            aq_qbuffers b = {packed, l.packed_bytes, scales, zps, l.groups};
+            double best = 1e30;
+            for (int r = 0; r < reps; r++) {
+                double t0 = bq_now();
+                BQ_CHECK(aq_quantize(ctx, &t, &b, &err));
+                double dt = bq_now() - t0;
+                best = dt < best ? dt : best;
+            }
+            aq_quantize_stats stats;
+            BQ_CHECK(aq_quantize_ex(ctx, &t, NULL, &b, &stats, &err));
+            aq_qtensor q = {t.name, cf->scheme, l.bit_width, l.group_size, shape, 2, packed,
+                            l.packed_bytes, scales, zps, l.groups};
+            BQ_CHECK(aq_dequantize(ctx, &q, AQ_DTYPE_F32, deq, n, &err));
+            aq_tensor r = {t.name, AQ_DTYPE_F32, deq, shape, 2};
+            aq_metrics m;
+            BQ_CHECK(aq_metrics_compute(&t, &r, &m, &err));
+            double bpw = (double)(l.packed_bytes + 8 * l.groups) * 8.0 / (double)n;
+            char ref[48] = "";
+            if (cf->bits == 4) {
+                snprintf(ref, sizeof ref, "Q4_K %.4f (4.5)", bq_q4k[d]);
+            } else if (cf->bits == 2) {
+                snprintf(ref, sizeof ref, "Q2_K %.4f (2.625)", bq_q2k[d]);
+            } else if (d == BQ_GAUSS) {
+                snprintf(ref, sizeof ref, "Q8_0 %.4f (8.5)", bq_q80_gauss);
+            }
+            char *name = names[d][c];
+            snprintf(name, 64, "%s%s g%zu", aq_scheme_name(cf->scheme),
+                     cf->moments ? "+moments" : "", l.group_size);
+            double speed = (double)n / best * 1e-6;
+            if (cf->scheme == AQ_SCHEME_AFFINE) {
+                affine_speed = speed;
+            }
+            printf("| %s | %s | %u | %.3f | %.4f | %s | %.2f | %.6f | %.2e | %.1f | %.3f |\n",
+                   bq_dist_names[d], name, cf->bits, bpw, m.rel_rmse, ref, m.sqnr_db, m.cosine,
+                   cf->moments ? stats.kl_after : stats.kl_before, speed, speed / affine_speed);
+            int k = cf->bits == 4 ? 0 : (cf->bits == 2 ? 1 : 2);
+            if (bpw <= bpw_limit[k] + 1e-12 && m.rel_rmse < best_rmse[k][d]) {
+                best_rmse[k][d] = m.rel_rmse;
+                best_speed[k][d] = speed;
+                best_name[k][d] = name;
+            }
+            fflush(stdout);
+        }
+    }
+    printf("\n## Targets of issue 8 (best configuration within the bit budget)\n\n"
+           "| target | distribution | ggml | measured | configuration | M weights/s | met |\n"
+           "|---|---|---|---|---|---|---|\n");
+    for (int k = 0; k < 3; k++) {
+        for (int d = 0; d < BQ_DISTS; d++) {
+            if (k == 2 && d != BQ_GAUSS) {
+                continue;
+            }
+            double ref = k == 0 ? bq_q4k[d] : (k == 1 ? bq_q2k[d] : bq_q80_gauss);
+            const char *what = k == 0 ? "<= 4.5 bpw, <= Q4_K"
+                                      : (k == 1 ? "<= 2.625 bpw, <= Q2_K" : "<= 8.5 bpw, <= Q8_0");
+            printf("| %s | %s | %.4f | %.4f | %s | %.1f | %s |\n", what, bq_dist_names[d], ref,
+                   best_rmse[k][d], best_name[k][d], best_speed[k][d],
+                   best_rmse[k][d] <= ref ? "yes" : "no");
+        }
+    }
+    printf("\nSpeed targets: >= 200 M weights/s per core at <= 4.5 bpw, >= 100 at <= 2.625 bpw "
+           "(compare the column above).\n");
+    aq_ctx_free(ctx);
+    free(w);
+    free(deq);
+    free(packed);
+    free(scales);
+    free(zps);
+    return 0;
+}

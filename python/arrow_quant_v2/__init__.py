@@ -1,0 +1,33 @@
+"""ArrowQuant: 2/4/8-bit weight quantization of Arrow data and numpy arrays.
+
+    from arrow_quant_v2 import ArrowQuantV2
+    q = ArrowQuantV2(mode="diffusion")
+    result = q.quantize_arrow_batch(batch, bit_width=4)   # RecordBatch in, RecordBatch out
+    table_result = q.quantize_arrow(table, bit_width=4)   # Table in, Table out, every chunk
+
+Everything is implemented in C (the extension module arrow_quant_v2.arrow_quant_v2); this
+file only re-exports it.
+"""
+from .arrow_quant_v2 import (
+    DEFAULT_BIT_WIDTH,
+    DEFAULT_GROUP_SIZE,
+    ArrowQuantV2,
+    QuantizationError,
+    RecordBatch,
+    Schema,
+    SkippedLayerWarning,
+    Table,
+    __version__,
+)
+
+__all__ = [
+    "ArrowQuantV2",
+    "DEFAULT_BIT_WIDTH",
+    "DEFAULT_GROUP_SIZE",
+    "QuantizationError",
+    "RecordBatch",
+    "Schema",
+    "SkippedLayerWarning",
+    "Table",
+    "__version__",
+]

@@ -1,0 +1,23 @@
+from .arrow_quant_v2 import (
+    DEFAULT_BIT_WIDTH as DEFAULT_BIT_WIDTH,
+    DEFAULT_GROUP_SIZE as DEFAULT_GROUP_SIZE,
+    ArrowQuantV2 as ArrowQuantV2,
+    QuantizationError as QuantizationError,
+    RecordBatch as RecordBatch,
+    Schema as Schema,
+    SkippedLayerWarning as SkippedLayerWarning,
+    Table as Table,
+    __version__ as __version__,
+)
+
+__all__ = [
+    "ArrowQuantV2",
+    "DEFAULT_BIT_WIDTH",
+    "DEFAULT_GROUP_SIZE",
+    "QuantizationError",
+    "RecordBatch",
+    "Schema",
+    "SkippedLayerWarning",
+    "Table",
+    "__version__",
+]

@@ -1,0 +1,116 @@
+"""Type stubs of the C extension module arrow_quant_v2.arrow_quant_v2 (re-exported by the
+arrow_quant_v2 package)."""
+from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Union, overload
+
+__version__: str
+DEFAULT_BIT_WIDTH: int
+DEFAULT_GROUP_SIZE: int
+
+class _ArrowArrayExportable(Protocol):
+    def __arrow_c_array__(self, requested_schema: Optional[object] = ...) -> tuple[object, object]: ...
+
+class _ArrowStreamExportable(Protocol):
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = ...) -> object: ...
+
+class _LegacyExportable(Protocol):
+    def _export_to_c(self, *pointers: int) -> None: ...
+
+class _Buffer(Protocol):
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+
+ArrowBatchLike = Union[_ArrowArrayExportable, _ArrowStreamExportable, _LegacyExportable]
+ArrowTableLike = Union[_ArrowStreamExportable, _ArrowArrayExportable, _LegacyExportable]
+ProgressCallback = Callable[[int, Optional[int]], Any]
+Mode = Literal["diffusion", "time_aware", "base"]
+
+class QuantizationError(ValueError):
+    """Bad input or arguments; the message names the layer, column or parameter."""
+
+    status: str
+
+class SkippedLayerWarning(UserWarning):
+    """One per layer skipped with continue_on_error=True."""
+
+class Schema:
+    """The schema of a light result object."""
+
+    @property
+    def names(self) -> list[str]: ...
+    @property
+    def types(self) -> list[str]: ...
+    @property
+    def metadata(self) -> Optional[dict[bytes, bytes]]: ...
+    def __arrow_c_schema__(self) -> object: ...
+    def __eq__(self, other: object) -> bool: ...
+
+class RecordBatch:
+    """A result record batch, returned when pyarrow is not importable."""
+
+    @property
+    def num_rows(self) -> int: ...
+    @property
+    def num_columns(self) -> int: ...
+    @property
+    def column_names(self) -> list[str]: ...
+    @property
+    def schema(self) -> Schema: ...
+    def __len__(self) -> int: ...
+    def column(self, key: Union[str, int]) -> list[Any]: ...
+    def to_pylist(self) -> list[dict[str, Any]]: ...
+    def to_pydict(self) -> dict[str, list[Any]]: ...
+    def __arrow_c_array__(self, requested_schema: Optional[object] = None) -> tuple[object, object]: ...
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+
+class Table:
+    """A result table (a sequence of record batches), returned when pyarrow is not importable."""
+
+    @property
+    def num_rows(self) -> int: ...
+    @property
+    def num_columns(self) -> int: ...
+    @property
+    def column_names(self) -> list[str]: ...
+    @property
+    def schema(self) -> Schema: ...
+    def __len__(self) -> int: ...
+    def column(self, key: Union[str, int]) -> list[Any]: ...
+    def to_pylist(self) -> list[dict[str, Any]]: ...
+    def to_batches(self) -> list[RecordBatch]: ...
+    def __arrow_c_stream__(self, requested_schema: Optional[object] = None) -> object: ...
+
+class ArrowQuantV2:
+    """A weight quantizer over the ArrowQuant C library.
+
+    Results are pyarrow objects (pyarrow.RecordBatch / pyarrow.Table) when pyarrow is
+    importable, otherwise this module's RecordBatch / Table.
+    """
+
+    def __init__(self, mode: Mode = "diffusion", *, threads: int = 0) -> None: ...
+    @property
+    def mode(self) -> str: ...
+    def quantize_arrow_batch(
+        self,
+        record_batch: ArrowBatchLike,
+        bit_width: Optional[int] = None,
+        group_size: Optional[int] = None,
+        scheme: Optional[str] = None,
+        continue_on_error: bool = False,
+        progress_callback: Optional[ProgressCallback] = None,
+    ) -> Any: ...
+    def quantize_arrow(
+        self,
+        table: ArrowTableLike,
+        bit_width: Optional[int] = None,
+        group_size: Optional[int] = None,
+        scheme: Optional[str] = None,
+        continue_on_error: bool = False,
+        progress_callback: Optional[ProgressCallback] = None,
+    ) -> Any: ...
+    def quantize_batch(
+        self,
+        weights: Mapping[str, Any],
+        bit_width: Optional[int] = None,
+        continue_on_error: bool = False,
+        progress_callback: Optional[ProgressCallback] = None,
+    ) -> Any: ...
+    def dequantize_arrow(self, result: ArrowTableLike) -> Any: ...

@@ -1,0 +1,599 @@
+/*
+ * Batch quantization: record batch (or tensor views) in, result struct array out.
+ *
+ * Three phases, so that output memory is allocated once at its final size: a plan (every
+ * row's tensor view and layout, read in place from the producer's buffers), one allocation of
+ * each output buffer for the rows the plan kept, then the kernels writing straight into those
+ * buffers. A row that fails in the last phase (a NaN found by the kernels) in continue mode
+ * simply does not advance the write cursors, so the buffers may end a little larger than the
+ * data; nothing is moved.
+ */
+#include "arrow_internal.h"
+#include "quant_internal.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#define BQ_EXPECTED_NAME "string (utf8, large_utf8 or string_view)"
+#define BQ_EXPECTED_WEIGHTS                                                               \
+    "list<float32> (list, large_list or fixed_size_list of float32, float16, float64 or " \
+    "arrowquant.bfloat16)"
+#define BQ_EXPECTED_SHAPE "list<int64> (list, large_list or fixed_size_list of int64 or int32)"
+#define BQ_MISSING                                                                  \
+    "Missing required column '%s'. Expected schema: {layer_name: string, weights: " \
+    "list<float32>, shape: list<int64>}"
+
+typedef struct bq_item {
+    const char *name; /* NUL-terminated; "" when unknown */
+    size_t name_len;
+    aq_tensor t;
+    aq_layout layout;
+    size_t elements;  /* weights in the row, 0 when unknown */
+    aq_status status; /* AQ_OK, or why the plan skipped the row (continue mode) */
+    char *message;    /* with status: the reason, owned */
+} bq_item;
+
+typedef struct bq_plan {
+    size_t n;
+    bq_item *items;
+    char *names;     /* name arena */
+    int64_t *shapes; /* n * AQ_MAX_NDIM */
+} bq_plan;
+
+static void bq_plan_free(bq_plan *p)
+{
+    for (size_t i = 0; p->items != NULL && i < p->n; i++) {
+        free(p->items[i].message);
+    }
+    free(p->items);
+    free(p->names);
+    free(p->shapes);
+    memset(p, 0, sizeof *p);
+}
+
+static aq_status bq_plan_alloc(bq_plan *p, size_t n, size_t name_bytes, aq_error *err)
+{
+    memset(p, 0, sizeof *p);
+    p->n = n;
+    size_t shape_count;
+    if (!aq__mul_size(n, AQ_MAX_NDIM, &shape_count)) {
+        return aq__error_set(err, AQ_OVERFLOW, "batch has too many rows");
+    }
+    p->items = calloc(n > 0 ? n : 1, sizeof *p->items);
+    p->names = malloc(name_bytes > 0 ? name_bytes : 1);
+    p->shapes = malloc((shape_count > 0 ? shape_count : 1) * sizeof *p->shapes);
+    if (p->items == NULL || p->names == NULL || p->shapes == NULL) {
+        bq_plan_free(p);
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", n);
+    }
+    return AQ_OK;
+}
+
+/* ---- planning from a record batch ---- */
+
+typedef struct bq_input {
+    int64_t rows;
+    arw_var names;
+    arw_list weights;
+    arw_list shape;
+    bool has_shape;
+} bq_input;
+
+static const arw_list_spec bq_weights_spec = {"fegS", BQ_EXPECTED_WEIGHTS, true};
+static const arw_list_spec bq_shape_spec = {"li", BQ_EXPECTED_SHAPE, true};
+
+aq_status aq__arrow_check_input_schema(const struct ArrowSchema *schema, aq_error *err)
+{
+    if (schema == NULL || schema->release == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "input schema is NULL or was already released");
+    }
+    if (schema->format == NULL || strcmp(schema->format, "+s") != 0) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "input batch must be a struct array (Arrow format '+s'), got '%s'",
+                             schema->format != NULL ? schema->format : "(null)");
+    }
+    if (schema->n_children < 0 || (schema->n_children > 0 && schema->children == NULL)) {
+        return aq__error_set(err, AQ_INVALID_DATA, "input schema: invalid children");
+    }
+    for (int64_t i = 0; i < schema->n_children; i++) {
+        if (schema->children[i] == NULL) {
+            return aq__error_set(err, AQ_INVALID_DATA, "input schema: child %" PRId64 " is NULL",
+                                 i);
+        }
+    }
+    static const char *const required[] = {"layer_name", "weights"};
+    for (size_t i = 0; i < 2; i++) {
+        if (aq__arrow_find_column(schema, required[i]) < 0) {
+            return aq__error_set(err, AQ_INVALID_ARGUMENT, BQ_MISSING, required[i]);
+        }
+    }
+    return AQ_OK;
+}
+
+static aq_status bq_import(const struct ArrowSchema *s, const struct ArrowArray *a, bq_input *in,
+                           aq_error *err)
+{
+    memset(in, 0, sizeof *in);
+    aq_status st;
+    int64_t rows, offset;
+    if ((st = aq__arrow_check_batch(s, a, &rows, &offset, err)) != AQ_OK ||
+        (st = aq__arrow_check_input_schema(s, err)) != AQ_OK) {
+        return st;
+    }
+    int64_t ni = aq__arrow_find_column(s, "layer_name");
+    int64_t wi = aq__arrow_find_column(s, "weights");
+    int64_t si = aq__arrow_find_column(s, "shape");
+    in->rows = rows;
+    if ((st = aq__arrow_import_var("layer_name", false, BQ_EXPECTED_NAME, s->children[ni],
+                                   a->children[ni], offset, rows, &in->names, err)) != AQ_OK ||
+        (st = aq__arrow_import_list("weights", &bq_weights_spec, s->children[wi], a->children[wi],
+                                    offset, rows, &in->weights, err)) != AQ_OK) {
+        return st;
+    }
+    if (si >= 0) {
+        in->has_shape = true;
+        if ((st = aq__arrow_import_list("shape", &bq_shape_spec, s->children[si], a->children[si],
+                                        offset, rows, &in->shape, err)) != AQ_OK) {
+            return st;
+        }
+    }
+    return AQ_OK;
+}
+
+static aq_dtype bq_dtype(char f)
+{
+    switch (f) {
+    case 'e':
+        return AQ_DTYPE_F16;
+    case 'S':
+        return AQ_DTYPE_BF16;
+    case 'g':
+        return AQ_DTYPE_F64;
+    default:
+        return AQ_DTYPE_F32;
+    }
+}
+
+/* Fills item i of the plan from row i of the batch; on a bad row, row_err says why. */
+static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, size_t grow,
+                             bq_plan *p, char **name_cursor, aq_error *row_err)
+{
+    bq_item *item = &p->items[i];
+    item->name = "";
+    int64_t ws, wn;
+    if (arw_list_valid(&in->weights, i)) {
+        /* Known even when the row turns out bad, for the progress count. */
+        aq__arrow_list_get(&in->weights, i, &ws, &wn);
+        item->elements = (size_t)wn;
+    }
+    if (!arw_var_valid(&in->names, i)) {
+        return aq__error_set(row_err, AQ_INVALID_ARGUMENT, "Row %zu: layer_name is null", grow);
+    }
+    const uint8_t *nd;
+    size_t nl;
+    aq__arrow_var_get(&in->names, i, &nd, &nl);
+    memcpy(*name_cursor, nd, nl);
+    (*name_cursor)[nl] = '\0';
+    item->name = *name_cursor;
+    item->name_len = nl;
+    *name_cursor += nl + 1;
+    const char *name = item->name;
+
+    if (!arw_list_valid(&in->weights, i)) {
+        return aq__error_set(row_err, AQ_INVALID_ARGUMENT, "Layer '%s' (row %zu): weights is null",
+                             name, grow);
+    }
+    int64_t bad = aq__arrow_list_first_null(&in->weights, ws, wn);
+    if (bad >= 0) {
+        return aq__error_set(row_err, AQ_INVALID_ARGUMENT,
+                             "Layer '%s' (row %zu): weights has a null value at index %" PRId64,
+                             name, grow, bad);
+    }
+    int64_t *shape = p->shapes + (size_t)i * AQ_MAX_NDIM;
+    size_t ndim = 1;
+    shape[0] = wn;
+    if (in->has_shape && arw_list_valid(&in->shape, i)) {
+        int64_t ss, sn;
+        aq__arrow_list_get(&in->shape, i, &ss, &sn);
+        if (sn > AQ_MAX_NDIM) {
+            return aq__error_set(row_err, AQ_INVALID_ARGUMENT,
+                                 "Layer '%s' (row %zu): shape has %" PRId64
+                                 " dimensions, at most %d are supported",
+                                 name, grow, sn, AQ_MAX_NDIM);
+        }
+        if (aq__arrow_list_first_null(&in->shape, ss, sn) >= 0) {
+            return aq__error_set(row_err, AQ_INVALID_ARGUMENT,
+                                 "Layer '%s' (row %zu): shape has a null dimension", name, grow);
+        }
+        ndim = (size_t)sn;
+        for (size_t d = 0; d < ndim; d++) {
+            if (in->shape.child_format == 'l') {
+                shape[d] = ((const int64_t *)(const void *)in->shape.values)[ss + (int64_t)d];
+            } else {
+                shape[d] = ((const int32_t *)(const void *)in->shape.values)[ss + (int64_t)d];
+            }
+        }
+    }
+    size_t count;
+    aq_status st = aq__shape_elements(name, shape, ndim, &count, row_err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (count != (size_t)wn) {
+        char buf[256];
+        aq__arrow_format_shape(shape, ndim, buf, sizeof buf);
+        return aq__error_set(row_err, AQ_SHAPE_MISMATCH,
+                             "Layer '%s' (row %zu): shape %s has %zu elements but weights has "
+                             "%" PRId64 " values",
+                             name, grow, buf, count, wn);
+    }
+    item->t.name = name;
+    item->t.dtype = bq_dtype(in->weights.child_format);
+    item->t.data = in->weights.values + (size_t)ws * in->weights.elem_size;
+    item->t.shape = shape;
+    item->t.ndim = ndim;
+    return aq_quantize_bound(ctx, &item->t, &item->layout, row_err);
+}
+
+static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in, const aq_batch_options *opts,
+                               const arw_run *run, bq_plan *p, aq_error *err)
+{
+    size_t n = (size_t)in->rows;
+    size_t name_bytes = 0;
+    for (int64_t i = 0; i < in->rows; i++) {
+        size_t nl = 0;
+        if (arw_var_valid(&in->names, i)) {
+            const uint8_t *nd;
+            aq__arrow_var_get(&in->names, i, &nd, &nl);
+        }
+        if (!aq__add_size(name_bytes, nl + 1, &name_bytes)) {
+            return aq__error_set(err, AQ_OVERFLOW, "layer names overflow");
+        }
+    }
+    aq_status st = bq_plan_alloc(p, n, name_bytes, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    char *cursor = p->names;
+    for (int64_t i = 0; i < in->rows; i++) {
+        aq_error row_err;
+        aq_error_clear(&row_err);
+        if (bq_plan_row(ctx, in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK) {
+            if ((st = aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err,
+                                          err)) != AQ_OK) {
+                bq_plan_free(p);
+                return st;
+            }
+        }
+    }
+    return AQ_OK;
+}
+
+/* ---- planning from tensor views ---- */
+
+static aq_status bq_plan_tensors(const aq_ctx *ctx, const aq_tensor *tensors, size_t n,
+                                 const aq_batch_options *opts, bq_plan *p, aq_error *err)
+{
+    aq_status st = bq_plan_alloc(p, n, 1, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    for (size_t i = 0; i < n; i++) {
+        bq_item *item = &p->items[i];
+        const aq_tensor *t = &tensors[i];
+        item->name = t->name != NULL ? t->name : "";
+        item->name_len = strlen(item->name);
+        item->t = *t;
+        aq_error row_err;
+        aq_error_clear(&row_err);
+        st = aq_quantize_bound(ctx, t, &item->layout, &row_err);
+        if (st == AQ_OK) {
+            item->elements = item->layout.elements;
+            if ((unsigned)t->dtype >= AQ_DTYPE_COUNT || t->data == NULL) {
+                st = aq__error_set(&row_err, AQ_INVALID_ARGUMENT,
+                                   "Layer '%s': invalid dtype or NULL data",
+                                   aq__name_or_unnamed(t->name));
+            }
+        }
+        if (st != AQ_OK && (st = aq__arrow_row_error(opts, &item->message, &item->status, &row_err,
+                                                     err)) != AQ_OK) {
+            bq_plan_free(p);
+            return st;
+        }
+    }
+    return AQ_OK;
+}
+
+/* ---- the result ---- */
+
+aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSchema *out,
+                                  aq_error *err)
+{
+    static const struct {
+        const char *format, *name, *child;
+    } cols[6] = {{"u", "layer_name", NULL}, {"z", "quantized_data", NULL},
+                 {"+l", "scales", "f"},     {"+l", "zero_points", "f"},
+                 {"+l", "shape", "l"},      {"C", "bit_width", NULL}};
+    struct ArrowSchema s;
+    aq_status st = aq__schema_alloc(&s, "+s", "", 0, 6, err);
+    for (int i = 0; st == AQ_OK && i < 6; i++) {
+        const char *f = (i == 1 && large) ? "Z" : cols[i].format;
+        st = aq__schema_alloc(s.children[i], f, cols[i].name, ARROW_FLAG_NULLABLE,
+                              cols[i].child != NULL ? 1 : 0, err);
+        if (st == AQ_OK && cols[i].child != NULL) {
+            st = aq__schema_alloc(s.children[i]->children[0], cols[i].child, "item",
+                                  ARROW_FLAG_NULLABLE, 0, err);
+        }
+    }
+    if (st == AQ_OK) {
+        char version[16], group[24];
+        snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
+        /* kquant's group is its fixed super-block, whatever the parameter says. */
+        snprintf(group, sizeof group, "%zu",
+                 ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK
+                                                 : ctx->group_size);
+        const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
+                              "arrowquant.group_size", "arrowquant.packing"};
+        const char *values[] = {version, aq_scheme_name(ctx->scheme), group, "lsb-first"};
+        st = aq__schema_set_metadata(&s, keys, values, 4, err);
+    }
+    if (st != AQ_OK) {
+        aq__schema_release_if(&s);
+        return st;
+    }
+    aq__schema_move(&s, out);
+    return AQ_OK;
+}
+
+/* Pointers into the result's buffers while it is filled. */
+typedef struct bq_out {
+    int32_t *name_off;
+    char *name_data;
+    int32_t *packed_off32;
+    int64_t *packed_off64;
+    uint8_t *packed;
+    int32_t *scale_off;
+    float *scales;
+    int32_t *zp_off;
+    float *zps;
+    int32_t *shape_off;
+    int64_t *dims;
+    uint8_t *bits;
+} bq_out;
+
+static aq_status bq_list_alloc(struct ArrowArray *col, size_t rows, size_t values, size_t elem_size,
+                               int32_t **off, void **data, aq_error *err)
+{
+    aq_status st = aq__array_alloc(col, (int64_t)rows, 2, 1, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if ((st = aq__array_alloc(col->children[0], (int64_t)values, 2, 0, err)) != AQ_OK) {
+        return st;
+    }
+    *off = aq__array_buffer_alloc(col, 1, (rows + 1) * sizeof(int32_t));
+    *data = aq__array_buffer_alloc(col->children[0], 1, values * elem_size);
+    if (*off == NULL || *data == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory allocating the result");
+    }
+    (*off)[0] = 0;
+    return AQ_OK;
+}
+
+static aq_status bq_result_alloc(size_t rows, size_t name_bytes, size_t packed_bytes, size_t groups,
+                                 size_t dims, bool large, struct ArrowArray *out, bq_out *o,
+                                 aq_error *err)
+{
+    memset(o, 0, sizeof *o);
+    struct ArrowArray a;
+    aq_status st = aq__array_alloc(&a, (int64_t)rows, 1, 6, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    void *scales, *zps, *dim_data;
+    if ((st = aq__array_alloc(a.children[0], (int64_t)rows, 3, 0, err)) != AQ_OK ||
+        (st = aq__array_alloc(a.children[1], (int64_t)rows, 3, 0, err)) != AQ_OK ||
+        (st = bq_list_alloc(a.children[2], rows, groups, sizeof(float), &o->scale_off, &scales,
+                            err)) != AQ_OK ||
+        (st = bq_list_alloc(a.children[3], rows, groups, sizeof(float), &o->zp_off, &zps, err)) !=
+            AQ_OK ||
+        (st = bq_list_alloc(a.children[4], rows, dims, sizeof(int64_t), &o->shape_off, &dim_data,
+                            err)) != AQ_OK ||
+        (st = aq__array_alloc(a.children[5], (int64_t)rows, 2, 0, err)) != AQ_OK) {
+        goto done;
+    }
+    o->scales = scales;
+    o->zps = zps;
+    o->dims = dim_data;
+    o->name_off = aq__array_buffer_alloc(a.children[0], 1, (rows + 1) * sizeof(int32_t));
+    o->name_data = aq__array_buffer_alloc(a.children[0], 2, name_bytes);
+    if (large) {
+        o->packed_off64 = aq__array_buffer_alloc(a.children[1], 1, (rows + 1) * sizeof(int64_t));
+    } else {
+        o->packed_off32 = aq__array_buffer_alloc(a.children[1], 1, (rows + 1) * sizeof(int32_t));
+    }
+    o->packed = aq__array_buffer_alloc(a.children[1], 2, packed_bytes);
+    o->bits = aq__array_buffer_alloc(a.children[5], 1, rows);
+    if (o->name_off == NULL || o->name_data == NULL ||
+        (o->packed_off32 == NULL && o->packed_off64 == NULL) || o->packed == NULL ||
+        o->bits == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY,
+                           "out of memory allocating the result (%zu bytes "
+                           "of packed data)",
+                           packed_bytes);
+        goto done;
+    }
+    o->name_off[0] = 0;
+    if (large) {
+        o->packed_off64[0] = 0;
+    } else {
+        o->packed_off32[0] = 0;
+    }
+    aq__array_move(&a, out);
+done:
+    if (st != AQ_OK) {
+        aq__array_release_if(&a);
+    }
+    return st;
+}
+
+static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts, arw_run *run,
+                            size_t binary_limit, bool allow_large, struct ArrowArray *out_array,
+                            struct ArrowSchema *out_schema, aq_error *err)
+{
+    size_t rows = 0, name_bytes = 0, packed = 0, groups = 0, dims = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const bq_item *it = &p->items[i];
+        if (it->status != AQ_OK) {
+            continue;
+        }
+        rows++;
+        if (!aq__add_size(name_bytes, it->name_len, &name_bytes) ||
+            !aq__add_size(packed, it->layout.packed_bytes, &packed) ||
+            !aq__add_size(groups, it->layout.groups, &groups) ||
+            !aq__add_size(dims, it->t.ndim, &dims)) {
+            return aq__error_set(err, AQ_OVERFLOW, "result sizes overflow");
+        }
+    }
+    if (name_bytes > INT32_MAX || groups > INT32_MAX || dims > INT32_MAX) {
+        return aq__error_set(err, AQ_OVERFLOW,
+                             "batch too large for one result batch (%zu name bytes, %zu groups): "
+                             "split it into smaller batches",
+                             name_bytes, groups);
+    }
+    bool large = packed > binary_limit;
+    if (large && !allow_large) {
+        return aq__error_set(err, AQ_OVERFLOW,
+                             "a stream batch would hold %zu bytes of quantized data, more than "
+                             "the 2 GiB a binary column can: split the input into smaller "
+                             "batches",
+                             packed);
+    }
+    struct ArrowArray result;
+    struct ArrowSchema schema;
+    schema.release = NULL;
+    bq_out o;
+    aq_status st = bq_result_alloc(rows, name_bytes, packed, groups, dims, large, &result, &o, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    size_t r = 0, at_name = 0, at_packed = 0, at_group = 0, at_dim = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const bq_item *it = &p->items[i];
+        size_t row = run->rows_done;
+        if (it->status != AQ_OK) {
+            if ((st = aq__arrow_row_skip(opts, row, it->name, it->status, it->message, err)) !=
+                AQ_OK) {
+                goto done;
+            }
+            aq__arrow_progress(opts, run, it->elements);
+            continue;
+        }
+        const aq_layout *l = &it->layout;
+        aq_qbuffers qb = {o.packed + at_packed, l->packed_bytes, o.scales + at_group,
+                          o.zps + at_group, l->groups};
+        aq_error row_err;
+        aq_error_clear(&row_err);
+        if (aq_quantize(ctx, &it->t, &qb, &row_err) != AQ_OK) {
+            if ((st = aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message,
+                                         err)) != AQ_OK) {
+                goto done;
+            }
+            aq__arrow_progress(opts, run, it->elements);
+            continue;
+        }
+        memcpy(o.name_data + at_name, it->name, it->name_len);
+        memcpy(o.dims + at_dim, it->t.shape, it->t.ndim * sizeof(int64_t));
+        at_name += it->name_len;
+        at_packed += l->packed_bytes;
+        at_group += l->groups;
+        at_dim += it->t.ndim;
+        r++;
+        o.name_off[r] = (int32_t)at_name;
+        if (large) {
+            o.packed_off64[r] = (int64_t)at_packed;
+        } else {
+            o.packed_off32[r] = (int32_t)at_packed;
+        }
+        o.scale_off[r] = (int32_t)at_group;
+        o.zp_off[r] = (int32_t)at_group;
+        o.shape_off[r] = (int32_t)at_dim;
+        o.bits[r - 1] = (uint8_t)l->bit_width;
+        aq__arrow_progress(opts, run, it->elements);
+    }
+    /* Rows that failed in the kernels shrink the result below the planned sizes. */
+    result.length = (int64_t)r;
+    for (int c = 0; c < 6; c++) {
+        result.children[c]->length = (int64_t)r;
+    }
+    result.children[2]->children[0]->length = (int64_t)at_group;
+    result.children[3]->children[0]->length = (int64_t)at_group;
+    result.children[4]->children[0]->length = (int64_t)at_dim;
+    if (out_schema != NULL && (st = aq__arrow_result_schema(ctx, large, &schema, err)) != AQ_OK) {
+        goto done;
+    }
+    aq__array_move(&result, out_array);
+    if (out_schema != NULL) {
+        aq__schema_move(&schema, out_schema);
+    }
+done:
+    if (st != AQ_OK) {
+        aq__array_release_if(&result);
+        aq__schema_release_if(&schema);
+    }
+    return st;
+}
+
+aq_status aq__arrow_quantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema,
+                                   const struct ArrowArray *array, const aq_batch_options *opts,
+                                   arw_run *run, size_t binary_limit, bool allow_large,
+                                   struct ArrowArray *out_array, struct ArrowSchema *out_schema,
+                                   aq_error *err)
+{
+    bq_input in;
+    bq_plan plan;
+    aq_status st = bq_import(schema, array, &in, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if ((st = bq_plan_batch(ctx, &in, opts, run, &plan, err)) != AQ_OK) {
+        return st;
+    }
+    st = bq_execute(ctx, &plan, opts, run, binary_limit, allow_large, out_array, out_schema, err);
+    bq_plan_free(&plan);
+    return st;
+}
+
+aq_status aq_batch_quantize(aq_ctx *ctx, const struct ArrowSchema *schema,
+                            const struct ArrowArray *array, const aq_batch_options *opts,
+                            struct ArrowSchema *out_schema, struct ArrowArray *out_array,
+                            aq_error *err)
+{
+    if (ctx == NULL || out_schema == NULL || out_array == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_batch_quantize: NULL argument");
+    }
+    arw_run run = {0, 0};
+    return aq__arrow_quantize_batch(ctx, schema, array, opts, &run, AQ__ARROW_BINARY_LIMIT, true,
+                                    out_array, out_schema, err);
+}
+
+aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
+                              const aq_batch_options *opts, struct ArrowSchema *out_schema,
+                              struct ArrowArray *out_array, aq_error *err)
+{
+    if (ctx == NULL || out_schema == NULL || out_array == NULL || (n > 0 && tensors == NULL)) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_tensors_quantize: NULL argument");
+    }
+    bq_plan plan;
+    aq_status st = bq_plan_tensors(ctx, tensors, n, opts, &plan, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    arw_run run = {0, 0};
+    st = bq_execute(ctx, &plan, opts, &run, AQ__ARROW_BINARY_LIMIT, true, out_array, out_schema,
+                    err);
+    bq_plan_free(&plan);
+    return st;
+}

@@ -1,0 +1,116 @@
+/* IPC body compression: zstd and lz4 frame, one buffer at a time (Message.fbs, BodyCompression). */
+#include "ipc_internal.h"
+
+#include <lz4frame.h>
+#include <zstd.h>
+
+const char *aq__ipc_codec_name(aq_ipc_compression codec)
+{
+    switch (codec) {
+    case AQ_IPC_COMPRESSION_NONE:
+        return "none";
+    case AQ_IPC_COMPRESSION_LZ4_FRAME:
+        return "lz4_frame";
+    case AQ_IPC_COMPRESSION_ZSTD:
+        return "zstd";
+    }
+    return "unknown";
+}
+
+size_t aq__ipc_decompress_limit(aq_ipc_compression codec, size_t src_size)
+{
+    /* A zstd block of at most 128 KiB can be encoded as an RLE block of 4 bytes, so no valid
+     * frame expands more than 32768 times (plus one block for the frame header). LZ4 sequences
+     * expand at most 255 times. */
+    size_t factor = codec == AQ_IPC_COMPRESSION_ZSTD ? 32768 : 256;
+    size_t limit;
+    if (!aq__mul_size(src_size, factor, &limit) || !aq__add_size(limit, 131072, &limit)) {
+        return SIZE_MAX;
+    }
+    return limit;
+}
+
+aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_t src_size,
+                             uint8_t *dst, size_t dst_size, aq_error *err)
+{
+    if (codec == AQ_IPC_COMPRESSION_ZSTD) {
+        size_t r = ZSTD_decompress(dst, dst_size, src, src_size);
+        if (ZSTD_isError(r)) {
+            return aq__error_set(err, AQ_INVALID_DATA, "zstd: %s", ZSTD_getErrorName(r));
+        }
+        if (r != dst_size) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "zstd: %zu bytes decompressed, the buffer says %zu", r, dst_size);
+        }
+        return AQ_OK;
+    }
+    LZ4F_dctx *dctx = NULL;
+    if (LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION))) {
+        return aq__error_set(err, AQ_NO_MEMORY, "lz4: out of memory");
+    }
+    aq_status st = AQ_OK;
+    size_t in_done = 0, out_done = 0;
+    for (;;) {
+        size_t in_n = src_size - in_done, out_n = dst_size - out_done;
+        size_t hint = LZ4F_decompress(dctx, dst + out_done, &out_n, src + in_done, &in_n, NULL);
+        if (LZ4F_isError(hint)) {
+            st = aq__error_set(err, AQ_INVALID_DATA, "lz4: %s", LZ4F_getErrorName(hint));
+            goto done;
+        }
+        in_done += in_n;
+        out_done += out_n;
+        if (hint == 0) {
+            /* End of a frame; Arrow writes one frame per buffer, but concatenated frames are
+             * valid lz4 and decode on. */
+            if (in_done == src_size) {
+                break;
+            }
+            continue;
+        }
+        if (in_done == src_size || (in_n == 0 && out_n == 0)) {
+            st = aq__error_set(err, AQ_INVALID_DATA, "lz4: the compressed buffer is truncated");
+            goto done;
+        }
+    }
+    if (out_done != dst_size) {
+        st = aq__error_set(err, AQ_INVALID_DATA, "lz4: %zu bytes decompressed, the buffer says %zu",
+                           out_done, dst_size);
+    }
+done:
+    LZ4F_freeDecompressionContext(dctx);
+    return st;
+}
+
+size_t aq__ipc_compress_bound(aq_ipc_compression codec, size_t size)
+{
+    if (codec == AQ_IPC_COMPRESSION_ZSTD) {
+        return ZSTD_compressBound(size);
+    }
+    LZ4F_preferences_t prefs;
+    memset(&prefs, 0, sizeof prefs);
+    prefs.frameInfo.contentSize = size;
+    return LZ4F_compressFrameBound(size, &prefs);
+}
+
+aq_status aq__ipc_compress(aq_ipc_compression codec, int level, const uint8_t *src, size_t src_size,
+                           uint8_t *dst, size_t dst_cap, size_t *out_size, aq_error *err)
+{
+    size_t r;
+    if (codec == AQ_IPC_COMPRESSION_ZSTD) {
+        r = ZSTD_compress(dst, dst_cap, src, src_size, level != 0 ? level : 1);
+        if (ZSTD_isError(r)) {
+            return aq__error_set(err, AQ_INTERNAL, "zstd: %s", ZSTD_getErrorName(r));
+        }
+    } else {
+        LZ4F_preferences_t prefs;
+        memset(&prefs, 0, sizeof prefs);
+        prefs.frameInfo.contentSize = src_size;
+        prefs.compressionLevel = level;
+        r = LZ4F_compressFrame(dst, dst_cap, src, src_size, &prefs);
+        if (LZ4F_isError(r)) {
+            return aq__error_set(err, AQ_INTERNAL, "lz4: %s", LZ4F_getErrorName(r));
+        }
+    }
+    *out_size = r;
+    return AQ_OK;
+}

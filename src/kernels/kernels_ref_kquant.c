@@ -1,0 +1,371 @@
+/*
+ * Reference kernels of the two-level scheme "kquant" (docs/format.md section 5.2). A
+ * super-block of up to 512 elements of a row holds sub-blocks of 16 (2 bits) or 32 (4 and 8
+ * bits) elements; each sub-block has its own scale and min, quantized to 4 or 6 bits against
+ * the super-block's float32 d and dmin:
+ *
+ *     x_hat = (d * sc) * q - (dmin * mc)
+ *
+ * Super-blocks are at most 512 elements, so a kernel converts one into a float32 buffer on
+ * its stack and works there; nothing is allocated.
+ */
+#include "kernels.h"
+
+#include <float.h>
+#include <math.h>
+
+#define KQ_LANES 8
+#define KQ_REFITS 2
+
+static double kq_reduce(const double *a)
+{
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+static float kq_code(float u, float qmax)
+{
+    u = u > 0.0f ? u : 0.0f;
+    u = u < qmax ? u : qmax;
+    return (u + 0x1p23f) - 0x1p23f;
+}
+
+/* Writes the low `width` bits of v at bit offset `bit` of an lsb-first stream. */
+static void kq_put_bits(uint8_t *stream, size_t bit, unsigned width, unsigned v)
+{
+    for (unsigned k = 0; k < width; k++) {
+        if ((v >> k) & 1u) {
+            stream[(bit + k) / 8] |= (uint8_t)(1u << ((bit + k) % 8));
+        }
+    }
+}
+
+static unsigned kq_get_bits(const uint8_t *stream, size_t bit, unsigned width)
+{
+    unsigned v = 0;
+    for (unsigned k = 0; k < width; k++) {
+        v |= (((unsigned)stream[(bit + k) / 8] >> ((bit + k) % 8)) & 1u) << k;
+    }
+    return v;
+}
+
+/* Codes of a super-block for the quantized parameters: q = code((x + b) * (1 / a)). */
+static void kq_codes(const float *x, size_t len, size_t sub, float qmax, float d, float dmin,
+                     const unsigned *sc, const unsigned *mc, uint8_t *q)
+{
+    for (size_t j0 = 0, j = 0; j0 < len; j0 += sub, j++) {
+        size_t n = len - j0 < sub ? len - j0 : sub;
+        float a = d * (float)sc[j];
+        float b = dmin * (float)mc[j];
+        if (a > 0.0f) {
+            float inv = 1.0f / a;
+            for (size_t i = 0; i < n; i++) {
+                q[j0 + i] = (uint8_t)kq_code((x[j0 + i] + b) * inv, qmax);
+            }
+        } else {
+            memset(q + j0, 0, n);
+        }
+    }
+}
+
+/* Weighted squared error of one sub-block for parameter codes (sc, mc), codes re-rounded. */
+static double kq_sub_error(const float *x, const float *w, size_t n, float qmax, float d,
+                           float dmin, unsigned sc, unsigned mc)
+{
+    double le[KQ_LANES] = {0};
+    const float a = d * (float)sc;
+    const float b = dmin * (float)mc;
+    const float inv = a > 0.0f ? 1.0f / a : 0.0f;
+    /* With a == 0 every code is 0 (inv == 0 gives code(0) == 0 as well). */
+    for (size_t i0 = 0; i0 < n; i0 += KQ_LANES) {
+        size_t m = n - i0 < KQ_LANES ? n - i0 : KQ_LANES;
+        for (size_t j = 0; j < m; j++) {
+            float q = kq_code((x[i0 + j] + b) * inv, qmax);
+            double r = (double)x[i0 + j] - (double)(a * q - b);
+            double W = w != NULL ? (double)w[i0 + j] : 1.0;
+            le[j] += (W * r) * r;
+        }
+    }
+    return kq_reduce(le);
+}
+
+/* The weighted least-squares refit of (d, dmin) for fixed codes and sub-block codes.
+ * Returns false (and leaves d, dmin) when the system is singular or the solution invalid. */
+static bool kq_refit(const float *x, const float *w, size_t len, size_t sub, const unsigned *sc,
+                     const unsigned *mc, const uint8_t *q, float *d, float *dmin)
+{
+    double laa[KQ_LANES] = {0}, lab[KQ_LANES] = {0}, lbb[KQ_LANES] = {0};
+    double lxa[KQ_LANES] = {0}, lxb[KQ_LANES] = {0};
+    /* Sub-blocks hold a multiple of 8 elements, so a run of 8 lies in one sub-block. */
+    for (size_t i0 = 0; i0 < len; i0 += KQ_LANES) {
+        size_t m = len - i0 < KQ_LANES ? len - i0 : KQ_LANES;
+        const double S = (double)sc[i0 / sub], B = (double)mc[i0 / sub];
+        for (size_t j = 0; j < m; j++) {
+            double W = w != NULL ? (double)w[i0 + j] : 1.0;
+            double X = (double)x[i0 + j];
+            double A = S * (double)q[i0 + j];
+            laa[j] += (W * A) * A;
+            lab[j] += (W * A) * B;
+            lbb[j] += (W * B) * B;
+            lxa[j] += (W * X) * A;
+            lxb[j] += (W * X) * B;
+        }
+    }
+    double saa = kq_reduce(laa), sab = kq_reduce(lab), sbb = kq_reduce(lbb);
+    double sxa = kq_reduce(lxa), sxb = kq_reduce(lxb);
+    double det = saa * sbb - sab * sab;
+    double nd, ne;
+    if (det > 0.0) {
+        nd = (sxa * sbb - sab * sxb) / det;
+        ne = (sab * sxa - saa * sxb) / det;
+    } else if (sbb == 0.0 && saa > 0.0) {
+        nd = sxa / saa;
+        ne = (double)*dmin;
+    } else {
+        return false;
+    }
+    if (!(nd > 0.0) || !(ne >= 0.0) || !isfinite(nd) || !isfinite(ne)) {
+        return false;
+    }
+    float fd = (float)nd;
+    if (!(fd >= 0x1p-126f)) {
+        fd = 0x1p-126f;
+    }
+    float fe = (float)ne;
+    if (!(fd <= FLT_MAX) || !(fe <= FLT_MAX)) {
+        return false;
+    }
+    *d = fd;
+    *dmin = fe;
+    return true;
+}
+
+/* One super-block of len elements (float32, finite); codes go at bits bit0 + i * bits of
+ * codes, the sub-block parameters at meta (zeroed here). */
+static void kq_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
+                     size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+{
+    const size_t sub = aq__kq_sub(bits);
+    const unsigned pbits = aq__kq_param_bits(bits);
+    const double kmax = (double)((1u << pbits) - 1u);
+    const float qmax = (float)((1u << bits) - 1u);
+    const size_t nsub = len / sub + (len % sub != 0);
+    double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
+    unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
+    uint8_t q[AQ__KQ_SUPER];
+
+    /* 1. Each sub-block: the search with a non-positive offset. */
+    double smax = 0.0, mmax = 0.0;
+    for (size_t j = 0; j < nsub; j++) {
+        size_t j0 = j * sub;
+        size_t n = len - j0 < sub ? len - j0 : sub;
+        float lo = x[j0], hi = x[j0];
+        for (size_t i = 1; i < n; i++) {
+            lo = x[j0 + i] < lo ? x[j0 + i] : lo;
+            hi = x[j0 + i] > hi ? x[j0 + i] : hi;
+        }
+        lo = (lo < 0.0f ? lo : 0.0f) + 0.0f;
+        hi = hi + 0.0f;
+        if (hi <= lo) {
+            s[j] = 0.0;
+            m[j] = (double)lo;
+        } else if (!aq__search_fit_kquant(x + j0, w != NULL ? w + j0 : NULL, n, bits, lo, hi,
+                                          &s[j], &m[j])) {
+            s[j] = ((double)hi - (double)lo) / (double)qmax;
+            m[j] = (double)lo;
+        }
+        smax = s[j] > smax ? s[j] : smax;
+        mmax = -m[j] > mmax ? -m[j] : mmax;
+    }
+
+    /* 2. The super-block's d and dmin, and the sub-block codes. */
+    float d = 0.0f, dmin = 0.0f;
+    if (smax > 0.0) {
+        d = (float)(smax / kmax);
+        d = d >= 0x1p-126f ? d : 0x1p-126f;
+    }
+    if (mmax > 0.0) {
+        dmin = (float)(mmax / kmax);
+        dmin = dmin >= 0x1p-126f ? dmin : 0x1p-126f;
+    }
+    for (size_t j = 0; j < nsub; j++) {
+        double t = d > 0.0f ? nearbyint(s[j] / (double)d) : 0.0;
+        sc[j] = (unsigned)(t < kmax ? t : kmax);
+        t = dmin > 0.0f ? nearbyint(-m[j] / (double)dmin) : 0.0;
+        mc[j] = (unsigned)(t < kmax ? t : kmax);
+    }
+
+    /* 2b. Each sub-block: the best (sc, mc) among the rounded codes and their neighbours. */
+    for (size_t j = 0; j < nsub; j++) {
+        size_t j0 = j * sub;
+        size_t n = len - j0 < sub ? len - j0 : sub;
+        const float *wj = w != NULL ? w + j0 : NULL;
+        unsigned bs = sc[j], bm = mc[j];
+        double best = kq_sub_error(x + j0, wj, n, qmax, d, dmin, bs, bm);
+        unsigned s0 = sc[j], m0 = mc[j];
+        for (int ds = -1; ds <= 1; ds++) {
+            for (int dm = -1; dm <= 1; dm++) {
+                int cs = (int)s0 + ds, cm = (int)m0 + dm;
+                if ((ds == 0 && dm == 0) || cs < 0 || cm < 0 || cs > (int)kmax ||
+                    cm > (int)kmax) {
+                    continue;
+                }
+                double e =
+                    kq_sub_error(x + j0, wj, n, qmax, d, dmin, (unsigned)cs, (unsigned)cm);
+                if (e < best) {
+                    best = e;
+                    bs = (unsigned)cs;
+                    bm = (unsigned)cm;
+                }
+            }
+        }
+        sc[j] = bs;
+        mc[j] = bm;
+    }
+
+    /* 3. Codes, then least-squares refits of d and dmin, each followed by new codes. */
+    kq_codes(x, len, sub, qmax, d, dmin, sc, mc, q);
+    for (unsigned r = 0; r < KQ_REFITS; r++) {
+        if (!kq_refit(x, w, len, sub, sc, mc, q, &d, &dmin)) {
+            break;
+        }
+        kq_codes(x, len, sub, qmax, d, dmin, sc, mc, q);
+    }
+
+    for (size_t i = 0; i < len; i++) {
+        size_t bit = bit0 + i * bits;
+        codes[bit / 8] |= (uint8_t)((unsigned)q[i] << (bit % 8));
+    }
+    memset(meta, 0, aq__kq_meta_bytes(bits, len));
+    for (size_t j = 0; j < nsub; j++) {
+        kq_put_bits(meta, 2 * j * pbits, pbits, sc[j]);
+        kq_put_bits(meta, (2 * j + 1) * pbits, pbits, mc[j]);
+    }
+    *d_out = d;
+    *dmin_out = dmin;
+}
+
+static void kq_load(const void *src, aq_dtype dtype, size_t n, float *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        switch (dtype) {
+        case AQ_DTYPE_F32:
+            out[i] = ((const float *)src)[i];
+            break;
+        case AQ_DTYPE_F16:
+            out[i] = aq__f16_to_f32(((const uint16_t *)src)[i]);
+            break;
+        case AQ_DTYPE_BF16:
+            out[i] = aq__bf16_to_f32(((const uint16_t *)src)[i]);
+            break;
+        case AQ_DTYPE_F64:
+            out[i] = (float)((const double *)src)[i];
+            break;
+        case AQ_DTYPE_COUNT:
+            out[i] = 0.0f;
+            break;
+        }
+    }
+}
+
+static void kq_quantize(const void *src, aq_dtype dtype, const float *importance,
+                        const aq__span *s, uint8_t *packed, uint8_t *meta, float *scales,
+                        float *mins)
+{
+    const size_t elem = aq_dtype_size(dtype);
+    float x[AQ__KQ_SUPER];
+    memset(packed, 0, (s->n * s->bits + 7) / 8);
+    size_t col = s->col0;
+    size_t group = 0;
+    for (size_t start = 0; start < s->n; group++) {
+        size_t len = s->cols - col < s->group_size ? s->cols - col : s->group_size;
+        if (len > s->n - start) {
+            len = s->n - start;
+        }
+        const float *w = importance != NULL ? importance + start : NULL;
+        if (dtype == AQ_DTYPE_F32) {
+            kq_super((const float *)src + start, w, len, s->bits, packed, start * s->bits, meta,
+                     &scales[group], &mins[group]);
+        } else {
+            kq_load((const char *)src + start * elem, dtype, len, x);
+            kq_super(x, w, len, s->bits, packed, start * s->bits, meta, &scales[group],
+                     &mins[group]);
+        }
+        meta += aq__kq_meta_bytes(s->bits, len);
+        start += len;
+        col += len;
+        if (col == s->cols) {
+            col = 0;
+        }
+    }
+}
+
+static void kq_dequantize(const uint8_t *packed, const uint8_t *meta, const float *scales,
+                          const float *mins, const aq__span *s, aq_dtype out_dtype, void *dst)
+{
+    const size_t sub = aq__kq_sub(s->bits);
+    const unsigned pbits = aq__kq_param_bits(s->bits);
+    const unsigned mask = (1u << s->bits) - 1u;
+    size_t col = s->col0;
+    size_t group = 0;
+    for (size_t start = 0; start < s->n; group++) {
+        size_t len = s->cols - col < s->group_size ? s->cols - col : s->group_size;
+        if (len > s->n - start) {
+            len = s->n - start;
+        }
+        for (size_t j0 = 0, j = 0; j0 < len; j0 += sub, j++) {
+            size_t n = len - j0 < sub ? len - j0 : sub;
+            float a = scales[group] * (float)kq_get_bits(meta, 2 * j * pbits, pbits);
+            float b = mins[group] * (float)kq_get_bits(meta, (2 * j + 1) * pbits, pbits);
+            for (size_t i = start + j0; i < start + j0 + n; i++) {
+                size_t bit = i * s->bits;
+                unsigned q = ((unsigned)packed[bit / 8] >> (bit % 8)) & mask;
+                float v = a * (float)q - b;
+                switch (out_dtype) {
+                case AQ_DTYPE_F32:
+                    ((float *)dst)[i] = v;
+                    break;
+                case AQ_DTYPE_F16:
+                    ((uint16_t *)dst)[i] = aq__f32_to_f16(v);
+                    break;
+                case AQ_DTYPE_BF16:
+                    ((uint16_t *)dst)[i] = aq__f32_to_bf16(v);
+                    break;
+                case AQ_DTYPE_F64:
+                case AQ_DTYPE_COUNT:
+                    break;
+                }
+            }
+        }
+        meta += aq__kq_meta_bytes(s->bits, len);
+        start += len;
+        col += len;
+        if (col == s->cols) {
+            col = 0;
+        }
+    }
+}
+
+#define KQ_ADAPTERS(suffix, dtype)                                                                \
+    void aq__quantize_kquant_ref_##suffix(const void *src, const float *importance,               \
+                                          const aq__span *s, uint8_t *packed, uint8_t *meta,      \
+                                          float *scales, float *mins)                             \
+    {                                                                                             \
+        kq_quantize(src, dtype, importance, s, packed, meta, scales, mins);                       \
+    }
+
+KQ_ADAPTERS(f32, AQ_DTYPE_F32)
+KQ_ADAPTERS(f16, AQ_DTYPE_F16)
+KQ_ADAPTERS(bf16, AQ_DTYPE_BF16)
+KQ_ADAPTERS(f64, AQ_DTYPE_F64)
+
+#define KQ_DEQUANT(suffix, dtype)                                                                 \
+    void aq__dequantize_kquant_ref_##suffix(const uint8_t *packed, const uint8_t *meta,           \
+                                            const float *scales, const float *mins,               \
+                                            const aq__span *s, void *dst)                         \
+    {                                                                                             \
+        kq_dequantize(packed, meta, scales, mins, s, dtype, dst);                                 \
+    }
+
+KQ_DEQUANT(f32, AQ_DTYPE_F32)
+KQ_DEQUANT(f16, AQ_DTYPE_F16)
+KQ_DEQUANT(bf16, AQ_DTYPE_BF16)

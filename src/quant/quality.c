@@ -1,0 +1,380 @@
+/*
+ * The drivers of the quality features: the searched-scale and two-level schemes (their
+ * layouts, span loops and the kquant dequantizer), the moment-preserving correction, and
+ * quantizing a list of tensors with a cosine floor and a size budget (aq_qset).
+ */
+#include "quant_internal.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+
+/* The largest magnitude kquant accepts: 2^125, so that a * q - b stays finite. */
+#define AQ__KQ_MAX_ABS 0x1p125f
+
+/* ---------------------------------------------------------------------------------------- */
+/* Layouts                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Bytes of packed sub-block parameters of one row of a kquant layout. */
+static size_t qual_kq_row_meta(const aq_layout *l)
+{
+    size_t last = l->cols - (l->groups_per_row - 1) * AQ__KQ_SUPER;
+    return (l->groups_per_row - 1) * aq__kq_meta_bytes(l->bit_width, AQ__KQ_SUPER) +
+           aq__kq_meta_bytes(l->bit_width, last);
+}
+
+static size_t qual_code_bytes(const aq_layout *l)
+{
+    return (l->elements * l->bit_width + 7) / 8;
+}
+
+aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape,
+                            size_t ndim, unsigned bit_width, size_t group_size, aq_layout *out,
+                            aq_error *err)
+{
+    if ((unsigned)scheme >= AQ_SCHEME_COUNT) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER, "Layer '%s': unknown scheme %d",
+                             aq__name_or_unnamed(name), (int)scheme);
+    }
+    if (scheme != AQ_SCHEME_KQUANT) {
+        return aq__quant_layout(name, shape, ndim, bit_width, group_size, out, err);
+    }
+    aq_layout l;
+    aq_status st = aq__quant_layout(name, shape, ndim, bit_width, AQ__KQ_SUPER, &l, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    size_t meta;
+    if (!aq__mul_size(l.rows, qual_kq_row_meta(&l), &meta) ||
+        !aq__add_size(l.packed_bytes, meta, &l.packed_bytes)) {
+        return aq__error_set(err, AQ_OVERFLOW, "Layer '%s': quantized size overflows",
+                             aq__name_or_unnamed(name));
+    }
+    *out = l;
+    return AQ_OK;
+}
+
+aq_status aq_layout_compute_scheme(aq_scheme scheme, const int64_t *shape, size_t ndim,
+                                   unsigned bit_width, size_t group_size, aq_layout *out,
+                                   aq_error *err)
+{
+    if (out == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_layout_compute_scheme: NULL output");
+    }
+    return aq__scheme_layout(NULL, scheme, shape, ndim, bit_width, group_size, out, err);
+}
+
+/* Byte offset, inside the parameter area, of the kquant super-block starting at `start`. */
+static size_t qual_kq_meta_offset(const aq_layout *l, size_t start)
+{
+    size_t row = start / l->cols, j = (start % l->cols) / AQ__KQ_SUPER;
+    return row * qual_kq_row_meta(l) + j * aq__kq_meta_bytes(l->bit_width, AQ__KQ_SUPER);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Quantizing one tensor                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+static float qual_load(const aq_tensor *t, size_t i)
+{
+    switch (t->dtype) {
+    case AQ_DTYPE_F32:
+        return ((const float *)t->data)[i];
+    case AQ_DTYPE_F16:
+        return aq__f16_to_f32(((const uint16_t *)t->data)[i]);
+    case AQ_DTYPE_BF16:
+        return aq__bf16_to_f32(((const uint16_t *)t->data)[i]);
+    case AQ_DTYPE_F64:
+        return (float)((const double *)t->data)[i];
+    case AQ_DTYPE_COUNT:
+        break;
+    }
+    return 0.0f;
+}
+
+static double qual_kl(double mu, double sigma, double mu_hat, double sigma_hat)
+{
+    double dm = mu - mu_hat;
+    return log(sigma_hat / sigma) + (sigma * sigma + dm * dm) / (2.0 * sigma_hat * sigma_hat) -
+           0.5;
+}
+
+/* Mean and population standard deviation of n values (two passes, double). */
+static void qual_moments_f32(const float *x, size_t n, double *mu, double *sigma)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        s += (double)x[i];
+    }
+    double m = s / (double)n, v = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)x[i] - m;
+        v += d * d;
+    }
+    *mu = m;
+    *sigma = sqrt(v / (double)n);
+}
+
+static void qual_row_moments(const aq_tensor *t, size_t row, size_t cols, double *mu,
+                             double *sigma)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < cols; i++) {
+        s += (double)qual_load(t, row * cols + i);
+    }
+    double m = s / (double)cols, v = 0.0;
+    for (size_t i = 0; i < cols; i++) {
+        double d = (double)qual_load(t, row * cols + i) - m;
+        v += d * d;
+    }
+    *mu = m;
+    *sigma = sqrt(v / (double)cols);
+}
+
+/* Moment figures and, when asked, the per-row correction of an affine-format result. */
+static aq_status qual_moments(aq_ctx *ctx, const aq_tensor *src, const aq_layout *l,
+                              const aq_qbuffers *dst, bool correct, aq_quantize_stats *stats,
+                              aq_error *err)
+{
+    aq_status st = AQ_OK;
+    float *deq = malloc(l->elements * sizeof *deq);
+    double *mu = malloc(l->rows * sizeof *mu), *sigma = malloc(l->rows * sizeof *sigma);
+    if (deq == NULL || mu == NULL || sigma == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory for moment figures",
+                           aq__name_or_unnamed(src->name));
+        goto done;
+    }
+    aq_qtensor q = {src->name,   ctx->scheme,  l->bit_width, l->group_size,    src->shape,
+                    src->ndim,   dst->packed,  l->packed_bytes, dst->scales, dst->zero_points,
+                    l->groups};
+    if ((st = aq_dequantize(ctx, &q, AQ_DTYPE_F32, deq, l->elements, err)) != AQ_OK) {
+        goto done;
+    }
+    aq_quantize_stats out = {0, 0, 0.0, 0.0};
+    for (size_t r = 0; r < l->rows; r++) {
+        double mh, sh;
+        qual_row_moments(src, r, l->cols, &mu[r], &sigma[r]);
+        qual_moments_f32(deq + r * l->cols, l->cols, &mh, &sh);
+        if (sigma[r] > 0.0 && sh > 0.0) {
+            out.rows++;
+            out.kl_before += qual_kl(mu[r], sigma[r], mh, sh);
+        }
+        if (!correct || !(sigma[r] > 0.0) || !(sh > 0.0)) {
+            continue;
+        }
+        /* x' = a * x_hat + c, folded into every group of the row: scale' = scale * a,
+         * zero_point' = zero_point - c / scale'. Applied only if the whole row stays valid. */
+        double a = sigma[r] / sh, c = mu[r] - a * mh;
+        size_t g0 = r * l->groups_per_row;
+        bool valid = true;
+        for (size_t g = g0; g < g0 + l->groups_per_row && valid; g++) {
+            float s2 = (float)((double)dst->scales[g] * a);
+            float z2 = (float)((double)dst->zero_points[g] - c / (double)s2);
+            valid = s2 >= 0x1p-126f && s2 <= FLT_MAX && isfinite(z2);
+        }
+        if (!valid) {
+            continue;
+        }
+        for (size_t g = g0; g < g0 + l->groups_per_row; g++) {
+            float s2 = (float)((double)dst->scales[g] * a);
+            dst->zero_points[g] = (float)((double)dst->zero_points[g] - c / (double)s2);
+            dst->scales[g] = s2;
+        }
+        out.rows_corrected++;
+    }
+    out.kl_after = out.kl_before;
+    if (out.rows_corrected > 0) {
+        if ((st = aq_dequantize(ctx, &q, AQ_DTYPE_F32, deq, l->elements, err)) != AQ_OK) {
+            goto done;
+        }
+        out.kl_after = 0.0;
+        for (size_t r = 0; r < l->rows; r++) {
+            double mh, sh;
+            qual_moments_f32(deq + r * l->cols, l->cols, &mh, &sh);
+            if (sigma[r] > 0.0 && sh > 0.0) {
+                out.kl_after += qual_kl(mu[r], sigma[r], mh, sh);
+            }
+        }
+    }
+    if (out.rows > 0) {
+        out.kl_before /= (double)out.rows;
+        out.kl_after /= (double)out.rows;
+    }
+    if (stats != NULL) {
+        *stats = out;
+    }
+done:
+    free(deq);
+    free(mu);
+    free(sigma);
+    return st;
+}
+
+aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_options *opts,
+                         const aq_qbuffers *dst, aq_quantize_stats *stats, aq_error *err)
+{
+    if (ctx == NULL || src == NULL || dst == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_quantize_ex: NULL argument");
+    }
+    const char *name = aq__name_or_unnamed(src->name);
+    if ((unsigned)src->dtype >= AQ_DTYPE_COUNT) {
+        return aq__error_set(err, AQ_UNSUPPORTED,
+                             "Layer '%s': unknown dtype %d (expected f32, f16, bf16 or f64)", name,
+                             (int)src->dtype);
+    }
+    if (src->data == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Layer '%s': data is NULL", name);
+    }
+    aq_layout l;
+    aq_status st = aq_quantize_bound(ctx, src, &l, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (dst->packed == NULL || dst->scales == NULL || dst->zero_points == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Layer '%s': an output buffer is NULL",
+                             name);
+    }
+    if (dst->packed_capacity < l.packed_bytes || dst->groups_capacity < l.groups) {
+        return aq__error_set(err, AQ_BUFFER_TOO_SMALL,
+                             "Layer '%s': output needs %zu packed bytes and %zu groups, got %zu "
+                             "and %zu",
+                             name, l.packed_bytes, l.groups, dst->packed_capacity,
+                             dst->groups_capacity);
+    }
+    if (ctx->preserve_moments && ctx->scheme == AQ_SCHEME_KQUANT) {
+        return aq__error_set(err, AQ_UNSUPPORTED,
+                             "Layer '%s': preserve_moments needs the affine or affine_search "
+                             "scheme (kquant offsets cannot absorb a row's mean shift)",
+                             name);
+    }
+    const float *importance = opts != NULL ? opts->importance : NULL;
+    if (importance != NULL) {
+        for (size_t i = 0; i < l.elements; i++) {
+            if (!(importance[i] >= 0.0f && importance[i] <= FLT_MAX)) {
+                return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                                     "Layer '%s': importance weight at index %zu is %g; it must "
+                                     "be finite and >= 0",
+                                     name, i, (double)importance[i]);
+            }
+        }
+    }
+
+    const aq__kernel_table *k = ctx->kernels, *ref = &aq__kernels_ref;
+    const aq_dtype dt = src->dtype;
+    aq__quantize_search_fn search =
+        k->quantize_search[dt] != NULL ? k->quantize_search[dt] : ref->quantize_search[dt];
+    aq__quantize_kquant_fn kquant =
+        k->quantize_kquant[dt] != NULL ? k->quantize_kquant[dt] : ref->quantize_kquant[dt];
+    const size_t elem = aq_dtype_size(dt);
+    const size_t code_bytes = qual_code_bytes(&l);
+    for (size_t start = 0; start < l.elements;) {
+        aq__span s = aq__quant_span_at(&l, start);
+        size_t g = aq__quant_group_at(&l, start);
+        const void *in = (const char *)src->data + start * elem;
+        uint8_t *packed = dst->packed + start * l.bit_width / 8;
+        if (ctx->scheme == AQ_SCHEME_AFFINE) {
+            if (!k->quantize_affine[dt](in, &s, packed, dst->scales + g, dst->zero_points + g)) {
+                size_t at = k->find_nonfinite[dt](in, s.n);
+                return aq__error_set(err, AQ_NON_FINITE,
+                                     "Layer '%s' contains NaN or Inf at index %zu", name,
+                                     start + at);
+            }
+        } else {
+            size_t at = k->find_nonfinite[dt](in, s.n);
+            if (at < s.n) {
+                return aq__error_set(err, AQ_NON_FINITE,
+                                     "Layer '%s' contains NaN or Inf at index %zu", name,
+                                     start + at);
+            }
+            if (ctx->scheme == AQ_SCHEME_KQUANT) {
+                /* a * q - b must not overflow float32 (docs/format.md 5.2). */
+                for (size_t i = start; i < start + s.n; i++) {
+                    if (fabsf(qual_load(src, i)) > AQ__KQ_MAX_ABS) {
+                        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                                             "Layer '%s': value %g at index %zu is too large "
+                                             "for kquant (|x| must be at most 2^125); use the "
+                                             "affine scheme",
+                                             name, (double)qual_load(src, i), i);
+                    }
+                }
+            }
+            const float *w = importance != NULL ? importance + start : NULL;
+            if (ctx->scheme == AQ_SCHEME_AFFINE_SEARCH) {
+                search(in, w, &s, packed, dst->scales + g, dst->zero_points + g);
+            } else {
+                kquant(in, w, &s, packed, dst->packed + code_bytes + qual_kq_meta_offset(&l, start),
+                       dst->scales + g, dst->zero_points + g);
+            }
+        }
+        start += s.n;
+    }
+    if (stats != NULL || ctx->preserve_moments) {
+        return qual_moments(ctx, src, &l, dst, ctx->preserve_moments, stats, err);
+    }
+    return AQ_OK;
+}
+
+aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype,
+                                void *out, size_t out_capacity, aq_error *err)
+{
+    const char *name = aq__name_or_unnamed(src->name);
+    if (out_dtype != AQ_DTYPE_F32 && out_dtype != AQ_DTYPE_F16 && out_dtype != AQ_DTYPE_BF16) {
+        return aq__error_set(err, AQ_UNSUPPORTED,
+                             "Layer '%s': dequantize output dtype must be f32, f16 or bf16",
+                             name);
+    }
+    if (src->group_size != AQ__KQ_SUPER) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "Layer '%s': kquant group size is %zu, expected %u (the super-block "
+                             "size)",
+                             name, src->group_size, AQ__KQ_SUPER);
+    }
+    aq_layout l;
+    aq_status st = aq__scheme_layout(src->name, AQ_SCHEME_KQUANT, src->shape, src->ndim,
+                                     src->bit_width, src->group_size, &l, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (src->packed_size != l.packed_bytes) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "Layer '%s': %zu packed bytes, expected %zu for %zu elements at "
+                             "%u bits with kquant sub-block parameters",
+                             name, src->packed_size, l.packed_bytes, l.elements, l.bit_width);
+    }
+    if (src->groups != l.groups) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "Layer '%s': %zu scales and zero points, expected %zu (%zu rows x "
+                             "%zu super-blocks)",
+                             name, src->groups, l.groups, l.rows, l.groups_per_row);
+    }
+    if (src->packed == NULL || src->scales == NULL || src->zero_points == NULL || out == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Layer '%s': a buffer is NULL", name);
+    }
+    if (out_capacity < l.elements) {
+        return aq__error_set(err, AQ_BUFFER_TOO_SMALL,
+                             "Layer '%s': output holds %zu elements, needs %zu", name,
+                             out_capacity, l.elements);
+    }
+    for (size_t i = 0; i < l.groups; i++) {
+        if (!isfinite(src->scales[i]) || !isfinite(src->zero_points[i])) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "Layer '%s': d or dmin of super-block %zu is not finite", name,
+                                 i);
+        }
+    }
+    const aq__kernel_table *k = ctx->kernels;
+    aq__dequantize_kquant_fn fn = k->dequantize_kquant[out_dtype] != NULL
+                                      ? k->dequantize_kquant[out_dtype]
+                                      : aq__kernels_ref.dequantize_kquant[out_dtype];
+    const size_t elem = aq_dtype_size(out_dtype), code_bytes = qual_code_bytes(&l);
+    for (size_t start = 0; start < l.elements;) {
+        aq__span s = aq__quant_span_at(&l, start);
+        size_t g = aq__quant_group_at(&l, start);
+        fn(src->packed + start * l.bit_width / 8,
+           src->packed + code_bytes + qual_kq_meta_offset(&l, start), src->scales + g,
+           src->zero_points + g, &s, (char *)out + start * elem);
+        start += s.n;
+    }
+    return AQ_OK;
+}
