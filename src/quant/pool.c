@@ -18,6 +18,7 @@ struct aq__pool {
     pthread_cond_t idle; /* the caller waits here for the workers to finish a job */
     pthread_t *workers;
     unsigned nworkers; /* threads started (the caller is one more) */
+    pid_t owner;       /* the process whose threads these are: a fork()ed child has none */
     /* The current job, published under lock. */
     uint64_t generation;
     bool shutdown;
@@ -103,6 +104,7 @@ aq_status aq__pool_create(unsigned threads, aq__pool **out, aq_error *err)
         goto fail_idle;
     }
     atomic_init(&p->next, 0);
+    p->owner = getpid();
     /* A thread that cannot be started leaves a smaller pool: the results are the same with
      * any number of threads, only slower, and running out of threads is no reason to fail. */
     for (unsigned i = 0; i < want; i++) {
@@ -129,6 +131,13 @@ void aq__pool_free(aq__pool *p)
     if (p == NULL) {
         return;
     }
+    if (p->owner != getpid()) {
+        /* In a fork()ed child the workers do not exist and the lock may have been copied in
+         * the locked state: only the memory is ours to release. */
+        free(p->workers);
+        free(p);
+        return;
+    }
     pthread_mutex_lock(&p->lock);
     p->shutdown = true;
     pthread_cond_broadcast(&p->wake);
@@ -150,7 +159,9 @@ unsigned aq__pool_threads(const aq__pool *p)
 
 void aq__pool_run(aq__pool *p, size_t ntasks, aq__pool_task_fn fn, void *arg)
 {
-    if (p == NULL || p->nworkers == 0 || ntasks <= 1) {
+    /* In a fork()ed child (a Python multiprocessing worker, say) the pool's threads are gone:
+     * run everything on the caller rather than wait for them. */
+    if (p == NULL || p->nworkers == 0 || ntasks <= 1 || p->owner != getpid()) {
         for (size_t i = 0; i < ntasks; i++) {
             fn(arg, i);
         }

@@ -31,7 +31,7 @@ void aq__pool_free(aq__pool *pool);
 /* Threads that take part in aq__pool_run (workers + the caller); 1 for NULL. */
 unsigned aq__pool_threads(const aq__pool *pool);
 /* Runs fn(arg, i) for every i in [0, ntasks) on the pool's threads and the calling thread,
- * and returns when all have finished. Tasks run in any order and concurrently: fn must only
+ * and returns when all have finished (in a fork()ed child, on the calling thread alone). Tasks run in any order and concurrently: fn must only
  * write what task i owns. pool may be NULL (everything runs on the caller). One job at a
  * time per pool (a context is used by one thread at a time). */
 void aq__pool_run(aq__pool *pool, size_t ntasks, aq__pool_task_fn fn, void *arg);

@@ -8,6 +8,9 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -156,6 +159,59 @@ TEST(first_nonfinite_index_whatever_the_threads)
     free(x);
 }
 
+/* A context whose pool has started, used again in a fork()ed child: the child has none of
+ * the pool's threads, so it must run alone (and not wait for them forever), and give the same
+ * bytes. */
+TEST(pool_in_forked_child)
+{
+    int64_t shape[2] = {64, 4096};
+    const size_t n = 64 * 4096;
+    float *x = malloc(n * sizeof(float));
+    CHECK(x != NULL);
+    uint64_t seed = 11;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)aq_test_rand_normal(&seed);
+    }
+    aq_error err;
+    aq_ctx *ctx;
+    CHECK_OK(aq_ctx_create(&ctx, &err));
+    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_THREADS, 3, &err));
+    aq_tensor t = {"w", AQ_DTYPE_F32, x, shape, 2};
+    aq_layout l;
+    CHECK_OK(aq_quantize_bound(ctx, &t, &l, &err));
+    uint8_t *p1 = malloc(l.packed_bytes), *p2 = malloc(l.packed_bytes);
+    float *s = malloc(l.groups * sizeof(float)), *z = malloc(l.groups * sizeof(float));
+    CHECK(p1 != NULL && p2 != NULL && s != NULL && z != NULL);
+    aq_qbuffers b1 = {p1, l.packed_bytes, s, z, l.groups};
+    CHECK_OK(aq_quantize(ctx, &t, &b1, &err)); /* starts the pool */
+    fflush(stdout);
+    pid_t child = fork();
+    CHECK(child >= 0);
+    if (child == 0) {
+        alarm(60); /* a deadlock fails the test instead of hanging it */
+        aq_qbuffers b2 = {p2, l.packed_bytes, s, z, l.groups};
+        int code = aq_quantize(ctx, &t, &b2, &err) == AQ_OK &&
+                           memcmp(p1, p2, l.packed_bytes) == 0
+                       ? 0
+                       : 1;
+        aq_ctx_free(ctx);
+        _exit(code);
+    }
+    int status = 0;
+    CHECK(waitpid(child, &status, 0) == child);
+    CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+              "the forked child failed (status 0x%x)", (unsigned)status);
+    aq_qbuffers b3 = {p2, l.packed_bytes, s, z, l.groups};
+    CHECK_OK(aq_quantize(ctx, &t, &b3, &err)); /* the parent's pool still works */
+    CHECK(memcmp(p1, p2, l.packed_bytes) == 0);
+    aq_ctx_free(ctx);
+    free(p1);
+    free(p2);
+    free(s);
+    free(z);
+    free(x);
+}
+
 typedef struct tt_pool_arg {
     unsigned *hits;
     pthread_t *who;
@@ -201,5 +257,5 @@ TEST(pool_runs_every_task_once_on_several_threads)
 }
 
 AQ_TEST_MAIN(AQ_CASE(same_bytes_for_any_thread_count),
-             AQ_CASE(first_nonfinite_index_whatever_the_threads),
+             AQ_CASE(first_nonfinite_index_whatever_the_threads), AQ_CASE(pool_in_forked_child),
              AQ_CASE(pool_runs_every_task_once_on_several_threads))
