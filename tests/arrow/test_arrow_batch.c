@@ -423,7 +423,8 @@ TEST(continue_on_error_skips_and_reports_in_row_order)
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
     progress_log log = {0, 0, 0};
-    aq_batch_options opts = {.continue_on_error = 1, .progress = on_progress, .progress_user = &log, .report = rep};
+    aq_batch_options opts = {
+        .continue_on_error = 1, .progress = on_progress, .progress_user = &log, .report = rep};
     struct ArrowSchema out_s;
     struct ArrowArray out_a;
     QUANTIZE_OK(ctx, b, &opts);

@@ -32,8 +32,7 @@ static aq_tensor *tensors_100(float **w, int64_t *shape)
     return t;
 }
 
-static void check_cancelled(aq_ctx *ctx, const aq_tensor *t, aq_batch_options *opts,
-                            stopper *s)
+static void check_cancelled(aq_ctx *ctx, const aq_tensor *t, aq_batch_options *opts, stopper *s)
 {
     aq_error err;
     struct ArrowSchema out_s;
@@ -308,8 +307,8 @@ TEST(budget_schemes_write_row_schemes_that_dequantize)
     CHECK_OK(aq_batch_dequantize(ctx, &s, &a, NULL, &ds, &da, &err));
     const float *back = (const float *)da.children[1]->children[0]->buffers[1];
     for (size_t i = 0; i < E; i++) {
-        CHECK_MSG(fabsf(back[i] - w[i]) < 1e-6f, "row 0 element %zu: %g vs %g", i,
-                  (double)back[i], (double)w[i]);
+        CHECK_MSG(fabsf(back[i] - w[i]) < 1e-6f, "row 0 element %zu: %g vs %g", i, (double)back[i],
+                  (double)w[i]);
     }
     ds.release(&ds);
     da.release(&da);

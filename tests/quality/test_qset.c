@@ -191,7 +191,8 @@ TEST(budget_allocates_by_error_per_byte)
         aq_qset_free(set);
     }
     /* With a cosine floor, options below it are not used. */
-    aq_qset_options o = {.min_cosine = 0.995, .target_bpw = 4.5, .schemes = schemes, .n_schemes = 2};
+    aq_qset_options o = {
+        .min_cosine = 0.995, .target_bpw = 4.5, .schemes = schemes, .n_schemes = 2};
     aq_qset *set;
     CHECK_OK(aq_qset_quantize(ctx, f.t, QS_N, &o, &set, &err));
     for (size_t i = 0; i < QS_N; i++) {
