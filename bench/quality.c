@@ -18,7 +18,9 @@
  * (--only keeps the affine rows, the speed reference, and the rows of that scheme.)
  * Errors: relative RMSE = sqrt(MSE) / std(w); SQNR and cosine as in aq_metrics_compute; bits
  * per weight count codes, float32 scales and zero points and kquant's sub-block parameters.
- * Speed: aq_quantize on one thread, the best of --reps runs, in millions of weights per second.
+ * Speed: aq_quantize on one thread, the best of --reps runs, in millions of weights per second
+ * of the process's CPU time (so, per core, and little affected by other load on a shared
+ * machine; on an idle machine it equals wall-clock speed).
  */
 #include <arrowquant.h>
 
@@ -96,7 +98,7 @@ static void bq_generate(int dist, float *w, size_t n)
 static double bq_now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 

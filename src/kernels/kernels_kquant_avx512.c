@@ -69,6 +69,15 @@ static inline __m512 kq5_code(__m512 u, __m512 qmax)
     return _mm512_sub_ps(_mm512_add_ps(u, magic), magic);
 }
 
+/* code(u) for u >= +0 (or NaN, which only an invalid candidate makes): the lower clamp is the
+ * identity there. */
+static inline __m512 kq5_code_pos(__m512 u, __m512 qmax)
+{
+    const __m512 magic = _mm512_set1_ps(0x1p23f);
+    u = _mm512_min_ps(u, qmax);
+    return _mm512_sub_ps(_mm512_add_ps(u, magic), magic);
+}
+
 /* The search of step 1 over a full sub-block of nv * 8 elements (nv = 2 or 4), unweighted. */
 static bool kq5_fit(const float *x, size_t nv, unsigned bits, float lo, float hi, double *scale,
                     double *offset)
@@ -105,14 +114,16 @@ static bool kq5_fit(const float *x, size_t nv, unsigned bits, float lo, float hi
     __mmask8 ok_out[KQ5_CANDIDATES / 8];
     const __m512d vsw = _mm512_set1_pd(sw), vsx = _mm512_set1_pd(sx),
                   vsxx = _mm512_set1_pd(sxx), zero = _mm512_setzero_pd(),
-                  two = _mm512_set1_pd(2.0), inf = _mm512_set1_pd((double)INFINITY);
+                  two = _mm512_set1_pd(2.0), inf = _mm512_set1_pd((double)INFINITY),
+                  vinvsw = _mm512_set1_pd(1.0 / sw);
     for (unsigned c0 = 0; c0 < KQ5_CANDIDATES; c0 += 8) {
         __m512d vq[8], vqq[8], vxq[8];
         for (unsigned c = 0; c < 8; c++) {
             const __m512 vinv = _mm512_set1_ps(inv[c0 + c]);
             __m512d aq = zero, aqq = zero, axq = zero;
             for (size_t k = 0; k < nf; k++) {
-                __m512 q = kq5_code(_mm512_mul_ps(xl[k], vinv), qmax);
+                /* x - lo >= +0 and inv > 0: u >= +0. */
+                __m512 q = kq5_code_pos(_mm512_mul_ps(xl[k], vinv), qmax);
                 __m512d q0 = kq5_lo8(q), q1 = kq5_hi8(q);
                 aq = _mm512_add_pd(_mm512_add_pd(aq, q0), q1);
                 aqq = _mm512_add_pd(_mm512_add_pd(aqq, _mm512_mul_pd(q0, q0)),
@@ -129,10 +140,14 @@ static bool kq5_fit(const float *x, size_t nv, unsigned bits, float lo, float hi
         __mmask8 ok = _mm512_cmp_pd_mask(det, zero, _CMP_GT_OQ);
         __m512d s = _mm512_div_pd(
             _mm512_sub_pd(_mm512_mul_pd(vsw, sxq), _mm512_mul_pd(sq, vsx)), det);
-        __m512d m = _mm512_div_pd(_mm512_sub_pd(vsx, _mm512_mul_pd(s, sq)), vsw);
+        /* sw is 16 or 32: dividing by it and multiplying by its exact inverse round the same
+         * real number, so they give the same double. */
+        __m512d m = _mm512_mul_pd(_mm512_sub_pd(vsx, _mm512_mul_pd(s, sq)), vinvsw);
         const __mmask8 mpos = _mm512_cmp_pd_mask(m, zero, _CMP_GT_OQ);
-        m = _mm512_mask_mov_pd(m, mpos, zero);
-        s = _mm512_mask_div_pd(s, mpos, sxq, sqq);
+        if (mpos != 0) {
+            m = _mm512_mask_mov_pd(m, mpos, zero);
+            s = _mm512_mask_div_pd(s, mpos, sxq, sqq);
+        }
         ok &= _mm512_cmp_pd_mask(s, zero, _CMP_GT_OQ);
         ok &= _mm512_cmp_pd_mask(s, inf, _CMP_LT_OQ);
         ok &= _mm512_cmp_pd_mask(_mm512_abs_pd(m), inf, _CMP_LT_OQ);

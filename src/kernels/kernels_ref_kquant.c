@@ -29,16 +29,6 @@ static float kq_code(float u, float qmax)
     return (u + 0x1p23f) - 0x1p23f;
 }
 
-/* Writes the low `width` bits of v at bit offset `bit` of an lsb-first stream. */
-static void kq_put_bits(uint8_t *stream, size_t bit, unsigned width, unsigned v)
-{
-    for (unsigned k = 0; k < width; k++) {
-        if ((v >> k) & 1u) {
-            stream[(bit + k) / 8] |= (uint8_t)(1u << ((bit + k) % 8));
-        }
-    }
-}
-
 static unsigned kq_get_bits(const uint8_t *stream, size_t bit, unsigned width)
 {
     unsigned v = 0;
@@ -198,13 +188,25 @@ void aq__kq_params(const double *s, const double *m, size_t nsub, unsigned bits,
 void aq__kq_put_params(uint8_t *meta, unsigned bits, size_t len, const unsigned *sc,
                        const unsigned *mc)
 {
+    /* The lsb-first stream of docs/format.md 5.2, a byte at a time (values are < 2^pbits). */
     const unsigned pbits = aq__kq_param_bits(bits);
     const size_t sub = aq__kq_sub(bits);
     const size_t nsub = len / sub + (len % sub != 0);
-    memset(meta, 0, aq__kq_meta_bytes(bits, len));
+    uint64_t acc = 0;
+    unsigned held = 0;
+    size_t out = 0;
     for (size_t j = 0; j < nsub; j++) {
-        kq_put_bits(meta, 2 * j * pbits, pbits, sc[j]);
-        kq_put_bits(meta, (2 * j + 1) * pbits, pbits, mc[j]);
+        acc |= (uint64_t)sc[j] << held;
+        acc |= (uint64_t)mc[j] << (held + pbits);
+        held += 2 * pbits;
+        while (held >= 8) {
+            meta[out++] = (uint8_t)acc;
+            acc >>= 8;
+            held -= 8;
+        }
+    }
+    if (held > 0) {
+        meta[out++] = (uint8_t)acc;
     }
 }
 
