@@ -43,6 +43,28 @@ static inline __m512d kq5_tree8(const __m512d v[8])
                          _mm512_shuffle_f64x2(q[0], q[1], 0xdd));
 }
 
+/* r[c] = the sum of the 16 lanes of v[c], in some order: for sums of small integers, exact in
+ * float32, where every order gives the same. */
+static inline __m512 kq5_sum16(const __m512 v[16])
+{
+    __m512 t[8], u[4], w[2];
+    for (int k = 0; k < 8; k++) {
+        t[k] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * k], v[2 * k + 1]),
+                             _mm512_unpackhi_ps(v[2 * k], v[2 * k + 1]));
+    }
+    for (int k = 0; k < 4; k++) {
+        __m512d a = _mm512_castps_pd(t[2 * k]), b = _mm512_castps_pd(t[2 * k + 1]);
+        u[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    for (int k = 0; k < 2; k++) {
+        w[k] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], 0x88),
+                             _mm512_shuffle_f32x4(u[2 * k], u[2 * k + 1], 0xdd));
+    }
+    return _mm512_add_ps(_mm512_shuffle_f32x4(w[0], w[1], 0x88),
+                         _mm512_shuffle_f32x4(w[0], w[1], 0xdd));
+}
+
 static inline double kq5_tree1(__m512d v)
 {
     double a[8];
@@ -79,14 +101,16 @@ static inline __m512 kq5_code_pos(__m512 u, __m512 qmax)
 }
 
 /* The search of step 1 over a full sub-block of nv * 8 elements (nv = 2 or 4), unweighted. */
-static bool kq5_fit(const float *x, size_t nv, unsigned bits, float lo, float hi, double *scale,
-                    double *offset)
+static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t nv,
+                                                          unsigned bits, float lo, float hi,
+                                                          double *scale, double *offset)
 {
     const float qmaxf = (float)((1u << bits) - 1u);
     const __m512 qmax = _mm512_set1_ps(qmaxf);
     const size_t nf = nv / 2; /* float vectors */
-    __m512 xl[2];
-    __m512d xd[4];
+    __m512 xl[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512d xd[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
+                     _mm512_setzero_pd()};
     __m512d lx = _mm512_setzero_pd(), lxx = _mm512_setzero_pd();
     for (size_t k = 0; k < nf; k++) {
         __m512 v = _mm512_loadu_ps(x + 16 * k);
@@ -116,26 +140,33 @@ static bool kq5_fit(const float *x, size_t nv, unsigned bits, float lo, float hi
                   vsxx = _mm512_set1_pd(sxx), zero = _mm512_setzero_pd(),
                   two = _mm512_set1_pd(2.0), inf = _mm512_set1_pd((double)INFINITY),
                   vinvsw = _mm512_set1_pd(1.0 / sw);
-    for (unsigned c0 = 0; c0 < KQ5_CANDIDATES; c0 += 8) {
-        __m512d vq[8], vqq[8], vxq[8];
-        for (unsigned c = 0; c < 8; c++) {
-            const __m512 vinv = _mm512_set1_ps(inv[c0 + c]);
-            __m512d aq = zero, aqq = zero, axq = zero;
-            for (size_t k = 0; k < nf; k++) {
-                /* x - lo >= +0 and inv > 0: u >= +0. */
-                __m512 q = kq5_code_pos(_mm512_mul_ps(xl[k], vinv), qmax);
-                __m512d q0 = kq5_lo8(q), q1 = kq5_hi8(q);
-                aq = _mm512_add_pd(_mm512_add_pd(aq, q0), q1);
-                aqq = _mm512_add_pd(_mm512_add_pd(aqq, _mm512_mul_pd(q0, q0)),
-                                    _mm512_mul_pd(q1, q1));
-                axq = _mm512_add_pd(axq, _mm512_mul_pd(xd[2 * k], q0));
-                axq = _mm512_add_pd(axq, _mm512_mul_pd(xd[2 * k + 1], q1));
-            }
-            vq[c] = aq;
-            vqq[c] = aqq;
-            vxq[c] = axq;
+    /* Per candidate: Sq and Sqq as float32 lanes (sums of integers below 2^24, exact), the
+     * lanes of Sxq in double. */
+    __m512 fq[KQ5_CANDIDATES], fqq[KQ5_CANDIDATES];
+    __m512d vxq[KQ5_CANDIDATES];
+    for (unsigned c = 0; c < KQ5_CANDIDATES; c++) {
+        const __m512 vinv = _mm512_set1_ps(inv[c]);
+        /* x - lo >= +0 and inv > 0: u >= +0. */
+        __m512 q = kq5_code_pos(_mm512_mul_ps(xl[0], vinv), qmax);
+        __m512 aq = q, aqq = _mm512_mul_ps(q, q);
+        __m512d axq = _mm512_add_pd(_mm512_setzero_pd(), _mm512_mul_pd(xd[0], kq5_lo8(q)));
+        axq = _mm512_add_pd(axq, _mm512_mul_pd(xd[1], kq5_hi8(q)));
+        for (size_t k = 1; k < nf; k++) {
+            q = kq5_code_pos(_mm512_mul_ps(xl[k], vinv), qmax);
+            aq = _mm512_add_ps(aq, q);
+            aqq = _mm512_add_ps(aqq, _mm512_mul_ps(q, q));
+            axq = _mm512_add_pd(axq, _mm512_mul_pd(xd[2 * k], kq5_lo8(q)));
+            axq = _mm512_add_pd(axq, _mm512_mul_pd(xd[2 * k + 1], kq5_hi8(q)));
         }
-        const __m512d sq = kq5_tree8(vq), sqq = kq5_tree8(vqq), sxq = kq5_tree8(vxq);
+        fq[c] = aq;
+        fqq[c] = aqq;
+        vxq[c] = axq;
+    }
+    const __m512 sq16 = kq5_sum16(fq), sqq16 = kq5_sum16(fqq);
+    for (unsigned c0 = 0; c0 < KQ5_CANDIDATES; c0 += 8) {
+        const __m512d sq = c0 == 0 ? kq5_lo8(sq16) : kq5_hi8(sq16);
+        const __m512d sqq = c0 == 0 ? kq5_lo8(sqq16) : kq5_hi8(sqq16);
+        const __m512d sxq = kq5_tree8(vxq + c0);
         const __m512d det = _mm512_sub_pd(_mm512_mul_pd(vsw, sqq), _mm512_mul_pd(sq, sq));
         __mmask8 ok = _mm512_cmp_pd_mask(det, zero, _CMP_GT_OQ);
         __m512d s = _mm512_div_pd(
@@ -187,7 +218,8 @@ static bool kq5_fit_hook(const float *x, const float *w, size_t n, unsigned bits
                          float hi, double *scale, double *offset)
 {
     if (w == NULL && n == aq__kq_sub(bits)) {
-        return kq5_fit(x, n / 8, bits, lo, hi, scale, offset);
+        return n == 32 ? kq5_fit(x, 4, bits, lo, hi, scale, offset)
+                       : kq5_fit(x, 2, bits, lo, hi, scale, offset);
     }
     return aq__search_fit_kquant(x, w, n, bits, lo, hi, scale, offset);
 }
@@ -342,7 +374,8 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
         if (hi <= lo) {
             s[j] = 0.0;
             m[j] = (double)lo;
-        } else if (!kq5_fit(xj, nv, bits, lo, hi, &s[j], &m[j])) {
+        } else if (!(nv == 4 ? kq5_fit(xj, 4, bits, lo, hi, &s[j], &m[j])
+                             : kq5_fit(xj, 2, bits, lo, hi, &s[j], &m[j]))) {
             s[j] = ((double)hi - (double)lo) / (double)qmaxf;
             m[j] = (double)lo;
         }
