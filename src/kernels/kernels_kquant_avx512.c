@@ -85,19 +85,18 @@ static inline __m512d kq5_hi8(__m512 v)
 /* code(u) for u >= 0 or NaN-free u (docs/format.md 5.1): clamp, then round half to even. */
 static inline __m512 kq5_code(__m512 u, __m512 qmax)
 {
-    const __m512 magic = _mm512_set1_ps(0x1p23f);
     u = _mm512_max_ps(u, _mm512_setzero_ps());
     u = _mm512_min_ps(u, qmax);
-    return _mm512_sub_ps(_mm512_add_ps(u, magic), magic);
+    /* Round to nearest even: the reference's (u + 2^23) - 2^23 for 0 <= u <= qmax. */
+    return _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 /* code(u) for u >= +0 (or NaN, which only an invalid candidate makes): the lower clamp is the
  * identity there. */
 static inline __m512 kq5_code_pos(__m512 u, __m512 qmax)
 {
-    const __m512 magic = _mm512_set1_ps(0x1p23f);
     u = _mm512_min_ps(u, qmax);
-    return _mm512_sub_ps(_mm512_add_ps(u, magic), magic);
+    return _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
 /* The search of step 1 over a full sub-block of nv * 8 elements (nv = 2 or 4), unweighted. */
@@ -225,8 +224,9 @@ static bool kq5_fit_hook(const float *x, const float *w, size_t n, unsigned bits
 }
 
 /* Step 3 over a full unweighted sub-block of nv * 8 elements: the nine errors at once. */
-static void kq5_refine(const float *x, size_t nv, unsigned bits, float d, float dmin,
-                       unsigned *sc, unsigned *mc)
+static inline __attribute__((always_inline)) void kq5_refine(const float *x, size_t nv,
+                                                             unsigned bits, float d, float dmin,
+                                                             unsigned *sc, unsigned *mc)
 {
     const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
     const int kmax = (int)((1u << aq__kq_param_bits(bits)) - 1u);
@@ -288,7 +288,11 @@ static void kq5_refine_hook(const float *x, const float *w, size_t n, unsigned b
                             float dmin, unsigned *sc, unsigned *mc)
 {
     if (w == NULL && n == aq__kq_sub(bits)) {
-        kq5_refine(x, n / 8, bits, d, dmin, sc, mc);
+        if (n == 32) {
+            kq5_refine(x, 4, bits, d, dmin, sc, mc);
+        } else {
+            kq5_refine(x, 2, bits, d, dmin, sc, mc);
+        }
         return;
     }
     aq__kq_refine_ref(x, w, n, bits, d, dmin, sc, mc);
@@ -387,7 +391,11 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
     float d, dmin;
     aq__kq_params(s, m, nsub, bits, smax, mmax, &d, &dmin, sc, mc);
     for (size_t j = 0; j < nsub; j++) {
-        kq5_refine(x + j * sub, nv, bits, d, dmin, &sc[j], &mc[j]);
+        if (nv == 4) {
+            kq5_refine(x + j * sub, 4, bits, d, dmin, &sc[j], &mc[j]);
+        } else {
+            kq5_refine(x + j * sub, 2, bits, d, dmin, &sc[j], &mc[j]);
+        }
     }
 
     /* 4 and 5: codes, then at most two refits, each followed by new codes. With every weight
