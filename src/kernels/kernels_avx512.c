@@ -11,7 +11,10 @@
 #define SIMD_VL 16
 #define SIMD_NAME "avx512"
 #define SIMD_TABLE_NAME aq__kernels_avx512
-/* kquant's search and refinement (kernels_kquant_avx512.c). */
+/* The quality schemes' searches and kquant's refinement (kernels_kquant_avx512.c). */
+#define SIMD_SEARCH_QUANTIZE                                                                     \
+    {aq__quantize_search_avx512_f32, aq__quantize_search_avx512_f16,                             \
+     aq__quantize_search_avx512_bf16, aq__quantize_search_avx512_f64}
 #define SIMD_KQUANT_QUANTIZE                                                                     \
     {aq__quantize_kquant_avx512_f32, aq__quantize_kquant_avx512_f16,                             \
      aq__quantize_kquant_avx512_bf16, aq__quantize_kquant_avx512_f64}

@@ -100,16 +100,23 @@ static inline __m512 kq5_code_pos(__m512 u, __m512 qmax)
 }
 
 /* The search of step 1 over a full sub-block of nv * 8 elements (nv = 2 or 4), unweighted. */
-static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t nv,
-                                                          unsigned bits, float lo, float hi,
-                                                          double *scale, double *offset)
+/* The search of docs/format.md 5.1 over nv * 8 unweighted elements (nv = 2, 4, 8 or 16, a
+ * constant at each call so that the loops unroll): candidate c has qmax + first + c * step
+ * levels, centred or anchored at lo, with or without the constraint offset <= 0. */
+static inline __attribute__((always_inline)) bool
+kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double first,
+           double step, bool centred, bool constrained, double *scale, double *offset)
 {
     const float qmaxf = (float)((1u << bits) - 1u);
     const __m512 qmax = _mm512_set1_ps(qmaxf);
     const size_t nf = nv / 2; /* float vectors */
-    __m512 xl[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    __m512d xd[4] = {_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(),
-                     _mm512_setzero_pd()};
+    __m512 xl[8];
+    __m512d xd[16];
+    for (size_t k = 0; k < 8; k++) {
+        xl[k] = _mm512_setzero_ps();
+        xd[2 * k] = _mm512_setzero_pd();
+        xd[2 * k + 1] = _mm512_setzero_pd();
+    }
     __m512d lx = _mm512_setzero_pd(), lxx = _mm512_setzero_pd();
     for (size_t k = 0; k < nf; k++) {
         __m512 v = _mm512_loadu_ps(x + 16 * k);
@@ -125,12 +132,13 @@ static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t
     const double range = (double)hi - (double)lo;
 
     /* The candidates' inverse steps, float32 as the reference rounds them. */
-    float inv[KQ5_CANDIDATES];
+    float inv[KQ5_CANDIDATES], off[KQ5_CANDIDATES];
     bool inv_ok[KQ5_CANDIDATES];
     for (unsigned c = 0; c < KQ5_CANDIDATES; c++) {
-        double levels = (double)qmaxf - 1.0 + (double)c * 0.125;
+        double levels = (double)qmaxf + first + (double)c * step;
         inv[c] = (float)(levels / range);
         inv_ok[c] = inv[c] <= FLT_MAX;
+        off[c] = centred ? (float)((levels - (double)qmaxf) / 2.0) : 0.0f;
     }
 
     double e_out[KQ5_CANDIDATES], s_out[KQ5_CANDIDATES], m_out[KQ5_CANDIDATES];
@@ -144,14 +152,17 @@ static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t
     __m512 fq[KQ5_CANDIDATES], fqq[KQ5_CANDIDATES];
     __m512d vxq[KQ5_CANDIDATES];
     for (unsigned c = 0; c < KQ5_CANDIDATES; c++) {
-        const __m512 vinv = _mm512_set1_ps(inv[c]);
-        /* x - lo >= +0 and inv > 0: u >= +0. */
-        __m512 q = kq5_code_pos(_mm512_mul_ps(xl[0], vinv), qmax);
+        const __m512 vinv = _mm512_set1_ps(inv[c]), voff = _mm512_set1_ps(off[c]);
+        /* Anchored: x - lo >= +0, inv > 0 and off = 0, so u >= +0. */
+#define KQ5_U(k)                                                                                  \
+    (centred ? kq5_code(_mm512_sub_ps(_mm512_mul_ps(xl[k], vinv), voff), qmax)                     \
+             : kq5_code_pos(_mm512_mul_ps(xl[k], vinv), qmax))
+        __m512 q = KQ5_U(0);
         __m512 aq = q, aqq = _mm512_mul_ps(q, q);
         __m512d axq = _mm512_add_pd(_mm512_setzero_pd(), _mm512_mul_pd(xd[0], kq5_lo8(q)));
         axq = _mm512_add_pd(axq, _mm512_mul_pd(xd[1], kq5_hi8(q)));
         for (size_t k = 1; k < nf; k++) {
-            q = kq5_code_pos(_mm512_mul_ps(xl[k], vinv), qmax);
+            q = KQ5_U(k);
             aq = _mm512_add_ps(aq, q);
             aqq = _mm512_add_ps(aqq, _mm512_mul_ps(q, q));
             axq = _mm512_add_pd(axq, _mm512_mul_pd(xd[2 * k], kq5_lo8(q)));
@@ -160,6 +171,7 @@ static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t
         fq[c] = aq;
         fqq[c] = aqq;
         vxq[c] = axq;
+#undef KQ5_U
     }
     const __m512 sq16 = kq5_sum16(fq), sqq16 = kq5_sum16(fqq);
     for (unsigned c0 = 0; c0 < KQ5_CANDIDATES; c0 += 8) {
@@ -170,10 +182,11 @@ static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t
         __mmask8 ok = _mm512_cmp_pd_mask(det, zero, _CMP_GT_OQ);
         __m512d s = _mm512_div_pd(
             _mm512_sub_pd(_mm512_mul_pd(vsw, sxq), _mm512_mul_pd(sq, vsx)), det);
-        /* sw is 16 or 32: dividing by it and multiplying by its exact inverse round the same
+        /* sw is a power of two: dividing by it and multiplying by its exact inverse round the same
          * real number, so they give the same double. */
         __m512d m = _mm512_mul_pd(_mm512_sub_pd(vsx, _mm512_mul_pd(s, sq)), vinvsw);
-        const __mmask8 mpos = _mm512_cmp_pd_mask(m, zero, _CMP_GT_OQ);
+        const __mmask8 mpos =
+            constrained ? _mm512_cmp_pd_mask(m, zero, _CMP_GT_OQ) : (__mmask8)0;
         if (mpos != 0) {
             m = _mm512_mask_mov_pd(m, mpos, zero);
             s = _mm512_mask_div_pd(s, mpos, sxq, sqq);
@@ -211,6 +224,14 @@ static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t
         *offset = best_m;
     }
     return found;
+}
+
+/* kquant's sub-block search (step 1 of 5.2). */
+static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t nv,
+                                                          unsigned bits, float lo, float hi,
+                                                          double *scale, double *offset)
+{
+    return kq5_search(x, nv, bits, lo, hi, -1.0, 0.125, false, true, scale, offset);
 }
 
 static bool kq5_fit_hook(const float *x, const float *w, size_t n, unsigned bits, float lo,
@@ -443,3 +464,36 @@ KQ5_ADAPTER(f32, AQ_DTYPE_F32)
 KQ5_ADAPTER(f16, AQ_DTYPE_F16)
 KQ5_ADAPTER(bf16, AQ_DTYPE_BF16)
 KQ5_ADAPTER(f64, AQ_DTYPE_F64)
+
+/* affine_search (5.1): the search of groups of 16, 32, 64 or 128 unweighted float32 elements
+ * here (sums of codes and squared codes stay below 2^24), the others in the reference. */
+static int kq5_search_hook(const float *x, size_t n, unsigned bits, float lo, float hi,
+                           double step, double *scale, double *offset)
+{
+    switch (n) {
+    case 16:
+        return kq5_search(x, 2, bits, lo, hi, 0.0, step, true, false, scale, offset);
+    case 32:
+        return kq5_search(x, 4, bits, lo, hi, 0.0, step, true, false, scale, offset);
+    case 64:
+        return kq5_search(x, 8, bits, lo, hi, 0.0, step, true, false, scale, offset);
+    case 128:
+        return kq5_search(x, 16, bits, lo, hi, 0.0, step, true, false, scale, offset);
+    default:
+        return -1;
+    }
+}
+
+#define KQ5_SEARCH_ADAPTER(suffix, dtype)                                                         \
+    void aq__quantize_search_avx512_##suffix(const void *src, const float *importance,            \
+                                             const aq__span *s, uint8_t *packed, float *scales,   \
+                                             float *zero_points)                                  \
+    {                                                                                             \
+        aq__search_span(kq5_search_hook, src, dtype, importance, s, packed, scales,               \
+                        zero_points);                                                             \
+    }
+
+KQ5_SEARCH_ADAPTER(f32, AQ_DTYPE_F32)
+KQ5_SEARCH_ADAPTER(f16, AQ_DTYPE_F16)
+KQ5_SEARCH_ADAPTER(bf16, AQ_DTYPE_BF16)
+KQ5_SEARCH_ADAPTER(f64, AQ_DTYPE_F64)

@@ -99,6 +99,19 @@ void aq__kquant_span(aq__kq_super_fn super, const void *src, aq_dtype dtype,
                      const float *importance, const aq__span *s, uint8_t *packed, uint8_t *meta,
                      float *scales, float *mins);
 
+/* A faster search for the affine_search scheme (5.1, centred, no constraint, step given) over
+ * n unweighted float32 elements: 1 with (*scale, *offset) set, 0 when no candidate was valid,
+ * -1 when it does not handle this n (the reference search then runs). */
+typedef int (*aq__search_fit_fn)(const float *x, size_t n, unsigned bits, float lo, float hi,
+                                 double step, double *scale, double *offset);
+
+/* The affine_search kernel over a span of the given input dtype (aq__quantize_search_fn);
+ * fast (may be NULL) does the search of unweighted float32 groups it handles
+ * (kernels_ref_search.c). */
+void aq__search_span(aq__search_fit_fn fast, const void *src, aq_dtype dtype,
+                     const float *importance, const aq__span *s, uint8_t *packed, float *scales,
+                     float *zero_points);
+
 /* The reference kernels, by dtype, for the reference table (kernels_ref.c). */
 void aq__quantize_search_ref_f32(const void *src, const float *importance, const aq__span *s,
                                  uint8_t *packed, float *scales, float *zero_points);
@@ -126,8 +139,17 @@ void aq__dequantize_kquant_ref_bf16(const uint8_t *packed, const uint8_t *meta,
                                     const float *scales, const float *mins, const aq__span *s,
                                     void *dst);
 
-/* kquant with the AVX-512 search and refinement (kernels_kquant_avx512.c; x86 builds only,
+/* affine_search with the AVX-512 search, and kquant with the AVX-512 search and refinement (kernels_kquant_avx512.c; x86 builds only,
  * handed out through aq__kernels_avx512). */
+void aq__quantize_search_avx512_f32(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, float *scales, float *zero_points);
+void aq__quantize_search_avx512_f16(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, float *scales, float *zero_points);
+void aq__quantize_search_avx512_bf16(const void *src, const float *importance,
+                                     const aq__span *s, uint8_t *packed, float *scales,
+                                     float *zero_points);
+void aq__quantize_search_avx512_f64(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, float *scales, float *zero_points);
 void aq__quantize_kquant_avx512_f32(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 void aq__quantize_kquant_avx512_f16(const void *src, const float *importance, const aq__span *s,

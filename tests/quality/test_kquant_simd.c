@@ -1,8 +1,9 @@
-/* kquant's SIMD kernels against the reference, byte for byte: codes, packed sub-block
- * parameters, d and dmin, over every input dtype, bit width, importance or none, row lengths
- * that make full, short and unaligned super-blocks, and values chosen to reach every branch
- * (constant and all-negative sub-blocks, ties on the code grid, subnormals, 2^125, outliers,
- * ranges too small for some candidates). */
+/* The quality schemes' SIMD kernels against the reference, byte for byte. kquant: codes,
+ * packed sub-block parameters, d and dmin, over every input dtype, bit width, importance or
+ * none, row lengths that make full, short and unaligned super-blocks, and values chosen to
+ * reach every branch (constant and all-negative sub-blocks, ties on the code grid, subnormals,
+ * 2^125, outliers, ranges too small for some candidates). affine_search: codes, scales and
+ * zero points over the same values and every group size, handled by the SIMD search or not. */
 #include "aq_test.h"
 #include "kernels.h"
 
@@ -134,6 +135,44 @@ static int ks_compare(const void *src, aq_dtype dtype, const float *imp, size_t 
     return bad;
 }
 
+/* affine_search: every SIMD table against the reference on one input and group size. */
+static int ks_compare_search(const float *x, const float *imp, size_t rows, size_t cols,
+                             size_t g, unsigned bits)
+{
+    const aq__kernel_table *t[8];
+    const aq__kernel_table *all[8];
+    bool ok[8];
+    size_t nall = aq__kernels_list(all, ok, 8);
+    int nt = 0, bad = 0;
+    for (size_t i = 0; i < nall; i++) {
+        if (all[i] != &aq__kernels_ref && ok[i] && all[i]->quantize_search[AQ_DTYPE_F32] != NULL) {
+            t[nt++] = all[i];
+        }
+    }
+    size_t n = rows * cols, groups = rows * ((cols + g - 1) / g), pb = (n * bits + 7) / 8;
+    aq__span s = {n, 0, cols, g, bits};
+    uint8_t *p0 = malloc(pb), *p1 = malloc(pb);
+    float *s0 = malloc(groups * 4), *z0 = malloc(groups * 4);
+    float *s1 = malloc(groups * 4), *z1 = malloc(groups * 4);
+    aq__kernels_ref.quantize_search[AQ_DTYPE_F32](x, imp, &s, p0, s0, z0);
+    for (int k = 0; k < nt; k++) {
+        t[k]->quantize_search[AQ_DTYPE_F32](x, imp, &s, p1, s1, z1);
+        if (memcmp(p0, p1, pb) != 0 || memcmp(s0, s1, groups * 4) != 0 ||
+            memcmp(z0, z1, groups * 4) != 0) {
+            printf("search mismatch: %s, %zu x %zu, g %zu, %u bits\n", t[k]->name, rows, cols, g,
+                   bits);
+            bad++;
+        }
+    }
+    free(p0);
+    free(p1);
+    free(s0);
+    free(z0);
+    free(s1);
+    free(z1);
+    return bad;
+}
+
 static const size_t ks_shapes[][2] = {{2, 512}, {3, 1100}, {1, 4096}, {5, 37},
                                       {3, 513}, {3, 1025}, {2, 1536}, {7, 16}};
 
@@ -170,6 +209,25 @@ TEST(f32_importance)
     free(w);
 }
 
+TEST(search_every_mode)
+{
+    static const size_t groups[] = {16, 32, 64, 128, 96, 256};
+    static const size_t shapes[][2] = {{3, 1100}, {2, 512}, {5, 37}};
+    for (size_t sh = 0; sh < 3; sh++) {
+        size_t rows = shapes[sh][0], cols = shapes[sh][1], n = rows * cols;
+        float *x = malloc(n * 4);
+        for (int mode = -1; mode < KS_MODES; mode++) {
+            ks_fill(x, n, 300 + sh * 16 + (size_t)(mode + 1), mode);
+            for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
+                for (unsigned b = 2; b <= 8; b *= 2) {
+                    CHECK(ks_compare_search(x, NULL, rows, cols, groups[gi], b) == 0);
+                }
+            }
+        }
+        free(x);
+    }
+}
+
 TEST(other_dtypes)
 {
     size_t rows = 3, cols = 1100, n = rows * cols;
@@ -193,4 +251,5 @@ TEST(other_dtypes)
     free(d);
 }
 
-AQ_TEST_MAIN(AQ_CASE(f32_every_mode), AQ_CASE(f32_importance), AQ_CASE(other_dtypes))
+AQ_TEST_MAIN(AQ_CASE(f32_every_mode), AQ_CASE(f32_importance), AQ_CASE(search_every_mode),
+             AQ_CASE(other_dtypes))
