@@ -134,11 +134,18 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
     /* The candidates' inverse steps, float32 as the reference rounds them. */
     float inv[KQ5_CANDIDATES], off[KQ5_CANDIDATES];
     bool inv_ok[KQ5_CANDIDATES];
+    double levels[KQ5_CANDIDATES];
     for (unsigned c = 0; c < KQ5_CANDIDATES; c++) {
-        double levels = (double)qmaxf + first + (double)c * step;
-        inv[c] = (float)(levels / range);
+        levels[c] = (double)qmaxf + first + (double)c * step;
+    }
+    /* levels / range, two vector divisions (each correctly rounded, as the scalar one). */
+    for (unsigned c0 = 0; c0 < KQ5_CANDIDATES; c0 += 8) {
+        __m512d q = _mm512_div_pd(_mm512_loadu_pd(levels + c0), _mm512_set1_pd(range));
+        _mm256_storeu_ps(inv + c0, _mm512_cvtpd_ps(q));
+    }
+    for (unsigned c = 0; c < KQ5_CANDIDATES; c++) {
         inv_ok[c] = inv[c] <= FLT_MAX;
-        off[c] = centred ? (float)((levels - (double)qmaxf) / 2.0) : 0.0f;
+        off[c] = centred ? (float)((levels[c] - (double)qmaxf) / 2.0) : 0.0f;
     }
 
     double e_out[KQ5_CANDIDATES], s_out[KQ5_CANDIDATES], m_out[KQ5_CANDIDATES];
@@ -271,12 +278,18 @@ static inline __attribute__((always_inline)) void kq5_refine(const float *x, siz
         pm[k] = m0 + dm;
         valid[k] = ps[k] >= 0 && pm[k] >= 0 && ps[k] <= kmax && pm[k] <= kmax;
     }
+    /* 1 / a for the three scales s0 - 1, s0, s0 + 1 (0 where a is not positive). */
+    float ainv[3];
+    for (int t = 0; t < 3; t++) {
+        const float a = d * (float)(s0 + t - 1);
+        ainv[t] = a > 0.0f ? 1.0f / a : 0.0f;
+    }
     for (int k = 0; k < 9; k++) {
         __m512d e = _mm512_setzero_pd();
         if (valid[k]) {
             const float a = d * (float)ps[k];
             const float b = dmin * (float)pm[k];
-            const float inv = a > 0.0f ? 1.0f / a : 0.0f;
+            const float inv = ainv[ps[k] - s0 + 1];
             const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b),
                          vinv = _mm512_set1_ps(inv);
             for (size_t j = 0; j < nf; j++) {
