@@ -82,13 +82,28 @@ static inline __m512d kq5_hi8(__m512 v)
     return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
 }
 
+/* The round-to-nearest-even intrinsic; unoptimised builds expand it to a macro that converts a
+ * mask of all ones to a signed type, which -Wsign-conversion reports inside the compiler's
+ * header. */
+static inline __m512 kq5_rne(__m512 u)
+{
+#if defined(__GNUC__) && !defined(__OPTIMIZE__)
+#    pragma GCC diagnostic push
+#    pragma GCC diagnostic ignored "-Wsign-conversion"
+#endif
+    return _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#if defined(__GNUC__) && !defined(__OPTIMIZE__)
+#    pragma GCC diagnostic pop
+#endif
+}
+
 /* code(u) for u >= 0 or NaN-free u (docs/format.md 5.1): clamp, then round half to even. */
 static inline __m512 kq5_code(__m512 u, __m512 qmax)
 {
     u = _mm512_max_ps(u, _mm512_setzero_ps());
     u = _mm512_min_ps(u, qmax);
     /* Round to nearest even: the reference's (u + 2^23) - 2^23 for 0 <= u <= qmax. */
-    return _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return kq5_rne(u);
 }
 
 /* code(u) for u >= +0 (or NaN, which only an invalid candidate makes): the lower clamp is the
@@ -96,7 +111,7 @@ static inline __m512 kq5_code(__m512 u, __m512 qmax)
 static inline __m512 kq5_code_pos(__m512 u, __m512 qmax)
 {
     u = _mm512_min_ps(u, qmax);
-    return _mm512_roundscale_ps(u, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return kq5_rne(u);
 }
 
 /* The search of step 1 over a full sub-block of nv * 8 elements (nv = 2 or 4), unweighted. */
@@ -216,7 +231,7 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
     bool found = false;
     double best_e = 0.0, best_s = 0.0, best_m = 0.0;
     for (unsigned c = 0; c < KQ5_CANDIDATES; c++) {
-        if (!inv_ok[c] || !((ok_out[c / 8] >> (c % 8)) & 1u)) {
+        if (!inv_ok[c] || !(((unsigned)ok_out[c / 8] >> (c % 8)) & 1u)) {
             continue;
         }
         if (!found || e_out[c] < best_e) {
