@@ -140,7 +140,8 @@ int main(int argc, char **argv)
         } else if (strcmp(argv[i], "--only") == 0) {
             only = argv[i + 1];
         } else {
-            fprintf(stderr, "usage: %s [--rows R] [--cols C] [--reps N] [--only SCHEME]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--rows R] [--cols C] [--reps N] [--only SCHEME]\n",
+                    argv[0]);
             return 2;
         }
     }

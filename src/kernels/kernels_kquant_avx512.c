@@ -119,8 +119,8 @@ static inline __m512 kq5_code_pos(__m512 u, __m512 qmax)
  * constant at each call so that the loops unroll): candidate c has qmax + first + c * step
  * levels, centred or anchored at lo, with or without the constraint offset <= 0. */
 static inline __attribute__((always_inline)) bool
-kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double first,
-           double step, bool centred, bool constrained, double *scale, double *offset)
+kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double first, double step,
+           bool centred, bool constrained, double *scale, double *offset)
 {
     const float qmaxf = (float)((1u << bits) - 1u);
     const __m512 qmax = _mm512_set1_ps(qmaxf);
@@ -165,10 +165,9 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
 
     double e_out[KQ5_CANDIDATES], s_out[KQ5_CANDIDATES], m_out[KQ5_CANDIDATES];
     __mmask8 ok_out[KQ5_CANDIDATES / 8];
-    const __m512d vsw = _mm512_set1_pd(sw), vsx = _mm512_set1_pd(sx),
-                  vsxx = _mm512_set1_pd(sxx), zero = _mm512_setzero_pd(),
-                  two = _mm512_set1_pd(2.0), inf = _mm512_set1_pd((double)INFINITY),
-                  vinvsw = _mm512_set1_pd(1.0 / sw);
+    const __m512d vsw = _mm512_set1_pd(sw), vsx = _mm512_set1_pd(sx), vsxx = _mm512_set1_pd(sxx),
+                  zero = _mm512_setzero_pd(), two = _mm512_set1_pd(2.0),
+                  inf = _mm512_set1_pd((double)INFINITY), vinvsw = _mm512_set1_pd(1.0 / sw);
     /* Per candidate: Sq and Sqq as float32 lanes (sums of integers below 2^24, exact), the
      * lanes of Sxq in double. */
     __m512 fq[KQ5_CANDIDATES], fqq[KQ5_CANDIDATES];
@@ -176,8 +175,8 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
     for (unsigned c = 0; c < KQ5_CANDIDATES; c++) {
         const __m512 vinv = _mm512_set1_ps(inv[c]), voff = _mm512_set1_ps(off[c]);
         /* Anchored: x - lo >= +0, inv > 0 and off = 0, so u >= +0. */
-#define KQ5_U(k)                                                                                  \
-    (centred ? kq5_code(_mm512_sub_ps(_mm512_mul_ps(xl[k], vinv), voff), qmax)                     \
+#define KQ5_U(k)                                                               \
+    (centred ? kq5_code(_mm512_sub_ps(_mm512_mul_ps(xl[k], vinv), voff), qmax) \
              : kq5_code_pos(_mm512_mul_ps(xl[k], vinv), qmax))
         __m512 q = KQ5_U(0);
         __m512 aq = q, aqq = _mm512_mul_ps(q, q);
@@ -202,13 +201,12 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
         const __m512d sxq = kq5_tree8(vxq + c0);
         const __m512d det = _mm512_sub_pd(_mm512_mul_pd(vsw, sqq), _mm512_mul_pd(sq, sq));
         __mmask8 ok = _mm512_cmp_pd_mask(det, zero, _CMP_GT_OQ);
-        __m512d s = _mm512_div_pd(
-            _mm512_sub_pd(_mm512_mul_pd(vsw, sxq), _mm512_mul_pd(sq, vsx)), det);
+        __m512d s =
+            _mm512_div_pd(_mm512_sub_pd(_mm512_mul_pd(vsw, sxq), _mm512_mul_pd(sq, vsx)), det);
         /* sw is a power of two: dividing by it and multiplying by its exact inverse round the same
          * real number, so they give the same double. */
         __m512d m = _mm512_mul_pd(_mm512_sub_pd(vsx, _mm512_mul_pd(s, sq)), vinvsw);
-        const __mmask8 mpos =
-            constrained ? _mm512_cmp_pd_mask(m, zero, _CMP_GT_OQ) : (__mmask8)0;
+        const __mmask8 mpos = constrained ? _mm512_cmp_pd_mask(m, zero, _CMP_GT_OQ) : (__mmask8)0;
         if (mpos != 0) {
             m = _mm512_mask_mov_pd(m, mpos, zero);
             s = _mm512_mask_div_pd(s, mpos, sxq, sqq);
@@ -249,9 +247,8 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
 }
 
 /* kquant's sub-block search (step 1 of 5.2). */
-static inline __attribute__((always_inline)) bool kq5_fit(const float *x, size_t nv,
-                                                          unsigned bits, float lo, float hi,
-                                                          double *scale, double *offset)
+static inline __attribute__((always_inline)) bool
+kq5_fit(const float *x, size_t nv, unsigned bits, float lo, float hi, double *scale, double *offset)
 {
     return kq5_search(x, nv, bits, lo, hi, -1.0, 0.125, false, true, scale, offset);
 }
@@ -305,8 +302,7 @@ static inline __attribute__((always_inline)) void kq5_refine(const float *x, siz
             const float a = d * (float)ps[k];
             const float b = dmin * (float)pm[k];
             const float inv = ainv[ps[k] - s0 + 1];
-            const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b),
-                         vinv = _mm512_set1_ps(inv);
+            const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vinv = _mm512_set1_ps(inv);
             for (size_t j = 0; j < nf; j++) {
                 __m512 q = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[j], vb), vinv), qmax);
                 __m512 xh = _mm512_sub_ps(_mm512_mul_ps(va, q), vb);
@@ -378,8 +374,7 @@ static void kq5_pack(const float *q, unsigned bits, uint8_t *out)
             b[t] = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_loadu_ps(q + k + 16 * t)));
         }
         __m512i v = _mm512_inserti64x2(
-            _mm512_inserti64x2(
-                _mm512_inserti64x2(_mm512_castsi128_si512(b[0]), b[1], 1), b[2], 2),
+            _mm512_inserti64x2(_mm512_inserti64x2(_mm512_castsi128_si512(b[0]), b[1], 1), b[2], 2),
             b[3], 3); /* 64 codes, one byte each */
         if (bits == 8) {
             _mm512_storeu_si512((void *)(out + k), v);
@@ -480,12 +475,12 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
     *dmin_out = dmin;
 }
 
-#define KQ5_ADAPTER(suffix, dtype)                                                                \
-    void aq__quantize_kquant_avx512_##suffix(const void *src, const float *importance,            \
-                                             const aq__span *s, uint8_t *packed, uint8_t *meta,   \
-                                             float *scales, float *mins)                          \
-    {                                                                                             \
-        aq__kquant_span(kq5_super, src, dtype, importance, s, packed, meta, scales, mins);       \
+#define KQ5_ADAPTER(suffix, dtype)                                                              \
+    void aq__quantize_kquant_avx512_##suffix(const void *src, const float *importance,          \
+                                             const aq__span *s, uint8_t *packed, uint8_t *meta, \
+                                             float *scales, float *mins)                        \
+    {                                                                                           \
+        aq__kquant_span(kq5_super, src, dtype, importance, s, packed, meta, scales, mins);      \
     }
 
 KQ5_ADAPTER(f32, AQ_DTYPE_F32)
@@ -495,8 +490,8 @@ KQ5_ADAPTER(f64, AQ_DTYPE_F64)
 
 /* affine_search (5.1): the search of groups of 16, 32, 64 or 128 unweighted float32 elements
  * here (sums of codes and squared codes stay below 2^24), the others in the reference. */
-static int kq5_search_hook(const float *x, size_t n, unsigned bits, float lo, float hi,
-                           double step, double *scale, double *offset)
+static int kq5_search_hook(const float *x, size_t n, unsigned bits, float lo, float hi, double step,
+                           double *scale, double *offset)
 {
     switch (n) {
     case 16:
@@ -517,8 +512,7 @@ static int kq5_search_hook(const float *x, size_t n, unsigned bits, float lo, fl
                                              const aq__span *s, uint8_t *packed, float *scales,   \
                                              float *zero_points)                                  \
     {                                                                                             \
-        aq__search_span(kq5_search_hook, src, dtype, importance, s, packed, scales,               \
-                        zero_points);                                                             \
+        aq__search_span(kq5_search_hook, src, dtype, importance, s, packed, scales, zero_points); \
     }
 
 KQ5_SEARCH_ADAPTER(f32, AQ_DTYPE_F32)

@@ -139,8 +139,9 @@ void aq__dequantize_kquant_ref_bf16(const uint8_t *packed, const uint8_t *meta,
                                     const float *scales, const float *mins, const aq__span *s,
                                     void *dst);
 
-/* affine_search with the AVX-512 search, and kquant with the AVX-512 search and refinement (kernels_kquant_avx512.c; x86 builds only,
- * handed out through aq__kernels_avx512). */
+/* affine_search with the AVX-512 search, and kquant with the AVX-512 super-block, search and
+ * refinement (kernels_kquant_avx512.c; x86 builds only, handed out through
+ * aq__kernels_avx512). */
 void aq__quantize_search_avx512_f32(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, float *scales, float *zero_points);
 void aq__quantize_search_avx512_f16(const void *src, const float *importance, const aq__span *s,

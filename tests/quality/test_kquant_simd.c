@@ -111,8 +111,8 @@ static int ks_tables(const aq__kernel_table **out)
 }
 
 /* Compares every SIMD table with the reference on one input; returns the mismatches. */
-static int ks_compare(const void *src, aq_dtype dtype, const float *imp, size_t rows,
-                      size_t cols, unsigned bits)
+static int ks_compare(const void *src, aq_dtype dtype, const float *imp, size_t rows, size_t cols,
+                      unsigned bits)
 {
     const aq__kernel_table *t[8];
     int nt = ks_tables(t), bad = 0;
@@ -136,8 +136,8 @@ static int ks_compare(const void *src, aq_dtype dtype, const float *imp, size_t 
 }
 
 /* affine_search: every SIMD table against the reference on one input and group size. */
-static int ks_compare_search(const float *x, const float *imp, size_t rows, size_t cols,
-                             size_t g, unsigned bits)
+static int ks_compare_search(const float *x, const float *imp, size_t rows, size_t cols, size_t g,
+                             unsigned bits)
 {
     const aq__kernel_table *t[8];
     const aq__kernel_table *all[8];
