@@ -14,10 +14,13 @@
  *  - Student-t with 3 degrees of freedom scaled to standard deviation sigma:
  *    t = z0 / sqrt((z1^2 + z2^2 + z3^2) / 3), x = t * sigma / sqrt(3).
  *
- * Usage: bench_quality [--rows R] [--cols C] [--reps N]
+ * Usage: bench_quality [--rows R] [--cols C] [--reps N] [--only SCHEME]
+ * (--only keeps the affine rows, the speed reference, and the rows of that scheme.)
  * Errors: relative RMSE = sqrt(MSE) / std(w); SQNR and cosine as in aq_metrics_compute; bits
  * per weight count codes, float32 scales and zero points and kquant's sub-block parameters.
- * Speed: aq_quantize on one thread, the best of --reps runs, in millions of weights per second.
+ * Speed: aq_quantize on one thread, the best of --reps runs, in millions of weights per second
+ * of the process's CPU time (so, per core, and little affected by other load on a shared
+ * machine; on an idle machine it equals wall-clock speed).
  */
 #include <arrowquant.h>
 
@@ -95,7 +98,7 @@ static void bq_generate(int dist, float *w, size_t n)
 static double bq_now(void)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
@@ -127,6 +130,7 @@ int main(int argc, char **argv)
     size_t rows = 4096, cols = 4096;
     int reps = 1;
     unsigned threads = 0; /* 0: no thread-scaling table */
+    const char *only = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--rows") == 0) {
             rows = (size_t)strtoull(argv[i + 1], NULL, 10);
@@ -136,8 +140,11 @@ int main(int argc, char **argv)
             reps = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--threads") == 0) {
             threads = (unsigned)strtoul(argv[i + 1], NULL, 10);
+        } else if (strcmp(argv[i], "--only") == 0) {
+            only = argv[i + 1];
         } else {
-            fprintf(stderr, "usage: %s [--rows R] [--cols C] [--reps N] [--threads T]\n",
+            fprintf(stderr,
+                    "usage: %s [--rows R] [--cols C] [--reps N] [--threads T] [--only SCHEME]\n",
                     argv[0]);
             return 2;
         }
@@ -180,6 +187,10 @@ int main(int argc, char **argv)
         aq_tensor t = {bq_dist_names[d], AQ_DTYPE_F32, w, shape, 2};
         for (size_t c = 0; c < sizeof bq_configs / sizeof bq_configs[0]; c++) {
             const bq_config *cf = &bq_configs[c];
+            if (only != NULL && cf->scheme != AQ_SCHEME_AFFINE &&
+                strcmp(aq_scheme_name(cf->scheme), only) != 0) {
+                continue;
+            }
             BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, cf->scheme, &err));
             BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, cf->bits, &err));
             BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)cf->group, &err));

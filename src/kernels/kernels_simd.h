@@ -466,4 +466,10 @@ const aq__kernel_table SIMD_TABLE_NAME = {
     .dequantize_affine = {simd_dequantize_f32, simd_dequantize_f16, simd_dequantize_bf16, NULL},
     .find_nonfinite = {simd_find_nonfinite_f32, simd_find_nonfinite_f16,
                        simd_find_nonfinite_bf16, simd_find_nonfinite_f64},
+#ifdef SIMD_SEARCH_QUANTIZE
+    .quantize_search = SIMD_SEARCH_QUANTIZE,
+#endif
+#ifdef SIMD_KQUANT_QUANTIZE
+    .quantize_kquant = SIMD_KQUANT_QUANTIZE,
+#endif
 };

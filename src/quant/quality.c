@@ -274,6 +274,38 @@ static aq_status qual_job_spans(aq_ctx *ctx, qual_job *job, aq_error *err)
     return AQ_OK;
 }
 
+/* How many leading elements of t from start (at most n) are surely within kquant's range: n
+ * for a float32 span whose magnitudes are all at most 2^125 (checked on the bit patterns, eight
+ * at a time, so that it costs little next to the kernel), else 0 (the caller then looks at
+ * every element). */
+static size_t qual_kq_in_range(const aq_tensor *t, size_t start, size_t n)
+{
+    if (t->dtype != AQ_DTYPE_F32) {
+        return 0;
+    }
+    const uint32_t limit = 0x7e000000u; /* the bits of 2^125 */
+    const float *p = (const float *)t->data + start;
+    uint32_t over[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        for (size_t j = 0; j < 8; j++) {
+            uint32_t u;
+            memcpy(&u, &p[i + j], sizeof u);
+            over[j] |= (uint32_t)((u & 0x7fffffffu) > limit);
+        }
+    }
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &p[i], sizeof u);
+        over[0] |= (uint32_t)((u & 0x7fffffffu) > limit);
+    }
+    uint32_t any = 0;
+    for (size_t j = 0; j < 8; j++) {
+        any |= over[j];
+    }
+    return any != 0 ? 0 : n;
+}
+
 /* The values of [start, end) the schemes refuse, in the order a sequential pass reports them:
  * the first NaN/Inf of the span, else (kquant) the first |x| > 2^125. err may be NULL. */
 static aq_status qual_span_check(const qual_job *job, size_t start, size_t end, aq_error *err)
@@ -287,7 +319,7 @@ static aq_status qual_span_check(const qual_job *job, size_t start, size_t end, 
     }
     if (job->scheme == AQ_SCHEME_KQUANT) {
         /* a * q - b must not overflow float32 (docs/format.md 5.2). */
-        for (size_t i = start; i < end; i++) {
+        for (size_t i = start + qual_kq_in_range(job->src, start, end - start); i < end; i++) {
             float v = qual_load(job->src, i);
             if (fabsf(v) > AQ__KQ_MAX_ABS) {
                 return aq__error_set(err, AQ_INVALID_ARGUMENT,
