@@ -289,6 +289,10 @@ static int cmd_quantize(int argc, char **argv)
         fclose(f);
     }
     double bpw = s.params > 0 ? 8.0 * (double)s.bytes_out / (double)s.params : 0.0;
+    /* The group size the rows carry: kquant's is its super-block. */
+    if (sch == AQ_SCHEME_KQUANT) {
+        group = AQ_KQUANT_SUPER_BLOCK;
+    }
     if (json) {
         printf("{\"source\": \"%s\", \"output\": \"%s\", \"tensors\": %zu, \"quantized\": %zu, "
                "\"kept\": %zu, \"parameters\": %zu, \"quantized_parameters\": %zu, "

@@ -193,8 +193,8 @@ static void mq_acc_finish(const mq_acc *a, double *sqnr, double *cosine, double 
     *maxerr = a->maxe;
 }
 
-static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *l, mq_row *r,
-                            aq_error *err)
+static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
+                            const aq_layout *l, mq_row *r, aq_error *err)
 {
     size_t block_rows = MQ_BLOCK_ELEMENTS / l->cols;
     block_rows = block_rows < 8 ? 8 : block_rows / 8 * 8;
@@ -209,10 +209,21 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *
     }
     mq_acc acc = {0, 0, 0, 0, 0};
     aq_status st = AQ_OK;
-    int64_t sub_shape[AQ_MAX_NDIM];
-    for (size_t d = 0; d < src->ndim; d++) {
-        sub_shape[d] = src->shape[d];
-    }
+    /* The whole tensor as quantized, in its own scheme's layout (kquant keeps its sub-block
+     * parameters after all codes; aq__dequantize_rows gathers them per block). */
+    aq_qtensor q;
+    memset(&q, 0, sizeof q);
+    q.name = src->name;
+    q.scheme = scheme;
+    q.bit_width = l->bit_width;
+    q.group_size = l->group_size;
+    q.shape = src->shape;
+    q.ndim = src->ndim;
+    q.packed = r->data;
+    q.packed_size = l->packed_bytes;
+    q.scales = r->scales;
+    q.zero_points = r->zps;
+    q.groups = l->groups;
     for (size_t r0 = 0; r0 < l->rows && st == AQ_OK; r0 += block_rows) {
         if (mq_cancelled(s->opts)) {
             st = aq__error_set(err, AQ_CANCELLED, "cancelled");
@@ -221,26 +232,7 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *
         size_t nr = l->rows - r0 < block_rows ? l->rows - r0 : block_rows;
         size_t start = r0 * l->cols;
         size_t n = nr * l->cols;
-        aq_qtensor q;
-        memset(&q, 0, sizeof q);
-        q.name = src->name;
-        q.scheme = s->ctx->scheme;
-        q.bit_width = l->bit_width;
-        q.group_size = l->group_size;
-        if (src->ndim >= 2) {
-            sub_shape[0] = (int64_t)nr;
-            q.shape = sub_shape;
-            q.ndim = src->ndim;
-        } else {
-            q.shape = src->shape;
-            q.ndim = src->ndim;
-        }
-        q.packed = r->data + start * l->bit_width / 8;
-        q.packed_size = (n * l->bit_width + 7) / 8;
-        q.scales = r->scales + r0 * l->groups_per_row;
-        q.zero_points = r->zps + r0 * l->groups_per_row;
-        q.groups = nr * l->groups_per_row;
-        if ((st = aq_dequantize(s->ctx, &q, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
+        if ((st = aq__dequantize_rows(s->ctx, &q, r0, nr, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
             break;
         }
         for (size_t k = 0; k < n; k++) {
@@ -278,7 +270,9 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
     }
     if (st == AQ_OK) {
         long long bits = (long long)s->ctx->bit_width;
-        long long group = (long long)s->ctx->group_size;
+        /* The layout's group size: kquant's is its super-block, whatever the parameter says. */
+        long long group = s->ctx->scheme == AQ_SCHEME_KQUANT ? (long long)AQ_KQUANT_SUPER_BLOCK
+                                                             : (long long)s->ctx->group_size;
         char version[16], gs[24], bw[24];
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
         snprintf(gs, sizeof gs, "%lld", group);
@@ -630,7 +624,7 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
     }
     aq_qbuffers out = {r->data, l.packed_bytes, r->scales, r->zps, l.groups};
     if ((st = aq_quantize(s->ctx, &src, &out, err)) != AQ_OK ||
-        (st = mq_measure(s, &src, &l, r, err)) != AQ_OK) {
+        (st = mq_measure(s, &src, s->ctx->scheme, &l, r, err)) != AQ_OK) {
         goto done;
     }
 done:
