@@ -37,6 +37,7 @@ typedef struct mq_row {
     size_t index; /* tensor index in the model */
     const char *name;
     const char *scheme;
+    aq_scheme scheme_id; /* of a quantized row */
     const char *source_dtype;
     unsigned bit_width;
     size_t group_size;
@@ -47,6 +48,7 @@ typedef struct mq_row {
     float *zps;
     size_t groups;
     double sqnr, cosine, maxerr;
+    double sse; /* squared error against the source */
 } mq_row;
 
 typedef struct mq_state {
@@ -61,6 +63,8 @@ typedef struct mq_state {
     size_t pending_bytes;
     aq__keepalive *keep; /* for buffers borrowed from the mapping */
     size_t batches;
+    aq__budget_option *plan; /* with a budget: the option chosen for each tensor */
+    double min_cosine;
 } mq_state;
 
 static void mq_row_free(mq_row *r)
@@ -242,6 +246,7 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
     free(buf);
     if (st == AQ_OK) {
         mq_acc_finish(&acc, &r->sqnr, &r->cosine, &r->maxerr);
+        r->sse = acc.ee;
     }
     return st;
 }
@@ -589,27 +594,45 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
     return AQ_OK;
 }
 
-static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_row *r, aq_error *err)
+/* The tensor's view, aligned for the kernels (copied into *copy when the file's is not). */
+static aq_status mq_view(mq_state *s, size_t i, const aq_st_tensor *t, aq_tensor *src, void **copy,
+                         aq_error *err)
 {
-    aq_tensor src;
-    aq_status st = aq_model_tensor_view(s->model, i, &src, err);
-    void *copy = NULL;
+    aq_status st = aq_model_tensor_view(s->model, i, src, err);
+    *copy = NULL;
     if (st != AQ_OK) {
         return st;
     }
-    if (!mq_aligned(src.data, aq_dtype_size(src.dtype))) {
+    if (!mq_aligned(src->data, aq_dtype_size(src->dtype))) {
         /* safetensors does not align tensors; the kernels need aligned elements. */
-        if ((copy = aq__aligned_alloc(t->nbytes)) == NULL) {
+        if ((*copy = aq__aligned_alloc(t->nbytes)) == NULL) {
             return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
         }
-        memcpy(copy, src.data, t->nbytes);
-        src.data = copy;
+        memcpy(*copy, src->data, t->nbytes);
+        src->data = *copy;
     }
+    return AQ_OK;
+}
+
+/* Quantizes src with (scheme, bits) into r's own buffers (replacing any) and measures it. */
+static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st_tensor *t,
+                                  aq_scheme scheme, unsigned bits, mq_row *r, aq_error *err)
+{
+    aq_ctx tmp = *s->ctx; /* the same kernels and pool; other scheme and bits */
+    tmp.scheme = scheme;
+    tmp.bit_width = bits;
+    free(r->data);
+    free(r->scales);
+    free(r->zps);
+    r->data = NULL;
+    r->scales = r->zps = NULL;
     aq_layout l;
-    if ((st = aq_quantize_bound(s->ctx, &src, &l, err)) != AQ_OK) {
-        goto done;
+    aq_status st = aq_quantize_bound(&tmp, src, &l, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    r->scheme = aq_scheme_name(s->ctx->scheme);
+    r->scheme = aq_scheme_name(scheme);
+    r->scheme_id = scheme;
     r->source_dtype = t->dtype_name;
     r->bit_width = l.bit_width;
     r->group_size = l.group_size;
@@ -619,16 +642,133 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
     r->scales = aq__aligned_alloc(l.groups * sizeof(float));
     r->zps = aq__aligned_alloc(l.groups * sizeof(float));
     if (r->data == NULL || r->scales == NULL || r->zps == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
-        goto done;
+        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
     }
     aq_qbuffers out = {r->data, l.packed_bytes, r->scales, r->zps, l.groups};
-    if ((st = aq_quantize(s->ctx, &src, &out, err)) != AQ_OK ||
-        (st = mq_measure(s, &src, s->ctx->scheme, &l, r, err)) != AQ_OK) {
-        goto done;
+    if ((st = aq_quantize(&tmp, src, &out, err)) != AQ_OK) {
+        return st;
     }
+    aq_ctx *saved = s->ctx;
+    s->ctx = &tmp;
+    st = mq_measure(s, src, scheme, &l, r, err);
+    s->ctx = saved;
+    return st;
+}
+
+/* One quantized tensor: the budget's choice, or the context's scheme and bits, raised while
+ * the cosine stays below the floor. */
+static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_row *r,
+                             aq_model_tensor_result *res, aq_error *err)
+{
+    aq_tensor src;
+    void *copy = NULL;
+    aq_status st = mq_view(s, i, t, &src, &copy, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    aq_scheme scheme = s->plan != NULL ? s->plan[i].scheme : s->ctx->scheme;
+    unsigned bits = s->plan != NULL ? s->plan[i].bits : s->ctx->bit_width;
+    res->initial_bit_width = bits;
+    for (;;) {
+        if ((st = mq_quantize_with(s, &src, t, scheme, bits, r, err)) != AQ_OK) {
+            goto done;
+        }
+        if (bits == res->initial_bit_width) {
+            res->initial_cosine = r->cosine;
+        }
+        if (s->plan != NULL || !(s->min_cosine > 0.0) || r->cosine >= s->min_cosine || bits == 8) {
+            break;
+        }
+        bits = bits == 2 ? 4 : 8;
+    }
+    res->moved = bits != res->initial_bit_width;
 done:
     free(copy);
+    return st;
+}
+
+/* The budget's first pass: every option of every quantized tensor measured (outputs dropped),
+ * then the allocation. s->plan receives each tensor's choice. */
+static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
+{
+    const aq_model_quantize_options *o = s->opts;
+    aq_scheme own = s->ctx->scheme;
+    const aq_scheme *schemes = o->schemes != NULL && o->n_schemes > 0 ? o->schemes : &own;
+    size_t n_schemes = o->schemes != NULL && o->n_schemes > 0 ? o->n_schemes : 1;
+    static const unsigned bits[3] = {2, 4, 8};
+    const size_t per = 3 * n_schemes, n = aq_model_count(s->model);
+    aq__budget_option *opt = calloc((n > 0 ? n : 1) * per, sizeof *opt);
+    size_t *count = calloc(n > 0 ? n : 1, sizeof *count);
+    size_t *choice = calloc(n > 0 ? n : 1, sizeof *choice);
+    s->plan = calloc(n > 0 ? n : 1, sizeof *s->plan);
+    aq_status st = AQ_OK;
+    mq_row r;
+    memset(&r, 0, sizeof r);
+    if (opt == NULL || count == NULL || choice == NULL || s->plan == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
+        goto done;
+    }
+    for (size_t k = 0; k < n_schemes; k++) {
+        if ((unsigned)schemes[k] >= AQ_SCHEME_COUNT) {
+            st = aq__error_set(err, AQ_INVALID_PARAMETER, "Invalid scheme %d in the budget's list",
+                               (int)schemes[k]);
+            goto done;
+        }
+    }
+    /* The budget is counted over the quantized tensors, in their order; kept ones have none. */
+    size_t m = 0, elements = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kept[i]) {
+            continue;
+        }
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        aq_tensor src;
+        void *copy = NULL;
+        if ((st = mq_view(s, i, t, &src, &copy, err)) != AQ_OK) {
+            goto done;
+        }
+        aq__budget_option *row = opt + m * per;
+        for (size_t k = 0; k < n_schemes && st == AQ_OK; k++) {
+            for (size_t b = 0; b < 3 && st == AQ_OK; b++) {
+                if (mq_cancelled(o)) {
+                    st = aq__error_set(err, AQ_CANCELLED, "cancelled");
+                    break;
+                }
+                if ((st = mq_quantize_with(s, &src, t, schemes[k], bits[b], &r, err)) != AQ_OK) {
+                    break;
+                }
+                aq__budget_option *x = &row[count[m]++];
+                x->scheme = schemes[k];
+                x->bits = bits[b];
+                x->bytes = r.data_size + 2 * r.groups * sizeof(float);
+                x->sse = r.sse;
+                x->meets = !(s->min_cosine > 0.0) || r.cosine >= s->min_cosine;
+            }
+        }
+        free(copy);
+        mq_row_free(&r);
+        aq_model_release(s->model, i);
+        if (st != AQ_OK) {
+            goto done;
+        }
+        elements += t->elements;
+        m++;
+    }
+    if ((st = aq__budget_allocate(opt, m, per, count, elements, o->target_bpw,
+                                  s->min_cosine > 0.0, choice, err)) != AQ_OK) {
+        goto done;
+    }
+    for (size_t i = 0, j = 0; i < n; i++) {
+        if (!kept[i]) {
+            s->plan[i] = opt[j * per + choice[j]];
+            j++;
+        }
+    }
+done:
+    mq_row_free(&r);
+    free(opt);
+    free(count);
+    free(choice);
     return st;
 }
 
@@ -647,6 +787,29 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     s.opts = opts;
     s.batch_bytes =
         opts != NULL && opts->batch_bytes > 0 ? opts->batch_bytes : AQ_MODEL_BATCH_BYTES;
+    s.min_cosine = opts != NULL ? opts->min_cosine : 0.0;
+    const double target = opts != NULL ? opts->target_bpw : 0.0;
+    if (!(s.min_cosine >= 0.0 && s.min_cosine <= 1.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid min_cosine: %g. Must be between 0 (off) and 1", s.min_cosine);
+    }
+    if (!(target >= 0.0 && target <= 64.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64", target);
+    }
+    /* Copies of the context (other scheme or bits) share its thread pool: create it now, so
+     * that no copy creates one of its own. */
+    aq__pool *pool;
+    if ((st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    /* With a floor or a budget a tensor may take 8 bits and any scheme: bound with the
+     * largest layout (kquant at 8 bits). */
+    aq_ctx bound_ctx = *ctx;
+    if (s.min_cosine > 0.0 || target > 0.0) {
+        bound_ctx.bit_width = 8;
+        bound_ctx.scheme = AQ_SCHEME_KQUANT;
+    }
     aq_model_summary sum;
     memset(&sum, 0, sizeof sum);
     sum.min_sqnr_db = (double)INFINITY;
@@ -673,7 +836,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
             aq_tensor v;
             aq_layout l;
             if ((st = aq_model_tensor_view(model, i, &v, err)) != AQ_OK ||
-                (st = aq_quantize_bound(ctx, &v, &l, err)) != AQ_OK) {
+                (st = aq_quantize_bound(&bound_ctx, &v, &l, err)) != AQ_OK) {
                 goto done;
             }
             out_bytes = l.packed_bytes;
@@ -686,6 +849,9 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     const char *force = getenv("AQ_MODEL_LARGE_BINARY");
     if (force != NULL && strcmp(force, "1") == 0) {
         s.large = true;
+    }
+    if (target > 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) {
+        goto done;
     }
     aq_ipc_write_options wo;
     memset(&wo, 0, sizeof wo);
@@ -710,7 +876,9 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         memset(&r, 0, sizeof r);
         r.index = i;
         r.name = t->name;
-        st = kept[i] ? mq_keep(&s, t, &r, err) : mq_quantize(&s, i, t, &r, err);
+        aq_model_tensor_result res;
+        memset(&res, 0, sizeof res);
+        st = kept[i] ? mq_keep(&s, t, &r, err) : mq_quantize(&s, i, t, &r, &res, err);
         if (st != AQ_OK) {
             mq_row_free(&r);
             goto done;
@@ -750,6 +918,23 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
                 sum.worst = t->name;
             }
         }
+        res.index = i;
+        res.name = t->name;
+        res.kept = kept[i];
+        res.elements = t->elements;
+        res.bytes = out_bytes;
+        res.sqnr_db = r.sqnr;
+        res.cosine = r.cosine;
+        if (!kept[i]) {
+            sum.moved += (size_t)res.moved;
+            sum.quantized_bytes += out_bytes;
+            res.scheme = r.scheme_id;
+            res.bit_width = r.bit_width;
+            res.group_size = r.group_size;
+        }
+        if (opts != NULL && opts->on_tensor != NULL) {
+            opts->on_tensor(opts->on_tensor_user, &res);
+        }
         prog.tensors_done = i + 1;
         prog.bytes_done += t->nbytes;
         prog.current = t->name;
@@ -779,6 +964,7 @@ done:
     aq__schema_release_if(&schema);
     aq__keepalive_release(s.keep);
     free(s.rows);
+    free(s.plan);
     free(kept);
     return st;
 }

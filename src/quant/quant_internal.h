@@ -72,4 +72,26 @@ aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out
 aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, size_t nr,
                               aq_dtype out_dtype, void *out, size_t out_capacity, aq_error *err);
 
+/* One option of a size budget for one tensor: scheme and bits, its size and squared error,
+ * and whether it meets the cosine floor (true without one). */
+typedef struct aq__budget_option {
+    aq_scheme scheme;
+    unsigned bits;
+    size_t bytes;
+    double sse;
+    bool meets;
+} aq__budget_option;
+
+/* The budget's allocation (qset.c), shared by aq_qset_quantize and the model pipeline. opt
+ * holds n rows of `per` options, row i with count[i] measured options; they are rewritten in
+ * place to each tensor's lower convex hull of (bytes, sse) among the options meeting the floor
+ * (or the most accurate one when none does). Each tensor starts at its smallest option; the
+ * upgrade saving the most squared error per added byte is taken while the total stays within
+ * target * total_elements / 8 bytes. choice[i] receives the index of tensor i's option in its
+ * rewritten row. AQ_INVALID_PARAMETER when the smallest options exceed the budget (floor: the
+ * message says "meeting min_cosine"). */
+aq_status aq__budget_allocate(aq__budget_option *opt, size_t n, size_t per, const size_t *count,
+                              size_t total_elements, double target, bool floor, size_t *choice,
+                              aq_error *err);
+
 #endif /* AQ_QUANT_INTERNAL_H */
