@@ -677,6 +677,7 @@ typedef struct aq_model_progress {
     size_t bytes_done; /* source bytes */
     size_t bytes_total;
     const char *current; /* name of the tensor just done */
+    int planning; /* 1 during target_bpw's measuring pass (then the counts start over at 0) */
 } aq_model_progress;
 
 typedef void (*aq_model_progress_fn)(void *user, const aq_model_progress *progress);

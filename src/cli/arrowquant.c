@@ -92,6 +92,7 @@ typedef struct cli_progress {
     double t0;
     int last_decile;
     double last_draw;
+    int planning;
 } cli_progress;
 
 static void cli_bytes(double b, char *buf, size_t n)
@@ -112,6 +113,13 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
         return;
     }
     double now = cli_now();
+    if (p->planning != c->planning) {
+        /* The budget's measuring pass is over: the real pass starts its own count. */
+        c->planning = p->planning;
+        c->t0 = now;
+        c->last_decile = -1;
+    }
+    const char *what = p->planning ? "planning" : "tensors";
     double el = now - c->t0;
     double frac = p->bytes_total > 0 ? (double)p->bytes_done / (double)p->bytes_total : 1.0;
     double rate = el > 0 ? (double)p->bytes_done / el : 0.0;
@@ -132,8 +140,8 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
             bar[i] = i < fill ? '#' : '.';
         }
         bar[30] = '\0';
-        fprintf(stderr, "\r[%s] %zu/%zu tensors  %s/%s  %s/s  %.0fs left  ", bar, p->tensors_done,
-                p->tensors_total, done, total, r, left);
+        fprintf(stderr, "\r[%s] %zu/%zu %s  %s/%s  %s/s  %.0fs left  ", bar, p->tensors_done,
+                p->tensors_total, what, done, total, r, left);
         if (last) {
             fputc('\n', stderr);
         }
@@ -142,8 +150,8 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
     int decile = (int)(frac * 10.0);
     if (decile > c->last_decile || last) {
         c->last_decile = decile;
-        fprintf(stderr, "progress: %zu/%zu tensors, %s of %s, %s/s, %.1fs elapsed\n",
-                p->tensors_done, p->tensors_total, done, total, r, el);
+        fprintf(stderr, "progress: %zu/%zu %s, %s of %s, %s/s, %.1fs elapsed\n",
+                p->tensors_done, p->tensors_total, what, done, total, r, el);
     }
 }
 
@@ -375,7 +383,7 @@ static int cmd_quantize(int argc, char **argv)
         rc = cli_status(st, &err);
         goto done;
     }
-    cli_progress prog = {quiet, isatty(2), t0, -1, 0.0};
+    cli_progress prog = {quiet, isatty(2), t0, -1, 0.0, 0};
     aq_model_quantize_options o;
     memset(&o, 0, sizeof o);
     o.keep = keep;

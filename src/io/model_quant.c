@@ -715,7 +715,17 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
             goto done;
         }
     }
-    /* The budget is counted over the quantized tensors, in their order; kept ones have none. */
+    /* The budget is counted over the quantized tensors, in their order; kept ones have none.
+     * Progress counts the quantized tensors' source bytes. */
+    aq_model_progress plan_prog = {0, n, 0, 0, NULL, 1};
+    size_t last = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!kept[i]) {
+            plan_prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
+            last = i + 1;
+        }
+    }
+    plan_prog.tensors_total = last;
     size_t m = 0, elements = 0;
     for (size_t i = 0; i < n; i++) {
         if (kept[i]) {
@@ -753,6 +763,12 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
         }
         elements += t->elements;
         m++;
+        plan_prog.tensors_done = i + 1;
+        plan_prog.bytes_done += t->nbytes;
+        plan_prog.current = t->name;
+        if (o->progress != NULL) {
+            o->progress(o->progress_user, &plan_prog);
+        }
     }
     if ((st = aq__budget_allocate(opt, m, per, count, elements, o->target_bpw,
                                   s->min_cosine > 0.0, choice, err)) != AQ_OK) {
@@ -863,7 +879,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         goto done;
     }
     s.ipc = w;
-    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL};
+    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL, 0};
     double sqnr_sum = 0.0, cos_sum = 0.0;
     size_t finite = 0;
     for (size_t i = 0; i < n; i++) {
