@@ -715,6 +715,37 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
             goto done;
         }
     }
+    /* Sizes do not depend on the data: a budget below every tensor's smallest layout is
+     * refused before the measuring pass. */
+    size_t least = 0, all = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kept[i]) {
+            continue;
+        }
+        aq_tensor v;
+        if ((st = aq_model_tensor_view(s->model, i, &v, err)) != AQ_OK) {
+            goto done;
+        }
+        size_t best = SIZE_MAX;
+        for (size_t k = 0; k < n_schemes; k++) {
+            aq_layout l;
+            if ((st = aq_layout_compute_scheme(schemes[k], v.shape, v.ndim, 2,
+                                               s->ctx->group_size, &l, err)) != AQ_OK) {
+                goto done;
+            }
+            size_t b = l.packed_bytes + 2 * l.groups * sizeof(float);
+            best = b < best ? b : best;
+        }
+        least += best;
+        all += aq_model_tensor(s->model, i)->elements;
+    }
+    if (all > 0 && (double)least * 8.0 > o->target_bpw * (double)all) {
+        st = aq__error_set(err, AQ_INVALID_PARAMETER,
+                           "Invalid target_bpw: %g. The smallest allocation needs %.4f bits per "
+                           "weight",
+                           o->target_bpw, (double)least * 8.0 / (double)all);
+        goto done;
+    }
     /* The budget is counted over the quantized tensors, in their order; kept ones have none.
      * Progress counts the quantized tensors' source bytes. */
     aq_model_progress plan_prog = {0, n, 0, 0, NULL, 1};
