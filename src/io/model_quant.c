@@ -7,6 +7,11 @@
  * large goes out as a batch of its own, with its buffers handed to Arrow without a copy (a kept
  * float32/float16 tensor is even written straight from the mapping). So the peak stays near the
  * largest tensor plus one batch.
+ *
+ * A cosine floor requantizes a tensor with more bits on the spot. A size budget needs every
+ * tensor's options before the first row is chosen, so it adds a measuring pass (mq_plan): each
+ * tensor quantized at every candidate and measured, its outputs dropped at once; the
+ * allocation is aq_qset's (aq__budget_allocate); the writing pass then follows the plan.
  */
 #include "arrow_owned.h"
 #include "io_internal.h"
@@ -648,11 +653,7 @@ static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st
     if ((st = aq_quantize(&tmp, src, &out, err)) != AQ_OK) {
         return st;
     }
-    aq_ctx *saved = s->ctx;
-    s->ctx = &tmp;
-    st = mq_measure(s, src, scheme, &l, r, err);
-    s->ctx = saved;
-    return st;
+    return mq_measure(s, src, scheme, &l, r, err);
 }
 
 /* One quantized tensor: the budget's choice, or the context's scheme and bits, raised while
