@@ -247,6 +247,23 @@ aq_status aq__budget_allocate(aq__budget_option *opt, size_t n, size_t per, cons
 
 static const unsigned qset_bits[3] = {2, 4, 8};
 
+/* Tensor i is done: tells the caller's progress function, which may stop the call. */
+static aq_status qset_progress(const aq_qset_options *opts, size_t i, const aq_tensor *tensors,
+                               size_t *done_elements, aq_error *err)
+{
+    size_t count = 0;
+    if (aq__shape_elements(tensors[i].name, tensors[i].shape, tensors[i].ndim, &count, NULL) ==
+        AQ_OK) {
+        *done_elements += count;
+    }
+    if (opts != NULL && opts->progress != NULL &&
+        opts->progress(opts->progress_user, i + 1, *done_elements) != 0) {
+        return aq__error_set(err, AQ_CANCELLED,
+                             "cancelled by the progress callback after %zu tensors", i + 1);
+    }
+    return AQ_OK;
+}
+
 aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
                            const aq_qset_options *opts, aq_qset **out, aq_error *err)
 {
@@ -307,6 +324,7 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         }
     }
     const float *const *imp = opts != NULL ? opts->importance : NULL;
+    size_t done_elements = 0;
 
     if (!(target > 0.0)) {
         /* Floor only: the context's scheme and bits, then more bits while below the floor. */
@@ -325,6 +343,9 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
             }
             it->choice.initial_bit_width = ctx->bit_width;
             it->choice.moved = bits != ctx->bit_width;
+            if ((st = qset_progress(opts, i, tensors, &done_elements, err)) != AQ_OK) {
+                goto done;
+            }
         }
         goto done;
     }
@@ -359,6 +380,9 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         }
         total_elements += set->items[i].layout.elements;
         count[i] = m;
+        if ((st = qset_progress(opts, i, tensors, &done_elements, err)) != AQ_OK) {
+            goto done;
+        }
     }
     if ((st = aq__budget_allocate(opt, n, per, count, total_elements, target, min_cos > 0.0, pos,
                                   err)) != AQ_OK) {
