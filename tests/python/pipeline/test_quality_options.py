@@ -92,6 +92,15 @@ def test_target_bpw_met_and_better_than_uniform_affine(aq, unet, tmp_path, targe
         seen[key] = seen.get(key, 0) + 1
     assert {(a["scheme"], a["bits"]): a["tensors"] for a in s["allocation"]} == seen
     assert sum(a["bytes"] for a in s["allocation"]) == sum(_bytes(r) for r in rows)
+    # inspect and report show each row's choice.
+    listing = {x["name"]: x for x in json.loads(aq("inspect", out, "--json").stdout)["tensors"]}
+    for r in rows:
+        x = listing[r["layer_name"]]
+        assert (x["scheme"], x["bit_width"], x["group_size"]) == \
+            (r["scheme"], r["bit_width"], r["group_size"])
+    aq("report", out, "-o", tmp_path / "r.html")
+    html = (tmp_path / "r.html").read_text()
+    assert all(a["scheme"] in html for a in s["allocation"])
     # Uniform affine of the same size (4 bits in groups of 128 and 2 bits in groups of 64 cost
     # 4.5 and 3 bits per weight, plus the short last groups of some rows) loses more.
     bits, group = (4, 128) if target >= 4.5 else (2, 64)
