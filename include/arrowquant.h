@@ -702,9 +702,29 @@ typedef struct aq_model_progress {
     size_t bytes_done; /* source bytes */
     size_t bytes_total;
     const char *current; /* name of the tensor just done */
+    int planning; /* 1 during target_bpw's measuring pass (then the counts start over at 0) */
 } aq_model_progress;
 
 typedef void (*aq_model_progress_fn)(void *user, const aq_model_progress *progress);
+
+/* What happened to one tensor of a model run (for aq_model_quantize_options.on_tensor). */
+typedef struct aq_model_tensor_result {
+    size_t index;
+    const char *name; /* owned by the model */
+    int kept;         /* 1: written as it is (the rest then says nothing) */
+    aq_scheme scheme;
+    unsigned bit_width;
+    unsigned initial_bit_width; /* the context's bit width, or the budget's choice */
+    int moved;                  /* 1 when the cosine floor raised the bit width */
+    double initial_cosine;      /* the cosine at initial_bit_width */
+    size_t group_size;          /* the layout's (512 for kquant) */
+    size_t elements;
+    size_t bytes; /* packed bytes + 4 per scale and per zero point */
+    double sqnr_db;
+    double cosine;
+} aq_model_tensor_result;
+
+typedef void (*aq_model_tensor_fn)(void *user, const aq_model_tensor_result *result);
 
 typedef struct aq_model_quantize_options {
     const char *const *keep; /* glob patterns (fnmatch) of tensors to keep as they are */
@@ -718,6 +738,23 @@ typedef struct aq_model_quantize_options {
     /* Polled between tensors and blocks; when it becomes nonzero the run stops with
      * AQ_CANCELLED and no output file is left behind (for SIGINT handlers). */
     const volatile int *cancel;
+    /* Quality options (docs/decisions.md, "Quality options in the model pipeline"); all 0 / NULL
+     * by default. min_cosine > 0: a quantized tensor whose cosine similarity with its source
+     * falls below it is quantized again with more bits (2 -> 4 -> 8, same scheme). target_bpw
+     * > 0: the bits (2, 4, 8) and scheme of every quantized tensor are chosen so that the
+     * quantized tensors' packed bytes, scales and zero points stay within target_bpw bits per
+     * weight, minimising their total squared error (greedily by error saved per byte, as
+     * aq_qset_quantize; options below min_cosine are not chosen): a first pass measures every
+     * option of every tensor without keeping its output, then the allocation is made, then the
+     * tensors are quantized as chosen. AQ_INVALID_PARAMETER when the smallest options do not
+     * fit. schemes / n_schemes: the budget's candidates (NULL: the context's scheme). */
+    double min_cosine;
+    double target_bpw;
+    const aq_scheme *schemes;
+    size_t n_schemes;
+    /* Called after each tensor is written (may be NULL). */
+    aq_model_tensor_fn on_tensor;
+    void *on_tensor_user;
 } aq_model_quantize_options;
 
 /* Totals of a model run. Sizes count tensor payloads: source bytes in, and out the packed
@@ -735,6 +772,8 @@ typedef struct aq_model_summary {
     double min_sqnr_db;
     double mean_cosine;
     const char *worst; /* tensor with the lowest SQNR (owned by the model); NULL if none */
+    size_t moved;           /* tensors the cosine floor moved to more bits */
+    size_t quantized_bytes; /* bytes_out of the quantized tensors alone */
 } aq_model_summary;
 
 /* The rule that decides, for tensor i of a model, whether it is kept as it is: user patterns

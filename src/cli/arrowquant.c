@@ -71,8 +71,9 @@ static int cli_usage(void)
 {
     fputs("usage:\n"
           "  arrowquant quantize SRC -o OUT.arrow [--bits 2|4|8] [--group-size N]\n"
-          "        [--scheme affine] [--keep GLOB]... [--min-elements N] [--threads N]\n"
-          "        [--compression zstd|lz4|none] [--json] [--quiet]\n"
+          "        [--scheme affine|affine_search|kquant] [--min-accuracy COSINE]\n"
+          "        [--target-bpw BPW [--scheme S1,S2,...]] [--keep GLOB]... [--min-elements N]\n"
+          "        [--threads N] [--compression zstd|lz4|none] [--json] [--quiet]\n"
           "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
           "  arrowquant inspect FILE [--json]\n"
           "  arrowquant compare A B [--json]\n"
@@ -91,6 +92,7 @@ typedef struct cli_progress {
     double t0;
     int last_decile;
     double last_draw;
+    int planning;
 } cli_progress;
 
 static void cli_bytes(double b, char *buf, size_t n)
@@ -111,6 +113,13 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
         return;
     }
     double now = cli_now();
+    if (p->planning != c->planning) {
+        /* The budget's measuring pass is over: the real pass starts its own count. */
+        c->planning = p->planning;
+        c->t0 = now;
+        c->last_decile = -1;
+    }
+    const char *what = p->planning ? "planning" : "tensors";
     double el = now - c->t0;
     double frac = p->bytes_total > 0 ? (double)p->bytes_done / (double)p->bytes_total : 1.0;
     double rate = el > 0 ? (double)p->bytes_done / el : 0.0;
@@ -131,8 +140,8 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
             bar[i] = i < fill ? '#' : '.';
         }
         bar[30] = '\0';
-        fprintf(stderr, "\r[%s] %zu/%zu tensors  %s/%s  %s/s  %.0fs left  ", bar, p->tensors_done,
-                p->tensors_total, done, total, r, left);
+        fprintf(stderr, "\r[%s] %zu/%zu %s  %s/%s  %s/s  %.0fs left  ", bar, p->tensors_done,
+                p->tensors_total, what, done, total, r, left);
         if (last) {
             fputc('\n', stderr);
         }
@@ -141,8 +150,8 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
     int decile = (int)(frac * 10.0);
     if (decile > c->last_decile || last) {
         c->last_decile = decile;
-        fprintf(stderr, "progress: %zu/%zu tensors, %s of %s, %s/s, %.1fs elapsed\n",
-                p->tensors_done, p->tensors_total, done, total, r, el);
+        fprintf(stderr, "progress: %zu/%zu %s, %s of %s, %s/s, %.1fs elapsed\n",
+                p->tensors_done, p->tensors_total, what, done, total, r, el);
     }
 }
 
@@ -161,12 +170,101 @@ static int cli_parse_size(const char *opt, const char *v, long long lo, long lon
     return 0;
 }
 
+static int cli_parse_double(const char *opt, const char *v, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double x = strtod(v, &end);
+    if (errno != 0 || end == v || *end != '\0' || !(x > lo && x <= hi)) {
+        return cli_fail("%s: '%s' is not a number in (%g, %g]", opt, v, lo, hi);
+    }
+    *out = x;
+    return 0;
+}
+
+/* What the run did, tensor by tensor: the moved tensors and the allocation by (scheme, bits). */
+typedef struct cli_moved {
+    const char *name;
+    unsigned from, to;
+    double cos_from, cos_to;
+} cli_moved;
+
+typedef struct cli_alloc {
+    size_t tensors[AQ_SCHEME_COUNT][9];
+    size_t params[AQ_SCHEME_COUNT][9];
+    size_t bytes[AQ_SCHEME_COUNT][9];
+    cli_moved *moved;
+    size_t n_moved, cap_moved;
+    int oom;
+} cli_alloc;
+
+static void cli_on_tensor(void *user, const aq_model_tensor_result *r)
+{
+    cli_alloc *a = user;
+    if (r->kept || (unsigned)r->scheme >= AQ_SCHEME_COUNT || r->bit_width > 8) {
+        return;
+    }
+    a->tensors[r->scheme][r->bit_width]++;
+    a->params[r->scheme][r->bit_width] += r->elements;
+    a->bytes[r->scheme][r->bit_width] += r->bytes;
+    if (!r->moved) {
+        return;
+    }
+    if (a->n_moved == a->cap_moved) {
+        size_t cap = a->cap_moved > 0 ? 2 * a->cap_moved : 16;
+        cli_moved *m = realloc(a->moved, cap * sizeof *m);
+        if (m == NULL) {
+            a->oom = 1;
+            return;
+        }
+        a->moved = m;
+        a->cap_moved = cap;
+    }
+    cli_moved x = {r->name, r->initial_bit_width, r->bit_width, r->initial_cosine, r->cosine};
+    a->moved[a->n_moved++] = x;
+}
+
+/* "affine,kquant" -> schemes; 0 or the exit status of a failure. */
+static int cli_parse_schemes(const char *v, aq_scheme *out, size_t *n)
+{
+    char buf[256];
+    if (strlen(v) >= sizeof buf) {
+        return cli_fail("--scheme: '%s' is too long", v);
+    }
+    snprintf(buf, sizeof buf, "%s", v);
+    *n = 0;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        aq_error e;
+        aq_scheme sc;
+        if (aq_scheme_from_name(tok, &sc, &e) != AQ_OK) {
+            return cli_fail("--scheme: %s", e.message);
+        }
+        if (*n >= AQ_SCHEME_COUNT) {
+            return cli_fail("--scheme: '%s' names a scheme twice", v);
+        }
+        for (size_t k = 0; k < *n; k++) {
+            if (out[k] == sc) {
+                return cli_fail("--scheme: '%s' names a scheme twice", v);
+            }
+        }
+        out[(*n)++] = sc;
+    }
+    if (*n == 0) {
+        return cli_fail("--scheme: no scheme in '%s'", v);
+    }
+    return 0;
+}
+
 static int cmd_quantize(int argc, char **argv)
 {
     const char *src = NULL, *out = NULL;
     long long bits = AQ_DEFAULT_BIT_WIDTH, group = AQ_DEFAULT_GROUP_SIZE, threads = 1;
     long long min_el = AQ_MODEL_MIN_ELEMENTS;
-    const char *scheme = "affine";
+    const char *scheme = NULL;
+    double min_cos = 0.0, target = 0.0;
+    cli_alloc alloc;
+    memset(&alloc, 0, sizeof alloc);
     int comp = AQ_IPC_COMPRESSION_ZSTD;
     int json = 0, quiet = 0;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
@@ -185,7 +283,8 @@ static int cmd_quantize(int argc, char **argv)
         bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--bits") == 0 ||
                      strcmp(a, "--group-size") == 0 || strcmp(a, "--scheme") == 0 ||
                      strcmp(a, "--keep") == 0 || strcmp(a, "--threads") == 0 ||
-                     strcmp(a, "--compression") == 0 || strcmp(a, "--min-elements") == 0;
+                     strcmp(a, "--compression") == 0 || strcmp(a, "--min-elements") == 0 ||
+                     strcmp(a, "--min-accuracy") == 0 || strcmp(a, "--target-bpw") == 0;
         if (needs && v == NULL) {
             rc = cli_fail("%s needs a value", a);
             goto done;
@@ -210,6 +309,14 @@ static int cmd_quantize(int argc, char **argv)
             }
         } else if (strcmp(a, "--scheme") == 0) {
             scheme = v;
+        } else if (strcmp(a, "--min-accuracy") == 0) {
+            if ((rc = cli_parse_double(a, v, 0.0, 1.0, &min_cos)) != 0) {
+                goto done;
+            }
+        } else if (strcmp(a, "--target-bpw") == 0) {
+            if ((rc = cli_parse_double(a, v, 0.0, 64.0, &target)) != 0) {
+                goto done;
+            }
         } else if (strcmp(a, "--keep") == 0) {
             keep[n_keep++] = v;
         } else if (strcmp(a, "--compression") == 0) {
@@ -246,7 +353,22 @@ static int cmd_quantize(int argc, char **argv)
         goto done;
     }
     aq_status st;
-    aq_scheme sch;
+    aq_scheme sch, cands[AQ_SCHEME_COUNT];
+    size_t n_cands = 0;
+    if (target > 0.0) {
+        /* The budget chooses among these; by default the fast scheme and the accurate one. */
+        if ((rc = cli_parse_schemes(scheme != NULL ? scheme : "affine,kquant", cands,
+                                    &n_cands)) != 0) {
+            goto done;
+        }
+        scheme = aq_scheme_name(cands[0]);
+    } else if (scheme != NULL && strchr(scheme, ',') != NULL) {
+        rc = cli_fail("--scheme: a list of schemes ('%s') needs --target-bpw", scheme);
+        goto done;
+    }
+    if (scheme == NULL) {
+        scheme = "affine";
+    }
     if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
         (st = aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, bits, &err)) != AQ_OK ||
         (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, group, &err)) != AQ_OK ||
@@ -261,7 +383,7 @@ static int cmd_quantize(int argc, char **argv)
         rc = cli_status(st, &err);
         goto done;
     }
-    cli_progress prog = {quiet, isatty(2), t0, -1, 0.0};
+    cli_progress prog = {quiet, isatty(2), t0, -1, 0.0, 0};
     aq_model_quantize_options o;
     memset(&o, 0, sizeof o);
     o.keep = keep;
@@ -271,6 +393,12 @@ static int cmd_quantize(int argc, char **argv)
     o.progress = cli_on_progress;
     o.progress_user = &prog;
     o.cancel = &cli_cancel;
+    o.min_cosine = min_cos;
+    o.target_bpw = target;
+    o.schemes = n_cands > 0 ? cands : NULL;
+    o.n_schemes = n_cands;
+    o.on_tensor = cli_on_tensor;
+    o.on_tensor_user = &alloc;
     aq_model_summary s;
     if ((st = aq_model_quantize(ctx, model, out, &o, &s, &err)) != AQ_OK) {
         if (prog.tty && !quiet) {
@@ -289,24 +417,66 @@ static int cmd_quantize(int argc, char **argv)
         fclose(f);
     }
     double bpw = s.params > 0 ? 8.0 * (double)s.bytes_out / (double)s.params : 0.0;
+    double qbpw = s.quantized_params > 0
+                      ? 8.0 * (double)s.quantized_bytes / (double)s.quantized_params
+                      : 0.0;
+    if (alloc.oom) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    /* The group size the rows carry: kquant's is its super-block. */
+    if (sch == AQ_SCHEME_KQUANT) {
+        group = AQ_KQUANT_SUPER_BLOCK;
+    }
     if (json) {
         printf("{\"source\": \"%s\", \"output\": \"%s\", \"tensors\": %zu, \"quantized\": %zu, "
                "\"kept\": %zu, \"parameters\": %zu, \"quantized_parameters\": %zu, "
                "\"bytes_in\": %zu, \"bytes_out\": %zu, \"file_bytes\": %lld, "
                "\"bits_per_weight\": %.4f, \"mean_sqnr_db\": %.4f, \"min_sqnr_db\": %.4f, "
                "\"mean_cosine\": %.6f, \"worst_tensor\": \"%s\", \"record_batches\": %zu, "
-               "\"bits\": %lld, \"group_size\": %lld, \"seconds\": %.3f}\n",
+               "\"bits\": %lld, \"group_size\": %lld, \"seconds\": %.3f",
                src, out, s.tensors, s.quantized, s.kept, s.params, s.quantized_params, s.bytes_in,
                s.bytes_out, file_size, bpw, s.mean_sqnr_db, s.min_sqnr_db, s.mean_cosine,
                s.worst != NULL ? s.worst : "", s.batches, bits, group, secs);
+        printf(", \"scheme\": \"%s\", \"quantized_bits_per_weight\": %.4f, \"min_accuracy\": %g, "
+               "\"target_bpw\": %g, \"moved\": [",
+               target > 0.0 ? "mixed" : scheme, qbpw, min_cos, target);
+        for (size_t k = 0; k < alloc.n_moved; k++) {
+            const cli_moved *m = &alloc.moved[k];
+            printf("%s{\"name\": ", k > 0 ? ", " : "");
+            cli_json_str(stdout, m->name);
+            printf(", \"from_bits\": %u, \"to_bits\": %u, \"cosine_before\": %.6f, "
+                   "\"cosine\": %.6f}",
+                   m->from, m->to, m->cos_from, m->cos_to);
+        }
+        printf("], \"allocation\": [");
+        int first = 1;
+        for (int sc = 0; sc < AQ_SCHEME_COUNT; sc++) {
+            for (unsigned b = 2; b <= 8; b *= 2) {
+                if (alloc.tensors[sc][b] == 0) {
+                    continue;
+                }
+                printf("%s{\"scheme\": \"%s\", \"bits\": %u, \"tensors\": %zu, "
+                       "\"parameters\": %zu, \"bytes\": %zu}",
+                       first ? "" : ", ", aq_scheme_name((aq_scheme)sc), b, alloc.tensors[sc][b],
+                       alloc.params[sc][b], alloc.bytes[sc][b]);
+                first = 0;
+            }
+        }
+        printf("]}\n");
     } else if (!quiet) {
         char in_b[32], out_b[32], file_b[32];
         cli_bytes((double)s.bytes_in, in_b, sizeof in_b);
         cli_bytes((double)s.bytes_out, out_b, sizeof out_b);
         cli_bytes((double)file_size, file_b, sizeof file_b);
         printf("%s -> %s\n", src, out);
-        printf("  tensors      %zu (%zu quantized at %lld bits, group %lld; %zu kept)\n", s.tensors,
-               s.quantized, bits, group, s.kept);
+        if (target > 0.0) {
+            printf("  tensors      %zu (%zu quantized, bits and scheme per tensor; %zu kept)\n",
+                   s.tensors, s.quantized, s.kept);
+        } else {
+            printf("  tensors      %zu (%zu quantized at %lld bits, %s, group %lld; %zu kept)\n",
+                   s.tensors, s.quantized, bits, scheme, group, s.kept);
+        }
         printf("  parameters   %zu (%.1f%% quantized)\n", s.params,
                s.params > 0 ? 100.0 * (double)s.quantized_params / (double)s.params : 0.0);
         printf("  size         %s -> %s (%.2fx), file %s\n", in_b, out_b,
@@ -315,12 +485,38 @@ static int cmd_quantize(int argc, char **argv)
         printf("  SQNR         mean %.2f dB, min %.2f dB (%s)\n", s.mean_sqnr_db, s.min_sqnr_db,
                s.worst != NULL ? s.worst : "-");
         printf("  cosine       mean %.6f\n", s.mean_cosine);
+        if (target > 0.0 || alloc.n_moved > 0) {
+            printf("  quantized    %.3f bits/weight%s\n", qbpw,
+                   target > 0.0 ? " (budget)" : "");
+            if (target > 0.0) {
+                printf("  target       %.3f bits/weight over the quantized tensors\n", target);
+            }
+            for (int sc = 0; sc < AQ_SCHEME_COUNT; sc++) {
+                for (unsigned b = 2; b <= 8; b *= 2) {
+                    if (alloc.tensors[sc][b] > 0) {
+                        printf("  allocation   %-13s %u bits: %zu tensors, %zu parameters\n",
+                               aq_scheme_name((aq_scheme)sc), b, alloc.tensors[sc][b],
+                               alloc.params[sc][b]);
+                    }
+                }
+            }
+        }
+        if (min_cos > 0.0) {
+            printf("  min accuracy cosine %g: %zu tensor%s moved to more bits\n", min_cos,
+                   alloc.n_moved, alloc.n_moved == 1 ? "" : "s");
+            for (size_t k = 0; k < alloc.n_moved; k++) {
+                const cli_moved *m = &alloc.moved[k];
+                printf("    %s: %u -> %u bits (cosine %.6f -> %.6f)\n", m->name, m->from, m->to,
+                       m->cos_from, m->cos_to);
+            }
+        }
         printf("  time         %.2f s\n", secs);
     }
 done:
     aq_model_free(model);
     aq_ctx_free(ctx);
     free(keep);
+    free(alloc.moved);
     return rc;
 }
 

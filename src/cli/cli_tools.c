@@ -126,7 +126,7 @@ int cli_inspect(int argc, char **argv)
         } else {
             printf("%s: arrowquant model file (tool %s, profile %s)\n", path,
                    cli_meta(qm, "arrowquant.tool_version"), cli_meta(qm, "arrowquant.profile"));
-            printf("%-48s %-7s %-6s %4s %10s %-20s %12s %6s %8s\n", "tensor", "scheme", "source",
+            printf("%-48s %-13s %-6s %4s %10s %-20s %12s %6s %8s\n", "tensor", "scheme", "source",
                    "bits", "group", "shape", "bytes", "bpw", "SQNR dB");
         }
         for (;;) {
@@ -153,7 +153,7 @@ int cli_inspect(int argc, char **argv)
             } else {
                 char gs[16];
                 snprintf(gs, sizeof gs, "%zu", r->group_size);
-                printf("%-48s %-7s %-6s %4u %10s %-20s %12zu %6.2f %8.2f\n", r->name, r->scheme,
+                printf("%-48s %-13s %-6s %4u %10s %-20s %12zu %6.2f %8.2f\n", r->name, r->scheme,
                        r->source_dtype, r->bit_width, r->raw ? "-" : gs, shape, b, bpw, r->sqnr_db);
             }
             tensors++;

@@ -7,6 +7,11 @@
  * large goes out as a batch of its own, with its buffers handed to Arrow without a copy (a kept
  * float32/float16 tensor is even written straight from the mapping). So the peak stays near the
  * largest tensor plus one batch.
+ *
+ * A cosine floor requantizes a tensor with more bits on the spot. A size budget needs every
+ * tensor's options before the first row is chosen, so it adds a measuring pass (mq_plan): each
+ * tensor quantized at every candidate and measured, its outputs dropped at once; the
+ * allocation is aq_qset's (aq__budget_allocate); the writing pass then follows the plan.
  */
 #include "arrow_owned.h"
 #include "io_internal.h"
@@ -37,6 +42,7 @@ typedef struct mq_row {
     size_t index; /* tensor index in the model */
     const char *name;
     const char *scheme;
+    aq_scheme scheme_id; /* of a quantized row */
     const char *source_dtype;
     unsigned bit_width;
     size_t group_size;
@@ -47,6 +53,7 @@ typedef struct mq_row {
     float *zps;
     size_t groups;
     double sqnr, cosine, maxerr;
+    double sse; /* squared error against the source */
 } mq_row;
 
 typedef struct mq_state {
@@ -61,6 +68,8 @@ typedef struct mq_state {
     size_t pending_bytes;
     aq__keepalive *keep; /* for buffers borrowed from the mapping */
     size_t batches;
+    aq__budget_option *plan; /* with a budget: the option chosen for each tensor */
+    double min_cosine;
 } mq_state;
 
 static void mq_row_free(mq_row *r)
@@ -193,8 +202,8 @@ static void mq_acc_finish(const mq_acc *a, double *sqnr, double *cosine, double 
     *maxerr = a->maxe;
 }
 
-static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *l, mq_row *r,
-                            aq_error *err)
+static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
+                            const aq_layout *l, mq_row *r, aq_error *err)
 {
     size_t block_rows = MQ_BLOCK_ELEMENTS / l->cols;
     block_rows = block_rows < 8 ? 8 : block_rows / 8 * 8;
@@ -209,10 +218,21 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *
     }
     mq_acc acc = {0, 0, 0, 0, 0};
     aq_status st = AQ_OK;
-    int64_t sub_shape[AQ_MAX_NDIM];
-    for (size_t d = 0; d < src->ndim; d++) {
-        sub_shape[d] = src->shape[d];
-    }
+    /* The whole tensor as quantized, in its own scheme's layout (kquant keeps its sub-block
+     * parameters after all codes; aq__dequantize_rows gathers them per block). */
+    aq_qtensor q;
+    memset(&q, 0, sizeof q);
+    q.name = src->name;
+    q.scheme = scheme;
+    q.bit_width = l->bit_width;
+    q.group_size = l->group_size;
+    q.shape = src->shape;
+    q.ndim = src->ndim;
+    q.packed = r->data;
+    q.packed_size = l->packed_bytes;
+    q.scales = r->scales;
+    q.zero_points = r->zps;
+    q.groups = l->groups;
     for (size_t r0 = 0; r0 < l->rows && st == AQ_OK; r0 += block_rows) {
         if (mq_cancelled(s->opts)) {
             st = aq__error_set(err, AQ_CANCELLED, "cancelled");
@@ -221,26 +241,7 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *
         size_t nr = l->rows - r0 < block_rows ? l->rows - r0 : block_rows;
         size_t start = r0 * l->cols;
         size_t n = nr * l->cols;
-        aq_qtensor q;
-        memset(&q, 0, sizeof q);
-        q.name = src->name;
-        q.scheme = s->ctx->scheme;
-        q.bit_width = l->bit_width;
-        q.group_size = l->group_size;
-        if (src->ndim >= 2) {
-            sub_shape[0] = (int64_t)nr;
-            q.shape = sub_shape;
-            q.ndim = src->ndim;
-        } else {
-            q.shape = src->shape;
-            q.ndim = src->ndim;
-        }
-        q.packed = r->data + start * l->bit_width / 8;
-        q.packed_size = (n * l->bit_width + 7) / 8;
-        q.scales = r->scales + r0 * l->groups_per_row;
-        q.zero_points = r->zps + r0 * l->groups_per_row;
-        q.groups = nr * l->groups_per_row;
-        if ((st = aq_dequantize(s->ctx, &q, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
+        if ((st = aq__dequantize_rows(s->ctx, &q, r0, nr, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
             break;
         }
         for (size_t k = 0; k < n; k++) {
@@ -250,6 +251,7 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *
     free(buf);
     if (st == AQ_OK) {
         mq_acc_finish(&acc, &r->sqnr, &r->cosine, &r->maxerr);
+        r->sse = acc.ee;
     }
     return st;
 }
@@ -278,7 +280,9 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
     }
     if (st == AQ_OK) {
         long long bits = (long long)s->ctx->bit_width;
-        long long group = (long long)s->ctx->group_size;
+        /* The layout's group size: kquant's is its super-block, whatever the parameter says. */
+        long long group = s->ctx->scheme == AQ_SCHEME_KQUANT ? (long long)AQ_KQUANT_SUPER_BLOCK
+                                                             : (long long)s->ctx->group_size;
         char version[16], gs[24], bw[24];
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
         snprintf(gs, sizeof gs, "%lld", group);
@@ -595,27 +599,45 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
     return AQ_OK;
 }
 
-static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_row *r, aq_error *err)
+/* The tensor's view, aligned for the kernels (copied into *copy when the file's is not). */
+static aq_status mq_view(mq_state *s, size_t i, const aq_st_tensor *t, aq_tensor *src, void **copy,
+                         aq_error *err)
 {
-    aq_tensor src;
-    aq_status st = aq_model_tensor_view(s->model, i, &src, err);
-    void *copy = NULL;
+    aq_status st = aq_model_tensor_view(s->model, i, src, err);
+    *copy = NULL;
     if (st != AQ_OK) {
         return st;
     }
-    if (!mq_aligned(src.data, aq_dtype_size(src.dtype))) {
+    if (!mq_aligned(src->data, aq_dtype_size(src->dtype))) {
         /* safetensors does not align tensors; the kernels need aligned elements. */
-        if ((copy = aq__aligned_alloc(t->nbytes)) == NULL) {
+        if ((*copy = aq__aligned_alloc(t->nbytes)) == NULL) {
             return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
         }
-        memcpy(copy, src.data, t->nbytes);
-        src.data = copy;
+        memcpy(*copy, src->data, t->nbytes);
+        src->data = *copy;
     }
+    return AQ_OK;
+}
+
+/* Quantizes src with (scheme, bits) into r's own buffers (replacing any) and measures it. */
+static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st_tensor *t,
+                                  aq_scheme scheme, unsigned bits, mq_row *r, aq_error *err)
+{
+    aq_ctx tmp = *s->ctx; /* the same kernels and pool; other scheme and bits */
+    tmp.scheme = scheme;
+    tmp.bit_width = bits;
+    free(r->data);
+    free(r->scales);
+    free(r->zps);
+    r->data = NULL;
+    r->scales = r->zps = NULL;
     aq_layout l;
-    if ((st = aq_quantize_bound(s->ctx, &src, &l, err)) != AQ_OK) {
-        goto done;
+    aq_status st = aq_quantize_bound(&tmp, src, &l, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    r->scheme = aq_scheme_name(s->ctx->scheme);
+    r->scheme = aq_scheme_name(scheme);
+    r->scheme_id = scheme;
     r->source_dtype = t->dtype_name;
     r->bit_width = l.bit_width;
     r->group_size = l.group_size;
@@ -625,16 +647,176 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
     r->scales = aq__aligned_alloc(l.groups * sizeof(float));
     r->zps = aq__aligned_alloc(l.groups * sizeof(float));
     if (r->data == NULL || r->scales == NULL || r->zps == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
-        goto done;
+        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
     }
     aq_qbuffers out = {r->data, l.packed_bytes, r->scales, r->zps, l.groups};
-    if ((st = aq_quantize(s->ctx, &src, &out, err)) != AQ_OK ||
-        (st = mq_measure(s, &src, &l, r, err)) != AQ_OK) {
-        goto done;
+    if ((st = aq_quantize(&tmp, src, &out, err)) != AQ_OK) {
+        return st;
     }
+    return mq_measure(s, src, scheme, &l, r, err);
+}
+
+/* One quantized tensor: the budget's choice, or the context's scheme and bits, raised while
+ * the cosine stays below the floor. */
+static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_row *r,
+                             aq_model_tensor_result *res, aq_error *err)
+{
+    aq_tensor src;
+    void *copy = NULL;
+    aq_status st = mq_view(s, i, t, &src, &copy, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    aq_scheme scheme = s->plan != NULL ? s->plan[i].scheme : s->ctx->scheme;
+    unsigned bits = s->plan != NULL ? s->plan[i].bits : s->ctx->bit_width;
+    res->initial_bit_width = bits;
+    for (;;) {
+        if ((st = mq_quantize_with(s, &src, t, scheme, bits, r, err)) != AQ_OK) {
+            goto done;
+        }
+        if (bits == res->initial_bit_width) {
+            res->initial_cosine = r->cosine;
+        }
+        if (s->plan != NULL || !(s->min_cosine > 0.0) || r->cosine >= s->min_cosine || bits == 8) {
+            break;
+        }
+        bits = bits == 2 ? 4 : 8;
+    }
+    res->moved = bits != res->initial_bit_width;
 done:
     free(copy);
+    return st;
+}
+
+/* The budget's first pass: every option of every quantized tensor measured (outputs dropped),
+ * then the allocation. s->plan receives each tensor's choice. */
+static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
+{
+    const aq_model_quantize_options *o = s->opts;
+    aq_scheme own = s->ctx->scheme;
+    const aq_scheme *schemes = o->schemes != NULL && o->n_schemes > 0 ? o->schemes : &own;
+    size_t n_schemes = o->schemes != NULL && o->n_schemes > 0 ? o->n_schemes : 1;
+    static const unsigned bits[3] = {2, 4, 8};
+    const size_t per = 3 * n_schemes, n = aq_model_count(s->model);
+    aq__budget_option *opt = calloc((n > 0 ? n : 1) * per, sizeof *opt);
+    size_t *count = calloc(n > 0 ? n : 1, sizeof *count);
+    size_t *choice = calloc(n > 0 ? n : 1, sizeof *choice);
+    s->plan = calloc(n > 0 ? n : 1, sizeof *s->plan);
+    aq_status st = AQ_OK;
+    mq_row r;
+    memset(&r, 0, sizeof r);
+    if (opt == NULL || count == NULL || choice == NULL || s->plan == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
+        goto done;
+    }
+    for (size_t k = 0; k < n_schemes; k++) {
+        if ((unsigned)schemes[k] >= AQ_SCHEME_COUNT) {
+            st = aq__error_set(err, AQ_INVALID_PARAMETER, "Invalid scheme %d in the budget's list",
+                               (int)schemes[k]);
+            goto done;
+        }
+    }
+    /* Sizes do not depend on the data: a budget below every tensor's smallest layout is
+     * refused before the measuring pass. */
+    size_t least = 0, all = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kept[i]) {
+            continue;
+        }
+        aq_tensor v;
+        if ((st = aq_model_tensor_view(s->model, i, &v, err)) != AQ_OK) {
+            goto done;
+        }
+        size_t best = SIZE_MAX;
+        for (size_t k = 0; k < n_schemes; k++) {
+            aq_layout l;
+            if ((st = aq_layout_compute_scheme(schemes[k], v.shape, v.ndim, 2,
+                                               s->ctx->group_size, &l, err)) != AQ_OK) {
+                goto done;
+            }
+            size_t b = l.packed_bytes + 2 * l.groups * sizeof(float);
+            best = b < best ? b : best;
+        }
+        least += best;
+        all += aq_model_tensor(s->model, i)->elements;
+    }
+    if (all > 0 && (double)least * 8.0 > o->target_bpw * (double)all) {
+        st = aq__error_set(err, AQ_INVALID_PARAMETER,
+                           "Invalid target_bpw: %g. The smallest allocation needs %.4f bits per "
+                           "weight",
+                           o->target_bpw, (double)least * 8.0 / (double)all);
+        goto done;
+    }
+    /* The budget is counted over the quantized tensors, in their order; kept ones have none.
+     * Progress counts the quantized tensors' source bytes. */
+    aq_model_progress plan_prog = {0, n, 0, 0, NULL, 1};
+    size_t last = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!kept[i]) {
+            plan_prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
+            last = i + 1;
+        }
+    }
+    plan_prog.tensors_total = last;
+    size_t m = 0, elements = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (kept[i]) {
+            continue;
+        }
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        aq_tensor src;
+        void *copy = NULL;
+        if ((st = mq_view(s, i, t, &src, &copy, err)) != AQ_OK) {
+            goto done;
+        }
+        aq__budget_option *row = opt + m * per;
+        for (size_t k = 0; k < n_schemes && st == AQ_OK; k++) {
+            for (size_t b = 0; b < 3 && st == AQ_OK; b++) {
+                if (mq_cancelled(o)) {
+                    st = aq__error_set(err, AQ_CANCELLED, "cancelled");
+                    break;
+                }
+                if ((st = mq_quantize_with(s, &src, t, schemes[k], bits[b], &r, err)) != AQ_OK) {
+                    break;
+                }
+                aq__budget_option *x = &row[count[m]++];
+                x->scheme = schemes[k];
+                x->bits = bits[b];
+                x->bytes = r.data_size + 2 * r.groups * sizeof(float);
+                x->sse = r.sse;
+                x->meets = !(s->min_cosine > 0.0) || r.cosine >= s->min_cosine;
+            }
+        }
+        free(copy);
+        mq_row_free(&r);
+        aq_model_release(s->model, i);
+        if (st != AQ_OK) {
+            goto done;
+        }
+        elements += t->elements;
+        m++;
+        plan_prog.tensors_done = i + 1;
+        plan_prog.bytes_done += t->nbytes;
+        plan_prog.current = t->name;
+        if (o->progress != NULL) {
+            o->progress(o->progress_user, &plan_prog);
+        }
+    }
+    if ((st = aq__budget_allocate(opt, m, per, count, elements, o->target_bpw,
+                                  s->min_cosine > 0.0, choice, err)) != AQ_OK) {
+        goto done;
+    }
+    for (size_t i = 0, j = 0; i < n; i++) {
+        if (!kept[i]) {
+            s->plan[i] = opt[j * per + choice[j]];
+            j++;
+        }
+    }
+done:
+    mq_row_free(&r);
+    free(opt);
+    free(count);
+    free(choice);
     return st;
 }
 
@@ -653,6 +835,29 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     s.opts = opts;
     s.batch_bytes =
         opts != NULL && opts->batch_bytes > 0 ? opts->batch_bytes : AQ_MODEL_BATCH_BYTES;
+    s.min_cosine = opts != NULL ? opts->min_cosine : 0.0;
+    const double target = opts != NULL ? opts->target_bpw : 0.0;
+    if (!(s.min_cosine >= 0.0 && s.min_cosine <= 1.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid min_cosine: %g. Must be between 0 (off) and 1", s.min_cosine);
+    }
+    if (!(target >= 0.0 && target <= 64.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64", target);
+    }
+    /* Copies of the context (other scheme or bits) share its thread pool: create it now, so
+     * that no copy creates one of its own. */
+    aq__pool *pool;
+    if ((st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    /* With a floor or a budget a tensor may take 8 bits and any scheme: bound with the
+     * largest layout (kquant at 8 bits). */
+    aq_ctx bound_ctx = *ctx;
+    if (s.min_cosine > 0.0 || target > 0.0) {
+        bound_ctx.bit_width = 8;
+        bound_ctx.scheme = AQ_SCHEME_KQUANT;
+    }
     aq_model_summary sum;
     memset(&sum, 0, sizeof sum);
     sum.min_sqnr_db = (double)INFINITY;
@@ -679,7 +884,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
             aq_tensor v;
             aq_layout l;
             if ((st = aq_model_tensor_view(model, i, &v, err)) != AQ_OK ||
-                (st = aq_quantize_bound(ctx, &v, &l, err)) != AQ_OK) {
+                (st = aq_quantize_bound(&bound_ctx, &v, &l, err)) != AQ_OK) {
                 goto done;
             }
             out_bytes = l.packed_bytes;
@@ -693,6 +898,9 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (force != NULL && strcmp(force, "1") == 0) {
         s.large = true;
     }
+    if (target > 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) {
+        goto done;
+    }
     aq_ipc_write_options wo;
     memset(&wo, 0, sizeof wo);
     wo.format = AQ_IPC_FORMAT_FILE;
@@ -703,7 +911,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         goto done;
     }
     s.ipc = w;
-    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL};
+    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL, 0};
     double sqnr_sum = 0.0, cos_sum = 0.0;
     size_t finite = 0;
     for (size_t i = 0; i < n; i++) {
@@ -716,7 +924,9 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         memset(&r, 0, sizeof r);
         r.index = i;
         r.name = t->name;
-        st = kept[i] ? mq_keep(&s, t, &r, err) : mq_quantize(&s, i, t, &r, err);
+        aq_model_tensor_result res;
+        memset(&res, 0, sizeof res);
+        st = kept[i] ? mq_keep(&s, t, &r, err) : mq_quantize(&s, i, t, &r, &res, err);
         if (st != AQ_OK) {
             mq_row_free(&r);
             goto done;
@@ -756,6 +966,23 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
                 sum.worst = t->name;
             }
         }
+        res.index = i;
+        res.name = t->name;
+        res.kept = kept[i];
+        res.elements = t->elements;
+        res.bytes = out_bytes;
+        res.sqnr_db = r.sqnr;
+        res.cosine = r.cosine;
+        if (!kept[i]) {
+            sum.moved += (size_t)res.moved;
+            sum.quantized_bytes += out_bytes;
+            res.scheme = r.scheme_id;
+            res.bit_width = r.bit_width;
+            res.group_size = r.group_size;
+        }
+        if (opts != NULL && opts->on_tensor != NULL) {
+            opts->on_tensor(opts->on_tensor_user, &res);
+        }
         prog.tensors_done = i + 1;
         prog.bytes_done += t->nbytes;
         prog.current = t->name;
@@ -785,6 +1012,7 @@ done:
     aq__schema_release_if(&schema);
     aq__keepalive_release(s.keep);
     free(s.rows);
+    free(s.plan);
     free(kept);
     return st;
 }

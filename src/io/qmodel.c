@@ -372,16 +372,23 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
                              name, row->scheme);
     }
     aq_layout l;
-    if ((st = aq_layout_compute(row->shape, row->ndim, row->bit_width, row->group_size, &l, err)) !=
-        AQ_OK) {
+    if (scheme == AQ_SCHEME_KQUANT && row->group_size != AQ_KQUANT_SUPER_BLOCK) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: layer '%s': kquant group_size is %zu, expected %u (the "
+                             "super-block size)",
+                             qm->path, name, row->group_size, AQ_KQUANT_SUPER_BLOCK);
+    }
+    if ((st = aq_layout_compute_scheme(scheme, row->shape, row->ndim, row->bit_width,
+                                       row->group_size, &l, err)) != AQ_OK) {
         aq__error_prefix(err, "%s: layer '%s'", qm->path, name);
         return st;
     }
     if (l.packed_bytes != row->data_size || l.groups != row->groups) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "%s: layer '%s': %zu packed bytes and %zu groups, expected %zu and "
-                             "%zu",
-                             qm->path, name, row->data_size, row->groups, l.packed_bytes, l.groups);
+                             "%zu for %zu elements at %u bits with the %s scheme (group size %zu)",
+                             qm->path, name, row->data_size, row->groups, l.packed_bytes, l.groups,
+                             l.elements, l.bit_width, row->scheme, l.group_size);
     }
     float *tmp = NULL;
     if ((((uintptr_t)(qm->scales.values + (size_t)ss * 4)) & 3u) != 0 ||
@@ -506,12 +513,6 @@ aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmodel_row *row, size_t st
     }
     size_t r0 = start / cols;
     size_t nr = (count + cols - 1) / cols;
-    size_t gpr = row->groups / (rows > 0 ? rows : 1);
-    int64_t sub[AQ_MAX_NDIM];
-    memcpy(sub, row->shape, row->ndim * sizeof(int64_t));
-    if (row->ndim >= 2) {
-        sub[0] = (int64_t)nr;
-    }
     aq_qtensor q;
     memset(&q, 0, sizeof q);
     q.name = row->name;
@@ -521,17 +522,17 @@ aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmodel_row *row, size_t st
     }
     q.bit_width = row->bit_width;
     q.group_size = row->group_size;
-    q.shape = sub;
+    q.shape = row->shape;
     q.ndim = row->ndim;
-    q.packed = row->data + start * row->bit_width / 8;
-    q.packed_size = (count * row->bit_width + 7) / 8;
-    q.scales = row->scales + r0 * gpr;
-    q.zero_points = row->zero_points + r0 * gpr;
-    q.groups = nr * gpr;
+    q.packed = row->data;
+    q.packed_size = row->data_size;
+    q.scales = row->scales;
+    q.zero_points = row->zero_points;
+    q.groups = row->groups;
     aq_dtype d = out_dtype == AQ_ST_F32   ? AQ_DTYPE_F32
                  : out_dtype == AQ_ST_F16 ? AQ_DTYPE_F16
                                           : AQ_DTYPE_BF16;
-    return aq_dequantize(ctx, &q, d, out, count, err);
+    return aq__dequantize_rows(ctx, &q, r0, nr, d, out, count, err);
 }
 
 /* ---- back to safetensors ---- */

@@ -137,14 +137,7 @@ done:
     return st;
 }
 
-/* One option of the budget: scheme and bits, with its size and squared error. */
-typedef struct qset_option {
-    aq_scheme scheme;
-    unsigned bits;
-    size_t bytes;
-    double sse;
-    bool meets;
-} qset_option;
+typedef aq__budget_option qset_option;
 
 static int qset_option_cmp(const void *a, const void *b)
 {
@@ -178,6 +171,78 @@ static size_t qset_hull(qset_option *o, size_t n)
         o[h++] = o[i];
     }
     return h;
+}
+
+aq_status aq__budget_allocate(aq__budget_option *opt, size_t n, size_t per, const size_t *count_in,
+                              size_t total_elements, double target, bool floor, size_t *choice,
+                              aq_error *err)
+{
+    size_t *count = calloc(n > 0 ? n : 1, sizeof *count);
+    if (count == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "budget: out of memory");
+    }
+    size_t total_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        qset_option *o = opt + i * per;
+        size_t m = count_in[i], meeting = 0, k = 0;
+        for (size_t j = 0; j < m; j++) {
+            meeting += o[j].meets;
+        }
+        if (meeting > 0) {
+            for (size_t j = 0; j < m; j++) {
+                if (o[j].meets) {
+                    o[k++] = o[j];
+                }
+            }
+            m = k;
+        } else {
+            size_t best = 0;
+            for (size_t j = 1; j < m; j++) {
+                best = o[j].sse < o[best].sse ? j : best;
+            }
+            o[0] = o[best];
+            m = 1;
+        }
+        count[i] = qset_hull(o, m);
+        choice[i] = 0;
+        total_bytes += o[0].bytes;
+    }
+    const double budget = target * (double)total_elements / 8.0;
+    if ((double)total_bytes > budget) {
+        free(count);
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid target_bpw: %g. The smallest allocation%s needs %.4f bits "
+                             "per weight",
+                             target, floor ? " meeting min_cosine" : "",
+                             (double)total_bytes * 8.0 / (double)total_elements);
+    }
+    for (;;) {
+        size_t pick = n;
+        double best = -1.0;
+        for (size_t i = 0; i < n; i++) {
+            if (choice[i] + 1 >= count[i]) {
+                continue;
+            }
+            const qset_option *a = opt + i * per + choice[i], *b = a + 1;
+            size_t extra = b->bytes - a->bytes;
+            if ((double)(total_bytes + extra) > budget) {
+                continue;
+            }
+            double gain = (a->sse - b->sse) / (double)extra;
+            if (gain > best) {
+                best = gain;
+                pick = i;
+            }
+        }
+        if (pick == n) {
+            break;
+        }
+        const qset_option *a = opt + pick * per + choice[pick];
+        total_bytes += a[1].bytes - a[0].bytes;
+        choice[pick]++;
+    }
+    free(count);
+    return AQ_OK;
 }
 
 static const unsigned qset_bits[3] = {2, 4, 8};
@@ -214,6 +279,13 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
     if (!(target >= 0.0 && target <= 64.0)) {
         return aq__error_set(err, AQ_INVALID_PARAMETER,
                              "Invalid target_bpw: %g. Must be between 0 (off) and 64", target);
+    }
+    /* qset_run quantizes through copies of the context, which must share its thread pool:
+     * create it now, so that no copy creates (and leaks) one of its own. */
+    aq__pool *pool;
+    aq_status pst = aq__ctx_pool(ctx, &pool, err);
+    if (pst != AQ_OK) {
+        return pst;
     }
     aq_scheme own = ctx->scheme;
     const aq_scheme *schemes = &own;
@@ -287,10 +359,10 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         st = aq__error_set(err, AQ_NO_MEMORY, "aq_qset_quantize: out of memory");
         goto done;
     }
-    size_t total_elements = 0, total_bytes = 0;
+    size_t total_elements = 0;
     for (size_t i = 0; i < n; i++) {
         qset_option *o = opt + i * per;
-        size_t m = 0, meeting = 0;
+        size_t m = 0;
         for (size_t s = 0; s < n_schemes; s++) {
             for (size_t b = 0; b < 3; b++) {
                 qset_item *it = &set->items[i];
@@ -303,66 +375,18 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
                 o[m].bytes = it->choice.bytes;
                 o[m].sse = it->choice.metrics.mse * (double)it->layout.elements;
                 o[m].meets = it->choice.meets_min_cosine != 0;
-                meeting += o[m].meets;
                 m++;
             }
         }
         total_elements += set->items[i].layout.elements;
-        if (meeting > 0) {
-            size_t k = 0;
-            for (size_t j = 0; j < m; j++) {
-                if (o[j].meets) {
-                    o[k++] = o[j];
-                }
-            }
-            m = k;
-        } else {
-            size_t best = 0;
-            for (size_t j = 1; j < m; j++) {
-                best = o[j].sse < o[best].sse ? j : best;
-            }
-            o[0] = o[best];
-            m = 1;
-        }
-        count[i] = qset_hull(o, m);
-        total_bytes += o[0].bytes;
+        count[i] = m;
         if ((st = qset_progress(opts, i, tensors, &done_elements, err)) != AQ_OK) {
             goto done;
         }
     }
-    const double budget = target * (double)total_elements / 8.0;
-    if ((double)total_bytes > budget) {
-        st = aq__error_set(err, AQ_INVALID_PARAMETER,
-                           "Invalid target_bpw: %g. The smallest allocation%s needs %.4f bits "
-                           "per weight",
-                           target, min_cos > 0.0 ? " meeting min_cosine" : "",
-                           (double)total_bytes * 8.0 / (double)total_elements);
+    if ((st = aq__budget_allocate(opt, n, per, count, total_elements, target, min_cos > 0.0, pos,
+                                  err)) != AQ_OK) {
         goto done;
-    }
-    for (;;) {
-        size_t pick = n;
-        double best = -1.0;
-        for (size_t i = 0; i < n; i++) {
-            if (pos[i] + 1 >= count[i]) {
-                continue;
-            }
-            const qset_option *a = opt + i * per + pos[i], *b = a + 1;
-            size_t extra = b->bytes - a->bytes;
-            if ((double)(total_bytes + extra) > budget) {
-                continue;
-            }
-            double gain = (a->sse - b->sse) / (double)extra;
-            if (gain > best) {
-                best = gain;
-                pick = i;
-            }
-        }
-        if (pick == n) {
-            break;
-        }
-        const qset_option *a = opt + pick * per + pos[pick];
-        total_bytes += a[1].bytes - a[0].bytes;
-        pos[pick]++;
     }
     for (size_t i = 0; i < n; i++) {
         const qset_option *o = opt + i * per;

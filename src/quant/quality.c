@@ -517,3 +517,63 @@ aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out
     }
     return AQ_OK;
 }
+
+aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, size_t nr,
+                              aq_dtype out_dtype, void *out, size_t out_capacity, aq_error *err)
+{
+    const char *name = aq__name_or_unnamed(src->name);
+    aq_layout l;
+    aq_status st = aq__scheme_layout(src->name, src->scheme, src->shape, src->ndim,
+                                     src->bit_width, src->group_size, &l, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (src->packed_size != l.packed_bytes || src->groups != l.groups) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "Layer '%s': %zu packed bytes and %zu groups, expected %zu and %zu "
+                             "for %zu elements at %u bits with the %s scheme",
+                             name, src->packed_size, src->groups, l.packed_bytes, l.groups,
+                             l.elements, l.bit_width, aq_scheme_name(src->scheme));
+    }
+    if (nr == 0 || r0 > l.rows || nr > l.rows - r0 || (r0 * l.cols * l.bit_width) % 8 != 0 ||
+        (r0 + nr != l.rows && (nr * l.cols * l.bit_width) % 8 != 0)) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "Layer '%s': rows [%zu, +%zu) are not whole, byte-aligned rows of "
+                             "%zu",
+                             name, r0, nr, l.rows);
+    }
+    if (r0 == 0 && nr == l.rows) {
+        return aq_dequantize(ctx, src, out_dtype, out, out_capacity, err);
+    }
+    int64_t sub[AQ_MAX_NDIM];
+    memcpy(sub, src->shape, src->ndim * sizeof(int64_t));
+    sub[0] = (int64_t)nr; /* several rows imply ndim >= 2 */
+    aq_layout sl;
+    if ((st = aq__scheme_layout(src->name, src->scheme, sub, src->ndim, src->bit_width,
+                                src->group_size, &sl, err)) != AQ_OK) {
+        return st;
+    }
+    size_t start = r0 * l.cols;
+    aq_qtensor q = *src;
+    q.shape = sub;
+    q.packed = src->packed + start * l.bit_width / 8;
+    q.packed_size = sl.packed_bytes;
+    q.scales = src->scales + r0 * l.groups_per_row;
+    q.zero_points = src->zero_points + r0 * l.groups_per_row;
+    q.groups = sl.groups;
+    if (src->scheme != AQ_SCHEME_KQUANT) {
+        return aq_dequantize(ctx, &q, out_dtype, out, out_capacity, err);
+    }
+    /* Codes of the rows, then their sub-block parameters, made contiguous. */
+    size_t codes = qual_code_bytes(&sl), meta = sl.packed_bytes - codes;
+    uint8_t *scratch = malloc(sl.packed_bytes);
+    if (scratch == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
+    }
+    memcpy(scratch, q.packed, codes);
+    memcpy(scratch + codes, src->packed + qual_code_bytes(&l) + r0 * qual_kq_row_meta(&l), meta);
+    q.packed = scratch;
+    st = aq_dequantize(ctx, &q, out_dtype, out, out_capacity, err);
+    free(scratch);
+    return st;
+}

@@ -63,4 +63,35 @@ aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *s
 aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype,
                                 void *out, size_t out_capacity, aq_error *err);
 
+/* Dequantizes rows [r0, r0 + nr) of a whole quantized tensor of any scheme (src describes the
+ * whole tensor; its sizes are checked against its scheme's layout) into out (nr * cols
+ * elements). The rows must start on a byte of the packed codes and end on one or at the end
+ * of the tensor (AQ_INVALID_ARGUMENT otherwise). A kquant tensor keeps the sub-block
+ * parameters of all rows after all codes, so its rows are gathered into a scratch copy of
+ * their codes and parameters (allocated here, the size of the rows' packed data). */
+aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, size_t nr,
+                              aq_dtype out_dtype, void *out, size_t out_capacity, aq_error *err);
+
+/* One option of a size budget for one tensor: scheme and bits, its size and squared error,
+ * and whether it meets the cosine floor (true without one). */
+typedef struct aq__budget_option {
+    aq_scheme scheme;
+    unsigned bits;
+    size_t bytes;
+    double sse;
+    bool meets;
+} aq__budget_option;
+
+/* The budget's allocation (qset.c), shared by aq_qset_quantize and the model pipeline. opt
+ * holds n rows of `per` options, row i with count[i] measured options; they are rewritten in
+ * place to each tensor's lower convex hull of (bytes, sse) among the options meeting the floor
+ * (or the most accurate one when none does). Each tensor starts at its smallest option; the
+ * upgrade saving the most squared error per added byte is taken while the total stays within
+ * target * total_elements / 8 bytes. choice[i] receives the index of tensor i's option in its
+ * rewritten row. AQ_INVALID_PARAMETER when the smallest options exceed the budget (floor: the
+ * message says "meeting min_cosine"). */
+aq_status aq__budget_allocate(aq__budget_option *opt, size_t n, size_t per, const size_t *count,
+                              size_t total_elements, double target, bool floor, size_t *choice,
+                              aq_error *err);
+
 #endif /* AQ_QUANT_INTERNAL_H */
