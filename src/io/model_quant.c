@@ -18,7 +18,7 @@
 
 /* Rows of a quantized tensor dequantized at once when measuring quality: a multiple of 8, so
  * that every block starts on a byte of the packed codes. */
-#define MQ_BLOCK_ELEMENTS ((size_t)1 << 20)
+#define MQ_BLOCK_ELEMENTS ((size_t)1 << 16)
 
 enum { MQ_NCOLS = 12 };
 
@@ -61,6 +61,8 @@ typedef struct mq_state {
     size_t pending_bytes;
     aq__keepalive *keep; /* for buffers borrowed from the mapping */
     size_t batches;
+    float *mbuf; /* dequantized block for mq_measure, reused from tensor to tensor */
+    size_t mbuf_cap;
 } mq_state;
 
 static void mq_row_free(mq_row *r)
@@ -202,12 +204,24 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *
     if (cap > l->elements) {
         cap = l->elements;
     }
-    float *buf = malloc(cap * sizeof(float));
-    if (buf == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory measuring quality",
-                             src->name);
+    if (cap > s->mbuf_cap) {
+        free(s->mbuf);
+        s->mbuf_cap = 0;
+        if ((s->mbuf = malloc(cap * sizeof(float))) == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY,
+                                 "Layer '%s': out of memory measuring quality", src->name);
+        }
+        s->mbuf_cap = cap;
     }
-    mq_acc acc = {0, 0, 0, 0, 0};
+    float *buf = s->mbuf;
+    /* The kernels' error statistics: the element-by-element loop in double took several
+     * times as long as quantizing (bench/e2e.sh). */
+    aq__error_stats_fn stats = s->ctx->kernels->error_stats[src->dtype];
+    if (stats == NULL) {
+        stats = aq__kernels_ref.error_stats[src->dtype];
+    }
+    const size_t esize = aq_dtype_size(src->dtype);
+    double acc[5] = {0, 0, 0, 0, 0};
     aq_status st = AQ_OK;
     int64_t sub_shape[AQ_MAX_NDIM];
     for (size_t d = 0; d < src->ndim; d++) {
@@ -243,13 +257,11 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *
         if ((st = aq_dequantize(s->ctx, &q, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
             break;
         }
-        for (size_t k = 0; k < n; k++) {
-            mq_acc_add(&acc, mq_src_value(src->data, src->dtype, start + k), (double)buf[k]);
-        }
+        stats((const char *)src->data + start * esize, buf, n, acc);
     }
-    free(buf);
     if (st == AQ_OK) {
-        mq_acc_finish(&acc, &r->sqnr, &r->cosine, &r->maxerr);
+        const mq_acc sum = {acc[0], acc[1], acc[2], acc[3], acc[4]};
+        mq_acc_finish(&sum, &r->sqnr, &r->cosine, &r->maxerr);
     }
     return st;
 }
@@ -785,6 +797,7 @@ done:
     aq__schema_release_if(&schema);
     aq__keepalive_release(s.keep);
     free(s.rows);
+    free(s.mbuf);
     free(kept);
     return st;
 }

@@ -432,6 +432,71 @@ SIMD_INLINE size_t simd_find_nonfinite(const void *src, aq_dtype dtype, size_t n
     return n;
 }
 
+/* Error statistics (aq__error_stats_fn): float32 lanes over runs of SIMD_STATS_RUN elements,
+ * each run's lanes then added in double, so no float32 sum covers more than a few dozen
+ * terms. */
+#define SIMD_STATS_RUN 512
+SIMD_INLINE void simd_error_stats(const void *src, aq_dtype dtype, const float *y, size_t n,
+                                  double acc[5])
+{
+    SIMD_ALIGN float lane[4][SIMD_VL];
+    simd_v mx = simd_zero();
+    size_t i = 0;
+    while (i + SIMD_VL <= n) {
+        const size_t end = n - i < SIMD_STATS_RUN ? i + (n - i) / SIMD_VL * SIMD_VL
+                                                   : i + SIMD_STATS_RUN;
+        simd_v xx = simd_zero(), ee = xx, xy = xx, yy = xx;
+        for (; i < end; i += SIMD_VL) {
+            simd_v x = simd_load(src, dtype, i), v;
+            memcpy(&v, y + i, sizeof v);
+            simd_v e = x - v;
+            xx += x * x;
+            ee += e * e;
+            xy += x * v;
+            yy += v * v;
+            mx = simd_max(mx, simd_max(e, -e));
+        }
+        simd_store(lane[0], xx);
+        simd_store(lane[1], ee);
+        simd_store(lane[2], xy);
+        simd_store(lane[3], yy);
+        for (size_t j = 0; j < 4; j++) {
+            double sum = 0.0;
+            for (size_t l = 0; l < SIMD_VL; l++) {
+                sum += (double)lane[j][l];
+            }
+            acc[j] += sum;
+        }
+    }
+    simd_store(lane[0], mx);
+    for (size_t l = 0; l < SIMD_VL; l++) {
+        if ((double)lane[0][l] > acc[4]) {
+            acc[4] = (double)lane[0][l];
+        }
+    }
+    for (; i < n; i++) {
+        double x = (double)simd_scalar(src, dtype, i), v = (double)y[i], e = x - v;
+        acc[0] += x * x;
+        acc[1] += e * e;
+        acc[2] += x * v;
+        acc[3] += v * v;
+        if (fabs(e) > acc[4]) {
+            acc[4] = fabs(e);
+        }
+    }
+}
+
+#define SIMD_STATS(suffix, dtype)                                                                 \
+    static void simd_error_stats_##suffix(const void *src, const float *y, size_t n,             \
+                                          double acc[5])                                          \
+    {                                                                                             \
+        simd_error_stats(src, dtype, y, n, acc);                                                 \
+    }
+
+SIMD_STATS(f32, AQ_DTYPE_F32)
+SIMD_STATS(f16, AQ_DTYPE_F16)
+SIMD_STATS(bf16, AQ_DTYPE_BF16)
+
 #define SIMD_ADAPTERS(suffix, dtype)                                                              \
     static bool simd_quantize_##suffix(const void *src, const aq__span *s, uint8_t *packed,      \
                                        float *scales, float *zero_points)                         \
@@ -466,4 +531,5 @@ const aq__kernel_table SIMD_TABLE_NAME = {
     .dequantize_affine = {simd_dequantize_f32, simd_dequantize_f16, simd_dequantize_bf16, NULL},
     .find_nonfinite = {simd_find_nonfinite_f32, simd_find_nonfinite_f16,
                        simd_find_nonfinite_bf16, simd_find_nonfinite_f64},
+    .error_stats = {simd_error_stats_f32, simd_error_stats_f16, simd_error_stats_bf16, NULL},
 };
