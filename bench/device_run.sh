@@ -28,8 +28,9 @@ fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== build ($b, RelWithDebInfo)"
-if ! cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAQ_BUILD_TESTS=OFF >/dev/null 2>"$b.log"; then
-    echo "full configure failed (see $b.log); building common, kernels and quant only"
+log=${TMPDIR:-/tmp}/aq_device_configure.log
+if ! cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAQ_BUILD_TESTS=OFF >/dev/null 2>"$log"; then
+    echo "full configure failed (see $log); building common, kernels and quant only"
     rm -rf "$b"
     cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAQ_BUILD_TESTS=OFF \
         -DAQ_MODULES="common;kernels;quant" >/dev/null
