@@ -208,7 +208,8 @@ SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__
 {
     SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
     SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
-    const size_t count = bt->count;
+    /* count <= SIMD_BATCH always; said again for the compiler's bounds analysis. */
+    const size_t count = bt->count < SIMD_BATCH ? bt->count : SIMD_BATCH;
 
     /* Regular batches run 8 groups side by side, so that the loop overhead is paid once per
      * 8 groups and 16 independent min/max chains keep the vector units busy. */
@@ -376,7 +377,9 @@ SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
     const simd_v pinf = simd_set1(INFINITY), ninf = simd_set1(-INFINITY);
     const size_t es = dtype == AQ_DTYPE_F64 ? 8 : dtype == AQ_DTYPE_F32 ? 4 : 2;
     const size_t ahead = SIMD_FUSE_AHEAD * cur->total;
-    for (size_t k = 0; k < prev->count; k++) {
+    /* count <= SIMD_BATCH always; said again for the compiler's bounds analysis. */
+    const size_t count = prev->count < SIMD_BATCH ? prev->count : SIMD_BATCH;
+    for (size_t k = 0; k < count; k++) {
         const size_t b2 = prev->start[k], b1 = cur->start[k];
         const simd_v lo = simd_set1(prev->lo[k]), inv = simd_set1(prev->inv[k]);
         simd_v mn0 = pinf, mn1 = pinf, mx0 = ninf, mx1 = ninf;
