@@ -5,7 +5,10 @@
 # .arrow file has written to the same folder, closed the way the IPC writer closes: fsync,
 # rename, fsync of the folder). Page cache warm: the input is read once before each timed run.
 #
-#   bench/e2e.sh [--reps N] [--width W] [--dir DIR] [-- extra arrowquant quantize options]
+#   bench/e2e.sh [--reps N] [--width W] [--dir DIR] [--baseline AQ] [-- quantize options]
+#
+# --baseline AQ: another arrowquant binary (e.g. one built from an older commit) timed in the
+# same runs, alternated with this build's, for before/after figures.
 #
 # --width 256 (default) gives the SD-1.x UNet layout of examples/gen_unet at 553 M parameters,
 # 1.03 GiB of float16. The checkpoint is generated (deterministically, seed fixed) into a fresh
@@ -16,15 +19,17 @@
 # error.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-reps=3 width=256 base=${TMPDIR:-/tmp}
+reps=3 width=256 base=${TMPDIR:-/tmp} baseline=""
 extra=()
 while [ $# -gt 0 ]; do
     case "$1" in
     --reps) reps=$2; shift 2 ;;
     --width) width=$2; shift 2 ;;
     --dir) base=$2; shift 2 ;;
+    --baseline) baseline=$(realpath "$2"); shift 2 ;;
     --) shift; extra=("$@"); break ;;
-    *) echo "usage: bench/e2e.sh [--reps N] [--width W] [--dir DIR] [-- quantize options]" >&2; exit 2 ;;
+    *) echo "usage: bench/e2e.sh [--reps N] [--width W] [--dir DIR] [--baseline AQ] [-- options]" >&2
+       exit 2 ;;
     esac
 done
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -39,7 +44,7 @@ build/examples/gen_unet "$src" --width "$width" --dtype f16 >/dev/null
 in_bytes=$(stat -c %s "$src")
 
 now() { date +%s.%N; }
-best_q="" best_r="" best_w="" out_bytes=0 cpu_q="" cpu_f=""
+best_q="" best_r="" best_w="" out_bytes=0 cpu_q="" cpu_f="" best_b="" cpu_b=""
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for ((i = 1; i <= reps; i++)); do
     cat "$src" >/dev/null                         # warm the page cache
@@ -52,6 +57,21 @@ for ((i = 1; i <= reps; i++)); do
     q=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
     out_bytes=$(stat -c %s "$tmp/out.arrow")
     rm -f "$tmp/out.arrow"
+
+    if [ -n "$baseline" ]; then
+        cat "$src" >/dev/null
+        t0=$(now)
+        /usr/bin/time -f "%U %S" -o "$tmp/cpu_b" "$baseline" quantize "$src" -o "$tmp/out.arrow" \
+            --bits 4 --compression none --quiet "${extra[@]}"
+        t1=$(now)
+        bq=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.6f", b - a }')
+        cb=$(awk '{ print $1 + $2 }' "$tmp/cpu_b")
+        rm -f "$tmp/out.arrow"
+        printf 'run %d: baseline quantize %.3f s (cpu %.2f s)\n' "$i" "$bq" "$cb"
+        if [ -z "$best_b" ] || awk -v a="$bq" -v b="$best_b" 'BEGIN { exit !(a < b) }'; then
+            best_b=$bq cpu_b=$cb
+        fi
+    fi
 
     cat "$src" >/dev/null
     /usr/bin/time -f "%U %S" -o "$tmp/cpu_f" \
@@ -81,3 +101,9 @@ BEGIN {
     printf "quantize / (read + write) = %.2f (target <= 1.5); cpu time ratio %.2f\n", q / (r + w),
         cq / (cf > 0 ? cf : 0.01)
 }'
+if [ -n "$baseline" ]; then
+    AQ_E2E_BASELINE=$baseline awk -v q="$best_b" -v r="$best_r" -v w="$best_w" -v cq="$cpu_b" -v cf="$cpu_f" 'BEGIN {
+        printf "baseline %s: quantize %.3f s (cpu %.2f s); / (read + write) = %.2f; cpu time ratio %.2f\n",
+            ENVIRON["AQ_E2E_BASELINE"], q, cq, q / (r + w), cq / (cf > 0 ? cf : 0.01)
+    }'
+fi
