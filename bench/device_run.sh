@@ -29,7 +29,8 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== build ($b, RelWithDebInfo)"
 log=${TMPDIR:-/tmp}/aq_device_configure.log
-if ! cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAQ_BUILD_TESTS=OFF >/dev/null 2>"$log"; then
+if ! cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAQ_BUILD_TESTS=OFF \
+    >/dev/null 2>"$log"; then
     echo "full configure failed (see $log); building common, kernels and quant only"
     rm -rf "$b"
     cmake -S . -B "$b" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DAQ_BUILD_TESTS=OFF \

@@ -181,7 +181,8 @@ static void ref_error_stats(const void *src, aq_dtype dtype, const float *y, siz
 {
     double xx = acc[0], ee = acc[1], xy = acc[2], yy = acc[3], maxe = acc[4];
     for (size_t k = 0; k < n; k++) {
-        double x = dtype == AQ_DTYPE_F64 ? ((const double *)src)[k] : (double)ref_load(src, dtype, k);
+        double x = dtype == AQ_DTYPE_F64 ? ((const double *)src)[k]
+                                         : (double)ref_load(src, dtype, k);
         double v = (double)y[k], e = x - v;
         xx += x * x;
         ee += e * e;
