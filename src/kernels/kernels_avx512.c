@@ -11,6 +11,13 @@
 #define SIMD_VL 16
 #define SIMD_NAME "avx512"
 #define SIMD_TABLE_NAME aq__kernels_avx512
+/* The quality schemes' searches and kquant's refinement (kernels_kquant_avx512.c). */
+#define SIMD_SEARCH_QUANTIZE                                                                     \
+    {aq__quantize_search_avx512_f32, aq__quantize_search_avx512_f16,                             \
+     aq__quantize_search_avx512_bf16, aq__quantize_search_avx512_f64}
+#define SIMD_KQUANT_QUANTIZE                                                                     \
+    {aq__quantize_kquant_avx512_f32, aq__quantize_kquant_avx512_f16,                             \
+     aq__quantize_kquant_avx512_bf16, aq__quantize_kquant_avx512_f64}
 
 typedef __m512 simd_v;
 

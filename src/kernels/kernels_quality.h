@@ -56,6 +56,62 @@ static inline size_t aq__kq_meta_bytes(unsigned bits, size_t len)
 bool aq__search_fit_kquant(const float *x, const float *w, size_t n, unsigned bits, float lo,
                            float hi, double *scale, double *offset);
 
+/* Step 3 of docs/format.md 5.2 for one sub-block of n elements (w NULL = all 1): replaces
+ * *sc, *mc by the best pair among them and their neighbours. */
+void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, float d,
+                       float dmin, unsigned *sc, unsigned *mc);
+
+/* The two steps of a kquant super-block that an instruction set may speed up; both must give
+ * the reference's results bit for bit. */
+typedef struct aq__kq_hooks {
+    bool (*fit)(const float *x, const float *w, size_t n, unsigned bits, float lo, float hi,
+                double *scale, double *offset); /* as aq__search_fit_kquant */
+    void (*refine)(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
+                   unsigned *sc, unsigned *mc); /* as aq__kq_refine_ref */
+} aq__kq_hooks;
+
+/* One super-block of len elements (float32, finite; w NULL = all 1): its codes go at bits
+ * bit0 + i * bits of codes (zeroed by the caller; ORed in), its sub-block parameters at meta
+ * (written whole), d and dmin at d_out, dmin_out. */
+typedef void (*aq__kq_super_fn)(const float *x, const float *w, size_t len, unsigned bits,
+                                uint8_t *codes, size_t bit0, uint8_t *meta, float *d_out,
+                                float *dmin_out);
+
+/* The reference super-block (docs/format.md 5.2) with the sub-block steps done by hooks. */
+void aq__kq_super(const aq__kq_hooks *hooks, const float *x, const float *w, size_t len,
+                  unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta, float *d_out,
+                  float *dmin_out);
+
+/* Pieces of the reference super-block shared with the SIMD one: step 2 (d, dmin and the
+ * sub-block codes from the fits s, m of nsub sub-blocks, smax and mmax as in the spec); the
+ * solve of step 5 from its five sums (false: stop refitting; d, dmin unchanged); the packed
+ * sub-block parameters. */
+void aq__kq_params(const double *s, const double *m, size_t nsub, unsigned bits, double smax,
+                   double mmax, float *d_out, float *dmin_out, unsigned *sc, unsigned *mc);
+bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double sxb, float *d,
+                        float *dmin);
+void aq__kq_put_params(uint8_t *meta, unsigned bits, size_t len, const unsigned *sc,
+                       const unsigned *mc);
+
+/* The kquant kernel over a span of the given input dtype (aq__quantize_kquant_fn), each
+ * super-block done by super (kernels_ref_kquant.c). */
+void aq__kquant_span(aq__kq_super_fn super, const void *src, aq_dtype dtype,
+                     const float *importance, const aq__span *s, uint8_t *packed, uint8_t *meta,
+                     float *scales, float *mins);
+
+/* A faster search for the affine_search scheme (5.1, centred, no constraint, step given) over
+ * n unweighted float32 elements: 1 with (*scale, *offset) set, 0 when no candidate was valid,
+ * -1 when it does not handle this n (the reference search then runs). */
+typedef int (*aq__search_fit_fn)(const float *x, size_t n, unsigned bits, float lo, float hi,
+                                 double step, double *scale, double *offset);
+
+/* The affine_search kernel over a span of the given input dtype (aq__quantize_search_fn);
+ * fast (may be NULL) does the search of unweighted float32 groups it handles
+ * (kernels_ref_search.c). */
+void aq__search_span(aq__search_fit_fn fast, const void *src, aq_dtype dtype,
+                     const float *importance, const aq__span *s, uint8_t *packed, float *scales,
+                     float *zero_points);
+
 /* The reference kernels, by dtype, for the reference table (kernels_ref.c). */
 void aq__quantize_search_ref_f32(const void *src, const float *importance, const aq__span *s,
                                  uint8_t *packed, float *scales, float *zero_points);
@@ -82,5 +138,27 @@ void aq__dequantize_kquant_ref_f16(const uint8_t *packed, const uint8_t *meta,
 void aq__dequantize_kquant_ref_bf16(const uint8_t *packed, const uint8_t *meta,
                                     const float *scales, const float *mins, const aq__span *s,
                                     void *dst);
+
+/* affine_search with the AVX-512 search, and kquant with the AVX-512 super-block, search and
+ * refinement (kernels_kquant_avx512.c; x86 builds only, handed out through
+ * aq__kernels_avx512). */
+void aq__quantize_search_avx512_f32(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, float *scales, float *zero_points);
+void aq__quantize_search_avx512_f16(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, float *scales, float *zero_points);
+void aq__quantize_search_avx512_bf16(const void *src, const float *importance,
+                                     const aq__span *s, uint8_t *packed, float *scales,
+                                     float *zero_points);
+void aq__quantize_search_avx512_f64(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, float *scales, float *zero_points);
+void aq__quantize_kquant_avx512_f32(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_avx512_f16(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_avx512_bf16(const void *src, const float *importance,
+                                     const aq__span *s, uint8_t *packed, uint8_t *meta,
+                                     float *scales, float *mins);
+void aq__quantize_kquant_avx512_f64(const void *src, const float *importance, const aq__span *s,
+                                    uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 
 #endif /* AQ_KERNELS_QUALITY_H */

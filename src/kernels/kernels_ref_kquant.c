@@ -29,16 +29,6 @@ static float kq_code(float u, float qmax)
     return (u + 0x1p23f) - 0x1p23f;
 }
 
-/* Writes the low `width` bits of v at bit offset `bit` of an lsb-first stream. */
-static void kq_put_bits(uint8_t *stream, size_t bit, unsigned width, unsigned v)
-{
-    for (unsigned k = 0; k < width; k++) {
-        if ((v >> k) & 1u) {
-            stream[(bit + k) / 8] |= (uint8_t)(1u << ((bit + k) % 8));
-        }
-    }
-}
-
 static unsigned kq_get_bits(const uint8_t *stream, size_t bit, unsigned width)
 {
     unsigned v = 0;
@@ -88,30 +78,37 @@ static double kq_sub_error(const float *x, const float *w, size_t n, float qmax,
     return kq_reduce(le);
 }
 
-/* The weighted least-squares refit of (d, dmin) for fixed codes and sub-block codes.
- * Returns false (and leaves d, dmin) when the system is singular or the solution invalid. */
-static bool kq_refit(const float *x, const float *w, size_t len, size_t sub, const unsigned *sc,
-                     const unsigned *mc, const uint8_t *q, float *d, float *dmin)
+/* Step 3 of docs/format.md 5.2 for one sub-block of n elements: the best (sc, mc) among the
+ * rounded codes and their eight neighbours, compared with the original pair's neighbours only. */
+void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, float d,
+                       float dmin, unsigned *sc, unsigned *mc)
 {
-    double laa[KQ_LANES] = {0}, lab[KQ_LANES] = {0}, lbb[KQ_LANES] = {0};
-    double lxa[KQ_LANES] = {0}, lxb[KQ_LANES] = {0};
-    /* Sub-blocks hold a multiple of 8 elements, so a run of 8 lies in one sub-block. */
-    for (size_t i0 = 0; i0 < len; i0 += KQ_LANES) {
-        size_t m = len - i0 < KQ_LANES ? len - i0 : KQ_LANES;
-        const double S = (double)sc[i0 / sub], B = (double)mc[i0 / sub];
-        for (size_t j = 0; j < m; j++) {
-            double W = w != NULL ? (double)w[i0 + j] : 1.0;
-            double X = (double)x[i0 + j];
-            double A = S * (double)q[i0 + j];
-            laa[j] += (W * A) * A;
-            lab[j] += (W * A) * B;
-            lbb[j] += (W * B) * B;
-            lxa[j] += (W * X) * A;
-            lxb[j] += (W * X) * B;
+    const float qmax = (float)((1u << bits) - 1u);
+    const int kmax = (int)((1u << aq__kq_param_bits(bits)) - 1u);
+    const unsigned s0 = *sc, m0 = *mc;
+    unsigned bs = s0, bm = m0;
+    double best = kq_sub_error(x, w, n, qmax, d, dmin, bs, bm);
+    for (int ds = -1; ds <= 1; ds++) {
+        for (int dm = -1; dm <= 1; dm++) {
+            int cs = (int)s0 + ds, cm = (int)m0 + dm;
+            if ((ds == 0 && dm == 0) || cs < 0 || cm < 0 || cs > kmax || cm > kmax) {
+                continue;
+            }
+            double e = kq_sub_error(x, w, n, qmax, d, dmin, (unsigned)cs, (unsigned)cm);
+            if (e < best) {
+                best = e;
+                bs = (unsigned)cs;
+                bm = (unsigned)cm;
+            }
         }
     }
-    double saa = kq_reduce(laa), sab = kq_reduce(lab), sbb = kq_reduce(lbb);
-    double sxa = kq_reduce(lxa), sxb = kq_reduce(lxb);
+    *sc = bs;
+    *mc = bm;
+}
+
+bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double sxb, float *d,
+                        float *dmin)
+{
     double det = saa * sbb - sab * sab;
     double nd, ne;
     if (det > 0.0) {
@@ -139,17 +136,90 @@ static bool kq_refit(const float *x, const float *w, size_t len, size_t sub, con
     return true;
 }
 
+/* The weighted least-squares refit of (d, dmin) for fixed codes and sub-block codes.
+ * Returns false (and leaves d, dmin) when the system is singular or the solution invalid. */
+static bool kq_refit(const float *x, const float *w, size_t len, size_t sub, const unsigned *sc,
+                     const unsigned *mc, const uint8_t *q, float *d, float *dmin)
+{
+    double laa[KQ_LANES] = {0}, lab[KQ_LANES] = {0}, lbb[KQ_LANES] = {0};
+    double lxa[KQ_LANES] = {0}, lxb[KQ_LANES] = {0};
+    /* Sub-blocks hold a multiple of 8 elements, so a run of 8 lies in one sub-block. */
+    for (size_t i0 = 0; i0 < len; i0 += KQ_LANES) {
+        size_t m = len - i0 < KQ_LANES ? len - i0 : KQ_LANES;
+        const double S = (double)sc[i0 / sub], B = (double)mc[i0 / sub];
+        for (size_t j = 0; j < m; j++) {
+            double W = w != NULL ? (double)w[i0 + j] : 1.0;
+            double X = (double)x[i0 + j];
+            double A = S * (double)q[i0 + j];
+            laa[j] += (W * A) * A;
+            lab[j] += (W * A) * B;
+            lbb[j] += (W * B) * B;
+            lxa[j] += (W * X) * A;
+            lxb[j] += (W * X) * B;
+        }
+    }
+    return aq__kq_refit_solve(kq_reduce(laa), kq_reduce(lab), kq_reduce(lbb), kq_reduce(lxa),
+                              kq_reduce(lxb), d, dmin);
+}
+
+void aq__kq_params(const double *s, const double *m, size_t nsub, unsigned bits, double smax,
+                   double mmax, float *d_out, float *dmin_out, unsigned *sc, unsigned *mc)
+{
+    const double kmax = (double)((1u << aq__kq_param_bits(bits)) - 1u);
+    float d = 0.0f, dmin = 0.0f;
+    if (smax > 0.0) {
+        d = (float)(smax / kmax);
+        d = d >= 0x1p-126f ? d : 0x1p-126f;
+    }
+    if (mmax > 0.0) {
+        dmin = (float)(mmax / kmax);
+        dmin = dmin >= 0x1p-126f ? dmin : 0x1p-126f;
+    }
+    for (size_t j = 0; j < nsub; j++) {
+        double t = d > 0.0f ? nearbyint(s[j] / (double)d) : 0.0;
+        sc[j] = (unsigned)(t < kmax ? t : kmax);
+        t = dmin > 0.0f ? nearbyint(-m[j] / (double)dmin) : 0.0;
+        mc[j] = (unsigned)(t < kmax ? t : kmax);
+    }
+    *d_out = d;
+    *dmin_out = dmin;
+}
+
+void aq__kq_put_params(uint8_t *meta, unsigned bits, size_t len, const unsigned *sc,
+                       const unsigned *mc)
+{
+    /* The lsb-first stream of docs/format.md 5.2, a byte at a time (values are < 2^pbits). */
+    const unsigned pbits = aq__kq_param_bits(bits);
+    const size_t sub = aq__kq_sub(bits);
+    const size_t nsub = len / sub + (len % sub != 0);
+    uint64_t acc = 0;
+    unsigned held = 0;
+    size_t out = 0;
+    for (size_t j = 0; j < nsub; j++) {
+        acc |= (uint64_t)sc[j] << held;
+        acc |= (uint64_t)mc[j] << (held + pbits);
+        held += 2 * pbits;
+        while (held >= 8) {
+            meta[out++] = (uint8_t)acc;
+            acc >>= 8;
+            held -= 8;
+        }
+    }
+    if (held > 0) {
+        meta[out++] = (uint8_t)acc;
+    }
+}
+
 /* One super-block of len elements (float32, finite); codes go at bits bit0 + i * bits of
  * codes, the sub-block parameters at meta (zeroed here). */
-static void kq_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
-                     size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+void aq__kq_super(const aq__kq_hooks *hooks, const float *x, const float *w, size_t len,
+                  unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta, float *d_out,
+                  float *dmin_out)
 {
     const size_t sub = aq__kq_sub(bits);
-    const unsigned pbits = aq__kq_param_bits(bits);
-    const double kmax = (double)((1u << pbits) - 1u);
     const float qmax = (float)((1u << bits) - 1u);
     const size_t nsub = len / sub + (len % sub != 0);
-    double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
+    double s[AQ__KQ_SUPER / 16] = {0}, m[AQ__KQ_SUPER / 16] = {0};
     unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
     uint8_t q[AQ__KQ_SUPER];
 
@@ -168,8 +238,8 @@ static void kq_super(const float *x, const float *w, size_t len, unsigned bits, 
         if (hi <= lo) {
             s[j] = 0.0;
             m[j] = (double)lo;
-        } else if (!aq__search_fit_kquant(x + j0, w != NULL ? w + j0 : NULL, n, bits, lo, hi,
-                                          &s[j], &m[j])) {
+        } else if (!hooks->fit(x + j0, w != NULL ? w + j0 : NULL, n, bits, lo, hi, &s[j],
+                               &m[j])) {
             s[j] = ((double)hi - (double)lo) / (double)qmax;
             m[j] = (double)lo;
         }
@@ -178,48 +248,14 @@ static void kq_super(const float *x, const float *w, size_t len, unsigned bits, 
     }
 
     /* 2. The super-block's d and dmin, and the sub-block codes. */
-    float d = 0.0f, dmin = 0.0f;
-    if (smax > 0.0) {
-        d = (float)(smax / kmax);
-        d = d >= 0x1p-126f ? d : 0x1p-126f;
-    }
-    if (mmax > 0.0) {
-        dmin = (float)(mmax / kmax);
-        dmin = dmin >= 0x1p-126f ? dmin : 0x1p-126f;
-    }
-    for (size_t j = 0; j < nsub; j++) {
-        double t = d > 0.0f ? nearbyint(s[j] / (double)d) : 0.0;
-        sc[j] = (unsigned)(t < kmax ? t : kmax);
-        t = dmin > 0.0f ? nearbyint(-m[j] / (double)dmin) : 0.0;
-        mc[j] = (unsigned)(t < kmax ? t : kmax);
-    }
+    float d, dmin;
+    aq__kq_params(s, m, nsub, bits, smax, mmax, &d, &dmin, sc, mc);
 
     /* 2b. Each sub-block: the best (sc, mc) among the rounded codes and their neighbours. */
     for (size_t j = 0; j < nsub; j++) {
         size_t j0 = j * sub;
         size_t n = len - j0 < sub ? len - j0 : sub;
-        const float *wj = w != NULL ? w + j0 : NULL;
-        unsigned bs = sc[j], bm = mc[j];
-        double best = kq_sub_error(x + j0, wj, n, qmax, d, dmin, bs, bm);
-        unsigned s0 = sc[j], m0 = mc[j];
-        for (int ds = -1; ds <= 1; ds++) {
-            for (int dm = -1; dm <= 1; dm++) {
-                int cs = (int)s0 + ds, cm = (int)m0 + dm;
-                if ((ds == 0 && dm == 0) || cs < 0 || cm < 0 || cs > (int)kmax ||
-                    cm > (int)kmax) {
-                    continue;
-                }
-                double e =
-                    kq_sub_error(x + j0, wj, n, qmax, d, dmin, (unsigned)cs, (unsigned)cm);
-                if (e < best) {
-                    best = e;
-                    bs = (unsigned)cs;
-                    bm = (unsigned)cm;
-                }
-            }
-        }
-        sc[j] = bs;
-        mc[j] = bm;
+        hooks->refine(x + j0, w != NULL ? w + j0 : NULL, n, bits, d, dmin, &sc[j], &mc[j]);
     }
 
     /* 3. Codes, then least-squares refits of d and dmin, each followed by new codes. */
@@ -235,11 +271,7 @@ static void kq_super(const float *x, const float *w, size_t len, unsigned bits, 
         size_t bit = bit0 + i * bits;
         codes[bit / 8] |= (uint8_t)((unsigned)q[i] << (bit % 8));
     }
-    memset(meta, 0, aq__kq_meta_bytes(bits, len));
-    for (size_t j = 0; j < nsub; j++) {
-        kq_put_bits(meta, 2 * j * pbits, pbits, sc[j]);
-        kq_put_bits(meta, (2 * j + 1) * pbits, pbits, mc[j]);
-    }
+    aq__kq_put_params(meta, bits, len, sc, mc);
     *d_out = d;
     *dmin_out = dmin;
 }
@@ -267,9 +299,9 @@ static void kq_load(const void *src, aq_dtype dtype, size_t n, float *out)
     }
 }
 
-static void kq_quantize(const void *src, aq_dtype dtype, const float *importance,
-                        const aq__span *s, uint8_t *packed, uint8_t *meta, float *scales,
-                        float *mins)
+void aq__kquant_span(aq__kq_super_fn super, const void *src, aq_dtype dtype,
+                     const float *importance, const aq__span *s, uint8_t *packed, uint8_t *meta,
+                     float *scales, float *mins)
 {
     const size_t elem = aq_dtype_size(dtype);
     float x[AQ__KQ_SUPER];
@@ -283,12 +315,12 @@ static void kq_quantize(const void *src, aq_dtype dtype, const float *importance
         }
         const float *w = importance != NULL ? importance + start : NULL;
         if (dtype == AQ_DTYPE_F32) {
-            kq_super((const float *)src + start, w, len, s->bits, packed, start * s->bits, meta,
-                     &scales[group], &mins[group]);
+            super((const float *)src + start, w, len, s->bits, packed, start * s->bits, meta,
+                  &scales[group], &mins[group]);
         } else {
             kq_load((const char *)src + start * elem, dtype, len, x);
-            kq_super(x, w, len, s->bits, packed, start * s->bits, meta, &scales[group],
-                     &mins[group]);
+            super(x, w, len, s->bits, packed, start * s->bits, meta, &scales[group],
+                  &mins[group]);
         }
         meta += aq__kq_meta_bytes(s->bits, len);
         start += len;
@@ -345,12 +377,21 @@ static void kq_dequantize(const uint8_t *packed, const uint8_t *meta, const floa
     }
 }
 
+static const aq__kq_hooks kq_ref_hooks = {aq__search_fit_kquant, aq__kq_refine_ref};
+
+static void kq_super_ref(const float *x, const float *w, size_t len, unsigned bits,
+                         uint8_t *codes, size_t bit0, uint8_t *meta, float *d_out,
+                         float *dmin_out)
+{
+    aq__kq_super(&kq_ref_hooks, x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
+}
+
 #define KQ_ADAPTERS(suffix, dtype)                                                                \
     void aq__quantize_kquant_ref_##suffix(const void *src, const float *importance,               \
                                           const aq__span *s, uint8_t *packed, uint8_t *meta,      \
                                           float *scales, float *mins)                             \
     {                                                                                             \
-        kq_quantize(src, dtype, importance, s, packed, meta, scales, mins);                       \
+        aq__kquant_span(kq_super_ref, src, dtype, importance, s, packed, meta, scales, mins);   \
     }
 
 KQ_ADAPTERS(f32, AQ_DTYPE_F32)

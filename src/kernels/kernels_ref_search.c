@@ -231,9 +231,9 @@ bool aq__search_fit_kquant(const float *x, const float *w, size_t n, unsigned bi
 
 /* One group: the searched fit, or the affine parameters of section 3 when no candidate is
  * valid or the fit does not fit float32. */
-SRCH_INLINE void srch_group(const void *src, aq_dtype dtype, const float *w, size_t n,
-                            unsigned bits, uint8_t *packed, size_t bit0, float *scale_out,
-                            float *zp_out)
+SRCH_INLINE void srch_group(aq__search_fit_fn fast, const void *src, aq_dtype dtype,
+                            const float *w, size_t n, unsigned bits, uint8_t *packed,
+                            size_t bit0, float *scale_out, float *zp_out)
 {
     const float qmax = (float)((1u << bits) - 1u);
     float lo = srch_load(src, dtype, 0), hi = lo;
@@ -246,8 +246,17 @@ SRCH_INLINE void srch_group(const void *src, aq_dtype dtype, const float *w, siz
     hi = hi + 0.0f;
     float scale, inv, zp;
     double s, m;
-    if (hi != lo && srch_fit(src, dtype, w, n, bits, lo, hi, 0.0, bits == 2 ? 0.25 : 0.125, true,
-                             false, &s, &m)) {
+    int found = 0;
+    if (hi != lo) {
+        const double step = bits == 2 ? 0.25 : 0.125;
+        found = fast != NULL && dtype == AQ_DTYPE_F32 && w == NULL
+                    ? fast((const float *)src, n, bits, lo, hi, step, &s, &m)
+                    : -1;
+        if (found < 0) {
+            found = srch_fit(src, dtype, w, n, bits, lo, hi, 0.0, step, true, false, &s, &m);
+        }
+    }
+    if (found > 0) {
         scale = (float)s;
         if (!(scale >= 0x1p-126f)) {
             scale = 0x1p-126f;
@@ -279,9 +288,9 @@ SRCH_INLINE void srch_group(const void *src, aq_dtype dtype, const float *w, siz
     *zp_out = zp;
 }
 
-SRCH_INLINE void srch_span(const void *src, aq_dtype dtype, const float *importance,
-                           const aq__span *s, uint8_t *packed, float *scales,
-                           float *zero_points)
+void aq__search_span(aq__search_fit_fn fast, const void *src, aq_dtype dtype,
+                     const float *importance, const aq__span *s, uint8_t *packed, float *scales,
+                     float *zero_points)
 {
     const size_t elem = aq_dtype_size(dtype);
     memset(packed, 0, (s->n * s->bits + 7) / 8);
@@ -292,7 +301,7 @@ SRCH_INLINE void srch_span(const void *src, aq_dtype dtype, const float *importa
         if (len > s->n - start) {
             len = s->n - start;
         }
-        srch_group((const char *)src + start * elem, dtype,
+        srch_group(fast, (const char *)src + start * elem, dtype,
                    importance != NULL ? importance + start : NULL, len, s->bits, packed,
                    start * s->bits, &scales[group], &zero_points[group]);
         start += len;
@@ -308,7 +317,7 @@ SRCH_INLINE void srch_span(const void *src, aq_dtype dtype, const float *importa
                                           const aq__span *s, uint8_t *packed, float *scales,      \
                                           float *zero_points)                                     \
     {                                                                                             \
-        srch_span(src, dtype, importance, s, packed, scales, zero_points);                        \
+        aq__search_span(NULL, src, dtype, importance, s, packed, scales, zero_points);            \
     }
 
 SRCH_ADAPTER(f32, AQ_DTYPE_F32)

@@ -612,4 +612,10 @@ const aq__kernel_table SIMD_TABLE_NAME = {
     .find_nonfinite = {simd_find_nonfinite_f32, simd_find_nonfinite_f16,
                        simd_find_nonfinite_bf16, simd_find_nonfinite_f64},
     .error_stats = {simd_error_stats_f32, simd_error_stats_f16, simd_error_stats_bf16, NULL},
+#ifdef SIMD_SEARCH_QUANTIZE
+    .quantize_search = SIMD_SEARCH_QUANTIZE,
+#endif
+#ifdef SIMD_KQUANT_QUANTIZE
+    .quantize_kquant = SIMD_KQUANT_QUANTIZE,
+#endif
 };

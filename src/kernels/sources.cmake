@@ -17,10 +17,12 @@ set_source_files_properties(
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
     list(APPEND AQ_SOURCES
         ${CMAKE_CURRENT_LIST_DIR}/kernels_avx2.c
-        ${CMAKE_CURRENT_LIST_DIR}/kernels_avx512.c)
+        ${CMAKE_CURRENT_LIST_DIR}/kernels_avx512.c
+        ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx512.c)
     set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kernels_avx2.c PROPERTIES
         COMPILE_OPTIONS "-mavx2;-mf16c")
-    set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kernels_avx512.c PROPERTIES
+    set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kernels_avx512.c
+        ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx512.c PROPERTIES
         COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512dq;-mavx512vl;-mavx2;-mf16c")
     add_compile_definitions(AQ_HAVE_X86_KERNELS=1)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")

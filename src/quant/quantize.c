@@ -53,7 +53,7 @@ static aq_status quant_layout(const char *name, const int64_t *shape, size_t ndi
         (st = aq__check_group_size((int64_t)group_size, err)) != AQ_OK) {
         return st;
     }
-    size_t elements;
+    size_t elements = 0;
     if ((st = aq__shape_elements(name, shape, ndim, &elements, err)) != AQ_OK) {
         return st;
     }

@@ -1,0 +1,255 @@
+/* The quality schemes' SIMD kernels against the reference, byte for byte. kquant: codes,
+ * packed sub-block parameters, d and dmin, over every input dtype, bit width, importance or
+ * none, row lengths that make full, short and unaligned super-blocks, and values chosen to
+ * reach every branch (constant and all-negative sub-blocks, ties on the code grid, subnormals,
+ * 2^125, outliers, ranges too small for some candidates). affine_search: codes, scales and
+ * zero points over the same values and every group size, handled by the SIMD search or not. */
+#include "aq_test.h"
+#include "kernels.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { KS_GAUSS, KS_OUTLIER, KS_CONST, KS_NEG, KS_TIES, KS_TINY, KS_HUGE, KS_ZERO, KS_MODES };
+
+/* One value of a sub-block in the given mode. */
+static float ks_value(int mode, uint64_t *seed, float base)
+{
+    double z = aq_test_rand_normal(seed);
+    switch (mode) {
+    case KS_OUTLIER:
+        return (float)(aq_test_rand_uniform(seed) < 0.05 ? (z < 0 ? -0.4 : 0.4) : 0.02 * z);
+    case KS_CONST:
+        return base;
+    case KS_NEG:
+        return (float)(-fabs(0.02 * z) - 0.001);
+    case KS_TIES:
+        return (float)(floor(z * 8.0) * 0.0625);
+    case KS_TINY:
+        return (float)(z * 1e-39); /* subnormal: range too small for some candidates */
+    case KS_HUGE:
+        return (float)(aq_test_rand_uniform(seed) < 0.2 ? (z < 0 ? -0x1p125 : 0x1p125)
+                                                        : z * 0x1p120);
+    case KS_ZERO:
+        return 0.0f;
+    default:
+        return (float)(0.02 * z);
+    }
+}
+
+/* Fills x with runs of 16 values, each run in a random mode (mode < 0) or the given one. */
+static void ks_fill(float *x, size_t n, uint64_t seed, int mode)
+{
+    for (size_t i = 0; i < n; i += 16) {
+        int m = mode >= 0 ? mode : (int)(aq_test_rand_u64(&seed) % KS_MODES);
+        float base = (float)(aq_test_rand_normal(&seed) * 0.02);
+        for (size_t j = i; j < i + 16 && j < n; j++) {
+            x[j] = ks_value(m, &seed, base);
+        }
+    }
+}
+
+static size_t ks_meta_bytes(size_t rows, size_t cols, unsigned bits)
+{
+    size_t per_row = 0;
+    for (size_t c = 0; c < cols; c += AQ__KQ_SUPER) {
+        size_t len = cols - c < AQ__KQ_SUPER ? cols - c : AQ__KQ_SUPER;
+        per_row += aq__kq_meta_bytes(bits, len);
+    }
+    return rows * per_row;
+}
+
+typedef struct ks_out {
+    uint8_t *packed, *meta;
+    float *d, *dmin;
+} ks_out;
+
+static void ks_run(aq__quantize_kquant_fn fn, const void *src, const float *imp, size_t rows,
+                   size_t cols, unsigned bits, ks_out *o)
+{
+    size_t n = rows * cols, groups = rows * ((cols + AQ__KQ_SUPER - 1) / AQ__KQ_SUPER);
+    size_t pb = (n * bits + 7) / 8, mb = ks_meta_bytes(rows, cols, bits);
+    o->packed = malloc(pb + 1);
+    o->meta = malloc(mb + 1);
+    o->d = malloc(groups * 4 + 4);
+    o->dmin = malloc(groups * 4 + 4);
+    memset(o->packed, 0xa5, pb + 1); /* the kernel clears what it owns */
+    memset(o->meta, 0xa5, mb + 1);
+    aq__span s = {n, 0, cols, AQ__KQ_SUPER, bits};
+    fn(src, imp, &s, o->packed, o->meta, o->d, o->dmin);
+}
+
+static void ks_free(ks_out *o)
+{
+    free(o->packed);
+    free(o->meta);
+    free(o->d);
+    free(o->dmin);
+}
+
+static int ks_tables(const aq__kernel_table **out)
+{
+    const aq__kernel_table *all[8];
+    bool ok[8];
+    size_t n = aq__kernels_list(all, ok, 8);
+    int m = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (all[i] == &aq__kernels_ref || all[i]->quantize_kquant[AQ_DTYPE_F32] == NULL) {
+            continue;
+        }
+        if (!ok[i]) {
+            printf("skipped: kernel table '%s' (this CPU lacks its instructions)\n", all[i]->name);
+            continue;
+        }
+        out[m++] = all[i];
+    }
+    if (m == 0) {
+        printf("no SIMD kquant kernel runs on this CPU: nothing to compare\n");
+    }
+    return m;
+}
+
+/* Compares every SIMD table with the reference on one input; returns the mismatches. */
+static int ks_compare(const void *src, aq_dtype dtype, const float *imp, size_t rows, size_t cols,
+                      unsigned bits)
+{
+    const aq__kernel_table *t[8];
+    int nt = ks_tables(t), bad = 0;
+    size_t n = rows * cols, groups = rows * ((cols + AQ__KQ_SUPER - 1) / AQ__KQ_SUPER);
+    ks_out r;
+    ks_run(aq__kernels_ref.quantize_kquant[dtype], src, imp, rows, cols, bits, &r);
+    for (int k = 0; k < nt; k++) {
+        ks_out o;
+        ks_run(t[k]->quantize_kquant[dtype], src, imp, rows, cols, bits, &o);
+        if (memcmp(r.packed, o.packed, (n * bits + 7) / 8) != 0 ||
+            memcmp(r.meta, o.meta, ks_meta_bytes(rows, cols, bits)) != 0 ||
+            memcmp(r.d, o.d, groups * 4) != 0 || memcmp(r.dmin, o.dmin, groups * 4) != 0) {
+            printf("mismatch: %s, dtype %d, %zu x %zu, %u bits, importance %s\n", t[k]->name,
+                   (int)dtype, rows, cols, bits, imp != NULL ? "yes" : "no");
+            bad++;
+        }
+        ks_free(&o);
+    }
+    ks_free(&r);
+    return bad;
+}
+
+/* affine_search: every SIMD table against the reference on one input and group size. */
+static int ks_compare_search(const float *x, const float *imp, size_t rows, size_t cols, size_t g,
+                             unsigned bits)
+{
+    const aq__kernel_table *t[8];
+    const aq__kernel_table *all[8];
+    bool ok[8];
+    size_t nall = aq__kernels_list(all, ok, 8);
+    int nt = 0, bad = 0;
+    for (size_t i = 0; i < nall; i++) {
+        if (all[i] != &aq__kernels_ref && ok[i] && all[i]->quantize_search[AQ_DTYPE_F32] != NULL) {
+            t[nt++] = all[i];
+        }
+    }
+    size_t n = rows * cols, groups = rows * ((cols + g - 1) / g), pb = (n * bits + 7) / 8;
+    aq__span s = {n, 0, cols, g, bits};
+    uint8_t *p0 = malloc(pb), *p1 = malloc(pb);
+    float *s0 = malloc(groups * 4), *z0 = malloc(groups * 4);
+    float *s1 = malloc(groups * 4), *z1 = malloc(groups * 4);
+    aq__kernels_ref.quantize_search[AQ_DTYPE_F32](x, imp, &s, p0, s0, z0);
+    for (int k = 0; k < nt; k++) {
+        t[k]->quantize_search[AQ_DTYPE_F32](x, imp, &s, p1, s1, z1);
+        if (memcmp(p0, p1, pb) != 0 || memcmp(s0, s1, groups * 4) != 0 ||
+            memcmp(z0, z1, groups * 4) != 0) {
+            printf("search mismatch: %s, %zu x %zu, g %zu, %u bits\n", t[k]->name, rows, cols, g,
+                   bits);
+            bad++;
+        }
+    }
+    free(p0);
+    free(p1);
+    free(s0);
+    free(z0);
+    free(s1);
+    free(z1);
+    return bad;
+}
+
+static const size_t ks_shapes[][2] = {{2, 512}, {3, 1100}, {1, 4096}, {5, 37},
+                                      {3, 513}, {3, 1025}, {2, 1536}, {7, 16}};
+
+TEST(f32_every_mode)
+{
+    static const unsigned bits[3] = {2, 4, 8};
+    for (size_t sh = 0; sh < sizeof ks_shapes / sizeof ks_shapes[0]; sh++) {
+        size_t rows = ks_shapes[sh][0], cols = ks_shapes[sh][1], n = rows * cols;
+        float *x = malloc(n * 4);
+        for (int mode = -1; mode < KS_MODES; mode++) {
+            ks_fill(x, n, 100 + sh * 16 + (size_t)(mode + 1), mode);
+            for (int b = 0; b < 3; b++) {
+                CHECK(ks_compare(x, AQ_DTYPE_F32, NULL, rows, cols, bits[b]) == 0);
+            }
+        }
+        free(x);
+    }
+}
+
+TEST(f32_importance)
+{
+    static const unsigned bits[3] = {2, 4, 8};
+    size_t rows = 3, cols = 1100, n = rows * cols;
+    float *x = malloc(n * 4), *w = malloc(n * 4);
+    uint64_t seed = 9;
+    ks_fill(x, n, 11, -1);
+    for (size_t i = 0; i < n; i++) {
+        w[i] = aq_test_rand_uniform(&seed) < 0.1 ? 0.0f : (float)aq_test_rand_uniform(&seed);
+    }
+    for (int b = 0; b < 3; b++) {
+        CHECK(ks_compare(x, AQ_DTYPE_F32, w, rows, cols, bits[b]) == 0);
+    }
+    free(x);
+    free(w);
+}
+
+TEST(search_every_mode)
+{
+    static const size_t groups[] = {16, 32, 64, 128, 96, 256};
+    static const size_t shapes[][2] = {{3, 1100}, {2, 512}, {5, 37}};
+    for (size_t sh = 0; sh < 3; sh++) {
+        size_t rows = shapes[sh][0], cols = shapes[sh][1], n = rows * cols;
+        float *x = malloc(n * 4);
+        for (int mode = -1; mode < KS_MODES; mode++) {
+            ks_fill(x, n, 300 + sh * 16 + (size_t)(mode + 1), mode);
+            for (size_t gi = 0; gi < sizeof groups / sizeof groups[0]; gi++) {
+                for (unsigned b = 2; b <= 8; b *= 2) {
+                    CHECK(ks_compare_search(x, NULL, rows, cols, groups[gi], b) == 0);
+                }
+            }
+        }
+        free(x);
+    }
+}
+
+TEST(other_dtypes)
+{
+    size_t rows = 3, cols = 1100, n = rows * cols;
+    float *x = malloc(n * 4);
+    uint16_t *h = malloc(n * 2), *bf = malloc(n * 2);
+    double *d = malloc(n * 8);
+    ks_fill(x, n, 21, KS_GAUSS);
+    for (size_t i = 0; i < n; i++) {
+        h[i] = aq__f32_to_f16(x[i]);
+        bf[i] = aq__f32_to_bf16(x[i]);
+        d[i] = (double)x[i] * (1.0 + 1e-9);
+    }
+    for (unsigned b = 2; b <= 8; b *= 2) {
+        CHECK(ks_compare(h, AQ_DTYPE_F16, NULL, rows, cols, b) == 0);
+        CHECK(ks_compare(bf, AQ_DTYPE_BF16, NULL, rows, cols, b) == 0);
+        CHECK(ks_compare(d, AQ_DTYPE_F64, NULL, rows, cols, b) == 0);
+    }
+    free(x);
+    free(h);
+    free(bf);
+    free(d);
+}
+
+AQ_TEST_MAIN(AQ_CASE(f32_every_mode), AQ_CASE(f32_importance), AQ_CASE(search_every_mode),
+             AQ_CASE(other_dtypes))
