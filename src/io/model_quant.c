@@ -23,7 +23,7 @@
 
 /* Rows of a quantized tensor dequantized at once when measuring quality: a multiple of 8, so
  * that every block starts on a byte of the packed codes. */
-#define MQ_BLOCK_ELEMENTS ((size_t)1 << 20)
+#define MQ_BLOCK_ELEMENTS ((size_t)1 << 16)
 
 enum { MQ_NCOLS = 12 };
 
@@ -70,6 +70,8 @@ typedef struct mq_state {
     size_t batches;
     aq__budget_option *plan; /* with a budget: the option chosen for each tensor */
     double min_cosine;
+    float *mbuf; /* dequantized block for mq_measure, reused from tensor to tensor */
+    size_t mbuf_cap;
 } mq_state;
 
 static void mq_row_free(mq_row *r)
@@ -211,12 +213,28 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
     if (cap > l->elements) {
         cap = l->elements;
     }
-    float *buf = malloc(cap * sizeof(float));
-    if (buf == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory measuring quality",
-                             src->name);
+    if (cap > s->mbuf_cap) {
+        free(s->mbuf);
+        s->mbuf_cap = 0;
+        if ((s->mbuf = malloc(cap * sizeof(float))) == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY,
+                                 "Layer '%s': out of memory measuring quality", src->name);
+        }
+        s->mbuf_cap = cap;
     }
-    mq_acc acc = {0, 0, 0, 0, 0};
+    float *buf = s->mbuf;
+    /* The kernels' error statistics: the element-by-element loop in double took several
+     * times as long as quantizing (bench/e2e.sh). */
+    aq__error_stats_fn stats = s->ctx->kernels->error_stats[src->dtype];
+    /* A floor or a budget decides bytes from these figures: those runs take the reference's
+     * exact double sums, so the file is the same on every CPU (the SIMD sums differ by about
+     * 1e-6 relative from one instruction set to another). */
+    bool decides = s->min_cosine > 0.0 || (s->opts != NULL && s->opts->target_bpw > 0.0);
+    if (stats == NULL || decides) {
+        stats = aq__kernels_ref.error_stats[src->dtype];
+    }
+    const size_t esize = aq_dtype_size(src->dtype);
+    double acc[5] = {0, 0, 0, 0, 0};
     aq_status st = AQ_OK;
     /* The whole tensor as quantized, in its own scheme's layout (kquant keeps its sub-block
      * parameters after all codes; aq__dequantize_rows gathers them per block). */
@@ -244,14 +262,12 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
         if ((st = aq__dequantize_rows(s->ctx, &q, r0, nr, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
             break;
         }
-        for (size_t k = 0; k < n; k++) {
-            mq_acc_add(&acc, mq_src_value(src->data, src->dtype, start + k), (double)buf[k]);
-        }
+        stats((const char *)src->data + start * esize, buf, n, acc);
     }
-    free(buf);
     if (st == AQ_OK) {
-        mq_acc_finish(&acc, &r->sqnr, &r->cosine, &r->maxerr);
-        r->sse = acc.ee;
+        const mq_acc sum = {acc[0], acc[1], acc[2], acc[3], acc[4]};
+        mq_acc_finish(&sum, &r->sqnr, &r->cosine, &r->maxerr);
+        r->sse = sum.ee;
     }
     return st;
 }
@@ -1013,6 +1029,7 @@ done:
     aq__keepalive_release(s.keep);
     free(s.rows);
     free(s.plan);
+    free(s.mbuf);
     free(kept);
     return st;
 }

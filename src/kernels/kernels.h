@@ -44,6 +44,12 @@ typedef void (*aq__dequantize_fn)(const uint8_t *packed, const float *scales,
  * none. */
 typedef size_t (*aq__find_nonfinite_fn)(const void *src, size_t n);
 
+/* Error statistics of y, a float32 approximation, against src (n elements of the function's
+ * dtype): adds sum x^2, sum (x - y)^2, sum x*y and sum y^2 to acc[0..3] and raises acc[4] to
+ * max |x - y|. Statistics, not results: the reference sums in double, element by element; the
+ * SIMD tables sum runs of a few hundred elements in float32 lanes, then in double. */
+typedef void (*aq__error_stats_fn)(const void *src, const float *y, size_t n, double acc[5]);
+
 #include "kernels_quality.h"
 
 typedef struct aq__kernel_table {
@@ -56,6 +62,9 @@ typedef struct aq__kernel_table {
     aq__quantize_search_fn quantize_search[AQ_DTYPE_COUNT];       /* by input dtype */
     aq__quantize_kquant_fn quantize_kquant[AQ_DTYPE_COUNT];       /* by input dtype */
     aq__dequantize_kquant_fn dequantize_kquant[AQ_DTYPE_COUNT];   /* by output dtype */
+    /* By source dtype; NULL: the reference table's (always for float64, whose values the
+     * SIMD loads round to float32). */
+    aq__error_stats_fn error_stats[AQ_DTYPE_COUNT];
 } aq__kernel_table;
 
 extern const aq__kernel_table aq__kernels_ref;

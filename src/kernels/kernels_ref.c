@@ -175,6 +175,41 @@ AQ__REF_DEQUANT(f32, AQ_DTYPE_F32)
 AQ__REF_DEQUANT(f16, AQ_DTYPE_F16)
 AQ__REF_DEQUANT(bf16, AQ_DTYPE_BF16)
 
+/* Error statistics in double, element by element (float64 sources keep their precision). */
+static void ref_error_stats(const void *src, aq_dtype dtype, const float *y, size_t n,
+                            double acc[5])
+{
+    double xx = acc[0], ee = acc[1], xy = acc[2], yy = acc[3], maxe = acc[4];
+    for (size_t k = 0; k < n; k++) {
+        double x = dtype == AQ_DTYPE_F64 ? ((const double *)src)[k]
+                                         : (double)ref_load(src, dtype, k);
+        double v = (double)y[k], e = x - v;
+        xx += x * x;
+        ee += e * e;
+        xy += x * v;
+        yy += v * v;
+        if (fabs(e) > maxe) {
+            maxe = fabs(e);
+        }
+    }
+    acc[0] = xx;
+    acc[1] = ee;
+    acc[2] = xy;
+    acc[3] = yy;
+    acc[4] = maxe;
+}
+
+#define REF_STATS(suffix, dtype)                                                                  \
+    static void ref_error_stats_##suffix(const void *src, const float *y, size_t n,              \
+                                         double acc[5])                                           \
+    {                                                                                             \
+        ref_error_stats(src, dtype, y, n, acc);                                                  \
+    }
+REF_STATS(f32, AQ_DTYPE_F32)
+REF_STATS(f16, AQ_DTYPE_F16)
+REF_STATS(bf16, AQ_DTYPE_BF16)
+REF_STATS(f64, AQ_DTYPE_F64)
+
 const aq__kernel_table aq__kernels_ref = {
     .name = "ref",
     .quantize_affine = {ref_quantize_f32, ref_quantize_f16, ref_quantize_bf16, ref_quantize_f64},
@@ -187,4 +222,6 @@ const aq__kernel_table aq__kernels_ref = {
                         aq__quantize_kquant_ref_bf16, aq__quantize_kquant_ref_f64},
     .dequantize_kquant = {aq__dequantize_kquant_ref_f32, aq__dequantize_kquant_ref_f16,
                           aq__dequantize_kquant_ref_bf16, NULL},
+    .error_stats = {ref_error_stats_f32, ref_error_stats_f16, ref_error_stats_bf16,
+                    ref_error_stats_f64},
 };

@@ -79,6 +79,14 @@
     } while (0)
 /* Elements quantized and packed together on the direct path. */
 #define SIMD_BLOCK (4 * SIMD_VL)
+/* Fused passes (simd_fused); -DSIMD_FUSE=0 builds the unfused pipeline, for comparison. */
+#ifndef SIMD_FUSE
+#    define SIMD_FUSE 1
+#endif
+/* How many batches ahead of its loads simd_fused prefetches. */
+#ifndef SIMD_FUSE_AHEAD
+#    define SIMD_FUSE_AHEAD 1
+#endif
 
 static float simd_scalar(const void *src, aq_dtype dtype, size_t i)
 {
@@ -166,14 +174,9 @@ typedef struct simd_batch {
     float lo[SIMD_BATCH], inv[SIMD_BATCH];
 } simd_batch;
 
-/* Collects the next batch of groups from element *e and runs its first pass: vertical min/max
- * per group, then the parameters of the whole batch (written to scales and zero_points). */
-SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__span *s,
-                                     size_t *e_io, size_t *col_io, simd_batch *bt, float *scales,
-                                     float *zero_points)
+/* Collects the next batch of groups from element *e: where each group starts, how long. */
+SIMD_INLINE void simd_collect(const aq__span *s, size_t *e_io, size_t *col_io, simd_batch *bt)
 {
-    SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
-    SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
     size_t e = *e_io, col = *col_io;
     size_t count = 0, total = 0;
     while (count < SIMD_BATCH && e < s->n) {
@@ -196,6 +199,17 @@ SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__
     bt->count = count;
     bt->total = total;
     bt->regular = s->group_size % SIMD_VL == 0 && total == count * s->group_size;
+}
+
+/* The first pass over a batch: vertical min/max per group, then the parameters of the whole
+ * batch (written to scales and zero_points). */
+SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__span *s,
+                                     simd_batch *bt, float *scales, float *zero_points)
+{
+    SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
+    SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
+    /* count <= SIMD_BATCH always; said again for the compiler's bounds analysis. */
+    const size_t count = bt->count < SIMD_BATCH ? bt->count : SIMD_BATCH;
 
     /* Regular batches run 8 groups side by side, so that the loop overhead is paid once per
      * 8 groups and 16 independent min/max chains keep the vector units busy. */
@@ -338,6 +352,60 @@ SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__
     *staged_io = staged;
 }
 
+/* Whether the second pass of prev can run fused with the first pass of cur (simd_fused). */
+SIMD_INLINE bool simd_fusable(const aq__span *s, const simd_batch *prev, const simd_batch *cur,
+                              size_t staged)
+{
+    return SIMD_FUSE && staged == 0 && prev->regular && cur->regular &&
+           prev->count == cur->count && s->group_size % SIMD_BLOCK == 0;
+}
+
+/* The second pass of batch prev (codes straight to their packed bytes, as the direct path of
+ * simd_quantize_pass2) interleaved block by block with the min/max loads of batch cur, then
+ * cur's parameters: the loads that go to memory and the arithmetic on data already in L1 are
+ * then in flight together, instead of one pass waiting for memory while the other computes.
+ * Min and max are exact in any order, so the parameters are those of simd_quantize_pass1. */
+SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
+                            const simd_batch *prev, simd_batch *cur, uint8_t *packed,
+                            float *scales, float *zero_points, simd_v *flag)
+{
+    SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
+    SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
+    const unsigned bits = s->bits;
+    const size_t g = s->group_size;
+    const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
+    const simd_v pinf = simd_set1(INFINITY), ninf = simd_set1(-INFINITY);
+    const size_t es = dtype == AQ_DTYPE_F64 ? 8 : dtype == AQ_DTYPE_F32 ? 4 : 2;
+    const size_t ahead = SIMD_FUSE_AHEAD * cur->total;
+    /* count <= SIMD_BATCH always; said again for the compiler's bounds analysis. */
+    const size_t count = prev->count < SIMD_BATCH ? prev->count : SIMD_BATCH;
+    for (size_t k = 0; k < count; k++) {
+        const size_t b2 = prev->start[k], b1 = cur->start[k];
+        const simd_v lo = simd_set1(prev->lo[k]), inv = simd_set1(prev->inv[k]);
+        simd_v mn0 = pinf, mn1 = pinf, mx0 = ninf, mx1 = ninf;
+        for (size_t i = 0; i < g; i += SIMD_BLOCK) {
+            /* The batch after cur, a batch ahead of the loads below. */
+            const char *next = (const char *)src + (b1 + i + ahead) * es;
+            for (size_t line = 0; line < SIMD_BLOCK * es; line += 64) {
+                SIMD_PF(next + line, es);
+            }
+            simd_block(src, dtype, b2 + i, lo, inv, qmax, bits, packed + (b2 + i) * bits / 8,
+                       flag);
+            const simd_v x0 = simd_load(src, dtype, b1 + i);
+            const simd_v x1 = simd_load(src, dtype, b1 + i + SIMD_VL);
+            const simd_v x2 = simd_load(src, dtype, b1 + i + 2 * SIMD_VL);
+            const simd_v x3 = simd_load(src, dtype, b1 + i + 3 * SIMD_VL);
+            mn0 = simd_min(mn0, simd_min(x0, x2));
+            mx0 = simd_max(mx0, simd_max(x0, x2));
+            mn1 = simd_min(mn1, simd_min(x1, x3));
+            mx1 = simd_max(mx1, simd_max(x1, x3));
+        }
+        simd_store(pmin + k * SIMD_VL, simd_min(mn0, mn1));
+        simd_store(pmax + k * SIMD_VL, simd_max(mx0, mx1));
+    }
+    simd_params(pmin, pmax, cur->count, bits, scales, zero_points, cur->lo, cur->inv);
+}
+
 /* Software-pipelined over batches: the first pass of batch n+1 (memory-bound loads, and the
  * long-latency divisions of its parameters) is issued before the second pass of batch n
  * (arithmetic from L1), so each hides the other's latency. */
@@ -352,19 +420,31 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
     simd_v flag = simd_zero();
     for (;;) {
         const bool more = e < s->n;
+        simd_batch *cur = &bt[nb & 1];
+        const size_t g0 = group;
         if (more) {
-            simd_batch *cur = &bt[nb & 1];
-            simd_quantize_pass1(src, dtype, s, &e, &col, cur, scales + group,
-                                zero_points + group);
+            simd_collect(s, &e, &col, cur);
             group += cur->count;
         }
         if (nb > 0) {
             const simd_batch *prev = &bt[(nb - 1) & 1];
-            size_t ahead = prev->total + (more ? bt[nb & 1].total : 0);
-            simd_quantize_pass2(src, dtype, s, prev, ahead, packed, codes, &staged, &out, &flag);
+            if (more && simd_fusable(s, prev, cur, staged)) {
+                simd_fused(src, dtype, s, prev, cur, packed, scales + g0, zero_points + g0,
+                           &flag);
+                out = packed + (prev->start[0] + prev->total) * s->bits / 8;
+            } else {
+                if (more) {
+                    simd_quantize_pass1(src, dtype, s, cur, scales + g0, zero_points + g0);
+                }
+                size_t ahead = prev->total + (more ? cur->total : 0);
+                simd_quantize_pass2(src, dtype, s, prev, ahead, packed, codes, &staged, &out,
+                                    &flag);
+            }
             if (simd_flag_any(flag)) {
                 return false;
             }
+        } else if (more) {
+            simd_quantize_pass1(src, dtype, s, cur, scales + g0, zero_points + g0);
         }
         if (!more) {
             break;
@@ -432,6 +512,71 @@ SIMD_INLINE size_t simd_find_nonfinite(const void *src, aq_dtype dtype, size_t n
     return n;
 }
 
+/* Error statistics (aq__error_stats_fn): float32 lanes over runs of SIMD_STATS_RUN elements,
+ * each run's lanes then added in double, so no float32 sum covers more than a few dozen
+ * terms. */
+#define SIMD_STATS_RUN 512
+SIMD_INLINE void simd_error_stats(const void *src, aq_dtype dtype, const float *y, size_t n,
+                                  double acc[5])
+{
+    SIMD_ALIGN float lane[4][SIMD_VL];
+    simd_v mx = simd_zero();
+    size_t i = 0;
+    while (i + SIMD_VL <= n) {
+        const size_t end = n - i < SIMD_STATS_RUN ? i + (n - i) / SIMD_VL * SIMD_VL
+                                                   : i + SIMD_STATS_RUN;
+        simd_v xx = simd_zero(), ee = xx, xy = xx, yy = xx;
+        for (; i < end; i += SIMD_VL) {
+            simd_v x = simd_load(src, dtype, i), v;
+            memcpy(&v, y + i, sizeof v);
+            simd_v e = x - v;
+            xx += x * x;
+            ee += e * e;
+            xy += x * v;
+            yy += v * v;
+            mx = simd_max(mx, simd_max(e, -e));
+        }
+        simd_store(lane[0], xx);
+        simd_store(lane[1], ee);
+        simd_store(lane[2], xy);
+        simd_store(lane[3], yy);
+        for (size_t j = 0; j < 4; j++) {
+            double sum = 0.0;
+            for (size_t l = 0; l < SIMD_VL; l++) {
+                sum += (double)lane[j][l];
+            }
+            acc[j] += sum;
+        }
+    }
+    simd_store(lane[0], mx);
+    for (size_t l = 0; l < SIMD_VL; l++) {
+        if ((double)lane[0][l] > acc[4]) {
+            acc[4] = (double)lane[0][l];
+        }
+    }
+    for (; i < n; i++) {
+        double x = (double)simd_scalar(src, dtype, i), v = (double)y[i], e = x - v;
+        acc[0] += x * x;
+        acc[1] += e * e;
+        acc[2] += x * v;
+        acc[3] += v * v;
+        if (fabs(e) > acc[4]) {
+            acc[4] = fabs(e);
+        }
+    }
+}
+
+#define SIMD_STATS(suffix, dtype)                                                                 \
+    static void simd_error_stats_##suffix(const void *src, const float *y, size_t n,             \
+                                          double acc[5])                                          \
+    {                                                                                             \
+        simd_error_stats(src, dtype, y, n, acc);                                                 \
+    }
+
+SIMD_STATS(f32, AQ_DTYPE_F32)
+SIMD_STATS(f16, AQ_DTYPE_F16)
+SIMD_STATS(bf16, AQ_DTYPE_BF16)
+
 #define SIMD_ADAPTERS(suffix, dtype)                                                              \
     static bool simd_quantize_##suffix(const void *src, const aq__span *s, uint8_t *packed,      \
                                        float *scales, float *zero_points)                         \
@@ -466,6 +611,7 @@ const aq__kernel_table SIMD_TABLE_NAME = {
     .dequantize_affine = {simd_dequantize_f32, simd_dequantize_f16, simd_dequantize_bf16, NULL},
     .find_nonfinite = {simd_find_nonfinite_f32, simd_find_nonfinite_f16,
                        simd_find_nonfinite_bf16, simd_find_nonfinite_f64},
+    .error_stats = {simd_error_stats_f32, simd_error_stats_f16, simd_error_stats_bf16, NULL},
 #ifdef SIMD_SEARCH_QUANTIZE
     .quantize_search = SIMD_SEARCH_QUANTIZE,
 #endif

@@ -127,7 +127,9 @@ TEST(kquant_rows_restore_in_blocks)
         xx += (double)orig[k] * (double)orig[k];
         ee += e * e;
     }
-    CHECK(fabs(10.0 * log10(xx / ee) - r->sqnr_db) < 1e-9);
+    /* The recorded figure comes from the kernels' error statistics, which sum in float32
+     * lanes before double (docs/decisions.md): about 1e-6 relative, 1e-5 dB here. */
+    CHECK(fabs(10.0 * log10(xx / ee) - r->sqnr_db) < 1e-4);
     /* One row alone (a block that is not a multiple of 8 rows), and a range that does not
      * start on a row, which is refused rather than misread. */
     CHECK_OK(aq_qmodel_row_restore(ctx, r, 13 * 600, 600, AQ_ST_F32, blocks, &err));

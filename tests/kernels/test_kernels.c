@@ -485,6 +485,64 @@ TEST(dispatch)
     unsetenv("AQ_KERNELS");
 }
 
+
+/* Error statistics (model files' sqnr, cosine, max error): every table against the reference's
+ * double sums, within float32 rounding of short runs; lengths around the vector and run sizes,
+ * unaligned pointers, float64 always through the reference. */
+TEST(error_stats_match_reference)
+{
+    const aq__kernel_table *tables[8];
+    size_t nt = kt_tables(tables);
+    static const size_t lens[] = {0, 1, 7, 15, 16, 17, 511, 512, 513, 1000, 4099};
+    static const aq_dtype dtypes[] = {AQ_DTYPE_F32, AQ_DTYPE_F16, AQ_DTYPE_BF16, AQ_DTYPE_F64};
+    static float y[4099 + 1];
+    uint64_t seed = 77;
+    for (size_t d = 0; d < 4; d++) {
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const size_t n = lens[li];
+            char *src = (char *)kt_src_store + 8; /* unaligned for the vector loads */
+            kt_fill(src, dtypes[d], n, KT_NORMAL, 64, &seed);
+            float *yy = y + 1;
+            for (size_t i = 0; i < n; i++) {
+                double x = d == 3 ? ((double *)(void *)src)[i] : 0.0;
+                if (d == 0) {
+                    x = (double)((float *)(void *)src)[i];
+                } else if (d == 1) {
+                    x = (double)aq__f16_to_f32(((uint16_t *)(void *)src)[i]);
+                } else if (d == 2) {
+                    x = (double)aq__bf16_to_f32(((uint16_t *)(void *)src)[i]);
+                }
+                yy[i] = (float)(x + 0.01 * (aq_test_rand_uniform(&seed) - 0.5));
+            }
+            double want[5] = {0, 0, 0, 0, 0};
+            CHECK(aq__kernels_ref.error_stats[dtypes[d]] != NULL);
+            aq__kernels_ref.error_stats[dtypes[d]](src, yy, n, want);
+            if (n > 0) {
+                CHECK(want[0] > 0.0 && want[1] > 0.0 && want[4] > 0.0);
+            }
+            for (size_t t = 0; t < nt; t++) {
+                aq__error_stats_fn fn = tables[t]->error_stats[dtypes[d]];
+                if (d == 3) {
+                    CHECK(fn == NULL); /* float64 keeps its precision in the reference */
+                    continue;
+                }
+                CHECK(fn != NULL);
+                double got[5] = {0, 0, 0, 0, 0};
+                fn(src, yy, n, got);
+                for (size_t k = 0; k < 5; k++) {
+                    double tol = 1e-5 * fabs(want[k]) + 1e-30;
+                    if (!(fabs(got[k] - want[k]) <= tol)) {
+                        aq_test_fail(__FILE__, __LINE__,
+                                     "%s dtype %zu n %zu stat %zu: %.17g vs %.17g",
+                                     tables[t]->name, d, n, k, got[k], want[k]);
+                    }
+                }
+            }
+        }
+    }
+}
+
 AQ_TEST_MAIN(AQ_CASE(f32_random), AQ_CASE(f32_adversarial), AQ_CASE(f16_all), AQ_CASE(bf16_all),
              AQ_CASE(f64_all), AQ_CASE(long_regular_spans), AQ_CASE(nonfinite_every_position),
-             AQ_CASE(dequantize_adversarial_params), AQ_CASE(dispatch))
+             AQ_CASE(dequantize_adversarial_params), AQ_CASE(dispatch),
+             AQ_CASE(error_stats_match_reference))
