@@ -535,7 +535,264 @@ AQ_API AQ_MUST_CHECK aq_status aq_ipc_write_stream(const char *path,
 /* Safetensors checkpoints and model files (src/io)                                           */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Section reserved for the model pipeline. */
+/* Safetensors files (https://github.com/huggingface/safetensors, format of the header and
+ * data region), sharded checkpoints (a `*.safetensors.index.json` beside its shards) and
+ * diffusers folders (`model_index.json` and one folder per component), read through memory
+ * maps without copying, and a streaming safetensors writer. */
+
+/* The element types of safetensors, by their names in the header. Tensors of F32, F16, BF16
+ * and F64 can be quantized; the others are carried through unchanged. AQ_ST_UNKNOWN is a
+ * dtype string this library does not know: such a tensor is readable as raw bytes (its size
+ * cannot be checked against its shape) but cannot be quantized. */
+typedef enum aq_st_dtype {
+    AQ_ST_F64 = 0,
+    AQ_ST_F32,
+    AQ_ST_F16,
+    AQ_ST_BF16,
+    AQ_ST_I64,
+    AQ_ST_I32,
+    AQ_ST_I16,
+    AQ_ST_I8,
+    AQ_ST_U64,
+    AQ_ST_U32,
+    AQ_ST_U16,
+    AQ_ST_U8,
+    AQ_ST_BOOL,
+    AQ_ST_F8_E4M3,
+    AQ_ST_F8_E5M2,
+    AQ_ST_F8_E8M0,
+    AQ_ST_F8_E4M3FNUZ,
+    AQ_ST_F8_E5M2FNUZ,
+    AQ_ST_C64,
+    AQ_ST_UNKNOWN,
+    AQ_ST_DTYPE_COUNT
+} aq_st_dtype;
+
+/* "F32", "BF16", ... as written in safetensors headers; "UNKNOWN" for AQ_ST_UNKNOWN. */
+AQ_API const char *aq_st_dtype_name(aq_st_dtype dtype);
+/* Looks a dtype string up (case-sensitive, as in the format); AQ_ST_UNKNOWN if unknown. */
+AQ_API aq_st_dtype aq_st_dtype_from_name(const char *name);
+/* Bytes per element; 0 for AQ_ST_UNKNOWN. */
+AQ_API size_t aq_st_dtype_size(aq_st_dtype dtype);
+/* Sets *out to the quantizable dtype (F32, F16, BF16, F64) and returns 1, or returns 0. */
+AQ_API int aq_st_dtype_to_aq(aq_st_dtype dtype, aq_dtype *out);
+
+/* Largest header accepted, in bytes (the reference implementation's limit). */
+#define AQ_ST_MAX_HEADER_SIZE 100000000u
+
+/* One tensor of an opened model: borrowed from the model, valid until aq_model_free. `data`
+ * points into the file mapping (read-only, little-endian, not necessarily aligned to the
+ * element size). */
+typedef struct aq_st_tensor {
+    const char *name;       /* full name; "component/name" in a diffusers pipeline folder */
+    aq_st_dtype dtype;
+    const char *dtype_name; /* as written in the file (kept for AQ_ST_UNKNOWN) */
+    const int64_t *shape;
+    size_t ndim;
+    size_t elements;        /* product of the shape (1 for a scalar) */
+    const void *data;
+    size_t nbytes;
+    const char *file;       /* path of the file holding it */
+    const char *component;  /* diffusers component ("unet", ...) or "" */
+} aq_st_tensor;
+
+/* A checkpoint opened for reading: a `.safetensors` file, a `*.safetensors.index.json` of a
+ * sharded checkpoint, or a folder (a diffusers pipeline with `model_index.json`, or one model
+ * folder holding a single safetensors file or an index; a `.fp16` variant is used when it is
+ * the only one). Every header is validated in full when the model is opened (8-byte length,
+ * size cap, JSON, dtypes, shapes, offsets that tile the data region exactly, duplicate names).
+ * Tensors come in file order; in a pipeline folder components are taken in name order and
+ * tensor names get the component's name as prefix. */
+typedef struct aq_model aq_model;
+
+AQ_API AQ_MUST_CHECK aq_status aq_model_open(const char *path, aq_model **out, aq_error *err);
+AQ_API void aq_model_free(aq_model *model);
+/* Number of tensors, and tensor i (0 <= i < count; NULL otherwise). */
+AQ_API size_t aq_model_count(const aq_model *model);
+AQ_API const aq_st_tensor *aq_model_tensor(const aq_model *model, size_t i);
+/* Index of the tensor with this full name; returns 0 and sets *index, or -1 if absent. */
+AQ_API int aq_model_find(const aq_model *model, const char *name, size_t *index);
+/* A view of tensor i for the quantizer. AQ_UNSUPPORTED if its dtype is not quantizable. The
+ * data pointer may be unaligned for the element size (safetensors does not align tensors):
+ * check before handing it to code that needs alignment (the quantizer does). */
+AQ_API AQ_MUST_CHECK aq_status aq_model_tensor_view(const aq_model *model, size_t i,
+                                                    aq_tensor *out, aq_error *err);
+/* Lets go of the mapped pages of tensor i (madvise MADV_DONTNEED), so that peak memory stays
+ * bounded while a model streams through; the data stays readable (it is read again from the
+ * file if touched). */
+AQ_API void aq_model_release(aq_model *model, size_t i);
+/* The models's `__metadata__` (string to string; merged over the files of a sharded model,
+ * with the index's own "metadata" object first). */
+AQ_API size_t aq_model_metadata_count(const aq_model *model);
+AQ_API void aq_model_metadata_get(const aq_model *model, size_t i, const char **key,
+                                  const char **value);
+/* The diffusers components of a pipeline folder, in order; 0 otherwise. The string is the
+ * component's relative file name ("unet/diffusion_pytorch_model.safetensors"). */
+AQ_API size_t aq_model_component_count(const aq_model *model);
+AQ_API void aq_model_component_get(const aq_model *model, size_t i, const char **name,
+                                   const char **file);
+/* Total bytes of tensor data. */
+AQ_API size_t aq_model_data_bytes(const aq_model *model);
+
+/* Writing a safetensors file in a stream: the tensors (names, dtypes, shapes) and the
+ * metadata are declared first, then their bytes are appended in the declared order, in as
+ * many pieces as the caller likes. The file is written under a temporary name in the target
+ * folder and renamed into place by aq_st_writer_finish only when every byte is there; a writer
+ * freed before that removes the temporary file, so nothing is ever left under the final name
+ * by a failed or interrupted run. */
+typedef struct aq_st_spec {
+    const char *name;
+    aq_st_dtype dtype;
+    const char *dtype_name; /* used for AQ_ST_UNKNOWN (raw bytes carried through); else NULL */
+    const int64_t *shape;
+    size_t ndim;
+    size_t nbytes;          /* must equal elements x dtype size for a known dtype */
+} aq_st_spec;
+
+typedef struct aq_st_writer aq_st_writer;
+
+AQ_API AQ_MUST_CHECK aq_status aq_st_writer_open(const char *path, const aq_st_spec *tensors,
+                                                 size_t n, const char *const *meta_keys,
+                                                 const char *const *meta_values, size_t n_meta,
+                                                 aq_st_writer **out, aq_error *err);
+/* Appends bytes of the tensor data (in declared order). More bytes than declared is an error. */
+AQ_API AQ_MUST_CHECK aq_status aq_st_writer_write(aq_st_writer *w, const void *data,
+                                                  size_t nbytes, aq_error *err);
+/* Checks that every declared byte was written, flushes to disk and renames into place. */
+AQ_API AQ_MUST_CHECK aq_status aq_st_writer_finish(aq_st_writer *w, aq_error *err);
+/* Frees the writer; removes the temporary file unless aq_st_writer_finish succeeded. */
+AQ_API void aq_st_writer_free(aq_st_writer *w);
+
+/* ---- Quantized model files (.arrow, DESIGN.md 2.4) ---- */
+
+/* Tensors with fewer elements than this are kept as they are by default. */
+#define AQ_MODEL_MIN_ELEMENTS 16384
+/* Default target size of one record batch of a model file. */
+#define AQ_MODEL_BATCH_BYTES ((size_t)64 << 20)
+
+/* Progress of a model run, reported after each tensor. */
+typedef struct aq_model_progress {
+    size_t tensors_done;
+    size_t tensors_total;
+    size_t bytes_done; /* source bytes */
+    size_t bytes_total;
+    const char *current; /* name of the tensor just done */
+} aq_model_progress;
+
+typedef void (*aq_model_progress_fn)(void *user, const aq_model_progress *progress);
+
+typedef struct aq_model_quantize_options {
+    const char *const *keep; /* glob patterns (fnmatch) of tensors to keep as they are */
+    size_t n_keep;
+    size_t min_elements;     /* 0: AQ_MODEL_MIN_ELEMENTS */
+    int compression;         /* an aq_ipc_compression value (0: none) */
+    size_t batch_bytes;      /* 0: AQ_MODEL_BATCH_BYTES */
+    const char *profile;     /* written to the metadata; NULL: "local" */
+    aq_model_progress_fn progress;
+    void *progress_user;
+    /* Polled between tensors and blocks; when it becomes nonzero the run stops with
+     * AQ_CANCELLED and no output file is left behind (for SIGINT handlers). */
+    const volatile int *cancel;
+} aq_model_quantize_options;
+
+/* Totals of a model run. Sizes count tensor payloads: source bytes in, and out the packed
+ * codes plus the float32 scales and zero points (raw bytes for kept tensors). */
+typedef struct aq_model_summary {
+    size_t tensors;
+    size_t quantized;
+    size_t kept;
+    size_t params;
+    size_t quantized_params;
+    size_t bytes_in;
+    size_t bytes_out;
+    size_t batches;
+    double mean_sqnr_db; /* over quantized tensors (0 if none) */
+    double min_sqnr_db;
+    double mean_cosine;
+    const char *worst; /* tensor with the lowest SQNR (owned by the model); NULL if none */
+} aq_model_summary;
+
+/* The rule that decides, for tensor i of a model, whether it is kept as it is: user patterns
+ * first, then non-float dtypes, tensors of 0 or 1 dimensions, names with a dotted part that
+ * contains "embed", and tensors of fewer than min_elements elements. *reason receives a short
+ * static string ("--keep", "1-D", "embedding", "small", "dtype I64"); kept is 0 or 1. A tensor
+ * of unknown dtype that no pattern keeps is AQ_UNSUPPORTED: it cannot be quantized. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_keep_rule(const aq_model *model, size_t i,
+                                                  const aq_model_quantize_options *opts,
+                                                  int *kept, const char **reason,
+                                                  aq_error *err);
+
+/* Quantizes a whole model into an Arrow IPC model file (DESIGN.md 2.4): one row per tensor,
+ * in model order, in record batches of about batch_bytes; each tensor's mapped pages are
+ * released once done, so memory stays near the largest tensor plus one batch. Quality figures
+ * (SQNR, cosine, max error) are computed per tensor during the run. The file is written under
+ * a temporary name and renamed into place only when complete. summary may be NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model,
+                                                 const char *out_path,
+                                                 const aq_model_quantize_options *opts,
+                                                 aq_model_summary *summary, aq_error *err);
+
+/* A model file opened for reading, row by row. */
+typedef struct aq_qmodel aq_qmodel;
+
+/* One row of a model file, valid until the next aq_qmodel_next or aq_qmodel_free. Kept rows
+ * have raw != 0, scheme "raw", group_size 0, no scales, and data holding the raw
+ * little-endian values (float32 for bit_width 32, float16 for 16 when source_dtype is a float;
+ * otherwise the source dtype's bytes). */
+typedef struct aq_qmodel_row {
+    const char *name;
+    const char *scheme;
+    const char *source_dtype;
+    int raw;
+    unsigned bit_width;
+    size_t group_size;
+    const int64_t *shape;
+    size_t ndim;
+    size_t elements;
+    const uint8_t *data;
+    size_t data_size;
+    const float *scales;
+    const float *zero_points;
+    size_t groups;
+    double sqnr_db;
+    double cosine;
+    double max_abs_error;
+} aq_qmodel_row;
+
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_open(const char *path, aq_qmodel **out,
+                                              aq_error *err);
+AQ_API void aq_qmodel_free(aq_qmodel *qm);
+/* Value of a schema metadata key, or NULL. */
+AQ_API const char *aq_qmodel_metadata(const aq_qmodel *qm, const char *key);
+/* Next row: *row is NULL at the end. Every row is validated (types, sizes, scheme). */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_next(aq_qmodel *qm, const aq_qmodel_row **row,
+                                              aq_error *err);
+/* Starts over from the first row. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_rewind(aq_qmodel *qm, aq_error *err);
+/* The safetensors dtype a row is restored to when no dtype is asked for: its source dtype
+ * for F32, F16 and BF16, F32 for F64, the source dtype itself for raw non-float rows. */
+AQ_API aq_st_dtype aq_qmodel_row_default_dtype(const aq_qmodel_row *row);
+/* Restores elements [start, start + count) of a row as out_dtype (F32, F16 or BF16 for float
+ * rows; a raw non-float row only as its own dtype, byte for byte). For quantized rows start
+ * and count must be multiples of the row length (cols), except for the last block. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmodel_row *row,
+                                                     size_t start, size_t count,
+                                                     aq_st_dtype out_dtype, void *out,
+                                                     aq_error *err);
+/* Writes a model file back to safetensors (names, shapes and the source __metadata__ kept),
+ * float tensors as out_dtype (AQ_ST_UNKNOWN: each tensor's default dtype), streaming. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path,
+                                                        const char *out_path,
+                                                        aq_st_dtype out_dtype,
+                                                        const volatile int *cancel,
+                                                        aq_error *err);
+/* Writes a model file made from a diffusers pipeline folder back as one safetensors file per
+ * component, under the component file names it came from (out_dir/unet/
+ * diffusion_pytorch_model.safetensors, ...), names without the component prefix. out_dir must
+ * exist. On failure the files and folders this call created are removed. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_path,
+                                                   const char *out_dir, aq_st_dtype out_dtype,
+                                                   const volatile int *cancel, aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Quality: weighted quantization, moments, fallback and mixed precision (src/quant/quality.c) */

@@ -1,0 +1,24 @@
+/* Shared between the files of the arrowquant command. */
+#ifndef AQ_CLI_H
+#define AQ_CLI_H
+
+#include <arrowquant.h>
+
+#include <stdbool.h>
+#include <stdio.h>
+
+/* Prints "arrowquant: error: ..." on stderr and returns 1. */
+int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+double cli_now(void);
+/* Writes s as a JSON string (quoted, escaped) to f. */
+void cli_json_str(FILE *f, const char *s);
+/* Writes s with HTML special characters escaped. */
+void cli_html_str(FILE *f, const char *s);
+/* True if the file starts with the Arrow IPC file magic. */
+bool cli_is_arrow(const char *path);
+
+int cli_inspect(int argc, char **argv);
+int cli_compare(int argc, char **argv);
+int cli_report(int argc, char **argv);
+
+#endif /* AQ_CLI_H */

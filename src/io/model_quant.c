@@ -1,0 +1,790 @@
+/*
+ * Quantizing a whole model into an Arrow IPC model file (DESIGN.md 2.4).
+ *
+ * Tensors stream through one at a time: each is quantized from the file mapping, its quality
+ * measured block by block against the source, and its pages dropped. Results wait in a pending
+ * batch until about batch_bytes of output have gathered; a tensor whose output alone is that
+ * large goes out as a batch of its own, with its buffers handed to Arrow without a copy (a kept
+ * float32/float16 tensor is even written straight from the mapping). So the peak stays near the
+ * largest tensor plus one batch.
+ */
+#include "arrow_owned.h"
+#include "io_internal.h"
+#include "quant_internal.h"
+
+#include <fnmatch.h>
+#include <math.h>
+#include <stdlib.h>
+
+/* Rows of a quantized tensor dequantized at once when measuring quality: a multiple of 8, so
+ * that every block starts on a byte of the packed codes. */
+#define MQ_BLOCK_ELEMENTS ((size_t)1 << 20)
+
+enum { MQ_NCOLS = 12 };
+
+static const struct {
+    const char *format;
+    const char *name;
+    const char *child;
+} mq_cols[MQ_NCOLS] = {
+    {"u", "layer_name", NULL},  {"z", "quantized_data", NULL}, {"+l", "scales", "f"},
+    {"+l", "zero_points", "f"}, {"+l", "shape", "l"},          {"C", "bit_width", NULL},
+    {"I", "group_size", NULL},  {"u", "scheme", NULL},         {"u", "source_dtype", NULL},
+    {"g", "sqnr_db", NULL},     {"g", "cosine", NULL},         {"g", "max_abs_error", NULL},
+};
+
+typedef struct mq_row {
+    size_t index; /* tensor index in the model */
+    const char *name;
+    const char *scheme;
+    const char *source_dtype;
+    unsigned bit_width;
+    size_t group_size;
+    uint8_t *data; /* owned (aq__aligned_alloc) unless borrowed */
+    const uint8_t *borrowed;
+    size_t data_size;
+    float *scales; /* owned (aq__aligned_alloc) */
+    float *zps;
+    size_t groups;
+    double sqnr, cosine, maxerr;
+} mq_row;
+
+typedef struct mq_state {
+    aq_ctx *ctx;
+    aq_model *model;
+    const aq_model_quantize_options *opts;
+    size_t batch_bytes;
+    bool large;
+    void *ipc; /* aq_ipc_writer */
+    mq_row *rows;
+    size_t n_rows;
+    size_t pending_bytes;
+    aq__keepalive *keep; /* for buffers borrowed from the mapping */
+    size_t batches;
+} mq_state;
+
+static void mq_row_free(mq_row *r)
+{
+    free(r->data);
+    free(r->scales);
+    free(r->zps);
+    memset(r, 0, sizeof *r);
+}
+
+static bool mq_cancelled(const aq_model_quantize_options *o)
+{
+    return o != NULL && o->cancel != NULL && *o->cancel != 0;
+}
+
+/* ---- the keep rule ---- */
+
+static bool mq_is_embedding(const char *name)
+{
+    /* A dotted part of the name (after the component) that contains "embed". */
+    const char *p = name;
+    while (*p != '\0') {
+        const char *end = strchr(p, '.');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        for (size_t i = 0; i + 5 <= len; i++) {
+            if (strncmp(p + i, "embed", 5) == 0) {
+                return true;
+            }
+        }
+        p += len;
+        if (*p == '.') {
+            p++;
+        }
+    }
+    return false;
+}
+
+aq_status aq_model_keep_rule(const aq_model *model, size_t i, const aq_model_quantize_options *opts,
+                             int *kept, const char **reason, aq_error *err)
+{
+    const aq_st_tensor *t = aq_model_tensor(model, i);
+    if (t == NULL || kept == NULL || reason == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_keep_rule: bad argument");
+    }
+    size_t min =
+        opts != NULL && opts->min_elements > 0 ? opts->min_elements : AQ_MODEL_MIN_ELEMENTS;
+    for (size_t k = 0; opts != NULL && k < opts->n_keep; k++) {
+        if (fnmatch(opts->keep[k], t->name, 0) == 0) {
+            *kept = 1;
+            *reason = "--keep";
+            return AQ_OK;
+        }
+    }
+    if (t->dtype == AQ_ST_UNKNOWN) {
+        return aq__error_set(err, AQ_UNSUPPORTED,
+                             "tensor '%s' has unknown dtype '%s' and cannot be quantized (keep "
+                             "it as it is with --keep '%s')",
+                             t->name, t->dtype_name, t->name);
+    }
+    *kept = 1;
+    if (!aq_st_dtype_to_aq(t->dtype, NULL)) {
+        *reason = "not float";
+    } else if (t->ndim <= 1) {
+        *reason = "1-D";
+    } else if (mq_is_embedding(t->name)) {
+        *reason = "embedding";
+    } else if (t->elements < min) {
+        *reason = "small";
+    } else {
+        *kept = 0;
+        *reason = "quantized";
+    }
+    return AQ_OK;
+}
+
+/* ---- quality, block by block ---- */
+
+typedef struct mq_acc {
+    double xx, ee, xy, yy, maxe;
+} mq_acc;
+
+static double mq_src_value(const void *data, aq_dtype d, size_t k)
+{
+    switch (d) {
+    case AQ_DTYPE_F32: {
+        float v;
+        memcpy(&v, (const char *)data + 4 * k, 4);
+        return (double)v;
+    }
+    case AQ_DTYPE_F16: {
+        uint16_t h;
+        memcpy(&h, (const char *)data + 2 * k, 2);
+        return (double)aq__f16_to_f32(h);
+    }
+    case AQ_DTYPE_BF16: {
+        uint16_t h;
+        memcpy(&h, (const char *)data + 2 * k, 2);
+        return (double)aq__bf16_to_f32(h);
+    }
+    default: {
+        double v;
+        memcpy(&v, (const char *)data + 8 * k, 8);
+        return v;
+    }
+    }
+}
+
+static void mq_acc_add(mq_acc *a, double x, double y)
+{
+    double e = x - y;
+    a->xx += x * x;
+    a->ee += e * e;
+    a->xy += x * y;
+    a->yy += y * y;
+    if (fabs(e) > a->maxe) {
+        a->maxe = fabs(e);
+    }
+}
+
+static void mq_acc_finish(const mq_acc *a, double *sqnr, double *cosine, double *maxerr)
+{
+    *sqnr = a->ee == 0.0 ? (double)INFINITY : 10.0 * log10(a->xx / a->ee);
+    if (a->xx == 0.0 && a->yy == 0.0) {
+        *cosine = 1.0;
+    } else if (a->xx == 0.0 || a->yy == 0.0) {
+        *cosine = 0.0;
+    } else {
+        *cosine = a->xy / (sqrt(a->xx) * sqrt(a->yy));
+    }
+    *maxerr = a->maxe;
+}
+
+static aq_status mq_measure(mq_state *s, const aq_tensor *src, const aq_layout *l, mq_row *r,
+                            aq_error *err)
+{
+    size_t block_rows = MQ_BLOCK_ELEMENTS / l->cols;
+    block_rows = block_rows < 8 ? 8 : block_rows / 8 * 8;
+    size_t cap = block_rows * l->cols;
+    if (cap > l->elements) {
+        cap = l->elements;
+    }
+    float *buf = malloc(cap * sizeof(float));
+    if (buf == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory measuring quality",
+                             src->name);
+    }
+    mq_acc acc = {0, 0, 0, 0, 0};
+    aq_status st = AQ_OK;
+    int64_t sub_shape[AQ_MAX_NDIM];
+    for (size_t d = 0; d < src->ndim; d++) {
+        sub_shape[d] = src->shape[d];
+    }
+    for (size_t r0 = 0; r0 < l->rows && st == AQ_OK; r0 += block_rows) {
+        if (mq_cancelled(s->opts)) {
+            st = aq__error_set(err, AQ_CANCELLED, "cancelled");
+            break;
+        }
+        size_t nr = l->rows - r0 < block_rows ? l->rows - r0 : block_rows;
+        size_t start = r0 * l->cols;
+        size_t n = nr * l->cols;
+        aq_qtensor q;
+        memset(&q, 0, sizeof q);
+        q.name = src->name;
+        q.scheme = s->ctx->scheme;
+        q.bit_width = l->bit_width;
+        q.group_size = l->group_size;
+        if (src->ndim >= 2) {
+            sub_shape[0] = (int64_t)nr;
+            q.shape = sub_shape;
+            q.ndim = src->ndim;
+        } else {
+            q.shape = src->shape;
+            q.ndim = src->ndim;
+        }
+        q.packed = r->data + start * l->bit_width / 8;
+        q.packed_size = (n * l->bit_width + 7) / 8;
+        q.scales = r->scales + r0 * l->groups_per_row;
+        q.zero_points = r->zps + r0 * l->groups_per_row;
+        q.groups = nr * l->groups_per_row;
+        if ((st = aq_dequantize(s->ctx, &q, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
+            break;
+        }
+        for (size_t k = 0; k < n; k++) {
+            mq_acc_add(&acc, mq_src_value(src->data, src->dtype, start + k), (double)buf[k]);
+        }
+    }
+    free(buf);
+    if (st == AQ_OK) {
+        mq_acc_finish(&acc, &r->sqnr, &r->cosine, &r->maxerr);
+    }
+    return st;
+}
+
+/* ---- building and writing a batch ---- */
+
+static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error *err)
+{
+    struct ArrowSchema sc;
+    aq_status st = aq__schema_alloc(&sc, "+s", "", 0, MQ_NCOLS, err);
+    for (int i = 0; st == AQ_OK && i < MQ_NCOLS; i++) {
+        const char *f = (i == 1 && s->large) ? "Z" : mq_cols[i].format;
+        st = aq__schema_alloc(sc.children[i], f, mq_cols[i].name, ARROW_FLAG_NULLABLE,
+                              mq_cols[i].child != NULL ? 1 : 0, err);
+        if (st == AQ_OK && mq_cols[i].child != NULL) {
+            st = aq__schema_alloc(sc.children[i]->children[0], mq_cols[i].child, "item",
+                                  ARROW_FLAG_NULLABLE, 0, err);
+        }
+    }
+    /* Metadata: the seed keys, then the tool's and the source model's. */
+    char *model_meta = NULL;
+    char *components = NULL;
+    if (st == AQ_OK) {
+        /* JSON objects built by hand would need escaping: Jansson does it. */
+        st = aq__io_model_meta_json(s->model, &model_meta, &components, err);
+    }
+    if (st == AQ_OK) {
+        long long bits = (long long)s->ctx->bit_width;
+        long long group = (long long)s->ctx->group_size;
+        char version[16], gs[24], bw[24];
+        snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
+        snprintf(gs, sizeof gs, "%lld", group);
+        snprintf(bw, sizeof bw, "%lld", bits);
+        const char *profile =
+            s->opts != NULL && s->opts->profile != NULL ? s->opts->profile : "local";
+        const char *keys[] = {
+            "arrowquant.format_version", "arrowquant.scheme",         "arrowquant.group_size",
+            "arrowquant.packing",        "arrowquant.bit_width",      "arrowquant.tool_version",
+            "arrowquant.profile",        "arrowquant.model_metadata", "arrowquant.components"};
+        const char *values[] = {version,   aq_scheme_name(s->ctx->scheme),
+                                gs,        "lsb-first",
+                                bw,        AQ_VERSION_STRING,
+                                profile,   model_meta,
+                                components};
+        st = aq__schema_set_metadata(&sc, keys, values, 9, err);
+    }
+    free(model_meta);
+    free(components);
+    if (st != AQ_OK) {
+        aq__schema_release_if(&sc);
+        return st;
+    }
+    aq__schema_move(&sc, out);
+    return AQ_OK;
+}
+
+static void mq_keep_destroy(void *data)
+{
+    (void)data; /* the mapping belongs to the model, which outlives the batch */
+}
+
+/* utf8 column from one string per row. */
+static aq_status mq_utf8(struct ArrowArray *a, const char *const *strs, size_t n, aq_error *err)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        total += strlen(strs[i]);
+    }
+    if (total > INT32_MAX) {
+        return aq__error_set(err, AQ_OVERFLOW, "names too long for one batch");
+    }
+    aq_status st = aq__array_alloc(a, (int64_t)n, 3, 0, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    int32_t *off = aq__array_buffer_alloc(a, 1, (n + 1) * sizeof(int32_t));
+    char *data = aq__array_buffer_alloc(a, 2, total > 0 ? total : 1);
+    if (off == NULL || data == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+    }
+    size_t pos = 0;
+    off[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(strs[i]);
+        memcpy(data + pos, strs[i], len);
+        pos += len;
+        off[i + 1] = (int32_t)pos;
+    }
+    return AQ_OK;
+}
+
+/* list<T> column: the values of row i are vals[i][0..counts[i]). */
+static aq_status mq_list(struct ArrowArray *a, const void *const *vals, const size_t *counts,
+                         size_t elem, size_t n, bool adopt_single, aq_error *err)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        total += counts[i];
+    }
+    if (total > INT32_MAX) {
+        return aq__error_set(err, AQ_OVERFLOW, "more than 2^31 list values in one batch");
+    }
+    aq_status st = aq__array_alloc(a, (int64_t)n, 2, 1, err);
+    if (st == AQ_OK) {
+        st = aq__array_alloc(a->children[0], (int64_t)total, 2, 0, err);
+    }
+    if (st != AQ_OK) {
+        return st;
+    }
+    int32_t *off = aq__array_buffer_alloc(a, 1, (n + 1) * sizeof(int32_t));
+    if (off == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+    }
+    off[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        off[i + 1] = off[i] + (int32_t)counts[i];
+    }
+    if (adopt_single && n == 1 && vals[0] != NULL) {
+        aq__array_buffer_adopt(a->children[0], 1, (void *)vals[0]);
+        return AQ_OK;
+    }
+    uint8_t *data = aq__array_buffer_alloc(a->children[0], 1, total > 0 ? total * elem : 1);
+    if (data == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+    }
+    size_t pos = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (counts[i] > 0) {
+            memcpy(data + pos, vals[i], counts[i] * elem);
+        }
+        pos += counts[i] * elem;
+    }
+    return AQ_OK;
+}
+
+static aq_status mq_prim(struct ArrowArray *a, const void *vals, size_t elem, size_t n,
+                         aq_error *err)
+{
+    aq_status st = aq__array_alloc(a, (int64_t)n, 2, 0, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    void *data = aq__array_buffer_alloc(a, 1, n > 0 ? n * elem : 1);
+    if (data == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+    }
+    memcpy(data, vals, n * elem);
+    return AQ_OK;
+}
+
+static aq_status mq_flush(mq_state *s, aq_error *err)
+{
+    size_t n = s->n_rows;
+    if (n == 0) {
+        return AQ_OK;
+    }
+    aq_status st;
+    struct ArrowArray batch;
+    memset(&batch, 0, sizeof batch);
+    const char **names = calloc(n, sizeof *names);
+    const char **schemes = calloc(n, sizeof *schemes);
+    const char **dtypes = calloc(n, sizeof *dtypes);
+    const void **sv = calloc(n, sizeof *sv);
+    const void **zv = calloc(n, sizeof *zv);
+    const void **dv = calloc(n, sizeof *dv);
+    size_t *gc = calloc(n, sizeof *gc);
+    size_t *dc = calloc(n, sizeof *dc);
+    uint8_t *bits = calloc(n, 1);
+    uint32_t *groups = calloc(n, sizeof *groups);
+    double *m[3] = {calloc(n, sizeof(double)), calloc(n, sizeof(double)),
+                    calloc(n, sizeof(double))};
+    if (!names || !schemes || !dtypes || !sv || !zv || !dv || !gc || !dc || !bits || !groups ||
+        !m[0] || !m[1] || !m[2]) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+        goto done;
+    }
+    size_t total_data = 0;
+    for (size_t i = 0; i < n; i++) {
+        const mq_row *r = &s->rows[i];
+        const aq_st_tensor *t = aq_model_tensor(s->model, r->index);
+        names[i] = r->name;
+        schemes[i] = r->scheme;
+        dtypes[i] = r->source_dtype;
+        sv[i] = r->scales;
+        zv[i] = r->zps;
+        gc[i] = r->groups;
+        dv[i] = t->shape;
+        dc[i] = t->ndim;
+        bits[i] = (uint8_t)r->bit_width;
+        groups[i] = (uint32_t)(r->group_size > UINT32_MAX ? UINT32_MAX : r->group_size);
+        m[0][i] = r->sqnr;
+        m[1][i] = r->cosine;
+        m[2][i] = r->maxerr;
+        total_data += r->data_size;
+    }
+    if ((st = aq__array_alloc(&batch, (int64_t)n, 1, MQ_NCOLS, err)) != AQ_OK ||
+        (st = mq_utf8(batch.children[0], names, n, err)) != AQ_OK) {
+        goto done;
+    }
+    /* quantized_data: the one row's buffer as is, or the rows copied together. */
+    struct ArrowArray *qd = batch.children[1];
+    if (!s->large && total_data > INT32_MAX) {
+        st = aq__error_set(err, AQ_OVERFLOW, "batch data exceeds 2 GiB");
+        goto done;
+    }
+    if ((st = aq__array_alloc(qd, (int64_t)n, 3, 0, err)) != AQ_OK) {
+        goto done;
+    }
+    size_t osz = s->large ? sizeof(int64_t) : sizeof(int32_t);
+    uint8_t *offs = aq__array_buffer_alloc(qd, 1, (n + 1) * osz);
+    if (offs == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+        goto done;
+    }
+    size_t pos = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (s->large) {
+            int64_t v = (int64_t)pos;
+            memcpy(offs + i * osz, &v, osz);
+        } else {
+            int32_t v = (int32_t)pos;
+            memcpy(offs + i * osz, &v, osz);
+        }
+        if (i < n) {
+            pos += s->rows[i].data_size;
+        }
+    }
+    if (n == 1 && s->rows[0].borrowed != NULL) {
+        aq__array_buffer_borrow(qd, 2, s->rows[0].borrowed, s->keep);
+    } else if (n == 1 && s->rows[0].data != NULL) {
+        aq__array_buffer_adopt(qd, 2, s->rows[0].data);
+        s->rows[0].data = NULL;
+    } else {
+        uint8_t *data = aq__array_buffer_alloc(qd, 2, total_data > 0 ? total_data : 1);
+        if (data == NULL) {
+            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+            goto done;
+        }
+        pos = 0;
+        for (size_t i = 0; i < n; i++) {
+            const mq_row *r = &s->rows[i];
+            const uint8_t *src = r->borrowed != NULL ? r->borrowed : r->data;
+            if (r->data_size > 0) {
+                memcpy(data + pos, src, r->data_size);
+            }
+            pos += r->data_size;
+        }
+    }
+    bool single = n == 1;
+    if ((st = mq_list(batch.children[2], sv, gc, sizeof(float), n, single, err)) != AQ_OK) {
+        goto done;
+    }
+    if (single) {
+        s->rows[0].scales = NULL;
+    }
+    if ((st = mq_list(batch.children[3], zv, gc, sizeof(float), n, single, err)) != AQ_OK) {
+        goto done;
+    }
+    if (single) {
+        s->rows[0].zps = NULL;
+    }
+    if ((st = mq_list(batch.children[4], dv, dc, sizeof(int64_t), n, false, err)) != AQ_OK ||
+        (st = mq_prim(batch.children[5], bits, 1, n, err)) != AQ_OK ||
+        (st = mq_prim(batch.children[6], groups, sizeof(uint32_t), n, err)) != AQ_OK ||
+        (st = mq_utf8(batch.children[7], schemes, n, err)) != AQ_OK ||
+        (st = mq_utf8(batch.children[8], dtypes, n, err)) != AQ_OK) {
+        goto done;
+    }
+    for (int k = 0; k < 3; k++) {
+        if ((st = mq_prim(batch.children[9 + k], m[k], sizeof(double), n, err)) != AQ_OK) {
+            goto done;
+        }
+    }
+    if ((st = aq_ipc_writer_write((aq_ipc_writer *)s->ipc, &batch, err)) != AQ_OK) {
+        goto done;
+    }
+    s->batches++;
+done:
+    aq__array_release_if(&batch);
+    for (size_t i = 0; i < n; i++) {
+        /* Borrowed rows were read from the mapping only now: let their pages go. */
+        aq_model_release(s->model, s->rows[i].index);
+        mq_row_free(&s->rows[i]);
+    }
+    s->n_rows = 0;
+    s->pending_bytes = 0;
+    free(names);
+    free(schemes);
+    free(dtypes);
+    free(sv);
+    free(zv);
+    free(dv);
+    free(gc);
+    free(dc);
+    free(bits);
+    free(groups);
+    for (int k = 0; k < 3; k++) {
+        free(m[k]);
+    }
+    return st;
+}
+
+/* ---- one tensor ---- */
+
+static bool mq_aligned(const void *p, size_t align)
+{
+    return align == 0 || ((uintptr_t)p % align) == 0;
+}
+
+/* A kept tensor: raw bytes, float32 for BF16/F64 sources (a float16 source stays float16). */
+static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error *err)
+{
+    r->scheme = "raw";
+    r->source_dtype = t->dtype_name;
+    r->sqnr = (double)INFINITY;
+    r->cosine = 1.0;
+    r->maxerr = 0.0;
+    aq_dtype d;
+    if (t->dtype == AQ_ST_BF16 || t->dtype == AQ_ST_F64) {
+        (void)aq_st_dtype_to_aq(t->dtype, &d);
+        r->bit_width = 32;
+        r->data_size = t->elements * 4;
+        if ((r->data = aq__aligned_alloc(r->data_size > 0 ? r->data_size : 1)) == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
+        }
+        mq_acc acc = {0, 0, 0, 0, 0};
+        for (size_t k = 0; k < t->elements; k++) {
+            double x = mq_src_value(t->data, d, k);
+            float y = (float)x;
+            memcpy(r->data + 4 * k, &y, 4);
+            mq_acc_add(&acc, x, (double)y);
+        }
+        if (t->dtype == AQ_ST_F64) {
+            mq_acc_finish(&acc, &r->sqnr, &r->cosine, &r->maxerr);
+        }
+        return AQ_OK;
+    }
+    size_t esize = aq_st_dtype_size(t->dtype);
+    r->bit_width = (unsigned)(esize * 8); /* 0 for an unknown dtype */
+    r->data_size = t->nbytes;
+    r->borrowed = t->data; /* straight from the mapping */
+    (void)s;
+    return AQ_OK;
+}
+
+static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_row *r, aq_error *err)
+{
+    aq_tensor src;
+    aq_status st = aq_model_tensor_view(s->model, i, &src, err);
+    void *copy = NULL;
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (!mq_aligned(src.data, aq_dtype_size(src.dtype))) {
+        /* safetensors does not align tensors; the kernels need aligned elements. */
+        if ((copy = aq__aligned_alloc(t->nbytes)) == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
+        }
+        memcpy(copy, src.data, t->nbytes);
+        src.data = copy;
+    }
+    aq_layout l;
+    if ((st = aq_quantize_bound(s->ctx, &src, &l, err)) != AQ_OK) {
+        goto done;
+    }
+    r->scheme = aq_scheme_name(s->ctx->scheme);
+    r->source_dtype = t->dtype_name;
+    r->bit_width = l.bit_width;
+    r->group_size = l.group_size;
+    r->data_size = l.packed_bytes;
+    r->groups = l.groups;
+    r->data = aq__aligned_alloc(l.packed_bytes);
+    r->scales = aq__aligned_alloc(l.groups * sizeof(float));
+    r->zps = aq__aligned_alloc(l.groups * sizeof(float));
+    if (r->data == NULL || r->scales == NULL || r->zps == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
+        goto done;
+    }
+    aq_qbuffers out = {r->data, l.packed_bytes, r->scales, r->zps, l.groups};
+    if ((st = aq_quantize(s->ctx, &src, &out, err)) != AQ_OK ||
+        (st = mq_measure(s, &src, &l, r, err)) != AQ_OK) {
+        goto done;
+    }
+done:
+    free(copy);
+    return st;
+}
+
+aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
+                            const aq_model_quantize_options *opts, aq_model_summary *summary,
+                            aq_error *err)
+{
+    if (ctx == NULL || model == NULL || out_path == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_quantize: NULL argument");
+    }
+    aq_status st = AQ_OK;
+    mq_state s;
+    memset(&s, 0, sizeof s);
+    s.ctx = ctx;
+    s.model = model;
+    s.opts = opts;
+    s.batch_bytes =
+        opts != NULL && opts->batch_bytes > 0 ? opts->batch_bytes : AQ_MODEL_BATCH_BYTES;
+    aq_model_summary sum;
+    memset(&sum, 0, sizeof sum);
+    sum.min_sqnr_db = (double)INFINITY;
+    struct ArrowSchema schema;
+    memset(&schema, 0, sizeof schema);
+    size_t n = aq_model_count(model);
+    int *kept = calloc(n + 1, sizeof *kept);
+    s.rows = calloc(n + 1, sizeof *s.rows);
+    s.keep = aq__keepalive_create(mq_keep_destroy, NULL);
+    if (kept == NULL || s.rows == NULL || s.keep == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+        goto done;
+    }
+    /* Decide every tensor first: an unquantizable tensor fails the run before any work, and
+     * the largest output tells whether quantized_data must be large_binary. */
+    for (size_t i = 0; i < n; i++) {
+        const char *reason;
+        if ((st = aq_model_keep_rule(model, i, opts, &kept[i], &reason, err)) != AQ_OK) {
+            goto done;
+        }
+        const aq_st_tensor *t = aq_model_tensor(model, i);
+        size_t out_bytes = t->nbytes * 2; /* a bound for kept tensors (BF16 -> F32) */
+        if (!kept[i]) {
+            aq_tensor v;
+            aq_layout l;
+            if ((st = aq_model_tensor_view(model, i, &v, err)) != AQ_OK ||
+                (st = aq_quantize_bound(ctx, &v, &l, err)) != AQ_OK) {
+                goto done;
+            }
+            out_bytes = l.packed_bytes;
+        }
+        if (out_bytes > INT32_MAX) {
+            s.large = true;
+        }
+    }
+    /* Tests force the large_binary layout, which real data only needs past 2 GiB a tensor. */
+    const char *force = getenv("AQ_MODEL_LARGE_BINARY");
+    if (force != NULL && strcmp(force, "1") == 0) {
+        s.large = true;
+    }
+    aq_ipc_write_options wo;
+    memset(&wo, 0, sizeof wo);
+    wo.format = AQ_IPC_FORMAT_FILE;
+    wo.compression = opts != NULL ? (aq_ipc_compression)opts->compression : AQ_IPC_COMPRESSION_NONE;
+    aq_ipc_writer *w = NULL;
+    if ((st = mq_schema(&s, &schema, err)) != AQ_OK ||
+        (st = aq_ipc_writer_open(out_path, &schema, &wo, &w, err)) != AQ_OK) {
+        goto done;
+    }
+    s.ipc = w;
+    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL};
+    double sqnr_sum = 0.0, cos_sum = 0.0;
+    size_t finite = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (mq_cancelled(opts)) {
+            st = aq__error_set(err, AQ_CANCELLED, "cancelled");
+            goto done;
+        }
+        const aq_st_tensor *t = aq_model_tensor(model, i);
+        mq_row r;
+        memset(&r, 0, sizeof r);
+        r.index = i;
+        r.name = t->name;
+        st = kept[i] ? mq_keep(&s, t, &r, err) : mq_quantize(&s, i, t, &r, err);
+        if (st != AQ_OK) {
+            mq_row_free(&r);
+            goto done;
+        }
+        if (r.borrowed == NULL) {
+            aq_model_release(model, i);
+        }
+        size_t out_bytes = r.data_size + 2 * r.groups * sizeof(float);
+        if (s.n_rows > 0 && s.pending_bytes + out_bytes > s.batch_bytes) {
+            if ((st = mq_flush(&s, err)) != AQ_OK) {
+                mq_row_free(&r);
+                goto done;
+            }
+        }
+        s.rows[s.n_rows++] = r;
+        s.pending_bytes += out_bytes;
+        if (s.pending_bytes >= s.batch_bytes && (st = mq_flush(&s, err)) != AQ_OK) {
+            goto done;
+        }
+        sum.tensors++;
+        sum.params += t->elements;
+        sum.bytes_in += t->nbytes;
+        sum.bytes_out += out_bytes;
+        if (kept[i]) {
+            sum.kept++;
+        } else {
+            sum.quantized++;
+            sum.quantized_params += t->elements;
+            double q = r.sqnr;
+            if (isfinite(q)) {
+                sqnr_sum += q;
+                finite++;
+            }
+            cos_sum += r.cosine;
+            if (q < sum.min_sqnr_db) {
+                sum.min_sqnr_db = q;
+                sum.worst = t->name;
+            }
+        }
+        prog.tensors_done = i + 1;
+        prog.bytes_done += t->nbytes;
+        prog.current = t->name;
+        if (opts != NULL && opts->progress != NULL) {
+            opts->progress(opts->progress_user, &prog);
+        }
+    }
+    if ((st = mq_flush(&s, err)) != AQ_OK ||
+        (st = aq_ipc_writer_close((aq_ipc_writer *)s.ipc, err)) != AQ_OK) {
+        goto done;
+    }
+    if (sum.quantized > 0) {
+        sum.mean_sqnr_db = finite > 0 ? sqnr_sum / (double)finite : (double)INFINITY;
+        sum.mean_cosine = cos_sum / (double)sum.quantized;
+    } else {
+        sum.min_sqnr_db = 0.0;
+    }
+    sum.batches = s.batches;
+    if (summary != NULL) {
+        *summary = sum;
+    }
+done:
+    for (size_t i = 0; i < s.n_rows; i++) {
+        mq_row_free(&s.rows[i]);
+    }
+    aq_ipc_writer_free((aq_ipc_writer *)s.ipc);
+    aq__schema_release_if(&schema);
+    aq__keepalive_release(s.keep);
+    free(s.rows);
+    free(kept);
+    return st;
+}

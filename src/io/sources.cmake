@@ -1,0 +1,13 @@
+# Safetensors checkpoints (read through memory maps, written in a stream), sharded and
+# diffusers layouts, and the model pipeline. JSON headers are parsed with Jansson.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
+list(APPEND AQ_SOURCES
+    ${CMAKE_CURRENT_LIST_DIR}/st_parse.c
+    ${CMAKE_CURRENT_LIST_DIR}/st_file.c
+    ${CMAKE_CURRENT_LIST_DIR}/st_write.c
+    ${CMAKE_CURRENT_LIST_DIR}/model.c
+    ${CMAKE_CURRENT_LIST_DIR}/model_quant.c
+    ${CMAKE_CURRENT_LIST_DIR}/qmodel.c)
+list(APPEND AQ_PRIVATE_INCLUDES ${CMAKE_CURRENT_LIST_DIR})
+list(APPEND AQ_LINK_LIBS PkgConfig::JANSSON)
