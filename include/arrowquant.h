@@ -1020,6 +1020,82 @@ AQ_API AQ_MUST_CHECK aq_status aq_rules_component_get(const aq_rules *rules, siz
 /* The profile the rules were created with (copied). */
 AQ_API void aq_rules_profile(const aq_rules *rules, aq_profile *out);
 
+/* Time-aware calibration statistics. A calibration table (written by the Python helper
+ * arrow_quant_v2.diffusion.calibrate, or by anyone) has one row per (layer, timestep group):
+ *   layer_name      utf8 (large_utf8, string_view): the module's name, e.g.
+ *                   "down_blocks.0.resnets.0.conv1" (its weight is "<layer_name>.weight")
+ *   timestep_group  int32 or int64, >= 0
+ *   mean_square     list (large_list, fixed_size_list) of float32 or float64: per input
+ *                   channel, the mean of x^2 over every input the layer saw in that group
+ * and optionally, in the schema metadata, arrowquant.timestep_groups (decimal): how many
+ * groups the table must have. Without it the groups are 0 .. the largest seen.
+ *
+ * Combining groups: each group's vector is divided by its mean over the channels, so that
+ * every part of the trajectory counts equally whatever its activation scale (activations at
+ * high noise are much larger), then the groups are combined per channel by their maximum
+ * (default: a channel that matters at any timestep is protected) or their mean. A floor of
+ * AQ_CALIB_FLOOR (relative to the normalised mean of 1) keeps channels never active during
+ * calibration from being ignored by the quantizer. */
+typedef struct aq_calib aq_calib;
+
+typedef enum aq_calib_combine {
+    AQ_CALIB_COMBINE_MAX = 0,
+    AQ_CALIB_COMBINE_MEAN = 1
+} aq_calib_combine;
+
+#define AQ_CALIB_FLOOR 0.01
+
+AQ_API AQ_MUST_CHECK aq_status aq_calib_create(aq_calib **out, aq_error *err);
+AQ_API void aq_calib_free(aq_calib *calib);
+/* Adds the rows of one record batch (borrowed). Refuses, naming the layer, the group and the
+ * channel: missing columns or wrong types, nulls, a negative group, the same (layer, group)
+ * twice, a channel count that differs between a layer's groups, NaN, Inf or a negative mean
+ * square, and a timestep_groups metadata value that differs between batches. Not allowed
+ * after aq_calib_finish. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_add_batch(aq_calib *calib,
+                                                  const struct ArrowSchema *schema,
+                                                  const struct ArrowArray *array, aq_error *err);
+/* Checks that every layer has every timestep group (AQ_INVALID_ARGUMENT: "Layer 'L' has no
+ * statistics for timestep group G (the table has groups 0..N-1)"), that the table is not
+ * empty, then combines the groups. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_finish(aq_calib *calib, aq_calib_combine combine,
+                                               aq_error *err);
+
+typedef struct aq_calib_layer_info {
+    const char *name;       /* owned by the calib object */
+    size_t channels;
+    size_t groups;
+    /* How much the layer's input changes along the trajectory: the largest over the smallest
+     * per-group mean (scale; +INFINITY when some group is all zero and another is not), and
+     * the largest relative L2 distance of a normalised group vector from their mean (which
+     * channels matter). */
+    double scale_ratio;
+    double shape_variation;
+} aq_calib_layer_info;
+
+/* After aq_calib_finish: layers in order of first appearance. */
+AQ_API size_t aq_calib_layer_count(const aq_calib *calib);
+AQ_API AQ_MUST_CHECK aq_status aq_calib_layer_get(const aq_calib *calib, size_t i,
+                                                  aq_calib_layer_info *out, aq_error *err);
+/* Checks the table against a model's tensor names: every calibration layer L must have a
+ * tensor "L.weight", or "COMPONENT/L.weight". AQ_INVALID_ARGUMENT naming the first layer the
+ * model does not have. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_check_model(const aq_calib *calib,
+                                                    const char *const *tensor_names, size_t n,
+                                                    aq_error *err);
+/* Fills out (out_len elements, one per element of the tensor, row-major) with the importance
+ * of each weight of the tensor `name` ("L.weight" or "COMPONENT/L.weight") of the given shape:
+ * the combined statistic of the input channel it multiplies. A weight of shape
+ * [out, in/groups, k...] (a Linear [out, in], a convolution, a grouped convolution) is
+ * matched to a layer of `in` channels. When the table has no such layer, *found is 0 and
+ * out is untouched (quantize without importance); otherwise *found is 1. Errors: called
+ * before aq_calib_finish, fewer than 2 dimensions, a channel count that does not fit the
+ * shape (AQ_SHAPE_MISMATCH naming both), out_len different from the element count. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_importance(const aq_calib *calib, const char *name,
+                                                   const int64_t *shape, size_t ndim,
+                                                   float *out, size_t out_len, int *found,
+                                                   aq_error *err);
+
 #ifdef __cplusplus
 }
 #endif
