@@ -9,9 +9,11 @@ from .arrow_quant_v2 import (
     Table as Table,
     __version__ as __version__,
 )
+from .diffusion import DiffusionQuantConfig as DiffusionQuantConfig
 
 __all__ = [
     "ArrowQuantV2",
+    "DiffusionQuantConfig",
     "DEFAULT_BIT_WIDTH",
     "DEFAULT_GROUP_SIZE",
     "QuantizationError",
