@@ -20,11 +20,13 @@ from .arrow_quant_v2 import (
     Table,
     __version__,
 )
+from .calibration import calibrate
 from .diffusion import DiffusionQuantConfig
 
 __all__ = [
     "ArrowQuantV2",
     "DiffusionQuantConfig",
+    "calibrate",
     "DEFAULT_BIT_WIDTH",
     "DEFAULT_GROUP_SIZE",
     "QuantizationError",

@@ -54,7 +54,7 @@ def test_stubs_match_the_module():
             got = [p for p in sig.parameters if p != "self"]
             assert got == want, (cls_name, name, got, want)
     # Diffusion mode (issue 9): pure-Python names beside the extension's.
-    pure_python = {"DiffusionQuantConfig"}
+    pure_python = {"DiffusionQuantConfig", "calibrate"}
     assert set(arrow_quant_v2.__all__) == public | pure_python
 
 
