@@ -44,7 +44,7 @@ struct aq_calib {
     bool broken; /* a batch was refused half-way: the rows it added are not trustworthy */
 };
 
-#define CB_EXPECTED_SCHEMA                                                                     \
+#define CB_EXPECTED_SCHEMA \
     "Expected schema: {layer_name: string, timestep_group: int64, mean_square: list<float32>}"
 #define CB_EXPECTED_MS "list<float32> (list, large_list or fixed_size_list of float32 or float64)"
 
@@ -101,8 +101,8 @@ static aq_status cb_metadata(aq_calib *c, const struct ArrowSchema *schema, aq_e
     const char *v;
     size_t n;
     bool found;
-    aq_status st = aq__arrow_metadata_get(schema->metadata, "arrowquant.timestep_groups", &v, &n,
-                                          &found, err);
+    aq_status st =
+        aq__arrow_metadata_get(schema->metadata, "arrowquant.timestep_groups", &v, &n, &found, err);
     if (st != AQ_OK || !found) {
         return st;
     }
@@ -233,10 +233,9 @@ static aq_status cb_add_rows(aq_calib *c, const struct ArrowSchema *s, const str
         aq__arrow_var_get(&names, r, &nd, &nl);
         const char *name = (const char *)nd;
         if (!arw_prim_valid(&groups, r) || !arw_list_valid(&ms, r)) {
-            return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                                 "Calibration layer '%.*s' (row %" PRId64 "): %s is null",
-                                 (int)nl, name, r,
-                                 arw_prim_valid(&groups, r) ? "mean_square" : "timestep_group");
+            return aq__error_set(
+                err, AQ_INVALID_ARGUMENT, "Calibration layer '%.*s' (row %" PRId64 "): %s is null",
+                (int)nl, name, r, arw_prim_valid(&groups, r) ? "mean_square" : "timestep_group");
         }
         int64_t group;
         if (gfmt == 'i') {
@@ -288,12 +287,11 @@ static aq_status cb_add_rows(aq_calib *c, const struct ArrowSchema *s, const str
             if (!isfinite(v[k]) || v[k] < 0.0) {
                 aq_status code = isfinite(v[k]) ? AQ_INVALID_ARGUMENT : AQ_NON_FINITE;
                 free(v);
-                return aq__error_set(err, code,
-                                     "Calibration layer '%.*s', timestep group %" PRId64
-                                     ": mean_square at channel %" PRId64
-                                     " is %s (must be finite and >= 0)",
-                                     (int)nl, name, group, k,
-                                     code == AQ_NON_FINITE ? "NaN or Inf" : "negative");
+                return aq__error_set(
+                    err, code,
+                    "Calibration layer '%.*s', timestep group %" PRId64
+                    ": mean_square at channel %" PRId64 " is %s (must be finite and >= 0)",
+                    (int)nl, name, group, k, code == AQ_NON_FINITE ? "NaN or Inf" : "negative");
             }
         }
         if ((st = cb_add(c, name, nl, group, v, (size_t)count, err)) != AQ_OK) {
@@ -340,7 +338,7 @@ static aq_status cb_combine(cb_layer *l, aq_calib_combine how, aq_error *err)
 {
     size_t C = l->channels, G = l->n_groups;
     double *mean = calloc(G, sizeof *mean);
-    double *acc = calloc(C, sizeof *acc);  /* max or sum of normalised values */
+    double *acc = calloc(C, sizeof *acc);   /* max or sum of normalised values */
     double *nbar = calloc(C, sizeof *nbar); /* mean of normalised values */
     aq_status st = AQ_OK;
     if (mean == NULL || acc == NULL || nbar == NULL) {
@@ -545,8 +543,8 @@ aq_status aq_calib_importance(const aq_calib *calib, const char *name, const int
     for (size_t i = 0; i < ndim; i++) {
         if (shape[i] <= 0) {
             return aq__error_set(err, AQ_SHAPE_MISMATCH,
-                                 "Tensor '%s': dimension %zu is %" PRId64 " (must be > 0)", name,
-                                 i, shape[i]);
+                                 "Tensor '%s': dimension %zu is %" PRId64 " (must be > 0)", name, i,
+                                 shape[i]);
         }
         dims[i] = (size_t)shape[i];
     }

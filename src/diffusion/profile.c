@@ -38,8 +38,8 @@ aq_status aq_profile_at(size_t i, aq_profile *out, aq_error *err)
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_profile_at: NULL argument");
     }
     if (i >= AQ_PROFILE_COUNT) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Profile index %zu out of range (%d profiles)",
-                             i, AQ_PROFILE_COUNT);
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "Profile index %zu out of range (%d profiles)", i, AQ_PROFILE_COUNT);
     }
     *out = pf_profiles[i];
     return AQ_OK;

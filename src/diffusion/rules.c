@@ -42,9 +42,9 @@ static const char *const rl_family_names[AQ_FAMILY_COUNT] = {
     "auto", "generic", "unet", "dit", "mmdit", "flux", "vae", "clip_text", "t5_text"};
 
 static const char *const rl_rule_names[AQ_RULE_COUNT] = {
-    "profile",      "bias",           "norm",        "embedding",  "positional",
-    "vector",       "time_embedding", "conditioning", "modulation", "first_layer",
-    "last_layer",   "latent",         "override"};
+    "profile",    "bias",           "norm",         "embedding",  "positional",
+    "vector",     "time_embedding", "conditioning", "modulation", "first_layer",
+    "last_layer", "latent",         "override"};
 
 const char *aq_family_name(aq_family family)
 {
@@ -228,12 +228,20 @@ aq_family aq_family_detect(const char *const *names, size_t n)
 
 /* ---- the default rules ---- */
 
-static const char *const rl_positional[] = {"pos_embed", "position_embedding",
-                                            "position_embeddings", "positional_embedding",
-                                            "pos_embedding", "relative_attention_bias", NULL};
-static const char *const rl_embedding[] = {"token_embedding", "token_embeddings",
-                                           "embed_tokens", "word_embeddings", "shared",
-                                           "embedding_table", NULL};
+static const char *const rl_positional[] = {"pos_embed",
+                                            "position_embedding",
+                                            "position_embeddings",
+                                            "positional_embedding",
+                                            "pos_embedding",
+                                            "relative_attention_bias",
+                                            NULL};
+static const char *const rl_embedding[] = {"token_embedding",
+                                           "token_embeddings",
+                                           "embed_tokens",
+                                           "word_embeddings",
+                                           "shared",
+                                           "embedding_table",
+                                           NULL};
 
 /* Rules every family shares: what is kept. Returns false when none applies. */
 static bool rl_generic(const char *s, size_t ndim, aq_rule *rule)
@@ -408,8 +416,7 @@ void aq_rules_free(aq_rules *rules)
     free(rules);
 }
 
-static const rl_component *rl_find_component(const aq_rules *rules, const char *name,
-                                             size_t len)
+static const rl_component *rl_find_component(const aq_rules *rules, const char *name, size_t len)
 {
     for (size_t i = 0; i < rules->n_components; i++) {
         if (strlen(rules->components[i].name) == len &&
@@ -513,8 +520,8 @@ aq_status aq_rules_component_get(const aq_rules *rules, size_t i, const char **c
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_rules_component_get: NULL rules");
     }
     if (i >= rules->n_components) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Component index %zu out of range (%zu)",
-                             i, rules->n_components);
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Component index %zu out of range (%zu)", i,
+                             rules->n_components);
     }
     if (component != NULL) {
         *component = rules->components[i].name;
@@ -582,8 +589,7 @@ aq_status aq_rules_add_override(aq_rules *rules, const char *pattern, unsigned b
 aq_status aq_rules_add_override_spec(aq_rules *rules, const char *spec, aq_error *err)
 {
     if (rules == NULL || spec == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             "aq_rules_add_override_spec: NULL argument");
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_rules_add_override_spec: NULL argument");
     }
     const char *eq = strrchr(spec, '=');
     if (eq == NULL || eq == spec || eq[1] == '\0') {
@@ -628,8 +634,8 @@ aq_status aq_rules_decide(const aq_rules *rules, const char *name, const int64_t
                              AQ_MAX_NDIM);
     }
     if ((unsigned)dtype >= AQ_DTYPE_COUNT) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Tensor '%s' has an unknown dtype %d",
-                             name, (int)dtype);
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Tensor '%s' has an unknown dtype %d", name,
+                             (int)dtype);
     }
     aq_rule_decision d;
     memset(&d, 0, sizeof d);

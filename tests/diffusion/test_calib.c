@@ -33,8 +33,8 @@ static tb_node calib_batch(const crow *rows, int64_t n, bool int32_groups, const
     cols[0] = tb_strings("u", "layer_name", names, NULL, n);
     cols[1] = int32_groups ? tb_prim("i", "timestep_group", g32, 4, n, NULL)
                            : tb_prim("l", "timestep_group", g64, 8, n, NULL);
-    cols[2] = tb_list("+l", "mean_square", tb_prim("g", "item", values, 8, total, NULL), lens, n,
-                      NULL);
+    cols[2] =
+        tb_list("+l", "mean_square", tb_prim("g", "item", values, 8, total, NULL), lens, n, NULL);
     tb_node batch = tb_struct("", cols, 3, n);
     if (declared != NULL) {
         const char *k[] = {"arrowquant.timestep_groups"};
@@ -74,8 +74,7 @@ TEST(combine_max)
     CHECK_OK(aq_calib_layer_get(c, 0, &info, &err));
     CHECK(strcmp(info.name, "a") == 0 && info.channels == 4 && info.groups == 2);
     CHECK_MSG(fabs(info.scale_ratio - 5.0) < 1e-12, "%g", info.scale_ratio);
-    CHECK_MSG(fabs(info.shape_variation - sqrt(4.125 / 6.125)) < 1e-12, "%g",
-              info.shape_variation);
+    CHECK_MSG(fabs(info.shape_variation - sqrt(4.125 / 6.125)) < 1e-12, "%g", info.shape_variation);
     CHECK_OK(aq_calib_layer_get(c, 1, &info, &err));
     CHECK(strcmp(info.name, "b") == 0 && fabs(info.scale_ratio - 1.5) < 1e-12);
     CHECK(info.shape_variation == 0.0);
@@ -108,8 +107,8 @@ TEST(combine_max)
     int64_t bad[2] = {3, 5};
     CHECK_FAILS(aq_calib_importance(c, "a.weight", bad, 2, imp, 15, &found, &err),
                 AQ_SHAPE_MISMATCH, "Calibration layer 'a' has 4 input channels");
-    CHECK_FAILS(aq_calib_importance(c, "a.weight", sa, 1, imp, 3, &found, &err),
-                AQ_SHAPE_MISMATCH, "has 1 dimensions");
+    CHECK_FAILS(aq_calib_importance(c, "a.weight", sa, 1, imp, 3, &found, &err), AQ_SHAPE_MISMATCH,
+                "has 1 dimensions");
     CHECK_FAILS(aq_calib_importance(c, "a.weight", sa, 2, imp, 11, &found, &err),
                 AQ_INVALID_ARGUMENT, "importance buffer holds 11 elements, the tensor 12");
     /* Against a model's names. */
@@ -191,8 +190,8 @@ TEST(bad_tables)
     const crow r_empty[] = {{"x", 0, two, 0}};
     expect_refused(r_empty, 1, NULL, false, AQ_INVALID_ARGUMENT, "mean_square is empty");
     /* Missing groups: a hole, and groups declared but absent. */
-    const crow r_hole[] = {{"x", 0, two, 2}, {"x", 2, two, 2}, {"y", 0, two, 2},
-                           {"y", 1, two, 2}, {"y", 2, two, 2}};
+    const crow r_hole[] = {
+        {"x", 0, two, 2}, {"x", 2, two, 2}, {"y", 0, two, 2}, {"y", 1, two, 2}, {"y", 2, two, 2}};
     expect_refused(r_hole, 5, NULL, true, AQ_INVALID_ARGUMENT,
                    "Layer 'x' has no statistics for timestep group 1 (the table has groups "
                    "0..2)");

@@ -75,16 +75,14 @@ static void check_model(const char *stem, aq_family family, const expect8 *e8, s
                       aq_rule_name(d.rule));
             kept++;
         } else {
-            CHECK_MSG(d.rule == AQ_RULE_PROFILE && d.bit_width == 2 &&
-                          d.scheme == AQ_SCHEME_KQUANT,
+            CHECK_MSG(d.rule == AQ_RULE_PROFILE && d.bit_width == 2 && d.scheme == AQ_SCHEME_KQUANT,
                       "%s: %s got %s/%u bits, expected to follow the profile", stem, t->name,
                       aq_rule_name(d.rule), d.bit_width);
             profile++;
         }
     }
     CHECK_MSG(eight == n8, "%s: %zu tensors at 8 bits, expected %zu", stem, eight, n8);
-    CHECK_MSG(profile > 0 && kept > 0, "%s: %zu follow the profile, %zu kept", stem, profile,
-              kept);
+    CHECK_MSG(profile > 0 && kept > 0, "%s: %zu follow the profile, %zu kept", stem, profile, kept);
     for (size_t k = 0; k < nek; k++) {
         long i = fx_find(&m, ek[k].name);
         CHECK_MSG(i >= 0, "%s: no tensor %s", stem, ek[k].name);
@@ -127,8 +125,7 @@ TEST(dit)
                                  {"proj_out_1.weight", AQ_RULE_MODULATION},
                                  {"proj_out_2.weight", AQ_RULE_LAST_LAYER}};
     static const expect_keep ek[] = {
-        {"transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight",
-         AQ_RULE_EMBEDDING},
+        {"transformer_blocks.0.norm1.emb.class_embedder.embedding_table.weight", AQ_RULE_EMBEDDING},
         {"transformer_blocks.1.norm1.emb.class_embedder.embedding_table.weight",
          AQ_RULE_EMBEDDING}};
     check_model("dit", AQ_FAMILY_DIT, e8, N(e8), 9, ek, N(ek));
@@ -141,10 +138,9 @@ TEST(pixart)
                                  {"adaln_single.linear.weight", AQ_RULE_MODULATION},
                                  {"caption_projection.linear_?.weight", AQ_RULE_CONDITIONING},
                                  {"proj_out.weight", AQ_RULE_LAST_LAYER}};
-    static const expect_keep ek[] = {
-        {"scale_shift_table", AQ_RULE_EMBEDDING},
-        {"transformer_blocks.0.scale_shift_table", AQ_RULE_EMBEDDING},
-        {"transformer_blocks.1.scale_shift_table", AQ_RULE_EMBEDDING}};
+    static const expect_keep ek[] = {{"scale_shift_table", AQ_RULE_EMBEDDING},
+                                     {"transformer_blocks.0.scale_shift_table", AQ_RULE_EMBEDDING},
+                                     {"transformer_blocks.1.scale_shift_table", AQ_RULE_EMBEDDING}};
     check_model("pixart", AQ_FAMILY_DIT, e8, N(e8), 7, ek, N(ek));
 }
 
@@ -164,17 +160,17 @@ TEST(sd3)
 
 TEST(flux)
 {
-    static const expect8 e8[] = {{"*.timestep_embedder.linear_?.weight", AQ_RULE_TIME_EMBEDDING},
-                                 {"*.guidance_embedder.linear_?.weight", AQ_RULE_CONDITIONING},
-                                 {"*.text_embedder.linear_?.weight", AQ_RULE_CONDITIONING},
-                                 {"context_embedder.weight", AQ_RULE_FIRST_LAYER},
-                                 {"x_embedder.weight", AQ_RULE_FIRST_LAYER},
-                                 {"*.norm1.linear.weight", AQ_RULE_MODULATION},
-                                 {"*.norm1_context.linear.weight", AQ_RULE_MODULATION},
-                                 {"single_transformer_blocks.*.norm.linear.weight",
-                                  AQ_RULE_MODULATION},
-                                 {"norm_out.linear.weight", AQ_RULE_MODULATION},
-                                 {"proj_out.weight", AQ_RULE_LAST_LAYER}};
+    static const expect8 e8[] = {
+        {"*.timestep_embedder.linear_?.weight", AQ_RULE_TIME_EMBEDDING},
+        {"*.guidance_embedder.linear_?.weight", AQ_RULE_CONDITIONING},
+        {"*.text_embedder.linear_?.weight", AQ_RULE_CONDITIONING},
+        {"context_embedder.weight", AQ_RULE_FIRST_LAYER},
+        {"x_embedder.weight", AQ_RULE_FIRST_LAYER},
+        {"*.norm1.linear.weight", AQ_RULE_MODULATION},
+        {"*.norm1_context.linear.weight", AQ_RULE_MODULATION},
+        {"single_transformer_blocks.*.norm.linear.weight", AQ_RULE_MODULATION},
+        {"norm_out.linear.weight", AQ_RULE_MODULATION},
+        {"proj_out.weight", AQ_RULE_LAST_LAYER}};
     check_model("flux", AQ_FAMILY_FLUX, e8, N(e8), 14, NULL, 0);
 }
 
@@ -245,16 +241,15 @@ TEST(pipeline_components)
     aq_rule_decision d;
     CHECK_OK(aq_rules_decide(rules, "unet/conv_in.weight", conv, 4, AQ_DTYPE_F16, &d, &err));
     CHECK(d.rule == AQ_RULE_FIRST_LAYER && d.bit_width == 8 && d.family == AQ_FAMILY_UNET);
-    CHECK_OK(aq_rules_decide(rules, "vae/decoder.conv_in.weight", conv, 4, AQ_DTYPE_F32, &d,
-                             &err));
+    CHECK_OK(aq_rules_decide(rules, "vae/decoder.conv_in.weight", conv, 4, AQ_DTYPE_F32, &d, &err));
     CHECK(d.rule == AQ_RULE_LATENT && d.bit_width == 8 && d.family == AQ_FAMILY_VAE);
-    CHECK_OK(aq_rules_decide(rules, "text_encoder/text_model.encoder.layers.0.mlp.fc1.weight",
-                             mat, 2, AQ_DTYPE_F32, &d, &err));
+    CHECK_OK(aq_rules_decide(rules, "text_encoder/text_model.encoder.layers.0.mlp.fc1.weight", mat,
+                             2, AQ_DTYPE_F32, &d, &err));
     CHECK(d.rule == AQ_RULE_PROFILE && d.bit_width == 4 && d.family == AQ_FAMILY_CLIP_TEXT);
     /* A component the rules never saw. */
-    CHECK_FAILS(aq_rules_decide(rules, "transformer/proj_out.weight", mat, 2, AQ_DTYPE_F32, &d,
-                                &err),
-                AQ_INVALID_ARGUMENT, "component 'transformer'");
+    CHECK_FAILS(
+        aq_rules_decide(rules, "transformer/proj_out.weight", mat, 2, AQ_DTYPE_F32, &d, &err),
+        AQ_INVALID_ARGUMENT, "component 'transformer'");
     aq_rules_free(rules);
     for (size_t i = 0; i < n; i++) {
         free(names[i]);
@@ -271,12 +266,12 @@ TEST(fixed_family_and_dtypes)
     CHECK_OK(aq_rules_create(AQ_FAMILY_UNET, NULL, NULL, 0, &rules, &err));
     int64_t vec[1] = {320};
     aq_rule_decision d;
-    CHECK_OK(aq_rules_decide(rules, "down_blocks.0.resnets.0.norm1.weight", vec, 1,
-                             AQ_DTYPE_F32, &d, &err));
+    CHECK_OK(aq_rules_decide(rules, "down_blocks.0.resnets.0.norm1.weight", vec, 1, AQ_DTYPE_F32,
+                             &d, &err));
     CHECK(d.keep && d.rule == AQ_RULE_NORM && d.bit_width == 16);
     /* bfloat16 values may exceed float16's range: kept as float32. */
-    CHECK_OK(aq_rules_decide(rules, "down_blocks.0.resnets.0.norm1.weight", vec, 1,
-                             AQ_DTYPE_BF16, &d, &err));
+    CHECK_OK(aq_rules_decide(rules, "down_blocks.0.resnets.0.norm1.weight", vec, 1, AQ_DTYPE_BF16,
+                             &d, &err));
     CHECK(d.keep && d.bit_width == 32);
     CHECK_OK(aq_rules_decide(rules, "mystery", vec, 1, AQ_DTYPE_F32, &d, &err));
     CHECK(d.keep && d.rule == AQ_RULE_VECTOR);
@@ -284,10 +279,10 @@ TEST(fixed_family_and_dtypes)
     CHECK(d.keep && d.rule == AQ_RULE_VECTOR);
     aq_rules_free(rules);
     /* Auto-detection needs names. */
-    CHECK_FAILS(aq_rules_create(AQ_FAMILY_AUTO, NULL, NULL, 0, &rules, &err),
-                AQ_INVALID_ARGUMENT, "needs the tensor names");
-    CHECK_FAILS(aq_rules_create((aq_family)99, NULL, NULL, 0, &rules, &err),
-                AQ_INVALID_PARAMETER, "Unknown model family");
+    CHECK_FAILS(aq_rules_create(AQ_FAMILY_AUTO, NULL, NULL, 0, &rules, &err), AQ_INVALID_ARGUMENT,
+                "needs the tensor names");
+    CHECK_FAILS(aq_rules_create((aq_family)99, NULL, NULL, 0, &rules, &err), AQ_INVALID_PARAMETER,
+                "Unknown model family");
     aq_family fam;
     CHECK_OK(aq_family_from_name("mmdit", &fam, &err));
     CHECK(fam == AQ_FAMILY_MMDIT);
@@ -310,8 +305,8 @@ TEST(overrides)
     CHECK_OK(aq_rules_add_override_spec(rules, "*attentions*=keep", &err)); /* same again */
     int64_t mat[2] = {64, 64};
     aq_rule_decision d;
-    CHECK_OK(aq_rules_decide(rules, "time_embedding.linear_2.weight", mat, 2, AQ_DTYPE_F32, &d,
-                             &err));
+    CHECK_OK(
+        aq_rules_decide(rules, "time_embedding.linear_2.weight", mat, 2, AQ_DTYPE_F32, &d, &err));
     CHECK(d.rule == AQ_RULE_OVERRIDE && d.bit_width == 4 && !d.keep);
     CHECK(strcmp(d.pattern, "time_embedding.*") == 0);
     CHECK_OK(aq_rules_decide(rules, "down_blocks.0.attentions.0.proj_in.weight", mat, 2,
@@ -326,14 +321,13 @@ TEST(overrides)
                 "'down_blocks.0.attentions.0.transformer_blocks.0.ff.net.2.weight': "
                 "'*attentions*' says keep, '*.ff.net.2.weight' says 2 bits");
     /* One pattern given two treatments. */
-    CHECK_FAILS(aq_rules_add_override_spec(rules, "time_embedding.*=8", &err),
-                AQ_INVALID_ARGUMENT,
+    CHECK_FAILS(aq_rules_add_override_spec(rules, "time_embedding.*=8", &err), AQ_INVALID_ARGUMENT,
                 "Contradictory overrides: pattern 'time_embedding.*' is given both 4 bits and "
                 "8 bits");
     CHECK_FAILS(aq_rules_add_override(rules, "time_embedding.*", AQ_RULES_KEEP, &err),
                 AQ_INVALID_ARGUMENT, "given both 4 bits and keep");
-    CHECK_FAILS(aq_rules_add_override_spec(rules, "conv_in.weight=3", &err),
-                AQ_INVALID_PARAMETER, "Invalid bit width '3' in override 'conv_in.weight=3'");
+    CHECK_FAILS(aq_rules_add_override_spec(rules, "conv_in.weight=3", &err), AQ_INVALID_PARAMETER,
+                "Invalid bit width '3' in override 'conv_in.weight=3'");
     CHECK_FAILS(aq_rules_add_override_spec(rules, "conv_in.weight", &err), AQ_INVALID_ARGUMENT,
                 "expected PATTERN=BITS");
     CHECK_FAILS(aq_rules_add_override_spec(rules, "=4", &err), AQ_INVALID_ARGUMENT,
@@ -366,8 +360,8 @@ TEST(profiles)
         /* The budget is at least kquant's own size at that width (metadata counted). */
         aq_layout lay;
         int64_t shape[2] = {1, 512};
-        CHECK_OK(aq_layout_compute_scheme(AQ_SCHEME_KQUANT, shape, 2, p.bit_width, 512, &lay,
-                                          &err));
+        CHECK_OK(
+            aq_layout_compute_scheme(AQ_SCHEME_KQUANT, shape, 2, p.bit_width, 512, &lay, &err));
         double bpw = (double)(lay.packed_bytes + 8 * lay.groups) * 8.0 / 512.0;
         CHECK_MSG(p.target_bpw >= bpw && p.target_bpw < bpw + 0.5, "%s: %g vs %g", p.name,
                   p.target_bpw, bpw);
@@ -380,8 +374,8 @@ TEST(profiles)
     CHECK_FAILS(aq_profile_at(3, &p, &err), AQ_INVALID_ARGUMENT, "out of range");
     p.bit_width = 3;
     aq_rules *rules;
-    CHECK_FAILS(aq_rules_create(AQ_FAMILY_UNET, &p, NULL, 0, &rules, &err),
-                AQ_INVALID_PARAMETER, "Invalid bit_width: 3");
+    CHECK_FAILS(aq_rules_create(AQ_FAMILY_UNET, &p, NULL, 0, &rules, &err), AQ_INVALID_PARAMETER,
+                "Invalid bit_width: 3");
 }
 
 AQ_TEST_MAIN({"unet2d", unet2d}, {"unet2d_condition", unet2d_condition}, {"dit", dit},
