@@ -183,3 +183,31 @@ def test_bad_tables_from_pyarrow(aqd, rows, groups, message):
     with pytest.raises(ValueError) as e:
         aqdiff_ctypes.Calib(aqd, table(rows, groups)).close()
     assert message in str(e.value)
+
+
+def test_conditioned_unet_with_ddim(aqd):
+    """A UNet2DConditionModel (cross-attention: its to_k/to_v see the text embedding) under a
+    DDIM scheduler, conditioning passed through model_kwargs."""
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=24,
+        attention_head_dim=4, down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"))
+    text = torch.randn((2, 5, 24), generator=torch.Generator().manual_seed(3))
+    result = calibrate(unet, 2, scheduler=diffusers.DDIMScheduler(num_train_timesteps=100),
+                       num_steps=6, groups=3, model_kwargs={"encoder_hidden_states": text},
+                       generator=torch.Generator().manual_seed(0))
+    to_k = "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k"
+    assert to_k in result.layers
+    # The text embedding does not change with the timestep: neither do to_k's statistics.
+    want = (text.double() ** 2).mean(dim=(0, 1)).numpy()
+    for g in range(3):
+        np.testing.assert_allclose(result.mean_square(to_k, g), want, rtol=1e-9)
+    v = {x.layer_name: x for x in result.variation()}[to_k]
+    assert v.scale_ratio == pytest.approx(1.0) and v.shape_variation < 1e-9
+    calib = aqdiff_ctypes.Calib(aqd, result.table)
+    try:
+        calib.check_model(list(unet.state_dict()))
+    finally:
+        calib.close()
