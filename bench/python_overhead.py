@@ -172,7 +172,8 @@ def main():
 
         args.lib = native.__file__
 
-    q = ArrowQuantV2(mode="diffusion", threads=args.threads)
+    # Plain affine, as the C side: the mode diffusion would quantize with kquant.
+    q = ArrowQuantV2(mode="base", threads=args.threads)
     capi = CApi(args.lib, args.threads)
     layers, addresses, shapes = make_layers(args.layers, args.values)
     names = [n.encode() for n in layers]

@@ -126,6 +126,7 @@ int main(int argc, char **argv)
 {
     size_t rows = 4096, cols = 4096;
     int reps = 1;
+    unsigned threads = 0; /* 0: no thread-scaling table */
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--rows") == 0) {
             rows = (size_t)strtoull(argv[i + 1], NULL, 10);
@@ -133,8 +134,11 @@ int main(int argc, char **argv)
             cols = (size_t)strtoull(argv[i + 1], NULL, 10);
         } else if (strcmp(argv[i], "--reps") == 0) {
             reps = atoi(argv[i + 1]);
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            threads = (unsigned)strtoul(argv[i + 1], NULL, 10);
         } else {
-            fprintf(stderr, "usage: %s [--rows R] [--cols C] [--reps N]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--rows R] [--cols C] [--reps N] [--threads T]\n",
+                    argv[0]);
             return 2;
         }
     }
@@ -244,6 +248,53 @@ int main(int argc, char **argv)
     }
     printf("\nSpeed targets: >= 200 M weights/s per core at <= 4.5 bpw, >= 100 at <= 2.625 bpw "
            "(compare the column above).\n");
+    if (threads > 1) {
+        /* The quality drivers on the context's thread pool: 1 thread against `threads`, the
+         * same tensor (Gaussian) and buffers, interleaved, in this one run. */
+        printf("\n## Threads: 1 against %u (Gaussian, best of %d, interleaved)\n\n"
+               "| scheme | bits | 1 thread s | %u threads s | speed-up | same bytes |\n"
+               "|---|---|---|---|---|---|\n",
+               threads, reps, threads);
+        bq_generate(BQ_GAUSS, w, n);
+        aq_tensor t = {"gaussian", AQ_DTYPE_F32, w, shape, 2};
+        static const bq_config tc[] = {{AQ_SCHEME_AFFINE_SEARCH, 4, 128, 0},
+                                       {AQ_SCHEME_KQUANT, 4, 512, 0},
+                                       {AQ_SCHEME_KQUANT, 2, 512, 0},
+                                       {AQ_SCHEME_AFFINE, 4, 128, 1}};
+        uint8_t *packed2 = malloc(big.packed_bytes + n);
+        if (packed2 == NULL) {
+            fprintf(stderr, "bench_quality: out of memory\n");
+            return 1;
+        }
+        for (size_t c = 0; c < sizeof tc / sizeof tc[0]; c++) {
+            double best[2] = {1e30, 1e30};
+            aq_layout l;
+            for (int r = 0; r < reps; r++) {
+                for (int k = 0; k < 2; k++) {
+                    BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_THREADS, k == 0 ? 1 : threads, &err));
+                    BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, tc[c].scheme, &err));
+                    BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, tc[c].bits, &err));
+                    BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)tc[c].group,
+                                              &err));
+                    BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_PRESERVE_MOMENTS, tc[c].moments,
+                                              &err));
+                    BQ_CHECK(aq_quantize_bound(ctx, &t, &l, &err));
+                    aq_qbuffers b = {k == 0 ? packed : packed2, l.packed_bytes, scales, zps,
+                                     l.groups};
+                    double t0 = bq_now();
+                    BQ_CHECK(aq_quantize(ctx, &t, &b, &err));
+                    double dt = bq_now() - t0;
+                    best[k] = dt < best[k] ? dt : best[k];
+                }
+            }
+            printf("| %s%s | %u | %.4f | %.4f | %.2f | %s |\n", aq_scheme_name(tc[c].scheme),
+                   tc[c].moments ? "+moments" : "", tc[c].bits, best[0], best[1],
+                   best[0] / best[1],
+                   memcmp(packed, packed2, l.packed_bytes) == 0 ? "yes" : "no");
+        }
+        free(packed2);
+        BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_THREADS, 1, &err));
+    }
     aq_ctx_free(ctx);
     free(w);
     free(deq);

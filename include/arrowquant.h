@@ -362,8 +362,13 @@ struct ArrowArrayStream {
 #endif /* ARROW_C_STREAM_INTERFACE */
 
 /* Called on the calling thread after each row (layer) is done: rows and weights processed so
- * far in this call or stream, skipped rows included. */
-typedef void (*aq_progress_fn)(void *user, size_t rows_done, size_t elements_done);
+ * far in this call or stream, skipped rows included. Return 0 to go on. A nonzero return
+ * stops the call before its next row: it fails with AQ_CANCELLED ("cancelled by the progress
+ * callback after N rows"), returns no partial output and releases everything it allocated (a
+ * stream's get_next fails with ECANCELED, and keeps failing). This is how a host (Python's
+ * Ctrl-C, a GUI's cancel button) stops a long batch. With target_bpw the rows are reported as
+ * their options are measured (the bulk of the work), before the allocation is chosen. */
+typedef int (*aq_progress_fn)(void *user, size_t rows_done, size_t elements_done);
 
 /* Rows skipped in continue-on-error mode, with their reasons. Created by the caller, filled
  * by the calls that receive it in their options, read and freed by the caller. */
@@ -385,6 +390,25 @@ typedef struct aq_batch_options {
     aq_progress_fn progress;    /* may be NULL */
     void *progress_user;        /* passed to progress */
     aq_report *report;          /* may be NULL; receives skipped rows */
+    /* Quality (0 = off; zero-initialised options keep plain quantization). With either set,
+     * the rows of a batch go through aq_qset_quantize (see there): min_cosine, a cosine
+     * similarity floor, quantizes a row that falls below it again with more bits (2 -> 4 ->
+     * 8, same scheme); target_bpw, a size budget in bits per weight (codes, scales, zero
+     * points and sub-block parameters all counted), chooses each row's bit width (and scheme,
+     * among budget_schemes) so that the batch stays within it. A stream applies the budget to
+     * each batch, so the whole stream stays within it too. The report (when given) receives
+     * one choice per quantized row (aq_report_choice_get) saying what was chosen and whether
+     * the floor moved it. Rows are measured against their dequantization, which costs about
+     * one extra quantization and dequantization per row and option tried, and the chosen
+     * tensors are held until the batch is done (the output is allocated at its final size). */
+    double min_cosine;
+    double target_bpw;
+    /* The schemes target_bpw may choose from (NULL: the context's scheme only). When the rows
+     * of a result end up with different schemes or group sizes, its schema carries
+     * arrowquant.row_schemes (docs/format.md section 6). Streams accept one scheme only (a
+     * stream's schema is fixed before its first batch): AQ_UNSUPPORTED otherwise. */
+    const aq_scheme *budget_schemes;
+    size_t n_budget_schemes;
 } aq_batch_options;
 
 /* Quantizes a record batch given as a struct array (DESIGN.md 2.1: columns layer_name,
@@ -421,8 +445,9 @@ AQ_API AQ_MUST_CHECK aq_status aq_batch_dequantize(aq_ctx *ctx, const struct Arr
 
 /* Streams: the output stream pulls one input batch per get_next and yields its result, so a
  * table of any size goes through with bounded memory. The input stream is moved into the
- * output stream (its release is set to NULL), even when the call fails. ctx, and the report
- * and progress user data of opts, must outlive the output stream; opts itself is copied. An
+ * output stream (its release is set to NULL), even when the call fails. ctx, and the report,
+ * progress user data and budget_schemes of opts, must outlive the output stream; opts itself
+ * is copied. An
  * error inside get_next is returned as an errno-style code with the message available from
  * get_last_error (an input stream's own get_last_error text is passed on). */
 AQ_API AQ_MUST_CHECK aq_status aq_stream_quantize(aq_ctx *ctx, struct ArrowArrayStream *input,
@@ -860,6 +885,11 @@ typedef struct aq_qset_options {
     size_t n_schemes;
     /* NULL, or one importance vector (or NULL) per tensor, as aq_quantize_options. */
     const float *const *importance;
+    /* May be NULL. Called after each tensor is done (floor only) or measured (budget), as
+     * aq_progress_fn with the tensors and elements so far; nonzero stops the call with
+     * AQ_CANCELLED (nothing is returned). */
+    aq_progress_fn progress;
+    void *progress_user;
 } aq_qset_options;
 
 /* What was chosen for one tensor and how well it came back. */
@@ -886,6 +916,17 @@ AQ_API AQ_MUST_CHECK aq_status aq_qset_get(const aq_qset *set, size_t i, aq_qset
                                            aq_qtensor *tensor, aq_error *err);
 /* Totals over the set: bytes (as in aq_qset_choice) and elements. */
 AQ_API void aq_qset_totals(const aq_qset *set, size_t *bytes, size_t *elements);
+
+/* The choices recorded in a report by aq_batch_quantize, aq_tensors_quantize and
+ * aq_stream_quantize when min_cosine or target_bpw is set: one per quantized row, in row
+ * order. Entry i gives the row index in the input (counted across the batches of a stream),
+ * the layer name (owned by the report) and the choice (its metrics compare the row with its
+ * dequantization; moved is 1 where the floor raised the bit width). AQ_INVALID_ARGUMENT if i
+ * is out of range. Any output may be NULL. */
+AQ_API size_t aq_report_choice_count(const aq_report *report);
+AQ_API AQ_MUST_CHECK aq_status aq_report_choice_get(const aq_report *report, size_t i,
+                                                    size_t *row, const char **layer_name,
+                                                    aq_qset_choice *choice, aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Diffusion (src/diffusion): layer rules, profiles, time-aware importance                    */

@@ -22,6 +22,7 @@ ArrowBatchLike = Union[_ArrowArrayExportable, _ArrowStreamExportable, _LegacyExp
 ArrowTableLike = Union[_ArrowStreamExportable, _ArrowArrayExportable, _LegacyExportable]
 ProgressCallback = Callable[[int, Optional[int]], Any]
 Mode = Literal["diffusion", "time_aware", "base"]
+Scheme = Literal["affine", "affine_search", "kquant"]
 
 class QuantizationError(ValueError):
     """Bad input or arguments; the message names the layer, column or parameter."""
@@ -93,18 +94,24 @@ class ArrowQuantV2:
         record_batch: ArrowBatchLike,
         bit_width: Optional[int] = None,
         group_size: Optional[int] = None,
-        scheme: Optional[str] = None,
+        scheme: Optional[Scheme] = None,
         continue_on_error: bool = False,
         progress_callback: Optional[ProgressCallback] = None,
+        *,
+        min_accuracy: Optional[float] = None,
+        target_bpw: Optional[float] = None,
     ) -> Any: ...
     def quantize_arrow(
         self,
         table: ArrowTableLike,
         bit_width: Optional[int] = None,
         group_size: Optional[int] = None,
-        scheme: Optional[str] = None,
+        scheme: Optional[Scheme] = None,
         continue_on_error: bool = False,
         progress_callback: Optional[ProgressCallback] = None,
+        *,
+        min_accuracy: Optional[float] = None,
+        target_bpw: Optional[float] = None,
     ) -> Any: ...
     def quantize_batch(
         self,
@@ -112,5 +119,10 @@ class ArrowQuantV2:
         bit_width: Optional[int] = None,
         continue_on_error: bool = False,
         progress_callback: Optional[ProgressCallback] = None,
+        *,
+        group_size: Optional[int] = None,
+        scheme: Optional[Scheme] = None,
+        min_accuracy: Optional[float] = None,
+        target_bpw: Optional[float] = None,
     ) -> Any: ...
     def dequantize_arrow(self, result: ArrowTableLike) -> Any: ...

@@ -10,6 +10,7 @@
 #include "aqpy.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -98,43 +99,62 @@ static void aqpy_acquire_gil(aqpy_run *run)
     run->tstate = NULL;
 }
 
-static void aqpy_progress(void *user, size_t rows_done, size_t elements_done)
+/* Fetches the pending exception into run->exc (the GIL held). */
+static void aqpy_run_keep_exception(aqpy_run *run)
+{
+    run->failed = 1;
+#if PY_VERSION_HEX >= 0x030C0000
+    run->exc = PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    run->exc = value;
+#endif
+}
+
+/* Called by the library on this thread between rows: runs Python's signal handlers (Ctrl-C
+ * raises KeyboardInterrupt here) and the user's callback. An exception from either stops the
+ * library call (nonzero return: AQ_CANCELLED, no output) and is raised when it returns. */
+static int aqpy_progress(void *user, size_t rows_done, size_t elements_done)
 {
     aqpy_run *run = user;
     (void)elements_done;
     if (run->failed) {
-        return;
+        return 1;
     }
     aqpy_acquire_gil(run);
-    PyObject *r =
-        run->total >= 0
-            ? PyObject_CallFunction(run->callback, "nn", (Py_ssize_t)rows_done, run->total)
-            : PyObject_CallFunction(run->callback, "nO", (Py_ssize_t)rows_done, Py_None);
-    if (r == NULL) {
-        /* The library has no way to stop early (aq_progress_fn returns nothing): keep the
-         * exception, skip further callbacks and raise it when the call returns. */
-        run->failed = 1;
-#if PY_VERSION_HEX >= 0x030C0000
-        run->exc = PyErr_GetRaisedException();
-#else
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        PyErr_NormalizeException(&type, &value, &tb);
-        if (tb != NULL) {
-            PyException_SetTraceback(value, tb);
+    if (PyErr_CheckSignals() != 0) {
+        aqpy_run_keep_exception(run);
+    } else if (run->callback != NULL) {
+        PyObject *r =
+            run->total >= 0
+                ? PyObject_CallFunction(run->callback, "nn", (Py_ssize_t)rows_done, run->total)
+                : PyObject_CallFunction(run->callback, "nO", (Py_ssize_t)rows_done, Py_None);
+        if (r == NULL) {
+            aqpy_run_keep_exception(run);
+        } else {
+            Py_DECREF(r);
         }
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        run->exc = value;
-#endif
-    } else {
-        Py_DECREF(r);
     }
     aqpy_release_gil(run);
+    return run->failed;
 }
 
+/* Options of one quantization call besides the context's parameters. */
+typedef struct aqpy_quality {
+    double min_cosine; /* min_accuracy=; 0: off */
+    double target_bpw; /* 0: off */
+} aqpy_quality;
+
 static void aqpy_run_init(aqpy_run *run, PyObject *callback, Py_ssize_t total,
-                          aq_batch_options *opts, aq_report *report, int continue_on_error)
+                          aq_batch_options *opts, aq_report *report, int continue_on_error,
+                          const aqpy_quality *quality)
 {
     memset(run, 0, sizeof *run);
     memset(opts, 0, sizeof *opts);
@@ -142,9 +162,12 @@ static void aqpy_run_init(aqpy_run *run, PyObject *callback, Py_ssize_t total,
     run->total = total;
     opts->continue_on_error = continue_on_error;
     opts->report = report;
-    if (callback != NULL) {
-        opts->progress = aqpy_progress;
-        opts->progress_user = run;
+    /* Always installed: even without a callback, Ctrl-C must stop a long call. */
+    opts->progress = aqpy_progress;
+    opts->progress_user = run;
+    if (quality != NULL) {
+        opts->min_cosine = quality->min_cosine;
+        opts->target_bpw = quality->target_bpw;
     }
 }
 
@@ -502,32 +525,87 @@ static int aqpy_optional_int(aqpy_state *st, PyObject *obj, const char *name, in
     return 0;
 }
 
-/* A context configured for one call: the mode's scheme (every mode uses affine today, the
- * only scheme the library has; see docs/decisions.md), then the call's arguments. */
-static aq_ctx *aqpy_make_ctx(aqpy_quant *self, PyObject *bit_width, PyObject *group_size,
-                             PyObject *scheme)
+/* The keyword arguments that configure a quantization call; NULL or None: the default. */
+typedef struct aqpy_args {
+    PyObject *bit_width, *group_size, *scheme, *min_accuracy, *target_bpw;
+} aqpy_args;
+
+/* Reads an optional float argument in [0, hi] (None: 0, off). */
+static int aqpy_optional_float(aqpy_state *st, PyObject *obj, const char *name, double hi,
+                               const char *what, double *out)
+{
+    *out = 0.0;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    double v = PyBool_Check(obj) ? -1.0 : PyFloat_AsDouble(obj);
+    if (PyBool_Check(obj) || (v == -1.0 && PyErr_Occurred())) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a float or None, not %.100s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    if (!(v >= 0.0 && v <= hi)) {
+        PyObject *repr = PyFloat_FromDouble(v);
+        if (repr != NULL) {
+            PyErr_Format(st->error, "Invalid %s: %R. Must be between 0 (off) and %s", name, repr,
+                         what);
+            Py_DECREF(repr);
+        }
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A context configured for one call (a NULL args: the mode's defaults) and its quality
+ * options (quality may be NULL when args is).
+ *
+ * The scheme: an explicit scheme= wins; otherwise mode 'base' is plain affine and the modes
+ * 'diffusion' and 'time_aware' use the best scheme the library has: kquant (two-level scales
+ * in 512-element super-blocks; 2, 4 and 8 bits) when no group_size is given, and, since
+ * kquant has no group size to choose, affine_search (searched clipping, the best group-wise
+ * scheme) when one is. An explicit scheme='kquant' with a group_size other than 512 is a
+ * QuantizationError. See docs/decisions.md. */
+static aq_ctx *aqpy_make_ctx(aqpy_quant *self, const aqpy_args *a, aqpy_quality *quality)
 {
     aqpy_state *st = aqpy_state_of_quant(self);
     int64_t bits = AQ_DEFAULT_BIT_WIDTH, group = AQ_DEFAULT_GROUP_SIZE;
-    aq_scheme sch = AQ_SCHEME_AFFINE;
+    aq_scheme sch = self->mode == AQPY_MODE_BASE ? AQ_SCHEME_AFFINE : AQ_SCHEME_KQUANT;
     aq_error err;
     aq_ctx *ctx = NULL;
-    if (aqpy_optional_int(st, bit_width, "bit_width", &bits) != 0 ||
-        aqpy_optional_int(st, group_size, "group_size", &group) != 0) {
-        return NULL;
-    }
-    if (scheme != NULL && scheme != Py_None) {
-        const char *name = PyUnicode_Check(scheme) ? PyUnicode_AsUTF8(scheme) : NULL;
-        if (name == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_Format(PyExc_TypeError, "scheme must be a str or None, not %.100s",
-                             Py_TYPE(scheme)->tp_name);
-            }
+    if (a != NULL) {
+        bool has_group = a->group_size != NULL && a->group_size != Py_None;
+        if (aqpy_optional_int(st, a->bit_width, "bit_width", &bits) != 0 ||
+            aqpy_optional_int(st, a->group_size, "group_size", &group) != 0 ||
+            aqpy_optional_float(st, a->min_accuracy, "min_accuracy", 1.0, "1 (a cosine similarity)",
+                                &quality->min_cosine) != 0 ||
+            aqpy_optional_float(st, a->target_bpw, "target_bpw", 64.0, "64 (bits per weight)",
+                                &quality->target_bpw) != 0) {
             return NULL;
         }
-        if (aq_scheme_from_name(name, &sch, &err) != AQ_OK) {
-            aqpy_raise(st, &err);
-            return NULL;
+        if (a->scheme != NULL && a->scheme != Py_None) {
+            const char *name = PyUnicode_Check(a->scheme) ? PyUnicode_AsUTF8(a->scheme) : NULL;
+            if (name == NULL) {
+                if (!PyErr_Occurred()) {
+                    PyErr_Format(PyExc_TypeError, "scheme must be a str or None, not %.100s",
+                                 Py_TYPE(a->scheme)->tp_name);
+                }
+                return NULL;
+            }
+            if (aq_scheme_from_name(name, &sch, &err) != AQ_OK) {
+                aqpy_raise(st, &err);
+                return NULL;
+            }
+            if (sch == AQ_SCHEME_KQUANT && has_group && group != AQ_KQUANT_SUPER_BLOCK) {
+                PyErr_Format(st->error,
+                             "Invalid group_size: %lld. scheme 'kquant' always uses super-blocks "
+                             "of %u elements: pass group_size=None (or %u), or another scheme",
+                             (long long)group, AQ_KQUANT_SUPER_BLOCK, AQ_KQUANT_SUPER_BLOCK);
+                return NULL;
+            }
+        } else if (sch == AQ_SCHEME_KQUANT && has_group) {
+            sch = AQ_SCHEME_AFFINE_SEARCH;
         }
     }
     if (aq_ctx_create(&ctx, &err) != AQ_OK ||
@@ -627,7 +705,8 @@ typedef aq_status (*aqpy_stream_fn)(aq_ctx *, struct ArrowArrayStream *, const a
 /* The table path shared by quantize_arrow and dequantize_arrow: stream the input through fn
  * and collect the results. Returns a light table. */
 static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn fn, PyObject *input,
-                                  int continue_on_error, PyObject *callback)
+                                  int continue_on_error, PyObject *callback,
+                                  const aqpy_quality *quality)
 {
     aqpy_state *st = aqpy_state_of_quant(self);
     struct ArrowArrayStream in, out;
@@ -645,7 +724,7 @@ static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn 
         aqpy_raise(st, &err);
         return NULL;
     }
-    aqpy_run_init(&run, callback, -1, &opts, report, continue_on_error);
+    aqpy_run_init(&run, callback, -1, &opts, report, continue_on_error, quality);
     aqpy_release_gil(&run);
     aq_status status = fn(ctx, &in, &opts, &out, &err); /* moves in, even on failure */
     aqpy_acquire_gil(&run);
@@ -670,7 +749,8 @@ typedef aq_status (*aqpy_batch_fn)(aq_ctx *, const struct ArrowSchema *, const s
 /* The record-batch path: one library call on the borrowed batch. Returns the final result
  * (pyarrow or light). */
 static PyObject *aqpy_batch_call(aqpy_quant *self, aq_ctx *ctx, aqpy_batch_fn fn, aqpy_batch_in *in,
-                                 int continue_on_error, PyObject *callback)
+                                 int continue_on_error, PyObject *callback,
+                                 const aqpy_quality *quality)
 {
     aqpy_state *st = aqpy_state_of_quant(self);
     struct ArrowSchema out_schema;
@@ -685,7 +765,8 @@ static PyObject *aqpy_batch_call(aqpy_quant *self, aq_ctx *ctx, aqpy_batch_fn fn
         aqpy_raise(st, &err);
         return NULL;
     }
-    aqpy_run_init(&run, callback, (Py_ssize_t)in->array->length, &opts, report, continue_on_error);
+    aqpy_run_init(&run, callback, (Py_ssize_t)in->array->length, &opts, report, continue_on_error,
+                  quality);
     aqpy_release_gil(&run);
     aq_status status = fn(ctx, in->schema, in->array, &opts, &out_schema, &out_array, &err);
     aqpy_acquire_gil(&run);
@@ -739,38 +820,56 @@ static PyObject *aqpy_table_to_batch(aqpy_quant *self, aq_ctx *ctx, PyObject *ta
     return aqpy_batch_result(st, &schema, &array);
 }
 
-PyDoc_STRVAR(aqpy_quantize_arrow_batch_doc,
-             "quantize_arrow_batch(record_batch, bit_width=None, group_size=None, scheme=None, "
-             "continue_on_error=False, progress_callback=None)\n"
-             "--\n\n"
-             "Quantizes a record batch with columns layer_name (string), weights (list of "
-             "float32; float16 and float64 are converted) and optionally shape (list<int64>).\n\n"
-             "record_batch: any object with __arrow_c_array__ (pyarrow.RecordBatch, nanoarrow, "
-             "...), or with __arrow_c_stream__ (a polars DataFrame, a duckdb relation: its "
-             "batches give one result batch), or pyarrow's _export_to_c.\n"
-             "bit_width: 2, 4 or 8 (None: 4). group_size: elements per group (None: 128). "
-             "scheme: 'affine' (None: the mode's scheme).\n"
-             "continue_on_error: skip bad layers (each reported by a SkippedLayerWarning) "
-             "instead of raising.\n"
-             "progress_callback: called as f(layers_done, layers_total) on the calling thread.\n\n"
-             "Returns a pyarrow.RecordBatch with the columns layer_name, quantized_data, scales, "
-             "zero_points, shape, bit_width (an arrow_quant_v2.RecordBatch when pyarrow is not "
-             "importable). Raises QuantizationError (a ValueError) for bad input.");
+#define AQPY_QUALITY_DOC                                                                         \
+    "scheme: 'affine' (min-max), 'affine_search' (searched clipping, same format) or 'kquant' "  \
+    "(two-level scales in 512-element super-blocks: it takes no group_size); None: the "         \
+    "mode's scheme ('base': affine; 'diffusion' and 'time_aware': kquant, or affine_search "     \
+    "when a group_size is given).\n"                                                             \
+    "min_accuracy: a cosine-similarity floor (0 < x <= 1; None: off): a layer that falls below " \
+    "it is quantized again with more bits (2 -> 4 -> 8); its bit_width column says where it "    \
+    "ended.\n"                                                                                   \
+    "target_bpw: a size budget in bits per weight, all metadata counted (None: off): bit "       \
+    "widths are chosen per layer, greedily by error saved per byte, so that the result stays "   \
+    "within it (per batch for tables); too small a budget raises QuantizationError.\n"
+
+PyDoc_STRVAR(
+    aqpy_quantize_arrow_batch_doc,
+    "quantize_arrow_batch(record_batch, bit_width=None, group_size=None, scheme=None, "
+    "continue_on_error=False, progress_callback=None, *, min_accuracy=None, "
+    "target_bpw=None)\n"
+    "--\n\n"
+    "Quantizes a record batch with columns layer_name (string), weights (list of "
+    "float32; float16 and float64 are converted) and optionally shape (list<int64>).\n\n"
+    "record_batch: any object with __arrow_c_array__ (pyarrow.RecordBatch, nanoarrow, "
+    "...), or with __arrow_c_stream__ (a polars DataFrame, a duckdb relation: its "
+    "batches give one result batch), or pyarrow's _export_to_c.\n"
+    "bit_width: 2, 4 or 8 (None: 4). group_size: elements per group (None: 128).\n" AQPY_QUALITY_DOC
+    "continue_on_error: skip bad layers (each reported by a SkippedLayerWarning) "
+    "instead of raising.\n"
+    "progress_callback: called as f(layers_done, layers_total) on the calling thread; "
+    "an exception it raises stops the work at the next layer and propagates (so does "
+    "Ctrl-C).\n\n"
+    "Returns a pyarrow.RecordBatch with the columns layer_name, quantized_data, scales, "
+    "zero_points, shape, bit_width (an arrow_quant_v2.RecordBatch when pyarrow is not "
+    "importable). Raises QuantizationError (a ValueError) for bad input.");
 
 static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"record_batch",      "bit_width",         "group_size", "scheme",
-                             "continue_on_error", "progress_callback", NULL};
-    PyObject *input, *bit_width = Py_None, *group_size = Py_None, *scheme = Py_None;
-    PyObject *callback = Py_None;
+    static char *kwlist[] = {"record_batch", "bit_width",         "group_size",
+                             "scheme",       "continue_on_error", "progress_callback",
+                             "min_accuracy", "target_bpw",        NULL};
+    PyObject *input, *callback = Py_None;
+    aqpy_args a = {Py_None, Py_None, Py_None, Py_None, Py_None};
+    aqpy_quality quality = {0.0, 0.0};
     int continue_on_error = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO:quantize_arrow_batch", kwlist, &input,
-                                     &bit_width, &group_size, &scheme, &continue_on_error,
-                                     &callback) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO$OO:quantize_arrow_batch", kwlist,
+                                     &input, &a.bit_width, &a.group_size, &a.scheme,
+                                     &continue_on_error, &callback, &a.min_accuracy,
+                                     &a.target_bpw) ||
         aqpy_check_callback(&callback) != 0) {
         return NULL;
     }
-    aq_ctx *ctx = aqpy_make_ctx(self, bit_width, group_size, scheme);
+    aq_ctx *ctx = aqpy_make_ctx(self, &a, &quality);
     if (ctx == NULL) {
         return NULL;
     }
@@ -778,10 +877,11 @@ static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyO
     aqpy_batch_in in;
     int rc = aqpy_import_batch(input, &in);
     if (rc > 0) {
-        result = aqpy_batch_call(self, ctx, aq_batch_quantize, &in, continue_on_error, callback);
+        result = aqpy_batch_call(self, ctx, aq_batch_quantize, &in, continue_on_error, callback,
+                                 &quality);
     } else if (rc == 0 && aqpy_has(input, "__arrow_c_stream__")) {
-        PyObject *table =
-            aqpy_stream_call(self, ctx, aq_stream_quantize, input, continue_on_error, callback);
+        PyObject *table = aqpy_stream_call(self, ctx, aq_stream_quantize, input, continue_on_error,
+                                           callback, &quality);
         result = table != NULL ? aqpy_table_to_batch(self, ctx, table) : NULL;
     } else if (rc == 0) {
         aqpy_type_error(input, "an Arrow record batch");
@@ -793,7 +893,8 @@ static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyO
 
 PyDoc_STRVAR(aqpy_quantize_arrow_doc,
              "quantize_arrow(table, bit_width=None, group_size=None, scheme=None, "
-             "continue_on_error=False, progress_callback=None)\n"
+             "continue_on_error=False, progress_callback=None, *, min_accuracy=None, "
+             "target_bpw=None)\n"
              "--\n\n"
              "Quantizes every batch of a table, streaming: each batch is read, quantized and "
              "its result kept, one at a time (the input is never concatenated).\n\n"
@@ -801,30 +902,32 @@ PyDoc_STRVAR(aqpy_quantize_arrow_doc,
              "polars.DataFrame, duckdb relations, ...) or __arrow_c_array__; pyarrow's "
              "_export_to_c is used where no capsule method exists.\n"
              "The other arguments are those of quantize_arrow_batch; progress_callback gets "
-             "(layers_done, None) since a stream's length is not known in advance.\n\n"
+             "(layers_done, None) since a stream's length is not known in advance; target_bpw "
+             "holds for each batch, hence for the whole table.\n\n"
              "Returns a pyarrow.Table (an arrow_quant_v2.Table when pyarrow is not "
              "importable). The same input gives the same bytes as quantize_arrow_batch.");
 
 static PyObject *aqpy_quantize_arrow(aqpy_quant *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"table",  "bit_width",         "group_size",
-                             "scheme", "continue_on_error", "progress_callback",
-                             NULL};
-    PyObject *input, *bit_width = Py_None, *group_size = Py_None, *scheme = Py_None;
-    PyObject *callback = Py_None;
+    static char *kwlist[] = {"table",        "bit_width",         "group_size",
+                             "scheme",       "continue_on_error", "progress_callback",
+                             "min_accuracy", "target_bpw",        NULL};
+    PyObject *input, *callback = Py_None;
+    aqpy_args a = {Py_None, Py_None, Py_None, Py_None, Py_None};
+    aqpy_quality quality = {0.0, 0.0};
     int continue_on_error = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO:quantize_arrow", kwlist, &input,
-                                     &bit_width, &group_size, &scheme, &continue_on_error,
-                                     &callback) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO$OO:quantize_arrow", kwlist, &input,
+                                     &a.bit_width, &a.group_size, &a.scheme, &continue_on_error,
+                                     &callback, &a.min_accuracy, &a.target_bpw) ||
         aqpy_check_callback(&callback) != 0) {
         return NULL;
     }
-    aq_ctx *ctx = aqpy_make_ctx(self, bit_width, group_size, scheme);
+    aq_ctx *ctx = aqpy_make_ctx(self, &a, &quality);
     if (ctx == NULL) {
         return NULL;
     }
-    PyObject *table =
-        aqpy_stream_call(self, ctx, aq_stream_quantize, input, continue_on_error, callback);
+    PyObject *table = aqpy_stream_call(self, ctx, aq_stream_quantize, input, continue_on_error,
+                                       callback, &quality);
     aq_ctx_free(ctx);
     return aqpy_finish(aqpy_state_of_quant(self), table, "table");
 }
@@ -846,7 +949,7 @@ static PyObject *aqpy_dequantize_arrow(aqpy_quant *self, PyObject *args, PyObjec
         return NULL;
     }
     aqpy_state *st = aqpy_state_of_quant(self);
-    aq_ctx *ctx = aqpy_make_ctx(self, NULL, NULL, NULL);
+    aq_ctx *ctx = aqpy_make_ctx(self, NULL, NULL);
     if (ctx == NULL) {
         return NULL;
     }
@@ -854,10 +957,10 @@ static PyObject *aqpy_dequantize_arrow(aqpy_quant *self, PyObject *args, PyObjec
     aqpy_batch_in in;
     int rc = aqpy_import_batch(input, &in);
     if (rc > 0) {
-        result = aqpy_batch_call(self, ctx, aq_batch_dequantize, &in, 0, NULL);
+        result = aqpy_batch_call(self, ctx, aq_batch_dequantize, &in, 0, NULL, NULL);
     } else if (rc == 0) {
-        result = aqpy_finish(st, aqpy_stream_call(self, ctx, aq_stream_dequantize, input, 0, NULL),
-                             "table");
+        result = aqpy_finish(
+            st, aqpy_stream_call(self, ctx, aq_stream_dequantize, input, 0, NULL, NULL), "table");
     }
     aqpy_batch_in_reset(&in);
     aq_ctx_free(ctx);
@@ -889,23 +992,29 @@ static int aqpy_buffer_dtype(const Py_buffer *view, aq_dtype *out)
 
 PyDoc_STRVAR(aqpy_quantize_batch_doc,
              "quantize_batch(weights, bit_width=None, continue_on_error=False, "
-             "progress_callback=None)\n"
+             "progress_callback=None, *, group_size=None, scheme=None, min_accuracy=None, "
+             "target_bpw=None)\n"
              "--\n\n"
              "Quantizes a dict of {layer name: array}. Arrays are numpy arrays or any object "
              "with the buffer protocol, float32, float16 or float64, C-contiguous (a "
              "non-contiguous array is a ValueError naming the layer); the shape is the "
-             "buffer's. Nothing is copied on the way in.\n\n"
+             "buffer's. Nothing is copied on the way in.\n"
+             "The other arguments are those of quantize_arrow_batch.\n\n"
              "Returns the result record batch, one row per layer in dict order, as "
              "quantize_arrow_batch does.");
 
 static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"weights", "bit_width", "continue_on_error", "progress_callback",
-                             NULL};
-    PyObject *weights, *bit_width = Py_None, *callback = Py_None;
+    static char *kwlist[] = {"weights",           "bit_width",  "continue_on_error",
+                             "progress_callback", "group_size", "scheme",
+                             "min_accuracy",      "target_bpw", NULL};
+    PyObject *weights, *callback = Py_None;
+    aqpy_args a = {Py_None, Py_None, Py_None, Py_None, Py_None};
+    aqpy_quality quality = {0.0, 0.0};
     int continue_on_error = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OpO:quantize_batch", kwlist, &weights,
-                                     &bit_width, &continue_on_error, &callback) ||
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OpO$OOOO:quantize_batch", kwlist, &weights,
+                                     &a.bit_width, &continue_on_error, &callback, &a.group_size,
+                                     &a.scheme, &a.min_accuracy, &a.target_bpw) ||
         aqpy_check_callback(&callback) != 0) {
         return NULL;
     }
@@ -914,7 +1023,7 @@ static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject 
                             Py_TYPE(weights)->tp_name);
     }
     aqpy_state *st = aqpy_state_of_quant(self);
-    aq_ctx *ctx = aqpy_make_ctx(self, bit_width, NULL, NULL);
+    aq_ctx *ctx = aqpy_make_ctx(self, &a, &quality);
     if (ctx == NULL) {
         return NULL;
     }
@@ -993,7 +1102,7 @@ static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject 
         struct ArrowArray out_array;
         aq_batch_options opts;
         aqpy_run run;
-        aqpy_run_init(&run, callback, n, &opts, report, continue_on_error);
+        aqpy_run_init(&run, callback, n, &opts, report, continue_on_error, &quality);
         aqpy_release_gil(&run);
         aq_status status =
             aq_tensors_quantize(ctx, tensors, (size_t)n, &opts, &out_schema, &out_array, &err);
@@ -1050,9 +1159,10 @@ PyDoc_STRVAR(aqpy_quant_doc,
              "ArrowQuantV2(mode='diffusion', *, threads=0)\n"
              "--\n\n"
              "A weight quantizer over the ArrowQuant C library.\n\n"
-             "mode: 'diffusion' (the best scheme the library has for diffusion weights; today "
-             "affine), 'time_aware' or 'base' (plain affine). Anything else raises "
-             "QuantizationError (a ValueError).\n"
+             "mode: 'diffusion' (the best scheme the library has for diffusion weights: kquant, "
+             "or affine_search when a group_size is given), 'time_aware' (the same schemes "
+             "today) or 'base' (plain affine). Anything else raises QuantizationError (a "
+             "ValueError). A method's scheme= overrides the mode.\n"
              "threads: worker threads of the C library (0: one per CPU). Results never "
              "depend on it.\n\n"
              "Every method runs the C code with the GIL released; progress callbacks run on the "

@@ -32,6 +32,11 @@ typedef struct bq_item {
     size_t elements;  /* weights in the row, 0 when unknown */
     aq_status status; /* AQ_OK, or why the plan skipped the row (continue mode) */
     char *message;    /* with status: the reason, owned */
+    /* Quality mode: the row's quantized tensor, entry set_index of set (owned by the plan). */
+    const aq_qset *set;
+    size_t set_index;
+    aq_scheme scheme;
+    aq_qset_choice choice;
 } bq_item;
 
 typedef struct bq_plan {
@@ -39,6 +44,9 @@ typedef struct bq_plan {
     bq_item *items;
     char *names;     /* name arena */
     int64_t *shapes; /* n * AQ_MAX_NDIM */
+    aq_qset **sets;  /* quality mode: one per row (floor) or one for the batch (budget) */
+    size_t n_sets;
+    size_t reported; /* rows whose progress was reported */
 } bq_plan;
 
 static void bq_plan_free(bq_plan *p)
@@ -46,6 +54,10 @@ static void bq_plan_free(bq_plan *p)
     for (size_t i = 0; p->items != NULL && i < p->n; i++) {
         free(p->items[i].message);
     }
+    for (size_t i = 0; p->sets != NULL && i < p->n_sets; i++) {
+        aq_qset_free(p->sets[i]);
+    }
+    free(p->sets);
     free(p->items);
     free(p->names);
     free(p->shapes);
@@ -311,6 +323,12 @@ static aq_status bq_plan_tensors(const aq_ctx *ctx, const aq_tensor *tensors, si
 aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSchema *out,
                                   aq_error *err)
 {
+    return aq__arrow_result_schema_rows(ctx, large, NULL, out, err);
+}
+
+aq_status aq__arrow_result_schema_rows(const aq_ctx *ctx, bool large, const char *row_schemes,
+                                       struct ArrowSchema *out, aq_error *err)
+{
     static const struct {
         const char *format, *name, *child;
     } cols[6] = {{"u", "layer_name", NULL}, {"z", "quantized_data", NULL},
@@ -335,9 +353,11 @@ aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSch
                  ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK
                                                  : ctx->group_size);
         const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
-                              "arrowquant.group_size", "arrowquant.packing"};
-        const char *values[] = {version, aq_scheme_name(ctx->scheme), group, "lsb-first"};
-        st = aq__schema_set_metadata(&s, keys, values, 4, err);
+                              "arrowquant.group_size", "arrowquant.packing",
+                              "arrowquant.row_schemes"};
+        const char *values[] = {version, aq_scheme_name(ctx->scheme), group, "lsb-first",
+                                row_schemes};
+        st = aq__schema_set_metadata(&s, keys, values, row_schemes != NULL ? 5 : 4, err);
     }
     if (st != AQ_OK) {
         aq__schema_release_if(&s);
@@ -439,10 +459,235 @@ done:
     return st;
 }
 
+/* ---- progress, quality ---- */
+
+/* Reports progress for the rows [p->reported, upto] not yet reported, each once, in order. */
+static aq_status bq_progress_to(bq_plan *p, const aq_batch_options *opts, arw_run *run,
+                                size_t upto, aq_error *err)
+{
+    while (p->reported <= upto && p->reported < p->n) {
+        aq_status st = aq__arrow_progress(opts, run, p->items[p->reported].elements, err);
+        p->reported++;
+        if (st != AQ_OK) {
+            return st;
+        }
+    }
+    return AQ_OK;
+}
+
+static bool bq_quality_on(const aq_batch_options *opts)
+{
+    return opts != NULL && (opts->min_cosine != 0.0 || opts->target_bpw != 0.0);
+}
+
+/* The row's quantized tensor, chosen by the quality driver, becomes the row's layout. */
+static aq_status bq_take_choice(bq_item *it, const aq_qset *set, size_t k, aq_error *err)
+{
+    aq_qtensor q;
+    aq_status st = aq_qset_get(set, k, &it->choice, &q, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    it->set = set;
+    it->set_index = k;
+    it->scheme = q.scheme;
+    it->layout.bit_width = q.bit_width;
+    it->layout.group_size = q.group_size;
+    it->layout.groups = q.groups;
+    it->layout.packed_bytes = q.packed_size;
+    return AQ_OK;
+}
+
+typedef struct bq_shim {
+    bq_plan *p;
+    const aq_batch_options *opts;
+    arw_run *run;
+    const size_t *rows; /* tensor k of the set is plan row rows[k] */
+    aq_error err;       /* why the batch stopped, when it did */
+} bq_shim;
+
+static int bq_shim_progress(void *user, size_t done, size_t elements)
+{
+    bq_shim *sh = user;
+    (void)elements;
+    return bq_progress_to(sh->p, sh->opts, sh->run, sh->rows[done - 1], &sh->err) != AQ_OK;
+}
+
+/* Floor only: each row through the driver on its own, so a row that fails is skipped in
+ * continue mode and progress (and cancellation) comes between rows as without a floor. */
+static aq_status bq_quality_floor(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
+                                  arw_run *run, aq_error *err)
+{
+    aq_qset_options qo;
+    memset(&qo, 0, sizeof qo);
+    qo.min_cosine = opts->min_cosine;
+    for (size_t i = 0; i < p->n; i++) {
+        bq_item *it = &p->items[i];
+        aq_status st;
+        if (it->status == AQ_OK) {
+            aq_error row_err;
+            aq_error_clear(&row_err);
+            aq_qset *set = NULL;
+            st = aq_qset_quantize(ctx, &it->t, 1, &qo, &set, &row_err);
+            if (st == AQ_OK) {
+                p->sets[p->n_sets++] = set;
+                if ((st = bq_take_choice(it, set, 0, err)) != AQ_OK) {
+                    return st;
+                }
+            } else if (st == AQ_NO_MEMORY || st == AQ_INVALID_PARAMETER) {
+                *err = row_err;
+                return st;
+            } else if ((st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err)) !=
+                       AQ_OK) {
+                return st;
+            }
+        }
+        if ((st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
+            return st;
+        }
+    }
+    return AQ_OK;
+}
+
+/* Budget: every row of the batch in one call of the driver, which needs them all to share
+ * the budget. Non-finite rows are found first so that continue mode can skip them. */
+static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
+                                   arw_run *run, aq_error *err)
+{
+    aq_status st = AQ_OK;
+    aq_tensor *tensors = malloc((p->n > 0 ? p->n : 1) * sizeof *tensors);
+    size_t *rows = malloc((p->n > 0 ? p->n : 1) * sizeof *rows);
+    if (tensors == NULL || rows == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
+        goto done;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        bq_item *it = &p->items[i];
+        if (it->status != AQ_OK) {
+            continue;
+        }
+        aq_error row_err;
+        aq_error_clear(&row_err);
+        if (aq_tensor_check_finite(&it->t, NULL, &row_err) != AQ_OK) {
+            if ((st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err)) !=
+                AQ_OK) {
+                goto done;
+            }
+            continue;
+        }
+        tensors[k] = it->t;
+        rows[k++] = i;
+    }
+    bq_shim sh = {p, opts, run, rows, {AQ_OK, ""}};
+    aq_qset_options qo;
+    memset(&qo, 0, sizeof qo);
+    qo.min_cosine = opts->min_cosine;
+    qo.target_bpw = opts->target_bpw;
+    qo.schemes = opts->budget_schemes;
+    qo.n_schemes = opts->n_budget_schemes;
+    qo.progress = bq_shim_progress;
+    qo.progress_user = &sh;
+    aq_qset *set = NULL;
+    st = aq_qset_quantize(ctx, tensors, k, &qo, &set, err);
+    if (st == AQ_CANCELLED && sh.err.code == AQ_CANCELLED) {
+        *err = sh.err; /* the batch's own message, counting its rows */
+        if (err == NULL) {
+            st = AQ_CANCELLED;
+        }
+    }
+    if (st != AQ_OK) {
+        goto done;
+    }
+    p->sets[p->n_sets++] = set;
+    for (size_t j = 0; j < k; j++) {
+        if ((st = bq_take_choice(&p->items[rows[j]], set, j, err)) != AQ_OK) {
+            goto done;
+        }
+    }
+done:
+    free(tensors);
+    free(rows);
+    return st;
+}
+
+static aq_status bq_quality(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts, arw_run *run,
+                            aq_error *err)
+{
+    /* Checked here too, so that an empty batch refuses bad values as a full one does. */
+    if (!(opts->min_cosine >= 0.0 && opts->min_cosine <= 1.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid min_cosine: %g. Must be between 0 (off) and 1",
+                             opts->min_cosine);
+    }
+    if (!(opts->target_bpw >= 0.0 && opts->target_bpw <= 64.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64",
+                             opts->target_bpw);
+    }
+    p->sets = calloc(p->n > 0 ? p->n : 1, sizeof *p->sets);
+    if (p->sets == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
+    }
+    return opts->target_bpw > 0.0 ? bq_quality_budget(ctx, p, opts, run, err)
+                                  : bq_quality_floor(ctx, p, opts, run, err);
+}
+
+/* The value of arrowquant.row_schemes for the written rows when they do not share the
+ * context's scheme and group size, else NULL (in *out; free()). */
+static aq_status bq_row_schemes(const aq_ctx *ctx, const bq_plan *p, char **out, aq_error *err)
+{
+    *out = NULL;
+    size_t ctx_group = ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK
+                                                       : ctx->group_size;
+    bool differ = false;
+    size_t rows = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const bq_item *it = &p->items[i];
+        if (it->status == AQ_OK) {
+            rows++;
+            differ = differ || it->scheme != ctx->scheme || it->layout.group_size != ctx_group;
+        }
+    }
+    if (!differ) {
+        return AQ_OK;
+    }
+    /* {"scheme":"affine_search","group_size":4294967295}, is 51 bytes. */
+    size_t size = rows * 64 + 3;
+    char *json = malloc(size);
+    if (json == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory writing arrowquant.row_schemes");
+    }
+    size_t at = 0;
+    json[at++] = '[';
+    for (size_t i = 0; i < p->n; i++) {
+        const bq_item *it = &p->items[i];
+        if (it->status != AQ_OK) {
+            continue;
+        }
+        at += (size_t)snprintf(json + at, size - at, "%s{\"scheme\":\"%s\",\"group_size\":%zu}",
+                               at > 1 ? "," : "", aq_scheme_name(it->scheme),
+                               it->layout.group_size);
+    }
+    json[at++] = ']';
+    json[at] = '\0';
+    *out = json;
+    return AQ_OK;
+}
+
 static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts, arw_run *run,
                             size_t binary_limit, bool allow_large, struct ArrowArray *out_array,
                             struct ArrowSchema *out_schema, aq_error *err)
 {
+    const size_t base = run->rows_done;
+    const bool quality = bq_quality_on(opts);
+    aq_status st;
+    for (size_t i = 0; i < p->n; i++) {
+        p->items[i].scheme = ctx->scheme;
+    }
+    if (quality && (st = bq_quality(ctx, p, opts, run, err)) != AQ_OK) {
+        return st;
+    }
     size_t rows = 0, name_bytes = 0, packed = 0, groups = 0, dims = 0;
     for (size_t i = 0; i < p->n; i++) {
         const bq_item *it = &p->items[i];
@@ -474,35 +719,50 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
     struct ArrowArray result;
     struct ArrowSchema schema;
     schema.release = NULL;
+    char *row_schemes = NULL;
     bq_out o;
-    aq_status st = bq_result_alloc(rows, name_bytes, packed, groups, dims, large, &result, &o, err);
+    st = bq_result_alloc(rows, name_bytes, packed, groups, dims, large, &result, &o, err);
     if (st != AQ_OK) {
         return st;
     }
     size_t r = 0, at_name = 0, at_packed = 0, at_group = 0, at_dim = 0;
     for (size_t i = 0; i < p->n; i++) {
-        const bq_item *it = &p->items[i];
-        size_t row = run->rows_done;
+        bq_item *it = &p->items[i];
+        size_t row = base + i;
         if (it->status != AQ_OK) {
             if ((st = aq__arrow_row_skip(opts, row, it->name, it->status, it->message, err)) !=
-                AQ_OK) {
+                    AQ_OK ||
+                (st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
                 goto done;
             }
-            aq__arrow_progress(opts, run, it->elements);
             continue;
         }
         const aq_layout *l = &it->layout;
-        aq_qbuffers qb = {o.packed + at_packed, l->packed_bytes, o.scales + at_group,
-                          o.zps + at_group, l->groups};
-        aq_error row_err;
-        aq_error_clear(&row_err);
-        if (aq_quantize(ctx, &it->t, &qb, &row_err) != AQ_OK) {
-            if ((st = aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message,
-                                         err)) != AQ_OK) {
+        if (it->set != NULL) {
+            aq_qtensor q;
+            if ((st = aq_qset_get(it->set, it->set_index, NULL, &q, err)) != AQ_OK ||
+                (st = aq__arrow_report_choice(opts->report, row, it->name, &it->choice, err)) !=
+                    AQ_OK) {
                 goto done;
             }
-            aq__arrow_progress(opts, run, it->elements);
-            continue;
+            memcpy(o.packed + at_packed, q.packed, q.packed_size);
+            memcpy(o.scales + at_group, q.scales, q.groups * sizeof(float));
+            memcpy(o.zps + at_group, q.zero_points, q.groups * sizeof(float));
+        } else {
+            aq_qbuffers qb = {o.packed + at_packed, l->packed_bytes, o.scales + at_group,
+                              o.zps + at_group, l->groups};
+            aq_error row_err;
+            aq_error_clear(&row_err);
+            if (aq_quantize(ctx, &it->t, &qb, &row_err) != AQ_OK) {
+                /* Left out of the result (and of arrowquant.row_schemes). */
+                it->status = row_err.code;
+                if ((st = aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message,
+                                             err)) != AQ_OK ||
+                    (st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
+                    goto done;
+                }
+                continue;
+            }
         }
         memcpy(o.name_data + at_name, it->name, it->name_len);
         memcpy(o.dims + at_dim, it->t.shape, it->t.ndim * sizeof(int64_t));
@@ -521,7 +781,9 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
         o.zp_off[r] = (int32_t)at_group;
         o.shape_off[r] = (int32_t)at_dim;
         o.bits[r - 1] = (uint8_t)l->bit_width;
-        aq__arrow_progress(opts, run, it->elements);
+        if ((st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
+            goto done;
+        }
     }
     /* Rows that failed in the kernels shrink the result below the planned sizes. */
     result.length = (int64_t)r;
@@ -531,7 +793,9 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
     result.children[2]->children[0]->length = (int64_t)at_group;
     result.children[3]->children[0]->length = (int64_t)at_group;
     result.children[4]->children[0]->length = (int64_t)at_dim;
-    if (out_schema != NULL && (st = aq__arrow_result_schema(ctx, large, &schema, err)) != AQ_OK) {
+    if (out_schema != NULL &&
+        ((st = bq_row_schemes(ctx, p, &row_schemes, err)) != AQ_OK ||
+         (st = aq__arrow_result_schema_rows(ctx, large, row_schemes, &schema, err)) != AQ_OK)) {
         goto done;
     }
     aq__array_move(&result, out_array);
@@ -539,6 +803,7 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
         aq__schema_move(&schema, out_schema);
     }
 done:
+    free(row_schemes);
     if (st != AQ_OK) {
         aq__array_release_if(&result);
         aq__schema_release_if(&schema);

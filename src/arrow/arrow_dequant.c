@@ -540,7 +540,9 @@ static aq_status dq_execute(aq_ctx *ctx, dq_plan *p, const aq_batch_options *opt
                 AQ_OK) {
                 goto done;
             }
-            aq__arrow_progress(opts, run, it->elements);
+            if ((st = aq__arrow_progress(opts, run, it->elements, err)) != AQ_OK) {
+                goto done;
+            }
             continue;
         }
         aq_error row_err;
@@ -550,7 +552,9 @@ static aq_status dq_execute(aq_ctx *ctx, dq_plan *p, const aq_batch_options *opt
                                          err)) != AQ_OK) {
                 goto done;
             }
-            aq__arrow_progress(opts, run, it->elements);
+            if ((st = aq__arrow_progress(opts, run, it->elements, err)) != AQ_OK) {
+                goto done;
+            }
             continue;
         }
         memcpy(name_data + at_name, it->name, it->name_len);
@@ -562,7 +566,9 @@ static aq_status dq_execute(aq_ctx *ctx, dq_plan *p, const aq_batch_options *opt
         name_off[r] = (int32_t)at_name;
         w_off[r] = (int32_t)at_w;
         s_off[r] = (int32_t)at_d;
-        aq__arrow_progress(opts, run, it->elements);
+        if ((st = aq__arrow_progress(opts, run, it->elements, err)) != AQ_OK) {
+            goto done;
+        }
     }
     a.length = (int64_t)r;
     for (int c = 0; c < 3; c++) {

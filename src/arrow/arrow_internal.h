@@ -168,8 +168,14 @@ aq_status aq__arrow_row_error(const aq_batch_options *opts, char **message, aq_s
 aq_status aq__arrow_row_skip(const aq_batch_options *opts, size_t row, const char *name,
                              aq_status code, const char *message, aq_error *err);
 
-/* One more row done (elements weights): counts it and calls the progress callback. */
-void aq__arrow_progress(const aq_batch_options *opts, arw_run *run, size_t elements);
+/* One more row done (elements weights): counts it and calls the progress callback, which may
+ * stop the call (AQ_CANCELLED, with the message naming the rows done). */
+aq_status aq__arrow_progress(const aq_batch_options *opts, arw_run *run, size_t elements,
+                             aq_error *err);
+
+/* Records a quantized row's quality choice in the report (NULL: nothing). */
+aq_status aq__arrow_report_choice(aq_report *report, size_t row, const char *layer_name,
+                                  const aq_qset_choice *choice, aq_error *err);
 
 /* "[2, 3]" into buf. */
 void aq__arrow_format_shape(const int64_t *shape, size_t ndim, char *buf, size_t size);
@@ -178,6 +184,10 @@ void aq__arrow_format_shape(const int64_t *shape, size_t ndim, char *buf, size_t
  * for quantized_data. */
 aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSchema *out,
                                   aq_error *err);
+/* The same with the value of arrowquant.row_schemes (NULL: none), for batches whose rows do
+ * not share one scheme and group size. */
+aq_status aq__arrow_result_schema_rows(const aq_ctx *ctx, bool large, const char *row_schemes,
+                                       struct ArrowSchema *out, aq_error *err);
 /* The dequantized schema: layer_name utf8, weights list<float32>, shape list<int64>. */
 aq_status aq__arrow_restored_schema(struct ArrowSchema *out, aq_error *err);
 

@@ -12,10 +12,19 @@ typedef struct report_entry {
     char *message;
 } report_entry;
 
+typedef struct report_choice {
+    size_t row;
+    char *name;
+    aq_qset_choice choice;
+} report_choice;
+
 struct aq_report {
     report_entry *entries;
     size_t count;
     size_t capacity;
+    report_choice *choices;
+    size_t n_choices;
+    size_t choices_capacity;
 };
 
 aq_status aq_report_create(aq_report **out, aq_error *err)
@@ -41,6 +50,10 @@ void aq_report_free(aq_report *report)
         free(report->entries[i].message);
     }
     free(report->entries);
+    for (size_t i = 0; i < report->n_choices; i++) {
+        free(report->choices[i].name);
+    }
+    free(report->choices);
     free(report);
 }
 
@@ -81,6 +94,58 @@ static char *report_strdup(const char *s)
         memcpy(d, s, n);
     }
     return d;
+}
+
+size_t aq_report_choice_count(const aq_report *report)
+{
+    return report != NULL ? report->n_choices : 0;
+}
+
+aq_status aq_report_choice_get(const aq_report *report, size_t i, size_t *row,
+                               const char **layer_name, aq_qset_choice *choice, aq_error *err)
+{
+    if (report == NULL || i >= report->n_choices) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_report_choice_get: entry %zu out of range (%zu entries)", i,
+                             aq_report_choice_count(report));
+    }
+    const report_choice *c = &report->choices[i];
+    if (row != NULL) {
+        *row = c->row;
+    }
+    if (layer_name != NULL) {
+        *layer_name = c->name;
+    }
+    if (choice != NULL) {
+        *choice = c->choice;
+    }
+    return AQ_OK;
+}
+
+aq_status aq__arrow_report_choice(aq_report *report, size_t row, const char *layer_name,
+                                  const aq_qset_choice *choice, aq_error *err)
+{
+    if (report == NULL) {
+        return AQ_OK;
+    }
+    if (report->n_choices == report->choices_capacity) {
+        size_t cap = report->choices_capacity ? report->choices_capacity * 2 : 16;
+        report_choice *c = realloc(report->choices, cap * sizeof *c);
+        if (c == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "out of memory recording a row's choice");
+        }
+        report->choices = c;
+        report->choices_capacity = cap;
+    }
+    report_choice *c = &report->choices[report->n_choices];
+    c->row = row;
+    c->choice = *choice;
+    c->name = report_strdup(layer_name != NULL ? layer_name : "");
+    if (c->name == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory recording a row's choice");
+    }
+    report->n_choices++;
+    return AQ_OK;
 }
 
 aq_status aq__arrow_report_add(aq_report *report, size_t row, const char *layer_name,
@@ -141,13 +206,17 @@ aq_status aq__arrow_row_skip(const aq_batch_options *opts, size_t row, const cha
     return AQ_OK;
 }
 
-void aq__arrow_progress(const aq_batch_options *opts, arw_run *run, size_t elements)
+aq_status aq__arrow_progress(const aq_batch_options *opts, arw_run *run, size_t elements,
+                             aq_error *err)
 {
     run->rows_done++;
     run->elements_done += elements;
-    if (opts != NULL && opts->progress != NULL) {
-        opts->progress(opts->progress_user, run->rows_done, run->elements_done);
+    if (opts != NULL && opts->progress != NULL &&
+        opts->progress(opts->progress_user, run->rows_done, run->elements_done) != 0) {
+        return aq__error_set(err, AQ_CANCELLED, "cancelled by the progress callback after %zu rows",
+                             run->rows_done);
     }
+    return AQ_OK;
 }
 
 void aq__arrow_format_shape(const int64_t *shape, size_t ndim, char *buf, size_t size)

@@ -36,6 +36,8 @@ static int stream_errno(aq_status st)
         return ENOTSUP;
     case AQ_OVERFLOW:
         return EOVERFLOW;
+    case AQ_CANCELLED:
+        return ECANCELED;
     default:
         return EINVAL;
     }
@@ -155,6 +157,18 @@ static aq_status stream_open(aq_ctx *ctx, struct ArrowArrayStream *input,
     if (input->get_schema == NULL || input->get_next == NULL) {
         st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream has NULL callbacks", fn);
         goto done;
+    }
+    if (!dequantize && opts != NULL && opts->target_bpw > 0.0 && opts->budget_schemes != NULL) {
+        for (size_t i = 0; i < opts->n_budget_schemes; i++) {
+            if (opts->budget_schemes[i] != ctx->scheme) {
+                st = aq__error_set(err, AQ_UNSUPPORTED,
+                                   "%s: target_bpw with budget schemes other than the context's "
+                                   "needs aq_batch_quantize (a stream's schema, scheme included, "
+                                   "is fixed before its first batch)",
+                                   fn);
+                goto done;
+            }
+        }
     }
     p = calloc(1, sizeof *p);
     if (p == NULL) {

@@ -59,6 +59,16 @@ typedef struct aq__kernel_table {
 } aq__kernel_table;
 
 extern const aq__kernel_table aq__kernels_ref;
+/* The SIMD tables, each defined only in builds for its architecture (sources.cmake) and
+ * handed out by aq__kernels_select only when the CPU and the OS support it. */
+extern const aq__kernel_table aq__kernels_avx2;
+extern const aq__kernel_table aq__kernels_avx512;
+extern const aq__kernel_table aq__kernels_neon;
+
+/* Every table this build has, best first, with whether this CPU can run it (for tests and
+ * benchmarks that compare tables). Returns the number of entries written to `tables` and
+ * `supported` (at most `cap`). */
+size_t aq__kernels_list(const aq__kernel_table **tables, bool *supported, size_t cap);
 
 /* The table for this CPU, or the one named by the environment variable AQ_KERNELS ("ref",
  * "avx2", ...) when it is set. Returns NULL and fills err when AQ_KERNELS names a table this

@@ -112,7 +112,28 @@ aq_status aq_ctx_create(aq_ctx **out, aq_error *err)
 
 void aq_ctx_free(aq_ctx *ctx)
 {
+    if (ctx == NULL) {
+        return;
+    }
+    aq__pool_free(ctx->pool);
     free(ctx);
+}
+
+aq_status aq__ctx_pool(aq_ctx *ctx, aq__pool **out, aq_error *err)
+{
+    unsigned want = aq__threads_resolve(ctx->threads);
+    if (want <= 1) {
+        *out = NULL;
+        return AQ_OK;
+    }
+    if (ctx->pool == NULL) {
+        aq_status st = aq__pool_create(want, &ctx->pool, err);
+        if (st != AQ_OK) {
+            return st;
+        }
+    }
+    *out = ctx->pool;
+    return AQ_OK;
 }
 
 const char *aq_ctx_kernels(const aq_ctx *ctx)
@@ -153,6 +174,11 @@ aq_status aq_ctx_set_param(aq_ctx *ctx, aq_param param, int64_t value, aq_error 
                                  "Invalid threads: %" PRId64
                                  ". Must be between 0 (one per CPU) and %d",
                                  value, AQ_MAX_THREADS);
+        }
+        if ((unsigned)value != ctx->threads) {
+            /* The next call that needs threads starts a pool of the new size. */
+            aq__pool_free(ctx->pool);
+            ctx->pool = NULL;
         }
         ctx->threads = (unsigned)value;
         return AQ_OK;

@@ -182,6 +182,23 @@ static size_t qset_hull(qset_option *o, size_t n)
 
 static const unsigned qset_bits[3] = {2, 4, 8};
 
+/* Tensor i is done: tells the caller's progress function, which may stop the call. */
+static aq_status qset_progress(const aq_qset_options *opts, size_t i, const aq_tensor *tensors,
+                               size_t *done_elements, aq_error *err)
+{
+    size_t count = 0;
+    if (aq__shape_elements(tensors[i].name, tensors[i].shape, tensors[i].ndim, &count, NULL) ==
+        AQ_OK) {
+        *done_elements += count;
+    }
+    if (opts != NULL && opts->progress != NULL &&
+        opts->progress(opts->progress_user, i + 1, *done_elements) != 0) {
+        return aq__error_set(err, AQ_CANCELLED,
+                             "cancelled by the progress callback after %zu tensors", i + 1);
+    }
+    return AQ_OK;
+}
+
 aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
                            const aq_qset_options *opts, aq_qset **out, aq_error *err)
 {
@@ -235,6 +252,7 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         }
     }
     const float *const *imp = opts != NULL ? opts->importance : NULL;
+    size_t done_elements = 0;
 
     if (!(target > 0.0)) {
         /* Floor only: the context's scheme and bits, then more bits while below the floor. */
@@ -253,6 +271,9 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
             }
             it->choice.initial_bit_width = ctx->bit_width;
             it->choice.moved = bits != ctx->bit_width;
+            if ((st = qset_progress(opts, i, tensors, &done_elements, err)) != AQ_OK) {
+                goto done;
+            }
         }
         goto done;
     }
@@ -305,6 +326,9 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         }
         count[i] = qset_hull(o, m);
         total_bytes += o[0].bytes;
+        if ((st = qset_progress(opts, i, tensors, &done_elements, err)) != AQ_OK) {
+            goto done;
+        }
     }
     const double budget = target * (double)total_elements / 8.0;
     if ((double)total_bytes > budget) {

@@ -7,7 +7,10 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The largest magnitude kquant accepts: 2^125, so that a * q - b stays finite. */
 #define AQ__KQ_MAX_ABS 0x1p125f
@@ -211,6 +214,130 @@ done:
     return st;
 }
 
+/* One tensor's spans (the affine driver's, aq__quant_span_at) shared out over the context's
+ * threads, one task per span. Spans start at group (super-block) boundaries whose packed
+ * position is byte-aligned, so tasks write disjoint bytes and the output does not depend on
+ * the thread count. */
+typedef struct qual_job {
+    const aq_tensor *src;
+    const aq_layout *l;
+    const aq_qbuffers *dst;
+    const float *importance;
+    aq_scheme scheme;
+    const aq__kernel_table *k;
+    aq__quantize_search_fn search;
+    aq__quantize_kquant_fn kquant;
+    size_t elem, code_bytes;
+    aq__pool *pool;
+    size_t nspans;
+    size_t *starts; /* nspans + 1 entries */
+    size_t one[2];
+    atomic_size_t first_bad; /* the lowest span with a value it refuses; nspans if none */
+} qual_job;
+
+/* Elements per span below which a tensor is one span on the calling thread. */
+#define QUAL_SPAN_ELEMENTS ((size_t)1 << 16)
+
+static aq_status qual_job_spans(aq_ctx *ctx, qual_job *job, aq_error *err)
+{
+    const aq_layout *l = job->l;
+    job->starts = job->one;
+    job->one[0] = 0;
+    job->one[1] = l->elements;
+    job->nspans = 1;
+    if (l->elements <= QUAL_SPAN_ELEMENTS) {
+        return AQ_OK;
+    }
+    size_t n = 0;
+    for (size_t start = 0; start < l->elements; n++) {
+        start += aq__quant_span_at(l, start).n;
+    }
+    if (n == 1) {
+        return AQ_OK;
+    }
+    aq_status st = aq__ctx_pool(ctx, &job->pool, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    job->starts = malloc((n + 1) * sizeof *job->starts);
+    if (job->starts == NULL) {
+        job->starts = job->one;
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory for %zu spans", n);
+    }
+    size_t start = 0;
+    for (size_t i = 0; i < n; i++) {
+        job->starts[i] = start;
+        start += aq__quant_span_at(l, start).n;
+    }
+    job->starts[n] = l->elements;
+    job->nspans = n;
+    return AQ_OK;
+}
+
+/* The values of [start, end) the schemes refuse, in the order a sequential pass reports them:
+ * the first NaN/Inf of the span, else (kquant) the first |x| > 2^125. err may be NULL. */
+static aq_status qual_span_check(const qual_job *job, size_t start, size_t end, aq_error *err)
+{
+    const char *name = aq__name_or_unnamed(job->src->name);
+    const void *in = (const char *)job->src->data + start * job->elem;
+    size_t at = job->k->find_nonfinite[job->src->dtype](in, end - start);
+    if (at < end - start) {
+        return aq__error_set(err, AQ_NON_FINITE, "Layer '%s' contains NaN or Inf at index %zu",
+                             name, start + at);
+    }
+    if (job->scheme == AQ_SCHEME_KQUANT) {
+        /* a * q - b must not overflow float32 (docs/format.md 5.2). */
+        for (size_t i = start; i < end; i++) {
+            float v = qual_load(job->src, i);
+            if (fabsf(v) > AQ__KQ_MAX_ABS) {
+                return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                                     "Layer '%s': value %g at index %zu is too large for kquant "
+                                     "(|x| must be at most 2^125); use the affine scheme",
+                                     name, (double)v, i);
+            }
+        }
+    }
+    return AQ_OK;
+}
+
+static void qual_task(void *arg, size_t i)
+{
+    qual_job *job = arg;
+    /* Only the lowest failing span is reported: later spans need not run. */
+    if (atomic_load_explicit(&job->first_bad, memory_order_relaxed) < i) {
+        return;
+    }
+    const aq_layout *l = job->l;
+    const aq_qbuffers *dst = job->dst;
+    const size_t start = job->starts[i];
+    aq__span s = aq__quant_span_at(l, start);
+    size_t g = aq__quant_group_at(l, start);
+    const void *in = (const char *)job->src->data + start * job->elem;
+    uint8_t *packed = dst->packed + start * l->bit_width / 8;
+    bool ok;
+    if (job->scheme == AQ_SCHEME_AFFINE) {
+        ok = job->k->quantize_affine[job->src->dtype](in, &s, packed, dst->scales + g,
+                                                      dst->zero_points + g);
+    } else {
+        ok = qual_span_check(job, start, start + s.n, NULL) == AQ_OK;
+        if (ok) {
+            const float *w = job->importance != NULL ? job->importance + start : NULL;
+            if (job->scheme == AQ_SCHEME_AFFINE_SEARCH) {
+                job->search(in, w, &s, packed, dst->scales + g, dst->zero_points + g);
+            } else {
+                job->kquant(in, w, &s, packed,
+                            dst->packed + job->code_bytes + qual_kq_meta_offset(l, start),
+                            dst->scales + g, dst->zero_points + g);
+            }
+        }
+    }
+    if (!ok) {
+        size_t cur = atomic_load(&job->first_bad);
+        while (i < cur && !atomic_compare_exchange_weak(&job->first_bad, &cur, i)) {
+        }
+    }
+}
+
 aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_options *opts,
                          const aq_qbuffers *dst, aq_quantize_stats *stats, aq_error *err)
 {
@@ -260,54 +387,34 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
         }
     }
 
+    qual_job job;
+    memset(&job, 0, sizeof job);
     const aq__kernel_table *k = ctx->kernels, *ref = &aq__kernels_ref;
     const aq_dtype dt = src->dtype;
-    aq__quantize_search_fn search =
-        k->quantize_search[dt] != NULL ? k->quantize_search[dt] : ref->quantize_search[dt];
-    aq__quantize_kquant_fn kquant =
-        k->quantize_kquant[dt] != NULL ? k->quantize_kquant[dt] : ref->quantize_kquant[dt];
-    const size_t elem = aq_dtype_size(dt);
-    const size_t code_bytes = qual_code_bytes(&l);
-    for (size_t start = 0; start < l.elements;) {
-        aq__span s = aq__quant_span_at(&l, start);
-        size_t g = aq__quant_group_at(&l, start);
-        const void *in = (const char *)src->data + start * elem;
-        uint8_t *packed = dst->packed + start * l.bit_width / 8;
-        if (ctx->scheme == AQ_SCHEME_AFFINE) {
-            if (!k->quantize_affine[dt](in, &s, packed, dst->scales + g, dst->zero_points + g)) {
-                size_t at = k->find_nonfinite[dt](in, s.n);
-                return aq__error_set(err, AQ_NON_FINITE,
-                                     "Layer '%s' contains NaN or Inf at index %zu", name,
-                                     start + at);
-            }
-        } else {
-            size_t at = k->find_nonfinite[dt](in, s.n);
-            if (at < s.n) {
-                return aq__error_set(err, AQ_NON_FINITE,
-                                     "Layer '%s' contains NaN or Inf at index %zu", name,
-                                     start + at);
-            }
-            if (ctx->scheme == AQ_SCHEME_KQUANT) {
-                /* a * q - b must not overflow float32 (docs/format.md 5.2). */
-                for (size_t i = start; i < start + s.n; i++) {
-                    if (fabsf(qual_load(src, i)) > AQ__KQ_MAX_ABS) {
-                        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                                             "Layer '%s': value %g at index %zu is too large "
-                                             "for kquant (|x| must be at most 2^125); use the "
-                                             "affine scheme",
-                                             name, (double)qual_load(src, i), i);
-                    }
-                }
-            }
-            const float *w = importance != NULL ? importance + start : NULL;
-            if (ctx->scheme == AQ_SCHEME_AFFINE_SEARCH) {
-                search(in, w, &s, packed, dst->scales + g, dst->zero_points + g);
-            } else {
-                kquant(in, w, &s, packed, dst->packed + code_bytes + qual_kq_meta_offset(&l, start),
-                       dst->scales + g, dst->zero_points + g);
-            }
-        }
-        start += s.n;
+    job.src = src;
+    job.l = &l;
+    job.dst = dst;
+    job.importance = importance;
+    job.scheme = ctx->scheme;
+    job.k = k;
+    job.search = k->quantize_search[dt] != NULL ? k->quantize_search[dt] : ref->quantize_search[dt];
+    job.kquant = k->quantize_kquant[dt] != NULL ? k->quantize_kquant[dt] : ref->quantize_kquant[dt];
+    job.elem = aq_dtype_size(dt);
+    job.code_bytes = qual_code_bytes(&l);
+    if ((st = qual_job_spans(ctx, &job, err)) != AQ_OK) {
+        return st;
+    }
+    atomic_init(&job.first_bad, job.nspans);
+    aq__pool_run(job.pool, job.nspans, qual_task, &job);
+    size_t bad = atomic_load(&job.first_bad);
+    if (bad < job.nspans) {
+        st = qual_span_check(&job, job.starts[bad], job.starts[bad + 1], err);
+    }
+    if (job.starts != job.one) {
+        free(job.starts);
+    }
+    if (st != AQ_OK) {
+        return st;
     }
     if (stats != NULL || ctx->preserve_moments) {
         return qual_moments(ctx, src, &l, dst, ctx->preserve_moments, stats, err);

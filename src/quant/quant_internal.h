@@ -6,14 +6,39 @@
 #include "aq_common.h"
 #include "kernels.h"
 
+/* A fixed set of worker threads owned by a context (pool.c). */
+typedef struct aq__pool aq__pool;
+typedef void (*aq__pool_task_fn)(void *arg, size_t task);
+
 struct aq_ctx {
     unsigned bit_width;
     size_t group_size;
     aq_scheme scheme;
     unsigned threads; /* 0 = one per online CPU */
     const aq__kernel_table *kernels;
+    aq__pool *pool; /* created on first use with several threads; freed by aq_ctx_free */
     bool preserve_moments; /* AQ_PARAM_PRESERVE_MOMENTS (quality.c) */
 };
+
+/* The number of threads a `threads` parameter means: itself, or the online CPUs for 0. */
+unsigned aq__threads_resolve(unsigned threads);
+
+/* A pool of `threads` threads in all: the caller of aq__pool_run plus threads - 1 workers
+ * (fewer if the system refuses to start more; results never depend on the count). */
+aq_status aq__pool_create(unsigned threads, aq__pool **out, aq_error *err);
+/* Stops and joins the workers. Accepts NULL. */
+void aq__pool_free(aq__pool *pool);
+/* Threads that take part in aq__pool_run (workers + the caller); 1 for NULL. */
+unsigned aq__pool_threads(const aq__pool *pool);
+/* Runs fn(arg, i) for every i in [0, ntasks) on the pool's threads and the calling thread,
+ * and returns when all have finished (in a fork()ed child, on the calling thread alone). Tasks run in any order and concurrently: fn must only
+ * write what task i owns. pool may be NULL (everything runs on the caller). One job at a
+ * time per pool (a context is used by one thread at a time). */
+void aq__pool_run(aq__pool *pool, size_t ntasks, aq__pool_task_fn fn, void *arg);
+
+/* The context's pool for its `threads` parameter, created on first use; NULL (and AQ_OK)
+ * when the parameter resolves to one thread. */
+aq_status aq__ctx_pool(aq_ctx *ctx, aq__pool **out, aq_error *err);
 
 /* Number of elements of a shape, with every dimension checked (non-negative, at most
  * AQ_MAX_NDIM dimensions, no size_t overflow). name is used in the message. Zero elements

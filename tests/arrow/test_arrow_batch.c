@@ -398,12 +398,13 @@ typedef struct progress_log {
     size_t calls, rows, elements;
 } progress_log;
 
-static void on_progress(void *user, size_t rows, size_t elements)
+static int on_progress(void *user, size_t rows, size_t elements)
 {
     progress_log *p = user;
     p->calls++;
     p->rows = rows;
     p->elements = elements;
+    return 0;
 }
 
 TEST(continue_on_error_skips_and_reports_in_row_order)
@@ -422,7 +423,8 @@ TEST(continue_on_error_skips_and_reports_in_row_order)
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
     progress_log log = {0, 0, 0};
-    aq_batch_options opts = {1, on_progress, &log, rep};
+    aq_batch_options opts = {
+        .continue_on_error = 1, .progress = on_progress, .progress_user = &log, .report = rep};
     struct ArrowSchema out_s;
     struct ArrowArray out_a;
     QUANTIZE_OK(ctx, b, &opts);
@@ -476,7 +478,7 @@ TEST(progress_counts_rows_and_elements)
                       {"c", w + 30, 30, NULL, 0, false}};
     tb_node b = tb_batch(rows, 3);
     progress_log log = {0, 0, 0};
-    aq_batch_options opts = {0, on_progress, &log, NULL};
+    aq_batch_options opts = {.progress = on_progress, .progress_user = &log};
     struct ArrowSchema out_s;
     struct ArrowArray out_a;
     QUANTIZE_OK(ctx, b, &opts);
@@ -610,7 +612,7 @@ TEST(dequantize_continue_on_error)
         result_batch(names, packed, plen, f, ng, shape, nd, bits, 2, good_keys, good_vals, 4);
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
-    aq_batch_options opts = {1, NULL, NULL, rep};
+    aq_batch_options opts = {.continue_on_error = 1, .report = rep};
     struct ArrowSchema d_s;
     struct ArrowArray d_a;
     CHECK_OK(aq_batch_dequantize(ctx, b.s, b.a, &opts, &d_s, &d_a, &err));

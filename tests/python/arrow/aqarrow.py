@@ -58,7 +58,7 @@ class AqError(ctypes.Structure):
     _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * 512)]
 
 
-PROGRESS = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t)
+PROGRESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t)
 
 
 class BatchOptions(ctypes.Structure):
@@ -67,6 +67,10 @@ class BatchOptions(ctypes.Structure):
         ("progress", PROGRESS),
         ("progress_user", ctypes.c_void_p),
         ("report", ctypes.c_void_p),
+        ("min_cosine", ctypes.c_double),
+        ("target_bpw", ctypes.c_double),
+        ("budget_schemes", ctypes.c_void_p),
+        ("n_budget_schemes", ctypes.c_size_t),
     ]
 
 
@@ -134,7 +138,7 @@ class Lib:
         opts.continue_on_error = 1 if continue_on_error else 0
         cb = None
         if progress is not None:
-            cb = PROGRESS(lambda _u, rows, elems: progress(rows, elems))
+            cb = PROGRESS(lambda _u, rows, elems: 1 if progress(rows, elems) else 0)
             opts.progress = cb
         opts.report = report
         return opts, cb

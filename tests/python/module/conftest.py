@@ -16,3 +16,11 @@ def quantizer():
 
     return ArrowQuantV2(mode="diffusion")
 
+
+
+@pytest.fixture
+def base_quantizer():
+    """Plain affine (mode 'base'), for the tests that check the affine format's sizes."""
+    from arrow_quant_v2 import ArrowQuantV2
+
+    return ArrowQuantV2(mode="base")

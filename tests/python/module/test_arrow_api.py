@@ -13,9 +13,9 @@ import arrow_quant_v2
 from arrow_quant_v2 import ArrowQuantV2, QuantizationError, SkippedLayerWarning
 
 
-def test_01_one_layer_gives_the_six_columns(quantizer, produce):
+def test_01_one_layer_gives_the_six_columns(base_quantizer, produce):
     batch = make_batch([("layer.0.weight", weights(1000))])
-    result = quantizer.quantize_arrow_batch(produce(batch), bit_width=4)
+    result = base_quantizer.quantize_arrow_batch(produce(batch), bit_width=4)
     assert isinstance(result, pa.RecordBatch)
     assert result.num_rows == 1
     assert result.schema.names == EXPECTED_COLUMNS
@@ -31,18 +31,18 @@ def test_02_five_layers_keep_input_order(quantizer, produce):
     assert result.column("layer_name").to_pylist() == names
 
 
-def test_03_two_dimensional_shape_is_kept(quantizer, produce):
+def test_03_two_dimensional_shape_is_kept(base_quantizer, produce):
     batch = make_batch([("conv", weights(20000, shape=(100, 200)))])
-    result = quantizer.quantize_arrow_batch(produce(batch), bit_width=4)
+    result = base_quantizer.quantize_arrow_batch(produce(batch), bit_width=4)
     assert result.column("shape").to_pylist() == [[100, 200]]
     # groups never straddle rows: 100 rows of ceil(200 / 128) = 2 groups
     assert len(result.column("scales")[0].as_py()) == 200
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
-def test_04_bit_widths_are_reported(quantizer, produce, bits):
+def test_04_bit_widths_are_reported(base_quantizer, produce, bits):
     batch = make_batch([("w", weights(1000))])
-    result = quantizer.quantize_arrow_batch(produce(batch), bit_width=bits)
+    result = base_quantizer.quantize_arrow_batch(produce(batch), bit_width=bits)
     assert result.column("bit_width").to_pylist() == [bits]
     assert len(result.column("quantized_data")[0].as_py()) == 1000 * bits // 8
 
@@ -103,9 +103,9 @@ def test_10_without_shape_column_shape_is_length(quantizer, produce):
     assert result.column("shape").to_pylist() == [[1000]]
 
 
-def test_11_one_million_values(quantizer, produce):
+def test_11_one_million_values(base_quantizer, produce):
     w = weights(1_000_000)
-    result = quantizer.quantize_arrow_batch(produce(make_batch([("big", w)])), bit_width=4)
+    result = base_quantizer.quantize_arrow_batch(produce(make_batch([("big", w)])), bit_width=4)
     assert result.num_rows == 1
     assert len(result.column("quantized_data")[0].as_py()) == 500_000
     assert len(result.column("scales")[0].as_py()) == math.ceil(1_000_000 / 128)
@@ -150,13 +150,13 @@ def test_14_default_bit_width_is_4(quantizer, produce):
 # -- Also ---------------------------------------------------------------------------------------
 
 
-def test_result_column_types_are_exact(quantizer, produce):
-    result = quantizer.quantize_arrow_batch(produce(make_batch([("w", weights(300))])))
+def test_result_column_types_are_exact(base_quantizer, produce):
+    result = base_quantizer.quantize_arrow_batch(produce(make_batch([("w", weights(300))])))
     assert [f.type for f in result.schema] == EXPECTED_TYPES
     md = result.schema.metadata
     assert md[b"arrowquant.scheme"] == b"affine"
     assert md[b"arrowquant.group_size"] == b"128"
-    table = quantizer.quantize_arrow(produce(make_batch([("w", weights(300))])))
+    table = base_quantizer.quantize_arrow(produce(make_batch([("w", weights(300))])))
     assert [f.type for f in table.schema] == EXPECTED_TYPES
 
 
@@ -229,12 +229,12 @@ def _check_within_half_scale(original, result_row, restored):
     assert np.all(err <= bound * (1 + 1e-5) + 1e-6)
 
 
-def test_dequantize_restores_within_half_a_scale(quantizer, produce):
+def test_dequantize_restores_within_half_a_scale(base_quantizer, produce):
     layers = [("a", weights(1000)), ("b", weights(3000, seed=2, shape=(10, 300)))]
     batch = make_batch(layers)
     for bits in (2, 4, 8):
-        result = quantizer.quantize_arrow_batch(produce(batch), bit_width=bits)
-        restored = quantizer.dequantize_arrow(result)
+        result = base_quantizer.quantize_arrow_batch(produce(batch), bit_width=bits)
+        restored = base_quantizer.dequantize_arrow(result)
         assert isinstance(restored, pa.RecordBatch)
         assert restored.schema.names == ["layer_name", "weights", "shape"]
         assert restored.schema.field("weights").type == pa.list_(pa.float32())
@@ -261,7 +261,18 @@ def test_modes(mode):
     q = ArrowQuantV2(mode=mode)
     assert q.mode == mode
     result = q.quantize_arrow_batch(make_batch([("w", weights(1000))]))
-    assert result.schema.metadata[b"arrowquant.scheme"] == b"affine"
+    md = result.schema.metadata
+    if mode == "base":
+        assert md[b"arrowquant.scheme"] == b"affine"
+        assert md[b"arrowquant.group_size"] == b"128"
+        assert len(result.column("quantized_data")[0].as_py()) == 500
+    else:
+        # kquant: 512-element super-blocks, the sub-block parameters after the codes
+        # (docs/format.md 5.2): 1000 values = super-blocks of 512 and 488 elements.
+        assert md[b"arrowquant.scheme"] == b"kquant"
+        assert md[b"arrowquant.group_size"] == b"512"
+        assert len(result.column("scales")[0].as_py()) == 2
+        assert len(result.column("quantized_data")[0].as_py()) == 500 + 24 + 24
 
 
 def test_unknown_mode_is_a_value_error():

@@ -36,7 +36,7 @@ def frame(layers, with_shape=True):
 
 @pytest.fixture
 def q():
-    return aq.ArrowQuantV2(mode="diffusion")
+    return aq.ArrowQuantV2(mode="base")  # plain affine: the sizes below are affine's
 
 
 def test_pyarrow_is_really_absent():

@@ -1,0 +1,323 @@
+/*
+ * AVX2 kernels (with F16C for half precision): 8 lanes. Compiled with its own flags
+ * (sources.cmake); the only symbol is the table aq__kernels_avx2, which dispatch.c hands out
+ * only when the CPU and the OS support these instructions. The algorithm is kernels_simd.h;
+ * this file supplies the vector primitives.
+ */
+#include "kernels.h"
+
+#include <immintrin.h>
+
+#define SIMD_VL 8
+#define SIMD_NAME "avx2"
+#define SIMD_TABLE_NAME aq__kernels_avx2
+
+typedef __m256 simd_v;
+
+static inline simd_v simd_load(const void *src, aq_dtype dtype, size_t i)
+{
+    switch (dtype) {
+    case AQ_DTYPE_F16:
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)src + i)));
+    case AQ_DTYPE_BF16: {
+        __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)src + i));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    }
+    case AQ_DTYPE_F64: {
+        const double *d = (const double *)src + i;
+        __m128 lo = _mm256_cvtpd_ps(_mm256_loadu_pd(d));
+        __m128 hi = _mm256_cvtpd_ps(_mm256_loadu_pd(d + 4));
+        return _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
+    }
+    case AQ_DTYPE_F32:
+    case AQ_DTYPE_COUNT:
+        break;
+    }
+    return _mm256_loadu_ps((const float *)src + i);
+}
+
+/* Tails go through a small buffer: AVX2 has masked loads for 32- and 64-bit elements only,
+ * and tails are rare enough that a copy costs nothing measurable. */
+static inline simd_v simd_load_part(const void *src, aq_dtype dtype, size_t i, size_t cnt)
+{
+    unsigned char tmp[8 * sizeof(double)];
+    const size_t es = aq_dtype_size(dtype);
+    memcpy(tmp, (const unsigned char *)src + i * es, cnt * es);
+    for (size_t j = cnt; j < 8; j++) {
+        memcpy(tmp + j * es, tmp, es); /* lanes past the end repeat element i */
+    }
+    return simd_load(tmp, dtype, 0);
+}
+
+static inline simd_v simd_set1(float f)
+{
+    return _mm256_set1_ps(f);
+}
+
+static inline simd_v simd_zero(void)
+{
+    return _mm256_setzero_ps();
+}
+
+static inline simd_v simd_min(simd_v a, simd_v b)
+{
+    return _mm256_min_ps(a, b);
+}
+
+static inline simd_v simd_max(simd_v a, simd_v b)
+{
+    return _mm256_max_ps(a, b);
+}
+
+static inline simd_v simd_bad_acc(simd_v acc, simd_v x)
+{
+    return _mm256_or_ps(acc, _mm256_mul_ps(x, _mm256_setzero_ps()));
+}
+
+static inline bool simd_bad_any(simd_v acc)
+{
+    const __m256i e = _mm256_set1_epi32(0x7f800000);
+    __m256i hit = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_castps_si256(acc), e), e);
+    return _mm256_movemask_ps(_mm256_castsi256_ps(hit)) != 0;
+}
+
+static inline void simd_store(float *dst, simd_v v)
+{
+    _mm256_store_ps(dst, v);
+}
+
+/* Min and max of up to 8 groups at once (see kernels_avx512.c): a shuffle tree, then one
+ * permutation. */
+static inline __m256 avx2_reduce8(const float *p, bool is_min)
+{
+    __m256 w[4], x[2];
+    for (int j = 0; j < 4; j++) {
+        __m256 a = _mm256_load_ps(p + (2 * j) * 8), b = _mm256_load_ps(p + (2 * j + 1) * 8);
+        __m256 t1 = _mm256_permute2f128_ps(a, b, 0x20);
+        __m256 t2 = _mm256_permute2f128_ps(a, b, 0x31);
+        w[j] = is_min ? _mm256_min_ps(t1, t2) : _mm256_max_ps(t1, t2);
+    }
+    for (int j = 0; j < 2; j++) {
+        __m256 t1 = _mm256_shuffle_ps(w[2 * j], w[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0));
+        __m256 t2 = _mm256_shuffle_ps(w[2 * j], w[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1));
+        x[j] = is_min ? _mm256_min_ps(t1, t2) : _mm256_max_ps(t1, t2);
+    }
+    __m256 t1 = _mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(2, 0, 2, 0));
+    __m256 t2 = _mm256_shuffle_ps(x[0], x[1], _MM_SHUFFLE(3, 1, 3, 1));
+    __m256 r = is_min ? _mm256_min_ps(t1, t2) : _mm256_max_ps(t1, t2);
+    /* Lane 4c + p holds group 2p + c. */
+    return _mm256_permutevar8x32_ps(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* The per-group arithmetic of aq__affine_params for 8 groups at once, operation for
+ * operation: IEEE division, conversion and negation give the same bits in any lane. */
+#define SIMD_HAVE_PARAMS 1
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
+                               float *scales, float *zero_points, float *glo, float *ginv)
+{
+    for (size_t k = count; k < 8; k++) {
+        memcpy(pmin + k * 8, pmin, 8 * sizeof(float));
+        memcpy(pmax + k * 8, pmax, 8 * sizeof(float));
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 lo = _mm256_add_ps(avx2_reduce8(pmin, true), zero);
+    const __m256 hi = _mm256_add_ps(avx2_reduce8(pmax, false), zero);
+    const __m256 constant = _mm256_cmp_ps(hi, lo, _CMP_EQ_OQ);
+    const __m256d qmax = _mm256_set1_pd((double)((1u << bits) - 1u));
+    const __m256d dlo_a = _mm256_cvtps_pd(_mm256_castps256_ps128(lo));
+    const __m256d dlo_b = _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1));
+    const __m256d dhi_a = _mm256_cvtps_pd(_mm256_castps256_ps128(hi));
+    const __m256d dhi_b = _mm256_cvtps_pd(_mm256_extractf128_ps(hi, 1));
+    __m128 s_a = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_sub_pd(dhi_a, dlo_a), qmax));
+    __m128 s_b = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_sub_pd(dhi_b, dlo_b), qmax));
+    /* max(s, FLT_MIN) returns FLT_MIN when s is NaN too, as !(s >= FLT_MIN) does. */
+    __m256 scale = _mm256_insertf128_ps(_mm256_castps128_ps256(s_a), s_b, 1);
+    scale = _mm256_max_ps(scale, _mm256_set1_ps(0x1p-126f));
+    __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), scale);
+    const __m256d neg = _mm256_set1_pd(-0.0);
+    __m128 z_a = _mm256_cvtpd_ps(_mm256_div_pd(
+        _mm256_xor_pd(dlo_a, neg), _mm256_cvtps_pd(_mm256_castps256_ps128(scale))));
+    __m128 z_b = _mm256_cvtpd_ps(_mm256_div_pd(
+        _mm256_xor_pd(dlo_b, neg), _mm256_cvtps_pd(_mm256_extractf128_ps(scale, 1))));
+    __m256 zp = _mm256_insertf128_ps(_mm256_castps128_ps256(z_a), z_b, 1);
+    /* Constant groups: scale 1, inv 0, zero point -lo. */
+    scale = _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), constant);
+    inv = _mm256_blendv_ps(inv, zero, constant);
+    zp = _mm256_blendv_ps(zp, _mm256_xor_ps(lo, _mm256_set1_ps(-0.0f)), constant);
+    float t[4][8];
+    _mm256_storeu_ps(t[0], scale);
+    _mm256_storeu_ps(t[1], zp);
+    _mm256_storeu_ps(t[2], lo);
+    _mm256_storeu_ps(t[3], inv);
+    memcpy(scales, t[0], count * sizeof(float));
+    memcpy(zero_points, t[1], count * sizeof(float));
+    memcpy(glo, t[2], count * sizeof(float));
+    memcpy(ginv, t[3], count * sizeof(float));
+}
+
+static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax,
+                              simd_v *flag)
+{
+    /* min(qmax, u), not min(u, qmax): the NaN of a non-finite input must survive. */
+    simd_v u = _mm256_min_ps(qmax, _mm256_mul_ps(_mm256_sub_ps(x, lo), inv));
+    __m256i q = _mm256_cvtps_epi32(u);
+    *flag = _mm256_or_ps(*flag, _mm256_castsi256_ps(q));
+    /* Byte 0 of each 32-bit lane to the low 4 bytes of each half, then the halves together. */
+    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+                                          -1, -1, -1, -1);
+    q = _mm256_shuffle_epi8(q, pick);
+    q = _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
+    _mm_storel_epi64((__m128i *)dst, _mm256_castsi256_si128(q));
+}
+
+/* 32 elements quantized and packed in registers: the four code vectors are narrowed
+ * together (two packs and one permutation), then combined as simd_pack does. */
+#define SIMD_HAVE_BLOCK 1
+static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
+                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+{
+    /* Written out, not looped: the four code vectors must stay in registers. */
+#define SIMD_Q(j)                                                                                 \
+    _mm256_cvtps_epi32(_mm256_min_ps(                                                            \
+        qmax, _mm256_mul_ps(_mm256_sub_ps(simd_load(src, dtype, i + 8 * (j)), lo), inv)))
+    const __m256i q[4] = {SIMD_Q(0), SIMD_Q(1), SIMD_Q(2), SIMD_Q(3)};
+#undef SIMD_Q
+    __m256i any = _mm256_or_si256(_mm256_or_si256(q[0], q[1]), _mm256_or_si256(q[2], q[3]));
+    *flag = _mm256_castsi256_ps(_mm256_or_si256(_mm256_castps_si256(*flag), any));
+    /* Lane l of the packed vector holds elements 4l..4l+3 of q0, q1, q2, q3. */
+    __m256i c = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
+                                    _mm256_packus_epi32(q[2], q[3]));
+    c = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    if (bits == 8) {
+        _mm256_storeu_si256((__m256i *)out, c);
+    } else if (bits == 4) {
+        __m256i w = _mm256_maddubs_epi16(c, _mm256_set1_epi16(0x1001));
+        w = _mm256_permute4x64_epi64(_mm256_packus_epi16(w, w), _MM_SHUFFLE(3, 1, 2, 0));
+        _mm_storeu_si128((__m128i *)out, _mm256_castsi256_si128(w));
+    } else {
+        __m256i w = _mm256_maddubs_epi16(c, _mm256_set1_epi16(0x0401));
+        __m256i d = _mm256_madd_epi16(w, _mm256_set1_epi32(0x00100001));
+        d = _mm256_packus_epi16(_mm256_packus_epi32(d, d), d);
+        __m128i lo4 = _mm256_castsi256_si128(d), hi4 = _mm256_extracti128_si256(d, 1);
+        _mm_storel_epi64((__m128i *)out, _mm_unpacklo_epi32(lo4, hi4));
+    }
+}
+
+static inline bool simd_flag_any(simd_v flag)
+{
+    return _mm256_movemask_ps(flag) != 0;
+}
+
+static size_t simd_pack(const uint8_t *codes, size_t nbytes, unsigned bits, uint8_t *out)
+{
+    size_t b = 0;
+    if (bits == 8) {
+        for (; b + 32 <= nbytes; b += 32) {
+            _mm256_storeu_si256((__m256i *)(out + b),
+                                _mm256_loadu_si256((const __m256i *)(codes + b)));
+        }
+    } else if (bits == 4) {
+        const __m256i mul = _mm256_set1_epi16(0x1001); /* c0 + 16 * c1 */
+        for (; b + 32 <= nbytes; b += 32) {
+            const uint8_t *c = codes + 2 * b;
+            __m256i w0 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)c), mul);
+            __m256i w1 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(c + 32)), mul);
+            __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(w0, w1),
+                                                 _MM_SHUFFLE(3, 1, 2, 0));
+            _mm256_storeu_si256((__m256i *)(out + b), p);
+        }
+    } else {
+        const __m256i mul8 = _mm256_set1_epi16(0x0401);      /* c0 + 4 * c1 */
+        const __m256i mul16 = _mm256_set1_epi32(0x00100001); /* w0 + 16 * w1 */
+        for (; b + 32 <= nbytes; b += 32) {
+            const uint8_t *c = codes + 4 * b;
+            __m256i d[4];
+            for (int j = 0; j < 4; j++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(c + 32 * j));
+                d[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(v, mul8), mul16);
+            }
+            __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(d[0], d[1]),
+                                            _mm256_packs_epi32(d[2], d[3]));
+            p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+            _mm256_storeu_si256((__m256i *)(out + b), p);
+        }
+    }
+    return b;
+}
+
+static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, uint8_t *codes)
+{
+    size_t b = 0;
+    if (bits == 8) {
+        for (; b + 32 <= nbytes; b += 32) {
+            _mm256_storeu_si256((__m256i *)(codes + b),
+                                _mm256_loadu_si256((const __m256i *)(packed + b)));
+        }
+    } else if (bits == 4) {
+        const __m256i m_lo = _mm256_set1_epi16(0x000f), m_hi = _mm256_set1_epi16(0x0f00);
+        for (; b + 16 <= nbytes; b += 16) {
+            __m256i w = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(packed + b)));
+            __m256i c = _mm256_or_si256(_mm256_and_si256(w, m_lo),
+                                        _mm256_and_si256(_mm256_slli_epi16(w, 4), m_hi));
+            _mm256_storeu_si256((__m256i *)(codes + 2 * b), c);
+        }
+    } else {
+        for (; b + 8 <= nbytes; b += 8) {
+            __m256i d = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(packed + b)));
+            __m256i c = _mm256_and_si256(d, _mm256_set1_epi32(3));
+            c = _mm256_or_si256(
+                c, _mm256_and_si256(_mm256_slli_epi32(d, 6), _mm256_set1_epi32(0x300)));
+            c = _mm256_or_si256(
+                c, _mm256_and_si256(_mm256_slli_epi32(d, 12), _mm256_set1_epi32(0x30000)));
+            c = _mm256_or_si256(
+                c, _mm256_and_si256(_mm256_slli_epi32(d, 18), _mm256_set1_epi32(0x3000000)));
+            _mm256_storeu_si256((__m256i *)(codes + 4 * b), c);
+        }
+    }
+    return b;
+}
+
+static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, aq_dtype out_dtype,
+                                void *dst, size_t i, size_t cnt)
+{
+    __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)codes));
+    simd_v x = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), zp), scale);
+    if (out_dtype == AQ_DTYPE_F32) {
+        float *d = (float *)dst + i;
+        if (cnt == 8) {
+            _mm256_storeu_ps(d, x);
+        } else {
+            float tmp[8];
+            _mm256_storeu_ps(tmp, x);
+            memcpy(d, tmp, cnt * sizeof(float));
+        }
+        return;
+    }
+    __m128i h;
+    if (out_dtype == AQ_DTYPE_F16) {
+        h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+        /* Round to nearest even on the bits; NaN stays a quiet NaN (as aq__f32_to_bf16). */
+        __m256i u = _mm256_castps_si256(x);
+        __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        __m256i r = _mm256_srli_epi32(
+            _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                         _mm256_set1_epi32(0x7f800000));
+        r = _mm256_blendv_epi8(
+            r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)), nan);
+        r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), _MM_SHUFFLE(2, 0, 2, 0));
+        h = _mm256_castsi256_si128(r);
+    }
+    uint16_t *d = (uint16_t *)dst + i;
+    if (cnt == 8) {
+        _mm_storeu_si128((__m128i *)d, h);
+    } else {
+        uint16_t tmp[8];
+        _mm_storeu_si128((__m128i *)tmp, h);
+        memcpy(d, tmp, cnt * sizeof(uint16_t));
+    }
+}
+
+#include "kernels_simd.h"

@@ -1,0 +1,320 @@
+/*
+ * AVX-512 kernels (F, BW, DQ, VL): 16 lanes. Compiled with its own flags (sources.cmake); the
+ * only symbol is the table aq__kernels_avx512, which dispatch.c hands out only when the CPU
+ * and the OS support these instructions. The algorithm is kernels_simd.h; this file supplies
+ * the vector primitives.
+ */
+#include "kernels.h"
+
+#include <immintrin.h>
+
+#define SIMD_VL 16
+#define SIMD_NAME "avx512"
+#define SIMD_TABLE_NAME aq__kernels_avx512
+
+typedef __m512 simd_v;
+
+
+static inline simd_v simd_load(const void *src, aq_dtype dtype, size_t i)
+{
+    switch (dtype) {
+    case AQ_DTYPE_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)src + i)));
+    case AQ_DTYPE_BF16: {
+        __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)src + i));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+    case AQ_DTYPE_F64: {
+        const double *d = (const double *)src + i;
+        __m256 lo = _mm512_cvtpd_ps(_mm512_loadu_pd(d));
+        __m256 hi = _mm512_cvtpd_ps(_mm512_loadu_pd(d + 8));
+        return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+    }
+    case AQ_DTYPE_F32:
+    case AQ_DTYPE_COUNT:
+        break;
+    }
+    return _mm512_loadu_ps((const float *)src + i);
+}
+
+static inline simd_v simd_load_part(const void *src, aq_dtype dtype, size_t i, size_t cnt)
+{
+    const __mmask16 k = (__mmask16)((1u << cnt) - 1u);
+    simd_v v;
+    switch (dtype) {
+    case AQ_DTYPE_F16:
+        v = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(k, (const uint16_t *)src + i));
+        break;
+    case AQ_DTYPE_BF16: {
+        __m256i h = _mm256_maskz_loadu_epi16(k, (const uint16_t *)src + i);
+        v = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+        break;
+    }
+    case AQ_DTYPE_F64: {
+        const double *d = (const double *)src + i;
+        __m256 lo = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(k & 0xffu), d));
+        __m256 hi = _mm512_cvtpd_ps(_mm512_maskz_loadu_pd((__mmask8)(k >> 8), d + 8));
+        v = _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
+        break;
+    }
+    case AQ_DTYPE_F32:
+    case AQ_DTYPE_COUNT:
+    default:
+        v = _mm512_maskz_loadu_ps(k, (const float *)src + i);
+        break;
+    }
+    /* Lanes past the end repeat element i, so they change neither min nor max. */
+    return _mm512_mask_mov_ps(_mm512_broadcastss_ps(_mm512_castps512_ps128(v)), k, v);
+}
+
+static inline simd_v simd_set1(float f)
+{
+    return _mm512_set1_ps(f);
+}
+
+static inline simd_v simd_zero(void)
+{
+    return _mm512_setzero_ps();
+}
+
+static inline simd_v simd_min(simd_v a, simd_v b)
+{
+    return _mm512_min_ps(a, b);
+}
+
+static inline simd_v simd_max(simd_v a, simd_v b)
+{
+    return _mm512_max_ps(a, b);
+}
+
+static inline simd_v simd_bad_acc(simd_v acc, simd_v x)
+{
+    return _mm512_or_ps(acc, _mm512_mul_ps(x, _mm512_setzero_ps()));
+}
+
+static inline bool simd_bad_any(simd_v acc)
+{
+    const __m512i e = _mm512_set1_epi32(0x7f800000);
+    return _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_castps_si512(acc), e), e) != 0;
+}
+
+static inline void simd_store(float *dst, simd_v v)
+{
+    _mm512_store_ps(dst, v);
+}
+
+/* Min and max of up to 16 groups at once: a tree of shuffles halves the partials of two
+ * groups per step, so 16 groups cost 15 min (and 15 max) instructions instead of 64. The
+ * result comes out as a 4x4 transpose, undone by one permutation. */
+static inline __m512 avx512_reduce16(const float *p, bool is_min)
+{
+    __m512 w[8], x[4], y[2];
+    for (int j = 0; j < 8; j++) {
+        __m512 a = _mm512_load_ps(p + (2 * j) * 16), b = _mm512_load_ps(p + (2 * j + 1) * 16);
+        __m512 t1 = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+        __m512 t2 = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+        w[j] = is_min ? _mm512_min_ps(t1, t2) : _mm512_max_ps(t1, t2);
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 t1 = _mm512_shuffle_f32x4(w[2 * j], w[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512 t2 = _mm512_shuffle_f32x4(w[2 * j], w[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1));
+        x[j] = is_min ? _mm512_min_ps(t1, t2) : _mm512_max_ps(t1, t2);
+    }
+    for (int j = 0; j < 2; j++) {
+        __m512 t1 = _mm512_shuffle_ps(x[2 * j], x[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0));
+        __m512 t2 = _mm512_shuffle_ps(x[2 * j], x[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1));
+        y[j] = is_min ? _mm512_min_ps(t1, t2) : _mm512_max_ps(t1, t2);
+    }
+    __m512 t1 = _mm512_shuffle_ps(y[0], y[1], _MM_SHUFFLE(2, 0, 2, 0));
+    __m512 t2 = _mm512_shuffle_ps(y[0], y[1], _MM_SHUFFLE(3, 1, 3, 1));
+    __m512 r = is_min ? _mm512_min_ps(t1, t2) : _mm512_max_ps(t1, t2);
+    /* Lane 4c + p holds group 4p + c. */
+    const __m512i idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(idx, r);
+}
+
+/* The per-group arithmetic of aq__affine_params for 16 groups at once, operation for
+ * operation: IEEE division, conversion and negation give the same bits in any lane. */
+#define SIMD_HAVE_PARAMS 1
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
+                               float *scales, float *zero_points, float *glo, float *ginv)
+{
+    for (size_t k = count; k < 16; k++) {
+        memcpy(pmin + k * 16, pmin, 16 * sizeof(float));
+        memcpy(pmax + k * 16, pmax, 16 * sizeof(float));
+    }
+    const __m512 zero = _mm512_setzero_ps();
+    const __m512 lo = _mm512_add_ps(avx512_reduce16(pmin, true), zero);
+    const __m512 hi = _mm512_add_ps(avx512_reduce16(pmax, false), zero);
+    const __mmask16 constant = _mm512_cmp_ps_mask(hi, lo, _CMP_EQ_OQ);
+    const __m512d qmax = _mm512_set1_pd((double)((1u << bits) - 1u));
+    const __m256 lo_a = _mm512_castps512_ps256(lo), lo_b = _mm512_extractf32x8_ps(lo, 1);
+    const __m256 hi_a = _mm512_castps512_ps256(hi), hi_b = _mm512_extractf32x8_ps(hi, 1);
+    const __m512d dlo_a = _mm512_cvtps_pd(lo_a), dlo_b = _mm512_cvtps_pd(lo_b);
+    __m256 s_a = _mm512_cvtpd_ps(_mm512_div_pd(_mm512_sub_pd(_mm512_cvtps_pd(hi_a), dlo_a), qmax));
+    __m256 s_b = _mm512_cvtpd_ps(_mm512_div_pd(_mm512_sub_pd(_mm512_cvtps_pd(hi_b), dlo_b), qmax));
+    /* max(s, FLT_MIN) returns FLT_MIN when s is NaN too, as !(s >= FLT_MIN) does. */
+    __m512 scale = _mm512_insertf32x8(_mm512_castps256_ps512(s_a), s_b, 1);
+    scale = _mm512_max_ps(scale, _mm512_set1_ps(0x1p-126f));
+    __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
+    const __m512d neg = _mm512_set1_pd(-0.0);
+    __m256 z_a = _mm512_cvtpd_ps(_mm512_div_pd(
+        _mm512_xor_pd(dlo_a, neg), _mm512_cvtps_pd(_mm512_castps512_ps256(scale))));
+    __m256 z_b = _mm512_cvtpd_ps(_mm512_div_pd(
+        _mm512_xor_pd(dlo_b, neg), _mm512_cvtps_pd(_mm512_extractf32x8_ps(scale, 1))));
+    __m512 zp = _mm512_insertf32x8(_mm512_castps256_ps512(z_a), z_b, 1);
+    /* Constant groups: scale 1, inv 0, zero point -lo. */
+    scale = _mm512_mask_mov_ps(scale, constant, _mm512_set1_ps(1.0f));
+    inv = _mm512_mask_mov_ps(inv, constant, zero);
+    zp = _mm512_mask_mov_ps(zp, constant, _mm512_xor_ps(lo, _mm512_set1_ps(-0.0f)));
+    const __mmask16 k = (__mmask16)((1u << count) - 1u);
+    _mm512_mask_storeu_ps(scales, k, scale);
+    _mm512_mask_storeu_ps(zero_points, k, zp);
+    _mm512_mask_storeu_ps(glo, k, lo);
+    _mm512_mask_storeu_ps(ginv, k, inv);
+}
+
+static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax,
+                              simd_v *flag)
+{
+    /* min(qmax, u), not min(u, qmax): the NaN of a non-finite input must survive. */
+    simd_v u = _mm512_min_ps(qmax, _mm512_mul_ps(_mm512_sub_ps(x, lo), inv));
+    __m512i q = _mm512_cvtps_epi32(u);
+    *flag = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(*flag), q));
+    _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q));
+}
+
+/* 64 elements quantized and packed in registers: the four code vectors are narrowed
+ * together (two packs and one permutation instead of four narrowing stores), then combined
+ * into 4- or 2-bit codes as simd_pack does. */
+#define SIMD_HAVE_BLOCK 1
+static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
+                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+{
+    /* Written out, not looped: the four code vectors must stay in registers. */
+#define SIMD_Q(j)                                                                                 \
+    _mm512_cvtps_epi32(_mm512_min_ps(                                                            \
+        qmax, _mm512_mul_ps(_mm512_sub_ps(simd_load(src, dtype, i + 16 * (j)), lo), inv)))
+    const __m512i q[4] = {SIMD_Q(0), SIMD_Q(1), SIMD_Q(2), SIMD_Q(3)};
+#undef SIMD_Q
+    __m512i any = _mm512_or_si512(_mm512_or_si512(q[0], q[1]), _mm512_or_si512(q[2], q[3]));
+    *flag = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(*flag), any));
+    /* Lane l of the packed vector holds elements 4l..4l+3 of q0, q1, q2, q3: transpose. */
+    __m512i c = _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]),
+                                    _mm512_packus_epi32(q[2], q[3]));
+    c = _mm512_permutexvar_epi32(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), c);
+    if (bits == 8) {
+        _mm512_storeu_si512(out, c);
+    } else if (bits == 4) {
+        __m512i w = _mm512_maddubs_epi16(c, _mm512_set1_epi16(0x1001));
+        _mm256_storeu_si256((__m256i *)out, _mm512_cvtepi16_epi8(w));
+    } else {
+        __m512i w = _mm512_maddubs_epi16(c, _mm512_set1_epi16(0x0401));
+        __m512i d = _mm512_madd_epi16(w, _mm512_set1_epi32(0x00100001));
+        _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(d));
+    }
+}
+
+static inline bool simd_flag_any(simd_v flag)
+{
+    return _mm512_movepi32_mask(_mm512_castps_si512(flag)) != 0;
+}
+
+static size_t simd_pack(const uint8_t *codes, size_t nbytes, unsigned bits, uint8_t *out)
+{
+    size_t b = 0;
+    if (bits == 8) {
+        for (; b + 64 <= nbytes; b += 64) {
+            _mm512_storeu_si512(out + b, _mm512_loadu_si512(codes + b));
+        }
+    } else if (bits == 4) {
+        const __m512i mul = _mm512_set1_epi16(0x1001); /* c0 + 16 * c1 */
+        for (; b + 32 <= nbytes; b += 32) {
+            __m512i w = _mm512_maddubs_epi16(_mm512_loadu_si512(codes + 2 * b), mul);
+            _mm256_storeu_si256((__m256i *)(out + b), _mm512_cvtepi16_epi8(w));
+        }
+    } else {
+        const __m512i mul8 = _mm512_set1_epi16(0x0401);      /* c0 + 4 * c1 */
+        const __m512i mul16 = _mm512_set1_epi32(0x00100001); /* w0 + 16 * w1 */
+        for (; b + 16 <= nbytes; b += 16) {
+            __m512i w = _mm512_maddubs_epi16(_mm512_loadu_si512(codes + 4 * b), mul8);
+            __m512i d = _mm512_madd_epi16(w, mul16);
+            _mm_storeu_si128((__m128i *)(out + b), _mm512_cvtepi32_epi8(d));
+        }
+    }
+    return b;
+}
+
+static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, uint8_t *codes)
+{
+    size_t b = 0;
+    if (bits == 8) {
+        for (; b + 64 <= nbytes; b += 64) {
+            _mm512_storeu_si512(codes + b, _mm512_loadu_si512(packed + b));
+        }
+    } else if (bits == 4) {
+        const __m512i m_lo = _mm512_set1_epi16(0x000f), m_hi = _mm512_set1_epi16(0x0f00);
+        for (; b + 32 <= nbytes; b += 32) {
+            __m512i w = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(packed + b)));
+            __m512i c = _mm512_or_si512(_mm512_and_si512(w, m_lo),
+                                        _mm512_and_si512(_mm512_slli_epi16(w, 4), m_hi));
+            _mm512_storeu_si512(codes + 2 * b, c);
+        }
+    } else {
+        for (; b + 16 <= nbytes; b += 16) {
+            __m512i d = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(packed + b)));
+            __m512i c = _mm512_and_si512(d, _mm512_set1_epi32(3));
+            c = _mm512_or_si512(
+                c, _mm512_and_si512(_mm512_slli_epi32(d, 6), _mm512_set1_epi32(0x300)));
+            c = _mm512_or_si512(
+                c, _mm512_and_si512(_mm512_slli_epi32(d, 12), _mm512_set1_epi32(0x30000)));
+            c = _mm512_or_si512(
+                c, _mm512_and_si512(_mm512_slli_epi32(d, 18), _mm512_set1_epi32(0x3000000)));
+            _mm512_storeu_si512(codes + 4 * b, c);
+        }
+    }
+    return b;
+}
+
+static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, aq_dtype out_dtype,
+                                void *dst, size_t i, size_t cnt)
+{
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
+    simd_v x = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q), zp), scale);
+    const __mmask16 k = (__mmask16)((1u << cnt) - 1u);
+    if (out_dtype == AQ_DTYPE_F32) {
+        float *d = (float *)dst + i;
+        if (cnt == 16) {
+            _mm512_storeu_ps(d, x);
+        } else {
+            _mm512_mask_storeu_ps(d, k, x);
+        }
+        return;
+    }
+    __m256i h;
+    if (out_dtype == AQ_DTYPE_F16) {
+        /* The masked form: GCC's unoptimised macro for the plain one trips -Wsign-conversion. */
+        h = _mm512_maskz_cvtps_ph((__mmask16)0xffff, x,
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    } else {
+        /* Round to nearest even on the bits; NaN stays a quiet NaN (as aq__f32_to_bf16). */
+        __m512i u = _mm512_castps_si512(x);
+        __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+        __m512i r = _mm512_srli_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(
+            _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+        r = _mm512_mask_mov_epi32(
+            r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+        h = _mm512_cvtepi32_epi16(r);
+    }
+    uint16_t *d = (uint16_t *)dst + i;
+    if (cnt == 16) {
+        _mm256_storeu_si256((__m256i *)d, h);
+    } else {
+        _mm256_mask_storeu_epi16(d, k, h);
+    }
+}
+
+#include "kernels_simd.h"

@@ -1,0 +1,469 @@
+/*
+ * The affine kernels written once over a small vector vocabulary. Each SIMD translation unit
+ * (kernels_avx2.c, kernels_avx512.c, kernels_neon.c) defines the primitives listed below for its
+ * instruction set, then includes this file, which defines the kernels and the const table
+ * SIMD_TABLE_NAME. Nothing here is compiled on its own.
+ *
+ * Primitives (static inline, SIMD_VL lanes of float32):
+ *   simd_v                     the float vector type
+ *   simd_v simd_load(src, dtype, i)            elements i .. i+VL-1 as float32
+ *   simd_v simd_load_part(src, dtype, i, cnt)  elements i .. i+cnt-1 (0 < cnt < VL); the other
+ *                                              lanes hold a copy of element i
+ *   simd_v simd_set1(float), simd_min, simd_max, simd_zero(void)
+ *   simd_v simd_bad_acc(acc, x)   accumulates x * 0 bitwise: NaN bits iff x is not finite
+ *   bool simd_bad_any(acc)        true when some lane has all exponent bits set
+ *   void simd_store(float *dst, simd_v)        VL floats (dst aligned to the vector size)
+ *   void simd_params(pmin, pmax, count, bits, scales, zero_points, lo, inv)  for each group
+ *                                              k < count: min and max over the VL partials at
+ *                                              pmin + k*VL, pmax + k*VL, then exactly
+ *                                              aq__affine_params, lo normalised (+ 0.0f)
+ *   void simd_codes(uint8_t *dst, x, lo, inv, qmax, simd_v *flag)  VL codes
+ *                                              cvt(min((x-lo)*inv, qmax)), one byte each (dst
+ *                                              has room for VL bytes); flags non-finite x
+ *   bool simd_flag_any(flag)       whether simd_codes flagged a non-finite input
+ *   void simd_block(src, dtype, i, lo, inv, qmax, bits, uint8_t *out, simd_v *flag)
+ *                                              SIMD_BLOCK elements from i quantized as
+ *                                              simd_codes does and packed straight to out
+ *   size_t simd_pack(codes, nbytes, bits, out)  packs codes into the first bytes of out and
+ *                                              returns how many it wrote (a multiple of its
+ *                                              block, at most nbytes); the rest is done here
+ *   size_t simd_unpack(packed, nbytes, bits, codes)  the inverse; returns bytes consumed
+ *   void simd_dequant(codes, zp, scale, out_dtype, dst, i, cnt)  cnt <= VL codes (VL readable)
+ *                                              to ((float)q - zp) * scale, stored at dst[i..]
+ * An instruction set may instead define simd_reduce(pmin, pmax, count, lo, hi) (the batched
+ * min/max only) and leave SIMD_HAVE_PARAMS undefined, or leave SIMD_HAVE_BLOCK undefined:
+ * generic versions below then do the rest.
+ *
+ * Non-finite inputs are caught in the second pass, for free on x86: a NaN or infinite element
+ * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
+ * min(qmax, u) keeps the NaN, and converting NaN gives the "integer indefinite" 0x80000000,
+ * whose sign bit no valid code has.
+ *
+ * Bit-exactness with kernels_ref.c (docs/format.md): min/max are exact whatever the order (a
+ * signed zero is normalised by + 0.0f afterwards); per element the work is the same float32
+ * subtraction and multiplication; rounding min(u, qmax) to nearest-even equals rounding u and
+ * clamping, since qmax is an integer and u >= 0 for finite inputs; the per-group parameters
+ * are aq__affine_params itself.
+ */
+#ifndef SIMD_TABLE_NAME
+#    error "define the primitives and SIMD_TABLE_NAME before including kernels_simd.h"
+#endif
+
+#include <math.h>
+
+#if defined(__GNUC__)
+#    define SIMD_INLINE static inline __attribute__((always_inline))
+#    define SIMD_ALIGN __attribute__((aligned(64)))
+#else
+#    define SIMD_INLINE static inline
+#    define SIMD_ALIGN
+#endif
+
+/* Codes staged between the quantize pass and packing (and between unpacking and dequantize):
+ * small enough for L1, large enough that packing runs in long loops. */
+#define SIMD_STAGE 4096
+/* Groups whose min and max are reduced together (one vector of results). */
+#define SIMD_BATCH SIMD_VL
+/* A batch holds at most this many elements (unless a single group is larger), so that the
+ * second pass over the batch reads from L1. */
+#define SIMD_BATCH_ELEMS 2048
+/* Software prefetch of the data the code pass will need two batches on: into L1 for 2-byte
+ * inputs, into L2 for wider ones, which measured better with bench_kernels on Zen 4. */
+#define SIMD_PF(p, es)                                                                            \
+    do {                                                                                          \
+        if ((es) >= 4) {                                                                          \
+            __builtin_prefetch((p), 0, 2);                                                        \
+        } else {                                                                                  \
+            __builtin_prefetch((p), 0, 3);                                                        \
+        }                                                                                         \
+    } while (0)
+/* Elements quantized and packed together on the direct path. */
+#define SIMD_BLOCK (4 * SIMD_VL)
+
+static float simd_scalar(const void *src, aq_dtype dtype, size_t i)
+{
+    switch (dtype) {
+    case AQ_DTYPE_F32:
+        return ((const float *)src)[i];
+    case AQ_DTYPE_F16:
+        return aq__f16_to_f32(((const uint16_t *)src)[i]);
+    case AQ_DTYPE_BF16:
+        return aq__bf16_to_f32(((const uint16_t *)src)[i]);
+    case AQ_DTYPE_F64:
+        return (float)((const double *)src)[i];
+    case AQ_DTYPE_COUNT:
+        break;
+    }
+    return NAN;
+}
+
+/* Packs whole bytes of codes (nbytes of output) with the vector routine, then the rest. */
+static void simd_pack_all(const uint8_t *codes, size_t nbytes, unsigned bits, uint8_t *out)
+{
+    size_t done = simd_pack(codes, nbytes, bits, out);
+    const size_t per_byte = 8 / bits;
+    for (size_t b = done; b < nbytes; b++) {
+        unsigned v = 0;
+        for (size_t j = 0; j < per_byte; j++) {
+            v |= (unsigned)codes[b * per_byte + j] << (j * bits);
+        }
+        out[b] = (uint8_t)v;
+    }
+}
+
+static void simd_unpack_all(const uint8_t *packed, size_t nbytes, unsigned bits, uint8_t *codes)
+{
+    size_t done = simd_unpack(packed, nbytes, bits, codes);
+    const size_t per_byte = 8 / bits;
+    const unsigned mask = (1u << bits) - 1u;
+    for (size_t b = done; b < nbytes; b++) {
+        for (size_t j = 0; j < per_byte; j++) {
+            codes[b * per_byte + j] = (uint8_t)((packed[b] >> (j * bits)) & mask);
+        }
+    }
+}
+
+#ifndef SIMD_HAVE_PARAMS
+/* Parameters one group at a time, after the instruction set's batched min/max reduction
+ * simd_reduce(pmin, pmax, count, lo, hi). */
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
+                               float *scales, float *zero_points, float *lo, float *inv)
+{
+    float hi[SIMD_BATCH];
+    simd_reduce(pmin, pmax, count, lo, hi);
+    for (size_t k = 0; k < count; k++) {
+        aq__affine_params(lo[k], hi[k], bits, &scales[k], &inv[k], &zero_points[k]);
+        lo[k] = lo[k] + 0.0f;
+    }
+}
+#endif
+
+#ifndef SIMD_HAVE_BLOCK
+/* A block through simd_codes and the packer, for instruction sets without a fused version. */
+static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
+                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+{
+    uint8_t tmp[SIMD_BLOCK];
+    for (size_t j = 0; j < SIMD_BLOCK; j += SIMD_VL) {
+        simd_codes(tmp + j, simd_load(src, dtype, i + j), lo, inv, qmax, flag);
+    }
+    simd_pack_all(tmp, SIMD_BLOCK * bits / 8, bits, out);
+}
+#endif
+
+/* The length of the group that starts at column col, cut at the span's end. */
+SIMD_INLINE size_t simd_group_len(const aq__span *s, size_t col, size_t done)
+{
+    size_t len = s->cols - col < s->group_size ? s->cols - col : s->group_size;
+    return len < s->n - done ? len : s->n - done;
+}
+
+/* A batch of consecutive groups, from its min/max pass to its code pass. */
+typedef struct simd_batch {
+    size_t count, total;
+    bool regular; /* whole groups, a multiple of the vector length each */
+    size_t start[SIMD_BATCH], len[SIMD_BATCH];
+    float lo[SIMD_BATCH], inv[SIMD_BATCH];
+} simd_batch;
+
+/* Collects the next batch of groups from element *e and runs its first pass: vertical min/max
+ * per group, then the parameters of the whole batch (written to scales and zero_points). */
+SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__span *s,
+                                     size_t *e_io, size_t *col_io, simd_batch *bt, float *scales,
+                                     float *zero_points)
+{
+    SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
+    SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
+    size_t e = *e_io, col = *col_io;
+    size_t count = 0, total = 0;
+    while (count < SIMD_BATCH && e < s->n) {
+        size_t len = simd_group_len(s, col, e);
+        if (count > 0 && total + len > SIMD_BATCH_ELEMS) {
+            break;
+        }
+        bt->start[count] = e;
+        bt->len[count] = len;
+        count++;
+        total += len;
+        e += len;
+        col += len;
+        if (col == s->cols) {
+            col = 0;
+        }
+    }
+    *e_io = e;
+    *col_io = col;
+    bt->count = count;
+    bt->total = total;
+    bt->regular = s->group_size % SIMD_VL == 0 && total == count * s->group_size;
+
+    /* Regular batches run 8 groups side by side, so that the loop overhead is paid once per
+     * 8 groups and 16 independent min/max chains keep the vector units busy. */
+    size_t k0 = 0;
+    if (bt->regular) {
+        const size_t g = s->group_size;
+        for (; k0 + 8 <= count; k0 += 8) { /* the rest of the batch, if any, below */
+            const size_t b = bt->start[k0];
+            simd_v vmin[8], vmax[8];
+#if defined(__GNUC__) && !defined(__clang__)
+#    pragma GCC unroll 8
+#endif
+            for (size_t k = 0; k < 8; k++) {
+                vmin[k] = vmax[k] = simd_load(src, dtype, b + k * g);
+            }
+            for (size_t i = SIMD_VL; i < g; i += SIMD_VL) {
+#if defined(__GNUC__) && !defined(__clang__)
+#    pragma GCC unroll 8
+#endif
+                for (size_t k = 0; k < 8; k++) {
+                    simd_v x = simd_load(src, dtype, b + k * g + i);
+                    vmin[k] = simd_min(vmin[k], x);
+                    vmax[k] = simd_max(vmax[k], x);
+                }
+            }
+            for (size_t k = 0; k < 8; k++) {
+                simd_store(pmin + (k0 + k) * SIMD_VL, vmin[k]);
+                simd_store(pmax + (k0 + k) * SIMD_VL, vmax[k]);
+            }
+        }
+    }
+    for (size_t k = k0; k < count; k++) {
+        const size_t b = bt->start[k], len = bt->len[k];
+        simd_v x = len >= SIMD_VL ? simd_load(src, dtype, b) : simd_load_part(src, dtype, b, len);
+        simd_v vmin = x, vmax = x;
+        size_t i = SIMD_VL;
+        for (; i + SIMD_VL <= len; i += SIMD_VL) {
+            x = simd_load(src, dtype, b + i);
+            vmin = simd_min(vmin, x);
+            vmax = simd_max(vmax, x);
+        }
+        if (i < len) {
+            x = simd_load_part(src, dtype, b + i, len - i);
+            vmin = simd_min(vmin, x);
+            vmax = simd_max(vmax, x);
+        }
+        simd_store(pmin + k * SIMD_VL, vmin);
+        simd_store(pmax + k * SIMD_VL, vmax);
+    }
+    simd_params(pmin, pmax, count, s->bits, scales, zero_points, bt->lo, bt->inv);
+}
+
+/* Packs the whole bytes of the staged codes and keeps the (fewer than 4) codes left over. */
+SIMD_INLINE void simd_flush(uint8_t *codes, size_t *staged, unsigned bits, uint8_t **out)
+{
+    const size_t per_byte = 8 / bits;
+    size_t whole = *staged / per_byte;
+    simd_pack_all(codes, whole, bits, *out);
+    *out += whole;
+    size_t rest = *staged - whole * per_byte;
+    memmove(codes, codes + whole * per_byte, rest);
+    *staged = rest;
+}
+
+/* The second pass over a batch (read again from L1): codes, packed. `ahead` elements past a
+ * group's data are prefetched: memory keeps streaming while this pass computes. */
+SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__span *s,
+                                     const simd_batch *bt, size_t ahead, uint8_t *packed,
+                                     uint8_t *codes, size_t *staged_io, uint8_t **out_io,
+                                     simd_v *flag)
+{
+    const unsigned bits = s->bits;
+    const size_t es = dtype == AQ_DTYPE_F64 ? 8 : dtype == AQ_DTYPE_F32 ? 4 : 2;
+    const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
+    size_t staged = *staged_io;
+
+    /* Direct: nothing staged and a regular batch of whole groups that are a multiple of the
+     * block: codes go straight to their packed bytes, a block at a time. */
+    if (bt->regular && staged == 0 && s->group_size % SIMD_BLOCK == 0) {
+        for (size_t k = 0; k < bt->count; k++) {
+            const size_t b = bt->start[k], len = bt->len[k];
+            const simd_v lo = simd_set1(bt->lo[k]), inv = simd_set1(bt->inv[k]);
+            for (size_t i = 0; i < len; i += SIMD_BLOCK) {
+                /* Every cache line of the block's counterpart `ahead` elements on. A
+                 * prefetch never faults, even past the end of the data. */
+                const char *next = (const char *)src + (b + i + ahead) * es;
+                for (size_t line = 0; line < SIMD_BLOCK * es; line += 64) {
+                    SIMD_PF(next + line, es);
+                }
+                simd_block(src, dtype, b + i, lo, inv, qmax, bits, packed + (b + i) * bits / 8,
+                           flag);
+            }
+        }
+        *out_io = packed + (bt->start[0] + bt->total) * bits / 8;
+        return;
+    }
+
+    if (staged + bt->total + SIMD_VL > SIMD_STAGE) {
+        simd_flush(codes, &staged, bits, out_io);
+    }
+    if (staged + bt->total + SIMD_VL <= SIMD_STAGE) {
+        /* The usual case: the whole batch fits the staging buffer. */
+        for (size_t k = 0; k < bt->count; k++) {
+            const size_t b = bt->start[k], len = bt->len[k];
+            const simd_v lo = simd_set1(bt->lo[k]), inv = simd_set1(bt->inv[k]);
+            uint8_t *c = codes + staged;
+            size_t i = 0;
+            for (; i + SIMD_VL <= len; i += SIMD_VL) {
+                SIMD_PF((const char *)src + (b + i + ahead) * es, es);
+                simd_codes(c + i, simd_load(src, dtype, b + i), lo, inv, qmax, flag);
+            }
+            if (i < len) {
+                simd_codes(c + i, simd_load_part(src, dtype, b + i, len - i), lo, inv, qmax,
+                           flag);
+            }
+            staged += len;
+        }
+    } else {
+        /* One group larger than the staging buffer: in pieces. */
+        const size_t b = bt->start[0], len = bt->len[0];
+        const simd_v lo = simd_set1(bt->lo[0]), inv = simd_set1(bt->inv[0]);
+        for (size_t i = 0; i < len;) {
+            if (staged + SIMD_VL > SIMD_STAGE) {
+                simd_flush(codes, &staged, bits, out_io);
+            }
+            size_t room = (SIMD_STAGE - staged) / SIMD_VL * SIMD_VL;
+            size_t end = len - i <= room ? len : i + room;
+            for (; i + SIMD_VL <= end; i += SIMD_VL) {
+                simd_codes(codes + staged, simd_load(src, dtype, b + i), lo, inv, qmax, flag);
+                staged += SIMD_VL;
+            }
+            if (i < end) {
+                simd_codes(codes + staged, simd_load_part(src, dtype, b + i, end - i), lo, inv,
+                           qmax, flag);
+                staged += end - i;
+                i = end;
+            }
+        }
+    }
+    *staged_io = staged;
+}
+
+/* Software-pipelined over batches: the first pass of batch n+1 (memory-bound loads, and the
+ * long-latency divisions of its parameters) is issued before the second pass of batch n
+ * (arithmetic from L1), so each hides the other's latency. */
+SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *s,
+                               uint8_t *packed, float *scales, float *zero_points)
+{
+    const size_t per_byte = 8 / s->bits;
+    SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
+    simd_batch bt[2];
+    size_t staged = 0, e = 0, col = s->col0, group = 0, nb = 0;
+    uint8_t *out = packed;
+    simd_v flag = simd_zero();
+    for (;;) {
+        const bool more = e < s->n;
+        if (more) {
+            simd_batch *cur = &bt[nb & 1];
+            simd_quantize_pass1(src, dtype, s, &e, &col, cur, scales + group,
+                                zero_points + group);
+            group += cur->count;
+        }
+        if (nb > 0) {
+            const simd_batch *prev = &bt[(nb - 1) & 1];
+            size_t ahead = prev->total + (more ? bt[nb & 1].total : 0);
+            simd_quantize_pass2(src, dtype, s, prev, ahead, packed, codes, &staged, &out, &flag);
+            if (simd_flag_any(flag)) {
+                return false;
+            }
+        }
+        if (!more) {
+            break;
+        }
+        nb++;
+    }
+    /* The last byte is zero-padded. */
+    memset(codes + staged, 0, per_byte);
+    simd_pack_all(codes, (staged + per_byte - 1) / per_byte, s->bits, out);
+    return true;
+}
+
+SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
+                                 const float *zero_points, const aq__span *s, aq_dtype out_dtype,
+                                 void *dst)
+{
+    const unsigned bits = s->bits;
+    const size_t per_byte = 8 / bits;
+    SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
+    size_t col = s->col0;
+    size_t group = 0;
+    size_t left = simd_group_len(s, col, 0); /* elements left in the current group */
+
+    /* Chunks of SIMD_STAGE codes start on byte boundaries; groups run across chunks. */
+    for (size_t c0 = 0; c0 < s->n; c0 += SIMD_STAGE) {
+        size_t c1 = s->n - c0 < SIMD_STAGE ? s->n : c0 + SIMD_STAGE;
+        size_t byte0 = c0 / per_byte;
+        size_t byte1 = (c1 + per_byte - 1) / per_byte;
+        simd_unpack_all(packed + byte0, byte1 - byte0, bits, codes);
+        for (size_t e = c0; e < c1;) {
+            if (left == 0) {
+                group++;
+                left = simd_group_len(s, col, e);
+            }
+            size_t piece = left < c1 - e ? left : c1 - e;
+            const simd_v zp = simd_set1(zero_points[group]);
+            const simd_v scale = simd_set1(scales[group]);
+            for (size_t i = 0; i < piece; i += SIMD_VL) {
+                size_t cnt = piece - i < SIMD_VL ? piece - i : SIMD_VL;
+                simd_dequant(codes + (e - c0) + i, zp, scale, out_dtype, dst, e + i, cnt);
+            }
+            e += piece;
+            left -= piece;
+            col += piece;
+            if (col == s->cols) {
+                col = 0;
+            }
+        }
+    }
+}
+
+SIMD_INLINE size_t simd_find_nonfinite(const void *src, aq_dtype dtype, size_t n)
+{
+    size_t i = 0;
+    for (; i + SIMD_VL <= n; i += SIMD_VL) {
+        if (simd_bad_any(simd_bad_acc(simd_zero(), simd_load(src, dtype, i)))) {
+            break;
+        }
+    }
+    for (; i < n; i++) {
+        if (!isfinite(simd_scalar(src, dtype, i))) {
+            return i;
+        }
+    }
+    return n;
+}
+
+#define SIMD_ADAPTERS(suffix, dtype)                                                              \
+    static bool simd_quantize_##suffix(const void *src, const aq__span *s, uint8_t *packed,      \
+                                       float *scales, float *zero_points)                         \
+    {                                                                                             \
+        return simd_quantize(src, dtype, s, packed, scales, zero_points);                        \
+    }                                                                                             \
+    static size_t simd_find_nonfinite_##suffix(const void *src, size_t n)                        \
+    {                                                                                             \
+        return simd_find_nonfinite(src, dtype, n);                                               \
+    }
+
+SIMD_ADAPTERS(f32, AQ_DTYPE_F32)
+SIMD_ADAPTERS(f16, AQ_DTYPE_F16)
+SIMD_ADAPTERS(bf16, AQ_DTYPE_BF16)
+SIMD_ADAPTERS(f64, AQ_DTYPE_F64)
+
+#define SIMD_DEQUANT(suffix, dtype)                                                               \
+    static void simd_dequantize_##suffix(const uint8_t *packed, const float *scales,             \
+                                         const float *zero_points, const aq__span *s, void *dst)  \
+    {                                                                                             \
+        simd_dequantize(packed, scales, zero_points, s, dtype, dst);                             \
+    }
+
+SIMD_DEQUANT(f32, AQ_DTYPE_F32)
+SIMD_DEQUANT(f16, AQ_DTYPE_F16)
+SIMD_DEQUANT(bf16, AQ_DTYPE_BF16)
+
+const aq__kernel_table SIMD_TABLE_NAME = {
+    .name = SIMD_NAME,
+    .quantize_affine = {simd_quantize_f32, simd_quantize_f16, simd_quantize_bf16,
+                        simd_quantize_f64},
+    .dequantize_affine = {simd_dequantize_f32, simd_dequantize_f16, simd_dequantize_bf16, NULL},
+    .find_nonfinite = {simd_find_nonfinite_f32, simd_find_nonfinite_f16,
+                       simd_find_nonfinite_bf16, simd_find_nonfinite_f64},
+};
