@@ -202,6 +202,19 @@ class DiffusionQuantConfig:
                 "keep": list(self._keep), "bits_for": dict(self._bits_for),
                 "family": self._family, "calibration_combine": self._calibration_combine}
 
+    def quantize_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ArrowQuantV2's quantize methods for these choices
+        (bit_width, group_size, scheme, min_accuracy, target_bpw; a floor or budget of 0 is
+        left out). The layer rules and overrides are not among them: they need the
+        extension's rules entry points."""
+        kwargs: dict[str, Any] = {"bit_width": self._bit_width, "group_size": self._group_size,
+                                  "scheme": self._scheme}
+        if self._min_cosine > 0.0:
+            kwargs["min_accuracy"] = self._min_cosine
+        if self._target_bpw > 0.0:
+            kwargs["target_bpw"] = self._target_bpw
+        return kwargs
+
     @property
     def profile(self) -> str:
         """The profile the defaults came from."""

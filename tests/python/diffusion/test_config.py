@@ -100,3 +100,25 @@ def test_contradictory_overrides_as_the_c_library_says(aqd):
     assert str(e.value) == aqdiff_ctypes.override_message(aqd, "a*", 2, 8)
     # The same treatment twice is no contradiction.
     assert DiffusionQuantConfig(keep=["a*"], bits_for=["a*=keep"]).keep == ("a*",)
+
+
+@pytest.mark.parametrize("name", ["edge", "local", "cloud"])
+def test_quantize_kwargs_drive_the_module(name):
+    import numpy as np
+
+    from arrow_quant_v2 import ArrowQuantV2
+
+    config = DiffusionQuantConfig.from_profile(name)
+    kwargs = config.quantize_kwargs()
+    assert kwargs == {"bit_width": config.bit_width, "group_size": 512, "scheme": "kquant",
+                      "min_accuracy": config.min_cosine, "target_bpw": config.target_bpw}
+    w = np.random.default_rng(0).standard_normal((64, 1024)).astype(np.float32)
+    result = ArrowQuantV2(mode="diffusion").quantize_batch({"w": w}, **kwargs)
+    assert result.num_rows == 1
+    assert result.column("bit_width")[0].as_py() == config.bit_width
+    # kquant at the profile's width: exactly its bits per weight (full super-blocks).
+    nbytes = (len(result.column("quantized_data")[0].as_py()) +
+              8 * len(result.column("scales")[0].as_py()))
+    assert nbytes * 8 / w.size == pytest.approx(config.target_bpw)
+    plain = DiffusionQuantConfig(name, min_cosine=0, target_bpw=0).quantize_kwargs()
+    assert "min_accuracy" not in plain and "target_bpw" not in plain
