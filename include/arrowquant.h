@@ -967,6 +967,215 @@ AQ_API AQ_MUST_CHECK aq_status aq_report_choice_get(const aq_report *report, siz
                                                     size_t *row, const char **layer_name,
                                                     aq_qset_choice *choice, aq_error *err);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Diffusion (src/diffusion): layer rules, profiles, time-aware importance                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Deployment profiles. Each gives the bit width and scheme of the tensors that follow the
+ * profile, and the quality goals handed to aq_qset_quantize: a floor on each tensor's cosine
+ * similarity (min_cosine) and a size budget (target_bpw, in bits per weight, all metadata
+ * counted, over the tensors that follow the profile; tensors that the layer rules keep in 16
+ * bits or raise to 8 bits are outside the budget). Values in README.md, "Diffusion mode". */
+typedef struct aq_profile {
+    const char *name;  /* "edge", "local", "cloud"; static storage */
+    unsigned bit_width; /* 2, 4, 8 */
+    aq_scheme scheme;   /* the scheme of mode="diffusion" */
+    size_t group_size;  /* the layout's group size for that scheme */
+    double min_cosine;  /* aq_qset_options.min_cosine */
+    double target_bpw;  /* aq_qset_options.target_bpw */
+} aq_profile;
+
+#define AQ_PROFILE_COUNT 3
+
+/* Looks a profile up by name. AQ_INVALID_PARAMETER for any other name, with the message
+ * "Unknown profile 'NAME'. Known profiles: edge, local, cloud". */
+AQ_API AQ_MUST_CHECK aq_status aq_profile_get(const char *name, aq_profile *out, aq_error *err);
+/* Profile i (0 <= i < AQ_PROFILE_COUNT), from smallest to largest. AQ_INVALID_ARGUMENT past it. */
+AQ_API AQ_MUST_CHECK aq_status aq_profile_at(size_t i, aq_profile *out, aq_error *err);
+
+/* Architecture families, recognised from tensor names (diffusers and transformers naming). */
+typedef enum aq_family {
+    AQ_FAMILY_AUTO = 0,   /* detect from the names, per component (see aq_rules_create) */
+    AQ_FAMILY_GENERIC,    /* none recognised: only the generic rules apply */
+    AQ_FAMILY_UNET,       /* UNet2DModel, UNet2DConditionModel */
+    AQ_FAMILY_DIT,        /* Transformer2DModel (DiT), PixArtTransformer2DModel */
+    AQ_FAMILY_MMDIT,      /* SD3Transformer2DModel */
+    AQ_FAMILY_FLUX,       /* FluxTransformer2DModel */
+    AQ_FAMILY_VAE,        /* AutoencoderKL and other encoder/decoder autoencoders */
+    AQ_FAMILY_CLIP_TEXT,  /* CLIPTextModel, CLIPTextModelWithProjection */
+    AQ_FAMILY_T5_TEXT,    /* T5EncoderModel */
+    AQ_FAMILY_COUNT
+} aq_family;
+
+/* "auto", "generic", "unet", "dit", "mmdit", "flux", "vae", "clip_text", "t5_text";
+ * "unknown" otherwise. */
+AQ_API const char *aq_family_name(aq_family family);
+/* AQ_INVALID_PARAMETER, naming the known families, for an unknown name. */
+AQ_API AQ_MUST_CHECK aq_status aq_family_from_name(const char *name, aq_family *out,
+                                                   aq_error *err);
+/* The family whose signature tensors appear among names (one component's tensors, without
+ * a "component/" prefix); AQ_FAMILY_GENERIC when none does. Never fails. */
+AQ_API aq_family aq_family_detect(const char *const *names, size_t n);
+
+/* Why a tensor got its treatment. */
+typedef enum aq_rule {
+    AQ_RULE_PROFILE = 0,     /* follows the profile */
+    AQ_RULE_BIAS,            /* kept: a bias */
+    AQ_RULE_NORM,            /* kept: a normalisation scale */
+    AQ_RULE_EMBEDDING,       /* kept: a token or class embedding table */
+    AQ_RULE_POSITIONAL,      /* kept: a positional table (absolute or relative) */
+    AQ_RULE_VECTOR,          /* kept: any other tensor of fewer than 2 dimensions */
+    AQ_RULE_TIME_EMBEDDING,  /* 8 bits: the timestep embedding MLP */
+    AQ_RULE_CONDITIONING,    /* 8 bits: conditioning embedders (pooled text, guidance, ...) */
+    AQ_RULE_MODULATION,      /* 8 bits: adaptive-norm modulation, time projections */
+    AQ_RULE_FIRST_LAYER,     /* 8 bits: the input layer of an image or text stream */
+    AQ_RULE_LAST_LAYER,      /* 8 bits: the output layer */
+    AQ_RULE_LATENT,          /* 8 bits: a VAE's layers next to the latent */
+    AQ_RULE_OVERRIDE,        /* a user override (aq_rules_add_override) */
+    AQ_RULE_COUNT
+} aq_rule;
+
+/* "profile", "bias", "norm", "embedding", "positional", "vector", "time_embedding",
+ * "conditioning", "modulation", "first_layer", "last_layer", "latent", "override";
+ * "unknown" otherwise. */
+AQ_API const char *aq_rule_name(aq_rule rule);
+
+/* Bit width of a kept tensor in an override: stored as float16 (float32 for bfloat16
+ * sources, see aq_rule_decision). */
+#define AQ_RULES_KEEP 16u
+
+/* The treatment of one tensor. */
+typedef struct aq_rule_decision {
+    int keep;            /* 1: stored unquantized, as raw floats of bit_width bits */
+    unsigned bit_width;  /* 2, 4 or 8 when quantized; 16 or 32 when kept (32 only for bfloat16
+                            sources, whose range float16 cannot hold) */
+    aq_scheme scheme;    /* the profile's scheme (meaningless when kept) */
+    size_t group_size;   /* the profile's group size (meaningless when kept) */
+    aq_family family;    /* the family the tensor was judged under */
+    aq_rule rule;        /* why */
+    const char *pattern; /* for AQ_RULE_OVERRIDE, the pattern that matched (owned by the rules,
+                            valid until aq_rules_free); NULL otherwise */
+} aq_rule_decision;
+
+/* Layer rules for one model (one component) or one diffusers pipeline (several). */
+typedef struct aq_rules aq_rules;
+
+/* Creates rules for a family and a profile (NULL: "local"). A name "COMPONENT/REST" belongs to
+ * component COMPONENT (a diffusers pipeline folder: "unet/conv_in.weight"); a name without "/"
+ * to the unnamed component. With AQ_FAMILY_AUTO each component's family is detected from its
+ * names (n_names > 0 required; AQ_INVALID_ARGUMENT otherwise); with any other family, every
+ * component is taken to be of that family and names may be NULL. names are borrowed. */
+AQ_API AQ_MUST_CHECK aq_status aq_rules_create(aq_family family, const aq_profile *profile,
+                                               const char *const *names, size_t n_names,
+                                               aq_rules **out, aq_error *err);
+AQ_API void aq_rules_free(aq_rules *rules);
+
+/* Adds a user override: tensors whose full name matches the shell glob pattern (fnmatch, no
+ * flags: '*' also matches '/' and '.') get bit_width 2, 4 or 8, or are kept (AQ_RULES_KEEP,
+ * the --keep option). Overrides win over the default rules. The same pattern given twice
+ * with different treatments is refused (AQ_INVALID_ARGUMENT: "Contradictory overrides: ...");
+ * different patterns that match one tensor with different treatments are refused by
+ * aq_rules_decide for that tensor. */
+AQ_API AQ_MUST_CHECK aq_status aq_rules_add_override(aq_rules *rules, const char *pattern,
+                                                     unsigned bit_width, aq_error *err);
+/* Parses "PATTERN=BITS" (the --bits-for option; BITS is 2, 4, 8, or "keep" / 16) and adds it.
+ * The last '=' splits, so patterns may contain '='. */
+AQ_API AQ_MUST_CHECK aq_status aq_rules_add_override_spec(aq_rules *rules, const char *spec,
+                                                          aq_error *err);
+
+/* Decides the treatment of one tensor from its full name, shape and source dtype. Fails on a
+ * NULL name, more than AQ_MAX_NDIM dimensions, a name of a component the rules were not
+ * created with (AQ_FAMILY_AUTO only), or overrides that disagree about it (naming both
+ * patterns). *out is written only on success. */
+AQ_API AQ_MUST_CHECK aq_status aq_rules_decide(const aq_rules *rules, const char *name,
+                                               const int64_t *shape, size_t ndim,
+                                               aq_dtype dtype, aq_rule_decision *out,
+                                               aq_error *err);
+
+/* The components the rules know ("" for names without "/"), with their families. */
+AQ_API size_t aq_rules_component_count(const aq_rules *rules);
+AQ_API AQ_MUST_CHECK aq_status aq_rules_component_get(const aq_rules *rules, size_t i,
+                                                      const char **component,
+                                                      aq_family *family, aq_error *err);
+/* The profile the rules were created with (copied). */
+AQ_API void aq_rules_profile(const aq_rules *rules, aq_profile *out);
+
+/* Time-aware calibration statistics. A calibration table (written by the Python helper
+ * arrow_quant_v2.diffusion.calibrate, or by anyone) has one row per (layer, timestep group):
+ *   layer_name      utf8 (large_utf8, string_view): the module's name, e.g.
+ *                   "down_blocks.0.resnets.0.conv1" (its weight is "<layer_name>.weight")
+ *   timestep_group  int32 or int64, >= 0
+ *   mean_square     list (large_list, fixed_size_list) of float32 or float64: per input
+ *                   channel, the mean of x^2 over every input the layer saw in that group
+ * and optionally, in the schema metadata, arrowquant.timestep_groups (decimal): how many
+ * groups the table must have. Without it the groups are 0 .. the largest seen.
+ *
+ * Combining groups: each group's vector is divided by its mean over the channels, so that
+ * every part of the trajectory counts equally whatever its activation scale (activations at
+ * high noise are much larger), then the groups are combined per channel by their maximum
+ * (default: a channel that matters at any timestep is protected) or their mean. A floor of
+ * AQ_CALIB_FLOOR (relative to the normalised mean of 1) keeps channels never active during
+ * calibration from being ignored by the quantizer. */
+typedef struct aq_calib aq_calib;
+
+typedef enum aq_calib_combine {
+    AQ_CALIB_COMBINE_MAX = 0,
+    AQ_CALIB_COMBINE_MEAN = 1
+} aq_calib_combine;
+
+#define AQ_CALIB_FLOOR 0.01
+
+AQ_API AQ_MUST_CHECK aq_status aq_calib_create(aq_calib **out, aq_error *err);
+AQ_API void aq_calib_free(aq_calib *calib);
+/* Adds the rows of one record batch (borrowed). Refuses, naming the layer, the group and the
+ * channel: missing columns or wrong types, nulls, a negative group, the same (layer, group)
+ * twice, a channel count that differs between a layer's groups, NaN, Inf or a negative mean
+ * square, and a timestep_groups metadata value that differs between batches. Not allowed
+ * after aq_calib_finish. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_add_batch(aq_calib *calib,
+                                                  const struct ArrowSchema *schema,
+                                                  const struct ArrowArray *array, aq_error *err);
+/* Checks that every layer has every timestep group (AQ_INVALID_ARGUMENT: "Layer 'L' has no
+ * statistics for timestep group G (the table has groups 0..N-1)"), that the table is not
+ * empty, then combines the groups. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_finish(aq_calib *calib, aq_calib_combine combine,
+                                               aq_error *err);
+
+typedef struct aq_calib_layer_info {
+    const char *name;       /* owned by the calib object */
+    size_t channels;
+    size_t groups;
+    /* How much the layer's input changes along the trajectory: the largest over the smallest
+     * per-group mean (scale; +INFINITY when some group is all zero and another is not), and
+     * the largest relative L2 distance of a normalised group vector from their mean (which
+     * channels matter). */
+    double scale_ratio;
+    double shape_variation;
+} aq_calib_layer_info;
+
+/* After aq_calib_finish: layers in order of first appearance. */
+AQ_API size_t aq_calib_layer_count(const aq_calib *calib);
+AQ_API AQ_MUST_CHECK aq_status aq_calib_layer_get(const aq_calib *calib, size_t i,
+                                                  aq_calib_layer_info *out, aq_error *err);
+/* Checks the table against a model's tensor names: every calibration layer L must have a
+ * tensor "L.weight", or "COMPONENT/L.weight". AQ_INVALID_ARGUMENT naming the first layer the
+ * model does not have. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_check_model(const aq_calib *calib,
+                                                    const char *const *tensor_names, size_t n,
+                                                    aq_error *err);
+/* Fills out (out_len elements, one per element of the tensor, row-major) with the importance
+ * of each weight of the tensor `name` ("L.weight" or "COMPONENT/L.weight") of the given shape:
+ * the combined statistic of the input channel it multiplies. A weight of shape
+ * [out, in/groups, k...] (a Linear [out, in], a convolution, a grouped convolution) is
+ * matched to a layer of `in` channels. When the table has no such layer, *found is 0 and
+ * out is untouched (quantize without importance); otherwise *found is 1. Errors: called
+ * before aq_calib_finish, fewer than 2 dimensions, a channel count that does not fit the
+ * shape (AQ_SHAPE_MISMATCH naming both), out_len different from the element count. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_importance(const aq_calib *calib, const char *name,
+                                                   const int64_t *shape, size_t ndim,
+                                                   float *out, size_t out_len, int *found,
+                                                   aq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,7 +6,8 @@
     table_result = q.quantize_arrow(table, bit_width=4)   # Table in, Table out, every chunk
 
 Everything is implemented in C (the extension module arrow_quant_v2.arrow_quant_v2); this
-file only re-exports it.
+file re-exports it, with the pure-Python helpers of the diffusion mode (diffusion.py:
+DiffusionQuantConfig; calibration.py: time-aware calibration of torch models).
 """
 from .arrow_quant_v2 import (
     DEFAULT_BIT_WIDTH,
@@ -19,9 +20,13 @@ from .arrow_quant_v2 import (
     Table,
     __version__,
 )
+from .calibration import calibrate
+from .diffusion import DiffusionQuantConfig
 
 __all__ = [
     "ArrowQuantV2",
+    "DiffusionQuantConfig",
+    "calibrate",
     "DEFAULT_BIT_WIDTH",
     "DEFAULT_GROUP_SIZE",
     "QuantizationError",

@@ -9,9 +9,13 @@ from .arrow_quant_v2 import (
     Table as Table,
     __version__ as __version__,
 )
+from .calibration import calibrate as calibrate
+from .diffusion import DiffusionQuantConfig as DiffusionQuantConfig
 
 __all__ = [
     "ArrowQuantV2",
+    "DiffusionQuantConfig",
+    "calibrate",
     "DEFAULT_BIT_WIDTH",
     "DEFAULT_GROUP_SIZE",
     "QuantizationError",

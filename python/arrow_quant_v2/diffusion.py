@@ -1,0 +1,282 @@
+"""Diffusion mode: deployment profiles and the quantization choices of one run.
+
+    from arrow_quant_v2 import DiffusionQuantConfig
+    config = DiffusionQuantConfig.from_profile("edge", keep=["*attn2*"])
+    config.bit_width, config.scheme, config.min_cosine, config.target_bpw   # 2, 'kquant', ...
+
+A configuration is checked when it is made and never changes afterwards (``replace`` returns a
+changed copy). The profiles are the C library's (``aq_profile_get`` in ``arrowquant.h``);
+``tests/python/diffusion`` checks that the two tables agree.
+"""
+from __future__ import annotations
+
+import math
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+from .arrow_quant_v2 import QuantizationError
+
+__all__ = ["DiffusionQuantConfig", "PROFILES", "FAMILIES", "SCHEMES"]
+
+# name -> (bit_width, scheme, group_size, min_cosine, target_bpw); the same as
+# src/diffusion/profile.c (see the comment there for where the figures come from).
+PROFILES: Mapping[str, tuple[int, str, int, float, float]] = MappingProxyType({
+    "edge": (2, "kquant", 512, 0.90, 2.625),
+    "local": (4, "kquant", 512, 0.99, 4.5),
+    "cloud": (8, "kquant", 512, 0.9999, 8.5),
+})
+
+# aq_family names (arrowquant.h): "auto" detects each component's family from its names.
+FAMILIES = ("auto", "generic", "unet", "dit", "mmdit", "flux", "vae", "clip_text", "t5_text")
+SCHEMES = ("affine", "affine_search", "kquant")
+_COMBINE = ("max", "mean")
+_KEEP = "keep"
+
+
+def _profile(name: Any) -> tuple[int, str, int, float, float]:
+    if not isinstance(name, str) or name not in PROFILES:
+        raise QuantizationError(
+            f"Unknown profile {name!r}. Known profiles: {', '.join(PROFILES)}")
+    return PROFILES[name]
+
+
+def _int(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise QuantizationError(f"{what} must be an integer, got {type(value).__name__}")
+    return value.__index__()
+
+
+def _float(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise QuantizationError(
+                f"{what} must be a number, got {type(value).__name__}") from None
+    value = float(value)
+    if not math.isfinite(value):
+        raise QuantizationError(f"{what} must be finite, got {value}")
+    return value
+
+
+def _bits(value: Any, pattern: str) -> int | str:
+    if value == _KEEP or (not isinstance(value, bool) and value == 16):
+        return _KEEP
+    if isinstance(value, bool) or value not in (2, 4, 8):
+        raise QuantizationError(
+            f"Invalid bit width {value!r} for override {pattern!r}. Must be 2, 4, 8, or keep")
+    return int(value)
+
+
+def _pattern(p: Any, what: str) -> str:
+    if not isinstance(p, str):
+        raise QuantizationError(f"{what} patterns must be strings, got {type(p).__name__}")
+    if not p:
+        raise QuantizationError(f"{what}: override pattern is empty")
+    return p
+
+
+class DiffusionQuantConfig:
+    """The choices of one diffusion-mode quantization run, validated when constructed.
+
+    profile: "edge" (2 bits), "local" (4 bits, the default) or "cloud" (8 bits); it gives the
+    defaults of bit_width, scheme, group_size, min_cosine and target_bpw, each of which may be
+    given explicitly instead. min_cosine 0 means no quality floor, target_bpw 0 no budget.
+    keep: glob patterns of tensors stored unquantized (16 bits); bits_for: {pattern: 2, 4, 8 or
+    "keep"} (or an iterable of "PATTERN=BITS" strings, the command line's form). A pattern
+    given two different treatments is refused; so is a tensor that two patterns treat
+    differently, when the layer rules meet it. family: "auto" or a family name.
+    calibration_combine: how timestep groups are combined ("max" or "mean").
+    """
+
+    __slots__ = ("_profile", "_bit_width", "_scheme", "_group_size", "_min_cosine",
+                 "_target_bpw", "_keep", "_bits_for", "_family", "_calibration_combine")
+
+    def __init__(self, profile: str = "local", *, bit_width: int | None = None,
+                 scheme: str | None = None, group_size: int | None = None,
+                 min_cosine: float | None = None, target_bpw: float | None = None,
+                 keep: Iterable[str] = (), bits_for: Mapping[str, Any] | Iterable[str] = (),
+                 family: str = "auto", calibration_combine: str = "max") -> None:
+        p_bits, p_scheme, p_group, p_cos, p_bpw = _profile(profile)
+        bits = p_bits if bit_width is None else _int(bit_width, "bit_width")
+        if bits not in (2, 4, 8):
+            raise QuantizationError(f"Invalid bit_width: {bits}. Must be 2, 4, or 8")
+        sch = p_scheme if scheme is None else scheme
+        if sch not in SCHEMES:
+            raise QuantizationError(
+                f"Unknown scheme {sch!r}. Known schemes: {', '.join(SCHEMES)}")
+        if group_size is None:
+            group = p_group if sch == "kquant" else 128
+        else:
+            group = _int(group_size, "group_size")
+            if sch == "kquant" and group != 512:
+                raise QuantizationError(
+                    f"Invalid group_size: {group}. The kquant scheme always uses 512")
+            if not 8 <= group <= 4294967295:
+                raise QuantizationError(
+                    f"Invalid group_size: {group}. Must be between 8 and 4294967295")
+        cos = p_cos if min_cosine is None else _float(min_cosine, "min_cosine")
+        if not 0.0 <= cos < 1.0:
+            raise QuantizationError(f"Invalid min_cosine: {cos}. Must be in [0, 1)")
+        bpw = p_bpw if target_bpw is None else _float(target_bpw, "target_bpw")
+        if bpw != 0.0 and not 2.0 <= bpw <= 32.0:
+            raise QuantizationError(
+                f"Invalid target_bpw: {bpw}. Must be 0 (no budget) or between 2 and 32")
+        if family not in FAMILIES:
+            raise QuantizationError(
+                f"Unknown model family {family!r}. Known families: {', '.join(FAMILIES)}")
+        if calibration_combine not in _COMBINE:
+            raise QuantizationError(
+                f"Invalid calibration_combine {calibration_combine!r}. Must be 'max' or 'mean'")
+        if isinstance(keep, str):
+            keep = [keep]
+        overrides: dict[str, int | str] = {}
+
+        def add(pattern: str, value: int | str) -> None:
+            old = overrides.get(pattern)
+            if old is not None and old != value:
+                def say(v: int | str) -> str:
+                    return "keep" if v == _KEEP else f"{v} bits"
+                raise QuantizationError(
+                    f"Contradictory overrides: pattern {pattern!r} is given both {say(old)} "
+                    f"and {say(value)}")
+            overrides[pattern] = value
+
+        keep_list = []
+        for p in keep:
+            p = _pattern(p, "keep")
+            if p not in keep_list:
+                keep_list.append(p)
+            add(p, _KEEP)
+        if isinstance(bits_for, str):
+            bits_for = [bits_for]
+        if isinstance(bits_for, Mapping):
+            items = list(bits_for.items())
+        else:
+            items = []
+            for spec in bits_for:
+                if not isinstance(spec, str) or "=" not in spec:
+                    raise QuantizationError(
+                        f"Invalid override {spec!r}: expected PATTERN=BITS "
+                        "(BITS 2, 4, 8 or keep)")
+                pattern, _, value = spec.rpartition("=")
+                if not pattern or not value:
+                    raise QuantizationError(
+                        f"Invalid override {spec!r}: expected PATTERN=BITS "
+                        "(BITS 2, 4, 8 or keep)")
+                items.append((pattern, int(value) if value.isdigit() else value))
+        bits_map: dict[str, int | str] = {}
+        for pattern, value in items:
+            pattern = _pattern(pattern, "bits_for")
+            v = _bits(value, pattern)
+            add(pattern, v)
+            bits_map[pattern] = v
+        self._profile = profile
+        self._bit_width = bits
+        self._scheme = sch
+        self._group_size = group
+        self._min_cosine = cos
+        self._target_bpw = bpw
+        self._keep = tuple(keep_list)
+        self._bits_for = MappingProxyType(bits_map)
+        self._family = family
+        self._calibration_combine = calibration_combine
+
+    @classmethod
+    def from_profile(cls, name: str, **overrides: Any) -> "DiffusionQuantConfig":
+        """The configuration of profile `name` ("edge", "local", "cloud"); keyword arguments
+        replace single choices, as in the constructor."""
+        return cls(name, **overrides)
+
+    def replace(self, **changes: Any) -> "DiffusionQuantConfig":
+        """A copy with some choices changed, validated like a new configuration."""
+        args = self.to_dict()
+        args.update(changes)
+        return DiffusionQuantConfig(**args)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every choice, as keyword arguments of the constructor."""
+        return {"profile": self._profile, "bit_width": self._bit_width,
+                "scheme": self._scheme, "group_size": self._group_size,
+                "min_cosine": self._min_cosine, "target_bpw": self._target_bpw,
+                "keep": list(self._keep), "bits_for": dict(self._bits_for),
+                "family": self._family, "calibration_combine": self._calibration_combine}
+
+    def quantize_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ArrowQuantV2's quantize methods for these choices
+        (bit_width, group_size, scheme, min_accuracy, target_bpw; a floor or budget of 0 is
+        left out). The layer rules and overrides are not among them: they need the
+        extension's rules entry points."""
+        kwargs: dict[str, Any] = {"bit_width": self._bit_width, "group_size": self._group_size,
+                                  "scheme": self._scheme}
+        if self._min_cosine > 0.0:
+            kwargs["min_accuracy"] = self._min_cosine
+        if self._target_bpw > 0.0:
+            kwargs["target_bpw"] = self._target_bpw
+        return kwargs
+
+    @property
+    def profile(self) -> str:
+        """The profile the defaults came from."""
+        return self._profile
+
+    @property
+    def bit_width(self) -> int:
+        """Bits of the tensors that follow the profile: 2, 4 or 8."""
+        return self._bit_width
+
+    @property
+    def scheme(self) -> str:
+        """"affine", "affine_search" or "kquant"."""
+        return self._scheme
+
+    @property
+    def group_size(self) -> int:
+        """Elements per group (512 for kquant's super-blocks)."""
+        return self._group_size
+
+    @property
+    def min_cosine(self) -> float:
+        """The quality floor per tensor (0: none)."""
+        return self._min_cosine
+
+    @property
+    def target_bpw(self) -> float:
+        """The size budget in bits per weight over the tensors that follow the profile
+        (0: none)."""
+        return self._target_bpw
+
+    @property
+    def keep(self) -> tuple[str, ...]:
+        """Glob patterns of tensors kept unquantized."""
+        return self._keep
+
+    @property
+    def bits_for(self) -> Mapping[str, int | str]:
+        """{pattern: 2, 4, 8 or "keep"} overrides (read-only)."""
+        return self._bits_for
+
+    @property
+    def family(self) -> str:
+        """The model family, or "auto"."""
+        return self._family
+
+    @property
+    def calibration_combine(self) -> str:
+        """How timestep groups of a calibration table are combined: "max" or "mean"."""
+        return self._calibration_combine
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DiffusionQuantConfig):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self._profile, self._bit_width, self._scheme, self._group_size,
+                     self._min_cosine, self._target_bpw, self._keep,
+                     tuple(sorted(self._bits_for.items(), key=lambda kv: kv[0])),
+                     self._family, self._calibration_combine))
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
+        return f"DiffusionQuantConfig({inner})"
