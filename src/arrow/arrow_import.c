@@ -174,29 +174,47 @@ int64_t aq__arrow_find_column(const struct ArrowSchema *schema, const char *name
 
 /* ---- variable-length values ---- */
 
+/* The start of every column import: the structures must exist. A column of zero rows (any
+ * type) or of the null type (every row is null) needs no buffers: it is checked as a bare node
+ * and reported through *nulltype, which the caller records in its own kind. */
+static aq_status imp_begin(const char *col, const struct ArrowSchema *schema,
+                           const struct ArrowArray *array, int64_t parent_offset, int64_t rows,
+                           bool *nulltype, aq_error *err)
+{
+    *nulltype = false;
+    const char *f = schema != NULL ? schema->format : NULL;
+    if (schema == NULL || array == NULL || f == NULL) {
+        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': structure is NULL", col);
+    }
+    if (rows == 0 || strcmp(f, "n") == 0) {
+        int64_t nb = rows == 0 ? array->n_buffers : 0;
+        int64_t nc = rows == 0 ? array->n_children : 0;
+        if (rows > 0 || array->release == NULL || schema->release == NULL) {
+            aq_status st = imp_node(col, "", schema, array, nb, nc, parent_offset + rows, err);
+            if (st != AQ_OK) {
+                return st;
+            }
+        }
+        *nulltype = true;
+    }
+    return AQ_OK;
+}
+
 aq_status aq__arrow_import_var(const char *col, bool binary, const char *expected,
                                const struct ArrowSchema *schema, const struct ArrowArray *array,
                                int64_t parent_offset, int64_t rows, arw_var *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
-    const char *f = schema != NULL ? schema->format : NULL;
-    if (schema == NULL || array == NULL || f == NULL) {
-        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': structure is NULL", col);
+    bool nulltype;
+    aq_status st = imp_begin(col, schema, array, parent_offset, rows, &nulltype, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    aq_status st;
-    if (rows == 0 || strcmp(f, "n") == 0) {
-        /* Zero rows: any type. The null type: every row is null. */
-        int64_t nb = rows == 0 ? array->n_buffers : 0;
-        int64_t nc = rows == 0 ? array->n_children : 0;
-        if (rows > 0 || array->release == NULL || schema->release == NULL) {
-            if ((st = imp_node(col, "", schema, array, nb, nc, parent_offset + rows, err)) !=
-                AQ_OK) {
-                return st;
-            }
-        }
+    if (nulltype) {
         out->kind = ARW_VAR_NULLTYPE;
         return AQ_OK;
     }
+    const char *f = schema->format;
     char narrow = binary ? 'z' : 'u', wide = binary ? 'Z' : 'U';
     bool is_view = f[0] == 'v' && f[1] == narrow && f[2] == '\0';
     if (!is_view && !((f[0] == narrow || f[0] == wide) && f[1] == '\0')) {
@@ -365,23 +383,16 @@ aq_status aq__arrow_import_list(const char *col, const arw_list_spec *spec,
                                 int64_t parent_offset, int64_t rows, arw_list *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
-    const char *f = schema != NULL ? schema->format : NULL;
-    if (schema == NULL || array == NULL || f == NULL) {
-        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': structure is NULL", col);
+    bool nulltype;
+    aq_status st = imp_begin(col, schema, array, parent_offset, rows, &nulltype, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    aq_status st;
-    if (rows == 0 || strcmp(f, "n") == 0) {
-        int64_t nb = rows == 0 ? array->n_buffers : 0;
-        int64_t nc = rows == 0 ? array->n_children : 0;
-        if (rows > 0 || array->release == NULL || schema->release == NULL) {
-            if ((st = imp_node(col, "", schema, array, nb, nc, parent_offset + rows, err)) !=
-                AQ_OK) {
-                return st;
-            }
-        }
+    if (nulltype) {
         out->kind = ARW_LIST_NULLTYPE;
         return AQ_OK;
     }
+    const char *f = schema->format;
     int64_t fixed = 0;
     if (strcmp(f, "+l") == 0) {
         out->kind = ARW_LIST_32;
@@ -545,23 +556,16 @@ aq_status aq__arrow_import_prim(const char *col, char format, const char *expect
                                 int64_t parent_offset, int64_t rows, arw_prim *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
-    const char *f = schema != NULL ? schema->format : NULL;
-    if (schema == NULL || array == NULL || f == NULL) {
-        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': structure is NULL", col);
+    bool nulltype;
+    aq_status st = imp_begin(col, schema, array, parent_offset, rows, &nulltype, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    aq_status st;
-    if (rows == 0 || strcmp(f, "n") == 0) {
-        int64_t nb = rows == 0 ? array->n_buffers : 0;
-        int64_t nc = rows == 0 ? array->n_children : 0;
-        if (rows > 0 || array->release == NULL || schema->release == NULL) {
-            if ((st = imp_node(col, "", schema, array, nb, nc, parent_offset + rows, err)) !=
-                AQ_OK) {
-                return st;
-            }
-        }
+    if (nulltype) {
         out->nulltype = 1;
         return AQ_OK;
     }
+    const char *f = schema->format;
     if (f[0] != format || f[1] != '\0') {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
                              "Column '%s' must be %s, got Arrow format '%s'", col, expected, f);
