@@ -174,6 +174,32 @@ int64_t aq__arrow_find_column(const struct ArrowSchema *schema, const char *name
 
 /* ---- variable-length values ---- */
 
+/* The offsets of rows [offset, offset + rows] of a variable-length or list column, 32-bit or
+ * (wide) 64-bit: the buffer is there and aligned, and every row's pair is non-negative and
+ * non-decreasing. Writes the first and the last offset. */
+static aq_status imp_offsets(const char *col, const void *buf, bool wide, int64_t offset,
+                             int64_t rows, int64_t *first, int64_t *last, aq_error *err)
+{
+    aq_status st = imp_need_buffer(col, "", buf, "offsets", wide ? 8 : 4, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    const int32_t *o32 = buf;
+    const int64_t *o64 = buf;
+    for (int64_t i = offset; i < offset + rows; i++) {
+        int64_t a = wide ? o64[i] : o32[i], b = wide ? o64[i + 1] : o32[i + 1];
+        if (a < 0 || b < a) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "Column '%s': invalid offsets at row %" PRId64 " (%" PRId64
+                                 ", %" PRId64 ")",
+                                 col, i - offset, a, b);
+        }
+    }
+    *first = wide ? o64[offset] : o32[offset];
+    *last = wide ? o64[offset + rows] : o32[offset + rows];
+    return AQ_OK;
+}
+
 /* The start of every column import: the structures must exist. A column of zero rows (any
  * type) or of the null type (every row is null) needs no buffers: it is checked as a bare node
  * and reported through *nulltype, which the caller records in its own kind. */
@@ -269,36 +295,17 @@ aq_status aq__arrow_import_var(const char *col, bool binary, const char *expecte
     if (f[0] == narrow) {
         out->kind = ARW_VAR_32;
         out->off32 = array->buffers[1];
-        if ((st = imp_need_buffer(col, "", out->off32, "offsets", 4, err)) != AQ_OK) {
+        if ((st = imp_offsets(col, out->off32, false, out->offset, rows, &first, &last, err)) !=
+            AQ_OK) {
             return st;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            int32_t a = out->off32[out->offset + i], b = out->off32[out->offset + i + 1];
-            if (a < 0 || b < a) {
-                return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64 " (%d, %d)",
-                                     col, i, (int)a, (int)b);
-            }
-        }
-        first = out->off32[out->offset];
-        last = out->off32[out->offset + rows];
     } else {
         out->kind = ARW_VAR_64;
         out->off64 = array->buffers[1];
-        if ((st = imp_need_buffer(col, "", out->off64, "offsets", 8, err)) != AQ_OK) {
+        if ((st = imp_offsets(col, out->off64, true, out->offset, rows, &first, &last, err)) !=
+            AQ_OK) {
             return st;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            int64_t a = out->off64[out->offset + i], b = out->off64[out->offset + i + 1];
-            if (a < 0 || b < a) {
-                return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64 " (%" PRId64
-                                     ", %" PRId64 ")",
-                                     col, i, a, b);
-            }
-        }
-        first = out->off64[out->offset];
-        last = out->off64[out->offset + rows];
     }
     if (last > first && out->data == NULL) {
         return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': the data buffer is NULL", col);
@@ -455,35 +462,16 @@ aq_status aq__arrow_import_list(const char *col, const arw_list_spec *spec,
         }
     } else if (out->kind == ARW_LIST_32) {
         out->off32 = array->buffers[1];
-        if ((st = imp_need_buffer(col, "", out->off32, "offsets", 4, err)) != AQ_OK) {
+        if ((st = imp_offsets(col, out->off32, false, out->offset, rows, &first, &last, err)) !=
+            AQ_OK) {
             return st;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            int32_t a = out->off32[out->offset + i], b = out->off32[out->offset + i + 1];
-            if (a < 0 || b < a) {
-                return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64 " (%d, %d)",
-                                     col, i, (int)a, (int)b);
-            }
-        }
-        first = out->off32[out->offset];
-        last = out->off32[out->offset + rows];
     } else {
         out->off64 = array->buffers[1];
-        if ((st = imp_need_buffer(col, "", out->off64, "offsets", 8, err)) != AQ_OK) {
+        if ((st = imp_offsets(col, out->off64, true, out->offset, rows, &first, &last, err)) !=
+            AQ_OK) {
             return st;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            int64_t a = out->off64[out->offset + i], b = out->off64[out->offset + i + 1];
-            if (a < 0 || b < a) {
-                return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64 " (%" PRId64
-                                     ", %" PRId64 ")",
-                                     col, i, a, b);
-            }
-        }
-        first = out->off64[out->offset];
-        last = out->off64[out->offset + rows];
     }
     if (last > ca->length) {
         return aq__error_set(err, AQ_INVALID_DATA,
