@@ -349,6 +349,36 @@ void aq__arrow_var_get(const arw_var *v, int64_t i, const uint8_t **data, size_t
     *len = (size_t)(b - a);
 }
 
+aq_status aq__arrow_var_arena_size(const arw_var *v, int64_t rows, size_t *out, aq_error *err)
+{
+    size_t bytes = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        size_t n = 0;
+        if (arw_var_valid(v, i)) {
+            const uint8_t *d;
+            aq__arrow_var_get(v, i, &d, &n);
+        }
+        if (!aq__add_size(bytes, n + 1, &bytes)) {
+            return aq__error_set(err, AQ_OVERFLOW, "layer names overflow");
+        }
+    }
+    *out = bytes;
+    return AQ_OK;
+}
+
+const char *aq__arrow_var_arena_copy(const arw_var *v, int64_t i, char **cursor, size_t *len)
+{
+    const uint8_t *d;
+    size_t n;
+    aq__arrow_var_get(v, i, &d, &n);
+    char *s = *cursor;
+    memcpy(s, d, n);
+    s[n] = '\0';
+    *cursor += n + 1;
+    *len = n;
+    return s;
+}
+
 /* ---- lists ---- */
 
 static size_t imp_elem_size(char f)
