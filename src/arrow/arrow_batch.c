@@ -183,14 +183,7 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
     if (!arw_var_valid(&in->names, i)) {
         return aq__error_set(row_err, AQ_INVALID_ARGUMENT, "Row %zu: layer_name is null", grow);
     }
-    const uint8_t *nd;
-    size_t nl;
-    aq__arrow_var_get(&in->names, i, &nd, &nl);
-    memcpy(*name_cursor, nd, nl);
-    (*name_cursor)[nl] = '\0';
-    item->name = *name_cursor;
-    item->name_len = nl;
-    *name_cursor += nl + 1;
+    item->name = aq__arrow_var_arena_copy(&in->names, i, name_cursor, &item->name_len);
     const char *name = item->name;
 
     if (!arw_list_valid(&in->weights, i)) {
@@ -253,19 +246,9 @@ static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in, const aq_b
                                const arw_run *run, bq_plan *p, aq_error *err)
 {
     size_t n = (size_t)in->rows;
-    size_t name_bytes = 0;
-    for (int64_t i = 0; i < in->rows; i++) {
-        size_t nl = 0;
-        if (arw_var_valid(&in->names, i)) {
-            const uint8_t *nd;
-            aq__arrow_var_get(&in->names, i, &nd, &nl);
-        }
-        if (!aq__add_size(name_bytes, nl + 1, &name_bytes)) {
-            return aq__error_set(err, AQ_OVERFLOW, "layer names overflow");
-        }
-    }
-    aq_status st = bq_plan_alloc(p, n, name_bytes, err);
-    if (st != AQ_OK) {
+    size_t name_bytes;
+    aq_status st = aq__arrow_var_arena_size(&in->names, in->rows, &name_bytes, err);
+    if (st != AQ_OK || (st = bq_plan_alloc(p, n, name_bytes, err)) != AQ_OK) {
         return st;
     }
     char *cursor = p->names;

@@ -271,14 +271,7 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
     if (!arw_var_valid(&in->names, i)) {
         return aq__error_set(row_err, AQ_INVALID_DATA, "Row %zu: layer_name is null", grow);
     }
-    const uint8_t *nd;
-    size_t nl;
-    aq__arrow_var_get(&in->names, i, &nd, &nl);
-    memcpy(*cursor, nd, nl);
-    (*cursor)[nl] = '\0';
-    it->name = *cursor;
-    it->name_len = nl;
-    *cursor += nl + 1;
+    it->name = aq__arrow_var_arena_copy(&in->names, i, cursor, &it->name_len);
     const char *name = it->name;
     static const char *const what[4] = {"quantized_data", "scales", "zero_points", "shape"};
     bool valid[4] = {arw_var_valid(&in->packed, i), arw_list_valid(&in->scales, i),
@@ -389,16 +382,10 @@ static aq_status dq_plan_batch(const dq_input *in, const aq_batch_options *opts,
                                dq_plan *p, aq_error *err)
 {
     memset(p, 0, sizeof *p);
-    size_t n = (size_t)in->rows, name_bytes = 0, shape_count;
-    for (int64_t i = 0; i < in->rows; i++) {
-        size_t nl = 0;
-        if (arw_var_valid(&in->names, i)) {
-            const uint8_t *nd;
-            aq__arrow_var_get(&in->names, i, &nd, &nl);
-        }
-        if (!aq__add_size(name_bytes, nl + 1, &name_bytes)) {
-            return aq__error_set(err, AQ_OVERFLOW, "layer names overflow");
-        }
+    size_t n = (size_t)in->rows, name_bytes, shape_count;
+    aq_status st = aq__arrow_var_arena_size(&in->names, in->rows, &name_bytes, err);
+    if (st != AQ_OK) {
+        return st;
     }
     if (!aq__mul_size(n, AQ_MAX_NDIM, &shape_count)) {
         return aq__error_set(err, AQ_OVERFLOW, "batch has too many rows");
@@ -416,7 +403,7 @@ static aq_status dq_plan_batch(const dq_input *in, const aq_batch_options *opts,
         aq_error row_err;
         aq_error_clear(&row_err);
         if (dq_plan_row(in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK) {
-            aq_status st =
+            st =
                 aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err, err);
             if (st != AQ_OK) {
                 dq_plan_free(p);

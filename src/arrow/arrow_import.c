@@ -174,29 +174,73 @@ int64_t aq__arrow_find_column(const struct ArrowSchema *schema, const char *name
 
 /* ---- variable-length values ---- */
 
+/* The offsets of rows [offset, offset + rows] of a variable-length or list column, 32-bit or
+ * (wide) 64-bit: the buffer is there and aligned, and every row's pair is non-negative and
+ * non-decreasing. Writes the first and the last offset. */
+static aq_status imp_offsets(const char *col, const void *buf, bool wide, int64_t offset,
+                             int64_t rows, int64_t *first, int64_t *last, aq_error *err)
+{
+    aq_status st = imp_need_buffer(col, "", buf, "offsets", wide ? 8 : 4, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    const int32_t *o32 = buf;
+    const int64_t *o64 = buf;
+    for (int64_t i = offset; i < offset + rows; i++) {
+        int64_t a = wide ? o64[i] : o32[i], b = wide ? o64[i + 1] : o32[i + 1];
+        if (a < 0 || b < a) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "Column '%s': invalid offsets at row %" PRId64 " (%" PRId64
+                                 ", %" PRId64 ")",
+                                 col, i - offset, a, b);
+        }
+    }
+    *first = wide ? o64[offset] : o32[offset];
+    *last = wide ? o64[offset + rows] : o32[offset + rows];
+    return AQ_OK;
+}
+
+/* The start of every column import: the structures must exist. A column of zero rows (any
+ * type) or of the null type (every row is null) needs no buffers: it is checked as a bare node
+ * and reported through *nulltype, which the caller records in its own kind. */
+static aq_status imp_begin(const char *col, const struct ArrowSchema *schema,
+                           const struct ArrowArray *array, int64_t parent_offset, int64_t rows,
+                           bool *nulltype, aq_error *err)
+{
+    *nulltype = false;
+    const char *f = schema != NULL ? schema->format : NULL;
+    if (schema == NULL || array == NULL || f == NULL) {
+        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': structure is NULL", col);
+    }
+    if (rows == 0 || strcmp(f, "n") == 0) {
+        int64_t nb = rows == 0 ? array->n_buffers : 0;
+        int64_t nc = rows == 0 ? array->n_children : 0;
+        if (rows > 0 || array->release == NULL || schema->release == NULL) {
+            aq_status st = imp_node(col, "", schema, array, nb, nc, parent_offset + rows, err);
+            if (st != AQ_OK) {
+                return st;
+            }
+        }
+        *nulltype = true;
+    }
+    return AQ_OK;
+}
+
 aq_status aq__arrow_import_var(const char *col, bool binary, const char *expected,
                                const struct ArrowSchema *schema, const struct ArrowArray *array,
                                int64_t parent_offset, int64_t rows, arw_var *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
-    const char *f = schema != NULL ? schema->format : NULL;
-    if (schema == NULL || array == NULL || f == NULL) {
-        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': structure is NULL", col);
+    bool nulltype;
+    aq_status st = imp_begin(col, schema, array, parent_offset, rows, &nulltype, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    aq_status st;
-    if (rows == 0 || strcmp(f, "n") == 0) {
-        /* Zero rows: any type. The null type: every row is null. */
-        int64_t nb = rows == 0 ? array->n_buffers : 0;
-        int64_t nc = rows == 0 ? array->n_children : 0;
-        if (rows > 0 || array->release == NULL || schema->release == NULL) {
-            if ((st = imp_node(col, "", schema, array, nb, nc, parent_offset + rows, err)) !=
-                AQ_OK) {
-                return st;
-            }
-        }
+    if (nulltype) {
         out->kind = ARW_VAR_NULLTYPE;
         return AQ_OK;
     }
+    const char *f = schema->format;
     char narrow = binary ? 'z' : 'u', wide = binary ? 'Z' : 'U';
     bool is_view = f[0] == 'v' && f[1] == narrow && f[2] == '\0';
     if (!is_view && !((f[0] == narrow || f[0] == wide) && f[1] == '\0')) {
@@ -251,36 +295,17 @@ aq_status aq__arrow_import_var(const char *col, bool binary, const char *expecte
     if (f[0] == narrow) {
         out->kind = ARW_VAR_32;
         out->off32 = array->buffers[1];
-        if ((st = imp_need_buffer(col, "", out->off32, "offsets", 4, err)) != AQ_OK) {
+        if ((st = imp_offsets(col, out->off32, false, out->offset, rows, &first, &last, err)) !=
+            AQ_OK) {
             return st;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            int32_t a = out->off32[out->offset + i], b = out->off32[out->offset + i + 1];
-            if (a < 0 || b < a) {
-                return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64 " (%d, %d)",
-                                     col, i, (int)a, (int)b);
-            }
-        }
-        first = out->off32[out->offset];
-        last = out->off32[out->offset + rows];
     } else {
         out->kind = ARW_VAR_64;
         out->off64 = array->buffers[1];
-        if ((st = imp_need_buffer(col, "", out->off64, "offsets", 8, err)) != AQ_OK) {
+        if ((st = imp_offsets(col, out->off64, true, out->offset, rows, &first, &last, err)) !=
+            AQ_OK) {
             return st;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            int64_t a = out->off64[out->offset + i], b = out->off64[out->offset + i + 1];
-            if (a < 0 || b < a) {
-                return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64 " (%" PRId64
-                                     ", %" PRId64 ")",
-                                     col, i, a, b);
-            }
-        }
-        first = out->off64[out->offset];
-        last = out->off64[out->offset + rows];
     }
     if (last > first && out->data == NULL) {
         return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': the data buffer is NULL", col);
@@ -324,6 +349,36 @@ void aq__arrow_var_get(const arw_var *v, int64_t i, const uint8_t **data, size_t
     *len = (size_t)(b - a);
 }
 
+aq_status aq__arrow_var_arena_size(const arw_var *v, int64_t rows, size_t *out, aq_error *err)
+{
+    size_t bytes = 0;
+    for (int64_t i = 0; i < rows; i++) {
+        size_t n = 0;
+        if (arw_var_valid(v, i)) {
+            const uint8_t *d;
+            aq__arrow_var_get(v, i, &d, &n);
+        }
+        if (!aq__add_size(bytes, n + 1, &bytes)) {
+            return aq__error_set(err, AQ_OVERFLOW, "layer names overflow");
+        }
+    }
+    *out = bytes;
+    return AQ_OK;
+}
+
+const char *aq__arrow_var_arena_copy(const arw_var *v, int64_t i, char **cursor, size_t *len)
+{
+    const uint8_t *d;
+    size_t n;
+    aq__arrow_var_get(v, i, &d, &n);
+    char *s = *cursor;
+    memcpy(s, d, n);
+    s[n] = '\0';
+    *cursor += n + 1;
+    *len = n;
+    return s;
+}
+
 /* ---- lists ---- */
 
 static size_t imp_elem_size(char f)
@@ -365,23 +420,16 @@ aq_status aq__arrow_import_list(const char *col, const arw_list_spec *spec,
                                 int64_t parent_offset, int64_t rows, arw_list *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
-    const char *f = schema != NULL ? schema->format : NULL;
-    if (schema == NULL || array == NULL || f == NULL) {
-        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': structure is NULL", col);
+    bool nulltype;
+    aq_status st = imp_begin(col, schema, array, parent_offset, rows, &nulltype, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    aq_status st;
-    if (rows == 0 || strcmp(f, "n") == 0) {
-        int64_t nb = rows == 0 ? array->n_buffers : 0;
-        int64_t nc = rows == 0 ? array->n_children : 0;
-        if (rows > 0 || array->release == NULL || schema->release == NULL) {
-            if ((st = imp_node(col, "", schema, array, nb, nc, parent_offset + rows, err)) !=
-                AQ_OK) {
-                return st;
-            }
-        }
+    if (nulltype) {
         out->kind = ARW_LIST_NULLTYPE;
         return AQ_OK;
     }
+    const char *f = schema->format;
     int64_t fixed = 0;
     if (strcmp(f, "+l") == 0) {
         out->kind = ARW_LIST_32;
@@ -444,35 +492,16 @@ aq_status aq__arrow_import_list(const char *col, const arw_list_spec *spec,
         }
     } else if (out->kind == ARW_LIST_32) {
         out->off32 = array->buffers[1];
-        if ((st = imp_need_buffer(col, "", out->off32, "offsets", 4, err)) != AQ_OK) {
+        if ((st = imp_offsets(col, out->off32, false, out->offset, rows, &first, &last, err)) !=
+            AQ_OK) {
             return st;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            int32_t a = out->off32[out->offset + i], b = out->off32[out->offset + i + 1];
-            if (a < 0 || b < a) {
-                return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64 " (%d, %d)",
-                                     col, i, (int)a, (int)b);
-            }
-        }
-        first = out->off32[out->offset];
-        last = out->off32[out->offset + rows];
     } else {
         out->off64 = array->buffers[1];
-        if ((st = imp_need_buffer(col, "", out->off64, "offsets", 8, err)) != AQ_OK) {
+        if ((st = imp_offsets(col, out->off64, true, out->offset, rows, &first, &last, err)) !=
+            AQ_OK) {
             return st;
         }
-        for (int64_t i = 0; i < rows; i++) {
-            int64_t a = out->off64[out->offset + i], b = out->off64[out->offset + i + 1];
-            if (a < 0 || b < a) {
-                return aq__error_set(err, AQ_INVALID_DATA,
-                                     "Column '%s': invalid offsets at row %" PRId64 " (%" PRId64
-                                     ", %" PRId64 ")",
-                                     col, i, a, b);
-            }
-        }
-        first = out->off64[out->offset];
-        last = out->off64[out->offset + rows];
     }
     if (last > ca->length) {
         return aq__error_set(err, AQ_INVALID_DATA,
@@ -545,23 +574,16 @@ aq_status aq__arrow_import_prim(const char *col, char format, const char *expect
                                 int64_t parent_offset, int64_t rows, arw_prim *out, aq_error *err)
 {
     memset(out, 0, sizeof *out);
-    const char *f = schema != NULL ? schema->format : NULL;
-    if (schema == NULL || array == NULL || f == NULL) {
-        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': structure is NULL", col);
+    bool nulltype;
+    aq_status st = imp_begin(col, schema, array, parent_offset, rows, &nulltype, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    aq_status st;
-    if (rows == 0 || strcmp(f, "n") == 0) {
-        int64_t nb = rows == 0 ? array->n_buffers : 0;
-        int64_t nc = rows == 0 ? array->n_children : 0;
-        if (rows > 0 || array->release == NULL || schema->release == NULL) {
-            if ((st = imp_node(col, "", schema, array, nb, nc, parent_offset + rows, err)) !=
-                AQ_OK) {
-                return st;
-            }
-        }
+    if (nulltype) {
         out->nulltype = 1;
         return AQ_OK;
     }
+    const char *f = schema->format;
     if (f[0] != format || f[1] != '\0') {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
                              "Column '%s' must be %s, got Arrow format '%s'", col, expected, f);

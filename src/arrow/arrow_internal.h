@@ -93,6 +93,13 @@ static inline bool arw_prim_valid(const arw_prim *p, int64_t i)
 /* Value of a valid row i of a var column. */
 void aq__arrow_var_get(const arw_var *v, int64_t i, const uint8_t **data, size_t *len);
 
+/* An arena of layer names taken from a var column: the bytes that rows [0, rows) take as
+ * NUL-terminated strings (a null row one byte; AQ_OVERFLOW past SIZE_MAX), and the copy of a
+ * valid row i at *cursor, which moves past it. The copy returns the string and writes its
+ * length. */
+aq_status aq__arrow_var_arena_size(const arw_var *v, int64_t rows, size_t *out, aq_error *err);
+const char *aq__arrow_var_arena_copy(const arw_var *v, int64_t i, char **cursor, size_t *len);
+
 /* Values [start, start + count) in the child of a valid list row i. start is a physical index
  * (the child's own offset included): the values are at values + start * elem_size, and their
  * validity bits at child_validity bit start. */

@@ -66,16 +66,6 @@ typedef struct owned_schema {
     struct ArrowSchema **child_ptrs;
 } owned_schema;
 
-static char *owned_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d != NULL) {
-        memcpy(d, s, n);
-    }
-    return d;
-}
-
 static void owned_schema_release(struct ArrowSchema *schema)
 {
     if (schema == NULL || schema->release == NULL) {
@@ -113,8 +103,8 @@ aq_status aq__schema_alloc(struct ArrowSchema *out, const char *format, const ch
     out->private_data = p;
     out->release = owned_schema_release;
     out->flags = flags;
-    p->format = owned_strdup(format);
-    p->name = name != NULL ? owned_strdup(name) : NULL;
+    p->format = aq__strdup(format);
+    p->name = aq__strdup(name);
     if (n_children > 0) {
         p->child_nodes = calloc((size_t)n_children, sizeof *p->child_nodes);
         p->child_ptrs = calloc((size_t)n_children, sizeof *p->child_ptrs);

@@ -86,16 +86,6 @@ aq_status aq_report_get(const aq_report *report, size_t i, size_t *row, const ch
     return AQ_OK;
 }
 
-static char *report_strdup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d != NULL) {
-        memcpy(d, s, n);
-    }
-    return d;
-}
-
 size_t aq_report_choice_count(const aq_report *report)
 {
     return report != NULL ? report->n_choices : 0;
@@ -140,7 +130,7 @@ aq_status aq__arrow_report_choice(aq_report *report, size_t row, const char *lay
     report_choice *c = &report->choices[report->n_choices];
     c->row = row;
     c->choice = *choice;
-    c->name = report_strdup(layer_name != NULL ? layer_name : "");
+    c->name = aq__strdup(layer_name != NULL ? layer_name : "");
     if (c->name == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory recording a row's choice");
     }
@@ -166,8 +156,8 @@ aq_status aq__arrow_report_add(aq_report *report, size_t row, const char *layer_
     report_entry *e = &report->entries[report->count];
     e->row = row;
     e->code = code;
-    e->name = report_strdup(layer_name != NULL ? layer_name : "");
-    e->message = report_strdup(message);
+    e->name = aq__strdup(layer_name != NULL ? layer_name : "");
+    e->message = aq__strdup(message);
     if (e->name == NULL || e->message == NULL) {
         free(e->name);
         free(e->message);
@@ -186,7 +176,7 @@ aq_status aq__arrow_row_error(const aq_batch_options *opts, char **message, aq_s
         }
         return row_err->code;
     }
-    *message = report_strdup(row_err->message);
+    *message = aq__strdup(row_err->message);
     if (*message == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory recording a skipped row");
     }

@@ -34,6 +34,10 @@ static inline const char *aq__name_or_unnamed(const char *name)
     return name != NULL ? name : "<unnamed>";
 }
 
+/* A malloc'ed copy of s (free it with free), or NULL when s is NULL or memory runs out
+ * (strings.c). */
+char *aq__strdup(const char *s);
+
 /* Checked size arithmetic: return false (and leave *out unspecified) on overflow. */
 static inline bool aq__mul_size(size_t a, size_t b, size_t *out)
 {

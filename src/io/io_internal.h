@@ -71,7 +71,4 @@ void aq__outfile_free(aq__outfile *f);
 aq_status aq__io_model_meta_json(const aq_model *model, char **meta, char **components,
                                  aq_error *err);
 
-/* strdup that returns NULL on NULL. */
-char *aq__io_strdup(const char *s);
-
 #endif /* AQ_IO_INTERNAL_H */

@@ -81,8 +81,8 @@ static aq_status model_add_meta(aq_model *m, const char *key, const char *value,
     if (k == NULL || v == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
     }
-    m->meta_keys[m->n_meta] = aq__io_strdup(key);
-    m->meta_values[m->n_meta] = aq__io_strdup(value);
+    m->meta_keys[m->n_meta] = aq__strdup(key);
+    m->meta_values[m->n_meta] = aq__strdup(value);
     m->n_meta++;
     if (m->meta_keys[m->n_meta - 1] == NULL || m->meta_values[m->n_meta - 1] == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
@@ -106,7 +106,7 @@ static aq_status model_add_file(aq_model *m, const char *path, const char *compo
     if (comps != NULL) {
         m->comp_of_file = comps;
     }
-    char *comp = aq__io_strdup(component);
+    char *comp = aq__strdup(component);
     if (files == NULL || comps == NULL || comp == NULL) {
         free(comp);
         aq__st_file_free(f);
@@ -131,7 +131,7 @@ static aq_status model_add_file(aq_model *m, const char *path, const char *compo
         if (comp[0] != '\0') {
             e->full_name = model_join(comp, se->name);
         } else {
-            e->full_name = aq__io_strdup(se->name);
+            e->full_name = aq__strdup(se->name);
         }
         if (e->full_name == NULL) {
             return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
@@ -172,7 +172,7 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
 {
     aq_status st = AQ_OK;
     json_error_t jerr;
-    char *dir_copy = aq__io_strdup(path);
+    char *dir_copy = aq__strdup(path);
     const char **shards = NULL;
     size_t n_shards = 0;
     size_t first_entry = m->n;
@@ -331,7 +331,7 @@ static aq_status model_add_folder(aq_model *m, const char *dir, const char *comp
         count[kind]++;
         if (best[kind] == NULL || strcmp(n, best[kind]) < 0) {
             free(best[kind]);
-            if ((best[kind] = aq__io_strdup(n)) == NULL) {
+            if ((best[kind] = aq__strdup(n)) == NULL) {
                 st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
                 goto done;
             }
@@ -362,7 +362,7 @@ static aq_status model_add_folder(aq_model *m, const char *dir, const char *comp
                 goto done;
             }
             m->comps = c;
-            c[m->n_comps].name = aq__io_strdup(component);
+            c[m->n_comps].name = aq__strdup(component);
             c[m->n_comps].file = model_join(component, best[kind]);
             m->n_comps++;
         }

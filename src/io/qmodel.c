@@ -157,7 +157,7 @@ aq_status aq_qmodel_open(const char *path, aq_qmodel **out, aq_error *err)
     }
     aq_status st = AQ_OK;
     aq_qmodel *qm = calloc(1, sizeof *qm);
-    if (qm == NULL || (qm->path = aq__io_strdup(path)) == NULL) {
+    if (qm == NULL || (qm->path = aq__strdup(path)) == NULL) {
         free(qm);
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
     }
@@ -622,8 +622,8 @@ static aq_status qs_write(aq_ctx *ctx, const char *in_path, const char *out_path
         memset(s, 0, sizeof *s);
         n++;
         aq_st_dtype d = qs_dtype(row, out_dtype);
-        s->name = aq__io_strdup(rname);
-        s->dtype_name = aq__io_strdup(d == AQ_ST_UNKNOWN ? row->source_dtype : aq_st_dtype_name(d));
+        s->name = aq__strdup(rname);
+        s->dtype_name = aq__strdup(d == AQ_ST_UNKNOWN ? row->source_dtype : aq_st_dtype_name(d));
         if (s->name == NULL || s->dtype_name == NULL) {
             st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
             goto done;

@@ -24,7 +24,7 @@ aq_status aq__st_file_open(const char *path, aq__st_file **out, aq_error *err)
     aq_status st = AQ_OK;
     int fd = -1;
     aq__st_file *f = calloc(1, sizeof *f);
-    if (f == NULL || (f->path = aq__io_strdup(path)) == NULL) {
+    if (f == NULL || (f->path = aq__strdup(path)) == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", path);
         goto done;
     }
@@ -106,8 +106,8 @@ aq_status aq__outfile_open(const char *path, aq__outfile **out, aq_error *err)
     aq_status st = AQ_OK;
     char *copy = NULL;
     aq__outfile *f = calloc(1, sizeof *f);
-    if (f == NULL || (f->final_path = aq__io_strdup(path)) == NULL ||
-        (copy = aq__io_strdup(path)) == NULL) {
+    if (f == NULL || (f->final_path = aq__strdup(path)) == NULL ||
+        (copy = aq__strdup(path)) == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", path);
         goto done;
     }

@@ -86,19 +86,6 @@ int aq_st_dtype_to_aq(aq_st_dtype dtype, aq_dtype *out)
     return 1;
 }
 
-char *aq__io_strdup(const char *s)
-{
-    if (s == NULL) {
-        return NULL;
-    }
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d != NULL) {
-        memcpy(d, s, n);
-    }
-    return d;
-}
-
 void aq__st_header_reset(aq__st_header *h)
 {
     if (h == NULL) {
@@ -154,8 +141,8 @@ static aq_status stp_metadata(const json_t *obj, const char *label, aq__st_heade
                                  "%s: \"__metadata__\" value of \"%s\" is not a string", label,
                                  key);
         }
-        h->meta_keys[h->n_meta] = aq__io_strdup(key);
-        h->meta_values[h->n_meta] = aq__io_strdup(json_string_value(value));
+        h->meta_keys[h->n_meta] = aq__strdup(key);
+        h->meta_values[h->n_meta] = aq__strdup(json_string_value(value));
         h->n_meta++;
         if (h->meta_keys[h->n_meta - 1] == NULL || h->meta_values[h->n_meta - 1] == NULL) {
             return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading metadata", label);
@@ -173,7 +160,7 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
                              "data_offsets",
                              label, key);
     }
-    if ((e->name = aq__io_strdup(key)) == NULL) {
+    if ((e->name = aq__strdup(key)) == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
     }
     const json_t *dtype = json_object_get(obj, "dtype");
@@ -183,7 +170,7 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
         return aq__error_set(err, AQ_INVALID_DATA,
                              "%s: tensor '%s': \"dtype\" missing or not a string", label, key);
     }
-    if ((e->dtype_name = aq__io_strdup(json_string_value(dtype))) == NULL) {
+    if ((e->dtype_name = aq__strdup(json_string_value(dtype))) == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
     }
     e->dtype = aq_st_dtype_from_name(e->dtype_name);

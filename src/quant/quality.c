@@ -454,68 +454,22 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
     return AQ_OK;
 }
 
-aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype,
-                                void *out, size_t out_capacity, aq_error *err)
+void aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
+                           aq_dtype out_dtype, void *out)
 {
-    const char *name = aq__name_or_unnamed(src->name);
-    if (out_dtype != AQ_DTYPE_F32 && out_dtype != AQ_DTYPE_F16 && out_dtype != AQ_DTYPE_BF16) {
-        return aq__error_set(err, AQ_UNSUPPORTED,
-                             "Layer '%s': dequantize output dtype must be f32, f16 or bf16",
-                             name);
-    }
-    if (src->group_size != AQ__KQ_SUPER) {
-        return aq__error_set(err, AQ_INVALID_DATA,
-                             "Layer '%s': kquant group size is %zu, expected %u (the super-block "
-                             "size)",
-                             name, src->group_size, AQ__KQ_SUPER);
-    }
-    aq_layout l;
-    aq_status st = aq__scheme_layout(src->name, AQ_SCHEME_KQUANT, src->shape, src->ndim,
-                                     src->bit_width, src->group_size, &l, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    if (src->packed_size != l.packed_bytes) {
-        return aq__error_set(err, AQ_INVALID_DATA,
-                             "Layer '%s': %zu packed bytes, expected %zu for %zu elements at "
-                             "%u bits with kquant sub-block parameters",
-                             name, src->packed_size, l.packed_bytes, l.elements, l.bit_width);
-    }
-    if (src->groups != l.groups) {
-        return aq__error_set(err, AQ_INVALID_DATA,
-                             "Layer '%s': %zu scales and zero points, expected %zu (%zu rows x "
-                             "%zu super-blocks)",
-                             name, src->groups, l.groups, l.rows, l.groups_per_row);
-    }
-    if (src->packed == NULL || src->scales == NULL || src->zero_points == NULL || out == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Layer '%s': a buffer is NULL", name);
-    }
-    if (out_capacity < l.elements) {
-        return aq__error_set(err, AQ_BUFFER_TOO_SMALL,
-                             "Layer '%s': output holds %zu elements, needs %zu", name,
-                             out_capacity, l.elements);
-    }
-    for (size_t i = 0; i < l.groups; i++) {
-        if (!isfinite(src->scales[i]) || !isfinite(src->zero_points[i])) {
-            return aq__error_set(err, AQ_INVALID_DATA,
-                                 "Layer '%s': d or dmin of super-block %zu is not finite", name,
-                                 i);
-        }
-    }
     const aq__kernel_table *k = ctx->kernels;
     aq__dequantize_kquant_fn fn = k->dequantize_kquant[out_dtype] != NULL
                                       ? k->dequantize_kquant[out_dtype]
                                       : aq__kernels_ref.dequantize_kquant[out_dtype];
-    const size_t elem = aq_dtype_size(out_dtype), code_bytes = qual_code_bytes(&l);
-    for (size_t start = 0; start < l.elements;) {
-        aq__span s = aq__quant_span_at(&l, start);
-        size_t g = aq__quant_group_at(&l, start);
-        fn(src->packed + start * l.bit_width / 8,
-           src->packed + code_bytes + qual_kq_meta_offset(&l, start), src->scales + g,
+    const size_t elem = aq_dtype_size(out_dtype), code_bytes = qual_code_bytes(l);
+    for (size_t start = 0; start < l->elements;) {
+        aq__span s = aq__quant_span_at(l, start);
+        size_t g = aq__quant_group_at(l, start);
+        fn(src->packed + start * l->bit_width / 8,
+           src->packed + code_bytes + qual_kq_meta_offset(l, start), src->scales + g,
            src->zero_points + g, &s, (char *)out + start * elem);
         start += s.n;
     }
-    return AQ_OK;
 }
 
 aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, size_t nr,

@@ -60,8 +60,9 @@ size_t aq__quant_group_at(const aq_layout *l, size_t start);
 aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape,
                             size_t ndim, unsigned bit_width, size_t group_size, aq_layout *out,
                             aq_error *err);
-aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype,
-                                void *out, size_t out_capacity, aq_error *err);
+/* Dequantizes a kquant tensor that aq_dequantize has checked against its layout l. */
+void aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
+                           aq_dtype out_dtype, void *out);
 
 /* Dequantizes rows [r0, r0 + nr) of a whole quantized tensor of any scheme (src describes the
  * whole tensor; its sizes are checked against its scheme's layout) into out (nr * cols

@@ -319,42 +319,50 @@ aq_status aq_quantize(aq_ctx *ctx, const aq_tensor *src, const aq_qbuffers *dst,
     return st;
 }
 
-aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype, void *out,
-                        size_t out_capacity, aq_error *err)
+/* The checks of aq_dequantize for every scheme: the output dtype, the scheme's own parameter
+ * (kquant's super-block size, or a known scheme), the buffers against the layout, the output
+ * capacity and finite parameters. The wording names kquant's super-blocks and d/dmin where the
+ * scheme is kquant. Writes the layout on success. */
+static aq_status quant_dequantize_check(const aq_qtensor *src, aq_dtype out_dtype,
+                                        const void *out, size_t out_capacity, aq_layout *out_l,
+                                        aq_error *err)
 {
-    if (ctx == NULL || src == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_dequantize: NULL argument");
-    }
-    if (src->scheme == AQ_SCHEME_KQUANT) {
-        return aq__dequantize_kquant(ctx, src, out_dtype, out, out_capacity, err); /* quality.c */
-    }
     const char *name = aq__name_or_unnamed(src->name);
+    const bool kq = src->scheme == AQ_SCHEME_KQUANT;
     if (out_dtype != AQ_DTYPE_F32 && out_dtype != AQ_DTYPE_F16 && out_dtype != AQ_DTYPE_BF16) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "Layer '%s': dequantize output dtype must be f32, f16 or bf16",
                              name);
+    }
+    if (kq && src->group_size != AQ__KQ_SUPER) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "Layer '%s': kquant group size is %zu, expected %u (the super-block "
+                             "size)",
+                             name, src->group_size, AQ__KQ_SUPER);
     }
     if ((unsigned)src->scheme >= AQ_SCHEME_COUNT) {
         return aq__error_set(err, AQ_UNSUPPORTED, "Layer '%s': unknown scheme %d", name,
                              (int)src->scheme);
     }
     aq_layout l;
-    aq_status st = quant_layout(src->name, src->shape, src->ndim, src->bit_width,
-                                src->group_size, &l, err);
+    aq_status st = aq__scheme_layout(src->name, src->scheme, src->shape, src->ndim,
+                                     src->bit_width, src->group_size, &l, err);
     if (st != AQ_OK) {
         return st;
     }
     if (src->packed_size != l.packed_bytes) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "Layer '%s': %zu packed bytes, expected %zu for %zu elements at "
-                             "%u bits",
-                             name, src->packed_size, l.packed_bytes, l.elements, l.bit_width);
+                             "%u bits%s",
+                             name, src->packed_size, l.packed_bytes, l.elements, l.bit_width,
+                             kq ? " with kquant sub-block parameters" : "");
     }
     if (src->groups != l.groups) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "Layer '%s': %zu scales and zero points, expected %zu (%zu rows x "
-                             "%zu groups)",
-                             name, src->groups, l.groups, l.rows, l.groups_per_row);
+                             "%zu %s)",
+                             name, src->groups, l.groups, l.rows, l.groups_per_row,
+                             kq ? "super-blocks" : "groups");
     }
     if (src->packed == NULL || src->scales == NULL || src->zero_points == NULL || out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "Layer '%s': a buffer is NULL", name);
@@ -366,10 +374,29 @@ aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype, 
     }
     for (size_t i = 0; i < l.groups; i++) {
         if (!isfinite(src->scales[i]) || !isfinite(src->zero_points[i])) {
-            return aq__error_set(err, AQ_INVALID_DATA,
-                                 "Layer '%s': scale or zero point of group %zu is not finite",
-                                 name, i);
+            return aq__error_set(err, AQ_INVALID_DATA, "Layer '%s': %s of %s %zu is not finite",
+                                 name, kq ? "d or dmin" : "scale or zero point",
+                                 kq ? "super-block" : "group", i);
         }
+    }
+    *out_l = l;
+    return AQ_OK;
+}
+
+aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype, void *out,
+                        size_t out_capacity, aq_error *err)
+{
+    if (ctx == NULL || src == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_dequantize: NULL argument");
+    }
+    aq_layout l;
+    aq_status st = quant_dequantize_check(src, out_dtype, out, out_capacity, &l, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (src->scheme == AQ_SCHEME_KQUANT) {
+        aq__dequantize_kquant(ctx, src, &l, out_dtype, out); /* quality.c */
+        return AQ_OK;
     }
     quant_job job;
     if ((st = quant_job_init(ctx, &l, &job, err)) != AQ_OK) {
