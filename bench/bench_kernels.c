@@ -14,8 +14,8 @@
  * machine the time other jobs hold the core is then left out (memory contention is not). Only
  * one-thread rows mean anything with it (it adds up the CPU time of all threads).
  */
-#include "arrowquant.h"
 #include "aq_common.h"
+#include "arrowquant.h"
 #include "kernels.h"
 
 #include <math.h>
@@ -262,8 +262,8 @@ int main(int argc, char **argv)
            bk_clock == CLOCK_MONOTONIC ? "wall" : "process CPU");
     for (size_t t = 0; t < c.threads.n && probe_bytes > 0; t++) {
         unsigned th = (unsigned)atoi(c.threads.item[t]);
-        printf("# memory probe (streaming read of %zu MiB), %u thread(s): %.2f GB/s\n",
-               c.probe_mib, th, bk_probe(probe_buf, probe_bytes, th, c.reps) / 1e9);
+        printf("# memory probe (streaming read of %zu MiB), %u thread(s): %.2f GB/s\n", c.probe_mib,
+               th, bk_probe(probe_buf, probe_bytes, th, c.reps) / 1e9);
     }
     if (probe_bytes == 0) {
         printf("# no memory probe (--probe-mib 0): the data stays in cache between runs\n");
@@ -287,8 +287,8 @@ int main(int argc, char **argv)
                 if (!quant && (dt == AQ_DTYPE_F64)) {
                     continue;
                 }
-                const void *in = dt == AQ_DTYPE_F32   ? (const void *)f32
-                                 : dt == AQ_DTYPE_F16 ? (const void *)f16
+                const void *in = dt == AQ_DTYPE_F32    ? (const void *)f32
+                                 : dt == AQ_DTYPE_F16  ? (const void *)f16
                                  : dt == AQ_DTYPE_BF16 ? (const void *)bf16
                                                        : (const void *)f64;
                 for (size_t bi = 0; bi < c.bits.n; bi++) {
@@ -308,14 +308,14 @@ int main(int argc, char **argv)
                                 return 1;
                             }
                             aq_qbuffers qb = {packed, c.weights, scales, zps, c.weights / 8};
-                            aq_qtensor q = {"bench", AQ_SCHEME_AFFINE, bits, g, shape, 2,
-                                            packed, l.packed_bytes, scales, zps, l.groups};
+                            aq_qtensor q = {"bench", AQ_SCHEME_AFFINE, bits,   g,   shape,   2,
+                                            packed,  l.packed_bytes,   scales, zps, l.groups};
                             if (aq_quantize(ctx, &t, &qb, &err) != AQ_OK) {
                                 fprintf(stderr, "bench_kernels: %s\n", err.message);
                                 return 1;
                             }
                             /* Probe and kernel passes alternate, so that both see the same
-                                 * load from whatever else runs on the machine. */
+                             * load from whatever else runs on the machine. */
                             double best = 1e30, bw = 0.0;
                             for (int r = 0; r < c.reps; r++) {
                                 if (probe_bytes > 0) {

@@ -83,8 +83,7 @@ static void bq_generate(int dist, float *w, size_t n)
             break;
         }
         case BQ_STUDENT: {
-            double z0 = bq_normal(&s), z1 = bq_normal(&s), z2 = bq_normal(&s),
-                   z3 = bq_normal(&s);
+            double z0 = bq_normal(&s), z1 = bq_normal(&s), z2 = bq_normal(&s), z3 = bq_normal(&s);
             x = z0 / sqrt((z1 * z1 + z2 * z2 + z3 * z3) / 3.0) * sigma / sqrt(3.0);
             break;
         }
@@ -117,12 +116,12 @@ static const bq_config bq_configs[] = {
     {AQ_SCHEME_AFFINE_SEARCH, 8, 128, 0}, {AQ_SCHEME_KQUANT, 8, 512, 0},
 };
 
-#define BQ_CHECK(call)                                                                           \
-    do {                                                                                         \
-        if ((call) != AQ_OK) {                                                                   \
-            fprintf(stderr, "bench_quality: %s: %s\n", #call, err.message);                      \
-            exit(1);                                                                             \
-        }                                                                                        \
+#define BQ_CHECK(call)                                                      \
+    do {                                                                    \
+        if ((call) != AQ_OK) {                                              \
+            fprintf(stderr, "bench_quality: %s: %s\n", #call, err.message); \
+            exit(1);                                                        \
+        }                                                                   \
     } while (0)
 
 int main(int argc, char **argv)
@@ -163,8 +162,8 @@ int main(int argc, char **argv)
     }
     aq_ctx *ctx;
     BQ_CHECK(aq_ctx_create(&ctx, &err));
-    printf("# bench/quality: %zu x %zu, sigma 0.02, kernels %s, 1 thread, best of %d\n", rows,
-           cols, aq_ctx_kernels(ctx), reps);
+    printf("# bench/quality: %zu x %zu, sigma 0.02, kernels %s, 1 thread, best of %d\n", rows, cols,
+           aq_ctx_kernels(ctx), reps);
     printf("| distribution | scheme | bits | bpw | rel RMSE | ggml ref (bpw) | SQNR dB | cosine "
            "| KL(fit) | M weights/s | speed / affine |\n"
            "|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -174,7 +173,7 @@ int main(int argc, char **argv)
     const char *best_name[3][BQ_DISTS];
     for (int k = 0; k < 3; k++) {
         for (int d = 0; d < BQ_DISTS; d++) {
-            best_rmse[k][d] = INFINITY;
+            best_rmse[k][d] = (double)INFINITY;
             best_speed[k][d] = 0.0;
             best_name[k][d] = "";
         }
@@ -207,8 +206,8 @@ int main(int argc, char **argv)
             }
             aq_quantize_stats stats;
             BQ_CHECK(aq_quantize_ex(ctx, &t, NULL, &b, &stats, &err));
-            aq_qtensor q = {t.name, cf->scheme, l.bit_width, l.group_size, shape, 2, packed,
-                            l.packed_bytes, scales, zps, l.groups};
+            aq_qtensor q = {t.name, cf->scheme,     l.bit_width, l.group_size, shape,   2,
+                            packed, l.packed_bytes, scales,      zps,          l.groups};
             BQ_CHECK(aq_dequantize(ctx, &q, AQ_DTYPE_F32, deq, n, &err));
             aq_tensor r = {t.name, AQ_DTYPE_F32, deq, shape, 2};
             aq_metrics m;
@@ -285,10 +284,9 @@ int main(int argc, char **argv)
                     BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_THREADS, k == 0 ? 1 : threads, &err));
                     BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, tc[c].scheme, &err));
                     BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, tc[c].bits, &err));
-                    BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)tc[c].group,
-                                              &err));
-                    BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_PRESERVE_MOMENTS, tc[c].moments,
-                                              &err));
+                    BQ_CHECK(
+                        aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)tc[c].group, &err));
+                    BQ_CHECK(aq_ctx_set_param(ctx, AQ_PARAM_PRESERVE_MOMENTS, tc[c].moments, &err));
                     BQ_CHECK(aq_quantize_bound(ctx, &t, &l, &err));
                     aq_qbuffers b = {k == 0 ? packed : packed2, l.packed_bytes, scales, zps,
                                      l.groups};
@@ -299,8 +297,7 @@ int main(int argc, char **argv)
                 }
             }
             printf("| %s%s | %u | %.4f | %.4f | %.2f | %s |\n", aq_scheme_name(tc[c].scheme),
-                   tc[c].moments ? "+moments" : "", tc[c].bits, best[0], best[1],
-                   best[0] / best[1],
+                   tc[c].moments ? "+moments" : "", tc[c].bits, best[0], best[1], best[0] / best[1],
                    memcmp(packed, packed2, l.packed_bytes) == 0 ? "yes" : "no");
         }
         free(packed2);

@@ -70,8 +70,16 @@ int main(void)
         if (aq_quantize(ctx, &tensor, &out, &err) != AQ_OK) {
             goto fail;
         }
-        aq_qtensor q = {"example.weight", AQ_SCHEME_AFFINE, layout.bit_width, layout.group_size,
-                        shape, 2, packed, layout.packed_bytes, scales, zero_points,
+        aq_qtensor q = {"example.weight",
+                        AQ_SCHEME_AFFINE,
+                        layout.bit_width,
+                        layout.group_size,
+                        shape,
+                        2,
+                        packed,
+                        layout.packed_bytes,
+                        scales,
+                        zero_points,
                         layout.groups};
         aq_tensor back = {"restored", AQ_DTYPE_F32, restored, shape, 2};
         if (aq_dequantize(ctx, &q, AQ_DTYPE_F32, restored, layout.elements, &err) != AQ_OK ||
@@ -80,8 +88,7 @@ int main(void)
         }
         size_t bytes = layout.packed_bytes + 2 * layout.groups * sizeof(float);
         printf("%4u %10zu %12.3f %10.6f %10.2f %10.4f\n", bits[b], bytes,
-               8.0 * (double)bytes / (double)layout.elements, m.cosine, m.sqnr_db,
-               m.max_abs_error);
+               8.0 * (double)bytes / (double)layout.elements, m.cosine, m.sqnr_db, m.max_abs_error);
         goto next;
     fail:
         fprintf(stderr, "error: %s\n", err.message);

@@ -48,7 +48,7 @@ extern "C" {
 #define AQ_VERSION_NUMBER (AQ_VERSION_MAJOR * 10000 + AQ_VERSION_MINOR * 100 + AQ_VERSION_PATCH)
 #define AQ__STR_(x) #x
 #define AQ__STR(x) AQ__STR_(x)
-#define AQ_VERSION_STRING                                                                      \
+#define AQ_VERSION_STRING \
     AQ__STR(AQ_VERSION_MAJOR) "." AQ__STR(AQ_VERSION_MINOR) "." AQ__STR(AQ_VERSION_PATCH)
 
 /* Version of the packed format written into results (schema key arrowquant.format_version). */
@@ -65,19 +65,19 @@ AQ_API const char *aq_version_string(void);
 
 /* X(name, default message). The enum, aq_status_name and aq_status_message are generated from
  * this one list, so they cannot drift apart. Codes are stable: new ones go at the end. */
-#define AQ_STATUS_MAP(X)                                                                        \
-    X(OK, "success")                                                                           \
-    X(INVALID_ARGUMENT, "invalid argument")                                                   \
-    X(INVALID_PARAMETER, "invalid parameter value")                                           \
-    X(NON_FINITE, "input contains NaN or Inf")                                                \
-    X(SHAPE_MISMATCH, "shape does not match the data")                                        \
-    X(OVERFLOW, "size overflows")                                                             \
-    X(NO_MEMORY, "out of memory")                                                             \
-    X(UNSUPPORTED, "unsupported type or feature")                                             \
-    X(INVALID_DATA, "malformed input data")                                                   \
-    X(BUFFER_TOO_SMALL, "output buffer too small")                                            \
-    X(IO, "input/output error")                                                               \
-    X(CANCELLED, "cancelled")                                                                 \
+#define AQ_STATUS_MAP(X)                               \
+    X(OK, "success")                                   \
+    X(INVALID_ARGUMENT, "invalid argument")            \
+    X(INVALID_PARAMETER, "invalid parameter value")    \
+    X(NON_FINITE, "input contains NaN or Inf")         \
+    X(SHAPE_MISMATCH, "shape does not match the data") \
+    X(OVERFLOW, "size overflows")                      \
+    X(NO_MEMORY, "out of memory")                      \
+    X(UNSUPPORTED, "unsupported type or feature")      \
+    X(INVALID_DATA, "malformed input data")            \
+    X(BUFFER_TOO_SMALL, "output buffer too small")     \
+    X(IO, "input/output error")                        \
+    X(CANCELLED, "cancelled")                          \
     X(INTERNAL, "internal error")
 
 typedef enum aq_status {
@@ -161,15 +161,14 @@ typedef enum aq_scheme {
 /* "affine", "affine_search", "kquant"; "unknown" otherwise. */
 AQ_API const char *aq_scheme_name(aq_scheme scheme);
 /* Looks a scheme up by its name. AQ_INVALID_PARAMETER, naming the known schemes, if unknown. */
-AQ_API AQ_MUST_CHECK aq_status aq_scheme_from_name(const char *name, aq_scheme *out,
-                                                   aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_scheme_from_name(const char *name, aq_scheme *out, aq_error *err);
 
 typedef enum aq_param {
-    AQ_PARAM_BIT_WIDTH = 0,  /* 2, 4 or 8. Default 4. */
-    AQ_PARAM_GROUP_SIZE = 1, /* elements per group, 8 .. AQ_GROUP_SIZE_ROW. Default 128. */
-    AQ_PARAM_SCHEME = 2,     /* an aq_scheme. Default AQ_SCHEME_AFFINE. */
-    AQ_PARAM_THREADS = 3,    /* worker threads, 1 .. AQ_MAX_THREADS; 0 = one per online CPU.
-                                Default 1. Results never depend on it. */
+    AQ_PARAM_BIT_WIDTH = 0,        /* 2, 4 or 8. Default 4. */
+    AQ_PARAM_GROUP_SIZE = 1,       /* elements per group, 8 .. AQ_GROUP_SIZE_ROW. Default 128. */
+    AQ_PARAM_SCHEME = 2,           /* an aq_scheme. Default AQ_SCHEME_AFFINE. */
+    AQ_PARAM_THREADS = 3,          /* worker threads, 1 .. AQ_MAX_THREADS; 0 = one per online CPU.
+                                      Default 1. Results never depend on it. */
     AQ_PARAM_PRESERVE_MOMENTS = 4, /* 0 or 1. Default 0. 1: after quantization, each row's
                                       scales and zero points are corrected so that the
                                       dequantized row keeps the original mean and variance
@@ -212,8 +211,8 @@ AQ_API const char *aq_ctx_kernels(const aq_ctx *ctx);
  * or 8"). */
 AQ_API AQ_MUST_CHECK aq_status aq_ctx_set_param(aq_ctx *ctx, aq_param param, int64_t value,
                                                 aq_error *err);
-AQ_API AQ_MUST_CHECK aq_status aq_ctx_get_param(const aq_ctx *ctx, aq_param param,
-                                                int64_t *value, aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_ctx_get_param(const aq_ctx *ctx, aq_param param, int64_t *value,
+                                                aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Quantizing one tensor                                                                      */
@@ -279,9 +278,8 @@ typedef struct aq_qtensor {
  * BF16) with round-half-to-even. out_capacity is in elements. Validates the quantized tensor
  * first (bit width, group size, packed size and group count against the shape, finite
  * scales and zero points) since it may come from an untrusted file. */
-AQ_API AQ_MUST_CHECK aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src,
-                                             aq_dtype out_dtype, void *out, size_t out_capacity,
-                                             aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype,
+                                             void *out, size_t out_capacity, aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Quality metrics                                                                            */
@@ -307,8 +305,8 @@ typedef struct aq_metrics {
 /* Compares two tensors of equal element count (shapes may differ, dtypes may differ). Both
  * must be finite. */
 AQ_API AQ_MUST_CHECK aq_status aq_metrics_compute(const aq_tensor *reference,
-                                                  const aq_tensor *approximation,
-                                                  aq_metrics *out, aq_error *err);
+                                                  const aq_tensor *approximation, aq_metrics *out,
+                                                  aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Arrow C Data Interface (src/arrow)                                                         */
@@ -386,10 +384,10 @@ AQ_API AQ_MUST_CHECK aq_status aq_report_get(const aq_report *report, size_t i, 
                                              const char **message, aq_error *err);
 
 typedef struct aq_batch_options {
-    int continue_on_error;      /* nonzero: skip bad rows (recorded in report) and go on */
-    aq_progress_fn progress;    /* may be NULL */
-    void *progress_user;        /* passed to progress */
-    aq_report *report;          /* may be NULL; receives skipped rows */
+    int continue_on_error;   /* nonzero: skip bad rows (recorded in report) and go on */
+    aq_progress_fn progress; /* may be NULL */
+    void *progress_user;     /* passed to progress */
+    aq_report *report;       /* may be NULL; receives skipped rows */
     /* Quality (0 = off; zero-initialised options keep plain quantization). With either set,
      * the rows of a batch go through aq_qset_quantize (see there): min_cosine, a cosine
      * similarity floor, quantizes a row that falls below it again with more bits (2 -> 4 ->
@@ -429,8 +427,8 @@ AQ_API AQ_MUST_CHECK aq_status aq_batch_quantize(aq_ctx *ctx, const struct Arrow
 
 /* Quantizes n tensor views into one result struct array, as aq_batch_quantize does for a
  * batch (used for numpy arrays and other in-memory tensors). */
-AQ_API AQ_MUST_CHECK aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors,
-                                                   size_t n, const aq_batch_options *opts,
+AQ_API AQ_MUST_CHECK aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
+                                                   const aq_batch_options *opts,
                                                    struct ArrowSchema *out_schema,
                                                    struct ArrowArray *out_array, aq_error *err);
 
@@ -455,8 +453,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_stream_quantize(aq_ctx *ctx, struct ArrowArray
                                                   struct ArrowArrayStream *out, aq_error *err);
 AQ_API AQ_MUST_CHECK aq_status aq_stream_dequantize(aq_ctx *ctx, struct ArrowArrayStream *input,
                                                     const aq_batch_options *opts,
-                                                    struct ArrowArrayStream *out,
-                                                    aq_error *err);
+                                                    struct ArrowArrayStream *out, aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Arrow IPC files and streams (src/ipc)                                                      */
@@ -540,8 +537,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_ipc_writer_open(const char *path,
 /* Writes one record batch (a struct array matching the schema; borrowed; sliced arrays are
  * written as their slice). Buffers are 64-byte aligned in the output. */
 AQ_API AQ_MUST_CHECK aq_status aq_ipc_writer_write(aq_ipc_writer *writer,
-                                                   const struct ArrowArray *batch,
-                                                   aq_error *err);
+                                                   const struct ArrowArray *batch, aq_error *err);
 /* Finishes the output (end-of-stream marker, or footer and magic), fsyncs it and renames it
  * into place. On failure nothing is left under the final name and the temporary is removed.
  * The writer must still be freed. */
@@ -553,8 +549,7 @@ AQ_API void aq_ipc_writer_free(aq_ipc_writer *writer);
  * borrowed: the caller still releases it. On any error no file is left under path. */
 AQ_API AQ_MUST_CHECK aq_status aq_ipc_write_stream(const char *path,
                                                    struct ArrowArrayStream *stream,
-                                                   const aq_ipc_write_options *opts,
-                                                   aq_error *err);
+                                                   const aq_ipc_write_options *opts, aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Safetensors checkpoints and model files (src/io)                                           */
@@ -609,16 +604,16 @@ AQ_API int aq_st_dtype_to_aq(aq_st_dtype dtype, aq_dtype *out);
  * points into the file mapping (read-only, little-endian, not necessarily aligned to the
  * element size). */
 typedef struct aq_st_tensor {
-    const char *name;       /* full name; "component/name" in a diffusers pipeline folder */
+    const char *name; /* full name; "component/name" in a diffusers pipeline folder */
     aq_st_dtype dtype;
     const char *dtype_name; /* as written in the file (kept for AQ_ST_UNKNOWN) */
     const int64_t *shape;
     size_t ndim;
-    size_t elements;        /* product of the shape (1 for a scalar) */
+    size_t elements; /* product of the shape (1 for a scalar) */
     const void *data;
     size_t nbytes;
-    const char *file;       /* path of the file holding it */
-    const char *component;  /* diffusers component ("unet", ...) or "" */
+    const char *file;      /* path of the file holding it */
+    const char *component; /* diffusers component ("unet", ...) or "" */
 } aq_st_tensor;
 
 /* A checkpoint opened for reading: a `.safetensors` file, a `*.safetensors.index.json` of a
@@ -640,8 +635,8 @@ AQ_API int aq_model_find(const aq_model *model, const char *name, size_t *index)
 /* A view of tensor i for the quantizer. AQ_UNSUPPORTED if its dtype is not quantizable. The
  * data pointer may be unaligned for the element size (safetensors does not align tensors):
  * check before handing it to code that needs alignment (the quantizer does). */
-AQ_API AQ_MUST_CHECK aq_status aq_model_tensor_view(const aq_model *model, size_t i,
-                                                    aq_tensor *out, aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_model_tensor_view(const aq_model *model, size_t i, aq_tensor *out,
+                                                    aq_error *err);
 /* Lets go of the mapped pages of tensor i (madvise MADV_DONTNEED), so that peak memory stays
  * bounded while a model streams through; the data stays readable (it is read again from the
  * file if touched). */
@@ -671,7 +666,7 @@ typedef struct aq_st_spec {
     const char *dtype_name; /* used for AQ_ST_UNKNOWN (raw bytes carried through); else NULL */
     const int64_t *shape;
     size_t ndim;
-    size_t nbytes;          /* must equal elements x dtype size for a known dtype */
+    size_t nbytes; /* must equal elements x dtype size for a known dtype */
 } aq_st_spec;
 
 typedef struct aq_st_writer aq_st_writer;
@@ -681,8 +676,8 @@ AQ_API AQ_MUST_CHECK aq_status aq_st_writer_open(const char *path, const aq_st_s
                                                  const char *const *meta_values, size_t n_meta,
                                                  aq_st_writer **out, aq_error *err);
 /* Appends bytes of the tensor data (in declared order). More bytes than declared is an error. */
-AQ_API AQ_MUST_CHECK aq_status aq_st_writer_write(aq_st_writer *w, const void *data,
-                                                  size_t nbytes, aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_st_writer_write(aq_st_writer *w, const void *data, size_t nbytes,
+                                                  aq_error *err);
 /* Checks that every declared byte was written, flushes to disk and renames into place. */
 AQ_API AQ_MUST_CHECK aq_status aq_st_writer_finish(aq_st_writer *w, aq_error *err);
 /* Frees the writer; removes the temporary file unless aq_st_writer_finish succeeded. */
@@ -729,10 +724,10 @@ typedef void (*aq_model_tensor_fn)(void *user, const aq_model_tensor_result *res
 typedef struct aq_model_quantize_options {
     const char *const *keep; /* glob patterns (fnmatch) of tensors to keep as they are */
     size_t n_keep;
-    size_t min_elements;     /* 0: AQ_MODEL_MIN_ELEMENTS */
-    int compression;         /* an aq_ipc_compression value (0: none) */
-    size_t batch_bytes;      /* 0: AQ_MODEL_BATCH_BYTES */
-    const char *profile;     /* written to the metadata; NULL: "local" */
+    size_t min_elements; /* 0: AQ_MODEL_MIN_ELEMENTS */
+    int compression;     /* an aq_ipc_compression value (0: none) */
+    size_t batch_bytes;  /* 0: AQ_MODEL_BATCH_BYTES */
+    const char *profile; /* written to the metadata; NULL: "local" */
     aq_model_progress_fn progress;
     void *progress_user;
     /* Polled between tensors and blocks; when it becomes nonzero the run stops with
@@ -771,7 +766,7 @@ typedef struct aq_model_summary {
     double mean_sqnr_db; /* over quantized tensors (0 if none) */
     double min_sqnr_db;
     double mean_cosine;
-    const char *worst; /* tensor with the lowest SQNR (owned by the model); NULL if none */
+    const char *worst;      /* tensor with the lowest SQNR (owned by the model); NULL if none */
     size_t moved;           /* tensors the cosine floor moved to more bits */
     size_t quantized_bytes; /* bytes_out of the quantized tensors alone */
 } aq_model_summary;
@@ -782,17 +777,15 @@ typedef struct aq_model_summary {
  * static string ("--keep", "1-D", "embedding", "small", "dtype I64"); kept is 0 or 1. A tensor
  * of unknown dtype that no pattern keeps is AQ_UNSUPPORTED: it cannot be quantized. */
 AQ_API AQ_MUST_CHECK aq_status aq_model_keep_rule(const aq_model *model, size_t i,
-                                                  const aq_model_quantize_options *opts,
-                                                  int *kept, const char **reason,
-                                                  aq_error *err);
+                                                  const aq_model_quantize_options *opts, int *kept,
+                                                  const char **reason, aq_error *err);
 
 /* Quantizes a whole model into an Arrow IPC model file (DESIGN.md 2.4): one row per tensor,
  * in model order, in record batches of about batch_bytes; each tensor's mapped pages are
  * released once done, so memory stays near the largest tensor plus one batch. Quality figures
  * (SQNR, cosine, max error) are computed per tensor during the run. The file is written under
  * a temporary name and renamed into place only when complete. summary may be NULL. */
-AQ_API AQ_MUST_CHECK aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model,
-                                                 const char *out_path,
+AQ_API AQ_MUST_CHECK aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
                                                  const aq_model_quantize_options *opts,
                                                  aq_model_summary *summary, aq_error *err);
 
@@ -823,8 +816,7 @@ typedef struct aq_qmodel_row {
     double max_abs_error;
 } aq_qmodel_row;
 
-AQ_API AQ_MUST_CHECK aq_status aq_qmodel_open(const char *path, aq_qmodel **out,
-                                              aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_open(const char *path, aq_qmodel **out, aq_error *err);
 AQ_API void aq_qmodel_free(aq_qmodel *qm);
 /* Value of a schema metadata key, or NULL. */
 AQ_API const char *aq_qmodel_metadata(const aq_qmodel *qm, const char *key);
@@ -846,10 +838,8 @@ AQ_API AQ_MUST_CHECK aq_status aq_qmodel_row_restore(aq_ctx *ctx, const aq_qmode
 /* Writes a model file back to safetensors (names, shapes and the source __metadata__ kept),
  * float tensors as out_dtype (AQ_ST_UNKNOWN: each tensor's default dtype), streaming. */
 AQ_API AQ_MUST_CHECK aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path,
-                                                        const char *out_path,
-                                                        aq_st_dtype out_dtype,
-                                                        const volatile int *cancel,
-                                                        aq_error *err);
+                                                        const char *out_path, aq_st_dtype out_dtype,
+                                                        const volatile int *cancel, aq_error *err);
 /* Writes a model file made from a diffusers pipeline folder back as one safetensors file per
  * component, under the component file names it came from (out_dir/unet/
  * diffusion_pytorch_model.safetensors, ...), names without the component prefix. out_dir must
@@ -963,9 +953,9 @@ AQ_API void aq_qset_totals(const aq_qset *set, size_t *bytes, size_t *elements);
  * dequantization; moved is 1 where the floor raised the bit width). AQ_INVALID_ARGUMENT if i
  * is out of range. Any output may be NULL. */
 AQ_API size_t aq_report_choice_count(const aq_report *report);
-AQ_API AQ_MUST_CHECK aq_status aq_report_choice_get(const aq_report *report, size_t i,
-                                                    size_t *row, const char **layer_name,
-                                                    aq_qset_choice *choice, aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_report_choice_get(const aq_report *report, size_t i, size_t *row,
+                                                    const char **layer_name, aq_qset_choice *choice,
+                                                    aq_error *err);
 
 /* ------------------------------------------------------------------------------------------ */
 /* Diffusion (src/diffusion): layer rules, profiles, time-aware importance                    */
@@ -977,7 +967,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_report_choice_get(const aq_report *report, siz
  * counted, over the tensors that follow the profile; tensors that the layer rules keep in 16
  * bits or raise to 8 bits are outside the budget). Values in README.md, "Diffusion mode". */
 typedef struct aq_profile {
-    const char *name;  /* "edge", "local", "cloud"; static storage */
+    const char *name;   /* "edge", "local", "cloud"; static storage */
     unsigned bit_width; /* 2, 4, 8 */
     aq_scheme scheme;   /* the scheme of mode="diffusion" */
     size_t group_size;  /* the layout's group size for that scheme */
@@ -995,15 +985,15 @@ AQ_API AQ_MUST_CHECK aq_status aq_profile_at(size_t i, aq_profile *out, aq_error
 
 /* Architecture families, recognised from tensor names (diffusers and transformers naming). */
 typedef enum aq_family {
-    AQ_FAMILY_AUTO = 0,   /* detect from the names, per component (see aq_rules_create) */
-    AQ_FAMILY_GENERIC,    /* none recognised: only the generic rules apply */
-    AQ_FAMILY_UNET,       /* UNet2DModel, UNet2DConditionModel */
-    AQ_FAMILY_DIT,        /* Transformer2DModel (DiT), PixArtTransformer2DModel */
-    AQ_FAMILY_MMDIT,      /* SD3Transformer2DModel */
-    AQ_FAMILY_FLUX,       /* FluxTransformer2DModel */
-    AQ_FAMILY_VAE,        /* AutoencoderKL and other encoder/decoder autoencoders */
-    AQ_FAMILY_CLIP_TEXT,  /* CLIPTextModel, CLIPTextModelWithProjection */
-    AQ_FAMILY_T5_TEXT,    /* T5EncoderModel */
+    AQ_FAMILY_AUTO = 0,  /* detect from the names, per component (see aq_rules_create) */
+    AQ_FAMILY_GENERIC,   /* none recognised: only the generic rules apply */
+    AQ_FAMILY_UNET,      /* UNet2DModel, UNet2DConditionModel */
+    AQ_FAMILY_DIT,       /* Transformer2DModel (DiT), PixArtTransformer2DModel */
+    AQ_FAMILY_MMDIT,     /* SD3Transformer2DModel */
+    AQ_FAMILY_FLUX,      /* FluxTransformer2DModel */
+    AQ_FAMILY_VAE,       /* AutoencoderKL and other encoder/decoder autoencoders */
+    AQ_FAMILY_CLIP_TEXT, /* CLIPTextModel, CLIPTextModelWithProjection */
+    AQ_FAMILY_T5_TEXT,   /* T5EncoderModel */
     AQ_FAMILY_COUNT
 } aq_family;
 
@@ -1011,27 +1001,26 @@ typedef enum aq_family {
  * "unknown" otherwise. */
 AQ_API const char *aq_family_name(aq_family family);
 /* AQ_INVALID_PARAMETER, naming the known families, for an unknown name. */
-AQ_API AQ_MUST_CHECK aq_status aq_family_from_name(const char *name, aq_family *out,
-                                                   aq_error *err);
+AQ_API AQ_MUST_CHECK aq_status aq_family_from_name(const char *name, aq_family *out, aq_error *err);
 /* The family whose signature tensors appear among names (one component's tensors, without
  * a "component/" prefix); AQ_FAMILY_GENERIC when none does. Never fails. */
 AQ_API aq_family aq_family_detect(const char *const *names, size_t n);
 
 /* Why a tensor got its treatment. */
 typedef enum aq_rule {
-    AQ_RULE_PROFILE = 0,     /* follows the profile */
-    AQ_RULE_BIAS,            /* kept: a bias */
-    AQ_RULE_NORM,            /* kept: a normalisation scale */
-    AQ_RULE_EMBEDDING,       /* kept: a token or class embedding table */
-    AQ_RULE_POSITIONAL,      /* kept: a positional table (absolute or relative) */
-    AQ_RULE_VECTOR,          /* kept: any other tensor of fewer than 2 dimensions */
-    AQ_RULE_TIME_EMBEDDING,  /* 8 bits: the timestep embedding MLP */
-    AQ_RULE_CONDITIONING,    /* 8 bits: conditioning embedders (pooled text, guidance, ...) */
-    AQ_RULE_MODULATION,      /* 8 bits: adaptive-norm modulation, time projections */
-    AQ_RULE_FIRST_LAYER,     /* 8 bits: the input layer of an image or text stream */
-    AQ_RULE_LAST_LAYER,      /* 8 bits: the output layer */
-    AQ_RULE_LATENT,          /* 8 bits: a VAE's layers next to the latent */
-    AQ_RULE_OVERRIDE,        /* a user override (aq_rules_add_override) */
+    AQ_RULE_PROFILE = 0,    /* follows the profile */
+    AQ_RULE_BIAS,           /* kept: a bias */
+    AQ_RULE_NORM,           /* kept: a normalisation scale */
+    AQ_RULE_EMBEDDING,      /* kept: a token or class embedding table */
+    AQ_RULE_POSITIONAL,     /* kept: a positional table (absolute or relative) */
+    AQ_RULE_VECTOR,         /* kept: any other tensor of fewer than 2 dimensions */
+    AQ_RULE_TIME_EMBEDDING, /* 8 bits: the timestep embedding MLP */
+    AQ_RULE_CONDITIONING,   /* 8 bits: conditioning embedders (pooled text, guidance, ...) */
+    AQ_RULE_MODULATION,     /* 8 bits: adaptive-norm modulation, time projections */
+    AQ_RULE_FIRST_LAYER,    /* 8 bits: the input layer of an image or text stream */
+    AQ_RULE_LAST_LAYER,     /* 8 bits: the output layer */
+    AQ_RULE_LATENT,         /* 8 bits: a VAE's layers next to the latent */
+    AQ_RULE_OVERRIDE,       /* a user override (aq_rules_add_override) */
     AQ_RULE_COUNT
 } aq_rule;
 
@@ -1088,15 +1077,14 @@ AQ_API AQ_MUST_CHECK aq_status aq_rules_add_override_spec(aq_rules *rules, const
  * created with (AQ_FAMILY_AUTO only), or overrides that disagree about it (naming both
  * patterns). *out is written only on success. */
 AQ_API AQ_MUST_CHECK aq_status aq_rules_decide(const aq_rules *rules, const char *name,
-                                               const int64_t *shape, size_t ndim,
-                                               aq_dtype dtype, aq_rule_decision *out,
-                                               aq_error *err);
+                                               const int64_t *shape, size_t ndim, aq_dtype dtype,
+                                               aq_rule_decision *out, aq_error *err);
 
 /* The components the rules know ("" for names without "/"), with their families. */
 AQ_API size_t aq_rules_component_count(const aq_rules *rules);
 AQ_API AQ_MUST_CHECK aq_status aq_rules_component_get(const aq_rules *rules, size_t i,
-                                                      const char **component,
-                                                      aq_family *family, aq_error *err);
+                                                      const char **component, aq_family *family,
+                                                      aq_error *err);
 /* The profile the rules were created with (copied). */
 AQ_API void aq_rules_profile(const aq_rules *rules, aq_profile *out);
 
@@ -1132,8 +1120,7 @@ AQ_API void aq_calib_free(aq_calib *calib);
  * twice, a channel count that differs between a layer's groups, NaN, Inf or a negative mean
  * square, and a timestep_groups metadata value that differs between batches. Not allowed
  * after aq_calib_finish. */
-AQ_API AQ_MUST_CHECK aq_status aq_calib_add_batch(aq_calib *calib,
-                                                  const struct ArrowSchema *schema,
+AQ_API AQ_MUST_CHECK aq_status aq_calib_add_batch(aq_calib *calib, const struct ArrowSchema *schema,
                                                   const struct ArrowArray *array, aq_error *err);
 /* Checks that every layer has every timestep group (AQ_INVALID_ARGUMENT: "Layer 'L' has no
  * statistics for timestep group G (the table has groups 0..N-1)"), that the table is not
@@ -1142,7 +1129,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_calib_finish(aq_calib *calib, aq_calib_combine
                                                aq_error *err);
 
 typedef struct aq_calib_layer_info {
-    const char *name;       /* owned by the calib object */
+    const char *name; /* owned by the calib object */
     size_t channels;
     size_t groups;
     /* How much the layer's input changes along the trajectory: the largest over the smallest
@@ -1172,9 +1159,8 @@ AQ_API AQ_MUST_CHECK aq_status aq_calib_check_model(const aq_calib *calib,
  * before aq_calib_finish, fewer than 2 dimensions, a channel count that does not fit the
  * shape (AQ_SHAPE_MISMATCH naming both), out_len different from the element count. */
 AQ_API AQ_MUST_CHECK aq_status aq_calib_importance(const aq_calib *calib, const char *name,
-                                                   const int64_t *shape, size_t ndim,
-                                                   float *out, size_t out_len, int *found,
-                                                   aq_error *err);
+                                                   const int64_t *shape, size_t ndim, float *out,
+                                                   size_t out_len, int *found, aq_error *err);
 
 #ifdef __cplusplus
 }

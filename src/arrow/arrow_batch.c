@@ -333,8 +333,7 @@ aq_status aq__arrow_result_schema_rows(const aq_ctx *ctx, bool large, const char
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
         /* kquant's group is its fixed super-block, whatever the parameter says. */
         snprintf(group, sizeof group, "%zu",
-                 ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK
-                                                 : ctx->group_size);
+                 ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK : ctx->group_size);
         const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
                               "arrowquant.group_size", "arrowquant.packing",
                               "arrowquant.row_schemes"};
@@ -445,8 +444,8 @@ done:
 /* ---- progress, quality ---- */
 
 /* Reports progress for the rows [p->reported, upto] not yet reported, each once, in order. */
-static aq_status bq_progress_to(bq_plan *p, const aq_batch_options *opts, arw_run *run,
-                                size_t upto, aq_error *err)
+static aq_status bq_progress_to(bq_plan *p, const aq_batch_options *opts, arw_run *run, size_t upto,
+                                aq_error *err)
 {
     while (p->reported <= upto && p->reported < p->n) {
         aq_status st = aq__arrow_progress(opts, run, p->items[p->reported].elements, err);
@@ -621,8 +620,8 @@ static aq_status bq_quality(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
 static aq_status bq_row_schemes(const aq_ctx *ctx, const bq_plan *p, char **out, aq_error *err)
 {
     *out = NULL;
-    size_t ctx_group = ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK
-                                                       : ctx->group_size;
+    size_t ctx_group =
+        ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK : ctx->group_size;
     bool differ = false;
     size_t rows = 0;
     for (size_t i = 0; i < p->n; i++) {
@@ -648,9 +647,9 @@ static aq_status bq_row_schemes(const aq_ctx *ctx, const bq_plan *p, char **out,
         if (it->status != AQ_OK) {
             continue;
         }
-        at += (size_t)snprintf(json + at, size - at, "%s{\"scheme\":\"%s\",\"group_size\":%zu}",
-                               at > 1 ? "," : "", aq_scheme_name(it->scheme),
-                               it->layout.group_size);
+        at +=
+            (size_t)snprintf(json + at, size - at, "%s{\"scheme\":\"%s\",\"group_size\":%zu}",
+                             at > 1 ? "," : "", aq_scheme_name(it->scheme), it->layout.group_size);
     }
     json[at++] = ']';
     json[at] = '\0';

@@ -165,8 +165,8 @@ aq_status aq__schema_set_metadata(struct ArrowSchema *schema, const char *const 
     return AQ_OK;
 }
 
-aq_status aq__schema_set_metadata_raw(struct ArrowSchema *schema, const char *encoded,
-                                      size_t size, aq_error *err)
+aq_status aq__schema_set_metadata_raw(struct ArrowSchema *schema, const char *encoded, size_t size,
+                                      aq_error *err)
 {
     owned_schema *p = schema->private_data;
     char *buf = malloc(size > 0 ? size : 1);

@@ -32,8 +32,8 @@ aq_status aq__schema_set_metadata(struct ArrowSchema *schema, const char *const 
 
 /* Sets the node's metadata to a copy of `size` bytes already in the C Data Interface encoding
  * (keys and values may hold any bytes, NUL included). Replaces earlier metadata. */
-aq_status aq__schema_set_metadata_raw(struct ArrowSchema *schema, const char *encoded,
-                                      size_t size, aq_error *err);
+aq_status aq__schema_set_metadata_raw(struct ArrowSchema *schema, const char *encoded, size_t size,
+                                      aq_error *err);
 
 /* Initialises *out as an array node of the given length with n_buffers NULL buffers and
  * n_children zeroed child nodes. null_count and offset start at 0. */

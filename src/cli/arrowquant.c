@@ -150,8 +150,8 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
     int decile = (int)(frac * 10.0);
     if (decile > c->last_decile || last) {
         c->last_decile = decile;
-        fprintf(stderr, "progress: %zu/%zu %s, %s of %s, %s/s, %.1fs elapsed\n",
-                p->tensors_done, p->tensors_total, what, done, total, r, el);
+        fprintf(stderr, "progress: %zu/%zu %s, %s of %s, %s/s, %.1fs elapsed\n", p->tensors_done,
+                p->tensors_total, what, done, total, r, el);
     }
 }
 
@@ -357,8 +357,8 @@ static int cmd_quantize(int argc, char **argv)
     size_t n_cands = 0;
     if (target > 0.0) {
         /* The budget chooses among these; by default the fast scheme and the accurate one. */
-        if ((rc = cli_parse_schemes(scheme != NULL ? scheme : "affine,kquant", cands,
-                                    &n_cands)) != 0) {
+        if ((rc = cli_parse_schemes(scheme != NULL ? scheme : "affine,kquant", cands, &n_cands)) !=
+            0) {
             goto done;
         }
         scheme = aq_scheme_name(cands[0]);
@@ -417,9 +417,8 @@ static int cmd_quantize(int argc, char **argv)
         fclose(f);
     }
     double bpw = s.params > 0 ? 8.0 * (double)s.bytes_out / (double)s.params : 0.0;
-    double qbpw = s.quantized_params > 0
-                      ? 8.0 * (double)s.quantized_bytes / (double)s.quantized_params
-                      : 0.0;
+    double qbpw =
+        s.quantized_params > 0 ? 8.0 * (double)s.quantized_bytes / (double)s.quantized_params : 0.0;
     if (alloc.oom) {
         rc = cli_fail("out of memory");
         goto done;
@@ -486,8 +485,7 @@ static int cmd_quantize(int argc, char **argv)
                s.worst != NULL ? s.worst : "-");
         printf("  cosine       mean %.6f\n", s.mean_cosine);
         if (target > 0.0 || alloc.n_moved > 0) {
-            printf("  quantized    %.3f bits/weight%s\n", qbpw,
-                   target > 0.0 ? " (budget)" : "");
+            printf("  quantized    %.3f bits/weight%s\n", qbpw, target > 0.0 ? " (budget)" : "");
             if (target > 0.0) {
                 printf("  target       %.3f bits/weight over the quantized tensors\n", target);
             }

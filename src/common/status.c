@@ -17,8 +17,8 @@ const char *aq_version_string(void)
 const char *aq_status_name(aq_status status)
 {
     switch (status) {
-#define AQ__STATUS_NAME(name, msg)                                                                \
-    case AQ_##name:                                                                                \
+#define AQ__STATUS_NAME(name, msg) \
+    case AQ_##name:                \
         return "AQ_" #name;
         AQ_STATUS_MAP(AQ__STATUS_NAME)
 #undef AQ__STATUS_NAME
@@ -31,8 +31,8 @@ const char *aq_status_name(aq_status status)
 const char *aq_status_message(aq_status status)
 {
     switch (status) {
-#define AQ__STATUS_MSG(name, msg)                                                                 \
-    case AQ_##name:                                                                                \
+#define AQ__STATUS_MSG(name, msg) \
+    case AQ_##name:               \
         return msg;
         AQ_STATUS_MAP(AQ__STATUS_MSG)
 #undef AQ__STATUS_MSG

@@ -350,7 +350,7 @@ static aq_status cb_combine(cb_layer *l, aq_calib_combine how, aq_error *err)
         st = aq__error_set(err, AQ_NO_MEMORY, "Out of memory combining calibration groups");
         goto done;
     }
-    double lo = INFINITY, hi = 0.0;
+    double lo = (double)INFINITY, hi = 0.0;
     for (size_t g = 0; g < G; g++) {
         const double *v = cb_group_of(l, (int64_t)g)->ms;
         double s = 0.0;

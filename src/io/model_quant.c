@@ -204,8 +204,8 @@ static void mq_acc_finish(const mq_acc *a, double *sqnr, double *cosine, double 
     *maxerr = a->maxe;
 }
 
-static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
-                            const aq_layout *l, mq_row *r, aq_error *err)
+static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme, const aq_layout *l,
+                            mq_row *r, aq_error *err)
 {
     size_t block_rows = MQ_BLOCK_ELEMENTS / l->cols;
     block_rows = block_rows < 8 ? 8 : block_rows / 8 * 8;
@@ -217,8 +217,8 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
         free(s->mbuf);
         s->mbuf_cap = 0;
         if ((s->mbuf = malloc(cap * sizeof(float))) == NULL) {
-            return aq__error_set(err, AQ_NO_MEMORY,
-                                 "Layer '%s': out of memory measuring quality", src->name);
+            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory measuring quality",
+                                 src->name);
         }
         s->mbuf_cap = cap;
     }
@@ -746,8 +746,8 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
         size_t best = SIZE_MAX;
         for (size_t k = 0; k < n_schemes; k++) {
             aq_layout l;
-            if ((st = aq_layout_compute_scheme(schemes[k], v.shape, v.ndim, 2,
-                                               s->ctx->group_size, &l, err)) != AQ_OK) {
+            if ((st = aq_layout_compute_scheme(schemes[k], v.shape, v.ndim, 2, s->ctx->group_size,
+                                               &l, err)) != AQ_OK) {
                 goto done;
             }
             size_t b = l.packed_bytes + 2 * l.groups * sizeof(float);
@@ -818,8 +818,8 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
             o->progress(o->progress_user, &plan_prog);
         }
     }
-    if ((st = aq__budget_allocate(opt, m, per, count, elements, o->target_bpw,
-                                  s->min_cosine > 0.0, choice, err)) != AQ_OK) {
+    if ((st = aq__budget_allocate(opt, m, per, count, elements, o->target_bpw, s->min_cosine > 0.0,
+                                  choice, err)) != AQ_OK) {
         goto done;
     }
     for (size_t i = 0, j = 0; i < n; i++) {

@@ -32,8 +32,8 @@ size_t aq__span_groups(const aq__span *s);
  * byte zero-padded) and one scale and zero point per group. Returns false if any input element
  * is not finite (or, for float64, not representable as a finite float32); the output is then
  * unspecified and the caller locates the element with find_nonfinite. */
-typedef bool (*aq__quantize_fn)(const void *src, const aq__span *s, uint8_t *packed,
-                                float *scales, float *zero_points);
+typedef bool (*aq__quantize_fn)(const void *src, const aq__span *s, uint8_t *packed, float *scales,
+                                float *zero_points);
 
 /* Dequantizes a span: x = ((float)q - zero_point) * scale, stored in the function's output
  * dtype. packed, scales and zero_points point at the span's first byte and group. */
@@ -53,15 +53,15 @@ typedef void (*aq__error_stats_fn)(const void *src, const float *y, size_t n, do
 #include "kernels_quality.h"
 
 typedef struct aq__kernel_table {
-    const char *name; /* "ref", "avx2", "avx512", "neon" */
+    const char *name;                                    /* "ref", "avx2", "avx512", "neon" */
     aq__quantize_fn quantize_affine[AQ_DTYPE_COUNT];     /* by input dtype */
     aq__dequantize_fn dequantize_affine[AQ_DTYPE_COUNT]; /* by output dtype; F64 is NULL */
     aq__find_nonfinite_fn find_nonfinite[AQ_DTYPE_COUNT];
     /* Quality schemes (kernels_quality.h). A table may leave them NULL: the driver then uses
      * the reference table's entries. */
-    aq__quantize_search_fn quantize_search[AQ_DTYPE_COUNT];       /* by input dtype */
-    aq__quantize_kquant_fn quantize_kquant[AQ_DTYPE_COUNT];       /* by input dtype */
-    aq__dequantize_kquant_fn dequantize_kquant[AQ_DTYPE_COUNT];   /* by output dtype */
+    aq__quantize_search_fn quantize_search[AQ_DTYPE_COUNT];     /* by input dtype */
+    aq__quantize_kquant_fn quantize_kquant[AQ_DTYPE_COUNT];     /* by input dtype */
+    aq__dequantize_kquant_fn dequantize_kquant[AQ_DTYPE_COUNT]; /* by output dtype */
     /* By source dtype; NULL: the reference table's (always for float64, whose values the
      * SIMD loads round to float32). */
     aq__error_stats_fn error_stats[AQ_DTYPE_COUNT];

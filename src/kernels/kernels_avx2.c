@@ -112,8 +112,8 @@ static inline __m256 avx2_reduce8(const float *p, bool is_min)
 /* The per-group arithmetic of aq__affine_params for 8 groups at once, operation for
  * operation: IEEE division, conversion and negation give the same bits in any lane. */
 #define SIMD_HAVE_PARAMS 1
-static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
-                               float *scales, float *zero_points, float *glo, float *ginv)
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits, float *scales,
+                               float *zero_points, float *glo, float *ginv)
 {
     for (size_t k = count; k < 8; k++) {
         memcpy(pmin + k * 8, pmin, 8 * sizeof(float));
@@ -135,10 +135,10 @@ static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned 
     scale = _mm256_max_ps(scale, _mm256_set1_ps(0x1p-126f));
     __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), scale);
     const __m256d neg = _mm256_set1_pd(-0.0);
-    __m128 z_a = _mm256_cvtpd_ps(_mm256_div_pd(
-        _mm256_xor_pd(dlo_a, neg), _mm256_cvtps_pd(_mm256_castps256_ps128(scale))));
-    __m128 z_b = _mm256_cvtpd_ps(_mm256_div_pd(
-        _mm256_xor_pd(dlo_b, neg), _mm256_cvtps_pd(_mm256_extractf128_ps(scale, 1))));
+    __m128 z_a = _mm256_cvtpd_ps(
+        _mm256_div_pd(_mm256_xor_pd(dlo_a, neg), _mm256_cvtps_pd(_mm256_castps256_ps128(scale))));
+    __m128 z_b = _mm256_cvtpd_ps(
+        _mm256_div_pd(_mm256_xor_pd(dlo_b, neg), _mm256_cvtps_pd(_mm256_extractf128_ps(scale, 1))));
     __m256 zp = _mm256_insertf128_ps(_mm256_castps128_ps256(z_a), z_b, 1);
     /* Constant groups: scale 1, inv 0, zero point -lo. */
     scale = _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), constant);
@@ -163,9 +163,9 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
     __m256i q = _mm256_cvtps_epi32(u);
     *flag = _mm256_or_ps(*flag, _mm256_castsi256_ps(q));
     /* Byte 0 of each 32-bit lane to the low 4 bytes of each half, then the halves together. */
-    const __m256i pick = _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
-                                          -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
-                                          -1, -1, -1, -1);
+    const __m256i pick =
+        _mm256_setr_epi8(0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12,
+                         -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1);
     q = _mm256_shuffle_epi8(q, pick);
     q = _mm256_permutevar8x32_epi32(q, _mm256_setr_epi32(0, 4, 0, 0, 0, 0, 0, 0));
     _mm_storel_epi64((__m128i *)dst, _mm256_castsi256_si128(q));
@@ -178,16 +178,16 @@ static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v 
                               simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
 {
     /* Written out, not looped: the four code vectors must stay in registers. */
-#define SIMD_Q(j)                                                                                 \
-    _mm256_cvtps_epi32(_mm256_min_ps(                                                            \
+#define SIMD_Q(j)                     \
+    _mm256_cvtps_epi32(_mm256_min_ps( \
         qmax, _mm256_mul_ps(_mm256_sub_ps(simd_load(src, dtype, i + 8 * (j)), lo), inv)))
     const __m256i q[4] = {SIMD_Q(0), SIMD_Q(1), SIMD_Q(2), SIMD_Q(3)};
 #undef SIMD_Q
     __m256i any = _mm256_or_si256(_mm256_or_si256(q[0], q[1]), _mm256_or_si256(q[2], q[3]));
     *flag = _mm256_castsi256_ps(_mm256_or_si256(_mm256_castps_si256(*flag), any));
     /* Lane l of the packed vector holds elements 4l..4l+3 of q0, q1, q2, q3. */
-    __m256i c = _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]),
-                                    _mm256_packus_epi32(q[2], q[3]));
+    __m256i c =
+        _mm256_packus_epi16(_mm256_packus_epi32(q[0], q[1]), _mm256_packus_epi32(q[2], q[3]));
     c = _mm256_permutevar8x32_epi32(c, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
     if (bits == 8) {
         _mm256_storeu_si256((__m256i *)out, c);
@@ -223,8 +223,8 @@ static size_t simd_pack(const uint8_t *codes, size_t nbytes, unsigned bits, uint
             const uint8_t *c = codes + 2 * b;
             __m256i w0 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)c), mul);
             __m256i w1 = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)(c + 32)), mul);
-            __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(w0, w1),
-                                                 _MM_SHUFFLE(3, 1, 2, 0));
+            __m256i p =
+                _mm256_permute4x64_epi64(_mm256_packus_epi16(w0, w1), _MM_SHUFFLE(3, 1, 2, 0));
             _mm256_storeu_si256((__m256i *)(out + b), p);
         }
     } else {
@@ -237,8 +237,8 @@ static size_t simd_pack(const uint8_t *codes, size_t nbytes, unsigned bits, uint
                 __m256i v = _mm256_loadu_si256((const __m256i *)(c + 32 * j));
                 d[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(v, mul8), mul16);
             }
-            __m256i p = _mm256_packus_epi16(_mm256_packs_epi32(d[0], d[1]),
-                                            _mm256_packs_epi32(d[2], d[3]));
+            __m256i p =
+                _mm256_packus_epi16(_mm256_packs_epi32(d[0], d[1]), _mm256_packs_epi32(d[2], d[3]));
             p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
             _mm256_storeu_si256((__m256i *)(out + b), p);
         }

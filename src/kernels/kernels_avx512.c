@@ -12,15 +12,18 @@
 #define SIMD_NAME "avx512"
 #define SIMD_TABLE_NAME aq__kernels_avx512
 /* The quality schemes' searches and kquant's refinement (kernels_kquant_avx512.c). */
-#define SIMD_SEARCH_QUANTIZE                                                                     \
-    {aq__quantize_search_avx512_f32, aq__quantize_search_avx512_f16,                             \
-     aq__quantize_search_avx512_bf16, aq__quantize_search_avx512_f64}
-#define SIMD_KQUANT_QUANTIZE                                                                     \
-    {aq__quantize_kquant_avx512_f32, aq__quantize_kquant_avx512_f16,                             \
-     aq__quantize_kquant_avx512_bf16, aq__quantize_kquant_avx512_f64}
+#define SIMD_SEARCH_QUANTIZE                                                \
+    {                                                                       \
+        aq__quantize_search_avx512_f32, aq__quantize_search_avx512_f16,     \
+            aq__quantize_search_avx512_bf16, aq__quantize_search_avx512_f64 \
+    }
+#define SIMD_KQUANT_QUANTIZE                                                \
+    {                                                                       \
+        aq__quantize_kquant_avx512_f32, aq__quantize_kquant_avx512_f16,     \
+            aq__quantize_kquant_avx512_bf16, aq__quantize_kquant_avx512_f64 \
+    }
 
 typedef __m512 simd_v;
-
 
 static inline simd_v simd_load(const void *src, aq_dtype dtype, size_t i)
 {
@@ -143,8 +146,8 @@ static inline __m512 avx512_reduce16(const float *p, bool is_min)
 /* The per-group arithmetic of aq__affine_params for 16 groups at once, operation for
  * operation: IEEE division, conversion and negation give the same bits in any lane. */
 #define SIMD_HAVE_PARAMS 1
-static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
-                               float *scales, float *zero_points, float *glo, float *ginv)
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits, float *scales,
+                               float *zero_points, float *glo, float *ginv)
 {
     for (size_t k = count; k < 16; k++) {
         memcpy(pmin + k * 16, pmin, 16 * sizeof(float));
@@ -165,10 +168,10 @@ static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned 
     scale = _mm512_max_ps(scale, _mm512_set1_ps(0x1p-126f));
     __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), scale);
     const __m512d neg = _mm512_set1_pd(-0.0);
-    __m256 z_a = _mm512_cvtpd_ps(_mm512_div_pd(
-        _mm512_xor_pd(dlo_a, neg), _mm512_cvtps_pd(_mm512_castps512_ps256(scale))));
-    __m256 z_b = _mm512_cvtpd_ps(_mm512_div_pd(
-        _mm512_xor_pd(dlo_b, neg), _mm512_cvtps_pd(_mm512_extractf32x8_ps(scale, 1))));
+    __m256 z_a = _mm512_cvtpd_ps(
+        _mm512_div_pd(_mm512_xor_pd(dlo_a, neg), _mm512_cvtps_pd(_mm512_castps512_ps256(scale))));
+    __m256 z_b = _mm512_cvtpd_ps(_mm512_div_pd(_mm512_xor_pd(dlo_b, neg),
+                                               _mm512_cvtps_pd(_mm512_extractf32x8_ps(scale, 1))));
     __m512 zp = _mm512_insertf32x8(_mm512_castps256_ps512(z_a), z_b, 1);
     /* Constant groups: scale 1, inv 0, zero point -lo. */
     scale = _mm512_mask_mov_ps(scale, constant, _mm512_set1_ps(1.0f));
@@ -199,16 +202,16 @@ static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v 
                               simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
 {
     /* Written out, not looped: the four code vectors must stay in registers. */
-#define SIMD_Q(j)                                                                                 \
-    _mm512_cvtps_epi32(_mm512_min_ps(                                                            \
+#define SIMD_Q(j)                     \
+    _mm512_cvtps_epi32(_mm512_min_ps( \
         qmax, _mm512_mul_ps(_mm512_sub_ps(simd_load(src, dtype, i + 16 * (j)), lo), inv)))
     const __m512i q[4] = {SIMD_Q(0), SIMD_Q(1), SIMD_Q(2), SIMD_Q(3)};
 #undef SIMD_Q
     __m512i any = _mm512_or_si512(_mm512_or_si512(q[0], q[1]), _mm512_or_si512(q[2], q[3]));
     *flag = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(*flag), any));
     /* Lane l of the packed vector holds elements 4l..4l+3 of q0, q1, q2, q3: transpose. */
-    __m512i c = _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]),
-                                    _mm512_packus_epi32(q[2], q[3]));
+    __m512i c =
+        _mm512_packus_epi16(_mm512_packus_epi32(q[0], q[1]), _mm512_packus_epi32(q[2], q[3]));
     c = _mm512_permutexvar_epi32(
         _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), c);
     if (bits == 8) {
@@ -310,8 +313,8 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
         __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
         __m512i r = _mm512_srli_epi32(
             _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
-        __mmask16 nan = _mm512_cmpgt_epu32_mask(
-            _mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                                _mm512_set1_epi32(0x7f800000));
         r = _mm512_mask_mov_epi32(
             r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
         h = _mm512_cvtepi32_epi16(r);

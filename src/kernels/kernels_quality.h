@@ -9,22 +9,20 @@
 
 /* Quantizes a span with the searched-scale scheme. importance is NULL (all weights 1) or
  * points at the span's first importance weight (finite, >= 0). Output as the affine kernel. */
-typedef void (*aq__quantize_search_fn)(const void *src, const float *importance,
-                                       const aq__span *s, uint8_t *packed, float *scales,
-                                       float *zero_points);
+typedef void (*aq__quantize_search_fn)(const void *src, const float *importance, const aq__span *s,
+                                       uint8_t *packed, float *scales, float *zero_points);
 
 /* Quantizes a span with the two-level scheme: s->group_size is the super-block size
  * (AQ__KQ_SUPER). Writes the span's codes at packed (ceil(n * bits / 8) bytes, the last byte
  * zero-padded), the packed sub-block parameters of its super-blocks at meta (see
  * aq__kq_meta_bytes), and one d and dmin per super-block at scales and mins. */
-typedef void (*aq__quantize_kquant_fn)(const void *src, const float *importance,
-                                       const aq__span *s, uint8_t *packed, uint8_t *meta,
-                                       float *scales, float *mins);
+typedef void (*aq__quantize_kquant_fn)(const void *src, const float *importance, const aq__span *s,
+                                       uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 
 /* Dequantizes a span of the two-level scheme into the function's output dtype. */
 typedef void (*aq__dequantize_kquant_fn)(const uint8_t *packed, const uint8_t *meta,
-                                         const float *scales, const float *mins,
-                                         const aq__span *s, void *dst);
+                                         const float *scales, const float *mins, const aq__span *s,
+                                         void *dst);
 
 /* Geometry of the two-level scheme (docs/format.md section 5.2). */
 #define AQ__KQ_SUPER 512u
@@ -58,8 +56,8 @@ bool aq__search_fit_kquant(const float *x, const float *w, size_t n, unsigned bi
 
 /* Step 3 of docs/format.md 5.2 for one sub-block of n elements (w NULL = all 1): replaces
  * *sc, *mc by the best pair among them and their neighbours. */
-void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, float d,
-                       float dmin, unsigned *sc, unsigned *mc);
+void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
+                       unsigned *sc, unsigned *mc);
 
 /* The two steps of a kquant super-block that an instruction set may speed up; both must give
  * the reference's results bit for bit. */
@@ -129,15 +127,12 @@ void aq__quantize_kquant_ref_bf16(const void *src, const float *importance, cons
                                   uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 void aq__quantize_kquant_ref_f64(const void *src, const float *importance, const aq__span *s,
                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
-void aq__dequantize_kquant_ref_f32(const uint8_t *packed, const uint8_t *meta,
-                                   const float *scales, const float *mins, const aq__span *s,
-                                   void *dst);
-void aq__dequantize_kquant_ref_f16(const uint8_t *packed, const uint8_t *meta,
-                                   const float *scales, const float *mins, const aq__span *s,
-                                   void *dst);
-void aq__dequantize_kquant_ref_bf16(const uint8_t *packed, const uint8_t *meta,
-                                    const float *scales, const float *mins, const aq__span *s,
-                                    void *dst);
+void aq__dequantize_kquant_ref_f32(const uint8_t *packed, const uint8_t *meta, const float *scales,
+                                   const float *mins, const aq__span *s, void *dst);
+void aq__dequantize_kquant_ref_f16(const uint8_t *packed, const uint8_t *meta, const float *scales,
+                                   const float *mins, const aq__span *s, void *dst);
+void aq__dequantize_kquant_ref_bf16(const uint8_t *packed, const uint8_t *meta, const float *scales,
+                                    const float *mins, const aq__span *s, void *dst);
 
 /* affine_search with the AVX-512 search, and kquant with the AVX-512 super-block, search and
  * refinement (kernels_kquant_avx512.c; x86 builds only, handed out through
@@ -146,18 +141,16 @@ void aq__quantize_search_avx512_f32(const void *src, const float *importance, co
                                     uint8_t *packed, float *scales, float *zero_points);
 void aq__quantize_search_avx512_f16(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, float *scales, float *zero_points);
-void aq__quantize_search_avx512_bf16(const void *src, const float *importance,
-                                     const aq__span *s, uint8_t *packed, float *scales,
-                                     float *zero_points);
+void aq__quantize_search_avx512_bf16(const void *src, const float *importance, const aq__span *s,
+                                     uint8_t *packed, float *scales, float *zero_points);
 void aq__quantize_search_avx512_f64(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, float *scales, float *zero_points);
 void aq__quantize_kquant_avx512_f32(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 void aq__quantize_kquant_avx512_f16(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, uint8_t *meta, float *scales, float *mins);
-void aq__quantize_kquant_avx512_bf16(const void *src, const float *importance,
-                                     const aq__span *s, uint8_t *packed, uint8_t *meta,
-                                     float *scales, float *mins);
+void aq__quantize_kquant_avx512_bf16(const void *src, const float *importance, const aq__span *s,
+                                     uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 void aq__quantize_kquant_avx512_f64(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 

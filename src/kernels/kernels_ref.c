@@ -148,15 +148,15 @@ static size_t ref_find_nonfinite(const void *src, aq_dtype dtype, size_t n)
 }
 
 /* One small adapter per dtype, so the table holds plain function pointers. */
-#define AQ__REF_ADAPTERS(suffix, dtype)                                                           \
-    static bool ref_quantize_##suffix(const void *src, const aq__span *s, uint8_t *packed,       \
-                                      float *scales, float *zero_points)                          \
-    {                                                                                             \
-        return ref_quantize(src, dtype, s, packed, scales, zero_points);                         \
-    }                                                                                             \
-    static size_t ref_find_nonfinite_##suffix(const void *src, size_t n)                         \
-    {                                                                                             \
-        return ref_find_nonfinite(src, dtype, n);                                                \
+#define AQ__REF_ADAPTERS(suffix, dtype)                                                    \
+    static bool ref_quantize_##suffix(const void *src, const aq__span *s, uint8_t *packed, \
+                                      float *scales, float *zero_points)                   \
+    {                                                                                      \
+        return ref_quantize(src, dtype, s, packed, scales, zero_points);                   \
+    }                                                                                      \
+    static size_t ref_find_nonfinite_##suffix(const void *src, size_t n)                   \
+    {                                                                                      \
+        return ref_find_nonfinite(src, dtype, n);                                          \
     }
 
 AQ__REF_ADAPTERS(f32, AQ_DTYPE_F32)
@@ -164,11 +164,11 @@ AQ__REF_ADAPTERS(f16, AQ_DTYPE_F16)
 AQ__REF_ADAPTERS(bf16, AQ_DTYPE_BF16)
 AQ__REF_ADAPTERS(f64, AQ_DTYPE_F64)
 
-#define AQ__REF_DEQUANT(suffix, dtype)                                                            \
-    static void ref_dequantize_##suffix(const uint8_t *packed, const float *scales,              \
-                                        const float *zero_points, const aq__span *s, void *dst)   \
-    {                                                                                             \
-        ref_dequantize(packed, scales, zero_points, s, dtype, dst);                              \
+#define AQ__REF_DEQUANT(suffix, dtype)                                                          \
+    static void ref_dequantize_##suffix(const uint8_t *packed, const float *scales,             \
+                                        const float *zero_points, const aq__span *s, void *dst) \
+    {                                                                                           \
+        ref_dequantize(packed, scales, zero_points, s, dtype, dst);                             \
     }
 
 AQ__REF_DEQUANT(f32, AQ_DTYPE_F32)
@@ -181,8 +181,8 @@ static void ref_error_stats(const void *src, aq_dtype dtype, const float *y, siz
 {
     double xx = acc[0], ee = acc[1], xy = acc[2], yy = acc[3], maxe = acc[4];
     for (size_t k = 0; k < n; k++) {
-        double x = dtype == AQ_DTYPE_F64 ? ((const double *)src)[k]
-                                         : (double)ref_load(src, dtype, k);
+        double x =
+            dtype == AQ_DTYPE_F64 ? ((const double *)src)[k] : (double)ref_load(src, dtype, k);
         double v = (double)y[k], e = x - v;
         xx += x * x;
         ee += e * e;
@@ -199,11 +199,10 @@ static void ref_error_stats(const void *src, aq_dtype dtype, const float *y, siz
     acc[4] = maxe;
 }
 
-#define REF_STATS(suffix, dtype)                                                                  \
-    static void ref_error_stats_##suffix(const void *src, const float *y, size_t n,              \
-                                         double acc[5])                                           \
-    {                                                                                             \
-        ref_error_stats(src, dtype, y, n, acc);                                                  \
+#define REF_STATS(suffix, dtype)                                                                   \
+    static void ref_error_stats_##suffix(const void *src, const float *y, size_t n, double acc[5]) \
+    {                                                                                              \
+        ref_error_stats(src, dtype, y, n, acc);                                                    \
     }
 REF_STATS(f32, AQ_DTYPE_F32)
 REF_STATS(f16, AQ_DTYPE_F16)

@@ -80,8 +80,8 @@ static double kq_sub_error(const float *x, const float *w, size_t n, float qmax,
 
 /* Step 3 of docs/format.md 5.2 for one sub-block of n elements: the best (sc, mc) among the
  * rounded codes and their eight neighbours, compared with the original pair's neighbours only. */
-void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, float d,
-                       float dmin, unsigned *sc, unsigned *mc)
+void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
+                       unsigned *sc, unsigned *mc)
 {
     const float qmax = (float)((1u << bits) - 1u);
     const int kmax = (int)((1u << aq__kq_param_bits(bits)) - 1u);
@@ -238,8 +238,7 @@ void aq__kq_super(const aq__kq_hooks *hooks, const float *x, const float *w, siz
         if (hi <= lo) {
             s[j] = 0.0;
             m[j] = (double)lo;
-        } else if (!hooks->fit(x + j0, w != NULL ? w + j0 : NULL, n, bits, lo, hi, &s[j],
-                               &m[j])) {
+        } else if (!hooks->fit(x + j0, w != NULL ? w + j0 : NULL, n, bits, lo, hi, &s[j], &m[j])) {
             s[j] = ((double)hi - (double)lo) / (double)qmax;
             m[j] = (double)lo;
         }
@@ -319,8 +318,7 @@ void aq__kquant_span(aq__kq_super_fn super, const void *src, aq_dtype dtype,
                   &scales[group], &mins[group]);
         } else {
             kq_load((const char *)src + start * elem, dtype, len, x);
-            super(x, w, len, s->bits, packed, start * s->bits, meta, &scales[group],
-                  &mins[group]);
+            super(x, w, len, s->bits, packed, start * s->bits, meta, &scales[group], &mins[group]);
         }
         meta += aq__kq_meta_bytes(s->bits, len);
         start += len;
@@ -379,19 +377,18 @@ static void kq_dequantize(const uint8_t *packed, const uint8_t *meta, const floa
 
 static const aq__kq_hooks kq_ref_hooks = {aq__search_fit_kquant, aq__kq_refine_ref};
 
-static void kq_super_ref(const float *x, const float *w, size_t len, unsigned bits,
-                         uint8_t *codes, size_t bit0, uint8_t *meta, float *d_out,
-                         float *dmin_out)
+static void kq_super_ref(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
+                         size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
 {
     aq__kq_super(&kq_ref_hooks, x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
 }
 
-#define KQ_ADAPTERS(suffix, dtype)                                                                \
-    void aq__quantize_kquant_ref_##suffix(const void *src, const float *importance,               \
-                                          const aq__span *s, uint8_t *packed, uint8_t *meta,      \
-                                          float *scales, float *mins)                             \
-    {                                                                                             \
-        aq__kquant_span(kq_super_ref, src, dtype, importance, s, packed, meta, scales, mins);   \
+#define KQ_ADAPTERS(suffix, dtype)                                                            \
+    void aq__quantize_kquant_ref_##suffix(const void *src, const float *importance,           \
+                                          const aq__span *s, uint8_t *packed, uint8_t *meta,  \
+                                          float *scales, float *mins)                         \
+    {                                                                                         \
+        aq__kquant_span(kq_super_ref, src, dtype, importance, s, packed, meta, scales, mins); \
     }
 
 KQ_ADAPTERS(f32, AQ_DTYPE_F32)
@@ -399,12 +396,12 @@ KQ_ADAPTERS(f16, AQ_DTYPE_F16)
 KQ_ADAPTERS(bf16, AQ_DTYPE_BF16)
 KQ_ADAPTERS(f64, AQ_DTYPE_F64)
 
-#define KQ_DEQUANT(suffix, dtype)                                                                 \
-    void aq__dequantize_kquant_ref_##suffix(const uint8_t *packed, const uint8_t *meta,           \
-                                            const float *scales, const float *mins,               \
-                                            const aq__span *s, void *dst)                         \
-    {                                                                                             \
-        kq_dequantize(packed, meta, scales, mins, s, dtype, dst);                                 \
+#define KQ_DEQUANT(suffix, dtype)                                                       \
+    void aq__dequantize_kquant_ref_##suffix(const uint8_t *packed, const uint8_t *meta, \
+                                            const float *scales, const float *mins,     \
+                                            const aq__span *s, void *dst)               \
+    {                                                                                   \
+        kq_dequantize(packed, meta, scales, mins, s, dtype, dst);                       \
     }
 
 KQ_DEQUANT(f32, AQ_DTYPE_F32)

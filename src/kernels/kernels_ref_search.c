@@ -22,7 +22,6 @@
 #    define SRCH_INLINE static inline
 #endif
 
-
 SRCH_INLINE float srch_load(const void *src, aq_dtype dtype, size_t i)
 {
     switch (dtype) {
@@ -57,9 +56,9 @@ SRCH_INLINE double srch_reduce(const double *a)
 /* The search of docs/format.md 5.1 over n elements of src (dtype given) with weights w (NULL:
  * all 1): candidate c has qmax + first + c * step levels over [lo, hi], centred or anchored
  * at lo. Returns false when no candidate is valid. */
-SRCH_INLINE bool srch_fit(const void *src, aq_dtype dtype, const float *w, size_t n,
-                          unsigned bits, float lo, float hi, double first, double step,
-                          bool centred, bool offset_le0, double *scale, double *offset)
+SRCH_INLINE bool srch_fit(const void *src, aq_dtype dtype, const float *w, size_t n, unsigned bits,
+                          float lo, float hi, double first, double step, bool centred,
+                          bool offset_le0, double *scale, double *offset)
 {
     const float qmax = (float)((1u << bits) - 1u);
     double lw[SRCH_LANES] = {0}, lx[SRCH_LANES] = {0}, lxx[SRCH_LANES] = {0};
@@ -125,8 +124,8 @@ SRCH_INLINE bool srch_fit(const void *src, aq_dtype dtype, const float *w, size_
         if (!(s > 0.0) || !isfinite(s) || !isfinite(m)) {
             continue;
         }
-        double e = sxx - (2.0 * s) * sxq - (2.0 * m) * sx + (s * s) * sqq +
-                   ((2.0 * s) * m) * sq + (m * m) * sw;
+        double e = sxx - (2.0 * s) * sxq - (2.0 * m) * sx + (s * s) * sqq + ((2.0 * s) * m) * sq +
+                   (m * m) * sw;
         if (!found || e < best_e) {
             found = true;
             best_e = e;
@@ -145,8 +144,8 @@ SRCH_INLINE bool srch_fit(const void *src, aq_dtype dtype, const float *w, size_
  * (bit for bit), arranged for speed. With every weight 1, Sw, Sq and Sqq are sums of small
  * integers (at most 32 * 255^2 < 2^24), exact in any order and in float32, so only Sx, Sxx
  * and Sxq need the specified lane order. */
-static bool srch_fit_kquant_unweighted(const float *x, size_t n, unsigned bits, float lo,
-                                       float hi, double *scale, double *offset)
+static bool srch_fit_kquant_unweighted(const float *x, size_t n, unsigned bits, float lo, float hi,
+                                       double *scale, double *offset)
 {
     const float qmax = (float)((1u << bits) - 1u);
     double xd[32] = {0};
@@ -203,8 +202,8 @@ static bool srch_fit_kquant_unweighted(const float *x, size_t n, unsigned bits, 
         if (!(s > 0.0) || !isfinite(s) || !isfinite(m)) {
             continue;
         }
-        double e = sxx - (2.0 * s) * sxq - (2.0 * m) * sx + (s * s) * sqq +
-                   ((2.0 * s) * m) * sq + (m * m) * sw;
+        double e = sxx - (2.0 * s) * sxq - (2.0 * m) * sx + (s * s) * sqq + ((2.0 * s) * m) * sq +
+                   (m * m) * sw;
         if (!found || e < best_e) {
             found = true;
             best_e = e;
@@ -225,15 +224,14 @@ bool aq__search_fit_kquant(const float *x, const float *w, size_t n, unsigned bi
     if (w == NULL && n <= 32) {
         return srch_fit_kquant_unweighted(x, n, bits, lo, hi, scale, offset);
     }
-    return srch_fit(x, AQ_DTYPE_F32, w, n, bits, lo, hi, -1.0, 0.125, false, true, scale,
-                    offset);
+    return srch_fit(x, AQ_DTYPE_F32, w, n, bits, lo, hi, -1.0, 0.125, false, true, scale, offset);
 }
 
 /* One group: the searched fit, or the affine parameters of section 3 when no candidate is
  * valid or the fit does not fit float32. */
-SRCH_INLINE void srch_group(aq__search_fit_fn fast, const void *src, aq_dtype dtype,
-                            const float *w, size_t n, unsigned bits, uint8_t *packed,
-                            size_t bit0, float *scale_out, float *zp_out)
+SRCH_INLINE void srch_group(aq__search_fit_fn fast, const void *src, aq_dtype dtype, const float *w,
+                            size_t n, unsigned bits, uint8_t *packed, size_t bit0, float *scale_out,
+                            float *zp_out)
 {
     const float qmax = (float)((1u << bits) - 1u);
     float lo = srch_load(src, dtype, 0), hi = lo;
@@ -312,12 +310,12 @@ void aq__search_span(aq__search_fit_fn fast, const void *src, aq_dtype dtype,
     }
 }
 
-#define SRCH_ADAPTER(suffix, dtype)                                                               \
-    void aq__quantize_search_ref_##suffix(const void *src, const float *importance,               \
-                                          const aq__span *s, uint8_t *packed, float *scales,      \
-                                          float *zero_points)                                     \
-    {                                                                                             \
-        aq__search_span(NULL, src, dtype, importance, s, packed, scales, zero_points);            \
+#define SRCH_ADAPTER(suffix, dtype)                                                          \
+    void aq__quantize_search_ref_##suffix(const void *src, const float *importance,          \
+                                          const aq__span *s, uint8_t *packed, float *scales, \
+                                          float *zero_points)                                \
+    {                                                                                        \
+        aq__search_span(NULL, src, dtype, importance, s, packed, scales, zero_points);       \
     }
 
 SRCH_ADAPTER(f32, AQ_DTYPE_F32)

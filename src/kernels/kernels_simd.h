@@ -69,13 +69,13 @@
 #define SIMD_BATCH_ELEMS 2048
 /* Software prefetch of the data the code pass will need two batches on: into L1 for 2-byte
  * inputs, into L2 for wider ones, which measured better with bench_kernels on Zen 4. */
-#define SIMD_PF(p, es)                                                                            \
-    do {                                                                                          \
-        if ((es) >= 4) {                                                                          \
-            __builtin_prefetch((p), 0, 2);                                                        \
-        } else {                                                                                  \
-            __builtin_prefetch((p), 0, 3);                                                        \
-        }                                                                                         \
+#define SIMD_PF(p, es)                     \
+    do {                                   \
+        if ((es) >= 4) {                   \
+            __builtin_prefetch((p), 0, 2); \
+        } else {                           \
+            __builtin_prefetch((p), 0, 3); \
+        }                                  \
     } while (0)
 /* Elements quantized and packed together on the direct path. */
 #define SIMD_BLOCK (4 * SIMD_VL)
@@ -134,8 +134,8 @@ static void simd_unpack_all(const uint8_t *packed, size_t nbytes, unsigned bits,
 #ifndef SIMD_HAVE_PARAMS
 /* Parameters one group at a time, after the instruction set's batched min/max reduction
  * simd_reduce(pmin, pmax, count, lo, hi). */
-static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits,
-                               float *scales, float *zero_points, float *lo, float *inv)
+static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits, float *scales,
+                               float *zero_points, float *lo, float *inv)
 {
     float hi[SIMD_BATCH];
     simd_reduce(pmin, pmax, count, lo, hi);
@@ -322,8 +322,7 @@ SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__
                 simd_codes(c + i, simd_load(src, dtype, b + i), lo, inv, qmax, flag);
             }
             if (i < len) {
-                simd_codes(c + i, simd_load_part(src, dtype, b + i, len - i), lo, inv, qmax,
-                           flag);
+                simd_codes(c + i, simd_load_part(src, dtype, b + i, len - i), lo, inv, qmax, flag);
             }
             staged += len;
         }
@@ -356,8 +355,8 @@ SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__
 SIMD_INLINE bool simd_fusable(const aq__span *s, const simd_batch *prev, const simd_batch *cur,
                               size_t staged)
 {
-    return SIMD_FUSE && staged == 0 && prev->regular && cur->regular &&
-           prev->count == cur->count && s->group_size % SIMD_BLOCK == 0;
+    return SIMD_FUSE && staged == 0 && prev->regular && cur->regular && prev->count == cur->count &&
+           s->group_size % SIMD_BLOCK == 0;
 }
 
 /* The second pass of batch prev (codes straight to their packed bytes, as the direct path of
@@ -366,8 +365,8 @@ SIMD_INLINE bool simd_fusable(const aq__span *s, const simd_batch *prev, const s
  * then in flight together, instead of one pass waiting for memory while the other computes.
  * Min and max are exact in any order, so the parameters are those of simd_quantize_pass1. */
 SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
-                            const simd_batch *prev, simd_batch *cur, uint8_t *packed,
-                            float *scales, float *zero_points, simd_v *flag)
+                            const simd_batch *prev, simd_batch *cur, uint8_t *packed, float *scales,
+                            float *zero_points, simd_v *flag)
 {
     SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
     SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
@@ -389,8 +388,7 @@ SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
             for (size_t line = 0; line < SIMD_BLOCK * es; line += 64) {
                 SIMD_PF(next + line, es);
             }
-            simd_block(src, dtype, b2 + i, lo, inv, qmax, bits, packed + (b2 + i) * bits / 8,
-                       flag);
+            simd_block(src, dtype, b2 + i, lo, inv, qmax, bits, packed + (b2 + i) * bits / 8, flag);
             const simd_v x0 = simd_load(src, dtype, b1 + i);
             const simd_v x1 = simd_load(src, dtype, b1 + i + SIMD_VL);
             const simd_v x2 = simd_load(src, dtype, b1 + i + 2 * SIMD_VL);
@@ -409,8 +407,8 @@ SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
 /* Software-pipelined over batches: the first pass of batch n+1 (memory-bound loads, and the
  * long-latency divisions of its parameters) is issued before the second pass of batch n
  * (arithmetic from L1), so each hides the other's latency. */
-SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *s,
-                               uint8_t *packed, float *scales, float *zero_points)
+SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *s, uint8_t *packed,
+                               float *scales, float *zero_points)
 {
     const size_t per_byte = 8 / s->bits;
     SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
@@ -429,8 +427,7 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
         if (nb > 0) {
             const simd_batch *prev = &bt[(nb - 1) & 1];
             if (more && simd_fusable(s, prev, cur, staged)) {
-                simd_fused(src, dtype, s, prev, cur, packed, scales + g0, zero_points + g0,
-                           &flag);
+                simd_fused(src, dtype, s, prev, cur, packed, scales + g0, zero_points + g0, &flag);
                 out = packed + (prev->start[0] + prev->total) * s->bits / 8;
             } else {
                 if (more) {
@@ -523,8 +520,8 @@ SIMD_INLINE void simd_error_stats(const void *src, aq_dtype dtype, const float *
     simd_v mx = simd_zero();
     size_t i = 0;
     while (i + SIMD_VL <= n) {
-        const size_t end = n - i < SIMD_STATS_RUN ? i + (n - i) / SIMD_VL * SIMD_VL
-                                                   : i + SIMD_STATS_RUN;
+        const size_t end =
+            n - i < SIMD_STATS_RUN ? i + (n - i) / SIMD_VL * SIMD_VL : i + SIMD_STATS_RUN;
         simd_v xx = simd_zero(), ee = xx, xy = xx, yy = xx;
         for (; i < end; i += SIMD_VL) {
             simd_v x = simd_load(src, dtype, i), v;
@@ -566,26 +563,26 @@ SIMD_INLINE void simd_error_stats(const void *src, aq_dtype dtype, const float *
     }
 }
 
-#define SIMD_STATS(suffix, dtype)                                                                 \
-    static void simd_error_stats_##suffix(const void *src, const float *y, size_t n,             \
-                                          double acc[5])                                          \
-    {                                                                                             \
-        simd_error_stats(src, dtype, y, n, acc);                                                 \
+#define SIMD_STATS(suffix, dtype)                                                    \
+    static void simd_error_stats_##suffix(const void *src, const float *y, size_t n, \
+                                          double acc[5])                             \
+    {                                                                                \
+        simd_error_stats(src, dtype, y, n, acc);                                     \
     }
 
 SIMD_STATS(f32, AQ_DTYPE_F32)
 SIMD_STATS(f16, AQ_DTYPE_F16)
 SIMD_STATS(bf16, AQ_DTYPE_BF16)
 
-#define SIMD_ADAPTERS(suffix, dtype)                                                              \
-    static bool simd_quantize_##suffix(const void *src, const aq__span *s, uint8_t *packed,      \
-                                       float *scales, float *zero_points)                         \
-    {                                                                                             \
-        return simd_quantize(src, dtype, s, packed, scales, zero_points);                        \
-    }                                                                                             \
-    static size_t simd_find_nonfinite_##suffix(const void *src, size_t n)                        \
-    {                                                                                             \
-        return simd_find_nonfinite(src, dtype, n);                                               \
+#define SIMD_ADAPTERS(suffix, dtype)                                                        \
+    static bool simd_quantize_##suffix(const void *src, const aq__span *s, uint8_t *packed, \
+                                       float *scales, float *zero_points)                   \
+    {                                                                                       \
+        return simd_quantize(src, dtype, s, packed, scales, zero_points);                   \
+    }                                                                                       \
+    static size_t simd_find_nonfinite_##suffix(const void *src, size_t n)                   \
+    {                                                                                       \
+        return simd_find_nonfinite(src, dtype, n);                                          \
     }
 
 SIMD_ADAPTERS(f32, AQ_DTYPE_F32)
@@ -593,10 +590,10 @@ SIMD_ADAPTERS(f16, AQ_DTYPE_F16)
 SIMD_ADAPTERS(bf16, AQ_DTYPE_BF16)
 SIMD_ADAPTERS(f64, AQ_DTYPE_F64)
 
-#define SIMD_DEQUANT(suffix, dtype)                                                               \
+#define SIMD_DEQUANT(suffix, dtype)                                                              \
     static void simd_dequantize_##suffix(const uint8_t *packed, const float *scales,             \
-                                         const float *zero_points, const aq__span *s, void *dst)  \
-    {                                                                                             \
+                                         const float *zero_points, const aq__span *s, void *dst) \
+    {                                                                                            \
         simd_dequantize(packed, scales, zero_points, s, dtype, dst);                             \
     }
 
@@ -609,8 +606,8 @@ const aq__kernel_table SIMD_TABLE_NAME = {
     .quantize_affine = {simd_quantize_f32, simd_quantize_f16, simd_quantize_bf16,
                         simd_quantize_f64},
     .dequantize_affine = {simd_dequantize_f32, simd_dequantize_f16, simd_dequantize_bf16, NULL},
-    .find_nonfinite = {simd_find_nonfinite_f32, simd_find_nonfinite_f16,
-                       simd_find_nonfinite_bf16, simd_find_nonfinite_f64},
+    .find_nonfinite = {simd_find_nonfinite_f32, simd_find_nonfinite_f16, simd_find_nonfinite_bf16,
+                       simd_find_nonfinite_f64},
     .error_stats = {simd_error_stats_f32, simd_error_stats_f16, simd_error_stats_bf16, NULL},
 #ifdef SIMD_SEARCH_QUANTIZE
     .quantize_search = SIMD_SEARCH_QUANTIZE,

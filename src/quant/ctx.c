@@ -51,7 +51,8 @@ aq_status aq_scheme_from_name(const char *name, aq_scheme *out, aq_error *err)
             return AQ_OK;
         }
     }
-    return aq__error_set(err, AQ_INVALID_PARAMETER, "Invalid scheme: '%s'. Must be one of: affine, affine_search, kquant",
+    return aq__error_set(err, AQ_INVALID_PARAMETER,
+                         "Invalid scheme: '%s'. Must be one of: affine, affine_search, kquant",
                          name);
 }
 
@@ -71,8 +72,8 @@ aq_status aq_param_bounds(aq_param param, int64_t *lower, int64_t *upper, aq_err
 aq_status aq__check_bit_width(int64_t value, aq_error *err)
 {
     if (value != 2 && value != 4 && value != 8) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER, "Invalid bit_width: %" PRId64
-                             ". Must be 2, 4, or 8", value);
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid bit_width: %" PRId64 ". Must be 2, 4, or 8", value);
     }
     return AQ_OK;
 }

@@ -61,10 +61,10 @@ aq_status aq_qset_get(const aq_qset *set, size_t i, aq_qset_choice *choice, aq_q
         *choice = it->choice;
     }
     if (tensor != NULL) {
-        aq_qtensor q = {it->name,        it->choice.scheme,   it->layout.bit_width,
-                        it->layout.group_size, it->shape,     it->ndim,
-                        it->packed,      it->layout.packed_bytes, it->scales,
-                        it->zero_points, it->layout.groups};
+        aq_qtensor q = {
+            it->name,   it->choice.scheme, it->layout.bit_width, it->layout.group_size,
+            it->shape,  it->ndim,          it->packed,           it->layout.packed_bytes,
+            it->scales, it->zero_points,   it->layout.groups};
         *tensor = q;
     }
     return AQ_OK;
@@ -114,8 +114,8 @@ static aq_status qset_run(aq_ctx *ctx, const aq_tensor *t, const float *importan
     if ((st = aq_quantize_ex(&tmp, t, &o, &b, NULL, err)) != AQ_OK) {
         goto done;
     }
-    aq_qtensor q = {t->name, scheme, l.bit_width, l.group_size, t->shape, t->ndim, it->packed,
-                    l.packed_bytes, it->scales, it->zero_points, l.groups};
+    aq_qtensor q = {t->name,    scheme,         l.bit_width, l.group_size,    t->shape, t->ndim,
+                    it->packed, l.packed_bytes, it->scales,  it->zero_points, l.groups};
     if ((st = aq_dequantize(&tmp, &q, AQ_DTYPE_F32, deq, l.elements, err)) != AQ_OK) {
         goto done;
     }
@@ -332,8 +332,8 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
             qset_item *it = &set->items[i];
             unsigned bits = ctx->bit_width;
             for (;;) {
-                if ((st = qset_run(ctx, &tensors[i], imp != NULL ? imp[i] : NULL, ctx->scheme,
-                                   bits, min_cos, it, err)) != AQ_OK) {
+                if ((st = qset_run(ctx, &tensors[i], imp != NULL ? imp[i] : NULL, ctx->scheme, bits,
+                                   min_cos, it, err)) != AQ_OK) {
                     goto done;
                 }
                 if (it->choice.meets_min_cosine || bits == 8) {

@@ -32,9 +32,8 @@ static size_t qual_code_bytes(const aq_layout *l)
     return (l->elements * l->bit_width + 7) / 8;
 }
 
-aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape,
-                            size_t ndim, unsigned bit_width, size_t group_size, aq_layout *out,
-                            aq_error *err)
+aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape, size_t ndim,
+                            unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err)
 {
     if ((unsigned)scheme >= AQ_SCHEME_COUNT) {
         return aq__error_set(err, AQ_INVALID_PARAMETER, "Layer '%s': unknown scheme %d",
@@ -99,8 +98,7 @@ static float qual_load(const aq_tensor *t, size_t i)
 static double qual_kl(double mu, double sigma, double mu_hat, double sigma_hat)
 {
     double dm = mu - mu_hat;
-    return log(sigma_hat / sigma) + (sigma * sigma + dm * dm) / (2.0 * sigma_hat * sigma_hat) -
-           0.5;
+    return log(sigma_hat / sigma) + (sigma * sigma + dm * dm) / (2.0 * sigma_hat * sigma_hat) - 0.5;
 }
 
 /* Mean and population standard deviation of n values (two passes, double). */
@@ -119,8 +117,7 @@ static void qual_moments_f32(const float *x, size_t n, double *mu, double *sigma
     *sigma = sqrt(v / (double)n);
 }
 
-static void qual_row_moments(const aq_tensor *t, size_t row, size_t cols, double *mu,
-                             double *sigma)
+static void qual_row_moments(const aq_tensor *t, size_t row, size_t cols, double *mu, double *sigma)
 {
     double s = 0.0;
     for (size_t i = 0; i < cols; i++) {
@@ -148,9 +145,9 @@ static aq_status qual_moments(aq_ctx *ctx, const aq_tensor *src, const aq_layout
                            aq__name_or_unnamed(src->name));
         goto done;
     }
-    aq_qtensor q = {src->name,   ctx->scheme,  l->bit_width, l->group_size,    src->shape,
-                    src->ndim,   dst->packed,  l->packed_bytes, dst->scales, dst->zero_points,
-                    l->groups};
+    aq_qtensor q = {src->name,   ctx->scheme,      l->bit_width, l->group_size,
+                    src->shape,  src->ndim,        dst->packed,  l->packed_bytes,
+                    dst->scales, dst->zero_points, l->groups};
     if ((st = aq_dequantize(ctx, &q, AQ_DTYPE_F32, deq, l->elements, err)) != AQ_OK) {
         goto done;
     }
@@ -477,8 +474,8 @@ aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, siz
 {
     const char *name = aq__name_or_unnamed(src->name);
     aq_layout l;
-    aq_status st = aq__scheme_layout(src->name, src->scheme, src->shape, src->ndim,
-                                     src->bit_width, src->group_size, &l, err);
+    aq_status st = aq__scheme_layout(src->name, src->scheme, src->shape, src->ndim, src->bit_width,
+                                     src->group_size, &l, err);
     if (st != AQ_OK) {
         return st;
     }

@@ -16,7 +16,7 @@ struct aq_ctx {
     aq_scheme scheme;
     unsigned threads; /* 0 = one per online CPU */
     const aq__kernel_table *kernels;
-    aq__pool *pool; /* created on first use with several threads; freed by aq_ctx_free */
+    aq__pool *pool;        /* created on first use with several threads; freed by aq_ctx_free */
     bool preserve_moments; /* AQ_PARAM_PRESERVE_MOMENTS (quality.c) */
 };
 
@@ -31,9 +31,9 @@ void aq__pool_free(aq__pool *pool);
 /* Threads that take part in aq__pool_run (workers + the caller); 1 for NULL. */
 unsigned aq__pool_threads(const aq__pool *pool);
 /* Runs fn(arg, i) for every i in [0, ntasks) on the pool's threads and the calling thread,
- * and returns when all have finished (in a fork()ed child, on the calling thread alone). Tasks run in any order and concurrently: fn must only
- * write what task i owns. pool may be NULL (everything runs on the caller). One job at a
- * time per pool (a context is used by one thread at a time). */
+ * and returns when all have finished (in a fork()ed child, on the calling thread alone). Tasks run
+ * in any order and concurrently: fn must only write what task i owns. pool may be NULL (everything
+ * runs on the caller). One job at a time per pool (a context is used by one thread at a time). */
 void aq__pool_run(aq__pool *pool, size_t ntasks, aq__pool_task_fn fn, void *arg);
 
 /* The context's pool for its `threads` parameter, created on first use; NULL (and AQ_OK)
@@ -51,15 +51,14 @@ aq_status aq__check_bit_width(int64_t value, aq_error *err);
 aq_status aq__check_group_size(int64_t value, aq_error *err);
 
 /* The driver's layout and span cutting (quantize.c), for the other drivers. */
-aq_status aq__quant_layout(const char *name, const int64_t *shape, size_t ndim,
-                           unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err);
+aq_status aq__quant_layout(const char *name, const int64_t *shape, size_t ndim, unsigned bit_width,
+                           size_t group_size, aq_layout *out, aq_error *err);
 aq__span aq__quant_span_at(const aq_layout *l, size_t start);
 size_t aq__quant_group_at(const aq_layout *l, size_t start);
 
 /* Layout of any scheme, and the quality schemes' drivers (quality.c). */
-aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape,
-                            size_t ndim, unsigned bit_width, size_t group_size, aq_layout *out,
-                            aq_error *err);
+aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape, size_t ndim,
+                            unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err);
 /* Dequantizes a kquant tensor that aq_dequantize has checked against its layout l. */
 void aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
                            aq_dtype out_dtype, void *out);

@@ -45,8 +45,7 @@ aq_status aq__shape_elements(const char *name, const int64_t *shape, size_t ndim
 }
 
 static aq_status quant_layout(const char *name, const int64_t *shape, size_t ndim,
-                              unsigned bit_width, size_t group_size, aq_layout *out,
-                              aq_error *err)
+                              unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err)
 {
     aq_status st;
     if ((st = aq__check_bit_width(bit_width, err)) != AQ_OK ||
@@ -105,8 +104,7 @@ static aq_status quant_check_tensor(const aq_tensor *t, aq_error *err)
     return AQ_OK;
 }
 
-aq_status aq_quantize_bound(const aq_ctx *ctx, const aq_tensor *src, aq_layout *out,
-                            aq_error *err)
+aq_status aq_quantize_bound(const aq_ctx *ctx, const aq_tensor *src, aq_layout *out, aq_error *err)
 {
     if (ctx == NULL || src == NULL || out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_quantize_bound: NULL argument");
@@ -259,12 +257,12 @@ static void quant_task_dequantize(void *arg, size_t i)
     const size_t start = job->starts[i];
     const size_t g = quant_group_index(l, start);
     aq__span s = quant_job_span(job, i);
-    job->dfn(job->q->packed + start * l->bit_width / 8, job->q->scales + g,
-             job->q->zero_points + g, &s, (char *)job->out + start * job->out_elem);
+    job->dfn(job->q->packed + start * l->bit_width / 8, job->q->scales + g, job->q->zero_points + g,
+             &s, (char *)job->out + start * job->out_elem);
 }
 
-static aq_status quant_report_nonfinite(const aq__kernel_table *k, const aq_tensor *t,
-                                        size_t start, size_t n, aq_error *err)
+static aq_status quant_report_nonfinite(const aq__kernel_table *k, const aq_tensor *t, size_t start,
+                                        size_t n, aq_error *err)
 {
     size_t elem = aq_dtype_size(t->dtype);
     size_t at = k->find_nonfinite[t->dtype]((const char *)t->data + start * elem, n);
@@ -323,16 +321,14 @@ aq_status aq_quantize(aq_ctx *ctx, const aq_tensor *src, const aq_qbuffers *dst,
  * (kquant's super-block size, or a known scheme), the buffers against the layout, the output
  * capacity and finite parameters. The wording names kquant's super-blocks and d/dmin where the
  * scheme is kquant. Writes the layout on success. */
-static aq_status quant_dequantize_check(const aq_qtensor *src, aq_dtype out_dtype,
-                                        const void *out, size_t out_capacity, aq_layout *out_l,
-                                        aq_error *err)
+static aq_status quant_dequantize_check(const aq_qtensor *src, aq_dtype out_dtype, const void *out,
+                                        size_t out_capacity, aq_layout *out_l, aq_error *err)
 {
     const char *name = aq__name_or_unnamed(src->name);
     const bool kq = src->scheme == AQ_SCHEME_KQUANT;
     if (out_dtype != AQ_DTYPE_F32 && out_dtype != AQ_DTYPE_F16 && out_dtype != AQ_DTYPE_BF16) {
         return aq__error_set(err, AQ_UNSUPPORTED,
-                             "Layer '%s': dequantize output dtype must be f32, f16 or bf16",
-                             name);
+                             "Layer '%s': dequantize output dtype must be f32, f16 or bf16", name);
     }
     if (kq && src->group_size != AQ__KQ_SUPER) {
         return aq__error_set(err, AQ_INVALID_DATA,
@@ -345,8 +341,8 @@ static aq_status quant_dequantize_check(const aq_qtensor *src, aq_dtype out_dtyp
                              (int)src->scheme);
     }
     aq_layout l;
-    aq_status st = aq__scheme_layout(src->name, src->scheme, src->shape, src->ndim,
-                                     src->bit_width, src->group_size, &l, err);
+    aq_status st = aq__scheme_layout(src->name, src->scheme, src->shape, src->ndim, src->bit_width,
+                                     src->group_size, &l, err);
     if (st != AQ_OK) {
         return st;
     }
@@ -369,8 +365,8 @@ static aq_status quant_dequantize_check(const aq_qtensor *src, aq_dtype out_dtyp
     }
     if (out_capacity < l.elements) {
         return aq__error_set(err, AQ_BUFFER_TOO_SMALL,
-                             "Layer '%s': output holds %zu elements, needs %zu", name,
-                             out_capacity, l.elements);
+                             "Layer '%s': output holds %zu elements, needs %zu", name, out_capacity,
+                             l.elements);
     }
     for (size_t i = 0; i < l.groups; i++) {
         if (!isfinite(src->scales[i]) || !isfinite(src->zero_points[i])) {
@@ -433,8 +429,8 @@ aq_status aq_tensor_check_finite(const aq_tensor *tensor, size_t *first_bad, aq_
 }
 
 /* Entry points for the other drivers (quality.c). */
-aq_status aq__quant_layout(const char *name, const int64_t *shape, size_t ndim,
-                           unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err)
+aq_status aq__quant_layout(const char *name, const int64_t *shape, size_t ndim, unsigned bit_width,
+                           size_t group_size, aq_layout *out, aq_error *err)
 {
     return quant_layout(name, shape, ndim, bit_width, group_size, out, err);
 }

@@ -390,7 +390,7 @@ TEST(invalid_quality_options_are_refused_even_when_empty)
     aq_batch_options o2 = {.target_bpw = -1};
     CHECK_FAILS(aq_tensors_quantize(ctx, NULL, 0, &o2, &s, &a, &err), AQ_INVALID_PARAMETER,
                 "Invalid target_bpw: -1");
-    aq_batch_options o3 = {.min_cosine = NAN};
+    aq_batch_options o3 = {.min_cosine = (double)NAN};
     CHECK_FAILS(aq_tensors_quantize(ctx, NULL, 0, &o3, &s, &a, &err), AQ_INVALID_PARAMETER,
                 "Invalid min_cosine");
     aq_ctx_free(ctx);

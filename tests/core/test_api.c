@@ -130,8 +130,7 @@ TEST(layouts)
     CHECK_FAILS(aq_layout_compute(neg, 2, 4, 8, &l, &err), AQ_INVALID_ARGUMENT,
                 "dimension 1 is negative (-1)");
     int64_t zero[2] = {4, 0};
-    CHECK_FAILS(aq_layout_compute(zero, 2, 4, 8, &l, &err), AQ_INVALID_ARGUMENT,
-                "has no elements");
+    CHECK_FAILS(aq_layout_compute(zero, 2, 4, 8, &l, &err), AQ_INVALID_ARGUMENT, "has no elements");
     int64_t huge[3] = {INT64_MAX, INT64_MAX, 2};
     CHECK_FAILS(aq_layout_compute(huge, 3, 4, 8, &l, &err), AQ_OVERFLOW, "overflows");
     int64_t big[2] = {(int64_t)1 << 62, 4};
@@ -146,8 +145,7 @@ TEST(layouts)
     }
     CHECK_FAILS(aq_layout_compute(many, AQ_MAX_NDIM + 1, 4, 8, &l, &err), AQ_INVALID_ARGUMENT,
                 "at most 16 are supported");
-    CHECK_FAILS(aq_layout_compute(NULL, 2, 4, 8, &l, &err), AQ_INVALID_ARGUMENT,
-                "shape is NULL");
+    CHECK_FAILS(aq_layout_compute(NULL, 2, 4, 8, &l, &err), AQ_INVALID_ARGUMENT, "shape is NULL");
     CHECK_FAILS(aq_layout_compute(s1, 1, 4, 8, NULL, &err), AQ_INVALID_ARGUMENT, "NULL output");
 }
 

@@ -81,17 +81,17 @@ TEST(half_conversions)
     CHECK(aq__f32_to_f16(65520.0f) == 0x7c00); /* the halfway point rounds to even: Inf */
     CHECK(aq__f32_to_f16(-1e10f) == 0xfc00);
     CHECK(aq__f32_to_f16(0x1p-24f) == 0x0001);
-    CHECK(aq__f32_to_f16(0x1p-25f) == 0x0000);        /* tie between 0 and 1 ulp: even */
-    CHECK(aq__f32_to_f16(0x1.8p-24f) == 0x0002);      /* tie between 1 and 2 ulps: even */
+    CHECK(aq__f32_to_f16(0x1p-25f) == 0x0000);   /* tie between 0 and 1 ulp: even */
+    CHECK(aq__f32_to_f16(0x1.8p-24f) == 0x0002); /* tie between 1 and 2 ulps: even */
     CHECK(aq__f32_to_f16(1023.0f * 0x1p-24f + 0x1p-25f) == 0x0400); /* to the first normal */
-    CHECK(aq__f32_to_f16(1.0f + 0x1p-11f) == 0x3c00); /* tie: even */
+    CHECK(aq__f32_to_f16(1.0f + 0x1p-11f) == 0x3c00);               /* tie: even */
     CHECK(aq__f32_to_f16(1.0f + 0x1.8p-10f) == 0x3c02);
     CHECK(aq__f32_to_f16(-0.0f) == 0x8000);
     CHECK((aq__f32_to_f16(NAN) & 0x7e00) == 0x7e00);
     CHECK(aq__f32_to_bf16(1.0f) == 0x3f80);
-    CHECK(aq__f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80);             /* tie: even */
-    CHECK(aq__f32_to_bf16(1.0f + 0x1.8p-7f) == 0x3f82);           /* tie: even (up) */
-    CHECK(aq__f32_to_bf16(FLT_MAX) == 0x7f80);                    /* rounds up to Inf */
+    CHECK(aq__f32_to_bf16(1.0f + 0x1p-8f) == 0x3f80);   /* tie: even */
+    CHECK(aq__f32_to_bf16(1.0f + 0x1.8p-7f) == 0x3f82); /* tie: even (up) */
+    CHECK(aq__f32_to_bf16(FLT_MAX) == 0x7f80);          /* rounds up to Inf */
     CHECK(aq__bf16_to_f32(0xc2f7) == -123.5f);
     /* Every binary16 value survives a round trip through float32. */
     for (uint32_t h = 0; h < 0x10000; h++) {

@@ -79,8 +79,8 @@ TEST(every_bit_width_group_size_and_length)
     for (size_t b = 0; b < 3; b++) {
         for (size_t gi = 0; gi < 6; gi++) {
             for (int64_t n = 1; n <= 1025; n++) {
-                snprintf(what, sizeof what, "bits=%u g=%zu n=%lld", bit_widths[b],
-                         group_sizes[gi], (long long)n);
+                snprintf(what, sizeof what, "bits=%u g=%zu n=%lld", bit_widths[b], group_sizes[gi],
+                         (long long)n);
                 roundtrip_f32(x, &n, 1, bit_widths[b], group_sizes[gi], what);
             }
         }
@@ -92,8 +92,8 @@ TEST(matrices_with_short_tail_groups)
 {
     /* Rows whose length is not a multiple of the group size: groups restart at every row, and
      * odd row lengths put row starts in the middle of a packed byte. */
-    static const int64_t shapes[][3] = {{3, 100, 0}, {7, 13, 0}, {5, 3, 7}, {1, 1, 0},
-                                        {33, 257, 0}, {2, 8, 0}, {9, 129, 0}};
+    static const int64_t shapes[][3] = {{3, 100, 0},  {7, 13, 0}, {5, 3, 7},  {1, 1, 0},
+                                        {33, 257, 0}, {2, 8, 0},  {9, 129, 0}};
     static const size_t ndims[] = {2, 2, 3, 2, 2, 2, 2};
     uint64_t seed = 2;
     float *x = malloc(33 * 257 * sizeof(float));
@@ -141,8 +141,8 @@ TEST(groups_restart_at_rows)
 
 TEST(constant_groups_are_exact)
 {
-    static const float values[] = {0.0f, -0.0f, 1.0f, -3.5f, FLT_MAX, -FLT_MAX, FLT_MIN,
-                                   0x1p-149f, -0x1p-140f, 12345.678f};
+    static const float values[] = {0.0f,     -0.0f,   1.0f,      -3.5f,      FLT_MAX,
+                                   -FLT_MAX, FLT_MIN, 0x1p-149f, -0x1p-140f, 12345.678f};
     for (size_t b = 0; b < 3; b++) {
         for (size_t v = 0; v < sizeof values / sizeof values[0]; v++) {
             float x[40];
@@ -278,8 +278,9 @@ TEST(dequantize_to_f16_and_bf16)
     aq_tensor t = {"half", AQ_DTYPE_F32, x, &n, 1};
     tu_result r;
     CHECK_OK(tu_roundtrip(ctx, &t, &r, &err));
-    aq_qtensor q = {"half", AQ_SCHEME_AFFINE, 8, 64, &n, 1, r.packed, r.layout.packed_bytes,
-                    r.scales, r.zero_points, r.layout.groups};
+    aq_qtensor q = {
+        "half",        AQ_SCHEME_AFFINE, 8, 64, &n, 1, r.packed, r.layout.packed_bytes, r.scales,
+        r.zero_points, r.layout.groups};
     uint16_t h[N], b[N];
     CHECK_OK(aq_dequantize(ctx, &q, AQ_DTYPE_F16, h, N, &err));
     CHECK_OK(aq_dequantize(ctx, &q, AQ_DTYPE_BF16, b, N, &err));

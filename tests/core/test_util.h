@@ -2,8 +2,8 @@
 #ifndef AQ_TEST_UTIL_H
 #define AQ_TEST_UTIL_H
 
-#include "aq_test.h"
 #include "aq_common.h"
+#include "aq_test.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -48,9 +48,9 @@ static inline aq_status tu_roundtrip(aq_ctx *ctx, const aq_tensor *t, tu_result 
         tu_result_free(r);
         return st;
     }
-    aq_qtensor q = {t->name, AQ_SCHEME_AFFINE, r->layout.bit_width, r->layout.group_size,
-                    t->shape, t->ndim, r->packed, r->layout.packed_bytes, r->scales,
-                    r->zero_points, r->layout.groups};
+    aq_qtensor q = {t->name,   AQ_SCHEME_AFFINE, r->layout.bit_width, r->layout.group_size,
+                    t->shape,  t->ndim,          r->packed,           r->layout.packed_bytes,
+                    r->scales, r->zero_points,   r->layout.groups};
     if ((st = aq_dequantize(ctx, &q, AQ_DTYPE_F32, r->restored, r->layout.elements, err)) !=
         AQ_OK) {
         tu_result_free(r);

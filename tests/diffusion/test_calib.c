@@ -167,7 +167,7 @@ static void expect_refused(const crow *rows, int64_t n, const char *declared, bo
 
 TEST(bad_tables)
 {
-    const double nan1[] = {1, NAN}, neg[] = {1, -1}, one[] = {1}, two[] = {1, 2};
+    const double nan1[] = {1, (double)NAN}, neg[] = {1, -1}, one[] = {1}, two[] = {1, 2};
     const crow r_nan[] = {{"x", 0, nan1, 2}};
     expect_refused(r_nan, 1, NULL, false, AQ_NON_FINITE,
                    "Calibration layer 'x', timestep group 0: mean_square at channel 1 is NaN "

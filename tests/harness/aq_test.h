@@ -33,54 +33,57 @@ double aq_test_rand_uniform(uint64_t *state);
 double aq_test_rand_normal(uint64_t *state);
 
 /* Fails the test and returns from the test function (or helper) when cond is false. */
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            aq_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                                  \
-            return;                                                                                \
-        }                                                                                          \
+#define CHECK(cond)                                               \
+    do {                                                          \
+        if (!(cond)) {                                            \
+            aq_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond); \
+            return;                                               \
+        }                                                         \
     } while (0)
 
-#define CHECK_MSG(cond, ...)                                                                       \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            aq_test_fail(__FILE__, __LINE__, __VA_ARGS__);                                         \
-            return;                                                                                \
-        }                                                                                          \
+#define CHECK_MSG(cond, ...)                               \
+    do {                                                   \
+        if (!(cond)) {                                     \
+            aq_test_fail(__FILE__, __LINE__, __VA_ARGS__); \
+            return;                                        \
+        }                                                  \
     } while (0)
 
 /* Expects a call to return AQ_OK; prints the error message otherwise. Needs `aq_error err`. */
-#define CHECK_OK(call)                                                                             \
-    do {                                                                                           \
-        aq_status check_ok_st_ = (call);                                                           \
-        if (check_ok_st_ != AQ_OK) {                                                               \
-            aq_test_fail(__FILE__, __LINE__, "%s returned %s: %s", #call,                          \
-                         aq_status_name(check_ok_st_), err.message);                               \
-            return;                                                                                \
-        }                                                                                          \
+#define CHECK_OK(call)                                                    \
+    do {                                                                  \
+        aq_status check_ok_st_ = (call);                                  \
+        if (check_ok_st_ != AQ_OK) {                                      \
+            aq_test_fail(__FILE__, __LINE__, "%s returned %s: %s", #call, \
+                         aq_status_name(check_ok_st_), err.message);      \
+            return;                                                       \
+        }                                                                 \
     } while (0)
 
 /* Expects a call to fail with `status` and a message containing `needle`. Needs `err`. */
-#define CHECK_FAILS(call, status, needle)                                                          \
-    do {                                                                                           \
-        aq_error_clear(&err);                                                                      \
-        aq_status check_fails_st_ = (call);                                                        \
-        if (check_fails_st_ != (status) || err.code != (status) ||                                 \
-            strstr(err.message, (needle)) == NULL) {                                               \
-            aq_test_fail(__FILE__, __LINE__, "%s returned %s (\"%s\"), expected %s with \"%s\"",   \
-                         #call, aq_status_name(check_fails_st_), err.message,                      \
-                         aq_status_name(status), (needle));                                        \
-            return;                                                                                \
-        }                                                                                          \
+#define CHECK_FAILS(call, status, needle)                                                        \
+    do {                                                                                         \
+        aq_error_clear(&err);                                                                    \
+        aq_status check_fails_st_ = (call);                                                      \
+        if (check_fails_st_ != (status) || err.code != (status) ||                               \
+            strstr(err.message, (needle)) == NULL) {                                             \
+            aq_test_fail(__FILE__, __LINE__, "%s returned %s (\"%s\"), expected %s with \"%s\"", \
+                         #call, aq_status_name(check_fails_st_), err.message,                    \
+                         aq_status_name(status), (needle));                                      \
+            return;                                                                              \
+        }                                                                                        \
     } while (0)
 
-#define AQ_TEST_MAIN(...)                                                                          \
-    int main(int argc, char **argv)                                                                \
-    {                                                                                              \
-        static const aq_test_case cases[] = {__VA_ARGS__};                                         \
-        return aq_test_run(cases, sizeof cases / sizeof cases[0], argc, argv);                     \
+#define AQ_TEST_MAIN(...)                                                      \
+    int main(int argc, char **argv)                                            \
+    {                                                                          \
+        static const aq_test_case cases[] = {__VA_ARGS__};                     \
+        return aq_test_run(cases, sizeof cases / sizeof cases[0], argc, argv); \
     }
 
-#define AQ_CASE(name) {#name, name}
+#define AQ_CASE(name) \
+    {                 \
+#        name, name   \
+    }
 
 #endif /* AQ_TEST_H */

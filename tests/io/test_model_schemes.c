@@ -111,12 +111,12 @@ TEST(kquant_rows_restore_in_blocks)
     size_t n = 40 * 600;
     float *whole = malloc(n * sizeof(float)), *blocks = malloc(n * sizeof(float));
     CHECK(whole != NULL && blocks != NULL);
-    aq_qtensor q = {r->name,     AQ_SCHEME_KQUANT, 2,          512,      ms_a, 2, r->data,
-                    r->data_size, r->scales,      r->zero_points, r->groups};
+    aq_qtensor q = {r->name,   AQ_SCHEME_KQUANT, 2,        512, ms_a, 2, r->data, r->data_size,
+                    r->scales, r->zero_points,   r->groups};
     CHECK_OK(aq_dequantize(ctx, &q, AQ_DTYPE_F32, whole, n, &err));
     for (size_t r0 = 0; r0 < 40; r0 += 8) {
-        CHECK_OK(aq_qmodel_row_restore(ctx, r, r0 * 600, 8 * 600, AQ_ST_F32, blocks + r0 * 600,
-                                       &err));
+        CHECK_OK(
+            aq_qmodel_row_restore(ctx, r, r0 * 600, 8 * 600, AQ_ST_F32, blocks + r0 * 600, &err));
     }
     CHECK(memcmp(whole, blocks, n * sizeof(float)) == 0);
     /* The quality recorded while quantizing is that of the restored values. */
@@ -230,12 +230,10 @@ TEST(budget_allocates_and_fits)
                 "smallest allocation");
     o.target_bpw = 0.0;
     o.min_cosine = 1.5;
-    CHECK_FAILS(aq_model_quantize(ctx, m, arrow, &o, &s, &err), AQ_INVALID_PARAMETER,
-                "min_cosine");
+    CHECK_FAILS(aq_model_quantize(ctx, m, arrow, &o, &s, &err), AQ_INVALID_PARAMETER, "min_cosine");
     o.min_cosine = 0.0;
     o.target_bpw = -1.0;
-    CHECK_FAILS(aq_model_quantize(ctx, m, arrow, &o, &s, &err), AQ_INVALID_PARAMETER,
-                "target_bpw");
+    CHECK_FAILS(aq_model_quantize(ctx, m, arrow, &o, &s, &err), AQ_INVALID_PARAMETER, "target_bpw");
     aq_model_free(m);
     aq_ctx_free(ctx);
     ms_clean(dir, src, arrow);

@@ -184,8 +184,8 @@ static bool kt_compare(const aq__kernel_table *k, const void *src, aq_dtype dtyp
                 aq__f32_bits(r->zps[i]) != aq__f32_bits(v->zps[i])) {
                 aq_test_fail(__FILE__, __LINE__,
                              "%s: group %zu scale ref=%a %s=%a, zero point ref=%a %s=%a", what, i,
-                             (double)r->scales[i], k->name, (double)v->scales[i],
-                             (double)r->zps[i], k->name, (double)v->zps[i]);
+                             (double)r->scales[i], k->name, (double)v->scales[i], (double)r->zps[i],
+                             k->name, (double)v->zps[i]);
                 return false;
             }
         }
@@ -390,15 +390,15 @@ TEST(nonfinite_every_position)
                             }
                             aq__span s = {n, 0, n, kt_groups[gi], 4};
                             snprintf(what, sizeof what, "%s %s n=%zu g=%zu kind=%d pos=%zu",
-                                     tables[t]->name, aq_dtype_name(dtype), n, kt_groups[gi],
-                                     kind, pos);
+                                     tables[t]->name, aq_dtype_name(dtype), n, kt_groups[gi], kind,
+                                     pos);
                             if (!kt_compare(tables[t], src, dtype, &s, what)) {
                                 return;
                             }
-                            CHECK_MSG(!aq__kernels_ref.quantize_affine[dtype](
-                                          src, &s, kt_ref_out.packed, kt_ref_out.scales,
-                                          kt_ref_out.zps),
-                                      "%s: reference accepted a non-finite input", what);
+                            CHECK_MSG(
+                                !aq__kernels_ref.quantize_affine[dtype](
+                                    src, &s, kt_ref_out.packed, kt_ref_out.scales, kt_ref_out.zps),
+                                "%s: reference accepted a non-finite input", what);
                         }
                     }
                 }
@@ -427,8 +427,8 @@ TEST(dequantize_adversarial_params)
                     packed[i] = (uint8_t)aq_test_rand_u64(&seed);
                 }
                 for (size_t i = 0; i < groups; i++) {
-                    static const float sc[] = {1.0f, 1e30f, 3e38f, 1e-40f, 0x1p-24f, 257.0f,
-                                               0.1f, 65504.0f / 255.0f};
+                    static const float sc[] = {1.0f,     1e30f,  3e38f, 1e-40f,
+                                               0x1p-24f, 257.0f, 0.1f,  65504.0f / 255.0f};
                     scales[i] = sc[aq_test_rand_u64(&seed) % 8] *
                                 (float)(1.0 + aq_test_rand_uniform(&seed) * 0x1p-10);
                     zps[i] = (float)((aq_test_rand_uniform(&seed) - 0.5) * 600.0);
@@ -438,8 +438,7 @@ TEST(dequantize_adversarial_params)
                 for (int od = 0; od < 3; od++) {
                     memset(kt_ref_out.deq, KT_FILL, (n + KT_GUARD) * 4);
                     memset(kt_simd_out.deq, KT_FILL, (n + KT_GUARD) * 4);
-                    aq__kernels_ref.dequantize_affine[od](packed, scales, zps, &s,
-                                                          kt_ref_out.deq);
+                    aq__kernels_ref.dequantize_affine[od](packed, scales, zps, &s, kt_ref_out.deq);
                     tables[t]->dequantize_affine[od](packed, scales, zps, &s, kt_simd_out.deq);
                     CHECK_MSG(memcmp(kt_ref_out.deq, kt_simd_out.deq, (n + KT_GUARD) * 4) == 0,
                               "%s: dequantized %s differs (or wrote past the end)", what,
@@ -484,7 +483,6 @@ TEST(dispatch)
     CHECK_FAILS(aq_ctx_create(&ctx, &err), AQ_UNSUPPORTED, "no such kernel set");
     unsetenv("AQ_KERNELS");
 }
-
 
 /* Error statistics (model files' sqnr, cosine, max error): every table against the reference's
  * double sums, within float32 rounding of short runs; lengths around the vector and run sizes,
@@ -533,8 +531,8 @@ TEST(error_stats_match_reference)
                     double tol = 1e-5 * fabs(want[k]) + 1e-30;
                     if (!(fabs(got[k] - want[k]) <= tol)) {
                         aq_test_fail(__FILE__, __LINE__,
-                                     "%s dtype %zu n %zu stat %zu: %.17g vs %.17g",
-                                     tables[t]->name, d, n, k, got[k], want[k]);
+                                     "%s dtype %zu n %zu stat %zu: %.17g vs %.17g", tables[t]->name,
+                                     d, n, k, got[k], want[k]);
                     }
                 }
             }

@@ -9,10 +9,10 @@
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct tt_out {
     aq_layout l;
@@ -61,9 +61,8 @@ static aq_status tt_run(const aq_tensor *t, unsigned bits, size_t g, unsigned th
     if ((st = aq_quantize(ctx, t, &b, err)) != AQ_OK) {
         goto done;
     }
-    aq_qtensor q = {t->name,     AQ_SCHEME_AFFINE, bits,      g,         t->shape,
-                    t->ndim,     o->packed,        o->l.packed_bytes,    o->scales,
-                    o->zps,      o->l.groups};
+    aq_qtensor q = {t->name,   AQ_SCHEME_AFFINE,  bits,      g,      t->shape,   t->ndim,
+                    o->packed, o->l.packed_bytes, o->scales, o->zps, o->l.groups};
     if ((st = aq_dequantize(ctx, &q, AQ_DTYPE_F32, o->deq32, o->l.elements, err)) != AQ_OK) {
         goto done;
     }
@@ -190,10 +189,8 @@ TEST(pool_in_forked_child)
     if (child == 0) {
         alarm(60); /* a deadlock fails the test instead of hanging it */
         aq_qbuffers b2 = {p2, l.packed_bytes, s, z, l.groups};
-        int code = aq_quantize(ctx, &t, &b2, &err) == AQ_OK &&
-                           memcmp(p1, p2, l.packed_bytes) == 0
-                       ? 0
-                       : 1;
+        int code =
+            aq_quantize(ctx, &t, &b2, &err) == AQ_OK && memcmp(p1, p2, l.packed_bytes) == 0 ? 0 : 1;
         aq_ctx_free(ctx);
         _exit(code);
     }

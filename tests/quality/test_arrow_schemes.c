@@ -58,8 +58,7 @@ static void at_roundtrip(aq_scheme scheme, unsigned bits)
     for (int i = 0; i < 2; i++) {
         rr_row r;
         rr_get(&q_a, false, i, &r);
-        aq_tensor t = {rows[i].name, AQ_DTYPE_F32, rows[i].w, rows[i].shape,
-                       (size_t)rows[i].ndim};
+        aq_tensor t = {rows[i].name, AQ_DTYPE_F32, rows[i].w, rows[i].shape, (size_t)rows[i].ndim};
         aq_layout l;
         CHECK_OK(aq_quantize_bound(ctx, &t, &l, &err));
         uint8_t *packed = malloc(l.packed_bytes);
@@ -70,8 +69,8 @@ static void at_roundtrip(aq_scheme scheme, unsigned bits)
         int same = r.packed_len == l.packed_bytes && r.groups == l.groups &&
                    memcmp(r.packed, packed, l.packed_bytes) == 0 &&
                    memcmp(r.scales, sc, l.groups * 4) == 0 && memcmp(r.zps, zp, l.groups * 4) == 0;
-        aq_qtensor q = {t.name, scheme, bits, l.group_size, t.shape, t.ndim, packed,
-                        l.packed_bytes, sc, zp, l.groups};
+        aq_qtensor q = {t.name, scheme,         bits, l.group_size, t.shape, t.ndim,
+                        packed, l.packed_bytes, sc,   zp,           l.groups};
         CHECK_OK(aq_dequantize(ctx, &q, AQ_DTYPE_F32, want, l.elements, &err));
         same = same && memcmp(want, wv + wo[i], l.elements * 4) == 0;
         free(packed);

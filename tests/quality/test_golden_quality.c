@@ -50,10 +50,10 @@ static bool gq_load(const char *name, gq_case *c)
     }
     char magic[4];
     uint32_t version;
-    bool ok = gq_read(f, magic, 4) && memcmp(magic, "AQGQ", 4) == 0 &&
-              gq_read(f, &version, 4) && version == 1 && gq_read(f, &c->scheme, 4) &&
-              gq_read(f, &c->bits, 4) && gq_read(f, &c->rows, 4) && gq_read(f, &c->cols, 4) &&
-              gq_read(f, &c->group_size, 4) && gq_read(f, &c->has_importance, 4);
+    bool ok = gq_read(f, magic, 4) && memcmp(magic, "AQGQ", 4) == 0 && gq_read(f, &version, 4) &&
+              version == 1 && gq_read(f, &c->scheme, 4) && gq_read(f, &c->bits, 4) &&
+              gq_read(f, &c->rows, 4) && gq_read(f, &c->cols, 4) && gq_read(f, &c->group_size, 4) &&
+              gq_read(f, &c->has_importance, 4);
     size_t n = (size_t)c->rows * c->cols;
     if (ok) {
         c->x = gq_alloc_read(f, n * 4, &ok);
@@ -119,8 +119,8 @@ static void gq_check(const char *name)
         deq = malloc(n * 4);
         aq_qbuffers b = {packed, l.packed_bytes, scales, zps, l.groups};
         aq_quantize_options o = {c.importance};
-        aq_qtensor q = {name, (aq_scheme)c.scheme, c.bits, l.group_size, shape, 2, c.packed,
-                        c.packed_len, c.scales, c.zps, c.groups};
+        aq_qtensor q = {name,     (aq_scheme)c.scheme, c.bits,   l.group_size, shape,   2,
+                        c.packed, c.packed_len,        c.scales, c.zps,        c.groups};
         if (aq_quantize_ex(ctx, &t, &o, &b, NULL, &err) != AQ_OK) {
             aq_test_fail(__FILE__, __LINE__, "%s: %s", name, err.message);
         } else if (memcmp(packed, c.packed, l.packed_bytes) != 0) {
@@ -194,6 +194,6 @@ TEST(kquant_importance)
     gq_check("quality_kquant_b4_2x600_g512_imp.bin");
 }
 
-AQ_TEST_MAIN(AQ_CASE(search_b2), AQ_CASE(search_b4), AQ_CASE(search_b8),
-             AQ_CASE(search_importance), AQ_CASE(search_huge_values), AQ_CASE(kquant_b2), AQ_CASE(kquant_b4),
+AQ_TEST_MAIN(AQ_CASE(search_b2), AQ_CASE(search_b4), AQ_CASE(search_b8), AQ_CASE(search_importance),
+             AQ_CASE(search_huge_values), AQ_CASE(kquant_b2), AQ_CASE(kquant_b4),
              AQ_CASE(kquant_b8), AQ_CASE(kquant_importance))

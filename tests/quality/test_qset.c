@@ -138,7 +138,7 @@ static double qs_total_sse(const aq_qset *set)
     for (size_t i = 0; i < aq_qset_count(set); i++) {
         aq_qset_choice c;
         if (aq_qset_get(set, i, &c, NULL, &err) != AQ_OK) {
-            return INFINITY;
+            return (double)INFINITY;
         }
         sse += c.metrics.mse * (double)c.metrics.count;
     }
@@ -154,7 +154,7 @@ TEST(budget_allocates_by_error_per_byte)
     CHECK_OK(aq_ctx_create(&ctx, &err));
     aq_scheme schemes[2] = {AQ_SCHEME_AFFINE_SEARCH, AQ_SCHEME_KQUANT};
     const size_t elements = QS_N * QS_ROWS * QS_COLS;
-    double prev_sse = INFINITY;
+    double prev_sse = (double)INFINITY;
     static const double targets[] = {2.7, 3.5, 4.5, 6.0, 9.0};
     for (size_t k = 0; k < sizeof targets / sizeof targets[0]; k++) {
         aq_qset_options o = {.target_bpw = targets[k], .schemes = schemes, .n_schemes = 2};

@@ -1,8 +1,8 @@
 /* The quality schemes through the public API: names and parameters, round-trip bounds, the
  * searched scales never worse than min-max, kquant's layout and error targets, importance
  * weights, the moment correction, and the errors a reader or a caller can meet. */
-#include "aq_test.h"
 #include "aq_common.h"
+#include "aq_test.h"
 
 #include <float.h>
 #include <math.h>
@@ -63,9 +63,9 @@ static aq_status ts_run(aq_ctx *ctx, const aq_tensor *t, const float *importance
         ts_free(o);
         return st;
     }
-    aq_qtensor q = {t->name,      (aq_scheme)scheme, o->l.bit_width, o->l.group_size,
-                    t->shape,     t->ndim,           o->packed,      o->l.packed_bytes,
-                    o->scales,    o->zps,            o->l.groups};
+    aq_qtensor q = {t->name,    (aq_scheme)scheme, o->l.bit_width,    o->l.group_size, t->shape,
+                    t->ndim,    o->packed,         o->l.packed_bytes, o->scales,       o->zps,
+                    o->l.groups};
     if ((st = aq_dequantize(ctx, &q, AQ_DTYPE_F32, o->deq, o->l.elements, err)) != AQ_OK) {
         ts_free(o);
     }
@@ -116,8 +116,8 @@ static double ts_group_sse(const float *x, const float *deq, const aq_layout *l,
 {
     size_t row = g / l->groups_per_row, j = g % l->groups_per_row;
     size_t begin = row * l->cols + j * l->group_size;
-    size_t len = l->cols - j * l->group_size < l->group_size ? l->cols - j * l->group_size
-                                                             : l->group_size;
+    size_t len =
+        l->cols - j * l->group_size < l->group_size ? l->cols - j * l->group_size : l->group_size;
     double e = 0.0;
     for (size_t i = begin; i < begin + len; i++) {
         double d = (double)x[i] - (double)deq[i];
@@ -167,9 +167,9 @@ TEST(search_never_worse_than_minmax)
                     }
                 }
                 /* The output is plain affine: an affine reader gives the same floats. */
-                aq_qtensor q = {"w",      AQ_SCHEME_AFFINE, s.l.bit_width, s.l.group_size,
-                                shape,    2,                s.packed,      s.l.packed_bytes,
-                                s.scales, s.zps,            s.l.groups};
+                aq_qtensor q = {
+                    "w",      AQ_SCHEME_AFFINE, s.l.bit_width, s.l.group_size, shape,     2,
+                    s.packed, s.l.packed_bytes, s.scales,      s.zps,          s.l.groups};
                 float *again = malloc(n * 4);
                 CHECK_OK(aq_dequantize(ca, &q, AQ_DTYPE_F32, again, n, &err));
                 CHECK(memcmp(again, s.deq, n * 4) == 0);
@@ -207,8 +207,8 @@ TEST(search_dtypes_match_f32)
         for (int k = 0; k < 3; k++) {
             float *conv = malloc(n * 4);
             for (size_t i = 0; i < n; i++) {
-                conv[i] = k == 0 ? aq__f16_to_f32(h[i])
-                                 : (k == 1 ? aq__bf16_to_f32(bf[i]) : (float)d[i]);
+                conv[i] =
+                    k == 0 ? aq__f16_to_f32(h[i]) : (k == 1 ? aq__bf16_to_f32(bf[i]) : (float)d[i]);
             }
             aq_tensor t1 = {"w", dts[k], data[k], shape, 2};
             aq_tensor t2 = {"w", AQ_DTYPE_F32, conv, shape, 2};
@@ -282,8 +282,9 @@ TEST(kquant_layout_and_bounds)
                             size_t k = r * cols + c0 + i;
                             if (x[k] >= -b && x[k] <= a * qmax - b) {
                                 double e = fabs((double)x[k] - (double)o.deq[k]);
-                                double tol = (fabs((double)x[k]) + (double)a * (double)qmax + (double)b) *
-                                             0x1p-20;
+                                double tol =
+                                    (fabs((double)x[k]) + (double)a * (double)qmax + (double)b) *
+                                    0x1p-20;
                                 CHECK_MSG(e <= (double)a / 2 + tol,
                                           "bits %u cols %zu element %zu: error %.3g, a %.3g",
                                           bits[bi], cols, k, e, (double)a);
@@ -319,7 +320,7 @@ static double ts_rel_rmse(aq_scheme scheme, unsigned bits, size_t g)
     aq_tensor t = {"w", AQ_DTYPE_F32, x, shape, 2};
     aq_ctx *ctx = ts_ctx(scheme, bits, g);
     ts_out o;
-    double r = INFINITY;
+    double r = (double)INFINITY;
     if (ctx != NULL && ts_run(ctx, &t, NULL, &o, NULL, &err) == AQ_OK) {
         aq_tensor d = {"w", AQ_DTYPE_F32, o.deq, shape, 2};
         aq_metrics m;
@@ -357,8 +358,8 @@ TEST(kquant_output_dtypes)
     aq_ctx *ctx = ts_ctx(AQ_SCHEME_KQUANT, 4, 128);
     ts_out o;
     CHECK_OK(ts_run(ctx, &t, NULL, &o, NULL, &err));
-    aq_qtensor q = {"w", AQ_SCHEME_KQUANT, 4, 512, shape, 2, o.packed, o.l.packed_bytes,
-                    o.scales, o.zps, o.l.groups};
+    aq_qtensor q = {"w",      AQ_SCHEME_KQUANT, 4,        512,   shape,     2,
+                    o.packed, o.l.packed_bytes, o.scales, o.zps, o.l.groups};
     uint16_t *h = malloc(n * 2), *bf = malloc(n * 2);
     CHECK_OK(aq_dequantize(ctx, &q, AQ_DTYPE_F16, h, n, &err));
     CHECK_OK(aq_dequantize(ctx, &q, AQ_DTYPE_BF16, bf, n, &err));
@@ -550,7 +551,6 @@ TEST(moments_preserved)
     free(x);
 }
 
-
 /* Adversarial inputs of every length 1..1025: denormals, mixed magnitudes, constant, all
  * negative and all positive runs, exact code-grid ties. Both schemes must produce finite
  * results (UBSan checks the conversions), and affine_search must not lose to min-max. */
@@ -602,8 +602,8 @@ TEST(adversarial_lengths)
                 ea += da * da;
                 es += ds * ds;
             }
-            CHECK_MSG(es <= ea * (1.0 + 1e-4) + 1e-300, "len %zu kind %d bits %u: %.6g > %.6g",
-                      len, kind, bits, es, ea);
+            CHECK_MSG(es <= ea * (1.0 + 1e-4) + 1e-300, "len %zu kind %d bits %u: %.6g > %.6g", len,
+                      kind, bits, es, ea);
             if (kind == 2) {
                 for (size_t i = 0; i < len; i++) {
                     CHECK(s.deq[i] == -0.75f);
@@ -620,8 +620,8 @@ TEST(adversarial_lengths)
     }
 }
 
-AQ_TEST_MAIN(AQ_CASE(names_and_params), AQ_CASE(adversarial_lengths), AQ_CASE(search_never_worse_than_minmax),
-             AQ_CASE(search_dtypes_match_f32), AQ_CASE(kquant_layout_and_bounds),
-             AQ_CASE(kquant_beats_reference_points), AQ_CASE(kquant_output_dtypes),
-             AQ_CASE(bad_input), AQ_CASE(importance_lowers_weighted_error),
-             AQ_CASE(moments_preserved))
+AQ_TEST_MAIN(AQ_CASE(names_and_params), AQ_CASE(adversarial_lengths),
+             AQ_CASE(search_never_worse_than_minmax), AQ_CASE(search_dtypes_match_f32),
+             AQ_CASE(kquant_layout_and_bounds), AQ_CASE(kquant_beats_reference_points),
+             AQ_CASE(kquant_output_dtypes), AQ_CASE(bad_input),
+             AQ_CASE(importance_lowers_weighted_error), AQ_CASE(moments_preserved))
