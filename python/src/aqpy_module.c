@@ -742,6 +742,33 @@ done:
     return result;
 }
 
+/* After a library call that ran with the GIL released: the result batch, or NULL with the
+ * Python error set (the progress callback's exception, the library's error, or a skipped-layer
+ * warning the filters turned into an error). The output is released on every path but success. */
+static PyObject *aqpy_finish_batch(aqpy_quant *self, aqpy_run *run, aq_status status,
+                                   const aq_error *err, const aq_report *report,
+                                   struct ArrowSchema *out_schema, struct ArrowArray *out_array)
+{
+    aqpy_state *st = aqpy_state_of_quant(self);
+    if (aqpy_run_failed(run)) {
+        if (status == AQ_OK) {
+            out_schema->release(out_schema);
+            out_array->release(out_array);
+        }
+        return NULL;
+    }
+    if (status != AQ_OK) {
+        aqpy_raise(st, err);
+        return NULL;
+    }
+    if (report != NULL && aqpy_warn_skipped(aqpy_module_of_quant(self), report) != 0) {
+        out_schema->release(out_schema);
+        out_array->release(out_array);
+        return NULL;
+    }
+    return aqpy_batch_result(st, out_schema, out_array);
+}
+
 typedef aq_status (*aqpy_batch_fn)(aq_ctx *, const struct ArrowSchema *, const struct ArrowArray *,
                                    const aq_batch_options *, struct ArrowSchema *,
                                    struct ArrowArray *, aq_error *);
@@ -759,7 +786,6 @@ static PyObject *aqpy_batch_call(aqpy_quant *self, aq_ctx *ctx, aqpy_batch_fn fn
     aq_batch_options opts;
     aqpy_run run;
     aq_error err;
-    PyObject *result = NULL;
 
     if (continue_on_error && aq_report_create(&report, &err) != AQ_OK) {
         aqpy_raise(st, &err);
@@ -770,24 +796,7 @@ static PyObject *aqpy_batch_call(aqpy_quant *self, aq_ctx *ctx, aqpy_batch_fn fn
     aqpy_release_gil(&run);
     aq_status status = fn(ctx, in->schema, in->array, &opts, &out_schema, &out_array, &err);
     aqpy_acquire_gil(&run);
-    if (aqpy_run_failed(&run)) {
-        if (status == AQ_OK) {
-            out_schema.release(&out_schema);
-            out_array.release(&out_array);
-        }
-        goto done;
-    }
-    if (status != AQ_OK) {
-        aqpy_raise(st, &err);
-        goto done;
-    }
-    if (report != NULL && aqpy_warn_skipped(aqpy_module_of_quant(self), report) != 0) {
-        out_schema.release(&out_schema);
-        out_array.release(&out_array);
-        goto done;
-    }
-    result = aqpy_batch_result(st, &out_schema, &out_array);
-done:
+    PyObject *result = aqpy_finish_batch(self, &run, status, &err, report, &out_schema, &out_array);
     aq_report_free(report);
     return result;
 }
@@ -1107,23 +1116,7 @@ static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject 
         aq_status status =
             aq_tensors_quantize(ctx, tensors, (size_t)n, &opts, &out_schema, &out_array, &err);
         aqpy_acquire_gil(&run);
-        if (aqpy_run_failed(&run)) {
-            if (status == AQ_OK) {
-                out_schema.release(&out_schema);
-                out_array.release(&out_array);
-            }
-            goto done;
-        }
-        if (status != AQ_OK) {
-            aqpy_raise(st, &err);
-            goto done;
-        }
-        if (report != NULL && aqpy_warn_skipped(aqpy_module_of_quant(self), report) != 0) {
-            out_schema.release(&out_schema);
-            out_array.release(&out_array);
-            goto done;
-        }
-        result = aqpy_batch_result(st, &out_schema, &out_array);
+        result = aqpy_finish_batch(self, &run, status, &err, report, &out_schema, &out_array);
     }
 done:
     for (Py_ssize_t i = 0; i < got; i++) {
