@@ -101,3 +101,29 @@ def test_bad_input(aq, unet, tmp_path):
              expect="cannot be combined", leaves_nothing_in=tmp_path)
     aq.fails("quantize", unet, "-o", o, "--profile", "edge", "--target-bpw", "3",
              expect="cannot be combined", leaves_nothing_in=tmp_path)
+
+
+def test_pipeline_folder_rules_per_component(aq, tmp_path):
+    """A diffusers folder: the UNet's and the VAE's tensors are judged by their own family."""
+    diffusers = pytest.importorskip("diffusers")
+    root = tmp_path / "pipe"
+    diffusers.UNet2DModel(block_out_channels=(32, 64), norm_num_groups=8,
+                          down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                          up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+                          sample_size=8).save_pretrained(root / "unet")
+    diffusers.AutoencoderKL(block_out_channels=(32,), latent_channels=4,
+                            norm_num_groups=8).save_pretrained(root / "vae")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
+        "unet": ["diffusers", "UNet2DModel"], "vae": ["diffusers", "AutoencoderKL"]}))
+    out = tmp_path / "p.arrow"
+    s = json.loads(aq("quantize", root, "-o", out, "--profile", "edge", "--json").stdout)
+    r, meta = rows(out)
+    assert meta["arrowquant.profile"] == "edge"
+    assert r["unet/conv_in.weight"] == (8, "kquant")
+    assert r["unet/conv_out.weight"] == (8, "kquant")
+    assert r["vae/encoder.conv_in.weight"] == (8, "kquant")
+    assert r["vae/quant_conv.weight"] == (8, "kquant")
+    assert r["unet/down_blocks.0.resnets.0.conv1.weight"] == (2, "kquant")
+    assert r["vae/encoder.down_blocks.0.resnets.0.conv1.weight"] == (2, "kquant")
+    assert s["rules"]["latent"] >= 2 and sum(s["rules"].values()) == len(r)
