@@ -717,6 +717,8 @@ typedef struct aq_model_tensor_result {
     size_t bytes; /* packed bytes + 4 per scale and per zero point */
     double sqnr_db;
     double cosine;
+    const char *rule; /* with aq_model_quantize_options.rules: the aq_rule_name of the rule that
+                         decided the tensor, or "not float" (kept); NULL without rules */
 } aq_model_tensor_result;
 
 typedef void (*aq_model_tensor_fn)(void *user, const aq_model_tensor_result *result);
@@ -750,6 +752,12 @@ typedef struct aq_model_quantize_options {
     /* Called after each tensor is written (may be NULL). */
     aq_model_tensor_fn on_tensor;
     void *on_tensor_user;
+    /* Diffusion layer rules (aq_rules_create; NULL: the keep rule above). When set, every float
+     * tensor is kept, or quantized at the bit width and scheme that aq_rules_decide gives it
+     * (the context's scheme and bits are not used); keep and min_elements are ignored (give
+     * --keep patterns as overrides of the rules); non-float tensors are kept. Not combinable
+     * with target_bpw (AQ_INVALID_PARAMETER). min_cosine still raises a tensor's bits. */
+    const struct aq_rules *rules;
 } aq_model_quantize_options;
 
 /* Totals of a model run. Sizes count tensor payloads: source bytes in, and out the packed

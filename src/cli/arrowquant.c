@@ -74,6 +74,8 @@ static int cli_usage(void)
           "        [--scheme affine|affine_search|kquant] [--min-accuracy COSINE]\n"
           "        [--target-bpw BPW [--scheme S1,S2,...]] [--keep GLOB]... [--min-elements N]\n"
           "        [--threads N] [--compression zstd|lz4|none] [--json] [--quiet]\n"
+          "  arrowquant quantize SRC -o OUT.arrow --profile edge|local|cloud\n"
+          "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [other options above]\n"
           "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
           "  arrowquant inspect FILE [--json]\n"
           "  arrowquant compare A B [--json]\n"
@@ -196,11 +198,27 @@ typedef struct cli_alloc {
     cli_moved *moved;
     size_t n_moved, cap_moved;
     int oom;
+    /* With --profile: how many tensors each rule decided (names are static strings). */
+    const char *rule_names[AQ_RULE_COUNT + 1];
+    size_t rule_counts[AQ_RULE_COUNT + 1];
+    size_t n_rules;
 } cli_alloc;
 
 static void cli_on_tensor(void *user, const aq_model_tensor_result *r)
 {
     cli_alloc *a = user;
+    if (r->rule != NULL) {
+        size_t k = 0;
+        while (k < a->n_rules && strcmp(a->rule_names[k], r->rule) != 0) {
+            k++;
+        }
+        if (k == a->n_rules && k < AQ_RULE_COUNT + 1) {
+            a->rule_names[a->n_rules++] = r->rule;
+        }
+        if (k < a->n_rules) {
+            a->rule_counts[k]++;
+        }
+    }
     if (r->kept || (unsigned)r->scheme >= AQ_SCHEME_COUNT || r->bit_width > 8) {
         return;
     }
@@ -269,12 +287,20 @@ static int cmd_quantize(int argc, char **argv)
     int json = 0, quiet = 0;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
     size_t n_keep = 0;
+    const char **bits_for = calloc((size_t)argc + 1, sizeof *bits_for);
+    size_t n_bits_for = 0;
+    const char *profile = NULL;
+    bool bits_set = false, group_set = false;
+    aq_rules *rules = NULL;
+    const char **names = NULL;
     int rc = 0;
     aq_ctx *ctx = NULL;
     aq_model *model = NULL;
     aq_error err;
     aq_error_clear(&err);
-    if (keep == NULL) {
+    if (keep == NULL || bits_for == NULL) {
+        free(keep);
+        free(bits_for);
         return cli_fail("out of memory");
     }
     for (int i = 0; i < argc; i++) {
@@ -284,18 +310,25 @@ static int cmd_quantize(int argc, char **argv)
                      strcmp(a, "--group-size") == 0 || strcmp(a, "--scheme") == 0 ||
                      strcmp(a, "--keep") == 0 || strcmp(a, "--threads") == 0 ||
                      strcmp(a, "--compression") == 0 || strcmp(a, "--min-elements") == 0 ||
-                     strcmp(a, "--min-accuracy") == 0 || strcmp(a, "--target-bpw") == 0;
+                     strcmp(a, "--min-accuracy") == 0 || strcmp(a, "--target-bpw") == 0 ||
+                     strcmp(a, "--profile") == 0 || strcmp(a, "--bits-for") == 0;
         if (needs && v == NULL) {
             rc = cli_fail("%s needs a value", a);
             goto done;
         }
         if (strcmp(a, "-o") == 0) {
             out = v;
+        } else if (strcmp(a, "--profile") == 0) {
+            profile = v;
+        } else if (strcmp(a, "--bits-for") == 0) {
+            bits_for[n_bits_for++] = v;
         } else if (strcmp(a, "--bits") == 0) {
+            bits_set = true;
             if ((rc = cli_parse_size(a, v, 0, 64, &bits)) != 0) {
                 goto done;
             }
         } else if (strcmp(a, "--group-size") == 0) {
+            group_set = true;
             if ((rc = cli_parse_size(a, v, 0, 4294967295LL, &group)) != 0) {
                 goto done;
             }
@@ -355,6 +388,31 @@ static int cmd_quantize(int argc, char **argv)
     aq_status st;
     aq_scheme sch, cands[AQ_SCHEME_COUNT];
     size_t n_cands = 0;
+    aq_profile prof;
+    memset(&prof, 0, sizeof prof);
+    if (profile == NULL && n_bits_for > 0) {
+        rc = cli_fail("--bits-for needs --profile (the layer rules it overrides)");
+        goto done;
+    }
+    if (profile != NULL) {
+        /* The profile and the layer rules choose every tensor's bits and scheme. */
+        if ((st = aq_profile_get(profile, &prof, &err)) != AQ_OK) {
+            rc = cli_status(st, &err);
+            goto done;
+        }
+        if (bits_set || group_set || scheme != NULL || target > 0.0) {
+            rc = cli_fail("--profile %s sets the bits and scheme of every tensor: it cannot be "
+                          "combined with --bits, --group-size, --scheme or --target-bpw "
+                          "(use --bits-for PATTERN=BITS)",
+                          profile);
+            goto done;
+        }
+        bits = (long long)prof.bit_width;
+        scheme = aq_scheme_name(prof.scheme);
+        if (prof.scheme != AQ_SCHEME_KQUANT && prof.group_size > 0) {
+            group = (long long)prof.group_size;
+        }
+    }
     if (target > 0.0) {
         /* The budget chooses among these; by default the fast scheme and the accurate one. */
         if ((rc = cli_parse_schemes(scheme != NULL ? scheme : "affine,kquant", cands, &n_cands)) !=
@@ -383,11 +441,39 @@ static int cmd_quantize(int argc, char **argv)
         rc = cli_status(st, &err);
         goto done;
     }
+    if (profile != NULL) {
+        size_t nt = aq_model_count(model);
+        if ((names = calloc(nt + 1, sizeof *names)) == NULL) {
+            rc = cli_fail("out of memory");
+            goto done;
+        }
+        for (size_t k = 0; k < nt; k++) {
+            names[k] = aq_model_tensor(model, k)->name;
+        }
+        if ((st = aq_rules_create(AQ_FAMILY_AUTO, &prof, names, nt, &rules, &err)) != AQ_OK) {
+            rc = cli_status(st, &err);
+            goto done;
+        }
+        for (size_t k = 0; k < n_keep; k++) {
+            if ((st = aq_rules_add_override(rules, keep[k], AQ_RULES_KEEP, &err)) != AQ_OK) {
+                rc = cli_status(st, &err);
+                goto done;
+            }
+        }
+        for (size_t k = 0; k < n_bits_for; k++) {
+            if ((st = aq_rules_add_override_spec(rules, bits_for[k], &err)) != AQ_OK) {
+                rc = cli_status(st, &err);
+                goto done;
+            }
+        }
+    }
     cli_progress prog = {quiet, isatty(2), t0, -1, 0.0, 0};
     aq_model_quantize_options o;
     memset(&o, 0, sizeof o);
-    o.keep = keep;
-    o.n_keep = n_keep;
+    o.keep = rules == NULL ? keep : NULL;
+    o.n_keep = rules == NULL ? n_keep : 0;
+    o.rules = rules;
+    o.profile = profile;
     o.min_elements = (size_t)min_el;
     o.compression = comp;
     o.progress = cli_on_progress;
@@ -438,8 +524,18 @@ static int cmd_quantize(int argc, char **argv)
                s.bytes_out, file_size, bpw, s.mean_sqnr_db, s.min_sqnr_db, s.mean_cosine,
                s.worst != NULL ? s.worst : "", s.batches, bits, group, secs);
         printf(", \"scheme\": \"%s\", \"quantized_bits_per_weight\": %.4f, \"min_accuracy\": %g, "
-               "\"target_bpw\": %g, \"moved\": [",
-               target > 0.0 ? "mixed" : scheme, qbpw, min_cos, target);
+               "\"target_bpw\": %g, ",
+               target > 0.0 || profile != NULL ? "mixed" : scheme, qbpw, min_cos, target);
+        if (profile != NULL) {
+            printf("\"profile\": \"%s\", \"rules\": {", prof.name);
+            for (size_t k = 0; k < alloc.n_rules; k++) {
+                printf("%s\"%s\": %zu", k > 0 ? ", " : "", alloc.rule_names[k],
+                       alloc.rule_counts[k]);
+            }
+            printf("}, \"moved\": [");
+        } else {
+            printf("\"moved\": [");
+        }
         for (size_t k = 0; k < alloc.n_moved; k++) {
             const cli_moved *m = &alloc.moved[k];
             printf("%s{\"name\": ", k > 0 ? ", " : "");
@@ -469,7 +565,16 @@ static int cmd_quantize(int argc, char **argv)
         cli_bytes((double)s.bytes_out, out_b, sizeof out_b);
         cli_bytes((double)file_size, file_b, sizeof file_b);
         printf("%s -> %s\n", src, out);
-        if (target > 0.0) {
+        if (profile != NULL) {
+            printf("  tensors      %zu (%zu quantized, bits and scheme per layer rule, profile %s "
+                   "(%u bits, %s); %zu kept)\n",
+                   s.tensors, s.quantized, prof.name, prof.bit_width, aq_scheme_name(prof.scheme),
+                   s.kept);
+            for (size_t k = 0; k < alloc.n_rules; k++) {
+                printf("  rule         %-15s %zu tensor%s\n", alloc.rule_names[k],
+                       alloc.rule_counts[k], alloc.rule_counts[k] == 1 ? "" : "s");
+            }
+        } else if (target > 0.0) {
             printf("  tensors      %zu (%zu quantized, bits and scheme per tensor; %zu kept)\n",
                    s.tensors, s.quantized, s.kept);
         } else {
@@ -484,7 +589,7 @@ static int cmd_quantize(int argc, char **argv)
         printf("  SQNR         mean %.2f dB, min %.2f dB (%s)\n", s.mean_sqnr_db, s.min_sqnr_db,
                s.worst != NULL ? s.worst : "-");
         printf("  cosine       mean %.6f\n", s.mean_cosine);
-        if (target > 0.0 || alloc.n_moved > 0) {
+        if (target > 0.0 || profile != NULL || alloc.n_moved > 0) {
             printf("  quantized    %.3f bits/weight%s\n", qbpw, target > 0.0 ? " (budget)" : "");
             if (target > 0.0) {
                 printf("  target       %.3f bits/weight over the quantized tensors\n", target);
@@ -513,7 +618,10 @@ static int cmd_quantize(int argc, char **argv)
 done:
     aq_model_free(model);
     aq_ctx_free(ctx);
+    aq_rules_free(rules);
+    free(names);
     free(keep);
+    free(bits_for);
     free(alloc.moved);
     return rc;
 }

@@ -72,6 +72,10 @@ typedef struct mq_state {
     double min_cosine;
     float *mbuf; /* dequantized block for mq_measure, reused from tensor to tensor */
     size_t mbuf_cap;
+    /* With layer rules: each tensor's bits, scheme and deciding rule (aq_rule_name). */
+    unsigned *r_bits;
+    aq_scheme *r_scheme;
+    const char **r_rule;
 } mq_state;
 
 static void mq_row_free(mq_row *r)
@@ -144,6 +148,38 @@ aq_status aq_model_keep_rule(const aq_model *model, size_t i, const aq_model_qua
         *kept = 0;
         *reason = "quantized";
     }
+    return AQ_OK;
+}
+
+/* The layer rules' decision for tensor i (opts->rules set): kept, or bits and scheme. A
+ * non-float tensor is kept unless it has an unknown dtype that no override keeps. */
+static aq_status mq_rule(mq_state *s, size_t i, int *kept, aq_error *err)
+{
+    const aq_st_tensor *t = aq_model_tensor(s->model, i);
+    aq_dtype d;
+    bool is_float = aq_st_dtype_to_aq(t->dtype, &d);
+    aq_rule_decision dec;
+    aq_status st = aq_rules_decide(s->opts->rules, t->name, t->shape, t->ndim,
+                                   is_float ? d : AQ_DTYPE_F32, &dec, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (!is_float) {
+        bool overridden = dec.rule == AQ_RULE_OVERRIDE && dec.keep;
+        if (t->dtype == AQ_ST_UNKNOWN && !overridden) {
+            return aq__error_set(err, AQ_UNSUPPORTED,
+                                 "tensor '%s' has unknown dtype '%s' and cannot be quantized "
+                                 "(keep it as it is with --keep '%s')",
+                                 t->name, t->dtype_name, t->name);
+        }
+        *kept = 1;
+        s->r_rule[i] = overridden ? aq_rule_name(dec.rule) : "not float";
+        return AQ_OK;
+    }
+    *kept = dec.keep ? 1 : 0;
+    s->r_bits[i] = dec.bit_width;
+    s->r_scheme[i] = dec.scheme;
+    s->r_rule[i] = aq_rule_name(dec.rule);
     return AQ_OK;
 }
 
@@ -683,8 +719,12 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
     if (st != AQ_OK) {
         return st;
     }
-    aq_scheme scheme = s->plan != NULL ? s->plan[i].scheme : s->ctx->scheme;
-    unsigned bits = s->plan != NULL ? s->plan[i].bits : s->ctx->bit_width;
+    aq_scheme scheme = s->plan != NULL       ? s->plan[i].scheme
+                       : s->r_scheme != NULL ? s->r_scheme[i]
+                                             : s->ctx->scheme;
+    unsigned bits = s->plan != NULL     ? s->plan[i].bits
+                    : s->r_bits != NULL ? s->r_bits[i]
+                                        : s->ctx->bit_width;
     res->initial_bit_width = bits;
     for (;;) {
         if ((st = mq_quantize_with(s, &src, t, scheme, bits, r, err)) != AQ_OK) {
@@ -861,6 +901,12 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         return aq__error_set(err, AQ_INVALID_PARAMETER,
                              "Invalid target_bpw: %g. Must be between 0 (off) and 64", target);
     }
+    const bool ruled = opts != NULL && opts->rules != NULL;
+    if (ruled && target > 0.0) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "target_bpw cannot be combined with layer rules (a profile): the "
+                             "rules choose each tensor's bits");
+    }
     /* Copies of the context (other scheme or bits) share its thread pool: create it now, so
      * that no copy creates one of its own. */
     aq__pool *pool;
@@ -870,7 +916,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     /* With a floor or a budget a tensor may take 8 bits and any scheme: bound with the
      * largest layout (kquant at 8 bits). */
     aq_ctx bound_ctx = *ctx;
-    if (s.min_cosine > 0.0 || target > 0.0) {
+    if (s.min_cosine > 0.0 || target > 0.0 || ruled) {
         bound_ctx.bit_width = 8;
         bound_ctx.scheme = AQ_SCHEME_KQUANT;
     }
@@ -883,7 +929,13 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     int *kept = calloc(n + 1, sizeof *kept);
     s.rows = calloc(n + 1, sizeof *s.rows);
     s.keep = aq__keepalive_create(mq_keep_destroy, NULL);
-    if (kept == NULL || s.rows == NULL || s.keep == NULL) {
+    if (ruled) {
+        s.r_bits = calloc(n + 1, sizeof *s.r_bits);
+        s.r_scheme = calloc(n + 1, sizeof *s.r_scheme);
+        s.r_rule = calloc(n + 1, sizeof *s.r_rule);
+    }
+    if (kept == NULL || s.rows == NULL || s.keep == NULL ||
+        (ruled && (s.r_bits == NULL || s.r_scheme == NULL || s.r_rule == NULL))) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
         goto done;
     }
@@ -891,7 +943,9 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
      * the largest output tells whether quantized_data must be large_binary. */
     for (size_t i = 0; i < n; i++) {
         const char *reason;
-        if ((st = aq_model_keep_rule(model, i, opts, &kept[i], &reason, err)) != AQ_OK) {
+        st = ruled ? mq_rule(&s, i, &kept[i], err)
+                   : aq_model_keep_rule(model, i, opts, &kept[i], &reason, err);
+        if (st != AQ_OK) {
             goto done;
         }
         const aq_st_tensor *t = aq_model_tensor(model, i);
@@ -989,6 +1043,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         res.bytes = out_bytes;
         res.sqnr_db = r.sqnr;
         res.cosine = r.cosine;
+        res.rule = ruled ? s.r_rule[i] : NULL;
         if (!kept[i]) {
             sum.moved += (size_t)res.moved;
             sum.quantized_bytes += out_bytes;
@@ -1030,6 +1085,9 @@ done:
     free(s.rows);
     free(s.plan);
     free(s.mbuf);
+    free(s.r_bits);
+    free(s.r_scheme);
+    free(s.r_rule);
     free(kept);
     return st;
 }
