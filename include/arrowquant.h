@@ -723,6 +723,14 @@ typedef struct aq_model_tensor_result {
 
 typedef void (*aq_model_tensor_fn)(void *user, const aq_model_tensor_result *result);
 
+/* aq_model_quantize_options.target_bpw: the budget is the profile's own size on this model,
+ * i.e. what the run without a budget would write for the tensors the budget chooses for: each
+ * at the profile's bits and scheme (the context's without rules), raised by min_cosine
+ * (2 -> 4 -> 8) where it falls below it. The allocation then trades bits between those tensors
+ * at no extra size. (A profile's target_bpw is that size for tensors of whole kquant
+ * super-blocks; rows of other lengths pad, so the figure alone may be out of reach.) */
+#define AQ_TARGET_BPW_PROFILE (-1.0)
+
 /* What a size budget (aq_model_quantize_options.target_bpw) covers. */
 typedef enum aq_budget_scope {
     /* The budget covers the tensors the budget chooses for: those that follow the profile
@@ -758,7 +766,10 @@ typedef struct aq_model_quantize_options {
      * aq_qset_quantize; options below min_cosine are not chosen): a first pass measures every
      * option of every tensor without keeping its output, then the allocation is made, then the
      * tensors are quantized as chosen. AQ_INVALID_PARAMETER when the smallest options do not
-     * fit. schemes / n_schemes: the budget's candidates (NULL: the context's scheme). */
+     * fit. AQ_TARGET_BPW_PROFILE (-1): the budget is the profile's own size on this model
+     * (see there). With rules, only the tensors that follow the profile are chosen for, and
+     * budget_scope says what the budget covers. schemes / n_schemes: the budget's candidates
+     * (NULL: the context's scheme; with rules, the rules' profile scheme). */
     double min_cosine;
     double target_bpw;
     const aq_scheme *schemes;

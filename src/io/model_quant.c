@@ -307,7 +307,7 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
     /* A floor or a budget decides bytes from these figures: those runs take the reference's
      * exact double sums, so the file is the same on every CPU (the SIMD sums differ by about
      * 1e-6 relative from one instruction set to another). */
-    bool decides = s->min_cosine > 0.0 || (s->opts != NULL && s->opts->target_bpw > 0.0);
+    bool decides = s->min_cosine > 0.0 || (s->opts != NULL && s->opts->target_bpw != 0.0);
     if (stats == NULL || decides) {
         stats = aq__kernels_ref.error_stats[src->dtype];
     }
@@ -905,9 +905,13 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
         least += best;
         all += t->elements;
     }
-    /* What the budgeted tensors may use, in bytes, and the same as bits per weight over them. */
-    double budget_bytes, target = o->target_bpw;
-    if (whole) {
+    /* What the budgeted tensors may use, in bytes, and the same as bits per weight over them.
+     * AQ_TARGET_BPW_PROFILE: known once the options are measured. */
+    const bool self = o->target_bpw == AQ_TARGET_BPW_PROFILE;
+    double budget_bytes = 0.0, target = o->target_bpw;
+    if (self) {
+        /* below */
+    } else if (whole) {
         budget_bytes = floor(o->target_bpw * (double)floats / 8.0) - (double)fixed;
         if (floats > 0 && (double)(least + fixed) > floor(o->target_bpw * (double)floats / 8.0)) {
             st = aq__error_set(err, AQ_INVALID_PARAMETER,
@@ -991,6 +995,53 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
     if (m == 0) {
         goto done; /* nothing to choose: every float tensor is kept or fixed */
     }
+    if (self) {
+        /* The profile's own size on this model: each budgeted tensor at the profile's bits and
+         * scheme, raised by the floor as without a budget (2 -> 4 -> 8 while below it). */
+        unsigned pbits = s->ctx->bit_width;
+        aq_scheme pscheme = s->ctx->scheme;
+        if (o->rules != NULL) {
+            aq_profile p;
+            aq_rules_profile(o->rules, &p);
+            pbits = p.bit_width;
+            pscheme = p.scheme;
+        }
+        double total = 0.0;
+        for (size_t j = 0; j < m; j++) {
+            const aq__budget_option *row = opt + j * per, *pick = NULL;
+            for (size_t q = 0; q < count[j]; q++) {
+                const aq__budget_option *x = &row[q];
+                if (x->scheme != pscheme || x->bits < pbits) {
+                    continue;
+                }
+                /* options come in increasing bits per scheme */
+                pick = x;
+                if (x->meets) {
+                    break;
+                }
+            }
+            if (pick != NULL) {
+                total += (double)pick->bytes;
+                continue;
+            }
+            /* The profile's scheme is not among the candidates: its layout at its bits. */
+            const aq_st_tensor *t = NULL;
+            for (size_t i = 0, k = 0; i < n; i++) {
+                if (mq_budgeted(s, kept, i) && k++ == j) {
+                    t = aq_model_tensor(s->model, i);
+                    break;
+                }
+            }
+            aq_layout l;
+            if ((st = aq_layout_compute_scheme(pscheme, t->shape, t->ndim, pbits,
+                                               s->ctx->group_size, &l, err)) != AQ_OK) {
+                goto done;
+            }
+            total += (double)(l.packed_bytes + 2 * l.groups * sizeof(float));
+        }
+        budget_bytes = total;
+        target = (budget_bytes + 0.5) * 8.0 / (double)elements;
+    }
     st = aq__budget_allocate(opt, m, per, count, elements, target, s->min_cosine > 0.0, choice,
                              err);
     if (st == AQ_INVALID_PARAMETER && whole) {
@@ -1044,9 +1095,11 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         return aq__error_set(err, AQ_INVALID_PARAMETER,
                              "Invalid min_cosine: %g. Must be between 0 (off) and 1", s.min_cosine);
     }
-    if (!(target >= 0.0 && target <= 64.0)) {
+    if (!(target >= 0.0 && target <= 64.0) && target != AQ_TARGET_BPW_PROFILE) {
         return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. Must be between 0 (off) and 64", target);
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64, or "
+                             "AQ_TARGET_BPW_PROFILE (-1)",
+                             target);
     }
     const bool ruled = opts != NULL && opts->rules != NULL;
     if (opts != NULL && opts->budget_scope != AQ_BUDGET_SCOPE_PROFILE &&
@@ -1086,7 +1139,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     /* With a floor or a budget a tensor may take 8 bits and any scheme: bound with the
      * largest layout (kquant at 8 bits). */
     aq_ctx bound_ctx = *ctx;
-    if (s.min_cosine > 0.0 || target > 0.0 || ruled) {
+    if (s.min_cosine > 0.0 || target != 0.0 || ruled) {
         bound_ctx.bit_width = 8;
         bound_ctx.scheme = AQ_SCHEME_KQUANT;
     }
@@ -1145,7 +1198,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (force != NULL && strcmp(force, "1") == 0) {
         s.large = true;
     }
-    if (target > 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) {
+    if (target != 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) {
         goto done;
     }
     aq_ipc_write_options wo;
