@@ -3,10 +3,13 @@
  *
  * Tensors stream through one at a time: each is quantized from the file mapping, its quality
  * measured block by block against the source, and its pages dropped. Results wait in a pending
- * batch until about batch_bytes of output have gathered; a tensor whose output alone is that
- * large goes out as a batch of its own, with its buffers handed to Arrow without a copy (a kept
- * float32/float16 tensor is even written straight from the mapping). So the peak stays near the
- * largest tensor plus one batch.
+ * batch until about batch_bytes of output have gathered. Each tensor is quantized straight into
+ * its batch's buffers (mq_arena: one data, scales and zero-point buffer per batch, allocated
+ * once and reused, so no copy and no fresh page faults); a tensor whose output alone is that
+ * large goes out as a batch of its own, with its own buffers handed to Arrow without a copy (a
+ * kept float32/float16 tensor is even written straight from the mapping). A finished batch is
+ * written by a writer thread while the next one is quantized into the other of two arenas. So
+ * the peak stays near the largest tensor plus two batches.
  *
  * A cosine floor requantizes a tensor with more bits on the spot. A size budget needs every
  * tensor's options before the first row is chosen, so it adds a measuring pass (mq_plan): each
@@ -19,6 +22,8 @@
 
 #include <fnmatch.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 
 /* Rows of a quantized tensor dequantized at once when measuring quality: a multiple of 8, so
@@ -46,15 +51,38 @@ typedef struct mq_row {
     const char *source_dtype;
     unsigned bit_width;
     size_t group_size;
-    uint8_t *data; /* owned (aq__aligned_alloc) unless borrowed */
+    uint8_t *data; /* owned (aq__aligned_alloc) unless borrowed or in the arena */
     const uint8_t *borrowed;
     size_t data_size;
-    float *scales; /* owned (aq__aligned_alloc) */
+    float *scales; /* owned (aq__aligned_alloc) unless in the arena */
     float *zps;
     size_t groups;
     double sqnr, cosine, maxerr;
     double sse; /* squared error against the source */
+    bool place;   /* set by the writing pass: output goes where mq_place puts it */
+    bool arena;   /* data, scales and zps lie in the current arena, at these offsets: */
+    size_t data_off, grp_off;
 } mq_row;
+
+/* One batch's output buffers: the rows' packed data, scales and zero points, each one
+ * contiguous in row order, as the batch's columns hold them (borrowed by the batch, never
+ * copied). Allocated on first use, grown while a batch fills, kept for the next batches. */
+typedef struct mq_arena {
+    uint8_t *data;
+    size_t data_cap, data_len;
+    float *scales, *zps;
+    size_t grp_cap, grp_len;
+} mq_arena;
+
+/* The writer thread: writes one batch while the next is quantized. */
+typedef struct mq_writer {
+    pthread_t thread;
+    bool running;
+    void *ipc; /* aq_ipc_writer */
+    struct ArrowArray batch;
+    aq_status st;
+    aq_error err;
+} mq_writer;
 
 typedef struct mq_state {
     aq_ctx *ctx;
@@ -76,13 +104,27 @@ typedef struct mq_state {
     unsigned *r_bits;
     aq_scheme *r_scheme;
     const char **r_rule;
+    mq_arena arena[2]; /* the batch being filled uses arena[cur]; the other may be in flight */
+    int cur;
+    mq_writer wr;
 } mq_state;
+
+/* Drops the row's output buffers (those it owns; arena space is only given up). */
+static void mq_row_out_free(mq_row *r)
+{
+    if (!r->arena) {
+        free(r->data);
+        free(r->scales);
+        free(r->zps);
+    }
+    r->data = NULL;
+    r->scales = r->zps = NULL;
+    r->arena = false;
+}
 
 static void mq_row_free(mq_row *r)
 {
-    free(r->data);
-    free(r->scales);
-    free(r->zps);
+    mq_row_out_free(r);
     memset(r, 0, sizeof *r);
 }
 
@@ -398,8 +440,10 @@ static aq_status mq_utf8(struct ArrowArray *a, const char *const *strs, size_t n
 }
 
 /* list<T> column: the values of row i are vals[i][0..counts[i]). */
+/* whole: all rows' values already contiguous (an arena's), borrowed through keep. */
 static aq_status mq_list(struct ArrowArray *a, const void *const *vals, const size_t *counts,
-                         size_t elem, size_t n, bool adopt_single, aq_error *err)
+                         size_t elem, size_t n, bool adopt_single, const void *whole,
+                         aq__keepalive *keep, aq_error *err)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -422,6 +466,10 @@ static aq_status mq_list(struct ArrowArray *a, const void *const *vals, const si
     off[0] = 0;
     for (size_t i = 0; i < n; i++) {
         off[i + 1] = off[i] + (int32_t)counts[i];
+    }
+    if (whole != NULL && total > 0) {
+        aq__array_buffer_borrow(a->children[0], 1, whole, keep);
+        return AQ_OK;
     }
     if (adopt_single && n == 1 && vals[0] != NULL) {
         aq__array_buffer_adopt(a->children[0], 1, (void *)vals[0]);
@@ -454,6 +502,124 @@ static aq_status mq_prim(struct ArrowArray *a, const void *vals, size_t elem, si
     }
     memcpy(data, vals, n * elem);
     return AQ_OK;
+}
+
+/* ---- the arenas and the writer thread ---- */
+
+static void mq_arena_free(mq_arena *a)
+{
+    free(a->data);
+    free(a->scales);
+    free(a->zps);
+    memset(a, 0, sizeof *a);
+}
+
+/* Room in the current arena for one more row of data_bytes and groups (the rows already in it
+ * are moved along, and their pointers follow). A new capacity at least doubles, up to the
+ * batch size, so a batch grows its arena a few times at most and later batches not at all. */
+static aq_status mq_arena_reserve(mq_state *s, size_t data_bytes, size_t groups, const char *name,
+                                  aq_error *err)
+{
+    mq_arena *a = &s->arena[s->cur];
+    size_t need = a->data_len + data_bytes;
+    if (need > a->data_cap) {
+        size_t cap = a->data_cap * 2 > need ? a->data_cap * 2 : need;
+        size_t top = s->batch_bytes > need ? s->batch_bytes : need;
+        cap = cap < ((size_t)1 << 20) ? (size_t)1 << 20 : cap;
+        cap = cap > top ? top : cap;
+        uint8_t *p = aq__aligned_alloc(cap);
+        if (p == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
+        }
+        if (a->data_len > 0) {
+            memcpy(p, a->data, a->data_len);
+        }
+        free(a->data);
+        a->data = p;
+        a->data_cap = cap;
+    }
+    need = a->grp_len + groups;
+    if (need > a->grp_cap) {
+        size_t cap = a->grp_cap * 2 > need ? a->grp_cap * 2 : need;
+        cap = cap < 4096 ? 4096 : cap;
+        float *sc = aq__aligned_alloc(cap * sizeof(float));
+        float *zp = aq__aligned_alloc(cap * sizeof(float));
+        if (sc == NULL || zp == NULL) {
+            free(sc);
+            free(zp);
+            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
+        }
+        if (a->grp_len > 0) {
+            memcpy(sc, a->scales, a->grp_len * sizeof(float));
+            memcpy(zp, a->zps, a->grp_len * sizeof(float));
+        }
+        free(a->scales);
+        free(a->zps);
+        a->scales = sc;
+        a->zps = zp;
+        a->grp_cap = cap;
+    }
+    for (size_t i = 0; i < s->n_rows; i++) {
+        mq_row *r = &s->rows[i];
+        if (r->arena) {
+            r->data = a->data + r->data_off;
+            r->scales = r->groups > 0 ? a->scales + r->grp_off : NULL;
+            r->zps = r->groups > 0 ? a->zps + r->grp_off : NULL;
+        }
+    }
+    return AQ_OK;
+}
+
+static void *mq_writer_main(void *arg)
+{
+    mq_writer *x = arg;
+    x->st = aq_ipc_writer_write((aq_ipc_writer *)x->ipc, &x->batch, &x->err);
+    aq__array_release_if(&x->batch);
+    return NULL;
+}
+
+/* Waits for the batch in flight, if any: its status (its message in *err). */
+static aq_status mq_wait(mq_state *s, aq_error *err)
+{
+    if (!s->wr.running) {
+        return AQ_OK;
+    }
+    (void)pthread_join(s->wr.thread, NULL);
+    s->wr.running = false;
+    if (s->wr.st != AQ_OK) {
+        return aq__error_set(err, s->wr.st, "%s", s->wr.err.message);
+    }
+    return AQ_OK;
+}
+
+/* Writes a batch: on the writer thread when `async` (the batch is moved there), or here. The
+ * batch before it is waited for first, so batches reach the file in order. */
+static aq_status mq_submit(mq_state *s, struct ArrowArray *batch, bool async, aq_error *err)
+{
+    aq_status st = mq_wait(s, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (async) {
+        aq__array_move(batch, &s->wr.batch);
+        s->wr.ipc = s->ipc;
+        s->wr.st = AQ_OK;
+        aq_error_clear(&s->wr.err);
+        /* Signals are for the caller's thread (the CLI's interrupt flag); SIGXFSZ stays as the
+         * process has it, on the thread that writes. */
+        sigset_t all, old;
+        sigfillset(&all);
+        sigdelset(&all, SIGXFSZ);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int rc = pthread_create(&s->wr.thread, NULL, mq_writer_main, &s->wr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc == 0) {
+            s->wr.running = true;
+            return AQ_OK;
+        }
+        aq__array_move(&s->wr.batch, batch); /* no thread: write it here */
+    }
+    return aq_ipc_writer_write((aq_ipc_writer *)s->ipc, batch, err);
 }
 
 static aq_status mq_flush(mq_state *s, aq_error *err)
@@ -533,9 +699,19 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
             pos += s->rows[i].data_size;
         }
     }
-    if (n == 1 && s->rows[0].borrowed != NULL) {
+    /* The rows of an arena lie in it back to back: the batch borrows its buffers. */
+    bool in_arena = true, borrowed = false;
+    for (size_t i = 0; i < n; i++) {
+        in_arena = in_arena && s->rows[i].arena;
+        borrowed = borrowed || s->rows[i].borrowed != NULL;
+    }
+    const mq_arena *ar = &s->arena[s->cur];
+    in_arena = in_arena && total_data > 0 && total_data == ar->data_len;
+    if (in_arena) {
+        aq__array_buffer_borrow(qd, 2, ar->data, s->keep);
+    } else if (n == 1 && s->rows[0].borrowed != NULL) {
         aq__array_buffer_borrow(qd, 2, s->rows[0].borrowed, s->keep);
-    } else if (n == 1 && s->rows[0].data != NULL) {
+    } else if (n == 1 && s->rows[0].data != NULL && !s->rows[0].arena) {
         aq__array_buffer_adopt(qd, 2, s->rows[0].data);
         s->rows[0].data = NULL;
     } else {
@@ -554,20 +730,24 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
             pos += r->data_size;
         }
     }
-    bool single = n == 1;
-    if ((st = mq_list(batch.children[2], sv, gc, sizeof(float), n, single, err)) != AQ_OK) {
+    bool single = n == 1 && !s->rows[0].arena;
+    const void *wsc = in_arena ? ar->scales : NULL, *wzp = in_arena ? ar->zps : NULL;
+    if ((st = mq_list(batch.children[2], sv, gc, sizeof(float), n, single, wsc, s->keep, err)) !=
+        AQ_OK) {
         goto done;
     }
     if (single) {
         s->rows[0].scales = NULL;
     }
-    if ((st = mq_list(batch.children[3], zv, gc, sizeof(float), n, single, err)) != AQ_OK) {
+    if ((st = mq_list(batch.children[3], zv, gc, sizeof(float), n, single, wzp, s->keep, err)) !=
+        AQ_OK) {
         goto done;
     }
     if (single) {
         s->rows[0].zps = NULL;
     }
-    if ((st = mq_list(batch.children[4], dv, dc, sizeof(int64_t), n, false, err)) != AQ_OK ||
+    if ((st = mq_list(batch.children[4], dv, dc, sizeof(int64_t), n, false, NULL, NULL, err)) !=
+            AQ_OK ||
         (st = mq_prim(batch.children[5], bits, 1, n, err)) != AQ_OK ||
         (st = mq_prim(batch.children[6], groups, sizeof(uint32_t), n, err)) != AQ_OK ||
         (st = mq_utf8(batch.children[7], schemes, n, err)) != AQ_OK ||
@@ -579,10 +759,15 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
             goto done;
         }
     }
-    if ((st = aq_ipc_writer_write((aq_ipc_writer *)s->ipc, &batch, err)) != AQ_OK) {
+    /* A batch that borrows from the mapping is written now: its pages are let go below. */
+    if ((st = mq_submit(s, &batch, !borrowed, err)) != AQ_OK) {
         goto done;
     }
     s->batches++;
+    /* The next batch fills the other arena, whose batch mq_submit has waited for. */
+    s->arena[s->cur].data_len = 0;
+    s->arena[s->cur].grp_len = 0;
+    s->cur = 1 - s->cur;
 done:
     aq__array_release_if(&batch);
     for (size_t i = 0; i < n; i++) {
@@ -610,6 +795,59 @@ done:
 
 /* ---- one tensor ---- */
 
+/* Output buffers for a row of data_bytes and groups, replacing any it has (an attempt with
+ * fewer bits). In the writing pass (r->place) the pending batch is flushed first when the row
+ * would overflow it, as the main loop would do after quantizing, and a row smaller than a batch
+ * goes into the arena after the pending rows; a larger one, or a row of the budget's measuring
+ * pass, gets buffers of its own. */
+static aq_status mq_place(mq_state *s, mq_row *r, size_t data_bytes, size_t groups,
+                          const char *name, aq_error *err)
+{
+    mq_row_out_free(r);
+    aq_status st;
+    size_t out = data_bytes + 2 * groups * sizeof(float);
+    if (r->place) {
+        if (s->n_rows > 0 && s->pending_bytes + out > s->batch_bytes &&
+            (st = mq_flush(s, err)) != AQ_OK) {
+            return st;
+        }
+        if (out < s->batch_bytes) {
+            if ((st = mq_arena_reserve(s, data_bytes, groups, name, err)) != AQ_OK) {
+                return st;
+            }
+            mq_arena *a = &s->arena[s->cur];
+            r->arena = true;
+            r->data_off = a->data_len;
+            r->grp_off = a->grp_len;
+            r->data = a->data + a->data_len;
+            r->scales = groups > 0 ? a->scales + a->grp_len : NULL;
+            r->zps = groups > 0 ? a->zps + a->grp_len : NULL;
+            return AQ_OK;
+        }
+    }
+    r->data = aq__aligned_alloc(data_bytes);
+    if (groups > 0) {
+        r->scales = aq__aligned_alloc(groups * sizeof(float));
+        r->zps = aq__aligned_alloc(groups * sizeof(float));
+    }
+    if (r->data == NULL || (groups > 0 && (r->scales == NULL || r->zps == NULL))) {
+        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
+    }
+    return AQ_OK;
+}
+
+/* Adds a finished row to the pending batch (its arena space becomes the batch's). */
+static void mq_push(mq_state *s, mq_row *r, size_t out_bytes)
+{
+    if (r->arena) {
+        mq_arena *a = &s->arena[s->cur];
+        a->data_len += r->data_size;
+        a->grp_len += r->groups;
+    }
+    s->rows[s->n_rows++] = *r;
+    s->pending_bytes += out_bytes;
+}
+
 static bool mq_aligned(const void *p, size_t align)
 {
     return align == 0 || ((uintptr_t)p % align) == 0;
@@ -628,8 +866,9 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
         (void)aq_st_dtype_to_aq(t->dtype, &d);
         r->bit_width = 32;
         r->data_size = t->elements * 4;
-        if ((r->data = aq__aligned_alloc(r->data_size > 0 ? r->data_size : 1)) == NULL) {
-            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
+        aq_status st = mq_place(s, r, r->data_size > 0 ? r->data_size : 1, 0, t->name, err);
+        if (st != AQ_OK) {
+            return st;
         }
         mq_acc acc = {0, 0, 0, 0, 0};
         for (size_t k = 0; k < t->elements; k++) {
@@ -646,8 +885,15 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
     size_t esize = aq_st_dtype_size(t->dtype);
     r->bit_width = (unsigned)(esize * 8); /* 0 for an unknown dtype */
     r->data_size = t->nbytes;
+    if (r->place && t->nbytes > 0 && t->nbytes < s->batch_bytes) {
+        /* Copied into the batch's arena now, so that its pages can go at once. */
+        aq_status st = mq_place(s, r, t->nbytes, 0, t->name, err);
+        if (st == AQ_OK) {
+            memcpy(r->data, t->data, t->nbytes);
+        }
+        return st;
+    }
     r->borrowed = t->data; /* straight from the mapping */
-    (void)s;
     return AQ_OK;
 }
 
@@ -678,11 +924,7 @@ static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st
     aq_ctx tmp = *s->ctx; /* the same kernels and pool; other scheme and bits */
     tmp.scheme = scheme;
     tmp.bit_width = bits;
-    free(r->data);
-    free(r->scales);
-    free(r->zps);
-    r->data = NULL;
-    r->scales = r->zps = NULL;
+    mq_row_out_free(r);
     aq_layout l;
     aq_status st = aq_quantize_bound(&tmp, src, &l, err);
     if (st != AQ_OK) {
@@ -695,11 +937,8 @@ static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st
     r->group_size = l.group_size;
     r->data_size = l.packed_bytes;
     r->groups = l.groups;
-    r->data = aq__aligned_alloc(l.packed_bytes);
-    r->scales = aq__aligned_alloc(l.groups * sizeof(float));
-    r->zps = aq__aligned_alloc(l.groups * sizeof(float));
-    if (r->data == NULL || r->scales == NULL || r->zps == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
+    if ((st = mq_place(s, r, l.packed_bytes, l.groups, t->name, err)) != AQ_OK) {
+        return st;
     }
     aq_qbuffers out = {r->data, l.packed_bytes, r->scales, r->zps, l.groups};
     if ((st = aq_quantize(&tmp, src, &out, err)) != AQ_OK) {
@@ -994,6 +1233,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         memset(&r, 0, sizeof r);
         r.index = i;
         r.name = t->name;
+        r.place = true;
         aq_model_tensor_result res;
         memset(&res, 0, sizeof res);
         st = kept[i] ? mq_keep(&s, t, &r, err) : mq_quantize(&s, i, t, &r, &res, err);
@@ -1005,14 +1245,14 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
             aq_model_release(model, i);
         }
         size_t out_bytes = r.data_size + 2 * r.groups * sizeof(float);
-        if (s.n_rows > 0 && s.pending_bytes + out_bytes > s.batch_bytes) {
+        /* (A row in the arena was placed after this flush already: mq_place.) */
+        if (!r.arena && s.n_rows > 0 && s.pending_bytes + out_bytes > s.batch_bytes) {
             if ((st = mq_flush(&s, err)) != AQ_OK) {
                 mq_row_free(&r);
                 goto done;
             }
         }
-        s.rows[s.n_rows++] = r;
-        s.pending_bytes += out_bytes;
+        mq_push(&s, &r, out_bytes);
         if (s.pending_bytes >= s.batch_bytes && (st = mq_flush(&s, err)) != AQ_OK) {
             goto done;
         }
@@ -1061,7 +1301,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
             opts->progress(opts->progress_user, &prog);
         }
     }
-    if ((st = mq_flush(&s, err)) != AQ_OK ||
+    if ((st = mq_flush(&s, err)) != AQ_OK || (st = mq_wait(&s, err)) != AQ_OK ||
         (st = aq_ipc_writer_close((aq_ipc_writer *)s.ipc, err)) != AQ_OK) {
         goto done;
     }
@@ -1076,9 +1316,15 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         *summary = sum;
     }
 done:
+    if (s.wr.running) {
+        aq_error ignored; /* the run failed already */
+        (void)mq_wait(&s, &ignored);
+    }
     for (size_t i = 0; i < s.n_rows; i++) {
         mq_row_free(&s.rows[i]);
     }
+    mq_arena_free(&s.arena[0]);
+    mq_arena_free(&s.arena[1]);
     aq_ipc_writer_free((aq_ipc_writer *)s.ipc);
     aq__schema_release_if(&schema);
     aq__keepalive_release(s.keep);
