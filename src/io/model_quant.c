@@ -282,9 +282,22 @@ static void mq_acc_finish(const mq_acc *a, double *sqnr, double *cosine, double 
     *maxerr = a->maxe;
 }
 
-static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme, const aq_layout *l,
-                            mq_row *r, aq_error *err)
+/* Measuring one tensor block by block: the dequantized block's buffer, the statistics' kernel
+ * and the sums, in block order (the same sums whether blocks are quantized first or one by
+ * one). */
+typedef struct mq_meter {
+    size_t block_rows;
+    float *buf;
+    aq__error_stats_fn stats;
+    size_t esize;
+    double acc[5];
+    aq_qtensor q;
+} mq_meter;
+
+static aq_status mq_meter_init(mq_state *s, const aq_tensor *src, aq_scheme scheme,
+                               const aq_layout *l, const mq_row *r, mq_meter *m, aq_error *err)
 {
+    memset(m, 0, sizeof *m);
     size_t block_rows = MQ_BLOCK_ELEMENTS / l->cols;
     block_rows = block_rows < 8 ? 8 : block_rows / 8 * 8;
     size_t cap = block_rows * l->cols;
@@ -300,54 +313,113 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
         }
         s->mbuf_cap = cap;
     }
-    float *buf = s->mbuf;
+    m->block_rows = block_rows;
+    m->buf = s->mbuf;
     /* The kernels' error statistics: the element-by-element loop in double took several
      * times as long as quantizing (bench/e2e.sh). */
-    aq__error_stats_fn stats = s->ctx->kernels->error_stats[src->dtype];
+    m->stats = s->ctx->kernels->error_stats[src->dtype];
     /* A floor or a budget decides bytes from these figures: those runs take the reference's
      * exact double sums, so the file is the same on every CPU (the SIMD sums differ by about
      * 1e-6 relative from one instruction set to another). */
     bool decides = s->min_cosine > 0.0 || (s->opts != NULL && s->opts->target_bpw > 0.0);
-    if (stats == NULL || decides) {
-        stats = aq__kernels_ref.error_stats[src->dtype];
+    if (m->stats == NULL || decides) {
+        m->stats = aq__kernels_ref.error_stats[src->dtype];
     }
-    const size_t esize = aq_dtype_size(src->dtype);
-    double acc[5] = {0, 0, 0, 0, 0};
-    aq_status st = AQ_OK;
+    m->esize = aq_dtype_size(src->dtype);
     /* The whole tensor as quantized, in its own scheme's layout (kquant keeps its sub-block
      * parameters after all codes; aq__dequantize_rows gathers them per block). */
-    aq_qtensor q;
-    memset(&q, 0, sizeof q);
-    q.name = src->name;
-    q.scheme = scheme;
-    q.bit_width = l->bit_width;
-    q.group_size = l->group_size;
-    q.shape = src->shape;
-    q.ndim = src->ndim;
-    q.packed = r->data;
-    q.packed_size = l->packed_bytes;
-    q.scales = r->scales;
-    q.zero_points = r->zps;
-    q.groups = l->groups;
-    for (size_t r0 = 0; r0 < l->rows && st == AQ_OK; r0 += block_rows) {
+    m->q.name = src->name;
+    m->q.scheme = scheme;
+    m->q.bit_width = l->bit_width;
+    m->q.group_size = l->group_size;
+    m->q.shape = src->shape;
+    m->q.ndim = src->ndim;
+    m->q.packed = r->data;
+    m->q.packed_size = l->packed_bytes;
+    m->q.scales = r->scales;
+    m->q.zero_points = r->zps;
+    m->q.groups = l->groups;
+    return AQ_OK;
+}
+
+/* Adds rows [r0, r1) (whole blocks from the tensor's start, or its end) to the sums. */
+static aq_status mq_meter_rows(mq_state *s, const aq_tensor *src, const aq_layout *l, mq_meter *m,
+                               size_t r0, size_t r1, aq_error *err)
+{
+    for (; r0 < r1; r0 += m->block_rows) {
         if (mq_cancelled(s->opts)) {
-            st = aq__error_set(err, AQ_CANCELLED, "cancelled");
-            break;
+            return aq__error_set(err, AQ_CANCELLED, "cancelled");
         }
-        size_t nr = l->rows - r0 < block_rows ? l->rows - r0 : block_rows;
-        size_t start = r0 * l->cols;
+        size_t nr = r1 - r0 < m->block_rows ? r1 - r0 : m->block_rows;
         size_t n = nr * l->cols;
-        if ((st = aq__dequantize_rows(s->ctx, &q, r0, nr, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
-            break;
+        aq_status st = aq__dequantize_rows(s->ctx, &m->q, r0, nr, AQ_DTYPE_F32, m->buf, n, err);
+        if (st != AQ_OK) {
+            return st;
         }
-        stats((const char *)src->data + start * esize, buf, n, acc);
+        m->stats((const char *)src->data + r0 * l->cols * m->esize, m->buf, n, m->acc);
     }
-    if (st == AQ_OK) {
-        const mq_acc sum = {acc[0], acc[1], acc[2], acc[3], acc[4]};
-        mq_acc_finish(&sum, &r->sqnr, &r->cosine, &r->maxerr);
-        r->sse = sum.ee;
+    return AQ_OK;
+}
+
+static void mq_meter_finish(const mq_meter *m, mq_row *r)
+{
+    const mq_acc sum = {m->acc[0], m->acc[1], m->acc[2], m->acc[3], m->acc[4]};
+    mq_acc_finish(&sum, &r->sqnr, &r->cosine, &r->maxerr);
+    r->sse = sum.ee;
+}
+
+/* Quantizes src into r's buffers (laid out as l) with c and measures the result. An affine
+ * tensor on one thread is quantized block by block, each block measured while its source is
+ * still in the cache (the second pass over the input cost about as much as quantizing:
+ * bench/e2e.sh); its bytes are the same (groups never straddle rows, and a block of a multiple
+ * of 8 rows starts on a byte). Other schemes and pooled contexts quantize the whole tensor
+ * first. */
+static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *src,
+                                     aq_scheme scheme, const aq_layout *l, mq_row *r,
+                                     aq_error *err)
+{
+    aq_qbuffers out = {r->data, l->packed_bytes, r->scales, r->zps, l->groups};
+    mq_meter m;
+    aq_status st = mq_meter_init(s, src, scheme, l, r, &m, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    return st;
+    aq__pool *pool = NULL;
+    if ((st = aq__ctx_pool(c, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    bool blocks = scheme == AQ_SCHEME_AFFINE && !c->preserve_moments && pool == NULL &&
+                  src->ndim >= 2 && l->rows > m.block_rows;
+    if (!blocks) {
+        if ((st = aq_quantize(c, src, &out, err)) != AQ_OK ||
+            (st = mq_meter_rows(s, src, l, &m, 0, l->rows, err)) != AQ_OK) {
+            return st;
+        }
+        mq_meter_finish(&m, r);
+        return AQ_OK;
+    }
+    for (size_t r0 = 0; r0 < l->rows; r0 += m.block_rows) {
+        size_t nr = l->rows - r0 < m.block_rows ? l->rows - r0 : m.block_rows;
+        int64_t shape[2] = {(int64_t)nr, (int64_t)l->cols};
+        aq_tensor part = *src;
+        part.data = (const char *)src->data + r0 * l->cols * m.esize;
+        part.shape = shape;
+        part.ndim = 2;
+        size_t bit0 = r0 * l->cols * l->bit_width; /* a multiple of 8: r0 is */
+        size_t g0 = r0 * l->groups_per_row;
+        aq_qbuffers po = {r->data + bit0 / 8, l->packed_bytes - bit0 / 8, r->scales + g0,
+                          r->zps + g0, l->groups - g0};
+        st = aq_quantize(c, &part, &po, err);
+        if (st == AQ_NON_FINITE) {
+            /* The message gives the index in the whole tensor. */
+            return aq_quantize(c, src, &out, err);
+        }
+        if (st != AQ_OK || (st = mq_meter_rows(s, src, l, &m, r0, r0 + nr, err)) != AQ_OK) {
+            return st;
+        }
+    }
+    mq_meter_finish(&m, r);
+    return AQ_OK;
 }
 
 /* ---- building and writing a batch ---- */
@@ -940,11 +1012,7 @@ static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st
     if ((st = mq_place(s, r, l.packed_bytes, l.groups, t->name, err)) != AQ_OK) {
         return st;
     }
-    aq_qbuffers out = {r->data, l.packed_bytes, r->scales, r->zps, l.groups};
-    if ((st = aq_quantize(&tmp, src, &out, err)) != AQ_OK) {
-        return st;
-    }
-    return mq_measure(s, src, scheme, &l, r, err);
+    return mq_quantize_measure(s, &tmp, src, scheme, &l, r, err);
 }
 
 /* One quantized tensor: the budget's choice, or the context's scheme and bits, raised while
