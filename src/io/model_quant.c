@@ -586,58 +586,29 @@ static void mq_arena_free(mq_arena *a)
     memset(a, 0, sizeof *a);
 }
 
-/* Room in the current arena for one more row of data_bytes and groups (the rows already in it
- * are moved along, and their pointers follow). A new capacity at least doubles, up to the
- * batch size, so a batch grows its arena a few times at most and later batches not at all. */
+/* Room in the current arena for one more row of data_bytes and groups. The arena is allocated
+ * on first use for a whole batch: a batch never holds more than batch_bytes of data, nor more
+ * than batch_bytes / 8 groups (each costs a scale and a zero point), since mq_place flushes
+ * first. Pages are touched only as rows fill them, then stay for the next batches (growing it
+ * as rows came cost a copy of every batch's first half). */
 static aq_status mq_arena_reserve(mq_state *s, size_t data_bytes, size_t groups, const char *name,
                                   aq_error *err)
 {
     mq_arena *a = &s->arena[s->cur];
-    size_t need = a->data_len + data_bytes;
-    if (need > a->data_cap) {
-        size_t cap = a->data_cap * 2 > need ? a->data_cap * 2 : need;
-        size_t top = s->batch_bytes > need ? s->batch_bytes : need;
-        cap = cap < ((size_t)1 << 20) ? (size_t)1 << 20 : cap;
-        cap = cap > top ? top : cap;
-        uint8_t *p = aq__aligned_alloc(cap);
-        if (p == NULL) {
-            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
+    if (a->data == NULL) {
+        a->data_cap = s->batch_bytes;
+        a->grp_cap = s->batch_bytes / (2 * sizeof(float)) + 1;
+        a->data = aq__aligned_alloc(a->data_cap);
+        a->scales = aq__aligned_alloc(a->grp_cap * sizeof(float));
+        a->zps = aq__aligned_alloc(a->grp_cap * sizeof(float));
+        if (a->data == NULL || a->scales == NULL || a->zps == NULL) {
+            mq_arena_free(a);
+            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory for a batch of %zu "
+                                 "bytes", name, s->batch_bytes);
         }
-        if (a->data_len > 0) {
-            memcpy(p, a->data, a->data_len);
-        }
-        free(a->data);
-        a->data = p;
-        a->data_cap = cap;
     }
-    need = a->grp_len + groups;
-    if (need > a->grp_cap) {
-        size_t cap = a->grp_cap * 2 > need ? a->grp_cap * 2 : need;
-        cap = cap < 4096 ? 4096 : cap;
-        float *sc = aq__aligned_alloc(cap * sizeof(float));
-        float *zp = aq__aligned_alloc(cap * sizeof(float));
-        if (sc == NULL || zp == NULL) {
-            free(sc);
-            free(zp);
-            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
-        }
-        if (a->grp_len > 0) {
-            memcpy(sc, a->scales, a->grp_len * sizeof(float));
-            memcpy(zp, a->zps, a->grp_len * sizeof(float));
-        }
-        free(a->scales);
-        free(a->zps);
-        a->scales = sc;
-        a->zps = zp;
-        a->grp_cap = cap;
-    }
-    for (size_t i = 0; i < s->n_rows; i++) {
-        mq_row *r = &s->rows[i];
-        if (r->arena) {
-            r->data = a->data + r->data_off;
-            r->scales = r->groups > 0 ? a->scales + r->grp_off : NULL;
-            r->zps = r->groups > 0 ? a->zps + r->grp_off : NULL;
-        }
+    if (data_bytes > a->data_cap - a->data_len || groups > a->grp_cap - a->grp_len) {
+        return aq__error_set(err, AQ_INTERNAL, "Layer '%s': row does not fit its batch", name);
     }
     return AQ_OK;
 }

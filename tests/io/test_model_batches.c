@@ -187,7 +187,7 @@ static void check_bits(unsigned bits)
     size_t own = 0, one = 0, some = 0, threads = 0;
     /* Every row its own batch, in buffers of its own (each row is larger than a batch). */
     quantize(src, "own.arrow", bits, 1, 1, &own);
-    /* One batch: the arena grows from 1 MiB while rows are pending (they move with it). */
+    /* One batch: all rows in one arena, back to back. */
     quantize(src, "one.arrow", bits, (size_t)64 << 20, 1, &one);
     /* Several batches: the two arenas take turns, the writer thread writes the other. */
     quantize(src, "some.arrow", bits, 150000, 1, &some);
