@@ -407,6 +407,23 @@ typedef struct aq_batch_options {
      * stream's schema is fixed before its first batch): AQ_UNSUPPORTED otherwise. */
     const aq_scheme *budget_schemes;
     size_t n_budget_schemes;
+    /* Diffusion layer rules (aq_rules_create; borrowed, must outlive a stream). NULL: every
+     * row with the context's bits and scheme. With rules, each row is decided by
+     * aq_rules_decide(layer_name, shape, source dtype) and is either kept or quantized at the
+     * decided bits, scheme and group size (the context's bits, scheme and group size are then
+     * not used; the result's arrowquant.scheme / group_size are the rules' profile's). A kept
+     * row has bit_width 16 (raw little-endian float16 in quantized_data) or 32 (float32: for
+     * bfloat16 sources, and for rows with a value beyond float16's range) and empty scales and
+     * zero_points (docs/format.md section 6.1). min_cosine raises any quantized row's bits;
+     * target_bpw covers only the rows that follow the profile (rule "profile"), the rows the
+     * rules keep or fix at other bits stay as decided. A decision that fails (contradictory
+     * overrides, a component the rules do not know) is a row error naming the tensor. */
+    const struct aq_rules *rules;
+    /* Calibration statistics (aq_calib_finish done; borrowed, must outlive a stream). NULL: no
+     * importance. Every quantized row whose layer has statistics (aq_calib_importance with the
+     * row's name and shape) is quantized with that importance (affine_search and kquant use
+     * it; plain affine ignores it); rows without statistics are quantized without. */
+    const struct aq_calib *calib;
 } aq_batch_options;
 
 /* Quantizes a record batch given as a struct array (DESIGN.md 2.1: columns layer_name,
