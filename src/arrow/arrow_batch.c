@@ -562,9 +562,7 @@ static aq_ctx bq_row_ctx(const aq_ctx *ctx, aq_scheme scheme, unsigned bits, siz
     aq_ctx c = *ctx;
     c.scheme = scheme;
     c.bit_width = bits;
-    if (scheme != AQ_SCHEME_KQUANT) {
-        c.group_size = group_size;
-    }
+    c.group_size = group_size; /* kquant ignores it (its layout's is always 512) */
     return c;
 }
 
@@ -668,8 +666,10 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
     qo.progress = bq_shim_progress;
     qo.progress_user = &sh;
     aq_qset *set = NULL;
-    /* The budget's rows follow the profile (with rules) or the context. */
-    aq_ctx bc = bq_row_ctx(ctx, p->base_scheme, p->base_bits, p->base_group);
+    /* The budget's rows follow the rules' profile (its scheme, bits and group size, also for
+     * the other budget schemes), or the context. */
+    aq_ctx bc = opts->rules != NULL ? bq_row_ctx(ctx, p->base_scheme, p->base_bits, p->base_group)
+                                    : *ctx;
     st = aq_qset_quantize(&bc, tensors, k, &qo, &set, err);
     if (st == AQ_CANCELLED && sh.err.code == AQ_CANCELLED) {
         *err = sh.err; /* the batch's own message, counting its rows */
