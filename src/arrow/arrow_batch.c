@@ -672,9 +672,8 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
                                     : *ctx;
     st = aq_qset_quantize(&bc, tensors, k, &qo, &set, err);
     if (st == AQ_CANCELLED && sh.err.code == AQ_CANCELLED) {
-        *err = sh.err; /* the batch's own message, counting its rows */
-        if (err == NULL) {
-            st = AQ_CANCELLED;
+        if (err != NULL) {
+            *err = sh.err; /* the batch's own message, counting its rows */
         }
     }
     if (st != AQ_OK) {
@@ -774,7 +773,7 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
     const bool quality = bq_quality_on(opts);
     aq_status st;
     aq__arrow_base_params(ctx, opts, &p->base_scheme, &p->base_bits, &p->base_group);
-    if (opts != NULL && opts->rules != NULL) {
+    if (p->n > 0) {
         /* Rows quantize through copies of the context (bq_row_ctx): its pool must exist on
          * the context itself first, or each copy would create (and leak) one. */
         aq__pool *pool;

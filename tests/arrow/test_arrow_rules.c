@@ -782,6 +782,41 @@ TEST(streams_with_rules_refuse_what_their_schema_cannot_say)
     aq_ctx_free(ctx);
 }
 
+TEST(threads_share_the_context_pool_without_rules_too)
+{
+    /* Rows quantize through copies of the context whether or not rules are given; with
+     * several threads the copies must share the context's pool (ASan: nothing leaks). */
+    aq_error err;
+    umodel m;
+    um_init(&m, 18);
+    aq_ctx *one = au_ctx(4, 32), *three = au_ctx(4, 32);
+    CHECK(one != NULL && three != NULL);
+    CHECK_OK(aq_ctx_set_param(three, AQ_PARAM_THREADS, 3, &err));
+    CHECK_OK(aq_ctx_set_param(one, AQ_PARAM_SCHEME, AQ_SCHEME_AFFINE_SEARCH, &err));
+    CHECK_OK(aq_ctx_set_param(three, AQ_PARAM_SCHEME, AQ_SCHEME_AFFINE_SEARCH, &err));
+    aq_batch_options floor = {.min_cosine = 0.99}, budget = {.target_bpw = 5.0};
+    const aq_batch_options *all[3] = {NULL, &floor, &budget};
+    for (int k = 0; k < 3; k++) {
+        cat c1 = {0}, c3 = {0};
+        struct ArrowSchema s;
+        struct ArrowArray a;
+        CHECK_OK(aq_tensors_quantize(one, m.t, NU, all[k], &s, &a, &err));
+        cat_add(&c1, &a);
+        s.release(&s);
+        a.release(&a);
+        CHECK_OK(aq_tensors_quantize(three, m.t, NU, all[k], &s, &a, &err));
+        cat_add(&c3, &a);
+        s.release(&s);
+        a.release(&a);
+        CHECK_MSG(c1.len == c3.len && memcmp(c1.bytes, c3.bytes, c1.len) == 0, "options %d", k);
+        free(c1.bytes);
+        free(c3.bytes);
+    }
+    free(m.w);
+    aq_ctx_free(one);
+    aq_ctx_free(three);
+}
+
 AQ_TEST_MAIN(AQ_CASE(unet_rules_keep_biases_norms_and_give_8_bits_to_time_embeddings),
              AQ_CASE(overrides_change_bits_or_keep),
              AQ_CASE(contradictory_overrides_name_the_tensor),
@@ -791,4 +826,5 @@ AQ_TEST_MAIN(AQ_CASE(unet_rules_keep_biases_norms_and_give_8_bits_to_time_embedd
              AQ_CASE(same_bytes_from_a_batch_a_stream_and_tensor_views),
              AQ_CASE(min_cosine_and_target_bpw_beside_the_rules),
              AQ_CASE(budget_schemes_with_kept_rows_write_raw_row_schemes),
-             AQ_CASE(streams_with_rules_refuse_what_their_schema_cannot_say))
+             AQ_CASE(streams_with_rules_refuse_what_their_schema_cannot_say),
+             AQ_CASE(threads_share_the_context_pool_without_rules_too))

@@ -167,3 +167,30 @@ def test_calibration_reaches_the_rows_that_have_statistics(aql, lib, rules):
     finally:
         aql.lib.aq_ctx_free(ctx)
         lib.aq_calib_free(calib)
+
+
+def test_the_module_dequantizes_kept_rows_and_raw_row_schemes(aql, rules):
+    """The Python module's dequantize_arrow shares the C restore path: kept rows come back
+    exactly, also beside arrowquant.row_schemes (a budget over two schemes)."""
+    arrow_quant_v2 = pytest.importorskip("arrow_quant_v2")
+    ws = weights(5)
+    schemes = (ctypes.c_int * 2)(0, 2)  # affine, kquant
+    ctx = aql.ctx()
+    try:
+        res = aql.quantize_opts(batch_of(ws), ctx, rules=rules, target_bpw=2.9,
+                                budget_schemes=ctypes.cast(schemes, ctypes.c_void_p),
+                                n_budget_schemes=2)
+    finally:
+        aql.lib.aq_ctx_free(ctx)
+    rs = res.schema.metadata[b"arrowquant.row_schemes"].decode()
+    assert rs.count('{"scheme":"raw","group_size":0}') == 2
+    assert '{"scheme":"affine","group_size":512}' in rs
+    back = arrow_quant_v2.ArrowQuantV2(mode="base").dequantize_arrow(res)
+    rw = back.column("weights").to_pylist()
+    for i, (_, _, bits) in enumerate(UNET):
+        got = np.asarray(rw[i], dtype=np.float32)
+        if bits == 16:
+            want = ws[i].astype(np.float16).astype(np.float32)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        else:
+            assert np.max(np.abs(got - ws[i])) < 0.1
