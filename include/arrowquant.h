@@ -410,8 +410,9 @@ typedef struct aq_batch_options {
     /* Diffusion layer rules (aq_rules_create; borrowed, must outlive a stream). NULL: every
      * row with the context's bits and scheme. With rules, each row is decided by
      * aq_rules_decide(layer_name, shape, source dtype) and is either kept or quantized at the
-     * decided bits, scheme and group size (the context's bits, scheme and group size are then
-     * not used; the result's arrowquant.scheme / group_size are the rules' profile's). A kept
+     * decided bits and scheme (the context's bits and scheme are then not used, its group size
+     * still is for schemes other than kquant, as in aq_model_quantize; the result's
+     * arrowquant.scheme is the rules' profile's). A kept
      * row has bit_width 16 (raw little-endian float16 in quantized_data) or 32 (float32: for
      * bfloat16 sources, and for rows with a value beyond float16's range) and empty scales and
      * zero_points (docs/format.md section 6.1). min_cosine raises any quantized row's bits;

@@ -251,8 +251,10 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
 }
 
 /* With layer rules, the row's decision replaces the context's layout: kept (raw), or the
- * decided bits, scheme and group size. The plan row must be valid (shape checked). */
-static aq_status bq_decide(const aq_batch_options *opts, bq_item *it, aq_error *row_err)
+ * decided bits and scheme (the group size stays the context's, as in the model pipeline;
+ * kquant's is always 512). The plan row must be valid (shape checked). */
+static aq_status bq_decide(const aq_ctx *ctx, const aq_batch_options *opts, bq_item *it,
+                           aq_error *row_err)
 {
     if (opts == NULL || opts->rules == NULL) {
         return AQ_OK;
@@ -283,7 +285,7 @@ static aq_status bq_decide(const aq_batch_options *opts, bq_item *it, aq_error *
     }
     aq_layout l;
     if ((st = aq_layout_compute_scheme(d.scheme, it->t.shape, it->t.ndim, d.bit_width,
-                                       d.group_size, &l, row_err)) != AQ_OK) {
+                                       ctx->group_size, &l, row_err)) != AQ_OK) {
         aq__error_prefix(row_err, "Layer '%s'", it->name);
         return st;
     }
@@ -308,7 +310,7 @@ static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in, const aq_b
         aq_error_clear(&row_err);
         p->items[i].scheme = ctx->scheme;
         if (bq_plan_row(ctx, in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK ||
-            bq_decide(opts, &p->items[i], &row_err) != AQ_OK) {
+            bq_decide(ctx, opts, &p->items[i], &row_err) != AQ_OK) {
             if ((st = aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err,
                                           err)) != AQ_OK) {
                 bq_plan_free(p);
@@ -347,7 +349,7 @@ static aq_status bq_plan_tensors(const aq_ctx *ctx, const aq_tensor *tensors, si
             }
         }
         if (st == AQ_OK) {
-            st = bq_decide(opts, item, &row_err);
+            st = bq_decide(ctx, opts, item, &row_err);
         }
         if (st != AQ_OK && (st = aq__arrow_row_error(opts, &item->message, &item->status, &row_err,
                                                      err)) != AQ_OK) {
@@ -666,10 +668,9 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
     qo.progress = bq_shim_progress;
     qo.progress_user = &sh;
     aq_qset *set = NULL;
-    /* The budget's rows follow the rules' profile (its scheme, bits and group size, also for
-     * the other budget schemes), or the context. */
-    aq_ctx bc = opts->rules != NULL ? bq_row_ctx(ctx, p->base_scheme, p->base_bits, p->base_group)
-                                    : *ctx;
+    /* The budget's rows start from the rules' profile's scheme and bits, or the context's;
+     * the group size of the non-kquant schemes is the context's either way. */
+    aq_ctx bc = bq_row_ctx(ctx, p->base_scheme, p->base_bits, ctx->group_size);
     st = aq_qset_quantize(&bc, tensors, k, &qo, &set, err);
     if (st == AQ_CANCELLED && sh.err.code == AQ_CANCELLED) {
         if (err != NULL) {

@@ -201,8 +201,9 @@ aq_status aq__arrow_result_schema_rows(aq_scheme scheme, size_t group_size, bool
 /* ---- layer rules and calibration (arrow_rules.c) ---- */
 
 /* The scheme, bits and group size that rows follow by default, written as the result's
- * arrowquant.scheme / group_size: the rules' profile's with rules, else the context's (a
- * kquant group size is always AQ_KQUANT_SUPER_BLOCK). */
+ * arrowquant.scheme / group_size: the rules' profile's scheme and bits with rules, else the
+ * context's; the group size is the context's (a kquant group size is always
+ * AQ_KQUANT_SUPER_BLOCK). */
 void aq__arrow_base_params(const aq_ctx *ctx, const aq_batch_options *opts, aq_scheme *scheme,
                            unsigned *bits, size_t *group_size);
 /* The bit width (16 or 32) a row the rules keep is stored with: the decided width, widened

@@ -120,7 +120,7 @@ void aq__arrow_base_params(const aq_ctx *ctx, const aq_batch_options *opts, aq_s
         *scheme = prof.scheme;
         *bits = prof.bit_width;
         *group_size =
-            prof.scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK : prof.group_size;
+            prof.scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK : ctx->group_size;
         return;
     }
     *scheme = ctx->scheme;

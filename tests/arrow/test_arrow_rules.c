@@ -661,14 +661,14 @@ TEST(min_cosine_and_target_bpw_beside_the_rules)
 TEST(budget_schemes_with_kept_rows_write_raw_row_schemes)
 {
     aq_error err;
-    aq_ctx *ctx = au_ctx(4, 128);
+    aq_ctx *ctx = au_ctx(4, 256); /* affine's group size, with rules too */
     umodel m;
     um_init(&m, 16);
     aq_rules *rules = unet_rules(&m);
     CHECK(ctx != NULL && rules != NULL);
-    /* affine at 2 bits in 512-element groups (the profile's group size) is the smallest
-     * option of conv1 (2.44 bpw against kquant's 2.94), and nothing larger fits: the rows
-     * then differ. */
+    /* affine at 2 bits in 256-element groups (the context's group size: one per row of 144)
+     * is the smallest option of conv1 (2.44 bpw against kquant's 2.94), and nothing larger
+     * fits: the rows then differ. */
     static const aq_scheme schemes[2] = {AQ_SCHEME_AFFINE, AQ_SCHEME_KQUANT};
     aq_batch_options opts = {
         .rules = rules, .target_bpw = 2.9, .budget_schemes = schemes, .n_budget_schemes = 2};
@@ -681,7 +681,7 @@ TEST(budget_schemes_with_kept_rows_write_raw_row_schemes)
                                "{\"scheme\":\"raw\",\"group_size\":0},"
                                "{\"scheme\":\"kquant\",\"group_size\":512},"
                                "{\"scheme\":\"raw\",\"group_size\":0},"
-                               "{\"scheme\":\"affine\",\"group_size\":512},"
+                               "{\"scheme\":\"affine\",\"group_size\":256},"
                                "{\"scheme\":\"kquant\",\"group_size\":512},";
     static const char tail[] = ",{\"scheme\":\"kquant\",\"group_size\":512}]";
     CHECK_MSG(strncmp(buf, head, strlen(head)) == 0 &&
