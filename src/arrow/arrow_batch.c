@@ -399,8 +399,7 @@ aq_status aq__arrow_result_schema_rows(aq_scheme scheme, size_t group_size, bool
         const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
                               "arrowquant.group_size", "arrowquant.packing",
                               "arrowquant.row_schemes"};
-        const char *values[] = {version, aq_scheme_name(scheme), group, "lsb-first",
-                                row_schemes};
+        const char *values[] = {version, aq_scheme_name(scheme), group, "lsb-first", row_schemes};
         st = aq__schema_set_metadata(&s, keys, values, row_schemes != NULL ? 5 : 4, err);
     }
     if (st != AQ_OK) {
@@ -623,6 +622,48 @@ static aq_status bq_quality_each(aq_ctx *ctx, bq_plan *p, const aq_batch_options
     return AQ_OK;
 }
 
+/* AQ_TARGET_BPW_PROFILE: the budget is what the rows would take without one, each at the
+ * base scheme and bits (the rules' profile's, or the context's), raised by min_cosine as the
+ * floor alone would (2 -> 4 -> 8). In *out, bits per weight with half a bit of the whole batch
+ * added, so that the budget in bytes is that size exactly, whatever the rounding of
+ * target * elements / 8 (sizes are whole bytes). */
+static aq_status bq_profile_target(aq_ctx *bc, const aq_batch_options *opts,
+                                   const aq_tensor *tensors, float *const *imps, size_t k,
+                                   double *out, aq_error *err)
+{
+    size_t bytes = 0, elements = 0;
+    aq_qset_options qo;
+    memset(&qo, 0, sizeof qo);
+    qo.min_cosine = opts->min_cosine;
+    for (size_t j = 0; j < k; j++) {
+        const aq_tensor *t = &tensors[j];
+        aq_layout l;
+        aq_status st = aq_layout_compute_scheme(bc->scheme, t->shape, t->ndim, bc->bit_width,
+                                                bc->group_size, &l, err);
+        if (st != AQ_OK) {
+            return st;
+        }
+        size_t b = l.packed_bytes + 8 * l.groups;
+        if (opts->min_cosine > 0.0) {
+            const float *const imp[1] = {imps[j]};
+            qo.importance = imps[j] != NULL ? imp : NULL;
+            aq_qset *set = NULL;
+            aq_qset_choice c;
+            if ((st = aq_qset_quantize(bc, t, 1, &qo, &set, err)) != AQ_OK ||
+                (st = aq_qset_get(set, 0, &c, NULL, err)) != AQ_OK) {
+                aq_qset_free(set);
+                return st;
+            }
+            aq_qset_free(set);
+            b = c.bytes;
+        }
+        bytes += b;
+        elements += l.elements;
+    }
+    *out = elements > 0 ? ((double)bytes * 8.0 + 0.5) / (double)elements : 0.0;
+    return AQ_OK;
+}
+
 /* Budget: every row of the batch in one call of the driver, which needs them all to share
  * the budget. Non-finite rows are found first so that continue mode can skip them. */
 static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
@@ -671,6 +712,14 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
     /* The budget's rows start from the rules' profile's scheme and bits, or the context's;
      * the group size of the non-kquant schemes is the context's either way. */
     aq_ctx bc = bq_row_ctx(ctx, p->base_scheme, p->base_bits, ctx->group_size);
+    if (opts->target_bpw == AQ_TARGET_BPW_PROFILE) {
+        if ((st = bq_profile_target(&bc, opts, tensors, imps, k, &qo.target_bpw, err)) != AQ_OK) {
+            goto done;
+        }
+        if (k == 0) {
+            qo.target_bpw = 0.0; /* nothing to choose for; the driver then has no budget */
+        }
+    }
     st = aq_qset_quantize(&bc, tensors, k, &qo, &set, err);
     if (st == AQ_CANCELLED && sh.err.code == AQ_CANCELLED) {
         if (err != NULL) {
@@ -705,16 +754,18 @@ static aq_status bq_quality(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
                              "Invalid min_cosine: %g. Must be between 0 (off) and 1",
                              opts->min_cosine);
     }
-    if (!(opts->target_bpw >= 0.0 && opts->target_bpw <= 64.0)) {
+    const bool budget = opts->target_bpw > 0.0 || opts->target_bpw == AQ_TARGET_BPW_PROFILE;
+    if (!(opts->target_bpw >= 0.0 && opts->target_bpw <= 64.0) && !budget) {
         return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. Must be between 0 (off) and 64",
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64, or "
+                             "AQ_TARGET_BPW_PROFILE (-1)",
                              opts->target_bpw);
     }
     p->sets = calloc(p->n + 1, sizeof *p->sets); /* one per row, and a budget's */
     if (p->sets == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
     }
-    if (!(opts->target_bpw > 0.0)) {
+    if (!budget) {
         return bq_quality_each(ctx, p, opts, run, true, err);
     }
     aq_status st = AQ_OK;
@@ -854,10 +905,9 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
             aq_error_clear(&row_err);
             aq_ctx rc = bq_row_ctx(ctx, it->scheme, l->bit_width, l->group_size);
             float *imp = NULL;
-            aq_status rst =
-                bq_uses_importance(it->scheme)
-                    ? aq__arrow_importance(opts, &it->t, l->elements, &imp, &row_err)
-                    : AQ_OK;
+            aq_status rst = bq_uses_importance(it->scheme)
+                                ? aq__arrow_importance(opts, &it->t, l->elements, &imp, &row_err)
+                                : AQ_OK;
             if (rst == AQ_OK) {
                 aq_quantize_options qo = {imp};
                 rst = imp != NULL ? aq_quantize_ex(&rc, &it->t, &qo, &qb, NULL, &row_err)

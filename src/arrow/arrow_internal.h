@@ -209,8 +209,8 @@ void aq__arrow_base_params(const aq_ctx *ctx, const aq_batch_options *opts, aq_s
 /* The bit width (16 or 32) a row the rules keep is stored with: the decided width, widened
  * from 16 to 32 when a value would overflow float16. Fails on NaN/Inf (naming the layer and
  * the index) as quantization does. */
-aq_status aq__arrow_keep_bits(const aq_tensor *t, size_t elements, unsigned decided,
-                              unsigned *bits, aq_error *err);
+aq_status aq__arrow_keep_bits(const aq_tensor *t, size_t elements, unsigned decided, unsigned *bits,
+                              aq_error *err);
 /* Writes a kept row's raw float16 (bits 16) or float32 (bits 32) values, host order. */
 void aq__arrow_keep_encode(const aq_tensor *t, size_t elements, unsigned bits, uint8_t *out);
 /* With opts->calib: AQ_INVALID_ARGUMENT unless aq_calib_finish was done. */

@@ -35,8 +35,8 @@ static float ar_value(const aq_tensor *t, size_t k)
     }
 }
 
-aq_status aq__arrow_keep_bits(const aq_tensor *t, size_t elements, unsigned decided,
-                              unsigned *bits, aq_error *err)
+aq_status aq__arrow_keep_bits(const aq_tensor *t, size_t elements, unsigned decided, unsigned *bits,
+                              aq_error *err)
 {
     /* NaN and Inf are refused as for quantized rows (float64 beyond float32's range too). */
     aq_status st = aq_tensor_check_finite(t, NULL, err);

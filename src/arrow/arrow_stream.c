@@ -66,7 +66,8 @@ static int stream_get_schema(struct ArrowArrayStream *self, struct ArrowSchema *
     aq_error e;
     aq_error_clear(&e);
     aq_status st = p->dequantize ? aq__arrow_restored_schema(out, &e)
-                                 : aq__arrow_result_schema(p->ctx, p->has_opts ? &p->opts : NULL, false, out, &e);
+                                 : aq__arrow_result_schema(p->ctx, p->has_opts ? &p->opts : NULL,
+                                                           false, out, &e);
     if (st != AQ_OK) {
         memcpy(p->last_error, e.message, sizeof p->last_error);
         return stream_errno(st);
@@ -161,7 +162,9 @@ static aq_status stream_open(aq_ctx *ctx, struct ArrowArrayStream *input,
     if (!dequantize && (st = aq__arrow_check_calib(opts, err)) != AQ_OK) {
         goto done;
     }
-    if (!dequantize && opts != NULL && opts->target_bpw > 0.0 && opts->budget_schemes != NULL) {
+    if (!dequantize && opts != NULL &&
+        (opts->target_bpw > 0.0 || opts->target_bpw == AQ_TARGET_BPW_PROFILE) &&
+        opts->budget_schemes != NULL) {
         /* The schema names one scheme: the rules' profile's with rules, else the context's. */
         aq_scheme base;
         unsigned bits;

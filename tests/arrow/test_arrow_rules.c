@@ -67,8 +67,9 @@ static tb_node um_batch(const umodel *m, size_t first, size_t count)
     tb_row rows[NU];
     for (size_t k = 0; k < count; k++) {
         size_t i = first + k;
-        rows[k] = (tb_row){g_unet[i].name, m->w + m->off[i], (int64_t)(m->off[i + 1] - m->off[i]),
-                           g_unet[i].shape, (int64_t)g_unet[i].ndim, false};
+        rows[k] =
+            (tb_row){g_unet[i].name,  m->w + m->off[i],        (int64_t)(m->off[i + 1] - m->off[i]),
+                     g_unet[i].shape, (int64_t)g_unet[i].ndim, false};
     }
     return tb_batch(rows, (int64_t)count);
 }
@@ -170,8 +171,8 @@ TEST(unet_rules_keep_biases_norms_and_give_8_bits_to_time_embeddings)
     for (size_t i = 0; i < NU; i++) {
         rr_row r;
         rr_get(&out_a, false, (int64_t)i, &r);
-        CHECK_MSG(r.bits == g_unet[i].bits, "%s: %u bits, expected %u (%s)", g_unet[i].name,
-                  r.bits, g_unet[i].bits, g_unet[i].rule);
+        CHECK_MSG(r.bits == g_unet[i].bits, "%s: %u bits, expected %u (%s)", g_unet[i].name, r.bits,
+                  g_unet[i].bits, g_unet[i].rule);
         if (g_unet[i].bits == 16) {
             CHECK_MSG(kept_row_is(&r, &m.t[i], ut_elements(&g_unet[i]), 16),
                       "%s is not the float16 of its weights", g_unet[i].name);
@@ -653,6 +654,47 @@ TEST(min_cosine_and_target_bpw_beside_the_rules)
               (double)bytes * 8.0 / (double)elements);
     s.release(&s);
     a.release(&a);
+
+    /* AQ_TARGET_BPW_PROFILE: the budget is the profile rows' own size without a budget (at
+     * the profile's bits, raised by the floor); the allocation stays within it. */
+    for (int f = 0; f < 2; f++) {
+        double floor = f ? 0.9995 : 0.0;
+        aq_batch_options plain = {.rules = rules, .min_cosine = floor};
+        aq_batch_options self = {
+            .rules = rules, .min_cosine = floor, .target_bpw = AQ_TARGET_BPW_PROFILE};
+        size_t own = 0, got = 0;
+        struct ArrowSchema s2;
+        struct ArrowArray a2;
+        CHECK_OK(aq_tensors_quantize(ctx, m.t, NU, &plain, &s, &a, &err));
+        CHECK_OK(aq_tensors_quantize(ctx, m.t, NU, &self, &s2, &a2, &err));
+        for (size_t i = 0; i < NU; i++) {
+            rr_row r, r2;
+            rr_get(&a, false, (int64_t)i, &r);
+            rr_get(&a2, false, (int64_t)i, &r2);
+            if (strcmp(g_unet[i].rule, "profile") == 0) {
+                own += r.packed_len + 8 * r.groups;
+                got += r2.packed_len + 8 * r2.groups;
+            } else {
+                CHECK(r.bits == r2.bits && r.packed_len == r2.packed_len &&
+                      memcmp(r.packed, r2.packed, r.packed_len) == 0);
+            }
+        }
+        CHECK_MSG(got <= own && got * 10 > own * 9, "floor %g: %zu bytes against %zu", floor, got,
+                  own);
+        s.release(&s);
+        a.release(&a);
+        s2.release(&s2);
+        a2.release(&a2);
+    }
+    /* Nothing follows the profile: nothing to choose, no error. */
+    aq_batch_options self = {.rules = rules, .target_bpw = AQ_TARGET_BPW_PROFILE};
+    CHECK_OK(aq_tensors_quantize(ctx, m.t, 4, &self, &s, &a, &err));
+    CHECK(a.length == 4);
+    s.release(&s);
+    a.release(&a);
+    self.target_bpw = -2.0;
+    CHECK_FAILS(aq_tensors_quantize(ctx, m.t, 4, &self, &s, &a, &err), AQ_INVALID_PARAMETER,
+                "Invalid target_bpw: -2");
     aq_rules_free(rules);
     free(m.w);
     aq_ctx_free(ctx);
@@ -773,8 +815,7 @@ TEST(streams_with_rules_refuse_what_their_schema_cannot_say)
     aq_batch_options oc = {.calib = open};
     batches[0] = um_batch(&m, 0, NU);
     tb_stream(&in, um_batch(&m, 0, 0), batches, 1, -1, NULL);
-    CHECK_FAILS(aq_stream_quantize(ctx, &in, &oc, &out, &err), AQ_INVALID_ARGUMENT,
-                "not finished");
+    CHECK_FAILS(aq_stream_quantize(ctx, &in, &oc, &out, &err), AQ_INVALID_ARGUMENT, "not finished");
     CHECK(in.release == NULL);
     aq_calib_free(open);
     aq_rules_free(rules);
