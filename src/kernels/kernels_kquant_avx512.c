@@ -246,125 +246,6 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
     return found;
 }
 
-/* kquant's sub-block search (step 1 of 5.2). */
-static inline __attribute__((always_inline)) bool
-kq5_fit(const float *x, size_t nv, unsigned bits, float lo, float hi, double *scale, double *offset)
-{
-    return kq5_search(x, nv, bits, lo, hi, -1.0, 0.125, false, true, scale, offset);
-}
-
-static bool kq5_fit_hook(const float *x, const float *w, size_t n, unsigned bits, float lo,
-                         float hi, double *scale, double *offset)
-{
-    if (w == NULL && n == aq__kq_sub(bits)) {
-        return n == 32 ? kq5_fit(x, 4, bits, lo, hi, scale, offset)
-                       : kq5_fit(x, 2, bits, lo, hi, scale, offset);
-    }
-    return aq__search_fit_kquant(x, w, n, bits, lo, hi, scale, offset);
-}
-
-/* Step 3 over a full unweighted sub-block of nv * 8 elements: the nine errors at once. */
-static inline __attribute__((always_inline)) void kq5_refine(const float *x, size_t nv,
-                                                             unsigned bits, float d, float dmin,
-                                                             unsigned *sc, unsigned *mc)
-{
-    const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
-    const int kmax = (int)((1u << aq__kq_param_bits(bits)) - 1u);
-    const size_t nf = nv / 2;
-    __m512 xv[2];
-    __m512d xd[4];
-    for (size_t k = 0; k < nf; k++) {
-        xv[k] = _mm512_loadu_ps(x + 16 * k);
-        xd[2 * k] = kq5_lo8(xv[k]);
-        xd[2 * k + 1] = kq5_hi8(xv[k]);
-    }
-    const int s0 = (int)*sc, m0 = (int)*mc;
-    /* Pair p = 0..7 are the neighbours in the reference's order, 8 is (s0, m0). */
-    int ps[9], pm[9];
-    bool valid[9];
-    __m512d acc[9];
-    for (int p = 0, t = 0; t < 9; t++) {
-        int ds = t / 3 - 1, dm = t % 3 - 1;
-        int k = (ds == 0 && dm == 0) ? 8 : p++;
-        ps[k] = s0 + ds;
-        pm[k] = m0 + dm;
-        valid[k] = ps[k] >= 0 && pm[k] >= 0 && ps[k] <= kmax && pm[k] <= kmax;
-    }
-    /* 1 / a for the three scales s0 - 1, s0, s0 + 1 (0 where a is not positive). */
-    float ainv[3];
-    for (int t = 0; t < 3; t++) {
-        const float a = d * (float)(s0 + t - 1);
-        ainv[t] = a > 0.0f ? 1.0f / a : 0.0f;
-    }
-    for (int k = 0; k < 9; k++) {
-        __m512d e = _mm512_setzero_pd();
-        if (valid[k]) {
-            const float a = d * (float)ps[k];
-            const float b = dmin * (float)pm[k];
-            const float inv = ainv[ps[k] - s0 + 1];
-            const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vinv = _mm512_set1_ps(inv);
-            for (size_t j = 0; j < nf; j++) {
-                __m512 q = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[j], vb), vinv), qmax);
-                __m512 xh = _mm512_sub_ps(_mm512_mul_ps(va, q), vb);
-                __m512d r0 = _mm512_sub_pd(xd[2 * j], kq5_lo8(xh));
-                __m512d r1 = _mm512_sub_pd(xd[2 * j + 1], kq5_hi8(xh));
-                e = _mm512_add_pd(e, _mm512_mul_pd(r0, r0));
-                e = _mm512_add_pd(e, _mm512_mul_pd(r1, r1));
-            }
-        }
-        acc[k] = e;
-    }
-    double err[8];
-    _mm512_storeu_pd(err, kq5_tree8(acc));
-    double best = kq5_tree1(acc[8]);
-    unsigned bs = (unsigned)s0, bm = (unsigned)m0;
-    for (int k = 0; k < 8; k++) {
-        if (valid[k] && err[k] < best) {
-            best = err[k];
-            bs = (unsigned)ps[k];
-            bm = (unsigned)pm[k];
-        }
-    }
-    *sc = bs;
-    *mc = bm;
-}
-
-static void kq5_refine_hook(const float *x, const float *w, size_t n, unsigned bits, float d,
-                            float dmin, unsigned *sc, unsigned *mc)
-{
-    if (w == NULL && n == aq__kq_sub(bits)) {
-        if (n == 32) {
-            kq5_refine(x, 4, bits, d, dmin, sc, mc);
-        } else {
-            kq5_refine(x, 2, bits, d, dmin, sc, mc);
-        }
-        return;
-    }
-    aq__kq_refine_ref(x, w, n, bits, d, dmin, sc, mc);
-}
-
-static const aq__kq_hooks kq5_hooks = {kq5_fit_hook, kq5_refine_hook};
-
-/* Codes of one full sub-block (nf float vectors) for its quantized parameters (step 4), as
- * floats at q. */
-static inline void kq5_codes(const float *x, size_t nf, __m512 qmax, float d, float dmin,
-                             unsigned sc, unsigned mc, float *q)
-{
-    const float a = d * (float)sc;
-    const float b = dmin * (float)mc;
-    if (!(a > 0.0f)) {
-        for (size_t k = 0; k < nf; k++) {
-            _mm512_storeu_ps(q + 16 * k, _mm512_setzero_ps());
-        }
-        return;
-    }
-    const __m512 vb = _mm512_set1_ps(b), vinv = _mm512_set1_ps(1.0f / a);
-    for (size_t k = 0; k < nf; k++) {
-        __m512 u = _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(x + 16 * k), vb), vinv);
-        _mm512_storeu_ps(q + 16 * k, kq5_code(u, qmax));
-    }
-}
-
 /* Packs 512 codes (floats holding integers < 2^bits) to 512 * bits / 8 bytes at out. */
 static void kq5_pack(const float *q, unsigned bits, uint8_t *out)
 {
@@ -391,42 +272,226 @@ static void kq5_pack(const float *q, unsigned bits, uint8_t *out)
     }
 }
 
-/* A whole super-block: full, unweighted and byte-aligned ones here, the others through the
- * reference with the SIMD sub-block steps. */
+/* Transposes a 16 x 16 float matrix held in r[0..15] (row k in r[k]) in place. */
+static inline void kq5_tr16(__m512 r[16])
+{
+    __m512 t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+    }
+    /* u[4k + e], 128-bit chunk c: rows 4k..4k+3 of column 4c + e. */
+    for (int k = 0; k < 4; k++) {
+        __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * k + 1]), d = _mm512_castps_pd(t[4 * k + 3]);
+        u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    for (int e = 0; e < 4; e++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88);
+        __m512 v1 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xdd);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88);
+        __m512 v3 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xdd);
+        r[e] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[8 + e] = _mm512_shuffle_f32x4(v0, v2, 0xdd);
+        r[4 + e] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[12 + e] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
+    }
+}
+
+/* Per-lane state of 16 sub-blocks (one panel) in the kquant super-block kernel. */
+typedef struct kq5_panel {
+    __m512 sw, sx;       /* sums of step 1, kept for the refit */
+    __m512i sc, mc;      /* sub-block codes */
+} kq5_panel;
+
+/* The search of step 1 for the 16 sub-blocks of a panel (xv: element i of every sub-block in
+ * xv[i], n elements each): s and m of each lane into s[0..15], m[0..15]; sw, sx into p. */
+static inline __attribute__((always_inline)) void
+kq5_panel_fit(const __m512 *xv, size_t n, unsigned bits, kq5_panel *p, double *s, double *m)
+{
+    const float qmaxf = (float)((1u << bits) - 1u);
+    const __m512 qmax = _mm512_set1_ps(qmaxf), fzero = _mm512_setzero_ps();
+    __m512 lo = xv[0], hi = xv[0], sx = fzero, sxx = fzero;
+    for (size_t i = 0; i < n; i++) {
+        lo = _mm512_min_ps(xv[i], lo); /* x < lo ? x : lo */
+        hi = _mm512_max_ps(xv[i], hi);
+        sx = _mm512_add_ps(sx, xv[i]);
+        sxx = _mm512_add_ps(sxx, _mm512_mul_ps(xv[i], xv[i]));
+    }
+    lo = _mm512_add_ps(_mm512_min_ps(lo, fzero), fzero);
+    hi = _mm512_add_ps(hi, fzero);
+    const __mmask16 live = _mm512_cmp_ps_mask(hi, lo, _CMP_GT_OQ);
+    p->sw = _mm512_set1_ps((float)n);
+    p->sx = sx;
+    __m512 xl[32];
+    for (size_t i = 0; i < n; i++) {
+        xl[i] = _mm512_sub_ps(xv[i], lo);
+    }
+    const __m512d zero = _mm512_setzero_pd(), two = _mm512_set1_pd(2.0),
+                  inf = _mm512_set1_pd((double)INFINITY), SW = _mm512_set1_pd((double)n);
+    const __m512d SXh[2] = {kq5_lo8(sx), kq5_hi8(sx)}, SXXh[2] = {kq5_lo8(sxx), kq5_hi8(sxx)};
+    const __m512d loh[2] = {kq5_lo8(lo), kq5_hi8(lo)};
+    const __m512d hih[2] = {kq5_lo8(hi), kq5_hi8(hi)};
+    const __m512d range[2] = {_mm512_sub_pd(hih[0], loh[0]), _mm512_sub_pd(hih[1], loh[1])};
+    __m512d best_e[2] = {zero, zero}, best_s[2] = {zero, zero}, best_m[2] = {zero, zero};
+    __mmask8 found[2] = {0, 0};
+    for (unsigned c = 0; c < AQ__KQ_CANDIDATES; c++) {
+        const __m512d levels = _mm512_set1_pd((double)qmaxf - 1.0 + (double)c * 0.25);
+        const __m256 i0 = _mm512_cvtpd_ps(_mm512_div_pd(levels, range[0]));
+        const __m256 i1 = _mm512_cvtpd_ps(_mm512_div_pd(levels, range[1]));
+        const __m512 inv = _mm512_insertf32x8(_mm512_castps256_ps512(i0), i1, 1);
+        const __mmask16 inv_ok = _mm512_cmp_ps_mask(inv, _mm512_set1_ps(FLT_MAX), _CMP_LE_OQ);
+        __m512 sq = fzero, sqq = fzero, sxq = fzero;
+        for (size_t i = 0; i < n; i++) {
+            /* x - lo >= +0 and inv > 0: the lower clamp is the identity (a NaN from an
+             * infinite inv only occurs in a skipped lane). */
+            const __m512 q = kq5_code_pos(_mm512_mul_ps(xl[i], inv), qmax);
+            sq = _mm512_add_ps(sq, q);
+            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(q, q));
+            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(xv[i], q));
+        }
+        const __m512d SQh[2] = {kq5_lo8(sq), kq5_hi8(sq)}, SQQh[2] = {kq5_lo8(sqq), kq5_hi8(sqq)},
+                      SXQh[2] = {kq5_lo8(sxq), kq5_hi8(sxq)};
+        for (int h = 0; h < 2; h++) {
+            const __m512d SQ = SQh[h], SQQ = SQQh[h], SXQ = SXQh[h], SX = SXh[h];
+            const __m512d det = _mm512_sub_pd(_mm512_mul_pd(SW, SQQ), _mm512_mul_pd(SQ, SQ));
+            __mmask8 ok = (__mmask8)(((unsigned)(live & inv_ok)) >> (8 * h));
+            ok &= _mm512_cmp_pd_mask(det, zero, _CMP_GT_OQ);
+            __m512d sv = _mm512_div_pd(
+                _mm512_sub_pd(_mm512_mul_pd(SW, SXQ), _mm512_mul_pd(SQ, SX)), det);
+            __m512d mv = _mm512_div_pd(_mm512_sub_pd(SX, _mm512_mul_pd(sv, SQ)), SW);
+            const __mmask8 mpos = _mm512_cmp_pd_mask(mv, zero, _CMP_GT_OQ);
+            mv = _mm512_mask_mov_pd(mv, mpos, zero);
+            sv = _mm512_mask_div_pd(sv, mpos, SXQ, SQQ);
+            ok &= _mm512_cmp_pd_mask(sv, zero, _CMP_GT_OQ);
+            ok &= _mm512_cmp_pd_mask(sv, inf, _CMP_LT_OQ);
+            ok &= _mm512_cmp_pd_mask(_mm512_abs_pd(mv), inf, _CMP_LT_OQ);
+            const __m512d s2 = _mm512_mul_pd(two, sv);
+            __m512d e = _mm512_sub_pd(SXXh[h], _mm512_mul_pd(s2, SXQ));
+            e = _mm512_sub_pd(e, _mm512_mul_pd(_mm512_mul_pd(two, mv), SX));
+            e = _mm512_add_pd(e, _mm512_mul_pd(_mm512_mul_pd(sv, sv), SQQ));
+            e = _mm512_add_pd(e, _mm512_mul_pd(_mm512_mul_pd(s2, mv), SQ));
+            e = _mm512_add_pd(e, _mm512_mul_pd(_mm512_mul_pd(mv, mv), SW));
+            const __mmask8 better =
+                ok & (__mmask8)(~found[h] | _mm512_cmp_pd_mask(e, best_e[h], _CMP_LT_OQ));
+            best_e[h] = _mm512_mask_mov_pd(best_e[h], better, e);
+            best_s[h] = _mm512_mask_mov_pd(best_s[h], better, sv);
+            best_m[h] = _mm512_mask_mov_pd(best_m[h], better, mv);
+            found[h] |= ok;
+        }
+    }
+    /* No candidate: the min-max fit where the sub-block has a range, s = 0 where not; m = lo. */
+    const __m512d vqmax = _mm512_set1_pd((double)qmaxf);
+    for (int h = 0; h < 2; h++) {
+        const __mmask8 lv = (__mmask8)(((unsigned)live) >> (8 * h));
+        const __m512d fb = _mm512_maskz_div_pd(lv, range[h], vqmax);
+        _mm512_storeu_pd(s + 8 * h, _mm512_mask_mov_pd(fb, found[h], best_s[h]));
+        _mm512_storeu_pd(m + 8 * h, _mm512_mask_mov_pd(loh[h], found[h], best_m[h]));
+    }
+}
+
+/* a = d * sc, b = dmin * mc and inv = 1 / a (0 where a is not positive) of 16 lanes. */
+static inline void kq5_ab(float d, float dmin, __m512i sc, __m512i mc, __m512 *a, __m512 *b,
+                          __m512 *inv)
+{
+    *a = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sc));
+    *b = _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(mc));
+    const __mmask16 pos = _mm512_cmp_ps_mask(*a, _mm512_setzero_ps(), _CMP_GT_OQ);
+    *inv = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), *a);
+}
+
+/* Step 3 for the 16 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
+static inline __attribute__((always_inline)) void kq5_panel_refine(const __m512 *xv, size_t n,
+                                                                   unsigned bits, float d,
+                                                                   float dmin, kq5_panel *p)
+{
+    const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
+    const __m512i kmax = _mm512_set1_epi32((int)((1u << aq__kq_param_bits(bits)) - 1u));
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i s0 = p->sc, m0 = p->mc;
+    __m512i bs = s0, bm = m0;
+    __m512 best = _mm512_setzero_ps();
+    for (int t = 0; t < 9; t++) {
+        /* (0, 0) first, then the neighbours with ds outer and dm inner. */
+        const int k = t == 0 ? 4 : (t <= 4 ? t - 1 : t);
+        const int ds = k / 3 - 1, dm = k % 3 - 1;
+        const __m512i cs = _mm512_add_epi32(s0, _mm512_set1_epi32(ds));
+        const __m512i cm = _mm512_add_epi32(m0, _mm512_set1_epi32(dm));
+        __m512 a, b, inv;
+        kq5_ab(d, dmin, cs, cm, &a, &b, &inv);
+        __m512 e = _mm512_setzero_ps();
+        for (size_t i = 0; i < n; i++) {
+            const __m512 q = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[i], b), inv), qmax);
+            const __m512 r = _mm512_sub_ps(xv[i], _mm512_sub_ps(_mm512_mul_ps(a, q), b));
+            e = _mm512_add_ps(e, _mm512_mul_ps(r, r));
+        }
+        if (t == 0) {
+            best = e;
+            continue;
+        }
+        __mmask16 ok = _mm512_cmp_ps_mask(e, best, _CMP_LT_OQ);
+        ok &= _mm512_cmpge_epi32_mask(cs, zero) & _mm512_cmpge_epi32_mask(cm, zero);
+        ok &= _mm512_cmple_epi32_mask(cs, kmax) & _mm512_cmple_epi32_mask(cm, kmax);
+        best = _mm512_mask_mov_ps(best, ok, e);
+        bs = _mm512_mask_mov_epi32(bs, ok, cs);
+        bm = _mm512_mask_mov_epi32(bm, ok, cm);
+    }
+    p->sc = bs;
+    p->mc = bm;
+}
+
+/* Codes of a panel (step 4) into qv. */
+static inline void kq5_panel_codes(const __m512 *xv, size_t n, unsigned bits, float d, float dmin,
+                                   const kq5_panel *p, __m512 *qv)
+{
+    const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
+    __m512 a, b, inv;
+    kq5_ab(d, dmin, p->sc, p->mc, &a, &b, &inv);
+    for (size_t i = 0; i < n; i++) {
+        qv[i] = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[i], b), inv), qmax);
+    }
+}
+
+/* A whole super-block: full, unweighted and byte-aligned ones here, sub-block j in lane j % 16
+ * of panel j / 16; the others in the reference. */
 static void kq5_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
                       size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
 {
     if (w != NULL || len != AQ__KQ_SUPER || bit0 % 8 != 0) {
-        aq__kq_super(&kq5_hooks, x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
+        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
         return;
     }
-    const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, nv = sub / 8, nf = nv / 2;
-    const float qmaxf = (float)((1u << bits) - 1u);
-    const __m512 qmax = _mm512_set1_ps(qmaxf);
+    const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, npan = nsub / 16;
+    __m512 xv[AQ__KQ_SUPER / 16], qv[AQ__KQ_SUPER / 16];
+    kq5_panel pan[2];
     double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
     unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
+    float tq[AQ__KQ_SUPER / 16], tqq[AQ__KQ_SUPER / 16], txq[AQ__KQ_SUPER / 16];
+    float tw[AQ__KQ_SUPER / 16], tx[AQ__KQ_SUPER / 16];
     float q[AQ__KQ_SUPER];
 
+    /* Panel p, element i of its sub-blocks: xv[p * sub + i]. */
+    for (size_t p = 0; p < npan; p++) {
+        for (size_t c0 = 0; c0 < sub; c0 += 16) {
+            __m512 *r = xv + p * sub + c0;
+            for (size_t l = 0; l < 16; l++) {
+                r[l] = _mm512_loadu_ps(x + (p * 16 + l) * sub + c0);
+            }
+            kq5_tr16(r);
+        }
+    }
+
     /* 1. */
+    for (size_t p = 0; p < npan; p++) {
+        kq5_panel_fit(xv + p * sub, sub, bits, &pan[p], s + 16 * p, m + 16 * p);
+        _mm512_storeu_ps(tw + 16 * p, pan[p].sw);
+        _mm512_storeu_ps(tx + 16 * p, pan[p].sx);
+    }
     double smax = 0.0, mmax = 0.0;
     for (size_t j = 0; j < nsub; j++) {
-        const float *xj = x + j * sub;
-        __m512 vmin = _mm512_loadu_ps(xj), vmax = vmin;
-        for (size_t k = 1; k < nf; k++) {
-            vmin = _mm512_min_ps(vmin, _mm512_loadu_ps(xj + 16 * k));
-            vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(xj + 16 * k));
-        }
-        float lo = _mm512_reduce_min_ps(vmin), hi = _mm512_reduce_max_ps(vmax);
-        lo = (lo < 0.0f ? lo : 0.0f) + 0.0f;
-        hi = hi + 0.0f;
-        if (hi <= lo) {
-            s[j] = 0.0;
-            m[j] = (double)lo;
-        } else if (!(nv == 4 ? kq5_fit(xj, 4, bits, lo, hi, &s[j], &m[j])
-                             : kq5_fit(xj, 2, bits, lo, hi, &s[j], &m[j]))) {
-            s[j] = ((double)hi - (double)lo) / (double)qmaxf;
-            m[j] = (double)lo;
-        }
         smax = s[j] > smax ? s[j] : smax;
         mmax = -m[j] > mmax ? -m[j] : mmax;
     }
@@ -434,41 +499,45 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
     /* 2 and 3. */
     float d, dmin;
     aq__kq_params(s, m, nsub, bits, smax, mmax, &d, &dmin, sc, mc);
-    for (size_t j = 0; j < nsub; j++) {
-        if (nv == 4) {
-            kq5_refine(x + j * sub, 4, bits, d, dmin, &sc[j], &mc[j]);
-        } else {
-            kq5_refine(x + j * sub, 2, bits, d, dmin, &sc[j], &mc[j]);
+    for (size_t p = 0; p < npan; p++) {
+        pan[p].sc = _mm512_loadu_si512((const void *)(sc + 16 * p));
+        pan[p].mc = _mm512_loadu_si512((const void *)(mc + 16 * p));
+        kq5_panel_refine(xv + p * sub, sub, bits, d, dmin, &pan[p]);
+        _mm512_storeu_si512((void *)(sc + 16 * p), pan[p].sc);
+        _mm512_storeu_si512((void *)(mc + 16 * p), pan[p].mc);
+    }
+
+    /* 4 and 5: codes, the sums of the refit, one refit and new codes. */
+    for (size_t p = 0; p < npan; p++) {
+        const __m512 *xp = xv + p * sub;
+        __m512 *qp = qv + p * sub;
+        kq5_panel_codes(xp, sub, bits, d, dmin, &pan[p], qp);
+        __m512 sq = _mm512_setzero_ps(), sqq = sq, sxq = sq;
+        for (size_t i = 0; i < sub; i++) {
+            sq = _mm512_add_ps(sq, qp[i]);
+            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(qp[i], qp[i]));
+            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(xp[i], qp[i]));
+        }
+        _mm512_storeu_ps(tq + 16 * p, sq);
+        _mm512_storeu_ps(tqq + 16 * p, sqq);
+        _mm512_storeu_ps(txq + 16 * p, sxq);
+    }
+    if (aq__kq_refit(tq, tqq, txq, tw, tx, nsub, sc, mc, &d, &dmin)) {
+        for (size_t p = 0; p < npan; p++) {
+            kq5_panel_codes(xv + p * sub, sub, bits, d, dmin, &pan[p], qv + p * sub);
         }
     }
 
-    /* 4 and 5: codes, then at most two refits, each followed by new codes. With every weight
-     * 1, (W*A)*A is A*A and so on; the lanes are the specification's. */
-    for (size_t j = 0; j < nsub; j++) {
-        kq5_codes(x + j * sub, nf, qmax, d, dmin, sc[j], mc[j], q + j * sub);
-    }
-    for (unsigned r = 0; r < 2; r++) {
-        __m512d laa = _mm512_setzero_pd(), lab = laa, lbb = laa, lxa = laa, lxb = laa;
-        for (size_t i = 0; i < AQ__KQ_SUPER; i += 8) {
-            const __m512d S = _mm512_set1_pd((double)sc[i / sub]);
-            const __m512d B = _mm512_set1_pd((double)mc[i / sub]);
-            const __m512d X = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
-            const __m512d A = _mm512_mul_pd(S, _mm512_cvtps_pd(_mm256_loadu_ps(q + i)));
-            laa = _mm512_add_pd(laa, _mm512_mul_pd(A, A));
-            lab = _mm512_add_pd(lab, _mm512_mul_pd(A, B));
-            lbb = _mm512_add_pd(lbb, _mm512_mul_pd(B, B));
-            lxa = _mm512_add_pd(lxa, _mm512_mul_pd(X, A));
-            lxb = _mm512_add_pd(lxb, _mm512_mul_pd(X, B));
-        }
-        if (!aq__kq_refit_solve(kq5_tree1(laa), kq5_tree1(lab), kq5_tree1(lbb), kq5_tree1(lxa),
-                                kq5_tree1(lxb), &d, &dmin)) {
-            break;
-        }
-        for (size_t j = 0; j < nsub; j++) {
-            kq5_codes(x + j * sub, nf, qmax, d, dmin, sc[j], mc[j], q + j * sub);
+    /* Back to element order, then packed. */
+    for (size_t p = 0; p < npan; p++) {
+        for (size_t c0 = 0; c0 < sub; c0 += 16) {
+            __m512 *r = qv + p * sub + c0;
+            kq5_tr16(r);
+            for (size_t l = 0; l < 16; l++) {
+                _mm512_storeu_ps(q + (p * 16 + l) * sub + c0, r[l]);
+            }
         }
     }
-
     kq5_pack(q, bits, codes + bit0 / 8);
     aq__kq_put_params(meta, bits, len, sc, mc);
     *d_out = d;
