@@ -138,4 +138,15 @@ void aq__quantize_kquant_avx512_bf16(const void *src, const float *importance, c
 void aq__quantize_kquant_avx512_f64(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 
+/* kquant with the AVX2 super-block (kernels_kquant_avx2.c; x86 builds only, handed out
+ * through aq__kernels_avx2). */
+void aq__quantize_kquant_avx2_f32(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_avx2_f16(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_avx2_bf16(const void *src, const float *importance, const aq__span *s,
+                                   uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_avx2_f64(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+
 #endif /* AQ_KERNELS_QUALITY_H */
