@@ -120,9 +120,10 @@ kq2_panel_fit(const __m256 *xv, size_t n, unsigned bits, kq2_panel *p, double *s
         for (int h = 0; h < 2; h++) {
             const __m256d SQ = SQh[h], SQQ = SQQh[h], SXQ = SXQh[h], SX = SXh[h];
             const __m256d det = _mm256_sub_pd(_mm256_mul_pd(SW, SQQ), _mm256_mul_pd(SQ, SQ));
-            __m256d ok = _mm256_and_pd(kq2_half_mask(ok_f, h), _mm256_cmp_pd(det, zero, _CMP_GT_OQ));
-            __m256d sv = _mm256_div_pd(
-                _mm256_sub_pd(_mm256_mul_pd(SW, SXQ), _mm256_mul_pd(SQ, SX)), det);
+            __m256d ok =
+                _mm256_and_pd(kq2_half_mask(ok_f, h), _mm256_cmp_pd(det, zero, _CMP_GT_OQ));
+            __m256d sv =
+                _mm256_div_pd(_mm256_sub_pd(_mm256_mul_pd(SW, SXQ), _mm256_mul_pd(SQ, SX)), det);
             __m256d mv = _mm256_div_pd(_mm256_sub_pd(SX, _mm256_mul_pd(sv, SQ)), SW);
             const __m256d mpos = _mm256_cmp_pd(mv, zero, _CMP_GT_OQ);
             mv = _mm256_blendv_pd(mv, zero, mpos);
@@ -137,9 +138,9 @@ kq2_panel_fit(const __m256 *xv, size_t n, unsigned bits, kq2_panel *p, double *s
             e = _mm256_add_pd(e, _mm256_mul_pd(_mm256_mul_pd(s2, mv), SQ));
             e = _mm256_add_pd(e, _mm256_mul_pd(_mm256_mul_pd(mv, mv), SW));
             const __m256d better = _mm256_and_pd(
-                ok, _mm256_or_pd(_mm256_andnot_pd(found[h], _mm256_castsi256_pd(
-                                                                _mm256_set1_epi64x(-1))),
-                                 _mm256_cmp_pd(e, best_e[h], _CMP_LT_OQ)));
+                ok, _mm256_or_pd(
+                        _mm256_andnot_pd(found[h], _mm256_castsi256_pd(_mm256_set1_epi64x(-1))),
+                        _mm256_cmp_pd(e, best_e[h], _CMP_LT_OQ)));
             best_e[h] = _mm256_blendv_pd(best_e[h], e, better);
             best_s[h] = _mm256_blendv_pd(best_s[h], sv, better);
             best_m[h] = _mm256_blendv_pd(best_m[h], mv, better);
@@ -149,8 +150,7 @@ kq2_panel_fit(const __m256 *xv, size_t n, unsigned bits, kq2_panel *p, double *s
     /* No candidate: the min-max fit where the sub-block has a range, s = 0 where not; m = lo. */
     const __m256d vqmax = _mm256_set1_pd((double)qmaxf);
     for (int h = 0; h < 2; h++) {
-        const __m256d fb =
-            _mm256_and_pd(kq2_half_mask(live, h), _mm256_div_pd(range[h], vqmax));
+        const __m256d fb = _mm256_and_pd(kq2_half_mask(live, h), _mm256_div_pd(range[h], vqmax));
         _mm256_storeu_pd(s + 4 * h, _mm256_blendv_pd(fb, best_s[h], found[h]));
         _mm256_storeu_pd(m + 4 * h, _mm256_blendv_pd(loh[h], best_m[h], found[h]));
     }
@@ -167,9 +167,8 @@ static inline void kq2_ab(float d, float dmin, __m256i sc, __m256i mc, __m256 *a
 }
 
 /* Step 3 for the 8 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void kq2_panel_refine(const __m256 *xv, size_t n,
-                                                                   unsigned bits, float d,
-                                                                   float dmin, kq2_panel *p)
+static inline __attribute__((always_inline)) void
+kq2_panel_refine(const __m256 *xv, size_t n, unsigned bits, float d, float dmin, kq2_panel *p)
 {
     const __m256 qmax = _mm256_set1_ps((float)((1u << bits) - 1u));
     const __m256i kmax1 = _mm256_set1_epi32((int)(1u << aq__kq_param_bits(bits)));
@@ -196,10 +195,10 @@ static inline __attribute__((always_inline)) void kq2_panel_refine(const __m256 
             continue;
         }
         /* 0 <= cs, cm <= kmax, as -1 < c < kmax + 1. */
-        __m256i valid = _mm256_and_si256(_mm256_cmpgt_epi32(cs, minus1),
-                                         _mm256_cmpgt_epi32(kmax1, cs));
-        valid = _mm256_and_si256(valid, _mm256_and_si256(_mm256_cmpgt_epi32(cm, minus1),
-                                                         _mm256_cmpgt_epi32(kmax1, cm)));
+        __m256i valid =
+            _mm256_and_si256(_mm256_cmpgt_epi32(cs, minus1), _mm256_cmpgt_epi32(kmax1, cs));
+        valid = _mm256_and_si256(
+            valid, _mm256_and_si256(_mm256_cmpgt_epi32(cm, minus1), _mm256_cmpgt_epi32(kmax1, cm)));
         const __m256 ok =
             _mm256_and_ps(_mm256_castsi256_ps(valid), _mm256_cmp_ps(e, best, _CMP_LT_OQ));
         best = _mm256_blendv_ps(best, e, ok);

@@ -1,20 +1,24 @@
 /*
- * AVX-512 (F, DQ) versions of the two hot steps of the kquant scheme (docs/format.md 5.2):
- * the clipping search of step 1 and the neighbour refinement of step 3, for full unweighted
- * sub-blocks (16 or 32 elements); everything else, and weighted or short sub-blocks, is the
- * reference code (aq__kquant_span with these hooks). Bit-exact with the reference:
+ * AVX-512 (F, DQ) kernels of the quality schemes, bit-exact with the reference.
  *
+ * kquant (docs/format.md 5.2): full, unweighted, byte-aligned super-blocks whole here (the
+ * others in the reference). Every per-element sum of the specification is a float32 sum over
+ * one sub-block in element order, so sub-block j lives in lane j % 16 of panel j / 16 (the
+ * super-block is transposed 16 x 16 at a time) and each lane adds its sub-block's terms in the
+ * reference's order: no horizontal reductions. The once-per-candidate fit is the reference's
+ * double arithmetic on two __m512d halves; max/min with the constant second return it for NaN
+ * and equal zeros, as the reference's `u > 0 ? u : 0` and `u < qmax ? u : qmax` do; rounding
+ * is vrndscaleps to nearest even, as the reference's (u + 2^23) - 2^23 on [0, qmax].
+ *
+ * affine_search (5.1): the search of unweighted float32 groups of 16 to 128 elements.
  * - The eight double lanes of the specification's block sums are the eight lanes of a __m512d:
- *   element i of a sub-block goes to lane i mod 8, the vectors of elements 0-7, 8-15, ... are
+ *   element i of a group goes to lane i mod 8, the vectors of elements 0-7, 8-15, ... are
  *   added in that order to a zero vector, exactly as the reference adds them one by one.
  * - The final ((L0 + L1) + (L2 + L3)) + ((L4 + L5) + (L6 + L7)) of eight sums at once is a
  *   transpose-and-add (kq5_tree8) whose three levels add the same pairs.
- * - Per element the float32 operations are the reference's; max(u, 0) and min(u, qmax) use
- *   maxps/minps with the constant second, which return it for NaN and for equal zeros, as the
- *   reference's `u > 0 ? u : 0` and `u < qmax ? u : qmax` do.
  * - The once-per-candidate double arithmetic is the reference's, eight candidates per vector
  *   (no fused multiply-add: intrinsics are never contracted).
- * - Sw, Sq and Sqq are sums of small integers, exact in any order.
+ * - Sq and Sqq are sums of small integers, exact in any order.
  */
 #include "kernels.h"
 
@@ -114,7 +118,6 @@ static inline __m512 kq5_code_pos(__m512 u, __m512 qmax)
     return kq5_rne(u);
 }
 
-/* The search of step 1 over a full sub-block of nv * 8 elements (nv = 2 or 4), unweighted. */
 /* The search of docs/format.md 5.1 over nv * 8 unweighted elements (nv = 2, 4, 8 or 16, a
  * constant at each call so that the loops unroll): candidate c has qmax + first + c * step
  * levels, centred or anchored at lo, with or without the constraint offset <= 0. */
@@ -303,8 +306,8 @@ static inline void kq5_tr16(__m512 r[16])
 
 /* Per-lane state of 16 sub-blocks (one panel) in the kquant super-block kernel. */
 typedef struct kq5_panel {
-    __m512 sw, sx;       /* sums of step 1, kept for the refit */
-    __m512i sc, mc;      /* sub-block codes */
+    __m512 sw, sx;  /* sums of step 1, kept for the refit */
+    __m512i sc, mc; /* sub-block codes */
 } kq5_panel;
 
 /* The search of step 1 for the 16 sub-blocks of a panel (xv: element i of every sub-block in
@@ -360,8 +363,8 @@ kq5_panel_fit(const __m512 *xv, size_t n, unsigned bits, kq5_panel *p, double *s
             const __m512d det = _mm512_sub_pd(_mm512_mul_pd(SW, SQQ), _mm512_mul_pd(SQ, SQ));
             __mmask8 ok = (__mmask8)(((unsigned)(live & inv_ok)) >> (8 * h));
             ok &= _mm512_cmp_pd_mask(det, zero, _CMP_GT_OQ);
-            __m512d sv = _mm512_div_pd(
-                _mm512_sub_pd(_mm512_mul_pd(SW, SXQ), _mm512_mul_pd(SQ, SX)), det);
+            __m512d sv =
+                _mm512_div_pd(_mm512_sub_pd(_mm512_mul_pd(SW, SXQ), _mm512_mul_pd(SQ, SX)), det);
             __m512d mv = _mm512_div_pd(_mm512_sub_pd(SX, _mm512_mul_pd(sv, SQ)), SW);
             const __mmask8 mpos = _mm512_cmp_pd_mask(mv, zero, _CMP_GT_OQ);
             mv = _mm512_mask_mov_pd(mv, mpos, zero);
@@ -404,9 +407,8 @@ static inline void kq5_ab(float d, float dmin, __m512i sc, __m512i mc, __m512 *a
 }
 
 /* Step 3 for the 16 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void kq5_panel_refine(const __m512 *xv, size_t n,
-                                                                   unsigned bits, float d,
-                                                                   float dmin, kq5_panel *p)
+static inline __attribute__((always_inline)) void
+kq5_panel_refine(const __m512 *xv, size_t n, unsigned bits, float d, float dmin, kq5_panel *p)
 {
     const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
     const __m512i kmax = _mm512_set1_epi32((int)((1u << aq__kq_param_bits(bits)) - 1u));
