@@ -149,4 +149,15 @@ void aq__quantize_kquant_avx2_bf16(const void *src, const float *importance, con
 void aq__quantize_kquant_avx2_f64(const void *src, const float *importance, const aq__span *s,
                                   uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 
+/* kquant with the NEON super-block (kernels_kquant_neon.c; AArch64 builds only, handed out
+ * through aq__kernels_neon). */
+void aq__quantize_kquant_neon_f32(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_neon_f16(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_neon_bf16(const void *src, const float *importance, const aq__span *s,
+                                   uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_neon_f64(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+
 #endif /* AQ_KERNELS_QUALITY_H */
