@@ -311,30 +311,40 @@ typedef struct kq5_panel {
 } kq5_panel;
 
 /* The search of step 1 for the 16 sub-blocks of a panel (xv: element i of every sub-block in
- * xv[i], n elements each): s and m of each lane into s[0..15], m[0..15]; sw, sx into p. */
-static inline __attribute__((always_inline)) void
-kq5_panel_fit(const __m512 *xv, size_t n, unsigned bits, kq5_panel *p, double *s, double *m)
+ * xv[i], n elements each; wv and wx: the weights and w * x the same way, or NULL when every
+ * weight is 1, where w * x == x and w * q == q exactly): s and m of each lane into s[0..15],
+ * m[0..15]; sw, sx into p. */
+static inline __attribute__((always_inline)) void kq5_panel_fit(const __m512 *xv, const __m512 *wv,
+                                                                const __m512 *wx, size_t n,
+                                                                unsigned bits, kq5_panel *p,
+                                                                double *s, double *m)
 {
     const float qmaxf = (float)((1u << bits) - 1u);
     const __m512 qmax = _mm512_set1_ps(qmaxf), fzero = _mm512_setzero_ps();
-    __m512 lo = xv[0], hi = xv[0], sx = fzero, sxx = fzero;
+    __m512 lo = xv[0], hi = xv[0], sw = fzero, sx = fzero, sxx = fzero;
     for (size_t i = 0; i < n; i++) {
+        const __m512 wxi = wv != NULL ? wx[i] : xv[i];
         lo = _mm512_min_ps(xv[i], lo); /* x < lo ? x : lo */
         hi = _mm512_max_ps(xv[i], hi);
-        sx = _mm512_add_ps(sx, xv[i]);
-        sxx = _mm512_add_ps(sxx, _mm512_mul_ps(xv[i], xv[i]));
+        sw = wv != NULL ? _mm512_add_ps(sw, wv[i]) : sw;
+        sx = _mm512_add_ps(sx, wxi);
+        sxx = _mm512_add_ps(sxx, _mm512_mul_ps(wxi, xv[i]));
     }
     lo = _mm512_add_ps(_mm512_min_ps(lo, fzero), fzero);
     hi = _mm512_add_ps(hi, fzero);
     const __mmask16 live = _mm512_cmp_ps_mask(hi, lo, _CMP_GT_OQ);
-    p->sw = _mm512_set1_ps((float)n);
+    if (wv == NULL) {
+        sw = _mm512_set1_ps((float)n); /* n additions of 1.0f */
+    }
+    p->sw = sw;
     p->sx = sx;
     __m512 xl[32];
     for (size_t i = 0; i < n; i++) {
         xl[i] = _mm512_sub_ps(xv[i], lo);
     }
     const __m512d zero = _mm512_setzero_pd(), two = _mm512_set1_pd(2.0),
-                  inf = _mm512_set1_pd((double)INFINITY), SW = _mm512_set1_pd((double)n);
+                  inf = _mm512_set1_pd((double)INFINITY);
+    const __m512d SWh[2] = {kq5_lo8(sw), kq5_hi8(sw)};
     const __m512d SXh[2] = {kq5_lo8(sx), kq5_hi8(sx)}, SXXh[2] = {kq5_lo8(sxx), kq5_hi8(sxx)};
     const __m512d loh[2] = {kq5_lo8(lo), kq5_hi8(lo)};
     const __m512d hih[2] = {kq5_lo8(hi), kq5_hi8(hi)};
@@ -352,14 +362,15 @@ kq5_panel_fit(const __m512 *xv, size_t n, unsigned bits, kq5_panel *p, double *s
             /* x - lo >= +0 and inv > 0: the lower clamp is the identity (a NaN from an
              * infinite inv only occurs in a skipped lane). */
             const __m512 q = kq5_code_pos(_mm512_mul_ps(xl[i], inv), qmax);
-            sq = _mm512_add_ps(sq, q);
-            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(q, q));
-            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(xv[i], q));
+            const __m512 wq = wv != NULL ? _mm512_mul_ps(wv[i], q) : q;
+            sq = _mm512_add_ps(sq, wq);
+            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(wq, q));
+            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(wv != NULL ? wx[i] : xv[i], q));
         }
         const __m512d SQh[2] = {kq5_lo8(sq), kq5_hi8(sq)}, SQQh[2] = {kq5_lo8(sqq), kq5_hi8(sqq)},
                       SXQh[2] = {kq5_lo8(sxq), kq5_hi8(sxq)};
         for (int h = 0; h < 2; h++) {
-            const __m512d SQ = SQh[h], SQQ = SQQh[h], SXQ = SXQh[h], SX = SXh[h];
+            const __m512d SQ = SQh[h], SQQ = SQQh[h], SXQ = SXQh[h], SX = SXh[h], SW = SWh[h];
             const __m512d det = _mm512_sub_pd(_mm512_mul_pd(SW, SQQ), _mm512_mul_pd(SQ, SQ));
             __mmask8 ok = (__mmask8)(((unsigned)(live & inv_ok)) >> (8 * h));
             ok &= _mm512_cmp_pd_mask(det, zero, _CMP_GT_OQ);
@@ -407,8 +418,10 @@ static inline void kq5_ab(float d, float dmin, __m512i sc, __m512i mc, __m512 *a
 }
 
 /* Step 3 for the 16 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void
-kq5_panel_refine(const __m512 *xv, size_t n, unsigned bits, float d, float dmin, kq5_panel *p)
+static inline __attribute__((always_inline)) void kq5_panel_refine(const __m512 *xv,
+                                                                   const __m512 *wv, size_t n,
+                                                                   unsigned bits, float d,
+                                                                   float dmin, kq5_panel *p)
 {
     const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
     const __m512i kmax = _mm512_set1_epi32((int)((1u << aq__kq_param_bits(bits)) - 1u));
@@ -428,7 +441,8 @@ kq5_panel_refine(const __m512 *xv, size_t n, unsigned bits, float d, float dmin,
         for (size_t i = 0; i < n; i++) {
             const __m512 q = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[i], b), inv), qmax);
             const __m512 r = _mm512_sub_ps(xv[i], _mm512_sub_ps(_mm512_mul_ps(a, q), b));
-            e = _mm512_add_ps(e, _mm512_mul_ps(r, r));
+            const __m512 wr = wv != NULL ? _mm512_mul_ps(wv[i], r) : r;
+            e = _mm512_add_ps(e, _mm512_mul_ps(wr, r));
         }
         if (t == 0) {
             best = e;
@@ -457,17 +471,14 @@ static inline void kq5_panel_codes(const __m512 *xv, size_t n, unsigned bits, fl
     }
 }
 
-/* A whole super-block: full, unweighted and byte-aligned ones here, sub-block j in lane j % 16
- * of panel j / 16; the others in the reference. */
-static void kq5_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
-                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+/* A whole super-block (full and byte-aligned; weighted when wv != NULL), sub-block j in lane
+ * j % 16 of panel j / 16. */
+static inline __attribute__((always_inline)) void
+kq5_super_body(const __m512 *wv, unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta,
+               float *d_out, float *dmin_out, __m512 *xv, __m512 *wx)
 {
-    if (w != NULL || len != AQ__KQ_SUPER || bit0 % 8 != 0) {
-        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
-        return;
-    }
     const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, npan = nsub / 16;
-    __m512 xv[AQ__KQ_SUPER / 16], qv[AQ__KQ_SUPER / 16];
+    __m512 qv[AQ__KQ_SUPER / 16];
     kq5_panel pan[2];
     double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
     unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
@@ -475,20 +486,10 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
     float tw[AQ__KQ_SUPER / 16], tx[AQ__KQ_SUPER / 16];
     float q[AQ__KQ_SUPER];
 
-    /* Panel p, element i of its sub-blocks: xv[p * sub + i]. */
-    for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += 16) {
-            __m512 *r = xv + p * sub + c0;
-            for (size_t l = 0; l < 16; l++) {
-                r[l] = _mm512_loadu_ps(x + (p * 16 + l) * sub + c0);
-            }
-            kq5_tr16(r);
-        }
-    }
-
     /* 1. */
     for (size_t p = 0; p < npan; p++) {
-        kq5_panel_fit(xv + p * sub, sub, bits, &pan[p], s + 16 * p, m + 16 * p);
+        kq5_panel_fit(xv + p * sub, wv != NULL ? wv + p * sub : NULL,
+                      wv != NULL ? wx + p * sub : NULL, sub, bits, &pan[p], s + 16 * p, m + 16 * p);
         _mm512_storeu_ps(tw + 16 * p, pan[p].sw);
         _mm512_storeu_ps(tx + 16 * p, pan[p].sx);
     }
@@ -504,7 +505,8 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
     for (size_t p = 0; p < npan; p++) {
         pan[p].sc = _mm512_loadu_si512((const void *)(sc + 16 * p));
         pan[p].mc = _mm512_loadu_si512((const void *)(mc + 16 * p));
-        kq5_panel_refine(xv + p * sub, sub, bits, d, dmin, &pan[p]);
+        kq5_panel_refine(xv + p * sub, wv != NULL ? wv + p * sub : NULL, sub, bits, d, dmin,
+                         &pan[p]);
         _mm512_storeu_si512((void *)(sc + 16 * p), pan[p].sc);
         _mm512_storeu_si512((void *)(mc + 16 * p), pan[p].mc);
     }
@@ -516,9 +518,10 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
         kq5_panel_codes(xp, sub, bits, d, dmin, &pan[p], qp);
         __m512 sq = _mm512_setzero_ps(), sqq = sq, sxq = sq;
         for (size_t i = 0; i < sub; i++) {
-            sq = _mm512_add_ps(sq, qp[i]);
-            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(qp[i], qp[i]));
-            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(xp[i], qp[i]));
+            const __m512 wq = wv != NULL ? _mm512_mul_ps(wv[p * sub + i], qp[i]) : qp[i];
+            sq = _mm512_add_ps(sq, wq);
+            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(wq, qp[i]));
+            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(wv != NULL ? wx[p * sub + i] : xp[i], qp[i]));
         }
         _mm512_storeu_ps(tq + 16 * p, sq);
         _mm512_storeu_ps(tqq + 16 * p, sqq);
@@ -541,9 +544,49 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
         }
     }
     kq5_pack(q, bits, codes + bit0 / 8);
-    aq__kq_put_params(meta, bits, len, sc, mc);
+    aq__kq_put_params(meta, bits, AQ__KQ_SUPER, sc, mc);
     *d_out = d;
     *dmin_out = dmin;
+}
+
+/* Loads 512 values (sub-blocks of sub elements) transposed: element i of sub-block j of panel
+ * p (16 sub-blocks each) in lane j % 16 of out[p * sub + i]. */
+static inline void kq5_load_panels(const float *x, size_t sub, __m512 *out)
+{
+    const size_t npan = AQ__KQ_SUPER / sub / 16;
+    for (size_t p = 0; p < npan; p++) {
+        for (size_t c0 = 0; c0 < sub; c0 += 16) {
+            __m512 *r = out + p * sub + c0;
+            for (size_t l = 0; l < 16; l++) {
+                r[l] = _mm512_loadu_ps(x + (p * 16 + l) * sub + c0);
+            }
+            kq5_tr16(r);
+        }
+    }
+}
+
+/* A whole super-block: full and byte-aligned ones here (weighted or not), the others in the
+ * reference. */
+static void kq5_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
+                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+{
+    if (len != AQ__KQ_SUPER || bit0 % 8 != 0) {
+        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
+        return;
+    }
+    const size_t sub = aq__kq_sub(bits);
+    __m512 xv[AQ__KQ_SUPER / 16];
+    kq5_load_panels(x, sub, xv);
+    if (w == NULL) {
+        kq5_super_body(NULL, bits, codes, bit0, meta, d_out, dmin_out, xv, NULL);
+        return;
+    }
+    __m512 wv[AQ__KQ_SUPER / 16], wx[AQ__KQ_SUPER / 16];
+    kq5_load_panels(w, sub, wv);
+    for (size_t i = 0; i < AQ__KQ_SUPER / 16; i++) {
+        wx[i] = _mm512_mul_ps(wv[i], xv[i]); /* w * x, as the reference rounds it */
+    }
+    kq5_super_body(wv, bits, codes, bit0, meta, d_out, dmin_out, xv, wx);
 }
 
 #define KQ5_ADAPTER(suffix, dtype)                                                              \
