@@ -5,7 +5,7 @@
  * lane j % 8 of panel j / 8 (the super-block is transposed 8 x 8 at a time) and each lane adds
  * its sub-block's terms in the reference's order. The once-per-candidate double arithmetic
  * runs on two __m256d halves, left to right as written, without fused multiply-add (this file
- * is built without -mfma). Weighted, short and unaligned super-blocks go to the reference.
+ * is built without -mfma). Short and unaligned super-blocks go to the reference.
  */
 #include "kernels.h"
 
@@ -71,30 +71,38 @@ typedef struct kq2_panel {
 
 /* Step 1 for the 8 sub-blocks of a panel (xv[i]: element i of each, n elements): s and m of
  * each lane into s[0..7], m[0..7]; sw and sx into p. */
-static inline __attribute__((always_inline)) void
-kq2_panel_fit(const __m256 *xv, size_t n, unsigned bits, kq2_panel *p, double *s, double *m)
+static inline __attribute__((always_inline)) void kq2_panel_fit(const __m256 *xv, const __m256 *wv,
+                                                                const __m256 *wx, size_t n,
+                                                                unsigned bits, kq2_panel *p,
+                                                                double *s, double *m)
 {
     const float qmaxf = (float)((1u << bits) - 1u);
     const __m256 qmax = _mm256_set1_ps(qmaxf), fzero = _mm256_setzero_ps();
-    __m256 lo = xv[0], hi = xv[0], sx = fzero, sxx = fzero;
+    __m256 lo = xv[0], hi = xv[0], sw = fzero, sx = fzero, sxx = fzero;
     for (size_t i = 0; i < n; i++) {
+        const __m256 wxi = wv != NULL ? wx[i] : xv[i];
         lo = _mm256_min_ps(xv[i], lo); /* x < lo ? x : lo */
         hi = _mm256_max_ps(xv[i], hi);
-        sx = _mm256_add_ps(sx, xv[i]);
-        sxx = _mm256_add_ps(sxx, _mm256_mul_ps(xv[i], xv[i]));
+        sw = wv != NULL ? _mm256_add_ps(sw, wv[i]) : sw;
+        sx = _mm256_add_ps(sx, wxi);
+        sxx = _mm256_add_ps(sxx, _mm256_mul_ps(wxi, xv[i]));
     }
     lo = _mm256_add_ps(_mm256_min_ps(lo, fzero), fzero);
     hi = _mm256_add_ps(hi, fzero);
     const __m256 live = _mm256_cmp_ps(hi, lo, _CMP_GT_OQ);
-    p->sw = _mm256_set1_ps((float)n);
+    if (wv == NULL) {
+        sw = _mm256_set1_ps((float)n); /* n additions of 1.0f */
+    }
+    p->sw = sw;
     p->sx = sx;
     __m256 xl[32];
     for (size_t i = 0; i < n; i++) {
         xl[i] = _mm256_sub_ps(xv[i], lo);
     }
     const __m256d zero = _mm256_setzero_pd(), two = _mm256_set1_pd(2.0),
-                  inf = _mm256_set1_pd((double)INFINITY), SW = _mm256_set1_pd((double)n),
+                  inf = _mm256_set1_pd((double)INFINITY),
                   absmask = _mm256_castsi256_pd(_mm256_set1_epi64x(0x7fffffffffffffffll));
+    const __m256d SWh[2] = {kq2_lo4(sw), kq2_hi4(sw)};
     const __m256d SXh[2] = {kq2_lo4(sx), kq2_hi4(sx)}, SXXh[2] = {kq2_lo4(sxx), kq2_hi4(sxx)};
     const __m256d loh[2] = {kq2_lo4(lo), kq2_hi4(lo)}, hih[2] = {kq2_lo4(hi), kq2_hi4(hi)};
     const __m256d range[2] = {_mm256_sub_pd(hih[0], loh[0]), _mm256_sub_pd(hih[1], loh[1])};
@@ -111,14 +119,15 @@ kq2_panel_fit(const __m256 *xv, size_t n, unsigned bits, kq2_panel *p, double *s
         for (size_t i = 0; i < n; i++) {
             /* x - lo >= +0 and inv > 0 (or infinite in a skipped lane). */
             const __m256 q = kq2_code(_mm256_mul_ps(xl[i], inv), qmax);
-            sq = _mm256_add_ps(sq, q);
-            sqq = _mm256_add_ps(sqq, _mm256_mul_ps(q, q));
-            sxq = _mm256_add_ps(sxq, _mm256_mul_ps(xv[i], q));
+            const __m256 wq = wv != NULL ? _mm256_mul_ps(wv[i], q) : q;
+            sq = _mm256_add_ps(sq, wq);
+            sqq = _mm256_add_ps(sqq, _mm256_mul_ps(wq, q));
+            sxq = _mm256_add_ps(sxq, _mm256_mul_ps(wv != NULL ? wx[i] : xv[i], q));
         }
         const __m256d SQh[2] = {kq2_lo4(sq), kq2_hi4(sq)}, SQQh[2] = {kq2_lo4(sqq), kq2_hi4(sqq)},
                       SXQh[2] = {kq2_lo4(sxq), kq2_hi4(sxq)};
         for (int h = 0; h < 2; h++) {
-            const __m256d SQ = SQh[h], SQQ = SQQh[h], SXQ = SXQh[h], SX = SXh[h];
+            const __m256d SQ = SQh[h], SQQ = SQQh[h], SXQ = SXQh[h], SX = SXh[h], SW = SWh[h];
             const __m256d det = _mm256_sub_pd(_mm256_mul_pd(SW, SQQ), _mm256_mul_pd(SQ, SQ));
             __m256d ok =
                 _mm256_and_pd(kq2_half_mask(ok_f, h), _mm256_cmp_pd(det, zero, _CMP_GT_OQ));
@@ -167,8 +176,10 @@ static inline void kq2_ab(float d, float dmin, __m256i sc, __m256i mc, __m256 *a
 }
 
 /* Step 3 for the 8 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void
-kq2_panel_refine(const __m256 *xv, size_t n, unsigned bits, float d, float dmin, kq2_panel *p)
+static inline __attribute__((always_inline)) void kq2_panel_refine(const __m256 *xv,
+                                                                   const __m256 *wv, size_t n,
+                                                                   unsigned bits, float d,
+                                                                   float dmin, kq2_panel *p)
 {
     const __m256 qmax = _mm256_set1_ps((float)((1u << bits) - 1u));
     const __m256i kmax1 = _mm256_set1_epi32((int)(1u << aq__kq_param_bits(bits)));
@@ -188,7 +199,8 @@ kq2_panel_refine(const __m256 *xv, size_t n, unsigned bits, float d, float dmin,
         for (size_t i = 0; i < n; i++) {
             const __m256 q = kq2_code(_mm256_mul_ps(_mm256_add_ps(xv[i], b), inv), qmax);
             const __m256 r = _mm256_sub_ps(xv[i], _mm256_sub_ps(_mm256_mul_ps(a, q), b));
-            e = _mm256_add_ps(e, _mm256_mul_ps(r, r));
+            const __m256 wr = wv != NULL ? _mm256_mul_ps(wv[i], r) : r;
+            e = _mm256_add_ps(e, _mm256_mul_ps(wr, r));
         }
         if (t == 0) {
             best = e;
@@ -223,17 +235,14 @@ static inline void kq2_panel_codes(const __m256 *xv, size_t n, unsigned bits, fl
     }
 }
 
-/* A whole super-block: full, unweighted and byte-aligned ones here, sub-block j in lane j % 8
- * of panel j / 8; the others in the reference. */
-static void kq2_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
-                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+/* A whole super-block (full and byte-aligned; weighted when wv != NULL), sub-block j in lane
+ * j % 8 of panel j / 8. */
+static inline __attribute__((always_inline)) void
+kq2_super_body(const __m256 *wv, unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta,
+               float *d_out, float *dmin_out, __m256 *xv, __m256 *wx)
 {
-    if (w != NULL || len != AQ__KQ_SUPER || bit0 % 8 != 0) {
-        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
-        return;
-    }
     const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, npan = nsub / 8;
-    __m256 xv[AQ__KQ_SUPER / 8], qv[AQ__KQ_SUPER / 8];
+    __m256 qv[AQ__KQ_SUPER / 8];
     kq2_panel pan[4];
     double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
     unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
@@ -241,20 +250,10 @@ static void kq2_super(const float *x, const float *w, size_t len, unsigned bits,
     float tw[AQ__KQ_SUPER / 16], tx[AQ__KQ_SUPER / 16];
     float q[AQ__KQ_SUPER];
 
-    /* Panel p, element i of its sub-blocks: xv[p * sub + i]. */
-    for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += 8) {
-            __m256 *r = xv + p * sub + c0;
-            for (size_t l = 0; l < 8; l++) {
-                r[l] = _mm256_loadu_ps(x + (p * 8 + l) * sub + c0);
-            }
-            kq2_tr8(r);
-        }
-    }
-
     /* 1. */
     for (size_t p = 0; p < npan; p++) {
-        kq2_panel_fit(xv + p * sub, sub, bits, &pan[p], s + 8 * p, m + 8 * p);
+        kq2_panel_fit(xv + p * sub, wv != NULL ? wv + p * sub : NULL,
+                      wv != NULL ? wx + p * sub : NULL, sub, bits, &pan[p], s + 8 * p, m + 8 * p);
         _mm256_storeu_ps(tw + 8 * p, pan[p].sw);
         _mm256_storeu_ps(tx + 8 * p, pan[p].sx);
     }
@@ -270,7 +269,8 @@ static void kq2_super(const float *x, const float *w, size_t len, unsigned bits,
     for (size_t p = 0; p < npan; p++) {
         pan[p].sc = _mm256_loadu_si256((const __m256i *)(const void *)(sc + 8 * p));
         pan[p].mc = _mm256_loadu_si256((const __m256i *)(const void *)(mc + 8 * p));
-        kq2_panel_refine(xv + p * sub, sub, bits, d, dmin, &pan[p]);
+        kq2_panel_refine(xv + p * sub, wv != NULL ? wv + p * sub : NULL, sub, bits, d, dmin,
+                         &pan[p]);
         _mm256_storeu_si256((__m256i *)(void *)(sc + 8 * p), pan[p].sc);
         _mm256_storeu_si256((__m256i *)(void *)(mc + 8 * p), pan[p].mc);
     }
@@ -282,9 +282,10 @@ static void kq2_super(const float *x, const float *w, size_t len, unsigned bits,
         kq2_panel_codes(xp, sub, bits, d, dmin, &pan[p], qp);
         __m256 sq = _mm256_setzero_ps(), sqq = sq, sxq = sq;
         for (size_t i = 0; i < sub; i++) {
-            sq = _mm256_add_ps(sq, qp[i]);
-            sqq = _mm256_add_ps(sqq, _mm256_mul_ps(qp[i], qp[i]));
-            sxq = _mm256_add_ps(sxq, _mm256_mul_ps(xp[i], qp[i]));
+            const __m256 wq = wv != NULL ? _mm256_mul_ps(wv[p * sub + i], qp[i]) : qp[i];
+            sq = _mm256_add_ps(sq, wq);
+            sqq = _mm256_add_ps(sqq, _mm256_mul_ps(wq, qp[i]));
+            sxq = _mm256_add_ps(sxq, _mm256_mul_ps(wv != NULL ? wx[p * sub + i] : xp[i], qp[i]));
         }
         _mm256_storeu_ps(tq + 8 * p, sq);
         _mm256_storeu_ps(tqq + 8 * p, sqq);
@@ -315,9 +316,49 @@ static void kq2_super(const float *x, const float *w, size_t len, unsigned bits,
         }
         out[i / per] = (uint8_t)v;
     }
-    aq__kq_put_params(meta, bits, len, sc, mc);
+    aq__kq_put_params(meta, bits, AQ__KQ_SUPER, sc, mc);
     *d_out = d;
     *dmin_out = dmin;
+}
+
+/* Loads 512 values (sub-blocks of sub elements) transposed: element i of sub-block j of panel
+ * p (8 sub-blocks each) in lane j % 8 of out[p * sub + i]. */
+static inline void kq2_load_panels(const float *x, size_t sub, __m256 *out)
+{
+    const size_t npan = AQ__KQ_SUPER / sub / 8;
+    for (size_t p = 0; p < npan; p++) {
+        for (size_t c0 = 0; c0 < sub; c0 += 8) {
+            __m256 *r = out + p * sub + c0;
+            for (size_t l = 0; l < 8; l++) {
+                r[l] = _mm256_loadu_ps(x + (p * 8 + l) * sub + c0);
+            }
+            kq2_tr8(r);
+        }
+    }
+}
+
+/* A whole super-block: full and byte-aligned ones here (weighted or not), the others in the
+ * reference. */
+static void kq2_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
+                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+{
+    if (len != AQ__KQ_SUPER || bit0 % 8 != 0) {
+        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
+        return;
+    }
+    const size_t sub = aq__kq_sub(bits);
+    __m256 xv[AQ__KQ_SUPER / 8];
+    kq2_load_panels(x, sub, xv);
+    if (w == NULL) {
+        kq2_super_body(NULL, bits, codes, bit0, meta, d_out, dmin_out, xv, NULL);
+        return;
+    }
+    __m256 wv[AQ__KQ_SUPER / 8], wx[AQ__KQ_SUPER / 8];
+    kq2_load_panels(w, sub, wv);
+    for (size_t i = 0; i < AQ__KQ_SUPER / 8; i++) {
+        wx[i] = _mm256_mul_ps(wv[i], xv[i]); /* w * x, as the reference rounds it */
+    }
+    kq2_super_body(wv, bits, codes, bit0, meta, d_out, dmin_out, xv, wx);
 }
 
 #define KQ2_ADAPTER(suffix, dtype)                                                            \
