@@ -14,8 +14,11 @@
  *  - Student-t with 3 degrees of freedom scaled to standard deviation sigma:
  *    t = z0 / sqrt((z1^2 + z2^2 + z3^2) / 3), x = t * sigma / sqrt(3).
  *
- * Usage: bench_quality [--rows R] [--cols C] [--reps N] [--only SCHEME]
- * (--only keeps the affine rows, the speed reference, and the rows of that scheme.)
+ * Usage: bench_quality [--rows R] [--cols C] [--reps N] [--only SCHEME] [--importance 1]
+ * (--only keeps the affine rows, the speed reference, and the rows of that scheme.
+ * --importance 1 passes one importance weight per element, 0.5 + u with u uniform from
+ * splitmix64 seed 99, to every call, so that the weighted searches are timed; plain affine
+ * ignores it, and the errors reported stay unweighted.)
  * Errors: relative RMSE = sqrt(MSE) / std(w); SQNR and cosine as in aq_metrics_compute; bits
  * per weight count codes, float32 scales and zero points and kquant's sub-block parameters.
  * Speed: aq_quantize on one thread, the best of --reps runs, in millions of weights per second
@@ -130,6 +133,7 @@ int main(int argc, char **argv)
     int reps = 1;
     unsigned threads = 0; /* 0: no thread-scaling table */
     const char *only = NULL;
+    int importance = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--rows") == 0) {
             rows = (size_t)strtoull(argv[i + 1], NULL, 10);
@@ -141,9 +145,12 @@ int main(int argc, char **argv)
             threads = (unsigned)strtoul(argv[i + 1], NULL, 10);
         } else if (strcmp(argv[i], "--only") == 0) {
             only = argv[i + 1];
+        } else if (strcmp(argv[i], "--importance") == 0) {
+            importance = atoi(argv[i + 1]);
         } else {
             fprintf(stderr,
-                    "usage: %s [--rows R] [--cols C] [--reps N] [--threads T] [--only SCHEME]\n",
+                    "usage: %s [--rows R] [--cols C] [--reps N] [--threads T] [--only SCHEME] "
+                    "[--importance 1]\n",
                     argv[0]);
             return 2;
         }
@@ -151,19 +158,27 @@ int main(int argc, char **argv)
     const size_t n = rows * cols;
     int64_t shape[2] = {(int64_t)rows, (int64_t)cols};
     float *w = malloc(n * sizeof *w), *deq = malloc(n * sizeof *deq);
+    float *imp = importance ? malloc(n * sizeof *imp) : NULL;
+    if (importance && imp != NULL) {
+        uint64_t seed = 99;
+        for (size_t i = 0; i < n; i++) {
+            imp[i] = (float)(0.5 + bq_uniform(&seed));
+        }
+    }
+    aq_quantize_options qopts = {imp};
     aq_layout big;
     aq_error err;
     BQ_CHECK(aq_layout_compute_scheme(AQ_SCHEME_KQUANT, shape, 2, 8, 512, &big, &err));
     uint8_t *packed = malloc(big.packed_bytes + n);
     float *scales = malloc(n / 8 * sizeof *scales + 64), *zps = malloc(n / 8 * sizeof *zps + 64);
-    if (!w || !deq || !packed || !scales || !zps) {
+    if (!w || !deq || !packed || !scales || !zps || (importance && !imp)) {
         fprintf(stderr, "bench_quality: out of memory\n");
         return 1;
     }
     aq_ctx *ctx;
     BQ_CHECK(aq_ctx_create(&ctx, &err));
-    printf("# bench/quality: %zu x %zu, sigma 0.02, kernels %s, 1 thread, best of %d\n", rows, cols,
-           aq_ctx_kernels(ctx), reps);
+    printf("# bench/quality: %zu x %zu, sigma 0.02, kernels %s, 1 thread, best of %d%s\n", rows,
+           cols, aq_ctx_kernels(ctx), reps, importance ? ", with importance weights" : "");
     printf("| distribution | scheme | bits | bpw | rel RMSE | ggml ref (bpw) | SQNR dB | cosine "
            "| KL(fit) | M weights/s | speed / affine |\n"
            "|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -200,12 +215,13 @@ int main(int argc, char **argv)
             double best = 1e30;
             for (int r = 0; r < reps; r++) {
                 double t0 = bq_now();
-                BQ_CHECK(aq_quantize(ctx, &t, &b, &err));
+                BQ_CHECK(importance ? aq_quantize_ex(ctx, &t, &qopts, &b, NULL, &err)
+                                    : aq_quantize(ctx, &t, &b, &err));
                 double dt = bq_now() - t0;
                 best = dt < best ? dt : best;
             }
             aq_quantize_stats stats;
-            BQ_CHECK(aq_quantize_ex(ctx, &t, NULL, &b, &stats, &err));
+            BQ_CHECK(aq_quantize_ex(ctx, &t, importance ? &qopts : NULL, &b, &stats, &err));
             aq_qtensor q = {t.name, cf->scheme,     l.bit_width, l.group_size, shape,   2,
                             packed, l.packed_bytes, scales,      zps,          l.groups};
             BQ_CHECK(aq_dequantize(ctx, &q, AQ_DTYPE_F32, deq, n, &err));
@@ -305,6 +321,7 @@ int main(int argc, char **argv)
     }
     aq_ctx_free(ctx);
     free(w);
+    free(imp);
     free(deq);
     free(packed);
     free(scales);

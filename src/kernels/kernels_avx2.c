@@ -11,6 +11,12 @@
 #define SIMD_VL 8
 #define SIMD_NAME "avx2"
 #define SIMD_TABLE_NAME aq__kernels_avx2
+/* kquant's super-block (kernels_kquant_avx2.c). */
+#define SIMD_KQUANT_QUANTIZE                                                                       \
+    {                                                                                              \
+        aq__quantize_kquant_avx2_f32, aq__quantize_kquant_avx2_f16, aq__quantize_kquant_avx2_bf16, \
+            aq__quantize_kquant_avx2_f64                                                           \
+    }
 
 typedef __m256 simd_v;
 

@@ -1,20 +1,24 @@
 /*
- * AVX-512 (F, DQ) versions of the two hot steps of the kquant scheme (docs/format.md 5.2):
- * the clipping search of step 1 and the neighbour refinement of step 3, for full unweighted
- * sub-blocks (16 or 32 elements); everything else, and weighted or short sub-blocks, is the
- * reference code (aq__kquant_span with these hooks). Bit-exact with the reference:
+ * AVX-512 (F, DQ) kernels of the quality schemes, bit-exact with the reference.
  *
+ * kquant (docs/format.md 5.2): full, unweighted, byte-aligned super-blocks whole here (the
+ * others in the reference). Every per-element sum of the specification is a float32 sum over
+ * one sub-block in element order, so sub-block j lives in lane j % 16 of panel j / 16 (the
+ * super-block is transposed 16 x 16 at a time) and each lane adds its sub-block's terms in the
+ * reference's order: no horizontal reductions. The once-per-candidate fit is the reference's
+ * double arithmetic on two __m512d halves; max/min with the constant second return it for NaN
+ * and equal zeros, as the reference's `u > 0 ? u : 0` and `u < qmax ? u : qmax` do; rounding
+ * is vrndscaleps to nearest even, as the reference's (u + 2^23) - 2^23 on [0, qmax].
+ *
+ * affine_search (5.1): the search of unweighted float32 groups of 16 to 128 elements.
  * - The eight double lanes of the specification's block sums are the eight lanes of a __m512d:
- *   element i of a sub-block goes to lane i mod 8, the vectors of elements 0-7, 8-15, ... are
+ *   element i of a group goes to lane i mod 8, the vectors of elements 0-7, 8-15, ... are
  *   added in that order to a zero vector, exactly as the reference adds them one by one.
  * - The final ((L0 + L1) + (L2 + L3)) + ((L4 + L5) + (L6 + L7)) of eight sums at once is a
  *   transpose-and-add (kq5_tree8) whose three levels add the same pairs.
- * - Per element the float32 operations are the reference's; max(u, 0) and min(u, qmax) use
- *   maxps/minps with the constant second, which return it for NaN and for equal zeros, as the
- *   reference's `u > 0 ? u : 0` and `u < qmax ? u : qmax` do.
  * - The once-per-candidate double arithmetic is the reference's, eight candidates per vector
  *   (no fused multiply-add: intrinsics are never contracted).
- * - Sw, Sq and Sqq are sums of small integers, exact in any order.
+ * - Sq and Sqq are sums of small integers, exact in any order.
  */
 #include "kernels.h"
 
@@ -114,7 +118,6 @@ static inline __m512 kq5_code_pos(__m512 u, __m512 qmax)
     return kq5_rne(u);
 }
 
-/* The search of step 1 over a full sub-block of nv * 8 elements (nv = 2 or 4), unweighted. */
 /* The search of docs/format.md 5.1 over nv * 8 unweighted elements (nv = 2, 4, 8 or 16, a
  * constant at each call so that the loops unroll): candidate c has qmax + first + c * step
  * levels, centred or anchored at lo, with or without the constraint offset <= 0. */
@@ -246,125 +249,6 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
     return found;
 }
 
-/* kquant's sub-block search (step 1 of 5.2). */
-static inline __attribute__((always_inline)) bool
-kq5_fit(const float *x, size_t nv, unsigned bits, float lo, float hi, double *scale, double *offset)
-{
-    return kq5_search(x, nv, bits, lo, hi, -1.0, 0.125, false, true, scale, offset);
-}
-
-static bool kq5_fit_hook(const float *x, const float *w, size_t n, unsigned bits, float lo,
-                         float hi, double *scale, double *offset)
-{
-    if (w == NULL && n == aq__kq_sub(bits)) {
-        return n == 32 ? kq5_fit(x, 4, bits, lo, hi, scale, offset)
-                       : kq5_fit(x, 2, bits, lo, hi, scale, offset);
-    }
-    return aq__search_fit_kquant(x, w, n, bits, lo, hi, scale, offset);
-}
-
-/* Step 3 over a full unweighted sub-block of nv * 8 elements: the nine errors at once. */
-static inline __attribute__((always_inline)) void kq5_refine(const float *x, size_t nv,
-                                                             unsigned bits, float d, float dmin,
-                                                             unsigned *sc, unsigned *mc)
-{
-    const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
-    const int kmax = (int)((1u << aq__kq_param_bits(bits)) - 1u);
-    const size_t nf = nv / 2;
-    __m512 xv[2];
-    __m512d xd[4];
-    for (size_t k = 0; k < nf; k++) {
-        xv[k] = _mm512_loadu_ps(x + 16 * k);
-        xd[2 * k] = kq5_lo8(xv[k]);
-        xd[2 * k + 1] = kq5_hi8(xv[k]);
-    }
-    const int s0 = (int)*sc, m0 = (int)*mc;
-    /* Pair p = 0..7 are the neighbours in the reference's order, 8 is (s0, m0). */
-    int ps[9], pm[9];
-    bool valid[9];
-    __m512d acc[9];
-    for (int p = 0, t = 0; t < 9; t++) {
-        int ds = t / 3 - 1, dm = t % 3 - 1;
-        int k = (ds == 0 && dm == 0) ? 8 : p++;
-        ps[k] = s0 + ds;
-        pm[k] = m0 + dm;
-        valid[k] = ps[k] >= 0 && pm[k] >= 0 && ps[k] <= kmax && pm[k] <= kmax;
-    }
-    /* 1 / a for the three scales s0 - 1, s0, s0 + 1 (0 where a is not positive). */
-    float ainv[3];
-    for (int t = 0; t < 3; t++) {
-        const float a = d * (float)(s0 + t - 1);
-        ainv[t] = a > 0.0f ? 1.0f / a : 0.0f;
-    }
-    for (int k = 0; k < 9; k++) {
-        __m512d e = _mm512_setzero_pd();
-        if (valid[k]) {
-            const float a = d * (float)ps[k];
-            const float b = dmin * (float)pm[k];
-            const float inv = ainv[ps[k] - s0 + 1];
-            const __m512 va = _mm512_set1_ps(a), vb = _mm512_set1_ps(b), vinv = _mm512_set1_ps(inv);
-            for (size_t j = 0; j < nf; j++) {
-                __m512 q = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[j], vb), vinv), qmax);
-                __m512 xh = _mm512_sub_ps(_mm512_mul_ps(va, q), vb);
-                __m512d r0 = _mm512_sub_pd(xd[2 * j], kq5_lo8(xh));
-                __m512d r1 = _mm512_sub_pd(xd[2 * j + 1], kq5_hi8(xh));
-                e = _mm512_add_pd(e, _mm512_mul_pd(r0, r0));
-                e = _mm512_add_pd(e, _mm512_mul_pd(r1, r1));
-            }
-        }
-        acc[k] = e;
-    }
-    double err[8];
-    _mm512_storeu_pd(err, kq5_tree8(acc));
-    double best = kq5_tree1(acc[8]);
-    unsigned bs = (unsigned)s0, bm = (unsigned)m0;
-    for (int k = 0; k < 8; k++) {
-        if (valid[k] && err[k] < best) {
-            best = err[k];
-            bs = (unsigned)ps[k];
-            bm = (unsigned)pm[k];
-        }
-    }
-    *sc = bs;
-    *mc = bm;
-}
-
-static void kq5_refine_hook(const float *x, const float *w, size_t n, unsigned bits, float d,
-                            float dmin, unsigned *sc, unsigned *mc)
-{
-    if (w == NULL && n == aq__kq_sub(bits)) {
-        if (n == 32) {
-            kq5_refine(x, 4, bits, d, dmin, sc, mc);
-        } else {
-            kq5_refine(x, 2, bits, d, dmin, sc, mc);
-        }
-        return;
-    }
-    aq__kq_refine_ref(x, w, n, bits, d, dmin, sc, mc);
-}
-
-static const aq__kq_hooks kq5_hooks = {kq5_fit_hook, kq5_refine_hook};
-
-/* Codes of one full sub-block (nf float vectors) for its quantized parameters (step 4), as
- * floats at q. */
-static inline void kq5_codes(const float *x, size_t nf, __m512 qmax, float d, float dmin,
-                             unsigned sc, unsigned mc, float *q)
-{
-    const float a = d * (float)sc;
-    const float b = dmin * (float)mc;
-    if (!(a > 0.0f)) {
-        for (size_t k = 0; k < nf; k++) {
-            _mm512_storeu_ps(q + 16 * k, _mm512_setzero_ps());
-        }
-        return;
-    }
-    const __m512 vb = _mm512_set1_ps(b), vinv = _mm512_set1_ps(1.0f / a);
-    for (size_t k = 0; k < nf; k++) {
-        __m512 u = _mm512_mul_ps(_mm512_add_ps(_mm512_loadu_ps(x + 16 * k), vb), vinv);
-        _mm512_storeu_ps(q + 16 * k, kq5_code(u, qmax));
-    }
-}
-
 /* Packs 512 codes (floats holding integers < 2^bits) to 512 * bits / 8 bytes at out. */
 static void kq5_pack(const float *q, unsigned bits, uint8_t *out)
 {
@@ -391,42 +275,226 @@ static void kq5_pack(const float *q, unsigned bits, uint8_t *out)
     }
 }
 
-/* A whole super-block: full, unweighted and byte-aligned ones here, the others through the
- * reference with the SIMD sub-block steps. */
-static void kq5_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
-                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+/* Transposes a 16 x 16 float matrix held in r[0..15] (row k in r[k]) in place. */
+static inline void kq5_tr16(__m512 r[16])
 {
-    if (w != NULL || len != AQ__KQ_SUPER || bit0 % 8 != 0) {
-        aq__kq_super(&kq5_hooks, x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
-        return;
+    __m512 t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
     }
-    const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, nv = sub / 8, nf = nv / 2;
+    /* u[4k + e], 128-bit chunk c: rows 4k..4k+3 of column 4c + e. */
+    for (int k = 0; k < 4; k++) {
+        __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 2]);
+        __m512d c = _mm512_castps_pd(t[4 * k + 1]), d = _mm512_castps_pd(t[4 * k + 3]);
+        u[4 * k] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    for (int e = 0; e < 4; e++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0x88);
+        __m512 v1 = _mm512_shuffle_f32x4(u[e], u[4 + e], 0xdd);
+        __m512 v2 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0x88);
+        __m512 v3 = _mm512_shuffle_f32x4(u[8 + e], u[12 + e], 0xdd);
+        r[e] = _mm512_shuffle_f32x4(v0, v2, 0x88);
+        r[8 + e] = _mm512_shuffle_f32x4(v0, v2, 0xdd);
+        r[4 + e] = _mm512_shuffle_f32x4(v1, v3, 0x88);
+        r[12 + e] = _mm512_shuffle_f32x4(v1, v3, 0xdd);
+    }
+}
+
+/* Per-lane state of 16 sub-blocks (one panel) in the kquant super-block kernel. */
+typedef struct kq5_panel {
+    __m512 sw, sx;  /* sums of step 1, kept for the refit */
+    __m512i sc, mc; /* sub-block codes */
+} kq5_panel;
+
+/* The search of step 1 for the 16 sub-blocks of a panel (xv: element i of every sub-block in
+ * xv[i], n elements each; wv and wx: the weights and w * x the same way, or NULL when every
+ * weight is 1, where w * x == x and w * q == q exactly): s and m of each lane into s[0..15],
+ * m[0..15]; sw, sx into p. */
+static inline __attribute__((always_inline)) void kq5_panel_fit(const __m512 *xv, const __m512 *wv,
+                                                                const __m512 *wx, size_t n,
+                                                                unsigned bits, kq5_panel *p,
+                                                                double *s, double *m)
+{
     const float qmaxf = (float)((1u << bits) - 1u);
-    const __m512 qmax = _mm512_set1_ps(qmaxf);
+    const __m512 qmax = _mm512_set1_ps(qmaxf), fzero = _mm512_setzero_ps();
+    __m512 lo = xv[0], hi = xv[0], sw = fzero, sx = fzero, sxx = fzero;
+    for (size_t i = 0; i < n; i++) {
+        const __m512 wxi = wv != NULL ? wx[i] : xv[i];
+        lo = _mm512_min_ps(xv[i], lo); /* x < lo ? x : lo */
+        hi = _mm512_max_ps(xv[i], hi);
+        sw = wv != NULL ? _mm512_add_ps(sw, wv[i]) : sw;
+        sx = _mm512_add_ps(sx, wxi);
+        sxx = _mm512_add_ps(sxx, _mm512_mul_ps(wxi, xv[i]));
+    }
+    lo = _mm512_add_ps(_mm512_min_ps(lo, fzero), fzero);
+    hi = _mm512_add_ps(hi, fzero);
+    const __mmask16 live = _mm512_cmp_ps_mask(hi, lo, _CMP_GT_OQ);
+    if (wv == NULL) {
+        sw = _mm512_set1_ps((float)n); /* n additions of 1.0f */
+    }
+    p->sw = sw;
+    p->sx = sx;
+    __m512 xl[32];
+    for (size_t i = 0; i < n; i++) {
+        xl[i] = _mm512_sub_ps(xv[i], lo);
+    }
+    const __m512d zero = _mm512_setzero_pd(), two = _mm512_set1_pd(2.0),
+                  inf = _mm512_set1_pd((double)INFINITY);
+    const __m512d SWh[2] = {kq5_lo8(sw), kq5_hi8(sw)};
+    const __m512d SXh[2] = {kq5_lo8(sx), kq5_hi8(sx)}, SXXh[2] = {kq5_lo8(sxx), kq5_hi8(sxx)};
+    const __m512d loh[2] = {kq5_lo8(lo), kq5_hi8(lo)};
+    const __m512d hih[2] = {kq5_lo8(hi), kq5_hi8(hi)};
+    const __m512d range[2] = {_mm512_sub_pd(hih[0], loh[0]), _mm512_sub_pd(hih[1], loh[1])};
+    __m512d best_e[2] = {zero, zero}, best_s[2] = {zero, zero}, best_m[2] = {zero, zero};
+    __mmask8 found[2] = {0, 0};
+    for (unsigned c = 0; c < AQ__KQ_CANDIDATES; c++) {
+        const __m512d levels = _mm512_set1_pd((double)qmaxf - 1.0 + (double)c * 0.25);
+        const __m256 i0 = _mm512_cvtpd_ps(_mm512_div_pd(levels, range[0]));
+        const __m256 i1 = _mm512_cvtpd_ps(_mm512_div_pd(levels, range[1]));
+        const __m512 inv = _mm512_insertf32x8(_mm512_castps256_ps512(i0), i1, 1);
+        const __mmask16 inv_ok = _mm512_cmp_ps_mask(inv, _mm512_set1_ps(FLT_MAX), _CMP_LE_OQ);
+        __m512 sq = fzero, sqq = fzero, sxq = fzero;
+        for (size_t i = 0; i < n; i++) {
+            /* x - lo >= +0 and inv > 0: the lower clamp is the identity (a NaN from an
+             * infinite inv only occurs in a skipped lane). */
+            const __m512 q = kq5_code_pos(_mm512_mul_ps(xl[i], inv), qmax);
+            const __m512 wq = wv != NULL ? _mm512_mul_ps(wv[i], q) : q;
+            sq = _mm512_add_ps(sq, wq);
+            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(wq, q));
+            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(wv != NULL ? wx[i] : xv[i], q));
+        }
+        const __m512d SQh[2] = {kq5_lo8(sq), kq5_hi8(sq)}, SQQh[2] = {kq5_lo8(sqq), kq5_hi8(sqq)},
+                      SXQh[2] = {kq5_lo8(sxq), kq5_hi8(sxq)};
+        for (int h = 0; h < 2; h++) {
+            const __m512d SQ = SQh[h], SQQ = SQQh[h], SXQ = SXQh[h], SX = SXh[h], SW = SWh[h];
+            const __m512d det = _mm512_sub_pd(_mm512_mul_pd(SW, SQQ), _mm512_mul_pd(SQ, SQ));
+            __mmask8 ok = (__mmask8)(((unsigned)(live & inv_ok)) >> (8 * h));
+            ok &= _mm512_cmp_pd_mask(det, zero, _CMP_GT_OQ);
+            __m512d sv =
+                _mm512_div_pd(_mm512_sub_pd(_mm512_mul_pd(SW, SXQ), _mm512_mul_pd(SQ, SX)), det);
+            __m512d mv = _mm512_div_pd(_mm512_sub_pd(SX, _mm512_mul_pd(sv, SQ)), SW);
+            const __mmask8 mpos = _mm512_cmp_pd_mask(mv, zero, _CMP_GT_OQ);
+            mv = _mm512_mask_mov_pd(mv, mpos, zero);
+            sv = _mm512_mask_div_pd(sv, mpos, SXQ, SQQ);
+            ok &= _mm512_cmp_pd_mask(sv, zero, _CMP_GT_OQ);
+            ok &= _mm512_cmp_pd_mask(sv, inf, _CMP_LT_OQ);
+            ok &= _mm512_cmp_pd_mask(_mm512_abs_pd(mv), inf, _CMP_LT_OQ);
+            const __m512d s2 = _mm512_mul_pd(two, sv);
+            __m512d e = _mm512_sub_pd(SXXh[h], _mm512_mul_pd(s2, SXQ));
+            e = _mm512_sub_pd(e, _mm512_mul_pd(_mm512_mul_pd(two, mv), SX));
+            e = _mm512_add_pd(e, _mm512_mul_pd(_mm512_mul_pd(sv, sv), SQQ));
+            e = _mm512_add_pd(e, _mm512_mul_pd(_mm512_mul_pd(s2, mv), SQ));
+            e = _mm512_add_pd(e, _mm512_mul_pd(_mm512_mul_pd(mv, mv), SW));
+            const __mmask8 better =
+                ok & (__mmask8)(~found[h] | _mm512_cmp_pd_mask(e, best_e[h], _CMP_LT_OQ));
+            best_e[h] = _mm512_mask_mov_pd(best_e[h], better, e);
+            best_s[h] = _mm512_mask_mov_pd(best_s[h], better, sv);
+            best_m[h] = _mm512_mask_mov_pd(best_m[h], better, mv);
+            found[h] |= ok;
+        }
+    }
+    /* No candidate: the min-max fit where the sub-block has a range, s = 0 where not; m = lo. */
+    const __m512d vqmax = _mm512_set1_pd((double)qmaxf);
+    for (int h = 0; h < 2; h++) {
+        const __mmask8 lv = (__mmask8)(((unsigned)live) >> (8 * h));
+        const __m512d fb = _mm512_maskz_div_pd(lv, range[h], vqmax);
+        _mm512_storeu_pd(s + 8 * h, _mm512_mask_mov_pd(fb, found[h], best_s[h]));
+        _mm512_storeu_pd(m + 8 * h, _mm512_mask_mov_pd(loh[h], found[h], best_m[h]));
+    }
+}
+
+/* a = d * sc, b = dmin * mc and inv = 1 / a (0 where a is not positive) of 16 lanes. */
+static inline void kq5_ab(float d, float dmin, __m512i sc, __m512i mc, __m512 *a, __m512 *b,
+                          __m512 *inv)
+{
+    *a = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sc));
+    *b = _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(mc));
+    const __mmask16 pos = _mm512_cmp_ps_mask(*a, _mm512_setzero_ps(), _CMP_GT_OQ);
+    *inv = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), *a);
+}
+
+/* Step 3 for the 16 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
+static inline __attribute__((always_inline)) void kq5_panel_refine(const __m512 *xv,
+                                                                   const __m512 *wv, size_t n,
+                                                                   unsigned bits, float d,
+                                                                   float dmin, kq5_panel *p)
+{
+    const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
+    const __m512i kmax = _mm512_set1_epi32((int)((1u << aq__kq_param_bits(bits)) - 1u));
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i s0 = p->sc, m0 = p->mc;
+    __m512i bs = s0, bm = m0;
+    __m512 best = _mm512_setzero_ps();
+    for (int t = 0; t < 9; t++) {
+        /* (0, 0) first, then the neighbours with ds outer and dm inner. */
+        const int k = t == 0 ? 4 : (t <= 4 ? t - 1 : t);
+        const int ds = k / 3 - 1, dm = k % 3 - 1;
+        const __m512i cs = _mm512_add_epi32(s0, _mm512_set1_epi32(ds));
+        const __m512i cm = _mm512_add_epi32(m0, _mm512_set1_epi32(dm));
+        __m512 a, b, inv;
+        kq5_ab(d, dmin, cs, cm, &a, &b, &inv);
+        __m512 e = _mm512_setzero_ps();
+        for (size_t i = 0; i < n; i++) {
+            const __m512 q = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[i], b), inv), qmax);
+            const __m512 r = _mm512_sub_ps(xv[i], _mm512_sub_ps(_mm512_mul_ps(a, q), b));
+            const __m512 wr = wv != NULL ? _mm512_mul_ps(wv[i], r) : r;
+            e = _mm512_add_ps(e, _mm512_mul_ps(wr, r));
+        }
+        if (t == 0) {
+            best = e;
+            continue;
+        }
+        __mmask16 ok = _mm512_cmp_ps_mask(e, best, _CMP_LT_OQ);
+        ok &= _mm512_cmpge_epi32_mask(cs, zero) & _mm512_cmpge_epi32_mask(cm, zero);
+        ok &= _mm512_cmple_epi32_mask(cs, kmax) & _mm512_cmple_epi32_mask(cm, kmax);
+        best = _mm512_mask_mov_ps(best, ok, e);
+        bs = _mm512_mask_mov_epi32(bs, ok, cs);
+        bm = _mm512_mask_mov_epi32(bm, ok, cm);
+    }
+    p->sc = bs;
+    p->mc = bm;
+}
+
+/* Codes of a panel (step 4) into qv. */
+static inline void kq5_panel_codes(const __m512 *xv, size_t n, unsigned bits, float d, float dmin,
+                                   const kq5_panel *p, __m512 *qv)
+{
+    const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
+    __m512 a, b, inv;
+    kq5_ab(d, dmin, p->sc, p->mc, &a, &b, &inv);
+    for (size_t i = 0; i < n; i++) {
+        qv[i] = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[i], b), inv), qmax);
+    }
+}
+
+/* A whole super-block (full and byte-aligned; weighted when wv != NULL), sub-block j in lane
+ * j % 16 of panel j / 16. */
+static inline __attribute__((always_inline)) void
+kq5_super_body(const __m512 *wv, unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta,
+               float *d_out, float *dmin_out, __m512 *xv, __m512 *wx)
+{
+    const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, npan = nsub / 16;
+    __m512 qv[AQ__KQ_SUPER / 16];
+    kq5_panel pan[2];
     double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
     unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
+    float tq[AQ__KQ_SUPER / 16], tqq[AQ__KQ_SUPER / 16], txq[AQ__KQ_SUPER / 16];
+    float tw[AQ__KQ_SUPER / 16], tx[AQ__KQ_SUPER / 16];
     float q[AQ__KQ_SUPER];
 
     /* 1. */
+    for (size_t p = 0; p < npan; p++) {
+        kq5_panel_fit(xv + p * sub, wv != NULL ? wv + p * sub : NULL,
+                      wv != NULL ? wx + p * sub : NULL, sub, bits, &pan[p], s + 16 * p, m + 16 * p);
+        _mm512_storeu_ps(tw + 16 * p, pan[p].sw);
+        _mm512_storeu_ps(tx + 16 * p, pan[p].sx);
+    }
     double smax = 0.0, mmax = 0.0;
     for (size_t j = 0; j < nsub; j++) {
-        const float *xj = x + j * sub;
-        __m512 vmin = _mm512_loadu_ps(xj), vmax = vmin;
-        for (size_t k = 1; k < nf; k++) {
-            vmin = _mm512_min_ps(vmin, _mm512_loadu_ps(xj + 16 * k));
-            vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(xj + 16 * k));
-        }
-        float lo = _mm512_reduce_min_ps(vmin), hi = _mm512_reduce_max_ps(vmax);
-        lo = (lo < 0.0f ? lo : 0.0f) + 0.0f;
-        hi = hi + 0.0f;
-        if (hi <= lo) {
-            s[j] = 0.0;
-            m[j] = (double)lo;
-        } else if (!(nv == 4 ? kq5_fit(xj, 4, bits, lo, hi, &s[j], &m[j])
-                             : kq5_fit(xj, 2, bits, lo, hi, &s[j], &m[j]))) {
-            s[j] = ((double)hi - (double)lo) / (double)qmaxf;
-            m[j] = (double)lo;
-        }
         smax = s[j] > smax ? s[j] : smax;
         mmax = -m[j] > mmax ? -m[j] : mmax;
     }
@@ -434,45 +502,91 @@ static void kq5_super(const float *x, const float *w, size_t len, unsigned bits,
     /* 2 and 3. */
     float d, dmin;
     aq__kq_params(s, m, nsub, bits, smax, mmax, &d, &dmin, sc, mc);
-    for (size_t j = 0; j < nsub; j++) {
-        if (nv == 4) {
-            kq5_refine(x + j * sub, 4, bits, d, dmin, &sc[j], &mc[j]);
-        } else {
-            kq5_refine(x + j * sub, 2, bits, d, dmin, &sc[j], &mc[j]);
+    for (size_t p = 0; p < npan; p++) {
+        pan[p].sc = _mm512_loadu_si512((const void *)(sc + 16 * p));
+        pan[p].mc = _mm512_loadu_si512((const void *)(mc + 16 * p));
+        kq5_panel_refine(xv + p * sub, wv != NULL ? wv + p * sub : NULL, sub, bits, d, dmin,
+                         &pan[p]);
+        _mm512_storeu_si512((void *)(sc + 16 * p), pan[p].sc);
+        _mm512_storeu_si512((void *)(mc + 16 * p), pan[p].mc);
+    }
+
+    /* 4 and 5: codes, the sums of the refit, one refit and new codes. */
+    for (size_t p = 0; p < npan; p++) {
+        const __m512 *xp = xv + p * sub;
+        __m512 *qp = qv + p * sub;
+        kq5_panel_codes(xp, sub, bits, d, dmin, &pan[p], qp);
+        __m512 sq = _mm512_setzero_ps(), sqq = sq, sxq = sq;
+        for (size_t i = 0; i < sub; i++) {
+            const __m512 wq = wv != NULL ? _mm512_mul_ps(wv[p * sub + i], qp[i]) : qp[i];
+            sq = _mm512_add_ps(sq, wq);
+            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(wq, qp[i]));
+            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(wv != NULL ? wx[p * sub + i] : xp[i], qp[i]));
+        }
+        _mm512_storeu_ps(tq + 16 * p, sq);
+        _mm512_storeu_ps(tqq + 16 * p, sqq);
+        _mm512_storeu_ps(txq + 16 * p, sxq);
+    }
+    if (aq__kq_refit(tq, tqq, txq, tw, tx, nsub, sc, mc, &d, &dmin)) {
+        for (size_t p = 0; p < npan; p++) {
+            kq5_panel_codes(xv + p * sub, sub, bits, d, dmin, &pan[p], qv + p * sub);
         }
     }
 
-    /* 4 and 5: codes, then at most two refits, each followed by new codes. With every weight
-     * 1, (W*A)*A is A*A and so on; the lanes are the specification's. */
-    for (size_t j = 0; j < nsub; j++) {
-        kq5_codes(x + j * sub, nf, qmax, d, dmin, sc[j], mc[j], q + j * sub);
-    }
-    for (unsigned r = 0; r < 2; r++) {
-        __m512d laa = _mm512_setzero_pd(), lab = laa, lbb = laa, lxa = laa, lxb = laa;
-        for (size_t i = 0; i < AQ__KQ_SUPER; i += 8) {
-            const __m512d S = _mm512_set1_pd((double)sc[i / sub]);
-            const __m512d B = _mm512_set1_pd((double)mc[i / sub]);
-            const __m512d X = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
-            const __m512d A = _mm512_mul_pd(S, _mm512_cvtps_pd(_mm256_loadu_ps(q + i)));
-            laa = _mm512_add_pd(laa, _mm512_mul_pd(A, A));
-            lab = _mm512_add_pd(lab, _mm512_mul_pd(A, B));
-            lbb = _mm512_add_pd(lbb, _mm512_mul_pd(B, B));
-            lxa = _mm512_add_pd(lxa, _mm512_mul_pd(X, A));
-            lxb = _mm512_add_pd(lxb, _mm512_mul_pd(X, B));
-        }
-        if (!aq__kq_refit_solve(kq5_tree1(laa), kq5_tree1(lab), kq5_tree1(lbb), kq5_tree1(lxa),
-                                kq5_tree1(lxb), &d, &dmin)) {
-            break;
-        }
-        for (size_t j = 0; j < nsub; j++) {
-            kq5_codes(x + j * sub, nf, qmax, d, dmin, sc[j], mc[j], q + j * sub);
+    /* Back to element order, then packed. */
+    for (size_t p = 0; p < npan; p++) {
+        for (size_t c0 = 0; c0 < sub; c0 += 16) {
+            __m512 *r = qv + p * sub + c0;
+            kq5_tr16(r);
+            for (size_t l = 0; l < 16; l++) {
+                _mm512_storeu_ps(q + (p * 16 + l) * sub + c0, r[l]);
+            }
         }
     }
-
     kq5_pack(q, bits, codes + bit0 / 8);
-    aq__kq_put_params(meta, bits, len, sc, mc);
+    aq__kq_put_params(meta, bits, AQ__KQ_SUPER, sc, mc);
     *d_out = d;
     *dmin_out = dmin;
+}
+
+/* Loads 512 values (sub-blocks of sub elements) transposed: element i of sub-block j of panel
+ * p (16 sub-blocks each) in lane j % 16 of out[p * sub + i]. */
+static inline void kq5_load_panels(const float *x, size_t sub, __m512 *out)
+{
+    const size_t npan = AQ__KQ_SUPER / sub / 16;
+    for (size_t p = 0; p < npan; p++) {
+        for (size_t c0 = 0; c0 < sub; c0 += 16) {
+            __m512 *r = out + p * sub + c0;
+            for (size_t l = 0; l < 16; l++) {
+                r[l] = _mm512_loadu_ps(x + (p * 16 + l) * sub + c0);
+            }
+            kq5_tr16(r);
+        }
+    }
+}
+
+/* A whole super-block: full and byte-aligned ones here (weighted or not), the others in the
+ * reference. */
+static void kq5_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
+                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+{
+    if (len != AQ__KQ_SUPER || bit0 % 8 != 0) {
+        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
+        return;
+    }
+    const size_t sub = aq__kq_sub(bits);
+    __m512 xv[AQ__KQ_SUPER / 16];
+    kq5_load_panels(x, sub, xv);
+    if (w == NULL) {
+        kq5_super_body(NULL, bits, codes, bit0, meta, d_out, dmin_out, xv, NULL);
+        return;
+    }
+    __m512 wv[AQ__KQ_SUPER / 16], wx[AQ__KQ_SUPER / 16];
+    kq5_load_panels(w, sub, wv);
+    for (size_t i = 0; i < AQ__KQ_SUPER / 16; i++) {
+        wx[i] = _mm512_mul_ps(wv[i], xv[i]); /* w * x, as the reference rounds it */
+    }
+    kq5_super_body(wv, bits, codes, bit0, meta, d_out, dmin_out, xv, wx);
 }
 
 #define KQ5_ADAPTER(suffix, dtype)                                                              \

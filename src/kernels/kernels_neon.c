@@ -11,6 +11,12 @@
 #define SIMD_VL 4
 #define SIMD_NAME "neon"
 #define SIMD_TABLE_NAME aq__kernels_neon
+/* kquant's super-block (kernels_kquant_neon.c). */
+#define SIMD_KQUANT_QUANTIZE                                                                       \
+    {                                                                                              \
+        aq__quantize_kquant_neon_f32, aq__quantize_kquant_neon_f16, aq__quantize_kquant_neon_bf16, \
+            aq__quantize_kquant_neon_f64                                                           \
+    }
 
 typedef float32x4_t simd_v;
 

@@ -24,8 +24,10 @@ typedef void (*aq__dequantize_kquant_fn)(const uint8_t *packed, const uint8_t *m
                                          const float *scales, const float *mins, const aq__span *s,
                                          void *dst);
 
-/* Geometry of the two-level scheme (docs/format.md section 5.2). */
+/* Geometry of the two-level scheme (docs/format.md section 5.2), and the number of clipping
+ * candidates of its sub-block search. */
 #define AQ__KQ_SUPER 512u
+#define AQ__KQ_CANDIDATES 8u
 
 /* Sub-block size: 16 elements at 2 bits, 32 at 4 and 8 bits. */
 static inline size_t aq__kq_sub(unsigned bits)
@@ -47,27 +49,6 @@ static inline size_t aq__kq_meta_bytes(unsigned bits, size_t len)
     return (nsub * 2u * aq__kq_param_bits(bits) + 7u) / 8u;
 }
 
-/* The least-squares fit of one kquant sub-block (docs/format.md 5.2 step 1, with the search of
- * 5.1 anchored at lo): on return *scale > 0 and *offset <= 0 give x ~ scale * q + offset, or
- * the function returns false when no candidate was valid. x and w (NULL = all 1) hold n
- * finite values; lo = min(min x, 0) and hi = max x. */
-bool aq__search_fit_kquant(const float *x, const float *w, size_t n, unsigned bits, float lo,
-                           float hi, double *scale, double *offset);
-
-/* Step 3 of docs/format.md 5.2 for one sub-block of n elements (w NULL = all 1): replaces
- * *sc, *mc by the best pair among them and their neighbours. */
-void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
-                       unsigned *sc, unsigned *mc);
-
-/* The two steps of a kquant super-block that an instruction set may speed up; both must give
- * the reference's results bit for bit. */
-typedef struct aq__kq_hooks {
-    bool (*fit)(const float *x, const float *w, size_t n, unsigned bits, float lo, float hi,
-                double *scale, double *offset); /* as aq__search_fit_kquant */
-    void (*refine)(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
-                   unsigned *sc, unsigned *mc); /* as aq__kq_refine_ref */
-} aq__kq_hooks;
-
 /* One super-block of len elements (float32, finite; w NULL = all 1): its codes go at bits
  * bit0 + i * bits of codes (zeroed by the caller; ORed in), its sub-block parameters at meta
  * (written whole), d and dmin at d_out, dmin_out. */
@@ -75,17 +56,20 @@ typedef void (*aq__kq_super_fn)(const float *x, const float *w, size_t len, unsi
                                 uint8_t *codes, size_t bit0, uint8_t *meta, float *d_out,
                                 float *dmin_out);
 
-/* The reference super-block (docs/format.md 5.2) with the sub-block steps done by hooks. */
-void aq__kq_super(const aq__kq_hooks *hooks, const float *x, const float *w, size_t len,
-                  unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta, float *d_out,
-                  float *dmin_out);
+/* The reference super-block (docs/format.md 5.2). */
+void aq__kq_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
+                  size_t bit0, uint8_t *meta, float *d_out, float *dmin_out);
 
 /* Pieces of the reference super-block shared with the SIMD one: step 2 (d, dmin and the
  * sub-block codes from the fits s, m of nsub sub-blocks, smax and mmax as in the spec); the
- * solve of step 5 from its five sums (false: stop refitting; d, dmin unchanged); the packed
+ * refit of step 5 from the per-sub-block float32 sums of w*q, (w*q)*q, (w*x)*q, w and w*x
+ * (false: no refit; d, dmin unchanged), and its solve from the five double sums; the packed
  * sub-block parameters. */
 void aq__kq_params(const double *s, const double *m, size_t nsub, unsigned bits, double smax,
                    double mmax, float *d_out, float *dmin_out, unsigned *sc, unsigned *mc);
+bool aq__kq_refit(const float *tq, const float *tqq, const float *txq, const float *tw,
+                  const float *tx, size_t nsub, const unsigned *sc, const unsigned *mc, float *d,
+                  float *dmin);
 bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double sxb, float *d,
                         float *dmin);
 void aq__kq_put_params(uint8_t *meta, unsigned bits, size_t len, const unsigned *sc,
@@ -134,8 +118,8 @@ void aq__dequantize_kquant_ref_f16(const uint8_t *packed, const uint8_t *meta, c
 void aq__dequantize_kquant_ref_bf16(const uint8_t *packed, const uint8_t *meta, const float *scales,
                                     const float *mins, const aq__span *s, void *dst);
 
-/* affine_search with the AVX-512 search, and kquant with the AVX-512 super-block, search and
- * refinement (kernels_kquant_avx512.c; x86 builds only, handed out through
+/* affine_search with the AVX-512 search, and kquant with the AVX-512 super-block
+ * (kernels_kquant_avx512.c; x86 builds only, handed out through
  * aq__kernels_avx512). */
 void aq__quantize_search_avx512_f32(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, float *scales, float *zero_points);
@@ -153,5 +137,27 @@ void aq__quantize_kquant_avx512_bf16(const void *src, const float *importance, c
                                      uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 void aq__quantize_kquant_avx512_f64(const void *src, const float *importance, const aq__span *s,
                                     uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+
+/* kquant with the AVX2 super-block (kernels_kquant_avx2.c; x86 builds only, handed out
+ * through aq__kernels_avx2). */
+void aq__quantize_kquant_avx2_f32(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_avx2_f16(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_avx2_bf16(const void *src, const float *importance, const aq__span *s,
+                                   uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_avx2_f64(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+
+/* kquant with the NEON super-block (kernels_kquant_neon.c; AArch64 builds only, handed out
+ * through aq__kernels_neon). */
+void aq__quantize_kquant_neon_f32(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_neon_f16(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_neon_bf16(const void *src, const float *importance, const aq__span *s,
+                                   uint8_t *packed, uint8_t *meta, float *scales, float *mins);
+void aq__quantize_kquant_neon_f64(const void *src, const float *importance, const aq__span *s,
+                                  uint8_t *packed, uint8_t *meta, float *scales, float *mins);
 
 #endif /* AQ_KERNELS_QUALITY_H */

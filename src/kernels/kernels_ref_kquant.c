@@ -8,19 +8,15 @@
  *
  * Super-blocks are at most 512 elements, so a kernel converts one into a float32 buffer on
  * its stack and works there; nothing is allocated.
+ *
+ * Every per-element sum is a float32 sum over one sub-block in element order, so a SIMD kernel
+ * that gives each sub-block its own lane (kernels_kquant_avx512.c) adds the same terms in the
+ * same order and gets the same bits without horizontal reductions.
  */
 #include "kernels.h"
 
 #include <float.h>
 #include <math.h>
-
-#define KQ_LANES 8
-#define KQ_REFITS 2
-
-static double kq_reduce(const double *a)
-{
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-}
 
 static float kq_code(float u, float qmax)
 {
@@ -38,63 +34,95 @@ static unsigned kq_get_bits(const uint8_t *stream, size_t bit, unsigned width)
     return v;
 }
 
-/* Codes of a super-block for the quantized parameters: q = code((x + b) * (1 / a)). */
-static void kq_codes(const float *x, size_t len, size_t sub, float qmax, float d, float dmin,
-                     const unsigned *sc, const unsigned *mc, uint8_t *q)
+/* The search of step 1 over one sub-block of n elements (docs/format.md 5.2): float32 sums in
+ * element order, the fit of each candidate in double. Returns false when no candidate is
+ * valid. */
+static bool kq_search(const float *x, const float *w, size_t n, float qmax, float lo, float hi,
+                      float sw, float sx, float sxx, double *scale, double *offset)
 {
-    for (size_t j0 = 0, j = 0; j0 < len; j0 += sub, j++) {
-        size_t n = len - j0 < sub ? len - j0 : sub;
-        float a = d * (float)sc[j];
-        float b = dmin * (float)mc[j];
-        if (a > 0.0f) {
-            float inv = 1.0f / a;
-            for (size_t i = 0; i < n; i++) {
-                q[j0 + i] = (uint8_t)kq_code((x[j0 + i] + b) * inv, qmax);
-            }
-        } else {
-            memset(q + j0, 0, n);
+    const double range = (double)hi - (double)lo;
+    const double SW = (double)sw, SX = (double)sx, SXX = (double)sxx;
+    bool found = false;
+    double best_e = 0.0, best_s = 0.0, best_m = 0.0;
+    for (unsigned c = 0; c < AQ__KQ_CANDIDATES; c++) {
+        const double levels = (double)qmax - 1.0 + (double)c * 0.25;
+        const float inv = (float)(levels / range);
+        if (!(inv <= FLT_MAX)) {
+            continue;
+        }
+        float sq = 0.0f, sqq = 0.0f, sxq = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            const float W = w != NULL ? w[i] : 1.0f;
+            const float q = kq_code((x[i] - lo) * inv, qmax);
+            sq += W * q;
+            sqq += (W * q) * q;
+            sxq += (W * x[i]) * q;
+        }
+        const double SQ = (double)sq, SQQ = (double)sqq, SXQ = (double)sxq;
+        const double det = SW * SQQ - SQ * SQ;
+        if (!(det > 0.0)) {
+            continue;
+        }
+        double s = (SW * SXQ - SQ * SX) / det;
+        double m = (SX - s * SQ) / SW;
+        if (m > 0.0) {
+            m = 0.0;
+            s = SXQ / SQQ;
+        }
+        if (!(s > 0.0) || !isfinite(s) || !isfinite(m)) {
+            continue;
+        }
+        const double e = SXX - (2.0 * s) * SXQ - (2.0 * m) * SX + (s * s) * SQQ +
+                         ((2.0 * s) * m) * SQ + (m * m) * SW;
+        if (!found || e < best_e) {
+            found = true;
+            best_e = e;
+            best_s = s;
+            best_m = m;
         }
     }
+    if (found) {
+        *scale = best_s;
+        *offset = best_m;
+    }
+    return found;
 }
 
-/* Weighted squared error of one sub-block for parameter codes (sc, mc), codes re-rounded. */
-static double kq_sub_error(const float *x, const float *w, size_t n, float qmax, float d,
-                           float dmin, unsigned sc, unsigned mc)
+/* Weighted squared error of one sub-block for parameter codes (sc, mc), codes re-rounded
+ * (step 3), summed in float32 in element order. */
+static float kq_sub_error(const float *x, const float *w, size_t n, float qmax, float d, float dmin,
+                          unsigned sc, unsigned mc)
 {
-    double le[KQ_LANES] = {0};
     const float a = d * (float)sc;
     const float b = dmin * (float)mc;
-    const float inv = a > 0.0f ? 1.0f / a : 0.0f;
-    /* With a == 0 every code is 0 (inv == 0 gives code(0) == 0 as well). */
-    for (size_t i0 = 0; i0 < n; i0 += KQ_LANES) {
-        size_t m = n - i0 < KQ_LANES ? n - i0 : KQ_LANES;
-        for (size_t j = 0; j < m; j++) {
-            float q = kq_code((x[i0 + j] + b) * inv, qmax);
-            double r = (double)x[i0 + j] - (double)(a * q - b);
-            double W = w != NULL ? (double)w[i0 + j] : 1.0;
-            le[j] += (W * r) * r;
-        }
+    const float inv = a > 0.0f ? 1.0f / a : 0.0f; /* inv == 0 makes every code 0 */
+    float e = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float W = w != NULL ? w[i] : 1.0f;
+        const float q = kq_code((x[i] + b) * inv, qmax);
+        const float r = x[i] - (a * q - b);
+        e += (W * r) * r;
     }
-    return kq_reduce(le);
+    return e;
 }
 
-/* Step 3 of docs/format.md 5.2 for one sub-block of n elements: the best (sc, mc) among the
- * rounded codes and their eight neighbours, compared with the original pair's neighbours only. */
-void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
-                       unsigned *sc, unsigned *mc)
+/* Step 3 for one sub-block: the best (sc, mc) among the rounded codes and their eight
+ * neighbours, compared with the original pair's neighbours only. */
+static void kq_refine(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
+                      unsigned *sc, unsigned *mc)
 {
     const float qmax = (float)((1u << bits) - 1u);
     const int kmax = (int)((1u << aq__kq_param_bits(bits)) - 1u);
     const unsigned s0 = *sc, m0 = *mc;
     unsigned bs = s0, bm = m0;
-    double best = kq_sub_error(x, w, n, qmax, d, dmin, bs, bm);
+    float best = kq_sub_error(x, w, n, qmax, d, dmin, bs, bm);
     for (int ds = -1; ds <= 1; ds++) {
         for (int dm = -1; dm <= 1; dm++) {
             int cs = (int)s0 + ds, cm = (int)m0 + dm;
             if ((ds == 0 && dm == 0) || cs < 0 || cm < 0 || cs > kmax || cm > kmax) {
                 continue;
             }
-            double e = kq_sub_error(x, w, n, qmax, d, dmin, (unsigned)cs, (unsigned)cm);
+            float e = kq_sub_error(x, w, n, qmax, d, dmin, (unsigned)cs, (unsigned)cm);
             if (e < best) {
                 best = e;
                 bs = (unsigned)cs;
@@ -104,6 +132,21 @@ void aq__kq_refine_ref(const float *x, const float *w, size_t n, unsigned bits, 
     }
     *sc = bs;
     *mc = bm;
+}
+
+/* Codes of a super-block for the quantized parameters (step 4): q = code((x + b) * inv). */
+static void kq_codes(const float *x, size_t len, size_t sub, float qmax, float d, float dmin,
+                     const unsigned *sc, const unsigned *mc, float *q)
+{
+    for (size_t j0 = 0, j = 0; j0 < len; j0 += sub, j++) {
+        size_t n = len - j0 < sub ? len - j0 : sub;
+        const float a = d * (float)sc[j];
+        const float b = dmin * (float)mc[j];
+        const float inv = a > 0.0f ? 1.0f / a : 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            q[j0 + i] = kq_code((x[j0 + i] + b) * inv, qmax);
+        }
+    }
 }
 
 bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double sxb, float *d,
@@ -136,30 +179,20 @@ bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double s
     return true;
 }
 
-/* The weighted least-squares refit of (d, dmin) for fixed codes and sub-block codes.
- * Returns false (and leaves d, dmin) when the system is singular or the solution invalid. */
-static bool kq_refit(const float *x, const float *w, size_t len, size_t sub, const unsigned *sc,
-                     const unsigned *mc, const uint8_t *q, float *d, float *dmin)
+bool aq__kq_refit(const float *tq, const float *tqq, const float *txq, const float *tw,
+                  const float *tx, size_t nsub, const unsigned *sc, const unsigned *mc, float *d,
+                  float *dmin)
 {
-    double laa[KQ_LANES] = {0}, lab[KQ_LANES] = {0}, lbb[KQ_LANES] = {0};
-    double lxa[KQ_LANES] = {0}, lxb[KQ_LANES] = {0};
-    /* Sub-blocks hold a multiple of 8 elements, so a run of 8 lies in one sub-block. */
-    for (size_t i0 = 0; i0 < len; i0 += KQ_LANES) {
-        size_t m = len - i0 < KQ_LANES ? len - i0 : KQ_LANES;
-        const double S = (double)sc[i0 / sub], B = (double)mc[i0 / sub];
-        for (size_t j = 0; j < m; j++) {
-            double W = w != NULL ? (double)w[i0 + j] : 1.0;
-            double X = (double)x[i0 + j];
-            double A = S * (double)q[i0 + j];
-            laa[j] += (W * A) * A;
-            lab[j] += (W * A) * B;
-            lbb[j] += (W * B) * B;
-            lxa[j] += (W * X) * A;
-            lxb[j] += (W * X) * B;
-        }
+    double saa = 0.0, sab = 0.0, sbb = 0.0, sxa = 0.0, sxb = 0.0;
+    for (size_t j = 0; j < nsub; j++) {
+        const double S = (double)sc[j], B = (double)mc[j];
+        saa += (S * S) * (double)tqq[j];
+        sab += (S * B) * (double)tq[j];
+        sbb += (B * B) * (double)tw[j];
+        sxa += S * (double)txq[j];
+        sxb += B * (double)tx[j];
     }
-    return aq__kq_refit_solve(kq_reduce(laa), kq_reduce(lab), kq_reduce(lbb), kq_reduce(lxa),
-                              kq_reduce(lxb), d, dmin);
+    return aq__kq_refit_solve(saa, sab, sbb, sxa, sxb, d, dmin);
 }
 
 void aq__kq_params(const double *s, const double *m, size_t nsub, unsigned bits, double smax,
@@ -211,34 +244,43 @@ void aq__kq_put_params(uint8_t *meta, unsigned bits, size_t len, const unsigned 
 }
 
 /* One super-block of len elements (float32, finite); codes go at bits bit0 + i * bits of
- * codes, the sub-block parameters at meta (zeroed here). */
-void aq__kq_super(const aq__kq_hooks *hooks, const float *x, const float *w, size_t len,
-                  unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta, float *d_out,
-                  float *dmin_out)
+ * codes, the sub-block parameters at meta (written whole). */
+void aq__kq_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
+                  size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
 {
     const size_t sub = aq__kq_sub(bits);
     const float qmax = (float)((1u << bits) - 1u);
     const size_t nsub = len / sub + (len % sub != 0);
     double s[AQ__KQ_SUPER / 16] = {0}, m[AQ__KQ_SUPER / 16] = {0};
+    float tw[AQ__KQ_SUPER / 16] = {0}, tx[AQ__KQ_SUPER / 16] = {0};
+    float tq[AQ__KQ_SUPER / 16] = {0}, tqq[AQ__KQ_SUPER / 16] = {0}, txq[AQ__KQ_SUPER / 16] = {0};
     unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
-    uint8_t q[AQ__KQ_SUPER];
+    float q[AQ__KQ_SUPER];
 
-    /* 1. Each sub-block: the search with a non-positive offset. */
+    /* 1. Each sub-block: its sums, then the search with a non-positive offset. */
     double smax = 0.0, mmax = 0.0;
     for (size_t j = 0; j < nsub; j++) {
-        size_t j0 = j * sub;
-        size_t n = len - j0 < sub ? len - j0 : sub;
-        float lo = x[j0], hi = x[j0];
-        for (size_t i = 1; i < n; i++) {
-            lo = x[j0 + i] < lo ? x[j0 + i] : lo;
-            hi = x[j0 + i] > hi ? x[j0 + i] : hi;
+        const size_t j0 = j * sub;
+        const size_t n = len - j0 < sub ? len - j0 : sub;
+        const float *xj = x + j0, *wj = w != NULL ? w + j0 : NULL;
+        float lo = xj[0], hi = xj[0];
+        float sw = 0.0f, sx = 0.0f, sxx = 0.0f;
+        for (size_t i = 0; i < n; i++) {
+            const float W = wj != NULL ? wj[i] : 1.0f;
+            lo = xj[i] < lo ? xj[i] : lo;
+            hi = xj[i] > hi ? xj[i] : hi;
+            sw += W;
+            sx += W * xj[i];
+            sxx += (W * xj[i]) * xj[i];
         }
         lo = (lo < 0.0f ? lo : 0.0f) + 0.0f;
         hi = hi + 0.0f;
+        tw[j] = sw;
+        tx[j] = sx;
         if (hi <= lo) {
             s[j] = 0.0;
             m[j] = (double)lo;
-        } else if (!hooks->fit(x + j0, w != NULL ? w + j0 : NULL, n, bits, lo, hi, &s[j], &m[j])) {
+        } else if (!kq_search(xj, wj, n, qmax, lo, hi, sw, sx, sxx, &s[j], &m[j])) {
             s[j] = ((double)hi - (double)lo) / (double)qmax;
             m[j] = (double)lo;
         }
@@ -250,19 +292,30 @@ void aq__kq_super(const aq__kq_hooks *hooks, const float *x, const float *w, siz
     float d, dmin;
     aq__kq_params(s, m, nsub, bits, smax, mmax, &d, &dmin, sc, mc);
 
-    /* 2b. Each sub-block: the best (sc, mc) among the rounded codes and their neighbours. */
+    /* 3. Each sub-block: the best (sc, mc) among the rounded codes and their neighbours. */
     for (size_t j = 0; j < nsub; j++) {
-        size_t j0 = j * sub;
-        size_t n = len - j0 < sub ? len - j0 : sub;
-        hooks->refine(x + j0, w != NULL ? w + j0 : NULL, n, bits, d, dmin, &sc[j], &mc[j]);
+        const size_t j0 = j * sub;
+        const size_t n = len - j0 < sub ? len - j0 : sub;
+        kq_refine(x + j0, w != NULL ? w + j0 : NULL, n, bits, d, dmin, &sc[j], &mc[j]);
     }
 
-    /* 3. Codes, then least-squares refits of d and dmin, each followed by new codes. */
+    /* 4 and 5. Codes, then one least-squares refit of d and dmin followed by new codes. */
     kq_codes(x, len, sub, qmax, d, dmin, sc, mc, q);
-    for (unsigned r = 0; r < KQ_REFITS; r++) {
-        if (!kq_refit(x, w, len, sub, sc, mc, q, &d, &dmin)) {
-            break;
+    for (size_t j = 0; j < nsub; j++) {
+        const size_t j0 = j * sub;
+        const size_t n = len - j0 < sub ? len - j0 : sub;
+        float sq = 0.0f, sqq = 0.0f, sxq = 0.0f;
+        for (size_t i = j0; i < j0 + n; i++) {
+            const float W = w != NULL ? w[i] : 1.0f;
+            sq += W * q[i];
+            sqq += (W * q[i]) * q[i];
+            sxq += (W * x[i]) * q[i];
         }
+        tq[j] = sq;
+        tqq[j] = sqq;
+        txq[j] = sxq;
+    }
+    if (aq__kq_refit(tq, tqq, txq, tw, tx, nsub, sc, mc, &d, &dmin)) {
         kq_codes(x, len, sub, qmax, d, dmin, sc, mc, q);
     }
 
@@ -375,12 +428,10 @@ static void kq_dequantize(const uint8_t *packed, const uint8_t *meta, const floa
     }
 }
 
-static const aq__kq_hooks kq_ref_hooks = {aq__search_fit_kquant, aq__kq_refine_ref};
-
 static void kq_super_ref(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
                          size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
 {
-    aq__kq_super(&kq_ref_hooks, x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
+    aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
 }
 
 #define KQ_ADAPTERS(suffix, dtype)                                                            \

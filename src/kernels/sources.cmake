@@ -18,8 +18,10 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
     list(APPEND AQ_SOURCES
         ${CMAKE_CURRENT_LIST_DIR}/kernels_avx2.c
         ${CMAKE_CURRENT_LIST_DIR}/kernels_avx512.c
+        ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx2.c
         ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx512.c)
-    set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kernels_avx2.c PROPERTIES
+    set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kernels_avx2.c
+        ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx2.c PROPERTIES
         COMPILE_OPTIONS "-mavx2;-mf16c")
     set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kernels_avx512.c
         ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx512.c PROPERTIES
@@ -27,6 +29,7 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
     add_compile_definitions(AQ_HAVE_X86_KERNELS=1)
 elseif(CMAKE_SYSTEM_PROCESSOR MATCHES "^(aarch64|arm64|ARM64)$")
     # Advanced SIMD is part of the AArch64 base architecture: no flags, no run-time check.
-    list(APPEND AQ_SOURCES ${CMAKE_CURRENT_LIST_DIR}/kernels_neon.c)
+    list(APPEND AQ_SOURCES ${CMAKE_CURRENT_LIST_DIR}/kernels_neon.c
+        ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_neon.c)
     add_compile_definitions(AQ_HAVE_NEON_KERNELS=1)
 endif()

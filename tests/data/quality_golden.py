@@ -156,21 +156,54 @@ def kq_geometry(bits):
     return (16, 4) if bits == 2 else (32, 6)
 
 
+def seq_sum(terms):
+    """docs/format.md 5.2 sums: float32, from +0, adding the terms in element order."""
+    t = np.concatenate([np.zeros(1, dtype=F32), np.asarray(terms, dtype=F32)])
+    return F32(np.add.accumulate(t, dtype=F32)[-1])
+
+
 def kq_codes(x, a, b, qmax):
-    if a > F32(0):
-        inv = F32(F32(1.0) / a)
-        return code((x + b) * inv, qmax)
-    return np.zeros(len(x), dtype=F32)
+    inv = F32(F32(1.0) / a) if a > F32(0) else F32(0.0)
+    return code((x + b) * inv, qmax)
 
 
 def kq_sub_error(x, w, qmax, d, dmin, sc, mc):
     a = F32(d * F32(sc))
     b = F32(dmin * F32(mc))
     q = kq_codes(x, a, b, qmax)
-    xh = (a * q - b).astype(F32)
-    r = x.astype(np.float64) - xh.astype(np.float64)
-    W = w.astype(np.float64)
-    return lane_sum((W * r) * r)
+    r = (x - (a * q - b).astype(F32)).astype(F32)
+    return seq_sum((w * r) * r)
+
+
+def kq_search(x, w, qmax, lo, hi, sw, sx, sxx):
+    """docs/format.md 5.2 step 1: 8 candidates anchored at lo, offset <= 0."""
+    rng = float(hi) - float(lo)
+    SW, SX, SXX = float(sw), float(sx), float(sxx)
+    best = None
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        for c in range(8):
+            levels = float(qmax) - 1.0 + c * 0.25
+            inv = F32(levels / rng)
+            if np.isinf(inv):
+                continue
+            q = code((x - lo) * inv, qmax)
+            SQ = float(seq_sum(w * q))
+            SQQ = float(seq_sum((w * q) * q))
+            SXQ = float(seq_sum((w * x) * q))
+            det = SW * SQQ - SQ * SQ
+            if not det > 0:
+                continue
+            s = (SW * SXQ - SQ * SX) / det
+            m = (SX - s * SQ) / SW
+            if m > 0:
+                m = 0.0
+                s = SXQ / SQQ
+            if not (s > 0 and np.isfinite(s) and np.isfinite(m)):
+                continue
+            e = SXX - (2 * s) * SXQ - (2 * m) * SX + (s * s) * SQQ + ((2 * s) * m) * SQ + (m * m) * SW
+            if best is None or e < best[0]:
+                best = (e, s, m)
+    return None if best is None else (best[1], best[2])
 
 
 def kq_super(x, w, bits):
@@ -181,19 +214,25 @@ def kq_super(x, w, bits):
     J = -(-L // S)
     s = [0.0] * J
     m = [0.0] * J
-    for j in range(J):
-        xs, ws = x[j * S:(j + 1) * S], w[j * S:(j + 1) * S]
-        lo = xs.min()
-        lo = F32((lo if lo < F32(0) else F32(0)) + F32(0))
-        hi = F32(xs.max() + F32(0))
-        if hi <= lo:
-            s[j], m[j] = 0.0, float(lo)
-            continue
-        fit = search(xs, ws, bits, lo, hi, -1.0, 0.125, False, True)
-        if fit is None:
-            s[j], m[j] = (float(hi) - float(lo)) / qmax, float(lo)
-        else:
-            s[j], m[j] = fit
+    tw = [F32(0)] * J
+    tx = [F32(0)] * J
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in range(J):
+            xs, ws = x[j * S:(j + 1) * S], w[j * S:(j + 1) * S]
+            lo = xs.min()
+            lo = F32((lo if lo < F32(0) else F32(0)) + F32(0))
+            hi = F32(xs.max() + F32(0))
+            tw[j] = seq_sum(ws)
+            tx[j] = seq_sum(ws * xs)
+            sxx = seq_sum((ws * xs) * xs)
+            if hi <= lo:
+                s[j], m[j] = 0.0, float(lo)
+                continue
+            fit = kq_search(xs, ws, qmax, lo, hi, tw[j], tx[j], sxx)
+            if fit is None:
+                s[j], m[j] = (float(hi) - float(lo)) / qmax, float(lo)
+            else:
+                s[j], m[j] = fit
     smax = max([0.0] + s)
     mmax = max([0.0] + [-v for v in m])
     d = F32(0.0)
@@ -209,20 +248,21 @@ def kq_super(x, w, bits):
     sc = [int(v) for v in sc]
     mc = [int(v) for v in mc]
     # step 3: refinement
-    for j in range(J):
-        xs, ws = x[j * S:(j + 1) * S], w[j * S:(j + 1) * S]
-        s0, m0 = sc[j], mc[j]
-        bs, bm = s0, m0
-        best = kq_sub_error(xs, ws, qmax, d, dmin, s0, m0)
-        for ds in (-1, 0, 1):
-            for dm in (-1, 0, 1):
-                cs, cm = s0 + ds, m0 + dm
-                if (ds == 0 and dm == 0) or cs < 0 or cm < 0 or cs > K or cm > K:
-                    continue
-                e = kq_sub_error(xs, ws, qmax, d, dmin, cs, cm)
-                if e < best:
-                    best, bs, bm = e, cs, cm
-        sc[j], mc[j] = bs, bm
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in range(J):
+            xs, ws = x[j * S:(j + 1) * S], w[j * S:(j + 1) * S]
+            s0, m0 = sc[j], mc[j]
+            bs, bm = s0, m0
+            best = kq_sub_error(xs, ws, qmax, d, dmin, s0, m0)
+            for ds in (-1, 0, 1):
+                for dm in (-1, 0, 1):
+                    cs, cm = s0 + ds, m0 + dm
+                    if (ds == 0 and dm == 0) or cs < 0 or cm < 0 or cs > K or cm > K:
+                        continue
+                    e = kq_sub_error(xs, ws, qmax, d, dmin, cs, cm)
+                    if e < best:
+                        best, bs, bm = e, cs, cm
+            sc[j], mc[j] = bs, bm
 
     def all_codes(d, dmin):
         out = []
@@ -232,38 +272,39 @@ def kq_super(x, w, bits):
             out.append(kq_codes(x[j * S:(j + 1) * S], a, b, qmax))
         return np.concatenate(out)
 
+    # steps 4 and 5: codes, one refit from per-sub-block float32 sums, new codes
     q = all_codes(d, dmin)
-    for _ in range(2):
-        sub = np.arange(L) // S
-        A = np.array(sc, dtype=np.float64)[sub] * q.astype(np.float64)
-        B = np.array(mc, dtype=np.float64)[sub]
-        W = w.astype(np.float64)
-        X = x.astype(np.float64)
-        saa = lane_sum((W * A) * A)
-        sab = lane_sum((W * A) * B)
-        sbb = lane_sum((W * B) * B)
-        sxa = lane_sum((W * X) * A)
-        sxb = lane_sum((W * X) * B)
+    saa = sab = sbb = sxa = sxb = 0.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        for j in range(J):
+            xs, ws, qs = x[j * S:(j + 1) * S], w[j * S:(j + 1) * S], q[j * S:(j + 1) * S]
+            tq = float(seq_sum(ws * qs))
+            tqq = float(seq_sum((ws * qs) * qs))
+            txq = float(seq_sum((ws * xs) * qs))
+            Sd, Bd = float(sc[j]), float(mc[j])
+            saa += (Sd * Sd) * tqq
+            sab += (Sd * Bd) * tq
+            sbb += (Bd * Bd) * float(tw[j])
+            sxa += Sd * txq
+            sxb += Bd * float(tx[j])
+    refit = None
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         det = saa * sbb - sab * sab
         if det > 0:
-            nd = (sxa * sbb - sab * sxb) / det
-            ne = (sab * sxa - saa * sxb) / det
+            refit = ((sxa * sbb - sab * sxb) / det, (sab * sxa - saa * sxb) / det)
         elif sbb == 0 and saa > 0:
-            nd = sxa / saa
-            ne = float(dmin)
-        else:
-            break
-        if not (nd > 0 and ne >= 0 and np.isfinite(nd) and np.isfinite(ne)):
-            break
-        with np.errstate(over="ignore"):
-            fd = F32(nd)
-            fe = F32(ne)
-        if not fd >= FLT_MIN:
-            fd = FLT_MIN
-        if np.isinf(fd) or np.isinf(fe):
-            break
-        d, dmin = fd, fe
-        q = all_codes(d, dmin)
+            refit = (sxa / saa, float(dmin))
+    if refit is not None:
+        nd, ne = refit
+        if nd > 0 and ne >= 0 and np.isfinite(nd) and np.isfinite(ne):
+            with np.errstate(over="ignore"):
+                fd = F32(nd)
+                fe = F32(ne)
+            if not fd >= FLT_MIN:
+                fd = FLT_MIN
+            if not (np.isinf(fd) or np.isinf(fe)):
+                d, dmin = fd, fe
+                q = all_codes(d, dmin)
     # parameter area
     nbytes = (2 * J * P + 7) // 8
     meta = np.zeros(nbytes, dtype=np.uint8)

@@ -201,6 +201,12 @@ TEST(f32_importance)
     ks_fill(x, n, 11, -1);
     for (size_t i = 0; i < n; i++) {
         w[i] = aq_test_rand_uniform(&seed) < 0.1 ? 0.0f : (float)aq_test_rand_uniform(&seed);
+        /* Whole runs of zero weights (a sub-block with no weight at all) and of large ones. */
+        if ((i / 16) % 7 == 3) {
+            w[i] = 0.0f;
+        } else if ((i / 16) % 7 == 5) {
+            w[i] *= 1000.0f;
+        }
     }
     for (int b = 0; b < 3; b++) {
         CHECK(ks_compare(x, AQ_DTYPE_F32, w, rows, cols, bits[b]) == 0);
