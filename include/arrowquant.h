@@ -1253,6 +1253,21 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_compare(const char *a, const char *b,
 /* Frees what a summary owns and zeroes it. Accepts NULL. */
 AQ_API void aq_model_compare_summary_reset(aq_model_compare_summary *summary);
 
+/* The cosine floor a quantized model is held to when none is given (arrowquant validate,
+ * Python's validate_quality): the arrowquant.min_cosine a model file records (written when
+ * its run had a floor), else the min_cosine of the profile it records, else the local
+ * profile's. A path that is not a model file gets the local profile's. */
+typedef struct aq_model_floor {
+    double min_cosine;
+    const char *source;  /* "file" (arrowquant.min_cosine), "profile" (arrowquant.profile) or
+                            "default" (the local profile); static storage */
+    const char *profile; /* the profile's name (static storage); NULL for "file" */
+} aq_model_floor;
+
+/* Errors: a model file that cannot be opened (AQ_IO, AQ_INVALID_DATA, naming the file). */
+AQ_API AQ_MUST_CHECK aq_status aq_model_default_floor(const char *quantized, aq_model_floor *out,
+                                                      aq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

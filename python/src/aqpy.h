@@ -1,12 +1,13 @@
 /*
  * aqpy.h - shared declarations of the arrow_quant_v2 extension module (python/src).
  *
- * The module includes only the public header, arrowquant.h. Three files:
+ * The module includes only the public header, arrowquant.h. Four files:
  *  - aqpy_module.c: module state, exceptions, the ArrowQuantV2 class and its methods;
  *  - aqpy_share.c: sharing and exporting Arrow C structures (holders, capsules, streams) and
  *    joining result batches;
  *  - aqpy_light.c: the light result objects (RecordBatch, Table, Schema) returned when pyarrow
- *    is not importable.
+ *    is not importable;
+ *  - aqpy_model.c: the model-level functions (_quantize_model, _compare_models).
  */
 #ifndef AQPY_H
 #define AQPY_H
@@ -85,6 +86,9 @@ PyObject *aq__py_table_to_batch(aqpy_state *st, PyObject *table);
 extern PyType_Spec aq__py_batch_spec;
 extern PyType_Spec aq__py_table_spec;
 extern PyType_Spec aq__py_schema_spec;
+
+/* The module-level functions of aqpy_model.c (_quantize_model, _compare_models). */
+extern PyMethodDef aq__py_model_methods[];
 
 /* The module state reachable from a light object's type. */
 aqpy_state *aq__py_state_from_type(PyTypeObject *type);

@@ -1266,10 +1266,15 @@ PyDoc_STRVAR(aqpy_module_doc,
              "Arrow PyCapsule interface.");
 
 static PyModuleDef aqpy_module_def = {
-    PyModuleDef_HEAD_INIT,    .m_name = "arrow_quant_v2.arrow_quant_v2",
-    .m_doc = aqpy_module_doc, .m_size = sizeof(aqpy_state),
-    .m_slots = aqpy_slots,    .m_traverse = aqpy_traverse,
-    .m_clear = aqpy_clear,    .m_free = aqpy_free,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "arrow_quant_v2.arrow_quant_v2",
+    .m_doc = aqpy_module_doc,
+    .m_size = sizeof(aqpy_state),
+    .m_methods = aq__py_model_methods,
+    .m_slots = aqpy_slots,
+    .m_traverse = aqpy_traverse,
+    .m_clear = aqpy_clear,
+    .m_free = aqpy_free,
 };
 
 PyMODINIT_FUNC PyInit_arrow_quant_v2(void);

@@ -166,33 +166,17 @@ int cli_validate(int argc, char **argv)
         floor = prof.min_cosine;
         snprintf(source, sizeof source, "profile %s", prof.name);
     } else {
-        /* The quantized file's own floor, else its profile's, else the local profile's. */
-        const char *fl = NULL, *pn = NULL;
-        aq_qmodel *qm = NULL;
-        if (cli_is_arrow(quant)) {
-            if ((st = aq_qmodel_open(quant, &qm, &err)) != AQ_OK) {
-                return val_error(err.message);
-            }
-            fl = aq_qmodel_metadata(qm, "arrowquant.min_cosine");
-            pn = aq_qmodel_metadata(qm, "arrowquant.profile");
+        aq_model_floor mf;
+        if ((st = aq_model_default_floor(quant, &mf, &err)) != AQ_OK) {
+            return val_error(err.message);
         }
-        char *end = NULL;
-        double v = fl != NULL ? strtod(fl, &end) : 0.0;
-        if (fl != NULL && end != fl && *end == '\0' && v > 0.0 && v <= 1.0) {
-            floor = v;
+        floor = mf.min_cosine;
+        if (strcmp(mf.source, "file") == 0) {
             snprintf(source, sizeof source, "the quantized file's metadata");
-        } else if (pn != NULL && aq_profile_get(pn, &prof, NULL) == AQ_OK) {
-            floor = prof.min_cosine;
-            snprintf(source, sizeof source, "profile %s (the quantized file's)", prof.name);
         } else {
-            if ((st = aq_profile_get("local", &prof, &err)) != AQ_OK) {
-                aq_qmodel_free(qm);
-                return val_error(err.message);
-            }
-            floor = prof.min_cosine;
-            snprintf(source, sizeof source, "profile local (default)");
+            snprintf(source, sizeof source, "profile %s (%s)", mf.profile,
+                     strcmp(mf.source, "profile") == 0 ? "the quantized file's" : "default");
         }
-        aq_qmodel_free(qm);
     }
     if ((st = cli_check_open(orig, &err)) != AQ_OK || (st = cli_check_open(quant, &err)) != AQ_OK) {
         return val_error(err.message);

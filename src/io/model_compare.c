@@ -494,3 +494,42 @@ done:
     aq_ctx_free(ctx);
     return st;
 }
+
+aq_status aq_model_default_floor(const char *quantized, aq_model_floor *out, aq_error *err)
+{
+    if (quantized == NULL || out == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_default_floor: NULL argument");
+    }
+    aq_model_floor f = {0.0, "default", NULL};
+    aq_profile prof;
+    aq_status st;
+    aq_qmodel *qm = NULL;
+    const char *fl = NULL, *pn = NULL;
+    if (mc_is_arrow(quantized)) {
+        if ((st = aq_qmodel_open(quantized, &qm, err)) != AQ_OK) {
+            return st;
+        }
+        fl = aq_qmodel_metadata(qm, "arrowquant.min_cosine");
+        pn = aq_qmodel_metadata(qm, "arrowquant.profile");
+    }
+    char *end = NULL;
+    double v = fl != NULL ? strtod(fl, &end) : 0.0;
+    if (fl != NULL && end != fl && *end == '\0' && v > 0.0 && v <= 1.0) {
+        f.min_cosine = v;
+        f.source = "file";
+    } else if (pn != NULL && aq_profile_get(pn, &prof, NULL) == AQ_OK) {
+        f.min_cosine = prof.min_cosine;
+        f.source = "profile";
+        f.profile = prof.name;
+    }
+    aq_qmodel_free(qm);
+    if (f.profile == NULL && strcmp(f.source, "default") == 0) {
+        if ((st = aq_profile_get("local", &prof, err)) != AQ_OK) {
+            return st;
+        }
+        f.min_cosine = prof.min_cosine;
+        f.profile = prof.name;
+    }
+    *out = f;
+    return AQ_OK;
+}
