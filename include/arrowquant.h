@@ -723,6 +723,28 @@ typedef struct aq_model_tensor_result {
 
 typedef void (*aq_model_tensor_fn)(void *user, const aq_model_tensor_result *result);
 
+/* aq_model_quantize_options.target_bpw: the budget is the profile's own size on this model,
+ * i.e. what the run without a budget would write for the tensors the budget chooses for: each
+ * at the profile's bits and scheme (the context's without rules), raised by min_cosine
+ * (2 -> 4 -> 8) where it falls below it. The allocation then trades bits between those tensors
+ * at no extra size. (A profile's target_bpw is that size for tensors of whole kquant
+ * super-blocks; rows of other lengths pad, so the figure alone may be out of reach.) */
+#define AQ_TARGET_BPW_PROFILE (-1.0)
+
+/* What a size budget (aq_model_quantize_options.target_bpw) covers. */
+typedef enum aq_budget_scope {
+    /* The budget covers the tensors the budget chooses for: those that follow the profile
+     * (with layer rules), or every quantized tensor (without): their bytes <= target_bpw / 8
+     * times their parameters. */
+    AQ_BUDGET_SCOPE_PROFILE = 0,
+    /* The budget covers every float tensor of the model: target_bpw / 8 times all float
+     * parameters (kept ones included), less the bytes of the kept tensors (as stored) and of
+     * the tensors the rules fix (8-bit rules, overrides), is what the tensors the budget
+     * chooses for may use. AQ_INVALID_PARAMETER, giving the smallest bits per weight reachable,
+     * when that is less than their smallest options. */
+    AQ_BUDGET_SCOPE_MODEL = 1
+} aq_budget_scope;
+
 typedef struct aq_model_quantize_options {
     const char *const *keep; /* glob patterns (fnmatch) of tensors to keep as they are */
     size_t n_keep;
@@ -744,7 +766,10 @@ typedef struct aq_model_quantize_options {
      * aq_qset_quantize; options below min_cosine are not chosen): a first pass measures every
      * option of every tensor without keeping its output, then the allocation is made, then the
      * tensors are quantized as chosen. AQ_INVALID_PARAMETER when the smallest options do not
-     * fit. schemes / n_schemes: the budget's candidates (NULL: the context's scheme). */
+     * fit. AQ_TARGET_BPW_PROFILE (-1): the budget is the profile's own size on this model
+     * (see there). With rules, only the tensors that follow the profile are chosen for, and
+     * budget_scope says what the budget covers. schemes / n_schemes: the budget's candidates
+     * (NULL: the context's scheme; with rules, the rules' profile scheme). */
     double min_cosine;
     double target_bpw;
     const aq_scheme *schemes;
@@ -755,9 +780,21 @@ typedef struct aq_model_quantize_options {
     /* Diffusion layer rules (aq_rules_create; NULL: the keep rule above). When set, every float
      * tensor is kept, or quantized at the bit width and scheme that aq_rules_decide gives it
      * (the context's scheme and bits are not used); keep and min_elements are ignored (give
-     * --keep patterns as overrides of the rules); non-float tensors are kept. Not combinable
-     * with target_bpw (AQ_INVALID_PARAMETER). min_cosine still raises a tensor's bits. */
+     * --keep patterns as overrides of the rules); non-float tensors are kept. min_cosine still
+     * raises a tensor's bits. With target_bpw, the tensors the rules keep or fix (the 8-bit
+     * rules, overrides) stay as decided and the budget chooses the bits (and the scheme among
+     * `schemes`, by default the rules' profile scheme) of the tensors that follow the profile
+     * (rule AQ_RULE_PROFILE), over the scope budget_scope says. */
     const struct aq_rules *rules;
+    /* Time-aware importance (a finished aq_calib; NULL: none). Checked first against the
+     * model's tensor names (aq_calib_check_model: an error before any output). Every quantized
+     * tensor the table has statistics for is quantized with aq_calib_importance's vector as
+     * aq_quantize_options.importance, in the budget's measuring pass, the writing pass and the
+     * cosine floor's requantization. affine_search and kquant minimise the importance-weighted
+     * error; plain affine ignores importance. Borrowed for the call. */
+    const struct aq_calib *calib;
+    /* What target_bpw counts (see aq_budget_scope); AQ_BUDGET_SCOPE_PROFILE by default. */
+    aq_budget_scope budget_scope;
 } aq_model_quantize_options;
 
 /* Totals of a model run. Sizes count tensor payloads: source bytes in, and out the packed
@@ -1130,6 +1167,11 @@ AQ_API void aq_calib_free(aq_calib *calib);
  * after aq_calib_finish. */
 AQ_API AQ_MUST_CHECK aq_status aq_calib_add_batch(aq_calib *calib, const struct ArrowSchema *schema,
                                                   const struct ArrowArray *array, aq_error *err);
+/* Reads an Arrow IPC file or stream (src/ipc's reader) and adds every record batch with
+ * aq_calib_add_batch. Errors name the file ("PATH: ..."): a missing or unreadable file, one
+ * that is not Arrow IPC, and every refusal of aq_calib_add_batch. */
+AQ_API AQ_MUST_CHECK aq_status aq_calib_add_ipc_file(aq_calib *calib, const char *path,
+                                                     aq_error *err);
 /* Checks that every layer has every timestep group (AQ_INVALID_ARGUMENT: "Layer 'L' has no
  * statistics for timestep group G (the table has groups 0..N-1)"), that the table is not
  * empty, then combines the groups. */

@@ -75,7 +75,10 @@ static int cli_usage(void)
           "        [--target-bpw BPW [--scheme S1,S2,...]] [--keep GLOB]... [--min-elements N]\n"
           "        [--threads N] [--compression zstd|lz4|none] [--json] [--quiet]\n"
           "  arrowquant quantize SRC -o OUT.arrow --profile edge|local|cloud\n"
-          "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [other options above]\n"
+          "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [--target-bpw BPW|0]\n"
+          "        [--min-accuracy COSINE|0] [--budget-scope profile|model]\n"
+          "        [--scheme S1,S2,... (the budget's candidates)] [other options above]\n"
+          "  (either form) [--calibration TABLE.arrow [--calibration-combine max|mean]]\n"
           "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
           "  arrowquant inspect FILE [--json]\n"
           "  arrowquant compare A B [--json]\n"
@@ -173,13 +176,14 @@ static int cli_parse_size(const char *opt, const char *v, long long lo, long lon
     return 0;
 }
 
-static int cli_parse_double(const char *opt, const char *v, double lo, double hi, double *out)
+/* --min-accuracy and --target-bpw: 0 (off) or a number in (0, hi]. */
+static int cli_parse_off(const char *opt, const char *v, double hi, double *out)
 {
     char *end = NULL;
     errno = 0;
     double x = strtod(v, &end);
-    if (errno != 0 || end == v || *end != '\0' || !(x > lo && x <= hi)) {
-        return cli_fail("%s: '%s' is not a number in (%g, %g]", opt, v, lo, hi);
+    if (errno != 0 || end == v || *end != '\0' || !(x >= 0.0 && x <= hi)) {
+        return cli_fail("%s: '%s' is not 0 (off) or a number in (0, %g]", opt, v, hi);
     }
     *out = x;
     return 0;
@@ -203,11 +207,24 @@ typedef struct cli_alloc {
     const char *rule_names[AQ_RULE_COUNT + 1];
     size_t rule_counts[AQ_RULE_COUNT + 1];
     size_t n_rules;
+    /* The budget's scopes: the tensors it chooses for (rule "profile", or every quantized
+     * tensor without rules) and every float tensor. */
+    const aq_model *model;
+    size_t scope_bytes, scope_params, float_bytes, float_params;
 } cli_alloc;
 
 static void cli_on_tensor(void *user, const aq_model_tensor_result *r)
 {
     cli_alloc *a = user;
+    if (r->rule != NULL ? (!r->kept && strcmp(r->rule, "profile") == 0) : !r->kept) {
+        a->scope_bytes += r->bytes;
+        a->scope_params += r->elements;
+    }
+    const aq_st_tensor *t = a->model != NULL ? aq_model_tensor(a->model, r->index) : NULL;
+    if (t != NULL && aq_st_dtype_to_aq(t->dtype, NULL)) {
+        a->float_bytes += r->bytes;
+        a->float_params += r->elements;
+    }
     if (r->rule != NULL) {
         size_t k = 0;
         while (k < a->n_rules && strcmp(a->rule_names[k], r->rule) != 0) {
@@ -282,6 +299,10 @@ static int cmd_quantize(int argc, char **argv)
     long long min_el = AQ_MODEL_MIN_ELEMENTS;
     const char *scheme = NULL;
     double min_cos = 0.0, target = 0.0;
+    bool min_set = false, target_set = false;
+    const char *calib_path = NULL, *combine = NULL, *scope_name = NULL;
+    aq_calib *calib = NULL;
+    aq_budget_scope scope = AQ_BUDGET_SCOPE_PROFILE;
     cli_alloc alloc;
     memset(&alloc, 0, sizeof alloc);
     int comp = AQ_IPC_COMPRESSION_ZSTD;
@@ -312,7 +333,9 @@ static int cmd_quantize(int argc, char **argv)
                      strcmp(a, "--keep") == 0 || strcmp(a, "--threads") == 0 ||
                      strcmp(a, "--compression") == 0 || strcmp(a, "--min-elements") == 0 ||
                      strcmp(a, "--min-accuracy") == 0 || strcmp(a, "--target-bpw") == 0 ||
-                     strcmp(a, "--profile") == 0 || strcmp(a, "--bits-for") == 0;
+                     strcmp(a, "--profile") == 0 || strcmp(a, "--bits-for") == 0 ||
+                     strcmp(a, "--calibration") == 0 || strcmp(a, "--calibration-combine") == 0 ||
+                     strcmp(a, "--budget-scope") == 0;
         if (needs && v == NULL) {
             rc = cli_fail("%s needs a value", a);
             goto done;
@@ -344,13 +367,21 @@ static int cmd_quantize(int argc, char **argv)
         } else if (strcmp(a, "--scheme") == 0) {
             scheme = v;
         } else if (strcmp(a, "--min-accuracy") == 0) {
-            if ((rc = cli_parse_double(a, v, 0.0, 1.0, &min_cos)) != 0) {
+            min_set = true;
+            if ((rc = cli_parse_off(a, v, 1.0, &min_cos)) != 0) {
                 goto done;
             }
         } else if (strcmp(a, "--target-bpw") == 0) {
-            if ((rc = cli_parse_double(a, v, 0.0, 64.0, &target)) != 0) {
+            target_set = true;
+            if ((rc = cli_parse_off(a, v, 64.0, &target)) != 0) {
                 goto done;
             }
+        } else if (strcmp(a, "--calibration") == 0) {
+            calib_path = v;
+        } else if (strcmp(a, "--calibration-combine") == 0) {
+            combine = v;
+        } else if (strcmp(a, "--budget-scope") == 0) {
+            scope_name = v;
         } else if (strcmp(a, "--keep") == 0) {
             keep[n_keep++] = v;
         } else if (strcmp(a, "--compression") == 0) {
@@ -391,36 +422,86 @@ static int cmd_quantize(int argc, char **argv)
     size_t n_cands = 0;
     aq_profile prof;
     memset(&prof, 0, sizeof prof);
+    aq_calib_combine how = AQ_CALIB_COMBINE_MAX;
     if (profile == NULL && n_bits_for > 0) {
         rc = cli_fail("--bits-for needs --profile (the layer rules it overrides)");
         goto done;
     }
+    if (combine != NULL) {
+        if (calib_path == NULL) {
+            rc = cli_fail("--calibration-combine needs --calibration TABLE.arrow");
+            goto done;
+        }
+        if (strcmp(combine, "max") == 0) {
+            how = AQ_CALIB_COMBINE_MAX;
+        } else if (strcmp(combine, "mean") == 0) {
+            how = AQ_CALIB_COMBINE_MEAN;
+        } else {
+            rc = cli_fail("--calibration-combine: '%s' is not one of max, mean", combine);
+            goto done;
+        }
+    }
+    if (scope_name != NULL) {
+        if (strcmp(scope_name, "profile") == 0) {
+            scope = AQ_BUDGET_SCOPE_PROFILE;
+        } else if (strcmp(scope_name, "model") == 0) {
+            scope = AQ_BUDGET_SCOPE_MODEL;
+        } else {
+            rc = cli_fail("--budget-scope: '%s' is not one of profile, model", scope_name);
+            goto done;
+        }
+    }
+    const char *cand_list = NULL; /* with --profile: the budget's candidate schemes */
     if (profile != NULL) {
-        /* The profile and the layer rules choose every tensor's bits and scheme. */
+        /* The profile and the layer rules choose every tensor's bits and scheme; by default
+         * the profile's floor and budget apply too (docs/decisions.md). */
         if ((st = aq_profile_get(profile, &prof, &err)) != AQ_OK) {
             rc = cli_status(st, &err);
             goto done;
         }
-        if (bits_set || group_set || scheme != NULL || target > 0.0) {
+        if (bits_set || group_set) {
             rc = cli_fail("--profile %s sets the bits and scheme of every tensor: it cannot be "
-                          "combined with --bits, --group-size, --scheme or --target-bpw "
-                          "(use --bits-for PATTERN=BITS)",
+                          "combined with --bits or --group-size (use --bits-for PATTERN=BITS)",
                           profile);
             goto done;
         }
+        if (!min_set) {
+            min_cos = prof.min_cosine;
+        }
+        if (!target_set) {
+            /* The profile's budget: its own size on this model (prof.target_bpw where every
+             * row is whole kquant super-blocks), see AQ_TARGET_BPW_PROFILE. */
+            target = AQ_TARGET_BPW_PROFILE;
+        }
+        if (scheme != NULL && target == 0.0) {
+            rc = cli_fail("--profile %s sets the scheme of every tensor: --scheme lists the "
+                          "budget's candidates and needs a budget (--target-bpw is 0)",
+                          profile);
+            goto done;
+        }
+        cand_list = scheme != NULL ? scheme : aq_scheme_name(prof.scheme);
         bits = (long long)prof.bit_width;
         scheme = aq_scheme_name(prof.scheme);
         if (prof.scheme != AQ_SCHEME_KQUANT && prof.group_size > 0) {
             group = (long long)prof.group_size;
         }
     }
-    if (target > 0.0) {
-        /* The budget chooses among these; by default the fast scheme and the accurate one. */
-        if ((rc = cli_parse_schemes(scheme != NULL ? scheme : "affine,kquant", cands, &n_cands)) !=
-            0) {
+    if (scope_name != NULL && target == 0.0) {
+        rc = cli_fail("--budget-scope needs a budget (--target-bpw, or a profile's)");
+        goto done;
+    }
+    if (target != 0.0) {
+        /* The budget chooses among these; by default the fast scheme and the accurate one
+         * (with a profile: the profile's scheme). */
+        const char *list = cand_list != NULL ? cand_list
+                           : scheme != NULL  ? scheme
+                                             : "affine,kquant";
+        if ((rc = cli_parse_schemes(list, cands, &n_cands)) != 0) {
             goto done;
         }
-        scheme = aq_scheme_name(cands[0]);
+        if (profile == NULL) {
+            scheme = aq_scheme_name(cands[0]);
+        }
     } else if (scheme != NULL && strchr(scheme, ',') != NULL) {
         rc = cli_fail("--scheme: a list of schemes ('%s') needs --target-bpw", scheme);
         goto done;
@@ -441,6 +522,24 @@ static int cmd_quantize(int argc, char **argv)
     if ((st = aq_model_open(src, &model, &err)) != AQ_OK) {
         rc = cli_status(st, &err);
         goto done;
+    }
+    alloc.model = model;
+    if (calib_path != NULL) {
+        if ((st = aq_calib_create(&calib, &err)) != AQ_OK ||
+            (st = aq_calib_add_ipc_file(calib, calib_path, &err)) != AQ_OK ||
+            (st = aq_calib_finish(calib, how, &err)) != AQ_OK) {
+            rc = cli_status(st, &err);
+            goto done;
+        }
+        bool weighted = sch != AQ_SCHEME_AFFINE;
+        for (size_t k = 0; k < n_cands; k++) {
+            weighted = weighted || cands[k] != AQ_SCHEME_AFFINE;
+        }
+        if (!weighted && !quiet) {
+            fputs("arrowquant: warning: --calibration: plain affine ignores importance (use "
+                  "--scheme affine_search or kquant)\n",
+                  stderr);
+        }
     }
     if (profile != NULL) {
         size_t nt = aq_model_count(model);
@@ -486,6 +585,8 @@ static int cmd_quantize(int argc, char **argv)
     o.n_schemes = n_cands;
     o.on_tensor = cli_on_tensor;
     o.on_tensor_user = &alloc;
+    o.calib = calib;
+    o.budget_scope = scope;
     aq_model_summary s;
     if ((st = aq_model_quantize(ctx, model, out, &o, &s, &err)) != AQ_OK) {
         if (prog.tty && !quiet) {
@@ -514,6 +615,35 @@ static int cmd_quantize(int argc, char **argv)
     if (sch == AQ_SCHEME_KQUANT) {
         group = AQ_KQUANT_SUPER_BLOCK;
     }
+    const bool budget = target != 0.0;
+    const bool whole = scope == AQ_BUDGET_SCOPE_MODEL;
+    /* The budget's figures: over its scope (the tensors it chose for, or every float tensor)
+     * and over every float tensor of the model. */
+    size_t sc_bytes = whole ? alloc.float_bytes : alloc.scope_bytes;
+    size_t sc_params = whole ? alloc.float_params : alloc.scope_params;
+    double sc_bpw = sc_params > 0 ? 8.0 * (double)sc_bytes / (double)sc_params : 0.0;
+    double fl_bpw =
+        alloc.float_params > 0 ? 8.0 * (double)alloc.float_bytes / (double)alloc.float_params : 0.0;
+    /* With a calibration: the layers whose inputs vary most along the trajectory. */
+    enum { CLI_TOP = 3 };
+    aq_calib_layer_info top[CLI_TOP];
+    size_t n_top = 0, n_layers = calib != NULL ? aq_calib_layer_count(calib) : 0;
+    for (size_t k = 0; k < n_layers; k++) {
+        aq_calib_layer_info info;
+        if (aq_calib_layer_get(calib, k, &info, &err) != AQ_OK) {
+            continue;
+        }
+        size_t at = n_top < CLI_TOP ? n_top++ : CLI_TOP;
+        while (at > 0 && top[at - 1].shape_variation < info.shape_variation) {
+            if (at < CLI_TOP) {
+                top[at] = top[at - 1];
+            }
+            at--;
+        }
+        if (at < CLI_TOP) {
+            top[at] = info;
+        }
+    }
     if (json) {
         printf("{\"source\": \"%s\", \"output\": \"%s\", \"tensors\": %zu, \"quantized\": %zu, "
                "\"kept\": %zu, \"parameters\": %zu, \"quantized_parameters\": %zu, "
@@ -524,9 +654,46 @@ static int cmd_quantize(int argc, char **argv)
                src, out, s.tensors, s.quantized, s.kept, s.params, s.quantized_params, s.bytes_in,
                s.bytes_out, file_size, bpw, s.mean_sqnr_db, s.min_sqnr_db, s.mean_cosine,
                s.worst != NULL ? s.worst : "", s.batches, bits, group, secs);
-        printf(", \"scheme\": \"%s\", \"quantized_bits_per_weight\": %.4f, \"min_accuracy\": %g, "
-               "\"target_bpw\": %g, ",
-               target > 0.0 || profile != NULL ? "mixed" : scheme, qbpw, min_cos, target);
+        printf(", \"scheme\": \"%s\", \"quantized_bits_per_weight\": %.4f, \"min_accuracy\": %g, ",
+               budget || profile != NULL ? "mixed" : scheme, qbpw, min_cos);
+        if (target == AQ_TARGET_BPW_PROFILE) {
+            printf("\"target_bpw\": null, ");
+        } else {
+            printf("\"target_bpw\": %g, ", target);
+        }
+        if (budget) {
+            printf("\"budget\": {\"scope\": \"%s\", \"target_bpw\": ", whole ? "model" : "profile");
+            if (target == AQ_TARGET_BPW_PROFILE) {
+                printf("\"profile\"");
+            } else {
+                printf("%g", target);
+            }
+            printf(", \"scope_parameters\": %zu, \"scope_bytes\": %zu, \"bits_per_weight\": %.4f, "
+                   "\"float_parameters\": %zu, \"float_bytes\": %zu, "
+                   "\"model_bits_per_weight\": %.4f}, ",
+                   sc_params, sc_bytes, sc_bpw, alloc.float_params, alloc.float_bytes, fl_bpw);
+        } else {
+            printf("\"budget\": null, ");
+        }
+        if (calib != NULL) {
+            printf("\"calibration\": {\"file\": ");
+            cli_json_str(stdout, calib_path);
+            printf(", \"combine\": \"%s\", \"layers\": %zu, \"most_varying\": [",
+                   how == AQ_CALIB_COMBINE_MAX ? "max" : "mean", n_layers);
+            for (size_t k = 0; k < n_top; k++) {
+                printf("%s{\"layer\": ", k > 0 ? ", " : "");
+                cli_json_str(stdout, top[k].name);
+                printf(", \"shape_variation\": %.6f, \"scale_ratio\": ", top[k].shape_variation);
+                if (isfinite(top[k].scale_ratio)) {
+                    printf("%.6g}", top[k].scale_ratio);
+                } else {
+                    printf("null}");
+                }
+            }
+            printf("]}, ");
+        } else {
+            printf("\"calibration\": null, ");
+        }
         if (profile != NULL) {
             printf("\"profile\": \"%s\", \"rules\": {", prof.name);
             for (size_t k = 0; k < alloc.n_rules; k++) {
@@ -575,7 +742,7 @@ static int cmd_quantize(int argc, char **argv)
                 printf("  rule         %-15s %zu tensor%s\n", alloc.rule_names[k],
                        alloc.rule_counts[k], alloc.rule_counts[k] == 1 ? "" : "s");
             }
-        } else if (target > 0.0) {
+        } else if (budget) {
             printf("  tensors      %zu (%zu quantized, bits and scheme per tensor; %zu kept)\n",
                    s.tensors, s.quantized, s.kept);
         } else {
@@ -590,10 +757,22 @@ static int cmd_quantize(int argc, char **argv)
         printf("  SQNR         mean %.2f dB, min %.2f dB (%s)\n", s.mean_sqnr_db, s.min_sqnr_db,
                s.worst != NULL ? s.worst : "-");
         printf("  cosine       mean %.6f\n", s.mean_cosine);
-        if (target > 0.0 || profile != NULL || alloc.n_moved > 0) {
-            printf("  quantized    %.3f bits/weight%s\n", qbpw, target > 0.0 ? " (budget)" : "");
-            if (target > 0.0) {
-                printf("  target       %.3f bits/weight over the quantized tensors\n", target);
+        if (budget || profile != NULL || alloc.n_moved > 0) {
+            printf("  quantized    %.3f bits/weight%s\n", qbpw, budget ? " (budget)" : "");
+            if (budget) {
+                char tgt[64];
+                if (target == AQ_TARGET_BPW_PROFILE) {
+                    snprintf(tgt, sizeof tgt, "the profile's own size");
+                } else {
+                    snprintf(tgt, sizeof tgt, "%.3f bits/weight", target);
+                }
+                printf("  budget       scope %s, target %s: %.3f bits/weight over %s (%zu "
+                       "parameters), %.3f over every float tensor\n",
+                       whole ? "model" : "profile", tgt, sc_bpw,
+                       whole ? "every float tensor"
+                       : rules != NULL ? "the tensors that follow the profile"
+                                       : "the quantized tensors",
+                       sc_params, fl_bpw);
             }
             for (int sc = 0; sc < AQ_SCHEME_COUNT; sc++) {
                 for (unsigned b = 2; b <= 8; b *= 2) {
@@ -614,12 +793,21 @@ static int cmd_quantize(int argc, char **argv)
                        m->cos_from, m->cos_to);
             }
         }
+        if (calib != NULL) {
+            printf("  calibration  %s: %zu layers (combine %s); varying most across timesteps:",
+                   calib_path, n_layers, how == AQ_CALIB_COMBINE_MAX ? "max" : "mean");
+            for (size_t k = 0; k < n_top; k++) {
+                printf("%s %s (%.3f)", k > 0 ? "," : "", top[k].name, top[k].shape_variation);
+            }
+            printf("\n");
+        }
         printf("  time         %.2f s\n", secs);
     }
 done:
     aq_model_free(model);
     aq_ctx_free(ctx);
     aq_rules_free(rules);
+    aq_calib_free(calib);
     free(names);
     free(keep);
     free(bits_for);

@@ -587,3 +587,75 @@ aq_status aq_calib_importance(const aq_calib *calib, const char *name, const int
     *found = 1;
     return AQ_OK;
 }
+
+/* Prefixes the message already in err with the file's path (err may be NULL). */
+static aq_status cb_file_error(aq_error *err, aq_status st, const char *path)
+{
+    if (err == NULL) {
+        return st;
+    }
+    char msg[AQ_ERROR_MESSAGE_SIZE];
+    snprintf(msg, sizeof msg, "%s", err->message);
+    return aq__error_set(err, st, "%s: %s", path, msg);
+}
+
+aq_status aq_calib_add_ipc_file(aq_calib *calib, const char *path, aq_error *err)
+{
+    if (calib == NULL || path == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_calib_add_ipc_file: NULL argument");
+    }
+    aq_ipc_reader *r = NULL;
+    struct ArrowSchema schema;
+    struct ArrowArray batch;
+    memset(&schema, 0, sizeof schema);
+    memset(&batch, 0, sizeof batch);
+    size_t batches = 0;
+    aq_status st = aq_ipc_reader_open(path, &r, err);
+    if (st != AQ_OK) {
+        /* The reader names the file in most of its messages; say what was expected. */
+        if (err != NULL && strstr(err->message, path) == NULL) {
+            st = cb_file_error(err, st, path);
+        }
+        if (err != NULL && st == AQ_INVALID_DATA) {
+            char msg[AQ_ERROR_MESSAGE_SIZE];
+            snprintf(msg, sizeof msg, "%s", err->message);
+            st = aq__error_set(err, st, "%s (expected an Arrow IPC file or stream of calibration "
+                               "statistics)", msg);
+        }
+        goto done;
+    }
+    if ((st = aq_ipc_reader_schema(r, &schema, err)) != AQ_OK) {
+        st = cb_file_error(err, st, path);
+        goto done;
+    }
+    for (;;) {
+        if ((st = aq_ipc_reader_next(r, &batch, err)) != AQ_OK) {
+            st = cb_file_error(err, st, path);
+            goto done;
+        }
+        if (batch.release == NULL) {
+            break;
+        }
+        st = aq_calib_add_batch(calib, &schema, &batch, err);
+        batch.release(&batch);
+        memset(&batch, 0, sizeof batch);
+        if (st != AQ_OK) {
+            st = cb_file_error(err, st, path);
+            goto done;
+        }
+        batches++;
+    }
+    if (batches == 0) {
+        st = aq__error_set(err, AQ_INVALID_ARGUMENT,
+                           "%s: the calibration table has no record batch (no statistics)", path);
+    }
+done:
+    if (batch.release != NULL) {
+        batch.release(&batch);
+    }
+    if (schema.release != NULL) {
+        schema.release(&schema);
+    }
+    aq_ipc_reader_free(r);
+    return st;
+}

@@ -72,10 +72,16 @@ typedef struct mq_state {
     double min_cosine;
     float *mbuf; /* dequantized block for mq_measure, reused from tensor to tensor */
     size_t mbuf_cap;
-    /* With layer rules: each tensor's bits, scheme and deciding rule (aq_rule_name). */
+    /* With layer rules: each tensor's bits, scheme and deciding rule (aq_rule_name), and
+     * whether it follows the profile (the budget chooses its bits) or is fixed by a rule. */
     unsigned *r_bits;
     aq_scheme *r_scheme;
     const char **r_rule;
+    unsigned char *r_profile;
+    /* With a calibration: the importance of the tensor being quantized (NULL: none), in ibuf. */
+    const float *imp;
+    float *ibuf;
+    size_t ibuf_cap;
 } mq_state;
 
 static void mq_row_free(mq_row *r)
@@ -180,7 +186,43 @@ static aq_status mq_rule(mq_state *s, size_t i, int *kept, aq_error *err)
     s->r_bits[i] = dec.bit_width;
     s->r_scheme[i] = dec.scheme;
     s->r_rule[i] = aq_rule_name(dec.rule);
+    s->r_profile[i] = dec.rule == AQ_RULE_PROFILE && !dec.keep;
     return AQ_OK;
+}
+
+/* The importance of quantized tensor t from the calibration, into s->ibuf; s->imp is NULL
+ * when there is no calibration or the table has no statistics for the tensor. A table whose
+ * channel count does not fit the tensor is an error (AQ_SHAPE_MISMATCH naming both). */
+static aq_status mq_importance(mq_state *s, const aq_st_tensor *t, aq_error *err)
+{
+    s->imp = NULL;
+    const aq_calib *calib = s->opts != NULL ? s->opts->calib : NULL;
+    if (calib == NULL || t->ndim < 2) {
+        return AQ_OK;
+    }
+    if (t->elements > s->ibuf_cap) {
+        free(s->ibuf);
+        s->ibuf_cap = 0;
+        if ((s->ibuf = malloc(t->elements * sizeof(float))) == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory for its importance",
+                                 t->name);
+        }
+        s->ibuf_cap = t->elements;
+    }
+    int found = 0;
+    aq_status st =
+        aq_calib_importance(calib, t->name, t->shape, t->ndim, s->ibuf, t->elements, &found, err);
+    if (st == AQ_OK && found) {
+        s->imp = s->ibuf;
+    }
+    return st;
+}
+
+/* Whether the budget chooses tensor i's bits (it is quantized and, with rules, follows the
+ * profile). */
+static bool mq_budgeted(const mq_state *s, const int *kept, size_t i)
+{
+    return !kept[i] && (s->r_profile == NULL || s->r_profile[i]);
 }
 
 /* ---- quality, block by block ---- */
@@ -265,7 +307,7 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
     /* A floor or a budget decides bytes from these figures: those runs take the reference's
      * exact double sums, so the file is the same on every CPU (the SIMD sums differ by about
      * 1e-6 relative from one instruction set to another). */
-    bool decides = s->min_cosine > 0.0 || (s->opts != NULL && s->opts->target_bpw > 0.0);
+    bool decides = s->min_cosine > 0.0 || (s->opts != NULL && s->opts->target_bpw != 0.0);
     if (stats == NULL || decides) {
         stats = aq__kernels_ref.error_stats[src->dtype];
     }
@@ -708,7 +750,8 @@ static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st
         return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
     }
     aq_qbuffers out = {r->data, l.packed_bytes, r->scales, r->zps, l.groups};
-    if ((st = aq_quantize(&tmp, src, &out, err)) != AQ_OK) {
+    aq_quantize_options qo = {s->imp};
+    if ((st = aq_quantize_ex(&tmp, src, &qo, &out, NULL, err)) != AQ_OK) {
         return st;
     }
     return mq_measure(s, src, scheme, &l, r, err);
@@ -722,13 +765,19 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
     aq_tensor src;
     void *copy = NULL;
     aq_status st = mq_view(s, i, t, &src, &copy, err);
+    if (st == AQ_OK) {
+        st = mq_importance(s, t, err);
+    }
     if (st != AQ_OK) {
+        free(copy);
         return st;
     }
-    aq_scheme scheme = s->plan != NULL       ? s->plan[i].scheme
+    /* Tensors the budget chose for follow the plan; tensors the rules fix keep their bits. */
+    const bool planned = s->plan != NULL && s->plan[i].bits != 0;
+    aq_scheme scheme = planned               ? s->plan[i].scheme
                        : s->r_scheme != NULL ? s->r_scheme[i]
                                              : s->ctx->scheme;
-    unsigned bits = s->plan != NULL     ? s->plan[i].bits
+    unsigned bits = planned             ? s->plan[i].bits
                     : s->r_bits != NULL ? s->r_bits[i]
                                         : s->ctx->bit_width;
     res->initial_bit_width = bits;
@@ -739,7 +788,7 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
         if (bits == res->initial_bit_width) {
             res->initial_cosine = r->cosine;
         }
-        if (s->plan != NULL || !(s->min_cosine > 0.0) || r->cosine >= s->min_cosine || bits == 8) {
+        if (planned || !(s->min_cosine > 0.0) || r->cosine >= s->min_cosine || bits == 8) {
             break;
         }
         bits = bits == 2 ? 4 : 8;
@@ -750,16 +799,66 @@ done:
     return st;
 }
 
-/* The budget's first pass: every option of every quantized tensor measured (outputs dropped),
- * then the allocation. s->plan receives each tensor's choice. */
+/* The bytes a kept tensor takes in the file (mq_keep: float32 for BF16/F64 sources, the
+ * source's own bytes otherwise). */
+static size_t mq_kept_bytes(const aq_st_tensor *t)
+{
+    if (t->dtype == AQ_ST_BF16 || t->dtype == AQ_ST_F64) {
+        return t->elements * 4;
+    }
+    return t->nbytes;
+}
+
+/* The bytes of a tensor the budget does not choose for: kept (as stored), or quantized at the
+ * bits the rules fix (with a floor, quantized here as the writing pass will, since the floor
+ * may raise them). */
+static aq_status mq_fixed_bytes(mq_state *s, const int *kept, size_t i, size_t *out, aq_error *err)
+{
+    const aq_st_tensor *t = aq_model_tensor(s->model, i);
+    if (kept[i]) {
+        *out = mq_kept_bytes(t);
+        return AQ_OK;
+    }
+    unsigned bits = s->r_bits != NULL ? s->r_bits[i] : s->ctx->bit_width;
+    aq_scheme scheme = s->r_scheme != NULL ? s->r_scheme[i] : s->ctx->scheme;
+    aq_status st;
+    if (s->min_cosine > 0.0 && bits < 8) {
+        mq_row r;
+        aq_model_tensor_result res;
+        memset(&r, 0, sizeof r);
+        memset(&res, 0, sizeof res);
+        st = mq_quantize(s, i, t, &r, &res, err);
+        *out = r.data_size + 2 * r.groups * sizeof(float);
+        mq_row_free(&r);
+        aq_model_release(s->model, i);
+        return st;
+    }
+    aq_layout l;
+    if ((st = aq_layout_compute_scheme(scheme, t->shape, t->ndim, bits, s->ctx->group_size, &l,
+                                       err)) != AQ_OK) {
+        return st;
+    }
+    *out = l.packed_bytes + 2 * l.groups * sizeof(float);
+    return AQ_OK;
+}
+
+/* The budget's first pass: every option of every tensor the budget chooses for, measured
+ * (outputs dropped), then the allocation. s->plan receives each such tensor's choice (bits 0
+ * for the others: kept, or fixed by the rules). */
 static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
 {
     const aq_model_quantize_options *o = s->opts;
     aq_scheme own = s->ctx->scheme;
+    if (o->rules != NULL) {
+        aq_profile p;
+        aq_rules_profile(o->rules, &p);
+        own = p.scheme; /* the rules' profile scheme: what the profile tensors would get */
+    }
     const aq_scheme *schemes = o->schemes != NULL && o->n_schemes > 0 ? o->schemes : &own;
     size_t n_schemes = o->schemes != NULL && o->n_schemes > 0 ? o->n_schemes : 1;
     static const unsigned bits[3] = {2, 4, 8};
     const size_t per = 3 * n_schemes, n = aq_model_count(s->model);
+    const bool whole = o->budget_scope == AQ_BUDGET_SCOPE_MODEL;
     aq__budget_option *opt = calloc((n > 0 ? n : 1) * per, sizeof *opt);
     size_t *count = calloc(n > 0 ? n : 1, sizeof *count);
     size_t *choice = calloc(n > 0 ? n : 1, sizeof *choice);
@@ -779,42 +878,75 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
         }
     }
     /* Sizes do not depend on the data: a budget below every tensor's smallest layout is
-     * refused before the measuring pass. */
-    size_t least = 0, all = 0;
+     * refused before the measuring pass. least/all: the budgeted tensors' smallest bytes and
+     * their parameters; fixed/floats: the bytes of the other float tensors and the parameters
+     * of every float tensor (scope model). */
+    size_t least = 0, all = 0, fixed = 0, floats = 0;
     for (size_t i = 0; i < n; i++) {
-        if (kept[i]) {
-            continue;
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        if (!aq_st_dtype_to_aq(t->dtype, NULL)) {
+            continue; /* not a float: outside every scope */
         }
-        aq_tensor v;
-        if ((st = aq_model_tensor_view(s->model, i, &v, err)) != AQ_OK) {
-            goto done;
+        floats += t->elements;
+        if (!mq_budgeted(s, kept, i)) {
+            if (whole) {
+                size_t b = 0;
+                if ((st = mq_fixed_bytes(s, kept, i, &b, err)) != AQ_OK) {
+                    goto done;
+                }
+                fixed += b;
+            }
+            continue;
         }
         size_t best = SIZE_MAX;
         for (size_t k = 0; k < n_schemes; k++) {
             aq_layout l;
-            if ((st = aq_layout_compute_scheme(schemes[k], v.shape, v.ndim, 2, s->ctx->group_size,
-                                               &l, err)) != AQ_OK) {
+            if ((st = aq_layout_compute_scheme(schemes[k], t->shape, t->ndim, 2,
+                                               s->ctx->group_size, &l, err)) != AQ_OK) {
                 goto done;
             }
             size_t b = l.packed_bytes + 2 * l.groups * sizeof(float);
             best = b < best ? b : best;
         }
         least += best;
-        all += aq_model_tensor(s->model, i)->elements;
+        all += t->elements;
     }
-    if (all > 0 && (double)least * 8.0 > o->target_bpw * (double)all) {
-        st = aq__error_set(err, AQ_INVALID_PARAMETER,
-                           "Invalid target_bpw: %g. The smallest allocation needs %.4f bits per "
-                           "weight",
-                           o->target_bpw, (double)least * 8.0 / (double)all);
-        goto done;
+    /* What the budgeted tensors may use, in bytes, and the same as bits per weight over them.
+     * AQ_TARGET_BPW_PROFILE: known once the options are measured. */
+    const bool self = o->target_bpw == AQ_TARGET_BPW_PROFILE;
+    double budget_bytes = 0.0, target = o->target_bpw;
+    if (self) {
+        /* below */
+    } else if (whole) {
+        budget_bytes = floor(o->target_bpw * (double)floats / 8.0) - (double)fixed;
+        if (floats > 0 && (double)(least + fixed) > floor(o->target_bpw * (double)floats / 8.0)) {
+            st = aq__error_set(err, AQ_INVALID_PARAMETER,
+                               "Invalid target_bpw: %g over the whole model (budget scope model). "
+                               "The smallest allocation needs %.4f bits per weight over its %zu "
+                               "float parameters (kept and rule-fixed tensors alone take %.4f)",
+                               o->target_bpw, (double)(least + fixed) * 8.0 / (double)floats,
+                               floats, (double)fixed * 8.0 / (double)floats);
+            goto done;
+        }
+        /* budget_bytes is whole: half a byte more keeps rounding from refusing an exact fit
+         * without admitting a byte too many. */
+        target = all > 0 ? (budget_bytes + 0.5) * 8.0 / (double)all : 0.0;
+    } else {
+        budget_bytes = o->target_bpw * (double)all / 8.0;
+        if (all > 0 && (double)least > budget_bytes) {
+            st = aq__error_set(err, AQ_INVALID_PARAMETER,
+                               "Invalid target_bpw: %g. The smallest allocation needs %.4f bits "
+                               "per weight",
+                               o->target_bpw, (double)least * 8.0 / (double)all);
+            goto done;
+        }
     }
-    /* The budget is counted over the quantized tensors, in their order; kept ones have none.
-     * Progress counts the quantized tensors' source bytes. */
+    /* The budget is counted over the budgeted tensors, in their order. Progress counts their
+     * source bytes. */
     aq_model_progress plan_prog = {0, n, 0, 0, NULL, 1};
     size_t last = 0;
     for (size_t i = 0; i < n; i++) {
-        if (!kept[i]) {
+        if (mq_budgeted(s, kept, i)) {
             plan_prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
             last = i + 1;
         }
@@ -822,13 +954,15 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
     plan_prog.tensors_total = last;
     size_t m = 0, elements = 0;
     for (size_t i = 0; i < n; i++) {
-        if (kept[i]) {
+        if (!mq_budgeted(s, kept, i)) {
             continue;
         }
         const aq_st_tensor *t = aq_model_tensor(s->model, i);
         aq_tensor src;
         void *copy = NULL;
-        if ((st = mq_view(s, i, t, &src, &copy, err)) != AQ_OK) {
+        if ((st = mq_view(s, i, t, &src, &copy, err)) != AQ_OK ||
+            (st = mq_importance(s, t, err)) != AQ_OK) {
+            free(copy);
             goto done;
         }
         aq__budget_option *row = opt + m * per;
@@ -864,12 +998,76 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
             o->progress(o->progress_user, &plan_prog);
         }
     }
-    if ((st = aq__budget_allocate(opt, m, per, count, elements, o->target_bpw, s->min_cosine > 0.0,
-                                  choice, err)) != AQ_OK) {
+    if (m == 0) {
+        goto done; /* nothing to choose: every float tensor is kept or fixed */
+    }
+    if (self) {
+        /* The profile's own size on this model: each budgeted tensor at the profile's bits and
+         * scheme, raised by the floor as without a budget (2 -> 4 -> 8 while below it). */
+        unsigned pbits = s->ctx->bit_width;
+        aq_scheme pscheme = s->ctx->scheme;
+        if (o->rules != NULL) {
+            aq_profile p;
+            aq_rules_profile(o->rules, &p);
+            pbits = p.bit_width;
+            pscheme = p.scheme;
+        }
+        double total = 0.0;
+        for (size_t j = 0; j < m; j++) {
+            const aq__budget_option *row = opt + j * per, *pick = NULL;
+            for (size_t q = 0; q < count[j]; q++) {
+                const aq__budget_option *x = &row[q];
+                if (x->scheme != pscheme || x->bits < pbits) {
+                    continue;
+                }
+                /* options come in increasing bits per scheme */
+                pick = x;
+                if (x->meets) {
+                    break;
+                }
+            }
+            if (pick != NULL) {
+                total += (double)pick->bytes;
+                continue;
+            }
+            /* The profile's scheme is not among the candidates: its layout at its bits. */
+            const aq_st_tensor *t = NULL;
+            for (size_t i = 0, k = 0; i < n; i++) {
+                if (mq_budgeted(s, kept, i) && k++ == j) {
+                    t = aq_model_tensor(s->model, i);
+                    break;
+                }
+            }
+            aq_layout l;
+            if ((st = aq_layout_compute_scheme(pscheme, t->shape, t->ndim, pbits,
+                                               s->ctx->group_size, &l, err)) != AQ_OK) {
+                goto done;
+            }
+            total += (double)(l.packed_bytes + 2 * l.groups * sizeof(float));
+        }
+        budget_bytes = total;
+        target = (budget_bytes + 0.5) * 8.0 / (double)elements;
+    }
+    st = aq__budget_allocate(opt, m, per, count, elements, target, s->min_cosine > 0.0, choice,
+                             err);
+    if (st == AQ_INVALID_PARAMETER && whole) {
+        /* Only the floor can get here: each row's first option is now its smallest meeting
+         * min_cosine. Say it over the whole model. */
+        size_t need = fixed;
+        for (size_t j = 0; j < m; j++) {
+            need += opt[j * per].bytes;
+        }
+        st = aq__error_set(err, AQ_INVALID_PARAMETER,
+                           "Invalid target_bpw: %g over the whole model (budget scope model). "
+                           "The smallest allocation meeting min_cosine needs %.4f bits per weight "
+                           "over its %zu float parameters",
+                           o->target_bpw, (double)need * 8.0 / (double)floats, floats);
+    }
+    if (st != AQ_OK) {
         goto done;
     }
     for (size_t i = 0, j = 0; i < n; i++) {
-        if (!kept[i]) {
+        if (mq_budgeted(s, kept, i)) {
             s->plan[i] = opt[j * per + choice[j]];
             j++;
         }
@@ -903,15 +1101,40 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         return aq__error_set(err, AQ_INVALID_PARAMETER,
                              "Invalid min_cosine: %g. Must be between 0 (off) and 1", s.min_cosine);
     }
-    if (!(target >= 0.0 && target <= 64.0)) {
+    if (!(target >= 0.0 && target <= 64.0) && target != AQ_TARGET_BPW_PROFILE) {
         return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. Must be between 0 (off) and 64", target);
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64, or "
+                             "AQ_TARGET_BPW_PROFILE (-1)",
+                             target);
     }
     const bool ruled = opts != NULL && opts->rules != NULL;
-    if (ruled && target > 0.0) {
+    if (opts != NULL && opts->budget_scope != AQ_BUDGET_SCOPE_PROFILE &&
+        opts->budget_scope != AQ_BUDGET_SCOPE_MODEL) {
         return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "target_bpw cannot be combined with layer rules (a profile): the "
-                             "rules choose each tensor's bits");
+                             "Invalid budget_scope: %d. Must be AQ_BUDGET_SCOPE_PROFILE (0) or "
+                             "AQ_BUDGET_SCOPE_MODEL (1)",
+                             (int)opts->budget_scope);
+    }
+    const aq_calib *calib = opts != NULL ? opts->calib : NULL;
+    if (calib != NULL) {
+        /* Before any output: the table must be finished and name only layers of this model. */
+        aq_calib_layer_info info;
+        if ((st = aq_calib_layer_get(calib, 0, &info, err)) != AQ_OK) {
+            return st;
+        }
+        size_t nt = aq_model_count(model);
+        const char **names = calloc(nt + 1, sizeof *names);
+        if (names == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+        }
+        for (size_t i = 0; i < nt; i++) {
+            names[i] = aq_model_tensor(model, i)->name;
+        }
+        st = aq_calib_check_model(calib, names, nt, err);
+        free(names);
+        if (st != AQ_OK) {
+            return st;
+        }
     }
     /* Copies of the context (other scheme or bits) share its thread pool: create it now, so
      * that no copy creates one of its own. */
@@ -922,7 +1145,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     /* With a floor or a budget a tensor may take 8 bits and any scheme: bound with the
      * largest layout (kquant at 8 bits). */
     aq_ctx bound_ctx = *ctx;
-    if (s.min_cosine > 0.0 || target > 0.0 || ruled) {
+    if (s.min_cosine > 0.0 || target != 0.0 || ruled) {
         bound_ctx.bit_width = 8;
         bound_ctx.scheme = AQ_SCHEME_KQUANT;
     }
@@ -939,9 +1162,11 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         s.r_bits = calloc(n + 1, sizeof *s.r_bits);
         s.r_scheme = calloc(n + 1, sizeof *s.r_scheme);
         s.r_rule = calloc(n + 1, sizeof *s.r_rule);
+        s.r_profile = calloc(n + 1, sizeof *s.r_profile);
     }
     if (kept == NULL || s.rows == NULL || s.keep == NULL ||
-        (ruled && (s.r_bits == NULL || s.r_scheme == NULL || s.r_rule == NULL))) {
+        (ruled &&
+         (s.r_bits == NULL || s.r_scheme == NULL || s.r_rule == NULL || s.r_profile == NULL))) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
         goto done;
     }
@@ -963,6 +1188,11 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
                 (st = aq_quantize_bound(&bound_ctx, &v, &l, err)) != AQ_OK) {
                 goto done;
             }
+            /* A calibration layer whose channels do not fit the tensor fails here, before
+             * any output. */
+            if (calib != NULL && (st = mq_importance(&s, t, err)) != AQ_OK) {
+                goto done;
+            }
             out_bytes = l.packed_bytes;
         }
         if (out_bytes > INT32_MAX) {
@@ -974,7 +1204,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (force != NULL && strcmp(force, "1") == 0) {
         s.large = true;
     }
-    if (target > 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) {
+    if (target != 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) {
         goto done;
     }
     aq_ipc_write_options wo;
@@ -1094,6 +1324,8 @@ done:
     free(s.r_bits);
     free(s.r_scheme);
     free(s.r_rule);
+    free(s.r_profile);
+    free(s.ibuf);
     free(kept);
     return st;
 }

@@ -26,7 +26,9 @@ def rows(path):
 
 def test_local_profile_applies_the_unet_rules(aq, unet, tmp_path):
     out = tmp_path / "q.arrow"
-    s = json.loads(aq("quantize", unet, "-o", out, "--profile", "local", "--json").stdout)
+    # --target-bpw 0: the rules alone, without the profile's budget (test_profile_budget.py).
+    s = json.loads(aq("quantize", unet, "-o", out, "--profile", "local", "--json",
+                      "--target-bpw", "0").stdout)
     r, meta = rows(out)
     assert meta["arrowquant.profile"] == "local"
     assert s["profile"] == "local"
@@ -50,7 +52,8 @@ def test_local_profile_applies_the_unet_rules(aq, unet, tmp_path):
     assert rules["time_embedding"] == 2
     assert rules["profile"] == sum(1 for b, sc in r.values() if (b, sc) == (4, "kquant"))
     assert rules["bias"] + rules["norm"] == sum(1 for b, sc in r.values() if sc == "raw")
-    text = aq("quantize", unet, "-o", tmp_path / "t.arrow", "--profile", "local").stdout
+    text = aq("quantize", unet, "-o", tmp_path / "t.arrow", "--profile", "local",
+              "--target-bpw", "0").stdout
     assert "profile local (4 bits, kquant)" in text
     assert f"rule         time_embedding  2 tensors" in text
 
@@ -58,7 +61,7 @@ def test_local_profile_applies_the_unet_rules(aq, unet, tmp_path):
 def test_edge_and_cloud_profiles(aq, unet, tmp_path):
     for name, bits in [("edge", 2), ("cloud", 8)]:
         out = tmp_path / f"{name}.arrow"
-        aq("quantize", unet, "-o", out, "--profile", name, "-q")
+        aq("quantize", unet, "-o", out, "--profile", name, "-q", "--target-bpw", "0")
         r, meta = rows(out)
         assert meta["arrowquant.profile"] == name
         assert r["down_blocks.0.resnets.0.conv1.weight"][0] == bits
@@ -69,6 +72,7 @@ def test_edge_and_cloud_profiles(aq, unet, tmp_path):
 def test_bits_for_and_keep_override_the_rules(aq, unet, tmp_path):
     out = tmp_path / "o.arrow"
     s = json.loads(aq("quantize", unet, "-o", out, "--profile", "local", "--json",
+                      "--target-bpw", "0", "--min-accuracy", "0",
                       "--bits-for", "down_blocks.0.*.weight=8",
                       "--bits-for", "conv_in.weight=2",
                       "--keep", "conv_out.weight").stdout)
@@ -99,7 +103,7 @@ def test_bad_input(aq, unet, tmp_path):
              expect="--bits-for needs --profile", leaves_nothing_in=tmp_path)
     aq.fails("quantize", unet, "-o", o, "--profile", "local", "--bits", "2",
              expect="cannot be combined", leaves_nothing_in=tmp_path)
-    aq.fails("quantize", unet, "-o", o, "--profile", "edge", "--target-bpw", "3",
+    aq.fails("quantize", unet, "-o", o, "--profile", "edge", "--group-size", "64",
              expect="cannot be combined", leaves_nothing_in=tmp_path)
 
 
@@ -117,7 +121,8 @@ def test_pipeline_folder_rules_per_component(aq, tmp_path):
         "_class_name": "DDPMPipeline", "_diffusers_version": diffusers.__version__,
         "unet": ["diffusers", "UNet2DModel"], "vae": ["diffusers", "AutoencoderKL"]}))
     out = tmp_path / "p.arrow"
-    s = json.loads(aq("quantize", root, "-o", out, "--profile", "edge", "--json").stdout)
+    s = json.loads(aq("quantize", root, "-o", out, "--profile", "edge", "--json",
+                      "--target-bpw", "0").stdout)
     r, meta = rows(out)
     assert meta["arrowquant.profile"] == "edge"
     assert r["unet/conv_in.weight"] == (8, "kquant")
