@@ -22,12 +22,13 @@ from typing import Any, Callable, Mapping
 
 from . import arrow_quant_v2 as _ext
 from .arrow_quant_v2 import QuantizationError
-from .diffusion import DiffusionQuantConfig
+from .diffusion import PROFILES, DiffusionQuantConfig
 
 __all__ = ["quantize_diffusion_model", "validate_quality", "QuantizationResult", "TensorResult",
            "CalibrationLayer", "QualityReport", "LayerQuality"]
 
 _COMPRESSIONS = ("none", "zstd", "lz4")
+_TARGET_BPW_PROFILE = -1.0  # AQ_TARGET_BPW_PROFILE in arrowquant.h
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ class QuantizationResult:
         """Over the tensors the budget covers (the configuration's budget_scope): with
         "profile", the tensors the layer rules leave to the profile; with "model", every
         tensor."""
-        if _budget_scope(self._config) == "model":
+        if self._config.budget_scope == "model":
             return self.bits_per_weight
         mine = [t for t in self._tensors if t.rule == "profile"]
         n = sum(t.elements for t in mine)
@@ -238,10 +239,6 @@ def _tensor(t: Mapping[str, Any]) -> TensorResult:
         initial_cosine=None if kept else t["initial_cosine"])
 
 
-def _budget_scope(config: DiffusionQuantConfig) -> str:
-    return getattr(config, "budget_scope", "profile")
-
-
 def _config(config: Any) -> DiffusionQuantConfig:
     if config is None:
         return DiffusionQuantConfig("local")
@@ -289,7 +286,7 @@ def quantize_diffusion_model(model_path: Any, output_path: Any,
                              config: DiffusionQuantConfig | str | None = None,
                              calibration: Any = None,
                              progress_callback: Callable[[Mapping[str, Any]], Any] | None = None,
-                             *, threads: int = 0, compression: str = "none"
+                             *, threads: int = 0, compression: str = "zstd"
                              ) -> QuantizationResult:
     """Quantizes a model into an arrowquant model file (Arrow IPC, docs/format.md) with the
     diffusion layer rules.
@@ -300,7 +297,9 @@ def quantize_diffusion_model(model_path: Any, output_path: Any,
     config: a DiffusionQuantConfig, a profile name ("edge", "local", "cloud"), or None (the
     local profile). Its profile, family, bit_width, scheme and group_size decide the layer
     rules; keep and bits_for override them; min_cosine raises a tensor's bits when it falls
-    below the floor; target_bpw is the size budget.
+    below the floor; target_bpw is the size budget over budget_scope (the profile's own figure,
+    the default, means the profile's own size on this model, as ``arrowquant quantize
+    --profile`` does; 0 means no budget).
     calibration: time-aware calibration statistics (a CalibrationResult from
     arrow_quant_v2.calibrate, any Arrow table with layer_name, timestep_group, mean_square, or
     the path of an Arrow IPC file holding one): the importance of each weight for the searched
@@ -312,7 +311,8 @@ def quantize_diffusion_model(model_path: Any, output_path: Any,
     status 'AQ_CANCELLED'. An exception it raises, or Ctrl-C (KeyboardInterrupt), stops the
     run too and is raised. No output file is left behind when the run stops or fails.
     threads: worker threads (0: one per CPU); the output does not depend on it.
-    compression: the model file's IPC body compression: "none", "zstd" or "lz4".
+    compression: the model file's IPC body compression: "zstd" (the default, as the
+    command's), "lz4" or "none".
 
     Errors: FileNotFoundError / OSError for paths, QuantizationError (a ValueError) for bad
     configurations and inputs, TypeError for arguments of the wrong kind.
@@ -328,13 +328,19 @@ def quantize_diffusion_model(model_path: Any, output_path: Any,
         raise TypeError("progress_callback must be callable or None")
     calib = _calibration(calibration)
     bits_for = [f"{p}={v}" for p, v in cfg.bits_for.items()]
-    kwargs: dict[str, Any] = {}
+    # The profile's own target_bpw means the profile's own size on this model, as the
+    # command's --profile default (AQ_TARGET_BPW_PROFILE): the figure assumes rows of whole
+    # kquant super-blocks, which a real model's rows are not always.
+    target = cfg.target_bpw
+    if target != 0.0 and target == PROFILES[cfg.profile][4]:
+        target = _TARGET_BPW_PROFILE
     raw = _ext._quantize_model(
         src, dst, profile=cfg.profile, family=cfg.family, keep=list(cfg.keep),
         bits_for=bits_for, bit_width=cfg.bit_width, scheme=cfg.scheme,
-        group_size=cfg.group_size, min_cosine=cfg.min_cosine, target_bpw=cfg.target_bpw,
+        group_size=cfg.group_size, min_cosine=cfg.min_cosine, target_bpw=target,
         compression=compression, threads=threads, calibration=calib,
-        calibration_combine=cfg.calibration_combine, progress=progress_callback, **kwargs)
+        calibration_combine=cfg.calibration_combine, progress=progress_callback,
+        budget_scope=cfg.budget_scope)
     return QuantizationResult(dst, cfg, raw)
 
 

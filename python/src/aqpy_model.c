@@ -233,37 +233,6 @@ static PyObject *mrec_dict(const mrec *x)
 /* Calibration tables                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Feeds an Arrow IPC file or stream at path to calib. */
-static aq_status mcalib_from_path(aq_calib *calib, const char *path, aq_error *err)
-{
-    aq_ipc_reader *rd = NULL;
-    struct ArrowSchema schema;
-    struct ArrowArray batch;
-    memset(&schema, 0, sizeof schema);
-    memset(&batch, 0, sizeof batch);
-    aq_status st;
-    if ((st = aq_ipc_reader_open(path, &rd, err)) != AQ_OK ||
-        (st = aq_ipc_reader_schema(rd, &schema, err)) != AQ_OK) {
-        goto done;
-    }
-    for (;;) {
-        if ((st = aq_ipc_reader_next(rd, &batch, err)) != AQ_OK || batch.release == NULL) {
-            break;
-        }
-        st = aq_calib_add_batch(calib, &schema, &batch, err);
-        batch.release(&batch);
-        if (st != AQ_OK) {
-            break;
-        }
-    }
-done:
-    if (schema.release != NULL) {
-        schema.release(&schema);
-    }
-    aq_ipc_reader_free(rd);
-    return st;
-}
-
 /* Feeds an object speaking __arrow_c_stream__ to calib (the GIL held: the producer may be
  * Python code). 0, or -1 with an exception set. */
 static int mcalib_from_stream(PyObject *module, aq_calib *calib, PyObject *obj)
@@ -415,7 +384,7 @@ PyDoc_STRVAR(aqpy_quantize_model_doc,
              "bits_for=None, bit_width=0, scheme=None, group_size=0, min_cosine=0.0, "
              "target_bpw=0.0, schemes=None, "
              "compression='none', threads=0, calibration=None, calibration_combine='max', "
-             "progress=None)\n--\n\n"
+             "progress=None, budget_scope='profile')\n--\n\n"
              "Quantizes a safetensors file, sharded checkpoint or diffusers folder into an "
              "arrowquant model file with the diffusion layer rules of a profile. Returns a dict "
              "(summary, tensors, calibration_layers). Use arrow_quant_v2.quantize_diffusion_"
@@ -423,12 +392,13 @@ PyDoc_STRVAR(aqpy_quantize_model_doc,
 
 static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"src",         "dst",        "profile",     "family",
-                             "keep",        "bits_for",   "bit_width",   "scheme",
-                             "group_size",  "min_cosine", "target_bpw",  "schemes",
-                             "compression", "threads",    "calibration", "calibration_combine",
-                             "progress",    NULL};
+    static char *kwlist[] = {"src",         "dst",          "profile",     "family",
+                             "keep",        "bits_for",     "bit_width",   "scheme",
+                             "group_size",  "min_cosine",   "target_bpw",  "schemes",
+                             "compression", "threads",      "calibration", "calibration_combine",
+                             "progress",    "budget_scope", NULL};
     PyObject *src_b = NULL, *dst_b = NULL;
+    const char *scope_name = "profile";
     const char *profile_name = "local", *family_name = "auto", *compression = "none";
     const char *combine_name = "max", *scheme_name = NULL;
     PyObject *keep = Py_None, *bits_for = Py_None, *schemes = Py_None, *calibration = Py_None;
@@ -438,10 +408,10 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     unsigned bit_width = 0;
     Py_ssize_t group_size = 0;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "O&O&|$ssOOIznddOsiOsO", kwlist, PyUnicode_FSConverter, &src_b,
+            args, kwargs, "O&O&|$ssOOIznddOsiOsOs", kwlist, PyUnicode_FSConverter, &src_b,
             PyUnicode_FSConverter, &dst_b, &profile_name, &family_name, &keep, &bits_for,
             &bit_width, &scheme_name, &group_size, &min_cosine, &target_bpw, &schemes, &compression,
-            &threads, &calibration, &combine_name, &progress)) {
+            &threads, &calibration, &combine_name, &progress, &scope_name)) {
         Py_XDECREF(src_b);
         Py_XDECREF(dst_b);
         return NULL;
@@ -479,6 +449,16 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
                                "Invalid calibration_combine '%s'. Must be 'max' or "
                                "'mean'",
                                combine_name);
+        goto done;
+    }
+    aq_budget_scope scope;
+    if (strcmp(scope_name, "profile") == 0) {
+        scope = AQ_BUDGET_SCOPE_PROFILE;
+    } else if (strcmp(scope_name, "model") == 0) {
+        scope = AQ_BUDGET_SCOPE_MODEL;
+    } else {
+        aqpy_model_value_error(module, "Invalid budget_scope '%s'. Must be 'profile' or 'model'",
+                               scope_name);
         goto done;
     }
     if (n_sch > 0) {
@@ -563,7 +543,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
             }
             const char *cpath = PyBytes_AS_STRING(pb);
             ts = PyEval_SaveThread();
-            st = mcalib_from_path(calib, cpath, &err);
+            st = aq_calib_add_ipc_file(calib, cpath, &err);
             PyEval_RestoreThread(ts);
             Py_DECREF(pb);
             if (st != AQ_OK) {
@@ -583,8 +563,8 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
         }
         aq_calib_combine combine =
             strcmp(combine_name, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
-        if ((st = aq_calib_finish(calib, combine, &err)) != AQ_OK ||
-            (st = aq_calib_check_model(calib, names, n, &err)) != AQ_OK) {
+        /* aq_model_quantize checks the table against the model's names before any output. */
+        if ((st = aq_calib_finish(calib, combine, &err)) != AQ_OK) {
             goto fail;
         }
     }
@@ -597,6 +577,8 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     o.schemes = sch;
     o.n_schemes = n_sch;
     o.rules = rules;
+    o.calib = calib;
+    o.budget_scope = scope;
     o.on_tensor = mrun_on_tensor;
     o.on_tensor_user = &recs;
     mrun run;

@@ -75,9 +75,12 @@ def test_each_profile_loads_back_and_validates(cli, ddpm, ddpm_model, tmp_path, 
     assert s["tensors"] == len(r.tensors) == len(load_file(str(ddpm / "diffusion_pytorch_model"
                                                                ".safetensors")))
     assert s["quantized"] + s["kept"] == s["tensors"] and s["quantized"] > 40
-    # Sizes: over the whole model, and over the tensors the profile's budget covers.
+    # The same bytes as the command's --profile run (its floor and its own-size budget).
+    c = tmp_path / f"{profile}_cli.arrow"
+    cli("quantize", ddpm, "-o", c, "--profile", profile, "--quiet")
+    assert q.read_bytes() == c.read_bytes()
     bits = {"edge": 2, "local": 4, "cloud": 8}[profile]
-    assert bits < r.budget_bits_per_weight <= r.config.target_bpw + 1e-9
+    assert bits < r.budget_bits_per_weight < bits + 1
     assert r.bits_per_weight == pytest.approx(8 * s["bytes_out"] / s["params"])
     # Every tensor: a rule; quantized ones carry bits, scheme and quality.
     rows = _rows(q)
@@ -102,6 +105,26 @@ def test_each_profile_loads_back_and_validates(cli, ddpm, ddpm_model, tmp_path, 
     assert v.floor_source == "file"
     assert len(v.layers) == s["tensors"]
     _agrees_with_cli(cli, v, ddpm, q)
+
+
+def test_budgets_and_scopes(ddpm, tmp_path):
+    r = aq.quantize_diffusion_model(ddpm, tmp_path / "b.arrow",
+                                    DiffusionQuantConfig("local", target_bpw=3.5, min_cosine=0))
+    assert 3.0 < r.budget_bits_per_weight <= 3.5
+    assert {t.bit_width for t in r.tensors if t.rule == "profile"} >= {2, 4}
+    m = aq.quantize_diffusion_model(
+        ddpm, tmp_path / "m.arrow",
+        DiffusionQuantConfig("local", target_bpw=5.0, min_cosine=0, budget_scope="model"))
+    assert m.config.budget_scope == "model"
+    assert m.budget_bits_per_weight == m.bits_per_weight <= 5.0
+    with pytest.raises(QuantizationError, match="budget_scope"):
+        DiffusionQuantConfig("local", budget_scope="everything")
+    before = os.listdir(tmp_path)
+    with pytest.raises(QuantizationError):  # below the smallest options of the model
+        aq.quantize_diffusion_model(
+            ddpm, tmp_path / "x.arrow",
+            DiffusionQuantConfig("edge", target_bpw=2.0, budget_scope="model"))
+    _no_output(tmp_path, before)
 
 
 def test_diffusers_pipeline_folder(cli, pipeline_folder, tmp_path):
