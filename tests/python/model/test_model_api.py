@@ -146,6 +146,28 @@ def test_diffusers_pipeline_folder(cli, pipeline_folder, tmp_path):
     _agrees_with_cli(cli, v2, pipeline_folder, tmp_path / "restored")
 
 
+def test_single_file_and_sharded_checkpoint(cli, ddpm, tmp_path):
+    from conftest import small_unet
+
+    single = ddpm / "diffusion_pytorch_model.safetensors"
+    r1 = aq.quantize_diffusion_model(single, tmp_path / "single.arrow", "local")
+    r2 = aq.quantize_diffusion_model(ddpm, tmp_path / "folder.arrow", "local")
+    assert (tmp_path / "single.arrow").read_bytes() == (tmp_path / "folder.arrow").read_bytes()
+    assert r1.summary == r2.summary
+    assert aq.validate_quality(single, tmp_path / "folder.arrow").passed
+    # A sharded checkpoint written by diffusers: the index, or its folder.
+    sharded = tmp_path / "sharded"
+    small_unet().save_pretrained(sharded, max_shard_size="200KB")
+    index = sharded / "diffusion_pytorch_model.safetensors.index.json"
+    assert index.exists() and len(list(sharded.glob("*.safetensors"))) > 2
+    q = tmp_path / "sharded.arrow"
+    r = aq.quantize_diffusion_model(index, q, "cloud")
+    assert r.summary["tensors"] == len(json.loads(index.read_text())["weight_map"])
+    v = aq.validate_quality(sharded, q)
+    assert v.passed and v.floor_source == "file"
+    _agrees_with_cli(cli, v, index, q)
+
+
 def test_overrides_and_keep_change_bits(ddpm, tmp_path):
     base = aq.quantize_diffusion_model(ddpm, tmp_path / "base.arrow", "local")
     cfg = DiffusionQuantConfig.from_profile(
