@@ -77,7 +77,8 @@ static int cli_usage(void)
           "  arrowquant quantize SRC -o OUT.arrow --profile edge|local|cloud\n"
           "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [--target-bpw BPW|0]\n"
           "        [--min-accuracy COSINE|0] [--budget-scope profile|model]\n"
-          "        [--scheme S1,S2,... (the budget's candidates)] [other options above]\n"
+          "        [--scheme S1,S2,... [--group-size N] (the budget's candidates)]\n"
+          "        [other options above]\n"
           "  (either form) [--calibration TABLE.arrow [--calibration-combine max|mean]]\n"
           "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
           "  arrowquant inspect FILE [--json]\n"
@@ -459,9 +460,9 @@ static int cmd_quantize(int argc, char **argv)
             rc = cli_status(st, &err);
             goto done;
         }
-        if (bits_set || group_set) {
+        if (bits_set) {
             rc = cli_fail("--profile %s sets the bits and scheme of every tensor: it cannot be "
-                          "combined with --bits or --group-size (use --bits-for PATTERN=BITS)",
+                          "combined with --bits (use --bits-for PATTERN=BITS)",
                           profile);
             goto done;
         }
@@ -482,7 +483,9 @@ static int cmd_quantize(int argc, char **argv)
         cand_list = scheme != NULL ? scheme : aq_scheme_name(prof.scheme);
         bits = (long long)prof.bit_width;
         scheme = aq_scheme_name(prof.scheme);
-        if (prof.scheme != AQ_SCHEME_KQUANT && prof.group_size > 0) {
+        /* --group-size: the group of affine and affine_search budget candidates (kquant's
+         * is its 512-element super-block). */
+        if (!group_set && prof.scheme != AQ_SCHEME_KQUANT && prof.group_size > 0) {
             group = (long long)prof.group_size;
         }
     }

@@ -3,10 +3,13 @@
  *
  * Tensors stream through one at a time: each is quantized from the file mapping, its quality
  * measured block by block against the source, and its pages dropped. Results wait in a pending
- * batch until about batch_bytes of output have gathered; a tensor whose output alone is that
- * large goes out as a batch of its own, with its buffers handed to Arrow without a copy (a kept
- * float32/float16 tensor is even written straight from the mapping). So the peak stays near the
- * largest tensor plus one batch.
+ * batch until about batch_bytes of output have gathered. Each tensor is quantized straight into
+ * its batch's buffers (mq_arena: one data, scales and zero-point buffer per batch, allocated
+ * once and reused, so no copy and no fresh page faults); a tensor whose output alone is that
+ * large goes out as a batch of its own, with its own buffers handed to Arrow without a copy (a
+ * kept float32/float16 tensor is even written straight from the mapping). A finished batch is
+ * written by a writer thread while the next one is quantized into the other of two arenas. So
+ * the peak stays near the largest tensor plus two batches.
  *
  * A cosine floor requantizes a tensor with more bits on the spot. A size budget needs every
  * tensor's options before the first row is chosen, so it adds a measuring pass (mq_plan): each
@@ -19,6 +22,8 @@
 
 #include <fnmatch.h>
 #include <math.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 
 /* Rows of a quantized tensor dequantized at once when measuring quality: a multiple of 8, so
@@ -46,15 +51,38 @@ typedef struct mq_row {
     const char *source_dtype;
     unsigned bit_width;
     size_t group_size;
-    uint8_t *data; /* owned (aq__aligned_alloc) unless borrowed */
+    uint8_t *data; /* owned (aq__aligned_alloc) unless borrowed or in the arena */
     const uint8_t *borrowed;
     size_t data_size;
-    float *scales; /* owned (aq__aligned_alloc) */
+    float *scales; /* owned (aq__aligned_alloc) unless in the arena */
     float *zps;
     size_t groups;
     double sqnr, cosine, maxerr;
     double sse; /* squared error against the source */
+    bool place;   /* set by the writing pass: output goes where mq_place puts it */
+    bool arena;   /* data, scales and zps lie in the current arena, at these offsets: */
+    size_t data_off, grp_off;
 } mq_row;
+
+/* One batch's output buffers: the rows' packed data, scales and zero points, each one
+ * contiguous in row order, as the batch's columns hold them (borrowed by the batch, never
+ * copied). Allocated on first use, grown while a batch fills, kept for the next batches. */
+typedef struct mq_arena {
+    uint8_t *data;
+    size_t data_cap, data_len;
+    float *scales, *zps;
+    size_t grp_cap, grp_len;
+} mq_arena;
+
+/* The writer thread: writes one batch while the next is quantized. */
+typedef struct mq_writer {
+    pthread_t thread;
+    bool running;
+    void *ipc; /* aq_ipc_writer */
+    struct ArrowArray batch;
+    aq_status st;
+    aq_error err;
+} mq_writer;
 
 typedef struct mq_state {
     aq_ctx *ctx;
@@ -82,13 +110,27 @@ typedef struct mq_state {
     const float *imp;
     float *ibuf;
     size_t ibuf_cap;
+    mq_arena arena[2]; /* the batch being filled uses arena[cur]; the other may be in flight */
+    int cur;
+    mq_writer wr;
 } mq_state;
+
+/* Drops the row's output buffers (those it owns; arena space is only given up). */
+static void mq_row_out_free(mq_row *r)
+{
+    if (!r->arena) {
+        free(r->data);
+        free(r->scales);
+        free(r->zps);
+    }
+    r->data = NULL;
+    r->scales = r->zps = NULL;
+    r->arena = false;
+}
 
 static void mq_row_free(mq_row *r)
 {
-    free(r->data);
-    free(r->scales);
-    free(r->zps);
+    mq_row_out_free(r);
     memset(r, 0, sizeof *r);
 }
 
@@ -282,9 +324,22 @@ static void mq_acc_finish(const mq_acc *a, double *sqnr, double *cosine, double 
     *maxerr = a->maxe;
 }
 
-static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme, const aq_layout *l,
-                            mq_row *r, aq_error *err)
+/* Measuring one tensor block by block: the dequantized block's buffer, the statistics' kernel
+ * and the sums, in block order (the same sums whether blocks are quantized first or one by
+ * one). */
+typedef struct mq_meter {
+    size_t block_rows;
+    float *buf;
+    aq__error_stats_fn stats;
+    size_t esize;
+    double acc[5];
+    aq_qtensor q;
+} mq_meter;
+
+static aq_status mq_meter_init(mq_state *s, const aq_tensor *src, aq_scheme scheme,
+                               const aq_layout *l, const mq_row *r, mq_meter *m, aq_error *err)
 {
+    memset(m, 0, sizeof *m);
     size_t block_rows = MQ_BLOCK_ELEMENTS / l->cols;
     block_rows = block_rows < 8 ? 8 : block_rows / 8 * 8;
     size_t cap = block_rows * l->cols;
@@ -300,54 +355,116 @@ static aq_status mq_measure(mq_state *s, const aq_tensor *src, aq_scheme scheme,
         }
         s->mbuf_cap = cap;
     }
-    float *buf = s->mbuf;
+    m->block_rows = block_rows;
+    m->buf = s->mbuf;
     /* The kernels' error statistics: the element-by-element loop in double took several
      * times as long as quantizing (bench/e2e.sh). */
-    aq__error_stats_fn stats = s->ctx->kernels->error_stats[src->dtype];
+    m->stats = s->ctx->kernels->error_stats[src->dtype];
     /* A floor or a budget decides bytes from these figures: those runs take the reference's
      * exact double sums, so the file is the same on every CPU (the SIMD sums differ by about
      * 1e-6 relative from one instruction set to another). */
     bool decides = s->min_cosine > 0.0 || (s->opts != NULL && s->opts->target_bpw != 0.0);
-    if (stats == NULL || decides) {
-        stats = aq__kernels_ref.error_stats[src->dtype];
+    if (m->stats == NULL || decides) {
+        m->stats = aq__kernels_ref.error_stats[src->dtype];
     }
-    const size_t esize = aq_dtype_size(src->dtype);
-    double acc[5] = {0, 0, 0, 0, 0};
-    aq_status st = AQ_OK;
+    m->esize = aq_dtype_size(src->dtype);
     /* The whole tensor as quantized, in its own scheme's layout (kquant keeps its sub-block
      * parameters after all codes; aq__dequantize_rows gathers them per block). */
-    aq_qtensor q;
-    memset(&q, 0, sizeof q);
-    q.name = src->name;
-    q.scheme = scheme;
-    q.bit_width = l->bit_width;
-    q.group_size = l->group_size;
-    q.shape = src->shape;
-    q.ndim = src->ndim;
-    q.packed = r->data;
-    q.packed_size = l->packed_bytes;
-    q.scales = r->scales;
-    q.zero_points = r->zps;
-    q.groups = l->groups;
-    for (size_t r0 = 0; r0 < l->rows && st == AQ_OK; r0 += block_rows) {
+    m->q.name = src->name;
+    m->q.scheme = scheme;
+    m->q.bit_width = l->bit_width;
+    m->q.group_size = l->group_size;
+    m->q.shape = src->shape;
+    m->q.ndim = src->ndim;
+    m->q.packed = r->data;
+    m->q.packed_size = l->packed_bytes;
+    m->q.scales = r->scales;
+    m->q.zero_points = r->zps;
+    m->q.groups = l->groups;
+    return AQ_OK;
+}
+
+/* Adds rows [r0, r1) (whole blocks from the tensor's start, or its end) to the sums. */
+static aq_status mq_meter_rows(mq_state *s, const aq_tensor *src, const aq_layout *l, mq_meter *m,
+                               size_t r0, size_t r1, aq_error *err)
+{
+    for (; r0 < r1; r0 += m->block_rows) {
         if (mq_cancelled(s->opts)) {
-            st = aq__error_set(err, AQ_CANCELLED, "cancelled");
-            break;
+            return aq__error_set(err, AQ_CANCELLED, "cancelled");
         }
-        size_t nr = l->rows - r0 < block_rows ? l->rows - r0 : block_rows;
-        size_t start = r0 * l->cols;
+        size_t nr = r1 - r0 < m->block_rows ? r1 - r0 : m->block_rows;
         size_t n = nr * l->cols;
-        if ((st = aq__dequantize_rows(s->ctx, &q, r0, nr, AQ_DTYPE_F32, buf, n, err)) != AQ_OK) {
-            break;
+        aq_status st = aq__dequantize_rows(s->ctx, &m->q, r0, nr, AQ_DTYPE_F32, m->buf, n, err);
+        if (st != AQ_OK) {
+            return st;
         }
-        stats((const char *)src->data + start * esize, buf, n, acc);
+        m->stats((const char *)src->data + r0 * l->cols * m->esize, m->buf, n, m->acc);
     }
-    if (st == AQ_OK) {
-        const mq_acc sum = {acc[0], acc[1], acc[2], acc[3], acc[4]};
-        mq_acc_finish(&sum, &r->sqnr, &r->cosine, &r->maxerr);
-        r->sse = sum.ee;
+    return AQ_OK;
+}
+
+static void mq_meter_finish(const mq_meter *m, mq_row *r)
+{
+    const mq_acc sum = {m->acc[0], m->acc[1], m->acc[2], m->acc[3], m->acc[4]};
+    mq_acc_finish(&sum, &r->sqnr, &r->cosine, &r->maxerr);
+    r->sse = sum.ee;
+}
+
+/* Quantizes src into r's buffers (laid out as l) with c and measures the result. An affine
+ * tensor on one thread is quantized block by block, each block measured while its source is
+ * still in the cache (the second pass over the input cost about as much as quantizing:
+ * bench/e2e.sh); its bytes are the same (groups never straddle rows, and a block of a multiple
+ * of 8 rows starts on a byte). Other schemes and pooled contexts quantize the whole tensor
+ * first. */
+static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *src,
+                                     aq_scheme scheme, const aq_layout *l, mq_row *r,
+                                     aq_error *err)
+{
+    aq_qbuffers out = {r->data, l->packed_bytes, r->scales, r->zps, l->groups};
+    mq_meter m;
+    aq_status st = mq_meter_init(s, src, scheme, l, r, &m, err);
+    if (st != AQ_OK) {
+        return st;
     }
-    return st;
+    aq__pool *pool = NULL;
+    if ((st = aq__ctx_pool(c, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    bool blocks = scheme == AQ_SCHEME_AFFINE && !c->preserve_moments && pool == NULL &&
+                  src->ndim >= 2 && l->rows > m.block_rows;
+    if (!blocks) {
+        /* Importance (a calibration) matters to affine_search and kquant, which never take
+         * the block path: plain affine ignores it. */
+        aq_quantize_options qo = {s->imp};
+        if ((st = aq_quantize_ex(c, src, &qo, &out, NULL, err)) != AQ_OK ||
+            (st = mq_meter_rows(s, src, l, &m, 0, l->rows, err)) != AQ_OK) {
+            return st;
+        }
+        mq_meter_finish(&m, r);
+        return AQ_OK;
+    }
+    for (size_t r0 = 0; r0 < l->rows; r0 += m.block_rows) {
+        size_t nr = l->rows - r0 < m.block_rows ? l->rows - r0 : m.block_rows;
+        int64_t shape[2] = {(int64_t)nr, (int64_t)l->cols};
+        aq_tensor part = *src;
+        part.data = (const char *)src->data + r0 * l->cols * m.esize;
+        part.shape = shape;
+        part.ndim = 2;
+        size_t bit0 = r0 * l->cols * l->bit_width; /* a multiple of 8: r0 is */
+        size_t g0 = r0 * l->groups_per_row;
+        aq_qbuffers po = {r->data + bit0 / 8, l->packed_bytes - bit0 / 8, r->scales + g0,
+                          r->zps + g0, l->groups - g0};
+        st = aq_quantize(c, &part, &po, err);
+        if (st == AQ_NON_FINITE) {
+            /* The message gives the index in the whole tensor. */
+            return aq_quantize(c, src, &out, err);
+        }
+        if (st != AQ_OK || (st = mq_meter_rows(s, src, l, &m, r0, r0 + nr, err)) != AQ_OK) {
+            return st;
+        }
+    }
+    mq_meter_finish(&m, r);
+    return AQ_OK;
 }
 
 /* ---- building and writing a batch ---- */
@@ -446,8 +563,10 @@ static aq_status mq_utf8(struct ArrowArray *a, const char *const *strs, size_t n
 }
 
 /* list<T> column: the values of row i are vals[i][0..counts[i]). */
+/* whole: all rows' values already contiguous (an arena's), borrowed through keep. */
 static aq_status mq_list(struct ArrowArray *a, const void *const *vals, const size_t *counts,
-                         size_t elem, size_t n, bool adopt_single, aq_error *err)
+                         size_t elem, size_t n, bool adopt_single, const void *whole,
+                         aq__keepalive *keep, aq_error *err)
 {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -470,6 +589,10 @@ static aq_status mq_list(struct ArrowArray *a, const void *const *vals, const si
     off[0] = 0;
     for (size_t i = 0; i < n; i++) {
         off[i + 1] = off[i] + (int32_t)counts[i];
+    }
+    if (whole != NULL && total > 0) {
+        aq__array_buffer_borrow(a->children[0], 1, whole, keep);
+        return AQ_OK;
     }
     if (adopt_single && n == 1 && vals[0] != NULL) {
         aq__array_buffer_adopt(a->children[0], 1, (void *)vals[0]);
@@ -502,6 +625,95 @@ static aq_status mq_prim(struct ArrowArray *a, const void *vals, size_t elem, si
     }
     memcpy(data, vals, n * elem);
     return AQ_OK;
+}
+
+/* ---- the arenas and the writer thread ---- */
+
+static void mq_arena_free(mq_arena *a)
+{
+    free(a->data);
+    free(a->scales);
+    free(a->zps);
+    memset(a, 0, sizeof *a);
+}
+
+/* Room in the current arena for one more row of data_bytes and groups. The arena is allocated
+ * on first use for a whole batch: a batch never holds more than batch_bytes of data, nor more
+ * than batch_bytes / 8 groups (each costs a scale and a zero point), since mq_place flushes
+ * first. Pages are touched only as rows fill them, then stay for the next batches (growing it
+ * as rows came cost a copy of every batch's first half). */
+static aq_status mq_arena_reserve(mq_state *s, size_t data_bytes, size_t groups, const char *name,
+                                  aq_error *err)
+{
+    mq_arena *a = &s->arena[s->cur];
+    if (a->data == NULL) {
+        a->data_cap = s->batch_bytes;
+        a->grp_cap = s->batch_bytes / (2 * sizeof(float)) + 1;
+        a->data = aq__aligned_alloc(a->data_cap);
+        a->scales = aq__aligned_alloc(a->grp_cap * sizeof(float));
+        a->zps = aq__aligned_alloc(a->grp_cap * sizeof(float));
+        if (a->data == NULL || a->scales == NULL || a->zps == NULL) {
+            mq_arena_free(a);
+            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory for a batch of %zu "
+                                 "bytes", name, s->batch_bytes);
+        }
+    }
+    if (data_bytes > a->data_cap - a->data_len || groups > a->grp_cap - a->grp_len) {
+        return aq__error_set(err, AQ_INTERNAL, "Layer '%s': row does not fit its batch", name);
+    }
+    return AQ_OK;
+}
+
+static void *mq_writer_main(void *arg)
+{
+    mq_writer *x = arg;
+    x->st = aq_ipc_writer_write((aq_ipc_writer *)x->ipc, &x->batch, &x->err);
+    aq__array_release_if(&x->batch);
+    return NULL;
+}
+
+/* Waits for the batch in flight, if any: its status (its message in *err). */
+static aq_status mq_wait(mq_state *s, aq_error *err)
+{
+    if (!s->wr.running) {
+        return AQ_OK;
+    }
+    (void)pthread_join(s->wr.thread, NULL);
+    s->wr.running = false;
+    if (s->wr.st != AQ_OK) {
+        return aq__error_set(err, s->wr.st, "%s", s->wr.err.message);
+    }
+    return AQ_OK;
+}
+
+/* Writes a batch: on the writer thread when `async` (the batch is moved there), or here. The
+ * batch before it is waited for first, so batches reach the file in order. */
+static aq_status mq_submit(mq_state *s, struct ArrowArray *batch, bool async, aq_error *err)
+{
+    aq_status st = mq_wait(s, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (async) {
+        aq__array_move(batch, &s->wr.batch);
+        s->wr.ipc = s->ipc;
+        s->wr.st = AQ_OK;
+        aq_error_clear(&s->wr.err);
+        /* Signals are for the caller's thread (the CLI's interrupt flag); SIGXFSZ stays as the
+         * process has it, on the thread that writes. */
+        sigset_t all, old;
+        sigfillset(&all);
+        sigdelset(&all, SIGXFSZ);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        int rc = pthread_create(&s->wr.thread, NULL, mq_writer_main, &s->wr);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        if (rc == 0) {
+            s->wr.running = true;
+            return AQ_OK;
+        }
+        aq__array_move(&s->wr.batch, batch); /* no thread: write it here */
+    }
+    return aq_ipc_writer_write((aq_ipc_writer *)s->ipc, batch, err);
 }
 
 static aq_status mq_flush(mq_state *s, aq_error *err)
@@ -581,9 +793,19 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
             pos += s->rows[i].data_size;
         }
     }
-    if (n == 1 && s->rows[0].borrowed != NULL) {
+    /* The rows of an arena lie in it back to back: the batch borrows its buffers. */
+    bool in_arena = true, borrowed = false;
+    for (size_t i = 0; i < n; i++) {
+        in_arena = in_arena && s->rows[i].arena;
+        borrowed = borrowed || s->rows[i].borrowed != NULL;
+    }
+    const mq_arena *ar = &s->arena[s->cur];
+    in_arena = in_arena && total_data > 0 && total_data == ar->data_len;
+    if (in_arena) {
+        aq__array_buffer_borrow(qd, 2, ar->data, s->keep);
+    } else if (n == 1 && s->rows[0].borrowed != NULL) {
         aq__array_buffer_borrow(qd, 2, s->rows[0].borrowed, s->keep);
-    } else if (n == 1 && s->rows[0].data != NULL) {
+    } else if (n == 1 && s->rows[0].data != NULL && !s->rows[0].arena) {
         aq__array_buffer_adopt(qd, 2, s->rows[0].data);
         s->rows[0].data = NULL;
     } else {
@@ -602,20 +824,24 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
             pos += r->data_size;
         }
     }
-    bool single = n == 1;
-    if ((st = mq_list(batch.children[2], sv, gc, sizeof(float), n, single, err)) != AQ_OK) {
+    bool single = n == 1 && !s->rows[0].arena;
+    const void *wsc = in_arena ? ar->scales : NULL, *wzp = in_arena ? ar->zps : NULL;
+    if ((st = mq_list(batch.children[2], sv, gc, sizeof(float), n, single, wsc, s->keep, err)) !=
+        AQ_OK) {
         goto done;
     }
     if (single) {
         s->rows[0].scales = NULL;
     }
-    if ((st = mq_list(batch.children[3], zv, gc, sizeof(float), n, single, err)) != AQ_OK) {
+    if ((st = mq_list(batch.children[3], zv, gc, sizeof(float), n, single, wzp, s->keep, err)) !=
+        AQ_OK) {
         goto done;
     }
     if (single) {
         s->rows[0].zps = NULL;
     }
-    if ((st = mq_list(batch.children[4], dv, dc, sizeof(int64_t), n, false, err)) != AQ_OK ||
+    if ((st = mq_list(batch.children[4], dv, dc, sizeof(int64_t), n, false, NULL, NULL, err)) !=
+            AQ_OK ||
         (st = mq_prim(batch.children[5], bits, 1, n, err)) != AQ_OK ||
         (st = mq_prim(batch.children[6], groups, sizeof(uint32_t), n, err)) != AQ_OK ||
         (st = mq_utf8(batch.children[7], schemes, n, err)) != AQ_OK ||
@@ -627,10 +853,15 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
             goto done;
         }
     }
-    if ((st = aq_ipc_writer_write((aq_ipc_writer *)s->ipc, &batch, err)) != AQ_OK) {
+    /* A batch that borrows from the mapping is written now: its pages are let go below. */
+    if ((st = mq_submit(s, &batch, !borrowed, err)) != AQ_OK) {
         goto done;
     }
     s->batches++;
+    /* The next batch fills the other arena, whose batch mq_submit has waited for. */
+    s->arena[s->cur].data_len = 0;
+    s->arena[s->cur].grp_len = 0;
+    s->cur = 1 - s->cur;
 done:
     aq__array_release_if(&batch);
     for (size_t i = 0; i < n; i++) {
@@ -658,6 +889,59 @@ done:
 
 /* ---- one tensor ---- */
 
+/* Output buffers for a row of data_bytes and groups, replacing any it has (an attempt with
+ * fewer bits). In the writing pass (r->place) the pending batch is flushed first when the row
+ * would overflow it, as the main loop would do after quantizing, and a row smaller than a batch
+ * goes into the arena after the pending rows; a larger one, or a row of the budget's measuring
+ * pass, gets buffers of its own. */
+static aq_status mq_place(mq_state *s, mq_row *r, size_t data_bytes, size_t groups,
+                          const char *name, aq_error *err)
+{
+    mq_row_out_free(r);
+    aq_status st;
+    size_t out = data_bytes + 2 * groups * sizeof(float);
+    if (r->place) {
+        if (s->n_rows > 0 && s->pending_bytes + out > s->batch_bytes &&
+            (st = mq_flush(s, err)) != AQ_OK) {
+            return st;
+        }
+        if (out < s->batch_bytes) {
+            if ((st = mq_arena_reserve(s, data_bytes, groups, name, err)) != AQ_OK) {
+                return st;
+            }
+            mq_arena *a = &s->arena[s->cur];
+            r->arena = true;
+            r->data_off = a->data_len;
+            r->grp_off = a->grp_len;
+            r->data = a->data + a->data_len;
+            r->scales = groups > 0 ? a->scales + a->grp_len : NULL;
+            r->zps = groups > 0 ? a->zps + a->grp_len : NULL;
+            return AQ_OK;
+        }
+    }
+    r->data = aq__aligned_alloc(data_bytes);
+    if (groups > 0) {
+        r->scales = aq__aligned_alloc(groups * sizeof(float));
+        r->zps = aq__aligned_alloc(groups * sizeof(float));
+    }
+    if (r->data == NULL || (groups > 0 && (r->scales == NULL || r->zps == NULL))) {
+        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
+    }
+    return AQ_OK;
+}
+
+/* Adds a finished row to the pending batch (its arena space becomes the batch's). */
+static void mq_push(mq_state *s, mq_row *r, size_t out_bytes)
+{
+    if (r->arena) {
+        mq_arena *a = &s->arena[s->cur];
+        a->data_len += r->data_size;
+        a->grp_len += r->groups;
+    }
+    s->rows[s->n_rows++] = *r;
+    s->pending_bytes += out_bytes;
+}
+
 static bool mq_aligned(const void *p, size_t align)
 {
     return align == 0 || ((uintptr_t)p % align) == 0;
@@ -676,8 +960,9 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
         (void)aq_st_dtype_to_aq(t->dtype, &d);
         r->bit_width = 32;
         r->data_size = t->elements * 4;
-        if ((r->data = aq__aligned_alloc(r->data_size > 0 ? r->data_size : 1)) == NULL) {
-            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
+        aq_status st = mq_place(s, r, r->data_size > 0 ? r->data_size : 1, 0, t->name, err);
+        if (st != AQ_OK) {
+            return st;
         }
         mq_acc acc = {0, 0, 0, 0, 0};
         for (size_t k = 0; k < t->elements; k++) {
@@ -694,8 +979,15 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
     size_t esize = aq_st_dtype_size(t->dtype);
     r->bit_width = (unsigned)(esize * 8); /* 0 for an unknown dtype */
     r->data_size = t->nbytes;
+    if (r->place && t->nbytes > 0 && t->nbytes < s->batch_bytes) {
+        /* Copied into the batch's arena now, so that its pages can go at once. */
+        aq_status st = mq_place(s, r, t->nbytes, 0, t->name, err);
+        if (st == AQ_OK) {
+            memcpy(r->data, t->data, t->nbytes);
+        }
+        return st;
+    }
     r->borrowed = t->data; /* straight from the mapping */
-    (void)s;
     return AQ_OK;
 }
 
@@ -726,11 +1018,7 @@ static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st
     aq_ctx tmp = *s->ctx; /* the same kernels and pool; other scheme and bits */
     tmp.scheme = scheme;
     tmp.bit_width = bits;
-    free(r->data);
-    free(r->scales);
-    free(r->zps);
-    r->data = NULL;
-    r->scales = r->zps = NULL;
+    mq_row_out_free(r);
     aq_layout l;
     aq_status st = aq_quantize_bound(&tmp, src, &l, err);
     if (st != AQ_OK) {
@@ -743,18 +1031,10 @@ static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st
     r->group_size = l.group_size;
     r->data_size = l.packed_bytes;
     r->groups = l.groups;
-    r->data = aq__aligned_alloc(l.packed_bytes);
-    r->scales = aq__aligned_alloc(l.groups * sizeof(float));
-    r->zps = aq__aligned_alloc(l.groups * sizeof(float));
-    if (r->data == NULL || r->scales == NULL || r->zps == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", t->name);
-    }
-    aq_qbuffers out = {r->data, l.packed_bytes, r->scales, r->zps, l.groups};
-    aq_quantize_options qo = {s->imp};
-    if ((st = aq_quantize_ex(&tmp, src, &qo, &out, NULL, err)) != AQ_OK) {
+    if ((st = mq_place(s, r, l.packed_bytes, l.groups, t->name, err)) != AQ_OK) {
         return st;
     }
-    return mq_measure(s, src, scheme, &l, r, err);
+    return mq_quantize_measure(s, &tmp, src, scheme, &l, r, err);
 }
 
 /* One quantized tensor: the budget's choice, or the context's scheme and bits, raised while
@@ -1230,6 +1510,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         memset(&r, 0, sizeof r);
         r.index = i;
         r.name = t->name;
+        r.place = true;
         aq_model_tensor_result res;
         memset(&res, 0, sizeof res);
         st = kept[i] ? mq_keep(&s, t, &r, err) : mq_quantize(&s, i, t, &r, &res, err);
@@ -1241,14 +1522,14 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
             aq_model_release(model, i);
         }
         size_t out_bytes = r.data_size + 2 * r.groups * sizeof(float);
-        if (s.n_rows > 0 && s.pending_bytes + out_bytes > s.batch_bytes) {
+        /* (A row in the arena was placed after this flush already: mq_place.) */
+        if (!r.arena && s.n_rows > 0 && s.pending_bytes + out_bytes > s.batch_bytes) {
             if ((st = mq_flush(&s, err)) != AQ_OK) {
                 mq_row_free(&r);
                 goto done;
             }
         }
-        s.rows[s.n_rows++] = r;
-        s.pending_bytes += out_bytes;
+        mq_push(&s, &r, out_bytes);
         if (s.pending_bytes >= s.batch_bytes && (st = mq_flush(&s, err)) != AQ_OK) {
             goto done;
         }
@@ -1297,7 +1578,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
             opts->progress(opts->progress_user, &prog);
         }
     }
-    if ((st = mq_flush(&s, err)) != AQ_OK ||
+    if ((st = mq_flush(&s, err)) != AQ_OK || (st = mq_wait(&s, err)) != AQ_OK ||
         (st = aq_ipc_writer_close((aq_ipc_writer *)s.ipc, err)) != AQ_OK) {
         goto done;
     }
@@ -1312,9 +1593,15 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         *summary = sum;
     }
 done:
+    if (s.wr.running) {
+        aq_error ignored; /* the run failed already */
+        (void)mq_wait(&s, &ignored);
+    }
     for (size_t i = 0; i < s.n_rows; i++) {
         mq_row_free(&s.rows[i]);
     }
+    mq_arena_free(&s.arena[0]);
+    mq_arena_free(&s.arena[1]);
     aq_ipc_writer_free((aq_ipc_writer *)s.ipc);
     aq__schema_release_if(&schema);
     aq__keepalive_release(s.keep);

@@ -464,6 +464,24 @@ TEST(rules_with_budget_over_profile_and_model)
     CHECK(aq_model_quantize(ctx, m, d.arrow, &o, &s, &err) == AQ_INVALID_PARAMETER);
     CHECK(access(d.arrow, F_OK) != 0);
 
+    /* The profile's own size (AQ_TARGET_BPW_PROFILE): no more bytes than the rules alone
+     * (with the floor's moves), in either scope, and the bits traded between tensors. */
+    size_t alone = 0;
+    o.budget_scope = AQ_BUDGET_SCOPE_PROFILE;
+    o.target_bpw = 0.0;
+    o.min_cosine = 0.9;
+    CHECK_OK(aq_model_quantize(ctx, m, d.arrow, &o, &s, &err));
+    alone = s.bytes_out;
+    for (int sc = 0; sc < 2; sc++) {
+        memset(&seen, 0, sizeof seen);
+        o.budget_scope = sc == 0 ? AQ_BUDGET_SCOPE_PROFILE : AQ_BUDGET_SCOPE_MODEL;
+        o.target_bpw = AQ_TARGET_BPW_PROFILE;
+        CHECK_OK(aq_model_quantize(ctx, m, d.arrow, &o, &s, &err));
+        CHECK_MSG(s.bytes_out <= alone, "%zu bytes against %zu", s.bytes_out, alone);
+        mc_count(&seen, &pb, &pp, &b, &p, &bits_seen);
+    }
+    o.min_cosine = 0.0;
+
     /* An override fixes a profile tensor: the budget leaves it at its bits. */
     CHECK_OK(aq_rules_add_override_spec(rules, "down_blocks.0.resnets.0.conv2.weight=4", &err));
     memset(&seen, 0, sizeof seen);

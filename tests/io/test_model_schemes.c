@@ -232,7 +232,7 @@ TEST(budget_allocates_and_fits)
     o.min_cosine = 1.5;
     CHECK_FAILS(aq_model_quantize(ctx, m, arrow, &o, &s, &err), AQ_INVALID_PARAMETER, "min_cosine");
     o.min_cosine = 0.0;
-    o.target_bpw = -1.0;
+    o.target_bpw = -2.0; /* -1 is AQ_TARGET_BPW_PROFILE */
     CHECK_FAILS(aq_model_quantize(ctx, m, arrow, &o, &s, &err), AQ_INVALID_PARAMETER, "target_bpw");
     aq_model_free(m);
     aq_ctx_free(ctx);

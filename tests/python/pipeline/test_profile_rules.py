@@ -103,8 +103,6 @@ def test_bad_input(aq, unet, tmp_path):
              expect="--bits-for needs --profile", leaves_nothing_in=tmp_path)
     aq.fails("quantize", unet, "-o", o, "--profile", "local", "--bits", "2",
              expect="cannot be combined", leaves_nothing_in=tmp_path)
-    aq.fails("quantize", unet, "-o", o, "--profile", "edge", "--group-size", "64",
-             expect="cannot be combined", leaves_nothing_in=tmp_path)
 
 
 def test_pipeline_folder_rules_per_component(aq, tmp_path):
