@@ -13,7 +13,7 @@ import pytest
 import arrow_quant_v2 as aq
 from arrow_quant_v2 import DiffusionQuantConfig, QuantizationError
 
-from conftest import restore_pipeline, restore_unet
+from aqmodel_helpers import restore_pipeline, restore_unet, small_unet
 
 torch = pytest.importorskip("torch")
 diffusers = pytest.importorskip("diffusers")
@@ -147,8 +147,6 @@ def test_diffusers_pipeline_folder(cli, pipeline_folder, tmp_path):
 
 
 def test_single_file_and_sharded_checkpoint(cli, ddpm, tmp_path):
-    from conftest import small_unet
-
     single = ddpm / "diffusion_pytorch_model.safetensors"
     r1 = aq.quantize_diffusion_model(single, tmp_path / "single.arrow", "local")
     r2 = aq.quantize_diffusion_model(ddpm, tmp_path / "folder.arrow", "local")
