@@ -393,12 +393,16 @@ typedef struct aq_batch_options {
      * similarity floor, quantizes a row that falls below it again with more bits (2 -> 4 ->
      * 8, same scheme); target_bpw, a size budget in bits per weight (codes, scales, zero
      * points and sub-block parameters all counted), chooses each row's bit width (and scheme,
-     * among budget_schemes) so that the batch stays within it. A stream applies the budget to
-     * each batch, so the whole stream stays within it too. The report (when given) receives
-     * one choice per quantized row (aq_report_choice_get) saying what was chosen and whether
-     * the floor moved it. Rows are measured against their dequantization, which costs about
-     * one extra quantization and dequantization per row and option tried, and the chosen
-     * tensors are held until the batch is done (the output is allocated at its final size). */
+     * among budget_schemes) so that the batch stays within it; AQ_TARGET_BPW_PROFILE (-1)
+     * makes the budget the batch's own size without a budget (each row at the base bits and
+     * scheme, raised by min_cosine), so the allocation trades bits between rows at no extra
+     * size (a profile's target_bpw figure is only reachable by whole kquant super-blocks). A
+     * stream applies the budget to each batch, so the whole stream stays within it too. The
+     * report (when given) receives one choice per quantized row (aq_report_choice_get) saying
+     * what was chosen and whether the floor moved it. Rows are measured against their
+     * dequantization, which costs about one extra quantization and dequantization per row and
+     * option tried, and the chosen tensors are held until the batch is done (the output is
+     * allocated at its final size). */
     double min_cosine;
     double target_bpw;
     /* The schemes target_bpw may choose from (NULL: the context's scheme only). When the rows
@@ -407,6 +411,24 @@ typedef struct aq_batch_options {
      * stream's schema is fixed before its first batch): AQ_UNSUPPORTED otherwise. */
     const aq_scheme *budget_schemes;
     size_t n_budget_schemes;
+    /* Diffusion layer rules (aq_rules_create; borrowed, must outlive a stream). NULL: every
+     * row with the context's bits and scheme. With rules, each row is decided by
+     * aq_rules_decide(layer_name, shape, source dtype) and is either kept or quantized at the
+     * decided bits and scheme (the context's bits and scheme are then not used, its group size
+     * still is for schemes other than kquant, as in aq_model_quantize; the result's
+     * arrowquant.scheme is the rules' profile's). A kept row has bit_width 16 (raw little-endian
+     * float16 in quantized_data) or 32 (float32: for bfloat16 sources, and for rows with a value
+     * beyond float16's range) and empty scales and zero_points (docs/format.md section 6.1).
+     * min_cosine raises any quantized row's bits; target_bpw covers only the rows that follow the
+     * profile (rule "profile"), the rows the rules keep or fix at other bits stay as decided. A
+     * decision that fails (contradictory overrides, a component the rules do not know) is a row
+     * error naming the tensor. */
+    const struct aq_rules *rules;
+    /* Calibration statistics (aq_calib_finish done; borrowed, must outlive a stream). NULL: no
+     * importance. Every quantized row whose layer has statistics (aq_calib_importance with the
+     * row's name and shape) is quantized with that importance (affine_search and kquant use
+     * it; plain affine ignores it); rows without statistics are quantized without. */
+    const struct aq_calib *calib;
 } aq_batch_options;
 
 /* Quantizes a record batch given as a struct array (DESIGN.md 2.1: columns layer_name,

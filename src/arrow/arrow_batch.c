@@ -37,6 +37,10 @@ typedef struct bq_item {
     size_t set_index;
     aq_scheme scheme;
     aq_qset_choice choice;
+    /* Layer rules: kept rows are stored raw (layout.bit_width 16 or 32, no groups); fixed rows
+     * have bits from a rule other than the profile's and stay outside a budget. */
+    bool kept;
+    bool fixed;
 } bq_item;
 
 typedef struct bq_plan {
@@ -47,6 +51,10 @@ typedef struct bq_plan {
     aq_qset **sets;  /* quality mode: one per row (floor) or one for the batch (budget) */
     size_t n_sets;
     size_t reported; /* rows whose progress was reported */
+    /* What rows follow by default (aq__arrow_base_params). */
+    aq_scheme base_scheme;
+    unsigned base_bits;
+    size_t base_group;
 } bq_plan;
 
 static void bq_plan_free(bq_plan *p)
@@ -242,6 +250,51 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
     return aq_quantize_bound(ctx, &item->t, &item->layout, row_err);
 }
 
+/* With layer rules, the row's decision replaces the context's layout: kept (raw), or the
+ * decided bits and scheme (the group size stays the context's, as in the model pipeline;
+ * kquant's is always 512). The plan row must be valid (shape checked). */
+static aq_status bq_decide(const aq_ctx *ctx, const aq_batch_options *opts, bq_item *it,
+                           aq_error *row_err)
+{
+    if (opts == NULL || opts->rules == NULL) {
+        return AQ_OK;
+    }
+    aq_rule_decision d;
+    aq_status st =
+        aq_rules_decide(opts->rules, it->name, it->t.shape, it->t.ndim, it->t.dtype, &d, row_err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (d.keep) {
+        size_t n = it->layout.elements;
+        unsigned bits;
+        if ((st = aq__arrow_keep_bits(&it->t, n, d.bit_width, &bits, row_err)) != AQ_OK) {
+            return st;
+        }
+        aq_layout l = it->layout;
+        l.bit_width = bits;
+        l.group_size = 0;
+        l.groups_per_row = 0;
+        l.groups = 0;
+        if (!aq__mul_size(n, bits / 8, &l.packed_bytes)) {
+            return aq__error_set(row_err, AQ_OVERFLOW, "Layer '%s': size overflows", it->name);
+        }
+        it->layout = l;
+        it->kept = true;
+        return AQ_OK;
+    }
+    aq_layout l;
+    if ((st = aq_layout_compute_scheme(d.scheme, it->t.shape, it->t.ndim, d.bit_width,
+                                       ctx->group_size, &l, row_err)) != AQ_OK) {
+        aq__error_prefix(row_err, "Layer '%s'", it->name);
+        return st;
+    }
+    it->layout = l;
+    it->scheme = d.scheme;
+    it->fixed = d.rule != AQ_RULE_PROFILE;
+    return AQ_OK;
+}
+
 static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in, const aq_batch_options *opts,
                                const arw_run *run, bq_plan *p, aq_error *err)
 {
@@ -255,7 +308,9 @@ static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in, const aq_b
     for (int64_t i = 0; i < in->rows; i++) {
         aq_error row_err;
         aq_error_clear(&row_err);
-        if (bq_plan_row(ctx, in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK) {
+        p->items[i].scheme = ctx->scheme;
+        if (bq_plan_row(ctx, in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK ||
+            bq_decide(ctx, opts, &p->items[i], &row_err) != AQ_OK) {
             if ((st = aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err,
                                           err)) != AQ_OK) {
                 bq_plan_free(p);
@@ -281,6 +336,7 @@ static aq_status bq_plan_tensors(const aq_ctx *ctx, const aq_tensor *tensors, si
         item->name = t->name != NULL ? t->name : "";
         item->name_len = strlen(item->name);
         item->t = *t;
+        item->scheme = ctx->scheme;
         aq_error row_err;
         aq_error_clear(&row_err);
         st = aq_quantize_bound(ctx, t, &item->layout, &row_err);
@@ -291,6 +347,9 @@ static aq_status bq_plan_tensors(const aq_ctx *ctx, const aq_tensor *tensors, si
                                    "Layer '%s': invalid dtype or NULL data",
                                    aq__name_or_unnamed(t->name));
             }
+        }
+        if (st == AQ_OK) {
+            st = bq_decide(ctx, opts, item, &row_err);
         }
         if (st != AQ_OK && (st = aq__arrow_row_error(opts, &item->message, &item->status, &row_err,
                                                      err)) != AQ_OK) {
@@ -303,14 +362,19 @@ static aq_status bq_plan_tensors(const aq_ctx *ctx, const aq_tensor *tensors, si
 
 /* ---- the result ---- */
 
-aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSchema *out,
-                                  aq_error *err)
+aq_status aq__arrow_result_schema(const aq_ctx *ctx, const aq_batch_options *opts, bool large,
+                                  struct ArrowSchema *out, aq_error *err)
 {
-    return aq__arrow_result_schema_rows(ctx, large, NULL, out, err);
+    aq_scheme scheme;
+    unsigned bits;
+    size_t group;
+    aq__arrow_base_params(ctx, opts, &scheme, &bits, &group);
+    return aq__arrow_result_schema_rows(scheme, group, large, NULL, out, err);
 }
 
-aq_status aq__arrow_result_schema_rows(const aq_ctx *ctx, bool large, const char *row_schemes,
-                                       struct ArrowSchema *out, aq_error *err)
+aq_status aq__arrow_result_schema_rows(aq_scheme scheme, size_t group_size, bool large,
+                                       const char *row_schemes, struct ArrowSchema *out,
+                                       aq_error *err)
 {
     static const struct {
         const char *format, *name, *child;
@@ -331,14 +395,11 @@ aq_status aq__arrow_result_schema_rows(const aq_ctx *ctx, bool large, const char
     if (st == AQ_OK) {
         char version[16], group[24];
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
-        /* kquant's group is its fixed super-block, whatever the parameter says. */
-        snprintf(group, sizeof group, "%zu",
-                 ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK : ctx->group_size);
+        snprintf(group, sizeof group, "%zu", group_size);
         const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
                               "arrowquant.group_size", "arrowquant.packing",
                               "arrowquant.row_schemes"};
-        const char *values[] = {version, aq_scheme_name(ctx->scheme), group, "lsb-first",
-                                row_schemes};
+        const char *values[] = {version, aq_scheme_name(scheme), group, "lsb-first", row_schemes};
         st = aq__schema_set_metadata(&s, keys, values, row_schemes != NULL ? 5 : 4, err);
     }
     if (st != AQ_OK) {
@@ -495,10 +556,27 @@ static int bq_shim_progress(void *user, size_t done, size_t elements)
     return bq_progress_to(sh->p, sh->opts, sh->run, sh->rows[done - 1], &sh->err) != AQ_OK;
 }
 
-/* Floor only: each row through the driver on its own, so a row that fails is skipped in
- * continue mode and progress (and cancellation) comes between rows as without a floor. */
-static aq_status bq_quality_floor(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
-                                  arw_run *run, aq_error *err)
+/* A copy of the context with the row's scheme, bits and group size: the same kernels and
+ * pool (created on the real context first, bq_execute), so nothing of it is owned. */
+static aq_ctx bq_row_ctx(const aq_ctx *ctx, aq_scheme scheme, unsigned bits, size_t group_size)
+{
+    aq_ctx c = *ctx;
+    c.scheme = scheme;
+    c.bit_width = bits;
+    c.group_size = group_size; /* kquant ignores it (its layout's is always 512) */
+    return c;
+}
+
+static bool bq_uses_importance(aq_scheme scheme)
+{
+    return scheme == AQ_SCHEME_AFFINE_SEARCH || scheme == AQ_SCHEME_KQUANT;
+}
+
+/* Rows one by one through the driver (floor only, or the rows a budget does not cover), so a
+ * row that fails is skipped in continue mode; with all_rows, progress (and cancellation) comes
+ * between rows as without a floor. */
+static aq_status bq_quality_each(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
+                                 arw_run *run, bool all_rows, aq_error *err)
 {
     aq_qset_options qo;
     memset(&qo, 0, sizeof qo);
@@ -506,28 +584,83 @@ static aq_status bq_quality_floor(aq_ctx *ctx, bq_plan *p, const aq_batch_option
     for (size_t i = 0; i < p->n; i++) {
         bq_item *it = &p->items[i];
         aq_status st;
-        if (it->status == AQ_OK) {
+        if (it->status == AQ_OK && !it->kept && (all_rows || it->fixed)) {
             aq_error row_err;
             aq_error_clear(&row_err);
             aq_qset *set = NULL;
-            st = aq_qset_quantize(ctx, &it->t, 1, &qo, &set, &row_err);
+            aq_ctx rc = bq_row_ctx(ctx, it->scheme, it->layout.bit_width, it->layout.group_size);
+            float *imp = NULL;
+            st = bq_uses_importance(it->scheme)
+                     ? aq__arrow_importance(opts, &it->t, it->layout.elements, &imp, &row_err)
+                     : AQ_OK;
+            if (st == AQ_OK) {
+                const float *const imps[1] = {imp};
+                qo.importance = imp != NULL ? imps : NULL;
+                st = aq_qset_quantize(&rc, &it->t, 1, &qo, &set, &row_err);
+                qo.importance = NULL;
+            }
+            free(imp);
             if (st == AQ_OK) {
                 p->sets[p->n_sets++] = set;
                 if ((st = bq_take_choice(it, set, 0, err)) != AQ_OK) {
                     return st;
                 }
             } else if (st == AQ_NO_MEMORY || st == AQ_INVALID_PARAMETER) {
-                *err = row_err;
+                if (err != NULL) {
+                    *err = row_err;
+                }
                 return st;
             } else if ((st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err)) !=
                        AQ_OK) {
                 return st;
             }
         }
-        if ((st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
+        if (all_rows && (st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
             return st;
         }
     }
+    return AQ_OK;
+}
+
+/* AQ_TARGET_BPW_PROFILE: the budget is what the rows would take without one, each at the
+ * base scheme and bits (the rules' profile's, or the context's), raised by min_cosine as the
+ * floor alone would (2 -> 4 -> 8). In *out, bits per weight with half a bit of the whole batch
+ * added, so that the budget in bytes is that size exactly, whatever the rounding of
+ * target * elements / 8 (sizes are whole bytes). */
+static aq_status bq_profile_target(aq_ctx *bc, const aq_batch_options *opts,
+                                   const aq_tensor *tensors, float *const *imps, size_t k,
+                                   double *out, aq_error *err)
+{
+    size_t bytes = 0, elements = 0;
+    aq_qset_options qo;
+    memset(&qo, 0, sizeof qo);
+    qo.min_cosine = opts->min_cosine;
+    for (size_t j = 0; j < k; j++) {
+        const aq_tensor *t = &tensors[j];
+        aq_layout l;
+        aq_status st = aq_layout_compute_scheme(bc->scheme, t->shape, t->ndim, bc->bit_width,
+                                                bc->group_size, &l, err);
+        if (st != AQ_OK) {
+            return st;
+        }
+        size_t b = l.packed_bytes + 8 * l.groups;
+        if (opts->min_cosine > 0.0) {
+            const float *const imp[1] = {imps[j]};
+            qo.importance = imps[j] != NULL ? imp : NULL;
+            aq_qset *set = NULL;
+            aq_qset_choice c;
+            if ((st = aq_qset_quantize(bc, t, 1, &qo, &set, err)) != AQ_OK ||
+                (st = aq_qset_get(set, 0, &c, NULL, err)) != AQ_OK) {
+                aq_qset_free(set);
+                return st;
+            }
+            aq_qset_free(set);
+            b = c.bytes;
+        }
+        bytes += b;
+        elements += l.elements;
+    }
+    *out = elements > 0 ? ((double)bytes * 8.0 + 0.5) / (double)elements : 0.0;
     return AQ_OK;
 }
 
@@ -537,27 +670,31 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
                                    arw_run *run, aq_error *err)
 {
     aq_status st = AQ_OK;
+    size_t k = 0;
     aq_tensor *tensors = malloc((p->n > 0 ? p->n : 1) * sizeof *tensors);
     size_t *rows = malloc((p->n > 0 ? p->n : 1) * sizeof *rows);
-    if (tensors == NULL || rows == NULL) {
+    float **imps = calloc(p->n > 0 ? p->n : 1, sizeof *imps);
+    if (tensors == NULL || rows == NULL || imps == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
         goto done;
     }
-    size_t k = 0;
+    bool any_importance = false;
     for (size_t i = 0; i < p->n; i++) {
         bq_item *it = &p->items[i];
-        if (it->status != AQ_OK) {
+        if (it->status != AQ_OK || it->kept || it->fixed) {
             continue;
         }
         aq_error row_err;
         aq_error_clear(&row_err);
-        if (aq_tensor_check_finite(&it->t, NULL, &row_err) != AQ_OK) {
+        if (aq_tensor_check_finite(&it->t, NULL, &row_err) != AQ_OK ||
+            aq__arrow_importance(opts, &it->t, it->layout.elements, &imps[k], &row_err) != AQ_OK) {
             if ((st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err)) !=
                 AQ_OK) {
                 goto done;
             }
             continue;
         }
+        any_importance = any_importance || imps[k] != NULL;
         tensors[k] = it->t;
         rows[k++] = i;
     }
@@ -568,14 +705,25 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
     qo.target_bpw = opts->target_bpw;
     qo.schemes = opts->budget_schemes;
     qo.n_schemes = opts->n_budget_schemes;
+    qo.importance = any_importance ? (const float *const *)imps : NULL;
     qo.progress = bq_shim_progress;
     qo.progress_user = &sh;
     aq_qset *set = NULL;
-    st = aq_qset_quantize(ctx, tensors, k, &qo, &set, err);
+    /* The budget's rows start from the rules' profile's scheme and bits, or the context's;
+     * the group size of the non-kquant schemes is the context's either way. */
+    aq_ctx bc = bq_row_ctx(ctx, p->base_scheme, p->base_bits, ctx->group_size);
+    if (opts->target_bpw == AQ_TARGET_BPW_PROFILE) {
+        if ((st = bq_profile_target(&bc, opts, tensors, imps, k, &qo.target_bpw, err)) != AQ_OK) {
+            goto done;
+        }
+        if (k == 0) {
+            qo.target_bpw = 0.0; /* nothing to choose for; the driver then has no budget */
+        }
+    }
+    st = aq_qset_quantize(&bc, tensors, k, &qo, &set, err);
     if (st == AQ_CANCELLED && sh.err.code == AQ_CANCELLED) {
-        *err = sh.err; /* the batch's own message, counting its rows */
-        if (err == NULL) {
-            st = AQ_CANCELLED;
+        if (err != NULL) {
+            *err = sh.err; /* the batch's own message, counting its rows */
         }
     }
     if (st != AQ_OK) {
@@ -588,6 +736,10 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
         }
     }
 done:
+    for (size_t j = 0; imps != NULL && j < k; j++) {
+        free(imps[j]);
+    }
+    free(imps);
     free(tensors);
     free(rows);
     return st;
@@ -602,33 +754,41 @@ static aq_status bq_quality(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
                              "Invalid min_cosine: %g. Must be between 0 (off) and 1",
                              opts->min_cosine);
     }
-    if (!(opts->target_bpw >= 0.0 && opts->target_bpw <= 64.0)) {
+    const bool budget = opts->target_bpw > 0.0 || opts->target_bpw == AQ_TARGET_BPW_PROFILE;
+    if (!(opts->target_bpw >= 0.0 && opts->target_bpw <= 64.0) && !budget) {
         return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. Must be between 0 (off) and 64",
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64, or "
+                             "AQ_TARGET_BPW_PROFILE (-1)",
                              opts->target_bpw);
     }
-    p->sets = calloc(p->n > 0 ? p->n : 1, sizeof *p->sets);
+    p->sets = calloc(p->n + 1, sizeof *p->sets); /* one per row, and a budget's */
     if (p->sets == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
     }
-    return opts->target_bpw > 0.0 ? bq_quality_budget(ctx, p, opts, run, err)
-                                  : bq_quality_floor(ctx, p, opts, run, err);
+    if (!budget) {
+        return bq_quality_each(ctx, p, opts, run, true, err);
+    }
+    aq_status st = AQ_OK;
+    if (opts->rules != NULL && (st = bq_quality_each(ctx, p, opts, run, false, err)) != AQ_OK) {
+        return st;
+    }
+    return bq_quality_budget(ctx, p, opts, run, err);
 }
 
-/* The value of arrowquant.row_schemes for the written rows when they do not share the
- * context's scheme and group size, else NULL (in *out; free()). */
-static aq_status bq_row_schemes(const aq_ctx *ctx, const bq_plan *p, char **out, aq_error *err)
+/* The value of arrowquant.row_schemes for the written rows when their quantized rows do not
+ * share the base scheme and group size, else NULL (in *out; free()). Kept rows get the entry
+ * {"scheme":"raw","group_size":0}. */
+static aq_status bq_row_schemes(const bq_plan *p, char **out, aq_error *err)
 {
     *out = NULL;
-    size_t ctx_group =
-        ctx->scheme == AQ_SCHEME_KQUANT ? (size_t)AQ_KQUANT_SUPER_BLOCK : ctx->group_size;
     bool differ = false;
     size_t rows = 0;
     for (size_t i = 0; i < p->n; i++) {
         const bq_item *it = &p->items[i];
         if (it->status == AQ_OK) {
             rows++;
-            differ = differ || it->scheme != ctx->scheme || it->layout.group_size != ctx_group;
+            differ = differ || (!it->kept && (it->scheme != p->base_scheme ||
+                                              it->layout.group_size != p->base_group));
         }
     }
     if (!differ) {
@@ -647,9 +807,9 @@ static aq_status bq_row_schemes(const aq_ctx *ctx, const bq_plan *p, char **out,
         if (it->status != AQ_OK) {
             continue;
         }
-        at +=
-            (size_t)snprintf(json + at, size - at, "%s{\"scheme\":\"%s\",\"group_size\":%zu}",
-                             at > 1 ? "," : "", aq_scheme_name(it->scheme), it->layout.group_size);
+        at += (size_t)snprintf(json + at, size - at, "%s{\"scheme\":\"%s\",\"group_size\":%zu}",
+                               at > 1 ? "," : "", it->kept ? "raw" : aq_scheme_name(it->scheme),
+                               it->kept ? (size_t)0 : it->layout.group_size);
     }
     json[at++] = ']';
     json[at] = '\0';
@@ -664,8 +824,14 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
     const size_t base = run->rows_done;
     const bool quality = bq_quality_on(opts);
     aq_status st;
-    for (size_t i = 0; i < p->n; i++) {
-        p->items[i].scheme = ctx->scheme;
+    aq__arrow_base_params(ctx, opts, &p->base_scheme, &p->base_bits, &p->base_group);
+    if (p->n > 0) {
+        /* Rows quantize through copies of the context (bq_row_ctx): its pool must exist on
+         * the context itself first, or each copy would create (and leak) one. */
+        aq__pool *pool;
+        if ((st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+            return st;
+        }
     }
     if (quality && (st = bq_quality(ctx, p, opts, run, err)) != AQ_OK) {
         return st;
@@ -730,12 +896,25 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
             memcpy(o.packed + at_packed, q.packed, q.packed_size);
             memcpy(o.scales + at_group, q.scales, q.groups * sizeof(float));
             memcpy(o.zps + at_group, q.zero_points, q.groups * sizeof(float));
+        } else if (it->kept) {
+            aq__arrow_keep_encode(&it->t, l->elements, l->bit_width, o.packed + at_packed);
         } else {
             aq_qbuffers qb = {o.packed + at_packed, l->packed_bytes, o.scales + at_group,
                               o.zps + at_group, l->groups};
             aq_error row_err;
             aq_error_clear(&row_err);
-            if (aq_quantize(ctx, &it->t, &qb, &row_err) != AQ_OK) {
+            aq_ctx rc = bq_row_ctx(ctx, it->scheme, l->bit_width, l->group_size);
+            float *imp = NULL;
+            aq_status rst = bq_uses_importance(it->scheme)
+                                ? aq__arrow_importance(opts, &it->t, l->elements, &imp, &row_err)
+                                : AQ_OK;
+            if (rst == AQ_OK) {
+                aq_quantize_options qo = {imp};
+                rst = imp != NULL ? aq_quantize_ex(&rc, &it->t, &qo, &qb, NULL, &row_err)
+                                  : aq_quantize(&rc, &it->t, &qb, &row_err);
+            }
+            free(imp);
+            if (rst != AQ_OK) {
                 /* Left out of the result (and of arrowquant.row_schemes). */
                 it->status = row_err.code;
                 if ((st = aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message,
@@ -776,8 +955,9 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
     result.children[3]->children[0]->length = (int64_t)at_group;
     result.children[4]->children[0]->length = (int64_t)at_dim;
     if (out_schema != NULL &&
-        ((st = bq_row_schemes(ctx, p, &row_schemes, err)) != AQ_OK ||
-         (st = aq__arrow_result_schema_rows(ctx, large, row_schemes, &schema, err)) != AQ_OK)) {
+        ((st = bq_row_schemes(p, &row_schemes, err)) != AQ_OK ||
+         (st = aq__arrow_result_schema_rows(p->base_scheme, p->base_group, large, row_schemes,
+                                            &schema, err)) != AQ_OK)) {
         goto done;
     }
     aq__array_move(&result, out_array);
@@ -802,7 +982,7 @@ aq_status aq__arrow_quantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema
     bq_input in;
     bq_plan plan;
     aq_status st = bq_import(schema, array, &in, err);
-    if (st != AQ_OK) {
+    if (st != AQ_OK || (st = aq__arrow_check_calib(opts, err)) != AQ_OK) {
         return st;
     }
     if ((st = bq_plan_batch(ctx, &in, opts, run, &plan, err)) != AQ_OK) {
@@ -834,8 +1014,8 @@ aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_tensors_quantize: NULL argument");
     }
     bq_plan plan;
-    aq_status st = bq_plan_tensors(ctx, tensors, n, opts, &plan, err);
-    if (st != AQ_OK) {
+    aq_status st = aq__arrow_check_calib(opts, err);
+    if (st != AQ_OK || (st = bq_plan_tensors(ctx, tensors, n, opts, &plan, err)) != AQ_OK) {
         return st;
     }
     arw_run run = {0, 0};

@@ -334,6 +334,12 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
                                  "%zu for %zu elements",
                                  name, grow, pn, bits, count * (bits / 8), count);
         }
+        if (sn != 0) {
+            return aq__error_set(row_err, AQ_INVALID_DATA,
+                                 "Layer '%s' (row %zu): a raw float%u row (kept as is) must have "
+                                 "empty scales and zero_points, got %" PRId64,
+                                 name, grow, bits, sn);
+        }
         it->elements = count;
     } else {
         if (in->meta.per_row) {
@@ -344,6 +350,12 @@ static aq_status dq_plan_row(const dq_input *in, int64_t i, size_t grow, dq_plan
                                      "Layer '%s' (row %zu): arrowquant.row_schemes has only %zu "
                                      "entries",
                                      name, entry, in->meta.n_rows);
+            }
+            if (in->meta.rows[entry].raw) {
+                return aq__error_set(row_err, AQ_INVALID_DATA,
+                                     "Layer '%s' (row %zu): arrowquant.row_schemes says \"raw\" "
+                                     "(a kept row) but bit_width is %u, not 16 or 32",
+                                     name, grow, bits);
             }
             scheme = in->meta.rows[entry].scheme;
             group_size = in->meta.rows[entry].group_size;
@@ -460,6 +472,11 @@ static aq_status dq_restore_row(aq_ctx *ctx, const dq_item *it, float *out, aq_e
         for (size_t k = 0; k < it->elements; k++) {
             uint16_t h;
             memcpy(&h, it->q.packed + 2 * k, 2);
+            if ((h & 0x7c00u) == 0x7c00u) {
+                return aq__error_set(err, AQ_INVALID_DATA,
+                                     "Layer '%s': raw float16 data has NaN or Inf at index %zu",
+                                     it->name, k);
+            }
             out[k] = aq__f16_to_f32(h);
         }
         return AQ_OK;

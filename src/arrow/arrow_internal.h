@@ -146,6 +146,7 @@ aq_status aq__arrow_metadata_get(const char *metadata, const char *key, const ch
 typedef struct aq__row_scheme {
     aq_scheme scheme;
     size_t group_size;
+    bool raw; /* {"scheme": "raw", "group_size": 0}: a kept row (bit_width 16 or 32) */
 } aq__row_scheme;
 
 /* Parses the value of arrowquant.row_schemes (len bytes, not NUL-terminated): a JSON array of
@@ -187,14 +188,38 @@ aq_status aq__arrow_report_choice(aq_report *report, size_t row, const char *lay
 /* "[2, 3]" into buf. */
 void aq__arrow_format_shape(const int64_t *shape, size_t ndim, char *buf, size_t size);
 
-/* The result schema (DESIGN.md 2.2) for the context's parameters; large selects large_binary
- * for quantized_data. */
-aq_status aq__arrow_result_schema(const aq_ctx *ctx, bool large, struct ArrowSchema *out,
-                                  aq_error *err);
-/* The same with the value of arrowquant.row_schemes (NULL: none), for batches whose rows do
- * not share one scheme and group size. */
-aq_status aq__arrow_result_schema_rows(const aq_ctx *ctx, bool large, const char *row_schemes,
-                                       struct ArrowSchema *out, aq_error *err);
+/* The result schema (DESIGN.md 2.2) for the batch's base parameters (aq__arrow_base_params);
+ * large selects large_binary for quantized_data. */
+aq_status aq__arrow_result_schema(const aq_ctx *ctx, const aq_batch_options *opts, bool large,
+                                  struct ArrowSchema *out, aq_error *err);
+/* The same for a scheme and group size, with the value of arrowquant.row_schemes (NULL: none)
+ * for batches whose rows do not share them. */
+aq_status aq__arrow_result_schema_rows(aq_scheme scheme, size_t group_size, bool large,
+                                       const char *row_schemes, struct ArrowSchema *out,
+                                       aq_error *err);
+
+/* ---- layer rules and calibration (arrow_rules.c) ---- */
+
+/* The scheme, bits and group size that rows follow by default, written as the result's
+ * arrowquant.scheme / group_size: the rules' profile's scheme and bits with rules, else the
+ * context's; the group size is the context's (a kquant group size is always
+ * AQ_KQUANT_SUPER_BLOCK). */
+void aq__arrow_base_params(const aq_ctx *ctx, const aq_batch_options *opts, aq_scheme *scheme,
+                           unsigned *bits, size_t *group_size);
+/* The bit width (16 or 32) a row the rules keep is stored with: the decided width, widened
+ * from 16 to 32 when a value would overflow float16. Fails on NaN/Inf (naming the layer and
+ * the index) as quantization does. */
+aq_status aq__arrow_keep_bits(const aq_tensor *t, size_t elements, unsigned decided, unsigned *bits,
+                              aq_error *err);
+/* Writes a kept row's raw float16 (bits 16) or float32 (bits 32) values, host order. */
+void aq__arrow_keep_encode(const aq_tensor *t, size_t elements, unsigned bits, uint8_t *out);
+/* With opts->calib: AQ_INVALID_ARGUMENT unless aq_calib_finish was done. */
+aq_status aq__arrow_check_calib(const aq_batch_options *opts, aq_error *err);
+/* The importance of a row from opts->calib (malloc'd, one per element) in *out, or NULL when
+ * there is no calib or no statistics for the row's layer. Errors name the tensor (a channel
+ * count that does not fit its shape). */
+aq_status aq__arrow_importance(const aq_batch_options *opts, const aq_tensor *t, size_t elements,
+                               float **out, aq_error *err);
 /* The dequantized schema: layer_name utf8, weights list<float32>, shape list<int64>. */
 aq_status aq__arrow_restored_schema(struct ArrowSchema *out, aq_error *err);
 

@@ -116,6 +116,7 @@ static bool rs_key_is(const char *k, size_t kl, const char *want)
 
 static aq_status rs_object(rs_parser *p, aq__row_scheme *out)
 {
+    out->raw = false;
     if (!rs_eat(p, '{')) {
         return rs_fail(p, "expected '{'");
     }
@@ -143,10 +144,14 @@ static aq_status rs_object(rs_parser *p, aq__row_scheme *out)
                 }
                 memcpy(name, v, vl);
                 name[vl] = '\0';
-                if (aq_scheme_from_name(name, &out->scheme, NULL) != AQ_OK) {
+                out->raw = strcmp(name, "raw") == 0;
+                if (out->raw) {
+                    out->scheme = AQ_SCHEME_AFFINE;
+                } else if (aq_scheme_from_name(name, &out->scheme, NULL) != AQ_OK) {
                     return aq__error_set(p->err, AQ_UNSUPPORTED,
                                          "quantized batch: arrowquant.row_schemes names scheme "
-                                         "'%s', which is not supported (known: affine)",
+                                         "'%s', which is not supported (known: raw, affine, "
+                                         "affine_search, kquant)",
                                          name);
                 }
                 have_scheme = true;
@@ -155,7 +160,7 @@ static aq_status rs_object(rs_parser *p, aq__row_scheme *out)
                 if ((st = rs_integer(p, &g)) != AQ_OK) {
                     return st;
                 }
-                if (g < AQ_MIN_GROUP_SIZE || g > AQ_GROUP_SIZE_ROW) {
+                if (g > AQ_GROUP_SIZE_ROW) {
                     return rs_fail(p, "invalid group size");
                 }
                 out->group_size = (size_t)g;
@@ -170,6 +175,11 @@ static aq_status rs_object(rs_parser *p, aq__row_scheme *out)
     }
     if (!have_scheme || !have_group) {
         return rs_fail(p, "an entry lacks \"scheme\" or \"group_size\"");
+    }
+    /* A kept row's group size is 0; a quantized row's a valid one. */
+    if (out->raw ? out->group_size != 0 : out->group_size < AQ_MIN_GROUP_SIZE) {
+        return rs_fail(p, out->raw ? "a \"raw\" entry with a group size other than 0"
+                                   : "invalid group size");
     }
     return AQ_OK;
 }

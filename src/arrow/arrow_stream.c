@@ -66,7 +66,8 @@ static int stream_get_schema(struct ArrowArrayStream *self, struct ArrowSchema *
     aq_error e;
     aq_error_clear(&e);
     aq_status st = p->dequantize ? aq__arrow_restored_schema(out, &e)
-                                 : aq__arrow_result_schema(p->ctx, false, out, &e);
+                                 : aq__arrow_result_schema(p->ctx, p->has_opts ? &p->opts : NULL,
+                                                           false, out, &e);
     if (st != AQ_OK) {
         memcpy(p->last_error, e.message, sizeof p->last_error);
         return stream_errno(st);
@@ -158,14 +159,26 @@ static aq_status stream_open(aq_ctx *ctx, struct ArrowArrayStream *input,
         st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream has NULL callbacks", fn);
         goto done;
     }
-    if (!dequantize && opts != NULL && opts->target_bpw > 0.0 && opts->budget_schemes != NULL) {
+    if (!dequantize && (st = aq__arrow_check_calib(opts, err)) != AQ_OK) {
+        goto done;
+    }
+    if (!dequantize && opts != NULL &&
+        (opts->target_bpw > 0.0 || opts->target_bpw == AQ_TARGET_BPW_PROFILE) &&
+        opts->budget_schemes != NULL) {
+        /* The schema names one scheme: the rules' profile's with rules, else the context's. */
+        aq_scheme base;
+        unsigned bits;
+        size_t group;
+        aq__arrow_base_params(ctx, opts, &base, &bits, &group);
         for (size_t i = 0; i < opts->n_budget_schemes; i++) {
-            if (opts->budget_schemes[i] != ctx->scheme) {
+            if (opts->budget_schemes[i] != base) {
                 st = aq__error_set(err, AQ_UNSUPPORTED,
-                                   "%s: target_bpw with budget schemes other than the context's "
+                                   "%s: target_bpw with budget schemes other than %s (the %s) "
                                    "needs aq_batch_quantize (a stream's schema, scheme included, "
                                    "is fixed before its first batch)",
-                                   fn);
+                                   fn, aq_scheme_name(base),
+                                   opts->rules != NULL ? "rules' profile's scheme"
+                                                       : "context's scheme");
                 goto done;
             }
         }

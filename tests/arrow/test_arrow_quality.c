@@ -387,9 +387,9 @@ TEST(invalid_quality_options_are_refused_even_when_empty)
     aq_batch_options o1 = {.min_cosine = 1.5};
     CHECK_FAILS(aq_tensors_quantize(ctx, NULL, 0, &o1, &s, &a, &err), AQ_INVALID_PARAMETER,
                 "Invalid min_cosine: 1.5");
-    aq_batch_options o2 = {.target_bpw = -1};
+    aq_batch_options o2 = {.target_bpw = -2}; /* -1 is AQ_TARGET_BPW_PROFILE */
     CHECK_FAILS(aq_tensors_quantize(ctx, NULL, 0, &o2, &s, &a, &err), AQ_INVALID_PARAMETER,
-                "Invalid target_bpw: -1");
+                "Invalid target_bpw: -2");
     aq_batch_options o3 = {.min_cosine = (double)NAN};
     CHECK_FAILS(aq_tensors_quantize(ctx, NULL, 0, &o3, &s, &a, &err), AQ_INVALID_PARAMETER,
                 "Invalid min_cosine");

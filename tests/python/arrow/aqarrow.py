@@ -71,6 +71,8 @@ class BatchOptions(ctypes.Structure):
         ("target_bpw", ctypes.c_double),
         ("budget_schemes", ctypes.c_void_p),
         ("n_budget_schemes", ctypes.c_size_t),
+        ("rules", ctypes.c_void_p),
+        ("calib", ctypes.c_void_p),
     ]
 
 
@@ -176,6 +178,25 @@ class Lib:
         finally:
             self.lib.aq_report_free(rep)
             self.lib.aq_ctx_free(ctx)
+
+    def quantize_opts(self, batch, ctx, **fields):
+        """Quantizes a pyarrow RecordBatch with a given context (from ctx()) and any
+        aq_batch_options fields (rules, calib, min_cosine, ...)."""
+        s, a = export_batch(batch)
+        opts = BatchOptions()
+        for k, v in fields.items():
+            setattr(opts, k, v)
+        err = AqError()
+        out_s, out_a = ArrowSchema(), ArrowArray()
+        try:
+            self._check(self.lib.aq_batch_quantize(ctx, ctypes.addressof(s), ctypes.addressof(a),
+                                                   ctypes.byref(opts), ctypes.addressof(out_s),
+                                                   ctypes.addressof(out_a), ctypes.byref(err)),
+                        err)
+            return pa.RecordBatch._import_from_c(ctypes.addressof(out_a), ctypes.addressof(out_s))
+        finally:
+            release(a)
+            release(s)
 
     def quantize_c(self, schema, array, bits=4, group_size=128, continue_on_error=False,
                    progress=None, report=None):
