@@ -101,6 +101,8 @@ class ArrowQuantV2:
         *,
         min_accuracy: Optional[float] = None,
         target_bpw: Optional[float] = None,
+        config: Any = None,
+        calibration: Any = None,
     ) -> Any: ...
     def quantize_arrow(
         self,
@@ -113,6 +115,8 @@ class ArrowQuantV2:
         *,
         min_accuracy: Optional[float] = None,
         target_bpw: Optional[float] = None,
+        config: Any = None,
+        calibration: Any = None,
     ) -> Any: ...
     def quantize_batch(
         self,
@@ -125,6 +129,8 @@ class ArrowQuantV2:
         scheme: Optional[Scheme] = None,
         min_accuracy: Optional[float] = None,
         target_bpw: Optional[float] = None,
+        config: Any = None,
+        calibration: Any = None,
     ) -> Any: ...
     def dequantize_arrow(self, result: ArrowTableLike) -> Any: ...
 

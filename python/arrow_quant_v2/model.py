@@ -369,3 +369,23 @@ def validate_quality(original_path: Any, quantized_path: Any,
             raise QuantizationError(f"Invalid min_cosine: {min_cosine}. Must be in [0, 1]")
         min_cosine = float(min_cosine)
     return QualityReport(_ext._compare_models(a, b, min_cosine))
+
+
+def _batch_spec(config: Any, calibration: Any) -> dict[str, Any]:
+    """config= and calibration= of ArrowQuantV2's quantize methods as plain values for the
+    extension (called from C): the layer rules' choices when config is given (None: no rules),
+    and the calibration as a path or an Arrow stream object."""
+    spec: dict[str, Any] = {"calibration": _calibration(calibration),
+                            "calibration_combine": "max", "rules": config is not None}
+    if config is None:
+        return spec
+    cfg = _config(config)
+    target = cfg.target_bpw
+    if target != 0.0 and target == PROFILES[cfg.profile][4]:
+        target = _TARGET_BPW_PROFILE
+    spec.update(profile=cfg.profile, family=cfg.family, keep=list(cfg.keep),
+                bits_for=[f"{p}={v}" for p, v in cfg.bits_for.items()],
+                bit_width=cfg.bit_width, scheme=cfg.scheme, group_size=cfg.group_size,
+                min_cosine=cfg.min_cosine, target_bpw=target,
+                calibration_combine=cfg.calibration_combine)
+    return spec

@@ -876,3 +876,289 @@ PyMethodDef aq__py_model_methods[] = {
     {"_compare_models", (PyCFunction)(void (*)(void))aqpy_compare_models,
      METH_VARARGS | METH_KEYWORDS, aqpy_compare_models_doc},
     {NULL, NULL, 0, NULL}};
+
+/* ------------------------------------------------------------------------------------------ */
+/* config= and calibration= of ArrowQuantV2's quantize methods                                */
+/* ------------------------------------------------------------------------------------------ */
+
+void aq__py_names_reset(aq__py_names *names)
+{
+    for (size_t i = 0; i < names->n; i++) {
+        free(names->v[i]);
+    }
+    free(names->v);
+    memset(names, 0, sizeof *names);
+}
+
+static int mnames_push(aq__py_names *names, const char *s, size_t len)
+{
+    if (names->n == names->cap) {
+        size_t cap = names->cap * 2 + 64;
+        char **v = realloc(names->v, cap * sizeof *v);
+        if (v == NULL) {
+            return -1;
+        }
+        names->v = v;
+        names->cap = cap;
+    }
+    char *d = malloc(len + 1);
+    if (d == NULL) {
+        return -1;
+    }
+    memcpy(d, s, len);
+    d[len] = '\0';
+    names->v[names->n++] = d;
+    return 0;
+}
+
+int aq__py_batch_names(const struct ArrowSchema *schema, const struct ArrowArray *array,
+                       aq__py_names *names)
+{
+    for (int64_t c = 0; c < schema->n_children && c < array->n_children; c++) {
+        const struct ArrowSchema *f = schema->children[c];
+        if (f->name == NULL || strcmp(f->name, "layer_name") != 0) {
+            continue;
+        }
+        const struct ArrowArray *col = array->children[c];
+        int large = strcmp(f->format, "U") == 0;
+        if ((!large && strcmp(f->format, "u") != 0) || col->n_buffers < 3) {
+            return 1;
+        }
+        const uint8_t *valid = col->buffers[0];
+        const char *data = col->buffers[2];
+        for (int64_t i = 0; i < array->length; i++) {
+            int64_t k = array->offset + col->offset + i, b, e;
+            if (valid != NULL && col->null_count != 0 && !((valid[k >> 3] >> (k & 7)) & 1)) {
+                continue; /* the library reports the null row */
+            }
+            if (large) {
+                b = ((const int64_t *)col->buffers[1])[k];
+                e = ((const int64_t *)col->buffers[1])[k + 1];
+            } else {
+                b = ((const int32_t *)col->buffers[1])[k];
+                e = ((const int32_t *)col->buffers[1])[k + 1];
+            }
+            if (b < 0 || e < b || mnames_push(names, data + b, (size_t)(e - b)) != 0) {
+                return e < b || b < 0 ? 1 : -1;
+            }
+        }
+        return 0;
+    }
+    return 0; /* no layer_name column: the library says so */
+}
+
+void aq__py_diffusion_reset(aq__py_diffusion *d)
+{
+    Py_CLEAR(d->spec);
+    aq_rules_free(d->rules);
+    aq_calib_free(d->calib);
+    memset(d, 0, sizeof *d);
+}
+
+static const char *mspec_str(PyObject *spec, const char *key)
+{
+    PyObject *v = PyDict_GetItemString(spec, key);
+    return v != NULL && PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+}
+
+static double mspec_float(PyObject *spec, const char *key)
+{
+    PyObject *v = PyDict_GetItemString(spec, key);
+    return v != NULL ? PyFloat_AsDouble(v) : 0.0;
+}
+
+int aq__py_diffusion_open(PyObject *module, PyObject *config, PyObject *calibration,
+                          aq__py_diffusion *d)
+{
+    memset(d, 0, sizeof *d);
+    if ((config == NULL || config == Py_None) && (calibration == NULL || calibration == Py_None)) {
+        return 0;
+    }
+    PyObject *mod = PyImport_ImportModule("arrow_quant_v2.model");
+    if (mod == NULL) {
+        return -1;
+    }
+    d->spec = PyObject_CallMethod(mod, "_batch_spec", "OO", config != NULL ? config : Py_None,
+                                  calibration != NULL ? calibration : Py_None);
+    Py_DECREF(mod);
+    if (d->spec == NULL || !PyDict_Check(d->spec)) {
+        if (d->spec != NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "_batch_spec must return a dict");
+        }
+        aq__py_diffusion_reset(d);
+        return -1;
+    }
+    d->active = 1;
+    d->has_rules = PyObject_IsTrue(PyDict_GetItemString(d->spec, "rules")) == 1;
+    if (d->has_rules) {
+        d->min_cosine = mspec_float(d->spec, "min_cosine");
+        d->target_bpw = mspec_float(d->spec, "target_bpw");
+        const char *fam = mspec_str(d->spec, "family");
+        d->needs_names = fam != NULL && strcmp(fam, "auto") == 0;
+    }
+    PyObject *cal = PyDict_GetItemString(d->spec, "calibration");
+    aq_error err;
+    aq_error_clear(&err);
+    if (cal != NULL && cal != Py_None) {
+        const char *combine = mspec_str(d->spec, "calibration_combine");
+        aq_status st = aq_calib_create(&d->calib, &err);
+        if (st == AQ_OK && PyUnicode_Check(cal)) {
+            const char *path = PyUnicode_AsUTF8(cal);
+            if (path == NULL) {
+                aq__py_diffusion_reset(d);
+                return -1;
+            }
+            st = aq_calib_add_ipc_file(d->calib, path, &err);
+        } else if (st == AQ_OK && mcalib_from_stream(module, d->calib, cal) != 0) {
+            aq__py_diffusion_reset(d);
+            return -1;
+        }
+        if (st == AQ_OK) {
+            st = aq_calib_finish(d->calib,
+                                 combine != NULL && strcmp(combine, "mean") == 0
+                                     ? AQ_CALIB_COMBINE_MEAN
+                                     : AQ_CALIB_COMBINE_MAX,
+                                 &err);
+        }
+        if (st != AQ_OK) {
+            aqpy_model_raise(module, &err);
+            aq__py_diffusion_reset(d);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int aq__py_diffusion_rules(PyObject *module, aq__py_diffusion *d, const aq__py_names *names,
+                           aq_ctx *ctx)
+{
+    if (!d->has_rules) {
+        return 0;
+    }
+    aq_error err;
+    aq_error_clear(&err);
+    aq_profile prof;
+    aq_family family;
+    aq_status st;
+    const char *scheme = mspec_str(d->spec, "scheme");
+    PyObject *bw = PyDict_GetItemString(d->spec, "bit_width");
+    PyObject *gs = PyDict_GetItemString(d->spec, "group_size");
+    if ((st = aq_profile_get(mspec_str(d->spec, "profile"), &prof, &err)) != AQ_OK ||
+        (st = aq_family_from_name(mspec_str(d->spec, "family"), &family, &err)) != AQ_OK ||
+        (scheme != NULL && (st = aq_scheme_from_name(scheme, &prof.scheme, &err)) != AQ_OK)) {
+        goto fail;
+    }
+    if (bw != NULL) {
+        prof.bit_width = (unsigned)PyLong_AsUnsignedLong(bw);
+    }
+    if (gs != NULL) {
+        prof.group_size = (size_t)PyLong_AsSize_t(gs);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (prof.scheme == AQ_SCHEME_KQUANT) {
+        prof.group_size = AQ_KQUANT_SUPER_BLOCK;
+    }
+    /* The rules give each tensor its bits and scheme; the context's scheme is the budget's
+     * candidate and its group size the layout of schemes other than kquant. */
+    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)prof.scheme, &err)) != AQ_OK ||
+        (prof.scheme != AQ_SCHEME_KQUANT &&
+         (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)prof.group_size, &err)) !=
+             AQ_OK)) {
+        goto fail;
+    }
+    if (family == AQ_FAMILY_AUTO && (names == NULL || names->n == 0)) {
+        family = AQ_FAMILY_GENERIC; /* nothing to detect from (an empty input) */
+    }
+    if ((st = aq_rules_create(family, &prof, names != NULL ? (const char *const *)names->v : NULL,
+                              names != NULL ? names->n : 0, &d->rules, &err)) != AQ_OK) {
+        goto fail;
+    }
+    static const char *const lists[2] = {"keep", "bits_for"};
+    for (int l = 0; l < 2; l++) {
+        PyObject *seq = PyDict_GetItemString(d->spec, lists[l]);
+        Py_ssize_t n = seq != NULL && PyList_Check(seq) ? PyList_GET_SIZE(seq) : 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const char *s = PyUnicode_AsUTF8(PyList_GET_ITEM(seq, i));
+            if (s == NULL) {
+                return -1;
+            }
+            st = l == 0 ? aq_rules_add_override(d->rules, s, AQ_RULES_KEEP, &err)
+                        : aq_rules_add_override_spec(d->rules, s, &err);
+            if (st != AQ_OK) {
+                goto fail;
+            }
+        }
+    }
+    return 0;
+fail:
+    aqpy_model_raise(module, &err);
+    return -1;
+}
+
+aq_status aq__py_stream_buffer(struct ArrowArrayStream *in, aq__py_names *names,
+                               struct ArrowArrayStream *out, aq_error *err)
+{
+    struct ArrowSchema schema;
+    memset(&schema, 0, sizeof schema);
+    aq__py_holder **holders = NULL;
+    size_t n = 0, cap = 0;
+    aq_status st = AQ_OK;
+    int rc = in->get_schema(in, &schema);
+    while (rc == 0) {
+        struct ArrowArray array;
+        memset(&array, 0, sizeof array);
+        if ((rc = in->get_next(in, &array)) != 0 || array.release == NULL) {
+            break;
+        }
+        if (n == cap) {
+            size_t ncap = cap * 2 + 8;
+            aq__py_holder **g = realloc(holders, ncap * sizeof *g);
+            if (g == NULL) {
+                array.release(&array);
+                st = AQ_NO_MEMORY;
+                break;
+            }
+            holders = g;
+            cap = ncap;
+        }
+        if ((holders[n] = aq__py_holder_create(&array)) == NULL) {
+            st = AQ_NO_MEMORY;
+            break;
+        }
+        n++;
+        int r = aq__py_batch_names(&schema, aq__py_holder_array(holders[n - 1]), names);
+        if (r != 0) {
+            st = r < 0 ? AQ_NO_MEMORY : AQ_INVALID_ARGUMENT;
+            break;
+        }
+    }
+    if (rc != 0) {
+        const char *e = in->get_last_error(in);
+        st = AQ_INVALID_DATA;
+        snprintf(err->message, sizeof err->message, "%s", e != NULL ? e : "Arrow stream error");
+        err->code = st;
+    } else if (st == AQ_INVALID_ARGUMENT) {
+        snprintf(err->message, sizeof err->message,
+                 "config family 'auto' detects the family from the layer names: column "
+                 "'layer_name' must be utf8 or large_utf8 here (or give the config a family)");
+        err->code = st;
+    } else if (st == AQ_NO_MEMORY) {
+        snprintf(err->message, sizeof err->message, "out of memory");
+        err->code = st;
+    } else if (aq__py_stream_over(&schema, holders, n, out) != 0) {
+        st = AQ_NO_MEMORY;
+        snprintf(err->message, sizeof err->message, "out of memory");
+        err->code = st;
+    }
+    in->release(in);
+    if (schema.release != NULL) {
+        schema.release(&schema);
+    }
+    for (size_t i = 0; i < n; i++) {
+        aq__py_holder_release(holders[i]);
+    }
+    free(holders);
+    return st;
+}
