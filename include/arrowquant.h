@@ -1234,6 +1234,104 @@ AQ_API AQ_MUST_CHECK aq_status aq_calib_importance(const aq_calib *calib, const 
                                                    const int64_t *shape, size_t ndim, float *out,
                                                    size_t out_len, int *found, aq_error *err);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Comparing two models (src/io/model_compare.c)                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* What became of one tensor in a comparison. */
+typedef enum aq_compare_status {
+    AQ_COMPARE_COMPARED = 0,   /* float on both sides, same shape: metrics filled */
+    AQ_COMPARE_MISSING_IN_A,   /* only B has it */
+    AQ_COMPARE_MISSING_IN_B,   /* only A has it */
+    AQ_COMPARE_SHAPE_MISMATCH, /* both have it, with different shapes */
+    AQ_COMPARE_SAME_BYTES,     /* not a float tensor on some side: identical bytes */
+    AQ_COMPARE_BYTES_DIFFER    /* not a float tensor on some side: bytes or kinds differ */
+} aq_compare_status;
+
+/* "compared", "missing in A", "missing in B", "shapes differ", "identical bytes",
+ * "bytes differ"; "unknown" otherwise. */
+AQ_API const char *aq_compare_status_name(aq_compare_status status);
+
+/* One side of a compared tensor. */
+typedef struct aq_compare_side {
+    const char *dtype;  /* the source dtype ("F32", "F16", ...) */
+    const char *scheme; /* a model file's row scheme ("affine", "kquant", "raw", ...); NULL for
+                           a safetensors side */
+    unsigned bit_width; /* a model file row's bit width (16 or 32 when kept); a safetensors
+                           side: the dtype's bits (0 when unknown) */
+    const int64_t *shape;
+    size_t ndim;
+} aq_compare_side;
+
+/* One tensor of a comparison, handed to the callback (everything borrowed for the call). A
+ * side the tensor is missing from has every field zero / NULL. */
+typedef struct aq_compare_tensor {
+    const char *name;
+    aq_compare_status status;
+    aq_compare_side a, b;
+    size_t elements;      /* the element count (of the side that has it) */
+    aq_metrics metrics;   /* A as reference, B as approximation; AQ_COMPARE_COMPARED only */
+    int below_min_cosine; /* 1: compared, and the cosine is below the options' min_cosine */
+} aq_compare_tensor;
+
+/* Return 0 to go on; nonzero stops the comparison with AQ_CANCELLED. */
+typedef int (*aq_compare_fn)(void *user, const aq_compare_tensor *tensor);
+
+typedef struct aq_model_compare_options {
+    double min_cosine; /* 0: no floor; otherwise tensors below it are flagged and counted */
+    /* 1: only A's tensors are reported (no pass over B for the tensors A lacks; the compare
+     * command's behaviour). 0: then B's extra tensors, as AQ_COMPARE_MISSING_IN_A. */
+    int a_only;
+    aq_compare_fn on_tensor; /* may be NULL */
+    void *on_tensor_user;
+    const volatile int *cancel; /* polled between tensors (nonzero: AQ_CANCELLED); may be NULL */
+} aq_model_compare_options;
+
+/* Totals of a comparison. worst is owned by the summary: aq_model_compare_summary_reset
+ * frees it (a summary is written only on success). */
+typedef struct aq_model_compare_summary {
+    size_t tensors;      /* tensors reported, every status */
+    size_t compared;     /* AQ_COMPARE_COMPARED */
+    size_t missing_in_a; /* 0 with a_only */
+    size_t missing_in_b;
+    size_t mismatched; /* shapes differ, or non-float bytes differ */
+    double mean_sqnr_db; /* over compared tensors of finite SQNR; +INFINITY if none */
+    double min_sqnr_db;  /* +INFINITY if none compared */
+    double mean_cosine;  /* over compared tensors; 0 if none */
+    double min_cosine;   /* 1 if none compared */
+    char *worst;         /* the compared tensor of lowest cosine (then lowest SQNR); or NULL */
+    size_t below_min_cosine; /* compared tensors below the options' min_cosine */
+} aq_model_compare_summary;
+
+/* Compares two models tensor by tensor, A as the reference: each side a safetensors file, a
+ * sharded index, a folder (aq_model_open) or an arrowquant model file (.arrow, recognised by
+ * its magic; its rows are dequantized to float32). Tensors are matched by full name and go
+ * in A's order (then B's extra ones, without a_only). Float tensors of the same shape get
+ * SQNR, cosine and max |error| (aq_metrics_compute: a NaN or Inf in either is an error naming
+ * the tensor); other tensors are compared byte for byte. opts may be NULL; summary may be
+ * NULL. Errors: files that cannot be opened or read (AQ_IO, AQ_INVALID_DATA, with the path),
+ * AQ_CANCELLED from the callback or the cancel flag. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_compare(const char *a, const char *b,
+                                                const aq_model_compare_options *opts,
+                                                aq_model_compare_summary *summary, aq_error *err);
+/* Frees what a summary owns and zeroes it. Accepts NULL. */
+AQ_API void aq_model_compare_summary_reset(aq_model_compare_summary *summary);
+
+/* The cosine floor a quantized model is held to when none is given (arrowquant validate,
+ * Python's validate_quality): the arrowquant.min_cosine a model file records (written when
+ * its run had a floor), else the min_cosine of the profile it records, else the local
+ * profile's. A path that is not a model file gets the local profile's. */
+typedef struct aq_model_floor {
+    double min_cosine;
+    const char *source;  /* "file" (arrowquant.min_cosine), "profile" (arrowquant.profile) or
+                            "default" (the local profile); static storage */
+    const char *profile; /* the profile's name (static storage); NULL for "file" */
+} aq_model_floor;
+
+/* Errors: a model file that cannot be opened (AQ_IO, AQ_INVALID_DATA, naming the file). */
+AQ_API AQ_MUST_CHECK aq_status aq_model_default_floor(const char *quantized, aq_model_floor *out,
+                                                      aq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

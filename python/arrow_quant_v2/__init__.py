@@ -7,7 +7,8 @@
 
 Everything is implemented in C (the extension module arrow_quant_v2.arrow_quant_v2); this
 file re-exports it, with the pure-Python helpers of the diffusion mode (diffusion.py:
-DiffusionQuantConfig; calibration.py: time-aware calibration of torch models).
+DiffusionQuantConfig; calibration.py: time-aware calibration of torch models; model.py:
+quantize_diffusion_model and validate_quality over whole checkpoints).
 """
 from .arrow_quant_v2 import (
     DEFAULT_BIT_WIDTH,
@@ -22,10 +23,15 @@ from .arrow_quant_v2 import (
 )
 from .calibration import calibrate
 from .diffusion import DiffusionQuantConfig
+from .model import QualityReport, QuantizationResult, quantize_diffusion_model, validate_quality
 
 __all__ = [
     "ArrowQuantV2",
     "DiffusionQuantConfig",
+    "QualityReport",
+    "QuantizationResult",
+    "quantize_diffusion_model",
+    "validate_quality",
     "calibrate",
     "DEFAULT_BIT_WIDTH",
     "DEFAULT_GROUP_SIZE",

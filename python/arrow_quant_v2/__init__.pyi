@@ -11,10 +11,20 @@ from .arrow_quant_v2 import (
 )
 from .calibration import calibrate as calibrate
 from .diffusion import DiffusionQuantConfig as DiffusionQuantConfig
+from .model import (
+    QualityReport as QualityReport,
+    QuantizationResult as QuantizationResult,
+    quantize_diffusion_model as quantize_diffusion_model,
+    validate_quality as validate_quality,
+)
 
 __all__ = [
     "ArrowQuantV2",
     "DiffusionQuantConfig",
+    "QualityReport",
+    "QuantizationResult",
+    "quantize_diffusion_model",
+    "validate_quality",
     "calibrate",
     "DEFAULT_BIT_WIDTH",
     "DEFAULT_GROUP_SIZE",

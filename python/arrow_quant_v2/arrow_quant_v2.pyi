@@ -1,6 +1,7 @@
 """Type stubs of the C extension module arrow_quant_v2.arrow_quant_v2 (re-exported by the
 arrow_quant_v2 package)."""
-from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Union, overload
+import os
+from typing import Any, Callable, Literal, Mapping, Optional, Protocol, Sequence, Union, overload
 
 __version__: str
 DEFAULT_BIT_WIDTH: int
@@ -100,6 +101,8 @@ class ArrowQuantV2:
         *,
         min_accuracy: Optional[float] = None,
         target_bpw: Optional[float] = None,
+        config: Any = None,
+        calibration: Any = None,
     ) -> Any: ...
     def quantize_arrow(
         self,
@@ -112,6 +115,8 @@ class ArrowQuantV2:
         *,
         min_accuracy: Optional[float] = None,
         target_bpw: Optional[float] = None,
+        config: Any = None,
+        calibration: Any = None,
     ) -> Any: ...
     def quantize_batch(
         self,
@@ -124,5 +129,22 @@ class ArrowQuantV2:
         scheme: Optional[Scheme] = None,
         min_accuracy: Optional[float] = None,
         target_bpw: Optional[float] = None,
+        config: Any = None,
+        calibration: Any = None,
     ) -> Any: ...
     def dequantize_arrow(self, result: ArrowTableLike) -> Any: ...
+
+
+# Model-level functions behind arrow_quant_v2.quantize_diffusion_model and validate_quality
+# (model.py); not part of the public API.
+def _quantize_model(src: str | bytes | os.PathLike[str], dst: str | bytes | os.PathLike[str], *,
+                    profile: str = ..., family: str = ..., keep: Sequence[str] | None = ...,
+                    bits_for: Sequence[str] | None = ..., bit_width: int = ...,
+                    scheme: str | None = ..., group_size: int = ..., min_cosine: float = ...,
+                    target_bpw: float = ..., schemes: Sequence[str] | None = ...,
+                    compression: str = ..., threads: int = ..., calibration: Any = ...,
+                    calibration_combine: str = ...,
+                    progress: Callable[[Mapping[str, Any]], Any] | None = ...,
+                    budget_scope: str = ...) -> dict[str, Any]: ...
+def _compare_models(a: str | bytes | os.PathLike[str], b: str | bytes | os.PathLike[str],
+                    min_cosine: float | None = ...) -> dict[str, Any]: ...

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping
 
 from .arrow_quant_v2 import QuantizationError
 
-__all__ = ["DiffusionQuantConfig", "PROFILES", "FAMILIES", "SCHEMES"]
+__all__ = ["DiffusionQuantConfig", "PROFILES", "FAMILIES", "SCHEMES", "BUDGET_SCOPES"]
 
 # name -> (bit_width, scheme, group_size, min_cosine, target_bpw); the same as
 # src/diffusion/profile.c (see the comment there for where the figures come from).
@@ -30,6 +30,9 @@ PROFILES: Mapping[str, tuple[int, str, int, float, float]] = MappingProxyType({
 FAMILIES = ("auto", "generic", "unet", "dit", "mmdit", "flux", "vae", "clip_text", "t5_text")
 SCHEMES = ("affine", "affine_search", "kquant")
 _COMBINE = ("max", "mean")
+# What a size budget covers (aq_budget_scope): the tensors that follow the profile, or the
+# whole model (kept and rule-fixed tensors counted in the budget).
+BUDGET_SCOPES = ("profile", "model")
 _KEEP = "keep"
 
 
@@ -87,16 +90,20 @@ class DiffusionQuantConfig:
     given two different treatments is refused; so is a tensor that two patterns treat
     differently, when the layer rules meet it. family: "auto" or a family name.
     calibration_combine: how timestep groups are combined ("max" or "mean").
+    budget_scope: what target_bpw covers: "profile" (the tensors that follow the profile, the
+    default) or "model" (every float tensor, kept and 8-bit ones included).
     """
 
     __slots__ = ("_profile", "_bit_width", "_scheme", "_group_size", "_min_cosine",
-                 "_target_bpw", "_keep", "_bits_for", "_family", "_calibration_combine")
+                 "_target_bpw", "_keep", "_bits_for", "_family", "_calibration_combine",
+                 "_budget_scope")
 
     def __init__(self, profile: str = "local", *, bit_width: int | None = None,
                  scheme: str | None = None, group_size: int | None = None,
                  min_cosine: float | None = None, target_bpw: float | None = None,
                  keep: Iterable[str] = (), bits_for: Mapping[str, Any] | Iterable[str] = (),
-                 family: str = "auto", calibration_combine: str = "max") -> None:
+                 family: str = "auto", calibration_combine: str = "max",
+                 budget_scope: str = "profile") -> None:
         p_bits, p_scheme, p_group, p_cos, p_bpw = _profile(profile)
         bits = p_bits if bit_width is None else _int(bit_width, "bit_width")
         if bits not in (2, 4, 8):
@@ -128,6 +135,9 @@ class DiffusionQuantConfig:
         if calibration_combine not in _COMBINE:
             raise QuantizationError(
                 f"Invalid calibration_combine {calibration_combine!r}. Must be 'max' or 'mean'")
+        if budget_scope not in BUDGET_SCOPES:
+            raise QuantizationError(
+                f"Invalid budget_scope {budget_scope!r}. Must be 'profile' or 'model'")
         if isinstance(keep, str):
             keep = [keep]
         overrides: dict[str, int | str] = {}
@@ -181,6 +191,7 @@ class DiffusionQuantConfig:
         self._bits_for = MappingProxyType(bits_map)
         self._family = family
         self._calibration_combine = calibration_combine
+        self._budget_scope = budget_scope
 
     @classmethod
     def from_profile(cls, name: str, **overrides: Any) -> "DiffusionQuantConfig":
@@ -200,7 +211,8 @@ class DiffusionQuantConfig:
                 "scheme": self._scheme, "group_size": self._group_size,
                 "min_cosine": self._min_cosine, "target_bpw": self._target_bpw,
                 "keep": list(self._keep), "bits_for": dict(self._bits_for),
-                "family": self._family, "calibration_combine": self._calibration_combine}
+                "family": self._family, "calibration_combine": self._calibration_combine,
+                "budget_scope": self._budget_scope}
 
     def quantize_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ArrowQuantV2's quantize methods for these choices
@@ -266,6 +278,11 @@ class DiffusionQuantConfig:
         """How timestep groups of a calibration table are combined: "max" or "mean"."""
         return self._calibration_combine
 
+    @property
+    def budget_scope(self) -> str:
+        """What target_bpw covers: "profile" or "model"."""
+        return self._budget_scope
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, DiffusionQuantConfig):
             return NotImplemented
@@ -275,7 +292,7 @@ class DiffusionQuantConfig:
         return hash((self._profile, self._bit_width, self._scheme, self._group_size,
                      self._min_cosine, self._target_bpw, self._keep,
                      tuple(sorted(self._bits_for.items(), key=lambda kv: kv[0])),
-                     self._family, self._calibration_combine))
+                     self._family, self._calibration_combine, self._budget_scope))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())

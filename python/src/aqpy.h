@@ -1,12 +1,13 @@
 /*
  * aqpy.h - shared declarations of the arrow_quant_v2 extension module (python/src).
  *
- * The module includes only the public header, arrowquant.h. Three files:
+ * The module includes only the public header, arrowquant.h. Four files:
  *  - aqpy_module.c: module state, exceptions, the ArrowQuantV2 class and its methods;
  *  - aqpy_share.c: sharing and exporting Arrow C structures (holders, capsules, streams) and
  *    joining result batches;
  *  - aqpy_light.c: the light result objects (RecordBatch, Table, Schema) returned when pyarrow
- *    is not importable.
+ *    is not importable;
+ *  - aqpy_model.c: the model-level functions (_quantize_model, _compare_models).
  */
 #ifndef AQPY_H
 #define AQPY_H
@@ -85,6 +86,44 @@ PyObject *aq__py_table_to_batch(aqpy_state *st, PyObject *table);
 extern PyType_Spec aq__py_batch_spec;
 extern PyType_Spec aq__py_table_spec;
 extern PyType_Spec aq__py_schema_spec;
+
+/* The module-level functions of aqpy_model.c (_quantize_model, _compare_models). */
+extern PyMethodDef aq__py_model_methods[];
+
+/* config= and calibration= of ArrowQuantV2's quantize methods (aqpy_model.c): the layer rules
+ * and calibration of a DiffusionQuantConfig (or profile name), made with the GIL held. */
+typedef struct aq__py_names {
+    char **v;
+    size_t n, cap;
+} aq__py_names;
+
+typedef struct aq__py_diffusion {
+    int active;                    /* config or calibration given */
+    int has_rules;                 /* config given */
+    int needs_names;               /* family 'auto': the rules need the layer names first */
+    double min_cosine, target_bpw; /* the config's (used unless given explicitly) */
+    PyObject *spec;                /* arrow_quant_v2.model._batch_spec's dict */
+    aq_rules *rules;
+    aq_calib *calib;
+} aq__py_diffusion;
+
+/* 0 (inactive when both are None), or -1 with an exception set. */
+int aq__py_diffusion_open(PyObject *module, PyObject *config, PyObject *calibration,
+                          aq__py_diffusion *d);
+/* Creates the rules from the names (may be NULL unless needs_names) and sets the context's
+ * scheme and group size to the configuration's. 0, or -1 with an exception set. */
+int aq__py_diffusion_rules(PyObject *module, aq__py_diffusion *d, const aq__py_names *names,
+                           aq_ctx *ctx);
+void aq__py_diffusion_reset(aq__py_diffusion *d);
+/* Appends the layer_name values of a batch (utf8 / large_utf8). 0; 1 for another column
+ * type; -1 when out of memory. */
+int aq__py_batch_names(const struct ArrowSchema *schema, const struct ArrowArray *array,
+                       aq__py_names *names);
+void aq__py_names_reset(aq__py_names *names);
+/* Reads a whole stream into memory (in is released), collecting its layer names, and gives a
+ * stream over the held batches. Without the GIL. */
+aq_status aq__py_stream_buffer(struct ArrowArrayStream *in, aq__py_names *names,
+                               struct ArrowArrayStream *out, aq_error *err);
 
 /* The module state reachable from a light object's type. */
 aqpy_state *aq__py_state_from_type(PyTypeObject *type);

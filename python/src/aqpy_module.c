@@ -148,8 +148,10 @@ static int aqpy_progress(void *user, size_t rows_done, size_t elements_done)
 
 /* Options of one quantization call besides the context's parameters. */
 typedef struct aqpy_quality {
-    double min_cosine; /* min_accuracy=; 0: off */
-    double target_bpw; /* 0: off */
+    double min_cosine;     /* min_accuracy=; 0: off */
+    double target_bpw;     /* 0: off */
+    const aq_rules *rules; /* config=: the layer rules (NULL: none) */
+    const aq_calib *calib; /* calibration= (NULL: none) */
 } aqpy_quality;
 
 static void aqpy_run_init(aqpy_run *run, PyObject *callback, Py_ssize_t total,
@@ -168,6 +170,8 @@ static void aqpy_run_init(aqpy_run *run, PyObject *callback, Py_ssize_t total,
     if (quality != NULL) {
         opts->min_cosine = quality->min_cosine;
         opts->target_bpw = quality->target_bpw;
+        opts->rules = quality->rules;
+        opts->calib = quality->calib;
     }
 }
 
@@ -706,7 +710,7 @@ typedef aq_status (*aqpy_stream_fn)(aq_ctx *, struct ArrowArrayStream *, const a
  * and collect the results. Returns a light table. */
 static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn fn, PyObject *input,
                                   int continue_on_error, PyObject *callback,
-                                  const aqpy_quality *quality)
+                                  const aqpy_quality *quality, aq__py_diffusion *d)
 {
     aqpy_state *st = aqpy_state_of_quant(self);
     struct ArrowArrayStream in, out;
@@ -716,15 +720,46 @@ static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn 
     aq_error err;
     PyObject *result = NULL;
 
+    aqpy_quality q = {0.0, 0.0, NULL, NULL};
+    if (quality != NULL) {
+        q = *quality;
+    }
     if (aqpy_import_stream(input, &in) != 0) {
         return NULL;
+    }
+    if (d != NULL && d->has_rules) {
+        /* Family 'auto' detects each component's family from every layer name: the input is
+         * read first (held in memory), then streamed from there. */
+        aq__py_names names;
+        memset(&names, 0, sizeof names);
+        aq_status bs = AQ_OK;
+        if (d->needs_names) {
+            PyThreadState *ts = PyEval_SaveThread();
+            struct ArrowArrayStream held;
+            bs = aq__py_stream_buffer(&in, &names, &held, &err); /* releases in */
+            PyEval_RestoreThread(ts);
+            if (bs != AQ_OK) {
+                aq__py_names_reset(&names);
+                aqpy_raise(st, &err);
+                return NULL;
+            }
+            in = held;
+        }
+        int rc = aq__py_diffusion_rules(aqpy_module_of_quant(self), d, &names, ctx);
+        aq__py_names_reset(&names);
+        if (rc != 0) {
+            in.release(&in);
+            return NULL;
+        }
+        q.rules = d->rules;
     }
     if (continue_on_error && aq_report_create(&report, &err) != AQ_OK) {
         in.release(&in);
         aqpy_raise(st, &err);
         return NULL;
     }
-    aqpy_run_init(&run, callback, -1, &opts, report, continue_on_error, quality);
+    aqpy_run_init(&run, callback, -1, &opts, report, continue_on_error,
+                  quality != NULL ? &q : NULL);
     aqpy_release_gil(&run);
     aq_status status = fn(ctx, &in, &opts, &out, &err); /* moves in, even on failure */
     aqpy_acquire_gil(&run);
@@ -829,23 +864,61 @@ static PyObject *aqpy_table_to_batch(aqpy_quant *self, aq_ctx *ctx, PyObject *ta
     return aqpy_batch_result(st, &schema, &array);
 }
 
-#define AQPY_QUALITY_DOC                                                                         \
-    "scheme: 'affine' (min-max), 'affine_search' (searched clipping, same format) or 'kquant' "  \
-    "(two-level scales in 512-element super-blocks: it takes no group_size); None: the "         \
-    "mode's scheme ('base': affine; 'diffusion' and 'time_aware': kquant, or affine_search "     \
-    "when a group_size is given).\n"                                                             \
-    "min_accuracy: a cosine-similarity floor (0 < x <= 1; None: off): a layer that falls below " \
-    "it is quantized again with more bits (2 -> 4 -> 8); its bit_width column says where it "    \
-    "ended.\n"                                                                                   \
-    "target_bpw: a size budget in bits per weight, all metadata counted (None: off): bit "       \
-    "widths are chosen per layer, greedily by error saved per byte, so that the result stays "   \
-    "within it (per batch for tables); too small a budget raises QuantizationError.\n"
+/* config= and calibration= of the quantize methods: the configuration's rules replace bit_width,
+ * group_size and scheme (given together: an error), and its floor and budget apply unless
+ * min_accuracy / target_bpw are given. 0, or -1 with an exception set. */
+static int aqpy_diffusion_begin(aqpy_quant *self, PyObject *config, PyObject *calibration,
+                                const aqpy_args *a, aqpy_quality *q, aq__py_diffusion *d)
+{
+    if (aq__py_diffusion_open(aqpy_module_of_quant(self), config, calibration, d) != 0) {
+        return -1;
+    }
+    if (d->has_rules) {
+        if (a->bit_width != Py_None || a->group_size != Py_None || a->scheme != Py_None) {
+            PyErr_SetString(aqpy_state_of_quant(self)->error,
+                            "config sets every layer's bits and scheme (its layer rules): it "
+                            "cannot be combined with bit_width, group_size or scheme (use "
+                            "config.replace(...) or its bits_for overrides)");
+            aq__py_diffusion_reset(d);
+            return -1;
+        }
+        if (a->min_accuracy == Py_None) {
+            q->min_cosine = d->min_cosine;
+        }
+        if (a->target_bpw == Py_None) {
+            q->target_bpw = d->target_bpw;
+        }
+    }
+    q->calib = d->calib;
+    return 0;
+}
+
+#define AQPY_QUALITY_DOC                                                                          \
+    "scheme: 'affine' (min-max), 'affine_search' (searched clipping, same format) or 'kquant' "   \
+    "(two-level scales in 512-element super-blocks: it takes no group_size); None: the "          \
+    "mode's scheme ('base': affine; 'diffusion' and 'time_aware': kquant, or affine_search "      \
+    "when a group_size is given).\n"                                                              \
+    "min_accuracy: a cosine-similarity floor (0 < x <= 1; None: off): a layer that falls below "  \
+    "it is quantized again with more bits (2 -> 4 -> 8); its bit_width column says where it "     \
+    "ended.\n"                                                                                    \
+    "target_bpw: a size budget in bits per weight, all metadata counted (None: off): bit "        \
+    "widths are chosen per layer, greedily by error saved per byte, so that the result stays "    \
+    "within it (per batch for tables); too small a budget raises QuantizationError.\n"            \
+    "config: a DiffusionQuantConfig or a profile name ('edge', 'local', 'cloud'): the diffusion " \
+    "layer rules decide each layer (kept as float16, 8 bits, or the profile's bits and scheme), " \
+    "with the configuration's overrides, floor and budget (min_accuracy / target_bpw given "      \
+    "here win); not combinable with bit_width, group_size or scheme. With family 'auto' the "     \
+    "family is detected from the layer names (quantize_arrow then reads its whole input "         \
+    "first).\n"                                                                                   \
+    "calibration: time-aware statistics (a CalibrationResult's table, any Arrow table with "      \
+    "layer_name, timestep_group, mean_square, or an Arrow IPC file's path): the importance of "   \
+    "each weight for affine_search and kquant.\n"
 
 PyDoc_STRVAR(
     aqpy_quantize_arrow_batch_doc,
     "quantize_arrow_batch(record_batch, bit_width=None, group_size=None, scheme=None, "
     "continue_on_error=False, progress_callback=None, *, min_accuracy=None, "
-    "target_bpw=None)\n"
+    "target_bpw=None, config=None, calibration=None)\n"
     "--\n\n"
     "Quantizes a record batch with columns layer_name (string), weights (list of "
     "float32; float16 and float64 are converted) and optionally shape (list<int64>).\n\n"
@@ -864,17 +937,25 @@ PyDoc_STRVAR(
 
 static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"record_batch", "bit_width",         "group_size",
-                             "scheme",       "continue_on_error", "progress_callback",
-                             "min_accuracy", "target_bpw",        NULL};
-    PyObject *input, *callback = Py_None;
+    static char *kwlist[] = {"record_batch",
+                             "bit_width",
+                             "group_size",
+                             "scheme",
+                             "continue_on_error",
+                             "progress_callback",
+                             "min_accuracy",
+                             "target_bpw",
+                             "config",
+                             "calibration",
+                             NULL};
+    PyObject *input, *callback = Py_None, *config = Py_None, *calibration = Py_None;
     aqpy_args a = {Py_None, Py_None, Py_None, Py_None, Py_None};
-    aqpy_quality quality = {0.0, 0.0};
+    aqpy_quality quality = {0.0, 0.0, NULL, NULL};
     int continue_on_error = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO$OO:quantize_arrow_batch", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO$OOOO:quantize_arrow_batch", kwlist,
                                      &input, &a.bit_width, &a.group_size, &a.scheme,
-                                     &continue_on_error, &callback, &a.min_accuracy,
-                                     &a.target_bpw) ||
+                                     &continue_on_error, &callback, &a.min_accuracy, &a.target_bpw,
+                                     &config, &calibration) ||
         aqpy_check_callback(&callback) != 0) {
         return NULL;
     }
@@ -883,19 +964,45 @@ static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyO
         return NULL;
     }
     PyObject *result = NULL;
+    aq__py_diffusion d;
+    if (aqpy_diffusion_begin(self, config, calibration, &a, &quality, &d) != 0) {
+        aq_ctx_free(ctx);
+        return NULL;
+    }
     aqpy_batch_in in;
     int rc = aqpy_import_batch(input, &in);
+    if (rc > 0 && d.has_rules) {
+        aq__py_names names;
+        memset(&names, 0, sizeof names);
+        int nr = d.needs_names ? aq__py_batch_names(in.schema, in.array, &names) : 0;
+        if (nr != 0) {
+            if (nr < 0) {
+                PyErr_NoMemory();
+            } else {
+                PyErr_SetString(aqpy_state_of_quant(self)->error,
+                                "config family 'auto' detects the family from the layer names: "
+                                "column 'layer_name' must be utf8 or large_utf8 here (or give "
+                                "the config a family)");
+            }
+            rc = -1;
+        } else if (aq__py_diffusion_rules(aqpy_module_of_quant(self), &d, &names, ctx) != 0) {
+            rc = -1;
+        }
+        quality.rules = d.rules;
+        aq__py_names_reset(&names);
+    }
     if (rc > 0) {
         result = aqpy_batch_call(self, ctx, aq_batch_quantize, &in, continue_on_error, callback,
                                  &quality);
     } else if (rc == 0 && aqpy_has(input, "__arrow_c_stream__")) {
         PyObject *table = aqpy_stream_call(self, ctx, aq_stream_quantize, input, continue_on_error,
-                                           callback, &quality);
+                                           callback, &quality, &d);
         result = table != NULL ? aqpy_table_to_batch(self, ctx, table) : NULL;
     } else if (rc == 0) {
         aqpy_type_error(input, "an Arrow record batch");
     }
     aqpy_batch_in_reset(&in);
+    aq__py_diffusion_reset(&d);
     aq_ctx_free(ctx);
     return result;
 }
@@ -903,7 +1010,7 @@ static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyO
 PyDoc_STRVAR(aqpy_quantize_arrow_doc,
              "quantize_arrow(table, bit_width=None, group_size=None, scheme=None, "
              "continue_on_error=False, progress_callback=None, *, min_accuracy=None, "
-             "target_bpw=None)\n"
+             "target_bpw=None, config=None, calibration=None)\n"
              "--\n\n"
              "Quantizes every batch of a table, streaming: each batch is read, quantized and "
              "its result kept, one at a time (the input is never concatenated).\n\n"
@@ -918,16 +1025,25 @@ PyDoc_STRVAR(aqpy_quantize_arrow_doc,
 
 static PyObject *aqpy_quantize_arrow(aqpy_quant *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"table",        "bit_width",         "group_size",
-                             "scheme",       "continue_on_error", "progress_callback",
-                             "min_accuracy", "target_bpw",        NULL};
-    PyObject *input, *callback = Py_None;
+    static char *kwlist[] = {"table",
+                             "bit_width",
+                             "group_size",
+                             "scheme",
+                             "continue_on_error",
+                             "progress_callback",
+                             "min_accuracy",
+                             "target_bpw",
+                             "config",
+                             "calibration",
+                             NULL};
+    PyObject *input, *callback = Py_None, *config = Py_None, *calibration = Py_None;
     aqpy_args a = {Py_None, Py_None, Py_None, Py_None, Py_None};
-    aqpy_quality quality = {0.0, 0.0};
+    aqpy_quality quality = {0.0, 0.0, NULL, NULL};
     int continue_on_error = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO$OO:quantize_arrow", kwlist, &input,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OOOpO$OOOO:quantize_arrow", kwlist, &input,
                                      &a.bit_width, &a.group_size, &a.scheme, &continue_on_error,
-                                     &callback, &a.min_accuracy, &a.target_bpw) ||
+                                     &callback, &a.min_accuracy, &a.target_bpw, &config,
+                                     &calibration) ||
         aqpy_check_callback(&callback) != 0) {
         return NULL;
     }
@@ -935,8 +1051,14 @@ static PyObject *aqpy_quantize_arrow(aqpy_quant *self, PyObject *args, PyObject 
     if (ctx == NULL) {
         return NULL;
     }
+    aq__py_diffusion d;
+    if (aqpy_diffusion_begin(self, config, calibration, &a, &quality, &d) != 0) {
+        aq_ctx_free(ctx);
+        return NULL;
+    }
     PyObject *table = aqpy_stream_call(self, ctx, aq_stream_quantize, input, continue_on_error,
-                                       callback, &quality);
+                                       callback, &quality, &d);
+    aq__py_diffusion_reset(&d);
     aq_ctx_free(ctx);
     return aqpy_finish(aqpy_state_of_quant(self), table, "table");
 }
@@ -969,7 +1091,8 @@ static PyObject *aqpy_dequantize_arrow(aqpy_quant *self, PyObject *args, PyObjec
         result = aqpy_batch_call(self, ctx, aq_batch_dequantize, &in, 0, NULL, NULL);
     } else if (rc == 0) {
         result = aqpy_finish(
-            st, aqpy_stream_call(self, ctx, aq_stream_dequantize, input, 0, NULL, NULL), "table");
+            st, aqpy_stream_call(self, ctx, aq_stream_dequantize, input, 0, NULL, NULL, NULL),
+            "table");
     }
     aqpy_batch_in_reset(&in);
     aq_ctx_free(ctx);
@@ -1002,7 +1125,7 @@ static int aqpy_buffer_dtype(const Py_buffer *view, aq_dtype *out)
 PyDoc_STRVAR(aqpy_quantize_batch_doc,
              "quantize_batch(weights, bit_width=None, continue_on_error=False, "
              "progress_callback=None, *, group_size=None, scheme=None, min_accuracy=None, "
-             "target_bpw=None)\n"
+             "target_bpw=None, config=None, calibration=None)\n"
              "--\n\n"
              "Quantizes a dict of {layer name: array}. Arrays are numpy arrays or any object "
              "with the buffer protocol, float32, float16 or float64, C-contiguous (a "
@@ -1016,14 +1139,16 @@ static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject 
 {
     static char *kwlist[] = {"weights",           "bit_width",  "continue_on_error",
                              "progress_callback", "group_size", "scheme",
-                             "min_accuracy",      "target_bpw", NULL};
-    PyObject *weights, *callback = Py_None;
+                             "min_accuracy",      "target_bpw", "config",
+                             "calibration",       NULL};
+    PyObject *weights, *callback = Py_None, *config = Py_None, *calibration = Py_None;
     aqpy_args a = {Py_None, Py_None, Py_None, Py_None, Py_None};
-    aqpy_quality quality = {0.0, 0.0};
+    aqpy_quality quality = {0.0, 0.0, NULL, NULL};
     int continue_on_error = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OpO$OOOO:quantize_batch", kwlist, &weights,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|OpO$OOOOOO:quantize_batch", kwlist, &weights,
                                      &a.bit_width, &continue_on_error, &callback, &a.group_size,
-                                     &a.scheme, &a.min_accuracy, &a.target_bpw) ||
+                                     &a.scheme, &a.min_accuracy, &a.target_bpw, &config,
+                                     &calibration) ||
         aqpy_check_callback(&callback) != 0) {
         return NULL;
     }
@@ -1034,6 +1159,11 @@ static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject 
     aqpy_state *st = aqpy_state_of_quant(self);
     aq_ctx *ctx = aqpy_make_ctx(self, &a, &quality);
     if (ctx == NULL) {
+        return NULL;
+    }
+    aq__py_diffusion diff;
+    if (aqpy_diffusion_begin(self, config, calibration, &a, &quality, &diff) != 0) {
+        aq_ctx_free(ctx);
         return NULL;
     }
     /* Our own references to keys and values: the callback may change the dict. */
@@ -1102,6 +1232,26 @@ static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject 
         tensors[i].shape = shape;
         tensors[i].ndim = (size_t)v->ndim;
     }
+    if (diff.has_rules) {
+        /* The rules see every layer name (the dict's keys, borrowed). */
+        aq__py_names names = {NULL, 0, 0};
+        const char **v = malloc(((size_t)n + 1) * sizeof *v);
+        if (v == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            v[i] = tensors[i].name;
+        }
+        names.v = (char **)v;
+        names.n = (size_t)n;
+        int rc = aq__py_diffusion_rules(aqpy_module_of_quant(self), &diff, &names, ctx);
+        free(v);
+        if (rc != 0) {
+            goto done;
+        }
+        quality.rules = diff.rules;
+    }
     if (continue_on_error && aq_report_create(&report, &err) != AQ_OK) {
         aqpy_raise(st, &err);
         goto done;
@@ -1129,6 +1279,7 @@ done:
     free(shapes);
     Py_XDECREF(items);
     aq_report_free(report);
+    aq__py_diffusion_reset(&diff);
     aq_ctx_free(ctx);
     return result;
 }
@@ -1266,10 +1417,15 @@ PyDoc_STRVAR(aqpy_module_doc,
              "Arrow PyCapsule interface.");
 
 static PyModuleDef aqpy_module_def = {
-    PyModuleDef_HEAD_INIT,    .m_name = "arrow_quant_v2.arrow_quant_v2",
-    .m_doc = aqpy_module_doc, .m_size = sizeof(aqpy_state),
-    .m_slots = aqpy_slots,    .m_traverse = aqpy_traverse,
-    .m_clear = aqpy_clear,    .m_free = aqpy_free,
+    PyModuleDef_HEAD_INIT,
+    .m_name = "arrow_quant_v2.arrow_quant_v2",
+    .m_doc = aqpy_module_doc,
+    .m_size = sizeof(aqpy_state),
+    .m_methods = aq__py_model_methods,
+    .m_slots = aqpy_slots,
+    .m_traverse = aqpy_traverse,
+    .m_clear = aqpy_clear,
+    .m_free = aqpy_free,
 };
 
 PyMODINIT_FUNC PyInit_arrow_quant_v2(void);

@@ -1,5 +1,5 @@
 /*
- * arrowquant: the command-line tool. quantize, dequantize, inspect, compare, report.
+ * arrowquant: the command-line tool. quantize, dequantize, inspect, compare, validate, report.
  *
  * Uses the public header only. Every error is one line on stderr and a non-zero exit; output
  * files are written by the library under temporary names and renamed only when complete, so
@@ -83,6 +83,7 @@ static int cli_usage(void)
           "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
           "  arrowquant inspect FILE [--json]\n"
           "  arrowquant compare A B [--json]\n"
+          "  arrowquant validate ORIGINAL QUANTIZED [--min-accuracy C | --profile P] [--json]\n"
           "  arrowquant report IN.arrow -o report.html\n"
           "SRC is a .safetensors file, a *.safetensors.index.json, or a folder (diffusers\n"
           "pipeline or model folder). See README.md for the default rules.\n",
@@ -885,6 +886,9 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "compare") == 0) {
         return cli_compare(n, rest);
+    }
+    if (strcmp(cmd, "validate") == 0) {
+        return cli_validate(n, rest);
     }
     if (strcmp(cmd, "report") == 0) {
         return cli_report(n, rest);

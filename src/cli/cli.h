@@ -17,8 +17,13 @@ void cli_html_str(FILE *f, const char *s);
 /* True if the file starts with the Arrow IPC file magic. */
 bool cli_is_arrow(const char *path);
 
+/* Opens a model (safetensors file, index or folder; or a model file) to check it, and closes
+ * it again. */
+aq_status cli_check_open(const char *path, aq_error *err);
+
 int cli_inspect(int argc, char **argv);
 int cli_compare(int argc, char **argv);
 int cli_report(int argc, char **argv);
+int cli_validate(int argc, char **argv);
 
 #endif /* AQ_CLI_H */

@@ -216,193 +216,48 @@ int cli_inspect(int argc, char **argv)
 
 /* ---- compare ---- */
 
-typedef struct cmp_src {
-    const char *path;
-    aq_model *m;
-    aq_qmodel *q;
-    size_t next; /* for a safetensors source iterated in order */
-} cmp_src;
-
-typedef struct cmp_tensor {
-    char *name;
-    int64_t shape[AQ_MAX_NDIM];
-    size_t ndim;
-    size_t elements;
-    bool is_float;
-    float *values;   /* float tensors */
-    const void *raw; /* non-float: bytes (borrowed) */
-    size_t raw_size;
-    char dtype[16];
-} cmp_tensor;
-
-static void cmp_tensor_free(cmp_tensor *t)
+aq_status cli_check_open(const char *path, aq_error *err)
 {
-    free(t->name);
-    free(t->values);
-    memset(t, 0, sizeof *t);
-}
-
-static aq_status cmp_open(const char *path, cmp_src *s, aq_error *err)
-{
-    memset(s, 0, sizeof *s);
-    s->path = path;
+    aq_status st;
     if (cli_is_arrow(path)) {
-        return aq_qmodel_open(path, &s->q, err);
+        aq_qmodel *q = NULL;
+        st = aq_qmodel_open(path, &q, err);
+        aq_qmodel_free(q);
+    } else {
+        aq_model *m = NULL;
+        st = aq_model_open(path, &m, err);
+        aq_model_free(m);
     }
-    return aq_model_open(path, &s->m, err);
+    return st;
 }
 
-static void cmp_close(cmp_src *s)
-{
-    aq_model_free(s->m);
-    aq_qmodel_free(s->q);
-}
+typedef struct cmp_print {
+    int json;
+    size_t n;
+} cmp_print;
 
-static aq_status cmp_from_st(const aq_st_tensor *t, cmp_tensor *out, aq_error *err)
+static int cmp_print_tensor(void *user, const aq_compare_tensor *t)
 {
-    memset(out, 0, sizeof *out);
-    out->name = strdup(t->name);
-    memcpy(out->shape, t->shape, t->ndim * sizeof(int64_t));
-    out->ndim = t->ndim;
-    out->elements = t->elements;
-    snprintf(out->dtype, sizeof out->dtype, "%s", t->dtype_name);
-    aq_dtype d;
-    if (!aq_st_dtype_to_aq(t->dtype, &d)) {
-        out->raw = t->data;
-        out->raw_size = t->nbytes;
-        return out->name != NULL ? AQ_OK : AQ_NO_MEMORY;
-    }
-    out->is_float = true;
-    out->values = malloc((t->elements > 0 ? t->elements : 1) * sizeof(float));
-    if (out->name == NULL || out->values == NULL) {
-        cmp_tensor_free(out);
-        return AQ_NO_MEMORY;
-    }
-    for (size_t k = 0; k < t->elements; k++) {
-        const char *p = (const char *)t->data;
-        float v = 0.0f;
-        if (d == AQ_DTYPE_F32) {
-            memcpy(&v, p + 4 * k, 4);
-        } else if (d == AQ_DTYPE_F64) {
-            double x;
-            memcpy(&x, p + 8 * k, 8);
-            v = (float)x;
+    cmp_print *p = user;
+    const aq_metrics *m = &t->metrics;
+    const char *note = t->status == AQ_COMPARE_COMPARED ? NULL : aq_compare_status_name(t->status);
+    if (p->json) {
+        printf("%s{\"name\": ", p->n ? ", " : "");
+        cli_json_str(stdout, t->name);
+        if (note != NULL) {
+            printf(", \"note\": \"%s\"}", note);
         } else {
-            /* Half types through the library's own conversion: dequantize-free path. */
-            uint16_t h;
-            memcpy(&h, p + 2 * k, 2);
-            if (d == AQ_DTYPE_BF16) {
-                uint32_t u = (uint32_t)h << 16;
-                memcpy(&v, &u, 4);
-            } else {
-                /* IEEE half -> float. */
-                uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-                uint32_t e = (h >> 10) & 0x1fu, mnt = h & 0x3ffu, u;
-                if (e == 0x1f) {
-                    u = sign | 0x7f800000u | (mnt << 13);
-                } else if (e != 0) {
-                    u = sign | ((e + 112u) << 23) | (mnt << 13);
-                } else {
-                    float f = (float)mnt * 0x1p-24f;
-                    memcpy(&u, &f, 4);
-                    u |= sign;
-                }
-                memcpy(&v, &u, 4);
-            }
+            printf(", \"sqnr_db\": %s%.4f%s, \"cosine\": %.8f, \"max_abs_error\": %.6g}",
+                   isfinite(m->sqnr_db) ? "" : "\"", m->sqnr_db, isfinite(m->sqnr_db) ? "" : "\"",
+                   m->cosine, m->max_abs_error);
         }
-        out->values[k] = v;
+    } else if (note != NULL) {
+        printf("%-56s %s\n", t->name, note);
+    } else {
+        printf("%-56s %10.2f %10.6f %12.6g\n", t->name, m->sqnr_db, m->cosine, m->max_abs_error);
     }
-    (void)err;
-    return AQ_OK;
-}
-
-static aq_status cmp_from_row(aq_ctx *ctx, const aq_qmodel_row *r, cmp_tensor *out, aq_error *err)
-{
-    memset(out, 0, sizeof *out);
-    out->name = strdup(r->name);
-    memcpy(out->shape, r->shape, r->ndim * sizeof(int64_t));
-    out->ndim = r->ndim;
-    out->elements = r->elements;
-    snprintf(out->dtype, sizeof out->dtype, "%s", r->source_dtype);
-    if (!aq_st_dtype_to_aq(aq_st_dtype_from_name(r->source_dtype), NULL)) {
-        out->raw = r->data;
-        out->raw_size = r->data_size;
-        return out->name != NULL ? AQ_OK : AQ_NO_MEMORY;
-    }
-    out->is_float = true;
-    out->values = malloc((r->elements > 0 ? r->elements : 1) * sizeof(float));
-    if (out->name == NULL || out->values == NULL) {
-        cmp_tensor_free(out);
-        return AQ_NO_MEMORY;
-    }
-    return r->elements > 0
-               ? aq_qmodel_row_restore(ctx, r, 0, r->elements, AQ_ST_F32, out->values, err)
-               : AQ_OK;
-}
-
-/* Next tensor of the source in its own order; *done at the end. */
-static aq_status cmp_next(aq_ctx *ctx, cmp_src *s, cmp_tensor *out, bool *done, aq_error *err)
-{
-    *done = false;
-    if (s->m != NULL) {
-        if (s->next >= aq_model_count(s->m)) {
-            *done = true;
-            return AQ_OK;
-        }
-        aq_status st = cmp_from_st(aq_model_tensor(s->m, s->next), out, err);
-        aq_model_release(s->m, s->next);
-        s->next++;
-        return st;
-    }
-    const aq_qmodel_row *r;
-    aq_status st = aq_qmodel_next(s->q, &r, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    if (r == NULL) {
-        *done = true;
-        return AQ_OK;
-    }
-    return cmp_from_row(ctx, r, out, err);
-}
-
-/* The tensor named name; *found false if absent. A model file is scanned forward from where
- * it is, then once from the start. */
-static aq_status cmp_find(aq_ctx *ctx, cmp_src *s, const char *name, cmp_tensor *out, bool *found,
-                          aq_error *err)
-{
-    *found = false;
-    if (s->m != NULL) {
-        size_t i;
-        if (aq_model_find(s->m, name, &i) != 0) {
-            return AQ_OK;
-        }
-        *found = true;
-        aq_status st = cmp_from_st(aq_model_tensor(s->m, i), out, err);
-        aq_model_release(s->m, i);
-        return st;
-    }
-    for (int pass = 0; pass < 2; pass++) {
-        for (;;) {
-            const aq_qmodel_row *r;
-            aq_status st = aq_qmodel_next(s->q, &r, err);
-            if (st != AQ_OK) {
-                return st;
-            }
-            if (r == NULL) {
-                break;
-            }
-            if (strcmp(r->name, name) == 0) {
-                *found = true;
-                return cmp_from_row(ctx, r, out, err);
-            }
-        }
-        aq_status st = aq_qmodel_rewind(s->q, err);
-        if (st != AQ_OK) {
-            return st;
-        }
-    }
-    return AQ_OK;
+    p->n++;
+    return 0;
 }
 
 int cli_compare(int argc, char **argv)
@@ -425,19 +280,19 @@ int cli_compare(int argc, char **argv)
     if (pa == NULL || pb == NULL) {
         return cli_fail("compare needs two files A and B");
     }
+    /* Both files are opened (and their headers checked) before anything is printed, so an
+     * unreadable file is one error line and no partial table. */
     aq_error err;
     aq_status st;
-    aq_ctx *ctx = NULL;
-    cmp_src a, b;
-    memset(&a, 0, sizeof a);
-    memset(&b, 0, sizeof b);
-    int rc = 0;
-    size_t n = 0, missing = 0, mismatched = 0, n_float = 0, n_finite = 0;
-    double sum_sqnr = 0.0, sum_cos = 0.0, min_sqnr = (double)INFINITY;
-    if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK || (st = cmp_open(pa, &a, &err)) != AQ_OK ||
-        (st = cmp_open(pb, &b, &err)) != AQ_OK) {
-        rc = cli_err(st, &err);
-        goto done;
+    aq_model_compare_summary s;
+    cmp_print pr = {json, 0};
+    aq_model_compare_options o;
+    memset(&o, 0, sizeof o);
+    o.a_only = 1;
+    o.on_tensor = cmp_print_tensor;
+    o.on_tensor_user = &pr;
+    if ((st = cli_check_open(pa, &err)) != AQ_OK || (st = cli_check_open(pb, &err)) != AQ_OK) {
+        return cli_err(st, &err);
     }
     if (json) {
         printf("{\"a\": ");
@@ -448,94 +303,24 @@ int cli_compare(int argc, char **argv)
     } else {
         printf("%-56s %10s %10s %12s\n", "tensor", "SQNR dB", "cosine", "max |err|");
     }
-    for (;;) {
-        cmp_tensor ta, tb;
-        bool done, found;
-        if ((st = cmp_next(ctx, &a, &ta, &done, &err)) != AQ_OK) {
-            rc = cli_err(st, &err);
-            goto done;
-        }
-        if (done) {
-            break;
-        }
-        if ((st = cmp_find(ctx, &b, ta.name, &tb, &found, &err)) != AQ_OK) {
-            cmp_tensor_free(&ta);
-            rc = cli_err(st, &err);
-            goto done;
-        }
-        const char *note = NULL;
-        aq_metrics m;
-        memset(&m, 0, sizeof m);
-        if (!found) {
-            note = "missing in B";
-            missing++;
-        } else if (ta.elements != tb.elements || ta.ndim != tb.ndim ||
-                   memcmp(ta.shape, tb.shape, ta.ndim * sizeof(int64_t)) != 0) {
-            note = "shapes differ";
-            mismatched++;
-        } else if (!ta.is_float || !tb.is_float) {
-            bool same = ta.is_float == tb.is_float && ta.raw_size == tb.raw_size &&
-                        (ta.raw_size == 0 || memcmp(ta.raw, tb.raw, ta.raw_size) == 0);
-            note = same ? "identical bytes" : "bytes differ";
-            mismatched += !same;
-        } else if (ta.elements > 0) {
-            int64_t flat = (int64_t)ta.elements;
-            aq_tensor x = {ta.name, AQ_DTYPE_F32, ta.values, &flat, 1};
-            aq_tensor y = {tb.name, AQ_DTYPE_F32, tb.values, &flat, 1};
-            if ((st = aq_metrics_compute(&x, &y, &m, &err)) != AQ_OK) {
-                cmp_tensor_free(&ta);
-                cmp_tensor_free(&tb);
-                rc = cli_err(st, &err);
-                goto done;
-            }
-            n_float++;
-            if (isfinite(m.sqnr_db)) {
-                sum_sqnr += m.sqnr_db;
-                n_finite++;
-            }
-            sum_cos += m.cosine;
-            if (m.sqnr_db < min_sqnr) {
-                min_sqnr = m.sqnr_db;
-            }
-        }
-        if (json) {
-            printf("%s{\"name\": ", n ? ", " : "");
-            cli_json_str(stdout, ta.name);
-            if (note != NULL) {
-                printf(", \"note\": \"%s\"}", note);
-            } else {
-                printf(", \"sqnr_db\": %s%.4f%s, \"cosine\": %.8f, \"max_abs_error\": %.6g}",
-                       isfinite(m.sqnr_db) ? "" : "\"", m.sqnr_db, isfinite(m.sqnr_db) ? "" : "\"",
-                       m.cosine, m.max_abs_error);
-            }
-        } else if (note != NULL) {
-            printf("%-56s %s\n", ta.name, note);
-        } else {
-            printf("%-56s %10.2f %10.6f %12.6g\n", ta.name, m.sqnr_db, m.cosine, m.max_abs_error);
-        }
-        n++;
-        cmp_tensor_free(&ta);
-        if (found) {
-            cmp_tensor_free(&tb);
-        }
+    if ((st = aq_model_compare(pa, pb, &o, &s, &err)) != AQ_OK) {
+        fflush(stdout);
+        return cli_err(st, &err);
     }
-    double mean = n_finite > 0 ? sum_sqnr / (double)n_finite : (double)INFINITY;
-    double mcos = n_float > 0 ? sum_cos / (double)n_float : 0.0;
     if (json) {
         printf("], \"compared\": %zu, \"missing\": %zu, \"mismatched\": %zu, "
                "\"mean_sqnr_db\": %.4f, \"min_sqnr_db\": %s%.4f%s, \"mean_cosine\": %.8f}\n",
-               n, missing, mismatched, mean, isfinite(min_sqnr) ? "" : "\"", min_sqnr,
-               isfinite(min_sqnr) ? "" : "\"", mcos);
+               s.tensors, s.missing_in_b, s.mismatched, s.mean_sqnr_db,
+               isfinite(s.min_sqnr_db) ? "" : "\"", s.min_sqnr_db,
+               isfinite(s.min_sqnr_db) ? "" : "\"", s.mean_cosine);
     } else {
         printf("total: %zu tensors, %zu missing in B, %zu mismatched; mean SQNR %.2f dB, min "
                "%.2f dB, mean cosine %.6f\n",
-               n, missing, mismatched, mean, min_sqnr, mcos);
+               s.tensors, s.missing_in_b, s.mismatched, s.mean_sqnr_db, s.min_sqnr_db,
+               s.mean_cosine);
     }
-    rc = (missing > 0 || mismatched > 0) ? 3 : 0;
-done:
-    cmp_close(&a);
-    cmp_close(&b);
-    aq_ctx_free(ctx);
+    int rc = (s.missing_in_b > 0 || s.mismatched > 0) ? 3 : 0;
+    aq_model_compare_summary_reset(&s);
     return rc;
 }
 

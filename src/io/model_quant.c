@@ -500,16 +500,22 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
         snprintf(bw, sizeof bw, "%lld", bits);
         const char *profile =
             s->opts != NULL && s->opts->profile != NULL ? s->opts->profile : "local";
+        /* The cosine floor of the run, when it had one: what arrowquant validate holds the
+         * file to by default (%.17g keeps the double exact). */
+        char floor[32];
+        double min_cos = s->opts != NULL ? s->opts->min_cosine : 0.0;
+        snprintf(floor, sizeof floor, "%.17g", min_cos);
         const char *keys[] = {
             "arrowquant.format_version", "arrowquant.scheme",         "arrowquant.group_size",
             "arrowquant.packing",        "arrowquant.bit_width",      "arrowquant.tool_version",
-            "arrowquant.profile",        "arrowquant.model_metadata", "arrowquant.components"};
+            "arrowquant.profile",        "arrowquant.model_metadata", "arrowquant.components",
+            "arrowquant.min_cosine"};
         const char *values[] = {version,   aq_scheme_name(s->ctx->scheme),
                                 gs,        "lsb-first",
                                 bw,        AQ_VERSION_STRING,
                                 profile,   model_meta,
-                                components};
-        st = aq__schema_set_metadata(&sc, keys, values, 9, err);
+                                components, floor};
+        st = aq__schema_set_metadata(&sc, keys, values, min_cos > 0.0 ? 10 : 9, err);
     }
     free(model_meta);
     free(components);

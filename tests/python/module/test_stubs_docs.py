@@ -54,7 +54,8 @@ def test_stubs_match_the_module():
             got = [p for p in sig.parameters if p != "self"]
             assert got == want, (cls_name, name, got, want)
     # Diffusion mode (issue 9): pure-Python names beside the extension's.
-    pure_python = {"DiffusionQuantConfig", "calibrate"}
+    pure_python = {"DiffusionQuantConfig", "calibrate", "QualityReport", "QuantizationResult",
+                   "quantize_diffusion_model", "validate_quality"}
     assert set(arrow_quant_v2.__all__) == public | pure_python
 
 

@@ -1,0 +1,1164 @@
+/*
+ * aqpy_model.c - the model-level functions of the arrow_quant_v2 extension:
+ * _quantize_model (aq_model_quantize with the diffusion layer rules, optional calibration)
+ * and _compare_models (aq_model_compare). python/arrow_quant_v2/model.py wraps them as
+ * quantize_diffusion_model and validate_quality.
+ *
+ * Both run the library with the GIL released. The library calls progress and per-tensor
+ * functions on the calling thread, so those take the GIL back to run Python's signal
+ * handlers (Ctrl-C) and the user's callback; per-tensor results are collected in C and
+ * turned into Python objects once the call is over.
+ */
+#include "aqpy.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Raises the exception for a library error, as the rest of the module does: MemoryError,
+ * OSError for files, RuntimeError for internal errors, QuantizationError (a ValueError, with
+ * the status name in .status) for everything else. The message is the library's. */
+static void aqpy_model_raise(PyObject *module, const aq_error *err)
+{
+    aqpy_state *st = PyModule_GetState(module);
+    const char *msg = err->message[0] != '\0' ? err->message : aq_status_message(err->code);
+    PyObject *type = err->code == AQ_NO_MEMORY  ? PyExc_MemoryError
+                     : err->code == AQ_IO       ? PyExc_OSError
+                     : err->code == AQ_INTERNAL ? PyExc_RuntimeError
+                                                : st->error;
+    PyObject *exc = PyObject_CallFunction(type, "s", msg);
+    if (exc == NULL) {
+        return;
+    }
+    if (type == st->error) {
+        PyObject *name = PyUnicode_FromString(aq_status_name(err->code));
+        if (name == NULL || PyObject_SetAttrString(exc, "status", name) != 0) {
+            Py_XDECREF(name);
+            Py_DECREF(exc);
+            return;
+        }
+        Py_DECREF(name);
+    }
+    PyErr_SetObject(type, exc);
+    Py_DECREF(exc);
+}
+
+static void aqpy_model_value_error(PyObject *module, const char *fmt, const char *what)
+{
+    aq_error err;
+    err.code = AQ_INVALID_ARGUMENT;
+    snprintf(err.message, sizeof err.message, fmt, what);
+    aqpy_model_raise(module, &err);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* A library call without the GIL                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct mrun {
+    PyThreadState *tstate;
+    PyObject *callback; /* borrowed; NULL: none */
+    volatile int cancel;
+    int failed;    /* a Python exception is held in exc */
+    int by_return; /* the callback returned False */
+    PyObject *exc;
+    size_t done;
+} mrun;
+
+static void mrun_keep_exception(mrun *run)
+{
+    run->failed = 1;
+    run->cancel = 1;
+#if PY_VERSION_HEX >= 0x030C0000
+    run->exc = PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    run->exc = value;
+#endif
+}
+
+static int mrun_raise(mrun *run)
+{
+    if (!run->failed) {
+        return 0;
+    }
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(run->exc);
+#else
+    PyObject *type = Py_NewRef((PyObject *)Py_TYPE(run->exc));
+    PyErr_Restore(type, run->exc, PyException_GetTraceback(run->exc));
+#endif
+    run->exc = NULL;
+    return 1;
+}
+
+/* Between tensors, on this thread: Ctrl-C and the user's callback (False stops the run). */
+static void mrun_progress(void *user, const aq_model_progress *p)
+{
+    mrun *run = user;
+    if (run->cancel) {
+        return;
+    }
+    PyEval_RestoreThread(run->tstate);
+    if (PyErr_CheckSignals() != 0) {
+        mrun_keep_exception(run);
+    } else if (run->callback != NULL) {
+        PyObject *info = Py_BuildValue(
+            "{s:n,s:n,s:n,s:n,s:s,s:s}", "tensors_done", (Py_ssize_t)p->tensors_done,
+            "tensors_total", (Py_ssize_t)p->tensors_total, "bytes_done", (Py_ssize_t)p->bytes_done,
+            "bytes_total", (Py_ssize_t)p->bytes_total, "current",
+            p->current != NULL ? p->current : "", "phase", p->planning ? "planning" : "quantizing");
+        PyObject *r = info != NULL ? PyObject_CallOneArg(run->callback, info) : NULL;
+        Py_XDECREF(info);
+        if (r == NULL) {
+            mrun_keep_exception(run);
+        } else {
+            if (r == Py_False) {
+                run->cancel = 1;
+                run->by_return = 1;
+                run->done = p->tensors_done;
+            }
+            Py_DECREF(r);
+        }
+    }
+    run->tstate = PyEval_SaveThread();
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Per-tensor records, collected without the GIL                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct mrec {
+    char *name;
+    aq_model_tensor_result r; /* name and rule re-pointed at owned / static storage */
+    char *rule;
+} mrec;
+
+typedef struct mrecs {
+    mrec *v;
+    size_t n, cap;
+    int oom;
+} mrecs;
+
+static char *mstrdup(const char *s)
+{
+    size_t len = strlen(s) + 1;
+    char *d = malloc(len);
+    if (d != NULL) {
+        memcpy(d, s, len);
+    }
+    return d;
+}
+
+static mrec *mrecs_push(mrecs *rs, const char *name)
+{
+    if (rs->n == rs->cap) {
+        size_t cap = rs->cap * 2 + 64;
+        mrec *v = realloc(rs->v, cap * sizeof *v);
+        if (v == NULL) {
+            rs->oom = 1;
+            return NULL;
+        }
+        rs->v = v;
+        rs->cap = cap;
+    }
+    mrec *x = &rs->v[rs->n];
+    memset(x, 0, sizeof *x);
+    if ((x->name = mstrdup(name != NULL ? name : "")) == NULL) {
+        rs->oom = 1;
+        return NULL;
+    }
+    rs->n++;
+    return x;
+}
+
+static void mrecs_free(mrecs *rs)
+{
+    for (size_t i = 0; i < rs->n; i++) {
+        free(rs->v[i].name);
+        free(rs->v[i].rule);
+    }
+    free(rs->v);
+    memset(rs, 0, sizeof *rs);
+}
+
+static void mrun_on_tensor(void *user, const aq_model_tensor_result *res)
+{
+    mrecs *rs = user;
+    if (rs->oom) {
+        return;
+    }
+    mrec *x = mrecs_push(rs, res->name);
+    if (x == NULL) {
+        return;
+    }
+    x->r = *res;
+    x->r.name = NULL;
+    x->r.rule = NULL;
+    if (res->rule != NULL && (x->rule = mstrdup(res->rule)) == NULL) {
+        rs->oom = 1;
+    }
+}
+
+static PyObject *mfloat(double v)
+{
+    return PyFloat_FromDouble(v);
+}
+
+static PyObject *mrec_dict(const mrec *x)
+{
+    const aq_model_tensor_result *r = &x->r;
+    if (r->kept) {
+        return Py_BuildValue("{s:n,s:s,s:O,s:z,s:n,s:n}", "index", (Py_ssize_t)r->index, "name",
+                             x->name, "kept", Py_True, "rule", x->rule, "elements",
+                             (Py_ssize_t)r->elements, "bytes", (Py_ssize_t)r->bytes);
+    }
+    return Py_BuildValue(
+        "{s:n,s:s,s:O,s:z,s:n,s:n,s:s,s:I,s:I,s:O,s:N,s:n,s:N,s:N}", "index", (Py_ssize_t)r->index,
+        "name", x->name, "kept", Py_False, "rule", x->rule, "elements", (Py_ssize_t)r->elements,
+        "bytes", (Py_ssize_t)r->bytes, "scheme", aq_scheme_name(r->scheme), "bit_width",
+        r->bit_width, "initial_bit_width", r->initial_bit_width, "moved",
+        r->moved ? Py_True : Py_False, "initial_cosine", mfloat(r->initial_cosine), "group_size",
+        (Py_ssize_t)r->group_size, "sqnr_db", mfloat(r->sqnr_db), "cosine", mfloat(r->cosine));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Calibration tables                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Feeds an object speaking __arrow_c_stream__ to calib (the GIL held: the producer may be
+ * Python code). 0, or -1 with an exception set. */
+static int mcalib_from_stream(PyObject *module, aq_calib *calib, PyObject *obj)
+{
+    PyObject *cap = PyObject_CallMethod(obj, "__arrow_c_stream__", NULL);
+    if (cap == NULL) {
+        return -1;
+    }
+    struct ArrowArrayStream *src = PyCapsule_GetPointer(cap, AQPY_CAPSULE_STREAM);
+    if (src == NULL || src->release == NULL) {
+        Py_DECREF(cap);
+        if (!PyErr_Occurred()) {
+            aqpy_model_value_error(module, "%s",
+                                   "calibration: the stream capsule was already "
+                                   "consumed");
+        }
+        return -1;
+    }
+    struct ArrowArrayStream stream = *src;
+    src->release = NULL;
+    Py_DECREF(cap);
+    struct ArrowSchema schema;
+    memset(&schema, 0, sizeof schema);
+    aq_error err;
+    int rc = -1;
+    int code = stream.get_schema(&stream, &schema);
+    if (code != 0) {
+        const char *m = stream.get_last_error(&stream);
+        aqpy_model_value_error(module, "calibration: cannot read the table's schema: %s",
+                               m != NULL ? m : "stream error");
+        goto done;
+    }
+    for (;;) {
+        struct ArrowArray batch;
+        memset(&batch, 0, sizeof batch);
+        if ((code = stream.get_next(&stream, &batch)) != 0) {
+            const char *m = stream.get_last_error(&stream);
+            aqpy_model_value_error(module, "calibration: cannot read the table: %s",
+                                   m != NULL ? m : "stream error");
+            goto done;
+        }
+        if (batch.release == NULL) {
+            break;
+        }
+        aq_status st = aq_calib_add_batch(calib, &schema, &batch, &err);
+        batch.release(&batch);
+        if (st != AQ_OK) {
+            aqpy_model_raise(module, &err);
+            goto done;
+        }
+    }
+    rc = 0;
+done:
+    if (schema.release != NULL) {
+        schema.release(&schema);
+    }
+    stream.release(&stream);
+    return rc;
+}
+
+static PyObject *mcalib_layers(const aq_calib *calib)
+{
+    size_t n = aq_calib_layer_count(calib);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list != NULL && i < n; i++) {
+        aq_calib_layer_info info;
+        if (aq_calib_layer_get(calib, i, &info, NULL) != AQ_OK) {
+            Py_CLEAR(list);
+            PyErr_SetString(PyExc_RuntimeError, "calibration layer out of range");
+            break;
+        }
+        PyObject *d =
+            Py_BuildValue("{s:s,s:n,s:n,s:d,s:d}", "name", info.name, "channels",
+                          (Py_ssize_t)info.channels, "groups", (Py_ssize_t)info.groups,
+                          "scale_ratio", info.scale_ratio, "shape_variation", info.shape_variation);
+        if (d == NULL) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    }
+    return list;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* _quantize_model                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A sequence of str as UTF-8 pointers borrowed from *keep (a new reference the caller
+ * drops). None gives none. */
+static int mstrings(PyObject *module, PyObject *obj, const char *what, PyObject **keep,
+                    const char ***out, size_t *n)
+{
+    *keep = NULL;
+    *out = NULL;
+    *n = 0;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    if (PyUnicode_Check(obj)) {
+        aqpy_model_value_error(module, "%s must be a sequence of strings, not one string", what);
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(obj, "a sequence of strings");
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    const char **v = malloc(((size_t)len + 1) * sizeof *v);
+    if (v == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(item) || (v[i] = PyUnicode_AsUTF8(item)) == NULL) {
+            if (!PyErr_Occurred()) {
+                aqpy_model_value_error(module, "%s must hold strings only", what);
+            }
+            free(v);
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    *keep = seq;
+    *out = v;
+    *n = (size_t)len;
+    return 0;
+}
+
+static int mcompression(PyObject *module, const char *name, int *out)
+{
+    if (strcmp(name, "none") == 0) {
+        *out = AQ_IPC_COMPRESSION_NONE;
+    } else if (strcmp(name, "zstd") == 0) {
+        *out = AQ_IPC_COMPRESSION_ZSTD;
+    } else if (strcmp(name, "lz4") == 0) {
+        *out = AQ_IPC_COMPRESSION_LZ4_FRAME;
+    } else {
+        aqpy_model_value_error(module, "Unknown compression '%s'. Must be none, zstd or lz4", name);
+        return -1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(aqpy_quantize_model_doc,
+             "_quantize_model(src, dst, *, profile='local', family='auto', keep=None, "
+             "bits_for=None, bit_width=0, scheme=None, group_size=0, min_cosine=0.0, "
+             "target_bpw=0.0, schemes=None, "
+             "compression='none', threads=0, calibration=None, calibration_combine='max', "
+             "progress=None, budget_scope='profile')\n--\n\n"
+             "Quantizes a safetensors file, sharded checkpoint or diffusers folder into an "
+             "arrowquant model file with the diffusion layer rules of a profile. Returns a dict "
+             "(summary, tensors, calibration_layers). Use arrow_quant_v2.quantize_diffusion_"
+             "model instead.");
+
+static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"src",         "dst",          "profile",     "family",
+                             "keep",        "bits_for",     "bit_width",   "scheme",
+                             "group_size",  "min_cosine",   "target_bpw",  "schemes",
+                             "compression", "threads",      "calibration", "calibration_combine",
+                             "progress",    "budget_scope", NULL};
+    PyObject *src_b = NULL, *dst_b = NULL;
+    const char *scope_name = "profile";
+    const char *profile_name = "local", *family_name = "auto", *compression = "none";
+    const char *combine_name = "max", *scheme_name = NULL;
+    PyObject *keep = Py_None, *bits_for = Py_None, *schemes = Py_None, *calibration = Py_None;
+    PyObject *progress = Py_None;
+    double min_cosine = 0.0, target_bpw = 0.0;
+    int threads = 0;
+    unsigned bit_width = 0;
+    Py_ssize_t group_size = 0;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwargs, "O&O&|$ssOOIznddOsiOsOs", kwlist, PyUnicode_FSConverter, &src_b,
+            PyUnicode_FSConverter, &dst_b, &profile_name, &family_name, &keep, &bits_for,
+            &bit_width, &scheme_name, &group_size, &min_cosine, &target_bpw, &schemes, &compression,
+            &threads, &calibration, &combine_name, &progress, &scope_name)) {
+        Py_XDECREF(src_b);
+        Py_XDECREF(dst_b);
+        return NULL;
+    }
+    PyObject *result = NULL, *keep_seq = NULL, *bits_seq = NULL, *sch_seq = NULL;
+    const char **keep_v = NULL, **bits_v = NULL, **sch_v = NULL;
+    size_t n_keep = 0, n_bits = 0, n_sch = 0;
+    aq_scheme *sch = NULL;
+    const char **names = NULL;
+    aq_ctx *ctx = NULL;
+    aq_model *model = NULL;
+    aq_rules *rules = NULL;
+    aq_calib *calib = NULL;
+    mrecs recs;
+    memset(&recs, 0, sizeof recs);
+    aq_error err;
+    aq_error_clear(&err);
+    aq_status st = AQ_OK;
+    const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
+    aq_profile prof;
+    aq_family family;
+    int comp;
+    if (progress != Py_None && !PyCallable_Check(progress)) {
+        PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
+        goto done;
+    }
+    if (mstrings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
+        mstrings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||
+        mstrings(module, schemes, "schemes", &sch_seq, &sch_v, &n_sch) != 0 ||
+        mcompression(module, compression, &comp) != 0) {
+        goto done;
+    }
+    if (strcmp(combine_name, "max") != 0 && strcmp(combine_name, "mean") != 0) {
+        aqpy_model_value_error(module,
+                               "Invalid calibration_combine '%s'. Must be 'max' or "
+                               "'mean'",
+                               combine_name);
+        goto done;
+    }
+    aq_budget_scope scope;
+    if (strcmp(scope_name, "profile") == 0) {
+        scope = AQ_BUDGET_SCOPE_PROFILE;
+    } else if (strcmp(scope_name, "model") == 0) {
+        scope = AQ_BUDGET_SCOPE_MODEL;
+    } else {
+        aqpy_model_value_error(module, "Invalid budget_scope '%s'. Must be 'profile' or 'model'",
+                               scope_name);
+        goto done;
+    }
+    if (n_sch > 0) {
+        if ((sch = malloc(n_sch * sizeof *sch)) == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (size_t i = 0; i < n_sch; i++) {
+            if ((st = aq_scheme_from_name(sch_v[i], &sch[i], &err)) != AQ_OK) {
+                goto fail;
+            }
+        }
+    }
+    if ((st = aq_profile_get(profile_name, &prof, &err)) != AQ_OK) {
+        goto fail;
+    }
+    /* The configuration may change the profile's bits, scheme and group size: the rules then
+     * give those to the tensors that follow the profile. */
+    if (bit_width != 0) {
+        prof.bit_width = bit_width;
+    }
+    if (scheme_name != NULL &&
+        (st = aq_scheme_from_name(scheme_name, &prof.scheme, &err)) != AQ_OK) {
+        goto fail;
+    }
+    if (group_size < 0) {
+        aqpy_model_value_error(module, "Invalid group_size: %s. Must be positive", "negative");
+        goto done;
+    }
+    if (group_size != 0) {
+        prof.group_size = (size_t)group_size;
+    }
+    if (prof.scheme == AQ_SCHEME_KQUANT) {
+        prof.group_size = AQ_KQUANT_SUPER_BLOCK;
+    }
+    if ((st = aq_family_from_name(family_name, &family, &err)) != AQ_OK ||
+        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, prof.bit_width, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, prof.scheme, &err)) != AQ_OK ||
+        (prof.scheme != AQ_SCHEME_KQUANT &&
+         (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)prof.group_size, &err)) !=
+             AQ_OK)) {
+        goto fail;
+    }
+    PyThreadState *ts = PyEval_SaveThread();
+    st = aq_model_open(src, &model, &err);
+    PyEval_RestoreThread(ts);
+    if (st != AQ_OK) {
+        goto fail;
+    }
+    size_t n = aq_model_count(model);
+    if ((names = malloc((n > 0 ? n : 1) * sizeof *names)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        names[i] = aq_model_tensor(model, i)->name;
+    }
+    if ((st = aq_rules_create(family, &prof, names, n, &rules, &err)) != AQ_OK) {
+        goto fail;
+    }
+    for (size_t i = 0; i < n_keep; i++) {
+        if ((st = aq_rules_add_override(rules, keep_v[i], AQ_RULES_KEEP, &err)) != AQ_OK) {
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < n_bits; i++) {
+        if ((st = aq_rules_add_override_spec(rules, bits_v[i], &err)) != AQ_OK) {
+            goto fail;
+        }
+    }
+    if (calibration != Py_None) {
+        if ((st = aq_calib_create(&calib, &err)) != AQ_OK) {
+            goto fail;
+        }
+        if (PyUnicode_Check(calibration) || PyBytes_Check(calibration) ||
+            PyObject_HasAttrString(calibration, "__fspath__")) {
+            PyObject *pb = NULL;
+            if (!PyUnicode_FSConverter(calibration, &pb)) {
+                goto done;
+            }
+            const char *cpath = PyBytes_AS_STRING(pb);
+            ts = PyEval_SaveThread();
+            st = aq_calib_add_ipc_file(calib, cpath, &err);
+            PyEval_RestoreThread(ts);
+            Py_DECREF(pb);
+            if (st != AQ_OK) {
+                goto fail;
+            }
+        } else if (PyObject_HasAttrString(calibration, "__arrow_c_stream__")) {
+            if (mcalib_from_stream(module, calib, calibration) != 0) {
+                goto done;
+            }
+        } else {
+            aqpy_model_value_error(module,
+                                   "calibration must be a calibration table (an object with "
+                                   "__arrow_c_stream__, such as CalibrationResult.table) or the "
+                                   "path of an Arrow IPC file, not %s",
+                                   Py_TYPE(calibration)->tp_name);
+            goto done;
+        }
+        aq_calib_combine combine =
+            strcmp(combine_name, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
+        /* aq_model_quantize checks the table against the model's names before any output. */
+        if ((st = aq_calib_finish(calib, combine, &err)) != AQ_OK) {
+            goto fail;
+        }
+    }
+    aq_model_quantize_options o;
+    memset(&o, 0, sizeof o);
+    o.compression = comp;
+    o.profile = prof.name;
+    o.min_cosine = min_cosine;
+    o.target_bpw = target_bpw;
+    o.schemes = sch;
+    o.n_schemes = n_sch;
+    o.rules = rules;
+    o.calib = calib;
+    o.budget_scope = scope;
+    o.on_tensor = mrun_on_tensor;
+    o.on_tensor_user = &recs;
+    mrun run;
+    memset(&run, 0, sizeof run);
+    run.callback = progress != Py_None ? progress : NULL;
+    o.progress = mrun_progress;
+    o.progress_user = &run;
+    o.cancel = &run.cancel;
+    aq_model_summary sum;
+    memset(&sum, 0, sizeof sum);
+    run.tstate = PyEval_SaveThread();
+    st = aq_model_quantize(ctx, model, dst, &o, &sum, &err);
+    PyEval_RestoreThread(run.tstate);
+    run.tstate = NULL;
+    if (mrun_raise(&run)) {
+        goto done;
+    }
+    if (run.by_return && st == AQ_CANCELLED) {
+        snprintf(err.message, sizeof err.message,
+                 "Quantization cancelled: the progress callback returned False after %zu "
+                 "tensors; no output written",
+                 run.done);
+    }
+    if (st != AQ_OK) {
+        goto fail;
+    }
+    if (recs.oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *tensors = PyList_New((Py_ssize_t)recs.n);
+    for (size_t i = 0; tensors != NULL && i < recs.n; i++) {
+        PyObject *d = mrec_dict(&recs.v[i]);
+        if (d == NULL) {
+            Py_CLEAR(tensors);
+            break;
+        }
+        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
+    }
+    PyObject *summary = Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:z,s:n,s:n,s:s}", "tensors",
+        (Py_ssize_t)sum.tensors, "quantized", (Py_ssize_t)sum.quantized, "kept",
+        (Py_ssize_t)sum.kept, "params", (Py_ssize_t)sum.params, "quantized_params",
+        (Py_ssize_t)sum.quantized_params, "bytes_in", (Py_ssize_t)sum.bytes_in, "bytes_out",
+        (Py_ssize_t)sum.bytes_out, "quantized_bytes", (Py_ssize_t)sum.quantized_bytes, "batches",
+        (Py_ssize_t)sum.batches, "mean_sqnr_db", sum.mean_sqnr_db, "min_sqnr_db", sum.min_sqnr_db,
+        "mean_cosine", sum.mean_cosine, "worst", sum.worst, "moved", (Py_ssize_t)sum.moved,
+        "threads", (Py_ssize_t)threads, "kernels", aq_ctx_kernels(ctx));
+    PyObject *layers = calib != NULL ? mcalib_layers(calib) : Py_NewRef(Py_None);
+    if (tensors != NULL && summary != NULL && layers != NULL) {
+        result = Py_BuildValue("{s:N,s:N,s:N}", "summary", summary, "tensors", tensors,
+                               "calibration_layers", layers);
+    } else {
+        Py_XDECREF(tensors);
+        Py_XDECREF(summary);
+        Py_XDECREF(layers);
+    }
+    goto done;
+fail:
+    aqpy_model_raise(module, &err);
+done:
+    mrecs_free(&recs);
+    aq_calib_free(calib);
+    aq_rules_free(rules);
+    aq_model_free(model);
+    aq_ctx_free(ctx);
+    free(names);
+    free(sch);
+    free(keep_v);
+    free(bits_v);
+    free(sch_v);
+    Py_XDECREF(keep_seq);
+    Py_XDECREF(bits_seq);
+    Py_XDECREF(sch_seq);
+    Py_XDECREF(src_b);
+    Py_XDECREF(dst_b);
+    return result;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* _compare_models                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct crec {
+    char *name;
+    aq_compare_tensor t; /* name and side strings re-pointed at owned storage */
+    char *strs[4];       /* a.dtype, a.scheme, b.dtype, b.scheme */
+} crec;
+
+typedef struct ccollect {
+    crec *v;
+    size_t n, cap;
+    int oom;
+    PyThreadState *tstate;
+    int failed;
+    PyObject *exc;
+} ccollect;
+
+static char *mdup_or_null(const char *s, int *oom)
+{
+    if (s == NULL) {
+        return NULL;
+    }
+    char *d = mstrdup(s);
+    if (d == NULL) {
+        *oom = 1;
+    }
+    return d;
+}
+
+static int ccollect_tensor(void *user, const aq_compare_tensor *t)
+{
+    ccollect *c = user;
+    if (c->n == c->cap) {
+        size_t cap = c->cap * 2 + 64;
+        crec *v = realloc(c->v, cap * sizeof *v);
+        if (v == NULL) {
+            c->oom = 1;
+            return 1;
+        }
+        c->v = v;
+        c->cap = cap;
+    }
+    crec *x = &c->v[c->n++];
+    memset(x, 0, sizeof *x);
+    x->t = *t;
+    x->name = mdup_or_null(t->name, &c->oom);
+    x->strs[0] = mdup_or_null(t->a.dtype, &c->oom);
+    x->strs[1] = mdup_or_null(t->a.scheme, &c->oom);
+    x->strs[2] = mdup_or_null(t->b.dtype, &c->oom);
+    x->strs[3] = mdup_or_null(t->b.scheme, &c->oom);
+    x->t.a.shape = x->t.b.shape = NULL;
+    if (c->oom) {
+        return 1;
+    }
+    /* Ctrl-C between tensors. */
+    PyEval_RestoreThread(c->tstate);
+    if (PyErr_CheckSignals() != 0) {
+        c->failed = 1;
+#if PY_VERSION_HEX >= 0x030C0000
+        c->exc = PyErr_GetRaisedException();
+#else
+        PyObject *type, *tb;
+        PyErr_Fetch(&type, &c->exc, &tb);
+        PyErr_NormalizeException(&type, &c->exc, &tb);
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+#endif
+    }
+    c->tstate = PyEval_SaveThread();
+    return c->failed;
+}
+
+static void ccollect_free(ccollect *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        free(c->v[i].name);
+        for (int k = 0; k < 4; k++) {
+            free(c->v[i].strs[k]);
+        }
+    }
+    free(c->v);
+    Py_XDECREF(c->exc);
+}
+
+static PyObject *cside(const char *dtype, const char *scheme, unsigned bits)
+{
+    if (dtype == NULL) {
+        return Py_NewRef(Py_None);
+    }
+    return Py_BuildValue("{s:s,s:z,s:I}", "dtype", dtype, "scheme", scheme, "bit_width", bits);
+}
+
+static PyObject *crec_dict(const crec *x)
+{
+    const aq_compare_tensor *t = &x->t;
+    PyObject *a = cside(x->strs[0], x->strs[1], t->a.bit_width);
+    PyObject *b = cside(x->strs[2], x->strs[3], t->b.bit_width);
+    if (a == NULL || b == NULL) {
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        return NULL;
+    }
+    if (t->status != AQ_COMPARE_COMPARED) {
+        return Py_BuildValue("{s:s,s:s,s:N,s:N,s:n,s:O,s:O,s:O,s:O}", "name", x->name, "status",
+                             aq_compare_status_name(t->status), "original", a, "quantized", b,
+                             "elements", (Py_ssize_t)t->elements, "sqnr_db", Py_None, "cosine",
+                             Py_None, "max_abs_error", Py_None, "below_min_cosine", Py_False);
+    }
+    return Py_BuildValue("{s:s,s:s,s:N,s:N,s:n,s:d,s:d,s:d,s:O}", "name", x->name, "status",
+                         aq_compare_status_name(t->status), "original", a, "quantized", b,
+                         "elements", (Py_ssize_t)t->elements, "sqnr_db", t->metrics.sqnr_db,
+                         "cosine", t->metrics.cosine, "max_abs_error", t->metrics.max_abs_error,
+                         "below_min_cosine", t->below_min_cosine ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(aqpy_compare_models_doc,
+             "_compare_models(a, b, min_cosine=None)\n--\n\n"
+             "Compares two models (safetensors file, index or folder, or arrowquant model "
+             "file) tensor by tensor, A as the reference; min_cosine None: the floor B records "
+             "(aq_model_default_floor). Returns a dict (summary, tensors). Use "
+             "arrow_quant_v2.validate_quality instead.");
+
+static PyObject *aqpy_compare_models(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"a", "b", "min_cosine", NULL};
+    PyObject *a_b = NULL, *b_b = NULL, *floor_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&|O", kwlist, PyUnicode_FSConverter, &a_b,
+                                     PyUnicode_FSConverter, &b_b, &floor_obj)) {
+        Py_XDECREF(a_b);
+        return NULL;
+    }
+    aq_error err;
+    aq_error_clear(&err);
+    aq_model_floor mf = {0.0, "argument", NULL};
+    if (floor_obj != Py_None) {
+        mf.min_cosine = PyFloat_AsDouble(floor_obj);
+        if (mf.min_cosine == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(a_b);
+            Py_DECREF(b_b);
+            return NULL;
+        }
+    } else if (aq_model_default_floor(PyBytes_AS_STRING(b_b), &mf, &err) != AQ_OK) {
+        aqpy_model_raise(module, &err);
+        Py_DECREF(a_b);
+        Py_DECREF(b_b);
+        return NULL;
+    }
+    double min_cosine = mf.min_cosine;
+    ccollect c;
+    memset(&c, 0, sizeof c);
+    aq_model_compare_options o;
+    memset(&o, 0, sizeof o);
+    o.min_cosine = min_cosine;
+    o.on_tensor = ccollect_tensor;
+    o.on_tensor_user = &c;
+    aq_model_compare_summary s;
+    memset(&s, 0, sizeof s);
+    PyObject *result = NULL;
+    c.tstate = PyEval_SaveThread();
+    aq_status st = aq_model_compare(PyBytes_AS_STRING(a_b), PyBytes_AS_STRING(b_b), &o, &s, &err);
+    PyEval_RestoreThread(c.tstate);
+    if (c.failed) {
+#if PY_VERSION_HEX >= 0x030C0000
+        PyErr_SetRaisedException(c.exc);
+#else
+        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(c.exc)), c.exc,
+                      PyException_GetTraceback(c.exc));
+#endif
+        c.exc = NULL;
+        goto done;
+    }
+    if (c.oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    if (st != AQ_OK) {
+        aqpy_model_raise(module, &err);
+        goto done;
+    }
+    PyObject *tensors = PyList_New((Py_ssize_t)c.n);
+    for (size_t i = 0; tensors != NULL && i < c.n; i++) {
+        PyObject *d = crec_dict(&c.v[i]);
+        if (d == NULL) {
+            Py_CLEAR(tensors);
+            break;
+        }
+        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
+    }
+    PyObject *summary = Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:d,s:z,s:n,s:d,s:s,s:z}", "tensors",
+        (Py_ssize_t)s.tensors, "compared", (Py_ssize_t)s.compared, "missing_in_original",
+        (Py_ssize_t)s.missing_in_a, "missing_in_quantized", (Py_ssize_t)s.missing_in_b,
+        "mismatched", (Py_ssize_t)s.mismatched, "mean_sqnr_db", s.mean_sqnr_db, "min_sqnr_db",
+        s.min_sqnr_db, "mean_cosine", s.mean_cosine, "min_cosine", s.min_cosine, "worst", s.worst,
+        "below_min_cosine", (Py_ssize_t)s.below_min_cosine, "floor", min_cosine, "floor_source",
+        mf.source, "floor_profile", mf.profile);
+    if (tensors != NULL && summary != NULL) {
+        result = Py_BuildValue("{s:N,s:N}", "summary", summary, "tensors", tensors);
+    } else {
+        Py_XDECREF(tensors);
+        Py_XDECREF(summary);
+    }
+done:
+    aq_model_compare_summary_reset(&s);
+    ccollect_free(&c);
+    Py_XDECREF(a_b);
+    Py_XDECREF(b_b);
+    return result;
+}
+
+PyMethodDef aq__py_model_methods[] = {
+    {"_quantize_model", (PyCFunction)(void (*)(void))aqpy_quantize_model,
+     METH_VARARGS | METH_KEYWORDS, aqpy_quantize_model_doc},
+    {"_compare_models", (PyCFunction)(void (*)(void))aqpy_compare_models,
+     METH_VARARGS | METH_KEYWORDS, aqpy_compare_models_doc},
+    {NULL, NULL, 0, NULL}};
+
+/* ------------------------------------------------------------------------------------------ */
+/* config= and calibration= of ArrowQuantV2's quantize methods                                */
+/* ------------------------------------------------------------------------------------------ */
+
+void aq__py_names_reset(aq__py_names *names)
+{
+    for (size_t i = 0; i < names->n; i++) {
+        free(names->v[i]);
+    }
+    free(names->v);
+    memset(names, 0, sizeof *names);
+}
+
+static int mnames_push(aq__py_names *names, const char *s, size_t len)
+{
+    if (names->n == names->cap) {
+        size_t cap = names->cap * 2 + 64;
+        char **v = realloc(names->v, cap * sizeof *v);
+        if (v == NULL) {
+            return -1;
+        }
+        names->v = v;
+        names->cap = cap;
+    }
+    char *d = malloc(len + 1);
+    if (d == NULL) {
+        return -1;
+    }
+    memcpy(d, s, len);
+    d[len] = '\0';
+    names->v[names->n++] = d;
+    return 0;
+}
+
+int aq__py_batch_names(const struct ArrowSchema *schema, const struct ArrowArray *array,
+                       aq__py_names *names)
+{
+    for (int64_t c = 0; c < schema->n_children && c < array->n_children; c++) {
+        const struct ArrowSchema *f = schema->children[c];
+        if (f->name == NULL || strcmp(f->name, "layer_name") != 0) {
+            continue;
+        }
+        const struct ArrowArray *col = array->children[c];
+        int large = strcmp(f->format, "U") == 0;
+        if ((!large && strcmp(f->format, "u") != 0) || col->n_buffers < 3) {
+            return 1;
+        }
+        const uint8_t *valid = col->buffers[0];
+        const char *data = col->buffers[2];
+        for (int64_t i = 0; i < array->length; i++) {
+            int64_t k = array->offset + col->offset + i, b, e;
+            if (valid != NULL && col->null_count != 0 && !((valid[k >> 3] >> (k & 7)) & 1)) {
+                continue; /* the library reports the null row */
+            }
+            if (large) {
+                b = ((const int64_t *)col->buffers[1])[k];
+                e = ((const int64_t *)col->buffers[1])[k + 1];
+            } else {
+                b = ((const int32_t *)col->buffers[1])[k];
+                e = ((const int32_t *)col->buffers[1])[k + 1];
+            }
+            if (b < 0 || e < b || mnames_push(names, data + b, (size_t)(e - b)) != 0) {
+                return e < b || b < 0 ? 1 : -1;
+            }
+        }
+        return 0;
+    }
+    return 0; /* no layer_name column: the library says so */
+}
+
+void aq__py_diffusion_reset(aq__py_diffusion *d)
+{
+    Py_CLEAR(d->spec);
+    aq_rules_free(d->rules);
+    aq_calib_free(d->calib);
+    memset(d, 0, sizeof *d);
+}
+
+static const char *mspec_str(PyObject *spec, const char *key)
+{
+    PyObject *v = PyDict_GetItemString(spec, key);
+    return v != NULL && PyUnicode_Check(v) ? PyUnicode_AsUTF8(v) : NULL;
+}
+
+static double mspec_float(PyObject *spec, const char *key)
+{
+    PyObject *v = PyDict_GetItemString(spec, key);
+    return v != NULL ? PyFloat_AsDouble(v) : 0.0;
+}
+
+int aq__py_diffusion_open(PyObject *module, PyObject *config, PyObject *calibration,
+                          aq__py_diffusion *d)
+{
+    memset(d, 0, sizeof *d);
+    if ((config == NULL || config == Py_None) && (calibration == NULL || calibration == Py_None)) {
+        return 0;
+    }
+    PyObject *mod = PyImport_ImportModule("arrow_quant_v2.model");
+    if (mod == NULL) {
+        return -1;
+    }
+    d->spec = PyObject_CallMethod(mod, "_batch_spec", "OO", config != NULL ? config : Py_None,
+                                  calibration != NULL ? calibration : Py_None);
+    Py_DECREF(mod);
+    if (d->spec == NULL || !PyDict_Check(d->spec)) {
+        if (d->spec != NULL) {
+            PyErr_SetString(PyExc_RuntimeError, "_batch_spec must return a dict");
+        }
+        aq__py_diffusion_reset(d);
+        return -1;
+    }
+    d->active = 1;
+    d->has_rules = PyObject_IsTrue(PyDict_GetItemString(d->spec, "rules")) == 1;
+    if (d->has_rules) {
+        d->min_cosine = mspec_float(d->spec, "min_cosine");
+        d->target_bpw = mspec_float(d->spec, "target_bpw");
+        const char *fam = mspec_str(d->spec, "family");
+        d->needs_names = fam != NULL && strcmp(fam, "auto") == 0;
+    }
+    PyObject *cal = PyDict_GetItemString(d->spec, "calibration");
+    aq_error err;
+    aq_error_clear(&err);
+    if (cal != NULL && cal != Py_None) {
+        const char *combine = mspec_str(d->spec, "calibration_combine");
+        aq_status st = aq_calib_create(&d->calib, &err);
+        if (st == AQ_OK && PyUnicode_Check(cal)) {
+            const char *path = PyUnicode_AsUTF8(cal);
+            if (path == NULL) {
+                aq__py_diffusion_reset(d);
+                return -1;
+            }
+            st = aq_calib_add_ipc_file(d->calib, path, &err);
+        } else if (st == AQ_OK && mcalib_from_stream(module, d->calib, cal) != 0) {
+            aq__py_diffusion_reset(d);
+            return -1;
+        }
+        if (st == AQ_OK) {
+            st = aq_calib_finish(d->calib,
+                                 combine != NULL && strcmp(combine, "mean") == 0
+                                     ? AQ_CALIB_COMBINE_MEAN
+                                     : AQ_CALIB_COMBINE_MAX,
+                                 &err);
+        }
+        if (st != AQ_OK) {
+            aqpy_model_raise(module, &err);
+            aq__py_diffusion_reset(d);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int aq__py_diffusion_rules(PyObject *module, aq__py_diffusion *d, const aq__py_names *names,
+                           aq_ctx *ctx)
+{
+    if (!d->has_rules) {
+        return 0;
+    }
+    aq_error err;
+    aq_error_clear(&err);
+    aq_profile prof;
+    aq_family family;
+    aq_status st;
+    const char *scheme = mspec_str(d->spec, "scheme");
+    PyObject *bw = PyDict_GetItemString(d->spec, "bit_width");
+    PyObject *gs = PyDict_GetItemString(d->spec, "group_size");
+    if ((st = aq_profile_get(mspec_str(d->spec, "profile"), &prof, &err)) != AQ_OK ||
+        (st = aq_family_from_name(mspec_str(d->spec, "family"), &family, &err)) != AQ_OK ||
+        (scheme != NULL && (st = aq_scheme_from_name(scheme, &prof.scheme, &err)) != AQ_OK)) {
+        goto fail;
+    }
+    if (bw != NULL) {
+        prof.bit_width = (unsigned)PyLong_AsUnsignedLong(bw);
+    }
+    if (gs != NULL) {
+        prof.group_size = (size_t)PyLong_AsSize_t(gs);
+    }
+    if (PyErr_Occurred()) {
+        return -1;
+    }
+    if (prof.scheme == AQ_SCHEME_KQUANT) {
+        prof.group_size = AQ_KQUANT_SUPER_BLOCK;
+    }
+    /* The rules give each tensor its bits and scheme; the context's scheme is the budget's
+     * candidate and its group size the layout of schemes other than kquant. */
+    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)prof.scheme, &err)) != AQ_OK ||
+        (prof.scheme != AQ_SCHEME_KQUANT &&
+         (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)prof.group_size, &err)) !=
+             AQ_OK)) {
+        goto fail;
+    }
+    if (family == AQ_FAMILY_AUTO && (names == NULL || names->n == 0)) {
+        family = AQ_FAMILY_GENERIC; /* nothing to detect from (an empty input) */
+    }
+    if ((st = aq_rules_create(family, &prof, names != NULL ? (const char *const *)names->v : NULL,
+                              names != NULL ? names->n : 0, &d->rules, &err)) != AQ_OK) {
+        goto fail;
+    }
+    static const char *const lists[2] = {"keep", "bits_for"};
+    for (int l = 0; l < 2; l++) {
+        PyObject *seq = PyDict_GetItemString(d->spec, lists[l]);
+        Py_ssize_t n = seq != NULL && PyList_Check(seq) ? PyList_GET_SIZE(seq) : 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const char *s = PyUnicode_AsUTF8(PyList_GET_ITEM(seq, i));
+            if (s == NULL) {
+                return -1;
+            }
+            st = l == 0 ? aq_rules_add_override(d->rules, s, AQ_RULES_KEEP, &err)
+                        : aq_rules_add_override_spec(d->rules, s, &err);
+            if (st != AQ_OK) {
+                goto fail;
+            }
+        }
+    }
+    return 0;
+fail:
+    aqpy_model_raise(module, &err);
+    return -1;
+}
+
+aq_status aq__py_stream_buffer(struct ArrowArrayStream *in, aq__py_names *names,
+                               struct ArrowArrayStream *out, aq_error *err)
+{
+    struct ArrowSchema schema;
+    memset(&schema, 0, sizeof schema);
+    aq__py_holder **holders = NULL;
+    size_t n = 0, cap = 0;
+    aq_status st = AQ_OK;
+    int rc = in->get_schema(in, &schema);
+    while (rc == 0) {
+        struct ArrowArray array;
+        memset(&array, 0, sizeof array);
+        if ((rc = in->get_next(in, &array)) != 0 || array.release == NULL) {
+            break;
+        }
+        if (n == cap) {
+            size_t ncap = cap * 2 + 8;
+            aq__py_holder **g = realloc(holders, ncap * sizeof *g);
+            if (g == NULL) {
+                array.release(&array);
+                st = AQ_NO_MEMORY;
+                break;
+            }
+            holders = g;
+            cap = ncap;
+        }
+        if ((holders[n] = aq__py_holder_create(&array)) == NULL) {
+            st = AQ_NO_MEMORY;
+            break;
+        }
+        n++;
+        int r = aq__py_batch_names(&schema, aq__py_holder_array(holders[n - 1]), names);
+        if (r != 0) {
+            st = r < 0 ? AQ_NO_MEMORY : AQ_INVALID_ARGUMENT;
+            break;
+        }
+    }
+    if (rc != 0) {
+        const char *e = in->get_last_error(in);
+        st = AQ_INVALID_DATA;
+        snprintf(err->message, sizeof err->message, "%s", e != NULL ? e : "Arrow stream error");
+        err->code = st;
+    } else if (st == AQ_INVALID_ARGUMENT) {
+        snprintf(err->message, sizeof err->message,
+                 "config family 'auto' detects the family from the layer names: column "
+                 "'layer_name' must be utf8 or large_utf8 here (or give the config a family)");
+        err->code = st;
+    } else if (st == AQ_NO_MEMORY) {
+        snprintf(err->message, sizeof err->message, "out of memory");
+        err->code = st;
+    } else if (aq__py_stream_over(&schema, holders, n, out) != 0) {
+        st = AQ_NO_MEMORY;
+        snprintf(err->message, sizeof err->message, "out of memory");
+        err->code = st;
+    }
+    in->release(in);
+    if (schema.release != NULL) {
+        schema.release(&schema);
+    }
+    for (size_t i = 0; i < n; i++) {
+        aq__py_holder_release(holders[i]);
+    }
+    free(holders);
+    return st;
+}
