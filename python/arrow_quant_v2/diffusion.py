@@ -96,7 +96,7 @@ class DiffusionQuantConfig:
 
     __slots__ = ("_profile", "_bit_width", "_scheme", "_group_size", "_min_cosine",
                  "_target_bpw", "_keep", "_bits_for", "_family", "_calibration_combine",
-                 "_budget_scope")
+                 "_budget_scope", "_bpw_given")
 
     def __init__(self, profile: str = "local", *, bit_width: int | None = None,
                  scheme: str | None = None, group_size: int | None = None,
@@ -187,6 +187,7 @@ class DiffusionQuantConfig:
         self._group_size = group
         self._min_cosine = cos
         self._target_bpw = bpw
+        self._bpw_given = target_bpw is not None
         self._keep = tuple(keep_list)
         self._bits_for = MappingProxyType(bits_map)
         self._family = family
@@ -209,7 +210,8 @@ class DiffusionQuantConfig:
         """Every choice, as keyword arguments of the constructor."""
         return {"profile": self._profile, "bit_width": self._bit_width,
                 "scheme": self._scheme, "group_size": self._group_size,
-                "min_cosine": self._min_cosine, "target_bpw": self._target_bpw,
+                "min_cosine": self._min_cosine,
+                "target_bpw": self._target_bpw if self._bpw_given else None,
                 "keep": list(self._keep), "bits_for": dict(self._bits_for),
                 "family": self._family, "calibration_combine": self._calibration_combine,
                 "budget_scope": self._budget_scope}
@@ -259,6 +261,15 @@ class DiffusionQuantConfig:
         return self._target_bpw
 
     @property
+    def target_bpw_given(self) -> bool:
+        """True when target_bpw was given; False when it is the profile's figure. The
+        model-level entry points then budget the profile's own size on the model (the size
+        its bits and floor give, which on rows of partial kquant super-blocks is above the
+        figure), as `arrowquant quantize --profile` does by default; a given target_bpw, even
+        the profile's figure, is a strict budget."""
+        return self._bpw_given
+
+    @property
     def keep(self) -> tuple[str, ...]:
         """Glob patterns of tensors kept unquantized."""
         return self._keep
@@ -290,7 +301,7 @@ class DiffusionQuantConfig:
 
     def __hash__(self) -> int:
         return hash((self._profile, self._bit_width, self._scheme, self._group_size,
-                     self._min_cosine, self._target_bpw, self._keep,
+                     self._min_cosine, self._target_bpw, self._bpw_given, self._keep,
                      tuple(sorted(self._bits_for.items(), key=lambda kv: kv[0])),
                      self._family, self._calibration_combine, self._budget_scope))
 

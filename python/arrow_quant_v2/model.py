@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from . import arrow_quant_v2 as _ext
 from .arrow_quant_v2 import QuantizationError
-from .diffusion import PROFILES, DiffusionQuantConfig
+from .diffusion import DiffusionQuantConfig
 
 __all__ = ["quantize_diffusion_model", "validate_quality", "QuantizationResult", "TensorResult",
            "CalibrationLayer", "QualityReport", "LayerQuality"]
@@ -328,11 +328,11 @@ def quantize_diffusion_model(model_path: Any, output_path: Any,
         raise TypeError("progress_callback must be callable or None")
     calib = _calibration(calibration)
     bits_for = [f"{p}={v}" for p, v in cfg.bits_for.items()]
-    # The profile's own target_bpw means the profile's own size on this model, as the
-    # command's --profile default (AQ_TARGET_BPW_PROFILE): the figure assumes rows of whole
-    # kquant super-blocks, which a real model's rows are not always.
+    # The profile's target_bpw, not given explicitly, means the profile's own size on this
+    # model, as the command's --profile default (AQ_TARGET_BPW_PROFILE): the figure assumes
+    # rows of whole kquant super-blocks, which a real model's rows are not always.
     target = cfg.target_bpw
-    if target != 0.0 and target == PROFILES[cfg.profile][4]:
+    if target != 0.0 and not cfg.target_bpw_given:
         target = _TARGET_BPW_PROFILE
     raw = _ext._quantize_model(
         src, dst, profile=cfg.profile, family=cfg.family, keep=list(cfg.keep),
@@ -381,7 +381,7 @@ def _batch_spec(config: Any, calibration: Any) -> dict[str, Any]:
         return spec
     cfg = _config(config)
     target = cfg.target_bpw
-    if target != 0.0 and target == PROFILES[cfg.profile][4]:
+    if target != 0.0 and not cfg.target_bpw_given:
         target = _TARGET_BPW_PROFILE
     spec.update(profile=cfg.profile, family=cfg.family, keep=list(cfg.keep),
                 bits_for=[f"{p}={v}" for p, v in cfg.bits_for.items()],

@@ -122,3 +122,17 @@ def test_quantize_kwargs_drive_the_module(name):
     assert nbytes * 8 / w.size == pytest.approx(config.target_bpw)
     plain = DiffusionQuantConfig(name, min_cosine=0, target_bpw=0).quantize_kwargs()
     assert "min_accuracy" not in plain and "target_bpw" not in plain
+
+
+def test_target_bpw_given_or_profile_default():
+    """The profile's figure by default (the model entry points then budget the profile's own
+    size); a given figure, even the same number, is the user's strict budget, and replace()
+    keeps whichever it was."""
+    d = DiffusionQuantConfig("local")
+    g = DiffusionQuantConfig("local", target_bpw=4.5)
+    assert d.target_bpw == g.target_bpw == 4.5
+    assert not d.target_bpw_given and g.target_bpw_given
+    assert d != g and d.to_dict()["target_bpw"] is None and g.to_dict()["target_bpw"] == 4.5
+    assert not d.replace(min_cosine=0.5).target_bpw_given
+    assert g.replace(min_cosine=0.5).target_bpw_given
+    assert d.replace(target_bpw=4.5) == g

@@ -117,6 +117,13 @@ def test_budgets_and_scopes(ddpm, tmp_path):
         DiffusionQuantConfig("local", target_bpw=5.0, min_cosine=0, budget_scope="model"))
     assert m.config.budget_scope == "model"
     assert m.budget_bits_per_weight == m.bits_per_weight <= 5.0
+    # The profile's figure given explicitly is a strict budget; left out, the budget is the
+    # profile's own size on the model, which on the DDPM's short rows is above 4.5.
+    d = aq.quantize_diffusion_model(ddpm, tmp_path / "d.arrow",
+                                    DiffusionQuantConfig("local", min_cosine=0))
+    g = aq.quantize_diffusion_model(ddpm, tmp_path / "g.arrow",
+                                    DiffusionQuantConfig("local", min_cosine=0, target_bpw=4.5))
+    assert d.budget_bits_per_weight > 4.5 >= g.budget_bits_per_weight
     with pytest.raises(QuantizationError, match="budget_scope"):
         DiffusionQuantConfig("local", budget_scope="everything")
     before = os.listdir(tmp_path)
