@@ -128,4 +128,10 @@ aq_status aq__py_stream_buffer(struct ArrowArrayStream *in, aq__py_names *names,
 /* The module state reachable from a light object's type. */
 aqpy_state *aq__py_state_from_type(PyTypeObject *type);
 
+/* The pending exception, normalised with its traceback, taken out (a new reference; the
+ * error indicator is cleared): for holding an exception across a GIL release. */
+PyObject *aq__py_exc_take(void);
+/* Makes exc (stolen) the pending exception again. */
+void aq__py_exc_raise(PyObject *exc);
+
 #endif /* AQPY_H */

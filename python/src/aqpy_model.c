@@ -69,19 +69,7 @@ static void mrun_keep_exception(mrun *run)
 {
     run->failed = 1;
     run->cancel = 1;
-#if PY_VERSION_HEX >= 0x030C0000
-    run->exc = PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    run->exc = value;
-#endif
+    run->exc = aq__py_exc_take();
 }
 
 static int mrun_raise(mrun *run)
@@ -89,12 +77,7 @@ static int mrun_raise(mrun *run)
     if (!run->failed) {
         return 0;
     }
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(run->exc);
-#else
-    PyObject *type = Py_NewRef((PyObject *)Py_TYPE(run->exc));
-    PyErr_Restore(type, run->exc, PyException_GetTraceback(run->exc));
-#endif
+    aq__py_exc_raise(run->exc);
     run->exc = NULL;
     return 1;
 }
@@ -718,15 +701,7 @@ static int ccollect_tensor(void *user, const aq_compare_tensor *t)
     PyEval_RestoreThread(c->tstate);
     if (PyErr_CheckSignals() != 0) {
         c->failed = 1;
-#if PY_VERSION_HEX >= 0x030C0000
-        c->exc = PyErr_GetRaisedException();
-#else
-        PyObject *type, *tb;
-        PyErr_Fetch(&type, &c->exc, &tb);
-        PyErr_NormalizeException(&type, &c->exc, &tb);
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-#endif
+        c->exc = aq__py_exc_take();
     }
     c->tstate = PyEval_SaveThread();
     return c->failed;
@@ -822,12 +797,7 @@ static PyObject *aqpy_compare_models(PyObject *module, PyObject *args, PyObject 
     aq_status st = aq_model_compare(PyBytes_AS_STRING(a_b), PyBytes_AS_STRING(b_b), &o, &s, &err);
     PyEval_RestoreThread(c.tstate);
     if (c.failed) {
-#if PY_VERSION_HEX >= 0x030C0000
-        PyErr_SetRaisedException(c.exc);
-#else
-        PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(c.exc)), c.exc,
-                      PyException_GetTraceback(c.exc));
-#endif
+        aq__py_exc_raise(c.exc);
         c.exc = NULL;
         goto done;
     }

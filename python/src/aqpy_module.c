@@ -103,19 +103,7 @@ static void aqpy_acquire_gil(aqpy_run *run)
 static void aqpy_run_keep_exception(aqpy_run *run)
 {
     run->failed = 1;
-#if PY_VERSION_HEX >= 0x030C0000
-    run->exc = PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (tb != NULL) {
-        PyException_SetTraceback(value, tb);
-    }
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    run->exc = value;
-#endif
+    run->exc = aq__py_exc_take();
 }
 
 /* Called by the library on this thread between rows: runs Python's signal handlers (Ctrl-C
@@ -181,12 +169,7 @@ static int aqpy_run_failed(aqpy_run *run)
     if (!run->failed) {
         return 0;
     }
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(run->exc);
-#else
-    PyObject *type = Py_NewRef((PyObject *)Py_TYPE(run->exc));
-    PyErr_Restore(type, run->exc, PyException_GetTraceback(run->exc));
-#endif
+    aq__py_exc_raise(run->exc);
     run->exc = NULL;
     return 1;
 }

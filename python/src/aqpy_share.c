@@ -711,3 +711,30 @@ PyObject *aq__py_stream_capsule(struct ArrowArrayStream *stream)
     }
     return cap;
 }
+
+PyObject *aq__py_exc_take(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL && value != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+void aq__py_exc_raise(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyObject *type = Py_NewRef((PyObject *)Py_TYPE(exc));
+    PyErr_Restore(type, exc, PyException_GetTraceback(exc));
+#endif
+}
