@@ -56,3 +56,9 @@ def pipeline_folder(tmp_path_factory):
     assert (root / "model_index.json").exists()
     assert (root / "unet" / "diffusion_pytorch_model.safetensors").exists()
     return root
+
+
+def pytest_configure(config):
+    # scripts/test runs the leak check with -m "not torch": torch and its binding keep so much
+    # memory until exit that LeakSanitizer's report cap would hide leaks from our code.
+    config.addinivalue_line("markers", "torch: the test imports torch or diffusers")

@@ -15,8 +15,6 @@ from arrow_quant_v2 import DiffusionQuantConfig, QuantizationError
 
 from aqmodel_helpers import restore_pipeline, restore_unet, small_unet
 
-torch = pytest.importorskip("torch")
-diffusers = pytest.importorskip("diffusers")
 pa = pytest.importorskip("pyarrow")
 import pyarrow.ipc  # noqa: E402
 from safetensors.numpy import load_file, save_file  # noqa: E402
@@ -27,6 +25,8 @@ FORWARD_FLOOR = {"edge": 0.95, "local": 0.998, "cloud": 0.99995}
 
 
 def _noise_cosines(a, b):
+    import torch
+
     g = torch.Generator().manual_seed(3)
     c, s = a.config.in_channels, a.config.sample_size
     x = torch.randn(4, c, s, s, generator=g)
@@ -62,9 +62,11 @@ def _no_output(folder, before):
 
 @pytest.fixture(scope="module")
 def ddpm_model(ddpm):
+    diffusers = pytest.importorskip("diffusers")
     return diffusers.UNet2DModel.from_pretrained(ddpm).float().eval()
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("profile", ["edge", "local", "cloud"])
 def test_each_profile_loads_back_and_validates(cli, ddpm, ddpm_model, tmp_path, profile):
     q = tmp_path / f"{profile}.arrow"
@@ -134,7 +136,10 @@ def test_budgets_and_scopes(ddpm, tmp_path):
     _no_output(tmp_path, before)
 
 
+@pytest.mark.torch
 def test_diffusers_pipeline_folder(cli, pipeline_folder, tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")  # noqa: F841
     q = tmp_path / "pipe.arrow"
     r = aq.quantize_diffusion_model(pipeline_folder, q)  # config None: the local profile
     assert r.config.profile == "local"
@@ -153,6 +158,7 @@ def test_diffusers_pipeline_folder(cli, pipeline_folder, tmp_path):
     _agrees_with_cli(cli, v2, pipeline_folder, tmp_path / "restored")
 
 
+@pytest.mark.torch
 def test_single_file_and_sharded_checkpoint(cli, ddpm, tmp_path):
     single = ddpm / "diffusion_pytorch_model.safetensors"
     r1 = aq.quantize_diffusion_model(single, tmp_path / "single.arrow", "local")
@@ -223,7 +229,10 @@ def _synthetic(ddpm, groups=2, seed=0):
     return _table(rows, groups)
 
 
+@pytest.mark.torch
 def test_calibration_changes_bytes(ddpm, tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    torch = pytest.importorskip("torch")  # noqa: F841
     plain = tmp_path / "plain.arrow"
     aq.quantize_diffusion_model(ddpm, plain, "local")
     table = _synthetic(ddpm)
