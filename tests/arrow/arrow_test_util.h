@@ -98,4 +98,26 @@ static inline aq_ctx *au_ctx(unsigned bits, size_t group)
     return ctx;
 }
 
+/* The value of key in Arrow schema metadata m (the C Data Interface's encoding), copied into
+ * buf; NULL when absent or longer than size - 1. */
+static inline const char *meta_get(const char *m, const char *key, char *buf, size_t size)
+{
+    int32_t n, kl, vl;
+    memcpy(&n, m, 4);
+    m += 4;
+    for (int32_t i = 0; i < n; i++) {
+        memcpy(&kl, m, 4);
+        const char *k = m + 4;
+        memcpy(&vl, k + kl, 4);
+        const char *v = k + kl + 4;
+        m = v + vl;
+        if ((size_t)kl == strlen(key) && memcmp(k, key, (size_t)kl) == 0 && (size_t)vl < size) {
+            memcpy(buf, v, (size_t)vl);
+            buf[vl] = '\0';
+            return buf;
+        }
+    }
+    return NULL;
+}
+
 #endif /* AQ_ARROW_TEST_UTIL_H */

@@ -11,26 +11,6 @@
 #define QUANTIZE_OK(ctx, b, opts) \
     CHECK_OK(aq_batch_quantize((ctx), (b).s, (b).a, (opts), &out_s, &out_a, &err))
 
-static const char *meta_get(const char *m, const char *key, char *buf, size_t size)
-{
-    int32_t n, kl, vl;
-    memcpy(&n, m, 4);
-    m += 4;
-    for (int32_t i = 0; i < n; i++) {
-        memcpy(&kl, m, 4);
-        const char *k = m + 4;
-        memcpy(&vl, k + kl, 4);
-        const char *v = k + kl + 4;
-        m = v + vl;
-        if ((size_t)kl == strlen(key) && memcmp(k, key, (size_t)kl) == 0 && (size_t)vl < size) {
-            memcpy(buf, v, (size_t)vl);
-            buf[vl] = '\0';
-            return buf;
-        }
-    }
-    return NULL;
-}
-
 TEST(result_schema_is_the_seed_schema)
 {
     aq_error err;

@@ -86,26 +86,6 @@ static aq_rules *unet_rules(const umodel *m)
     return r;
 }
 
-static const char *meta_get(const char *m, const char *key, char *buf, size_t size)
-{
-    int32_t n, kl, vl;
-    memcpy(&n, m, 4);
-    m += 4;
-    for (int32_t i = 0; i < n; i++) {
-        memcpy(&kl, m, 4);
-        const char *k = m + 4;
-        memcpy(&vl, k + kl, 4);
-        const char *v = k + kl + 4;
-        m = v + vl;
-        if ((size_t)kl == strlen(key) && memcmp(k, key, (size_t)kl) == 0 && (size_t)vl < size) {
-            memcpy(buf, v, (size_t)vl);
-            buf[vl] = '\0';
-            return buf;
-        }
-    }
-    return NULL;
-}
-
 /* Nonzero when result row r is the float16 (bits 16) or float32 (bits 32) of t's values. */
 static int kept_row_is(const rr_row *r, const aq_tensor *t, size_t n, unsigned bits)
 {
