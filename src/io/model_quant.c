@@ -18,6 +18,7 @@
  */
 #include "arrow_owned.h"
 #include "io_internal.h"
+#include "ipc_internal.h"
 #include "quant_internal.h"
 
 #include <fnmatch.h>
@@ -1497,6 +1498,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         goto done;
     }
     s.ipc = w;
+    aq__ipc_writer_drop_behind(w, true);
     aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL, 0};
     double sqnr_sum = 0.0, cos_sum = 0.0;
     size_t finite = 0;
