@@ -27,7 +27,8 @@ struct aq_ipc_writer {
     size_t pos; /* bytes written so far */
     aq_ipc_write_options opts;
     bool drop_behind; /* aq__ipc_writer_drop_behind */
-    size_t wb_lo, wb_hi; /* the bytes whose writeback the last batch started */
+    size_t wb_lo, wb_hi; /* the pages whose writeback the last step started */
+    size_t page;
     aq__ipc_schema schema;
     ipc_wblock *blocks;
     size_t n_blocks, cap_blocks;
@@ -363,68 +364,51 @@ static void wb_reset(wbatch *b)
 
 /* ---- output ---- */
 
-static aq_status w_write(aq_ipc_writer *w, const void *p, size_t n, aq_error *err)
-{
-    const uint8_t *c = p;
-    while (n > 0) {
-        ssize_t r = write(w->fd, c, n > (1u << 30) ? (1u << 30) : n);
-        if (r < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            return aq__error_set(err, AQ_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
-        }
-        c += r;
-        n -= (size_t)r;
-        w->pos += (size_t)r;
-    }
-    return AQ_OK;
-}
+/* Drop-behind (aq__ipc_writer_drop_behind). Every W_DROP_CHUNK bytes written, and after each
+ * record batch, writeback of the whole pages written since the last step starts at once, and
+ * the pages of the step before, whose writeback has had that long to finish, are waited for
+ * and dropped from the page cache. So the file keeps about two chunks in the cache, later
+ * writes reuse the pages just freed (a page the system has not used for a few seconds costs
+ * about ten times as much to write into on this VM: docs/decisions.md, "The write path"), and
+ * the final fsync waits for the last chunk only. A file that cannot do this (not Linux, a
+ * pipe) is written as usual; a failed writeback is reported as the write's error. */
+#define W_DROP_CHUNK ((size_t)8 << 20)
 
-static aq_status w_pad(aq_ipc_writer *w, size_t align, aq_error *err)
-{
-    static const uint8_t zeros[IPC_ALIGN];
-    size_t pad = (align - w->pos % align) % align;
-    return w_write(w, zeros, pad, err);
-}
-
-/* Drop-behind (aq__ipc_writer_drop_behind), after each record batch: the batch's bytes are
- * handed to writeback at once, and the bytes of the batch before, whose writeback has had a
- * batch's time to finish, are waited for and dropped from the page cache. So the file's pages
- * in the cache stay about two batches, the next batches' writes reuse the pages just freed
- * (fresh pages cost most of a buffered write's time on this VM: docs/decisions.md, "The write
- * path"), and the final fsync waits for the last batch only. A file that cannot do this (not
- * Linux, a pipe) is written as usual. A failed writeback is reported as the write's error. */
 static aq_status w_drop_behind(aq_ipc_writer *w, aq_error *err)
 {
 #if defined(__linux__) && defined(SYNC_FILE_RANGE_WRITE) && defined(POSIX_FADV_DONTNEED)
     if (!w->drop_behind) {
         return AQ_OK;
     }
+    size_t hi = w->pos / w->page * w->page;
+    if (hi == w->wb_hi) {
+        return AQ_OK;
+    }
+    const char *failed = NULL;
     if (w->wb_hi > w->wb_lo) {
         const unsigned int wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                   SYNC_FILE_RANGE_WAIT_AFTER;
         if (sync_file_range(w->fd, (off_t)w->wb_lo, (off_t)(w->wb_hi - w->wb_lo), wait) != 0) {
-            if (errno == EIO || errno == ENOSPC) {
-                return aq__error_set(err, AQ_IO, "%s: writing back bytes %zu to %zu failed: %s",
-                                     w->tmp_path, w->wb_lo, w->wb_hi, strerror(errno));
-            }
-            w->drop_behind = false; /* not supported here */
-            return AQ_OK;
+            failed = "writing back";
+        } else {
+            (void)posix_fadvise(w->fd, (off_t)w->wb_lo, (off_t)(w->wb_hi - w->wb_lo),
+                                POSIX_FADV_DONTNEED);
         }
-        (void)posix_fadvise(w->fd, (off_t)w->wb_lo, (off_t)(w->wb_hi - w->wb_lo),
-                            POSIX_FADV_DONTNEED);
     }
-    w->wb_lo = w->wb_hi;
-    w->wb_hi = w->pos;
-    if (w->wb_hi > w->wb_lo &&
-        sync_file_range(w->fd, (off_t)w->wb_lo, (off_t)(w->wb_hi - w->wb_lo),
-                        SYNC_FILE_RANGE_WRITE) != 0) {
-        if (errno == EIO || errno == ENOSPC) {
-            return aq__error_set(err, AQ_IO, "%s: writing back bytes %zu to %zu failed: %s",
-                                 w->tmp_path, w->wb_lo, w->wb_hi, strerror(errno));
+    if (failed == NULL) {
+        w->wb_lo = w->wb_hi;
+        w->wb_hi = hi;
+        if (sync_file_range(w->fd, (off_t)w->wb_lo, (off_t)(w->wb_hi - w->wb_lo),
+                            SYNC_FILE_RANGE_WRITE) != 0) {
+            failed = "starting writeback of";
         }
-        w->drop_behind = false;
+    }
+    if (failed != NULL) {
+        if (errno == EIO || errno == ENOSPC || errno == EDQUOT) {
+            return aq__error_set(err, AQ_IO, "%s: %s bytes %zu to %zu failed: %s", w->tmp_path,
+                                 failed, w->wb_lo, w->wb_hi, strerror(errno));
+        }
+        w->drop_behind = false; /* not supported on this file */
     }
 #else
     (void)w;
@@ -435,8 +419,45 @@ static aq_status w_drop_behind(aq_ipc_writer *w, aq_error *err)
 
 void aq__ipc_writer_drop_behind(aq_ipc_writer *w, bool on)
 {
+    long page = sysconf(_SC_PAGESIZE);
+    w->page = page > 0 ? (size_t)page : 4096;
     w->drop_behind = on;
-    w->wb_lo = w->wb_hi = w->pos;
+    w->wb_lo = w->wb_hi = w->pos / w->page * w->page;
+}
+
+static aq_status w_write(aq_ipc_writer *w, const void *p, size_t n, aq_error *err)
+{
+    const uint8_t *c = p;
+    while (n > 0) {
+        size_t m = n > (1u << 30) ? (1u << 30) : n;
+        if (w->drop_behind && m > w->wb_hi + W_DROP_CHUNK - w->pos) {
+            m = w->wb_hi + W_DROP_CHUNK - w->pos; /* > 0: the step below ran at the bound */
+        }
+        ssize_t r = write(w->fd, c, m);
+        if (r < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return aq__error_set(err, AQ_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
+        }
+        c += r;
+        n -= (size_t)r;
+        w->pos += (size_t)r;
+        if (w->drop_behind && w->pos - w->wb_hi >= W_DROP_CHUNK) {
+            aq_status st = w_drop_behind(w, err);
+            if (st != AQ_OK) {
+                return st;
+            }
+        }
+    }
+    return AQ_OK;
+}
+
+static aq_status w_pad(aq_ipc_writer *w, size_t align, aq_error *err)
+{
+    static const uint8_t zeros[IPC_ALIGN];
+    size_t pad = (align - w->pos % align) % align;
+    return w_write(w, zeros, pad, err);
 }
 
 /* Writes one message: the continuation marker, the metadata length, the flatbuffer padded so
