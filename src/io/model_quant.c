@@ -678,6 +678,8 @@ static aq_status mq_arena_reserve(mq_state *s, size_t data_bytes, size_t groups,
                                  "bytes", name, s->batch_bytes);
         }
         mq_huge(a->data, a->data_cap);
+        mq_huge(a->scales, a->grp_cap * sizeof(float));
+        mq_huge(a->zps, a->grp_cap * sizeof(float));
     }
     if (data_bytes > a->data_cap - a->data_len || groups > a->grp_cap - a->grp_len) {
         return aq__error_set(err, AQ_INTERNAL, "Layer '%s': row does not fit its batch", name);
