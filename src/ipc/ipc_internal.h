@@ -100,4 +100,9 @@ aq_status aq__ipc_compress(aq_ipc_compression codec, int level, const uint8_t *s
                            uint8_t *dst, size_t dst_cap, size_t *out_size, aq_error *err);
 const char *aq__ipc_codec_name(aq_ipc_compression codec);
 
+/* Drop-behind for a large file written once (the model pipeline's output): after each record
+ * batch, writeback of its bytes starts and the batch before it is waited for and dropped from
+ * the page cache (ipc_writer.c, w_drop_behind). Off by default. */
+void aq__ipc_writer_drop_behind(aq_ipc_writer *w, bool on);
+
 #endif /* AQ_IPC_INTERNAL_H */
