@@ -420,9 +420,11 @@ SIMD_INLINE void simd_fused_gb(const void *src, aq_dtype dtype, const simd_batch
     simd_params(pmin, pmax, cur->count, bits, scales, zero_points, cur->lo, cur->inv);
 }
 
-/* simd_fused_gb with the usual group sizes and the bit width as constants, so that the
- * compiler unrolls the per-group loop and drops the per-block branch on the bit width (at
- * group size 64 the loop overhead per group was a fifth of the kernel's time from cache). */
+/* simd_fused_gb with the bit width a constant (no per-block branch on it), and group size 64
+ * a constant too, so that the compiler drops the one-iteration block loop of every group.
+ * Group size 128 as a constant measured slower from memory (the unrolled loop of two blocks
+ * issued its loads worse for float32), so it stays on the general path (docs/decisions.md,
+ * "Kernel constants"). */
 #define SIMD_FUSED_BITS(gc)                                                                      \
     do {                                                                                         \
         if (bits == 4) {                                                                         \
@@ -440,8 +442,6 @@ SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
     const unsigned bits = s->bits;
     if (s->group_size == 64) {
         SIMD_FUSED_BITS(64);
-    } else if (s->group_size == 128) {
-        SIMD_FUSED_BITS(128);
     } else {
         SIMD_FUSED_BITS(s->group_size);
     }
