@@ -83,9 +83,14 @@
 #ifndef SIMD_FUSE
 #    define SIMD_FUSE 1
 #endif
-/* How many batches ahead of its loads simd_fused prefetches. */
+/* How many batches ahead of its loads simd_fused prefetches: 2-byte inputs one (into L1),
+ * wider ones four (into L2: 16 KiB of float32 at group size 64, 32 KiB at 128), which
+ * measured best with bench_kernels on Zen 4 (docs/decisions.md, "Prefetch distance"). */
 #ifndef SIMD_FUSE_AHEAD
 #    define SIMD_FUSE_AHEAD 1
+#endif
+#ifndef SIMD_FUSE_AHEAD_WIDE
+#    define SIMD_FUSE_AHEAD_WIDE 4
 #endif
 
 static float simd_scalar(const void *src, aq_dtype dtype, size_t i)
@@ -391,7 +396,7 @@ SIMD_INLINE void simd_fused_gb(const void *src, aq_dtype dtype, const simd_batch
     const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
     const simd_v pinf = simd_set1(INFINITY), ninf = simd_set1(-INFINITY);
     const size_t es = dtype == AQ_DTYPE_F64 ? 8 : dtype == AQ_DTYPE_F32 ? 4 : 2;
-    const size_t ahead = SIMD_FUSE_AHEAD * cur->total;
+    const size_t ahead = (es >= 4 ? SIMD_FUSE_AHEAD_WIDE : SIMD_FUSE_AHEAD) * cur->total;
     /* count <= SIMD_BATCH always; said again for the compiler's bounds analysis. */
     const size_t count = prev->count < SIMD_BATCH ? prev->count : SIMD_BATCH;
     for (size_t k = 0; k < count; k++) {
