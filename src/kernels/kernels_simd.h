@@ -164,6 +164,23 @@ static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v 
 }
 #endif
 
+#ifndef SIMD_HAVE_MINMAX_BLOCK
+/* Min and max of the SIMD_BLOCK elements from i folded into two pairs of partials (any
+ * lanes: min and max are the same over any arrangement of the same elements). */
+SIMD_INLINE void simd_minmax_block(const void *src, aq_dtype dtype, size_t i, simd_v *mn0,
+                                   simd_v *mn1, simd_v *mx0, simd_v *mx1)
+{
+    const simd_v x0 = simd_load(src, dtype, i);
+    const simd_v x1 = simd_load(src, dtype, i + SIMD_VL);
+    const simd_v x2 = simd_load(src, dtype, i + 2 * SIMD_VL);
+    const simd_v x3 = simd_load(src, dtype, i + 3 * SIMD_VL);
+    *mn0 = simd_min(*mn0, simd_min(x0, x2));
+    *mx0 = simd_max(*mx0, simd_max(x0, x2));
+    *mn1 = simd_min(*mn1, simd_min(x1, x3));
+    *mx1 = simd_max(*mx1, simd_max(x1, x3));
+}
+#endif
+
 /* The length of the group that starts at column col, cut at the span's end. */
 SIMD_INLINE size_t simd_group_len(const aq__span *s, size_t col, size_t done)
 {
@@ -410,14 +427,7 @@ SIMD_INLINE void simd_fused_gb(const void *src, aq_dtype dtype, const simd_batch
                 SIMD_PF(next + line, es);
             }
             simd_block(src, dtype, b2 + i, lo, inv, qmax, bits, packed + (b2 + i) * bits / 8, flag);
-            const simd_v x0 = simd_load(src, dtype, b1 + i);
-            const simd_v x1 = simd_load(src, dtype, b1 + i + SIMD_VL);
-            const simd_v x2 = simd_load(src, dtype, b1 + i + 2 * SIMD_VL);
-            const simd_v x3 = simd_load(src, dtype, b1 + i + 3 * SIMD_VL);
-            mn0 = simd_min(mn0, simd_min(x0, x2));
-            mx0 = simd_max(mx0, simd_max(x0, x2));
-            mn1 = simd_min(mn1, simd_min(x1, x3));
-            mx1 = simd_max(mx1, simd_max(x1, x3));
+            simd_minmax_block(src, dtype, b1 + i, &mn0, &mn1, &mx0, &mx1);
         }
         simd_store(pmin + k * SIMD_VL, simd_min(mn0, mn1));
         simd_store(pmax + k * SIMD_VL, simd_max(mx0, mx1));
