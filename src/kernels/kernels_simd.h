@@ -32,7 +32,10 @@
  *                                              to ((float)q - zp) * scale, stored at dst[i..]
  * An instruction set may instead define simd_reduce(pmin, pmax, count, lo, hi) (the batched
  * min/max only) and leave SIMD_HAVE_PARAMS undefined, or leave SIMD_HAVE_BLOCK undefined:
- * generic versions below then do the rest.
+ * generic versions below then do the rest. It may define SIMD_HAVE_MINMAX_BLOCK and
+ *   void simd_minmax_block(src, dtype, i, *mn0, *mn1, *mx0, *mx1)  SIMD_BLOCK elements from i
+ *                                              folded into the min/max partials, in any lanes
+ * (the generic one loads with simd_load).
  *
  * Non-finite inputs are caught in the second pass, for free on x86: a NaN or infinite element
  * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
