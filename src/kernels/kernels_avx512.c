@@ -194,6 +194,49 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
     _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q));
 }
 
+/* simd_block for bfloat16: the even elements of 32 come out of one load by a shift and the
+ * odd ones by a mask (a bfloat16 is the upper half of its float32), so the codes of
+ * neighbours sit in the same lane of two vectors and combine with a shift and an OR before
+ * one narrowing per 32 elements (no widening shuffle per load, no pack-and-permute). */
+static inline void simd_block_bf16(const void *src, size_t i, simd_v lo, simd_v inv,
+                                   simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+{
+    const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+    const __m512i v0 = _mm512_loadu_si512((const uint16_t *)src + i);
+    const __m512i v1 = _mm512_loadu_si512((const uint16_t *)src + i + 32);
+#define SIMD_QB(x)                    \
+    _mm512_cvtps_epi32(_mm512_min_ps( \
+        qmax, _mm512_mul_ps(_mm512_sub_ps(_mm512_castsi512_ps(x), lo), inv)))
+    /* Lane l: elements 2l (e) and 2l + 1 (o) of the first 32 (0) and of the next 32 (1). */
+    const __m512i e0 = SIMD_QB(_mm512_slli_epi32(v0, 16)), o0 = SIMD_QB(_mm512_and_si512(v0, hi));
+    const __m512i e1 = SIMD_QB(_mm512_slli_epi32(v1, 16)), o1 = SIMD_QB(_mm512_and_si512(v1, hi));
+#undef SIMD_QB
+    __m512i any = _mm512_ternarylogic_epi32(e0, o0, e1, 0xfe);
+    *flag = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(any, o1, _mm512_castps_si512(*flag), 0xfe));
+    if (bits == 8) {
+        /* Lane l: bytes 2l, 2l + 1. */
+        _mm256_storeu_si256((__m256i *)out,
+                            _mm512_cvtepi32_epi16(_mm512_or_si512(e0, _mm512_slli_epi32(o0, 8))));
+        _mm256_storeu_si256((__m256i *)(out + 32),
+                            _mm512_cvtepi32_epi16(_mm512_or_si512(e1, _mm512_slli_epi32(o1, 8))));
+    } else if (bits == 4) {
+        /* Lane l: packed byte l. */
+        _mm_storeu_si128((__m128i *)out,
+                         _mm512_cvtepi32_epi8(_mm512_or_si512(e0, _mm512_slli_epi32(o0, 4))));
+        _mm_storeu_si128((__m128i *)(out + 16),
+                         _mm512_cvtepi32_epi8(_mm512_or_si512(e1, _mm512_slli_epi32(o1, 4))));
+    } else {
+        /* Lane l: the 4 bits of elements 2l, 2l + 1; lanes 2m and 2m + 1 make packed byte m,
+         * combined in the low byte of qword m. */
+        __m512i r0 = _mm512_or_si512(e0, _mm512_slli_epi32(o0, 2));
+        __m512i r1 = _mm512_or_si512(e1, _mm512_slli_epi32(o1, 2));
+        r0 = _mm512_or_si512(r0, _mm512_srli_epi64(r0, 28));
+        r1 = _mm512_or_si512(r1, _mm512_srli_epi64(r1, 28));
+        _mm_storel_epi64((__m128i *)out, _mm512_cvtepi64_epi8(r0));
+        _mm_storel_epi64((__m128i *)(out + 8), _mm512_cvtepi64_epi8(r1));
+    }
+}
+
 /* 64 elements quantized and packed in registers: the four code vectors are narrowed
  * together (two packs and one permutation instead of four narrowing stores), then combined
  * into 4- or 2-bit codes as simd_pack does. */
@@ -201,6 +244,10 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
 static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
                               simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
 {
+    if (dtype == AQ_DTYPE_BF16) {
+        simd_block_bf16(src, i, lo, inv, qmax, bits, out, flag);
+        return;
+    }
     /* Written out, not looped: the four code vectors must stay in registers. */
 #define SIMD_Q(j)                     \
     _mm512_cvtps_epi32(_mm512_min_ps( \
@@ -224,6 +271,35 @@ static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v 
         __m512i d = _mm512_madd_epi16(w, _mm512_set1_epi32(0x00100001));
         _mm_storeu_si128((__m128i *)out, _mm512_cvtepi32_epi8(d));
     }
+}
+
+/* simd_minmax_block (kernels_simd.h). A bfloat16 is the upper half of its float32, so a
+ * vector of 32 of them gives the even elements as floats by one shift and the odd ones by
+ * one mask, without the widening shuffle of simd_load: min and max do not care which lane
+ * holds which element. */
+#define SIMD_HAVE_MINMAX_BLOCK 1
+static inline void simd_minmax_block(const void *src, aq_dtype dtype, size_t i, simd_v *mn0,
+                                     simd_v *mn1, simd_v *mx0, simd_v *mx1)
+{
+    simd_v x0, x1, x2, x3;
+    if (dtype == AQ_DTYPE_BF16) {
+        const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
+        const __m512i v0 = _mm512_loadu_si512((const uint16_t *)src + i);
+        const __m512i v1 = _mm512_loadu_si512((const uint16_t *)src + i + 32);
+        x0 = _mm512_castsi512_ps(_mm512_slli_epi32(v0, 16));
+        x1 = _mm512_castsi512_ps(_mm512_and_si512(v0, hi));
+        x2 = _mm512_castsi512_ps(_mm512_slli_epi32(v1, 16));
+        x3 = _mm512_castsi512_ps(_mm512_and_si512(v1, hi));
+    } else {
+        x0 = simd_load(src, dtype, i);
+        x1 = simd_load(src, dtype, i + 16);
+        x2 = simd_load(src, dtype, i + 32);
+        x3 = simd_load(src, dtype, i + 48);
+    }
+    *mn0 = _mm512_min_ps(*mn0, _mm512_min_ps(x0, x2));
+    *mx0 = _mm512_max_ps(*mx0, _mm512_max_ps(x0, x2));
+    *mn1 = _mm512_min_ps(*mn1, _mm512_min_ps(x1, x3));
+    *mx1 = _mm512_max_ps(*mx1, _mm512_max_ps(x1, x3));
 }
 
 static inline bool simd_flag_any(simd_v flag)

@@ -32,7 +32,10 @@
  *                                              to ((float)q - zp) * scale, stored at dst[i..]
  * An instruction set may instead define simd_reduce(pmin, pmax, count, lo, hi) (the batched
  * min/max only) and leave SIMD_HAVE_PARAMS undefined, or leave SIMD_HAVE_BLOCK undefined:
- * generic versions below then do the rest.
+ * generic versions below then do the rest. It may define SIMD_HAVE_MINMAX_BLOCK and
+ *   void simd_minmax_block(src, dtype, i, *mn0, *mn1, *mx0, *mx1)  SIMD_BLOCK elements from i
+ *                                              folded into the min/max partials, in any lanes
+ * (the generic one loads with simd_load).
  *
  * Non-finite inputs are caught in the second pass, for free on x86: a NaN or infinite element
  * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
@@ -83,9 +86,14 @@
 #ifndef SIMD_FUSE
 #    define SIMD_FUSE 1
 #endif
-/* How many batches ahead of its loads simd_fused prefetches. */
+/* How many batches ahead of its loads simd_fused prefetches: 2-byte inputs one (into L1),
+ * wider ones four (into L2: 16 KiB of float32 at group size 64, 32 KiB at 128), which
+ * measured best with bench_kernels on Zen 4 (docs/decisions.md, "Prefetch distance"). */
 #ifndef SIMD_FUSE_AHEAD
 #    define SIMD_FUSE_AHEAD 1
+#endif
+#ifndef SIMD_FUSE_AHEAD_WIDE
+#    define SIMD_FUSE_AHEAD_WIDE 4
 #endif
 
 static float simd_scalar(const void *src, aq_dtype dtype, size_t i)
@@ -159,6 +167,23 @@ static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v 
 }
 #endif
 
+#ifndef SIMD_HAVE_MINMAX_BLOCK
+/* Min and max of the SIMD_BLOCK elements from i folded into two pairs of partials (any
+ * lanes: min and max are the same over any arrangement of the same elements). */
+SIMD_INLINE void simd_minmax_block(const void *src, aq_dtype dtype, size_t i, simd_v *mn0,
+                                   simd_v *mn1, simd_v *mx0, simd_v *mx1)
+{
+    const simd_v x0 = simd_load(src, dtype, i);
+    const simd_v x1 = simd_load(src, dtype, i + SIMD_VL);
+    const simd_v x2 = simd_load(src, dtype, i + 2 * SIMD_VL);
+    const simd_v x3 = simd_load(src, dtype, i + 3 * SIMD_VL);
+    *mn0 = simd_min(*mn0, simd_min(x0, x2));
+    *mx0 = simd_max(*mx0, simd_max(x0, x2));
+    *mn1 = simd_min(*mn1, simd_min(x1, x3));
+    *mx1 = simd_max(*mx1, simd_max(x1, x3));
+}
+#endif
+
 /* The length of the group that starts at column col, cut at the span's end. */
 SIMD_INLINE size_t simd_group_len(const aq__span *s, size_t col, size_t done)
 {
@@ -179,6 +204,24 @@ SIMD_INLINE void simd_collect(const aq__span *s, size_t *e_io, size_t *col_io, s
 {
     size_t e = *e_io, col = *col_io;
     size_t count = 0, total = 0;
+    const size_t g = s->group_size;
+    /* The common case without the loop below: a row of whole groups (a multiple of the
+     * vector length each) with a full batch of them left before the row's end and the
+     * span's. The loop would collect exactly these groups. */
+    if (g % SIMD_VL == 0 && SIMD_BATCH * g <= SIMD_BATCH_ELEMS && s->cols - col >= SIMD_BATCH * g &&
+        s->n - e >= SIMD_BATCH * g) {
+        for (size_t k = 0; k < SIMD_BATCH; k++) {
+            bt->start[k] = e + k * g;
+            bt->len[k] = g;
+        }
+        col += SIMD_BATCH * g;
+        *e_io = e + SIMD_BATCH * g;
+        *col_io = col == s->cols ? 0 : col;
+        bt->count = SIMD_BATCH;
+        bt->total = SIMD_BATCH * g;
+        bt->regular = true;
+        return;
+    }
     while (count < SIMD_BATCH && e < s->n) {
         size_t len = simd_group_len(s, col, e);
         if (count > 0 && total + len > SIMD_BATCH_ELEMS) {
@@ -364,18 +407,16 @@ SIMD_INLINE bool simd_fusable(const aq__span *s, const simd_batch *prev, const s
  * cur's parameters: the loads that go to memory and the arithmetic on data already in L1 are
  * then in flight together, instead of one pass waiting for memory while the other computes.
  * Min and max are exact in any order, so the parameters are those of simd_quantize_pass1. */
-SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
-                            const simd_batch *prev, simd_batch *cur, uint8_t *packed, float *scales,
-                            float *zero_points, simd_v *flag)
+SIMD_INLINE void simd_fused_gb(const void *src, aq_dtype dtype, const simd_batch *prev,
+                               simd_batch *cur, uint8_t *packed, float *scales, float *zero_points,
+                               simd_v *flag, const size_t g, const unsigned bits)
 {
     SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
     SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
-    const unsigned bits = s->bits;
-    const size_t g = s->group_size;
     const simd_v qmax = simd_set1((float)((1u << bits) - 1u));
     const simd_v pinf = simd_set1(INFINITY), ninf = simd_set1(-INFINITY);
     const size_t es = dtype == AQ_DTYPE_F64 ? 8 : dtype == AQ_DTYPE_F32 ? 4 : 2;
-    const size_t ahead = SIMD_FUSE_AHEAD * cur->total;
+    const size_t ahead = (es >= 4 ? SIMD_FUSE_AHEAD_WIDE : SIMD_FUSE_AHEAD) * cur->total;
     /* count <= SIMD_BATCH always; said again for the compiler's bounds analysis. */
     const size_t count = prev->count < SIMD_BATCH ? prev->count : SIMD_BATCH;
     for (size_t k = 0; k < count; k++) {
@@ -389,20 +430,41 @@ SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
                 SIMD_PF(next + line, es);
             }
             simd_block(src, dtype, b2 + i, lo, inv, qmax, bits, packed + (b2 + i) * bits / 8, flag);
-            const simd_v x0 = simd_load(src, dtype, b1 + i);
-            const simd_v x1 = simd_load(src, dtype, b1 + i + SIMD_VL);
-            const simd_v x2 = simd_load(src, dtype, b1 + i + 2 * SIMD_VL);
-            const simd_v x3 = simd_load(src, dtype, b1 + i + 3 * SIMD_VL);
-            mn0 = simd_min(mn0, simd_min(x0, x2));
-            mx0 = simd_max(mx0, simd_max(x0, x2));
-            mn1 = simd_min(mn1, simd_min(x1, x3));
-            mx1 = simd_max(mx1, simd_max(x1, x3));
+            simd_minmax_block(src, dtype, b1 + i, &mn0, &mn1, &mx0, &mx1);
         }
         simd_store(pmin + k * SIMD_VL, simd_min(mn0, mn1));
         simd_store(pmax + k * SIMD_VL, simd_max(mx0, mx1));
     }
     simd_params(pmin, pmax, cur->count, bits, scales, zero_points, cur->lo, cur->inv);
 }
+
+/* simd_fused_gb with the bit width a constant (no per-block branch on it), and group size 64
+ * a constant too, so that the compiler drops the one-iteration block loop of every group.
+ * Group size 128 as a constant measured slower from memory (the unrolled loop of two blocks
+ * issued its loads worse for float32), so it stays on the general path (docs/decisions.md,
+ * "Kernel constants"). */
+#define SIMD_FUSED_BITS(gc)                                                                      \
+    do {                                                                                         \
+        if (bits == 4) {                                                                         \
+            simd_fused_gb(src, dtype, prev, cur, packed, scales, zero_points, flag, (gc), 4);    \
+        } else if (bits == 2) {                                                                  \
+            simd_fused_gb(src, dtype, prev, cur, packed, scales, zero_points, flag, (gc), 2);    \
+        } else {                                                                                 \
+            simd_fused_gb(src, dtype, prev, cur, packed, scales, zero_points, flag, (gc), bits); \
+        }                                                                                        \
+    } while (0)
+SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
+                            const simd_batch *prev, simd_batch *cur, uint8_t *packed, float *scales,
+                            float *zero_points, simd_v *flag)
+{
+    const unsigned bits = s->bits;
+    if (s->group_size == 64) {
+        SIMD_FUSED_BITS(64);
+    } else {
+        SIMD_FUSED_BITS(s->group_size);
+    }
+}
+#undef SIMD_FUSED_BITS
 
 /* Software-pipelined over batches: the first pass of batch n+1 (memory-bound loads, and the
  * long-latency divisions of its parameters) is issued before the second pass of batch n
