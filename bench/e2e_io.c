@@ -6,11 +6,16 @@
  *
  * 1. read: SRC once with read(2) into a 16 MiB buffer (the caller warms the page cache first);
  * 2. write: OUT_BYTES bytes (copies of the data just read) to DST.tmp with write(2) in 16 MiB
- *    pieces, then exactly what the library's IPC writer does when it closes a file
- *    (src/ipc/ipc_writer.c): fsync, close, rename DST.tmp to DST, fsync the folder.
+ *    pieces, with the drop-behind the model pipeline's IPC writer uses (after each piece its
+ *    writeback is started, and the piece before is waited for and dropped from the page cache,
+ *    so later pieces reuse freed pages: docs/decisions.md, "The write path"), then exactly
+ *    what the IPC writer does when it closes a file (src/ipc/ipc_writer.c): fsync, close,
+ *    rename DST.tmp to DST, fsync the folder.
  * Prints one line: "read_s WRITE_S bytes_read" (seconds, wall clock). Exit status 2 on error.
  */
-#define _POSIX_C_SOURCE 200809L
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* sync_file_range */
+#endif
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -109,6 +114,18 @@ int main(int argc, char **argv)
         if (w <= 0) {
             rc = io_fail("cannot write", tmp);
             goto done;
+        }
+        /* Drop-behind: start this piece's writeback, then wait for the one before and drop
+         * it (errors are the final fsync's to report). */
+        off_t end_off = (off_t)(out_bytes - left) + (off_t)w;
+        (void)sync_file_range(fd, end_off - (off_t)w, (off_t)w, SYNC_FILE_RANGE_WRITE);
+        if (end_off - (off_t)w > 0) {
+            off_t prev = end_off - (off_t)w;
+            off_t lo = prev > (off_t)CHUNK ? prev - (off_t)CHUNK : 0;
+            (void)sync_file_range(fd, lo, prev - lo,
+                                  SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                      SYNC_FILE_RANGE_WAIT_AFTER);
+            (void)posix_fadvise(fd, lo, prev - lo, POSIX_FADV_DONTNEED);
         }
         left -= (unsigned long long)w;
     }
