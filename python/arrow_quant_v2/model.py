@@ -239,6 +239,22 @@ def _tensor(t: Mapping[str, Any]) -> TensorResult:
         initial_cosine=None if kept else t["initial_cosine"])
 
 
+def _rule_choices(cfg: DiffusionQuantConfig) -> dict[str, Any]:
+    """The choices the extension builds the layer rules, floor and budget from, for both the
+    model entry point and the batch methods."""
+    # The profile's target_bpw, not given explicitly, means the profile's own size on this
+    # model, as the command's --profile default (AQ_TARGET_BPW_PROFILE): the figure assumes
+    # rows of whole kquant super-blocks, which a real model's rows are not always.
+    target = cfg.target_bpw
+    if target != 0.0 and not cfg.target_bpw_given:
+        target = _TARGET_BPW_PROFILE
+    return {"profile": cfg.profile, "family": cfg.family, "keep": list(cfg.keep),
+            "bits_for": [f"{p}={v}" for p, v in cfg.bits_for.items()],
+            "bit_width": cfg.bit_width, "scheme": cfg.scheme, "group_size": cfg.group_size,
+            "min_cosine": cfg.min_cosine, "target_bpw": target,
+            "calibration_combine": cfg.calibration_combine}
+
+
 def _config(config: Any) -> DiffusionQuantConfig:
     if config is None:
         return DiffusionQuantConfig("local")
@@ -327,20 +343,9 @@ def quantize_diffusion_model(model_path: Any, output_path: Any,
     if progress_callback is not None and not callable(progress_callback):
         raise TypeError("progress_callback must be callable or None")
     calib = _calibration(calibration)
-    bits_for = [f"{p}={v}" for p, v in cfg.bits_for.items()]
-    # The profile's target_bpw, not given explicitly, means the profile's own size on this
-    # model, as the command's --profile default (AQ_TARGET_BPW_PROFILE): the figure assumes
-    # rows of whole kquant super-blocks, which a real model's rows are not always.
-    target = cfg.target_bpw
-    if target != 0.0 and not cfg.target_bpw_given:
-        target = _TARGET_BPW_PROFILE
     raw = _ext._quantize_model(
-        src, dst, profile=cfg.profile, family=cfg.family, keep=list(cfg.keep),
-        bits_for=bits_for, bit_width=cfg.bit_width, scheme=cfg.scheme,
-        group_size=cfg.group_size, min_cosine=cfg.min_cosine, target_bpw=target,
-        compression=compression, threads=threads, calibration=calib,
-        calibration_combine=cfg.calibration_combine, progress=progress_callback,
-        budget_scope=cfg.budget_scope)
+        src, dst, **_rule_choices(cfg), compression=compression, threads=threads,
+        calibration=calib, progress=progress_callback, budget_scope=cfg.budget_scope)
     return QuantizationResult(dst, cfg, raw)
 
 
@@ -379,13 +384,5 @@ def _batch_spec(config: Any, calibration: Any) -> dict[str, Any]:
                             "calibration_combine": "max", "rules": config is not None}
     if config is None:
         return spec
-    cfg = _config(config)
-    target = cfg.target_bpw
-    if target != 0.0 and not cfg.target_bpw_given:
-        target = _TARGET_BPW_PROFILE
-    spec.update(profile=cfg.profile, family=cfg.family, keep=list(cfg.keep),
-                bits_for=[f"{p}={v}" for p, v in cfg.bits_for.items()],
-                bit_width=cfg.bit_width, scheme=cfg.scheme, group_size=cfg.group_size,
-                min_cosine=cfg.min_cosine, target_bpw=target,
-                calibration_combine=cfg.calibration_combine)
+    spec.update(_rule_choices(_config(config)))
     return spec

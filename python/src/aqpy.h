@@ -128,6 +128,14 @@ aq_status aq__py_stream_buffer(struct ArrowArrayStream *in, aq__py_names *names,
 /* The module state reachable from a light object's type. */
 aqpy_state *aq__py_state_from_type(PyTypeObject *type);
 
+/* strdup (not in C11): NULL when out of memory. */
+char *aq__py_strdup(const char *s);
+
+/* Raises the Python exception for a library error (aqpy_module.c): MemoryError for
+ * allocation, OSError for files, RuntimeError for an internal error, QuantizationError (a
+ * ValueError, with the status name in .status) for everything else; the library's message. */
+void aq__py_raise(aqpy_state *st, const aq_error *err);
+
 /* The pending exception, normalised with its traceback, taken out (a new reference; the
  * error indicator is cleared): for holding an exception across a GIL release. */
 PyObject *aq__py_exc_take(void);

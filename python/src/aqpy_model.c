@@ -15,40 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Raises the exception for a library error, as the rest of the module does: MemoryError,
- * OSError for files, RuntimeError for internal errors, QuantizationError (a ValueError, with
- * the status name in .status) for everything else. The message is the library's. */
-static void aqpy_model_raise(PyObject *module, const aq_error *err)
-{
-    aqpy_state *st = PyModule_GetState(module);
-    const char *msg = err->message[0] != '\0' ? err->message : aq_status_message(err->code);
-    PyObject *type = err->code == AQ_NO_MEMORY  ? PyExc_MemoryError
-                     : err->code == AQ_IO       ? PyExc_OSError
-                     : err->code == AQ_INTERNAL ? PyExc_RuntimeError
-                                                : st->error;
-    PyObject *exc = PyObject_CallFunction(type, "s", msg);
-    if (exc == NULL) {
-        return;
-    }
-    if (type == st->error) {
-        PyObject *name = PyUnicode_FromString(aq_status_name(err->code));
-        if (name == NULL || PyObject_SetAttrString(exc, "status", name) != 0) {
-            Py_XDECREF(name);
-            Py_DECREF(exc);
-            return;
-        }
-        Py_DECREF(name);
-    }
-    PyErr_SetObject(type, exc);
-    Py_DECREF(exc);
-}
-
 static void aqpy_model_value_error(PyObject *module, const char *fmt, const char *what)
 {
     aq_error err;
     err.code = AQ_INVALID_ARGUMENT;
     snprintf(err.message, sizeof err.message, fmt, what);
-    aqpy_model_raise(module, &err);
+    aq__py_raise(PyModule_GetState(module), &err);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -130,16 +102,6 @@ typedef struct mrecs {
     int oom;
 } mrecs;
 
-static char *mstrdup(const char *s)
-{
-    size_t len = strlen(s) + 1;
-    char *d = malloc(len);
-    if (d != NULL) {
-        memcpy(d, s, len);
-    }
-    return d;
-}
-
 static mrec *mrecs_push(mrecs *rs, const char *name)
 {
     if (rs->n == rs->cap) {
@@ -154,7 +116,7 @@ static mrec *mrecs_push(mrecs *rs, const char *name)
     }
     mrec *x = &rs->v[rs->n];
     memset(x, 0, sizeof *x);
-    if ((x->name = mstrdup(name != NULL ? name : "")) == NULL) {
+    if ((x->name = aq__py_strdup(name != NULL ? name : "")) == NULL) {
         rs->oom = 1;
         return NULL;
     }
@@ -185,7 +147,7 @@ static void mrun_on_tensor(void *user, const aq_model_tensor_result *res)
     x->r = *res;
     x->r.name = NULL;
     x->r.rule = NULL;
-    if (res->rule != NULL && (x->rule = mstrdup(res->rule)) == NULL) {
+    if (res->rule != NULL && (x->rule = aq__py_strdup(res->rule)) == NULL) {
         rs->oom = 1;
     }
 }
@@ -263,7 +225,7 @@ static int mcalib_from_stream(PyObject *module, aq_calib *calib, PyObject *obj)
         aq_status st = aq_calib_add_batch(calib, &schema, &batch, &err);
         batch.release(&batch);
         if (st != AQ_OK) {
-            aqpy_model_raise(module, &err);
+            aq__py_raise(PyModule_GetState(module), &err);
             goto done;
         }
     }
@@ -621,7 +583,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     }
     goto done;
 fail:
-    aqpy_model_raise(module, &err);
+    aq__py_raise(PyModule_GetState(module), &err);
 done:
     mrecs_free(&recs);
     aq_calib_free(calib);
@@ -665,7 +627,7 @@ static char *mdup_or_null(const char *s, int *oom)
     if (s == NULL) {
         return NULL;
     }
-    char *d = mstrdup(s);
+    char *d = aq__py_strdup(s);
     if (d == NULL) {
         *oom = 1;
     }
@@ -777,7 +739,7 @@ static PyObject *aqpy_compare_models(PyObject *module, PyObject *args, PyObject 
             return NULL;
         }
     } else if (aq_model_default_floor(PyBytes_AS_STRING(b_b), &mf, &err) != AQ_OK) {
-        aqpy_model_raise(module, &err);
+        aq__py_raise(PyModule_GetState(module), &err);
         Py_DECREF(a_b);
         Py_DECREF(b_b);
         return NULL;
@@ -806,7 +768,7 @@ static PyObject *aqpy_compare_models(PyObject *module, PyObject *args, PyObject 
         goto done;
     }
     if (st != AQ_OK) {
-        aqpy_model_raise(module, &err);
+        aq__py_raise(PyModule_GetState(module), &err);
         goto done;
     }
     PyObject *tensors = PyList_New((Py_ssize_t)c.n);
@@ -991,7 +953,7 @@ int aq__py_diffusion_open(PyObject *module, PyObject *config, PyObject *calibrat
                                  &err);
         }
         if (st != AQ_OK) {
-            aqpy_model_raise(module, &err);
+            aq__py_raise(PyModule_GetState(module), &err);
             aq__py_diffusion_reset(d);
             return -1;
         }
@@ -1063,7 +1025,7 @@ int aq__py_diffusion_rules(PyObject *module, aq__py_diffusion *d, const aq__py_n
     }
     return 0;
 fail:
-    aqpy_model_raise(module, &err);
+    aq__py_raise(PyModule_GetState(module), &err);
     return -1;
 }
 

@@ -26,7 +26,7 @@ static aqpy_state *aqpy_state_of(PyObject *module)
 /* Raises the Python exception for a library error: MemoryError for allocation, OSError for
  * files, QuantizationError (a ValueError) for everything the input or the arguments got
  * wrong, RuntimeError for an internal error. The message is the library's, verbatim. */
-static void aqpy_raise(aqpy_state *st, const aq_error *err)
+void aq__py_raise(aqpy_state *st, const aq_error *err)
 {
     const char *msg = err->message[0] != '\0' ? err->message : aq_status_message(err->code);
     PyObject *type;
@@ -73,7 +73,7 @@ static void aqpy_raise_stream(aqpy_state *st, int code, const char *message)
     err.code = code == ENOMEM ? AQ_NO_MEMORY : code == EIO ? AQ_IO : AQ_INVALID_DATA;
     snprintf(err.message, sizeof err.message, "%s",
              message != NULL ? message : "Arrow stream error");
-    aqpy_raise(st, &err);
+    aq__py_raise(st, &err);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -192,7 +192,7 @@ static int aqpy_warn_skipped(PyObject *module, const aq_report *report)
         aq_status code;
         aq_error err;
         if (aq_report_get(report, i, &row, &name, &code, &message, &err) != AQ_OK) {
-            aqpy_raise(aqpy_state_of(module), &err);
+            aq__py_raise(aqpy_state_of(module), &err);
             rc = -1;
             break;
         }
@@ -454,7 +454,7 @@ static int aqpy_quant_init(aqpy_quant *self, PyObject *args, PyObject *kwargs)
     int64_t lo, hi;
     aq_error err;
     if (aq_param_bounds(AQ_PARAM_THREADS, &lo, &hi, &err) != AQ_OK) {
-        aqpy_raise(st, &err);
+        aq__py_raise(st, &err);
         return -1;
     }
     if (threads < lo || threads > hi) {
@@ -581,7 +581,7 @@ static aq_ctx *aqpy_make_ctx(aqpy_quant *self, const aqpy_args *a, aqpy_quality 
                 return NULL;
             }
             if (aq_scheme_from_name(name, &sch, &err) != AQ_OK) {
-                aqpy_raise(st, &err);
+                aq__py_raise(st, &err);
                 return NULL;
             }
             if (sch == AQ_SCHEME_KQUANT && has_group && group != AQ_KQUANT_SUPER_BLOCK) {
@@ -601,7 +601,7 @@ static aq_ctx *aqpy_make_ctx(aqpy_quant *self, const aqpy_args *a, aqpy_quality 
         aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)sch, &err) != AQ_OK ||
         aq_ctx_set_param(ctx, AQ_PARAM_THREADS, self->threads, &err) != AQ_OK) {
         aq_ctx_free(ctx);
-        aqpy_raise(st, &err);
+        aq__py_raise(st, &err);
         return NULL;
     }
     return ctx;
@@ -723,7 +723,7 @@ static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn 
             PyEval_RestoreThread(ts);
             if (bs != AQ_OK) {
                 aq__py_names_reset(&names);
-                aqpy_raise(st, &err);
+                aq__py_raise(st, &err);
                 return NULL;
             }
             in = held;
@@ -738,7 +738,7 @@ static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn 
     }
     if (continue_on_error && aq_report_create(&report, &err) != AQ_OK) {
         in.release(&in);
-        aqpy_raise(st, &err);
+        aq__py_raise(st, &err);
         return NULL;
     }
     aqpy_run_init(&run, callback, -1, &opts, report, continue_on_error,
@@ -747,7 +747,7 @@ static PyObject *aqpy_stream_call(aqpy_quant *self, aq_ctx *ctx, aqpy_stream_fn 
     aq_status status = fn(ctx, &in, &opts, &out, &err); /* moves in, even on failure */
     aqpy_acquire_gil(&run);
     if (status != AQ_OK) {
-        aqpy_raise(st, &err);
+        aq__py_raise(st, &err);
         goto done;
     }
     result = aqpy_drain_stream(st, &out, &run);
@@ -776,7 +776,7 @@ static PyObject *aqpy_finish_batch(aqpy_quant *self, aqpy_run *run, aq_status st
         return NULL;
     }
     if (status != AQ_OK) {
-        aqpy_raise(st, err);
+        aq__py_raise(st, err);
         return NULL;
     }
     if (report != NULL && aqpy_warn_skipped(aqpy_module_of_quant(self), report) != 0) {
@@ -806,7 +806,7 @@ static PyObject *aqpy_batch_call(aqpy_quant *self, aq_ctx *ctx, aqpy_batch_fn fn
     aq_error err;
 
     if (continue_on_error && aq_report_create(&report, &err) != AQ_OK) {
-        aqpy_raise(st, &err);
+        aq__py_raise(st, &err);
         return NULL;
     }
     aqpy_run_init(&run, callback, (Py_ssize_t)in->array->length, &opts, report, continue_on_error,
@@ -841,7 +841,7 @@ static PyObject *aqpy_table_to_batch(aqpy_quant *self, aq_ctx *ctx, PyObject *ta
     aq_status status = aq_tensors_quantize(ctx, NULL, 0, NULL, &schema, &array, &err);
     PyEval_RestoreThread(ts);
     if (status != AQ_OK) {
-        aqpy_raise(st, &err);
+        aq__py_raise(st, &err);
         return NULL;
     }
     return aqpy_batch_result(st, &schema, &array);
@@ -1236,7 +1236,7 @@ static PyObject *aqpy_quantize_batch(aqpy_quant *self, PyObject *args, PyObject 
         quality.rules = diff.rules;
     }
     if (continue_on_error && aq_report_create(&report, &err) != AQ_OK) {
-        aqpy_raise(st, &err);
+        aq__py_raise(st, &err);
         goto done;
     }
     {

@@ -207,7 +207,7 @@ size_t aq__py_metadata_size(const char *metadata)
     return pos;
 }
 
-static char *lt_strdup(const char *s)
+char *aq__py_strdup(const char *s)
 {
     size_t n = strlen(s) + 1;
     char *d = malloc(n);
@@ -228,13 +228,13 @@ int aq__py_schema_copy(const struct ArrowSchema *src, struct ArrowSchema *dst)
     dst->n_children = src->n_children;
     dst->private_data = p;
     dst->release = lt_schema_release;
-    p->format = lt_strdup(src->format);
+    p->format = aq__py_strdup(src->format);
     if (p->format == NULL) {
         goto fail;
     }
     dst->format = p->format;
     if (src->name != NULL) {
-        if ((p->name = lt_strdup(src->name)) == NULL) {
+        if ((p->name = aq__py_strdup(src->name)) == NULL) {
             goto fail;
         }
         dst->name = p->name;
