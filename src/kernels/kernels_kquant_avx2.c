@@ -307,15 +307,7 @@ kq2_super_body(const __m256 *wv, unsigned bits, uint8_t *codes, size_t bit0, uin
             }
         }
     }
-    uint8_t *out = codes + bit0 / 8;
-    const unsigned per = 8u / bits;
-    for (size_t i = 0; i < AQ__KQ_SUPER; i += per) {
-        unsigned v = 0;
-        for (unsigned k = 0; k < per; k++) {
-            v |= (unsigned)q[i + k] << (k * bits);
-        }
-        out[i / per] = (uint8_t)v;
-    }
+    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, codes + bit0 / 8);
     aq__kq_put_params(meta, bits, AQ__KQ_SUPER, sc, mc);
     *d_out = d;
     *dmin_out = dmin;

@@ -284,15 +284,7 @@ static void kqn_super(const float *x, const float *w, size_t len, unsigned bits,
             }
         }
     }
-    uint8_t *out = codes + bit0 / 8;
-    const unsigned per = 8u / bits;
-    for (size_t i = 0; i < AQ__KQ_SUPER; i += per) {
-        unsigned v = 0;
-        for (unsigned k = 0; k < per; k++) {
-            v |= (unsigned)q[i + k] << (k * bits);
-        }
-        out[i / per] = (uint8_t)v;
-    }
+    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, codes + bit0 / 8);
     aq__kq_put_params(meta, bits, len, sc, mc);
     *d_out = d;
     *dmin_out = dmin;

@@ -75,6 +75,21 @@ bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double s
 void aq__kq_put_params(uint8_t *meta, unsigned bits, size_t len, const unsigned *sc,
                        const unsigned *mc);
 
+/* Packs n codes (integral floats, in element order; n a multiple of 8 / bits) LSB-first into
+ * out, whole bytes from its first (the SIMD super-blocks, whose bit offset is byte-aligned;
+ * out is overwritten, not ORed). */
+static inline void aq__kq_pack_codes(const float *q, size_t n, unsigned bits, uint8_t *out)
+{
+    const unsigned per = 8u / bits;
+    for (size_t i = 0; i < n; i += per) {
+        unsigned v = 0;
+        for (unsigned k = 0; k < per; k++) {
+            v |= (unsigned)q[i + k] << (k * bits);
+        }
+        out[i / per] = (uint8_t)v;
+    }
+}
+
 /* The kquant kernel over a span of the given input dtype (aq__quantize_kquant_fn), each
  * super-block done by super (kernels_ref_kquant.c). */
 void aq__kquant_span(aq__kq_super_fn super, const void *src, aq_dtype dtype,
