@@ -198,21 +198,22 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
  * odd ones by a mask (a bfloat16 is the upper half of its float32), so the codes of
  * neighbours sit in the same lane of two vectors and combine with a shift and an OR before
  * one narrowing per 32 elements (no widening shuffle per load, no pack-and-permute). */
-static inline void simd_block_bf16(const void *src, size_t i, simd_v lo, simd_v inv,
-                                   simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+static inline void simd_block_bf16(const void *src, size_t i, simd_v lo, simd_v inv, simd_v qmax,
+                                   unsigned bits, uint8_t *out, simd_v *flag)
 {
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     const __m512i v0 = _mm512_loadu_si512((const uint16_t *)src + i);
     const __m512i v1 = _mm512_loadu_si512((const uint16_t *)src + i + 32);
-#define SIMD_QB(x)                    \
-    _mm512_cvtps_epi32(_mm512_min_ps( \
-        qmax, _mm512_mul_ps(_mm512_sub_ps(_mm512_castsi512_ps(x), lo), inv)))
+#define SIMD_QB(x)      \
+    _mm512_cvtps_epi32( \
+        _mm512_min_ps(qmax, _mm512_mul_ps(_mm512_sub_ps(_mm512_castsi512_ps(x), lo), inv)))
     /* Lane l: elements 2l (e) and 2l + 1 (o) of the first 32 (0) and of the next 32 (1). */
     const __m512i e0 = SIMD_QB(_mm512_slli_epi32(v0, 16)), o0 = SIMD_QB(_mm512_and_si512(v0, hi));
     const __m512i e1 = SIMD_QB(_mm512_slli_epi32(v1, 16)), o1 = SIMD_QB(_mm512_and_si512(v1, hi));
 #undef SIMD_QB
     __m512i any = _mm512_ternarylogic_epi32(e0, o0, e1, 0xfe);
-    *flag = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(any, o1, _mm512_castps_si512(*flag), 0xfe));
+    *flag =
+        _mm512_castsi512_ps(_mm512_ternarylogic_epi32(any, o1, _mm512_castps_si512(*flag), 0xfe));
     if (bits == 8) {
         /* Lane l: bytes 2l, 2l + 1. */
         _mm256_storeu_si256((__m256i *)out,
