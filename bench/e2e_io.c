@@ -14,7 +14,7 @@
  * Prints one line: "read_s WRITE_S bytes_read" (seconds, wall clock). Exit status 2 on error.
  */
 #ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* sync_file_range */
+#    define _GNU_SOURCE /* sync_file_range */
 #endif
 #include <errno.h>
 #include <fcntl.h>

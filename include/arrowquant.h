@@ -1294,12 +1294,12 @@ typedef struct aq_model_compare_summary {
     size_t compared;     /* AQ_COMPARE_COMPARED */
     size_t missing_in_a; /* 0 with a_only */
     size_t missing_in_b;
-    size_t mismatched; /* shapes differ, or non-float bytes differ */
-    double mean_sqnr_db; /* over compared tensors of finite SQNR; +INFINITY if none */
-    double min_sqnr_db;  /* +INFINITY if none compared */
-    double mean_cosine;  /* over compared tensors; 0 if none */
-    double min_cosine;   /* 1 if none compared */
-    char *worst;         /* the compared tensor of lowest cosine (then lowest SQNR); or NULL */
+    size_t mismatched;       /* shapes differ, or non-float bytes differ */
+    double mean_sqnr_db;     /* over compared tensors of finite SQNR; +INFINITY if none */
+    double min_sqnr_db;      /* +INFINITY if none compared */
+    double mean_cosine;      /* over compared tensors; 0 if none */
+    double min_cosine;       /* 1 if none compared */
+    char *worst;             /* the compared tensor of lowest cosine (then lowest SQNR); or NULL */
     size_t below_min_cosine; /* compared tensors below the options' min_cosine */
 } aq_model_compare_summary;
 

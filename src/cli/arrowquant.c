@@ -772,7 +772,7 @@ static int cmd_quantize(int argc, char **argv)
                 printf("  budget       scope %s, target %s: %.3f bits/weight over %s (%zu "
                        "parameters), %.3f over every float tensor\n",
                        whole ? "model" : "profile", tgt, sc_bpw,
-                       whole ? "every float tensor"
+                       whole           ? "every float tensor"
                        : rules != NULL ? "the tensors that follow the profile"
                                        : "the quantized tensors",
                        sc_params, fl_bpw);

@@ -619,8 +619,10 @@ aq_status aq_calib_add_ipc_file(aq_calib *calib, const char *path, aq_error *err
         if (err != NULL && st == AQ_INVALID_DATA) {
             char msg[AQ_ERROR_MESSAGE_SIZE];
             snprintf(msg, sizeof msg, "%s", err->message);
-            st = aq__error_set(err, st, "%s (expected an Arrow IPC file or stream of calibration "
-                               "statistics)", msg);
+            st = aq__error_set(err, st,
+                               "%s (expected an Arrow IPC file or stream of calibration "
+                               "statistics)",
+                               msg);
         }
         goto done;
     }

@@ -61,8 +61,8 @@ typedef struct mq_row {
     size_t groups;
     double sqnr, cosine, maxerr;
     double sse; /* squared error against the source */
-    bool place;   /* set by the writing pass: output goes where mq_place puts it */
-    bool arena;   /* data, scales and zps lie in the current arena, at these offsets: */
+    bool place; /* set by the writing pass: output goes where mq_place puts it */
+    bool arena; /* data, scales and zps lie in the current arena, at these offsets: */
     size_t data_off, grp_off;
 } mq_row;
 
@@ -418,9 +418,8 @@ static void mq_meter_finish(const mq_meter *m, mq_row *r)
  * bench/e2e.sh); its bytes are the same (groups never straddle rows, and a block of a multiple
  * of 8 rows starts on a byte). Other schemes and pooled contexts quantize the whole tensor
  * first. */
-static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *src,
-                                     aq_scheme scheme, const aq_layout *l, mq_row *r,
-                                     aq_error *err)
+static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *src, aq_scheme scheme,
+                                     const aq_layout *l, mq_row *r, aq_error *err)
 {
     aq_qbuffers out = {r->data, l->packed_bytes, r->scales, r->zps, l->groups};
     mq_meter m;
@@ -507,15 +506,15 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
         char floor[32];
         double min_cos = s->opts != NULL ? s->opts->min_cosine : 0.0;
         snprintf(floor, sizeof floor, "%.17g", min_cos);
-        const char *keys[] = {
-            "arrowquant.format_version", "arrowquant.scheme",         "arrowquant.group_size",
-            "arrowquant.packing",        "arrowquant.bit_width",      "arrowquant.tool_version",
-            "arrowquant.profile",        "arrowquant.model_metadata", "arrowquant.components",
-            "arrowquant.min_cosine"};
-        const char *values[] = {version,   aq_scheme_name(s->ctx->scheme),
-                                gs,        "lsb-first",
-                                bw,        AQ_VERSION_STRING,
-                                profile,   model_meta,
+        const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
+                              "arrowquant.group_size",     "arrowquant.packing",
+                              "arrowquant.bit_width",      "arrowquant.tool_version",
+                              "arrowquant.profile",        "arrowquant.model_metadata",
+                              "arrowquant.components",     "arrowquant.min_cosine"};
+        const char *values[] = {version,    aq_scheme_name(s->ctx->scheme),
+                                gs,         "lsb-first",
+                                bw,         AQ_VERSION_STRING,
+                                profile,    model_meta,
                                 components, floor};
         st = aq__schema_set_metadata(&sc, keys, values, min_cos > 0.0 ? 10 : 9, err);
     }
@@ -674,8 +673,10 @@ static aq_status mq_arena_reserve(mq_state *s, size_t data_bytes, size_t groups,
         a->zps = aq__aligned_alloc(a->grp_cap * sizeof(float));
         if (a->data == NULL || a->scales == NULL || a->zps == NULL) {
             mq_arena_free(a);
-            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory for a batch of %zu "
-                                 "bytes", name, s->batch_bytes);
+            return aq__error_set(err, AQ_NO_MEMORY,
+                                 "Layer '%s': out of memory for a batch of %zu "
+                                 "bytes",
+                                 name, s->batch_bytes);
         }
         mq_huge(a->data, a->data_cap);
         mq_huge(a->scales, a->grp_cap * sizeof(float));
@@ -1204,8 +1205,8 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
         size_t best = SIZE_MAX;
         for (size_t k = 0; k < n_schemes; k++) {
             aq_layout l;
-            if ((st = aq_layout_compute_scheme(schemes[k], t->shape, t->ndim, 2,
-                                               s->ctx->group_size, &l, err)) != AQ_OK) {
+            if ((st = aq_layout_compute_scheme(schemes[k], t->shape, t->ndim, 2, s->ctx->group_size,
+                                               &l, err)) != AQ_OK) {
                 goto done;
             }
             size_t b = l.packed_bytes + 2 * l.groups * sizeof(float);
@@ -1351,8 +1352,8 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
         budget_bytes = total;
         target = (budget_bytes + 0.5) * 8.0 / (double)elements;
     }
-    st = aq__budget_allocate(opt, m, per, count, elements, target, s->min_cosine > 0.0, choice,
-                             err);
+    st =
+        aq__budget_allocate(opt, m, per, count, elements, target, s->min_cosine > 0.0, choice, err);
     if (st == AQ_INVALID_PARAMETER && whole) {
         /* Only the floor can get here: each row's first option is now its smallest meeting
          * min_cosine. Say it over the whole model. */

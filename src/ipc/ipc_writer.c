@@ -26,7 +26,7 @@ struct aq_ipc_writer {
     int fd;
     size_t pos; /* bytes written so far */
     aq_ipc_write_options opts;
-    bool drop_behind; /* aq__ipc_writer_drop_behind */
+    bool drop_behind;    /* aq__ipc_writer_drop_behind */
     size_t wb_lo, wb_hi; /* the pages whose writeback the last step started */
     size_t page;
     aq__ipc_schema schema;
@@ -386,8 +386,8 @@ static aq_status w_drop_behind(aq_ipc_writer *w, aq_error *err)
     }
     const char *failed = NULL;
     if (w->wb_hi > w->wb_lo) {
-        const unsigned int wait = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
-                                  SYNC_FILE_RANGE_WAIT_AFTER;
+        const unsigned int wait =
+            SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER;
         if (sync_file_range(w->fd, (off_t)w->wb_lo, (off_t)(w->wb_hi - w->wb_lo), wait) != 0) {
             failed = "writing back";
         } else {

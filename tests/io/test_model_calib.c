@@ -65,8 +65,7 @@ static aq_status mc_source(const char *path, aq_error *err)
 /* A calibration table with 2 timestep groups for `layer` (channels values each): channel c
  * of group g has mean square 1, or 400 for every 8th channel (shifted by g). Written as an
  * Arrow IPC file. */
-static aq_status mc_calib_file(const char *path, const char *layer, int64_t channels,
-                               aq_error *err)
+static aq_status mc_calib_file(const char *path, const char *layer, int64_t channels, aq_error *err)
 {
     const char *names[2] = {layer, layer};
     int64_t groups[2] = {0, 1}, lens[2] = {channels, channels};
@@ -82,8 +81,8 @@ static aq_status mc_calib_file(const char *path, const char *layer, int64_t chan
     tb_node cols[3];
     cols[0] = tb_strings("u", "layer_name", names, NULL, 2);
     cols[1] = tb_prim("l", "timestep_group", groups, 8, 2, NULL);
-    cols[2] = tb_list("+l", "mean_square", tb_prim("g", "item", ms, 8, 2 * channels, NULL), lens,
-                      2, NULL);
+    cols[2] = tb_list("+l", "mean_square", tb_prim("g", "item", ms, 8, 2 * channels, NULL), lens, 2,
+                      NULL);
     free(ms);
     tb_node batch = tb_struct("", cols, 3, 2);
     aq_ipc_write_options wo;
@@ -226,8 +225,8 @@ TEST(calibration_file_errors_name_the_file)
     CHECK_OK(aq_model_open(d.src, &m, &err));
     CHECK_OK(aq_model_quantize(ctx, m, d.arrow, NULL, NULL, &err));
     CHECK(mc_calib_load(d.arrow, &c, &err) == AQ_INVALID_ARGUMENT);
-    CHECK_MSG(strstr(err.message, d.arrow) != NULL && strstr(err.message, "timestep_group"),
-              "%s", err.message);
+    CHECK_MSG(strstr(err.message, d.arrow) != NULL && strstr(err.message, "timestep_group"), "%s",
+              err.message);
     /* A good one. */
     CHECK_OK(mc_calib_file(d.table, "down_blocks.0.resnets.0.conv1", 64, &err));
     CHECK_OK(mc_calib_load(d.table, &c, &err));
@@ -488,8 +487,7 @@ TEST(rules_with_budget_over_profile_and_model)
     o.budget_scope = AQ_BUDGET_SCOPE_MODEL;
     o.target_bpw = 3.6;
     CHECK_OK(aq_model_quantize(ctx, m, d.arrow, &o, &s, &err));
-    CHECK(seen.n == MC_N && strcmp(seen.r[4].rule, "override") == 0 &&
-          seen.r[4].bit_width == 4);
+    CHECK(seen.n == MC_N && strcmp(seen.r[4].rule, "override") == 0 && seen.r[4].bit_width == 4);
     CHECK((double)s.bytes_out * 8.0 <= 3.6 * (double)s.params);
 
     /* With a calibration too. */
