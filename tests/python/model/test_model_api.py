@@ -373,7 +373,9 @@ def test_validate_failures_agree_with_cli(cli, ddpm, tmp_path):
     assert v.summary["missing_in_quantized"] == 1 and v.summary["missing_in_original"] == 1
     _agrees_with_cli(cli, v, ddpm, tmp_path / "part.safetensors", rc=1)
     # Errors: exit 2.
-    assert cli("validate", ddpm, tmp_path / "none.arrow", check=False).returncode == 2
+    p = cli("validate", ddpm, tmp_path / "none.arrow", check=False)
+    assert p.returncode == 2 and f"{tmp_path / 'none.arrow'}: No such file" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
     p = cli("validate", ddpm, q, "--profile", "edge", "--min-accuracy", "0.9", check=False)
     assert p.returncode == 2 and "not both" in p.stderr
     p = cli("validate", ddpm, q, "--profile", "huge", check=False)
