@@ -284,6 +284,26 @@ static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, u
     return b;
 }
 
+/* 8 float32 to float16 or bfloat16 (8 words), rounded to nearest even as aq__f32_to_f16 and
+ * aq__f32_to_bf16 do (NaN stays a quiet NaN). simd_dequant and simd_lut_make both convert
+ * through here, so a table entry has the bits the arithmetic path gives its code. */
+static inline __m128i avx2_half(simd_v x, aq_dtype out_dtype)
+{
+    if (out_dtype == AQ_DTYPE_F16) {
+        return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    __m256i u = _mm256_castps_si256(x);
+    __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    __m256i r = _mm256_srli_epi32(
+        _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
+    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
+                                     _mm256_set1_epi32(0x7f800000));
+    r = _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)),
+                           nan);
+    r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), _MM_SHUFFLE(2, 0, 2, 0));
+    return _mm256_castsi256_si128(r);
+}
+
 static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, aq_dtype out_dtype,
                                 void *dst, size_t i, size_t cnt)
 {
@@ -300,22 +320,7 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
         }
         return;
     }
-    __m128i h;
-    if (out_dtype == AQ_DTYPE_F16) {
-        h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    } else {
-        /* Round to nearest even on the bits; NaN stays a quiet NaN (as aq__f32_to_bf16). */
-        __m256i u = _mm256_castps_si256(x);
-        __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
-        __m256i r = _mm256_srli_epi32(
-            _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
-        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
-                                         _mm256_set1_epi32(0x7f800000));
-        r = _mm256_blendv_epi8(
-            r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)), nan);
-        r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), _MM_SHUFFLE(2, 0, 2, 0));
-        h = _mm256_castsi256_si128(r);
-    }
+    __m128i h = avx2_half(x, out_dtype);
     uint16_t *d = (uint16_t *)dst + i;
     if (cnt == 8) {
         _mm_storeu_si128((__m128i *)d, h);
@@ -325,5 +330,63 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
         memcpy(d, tmp, cnt * sizeof(uint16_t));
     }
 }
+
+/* Dequantize by table (kernels_simd.h): the 16 outputs of codes 0..15 of a group, computed
+ * by the arithmetic and conversion of simd_dequant, split into a table of their low bytes and
+ * one of their high bytes (each in both 128-bit lanes); two vpshufb look up 32 codes and
+ * two unpacks interleave the bytes into 32 outputs. */
+#ifndef SIMD_LUT
+#    define SIMD_LUT 1
+#endif
+#if SIMD_LUT
+#    define SIMD_HAVE_LUT 1
+#    define SIMD_LUT_W 32
+typedef struct simd_lut {
+    __m256i lo, hi;
+} simd_lut;
+
+static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, aq_dtype out_dtype)
+{
+    const simd_v iota0 = _mm256_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
+    const simd_v iota1 = _mm256_setr_ps(8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f);
+    const __m128i h0 = avx2_half(_mm256_mul_ps(_mm256_sub_ps(iota0, zp), scale), out_dtype);
+    const __m128i h1 = avx2_half(_mm256_mul_ps(_mm256_sub_ps(iota1, zp), scale), out_dtype);
+    /* Low bytes of the 8 words, then their high bytes. */
+    const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m128i a = _mm_shuffle_epi8(h0, split), b = _mm_shuffle_epi8(h1, split);
+    simd_lut t;
+    t.lo = _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(a, b));
+    t.hi = _mm256_broadcastsi128_si256(_mm_unpackhi_epi64(a, b));
+    return t;
+}
+
+/* cnt <= 32 outputs at dst[i..] from the codes (each < 16; 32 are readable). */
+static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, size_t i,
+                                  size_t cnt)
+{
+    __m256i c = _mm256_loadu_si256((const __m256i *)codes);
+    /* Quadwords 0 2 1 3: lane 0 holds codes 0-7 and 16-23, lane 1 codes 8-15 and 24-31, so
+     * the in-lane unpacks give outputs 0-15, then 16-31, in order. */
+    c = _mm256_permute4x64_epi64(c, _MM_SHUFFLE(3, 1, 2, 0));
+    const __m256i lo = _mm256_shuffle_epi8(t.lo, c), hi = _mm256_shuffle_epi8(t.hi, c);
+    const __m256i o0 = _mm256_unpacklo_epi8(lo, hi), o1 = _mm256_unpackhi_epi8(lo, hi);
+    uint16_t *d = (uint16_t *)dst + i;
+    if (cnt == SIMD_LUT_W) {
+        _mm256_storeu_si256((__m256i *)d, o0);
+        _mm256_storeu_si256((__m256i *)(d + 16), o1);
+    } else {
+        uint16_t tmp[SIMD_LUT_W];
+        _mm256_storeu_si256((__m256i *)tmp, o0);
+        _mm256_storeu_si256((__m256i *)(tmp + 16), o1);
+        memcpy(d, tmp, cnt * sizeof(uint16_t));
+    }
+}
+
+/* Which outputs go by table: bfloat16 and float16 at 2 and 4 bits. */
+static inline bool simd_lut_use(unsigned bits, aq_dtype out_dtype)
+{
+    return bits <= 4 && (out_dtype == AQ_DTYPE_BF16 || out_dtype == AQ_DTYPE_F16);
+}
+#endif
 
 #include "kernels_simd.h"

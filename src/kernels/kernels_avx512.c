@@ -364,6 +364,27 @@ static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, u
     return b;
 }
 
+/* 16 float32 to float16 or bfloat16, rounded to nearest even as aq__f32_to_f16 and
+ * aq__f32_to_bf16 do (NaN stays a quiet NaN). simd_dequant and simd_lut_make both convert
+ * through here, so a table entry has the bits the arithmetic path gives its code. */
+static inline __m256i avx512_half(simd_v x, aq_dtype out_dtype)
+{
+    if (out_dtype == AQ_DTYPE_F16) {
+        /* The masked form: GCC's unoptimised macro for the plain one trips -Wsign-conversion. */
+        return _mm512_maskz_cvtps_ph((__mmask16)0xffff, x,
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    }
+    __m512i u = _mm512_castps_si512(x);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(
+        _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_mov_epi32(r, nan,
+                              _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+    return _mm512_cvtepi32_epi16(r);
+}
+
 static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, aq_dtype out_dtype,
                                 void *dst, size_t i, size_t cnt)
 {
@@ -379,23 +400,7 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
         }
         return;
     }
-    __m256i h;
-    if (out_dtype == AQ_DTYPE_F16) {
-        /* The masked form: GCC's unoptimised macro for the plain one trips -Wsign-conversion. */
-        h = _mm512_maskz_cvtps_ph((__mmask16)0xffff, x,
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    } else {
-        /* Round to nearest even on the bits; NaN stays a quiet NaN (as aq__f32_to_bf16). */
-        __m512i u = _mm512_castps_si512(x);
-        __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-        __m512i r = _mm512_srli_epi32(
-            _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
-        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                                _mm512_set1_epi32(0x7f800000));
-        r = _mm512_mask_mov_epi32(
-            r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-        h = _mm512_cvtepi32_epi16(r);
-    }
+    __m256i h = avx512_half(x, out_dtype);
     uint16_t *d = (uint16_t *)dst + i;
     if (cnt == 16) {
         _mm256_storeu_si256((__m256i *)d, h);
@@ -403,5 +408,46 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
         _mm256_mask_storeu_epi16(d, k, h);
     }
 }
+
+/* Dequantize by table (kernels_simd.h): the 16 outputs of codes 0..15 of a group, computed
+ * by the arithmetic and conversion of simd_dequant, sit in the low half of one register;
+ * vpermw (AVX-512BW) then looks up 32 outputs from 32 code words at a time. */
+#ifndef SIMD_LUT
+#    define SIMD_LUT 1
+#endif
+#if SIMD_LUT
+#    define SIMD_HAVE_LUT 1
+#    define SIMD_LUT_W 32
+typedef __m512i simd_lut;
+
+static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, aq_dtype out_dtype)
+{
+    const simd_v iota = _mm512_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f,
+                                       10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f);
+    return _mm512_zextsi256_si512(avx512_half(_mm512_mul_ps(_mm512_sub_ps(iota, zp), scale),
+                                              out_dtype));
+}
+
+/* cnt <= 32 outputs at dst[i..] from the codes (each < 16). */
+static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, size_t i,
+                                  size_t cnt)
+{
+    uint16_t *d = (uint16_t *)dst + i;
+    if (cnt == SIMD_LUT_W) {
+        __m512i idx = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)codes));
+        _mm512_storeu_si512(d, _mm512_permutexvar_epi16(idx, t));
+    } else {
+        const __mmask32 k = (__mmask32)((1u << cnt) - 1u);
+        __m512i idx = _mm512_cvtepu8_epi16(_mm256_maskz_loadu_epi8(k, codes));
+        _mm512_mask_storeu_epi16(d, k, _mm512_permutexvar_epi16(idx, t));
+    }
+}
+
+/* Which outputs go by table: bfloat16 and float16 at 2 and 4 bits. */
+static inline bool simd_lut_use(unsigned bits, aq_dtype out_dtype)
+{
+    return bits <= 4 && (out_dtype == AQ_DTYPE_BF16 || out_dtype == AQ_DTYPE_F16);
+}
+#endif
 
 #include "kernels_simd.h"

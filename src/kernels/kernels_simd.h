@@ -516,13 +516,45 @@ SIMD_INLINE bool simd_quantize(const void *src, aq_dtype dtype, const aq__span *
     return true;
 }
 
+/* The codes of one group piece (staged at codes) to dst[e..e+piece): by the arithmetic of
+ * simd_dequant, or, where the instruction set has a table lookup (SIMD_HAVE_LUT) and
+ * simd_lut_use says it pays, by looking each code up in the group's table of its 2^bits
+ * outputs. simd_lut_make computes that table with the same float32 operations and the same
+ * conversion as simd_dequant, one lane per code, so both give the same bits. */
+SIMD_INLINE void simd_dequant_piece(const uint8_t *codes, float zero_point, float scale,
+                                    unsigned bits, aq_dtype out_dtype, void *dst, size_t e,
+                                    size_t piece)
+{
+    const simd_v zp = simd_set1(zero_point);
+    const simd_v sc = simd_set1(scale);
+#ifdef SIMD_HAVE_LUT
+    if (simd_lut_use(bits, out_dtype)) {
+        const simd_lut t = simd_lut_make(zp, sc, out_dtype);
+        for (size_t i = 0; i < piece; i += SIMD_LUT_W) {
+            size_t cnt = piece - i < SIMD_LUT_W ? piece - i : SIMD_LUT_W;
+            simd_lut_apply(t, codes + i, dst, e + i, cnt);
+        }
+        return;
+    }
+#else
+    (void)bits;
+#endif
+    for (size_t i = 0; i < piece; i += SIMD_VL) {
+        size_t cnt = piece - i < SIMD_VL ? piece - i : SIMD_VL;
+        simd_dequant(codes + i, zp, sc, out_dtype, dst, e + i, cnt);
+    }
+}
+
+/* Room past the staged codes for the full-width reads of the last vector (or table lookup). */
+#define SIMD_STAGE_PAD 64
+
 SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
                                  const float *zero_points, const aq__span *s, aq_dtype out_dtype,
                                  void *dst)
 {
     const unsigned bits = s->bits;
     const size_t per_byte = 8 / bits;
-    SIMD_ALIGN uint8_t codes[SIMD_STAGE + 2 * SIMD_VL];
+    SIMD_ALIGN uint8_t codes[SIMD_STAGE + SIMD_STAGE_PAD];
     size_t col = s->col0;
     size_t group = 0;
     size_t left = simd_group_len(s, col, 0); /* elements left in the current group */
@@ -539,12 +571,8 @@ SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
                 left = simd_group_len(s, col, e);
             }
             size_t piece = left < c1 - e ? left : c1 - e;
-            const simd_v zp = simd_set1(zero_points[group]);
-            const simd_v scale = simd_set1(scales[group]);
-            for (size_t i = 0; i < piece; i += SIMD_VL) {
-                size_t cnt = piece - i < SIMD_VL ? piece - i : SIMD_VL;
-                simd_dequant(codes + (e - c0) + i, zp, scale, out_dtype, dst, e + i, cnt);
-            }
+            simd_dequant_piece(codes + (e - c0), zero_points[group], scales[group], bits,
+                               out_dtype, dst, e, piece);
             e += piece;
             left -= piece;
             col += piece;
