@@ -361,8 +361,7 @@ static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, aq_dtype out_dtype
 }
 
 /* cnt <= 32 outputs at dst[i..] from the codes (each < 16; 32 are readable). */
-static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, size_t i,
-                                  size_t cnt)
+static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, size_t i, size_t cnt)
 {
     __m256i c = _mm256_loadu_si256((const __m256i *)codes);
     /* Quadwords 0 2 1 3: lane 0 holds codes 0-7 and 16-23, lane 1 codes 8-15 and 24-31, so

@@ -424,13 +424,12 @@ static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, aq_dtype out_dtype
 {
     const simd_v iota = _mm512_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f,
                                        10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f);
-    return _mm512_zextsi256_si512(avx512_half(_mm512_mul_ps(_mm512_sub_ps(iota, zp), scale),
-                                              out_dtype));
+    return _mm512_zextsi256_si512(
+        avx512_half(_mm512_mul_ps(_mm512_sub_ps(iota, zp), scale), out_dtype));
 }
 
 /* cnt <= 32 outputs at dst[i..] from the codes (each < 16). */
-static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, size_t i,
-                                  size_t cnt)
+static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, size_t i, size_t cnt)
 {
     uint16_t *d = (uint16_t *)dst + i;
     if (cnt == SIMD_LUT_W) {

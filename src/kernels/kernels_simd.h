@@ -571,8 +571,8 @@ SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
                 left = simd_group_len(s, col, e);
             }
             size_t piece = left < c1 - e ? left : c1 - e;
-            simd_dequant_piece(codes + (e - c0), zero_points[group], scales[group], bits,
-                               out_dtype, dst, e, piece);
+            simd_dequant_piece(codes + (e - c0), zero_points[group], scales[group], bits, out_dtype,
+                               dst, e, piece);
             e += piece;
             left -= piece;
             col += piece;
