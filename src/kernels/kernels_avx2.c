@@ -290,7 +290,12 @@ static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, u
 static inline __m128i avx2_half(simd_v x, aq_dtype out_dtype)
 {
     if (out_dtype == AQ_DTYPE_F16) {
-        return _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        /* vcvtps2ph keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
+        const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        const __m128i nan16 =
+            _mm_packs_epi32(_mm256_castsi256_si128(nan), _mm256_extracti128_si256(nan, 1));
+        return _mm_blendv_epi8(h, _mm_and_si128(h, _mm_set1_epi16(-512)), nan16);
     }
     __m256i u = _mm256_castps_si256(x);
     __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));

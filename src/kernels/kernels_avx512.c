@@ -371,8 +371,11 @@ static inline __m256i avx512_half(simd_v x, aq_dtype out_dtype)
 {
     if (out_dtype == AQ_DTYPE_F16) {
         /* The masked form: GCC's unoptimised macro for the plain one trips -Wsign-conversion. */
-        return _mm512_maskz_cvtps_ph((__mmask16)0xffff, x,
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m256i h = _mm512_maskz_cvtps_ph((__mmask16)0xffff, x,
+                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        /* vcvtps2ph keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
+        const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+        return _mm256_mask_mov_epi16(h, nan, _mm256_and_si256(h, _mm256_set1_epi16(-512)));
     }
     __m512i u = _mm512_castps_si512(x);
     __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));

@@ -192,6 +192,9 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
     uint16x4_t h;
     if (out_dtype == AQ_DTYPE_F16) {
         h = vreinterpret_u16_f16(vcvt_f16_f32(x)); /* round to nearest even (FPCR default) */
+        /* The conversion keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
+        uint16x4_t nan = vmovn_u32(vmvnq_u32(vceqq_f32(x, x)));
+        h = vbsl_u16(nan, vand_u16(h, vdup_n_u16(0xfe00)), h);
     } else {
         /* Round to nearest even on the bits; NaN stays a quiet NaN (as aq__f32_to_bf16). */
         uint32x4_t u = vreinterpretq_u32_f32(x);
