@@ -369,22 +369,28 @@ static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, u
  * through here, so a table entry has the bits the arithmetic path gives its code. */
 static inline __m256i avx512_half(simd_v x, aq_dtype out_dtype)
 {
+    /* A NaN output needs a scale or zero point that is NaN or infinite, which only a file
+     * written by something else can carry: its fix-up sits behind a branch never taken on
+     * the usual data. */
+    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
     if (out_dtype == AQ_DTYPE_F16) {
         /* The masked form: GCC's unoptimised macro for the plain one trips -Wsign-conversion. */
         __m256i h = _mm512_maskz_cvtps_ph((__mmask16)0xffff, x,
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        /* vcvtps2ph keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
-        const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-        return _mm256_mask_mov_epi16(h, nan, _mm256_and_si256(h, _mm256_set1_epi16(-512)));
+        if (__builtin_expect(nan != 0, 0)) {
+            /* vcvtps2ph keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
+            h = _mm256_mask_mov_epi16(h, nan, _mm256_and_si256(h, _mm256_set1_epi16(-512)));
+        }
+        return h;
     }
     __m512i u = _mm512_castps_si512(x);
     __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i r = _mm512_srli_epi32(
         _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                            _mm512_set1_epi32(0x7f800000));
-    r = _mm512_mask_mov_epi32(r, nan,
-                              _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+    if (__builtin_expect(nan != 0, 0)) {
+        r = _mm512_mask_mov_epi32(
+            r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+    }
     return _mm512_cvtepi32_epi16(r);
 }
 
@@ -418,6 +424,9 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
 #ifndef SIMD_LUT
 #    define SIMD_LUT 1
 #endif
+#ifndef SIMD_LUT_F16
+#    define SIMD_LUT_F16 1
+#endif
 #if SIMD_LUT
 #    define SIMD_HAVE_LUT 1
 #    define SIMD_LUT_W 32
@@ -448,7 +457,7 @@ static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, s
 /* Which outputs go by table: bfloat16 and float16 at 2 and 4 bits. */
 static inline bool simd_lut_use(unsigned bits, aq_dtype out_dtype)
 {
-    return bits <= 4 && (out_dtype == AQ_DTYPE_BF16 || out_dtype == AQ_DTYPE_F16);
+    return bits <= 4 && (out_dtype == AQ_DTYPE_BF16 || (SIMD_LUT_F16 && out_dtype == AQ_DTYPE_F16));
 }
 #endif
 
