@@ -286,31 +286,38 @@ static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, u
 
 /* 8 float32 to float16 or bfloat16 (8 words), rounded to nearest even as aq__f32_to_f16 and
  * aq__f32_to_bf16 do (NaN stays a quiet NaN). simd_dequant and simd_lut_make both convert
- * through here, so a table entry has the bits the arithmetic path gives its code. */
-static inline __m128i avx2_half(simd_v x, aq_dtype out_dtype)
+ * through here, so a table entry has the bits the arithmetic path gives its code. `finite`
+ * (a constant after inlining) says that no lane is NaN, which holds whenever the group's
+ * scale and zero point are finite (kernels_simd.h, simd_dequant_piece): the NaN fix-ups are
+ * then left out. */
+static inline __m128i avx2_half(simd_v x, aq_dtype out_dtype, bool finite)
 {
     if (out_dtype == AQ_DTYPE_F16) {
         __m128i h = _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        /* vcvtps2ph keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
-        const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
-        const __m128i nan16 =
-            _mm_packs_epi32(_mm256_castsi256_si128(nan), _mm256_extracti128_si256(nan, 1));
-        return _mm_blendv_epi8(h, _mm_and_si128(h, _mm_set1_epi16(-512)), nan16);
+        if (!finite) {
+            /* vcvtps2ph keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
+            const __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+            const __m128i nan16 =
+                _mm_packs_epi32(_mm256_castsi256_si128(nan), _mm256_extracti128_si256(nan, 1));
+            h = _mm_blendv_epi8(h, _mm_and_si128(h, _mm_set1_epi16(-512)), nan16);
+        }
+        return h;
     }
     __m256i u = _mm256_castps_si256(x);
     __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
     __m256i r = _mm256_srli_epi32(
         _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), odd), 16);
-    __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)),
-                                     _mm256_set1_epi32(0x7f800000));
-    r = _mm256_blendv_epi8(r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)),
-                           nan);
+    if (!finite) {
+        __m256i nan = _mm256_castps_si256(_mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+        r = _mm256_blendv_epi8(
+            r, _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40)), nan);
+    }
     r = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), _MM_SHUFFLE(2, 0, 2, 0));
     return _mm256_castsi256_si128(r);
 }
 
-static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, aq_dtype out_dtype,
-                                void *dst, size_t i, size_t cnt)
+static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
+                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
 {
     __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)codes));
     simd_v x = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), zp), scale);
@@ -325,7 +332,7 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
         }
         return;
     }
-    __m128i h = avx2_half(x, out_dtype);
+    __m128i h = avx2_half(x, out_dtype, finite);
     uint16_t *d = (uint16_t *)dst + i;
     if (cnt == 8) {
         _mm_storeu_si128((__m128i *)d, h);
@@ -350,12 +357,12 @@ typedef struct simd_lut {
     __m256i lo, hi;
 } simd_lut;
 
-static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, aq_dtype out_dtype)
+static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, bool finite, aq_dtype out_dtype)
 {
     const simd_v iota0 = _mm256_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
     const simd_v iota1 = _mm256_setr_ps(8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f);
-    const __m128i h0 = avx2_half(_mm256_mul_ps(_mm256_sub_ps(iota0, zp), scale), out_dtype);
-    const __m128i h1 = avx2_half(_mm256_mul_ps(_mm256_sub_ps(iota1, zp), scale), out_dtype);
+    const __m128i h0 = avx2_half(_mm256_mul_ps(_mm256_sub_ps(iota0, zp), scale), out_dtype, finite);
+    const __m128i h1 = avx2_half(_mm256_mul_ps(_mm256_sub_ps(iota1, zp), scale), out_dtype, finite);
     /* Low bytes of the 8 words, then their high bytes. */
     const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
     const __m128i a = _mm_shuffle_epi8(h0, split), b = _mm_shuffle_epi8(h1, split);

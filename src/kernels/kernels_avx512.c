@@ -366,55 +366,94 @@ static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, u
 
 /* 16 float32 to float16 or bfloat16, rounded to nearest even as aq__f32_to_f16 and
  * aq__f32_to_bf16 do (NaN stays a quiet NaN). simd_dequant and simd_lut_make both convert
- * through here, so a table entry has the bits the arithmetic path gives its code. */
-static inline __m256i avx512_half(simd_v x, aq_dtype out_dtype)
+ * through here, so a table entry has the bits the arithmetic path gives its code. `finite`
+ * (a constant after inlining) says that no lane is NaN, which holds whenever the group's
+ * scale and zero point are finite (kernels_simd.h, simd_dequant_piece): the NaN fix-ups are
+ * then left out. */
+static inline __m256i avx512_half(simd_v x, aq_dtype out_dtype, bool finite)
 {
-    /* A NaN output needs a scale or zero point that is NaN or infinite, which only a file
-     * written by something else can carry: its fix-up sits behind a branch never taken on
-     * the usual data. */
-    const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+    const __mmask16 nan = finite ? 0 : _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
     if (out_dtype == AQ_DTYPE_F16) {
         /* The masked form: GCC's unoptimised macro for the plain one trips -Wsign-conversion. */
         __m256i h = _mm512_maskz_cvtps_ph((__mmask16)0xffff, x,
                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        if (__builtin_expect(nan != 0, 0)) {
-            /* vcvtps2ph keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
-            h = _mm256_mask_mov_epi16(h, nan, _mm256_and_si256(h, _mm256_set1_epi16(-512)));
-        }
-        return h;
+        /* vcvtps2ph keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
+        return _mm256_mask_mov_epi16(h, nan, _mm256_and_si256(h, _mm256_set1_epi16(-512)));
     }
     __m512i u = _mm512_castps_si512(x);
     __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     __m512i r = _mm512_srli_epi32(
         _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), odd), 16);
-    if (__builtin_expect(nan != 0, 0)) {
-        r = _mm512_mask_mov_epi32(
-            r, nan, _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
-    }
+    r = _mm512_mask_mov_epi32(r, nan,
+                              _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
     return _mm512_cvtepi32_epi16(r);
 }
 
-static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, aq_dtype out_dtype,
-                                void *dst, size_t i, size_t cnt)
+/* 32 float32 to bfloat16 as avx512_half does, but rounding without shifts (a test mask
+ * picks the bias, 0x8000 for an odd upper half, 0x7fff for an even one) and narrowing both
+ * vectors with one vpermt2w that takes the upper words, instead of a shift and a vpmovdw per
+ * vector: the shift and shuffle pipes bound this loop on Zen 4. */
+static inline __m512i avx512_bf16x2(simd_v x0, simd_v x1, bool finite)
 {
-    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
-    simd_v x = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q), zp), scale);
-    const __mmask16 k = (__mmask16)((1u << cnt) - 1u);
+    const __m512i bit16 = _mm512_set1_epi32(0x10000);
+    const __m512i below = _mm512_set1_epi32(0x7fff), tie = _mm512_set1_epi32(0x8000);
+    const __m512i u0 = _mm512_castps_si512(x0), u1 = _mm512_castps_si512(x1);
+    __m512i r0 = _mm512_mask_add_epi32(_mm512_add_epi32(u0, below),
+                                       _mm512_test_epi32_mask(u0, bit16), u0, tie);
+    __m512i r1 = _mm512_mask_add_epi32(_mm512_add_epi32(u1, below),
+                                       _mm512_test_epi32_mask(u1, bit16), u1, tie);
+    if (!finite) {
+        /* The upper word of u | 0x400000 is (u >> 16) | 0x40, as aq__f32_to_bf16. */
+        const __m512i quiet = _mm512_set1_epi32(0x400000);
+        r0 = _mm512_mask_or_epi32(r0, _mm512_cmp_ps_mask(x0, x0, _CMP_UNORD_Q), u0, quiet);
+        r1 = _mm512_mask_or_epi32(r1, _mm512_cmp_ps_mask(x1, x1, _CMP_UNORD_Q), u1, quiet);
+    }
+    /* Word 2j + 1 of r0 for j < 16, word 2(j - 16) + 1 of r1 for j >= 16. */
+    const __m512i upper = _mm512_setr_epi32(0x30001, 0x70005, 0xb0009, 0xf000d, 0x130011, 0x170015,
+                                            0x1b0019, 0x1f001d, 0x230021, 0x270025, 0x2b0029,
+                                            0x2f002d, 0x330031, 0x370035, 0x3b0039, 0x3f003d);
+    return _mm512_permutex2var_epi16(r0, upper, r1);
+}
+
+/* 32 codes at a time (SIMD_DQ_W), so that bfloat16 narrows two vectors at once. */
+#define SIMD_DQ_W 32
+static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
+                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+{
+    const __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
+    const __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16)));
+    const simd_v x0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q0), zp), scale);
+    const simd_v x1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q1), zp), scale);
+    const __mmask32 k = cnt >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << cnt) - 1u);
     if (out_dtype == AQ_DTYPE_F32) {
         float *d = (float *)dst + i;
-        if (cnt == 16) {
-            _mm512_storeu_ps(d, x);
+        if (cnt == 32) {
+            _mm512_storeu_ps(d, x0);
+            _mm512_storeu_ps(d + 16, x1);
         } else {
-            _mm512_mask_storeu_ps(d, k, x);
+            _mm512_mask_storeu_ps(d, (__mmask16)k, x0);
+            _mm512_mask_storeu_ps(d + 16, (__mmask16)(k >> 16), x1);
         }
         return;
     }
-    __m256i h = avx512_half(x, out_dtype);
     uint16_t *d = (uint16_t *)dst + i;
-    if (cnt == 16) {
-        _mm256_storeu_si256((__m256i *)d, h);
+    if (out_dtype == AQ_DTYPE_F16) {
+        const __m256i h0 = avx512_half(x0, out_dtype, finite);
+        const __m256i h1 = avx512_half(x1, out_dtype, finite);
+        if (cnt == 32) {
+            _mm256_storeu_si256((__m256i *)d, h0);
+            _mm256_storeu_si256((__m256i *)(d + 16), h1);
+        } else {
+            _mm256_mask_storeu_epi16(d, (__mmask16)k, h0);
+            _mm256_mask_storeu_epi16(d + 16, (__mmask16)(k >> 16), h1);
+        }
+        return;
+    }
+    const __m512i h = avx512_bf16x2(x0, x1, finite);
+    if (cnt == 32) {
+        _mm512_storeu_si512(d, h);
     } else {
-        _mm256_mask_storeu_epi16(d, k, h);
+        _mm512_mask_storeu_epi16(d, k, h);
     }
 }
 
@@ -432,12 +471,12 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
 #    define SIMD_LUT_W 32
 typedef __m512i simd_lut;
 
-static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, aq_dtype out_dtype)
+static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, bool finite, aq_dtype out_dtype)
 {
     const simd_v iota = _mm512_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f,
                                        10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f);
     return _mm512_zextsi256_si512(
-        avx512_half(_mm512_mul_ps(_mm512_sub_ps(iota, zp), scale), out_dtype));
+        avx512_half(_mm512_mul_ps(_mm512_sub_ps(iota, zp), scale), out_dtype, finite));
 }
 
 /* cnt <= 32 outputs at dst[i..] from the codes (each < 16). */

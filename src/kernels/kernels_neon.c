@@ -171,8 +171,11 @@ static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, u
     return b;
 }
 
-static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, aq_dtype out_dtype,
-                                void *dst, size_t i, size_t cnt)
+/* `finite` (a constant after inlining) says that no lane is NaN, which holds whenever the
+ * group's scale and zero point are finite (kernels_simd.h, simd_dequant_piece): the NaN
+ * fix-ups are then left out. */
+static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
+                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
 {
     uint32_t word;
     memcpy(&word, codes, 4);
@@ -192,16 +195,21 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, a
     uint16x4_t h;
     if (out_dtype == AQ_DTYPE_F16) {
         h = vreinterpret_u16_f16(vcvt_f16_f32(x)); /* round to nearest even (FPCR default) */
-        /* The conversion keeps the top of a NaN's payload; aq__f32_to_f16 gives sign | 0x7e00. */
-        uint16x4_t nan = vmovn_u32(vmvnq_u32(vceqq_f32(x, x)));
-        h = vbsl_u16(nan, vand_u16(h, vdup_n_u16(0xfe00)), h);
+        if (!finite) {
+            /* The conversion keeps the top of a NaN's payload; aq__f32_to_f16 gives
+             * sign | 0x7e00. */
+            uint16x4_t nan = vmovn_u32(vmvnq_u32(vceqq_f32(x, x)));
+            h = vbsl_u16(nan, vand_u16(h, vdup_n_u16(0xfe00)), h);
+        }
     } else {
         /* Round to nearest even on the bits; NaN stays a quiet NaN (as aq__f32_to_bf16). */
         uint32x4_t u = vreinterpretq_u32_f32(x);
         uint32x4_t odd = vandq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(1));
         uint32x4_t r = vshrq_n_u32(vaddq_u32(vaddq_u32(u, vdupq_n_u32(0x7fff)), odd), 16);
-        uint32x4_t nan = vcgtq_u32(vandq_u32(u, vdupq_n_u32(0x7fffffff)), vdupq_n_u32(0x7f800000));
-        r = vbslq_u32(nan, vorrq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x40)), r);
+        if (!finite) {
+            uint32x4_t nan = vmvnq_u32(vceqq_f32(x, x));
+            r = vbslq_u32(nan, vorrq_u32(vshrq_n_u32(u, 16), vdupq_n_u32(0x40)), r);
+        }
         h = vmovn_u32(r);
     }
     uint16_t *d = (uint16_t *)dst + i;

@@ -28,8 +28,17 @@
  *                                              returns how many it wrote (a multiple of its
  *                                              block, at most nbytes); the rest is done here
  *   size_t simd_unpack(packed, nbytes, bits, codes)  the inverse; returns bytes consumed
- *   void simd_dequant(codes, zp, scale, out_dtype, dst, i, cnt)  cnt <= VL codes (VL readable)
- *                                              to ((float)q - zp) * scale, stored at dst[i..]
+ *   void simd_dequant(codes, zp, scale, finite, out_dtype, dst, i, cnt)  cnt <= SIMD_DQ_W
+ *                                              codes (SIMD_DQ_W readable; SIMD_VL unless the
+ *                                              instruction set defines it) to
+ *                                              ((float)q - zp) * scale, stored at dst[i..];
+ *                                              finite: zp and scale are finite, so no result
+ *                                              is NaN
+ * and optionally (SIMD_HAVE_LUT, dequantize by table):
+ *   simd_lut                                   a table of the 16 outputs of codes 0..15
+ *   simd_lut simd_lut_make(zp, scale, finite, out_dtype)  as simd_dequant computes them
+ *   void simd_lut_apply(t, codes, dst, i, cnt) cnt <= SIMD_LUT_W codes (each < 16) looked up
+ *   bool simd_lut_use(bits, out_dtype)         whether the table pays for this output
  * An instruction set may instead define simd_reduce(pmin, pmax, count, lo, hi) (the batched
  * min/max only) and leave SIMD_HAVE_PARAMS undefined, or leave SIMD_HAVE_BLOCK undefined:
  * generic versions below then do the rest. It may define SIMD_HAVE_MINMAX_BLOCK and
@@ -53,6 +62,11 @@
 #endif
 
 #include <math.h>
+
+/* Codes simd_dequant takes at a time: SIMD_VL unless the instruction set says otherwise. */
+#ifndef SIMD_DQ_W
+#    define SIMD_DQ_W SIMD_VL
+#endif
 
 #if defined(__GNUC__)
 #    define SIMD_INLINE static inline __attribute__((always_inline))
@@ -527,9 +541,14 @@ SIMD_INLINE void simd_dequant_piece(const uint8_t *codes, float zero_point, floa
 {
     const simd_v zp = simd_set1(zero_point);
     const simd_v sc = simd_set1(scale);
+    /* ((float)q - zp) * scale is NaN only if zp or scale is (or is infinite): q - zp cannot
+     * overflow for a finite zp and q < 256, and a product of finite numbers is never NaN.
+     * The NaN fix-ups of the conversions are then compiled out of the usual loops. */
+    const bool finite = isfinite(zero_point) && isfinite(scale);
 #ifdef SIMD_HAVE_LUT
     if (simd_lut_use(bits, out_dtype)) {
-        const simd_lut t = simd_lut_make(zp, sc, out_dtype);
+        const simd_lut t = finite ? simd_lut_make(zp, sc, true, out_dtype)
+                                  : simd_lut_make(zp, sc, false, out_dtype);
         for (size_t i = 0; i < piece; i += SIMD_LUT_W) {
             size_t cnt = piece - i < SIMD_LUT_W ? piece - i : SIMD_LUT_W;
             simd_lut_apply(t, codes + i, dst, e + i, cnt);
@@ -539,9 +558,16 @@ SIMD_INLINE void simd_dequant_piece(const uint8_t *codes, float zero_point, floa
 #else
     (void)bits;
 #endif
-    for (size_t i = 0; i < piece; i += SIMD_VL) {
-        size_t cnt = piece - i < SIMD_VL ? piece - i : SIMD_VL;
-        simd_dequant(codes + i, zp, sc, out_dtype, dst, e + i, cnt);
+    if (finite) {
+        for (size_t i = 0; i < piece; i += SIMD_DQ_W) {
+            size_t cnt = piece - i < SIMD_DQ_W ? piece - i : SIMD_DQ_W;
+            simd_dequant(codes + i, zp, sc, true, out_dtype, dst, e + i, cnt);
+        }
+    } else {
+        for (size_t i = 0; i < piece; i += SIMD_DQ_W) {
+            size_t cnt = piece - i < SIMD_DQ_W ? piece - i : SIMD_DQ_W;
+            simd_dequant(codes + i, zp, sc, false, out_dtype, dst, e + i, cnt);
+        }
     }
 }
 
