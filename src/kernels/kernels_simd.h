@@ -558,16 +558,22 @@ SIMD_INLINE void simd_dequant_piece(const uint8_t *codes, float zero_point, floa
 #else
     (void)bits;
 #endif
+    /* Whole steps read the codes in place; a last partial one reads a copy, since 8-bit
+     * codes are read straight from the packed input, whose end may be the caller's. */
+    size_t i = 0;
     if (finite) {
-        for (size_t i = 0; i < piece; i += SIMD_DQ_W) {
-            size_t cnt = piece - i < SIMD_DQ_W ? piece - i : SIMD_DQ_W;
-            simd_dequant(codes + i, zp, sc, true, out_dtype, dst, e + i, cnt);
+        for (; i + SIMD_DQ_W <= piece; i += SIMD_DQ_W) {
+            simd_dequant(codes + i, zp, sc, true, out_dtype, dst, e + i, SIMD_DQ_W);
         }
     } else {
-        for (size_t i = 0; i < piece; i += SIMD_DQ_W) {
-            size_t cnt = piece - i < SIMD_DQ_W ? piece - i : SIMD_DQ_W;
-            simd_dequant(codes + i, zp, sc, false, out_dtype, dst, e + i, cnt);
+        for (; i + SIMD_DQ_W <= piece; i += SIMD_DQ_W) {
+            simd_dequant(codes + i, zp, sc, false, out_dtype, dst, e + i, SIMD_DQ_W);
         }
+    }
+    if (i < piece) {
+        SIMD_ALIGN uint8_t tail[SIMD_DQ_W] = {0};
+        memcpy(tail, codes + i, piece - i);
+        simd_dequant(tail, zp, sc, finite, out_dtype, dst, e + i, piece - i);
     }
 }
 
@@ -585,19 +591,27 @@ SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
     size_t group = 0;
     size_t left = simd_group_len(s, col, 0); /* elements left in the current group */
 
-    /* Chunks of SIMD_STAGE codes start on byte boundaries; groups run across chunks. */
-    for (size_t c0 = 0; c0 < s->n; c0 += SIMD_STAGE) {
-        size_t c1 = s->n - c0 < SIMD_STAGE ? s->n : c0 + SIMD_STAGE;
-        size_t byte0 = c0 / per_byte;
-        size_t byte1 = (c1 + per_byte - 1) / per_byte;
-        simd_unpack_all(packed + byte0, byte1 - byte0, bits, codes);
+    /* 8-bit codes are the packed bytes: read in place, in one chunk. Narrower ones are
+     * unpacked in chunks of SIMD_STAGE codes, which start on byte boundaries; groups run
+     * across chunks. */
+    const size_t chunk = bits == 8 ? s->n : SIMD_STAGE;
+    for (size_t c0 = 0; c0 < s->n; c0 += chunk) {
+        size_t c1 = s->n - c0 < chunk ? s->n : c0 + chunk;
+        const uint8_t *staged = codes;
+        if (bits == 8) {
+            staged = packed + c0;
+        } else {
+            size_t byte0 = c0 / per_byte;
+            size_t byte1 = (c1 + per_byte - 1) / per_byte;
+            simd_unpack_all(packed + byte0, byte1 - byte0, bits, codes);
+        }
         for (size_t e = c0; e < c1;) {
             if (left == 0) {
                 group++;
                 left = simd_group_len(s, col, e);
             }
             size_t piece = left < c1 - e ? left : c1 - e;
-            simd_dequant_piece(codes + (e - c0), zero_points[group], scales[group], bits, out_dtype,
+            simd_dequant_piece(staged + (e - c0), zero_points[group], scales[group], bits, out_dtype,
                                dst, e, piece);
             e += piece;
             left -= piece;
