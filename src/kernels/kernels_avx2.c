@@ -7,6 +7,7 @@
 #include "kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 #define SIMD_VL 8
 #define SIMD_NAME "avx2"
@@ -119,7 +120,7 @@ static inline __m256 avx2_reduce8(const float *p, bool is_min)
  * operation: IEEE division, conversion and negation give the same bits in any lane. */
 #define SIMD_HAVE_PARAMS 1
 static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits, float *scales,
-                               float *zero_points, float *glo, float *ginv)
+                               float *zero_points, float *glo, float *ginv, bool *bounded)
 {
     for (size_t k = count; k < 8; k++) {
         memcpy(pmin + k * 8, pmin, 8 * sizeof(float));
@@ -129,6 +130,9 @@ static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned 
     const __m256 lo = _mm256_add_ps(avx2_reduce8(pmin, true), zero);
     const __m256 hi = _mm256_add_ps(avx2_reduce8(pmax, false), zero);
     const __m256 constant = _mm256_cmp_ps(hi, lo, _CMP_EQ_OQ);
+    /* Lanes past count repeat group 0, so all 8 may be tested. NaN compares false. */
+    *bounded = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_sub_ps(hi, lo), _mm256_set1_ps(INFINITY),
+                                                _CMP_LT_OQ)) == 0xff;
     const __m256d qmax = _mm256_set1_pd((double)((1u << bits) - 1u));
     const __m256d dlo_a = _mm256_cvtps_pd(_mm256_castps256_ps128(lo));
     const __m256d dlo_b = _mm256_cvtps_pd(_mm256_extractf128_ps(lo, 1));
@@ -150,15 +154,15 @@ static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned 
     scale = _mm256_blendv_ps(scale, _mm256_set1_ps(1.0f), constant);
     inv = _mm256_blendv_ps(inv, zero, constant);
     zp = _mm256_blendv_ps(zp, _mm256_xor_ps(lo, _mm256_set1_ps(-0.0f)), constant);
-    float t[4][8];
+    /* The batch's own lo and inv (8 each) with plain stores, which forward to the next
+     * pass's broadcasts. */
+    _mm256_storeu_ps(glo, lo);
+    _mm256_storeu_ps(ginv, inv);
+    float t[2][8];
     _mm256_storeu_ps(t[0], scale);
     _mm256_storeu_ps(t[1], zp);
-    _mm256_storeu_ps(t[2], lo);
-    _mm256_storeu_ps(t[3], inv);
     memcpy(scales, t[0], count * sizeof(float));
     memcpy(zero_points, t[1], count * sizeof(float));
-    memcpy(glo, t[2], count * sizeof(float));
-    memcpy(ginv, t[3], count * sizeof(float));
 }
 
 static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax,
@@ -177,16 +181,21 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
     _mm_storel_epi64((__m128i *)dst, _mm256_castsi256_si128(q));
 }
 
+/* The codes of simd_codes, without the clamp for bounded batches (kernels_simd.h). */
+static inline __m256i avx2_code(__m256 x, __m256 lo, __m256 inv, __m256 qmax, bool clamp)
+{
+    __m256 u = _mm256_mul_ps(_mm256_sub_ps(x, lo), inv);
+    return _mm256_cvtps_epi32(clamp ? _mm256_min_ps(qmax, u) : u);
+}
+
 /* 32 elements quantized and packed in registers: the four code vectors are narrowed
  * together (two packs and one permutation), then combined as simd_pack does. */
 #define SIMD_HAVE_BLOCK 1
 static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
-                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+                              simd_v qmax, unsigned bits, bool clamp, uint8_t *out, simd_v *flag)
 {
     /* Written out, not looped: the four code vectors must stay in registers. */
-#define SIMD_Q(j)                     \
-    _mm256_cvtps_epi32(_mm256_min_ps( \
-        qmax, _mm256_mul_ps(_mm256_sub_ps(simd_load(src, dtype, i + 8 * (j)), lo), inv)))
+#define SIMD_Q(j) avx2_code(simd_load(src, dtype, i + 8 * (j)), lo, inv, qmax, clamp)
     const __m256i q[4] = {SIMD_Q(0), SIMD_Q(1), SIMD_Q(2), SIMD_Q(3)};
 #undef SIMD_Q
     __m256i any = _mm256_or_si256(_mm256_or_si256(q[0], q[1]), _mm256_or_si256(q[2], q[3]));

@@ -7,6 +7,7 @@
 #include "kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 #define SIMD_VL 16
 #define SIMD_NAME "avx512"
@@ -147,7 +148,7 @@ static inline __m512 avx512_reduce16(const float *p, bool is_min)
  * operation: IEEE division, conversion and negation give the same bits in any lane. */
 #define SIMD_HAVE_PARAMS 1
 static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits, float *scales,
-                               float *zero_points, float *glo, float *ginv)
+                               float *zero_points, float *glo, float *ginv, bool *bounded)
 {
     for (size_t k = count; k < 16; k++) {
         memcpy(pmin + k * 16, pmin, 16 * sizeof(float));
@@ -157,6 +158,9 @@ static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned 
     const __m512 lo = _mm512_add_ps(avx512_reduce16(pmin, true), zero);
     const __m512 hi = _mm512_add_ps(avx512_reduce16(pmax, false), zero);
     const __mmask16 constant = _mm512_cmp_ps_mask(hi, lo, _CMP_EQ_OQ);
+    /* Lanes past count repeat group 0, so all 16 may be tested. NaN compares false. */
+    *bounded = _mm512_cmp_ps_mask(_mm512_sub_ps(hi, lo), _mm512_set1_ps(INFINITY), _CMP_LT_OQ) ==
+               (__mmask16)0xffff;
     const __m512d qmax = _mm512_set1_pd((double)((1u << bits) - 1u));
     const __m256 lo_a = _mm512_castps512_ps256(lo), lo_b = _mm512_extractf32x8_ps(lo, 1);
     const __m256 hi_a = _mm512_castps512_ps256(hi), hi_b = _mm512_extractf32x8_ps(hi, 1);
@@ -177,11 +181,13 @@ static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned 
     scale = _mm512_mask_mov_ps(scale, constant, _mm512_set1_ps(1.0f));
     inv = _mm512_mask_mov_ps(inv, constant, zero);
     zp = _mm512_mask_mov_ps(zp, constant, _mm512_xor_ps(lo, _mm512_set1_ps(-0.0f)));
+    /* The batch's own lo and inv with plain stores (the next pass broadcasts them one by one:
+     * a masked store does not forward to those loads). */
+    _mm512_storeu_ps(glo, lo);
+    _mm512_storeu_ps(ginv, inv);
     const __mmask16 k = (__mmask16)((1u << count) - 1u);
     _mm512_mask_storeu_ps(scales, k, scale);
     _mm512_mask_storeu_ps(zero_points, k, zp);
-    _mm512_mask_storeu_ps(glo, k, lo);
-    _mm512_mask_storeu_ps(ginv, k, inv);
 }
 
 static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, simd_v qmax,
@@ -194,19 +200,24 @@ static inline void simd_codes(uint8_t *dst, simd_v x, simd_v lo, simd_v inv, sim
     _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q));
 }
 
+/* The codes of simd_codes, without the clamp for bounded batches (kernels_simd.h). */
+static inline __m512i avx512_code(__m512 x, __m512 lo, __m512 inv, __m512 qmax, bool clamp)
+{
+    __m512 u = _mm512_mul_ps(_mm512_sub_ps(x, lo), inv);
+    return _mm512_cvtps_epi32(clamp ? _mm512_min_ps(qmax, u) : u);
+}
+
 /* simd_block for bfloat16: the even elements of 32 come out of one load by a shift and the
  * odd ones by a mask (a bfloat16 is the upper half of its float32), so the codes of
  * neighbours sit in the same lane of two vectors and combine with a shift and an OR before
  * one narrowing per 32 elements (no widening shuffle per load, no pack-and-permute). */
 static inline void simd_block_bf16(const void *src, size_t i, simd_v lo, simd_v inv, simd_v qmax,
-                                   unsigned bits, uint8_t *out, simd_v *flag)
+                                   unsigned bits, bool clamp, uint8_t *out, simd_v *flag)
 {
     const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
     const __m512i v0 = _mm512_loadu_si512((const uint16_t *)src + i);
     const __m512i v1 = _mm512_loadu_si512((const uint16_t *)src + i + 32);
-#define SIMD_QB(x)      \
-    _mm512_cvtps_epi32( \
-        _mm512_min_ps(qmax, _mm512_mul_ps(_mm512_sub_ps(_mm512_castsi512_ps(x), lo), inv)))
+#define SIMD_QB(x) avx512_code(_mm512_castsi512_ps(x), lo, inv, qmax, clamp)
     /* Lane l: elements 2l (e) and 2l + 1 (o) of the first 32 (0) and of the next 32 (1). */
     const __m512i e0 = SIMD_QB(_mm512_slli_epi32(v0, 16)), o0 = SIMD_QB(_mm512_and_si512(v0, hi));
     const __m512i e1 = SIMD_QB(_mm512_slli_epi32(v1, 16)), o1 = SIMD_QB(_mm512_and_si512(v1, hi));
@@ -243,16 +254,14 @@ static inline void simd_block_bf16(const void *src, size_t i, simd_v lo, simd_v 
  * into 4- or 2-bit codes as simd_pack does. */
 #define SIMD_HAVE_BLOCK 1
 static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
-                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+                              simd_v qmax, unsigned bits, bool clamp, uint8_t *out, simd_v *flag)
 {
     if (dtype == AQ_DTYPE_BF16) {
-        simd_block_bf16(src, i, lo, inv, qmax, bits, out, flag);
+        simd_block_bf16(src, i, lo, inv, qmax, bits, clamp, out, flag);
         return;
     }
     /* Written out, not looped: the four code vectors must stay in registers. */
-#define SIMD_Q(j)                     \
-    _mm512_cvtps_epi32(_mm512_min_ps( \
-        qmax, _mm512_mul_ps(_mm512_sub_ps(simd_load(src, dtype, i + 16 * (j)), lo), inv)))
+#define SIMD_Q(j) avx512_code(simd_load(src, dtype, i + 16 * (j)), lo, inv, qmax, clamp)
     const __m512i q[4] = {SIMD_Q(0), SIMD_Q(1), SIMD_Q(2), SIMD_Q(3)};
 #undef SIMD_Q
     __m512i any = _mm512_or_si512(_mm512_or_si512(q[0], q[1]), _mm512_or_si512(q[2], q[3]));

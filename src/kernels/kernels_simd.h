@@ -13,17 +13,23 @@
  *   simd_v simd_bad_acc(acc, x)   accumulates x * 0 bitwise: NaN bits iff x is not finite
  *   bool simd_bad_any(acc)        true when some lane has all exponent bits set
  *   void simd_store(float *dst, simd_v)        VL floats (dst aligned to the vector size)
- *   void simd_params(pmin, pmax, count, bits, scales, zero_points, lo, inv)  for each group
- *                                              k < count: min and max over the VL partials at
- *                                              pmin + k*VL, pmax + k*VL, then exactly
- *                                              aq__affine_params, lo normalised (+ 0.0f)
+ *   void simd_params(pmin, pmax, count, bits, scales, zero_points, lo, inv, bool *bounded)
+ *                                              for each group k < count: min and max over the
+ *                                              VL partials at pmin + k*VL, pmax + k*VL, then
+ *                                              exactly aq__affine_params, lo normalised
+ *                                              (+ 0.0f); lo and inv have room for
+ *                                              SIMD_BATCH floats, past count too;
+ *                                              *bounded: whether hi - lo is finite in float32
+ *                                              for every group (may say false)
  *   void simd_codes(uint8_t *dst, x, lo, inv, qmax, simd_v *flag)  VL codes
  *                                              cvt(min((x-lo)*inv, qmax)), one byte each (dst
  *                                              has room for VL bytes); flags non-finite x
  *   bool simd_flag_any(flag)       whether simd_codes flagged a non-finite input
- *   void simd_block(src, dtype, i, lo, inv, qmax, bits, uint8_t *out, simd_v *flag)
+ *   void simd_block(src, dtype, i, lo, inv, qmax, bits, clamp, uint8_t *out, simd_v *flag)
  *                                              SIMD_BLOCK elements from i quantized as
- *                                              simd_codes does and packed straight to out
+ *                                              simd_codes does and packed straight to out;
+ *                                              with clamp false it may leave out min(qmax, .)
+ *                                              (only asked of bounded batches, see below)
  *   size_t simd_pack(codes, nbytes, bits, out)  packs codes into the first bytes of out and
  *                                              returns how many it wrote (a multiple of its
  *                                              block, at most nbytes); the rest is done here
@@ -50,6 +56,13 @@
  * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
  * min(qmax, u) keeps the NaN, and converting NaN gives the "integer indefinite" 0x80000000,
  * whose sign bit no valid code has.
+ *
+ * Bounded batches skip the clamp. When hi - lo is finite in float32, every u is at most
+ * qmax * (1 + 2^-21) < qmax + 1/2: x - lo <= hi - lo rounds monotonically, scale is at least
+ * (hi - lo) / qmax less two roundings (or FLT_MIN, larger), inv = 1 / scale and the product
+ * are each one rounding, so round-to-nearest gives at most qmax and the clamp changes
+ * nothing. A non-finite x still gives NaN or +-Inf, which converts to 0x80000000 and is
+ * flagged; a non-finite hi or lo makes the batch unbounded.
  *
  * Bit-exactness with kernels_ref.c (docs/format.md): min/max are exact whatever the order (a
  * signed zero is normalised by + 0.0f afterwards); per element the work is the same float32
@@ -157,9 +170,10 @@ static void simd_unpack_all(const uint8_t *packed, size_t nbytes, unsigned bits,
 /* Parameters one group at a time, after the instruction set's batched min/max reduction
  * simd_reduce(pmin, pmax, count, lo, hi). */
 static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits, float *scales,
-                               float *zero_points, float *lo, float *inv)
+                               float *zero_points, float *lo, float *inv, bool *bounded)
 {
     float hi[SIMD_BATCH];
+    *bounded = false; /* this generic path always clamps */
     simd_reduce(pmin, pmax, count, lo, hi);
     for (size_t k = 0; k < count; k++) {
         aq__affine_params(lo[k], hi[k], bits, &scales[k], &inv[k], &zero_points[k]);
@@ -171,9 +185,10 @@ static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned 
 #ifndef SIMD_HAVE_BLOCK
 /* A block through simd_codes and the packer, for instruction sets without a fused version. */
 static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v lo, simd_v inv,
-                              simd_v qmax, unsigned bits, uint8_t *out, simd_v *flag)
+                              simd_v qmax, unsigned bits, bool clamp, uint8_t *out, simd_v *flag)
 {
     uint8_t tmp[SIMD_BLOCK];
+    (void)clamp; /* simd_codes always clamps */
     for (size_t j = 0; j < SIMD_BLOCK; j += SIMD_VL) {
         simd_codes(tmp + j, simd_load(src, dtype, i + j), lo, inv, qmax, flag);
     }
@@ -209,6 +224,7 @@ SIMD_INLINE size_t simd_group_len(const aq__span *s, size_t col, size_t done)
 typedef struct simd_batch {
     size_t count, total;
     bool regular; /* whole groups, a multiple of the vector length each */
+    bool bounded; /* hi - lo finite for every group: codes need no clamp (see above) */
     size_t start[SIMD_BATCH], len[SIMD_BATCH];
     float lo[SIMD_BATCH], inv[SIMD_BATCH];
 } simd_batch;
@@ -316,7 +332,7 @@ SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__
         simd_store(pmin + k * SIMD_VL, vmin);
         simd_store(pmax + k * SIMD_VL, vmax);
     }
-    simd_params(pmin, pmax, count, s->bits, scales, zero_points, bt->lo, bt->inv);
+    simd_params(pmin, pmax, count, s->bits, scales, zero_points, bt->lo, bt->inv, &bt->bounded);
 }
 
 /* Packs the whole bytes of the staged codes and keeps the (fewer than 4) codes left over. */
@@ -356,8 +372,8 @@ SIMD_INLINE void simd_quantize_pass2(const void *src, aq_dtype dtype, const aq__
                 for (size_t line = 0; line < SIMD_BLOCK * es; line += 64) {
                     SIMD_PF(next + line, es);
                 }
-                simd_block(src, dtype, b + i, lo, inv, qmax, bits, packed + (b + i) * bits / 8,
-                           flag);
+                simd_block(src, dtype, b + i, lo, inv, qmax, bits, true,
+                           packed + (b + i) * bits / 8, flag);
             }
         }
         *out_io = packed + (bt->start[0] + bt->total) * bits / 8;
@@ -423,7 +439,7 @@ SIMD_INLINE bool simd_fusable(const aq__span *s, const simd_batch *prev, const s
  * Min and max are exact in any order, so the parameters are those of simd_quantize_pass1. */
 SIMD_INLINE void simd_fused_gb(const void *src, aq_dtype dtype, const simd_batch *prev,
                                simd_batch *cur, uint8_t *packed, float *scales, float *zero_points,
-                               simd_v *flag, const size_t g, const unsigned bits)
+                               simd_v *flag, const size_t g, const unsigned bits, const bool clamp)
 {
     SIMD_ALIGN float pmin[SIMD_BATCH * SIMD_VL];
     SIMD_ALIGN float pmax[SIMD_BATCH * SIMD_VL];
@@ -443,13 +459,15 @@ SIMD_INLINE void simd_fused_gb(const void *src, aq_dtype dtype, const simd_batch
             for (size_t line = 0; line < SIMD_BLOCK * es; line += 64) {
                 SIMD_PF(next + line, es);
             }
-            simd_block(src, dtype, b2 + i, lo, inv, qmax, bits, packed + (b2 + i) * bits / 8, flag);
+            simd_block(src, dtype, b2 + i, lo, inv, qmax, bits, clamp, packed + (b2 + i) * bits / 8,
+                       flag);
             simd_minmax_block(src, dtype, b1 + i, &mn0, &mn1, &mx0, &mx1);
         }
         simd_store(pmin + k * SIMD_VL, simd_min(mn0, mn1));
         simd_store(pmax + k * SIMD_VL, simd_max(mx0, mx1));
     }
-    simd_params(pmin, pmax, cur->count, bits, scales, zero_points, cur->lo, cur->inv);
+    simd_params(pmin, pmax, cur->count, bits, scales, zero_points, cur->lo, cur->inv,
+                &cur->bounded);
 }
 
 /* simd_fused_gb with the bit width a constant (no per-block branch on it), and group size 64
@@ -457,28 +475,35 @@ SIMD_INLINE void simd_fused_gb(const void *src, aq_dtype dtype, const simd_batch
  * Group size 128 as a constant measured slower from memory (the unrolled loop of two blocks
  * issued its loads worse for float32), so it stays on the general path (docs/decisions.md,
  * "Kernel constants"). */
-#define SIMD_FUSED_BITS(gc)                                                                      \
-    do {                                                                                         \
-        if (bits == 4) {                                                                         \
-            simd_fused_gb(src, dtype, prev, cur, packed, scales, zero_points, flag, (gc), 4);    \
-        } else if (bits == 2) {                                                                  \
-            simd_fused_gb(src, dtype, prev, cur, packed, scales, zero_points, flag, (gc), 2);    \
-        } else {                                                                                 \
-            simd_fused_gb(src, dtype, prev, cur, packed, scales, zero_points, flag, (gc), bits); \
-        }                                                                                        \
+#define SIMD_FUSED_CALL(gc, bc, cl) \
+    simd_fused_gb(src, dtype, prev, cur, packed, scales, zero_points, flag, (gc), (bc), (cl))
+#define SIMD_FUSED_BITS(gc, cl)                \
+    do {                                       \
+        if (bits == 4) {                       \
+            SIMD_FUSED_CALL((gc), 4, (cl));    \
+        } else if (bits == 2) {                \
+            SIMD_FUSED_CALL((gc), 2, (cl));    \
+        } else {                               \
+            SIMD_FUSED_CALL((gc), bits, (cl)); \
+        }                                      \
     } while (0)
 SIMD_INLINE void simd_fused(const void *src, aq_dtype dtype, const aq__span *s,
                             const simd_batch *prev, simd_batch *cur, uint8_t *packed, float *scales,
                             float *zero_points, simd_v *flag)
 {
     const unsigned bits = s->bits;
-    if (s->group_size == 64) {
-        SIMD_FUSED_BITS(64);
+    if (s->group_size == 64 && prev->bounded) {
+        SIMD_FUSED_BITS(64, false);
+    } else if (s->group_size == 64) {
+        SIMD_FUSED_BITS(64, true);
+    } else if (prev->bounded) {
+        SIMD_FUSED_BITS(s->group_size, false);
     } else {
-        SIMD_FUSED_BITS(s->group_size);
+        SIMD_FUSED_BITS(s->group_size, true);
     }
 }
 #undef SIMD_FUSED_BITS
+#undef SIMD_FUSED_CALL
 
 /* Software-pipelined over batches: the first pass of batch n+1 (memory-bound loads, and the
  * long-latency divisions of its parameters) is issued before the second pass of batch n

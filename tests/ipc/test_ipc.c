@@ -88,6 +88,13 @@ static void ti_build(struct ArrowSchema *s, struct ArrowArray *a, int seed)
 
 static char ti_dir[256];
 
+/* At exit: the test's folder goes (each test unlinks its files; a failed one may leave some,
+ * and then the folder stays for a look). */
+static void ti_remove_dir(void)
+{
+    rmdir(ti_dir);
+}
+
 static const char *ti_path(const char *name)
 {
     static char path[512];
@@ -96,6 +103,7 @@ static const char *ti_path(const char *name)
         if (mkdtemp(ti_dir) == NULL) {
             abort();
         }
+        atexit(ti_remove_dir);
     }
     snprintf(path, sizeof path, "%s/%s", ti_dir, name);
     return path;
