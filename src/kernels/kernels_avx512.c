@@ -114,21 +114,28 @@ static inline void simd_store(float *dst, simd_v v)
     _mm512_store_ps(dst, v);
 }
 
-/* Min and max of up to 16 groups at once: a tree of shuffles halves the partials of two
- * groups per step, so 16 groups cost 15 min (and 15 max) instructions instead of 64. The
- * result comes out as a 4x4 transpose, undone by one permutation. */
+/* A group's 16 min (or max) partials are folded to 8 as they are kept (one 256-bit
+ * operation, spread through the pass), stored at p + 8k: a vector of the batch then holds
+ * two groups, which is the first level of a tree done. */
+#define SIMD_HAVE_KEEP 1
+static inline void simd_keep(float *p, size_t k, simd_v v, bool is_min)
+{
+    const __m256 a = _mm512_castps512_ps256(v), b = _mm512_extractf32x8_ps(v, 1);
+    _mm256_store_ps(p + 8 * k, is_min ? _mm256_min_ps(a, b) : _mm256_max_ps(a, b));
+}
+
+/* Min and max of 16 groups at once from their 8 kept partials each: a tree of shuffles
+ * halves the partials of two vectors per step, so 16 groups cost 7 min (and 7 max)
+ * instructions on 8 vectors. The result comes out as a 4x4 transpose, undone by one
+ * permutation. */
 static inline __m512 avx512_reduce16(const float *p, bool is_min)
 {
-    __m512 w[8], x[4], y[2];
-    for (int j = 0; j < 8; j++) {
-        __m512 a = _mm512_load_ps(p + (2 * j) * 16), b = _mm512_load_ps(p + (2 * j + 1) * 16);
-        __m512 t1 = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(1, 0, 1, 0));
-        __m512 t2 = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 2, 3, 2));
-        w[j] = is_min ? _mm512_min_ps(t1, t2) : _mm512_max_ps(t1, t2);
-    }
+    __m512 x[4], y[2];
     for (int j = 0; j < 4; j++) {
-        __m512 t1 = _mm512_shuffle_f32x4(w[2 * j], w[2 * j + 1], _MM_SHUFFLE(2, 0, 2, 0));
-        __m512 t2 = _mm512_shuffle_f32x4(w[2 * j], w[2 * j + 1], _MM_SHUFFLE(3, 1, 3, 1));
+        /* Groups 4j .. 4j + 3, 4 lanes each. */
+        __m512 a = _mm512_load_ps(p + 32 * j), b = _mm512_load_ps(p + 32 * j + 16);
+        __m512 t1 = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        __m512 t2 = _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1));
         x[j] = is_min ? _mm512_min_ps(t1, t2) : _mm512_max_ps(t1, t2);
     }
     for (int j = 0; j < 2; j++) {
@@ -150,9 +157,9 @@ static inline __m512 avx512_reduce16(const float *p, bool is_min)
 static inline void simd_params(float *pmin, float *pmax, size_t count, unsigned bits, float *scales,
                                float *zero_points, float *glo, float *ginv, bool *bounded)
 {
-    for (size_t k = count; k < 16; k++) {
-        memcpy(pmin + k * 16, pmin, 16 * sizeof(float));
-        memcpy(pmax + k * 16, pmax, 16 * sizeof(float));
+    for (size_t k = count; k < 16; k++) { /* groups past count repeat group 0 */
+        memcpy(pmin + k * 8, pmin, 8 * sizeof(float));
+        memcpy(pmax + k * 8, pmax, 8 * sizeof(float));
     }
     const __m512 zero = _mm512_setzero_ps();
     const __m512 lo = _mm512_add_ps(avx512_reduce16(pmin, true), zero);

@@ -15,7 +15,7 @@
  *   void simd_store(float *dst, simd_v)        VL floats (dst aligned to the vector size)
  *   void simd_params(pmin, pmax, count, bits, scales, zero_points, lo, inv, bool *bounded)
  *                                              for each group k < count: min and max over the
- *                                              VL partials at pmin + k*VL, pmax + k*VL, then
+ *                                              partials simd_keep stored for k, then
  *                                              exactly aq__affine_params, lo normalised
  *                                              (+ 0.0f); lo and inv have room for
  *                                              SIMD_BATCH floats, past count too;
@@ -50,7 +50,12 @@
  * generic versions below then do the rest. It may define SIMD_HAVE_MINMAX_BLOCK and
  *   void simd_minmax_block(src, dtype, i, *mn0, *mn1, *mx0, *mx1)  SIMD_BLOCK elements from i
  *                                              folded into the min/max partials, in any lanes
- * (the generic one loads with simd_load).
+ * (the generic one loads with simd_load). It may define SIMD_HAVE_KEEP and
+ *   void simd_keep(float *p, size_t k, simd_v v, bool is_min)  stores group k's min (or max)
+ *                                              partials v into p (SIMD_BATCH * SIMD_VL floats,
+ *                                              vector-aligned) in the form its simd_params
+ *                                              reads; the generic one stores all VL lanes at
+ *                                              p + k*VL.
  *
  * Non-finite inputs are caught in the second pass, for free on x86: a NaN or infinite element
  * always makes u = (x - lo) * inv NaN (NaN - lo; Inf - lo times inv = 1/Inf = 0; -Inf - -Inf),
@@ -196,6 +201,14 @@ static inline void simd_block(const void *src, aq_dtype dtype, size_t i, simd_v 
 }
 #endif
 
+#ifndef SIMD_HAVE_KEEP
+SIMD_INLINE void simd_keep(float *p, size_t k, simd_v v, bool is_min)
+{
+    (void)is_min;
+    simd_store(p + k * SIMD_VL, v);
+}
+#endif
+
 #ifndef SIMD_HAVE_MINMAX_BLOCK
 /* Min and max of the SIMD_BLOCK elements from i folded into two pairs of partials (any
  * lanes: min and max are the same over any arrangement of the same elements). */
@@ -309,8 +322,8 @@ SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__
                 }
             }
             for (size_t k = 0; k < 8; k++) {
-                simd_store(pmin + (k0 + k) * SIMD_VL, vmin[k]);
-                simd_store(pmax + (k0 + k) * SIMD_VL, vmax[k]);
+                simd_keep(pmin, k0 + k, vmin[k], true);
+                simd_keep(pmax, k0 + k, vmax[k], false);
             }
         }
     }
@@ -329,8 +342,8 @@ SIMD_INLINE void simd_quantize_pass1(const void *src, aq_dtype dtype, const aq__
             vmin = simd_min(vmin, x);
             vmax = simd_max(vmax, x);
         }
-        simd_store(pmin + k * SIMD_VL, vmin);
-        simd_store(pmax + k * SIMD_VL, vmax);
+        simd_keep(pmin, k, vmin, true);
+        simd_keep(pmax, k, vmax, false);
     }
     simd_params(pmin, pmax, count, s->bits, scales, zero_points, bt->lo, bt->inv, &bt->bounded);
 }
@@ -463,8 +476,8 @@ SIMD_INLINE void simd_fused_gb(const void *src, aq_dtype dtype, const simd_batch
                        flag);
             simd_minmax_block(src, dtype, b1 + i, &mn0, &mn1, &mx0, &mx1);
         }
-        simd_store(pmin + k * SIMD_VL, simd_min(mn0, mn1));
-        simd_store(pmax + k * SIMD_VL, simd_max(mx0, mx1));
+        simd_keep(pmin, k, simd_min(mn0, mn1), true);
+        simd_keep(pmax, k, simd_max(mx0, mx1), false);
     }
     simd_params(pmin, pmax, cur->count, bits, scales, zero_points, cur->lo, cur->inv,
                 &cur->bounded);
@@ -636,8 +649,8 @@ SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
                 left = simd_group_len(s, col, e);
             }
             size_t piece = left < c1 - e ? left : c1 - e;
-            simd_dequant_piece(staged + (e - c0), zero_points[group], scales[group], bits, out_dtype,
-                               dst, e, piece);
+            simd_dequant_piece(staged + (e - c0), zero_points[group], scales[group], bits,
+                               out_dtype, dst, e, piece);
             e += piece;
             left -= piece;
             col += piece;
