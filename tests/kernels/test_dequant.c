@@ -15,6 +15,7 @@
  */
 #include "aq_test.h"
 #include "kernels.h"
+#include "simd_tables.h"
 
 #include <float.h>
 #include <math.h>
@@ -32,19 +33,7 @@ static const unsigned dq_bits[] = {2, 4, 8};
 
 static size_t dq_tables(const aq__kernel_table **out)
 {
-    const aq__kernel_table *all[8];
-    bool ok[8];
-    size_t n = aq__kernels_list(all, ok, 8), m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (all[i] == &aq__kernels_ref) {
-            continue;
-        }
-        if (!ok[i]) {
-            printf("skipped: kernel table '%s' (this CPU lacks its instructions)\n", all[i]->name);
-            continue;
-        }
-        out[m++] = all[i];
-    }
+    size_t m = aq_test_simd_tables(out, false);
     if (m == 0) {
         printf("no SIMD kernel table runs on this CPU: only the reference is tested\n");
     }

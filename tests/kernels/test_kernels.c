@@ -7,6 +7,7 @@
  */
 #include "aq_test.h"
 #include "kernels.h"
+#include "simd_tables.h"
 
 #include <float.h>
 #include <math.h>
@@ -23,19 +24,7 @@ static const size_t kt_groups[] = {8, 9, 16, 24, 33, 64, 100, 128, 256, AQ_GROUP
 /* The SIMD tables this CPU runs; prints the ones it skips. */
 static size_t kt_tables(const aq__kernel_table **out)
 {
-    const aq__kernel_table *all[8];
-    bool ok[8];
-    size_t n = aq__kernels_list(all, ok, 8), m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (all[i] == &aq__kernels_ref) {
-            continue;
-        }
-        if (!ok[i]) {
-            printf("skipped: kernel table '%s' (this CPU lacks its instructions)\n", all[i]->name);
-            continue;
-        }
-        out[m++] = all[i];
-    }
+    size_t m = aq_test_simd_tables(out, false);
     if (m == 0) {
         printf("no SIMD kernel table runs on this CPU: only the reference is tested\n");
     }

@@ -4,6 +4,7 @@
  * reach every branch (constant and all-negative sub-blocks, ties on the code grid, subnormals,
  * 2^125, outliers, ranges too small for some candidates). affine_search: codes, scales and
  * zero points over the same values and every group size, handled by the SIMD search or not. */
+#include "../kernels/simd_tables.h"
 #include "aq_test.h"
 #include "kernels.h"
 
@@ -90,20 +91,7 @@ static void ks_free(ks_out *o)
 
 static int ks_tables(const aq__kernel_table **out)
 {
-    const aq__kernel_table *all[8];
-    bool ok[8];
-    size_t n = aq__kernels_list(all, ok, 8);
-    int m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (all[i] == &aq__kernels_ref || all[i]->quantize_kquant[AQ_DTYPE_F32] == NULL) {
-            continue;
-        }
-        if (!ok[i]) {
-            printf("skipped: kernel table '%s' (this CPU lacks its instructions)\n", all[i]->name);
-            continue;
-        }
-        out[m++] = all[i];
-    }
+    int m = (int)aq_test_simd_tables(out, true);
     if (m == 0) {
         printf("no SIMD kquant kernel runs on this CPU: nothing to compare\n");
     }
