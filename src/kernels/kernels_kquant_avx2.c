@@ -235,133 +235,37 @@ static inline void kq2_panel_codes(const __m256 *xv, size_t n, unsigned bits, fl
     }
 }
 
-/* A whole super-block (full and byte-aligned; weighted when wv != NULL), sub-block j in lane
- * j % 8 of panel j / 8. */
-static inline __attribute__((always_inline)) void
-kq2_super_body(const __m256 *wv, unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta,
-               float *d_out, float *dmin_out, __m256 *xv, __m256 *wx)
+/* The vocabulary of the shared kquant driver (kernels_kquant_simd.h): 8 lanes. */
+#define KQS_VL 8
+#define KQS_WEIGHTED 1
+#define KQS_EXPORT(suffix) aq__quantize_kquant_avx2_##suffix
+typedef __m256 kqs_v;
+typedef kq2_panel kqs_panel;
+#define kqs_zero _mm256_setzero_ps
+#define kqs_add _mm256_add_ps
+#define kqs_mul _mm256_mul_ps
+#define kqs_load _mm256_loadu_ps
+#define kqs_store _mm256_storeu_ps
+#define kqs_tr kq2_tr8
+#define kqs_panel_fit kq2_panel_fit
+#define kqs_panel_refine kq2_panel_refine
+#define kqs_panel_codes kq2_panel_codes
+
+static inline void kqs_codes_load(kqs_panel *p, const unsigned *sc, const unsigned *mc)
 {
-    const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, npan = nsub / 8;
-    __m256 qv[AQ__KQ_SUPER / 8];
-    kq2_panel pan[4];
-    double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
-    unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
-    float tq[AQ__KQ_SUPER / 16], tqq[AQ__KQ_SUPER / 16], txq[AQ__KQ_SUPER / 16];
-    float tw[AQ__KQ_SUPER / 16], tx[AQ__KQ_SUPER / 16];
-    float q[AQ__KQ_SUPER];
-
-    /* 1. */
-    for (size_t p = 0; p < npan; p++) {
-        kq2_panel_fit(xv + p * sub, wv != NULL ? wv + p * sub : NULL,
-                      wv != NULL ? wx + p * sub : NULL, sub, bits, &pan[p], s + 8 * p, m + 8 * p);
-        _mm256_storeu_ps(tw + 8 * p, pan[p].sw);
-        _mm256_storeu_ps(tx + 8 * p, pan[p].sx);
-    }
-    double smax = 0.0, mmax = 0.0;
-    for (size_t j = 0; j < nsub; j++) {
-        smax = s[j] > smax ? s[j] : smax;
-        mmax = -m[j] > mmax ? -m[j] : mmax;
-    }
-
-    /* 2 and 3. */
-    float d, dmin;
-    aq__kq_params(s, m, nsub, bits, smax, mmax, &d, &dmin, sc, mc);
-    for (size_t p = 0; p < npan; p++) {
-        pan[p].sc = _mm256_loadu_si256((const __m256i *)(const void *)(sc + 8 * p));
-        pan[p].mc = _mm256_loadu_si256((const __m256i *)(const void *)(mc + 8 * p));
-        kq2_panel_refine(xv + p * sub, wv != NULL ? wv + p * sub : NULL, sub, bits, d, dmin,
-                         &pan[p]);
-        _mm256_storeu_si256((__m256i *)(void *)(sc + 8 * p), pan[p].sc);
-        _mm256_storeu_si256((__m256i *)(void *)(mc + 8 * p), pan[p].mc);
-    }
-
-    /* 4 and 5: codes, the sums of the refit, one refit and new codes. */
-    for (size_t p = 0; p < npan; p++) {
-        const __m256 *xp = xv + p * sub;
-        __m256 *qp = qv + p * sub;
-        kq2_panel_codes(xp, sub, bits, d, dmin, &pan[p], qp);
-        __m256 sq = _mm256_setzero_ps(), sqq = sq, sxq = sq;
-        for (size_t i = 0; i < sub; i++) {
-            const __m256 wq = wv != NULL ? _mm256_mul_ps(wv[p * sub + i], qp[i]) : qp[i];
-            sq = _mm256_add_ps(sq, wq);
-            sqq = _mm256_add_ps(sqq, _mm256_mul_ps(wq, qp[i]));
-            sxq = _mm256_add_ps(sxq, _mm256_mul_ps(wv != NULL ? wx[p * sub + i] : xp[i], qp[i]));
-        }
-        _mm256_storeu_ps(tq + 8 * p, sq);
-        _mm256_storeu_ps(tqq + 8 * p, sqq);
-        _mm256_storeu_ps(txq + 8 * p, sxq);
-    }
-    if (aq__kq_refit(tq, tqq, txq, tw, tx, nsub, sc, mc, &d, &dmin)) {
-        for (size_t p = 0; p < npan; p++) {
-            kq2_panel_codes(xv + p * sub, sub, bits, d, dmin, &pan[p], qv + p * sub);
-        }
-    }
-
-    /* Back to element order, then packed (codes is zeroed by the caller). */
-    for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += 8) {
-            __m256 *r = qv + p * sub + c0;
-            kq2_tr8(r);
-            for (size_t l = 0; l < 8; l++) {
-                _mm256_storeu_ps(q + (p * 8 + l) * sub + c0, r[l]);
-            }
-        }
-    }
-    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, codes + bit0 / 8);
-    aq__kq_put_params(meta, bits, AQ__KQ_SUPER, sc, mc);
-    *d_out = d;
-    *dmin_out = dmin;
+    p->sc = _mm256_loadu_si256((const __m256i *)(const void *)sc);
+    p->mc = _mm256_loadu_si256((const __m256i *)(const void *)mc);
 }
 
-/* Loads 512 values (sub-blocks of sub elements) transposed: element i of sub-block j of panel
- * p (8 sub-blocks each) in lane j % 8 of out[p * sub + i]. */
-static inline void kq2_load_panels(const float *x, size_t sub, __m256 *out)
+static inline void kqs_codes_store(const kqs_panel *p, unsigned *sc, unsigned *mc)
 {
-    const size_t npan = AQ__KQ_SUPER / sub / 8;
-    for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += 8) {
-            __m256 *r = out + p * sub + c0;
-            for (size_t l = 0; l < 8; l++) {
-                r[l] = _mm256_loadu_ps(x + (p * 8 + l) * sub + c0);
-            }
-            kq2_tr8(r);
-        }
-    }
+    _mm256_storeu_si256((__m256i *)(void *)sc, p->sc);
+    _mm256_storeu_si256((__m256i *)(void *)mc, p->mc);
 }
 
-/* A whole super-block: full and byte-aligned ones here (weighted or not), the others in the
- * reference. */
-static void kq2_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
-                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+static inline void kqs_pack(const float *q, unsigned bits, uint8_t *out)
 {
-    if (len != AQ__KQ_SUPER || bit0 % 8 != 0) {
-        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
-        return;
-    }
-    const size_t sub = aq__kq_sub(bits);
-    __m256 xv[AQ__KQ_SUPER / 8];
-    kq2_load_panels(x, sub, xv);
-    if (w == NULL) {
-        kq2_super_body(NULL, bits, codes, bit0, meta, d_out, dmin_out, xv, NULL);
-        return;
-    }
-    __m256 wv[AQ__KQ_SUPER / 8], wx[AQ__KQ_SUPER / 8];
-    kq2_load_panels(w, sub, wv);
-    for (size_t i = 0; i < AQ__KQ_SUPER / 8; i++) {
-        wx[i] = _mm256_mul_ps(wv[i], xv[i]); /* w * x, as the reference rounds it */
-    }
-    kq2_super_body(wv, bits, codes, bit0, meta, d_out, dmin_out, xv, wx);
+    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, out);
 }
 
-#define KQ2_ADAPTER(suffix, dtype)                                                            \
-    void aq__quantize_kquant_avx2_##suffix(const void *src, const float *importance,          \
-                                           const aq__span *s, uint8_t *packed, uint8_t *meta, \
-                                           float *scales, float *mins)                        \
-    {                                                                                         \
-        aq__kquant_span(kq2_super, src, dtype, importance, s, packed, meta, scales, mins);    \
-    }
-
-KQ2_ADAPTER(f32, AQ_DTYPE_F32)
-KQ2_ADAPTER(f16, AQ_DTYPE_F16)
-KQ2_ADAPTER(bf16, AQ_DTYPE_BF16)
-KQ2_ADAPTER(f64, AQ_DTYPE_F64)
+#include "kernels_kquant_simd.h"

@@ -471,136 +471,36 @@ static inline void kq5_panel_codes(const __m512 *xv, size_t n, unsigned bits, fl
     }
 }
 
-/* A whole super-block (full and byte-aligned; weighted when wv != NULL), sub-block j in lane
- * j % 16 of panel j / 16. */
-static inline __attribute__((always_inline)) void
-kq5_super_body(const __m512 *wv, unsigned bits, uint8_t *codes, size_t bit0, uint8_t *meta,
-               float *d_out, float *dmin_out, __m512 *xv, __m512 *wx)
+/* The vocabulary of the shared kquant driver (kernels_kquant_simd.h): 16 lanes. */
+#define KQS_VL 16
+#define KQS_WEIGHTED 1
+#define KQS_EXPORT(suffix) aq__quantize_kquant_avx512_##suffix
+typedef __m512 kqs_v;
+typedef kq5_panel kqs_panel;
+#define kqs_zero _mm512_setzero_ps
+#define kqs_add _mm512_add_ps
+#define kqs_mul _mm512_mul_ps
+#define kqs_load _mm512_loadu_ps
+#define kqs_store _mm512_storeu_ps
+#define kqs_tr kq5_tr16
+#define kqs_panel_fit kq5_panel_fit
+#define kqs_panel_refine kq5_panel_refine
+#define kqs_panel_codes kq5_panel_codes
+#define kqs_pack kq5_pack
+
+static inline void kqs_codes_load(kqs_panel *p, const unsigned *sc, const unsigned *mc)
 {
-    const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, npan = nsub / 16;
-    __m512 qv[AQ__KQ_SUPER / 16];
-    kq5_panel pan[2];
-    double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
-    unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
-    float tq[AQ__KQ_SUPER / 16], tqq[AQ__KQ_SUPER / 16], txq[AQ__KQ_SUPER / 16];
-    float tw[AQ__KQ_SUPER / 16], tx[AQ__KQ_SUPER / 16];
-    float q[AQ__KQ_SUPER];
-
-    /* 1. */
-    for (size_t p = 0; p < npan; p++) {
-        kq5_panel_fit(xv + p * sub, wv != NULL ? wv + p * sub : NULL,
-                      wv != NULL ? wx + p * sub : NULL, sub, bits, &pan[p], s + 16 * p, m + 16 * p);
-        _mm512_storeu_ps(tw + 16 * p, pan[p].sw);
-        _mm512_storeu_ps(tx + 16 * p, pan[p].sx);
-    }
-    double smax = 0.0, mmax = 0.0;
-    for (size_t j = 0; j < nsub; j++) {
-        smax = s[j] > smax ? s[j] : smax;
-        mmax = -m[j] > mmax ? -m[j] : mmax;
-    }
-
-    /* 2 and 3. */
-    float d, dmin;
-    aq__kq_params(s, m, nsub, bits, smax, mmax, &d, &dmin, sc, mc);
-    for (size_t p = 0; p < npan; p++) {
-        pan[p].sc = _mm512_loadu_si512((const void *)(sc + 16 * p));
-        pan[p].mc = _mm512_loadu_si512((const void *)(mc + 16 * p));
-        kq5_panel_refine(xv + p * sub, wv != NULL ? wv + p * sub : NULL, sub, bits, d, dmin,
-                         &pan[p]);
-        _mm512_storeu_si512((void *)(sc + 16 * p), pan[p].sc);
-        _mm512_storeu_si512((void *)(mc + 16 * p), pan[p].mc);
-    }
-
-    /* 4 and 5: codes, the sums of the refit, one refit and new codes. */
-    for (size_t p = 0; p < npan; p++) {
-        const __m512 *xp = xv + p * sub;
-        __m512 *qp = qv + p * sub;
-        kq5_panel_codes(xp, sub, bits, d, dmin, &pan[p], qp);
-        __m512 sq = _mm512_setzero_ps(), sqq = sq, sxq = sq;
-        for (size_t i = 0; i < sub; i++) {
-            const __m512 wq = wv != NULL ? _mm512_mul_ps(wv[p * sub + i], qp[i]) : qp[i];
-            sq = _mm512_add_ps(sq, wq);
-            sqq = _mm512_add_ps(sqq, _mm512_mul_ps(wq, qp[i]));
-            sxq = _mm512_add_ps(sxq, _mm512_mul_ps(wv != NULL ? wx[p * sub + i] : xp[i], qp[i]));
-        }
-        _mm512_storeu_ps(tq + 16 * p, sq);
-        _mm512_storeu_ps(tqq + 16 * p, sqq);
-        _mm512_storeu_ps(txq + 16 * p, sxq);
-    }
-    if (aq__kq_refit(tq, tqq, txq, tw, tx, nsub, sc, mc, &d, &dmin)) {
-        for (size_t p = 0; p < npan; p++) {
-            kq5_panel_codes(xv + p * sub, sub, bits, d, dmin, &pan[p], qv + p * sub);
-        }
-    }
-
-    /* Back to element order, then packed. */
-    for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += 16) {
-            __m512 *r = qv + p * sub + c0;
-            kq5_tr16(r);
-            for (size_t l = 0; l < 16; l++) {
-                _mm512_storeu_ps(q + (p * 16 + l) * sub + c0, r[l]);
-            }
-        }
-    }
-    kq5_pack(q, bits, codes + bit0 / 8);
-    aq__kq_put_params(meta, bits, AQ__KQ_SUPER, sc, mc);
-    *d_out = d;
-    *dmin_out = dmin;
+    p->sc = _mm512_loadu_si512((const void *)sc);
+    p->mc = _mm512_loadu_si512((const void *)mc);
 }
 
-/* Loads 512 values (sub-blocks of sub elements) transposed: element i of sub-block j of panel
- * p (16 sub-blocks each) in lane j % 16 of out[p * sub + i]. */
-static inline void kq5_load_panels(const float *x, size_t sub, __m512 *out)
+static inline void kqs_codes_store(const kqs_panel *p, unsigned *sc, unsigned *mc)
 {
-    const size_t npan = AQ__KQ_SUPER / sub / 16;
-    for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += 16) {
-            __m512 *r = out + p * sub + c0;
-            for (size_t l = 0; l < 16; l++) {
-                r[l] = _mm512_loadu_ps(x + (p * 16 + l) * sub + c0);
-            }
-            kq5_tr16(r);
-        }
-    }
+    _mm512_storeu_si512((void *)sc, p->sc);
+    _mm512_storeu_si512((void *)mc, p->mc);
 }
 
-/* A whole super-block: full and byte-aligned ones here (weighted or not), the others in the
- * reference. */
-static void kq5_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
-                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
-{
-    if (len != AQ__KQ_SUPER || bit0 % 8 != 0) {
-        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
-        return;
-    }
-    const size_t sub = aq__kq_sub(bits);
-    __m512 xv[AQ__KQ_SUPER / 16];
-    kq5_load_panels(x, sub, xv);
-    if (w == NULL) {
-        kq5_super_body(NULL, bits, codes, bit0, meta, d_out, dmin_out, xv, NULL);
-        return;
-    }
-    __m512 wv[AQ__KQ_SUPER / 16], wx[AQ__KQ_SUPER / 16];
-    kq5_load_panels(w, sub, wv);
-    for (size_t i = 0; i < AQ__KQ_SUPER / 16; i++) {
-        wx[i] = _mm512_mul_ps(wv[i], xv[i]); /* w * x, as the reference rounds it */
-    }
-    kq5_super_body(wv, bits, codes, bit0, meta, d_out, dmin_out, xv, wx);
-}
-
-#define KQ5_ADAPTER(suffix, dtype)                                                              \
-    void aq__quantize_kquant_avx512_##suffix(const void *src, const float *importance,          \
-                                             const aq__span *s, uint8_t *packed, uint8_t *meta, \
-                                             float *scales, float *mins)                        \
-    {                                                                                           \
-        aq__kquant_span(kq5_super, src, dtype, importance, s, packed, meta, scales, mins);      \
-    }
-
-KQ5_ADAPTER(f32, AQ_DTYPE_F32)
-KQ5_ADAPTER(f16, AQ_DTYPE_F16)
-KQ5_ADAPTER(bf16, AQ_DTYPE_BF16)
-KQ5_ADAPTER(f64, AQ_DTYPE_F64)
+#include "kernels_kquant_simd.h"
 
 /* affine_search (5.1): the search of groups of 16, 32, 64 or 128 unweighted float32 elements
  * here (sums of codes and squared codes stay below 2^24), the others in the reference. */

@@ -201,104 +201,59 @@ static inline void kqn_panel_codes(const float32x4_t *xv, size_t n, unsigned bit
     }
 }
 
-/* A whole super-block: full, unweighted and byte-aligned ones here, sub-block j in lane j % 4
- * of panel j / 4; the others in the reference. */
-static void kqn_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
-                      size_t bit0, uint8_t *meta, float *d_out, float *dmin_out)
+/* The vocabulary of the shared kquant driver (kernels_kquant_simd.h): 4 lanes, unweighted
+ * super-blocks only (weighted ones go to the reference). */
+#define KQS_VL 4
+#define KQS_WEIGHTED 0
+#define KQS_EXPORT(suffix) aq__quantize_kquant_neon_##suffix
+typedef float32x4_t kqs_v;
+typedef kqn_panel kqs_panel;
+#define kqs_add vaddq_f32
+#define kqs_mul vmulq_f32
+#define kqs_load vld1q_f32
+#define kqs_store vst1q_f32
+#define kqs_tr kqn_tr4
+#define kqs_panel_codes kqn_panel_codes
+
+static inline float32x4_t kqs_zero(void)
 {
-    if (w != NULL || len != AQ__KQ_SUPER || bit0 % 8 != 0) {
-        aq__kq_super(x, w, len, bits, codes, bit0, meta, d_out, dmin_out);
-        return;
-    }
-    const size_t sub = aq__kq_sub(bits), nsub = AQ__KQ_SUPER / sub, npan = nsub / 4;
-    float32x4_t xv[AQ__KQ_SUPER / 4], qv[AQ__KQ_SUPER / 4];
-    kqn_panel pan[AQ__KQ_SUPER / 16 / 4];
-    double s[AQ__KQ_SUPER / 16], m[AQ__KQ_SUPER / 16];
-    unsigned sc[AQ__KQ_SUPER / 16], mc[AQ__KQ_SUPER / 16];
-    float tq[AQ__KQ_SUPER / 16], tqq[AQ__KQ_SUPER / 16], txq[AQ__KQ_SUPER / 16];
-    float tw[AQ__KQ_SUPER / 16], tx[AQ__KQ_SUPER / 16];
-    float q[AQ__KQ_SUPER];
-
-    /* Panel p, element i of its sub-blocks: xv[p * sub + i]. */
-    for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += 4) {
-            float32x4_t *r = xv + p * sub + c0;
-            for (size_t l = 0; l < 4; l++) {
-                r[l] = vld1q_f32(x + (p * 4 + l) * sub + c0);
-            }
-            kqn_tr4(r);
-        }
-    }
-
-    /* 1. */
-    for (size_t p = 0; p < npan; p++) {
-        kqn_panel_fit(xv + p * sub, sub, bits, &pan[p], s + 4 * p, m + 4 * p);
-        vst1q_f32(tw + 4 * p, pan[p].sw);
-        vst1q_f32(tx + 4 * p, pan[p].sx);
-    }
-    double smax = 0.0, mmax = 0.0;
-    for (size_t j = 0; j < nsub; j++) {
-        smax = s[j] > smax ? s[j] : smax;
-        mmax = -m[j] > mmax ? -m[j] : mmax;
-    }
-
-    /* 2 and 3. */
-    float d, dmin;
-    aq__kq_params(s, m, nsub, bits, smax, mmax, &d, &dmin, sc, mc);
-    for (size_t p = 0; p < npan; p++) {
-        pan[p].sc = vreinterpretq_s32_u32(vld1q_u32(sc + 4 * p));
-        pan[p].mc = vreinterpretq_s32_u32(vld1q_u32(mc + 4 * p));
-        kqn_panel_refine(xv + p * sub, sub, bits, d, dmin, &pan[p]);
-        vst1q_u32(sc + 4 * p, vreinterpretq_u32_s32(pan[p].sc));
-        vst1q_u32(mc + 4 * p, vreinterpretq_u32_s32(pan[p].mc));
-    }
-
-    /* 4 and 5: codes, the sums of the refit, one refit and new codes. */
-    for (size_t p = 0; p < npan; p++) {
-        const float32x4_t *xp = xv + p * sub;
-        float32x4_t *qp = qv + p * sub;
-        kqn_panel_codes(xp, sub, bits, d, dmin, &pan[p], qp);
-        float32x4_t sq = vdupq_n_f32(0.0f), sqq = sq, sxq = sq;
-        for (size_t i = 0; i < sub; i++) {
-            sq = vaddq_f32(sq, qp[i]);
-            sqq = vaddq_f32(sqq, vmulq_f32(qp[i], qp[i]));
-            sxq = vaddq_f32(sxq, vmulq_f32(xp[i], qp[i]));
-        }
-        vst1q_f32(tq + 4 * p, sq);
-        vst1q_f32(tqq + 4 * p, sqq);
-        vst1q_f32(txq + 4 * p, sxq);
-    }
-    if (aq__kq_refit(tq, tqq, txq, tw, tx, nsub, sc, mc, &d, &dmin)) {
-        for (size_t p = 0; p < npan; p++) {
-            kqn_panel_codes(xv + p * sub, sub, bits, d, dmin, &pan[p], qv + p * sub);
-        }
-    }
-
-    /* Back to element order, then packed (codes is zeroed by the caller). */
-    for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += 4) {
-            float32x4_t *r = qv + p * sub + c0;
-            kqn_tr4(r);
-            for (size_t l = 0; l < 4; l++) {
-                vst1q_f32(q + (p * 4 + l) * sub + c0, r[l]);
-            }
-        }
-    }
-    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, codes + bit0 / 8);
-    aq__kq_put_params(meta, bits, len, sc, mc);
-    *d_out = d;
-    *dmin_out = dmin;
+    return vdupq_n_f32(0.0f);
 }
 
-#define KQN_ADAPTER(suffix, dtype)                                                            \
-    void aq__quantize_kquant_neon_##suffix(const void *src, const float *importance,          \
-                                           const aq__span *s, uint8_t *packed, uint8_t *meta, \
-                                           float *scales, float *mins)                        \
-    {                                                                                         \
-        aq__kquant_span(kqn_super, src, dtype, importance, s, packed, meta, scales, mins);    \
-    }
+/* Only ever called unweighted (KQS_WEIGHTED 0): wv and wx are NULL. */
+static inline __attribute__((always_inline)) void
+kqs_panel_fit(const float32x4_t *xv, const float32x4_t *wv, const float32x4_t *wx, size_t n,
+              unsigned bits, kqn_panel *p, double *s, double *m)
+{
+    (void)wv;
+    (void)wx;
+    kqn_panel_fit(xv, n, bits, p, s, m);
+}
 
-KQN_ADAPTER(f32, AQ_DTYPE_F32)
-KQN_ADAPTER(f16, AQ_DTYPE_F16)
-KQN_ADAPTER(bf16, AQ_DTYPE_BF16)
-KQN_ADAPTER(f64, AQ_DTYPE_F64)
+static inline __attribute__((always_inline)) void kqs_panel_refine(const float32x4_t *xv,
+                                                                   const float32x4_t *wv, size_t n,
+                                                                   unsigned bits, float d,
+                                                                   float dmin, kqn_panel *p)
+{
+    (void)wv;
+    kqn_panel_refine(xv, n, bits, d, dmin, p);
+}
+
+static inline void kqs_codes_load(kqs_panel *p, const unsigned *sc, const unsigned *mc)
+{
+    p->sc = vreinterpretq_s32_u32(vld1q_u32(sc));
+    p->mc = vreinterpretq_s32_u32(vld1q_u32(mc));
+}
+
+static inline void kqs_codes_store(const kqs_panel *p, unsigned *sc, unsigned *mc)
+{
+    vst1q_u32(sc, vreinterpretq_u32_s32(p->sc));
+    vst1q_u32(mc, vreinterpretq_u32_s32(p->mc));
+}
+
+static inline void kqs_pack(const float *q, unsigned bits, uint8_t *out)
+{
+    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, out);
+}
+
+#include "kernels_kquant_simd.h"
