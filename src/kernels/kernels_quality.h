@@ -7,6 +7,8 @@
 #ifndef AQ_KERNELS_QUALITY_H
 #define AQ_KERNELS_QUALITY_H
 
+#include <math.h>
+
 /* Quantizes a span with the searched-scale scheme. importance is NULL (all weights 1) or
  * points at the span's first importance weight (finite, >= 0). Output as the affine kernel. */
 typedef void (*aq__quantize_search_fn)(const void *src, const float *importance, const aq__span *s,
@@ -23,6 +25,36 @@ typedef void (*aq__quantize_kquant_fn)(const void *src, const float *importance,
 typedef void (*aq__dequantize_kquant_fn)(const uint8_t *packed, const uint8_t *meta,
                                          const float *scales, const float *mins, const aq__span *s,
                                          void *dst);
+
+/* One candidate's weighted least-squares fit from its sums (docs/format.md 5.1 and 5.2): the
+ * scale s and offset m that minimise sum W (x - (s q + m))^2, with m clamped to 0 and s
+ * refitted alone when offset_le0 and m > 0, and the fit's error e, in the specification's
+ * operation order (double). False when the candidate is not valid: no positive determinant,
+ * s not positive and finite, or m not finite. Shared by the reference kernels; the SIMD
+ * kernels do the same arithmetic lane by lane. */
+static inline bool aq__fit_candidate(double sw, double sx, double sxx, double sq, double sqq,
+                                     double sxq, bool offset_le0, double *s_out, double *m_out,
+                                     double *e_out)
+{
+    const double det = sw * sqq - sq * sq;
+    if (!(det > 0.0)) {
+        return false;
+    }
+    double s = (sw * sxq - sq * sx) / det;
+    double m = (sx - s * sq) / sw;
+    if (offset_le0 && m > 0.0) {
+        m = 0.0;
+        s = sxq / sqq;
+    }
+    if (!(s > 0.0) || !isfinite(s) || !isfinite(m)) {
+        return false;
+    }
+    *s_out = s;
+    *m_out = m;
+    *e_out = sxx - (2.0 * s) * sxq - (2.0 * m) * sx + (s * s) * sqq + ((2.0 * s) * m) * sq +
+             (m * m) * sw;
+    return true;
+}
 
 /* Geometry of the two-level scheme (docs/format.md section 5.2), and the number of clipping
  * candidates of its sub-block search. */

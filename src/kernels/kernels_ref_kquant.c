@@ -58,22 +58,11 @@ static bool kq_search(const float *x, const float *w, size_t n, float qmax, floa
             sqq += (W * q) * q;
             sxq += (W * x[i]) * q;
         }
-        const double SQ = (double)sq, SQQ = (double)sqq, SXQ = (double)sxq;
-        const double det = SW * SQQ - SQ * SQ;
-        if (!(det > 0.0)) {
+        double s, m, e;
+        if (!aq__fit_candidate(SW, SX, SXX, (double)sq, (double)sqq, (double)sxq, true, &s, &m,
+                               &e)) {
             continue;
         }
-        double s = (SW * SXQ - SQ * SX) / det;
-        double m = (SX - s * SQ) / SW;
-        if (m > 0.0) {
-            m = 0.0;
-            s = SXQ / SQQ;
-        }
-        if (!(s > 0.0) || !isfinite(s) || !isfinite(m)) {
-            continue;
-        }
-        const double e = SXX - (2.0 * s) * SXQ - (2.0 * m) * SX + (s * s) * SQQ +
-                         ((2.0 * s) * m) * SQ + (m * m) * SW;
         if (!found || e < best_e) {
             found = true;
             best_e = e;

@@ -111,21 +111,10 @@ SRCH_INLINE bool srch_fit(const void *src, aq_dtype dtype, const float *w, size_
             lxq[j] += (W * (double)x) * Q;
         }
         const double sq = srch_reduce(lq), sqq = srch_reduce(lqq), sxq = srch_reduce(lxq);
-        double det = sw * sqq - sq * sq;
-        if (!(det > 0.0)) {
+        double s, m, e;
+        if (!aq__fit_candidate(sw, sx, sxx, sq, sqq, sxq, offset_le0, &s, &m, &e)) {
             continue;
         }
-        double s = (sw * sxq - sq * sx) / det;
-        double m = (sx - s * sq) / sw;
-        if (offset_le0 && m > 0.0) {
-            m = 0.0;
-            s = sxq / sqq;
-        }
-        if (!(s > 0.0) || !isfinite(s) || !isfinite(m)) {
-            continue;
-        }
-        double e = sxx - (2.0 * s) * sxq - (2.0 * m) * sx + (s * s) * sqq + ((2.0 * s) * m) * sq +
-                   (m * m) * sw;
         if (!found || e < best_e) {
             found = true;
             best_e = e;
