@@ -2,21 +2,7 @@
 conftest.py, so tests import these from here, not from conftest)."""
 import shutil
 
-
-def small_unet(seed=0):
-    import diffusers
-    import torch
-
-    torch.manual_seed(seed)
-    m = diffusers.UNet2DModel(sample_size=16, in_channels=3, out_channels=3,
-                              layers_per_block=1, block_out_channels=(32, 64),
-                              down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                              up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                              norm_num_groups=8)
-    with torch.no_grad():  # random weights everywhere (fresh output convs are zero)
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.05)
-    return m.eval()
+from diffusers_unet import small_unet  # noqa: F401  (re-exported for the model tests)
 
 
 def restore_unet(cli, model_file, config_dir, out):

@@ -8,19 +8,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")  # pinned in requirements-test.txt
 
-
-def _unet(seed=0):
-    torch.manual_seed(seed)
-    m = diffusers.UNet2DModel(sample_size=16, in_channels=3, out_channels=3,
-                              layers_per_block=1, block_out_channels=(32, 64),
-                              down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-                              up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                              norm_num_groups=8)
-    # Random weights everywhere (freshly initialised UNets have zero output convs).
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn_like(p) * 0.05)
-    return m.eval()
+from diffusers_unet import small_unet  # noqa: E402
 
 
 def _forward(model):
@@ -33,7 +21,7 @@ def _forward(model):
 @pytest.mark.parametrize("bits,min_cos", [(8, 0.9995), (4, 0.98)])
 def test_unet_roundtrip_through_diffusers(aq, tmp_path, bits, min_cos):
     src = tmp_path / "unet"
-    model = _unet()
+    model = small_unet()
     model.save_pretrained(src)  # safetensors by default
     assert (src / "diffusion_pytorch_model.safetensors").exists()
     q = tmp_path / "unet.arrow"
@@ -59,7 +47,7 @@ def test_pipeline_folder_with_fp16_variant(aq, tmp_path):
     """A diffusers pipeline folder: model_index.json, a UNet saved as the fp16 variant only,
     a VAE, and a scheduler without weights."""
     root = tmp_path / "pipe"
-    unet = _unet()
+    unet = small_unet()
     unet.half().save_pretrained(root / "unet", variant="fp16")
     vae = diffusers.AutoencoderKL(block_out_channels=(32,), latent_channels=4,
                                   norm_num_groups=8)
@@ -89,7 +77,7 @@ def test_pipeline_folder_back_to_diffusers(aq, tmp_path):
     """Quantize a pipeline folder, dequantize it into a folder of the same layout, and load
     each component back with diffusers."""
     root = tmp_path / "pipe"
-    unet = _unet(3)
+    unet = small_unet(3)
     unet.save_pretrained(root / "unet")
     torch.manual_seed(4)
     vae = diffusers.AutoencoderKL(block_out_channels=(32, 64), latent_channels=4,
