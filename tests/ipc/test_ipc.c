@@ -1,6 +1,7 @@
 /* The IPC reader and writer from C: round trips, atomic output, and bad input (truncation at
  * every byte and message boundary, bad magic, lengths and offsets outside the file, negative
  * lengths, schema/batch mismatch, unknown codec, corrupt compressed data). */
+#include "../arrow/arrow_test_util.h"
 #include "aq_common.h"
 #include "aq_test.h"
 #include "arrow_owned.h"
@@ -180,24 +181,8 @@ static aq_status ti_read_all(aq_ipc_reader *r, size_t *n_batches, aq_error *err)
 /* True when C Data Interface metadata holds key with the given value. */
 static bool ti_meta_is(const char *m, const char *key, const char *value)
 {
-    if (m == NULL) {
-        return false;
-    }
-    int32_t n, kl, vl;
-    memcpy(&n, m, 4);
-    m += 4;
-    for (int32_t i = 0; i < n; i++) {
-        memcpy(&kl, m, 4);
-        const char *k = m + 4;
-        m += 4 + kl;
-        memcpy(&vl, m, 4);
-        const char *v = m + 4;
-        m += 4 + vl;
-        if ((size_t)kl == strlen(key) && memcmp(k, key, (size_t)kl) == 0) {
-            return (size_t)vl == strlen(value) && memcmp(v, value, (size_t)vl) == 0;
-        }
-    }
-    return false;
+    char buf[256];
+    return m != NULL && meta_get(m, key, buf, sizeof buf) != NULL && strcmp(buf, value) == 0;
 }
 
 TEST(roundtrip_all_formats_and_codecs)
