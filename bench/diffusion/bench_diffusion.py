@@ -148,6 +148,17 @@ def main():
         qmodel.load_state_dict(new)
         return bits_total / total
 
+    def plain_affine(pbits, need, groups):
+        """Plain affine on every matrix (vectors kept at 16 bits) with the first group size in
+        groups whose bpw reaches need, or the last one; qmodel holds it. Returns (group, bpw)."""
+        for group in groups:
+            plan = {n: ("keep", 0, None, 0, None) if state[n].ndim < 2 else
+                    ("q", pbits, "affine", group, None) for n in names}
+            bpw = build(plan)
+            if bpw >= need:
+                break
+        return group, bpw
+
     rows, pictures = [], [("fp32", ref_samples)]
     for profile, pbits in (("edge", 2), ("local", 4), ("cloud", 8)):
         dec = lib.decisions(profile, names, [state[n].shape for n in names])
@@ -166,13 +177,7 @@ def main():
             bpw = build(plan)
             outs, samples = evaluate(qmodel)
             measured.append((label, bpw, outs, samples))
-        need = max(m[1] for m in measured)
-        for group in (128, 64, 32, 16, 8):
-            plan = {n: ("keep", 0, None, 0, None) if state[n].ndim < 2 else
-                    ("q", pbits, "affine", group, None) for n in names}
-            bpw = build(plan)
-            if bpw >= need or group == 8:
-                break
+        group, bpw = plain_affine(pbits, max(m[1] for m in measured), (128, 64, 32, 16, 8))
         outs, samples = evaluate(qmodel)
         measured.insert(0, (f"affine g{group}", bpw, outs, samples))
         for label, bpw, outs, samples in measured:
@@ -234,13 +239,8 @@ def main():
             print(f"{measured[-1][0]}: {bpw:.4f} bpw over every parameter "
                   f"(budget scope {s['budget']['scope']}: {s['budget']['bits_per_weight']:.4f});"
                   f" {alloc}")
-        need = max(m[1] for m in measured)
-        for group in (2 ** 32 - 1, 512, 256, 128, 64, 32, 16, 8):
-            plan = {n: ("keep", 0, None, 0, None) if state[n].ndim < 2 else
-                    ("q", pbits, "affine", group, None) for n in names}
-            bpw = build(plan)
-            if bpw >= need or group == 8:
-                break
+        group, bpw = plain_affine(pbits, max(m[1] for m in measured),
+                                  (2 ** 32 - 1, 512, 256, 128, 64, 32, 16, 8))
         outs, samples = evaluate(qmodel)
         gname = "row" if group == 2 ** 32 - 1 else str(group)
         measured.insert(0, (f"affine g{gname} (vs pipeline)", bpw, outs, samples))
