@@ -80,6 +80,19 @@ def make_calib(lib, layer, ms):
     return c
 
 
+
+def assert_restored(batch, ws, tol):
+    """Dequantized UNET rows: kept (16-bit) rows are exactly their float16 values, the others
+    within tol of the originals ws."""
+    rw = batch.column("weights").to_pylist()
+    for i, (_, _, bits) in enumerate(UNET):
+        got = np.asarray(rw[i], dtype=np.float32)
+        if bits == 16:
+            want = ws[i].astype(np.float16).astype(np.float32)
+            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        else:
+            assert np.max(np.abs(got - ws[i])) < tol
+
 def test_kept_rows_are_numpy_float16_and_pyarrow_reads_the_result(aql, rules):
     ws = weights(1)
     ctx = aql.ctx(2, 64)  # not used: the rules' profile decides
@@ -104,14 +117,7 @@ def test_kept_rows_are_numpy_float16_and_pyarrow_reads_the_result(aql, rules):
         assert back.equals(res) and back.schema.metadata == res.schema.metadata
         # Dequantized, a kept row is exactly its float16 values.
         restored = aql.dequantize(back)
-        rw = restored.column("weights").to_pylist()
-        for i, (_, _, bits) in enumerate(UNET):
-            got = np.asarray(rw[i], dtype=np.float32)
-            if bits == 16:
-                want = ws[i].astype(np.float16).astype(np.float32)
-                np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
-            else:
-                assert np.max(np.abs(got - ws[i])) < 0.05
+        assert_restored(restored, ws, 0.05)
     finally:
         aql.lib.aq_ctx_free(ctx)
 
@@ -186,11 +192,4 @@ def test_the_module_dequantizes_kept_rows_and_raw_row_schemes(aql, rules):
     assert rs.count('{"scheme":"raw","group_size":0}') == 2
     assert '{"scheme":"affine","group_size":256}' in rs
     back = arrow_quant_v2.ArrowQuantV2(mode="base").dequantize_arrow(res)
-    rw = back.column("weights").to_pylist()
-    for i, (_, _, bits) in enumerate(UNET):
-        got = np.asarray(rw[i], dtype=np.float32)
-        if bits == 16:
-            want = ws[i].astype(np.float16).astype(np.float32)
-            np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
-        else:
-            assert np.max(np.abs(got - ws[i])) < 0.1
+    assert_restored(back, ws, 0.1)
