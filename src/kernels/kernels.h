@@ -46,8 +46,8 @@ typedef size_t (*aq__find_nonfinite_fn)(const void *src, size_t n);
 
 /* Error statistics of y, a float32 approximation, against src (n elements of the function's
  * dtype): adds sum x^2, sum (x - y)^2, sum x*y and sum y^2 to acc[0..3] and raises acc[4] to
- * max |x - y|. Statistics, not results: the reference sums in double, element by element; the
- * SIMD tables sum runs of a few hundred elements in float32 lanes, then in double. */
+ * max |x - y|. Every table sums in the same order (kernels_stats.h), so the sums, and every
+ * figure and decision taken from them, are the same on every CPU. */
 typedef void (*aq__error_stats_fn)(const void *src, const float *y, size_t n, double acc[5]);
 
 #include "kernels_quality.h"

@@ -409,4 +409,8 @@ static inline bool simd_lut_use(unsigned bits, aq_dtype out_dtype)
 }
 #endif
 
+/* The error statistics' lane-wise maximum and widening (kernels_stats.h): vmaxpd, vcvtps2pd. */
+#define STATS_MAX4(a, m) ((stats_d4)_mm256_max_pd((__m256d)(a), (__m256d)(m)))
+#define STATS_WIDEN4(p) ((stats_d4)_mm256_cvtps_pd(_mm_loadu_ps(p)))
+
 #include "kernels_simd.h"

@@ -3,6 +3,7 @@
  * tested for bit-identical output against these, so clarity wins over speed here.
  */
 #include "kernels.h"
+#include "kernels_stats.h"
 
 #include <math.h>
 
@@ -175,29 +176,15 @@ AQ__REF_DEQUANT(f32, AQ_DTYPE_F32)
 AQ__REF_DEQUANT(f16, AQ_DTYPE_F16)
 AQ__REF_DEQUANT(bf16, AQ_DTYPE_BF16)
 
-/* Error statistics in double, element by element (float64 sources keep their precision). */
-static void ref_error_stats(const void *src, aq_dtype dtype, const float *y, size_t n,
-                            double acc[5])
+/* Error statistics: kernels_stats.h, the same sums on every table. */
+static void ref_widen(const void *src, aq_dtype dtype, size_t i, size_t cnt, float *out)
 {
-    double xx = acc[0], ee = acc[1], xy = acc[2], yy = acc[3], maxe = acc[4];
-    for (size_t k = 0; k < n; k++) {
-        double x =
-            dtype == AQ_DTYPE_F64 ? ((const double *)src)[k] : (double)ref_load(src, dtype, k);
-        double v = (double)y[k], e = x - v;
-        xx += x * x;
-        ee += e * e;
-        xy += x * v;
-        yy += v * v;
-        if (fabs(e) > maxe) {
-            maxe = fabs(e);
-        }
+    for (size_t k = 0; k < cnt; k++) {
+        out[k] = ref_load(src, dtype, i + k);
     }
-    acc[0] = xx;
-    acc[1] = ee;
-    acc[2] = xy;
-    acc[3] = yy;
-    acc[4] = maxe;
 }
+
+STATS_DEFINE(ref_error_stats, ref_widen)
 
 #define REF_STATS(suffix, dtype)                                                                   \
     static void ref_error_stats_##suffix(const void *src, const float *y, size_t n, double acc[5]) \

@@ -79,6 +79,8 @@
 #    error "define the primitives and SIMD_TABLE_NAME before including kernels_simd.h"
 #endif
 
+#include "kernels_stats.h"
+
 #include <math.h>
 
 /* Codes simd_dequant takes at a time: SIMD_VL unless the instruction set says otherwise. */
@@ -677,59 +679,21 @@ SIMD_INLINE size_t simd_find_nonfinite(const void *src, aq_dtype dtype, size_t n
     return n;
 }
 
-/* Error statistics (aq__error_stats_fn): float32 lanes over runs of SIMD_STATS_RUN elements,
- * each run's lanes then added in double, so no float32 sum covers more than a few dozen
- * terms. */
-#define SIMD_STATS_RUN 512
-SIMD_INLINE void simd_error_stats(const void *src, aq_dtype dtype, const float *y, size_t n,
-                                  double acc[5])
+/* Error statistics: kernels_stats.h, the same sums on every table; 2-byte sources are
+ * widened with this instruction set's loads. */
+SIMD_INLINE void simd_widen(const void *src, aq_dtype dtype, size_t i, size_t cnt, float *out)
 {
-    SIMD_ALIGN float lane[4][SIMD_VL];
-    simd_v mx = simd_zero();
-    size_t i = 0;
-    while (i + SIMD_VL <= n) {
-        const size_t end =
-            n - i < SIMD_STATS_RUN ? i + (n - i) / SIMD_VL * SIMD_VL : i + SIMD_STATS_RUN;
-        simd_v xx = simd_zero(), ee = xx, xy = xx, yy = xx;
-        for (; i < end; i += SIMD_VL) {
-            simd_v x = simd_load(src, dtype, i), v;
-            memcpy(&v, y + i, sizeof v);
-            simd_v e = x - v;
-            xx += x * x;
-            ee += e * e;
-            xy += x * v;
-            yy += v * v;
-            mx = simd_max(mx, simd_max(e, -e));
-        }
-        simd_store(lane[0], xx);
-        simd_store(lane[1], ee);
-        simd_store(lane[2], xy);
-        simd_store(lane[3], yy);
-        for (size_t j = 0; j < 4; j++) {
-            double sum = 0.0;
-            for (size_t l = 0; l < SIMD_VL; l++) {
-                sum += (double)lane[j][l];
-            }
-            acc[j] += sum;
-        }
+    size_t k = 0;
+    for (; k + SIMD_VL <= cnt; k += SIMD_VL) {
+        simd_v v = simd_load(src, dtype, i + k);
+        memcpy(out + k, &v, sizeof v);
     }
-    simd_store(lane[0], mx);
-    for (size_t l = 0; l < SIMD_VL; l++) {
-        if ((double)lane[0][l] > acc[4]) {
-            acc[4] = (double)lane[0][l];
-        }
-    }
-    for (; i < n; i++) {
-        double x = (double)simd_scalar(src, dtype, i), v = (double)y[i], e = x - v;
-        acc[0] += x * x;
-        acc[1] += e * e;
-        acc[2] += x * v;
-        acc[3] += v * v;
-        if (fabs(e) > acc[4]) {
-            acc[4] = fabs(e);
-        }
+    for (; k < cnt; k++) {
+        out[k] = simd_scalar(src, dtype, i + k);
     }
 }
+
+STATS_DEFINE(simd_error_stats, simd_widen)
 
 #define SIMD_STATS(suffix, dtype)                                                    \
     static void simd_error_stats_##suffix(const void *src, const float *y, size_t n, \
