@@ -894,7 +894,16 @@ int main(int argc, char **argv)
         return cli_report(n, rest);
     }
     if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
-        printf("arrowquant %s\n", aq_version_string());
+        /* The kernel set this CPU runs (or the one AQ_KERNELS forces): scripts and bug reports
+         * read it here. */
+        aq_error err;
+        aq_ctx *ctx = NULL;
+        if (aq_ctx_create(&ctx, &err) != AQ_OK) {
+            cli_fail("%s", err.message);
+            return 1;
+        }
+        printf("arrowquant %s\nkernels: %s\n", aq_version_string(), aq_ctx_kernels(ctx));
+        aq_ctx_free(ctx);
         return 0;
     }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {

@@ -294,14 +294,22 @@ def test_progress_is_called_and_can_stop(ddpm, tmp_path):
                                     progress_callback=boom)
     _no_output(tmp_path, before)
 
-    # Ctrl-C: SIGINT during the run raises KeyboardInterrupt and leaves nothing.
+    # Ctrl-C: SIGINT during the run raises KeyboardInterrupt and leaves nothing. raise_signal
+    # delivers it to this thread before it returns (os.kill lets the kernel pick any thread of
+    # the process, the library's workers included), so the run stops at the third quantized
+    # tensor whatever the timing.
+    interrupted = []
+
     def interrupt(info):
-        if info["tensors_done"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
+        if info["phase"] == "quantizing":
+            interrupted.append(info["tensors_done"])
+            if info["tensors_done"] == 3:
+                signal.raise_signal(signal.SIGINT)
 
     with pytest.raises(KeyboardInterrupt):
         aq.quantize_diffusion_model(ddpm, tmp_path / "int.arrow", "local",
                                     progress_callback=interrupt)
+    assert interrupted == [1, 2, 3]
     _no_output(tmp_path, before)
 
 

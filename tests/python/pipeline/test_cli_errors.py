@@ -188,3 +188,15 @@ def test_folder_output_cleaned_on_failure(aq, tmp_path):
              preexec_fn=_limit_fsize(100000))
     aq("dequantize", q, "-o", out)
     assert (out / "b_large" / "diffusion_pytorch_model.safetensors").stat().st_size > 200000
+
+
+def test_version_names_the_kernel_set(aq):
+    """--version says which kernel set runs (scripts/test reads it to pick the narrower set for
+    its second pass); AQ_KERNELS forces one, and an unknown name is one clear error."""
+    lines = aq("--version").stdout.splitlines()
+    assert lines[0].startswith("arrowquant ")
+    own = lines[1].removeprefix("kernels: ")
+    assert own in {"avx512", "avx2", "neon", "ref"}, lines
+    forced = aq("--version", env={**os.environ, "AQ_KERNELS": "ref"}).stdout
+    assert forced.splitlines()[1] == "kernels: ref"
+    aq.fails("--version", env={**os.environ, "AQ_KERNELS": "sse9"}, expect="AQ_KERNELS=sse9")
