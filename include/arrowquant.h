@@ -42,6 +42,8 @@ extern "C" {
 /* Version                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The one place the version is written: CMakeLists.txt (the library, the CMake package,
+ * arrowquant.pc) and pyproject.toml (the Python package) read these three lines. */
 #define AQ_VERSION_MAJOR 0
 #define AQ_VERSION_MINOR 1
 #define AQ_VERSION_PATCH 0
