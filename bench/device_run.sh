@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The kernel benchmarks of issue 7 in one go, for a quiet machine with more cores than the
+# The kernel benchmarks in one go, for a quiet machine with more cores than the
 # 2-core development VM (thread scaling cannot be shown there): builds the project (RelWithDebInfo,
 # the project's release configuration, in build-device/), then prints
 #   1. the machine (CPU, cores, load average before and after);

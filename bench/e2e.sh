@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End to end (issue 7): a 1 GiB float16 safetensors checkpoint quantized to an uncompressed
+# End to end: a 1 GiB float16 safetensors checkpoint quantized to an uncompressed
 # 4-bit .arrow file by `arrowquant quantize`, against the time to read the input bytes and write
 # the output bytes alone (build/bench/e2e_io: read(2) of the input, then as many bytes as the
 # .arrow file has written to the same folder, closed the way the IPC writer closes: fsync,

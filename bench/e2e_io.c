@@ -1,5 +1,5 @@
 /*
- * bench/e2e_io: the floor of the end-to-end benchmark (bench/e2e.sh, issue 7): the time to
+ * bench/e2e_io: the floor of the end-to-end benchmark (bench/e2e.sh): the time to
  * read a file's bytes and to write a given number of bytes, with nothing computed between.
  *
  *   build/bench/e2e_io SRC OUT_BYTES DST

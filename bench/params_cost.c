@@ -1,5 +1,5 @@
 /*
- * The per-batch parameter step of the AVX-512 affine kernels, timed alone (issue 7): how long
+ * The per-batch parameter step of the AVX-512 affine kernels, timed alone: how long
  * simd_params takes for one batch of 16 groups, and one of its two min/max reduction trees
  * (avx512_reduce16). It includes kernels_avx512.c to reach those static functions, so it
  * builds only where that file does (bench/CMakeLists.txt) and runs only on a CPU with

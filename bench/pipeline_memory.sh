@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Peak resident memory of `arrowquant quantize` (and `dequantize`) on a checkpoint of at least
 # 2 GiB: the synthetic SD-1.x UNet at full width (860 M parameters, float32, 3.2 GiB). The
-# bound (issue 6): peak RSS under the largest tensor plus 256 MiB. Mapped file pages count as
+# bound: peak RSS under the largest tensor plus 256 MiB. Mapped file pages count as
 # resident once touched, so this checks that each tensor's pages are let go when it is done.
 #
 #   bench/pipeline_memory.sh [width]      (default 320; the file is kept in bench/out/)

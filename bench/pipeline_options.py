@@ -3,7 +3,7 @@
 by scripts/demo): for each set of options, the true bits per weight of the quantized rows
 (every byte of codes, scales and zero points counted from the model file), the total squared
 error of the quantized tensors (numpy, from the restored safetensors), the run's minimum SQNR,
-mean cosine, moved tensors and time. Prints a Markdown table (README, "Quality options").
+mean cosine, moved tensors and time. Prints a Markdown table (bench/results/pipeline_*.md, "Quality options").
 
     .venv/bin/python bench/pipeline_options.py [SRC_FOLDER_OR_FILE]
 """

@@ -1,6 +1,6 @@
 /*
  * bench/quality: quantization quality and speed of every scheme and bit width on four
- * synthetic weight distributions, printed next to ggml's reference points (issue 8).
+ * synthetic weight distributions, printed next to ggml's reference points.
  *
  * The generator (documented so that the figures can be reproduced anywhere):
  *  - splitmix64 with seed 1 (Gaussian), 2 (Laplace), 3 (outliers), 4 (Student-t);
@@ -55,7 +55,7 @@ static double bq_normal(uint64_t *s)
 enum { BQ_GAUSS, BQ_LAPLACE, BQ_OUTLIER, BQ_STUDENT, BQ_DISTS };
 static const char *const bq_dist_names[BQ_DISTS] = {"gaussian", "laplace", "outliers",
                                                     "student-t3"};
-/* ggml reference points of issue 8 (relative RMSE), per distribution. */
+/* ggml's reference points (relative RMSE of Q2_K, Q4_K, Q8_0), per distribution. */
 static const double bq_q4k[BQ_DISTS] = {0.0714, 0.0846, 0.0832, 0.0922};
 static const double bq_q2k[BQ_DISTS] = {0.2965, 0.3440, 0.2854, 0.3502};
 static const double bq_q80_gauss = 0.0054;
@@ -256,7 +256,7 @@ int main(int argc, char **argv)
             fflush(stdout);
         }
     }
-    printf("\n## Targets of issue 8 (best configuration within the bit budget)\n\n"
+    printf("\n## Targets (best configuration within the bit budget)\n\n"
            "| target | distribution | ggml | measured | configuration | M weights/s | met |\n"
            "|---|---|---|---|---|---|---|\n");
     for (int k = 0; k < 3; k++) {

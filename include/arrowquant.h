@@ -42,6 +42,8 @@ extern "C" {
 /* Version                                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The one place the version is written: CMakeLists.txt (the library, the CMake package,
+ * arrowquant.pc) and pyproject.toml (the Python package) read these three lines. */
 #define AQ_VERSION_MAJOR 0
 #define AQ_VERSION_MINOR 1
 #define AQ_VERSION_PATCH 0
@@ -1032,7 +1034,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_report_choice_get(const aq_report *report, siz
  * profile, and the quality goals handed to aq_qset_quantize: a floor on each tensor's cosine
  * similarity (min_cosine) and a size budget (target_bpw, in bits per weight, all metadata
  * counted, over the tensors that follow the profile; tensors that the layer rules keep in 16
- * bits or raise to 8 bits are outside the budget). Values in README.md, "Diffusion mode". */
+ * bits or raise to 8 bits are outside the budget). Values in docs/diffusion.md, "Profiles". */
 typedef struct aq_profile {
     const char *name;   /* "edge", "local", "cloud"; static storage */
     unsigned bit_width; /* 2, 4, 8 */

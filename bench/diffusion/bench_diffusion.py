@@ -20,7 +20,7 @@ Configurations, for each profile (edge 2 bits, local 4, cloud 8):
                own seed, not the evaluation's)
   pipeline     the model pipeline itself (arrowquant quantize -> dequantize, the CLI of
                build/src/cli) with a budget over the whole model (--budget-scope model:
-               every parameter counts, kept and 8-bit ones included) at the issue's targets,
+               every parameter counts, kept and 8-bit ones included) at the targets (4.5, 2.625),
                without and with the calibration table (--calibration):
                and --min-accuracy 0 (local's floor 0.99 alone needs 5.229 bpw: the budget
                decides instead):

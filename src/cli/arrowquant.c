@@ -86,7 +86,7 @@ static int cli_usage(void)
           "  arrowquant validate ORIGINAL QUANTIZED [--min-accuracy C | --profile P] [--json]\n"
           "  arrowquant report IN.arrow -o report.html\n"
           "SRC is a .safetensors file, a *.safetensors.index.json, or a folder (diffusers\n"
-          "pipeline or model folder). See README.md for the default rules.\n",
+          "pipeline or model folder). See docs/cli.md for the default rules.\n",
           stderr);
     return 2;
 }

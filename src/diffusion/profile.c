@@ -1,12 +1,12 @@
 /*
  * Deployment profiles: edge (2 bits), local (4 bits), cloud (8 bits).
  *
- * The scheme is kquant, the library's most accurate scheme at every width (README, quality
- * table), which is what mode="diffusion" promises. Budgets are kquant's own size at the
- * profile's width (2.625, 4.5 and 8.5 bits per weight for full super-blocks), so the budget
- * allocation can trade bits between tensors but never exceeds what a uniform choice costs.
+ * The scheme is kquant, the library's most accurate scheme at every width (the quality table
+ * in bench/results/quality_*.md), which is what mode="diffusion" promises. Budgets are kquant's own
+ * size at the profile's width (2.625, 4.5 and 8.5 bits per weight for full super-blocks), so the
+ * budget allocation can trade bits between tensors but never exceeds what a uniform choice costs.
  * The floors sit below kquant's cosine on heavy-tailed weights at that width (0.956 for
- * Laplace weights at 2 bits, 0.9975 for Gaussian at 4, README quality table), so they catch
+ * Laplace weights at 2 bits, 0.9975 for Gaussian at 4, the same table), so they catch
  * tensors that quantize badly without moving ordinary ones.
  */
 #include "aq_common.h"

@@ -308,7 +308,7 @@ TEST(kquant_layout_and_bounds)
     }
 }
 
-/* Relative RMSE of one scheme on a Gaussian tensor (the targets of issue 8, on a smaller
+/* Relative RMSE of one scheme on a Gaussian tensor (the targets of bench/quality, on a smaller
  * tensor than bench/quality's). */
 static double ts_rel_rmse(aq_scheme scheme, unsigned bits, size_t g)
 {

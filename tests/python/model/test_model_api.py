@@ -393,17 +393,17 @@ def test_validate_failures_agree_with_cli(cli, ddpm, tmp_path):
     assert j["min_cosine"] == 0.9 and j["floor_source"] == "profile edge"
 
 
-def test_readme_model_quick_start_runs(ddpm, tmp_path, monkeypatch):
+def test_docs_model_quick_start_runs(ddpm, tmp_path, monkeypatch):
     import pathlib
     import re
 
-    text = (pathlib.Path(__file__).resolve().parents[3] / "README.md").read_text()
-    section = text.split("### Whole models from Python", 1)[1]
+    text = (pathlib.Path(__file__).resolve().parents[3] / "docs" / "python.md").read_text()
+    section = text.split("## Whole models from Python", 1)[1]
     block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "ddpm_digits").symlink_to(ddpm)
     namespace = {}
-    exec(compile(block, "README.md", "exec"), namespace)
+    exec(compile(block, "docs/python.md", "exec"), namespace)
     assert namespace["report"].passed and (tmp_path / "ddpm.arrow").exists()
     by = {t.name: t for t in namespace["result"].tensors}
     assert by["conv_in.weight"].bit_width == 8 and by["conv_in.weight"].rule == "override"

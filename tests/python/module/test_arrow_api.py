@@ -1,5 +1,5 @@
 """quantize_arrow_batch / quantize_arrow / dequantize_arrow: the behaviours users rely on
-(issue 4, numbered as there), each with pyarrow, polars and duckdb objects as input."""
+(numbered), each with pyarrow, polars and duckdb objects as input."""
 import math
 import re
 import warnings

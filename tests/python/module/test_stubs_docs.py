@@ -53,7 +53,7 @@ def test_stubs_match_the_module():
             want = [a.arg for a in fn.args.args + fn.args.kwonlyargs if a.arg != "self"]
             got = [p for p in sig.parameters if p != "self"]
             assert got == want, (cls_name, name, got, want)
-    # Diffusion mode (issue 9): pure-Python names beside the extension's.
+    # Diffusion mode: pure-Python names beside the extension's.
     pure_python = {"DiffusionQuantConfig", "calibrate", "QualityReport", "QuantizationResult",
                    "quantize_diffusion_model", "validate_quality"}
     assert set(arrow_quant_v2.__all__) == public | pure_python
@@ -71,9 +71,9 @@ def test_public_objects_have_docstrings():
 
 def test_readme_python_quick_start_runs(tmp_path, monkeypatch):
     text = (ROOT / "README.md").read_text()
-    section = text.split("## Python", 1)[1]
+    section = text.split("## Quick start: Python", 1)[1]
     blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
-    assert blocks, "README.md has no python block under '## Python'"
+    assert blocks, "README.md has no python block under '## Quick start: Python'"
     monkeypatch.chdir(tmp_path)
     namespace = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)

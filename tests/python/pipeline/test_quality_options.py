@@ -1,4 +1,4 @@
-"""Issue 8's options in the command: --min-accuracy (a cosine floor that moves tensors to more
+"""The quality options of the command: --min-accuracy (a cosine floor that moves tensors to more
 bits) and --target-bpw (bits and scheme per tensor within a size budget), on the demo
 generator's heavy-tailed UNet weights."""
 import json
