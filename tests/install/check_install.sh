@@ -23,7 +23,7 @@ for f in "$prefix/include/arrowquant.h" "$prefix/bin/arrowquant" "$libdir/libarr
 done
 
 echo "== the installed command"
-out=$("$prefix/bin/arrowquant" --version)
+out=$("$prefix/bin/arrowquant" --version | head -n 1)
 [ "$out" = "arrowquant $version" ] || { echo "arrowquant --version: '$out'" >&2; exit 1; }
 "$prefix/bin/arrowquant" --help >/dev/null 2>&1
 
