@@ -485,7 +485,7 @@ static int cmd_quantize(int argc, char **argv)
         scheme = aq_scheme_name(prof.scheme);
         /* --group-size: the group of affine and affine_search budget candidates (kquant's
          * is its 512-element super-block). */
-        if (!group_set && prof.scheme != AQ_SCHEME_KQUANT && prof.group_size > 0) {
+        if (!group_set && !aq_scheme_is_kquant(prof.scheme) && prof.group_size > 0) {
             group = (long long)prof.group_size;
         }
     }
@@ -615,7 +615,7 @@ static int cmd_quantize(int argc, char **argv)
         goto done;
     }
     /* The group size the rows carry: kquant's is its super-block. */
-    if (sch == AQ_SCHEME_KQUANT) {
+    if (aq_scheme_is_kquant(sch)) {
         group = AQ_KQUANT_SUPER_BLOCK;
     }
     const bool budget = target != 0.0;

@@ -120,12 +120,17 @@ def test_budgets_and_scopes(ddpm, tmp_path):
     assert m.config.budget_scope == "model"
     assert m.budget_bits_per_weight == m.bits_per_weight <= 5.0
     # The profile's figure given explicitly is a strict budget; left out, the budget is the
-    # profile's own size on the model, which on the DDPM's short rows is above 4.5.
+    # profile's own size on the model: with kquant's super-blocks laid over the flattened
+    # tensors (docs/format.md 5.2) that is 4.5 bits per weight up to one partial super-block
+    # per tensor (at most 88 bits each), even on the DDPM's short rows.
     d = aq.quantize_diffusion_model(ddpm, tmp_path / "d.arrow",
                                     DiffusionQuantConfig("local", min_cosine=0))
     g = aq.quantize_diffusion_model(ddpm, tmp_path / "g.arrow",
                                     DiffusionQuantConfig("local", min_cosine=0, target_bpw=4.5))
-    assert d.budget_bits_per_weight > 4.5 >= g.budget_bits_per_weight
+    mine = [t for t in d.tensors if t.rule == "profile"]
+    tails = 88.0 * len(mine) / sum(t.elements for t in mine)
+    assert 4.4 < d.budget_bits_per_weight <= 4.5 + tails
+    assert g.budget_bits_per_weight <= 4.5
     with pytest.raises(QuantizationError, match="budget_scope"):
         DiffusionQuantConfig("local", budget_scope="everything")
     before = os.listdir(tmp_path)

@@ -146,7 +146,7 @@ def test_quantized_rows_match_an_independent_dequantizer(aq, every_dtype, tmp_pa
     assert table.column_names[6:] == ["group_size", "scheme", "source_dtype", "sqnr_db",
                                       "cosine", "max_abs_error"]
     md = table.schema.metadata
-    assert md[b"arrowquant.format_version"] == b"1"
+    assert md[b"arrowquant.format_version"] == b"2"
     assert json.loads(md[b"arrowquant.model_metadata"]) == {"format": "pt", "note": "every dtype"}
     for row in table.to_pylist():
         if row["scheme"] != "affine":
