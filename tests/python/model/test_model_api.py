@@ -404,3 +404,34 @@ def test_readme_model_quick_start_runs(ddpm, tmp_path, monkeypatch):
     assert namespace["report"].passed and (tmp_path / "ddpm.arrow").exists()
     by = {t.name: t for t in namespace["result"].tensors}
     assert by["conv_in.weight"].bit_width == 8 and by["conv_in.weight"].rule == "override"
+
+
+@pytest.mark.parametrize("bits,profile,bpw", [(2, "edge", 2.625), (4, "local", 4.5),
+                                              (8, "cloud", 8.5)])
+def test_diffusion_mode_defaults_are_the_profile_of_the_bits(ddpm, tmp_path, bits, profile, bpw):
+    """ArrowQuantV2(mode="diffusion") with nothing but bit_width applies the layer rules and
+    the budget of that width's profile: the same bytes as quantize_diffusion_model with that
+    profile (and so as ``arrowquant quantize --profile``), and the tensors the profile decides
+    stay within its bits per weight, every byte counted."""
+    pa = pytest.importorskip("pyarrow")
+    tensors = load_file(str(ddpm / "diffusion_pytorch_model.safetensors"))
+    names = list(tensors)
+    batch = pa.record_batch({
+        "layer_name": names,
+        "weights": pa.array([tensors[n].astype(np.float32).ravel() for n in names],
+                            pa.list_(pa.float32())),
+        "shape": pa.array([list(tensors[n].shape) for n in names], pa.list_(pa.int64()))})
+    seed = aq.ArrowQuantV2(mode="diffusion").quantize_arrow_batch(batch, bit_width=bits)
+    model = aq.quantize_diffusion_model(ddpm, tmp_path / "m.arrow", config=profile)
+    table = pyarrow.ipc.open_file(str(tmp_path / "m.arrow")).read_all()
+    at = {n: i for i, n in enumerate(table.column("layer_name").to_pylist())}
+    data = table.column("quantized_data").to_pylist()
+    assert [data[at[n]] for n in names] == seed.column("quantized_data").to_pylist()
+    assert {t.rule for t in model.tensors} >= {"profile", "bias", "norm"}
+    # The profile's tensors: within the figure, up to one partial super-block each.
+    rows = {r["layer_name"]: r for r in seed.to_pylist()}
+    mine = [t for t in model.tensors if t.rule == "profile"]
+    size = sum(len(rows[t.name]["quantized_data"]) + 8 * len(rows[t.name]["scales"])
+               for t in mine)
+    n = sum(t.elements for t in mine)
+    assert size * 8 <= bpw * n + 88 * len(mine)
