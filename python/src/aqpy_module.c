@@ -926,7 +926,10 @@ static int aqpy_diffusion_begin(aqpy_quant *self, PyObject *config, PyObject *ca
     "target_bpw: a size budget in bits per weight, all metadata counted (None: off): bit "        \
     "widths are chosen per layer, greedily by error saved per byte, so that the result stays "    \
     "within it (per batch for tables); too small a budget raises QuantizationError.\n"            \
-    "config: a DiffusionQuantConfig or a profile name ('edge', 'local', 'cloud'): the diffusion " \
+    "config: a DiffusionQuantConfig or a profile name ('edge', 'local', 'cloud'; None: in the "   \
+    "modes 'diffusion' and 'time_aware' without scheme and group_size, the profile of the bit "   \
+    "width, whose floor and budget give way to min_accuracy / target_bpw given alone): the "      \
+    "diffusion "                                                                                  \
     "layer rules decide each layer (kept as float16, 8 bits, or the profile's bits and scheme), " \
     "with the configuration's overrides, floor and budget (min_accuracy / target_bpw given "      \
     "here win); not combinable with bit_width, group_size or scheme. With family 'auto' the "     \
@@ -1326,10 +1329,14 @@ PyDoc_STRVAR(aqpy_quant_doc,
              "ArrowQuantV2(mode='diffusion', *, threads=0)\n"
              "--\n\n"
              "A weight quantizer over the ArrowQuant C library.\n\n"
-             "mode: 'diffusion' (the best scheme the library has for diffusion weights: kquant, "
-             "or affine_search when a group_size is given), 'time_aware' (the same schemes "
-             "today) or 'base' (plain affine). Anything else raises QuantizationError (a "
-             "ValueError). A method's scheme= overrides the mode.\n"
+             "mode: 'diffusion' (the best the library does at the size asked for: without "
+             "config, scheme and group_size, the layer rules, floor and budget of the bit "
+             "width's profile, 2 'edge', 4 'local', 8 'cloud', in kquant: the same bytes as "
+             "quantize_diffusion_model; kquant alone with a scheme, affine_search with a "
+             "group_size), 'time_aware' (the same, with each weight weighed by its "
+             "timestep-balanced importance: a calibration= is required) or 'base' (plain "
+             "affine). Anything else raises QuantizationError (a ValueError). A method's "
+             "scheme=, group_size= or config= overrides the mode's rules.\n"
              "threads: worker threads of the C library (0: one per CPU). Results never "
              "depend on it.\n\n"
              "Every method runs the C code with the GIL released; progress callbacks run on the "

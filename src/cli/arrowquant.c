@@ -69,25 +69,27 @@ double cli_now(void)
 
 static int cli_usage(void)
 {
-    fputs("usage:\n"
-          "  arrowquant quantize SRC -o OUT.arrow [--bits 2|4|8] [--group-size N]\n"
-          "        [--scheme affine|affine_search|kquant] [--min-accuracy COSINE]\n"
-          "        [--target-bpw BPW [--scheme S1,S2,...]] [--keep GLOB]... [--min-elements N]\n"
-          "        [--threads N] [--compression zstd|lz4|none] [--json] [--quiet]\n"
-          "  arrowquant quantize SRC -o OUT.arrow --profile edge|local|cloud\n"
-          "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [--target-bpw BPW|0]\n"
-          "        [--min-accuracy COSINE|0] [--budget-scope profile|model]\n"
-          "        [--scheme S1,S2,... [--group-size N] (the budget's candidates)]\n"
-          "        [other options above]\n"
-          "  (either form) [--calibration TABLE.arrow [--calibration-combine max|mean]]\n"
-          "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
-          "  arrowquant inspect FILE [--json]\n"
-          "  arrowquant compare A B [--json]\n"
-          "  arrowquant validate ORIGINAL QUANTIZED [--min-accuracy C | --profile P] [--json]\n"
-          "  arrowquant report IN.arrow -o report.html\n"
-          "SRC is a .safetensors file, a *.safetensors.index.json, or a folder (diffusers\n"
-          "pipeline or model folder). See README.md for the default rules.\n",
-          stderr);
+    fputs(
+        "usage:\n"
+        "  arrowquant quantize SRC -o OUT.arrow [--bits 2|4|8] [--group-size N]\n"
+        "        [--scheme affine|affine_search|kquant] [--min-accuracy COSINE]\n"
+        "        [--target-bpw BPW [--scheme S1,S2,...]] [--keep GLOB]... [--min-elements N]\n"
+        "        [--threads N] [--compression zstd|lz4|none] [--json] [--quiet]\n"
+        "  arrowquant quantize SRC -o OUT.arrow --profile edge|local|cloud\n"
+        "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [--target-bpw BPW|0]\n"
+        "        (--bits-for without --profile: the profile of --bits, 2 edge, 4 local, 8 cloud)\n"
+        "        [--min-accuracy COSINE|0] [--budget-scope profile|model]\n"
+        "        [--scheme S1,S2,... [--group-size N] (the budget's candidates)]\n"
+        "        [other options above]\n"
+        "  (either form) [--calibration TABLE.arrow [--calibration-combine max|mean]]\n"
+        "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
+        "  arrowquant inspect FILE [--json]\n"
+        "  arrowquant compare A B [--json]\n"
+        "  arrowquant validate ORIGINAL QUANTIZED [--min-accuracy C | --profile P] [--json]\n"
+        "  arrowquant report IN.arrow -o report.html\n"
+        "SRC is a .safetensors file, a *.safetensors.index.json, or a folder (diffusers\n"
+        "pipeline or model folder). See README.md for the default rules.\n",
+        stderr);
     return 2;
 }
 
@@ -425,8 +427,10 @@ static int cmd_quantize(int argc, char **argv)
     memset(&prof, 0, sizeof prof);
     aq_calib_combine how = AQ_CALIB_COMBINE_MAX;
     if (profile == NULL && n_bits_for > 0) {
-        rc = cli_fail("--bits-for needs --profile (the layer rules it overrides)");
-        goto done;
+        /* Overrides of the layer rules: without --profile, the rules of the profile of the
+         * bit width asked for (2: edge, 4: local, 8: cloud), as the Python diffusion mode. */
+        profile = bits == 2 ? "edge" : bits == 8 ? "cloud" : "local";
+        bits_set = false;
     }
     if (combine != NULL) {
         if (calib_path == NULL) {

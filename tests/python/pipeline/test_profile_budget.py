@@ -192,7 +192,7 @@ def test_bad_input(aq, table, tmp_path):
         (["--budget-scope", "model", "--target-bpw", "0"], "--budget-scope needs a budget"),
         (["--budget-scope", "model", "--target-bpw", "2.625"],
          "The smallest allocation needs 3.35"),
-        (["--target-bpw", "2"], "The smallest allocation needs 2.8"),
+        (["--target-bpw", "2"], "The smallest allocation needs 2.6250"),
         (["--target-bpw", "-1"], "--target-bpw: '-1' is not 0 (off) or a number"),
         (["--min-accuracy", "1.5"], "--min-accuracy: '1.5' is not 0 (off) or a number"),
         (["--target-bpw", "0", "--scheme", "kquant"], "needs a budget"),
