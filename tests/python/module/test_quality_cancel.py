@@ -130,8 +130,8 @@ def test_min_accuracy_moves_the_hard_layer_to_more_bits(mode):
     # The table path and the dict path agree byte for byte.
     table = q.quantize_arrow(pa.Table.from_batches([batch]), bit_width=2, min_accuracy=0.99)
     assert table.column("quantized_data").to_pylist() == data_floor
-    as_dict = q.quantize_batch({"easy": batch.column("weights")[0].values.to_numpy().reshape(64, 64),
-                                "hard": original.reshape(64, 64)}, bit_width=2,
+    easy = batch.column("weights")[0].values.to_numpy().reshape(64, 64)
+    as_dict = q.quantize_batch({"easy": easy, "hard": original.reshape(64, 64)}, bit_width=2,
                                min_accuracy=0.99)
     assert as_dict.column("bit_width").to_pylist() == bits
 
