@@ -510,6 +510,7 @@ static aq_status qual_kq_flat_rows(aq_ctx *ctx, const aq_qtensor *src, const aq_
     const size_t be1 = b1 * AQ__KQ_SUPER < l->elements ? b1 * AQ__KQ_SUPER : l->elements;
     int64_t sub[1] = {(int64_t)(be1 - be0)};
     aq_layout sl;
+    memset(&sl, 0, sizeof sl); /* set by aq__scheme_layout; some compilers cannot tell */
     if ((st = aq__scheme_layout(src->name, AQ_SCHEME_KQUANT, sub, 1, src->bit_width, AQ__KQ_SUPER,
                                 &sl, err)) != AQ_OK) {
         return st;
