@@ -69,27 +69,28 @@ double cli_now(void)
 
 static int cli_usage(void)
 {
-    fputs(
-        "usage:\n"
-        "  arrowquant quantize SRC -o OUT.arrow [--bits 2|4|8] [--group-size N]\n"
-        "        [--scheme affine|affine_search|kquant] [--min-accuracy COSINE]\n"
-        "        [--target-bpw BPW [--scheme S1,S2,...]] [--keep GLOB]... [--min-elements N]\n"
-        "        [--threads N] [--compression zstd|lz4|none] [--json] [--quiet]\n"
-        "  arrowquant quantize SRC -o OUT.arrow --profile edge|local|cloud\n"
-        "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [--target-bpw BPW|0]\n"
-        "        (--bits-for without --profile: the profile of --bits, 2 edge, 4 local, 8 cloud)\n"
-        "        [--min-accuracy COSINE|0] [--budget-scope profile|model]\n"
-        "        [--scheme S1,S2,... [--group-size N] (the budget's candidates)]\n"
-        "        [other options above]\n"
-        "  (either form) [--calibration TABLE.arrow [--calibration-combine max|mean]]\n"
-        "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
-        "  arrowquant inspect FILE [--json]\n"
-        "  arrowquant compare A B [--json]\n"
-        "  arrowquant validate ORIGINAL QUANTIZED [--min-accuracy C | --profile P] [--json]\n"
-        "  arrowquant report IN.arrow -o report.html\n"
-        "SRC is a .safetensors file, a *.safetensors.index.json, or a folder (diffusers\n"
-        "pipeline or model folder). See README.md for the default rules.\n",
-        stderr);
+    fputs("usage:\n"
+          "  arrowquant quantize SRC -o OUT.arrow [--bits 2|4|8] [--group-size N]\n"
+          "        [--scheme affine|affine_search|kquant] [--min-accuracy COSINE]\n"
+          "        [--target-bpw BPW [--scheme S1,S2,...]] [--keep GLOB]... [--min-elements N]\n"
+          "        [--threads N] [--compression zstd|lz4|none] [--json] [--quiet]\n"
+          "  arrowquant quantize SRC -o OUT.arrow --profile edge|local|cloud\n"
+          "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [--target-bpw BPW|0]\n"
+          "        [--min-accuracy COSINE|0] [--budget-scope profile|model]\n"
+          "        [--scheme S1,S2,... [--group-size N] (the budget's candidates)]\n"
+          "        [other options above]\n"
+          "  (the first form without --scheme, --group-size, --keep, --min-elements,\n"
+          "  --min-accuracy and --target-bpw, or with --bits-for, is the second with the profile\n"
+          "  of --bits: 2 edge, 4 local, 8 cloud)\n"
+          "  (either form) [--calibration TABLE.arrow [--calibration-combine max|mean]]\n"
+          "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
+          "  arrowquant inspect FILE [--json]\n"
+          "  arrowquant compare A B [--json]\n"
+          "  arrowquant validate ORIGINAL QUANTIZED [--min-accuracy C | --profile P] [--json]\n"
+          "  arrowquant report IN.arrow -o report.html\n"
+          "SRC is a .safetensors file, a *.safetensors.index.json, or a folder (diffusers\n"
+          "pipeline or model folder). See README.md for the default rules.\n",
+          stderr);
     return 2;
 }
 
@@ -315,7 +316,7 @@ static int cmd_quantize(int argc, char **argv)
     const char **bits_for = calloc((size_t)argc + 1, sizeof *bits_for);
     size_t n_bits_for = 0;
     const char *profile = NULL;
-    bool bits_set = false, group_set = false;
+    bool bits_set = false, group_set = false, min_el_set = false;
     aq_rules *rules = NULL;
     const char **names = NULL;
     int rc = 0;
@@ -367,6 +368,7 @@ static int cmd_quantize(int argc, char **argv)
             if ((rc = cli_parse_size(a, v, 1, 1LL << 62, &min_el)) != 0) {
                 goto done;
             }
+            min_el_set = true;
         } else if (strcmp(a, "--scheme") == 0) {
             scheme = v;
         } else if (strcmp(a, "--min-accuracy") == 0) {
@@ -426,9 +428,14 @@ static int cmd_quantize(int argc, char **argv)
     aq_profile prof;
     memset(&prof, 0, sizeof prof);
     aq_calib_combine how = AQ_CALIB_COMBINE_MAX;
-    if (profile == NULL && n_bits_for > 0) {
-        /* Overrides of the layer rules: without --profile, the rules of the profile of the
-         * bit width asked for (2: edge, 4: local, 8: cloud), as the Python diffusion mode. */
+    /* Without --profile the command applies the layer rules, floor and budget of the profile
+     * of the bit width asked for (2: edge, 4: local, 8: cloud), as the Python diffusion mode
+     * does, unless an option asks for one treatment of every tensor (--scheme, --group-size,
+     * --min-elements, --keep) or a floor or budget of its own (--min-accuracy, --target-bpw,
+     * which then cover every quantized tensor). --bits-for always means the rules. */
+    if (profile == NULL && (bits == 2 || bits == 4 || bits == 8) &&
+        (n_bits_for > 0 ||
+         (scheme == NULL && !group_set && !min_el_set && n_keep == 0 && !min_set && !target_set))) {
         profile = bits == 2 ? "edge" : bits == 8 ? "cloud" : "local";
         bits_set = false;
     }

@@ -356,7 +356,7 @@ def test_bad_inputs_raise_and_leave_nothing(ddpm, tmp_path):
 def test_validate_failures_agree_with_cli(cli, ddpm, tmp_path):
     # Plain 2-bit affine without a floor: many tensors fall below 0.99.
     q = tmp_path / "b2.arrow"
-    cli("quantize", ddpm, "-o", q, "--bits", "2", "--quiet")
+    cli("quantize", ddpm, "-o", q, "--bits", "2", "--scheme", "affine", "--quiet")
     v = aq.validate_quality(ddpm, q, min_cosine=0.99)
     assert not v.passed and v.floor_source == "argument"
     assert set(v.failing) == {x.name for x in v.layers if x.cosine is not None and

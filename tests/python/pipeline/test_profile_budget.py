@@ -200,5 +200,5 @@ def test_bad_input(aq, table, tmp_path):
     for extra, expect in cases:
         aq.fails(*base, *extra, expect=expect, leaves_nothing_in=tmp_path)
     # Without a profile, a budget scope needs a budget too.
-    aq.fails("quantize", DDPM, "-o", o, "--budget-scope", "model",
+    aq.fails("quantize", DDPM, "-o", o, "--scheme", "affine", "--budget-scope", "model",
              expect="--budget-scope needs a budget", leaves_nothing_in=tmp_path)

@@ -110,6 +110,15 @@ def test_bad_input(aq, unet, tmp_path):
     assert 8 in mine.column("bit_width").to_pylist() and 2 in mine.column("bit_width").to_pylist()
     o.unlink()
     (tmp_path / "edge.arrow").unlink()
+    # Without --profile, --scheme, --group-size, --keep, a floor or a budget of its own, the
+    # command applies the profile of --bits (4: local) as the Python diffusion mode does.
+    aq("quantize", unet, "-o", o, "--quiet")
+    aq("quantize", unet, "-o", tmp_path / "local.arrow", "--profile", "local", "--quiet")
+    mine, local = (ipc.open_file(str(f)).read_all() for f in (o, tmp_path / "local.arrow"))
+    for col in ("layer_name", "quantized_data", "scales", "bit_width", "scheme"):
+        assert mine.column(col).equals(local.column(col)), col
+    o.unlink()
+    (tmp_path / "local.arrow").unlink()
     aq.fails("quantize", unet, "-o", o, "--profile", "local", "--bits", "2",
              expect="cannot be combined", leaves_nothing_in=tmp_path)
 
