@@ -112,11 +112,20 @@ typedef struct bq_config {
 } bq_config;
 
 static const bq_config bq_configs[] = {
-    {AQ_SCHEME_AFFINE, 2, 128, 0},        {AQ_SCHEME_AFFINE_SEARCH, 2, 128, 0},
-    {AQ_SCHEME_KQUANT, 2, 512, 0},        {AQ_SCHEME_AFFINE, 4, 128, 0},
-    {AQ_SCHEME_AFFINE_SEARCH, 4, 128, 0}, {AQ_SCHEME_AFFINE_SEARCH, 4, 128, 1},
-    {AQ_SCHEME_KQUANT, 4, 512, 0},        {AQ_SCHEME_AFFINE, 8, 128, 0},
-    {AQ_SCHEME_AFFINE_SEARCH, 8, 128, 0}, {AQ_SCHEME_KQUANT, 8, 512, 0},
+    {AQ_SCHEME_AFFINE, 2, 128, 0},
+    {AQ_SCHEME_AFFINE_SEARCH, 2, 128, 0},
+    {AQ_SCHEME_KQUANT, 2, 512, 0},
+    {AQ_SCHEME_AFFINE, 4, 128, 0},
+    {AQ_SCHEME_AFFINE_SEARCH, 4, 128, 0},
+    {AQ_SCHEME_AFFINE_SEARCH, 4, 128, 1},
+    {AQ_SCHEME_KQUANT, 4, 512, 0},
+    {AQ_SCHEME_AFFINE, 8, 128, 0},
+    {AQ_SCHEME_AFFINE_SEARCH, 8, 128, 0},
+    {AQ_SCHEME_KQUANT, 8, 512, 0},
+    /* The row-by-row layout of format version 1: with rows that are not a multiple of 512
+     * (--cols 320) it shows what laying super-blocks over the flattened tensor saves. */
+    {AQ_SCHEME_KQUANT_ROWS, 2, 512, 0},
+    {AQ_SCHEME_KQUANT_ROWS, 4, 512, 0},
 };
 
 #define BQ_CHECK(call)                                                      \
@@ -168,7 +177,7 @@ int main(int argc, char **argv)
     aq_quantize_options qopts = {imp};
     aq_layout big;
     aq_error err;
-    BQ_CHECK(aq_layout_compute_scheme(AQ_SCHEME_KQUANT, shape, 2, 8, 512, &big, &err));
+    BQ_CHECK(aq_layout_compute_scheme(AQ_SCHEME_KQUANT_ROWS, shape, 2, 8, 512, &big, &err));
     uint8_t *packed = malloc(big.packed_bytes + n);
     float *scales = malloc(n / 8 * sizeof *scales + 64), *zps = malloc(n / 8 * sizeof *zps + 64);
     if (!w || !deq || !packed || !scales || !zps || (importance && !imp)) {

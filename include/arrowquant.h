@@ -53,8 +53,13 @@ extern "C" {
 #define AQ_VERSION_STRING \
     AQ__STR(AQ_VERSION_MAJOR) "." AQ__STR(AQ_VERSION_MINOR) "." AQ__STR(AQ_VERSION_PATCH)
 
-/* Version of the packed format written into results (schema key arrowquant.format_version). */
-#define AQ_FORMAT_VERSION 1
+/* Version of the packed format written into results (schema key arrowquant.format_version).
+ * Version 2 lays kquant super-blocks over the flattened tensor; readers also accept version 1,
+ * where "kquant" names the row-by-row layout (AQ_SCHEME_KQUANT_ROWS). See
+ * aq_scheme_for_format_version. */
+#define AQ_FORMAT_VERSION 2
+/* The oldest format version readers accept. */
+#define AQ_FORMAT_VERSION_MIN 1
 
 /* The version of the library actually linked, as AQ_VERSION_NUMBER and as a string. Compare
  * with the macros to detect a header/library mismatch. */
@@ -155,15 +160,31 @@ typedef enum aq_scheme {
     AQ_SCHEME_AFFINE_SEARCH = 1,
     /* Two-level scales (docs/format.md 5.2): 512-element super-blocks with float32 d and dmin
      * in scales and zero_points; 4- or 6-bit sub-block scales and mins after the codes in
-     * the packed data. The group size is always 512 (AQ_KQUANT_SUPER_BLOCK). */
+     * the packed data. The group size is always 512 (AQ_KQUANT_SUPER_BLOCK). Super-blocks are
+     * laid over the flattened tensor (one row of all its elements), so only the tensor's last
+     * super-block may be partial: 2.625, 4.5 and 8.5 bits per weight on any shape, up to that
+     * one block. */
     AQ_SCHEME_KQUANT = 2,
+    /* The same scheme laid row by row (format version 1, where it was named "kquant"): each
+     * row starts a super-block, so rows that are not a multiple of 512 pay for partial
+     * blocks. Kept so that version-1 results and model files still read. */
+    AQ_SCHEME_KQUANT_ROWS = 3,
     AQ_SCHEME_COUNT
 } aq_scheme;
 
-/* "affine", "affine_search", "kquant"; "unknown" otherwise. */
+/* "affine", "affine_search", "kquant", "kquant_rows"; "unknown" otherwise. */
 AQ_API const char *aq_scheme_name(aq_scheme scheme);
 /* Looks a scheme up by its name. AQ_INVALID_PARAMETER, naming the known schemes, if unknown. */
 AQ_API AQ_MUST_CHECK aq_status aq_scheme_from_name(const char *name, aq_scheme *out, aq_error *err);
+/* The scheme a reader uses for a scheme named in data of the given format version: in
+ * version 1, "kquant" (AQ_SCHEME_KQUANT) meant the row-by-row layout, AQ_SCHEME_KQUANT_ROWS.
+ * Every other scheme reads the same in every version. */
+AQ_API aq_scheme aq_scheme_for_format_version(aq_scheme scheme, int format_version);
+/* Non-zero for both layouts of the two-level scheme. */
+static inline int aq_scheme_is_kquant(aq_scheme scheme)
+{
+    return scheme == AQ_SCHEME_KQUANT || scheme == AQ_SCHEME_KQUANT_ROWS;
+}
 
 typedef enum aq_param {
     AQ_PARAM_BIT_WIDTH = 0,        /* 2, 4 or 8. Default 4. */
@@ -926,9 +947,10 @@ AQ_API AQ_MUST_CHECK aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_p
  * not the context's parameter; a reader gives it back in aq_qtensor.group_size. */
 #define AQ_KQUANT_SUPER_BLOCK 512u
 
-/* aq_layout_compute for any scheme: for AQ_SCHEME_KQUANT, group_size is ignored (512 is
+/* aq_layout_compute for any scheme: for the kquant schemes, group_size is ignored (512 is
  * used), groups counts super-blocks and packed_bytes counts the codes and the packed sub-block
- * parameters after them. */
+ * parameters after them. For AQ_SCHEME_KQUANT the layout is that of the flattened tensor
+ * (rows 1, cols the element count); AQ_SCHEME_KQUANT_ROWS keeps the tensor's rows. */
 AQ_API AQ_MUST_CHECK aq_status aq_layout_compute_scheme(aq_scheme scheme, const int64_t *shape,
                                                         size_t ndim, unsigned bit_width,
                                                         size_t group_size, aq_layout *out,
@@ -1080,9 +1102,11 @@ typedef enum aq_rule {
     AQ_RULE_PROFILE = 0,    /* follows the profile */
     AQ_RULE_BIAS,           /* kept: a bias */
     AQ_RULE_NORM,           /* kept: a normalisation scale */
-    AQ_RULE_EMBEDDING,      /* kept: a token or class embedding table */
+    AQ_RULE_EMBEDDING,      /* kept: a token or class embedding table of at most
+                               AQ_RULES_KEEP_TABLE_MAX elements (larger: the profile) */
     AQ_RULE_POSITIONAL,     /* kept: a positional table (absolute or relative) */
-    AQ_RULE_VECTOR,         /* kept: any other tensor of fewer than 2 dimensions */
+    AQ_RULE_VECTOR,         /* kept: any other tensor of fewer than 2 dimensions, of at most
+                               AQ_RULES_KEEP_VECTOR_MAX elements (larger: the profile) */
     AQ_RULE_TIME_EMBEDDING, /* 8 bits: the timestep embedding MLP */
     AQ_RULE_CONDITIONING,   /* 8 bits: conditioning embedders (pooled text, guidance, ...) */
     AQ_RULE_MODULATION,     /* 8 bits: adaptive-norm modulation, time projections */
@@ -1101,6 +1125,13 @@ AQ_API const char *aq_rule_name(aq_rule rule);
 /* Bit width of a kept tensor in an override: stored as float16 (float32 for bfloat16
  * sources, see aq_rule_decision). */
 #define AQ_RULES_KEEP 16u
+
+/* The largest token embedding table, and the largest unnamed vector (a tensor of fewer than
+ * 2 dimensions that is no bias or norm), the rules keep; larger ones follow the profile. A
+ * text encoder's vocabulary (30522 x 384 in MiniLM) is well above the first; the second
+ * leaves a weight passed flat, without its shape, to the profile. */
+#define AQ_RULES_KEEP_TABLE_MAX ((size_t)1 << 20)
+#define AQ_RULES_KEEP_VECTOR_MAX ((size_t)1 << 14)
 
 /* The treatment of one tensor. */
 typedef struct aq_rule_decision {

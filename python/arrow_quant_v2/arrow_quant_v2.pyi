@@ -23,7 +23,7 @@ ArrowBatchLike = Union[_ArrowArrayExportable, _ArrowStreamExportable, _LegacyExp
 ArrowTableLike = Union[_ArrowStreamExportable, _ArrowArrayExportable, _LegacyExportable]
 ProgressCallback = Callable[[int, Optional[int]], Any]
 Mode = Literal["diffusion", "time_aware", "base"]
-Scheme = Literal["affine", "affine_search", "kquant"]
+Scheme = Literal["affine", "affine_search", "kquant", "kquant_rows"]
 
 class QuantizationError(ValueError):
     """Bad input or arguments; the message names the layer, column or parameter."""

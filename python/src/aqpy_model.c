@@ -436,7 +436,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     if (group_size != 0) {
         prof.group_size = (size_t)group_size;
     }
-    if (prof.scheme == AQ_SCHEME_KQUANT) {
+    if (aq_scheme_is_kquant(prof.scheme)) {
         prof.group_size = AQ_KQUANT_SUPER_BLOCK;
     }
     if ((st = aq_family_from_name(family_name, &family, &err)) != AQ_OK ||
@@ -444,7 +444,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
         (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK ||
         (st = aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, prof.bit_width, &err)) != AQ_OK ||
         (st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, prof.scheme, &err)) != AQ_OK ||
-        (prof.scheme != AQ_SCHEME_KQUANT &&
+        (!aq_scheme_is_kquant(prof.scheme) &&
          (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)prof.group_size, &err)) !=
              AQ_OK)) {
         goto fail;
@@ -843,6 +843,47 @@ static int mnames_push(aq__py_names *names, const char *s, size_t len)
     return 0;
 }
 
+/* The names of a utf8 view column (Arrow's string_view: 16-byte views, strings of up to 12
+ * bytes inline, longer ones in the variadic data buffers). 0, 1 for a malformed column, -1 when
+ * out of memory. */
+static int mnames_from_views(const struct ArrowArray *array, const struct ArrowArray *col,
+                             aq__py_names *names)
+{
+    if (col->n_buffers < 3) {
+        return 1;
+    }
+    const int64_t ndata = col->n_buffers - 3; /* validity, views, data..., sizes */
+    const uint8_t *valid = col->buffers[0];
+    const uint8_t *views = col->buffers[1];
+    for (int64_t i = 0; i < array->length; i++) {
+        int64_t k = array->offset + col->offset + i;
+        if (valid != NULL && col->null_count != 0 && !((valid[k >> 3] >> (k & 7)) & 1)) {
+            continue; /* the library reports the null row */
+        }
+        const uint8_t *v = views + 16 * k;
+        int32_t len, buf, off;
+        memcpy(&len, v, 4);
+        const char *str;
+        if (len < 0) {
+            return 1;
+        }
+        if (len <= 12) {
+            str = (const char *)v + 4;
+        } else {
+            memcpy(&buf, v + 8, 4);
+            memcpy(&off, v + 12, 4);
+            if (buf < 0 || buf >= ndata || off < 0) {
+                return 1;
+            }
+            str = (const char *)col->buffers[2 + buf] + off;
+        }
+        if (mnames_push(names, str, (size_t)len) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int aq__py_batch_names(const struct ArrowSchema *schema, const struct ArrowArray *array,
                        aq__py_names *names)
 {
@@ -852,6 +893,9 @@ int aq__py_batch_names(const struct ArrowSchema *schema, const struct ArrowArray
             continue;
         }
         const struct ArrowArray *col = array->children[c];
+        if (strcmp(f->format, "vu") == 0) {
+            return mnames_from_views(array, col, names);
+        }
         int large = strcmp(f->format, "U") == 0;
         if ((!large && strcmp(f->format, "u") != 0) || col->n_buffers < 3) {
             return 1;
@@ -989,13 +1033,13 @@ int aq__py_diffusion_rules(PyObject *module, aq__py_diffusion *d, const aq__py_n
     if (PyErr_Occurred()) {
         return -1;
     }
-    if (prof.scheme == AQ_SCHEME_KQUANT) {
+    if (aq_scheme_is_kquant(prof.scheme)) {
         prof.group_size = AQ_KQUANT_SUPER_BLOCK;
     }
     /* The rules give each tensor its bits and scheme; the context's scheme is the budget's
      * candidate and its group size the layout of schemes other than kquant. */
     if ((st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)prof.scheme, &err)) != AQ_OK ||
-        (prof.scheme != AQ_SCHEME_KQUANT &&
+        (!aq_scheme_is_kquant(prof.scheme) &&
          (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)prof.group_size, &err)) !=
              AQ_OK)) {
         goto fail;
@@ -1074,7 +1118,8 @@ aq_status aq__py_stream_buffer(struct ArrowArrayStream *in, aq__py_names *names,
     } else if (st == AQ_INVALID_ARGUMENT) {
         snprintf(err->message, sizeof err->message,
                  "config family 'auto' detects the family from the layer names: column "
-                 "'layer_name' must be utf8 or large_utf8 here (or give the config a family)");
+                 "'layer_name' must be utf8, large_utf8 or utf8_view here (or give the config a "
+                 "family)");
         err->code = st;
     } else if (st == AQ_NO_MEMORY) {
         snprintf(err->message, sizeof err->message, "out of memory");

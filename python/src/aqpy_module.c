@@ -584,14 +584,14 @@ static aq_ctx *aqpy_make_ctx(aqpy_quant *self, const aqpy_args *a, aqpy_quality 
                 aq__py_raise(st, &err);
                 return NULL;
             }
-            if (sch == AQ_SCHEME_KQUANT && has_group && group != AQ_KQUANT_SUPER_BLOCK) {
+            if (aq_scheme_is_kquant(sch) && has_group && group != AQ_KQUANT_SUPER_BLOCK) {
                 PyErr_Format(st->error,
                              "Invalid group_size: %lld. scheme 'kquant' always uses super-blocks "
                              "of %u elements: pass group_size=None (or %u), or another scheme",
                              (long long)group, AQ_KQUANT_SUPER_BLOCK, AQ_KQUANT_SUPER_BLOCK);
                 return NULL;
             }
-        } else if (sch == AQ_SCHEME_KQUANT && has_group) {
+        } else if (aq_scheme_is_kquant(sch) && has_group) {
             sch = AQ_SCHEME_AFFINE_SEARCH;
         }
     }
@@ -853,11 +853,47 @@ static PyObject *aqpy_table_to_batch(aqpy_quant *self, aq_ctx *ctx, PyObject *ta
 static int aqpy_diffusion_begin(aqpy_quant *self, PyObject *config, PyObject *calibration,
                                 const aqpy_args *a, aqpy_quality *q, aq__py_diffusion *d)
 {
-    if (aq__py_diffusion_open(aqpy_module_of_quant(self), config, calibration, d) != 0) {
+    if (self->mode == AQPY_MODE_TIME_AWARE && (calibration == NULL || calibration == Py_None)) {
+        /* The mode's whole point is the timestep-balanced importance: without statistics it
+         * would silently be mode 'diffusion'. */
+        memset(d, 0, sizeof *d);
+        PyErr_SetString(aqpy_state_of_quant(self)->error,
+                        "mode='time_aware' weighs each weight by its timestep-balanced "
+                        "importance and needs calibration=: a CalibrationResult "
+                        "(arrow_quant_v2.calibrate(model, samples, scheduler=...) runs a torch "
+                        "model over the timesteps), an Arrow table with layer_name, "
+                        "timestep_group, mean_square, or the path of an Arrow IPC file holding "
+                        "one; use mode='diffusion' to quantize without calibration");
+        return -1;
+    }
+    /* The modes 'diffusion' and 'time_aware' apply the diffusion layer rules and the budget
+     * by default: without config, scheme and group_size, the profile of the bit width asked
+     * for (2: edge, 4: local, 8: cloud), as quantize_diffusion_model and the command do. */
+    bool implicit = false;
+    PyObject *profile = NULL;
+    if (self->mode != AQPY_MODE_BASE && (config == NULL || config == Py_None) &&
+        a->scheme == Py_None && a->group_size == Py_None) {
+        int64_t bits = AQ_DEFAULT_BIT_WIDTH;
+        if (aqpy_optional_int(aqpy_state_of_quant(self), a->bit_width, "bit_width", &bits) != 0) {
+            memset(d, 0, sizeof *d);
+            return -1;
+        }
+        profile = PyUnicode_FromString(bits == 2 ? "edge" : bits == 8 ? "cloud" : "local");
+        if (profile == NULL) {
+            memset(d, 0, sizeof *d);
+            return -1;
+        }
+        config = profile;
+        implicit = true;
+    }
+    int rc = aq__py_diffusion_open(aqpy_module_of_quant(self), config, calibration, d);
+    Py_XDECREF(profile);
+    if (rc != 0) {
         return -1;
     }
     if (d->has_rules) {
-        if (a->bit_width != Py_None || a->group_size != Py_None || a->scheme != Py_None) {
+        if (!implicit &&
+            (a->bit_width != Py_None || a->group_size != Py_None || a->scheme != Py_None)) {
             PyErr_SetString(aqpy_state_of_quant(self)->error,
                             "config sets every layer's bits and scheme (its layer rules): it "
                             "cannot be combined with bit_width, group_size or scheme (use "
@@ -865,10 +901,13 @@ static int aqpy_diffusion_begin(aqpy_quant *self, PyObject *config, PyObject *ca
             aq__py_diffusion_reset(d);
             return -1;
         }
-        if (a->min_accuracy == Py_None) {
+        /* With the mode's own profile, min_accuracy or target_bpw given alone keep the
+         * meaning they have without rules (a floor alone, a budget alone). */
+        bool own = implicit && (a->min_accuracy != Py_None || a->target_bpw != Py_None);
+        if (a->min_accuracy == Py_None && !own) {
             q->min_cosine = d->min_cosine;
         }
-        if (a->target_bpw == Py_None) {
+        if (a->target_bpw == Py_None && !own) {
             q->target_bpw = d->target_bpw;
         }
     }
@@ -887,7 +926,10 @@ static int aqpy_diffusion_begin(aqpy_quant *self, PyObject *config, PyObject *ca
     "target_bpw: a size budget in bits per weight, all metadata counted (None: off): bit "        \
     "widths are chosen per layer, greedily by error saved per byte, so that the result stays "    \
     "within it (per batch for tables); too small a budget raises QuantizationError.\n"            \
-    "config: a DiffusionQuantConfig or a profile name ('edge', 'local', 'cloud'): the diffusion " \
+    "config: a DiffusionQuantConfig or a profile name ('edge', 'local', 'cloud'; None: in the "   \
+    "modes 'diffusion' and 'time_aware' without scheme and group_size, the profile of the bit "   \
+    "width, whose floor and budget give way to min_accuracy / target_bpw given alone): the "      \
+    "diffusion "                                                                                  \
     "layer rules decide each layer (kept as float16, 8 bits, or the profile's bits and scheme), " \
     "with the configuration's overrides, floor and budget (min_accuracy / target_bpw given "      \
     "here win); not combinable with bit_width, group_size or scheme. With family 'auto' the "     \
@@ -962,10 +1004,11 @@ static PyObject *aqpy_quantize_arrow_batch(aqpy_quant *self, PyObject *args, PyO
             if (nr < 0) {
                 PyErr_NoMemory();
             } else {
-                PyErr_SetString(aqpy_state_of_quant(self)->error,
-                                "config family 'auto' detects the family from the layer names: "
-                                "column 'layer_name' must be utf8 or large_utf8 here (or give "
-                                "the config a family)");
+                PyErr_SetString(
+                    aqpy_state_of_quant(self)->error,
+                    "config family 'auto' detects the family from the layer names: "
+                    "column 'layer_name' must be utf8, large_utf8 or utf8_view here (or give "
+                    "the config a family)");
             }
             rc = -1;
         } else if (aq__py_diffusion_rules(aqpy_module_of_quant(self), &d, &names, ctx) != 0) {
@@ -1286,10 +1329,14 @@ PyDoc_STRVAR(aqpy_quant_doc,
              "ArrowQuantV2(mode='diffusion', *, threads=0)\n"
              "--\n\n"
              "A weight quantizer over the ArrowQuant C library.\n\n"
-             "mode: 'diffusion' (the best scheme the library has for diffusion weights: kquant, "
-             "or affine_search when a group_size is given), 'time_aware' (the same schemes "
-             "today) or 'base' (plain affine). Anything else raises QuantizationError (a "
-             "ValueError). A method's scheme= overrides the mode.\n"
+             "mode: 'diffusion' (the best the library does at the size asked for: without "
+             "config, scheme and group_size, the layer rules, floor and budget of the bit "
+             "width's profile, 2 'edge', 4 'local', 8 'cloud', in kquant: the same bytes as "
+             "quantize_diffusion_model; kquant alone with a scheme, affine_search with a "
+             "group_size), 'time_aware' (the same, with each weight weighed by its "
+             "timestep-balanced importance: a calibration= is required) or 'base' (plain "
+             "affine). Anything else raises QuantizationError (a ValueError). A method's "
+             "scheme=, group_size= or config= overrides the mode's rules.\n"
              "threads: worker threads of the C library (0: one per CPU). Results never "
              "depend on it.\n\n"
              "Every method runs the C code with the GIL released; progress callbacks run on the "

@@ -569,7 +569,7 @@ static aq_ctx bq_row_ctx(const aq_ctx *ctx, aq_scheme scheme, unsigned bits, siz
 
 static bool bq_uses_importance(aq_scheme scheme)
 {
-    return scheme == AQ_SCHEME_AFFINE_SEARCH || scheme == AQ_SCHEME_KQUANT;
+    return scheme == AQ_SCHEME_AFFINE_SEARCH || aq_scheme_is_kquant(scheme);
 }
 
 /* Rows one by one through the driver (floor only, or the rows a budget does not cover), so a

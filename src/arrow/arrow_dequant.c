@@ -103,13 +103,17 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
                              err)) != AQ_OK) {
         return st;
     }
-    char expect[16];
-    snprintf(expect, sizeof expect, "%d", AQ_FORMAT_VERSION);
-    if (strcmp(buf, expect) != 0) {
+    int version = 0;
+    for (const char *p = buf; *p >= '0' && *p <= '9' && version < 1000; p++) {
+        version = version * 10 + (*p - '0');
+    }
+    char canon[16];
+    snprintf(canon, sizeof canon, "%d", version);
+    if (strcmp(buf, canon) != 0 || version < AQ_FORMAT_VERSION_MIN || version > AQ_FORMAT_VERSION) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "quantized batch: arrowquant.format_version '%s' is not supported "
-                             "(this library reads version %s)",
-                             buf, expect);
+                             "(this library reads versions %d to %d)",
+                             buf, AQ_FORMAT_VERSION_MIN, AQ_FORMAT_VERSION);
     }
     if ((st = dq_meta_string(schema->metadata, "arrowquant.packing", buf, sizeof buf, true, err)) !=
         AQ_OK) {
@@ -139,9 +143,10 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
     if (buf[0] != '\0' && aq_scheme_from_name(buf, &meta->scheme, NULL) != AQ_OK) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "quantized batch: arrowquant.scheme '%s' is not supported (known: "
-                             "affine)",
+                             "affine, affine_search, kquant, kquant_rows)",
                              buf);
     }
+    meta->scheme = aq_scheme_for_format_version(meta->scheme, version);
     if ((st = dq_meta_string(schema->metadata, "arrowquant.group_size", buf, sizeof buf, required,
                              err)) != AQ_OK) {
         return st;
@@ -163,7 +168,12 @@ static aq_status dq_check_schema(const struct ArrowSchema *schema, dq_meta *meta
     }
     if (found) {
         meta->per_row = true;
-        return aq__arrow_parse_row_schemes(v, n, &meta->rows, &meta->n_rows, err);
+        if ((st = aq__arrow_parse_row_schemes(v, n, &meta->rows, &meta->n_rows, err)) != AQ_OK) {
+            return st;
+        }
+        for (size_t i = 0; i < meta->n_rows; i++) {
+            meta->rows[i].scheme = aq_scheme_for_format_version(meta->rows[i].scheme, version);
+        }
     }
     return AQ_OK;
 }

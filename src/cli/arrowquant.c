@@ -79,6 +79,9 @@ static int cli_usage(void)
           "        [--min-accuracy COSINE|0] [--budget-scope profile|model]\n"
           "        [--scheme S1,S2,... [--group-size N] (the budget's candidates)]\n"
           "        [other options above]\n"
+          "  (the first form without --scheme, --group-size, --keep, --min-elements,\n"
+          "  --min-accuracy and --target-bpw, or with --bits-for, is the second with the profile\n"
+          "  of --bits: 2 edge, 4 local, 8 cloud)\n"
           "  (either form) [--calibration TABLE.arrow [--calibration-combine max|mean]]\n"
           "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
           "  arrowquant inspect FILE [--json]\n"
@@ -313,7 +316,7 @@ static int cmd_quantize(int argc, char **argv)
     const char **bits_for = calloc((size_t)argc + 1, sizeof *bits_for);
     size_t n_bits_for = 0;
     const char *profile = NULL;
-    bool bits_set = false, group_set = false;
+    bool bits_set = false, group_set = false, min_el_set = false;
     aq_rules *rules = NULL;
     const char **names = NULL;
     int rc = 0;
@@ -365,6 +368,7 @@ static int cmd_quantize(int argc, char **argv)
             if ((rc = cli_parse_size(a, v, 1, 1LL << 62, &min_el)) != 0) {
                 goto done;
             }
+            min_el_set = true;
         } else if (strcmp(a, "--scheme") == 0) {
             scheme = v;
         } else if (strcmp(a, "--min-accuracy") == 0) {
@@ -424,9 +428,16 @@ static int cmd_quantize(int argc, char **argv)
     aq_profile prof;
     memset(&prof, 0, sizeof prof);
     aq_calib_combine how = AQ_CALIB_COMBINE_MAX;
-    if (profile == NULL && n_bits_for > 0) {
-        rc = cli_fail("--bits-for needs --profile (the layer rules it overrides)");
-        goto done;
+    /* Without --profile the command applies the layer rules, floor and budget of the profile
+     * of the bit width asked for (2: edge, 4: local, 8: cloud), as the Python diffusion mode
+     * does, unless an option asks for one treatment of every tensor (--scheme, --group-size,
+     * --min-elements, --keep) or a floor or budget of its own (--min-accuracy, --target-bpw,
+     * which then cover every quantized tensor). --bits-for always means the rules. */
+    if (profile == NULL && (bits == 2 || bits == 4 || bits == 8) &&
+        (n_bits_for > 0 ||
+         (scheme == NULL && !group_set && !min_el_set && n_keep == 0 && !min_set && !target_set))) {
+        profile = bits == 2 ? "edge" : bits == 8 ? "cloud" : "local";
+        bits_set = false;
     }
     if (combine != NULL) {
         if (calib_path == NULL) {
@@ -485,7 +496,7 @@ static int cmd_quantize(int argc, char **argv)
         scheme = aq_scheme_name(prof.scheme);
         /* --group-size: the group of affine and affine_search budget candidates (kquant's
          * is its 512-element super-block). */
-        if (!group_set && prof.scheme != AQ_SCHEME_KQUANT && prof.group_size > 0) {
+        if (!group_set && !aq_scheme_is_kquant(prof.scheme) && prof.group_size > 0) {
             group = (long long)prof.group_size;
         }
     }
@@ -615,7 +626,7 @@ static int cmd_quantize(int argc, char **argv)
         goto done;
     }
     /* The group size the rows carry: kquant's is its super-block. */
-    if (sch == AQ_SCHEME_KQUANT) {
+    if (aq_scheme_is_kquant(sch)) {
         group = AQ_KQUANT_SUPER_BLOCK;
     }
     const bool budget = target != 0.0;

@@ -689,6 +689,19 @@ aq_status aq_rules_decide(const aq_rules *rules, const char *name, const int64_t
     }
 
     d.rule = rl_default(d.family, local, ndim);
+    if (d.rule == AQ_RULE_EMBEDDING || d.rule == AQ_RULE_VECTOR) {
+        /* Token embedding tables and unnamed vectors are kept only while small: a large one
+         * (a text encoder's vocabulary, half of a MiniLM's weights; a weight passed flat,
+         * without its shape) is quantized like any other large matrix. */
+        size_t n = 1;
+        for (size_t k = 0; k < ndim; k++) {
+            n *= shape[k] > 0 ? (size_t)shape[k] : 0;
+        }
+        if (n >
+            (d.rule == AQ_RULE_EMBEDDING ? AQ_RULES_KEEP_TABLE_MAX : AQ_RULES_KEEP_VECTOR_MAX)) {
+            d.rule = AQ_RULE_PROFILE;
+        }
+    }
     switch (d.rule) {
     case AQ_RULE_PROFILE:
         d.bit_width = rules->profile.bit_width;

@@ -338,13 +338,24 @@ typedef struct mq_meter {
     aq_qtensor q;
 } mq_meter;
 
+/* The tensor's own rows, for measuring in blocks of rows: l with rows and cols of the shape
+ * (the flattened kquant layout has one row of every element). */
+static aq_layout mq_row_geometry(const aq_tensor *src, const aq_layout *l)
+{
+    aq_layout rl = *l;
+    rl.rows = src->ndim >= 2 ? (size_t)src->shape[0] : 1;
+    rl.cols = l->elements / rl.rows;
+    return rl;
+}
+
 static aq_status mq_meter_init(mq_state *s, const aq_tensor *src, aq_scheme scheme,
                                const aq_layout *l, const mq_row *r, mq_meter *m, aq_error *err)
 {
     memset(m, 0, sizeof *m);
-    size_t block_rows = MQ_BLOCK_ELEMENTS / l->cols;
+    const aq_layout rl = mq_row_geometry(src, l);
+    size_t block_rows = MQ_BLOCK_ELEMENTS / rl.cols;
     block_rows = block_rows < 8 ? 8 : block_rows / 8 * 8;
-    size_t cap = block_rows * l->cols;
+    size_t cap = block_rows * rl.cols;
     if (cap > l->elements) {
         cap = l->elements;
     }
@@ -382,10 +393,13 @@ static aq_status mq_meter_init(mq_state *s, const aq_tensor *src, aq_scheme sche
     return AQ_OK;
 }
 
-/* Adds rows [r0, r1) (whole blocks from the tensor's start, or its end) to the sums. */
-static aq_status mq_meter_rows(mq_state *s, const aq_tensor *src, const aq_layout *l, mq_meter *m,
-                               size_t r0, size_t r1, aq_error *err)
+/* Adds rows [r0, r1) of the tensor (whole blocks from the tensor's start, or its end) to the
+ * sums. */
+static aq_status mq_meter_rows(mq_state *s, const aq_tensor *src, const aq_layout *layout,
+                               mq_meter *m, size_t r0, size_t r1, aq_error *err)
 {
+    const aq_layout rows_l = mq_row_geometry(src, layout);
+    const aq_layout *l = &rows_l;
     for (; r0 < r1; r0 += m->block_rows) {
         if (mq_cancelled(s->opts)) {
             return aq__error_set(err, AQ_CANCELLED, "cancelled");
@@ -434,7 +448,7 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
          * the block path: plain affine ignores it. */
         aq_quantize_options qo = {s->imp};
         if ((st = aq_quantize_ex(c, src, &qo, &out, NULL, err)) != AQ_OK ||
-            (st = mq_meter_rows(s, src, l, &m, 0, l->rows, err)) != AQ_OK) {
+            (st = mq_meter_rows(s, src, l, &m, 0, mq_row_geometry(src, l).rows, err)) != AQ_OK) {
             return st;
         }
         mq_meter_finish(&m, r);
@@ -489,8 +503,8 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
     if (st == AQ_OK) {
         long long bits = (long long)s->ctx->bit_width;
         /* The layout's group size: kquant's is its super-block, whatever the parameter says. */
-        long long group = s->ctx->scheme == AQ_SCHEME_KQUANT ? (long long)AQ_KQUANT_SUPER_BLOCK
-                                                             : (long long)s->ctx->group_size;
+        long long group = aq_scheme_is_kquant(s->ctx->scheme) ? (long long)AQ_KQUANT_SUPER_BLOCK
+                                                              : (long long)s->ctx->group_size;
         char version[16], gs[24], bw[24];
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
         snprintf(gs, sizeof gs, "%lld", group);
@@ -1447,7 +1461,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     aq_ctx bound_ctx = *ctx;
     if (s.min_cosine > 0.0 || target != 0.0 || ruled) {
         bound_ctx.bit_width = 8;
-        bound_ctx.scheme = AQ_SCHEME_KQUANT;
+        bound_ctx.scheme = AQ_SCHEME_KQUANT_ROWS; /* never smaller than the flat layout */
     }
     aq_model_summary sum;
     memset(&sum, 0, sizeof sum);

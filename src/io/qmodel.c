@@ -30,6 +30,7 @@ struct aq_qmodel {
     int64_t rows;
     int64_t next_row;
     size_t row_index; /* rows handed out so far, over all batches */
+    int format_version;
     arw_var names, data, scheme, sdtype;
     arw_list scales, zps, shape;
     arw_prim bits, group, m[3];
@@ -183,13 +184,16 @@ aq_status aq_qmodel_open(const char *path, aq_qmodel **out, aq_error *err)
     }
     const char *fv = aq_qmodel_metadata(qm, "arrowquant.format_version");
     const char *pk = aq_qmodel_metadata(qm, "arrowquant.packing");
-    if (fv == NULL || atoi(fv) != AQ_FORMAT_VERSION || pk == NULL || strcmp(pk, "lsb-first") != 0) {
+    if (fv == NULL || atoi(fv) < AQ_FORMAT_VERSION_MIN || atoi(fv) > AQ_FORMAT_VERSION ||
+        pk == NULL || strcmp(pk, "lsb-first") != 0) {
         st = aq__error_set(err, AQ_UNSUPPORTED,
                            "%s: arrowquant.format_version '%s' / packing '%s' not supported "
-                           "(expected %d / lsb-first)",
-                           path, fv ? fv : "(missing)", pk ? pk : "(missing)", AQ_FORMAT_VERSION);
+                           "(expected %d to %d / lsb-first)",
+                           path, fv ? fv : "(missing)", pk ? pk : "(missing)",
+                           AQ_FORMAT_VERSION_MIN, AQ_FORMAT_VERSION);
         goto done;
     }
+    qm->format_version = atoi(fv);
     *out = qm;
     qm = NULL;
 done:
@@ -300,6 +304,20 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
         return st;
     }
     row->name = qm->name_buf;
+    if (qm->format_version < 2 && strcmp(qm->scheme_buf, "kquant") == 0) {
+        /* Version 1 laid kquant row by row: hand the row out under that layout's name. */
+        static const char rows_name[] = "kquant_rows";
+        char *p = qm->scheme_buf;
+        if (qm->scheme_cap < sizeof rows_name) {
+            p = realloc(qm->scheme_buf, sizeof rows_name);
+            if (p == NULL) {
+                return aq__error_set(err, AQ_NO_MEMORY, "%s: row %zu: out of memory", qm->path, ri);
+            }
+            qm->scheme_buf = p;
+            qm->scheme_cap = sizeof rows_name;
+        }
+        memcpy(p, rows_name, sizeof rows_name);
+    }
     row->scheme = qm->scheme_buf;
     row->source_dtype = qm->dtype_buf;
     const char *name = row->name;
@@ -372,7 +390,7 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
                              name, row->scheme);
     }
     aq_layout l;
-    if (scheme == AQ_SCHEME_KQUANT && row->group_size != AQ_KQUANT_SUPER_BLOCK) {
+    if (aq_scheme_is_kquant(scheme) && row->group_size != AQ_KQUANT_SUPER_BLOCK) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "%s: layer '%s': kquant group_size is %zu, expected %u (the "
                              "super-block size)",

@@ -22,6 +22,7 @@ static const char *const ctx_scheme_names[AQ_SCHEME_COUNT] = {
     [AQ_SCHEME_AFFINE] = "affine",
     [AQ_SCHEME_AFFINE_SEARCH] = "affine_search",
     [AQ_SCHEME_KQUANT] = "kquant",
+    [AQ_SCHEME_KQUANT_ROWS] = "kquant_rows",
 };
 
 const char *aq_param_name(aq_param param)
@@ -52,8 +53,14 @@ aq_status aq_scheme_from_name(const char *name, aq_scheme *out, aq_error *err)
         }
     }
     return aq__error_set(err, AQ_INVALID_PARAMETER,
-                         "Invalid scheme: '%s'. Must be one of: affine, affine_search, kquant",
+                         "Invalid scheme: '%s'. Must be one of: affine, affine_search, kquant, "
+                         "kquant_rows",
                          name);
+}
+
+aq_scheme aq_scheme_for_format_version(aq_scheme scheme, int format_version)
+{
+    return scheme == AQ_SCHEME_KQUANT && format_version < 2 ? AQ_SCHEME_KQUANT_ROWS : scheme;
 }
 
 aq_status aq_param_bounds(aq_param param, int64_t *lower, int64_t *upper, aq_error *err)

@@ -39,13 +39,21 @@ aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *s
         return aq__error_set(err, AQ_INVALID_PARAMETER, "Layer '%s': unknown scheme %d",
                              aq__name_or_unnamed(name), (int)scheme);
     }
-    if (scheme != AQ_SCHEME_KQUANT) {
+    if (!aq_scheme_is_kquant(scheme)) {
         return aq__quant_layout(name, shape, ndim, bit_width, group_size, out, err);
     }
     aq_layout l;
     aq_status st = aq__quant_layout(name, shape, ndim, bit_width, AQ__KQ_SUPER, &l, err);
     if (st != AQ_OK) {
         return st;
+    }
+    if (scheme == AQ_SCHEME_KQUANT) {
+        /* Super-blocks over the flattened tensor (docs/format.md 5.2): one row of all the
+         * elements, so only the last super-block may be partial. */
+        l.rows = 1;
+        l.cols = l.elements;
+        l.groups_per_row = l.elements / AQ__KQ_SUPER + (l.elements % AQ__KQ_SUPER != 0);
+        l.groups = l.groups_per_row;
     }
     size_t meta;
     if (!aq__mul_size(l.rows, qual_kq_row_meta(&l), &meta) ||
@@ -314,7 +322,7 @@ static aq_status qual_span_check(const qual_job *job, size_t start, size_t end, 
         return aq__error_set(err, AQ_NON_FINITE, "Layer '%s' contains NaN or Inf at index %zu",
                              name, start + at);
     }
-    if (job->scheme == AQ_SCHEME_KQUANT) {
+    if (aq_scheme_is_kquant(job->scheme)) {
         /* a * q - b must not overflow float32 (docs/format.md 5.2). */
         for (size_t i = start + qual_kq_in_range(job->src, start, end - start); i < end; i++) {
             float v = qual_load(job->src, i);
@@ -398,7 +406,7 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
                              name, l.packed_bytes, l.groups, dst->packed_capacity,
                              dst->groups_capacity);
     }
-    if (ctx->preserve_moments && ctx->scheme == AQ_SCHEME_KQUANT) {
+    if (ctx->preserve_moments && aq_scheme_is_kquant(ctx->scheme)) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "Layer '%s': preserve_moments needs the affine or affine_search "
                              "scheme (kquant offsets cannot absorb a row's mean shift)",
@@ -469,6 +477,75 @@ void aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *
     }
 }
 
+/* Rows [r0, r0 + nr) of a tensor in the flattened kquant layout: the super-blocks that cover
+ * them are dequantized into a scratch buffer (their codes, then their sub-block parameters, made
+ * contiguous as a one-dimensional tensor of their own) and the rows' elements copied out. */
+static aq_status qual_kq_flat_rows(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
+                                   size_t r0, size_t nr, aq_dtype out_dtype, void *out,
+                                   size_t out_capacity, aq_error *err)
+{
+    const char *name = aq__name_or_unnamed(src->name);
+    aq_layout tl; /* the tensor's own rows */
+    aq_status st =
+        aq__quant_layout(src->name, src->shape, src->ndim, src->bit_width, AQ__KQ_SUPER, &tl, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (nr == 0 || r0 > tl.rows || nr > tl.rows - r0) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "Layer '%s': rows [%zu, +%zu) are not rows of %zu", name, r0, nr,
+                             tl.rows);
+    }
+    if (r0 == 0 && nr == tl.rows) {
+        return aq_dequantize(ctx, src, out_dtype, out, out_capacity, err);
+    }
+    const size_t e0 = r0 * tl.cols, e1 = e0 + nr * tl.cols;
+    if (out_capacity < e1 - e0) {
+        return aq__error_set(err, AQ_BUFFER_TOO_SMALL,
+                             "Layer '%s': output holds %zu elements, needs %zu", name, out_capacity,
+                             e1 - e0);
+    }
+    const size_t b0 = e0 / AQ__KQ_SUPER, b1 = e1 / AQ__KQ_SUPER + (e1 % AQ__KQ_SUPER != 0);
+    const size_t be0 = b0 * AQ__KQ_SUPER;
+    const size_t be1 = b1 * AQ__KQ_SUPER < l->elements ? b1 * AQ__KQ_SUPER : l->elements;
+    int64_t sub[1] = {(int64_t)(be1 - be0)};
+    aq_layout sl;
+    memset(&sl, 0, sizeof sl); /* set by aq__scheme_layout; some compilers cannot tell */
+    if ((st = aq__scheme_layout(src->name, AQ_SCHEME_KQUANT, sub, 1, src->bit_width, AQ__KQ_SUPER,
+                                &sl, err)) != AQ_OK) {
+        return st;
+    }
+    const size_t elem = aq_dtype_size(out_dtype);
+    const size_t codes = qual_code_bytes(&sl), meta = sl.packed_bytes - codes;
+    uint8_t *scratch = malloc(sl.packed_bytes);
+    char *buf = malloc((be1 - be0) * (elem > 0 ? elem : 4));
+    if (scratch == NULL || buf == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
+        goto done;
+    }
+    /* Whole super-blocks start byte-aligned in both areas (512 codes fill whole bytes). */
+    memcpy(scratch, src->packed + be0 * l->bit_width / 8, codes);
+    memcpy(scratch + codes,
+           src->packed + qual_code_bytes(l) + b0 * aq__kq_meta_bytes(l->bit_width, AQ__KQ_SUPER),
+           meta);
+    aq_qtensor q = *src;
+    q.shape = sub;
+    q.ndim = 1;
+    q.packed = scratch;
+    q.packed_size = sl.packed_bytes;
+    q.scales = src->scales + b0;
+    q.zero_points = src->zero_points + b0;
+    q.groups = sl.groups;
+    if ((st = aq_dequantize(ctx, &q, out_dtype, buf, be1 - be0, err)) != AQ_OK) {
+        goto done;
+    }
+    memcpy(out, buf + (e0 - be0) * elem, (e1 - e0) * elem);
+done:
+    free(scratch);
+    free(buf);
+    return st;
+}
+
 aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, size_t nr,
                               aq_dtype out_dtype, void *out, size_t out_capacity, aq_error *err)
 {
@@ -485,6 +562,9 @@ aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, siz
                              "for %zu elements at %u bits with the %s scheme",
                              name, src->packed_size, src->groups, l.packed_bytes, l.groups,
                              l.elements, l.bit_width, aq_scheme_name(src->scheme));
+    }
+    if (src->scheme == AQ_SCHEME_KQUANT) {
+        return qual_kq_flat_rows(ctx, src, &l, r0, nr, out_dtype, out, out_capacity, err);
     }
     if (nr == 0 || r0 > l.rows || nr > l.rows - r0 || (r0 * l.cols * l.bit_width) % 8 != 0 ||
         (r0 + nr != l.rows && (nr * l.cols * l.bit_width) % 8 != 0)) {
@@ -512,7 +592,7 @@ aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, siz
     q.scales = src->scales + r0 * l.groups_per_row;
     q.zero_points = src->zero_points + r0 * l.groups_per_row;
     q.groups = sl.groups;
-    if (src->scheme != AQ_SCHEME_KQUANT) {
+    if (src->scheme != AQ_SCHEME_KQUANT_ROWS) {
         return aq_dequantize(ctx, &q, out_dtype, out, out_capacity, err);
     }
     /* Codes of the rows, then their sub-block parameters, made contiguous. */

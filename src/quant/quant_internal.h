@@ -65,10 +65,12 @@ void aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *
 
 /* Dequantizes rows [r0, r0 + nr) of a whole quantized tensor of any scheme (src describes the
  * whole tensor; its sizes are checked against its scheme's layout) into out (nr * cols
- * elements). The rows must start on a byte of the packed codes and end on one or at the end
- * of the tensor (AQ_INVALID_ARGUMENT otherwise). A kquant tensor keeps the sub-block
- * parameters of all rows after all codes, so its rows are gathered into a scratch copy of
- * their codes and parameters (allocated here, the size of the rows' packed data). */
+ * elements). Rows are the tensor's own (shape[0] of them), whatever the scheme's layout. The
+ * rows must start on a byte of the packed codes and end on one or at the end of the tensor
+ * (AQ_INVALID_ARGUMENT otherwise; any rows for the flattened kquant layout). A kquant tensor
+ * keeps the sub-block parameters of all its super-blocks after all codes, so the super-blocks
+ * covering the rows are gathered into a scratch copy of their codes and parameters (allocated
+ * here, about the size of the rows' packed data). */
 aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, size_t nr,
                               aq_dtype out_dtype, void *out, size_t out_capacity, aq_error *err);
 

@@ -325,7 +325,7 @@ static aq_status quant_dequantize_check(const aq_qtensor *src, aq_dtype out_dtyp
                                         size_t out_capacity, aq_layout *out_l, aq_error *err)
 {
     const char *name = aq__name_or_unnamed(src->name);
-    const bool kq = src->scheme == AQ_SCHEME_KQUANT;
+    const bool kq = aq_scheme_is_kquant(src->scheme);
     if (out_dtype != AQ_DTYPE_F32 && out_dtype != AQ_DTYPE_F16 && out_dtype != AQ_DTYPE_BF16) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "Layer '%s': dequantize output dtype must be f32, f16 or bf16", name);
@@ -390,7 +390,7 @@ aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype, 
     if (st != AQ_OK) {
         return st;
     }
-    if (src->scheme == AQ_SCHEME_KQUANT) {
+    if (aq_scheme_is_kquant(src->scheme)) {
         aq__dequantize_kquant(ctx, src, &l, out_dtype, out); /* quality.c */
         return AQ_OK;
     }

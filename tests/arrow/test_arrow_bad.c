@@ -424,11 +424,14 @@ TEST(dequantize_checks_metadata)
     struct ArrowArray qa;
     tb_node b = quantized(ctx, &w, &qs, &qa);
     CHECK(qs.release != NULL);
-    const char *v1[8] = {"arrowquant.format_version", "2", "arrowquant.scheme",  "affine",
+    const char *v1[8] = {"arrowquant.format_version", "3", "arrowquant.scheme",  "affine",
                          "arrowquant.group_size",     "8", "arrowquant.packing", "lsb-first"};
     check_meta_case(ctx, &qs, &qa, v1, AQ_UNSUPPORTED,
-                    "arrowquant.format_version '2' is not supported (this library reads version "
-                    "1)");
+                    "arrowquant.format_version '3' is not supported (this library reads versions "
+                    "1 to 2)");
+    const char *v1b[8] = {"arrowquant.format_version", "01", "arrowquant.scheme",  "affine",
+                          "arrowquant.group_size",     "8",  "arrowquant.packing", "lsb-first"};
+    check_meta_case(ctx, &qs, &qa, v1b, AQ_UNSUPPORTED, "arrowquant.format_version '01'");
     const char *v2[8] = {"arrowquant.format_version", "1", "arrowquant.scheme",  "nf4",
                          "arrowquant.group_size",     "8", "arrowquant.packing", "lsb-first"};
     check_meta_case(ctx, &qs, &qa, v2, AQ_UNSUPPORTED, "arrowquant.scheme 'nf4' is not supported");

@@ -42,7 +42,7 @@ TEST(result_schema_is_the_seed_schema)
     }
     char buf[64];
     CHECK(meta_get(out_s.metadata, "arrowquant.format_version", buf, sizeof buf) &&
-          strcmp(buf, "1") == 0);
+          strcmp(buf, "2") == 0);
     CHECK(meta_get(out_s.metadata, "arrowquant.scheme", buf, sizeof buf) &&
           strcmp(buf, "affine") == 0);
     CHECK(meta_get(out_s.metadata, "arrowquant.group_size", buf, sizeof buf) &&

@@ -6,7 +6,8 @@ Writes tests/data/quality_*.bin, which tests/quality/test_golden_quality.c check
 (packed bytes, scales, zero points and the dequantized floats).
 
 File format (little-endian): b"AQGQ", u32 version (1), u32 scheme (1 affine_search,
-2 kquant), u32 bits, u32 rows, u32 cols, u32 group_size, u32 has_importance, then
+2 kquant: super-blocks over the flattened tensor, 3 kquant_rows: super-blocks row by row,
+the layout of format version 1), u32 bits, u32 rows, u32 cols, u32 group_size, u32 has_importance, then
 f32[rows*cols] input, f32[rows*cols] importance (if has_importance), u32 packed_len,
 u8[packed_len] packed, u32 groups, f32[groups] scales, f32[groups] zero_points,
 f32[rows*cols] dequantized.
@@ -321,7 +322,10 @@ def kq_super(x, w, bits):
     return q, d, dmin, meta, deq
 
 
-def quantize_kquant(x2d, w2d, bits):
+def quantize_kquant(x2d, w2d, bits, flat):
+    if flat:
+        # Super-blocks over the flattened tensor: one row of all the elements.
+        x2d, w2d = x2d.reshape(1, -1), w2d.reshape(1, -1)
     rows, cols = x2d.shape
     codes, scales, zps, metas, deqs = [], [], [], [], []
     for r in range(rows):
@@ -342,7 +346,7 @@ def write_case(path, scheme, bits, x2d, w2d, has_imp, g):
     if scheme == 1:
         packed, scales, zps, deq = quantize_search(x2d, w2d, bits, g)
     else:
-        packed, scales, zps, deq = quantize_kquant(x2d, w2d, bits)
+        packed, scales, zps, deq = quantize_kquant(x2d, w2d, bits, scheme == 2)
         g = 512
     with open(path, "wb") as f:
         f.write(b"AQGQ")
@@ -386,6 +390,10 @@ def main():
     cases.append(("kquant", 2, 4, (2, 600), 512, True))
     cases.append(("kquant", 2, 2, (3, 7), 512, False))
     cases.append(("search", 1, 2, (2, 64), 32, False))  # huge values, see below
+    cases.append(("kquant", 2, 4, (1, 2048), 512, False))  # whole super-blocks only
+    for bits in (2, 4):
+        cases.append(("kquant_rows", 3, bits, (3, 1100), 512, False))
+    cases.append(("kquant_rows", 3, 4, (2, 600), 512, True))
     for name, scheme, bits, shape, g, imp in cases:
         x = make_input(rng, *shape)
         if shape == (2, 64):

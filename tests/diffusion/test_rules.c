@@ -277,6 +277,21 @@ TEST(fixed_family_and_dtypes)
     CHECK(d.keep && d.rule == AQ_RULE_VECTOR);
     CHECK_OK(aq_rules_decide(rules, "scalar", NULL, 0, AQ_DTYPE_F32, &d, &err));
     CHECK(d.keep && d.rule == AQ_RULE_VECTOR);
+    /* Small vectors and embedding tables are kept, large ones follow the profile. */
+    int64_t flat[1] = {(int64_t)AQ_RULES_KEEP_VECTOR_MAX}, flat1[1] = {flat[0] + 1};
+    CHECK_OK(aq_rules_decide(rules, "mystery", flat, 1, AQ_DTYPE_F32, &d, &err));
+    CHECK(d.keep && d.rule == AQ_RULE_VECTOR);
+    CHECK_OK(aq_rules_decide(rules, "mystery", flat1, 1, AQ_DTYPE_F32, &d, &err));
+    CHECK(!d.keep && d.rule == AQ_RULE_PROFILE && d.bit_width == 4);
+    CHECK_OK(aq_rules_decide(rules, "norm.weight", flat1, 1, AQ_DTYPE_F32, &d, &err));
+    CHECK(d.keep && d.rule == AQ_RULE_NORM); /* norms and biases whatever their size */
+    int64_t vocab[2] = {30522, 384}, labels[2] = {1000, 384};
+    CHECK_OK(aq_rules_decide(rules, "embeddings.word_embeddings.weight", vocab, 2, AQ_DTYPE_F32, &d,
+                             &err));
+    CHECK(!d.keep && d.rule == AQ_RULE_PROFILE && d.bit_width == 4);
+    CHECK_OK(aq_rules_decide(rules, "embeddings.word_embeddings.weight", labels, 2, AQ_DTYPE_F32,
+                             &d, &err));
+    CHECK(d.keep && d.rule == AQ_RULE_EMBEDDING);
     aq_rules_free(rules);
     /* Auto-detection needs names. */
     CHECK_FAILS(aq_rules_create(AQ_FAMILY_AUTO, NULL, NULL, 0, &rules, &err), AQ_INVALID_ARGUMENT,

@@ -79,7 +79,10 @@ static void ms_clean(const char *dir, const char *src, const char *arrow)
     rmdir(dir);
 }
 
-TEST(kquant_rows_restore_in_blocks)
+/* Rows restored in blocks through the reader equal the whole tensor, in both kquant layouts:
+ * super-blocks over the flattened tensor (blocks of rows then start inside a super-block) and
+ * row by row. */
+static void ms_restore_in_blocks(aq_scheme scheme)
 {
     aq_error err;
     char dir[64], src[320], arrow[320];
@@ -87,7 +90,7 @@ TEST(kquant_rows_restore_in_blocks)
     CHECK_OK(ms_source(src, &err));
     aq_ctx *ctx;
     CHECK_OK(aq_ctx_create(&ctx, &err));
-    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, AQ_SCHEME_KQUANT, &err));
+    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, scheme, &err));
     CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, 2, &err));
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
@@ -99,20 +102,20 @@ TEST(kquant_rows_restore_in_blocks)
     CHECK(s.quantized == MS_N);
     aq_qmodel *qm;
     CHECK_OK(aq_qmodel_open(arrow, &qm, &err));
-    CHECK(strcmp(aq_qmodel_metadata(qm, "arrowquant.scheme"), "kquant") == 0);
+    CHECK(strcmp(aq_qmodel_metadata(qm, "arrowquant.scheme"), aq_scheme_name(scheme)) == 0);
     CHECK(strcmp(aq_qmodel_metadata(qm, "arrowquant.group_size"), "512") == 0);
     const aq_qmodel_row *r;
     CHECK_OK(aq_qmodel_next(qm, &r, &err));
-    CHECK(r != NULL && strcmp(r->scheme, "kquant") == 0 && r->group_size == 512);
+    CHECK(r != NULL && strcmp(r->scheme, aq_scheme_name(scheme)) == 0 && r->group_size == 512);
     aq_layout l;
-    CHECK_OK(aq_layout_compute_scheme(AQ_SCHEME_KQUANT, ms_a, 2, 2, 512, &l, &err));
-    CHECK(r->data_size == l.packed_bytes && r->groups == 80);
+    CHECK_OK(aq_layout_compute_scheme(scheme, ms_a, 2, 2, 512, &l, &err));
+    CHECK(r->data_size == l.packed_bytes && r->groups == (scheme == AQ_SCHEME_KQUANT ? 47u : 80u));
     /* Whole, through the public dequantizer, and in blocks of 8 rows through the reader. */
     size_t n = 40 * 600;
     float *whole = malloc(n * sizeof(float)), *blocks = malloc(n * sizeof(float));
     CHECK(whole != NULL && blocks != NULL);
-    aq_qtensor q = {r->name,   AQ_SCHEME_KQUANT, 2,        512, ms_a, 2, r->data, r->data_size,
-                    r->scales, r->zero_points,   r->groups};
+    aq_qtensor q = {r->name,   scheme,         2,        512, ms_a, 2, r->data, r->data_size,
+                    r->scales, r->zero_points, r->groups};
     CHECK_OK(aq_dequantize(ctx, &q, AQ_DTYPE_F32, whole, n, &err));
     for (size_t r0 = 0; r0 < 40; r0 += 8) {
         CHECK_OK(
@@ -142,6 +145,12 @@ TEST(kquant_rows_restore_in_blocks)
     aq_model_free(m);
     aq_ctx_free(ctx);
     ms_clean(dir, src, arrow);
+}
+
+TEST(kquant_rows_restore_in_blocks)
+{
+    ms_restore_in_blocks(AQ_SCHEME_KQUANT);
+    ms_restore_in_blocks(AQ_SCHEME_KQUANT_ROWS);
 }
 
 TEST(floor_moves_tensors)

@@ -27,6 +27,44 @@ static bool at_meta(const char *m, const char *key, char *buf, size_t size)
     return false;
 }
 
+/* A batch of the row-by-row kquant layout relabelled as format version 1 wrote it (version
+ * "1", scheme "kquant") restores the same floats: readers map version 1's "kquant" to the
+ * row-by-row layout. */
+static void at_read_as_version_1(aq_ctx *ctx, struct ArrowSchema *q_s, struct ArrowArray *q_a,
+                                 const struct ArrowArray *want)
+{
+    static const char *const kv[8] = {
+        "arrowquant.format_version", "1",   "arrowquant.scheme",  "kquant",
+        "arrowquant.group_size",     "512", "arrowquant.packing", "lsb-first"};
+    size_t total = 4;
+    for (int i = 0; i < 8; i++) {
+        total += 4 + strlen(kv[i]);
+    }
+    char *m = malloc(total), *p = m;
+    int32_t v = 4;
+    memcpy(p, &v, 4);
+    p += 4;
+    for (int i = 0; i < 8; i++) {
+        v = (int32_t)strlen(kv[i]);
+        memcpy(p, &v, 4);
+        memcpy(p + 4, kv[i], (size_t)v);
+        p += 4 + v;
+    }
+    const char *saved = q_s->metadata;
+    q_s->metadata = m;
+    aq_error err;
+    struct ArrowSchema d_s;
+    struct ArrowArray d_a;
+    CHECK_OK(aq_batch_dequantize(ctx, q_s, q_a, NULL, &d_s, &d_a, &err));
+    q_s->metadata = saved;
+    free(m);
+    const struct ArrowArray *a = d_a.children[1]->children[0], *b = want->children[1]->children[0];
+    CHECK(a->length == b->length &&
+          memcmp(a->buffers[1], b->buffers[1], (size_t)a->length * sizeof(float)) == 0);
+    d_s.release(&d_s);
+    d_a.release(&d_a);
+}
+
 static void at_roundtrip(aq_scheme scheme, unsigned bits)
 {
     aq_error err;
@@ -51,7 +89,7 @@ static void at_roundtrip(aq_scheme scheme, unsigned bits)
     CHECK(at_meta(q_s.metadata, "arrowquant.scheme", buf, sizeof buf));
     CHECK(strcmp(buf, aq_scheme_name(scheme)) == 0);
     CHECK(at_meta(q_s.metadata, "arrowquant.group_size", buf, sizeof buf));
-    CHECK(strcmp(buf, scheme == AQ_SCHEME_KQUANT ? "512" : "64") == 0);
+    CHECK(strcmp(buf, aq_scheme_is_kquant(scheme) ? "512" : "64") == 0);
     CHECK_OK(aq_batch_dequantize(ctx, &q_s, &q_a, NULL, &d_s, &d_a, &err));
     const int32_t *wo = d_a.children[1]->buffers[1];
     const float *wv = d_a.children[1]->children[0]->buffers[1];
@@ -80,6 +118,9 @@ static void at_roundtrip(aq_scheme scheme, unsigned bits)
         CHECK_MSG(same, "scheme %s bits %u row %d differs from the tensor API",
                   aq_scheme_name(scheme), bits, i);
     }
+    if (scheme == AQ_SCHEME_KQUANT_ROWS) {
+        at_read_as_version_1(ctx, &q_s, &q_a, &d_a);
+    }
     q_s.release(&q_s);
     q_a.release(&q_a);
     d_s.release(&d_s);
@@ -103,4 +144,11 @@ TEST(kquant_batches)
     at_roundtrip(AQ_SCHEME_KQUANT, 8);
 }
 
-AQ_TEST_MAIN(AQ_CASE(affine_search_batches), AQ_CASE(kquant_batches))
+TEST(kquant_rows_batches_and_version_1)
+{
+    at_roundtrip(AQ_SCHEME_KQUANT_ROWS, 2);
+    at_roundtrip(AQ_SCHEME_KQUANT_ROWS, 4);
+}
+
+AQ_TEST_MAIN(AQ_CASE(affine_search_batches), AQ_CASE(kquant_batches),
+             AQ_CASE(kquant_rows_batches_and_version_1))

@@ -99,7 +99,7 @@ static void gq_check(const char *name)
     aq_layout l;
     bool ok = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, c.scheme, &err) == AQ_OK &&
               aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, c.bits, &err) == AQ_OK &&
-              (c.scheme == AQ_SCHEME_KQUANT ||
+              (aq_scheme_is_kquant((aq_scheme)c.scheme) ||
                aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, c.group_size, &err) == AQ_OK) &&
               aq_quantize_bound(ctx, &t, &l, &err) == AQ_OK;
     if (ok) {
@@ -194,6 +194,20 @@ TEST(kquant_importance)
     gq_check("quality_kquant_b4_2x600_g512_imp.bin");
 }
 
+TEST(kquant_whole_super_blocks)
+{
+    gq_check("quality_kquant_b4_1x2048_g512.bin");
+}
+
+/* The row-by-row layout of format version 1, still read and written as "kquant_rows". */
+TEST(kquant_rows)
+{
+    gq_check("quality_kquant_rows_b2_3x1100_g512.bin");
+    gq_check("quality_kquant_rows_b4_3x1100_g512.bin");
+    gq_check("quality_kquant_rows_b4_2x600_g512_imp.bin");
+}
+
 AQ_TEST_MAIN(AQ_CASE(search_b2), AQ_CASE(search_b4), AQ_CASE(search_b8), AQ_CASE(search_importance),
              AQ_CASE(search_huge_values), AQ_CASE(kquant_b2), AQ_CASE(kquant_b4),
-             AQ_CASE(kquant_b8), AQ_CASE(kquant_importance))
+             AQ_CASE(kquant_b8), AQ_CASE(kquant_importance), AQ_CASE(kquant_whole_super_blocks),
+             AQ_CASE(kquant_rows))

@@ -107,7 +107,11 @@ TEST(names_and_params)
     CHECK_OK(aq_ctx_get_param(ctx, AQ_PARAM_PRESERVE_MOMENTS, &v, &err));
     CHECK(v == 1);
     CHECK_OK(aq_param_bounds(AQ_PARAM_SCHEME, &lo, &hi, &err));
-    CHECK(hi == AQ_SCHEME_KQUANT);
+    CHECK(hi == AQ_SCHEME_KQUANT_ROWS);
+    CHECK(strcmp(aq_scheme_name(AQ_SCHEME_KQUANT_ROWS), "kquant_rows") == 0);
+    CHECK(aq_scheme_for_format_version(AQ_SCHEME_KQUANT, 1) == AQ_SCHEME_KQUANT_ROWS);
+    CHECK(aq_scheme_for_format_version(AQ_SCHEME_KQUANT, 2) == AQ_SCHEME_KQUANT);
+    CHECK(aq_scheme_for_format_version(AQ_SCHEME_AFFINE_SEARCH, 1) == AQ_SCHEME_AFFINE_SEARCH);
     aq_ctx_free(ctx);
 }
 
@@ -239,71 +243,87 @@ static unsigned ts_bits(const uint8_t *p, size_t bit, unsigned width)
     return v;
 }
 
+/* Both layouts of kquant: super-blocks over the flattened tensor (kquant) and row by row
+ * (kquant_rows, format version 1). The flattened layout stays within 2.625 / 4.5 / 8.5 bits
+ * per weight, every byte counted, up to the metadata of the tensor's one partial super-block
+ * (at most 88 bits); the row layout pays that for every row. */
 TEST(kquant_layout_and_bounds)
 {
     aq_error err;
     static const unsigned bits[] = {2, 4, 8};
     static const double bpw[] = {2.625, 4.5, 8.5};
-    static const size_t colss[] = {1024, 1100, 5, 513};
-    for (size_t bi = 0; bi < 3; bi++) {
-        for (size_t ci = 0; ci < 4; ci++) {
-            size_t rows = 3, cols = colss[ci], n = rows * cols;
-            float *x = malloc(n * 4);
-            ts_fill(x, n, 31 + bi + ci * 7, 0.003);
-            for (size_t i = 0; i < cols && i < 40; i++) {
-                x[i] = 0.0f; /* an all-zero sub-block */
-            }
-            int64_t shape[2] = {(int64_t)rows, (int64_t)cols};
-            aq_tensor t = {"w", AQ_DTYPE_F32, x, shape, 2};
-            aq_ctx *ctx = ts_ctx(AQ_SCHEME_KQUANT, bits[bi], 128);
-            CHECK(ctx != NULL);
-            ts_out o;
-            CHECK_OK(ts_run(ctx, &t, NULL, &o, NULL, &err));
-            CHECK(o.l.group_size == AQ_KQUANT_SUPER_BLOCK);
-            CHECK(o.l.groups == rows * ((cols + 511) / 512));
-            if (cols % 512 == 0) {
-                double got = (double)(o.l.packed_bytes + 8 * o.l.groups) * 8.0 / (double)n;
-                CHECK_MSG(fabs(got - bpw[bi]) < 1e-12, "bits %u: %.4f bpw", bits[bi], got);
-            }
-            /* Every element inside its sub-block's range is within a / 2 (plus rounding). */
-            size_t sub = bits[bi] == 2 ? 16 : 32, pb = bits[bi] == 2 ? 4 : 6;
-            size_t code_bytes = (n * bits[bi] + 7) / 8, meta = code_bytes;
-            float qmax = (float)((1u << bits[bi]) - 1);
-            for (size_t r = 0; r < rows; r++) {
-                for (size_t c0 = 0; c0 < cols; c0 += 512) {
-                    size_t g = r * ((cols + 511) / 512) + c0 / 512;
-                    size_t len = cols - c0 < 512 ? cols - c0 : 512;
-                    size_t nsub = (len + sub - 1) / sub;
-                    for (size_t j = 0; j < nsub; j++) {
-                        unsigned sc = ts_bits(o.packed + meta, 2 * j * pb, (unsigned)pb);
-                        unsigned mc = ts_bits(o.packed + meta, (2 * j + 1) * pb, (unsigned)pb);
-                        float a = o.scales[g] * (float)sc, b = o.zps[g] * (float)mc;
-                        for (size_t i = j * sub; i < len && i < (j + 1) * sub; i++) {
-                            size_t k = r * cols + c0 + i;
-                            if (x[k] >= -b && x[k] <= a * qmax - b) {
-                                double e = fabs((double)x[k] - (double)o.deq[k]);
-                                double tol =
-                                    (fabs((double)x[k]) + (double)a * (double)qmax + (double)b) *
-                                    0x1p-20;
-                                CHECK_MSG(e <= (double)a / 2 + tol,
-                                          "bits %u cols %zu element %zu: error %.3g, a %.3g",
-                                          bits[bi], cols, k, e, (double)a);
+    static const size_t colss[] = {1024, 1100, 5, 513, 320};
+    static const aq_scheme schemes[] = {AQ_SCHEME_KQUANT, AQ_SCHEME_KQUANT_ROWS};
+    for (size_t si = 0; si < 2; si++) {
+        for (size_t bi = 0; bi < 3; bi++) {
+            for (size_t ci = 0; ci < 5; ci++) {
+                size_t rows = 3, cols = colss[ci], n = rows * cols;
+                const bool flat = schemes[si] == AQ_SCHEME_KQUANT;
+                /* The super-block geometry: one row of n elements when flat. */
+                size_t R = flat ? 1 : rows, C = flat ? n : cols;
+                float *x = malloc(n * 4);
+                ts_fill(x, n, 31 + bi + ci * 7, 0.003);
+                for (size_t i = 0; i < cols && i < 40; i++) {
+                    x[i] = 0.0f; /* an all-zero sub-block */
+                }
+                int64_t shape[2] = {(int64_t)rows, (int64_t)cols};
+                aq_tensor t = {"w", AQ_DTYPE_F32, x, shape, 2};
+                aq_ctx *ctx = ts_ctx(schemes[si], bits[bi], 128);
+                CHECK(ctx != NULL);
+                ts_out o;
+                CHECK_OK(ts_run(ctx, &t, NULL, &o, NULL, &err));
+                CHECK(o.l.group_size == AQ_KQUANT_SUPER_BLOCK);
+                CHECK(o.l.groups == R * ((C + 511) / 512));
+                double got = (double)(o.l.packed_bytes + 8 * o.l.groups) * 8.0;
+                if (C % 512 == 0) {
+                    CHECK_MSG(fabs(got / (double)n - bpw[bi]) < 1e-12, "bits %u: %.4f bpw",
+                              bits[bi], got / (double)n);
+                }
+                if (flat) {
+                    CHECK_MSG(got <= bpw[bi] * (double)n + 88.0,
+                              "bits %u, %zu x %zu: %.0f bits, bound %.1f + 88", bits[bi], rows,
+                              cols, got, bpw[bi] * (double)n);
+                }
+                /* Every element inside its sub-block's range is within a / 2 (plus rounding). */
+                size_t sub = bits[bi] == 2 ? 16 : 32, pb = bits[bi] == 2 ? 4 : 6;
+                size_t code_bytes = (n * bits[bi] + 7) / 8, meta = code_bytes;
+                float qmax = (float)((1u << bits[bi]) - 1);
+                for (size_t r = 0; r < R; r++) {
+                    for (size_t c0 = 0; c0 < C; c0 += 512) {
+                        size_t g = r * ((C + 511) / 512) + c0 / 512;
+                        size_t len = C - c0 < 512 ? C - c0 : 512;
+                        size_t nsub = (len + sub - 1) / sub;
+                        for (size_t j = 0; j < nsub; j++) {
+                            unsigned sc = ts_bits(o.packed + meta, 2 * j * pb, (unsigned)pb);
+                            unsigned mc = ts_bits(o.packed + meta, (2 * j + 1) * pb, (unsigned)pb);
+                            float a = o.scales[g] * (float)sc, b = o.zps[g] * (float)mc;
+                            for (size_t i = j * sub; i < len && i < (j + 1) * sub; i++) {
+                                size_t k = r * C + c0 + i;
+                                if (x[k] >= -b && x[k] <= a * qmax - b) {
+                                    double e = fabs((double)x[k] - (double)o.deq[k]);
+                                    double tol = (fabs((double)x[k]) + (double)a * (double)qmax +
+                                                  (double)b) *
+                                                 0x1p-20;
+                                    CHECK_MSG(e <= (double)a / 2 + tol,
+                                              "bits %u cols %zu element %zu: error %.3g, a %.3g",
+                                              bits[bi], cols, k, e, (double)a);
+                                }
                             }
                         }
+                        meta += ((nsub * 2 * pb) + 7) / 8;
                     }
-                    meta += ((nsub * 2 * pb) + 7) / 8;
                 }
-            }
-            CHECK(meta == o.l.packed_bytes);
-            if (cols >= 40) {
-                for (size_t i = 0; i < 32; i++) {
-                    CHECK_MSG(o.deq[i] == 0.0f, "zero sub-block: element %zu is %g", i,
-                              (double)o.deq[i]);
+                CHECK(meta == o.l.packed_bytes);
+                if (cols >= 40) {
+                    for (size_t i = 0; i < 32; i++) {
+                        CHECK_MSG(o.deq[i] == 0.0f, "zero sub-block: element %zu is %g", i,
+                                  (double)o.deq[i]);
+                    }
                 }
+                ts_free(&o);
+                aq_ctx_free(ctx);
+                free(x);
             }
-            ts_free(&o);
-            aq_ctx_free(ctx);
-            free(x);
         }
     }
 }

@@ -94,7 +94,7 @@ def test_bit_widths_and_group_sizes(aql, check_rows, bits, group_size):
     result = aql.quantize(batch_of(rows, shapes), bits=bits, group_size=group_size)
     check_rows(result, [(n, v, s) for (n, v), s in zip(rows, shapes)], bits, group_size)
     md = result.schema.metadata
-    assert md[b"arrowquant.format_version"] == b"1"
+    assert md[b"arrowquant.format_version"] == b"2"
     assert md[b"arrowquant.scheme"] == b"affine"
     assert md[b"arrowquant.group_size"] == str(group_size).encode()
     assert md[b"arrowquant.packing"] == b"lsb-first"

@@ -183,7 +183,9 @@ def test_the_module_dequantizes_kept_rows_and_raw_row_schemes(aql, rules):
     schemes = (ctypes.c_int * 2)(0, 2)  # affine, kquant
     ctx = aql.ctx(4, 256)  # affine's group size: one group per row of conv1
     try:
-        res = aql.quantize_opts(batch_of(ws), ctx, rules=rules, target_bpw=2.9,
+        # Within 2.6 bits per weight over conv1 and proj_in, conv1 takes affine at 2 bits
+        # (2.44 bpw against kquant's 2.64).
+        res = aql.quantize_opts(batch_of(ws), ctx, rules=rules, target_bpw=2.6,
                                 budget_schemes=ctypes.cast(schemes, ctypes.c_void_p),
                                 n_budget_schemes=2)
     finally:

@@ -49,8 +49,14 @@ def test_rules_agree_with_the_model_pipeline(ddpm, weights, tmp_path):
     t = q.quantize_arrow(table, config=cfg)
     assert t.num_rows == len(weights)
     assert pa.Table.from_batches([r]).to_pylist() == t.to_pylist()
-    # Without config: plain 4-bit quantization of every layer, biases included.
-    assert set(_bits(q.quantize_batch(weights)).values()) == {4}
+    # Without config, scheme or group_size the diffusion mode applies the rules, floor and
+    # budget of the profile of its bit width (4: local); the base mode quantizes every layer,
+    # biases included, at 4 bits.
+    assert q.quantize_batch(weights).equals(q.quantize_batch(weights, config="local"))
+    assert _bits(q.quantize_batch(weights, bit_width=2)) == \
+        _bits(q.quantize_batch(weights, config="edge"))
+    assert set(_bits(q.quantize_batch(weights, scheme="kquant")).values()) == {4}
+    assert set(_bits(aq.ArrowQuantV2(mode="base").quantize_batch(weights)).values()) == {4}
 
 
 def test_profile_floor_budget_and_overrides(weights):

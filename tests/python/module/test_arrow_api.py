@@ -138,7 +138,8 @@ def test_13_batch_and_table_api_agree(quantizer, produce):
 
 
 def test_14_default_bit_width_is_4(quantizer, produce):
-    batch = make_batch([("w", weights(1000))])
+    # A matrix: the diffusion layer rules (on by default in this mode) keep small vectors.
+    batch = make_batch([("w", weights(1000, shape=(8, 125)))])
     result = quantizer.quantize_arrow_batch(produce(batch))
     assert result.column("bit_width").to_pylist() == [4]
     explicit = quantizer.quantize_arrow_batch(produce(batch), bit_width=4)
@@ -260,15 +261,25 @@ def test_dequantize_arrow_keeps_the_kind_of_its_input(quantizer, produce):
 def test_modes(mode):
     q = ArrowQuantV2(mode=mode)
     assert q.mode == mode
-    result = q.quantize_arrow_batch(make_batch([("w", weights(1000))]))
+    # Rows of 125: kquant's super-blocks straddle them (docs/format.md 5.2).
+    batch = make_batch([("w", weights(1000, shape=(8, 125)))])
+    if mode == "time_aware":
+        # The mode weighs weights by a calibration's importance: without one, an error that
+        # says what to give.
+        with pytest.raises(ValueError, match=r"mode='time_aware' .* needs calibration="):
+            q.quantize_arrow_batch(batch)
+        with pytest.raises(ValueError, match="arrow_quant_v2.calibrate"):
+            q.quantize_batch({"w": weights(1000, shape=(8, 125))})
+        return
+    result = q.quantize_arrow_batch(batch)
     md = result.schema.metadata
     if mode == "base":
         assert md[b"arrowquant.scheme"] == b"affine"
         assert md[b"arrowquant.group_size"] == b"128"
         assert len(result.column("quantized_data")[0].as_py()) == 500
     else:
-        # kquant: 512-element super-blocks, the sub-block parameters after the codes
-        # (docs/format.md 5.2): 1000 values = super-blocks of 512 and 488 elements.
+        # kquant over the flattened tensor: super-blocks of 512 and 488 elements, the
+        # sub-block parameters after the codes (docs/format.md 5.2).
         assert md[b"arrowquant.scheme"] == b"kquant"
         assert md[b"arrowquant.group_size"] == b"512"
         assert len(result.column("scales")[0].as_py()) == 2
@@ -282,10 +293,10 @@ def test_unknown_mode_is_a_value_error():
 
 
 def test_group_size_and_scheme_keywords(quantizer):
-    batch = make_batch([("w", weights(1000))])
+    batch = make_batch([("w", weights(1000, shape=(8, 125)))])
     result = quantizer.quantize_arrow_batch(batch, group_size=64, scheme="affine")
     assert result.schema.metadata[b"arrowquant.group_size"] == b"64"
-    assert len(result.column("scales")[0].as_py()) == math.ceil(1000 / 64)
+    assert len(result.column("scales")[0].as_py()) == 8 * math.ceil(125 / 64)
     with pytest.raises(ValueError, match="group_size"):
         quantizer.quantize_arrow_batch(batch, group_size=0)
     with pytest.raises(ValueError, match="nope"):

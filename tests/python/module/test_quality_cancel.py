@@ -130,8 +130,9 @@ def test_min_accuracy_moves_the_hard_layer_to_more_bits(mode):
     # The table path and the dict path agree byte for byte.
     table = q.quantize_arrow(pa.Table.from_batches([batch]), bit_width=2, min_accuracy=0.99)
     assert table.column("quantized_data").to_pylist() == data_floor
-    as_dict = q.quantize_batch({"easy": batch.column("weights")[0].values.to_numpy(),
-                                "hard": original}, bit_width=2, min_accuracy=0.99)
+    easy = batch.column("weights")[0].values.to_numpy().reshape(64, 64)
+    as_dict = q.quantize_batch({"easy": easy, "hard": original.reshape(64, 64)}, bit_width=2,
+                               min_accuracy=0.99)
     assert as_dict.column("bit_width").to_pylist() == bits
 
 
@@ -165,7 +166,7 @@ def test_target_bpw_stays_within_the_budget(mode, target):
 
 def test_quality_keywords_are_checked():
     q = ArrowQuantV2()
-    batch = make_batch([("w", weights(1000))])
+    batch = make_batch([("w", weights(1000, shape=(8, 125)))])
     with pytest.raises(QuantizationError, match=r"^Invalid min_accuracy: 1\.5\. Must be between"):
         q.quantize_arrow_batch(batch, min_accuracy=1.5)
     with pytest.raises(QuantizationError, match=r"^Invalid target_bpw: -1\.0"):
@@ -188,7 +189,8 @@ def test_modes_and_schemes():
 
     diffusion, base = ArrowQuantV2(mode="diffusion"), ArrowQuantV2(mode="base")
     assert meta(diffusion.quantize_arrow_batch(batch)) == ("kquant", 512)
-    assert meta(ArrowQuantV2(mode="time_aware").quantize_arrow_batch(batch)) == ("kquant", 512)
+    with pytest.raises(QuantizationError, match="needs calibration="):
+        ArrowQuantV2(mode="time_aware").quantize_arrow_batch(batch)
     assert meta(base.quantize_arrow_batch(batch)) == ("affine", 128)
     assert meta(diffusion.quantize_arrow(batch)) == ("kquant", 512)
     assert meta(diffusion.quantize_batch({"w": weights(1000)})) == ("kquant", 512)

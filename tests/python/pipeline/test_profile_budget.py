@@ -191,8 +191,8 @@ def test_bad_input(aq, table, tmp_path):
         (["--budget-scope", "layer"], "--budget-scope: 'layer' is not one of profile, model"),
         (["--budget-scope", "model", "--target-bpw", "0"], "--budget-scope needs a budget"),
         (["--budget-scope", "model", "--target-bpw", "2.625"],
-         "The smallest allocation needs 3.5"),
-        (["--target-bpw", "2"], "The smallest allocation needs 2.8"),
+         "The smallest allocation needs 3.35"),
+        (["--target-bpw", "2"], "The smallest allocation needs 2.6250"),
         (["--target-bpw", "-1"], "--target-bpw: '-1' is not 0 (off) or a number"),
         (["--min-accuracy", "1.5"], "--min-accuracy: '1.5' is not 0 (off) or a number"),
         (["--target-bpw", "0", "--scheme", "kquant"], "needs a budget"),
@@ -200,5 +200,5 @@ def test_bad_input(aq, table, tmp_path):
     for extra, expect in cases:
         aq.fails(*base, *extra, expect=expect, leaves_nothing_in=tmp_path)
     # Without a profile, a budget scope needs a budget too.
-    aq.fails("quantize", DDPM, "-o", o, "--budget-scope", "model",
+    aq.fails("quantize", DDPM, "-o", o, "--scheme", "affine", "--budget-scope", "model",
              expect="--budget-scope needs a budget", leaves_nothing_in=tmp_path)

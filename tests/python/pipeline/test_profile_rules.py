@@ -99,8 +99,26 @@ def test_bad_input(aq, unet, tmp_path):
              "--keep", "*.weight", expect="conv_in.weight", leaves_nothing_in=tmp_path)
     aq.fails("quantize", unet, "-o", o, "--profile", "local", "--bits-for", "conv_in.*=3",
              expect="conv_in.*=3", leaves_nothing_in=tmp_path)
-    aq.fails("quantize", unet, "-o", o, "--bits-for", "conv_in.*=8",
-             expect="--bits-for needs --profile", leaves_nothing_in=tmp_path)
+    # --bits-for without --profile: the rules of the profile of --bits (edge at 2 bits).
+    aq("quantize", unet, "-o", o, "--bits", "2", "--bits-for", "conv_in.*=8", "--quiet")
+    aq("quantize", unet, "-o", tmp_path / "edge.arrow", "--profile", "edge", "--bits-for",
+       "conv_in.*=8", "--quiet")
+    import pyarrow.ipc as ipc
+    mine, edge = (ipc.open_file(str(f)).read_all() for f in (o, tmp_path / "edge.arrow"))
+    for col in ("layer_name", "quantized_data", "scales", "bit_width", "scheme"):
+        assert mine.column(col).equals(edge.column(col)), col
+    assert 8 in mine.column("bit_width").to_pylist() and 2 in mine.column("bit_width").to_pylist()
+    o.unlink()
+    (tmp_path / "edge.arrow").unlink()
+    # Without --profile, --scheme, --group-size, --keep, a floor or a budget of its own, the
+    # command applies the profile of --bits (4: local) as the Python diffusion mode does.
+    aq("quantize", unet, "-o", o, "--quiet")
+    aq("quantize", unet, "-o", tmp_path / "local.arrow", "--profile", "local", "--quiet")
+    mine, local = (ipc.open_file(str(f)).read_all() for f in (o, tmp_path / "local.arrow"))
+    for col in ("layer_name", "quantized_data", "scales", "bit_width", "scheme"):
+        assert mine.column(col).equals(local.column(col)), col
+    o.unlink()
+    (tmp_path / "local.arrow").unlink()
     aq.fails("quantize", unet, "-o", o, "--profile", "local", "--bits", "2",
              expect="cannot be combined", leaves_nothing_in=tmp_path)
 

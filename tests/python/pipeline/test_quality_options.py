@@ -40,7 +40,8 @@ def _sse(aq, src, model, tmp_path):
 
 def test_min_accuracy_moves_hard_tensors(aq, unet, tmp_path):
     plain, floor = tmp_path / "plain.arrow", tmp_path / "floor.arrow"
-    s0 = json.loads(aq("quantize", unet, "-o", plain, "--bits", "2", "--json", "--quiet").stdout)
+    s0 = json.loads(aq("quantize", unet, "-o", plain, "--bits", "2", "--scheme", "affine",
+                       "--json", "--quiet").stdout)
     s1 = json.loads(aq("quantize", unet, "-o", floor, "--bits", "2", "--min-accuracy", "0.97",
                        "--json", "--quiet").stdout)
     assert s0["moved"] == []
