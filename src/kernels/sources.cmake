@@ -2,12 +2,14 @@ list(APPEND AQ_SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/kernels_ref.c
     ${CMAKE_CURRENT_LIST_DIR}/dispatch.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_search.c
-    ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_kquant.c)
+    ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_kquant.c
+    ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_ggml.c)
 list(APPEND AQ_PRIVATE_INCLUDES ${CMAKE_CURRENT_LIST_DIR})
 # The quality kernels are written for the auto-vectoriser (eight double lanes per sum).
 set_source_files_properties(
     ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_search.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_kquant.c
+    ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_ggml.c
     PROPERTIES COMPILE_OPTIONS "-O3")
 
 # SIMD kernels: one translation unit per instruction set, compiled with its own flags and

@@ -1,0 +1,813 @@
+/*
+ * Reference kernels of ggml's block formats (docs/gguf.md). The decoders follow the
+ * arithmetic of ggml's reference dequantizers operation by operation (float32 products, no
+ * contraction), so the floats are the same bits as ggml's and gguf-py's. The encoders are our
+ * own searches, not ggml's quantizers: they write the same bytes layout, choosing the block
+ * parameters that minimise the (importance-weighted) squared error as the decoder will see it,
+ * the stored binary16 scales included.
+ *
+ * Layouts, per block (the bit positions are those of ggml-common.h):
+ *   Q8_0   32: d f16, q int8[32]                                  x = d q
+ *   Q4_0   32: d f16, qs[16] (element i low nibble, i+16 high)    x = d (q - 8)
+ *   Q4_1   32: d f16, m f16, qs[16]                               x = d q + m
+ *   Q5_0   32: d f16, qh u32 (bit i: 5th bit of i), qs[16]        x = d (q - 16)
+ *   Q5_1   32: d f16, m f16, qh u32, qs[16]                       x = d q + m
+ *   IQ4_NL 32: d f16, qs[16]                                      x = d kvalues[q]
+ *   Q2_K  256: scales[16] (sc | mc << 4), qs[64], d, dmin         x = (d sc) q - dmin mc
+ *   Q3_K  256: hmask[32], qs[64], scales[12] (6-bit, +32), d      x = (d (sc - 32)) q, q -4..3
+ *   Q4_K  256: d, dmin, scales[12] (8 x 6-bit sc, mc), qs[128]    x = (d sc) q - dmin mc
+ *   Q5_K  256: d, dmin, scales[12], qh[32], qs[128]               as Q4_K, 5-bit q
+ *   Q6_K  256: ql[128], qh[64], scales int8[16], d                x = (d sc) (q - 32)
+ *   IQ4_XS256: d, scales_h u16, scales_l[4], qs[128]              x = (d (ls - 32)) kvalues[q]
+ */
+#include "kernels.h"
+#include "kernels_ggml.h"
+
+#include <float.h>
+#include <math.h>
+
+#define GG_QK 32u
+#define GG_QKK 256u
+
+static const int8_t gg_kvalues_iq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+
+static float gg_h2f(const uint8_t *p)
+{
+    return aq__f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+}
+
+static void gg_put_h(uint8_t *p, uint16_t h)
+{
+    p[0] = (uint8_t)(h & 0xffu);
+    p[1] = (uint8_t)(h >> 8);
+}
+
+/* The float32 value that a binary16 store of v gives back. Clamped to the largest finite
+ * binary16 so that a scale never becomes infinite. */
+static float gg_f16_round(float v)
+{
+    if (v > 65504.0f) {
+        v = 65504.0f;
+    } else if (v < -65504.0f) {
+        v = -65504.0f;
+    }
+    return aq__f16_to_f32(aq__f32_to_f16(v));
+}
+
+/* Nearest integer of v clamped to [lo, hi] (lo <= 0 <= hi <= 255), ties to even. */
+static int gg_code(float v, int lo, int hi)
+{
+    if (!(v >= (float)lo)) {
+        return lo;
+    }
+    if (v > (float)hi) {
+        return hi;
+    }
+    float a = v < 0.0f ? -v : v;
+    float r = (a + 0x1p23f) - 0x1p23f;
+    return v < 0.0f ? -(int)r : (int)r;
+}
+
+static float gg_weight(const float *w, size_t i)
+{
+    return w != NULL ? w[i] : 1.0f;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Searches                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Weighted squared error of codes round(x / d) clamped to [qmin, qmax], as d q in float32. */
+static double gg_sym_err(const float *x, const float *w, size_t n, float d, int qmin, int qmax)
+{
+    double e = 0.0;
+    if (d == 0.0f) {
+        for (size_t i = 0; i < n; i++) {
+            e += (double)gg_weight(w, i) * (double)x[i] * (double)x[i];
+        }
+        return e;
+    }
+    const float id = 1.0f / d;
+    for (size_t i = 0; i < n; i++) {
+        const int q = gg_code(x[i] * id, qmin, qmax);
+        const float y = d * (float)q;
+        const double r = (double)x[i] - (double)y;
+        e += (double)gg_weight(w, i) * r * r;
+    }
+    return e;
+}
+
+/* Least-squares refit of d for the codes that d0 gives: sum w x q / sum w q q. */
+static float gg_sym_refit(const float *x, const float *w, size_t n, float d0, int qmin, int qmax)
+{
+    const float id = 1.0f / d0;
+    double sxq = 0.0, sqq = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        const double q = (double)gg_code(x[i] * id, qmin, qmax);
+        const double W = (double)gg_weight(w, i);
+        sxq += W * (double)x[i] * q;
+        sqq += W * q * q;
+    }
+    return sqq > 0.0 ? (float)(sxq / sqq) : d0;
+}
+
+/* The scale d of a symmetric block (x ~ d q, q in [qmin, qmax]) with the least weighted error
+ * among candidates that map the block's largest magnitude to a code near either end of the
+ * range, each also refitted by least squares. With f16 every candidate is judged as stored
+ * (rounded to binary16). 0 for an all-zero block. ncand candidates per end; the first is
+ * ggml's own choice (the largest magnitude on the far end of the range). */
+static float gg_sym_search(const float *x, const float *w, size_t n, int qmin, int qmax,
+                           unsigned ncand, float step, bool f16)
+{
+    float vmax = 0.0f, amax = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float a = fabsf(x[i]);
+        if (a > amax) {
+            amax = a;
+            vmax = x[i];
+        }
+    }
+    if (amax == 0.0f) {
+        return 0.0f;
+    }
+    float best_d = 0.0f;
+    double best_e = gg_sym_err(x, w, n, 0.0f, qmin, qmax);
+    for (unsigned side = 0; side < 2; side++) {
+        for (unsigned c = 0; c < ncand; c++) {
+            const float L =
+                side == 0 ? (float)qmin + (float)c * step : (float)qmax - (float)c * step;
+            if (L == 0.0f) {
+                continue;
+            }
+            float cand[2];
+            cand[0] = vmax / L;
+            if (f16) {
+                cand[0] = gg_f16_round(cand[0]);
+            }
+            if (cand[0] == 0.0f || !isfinite(cand[0])) {
+                continue;
+            }
+            cand[1] = gg_sym_refit(x, w, n, cand[0], qmin, qmax);
+            if (f16) {
+                cand[1] = gg_f16_round(cand[1]);
+            }
+            for (unsigned k = 0; k < 2; k++) {
+                if (cand[k] == 0.0f || !isfinite(cand[k])) {
+                    continue;
+                }
+                const double e = gg_sym_err(x, w, n, cand[k], qmin, qmax);
+                if (e < best_e) {
+                    best_e = e;
+                    best_d = cand[k];
+                }
+            }
+        }
+    }
+    return best_d;
+}
+
+/* The scale s > 0 and min m >= 0 of an affine sub-block (x ~ s q - m, q in [0, qmax]) with
+ * the least weighted error: codes from a grid over [min(lo, 0), hi] at several numbers of
+ * levels, each fitted by weighted least squares (offset clamped to <= 0, as the format stores
+ * only mins >= 0). An all-equal sub-block gets s = 0 and m = -x. */
+static void gg_aff_search(const float *x, const float *w, size_t n, int qmax, unsigned ncand,
+                          float *s_out, float *m_out)
+{
+    float lo = x[0], hi = x[0];
+    double sw = 0.0, sx = 0.0, sxx = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+        const double W = (double)gg_weight(w, i);
+        sw += W;
+        sx += W * (double)x[i];
+        sxx += W * (double)x[i] * (double)x[i];
+    }
+    if (lo > 0.0f) {
+        lo = 0.0f;
+    }
+    if (hi <= lo) {
+        *s_out = 0.0f;
+        *m_out = -lo;
+        return;
+    }
+    const float range = hi - lo;
+    /* The plain min/max grid, then the least-squares fits. */
+    double best_s = (double)range / (double)qmax, best_m = (double)lo;
+    double best_e = INFINITY;
+    for (unsigned c = 0; c < ncand; c++) {
+        const float levels = (float)qmax + ((float)c - (float)(ncand / 2)) * 0.5f;
+        if (levels <= 0.5f) {
+            continue;
+        }
+        const float inv = levels / range;
+        double sq = 0.0, sqq = 0.0, sxq = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            const double q = (double)gg_code((x[i] - lo) * inv, 0, qmax);
+            const double W = (double)gg_weight(w, i);
+            sq += W * q;
+            sqq += W * q * q;
+            sxq += W * (double)x[i] * q;
+        }
+        double s, m, e;
+        if (!aq__fit_candidate(sw, sx, sxx, sq, sqq, sxq, true, &s, &m, &e)) {
+            continue;
+        }
+        if (e < best_e) {
+            best_e = e;
+            best_s = s;
+            best_m = m;
+        }
+    }
+    *s_out = (float)best_s;
+    *m_out = (float)-best_m;
+}
+
+/* Weighted error of an affine sub-block with the decoder's arithmetic: fd = d sc and
+ * fm = dmin mc as float32, codes round((x + fm) / fd), x_hat = fd q - fm. */
+static double gg_aff_err(const float *x, const float *w, size_t n, float fd, float fm, int qmax)
+{
+    double e = 0.0;
+    const float id = fd > 0.0f ? 1.0f / fd : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const int q = fd > 0.0f ? gg_code((x[i] + fm) * id, 0, qmax) : 0;
+        const float y = fd * (float)q - fm;
+        const double r = (double)x[i] - (double)y;
+        e += (double)gg_weight(w, i) * r * r;
+    }
+    return e;
+}
+
+static void gg_aff_codes(const float *x, size_t n, float fd, float fm, int qmax, uint8_t *q)
+{
+    const float id = fd > 0.0f ? 1.0f / fd : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        q[i] = (uint8_t)(fd > 0.0f ? gg_code((x[i] + fm) * id, 0, qmax) : 0);
+    }
+}
+
+/* Sub-block parameters of an affine super-block (Q2_K, Q4_K, Q5_K): nsub sub-blocks of sub
+ * elements, codes 0..qmax, parameter codes 0..pmax. Writes d, dmin (as stored), sc[], mc[]
+ * and the codes q[]. */
+static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
+                         int pmax, unsigned ncand, uint16_t *d_out, uint16_t *dmin_out, uint8_t *sc,
+                         uint8_t *mc, uint8_t *q)
+{
+    float s[16], m[16];
+    float smax = 0.0f, mmax = 0.0f;
+    for (unsigned j = 0; j < nsub; j++) {
+        gg_aff_search(x + j * sub, w != NULL ? w + j * sub : NULL, sub, qmax, ncand, &s[j], &m[j]);
+        smax = s[j] > smax ? s[j] : smax;
+        mmax = m[j] > mmax ? m[j] : mmax;
+    }
+    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmax));
+    const uint16_t mh = aq__f32_to_f16(gg_f16_round(mmax / (float)pmax));
+    const float d = aq__f16_to_f32(dh), dmin = aq__f16_to_f32(mh);
+    for (unsigned j = 0; j < nsub; j++) {
+        const float *xj = x + j * sub;
+        const float *wj = w != NULL ? w + j * sub : NULL;
+        const int sc0 = d > 0.0f ? gg_code(s[j] / d, 0, pmax) : 0;
+        const int mc0 = dmin > 0.0f ? gg_code(m[j] / dmin, 0, pmax) : 0;
+        int bs = sc0, bm = mc0;
+        double be = INFINITY;
+        /* The rounded parameters and their neighbours, judged as the decoder sees them. */
+        for (int a = sc0 - 1; a <= sc0 + 1; a++) {
+            for (int b = mc0 - 1; b <= mc0 + 1; b++) {
+                if (a < 0 || a > pmax || b < 0 || b > pmax) {
+                    continue;
+                }
+                const double e = gg_aff_err(xj, wj, sub, d * (float)a, dmin * (float)b, qmax);
+                if (e < be) {
+                    be = e;
+                    bs = a;
+                    bm = b;
+                }
+            }
+        }
+        sc[j] = (uint8_t)bs;
+        mc[j] = (uint8_t)bm;
+        gg_aff_codes(xj, sub, d * (float)bs, dmin * (float)bm, qmax, q + j * sub);
+    }
+    *d_out = dh;
+    *dmin_out = mh;
+}
+
+/* Sub-block parameters of a symmetric super-block (Q3_K, Q6_K): 16 sub-blocks of 16, codes
+ * [qmin, qmax], signed scale codes [pmin, pmax]. Writes d (as stored), sc[] and codes q[]. */
+static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
+                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q)
+{
+    float s[16];
+    float smax = 0.0f, amax = 0.0f;
+    for (unsigned j = 0; j < 16; j++) {
+        s[j] = gg_sym_search(x + j * 16, w != NULL ? w + j * 16 : NULL, 16, qmin, qmax, ncand, step,
+                             false);
+        if (fabsf(s[j]) > amax) {
+            amax = fabsf(s[j]);
+            smax = s[j];
+        }
+    }
+    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmin));
+    const float d = aq__f16_to_f32(dh);
+    for (unsigned j = 0; j < 16; j++) {
+        const float *xj = x + j * 16;
+        const float *wj = w != NULL ? w + j * 16 : NULL;
+        const int c0 = d != 0.0f ? gg_code(s[j] / d, pmin, pmax) : 0;
+        int best = c0;
+        double be = INFINITY;
+        for (int a = c0 - 1; a <= c0 + 1; a++) {
+            if (a < pmin || a > pmax) {
+                continue;
+            }
+            const double e = gg_sym_err(xj, wj, 16, d * (float)a, qmin, qmax);
+            if (e < be) {
+                be = e;
+                best = a;
+            }
+        }
+        sc[j] = best;
+        const float fd = d * (float)best;
+        const float id = fd != 0.0f ? 1.0f / fd : 0.0f;
+        for (unsigned i = 0; i < 16; i++) {
+            q[j * 16 + i] = (int8_t)(fd != 0.0f ? gg_code(xj[i] * id, qmin, qmax) : 0);
+        }
+    }
+    *d_out = dh;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 32-element block types                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The stored d of a symmetric 32-block and its codes. */
+static float gg_sym_block(const float *x, const float *w, int qmin, int qmax, unsigned ncand,
+                          float step, uint8_t *dst_d, int *q)
+{
+    const float d = gg_sym_search(x, w, GG_QK, qmin, qmax, ncand, step, true);
+    gg_put_h(dst_d, aq__f32_to_f16(d));
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (unsigned i = 0; i < GG_QK; i++) {
+        q[i] = d != 0.0f ? gg_code(x[i] * id, qmin, qmax) : 0;
+    }
+    return d;
+}
+
+static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 34) {
+        int q[GG_QK];
+        (void)gg_sym_block(x, w, -128, 127, 2, 0.5f, out, q);
+        for (unsigned i = 0; i < GG_QK; i++) {
+            out[2 + i] = (uint8_t)(int8_t)q[i];
+        }
+    }
+}
+
+static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 34, y += GG_QK) {
+        const float d = gg_h2f(in);
+        for (unsigned i = 0; i < GG_QK; i++) {
+            y[i] = (float)(int8_t)in[2 + i] * d;
+        }
+    }
+}
+
+static void gg_put_nibbles(const int *q, int bias, uint8_t *qs)
+{
+    for (unsigned i = 0; i < 16; i++) {
+        qs[i] = (uint8_t)(((q[i] + bias) & 15) | (((q[i + 16] + bias) & 15) << 4));
+    }
+}
+
+static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 18) {
+        int q[GG_QK];
+        (void)gg_sym_block(x, w, -8, 7, 8, 0.25f, out, q);
+        gg_put_nibbles(q, 8, out + 2);
+    }
+}
+
+static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 18, y += GG_QK) {
+        const float d = gg_h2f(in);
+        for (unsigned i = 0; i < 16; i++) {
+            y[i] = d * (float)((int)(in[2 + i] & 15) - 8);
+            y[i + 16] = d * (float)((int)(in[2 + i] >> 4) - 8);
+        }
+    }
+}
+
+static void gg_decode_q4_1(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 20, y += GG_QK) {
+        const float d = gg_h2f(in), m = gg_h2f(in + 2);
+        for (unsigned i = 0; i < 16; i++) {
+            y[i] = d * (float)(in[4 + i] & 15) + m;
+            y[i + 16] = d * (float)(in[4 + i] >> 4) + m;
+        }
+    }
+}
+
+static uint32_t gg_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 22) {
+        int q[GG_QK];
+        (void)gg_sym_block(x, w, -16, 15, 8, 0.25f, out, q);
+        uint32_t qh = 0;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
+        }
+        for (unsigned k = 0; k < 4; k++) {
+            out[2 + k] = (uint8_t)(qh >> (8 * k));
+        }
+        gg_put_nibbles(q, 16, out + 6);
+    }
+}
+
+static void gg_decode_q5_0(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 22, y += GG_QK) {
+        const float d = gg_h2f(in);
+        const uint32_t qh = gg_get_u32(in + 2);
+        for (unsigned i = 0; i < 16; i++) {
+            const int lo = (int)(in[6 + i] & 15) | (int)(((qh >> i) & 1u) << 4);
+            const int hi = (int)(in[6 + i] >> 4) | (int)(((qh >> (i + 16)) & 1u) << 4);
+            y[i] = d * (float)(lo - 16);
+            y[i + 16] = d * (float)(hi - 16);
+        }
+    }
+}
+
+static void gg_decode_q5_1(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 24, y += GG_QK) {
+        const float d = gg_h2f(in), m = gg_h2f(in + 2);
+        const uint32_t qh = gg_get_u32(in + 4);
+        for (unsigned i = 0; i < 16; i++) {
+            const unsigned lo = (in[8 + i] & 15u) | (((qh >> i) & 1u) << 4);
+            const unsigned hi = (in[8 + i] >> 4) | (((qh >> (i + 16)) & 1u) << 4);
+            y[i] = d * (float)lo + m;
+            y[i + 16] = d * (float)hi + m;
+        }
+    }
+}
+
+static void gg_decode_iq4_nl(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 18, y += GG_QK) {
+        const float d = gg_h2f(in);
+        for (unsigned i = 0; i < 16; i++) {
+            y[i] = d * (float)gg_kvalues_iq4[in[2 + i] & 15];
+            y[i + 16] = d * (float)gg_kvalues_iq4[in[2 + i] >> 4];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* K types (256-element super-blocks)                                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 84) {
+        uint8_t sc[16], mc[16], q[GG_QKK];
+        uint16_t dh, mh;
+        gg_aff_super(x, w, 16, 16, 3, 15, 5, &dh, &mh, sc, mc, q);
+        for (unsigned j = 0; j < 16; j++) {
+            out[j] = (uint8_t)(sc[j] | (mc[j] << 4));
+        }
+        uint8_t *qs = out + 16;
+        memset(qs, 0, 64);
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            qs[c * 32 + l] |= (uint8_t)(q[e] << (2 * s));
+        }
+        gg_put_h(out + 80, dh);
+        gg_put_h(out + 82, mh);
+    }
+}
+
+static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 84, y += GG_QKK) {
+        const float d = gg_h2f(in + 80), dmin = gg_h2f(in + 82);
+        const uint8_t *qs = in + 16;
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32, j = e / 16;
+            const float dl = d * (float)(in[j] & 15);
+            const float ml = dmin * (float)(in[j] >> 4);
+            y[e] = dl * (float)((qs[c * 32 + l] >> (2 * s)) & 3) - ml;
+        }
+    }
+}
+
+/* The 6-bit scales of Q3_K (stored with +32) in their 12 bytes. */
+static void gg_put_scales_q3(const int *sc, uint8_t *p)
+{
+    memset(p, 0, 12);
+    for (unsigned j = 0; j < 16; j++) {
+        const unsigned v = (unsigned)(sc[j] + 32);
+        p[j % 8] |= (uint8_t)((v & 15u) << (4 * (j / 8)));
+        p[8 + j % 4] |= (uint8_t)(((v >> 4) & 3u) << (2 * (j / 4)));
+    }
+}
+
+static int gg_get_scale_q3(const uint8_t *p, unsigned j)
+{
+    const unsigned lo = (p[j % 8] >> (4 * (j / 8))) & 15u;
+    const unsigned hi = (p[8 + j % 4] >> (2 * (j / 4))) & 3u;
+    return (int)(lo | (hi << 4)) - 32;
+}
+
+static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 110) {
+        int sc[16];
+        int8_t q[GG_QKK];
+        uint16_t dh;
+        gg_sym_super(x, w, -4, 3, -32, 31, 6, 0.25f, &dh, sc, q);
+        uint8_t *hmask = out, *qs = out + 32;
+        memset(out, 0, 96);
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned u = (unsigned)(q[e] + 4);
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            qs[c * 32 + l] |= (uint8_t)((u & 3u) << (2 * s));
+            hmask[e % 32] |= (uint8_t)((u >> 2) << (e / 32));
+        }
+        gg_put_scales_q3(sc, out + 96);
+        gg_put_h(out + 108, dh);
+    }
+}
+
+static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 110, y += GG_QKK) {
+        const float d = gg_h2f(in + 108);
+        const uint8_t *hmask = in, *qs = in + 32;
+        float dl[16];
+        for (unsigned j = 0; j < 16; j++) {
+            dl[j] = d * (float)gg_get_scale_q3(in + 96, j);
+        }
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            const int low = (qs[c * 32 + l] >> (2 * s)) & 3;
+            const int high = (hmask[e % 32] >> (e / 32)) & 1;
+            y[e] = dl[e / 16] * (float)(low - (high ? 0 : 4));
+        }
+    }
+}
+
+/* The 6-bit scales and mins of Q4_K and Q5_K in their 12 bytes. */
+static void gg_put_scales_k4(const uint8_t *sc, const uint8_t *mc, uint8_t *p)
+{
+    for (unsigned j = 0; j < 4; j++) {
+        p[j] = (uint8_t)((sc[j] & 63u) | ((sc[j + 4] >> 4) << 6));
+        p[j + 4] = (uint8_t)((mc[j] & 63u) | ((mc[j + 4] >> 4) << 6));
+        p[j + 8] = (uint8_t)((sc[j + 4] & 15u) | ((mc[j + 4] & 15u) << 4));
+    }
+}
+
+static void gg_get_scales_k4(const uint8_t *p, unsigned j, unsigned *sc, unsigned *mc)
+{
+    if (j < 4) {
+        *sc = p[j] & 63u;
+        *mc = p[j + 4] & 63u;
+    } else {
+        *sc = (p[j + 4] & 15u) | ((p[j - 4] >> 6) << 4);
+        *mc = (p[j + 4] >> 4) | ((p[j] >> 6) << 4);
+    }
+}
+
+static void gg_encode_q4_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 144) {
+        uint8_t sc[8], mc[8], q[GG_QKK];
+        uint16_t dh, mh;
+        gg_aff_super(x, w, 8, 32, 15, 63, 5, &dh, &mh, sc, mc, q);
+        gg_put_h(out, dh);
+        gg_put_h(out + 2, mh);
+        gg_put_scales_k4(sc, mc, out + 4);
+        uint8_t *qs = out + 16;
+        for (unsigned c = 0; c < 4; c++) {
+            for (unsigned l = 0; l < 32; l++) {
+                qs[c * 32 + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+            }
+        }
+    }
+}
+
+static void gg_decode_q4_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 144, y += GG_QKK) {
+        const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
+        const uint8_t *qs = in + 16;
+        for (unsigned j = 0; j < 8; j++) {
+            unsigned sc, mc;
+            gg_get_scales_k4(in + 4, j, &sc, &mc);
+            const float d1 = d * (float)sc, m1 = dmin * (float)mc;
+            const unsigned shift = 4 * (j % 2);
+            for (unsigned l = 0; l < 32; l++) {
+                y[j * 32 + l] = d1 * (float)((qs[(j / 2) * 32 + l] >> shift) & 15) - m1;
+            }
+        }
+    }
+}
+
+static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 176) {
+        uint8_t sc[8], mc[8], q[GG_QKK];
+        uint16_t dh, mh;
+        gg_aff_super(x, w, 8, 32, 31, 63, 5, &dh, &mh, sc, mc, q);
+        gg_put_h(out, dh);
+        gg_put_h(out + 2, mh);
+        gg_put_scales_k4(sc, mc, out + 4);
+        uint8_t *qh = out + 16, *qs = out + 48;
+        memset(qh, 0, 32);
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            qh[e % 32] |= (uint8_t)((q[e] >> 4) << (e / 32));
+        }
+        for (unsigned c = 0; c < 4; c++) {
+            for (unsigned l = 0; l < 32; l++) {
+                qs[c * 32 + l] =
+                    (uint8_t)((q[64 * c + l] & 15u) | ((q[64 * c + 32 + l] & 15u) << 4));
+            }
+        }
+    }
+}
+
+static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 176, y += GG_QKK) {
+        const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
+        const uint8_t *qh = in + 16, *qs = in + 48;
+        for (unsigned j = 0; j < 8; j++) {
+            unsigned sc, mc;
+            gg_get_scales_k4(in + 4, j, &sc, &mc);
+            const float d1 = d * (float)sc, m1 = dmin * (float)mc;
+            const unsigned shift = 4 * (j % 2);
+            for (unsigned l = 0; l < 32; l++) {
+                const unsigned e = j * 32 + l;
+                const unsigned q =
+                    ((qs[(j / 2) * 32 + l] >> shift) & 15u) | (((qh[l] >> (e / 32)) & 1u) << 4);
+                y[e] = d1 * (float)q - m1;
+            }
+        }
+    }
+}
+
+static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 210) {
+        int sc[16];
+        int8_t q[GG_QKK];
+        uint16_t dh;
+        gg_sym_super(x, w, -32, 31, -128, 127, 3, 0.5f, &dh, sc, q);
+        uint8_t *ql = out, *qh = out + 128;
+        memset(out, 0, 192);
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned u = (unsigned)(q[e] + 32);
+            const unsigned c = e / 128, r = e % 128;
+            ql[c * 64 + r % 64] |= (uint8_t)((u & 15u) << (4 * (r / 64)));
+            qh[c * 32 + r % 32] |= (uint8_t)((u >> 4) << (2 * (r / 32)));
+        }
+        for (unsigned j = 0; j < 16; j++) {
+            out[192 + j] = (uint8_t)(int8_t)sc[j];
+        }
+        gg_put_h(out + 208, dh);
+    }
+}
+
+static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 210, y += GG_QKK) {
+        const float d = gg_h2f(in + 208);
+        const uint8_t *ql = in, *qh = in + 128;
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned c = e / 128, r = e % 128;
+            const unsigned lo = (ql[c * 64 + r % 64] >> (4 * (r / 64))) & 15u;
+            const unsigned hi = (qh[c * 32 + r % 32] >> (2 * (r / 32))) & 3u;
+            const float dl = d * (float)(int8_t)in[192 + e / 16];
+            y[e] = dl * (float)((int)(lo | (hi << 4)) - 32);
+        }
+    }
+}
+
+static void gg_decode_iq4_xs(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 136, y += GG_QKK) {
+        const float d = gg_h2f(in);
+        const unsigned sh = (unsigned)in[2] | ((unsigned)in[3] << 8);
+        const uint8_t *sl = in + 4, *qs = in + 8;
+        for (unsigned ib = 0; ib < 8; ib++) {
+            const unsigned ls =
+                ((sl[ib / 2] >> (4 * (ib % 2))) & 15u) | (((sh >> (2 * ib)) & 3u) << 4);
+            const float dl = d * (float)((int)ls - 32);
+            for (unsigned j = 0; j < 16; j++) {
+                y[ib * 32 + j] = dl * (float)gg_kvalues_iq4[qs[ib * 16 + j] & 15];
+                y[ib * 32 + j + 16] = dl * (float)gg_kvalues_iq4[qs[ib * 16 + j] >> 4];
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Plain floats                                                                              */
+/* ---------------------------------------------------------------------------------------- */
+
+static void gg_encode_f32(const float *x, const float *w, size_t n, uint8_t *out)
+{
+    (void)w;
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = aq__f32_bits(x[i]);
+        for (unsigned k = 0; k < 4; k++) {
+            out[4 * i + k] = (uint8_t)(u >> (8 * k));
+        }
+    }
+}
+
+static void gg_decode_f32(const uint8_t *in, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) {
+        y[i] = aq__f32_from_bits(gg_get_u32(in + 4 * i));
+    }
+}
+
+static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out)
+{
+    (void)w;
+    for (size_t i = 0; i < n; i++) {
+        gg_put_h(out + 2 * i, aq__f32_to_f16(x[i]));
+    }
+}
+
+static void gg_decode_f16(const uint8_t *in, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) {
+        y[i] = gg_h2f(in + 2 * i);
+    }
+}
+
+static void gg_encode_bf16(const float *x, const float *w, size_t n, uint8_t *out)
+{
+    (void)w;
+    for (size_t i = 0; i < n; i++) {
+        gg_put_h(out + 2 * i, aq__f32_to_bf16(x[i]));
+    }
+}
+
+static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) {
+        y[i] = aq__bf16_to_f32((uint16_t)(in[2 * i] | (in[2 * i + 1] << 8)));
+    }
+}
+
+static const aq__ggml_traits gg_traits[] = {
+    {AQ_GGUF_F32, "F32", 1, 4, gg_encode_f32, gg_decode_f32},
+    {AQ_GGUF_F16, "F16", 1, 2, gg_encode_f16, gg_decode_f16},
+    {AQ_GGUF_Q4_0, "Q4_0", 32, 18, gg_encode_q4_0, gg_decode_q4_0},
+    {AQ_GGUF_Q4_1, "Q4_1", 32, 20, NULL, gg_decode_q4_1},
+    {AQ_GGUF_Q5_0, "Q5_0", 32, 22, gg_encode_q5_0, gg_decode_q5_0},
+    {AQ_GGUF_Q5_1, "Q5_1", 32, 24, NULL, gg_decode_q5_1},
+    {AQ_GGUF_Q8_0, "Q8_0", 32, 34, gg_encode_q8_0, gg_decode_q8_0},
+    {AQ_GGUF_Q2_K, "Q2_K", 256, 84, gg_encode_q2_k, gg_decode_q2_k},
+    {AQ_GGUF_Q3_K, "Q3_K", 256, 110, gg_encode_q3_k, gg_decode_q3_k},
+    {AQ_GGUF_Q4_K, "Q4_K", 256, 144, gg_encode_q4_k, gg_decode_q4_k},
+    {AQ_GGUF_Q5_K, "Q5_K", 256, 176, gg_encode_q5_k, gg_decode_q5_k},
+    {AQ_GGUF_Q6_K, "Q6_K", 256, 210, gg_encode_q6_k, gg_decode_q6_k},
+    {AQ_GGUF_IQ4_NL, "IQ4_NL", 32, 18, NULL, gg_decode_iq4_nl},
+    {AQ_GGUF_IQ4_XS, "IQ4_XS", 256, 136, NULL, gg_decode_iq4_xs},
+    {AQ_GGUF_BF16, "BF16", 1, 2, gg_encode_bf16, gg_decode_bf16},
+};
+
+#define GG_NTRAITS (sizeof gg_traits / sizeof gg_traits[0])
+
+const aq__ggml_traits *aq__ggml_traits_of(uint32_t type)
+{
+    for (size_t i = 0; i < GG_NTRAITS; i++) {
+        if ((uint32_t)gg_traits[i].type == type) {
+            return &gg_traits[i];
+        }
+    }
+    return NULL;
+}
+
+const aq__ggml_traits *aq__ggml_traits_at(size_t i)
+{
+    return i < GG_NTRAITS ? &gg_traits[i] : NULL;
+}
+
+size_t aq__ggml_traits_count(void)
+{
+    return GG_NTRAITS;
+}
