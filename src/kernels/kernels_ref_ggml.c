@@ -69,47 +69,68 @@ static int gg_code(float v, int lo, int hi)
     return v < 0.0f ? -(int)r : (int)r;
 }
 
-static float gg_weight(const float *w, size_t i)
+/* The inner loops below run over a sub-block of 16 or 32 elements with GG_LANES partial sums
+ * (element i into lane i % GG_LANES, added up in lane order at the end): a fixed order, so the
+ * results are the same on every machine, and one the compiler can vectorise. Weights default to
+ * the ones here. */
+#define GG_LANES 8u
+#define GG_ONES8 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f
+static const float gg_ones[32] = {GG_ONES8, GG_ONES8, GG_ONES8, GG_ONES8};
+
+static float gg_lanes_sum(const float *acc)
 {
-    return w != NULL ? w[i] : 1.0f;
+    float t = 0.0f;
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        t += acc[l];
+    }
+    return t;
+}
+
+/* round(v) clamped to [lo, hi], as a float (ties to even; |v| < 2^22 after the clamp). */
+static inline float gg_rclamp(float v, float lo, float hi)
+{
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (v + 0x1.8p23f) - 0x1.8p23f;
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Searches                                                                                  */
 /* ---------------------------------------------------------------------------------------- */
 
-/* Weighted squared error of codes round(x / d) clamped to [qmin, qmax], as d q in float32. */
-static double gg_sym_err(const float *x, const float *w, size_t n, float d, int qmin, int qmax)
+/* Weighted squared error of codes round(x / d) clamped to [qmin, qmax], as d q in float32
+ * (n a multiple of GG_LANES, at most 32). */
+static float gg_sym_err(const float *x, const float *w, size_t n, float d, float qmin, float qmax)
 {
-    double e = 0.0;
-    if (d == 0.0f) {
-        for (size_t i = 0; i < n; i++) {
-            e += (double)gg_weight(w, i) * (double)x[i] * (double)x[i];
+    float acc[GG_LANES] = {0};
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const size_t i = b + l;
+            const float q = gg_rclamp(x[i] * id, qmin, qmax);
+            const float r = x[i] - d * q;
+            acc[l] += (w[i] * r) * r;
         }
-        return e;
     }
-    const float id = 1.0f / d;
-    for (size_t i = 0; i < n; i++) {
-        const int q = gg_code(x[i] * id, qmin, qmax);
-        const float y = d * (float)q;
-        const double r = (double)x[i] - (double)y;
-        e += (double)gg_weight(w, i) * r * r;
-    }
-    return e;
+    return gg_lanes_sum(acc);
 }
 
 /* Least-squares refit of d for the codes that d0 gives: sum w x q / sum w q q. */
-static float gg_sym_refit(const float *x, const float *w, size_t n, float d0, int qmin, int qmax)
+static float gg_sym_refit(const float *x, const float *w, size_t n, float d0, float qmin,
+                          float qmax)
 {
     const float id = 1.0f / d0;
-    double sxq = 0.0, sqq = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        const double q = (double)gg_code(x[i] * id, qmin, qmax);
-        const double W = (double)gg_weight(w, i);
-        sxq += W * (double)x[i] * q;
-        sqq += W * q * q;
+    float axq[GG_LANES] = {0}, aqq[GG_LANES] = {0};
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const size_t i = b + l;
+            const float q = gg_rclamp(x[i] * id, qmin, qmax);
+            axq[l] += (w[i] * x[i]) * q;
+            aqq[l] += (w[i] * q) * q;
+        }
     }
-    return sqq > 0.0 ? (float)(sxq / sqq) : d0;
+    const float sqq = gg_lanes_sum(aqq);
+    return sqq > 0.0f ? gg_lanes_sum(axq) / sqq : d0;
 }
 
 /* The scale d of a symmetric block (x ~ d q, q in [qmin, qmax]) with the least weighted error
@@ -117,22 +138,33 @@ static float gg_sym_refit(const float *x, const float *w, size_t n, float d0, in
  * range, each also refitted by least squares. With f16 every candidate is judged as stored
  * (rounded to binary16). 0 for an all-zero block. ncand candidates per end; the first is
  * ggml's own choice (the largest magnitude on the far end of the range). */
-static float gg_sym_search(const float *x, const float *w, size_t n, int qmin, int qmax,
+static float gg_sym_search(const float *x, const float *w, size_t n, int qmin_i, int qmax_i,
                            unsigned ncand, float step, bool f16)
 {
-    float vmax = 0.0f, amax = 0.0f;
+    const float qmin = (float)qmin_i, qmax = (float)qmax_i;
+    /* The element of largest magnitude (the first such one). */
+    float am8[GG_LANES] = {0};
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const float a = fabsf(x[b + l]);
+            am8[l] = a > am8[l] ? a : am8[l];
+        }
+    }
+    float amax = 0.0f, vmax = 0.0f;
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        amax = am8[l] > amax ? am8[l] : amax;
+    }
     for (size_t i = 0; i < n; i++) {
-        const float a = fabsf(x[i]);
-        if (a > amax) {
-            amax = a;
+        if (fabsf(x[i]) == amax) {
             vmax = x[i];
+            break;
         }
     }
     if (amax == 0.0f) {
         return 0.0f;
     }
     float best_d = 0.0f;
-    double best_e = gg_sym_err(x, w, n, 0.0f, qmin, qmax);
+    float best_e = gg_sym_err(x, w, n, 0.0f, qmin, qmax);
     for (unsigned side = 0; side < 2; side++) {
         for (unsigned c = 0; c < ncand; c++) {
             const float L =
@@ -156,7 +188,7 @@ static float gg_sym_search(const float *x, const float *w, size_t n, int qmin, i
                 if (cand[k] == 0.0f || !isfinite(cand[k])) {
                     continue;
                 }
-                const double e = gg_sym_err(x, w, n, cand[k], qmin, qmax);
+                const float e = gg_sym_err(x, w, n, cand[k], qmin, qmax);
                 if (e < best_e) {
                     best_e = e;
                     best_d = cand[k];
@@ -174,16 +206,28 @@ static float gg_sym_search(const float *x, const float *w, size_t n, int qmin, i
 static void gg_aff_search(const float *x, const float *w, size_t n, int qmax, unsigned ncand,
                           float *s_out, float *m_out)
 {
-    float lo = x[0], hi = x[0];
-    double sw = 0.0, sx = 0.0, sxx = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        lo = x[i] < lo ? x[i] : lo;
-        hi = x[i] > hi ? x[i] : hi;
-        const double W = (double)gg_weight(w, i);
-        sw += W;
-        sx += W * (double)x[i];
-        sxx += W * (double)x[i] * (double)x[i];
+    float lo8[GG_LANES], hi8[GG_LANES], aw[GG_LANES] = {0}, ax[GG_LANES] = {0};
+    float axx[GG_LANES] = {0};
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        lo8[l] = hi8[l] = x[l];
     }
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const size_t i = b + l;
+            lo8[l] = x[i] < lo8[l] ? x[i] : lo8[l];
+            hi8[l] = x[i] > hi8[l] ? x[i] : hi8[l];
+            aw[l] += w[i];
+            ax[l] += w[i] * x[i];
+            axx[l] += (w[i] * x[i]) * x[i];
+        }
+    }
+    float lo = lo8[0], hi = hi8[0];
+    for (unsigned l = 1; l < GG_LANES; l++) {
+        lo = lo8[l] < lo ? lo8[l] : lo;
+        hi = hi8[l] > hi ? hi8[l] : hi;
+    }
+    const double sw = (double)gg_lanes_sum(aw), sx = (double)gg_lanes_sum(ax);
+    const double sxx = (double)gg_lanes_sum(axx);
     if (lo > 0.0f) {
         lo = 0.0f;
     }
@@ -202,16 +246,19 @@ static void gg_aff_search(const float *x, const float *w, size_t n, int qmax, un
             continue;
         }
         const float inv = levels / range;
-        double sq = 0.0, sqq = 0.0, sxq = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            const double q = (double)gg_code((x[i] - lo) * inv, 0, qmax);
-            const double W = (double)gg_weight(w, i);
-            sq += W * q;
-            sqq += W * q * q;
-            sxq += W * (double)x[i] * q;
+        float aq_[GG_LANES] = {0}, aqq[GG_LANES] = {0}, axq[GG_LANES] = {0};
+        for (size_t b = 0; b < n; b += GG_LANES) {
+            for (unsigned l = 0; l < GG_LANES; l++) {
+                const size_t i = b + l;
+                const float q = gg_rclamp((x[i] - lo) * inv, 0.0f, (float)qmax);
+                aq_[l] += w[i] * q;
+                aqq[l] += (w[i] * q) * q;
+                axq[l] += (w[i] * x[i]) * q;
+            }
         }
         double s, m, e;
-        if (!aq__fit_candidate(sw, sx, sxx, sq, sqq, sxq, true, &s, &m, &e)) {
+        if (!aq__fit_candidate(sw, sx, sxx, (double)gg_lanes_sum(aq_), (double)gg_lanes_sum(aqq),
+                               (double)gg_lanes_sum(axq), true, &s, &m, &e)) {
             continue;
         }
         if (e < best_e) {
@@ -226,24 +273,26 @@ static void gg_aff_search(const float *x, const float *w, size_t n, int qmax, un
 
 /* Weighted error of an affine sub-block with the decoder's arithmetic: fd = d sc and
  * fm = dmin mc as float32, codes round((x + fm) / fd), x_hat = fd q - fm. */
-static double gg_aff_err(const float *x, const float *w, size_t n, float fd, float fm, int qmax)
+static float gg_aff_err(const float *x, const float *w, size_t n, float fd, float fm, float qmax)
 {
-    double e = 0.0;
+    float acc[GG_LANES] = {0};
     const float id = fd > 0.0f ? 1.0f / fd : 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        const int q = fd > 0.0f ? gg_code((x[i] + fm) * id, 0, qmax) : 0;
-        const float y = fd * (float)q - fm;
-        const double r = (double)x[i] - (double)y;
-        e += (double)gg_weight(w, i) * r * r;
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const size_t i = b + l;
+            const float q = gg_rclamp((x[i] + fm) * id, 0.0f, qmax);
+            const float r = x[i] - (fd * q - fm);
+            acc[l] += (w[i] * r) * r;
+        }
     }
-    return e;
+    return gg_lanes_sum(acc);
 }
 
 static void gg_aff_codes(const float *x, size_t n, float fd, float fm, int qmax, uint8_t *q)
 {
     const float id = fd > 0.0f ? 1.0f / fd : 0.0f;
     for (size_t i = 0; i < n; i++) {
-        q[i] = (uint8_t)(fd > 0.0f ? gg_code((x[i] + fm) * id, 0, qmax) : 0);
+        q[i] = (uint8_t)gg_rclamp((x[i] + fm) * id, 0.0f, (float)qmax);
     }
 }
 
@@ -257,7 +306,8 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
     float s[16], m[16];
     float smax = 0.0f, mmax = 0.0f;
     for (unsigned j = 0; j < nsub; j++) {
-        gg_aff_search(x + j * sub, w != NULL ? w + j * sub : NULL, sub, qmax, ncand, &s[j], &m[j]);
+        gg_aff_search(x + j * sub, w != NULL ? w + j * sub : gg_ones, sub, qmax, ncand, &s[j],
+                      &m[j]);
         smax = s[j] > smax ? s[j] : smax;
         mmax = m[j] > mmax ? m[j] : mmax;
     }
@@ -266,18 +316,18 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
     const float d = aq__f16_to_f32(dh), dmin = aq__f16_to_f32(mh);
     for (unsigned j = 0; j < nsub; j++) {
         const float *xj = x + j * sub;
-        const float *wj = w != NULL ? w + j * sub : NULL;
+        const float *wj = w != NULL ? w + j * sub : gg_ones;
         const int sc0 = d > 0.0f ? gg_code(s[j] / d, 0, pmax) : 0;
         const int mc0 = dmin > 0.0f ? gg_code(m[j] / dmin, 0, pmax) : 0;
         int bs = sc0, bm = mc0;
-        double be = INFINITY;
+        float be = INFINITY;
         /* The rounded parameters and their neighbours, judged as the decoder sees them. */
         for (int a = sc0 - 1; a <= sc0 + 1; a++) {
             for (int b = mc0 - 1; b <= mc0 + 1; b++) {
                 if (a < 0 || a > pmax || b < 0 || b > pmax) {
                     continue;
                 }
-                const double e = gg_aff_err(xj, wj, sub, d * (float)a, dmin * (float)b, qmax);
+                const float e = gg_aff_err(xj, wj, sub, d * (float)a, dmin * (float)b, (float)qmax);
                 if (e < be) {
                     be = e;
                     bs = a;
@@ -301,8 +351,8 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
     float s[16];
     float smax = 0.0f, amax = 0.0f;
     for (unsigned j = 0; j < 16; j++) {
-        s[j] = gg_sym_search(x + j * 16, w != NULL ? w + j * 16 : NULL, 16, qmin, qmax, ncand, step,
-                             false);
+        s[j] = gg_sym_search(x + j * 16, w != NULL ? w + j * 16 : gg_ones, 16, qmin, qmax, ncand,
+                             step, false);
         if (fabsf(s[j]) > amax) {
             amax = fabsf(s[j]);
             smax = s[j];
@@ -312,15 +362,15 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
     const float d = aq__f16_to_f32(dh);
     for (unsigned j = 0; j < 16; j++) {
         const float *xj = x + j * 16;
-        const float *wj = w != NULL ? w + j * 16 : NULL;
+        const float *wj = w != NULL ? w + j * 16 : gg_ones;
         const int c0 = d != 0.0f ? gg_code(s[j] / d, pmin, pmax) : 0;
         int best = c0;
-        double be = INFINITY;
+        float be = INFINITY;
         for (int a = c0 - 1; a <= c0 + 1; a++) {
             if (a < pmin || a > pmax) {
                 continue;
             }
-            const double e = gg_sym_err(xj, wj, 16, d * (float)a, qmin, qmax);
+            const float e = gg_sym_err(xj, wj, 16, d * (float)a, (float)qmin, (float)qmax);
             if (e < be) {
                 be = e;
                 best = a;
@@ -330,7 +380,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
         const float fd = d * (float)best;
         const float id = fd != 0.0f ? 1.0f / fd : 0.0f;
         for (unsigned i = 0; i < 16; i++) {
-            q[j * 16 + i] = (int8_t)(fd != 0.0f ? gg_code(xj[i] * id, qmin, qmax) : 0);
+            q[j * 16 + i] = (int8_t)gg_rclamp(xj[i] * id, (float)qmin, (float)qmax);
         }
     }
     *d_out = dh;
@@ -344,11 +394,11 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
 static float gg_sym_block(const float *x, const float *w, int qmin, int qmax, unsigned ncand,
                           float step, uint8_t *dst_d, int *q)
 {
-    const float d = gg_sym_search(x, w, GG_QK, qmin, qmax, ncand, step, true);
+    const float d = gg_sym_search(x, w != NULL ? w : gg_ones, GG_QK, qmin, qmax, ncand, step, true);
     gg_put_h(dst_d, aq__f32_to_f16(d));
     const float id = d != 0.0f ? 1.0f / d : 0.0f;
     for (unsigned i = 0; i < GG_QK; i++) {
-        q[i] = d != 0.0f ? gg_code(x[i] * id, qmin, qmax) : 0;
+        q[i] = (int)gg_rclamp(x[i] * id, (float)qmin, (float)qmax);
     }
     return d;
 }
@@ -357,7 +407,7 @@ static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *o
 {
     for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 34) {
         int q[GG_QK];
-        (void)gg_sym_block(x, w, -128, 127, 2, 0.5f, out, q);
+        (void)gg_sym_block(x, w, -128, 127, 1, 0.5f, out, q);
         for (unsigned i = 0; i < GG_QK; i++) {
             out[2 + i] = (uint8_t)(int8_t)q[i];
         }
@@ -385,7 +435,7 @@ static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *o
 {
     for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 18) {
         int q[GG_QK];
-        (void)gg_sym_block(x, w, -8, 7, 8, 0.25f, out, q);
+        (void)gg_sym_block(x, w, -8, 7, 4, 0.5f, out, q);
         gg_put_nibbles(q, 8, out + 2);
     }
 }
@@ -421,7 +471,7 @@ static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *o
 {
     for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 22) {
         int q[GG_QK];
-        (void)gg_sym_block(x, w, -16, 15, 8, 0.25f, out, q);
+        (void)gg_sym_block(x, w, -16, 15, 4, 0.5f, out, q);
         uint32_t qh = 0;
         for (unsigned i = 0; i < GG_QK; i++) {
             qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
@@ -481,7 +531,7 @@ static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 84) {
         uint8_t sc[16], mc[16], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 16, 16, 3, 15, 5, &dh, &mh, sc, mc, q);
+        gg_aff_super(x, w, 16, 16, 3, 15, 3, &dh, &mh, sc, mc, q);
         for (unsigned j = 0; j < 16; j++) {
             out[j] = (uint8_t)(sc[j] | (mc[j] << 4));
         }
@@ -534,7 +584,7 @@ static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *o
         int sc[16];
         int8_t q[GG_QKK];
         uint16_t dh;
-        gg_sym_super(x, w, -4, 3, -32, 31, 6, 0.25f, &dh, sc, q);
+        gg_sym_super(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
         uint8_t *hmask = out, *qs = out + 32;
         memset(out, 0, 96);
         for (unsigned e = 0; e < GG_QKK; e++) {
@@ -627,7 +677,7 @@ static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 176) {
         uint8_t sc[8], mc[8], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 8, 32, 31, 63, 5, &dh, &mh, sc, mc, q);
+        gg_aff_super(x, w, 8, 32, 31, 63, 3, &dh, &mh, sc, mc, q);
         gg_put_h(out, dh);
         gg_put_h(out + 2, mh);
         gg_put_scales_k4(sc, mc, out + 4);
@@ -671,7 +721,7 @@ static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *o
         int sc[16];
         int8_t q[GG_QKK];
         uint16_t dh;
-        gg_sym_super(x, w, -32, 31, -128, 127, 3, 0.5f, &dh, sc, q);
+        gg_sym_super(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
         uint8_t *ql = out, *qh = out + 128;
         memset(out, 0, 192);
         for (unsigned e = 0; e < GG_QKK; e++) {
