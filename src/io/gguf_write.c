@@ -198,6 +198,37 @@ static aq_status gw_choose(const aq_gguf_write_options *o, const aq_st_tensor *t
     return AQ_OK;
 }
 
+/* Whether every value of tensor i fits float16 (read once; its pages released after). A
+ * tensor the writer chose to keep as F16 becomes F32 when not, rather than holding Inf. */
+static aq_status gw_fits_f16(aq_model *model, size_t i, bool *fits, aq_error *err)
+{
+    aq_tensor v;
+    aq_status st = aq_model_tensor_view(model, i, &v, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    const aq_st_tensor *t = aq_model_tensor(model, i);
+    const uint8_t *p = v.data;
+    *fits = true;
+    for (size_t k = 0; k < t->elements && *fits; k++) {
+        double x;
+        if (v.dtype == AQ_DTYPE_F32) {
+            float f;
+            memcpy(&f, p + 4 * k, 4);
+            x = (double)f;
+        } else if (v.dtype == AQ_DTYPE_F64) {
+            memcpy(&x, p + 8 * k, 8);
+        } else {
+            uint16_t h;
+            memcpy(&h, p + 2 * k, 2);
+            x = (double)aq__bf16_to_f32(h);
+        }
+        *fits = fabs(x) < 65520.0;
+    }
+    aq_model_release(model, i);
+    return AQ_OK;
+}
+
 typedef struct gw_state {
     aq_ctx *ctx;
     aq_model *model;
@@ -337,6 +368,15 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
         gw_plan *p = &s.plan[i];
         if ((st = gw_choose(opts, t, p, err)) != AQ_OK) {
             goto done;
+        }
+        bool fits = true;
+        if (p->type == AQ_GGUF_F16 && strcmp(p->reason, "type") != 0 && t->dtype != AQ_ST_F16 &&
+            (st = gw_fits_f16(model, i, &fits, err)) != AQ_OK) {
+            goto done;
+        }
+        if (!fits) {
+            p->type = AQ_GGUF_F32;
+            p->reason = "range";
         }
         const aq__ggml_traits *tr = aq__ggml_traits_of((uint32_t)p->type);
         p->nd = t->ndim == 0 ? 1 : (uint32_t)(t->ndim < GW_MAX_DIMS ? t->ndim : GW_MAX_DIMS);

@@ -31,6 +31,17 @@ typedef struct aq__ggml_traits {
     aq__ggml_decode_fn decode_ref;
 } aq__ggml_traits;
 
+/* The encoders and decoders of one instruction set, by type id (NULL: the type has none). */
+typedef struct aq__ggml_kernels {
+    const char *name;
+    aq__ggml_encode_fn encode[AQ__GGML_SLOTS];
+    aq__ggml_decode_fn decode[AQ__GGML_SLOTS];
+} aq__ggml_kernels;
+
+extern const aq__ggml_kernels aq__ggml_kernels_ref;
+/* Defined only in x86 builds; the AVX2 and AVX-512 kernel tables point at it. */
+extern const aq__ggml_kernels aq__ggml_kernels_avx2;
+
 /* The traits of a type, or NULL for a type this library does not know. */
 const aq__ggml_traits *aq__ggml_traits_of(uint32_t type);
 

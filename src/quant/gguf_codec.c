@@ -84,6 +84,8 @@ aq_status aq_gguf_type_info(aq_gguf_type type, size_t *block_elements, size_t *b
 
 typedef struct gc_job {
     const aq__ggml_traits *t;
+    aq__ggml_encode_fn encode;
+    aq__ggml_decode_fn decode;
     aq_dtype dtype;
     const uint8_t *src; /* encode: the source elements; decode: the blocks */
     const float *imp;
@@ -91,6 +93,7 @@ typedef struct gc_job {
     uint8_t *out_bytes;
     float *out_floats;
     size_t *bad; /* encode: per task, the first non-finite element, or SIZE_MAX */
+    size_t *big; /* encode to F16: per task, the first element beyond its range, or SIZE_MAX */
 } gc_job;
 
 static float gc_load(const uint8_t *p, aq_dtype d, size_t k)
@@ -127,6 +130,7 @@ static void gc_encode_task(void *arg, size_t task)
     const size_t n = j->n - i0 < GC_CHUNK ? j->n - i0 : GC_CHUNK;
     float x[GC_CHUNK];
     j->bad[task] = SIZE_MAX;
+    j->big[task] = SIZE_MAX;
     for (size_t k = 0; k < n; k++) {
         x[k] = gc_load(j->src, j->dtype, i0 + k);
         if (!isfinite(x[k])) {
@@ -134,8 +138,17 @@ static void gc_encode_task(void *arg, size_t task)
             return;
         }
     }
-    j->t->encode_ref(x, j->imp != NULL ? j->imp + i0 : NULL, n / j->t->block,
-                     j->out_bytes + i0 / j->t->block * j->t->bytes);
+    if (j->t->type == AQ_GGUF_F16) {
+        /* Past 65504 a float16 store is infinite: refuse rather than write Inf. */
+        for (size_t k = 0; k < n; k++) {
+            if (fabsf(x[k]) >= 65520.0f) {
+                j->big[task] = i0 + k;
+                return;
+            }
+        }
+    }
+    j->encode(x, j->imp != NULL ? j->imp + i0 : NULL, n / j->t->block,
+              j->out_bytes + i0 / j->t->block * j->t->bytes);
 }
 
 static void gc_decode_task(void *arg, size_t task)
@@ -143,7 +156,7 @@ static void gc_decode_task(void *arg, size_t task)
     const gc_job *j = arg;
     const size_t i0 = task * GC_CHUNK;
     const size_t n = j->n - i0 < GC_CHUNK ? j->n - i0 : GC_CHUNK;
-    j->t->decode_ref(j->src + i0 / j->t->block * j->t->bytes, n / j->t->block, j->out_floats + i0);
+    j->decode(j->src + i0 / j->t->block * j->t->bytes, n / j->t->block, j->out_floats + i0);
 }
 
 static size_t gc_tasks(size_t n)
@@ -190,22 +203,33 @@ aq_status aq_gguf_encode(aq_ctx *ctx, aq_gguf_type type, const aq_tensor *src,
         return st;
     }
     const size_t ntasks = gc_tasks(n);
-    size_t *bad = malloc(ntasks * sizeof *bad);
+    size_t *bad = malloc(2 * ntasks * sizeof *bad);
     if (bad == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
     }
+    const aq__ggml_kernels *gk = ctx->kernels->ggml;
     gc_job job = {.t = t,
+                  .encode =
+                      gk != NULL && gk->encode[type] != NULL ? gk->encode[type] : t->encode_ref,
                   .dtype = src->dtype,
                   .src = src->data,
                   .imp = importance,
                   .n = n,
                   .out_bytes = out,
-                  .bad = bad};
+                  .bad = bad,
+                  .big = bad + ntasks};
     aq__pool_run(pool, ntasks, gc_encode_task, &job);
     for (size_t k = 0; k < ntasks; k++) {
         if (bad[k] != SIZE_MAX) {
             st = aq__error_set(err, AQ_NON_FINITE, "Layer '%s' contains NaN or Inf at index %zu",
                                name, bad[k]);
+            break;
+        }
+        if (bad[ntasks + k] != SIZE_MAX) {
+            st = aq__error_set(err, AQ_INVALID_ARGUMENT,
+                               "Layer '%s': the value at index %zu is beyond the float16 range "
+                               "(store it as F32 or BF16)",
+                               name, bad[ntasks + k]);
             break;
         }
     }
@@ -236,7 +260,13 @@ aq_status aq_gguf_decode(aq_ctx *ctx, aq_gguf_type type, const void *data, size_
     if (st != AQ_OK) {
         return st;
     }
-    gc_job job = {.t = t, .src = data, .n = n, .out_floats = out};
+    const aq__ggml_kernels *gk = ctx->kernels->ggml;
+    gc_job job = {.t = t,
+                  .decode =
+                      gk != NULL && gk->decode[type] != NULL ? gk->decode[type] : t->decode_ref,
+                  .src = data,
+                  .n = n,
+                  .out_floats = out};
     aq__pool_run(pool, gc_tasks(n), gc_decode_task, &job);
     return AQ_OK;
 }

@@ -379,3 +379,20 @@ def test_cli_quantize_inspect_compare_dequantize(tmp_path, cli):
     p = run(cli, "quantize", src, "-o", tmp_path / "mixed.gguf", "--type", "Q4_K",
             "--profile", "edge", "--bits-for", "double_blocks.*.weight=8")
     assert "Q8_0" in p.stdout
+
+
+def test_float16_range(tmp_path):
+    from safetensors.numpy import save_file
+    big = np.full((4, 100), 1e6, np.float32)
+    save_file({"big.weight": big, "w.weight": np.ones((4, 256), np.float32)},
+              str(tmp_path / "m.safetensors"))
+    # A tensor the writer would keep as F16 (rows of 100) but whose values F16 cannot hold is
+    # stored as F32 instead of Inf.
+    res = aq.quantize_gguf(tmp_path / "m.safetensors", tmp_path / "m.gguf", "Q4_K")
+    t = {x.name: x for x in res.tensors}
+    assert (t["big.weight"].type, t["big.weight"].reason) == ("F32", "range")
+    # Asking for F16 explicitly is refused, naming the tensor and the element.
+    with pytest.raises(aq.QuantizationError, match=r"'big.weight': the value at index 0 is "
+                                                   r"beyond the float16 range"):
+        aq.quantize_gguf(tmp_path / "m.safetensors", tmp_path / "f16.gguf", "F16")
+    assert not (tmp_path / "f16.gguf").exists()
