@@ -144,7 +144,7 @@ int main(int argc, char **argv)
         }
         const double sd = sqrt(var / (double)n);
         /* The memory floor: read every input float, write every output byte. */
-        double floor_s = INFINITY;
+        double floor_s = (double)INFINITY;
         for (int r = 0; r < reps; r++) {
             double t0 = bg_now();
             double acc = 0.0;
@@ -166,9 +166,9 @@ int main(int argc, char **argv)
                 fprintf(stderr, "bench_gguf: %s\n", err.message);
                 return 2;
             }
-            aq_tensor src = {.name = "w", .dtype = AQ_DTYPE_F32, .data = x, .shape = shape,
-                             .ndim = 2};
-            double best = INFINITY;
+            aq_tensor src = {
+                .name = "w", .dtype = AQ_DTYPE_F32, .data = x, .shape = shape, .ndim = 2};
+            double best = (double)INFINITY;
             for (int r = 0; r < reps; r++) {
                 double t0 = bg_now();
                 if (aq_gguf_encode(ctx, t, &src, NULL, out, n * 4, &err) != AQ_OK) {
@@ -198,8 +198,7 @@ int main(int argc, char **argv)
             if (bt->ggml_speed > 0) {
                 printf(" %9.0f %8.2f", bt->ggml_speed, speed / bt->ggml_speed);
             } else if (strcmp(bt->name, "Q8_0") == 0 || strcmp(bt->name, "Q4_0") == 0) {
-                printf("  floor %.0f Mw/s: %.2f of it", (double)n / floor_s / 1e6,
-                       floor_s / best);
+                printf("  floor %.0f Mw/s: %.2f of it", (double)n / floor_s / 1e6, floor_s / best);
             }
             printf("\n");
             fflush(stdout);

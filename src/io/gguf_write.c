@@ -301,7 +301,7 @@ static aq_status gw_tensor(gw_state *s, size_t i, aq_gguf_write_summary *sum, aq
                                    .ndim = 1};
     ref.shape = &flat;
     ref.ndim = 1;
-    aq_metrics m = {.sqnr_db = INFINITY, .cosine = 1.0};
+    aq_metrics m = {.sqnr_db = (double)INFINITY, .cosine = 1.0};
     if (t->elements > 0 && (st = aq_metrics_compute(&ref, &approx, &m, err)) != AQ_OK) {
         return st;
     }

@@ -172,7 +172,8 @@ static float gg_sym_search(const float *x, const float *w, size_t n, int qmin_i,
             if (f16) {
                 cand[1] = gg_f16_round(cand[1]);
             }
-            for (unsigned k = 0; k < 2; k++) {
+            /* A sub-block scale (not stored as such) is judged by its refit alone. */
+            for (unsigned k = f16 ? 0 : 1; k < 2; k++) {
                 if (cand[k] == 0.0f || !isfinite(cand[k])) {
                     continue;
                 }
@@ -227,7 +228,7 @@ static void gg_aff_search(const float *x, const float *w, size_t n, int qmax, un
     const float range = hi - lo;
     /* The plain min/max grid, then the least-squares fits. */
     double best_s = (double)range / (double)qmax, best_m = (double)lo;
-    double best_e = INFINITY;
+    double best_e = (double)INFINITY;
     for (unsigned c = 0; c < ncand; c++) {
         const float levels = (float)qmax + ((float)c - (float)(ncand / 2)) * 0.5f;
         if (levels <= 0.5f) {
@@ -288,8 +289,8 @@ static void gg_aff_codes(const float *x, size_t n, float fd, float fm, int qmax,
  * elements, codes 0..qmax, parameter codes 0..pmax. Writes d, dmin (as stored), sc[], mc[]
  * and the codes q[]. */
 static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
-                         int pmax, unsigned ncand, uint16_t *d_out, uint16_t *dmin_out, uint8_t *sc,
-                         uint8_t *mc, uint8_t *q)
+                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
+                         uint8_t *sc, uint8_t *mc, uint8_t *q)
 {
     float s[16], m[16];
     float smax = 0.0f, mmax = 0.0f;
@@ -312,7 +313,7 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
         /* The rounded parameters and their neighbours, judged as the decoder sees them. */
         for (int a = sc0 - 1; a <= sc0 + 1; a++) {
             for (int b = mc0 - 1; b <= mc0 + 1; b++) {
-                if (a < 0 || a > pmax || b < 0 || b > pmax) {
+                if (a < 0 || a > pmax || b < 0 || b > pmax || (cross && a != sc0 && b != mc0)) {
                     continue;
                 }
                 const float e = gg_aff_err(xj, wj, sub, d * (float)a, dmin * (float)b, (float)qmax);
@@ -519,7 +520,7 @@ static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 84) {
         uint8_t sc[16], mc[16], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 16, 16, 3, 15, 3, &dh, &mh, sc, mc, q);
+        gg_aff_super(x, w, 16, 16, 3, 15, 3, true, &dh, &mh, sc, mc, q);
         for (unsigned j = 0; j < 16; j++) {
             out[j] = (uint8_t)(sc[j] | (mc[j] << 4));
         }
@@ -608,8 +609,8 @@ static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
 static void gg_put_scales_k4(const uint8_t *sc, const uint8_t *mc, uint8_t *p)
 {
     for (unsigned j = 0; j < 4; j++) {
-        p[j] = (uint8_t)((sc[j] & 63u) | ((sc[j + 4] >> 4) << 6));
-        p[j + 4] = (uint8_t)((mc[j] & 63u) | ((mc[j + 4] >> 4) << 6));
+        p[j] = (uint8_t)((sc[j] & 63u) | ((unsigned)(sc[j + 4] >> 4) << 6));
+        p[j + 4] = (uint8_t)((mc[j] & 63u) | ((unsigned)(mc[j + 4] >> 4) << 6));
         p[j + 8] = (uint8_t)((sc[j + 4] & 15u) | ((mc[j + 4] & 15u) << 4));
     }
 }
@@ -620,8 +621,8 @@ static void gg_get_scales_k4(const uint8_t *p, unsigned j, unsigned *sc, unsigne
         *sc = p[j] & 63u;
         *mc = p[j + 4] & 63u;
     } else {
-        *sc = (p[j + 4] & 15u) | ((p[j - 4] >> 6) << 4);
-        *mc = (p[j + 4] >> 4) | ((p[j] >> 6) << 4);
+        *sc = (p[j + 4] & 15u) | ((unsigned)(p[j - 4] >> 6) << 4);
+        *mc = (unsigned)(p[j + 4] >> 4) | ((unsigned)(p[j] >> 6) << 4);
     }
 }
 
@@ -630,7 +631,7 @@ static void gg_encode_q4_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 144) {
         uint8_t sc[8], mc[8], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 8, 32, 15, 63, 5, &dh, &mh, sc, mc, q);
+        gg_aff_super(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
         gg_put_h(out, dh);
         gg_put_h(out + 2, mh);
         gg_put_scales_k4(sc, mc, out + 4);
@@ -665,7 +666,7 @@ static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 176) {
         uint8_t sc[8], mc[8], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 8, 32, 31, 63, 3, &dh, &mh, sc, mc, q);
+        gg_aff_super(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
         gg_put_h(out, dh);
         gg_put_h(out + 2, mh);
         gg_put_scales_k4(sc, mc, out + 4);
