@@ -1442,7 +1442,8 @@ typedef struct aq_gguf_tensor_result {
     const char *name;
     aq_gguf_type type;
     /* Why it got that type: the aq_rule_name of the rules' decision, or "type" (the options'
-     * type), "1-D", "block" (innermost dimension not a multiple of the block: F16). */
+     * type), "1-D", "block" (innermost dimension not a multiple of the block: Q8_0 or F16),
+     * "range" (F32: a value beyond float16's range). */
     const char *reason;
     size_t elements;
     size_t bytes;   /* of its data in the file */
@@ -1459,8 +1460,9 @@ typedef struct aq_gguf_write_options {
      * its decision maps to: kept -> F16 (F32 where the rule keeps 32 bits), 8 bits -> Q8_0,
      * the profile's bits -> `type` (so the diffusion rules give a mixed file). Without, every
      * tensor of 2 or more dimensions gets `type`. Either way a tensor whose innermost
-     * dimension is not a multiple of the type's block is stored as F16 (ggml blocks run along
-     * that dimension), 1-D tensors as F32, non-float tensors are refused. */
+     * dimension is not a multiple of the type's block (ggml blocks run along it) is stored as
+     * Q8_0 when a K type was chosen and it is a multiple of 32, else as F16 (F32 if a value
+     * is beyond float16's range); 1-D tensors as F32; non-float tensors are refused. */
     const struct aq_rules *rules;
     const struct aq_calib *calib; /* importance (as aq_model_quantize_options.calib) or NULL */
     /* general.architecture: NULL detects it from the tensor names ("flux", "sd3", "sdxl",

@@ -433,8 +433,8 @@ def quantize_gguf(model_path: Any, output_path: Any, gguf_type: str = "Q4_K",
     config: None: every tensor of two or more dimensions gets gguf_type (ComfyUI-GGUF's
     convention). A DiffusionQuantConfig or profile name: its layer rules choose per tensor
     (kept tensors F16, the 8-bit rules Q8_0, the profile's tensors gguf_type); keep and bits_for
-    override them. Either way 1-D tensors are F32 and a tensor whose innermost dimension is not
-    a multiple of the block is F16.
+    override them. Either way 1-D tensors are F32, and a tensor whose innermost dimension is not
+    a multiple of the block is Q8_0 (a K type, rows of whole 32s) or F16 (docs/gguf.md).
     calibration: importance for the searched encoders, as for quantize_diffusion_model.
     architecture: general.architecture (None: detected from the names; "" writes none).
 

@@ -191,8 +191,11 @@ static aq_status gw_choose(const aq_gguf_write_options *o, const aq_st_tensor *t
         p->reason = "1-D";
     }
     const aq__ggml_traits *tr = aq__ggml_traits_of((uint32_t)p->type);
-    if (tr->block > 1 && (uint64_t)t->shape[t->ndim - 1] % tr->block != 0) {
-        p->type = AQ_GGUF_F16;
+    const uint64_t inner = (uint64_t)t->shape[t->ndim - 1];
+    if (tr->block > 1 && inner % tr->block != 0) {
+        /* As llama.cpp's quantize tool: a K type falls back to a 32-element block type (Q8_0,
+         * the one that never costs accuracy); anything else to F16. */
+        p->type = tr->block > 32 && inner % 32 == 0 ? AQ_GGUF_Q8_0 : AQ_GGUF_F16;
         p->reason = "block";
     }
     return AQ_OK;

@@ -141,6 +141,7 @@ def small_model(path):
         "img_in.weight": rng.normal(0, 0.02, (96, 256)),
         "final_layer.linear.weight": rng.normal(0, 0.02, (16, 768)),
         "odd.weight": rng.normal(0, 0.02, (48, 100)),
+        "narrow.weight": rng.normal(0, 0.02, (40, 96)),
         "conv.weight": rng.normal(0, 0.02, (32, 16, 3, 3)),
         "video.weight": rng.normal(0, 0.02, (4, 2, 2, 2, 256)),
     }
@@ -220,9 +221,12 @@ def test_block_misfit_rows_are_f16(tmp_path):
     t = {x.name: x for x in res.tensors}
     assert (t["odd.weight"].type, t["odd.weight"].reason) == ("F16", "block")
     assert (t["img_in.weight"].type, t["img_in.weight"].reason) == ("Q4_K", "type")
+    # Rows of 96: whole blocks of 32 but not of 256, so Q8_0 (llama.cpp's fallback).
+    assert (t["narrow.weight"].type, t["narrow.weight"].reason) == ("Q8_0", "block")
     res = aq.quantize_gguf(src, tmp_path / "m8.gguf", "Q8_0")
     t = {x.name: x for x in res.tensors}
     assert t["odd.weight"].type == "F16"  # 100 is not a multiple of 32 either
+    assert t["narrow.weight"].type == "Q8_0"
     assert t["conv.weight"].type == "F16"  # innermost 3
 
 
