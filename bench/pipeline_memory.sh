@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Peak resident memory of `arrowquant quantize` (and `dequantize`) on a checkpoint of at least
-# 2 GiB: the synthetic SD-1.x UNet at full width (860 M parameters, float32, 3.2 GiB). The
-# bound: peak RSS under the largest tensor plus 256 MiB. Mapped file pages count as
+# 2 GiB: the synthetic SD-1.x UNet at full width (860 M parameters, float32, 3.2 GiB), to a
+# model file and to a GGUF file. The bound: peak RSS under the largest tensor plus 256 MiB.
+# Mapped file pages count as
 # resident once touched, so this checks that each tensor's pages are let go when it is done.
 #
 #   bench/pipeline_memory.sh [width]      (default 320; the file is kept in bench/out/)
@@ -38,6 +39,13 @@ for comp in zstd none; do
     printf 'quantize --compression %-4s peak RSS %6d MiB = %.3f x bound, %.1f s, %s\n' \
         "$comp" $((q / 1024)) "$(awk -v a="$q" -v b="$bound_kib" 'BEGIN { print a / b }')" "$secs" "$verdict"
 done
+# GGUF output (docs/gguf.md): the same bound, header first and then one tensor at a time.
+start=$(date +%s.%N)
+g=$(peak "$aq" quantize "$src" -o "$out/unet_w${width}.gguf" --type Q4_K --quiet)
+secs=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
+verdict=ok; [ "$g" -lt "$bound_kib" ] || { verdict=EXCEEDED; status=1; }
+printf 'quantize --type Q4_K (GGUF)   peak RSS %6d MiB = %.3f x bound, %.1f s, %s\n' \
+    $((g / 1024)) "$(awk -v a="$g" -v b="$bound_kib" 'BEGIN { print a / b }')" "$secs" "$verdict"
 d=$(peak "$aq" dequantize "$out/unet_w${width}.arrow" -o "$out/unet_w${width}_back.safetensors" --dtype f16)
 verdict=ok; [ "$d" -lt "$bound_kib" ] || { verdict=EXCEEDED; status=1; }
 printf 'dequantize --dtype f16        peak RSS %6d MiB = %.3f x bound, %s\n' $((d / 1024)) \

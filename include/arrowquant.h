@@ -1365,6 +1365,175 @@ typedef struct aq_model_floor {
 AQ_API AQ_MUST_CHECK aq_status aq_model_default_floor(const char *quantized, aq_model_floor *out,
                                                       aq_error *err);
 
+/* ------------------------------------------------------------------------------------------ */
+/* GGUF (src/io/gguf_*.c; docs/gguf.md)                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* ggml's block types, with ggml's numeric ids (the values stored in a GGUF file). Types
+ * marked "read" are decoded only; the others are also written, by the library's own searched
+ * encoders, in ggml's exact block layouts. */
+typedef enum aq_gguf_type {
+    AQ_GGUF_F32 = 0,
+    AQ_GGUF_F16 = 1,
+    AQ_GGUF_Q4_0 = 2,
+    AQ_GGUF_Q4_1 = 3, /* read */
+    AQ_GGUF_Q5_0 = 6,
+    AQ_GGUF_Q5_1 = 7, /* read */
+    AQ_GGUF_Q8_0 = 8,
+    AQ_GGUF_Q2_K = 10,
+    AQ_GGUF_Q3_K = 11,
+    AQ_GGUF_Q4_K = 12,
+    AQ_GGUF_Q5_K = 13,
+    AQ_GGUF_Q6_K = 14,
+    AQ_GGUF_IQ4_NL = 20, /* read */
+    AQ_GGUF_IQ4_XS = 23, /* read */
+    AQ_GGUF_BF16 = 30
+} aq_gguf_type;
+
+/* ggml's name of a type ("Q4_K", "BF16", ...); "unknown" for a type this library lacks. */
+AQ_API const char *aq_gguf_type_name(aq_gguf_type type);
+/* The type of a name (case-insensitive). AQ_INVALID_PARAMETER naming the types that can be
+ * written when the name is not one of them (write = 1) or of the known types (write = 0). */
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_type_from_name(const char *name, int write,
+                                                      aq_gguf_type *out, aq_error *err);
+/* Elements and bytes per block of a known type (1 element for F32, F16, BF16); 1 if the
+ * library can write the type. AQ_UNSUPPORTED for an unknown type. Any output may be NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_type_info(aq_gguf_type type, size_t *block_elements,
+                                                 size_t *block_bytes, int *can_write,
+                                                 aq_error *err);
+
+/* Encodes a tensor (any aq_dtype, C order) into ggml blocks of type, over its flattened
+ * elements, on the context's threads; the bytes are the same for any thread count. The
+ * element count must be a multiple of the type's block (a tensor's innermost dimension must
+ * be, for ggml: see aq_model_to_gguf). importance is NULL or one weight (finite, >= 0) per
+ * element: the searched encoders then minimise the weighted error. out receives
+ * elements / block * block_bytes bytes (out_size at least that). Errors: NaN/Inf
+ * (AQ_NON_FINITE, "Layer 'NAME' contains NaN or Inf at index I"), a type that cannot be
+ * written, a size that is not whole blocks, too small an output. */
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_encode(aq_ctx *ctx, aq_gguf_type type, const aq_tensor *src,
+                                              const float *importance, void *out, size_t out_size,
+                                              aq_error *err);
+/* Decodes n elements of type from data (size bytes: exactly n / block * block_bytes) into
+ * float32, the same floats as ggml's reference decoder. */
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_decode(aq_ctx *ctx, aq_gguf_type type, const void *data,
+                                              size_t size, size_t n, float *out, aq_error *err);
+
+/* A GGUF file (version 2 or 3, little-endian) opened for reading: memory-mapped, header,
+ * metadata and tensor table validated in full when opened. */
+typedef struct aq_gguf aq_gguf;
+
+/* One tensor of a GGUF file. shape is in C order, outermost first (the reverse of ggml's
+ * ne[]), the order of safetensors and torch. data points into the mapping. */
+typedef struct aq_gguf_tensor {
+    const char *name;
+    aq_gguf_type type;
+    size_t ndim;
+    int64_t shape[AQ_MAX_NDIM];
+    size_t elements;
+    uint64_t offset; /* of the data in the file */
+    size_t nbytes;
+    const uint8_t *data;
+} aq_gguf_tensor;
+
+/* Opens and validates a GGUF file. Errors are AQ_INVALID_DATA (AQ_UNSUPPORTED for a tensor
+ * type this library does not decode) naming the file, the byte offset and, past the header,
+ * the metadata key or tensor: a short or truncated file, a bad magic or version, an unknown
+ * value type, strings or arrays past the end, duplicate tensor names, more than 4
+ * dimensions, an element count that overflows, a tensor whose offset is not a multiple of the
+ * alignment or whose data runs past the end of the file, an alignment that is not a power of
+ * two. *out is written only on success. */
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_open(const char *path, aq_gguf **out, aq_error *err);
+/* The same over bytes in memory (copied; label names them in messages). */
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_open_memory(const void *data, size_t size, const char *label,
+                                                   aq_gguf **out, aq_error *err);
+AQ_API void aq_gguf_free(aq_gguf *g);
+/* 1 if the file at path starts with the GGUF magic. */
+AQ_API int aq_gguf_is_gguf(const char *path);
+AQ_API uint32_t aq_gguf_version(const aq_gguf *g);
+AQ_API size_t aq_gguf_alignment(const aq_gguf *g);
+AQ_API size_t aq_gguf_tensor_count(const aq_gguf *g);
+/* Tensor i in file order; NULL past the end. */
+AQ_API const aq_gguf_tensor *aq_gguf_tensor_at(const aq_gguf *g, size_t i);
+/* 1 and *index when a tensor has that name. */
+AQ_API int aq_gguf_find(const aq_gguf *g, const char *name, size_t *index);
+/* Metadata entries in file order: key, ggml's value type name ("string", "uint32", "array",
+ * ...) and the value as text (strings as they are, numbers in decimal, booleans true/false,
+ * arrays as "[type; N]" with up to their first 8 items). Owned by g. */
+AQ_API size_t aq_gguf_metadata_count(const aq_gguf *g);
+AQ_API void aq_gguf_metadata_get(const aq_gguf *g, size_t i, const char **key, const char **type,
+                                 const char **value);
+/* The value of a string entry, or NULL. */
+AQ_API const char *aq_gguf_metadata_string(const aq_gguf *g, const char *key);
+/* Decodes tensor i into float32 (out_capacity elements at least its element count). */
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_tensor_dequantize(aq_ctx *ctx, const aq_gguf *g, size_t i,
+                                                         float *out, size_t out_capacity,
+                                                         aq_error *err);
+
+/* What became of one tensor of a conversion to GGUF (borrowed for the callback). */
+typedef struct aq_gguf_tensor_result {
+    size_t index;
+    const char *name;
+    aq_gguf_type type;
+    /* Why it got that type: the aq_rule_name of the rules' decision, or "type" (the options'
+     * type), "1-D", "block" (innermost dimension not a multiple of the block: Q8_0 or F16),
+     * "range" (F32: a value beyond float16's range). */
+    const char *reason;
+    size_t elements;
+    size_t bytes;   /* of its data in the file */
+    double sqnr_db; /* of its decoded floats against the source (+INFINITY when exact) */
+    double cosine;
+} aq_gguf_tensor_result;
+
+typedef void (*aq_gguf_tensor_fn)(void *user, const aq_gguf_tensor_result *result);
+
+/* Options of a conversion to GGUF. */
+typedef struct aq_gguf_write_options {
+    aq_gguf_type type; /* the type of the tensors that are quantized (any writable type) */
+    /* Layer rules (aq_rules_create; NULL: none). With rules every float tensor gets the type
+     * its decision maps to: kept -> F16 (F32 where the rule keeps 32 bits), 8 bits -> Q8_0,
+     * the profile's bits -> `type` (so the diffusion rules give a mixed file). Without, every
+     * tensor of 2 or more dimensions gets `type`. Either way a tensor whose innermost
+     * dimension is not a multiple of the type's block (ggml blocks run along it) is stored as
+     * Q8_0 when a K type was chosen and it is a multiple of 32, else as F16 (F32 if a value
+     * is beyond float16's range); 1-D tensors as F32; non-float tensors are refused. */
+    const struct aq_rules *rules;
+    const struct aq_calib *calib; /* importance (as aq_model_quantize_options.calib) or NULL */
+    /* general.architecture: NULL detects it from the tensor names ("flux", "sd3", "sdxl",
+     * "sd1"; none written when not recognised, the convention of ComfyUI-GGUF's loader); ""
+     * writes none. */
+    const char *architecture;
+    const char *name;            /* general.name, or NULL */
+    aq_gguf_tensor_fn on_tensor; /* after each tensor is written (may be NULL) */
+    void *on_tensor_user;
+    const volatile int *cancel;
+} aq_gguf_write_options;
+
+/* Totals of a conversion. */
+typedef struct aq_gguf_write_summary {
+    size_t tensors;
+    size_t quantized; /* tensors written in a block type other than F32/F16/BF16 */
+    size_t bytes_in;  /* source tensor bytes */
+    size_t bytes_out; /* the file's size */
+    size_t count_by_type[AQ_GGUF_BF16 + 1]; /* tensors per aq_gguf_type */
+} aq_gguf_write_summary;
+
+/* Writes a model (aq_model_open) as a GGUF file (version 3, alignment 32), tensor names as
+ * in the source, metadata general.architecture, general.quantization_version = 2,
+ * general.file_type, general.alignment and the source's __metadata__ under
+ * "arrowquant.meta.KEY". The header is written first, then one tensor at a time (memory
+ * stays near the largest tensor); the file appears under out_path only when complete.
+ * summary may be NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
+                                                const aq_gguf_write_options *opts,
+                                                aq_gguf_write_summary *summary, aq_error *err);
+
+/* Converts a GGUF file to one safetensors file: F32, F16 and BF16 tensors as they are, block
+ * types decoded to out_dtype (AQ_ST_F32, AQ_ST_F16 or AQ_ST_BF16; AQ_ST_UNKNOWN means F32),
+ * string metadata into __metadata__. Streaming, atomic. */
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_to_safetensors(aq_ctx *ctx, const char *in_path,
+                                                      const char *out_path, aq_st_dtype out_dtype,
+                                                      aq_error *err);
+
 #ifdef __cplusplus
 }
 #endif

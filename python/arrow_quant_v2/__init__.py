@@ -8,7 +8,8 @@
 Everything is implemented in C (the extension module arrow_quant_v2.arrow_quant_v2); this
 file re-exports it, with the pure-Python helpers of the diffusion mode (diffusion.py:
 DiffusionQuantConfig; calibration.py: time-aware calibration of torch models; model.py:
-quantize_diffusion_model and validate_quality over whole checkpoints).
+quantize_diffusion_model and validate_quality over whole checkpoints; quantize_gguf and
+dequantize_gguf for GGUF files, gguf.py for ggml blocks from numpy).
 """
 from .arrow_quant_v2 import (
     DEFAULT_BIT_WIDTH,
@@ -23,7 +24,15 @@ from .arrow_quant_v2 import (
 )
 from .calibration import calibrate
 from .diffusion import DiffusionQuantConfig
-from .model import QualityReport, QuantizationResult, quantize_diffusion_model, validate_quality
+from .model import (
+    GGUFResult,
+    QualityReport,
+    QuantizationResult,
+    dequantize_gguf,
+    quantize_diffusion_model,
+    quantize_gguf,
+    validate_quality,
+)
 
 __all__ = [
     "ArrowQuantV2",
@@ -31,6 +40,9 @@ __all__ = [
     "QualityReport",
     "QuantizationResult",
     "quantize_diffusion_model",
+    "quantize_gguf",
+    "dequantize_gguf",
+    "GGUFResult",
     "validate_quality",
     "calibrate",
     "DEFAULT_BIT_WIDTH",

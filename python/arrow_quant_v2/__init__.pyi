@@ -12,9 +12,12 @@ from .arrow_quant_v2 import (
 from .calibration import calibrate as calibrate
 from .diffusion import DiffusionQuantConfig as DiffusionQuantConfig
 from .model import (
+    GGUFResult as GGUFResult,
     QualityReport as QualityReport,
     QuantizationResult as QuantizationResult,
+    dequantize_gguf as dequantize_gguf,
     quantize_diffusion_model as quantize_diffusion_model,
+    quantize_gguf as quantize_gguf,
     validate_quality as validate_quality,
 )
 
@@ -24,6 +27,9 @@ __all__ = [
     "QualityReport",
     "QuantizationResult",
     "quantize_diffusion_model",
+    "quantize_gguf",
+    "dequantize_gguf",
+    "GGUFResult",
     "validate_quality",
     "calibrate",
     "DEFAULT_BIT_WIDTH",

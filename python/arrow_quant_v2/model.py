@@ -386,3 +386,83 @@ def _batch_spec(config: Any, calibration: Any) -> dict[str, Any]:
         return spec
     spec.update(_rule_choices(_config(config)))
     return spec
+
+
+@dataclass(frozen=True)
+class GGUFTensorResult:
+    """One tensor of quantize_gguf: its ggml type, why it got it ("type", "1-D", "block", or
+    the layer rule's name), its size in the file and the quality of its decoded floats."""
+    name: str
+    type: str
+    reason: str
+    elements: int
+    bytes: int
+    sqnr_db: float
+    cosine: float
+
+
+@dataclass(frozen=True)
+class GGUFResult:
+    """The outcome of quantize_gguf."""
+    output_path: str
+    gguf_type: str
+    summary: Mapping[str, Any]
+    tensors: tuple[GGUFTensorResult, ...]
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Tensor data of the whole file (header excluded) per parameter."""
+        params = sum(t.elements for t in self.tensors)
+        data = sum(t.bytes for t in self.tensors)
+        return 8.0 * data / params if params else 0.0
+
+
+def quantize_gguf(model_path: Any, output_path: Any, gguf_type: str = "Q4_K",
+                  config: DiffusionQuantConfig | str | None = None, calibration: Any = None,
+                  *, threads: int = 0, architecture: str | None = None,
+                  name: str | None = None) -> GGUFResult:
+    """Writes a model as a GGUF file (docs/gguf.md) for ComfyUI-GGUF, stable-diffusion.cpp and
+    diffusers' GGUFQuantizationConfig, with the library's own searched encoders in ggml's block
+    layouts.
+
+    model_path: a .safetensors file, a *.safetensors.index.json or a folder, as for
+    quantize_diffusion_model. output_path: the .gguf file, written under a temporary name and
+    renamed only when complete.
+    gguf_type: the type of quantized tensors: Q8_0, Q6_K, Q5_K, Q4_K, Q3_K, Q2_K, Q5_0, Q4_0,
+    BF16, F16 or F32.
+    config: None: every tensor of two or more dimensions gets gguf_type (ComfyUI-GGUF's
+    convention). A DiffusionQuantConfig or profile name: its layer rules choose per tensor
+    (kept tensors F16, the 8-bit rules Q8_0, the profile's tensors gguf_type); keep and bits_for
+    override them. Either way 1-D tensors are F32, and a tensor whose innermost dimension is not
+    a multiple of the block is Q8_0 (a K type, rows of whole 32s) or F16 (docs/gguf.md).
+    calibration: importance for the searched encoders, as for quantize_diffusion_model.
+    architecture: general.architecture (None: detected from the names; "" writes none).
+
+    Errors: FileNotFoundError / OSError for paths, QuantizationError (a ValueError) for bad
+    types, configurations and inputs.
+    """
+    src = _path(model_path, "model_path")
+    dst = _path(output_path, "output_path")
+    _must_exist(src)
+    if not isinstance(gguf_type, str):
+        raise TypeError(f"gguf_type must be a str, not {type(gguf_type).__name__}")
+    kwargs: dict[str, Any] = {}
+    if config is not None:
+        cfg = _config(config)
+        kwargs = {"profile": cfg.profile, "family": cfg.family, "keep": list(cfg.keep),
+                  "bits_for": [f"{p}={v}" for p, v in cfg.bits_for.items()],
+                  "calibration_combine": cfg.calibration_combine}
+    raw = _ext._quantize_gguf(src, dst, gguf_type, threads=threads,
+                              calibration=_calibration(calibration), architecture=architecture,
+                              name=name, **kwargs)
+    return GGUFResult(dst, gguf_type.upper(), MappingProxyType(dict(raw["summary"])),
+                      tuple(GGUFTensorResult(**t) for t in raw["tensors"]))
+
+
+def dequantize_gguf(gguf_path: Any, output_path: Any, dtype: str = "f32") -> None:
+    """Writes a GGUF file's tensors as one safetensors file: F32, F16 and BF16 tensors as they
+    are, block types decoded (the floats of ggml's reference decoder) to dtype ("f32", "f16",
+    "bf16"). The string metadata goes into __metadata__."""
+    src = _path(gguf_path, "gguf_path")
+    _must_exist(src)
+    _ext._gguf_to_safetensors(src, _path(output_path, "output_path"), dtype)

@@ -87,8 +87,29 @@ extern PyType_Spec aq__py_batch_spec;
 extern PyType_Spec aq__py_table_spec;
 extern PyType_Spec aq__py_schema_spec;
 
-/* The module-level functions of aqpy_model.c (_quantize_model, _compare_models). */
+/* The module-level functions of aqpy_model.c (_quantize_model, _compare_models), with those
+ * of aqpy_gguf.c (_quantize_gguf, _gguf_encode, _gguf_decode, _gguf_to_safetensors). */
 extern PyMethodDef aq__py_model_methods[];
+
+PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *aq__py_gguf_encode(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *aq__py_gguf_decode(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *aq__py_gguf_to_safetensors(PyObject *module, PyObject *args, PyObject *kwargs);
+extern const char aq__py_quantize_gguf_doc[], aq__py_gguf_encode_doc[], aq__py_gguf_decode_doc[],
+    aq__py_gguf_to_safetensors_doc[];
+#define AQ__PY_GGUF_METHODS                                                               \
+    {"_quantize_gguf", (PyCFunction)(void (*)(void))aq__py_quantize_gguf,                 \
+     METH_VARARGS | METH_KEYWORDS, aq__py_quantize_gguf_doc},                             \
+        {"_gguf_encode", (PyCFunction)(void (*)(void))aq__py_gguf_encode,                 \
+         METH_VARARGS | METH_KEYWORDS, aq__py_gguf_encode_doc},                           \
+        {"_gguf_decode", (PyCFunction)(void (*)(void))aq__py_gguf_decode,                 \
+         METH_VARARGS | METH_KEYWORDS, aq__py_gguf_decode_doc},                           \
+        {"_gguf_to_safetensors", (PyCFunction)(void (*)(void))aq__py_gguf_to_safetensors, \
+         METH_VARARGS | METH_KEYWORDS, aq__py_gguf_to_safetensors_doc},
+
+/* Feeds an object speaking __arrow_c_stream__ to calib (aqpy_model.c). -1 with an exception
+ * set on failure. */
+int aq__py_calib_from_stream(PyObject *module, aq_calib *calib, PyObject *obj);
 
 /* config= and calibration= of ArrowQuantV2's quantize methods (aqpy_model.c): the layer rules
  * and calibration of a DiffusionQuantConfig (or profile name), made with the GIL held. */

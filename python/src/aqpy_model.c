@@ -180,7 +180,7 @@ static PyObject *mrec_dict(const mrec *x)
 
 /* Feeds an object speaking __arrow_c_stream__ to calib (the GIL held: the producer may be
  * Python code). 0, or -1 with an exception set. */
-static int mcalib_from_stream(PyObject *module, aq_calib *calib, PyObject *obj)
+int aq__py_calib_from_stream(PyObject *module, aq_calib *calib, PyObject *obj)
 {
     PyObject *cap = PyObject_CallMethod(obj, "__arrow_c_stream__", NULL);
     if (cap == NULL) {
@@ -495,7 +495,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
                 goto fail;
             }
         } else if (PyObject_HasAttrString(calibration, "__arrow_c_stream__")) {
-            if (mcalib_from_stream(module, calib, calibration) != 0) {
+            if (aq__py_calib_from_stream(module, calib, calibration) != 0) {
                 goto done;
             }
         } else {
@@ -807,7 +807,7 @@ PyMethodDef aq__py_model_methods[] = {
      METH_VARARGS | METH_KEYWORDS, aqpy_quantize_model_doc},
     {"_compare_models", (PyCFunction)(void (*)(void))aqpy_compare_models,
      METH_VARARGS | METH_KEYWORDS, aqpy_compare_models_doc},
-    {NULL, NULL, 0, NULL}};
+    AQ__PY_GGUF_METHODS{NULL, NULL, 0, NULL}};
 
 /* ------------------------------------------------------------------------------------------ */
 /* config= and calibration= of ArrowQuantV2's quantize methods                                */
@@ -985,7 +985,7 @@ int aq__py_diffusion_open(PyObject *module, PyObject *config, PyObject *calibrat
                 return -1;
             }
             st = aq_calib_add_ipc_file(d->calib, path, &err);
-        } else if (st == AQ_OK && mcalib_from_stream(module, d->calib, cal) != 0) {
+        } else if (st == AQ_OK && aq__py_calib_from_stream(module, d->calib, cal) != 0) {
             aq__py_diffusion_reset(d);
             return -1;
         }

@@ -77,6 +77,10 @@ static int cli_usage(void)
           "  arrowquant quantize SRC -o OUT.arrow --profile edge|local|cloud\n"
           "        [--bits-for PATTERN=BITS]... [--keep GLOB]... [--target-bpw BPW|0]\n"
           "        [--min-accuracy COSINE|0] [--budget-scope profile|model]\n"
+          "  arrowquant quantize SRC -o OUT.gguf --type Q8_0|Q6_K|Q5_K|Q4_K|Q3_K|Q2_K|Q5_0|Q4_0|\n"
+          "        BF16|F16|F32 [--profile edge|local|cloud [--bits-for P=BITS]... [--keep "
+          "GLOB]...]\n"
+          "        [--calibration TABLE.arrow] [--arch NAME] [--name NAME] [--threads N] [--json]\n"
           "        [--scheme S1,S2,... [--group-size N] (the budget's candidates)]\n"
           "        [other options above]\n"
           "  (the first form without --scheme, --group-size, --keep, --min-elements,\n"
@@ -860,6 +864,9 @@ static int cmd_dequantize(int argc, char **argv)
     if (in == NULL || out == NULL) {
         return cli_fail("dequantize needs IN.arrow and -o OUT.safetensors");
     }
+    if (aq_gguf_is_gguf(in)) {
+        return cli_gguf_dequantize(in, out, dtype);
+    }
     aq_error err;
     aq_ctx *ctx;
     aq_status st = aq_ctx_create(&ctx, &err);
@@ -887,7 +894,8 @@ int main(int argc, char **argv)
     int n = argc - 2;
     char **rest = argv + 2;
     if (strcmp(cmd, "quantize") == 0) {
-        return cmd_quantize(n, rest);
+        return cli_is_gguf_output(n, rest) ? cli_gguf_quantize(n, rest, &cli_cancel)
+                                           : cmd_quantize(n, rest);
     }
     if (strcmp(cmd, "dequantize") == 0) {
         return cmd_dequantize(n, rest);

@@ -26,4 +26,11 @@ int cli_compare(int argc, char **argv);
 int cli_report(int argc, char **argv);
 int cli_validate(int argc, char **argv);
 
+/* GGUF (cli_gguf.c). cli_is_gguf_output: the quantize arguments ask for a GGUF file (--type,
+ * or -o NAME.gguf). */
+bool cli_is_gguf_output(int argc, char **argv);
+int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel);
+int cli_gguf_inspect(const char *path, int json);
+int cli_gguf_dequantize(const char *in, const char *out, aq_st_dtype dtype);
+
 #endif /* AQ_CLI_H */

@@ -110,6 +110,9 @@ int cli_inspect(int argc, char **argv)
     if (path == NULL) {
         return cli_fail("inspect needs a FILE");
     }
+    if (aq_gguf_is_gguf(path)) {
+        return cli_gguf_inspect(path, json);
+    }
     aq_error err;
     aq_status st;
     char shape[128];
@@ -223,6 +226,10 @@ aq_status cli_check_open(const char *path, aq_error *err)
         aq_qmodel *q = NULL;
         st = aq_qmodel_open(path, &q, err);
         aq_qmodel_free(q);
+    } else if (aq_gguf_is_gguf(path)) {
+        aq_gguf *g = NULL;
+        st = aq_gguf_open(path, &g, err);
+        aq_gguf_free(g);
     } else {
         aq_model *m = NULL;
         st = aq_model_open(path, &m, err);

@@ -6,7 +6,7 @@
  * name. A model file (.arrow) side is read row by row and scanned forward for a name, then
  * once from the start, so two files written in the same order are each read once. Only the
  * two tensors being compared are held in memory (as float32), and a safetensors side lets go
- * of each tensor's mapped pages when done.
+ * of each tensor's mapped pages when done. A GGUF side is decoded tensor by tensor.
  */
 #include "io_internal.h"
 
@@ -45,7 +45,8 @@ typedef struct mc_src {
     const char *path;
     aq_model *m;
     aq_qmodel *q;
-    size_t next; /* a safetensors source, iterated in order */
+    aq_gguf *g;
+    size_t next; /* a safetensors or GGUF source, iterated in order */
 } mc_src;
 
 /* One tensor taken from a source. Everything but values is borrowed from the source and stays
@@ -79,6 +80,9 @@ static aq_status mc_open(const char *path, mc_src *s, aq_error *err)
     if (mc_is_arrow(path)) {
         return aq_qmodel_open(path, &s->q, err);
     }
+    if (aq_gguf_is_gguf(path)) {
+        return aq_gguf_open(path, &s->g, err);
+    }
     return aq_model_open(path, &s->m, err);
 }
 
@@ -86,6 +90,21 @@ static void mc_close(mc_src *s)
 {
     aq_model_free(s->m);
     aq_qmodel_free(s->q);
+    aq_gguf_free(s->g);
+}
+
+/* A GGUF tensor's side: its type as dtype and scheme, its bits per weight (rounded down). */
+static void mc_side_gguf(const aq_gguf_tensor *t, aq_compare_side *side)
+{
+    size_t block = 1, bytes = 4;
+    if (aq_gguf_type_info(t->type, &block, &bytes, NULL, NULL) != AQ_OK) {
+        block = 1; /* not reached: the reader refuses unknown types */
+    }
+    side->dtype = aq_gguf_type_name(t->type);
+    side->scheme = aq_gguf_type_name(t->type);
+    side->bit_width = (unsigned)(bytes * 8 / block);
+    side->shape = t->shape;
+    side->ndim = t->ndim;
 }
 
 static void mc_side_st(const aq_st_tensor *t, aq_compare_side *side)
@@ -171,6 +190,21 @@ static aq_status mc_from_row(aq_ctx *ctx, const aq_qmodel_row *r, mc_tensor *out
     return aq_qmodel_row_restore(ctx, r, 0, r->elements, AQ_ST_F32, out->values, err);
 }
 
+static aq_status mc_from_gguf(aq_ctx *ctx, const aq_gguf *g, size_t i, mc_tensor *out,
+                              aq_error *err)
+{
+    const aq_gguf_tensor *t = aq_gguf_tensor_at(g, i);
+    memset(out, 0, sizeof *out);
+    out->name = t->name;
+    mc_side_gguf(t, &out->side);
+    out->elements = t->elements;
+    aq_status st = mc_alloc_values(out, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    return aq_gguf_tensor_dequantize(ctx, g, i, out->values, out->elements, err);
+}
+
 static void mc_tensor_reset(mc_tensor *t)
 {
     free(t->values);
@@ -181,6 +215,13 @@ static void mc_tensor_reset(mc_tensor *t)
 static aq_status mc_next(aq_ctx *ctx, mc_src *s, mc_tensor *out, int *done, aq_error *err)
 {
     *done = 0;
+    if (s->g != NULL) {
+        if (s->next >= aq_gguf_tensor_count(s->g)) {
+            *done = 1;
+            return AQ_OK;
+        }
+        return mc_from_gguf(ctx, s->g, s->next++, out, err);
+    }
     if (s->m != NULL) {
         if (s->next >= aq_model_count(s->m)) {
             *done = 1;
@@ -208,6 +249,14 @@ static aq_status mc_find(aq_ctx *ctx, mc_src *s, const char *name, mc_tensor *ou
                          aq_error *err)
 {
     *found = 0;
+    if (s->g != NULL) {
+        size_t i;
+        if (!aq_gguf_find(s->g, name, &i)) {
+            return AQ_OK;
+        }
+        *found = 1;
+        return mc_from_gguf(ctx, s->g, i, out, err);
+    }
     if (s->m != NULL) {
         size_t i;
         if (aq_model_find(s->m, name, &i) != 0) {
@@ -365,7 +414,15 @@ static aq_status mc_extra_in_b(mc_src *b, char **a_names, size_t n_a,
     }
     for (size_t i = 0;; i++) {
         memset(&t, 0, sizeof t);
-        if (b->m != NULL) {
+        if (b->g != NULL) {
+            const aq_gguf_tensor *x = aq_gguf_tensor_at(b->g, i);
+            if (x == NULL) {
+                break;
+            }
+            t.name = x->name;
+            mc_side_gguf(x, &t.b);
+            t.elements = x->elements;
+        } else if (b->m != NULL) {
             if (i >= aq_model_count(b->m)) {
                 break;
             }

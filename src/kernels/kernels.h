@@ -65,6 +65,8 @@ typedef struct aq__kernel_table {
     /* By source dtype; NULL: the reference table's (always for float64, whose values the
      * SIMD loads round to float32). */
     aq__error_stats_fn error_stats[AQ_DTYPE_COUNT];
+    /* ggml's block encoders (kernels_ggml.h); NULL: the reference's. */
+    const struct aq__ggml_kernels *ggml;
 } aq__kernel_table;
 
 extern const aq__kernel_table aq__kernels_ref;

@@ -12,6 +12,9 @@
 #define SIMD_VL 8
 #define SIMD_NAME "avx2"
 #define SIMD_TABLE_NAME aq__kernels_avx2
+/* ggml block encoders (kernels_ggml_avx2.c). */
+#include "kernels_ggml.h"
+#define SIMD_GGML &aq__ggml_kernels_avx2
 /* kquant's super-block (kernels_kquant_avx2.c). */
 #define SIMD_KQUANT_QUANTIZE                                                                       \
     {                                                                                              \

@@ -12,6 +12,9 @@
 #define SIMD_VL 16
 #define SIMD_NAME "avx512"
 #define SIMD_TABLE_NAME aq__kernels_avx512
+/* ggml block encoders (kernels_ggml_avx2.c). */
+#include "kernels_ggml.h"
+#define SIMD_GGML &aq__ggml_kernels_avx2
 /* The quality schemes' searches and kquant's refinement (kernels_kquant_avx512.c). */
 #define SIMD_SEARCH_QUANTIZE                                                \
     {                                                                       \

@@ -747,4 +747,7 @@ const aq__kernel_table SIMD_TABLE_NAME = {
 #ifdef SIMD_KQUANT_QUANTIZE
     .quantize_kquant = SIMD_KQUANT_QUANTIZE,
 #endif
+#ifdef SIMD_GGML
+    .ggml = SIMD_GGML,
+#endif
 };

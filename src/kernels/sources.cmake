@@ -2,12 +2,14 @@ list(APPEND AQ_SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/kernels_ref.c
     ${CMAKE_CURRENT_LIST_DIR}/dispatch.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_search.c
-    ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_kquant.c)
+    ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_kquant.c
+    ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_ggml.c)
 list(APPEND AQ_PRIVATE_INCLUDES ${CMAKE_CURRENT_LIST_DIR})
 # The quality kernels are written for the auto-vectoriser (eight double lanes per sum).
 set_source_files_properties(
     ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_search.c
     ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_kquant.c
+    ${CMAKE_CURRENT_LIST_DIR}/kernels_ref_ggml.c
     PROPERTIES COMPILE_OPTIONS "-O3")
 
 # SIMD kernels: one translation unit per instruction set, compiled with its own flags and
@@ -19,7 +21,11 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "^(x86_64|AMD64|amd64)$")
         ${CMAKE_CURRENT_LIST_DIR}/kernels_avx2.c
         ${CMAKE_CURRENT_LIST_DIR}/kernels_avx512.c
         ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx2.c
-        ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx512.c)
+        ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx512.c
+        ${CMAKE_CURRENT_LIST_DIR}/kernels_ggml_avx2.c)
+    # The ggml encoders: the reference's code with wider vectors (no FMA: same bits).
+    set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kernels_ggml_avx2.c PROPERTIES
+        COMPILE_OPTIONS "-O3;-mavx2")
     set_source_files_properties(${CMAKE_CURRENT_LIST_DIR}/kernels_avx2.c
         ${CMAKE_CURRENT_LIST_DIR}/kernels_kquant_avx2.c PROPERTIES
         COMPILE_OPTIONS "-mavx2;-mf16c")

@@ -55,7 +55,9 @@ def test_stubs_match_the_module():
             assert got == want, (cls_name, name, got, want)
     # Diffusion mode: pure-Python names beside the extension's.
     pure_python = {"DiffusionQuantConfig", "calibrate", "QualityReport", "QuantizationResult",
-                   "quantize_diffusion_model", "validate_quality"}
+                   "quantize_diffusion_model", "validate_quality",
+                   # GGUF (docs/gguf.md)
+                   "quantize_gguf", "dequantize_gguf", "GGUFResult"}
     assert set(arrow_quant_v2.__all__) == public | pure_python
 
 

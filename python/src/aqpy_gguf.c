@@ -1,0 +1,486 @@
+/*
+ * The GGUF functions of the extension module (docs/gguf.md): _quantize_gguf (a model to a GGUF
+ * file, uniform or with the diffusion layer rules), _gguf_encode / _gguf_decode (one buffer of
+ * floats to ggml blocks and back) and _gguf_to_safetensors. The heavy work runs without the
+ * GIL; the pure-Python wrappers are in arrow_quant_v2/model.py and gguf.py.
+ */
+#include "aqpy.h"
+
+#include <math.h>
+
+static PyObject *gp_raise(PyObject *module, const aq_error *err)
+{
+    aq__py_raise(PyModule_GetState(module), err);
+    return NULL;
+}
+
+static int gp_value_error(PyObject *module, const char *msg)
+{
+    aq_error err;
+    err.code = AQ_INVALID_ARGUMENT;
+    snprintf(err.message, sizeof err.message, "%s", msg);
+    aq__py_raise(PyModule_GetState(module), &err);
+    return -1;
+}
+
+/* A sequence of str as a C array (borrowed from the list kept in *keep). */
+static int gp_strings(PyObject *obj, const char *what, PyObject **keep, const char ***out,
+                      size_t *n)
+{
+    *keep = NULL;
+    *out = NULL;
+    *n = 0;
+    if (obj == Py_None) {
+        return 0;
+    }
+    PyObject *seq = PySequence_Fast(obj, what);
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    const char **v = calloc((size_t)len + 1, sizeof *v);
+    if (v == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(item) || (v[i] = PyUnicode_AsUTF8(item)) == NULL) {
+            if (!PyErr_Occurred()) {
+                PyErr_Format(PyExc_TypeError, "%s must hold str items", what);
+            }
+            free(v);
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    *keep = seq;
+    *out = v;
+    *n = (size_t)len;
+    return 0;
+}
+
+typedef struct gp_recs {
+    PyObject *list; /* filled after the run: the records are copied without the GIL */
+    aq_gguf_tensor_result *v;
+    char **names;
+    size_t n, cap;
+    int oom;
+} gp_recs;
+
+static void gp_on_tensor(void *user, const aq_gguf_tensor_result *r)
+{
+    gp_recs *g = user;
+    if (g->oom) {
+        return;
+    }
+    if (g->n == g->cap) {
+        size_t cap = g->cap ? 2 * g->cap : 64;
+        aq_gguf_tensor_result *v = realloc(g->v, cap * sizeof *v);
+        char **names = v != NULL ? realloc(g->names, cap * sizeof *names) : NULL;
+        if (v != NULL) {
+            g->v = v;
+        }
+        if (names == NULL) {
+            g->oom = 1;
+            return;
+        }
+        g->names = names;
+        g->cap = cap;
+    }
+    size_t len = strlen(r->name) + 1;
+    if ((g->names[g->n] = malloc(len)) == NULL) {
+        g->oom = 1;
+        return;
+    }
+    memcpy(g->names[g->n], r->name, len);
+    g->v[g->n] = *r;
+    g->n++;
+}
+
+const char aq__py_quantize_gguf_doc[] =
+    "_quantize_gguf(src, dst, gguf_type, *, profile=None, family='auto', keep=None, "
+    "bits_for=None, threads=0, calibration=None, calibration_combine='max', architecture=None, "
+    "name=None)\n--\n\n"
+    "Writes a model as a GGUF file whose block tensors are of gguf_type; with a profile the "
+    "diffusion layer rules choose each tensor's type (a mixed file). Returns a dict (summary, "
+    "tensors). Use arrow_quant_v2.quantize_gguf instead.";
+
+PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {
+        "src",          "dst",      "gguf_type", "profile",     "family",
+        "keep",         "bits_for", "threads",   "calibration", "calibration_combine",
+        "architecture", "name",     NULL};
+    PyObject *src_b = NULL, *dst_b = NULL;
+    const char *type_name, *profile = NULL, *family_name = "auto", *combine = "max";
+    const char *arch = NULL, *name = NULL;
+    PyObject *keep = Py_None, *bits_for = Py_None, *calibration = Py_None;
+    int threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&s|$zsOOiOszz", kwlist,
+                                     PyUnicode_FSConverter, &src_b, PyUnicode_FSConverter, &dst_b,
+                                     &type_name, &profile, &family_name, &keep, &bits_for, &threads,
+                                     &calibration, &combine, &arch, &name)) {
+        Py_XDECREF(src_b);
+        Py_XDECREF(dst_b);
+        return NULL;
+    }
+    PyObject *result = NULL, *keep_seq = NULL, *bits_seq = NULL;
+    const char **keep_v = NULL, **bits_v = NULL, **names = NULL;
+    size_t n_keep = 0, n_bits = 0;
+    aq_ctx *ctx = NULL;
+    aq_model *model = NULL;
+    aq_rules *rules = NULL;
+    aq_calib *calib = NULL;
+    gp_recs recs;
+    memset(&recs, 0, sizeof recs);
+    aq_error err;
+    aq_error_clear(&err);
+    aq_status st;
+    const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
+    aq_gguf_write_options o;
+    memset(&o, 0, sizeof o);
+    if (gp_strings(keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
+        gp_strings(bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0) {
+        goto done;
+    }
+    if (strcmp(combine, "max") != 0 && strcmp(combine, "mean") != 0) {
+        gp_value_error(module, "Invalid calibration_combine. Must be 'max' or 'mean'");
+        goto done;
+    }
+    if ((n_keep > 0 || n_bits > 0) && profile == NULL) {
+        gp_value_error(module, "keep and bits_for need a profile (the layer rules they override)");
+        goto done;
+    }
+    if ((st = aq_gguf_type_from_name(type_name, 1, &o.type, &err)) != AQ_OK ||
+        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+        goto fail;
+    }
+    PyThreadState *ts = PyEval_SaveThread();
+    st = aq_model_open(src, &model, &err);
+    PyEval_RestoreThread(ts);
+    if (st != AQ_OK) {
+        goto fail;
+    }
+    size_t n = aq_model_count(model);
+    if ((names = calloc(n + 1, sizeof *names)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        names[i] = aq_model_tensor(model, i)->name;
+    }
+    if (profile != NULL) {
+        aq_profile prof;
+        aq_family family;
+        if ((st = aq_profile_get(profile, &prof, &err)) != AQ_OK ||
+            (st = aq_family_from_name(family_name, &family, &err)) != AQ_OK ||
+            (st = aq_rules_create(family, &prof, names, n, &rules, &err)) != AQ_OK) {
+            goto fail;
+        }
+        for (size_t i = 0; i < n_keep; i++) {
+            if ((st = aq_rules_add_override(rules, keep_v[i], AQ_RULES_KEEP, &err)) != AQ_OK) {
+                goto fail;
+            }
+        }
+        for (size_t i = 0; i < n_bits; i++) {
+            if ((st = aq_rules_add_override_spec(rules, bits_v[i], &err)) != AQ_OK) {
+                goto fail;
+            }
+        }
+        o.rules = rules;
+    }
+    if (calibration != Py_None) {
+        if ((st = aq_calib_create(&calib, &err)) != AQ_OK) {
+            goto fail;
+        }
+        if (PyUnicode_Check(calibration) || PyBytes_Check(calibration) ||
+            PyObject_HasAttrString(calibration, "__fspath__")) {
+            PyObject *pb = NULL;
+            if (!PyUnicode_FSConverter(calibration, &pb)) {
+                goto done;
+            }
+            st = aq_calib_add_ipc_file(calib, PyBytes_AS_STRING(pb), &err);
+            Py_DECREF(pb);
+            if (st != AQ_OK) {
+                goto fail;
+            }
+        } else if (aq__py_calib_from_stream(module, calib, calibration) != 0) {
+            goto done;
+        }
+        aq_calib_combine how =
+            strcmp(combine, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
+        if ((st = aq_calib_finish(calib, how, &err)) != AQ_OK ||
+            (st = aq_calib_check_model(calib, names, n, &err)) != AQ_OK) {
+            goto fail;
+        }
+        o.calib = calib;
+    }
+    o.architecture = arch;
+    o.name = name;
+    o.on_tensor = gp_on_tensor;
+    o.on_tensor_user = &recs;
+    aq_gguf_write_summary sum;
+    ts = PyEval_SaveThread();
+    st = aq_model_to_gguf(ctx, model, dst, &o, &sum, &err);
+    PyEval_RestoreThread(ts);
+    if (st != AQ_OK) {
+        goto fail;
+    }
+    if (recs.oom) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    PyObject *tensors = PyList_New((Py_ssize_t)recs.n);
+    for (size_t i = 0; tensors != NULL && i < recs.n; i++) {
+        const aq_gguf_tensor_result *r = &recs.v[i];
+        PyObject *d = Py_BuildValue("{s:s,s:s,s:s,s:n,s:n,s:d,s:d}", "name", recs.names[i], "type",
+                                    aq_gguf_type_name(r->type), "reason", r->reason, "elements",
+                                    (Py_ssize_t)r->elements, "bytes", (Py_ssize_t)r->bytes,
+                                    "sqnr_db", r->sqnr_db, "cosine", r->cosine);
+        if (d == NULL) {
+            Py_CLEAR(tensors);
+            break;
+        }
+        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
+    }
+    PyObject *types = PyDict_New();
+    for (size_t t = 0; types != NULL && t <= AQ_GGUF_BF16; t++) {
+        if (sum.count_by_type[t] == 0) {
+            continue;
+        }
+        PyObject *c = PyLong_FromSize_t(sum.count_by_type[t]);
+        if (c == NULL || PyDict_SetItemString(types, aq_gguf_type_name((aq_gguf_type)t), c) != 0) {
+            Py_XDECREF(c);
+            Py_CLEAR(types);
+            break;
+        }
+        Py_DECREF(c);
+    }
+    PyObject *summary =
+        types == NULL
+            ? NULL
+            : Py_BuildValue("{s:n,s:n,s:n,s:n,s:N,s:i,s:s}", "tensors", (Py_ssize_t)sum.tensors,
+                            "quantized", (Py_ssize_t)sum.quantized, "bytes_in",
+                            (Py_ssize_t)sum.bytes_in, "bytes_out", (Py_ssize_t)sum.bytes_out,
+                            "types", types, "threads", threads, "kernels", aq_ctx_kernels(ctx));
+    if (tensors != NULL && summary != NULL) {
+        result = Py_BuildValue("{s:N,s:N}", "summary", summary, "tensors", tensors);
+    } else {
+        Py_XDECREF(tensors);
+        Py_XDECREF(summary);
+    }
+    goto done;
+fail:
+    gp_raise(module, &err);
+done:
+    for (size_t i = 0; i < recs.n; i++) {
+        free(recs.names[i]);
+    }
+    free(recs.names);
+    free(recs.v);
+    aq_calib_free(calib);
+    aq_rules_free(rules);
+    aq_model_free(model);
+    aq_ctx_free(ctx);
+    free(names);
+    free(keep_v);
+    free(bits_v);
+    Py_XDECREF(keep_seq);
+    Py_XDECREF(bits_seq);
+    Py_DECREF(src_b);
+    Py_DECREF(dst_b);
+    return result;
+}
+
+/* The aq_dtype of a buffer's struct format: float32, float16, float64. */
+static int gp_dtype(const Py_buffer *b, aq_dtype *out)
+{
+    const char *f = b->format != NULL ? b->format : "B";
+    if (f[0] == '<' || f[0] == '=' || f[0] == '@') {
+        f++;
+    }
+    if (strcmp(f, "f") == 0) {
+        *out = AQ_DTYPE_F32;
+    } else if (strcmp(f, "e") == 0) {
+        *out = AQ_DTYPE_F16;
+    } else if (strcmp(f, "d") == 0) {
+        *out = AQ_DTYPE_F64;
+    } else {
+        return -1;
+    }
+    return 0;
+}
+
+const char aq__py_gguf_encode_doc[] =
+    "_gguf_encode(gguf_type, data, importance=None, threads=0)\n--\n\n"
+    "Encodes a C-contiguous float32/float16/float64 buffer (whole blocks) into ggml blocks; "
+    "returns bytes. Use arrow_quant_v2.gguf.encode instead.";
+
+PyObject *aq__py_gguf_encode(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"gguf_type", "data", "importance", "threads", NULL};
+    const char *type_name;
+    PyObject *data, *importance = Py_None;
+    int threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|Oi", kwlist, &type_name, &data, &importance,
+                                     &threads)) {
+        return NULL;
+    }
+    Py_buffer b, w;
+    memset(&w, 0, sizeof w);
+    if (PyObject_GetBuffer(data, &b, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+        return NULL;
+    }
+    PyObject *out = NULL;
+    aq_ctx *ctx = NULL;
+    aq_error err;
+    aq_status st;
+    aq_gguf_type type;
+    aq_dtype dtype;
+    size_t block, bytes;
+    if (gp_dtype(&b, &dtype) != 0) {
+        PyErr_Format(PyExc_TypeError, "data must hold float32, float16 or float64, not '%s'",
+                     b.format != NULL ? b.format : "B");
+        goto done;
+    }
+    size_t n = (size_t)b.len / (size_t)b.itemsize;
+    if (importance != Py_None) {
+        if (PyObject_GetBuffer(importance, &w, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) != 0) {
+            goto done;
+        }
+        aq_dtype wd;
+        if (gp_dtype(&w, &wd) != 0 || wd != AQ_DTYPE_F32 || (size_t)w.len != n * sizeof(float)) {
+            PyErr_SetString(PyExc_ValueError,
+                            "importance must be float32 with one weight per element");
+            goto done;
+        }
+    }
+    if ((st = aq_gguf_type_from_name(type_name, 1, &type, &err)) != AQ_OK ||
+        (st = aq_gguf_type_info(type, &block, &bytes, NULL, &err)) != AQ_OK ||
+        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+        gp_raise(module, &err);
+        goto done;
+    }
+    if (n % block != 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%zu elements are not whole %s blocks of %zu", n,
+                 aq_gguf_type_name(type), block);
+        gp_value_error(module, msg);
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(n / block * bytes));
+    if (out == NULL) {
+        goto done;
+    }
+    const int64_t shape = (int64_t)n;
+    aq_tensor t = {.name = "data", .dtype = dtype, .data = b.buf, .shape = &shape, .ndim = 1};
+    Py_BEGIN_ALLOW_THREADS st =
+        aq_gguf_encode(ctx, type, &t, w.buf, PyBytes_AS_STRING(out), n / block * bytes, &err);
+    Py_END_ALLOW_THREADS if (st != AQ_OK)
+    {
+        Py_CLEAR(out);
+        gp_raise(module, &err);
+    }
+done:
+    aq_ctx_free(ctx);
+    if (w.obj != NULL) {
+        PyBuffer_Release(&w);
+    }
+    PyBuffer_Release(&b);
+    return out;
+}
+
+const char aq__py_gguf_decode_doc[] =
+    "_gguf_decode(gguf_type, data, count, threads=0)\n--\n\n"
+    "Decodes count elements of ggml blocks into float32; returns bytes. Use "
+    "arrow_quant_v2.gguf.decode instead.";
+
+PyObject *aq__py_gguf_decode(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"gguf_type", "data", "count", "threads", NULL};
+    const char *type_name;
+    Py_buffer b;
+    Py_ssize_t count;
+    int threads = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sy*n|i", kwlist, &type_name, &b, &count,
+                                     &threads)) {
+        return NULL;
+    }
+    PyObject *out = NULL;
+    aq_ctx *ctx = NULL;
+    aq_error err;
+    aq_status st;
+    aq_gguf_type type;
+    if (count < 0) {
+        gp_value_error(module, "count must be >= 0");
+        goto done;
+    }
+    if ((st = aq_gguf_type_from_name(type_name, 0, &type, &err)) != AQ_OK ||
+        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+        gp_raise(module, &err);
+        goto done;
+    }
+    out = PyBytes_FromStringAndSize(NULL, count * (Py_ssize_t)sizeof(float));
+    if (out == NULL) {
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS st = aq_gguf_decode(ctx, type, b.buf, (size_t)b.len, (size_t)count,
+                                               (float *)(void *)PyBytes_AS_STRING(out), &err);
+    Py_END_ALLOW_THREADS if (st != AQ_OK)
+    {
+        Py_CLEAR(out);
+        gp_raise(module, &err);
+    }
+done:
+    aq_ctx_free(ctx);
+    PyBuffer_Release(&b);
+    return out;
+}
+
+const char aq__py_gguf_to_safetensors_doc[] =
+    "_gguf_to_safetensors(src, dst, dtype='f32')\n--\n\n"
+    "Writes a GGUF file's tensors as one safetensors file (block types decoded to dtype).";
+
+PyObject *aq__py_gguf_to_safetensors(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"src", "dst", "dtype", NULL};
+    PyObject *src_b = NULL, *dst_b = NULL;
+    const char *dtype_name = "f32";
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&|s", kwlist, PyUnicode_FSConverter, &src_b,
+                                     PyUnicode_FSConverter, &dst_b, &dtype_name)) {
+        Py_XDECREF(src_b);
+        Py_XDECREF(dst_b);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    aq_st_dtype d = strcmp(dtype_name, "f32") == 0    ? AQ_ST_F32
+                    : strcmp(dtype_name, "f16") == 0  ? AQ_ST_F16
+                    : strcmp(dtype_name, "bf16") == 0 ? AQ_ST_BF16
+                                                      : AQ_ST_UNKNOWN;
+    if (d == AQ_ST_UNKNOWN) {
+        gp_value_error(module, "dtype must be 'f32', 'f16' or 'bf16'");
+    } else {
+        aq_ctx *ctx = NULL;
+        aq_error err;
+        aq_status st = aq_ctx_create(&ctx, &err);
+        if (st == AQ_OK) {
+            Py_BEGIN_ALLOW_THREADS st = aq_gguf_to_safetensors(ctx, PyBytes_AS_STRING(src_b),
+                                                               PyBytes_AS_STRING(dst_b), d, &err);
+            Py_END_ALLOW_THREADS
+        }
+        aq_ctx_free(ctx);
+        if (st != AQ_OK) {
+            gp_raise(module, &err);
+        } else {
+            result = Py_NewRef(Py_None);
+        }
+    }
+    Py_DECREF(src_b);
+    Py_DECREF(dst_b);
+    return result;
+}

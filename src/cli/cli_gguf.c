@@ -1,0 +1,371 @@
+/*
+ * The arrowquant command's GGUF side (docs/gguf.md): `quantize SRC -o OUT.gguf --type T`
+ * (uniform, or mixed with --profile: the diffusion layer rules choose each tensor's type),
+ * `inspect FILE.gguf` and `dequantize FILE.gguf -o OUT.safetensors`. compare and validate read
+ * GGUF through the library's aq_model_compare.
+ */
+#include "cli.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool cli_is_gguf_output(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--type") == 0) {
+            return true;
+        }
+        if (strcmp(argv[i], "-o") == 0 && i + 1 < argc) {
+            const char *o = argv[i + 1];
+            size_t n = strlen(o);
+            if (n >= 5 && strcmp(o + n - 5, ".gguf") == 0) {
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
+static void gg_shape(const int64_t *shape, size_t ndim, char *buf, size_t n)
+{
+    size_t pos = (size_t)snprintf(buf, n, "[");
+    for (size_t d = 0; d < ndim && pos < n; d++) {
+        pos += (size_t)snprintf(buf + pos, n - pos, d ? ", %lld" : "%lld", (long long)shape[d]);
+    }
+    if (pos < n) {
+        snprintf(buf + pos, n - pos, "]");
+    }
+}
+
+typedef struct gg_print {
+    int json, quiet;
+    size_t n;
+} gg_print;
+
+static void gg_on_tensor(void *user, const aq_gguf_tensor_result *r)
+{
+    gg_print *p = user;
+    if (p->json) {
+        printf("%s{\"name\": ", p->n ? ", " : "");
+        cli_json_str(stdout, r->name);
+        printf(", \"type\": \"%s\", \"reason\": \"%s\", \"elements\": %zu, \"bytes\": %zu, "
+               "\"sqnr_db\": %.4f, \"cosine\": %.8f}",
+               aq_gguf_type_name(r->type), r->reason, r->elements, r->bytes,
+               r->sqnr_db > 1e300 ? 999.0 : r->sqnr_db, r->cosine);
+    } else if (!p->quiet) {
+        printf("%-56s %-6s %-14s %12zu %8.2f %10.6f\n", r->name, aq_gguf_type_name(r->type),
+               r->reason, r->bytes, r->sqnr_db > 1e300 ? 999.0 : r->sqnr_db, r->cosine);
+    }
+    p->n++;
+}
+
+int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
+{
+    const char *src = NULL, *out = NULL, *type_name = NULL, *profile = NULL, *arch = NULL;
+    const char *calib_path = NULL, *combine = "max", *family_name = "auto", *name = NULL;
+    long long threads = 1;
+    int json = 0, quiet = 0, rc = 0;
+    const char **keep = calloc((size_t)argc + 1, sizeof *keep);
+    const char **bits_for = calloc((size_t)argc + 1, sizeof *bits_for);
+    size_t n_keep = 0, n_bits = 0;
+    aq_ctx *ctx = NULL;
+    aq_model *model = NULL;
+    aq_rules *rules = NULL;
+    aq_calib *calib = NULL;
+    const char **names = NULL;
+    aq_error err;
+    aq_error_clear(&err);
+    aq_status st;
+    if (keep == NULL || bits_for == NULL) {
+        rc = cli_fail("out of memory");
+        goto done;
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--type") == 0 ||
+                     strcmp(a, "--profile") == 0 || strcmp(a, "--keep") == 0 ||
+                     strcmp(a, "--bits-for") == 0 || strcmp(a, "--threads") == 0 ||
+                     strcmp(a, "--calibration") == 0 || strcmp(a, "--calibration-combine") == 0 ||
+                     strcmp(a, "--arch") == 0 || strcmp(a, "--family") == 0 ||
+                     strcmp(a, "--name") == 0;
+        if (needs && i + 1 >= argc) {
+            rc = cli_fail("%s needs a value", a);
+            goto done;
+        }
+        if (strcmp(a, "-o") == 0) {
+            out = argv[++i];
+        } else if (strcmp(a, "--type") == 0) {
+            type_name = argv[++i];
+        } else if (strcmp(a, "--profile") == 0) {
+            profile = argv[++i];
+        } else if (strcmp(a, "--keep") == 0) {
+            keep[n_keep++] = argv[++i];
+        } else if (strcmp(a, "--bits-for") == 0) {
+            bits_for[n_bits++] = argv[++i];
+        } else if (strcmp(a, "--threads") == 0) {
+            char *end;
+            threads = strtoll(argv[++i], &end, 10);
+            if (*end != '\0' || threads < 0) {
+                rc = cli_fail("--threads: '%s' is not a count (0: one per CPU)", argv[i]);
+                goto done;
+            }
+        } else if (strcmp(a, "--calibration") == 0) {
+            calib_path = argv[++i];
+        } else if (strcmp(a, "--calibration-combine") == 0) {
+            combine = argv[++i];
+        } else if (strcmp(a, "--arch") == 0) {
+            arch = argv[++i];
+        } else if (strcmp(a, "--family") == 0) {
+            family_name = argv[++i];
+        } else if (strcmp(a, "--name") == 0) {
+            name = argv[++i];
+        } else if (strcmp(a, "--json") == 0) {
+            json = 1;
+        } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
+            quiet = 1;
+        } else if (a[0] == '-') {
+            rc = cli_fail("quantize (GGUF output): unknown option '%s' (see docs/gguf.md)", a);
+            goto done;
+        } else if (src == NULL) {
+            src = a;
+        } else {
+            rc = cli_fail("quantize: unexpected argument '%s'", a);
+            goto done;
+        }
+    }
+    if (src == NULL || out == NULL) {
+        rc = cli_fail("quantize needs SRC and -o OUT.gguf");
+        goto done;
+    }
+    size_t ol = strlen(out);
+    if (ol < 5 || strcmp(out + ol - 5, ".gguf") != 0) {
+        rc =
+            cli_fail("--type writes a GGUF file: the output name must end in .gguf, not '%s'", out);
+        goto done;
+    }
+    aq_gguf_write_options o;
+    memset(&o, 0, sizeof o);
+    o.type = AQ_GGUF_Q8_0;
+    if (type_name != NULL && (st = aq_gguf_type_from_name(type_name, 1, &o.type, &err)) != AQ_OK) {
+        rc = cli_fail("--type: %s", err.message);
+        goto done;
+    }
+    if ((n_keep > 0 || n_bits > 0) && profile == NULL) {
+        rc = cli_fail("--keep and --bits-for need --profile with GGUF output (the layer rules "
+                      "they override)");
+        goto done;
+    }
+    if (strcmp(combine, "max") != 0 && strcmp(combine, "mean") != 0) {
+        rc = cli_fail("--calibration-combine: '%s' is not one of max, mean", combine);
+        goto done;
+    }
+    if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK ||
+        (st = aq_model_open(src, &model, &err)) != AQ_OK) {
+        rc = cli_fail("%s", err.message);
+        goto done;
+    }
+    if (profile != NULL) {
+        aq_profile prof;
+        aq_family fam;
+        size_t nt = aq_model_count(model);
+        if ((names = calloc(nt + 1, sizeof *names)) == NULL) {
+            rc = cli_fail("out of memory");
+            goto done;
+        }
+        for (size_t k = 0; k < nt; k++) {
+            names[k] = aq_model_tensor(model, k)->name;
+        }
+        if ((st = aq_profile_get(profile, &prof, &err)) != AQ_OK ||
+            (st = aq_family_from_name(family_name, &fam, &err)) != AQ_OK ||
+            (st = aq_rules_create(fam, &prof, names, nt, &rules, &err)) != AQ_OK) {
+            rc = cli_fail("%s", err.message);
+            goto done;
+        }
+        for (size_t k = 0; k < n_keep; k++) {
+            if ((st = aq_rules_add_override(rules, keep[k], AQ_RULES_KEEP, &err)) != AQ_OK) {
+                rc = cli_fail("%s", err.message);
+                goto done;
+            }
+        }
+        for (size_t k = 0; k < n_bits; k++) {
+            if ((st = aq_rules_add_override_spec(rules, bits_for[k], &err)) != AQ_OK) {
+                rc = cli_fail("%s", err.message);
+                goto done;
+            }
+        }
+        o.rules = rules;
+    }
+    if (calib_path != NULL) {
+        aq_calib_combine how =
+            strcmp(combine, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
+        size_t nt = aq_model_count(model);
+        const char **all = calloc(nt + 1, sizeof *all);
+        if (all == NULL) {
+            rc = cli_fail("out of memory");
+            goto done;
+        }
+        for (size_t k = 0; k < nt; k++) {
+            all[k] = aq_model_tensor(model, k)->name;
+        }
+        st = aq_calib_create(&calib, &err);
+        if (st == AQ_OK) {
+            st = aq_calib_add_ipc_file(calib, calib_path, &err);
+        }
+        if (st == AQ_OK) {
+            st = aq_calib_finish(calib, how, &err);
+        }
+        if (st == AQ_OK) {
+            st = aq_calib_check_model(calib, all, nt, &err);
+        }
+        free(all);
+        if (st != AQ_OK) {
+            rc = cli_fail("%s", err.message);
+            goto done;
+        }
+        o.calib = calib;
+    }
+    o.architecture = arch;
+    o.name = name;
+    gg_print pr = {json, quiet, 0};
+    o.on_tensor = gg_on_tensor;
+    o.on_tensor_user = &pr;
+    o.cancel = cancel;
+    if (json) {
+        printf("{\"file\": ");
+        cli_json_str(stdout, out);
+        printf(", \"type\": \"%s\", \"tensors\": [", aq_gguf_type_name(o.type));
+    } else if (!quiet) {
+        printf("%-56s %-6s %-14s %12s %8s %10s\n", "tensor", "type", "why", "bytes", "SQNR dB",
+               "cosine");
+    }
+    fflush(stdout);
+    aq_gguf_write_summary sum;
+    double t0 = cli_now();
+    st = aq_model_to_gguf(ctx, model, out, &o, &sum, &err);
+    double dt = cli_now() - t0;
+    if (st != AQ_OK) {
+        if (json) {
+            printf("]}\n");
+        }
+        if (st == AQ_CANCELLED || (cancel != NULL && *cancel)) {
+            fputs("arrowquant: interrupted; no output written\n", stderr);
+            rc = 130;
+        } else {
+            rc = cli_fail("%s", err.message);
+        }
+        goto done;
+    }
+    size_t params = 0;
+    for (size_t k = 0; k < aq_model_count(model); k++) {
+        params += aq_model_tensor(model, k)->elements;
+    }
+    if (json) {
+        printf("], \"summary\": {\"tensors\": %zu, \"quantized\": %zu, \"bytes_in\": %zu, "
+               "\"bytes_out\": %zu, \"seconds\": %.3f, \"types\": {",
+               sum.tensors, sum.quantized, sum.bytes_in, sum.bytes_out, dt);
+        size_t k2 = 0;
+        for (size_t t = 0; t <= AQ_GGUF_BF16; t++) {
+            if (sum.count_by_type[t] > 0) {
+                printf("%s\"%s\": %zu", k2++ ? ", " : "", aq_gguf_type_name((aq_gguf_type)t),
+                       sum.count_by_type[t]);
+            }
+        }
+        printf("}}}\n");
+    } else if (!quiet) {
+        printf("%s: %zu tensors (", out, sum.tensors);
+        size_t k2 = 0;
+        for (size_t t = 0; t <= AQ_GGUF_BF16; t++) {
+            if (sum.count_by_type[t] > 0) {
+                printf("%s%zu %s", k2++ ? ", " : "", sum.count_by_type[t],
+                       aq_gguf_type_name((aq_gguf_type)t));
+            }
+        }
+        printf("), %.1f MB -> %.1f MB, %.2f bits per weight, %.1f s\n", (double)sum.bytes_in / 1e6,
+               (double)sum.bytes_out / 1e6,
+               params > 0 ? (double)sum.bytes_out * 8.0 / (double)params : 0.0, dt);
+    }
+done:
+    free(keep);
+    free(bits_for);
+    free(names);
+    aq_calib_free(calib);
+    aq_rules_free(rules);
+    aq_model_free(model);
+    aq_ctx_free(ctx);
+    return rc;
+}
+
+int cli_gguf_inspect(const char *path, int json)
+{
+    aq_gguf *g;
+    aq_error err;
+    if (aq_gguf_open(path, &g, &err) != AQ_OK) {
+        return cli_fail("%s", err.message);
+    }
+    char shape[160];
+    if (json) {
+        printf("{\"file\": ");
+        cli_json_str(stdout, path);
+        printf(", \"format\": \"gguf\", \"version\": %u, \"alignment\": %zu, \"metadata\": {",
+               aq_gguf_version(g), aq_gguf_alignment(g));
+    } else {
+        printf("%s: GGUF version %u, alignment %zu, %zu tensors\n", path, aq_gguf_version(g),
+               aq_gguf_alignment(g), aq_gguf_tensor_count(g));
+    }
+    for (size_t i = 0; i < aq_gguf_metadata_count(g); i++) {
+        const char *k, *t, *v;
+        aq_gguf_metadata_get(g, i, &k, &t, &v);
+        if (json) {
+            printf("%s", i ? ", " : "");
+            cli_json_str(stdout, k);
+            printf(": ");
+            cli_json_str(stdout, v);
+        } else {
+            printf("  %-40s %-8s %.100s\n", k, t, v);
+        }
+    }
+    if (json) {
+        printf("}, \"tensors\": [");
+    } else {
+        printf("%-56s %-6s %-24s %12s %6s\n", "tensor", "type", "shape", "bytes", "bpw");
+    }
+    size_t total = 0, params = 0;
+    for (size_t i = 0; i < aq_gguf_tensor_count(g); i++) {
+        const aq_gguf_tensor *t = aq_gguf_tensor_at(g, i);
+        gg_shape(t->shape, t->ndim, shape, sizeof shape);
+        double bpw = t->elements > 0 ? (double)t->nbytes * 8.0 / (double)t->elements : 0.0;
+        if (json) {
+            printf("%s{\"name\": ", i ? ", " : "");
+            cli_json_str(stdout, t->name);
+            printf(", \"type\": \"%s\", \"shape\": %s, \"offset\": %llu, \"bytes\": %zu}",
+                   aq_gguf_type_name(t->type), shape, (unsigned long long)t->offset, t->nbytes);
+        } else {
+            printf("%-56s %-6s %-24s %12zu %6.2f\n", t->name, aq_gguf_type_name(t->type), shape,
+                   t->nbytes, bpw);
+        }
+        total += t->nbytes;
+        params += t->elements;
+    }
+    if (json) {
+        printf("], \"params\": %zu, \"bytes\": %zu}\n", params, total);
+    } else {
+        printf("%zu tensors, %zu parameters, %zu bytes of tensor data (%.2f bits per weight)\n",
+               aq_gguf_tensor_count(g), params, total,
+               params > 0 ? (double)total * 8.0 / (double)params : 0.0);
+    }
+    aq_gguf_free(g);
+    return 0;
+}
+
+int cli_gguf_dequantize(const char *in, const char *out, aq_st_dtype dtype)
+{
+    aq_error err;
+    aq_ctx *ctx;
+    aq_status st = aq_ctx_create(&ctx, &err);
+    if (st == AQ_OK) {
+        st = aq_gguf_to_safetensors(ctx, in, out, dtype, &err);
+        aq_ctx_free(ctx);
+    }
+    return st == AQ_OK ? 0 : cli_fail("%s", err.message);
+}

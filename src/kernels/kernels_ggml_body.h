@@ -1,0 +1,814 @@
+/*
+ * The bodies of the ggml block kernels (docs/gguf.md), included by one translation unit per
+ * instruction set: kernels_ref_ggml.c (baseline) and kernels_ggml_avx2.c (compiled with AVX2).
+ * The code is plain C whose sums run in fixed lanes (GG_LANES partial sums, added in lane
+ * order) with no contraction, so every compilation gives the same bits; the wider instruction
+ * set only lets the compiler use wider vectors. Everything here is static.
+ */
+#ifndef AQ_KERNELS_GGML_BODY_H
+#define AQ_KERNELS_GGML_BODY_H
+
+#include "kernels.h"
+#include "kernels_ggml.h"
+
+#include <float.h>
+#include <math.h>
+
+#define GG_QK 32u
+#define GG_QKK 256u
+
+static const int8_t gg_kvalues_iq4[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                          1,    13,   25,  38,  53,  69,  89,  113};
+
+static float gg_h2f(const uint8_t *p)
+{
+    return aq__f16_to_f32((uint16_t)(p[0] | (p[1] << 8)));
+}
+
+static void gg_put_h(uint8_t *p, uint16_t h)
+{
+    p[0] = (uint8_t)(h & 0xffu);
+    p[1] = (uint8_t)(h >> 8);
+}
+
+/* The float32 value that a binary16 store of v gives back. Clamped to the largest finite
+ * binary16 so that a scale never becomes infinite. */
+static float gg_f16_round(float v)
+{
+    if (v > 65504.0f) {
+        v = 65504.0f;
+    } else if (v < -65504.0f) {
+        v = -65504.0f;
+    }
+    return aq__f16_to_f32(aq__f32_to_f16(v));
+}
+
+/* Nearest integer of v clamped to [lo, hi] (lo <= 0 <= hi <= 255), ties to even. */
+static int gg_code(float v, int lo, int hi)
+{
+    if (!(v >= (float)lo)) {
+        return lo;
+    }
+    if (v > (float)hi) {
+        return hi;
+    }
+    float a = v < 0.0f ? -v : v;
+    float r = (a + 0x1p23f) - 0x1p23f;
+    return v < 0.0f ? -(int)r : (int)r;
+}
+
+/* The inner loops below run over a sub-block of 16 or 32 elements with GG_LANES partial sums
+ * (element i into lane i % GG_LANES, added up in lane order at the end): a fixed order, so the
+ * results are the same on every machine, and one the compiler can vectorise. Weights default to
+ * the ones here. */
+#define GG_LANES 8u
+#define GG_ONES8 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f
+static const float gg_ones[32] = {GG_ONES8, GG_ONES8, GG_ONES8, GG_ONES8};
+
+static float gg_lanes_sum(const float *acc)
+{
+    float t = 0.0f;
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        t += acc[l];
+    }
+    return t;
+}
+
+/* round(v) clamped to [lo, hi], as a float (ties to even; |v| < 2^22 after the clamp). */
+static inline float gg_rclamp(float v, float lo, float hi)
+{
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (v + 0x1.8p23f) - 0x1.8p23f;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Searches                                                                                  */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Weighted squared error of codes round(x / d) clamped to [qmin, qmax], as d q in float32
+ * (n a multiple of GG_LANES, at most 32). */
+static float gg_sym_err(const float *x, const float *w, size_t n, float d, float qmin, float qmax)
+{
+    float acc[GG_LANES] = {0};
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const size_t i = b + l;
+            const float q = gg_rclamp(x[i] * id, qmin, qmax);
+            const float r = x[i] - d * q;
+            acc[l] += (w[i] * r) * r;
+        }
+    }
+    return gg_lanes_sum(acc);
+}
+
+/* Least-squares refit of d for the codes that d0 gives: sum w x q / sum w q q. */
+static float gg_sym_refit(const float *x, const float *w, size_t n, float d0, float qmin,
+                          float qmax)
+{
+    const float id = 1.0f / d0;
+    float axq[GG_LANES] = {0}, aqq[GG_LANES] = {0};
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const size_t i = b + l;
+            const float q = gg_rclamp(x[i] * id, qmin, qmax);
+            axq[l] += (w[i] * x[i]) * q;
+            aqq[l] += (w[i] * q) * q;
+        }
+    }
+    const float sqq = gg_lanes_sum(aqq);
+    return sqq > 0.0f ? gg_lanes_sum(axq) / sqq : d0;
+}
+
+/* The scale d of a symmetric block (x ~ d q, q in [qmin, qmax]) with the least weighted error
+ * among candidates that map the block's largest magnitude to a code near either end of the
+ * range, each also refitted by least squares. With f16 every candidate is judged as stored
+ * (rounded to binary16). 0 for an all-zero block. ncand candidates per end; the first is
+ * ggml's own choice (the largest magnitude on the far end of the range). */
+static float gg_sym_search(const float *x, const float *w, size_t n, int qmin_i, int qmax_i,
+                           unsigned ncand, float step, bool f16)
+{
+    const float qmin = (float)qmin_i, qmax = (float)qmax_i;
+    /* The element of largest magnitude (the first such one). */
+    float am8[GG_LANES] = {0};
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const float a = fabsf(x[b + l]);
+            am8[l] = a > am8[l] ? a : am8[l];
+        }
+    }
+    float amax = 0.0f, vmax = 0.0f;
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        amax = am8[l] > amax ? am8[l] : amax;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (fabsf(x[i]) == amax) {
+            vmax = x[i];
+            break;
+        }
+    }
+    if (amax == 0.0f) {
+        return 0.0f;
+    }
+    float best_d = 0.0f;
+    float best_e = gg_sym_err(x, w, n, 0.0f, qmin, qmax);
+    for (unsigned side = 0; side < 2; side++) {
+        for (unsigned c = 0; c < ncand; c++) {
+            const float L =
+                side == 0 ? (float)qmin + (float)c * step : (float)qmax - (float)c * step;
+            if (L == 0.0f) {
+                continue;
+            }
+            float cand[2];
+            cand[0] = vmax / L;
+            if (f16) {
+                cand[0] = gg_f16_round(cand[0]);
+            }
+            if (cand[0] == 0.0f || !isfinite(cand[0])) {
+                continue;
+            }
+            cand[1] = gg_sym_refit(x, w, n, cand[0], qmin, qmax);
+            if (f16) {
+                cand[1] = gg_f16_round(cand[1]);
+            }
+            /* A sub-block scale (not stored as such) is judged by its refit alone. */
+            for (unsigned k = f16 ? 0 : 1; k < 2; k++) {
+                if (cand[k] == 0.0f || !isfinite(cand[k])) {
+                    continue;
+                }
+                const float e = gg_sym_err(x, w, n, cand[k], qmin, qmax);
+                if (e < best_e) {
+                    best_e = e;
+                    best_d = cand[k];
+                }
+            }
+        }
+    }
+    return best_d;
+}
+
+/* The scale s > 0 and min m >= 0 of an affine sub-block (x ~ s q - m, q in [0, qmax]) with
+ * the least weighted error: codes from a grid over [min(lo, 0), hi] at several numbers of
+ * levels, each fitted by weighted least squares (offset clamped to <= 0, as the format stores
+ * only mins >= 0). An all-equal sub-block gets s = 0 and m = -x. */
+static void gg_aff_search(const float *x, const float *w, size_t n, int qmax, unsigned ncand,
+                          float *s_out, float *m_out)
+{
+    float lo8[GG_LANES], hi8[GG_LANES], aw[GG_LANES] = {0}, ax[GG_LANES] = {0};
+    float axx[GG_LANES] = {0};
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        lo8[l] = hi8[l] = x[l];
+    }
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const size_t i = b + l;
+            lo8[l] = x[i] < lo8[l] ? x[i] : lo8[l];
+            hi8[l] = x[i] > hi8[l] ? x[i] : hi8[l];
+            aw[l] += w[i];
+            ax[l] += w[i] * x[i];
+            axx[l] += (w[i] * x[i]) * x[i];
+        }
+    }
+    float lo = lo8[0], hi = hi8[0];
+    for (unsigned l = 1; l < GG_LANES; l++) {
+        lo = lo8[l] < lo ? lo8[l] : lo;
+        hi = hi8[l] > hi ? hi8[l] : hi;
+    }
+    const double sw = (double)gg_lanes_sum(aw), sx = (double)gg_lanes_sum(ax);
+    const double sxx = (double)gg_lanes_sum(axx);
+    if (lo > 0.0f) {
+        lo = 0.0f;
+    }
+    if (hi <= lo) {
+        *s_out = 0.0f;
+        *m_out = -lo;
+        return;
+    }
+    const float range = hi - lo;
+    /* The plain min/max grid, then the least-squares fits. */
+    double best_s = (double)range / (double)qmax, best_m = (double)lo;
+    double best_e = (double)INFINITY;
+    for (unsigned c = 0; c < ncand; c++) {
+        const float levels = (float)qmax + ((float)c - (float)(ncand / 2)) * 0.5f;
+        if (levels <= 0.5f) {
+            continue;
+        }
+        const float inv = levels / range;
+        float aq_[GG_LANES] = {0}, aqq[GG_LANES] = {0}, axq[GG_LANES] = {0};
+        for (size_t b = 0; b < n; b += GG_LANES) {
+            for (unsigned l = 0; l < GG_LANES; l++) {
+                const size_t i = b + l;
+                const float q = gg_rclamp((x[i] - lo) * inv, 0.0f, (float)qmax);
+                aq_[l] += w[i] * q;
+                aqq[l] += (w[i] * q) * q;
+                axq[l] += (w[i] * x[i]) * q;
+            }
+        }
+        double s, m, e;
+        if (!aq__fit_candidate(sw, sx, sxx, (double)gg_lanes_sum(aq_), (double)gg_lanes_sum(aqq),
+                               (double)gg_lanes_sum(axq), true, &s, &m, &e)) {
+            continue;
+        }
+        if (e < best_e) {
+            best_e = e;
+            best_s = s;
+            best_m = m;
+        }
+    }
+    *s_out = (float)best_s;
+    *m_out = (float)-best_m;
+}
+
+/* Weighted error of an affine sub-block with the decoder's arithmetic: fd = d sc and
+ * fm = dmin mc as float32, codes round((x + fm) / fd), x_hat = fd q - fm. */
+static float gg_aff_err(const float *x, const float *w, size_t n, float fd, float fm, float qmax)
+{
+    float acc[GG_LANES] = {0};
+    const float id = fd > 0.0f ? 1.0f / fd : 0.0f;
+    for (size_t b = 0; b < n; b += GG_LANES) {
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            const size_t i = b + l;
+            const float q = gg_rclamp((x[i] + fm) * id, 0.0f, qmax);
+            const float r = x[i] - (fd * q - fm);
+            acc[l] += (w[i] * r) * r;
+        }
+    }
+    return gg_lanes_sum(acc);
+}
+
+static void gg_aff_codes(const float *x, size_t n, float fd, float fm, int qmax, uint8_t *q)
+{
+    const float id = fd > 0.0f ? 1.0f / fd : 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        q[i] = (uint8_t)gg_rclamp((x[i] + fm) * id, 0.0f, (float)qmax);
+    }
+}
+
+/* Sub-block parameters of an affine super-block (Q2_K, Q4_K, Q5_K): nsub sub-blocks of sub
+ * elements, codes 0..qmax, parameter codes 0..pmax. Writes d, dmin (as stored), sc[], mc[]
+ * and the codes q[]. */
+static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
+                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
+                         uint8_t *sc, uint8_t *mc, uint8_t *q)
+{
+    float s[16], m[16];
+    float smax = 0.0f, mmax = 0.0f;
+    for (unsigned j = 0; j < nsub; j++) {
+        gg_aff_search(x + j * sub, w != NULL ? w + j * sub : gg_ones, sub, qmax, ncand, &s[j],
+                      &m[j]);
+        smax = s[j] > smax ? s[j] : smax;
+        mmax = m[j] > mmax ? m[j] : mmax;
+    }
+    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmax));
+    const uint16_t mh = aq__f32_to_f16(gg_f16_round(mmax / (float)pmax));
+    const float d = aq__f16_to_f32(dh), dmin = aq__f16_to_f32(mh);
+    for (unsigned j = 0; j < nsub; j++) {
+        const float *xj = x + j * sub;
+        const float *wj = w != NULL ? w + j * sub : gg_ones;
+        const int sc0 = d > 0.0f ? gg_code(s[j] / d, 0, pmax) : 0;
+        const int mc0 = dmin > 0.0f ? gg_code(m[j] / dmin, 0, pmax) : 0;
+        int bs = sc0, bm = mc0;
+        float be = INFINITY;
+        /* The rounded parameters and their neighbours, judged as the decoder sees them. */
+        for (int a = sc0 - 1; a <= sc0 + 1; a++) {
+            for (int b = mc0 - 1; b <= mc0 + 1; b++) {
+                if (a < 0 || a > pmax || b < 0 || b > pmax || (cross && a != sc0 && b != mc0)) {
+                    continue;
+                }
+                const float e = gg_aff_err(xj, wj, sub, d * (float)a, dmin * (float)b, (float)qmax);
+                if (e < be) {
+                    be = e;
+                    bs = a;
+                    bm = b;
+                }
+            }
+        }
+        sc[j] = (uint8_t)bs;
+        mc[j] = (uint8_t)bm;
+        gg_aff_codes(xj, sub, d * (float)bs, dmin * (float)bm, qmax, q + j * sub);
+    }
+    *d_out = dh;
+    *dmin_out = mh;
+}
+
+/* Sub-block parameters of a symmetric super-block (Q3_K, Q6_K): 16 sub-blocks of 16, codes
+ * [qmin, qmax], signed scale codes [pmin, pmax]. Writes d (as stored), sc[] and codes q[]. */
+static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
+                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q)
+{
+    float s[16];
+    float smax = 0.0f, amax = 0.0f;
+    for (unsigned j = 0; j < 16; j++) {
+        s[j] = gg_sym_search(x + j * 16, w != NULL ? w + j * 16 : gg_ones, 16, qmin, qmax, ncand,
+                             step, false);
+        if (fabsf(s[j]) > amax) {
+            amax = fabsf(s[j]);
+            smax = s[j];
+        }
+    }
+    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmin));
+    const float d = aq__f16_to_f32(dh);
+    for (unsigned j = 0; j < 16; j++) {
+        const float *xj = x + j * 16;
+        const float *wj = w != NULL ? w + j * 16 : gg_ones;
+        const int c0 = d != 0.0f ? gg_code(s[j] / d, pmin, pmax) : 0;
+        int best = c0;
+        float be = INFINITY;
+        for (int a = c0 - 1; a <= c0 + 1; a++) {
+            if (a < pmin || a > pmax) {
+                continue;
+            }
+            const float e = gg_sym_err(xj, wj, 16, d * (float)a, (float)qmin, (float)qmax);
+            if (e < be) {
+                be = e;
+                best = a;
+            }
+        }
+        sc[j] = best;
+        const float fd = d * (float)best;
+        const float id = fd != 0.0f ? 1.0f / fd : 0.0f;
+        for (unsigned i = 0; i < 16; i++) {
+            q[j * 16 + i] = (int8_t)gg_rclamp(xj[i] * id, (float)qmin, (float)qmax);
+        }
+    }
+    *d_out = dh;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* 32-element block types                                                                    */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The stored d of a symmetric 32-block and its codes. */
+static float gg_sym_block(const float *x, const float *w, int qmin, int qmax, unsigned ncand,
+                          float step, uint8_t *dst_d, int *q)
+{
+    const float d = gg_sym_search(x, w != NULL ? w : gg_ones, GG_QK, qmin, qmax, ncand, step, true);
+    gg_put_h(dst_d, aq__f32_to_f16(d));
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (unsigned i = 0; i < GG_QK; i++) {
+        q[i] = (int)gg_rclamp(x[i] * id, (float)qmin, (float)qmax);
+    }
+    return d;
+}
+
+static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 34) {
+        int q[GG_QK];
+        (void)gg_sym_block(x, w, -128, 127, 1, 0.5f, out, q);
+        for (unsigned i = 0; i < GG_QK; i++) {
+            out[2 + i] = (uint8_t)(int8_t)q[i];
+        }
+    }
+}
+
+static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 34, y += GG_QK) {
+        const float d = gg_h2f(in);
+        for (unsigned i = 0; i < GG_QK; i++) {
+            y[i] = (float)(int8_t)in[2 + i] * d;
+        }
+    }
+}
+
+static void gg_put_nibbles(const int *q, int bias, uint8_t *qs)
+{
+    for (unsigned i = 0; i < 16; i++) {
+        qs[i] = (uint8_t)(((q[i] + bias) & 15) | (((q[i + 16] + bias) & 15) << 4));
+    }
+}
+
+static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 18) {
+        int q[GG_QK];
+        (void)gg_sym_block(x, w, -8, 7, 4, 0.5f, out, q);
+        gg_put_nibbles(q, 8, out + 2);
+    }
+}
+
+static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 18, y += GG_QK) {
+        const float d = gg_h2f(in);
+        for (unsigned i = 0; i < 16; i++) {
+            y[i] = d * (float)((int)(in[2 + i] & 15) - 8);
+            y[i + 16] = d * (float)((int)(in[2 + i] >> 4) - 8);
+        }
+    }
+}
+
+static void gg_decode_q4_1(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 20, y += GG_QK) {
+        const float d = gg_h2f(in), m = gg_h2f(in + 2);
+        for (unsigned i = 0; i < 16; i++) {
+            y[i] = d * (float)(in[4 + i] & 15) + m;
+            y[i + 16] = d * (float)(in[4 + i] >> 4) + m;
+        }
+    }
+}
+
+static uint32_t gg_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 22) {
+        int q[GG_QK];
+        (void)gg_sym_block(x, w, -16, 15, 4, 0.5f, out, q);
+        uint32_t qh = 0;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
+        }
+        for (unsigned k = 0; k < 4; k++) {
+            out[2 + k] = (uint8_t)(qh >> (8 * k));
+        }
+        gg_put_nibbles(q, 16, out + 6);
+    }
+}
+
+static void gg_decode_q5_0(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 22, y += GG_QK) {
+        const float d = gg_h2f(in);
+        const uint32_t qh = gg_get_u32(in + 2);
+        for (unsigned i = 0; i < 16; i++) {
+            const int lo = (int)(in[6 + i] & 15) | (int)(((qh >> i) & 1u) << 4);
+            const int hi = (int)(in[6 + i] >> 4) | (int)(((qh >> (i + 16)) & 1u) << 4);
+            y[i] = d * (float)(lo - 16);
+            y[i + 16] = d * (float)(hi - 16);
+        }
+    }
+}
+
+static void gg_decode_q5_1(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 24, y += GG_QK) {
+        const float d = gg_h2f(in), m = gg_h2f(in + 2);
+        const uint32_t qh = gg_get_u32(in + 4);
+        for (unsigned i = 0; i < 16; i++) {
+            const unsigned lo = (in[8 + i] & 15u) | (((qh >> i) & 1u) << 4);
+            const unsigned hi = (in[8 + i] >> 4) | (((qh >> (i + 16)) & 1u) << 4);
+            y[i] = d * (float)lo + m;
+            y[i + 16] = d * (float)hi + m;
+        }
+    }
+}
+
+static void gg_decode_iq4_nl(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 18, y += GG_QK) {
+        const float d = gg_h2f(in);
+        for (unsigned i = 0; i < 16; i++) {
+            y[i] = d * (float)gg_kvalues_iq4[in[2 + i] & 15];
+            y[i + 16] = d * (float)gg_kvalues_iq4[in[2 + i] >> 4];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* K types (256-element super-blocks)                                                        */
+/* ---------------------------------------------------------------------------------------- */
+
+static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 84) {
+        uint8_t sc[16], mc[16], q[GG_QKK];
+        uint16_t dh, mh;
+        gg_aff_super(x, w, 16, 16, 3, 15, 3, true, &dh, &mh, sc, mc, q);
+        for (unsigned j = 0; j < 16; j++) {
+            out[j] = (uint8_t)(sc[j] | (mc[j] << 4));
+        }
+        uint8_t *qs = out + 16;
+        memset(qs, 0, 64);
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            qs[c * 32 + l] |= (uint8_t)(q[e] << (2 * s));
+        }
+        gg_put_h(out + 80, dh);
+        gg_put_h(out + 82, mh);
+    }
+}
+
+static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 84, y += GG_QKK) {
+        const float d = gg_h2f(in + 80), dmin = gg_h2f(in + 82);
+        const uint8_t *qs = in + 16;
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32, j = e / 16;
+            const float dl = d * (float)(in[j] & 15);
+            const float ml = dmin * (float)(in[j] >> 4);
+            y[e] = dl * (float)((qs[c * 32 + l] >> (2 * s)) & 3) - ml;
+        }
+    }
+}
+
+/* The 6-bit scales of Q3_K (stored with +32) in their 12 bytes. */
+static void gg_put_scales_q3(const int *sc, uint8_t *p)
+{
+    memset(p, 0, 12);
+    for (unsigned j = 0; j < 16; j++) {
+        const unsigned v = (unsigned)(sc[j] + 32);
+        p[j % 8] |= (uint8_t)((v & 15u) << (4 * (j / 8)));
+        p[8 + j % 4] |= (uint8_t)(((v >> 4) & 3u) << (2 * (j / 4)));
+    }
+}
+
+static int gg_get_scale_q3(const uint8_t *p, unsigned j)
+{
+    const unsigned lo = (p[j % 8] >> (4 * (j / 8))) & 15u;
+    const unsigned hi = (p[8 + j % 4] >> (2 * (j / 4))) & 3u;
+    return (int)(lo | (hi << 4)) - 32;
+}
+
+static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 110) {
+        int sc[16];
+        int8_t q[GG_QKK];
+        uint16_t dh;
+        gg_sym_super(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
+        uint8_t *hmask = out, *qs = out + 32;
+        memset(out, 0, 96);
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned u = (unsigned)(q[e] + 4);
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            qs[c * 32 + l] |= (uint8_t)((u & 3u) << (2 * s));
+            hmask[e % 32] |= (uint8_t)((u >> 2) << (e / 32));
+        }
+        gg_put_scales_q3(sc, out + 96);
+        gg_put_h(out + 108, dh);
+    }
+}
+
+static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 110, y += GG_QKK) {
+        const float d = gg_h2f(in + 108);
+        const uint8_t *hmask = in, *qs = in + 32;
+        float dl[16];
+        for (unsigned j = 0; j < 16; j++) {
+            dl[j] = d * (float)gg_get_scale_q3(in + 96, j);
+        }
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            const int low = (qs[c * 32 + l] >> (2 * s)) & 3;
+            const int high = (hmask[e % 32] >> (e / 32)) & 1;
+            y[e] = dl[e / 16] * (float)(low - (high ? 0 : 4));
+        }
+    }
+}
+
+/* The 6-bit scales and mins of Q4_K and Q5_K in their 12 bytes. */
+static void gg_put_scales_k4(const uint8_t *sc, const uint8_t *mc, uint8_t *p)
+{
+    for (unsigned j = 0; j < 4; j++) {
+        p[j] = (uint8_t)((sc[j] & 63u) | ((unsigned)(sc[j + 4] >> 4) << 6));
+        p[j + 4] = (uint8_t)((mc[j] & 63u) | ((unsigned)(mc[j + 4] >> 4) << 6));
+        p[j + 8] = (uint8_t)((sc[j + 4] & 15u) | ((mc[j + 4] & 15u) << 4));
+    }
+}
+
+static void gg_get_scales_k4(const uint8_t *p, unsigned j, unsigned *sc, unsigned *mc)
+{
+    if (j < 4) {
+        *sc = p[j] & 63u;
+        *mc = p[j + 4] & 63u;
+    } else {
+        *sc = (p[j + 4] & 15u) | ((unsigned)(p[j - 4] >> 6) << 4);
+        *mc = (unsigned)(p[j + 4] >> 4) | ((unsigned)(p[j] >> 6) << 4);
+    }
+}
+
+static void gg_encode_q4_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 144) {
+        uint8_t sc[8], mc[8], q[GG_QKK];
+        uint16_t dh, mh;
+        gg_aff_super(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
+        gg_put_h(out, dh);
+        gg_put_h(out + 2, mh);
+        gg_put_scales_k4(sc, mc, out + 4);
+        uint8_t *qs = out + 16;
+        for (unsigned c = 0; c < 4; c++) {
+            for (unsigned l = 0; l < 32; l++) {
+                qs[c * 32 + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+            }
+        }
+    }
+}
+
+static void gg_decode_q4_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 144, y += GG_QKK) {
+        const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
+        const uint8_t *qs = in + 16;
+        for (unsigned j = 0; j < 8; j++) {
+            unsigned sc, mc;
+            gg_get_scales_k4(in + 4, j, &sc, &mc);
+            const float d1 = d * (float)sc, m1 = dmin * (float)mc;
+            const unsigned shift = 4 * (j % 2);
+            for (unsigned l = 0; l < 32; l++) {
+                y[j * 32 + l] = d1 * (float)((qs[(j / 2) * 32 + l] >> shift) & 15) - m1;
+            }
+        }
+    }
+}
+
+static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 176) {
+        uint8_t sc[8], mc[8], q[GG_QKK];
+        uint16_t dh, mh;
+        gg_aff_super(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
+        gg_put_h(out, dh);
+        gg_put_h(out + 2, mh);
+        gg_put_scales_k4(sc, mc, out + 4);
+        uint8_t *qh = out + 16, *qs = out + 48;
+        memset(qh, 0, 32);
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            qh[e % 32] |= (uint8_t)((q[e] >> 4) << (e / 32));
+        }
+        for (unsigned c = 0; c < 4; c++) {
+            for (unsigned l = 0; l < 32; l++) {
+                qs[c * 32 + l] =
+                    (uint8_t)((q[64 * c + l] & 15u) | ((q[64 * c + 32 + l] & 15u) << 4));
+            }
+        }
+    }
+}
+
+static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 176, y += GG_QKK) {
+        const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
+        const uint8_t *qh = in + 16, *qs = in + 48;
+        for (unsigned j = 0; j < 8; j++) {
+            unsigned sc, mc;
+            gg_get_scales_k4(in + 4, j, &sc, &mc);
+            const float d1 = d * (float)sc, m1 = dmin * (float)mc;
+            const unsigned shift = 4 * (j % 2);
+            for (unsigned l = 0; l < 32; l++) {
+                const unsigned e = j * 32 + l;
+                const unsigned q =
+                    ((qs[(j / 2) * 32 + l] >> shift) & 15u) | (((qh[l] >> (e / 32)) & 1u) << 4);
+                y[e] = d1 * (float)q - m1;
+            }
+        }
+    }
+}
+
+static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 210) {
+        int sc[16];
+        int8_t q[GG_QKK];
+        uint16_t dh;
+        gg_sym_super(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
+        uint8_t *ql = out, *qh = out + 128;
+        memset(out, 0, 192);
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned u = (unsigned)(q[e] + 32);
+            const unsigned c = e / 128, r = e % 128;
+            ql[c * 64 + r % 64] |= (uint8_t)((u & 15u) << (4 * (r / 64)));
+            qh[c * 32 + r % 32] |= (uint8_t)((u >> 4) << (2 * (r / 32)));
+        }
+        for (unsigned j = 0; j < 16; j++) {
+            out[192 + j] = (uint8_t)(int8_t)sc[j];
+        }
+        gg_put_h(out + 208, dh);
+    }
+}
+
+static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 210, y += GG_QKK) {
+        const float d = gg_h2f(in + 208);
+        const uint8_t *ql = in, *qh = in + 128;
+        for (unsigned e = 0; e < GG_QKK; e++) {
+            const unsigned c = e / 128, r = e % 128;
+            const unsigned lo = (ql[c * 64 + r % 64] >> (4 * (r / 64))) & 15u;
+            const unsigned hi = (qh[c * 32 + r % 32] >> (2 * (r / 32))) & 3u;
+            const float dl = d * (float)(int8_t)in[192 + e / 16];
+            y[e] = dl * (float)((int)(lo | (hi << 4)) - 32);
+        }
+    }
+}
+
+static void gg_decode_iq4_xs(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 136, y += GG_QKK) {
+        const float d = gg_h2f(in);
+        const unsigned sh = (unsigned)in[2] | ((unsigned)in[3] << 8);
+        const uint8_t *sl = in + 4, *qs = in + 8;
+        for (unsigned ib = 0; ib < 8; ib++) {
+            const unsigned ls =
+                ((sl[ib / 2] >> (4 * (ib % 2))) & 15u) | (((sh >> (2 * ib)) & 3u) << 4);
+            const float dl = d * (float)((int)ls - 32);
+            for (unsigned j = 0; j < 16; j++) {
+                y[ib * 32 + j] = dl * (float)gg_kvalues_iq4[qs[ib * 16 + j] & 15];
+                y[ib * 32 + j + 16] = dl * (float)gg_kvalues_iq4[qs[ib * 16 + j] >> 4];
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Plain floats                                                                              */
+/* ---------------------------------------------------------------------------------------- */
+
+static void gg_encode_f32(const float *x, const float *w, size_t n, uint8_t *out)
+{
+    (void)w;
+    for (size_t i = 0; i < n; i++) {
+        const uint32_t u = aq__f32_bits(x[i]);
+        for (unsigned k = 0; k < 4; k++) {
+            out[4 * i + k] = (uint8_t)(u >> (8 * k));
+        }
+    }
+}
+
+static void gg_decode_f32(const uint8_t *in, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) {
+        y[i] = aq__f32_from_bits(gg_get_u32(in + 4 * i));
+    }
+}
+
+static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out)
+{
+    (void)w;
+    for (size_t i = 0; i < n; i++) {
+        gg_put_h(out + 2 * i, aq__f32_to_f16(x[i]));
+    }
+}
+
+static void gg_decode_f16(const uint8_t *in, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) {
+        y[i] = gg_h2f(in + 2 * i);
+    }
+}
+
+static void gg_encode_bf16(const float *x, const float *w, size_t n, uint8_t *out)
+{
+    (void)w;
+    for (size_t i = 0; i < n; i++) {
+        gg_put_h(out + 2 * i, aq__f32_to_bf16(x[i]));
+    }
+}
+
+static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
+{
+    for (size_t i = 0; i < n; i++) {
+        y[i] = aq__bf16_to_f32((uint16_t)(in[2 * i] | (in[2 * i + 1] << 8)));
+    }
+}
+
+#endif /* AQ_KERNELS_GGML_BODY_H */

@@ -1,0 +1,186 @@
+/*
+ * ggml block kernels (kernels_ggml.h): every SIMD table's encoders and decoders give the
+ * reference's bytes and floats on random and adversarial blocks; structural properties of the
+ * encoders (exact zeros and constant blocks where the format can hold them, codes in range,
+ * the stored scales finite). Agreement with ggml's own decoder is checked against PyPI's gguf
+ * in tests/python/gguf.
+ */
+#include "aq_test.h"
+#include "kernels_ggml.h"
+#include "simd_tables.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#define GK_N 4096u /* elements per case: whole blocks of every type */
+
+enum {
+    GK_GAUSS,
+    GK_OUTLIER,
+    GK_ZERO,
+    GK_CONST,
+    GK_NEGCONST,
+    GK_HUGE,
+    GK_TINY,
+    GK_TIES,
+    GK_ONEHOT,
+    GK_CASES
+};
+
+static void gk_fill(int kind, uint64_t *rng, float *x)
+{
+    for (size_t i = 0; i < GK_N; i++) {
+        double z = aq_test_rand_normal(rng);
+        float v = 0.0f;
+        switch (kind) {
+        case GK_GAUSS:
+            v = (float)(0.02 * z);
+            break;
+        case GK_OUTLIER:
+            v = (float)(i % 101 == 0 ? 0.4 * z : 0.02 * z);
+            break;
+        case GK_ZERO:
+            v = 0.0f;
+            break;
+        case GK_CONST:
+            v = 0.375f;
+            break;
+        case GK_NEGCONST:
+            v = -3.0f;
+            break;
+        case GK_HUGE:
+            v = (float)(3e4 * z);
+            break;
+        case GK_TINY:
+            v = (float)(1e-30 * z);
+            break;
+        case GK_TIES:
+            v = (float)(nearbyint(4.0 * z) / 8.0);
+            break;
+        default:
+            v = i % 97 == 0 ? 1.0f : 0.0f;
+            break;
+        }
+        x[i] = v;
+    }
+}
+
+TEST(simd_tables_match_the_reference)
+{
+    const aq__kernel_table *tables[8];
+    const size_t nt = aq_test_simd_tables(tables, false);
+    float *x = malloc(GK_N * sizeof *x), *w = malloc(GK_N * sizeof *w);
+    float *y0 = malloc(GK_N * sizeof *y0), *y1 = malloc(GK_N * sizeof *y1);
+    uint8_t *b0 = malloc(GK_N * 4), *b1 = malloc(GK_N * 4);
+    CHECK(x != NULL && w != NULL && y0 != NULL && y1 != NULL && b0 != NULL && b1 != NULL);
+    uint64_t rng = 42;
+    for (size_t i = 0; i < GK_N; i++) {
+        w[i] = (float)(0.25 + aq_test_rand_uniform(&rng));
+    }
+    for (size_t ti = 0; ti < aq__ggml_traits_count(); ti++) {
+        const aq__ggml_traits *tr = aq__ggml_traits_at(ti);
+        const size_t nb = GK_N / tr->block;
+        for (int kind = 0; kind < GK_CASES; kind++) {
+            gk_fill(kind, &rng, x);
+            for (int weighted = 0; weighted < 2; weighted++) {
+                const float *imp = weighted ? w : NULL;
+                if (tr->encode_ref != NULL) {
+                    tr->encode_ref(x, imp, nb, b0);
+                } else {
+                    for (size_t i = 0; i < nb * tr->bytes; i++) {
+                        b0[i] = (uint8_t)aq_test_rand_u64(&rng);
+                    }
+                }
+                tr->decode_ref(b0, nb, y0);
+                for (size_t t = 0; t < nt; t++) {
+                    const aq__ggml_kernels *gk = tables[t]->ggml;
+                    if (gk == NULL) {
+                        continue;
+                    }
+                    if (tr->encode_ref != NULL) {
+                        CHECK(gk->encode[tr->type] != NULL);
+                        gk->encode[tr->type](x, imp, nb, b1);
+                        CHECK_MSG(memcmp(b0, b1, nb * tr->bytes) == 0,
+                                  "%s %s case %d weighted %d: bytes differ from the reference",
+                                  tables[t]->name, tr->name, kind, weighted);
+                    }
+                    CHECK(gk->decode[tr->type] != NULL);
+                    gk->decode[tr->type](b0, nb, y1);
+                    CHECK_MSG(memcmp(y0, y1, GK_N * sizeof *y0) == 0,
+                              "%s %s case %d: decoded floats differ from the reference",
+                              tables[t]->name, tr->name, kind);
+                }
+            }
+        }
+    }
+    free(x);
+    free(w);
+    free(y0);
+    free(y1);
+    free(b0);
+    free(b1);
+}
+
+TEST(encoders_keep_what_the_format_can_hold)
+{
+    float *x = malloc(GK_N * sizeof *x), *y = malloc(GK_N * sizeof *y);
+    uint8_t *b = malloc(GK_N * 4);
+    CHECK(x != NULL && y != NULL && b != NULL);
+    uint64_t rng = 7;
+    for (size_t ti = 0; ti < aq__ggml_traits_count(); ti++) {
+        const aq__ggml_traits *tr = aq__ggml_traits_at(ti);
+        if (tr->encode_ref == NULL) {
+            continue;
+        }
+        const size_t nb = GK_N / tr->block;
+        for (int kind = 0; kind < GK_CASES; kind++) {
+            if (kind == GK_HUGE && tr->type == AQ_GGUF_F16) {
+                continue; /* beyond float16's range: the driver refuses it */
+            }
+            gk_fill(kind, &rng, x);
+            tr->encode_ref(x, NULL, nb, b);
+            tr->decode_ref(b, nb, y);
+            double se = 0.0, ss = 0.0;
+            for (size_t i = 0; i < GK_N; i++) {
+                CHECK_MSG(isfinite(y[i]), "%s case %d: element %zu decodes to %g", tr->name, kind,
+                          i, (double)y[i]);
+                se += ((double)x[i] - (double)y[i]) * ((double)x[i] - (double)y[i]);
+                ss += (double)x[i] * (double)x[i];
+            }
+            if (kind == GK_ZERO || (kind == GK_ONEHOT && tr->block == 1)) {
+                CHECK_MSG(se == 0.0, "%s case %d: not exact", tr->name, kind);
+            }
+            /* A block of one value 0.375 (or -3) is held exactly by every symmetric type
+             * (d = v / code) and by the affine K types only up to their binary16 scales. */
+            if (kind == GK_GAUSS || kind == GK_TIES) {
+                CHECK_MSG(se <= 0.2 * ss, "%s case %d: relative error %g", tr->name, kind,
+                          sqrt(se / ss));
+            }
+        }
+    }
+    free(x);
+    free(y);
+    free(b);
+}
+
+TEST(traits_are_ggml_sizes)
+{
+    static const struct {
+        aq_gguf_type t;
+        uint32_t block, bytes;
+    } want[] = {{AQ_GGUF_F32, 1, 4},      {AQ_GGUF_F16, 1, 2},        {AQ_GGUF_Q4_0, 32, 18},
+                {AQ_GGUF_Q4_1, 32, 20},   {AQ_GGUF_Q5_0, 32, 22},     {AQ_GGUF_Q5_1, 32, 24},
+                {AQ_GGUF_Q8_0, 32, 34},   {AQ_GGUF_Q2_K, 256, 84},    {AQ_GGUF_Q3_K, 256, 110},
+                {AQ_GGUF_Q4_K, 256, 144}, {AQ_GGUF_Q5_K, 256, 176},   {AQ_GGUF_Q6_K, 256, 210},
+                {AQ_GGUF_IQ4_NL, 32, 18}, {AQ_GGUF_IQ4_XS, 256, 136}, {AQ_GGUF_BF16, 1, 2}};
+    CHECK(aq__ggml_traits_count() == sizeof want / sizeof want[0]);
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        const aq__ggml_traits *t = aq__ggml_traits_of((uint32_t)want[i].t);
+        CHECK(t != NULL && t->block == want[i].block && t->bytes == want[i].bytes);
+    }
+    CHECK(aq__ggml_traits_of(9) == NULL); /* Q8_1: not read */
+    CHECK(aq__ggml_traits_of(99) == NULL);
+}
+
+AQ_TEST_MAIN(AQ_CASE(simd_tables_match_the_reference),
+             AQ_CASE(encoders_keep_what_the_format_can_hold), AQ_CASE(traits_are_ggml_sizes))
