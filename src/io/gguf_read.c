@@ -6,6 +6,7 @@
  */
 #include "gguf_internal.h"
 #include "kernels_ggml.h"
+#include "quant_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -444,7 +445,7 @@ aq_status aq__gguf_parse(const uint8_t *p, size_t size, const char *label, aq_gg
         if ((st = gr_u32(&c, &type, "type")) != AQ_OK) {
             goto done;
         }
-        const aq__ggml_traits *tr = aq__ggml_traits_of(type);
+        const aq__ggml_traits *tr = aq__gguf_traits(type);
         if (tr == NULL) {
             c.off -= 4;
             st = gr_fail(&c, AQ_UNSUPPORTED,

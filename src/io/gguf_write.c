@@ -9,6 +9,7 @@
 #include "gguf_internal.h"
 #include "io_internal.h"
 #include "kernels_ggml.h"
+#include "quant_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -190,7 +191,7 @@ static aq_status gw_choose(const aq_gguf_write_options *o, const aq_st_tensor *t
         p->type = AQ_GGUF_F32;
         p->reason = "1-D";
     }
-    const aq__ggml_traits *tr = aq__ggml_traits_of((uint32_t)p->type);
+    const aq__ggml_traits *tr = aq__gguf_traits((uint32_t)p->type);
     const uint64_t inner = (uint64_t)t->shape[t->ndim - 1];
     if (tr->block > 1 && inner % tr->block != 0) {
         /* As llama.cpp's quantize tool: a K type falls back to a 32-element block type (Q8_0,
@@ -346,7 +347,7 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (ctx == NULL || model == NULL || out_path == NULL || opts == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_to_gguf: NULL argument");
     }
-    const aq__ggml_traits *tt = aq__ggml_traits_of((uint32_t)opts->type);
+    const aq__ggml_traits *tt = aq__gguf_traits((uint32_t)opts->type);
     if (tt == NULL || tt->encode_ref == NULL) {
         return aq__error_set(err, AQ_INVALID_PARAMETER, "GGUF type %s cannot be written",
                              aq_gguf_type_name(opts->type));
@@ -381,7 +382,7 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
             p->type = AQ_GGUF_F32;
             p->reason = "range";
         }
-        const aq__ggml_traits *tr = aq__ggml_traits_of((uint32_t)p->type);
+        const aq__ggml_traits *tr = aq__gguf_traits((uint32_t)p->type);
         p->nd = t->ndim == 0 ? 1 : (uint32_t)(t->ndim < GW_MAX_DIMS ? t->ndim : GW_MAX_DIMS);
         for (uint32_t d = 0; d < GW_MAX_DIMS; d++) {
             p->ne[d] = 1;

@@ -63,6 +63,13 @@ aq_status aq_gguf_type_from_name(const char *name, int write, aq_gguf_type *out,
                          name != NULL ? name : "(null)", write ? "Writable" : "Known", list);
 }
 
+/* The ggml block traits of a type (NULL if unknown) for the GGUF reader and writer, which
+ * sit above quant and so do not reach into the kernel tables themselves. */
+const aq__ggml_traits *aq__gguf_traits(uint32_t type)
+{
+    return aq__ggml_traits_of(type);
+}
+
 aq_status aq_gguf_type_info(aq_gguf_type type, size_t *block_elements, size_t *block_bytes,
                             int *can_write, aq_error *err)
 {

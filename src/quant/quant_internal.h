@@ -96,4 +96,9 @@ aq_status aq__budget_allocate(aq__budget_option *opt, size_t n, size_t per, cons
                               size_t total_elements, double target, bool floor, size_t *choice,
                               aq_error *err);
 
+/* GGUF block types (gguf_codec.c): the ggml traits of a type, NULL if unknown, for the GGUF
+ * reader and writer above this layer. */
+struct aq__ggml_traits;
+const struct aq__ggml_traits *aq__gguf_traits(uint32_t type);
+
 #endif /* AQ_QUANT_INTERNAL_H */
