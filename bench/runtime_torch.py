@@ -22,9 +22,14 @@ save_pretrained and quantizes it with the arrowquant command (4 bits; affine and
   packed / fp32 from that same run. The dequantization alone (every packed layer once, into
   the shared buffer) is timed in the same process, so the note can say what bounds the ratio.
 - Dequantize speed: one 2048 x 4096 tensor per scheme and bit width through the extension's
-  _dequantize_into on one thread (median of 7), in G weights/s, against a floor from a
-  one-thread copy of 64 MiB of float32 in the same process (copy GB/s divided by the bytes a
-  weight moves: its packed bits / 8 read plus 4 bytes written).
+  _dequantize_into on one thread (median of 11, process CPU time), in G weights/s, against a
+  floor from a one-thread copy of 64 MiB of float32 in the same process (copy GB/s divided by
+  the bytes a weight moves: its packed bits / 8 read plus 4 bytes written).
+
+Model files are written with the command's default zstd compression; one affine file is also
+written uncompressed (memory only): reading a compressed file holds one decompressed record
+batch (at most 64 MiB, AQ_MODEL_BATCH_BYTES) and its compressed pages beside the copies while
+loading, an uncompressed one only the row being copied.
 
 Writes a Markdown table (date, machine, command) to --out, by default
 bench/results/runtime_torch_<date>.md.
@@ -149,10 +154,10 @@ def child_dequant(files: dict) -> dict:
     src = torch.randn(16 * 1024 * 1024)
     dst = torch.empty_like(src)
     probe = []
-    for _ in range(7):
-        t0 = time.perf_counter()
+    for _ in range(11):
+        t0 = time.process_time()
         dst.copy_(src)
-        probe.append(time.perf_counter() - t0)
+        probe.append(time.process_time() - t0)
     bw = 2 * src.numel() * 4 / statistics.median(probe)
     out = {"probe_gbs": bw / 1e9, "rows": []}
     for key, path in sorted(files.items()):
@@ -161,11 +166,11 @@ def child_dequant(files: dict) -> dict:
         n = shape[0] * shape[1]
         res = torch.empty(n)
         ts = []
-        for _ in range(7):
-            t0 = time.perf_counter()
+        for _ in range(11):
+            t0 = time.process_time()
             ext._dequantize_into(scheme, bits, group, list(shape), data, scales, zps, _cbuf(res),
                                  "f32", threads=1)
-            ts.append(time.perf_counter() - t0)
+            ts.append(time.process_time() - t0)
         wps = n / statistics.median(ts)
         floor = bw / (bits / 8 + 4)
         out["rows"].append({"scheme": scheme, "bits": bits, "gws": wps / 1e9,
@@ -224,7 +229,8 @@ def main() -> None:
              f"{diffusers.__version__}, AQ_KERNELS={os.environ.get('AQ_KERNELS', '(auto)')}",
              f"- command: `{' '.join([pathlib.Path(sys.executable).name, *sys.argv])}`", ""]
     schemes = {"packed-affine4": ("--bits", 4), "packed-kquant4": ("--bits", 4, "--scheme",
-                                                                   "kquant")}
+                                                                   "kquant"),
+               "packed-affine4-uncompressed": ("--bits", 4, "--compression", "none")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
         mem_rows, time_rows = [], []
@@ -258,7 +264,8 @@ def main() -> None:
                     f"{r['load_rss'] / 2**20:.1f} | {r['forward_peak'] / 2**20:.1f} | "
                     f"{r['load_peak'] / res['fp32']['load_rss']:.2f} | "
                     f"{r['load_peak'] / res['bf16']['load_rss']:.2f} | {extra}")
-            t = _run_child(["time", str(folder), files, a.batch, a.reps, a.threads])
+            timed = {k: v for k, v in files.items() if not k.endswith("-uncompressed")}
+            t = _run_child(["time", str(folder), timed, a.batch, a.reps, a.threads])
             f32 = t["forward"]["fp32"]
             for m, s in t["forward"].items():
                 d = t["dequant"].get(m)
@@ -287,6 +294,7 @@ def main() -> None:
         d = _run_child(["dequant", files])
         lines += ["## C dequantizer, one thread, 2048 x 4096 to float32", "",
                   f"Memory floor from a one-thread float32 copy: {d['probe_gbs']:.1f} GB/s "
+                  "per second of process CPU time "
                   "(read + write), divided by bits/8 + 4 bytes per weight.", "",
                   "| scheme | bits | G weights/s | floor G/s | of floor |",
                   "|---|---|---|---|---|"]

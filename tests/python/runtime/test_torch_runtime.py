@@ -414,3 +414,28 @@ def test_import_without_torch_says_how_to_install():
     assert p.returncode != 0
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError") and "pip install torch" in last, p.stderr
+
+
+def test_one_shared_buffer_and_gradients(model_files, dequantize, tmp_path):
+    """Without grad, every packed layer dequantizes into one buffer of the largest layer's
+    size; with an input that needs grad, into fresh tensors, so the input's gradient is the
+    dequantized model's."""
+    import math
+    f, _, config = model_files("UNet2DModel", "affine", 4)
+    packed = aqt.load_quantized(_meta(diffusers.UNet2DModel, config), f)
+    layers = _packed_layers(packed)
+    assert len({id(x._workspace) for x in layers}) == 1
+    with torch.no_grad():
+        _unet2d_run(packed)
+    bufs = layers[0]._workspace._bufs
+    assert list(bufs) == [(torch.device("cpu"), torch.float32)]
+    assert next(iter(bufs.values())).numel() == max(math.prod(x.weight_shape) for x in layers)
+
+    ref = _reference(diffusers.UNet2DModel, config, f, dequantize, tmp_path)
+    grads = []
+    for m in (packed, ref):
+        x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(4),
+                        requires_grad=True)
+        m(x, timestep=torch.tensor([10])).sample.square().sum().backward()
+        grads.append(x.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
