@@ -278,6 +278,12 @@ def main() -> None:
                   "forward (batch 1) | peak / fp32 resident | peak / bf16 resident | packed "
                   "size | largest layer (f32) | peak / (packed + largest) |",
                   "|---|---|---|---|---|---|---|---|---|---|---|", *mem_rows, "",
+                  "fp32 is loaded through safetensors' memory map: its weights become resident "
+                  "only when the forward pass touches them, so its load figures are small and "
+                  "its peak through forward is the one to compare. The load peak of a packed "
+                  "model from a zstd file includes one decompressed record batch (up to 64 MiB) "
+                  "and its compressed pages; the uncompressed file shows the runtime's own "
+                  "floor.", "",
                   "## CPU forward time (median process CPU time, no grad, 32x32)", "",
                   "| width | batch | threads | model | CPU ms | vs fp32 | of which dequantize "
                   "(ms, share) |", "|---|---|---|---|---|---|---|", *time_rows, ""]
