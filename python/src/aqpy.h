@@ -1,13 +1,15 @@
 /*
  * aqpy.h - shared declarations of the arrow_quant_v2 extension module (python/src).
  *
- * The module includes only the public header, arrowquant.h. Four files:
+ * The module includes only the public header, arrowquant.h. Five files:
  *  - aqpy_module.c: module state, exceptions, the ArrowQuantV2 class and its methods;
  *  - aqpy_share.c: sharing and exporting Arrow C structures (holders, capsules, streams) and
  *    joining result batches;
  *  - aqpy_light.c: the light result objects (RecordBatch, Table, Schema) returned when pyarrow
  *    is not importable;
- *  - aqpy_model.c: the model-level functions (_quantize_model, _compare_models).
+ *  - aqpy_model.c: the model-level functions (_quantize_model, _compare_models);
+ *  - aqpy_runtime.c: what the torch runtime needs (model file rows, dequantization into a
+ *    caller's buffer).
  */
 #ifndef AQPY_H
 #define AQPY_H
@@ -90,6 +92,9 @@ extern PyType_Spec aq__py_schema_spec;
 /* The module-level functions of aqpy_model.c (_quantize_model, _compare_models), with those
  * of aqpy_gguf.c (_quantize_gguf, _gguf_encode, _gguf_decode, _gguf_to_safetensors). */
 extern PyMethodDef aq__py_model_methods[];
+/* The module-level functions of aqpy_runtime.c (_dequantize_into, _model_rows,
+ * _model_metadata), added by the module's exec slot. */
+extern PyMethodDef aq__py_runtime_methods[];
 
 PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *aq__py_gguf_encode(PyObject *module, PyObject *args, PyObject *kwargs);

@@ -1373,6 +1373,9 @@ static int aqpy_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **out
 static int aqpy_exec(PyObject *module)
 {
     aqpy_state *st = aqpy_state_of(module);
+    if (PyModule_AddFunctions(module, aq__py_runtime_methods) != 0) {
+        return -1;
+    }
     st->error = PyErr_NewExceptionWithDoc(
         "arrow_quant_v2.QuantizationError",
         "Bad input or arguments: a ValueError whose message names the layer, column or "

@@ -44,12 +44,12 @@ struct aq_qmodel {
     char **meta_values;
     size_t n_meta;
     aq_qmodel_row row;
-    /* Address ranges read from the current batch, given back to the kernel when it is done. */
+    /* Address ranges read for the current row, given back to the kernel when it is done. */
     uintptr_t lo[3], hi[3];
 };
 
 /* A model file is mapped by the IPC reader, and pages touched while reading count as resident
- * memory until they are unmapped. MADV_PAGEOUT drops the clean file pages of a batch once it
+ * memory until they are unmapped. MADV_PAGEOUT drops the clean file pages of a row once it
  * is done; it never changes memory contents (anonymous pages, such as decompressed buffers, are
  * at most swapped out), so it is safe whatever the buffers turn out to be. */
 static void qm_touch(aq_qmodel *qm, int k, const void *p, size_t n)
@@ -435,8 +435,11 @@ aq_status aq_qmodel_next(aq_qmodel *qm, const aq_qmodel_row **row, aq_error *err
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_qmodel_next: NULL argument");
     }
     aq_status st;
+    /* The previous row is done with (it is valid until this call): its pages go now, not at
+     * the end of its batch, so a caller that copies rows out holds about one row twice, not
+     * one batch. */
+    qm_let_go(qm);
     while (qm->next_row >= qm->rows) {
-        qm_let_go(qm);
         aq__array_release_if(&qm->batch);
         qm->rows = qm->next_row = 0;
         if ((st = aq_ipc_reader_next(qm->reader, &qm->batch, err)) != AQ_OK) {

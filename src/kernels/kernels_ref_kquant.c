@@ -17,6 +17,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <string.h>
 
 static float kq_code(float u, float qmax)
 {
@@ -371,12 +372,77 @@ void aq__kquant_span(aq__kq_super_fn super, const void *src, aq_dtype dtype,
     }
 }
 
+/* Writes n float32 values as out_dtype (round to nearest even for f16 and bf16). */
+static void kq_store(const float *v, size_t n, aq_dtype out_dtype, void *dst)
+{
+    switch (out_dtype) {
+    case AQ_DTYPE_F32:
+        memcpy(dst, v, n * sizeof(float));
+        break;
+    case AQ_DTYPE_F16:
+        for (size_t i = 0; i < n; i++) {
+            ((uint16_t *)dst)[i] = aq__f32_to_f16(v[i]);
+        }
+        break;
+    case AQ_DTYPE_BF16:
+        for (size_t i = 0; i < n; i++) {
+            ((uint16_t *)dst)[i] = aq__f32_to_bf16(v[i]);
+        }
+        break;
+    case AQ_DTYPE_F64:
+    case AQ_DTYPE_COUNT:
+        break;
+    }
+}
+
+/* Codes e0 .. e0 + n - 1 of a packed stream (docs/format.md section 5), byte by byte when
+ * the first one starts a byte. */
+static void kq_unpack(const uint8_t *packed, size_t e0, size_t n, unsigned bits, unsigned mask,
+                      uint8_t *q)
+{
+    size_t bit = e0 * bits;
+    if (bit % 8 == 0) {
+        const uint8_t *p = packed + bit / 8;
+        switch (bits) {
+        case 8:
+            memcpy(q, p, n);
+            return;
+        case 4:
+            for (size_t k = 0; k < n / 2; k++) {
+                q[2 * k] = (uint8_t)(p[k] & 15u);
+                q[2 * k + 1] = (uint8_t)(p[k] >> 4);
+            }
+            if (n % 2 != 0) {
+                q[n - 1] = (uint8_t)(p[n / 2] & 15u);
+            }
+            return;
+        default:
+            for (size_t k = 0; k < n / 4; k++) {
+                q[4 * k] = (uint8_t)(p[k] & 3u);
+                q[4 * k + 1] = (uint8_t)((p[k] >> 2) & 3u);
+                q[4 * k + 2] = (uint8_t)((p[k] >> 4) & 3u);
+                q[4 * k + 3] = (uint8_t)(p[k] >> 6);
+            }
+            for (size_t k = n / 4 * 4; k < n; k++) {
+                q[k] = (uint8_t)((p[k / 4] >> (2 * (k % 4))) & 3u);
+            }
+            return;
+        }
+    }
+    for (size_t t = 0; t < n; t++, bit += bits) {
+        q[t] = (uint8_t)(((unsigned)packed[bit / 8] >> (bit % 8)) & mask);
+    }
+}
+
 static void kq_dequantize(const uint8_t *packed, const uint8_t *meta, const float *scales,
                           const float *mins, const aq__span *s, aq_dtype out_dtype, void *dst)
 {
     const size_t sub = aq__kq_sub(s->bits);
     const unsigned pbits = aq__kq_param_bits(s->bits);
     const unsigned mask = (1u << s->bits) - 1u;
+    const size_t elem = out_dtype == AQ_DTYPE_F32 ? 4 : 2;
+    float v[32]; /* one sub-block: aq__kq_sub is 16 or 32 */
+    uint8_t q[32];
     size_t col = s->col0;
     size_t group = 0;
     for (size_t start = 0; start < s->n; group++) {
@@ -388,24 +454,15 @@ static void kq_dequantize(const uint8_t *packed, const uint8_t *meta, const floa
             size_t n = len - j0 < sub ? len - j0 : sub;
             float a = scales[group] * (float)kq_get_bits(meta, 2 * j * pbits, pbits);
             float b = mins[group] * (float)kq_get_bits(meta, (2 * j + 1) * pbits, pbits);
-            for (size_t i = start + j0; i < start + j0 + n; i++) {
-                size_t bit = i * s->bits;
-                unsigned q = ((unsigned)packed[bit / 8] >> (bit % 8)) & mask;
-                float v = a * (float)q - b;
-                switch (out_dtype) {
-                case AQ_DTYPE_F32:
-                    ((float *)dst)[i] = v;
-                    break;
-                case AQ_DTYPE_F16:
-                    ((uint16_t *)dst)[i] = aq__f32_to_f16(v);
-                    break;
-                case AQ_DTYPE_BF16:
-                    ((uint16_t *)dst)[i] = aq__f32_to_bf16(v);
-                    break;
-                case AQ_DTYPE_F64:
-                case AQ_DTYPE_COUNT:
-                    break;
-                }
+            const size_t e0 = start + j0;
+            kq_unpack(packed, e0, n, s->bits, mask, q);
+            /* f32 straight to the output; the loop is left to the auto-vectoriser. */
+            float *o = out_dtype == AQ_DTYPE_F32 ? (float *)dst + e0 : v;
+            for (size_t t = 0; t < n; t++) {
+                o[t] = a * (float)q[t] - b;
+            }
+            if (out_dtype != AQ_DTYPE_F32) {
+                kq_store(v, n, out_dtype, (char *)dst + e0 * elem);
             }
         }
         meta += aq__kq_meta_bytes(s->bits, len);
