@@ -35,7 +35,7 @@ from . import arrow_quant_v2 as _ext
 
 __all__ = ["load_quantized", "PackedLinear", "PackedConv2d", "dequantize", "dequantize_torch"]
 
-SCHEMES = ("affine", "affine_search", "kquant")
+SCHEMES = ("affine", "affine_search", "kquant", "kquant_rows")
 _KQ_SUPER = 512  # AQ_KQUANT_SUPER_BLOCK
 _GROUP_SIZE_ROW = 4294967295  # AQ_GROUP_SIZE_ROW
 _C_DTYPES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
@@ -76,12 +76,19 @@ def _kq_row_param_bytes(bits: int, cols: int) -> tuple[int, int, int]:
     return full, last, (gpr - 1) * full + last
 
 
+def _kq_rows_cols(scheme: str, shape: Sequence[int]) -> tuple[int, int]:
+    """The rows kquant's super-blocks follow: the flattened tensor as one row ("kquant",
+    format version 2), or the tensor's own rows ("kquant_rows", version 1's layout)."""
+    rows, cols = _rows_cols(shape)
+    return (1, rows * cols) if scheme == "kquant" else (rows, cols)
+
+
 def _layout(scheme: str, bits: int, group_size: int, shape: Sequence[int]) -> tuple[int, int]:
     """(packed bytes, groups) a quantized tensor of this kind must have."""
-    rows, cols = _rows_cols(shape)
+    rows, cols = _kq_rows_cols(scheme, shape)
     n = rows * cols
     codes = -(-(n * bits) // 8)
-    if scheme == "kquant":
+    if scheme in ("kquant", "kquant_rows"):
         gpr = -(-cols // _KQ_SUPER)
         return codes + rows * _kq_row_param_bytes(bits, cols)[2], rows * gpr
     return codes, rows * -(-cols // group_size)
@@ -95,9 +102,10 @@ def _check(name: str, scheme: str, bits: int, group_size: int, shape: Sequence[i
                          f"{', '.join(SCHEMES)})")
     if bits not in (2, 4, 8):
         raise ValueError(f"Layer '{name}': bit width {bits}, expected 2, 4 or 8")
-    if scheme == "kquant" and group_size != _KQ_SUPER:
-        raise ValueError(f"Layer '{name}': kquant group size is {group_size}, expected 512")
-    if scheme != "kquant" and not 8 <= group_size <= _GROUP_SIZE_ROW:
+    kq = scheme in ("kquant", "kquant_rows")
+    if kq and group_size != _KQ_SUPER:
+        raise ValueError(f"Layer '{name}': {scheme} group size is {group_size}, expected 512")
+    if not kq and not 8 <= group_size <= _GROUP_SIZE_ROW:
         raise ValueError(f"Layer '{name}': group size {group_size} is invalid")
     if qdata.dtype != torch.uint8 or scales.dtype != torch.float32 \
             or zero_points.dtype != torch.float32:
@@ -156,14 +164,15 @@ def dequantize_torch(qdata: torch.Tensor, scales: torch.Tensor, zero_points: tor
     """Dequantizes one packed tensor with torch operations on its device, giving the same
     floats as the C library: docs/format.md section 4 (`(q - zero_point) * scale`, two float32
     operations) for the affine schemes, section 5.2 (`a = d * sc`, `b = dmin * mc`,
-    `a * q - b`, each a float32 operation) for kquant; then rounded to dtype (nearest, ties to
+    `a * q - b`, each a float32 operation) for kquant (super-blocks over the flattened tensor)
+    and kquant_rows (over each row); then rounded to dtype (nearest, ties to
     even). Each operation is its own kernel, so no multiply-add is fused."""
     name = "<tensor>"
     _check(name, scheme, bit_width, group_size, shape, qdata, scales, zero_points)
-    rows, cols = _rows_cols(shape)
+    rows, cols = _kq_rows_cols(scheme, shape)
     n = rows * cols
     q = _unpack_codes(qdata, n, bit_width).view(rows, cols)
-    if scheme == "kquant":
+    if scheme in ("kquant", "kquant_rows"):
         s, p = _kq_geometry(bit_width)
         j_full = _KQ_SUPER // s
         gpr = -(-cols // _KQ_SUPER)

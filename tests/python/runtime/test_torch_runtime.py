@@ -24,6 +24,8 @@ from diffusers_unet import small_unet  # noqa: E402
 SCHEMES = ["affine", "affine_search", "kquant"]
 BITS = [2, 4, 8]
 CASES = [(s, b) for s in SCHEMES for b in BITS]
+# The dequantizers also read kquant_rows (format version 1's row-by-row kquant layout).
+DQ_CASES = CASES + [("kquant_rows", b) for b in BITS]
 
 
 def _randomize(model, seed):
@@ -153,8 +155,8 @@ def awkward_rows(tmp_path_factory, quantize):
     src = d / "awkward.safetensors"
     save_file(_awkward_tensors(), str(src))
     rows = {}
-    for scheme, bits in CASES:
-        for group in ([32, 128] if scheme != "kquant" else [512]):
+    for scheme, bits in DQ_CASES:
+        for group in ([32, 128] if not scheme.startswith("kquant") else [512]):
             out = d / f"{scheme}-{bits}-{group}.arrow"
             quantize(src, out, "--bits", bits, "--scheme", scheme, "--group-size", group,
                      "--min-elements", 1)
@@ -169,7 +171,7 @@ def _bits(t):
     return t.view(torch.int16 if t.element_size() == 2 else torch.int32)
 
 
-@pytest.mark.parametrize("scheme,bits", CASES)
+@pytest.mark.parametrize("scheme,bits", DQ_CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_torch_dequantizer_is_bit_identical_to_c(awkward_rows, scheme, bits, dtype):
     for (s, b, group), rows in awkward_rows.items():
