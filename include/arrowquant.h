@@ -673,6 +673,12 @@ AQ_API void aq_model_metadata_get(const aq_model *model, size_t i, const char **
 AQ_API size_t aq_model_component_count(const aq_model *model);
 AQ_API void aq_model_component_get(const aq_model *model, size_t i, const char **name,
                                    const char **file);
+/* The members of a pipeline's model_index.json that gave no tensors, in name order, with
+ * why ("no folder", "empty folder", "no weight files (configuration only)", "weights only
+ * in a format other than safetensors (e.g. pytorch_model.bin)"); 0 otherwise. */
+AQ_API size_t aq_model_skipped_count(const aq_model *model);
+AQ_API void aq_model_skipped_get(const aq_model *model, size_t i, const char **name,
+                                 const char **reason);
 /* Total bytes of tensor data. */
 AQ_API size_t aq_model_data_bytes(const aq_model *model);
 

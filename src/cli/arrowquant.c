@@ -3,7 +3,8 @@
  *
  * Uses the public header only. Every error is one line on stderr and a non-zero exit; output
  * files are written by the library under temporary names and renamed only when complete, so
- * an error or an interrupt (SIGINT, SIGTERM: exit 130) never leaves a partial file behind.
+ * an error or an interrupt (SIGINT, SIGTERM, SIGHUP: exit 130) never leaves a partial file
+ * behind.
  */
 #include <arrowquant.h>
 
@@ -36,6 +37,8 @@ static void cli_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A closed terminal or ssh session: stop cleanly as for TERM, removing the temporary. */
+    sigaction(SIGHUP, &sa, NULL);
     /* A file size limit (RLIMIT_FSIZE) must fail the write with EFBIG, not kill us. */
     signal(SIGXFSZ, SIG_IGN);
 }
@@ -715,6 +718,16 @@ static int cmd_quantize(int argc, char **argv)
                    "\"cosine\": %.6f}",
                    m->from, m->to, m->cos_from, m->cos_to);
         }
+        printf("], \"skipped\": [");
+        for (size_t k = 0; k < aq_model_skipped_count(model); k++) {
+            const char *sn, *sr;
+            aq_model_skipped_get(model, k, &sn, &sr);
+            printf("%s{\"component\": ", k > 0 ? ", " : "");
+            cli_json_str(stdout, sn);
+            printf(", \"reason\": ");
+            cli_json_str(stdout, sr);
+            printf("}");
+        }
         printf("], \"allocation\": [");
         int first = 1;
         for (int sc = 0; sc < AQ_SCHEME_COUNT; sc++) {
@@ -751,6 +764,11 @@ static int cmd_quantize(int argc, char **argv)
         } else {
             printf("  tensors      %zu (%zu quantized at %lld bits, %s, group %lld; %zu kept)\n",
                    s.tensors, s.quantized, bits, scheme, group, s.kept);
+        }
+        for (size_t k = 0; k < aq_model_skipped_count(model); k++) {
+            const char *sn, *sr;
+            aq_model_skipped_get(model, k, &sn, &sr);
+            printf("  skipped      %s: %s\n", sn, sr);
         }
         printf("  parameters   %zu (%.1f%% quantized)\n", s.params,
                s.params > 0 ? 100.0 * (double)s.quantized_params / (double)s.params : 0.0);
@@ -838,6 +856,8 @@ static int cmd_dequantize(int argc, char **argv)
             } else {
                 return cli_fail("--dtype: '%s' is not one of f16, bf16, f32", v);
             }
+        } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
+            continue; /* dequantize prints nothing but errors anyway */
         } else if (argv[i][0] == '-') {
             return cli_fail("dequantize: unknown option or missing value '%s'", argv[i]);
         } else if (in == NULL) {
