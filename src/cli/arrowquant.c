@@ -29,6 +29,19 @@ static void cli_on_signal(int sig)
     cli_cancel = 1;
 }
 
+/* A memory-mapped input truncated by another process while it is read: the next touch of a
+ * page past its new end raises SIGBUS. Nothing can go on, but no temporary stays behind. */
+static void cli_on_sigbus(int sig)
+{
+    (void)sig;
+    static const char msg[] = "arrowquant: error: an input file changed while being read "
+                              "(truncated by another process?); no output written\n";
+    aq_temporaries_remove();
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(1);
+}
+
 static void cli_signals(void)
 {
     struct sigaction sa;
@@ -39,6 +52,8 @@ static void cli_signals(void)
     sigaction(SIGTERM, &sa, NULL);
     /* A closed terminal or ssh session: stop cleanly as for TERM, removing the temporary. */
     sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = cli_on_sigbus;
+    sigaction(SIGBUS, &sa, NULL);
     /* A file size limit (RLIMIT_FSIZE) must fail the write with EFBIG, not kill us. */
     signal(SIGXFSZ, SIG_IGN);
 }
@@ -775,9 +790,10 @@ static int cmd_quantize(int argc, char **argv)
         printf("  size         %s -> %s (%.2fx), file %s\n", in_b, out_b,
                s.bytes_out > 0 ? (double)s.bytes_in / (double)s.bytes_out : 0.0, file_b);
         printf("  bits/weight  %.3f\n", bpw);
-        printf("  SQNR         mean %.2f dB, min %.2f dB (%s)\n", s.mean_sqnr_db, s.min_sqnr_db,
-               s.worst != NULL ? s.worst : "-");
-        printf("  cosine       mean %.6f\n", s.mean_cosine);
+        /* Over the quantized tensors only (compare's means include the kept ones). */
+        printf("  SQNR         mean %.2f dB over the %zu quantized tensors, min %.2f dB (%s)\n",
+               s.mean_sqnr_db, s.quantized, s.min_sqnr_db, s.worst != NULL ? s.worst : "-");
+        printf("  cosine       mean %.6f over the quantized tensors\n", s.mean_cosine);
         if (budget || profile != NULL || alloc.n_moved > 0) {
             printf("  quantized    %.3f bits/weight%s\n", qbpw, budget ? " (budget)" : "");
             if (budget) {

@@ -326,8 +326,11 @@ int cli_compare(int argc, char **argv)
                isfinite(s.min_sqnr_db) ? "" : "\"", s.min_sqnr_db,
                isfinite(s.min_sqnr_db) ? "" : "\"", s.mean_cosine);
     } else {
-        printf("total: %zu tensors, %zu missing in B, %zu mismatched; mean SQNR %.2f dB, min "
-               "%.2f dB, mean cosine %.6f\n",
+        /* Means over every compared tensor (kept ones included, the SQNR mean over those
+         * of finite SQNR): quantize's summary averages its quantized tensors only. */
+        printf("total: %zu tensors, %zu missing in B, %zu mismatched; over the compared "
+               "tensors (kept ones included): mean SQNR %.2f dB, min %.2f dB, mean cosine "
+               "%.6f\n",
                s.tensors, s.missing_in_b, s.mismatched, s.mean_sqnr_db, s.min_sqnr_db,
                s.mean_cosine);
     }
@@ -393,7 +396,8 @@ int cli_report(int argc, char **argv)
     int rc = 0;
     FILE *f = NULL;
     char *tmp = NULL;
-    if ((st = aq_qmodel_open(in, &qm, &err)) != AQ_OK) {
+    if ((st = aq_output_check(out, &in, 1, &err)) != AQ_OK ||
+        (st = aq_qmodel_open(in, &qm, &err)) != AQ_OK) {
         return cli_err(st, &err);
     }
     size_t tin = 0, tout = 0, params = 0, nq = 0;

@@ -149,6 +149,9 @@ aq_status aq__dest_check(const char *path, aq_error *err);
  * mode 0644; temporaries of the same path whose process has gone are removed first.
  * *tmp is malloc'ed. */
 aq_status aq__tmpfile_create(const char *path, char **tmp, int *fd, aq_error *err);
+/* Call before a temporary from aq__tmpfile_create is renamed, removed or freed: it leaves the
+ * list aq_temporaries_remove works through. */
+void aq__tmpfile_forget(const char *tmp);
 
 /* True when every page of [p, p + n) is mapped in this process (memprobe.c): a check before
  * reading memory whose size only a foreign producer vouches for. A range that is mapped but

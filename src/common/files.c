@@ -165,6 +165,44 @@ aq_status aq__dest_check(const char *path, aq_error *err)
     return st;
 }
 
+/* The temporaries being written now, for aq_temporaries_remove (a fatal signal's handler):
+ * slots set and cleared with atomic operations, read without locks. */
+enum { FILES_LIVE = 64 };
+static char *files_live[FILES_LIVE];
+
+static void files_remember(char *tmp)
+{
+    for (size_t i = 0; i < FILES_LIVE; i++) {
+        char *expected = NULL;
+        if (__atomic_compare_exchange_n(&files_live[i], &expected, tmp, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            return;
+        }
+    }
+    /* More than FILES_LIVE outputs at once: this one is not removed by a fatal signal. */
+}
+
+void aq__tmpfile_forget(const char *tmp)
+{
+    for (size_t i = 0; tmp != NULL && i < FILES_LIVE; i++) {
+        char *expected = (char *)tmp;
+        if (__atomic_compare_exchange_n(&files_live[i], &expected, NULL, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            return;
+        }
+    }
+}
+
+void aq_temporaries_remove(void)
+{
+    for (size_t i = 0; i < FILES_LIVE; i++) {
+        char *p = __atomic_exchange_n(&files_live[i], NULL, __ATOMIC_SEQ_CST);
+        if (p != NULL) {
+            (void)unlink(p); /* async-signal-safe */
+        }
+    }
+}
+
 /* "<base>.tmp-<pid>-XXXXXX": the pid says whether its writer still runs. */
 static bool files_stale(const char *name, const char *base, size_t blen)
 {
@@ -230,6 +268,7 @@ aq_status aq__tmpfile_create(const char *path, char **tmp_out, int *fd_out, aq_e
     }
     /* mkostemp creates the file 0600; give the result the usual permissions of a data file. */
     (void)fchmod(fd, 0644);
+    files_remember(tmp);
     *tmp_out = tmp;
     *fd_out = fd;
     return AQ_OK;

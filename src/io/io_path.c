@@ -8,6 +8,15 @@
 #include <errno.h>
 #include <sys/stat.h>
 
+aq_status aq_output_check(const char *path, const char *const *inputs, size_t n_inputs,
+                          aq_error *err)
+{
+    if (n_inputs > 0 && inputs == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_output_check: NULL inputs");
+    }
+    return aq__io_check_output(path, inputs, n_inputs, err);
+}
+
 aq_status aq__io_check_output(const char *out, const char *const *inputs, size_t n, aq_error *err)
 {
     aq_status st = aq__dest_check(out, err);

@@ -140,6 +140,7 @@ aq_status aq__outfile_commit(aq__outfile *f, aq_error *err)
         return aq__error_set(err, AQ_IO, "%s: close failed: %s", f->final_path, strerror(errno));
     }
     f->fd = -1;
+    aq__tmpfile_forget(f->tmp_path);
     if (rename(f->tmp_path, f->final_path) != 0) {
         return aq__error_set(err, AQ_IO, "%s: cannot rename the temporary file into place: %s",
                              f->final_path, strerror(errno));
@@ -156,6 +157,7 @@ void aq__outfile_free(aq__outfile *f)
     if (f->fd >= 0) {
         close(f->fd);
     }
+    aq__tmpfile_forget(f->tmp_path);
     if (!f->committed && f->tmp_path != NULL) {
         unlink(f->tmp_path);
     }

@@ -622,6 +622,7 @@ static void w_discard(aq_ipc_writer *w)
         close(w->fd);
         w->fd = -1;
     }
+    aq__tmpfile_forget(w->tmp_path);
     if (w->tmp_path != NULL && !w->closed) {
         unlink(w->tmp_path);
     }
@@ -812,6 +813,7 @@ aq_status aq_ipc_writer_close(aq_ipc_writer *w, aq_error *err)
             st = aq__error_set(err, AQ_IO, "%s: close failed: %s", w->path, strerror(errno));
         }
     }
+    aq__tmpfile_forget(w->tmp_path);
     if (st == AQ_OK && rename(w->tmp_path, w->path) != 0) {
         st = aq__error_set(err, AQ_IO, "%s: cannot rename %s into place: %s", w->path, w->tmp_path,
                            strerror(errno));

@@ -71,6 +71,9 @@ def test_dequantize_refuses_its_source(aq, src, tmp_path):
     aq("quantize", src, "-o", q, "--quiet")
     before = q.read_bytes()
     aq.fails("dequantize", q, "-o", q, expect="refusing to overwrite a source")
+    aq.fails("report", q, "-o", q, expect="refusing to overwrite a source")
+    os.mkfifo(tmp_path / "fifo.html")
+    aq.fails("report", q, "-o", tmp_path / "fifo.html", expect="is a FIFO")
     os.symlink(q, tmp_path / "link.safetensors")
     aq.fails("dequantize", q, "-o", tmp_path / "link.safetensors",
              expect="refusing to overwrite a source")
@@ -307,3 +310,31 @@ def test_messages_name_what_the_user_gave(aq, src, tmp_path):
     assert p.stdout.endswith("\n")
     aq("dequantize", q, "-o", tmp_path / "back.safetensors", "--quiet")
     assert set(load_file(str(tmp_path / "back.safetensors"))) == {"a.weight", "b.weight"}
+    # Each mean says what it averages.
+    p = aq("quantize", src, "-o", tmp_path / "q4.arrow")
+    assert "mean" in p.stdout and "over the 2 quantized tensors" in p.stdout
+    p = aq("compare", src, tmp_path / "back.safetensors")
+    assert "over the compared tensors (kept ones included): mean SQNR" in p.stdout
+
+
+def test_input_truncated_while_read(cli, tmp_path):
+    """The input is memory-mapped: truncated by another process mid-run, the next page read
+    past its new end raises SIGBUS. One line, exit 1, and the temporary file is gone."""
+    rng = np.random.default_rng(6)
+    src = tmp_path / "big.safetensors"
+    save_file({f"blocks.{i}.weight": rng.standard_normal((1024, 1024)).astype(np.float32)
+               for i in range(60)}, str(src))
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([str(cli), "quantize", str(src), "-o", str(out / "m.arrow"),
+                          "--threads", "1"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stderr.readline()
+    assert first.startswith("progress: 1/60"), first
+    os.truncate(src, 1 << 20)
+    _, rest = p.communicate(timeout=HANG)
+    lines = [l for l in rest.splitlines() if not l.startswith("progress:")]
+    assert p.returncode == 1, (p.returncode, rest)
+    assert lines == ["arrowquant: error: an input file changed while being read (truncated "
+                     "by another process?); no output written"], rest
+    assert os.listdir(out) == []
