@@ -247,6 +247,9 @@ def test_skipped_components_are_reported(aq, tmp_path):
     p = aq("quantize", root, "-o", tmp_path / "q.arrow")
     assert "  skipped      text_encoder: weights only in a format other than safetensors" in \
         p.stdout
+    aqv2 = pytest.importorskip("arrow_quant_v2")
+    r = aqv2.quantize_diffusion_model(root, tmp_path / "q2.arrow")
+    assert dict(r.summary["skipped"]) == got
 
 
 def test_inputs_without_tensors_are_errors(aq, tmp_path):
