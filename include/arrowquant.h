@@ -690,7 +690,8 @@ AQ_API void aq_temporaries_remove(void);
 
 /* The members of a pipeline's model_index.json that gave no tensors, in name order, with
  * why ("no folder", "empty folder", "no weight files (configuration only)", "weights only
- * in a format other than safetensors (e.g. pytorch_model.bin)"); 0 otherwise. */
+ * in a format other than safetensors (e.g. pytorch_model.bin)", "safetensors shards without
+ * their index"); 0 otherwise. */
 AQ_API size_t aq_model_skipped_count(const aq_model *model);
 AQ_API void aq_model_skipped_get(const aq_model *model, size_t i, const char **name,
                                  const char **reason);

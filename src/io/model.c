@@ -464,6 +464,10 @@ static const char *model_no_weights_reason(const char *dir)
         if (n[0] == '.') {
             continue;
         }
+        if (model_ends_with(n, ".safetensors")) {
+            closedir(d);
+            return "safetensors shards without their index (*.safetensors.index.json)";
+        }
         for (size_t k = 0; k < sizeof other / sizeof other[0]; k++) {
             if (model_ends_with(n, other[k])) {
                 closedir(d);

@@ -231,11 +231,13 @@ def test_skipped_components_are_reported(aq, tmp_path):
     (root / "text_encoder").mkdir()
     (root / "text_encoder" / "pytorch_model.bin").write_bytes(b"\0" * 16)
     (root / "vae").mkdir()
+    (root / "vqvae").mkdir()
+    save_file({"w": np.ones(4, np.float32)}, str(root / "vqvae" / "m-00001-of-00002.safetensors"))
     (root / "scheduler").mkdir()
     (root / "scheduler" / "scheduler_config.json").write_text("{}")
     (root / "model_index.json").write_text(json.dumps({
         "_class_name": "P", "unet": ["diffusers", "U"], "text_encoder": ["transformers", "T"],
-        "vae": ["diffusers", "V"], "scheduler": ["diffusers", "S"],
+        "vae": ["diffusers", "V"], "vqvae": ["diffusers", "Q"], "scheduler": ["diffusers", "S"],
         "safety_checker": ["x", "Y"]}))
     p = aq("quantize", root, "-o", tmp_path / "q.arrow", "--json")
     got = {s["component"]: s["reason"] for s in json.loads(p.stdout)["skipped"]}
@@ -243,7 +245,8 @@ def test_skipped_components_are_reported(aq, tmp_path):
                    "scheduler": "no weight files (configuration only)",
                    "text_encoder": "weights only in a format other than safetensors "
                                    "(e.g. pytorch_model.bin)",
-                   "vae": "empty folder"}
+                   "vae": "empty folder",
+                   "vqvae": "safetensors shards without their index (*.safetensors.index.json)"}
     p = aq("quantize", root, "-o", tmp_path / "q.arrow")
     assert "  skipped      text_encoder: weights only in a format other than safetensors" in \
         p.stdout
