@@ -696,6 +696,28 @@ AQ_API void aq_model_metadata_get(const aq_model *model, size_t i, const char **
 AQ_API size_t aq_model_component_count(const aq_model *model);
 AQ_API void aq_model_component_get(const aq_model *model, size_t i, const char **name,
                                    const char **file);
+/* Checks an output path before any work, as the library's own writers do: not empty, its
+ * folder exists and can be written, and what is there already is a regular file (or a link to
+ * one), not a folder, a device, a FIFO, a socket or a dangling link; and it is none of the n
+ * input files, compared by device and inode (so no other spelling, hard link or symbolic
+ * link of an input either). For tools that write outputs of their own. */
+AQ_API AQ_MUST_CHECK aq_status aq_output_check(const char *path, const char *const *inputs,
+                                               size_t n_inputs, aq_error *err);
+
+/* Removes the temporary files of every output this process is writing (the writers of model
+ * files, IPC files and safetensors files create them beside their destination). Only for a
+ * handler of a fatal signal: it is async-signal-safe, and the writers cannot go on after it.
+ * Input files are memory-mapped; one truncated by another process while it is read raises
+ * SIGBUS, which the arrowquant command handles with this and a one-line error. */
+AQ_API void aq_temporaries_remove(void);
+
+/* The members of a pipeline's model_index.json that gave no tensors, in name order, with
+ * why ("no folder", "empty folder", "no weight files (configuration only)", "weights only
+ * in a format other than safetensors (e.g. pytorch_model.bin)", "safetensors shards without
+ * their index"); 0 otherwise. */
+AQ_API size_t aq_model_skipped_count(const aq_model *model);
+AQ_API void aq_model_skipped_get(const aq_model *model, size_t i, const char **name,
+                                 const char **reason);
 /* Total bytes of tensor data. */
 AQ_API size_t aq_model_data_bytes(const aq_model *model);
 

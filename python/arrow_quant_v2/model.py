@@ -94,7 +94,8 @@ class QuantizationResult:
     def summary(self) -> Mapping[str, Any]:
         """Totals of the run (aq_model_summary): tensors, quantized, kept, params,
         quantized_params, bytes_in, bytes_out, quantized_bytes, batches, mean_sqnr_db,
-        min_sqnr_db, mean_cosine, worst, moved."""
+        min_sqnr_db, mean_cosine, worst, moved; skipped: the members of a pipeline's
+        model_index.json that gave no tensors, component name to why."""
         return self._summary
 
     @property

@@ -572,6 +572,23 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
         (Py_ssize_t)sum.batches, "mean_sqnr_db", sum.mean_sqnr_db, "min_sqnr_db", sum.min_sqnr_db,
         "mean_cosine", sum.mean_cosine, "worst", sum.worst, "moved", (Py_ssize_t)sum.moved,
         "threads", (Py_ssize_t)threads, "kernels", aq_ctx_kernels(ctx));
+    /* The pipeline members that gave no tensors, with why: never skipped silently. */
+    PyObject *skipped = summary != NULL ? PyDict_New() : NULL;
+    for (size_t i = 0; skipped != NULL && i < aq_model_skipped_count(model); i++) {
+        const char *sn, *sr;
+        aq_model_skipped_get(model, i, &sn, &sr);
+        PyObject *v = PyUnicode_FromString(sr);
+        if (v == NULL || PyDict_SetItemString(skipped, sn, v) != 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(skipped);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    if (skipped == NULL || PyDict_SetItemString(summary, "skipped", skipped) != 0) {
+        Py_CLEAR(summary);
+    }
+    Py_XDECREF(skipped);
     PyObject *layers = calib != NULL ? mcalib_layers(calib) : Py_NewRef(Py_None);
     if (tensors != NULL && summary != NULL && layers != NULL) {
         result = Py_BuildValue("{s:N,s:N,s:N}", "summary", summary, "tensors", tensors,

@@ -120,6 +120,36 @@ static aq_status imp_need_buffer(const char *col, const char *part, const void *
     return AQ_OK;
 }
 
+/* Elements [first, end) of elem_bytes each at buf, or bits [first, end) when elem_bytes is 0
+ * (a bitmap), must be mapped memory: the producer's offsets decide where they lie, and
+ * nothing else bounds them (docs/decisions.md, "What a C Data producer can still get wrong"). */
+static aq_status imp_span(const char *col, const char *part, const void *buf, const char *what,
+                          int64_t first, int64_t end, size_t elem_bytes, aq_error *err)
+{
+    if (buf == NULL || end <= first) {
+        return AQ_OK;
+    }
+    uint64_t lo, hi;
+    bool over;
+    if (elem_bytes == 0) {
+        lo = (uint64_t)first / 8;
+        hi = ((uint64_t)end + 7) / 8;
+        over = false;
+    } else {
+        over = __builtin_mul_overflow((uint64_t)first, (uint64_t)elem_bytes, &lo) ||
+               __builtin_mul_overflow((uint64_t)end, (uint64_t)elem_bytes, &hi);
+    }
+    if (over || hi > (uint64_t)(UINTPTR_MAX - (uintptr_t)buf) ||
+        !aq__mem_mapped((const uint8_t *)buf + lo, (size_t)(hi - lo))) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "Column '%s'%s: the %s buffer does not hold elements %" PRId64
+                             " to %" PRId64 " that its offset and length imply (not mapped "
+                             "memory)",
+                             col, part, what, first, end);
+    }
+    return AQ_OK;
+}
+
 aq_status aq__arrow_check_batch(const struct ArrowSchema *schema, const struct ArrowArray *array,
                                 int64_t *rows, int64_t *offset, aq_error *err)
 {
@@ -150,6 +180,10 @@ aq_status aq__arrow_check_batch(const struct ArrowSchema *schema, const struct A
         }
     }
     const uint8_t *validity = imp_validity(array);
+    if ((st = imp_span("<batch>", "", validity, "validity", array->offset,
+                       array->offset + array->length, 0, err)) != AQ_OK) {
+        return st;
+    }
     for (int64_t i = 0; validity != NULL && i < array->length; i++) {
         if (!arw_bit(validity, array->offset + i)) {
             return aq__error_set(err, AQ_INVALID_ARGUMENT, "input batch: row %" PRId64 " is null",
@@ -181,6 +215,9 @@ static aq_status imp_offsets(const char *col, const void *buf, bool wide, int64_
                              int64_t rows, int64_t *first, int64_t *last, aq_error *err)
 {
     aq_status st = imp_need_buffer(col, "", buf, "offsets", wide ? 8 : 4, err);
+    if (st == AQ_OK) {
+        st = imp_span(col, "", buf, "offsets", offset, offset + rows + 1, wide ? 8 : 4, err);
+    }
     if (st != AQ_OK) {
         return st;
     }
@@ -253,17 +290,24 @@ aq_status aq__arrow_import_var(const char *col, bool binary, const char *expecte
     }
     out->offset = array->offset + parent_offset;
     out->validity = imp_validity(array);
+    if ((st = imp_span(col, "", out->validity, "validity", out->offset, out->offset + rows, 0,
+                       err)) != AQ_OK) {
+        return st;
+    }
     if (is_view) {
         out->kind = ARW_VAR_VIEW;
         out->views = array->buffers[1];
         out->n_vbufs = array->n_buffers - 3;
         out->vbufs = (const uint8_t *const *)(array->buffers + 2);
         const int64_t *sizes = array->buffers[array->n_buffers - 1];
-        if ((st = imp_need_buffer(col, "", out->views, "views", 4, err)) != AQ_OK) {
+        if ((st = imp_need_buffer(col, "", out->views, "views", 4, err)) != AQ_OK ||
+            (st = imp_span(col, "", out->views, "views", out->offset, out->offset + rows, 16,
+                           err)) != AQ_OK) {
             return st;
         }
         if (out->n_vbufs > 0 &&
-            (st = imp_need_buffer(col, "", sizes, "variadic sizes", 8, err)) != AQ_OK) {
+            ((st = imp_need_buffer(col, "", sizes, "variadic sizes", 8, err)) != AQ_OK ||
+             (st = imp_span(col, "", sizes, "variadic sizes", 0, out->n_vbufs, 8, err)) != AQ_OK)) {
             return st;
         }
         for (int64_t i = 0; i < rows; i++) {
@@ -281,7 +325,8 @@ aq_status aq__arrow_import_var(const char *col, bool binary, const char *expecte
                                      (int)len);
             }
             if (len > 12 && (idx < 0 || idx >= out->n_vbufs || off < 0 || out->vbufs[idx] == NULL ||
-                             (int64_t)off + (int64_t)len > sizes[idx])) {
+                             (int64_t)off + (int64_t)len > sizes[idx] ||
+                             !aq__mem_mapped(out->vbufs[idx] + off, (size_t)len))) {
                 return aq__error_set(err, AQ_INVALID_DATA,
                                      "Column '%s': row %" PRId64 " refers outside its data "
                                      "buffers (buffer %d, offset %d, length %d)",
@@ -310,7 +355,7 @@ aq_status aq__arrow_import_var(const char *col, bool binary, const char *expecte
     if (last > first && out->data == NULL) {
         return aq__error_set(err, AQ_INVALID_DATA, "Column '%s': the data buffer is NULL", col);
     }
-    return AQ_OK;
+    return imp_span(col, "", out->data, "data", first, last, 1, err);
 }
 
 void aq__arrow_var_get(const arw_var *v, int64_t i, const uint8_t **data, size_t *len)
@@ -515,6 +560,20 @@ aq_status aq__arrow_import_list(const char *col, const arw_list_spec *spec,
             return st;
         }
     }
+    /* The child's offset is bounded by nothing but the producer's word: its values and
+     * validity bits, where the rows' offsets put them, must be memory. */
+    if (out->child_offset > INT64_MAX - last) {
+        return aq__error_set(err, AQ_INVALID_DATA, "Column '%s' (list child): offset overflows",
+                             col);
+    }
+    if ((st = imp_span(col, "", out->validity, "validity", out->offset, out->offset + rows, 0,
+                       err)) != AQ_OK ||
+        (st = imp_span(col, " (list child)", out->values, "values", out->child_offset + first,
+                       out->child_offset + last, out->elem_size, err)) != AQ_OK ||
+        (st = imp_span(col, " (list child)", out->child_validity, "validity",
+                       out->child_offset + first, out->child_offset + last, 0, err)) != AQ_OK) {
+        return st;
+    }
     return AQ_OK;
 }
 
@@ -596,7 +655,18 @@ aq_status aq__arrow_import_prim(const char *col, char format, const char *expect
     out->values = array->buffers[1];
     out->format = format;
     size_t size = imp_elem_size(format);
-    return imp_need_buffer(col, "", out->values, "values", size == 0 ? 1 : size, err);
+    if ((st = imp_need_buffer(col, "", out->values, "values", size == 0 ? 1 : size, err)) !=
+            AQ_OK ||
+        (st = imp_span(col, "", out->validity, "validity", out->offset, out->offset + rows, 0,
+                       err)) != AQ_OK) {
+        return st;
+    }
+    size_t width = format == 'b'                                     ? 0 /* a bit each */
+                   : format == 'c' || format == 'C'                  ? 1
+                   : format == 's' || format == 'S' || format == 'e' ? 2
+                   : format == 'g' || format == 'l' || format == 'L' ? 8
+                                                                     : 4;
+    return imp_span(col, "", out->values, "values", out->offset, out->offset + rows, width, err);
 }
 
 /* ---- schema metadata ---- */

@@ -3,7 +3,8 @@
  *
  * Uses the public header only. Every error is one line on stderr and a non-zero exit; output
  * files are written by the library under temporary names and renamed only when complete, so
- * an error or an interrupt (SIGINT, SIGTERM: exit 130) never leaves a partial file behind.
+ * an error or an interrupt (SIGINT, SIGTERM, SIGHUP: exit 130) never leaves a partial file
+ * behind.
  */
 #include <arrowquant.h>
 
@@ -28,6 +29,19 @@ static void cli_on_signal(int sig)
     cli_cancel = 1;
 }
 
+/* A memory-mapped input truncated by another process while it is read: the next touch of a
+ * page past its new end raises SIGBUS. Nothing can go on, but no temporary stays behind. */
+static void cli_on_sigbus(int sig)
+{
+    (void)sig;
+    static const char msg[] = "arrowquant: error: an input file changed while being read "
+                              "(truncated by another process?); no output written\n";
+    aq_temporaries_remove();
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(1);
+}
+
 static void cli_signals(void)
 {
     struct sigaction sa;
@@ -36,6 +50,10 @@ static void cli_signals(void)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* A closed terminal or ssh session: stop cleanly as for TERM, removing the temporary. */
+    sigaction(SIGHUP, &sa, NULL);
+    sa.sa_handler = cli_on_sigbus;
+    sigaction(SIGBUS, &sa, NULL);
     /* A file size limit (RLIMIT_FSIZE) must fail the write with EFBIG, not kill us. */
     signal(SIGXFSZ, SIG_IGN);
 }
@@ -730,6 +748,16 @@ static int cmd_quantize(int argc, char **argv)
                    "\"cosine\": %.6f}",
                    m->from, m->to, m->cos_from, m->cos_to);
         }
+        printf("], \"skipped\": [");
+        for (size_t k = 0; k < aq_model_skipped_count(model); k++) {
+            const char *sn, *sr;
+            aq_model_skipped_get(model, k, &sn, &sr);
+            printf("%s{\"component\": ", k > 0 ? ", " : "");
+            cli_json_str(stdout, sn);
+            printf(", \"reason\": ");
+            cli_json_str(stdout, sr);
+            printf("}");
+        }
         printf("], \"allocation\": [");
         int first = 1;
         for (int sc = 0; sc < AQ_SCHEME_COUNT; sc++) {
@@ -767,14 +795,20 @@ static int cmd_quantize(int argc, char **argv)
             printf("  tensors      %zu (%zu quantized at %lld bits, %s, group %lld; %zu kept)\n",
                    s.tensors, s.quantized, bits, scheme, group, s.kept);
         }
+        for (size_t k = 0; k < aq_model_skipped_count(model); k++) {
+            const char *sn, *sr;
+            aq_model_skipped_get(model, k, &sn, &sr);
+            printf("  skipped      %s: %s\n", sn, sr);
+        }
         printf("  parameters   %zu (%.1f%% quantized)\n", s.params,
                s.params > 0 ? 100.0 * (double)s.quantized_params / (double)s.params : 0.0);
         printf("  size         %s -> %s (%.2fx), file %s\n", in_b, out_b,
                s.bytes_out > 0 ? (double)s.bytes_in / (double)s.bytes_out : 0.0, file_b);
         printf("  bits/weight  %.3f\n", bpw);
-        printf("  SQNR         mean %.2f dB, min %.2f dB (%s)\n", s.mean_sqnr_db, s.min_sqnr_db,
-               s.worst != NULL ? s.worst : "-");
-        printf("  cosine       mean %.6f\n", s.mean_cosine);
+        /* Over the quantized tensors only (compare's means include the kept ones). */
+        printf("  SQNR         mean %.2f dB over the %zu quantized tensors, min %.2f dB (%s)\n",
+               s.mean_sqnr_db, s.quantized, s.min_sqnr_db, s.worst != NULL ? s.worst : "-");
+        printf("  cosine       mean %.6f over the quantized tensors\n", s.mean_cosine);
         if (budget || profile != NULL || alloc.n_moved > 0) {
             printf("  quantized    %.3f bits/weight%s\n", qbpw, budget ? " (budget)" : "");
             if (budget) {
@@ -853,6 +887,8 @@ static int cmd_dequantize(int argc, char **argv)
             } else {
                 return cli_fail("--dtype: '%s' is not one of f16, bf16, f32", v);
             }
+        } else if (strcmp(argv[i], "--quiet") == 0 || strcmp(argv[i], "-q") == 0) {
+            continue; /* dequantize prints nothing but errors anyway */
         } else if (argv[i][0] == '-') {
             return cli_fail("dequantize: unknown option or missing value '%s'", argv[i]);
         } else if (in == NULL) {

@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 void cli_json_str(FILE *f, const char *s)
 {
@@ -47,6 +48,17 @@ void cli_html_str(FILE *f, const char *s)
 
 bool cli_is_arrow(const char *path)
 {
+    /* A name ending in .arrow is a model file whatever its bytes, so that a damaged one gets
+     * the model file's error, not the safetensors reader's. Anything but a regular file goes
+     * to the safetensors reader, which refuses it (fopen of a FIFO would block). */
+    size_t n = strlen(path);
+    if (n > 6 && strcmp(path + n - 6, ".arrow") == 0) {
+        return true;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        return false;
+    }
     FILE *f = fopen(path, "rb");
     char magic[6] = {0};
     bool yes = false;
@@ -175,7 +187,7 @@ int cli_inspect(int argc, char **argv)
             cli_json_str(stdout, path);
             printf(", \"format\": \"safetensors\", \"tensors\": [");
         } else {
-            printf("%s: safetensors checkpoint, %zu files' tensors\n", path, aq_model_count(m));
+            printf("%s: safetensors checkpoint, %zu tensors\n", path, aq_model_count(m));
             printf("%-56s %-8s %-24s %14s\n", "tensor", "dtype", "shape", "bytes");
         }
         for (size_t i = 0; i < aq_model_count(m); i++) {
@@ -321,8 +333,11 @@ int cli_compare(int argc, char **argv)
                isfinite(s.min_sqnr_db) ? "" : "\"", s.min_sqnr_db,
                isfinite(s.min_sqnr_db) ? "" : "\"", s.mean_cosine);
     } else {
-        printf("total: %zu tensors, %zu missing in B, %zu mismatched; mean SQNR %.2f dB, min "
-               "%.2f dB, mean cosine %.6f\n",
+        /* Means over every compared tensor (kept ones included, the SQNR mean over those
+         * of finite SQNR): quantize's summary averages its quantized tensors only. */
+        printf("total: %zu tensors, %zu missing in B, %zu mismatched; over the compared "
+               "tensors (kept ones included): mean SQNR %.2f dB, min %.2f dB, mean cosine "
+               "%.6f\n",
                s.tensors, s.missing_in_b, s.mismatched, s.mean_sqnr_db, s.min_sqnr_db,
                s.mean_cosine);
     }
@@ -388,7 +403,8 @@ int cli_report(int argc, char **argv)
     int rc = 0;
     FILE *f = NULL;
     char *tmp = NULL;
-    if ((st = aq_qmodel_open(in, &qm, &err)) != AQ_OK) {
+    if ((st = aq_output_check(out, &in, 1, &err)) != AQ_OK ||
+        (st = aq_qmodel_open(in, &qm, &err)) != AQ_OK) {
         return cli_err(st, &err);
     }
     size_t tin = 0, tout = 0, params = 0, nq = 0;

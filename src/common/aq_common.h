@@ -127,4 +127,35 @@ static inline uint16_t aq__f32_to_f16(float f)
     return (uint16_t)(sign | (uint16_t)((rebased + round) >> 13));
 }
 
+/* ---- files (files.c) ---- */
+struct stat;
+
+/* "a FIFO", "a character device", ...: what a file of this mode is, for messages. */
+const char *aq__file_kind(unsigned int mode);
+
+/* Opens path read-only. Anything but a regular file (a FIFO, a device, a folder) is refused
+ * before it is opened, so a FIFO cannot block the caller. Fills *sb when not NULL. */
+aq_status aq__file_open_read(const char *path, int *fd, struct stat *sb, aq_error *err);
+
+/* Reads a whole regular file of at most max bytes into a NUL-terminated malloc'ed buffer. */
+aq_status aq__file_read_all(const char *path, size_t max, char **out, size_t *len, aq_error *err);
+
+/* Checks that path can receive an output file before any work starts: not empty, its folder
+ * exists and is writable, and where something is there already it is a regular file (or a
+ * link to one). A folder, a device, a FIFO, a socket or a dangling link is refused. */
+aq_status aq__dest_check(const char *path, aq_error *err);
+
+/* Checks the destination (aq__dest_check) and creates "<path>.tmp-<pid>-XXXXXX" beside it,
+ * mode 0644; temporaries of the same path whose process has gone are removed first.
+ * *tmp is malloc'ed. */
+aq_status aq__tmpfile_create(const char *path, char **tmp, int *fd, aq_error *err);
+/* Call before a temporary from aq__tmpfile_create is renamed, removed or freed: it leaves the
+ * list aq_temporaries_remove works through. */
+void aq__tmpfile_forget(const char *tmp);
+
+/* True when every page of [p, p + n) is mapped in this process (memprobe.c): a check before
+ * reading memory whose size only a foreign producer vouches for. A range that is mapped but
+ * not readable (a guard page), or that belongs to another object, is not detected. */
+bool aq__mem_mapped(const void *p, size_t n);
+
 #endif /* AQ_COMMON_H */

@@ -66,6 +66,14 @@ aq_status aq__outfile_write(aq__outfile *f, const void *data, size_t n, aq_error
 aq_status aq__outfile_commit(aq__outfile *f, aq_error *err);
 void aq__outfile_free(aq__outfile *f);
 
+/* Checks an output path before any work: its destination (aq__dest_check), and that it is
+ * none of the n input files (compared by device and inode, so that another spelling, a hard
+ * link or a symbolic link of an input is refused too). */
+aq_status aq__io_check_output(const char *out, const char *const *inputs, size_t n, aq_error *err);
+/* aq__io_check_output against every file the model was opened from (safetensors files,
+ * indexes, model_index.json). */
+aq_status aq__io_model_check_output(const aq_model *model, const char *out, aq_error *err);
+
 /* The model's __metadata__ as a JSON object, and its components as a JSON object of
  * component name to relative file ("{}" when none). Both malloc'ed. */
 aq_status aq__io_model_meta_json(const aq_model *model, char **meta, char **components,

@@ -38,7 +38,59 @@ struct aq_model {
     model_component *comps;
     size_t n_comps;
     size_t data_bytes;
+    json_t *meta_seen; /* the metadata keys so far, as a set: a lookup per key */
+    char **srcs;       /* every file read: safetensors files, indexes, model_index.json */
+    size_t n_srcs;
+    model_component *skipped; /* pipeline members without safetensors weights, and why */
+    size_t n_skipped;
 };
+
+/* Index and model_index.json files larger than this are refused before they are read. */
+#define MODEL_MAX_JSON ((size_t)1 << 30)
+
+static aq_status model_add_src(aq_model *m, const char *path, aq_error *err)
+{
+    char **s = realloc(m->srcs, (m->n_srcs + 1) * sizeof *s);
+    if (s == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    m->srcs = s;
+    if ((s[m->n_srcs] = aq__strdup(path)) == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    m->n_srcs++;
+    return AQ_OK;
+}
+
+/* A JSON file read through aq__file_read_all (regular files only: a FIFO would block
+ * json_load_file), or NULL with jerr filled. */
+static json_t *model_load_json(const char *path, json_error_t *jerr, aq_status *st, aq_error *err)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    if ((*st = aq__file_read_all(path, MODEL_MAX_JSON, &buf, &len, err)) != AQ_OK) {
+        return NULL;
+    }
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, jerr);
+    free(buf);
+    return root;
+}
+
+static aq_status model_add_skipped(aq_model *m, const char *name, const char *reason, aq_error *err)
+{
+    model_component *c = realloc(m->skipped, (m->n_skipped + 1) * sizeof *c);
+    if (c == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    m->skipped = c;
+    c[m->n_skipped].name = aq__strdup(name);
+    c[m->n_skipped].file = aq__strdup(reason);
+    m->n_skipped++;
+    if (c[m->n_skipped - 1].name == NULL || c[m->n_skipped - 1].file == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    return AQ_OK;
+}
 
 static char *model_join(const char *a, const char *b)
 {
@@ -65,10 +117,14 @@ static int model_is_dir(const char *path)
 
 static aq_status model_add_meta(aq_model *m, const char *key, const char *value, aq_error *err)
 {
-    for (size_t i = 0; i < m->n_meta; i++) {
-        if (strcmp(m->meta_keys[i], key) == 0) {
-            return AQ_OK; /* first one wins: the index's metadata, then the first shard's */
-        }
+    if (m->meta_seen == NULL && (m->meta_seen = json_object()) == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    if (json_object_get(m->meta_seen, key) != NULL) {
+        return AQ_OK; /* first one wins: the index's metadata, then the first shard's */
+    }
+    if (json_object_set_new(m->meta_seen, key, json_null()) != 0) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
     }
     char **k = realloc(m->meta_keys, (m->n_meta + 1) * sizeof(char *));
     if (k != NULL) {
@@ -95,6 +151,9 @@ static aq_status model_add_file(aq_model *m, const char *path, const char *compo
 {
     aq__st_file *f = NULL;
     aq_status st = aq__st_file_open(path, &f, err);
+    if (st == AQ_OK && (st = model_add_src(m, path, err)) != AQ_OK) {
+        aq__st_file_free(f);
+    }
     if (st != AQ_OK) {
         return st;
     }
@@ -176,14 +235,20 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
     const char **shards = NULL;
     size_t n_shards = 0;
     size_t first_entry = m->n;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = model_load_json(path, &jerr, &st, err);
+    if (st != AQ_OK) {
+        goto done;
+    }
     if (dir_copy == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
         goto done;
     }
     if (root == NULL) {
-        st = aq__error_set(err, errno == ENOENT ? AQ_IO : AQ_INVALID_DATA,
-                           "%s: cannot read the index: %s (line %d)", path, jerr.text, jerr.line);
+        st = aq__error_set(err, AQ_INVALID_DATA, "%s: cannot read the index: %s (line %d)", path,
+                           jerr.text, jerr.line);
+        goto done;
+    }
+    if ((st = model_add_src(m, path, err)) != AQ_OK) {
         goto done;
     }
     char *slash = strrchr(dir_copy, '/');
@@ -195,6 +260,11 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
     json_t *wmap = json_object_get(root, "weight_map");
     if (!json_is_object(root) || !json_is_object(wmap)) {
         st = aq__error_set(err, AQ_INVALID_DATA, "%s: index has no \"weight_map\" object", path);
+        goto done;
+    }
+    if (json_object_size(wmap) == 0) {
+        st = aq__error_set(err, AQ_INVALID_DATA,
+                           "%s: the index's \"weight_map\" is empty: it names no tensor", path);
         goto done;
     }
     json_t *meta = json_object_get(root, "metadata");
@@ -226,15 +296,17 @@ static aq_status model_add_index(aq_model *m, const char *path, const char *comp
                                "%s: weight_map entry '%s' is not a shard file name", path, tname);
             goto done;
         }
-        bool seen = false;
-        for (size_t i = 0; i < n_shards && !seen; i++) {
-            seen = strcmp(shards[i], s) == 0;
-        }
-        if (!seen) {
-            shards[n_shards++] = s;
+        shards[n_shards++] = s;
+    }
+    /* Unique shard names: sorted, then adjacent duplicates dropped (no quadratic scan). */
+    qsort(shards, n_shards, sizeof *shards, model_cmp_str);
+    size_t uniq = 0;
+    for (size_t i = 0; i < n_shards; i++) {
+        if (uniq == 0 || strcmp(shards[uniq - 1], shards[i]) != 0) {
+            shards[uniq++] = shards[i];
         }
     }
-    qsort(shards, n_shards, sizeof *shards, model_cmp_str);
+    n_shards = uniq;
     /* Every shard must be there before any is opened. */
     for (size_t i = 0; i < n_shards; i++) {
         char *sp = model_join(dir, shards[i]);
@@ -377,6 +449,38 @@ done:
     return st;
 }
 
+/* Why a component folder gave no weights: what it holds instead. */
+static const char *model_no_weights_reason(const char *dir)
+{
+    static const char *const other[] = {".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx"};
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        return "folder cannot be read";
+    }
+    const char *why = "empty folder";
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        if (n[0] == '.') {
+            continue;
+        }
+        if (model_ends_with(n, ".safetensors")) {
+            closedir(d);
+            return "safetensors shards without their index (*.safetensors.index.json)";
+        }
+        for (size_t k = 0; k < sizeof other / sizeof other[0]; k++) {
+            if (model_ends_with(n, other[k])) {
+                closedir(d);
+                return "weights only in a format other than safetensors (e.g. "
+                       "pytorch_model.bin)";
+            }
+        }
+        why = "no weight files (configuration only)";
+    }
+    closedir(d);
+    return why;
+}
+
 /* A diffusers pipeline: every member of model_index.json that names a library and a class,
  * and whose folder holds weights, is a component. */
 static aq_status model_add_pipeline(aq_model *m, const char *dir, const char *index, aq_error *err)
@@ -385,7 +489,13 @@ static aq_status model_add_pipeline(aq_model *m, const char *dir, const char *in
     json_error_t jerr;
     const char **names = NULL;
     size_t n = 0;
-    json_t *root = json_load_file(index, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = model_load_json(index, &jerr, &st, err);
+    if (st != AQ_OK) {
+        goto done;
+    }
+    if ((st = model_add_src(m, index, err)) != AQ_OK) {
+        goto done;
+    }
     if (root == NULL || !json_is_object(root)) {
         st = aq__error_set(err, AQ_INVALID_DATA, "%s: not a diffusers model index: %s", index,
                            root == NULL ? jerr.text : "not a JSON object");
@@ -416,8 +526,13 @@ static aq_status model_add_pipeline(aq_model *m, const char *dir, const char *in
             goto done;
         }
         bool found = false;
-        if (model_is_dir(sub)) {
+        bool is_dir = model_is_dir(sub);
+        if (is_dir) {
             st = model_add_folder(m, sub, names[i], &found, err);
+        }
+        if (st == AQ_OK && !found) {
+            st = model_add_skipped(m, names[i], is_dir ? model_no_weights_reason(sub) : "no folder",
+                                   err);
         }
         free(sub);
         if (st != AQ_OK) {
@@ -543,6 +658,16 @@ void aq_model_free(aq_model *m)
         free(m->comps[i].file);
     }
     free(m->comps);
+    for (size_t i = 0; i < m->n_skipped; i++) {
+        free(m->skipped[i].name);
+        free(m->skipped[i].file);
+    }
+    free(m->skipped);
+    for (size_t i = 0; i < m->n_srcs; i++) {
+        free(m->srcs[i]);
+    }
+    free(m->srcs);
+    json_decref(m->meta_seen);
     free(m);
 }
 
@@ -632,6 +757,27 @@ void aq_model_component_get(const aq_model *m, size_t i, const char **name, cons
     if (file != NULL) {
         *file = ok ? m->comps[i].file : NULL;
     }
+}
+
+size_t aq_model_skipped_count(const aq_model *m)
+{
+    return m != NULL ? m->n_skipped : 0;
+}
+
+void aq_model_skipped_get(const aq_model *m, size_t i, const char **name, const char **reason)
+{
+    bool ok = m != NULL && i < m->n_skipped;
+    if (name != NULL) {
+        *name = ok ? m->skipped[i].name : NULL;
+    }
+    if (reason != NULL) {
+        *reason = ok ? m->skipped[i].file : NULL;
+    }
+}
+
+aq_status aq__io_model_check_output(const aq_model *m, const char *out, aq_error *err)
+{
+    return aq__io_check_output(out, (const char *const *)m->srcs, m->n_srcs, err);
 }
 
 size_t aq_model_data_bytes(const aq_model *m)

@@ -13,6 +13,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 const char *aq_compare_status_name(aq_compare_status status)
 {
@@ -63,6 +64,16 @@ typedef struct mc_tensor {
 
 static int mc_is_arrow(const char *path)
 {
+    /* As the command's inspect: a .arrow name is a model file whatever its bytes; anything
+     * but a regular file goes to the safetensors reader, which refuses it without blocking. */
+    size_t n = strlen(path);
+    if (n > 6 && strcmp(path + n - 6, ".arrow") == 0) {
+        return 1;
+    }
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        return 0;
+    }
     FILE *f = fopen(path, "rb");
     char magic[6] = {0};
     int yes = 0;

@@ -510,7 +510,7 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
         snprintf(gs, sizeof gs, "%lld", group);
         snprintf(bw, sizeof bw, "%lld", bits);
         const char *profile =
-            s->opts != NULL && s->opts->profile != NULL ? s->opts->profile : "local";
+            s->opts != NULL && s->opts->profile != NULL ? s->opts->profile : "none";
         /* The cosine floor of the run, when it had one: what arrowquant validate holds the
          * file to by default (%.17g keeps the double exact). */
         char floor[32];
@@ -1401,7 +1401,15 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (ctx == NULL || model == NULL || out_path == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_quantize: NULL argument");
     }
-    aq_status st = AQ_OK;
+    /* Before any work: the output must be a place a file can go, and none of the inputs. */
+    aq_status st = aq__io_model_check_output(model, out_path, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (aq_model_count(model) == 0) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "the model holds no tensors: nothing to quantize");
+    }
     mq_state s;
     memset(&s, 0, sizeof s);
     s.ctx = ctx;

@@ -9,6 +9,7 @@
 #include "io_internal.h"
 #include "quant_internal.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -386,8 +387,16 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
     }
     aq_scheme scheme;
     if (aq_scheme_from_name(row->scheme, &scheme, NULL) != AQ_OK) {
-        return aq__error_set(err, AQ_UNSUPPORTED, "%s: layer '%s': unknown scheme '%s'", qm->path,
-                             name, row->scheme);
+        return aq__error_set(err, AQ_UNSUPPORTED, "%s: row %zu (layer '%s'): unknown scheme '%s'",
+                             qm->path, ri, name, row->scheme);
+    }
+    /* The codes restore to floats of the source's dtype: a dtype the reader does not know
+     * would turn packed codes into a tensor of that dtype. */
+    if (!aq_st_dtype_to_aq(aq_st_dtype_from_name(row->source_dtype), NULL)) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: row %zu (layer '%s'): source_dtype '%s' is not one a quantized "
+                             "row can have (F32, F16, BF16, F64)",
+                             qm->path, ri, name, row->source_dtype);
     }
     aq_layout l;
     if (aq_scheme_is_kquant(scheme) && row->group_size != AQ_KQUANT_SUPER_BLOCK) {
@@ -793,7 +802,54 @@ aq_status aq_qmodel_to_safetensors(aq_ctx *ctx, const char *in_path, const char 
                                    aq_st_dtype out_dtype, const volatile int *cancel, aq_error *err)
 {
     aq_status st = qs_check_args(ctx, in_path, out_path, out_dtype, err);
+    if (st == AQ_OK) {
+        st = aq__io_check_output(out_path, &in_path, 1, err);
+    }
     return st != AQ_OK ? st : qs_write(ctx, in_path, out_path, out_dtype, cancel, "", err);
+}
+
+/* out_dir/file, for a component's weights file as the source model named it. A sharded
+ * component ("x.safetensors.index.json") comes back as one file, "x.safetensors": the index
+ * name holding safetensors bytes would load nowhere. */
+static char *qf_target(const char *out_dir, const char *file)
+{
+    static const char idx[] = ".index.json";
+    size_t fl = strlen(file), il = sizeof idx - 1;
+    if (fl > il && strcmp(file + fl - il, idx) == 0) {
+        fl -= il;
+    }
+    char *p = malloc(strlen(out_dir) + fl + 2);
+    if (p != NULL) {
+        sprintf(p, "%s/%.*s", out_dir, (int)fl, file);
+    }
+    return p;
+}
+
+/* A component folder of the output must hold no weights yet: dequantizing into a pipeline's
+ * own folder would replace its original weights (or leave an index beside our file). */
+static aq_status qf_no_weights(const char *sub, aq_error *err)
+{
+    DIR *d = opendir(sub);
+    if (d == NULL) {
+        return AQ_OK; /* absent: created later; anything else fails at mkdir */
+    }
+    aq_status st = AQ_OK;
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        size_t l = strlen(n);
+        bool st_file = l > 12 && strcmp(n + l - 12, ".safetensors") == 0;
+        bool st_index = l > 23 && strcmp(n + l - 23, ".safetensors.index.json") == 0;
+        if (n[0] != '.' && (st_file || st_index)) {
+            st = aq__error_set(err, AQ_INVALID_ARGUMENT,
+                               "%s: already holds weights (%s): refusing to replace a model's "
+                               "weights; dequantize into a folder without them",
+                               sub, n);
+            break;
+        }
+    }
+    closedir(d);
+    return st;
 }
 
 aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_path, const char *out_dir,
@@ -807,6 +863,7 @@ aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_path, const char *out_
     json_t *comps = NULL;
     char **written = NULL;
     char **made = NULL;
+    char **targets = NULL;
     size_t n_written = 0, n_made = 0;
     if ((st = aq_qmodel_open(in_path, &qm, err)) != AQ_OK) {
         return st;
@@ -829,12 +886,15 @@ aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_path, const char *out_
     size_t nc = json_object_size(comps);
     written = calloc(nc, sizeof *written);
     made = calloc(nc, sizeof *made);
-    if (written == NULL || made == NULL) {
+    targets = calloc(nc, sizeof *targets);
+    if (written == NULL || made == NULL || targets == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
         goto done;
     }
+    /* Pass 1, before any work: every component's file name, checked. */
     const char *name;
     json_t *fv;
+    size_t k = 0;
     json_object_foreach(comps, name, fv)
     {
         const char *file = json_string_value(fv);
@@ -846,16 +906,37 @@ aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_path, const char *out_
             st = aq__error_set(err, AQ_INVALID_DATA, "%s: bad component entry '%s'", in_path, name);
             goto done;
         }
+        if ((targets[k] = qf_target(out_dir, file)) == NULL) {
+            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+            goto done;
+        }
         char *sub = malloc(strlen(out_dir) + nl + 2);
-        char *path = malloc(strlen(out_dir) + strlen(file) + 2);
-        if (sub == NULL || path == NULL) {
-            free(sub);
-            free(path);
+        if (sub == NULL) {
             st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
             goto done;
         }
         sprintf(sub, "%s/%s", out_dir, name);
-        sprintf(path, "%s/%s", out_dir, file);
+        /* A component folder made by this run holds no input; one already there is
+         * checked as any output's destination. */
+        bool exists = stat(sub, &sb) == 0;
+        st = qf_no_weights(sub, err);
+        free(sub);
+        if (st != AQ_OK ||
+            (exists && (st = aq__io_check_output(targets[k], &in_path, 1, err)) != AQ_OK)) {
+            goto done;
+        }
+        k++;
+    }
+    /* Pass 2: the files. */
+    k = 0;
+    json_object_foreach(comps, name, fv)
+    {
+        char *sub = malloc(strlen(out_dir) + strlen(name) + 2);
+        if (sub == NULL) {
+            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+            goto done;
+        }
+        sprintf(sub, "%s/%s", out_dir, name);
         if (mkdir(sub, 0755) == 0) {
             made[n_made++] = sub;
         } else if (errno == EEXIST && stat(sub, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -863,15 +944,14 @@ aq_status aq_qmodel_to_folder(aq_ctx *ctx, const char *in_path, const char *out_
         } else {
             st = aq__error_set(err, AQ_IO, "%s: cannot create folder: %s", sub, strerror(errno));
             free(sub);
-            free(path);
             goto done;
         }
-        st = qs_write(ctx, in_path, path, out_dtype, cancel, name, err);
+        st = qs_write(ctx, in_path, targets[k], out_dtype, cancel, name, err);
         if (st != AQ_OK) {
-            free(path);
             goto done;
         }
-        written[n_written++] = path;
+        written[n_written++] = targets[k];
+        targets[k++] = NULL;
     }
 done:
     if (st != AQ_OK) {
@@ -889,6 +969,10 @@ done:
     for (size_t i = 0; i < n_made; i++) {
         free(made[i]);
     }
+    for (size_t i = 0; targets != NULL && i < json_object_size(comps); i++) {
+        free(targets[i]);
+    }
+    free(targets);
     free(written);
     free(made);
     json_decref(comps);

@@ -5,6 +5,7 @@ pkg_check_modules(JANSSON REQUIRED IMPORTED_TARGET jansson)
 list(APPEND AQ_SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/st_parse.c
     ${CMAKE_CURRENT_LIST_DIR}/st_file.c
+    ${CMAKE_CURRENT_LIST_DIR}/io_path.c
     ${CMAKE_CURRENT_LIST_DIR}/st_write.c
     ${CMAKE_CURRENT_LIST_DIR}/model.c
     ${CMAKE_CURRENT_LIST_DIR}/model_quant.c

@@ -13,7 +13,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -28,18 +27,9 @@ aq_status aq__st_file_open(const char *path, aq__st_file **out, aq_error *err)
         st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", path);
         goto done;
     }
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        st = aq__error_set(err, AQ_IO, "%s: cannot open: %s", path, strerror(errno));
-        goto done;
-    }
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        st = aq__error_set(err, AQ_IO, "%s: cannot stat: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = aq__error_set(err, AQ_IO, "%s: not a regular file", path);
+    if ((st = aq__file_open_read(path, &fd, &sb, err)) != AQ_OK) {
+        fd = -1;
         goto done;
     }
     if ((uint64_t)sb.st_size > SIZE_MAX) {
@@ -104,43 +94,18 @@ void aq__st_file_release(aq__st_file *f, size_t offset, size_t n)
 aq_status aq__outfile_open(const char *path, aq__outfile **out, aq_error *err)
 {
     aq_status st = AQ_OK;
-    char *copy = NULL;
     aq__outfile *f = calloc(1, sizeof *f);
-    if (f == NULL || (f->final_path = aq__strdup(path)) == NULL ||
-        (copy = aq__strdup(path)) == NULL) {
+    if (f == NULL || (f->final_path = aq__strdup(path)) == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", path);
         goto done;
     }
     f->fd = -1;
-    const char *dir = dirname(copy);
-    struct stat sb;
-    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-        st = aq__error_set(err, AQ_IO, "%s: output folder '%s' does not exist", path, dir);
+    if ((st = aq__tmpfile_create(path, &f->tmp_path, &f->fd, err)) != AQ_OK) {
         goto done;
     }
-    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
-        st = aq__error_set(err, AQ_IO, "%s: is a folder, expected a file name", path);
-        goto done;
-    }
-    size_t len = strlen(path) + 32;
-    if ((f->tmp_path = malloc(len)) == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", path);
-        goto done;
-    }
-    snprintf(f->tmp_path, len, "%s.tmp-XXXXXX", path);
-    f->fd = mkostemp(f->tmp_path, O_CLOEXEC);
-    if (f->fd < 0) {
-        st = aq__error_set(err, AQ_IO, "%s: cannot create a temporary file: %s", path,
-                           strerror(errno));
-        free(f->tmp_path);
-        f->tmp_path = NULL;
-        goto done;
-    }
-    (void)fchmod(f->fd, 0644);
     *out = f;
     f = NULL;
 done:
-    free(copy);
     aq__outfile_free(f);
     return st;
 }
@@ -175,6 +140,7 @@ aq_status aq__outfile_commit(aq__outfile *f, aq_error *err)
         return aq__error_set(err, AQ_IO, "%s: close failed: %s", f->final_path, strerror(errno));
     }
     f->fd = -1;
+    aq__tmpfile_forget(f->tmp_path);
     if (rename(f->tmp_path, f->final_path) != 0) {
         return aq__error_set(err, AQ_IO, "%s: cannot rename the temporary file into place: %s",
                              f->final_path, strerror(errno));
@@ -191,6 +157,7 @@ void aq__outfile_free(aq__outfile *f)
     if (f->fd >= 0) {
         close(f->fd);
     }
+    aq__tmpfile_forget(f->tmp_path);
     if (!f->committed && f->tmp_path != NULL) {
         unlink(f->tmp_path);
     }

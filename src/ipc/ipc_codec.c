@@ -84,11 +84,12 @@ done:
 size_t aq__ipc_compress_bound(aq_ipc_compression codec, size_t size)
 {
     if (codec == AQ_IPC_COMPRESSION_ZSTD) {
-        return ZSTD_compressBound(size);
+        return ZSTD_compressBound(size) + 4; /* + the content checksum */
     }
     LZ4F_preferences_t prefs;
     memset(&prefs, 0, sizeof prefs);
     prefs.frameInfo.contentSize = size;
+    prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
     return LZ4F_compressFrameBound(size, &prefs);
 }
 
@@ -97,7 +98,20 @@ aq_status aq__ipc_compress(aq_ipc_compression codec, int level, const uint8_t *s
 {
     size_t r;
     if (codec == AQ_IPC_COMPRESSION_ZSTD) {
-        r = ZSTD_compress(dst, dst_cap, src, src_size, level != 0 ? level : 1);
+        /* With the frame's content checksum (XXH64, 4 bytes): a flipped bit in a compressed
+         * buffer fails the read instead of changing the weights. Every zstd reader checks it. */
+        ZSTD_CCtx *cc = ZSTD_createCCtx();
+        if (cc == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "zstd: out of memory");
+        }
+        r = ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level != 0 ? level : 1);
+        if (!ZSTD_isError(r)) {
+            r = ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+        }
+        if (!ZSTD_isError(r)) {
+            r = ZSTD_compress2(cc, dst, dst_cap, src, src_size);
+        }
+        ZSTD_freeCCtx(cc);
         if (ZSTD_isError(r)) {
             return aq__error_set(err, AQ_INTERNAL, "zstd: %s", ZSTD_getErrorName(r));
         }
@@ -105,6 +119,7 @@ aq_status aq__ipc_compress(aq_ipc_compression codec, int level, const uint8_t *s
         LZ4F_preferences_t prefs;
         memset(&prefs, 0, sizeof prefs);
         prefs.frameInfo.contentSize = src_size;
+        prefs.frameInfo.contentChecksumFlag = LZ4F_contentChecksumEnabled;
         prefs.compressionLevel = level;
         r = LZ4F_compressFrame(dst, dst_cap, src, src_size, &prefs);
         if (LZ4F_isError(r)) {

@@ -740,15 +740,11 @@ aq_status aq_ipc_reader_open(const char *path, aq_ipc_reader **out, aq_error *er
     if (path == NULL || out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_ipc_reader_open: NULL argument");
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return aq__error_set(err, AQ_IO, "%s: cannot open: %s", path, strerror(errno));
-    }
+    int fd;
     struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return aq__error_set(err, AQ_IO, "%s: cannot stat: %s", path, strerror(e));
+    aq_status st = aq__file_open_read(path, &fd, &sb, err);
+    if (st != AQ_OK) {
+        return st;
     }
     if (!S_ISREG(sb.st_mode) || sb.st_size < 8) {
         close(fd);

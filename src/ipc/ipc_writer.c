@@ -405,8 +405,8 @@ static aq_status w_drop_behind(aq_ipc_writer *w, aq_error *err)
     }
     if (failed != NULL) {
         if (errno == EIO || errno == ENOSPC || errno == EDQUOT) {
-            return aq__error_set(err, AQ_IO, "%s: %s bytes %zu to %zu failed: %s", w->tmp_path,
-                                 failed, w->wb_lo, w->wb_hi, strerror(errno));
+            return aq__error_set(err, AQ_IO, "%s: %s bytes %zu to %zu failed: %s", w->path, failed,
+                                 w->wb_lo, w->wb_hi, strerror(errno));
         }
         w->drop_behind = false; /* not supported on this file */
     }
@@ -438,7 +438,8 @@ static aq_status w_write(aq_ipc_writer *w, const void *p, size_t n, aq_error *er
             if (errno == EINTR) {
                 continue;
             }
-            return aq__error_set(err, AQ_IO, "%s: write failed: %s", w->tmp_path, strerror(errno));
+            return aq__error_set(err, AQ_IO, "%s: write failed after %zu bytes: %s", w->path,
+                                 w->pos, strerror(errno));
         }
         c += r;
         n -= (size_t)r;
@@ -536,12 +537,12 @@ static aq_status w_compress(wbatch *b, aq_error *err)
         if (st != AQ_OK) {
             return st;
         }
-        /* As the format allows, a buffer that does not shrink is stored as is (length -1). */
-        if (n < x->len) {
-            x->prefix = (int64_t)x->len;
-            x->p = dst;
-            x->len = n;
-        }
+        /* Stored compressed even when it does not shrink (the format would allow it as is,
+         * length -1): the frame's content checksum is then over every buffer of the file,
+         * for a few bytes a buffer (docs/format.md 6.2). */
+        x->prefix = (int64_t)x->len;
+        x->p = dst;
+        x->len = n;
     }
     return AQ_OK;
 }
@@ -621,6 +622,7 @@ static void w_discard(aq_ipc_writer *w)
         close(w->fd);
         w->fd = -1;
     }
+    aq__tmpfile_forget(w->tmp_path);
     if (w->tmp_path != NULL && !w->closed) {
         unlink(w->tmp_path);
     }
@@ -668,8 +670,7 @@ aq_status aq_ipc_writer_open(const char *path, const struct ArrowSchema *schema,
     w->opts = o;
     size_t plen = strlen(path);
     w->path = malloc(plen + 1);
-    w->tmp_path = malloc(plen + 16);
-    if (w->path == NULL || w->tmp_path == NULL) {
+    if (w->path == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
         goto done;
     }
@@ -679,18 +680,9 @@ aq_status aq_ipc_writer_open(const char *path, const struct ArrowSchema *schema,
         aq__error_prefix(err, "%s", path);
         goto done;
     }
-    snprintf(w->tmp_path, plen + 16, "%s.tmp-XXXXXX", path);
-    w->fd = mkstemp(w->tmp_path);
-    if (w->fd < 0) {
-        int e = errno;
-        free(w->tmp_path);
-        w->tmp_path = NULL;
-        st = aq__error_set(err, AQ_IO, "%s: cannot create a temporary file beside it: %s", path,
-                           strerror(e));
+    if ((st = aq__tmpfile_create(path, &w->tmp_path, &w->fd, err)) != AQ_OK) {
         goto done;
     }
-    /* mkstemp creates the file 0600; give the result the usual permissions of a data file. */
-    (void)fchmod(w->fd, 0644);
     if (o.format == AQ_IPC_FORMAT_FILE) {
         st = w_write(w, "ARROW1\0\0", 8, err);
         if (st != AQ_OK) {
@@ -812,15 +804,16 @@ aq_status aq_ipc_writer_close(aq_ipc_writer *w, aq_error *err)
         st = w_footer(w, err);
     }
     if (st == AQ_OK && fsync(w->fd) != 0) {
-        st = aq__error_set(err, AQ_IO, "%s: fsync failed: %s", w->tmp_path, strerror(errno));
+        st = aq__error_set(err, AQ_IO, "%s: fsync failed: %s", w->path, strerror(errno));
     }
     if (st == AQ_OK) {
         int fd = w->fd;
         w->fd = -1;
         if (close(fd) != 0) {
-            st = aq__error_set(err, AQ_IO, "%s: close failed: %s", w->tmp_path, strerror(errno));
+            st = aq__error_set(err, AQ_IO, "%s: close failed: %s", w->path, strerror(errno));
         }
     }
+    aq__tmpfile_forget(w->tmp_path);
     if (st == AQ_OK && rename(w->tmp_path, w->path) != 0) {
         st = aq__error_set(err, AQ_IO, "%s: cannot rename %s into place: %s", w->path, w->tmp_path,
                            strerror(errno));
