@@ -577,7 +577,8 @@ static int cmd_quantize(int argc, char **argv)
                   stderr);
         }
     }
-    if (profile != NULL) {
+    /* No rules for a model without tensors: aq_model_quantize says it holds none. */
+    if (profile != NULL && aq_model_count(model) > 0) {
         size_t nt = aq_model_count(model);
         if ((names = calloc(nt + 1, sizeof *names)) == NULL) {
             rc = cli_fail("out of memory");

@@ -52,13 +52,12 @@ aq_status aq_gguf_open(const char *path, aq_gguf **out, aq_error *err)
         free(g);
         return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", path);
     }
-    aq_status st = AQ_OK;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int fd = -1;
     struct stat sb;
-    if (fd < 0) {
-        st = aq__error_set(err, AQ_IO, "%s: cannot open: %s", path, strerror(errno));
-    } else if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = aq__error_set(err, AQ_IO, "%s: not a regular file", path);
+    /* Refuses a FIFO or a device before opening it (a FIFO's open blocks). */
+    aq_status st = aq__file_open_read(path, &fd, &sb, err);
+    if (st != AQ_OK) {
+        /* nothing opened */
     } else if ((uint64_t)sb.st_size > SIZE_MAX) {
         st = aq__error_set(err, AQ_OVERFLOW, "%s: file too large for this platform", path);
     } else if (sb.st_size > 0) {
@@ -105,14 +104,19 @@ aq_status aq_gguf_open_memory(const void *data, size_t size, const char *label, 
 
 int aq_gguf_is_gguf(const char *path)
 {
-    FILE *f = path != NULL ? fopen(path, "rb") : NULL;
-    char magic[4] = {0};
-    int yes = 0;
-    if (f != NULL) {
-        yes = fread(magic, 1, 4, f) == 4 && memcmp(magic, "GGUF", 4) == 0;
-        fclose(f);
+    /* Only a regular file can be one: a FIFO or a device is left to the caller's own open,
+     * which names it (opening a FIFO here would block). */
+    int fd = -1;
+    if (path == NULL || aq__file_open_read(path, &fd, NULL, NULL) != AQ_OK) {
+        return 0;
     }
-    return yes;
+    char magic[4] = {0};
+    ssize_t n;
+    do {
+        n = read(fd, magic, sizeof magic);
+    } while (n < 0 && errno == EINTR);
+    close(fd);
+    return n == 4 && memcmp(magic, "GGUF", 4) == 0;
 }
 
 uint32_t aq_gguf_version(const aq_gguf *g)

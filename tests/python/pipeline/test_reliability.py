@@ -164,6 +164,12 @@ def test_fifo_inputs_are_refused(aq, tmp_path):
     pipe.mkdir()
     os.mkfifo(pipe / "model_index.json")
     aq.fails("quantize", pipe, "-o", tmp_path / "q.arrow", expect="is a FIFO")
+    # A GGUF name: the format sniffing must not open it either.
+    fg = tmp_path / "in.gguf"
+    os.mkfifo(fg)
+    for cmd in (("inspect", fg), ("dequantize", fg, "-o", tmp_path / "g.safetensors"),
+                ("compare", fg, fg), ("validate", fg, fg)):
+        aq.fails(*cmd, expect="is a FIFO")
 
 
 def test_many_metadata_keys(aq, tmp_path):
@@ -308,7 +314,11 @@ def test_messages_name_what_the_user_gave(aq, src, tmp_path):
                      else None, expect="not an Arrow IPC file")
         assert "safetensors" not in p.stderr
     q = tmp_path / "q.arrow"
+    # Without --profile, --bits 2 alone means the edge profile; naming a scheme takes the
+    # plain path, which no profile labels.
     aq("quantize", src, "-o", q, "--bits", "2", "--quiet")
+    assert "profile edge" in aq("inspect", q).stdout.splitlines()[0]
+    aq("quantize", src, "-o", q, "--bits", "2", "--scheme", "affine", "--quiet")
     p = aq("inspect", q)
     assert "profile none" in p.stdout.splitlines()[0]
     p = aq("inspect", src)
