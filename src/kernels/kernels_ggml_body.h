@@ -562,8 +562,8 @@ static void gg_put_scales_q3(const int *sc, uint8_t *p)
 
 static int gg_get_scale_q3(const uint8_t *p, unsigned j)
 {
-    const unsigned lo = (p[j % 8] >> (4 * (j / 8))) & 15u;
-    const unsigned hi = (p[8 + j % 4] >> (2 * (j / 4))) & 3u;
+    const unsigned lo = ((unsigned)p[j % 8] >> (4 * (j / 8))) & 15u;
+    const unsigned hi = ((unsigned)p[8 + j % 4] >> (2 * (j / 4))) & 3u;
     return (int)(lo | (hi << 4)) - 32;
 }
 
@@ -696,8 +696,8 @@ static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
             const unsigned shift = 4 * (j % 2);
             for (unsigned l = 0; l < 32; l++) {
                 const unsigned e = j * 32 + l;
-                const unsigned q =
-                    ((qs[(j / 2) * 32 + l] >> shift) & 15u) | (((qh[l] >> (e / 32)) & 1u) << 4);
+                const unsigned q = (((unsigned)qs[(j / 2) * 32 + l] >> shift) & 15u) |
+                                   ((((unsigned)qh[l] >> (e / 32)) & 1u) << 4);
                 y[e] = d1 * (float)q - m1;
             }
         }
@@ -748,8 +748,8 @@ static void gg_decode_iq4_xs(const uint8_t *in, size_t nb, float *y)
         const unsigned sh = (unsigned)in[2] | ((unsigned)in[3] << 8);
         const uint8_t *sl = in + 4, *qs = in + 8;
         for (unsigned ib = 0; ib < 8; ib++) {
-            const unsigned ls =
-                ((sl[ib / 2] >> (4 * (ib % 2))) & 15u) | (((sh >> (2 * ib)) & 3u) << 4);
+            const unsigned ls = (((unsigned)sl[ib / 2] >> (4 * (ib % 2))) & 15u) |
+                                ((((unsigned)sh >> (2 * ib)) & 3u) << 4);
             const float dl = d * (float)((int)ls - 32);
             for (unsigned j = 0; j < 16; j++) {
                 y[ib * 32 + j] = dl * (float)gg_kvalues_iq4[qs[ib * 16 + j] & 15];

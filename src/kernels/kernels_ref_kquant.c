@@ -424,7 +424,7 @@ static void kq_unpack(const uint8_t *packed, size_t e0, size_t n, unsigned bits,
                 q[4 * k + 3] = (uint8_t)(p[k] >> 6);
             }
             for (size_t k = n / 4 * 4; k < n; k++) {
-                q[k] = (uint8_t)((p[k / 4] >> (2 * (k % 4))) & 3u);
+                q[k] = (uint8_t)(((unsigned)p[k / 4] >> (2 * (k % 4))) & 3u);
             }
             return;
         }
