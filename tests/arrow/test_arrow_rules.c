@@ -748,8 +748,8 @@ TEST(budget_schemes_with_kept_rows_write_raw_row_schemes)
         s.metadata = own;
     }
     /* A raw float16 value that is Inf is refused. */
-    uint16_t *p = (uint16_t *)(uintptr_t)r.packed;
-    p[0] = 0x7c00u;
+    const uint16_t inf = 0x7c00u; /* the row's bytes need not be 2-byte aligned */
+    memcpy((void *)(uintptr_t)r.packed, &inf, sizeof inf);
     CHECK_FAILS(aq_batch_dequantize(ctx, &s, &a, NULL, &ds, &da, &err), AQ_INVALID_DATA,
                 "Layer 'conv_in.bias': raw float16 data has NaN or Inf at index 0");
     s.release(&s);
