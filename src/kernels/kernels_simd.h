@@ -40,6 +40,14 @@
  *                                              ((float)q - zp) * scale, stored at dst[i..];
  *                                              finite: zp and scale are finite, so no result
  *                                              is NaN
+ * and optionally (SIMD_HAVE_KQ_DEQUANT, kquant's dequantize, docs/format.md 5.2):
+ *   void simd_kq_dequant(codes, a, b, finite, out_dtype, dst, i, cnt)  cnt <= SIMD_KQ_W codes
+ *                                              (SIMD_KQ_W readable; SIMD_DQ_W unless the
+ *                                              instruction set defines it) to a * (float)q - b (a
+ *                                              float32 multiplication, then a subtraction),
+ *                                              stored at dst[i..]; vector k of the step
+ *                                              (codes k*VL .. k*VL+VL-1) uses a[k] and b[k];
+ *                                              finite as for simd_dequant
  * and optionally (SIMD_HAVE_LUT, dequantize by table):
  *   simd_lut                                   a table of the 16 outputs of codes 0..15
  *   simd_lut simd_lut_make(zp, scale, finite, out_dtype)  as simd_dequant computes them
@@ -663,6 +671,117 @@ SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
     }
 }
 
+#ifdef SIMD_HAVE_KQ_DEQUANT
+/* Codes simd_kq_dequant takes at a time: SIMD_DQ_W unless the instruction set says otherwise. */
+#    ifndef SIMD_KQ_W
+#        define SIMD_KQ_W SIMD_DQ_W
+#    endif
+
+/* Parameter field of P bits at bit `bit` of an lsb-first stream (docs/format.md 5.2); reads
+ * only the bytes the field occupies. */
+SIMD_INLINE unsigned simd_kq_field(const uint8_t *meta, size_t bit, unsigned width)
+{
+    const unsigned shift = (unsigned)(bit % 8);
+    unsigned v = (unsigned)meta[bit / 8] >> shift;
+    if (shift + width > 8) {
+        v |= (unsigned)meta[bit / 8 + 1] << (8 - shift);
+    }
+    return v & ((1u << width) - 1u);
+}
+
+/* kquant's dequantize (docs/format.md 5.2), bit-identical to kernels_ref_kquant.c: per
+ * sub-block a = d * (float)sc and b = dmin * (float)mc in scalar float32 as the reference
+ * computes them, then a * (float)q - b per element, SIMD_KQ_W codes at a time. A super-block's
+ * codes are unpacked into a zero-padded stage (read in place for whole 8-bit super-blocks);
+ * one that starts inside a byte (rows of kquant_rows whose length is not a multiple of the
+ * codes per byte) is unpacked code by code. */
+SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, const float *scales,
+                                    const float *mins, const aq__span *s, aq_dtype out_dtype,
+                                    void *dst)
+{
+    const unsigned bits = s->bits;
+    const size_t sub = aq__kq_sub(bits);
+    const unsigned pbits = aq__kq_param_bits(bits);
+    const unsigned mask = (1u << bits) - 1u;
+    /* Room for the sub-block parameters of the lanes past a super-block's end in its last
+     * step. */
+    enum { KQ_NSUB = AQ__KQ_SUPER / 16 + SIMD_KQ_W / 16 + 1 };
+    SIMD_ALIGN uint8_t codes[AQ__KQ_SUPER + SIMD_STAGE_PAD];
+    float A[KQ_NSUB], B[KQ_NSUB];
+    memset(codes, 0, sizeof codes);
+    memset(A, 0, sizeof A);
+    memset(B, 0, sizeof B);
+    size_t col = s->col0;
+    size_t group = 0;
+    for (size_t start = 0; start < s->n; group++) {
+        size_t len = simd_group_len(s, col, start);
+        const size_t nsub = (len + sub - 1) / sub;
+        const float d = scales[group], dmin = mins[group];
+        bool finite = true;
+        for (size_t j = 0; j < nsub; j++) {
+            A[j] = d * (float)simd_kq_field(meta, 2 * j * pbits, pbits);
+            B[j] = dmin * (float)simd_kq_field(meta, (2 * j + 1) * pbits, pbits);
+            finite = finite && isfinite(A[j]) && isfinite(B[j]);
+        }
+        for (size_t j = nsub; j < KQ_NSUB; j++) {
+            A[j] = 0.0f;
+            B[j] = 0.0f;
+        }
+        const uint8_t *staged = codes;
+        const size_t bit0 = start * bits;
+        if (bit0 % 8 != 0) {
+            size_t bit = bit0;
+            for (size_t t = 0; t < len; t++, bit += bits) {
+                codes[t] = (uint8_t)(((unsigned)packed[bit / 8] >> (bit % 8)) & mask);
+            }
+        } else if (bits == 8) {
+            if (len == AQ__KQ_SUPER) {
+                staged = packed + start;
+            } else {
+                memcpy(codes, packed + start, len);
+            }
+        } else {
+            simd_unpack_all(packed + bit0 / 8, (len * bits + 7) / 8, bits, codes);
+        }
+        if (len % SIMD_KQ_W != 0) {
+            /* The last step's lanes past len read zeros, not the previous block's codes. */
+            memset(codes + len, 0, SIMD_KQ_W - len % SIMD_KQ_W);
+        }
+        simd_v a[SIMD_KQ_W / SIMD_VL], b[SIMD_KQ_W / SIMD_VL];
+        for (size_t o = 0; o < len; o += SIMD_KQ_W) {
+            const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
+            for (size_t k = 0; k < SIMD_KQ_W / SIMD_VL; k++) {
+                a[k] = simd_set1(A[(o + k * SIMD_VL) / sub]);
+                b[k] = simd_set1(B[(o + k * SIMD_VL) / sub]);
+            }
+            if (finite) {
+                simd_kq_dequant(staged + o, a, b, true, out_dtype, dst, start + o, cnt);
+            } else {
+                simd_kq_dequant(staged + o, a, b, false, out_dtype, dst, start + o, cnt);
+            }
+        }
+        meta += aq__kq_meta_bytes(bits, len);
+        start += len;
+        col += len;
+        if (col == s->cols) {
+            col = 0;
+        }
+    }
+}
+
+#    define SIMD_KQ_DEQUANT(suffix, dtype)                                                  \
+        static void simd_kq_dequantize_##suffix(const uint8_t *packed, const uint8_t *meta, \
+                                                const float *scales, const float *mins,     \
+                                                const aq__span *s, void *dst)               \
+        {                                                                                   \
+            simd_kq_dequantize(packed, meta, scales, mins, s, dtype, dst);                  \
+        }
+
+SIMD_KQ_DEQUANT(f32, AQ_DTYPE_F32)
+SIMD_KQ_DEQUANT(f16, AQ_DTYPE_F16)
+SIMD_KQ_DEQUANT(bf16, AQ_DTYPE_BF16)
+#endif
+
 SIMD_INLINE size_t simd_find_nonfinite(const void *src, aq_dtype dtype, size_t n)
 {
     size_t i = 0;
@@ -746,6 +865,10 @@ const aq__kernel_table SIMD_TABLE_NAME = {
 #endif
 #ifdef SIMD_KQUANT_QUANTIZE
     .quantize_kquant = SIMD_KQUANT_QUANTIZE,
+#endif
+#ifdef SIMD_HAVE_KQ_DEQUANT
+    .dequantize_kquant = {simd_kq_dequantize_f32, simd_kq_dequantize_f16, simd_kq_dequantize_bf16,
+                          NULL},
 #endif
 #ifdef SIMD_GGML
     .ggml = SIMD_GGML,
