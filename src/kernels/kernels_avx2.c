@@ -367,12 +367,15 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, b
  * multiple of 8 codes, so a vector never straddles two. */
 #define SIMD_HAVE_KQ_DEQUANT 1
 #define SIMD_KQ_W 32
-static inline void simd_kq_dequant(const uint8_t *codes, const simd_v *a, const simd_v *b,
-                                   bool finite, aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+static inline void simd_kq_dequant(const uint8_t *codes, const float *a, const float *b,
+                                   unsigned shift, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
 {
     for (size_t k = 0; k < SIMD_KQ_W / 8 && 8 * k < cnt; k++) {
         __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + 8 * k)));
-        simd_v x = _mm256_sub_ps(_mm256_mul_ps(a[k], _mm256_cvtepi32_ps(q)), b[k]);
+        const size_t j = (8 * k) >> shift;
+        simd_v x = _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(a[j]), _mm256_cvtepi32_ps(q)),
+                                 _mm256_set1_ps(b[j]));
         avx2_dq_store(x, finite, out_dtype, dst, i + 8 * k, cnt - 8 * k < 8 ? cnt - 8 * k : 8);
     }
 }

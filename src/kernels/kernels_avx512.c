@@ -486,13 +486,17 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, b
 /* kquant (kernels_simd.h, simd_kq_dequant): a * q - b, a multiplication then a subtraction
  * (this file is built without FMA). */
 #define SIMD_HAVE_KQ_DEQUANT 1
-static inline void simd_kq_dequant(const uint8_t *codes, const simd_v *a, const simd_v *b,
-                                   bool finite, aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+static inline void simd_kq_dequant(const uint8_t *codes, const float *a, const float *b,
+                                   unsigned shift, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
 {
+    const size_t j1 = (size_t)16 >> shift; /* sub-block of codes 16..31: 1 or 0 */
     const __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
     const __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16)));
-    const simd_v x0 = _mm512_sub_ps(_mm512_mul_ps(a[0], _mm512_cvtepi32_ps(q0)), b[0]);
-    const simd_v x1 = _mm512_sub_ps(_mm512_mul_ps(a[1], _mm512_cvtepi32_ps(q1)), b[1]);
+    const simd_v x0 = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(a[0]), _mm512_cvtepi32_ps(q0)),
+                                    _mm512_set1_ps(b[0]));
+    const simd_v x1 = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(a[j1]), _mm512_cvtepi32_ps(q1)),
+                                    _mm512_set1_ps(b[j1]));
     avx512_dq_store(x0, x1, finite, out_dtype, dst, i, cnt);
 }
 

@@ -41,12 +41,14 @@
  *                                              finite: zp and scale are finite, so no result
  *                                              is NaN
  * and optionally (SIMD_HAVE_KQ_DEQUANT, kquant's dequantize, docs/format.md 5.2):
- *   void simd_kq_dequant(codes, a, b, finite, out_dtype, dst, i, cnt)  cnt <= SIMD_KQ_W codes
- *                                              (SIMD_KQ_W readable; SIMD_DQ_W unless the
- *                                              instruction set defines it) to a * (float)q - b (a
- *                                              float32 multiplication, then a subtraction),
- *                                              stored at dst[i..]; vector k of the step
- *                                              (codes k*VL .. k*VL+VL-1) uses a[k] and b[k];
+ *   void simd_kq_dequant(codes, a, b, shift, finite, out_dtype, dst, i, cnt)  cnt <=
+ *                                              SIMD_KQ_W codes (SIMD_KQ_W readable; SIMD_DQ_W
+ *                                              unless the instruction set defines it) to
+ *                                              a * (float)q - b (a float32 multiplication,
+ *                                              then a subtraction), stored at dst[i..]; code t
+ *                                              of the step is in sub-block t >> shift: its
+ *                                              a and b are a[t >> shift], b[t >> shift] (a
+ *                                              sub-block holds a whole number of vectors);
  *                                              finite as for simd_dequant
  * and optionally (SIMD_HAVE_LUT, dequantize by table):
  *   simd_lut                                   a table of the 16 outputs of codes 0..15
@@ -677,16 +679,41 @@ SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
 #        define SIMD_KQ_W SIMD_DQ_W
 #    endif
 
-/* Parameter field of P bits at bit `bit` of an lsb-first stream (docs/format.md 5.2); reads
- * only the bytes the field occupies. */
-SIMD_INLINE unsigned simd_kq_field(const uint8_t *meta, size_t bit, unsigned width)
+/* a_j = d * (float)sc_j and b_j = dmin * (float)mc_j of the nsub sub-blocks of a super-block
+ * (float32 multiplications, as the reference), from its packed parameters (docs/format.md 5.2;
+ * reads exactly aq__kq_meta_bytes of them). Returns whether every a_j and b_j is finite, so
+ * that no output is NaN (it may say false when they all are). */
+SIMD_INLINE bool simd_kq_params(const uint8_t *meta, unsigned pbits, size_t nsub, float d,
+                                float dmin, float *A, float *B)
 {
-    const unsigned shift = (unsigned)(bit % 8);
-    unsigned v = (unsigned)meta[bit / 8] >> shift;
-    if (shift + width > 8) {
-        v |= (unsigned)meta[bit / 8 + 1] << (8 - shift);
+    static const float val[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+                                  32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+                                  48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+    if (pbits == 4) {
+        /* One byte per sub-block: sc in the low nibble, mc in the high one. */
+        for (size_t j = 0; j < nsub; j++) {
+            A[j] = d * val[meta[j] & 15u];
+            B[j] = dmin * val[meta[j] >> 4];
+        }
+    } else {
+        /* Three bytes per two sub-blocks: sc, mc, sc, mc of 6 bits each; an odd last sub-block
+         * has two bytes. */
+        for (size_t j = 0; j < nsub; j += 2) {
+            const uint8_t *p = meta + 3 * (j / 2);
+            uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+            if (j + 1 < nsub) {
+                v |= (uint32_t)p[2] << 16;
+                A[j + 1] = d * val[(v >> 12) & 63u];
+                B[j + 1] = dmin * val[v >> 18];
+            }
+            A[j] = d * val[v & 63u];
+            B[j] = dmin * val[(v >> 6) & 63u];
+        }
     }
-    return v & ((1u << width) - 1u);
+    /* |d * sc| <= |d * K| (rounding is monotonic): a finite d * K bounds every a_j. */
+    const float k = val[(1u << pbits) - 1u];
+    return isfinite(d * k) && isfinite(dmin * k);
 }
 
 /* kquant's dequantize (docs/format.md 5.2), bit-identical to kernels_ref_kquant.c: per
@@ -708,6 +735,7 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
     enum { KQ_NSUB = AQ__KQ_SUPER / 16 + SIMD_KQ_W / 16 + 1 };
     SIMD_ALIGN uint8_t codes[AQ__KQ_SUPER + SIMD_STAGE_PAD];
     float A[KQ_NSUB], B[KQ_NSUB];
+    const unsigned sub_shift = sub == 16 ? 4u : 5u;
     memset(codes, 0, sizeof codes);
     memset(A, 0, sizeof A);
     memset(B, 0, sizeof B);
@@ -716,13 +744,7 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
     for (size_t start = 0; start < s->n; group++) {
         size_t len = simd_group_len(s, col, start);
         const size_t nsub = (len + sub - 1) / sub;
-        const float d = scales[group], dmin = mins[group];
-        bool finite = true;
-        for (size_t j = 0; j < nsub; j++) {
-            A[j] = d * (float)simd_kq_field(meta, 2 * j * pbits, pbits);
-            B[j] = dmin * (float)simd_kq_field(meta, (2 * j + 1) * pbits, pbits);
-            finite = finite && isfinite(A[j]) && isfinite(B[j]);
-        }
+        const bool finite = simd_kq_params(meta, pbits, nsub, scales[group], mins[group], A, B);
         for (size_t j = nsub; j < KQ_NSUB; j++) {
             A[j] = 0.0f;
             B[j] = 0.0f;
@@ -747,17 +769,17 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
             /* The last step's lanes past len read zeros, not the previous block's codes. */
             memset(codes + len, 0, SIMD_KQ_W - len % SIMD_KQ_W);
         }
-        simd_v a[SIMD_KQ_W / SIMD_VL], b[SIMD_KQ_W / SIMD_VL];
-        for (size_t o = 0; o < len; o += SIMD_KQ_W) {
-            const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
-            for (size_t k = 0; k < SIMD_KQ_W / SIMD_VL; k++) {
-                a[k] = simd_set1(A[(o + k * SIMD_VL) / sub]);
-                b[k] = simd_set1(B[(o + k * SIMD_VL) / sub]);
+        if (finite) {
+            for (size_t o = 0; o < len; o += SIMD_KQ_W) {
+                const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
+                simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,
+                                true, out_dtype, dst, start + o, cnt);
             }
-            if (finite) {
-                simd_kq_dequant(staged + o, a, b, true, out_dtype, dst, start + o, cnt);
-            } else {
-                simd_kq_dequant(staged + o, a, b, false, out_dtype, dst, start + o, cnt);
+        } else {
+            for (size_t o = 0; o < len; o += SIMD_KQ_W) {
+                const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
+                simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,
+                                false, out_dtype, dst, start + o, cnt);
             }
         }
         meta += aq__kq_meta_bytes(bits, len);
