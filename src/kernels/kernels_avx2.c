@@ -368,10 +368,9 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, b
 #define SIMD_HAVE_KQ_DEQUANT 1
 #define SIMD_KQ_W 32
 static inline void simd_kq_dequant(const uint8_t *codes, const float *a, const float *b,
-                                   unsigned shift, unsigned bits, bool finite, aq_dtype out_dtype,
-                                   void *dst, size_t i, size_t cnt)
+                                   unsigned shift, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
 {
-    (void)bits;
     for (size_t k = 0; k < SIMD_KQ_W / 8 && 8 * k < cnt; k++) {
         __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + 8 * k)));
         const size_t j = (8 * k) >> shift;

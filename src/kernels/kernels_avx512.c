@@ -487,38 +487,10 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, b
  * (this file is built without FMA). */
 #define SIMD_HAVE_KQ_DEQUANT 1
 static inline void simd_kq_dequant(const uint8_t *codes, const float *a, const float *b,
-                                   unsigned shift, unsigned bits, bool finite, aq_dtype out_dtype,
-                                   void *dst, size_t i, size_t cnt)
+                                   unsigned shift, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
 {
     const size_t j1 = (size_t)16 >> shift; /* sub-block of codes 16..31: 1 or 0 */
-    if (out_dtype != AQ_DTYPE_F32 && bits <= 4) {
-        /* By table: the step's distinct outputs (codes 0..15 of its one sub-block at 4 bits;
-         * codes 0..3 of each of its two sub-blocks at 2 bits, in lanes 0-3 and 4-7), computed
-         * and rounded as below, then vpermw looks up the 32 codes (+ 4 for the second
-         * sub-block's). */
-        __m512i idx = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)codes));
-        simd_v av = _mm512_set1_ps(a[0]), bv = _mm512_set1_ps(b[0]), iota;
-        if (bits == 4) {
-            iota = _mm512_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f, 8.0f, 9.0f, 10.0f,
-                                  11.0f, 12.0f, 13.0f, 14.0f, 15.0f);
-        } else {
-            av = _mm512_mask_blend_ps((__mmask16)0xfff0, av, _mm512_set1_ps(a[j1]));
-            bv = _mm512_mask_blend_ps((__mmask16)0xfff0, bv, _mm512_set1_ps(b[j1]));
-            iota = _mm512_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 0.0f, 1.0f, 2.0f, 3.0f, 0.0f, 1.0f, 2.0f,
-                                  3.0f, 0.0f, 1.0f, 2.0f, 3.0f);
-            idx = _mm512_mask_add_epi16(idx, (__mmask32)0xffff0000u, idx, _mm512_set1_epi16(4));
-        }
-        const __m256i h =
-            avx512_half(_mm512_sub_ps(_mm512_mul_ps(av, iota), bv), out_dtype, finite);
-        const __m512i o = _mm512_permutexvar_epi16(idx, _mm512_castsi256_si512(h));
-        uint16_t *d = (uint16_t *)dst + i;
-        if (cnt == 32) {
-            _mm512_storeu_si512(d, o);
-        } else {
-            _mm512_mask_storeu_epi16(d, (__mmask32)((1u << cnt) - 1u), o);
-        }
-        return;
-    }
     const __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
     const __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16)));
     const simd_v x0 = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(a[0]), _mm512_cvtepi32_ps(q0)),

@@ -234,10 +234,9 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, b
 #define SIMD_HAVE_KQ_DEQUANT 1
 #define SIMD_KQ_W 16
 static inline void simd_kq_dequant(const uint8_t *codes, const float *a, const float *b,
-                                   unsigned shift, unsigned bits, bool finite, aq_dtype out_dtype,
-                                   void *dst, size_t i, size_t cnt)
+                                   unsigned shift, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
 {
-    (void)bits;
     const uint8x16_t c = vld1q_u8(codes);
     const uint16x8_t lo = vmovl_u8(vget_low_u8(c)), hi = vmovl_u8(vget_high_u8(c));
     const uint32x4_t q[4] = {vmovl_u16(vget_low_u16(lo)), vmovl_u16(vget_high_u16(lo)),

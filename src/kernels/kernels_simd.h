@@ -41,7 +41,7 @@
  *                                              finite: zp and scale are finite, so no result
  *                                              is NaN
  * and optionally (SIMD_HAVE_KQ_DEQUANT, kquant's dequantize, docs/format.md 5.2):
- *   void simd_kq_dequant(codes, a, b, shift, bits, finite, out_dtype, dst, i, cnt)  cnt <=
+ *   void simd_kq_dequant(codes, a, b, shift, finite, out_dtype, dst, i, cnt)  cnt <=
  *                                              SIMD_KQ_W codes (SIMD_KQ_W readable; SIMD_DQ_W
  *                                              unless the instruction set defines it) to
  *                                              a * (float)q - b (a float32 multiplication,
@@ -49,8 +49,7 @@
  *                                              of the step is in sub-block t >> shift: its
  *                                              a and b are a[t >> shift], b[t >> shift] (a
  *                                              sub-block holds a whole number of vectors);
- *                                              every code < 2^bits; finite as for
- *                                              simd_dequant
+ *                                              finite as for simd_dequant
  * and optionally (SIMD_HAVE_LUT, dequantize by table):
  *   simd_lut                                   a table of the 16 outputs of codes 0..15
  *   simd_lut simd_lut_make(zp, scale, finite, out_dtype)  as simd_dequant computes them
@@ -774,13 +773,13 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
             for (size_t o = 0; o < len; o += SIMD_KQ_W) {
                 const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
                 simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,
-                                bits, true, out_dtype, dst, start + o, cnt);
+                                true, out_dtype, dst, start + o, cnt);
             }
         } else {
             for (size_t o = 0; o < len; o += SIMD_KQ_W) {
                 const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
                 simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,
-                                bits, false, out_dtype, dst, start + o, cnt);
+                                false, out_dtype, dst, start + o, cnt);
             }
         }
         meta += aq__kq_meta_bytes(bits, len);
