@@ -9,6 +9,7 @@
  *   bench_kernels [--weights N] [--reps R] [--probe-mib 256] [--threads 1,2] [--isa ...]
  *                 [--bits 2,4,8] [--groups 64,128] [--dtypes f32,f16,bf16,f64]
  *                 [--ops quantize,dequantize] [--clock wall|cpu]
+ *                 [--scheme affine|kquant|kquant_rows]
  *
  * --clock cpu times with the process's CPU clock instead of the wall clock: on a shared, loaded
  * machine the time other jobs hold the core is then left out (memory contention is not). Only
@@ -137,6 +138,7 @@ typedef struct bk_cfg {
     size_t probe_mib; /* 0: no probe (in-cache compute rates; floor columns empty) */
     int reps;
     bk_list threads, isa, bits, groups, dtypes, ops;
+    aq_scheme scheme; /* kquant's group is its super-block: --groups is ignored */
 } bk_cfg;
 
 static aq_dtype bk_dtype(const char *name)
@@ -150,7 +152,7 @@ static aq_dtype bk_dtype(const char *name)
     exit(2);
 }
 
-static aq_ctx *bk_ctx(const char *isa, unsigned bits, size_t g, unsigned threads)
+static aq_ctx *bk_ctx(const char *isa, aq_scheme scheme, unsigned bits, size_t g, unsigned threads)
 {
     aq_error err;
     aq_ctx *ctx;
@@ -160,7 +162,8 @@ static aq_ctx *bk_ctx(const char *isa, unsigned bits, size_t g, unsigned threads
     }
     if (aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, bits, &err) != AQ_OK ||
         aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)g, &err) != AQ_OK ||
-        aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err) != AQ_OK) {
+        aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err) != AQ_OK ||
+        aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, scheme, &err) != AQ_OK) {
         fprintf(stderr, "bench_kernels: %s\n", err.message);
         exit(2);
     }
@@ -179,6 +182,7 @@ int main(int argc, char **argv)
     bk_split("64,128", &c.groups);
     bk_split("f32,f16,bf16", &c.dtypes);
     bk_split("quantize,dequantize", &c.ops);
+    c.scheme = AQ_SCHEME_AFFINE;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *k = argv[i], *v = argv[i + 1];
         if (strcmp(k, "--weights") == 0) {
@@ -199,6 +203,20 @@ int main(int argc, char **argv)
             bk_split(v, &c.dtypes);
         } else if (strcmp(k, "--ops") == 0) {
             bk_split(v, &c.ops);
+        } else if (strcmp(k, "--scheme") == 0) {
+            if (strcmp(v, "affine") == 0) {
+                c.scheme = AQ_SCHEME_AFFINE;
+            } else if (strcmp(v, "kquant") == 0) {
+                c.scheme = AQ_SCHEME_KQUANT;
+            } else if (strcmp(v, "kquant_rows") == 0) {
+                c.scheme = AQ_SCHEME_KQUANT_ROWS;
+            } else {
+                fprintf(stderr,
+                        "bench_kernels: unknown scheme '%s' (affine, kquant, "
+                        "kquant_rows)\n",
+                        v);
+                return 2;
+            }
         } else if (strcmp(k, "--clock") == 0 && strcmp(v, "wall") == 0) {
             bk_clock = CLOCK_MONOTONIC;
         } else if (strcmp(k, "--clock") == 0 && strcmp(v, "cpu") == 0) {
@@ -226,7 +244,12 @@ int main(int argc, char **argv)
             f64 = malloc(c.weights * sizeof(double));
         }
     }
-    uint8_t *packed = malloc(c.weights);
+    if (c.scheme != AQ_SCHEME_AFFINE) {
+        bk_split("512", &c.groups); /* the super-block */
+    }
+    /* Codes, plus kquant's sub-block parameters (at most 1/16 byte per weight). */
+    const size_t packed_cap = c.weights + c.weights / 8;
+    uint8_t *packed = malloc(packed_cap);
     float *scales = malloc(c.weights / 8 * sizeof(float));
     float *zps = malloc(c.weights / 8 * sizeof(float));
     float *out = malloc(c.weights * sizeof(float));
@@ -253,12 +276,12 @@ int main(int argc, char **argv)
             f64[i] = (double)f32[i];
         }
     }
-    memset(packed, 0, c.weights);
+    memset(packed, 0, packed_cap);
     memset(out, 0, c.weights * sizeof(float));
     memset(probe_buf, 1, probe_bytes);
 
-    printf("# bench_kernels: %zu weights ([%lld, %lld]), best of %d runs, %s clock\n", c.weights,
-           (long long)shape[0], (long long)shape[1], c.reps,
+    printf("# bench_kernels: %zu weights ([%lld, %lld]), scheme %s, best of %d runs, %s clock\n",
+           c.weights, (long long)shape[0], (long long)shape[1], aq_scheme_name(c.scheme), c.reps,
            bk_clock == CLOCK_MONOTONIC ? "wall" : "process CPU");
     for (size_t t = 0; t < c.threads.n && probe_bytes > 0; t++) {
         unsigned th = (unsigned)atoi(c.threads.item[t]);
@@ -276,7 +299,8 @@ int main(int argc, char **argv)
         bool quant = strcmp(c.ops.item[o], "quantize") == 0;
         for (size_t ii = 0; ii < c.isa.n; ii++) {
             const char *isa = c.isa.item[ii];
-            aq_ctx *probe_ctx = bk_ctx(isa, 4, 64, 1);
+            aq_ctx *probe_ctx =
+                bk_ctx(isa, c.scheme, 4, c.scheme == AQ_SCHEME_AFFINE ? 64 : 512, 1);
             if (probe_ctx == NULL) {
                 printf("# %s: not available on this build or CPU, skipped\n", isa);
                 continue;
@@ -298,7 +322,7 @@ int main(int argc, char **argv)
                         double one_thread = 0.0;
                         for (size_t ti = 0; ti < c.threads.n; ti++) {
                             unsigned th = (unsigned)atoi(c.threads.item[ti]);
-                            aq_ctx *ctx = bk_ctx(isa, bits, g, th);
+                            aq_ctx *ctx = bk_ctx(isa, c.scheme, bits, g, th);
                             aq_error err;
                             aq_tensor t = {"bench", quant ? dt : AQ_DTYPE_F32, quant ? in : f32,
                                            shape, 2};
@@ -307,9 +331,9 @@ int main(int argc, char **argv)
                                 fprintf(stderr, "bench_kernels: cannot set up %s\n", isa);
                                 return 1;
                             }
-                            aq_qbuffers qb = {packed, c.weights, scales, zps, c.weights / 8};
-                            aq_qtensor q = {"bench", AQ_SCHEME_AFFINE, bits,   g,   shape,   2,
-                                            packed,  l.packed_bytes,   scales, zps, l.groups};
+                            aq_qbuffers qb = {packed, packed_cap, scales, zps, c.weights / 8};
+                            aq_qtensor q = {"bench", c.scheme,       bits,   g,   shape,   2,
+                                            packed,  l.packed_bytes, scales, zps, l.groups};
                             if (aq_quantize(ctx, &t, &qb, &err) != AQ_OK) {
                                 fprintf(stderr, "bench_kernels: %s\n", err.message);
                                 return 1;
@@ -335,7 +359,11 @@ int main(int argc, char **argv)
                             }
                             aq_ctx_free(ctx);
                             double wps = (double)c.weights / best;
-                            double bpw = (double)aq_dtype_size(dt) + bits / 8.0 + 8.0 / (double)g;
+                            /* Output, codes (and kquant's sub-block parameters), 8 bytes of
+                             * parameters per group. */
+                            double bpw = (double)aq_dtype_size(dt) +
+                                         ((double)l.packed_bytes + 8.0 * (double)l.groups) /
+                                             (double)c.weights;
                             double floor_wps = bw / bpw;
                             if (th == 1) {
                                 one_thread = wps;

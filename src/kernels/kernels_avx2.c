@@ -328,11 +328,10 @@ static inline __m128i avx2_half(simd_v x, aq_dtype out_dtype, bool finite)
     return _mm256_castsi256_si128(r);
 }
 
-static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
-                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+/* cnt <= 8 outputs of x at dst[i..]. */
+static inline void avx2_dq_store(simd_v x, bool finite, aq_dtype out_dtype, void *dst, size_t i,
+                                 size_t cnt)
 {
-    __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)codes));
-    simd_v x = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), zp), scale);
     if (out_dtype == AQ_DTYPE_F32) {
         float *d = (float *)dst + i;
         if (cnt == 8) {
@@ -352,6 +351,32 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, b
         uint16_t tmp[8];
         _mm_storeu_si128((__m128i *)tmp, h);
         memcpy(d, tmp, cnt * sizeof(uint16_t));
+    }
+}
+
+static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
+                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+{
+    __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)codes));
+    simd_v x = _mm256_mul_ps(_mm256_sub_ps(_mm256_cvtepi32_ps(q), zp), scale);
+    avx2_dq_store(x, finite, out_dtype, dst, i, cnt);
+}
+
+/* kquant (kernels_simd.h, simd_kq_dequant): a * q - b, a multiplication then a subtraction
+ * (this file is built without FMA). 32 codes at a time, four vectors; every sub-block is a
+ * multiple of 8 codes, so a vector never straddles two. */
+#define SIMD_HAVE_KQ_DEQUANT 1
+#define SIMD_KQ_W 32
+static inline void simd_kq_dequant(const uint8_t *codes, const float *a, const float *b,
+                                   unsigned shift, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
+{
+    for (size_t k = 0; k < SIMD_KQ_W / 8 && 8 * k < cnt; k++) {
+        __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(codes + 8 * k)));
+        const size_t j = (8 * k) >> shift;
+        simd_v x = _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(a[j]), _mm256_cvtepi32_ps(q)),
+                                 _mm256_set1_ps(b[j]));
+        avx2_dq_store(x, finite, out_dtype, dst, i + 8 * k, cnt - 8 * k < 8 ? cnt - 8 * k : 8);
     }
 }
 

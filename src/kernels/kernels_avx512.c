@@ -434,15 +434,10 @@ static inline __m512i avx512_bf16x2(simd_v x0, simd_v x1, bool finite)
     return _mm512_permutex2var_epi16(r0, upper, r1);
 }
 
-/* 32 codes at a time (SIMD_DQ_W), so that bfloat16 narrows two vectors at once. */
-#define SIMD_DQ_W 32
-static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
-                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+/* 32 outputs (cnt of them stored) at dst[i..]: x0 holds outputs 0-15, x1 16-31. */
+static inline void avx512_dq_store(simd_v x0, simd_v x1, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
 {
-    const __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
-    const __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16)));
-    const simd_v x0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q0), zp), scale);
-    const simd_v x1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q1), zp), scale);
     const __mmask32 k = cnt >= 32 ? (__mmask32)0xffffffffu : (__mmask32)((1u << cnt) - 1u);
     if (out_dtype == AQ_DTYPE_F32) {
         float *d = (float *)dst + i;
@@ -474,6 +469,35 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, b
     } else {
         _mm512_mask_storeu_epi16(d, k, h);
     }
+}
+
+/* 32 codes at a time (SIMD_DQ_W), so that bfloat16 narrows two vectors at once. */
+#define SIMD_DQ_W 32
+static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
+                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+{
+    const __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
+    const __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16)));
+    const simd_v x0 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q0), zp), scale);
+    const simd_v x1 = _mm512_mul_ps(_mm512_sub_ps(_mm512_cvtepi32_ps(q1), zp), scale);
+    avx512_dq_store(x0, x1, finite, out_dtype, dst, i, cnt);
+}
+
+/* kquant (kernels_simd.h, simd_kq_dequant): a * q - b, a multiplication then a subtraction
+ * (this file is built without FMA). */
+#define SIMD_HAVE_KQ_DEQUANT 1
+static inline void simd_kq_dequant(const uint8_t *codes, const float *a, const float *b,
+                                   unsigned shift, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
+{
+    const size_t j1 = (size_t)16 >> shift; /* sub-block of codes 16..31: 1 or 0 */
+    const __m512i q0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)codes));
+    const __m512i q1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(codes + 16)));
+    const simd_v x0 = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(a[0]), _mm512_cvtepi32_ps(q0)),
+                                    _mm512_set1_ps(b[0]));
+    const simd_v x1 = _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(a[j1]), _mm512_cvtepi32_ps(q1)),
+                                    _mm512_set1_ps(b[j1]));
+    avx512_dq_store(x0, x1, finite, out_dtype, dst, i, cnt);
 }
 
 /* Dequantize by table (kernels_simd.h): the 16 outputs of codes 0..15 of a group, computed

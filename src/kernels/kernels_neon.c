@@ -174,13 +174,10 @@ static size_t simd_unpack(const uint8_t *packed, size_t nbytes, unsigned bits, u
 /* `finite` (a constant after inlining) says that no lane is NaN, which holds whenever the
  * group's scale and zero point are finite (kernels_simd.h, simd_dequant_piece): the NaN
  * fix-ups are then left out. */
-static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
-                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+/* cnt <= 4 outputs of x at dst[i..]. */
+static inline void neon_dq_store(simd_v x, bool finite, aq_dtype out_dtype, void *dst, size_t i,
+                                 size_t cnt)
 {
-    uint32_t word;
-    memcpy(&word, codes, 4);
-    uint16x8_t w = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(word)));
-    simd_v x = vmulq_f32(vsubq_f32(vcvtq_f32_u32(vmovl_u16(vget_low_u16(w))), zp), scale);
     if (out_dtype == AQ_DTYPE_F32) {
         float *d = (float *)dst + i;
         if (cnt == 4) {
@@ -219,6 +216,35 @@ static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, b
         uint16_t tmp[4];
         vst1_u16(tmp, h);
         memcpy(d, tmp, cnt * sizeof(uint16_t));
+    }
+}
+
+static inline void simd_dequant(const uint8_t *codes, simd_v zp, simd_v scale, bool finite,
+                                aq_dtype out_dtype, void *dst, size_t i, size_t cnt)
+{
+    uint32_t word;
+    memcpy(&word, codes, 4);
+    uint16x8_t w = vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(word)));
+    simd_v x = vmulq_f32(vsubq_f32(vcvtq_f32_u32(vmovl_u16(vget_low_u16(w))), zp), scale);
+    neon_dq_store(x, finite, out_dtype, dst, i, cnt);
+}
+
+/* kquant (kernels_simd.h, simd_kq_dequant): a * q - b, vmulq then vsubq (never the fused
+ * vfmaq). 16 codes at a time, four vectors; a sub-block is a whole number of them. */
+#define SIMD_HAVE_KQ_DEQUANT 1
+#define SIMD_KQ_W 16
+static inline void simd_kq_dequant(const uint8_t *codes, const float *a, const float *b,
+                                   unsigned shift, bool finite, aq_dtype out_dtype, void *dst,
+                                   size_t i, size_t cnt)
+{
+    const uint8x16_t c = vld1q_u8(codes);
+    const uint16x8_t lo = vmovl_u8(vget_low_u8(c)), hi = vmovl_u8(vget_high_u8(c));
+    const uint32x4_t q[4] = {vmovl_u16(vget_low_u16(lo)), vmovl_u16(vget_high_u16(lo)),
+                             vmovl_u16(vget_low_u16(hi)), vmovl_u16(vget_high_u16(hi))};
+    for (size_t k = 0; k < 4 && 4 * k < cnt; k++) {
+        const size_t j = (4 * k) >> shift;
+        simd_v x = vsubq_f32(vmulq_f32(vdupq_n_f32(a[j]), vcvtq_f32_u32(q[k])), vdupq_n_f32(b[j]));
+        neon_dq_store(x, finite, out_dtype, dst, i + 4 * k, cnt - 4 * k < 4 ? cnt - 4 * k : 4);
     }
 }
 

@@ -40,6 +40,16 @@
  *                                              ((float)q - zp) * scale, stored at dst[i..];
  *                                              finite: zp and scale are finite, so no result
  *                                              is NaN
+ * and optionally (SIMD_HAVE_KQ_DEQUANT, kquant's dequantize, docs/format.md 5.2):
+ *   void simd_kq_dequant(codes, a, b, shift, finite, out_dtype, dst, i, cnt)  cnt <=
+ *                                              SIMD_KQ_W codes (SIMD_KQ_W readable; SIMD_DQ_W
+ *                                              unless the instruction set defines it) to
+ *                                              a * (float)q - b (a float32 multiplication,
+ *                                              then a subtraction), stored at dst[i..]; code t
+ *                                              of the step is in sub-block t >> shift: its
+ *                                              a and b are a[t >> shift], b[t >> shift] (a
+ *                                              sub-block holds a whole number of vectors);
+ *                                              finite as for simd_dequant
  * and optionally (SIMD_HAVE_LUT, dequantize by table):
  *   simd_lut                                   a table of the 16 outputs of codes 0..15
  *   simd_lut simd_lut_make(zp, scale, finite, out_dtype)  as simd_dequant computes them
@@ -663,6 +673,137 @@ SIMD_INLINE void simd_dequantize(const uint8_t *packed, const float *scales,
     }
 }
 
+#ifdef SIMD_HAVE_KQ_DEQUANT
+/* Codes simd_kq_dequant takes at a time: SIMD_DQ_W unless the instruction set says otherwise. */
+#    ifndef SIMD_KQ_W
+#        define SIMD_KQ_W SIMD_DQ_W
+#    endif
+
+/* a_j = d * (float)sc_j and b_j = dmin * (float)mc_j of the nsub sub-blocks of a super-block
+ * (float32 multiplications, as the reference), from its packed parameters (docs/format.md 5.2;
+ * reads exactly aq__kq_meta_bytes of them). Returns whether every a_j and b_j is finite, so
+ * that no output is NaN (it may say false when they all are). */
+SIMD_INLINE bool simd_kq_params(const uint8_t *meta, unsigned pbits, size_t nsub, float d,
+                                float dmin, float *A, float *B)
+{
+    static const float val[64] = {0,  1,  2,  3,  4,  5,  6,  7,  8,  9,  10, 11, 12, 13, 14, 15,
+                                  16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31,
+                                  32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 45, 46, 47,
+                                  48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63};
+    if (pbits == 4) {
+        /* One byte per sub-block: sc in the low nibble, mc in the high one. */
+        for (size_t j = 0; j < nsub; j++) {
+            A[j] = d * val[meta[j] & 15u];
+            B[j] = dmin * val[meta[j] >> 4];
+        }
+    } else {
+        /* Three bytes per two sub-blocks: sc, mc, sc, mc of 6 bits each; an odd last sub-block
+         * has two bytes. */
+        for (size_t j = 0; j < nsub; j += 2) {
+            const uint8_t *p = meta + 3 * (j / 2);
+            uint32_t v = (uint32_t)p[0] | (uint32_t)p[1] << 8;
+            if (j + 1 < nsub) {
+                v |= (uint32_t)p[2] << 16;
+                A[j + 1] = d * val[(v >> 12) & 63u];
+                B[j + 1] = dmin * val[v >> 18];
+            }
+            A[j] = d * val[v & 63u];
+            B[j] = dmin * val[(v >> 6) & 63u];
+        }
+    }
+    /* |d * sc| <= |d * K| (rounding is monotonic): a finite d * K bounds every a_j. */
+    const float k = val[(1u << pbits) - 1u];
+    return isfinite(d * k) && isfinite(dmin * k);
+}
+
+/* kquant's dequantize (docs/format.md 5.2), bit-identical to kernels_ref_kquant.c: per
+ * sub-block a = d * (float)sc and b = dmin * (float)mc in scalar float32 as the reference
+ * computes them, then a * (float)q - b per element, SIMD_KQ_W codes at a time. A super-block's
+ * codes are unpacked into a zero-padded stage (read in place for whole 8-bit super-blocks);
+ * one that starts inside a byte (rows of kquant_rows whose length is not a multiple of the
+ * codes per byte) is unpacked code by code. */
+SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, const float *scales,
+                                    const float *mins, const aq__span *s, aq_dtype out_dtype,
+                                    void *dst)
+{
+    const unsigned bits = s->bits;
+    const size_t sub = aq__kq_sub(bits);
+    const unsigned pbits = aq__kq_param_bits(bits);
+    const unsigned mask = (1u << bits) - 1u;
+    /* Room for the sub-block parameters of the lanes past a super-block's end in its last
+     * step. */
+    enum { KQ_NSUB = AQ__KQ_SUPER / 16 + SIMD_KQ_W / 16 + 1 };
+    SIMD_ALIGN uint8_t codes[AQ__KQ_SUPER + SIMD_STAGE_PAD];
+    float A[KQ_NSUB], B[KQ_NSUB];
+    const unsigned sub_shift = sub == 16 ? 4u : 5u;
+    memset(codes, 0, sizeof codes);
+    memset(A, 0, sizeof A);
+    memset(B, 0, sizeof B);
+    size_t col = s->col0;
+    size_t group = 0;
+    for (size_t start = 0; start < s->n; group++) {
+        size_t len = simd_group_len(s, col, start);
+        const size_t nsub = (len + sub - 1) / sub;
+        const bool finite = simd_kq_params(meta, pbits, nsub, scales[group], mins[group], A, B);
+        for (size_t j = nsub; j < KQ_NSUB; j++) {
+            A[j] = 0.0f;
+            B[j] = 0.0f;
+        }
+        const uint8_t *staged = codes;
+        const size_t bit0 = start * bits;
+        if (bit0 % 8 != 0) {
+            size_t bit = bit0;
+            for (size_t t = 0; t < len; t++, bit += bits) {
+                codes[t] = (uint8_t)(((unsigned)packed[bit / 8] >> (bit % 8)) & mask);
+            }
+        } else if (bits == 8) {
+            if (len == AQ__KQ_SUPER) {
+                staged = packed + start;
+            } else {
+                memcpy(codes, packed + start, len);
+            }
+        } else {
+            simd_unpack_all(packed + bit0 / 8, (len * bits + 7) / 8, bits, codes);
+        }
+        if (len % SIMD_KQ_W != 0) {
+            /* The last step's lanes past len read zeros, not the previous block's codes. */
+            memset(codes + len, 0, SIMD_KQ_W - len % SIMD_KQ_W);
+        }
+        if (finite) {
+            for (size_t o = 0; o < len; o += SIMD_KQ_W) {
+                const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
+                simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,
+                                true, out_dtype, dst, start + o, cnt);
+            }
+        } else {
+            for (size_t o = 0; o < len; o += SIMD_KQ_W) {
+                const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
+                simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,
+                                false, out_dtype, dst, start + o, cnt);
+            }
+        }
+        meta += aq__kq_meta_bytes(bits, len);
+        start += len;
+        col += len;
+        if (col == s->cols) {
+            col = 0;
+        }
+    }
+}
+
+#    define SIMD_KQ_DEQUANT(suffix, dtype)                                                  \
+        static void simd_kq_dequantize_##suffix(const uint8_t *packed, const uint8_t *meta, \
+                                                const float *scales, const float *mins,     \
+                                                const aq__span *s, void *dst)               \
+        {                                                                                   \
+            simd_kq_dequantize(packed, meta, scales, mins, s, dtype, dst);                  \
+        }
+
+SIMD_KQ_DEQUANT(f32, AQ_DTYPE_F32)
+SIMD_KQ_DEQUANT(f16, AQ_DTYPE_F16)
+SIMD_KQ_DEQUANT(bf16, AQ_DTYPE_BF16)
+#endif
+
 SIMD_INLINE size_t simd_find_nonfinite(const void *src, aq_dtype dtype, size_t n)
 {
     size_t i = 0;
@@ -746,6 +887,10 @@ const aq__kernel_table SIMD_TABLE_NAME = {
 #endif
 #ifdef SIMD_KQUANT_QUANTIZE
     .quantize_kquant = SIMD_KQUANT_QUANTIZE,
+#endif
+#ifdef SIMD_HAVE_KQ_DEQUANT
+    .dequantize_kquant = {simd_kq_dequantize_f32, simd_kq_dequantize_f16, simd_kq_dequantize_bf16,
+                          NULL},
 #endif
 #ifdef SIMD_GGML
     .ggml = SIMD_GGML,

@@ -459,22 +459,51 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
     return AQ_OK;
 }
 
-void aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
-                           aq_dtype out_dtype, void *out)
+/* kquant's dequantize: its spans (whole super-blocks, byte-aligned) run on the context's
+ * threads, as the affine scheme's do. */
+typedef struct qual_dq_job {
+    qual_job spans; /* starts and pool */
+    const aq_qtensor *src;
+    aq__dequantize_kquant_fn fn;
+    size_t elem;
+    void *out;
+} qual_dq_job;
+
+static void qual_dq_task(void *arg, size_t i)
+{
+    const qual_dq_job *job = arg;
+    const aq_layout *l = job->spans.l;
+    const size_t start = job->spans.starts[i];
+    aq__span s = aq__quant_span_at(l, start);
+    size_t g = aq__quant_group_at(l, start);
+    job->fn(job->src->packed + start * l->bit_width / 8,
+            job->src->packed + job->spans.code_bytes + qual_kq_meta_offset(l, start),
+            job->src->scales + g, job->src->zero_points + g, &s,
+            (char *)job->out + start * job->elem);
+}
+
+aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
+                                aq_dtype out_dtype, void *out, aq_error *err)
 {
     const aq__kernel_table *k = ctx->kernels;
-    aq__dequantize_kquant_fn fn = k->dequantize_kquant[out_dtype] != NULL
-                                      ? k->dequantize_kquant[out_dtype]
-                                      : aq__kernels_ref.dequantize_kquant[out_dtype];
-    const size_t elem = aq_dtype_size(out_dtype), code_bytes = qual_code_bytes(l);
-    for (size_t start = 0; start < l->elements;) {
-        aq__span s = aq__quant_span_at(l, start);
-        size_t g = aq__quant_group_at(l, start);
-        fn(src->packed + start * l->bit_width / 8,
-           src->packed + code_bytes + qual_kq_meta_offset(l, start), src->scales + g,
-           src->zero_points + g, &s, (char *)out + start * elem);
-        start += s.n;
+    qual_dq_job job;
+    memset(&job, 0, sizeof job);
+    job.fn = k->dequantize_kquant[out_dtype] != NULL ? k->dequantize_kquant[out_dtype]
+                                                     : aq__kernels_ref.dequantize_kquant[out_dtype];
+    job.src = src;
+    job.elem = aq_dtype_size(out_dtype);
+    job.out = out;
+    job.spans.l = l;
+    job.spans.code_bytes = qual_code_bytes(l);
+    aq_status st = qual_job_spans(ctx, &job.spans, err);
+    if (st != AQ_OK) {
+        return st;
     }
+    aq__pool_run(job.spans.pool, job.spans.nspans, qual_dq_task, &job);
+    if (job.spans.starts != job.spans.one) {
+        free(job.spans.starts);
+    }
+    return AQ_OK;
 }
 
 /* Rows [r0, r0 + nr) of a tensor in the flattened kquant layout: the super-blocks that cover

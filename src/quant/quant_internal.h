@@ -59,9 +59,10 @@ size_t aq__quant_group_at(const aq_layout *l, size_t start);
 /* Layout of any scheme, and the quality schemes' drivers (quality.c). */
 aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape, size_t ndim,
                             unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err);
-/* Dequantizes a kquant tensor that aq_dequantize has checked against its layout l. */
-void aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
-                           aq_dtype out_dtype, void *out);
+/* Dequantizes a kquant tensor that aq_dequantize has checked against its layout l, its spans
+ * on the context's threads; fails only when those threads or the list of spans cannot be had. */
+aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
+                                aq_dtype out_dtype, void *out, aq_error *err);
 
 /* Dequantizes rows [r0, r0 + nr) of a whole quantized tensor of any scheme (src describes the
  * whole tensor; its sizes are checked against its scheme's layout) into out (nr * cols

@@ -391,8 +391,7 @@ aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype, 
         return st;
     }
     if (aq_scheme_is_kquant(src->scheme)) {
-        aq__dequantize_kquant(ctx, src, &l, out_dtype, out); /* quality.c */
-        return AQ_OK;
+        return aq__dequantize_kquant(ctx, src, &l, out_dtype, out, err); /* quality.c */
     }
     quant_job job;
     if ((st = quant_job_init(ctx, &l, &job, err)) != AQ_OK) {

@@ -3,7 +3,10 @@
  * none, row lengths that make full, short and unaligned super-blocks, and values chosen to
  * reach every branch (constant and all-negative sub-blocks, ties on the code grid, subnormals,
  * 2^125, outliers, ranges too small for some candidates). affine_search: codes, scales and
- * zero points over the same values and every group size, handled by the SIMD search or not. */
+ * zero points over the same values and every group size, handled by the SIMD search or not.
+ * kquant's dequantize: every output dtype, bit width and layout, whole tensors and spans that
+ * start past the first super-block, on quantized data and on random codes with adversarial d
+ * and dmin (signed zeros, subnormals, the float32 extremes, infinities, NaN). */
 #include "../kernels/simd_tables.h"
 #include "aq_test.h"
 #include "kernels.h"
@@ -248,5 +251,126 @@ TEST(other_dtypes)
     free(d);
 }
 
+/* ---- dequantize: every table's dequantize_kquant against the reference, bit for bit ---- */
+
+/* d and dmin that reach every float32 case of a * q - b (bit patterns): zeros of both signs,
+ * subnormals, the extremes of the range, infinities, and NaNs with and without a payload
+ * (quiet and signalling), whose float16 and bfloat16 forms the conversions must match. */
+static const uint32_t kd_params[] = {
+    0x00000000u, 0x80000000u, 0x00000001u, 0x80400000u, 0x00800000u, 0x3a83126fu,
+    0xc0200000u, 0x3c4985f0u, 0x7149f2cau, 0x7f7fffffu, 0xff7fffffu, 0x7f800000u,
+    0xff800000u, 0x7fc00000u, 0xffc0beefu, 0x7fa12345u, 0x71800000u, 0x40e00000u,
+};
+
+static float kd_param(uint64_t *seed)
+{
+    uint32_t u = kd_params[aq_test_rand_u64(seed) % (sizeof kd_params / sizeof kd_params[0])];
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Dequantizes one span (elements [e0, e0 + n) of a tensor of rows of cols, whose super-block
+ * g0 and meta byte m0 it starts at) with fn into out (n + 64 elements of out_dtype, filled
+ * with 0xa5 first, so writes past the span show). */
+static void kd_run(aq__dequantize_kquant_fn fn, const uint8_t *packed, const uint8_t *meta,
+                   const float *d, const float *dmin, size_t e0, size_t n, size_t cols,
+                   unsigned bits, size_t elem, uint8_t *out)
+{
+    memset(out, 0xa5, (n + 64) * elem);
+    aq__span s = {n, e0 % cols, cols, AQ__KQ_SUPER, bits};
+    fn(packed + e0 * bits / 8, meta, d, dmin, &s, out);
+}
+
+/* Every table against the reference on random codes and sub-block parameters, super-block
+ * parameters from kd_params (adversarial) or from a quantization, for the whole tensor and
+ * for the span that starts at its second super-block; returns the mismatches. */
+static int kd_compare(size_t rows, size_t cols, unsigned bits, uint64_t seed, bool adversarial)
+{
+    const aq__kernel_table *t[8];
+    int nt = ks_tables(t), bad = 0;
+    const size_t n = rows * cols, gpr = (cols + AQ__KQ_SUPER - 1) / AQ__KQ_SUPER;
+    const size_t groups = rows * gpr;
+    ks_out q;
+    float *x = malloc(n * 4);
+    ks_fill(x, n, seed, -1);
+    ks_run(aq__kernels_ref.quantize_kquant[AQ_DTYPE_F32], x, NULL, rows, cols, bits, &q);
+    free(x);
+    if (adversarial) {
+        /* Any bits are codes and sub-block parameters the kernel must read as written. */
+        const size_t pb = (n * bits + 7) / 8, mb = ks_meta_bytes(rows, cols, bits);
+        for (size_t i = 0; i < pb; i++) {
+            q.packed[i] = (uint8_t)aq_test_rand_u64(&seed);
+        }
+        for (size_t i = 0; i < mb; i++) {
+            q.meta[i] = (uint8_t)aq_test_rand_u64(&seed);
+        }
+        for (size_t g = 0; g < groups; g++) {
+            q.d[g] = kd_param(&seed);
+            q.dmin[g] = kd_param(&seed);
+        }
+    }
+    /* The whole tensor, and (when it has one) the span from the second super-block of the
+     * first row to the end, as the driver cuts spans at super-block boundaries. */
+    size_t starts[2] = {0, AQ__KQ_SUPER};
+    int nstarts = cols > AQ__KQ_SUPER ? 2 : 1;
+    for (int dt = AQ_DTYPE_F32; dt <= AQ_DTYPE_BF16; dt++) {
+        const size_t elem = dt == AQ_DTYPE_F32 ? 4 : 2;
+        uint8_t *r = malloc((n + 64) * elem), *o = malloc((n + 64) * elem);
+        for (int si = 0; si < nstarts; si++) {
+            const size_t e0 = starts[si], g0 = e0 / AQ__KQ_SUPER;
+            const uint8_t *meta = q.meta + (e0 == 0 ? 0 : aq__kq_meta_bytes(bits, AQ__KQ_SUPER));
+            kd_run(aq__kernels_ref.dequantize_kquant[dt], q.packed, meta, q.d + g0, q.dmin + g0, e0,
+                   n - e0, cols, bits, elem, r);
+            for (int k = 0; k < nt; k++) {
+                if (t[k]->dequantize_kquant[dt] == NULL) {
+                    continue;
+                }
+                kd_run(t[k]->dequantize_kquant[dt], q.packed, meta, q.d + g0, q.dmin + g0, e0,
+                       n - e0, cols, bits, elem, o);
+                if (memcmp(r, o, (n - e0 + 64) * elem) != 0) {
+                    size_t i = 0;
+                    while (memcmp(r + i * elem, o + i * elem, elem) == 0) {
+                        i++;
+                    }
+                    printf("dequantize mismatch: %s, %s, %zu x %zu from %zu, %u bits, %s, "
+                           "element %zu\n",
+                           t[k]->name, aq_dtype_name((aq_dtype)dt), rows, cols, e0, bits,
+                           adversarial ? "adversarial" : "quantized", e0 + i);
+                    bad++;
+                }
+            }
+        }
+        free(r);
+        free(o);
+    }
+    ks_free(&q);
+    return bad;
+}
+
+TEST(dequantize_every_table)
+{
+    const aq__kernel_table *t[8];
+    int nt = ks_tables(t), with = 0;
+    for (int k = 0; k < nt; k++) {
+        with += t[k]->dequantize_kquant[AQ_DTYPE_F32] != NULL;
+    }
+    printf("%d SIMD table(s) with a kquant dequantize kernel\n", with);
+    for (size_t sh = 0; sh < sizeof ks_shapes / sizeof ks_shapes[0]; sh++) {
+        for (unsigned b = 2; b <= 8; b *= 2) {
+            CHECK(kd_compare(ks_shapes[sh][0], ks_shapes[sh][1], b, 500 + sh, false) == 0);
+            CHECK(kd_compare(ks_shapes[sh][0], ks_shapes[sh][1], b, 700 + sh, true) == 0);
+        }
+    }
+    /* Short tensors: one partial super-block, a partial last sub-block, odd lengths. */
+    static const size_t shorts[] = {1, 3, 5, 15, 17, 31, 33, 100, 511, 1023};
+    for (size_t i = 0; i < sizeof shorts / sizeof shorts[0]; i++) {
+        for (unsigned b = 2; b <= 8; b *= 2) {
+            CHECK(kd_compare(1, shorts[i], b, 900 + i, true) == 0);
+            CHECK(kd_compare(3, shorts[i], b, 950 + i, true) == 0);
+        }
+    }
+}
+
 AQ_TEST_MAIN(AQ_CASE(f32_every_mode), AQ_CASE(f32_importance), AQ_CASE(search_every_mode),
-             AQ_CASE(other_dtypes))
+             AQ_CASE(other_dtypes), AQ_CASE(dequantize_every_table))

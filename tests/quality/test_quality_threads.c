@@ -1,6 +1,7 @@
 /* aq_quantize_ex (affine_search, kquant, the moment correction) on the context's thread pool:
  * the same bytes for any thread count, with and without importance weights, and the same
- * first refused value (NaN/Inf, or a kquant value beyond 2^125) whatever the threads. */
+ * first refused value (NaN/Inf, or a kquant value beyond 2^125) whatever the threads; kquant's
+ * dequantize, the same bytes for any thread count. */
 #include "aq_common.h"
 #include "aq_test.h"
 
@@ -107,6 +108,54 @@ TEST(quality_schemes_same_bytes_for_any_thread_count)
     free(w);
 }
 
+/* kquant's dequantize runs its spans on the context's threads: the same bytes for any thread
+ * count, both layouts, every bit width, float32 and bfloat16 out. */
+TEST(kquant_dequantize_same_bytes_for_any_thread_count)
+{
+    int64_t shape[2] = {301, 1111};
+    const size_t n = 301 * 1111;
+    float *x = malloc(n * sizeof(float));
+    uint8_t *one = malloc(n * 4), *many = malloc(n * 4);
+    CHECK(x != NULL && one != NULL && many != NULL);
+    uint64_t seed = 29;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = (float)aq_test_rand_normal(&seed);
+    }
+    aq_error err;
+    aq_tensor t = {"w", AQ_DTYPE_F32, x, shape, 2};
+    static const aq_scheme schemes[] = {AQ_SCHEME_KQUANT, AQ_SCHEME_KQUANT_ROWS};
+    static const aq_dtype dtypes[] = {AQ_DTYPE_F32, AQ_DTYPE_BF16};
+    static const unsigned threads[] = {1, 2, 3, 8};
+    for (size_t sc = 0; sc < 2; sc++) {
+        for (unsigned bits = 2; bits <= 8; bits *= 2) {
+            qt_out q;
+            CHECK_OK(qt_run(&t, schemes[sc], bits, 512, 1, 0, NULL, &q, &err));
+            aq_qtensor qt = {"w",      schemes[sc],      bits,     512,   shape,     2,
+                             q.packed, q.l.packed_bytes, q.scales, q.zps, q.l.groups};
+            for (size_t d = 0; d < 2; d++) {
+                const size_t bytes = n * aq_dtype_size(dtypes[d]);
+                for (size_t k = 0; k < sizeof threads / sizeof threads[0]; k++) {
+                    aq_ctx *ctx = NULL;
+                    CHECK_OK(aq_ctx_create(&ctx, &err));
+                    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads[k], &err));
+                    uint8_t *out = k == 0 ? one : many;
+                    memset(out, 0xa5, bytes);
+                    CHECK_OK(aq_dequantize(ctx, &qt, dtypes[d], out, n, &err));
+                    aq_ctx_free(ctx);
+                    CHECK_MSG(k == 0 || memcmp(one, many, bytes) == 0,
+                              "%s, %u bits, %s: %u threads differ from 1 thread",
+                              aq_scheme_name(schemes[sc]), bits, aq_dtype_name(dtypes[d]),
+                              threads[k]);
+                }
+            }
+            qt_free(&q);
+        }
+    }
+    free(x);
+    free(one);
+    free(many);
+}
+
 TEST(quality_first_refused_value_whatever_the_threads)
 {
     int64_t shape[2] = {400, 1000};
@@ -146,4 +195,5 @@ TEST(quality_first_refused_value_whatever_the_threads)
 }
 
 AQ_TEST_MAIN(AQ_CASE(quality_schemes_same_bytes_for_any_thread_count),
-             AQ_CASE(quality_first_refused_value_whatever_the_threads))
+             AQ_CASE(quality_first_refused_value_whatever_the_threads),
+             AQ_CASE(kquant_dequantize_same_bytes_for_any_thread_count))
