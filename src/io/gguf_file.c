@@ -105,7 +105,12 @@ aq_status aq_gguf_open_memory(const void *data, size_t size, const char *label, 
 
 int aq_gguf_is_gguf(const char *path)
 {
-    FILE *f = path != NULL ? fopen(path, "rb") : NULL;
+    /* Only a regular file is looked at: fopen of a FIFO blocks until a writer comes. */
+    struct stat sb;
+    if (path == NULL || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        return 0;
+    }
+    FILE *f = fopen(path, "rb");
     char magic[4] = {0};
     int yes = 0;
     if (f != NULL) {
