@@ -38,6 +38,22 @@ static inline const char *aq__name_or_unnamed(const char *name)
  * (strings.c). */
 char *aq__strdup(const char *s);
 
+/* XXH64 of n bytes with a seed (hash.c). */
+uint64_t aq__xxh64(const void *data, size_t n, uint64_t seed);
+
+/* The bytes of one model file row that its checksum covers, as they lie in the file's columns
+ * (docs/format.md 6.2); shape is int64 little-endian, group_size the column's uint32. */
+typedef struct aq__row_bytes {
+    const void *name, *data, *scales, *zero_points, *shape, *scheme, *source_dtype;
+    size_t name_len, data_len, scales_len, zero_points_len, shape_len, scheme_len, source_dtype_len;
+    uint8_t bit_width;
+    uint32_t group_size;
+} aq__row_bytes;
+
+/* The row's checksum column value: XXH64 over each part in turn, each seeded with the
+ * previous part's hash (hash.c). */
+uint64_t aq__row_checksum(const aq__row_bytes *r);
+
 /* Checked size arithmetic: return false (and leave *out unspecified) on overflow. */
 static inline bool aq__mul_size(size_t a, size_t b, size_t *out)
 {

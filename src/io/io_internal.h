@@ -7,7 +7,9 @@
 
 #include <stdio.h>
 
-/* One tensor entry of a parsed header. begin/end are relative to the data region. */
+/* One tensor entry of a parsed header. begin/end are relative to the data region. name, shape
+ * and dtype_name point into the header's arena (dtype_name at a static string for known
+ * dtypes); they live as long as the header. */
 typedef struct aq__st_entry {
     char *name;
     aq_st_dtype dtype;
@@ -29,6 +31,7 @@ typedef struct aq__st_header {
     char **meta_keys;
     char **meta_values;
     size_t n_meta;
+    struct aq__st_block *arena; /* names, shapes and metadata strings, in large blocks */
 } aq__st_header;
 
 /* Parses and validates the header of a whole safetensors file held in bytes[0..size): the

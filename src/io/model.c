@@ -15,9 +15,9 @@
 
 typedef struct model_entry {
     aq_st_tensor pub;
-    char *full_name;
-    size_t file;   /* index into files */
-    size_t offset; /* absolute offset in the file */
+    char *full_name; /* owned, or the file header's own name where there is no component */
+    size_t file;     /* index into files */
+    size_t offset;   /* absolute offset in the file */
 } model_entry;
 
 typedef struct model_component {
@@ -175,7 +175,10 @@ static aq_status model_add_file(aq_model *m, const char *path, const char *compo
     m->files[fi] = f;
     m->comp_of_file[fi] = comp;
     if (m->n + f->h.n > m->cap) {
-        size_t cap = (m->n + f->h.n) * 2 + 16;
+        size_t cap = m->cap + m->cap / 2;
+        if (cap < m->n + f->h.n) {
+            cap = m->n + f->h.n; /* a single large file gets no spare room */
+        }
         model_entry *e = realloc(m->entries, cap * sizeof *e);
         if (e == NULL) {
             return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
@@ -190,7 +193,7 @@ static aq_status model_add_file(aq_model *m, const char *path, const char *compo
         if (comp[0] != '\0') {
             e->full_name = model_join(comp, se->name);
         } else {
-            e->full_name = aq__strdup(se->name);
+            e->full_name = se->name;
         }
         if (e->full_name == NULL) {
             return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
@@ -638,7 +641,9 @@ void aq_model_free(aq_model *m)
         return;
     }
     for (size_t i = 0; i < m->n; i++) {
-        free(m->entries[i].full_name);
+        if (m->comp_of_file[m->entries[i].file][0] != '\0') {
+            free(m->entries[i].full_name);
+        }
     }
     free(m->entries);
     for (size_t i = 0; i < m->n_files; i++) {

@@ -32,7 +32,7 @@
  * that every block starts on a byte of the packed codes. */
 #define MQ_BLOCK_ELEMENTS ((size_t)1 << 16)
 
-enum { MQ_NCOLS = 12 };
+enum { MQ_NCOLS = 13 };
 
 static const struct {
     const char *format;
@@ -43,6 +43,7 @@ static const struct {
     {"+l", "zero_points", "f"}, {"+l", "shape", "l"},          {"C", "bit_width", NULL},
     {"I", "group_size", NULL},  {"u", "scheme", NULL},         {"u", "source_dtype", NULL},
     {"g", "sqnr_db", NULL},     {"g", "cosine", NULL},         {"g", "max_abs_error", NULL},
+    {"L", "checksum", NULL},
 };
 
 typedef struct mq_row {
@@ -771,8 +772,9 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
     uint32_t *groups = calloc(n, sizeof *groups);
     double *m[3] = {calloc(n, sizeof(double)), calloc(n, sizeof(double)),
                     calloc(n, sizeof(double))};
+    uint64_t *sums = calloc(n, sizeof *sums);
     if (!names || !schemes || !dtypes || !sv || !zv || !dv || !gc || !dc || !bits || !groups ||
-        !m[0] || !m[1] || !m[2]) {
+        !m[0] || !m[1] || !m[2] || !sums) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
         goto done;
     }
@@ -794,6 +796,25 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
         m[1][i] = r->cosine;
         m[2][i] = r->maxerr;
         total_data += r->data_size;
+        aq__row_bytes rb = {
+            .name = r->name,
+            .name_len = strlen(r->name),
+            .data = r->borrowed != NULL ? r->borrowed : r->data,
+            .data_len = r->data_size,
+            .scales = r->scales,
+            .scales_len = r->groups * sizeof(float),
+            .zero_points = r->zps,
+            .zero_points_len = r->groups * sizeof(float),
+            .shape = t->shape,
+            .shape_len = t->ndim * sizeof(int64_t),
+            .bit_width = bits[i],
+            .group_size = groups[i],
+            .scheme = r->scheme,
+            .scheme_len = strlen(r->scheme),
+            .source_dtype = r->source_dtype,
+            .source_dtype_len = strlen(r->source_dtype),
+        };
+        sums[i] = aq__row_checksum(&rb);
     }
     if ((st = aq__array_alloc(&batch, (int64_t)n, 1, MQ_NCOLS, err)) != AQ_OK ||
         (st = mq_utf8(batch.children[0], names, n, err)) != AQ_OK) {
@@ -887,6 +908,9 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
             goto done;
         }
     }
+    if ((st = mq_prim(batch.children[12], sums, sizeof(uint64_t), n, err)) != AQ_OK) {
+        goto done;
+    }
     /* A batch that borrows from the mapping is written now: its pages are let go below. */
     if ((st = mq_submit(s, &batch, !borrowed, err)) != AQ_OK) {
         goto done;
@@ -918,6 +942,7 @@ done:
     for (int k = 0; k < 3; k++) {
         free(m[k]);
     }
+    free(sums);
     return st;
 }
 

@@ -28,13 +28,14 @@ struct aq_qmodel {
     struct ArrowSchema schema;
     struct ArrowArray batch;
     int64_t col[12];
+    int64_t sum_col; /* the optional checksum column, or -1 */
     int64_t rows;
     int64_t next_row;
     size_t row_index; /* rows handed out so far, over all batches */
     int format_version;
     arw_var names, data, scheme, sdtype;
     arw_list scales, zps, shape;
-    arw_prim bits, group, m[3];
+    arw_prim bits, group, m[3], sums;
     /* The current row's own copies. */
     char *name_buf, *scheme_buf, *dtype_buf;
     size_t name_cap, scheme_cap, dtype_cap;
@@ -180,6 +181,8 @@ aq_status aq_qmodel_open(const char *path, aq_qmodel **out, aq_error *err)
             goto done;
         }
     }
+    /* Files written before the checksum column read as before. */
+    qm->sum_col = aq__arrow_find_column(&qm->schema, "checksum");
     if ((st = qm_metadata(qm, err)) != AQ_OK) {
         goto done;
     }
@@ -265,6 +268,11 @@ static aq_status qm_import(aq_qmodel *qm, aq_error *err)
         return st;
     }
 #undef QM_S
+    if (qm->sum_col >= 0 &&
+        (st = aq__arrow_import_prim("checksum", 'L', "uint64", s->children[qm->sum_col],
+                                    a->children[qm->sum_col], off, r, &qm->sums, err)) != AQ_OK) {
+        return st;
+    }
     return AQ_OK;
 }
 
@@ -282,6 +290,48 @@ static aq_status qm_floats(aq_qmodel *qm, const arw_list *l, int64_t start, int6
     }
     memcpy(tmp, p, (size_t)count * 4);
     *out = tmp;
+    return AQ_OK;
+}
+
+/* Compares row i's bytes with its checksum (format.md 6.2), before any of them is used. */
+static aq_status qm_verify(aq_qmodel *qm, int64_t i, size_t ri, aq_error *err)
+{
+    if (!arw_prim_valid(&qm->sums, i)) {
+        return aq__error_set(err, AQ_INVALID_DATA, "%s: row %zu (layer '%s') has a null checksum",
+                             qm->path, ri, qm->name_buf);
+    }
+    aq__row_bytes rb;
+    memset(&rb, 0, sizeof rb);
+    const uint8_t *p;
+    aq__arrow_var_get(&qm->names, i, &p, &rb.name_len);
+    rb.name = p;
+    aq__arrow_var_get(&qm->data, i, &p, &rb.data_len);
+    rb.data = p;
+    aq__arrow_var_get(&qm->scheme, i, &p, &rb.scheme_len);
+    rb.scheme = p;
+    aq__arrow_var_get(&qm->sdtype, i, &p, &rb.source_dtype_len);
+    rb.source_dtype = p;
+    int64_t start, count;
+    aq__arrow_list_get(&qm->scales, i, &start, &count);
+    rb.scales = qm->scales.values + (size_t)start * 4;
+    rb.scales_len = (size_t)count * 4;
+    aq__arrow_list_get(&qm->zps, i, &start, &count);
+    rb.zero_points = qm->zps.values + (size_t)start * 4;
+    rb.zero_points_len = (size_t)count * 4;
+    aq__arrow_list_get(&qm->shape, i, &start, &count);
+    rb.shape = qm->shape.values + (size_t)start * 8;
+    rb.shape_len = (size_t)count * 8;
+    rb.bit_width = qm->bits.values[qm->bits.offset + i];
+    memcpy(&rb.group_size, qm->group.values + (size_t)(qm->group.offset + i) * 4, 4);
+    uint64_t want;
+    memcpy(&want, qm->sums.values + (size_t)(qm->sums.offset + i) * 8, 8);
+    uint64_t got = aq__row_checksum(&rb);
+    if (got != want) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: row %zu (layer '%s'): checksum mismatch (stored %016" PRIx64
+                             ", computed %016" PRIx64 "): the row's bytes are damaged",
+                             qm->path, ri, qm->name_buf, want, got);
+    }
     return AQ_OK;
 }
 
@@ -305,6 +355,9 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
         return st;
     }
     row->name = qm->name_buf;
+    if (qm->sum_col >= 0 && (st = qm_verify(qm, i, ri, err)) != AQ_OK) {
+        return st;
+    }
     if (qm->format_version < 2 && strcmp(qm->scheme_buf, "kquant") == 0) {
         /* Version 1 laid kquant row by row: hand the row out under that layout's name. */
         static const char rows_name[] = "kquant_rows";

@@ -6,11 +6,19 @@
  * is checked here, once, so the rest of the library can trust the entries: offsets must tile
  * the data region exactly (no gap, no overlap, nothing past its end), and every tensor's byte
  * size must match its dtype and shape.
+ *
+ * Headers can be large (a million tensors make a 60-100 MB header), so the header is not
+ * loaded as one JSON tree, which costs about a kilobyte per tensor. A scanner walks the outer
+ * object's grammar (members "key": value separated by commas) and Jansson parses each member
+ * alone; names, shapes and metadata go to one arena. Any syntax error, and any duplicate name,
+ * makes the parser load the whole header with Jansson instead, so that every malformed header
+ * gets Jansson's message and byte position, as a whole-tree parse would give it.
  */
 #include "io_internal.h"
 
 #include <inttypes.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdlib.h>
 
 static const struct {
@@ -86,23 +94,65 @@ int aq_st_dtype_to_aq(aq_st_dtype dtype, aq_dtype *out)
     return 1;
 }
 
+/* The arena: blocks of at least ST_BLOCK bytes, freed together with the header. */
+typedef struct aq__st_block {
+    struct aq__st_block *next;
+    size_t used;
+    size_t cap;
+    max_align_t data[];
+} st_block;
+
+#define ST_BLOCK ((size_t)1 << 20)
+
+static void *stp_alloc(aq__st_header *h, size_t n)
+{
+    n = (n + 7) & ~(size_t)7;
+    st_block *b = h->arena;
+    if (b == NULL || b->cap - b->used < n) {
+        size_t cap = n > ST_BLOCK ? n : ST_BLOCK;
+        if ((b = malloc(sizeof *b + cap)) == NULL) {
+            return NULL;
+        }
+        b->used = 0;
+        b->cap = cap;
+        if (h->arena != NULL && n > ST_BLOCK) {
+            /* A large string goes behind the current block, which stays open. */
+            b->next = h->arena->next;
+            h->arena->next = b;
+            b->used = n;
+            return b->data;
+        }
+        b->next = h->arena;
+        h->arena = b;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+static char *stp_strdup(aq__st_header *h, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = stp_alloc(h, n);
+    if (p != NULL) {
+        memcpy(p, s, n);
+    }
+    return p;
+}
+
 void aq__st_header_reset(aq__st_header *h)
 {
     if (h == NULL) {
         return;
     }
-    for (size_t i = 0; i < h->n; i++) {
-        free(h->entries[i].name);
-        free(h->entries[i].dtype_name);
-        free(h->entries[i].shape);
-    }
     free(h->entries);
-    for (size_t i = 0; i < h->n_meta; i++) {
-        free(h->meta_keys[i]);
-        free(h->meta_values[i]);
-    }
     free(h->meta_keys);
     free(h->meta_values);
+    while (h->arena != NULL) {
+        st_block *next = h->arena->next;
+        free(h->arena);
+        h->arena = next;
+    }
     memset(h, 0, sizeof *h);
 }
 
@@ -141,8 +191,8 @@ static aq_status stp_metadata(const json_t *obj, const char *label, aq__st_heade
                                  "%s: \"__metadata__\" value of \"%s\" is not a string", label,
                                  key);
         }
-        h->meta_keys[h->n_meta] = aq__strdup(key);
-        h->meta_values[h->n_meta] = aq__strdup(json_string_value(value));
+        h->meta_keys[h->n_meta] = stp_strdup(h, key);
+        h->meta_values[h->n_meta] = stp_strdup(h, json_string_value(value));
         h->n_meta++;
         if (h->meta_keys[h->n_meta - 1] == NULL || h->meta_values[h->n_meta - 1] == NULL) {
             return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading metadata", label);
@@ -151,8 +201,8 @@ static aq_status stp_metadata(const json_t *obj, const char *label, aq__st_heade
     return AQ_OK;
 }
 
-static aq_status stp_entry(const char *key, const json_t *obj, const char *label, aq__st_entry *e,
-                           aq_error *err)
+static aq_status stp_entry(const char *key, const json_t *obj, const char *label, aq__st_header *h,
+                           aq__st_entry *e, aq_error *err)
 {
     if (!json_is_object(obj)) {
         return aq__error_set(err, AQ_INVALID_DATA,
@@ -160,7 +210,7 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
                              "data_offsets",
                              label, key);
     }
-    if ((e->name = aq__strdup(key)) == NULL) {
+    if ((e->name = stp_strdup(h, key)) == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
     }
     const json_t *dtype = json_object_get(obj, "dtype");
@@ -170,10 +220,12 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
         return aq__error_set(err, AQ_INVALID_DATA,
                              "%s: tensor '%s': \"dtype\" missing or not a string", label, key);
     }
-    if ((e->dtype_name = aq__strdup(json_string_value(dtype))) == NULL) {
+    e->dtype = aq_st_dtype_from_name(json_string_value(dtype));
+    if (e->dtype != AQ_ST_UNKNOWN) {
+        e->dtype_name = (char *)st_dtypes[e->dtype].name;
+    } else if ((e->dtype_name = stp_strdup(h, json_string_value(dtype))) == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
     }
-    e->dtype = aq_st_dtype_from_name(e->dtype_name);
     if (!json_is_array(shape)) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "%s: tensor '%s': \"shape\" missing or not an array", label, key);
@@ -184,10 +236,11 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
                              "%s: tensor '%s': %zu dimensions, at most %d supported", label, key,
                              e->ndim, AQ_MAX_NDIM);
     }
-    e->shape = calloc(e->ndim + 1, sizeof(int64_t));
+    e->shape = stp_alloc(h, (e->ndim + 1) * sizeof(int64_t));
     if (e->shape == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
     }
+    memset(e->shape, 0, (e->ndim + 1) * sizeof(int64_t));
     e->elements = 1;
     for (size_t d = 0; d < e->ndim; d++) {
         size_t v;
@@ -232,6 +285,225 @@ static aq_status stp_entry(const char *key, const json_t *obj, const char *label
     return AQ_OK;
 }
 
+/* One member of the outer object: the metadata or a tensor. h->entries has room for it. */
+static aq_status stp_member(const char *key, const json_t *value, const char *label,
+                            aq__st_header *h, aq_error *err)
+{
+    if (strcmp(key, "__metadata__") == 0) {
+        return stp_metadata(value, label, h, err);
+    }
+    aq__st_entry *e = &h->entries[h->n++];
+    aq_status st = stp_entry(key, value, label, h, e, err);
+    if (st == AQ_OK && e->end > h->data_size) {
+        st = aq__error_set(err, AQ_INVALID_DATA,
+                           "%s: tensor '%s': data_offsets [%zu, %zu] extend past the data "
+                           "region (%zu bytes from byte %zu): truncated file or bad offsets",
+                           label, key, e->begin, e->end, h->data_size, h->data_start);
+    }
+    return st;
+}
+
+/* The whole header as one JSON tree: the path for headers the scanner does not accept. */
+static aq_status stp_parse_tree(const uint8_t *json, const char *label, aq__st_header *h,
+                                aq_error *err)
+{
+    aq_status st = AQ_OK;
+    json_error_t jerr;
+    json_t *root = json_loadb((const char *)json, h->header_size, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        st = aq__error_set(err, AQ_INVALID_DATA,
+                           "%s: header JSON is invalid at byte %zu of the file: %s", label,
+                           (size_t)jerr.position + 8, jerr.text);
+        goto done;
+    }
+    if (!json_is_object(root)) {
+        st = aq__error_set(err, AQ_INVALID_DATA, "%s: header is not a JSON object", label);
+        goto done;
+    }
+    h->entries = calloc(json_object_size(root) + 1, sizeof *h->entries);
+    if (h->entries == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading the header", label);
+        goto done;
+    }
+    const char *key;
+    json_t *value;
+    json_object_foreach(root, key, value)
+    {
+        if ((st = stp_member(key, value, label, h, err)) != AQ_OK) {
+            goto done;
+        }
+    }
+done:
+    json_decref(root);
+    return st;
+}
+
+/* The scanner. Each function returns the position after what it skipped, or NULL where the
+ * text does not fit the outer grammar (Jansson then names the error). Strings and nested
+ * values are only delimited here; Jansson checks them when it parses the member. */
+static const uint8_t *scan_ws(const uint8_t *p, const uint8_t *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')) {
+        p++;
+    }
+    return p;
+}
+
+static const uint8_t *scan_string(const uint8_t *p, const uint8_t *end)
+{
+    if (p >= end || *p != '"') {
+        return NULL;
+    }
+    for (p++; p < end; p++) {
+        if (*p == '\\') {
+            p++;
+        } else if (*p == '"') {
+            return p + 1;
+        }
+    }
+    return NULL;
+}
+
+static const uint8_t *scan_value(const uint8_t *p, const uint8_t *end)
+{
+    if (p >= end) {
+        return NULL;
+    }
+    if (*p == '"') {
+        return scan_string(p, end);
+    }
+    if (*p == '{' || *p == '[') {
+        size_t depth = 0;
+        while (p < end) {
+            if (*p == '"') {
+                if ((p = scan_string(p, end)) == NULL) {
+                    return NULL;
+                }
+                continue;
+            }
+            if (*p == '{' || *p == '[') {
+                depth++;
+            } else if (*p == '}' || *p == ']') {
+                if (--depth == 0) {
+                    return p + 1;
+                }
+            }
+            p++;
+        }
+        return NULL;
+    }
+    const uint8_t *start = p;
+    while (p < end && *p != ',' && *p != '}' && *p != ']' && *p != ' ' && *p != '\t' &&
+           *p != '\n' && *p != '\r') {
+        p++;
+    }
+    return p > start ? p : NULL;
+}
+
+/* Walks the outer object. With emit false it only counts the members (*count); with emit true
+ * it parses each member with Jansson and stores it. *fallback is set where the text does not
+ * fit the grammar or a member is not valid JSON. */
+static aq_status stp_scan(const uint8_t *json, const char *label, aq__st_header *h, bool emit,
+                          size_t *count, bool *fallback, aq_error *err)
+{
+    const uint8_t *end = json + h->header_size;
+    const uint8_t *p = scan_ws(json, end);
+    char *buf = NULL;
+    size_t buf_cap = 0;
+    aq_status st = AQ_OK;
+    *count = 0;
+    *fallback = true;
+    if (p >= end || *p != '{') {
+        goto done;
+    }
+    p = scan_ws(p + 1, end);
+    bool first = true;
+    while (p < end && !(first && *p == '}')) {
+        const uint8_t *key = p;
+        if ((p = scan_string(p, end)) == NULL || (p = scan_ws(p, end)) >= end || *p != ':' ||
+            (p = scan_value(scan_ws(p + 1, end), end)) == NULL) {
+            goto done;
+        }
+        if (emit) {
+            /* The member alone, as a one-member object. */
+            size_t n = (size_t)(p - key);
+            if (n + 3 > buf_cap) {
+                free(buf);
+                buf_cap = n + 3 > 4096 ? n + 3 : 4096;
+                if ((buf = malloc(buf_cap)) == NULL) {
+                    *fallback = false;
+                    st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading the header",
+                                       label);
+                    goto done;
+                }
+            }
+            buf[0] = '{';
+            memcpy(buf + 1, key, n);
+            buf[n + 1] = '}';
+            json_error_t jerr;
+            json_t *obj = json_loadb(buf, n + 2, JSON_REJECT_DUPLICATES, &jerr);
+            void *it = obj != NULL ? json_object_iter(obj) : NULL;
+            if (it == NULL ||
+                (h->meta_keys != NULL && strcmp(json_object_iter_key(it), "__metadata__") == 0)) {
+                json_decref(obj); /* invalid, or a second metadata object */
+                goto done;
+            }
+            st = stp_member(json_object_iter_key(it), json_object_iter_value(it), label, h, err);
+            json_decref(obj);
+            if (st != AQ_OK) {
+                *fallback = false;
+                goto done;
+            }
+        }
+        (*count)++;
+        first = false;
+        p = scan_ws(p, end);
+        if (p < end && *p == ',') {
+            p = scan_ws(p + 1, end);
+            if (p >= end || *p != '"') {
+                goto done;
+            }
+            continue;
+        }
+        break;
+    }
+    if (p >= end || *p != '}' || scan_ws(p + 1, end) != end) {
+        goto done;
+    }
+    *fallback = false;
+done:
+    free(buf);
+    return st;
+}
+
+static int stp_cmp_name(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Whether two tensors share a name. */
+static aq_status stp_has_duplicates(const aq__st_header *h, const char *label, bool *dup,
+                                    aq_error *err)
+{
+    *dup = false;
+    if (h->n < 2) {
+        return AQ_OK;
+    }
+    const char **names = malloc(h->n * sizeof *names);
+    if (names == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading the header", label);
+    }
+    for (size_t i = 0; i < h->n; i++) {
+        names[i] = h->entries[i].name;
+    }
+    qsort(names, h->n, sizeof *names, stp_cmp_name);
+    for (size_t i = 1; i < h->n && !*dup; i++) {
+        *dup = strcmp(names[i - 1], names[i]) == 0;
+    }
+    free(names);
+    return AQ_OK;
+}
+
 static int stp_cmp_offset(const void *a, const void *b)
 {
     const aq__st_entry *x = a;
@@ -250,7 +522,6 @@ aq_status aq__st_parse(const uint8_t *bytes, size_t size, const char *label, aq_
 {
     aq__st_header h;
     memset(&h, 0, sizeof h);
-    json_t *root = NULL;
     aq_status st = AQ_OK;
     if (size < 8) {
         st = aq__error_set(err, AQ_INVALID_DATA,
@@ -287,43 +558,32 @@ aq_status aq__st_parse(const uint8_t *bytes, size_t size, const char *label, aq_
     h.header_size = (size_t)n;
     h.data_start = 8 + h.header_size;
     h.data_size = size - h.data_start;
-    json_error_t jerr;
-    root = json_loadb((const char *)bytes + 8, h.header_size, JSON_REJECT_DUPLICATES, &jerr);
-    if (root == NULL) {
-        st = aq__error_set(err, AQ_INVALID_DATA,
-                           "%s: header JSON is invalid at byte %zu of the file: %s", label,
-                           (size_t)jerr.position + 8, jerr.text);
+    const uint8_t *json = bytes + 8;
+    size_t members;
+    bool fallback;
+    if ((st = stp_scan(json, label, &h, false, &members, &fallback, err)) != AQ_OK) {
         goto done;
     }
-    if (!json_is_object(root)) {
-        st = aq__error_set(err, AQ_INVALID_DATA, "%s: header is not a JSON object", label);
-        goto done;
-    }
-    size_t members = json_object_size(root);
-    h.entries = calloc(members + 1, sizeof *h.entries);
-    if (h.entries == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading the header", label);
-        goto done;
-    }
-    const char *key;
-    json_t *value;
-    json_object_foreach(root, key, value)
-    {
-        if (strcmp(key, "__metadata__") == 0) {
-            if ((st = stp_metadata(value, label, &h, err)) != AQ_OK) {
-                goto done;
-            }
-            continue;
-        }
-        aq__st_entry *e = &h.entries[h.n++];
-        if ((st = stp_entry(key, value, label, e, err)) != AQ_OK) {
+    if (!fallback) {
+        if ((h.entries = calloc(members + 1, sizeof *h.entries)) == NULL) {
+            st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory reading the header", label);
             goto done;
         }
-        if (e->end > h.data_size) {
-            st = aq__error_set(err, AQ_INVALID_DATA,
-                               "%s: tensor '%s': data_offsets [%zu, %zu] extend past the data "
-                               "region (%zu bytes from byte %zu): truncated file or bad offsets",
-                               label, key, e->begin, e->end, h.data_size, h.data_start);
+        if ((st = stp_scan(json, label, &h, true, &members, &fallback, err)) != AQ_OK) {
+            goto done;
+        }
+    }
+    bool dup = false;
+    if (!fallback && (st = stp_has_duplicates(&h, label, &dup, err)) != AQ_OK) {
+        goto done;
+    }
+    if (fallback || dup) {
+        size_t header_size = h.header_size;
+        aq__st_header_reset(&h);
+        h.header_size = header_size;
+        h.data_start = 8 + h.header_size;
+        h.data_size = size - h.data_start;
+        if ((st = stp_parse_tree(json, label, &h, err)) != AQ_OK) {
             goto done;
         }
     }
@@ -357,7 +617,6 @@ aq_status aq__st_parse(const uint8_t *bytes, size_t size, const char *label, aq_
     *out = h;
     memset(&h, 0, sizeof h);
 done:
-    json_decref(root);
     aq__st_header_reset(&h);
     return st;
 }

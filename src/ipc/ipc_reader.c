@@ -845,6 +845,35 @@ static aq_status rd_next_file(aq_ipc_reader *r, struct ArrowArray *out, aq_error
     return rd_batch(r, &m, out, err);
 }
 
+/* A file's footer lists its record batches; one that lost blocks (a damaged count or a
+ * missing vector) would end the file early without a word. The Arrow file format holds a
+ * whole stream before its footer, so the message after the last listed one (or after the
+ * schema) must not be a record batch. Anything else there is left alone, as other writers may
+ * differ in what they put before the footer. */
+static aq_status rd_check_end(const aq_ipc_reader *r, aq_error *err)
+{
+    ipc_message m;
+    aq_error ignore;
+    size_t pos;
+    if (r->n_blocks > 0) {
+        const ipc_block *b = &r->blocks[r->n_blocks - 1];
+        pos = b->offset + b->meta_len + b->body_len;
+    } else {
+        if (rd_message(r, 8, r->limit, &m, &ignore) != AQ_OK || m.eos) {
+            return AQ_OK;
+        }
+        pos = m.body + m.body_len;
+    }
+    if (pos >= r->limit || rd_message(r, pos, r->limit, &m, &ignore) != AQ_OK || m.eos ||
+        m.type != AQ__MSG_RECORD_BATCH) {
+        return AQ_OK;
+    }
+    return aq__error_set(err, AQ_INVALID_DATA,
+                         "%s: the footer lists %zu record batches, but another one follows at "
+                         "byte offset %zu (damaged footer?)",
+                         r->where, r->n_blocks, pos);
+}
+
 aq_status aq_ipc_reader_next(aq_ipc_reader *r, struct ArrowArray *out, aq_error *err)
 {
     if (r == NULL || out == NULL) {
@@ -856,6 +885,9 @@ aq_status aq_ipc_reader_next(aq_ipc_reader *r, struct ArrowArray *out, aq_error 
     if (r->format == AQ_IPC_FORMAT_FILE) {
         if (r->batches < r->n_blocks) {
             st = rd_next_file(r, &tmp, err);
+        } else if (!r->eos) {
+            r->eos = true;
+            st = rd_check_end(r, err);
         }
     } else {
         while (!r->eos) {

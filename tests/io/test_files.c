@@ -136,5 +136,26 @@ TEST(memory_probe)
     munmap(m, (size_t)page * 2);
 }
 
+/* XXH64 against the specification's values (the last one is the content checksum zstd
+ * writes for those bytes: its low 32 bits). */
+TEST(xxh64_vectors)
+{
+    CHECK(aq__xxh64("", 0, 0) == UINT64_C(0xef46db3751d8e999));
+    CHECK(aq__xxh64("a", 1, 0) == UINT64_C(0xd24ec4f1a98c6e5b));
+    CHECK(aq__xxh64("abc", 3, 0) == UINT64_C(0x44bc2cf5ad770999));
+    uint8_t b[101];
+    for (int i = 0; i < 101; i++) {
+        b[i] = (uint8_t)i;
+    }
+    CHECK((uint32_t)aq__xxh64(b, sizeof b, 0) == UINT32_C(0x5f85381e));
+    /* Each part of a row counts, and where one ends. */
+    aq__row_bytes r = {.name = "ab", .name_len = 2, .data = "c", .data_len = 1};
+    uint64_t h = aq__row_checksum(&r);
+    r.name_len = 1;
+    r.data = "bc";
+    r.data_len = 2;
+    CHECK(aq__row_checksum(&r) != h);
+}
+
 AQ_TEST_MAIN(AQ_CASE(output_is_an_input_by_any_name), AQ_CASE(destination_must_be_a_regular_file),
-             AQ_CASE(temporaries_name_their_writer), AQ_CASE(memory_probe))
+             AQ_CASE(temporaries_name_their_writer), AQ_CASE(memory_probe), AQ_CASE(xxh64_vectors))

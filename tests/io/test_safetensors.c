@@ -60,6 +60,42 @@ TEST(parse_good_file)
     free(b);
 }
 
+/* The member scanner: escapes, white space, nested unknown fields, and names that are equal
+ * only once their escapes are decoded. */
+TEST(parse_member_scanner)
+{
+    aq_error err;
+    size_t size;
+    uint8_t *b =
+        img("{\n\t\"a\\\"}\\u00e9\" : {\"x\":[{\"}\":\"]\"}],\"dtype\":\"U8\",\"shape\":[1],"
+            "\"data_offsets\":[0,1]} ,\r\n\"__metadata__\":{\"k\":\"v,}\"}\n}  ",
+            1, &size);
+    aq__st_header h;
+    CHECK_OK(aq__st_parse(b, size, "x", &h, &err));
+    CHECK(h.n == 1 && strcmp(h.entries[0].name, "a\"}\xc3\xa9") == 0);
+    CHECK(strcmp(h.entries[0].dtype_name, "U8") == 0 && h.entries[0].shape[0] == 1);
+    CHECK(h.n_meta == 1 && strcmp(h.meta_values[0], "v,}") == 0);
+    aq__st_header_reset(&h);
+    free(b);
+    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+                      "\"\\u0061\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+                      2, &err),
+                AQ_INVALID_DATA, "duplicate");
+    CHECK_FAILS(parse("{\"__metadata__\":{},\"__metadata__\":{}}", 0, &err), AQ_INVALID_DATA,
+                "duplicate");
+    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},}", 1, &err),
+                AQ_INVALID_DATA, "JSON is invalid");
+    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]]}", 1, &err),
+                AQ_INVALID_DATA, "JSON is invalid");
+    CHECK_FAILS(parse("{\"a\":tru}", 0, &err), AQ_INVALID_DATA, "JSON is invalid");
+    CHECK_FAILS(parse("{\"a\\x\":1}", 0, &err), AQ_INVALID_DATA, "JSON is invalid");
+    CHECK_FAILS(parse("{\"a\":1 \"b\":2}", 0, &err), AQ_INVALID_DATA, "JSON is invalid");
+    CHECK_FAILS(parse("{\"a\":{\"dtype\":\"U8\",\"shape\":[1.5],\"data_offsets\":[0,1]}}", 1, &err),
+                AQ_INVALID_DATA, "shape[0] is not a non-negative integer");
+    CHECK_OK(parse("{}", 0, &err));
+    CHECK_OK(parse("{ }", 0, &err));
+}
+
 TEST(parse_too_short)
 {
     aq_error err;
@@ -453,7 +489,7 @@ TEST(model_open_errors)
     remove_tree(tmpdir);
 }
 
-AQ_TEST_MAIN(AQ_CASE(parse_good_file), AQ_CASE(parse_too_short),
+AQ_TEST_MAIN(AQ_CASE(parse_good_file), AQ_CASE(parse_member_scanner), AQ_CASE(parse_too_short),
              AQ_CASE(parse_header_larger_than_file), AQ_CASE(parse_header_over_cap),
              AQ_CASE(parse_not_json), AQ_CASE(parse_duplicate_names), AQ_CASE(parse_overlap),
              AQ_CASE(parse_gap), AQ_CASE(parse_out_of_range), AQ_CASE(parse_trailing_bytes),

@@ -2,7 +2,8 @@
 (one line, exit 1, no crash, no output), or restores the very same weights, or lands in the
 IPC metadata, which docs/format.md (6.2) lists as not covered by a checksum. A flip in a
 body buffer never changes the restored weights without an error: every buffer is a zstd
-frame with its content checksum."""
+frame with its content checksum. The same over an uncompressed file, where the rows'
+checksum column is what catches them: no flip anywhere changes the restored weights."""
 import os
 import struct
 import subprocess
@@ -11,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc
-from safetensors.numpy import save_file
+from safetensors.numpy import load_file, save_file
 
 
 def _regions(data):
@@ -85,3 +86,93 @@ def test_every_bit_flip_is_caught_or_documented(aq, cli, tmp_path):
     print(f"{len(good)} flips:", dict(sorted(tally.items())))
     errors = results.count("error")
     assert errors > len(good) // 2, (errors, len(good))
+
+
+def test_uncompressed_flips_never_change_the_weights(aq, cli, tmp_path):
+    """Every byte of the body buffers, and every third byte elsewhere (the IPC metadata, which
+    the zstd test above covers in full), of an uncompressed file: each flip is a clean error
+    or restores the same tensors (names, dtypes, values). Weights that changed with exit 0
+    would be silent corruption."""
+    rng = np.random.default_rng(22)
+    src = tmp_path / "m.safetensors"
+    save_file({"blocks.0.weight": rng.standard_normal((16, 128)).astype(np.float32),
+               "blocks.0.bias": rng.standard_normal(16).astype(np.float32)}, str(src))
+    q = tmp_path / "m.arrow"
+    aq("quantize", src, "-o", q, "--quiet", "--compression", "none", "--min-elements", "1")
+    good = q.read_bytes()
+    assert "checksum" in pa.ipc.open_file(str(q)).schema.names
+    aq("dequantize", q, "-o", tmp_path / "ref.safetensors")
+    ref = load_file(str(tmp_path / "ref.safetensors"))
+    regions = _regions(good)
+    body = [(a, b) for a, b, k in regions if k == "body"]
+    assert body
+    positions = [i for i in range(len(good))
+                 if any(a <= i < b for a, b in body) or i % 3 == 0]
+
+    def flip(i):
+        d = tmp_path / f"u{i}"
+        d.mkdir()
+        bad = bytearray(good)
+        bad[i] ^= 1 << (i % 8)
+        (d / "m.arrow").write_bytes(bytes(bad))
+        p = subprocess.run([str(cli), "dequantize", str(d / "m.arrow"), "-o",
+                            str(d / "out.safetensors")], capture_output=True, timeout=120)
+        lines = [l for l in p.stderr.splitlines() if l]
+        if p.returncode != 0:
+            assert p.returncode == 1 and len(lines) == 1 and b"error:" in lines[0], (i, p)
+            assert sorted(os.listdir(d)) == ["m.arrow"], (i, os.listdir(d))
+            return "error", lines[0]
+        out = load_file(str(d / "out.safetensors"))
+        same = out.keys() == ref.keys() and all(
+            out[k].dtype == ref[k].dtype and out[k].shape == ref[k].shape and
+            out[k].tobytes() == ref[k].tobytes() for k in ref)
+        return ("same" if same else "changed"), None
+
+    with ThreadPoolExecutor(max_workers=2) as ex:
+        results = list(ex.map(flip, positions))
+    changed = [i for i, (r, _) in zip(positions, results) if r == "changed"]
+    assert changed == [], changed
+    # Flips in the rows' bytes are named as damaged rows.
+    damaged = sum(1 for r, m in results if r == "error" and b"checksum mismatch" in m)
+    errors = sum(1 for r, _ in results if r == "error")
+    print(f"{len(positions)} of {len(good)} bytes flipped: {errors} errors, "
+          f"{damaged} of them checksum mismatches")
+    assert damaged > 0
+
+
+def test_damaged_row_is_named_and_files_without_checksums_read(aq, tmp_path):
+    """validate, inspect, compare and dequantize name the damaged row; a file without the
+    checksum column (as written before it existed) reads as before."""
+    rng = np.random.default_rng(23)
+    src = tmp_path / "m.safetensors"
+    save_file({"a.weight": rng.standard_normal((8, 64)).astype(np.float32),
+               "b.weight": rng.standard_normal((8, 64)).astype(np.float32)}, str(src))
+    q = tmp_path / "m.arrow"
+    aq("quantize", src, "-o", q, "--quiet", "--compression", "none", "--min-elements", "1")
+    t = pa.ipc.open_file(str(q)).read_all()
+    row = t.column("layer_name").to_pylist().index("b.weight")
+    codes = t.column("quantized_data")[row].as_py()
+    good = q.read_bytes()
+    at = good.index(codes)
+    bad = bytearray(good)
+    bad[at + 3] ^= 0x10
+    b = tmp_path / "bad.arrow"
+    b.write_bytes(bytes(bad))
+    expect = f"row {row} (layer 'b.weight'): checksum mismatch"
+    aq.fails("validate", src, b, expect=expect)
+    aq.fails("compare", src, b, expect=expect)
+    aq.fails("dequantize", b, "-o", tmp_path / "x.safetensors", expect=expect,
+             leaves_nothing_in=tmp_path)
+    p = aq("inspect", b, check=False)
+    assert p.returncode != 0 and expect in p.stderr
+    # Without the column: the same weights, no check.
+    old = tmp_path / "old.arrow"
+    plain = t.drop_columns(["checksum"])
+    with pa.ipc.new_file(str(old), plain.schema) as w:
+        w.write_table(plain)
+    aq("dequantize", q, "-o", tmp_path / "new.safetensors")
+    aq("dequantize", old, "-o", tmp_path / "old.safetensors")
+    new_w = load_file(str(tmp_path / "new.safetensors"))
+    old_w = load_file(str(tmp_path / "old.safetensors"))
+    assert new_w.keys() == old_w.keys()
+    assert all(np.array_equal(new_w[k], old_w[k]) for k in new_w)

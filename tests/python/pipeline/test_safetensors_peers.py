@@ -145,7 +145,7 @@ def test_quantized_rows_match_an_independent_dequantizer(aq, every_dtype, tmp_pa
     assert table.column_names[:6] == ["layer_name", "quantized_data", "scales", "zero_points",
                                       "shape", "bit_width"]
     assert table.column_names[6:] == ["group_size", "scheme", "source_dtype", "sqnr_db",
-                                      "cosine", "max_abs_error"]
+                                      "cosine", "max_abs_error", "checksum"]
     md = table.schema.metadata
     assert md[b"arrowquant.format_version"] == b"2"
     assert json.loads(md[b"arrowquant.model_metadata"]) == {"format": "pt", "note": "every dtype"}
