@@ -5,11 +5,25 @@
 #include <arrowquant.h>
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
+
+/* Set by SIGINT, SIGTERM and SIGHUP: the running command stops and writes nothing. */
+extern volatile int cli_cancel;
 
 /* Prints "arrowquant: error: ..." on stderr and returns 1. */
 int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A failed call: "interrupted; no output written" and 130 when cancelled, else the error's
+ * message (or the status's) through cli_fail. */
+int cli_status(aq_status st, const aq_error *err);
+/* A failed call: the error's message through cli_fail. */
+int cli_err(aq_status st, const aq_error *err);
 double cli_now(void);
+/* b bytes with a binary unit ("12.3 MiB"). */
+void cli_bytes(double b, char *buf, size_t n);
+/* A shape as "[a, b, c]". */
+void cli_shape(const int64_t *shape, size_t ndim, char *buf, size_t n);
 /* Writes s as a JSON string (quoted, escaped) to f. */
 void cli_json_str(FILE *f, const char *s);
 /* Writes s with HTML special characters escaped. */
@@ -21,10 +35,30 @@ bool cli_is_arrow(const char *path);
  * it again. */
 aq_status cli_check_open(const char *path, aq_error *err);
 
-int cli_inspect(int argc, char **argv);
-int cli_compare(int argc, char **argv);
-int cli_report(int argc, char **argv);
-int cli_validate(int argc, char **argv);
+/* A model file's metadata value, or "?". */
+const char *cli_meta(const aq_qmodel *qm, const char *key);
+/* Bytes a row of a model file takes for its tensor (codes, scales and zero points), and the
+ * bytes of its source tensor. */
+size_t cli_row_bytes(const aq_qmodel_row *r);
+size_t cli_source_bytes(const aq_qmodel_row *r);
+
+/* The names of the model's tensors, NULL-terminated (free() it; the names are the model's),
+ * or NULL when out of memory. */
+const char **cli_model_names(const aq_model *model);
+/* Adds the --keep GLOB and --bits-for PATTERN=BITS overrides to the layer rules. */
+aq_status cli_rules_override(aq_rules *rules, const char *const *keep, size_t n_keep,
+                             const char *const *bits_for, size_t n_bits_for, aq_error *err);
+/* Reads a calibration table (--calibration) and combines its timesteps; *out is NULL on
+ * failure. */
+aq_status cli_calib_load(const char *path, aq_calib_combine how, aq_calib **out, aq_error *err);
+
+/* The commands (cmd_NAME.c), each given the arguments after its name. */
+int cmd_quantize(int argc, char **argv);
+int cmd_dequantize(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_report(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
 
 /* GGUF (cli_gguf.c). cli_is_gguf_output: the quantize arguments ask for a GGUF file (--type,
  * or -o NAME.gguf). */

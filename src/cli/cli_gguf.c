@@ -26,17 +26,6 @@ bool cli_is_gguf_output(int argc, char **argv)
     return false;
 }
 
-static void gg_shape(const int64_t *shape, size_t ndim, char *buf, size_t n)
-{
-    size_t pos = (size_t)snprintf(buf, n, "[");
-    for (size_t d = 0; d < ndim && pos < n; d++) {
-        pos += (size_t)snprintf(buf + pos, n - pos, d ? ", %lld" : "%lld", (long long)shape[d]);
-    }
-    if (pos < n) {
-        snprintf(buf + pos, n - pos, "]");
-    }
-}
-
 typedef struct gg_print {
     int json, quiet;
     size_t n;
@@ -57,6 +46,85 @@ static void gg_on_tensor(void *user, const aq_gguf_tensor_result *r)
                r->reason, r->bytes, r->sqnr_db > 1e300 ? 999.0 : r->sqnr_db, r->cosine);
     }
     p->n++;
+}
+
+/* With --profile: the layer rules and their overrides; with --calibration: the table, checked
+ * against the model. Sets o's rules and calib; 0 or the exit status of a failure. */
+static int gg_prepare(const aq_model *model, const char *profile, const char *family_name,
+                      const char **keep, size_t n_keep, const char **bits_for, size_t n_bits,
+                      const char *calib_path, const char *combine, const char ***names,
+                      aq_rules **rules, aq_calib **calib, aq_gguf_write_options *o)
+{
+    aq_error err;
+    aq_status st;
+    if (profile != NULL) {
+        aq_profile prof;
+        aq_family fam;
+        if ((*names = cli_model_names(model)) == NULL) {
+            return cli_fail("out of memory");
+        }
+        if ((st = aq_profile_get(profile, &prof, &err)) != AQ_OK ||
+            (st = aq_family_from_name(family_name, &fam, &err)) != AQ_OK ||
+            (st = aq_rules_create(fam, &prof, *names, aq_model_count(model), rules, &err)) !=
+                AQ_OK ||
+            (st = cli_rules_override(*rules, keep, n_keep, bits_for, n_bits, &err)) != AQ_OK) {
+            return cli_err(st, &err);
+        }
+        o->rules = *rules;
+    }
+    if (calib_path != NULL) {
+        aq_calib_combine how =
+            strcmp(combine, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
+        const char **all = cli_model_names(model);
+        if (all == NULL) {
+            return cli_fail("out of memory");
+        }
+        st = cli_calib_load(calib_path, how, calib, &err);
+        if (st == AQ_OK) {
+            st = aq_calib_check_model(*calib, all, aq_model_count(model), &err);
+        }
+        free(all);
+        if (st != AQ_OK) {
+            return cli_err(st, &err);
+        }
+        o->calib = *calib;
+    }
+    return 0;
+}
+
+/* The summary line (or the JSON's summary, closing the object). */
+static void gg_print_summary(const char *out, const aq_model *model, const aq_gguf_write_summary *s,
+                             double dt, int json, int quiet)
+{
+    size_t params = 0;
+    for (size_t k = 0; k < aq_model_count(model); k++) {
+        params += aq_model_tensor(model, k)->elements;
+    }
+    if (json) {
+        printf("], \"summary\": {\"tensors\": %zu, \"quantized\": %zu, \"bytes_in\": %zu, "
+               "\"bytes_out\": %zu, \"seconds\": %.3f, \"types\": {",
+               s->tensors, s->quantized, s->bytes_in, s->bytes_out, dt);
+        size_t k2 = 0;
+        for (size_t t = 0; t <= AQ_GGUF_BF16; t++) {
+            if (s->count_by_type[t] > 0) {
+                printf("%s\"%s\": %zu", k2++ ? ", " : "", aq_gguf_type_name((aq_gguf_type)t),
+                       s->count_by_type[t]);
+            }
+        }
+        printf("}}}\n");
+    } else if (!quiet) {
+        printf("%s: %zu tensors (", out, s->tensors);
+        size_t k2 = 0;
+        for (size_t t = 0; t <= AQ_GGUF_BF16; t++) {
+            if (s->count_by_type[t] > 0) {
+                printf("%s%zu %s", k2++ ? ", " : "", s->count_by_type[t],
+                       aq_gguf_type_name((aq_gguf_type)t));
+            }
+        }
+        printf("), %.1f MB -> %.1f MB, %.2f bits per weight, %.1f s\n", (double)s->bytes_in / 1e6,
+               (double)s->bytes_out / 1e6,
+               params > 0 ? (double)s->bytes_out * 8.0 / (double)params : 0.0, dt);
+    }
 }
 
 int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
@@ -165,65 +233,9 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
         rc = cli_fail("%s", err.message);
         goto done;
     }
-    if (profile != NULL) {
-        aq_profile prof;
-        aq_family fam;
-        size_t nt = aq_model_count(model);
-        if ((names = calloc(nt + 1, sizeof *names)) == NULL) {
-            rc = cli_fail("out of memory");
-            goto done;
-        }
-        for (size_t k = 0; k < nt; k++) {
-            names[k] = aq_model_tensor(model, k)->name;
-        }
-        if ((st = aq_profile_get(profile, &prof, &err)) != AQ_OK ||
-            (st = aq_family_from_name(family_name, &fam, &err)) != AQ_OK ||
-            (st = aq_rules_create(fam, &prof, names, nt, &rules, &err)) != AQ_OK) {
-            rc = cli_fail("%s", err.message);
-            goto done;
-        }
-        for (size_t k = 0; k < n_keep; k++) {
-            if ((st = aq_rules_add_override(rules, keep[k], AQ_RULES_KEEP, &err)) != AQ_OK) {
-                rc = cli_fail("%s", err.message);
-                goto done;
-            }
-        }
-        for (size_t k = 0; k < n_bits; k++) {
-            if ((st = aq_rules_add_override_spec(rules, bits_for[k], &err)) != AQ_OK) {
-                rc = cli_fail("%s", err.message);
-                goto done;
-            }
-        }
-        o.rules = rules;
-    }
-    if (calib_path != NULL) {
-        aq_calib_combine how =
-            strcmp(combine, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
-        size_t nt = aq_model_count(model);
-        const char **all = calloc(nt + 1, sizeof *all);
-        if (all == NULL) {
-            rc = cli_fail("out of memory");
-            goto done;
-        }
-        for (size_t k = 0; k < nt; k++) {
-            all[k] = aq_model_tensor(model, k)->name;
-        }
-        st = aq_calib_create(&calib, &err);
-        if (st == AQ_OK) {
-            st = aq_calib_add_ipc_file(calib, calib_path, &err);
-        }
-        if (st == AQ_OK) {
-            st = aq_calib_finish(calib, how, &err);
-        }
-        if (st == AQ_OK) {
-            st = aq_calib_check_model(calib, all, nt, &err);
-        }
-        free(all);
-        if (st != AQ_OK) {
-            rc = cli_fail("%s", err.message);
-            goto done;
-        }
-        o.calib = calib;
+    if ((rc = gg_prepare(model, profile, family_name, keep, n_keep, bits_for, n_bits, calib_path,
+                         combine, &names, &rules, &calib, &o)) != 0) {
+        goto done;
     }
     o.architecture = arch;
     o.name = name;
@@ -256,35 +268,7 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
         }
         goto done;
     }
-    size_t params = 0;
-    for (size_t k = 0; k < aq_model_count(model); k++) {
-        params += aq_model_tensor(model, k)->elements;
-    }
-    if (json) {
-        printf("], \"summary\": {\"tensors\": %zu, \"quantized\": %zu, \"bytes_in\": %zu, "
-               "\"bytes_out\": %zu, \"seconds\": %.3f, \"types\": {",
-               sum.tensors, sum.quantized, sum.bytes_in, sum.bytes_out, dt);
-        size_t k2 = 0;
-        for (size_t t = 0; t <= AQ_GGUF_BF16; t++) {
-            if (sum.count_by_type[t] > 0) {
-                printf("%s\"%s\": %zu", k2++ ? ", " : "", aq_gguf_type_name((aq_gguf_type)t),
-                       sum.count_by_type[t]);
-            }
-        }
-        printf("}}}\n");
-    } else if (!quiet) {
-        printf("%s: %zu tensors (", out, sum.tensors);
-        size_t k2 = 0;
-        for (size_t t = 0; t <= AQ_GGUF_BF16; t++) {
-            if (sum.count_by_type[t] > 0) {
-                printf("%s%zu %s", k2++ ? ", " : "", sum.count_by_type[t],
-                       aq_gguf_type_name((aq_gguf_type)t));
-            }
-        }
-        printf("), %.1f MB -> %.1f MB, %.2f bits per weight, %.1f s\n", (double)sum.bytes_in / 1e6,
-               (double)sum.bytes_out / 1e6,
-               params > 0 ? (double)sum.bytes_out * 8.0 / (double)params : 0.0, dt);
-    }
+    gg_print_summary(out, model, &sum, dt, json, quiet);
 done:
     free(keep);
     free(bits_for);
@@ -333,7 +317,7 @@ int cli_gguf_inspect(const char *path, int json)
     size_t total = 0, params = 0;
     for (size_t i = 0; i < aq_gguf_tensor_count(g); i++) {
         const aq_gguf_tensor *t = aq_gguf_tensor_at(g, i);
-        gg_shape(t->shape, t->ndim, shape, sizeof shape);
+        cli_shape(t->shape, t->ndim, shape, sizeof shape);
         double bpw = t->elements > 0 ? (double)t->nbytes * 8.0 / (double)t->elements : 0.0;
         if (json) {
             printf("%s{\"name\": ", i ? ", " : "");

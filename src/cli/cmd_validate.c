@@ -114,7 +114,7 @@ static int val_error(const char *msg)
     return 2;
 }
 
-int cli_validate(int argc, char **argv)
+int cmd_validate(int argc, char **argv)
 {
     const char *orig = NULL, *quant = NULL, *profile = NULL, *acc = NULL;
     int json = 0;
