@@ -34,9 +34,17 @@ echo "== find_package(arrowquant $version EXACT)"
 "$cmake" --build "$tmp/consumer" >>"$tmp/consumer.log" || { cat "$tmp/consumer.log"; exit 1; }
 "$tmp/consumer/consumer_shared"
 "$tmp/consumer/consumer_static"
-# The shared program must run the installed library, not the build tree's.
-ldd "$tmp/consumer/consumer_shared" | grep -q "$libdir/libarrowquant.so" ||
-    { echo "consumer_shared does not load $libdir/libarrowquant.so" >&2; exit 1; }
+# The shared program must run the installed library, not the build tree's. ldd's output is
+# read whole first: `ldd | grep -q` under pipefail fails whenever grep's early exit makes ldd
+# die of SIGPIPE.
+libs=$(ldd "$tmp/consumer/consumer_shared")
+case "$libs" in
+*"$libdir/libarrowquant.so"*) ;;
+*)
+    echo "consumer_shared does not load $libdir/libarrowquant.so" >&2
+    exit 1
+    ;;
+esac
 
 echo "== pkg-config arrowquant"
 export PKG_CONFIG_PATH="$libdir/pkgconfig"
