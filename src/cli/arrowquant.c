@@ -144,6 +144,15 @@ void cli_json_str(FILE *f, const char *s)
     fputc('"', f);
 }
 
+void cli_json_num(FILE *f, const char *fmt, double v)
+{
+    if (isfinite(v)) {
+        fprintf(f, fmt, v);
+    } else {
+        fprintf(f, "\"%s\"", isnan(v) ? "nan" : v > 0 ? "inf" : "-inf");
+    }
+}
+
 void cli_html_str(FILE *f, const char *s)
 {
     for (; *s != '\0'; s++) {

@@ -26,6 +26,9 @@ void cli_bytes(double b, char *buf, size_t n);
 void cli_shape(const int64_t *shape, size_t ndim, char *buf, size_t n);
 /* Writes s as a JSON string (quoted, escaped) to f. */
 void cli_json_str(FILE *f, const char *s);
+/* Writes v as a JSON number in the printf format fmt; JSON has no infinity or NaN, so those
+ * are written as the strings "inf", "-inf" and "nan". */
+void cli_json_num(FILE *f, const char *fmt, double v);
 /* Writes s with HTML special characters escaped. */
 void cli_html_str(FILE *f, const char *s);
 /* True if the file starts with the Arrow IPC file magic. */

@@ -23,9 +23,13 @@ static int cmp_print_tensor(void *user, const aq_compare_tensor *t)
         if (note != NULL) {
             printf(", \"note\": \"%s\"}", note);
         } else {
-            printf(", \"sqnr_db\": %s%.4f%s, \"cosine\": %.8f, \"max_abs_error\": %.6g}",
-                   isfinite(m->sqnr_db) ? "" : "\"", m->sqnr_db, isfinite(m->sqnr_db) ? "" : "\"",
-                   m->cosine, m->max_abs_error);
+            printf(", \"sqnr_db\": ");
+            cli_json_num(stdout, "%.4f", m->sqnr_db);
+            printf(", \"cosine\": ");
+            cli_json_num(stdout, "%.8f", m->cosine);
+            printf(", \"max_abs_error\": ");
+            cli_json_num(stdout, "%.6g", m->max_abs_error);
+            printf("}");
         }
     } else if (note != NULL) {
         printf("%-56s %s\n", t->name, note);
@@ -84,11 +88,14 @@ int cmd_compare(int argc, char **argv)
         return cli_err(st, &err);
     }
     if (json) {
-        printf("], \"compared\": %zu, \"missing\": %zu, \"mismatched\": %zu, "
-               "\"mean_sqnr_db\": %.4f, \"min_sqnr_db\": %s%.4f%s, \"mean_cosine\": %.8f}\n",
-               s.tensors, s.missing_in_b, s.mismatched, s.mean_sqnr_db,
-               isfinite(s.min_sqnr_db) ? "" : "\"", s.min_sqnr_db,
-               isfinite(s.min_sqnr_db) ? "" : "\"", s.mean_cosine);
+        printf("], \"compared\": %zu, \"missing\": %zu, \"mismatched\": %zu, \"mean_sqnr_db\": ",
+               s.tensors, s.missing_in_b, s.mismatched);
+        cli_json_num(stdout, "%.4f", s.mean_sqnr_db);
+        printf(", \"min_sqnr_db\": ");
+        cli_json_num(stdout, "%.4f", s.min_sqnr_db);
+        printf(", \"mean_cosine\": ");
+        cli_json_num(stdout, "%.8f", s.mean_cosine);
+        printf("}\n");
     } else {
         /* Means over every compared tensor (kept ones included, the SQNR mean over those
          * of finite SQNR): quantize's summary averages its quantized tensors only. */

@@ -568,16 +568,26 @@ static void qz_print_json(const qz_opts *q, const qz_run *r, const qz_figures *f
 {
     const aq_model_summary *s = &r->s;
     const cli_alloc *a = &r->alloc;
-    printf("{\"source\": \"%s\", \"output\": \"%s\", \"tensors\": %zu, \"quantized\": %zu, "
-           "\"kept\": %zu, \"parameters\": %zu, \"quantized_parameters\": %zu, "
-           "\"bytes_in\": %zu, \"bytes_out\": %zu, \"file_bytes\": %lld, "
-           "\"bits_per_weight\": %.4f, \"mean_sqnr_db\": %.4f, \"min_sqnr_db\": %.4f, "
-           "\"mean_cosine\": %.6f, \"worst_tensor\": \"%s\", \"record_batches\": %zu, "
-           "\"bits\": %lld, \"group_size\": %lld, \"seconds\": %.3f",
-           q->src, q->out, s->tensors, s->quantized, s->kept, s->params, s->quantized_params,
-           s->bytes_in, s->bytes_out, f->file_size, f->bpw, s->mean_sqnr_db, s->min_sqnr_db,
-           s->mean_cosine, s->worst != NULL ? s->worst : "", s->batches, q->bits, q->group,
-           r->secs);
+    printf("{\"source\": ");
+    cli_json_str(stdout, q->src);
+    printf(", \"output\": ");
+    cli_json_str(stdout, q->out);
+    printf(", \"tensors\": %zu, \"quantized\": %zu, \"kept\": %zu, \"parameters\": %zu, "
+           "\"quantized_parameters\": %zu, \"bytes_in\": %zu, \"bytes_out\": %zu, "
+           "\"file_bytes\": %lld, \"bits_per_weight\": ",
+           s->tensors, s->quantized, s->kept, s->params, s->quantized_params, s->bytes_in,
+           s->bytes_out, f->file_size);
+    cli_json_num(stdout, "%.4f", f->bpw);
+    printf(", \"mean_sqnr_db\": ");
+    cli_json_num(stdout, "%.4f", s->mean_sqnr_db);
+    printf(", \"min_sqnr_db\": ");
+    cli_json_num(stdout, "%.4f", s->min_sqnr_db);
+    printf(", \"mean_cosine\": ");
+    cli_json_num(stdout, "%.6f", s->mean_cosine);
+    printf(", \"worst_tensor\": ");
+    cli_json_str(stdout, s->worst != NULL ? s->worst : "");
+    printf(", \"record_batches\": %zu, \"bits\": %lld, \"group_size\": %lld, \"seconds\": %.3f",
+           s->batches, q->bits, q->group, r->secs);
     printf(", \"scheme\": \"%s\", \"quantized_bits_per_weight\": %.4f, \"min_accuracy\": %g, ",
            f->budget || q->profile != NULL ? "mixed" : q->scheme, f->qbpw, q->min_cos);
     if (q->target == AQ_TARGET_BPW_PROFILE) {
@@ -631,9 +641,11 @@ static void qz_print_json(const qz_opts *q, const qz_run *r, const qz_figures *f
         const cli_moved *m = &a->moved[k];
         printf("%s{\"name\": ", k > 0 ? ", " : "");
         cli_json_str(stdout, m->name);
-        printf(", \"from_bits\": %u, \"to_bits\": %u, \"cosine_before\": %.6f, "
-               "\"cosine\": %.6f}",
-               m->from, m->to, m->cos_from, m->cos_to);
+        printf(", \"from_bits\": %u, \"to_bits\": %u, \"cosine_before\": ", m->from, m->to);
+        cli_json_num(stdout, "%.6f", m->cos_from);
+        printf(", \"cosine\": ");
+        cli_json_num(stdout, "%.6f", m->cos_to);
+        printf("}");
     }
     printf("], \"skipped\": [");
     for (size_t k = 0; k < aq_model_skipped_count(r->model); k++) {

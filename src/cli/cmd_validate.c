@@ -25,16 +25,6 @@ static int val_fails(const aq_compare_tensor *t)
            t->below_min_cosine;
 }
 
-static void val_json_num(double v)
-{
-    /* JSON has no infinity: an exact reconstruction (SQNR +inf) is written as a string. */
-    if (isfinite(v)) {
-        printf("%.17g", v);
-    } else {
-        printf("\"%s\"", v > 0 ? "inf" : v < 0 ? "-inf" : "nan");
-    }
-}
-
 static void val_side_json(const char *key, const aq_compare_side *s)
 {
     printf(", \"%s\": ", key);
@@ -85,11 +75,11 @@ static int val_tensor(void *user, const aq_compare_tensor *t)
         val_side_json("quantized", &t->b);
         if (t->status == AQ_COMPARE_COMPARED) {
             printf(", \"sqnr_db\": ");
-            val_json_num(t->metrics.sqnr_db);
+            cli_json_num(stdout, "%.17g", t->metrics.sqnr_db);
             printf(", \"cosine\": ");
-            val_json_num(t->metrics.cosine);
+            cli_json_num(stdout, "%.17g", t->metrics.cosine);
             printf(", \"max_abs_error\": ");
-            val_json_num(t->metrics.max_abs_error);
+            cli_json_num(stdout, "%.17g", t->metrics.max_abs_error);
         }
         printf(", \"passed\": %s}", fails ? "false" : "true");
     } else if (fails) {
@@ -211,7 +201,7 @@ int cmd_validate(int argc, char **argv)
     int passed = v.failing == 0;
     if (json) {
         printf("], \"min_cosine\": ");
-        val_json_num(floor);
+        cli_json_num(stdout, "%.17g", floor);
         printf(", \"floor_source\": ");
         cli_json_str(stdout, source);
         printf(", \"passed\": %s, \"tensors_total\": %zu, \"compared\": %zu, "
@@ -219,13 +209,13 @@ int cmd_validate(int argc, char **argv)
                "\"mismatched\": %zu, \"below_min_cosine\": %zu, \"mean_cosine\": ",
                passed ? "true" : "false", s.tensors, s.compared, s.missing_in_a, s.missing_in_b,
                s.mismatched, s.below_min_cosine);
-        val_json_num(s.mean_cosine);
+        cli_json_num(stdout, "%.17g", s.mean_cosine);
         printf(", \"min_cosine_seen\": ");
-        val_json_num(s.min_cosine);
+        cli_json_num(stdout, "%.17g", s.min_cosine);
         printf(", \"mean_sqnr_db\": ");
-        val_json_num(s.mean_sqnr_db);
+        cli_json_num(stdout, "%.17g", s.mean_sqnr_db);
         printf(", \"min_sqnr_db\": ");
-        val_json_num(s.min_sqnr_db);
+        cli_json_num(stdout, "%.17g", s.min_sqnr_db);
         printf(", \"worst\": ");
         if (s.worst != NULL) {
             cli_json_str(stdout, s.worst);

@@ -200,3 +200,22 @@ def test_version_names_the_kernel_set(aq):
     forced = aq("--version", env={**os.environ, "AQ_KERNELS": "ref"}).stdout
     assert forced.splitlines()[1] == "kernels: ref"
     aq.fails("--version", env={**os.environ, "AQ_KERNELS": "sse9"}, expect="AQ_KERNELS=sse9")
+
+
+def test_json_summary_of_huge_weights_is_valid_json(aq, tmp_path):
+    """Weights near float32's limit overflow the cosine's sums; the summaries stay JSON (a
+    non-finite figure is written as a string) and name awkward paths correctly."""
+    rng = np.random.default_rng(5)
+    w = (rng.standard_normal((64, 512)) * 1e30).astype(np.float32)
+    src = tmp_path / 'odd "name".safetensors'
+    save_file({"blocks.0.weight": w}, str(src))
+    out = tmp_path / "m.arrow"
+    q = json.loads(aq("quantize", src, "-o", out, "--json").stdout)
+    assert q["source"] == str(src)
+    assert q["quantized"] == 1
+    for key in ("mean_cosine", "mean_sqnr_db", "min_sqnr_db", "bits_per_weight"):
+        assert isinstance(q[key], float) or q[key] in ("inf", "-inf", "nan"), (key, q[key])
+    c = json.loads(aq("compare", src, out, "--json").stdout)
+    assert c["compared"] == 1
+    v = json.loads(aq("validate", src, out, "--json", check=False).stdout)
+    assert v["compared"] == 1
