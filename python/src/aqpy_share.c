@@ -634,83 +634,38 @@ int aq__py_concat(const struct ArrowSchema *schema, aq__py_holder *const *holder
 /* Capsules                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
-static void lt_schema_capsule_free(PyObject *cap)
-{
-    struct ArrowSchema *s = PyCapsule_GetPointer(cap, AQPY_CAPSULE_SCHEMA);
-    if (s != NULL && s->release != NULL) {
-        s->release(s);
+/* A capsule owns a heap copy of a C Data Interface struct: the caller's struct is moved into
+ * it (marked released), and the capsule's destructor releases the copy unless a consumer has
+ * moved it out. The three struct types share this code through one definition each. */
+#define LT_CAPSULE(kind, type, capname)                                         \
+    static void lt_##kind##_capsule_free(PyObject *cap)                         \
+    {                                                                           \
+        type *x = PyCapsule_GetPointer(cap, capname);                           \
+        if (x != NULL && x->release != NULL) {                                  \
+            x->release(x);                                                      \
+        }                                                                       \
+        free(x);                                                                \
+    }                                                                           \
+    PyObject *aq__py_##kind##_capsule(type *src)                                \
+    {                                                                           \
+        type *heap = malloc(sizeof *heap);                                      \
+        if (heap == NULL) {                                                     \
+            src->release(src);                                                  \
+            return PyErr_NoMemory();                                            \
+        }                                                                       \
+        *heap = *src;                                                           \
+        src->release = NULL;                                                    \
+        PyObject *cap = PyCapsule_New(heap, capname, lt_##kind##_capsule_free); \
+        if (cap == NULL) {                                                      \
+            heap->release(heap);                                                \
+            free(heap);                                                         \
+        }                                                                       \
+        return cap;                                                             \
     }
-    free(s);
-}
 
-static void lt_array_capsule_free(PyObject *cap)
-{
-    struct ArrowArray *a = PyCapsule_GetPointer(cap, AQPY_CAPSULE_ARRAY);
-    if (a != NULL && a->release != NULL) {
-        a->release(a);
-    }
-    free(a);
-}
-
-static void lt_stream_capsule_free(PyObject *cap)
-{
-    struct ArrowArrayStream *s = PyCapsule_GetPointer(cap, AQPY_CAPSULE_STREAM);
-    if (s != NULL && s->release != NULL) {
-        s->release(s);
-    }
-    free(s);
-}
-
-PyObject *aq__py_schema_capsule(struct ArrowSchema *schema)
-{
-    struct ArrowSchema *heap = malloc(sizeof *heap);
-    if (heap == NULL) {
-        schema->release(schema);
-        return PyErr_NoMemory();
-    }
-    *heap = *schema;
-    schema->release = NULL;
-    PyObject *cap = PyCapsule_New(heap, AQPY_CAPSULE_SCHEMA, lt_schema_capsule_free);
-    if (cap == NULL) {
-        heap->release(heap);
-        free(heap);
-    }
-    return cap;
-}
-
-PyObject *aq__py_array_capsule(struct ArrowArray *array)
-{
-    struct ArrowArray *heap = malloc(sizeof *heap);
-    if (heap == NULL) {
-        array->release(array);
-        return PyErr_NoMemory();
-    }
-    *heap = *array;
-    array->release = NULL;
-    PyObject *cap = PyCapsule_New(heap, AQPY_CAPSULE_ARRAY, lt_array_capsule_free);
-    if (cap == NULL) {
-        heap->release(heap);
-        free(heap);
-    }
-    return cap;
-}
-
-PyObject *aq__py_stream_capsule(struct ArrowArrayStream *stream)
-{
-    struct ArrowArrayStream *heap = malloc(sizeof *heap);
-    if (heap == NULL) {
-        stream->release(stream);
-        return PyErr_NoMemory();
-    }
-    *heap = *stream;
-    stream->release = NULL;
-    PyObject *cap = PyCapsule_New(heap, AQPY_CAPSULE_STREAM, lt_stream_capsule_free);
-    if (cap == NULL) {
-        heap->release(heap);
-        free(heap);
-    }
-    return cap;
-}
+LT_CAPSULE(schema, struct ArrowSchema, AQPY_CAPSULE_SCHEMA)
+LT_CAPSULE(array, struct ArrowArray, AQPY_CAPSULE_ARRAY)
+LT_CAPSULE(stream, struct ArrowArrayStream, AQPY_CAPSULE_STREAM)
 
 PyObject *aq__py_exc_take(void)
 {

@@ -40,6 +40,25 @@ def _regions(data):
     return out
 
 
+def _dequantize_flipped(cli, good, i, d):
+    """Writes `good` with bit i % 8 of byte i flipped into the new folder d and dequantizes it.
+    Returns (None, the error line) on a clean error (exit 1, one "error:" line, nothing left
+    but the input), or (the output's path, None) on success."""
+    d.mkdir()
+    bad = bytearray(good)
+    bad[i] ^= 1 << (i % 8)
+    (d / "m.arrow").write_bytes(bytes(bad))
+    # Bytes, not text: a message may quote a flipped (no longer UTF-8) name.
+    p = subprocess.run([str(cli), "dequantize", str(d / "m.arrow"), "-o",
+                        str(d / "out.safetensors")], capture_output=True, timeout=120)
+    lines = [l for l in p.stderr.splitlines() if l]
+    if p.returncode != 0:
+        assert p.returncode == 1 and len(lines) == 1 and b"error:" in lines[0], (i, p)
+        assert sorted(os.listdir(d)) == ["m.arrow"], (i, os.listdir(d))
+        return None, lines[0]
+    return d / "out.safetensors", None
+
+
 def test_every_bit_flip_is_caught_or_documented(aq, cli, tmp_path):
     rng = np.random.default_rng(21)
     src = tmp_path / "m.safetensors"
@@ -57,21 +76,10 @@ def test_every_bit_flip_is_caught_or_documented(aq, cli, tmp_path):
         return next(k for a, b, k in regions if a <= i < b)
 
     def flip(i):
-        d = tmp_path / f"f{i}"
-        d.mkdir()
-        bad = bytearray(good)
-        bad[i] ^= 1 << (i % 8)
-        (d / "m.arrow").write_bytes(bytes(bad))
-        # Bytes, not text: a message may quote a flipped (no longer UTF-8) name.
-        p = subprocess.run([str(cli), "dequantize", str(d / "m.arrow"), "-o",
-                            str(d / "out.safetensors")], capture_output=True, timeout=120)
-        lines = [l for l in p.stderr.splitlines() if l]
-        if p.returncode != 0:
-            assert p.returncode == 1 and len(lines) == 1 and b"error:" in lines[0], (i, p)
-            assert sorted(os.listdir(d)) == ["m.arrow"], (i, os.listdir(d))
+        out, _ = _dequantize_flipped(cli, good, i, tmp_path / f"f{i}")
+        if out is None:
             return "error"
-        same = (d / "out.safetensors").read_bytes() == ref
-        return "same" if same else "changed"
+        return "same" if out.read_bytes() == ref else "changed"
 
     with ThreadPoolExecutor(max_workers=2) as ex:
         results = list(ex.map(flip, range(len(good))))
@@ -110,19 +118,10 @@ def test_uncompressed_flips_never_change_the_weights(aq, cli, tmp_path):
                  if any(a <= i < b for a, b in body) or i % 3 == 0]
 
     def flip(i):
-        d = tmp_path / f"u{i}"
-        d.mkdir()
-        bad = bytearray(good)
-        bad[i] ^= 1 << (i % 8)
-        (d / "m.arrow").write_bytes(bytes(bad))
-        p = subprocess.run([str(cli), "dequantize", str(d / "m.arrow"), "-o",
-                            str(d / "out.safetensors")], capture_output=True, timeout=120)
-        lines = [l for l in p.stderr.splitlines() if l]
-        if p.returncode != 0:
-            assert p.returncode == 1 and len(lines) == 1 and b"error:" in lines[0], (i, p)
-            assert sorted(os.listdir(d)) == ["m.arrow"], (i, os.listdir(d))
-            return "error", lines[0]
-        out = load_file(str(d / "out.safetensors"))
+        path, message = _dequantize_flipped(cli, good, i, tmp_path / f"u{i}")
+        if path is None:
+            return "error", message
+        out = load_file(str(path))
         same = out.keys() == ref.keys() and all(
             out[k].dtype == ref[k].dtype and out[k].shape == ref[k].shape and
             out[k].tobytes() == ref[k].tobytes() for k in ref)
