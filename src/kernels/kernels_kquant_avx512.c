@@ -249,10 +249,11 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
     return found;
 }
 
-/* Packs 512 codes (floats holding integers < 2^bits) to 512 * bits / 8 bytes at out. */
-static void kq5_pack(const float *q, unsigned bits, uint8_t *out)
+/* Packs n codes (floats holding integers < 2^bits; n a multiple of 64) to n * bits / 8 bytes
+ * at out. */
+static void kq5_pack(const float *q, size_t n, unsigned bits, uint8_t *out)
 {
-    for (size_t k = 0; k < AQ__KQ_SUPER; k += 64) {
+    for (size_t k = 0; k < n; k += 64) {
         __m128i b[4];
         for (size_t t = 0; t < 4; t++) {
             b[t] = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_loadu_ps(q + k + 16 * t)));

@@ -252,9 +252,9 @@ static inline void kqs_codes_store(const kqs_panel *p, unsigned *sc, unsigned *m
     vst1q_u32(mc, vreinterpretq_u32_s32(p->mc));
 }
 
-static inline void kqs_pack(const float *q, unsigned bits, uint8_t *out)
+static inline void kqs_pack(const float *q, size_t n, unsigned bits, uint8_t *out)
 {
-    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, out);
+    aq__kq_pack_codes(q, n, bits, out);
 }
 
 #include "kernels_kquant_simd.h"

@@ -31,8 +31,9 @@
  *   void kqs_panel_codes(xv, n, bits, d, dmin, const kqs_panel *, kqs_v *qv)   step 4
  *                               (d, dmin: the KQS_VL lanes' super-block parameters, loaded
  *                               from two float arrays)
- *   void kqs_pack(const float *q, unsigned bits, uint8_t *out)   512 codes (floats holding
- *                               integers < 2^bits) to 512 * bits / 8 bytes
+ *   void kqs_pack(const float *q, size_t n, unsigned bits, uint8_t *out)   n codes (floats
+ *                               holding integers < 2^bits; n a multiple of 64) to n * bits / 8
+ *                               bytes
  *
  * Super-blocks shorter than 512 elements (rows of kquant_rows, the last super-block of a
  * tensor) are gathered into batches: each takes the next whole sub-block slots of a 512-float
@@ -197,15 +198,21 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *mk, unsigned bits, uint8_t *codes, 
     for (size_t b = 0; b < nitems; b++) {
         const float *qb = q + it[b].j0 * sub;
         const size_t len = it[b].len, bit0 = it[b].bit0;
-        if (len == AQ__KQ_SUPER && bit0 % 8 == 0) {
-            kqs_pack(qb, bits, codes + bit0 / 8);
-        } else if (bit0 % 8 == 0 && len * bits % 8 == 0) {
-            aq__kq_pack_codes(qb, len, bits, codes + bit0 / 8);
-        } else {
-            for (size_t i = 0; i < len; i++) {
-                const size_t bit = bit0 + i * bits;
-                codes[bit / 8] |= (uint8_t)((unsigned)qb[i] << (bit % 8));
+        /* From a byte boundary: whole bytes of 64 codes, then of 8 / bits; the rest ORed. */
+        size_t i = 0;
+        if (bit0 % 8 == 0) {
+            const size_t n64 = len / 64 * 64, nb = len / 4 * 4;
+            if (n64 > 0) {
+                kqs_pack(qb, n64, bits, codes + bit0 / 8);
             }
+            if (nb > n64) {
+                aq__kq_pack_codes(qb + n64, nb - n64, bits, codes + (bit0 + n64 * bits) / 8);
+            }
+            i = nb;
+        }
+        for (; i < len; i++) {
+            const size_t bit = bit0 + i * bits;
+            codes[bit / 8] |= (uint8_t)((unsigned)qb[i] << (bit % 8));
         }
         aq__kq_put_params(it[b].meta, bits, len, sc + it[b].j0, mc + it[b].j0);
         *it[b].d_out = dl[it[b].j0];
