@@ -12,11 +12,18 @@ tensors (layer_name, weights, shape), dequantized with dequantize_arrow and load
                default, the layer rules, floor and budget of N's profile (edge, local, cloud)
   time_aware   the same with mode="time_aware" and calibration= a CalibrationResult of
                arrow_quant_v2.calibrate (16 samples, 20 DDIM steps, 4 groups, seed 123)
+  time_aware(model)  the same with calibration= the torch model itself (the library runs
+               calibrate on it: diffusers' default DDIM schedule, 20 steps, 8 samples, seed 0)
   kquant       scheme="kquant": every tensor at N bits, no rules (super-blocks over the
                flattened tensor)
   kquant_rows  scheme="kquant_rows": the same in format version 1's row-by-row layout (what
                the diffusion mode did before it applied the rules)
   base         mode="base": plain affine, groups of 128
+
+With --demo-unet PATH (the demo's checkpoint: build/examples/gen_unet PATH --width 80 --seed
+2024, as scripts/demo makes it; ~57 M parameters, no sampler), a second table on it: the same
+configurations but time_aware (no model to run), bpw, relative RMSE of all the weights against
+float32, and the call's wall time and rate.
 
 Columns: bpw over every parameter (codes, scales, zero points, sub-block parameters, kept
 tensors as stored), bpw over the quantized tensors only, SQNR (dB) of the predicted noise at
@@ -57,6 +64,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=str(ROOT / "tests/data/diffusion/ddpm_digits"))
     ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--demo-unet", default=None, help="the demo UNet's safetensors file")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -94,6 +102,7 @@ def main():
     configs = [
         ("diffusion", "diffusion", {}),
         ("time_aware", "time_aware", {"calibration": calib}),
+        ("time_aware(model)", "time_aware", {"calibration": model}),
         ("kquant", "diffusion", {"scheme": "kquant"}),
         ("kquant_rows", "diffusion", {"scheme": "kquant_rows"}),
         ("base", "base", {}),
@@ -126,6 +135,52 @@ def main():
                   f"{8 * sum(size[i] for i in quant) / qn:.3f} | {kept} | {eight} | "
                   + " / ".join(f"{sqnr(ref_outs[t], outs[t]):.1f}" for t in SQNR_T)
                   + f" | {psnr(ref_samples, samples):.2f} | {took:.2f} |", flush=True)
+    if args.demo_unet:
+        demo_table(args.demo_unet, [c for c in configs if c[1] != "time_aware"])
+
+
+def demo_table(path, configs):
+    """bpw, relative RMSE and speed of each configuration on the demo UNet."""
+    from safetensors.numpy import load_file
+
+    import arrow_quant_v2 as aq
+
+    state = load_file(path)
+    names = list(state)
+    total = sum(v.size for v in state.values())
+    batch = pa.record_batch({
+        "layer_name": names,
+        "weights": pa.array([state[n].astype(np.float32).ravel() for n in names],
+                            pa.list_(pa.float32())),
+        "shape": pa.array([list(state[n].shape) for n in names], pa.list_(pa.int64()))})
+    ref_sq = sum(float((state[n].astype(np.float64) ** 2).sum()) for n in names)
+    print(f"\n# demo UNet {path}: {total} parameters, {len(names)} tensors")
+    print("| bits | configuration | bpw (all) | bpw (quantized) | kept | 8-bit | rel RMSE | "
+          "time s | M weights/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for bits in (2, 4, 8):
+        for label, mode, extra in configs:
+            q = aq.ArrowQuantV2(mode=mode)
+            t0 = time.perf_counter()
+            res = q.quantize_arrow_batch(batch, bit_width=bits, **extra)
+            took = time.perf_counter() - t0
+            bw = res.column("bit_width").to_pylist()
+            size = [len(d) + 4 * len(s) + 4 * len(z) for d, s, z in zip(
+                res.column("quantized_data").to_pylist(), res.column("scales").to_pylist(),
+                res.column("zero_points").to_pylist())]
+            quant = [i for i, b in enumerate(bw) if b in (2, 4, 8)]
+            qn = sum(state[names[i]].size for i in quant)
+            back = q.dequantize_arrow(res).column("weights")
+            err = 0.0
+            for i, n in enumerate(names):
+                d = back[i].values.to_numpy(zero_copy_only=False).astype(np.float64)
+                err += float(((d - state[n].ravel().astype(np.float64)) ** 2).sum())
+            kept = sum(1 for b in bw if b in (16, 32))
+            eight = sum(1 for b in bw if b == 8)
+            print(f"| {bits} | {label} | {8 * sum(size) / total:.3f} | "
+                  f"{8 * sum(size[i] for i in quant) / qn:.3f} | {kept} | {eight} | "
+                  f"{math.sqrt(err / ref_sq):.4f} | {took:.2f} | {total / took / 1e6:.1f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from .arrow_quant_v2 import (
     Table,
     __version__,
 )
-from .calibration import calibrate
+from .calibration import ModelCalibration, calibrate
 from .diffusion import DiffusionQuantConfig
 from .model import (
     GGUFResult,
@@ -45,6 +45,7 @@ __all__ = [
     "GGUFResult",
     "validate_quality",
     "calibrate",
+    "ModelCalibration",
     "DEFAULT_BIT_WIDTH",
     "DEFAULT_GROUP_SIZE",
     "QuantizationError",

@@ -9,6 +9,7 @@ from .arrow_quant_v2 import (
     Table as Table,
     __version__ as __version__,
 )
+from .calibration import ModelCalibration as ModelCalibration
 from .calibration import calibrate as calibrate
 from .diffusion import DiffusionQuantConfig as DiffusionQuantConfig
 from .model import (
@@ -32,6 +33,7 @@ __all__ = [
     "GGUFResult",
     "validate_quality",
     "calibrate",
+    "ModelCalibration",
     "DEFAULT_BIT_WIDTH",
     "DEFAULT_GROUP_SIZE",
     "QuantizationError",

@@ -16,17 +16,28 @@ each group is normalised by its mean and the groups are combined per channel by 
 so no part of the trajectory is neglected. ``most_varying`` uses the same two figures as
 ``aq_calib_layer_get`` (scale ratio and shape variation).
 
+The quantize entry points (``ArrowQuantV2.quantize_*``, ``quantize_diffusion_model``,
+``quantize_gguf``) also take the torch model itself as ``calibration=`` and run ``calibrate``
+on it (``calibration_from``): a ``torch.nn.Module``, a ``ModelCalibration`` (the model with
+its timesteps, sample inputs, scheduler, ...), or a dict of ``ModelCalibration``'s fields:
+
+    ArrowQuantV2(mode="time_aware").quantize_arrow_batch(
+        batch, bit_width=4, calibration={"model": unet, "timesteps": [999, 750, 500, 250],
+                                         "samples": noised_inputs})
+
 Needs torch and pyarrow (imported when called, so that the package itself does not).
 """
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from .arrow_quant_v2 import QuantizationError
 
-__all__ = ["calibrate", "CalibrationResult", "LayerVariation", "layer_variation"]
+__all__ = ["calibrate", "CalibrationResult", "LayerVariation", "layer_variation",
+           "ModelCalibration", "calibration_from"]
 
 
 @dataclass(frozen=True)
@@ -139,8 +150,11 @@ def calibrate(model: Any, samples: Any, *, scheduler: Any = None, num_steps: int
     and each step is model(x, t, **model_kwargs) followed by scheduler.step(...).prev_sample
     (scale_model_input is applied when the scheduler has it; a stochastic step draws its noise
     from generator).
-    Otherwise: step_fn(x, t) -> next x runs one denoising step (calling model itself), over
-    the given timesteps.
+    With step_fn: step_fn(x, t) -> next x runs one denoising step (calling model itself),
+    over the given timesteps.
+    With timesteps alone: model(input, t, **model_kwargs) at each timestep, the input being
+    samples (a tensor, or a list of one tensor per timestep, e.g. data noised to each level);
+    nothing is stepped.
     groups: the trajectory's steps are cut into this many consecutive groups of (nearly)
     equal length, group 0 holding the first (noisiest) steps; every group has at least one
     step, so there must be at least as many steps as groups.
@@ -151,8 +165,9 @@ def calibrate(model: Any, samples: Any, *, scheduler: Any = None, num_steps: int
         raise QuantizationError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
         raise QuantizationError(f"Invalid groups: {groups!r}. Must be an integer >= 1")
-    if scheduler is None and step_fn is None:
-        raise QuantizationError("calibrate needs a scheduler or a step_fn")
+    if scheduler is None and step_fn is None and timesteps is None:
+        raise QuantizationError("calibrate needs a scheduler, a step_fn with timesteps, or "
+                                "timesteps")
     if scheduler is not None and step_fn is not None:
         raise QuantizationError("calibrate takes a scheduler or a step_fn, not both")
     model_kwargs = dict(model_kwargs or {})
@@ -176,11 +191,29 @@ def calibrate(model: Any, samples: Any, *, scheduler: Any = None, num_steps: int
             out = out.sample if hasattr(out, "sample") else (
                 out[0] if isinstance(out, tuple) else out)
             return scheduler.step(out, t, x, **step_kwargs).prev_sample
-    else:
+    elif step_fn is not None:
         if timesteps is None:
             raise QuantizationError("calibrate with a step_fn needs the timesteps")
         steps = list(timesteps)
         step = step_fn
+    else:
+        # Timesteps alone: the model is run at each one on the sample inputs (the same for
+        # every timestep, or one per timestep), which are not stepped.
+        steps = list(timesteps)
+        if not steps:
+            raise QuantizationError("calibrate needs at least one timestep")
+        per_step = isinstance(samples, (list, tuple))
+        if per_step and len(samples) != len(steps):
+            raise QuantizationError(f"samples has {len(samples)} inputs for {len(steps)} "
+                                    "timesteps: give one input per timestep or one for all")
+        inputs = list(samples) if per_step else None
+        where = [0]
+
+        def step(x, t):
+            inp = inputs[where[0]] if inputs is not None else x
+            where[0] += 1
+            model(inp, t, **model_kwargs)
+            return x
     if len(steps) < groups:
         raise QuantizationError(
             f"The trajectory has {len(steps)} steps, fewer than the {groups} timestep groups: "
@@ -197,10 +230,14 @@ def calibrate(model: Any, samples: Any, *, scheduler: Any = None, num_steps: int
         x = torch.randn((samples, channels) + hw, generator=generator)
     elif isinstance(samples, torch.Tensor):
         x = samples.clone()
+    elif (isinstance(samples, (list, tuple)) and scheduler is None and step_fn is None and
+          samples and all(isinstance(v, torch.Tensor) for v in samples)):
+        x = samples[0]  # one input per timestep (checked above)
     else:
         raise QuantizationError(f"samples must be a tensor or a number of samples, got "
                                 f"{type(samples).__name__}")
-    if not torch.isfinite(x).all():
+    if not all(bool(torch.isfinite(v).all()) for v in
+               (samples if isinstance(samples, (list, tuple)) else [x])):
         raise QuantizationError("samples contain NaN or Inf")
 
     kinds = _layer_types(torch)
@@ -273,3 +310,65 @@ def calibrate(model: Any, samples: Any, *, scheduler: Any = None, num_steps: int
                       "importance", stacklevel=2)
     ts = [float(t) for t in steps]
     return CalibrationResult(stats, groups, ts)
+
+
+@dataclass(frozen=True)
+class ModelCalibration:
+    """A torch model to calibrate when quantizing: ``calibration=ModelCalibration(unet, ...)``
+    (or a dict of these fields, or the bare module) runs ``calibrate`` with these arguments.
+
+    Without scheduler, step_fn and timesteps, the model is run along a 20-step DDIM trajectory
+    of diffusers' default DDPM schedule (1000 training steps, linear betas), which needs
+    diffusers; give timesteps= (with samples=) or a scheduler for any other model.
+    """
+
+    model: Any
+    samples: Any = 8
+    timesteps: Sequence[Any] | None = None
+    scheduler: Any = None
+    step_fn: Callable[[Any, Any], Any] | None = None
+    num_steps: int = 20
+    groups: int = 4
+    model_kwargs: dict[str, Any] | None = None
+    seed: int = 0
+
+    def run(self) -> CalibrationResult:
+        """Runs the calibration (deterministic for a given seed)."""
+        import torch
+
+        scheduler = self.scheduler
+        if scheduler is None and self.step_fn is None and self.timesteps is None:
+            try:
+                from diffusers import DDIMScheduler
+            except ImportError:
+                raise QuantizationError(
+                    "calibration= a torch model without timesteps= or scheduler= runs it along "
+                    "diffusers' default DDIM schedule, and diffusers is not installed: give "
+                    "timesteps= and samples= (ModelCalibration or a dict)") from None
+            scheduler = DDIMScheduler()
+        gen = torch.Generator().manual_seed(self.seed)
+        return calibrate(self.model, self.samples, scheduler=scheduler, num_steps=self.num_steps,
+                         timesteps=self.timesteps, step_fn=self.step_fn, groups=self.groups,
+                         model_kwargs=self.model_kwargs, generator=gen)
+
+
+_SPEC_FIELDS = frozenset(ModelCalibration.__dataclass_fields__)
+
+
+def calibration_from(calibration: Any) -> Any:
+    """calibration= as the quantize entry points take it: a torch.nn.Module, a
+    ModelCalibration or a dict with "model" are run (a CalibrationResult comes back); anything
+    else is returned as it is."""
+    if isinstance(calibration, ModelCalibration):
+        return calibration.run()
+    if isinstance(calibration, dict) and "model" in calibration:
+        unknown = sorted(set(calibration) - _SPEC_FIELDS)
+        if unknown:
+            raise QuantizationError(
+                f"calibration: unknown key {unknown[0]!r}; a model calibration takes "
+                + ", ".join(sorted(_SPEC_FIELDS)))
+        return ModelCalibration(**calibration).run()
+    torch = sys.modules.get("torch")  # a Module needs torch imported already
+    if torch is not None and isinstance(calibration, torch.nn.Module):
+        return ModelCalibration(calibration).run()
+    return calibration

@@ -284,6 +284,9 @@ def _must_exist(path: str) -> None:
 def _calibration(calibration: Any) -> Any:
     if calibration is None:
         return None
+    from .calibration import calibration_from
+
+    calibration = calibration_from(calibration)  # a torch model: calibrated here
     if isinstance(calibration, (str, bytes, os.PathLike)):
         path = _path(calibration, "calibration")
         _must_exist(path)
@@ -295,8 +298,10 @@ def _calibration(calibration: Any) -> Any:
     if hasattr(calibration, "__arrow_c_stream__"):
         return calibration
     raise TypeError("calibration must be a CalibrationResult (arrow_quant_v2.calibrate), an "
-                    "Arrow table (any object with __arrow_c_stream__) or the path of an Arrow "
-                    f"IPC file, not {type(calibration).__name__}")
+                    "Arrow table (any object with __arrow_c_stream__), the path of an Arrow "
+                    "IPC file, or a torch model to calibrate (a torch.nn.Module, a "
+                    "ModelCalibration or a dict with 'model'), not "
+                    f"{type(calibration).__name__}")
 
 
 def quantize_diffusion_model(model_path: Any, output_path: Any,

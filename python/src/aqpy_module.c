@@ -859,9 +859,10 @@ static int aqpy_diffusion_begin(aqpy_quant *self, PyObject *config, PyObject *ca
         memset(d, 0, sizeof *d);
         PyErr_SetString(aqpy_state_of_quant(self)->error,
                         "mode='time_aware' weighs each weight by its timestep-balanced "
-                        "importance and needs calibration=: a CalibrationResult "
-                        "(arrow_quant_v2.calibrate(model, samples, scheduler=...) runs a torch "
-                        "model over the timesteps), an Arrow table with layer_name, "
+                        "importance and needs calibration=: the torch model to calibrate "
+                        "(a torch.nn.Module, or {'model': m, 'timesteps': [...], 'samples': "
+                        "inputs}, or arrow_quant_v2.ModelCalibration), a CalibrationResult "
+                        "(arrow_quant_v2.calibrate), an Arrow table with layer_name, "
                         "timestep_group, mean_square, or the path of an Arrow IPC file holding "
                         "one; use mode='diffusion' to quantize without calibration");
         return -1;

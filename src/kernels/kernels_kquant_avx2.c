@@ -5,7 +5,7 @@
  * lane j % 8 of panel j / 8 (the super-block is transposed 8 x 8 at a time) and each lane adds
  * its sub-block's terms in the reference's order. The once-per-candidate double arithmetic
  * runs on two __m256d halves, left to right as written, without fused multiply-add (this file
- * is built without -mfma). Short and unaligned super-blocks go to the reference.
+ * is built without -mfma). Short super-blocks share panels (kernels_kquant_simd.h).
  */
 #include "kernels.h"
 
@@ -166,20 +166,19 @@ static inline __attribute__((always_inline)) void kq2_panel_fit(const __m256 *xv
 }
 
 /* a = d * sc, b = dmin * mc and inv = 1 / a (0 where a is not positive) of 8 lanes. */
-static inline void kq2_ab(float d, float dmin, __m256i sc, __m256i mc, __m256 *a, __m256 *b,
-                          __m256 *inv)
+static inline void kq2_ab(const float *d, const float *dmin, __m256i sc, __m256i mc, __m256 *a,
+                          __m256 *b, __m256 *inv)
 {
-    *a = _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sc));
-    *b = _mm256_mul_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mc));
+    *a = _mm256_mul_ps(_mm256_loadu_ps(d), _mm256_cvtepi32_ps(sc));
+    *b = _mm256_mul_ps(_mm256_loadu_ps(dmin), _mm256_cvtepi32_ps(mc));
     const __m256 pos = _mm256_cmp_ps(*a, _mm256_setzero_ps(), _CMP_GT_OQ);
     *inv = _mm256_and_ps(pos, _mm256_div_ps(_mm256_set1_ps(1.0f), *a));
 }
 
 /* Step 3 for the 8 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void kq2_panel_refine(const __m256 *xv,
-                                                                   const __m256 *wv, size_t n,
-                                                                   unsigned bits, float d,
-                                                                   float dmin, kq2_panel *p)
+static inline __attribute__((always_inline)) void
+kq2_panel_refine(const __m256 *xv, const __m256 *wv, const __m256 *mk, size_t n, unsigned bits,
+                 const float *d, const float *dmin, kq2_panel *p)
 {
     const __m256 qmax = _mm256_set1_ps((float)((1u << bits) - 1u));
     const __m256i kmax1 = _mm256_set1_epi32((int)(1u << aq__kq_param_bits(bits)));
@@ -200,7 +199,10 @@ static inline __attribute__((always_inline)) void kq2_panel_refine(const __m256 
             const __m256 q = kq2_code(_mm256_mul_ps(_mm256_add_ps(xv[i], b), inv), qmax);
             const __m256 r = _mm256_sub_ps(xv[i], _mm256_sub_ps(_mm256_mul_ps(a, q), b));
             const __m256 wr = wv != NULL ? _mm256_mul_ps(wv[i], r) : r;
-            e = _mm256_add_ps(e, _mm256_mul_ps(wr, r));
+            /* mk: the padding of a partial sub-block adds +0 (its w * r may be NaN). */
+            const __m256 term =
+                mk != NULL ? _mm256_and_ps(mk[i], _mm256_mul_ps(wr, r)) : _mm256_mul_ps(wr, r);
+            e = _mm256_add_ps(e, term);
         }
         if (t == 0) {
             best = e;
@@ -224,8 +226,8 @@ static inline __attribute__((always_inline)) void kq2_panel_refine(const __m256 
 }
 
 /* Codes of a panel (step 4) into qv. */
-static inline void kq2_panel_codes(const __m256 *xv, size_t n, unsigned bits, float d, float dmin,
-                                   const kq2_panel *p, __m256 *qv)
+static inline void kq2_panel_codes(const __m256 *xv, size_t n, unsigned bits, const float *d,
+                                   const float *dmin, const kq2_panel *p, __m256 *qv)
 {
     const __m256 qmax = _mm256_set1_ps((float)((1u << bits) - 1u));
     __m256 a, b, inv;
@@ -263,9 +265,9 @@ static inline void kqs_codes_store(const kqs_panel *p, unsigned *sc, unsigned *m
     _mm256_storeu_si256((__m256i *)(void *)mc, p->mc);
 }
 
-static inline void kqs_pack(const float *q, unsigned bits, uint8_t *out)
+static inline void kqs_pack(const float *q, size_t n, unsigned bits, uint8_t *out)
 {
-    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, out);
+    aq__kq_pack_codes(q, n, bits, out);
 }
 
 #include "kernels_kquant_simd.h"

@@ -1,8 +1,8 @@
 /*
  * AVX-512 (F, DQ) kernels of the quality schemes, bit-exact with the reference.
  *
- * kquant (docs/format.md 5.2): full, unweighted, byte-aligned super-blocks whole here (the
- * others in the reference). Every per-element sum of the specification is a float32 sum over
+ * kquant (docs/format.md 5.2): every super-block here, short ones sharing panels
+ * (kernels_kquant_simd.h). Every per-element sum of the specification is a float32 sum over
  * one sub-block in element order, so sub-block j lives in lane j % 16 of panel j / 16 (the
  * super-block is transposed 16 x 16 at a time) and each lane adds its sub-block's terms in the
  * reference's order: no horizontal reductions. The once-per-candidate fit is the reference's
@@ -249,10 +249,11 @@ kq5_search(const float *x, size_t nv, unsigned bits, float lo, float hi, double 
     return found;
 }
 
-/* Packs 512 codes (floats holding integers < 2^bits) to 512 * bits / 8 bytes at out. */
-static void kq5_pack(const float *q, unsigned bits, uint8_t *out)
+/* Packs n codes (floats holding integers < 2^bits; n a multiple of 64) to n * bits / 8 bytes
+ * at out. */
+static void kq5_pack(const float *q, size_t n, unsigned bits, uint8_t *out)
 {
-    for (size_t k = 0; k < AQ__KQ_SUPER; k += 64) {
+    for (size_t k = 0; k < n; k += 64) {
         __m128i b[4];
         for (size_t t = 0; t < 4; t++) {
             b[t] = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_loadu_ps(q + k + 16 * t)));
@@ -408,20 +409,19 @@ static inline __attribute__((always_inline)) void kq5_panel_fit(const __m512 *xv
 }
 
 /* a = d * sc, b = dmin * mc and inv = 1 / a (0 where a is not positive) of 16 lanes. */
-static inline void kq5_ab(float d, float dmin, __m512i sc, __m512i mc, __m512 *a, __m512 *b,
-                          __m512 *inv)
+static inline void kq5_ab(const float *d, const float *dmin, __m512i sc, __m512i mc, __m512 *a,
+                          __m512 *b, __m512 *inv)
 {
-    *a = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(sc));
-    *b = _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(mc));
+    *a = _mm512_mul_ps(_mm512_loadu_ps(d), _mm512_cvtepi32_ps(sc));
+    *b = _mm512_mul_ps(_mm512_loadu_ps(dmin), _mm512_cvtepi32_ps(mc));
     const __mmask16 pos = _mm512_cmp_ps_mask(*a, _mm512_setzero_ps(), _CMP_GT_OQ);
     *inv = _mm512_maskz_div_ps(pos, _mm512_set1_ps(1.0f), *a);
 }
 
 /* Step 3 for the 16 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void kq5_panel_refine(const __m512 *xv,
-                                                                   const __m512 *wv, size_t n,
-                                                                   unsigned bits, float d,
-                                                                   float dmin, kq5_panel *p)
+static inline __attribute__((always_inline)) void
+kq5_panel_refine(const __m512 *xv, const __m512 *wv, const __m512 *mk, size_t n, unsigned bits,
+                 const float *d, const float *dmin, kq5_panel *p)
 {
     const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
     const __m512i kmax = _mm512_set1_epi32((int)((1u << aq__kq_param_bits(bits)) - 1u));
@@ -442,7 +442,10 @@ static inline __attribute__((always_inline)) void kq5_panel_refine(const __m512 
             const __m512 q = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[i], b), inv), qmax);
             const __m512 r = _mm512_sub_ps(xv[i], _mm512_sub_ps(_mm512_mul_ps(a, q), b));
             const __m512 wr = wv != NULL ? _mm512_mul_ps(wv[i], r) : r;
-            e = _mm512_add_ps(e, _mm512_mul_ps(wr, r));
+            /* mk: the padding of a partial sub-block adds +0 (its w * r may be NaN). */
+            const __m512 term =
+                mk != NULL ? _mm512_and_ps(mk[i], _mm512_mul_ps(wr, r)) : _mm512_mul_ps(wr, r);
+            e = _mm512_add_ps(e, term);
         }
         if (t == 0) {
             best = e;
@@ -460,8 +463,8 @@ static inline __attribute__((always_inline)) void kq5_panel_refine(const __m512 
 }
 
 /* Codes of a panel (step 4) into qv. */
-static inline void kq5_panel_codes(const __m512 *xv, size_t n, unsigned bits, float d, float dmin,
-                                   const kq5_panel *p, __m512 *qv)
+static inline void kq5_panel_codes(const __m512 *xv, size_t n, unsigned bits, const float *d,
+                                   const float *dmin, const kq5_panel *p, __m512 *qv)
 {
     const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
     __m512 a, b, inv;

@@ -6,8 +6,8 @@
  * its sub-block's terms in the reference's order. The once-per-candidate double arithmetic
  * runs on two float64x2_t halves, left to right as written; -ffp-contract=off keeps the
  * compiler from fusing multiplies and adds. Clamps are compare-and-select, exactly the
- * reference's `u > 0 ? u : 0` (NEON's max would keep a NaN). Weighted, short and unaligned
- * super-blocks go to the reference.
+ * reference's `u > 0 ? u : 0` (NEON's max would keep a NaN). Weighted super-blocks go to the
+ * reference; short ones share panels (kernels_kquant_simd.h).
  */
 #include "kernels.h"
 
@@ -141,18 +141,19 @@ kqn_panel_fit(const float32x4_t *xv, size_t n, unsigned bits, kqn_panel *p, doub
 }
 
 /* a = d * sc, b = dmin * mc and inv = 1 / a (0 where a is not positive) of 4 lanes. */
-static inline void kqn_ab(float d, float dmin, int32x4_t sc, int32x4_t mc, float32x4_t *a,
-                          float32x4_t *b, float32x4_t *inv)
+static inline void kqn_ab(const float *d, const float *dmin, int32x4_t sc, int32x4_t mc,
+                          float32x4_t *a, float32x4_t *b, float32x4_t *inv)
 {
-    *a = vmulq_f32(vdupq_n_f32(d), vcvtq_f32_s32(sc));
-    *b = vmulq_f32(vdupq_n_f32(dmin), vcvtq_f32_s32(mc));
+    *a = vmulq_f32(vld1q_f32(d), vcvtq_f32_s32(sc));
+    *b = vmulq_f32(vld1q_f32(dmin), vcvtq_f32_s32(mc));
     const uint32x4_t pos = vcgtq_f32(*a, vdupq_n_f32(0.0f));
     *inv = vbslq_f32(pos, vdivq_f32(vdupq_n_f32(1.0f), *a), vdupq_n_f32(0.0f));
 }
 
 /* Step 3 for the 4 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void
-kqn_panel_refine(const float32x4_t *xv, size_t n, unsigned bits, float d, float dmin, kqn_panel *p)
+static inline __attribute__((always_inline)) void kqn_panel_refine(const float32x4_t *xv, size_t n,
+                                                                   unsigned bits, const float *d,
+                                                                   const float *dmin, kqn_panel *p)
 {
     const float32x4_t qmax = vdupq_n_f32((float)((1u << bits) - 1u));
     const int32x4_t kmax = vdupq_n_s32((int)((1u << aq__kq_param_bits(bits)) - 1u));
@@ -190,8 +191,8 @@ kqn_panel_refine(const float32x4_t *xv, size_t n, unsigned bits, float d, float 
 }
 
 /* Codes of a panel (step 4) into qv. */
-static inline void kqn_panel_codes(const float32x4_t *xv, size_t n, unsigned bits, float d,
-                                   float dmin, const kqn_panel *p, float32x4_t *qv)
+static inline void kqn_panel_codes(const float32x4_t *xv, size_t n, unsigned bits, const float *d,
+                                   const float *dmin, const kqn_panel *p, float32x4_t *qv)
 {
     const float32x4_t qmax = vdupq_n_f32((float)((1u << bits) - 1u));
     float32x4_t a, b, inv;
@@ -220,7 +221,7 @@ static inline float32x4_t kqs_zero(void)
     return vdupq_n_f32(0.0f);
 }
 
-/* Only ever called unweighted (KQS_WEIGHTED 0): wv and wx are NULL. */
+/* Only ever called unweighted (KQS_WEIGHTED 0): wv, wx and mk are NULL. */
 static inline __attribute__((always_inline)) void
 kqs_panel_fit(const float32x4_t *xv, const float32x4_t *wv, const float32x4_t *wx, size_t n,
               unsigned bits, kqn_panel *p, double *s, double *m)
@@ -230,12 +231,12 @@ kqs_panel_fit(const float32x4_t *xv, const float32x4_t *wv, const float32x4_t *w
     kqn_panel_fit(xv, n, bits, p, s, m);
 }
 
-static inline __attribute__((always_inline)) void kqs_panel_refine(const float32x4_t *xv,
-                                                                   const float32x4_t *wv, size_t n,
-                                                                   unsigned bits, float d,
-                                                                   float dmin, kqn_panel *p)
+static inline __attribute__((always_inline)) void
+kqs_panel_refine(const float32x4_t *xv, const float32x4_t *wv, const float32x4_t *mk, size_t n,
+                 unsigned bits, const float *d, const float *dmin, kqn_panel *p)
 {
     (void)wv;
+    (void)mk;
     kqn_panel_refine(xv, n, bits, d, dmin, p);
 }
 
@@ -251,9 +252,9 @@ static inline void kqs_codes_store(const kqs_panel *p, unsigned *sc, unsigned *m
     vst1q_u32(mc, vreinterpretq_u32_s32(p->mc));
 }
 
-static inline void kqs_pack(const float *q, unsigned bits, uint8_t *out)
+static inline void kqs_pack(const float *q, size_t n, unsigned bits, uint8_t *out)
 {
-    aq__kq_pack_codes(q, AQ__KQ_SUPER, bits, out);
+    aq__kq_pack_codes(q, n, bits, out);
 }
 
 #include "kernels_kquant_simd.h"

@@ -139,6 +139,56 @@ static void kq_codes(const float *x, size_t len, size_t sub, float qmax, float d
     }
 }
 
+void aq__kq_sub_fit(const float *x, const float *w, size_t n, unsigned bits, double *s, double *m,
+                    float *tw, float *tx)
+{
+    const float qmax = (float)((1u << bits) - 1u);
+    float lo = x[0], hi = x[0];
+    float sw = 0.0f, sx = 0.0f, sxx = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float W = w != NULL ? w[i] : 1.0f;
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+        sw += W;
+        sx += W * x[i];
+        sxx += (W * x[i]) * x[i];
+    }
+    lo = (lo < 0.0f ? lo : 0.0f) + 0.0f;
+    hi = hi + 0.0f;
+    *tw = sw;
+    *tx = sx;
+    if (hi <= lo) {
+        *s = 0.0;
+        *m = (double)lo;
+    } else if (!kq_search(x, w, n, qmax, lo, hi, sw, sx, sxx, s, m)) {
+        *s = ((double)hi - (double)lo) / (double)qmax;
+        *m = (double)lo;
+    }
+}
+
+void aq__kq_sub_refine(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
+                       unsigned *sc, unsigned *mc)
+{
+    kq_refine(x, w, n, bits, d, dmin, sc, mc);
+}
+
+void aq__kq_sub_sums(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
+                     unsigned sc, unsigned mc, float *tq, float *tqq, float *txq)
+{
+    float q[32];
+    kq_codes(x, n, aq__kq_sub(bits), (float)((1u << bits) - 1u), d, dmin, &sc, &mc, q);
+    float sq = 0.0f, sqq = 0.0f, sxq = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        const float W = w != NULL ? w[i] : 1.0f;
+        sq += W * q[i];
+        sqq += (W * q[i]) * q[i];
+        sxq += (W * x[i]) * q[i];
+    }
+    *tq = sq;
+    *tqq = sqq;
+    *txq = sxq;
+}
+
 bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double sxb, float *d,
                         float *dmin)
 {
@@ -252,28 +302,7 @@ void aq__kq_super(const float *x, const float *w, size_t len, unsigned bits, uin
     for (size_t j = 0; j < nsub; j++) {
         const size_t j0 = j * sub;
         const size_t n = len - j0 < sub ? len - j0 : sub;
-        const float *xj = x + j0, *wj = w != NULL ? w + j0 : NULL;
-        float lo = xj[0], hi = xj[0];
-        float sw = 0.0f, sx = 0.0f, sxx = 0.0f;
-        for (size_t i = 0; i < n; i++) {
-            const float W = wj != NULL ? wj[i] : 1.0f;
-            lo = xj[i] < lo ? xj[i] : lo;
-            hi = xj[i] > hi ? xj[i] : hi;
-            sw += W;
-            sx += W * xj[i];
-            sxx += (W * xj[i]) * xj[i];
-        }
-        lo = (lo < 0.0f ? lo : 0.0f) + 0.0f;
-        hi = hi + 0.0f;
-        tw[j] = sw;
-        tx[j] = sx;
-        if (hi <= lo) {
-            s[j] = 0.0;
-            m[j] = (double)lo;
-        } else if (!kq_search(xj, wj, n, qmax, lo, hi, sw, sx, sxx, &s[j], &m[j])) {
-            s[j] = ((double)hi - (double)lo) / (double)qmax;
-            m[j] = (double)lo;
-        }
+        aq__kq_sub_fit(x + j0, w != NULL ? w + j0 : NULL, n, bits, &s[j], &m[j], &tw[j], &tx[j]);
         smax = s[j] > smax ? s[j] : smax;
         mmax = -m[j] > mmax ? -m[j] : mmax;
     }
@@ -339,6 +368,15 @@ static void kq_load(const void *src, aq_dtype dtype, size_t n, float *out)
             break;
         }
     }
+}
+
+void aq__kq_load(const void *src, aq_dtype dtype, size_t start, size_t n, float *out)
+{
+    if (dtype == AQ_DTYPE_F32) {
+        memcpy(out, (const float *)src + start, n * sizeof(float));
+        return;
+    }
+    kq_load((const char *)src + start * aq_dtype_size(dtype), dtype, n, out);
 }
 
 void aq__kquant_span(aq__kq_super_fn super, const void *src, aq_dtype dtype,

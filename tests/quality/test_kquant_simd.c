@@ -251,6 +251,94 @@ TEST(other_dtypes)
     free(d);
 }
 
+/* Spans of kquant_rows (super-blocks follow rows): every row length from 1 to 100 and lengths
+ * around the super-block, which make partial last sub-blocks, short super-blocks sharing panels
+ * and codes that start inside a byte; spans that start at every column offset of a row. */
+static int ks_compare_span(const float *x, const float *imp, size_t n, size_t col0, size_t cols,
+                           unsigned bits)
+{
+    const aq__kernel_table *t[8];
+    int nt = ks_tables(t), bad = 0;
+    size_t groups = 0, mb = 0;
+    for (size_t e = 0, col = col0; e < n;) {
+        size_t len = cols - col < AQ__KQ_SUPER ? cols - col : AQ__KQ_SUPER;
+        len = len < n - e ? len : n - e;
+        groups++;
+        mb += aq__kq_meta_bytes(bits, len);
+        e += len;
+        col = (col + len) % cols;
+    }
+    const size_t pb = (n * bits + 7) / 8;
+    const aq__span s = {n, col0, cols, AQ__KQ_SUPER, bits};
+    uint8_t *p[2] = {malloc(pb + 1), malloc(pb + 1)}, *m[2] = {malloc(mb + 1), malloc(mb + 1)};
+    float *d[2] = {malloc(groups * 4), malloc(groups * 4)};
+    float *dm[2] = {malloc(groups * 4), malloc(groups * 4)};
+    aq__kernels_ref.quantize_kquant[AQ_DTYPE_F32](x, imp, &s, p[0], m[0], d[0], dm[0]);
+    for (int k = 0; k < nt; k++) {
+        memset(p[1], 0xa5, pb + 1);
+        memset(m[1], 0xa5, mb + 1);
+        t[k]->quantize_kquant[AQ_DTYPE_F32](x, imp, &s, p[1], m[1], d[1], dm[1]);
+        if (memcmp(p[0], p[1], pb) != 0 || memcmp(m[0], m[1], mb) != 0 ||
+            memcmp(d[0], d[1], groups * 4) != 0 || memcmp(dm[0], dm[1], groups * 4) != 0) {
+            printf("span mismatch: %s, n %zu, col0 %zu, cols %zu, %u bits, importance %s\n",
+                   t[k]->name, n, col0, cols, bits, imp != NULL ? "yes" : "no");
+            bad++;
+        }
+    }
+    for (int i = 0; i < 2; i++) {
+        free(p[i]);
+        free(m[i]);
+        free(d[i]);
+        free(dm[i]);
+    }
+    return bad;
+}
+
+TEST(every_row_length)
+{
+    static const size_t extra[] = {127, 255, 320, 496, 500, 511, 513, 527, 1000, 1100, 1535};
+    const size_t nlen = 100 + sizeof extra / sizeof extra[0];
+    float *x = malloc(6 * 1600 * 4), *w = malloc(6 * 1600 * 4);
+    uint64_t seed = 5;
+    for (size_t li = 0; li < nlen; li++) {
+        const size_t cols = li < 100 ? li + 1 : extra[li - 100], rows = cols < 100 ? 6 : 3;
+        const size_t n = rows * cols;
+        ks_fill(x, n, 700 + li, -1);
+        for (size_t i = 0; i < n; i++) {
+            w[i] = aq_test_rand_uniform(&seed) < 0.1 ? 0.0f : (float)aq_test_rand_uniform(&seed);
+        }
+        for (unsigned b = 2; b <= 8; b *= 2) {
+            CHECK(ks_compare_span(x, NULL, n, 0, cols, b) == 0);
+            CHECK(ks_compare_span(x, w, n, 0, cols, b) == 0);
+        }
+    }
+    free(x);
+    free(w);
+}
+
+TEST(every_span_offset)
+{
+    static const size_t lens[] = {37, 100, 600};
+    float *x = malloc(4 * 600 * 4), *w = malloc(4 * 600 * 4);
+    uint64_t seed = 6;
+    for (size_t li = 0; li < 3; li++) {
+        const size_t cols = lens[li];
+        ks_fill(x, 4 * cols, 800 + li, -1);
+        for (size_t i = 0; i < 4 * cols; i++) {
+            w[i] = (float)aq_test_rand_uniform(&seed);
+        }
+        for (size_t col0 = 0; col0 < cols; col0 += cols < 100 ? 1 : 7) {
+            const size_t n = 3 * cols - col0 + col0 % 5; /* ends mid-row too */
+            for (unsigned b = 2; b <= 8; b *= 2) {
+                CHECK(ks_compare_span(x, NULL, n, col0, cols, b) == 0);
+                CHECK(ks_compare_span(x, w, n, col0, cols, b) == 0);
+            }
+        }
+    }
+    free(x);
+    free(w);
+}
+
 /* ---- dequantize: every table's dequantize_kquant against the reference, bit for bit ---- */
 
 /* d and dmin that reach every float32 case of a * q - b (bit patterns): zeros of both signs,
@@ -372,5 +460,6 @@ TEST(dequantize_every_table)
     }
 }
 
-AQ_TEST_MAIN(AQ_CASE(f32_every_mode), AQ_CASE(f32_importance), AQ_CASE(search_every_mode),
-             AQ_CASE(other_dtypes), AQ_CASE(dequantize_every_table))
+AQ_TEST_MAIN(AQ_CASE(f32_every_mode), AQ_CASE(f32_importance), AQ_CASE(every_row_length),
+             AQ_CASE(every_span_offset), AQ_CASE(search_every_mode), AQ_CASE(other_dtypes),
+             AQ_CASE(dequantize_every_table))

@@ -54,7 +54,8 @@ def test_stubs_match_the_module():
             got = [p for p in sig.parameters if p != "self"]
             assert got == want, (cls_name, name, got, want)
     # Diffusion mode: pure-Python names beside the extension's.
-    pure_python = {"DiffusionQuantConfig", "calibrate", "QualityReport", "QuantizationResult",
+    pure_python = {"DiffusionQuantConfig", "calibrate", "ModelCalibration", "QualityReport",
+                   "QuantizationResult",
                    "quantize_diffusion_model", "validate_quality",
                    # GGUF (docs/gguf.md)
                    "quantize_gguf", "dequantize_gguf", "GGUFResult"}
