@@ -30,6 +30,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -213,7 +214,22 @@ def _connect(address: str | None, num_workers: int | None) -> None:
         kw["object_store_memory"] = 128 << 20
         ray.init(**kw)
     else:
+        _reachable(address)
         ray.init(address=address, **kw)
+
+
+def _reachable(address: str) -> None:
+    """A cluster given as HOST:PORT (or ray://HOST:PORT) must answer, or the job fails with
+    one line now (ray.init would retry for minutes)."""
+    hostport = address.removeprefix("ray://")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=10).close()
+    except OSError as e:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address}: "
+                              f"{e.strerror or e}") from None
 
 
 def _bytes_of(path: str) -> int:
@@ -413,11 +429,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = _plan(sources, out if as_dir else None, None if as_dir else out, ext)
         job = _run_job(pairs, rest, address=address, num_workers=None, command=command,
                        progress=_Progress(quiet or json_out))
-    except (OSError, ValueError, RuntimeError) as e:
-        return _fail(str(e))
     except KeyboardInterrupt:
         print("arrowquant: interrupted; no output written", file=sys.stderr)
         return 130
+    except (OSError, ValueError, RuntimeError) as e:
+        return _fail(str(e))
+    except Exception as e:  # Ray's own errors (a cluster that cannot be reached, ...)
+        return _fail(f"ray: {type(e).__name__}: {e}")
     if json_out:
         doc = {"address": job.address, "workers": job.workers, "seconds": job.seconds,
                "checkpoints": [{"source": c.source, "output": c.output, "ok": c.ok,

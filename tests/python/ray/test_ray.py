@@ -226,3 +226,19 @@ def test_command_ray_flag(cluster, command, tmp_path):
         f"arrowquant: error: {bad}: Layer 'blocks.1.attn.to_q.weight' contains NaN or Inf "
         "at index 773"]
     assert not (tmp_path / "bad.arrow").exists()
+
+
+def test_command_ray_errors_are_one_line(command, tmp_path):
+    src = _checkpoint(tmp_path / "m.safetensors", 1, layers=1)
+    cases = [({"AQ_PYTHON": sys.executable}, "127.0.0.1:1",
+              "arrowquant: error: cannot reach the Ray cluster at 127.0.0.1:1: "),
+             ({"AQ_PYTHON": str(tmp_path / "nopython")}, "local",
+              f"arrowquant: error: --ray: cannot run {tmp_path / 'nopython'} (No such file")]
+    for env, address, expect in cases:
+        p = subprocess.run([command, "quantize", src, "-o", tmp_path / "m.arrow", "--ray",
+                            address], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, **env))
+        assert p.returncode == 1
+        (line,) = p.stderr.strip().splitlines()
+        assert line.startswith(expect), line
+        assert not (tmp_path / "m.arrow").exists()
