@@ -163,9 +163,9 @@ def _runs_of(folder):
 
 
 def test_killed_worker_is_retried_with_complete_files(cluster, command, tmp_path):
-    # Big enough that a run lasts long enough to be caught in the act (about a second each
-    # with the searched scheme on one thread).
-    srcs = [_checkpoint(tmp_path / f"k{i}.safetensors", 10 + i, layers=4, width=512)
+    # Big enough that a run lasts long enough to be caught in the act (a few tenths of a
+    # second each with the searched scheme on one thread).
+    srcs = [_checkpoint(tmp_path / f"k{i}.safetensors", 10 + i, layers=4, width=1024)
             for i in range(3)]
     settings = {"scheme": "affine_search", "threads": 1}
     out = tmp_path / "out"
