@@ -233,14 +233,20 @@ def _reachable(address: str) -> None:
 
 
 def _bytes_of(path: str) -> int:
-    """Source bytes of a checkpoint (for progress): its files' sizes."""
+    """Source bytes of a checkpoint (for progress): its files' sizes (a sharded index's
+    shards)."""
     try:
         if os.path.isdir(path):
             return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path)
                        for f in fs if f.endswith(".safetensors"))
+        if path.endswith(".index.json"):
+            with open(path, encoding="utf-8") as f:
+                shards = set(json.load(f).get("weight_map", {}).values())
+            base = os.path.dirname(path)
+            return sum(os.path.getsize(os.path.join(base, s)) for s in shards)
         return os.path.getsize(path)
-    except OSError:
-        return 0
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0  # the worker's run reports what is wrong with it
 
 
 def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | None,

@@ -36,6 +36,21 @@ def _checkpoint(path, seed, *, layers=3, width=256, nan=False):
     return path
 
 
+def _sharded(folder, seed):
+    """A sharded checkpoint: two shards and their index."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    wmap = {}
+    for k in range(2):
+        name = f"model-0000{k + 1}-of-00002.safetensors"
+        t = {f"layers.{k}.mlp.weight": rng.standard_normal((256, 512), np.float32)}
+        save_file(t, str(folder / name))
+        wmap.update({n: name for n in t})
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
+    return index
+
+
 def _digest(path):
     return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
 
@@ -112,16 +127,22 @@ def test_diffusers_folder_same_bytes_as_the_command(cluster, command, tmp_path):
 
 def test_list_of_checkpoints_native_and_gguf(cluster, command, tmp_path):
     srcs = [_checkpoint(tmp_path / f"m{i}.safetensors", i) for i in range(3)]
+    srcs.append(_sharded(tmp_path / "sharded", 7))
+    seen = []
     job = quantize_checkpoints(srcs, tmp_path / "out", command=command, bits=8,
-                               keep=["*norm*"], min_accuracy=0.999)
-    assert job.ok and len(job.checkpoints) == 3
+                               keep=["*norm*"], min_accuracy=0.999,
+                               progress_callback=seen.append)
+    assert job.ok and len(job.checkpoints) == 4
+    assert [p["checkpoints_done"] for p in seen] == [1, 2, 3, 4]
+    total = sum(f.stat().st_size for f in tmp_path.rglob("*.safetensors"))
+    assert seen[-1]["bytes_done"] == seen[-1]["bytes_total"] == total
     for s, c in zip(srcs, job.checkpoints):
-        ref = tmp_path / (s.stem + ".ref.arrow")
+        ref = tmp_path / (s.name.split(".")[0] + ".ref.arrow")
         _run(command, "quantize", s, "-o", ref, "--bits", 8, "--keep", "*norm*",
              "--min-accuracy", 0.999, "--quiet")
-        assert c.output == str(tmp_path / "out" / (s.stem + ".arrow"))
+        assert c.output == str(tmp_path / "out" / (s.name.split(".")[0] + ".arrow"))
         assert _digest(c.output) == _digest(ref), s
-        assert c.summary["quantized"] == 3
+        assert c.summary["quantized"] == (2 if "index" in s.name else 3)
     gjob = quantize_checkpoints(srcs[:2], tmp_path / "gguf", command=command, type="Q4_K")
     assert gjob.ok
     for s, c in zip(srcs, gjob.checkpoints):
