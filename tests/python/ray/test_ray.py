@@ -263,3 +263,22 @@ def test_command_ray_errors_are_one_line(command, tmp_path):
         (line,) = p.stderr.strip().splitlines()
         assert line.startswith(expect), line
         assert not (tmp_path / "m.arrow").exists()
+
+
+def test_installed_command_finds_its_python(cluster, tmp_path):
+    """pip puts arrowquant beside the environment's python3: --ray runs the module with that
+    interpreter, and quantize_checkpoints finds that command, with no setting."""
+    installed = pathlib.Path(sys.executable).parent / "arrowquant"
+    if not installed.exists():
+        pytest.skip(f"{installed} not installed (pip install . puts it there)")
+    src = _checkpoint(tmp_path / "m.safetensors", 5, layers=1)
+    env = {k: v for k, v in os.environ.items() if k != "AQ_PYTHON"}
+    p = subprocess.run([installed, "quantize", src, "-o", tmp_path / "a.arrow", "--ray",
+                        cluster.address, "--quiet"], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    job = quantize_checkpoints([src], tmp_path / "out")
+    assert job.ok
+    _run(str(installed), "quantize", src, "-o", tmp_path / "ref.arrow", "--quiet")
+    assert _digest(tmp_path / "a.arrow") == _digest(tmp_path / "ref.arrow")
+    assert _digest(tmp_path / "out" / "m.arrow") == _digest(tmp_path / "ref.arrow")
