@@ -49,6 +49,9 @@ __all__ = ["CheckpointResult", "JobResult", "quantize_checkpoints", "settings_to
 
 # Options of the command that take no value; every other option takes exactly one.
 _FLAGS = frozenset({"--json", "--quiet", "-q"})
+# Ray Data settings while a job runs (see _run_job).
+_QUIET = {"enable_progress_bars": False, "print_on_execution_start": False,
+          "verbose_stats_logs": False}
 # Options the job sets itself for each checkpoint.
 _OWN = frozenset({"-o", "--ray", "--command"})
 
@@ -110,7 +113,7 @@ def _find_command(command: str | None = None) -> str:
     """The arrowquant command: the one given, else the one installed beside this interpreter
     (pip install puts it in the environment's bin/), else the first on PATH."""
     if command:
-        return command
+        return os.path.abspath(command) if os.sep in command else command
     beside = os.path.join(os.path.dirname(sys.executable), "arrowquant")
     if os.access(beside, os.X_OK):
         return beside
@@ -135,12 +138,15 @@ def _output_name(source: str, ext: str) -> str:
 def _plan(sources: Sequence[str], output_dir: str | None, output: str | None,
           ext: str) -> list[tuple[str, str]]:
     """(source, output) pairs; two sources that would write the same file are an error."""
+    # Workers may run elsewhere, in another folder: they get absolute paths (the same paths
+    # must hold on every node).
+    sources = [os.path.abspath(x) for x in sources]
     if output is not None:
-        return [(sources[0], output)]
+        return [(sources[0], os.path.abspath(output))]
     assert output_dir is not None
     pairs, seen = [], {}
     for s in sources:
-        out = os.path.join(output_dir, _output_name(s, ext))
+        out = os.path.abspath(os.path.join(output_dir, _output_name(s, ext)))
         if out in seen:
             raise ValueError(f"'{s}' and '{seen[out]}' would both write {out}: give them "
                              "different names")
@@ -249,16 +255,11 @@ def _bytes_of(path: str) -> int:
         return 0  # the worker's run reports what is wrong with it
 
 
-def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | None,
-             num_workers: int | None, command: str | None,
-             progress: Callable[[Mapping[str, Any]], Any] | None) -> JobResult:
-    cmd = _find_command(command)
-    t0 = time.monotonic()
-    _connect(address, num_workers)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    ctx.verbose_stats_logs = False
+def _execute(pairs: list[tuple[str, str]], cmd: str, args: list[str],
+             num_workers: int | None,
+             progress: Callable[[Mapping[str, Any]], Any] | None
+             ) -> tuple[dict[int, CheckpointResult], int]:
+    """The dataset of checkpoint rows, run through map_batches and consumed as a stream."""
     workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     items = [{"index": i, "source": s, "output": o} for i, (s, o) in enumerate(pairs)]
     sizes = [_bytes_of(s) for s, _ in pairs]
@@ -284,6 +285,26 @@ def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | No
             progress({"checkpoints_done": len(results), "checkpoints_total": len(pairs),
                       "bytes_done": done_bytes, "bytes_total": total, "current": src,
                       "ok": bool(row["ok"])})
+    return results, workers
+
+
+def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | None,
+             num_workers: int | None, command: str | None,
+             progress: Callable[[Mapping[str, Any]], Any] | None) -> JobResult:
+    cmd = _find_command(command)
+    t0 = time.monotonic()
+    _connect(address, num_workers)
+    # Ray Data's own progress bars and execution logs are off while the job runs: progress is
+    # reported per checkpoint (the caller's own datasets keep their settings).
+    ctx = ray.data.DataContext.get_current()
+    saved = {k: getattr(ctx, k) for k in _QUIET}
+    for k, v in _QUIET.items():
+        setattr(ctx, k, v)
+    try:
+        results, workers = _execute(pairs, cmd, args, num_workers, progress)
+    finally:
+        for k, v in saved.items():
+            setattr(ctx, k, v)
     missing = [pairs[i][0] for i in range(len(pairs)) if i not in results]
     if missing:
         raise RuntimeError(f"the Ray job returned no result for {', '.join(missing)}")
