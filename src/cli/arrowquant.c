@@ -107,6 +107,8 @@ static int cli_usage(void)
           "  --min-accuracy and --target-bpw, or with --bits-for, is the second with the profile\n"
           "  of --bits: 2 edge, 4 local, 8 cloud)\n"
           "  (either form) [--calibration TABLE.arrow [--calibration-combine max|mean]]\n"
+          "  arrowquant quantize SRC... -o OUT --ray ADDRESS|local [options above]\n"
+          "        (one run per SRC on a Ray cluster's workers; OUT a folder for several SRC)\n"
           "  arrowquant dequantize IN.arrow -o OUT.safetensors|FOLDER/ [--dtype f16|bf16|f32]\n"
           "  arrowquant inspect FILE [--json]\n"
           "  arrowquant compare A B [--json]\n"
@@ -301,6 +303,9 @@ int main(int argc, char **argv)
     int n = argc - 2;
     char **rest = argv + 2;
     if (strcmp(cmd, "quantize") == 0) {
+        if (cli_is_ray(n, rest)) {
+            return cli_ray_quantize(n, rest);
+        }
         return cli_is_gguf_output(n, rest) ? cli_gguf_quantize(n, rest, &cli_cancel)
                                            : cmd_quantize(n, rest);
     }

@@ -70,4 +70,9 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel);
 int cli_gguf_inspect(const char *path, int json);
 int cli_gguf_dequantize(const char *in, const char *out, aq_st_dtype dtype);
 
+/* Ray (cli_ray.c). cli_is_ray: the quantize arguments ask for a Ray job (--ray ADDRESS);
+ * cli_ray_quantize runs it through the Python package's Ray module (returns only on failure). */
+bool cli_is_ray(int argc, char **argv);
+int cli_ray_quantize(int argc, char **argv);
+
 #endif /* AQ_CLI_H */

@@ -1,0 +1,140 @@
+"""Ray scale-out: the same checkpoints through the plain command and through arrow_quant_v2.ray
+on a local Ray cluster with 1 and 2 workers (docs/ray.md).
+
+    .venv/bin/python bench/ray_scaleout.py [--checkpoints 4] [--mib 32] [--reps 3]
+        [--command build/src/cli/arrowquant] [--args "--profile local"]
+
+Writes --checkpoints float32 checkpoints of about --mib MiB each (linear layers of 1024 x 1024,
+plus a norm per layer) into a temporary folder, then, --reps times in alternation:
+- plain: ``arrowquant quantize SRC -o OUT --threads 1 ARGS`` for each checkpoint in turn, in one
+  loop on the driver (the work of one worker, without Ray);
+- ray1 / ray2: ``quantize_checkpoints`` on a running local cluster of 1 and 2 CPUs (each
+  worker runs the command with ``--threads 1``), the cluster started before the timing.
+Every output is checked byte for byte against the plain command's. Prints each best time, the
+throughput in source MiB/s, the ratios ray1 / plain (the overhead of the Ray path on one worker,
+target <= 1.15) and plain / ray2 (the speed-up of two workers), and the cluster's start-up time
+(paid once per job by ``--ray local``, not per checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import pathlib
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def make_checkpoints(folder: pathlib.Path, n: int, mib: int) -> list[pathlib.Path]:
+    from safetensors.numpy import save_file
+
+    layers = max(1, mib // 4)  # 1024 x 1024 float32 = 4 MiB
+    out = []
+    for c in range(n):
+        rng = np.random.default_rng(c)
+        t = {}
+        for i in range(layers):
+            t[f"blocks.{i}.proj.weight"] = (rng.standard_normal((1024, 1024), np.float32) * 0.02)
+            t[f"blocks.{i}.norm.weight"] = np.ones(1024, np.float32)
+        p = folder / f"ckpt{c}.safetensors"
+        save_file(t, str(p))
+        out.append(p)
+    return out
+
+
+def digest(p: pathlib.Path) -> str:
+    return hashlib.sha256(p.read_bytes()).hexdigest()
+
+
+def run_plain(command: str, srcs, outdir: pathlib.Path, args: list[str]) -> float:
+    outdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    for s in srcs:
+        subprocess.run([command, "quantize", str(s), "-o", str(outdir / (s.stem + ".arrow")),
+                        "--threads", "1", "--quiet", *args], check=True)
+    return time.perf_counter() - t0
+
+
+def run_ray(srcs, outdir: pathlib.Path, args: list[str], command: str, workers: int) -> float:
+    from arrow_quant_v2.ray import _plan, _run_job
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    pairs = _plan([str(s) for s in srcs], str(outdir), None, ".arrow")
+    t0 = time.perf_counter()
+    job = _run_job(pairs, ["--threads", "1", "--quiet", *args], address=None,
+                   num_workers=workers, command=command, progress=None)
+    dt = time.perf_counter() - t0
+    if not job.ok:
+        raise SystemExit(f"ray job failed: {job.failures}")
+    return dt
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--checkpoints", type=int, default=4)
+    ap.add_argument("--mib", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--command", default=str(ROOT / "build" / "src" / "cli" / "arrowquant"))
+    ap.add_argument("--args", default="", help="more options of the command (quoted)")
+    a = ap.parse_args()
+    import logging
+    import warnings
+
+    import ray
+
+    warnings.filterwarnings("ignore", module=r"ray(\.|$)")
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    args = shlex.split(a.args)
+    with tempfile.TemporaryDirectory(prefix="aq-ray-bench-") as tmp:
+        tmpd = pathlib.Path(tmp)
+        srcs = make_checkpoints(tmpd, a.checkpoints, a.mib)
+        size = sum(s.stat().st_size for s in srcs) / (1 << 20)
+        print(f"{a.checkpoints} checkpoints, {size:.1f} MiB of float32 in all; command "
+              f"{a.command} {' '.join(args)}; {os.cpu_count()} CPUs, load "
+              f"{os.getloadavg()[0]:.2f}")
+        best = {"plain": float("inf"), "ray1": float("inf"), "ray2": float("inf")}
+        startup = {}
+        for workers in (1, 2):
+            key = f"ray{workers}"
+            t0 = time.perf_counter()
+            ray.init(num_cpus=workers, object_store_memory=128 << 20, include_dashboard=False,
+                     log_to_driver=False, logging_level="ERROR")
+            # The first job also starts the worker processes: not timed.
+            run_ray(srcs[:1], tmpd / "warm", args, a.command, workers)
+            startup[key] = time.perf_counter() - t0
+            for r in range(a.reps):
+                best["plain"] = min(best["plain"],
+                                    run_plain(a.command, srcs, tmpd / "plain", args))
+                best[key] = min(best[key], run_ray(srcs, tmpd / key, args, a.command, workers))
+            ray.shutdown()
+            for s in srcs:
+                ref = digest(tmpd / "plain" / (s.stem + ".arrow"))
+                if digest(tmpd / key / (s.stem + ".arrow")) != ref:
+                    raise SystemExit(f"{key}: {s.stem}.arrow differs from the command's")
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+        print("| run | best of %d (s) | MiB/s | vs plain |" % a.reps)
+        print("|---|---|---|---|")
+        for k in ("plain", "ray1", "ray2"):
+            print(f"| {k} | {best[k]:.3f} | {size / best[k]:.1f} | "
+                  f"{best[k] / best['plain']:.3f} |")
+        over = best["ray1"] / best["plain"]
+        print(f"Ray overhead on one worker: ray1 / plain = {over:.3f} (target <= 1.15: "
+              f"{'met' if over <= 1.15 else 'missed'})")
+        print(f"two workers: plain / ray2 = {best['plain'] / best['ray2']:.2f}x, "
+              f"ray1 / ray2 = {best['ray1'] / best['ray2']:.2f}x")
+        print("cluster start-up and first task (not in the times above): " +
+              ", ".join(f"{k} {v:.1f} s" for k, v in startup.items()))
+        print("every output byte-identical to the command's")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

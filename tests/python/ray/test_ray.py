@@ -1,0 +1,284 @@
+"""arrow_quant_v2.ray on a real local Ray cluster (a head node and its worker processes on this
+machine): the files the workers write are byte for byte the command's, for a diffusers folder
+and for a list of checkpoints (native and GGUF); a worker killed mid-job is retried and the
+files come out complete and correct; a bad checkpoint is reported and the others finish; and
+the command's --ray path gives the same files, progress and summaries."""
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'ray[data]'): the "
+                                        "Ray scale-out tests need it")
+from ray.cluster_utils import Cluster  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+from arrow_quant_v2.ray import quantize_checkpoints, settings_to_args  # noqa: E402
+
+
+def _checkpoint(path, seed, *, layers=3, width=256, nan=False):
+    rng = np.random.default_rng(seed)
+    t = {}
+    for i in range(layers):
+        t[f"blocks.{i}.attn.to_q.weight"] = rng.standard_normal((width, width), np.float32)
+        t[f"blocks.{i}.norm.weight"] = rng.standard_normal(width).astype(np.float32)
+    if nan:
+        t["blocks.1.attn.to_q.weight"][3, 5] = np.nan
+    save_file(t, str(path), metadata={"seed": str(seed)})
+    return path
+
+
+def _sharded(folder, seed):
+    """A sharded checkpoint: two shards and their index."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    wmap = {}
+    for k in range(2):
+        name = f"model-0000{k + 1}-of-00002.safetensors"
+        t = {f"layers.{k}.mlp.weight": rng.standard_normal((256, 512), np.float32)}
+        save_file(t, str(folder / name))
+        wmap.update({n: name for n in t})
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": wmap}))
+    return index
+
+
+def _digest(path):
+    return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head node with two worker slots, in processes of its own; the test process joins it
+    as the driver."""
+    c = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 2, "object_store_memory": 96 << 20, "include_dashboard": False})
+    ray.init(address=c.address, log_to_driver=False, logging_level="ERROR")
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def command(build_dir):
+    path = build_dir / "src" / "cli" / "arrowquant"
+    if not path.exists():
+        pytest.fail(f"{path} not found: build the project first (scripts/test does)")
+    return str(path)
+
+
+def _run(command, *args):
+    p = subprocess.run([command, *map(str, args)], capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return p
+
+
+def _no_temporaries(folder):
+    left = [p.name for p in pathlib.Path(folder).iterdir() if ".tmp-" in p.name]
+    assert not left, left
+
+
+def test_settings_become_the_commands_options():
+    assert settings_to_args({"bits": 8, "keep": ["*a*", "*b*"], "bits_for": {"*attn*": 8},
+                             "min_accuracy": 0.99, "quiet": True, "profile": None,
+                             "target_bpw": 0}) == [
+        "--bits", "8", "--keep", "*a*", "--keep", "*b*", "--bits-for", "*attn*=8",
+        "--min-accuracy", "0.99", "--quiet", "--target-bpw", "0"]
+    with pytest.raises(TypeError, match="set by the job"):
+        settings_to_args({"o": "x"})
+
+
+def test_without_ray_the_import_says_how_to_install(tmp_path):
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "import arrow_quant_v2.ray\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode != 0
+    last = p.stderr.strip().splitlines()[-1]
+    assert last == ("ImportError: arrow_quant_v2.ray needs Ray Data: pip install 'ray[data]'")
+
+
+def test_diffusers_folder_same_bytes_as_the_command(cluster, command, tmp_path):
+    from diffusers_unet import small_unet
+
+    root = tmp_path / "pipe"
+    small_unet(1).save_pretrained(root / "unet")
+    (root / "model_index.json").write_text(json.dumps({
+        "_class_name": "DDPMPipeline", "unet": ["diffusers", "UNet2DModel"]}))
+    ref = tmp_path / "ref.arrow"
+    _run(command, "quantize", root, "-o", ref, "--profile", "local", "--quiet")
+    job = quantize_checkpoints(root, tmp_path / "out", command=command, profile="local")
+    assert job.ok, job.failures
+    (c,) = job.checkpoints
+    assert c.output == str(tmp_path / "out" / "pipe.arrow")
+    assert _digest(c.output) == _digest(ref)
+    assert c.summary["tensors"] == json.loads(
+        _run(command, "quantize", root, "-o", tmp_path / "ref2.arrow", "--profile", "local",
+             "--json").stdout)["tensors"]
+
+
+def test_list_of_checkpoints_native_and_gguf(cluster, command, tmp_path):
+    srcs = [_checkpoint(tmp_path / f"m{i}.safetensors", i) for i in range(3)]
+    srcs.append(_sharded(tmp_path / "sharded", 7))
+    seen = []
+    job = quantize_checkpoints(srcs, tmp_path / "out", command=command, bits=8,
+                               keep=["*norm*"], min_accuracy=0.999,
+                               progress_callback=seen.append)
+    assert job.ok and len(job.checkpoints) == 4
+    assert [p["checkpoints_done"] for p in seen] == [1, 2, 3, 4]
+    total = sum(f.stat().st_size for f in tmp_path.rglob("*.safetensors"))
+    assert seen[-1]["bytes_done"] == seen[-1]["bytes_total"] == total
+    for s, c in zip(srcs, job.checkpoints):
+        ref = tmp_path / (s.name.split(".")[0] + ".ref.arrow")
+        _run(command, "quantize", s, "-o", ref, "--bits", 8, "--keep", "*norm*",
+             "--min-accuracy", 0.999, "--quiet")
+        assert c.output == str(tmp_path / "out" / (s.name.split(".")[0] + ".arrow"))
+        assert _digest(c.output) == _digest(ref), s
+        assert c.summary["quantized"] == (2 if "index" in s.name else 3)
+    gjob = quantize_checkpoints(srcs[:2], tmp_path / "gguf", command=command, type="Q4_K")
+    assert gjob.ok
+    for s, c in zip(srcs, gjob.checkpoints):
+        ref = tmp_path / (s.stem + ".ref.gguf")
+        _run(command, "quantize", s, "-o", ref, "--type", "Q4_K", "--quiet")
+        assert c.output.endswith(".gguf") and _digest(c.output) == _digest(ref)
+    _no_temporaries(tmp_path / "out")
+
+
+def test_bad_checkpoint_is_reported_and_the_others_finish(cluster, command, tmp_path):
+    srcs = [_checkpoint(tmp_path / "a.safetensors", 1),
+            _checkpoint(tmp_path / "bad.safetensors", 2, nan=True),
+            tmp_path / "missing.safetensors",
+            _checkpoint(tmp_path / "c.safetensors", 3)]
+    job = quantize_checkpoints(srcs, tmp_path / "out", command=command)
+    assert [c.ok for c in job.checkpoints] == [True, False, False, True]
+    bad, missing = job.failures
+    assert "Layer 'blocks.1.attn.to_q.weight' contains NaN or Inf at index 773" in bad.error
+    assert "missing.safetensors" in missing.error
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.arrow", "c.arrow"]
+    for name in ("a", "c"):
+        ref = tmp_path / f"{name}.ref.arrow"
+        _run(command, "quantize", tmp_path / f"{name}.safetensors", "-o", ref, "--quiet")
+        assert _digest(tmp_path / "out" / f"{name}.arrow") == _digest(ref)
+
+
+def _runs_of(folder):
+    """(pid, parent pid) of the arrowquant runs writing into folder."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if argv[0].endswith(b"arrowquant") and any(str(folder).encode() in a for a in argv):
+            found.append((int(pid), int(stat.rsplit(")", 1)[1].split()[1])))
+    return found
+
+
+def test_killed_worker_is_retried_with_complete_files(cluster, command, tmp_path):
+    # Big enough that a run lasts long enough to be caught in the act (a few tenths of a
+    # second each with the searched scheme on one thread).
+    srcs = [_checkpoint(tmp_path / f"k{i}.safetensors", 10 + i, layers=4, width=1024)
+            for i in range(3)]
+    settings = {"scheme": "affine_search", "threads": 1}
+    out = tmp_path / "out"
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for pid, worker in _runs_of(out):
+                if worker > 1:
+                    os.kill(worker, signal.SIGKILL)  # the Ray worker process running the task
+                    killed.append((pid, worker))
+                    return
+            time.sleep(0.01)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    job = quantize_checkpoints(srcs, out, command=command, **settings)
+    t.join()
+    assert killed, "no worker was caught running"
+    assert job.ok, job.failures
+    for s, c in zip(srcs, job.checkpoints):
+        ref = tmp_path / (s.stem + ".ref.arrow")
+        _run(command, "quantize", s, "-o", ref, *settings_to_args(settings), "--quiet")
+        assert _digest(c.output) == _digest(ref), s
+    assert sorted(os.listdir(out)) == ["k0.arrow", "k1.arrow", "k2.arrow"]
+    # The run the dead worker had started died with it.
+    assert not _runs_of(out)
+
+
+def test_command_ray_flag(cluster, command, tmp_path):
+    srcs = [_checkpoint(tmp_path / f"m{i}.safetensors", 20 + i) for i in range(2)]
+    env = dict(os.environ, AQ_PYTHON=sys.executable)
+    p = subprocess.run([command, "quantize", *srcs, "-o", tmp_path / "out", "--bits", "2",
+                        "--ray", cluster.address], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "progress: 2/2 checkpoints" in p.stderr
+    assert p.stdout.rstrip().splitlines()[-1].startswith("ray job  2/2 checkpoints written, 0 "
+                                                         "failed")
+    for s in srcs:
+        ref = tmp_path / (s.stem + ".ref.arrow")
+        mine = _run(command, "quantize", s, "-o", ref, "--bits", "2")
+        assert _digest(tmp_path / "out" / (s.stem + ".arrow")) == _digest(ref)
+        # The command's own summary, as it prints it (but for the time it took and the name
+        # of the file).
+        summary = [ln for ln in mine.stdout.splitlines()
+                   if not ln.startswith("  time") and str(ref) not in ln]
+        assert len(summary) > 3
+        assert all(ln in p.stdout.splitlines() for ln in summary), (summary, p.stdout)
+    # One SRC: -o is the file; a bad checkpoint: one error line and exit 1.
+    bad = _checkpoint(tmp_path / "bad.safetensors", 2, nan=True)
+    p = subprocess.run([command, "quantize", bad, "-o", tmp_path / "bad.arrow", "--ray",
+                        cluster.address, "--quiet"], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert p.returncode == 1
+    assert p.stderr.strip().splitlines() == [
+        f"arrowquant: error: {bad}: Layer 'blocks.1.attn.to_q.weight' contains NaN or Inf "
+        "at index 773"]
+    assert not (tmp_path / "bad.arrow").exists()
+
+
+def test_command_ray_errors_are_one_line(command, tmp_path):
+    src = _checkpoint(tmp_path / "m.safetensors", 1, layers=1)
+    cases = [({"AQ_PYTHON": sys.executable}, "127.0.0.1:1",
+              "arrowquant: error: cannot reach the Ray cluster at 127.0.0.1:1: "),
+             ({"AQ_PYTHON": str(tmp_path / "nopython")}, "local",
+              f"arrowquant: error: --ray: cannot run {tmp_path / 'nopython'} (No such file")]
+    for env, address, expect in cases:
+        p = subprocess.run([command, "quantize", src, "-o", tmp_path / "m.arrow", "--ray",
+                            address], capture_output=True, text=True, timeout=120,
+                           env=dict(os.environ, **env))
+        assert p.returncode == 1
+        (line,) = p.stderr.strip().splitlines()
+        assert line.startswith(expect), line
+        assert not (tmp_path / "m.arrow").exists()
+
+
+def test_installed_command_finds_its_python(cluster, tmp_path):
+    """pip puts arrowquant beside the environment's python3: --ray runs the module with that
+    interpreter, and quantize_checkpoints finds that command, with no setting."""
+    installed = pathlib.Path(sys.executable).parent / "arrowquant"
+    if not installed.exists():
+        pytest.skip(f"{installed} not installed (pip install . puts it there)")
+    src = _checkpoint(tmp_path / "m.safetensors", 5, layers=1)
+    env = {k: v for k, v in os.environ.items() if k != "AQ_PYTHON"}
+    p = subprocess.run([installed, "quantize", src, "-o", tmp_path / "a.arrow", "--ray",
+                        cluster.address, "--quiet"], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert p.returncode == 0, p.stderr
+    job = quantize_checkpoints([src], tmp_path / "out")
+    assert job.ok
+    _run(str(installed), "quantize", src, "-o", tmp_path / "ref.arrow", "--quiet")
+    assert _digest(tmp_path / "a.arrow") == _digest(tmp_path / "ref.arrow")
+    assert _digest(tmp_path / "out" / "m.arrow") == _digest(tmp_path / "ref.arrow")
