@@ -23,44 +23,6 @@ static int gp_value_error(PyObject *module, const char *msg)
     return -1;
 }
 
-/* A sequence of str as a C array (borrowed from the list kept in *keep). */
-static int gp_strings(PyObject *obj, const char *what, PyObject **keep, const char ***out,
-                      size_t *n)
-{
-    *keep = NULL;
-    *out = NULL;
-    *n = 0;
-    if (obj == Py_None) {
-        return 0;
-    }
-    PyObject *seq = PySequence_Fast(obj, what);
-    if (seq == NULL) {
-        return -1;
-    }
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
-    const char **v = calloc((size_t)len + 1, sizeof *v);
-    if (v == NULL) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < len; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyUnicode_Check(item) || (v[i] = PyUnicode_AsUTF8(item)) == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_Format(PyExc_TypeError, "%s must hold str items", what);
-            }
-            free(v);
-            Py_DECREF(seq);
-            return -1;
-        }
-    }
-    *keep = seq;
-    *out = v;
-    *n = (size_t)len;
-    return 0;
-}
-
 typedef struct gp_recs {
     PyObject *list; /* filled after the run: the records are copied without the GIL */
     aq_gguf_tensor_result *v;
@@ -141,12 +103,10 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
     aq_gguf_write_options o;
     memset(&o, 0, sizeof o);
-    if (gp_strings(keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
-        gp_strings(bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0) {
-        goto done;
-    }
-    if (strcmp(combine, "max") != 0 && strcmp(combine, "mean") != 0) {
-        gp_value_error(module, "Invalid calibration_combine. Must be 'max' or 'mean'");
+    int how;
+    if (aq__py_strings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
+        aq__py_strings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||
+        aq__py_run_choice(module, "calibration_combine", combine, &how) != 0) {
         goto done;
     }
     if ((n_keep > 0 || n_bits > 0) && profile == NULL) {
@@ -174,46 +134,18 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     }
     if (profile != NULL) {
         aq_profile prof;
-        aq_family family;
-        if ((st = aq_profile_get(profile, &prof, &err)) != AQ_OK ||
-            (st = aq_family_from_name(family_name, &family, &err)) != AQ_OK ||
-            (st = aq_rules_create(family, &prof, names, n, &rules, &err)) != AQ_OK) {
-            goto fail;
-        }
-        for (size_t i = 0; i < n_keep; i++) {
-            if ((st = aq_rules_add_override(rules, keep_v[i], AQ_RULES_KEEP, &err)) != AQ_OK) {
-                goto fail;
-            }
-        }
-        for (size_t i = 0; i < n_bits; i++) {
-            if ((st = aq_rules_add_override_spec(rules, bits_v[i], &err)) != AQ_OK) {
-                goto fail;
-            }
+        if (aq__py_run_profile(module, profile, 0, NULL, 0, NULL, &prof) != 0 ||
+            aq__py_run_rules(module, &prof, family_name, names, n, keep_v, n_keep, bits_v, n_bits,
+                             &rules) != 0) {
+            goto done;
         }
         o.rules = rules;
     }
     if (calibration != Py_None) {
-        if ((st = aq_calib_create(&calib, &err)) != AQ_OK) {
-            goto fail;
-        }
-        if (PyUnicode_Check(calibration) || PyBytes_Check(calibration) ||
-            PyObject_HasAttrString(calibration, "__fspath__")) {
-            PyObject *pb = NULL;
-            if (!PyUnicode_FSConverter(calibration, &pb)) {
-                goto done;
-            }
-            st = aq_calib_add_ipc_file(calib, PyBytes_AS_STRING(pb), &err);
-            Py_DECREF(pb);
-            if (st != AQ_OK) {
-                goto fail;
-            }
-        } else if (aq__py_calib_from_stream(module, calib, calibration) != 0) {
+        if (aq__py_run_calib(module, calibration, combine, &calib) != 0) {
             goto done;
         }
-        aq_calib_combine how =
-            strcmp(combine, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
-        if ((st = aq_calib_finish(calib, how, &err)) != AQ_OK ||
-            (st = aq_calib_check_model(calib, names, n, &err)) != AQ_OK) {
+        if ((st = aq_calib_check_model(calib, names, n, &err)) != AQ_OK) {
             goto fail;
         }
         o.calib = calib;
