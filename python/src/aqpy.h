@@ -108,6 +108,11 @@ extern PyMethodDef aq__py_settings_methods[];
  * *out is the caller's to free). None gives none; one str is refused. */
 int aq__py_strings(PyObject *module, PyObject *obj, const char *what, PyObject **keep,
                    const char ***out, size_t *n);
+/* A context with `threads`, the model at src (opened without the GIL) and its tensor names
+ * (borrowed from the model; the array is the caller's to free). On failure what was made is
+ * in the outputs, for the caller to free. */
+int aq__py_run_open(PyObject *module, const char *src, int threads, aq_ctx **ctx, aq_model **model,
+                    const char ***names, size_t *n);
 /* The index of `value` among a CHOICE setting's choices (which follow the library's enum). */
 int aq__py_run_choice(PyObject *module, const char *setting, const char *value, int *out);
 /* The profile with the run's own bits, scheme and group size (0 / NULL: the profile's),

@@ -61,6 +61,53 @@ static void gp_on_tensor(void *user, const aq_gguf_tensor_result *r)
     g->n++;
 }
 
+/* The result of _quantize_gguf: {summary, tensors}; NULL with an exception set. */
+static PyObject *gp_result(const gp_recs *recs, const aq_gguf_write_summary *sum, int threads,
+                           const char *kernels)
+{
+    PyObject *result = NULL;
+    PyObject *tensors = PyList_New((Py_ssize_t)recs->n);
+    for (size_t i = 0; tensors != NULL && i < recs->n; i++) {
+        const aq_gguf_tensor_result *r = &recs->v[i];
+        PyObject *d = Py_BuildValue("{s:s,s:s,s:s,s:n,s:n,s:d,s:d}", "name", recs->names[i], "type",
+                                    aq_gguf_type_name(r->type), "reason", r->reason, "elements",
+                                    (Py_ssize_t)r->elements, "bytes", (Py_ssize_t)r->bytes,
+                                    "sqnr_db", r->sqnr_db, "cosine", r->cosine);
+        if (d == NULL) {
+            Py_CLEAR(tensors);
+            break;
+        }
+        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
+    }
+    PyObject *types = PyDict_New();
+    for (size_t t = 0; types != NULL && t <= AQ_GGUF_BF16; t++) {
+        if (sum->count_by_type[t] == 0) {
+            continue;
+        }
+        PyObject *c = PyLong_FromSize_t(sum->count_by_type[t]);
+        if (c == NULL || PyDict_SetItemString(types, aq_gguf_type_name((aq_gguf_type)t), c) != 0) {
+            Py_XDECREF(c);
+            Py_CLEAR(types);
+            break;
+        }
+        Py_DECREF(c);
+    }
+    PyObject *summary =
+        types == NULL
+            ? NULL
+            : Py_BuildValue("{s:n,s:n,s:n,s:n,s:N,s:i,s:s}", "tensors", (Py_ssize_t)sum->tensors,
+                            "quantized", (Py_ssize_t)sum->quantized, "bytes_in",
+                            (Py_ssize_t)sum->bytes_in, "bytes_out", (Py_ssize_t)sum->bytes_out,
+                            "types", types, "threads", threads, "kernels", kernels);
+    if (tensors != NULL && summary != NULL) {
+        result = Py_BuildValue("{s:N,s:N}", "summary", summary, "tensors", tensors);
+    } else {
+        Py_XDECREF(tensors);
+        Py_XDECREF(summary);
+    }
+    return result;
+}
+
 const char aq__py_quantize_gguf_doc[] =
     "_quantize_gguf(src, dst, gguf_type, *, profile=None, family='auto', keep=None, "
     "bits_for=None, threads=0, calibration=None, calibration_combine='max', architecture=None, "
@@ -113,24 +160,12 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
         gp_value_error(module, "keep and bits_for need a profile (the layer rules they override)");
         goto done;
     }
-    if ((st = aq_gguf_type_from_name(type_name, 1, &o.type, &err)) != AQ_OK ||
-        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+    size_t n = 0;
+    if ((st = aq_gguf_type_from_name(type_name, 1, &o.type, &err)) != AQ_OK) {
         goto fail;
     }
-    PyThreadState *ts = PyEval_SaveThread();
-    st = aq_model_open(src, &model, &err);
-    PyEval_RestoreThread(ts);
-    if (st != AQ_OK) {
-        goto fail;
-    }
-    size_t n = aq_model_count(model);
-    if ((names = calloc(n + 1, sizeof *names)) == NULL) {
-        PyErr_NoMemory();
+    if (aq__py_run_open(module, src, threads, &ctx, &model, &names, &n) != 0) {
         goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        names[i] = aq_model_tensor(model, i)->name;
     }
     if (profile != NULL) {
         aq_profile prof;
@@ -155,7 +190,7 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     o.on_tensor = gp_on_tensor;
     o.on_tensor_user = &recs;
     aq_gguf_write_summary sum;
-    ts = PyEval_SaveThread();
+    PyThreadState *ts = PyEval_SaveThread();
     st = aq_model_to_gguf(ctx, model, dst, &o, &sum, &err);
     PyEval_RestoreThread(ts);
     if (st != AQ_OK) {
@@ -165,45 +200,7 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
         PyErr_NoMemory();
         goto done;
     }
-    PyObject *tensors = PyList_New((Py_ssize_t)recs.n);
-    for (size_t i = 0; tensors != NULL && i < recs.n; i++) {
-        const aq_gguf_tensor_result *r = &recs.v[i];
-        PyObject *d = Py_BuildValue("{s:s,s:s,s:s,s:n,s:n,s:d,s:d}", "name", recs.names[i], "type",
-                                    aq_gguf_type_name(r->type), "reason", r->reason, "elements",
-                                    (Py_ssize_t)r->elements, "bytes", (Py_ssize_t)r->bytes,
-                                    "sqnr_db", r->sqnr_db, "cosine", r->cosine);
-        if (d == NULL) {
-            Py_CLEAR(tensors);
-            break;
-        }
-        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
-    }
-    PyObject *types = PyDict_New();
-    for (size_t t = 0; types != NULL && t <= AQ_GGUF_BF16; t++) {
-        if (sum.count_by_type[t] == 0) {
-            continue;
-        }
-        PyObject *c = PyLong_FromSize_t(sum.count_by_type[t]);
-        if (c == NULL || PyDict_SetItemString(types, aq_gguf_type_name((aq_gguf_type)t), c) != 0) {
-            Py_XDECREF(c);
-            Py_CLEAR(types);
-            break;
-        }
-        Py_DECREF(c);
-    }
-    PyObject *summary =
-        types == NULL
-            ? NULL
-            : Py_BuildValue("{s:n,s:n,s:n,s:n,s:N,s:i,s:s}", "tensors", (Py_ssize_t)sum.tensors,
-                            "quantized", (Py_ssize_t)sum.quantized, "bytes_in",
-                            (Py_ssize_t)sum.bytes_in, "bytes_out", (Py_ssize_t)sum.bytes_out,
-                            "types", types, "threads", threads, "kernels", aq_ctx_kernels(ctx));
-    if (tensors != NULL && summary != NULL) {
-        result = Py_BuildValue("{s:N,s:N}", "summary", summary, "tensors", tensors);
-    } else {
-        Py_XDECREF(tensors);
-        Py_XDECREF(summary);
-    }
+    result = gp_result(&recs, &sum, threads, aq_ctx_kernels(ctx));
     goto done;
 fail:
     gp_raise(module, &err);

@@ -348,30 +348,14 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     }
     /* The configuration may change the profile's bits, scheme and group size: the rules then
      * give those to the tensors that follow the profile. */
-    if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
-        goto fail;
-    }
-    if (aq__py_run_profile(module, profile_name, bit_width, scheme_name, (size_t)group_size, ctx,
+    size_t n = 0;
+    if (aq__py_run_open(module, src, threads, &ctx, &model, &names, &n) != 0 ||
+        aq__py_run_profile(module, profile_name, bit_width, scheme_name, (size_t)group_size, ctx,
                            &prof) != 0) {
         goto done;
     }
     if ((st = aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, prof.bit_width, &err)) != AQ_OK) {
         goto fail;
-    }
-    PyThreadState *ts = PyEval_SaveThread();
-    st = aq_model_open(src, &model, &err);
-    PyEval_RestoreThread(ts);
-    if (st != AQ_OK) {
-        goto fail;
-    }
-    size_t n = aq_model_count(model);
-    if ((names = malloc((n > 0 ? n : 1) * sizeof *names)) == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        names[i] = aq_model_tensor(model, i)->name;
     }
     if (aq__py_run_rules(module, &prof, family_name, names, n, keep_v, n_keep, bits_v, n_bits,
                          &rules) != 0 ||

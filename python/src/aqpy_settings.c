@@ -401,3 +401,29 @@ error:
     aq_calib_free(calib);
     return -1;
 }
+
+int aq__py_run_open(PyObject *module, const char *src, int threads, aq_ctx **ctx, aq_model **model,
+                    const char ***names, size_t *n)
+{
+    aq_error err;
+    aq_status st;
+    if ((st = aq_ctx_create(ctx, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(*ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+        return aqpy_fail(module, &err);
+    }
+    PyThreadState *ts = PyEval_SaveThread();
+    st = aq_model_open(src, model, &err);
+    PyEval_RestoreThread(ts);
+    if (st != AQ_OK) {
+        return aqpy_fail(module, &err);
+    }
+    *n = aq_model_count(*model);
+    if ((*names = calloc(*n + 1, sizeof **names)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        (*names)[i] = aq_model_tensor(*model, i)->name;
+    }
+    return 0;
+}
