@@ -277,6 +277,59 @@ PyDoc_STRVAR(aqpy_quantize_model_doc,
              "(summary, tensors, calibration_layers). Use arrow_quant_v2.quantize_diffusion_"
              "model instead.");
 
+/* The result of _quantize_model: {summary, tensors, calibration_layers}; NULL with an
+ * exception set. */
+static PyObject *mresult(const mrecs *recs, const aq_model_summary *sum, const aq_model *model,
+                         const aq_calib *calib, int threads, const char *kernels)
+{
+    PyObject *result = NULL;
+    PyObject *tensors = PyList_New((Py_ssize_t)recs->n);
+    for (size_t i = 0; tensors != NULL && i < recs->n; i++) {
+        PyObject *d = mrec_dict(&recs->v[i]);
+        if (d == NULL) {
+            Py_CLEAR(tensors);
+            break;
+        }
+        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
+    }
+    PyObject *summary = Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:z,s:n,s:n,s:s}", "tensors",
+        (Py_ssize_t)sum->tensors, "quantized", (Py_ssize_t)sum->quantized, "kept",
+        (Py_ssize_t)sum->kept, "params", (Py_ssize_t)sum->params, "quantized_params",
+        (Py_ssize_t)sum->quantized_params, "bytes_in", (Py_ssize_t)sum->bytes_in, "bytes_out",
+        (Py_ssize_t)sum->bytes_out, "quantized_bytes", (Py_ssize_t)sum->quantized_bytes, "batches",
+        (Py_ssize_t)sum->batches, "mean_sqnr_db", sum->mean_sqnr_db, "min_sqnr_db",
+        sum->min_sqnr_db, "mean_cosine", sum->mean_cosine, "worst", sum->worst, "moved",
+        (Py_ssize_t)sum->moved, "threads", (Py_ssize_t)threads, "kernels", kernels);
+    /* The pipeline members that gave no tensors, with why: never skipped silently. */
+    PyObject *skipped = summary != NULL ? PyDict_New() : NULL;
+    for (size_t i = 0; skipped != NULL && i < aq_model_skipped_count(model); i++) {
+        const char *sn, *sr;
+        aq_model_skipped_get(model, i, &sn, &sr);
+        PyObject *v = PyUnicode_FromString(sr);
+        if (v == NULL || PyDict_SetItemString(skipped, sn, v) != 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(skipped);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    if (skipped == NULL || PyDict_SetItemString(summary, "skipped", skipped) != 0) {
+        Py_CLEAR(summary);
+    }
+    Py_XDECREF(skipped);
+    PyObject *layers = calib != NULL ? mcalib_layers(calib) : Py_NewRef(Py_None);
+    if (tensors != NULL && summary != NULL && layers != NULL) {
+        result = Py_BuildValue("{s:N,s:N,s:N}", "summary", summary, "tensors", tensors,
+                               "calibration_layers", layers);
+    } else {
+        Py_XDECREF(tensors);
+        Py_XDECREF(summary);
+        Py_XDECREF(layers);
+    }
+    return result;
+}
+
 static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"src",         "dst",          "profile",     "family",
@@ -405,50 +458,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
         PyErr_NoMemory();
         goto done;
     }
-    PyObject *tensors = PyList_New((Py_ssize_t)recs.n);
-    for (size_t i = 0; tensors != NULL && i < recs.n; i++) {
-        PyObject *d = mrec_dict(&recs.v[i]);
-        if (d == NULL) {
-            Py_CLEAR(tensors);
-            break;
-        }
-        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
-    }
-    PyObject *summary = Py_BuildValue(
-        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:z,s:n,s:n,s:s}", "tensors",
-        (Py_ssize_t)sum.tensors, "quantized", (Py_ssize_t)sum.quantized, "kept",
-        (Py_ssize_t)sum.kept, "params", (Py_ssize_t)sum.params, "quantized_params",
-        (Py_ssize_t)sum.quantized_params, "bytes_in", (Py_ssize_t)sum.bytes_in, "bytes_out",
-        (Py_ssize_t)sum.bytes_out, "quantized_bytes", (Py_ssize_t)sum.quantized_bytes, "batches",
-        (Py_ssize_t)sum.batches, "mean_sqnr_db", sum.mean_sqnr_db, "min_sqnr_db", sum.min_sqnr_db,
-        "mean_cosine", sum.mean_cosine, "worst", sum.worst, "moved", (Py_ssize_t)sum.moved,
-        "threads", (Py_ssize_t)threads, "kernels", aq_ctx_kernels(ctx));
-    /* The pipeline members that gave no tensors, with why: never skipped silently. */
-    PyObject *skipped = summary != NULL ? PyDict_New() : NULL;
-    for (size_t i = 0; skipped != NULL && i < aq_model_skipped_count(model); i++) {
-        const char *sn, *sr;
-        aq_model_skipped_get(model, i, &sn, &sr);
-        PyObject *v = PyUnicode_FromString(sr);
-        if (v == NULL || PyDict_SetItemString(skipped, sn, v) != 0) {
-            Py_XDECREF(v);
-            Py_CLEAR(skipped);
-            break;
-        }
-        Py_DECREF(v);
-    }
-    if (skipped == NULL || PyDict_SetItemString(summary, "skipped", skipped) != 0) {
-        Py_CLEAR(summary);
-    }
-    Py_XDECREF(skipped);
-    PyObject *layers = calib != NULL ? mcalib_layers(calib) : Py_NewRef(Py_None);
-    if (tensors != NULL && summary != NULL && layers != NULL) {
-        result = Py_BuildValue("{s:N,s:N,s:N}", "summary", summary, "tensors", tensors,
-                               "calibration_layers", layers);
-    } else {
-        Py_XDECREF(tensors);
-        Py_XDECREF(summary);
-        Py_XDECREF(layers);
-    }
+    result = mresult(&recs, &sum, model, calib, threads, aq_ctx_kernels(ctx));
     goto done;
 fail:
     aq__py_raise(PyModule_GetState(module), &err);
