@@ -109,3 +109,17 @@ def test_the_command_agrees_with_the_table(aq, tmp_path):
                     _setting_check(name, bad)
                 assert str(lib.value) in p.stderr
     assert not (tmp_path / "o.arrow").exists()
+
+
+def test_the_gguf_form_agrees_with_the_table(aq, tmp_path):
+    src = tmp_path / "none.safetensors"
+    for name in ("threads", "family", "calibration_combine"):
+        d = TABLE[name]
+        for bad in _outside(d):
+            p = aq("quantize", src, "-o", tmp_path / "o.gguf", "--type", "Q8_0", d["flag"], bad,
+                   check=False)
+            assert p.returncode != 0 and p.stderr.count("\n") == 1, p.stderr
+            assert p.stderr.startswith(f"arrowquant: error: {d['flag']}: "), p.stderr
+            if d["choices"]:
+                assert ", ".join(d["choices"]) in p.stderr
+    assert not (tmp_path / "o.gguf").exists()
