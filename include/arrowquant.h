@@ -1,5 +1,6 @@
 /*
- * arrowquant.h - the one public header of libarrowquant.
+ * arrowquant.h - the stable public header of libarrowquant (arrowquant_experimental.h holds
+ * the API that may still change; see docs/settings.md).
  *
  * ArrowQuant quantizes float tensors (float32, float16, bfloat16, float64) to packed 2, 4 or
  * 8-bit codes with one float32 scale and one float32 zero point per group, and restores them.

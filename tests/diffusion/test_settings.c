@@ -266,7 +266,27 @@ TEST(scheme_table)
     CHECK_FAILS(aq_scheme_get_info(AQ_SCHEME_AFFINE, &info, &err), AQ_INVALID_ARGUMENT, "size");
 }
 
+/* The context's parameters are settings of the same name and bounds. */
+TEST(context_parameters_are_settings)
+{
+    aq_error err;
+    for (int p = 0; p < AQ_PARAM_COUNT; p++) {
+        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+        CHECK_OK(aq_setting_find(aq_param_name((aq_param)p), &info, &err));
+        if (info.type == AQ_SETTING_CHOICE) {
+            continue; /* the scheme: by name */
+        }
+        int64_t lo, hi;
+        CHECK_OK(aq_param_bounds((aq_param)p, &lo, &hi, &err));
+        CHECK_MSG((double)lo == info.lower && (double)hi == info.upper,
+                  "%s: [%lld, %lld] vs "
+                  "[%g, %g]",
+                  info.name, (long long)lo, (long long)hi, info.lower, info.upper);
+    }
+}
+
 AQ_TEST_MAIN({"table_is_consistent", table_is_consistent},
+             {"context_parameters_are_settings", context_parameters_are_settings},
              {"set_and_get_by_name", set_and_get_by_name},
              {"bounds_errors_name_the_setting", bounds_errors_name_the_setting},
              {"profiles_in_one_call", profiles_in_one_call}, {"scheme_table", scheme_table})
