@@ -65,6 +65,8 @@ aq_layer(kernels MODULE kernels USES common)
 aq_layer(quant   MODULE quant   USES kernels common)
 # The layer rules and profiles decide per tensor; they need nothing above common.
 aq_layer(rules   MODULE diffusion FILES rules.c profile.c USES common)
+# The settings table checks values against the scheme table and fills profiles and contexts.
+aq_layer(settings MODULE diffusion FILES settings.c USES rules quant common)
 aq_layer(arrow   MODULE arrow   USES rules quant common)
 aq_layer(ipc     MODULE ipc     USES arrow common)
 # Calibration statistics arrive as Arrow tables or IPC files.

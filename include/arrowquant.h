@@ -1,5 +1,6 @@
 /*
- * arrowquant.h - the one public header of libarrowquant.
+ * arrowquant.h - the stable public header of libarrowquant (arrowquant_experimental.h holds
+ * the API that may still change; see docs/settings.md).
  *
  * ArrowQuant quantizes float tensors (float32, float16, bfloat16, float64) to packed 2, 4 or
  * 8-bit codes with one float32 scale and one float32 zero point per group, and restores them.
@@ -180,11 +181,10 @@ AQ_API AQ_MUST_CHECK aq_status aq_scheme_from_name(const char *name, aq_scheme *
  * version 1, "kquant" (AQ_SCHEME_KQUANT) meant the row-by-row layout, AQ_SCHEME_KQUANT_ROWS.
  * Every other scheme reads the same in every version. */
 AQ_API aq_scheme aq_scheme_for_format_version(aq_scheme scheme, int format_version);
-/* Non-zero for both layouts of the two-level scheme. */
-static inline int aq_scheme_is_kquant(aq_scheme scheme)
-{
-    return scheme == AQ_SCHEME_KQUANT || scheme == AQ_SCHEME_KQUANT_ROWS;
-}
+/* Non-zero for both layouts of the two-level scheme (sub-block parameters). Superseded by
+ * aq_scheme_get_info (arrowquant_experimental.h), which says what a caller usually asks this
+ * for: the fixed group size, the layout, importance and moment support. */
+AQ_API int aq_scheme_is_kquant(aq_scheme scheme);
 
 typedef enum aq_param {
     AQ_PARAM_BIT_WIDTH = 0,        /* 2, 4 or 8. Default 4. */

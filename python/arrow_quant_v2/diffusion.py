@@ -5,8 +5,9 @@
     config.bit_width, config.scheme, config.min_cosine, config.target_bpw   # 2, 'kquant', ...
 
 A configuration is checked when it is made and never changes afterwards (``replace`` returns a
-changed copy). The profiles are the C library's (``aq_profile_get`` in ``arrowquant.h``);
-``tests/python/diffusion`` checks that the two tables agree.
+changed copy). The profiles, the settings' bounds, choices and defaults, and the checks are the
+C library's settings table (``arrowquant_experimental.h``, ``aq_setting_at``), read at import:
+a setting added there is known here.
 """
 from __future__ import annotations
 
@@ -14,33 +15,37 @@ import math
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-from .arrow_quant_v2 import QuantizationError
+from .arrow_quant_v2 import QuantizationError, _profiles, _settings, _settings_resolve
 
-__all__ = ["DiffusionQuantConfig", "PROFILES", "FAMILIES", "SCHEMES", "BUDGET_SCOPES"]
+__all__ = ["DiffusionQuantConfig", "PROFILES", "FAMILIES", "SCHEMES", "BUDGET_SCOPES",
+           "SETTINGS"]
 
-# name -> (bit_width, scheme, group_size, min_cosine, target_bpw); the same as
-# src/diffusion/profile.c (see the comment there for where the figures come from).
-PROFILES: Mapping[str, tuple[int, str, int, float, float]] = MappingProxyType({
-    "edge": (2, "kquant", 512, 0.90, 2.625),
-    "local": (4, "kquant", 512, 0.99, 4.5),
-    "cloud": (8, "kquant", 512, 0.9999, 8.5),
-})
+# name -> {type, lower, upper, choices, default, flag, help, ...}: the library's table.
+SETTINGS: Mapping[str, Mapping[str, Any]] = MappingProxyType(
+    {d["name"]: MappingProxyType(d) for d in _settings()})
+# name -> (bit_width, scheme, group_size, min_cosine, target_bpw): aq_profile_at.
+PROFILES: Mapping[str, tuple[int, str, int, float, float]] = MappingProxyType(_profiles())
 
-# aq_family names (arrowquant.h): "auto" detects each component's family from its names.
-FAMILIES = ("auto", "generic", "unet", "dit", "mmdit", "flux", "vae", "clip_text", "t5_text")
-SCHEMES = ("affine", "affine_search", "kquant")
-_COMBINE = ("max", "mean")
+# aq_family names: "auto" detects each component's family from its names.
+FAMILIES = SETTINGS["family"]["choices"]
+SCHEMES = SETTINGS["scheme"]["choices"]
+_COMBINE = SETTINGS["calibration_combine"]["choices"]
 # What a size budget covers (aq_budget_scope): the tensors that follow the profile, or the
 # whole model (kept and rule-fixed tensors counted in the budget).
-BUDGET_SCOPES = ("profile", "model")
+BUDGET_SCOPES = SETTINGS["budget_scope"]["choices"]
 _KEEP = "keep"
 
 
-def _profile(name: Any) -> tuple[int, str, int, float, float]:
+def _profile(name: Any) -> str:
     if not isinstance(name, str) or name not in PROFILES:
         raise QuantizationError(
             f"Unknown profile {name!r}. Known profiles: {', '.join(PROFILES)}")
-    return PROFILES[name]
+    return name
+
+
+def _text(value: Any) -> str:
+    """A value as the library's settings read it from text."""
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def _int(value: Any, what: str) -> int:
@@ -104,40 +109,24 @@ class DiffusionQuantConfig:
                  keep: Iterable[str] = (), bits_for: Mapping[str, Any] | Iterable[str] = (),
                  family: str = "auto", calibration_combine: str = "max",
                  budget_scope: str = "profile") -> None:
-        p_bits, p_scheme, p_group, p_cos, p_bpw = _profile(profile)
-        bits = p_bits if bit_width is None else _int(bit_width, "bit_width")
-        if bits not in (2, 4, 8):
-            raise QuantizationError(f"Invalid bit_width: {bits}. Must be 2, 4, or 8")
-        sch = p_scheme if scheme is None else scheme
-        if sch not in SCHEMES:
-            raise QuantizationError(
-                f"Unknown scheme {sch!r}. Known schemes: {', '.join(SCHEMES)}")
-        if group_size is None:
-            group = p_group if sch == "kquant" else 128
-        else:
-            group = _int(group_size, "group_size")
-            if sch == "kquant" and group != 512:
-                raise QuantizationError(
-                    f"Invalid group_size: {group}. The kquant scheme always uses 512")
-            if not 8 <= group <= 4294967295:
-                raise QuantizationError(
-                    f"Invalid group_size: {group}. Must be between 8 and 4294967295")
-        cos = p_cos if min_cosine is None else _float(min_cosine, "min_cosine")
-        if not 0.0 <= cos < 1.0:
-            raise QuantizationError(f"Invalid min_cosine: {cos}. Must be in [0, 1)")
-        bpw = p_bpw if target_bpw is None else _float(target_bpw, "target_bpw")
-        if bpw != 0.0 and not 2.0 <= bpw <= 32.0:
-            raise QuantizationError(
-                f"Invalid target_bpw: {bpw}. Must be 0 (no budget) or between 2 and 32")
-        if family not in FAMILIES:
-            raise QuantizationError(
-                f"Unknown model family {family!r}. Known families: {', '.join(FAMILIES)}")
-        if calibration_combine not in _COMBINE:
-            raise QuantizationError(
-                f"Invalid calibration_combine {calibration_combine!r}. Must be 'max' or 'mean'")
-        if budget_scope not in BUDGET_SCOPES:
-            raise QuantizationError(
-                f"Invalid budget_scope {budget_scope!r}. Must be 'profile' or 'model'")
+        given: dict[str, str] = {}
+        if bit_width is not None:
+            given["bit_width"] = _text(_int(bit_width, "bit_width"))
+        if scheme is not None:
+            given["scheme"] = _text(scheme)
+        if group_size is not None:
+            given["group_size"] = _text(_int(group_size, "group_size"))
+        if min_cosine is not None:
+            given["min_cosine"] = _text(_float(min_cosine, "min_cosine"))
+        if target_bpw is not None:
+            given["target_bpw"] = _text(_float(target_bpw, "target_bpw"))
+        given["family"] = _text(family)
+        given["calibration_combine"] = _text(calibration_combine)
+        given["budget_scope"] = _text(budget_scope)
+        # The library applies the profile to what was not given and checks it all together.
+        v = _settings_resolve(_profile(profile), given)
+        bits, sch, group = v["bit_width"], v["scheme"], v["group_size"]
+        cos, bpw = v["min_cosine"], v["target_bpw"]
         if isinstance(keep, str):
             keep = [keep]
         overrides: dict[str, int | str] = {}

@@ -22,12 +22,12 @@ from typing import Any, Callable, Mapping
 
 from . import arrow_quant_v2 as _ext
 from .arrow_quant_v2 import QuantizationError
-from .diffusion import DiffusionQuantConfig
+from .diffusion import SETTINGS, DiffusionQuantConfig
 
 __all__ = ["quantize_diffusion_model", "validate_quality", "QuantizationResult", "TensorResult",
            "CalibrationLayer", "QualityReport", "LayerQuality"]
 
-_COMPRESSIONS = ("none", "zstd", "lz4")
+_COMPRESSIONS = SETTINGS["compression"]["choices"]  # the library's settings table
 _TARGET_BPW_PROFILE = -1.0  # AQ_TARGET_BPW_PROFILE in arrowquant.h
 
 
@@ -345,7 +345,7 @@ def quantize_diffusion_model(model_path: Any, output_path: Any,
     _must_exist(src)
     if compression not in _COMPRESSIONS:
         raise QuantizationError(
-            f"Unknown compression {compression!r}. Must be none, zstd or lz4")
+            f"Unknown compression {compression!r}. Must be one of: {', '.join(_COMPRESSIONS)}")
     if progress_callback is not None and not callable(progress_callback):
         raise TypeError("progress_callback must be callable or None")
     calib = _calibration(calibration)

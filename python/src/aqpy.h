@@ -1,13 +1,16 @@
 /*
  * aqpy.h - shared declarations of the arrow_quant_v2 extension module (python/src).
  *
- * The module includes only the public header, arrowquant.h. Five files:
+ * The module includes only the public headers, arrowquant.h and arrowquant_experimental.h.
+ * Files:
  *  - aqpy_module.c: module state, exceptions, the ArrowQuantV2 class and its methods;
  *  - aqpy_share.c: sharing and exporting Arrow C structures (holders, capsules, streams) and
  *    joining result batches;
  *  - aqpy_light.c: the light result objects (RecordBatch, Table, Schema) returned when pyarrow
  *    is not importable;
  *  - aqpy_model.c: the model-level functions (_quantize_model, _compare_models);
+ *  - aqpy_settings.c: the library's settings table and profiles (_settings, _profiles,
+ *    _setting_check), which DiffusionQuantConfig reads;
  *  - aqpy_runtime.c: what the torch runtime needs (model file rows, dequantization into a
  *    caller's buffer).
  */
@@ -17,7 +20,8 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
-#include <arrowquant.h>
+#define AQ_EXPERIMENTAL
+#include <arrowquant_experimental.h>
 
 /* Per-module state (multi-phase init: nothing global). */
 typedef struct aqpy_state {
@@ -95,6 +99,34 @@ extern PyMethodDef aq__py_model_methods[];
 /* The module-level functions of aqpy_runtime.c (_dequantize_into, _model_rows,
  * _model_metadata), added by the module's exec slot. */
 extern PyMethodDef aq__py_runtime_methods[];
+/* The settings functions of aqpy_settings.c, added by the exec slot. */
+extern PyMethodDef aq__py_settings_methods[];
+
+/* What the model-level entry points (_quantize_model, _quantize_gguf, the batch methods'
+ * diffusion config) share, in aqpy_settings.c. Each returns 0, or -1 with an exception set. */
+/* A sequence of str as UTF-8 pointers borrowed from *keep (a new reference the caller drops;
+ * *out is the caller's to free). None gives none; one str is refused. */
+int aq__py_strings(PyObject *module, PyObject *obj, const char *what, PyObject **keep,
+                   const char ***out, size_t *n);
+/* A context with `threads`, the model at src (opened without the GIL) and its tensor names
+ * (borrowed from the model; the array is the caller's to free). On failure what was made is
+ * in the outputs, for the caller to free. */
+int aq__py_run_open(PyObject *module, const char *src, int threads, aq_ctx **ctx, aq_model **model,
+                    const char ***names, size_t *n);
+/* The index of `value` among a CHOICE setting's choices (which follow the library's enum). */
+int aq__py_run_choice(PyObject *module, const char *setting, const char *value, int *out);
+/* The profile with the run's own bits, scheme and group size (0 / NULL: the profile's),
+ * resolved by the settings table; the context's scheme and group size set from it when ctx is
+ * not NULL. */
+int aq__py_run_profile(PyObject *module, const char *profile, unsigned bit_width,
+                       const char *scheme, size_t group_size, aq_ctx *ctx, aq_profile *out);
+/* The layer rules of family_name over the names, with keep and bits_for overrides. */
+int aq__py_run_rules(PyObject *module, const aq_profile *prof, const char *family_name,
+                     const char *const *names, size_t n, const char *const *keep, size_t n_keep,
+                     const char *const *bits_for, size_t n_bits, aq_rules **out);
+/* A finished calibration from a path or an object with __arrow_c_stream__, its timestep
+ * groups combined as `combine` says ("max" or "mean"). */
+int aq__py_run_calib(PyObject *module, PyObject *calibration, const char *combine, aq_calib **out);
 
 PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwargs);
 PyObject *aq__py_gguf_encode(PyObject *module, PyObject *args, PyObject *kwargs);

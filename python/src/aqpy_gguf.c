@@ -23,44 +23,6 @@ static int gp_value_error(PyObject *module, const char *msg)
     return -1;
 }
 
-/* A sequence of str as a C array (borrowed from the list kept in *keep). */
-static int gp_strings(PyObject *obj, const char *what, PyObject **keep, const char ***out,
-                      size_t *n)
-{
-    *keep = NULL;
-    *out = NULL;
-    *n = 0;
-    if (obj == Py_None) {
-        return 0;
-    }
-    PyObject *seq = PySequence_Fast(obj, what);
-    if (seq == NULL) {
-        return -1;
-    }
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
-    const char **v = calloc((size_t)len + 1, sizeof *v);
-    if (v == NULL) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < len; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyUnicode_Check(item) || (v[i] = PyUnicode_AsUTF8(item)) == NULL) {
-            if (!PyErr_Occurred()) {
-                PyErr_Format(PyExc_TypeError, "%s must hold str items", what);
-            }
-            free(v);
-            Py_DECREF(seq);
-            return -1;
-        }
-    }
-    *keep = seq;
-    *out = v;
-    *n = (size_t)len;
-    return 0;
-}
-
 typedef struct gp_recs {
     PyObject *list; /* filled after the run: the records are copied without the GIL */
     aq_gguf_tensor_result *v;
@@ -97,6 +59,53 @@ static void gp_on_tensor(void *user, const aq_gguf_tensor_result *r)
     memcpy(g->names[g->n], r->name, len);
     g->v[g->n] = *r;
     g->n++;
+}
+
+/* The result of _quantize_gguf: {summary, tensors}; NULL with an exception set. */
+static PyObject *gp_result(const gp_recs *recs, const aq_gguf_write_summary *sum, int threads,
+                           const char *kernels)
+{
+    PyObject *result = NULL;
+    PyObject *tensors = PyList_New((Py_ssize_t)recs->n);
+    for (size_t i = 0; tensors != NULL && i < recs->n; i++) {
+        const aq_gguf_tensor_result *r = &recs->v[i];
+        PyObject *d = Py_BuildValue("{s:s,s:s,s:s,s:n,s:n,s:d,s:d}", "name", recs->names[i], "type",
+                                    aq_gguf_type_name(r->type), "reason", r->reason, "elements",
+                                    (Py_ssize_t)r->elements, "bytes", (Py_ssize_t)r->bytes,
+                                    "sqnr_db", r->sqnr_db, "cosine", r->cosine);
+        if (d == NULL) {
+            Py_CLEAR(tensors);
+            break;
+        }
+        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
+    }
+    PyObject *types = PyDict_New();
+    for (size_t t = 0; types != NULL && t <= AQ_GGUF_BF16; t++) {
+        if (sum->count_by_type[t] == 0) {
+            continue;
+        }
+        PyObject *c = PyLong_FromSize_t(sum->count_by_type[t]);
+        if (c == NULL || PyDict_SetItemString(types, aq_gguf_type_name((aq_gguf_type)t), c) != 0) {
+            Py_XDECREF(c);
+            Py_CLEAR(types);
+            break;
+        }
+        Py_DECREF(c);
+    }
+    PyObject *summary =
+        types == NULL
+            ? NULL
+            : Py_BuildValue("{s:n,s:n,s:n,s:n,s:N,s:i,s:s}", "tensors", (Py_ssize_t)sum->tensors,
+                            "quantized", (Py_ssize_t)sum->quantized, "bytes_in",
+                            (Py_ssize_t)sum->bytes_in, "bytes_out", (Py_ssize_t)sum->bytes_out,
+                            "types", types, "threads", threads, "kernels", kernels);
+    if (tensors != NULL && summary != NULL) {
+        result = Py_BuildValue("{s:N,s:N}", "summary", summary, "tensors", tensors);
+    } else {
+        Py_XDECREF(tensors);
+        Py_XDECREF(summary);
+    }
+    return result;
 }
 
 const char aq__py_quantize_gguf_doc[] =
@@ -141,79 +150,37 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
     aq_gguf_write_options o;
     memset(&o, 0, sizeof o);
-    if (gp_strings(keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
-        gp_strings(bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0) {
-        goto done;
-    }
-    if (strcmp(combine, "max") != 0 && strcmp(combine, "mean") != 0) {
-        gp_value_error(module, "Invalid calibration_combine. Must be 'max' or 'mean'");
+    int how;
+    if (aq__py_strings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
+        aq__py_strings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||
+        aq__py_run_choice(module, "calibration_combine", combine, &how) != 0) {
         goto done;
     }
     if ((n_keep > 0 || n_bits > 0) && profile == NULL) {
         gp_value_error(module, "keep and bits_for need a profile (the layer rules they override)");
         goto done;
     }
-    if ((st = aq_gguf_type_from_name(type_name, 1, &o.type, &err)) != AQ_OK ||
-        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+    size_t n = 0;
+    if ((st = aq_gguf_type_from_name(type_name, 1, &o.type, &err)) != AQ_OK) {
         goto fail;
     }
-    PyThreadState *ts = PyEval_SaveThread();
-    st = aq_model_open(src, &model, &err);
-    PyEval_RestoreThread(ts);
-    if (st != AQ_OK) {
-        goto fail;
-    }
-    size_t n = aq_model_count(model);
-    if ((names = calloc(n + 1, sizeof *names)) == NULL) {
-        PyErr_NoMemory();
+    if (aq__py_run_open(module, src, threads, &ctx, &model, &names, &n) != 0) {
         goto done;
-    }
-    for (size_t i = 0; i < n; i++) {
-        names[i] = aq_model_tensor(model, i)->name;
     }
     if (profile != NULL) {
         aq_profile prof;
-        aq_family family;
-        if ((st = aq_profile_get(profile, &prof, &err)) != AQ_OK ||
-            (st = aq_family_from_name(family_name, &family, &err)) != AQ_OK ||
-            (st = aq_rules_create(family, &prof, names, n, &rules, &err)) != AQ_OK) {
-            goto fail;
-        }
-        for (size_t i = 0; i < n_keep; i++) {
-            if ((st = aq_rules_add_override(rules, keep_v[i], AQ_RULES_KEEP, &err)) != AQ_OK) {
-                goto fail;
-            }
-        }
-        for (size_t i = 0; i < n_bits; i++) {
-            if ((st = aq_rules_add_override_spec(rules, bits_v[i], &err)) != AQ_OK) {
-                goto fail;
-            }
+        if (aq__py_run_profile(module, profile, 0, NULL, 0, NULL, &prof) != 0 ||
+            aq__py_run_rules(module, &prof, family_name, names, n, keep_v, n_keep, bits_v, n_bits,
+                             &rules) != 0) {
+            goto done;
         }
         o.rules = rules;
     }
     if (calibration != Py_None) {
-        if ((st = aq_calib_create(&calib, &err)) != AQ_OK) {
-            goto fail;
-        }
-        if (PyUnicode_Check(calibration) || PyBytes_Check(calibration) ||
-            PyObject_HasAttrString(calibration, "__fspath__")) {
-            PyObject *pb = NULL;
-            if (!PyUnicode_FSConverter(calibration, &pb)) {
-                goto done;
-            }
-            st = aq_calib_add_ipc_file(calib, PyBytes_AS_STRING(pb), &err);
-            Py_DECREF(pb);
-            if (st != AQ_OK) {
-                goto fail;
-            }
-        } else if (aq__py_calib_from_stream(module, calib, calibration) != 0) {
+        if (aq__py_run_calib(module, calibration, combine, &calib) != 0) {
             goto done;
         }
-        aq_calib_combine how =
-            strcmp(combine, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
-        if ((st = aq_calib_finish(calib, how, &err)) != AQ_OK ||
-            (st = aq_calib_check_model(calib, names, n, &err)) != AQ_OK) {
+        if ((st = aq_calib_check_model(calib, names, n, &err)) != AQ_OK) {
             goto fail;
         }
         o.calib = calib;
@@ -223,7 +190,7 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     o.on_tensor = gp_on_tensor;
     o.on_tensor_user = &recs;
     aq_gguf_write_summary sum;
-    ts = PyEval_SaveThread();
+    PyThreadState *ts = PyEval_SaveThread();
     st = aq_model_to_gguf(ctx, model, dst, &o, &sum, &err);
     PyEval_RestoreThread(ts);
     if (st != AQ_OK) {
@@ -233,45 +200,7 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
         PyErr_NoMemory();
         goto done;
     }
-    PyObject *tensors = PyList_New((Py_ssize_t)recs.n);
-    for (size_t i = 0; tensors != NULL && i < recs.n; i++) {
-        const aq_gguf_tensor_result *r = &recs.v[i];
-        PyObject *d = Py_BuildValue("{s:s,s:s,s:s,s:n,s:n,s:d,s:d}", "name", recs.names[i], "type",
-                                    aq_gguf_type_name(r->type), "reason", r->reason, "elements",
-                                    (Py_ssize_t)r->elements, "bytes", (Py_ssize_t)r->bytes,
-                                    "sqnr_db", r->sqnr_db, "cosine", r->cosine);
-        if (d == NULL) {
-            Py_CLEAR(tensors);
-            break;
-        }
-        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
-    }
-    PyObject *types = PyDict_New();
-    for (size_t t = 0; types != NULL && t <= AQ_GGUF_BF16; t++) {
-        if (sum.count_by_type[t] == 0) {
-            continue;
-        }
-        PyObject *c = PyLong_FromSize_t(sum.count_by_type[t]);
-        if (c == NULL || PyDict_SetItemString(types, aq_gguf_type_name((aq_gguf_type)t), c) != 0) {
-            Py_XDECREF(c);
-            Py_CLEAR(types);
-            break;
-        }
-        Py_DECREF(c);
-    }
-    PyObject *summary =
-        types == NULL
-            ? NULL
-            : Py_BuildValue("{s:n,s:n,s:n,s:n,s:N,s:i,s:s}", "tensors", (Py_ssize_t)sum.tensors,
-                            "quantized", (Py_ssize_t)sum.quantized, "bytes_in",
-                            (Py_ssize_t)sum.bytes_in, "bytes_out", (Py_ssize_t)sum.bytes_out,
-                            "types", types, "threads", threads, "kernels", aq_ctx_kernels(ctx));
-    if (tensors != NULL && summary != NULL) {
-        result = Py_BuildValue("{s:N,s:N}", "summary", summary, "tensors", tensors);
-    } else {
-        Py_XDECREF(tensors);
-        Py_XDECREF(summary);
-    }
+    result = gp_result(&recs, &sum, threads, aq_ctx_kernels(ctx));
     goto done;
 fail:
     gp_raise(module, &err);

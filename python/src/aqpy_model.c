@@ -266,64 +266,6 @@ static PyObject *mcalib_layers(const aq_calib *calib)
 /* _quantize_model                                                                            */
 /* ------------------------------------------------------------------------------------------ */
 
-/* A sequence of str as UTF-8 pointers borrowed from *keep (a new reference the caller
- * drops). None gives none. */
-static int mstrings(PyObject *module, PyObject *obj, const char *what, PyObject **keep,
-                    const char ***out, size_t *n)
-{
-    *keep = NULL;
-    *out = NULL;
-    *n = 0;
-    if (obj == NULL || obj == Py_None) {
-        return 0;
-    }
-    if (PyUnicode_Check(obj)) {
-        aqpy_model_value_error(module, "%s must be a sequence of strings, not one string", what);
-        return -1;
-    }
-    PyObject *seq = PySequence_Fast(obj, "a sequence of strings");
-    if (seq == NULL) {
-        return -1;
-    }
-    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
-    const char **v = malloc(((size_t)len + 1) * sizeof *v);
-    if (v == NULL) {
-        Py_DECREF(seq);
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < len; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        if (!PyUnicode_Check(item) || (v[i] = PyUnicode_AsUTF8(item)) == NULL) {
-            if (!PyErr_Occurred()) {
-                aqpy_model_value_error(module, "%s must hold strings only", what);
-            }
-            free(v);
-            Py_DECREF(seq);
-            return -1;
-        }
-    }
-    *keep = seq;
-    *out = v;
-    *n = (size_t)len;
-    return 0;
-}
-
-static int mcompression(PyObject *module, const char *name, int *out)
-{
-    if (strcmp(name, "none") == 0) {
-        *out = AQ_IPC_COMPRESSION_NONE;
-    } else if (strcmp(name, "zstd") == 0) {
-        *out = AQ_IPC_COMPRESSION_ZSTD;
-    } else if (strcmp(name, "lz4") == 0) {
-        *out = AQ_IPC_COMPRESSION_LZ4_FRAME;
-    } else {
-        aqpy_model_value_error(module, "Unknown compression '%s'. Must be none, zstd or lz4", name);
-        return -1;
-    }
-    return 0;
-}
-
 PyDoc_STRVAR(aqpy_quantize_model_doc,
              "_quantize_model(src, dst, *, profile='local', family='auto', keep=None, "
              "bits_for=None, bit_width=0, scheme=None, group_size=0, min_cosine=0.0, "
@@ -334,6 +276,59 @@ PyDoc_STRVAR(aqpy_quantize_model_doc,
              "arrowquant model file with the diffusion layer rules of a profile. Returns a dict "
              "(summary, tensors, calibration_layers). Use arrow_quant_v2.quantize_diffusion_"
              "model instead.");
+
+/* The result of _quantize_model: {summary, tensors, calibration_layers}; NULL with an
+ * exception set. */
+static PyObject *mresult(const mrecs *recs, const aq_model_summary *sum, const aq_model *model,
+                         const aq_calib *calib, int threads, const char *kernels)
+{
+    PyObject *result = NULL;
+    PyObject *tensors = PyList_New((Py_ssize_t)recs->n);
+    for (size_t i = 0; tensors != NULL && i < recs->n; i++) {
+        PyObject *d = mrec_dict(&recs->v[i]);
+        if (d == NULL) {
+            Py_CLEAR(tensors);
+            break;
+        }
+        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
+    }
+    PyObject *summary = Py_BuildValue(
+        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:z,s:n,s:n,s:s}", "tensors",
+        (Py_ssize_t)sum->tensors, "quantized", (Py_ssize_t)sum->quantized, "kept",
+        (Py_ssize_t)sum->kept, "params", (Py_ssize_t)sum->params, "quantized_params",
+        (Py_ssize_t)sum->quantized_params, "bytes_in", (Py_ssize_t)sum->bytes_in, "bytes_out",
+        (Py_ssize_t)sum->bytes_out, "quantized_bytes", (Py_ssize_t)sum->quantized_bytes, "batches",
+        (Py_ssize_t)sum->batches, "mean_sqnr_db", sum->mean_sqnr_db, "min_sqnr_db",
+        sum->min_sqnr_db, "mean_cosine", sum->mean_cosine, "worst", sum->worst, "moved",
+        (Py_ssize_t)sum->moved, "threads", (Py_ssize_t)threads, "kernels", kernels);
+    /* The pipeline members that gave no tensors, with why: never skipped silently. */
+    PyObject *skipped = summary != NULL ? PyDict_New() : NULL;
+    for (size_t i = 0; skipped != NULL && i < aq_model_skipped_count(model); i++) {
+        const char *sn, *sr;
+        aq_model_skipped_get(model, i, &sn, &sr);
+        PyObject *v = PyUnicode_FromString(sr);
+        if (v == NULL || PyDict_SetItemString(skipped, sn, v) != 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(skipped);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    if (skipped == NULL || PyDict_SetItemString(summary, "skipped", skipped) != 0) {
+        Py_CLEAR(summary);
+    }
+    Py_XDECREF(skipped);
+    PyObject *layers = calib != NULL ? mcalib_layers(calib) : Py_NewRef(Py_None);
+    if (tensors != NULL && summary != NULL && layers != NULL) {
+        result = Py_BuildValue("{s:N,s:N,s:N}", "summary", summary, "tensors", tensors,
+                               "calibration_layers", layers);
+    } else {
+        Py_XDECREF(tensors);
+        Py_XDECREF(summary);
+        Py_XDECREF(layers);
+    }
+    return result;
+}
 
 static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -377,33 +372,16 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     aq_status st = AQ_OK;
     const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
     aq_profile prof;
-    aq_family family;
-    int comp;
+    int comp, scope;
     if (progress != Py_None && !PyCallable_Check(progress)) {
         PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
         goto done;
     }
-    if (mstrings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
-        mstrings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||
-        mstrings(module, schemes, "schemes", &sch_seq, &sch_v, &n_sch) != 0 ||
-        mcompression(module, compression, &comp) != 0) {
-        goto done;
-    }
-    if (strcmp(combine_name, "max") != 0 && strcmp(combine_name, "mean") != 0) {
-        aqpy_model_value_error(module,
-                               "Invalid calibration_combine '%s'. Must be 'max' or "
-                               "'mean'",
-                               combine_name);
-        goto done;
-    }
-    aq_budget_scope scope;
-    if (strcmp(scope_name, "profile") == 0) {
-        scope = AQ_BUDGET_SCOPE_PROFILE;
-    } else if (strcmp(scope_name, "model") == 0) {
-        scope = AQ_BUDGET_SCOPE_MODEL;
-    } else {
-        aqpy_model_value_error(module, "Invalid budget_scope '%s'. Must be 'profile' or 'model'",
-                               scope_name);
+    if (aq__py_strings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
+        aq__py_strings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||
+        aq__py_strings(module, schemes, "schemes", &sch_seq, &sch_v, &n_sch) != 0 ||
+        aq__py_run_choice(module, "compression", compression, &comp) != 0 ||
+        aq__py_run_choice(module, "budget_scope", scope_name, &scope) != 0) {
         goto done;
     }
     if (n_sch > 0) {
@@ -417,102 +395,28 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
             }
         }
     }
-    if ((st = aq_profile_get(profile_name, &prof, &err)) != AQ_OK) {
-        goto fail;
-    }
-    /* The configuration may change the profile's bits, scheme and group size: the rules then
-     * give those to the tensors that follow the profile. */
-    if (bit_width != 0) {
-        prof.bit_width = bit_width;
-    }
-    if (scheme_name != NULL &&
-        (st = aq_scheme_from_name(scheme_name, &prof.scheme, &err)) != AQ_OK) {
-        goto fail;
-    }
     if (group_size < 0) {
         aqpy_model_value_error(module, "Invalid group_size: %s. Must be positive", "negative");
         goto done;
     }
-    if (group_size != 0) {
-        prof.group_size = (size_t)group_size;
-    }
-    if (aq_scheme_is_kquant(prof.scheme)) {
-        prof.group_size = AQ_KQUANT_SUPER_BLOCK;
-    }
-    if ((st = aq_family_from_name(family_name, &family, &err)) != AQ_OK ||
-        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, prof.bit_width, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, prof.scheme, &err)) != AQ_OK ||
-        (!aq_scheme_is_kquant(prof.scheme) &&
-         (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)prof.group_size, &err)) !=
-             AQ_OK)) {
-        goto fail;
-    }
-    PyThreadState *ts = PyEval_SaveThread();
-    st = aq_model_open(src, &model, &err);
-    PyEval_RestoreThread(ts);
-    if (st != AQ_OK) {
-        goto fail;
-    }
-    size_t n = aq_model_count(model);
-    if ((names = malloc((n > 0 ? n : 1) * sizeof *names)) == NULL) {
-        PyErr_NoMemory();
+    /* The configuration may change the profile's bits, scheme and group size: the rules then
+     * give those to the tensors that follow the profile. */
+    size_t n = 0;
+    if (aq__py_run_open(module, src, threads, &ctx, &model, &names, &n) != 0 ||
+        aq__py_run_profile(module, profile_name, bit_width, scheme_name, (size_t)group_size, ctx,
+                           &prof) != 0) {
         goto done;
     }
-    for (size_t i = 0; i < n; i++) {
-        names[i] = aq_model_tensor(model, i)->name;
-    }
-    if ((st = aq_rules_create(family, &prof, names, n, &rules, &err)) != AQ_OK) {
+    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, prof.bit_width, &err)) != AQ_OK) {
         goto fail;
     }
-    for (size_t i = 0; i < n_keep; i++) {
-        if ((st = aq_rules_add_override(rules, keep_v[i], AQ_RULES_KEEP, &err)) != AQ_OK) {
-            goto fail;
-        }
+    if (aq__py_run_rules(module, &prof, family_name, names, n, keep_v, n_keep, bits_v, n_bits,
+                         &rules) != 0 ||
+        (calibration != Py_None &&
+         aq__py_run_calib(module, calibration, combine_name, &calib) != 0)) {
+        goto done;
     }
-    for (size_t i = 0; i < n_bits; i++) {
-        if ((st = aq_rules_add_override_spec(rules, bits_v[i], &err)) != AQ_OK) {
-            goto fail;
-        }
-    }
-    if (calibration != Py_None) {
-        if ((st = aq_calib_create(&calib, &err)) != AQ_OK) {
-            goto fail;
-        }
-        if (PyUnicode_Check(calibration) || PyBytes_Check(calibration) ||
-            PyObject_HasAttrString(calibration, "__fspath__")) {
-            PyObject *pb = NULL;
-            if (!PyUnicode_FSConverter(calibration, &pb)) {
-                goto done;
-            }
-            const char *cpath = PyBytes_AS_STRING(pb);
-            ts = PyEval_SaveThread();
-            st = aq_calib_add_ipc_file(calib, cpath, &err);
-            PyEval_RestoreThread(ts);
-            Py_DECREF(pb);
-            if (st != AQ_OK) {
-                goto fail;
-            }
-        } else if (PyObject_HasAttrString(calibration, "__arrow_c_stream__")) {
-            if (aq__py_calib_from_stream(module, calib, calibration) != 0) {
-                goto done;
-            }
-        } else {
-            aqpy_model_value_error(module,
-                                   "calibration must be a calibration table (an object with "
-                                   "__arrow_c_stream__, such as CalibrationResult.table) or the "
-                                   "path of an Arrow IPC file, not %s",
-                                   Py_TYPE(calibration)->tp_name);
-            goto done;
-        }
-        aq_calib_combine combine =
-            strcmp(combine_name, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
-        /* aq_model_quantize checks the table against the model's names before any output. */
-        if ((st = aq_calib_finish(calib, combine, &err)) != AQ_OK) {
-            goto fail;
-        }
-    }
+    /* aq_model_quantize checks the calibration against the model's names before any output. */
     aq_model_quantize_options o;
     memset(&o, 0, sizeof o);
     o.compression = comp;
@@ -523,7 +427,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     o.n_schemes = n_sch;
     o.rules = rules;
     o.calib = calib;
-    o.budget_scope = scope;
+    o.budget_scope = (aq_budget_scope)scope; /* the choices follow aq_budget_scope */
     o.on_tensor = mrun_on_tensor;
     o.on_tensor_user = &recs;
     mrun run;
@@ -554,50 +458,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
         PyErr_NoMemory();
         goto done;
     }
-    PyObject *tensors = PyList_New((Py_ssize_t)recs.n);
-    for (size_t i = 0; tensors != NULL && i < recs.n; i++) {
-        PyObject *d = mrec_dict(&recs.v[i]);
-        if (d == NULL) {
-            Py_CLEAR(tensors);
-            break;
-        }
-        PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
-    }
-    PyObject *summary = Py_BuildValue(
-        "{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:z,s:n,s:n,s:s}", "tensors",
-        (Py_ssize_t)sum.tensors, "quantized", (Py_ssize_t)sum.quantized, "kept",
-        (Py_ssize_t)sum.kept, "params", (Py_ssize_t)sum.params, "quantized_params",
-        (Py_ssize_t)sum.quantized_params, "bytes_in", (Py_ssize_t)sum.bytes_in, "bytes_out",
-        (Py_ssize_t)sum.bytes_out, "quantized_bytes", (Py_ssize_t)sum.quantized_bytes, "batches",
-        (Py_ssize_t)sum.batches, "mean_sqnr_db", sum.mean_sqnr_db, "min_sqnr_db", sum.min_sqnr_db,
-        "mean_cosine", sum.mean_cosine, "worst", sum.worst, "moved", (Py_ssize_t)sum.moved,
-        "threads", (Py_ssize_t)threads, "kernels", aq_ctx_kernels(ctx));
-    /* The pipeline members that gave no tensors, with why: never skipped silently. */
-    PyObject *skipped = summary != NULL ? PyDict_New() : NULL;
-    for (size_t i = 0; skipped != NULL && i < aq_model_skipped_count(model); i++) {
-        const char *sn, *sr;
-        aq_model_skipped_get(model, i, &sn, &sr);
-        PyObject *v = PyUnicode_FromString(sr);
-        if (v == NULL || PyDict_SetItemString(skipped, sn, v) != 0) {
-            Py_XDECREF(v);
-            Py_CLEAR(skipped);
-            break;
-        }
-        Py_DECREF(v);
-    }
-    if (skipped == NULL || PyDict_SetItemString(summary, "skipped", skipped) != 0) {
-        Py_CLEAR(summary);
-    }
-    Py_XDECREF(skipped);
-    PyObject *layers = calib != NULL ? mcalib_layers(calib) : Py_NewRef(Py_None);
-    if (tensors != NULL && summary != NULL && layers != NULL) {
-        result = Py_BuildValue("{s:N,s:N,s:N}", "summary", summary, "tensors", tensors,
-                               "calibration_layers", layers);
-    } else {
-        Py_XDECREF(tensors);
-        Py_XDECREF(summary);
-        Py_XDECREF(layers);
-    }
+    result = mresult(&recs, &sum, model, calib, threads, aq_ctx_kernels(ctx));
     goto done;
 fail:
     aq__py_raise(PyModule_GetState(module), &err);
@@ -990,31 +851,9 @@ int aq__py_diffusion_open(PyObject *module, PyObject *config, PyObject *calibrat
         d->needs_names = fam != NULL && strcmp(fam, "auto") == 0;
     }
     PyObject *cal = PyDict_GetItemString(d->spec, "calibration");
-    aq_error err;
-    aq_error_clear(&err);
     if (cal != NULL && cal != Py_None) {
         const char *combine = mspec_str(d->spec, "calibration_combine");
-        aq_status st = aq_calib_create(&d->calib, &err);
-        if (st == AQ_OK && PyUnicode_Check(cal)) {
-            const char *path = PyUnicode_AsUTF8(cal);
-            if (path == NULL) {
-                aq__py_diffusion_reset(d);
-                return -1;
-            }
-            st = aq_calib_add_ipc_file(d->calib, path, &err);
-        } else if (st == AQ_OK && aq__py_calib_from_stream(module, d->calib, cal) != 0) {
-            aq__py_diffusion_reset(d);
-            return -1;
-        }
-        if (st == AQ_OK) {
-            st = aq_calib_finish(d->calib,
-                                 combine != NULL && strcmp(combine, "mean") == 0
-                                     ? AQ_CALIB_COMBINE_MEAN
-                                     : AQ_CALIB_COMBINE_MAX,
-                                 &err);
-        }
-        if (st != AQ_OK) {
-            aq__py_raise(PyModule_GetState(module), &err);
+        if (aq__py_run_calib(module, cal, combine != NULL ? combine : "max", &d->calib) != 0) {
             aq__py_diffusion_reset(d);
             return -1;
         }
@@ -1031,63 +870,35 @@ int aq__py_diffusion_rules(PyObject *module, aq__py_diffusion *d, const aq__py_n
     aq_error err;
     aq_error_clear(&err);
     aq_profile prof;
-    aq_family family;
-    aq_status st;
-    const char *scheme = mspec_str(d->spec, "scheme");
     PyObject *bw = PyDict_GetItemString(d->spec, "bit_width");
     PyObject *gs = PyDict_GetItemString(d->spec, "group_size");
-    if ((st = aq_profile_get(mspec_str(d->spec, "profile"), &prof, &err)) != AQ_OK ||
-        (st = aq_family_from_name(mspec_str(d->spec, "family"), &family, &err)) != AQ_OK ||
-        (scheme != NULL && (st = aq_scheme_from_name(scheme, &prof.scheme, &err)) != AQ_OK)) {
-        goto fail;
-    }
-    if (bw != NULL) {
-        prof.bit_width = (unsigned)PyLong_AsUnsignedLong(bw);
-    }
-    if (gs != NULL) {
-        prof.group_size = (size_t)PyLong_AsSize_t(gs);
-    }
+    unsigned bits = bw != NULL ? (unsigned)PyLong_AsUnsignedLong(bw) : 0;
+    size_t group = gs != NULL ? PyLong_AsSize_t(gs) : 0;
     if (PyErr_Occurred()) {
         return -1;
     }
-    if (aq_scheme_is_kquant(prof.scheme)) {
-        prof.group_size = AQ_KQUANT_SUPER_BLOCK;
+    const char **lists[2] = {NULL, NULL};
+    size_t counts[2] = {0, 0};
+    PyObject *seqs[2] = {NULL, NULL};
+    int rc = -1;
+    if (aq__py_run_profile(module, mspec_str(d->spec, "profile"), bits,
+                           mspec_str(d->spec, "scheme"), group, ctx, &prof) != 0 ||
+        aq__py_strings(module, PyDict_GetItemString(d->spec, "keep"), "keep", &seqs[0], &lists[0],
+                       &counts[0]) != 0 ||
+        aq__py_strings(module, PyDict_GetItemString(d->spec, "bits_for"), "bits_for", &seqs[1],
+                       &lists[1], &counts[1]) != 0) {
+        goto done;
     }
-    /* The rules give each tensor its bits and scheme; the context's scheme is the budget's
-     * candidate and its group size the layout of schemes other than kquant. */
-    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)prof.scheme, &err)) != AQ_OK ||
-        (!aq_scheme_is_kquant(prof.scheme) &&
-         (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, (int64_t)prof.group_size, &err)) !=
-             AQ_OK)) {
-        goto fail;
-    }
-    if (family == AQ_FAMILY_AUTO && (names == NULL || names->n == 0)) {
-        family = AQ_FAMILY_GENERIC; /* nothing to detect from (an empty input) */
-    }
-    if ((st = aq_rules_create(family, &prof, names != NULL ? (const char *const *)names->v : NULL,
-                              names != NULL ? names->n : 0, &d->rules, &err)) != AQ_OK) {
-        goto fail;
-    }
-    static const char *const lists[2] = {"keep", "bits_for"};
+    rc = aq__py_run_rules(module, &prof, mspec_str(d->spec, "family"),
+                          names != NULL ? (const char *const *)names->v : NULL,
+                          names != NULL ? names->n : 0, lists[0], counts[0], lists[1], counts[1],
+                          &d->rules);
+done:
     for (int l = 0; l < 2; l++) {
-        PyObject *seq = PyDict_GetItemString(d->spec, lists[l]);
-        Py_ssize_t n = seq != NULL && PyList_Check(seq) ? PyList_GET_SIZE(seq) : 0;
-        for (Py_ssize_t i = 0; i < n; i++) {
-            const char *s = PyUnicode_AsUTF8(PyList_GET_ITEM(seq, i));
-            if (s == NULL) {
-                return -1;
-            }
-            st = l == 0 ? aq_rules_add_override(d->rules, s, AQ_RULES_KEEP, &err)
-                        : aq_rules_add_override_spec(d->rules, s, &err);
-            if (st != AQ_OK) {
-                goto fail;
-            }
-        }
+        free(lists[l]);
+        Py_XDECREF(seqs[l]);
     }
-    return 0;
-fail:
-    aq__py_raise(PyModule_GetState(module), &err);
-    return -1;
+    return rc;
 }
 
 aq_status aq__py_stream_buffer(struct ArrowArrayStream *in, aq__py_names *names,

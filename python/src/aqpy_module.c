@@ -554,6 +554,13 @@ static int aqpy_optional_float(aqpy_state *st, PyObject *obj, const char *name, 
  * kquant has no group size to choose, affine_search (searched clipping, the best group-wise
  * scheme) when one is. An explicit scheme='kquant' with a group_size other than 512 is a
  * QuantizationError. See docs/decisions.md. */
+/* The group size a scheme always uses (the scheme table's), or 0. */
+static size_t aqpy_fixed_group(aq_scheme scheme)
+{
+    aq_scheme_info info = AQ_SIZED_INIT(aq_scheme_info);
+    return aq_scheme_get_info(scheme, &info, NULL) == AQ_OK ? info.fixed_group_size : 0;
+}
+
 static aq_ctx *aqpy_make_ctx(aqpy_quant *self, const aqpy_args *a, aqpy_quality *quality)
 {
     aqpy_state *st = aqpy_state_of_quant(self);
@@ -584,14 +591,15 @@ static aq_ctx *aqpy_make_ctx(aqpy_quant *self, const aqpy_args *a, aqpy_quality 
                 aq__py_raise(st, &err);
                 return NULL;
             }
-            if (aq_scheme_is_kquant(sch) && has_group && group != AQ_KQUANT_SUPER_BLOCK) {
+            size_t fixed = aqpy_fixed_group(sch);
+            if (fixed != 0 && has_group && (size_t)group != fixed) {
                 PyErr_Format(st->error,
-                             "Invalid group_size: %lld. scheme 'kquant' always uses super-blocks "
-                             "of %u elements: pass group_size=None (or %u), or another scheme",
-                             (long long)group, AQ_KQUANT_SUPER_BLOCK, AQ_KQUANT_SUPER_BLOCK);
+                             "Invalid group_size: %lld. scheme '%s' always uses super-blocks "
+                             "of %zu elements: pass group_size=None (or %zu), or another scheme",
+                             (long long)group, aq_scheme_name(sch), fixed, fixed);
                 return NULL;
             }
-        } else if (aq_scheme_is_kquant(sch) && has_group) {
+        } else if (aqpy_fixed_group(sch) != 0 && has_group) {
             sch = AQ_SCHEME_AFFINE_SEARCH;
         }
     }
@@ -1374,7 +1382,8 @@ static int aqpy_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **out
 static int aqpy_exec(PyObject *module)
 {
     aqpy_state *st = aqpy_state_of(module);
-    if (PyModule_AddFunctions(module, aq__py_runtime_methods) != 0) {
+    if (PyModule_AddFunctions(module, aq__py_runtime_methods) != 0 ||
+        PyModule_AddFunctions(module, aq__py_settings_methods) != 0) {
         return -1;
     }
     st->error = PyErr_NewExceptionWithDoc(

@@ -119,12 +119,10 @@ void aq__arrow_base_params(const aq_ctx *ctx, const aq_batch_options *opts, aq_s
         aq_rules_profile(opts->rules, &prof);
         *scheme = prof.scheme;
         *bits = prof.bit_width;
-        *group_size =
-            aq_scheme_is_kquant(prof.scheme) ? (size_t)AQ_KQUANT_SUPER_BLOCK : ctx->group_size;
+        *group_size = aq__scheme_group(prof.scheme, ctx->group_size);
         return;
     }
     *scheme = ctx->scheme;
     *bits = ctx->bit_width;
-    *group_size =
-        aq_scheme_is_kquant(ctx->scheme) ? (size_t)AQ_KQUANT_SUPER_BLOCK : ctx->group_size;
+    *group_size = aq__scheme_group(ctx->scheme, ctx->group_size);
 }

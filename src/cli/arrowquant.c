@@ -87,6 +87,86 @@ double cli_now(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* The setting whose flag is `flag`, or -1. */
+static long cli_setting_of(const char *flag, aq_setting_info *out)
+{
+    for (size_t i = 0; i < aq_setting_count(); i++) {
+        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+        if (aq_setting_at(i, &info, NULL) == AQ_OK && info.flag != NULL &&
+            strcmp(info.flag, flag) == 0) {
+            *out = info;
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+bool cli_setting_flag(const char *flag)
+{
+    aq_setting_info info;
+    return cli_setting_of(flag, &info) >= 0;
+}
+
+/* "a,b,c" as "a, b, c". */
+static void cli_choices(const char *choices, char *out, size_t cap)
+{
+    size_t at = 0;
+    for (const char *p = choices; *p != '\0' && at + 3 < cap; p++) {
+        out[at++] = *p;
+        if (*p == ',') {
+            out[at++] = ' ';
+        }
+    }
+    out[at] = '\0';
+}
+
+int cli_setting_set(aq_settings *s, const char *flag, const char *value)
+{
+    aq_setting_info info;
+    aq_error err;
+    if (cli_setting_of(flag, &info) < 0) {
+        return cli_fail("%s: not a setting's flag", flag);
+    }
+    if (aq_settings_set_text(s, info.name, value, &err) == AQ_OK) {
+        return 0;
+    }
+    char list[256];
+    if (info.type == AQ_SETTING_CHOICE) {
+        cli_choices(info.choices, list, sizeof list);
+        return cli_fail("%s: '%s' is not one of %s", flag, value, list);
+    }
+    if (info.type == AQ_SETTING_FLOAT && info.off_allowed) {
+        return cli_fail("%s: '%s' is not 0 (off) or a number in [%g, %g%s", flag, value, info.lower,
+                        info.upper, info.upper_open ? ")" : "]");
+    }
+    return cli_fail("%s: %s", flag, err.message);
+}
+
+void cli_settings_print(FILE *f)
+{
+    fputs("settings (the library's table; flag, values, default):\n", f);
+    for (size_t i = 0; i < aq_setting_count(); i++) {
+        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+        if (aq_setting_at(i, &info, NULL) != AQ_OK || info.flag == NULL) {
+            continue;
+        }
+        char what[256];
+        if (info.choices != NULL) {
+            snprintf(what, sizeof what, "%s", info.choices);
+            for (char *c = what; *c != '\0'; c++) {
+                *c = *c == ',' ? '|' : *c;
+            }
+        } else if (info.type == AQ_SETTING_FLOAT) {
+            snprintf(what, sizeof what, "%s[%g, %g%s",
+                     info.off_allowed && info.lower > 0 ? "0 or " : "", info.lower, info.upper,
+                     info.upper_open ? ")" : "]");
+        } else {
+            snprintf(what, sizeof what, "%.0f..%.0f", info.lower, info.upper);
+        }
+        fprintf(f, "  %-22s %s (default %s): %s\n", info.flag, what, info.default_value, info.help);
+    }
+}
+
 static int cli_usage(void)
 {
     fputs("usage:\n"
@@ -117,6 +197,7 @@ static int cli_usage(void)
           "SRC is a .safetensors file, a *.safetensors.index.json, or a folder (diffusers\n"
           "pipeline or model folder). See docs/cli.md for the default rules.\n",
           stderr);
+    cli_settings_print(stderr);
     return 2;
 }
 

@@ -2,7 +2,8 @@
 #ifndef AQ_CLI_H
 #define AQ_CLI_H
 
-#include <arrowquant.h>
+#define AQ_EXPERIMENTAL
+#include <arrowquant_experimental.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -17,6 +18,15 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A failed call: "interrupted; no output written" and 130 when cancelled, else the error's
  * message (or the status's) through cli_fail. */
 int cli_status(aq_status st, const aq_error *err);
+
+/* The library's settings table (arrowquant_experimental.h) behind the command's flags. */
+/* True when `flag` is a setting's flag (it then takes a value). */
+bool cli_setting_flag(const char *flag);
+/* Checks `value` of `flag` against its setting and stores it in s; 0, or the exit status of a
+ * failure whose message names the flag and what it accepts. */
+int cli_setting_set(aq_settings *s, const char *flag, const char *value);
+/* The settings with a flag, one line each (flag, what it takes, default, help). */
+void cli_settings_print(FILE *f);
 /* A failed call: the error's message through cli_fail. */
 int cli_err(aq_status st, const aq_error *err);
 double cli_now(void);

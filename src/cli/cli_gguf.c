@@ -144,6 +144,11 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     aq_error err;
     aq_error_clear(&err);
     aq_status st;
+    aq_settings *settings = NULL; /* checks the flags the settings table holds */
+    if ((st = aq_settings_create(&settings, &err)) != AQ_OK) {
+        rc = cli_err(st, &err);
+        goto done;
+    }
     if (keep == NULL || bits_for == NULL) {
         rc = cli_fail("out of memory");
         goto done;
@@ -155,7 +160,7 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
                      strcmp(a, "--bits-for") == 0 || strcmp(a, "--threads") == 0 ||
                      strcmp(a, "--calibration") == 0 || strcmp(a, "--calibration-combine") == 0 ||
                      strcmp(a, "--arch") == 0 || strcmp(a, "--family") == 0 ||
-                     strcmp(a, "--name") == 0;
+                     strcmp(a, "--name") == 0 || cli_setting_flag(a);
         if (needs && i + 1 >= argc) {
             rc = cli_fail("%s needs a value", a);
             goto done;
@@ -171,20 +176,29 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
         } else if (strcmp(a, "--bits-for") == 0) {
             bits_for[n_bits++] = argv[++i];
         } else if (strcmp(a, "--threads") == 0) {
-            char *end;
-            threads = strtoll(argv[++i], &end, 10);
-            if (*end != '\0' || threads < 0) {
-                rc = cli_fail("--threads: '%s' is not a count (0: one per CPU)", argv[i]);
+            int64_t t = 0;
+            if ((rc = cli_setting_set(settings, a, argv[++i])) != 0) {
                 goto done;
             }
+            if ((st = aq_settings_get_int(settings, "threads", &t, &err)) != AQ_OK) {
+                rc = cli_err(st, &err);
+                goto done;
+            }
+            threads = (long long)t;
         } else if (strcmp(a, "--calibration") == 0) {
             calib_path = argv[++i];
         } else if (strcmp(a, "--calibration-combine") == 0) {
             combine = argv[++i];
+            if ((rc = cli_setting_set(settings, a, combine)) != 0) {
+                goto done;
+            }
         } else if (strcmp(a, "--arch") == 0) {
             arch = argv[++i];
         } else if (strcmp(a, "--family") == 0) {
             family_name = argv[++i];
+            if ((rc = cli_setting_set(settings, a, family_name)) != 0) {
+                goto done;
+            }
         } else if (strcmp(a, "--name") == 0) {
             name = argv[++i];
         } else if (strcmp(a, "--json") == 0) {
@@ -221,10 +235,6 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     if ((n_keep > 0 || n_bits > 0) && profile == NULL) {
         rc = cli_fail("--keep and --bits-for need --profile with GGUF output (the layer rules "
                       "they override)");
-        goto done;
-    }
-    if (strcmp(combine, "max") != 0 && strcmp(combine, "mean") != 0) {
-        rc = cli_fail("--calibration-combine: '%s' is not one of max, mean", combine);
         goto done;
     }
     if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
@@ -270,6 +280,7 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     }
     gg_print_summary(out, model, &sum, dt, json, quiet);
 done:
+    aq_settings_free(settings);
     free(keep);
     free(bits_for);
     free(names);

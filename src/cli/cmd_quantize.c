@@ -72,32 +72,6 @@ static void cli_on_progress(void *user, const aq_model_progress *p)
 
 /* ---- quantize ---- */
 
-static int cli_parse_size(const char *opt, const char *v, long long lo, long long hi,
-                          long long *out)
-{
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno != 0 || end == v || *end != '\0' || x < lo || x > hi) {
-        return cli_fail("%s: '%s' is not a number in [%lld, %lld]", opt, v, lo, hi);
-    }
-    *out = x;
-    return 0;
-}
-
-/* --min-accuracy and --target-bpw: 0 (off) or a number in (0, hi]. */
-static int cli_parse_off(const char *opt, const char *v, double hi, double *out)
-{
-    char *end = NULL;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno != 0 || end == v || *end != '\0' || !(x >= 0.0 && x <= hi)) {
-        return cli_fail("%s: '%s' is not 0 (off) or a number in (0, %g]", opt, v, hi);
-    }
-    *out = x;
-    return 0;
-}
-
 /* What the run did, tensor by tensor: the moved tensors and the allocation by (scheme, bits). */
 typedef struct cli_moved {
     const char *name;
@@ -221,7 +195,29 @@ typedef struct qz_opts {
     aq_profile prof;
     aq_calib_combine how;
     aq_budget_scope scope;
+    aq_settings *settings; /* the flags backed by the library's settings table */
 } qz_opts;
+
+/* A flag backed by the settings table: checked there, its value read back as an integer
+ * (INT, BOOL, a CHOICE's index) or a number. */
+static int qz_setting(qz_opts *q, const char *flag, const char *v, const char *name,
+                      long long *as_int, double *as_num)
+{
+    int rc = cli_setting_set(q->settings, flag, v);
+    if (rc != 0) {
+        return rc;
+    }
+    aq_error err;
+    aq_status st;
+    if (as_int != NULL) {
+        int64_t x;
+        st = aq_settings_get_int(q->settings, name, &x, &err);
+        *as_int = (long long)x;
+    } else {
+        st = aq_settings_get_float(q->settings, name, as_num, &err);
+    }
+    return st == AQ_OK ? 0 : cli_status(st, &err);
+}
 
 /* The run's objects and results. */
 typedef struct qz_run {
@@ -255,14 +251,9 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--bits") == 0 ||
-                     strcmp(a, "--group-size") == 0 || strcmp(a, "--scheme") == 0 ||
-                     strcmp(a, "--keep") == 0 || strcmp(a, "--threads") == 0 ||
-                     strcmp(a, "--compression") == 0 || strcmp(a, "--min-elements") == 0 ||
-                     strcmp(a, "--min-accuracy") == 0 || strcmp(a, "--target-bpw") == 0 ||
-                     strcmp(a, "--profile") == 0 || strcmp(a, "--bits-for") == 0 ||
-                     strcmp(a, "--calibration") == 0 || strcmp(a, "--calibration-combine") == 0 ||
-                     strcmp(a, "--budget-scope") == 0;
+        bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--keep") == 0 ||
+                     strcmp(a, "--bits-for") == 0 || strcmp(a, "--calibration") == 0 ||
+                     strcmp(a, "--scheme") == 0 || cli_setting_flag(a);
         if (needs && v == NULL) {
             return cli_fail("%s needs a value", a);
         }
@@ -274,20 +265,20 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
             q->bits_for[q->n_bits_for++] = v;
         } else if (strcmp(a, "--bits") == 0) {
             q->bits_set = true;
-            if ((rc = cli_parse_size(a, v, 0, 64, &q->bits)) != 0) {
+            if ((rc = qz_setting(q, a, v, "bit_width", &q->bits, NULL)) != 0) {
                 return rc;
             }
         } else if (strcmp(a, "--group-size") == 0) {
             q->group_set = true;
-            if ((rc = cli_parse_size(a, v, 0, 4294967295LL, &q->group)) != 0) {
+            if ((rc = qz_setting(q, a, v, "group_size", &q->group, NULL)) != 0) {
                 return rc;
             }
         } else if (strcmp(a, "--threads") == 0) {
-            if ((rc = cli_parse_size(a, v, 0, AQ_MAX_THREADS, &q->threads)) != 0) {
+            if ((rc = qz_setting(q, a, v, "threads", &q->threads, NULL)) != 0) {
                 return rc;
             }
         } else if (strcmp(a, "--min-elements") == 0) {
-            if ((rc = cli_parse_size(a, v, 1, 1LL << 62, &q->min_el)) != 0) {
+            if ((rc = qz_setting(q, a, v, "min_elements", &q->min_el, NULL)) != 0) {
                 return rc;
             }
             q->min_el_set = true;
@@ -295,32 +286,34 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
             q->scheme = v;
         } else if (strcmp(a, "--min-accuracy") == 0) {
             q->min_set = true;
-            if ((rc = cli_parse_off(a, v, 1.0, &q->min_cos)) != 0) {
+            if ((rc = qz_setting(q, a, v, "min_cosine", NULL, &q->min_cos)) != 0) {
                 return rc;
             }
         } else if (strcmp(a, "--target-bpw") == 0) {
             q->target_set = true;
-            if ((rc = cli_parse_off(a, v, 64.0, &q->target)) != 0) {
+            if ((rc = qz_setting(q, a, v, "target_bpw", NULL, &q->target)) != 0) {
                 return rc;
             }
         } else if (strcmp(a, "--calibration") == 0) {
             q->calib_path = v;
         } else if (strcmp(a, "--calibration-combine") == 0) {
             q->combine = v;
+            if ((rc = cli_setting_set(q->settings, a, v)) != 0) {
+                return rc;
+            }
         } else if (strcmp(a, "--budget-scope") == 0) {
             q->scope_name = v;
+            if ((rc = cli_setting_set(q->settings, a, v)) != 0) {
+                return rc;
+            }
         } else if (strcmp(a, "--keep") == 0) {
             q->keep[q->n_keep++] = v;
         } else if (strcmp(a, "--compression") == 0) {
-            if (strcmp(v, "zstd") == 0) {
-                q->comp = AQ_IPC_COMPRESSION_ZSTD;
-            } else if (strcmp(v, "lz4") == 0) {
-                q->comp = AQ_IPC_COMPRESSION_LZ4_FRAME;
-            } else if (strcmp(v, "none") == 0) {
-                q->comp = AQ_IPC_COMPRESSION_NONE;
-            } else {
-                return cli_fail("--compression: '%s' is not one of zstd, lz4, none", v);
+            long long comp;
+            if ((rc = qz_setting(q, a, v, "compression", &comp, NULL)) != 0) {
+                return rc;
             }
+            q->comp = (int)comp; /* the choices follow aq_ipc_compression */
         } else if (strcmp(a, "--json") == 0) {
             q->json = 1;
             continue;
@@ -365,22 +358,11 @@ static int qz_resolve(qz_opts *q)
         if (q->calib_path == NULL) {
             return cli_fail("--calibration-combine needs --calibration TABLE.arrow");
         }
-        if (strcmp(q->combine, "max") == 0) {
-            q->how = AQ_CALIB_COMBINE_MAX;
-        } else if (strcmp(q->combine, "mean") == 0) {
-            q->how = AQ_CALIB_COMBINE_MEAN;
-        } else {
-            return cli_fail("--calibration-combine: '%s' is not one of max, mean", q->combine);
-        }
+        q->how = strcmp(q->combine, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
     }
     if (q->scope_name != NULL) {
-        if (strcmp(q->scope_name, "profile") == 0) {
-            q->scope = AQ_BUDGET_SCOPE_PROFILE;
-        } else if (strcmp(q->scope_name, "model") == 0) {
-            q->scope = AQ_BUDGET_SCOPE_MODEL;
-        } else {
-            return cli_fail("--budget-scope: '%s' is not one of profile, model", q->scope_name);
-        }
+        q->scope =
+            strcmp(q->scope_name, "model") == 0 ? AQ_BUDGET_SCOPE_MODEL : AQ_BUDGET_SCOPE_PROFILE;
     }
     const char *cand_list = NULL; /* with --profile: the budget's candidate schemes */
     if (q->profile != NULL) {
@@ -412,7 +394,11 @@ static int qz_resolve(qz_opts *q)
         q->scheme = aq_scheme_name(q->prof.scheme);
         /* --group-size: the group of affine and affine_search budget candidates (kquant's
          * is its 512-element super-block). */
-        if (!q->group_set && !aq_scheme_is_kquant(q->prof.scheme) && q->prof.group_size > 0) {
+        aq_scheme_info pinfo = AQ_SIZED_INIT(aq_scheme_info);
+        if ((st = aq_scheme_get_info(q->prof.scheme, &pinfo, &err)) != AQ_OK) {
+            return cli_status(st, &err);
+        }
+        if (!q->group_set && pinfo.fixed_group_size == 0 && q->prof.group_size > 0) {
             q->group = (long long)q->prof.group_size;
         }
     }
@@ -783,6 +769,12 @@ int cmd_quantize(int argc, char **argv)
     int rc = 0;
     q.keep = calloc((size_t)argc + 1, sizeof *q.keep);
     q.bits_for = calloc((size_t)argc + 1, sizeof *q.bits_for);
+    aq_error err;
+    aq_status st = aq_settings_create(&q.settings, &err);
+    if (st != AQ_OK) {
+        rc = cli_status(st, &err);
+        goto done;
+    }
     if (q.keep == NULL || q.bits_for == NULL) {
         rc = cli_fail("out of memory");
         goto done;
@@ -795,9 +787,10 @@ int cmd_quantize(int argc, char **argv)
         rc = cli_fail("out of memory");
         goto done;
     }
-    /* The group size the rows carry: kquant's is its super-block. */
-    if (aq_scheme_is_kquant(q.sch)) {
-        q.group = AQ_KQUANT_SUPER_BLOCK;
+    /* The group size the rows carry: a scheme's own where it fixes one. */
+    aq_scheme_info sinfo = AQ_SIZED_INIT(aq_scheme_info);
+    if (aq_scheme_get_info(q.sch, &sinfo, NULL) == AQ_OK && sinfo.fixed_group_size != 0) {
+        q.group = (long long)sinfo.fixed_group_size;
     }
     qz_figures f;
     memset(&f, 0, sizeof f);
@@ -816,5 +809,6 @@ done:
     free(q.keep);
     free(q.bits_for);
     free(r.alloc.moved);
+    aq_settings_free(q.settings);
     return rc;
 }

@@ -5,7 +5,10 @@
 #ifndef AQ_COMMON_H
 #define AQ_COMMON_H
 
-#include "arrowquant.h"
+#ifndef AQ_EXPERIMENTAL
+#    define AQ_EXPERIMENTAL
+#endif
+#include "arrowquant_experimental.h"
 
 #include <stdbool.h>
 #include <stdint.h>

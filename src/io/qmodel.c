@@ -452,11 +452,12 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
                              qm->path, ri, name, row->source_dtype);
     }
     aq_layout l;
-    if (aq_scheme_is_kquant(scheme) && row->group_size != AQ_KQUANT_SUPER_BLOCK) {
+    size_t fixed = aq__scheme_group(scheme, row->group_size);
+    if (fixed != row->group_size) {
         return aq__error_set(err, AQ_INVALID_DATA,
-                             "%s: layer '%s': kquant group_size is %zu, expected %u (the "
+                             "%s: layer '%s': %s group_size is %zu, expected %zu (the "
                              "super-block size)",
-                             qm->path, name, row->group_size, AQ_KQUANT_SUPER_BLOCK);
+                             qm->path, name, aq_scheme_name(scheme), row->group_size, fixed);
     }
     if ((st = aq_layout_compute_scheme(scheme, row->shape, row->ndim, row->bit_width,
                                        row->group_size, &l, err)) != AQ_OK) {

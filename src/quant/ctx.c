@@ -18,49 +18,12 @@ static const ctx_param_info ctx_params[AQ_PARAM_COUNT] = {
     [AQ_PARAM_PRESERVE_MOMENTS] = {"preserve_moments", 0, 1},
 };
 
-static const char *const ctx_scheme_names[AQ_SCHEME_COUNT] = {
-    [AQ_SCHEME_AFFINE] = "affine",
-    [AQ_SCHEME_AFFINE_SEARCH] = "affine_search",
-    [AQ_SCHEME_KQUANT] = "kquant",
-    [AQ_SCHEME_KQUANT_ROWS] = "kquant_rows",
-};
-
 const char *aq_param_name(aq_param param)
 {
     if ((unsigned)param >= AQ_PARAM_COUNT) {
         return "unknown";
     }
     return ctx_params[param].name;
-}
-
-const char *aq_scheme_name(aq_scheme scheme)
-{
-    if ((unsigned)scheme >= AQ_SCHEME_COUNT) {
-        return "unknown";
-    }
-    return ctx_scheme_names[scheme];
-}
-
-aq_status aq_scheme_from_name(const char *name, aq_scheme *out, aq_error *err)
-{
-    if (name == NULL || out == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_scheme_from_name: NULL argument");
-    }
-    for (unsigned i = 0; i < AQ_SCHEME_COUNT; i++) {
-        if (strcmp(name, ctx_scheme_names[i]) == 0) {
-            *out = (aq_scheme)i;
-            return AQ_OK;
-        }
-    }
-    return aq__error_set(err, AQ_INVALID_PARAMETER,
-                         "Invalid scheme: '%s'. Must be one of: affine, affine_search, kquant, "
-                         "kquant_rows",
-                         name);
-}
-
-aq_scheme aq_scheme_for_format_version(aq_scheme scheme, int format_version)
-{
-    return scheme == AQ_SCHEME_KQUANT && format_version < 2 ? AQ_SCHEME_KQUANT_ROWS : scheme;
 }
 
 aq_status aq_param_bounds(aq_param param, int64_t *lower, int64_t *upper, aq_error *err)

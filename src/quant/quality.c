@@ -35,19 +35,20 @@ static size_t qual_code_bytes(const aq_layout *l)
 aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape, size_t ndim,
                             unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err)
 {
-    if ((unsigned)scheme >= AQ_SCHEME_COUNT) {
+    const aq__scheme_traits *t = aq__scheme_traits_of(scheme);
+    if (t == NULL) {
         return aq__error_set(err, AQ_INVALID_PARAMETER, "Layer '%s': unknown scheme %d",
                              aq__name_or_unnamed(name), (int)scheme);
     }
-    if (!aq_scheme_is_kquant(scheme)) {
+    if (!t->two_level) {
         return aq__quant_layout(name, shape, ndim, bit_width, group_size, out, err);
     }
     aq_layout l;
-    aq_status st = aq__quant_layout(name, shape, ndim, bit_width, AQ__KQ_SUPER, &l, err);
+    aq_status st = aq__quant_layout(name, shape, ndim, bit_width, t->fixed_group, &l, err);
     if (st != AQ_OK) {
         return st;
     }
-    if (scheme == AQ_SCHEME_KQUANT) {
+    if (t->flattened) {
         /* Super-blocks over the flattened tensor (docs/format.md 5.2): one row of all the
          * elements, so only the last super-block may be partial. */
         l.rows = 1;
@@ -322,7 +323,7 @@ static aq_status qual_span_check(const qual_job *job, size_t start, size_t end, 
         return aq__error_set(err, AQ_NON_FINITE, "Layer '%s' contains NaN or Inf at index %zu",
                              name, start + at);
     }
-    if (aq_scheme_is_kquant(job->scheme)) {
+    if (aq__scheme_traits_of(job->scheme)->max_abs > 0.0f) {
         /* a * q - b must not overflow float32 (docs/format.md 5.2). */
         for (size_t i = start + qual_kq_in_range(job->src, start, end - start); i < end; i++) {
             float v = qual_load(job->src, i);
@@ -406,7 +407,7 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
                              name, l.packed_bytes, l.groups, dst->packed_capacity,
                              dst->groups_capacity);
     }
-    if (ctx->preserve_moments && aq_scheme_is_kquant(ctx->scheme)) {
+    if (ctx->preserve_moments && !aq__scheme_traits_of(ctx->scheme)->moments) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "Layer '%s': preserve_moments needs the affine or affine_search "
                              "scheme (kquant offsets cannot absorb a row's mean shift)",
@@ -540,8 +541,8 @@ static aq_status qual_kq_flat_rows(aq_ctx *ctx, const aq_qtensor *src, const aq_
     int64_t sub[1] = {(int64_t)(be1 - be0)};
     aq_layout sl;
     memset(&sl, 0, sizeof sl); /* set by aq__scheme_layout; some compilers cannot tell */
-    if ((st = aq__scheme_layout(src->name, AQ_SCHEME_KQUANT, sub, 1, src->bit_width, AQ__KQ_SUPER,
-                                &sl, err)) != AQ_OK) {
+    if ((st = aq__scheme_layout(src->name, src->scheme, sub, 1, src->bit_width, AQ__KQ_SUPER, &sl,
+                                err)) != AQ_OK) {
         return st;
     }
     const size_t elem = aq_dtype_size(out_dtype);
@@ -592,7 +593,8 @@ aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, siz
                              name, src->packed_size, src->groups, l.packed_bytes, l.groups,
                              l.elements, l.bit_width, aq_scheme_name(src->scheme));
     }
-    if (src->scheme == AQ_SCHEME_KQUANT) {
+    const aq__scheme_traits *t = aq__scheme_traits_of(src->scheme);
+    if (t->flattened) {
         return qual_kq_flat_rows(ctx, src, &l, r0, nr, out_dtype, out, out_capacity, err);
     }
     if (nr == 0 || r0 > l.rows || nr > l.rows - r0 || (r0 * l.cols * l.bit_width) % 8 != 0 ||
@@ -621,7 +623,7 @@ aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, siz
     q.scales = src->scales + r0 * l.groups_per_row;
     q.zero_points = src->zero_points + r0 * l.groups_per_row;
     q.groups = sl.groups;
-    if (src->scheme != AQ_SCHEME_KQUANT_ROWS) {
+    if (!t->two_level) {
         return aq_dequantize(ctx, &q, out_dtype, out, out_capacity, err);
     }
     /* Codes of the rows, then their sub-block parameters, made contiguous. */

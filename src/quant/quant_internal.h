@@ -20,6 +20,27 @@ struct aq_ctx {
     bool preserve_moments; /* AQ_PARAM_PRESERVE_MOMENTS (quality.c) */
 };
 
+/* One row of the table of schemes (scheme.c); aq_scheme_info is its public view. */
+typedef struct aq__scheme_traits {
+    aq_scheme scheme;
+    const char *name;
+    unsigned bits_mask;   /* bit b set: b bits allowed */
+    unsigned fixed_group; /* 0: the context's group size; else the layout's always */
+    bool flattened;       /* blocks over the flattened tensor */
+    bool two_level;       /* d/dmin per block, sub-block scales and mins in the packed data */
+    bool importance;      /* the search uses an importance vector */
+    bool moments;         /* the moment correction applies */
+    bool selectable;      /* false: read only */
+    float max_abs;        /* largest |x| accepted; 0: any finite */
+    int gguf[9];          /* the GGUF type of the same role at b bits, or -1 */
+} aq__scheme_traits;
+
+/* The table's row for a scheme; NULL for a value outside aq_scheme. */
+const aq__scheme_traits *aq__scheme_traits_of(aq_scheme scheme);
+/* The group size a layout of `scheme` uses: the scheme's own where it fixes one, else
+ * group_size. */
+size_t aq__scheme_group(aq_scheme scheme, size_t group_size);
+
 /* The number of threads a `threads` parameter means: itself, or the online CPUs for 0. */
 unsigned aq__threads_resolve(unsigned threads);
 

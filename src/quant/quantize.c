@@ -325,20 +325,21 @@ static aq_status quant_dequantize_check(const aq_qtensor *src, aq_dtype out_dtyp
                                         size_t out_capacity, aq_layout *out_l, aq_error *err)
 {
     const char *name = aq__name_or_unnamed(src->name);
-    const bool kq = aq_scheme_is_kquant(src->scheme);
+    const aq__scheme_traits *t = aq__scheme_traits_of(src->scheme);
     if (out_dtype != AQ_DTYPE_F32 && out_dtype != AQ_DTYPE_F16 && out_dtype != AQ_DTYPE_BF16) {
         return aq__error_set(err, AQ_UNSUPPORTED,
                              "Layer '%s': dequantize output dtype must be f32, f16 or bf16", name);
     }
-    if (kq && src->group_size != AQ__KQ_SUPER) {
+    if (t == NULL) {
+        return aq__error_set(err, AQ_UNSUPPORTED, "Layer '%s': unknown scheme %d", name,
+                             (int)src->scheme);
+    }
+    const bool kq = t->two_level;
+    if (t->fixed_group != 0 && src->group_size != t->fixed_group) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "Layer '%s': kquant group size is %zu, expected %u (the super-block "
                              "size)",
-                             name, src->group_size, AQ__KQ_SUPER);
-    }
-    if ((unsigned)src->scheme >= AQ_SCHEME_COUNT) {
-        return aq__error_set(err, AQ_UNSUPPORTED, "Layer '%s': unknown scheme %d", name,
-                             (int)src->scheme);
+                             name, src->group_size, t->fixed_group);
     }
     aq_layout l;
     aq_status st = aq__scheme_layout(src->name, src->scheme, src->shape, src->ndim, src->bit_width,
@@ -390,7 +391,7 @@ aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype, 
     if (st != AQ_OK) {
         return st;
     }
-    if (aq_scheme_is_kquant(src->scheme)) {
+    if (aq__scheme_traits_of(src->scheme)->two_level) {
         return aq__dequantize_kquant(ctx, src, &l, out_dtype, out, err); /* quality.c */
     }
     quant_job job;

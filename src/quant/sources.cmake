@@ -1,5 +1,6 @@
 list(APPEND AQ_SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/ctx.c
+    ${CMAKE_CURRENT_LIST_DIR}/scheme.c
     ${CMAKE_CURRENT_LIST_DIR}/pool.c
     ${CMAKE_CURRENT_LIST_DIR}/quantize.c
     ${CMAKE_CURRENT_LIST_DIR}/metrics.c

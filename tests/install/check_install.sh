@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the build into a temporary prefix (cmake --install), then builds and runs a small C
 # program against the installed package twice: through find_package(arrowquant) (shared and
-# static targets) and through pkg-config. Also runs the installed command.
+# static targets) and through pkg-config, plus one that uses the experimental header. Also runs the installed command.
 #   check_install.sh CMAKE BUILD_DIR VERSION CC [FLAGS]
 # FLAGS (the sanitizer flags of a sanitizer build) are used to compile and link the programs.
 set -euo pipefail
@@ -15,7 +15,8 @@ prefix=$tmp/prefix
 
 libdir=$(dirname "$(find "$prefix" -name arrowquant.pc -path '*/pkgconfig/*')")/..
 libdir=$(cd "$libdir" && pwd)
-for f in "$prefix/include/arrowquant.h" "$prefix/bin/arrowquant" "$libdir/libarrowquant.a" \
+for f in "$prefix/include/arrowquant.h" "$prefix/include/arrowquant_experimental.h" \
+         "$prefix/bin/arrowquant" "$libdir/libarrowquant.a" \
          "$libdir/libarrowquant.so" "$libdir/cmake/arrowquant/arrowquantConfig.cmake" \
          "$libdir/cmake/arrowquant/arrowquantConfigVersion.cmake" \
          "$libdir/cmake/arrowquant/arrowquantTargets.cmake"; do
@@ -34,6 +35,7 @@ echo "== find_package(arrowquant $version EXACT)"
 "$cmake" --build "$tmp/consumer" >>"$tmp/consumer.log" || { cat "$tmp/consumer.log"; exit 1; }
 "$tmp/consumer/consumer_shared"
 "$tmp/consumer/consumer_static"
+"$tmp/consumer/consumer_experimental"
 # The shared program must run the installed library, not the build tree's. ldd's output is
 # read whole first: `ldd | grep -q` under pipefail fails whenever grep's early exit makes ldd
 # die of SIGPIPE.
@@ -54,3 +56,7 @@ pcversion=$(pkg-config --modversion arrowquant)
 "$cc" $flags -o "$tmp/consumer_pc" "$here/consumer/consumer.c" \
     $(pkg-config --cflags --libs arrowquant) -lm -Wl,-rpath,"$libdir"
 "$tmp/consumer_pc"
+# shellcheck disable=SC2046,SC2086
+"$cc" $flags -o "$tmp/consumer_pc_exp" "$here/consumer/consumer_experimental.c" \
+    $(pkg-config --cflags --libs arrowquant) -lm -Wl,-rpath,"$libdir"
+"$tmp/consumer_pc_exp"

@@ -117,7 +117,11 @@ def test_target_bpw_options(aq, unet, tmp_path):
     s = json.loads(aq("quantize", unet, "-o", out, "--target-bpw", "4.5", "--scheme", "affine",
                       "--json", "--quiet").stdout)
     assert {a["scheme"] for a in s["allocation"]} == {"affine"}
-    aq.fails("quantize", unet, "-o", out, "--target-bpw", "1", expect="smallest allocation",
+    aq.fails("quantize", unet, "-o", out, "--target-bpw", "2", expect="smallest allocation",
+             leaves_nothing_in=tmp_path)
+    # Below the settings table's bound: refused before the model is read.
+    aq.fails("quantize", unet, "-o", out, "--target-bpw", "1",
+             expect="--target-bpw: '1' is not 0 (off) or a number in [2, 32]",
              leaves_nothing_in=tmp_path)
     aq.fails("quantize", unet, "-o", out, "--scheme", "affine,kquant",
              expect="needs --target-bpw")

@@ -1,0 +1,429 @@
+/*
+ * The library's settings table and profiles, read by the Python side (DiffusionQuantConfig)
+ * instead of keeping copies: _settings(), _profiles(), _settings_resolve(profile, given),
+ * _setting_check(name, text).
+ */
+#include "aqpy.h"
+
+static const char *const aqpy_setting_types[] = {"int", "float", "bool", "choice"};
+
+static PyObject *aqpy_setting_dict(const aq_setting_info *i)
+{
+    PyObject *choices;
+    if (i->choices != NULL) {
+        PyObject *sep = PyUnicode_FromString(",");
+        PyObject *text = PyUnicode_FromString(i->choices);
+        PyObject *list = sep != NULL && text != NULL ? PyUnicode_Split(text, sep, -1) : NULL;
+        Py_XDECREF(sep);
+        Py_XDECREF(text);
+        choices = list != NULL ? PyList_AsTuple(list) : NULL;
+        Py_XDECREF(list);
+        if (choices == NULL) {
+            return NULL;
+        }
+    } else {
+        choices = Py_NewRef(Py_None);
+    }
+    PyObject *d = Py_BuildValue("{s:s,s:s,s:d,s:d,s:O,s:O,s:N,s:s,s:z,s:O,s:s}", "name", i->name,
+                                "type", aqpy_setting_types[i->type], "lower", i->lower, "upper",
+                                i->upper, "upper_open", i->upper_open ? Py_True : Py_False,
+                                "off_allowed", i->off_allowed ? Py_True : Py_False, "choices",
+                                choices, "default", i->default_value, "flag", i->flag, "in_profile",
+                                i->in_profile ? Py_True : Py_False, "help", i->help);
+    return d;
+}
+
+static PyObject *aqpy_settings(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    size_t n = aq_setting_count();
+    PyObject *out = PyTuple_New((Py_ssize_t)n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t k = 0; k < n; k++) {
+        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+        aq_error err;
+        if (aq_setting_at(k, &info, &err) != AQ_OK) {
+            aq__py_raise((aqpy_state *)PyModule_GetState(module), &err);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *d = aqpy_setting_dict(&info);
+        if (d == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, (Py_ssize_t)k, d);
+    }
+    return out;
+}
+
+static PyObject *aqpy_profiles(PyObject *module, PyObject *unused)
+{
+    (void)unused;
+    PyObject *out = PyDict_New();
+    if (out == NULL) {
+        return NULL;
+    }
+    for (size_t k = 0; k < AQ_PROFILE_COUNT; k++) {
+        aq_profile p;
+        aq_error err;
+        if (aq_profile_at(k, &p, &err) != AQ_OK) {
+            aq__py_raise((aqpy_state *)PyModule_GetState(module), &err);
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyObject *v = Py_BuildValue("(Isndd)", p.bit_width, aq_scheme_name(p.scheme),
+                                    (Py_ssize_t)p.group_size, p.min_cosine, p.target_bpw);
+        if (v == NULL || PyDict_SetItemString(out, p.name, v) != 0) {
+            Py_XDECREF(v);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(v);
+    }
+    return out;
+}
+
+/* The value of one setting as a Python object: int, float or str by the setting's type. */
+static PyObject *aqpy_setting_value(const aq_settings *s, const aq_setting_info *info,
+                                    aq_error *err)
+{
+    if (info->type == AQ_SETTING_CHOICE) {
+        const char *v;
+        return aq_settings_get_text(s, info->name, &v, err) == AQ_OK ? PyUnicode_FromString(v)
+                                                                     : NULL;
+    }
+    if (info->type == AQ_SETTING_FLOAT) {
+        double v;
+        return aq_settings_get_float(s, info->name, &v, err) == AQ_OK ? PyFloat_FromDouble(v)
+                                                                      : NULL;
+    }
+    int64_t v;
+    return aq_settings_get_int(s, info->name, &v, err) == AQ_OK ? PyLong_FromLongLong(v) : NULL;
+}
+
+/* _settings_resolve(profile, given): the library's settings with `given` ({name: text}, set in
+ * order) and then the profile applied (explicit values win), checked together; {name: value}
+ * of every setting, or QuantizationError naming the setting. */
+static PyObject *aqpy_settings_resolve(PyObject *module, PyObject *args)
+{
+    const char *profile;
+    PyObject *given;
+    if (!PyArg_ParseTuple(args, "sO!:_settings_resolve", &profile, &PyDict_Type, &given)) {
+        return NULL;
+    }
+    aqpy_state *st = (aqpy_state *)PyModule_GetState(module);
+    aq_settings *s = NULL;
+    aq_error err;
+    PyObject *out = NULL, *key, *value;
+    Py_ssize_t pos = 0;
+    if (aq_settings_create(&s, &err) != AQ_OK) {
+        aq__py_raise(st, &err);
+        return NULL;
+    }
+    while (PyDict_Next(given, &pos, &key, &value)) {
+        const char *k = PyUnicode_AsUTF8(key), *v = PyUnicode_AsUTF8(value);
+        if (k == NULL || v == NULL) {
+            goto done;
+        }
+        if (aq_settings_set_text(s, k, v, &err) != AQ_OK) {
+            aq__py_raise(st, &err);
+            goto done;
+        }
+    }
+    if (aq_settings_apply_profile(s, profile, &err) != AQ_OK) {
+        aq__py_raise(st, &err);
+        goto done;
+    }
+    if ((out = PyDict_New()) == NULL) {
+        goto done;
+    }
+    for (size_t k = 0; k < aq_setting_count(); k++) {
+        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+        PyObject *v = NULL;
+        if (aq_setting_at(k, &info, &err) != AQ_OK ||
+            (v = aqpy_setting_value(s, &info, &err)) == NULL) {
+            if (!PyErr_Occurred()) {
+                aq__py_raise(st, &err);
+            }
+            Py_CLEAR(out);
+            goto done;
+        }
+        int rc = PyDict_SetItemString(out, info.name, v);
+        Py_DECREF(v);
+        if (rc != 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+    }
+done:
+    aq_settings_free(s);
+    return out;
+}
+
+/* _setting_check(name, text): the library's check of one value given as text; the value as
+ * the library reads it back (int, float or str), or QuantizationError with its message. */
+static PyObject *aqpy_setting_check(PyObject *module, PyObject *args)
+{
+    const char *name, *text;
+    if (!PyArg_ParseTuple(args, "ss:_setting_check", &name, &text)) {
+        return NULL;
+    }
+    aq_settings *s = NULL;
+    aq_error err;
+    aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+    PyObject *out = NULL;
+    if (aq_setting_find(name, &info, &err) != AQ_OK || aq_settings_create(&s, &err) != AQ_OK ||
+        aq_settings_set_text(s, name, text, &err) != AQ_OK) {
+        aq__py_raise((aqpy_state *)PyModule_GetState(module), &err);
+        goto done;
+    }
+    out = aqpy_setting_value(s, &info, &err);
+    if (out == NULL && !PyErr_Occurred()) {
+        aq__py_raise((aqpy_state *)PyModule_GetState(module), &err);
+    }
+done:
+    aq_settings_free(s);
+    return out;
+}
+
+PyMethodDef aq__py_settings_methods[] = {
+    {"_settings", aqpy_settings, METH_NOARGS,
+     "_settings() -> tuple of dicts: the library's settings table (name, type, lower, upper, "
+     "upper_open, off_allowed, choices, default, flag, in_profile, help)."},
+    {"_profiles", aqpy_profiles, METH_NOARGS,
+     "_profiles() -> {name: (bit_width, scheme, group_size, min_cosine, target_bpw)}: the "
+     "library's profiles."},
+    {"_settings_resolve", aqpy_settings_resolve, METH_VARARGS,
+     "_settings_resolve(profile, {name: text}) -> {name: value} of every setting: the given "
+     "values, then the profile (explicit values win), checked together by the library."},
+    {"_setting_check", aqpy_setting_check, METH_VARARGS,
+     "_setting_check(name, text) -> the value as the library reads it, or QuantizationError "
+     "naming the setting and what it accepts."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- what the model-level entry points share ---- */
+
+static int aqpy_fail(PyObject *module, const aq_error *err)
+{
+    aq__py_raise((aqpy_state *)PyModule_GetState(module), err);
+    return -1;
+}
+
+static void aqpy_value_error(PyObject *module, const char *fmt, const char *what)
+{
+    aq_error err;
+    err.code = AQ_INVALID_ARGUMENT;
+    snprintf(err.message, sizeof err.message, fmt, what);
+    aq__py_raise((aqpy_state *)PyModule_GetState(module), &err);
+}
+
+/* A sequence of str as UTF-8 pointers borrowed from *keep (a new reference the caller
+ * drops). None gives none. */
+int aq__py_strings(PyObject *module, PyObject *obj, const char *what, PyObject **keep,
+                   const char ***out, size_t *n)
+{
+    *keep = NULL;
+    *out = NULL;
+    *n = 0;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    if (PyUnicode_Check(obj)) {
+        aqpy_value_error(module, "%s must be a sequence of strings, not one string", what);
+        return -1;
+    }
+    PyObject *seq = PySequence_Fast(obj, "a sequence of strings");
+    if (seq == NULL) {
+        return -1;
+    }
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(seq);
+    const char **v = malloc(((size_t)len + 1) * sizeof *v);
+    if (v == NULL) {
+        Py_DECREF(seq);
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        if (!PyUnicode_Check(item) || (v[i] = PyUnicode_AsUTF8(item)) == NULL) {
+            if (!PyErr_Occurred()) {
+                aqpy_value_error(module, "%s must hold strings only", what);
+            }
+            free(v);
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    *keep = seq;
+    *out = v;
+    *n = (size_t)len;
+    return 0;
+}
+
+int aq__py_run_choice(PyObject *module, const char *setting, const char *value, int *out)
+{
+    aq_settings *s = NULL;
+    aq_error err;
+    int64_t k = 0;
+    aq_status st;
+    if ((st = aq_settings_create(&s, &err)) == AQ_OK &&
+        (st = aq_settings_set_text(s, setting, value, &err)) == AQ_OK) {
+        st = aq_settings_get_int(s, setting, &k, &err);
+    }
+    aq_settings_free(s);
+    if (st != AQ_OK) {
+        return aqpy_fail(module, &err);
+    }
+    *out = (int)k;
+    return 0;
+}
+
+int aq__py_run_profile(PyObject *module, const char *profile, unsigned bit_width,
+                       const char *scheme, size_t group_size, aq_ctx *ctx, aq_profile *out)
+{
+    aq_settings *s = NULL;
+    aq_error err;
+    aq_status st;
+    int64_t bits = 0, group = 0;
+    const char *sch_name = NULL;
+    aq_profile prof;
+    if ((st = aq_settings_create(&s, &err)) != AQ_OK ||
+        (bit_width != 0 && (st = aq_settings_set_int(s, "bit_width", bit_width, &err)) != AQ_OK) ||
+        (scheme != NULL && (st = aq_settings_set_text(s, "scheme", scheme, &err)) != AQ_OK) ||
+        (group_size != 0 &&
+         (st = aq_settings_set_int(s, "group_size", (int64_t)group_size, &err)) != AQ_OK) ||
+        (st = aq_settings_apply_profile(s, profile, &err)) != AQ_OK ||
+        (st = aq_profile_get(profile, &prof, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(s, "bit_width", &bits, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(s, "group_size", &group, &err)) != AQ_OK ||
+        (st = aq_settings_get_text(s, "scheme", &sch_name, &err)) != AQ_OK ||
+        (st = aq_scheme_from_name(sch_name, &prof.scheme, &err)) != AQ_OK) {
+        goto done;
+    }
+    prof.bit_width = (unsigned)bits;
+    prof.group_size = (size_t)group;
+    /* The rules give each tensor its bits and scheme; the context's scheme is the budget's
+     * candidate and its group size the layout of schemes that do not fix their own. */
+    if (ctx != NULL &&
+        ((st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)prof.scheme, &err)) != AQ_OK ||
+         (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, group, &err)) != AQ_OK)) {
+        goto done;
+    }
+    *out = prof;
+done:
+    aq_settings_free(s);
+    return st == AQ_OK ? 0 : aqpy_fail(module, &err);
+}
+
+int aq__py_run_rules(PyObject *module, const aq_profile *prof, const char *family_name,
+                     const char *const *names, size_t n, const char *const *keep, size_t n_keep,
+                     const char *const *bits_for, size_t n_bits, aq_rules **out)
+{
+    aq_error err;
+    aq_family family;
+    aq_rules *rules = NULL;
+    aq_status st = aq_family_from_name(family_name, &family, &err);
+    if (st != AQ_OK) {
+        return aqpy_fail(module, &err);
+    }
+    if (family == AQ_FAMILY_AUTO && n == 0) {
+        family = AQ_FAMILY_GENERIC; /* nothing to detect from (an empty input) */
+    }
+    if ((st = aq_rules_create(family, prof, names, n, &rules, &err)) != AQ_OK) {
+        return aqpy_fail(module, &err);
+    }
+    for (size_t i = 0; i < n_keep + n_bits && st == AQ_OK; i++) {
+        st = i < n_keep ? aq_rules_add_override(rules, keep[i], AQ_RULES_KEEP, &err)
+                        : aq_rules_add_override_spec(rules, bits_for[i - n_keep], &err);
+    }
+    if (st != AQ_OK) {
+        aq_rules_free(rules);
+        return aqpy_fail(module, &err);
+    }
+    *out = rules;
+    return 0;
+}
+
+int aq__py_run_calib(PyObject *module, PyObject *calibration, const char *combine, aq_calib **out)
+{
+    aq_error err;
+    aq_calib *calib = NULL;
+    aq_settings *s = NULL;
+    int64_t how = 0;
+    aq_status st;
+    if ((st = aq_settings_create(&s, &err)) != AQ_OK ||
+        (st = aq_settings_set_text(s, "calibration_combine", combine, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(s, "calibration_combine", &how, &err)) != AQ_OK ||
+        (st = aq_calib_create(&calib, &err)) != AQ_OK) {
+        goto fail;
+    }
+    if (PyUnicode_Check(calibration) || PyBytes_Check(calibration) ||
+        PyObject_HasAttrString(calibration, "__fspath__")) {
+        PyObject *pb = NULL;
+        if (!PyUnicode_FSConverter(calibration, &pb)) {
+            goto error;
+        }
+        const char *path = PyBytes_AS_STRING(pb);
+        PyThreadState *ts = PyEval_SaveThread();
+        st = aq_calib_add_ipc_file(calib, path, &err);
+        PyEval_RestoreThread(ts);
+        Py_DECREF(pb);
+        if (st != AQ_OK) {
+            goto fail;
+        }
+    } else if (PyObject_HasAttrString(calibration, "__arrow_c_stream__")) {
+        if (aq__py_calib_from_stream(module, calib, calibration) != 0) {
+            goto error;
+        }
+    } else {
+        PyErr_Format(PyExc_TypeError,
+                     "calibration must be a calibration table (an object with "
+                     "__arrow_c_stream__, such as CalibrationResult.table) or the path of an "
+                     "Arrow IPC file, not %.100s",
+                     Py_TYPE(calibration)->tp_name);
+        goto error;
+    }
+    /* The choices of calibration_combine follow aq_calib_combine. */
+    if ((st = aq_calib_finish(calib, (aq_calib_combine)how, &err)) != AQ_OK) {
+        goto fail;
+    }
+    aq_settings_free(s);
+    *out = calib;
+    return 0;
+fail:
+    aqpy_fail(module, &err);
+error:
+    aq_settings_free(s);
+    aq_calib_free(calib);
+    return -1;
+}
+
+int aq__py_run_open(PyObject *module, const char *src, int threads, aq_ctx **ctx, aq_model **model,
+                    const char ***names, size_t *n)
+{
+    aq_error err;
+    aq_status st;
+    if ((st = aq_ctx_create(ctx, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(*ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+        return aqpy_fail(module, &err);
+    }
+    PyThreadState *ts = PyEval_SaveThread();
+    st = aq_model_open(src, model, &err);
+    PyEval_RestoreThread(ts);
+    if (st != AQ_OK) {
+        return aqpy_fail(module, &err);
+    }
+    *n = aq_model_count(*model);
+    if ((*names = calloc(*n + 1, sizeof **names)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < *n; i++) {
+        (*names)[i] = aq_model_tensor(*model, i)->name;
+    }
+    return 0;
+}
