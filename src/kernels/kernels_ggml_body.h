@@ -4,6 +4,11 @@
  * The code is plain C whose sums run in fixed lanes (GG_LANES partial sums, added in lane
  * order) with no contraction, so every compilation gives the same bits; the wider instruction
  * set only lets the compiler use wider vectors. Everything here is static.
+ *
+ * The searches (the sub-block and block scale choices) can be replaced by the including file:
+ * with GG_SIMD_SEARCH defined, it supplies gg_simd_sym_blocks, gg_simd_sym_super and
+ * gg_simd_aff_super (same contracts and bits as gg_sym_blocks, gg_sym_super, gg_aff_super
+ * here), and the reference searches are left out.
  */
 #ifndef AQ_KERNELS_GGML_BODY_H
 #define AQ_KERNELS_GGML_BODY_H
@@ -43,6 +48,37 @@ static float gg_f16_round(float v)
     return aq__f16_to_f32(aq__f32_to_f16(v));
 }
 
+/* round(v) clamped to [lo, hi], as a float (ties to even; |v| < 2^22 after the clamp). */
+static inline float gg_rclamp(float v, float lo, float hi)
+{
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (v + 0x1.8p23f) - 0x1.8p23f;
+}
+
+/* Partial sums per loop (see gg_lanes_sum). */
+#define GG_LANES 8u
+
+/* The searches: gg_sym_blocks gives the codes and stored binary16 scales of m (<= 8)
+ * consecutive symmetric 32-blocks (dh[k] and q[32 k + i] for block k); gg_sym_super and
+ * gg_aff_super the parameters and codes of one super-block. */
+#ifdef GG_SIMD_SEARCH
+static void gg_simd_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
+                               unsigned ncand, float step, uint16_t *dh, int *q);
+static void gg_simd_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin,
+                              int pmax, unsigned ncand, float step, uint16_t *d_out, int *sc,
+                              int8_t *q);
+static void gg_simd_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
+                              int pmax, unsigned ncand, bool cross, uint16_t *d_out,
+                              uint16_t *dmin_out, uint8_t *sc, uint8_t *mc, uint8_t *q);
+#    define GG_SYM_BLOCKS gg_simd_sym_blocks
+#    define GG_SYM_SUPER gg_simd_sym_super
+#    define GG_AFF_SUPER gg_simd_aff_super
+#else
+#    define GG_SYM_BLOCKS gg_sym_blocks
+#    define GG_SYM_SUPER gg_sym_super
+#    define GG_AFF_SUPER gg_aff_super
+
 /* Nearest integer of v clamped to [lo, hi] (lo <= 0 <= hi <= 255), ties to even. */
 static int gg_code(float v, int lo, int hi)
 {
@@ -61,8 +97,7 @@ static int gg_code(float v, int lo, int hi)
  * (element i into lane i % GG_LANES, added up in lane order at the end): a fixed order, so the
  * results are the same on every machine, and one the compiler can vectorise. Weights default to
  * the ones here. */
-#define GG_LANES 8u
-#define GG_ONES8 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f
+#    define GG_ONES8 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f
 static const float gg_ones[32] = {GG_ONES8, GG_ONES8, GG_ONES8, GG_ONES8};
 
 static float gg_lanes_sum(const float *acc)
@@ -72,14 +107,6 @@ static float gg_lanes_sum(const float *acc)
         t += acc[l];
     }
     return t;
-}
-
-/* round(v) clamped to [lo, hi], as a float (ties to even; |v| < 2^22 after the clamp). */
-static inline float gg_rclamp(float v, float lo, float hi)
-{
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    return (v + 0x1.8p23f) - 0x1.8p23f;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -379,26 +406,38 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
 /* 32-element block types                                                                    */
 /* ---------------------------------------------------------------------------------------- */
 
-/* The stored d of a symmetric 32-block and its codes. */
-static float gg_sym_block(const float *x, const float *w, int qmin, int qmax, unsigned ncand,
-                          float step, uint8_t *dst_d, int *q)
+/* Each block's scale by gg_sym_search, judged as stored (binary16). */
+static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
+                          unsigned ncand, float step, uint16_t *dh, int *q)
 {
-    const float d = gg_sym_search(x, w != NULL ? w : gg_ones, GG_QK, qmin, qmax, ncand, step, true);
-    gg_put_h(dst_d, aq__f32_to_f16(d));
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (unsigned i = 0; i < GG_QK; i++) {
-        q[i] = (int)gg_rclamp(x[i] * id, (float)qmin, (float)qmax);
+    for (size_t k = 0; k < m; k++) {
+        const float *xk = x + k * GG_QK;
+        const float d = gg_sym_search(xk, w != NULL ? w + k * GG_QK : gg_ones, GG_QK, qmin, qmax,
+                                      ncand, step, true);
+        dh[k] = aq__f32_to_f16(d);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            q[k * GG_QK + i] = (int)gg_rclamp(xk[i] * id, (float)qmin, (float)qmax);
+        }
     }
-    return d;
 }
+
+#endif /* GG_SIMD_SEARCH */
 
 static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 34) {
-        int q[GG_QK];
-        (void)gg_sym_block(x, w, -128, 127, 1, 0.5f, out, q);
-        for (unsigned i = 0; i < GG_QK; i++) {
-            out[2 + i] = (uint8_t)(int8_t)q[i];
+    uint16_t dh[8];
+    int q[8 * GG_QK];
+    for (size_t b = 0; b < nb; b += 8) {
+        const size_t m = nb - b < 8 ? nb - b : 8;
+        GG_SYM_BLOCKS(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -128, 127, 1, 0.5f, dh,
+                      q);
+        for (size_t k = 0; k < m; k++) {
+            uint8_t *o = out + (b + k) * 34;
+            gg_put_h(o, dh[k]);
+            for (unsigned i = 0; i < GG_QK; i++) {
+                o[2 + i] = (uint8_t)(int8_t)q[k * GG_QK + i];
+            }
         }
     }
 }
@@ -422,10 +461,16 @@ static void gg_put_nibbles(const int *q, int bias, uint8_t *qs)
 
 static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 18) {
-        int q[GG_QK];
-        (void)gg_sym_block(x, w, -8, 7, 4, 0.5f, out, q);
-        gg_put_nibbles(q, 8, out + 2);
+    uint16_t dh[8];
+    int q[8 * GG_QK];
+    for (size_t b = 0; b < nb; b += 8) {
+        const size_t m = nb - b < 8 ? nb - b : 8;
+        GG_SYM_BLOCKS(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -8, 7, 4, 0.5f, dh, q);
+        for (size_t k = 0; k < m; k++) {
+            uint8_t *o = out + (b + k) * 18;
+            gg_put_h(o, dh[k]);
+            gg_put_nibbles(q + k * GG_QK, 8, o + 2);
+        }
     }
 }
 
@@ -458,17 +503,24 @@ static uint32_t gg_get_u32(const uint8_t *p)
 
 static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 22) {
-        int q[GG_QK];
-        (void)gg_sym_block(x, w, -16, 15, 4, 0.5f, out, q);
-        uint32_t qh = 0;
-        for (unsigned i = 0; i < GG_QK; i++) {
-            qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
+    uint16_t dh[8];
+    int qq[8 * GG_QK];
+    for (size_t b = 0; b < nb; b += 8) {
+        const size_t m = nb - b < 8 ? nb - b : 8;
+        GG_SYM_BLOCKS(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -16, 15, 4, 0.5f, dh, qq);
+        for (size_t k = 0; k < m; k++) {
+            uint8_t *o = out + (b + k) * 22;
+            const int *q = qq + k * GG_QK;
+            gg_put_h(o, dh[k]);
+            uint32_t qh = 0;
+            for (unsigned i = 0; i < GG_QK; i++) {
+                qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
+            }
+            for (unsigned j = 0; j < 4; j++) {
+                o[2 + j] = (uint8_t)(qh >> (8 * j));
+            }
+            gg_put_nibbles(q, 16, o + 6);
         }
-        for (unsigned k = 0; k < 4; k++) {
-            out[2 + k] = (uint8_t)(qh >> (8 * k));
-        }
-        gg_put_nibbles(q, 16, out + 6);
     }
 }
 
@@ -520,7 +572,7 @@ static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 84) {
         uint8_t sc[16], mc[16], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 16, 16, 3, 15, 3, true, &dh, &mh, sc, mc, q);
+        GG_AFF_SUPER(x, w, 16, 16, 3, 15, 3, true, &dh, &mh, sc, mc, q);
         for (unsigned j = 0; j < 16; j++) {
             out[j] = (uint8_t)(sc[j] | (mc[j] << 4));
         }
@@ -573,7 +625,7 @@ static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *o
         int sc[16];
         int8_t q[GG_QKK];
         uint16_t dh;
-        gg_sym_super(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
+        GG_SYM_SUPER(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
         uint8_t *hmask = out, *qs = out + 32;
         memset(out, 0, 96);
         for (unsigned e = 0; e < GG_QKK; e++) {
@@ -631,7 +683,7 @@ static void gg_encode_q4_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 144) {
         uint8_t sc[8], mc[8], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
+        GG_AFF_SUPER(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
         gg_put_h(out, dh);
         gg_put_h(out + 2, mh);
         gg_put_scales_k4(sc, mc, out + 4);
@@ -666,7 +718,7 @@ static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 176) {
         uint8_t sc[8], mc[8], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
+        GG_AFF_SUPER(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
         gg_put_h(out, dh);
         gg_put_h(out + 2, mh);
         gg_put_scales_k4(sc, mc, out + 4);
@@ -710,7 +762,7 @@ static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *o
         int sc[16];
         int8_t q[GG_QKK];
         uint16_t dh;
-        gg_sym_super(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
+        GG_SYM_SUPER(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
         uint8_t *ql = out, *qh = out + 128;
         memset(out, 0, 192);
         for (unsigned e = 0; e < GG_QKK; e++) {
