@@ -9,7 +9,7 @@
  * the same on every input (tests/kernels/test_ggml_kernels.c checks). The only symbol is the
  * table aq__ggml_kernels_avx2, handed out with the AVX2 and AVX-512 kernel tables.
  */
-#define GG_SIMD_SEARCH 1
+#define GG_SIMD 1
 #include "kernels_ggml_body.h"
 
 #include <immintrin.h>
@@ -233,8 +233,8 @@ static void gv_codes_sym(const gv_group *g, __m256 d, int qmin, int qmax, size_t
     }
 }
 
-static void gg_simd_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
-                               unsigned ncand, float step, uint16_t *dh, int *q)
+static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
+                          unsigned ncand, float step, uint16_t *dh, int *q)
 {
     gv_group g;
     gv_load(&g, x, w, m, GG_QK);
@@ -247,9 +247,8 @@ static void gg_simd_sym_blocks(const float *x, const float *w, size_t m, int qmi
     gv_codes_sym(&g, d, qmin, qmax, m, q, GG_QK);
 }
 
-static void gg_simd_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin,
-                              int pmax, unsigned ncand, float step, uint16_t *d_out, int *sc,
-                              int8_t *q)
+static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
+                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q)
 {
     gv_group g[2];
     _Alignas(32) float s[16];
@@ -409,9 +408,9 @@ static void gv_aff_search(const gv_group *g, int qmax, unsigned ncand, float *s_
     }
 }
 
-static void gg_simd_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
-                              int pmax, unsigned ncand, bool cross, uint16_t *d_out,
-                              uint16_t *dmin_out, uint8_t *sc, uint8_t *mc, uint8_t *q)
+static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
+                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
+                         uint8_t *sc, uint8_t *mc, uint8_t *q)
 {
     const unsigned ng = nsub / 8;
     gv_group g[2];
@@ -481,32 +480,119 @@ static void gg_simd_aff_super(const float *x, const float *w, unsigned nsub, uns
     *dmin_out = mh;
 }
 
-const aq__ggml_kernels aq__ggml_kernels_avx2 = {
-    .name = "avx2",
-    .encode = {[AQ_GGUF_F32] = gg_encode_f32,
-               [AQ_GGUF_F16] = gg_encode_f16,
-               [AQ_GGUF_Q4_0] = gg_encode_q4_0,
-               [AQ_GGUF_Q5_0] = gg_encode_q5_0,
-               [AQ_GGUF_Q8_0] = gg_encode_q8_0,
-               [AQ_GGUF_Q2_K] = gg_encode_q2_k,
-               [AQ_GGUF_Q3_K] = gg_encode_q3_k,
-               [AQ_GGUF_Q4_K] = gg_encode_q4_k,
-               [AQ_GGUF_Q5_K] = gg_encode_q5_k,
-               [AQ_GGUF_Q6_K] = gg_encode_q6_k,
-               [AQ_GGUF_BF16] = gg_encode_bf16},
-    .decode = {[AQ_GGUF_F32] = gg_decode_f32,
-               [AQ_GGUF_F16] = gg_decode_f16,
-               [AQ_GGUF_Q4_0] = gg_decode_q4_0,
-               [AQ_GGUF_Q4_1] = gg_decode_q4_1,
-               [AQ_GGUF_Q5_0] = gg_decode_q5_0,
-               [AQ_GGUF_Q5_1] = gg_decode_q5_1,
-               [AQ_GGUF_Q8_0] = gg_decode_q8_0,
-               [AQ_GGUF_Q2_K] = gg_decode_q2_k,
-               [AQ_GGUF_Q3_K] = gg_decode_q3_k,
-               [AQ_GGUF_Q4_K] = gg_decode_q4_k,
-               [AQ_GGUF_Q5_K] = gg_decode_q5_k,
-               [AQ_GGUF_Q6_K] = gg_decode_q6_k,
-               [AQ_GGUF_IQ4_NL] = gg_decode_iq4_nl,
-               [AQ_GGUF_IQ4_XS] = gg_decode_iq4_xs,
-               [AQ_GGUF_BF16] = gg_decode_bf16},
-};
+/* ---------------------------------------------------------------------------------------- */
+/* Decoders: the reference's one float32 product (and difference) per element, eight at once */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Eight bytes as eight 32-bit lanes, zero-extended. */
+static inline __m256i gv_u8x8(const uint8_t *p)
+{
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+}
+
+static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 34, y += GG_QK) {
+        const __m256 d = _mm256_set1_ps(gg_h2f(in));
+        for (unsigned i = 0; i < GG_QK; i += 8) {
+            const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(in + 2 + i)));
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+        }
+    }
+}
+
+static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i fifteen = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+    for (size_t b = 0; b < nb; b++, in += 18, y += GG_QK) {
+        const __m256 d = _mm256_set1_ps(gg_h2f(in));
+        for (unsigned i = 0; i < 16; i += 8) {
+            const __m256i q = gv_u8x8(in + 2 + i);
+            const __m256i lo = _mm256_sub_epi32(_mm256_and_si256(q, fifteen), eight);
+            const __m256i hi = _mm256_sub_epi32(_mm256_srli_epi32(q, 4), eight);
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lo)));
+            _mm256_storeu_ps(y + 16 + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(hi)));
+        }
+    }
+}
+
+static void gg_decode_k45(const uint8_t *in, size_t nb, float *y, bool five)
+{
+    const size_t bytes = five ? 176 : 144;
+    const __m256i fifteen = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
+    for (size_t b = 0; b < nb; b++, in += bytes, y += GG_QKK) {
+        float d1[8], m1[8];
+        gg_get_factors_k4(in, d1, m1);
+        const uint8_t *qh = in + 16, *qs = in + (five ? 48 : 16);
+        for (unsigned j = 0; j < 8; j++) {
+            const __m256 dv = _mm256_set1_ps(d1[j]), mv = _mm256_set1_ps(m1[j]);
+            const int shift = 4 * (int)(j % 2);
+            for (unsigned l = 0; l < 32; l += 8) {
+                __m256i q = _mm256_and_si256(
+                    _mm256_srli_epi32(gv_u8x8(qs + (j / 2) * 32 + l), shift), fifteen);
+                if (five) {
+                    const __m256i h =
+                        _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(qh + l), (int)j), one);
+                    q = _mm256_or_si256(q, _mm256_slli_epi32(h, 4));
+                }
+                _mm256_storeu_ps(y + j * 32 + l,
+                                 _mm256_sub_ps(_mm256_mul_ps(dv, _mm256_cvtepi32_ps(q)), mv));
+            }
+        }
+    }
+}
+
+static void gg_decode_q4_k(const uint8_t *in, size_t nb, float *y)
+{
+    gg_decode_k45(in, nb, y, false);
+}
+
+static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
+{
+    gg_decode_k45(in, nb, y, true);
+}
+
+static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i fifteen = _mm256_set1_epi32(15), three = _mm256_set1_epi32(3);
+    const __m256i bias = _mm256_set1_epi32(32);
+    for (size_t b = 0; b < nb; b++, in += 210, y += GG_QKK) {
+        const float d = gg_h2f(in + 208);
+        const uint8_t *ql = in, *qh = in + 128;
+        for (unsigned e = 0; e < GG_QKK; e += 8) {
+            const unsigned c = e / 128, r = e % 128;
+            const __m256i lo = _mm256_and_si256(
+                _mm256_srli_epi32(gv_u8x8(ql + c * 64 + r % 64), (int)(4 * (r / 64))), fifteen);
+            const __m256i hi = _mm256_and_si256(
+                _mm256_srli_epi32(gv_u8x8(qh + c * 32 + r % 32), (int)(2 * (r / 32))), three);
+            const __m256i q = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), bias);
+            const __m256 dl = _mm256_set1_ps(d * (float)(int8_t)in[192 + e / 16]);
+            _mm256_storeu_ps(y + e, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
+static void gg_decode_f16(const uint8_t *in, size_t n, float *y)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + 2 * i))));
+    }
+    for (; i < n; i++) {
+        y[i] = gg_h2f(in + 2 * i);
+    }
+}
+
+static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(in + 2 * i)));
+        _mm256_storeu_ps(y + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+    }
+    for (; i < n; i++) {
+        y[i] = aq__bf16_to_f32((uint16_t)(in[2 * i] | (in[2 * i + 1] << 8)));
+    }
+}
+
+const aq__ggml_kernels aq__ggml_kernels_avx2 = GG_KERNELS_TABLE("avx2");

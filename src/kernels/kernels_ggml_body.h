@@ -5,10 +5,10 @@
  * order) with no contraction, so every compilation gives the same bits; the wider instruction
  * set only lets the compiler use wider vectors. Everything here is static.
  *
- * The searches (the sub-block and block scale choices) can be replaced by the including file:
- * with GG_SIMD_SEARCH defined, it supplies gg_simd_sym_blocks, gg_simd_sym_super and
- * gg_simd_aff_super (same contracts and bits as gg_sym_blocks, gg_sym_super, gg_aff_super
- * here), and the reference searches are left out.
+ * With GG_SIMD defined, the including file supplies its own searches (gg_sym_blocks,
+ * gg_sym_super, gg_aff_super) and the decoders of the common types (gg_decode_q8_0, _q4_0,
+ * _q4_k, _q5_k, _q6_k, _f16, _bf16), with the same contracts and bits, and the reference ones
+ * are left out.
  */
 #ifndef AQ_KERNELS_GGML_BODY_H
 #define AQ_KERNELS_GGML_BODY_H
@@ -62,22 +62,15 @@ static inline float gg_rclamp(float v, float lo, float hi)
 /* The searches: gg_sym_blocks gives the codes and stored binary16 scales of m (<= 8)
  * consecutive symmetric 32-blocks (dh[k] and q[32 k + i] for block k); gg_sym_super and
  * gg_aff_super the parameters and codes of one super-block. */
-#ifdef GG_SIMD_SEARCH
-static void gg_simd_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
-                               unsigned ncand, float step, uint16_t *dh, int *q);
-static void gg_simd_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin,
-                              int pmax, unsigned ncand, float step, uint16_t *d_out, int *sc,
-                              int8_t *q);
-static void gg_simd_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
-                              int pmax, unsigned ncand, bool cross, uint16_t *d_out,
-                              uint16_t *dmin_out, uint8_t *sc, uint8_t *mc, uint8_t *q);
-#    define GG_SYM_BLOCKS gg_simd_sym_blocks
-#    define GG_SYM_SUPER gg_simd_sym_super
-#    define GG_AFF_SUPER gg_simd_aff_super
-#else
-#    define GG_SYM_BLOCKS gg_sym_blocks
-#    define GG_SYM_SUPER gg_sym_super
-#    define GG_AFF_SUPER gg_aff_super
+static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
+                          unsigned ncand, float step, uint16_t *dh, int *q);
+static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
+                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q);
+static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
+                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
+                         uint8_t *sc, uint8_t *mc, uint8_t *q);
+
+#ifndef GG_SIMD
 
 /* Nearest integer of v clamped to [lo, hi] (lo <= 0 <= hi <= 255), ties to even. */
 static int gg_code(float v, int lo, int hi)
@@ -422,7 +415,7 @@ static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, in
     }
 }
 
-#endif /* GG_SIMD_SEARCH */
+#endif /* GG_SIMD */
 
 static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
 {
@@ -430,7 +423,7 @@ static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *o
     int q[8 * GG_QK];
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
-        GG_SYM_BLOCKS(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -128, 127, 1, 0.5f, dh,
+        gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -128, 127, 1, 0.5f, dh,
                       q);
         for (size_t k = 0; k < m; k++) {
             uint8_t *o = out + (b + k) * 34;
@@ -442,6 +435,7 @@ static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *o
     }
 }
 
+#ifndef GG_SIMD
 static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 34, y += GG_QK) {
@@ -451,6 +445,7 @@ static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 static void gg_put_nibbles(const int *q, int bias, uint8_t *qs)
 {
@@ -465,7 +460,7 @@ static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *o
     int q[8 * GG_QK];
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
-        GG_SYM_BLOCKS(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -8, 7, 4, 0.5f, dh, q);
+        gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -8, 7, 4, 0.5f, dh, q);
         for (size_t k = 0; k < m; k++) {
             uint8_t *o = out + (b + k) * 18;
             gg_put_h(o, dh[k]);
@@ -474,6 +469,7 @@ static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *o
     }
 }
 
+#ifndef GG_SIMD
 static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 18, y += GG_QK) {
@@ -484,6 +480,7 @@ static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 static void gg_decode_q4_1(const uint8_t *in, size_t nb, float *y)
 {
@@ -507,7 +504,7 @@ static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *o
     int qq[8 * GG_QK];
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
-        GG_SYM_BLOCKS(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -16, 15, 4, 0.5f, dh, qq);
+        gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -16, 15, 4, 0.5f, dh, qq);
         for (size_t k = 0; k < m; k++) {
             uint8_t *o = out + (b + k) * 22;
             const int *q = qq + k * GG_QK;
@@ -572,7 +569,7 @@ static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 84) {
         uint8_t sc[16], mc[16], q[GG_QKK];
         uint16_t dh, mh;
-        GG_AFF_SUPER(x, w, 16, 16, 3, 15, 3, true, &dh, &mh, sc, mc, q);
+        gg_aff_super(x, w, 16, 16, 3, 15, 3, true, &dh, &mh, sc, mc, q);
         for (unsigned j = 0; j < 16; j++) {
             out[j] = (uint8_t)(sc[j] | (mc[j] << 4));
         }
@@ -619,24 +616,64 @@ static int gg_get_scale_q3(const uint8_t *p, unsigned j)
     return (int)(lo | (hi << 4)) - 32;
 }
 
-static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
+/* Q3_K's bytes of one super-block: codes q in -4..3, scales sc in -32..31, d. */
+static void gg_pack_q3_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 110) {
+    uint8_t *hmask = out, *qs = out + 32;
+    memset(out, 0, 96);
+    for (unsigned e = 0; e < GG_QKK; e++) {
+        const unsigned u = (unsigned)(q[e] + 4);
+        const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+        qs[c * 32 + l] |= (uint8_t)((u & 3u) << (2 * s));
+        hmask[e % 32] |= (uint8_t)((u >> 2) << (e / 32));
+    }
+    gg_put_scales_q3(sc, out + 96);
+    gg_put_h(out + 108, dh);
+}
+
+/* Q6_K's bytes of one super-block: codes q in -32..31, scales sc in -128..127, d. */
+static void gg_pack_q6_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out)
+{
+    uint8_t *ql = out, *qh = out + 128;
+    memset(out, 0, 192);
+    for (unsigned e = 0; e < GG_QKK; e++) {
+        const unsigned u = (unsigned)(q[e] + 32);
+        const unsigned c = e / 128, r = e % 128;
+        ql[c * 64 + r % 64] |= (uint8_t)((u & 15u) << (4 * (r / 64)));
+        qh[c * 32 + r % 32] |= (uint8_t)((u >> 4) << (2 * (r / 32)));
+    }
+    for (unsigned j = 0; j < 16; j++) {
+        out[192 + j] = (uint8_t)(int8_t)sc[j];
+    }
+    gg_put_h(out + 208, dh);
+}
+
+/* The symmetric K types, Q3_K (six false) and Q6_K (six true). */
+static void gg_encode_sym_k(const float *x, const float *w, size_t nb, uint8_t *out, bool six)
+{
+    const size_t bytes = six ? 210 : 110;
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += bytes) {
         int sc[16];
         int8_t q[GG_QKK];
         uint16_t dh;
-        GG_SYM_SUPER(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
-        uint8_t *hmask = out, *qs = out + 32;
-        memset(out, 0, 96);
-        for (unsigned e = 0; e < GG_QKK; e++) {
-            const unsigned u = (unsigned)(q[e] + 4);
-            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
-            qs[c * 32 + l] |= (uint8_t)((u & 3u) << (2 * s));
-            hmask[e % 32] |= (uint8_t)((u >> 2) << (e / 32));
+        if (six) {
+            gg_sym_super(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
+            gg_pack_q6_k(q, sc, dh, out);
+        } else {
+            gg_sym_super(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
+            gg_pack_q3_k(q, sc, dh, out);
         }
-        gg_put_scales_q3(sc, out + 96);
-        gg_put_h(out + 108, dh);
     }
+}
+
+static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym_k(x, w, nb, out, false);
+}
+
+static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym_k(x, w, nb, out, true);
 }
 
 static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
@@ -667,65 +704,49 @@ static void gg_put_scales_k4(const uint8_t *sc, const uint8_t *mc, uint8_t *p)
     }
 }
 
-static void gg_get_scales_k4(const uint8_t *p, unsigned j, unsigned *sc, unsigned *mc)
+/* The per-sub-block factors of a Q4_K or Q5_K super-block, as the decoder computes them:
+ * d1[j] = d sc_j and m1[j] = dmin mc_j (float32). */
+static void gg_get_factors_k4(const uint8_t *in, float *d1, float *m1)
 {
-    if (j < 4) {
-        *sc = p[j] & 63u;
-        *mc = p[j + 4] & 63u;
-    } else {
-        *sc = (p[j + 4] & 15u) | ((unsigned)(p[j - 4] >> 6) << 4);
-        *mc = (unsigned)(p[j + 4] >> 4) | ((unsigned)(p[j] >> 6) << 4);
+    const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
+    const uint8_t *p = in + 4;
+    for (unsigned j = 0; j < 8; j++) {
+        unsigned sc, mc;
+        if (j < 4) {
+            sc = p[j] & 63u;
+            mc = p[j + 4] & 63u;
+        } else {
+            sc = (p[j + 4] & 15u) | ((unsigned)(p[j - 4] >> 6) << 4);
+            mc = (unsigned)(p[j + 4] >> 4) | ((unsigned)(p[j] >> 6) << 4);
+        }
+        d1[j] = d * (float)sc;
+        m1[j] = dmin * (float)mc;
     }
 }
 
-static void gg_encode_q4_k(const float *x, const float *w, size_t nb, uint8_t *out)
+/* The affine K types with 32-element sub-blocks, Q4_K (five false) and Q5_K (five true):
+ * d, dmin, scales, then (Q5_K) the fifth bits qh[32], then the nibbles. */
+static void gg_encode_k45(const float *x, const float *w, size_t nb, uint8_t *out, bool five)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 144) {
+    const size_t bytes = five ? 176 : 144;
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += bytes) {
         uint8_t sc[8], mc[8], q[GG_QKK];
         uint16_t dh, mh;
-        GG_AFF_SUPER(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
+        if (five) {
+            gg_aff_super(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
+        } else {
+            gg_aff_super(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
+        }
         gg_put_h(out, dh);
         gg_put_h(out + 2, mh);
         gg_put_scales_k4(sc, mc, out + 4);
-        uint8_t *qs = out + 16;
-        for (unsigned c = 0; c < 4; c++) {
-            for (unsigned l = 0; l < 32; l++) {
-                qs[c * 32 + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+        uint8_t *qs = out + (five ? 48 : 16);
+        if (five) {
+            uint8_t *qh = out + 16;
+            memset(qh, 0, 32);
+            for (unsigned e = 0; e < GG_QKK; e++) {
+                qh[e % 32] |= (uint8_t)((q[e] >> 4) << (e / 32));
             }
-        }
-    }
-}
-
-static void gg_decode_q4_k(const uint8_t *in, size_t nb, float *y)
-{
-    for (size_t b = 0; b < nb; b++, in += 144, y += GG_QKK) {
-        const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
-        const uint8_t *qs = in + 16;
-        for (unsigned j = 0; j < 8; j++) {
-            unsigned sc, mc;
-            gg_get_scales_k4(in + 4, j, &sc, &mc);
-            const float d1 = d * (float)sc, m1 = dmin * (float)mc;
-            const unsigned shift = 4 * (j % 2);
-            for (unsigned l = 0; l < 32; l++) {
-                y[j * 32 + l] = d1 * (float)((qs[(j / 2) * 32 + l] >> shift) & 15) - m1;
-            }
-        }
-    }
-}
-
-static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *out)
-{
-    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 176) {
-        uint8_t sc[8], mc[8], q[GG_QKK];
-        uint16_t dh, mh;
-        GG_AFF_SUPER(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
-        gg_put_h(out, dh);
-        gg_put_h(out + 2, mh);
-        gg_put_scales_k4(sc, mc, out + 4);
-        uint8_t *qh = out + 16, *qs = out + 48;
-        memset(qh, 0, 32);
-        for (unsigned e = 0; e < GG_QKK; e++) {
-            qh[e % 32] |= (uint8_t)((q[e] >> 4) << (e / 32));
         }
         for (unsigned c = 0; c < 4; c++) {
             for (unsigned l = 0; l < 32; l++) {
@@ -736,48 +757,49 @@ static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *o
     }
 }
 
-static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
+static void gg_encode_q4_k(const float *x, const float *w, size_t nb, uint8_t *out)
 {
-    for (size_t b = 0; b < nb; b++, in += 176, y += GG_QKK) {
-        const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
-        const uint8_t *qh = in + 16, *qs = in + 48;
+    gg_encode_k45(x, w, nb, out, false);
+}
+
+static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_k45(x, w, nb, out, true);
+}
+
+#ifndef GG_SIMD
+static void gg_decode_k45(const uint8_t *in, size_t nb, float *y, bool five)
+{
+    const size_t bytes = five ? 176 : 144;
+    for (size_t b = 0; b < nb; b++, in += bytes, y += GG_QKK) {
+        float d1[8], m1[8];
+        gg_get_factors_k4(in, d1, m1);
+        const uint8_t *qh = in + 16, *qs = in + (five ? 48 : 16);
         for (unsigned j = 0; j < 8; j++) {
-            unsigned sc, mc;
-            gg_get_scales_k4(in + 4, j, &sc, &mc);
-            const float d1 = d * (float)sc, m1 = dmin * (float)mc;
             const unsigned shift = 4 * (j % 2);
             for (unsigned l = 0; l < 32; l++) {
-                const unsigned e = j * 32 + l;
-                const unsigned q = (((unsigned)qs[(j / 2) * 32 + l] >> shift) & 15u) |
-                                   ((((unsigned)qh[l] >> (e / 32)) & 1u) << 4);
-                y[e] = d1 * (float)q - m1;
+                unsigned q = ((unsigned)qs[(j / 2) * 32 + l] >> shift) & 15u;
+                if (five) {
+                    q |= (((unsigned)qh[l] >> j) & 1u) << 4;
+                }
+                y[j * 32 + l] = d1[j] * (float)q - m1[j];
             }
         }
     }
 }
 
-static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *out)
+static void gg_decode_q4_k(const uint8_t *in, size_t nb, float *y)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 210) {
-        int sc[16];
-        int8_t q[GG_QKK];
-        uint16_t dh;
-        GG_SYM_SUPER(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
-        uint8_t *ql = out, *qh = out + 128;
-        memset(out, 0, 192);
-        for (unsigned e = 0; e < GG_QKK; e++) {
-            const unsigned u = (unsigned)(q[e] + 32);
-            const unsigned c = e / 128, r = e % 128;
-            ql[c * 64 + r % 64] |= (uint8_t)((u & 15u) << (4 * (r / 64)));
-            qh[c * 32 + r % 32] |= (uint8_t)((u >> 4) << (2 * (r / 32)));
-        }
-        for (unsigned j = 0; j < 16; j++) {
-            out[192 + j] = (uint8_t)(int8_t)sc[j];
-        }
-        gg_put_h(out + 208, dh);
-    }
+    gg_decode_k45(in, nb, y, false);
 }
 
+static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
+{
+    gg_decode_k45(in, nb, y, true);
+}
+#endif
+
+#ifndef GG_SIMD
 static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 210, y += GG_QKK) {
@@ -792,6 +814,7 @@ static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 static void gg_decode_iq4_xs(const uint8_t *in, size_t nb, float *y)
 {
@@ -841,12 +864,14 @@ static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out
     }
 }
 
+#ifndef GG_SIMD
 static void gg_decode_f16(const uint8_t *in, size_t n, float *y)
 {
     for (size_t i = 0; i < n; i++) {
         y[i] = gg_h2f(in + 2 * i);
     }
 }
+#endif
 
 static void gg_encode_bf16(const float *x, const float *w, size_t n, uint8_t *out)
 {
@@ -856,11 +881,32 @@ static void gg_encode_bf16(const float *x, const float *w, size_t n, uint8_t *ou
     }
 }
 
+#ifndef GG_SIMD
 static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
 {
     for (size_t i = 0; i < n; i++) {
         y[i] = aq__bf16_to_f32((uint16_t)(in[2 * i] | (in[2 * i + 1] << 8)));
     }
 }
+#endif
+
+/* The table of one instruction set: the encoders and decoders of the including file. */
+#define GG_KERNELS_TABLE(NAME)                                                                     \
+    {                                                                                              \
+        .name = NAME, .encode = {[AQ_GGUF_F32] = gg_encode_f32,   [AQ_GGUF_F16] = gg_encode_f16,   \
+                                 [AQ_GGUF_Q4_0] = gg_encode_q4_0, [AQ_GGUF_Q5_0] = gg_encode_q5_0, \
+                                 [AQ_GGUF_Q8_0] = gg_encode_q8_0, [AQ_GGUF_Q2_K] = gg_encode_q2_k, \
+                                 [AQ_GGUF_Q3_K] = gg_encode_q3_k, [AQ_GGUF_Q4_K] = gg_encode_q4_k, \
+                                 [AQ_GGUF_Q5_K] = gg_encode_q5_k, [AQ_GGUF_Q6_K] = gg_encode_q6_k, \
+                                 [AQ_GGUF_BF16] = gg_encode_bf16},                                 \
+        .decode = {[AQ_GGUF_F32] = gg_decode_f32,       [AQ_GGUF_F16] = gg_decode_f16,             \
+                   [AQ_GGUF_Q4_0] = gg_decode_q4_0,     [AQ_GGUF_Q4_1] = gg_decode_q4_1,           \
+                   [AQ_GGUF_Q5_0] = gg_decode_q5_0,     [AQ_GGUF_Q5_1] = gg_decode_q5_1,           \
+                   [AQ_GGUF_Q8_0] = gg_decode_q8_0,     [AQ_GGUF_Q2_K] = gg_decode_q2_k,           \
+                   [AQ_GGUF_Q3_K] = gg_decode_q3_k,     [AQ_GGUF_Q4_K] = gg_decode_q4_k,           \
+                   [AQ_GGUF_Q5_K] = gg_decode_q5_k,     [AQ_GGUF_Q6_K] = gg_decode_q6_k,           \
+                   [AQ_GGUF_IQ4_NL] = gg_decode_iq4_nl, [AQ_GGUF_IQ4_XS] = gg_decode_iq4_xs,       \
+                   [AQ_GGUF_BF16] = gg_decode_bf16},                                               \
+    }
 
 #endif /* AQ_KERNELS_GGML_BODY_H */
