@@ -572,6 +572,70 @@ static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
     }
 }
 
+static void gg_decode_q5_0(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i fifteen = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
+    const __m256i sixteen = _mm256_set1_epi32(16),
+                  lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (size_t b = 0; b < nb; b++, in += 22, y += GG_QK) {
+        const __m256 d = _mm256_set1_ps(gg_h2f(in));
+        const __m256i qh = _mm256_set1_epi32((int)gg_get_u32(in + 2));
+        for (unsigned i = 0; i < 16; i += 8) {
+            const __m256i q = gv_u8x8(in + 6 + i);
+            const __m256i at = _mm256_add_epi32(lanes, _mm256_set1_epi32((int)i));
+            const __m256i hlo = _mm256_and_si256(_mm256_srlv_epi32(qh, at), one);
+            const __m256i hhi =
+                _mm256_and_si256(_mm256_srlv_epi32(qh, _mm256_add_epi32(at, sixteen)), one);
+            const __m256i lo =
+                _mm256_or_si256(_mm256_and_si256(q, fifteen), _mm256_slli_epi32(hlo, 4));
+            const __m256i hi = _mm256_or_si256(_mm256_srli_epi32(q, 4), _mm256_slli_epi32(hhi, 4));
+            _mm256_storeu_ps(y + i,
+                             _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(lo, sixteen))));
+            _mm256_storeu_ps(y + 16 + i,
+                             _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(hi, sixteen))));
+        }
+    }
+}
+
+static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i three = _mm256_set1_epi32(3);
+    for (size_t b = 0; b < nb; b++, in += 84, y += GG_QKK) {
+        const float d = gg_h2f(in + 80), dmin = gg_h2f(in + 82);
+        const uint8_t *qs = in + 16;
+        for (unsigned e = 0; e < GG_QKK; e += 8) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32, j = e / 16;
+            const __m256 dl = _mm256_set1_ps(d * (float)(in[j] & 15));
+            const __m256 ml = _mm256_set1_ps(dmin * (float)(in[j] >> 4));
+            const __m256i q =
+                _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(qs + c * 32 + l), (int)(2 * s)), three);
+            _mm256_storeu_ps(y + e, _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)), ml));
+        }
+    }
+}
+
+static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i three = _mm256_set1_epi32(3), one = _mm256_set1_epi32(1);
+    const __m256i four = _mm256_set1_epi32(4);
+    for (size_t b = 0; b < nb; b++, in += 110, y += GG_QKK) {
+        const float d = gg_h2f(in + 108);
+        const uint8_t *hmask = in, *qs = in + 32;
+        for (unsigned e = 0; e < GG_QKK; e += 8) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            const __m256 dl = _mm256_set1_ps(d * (float)gg_get_scale_q3(in + 96, e / 16));
+            const __m256i low =
+                _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(qs + c * 32 + l), (int)(2 * s)), three);
+            const __m256i high =
+                _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(hmask + e % 32), (int)(e / 32)), one);
+            /* low - (high ? 0 : 4) */
+            const __m256i q =
+                _mm256_add_epi32(_mm256_sub_epi32(low, four), _mm256_slli_epi32(high, 2));
+            _mm256_storeu_ps(y + e, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
 static void gg_decode_f16(const uint8_t *in, size_t n, float *y)
 {
     size_t i = 0;

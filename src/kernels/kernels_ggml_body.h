@@ -6,9 +6,9 @@
  * set only lets the compiler use wider vectors. Everything here is static.
  *
  * With GG_SIMD defined, the including file supplies its own searches (gg_sym_blocks,
- * gg_sym_super, gg_aff_super) and the decoders of the common types (gg_decode_q8_0, _q4_0,
- * _q4_k, _q5_k, _q6_k, _f16, _bf16), with the same contracts and bits, and the reference ones
- * are left out.
+ * gg_sym_super, gg_aff_super) and the decoders of the types it writes (gg_decode_q8_0,
+ * _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16), with the same contracts and
+ * bits, and the reference ones are left out.
  */
 #ifndef AQ_KERNELS_GGML_BODY_H
 #define AQ_KERNELS_GGML_BODY_H
@@ -417,22 +417,70 @@ static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, in
 
 #endif /* GG_SIMD */
 
-static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+static uint32_t gg_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* The codes of a symmetric 32-block after its binary16 d, in the layout of its type: int8
+ * (Q8_0, codes -128..127), nibbles with bias 8 (Q4_0, -8..7), or the fifth bits then the
+ * nibbles with bias 16 (Q5_0, -16..15): element i in the low nibble of byte i, i + 16 in the
+ * high one. */
+static void gg_pack_sym32(const int *q, int qmax, uint8_t *o)
+{
+    if (qmax == 127) {
+        for (unsigned i = 0; i < GG_QK; i++) {
+            o[i] = (uint8_t)(int8_t)q[i];
+        }
+        return;
+    }
+    const int bias = qmax + 1;
+    if (qmax == 15) {
+        uint32_t qh = 0;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
+        }
+        for (unsigned j = 0; j < 4; j++) {
+            o[j] = (uint8_t)(qh >> (8 * j));
+        }
+        o += 4;
+    }
+    for (unsigned i = 0; i < 16; i++) {
+        o[i] = (uint8_t)(((q[i] + bias) & 15) | (((q[i + 16] + bias) & 15) << 4));
+    }
+}
+
+/* The symmetric 32-block types, eight blocks per search call. */
+static void gg_encode_sym32(const float *x, const float *w, size_t nb, uint8_t *out, int qmax,
+                            unsigned ncand, size_t bytes)
 {
     uint16_t dh[8];
     int q[8 * GG_QK];
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
-        gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -128, 127, 1, 0.5f, dh,
-                      q);
+        gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -qmax - 1, qmax, ncand,
+                      0.5f, dh, q);
         for (size_t k = 0; k < m; k++) {
-            uint8_t *o = out + (b + k) * 34;
+            uint8_t *o = out + (b + k) * bytes;
             gg_put_h(o, dh[k]);
-            for (unsigned i = 0; i < GG_QK; i++) {
-                o[2 + i] = (uint8_t)(int8_t)q[k * GG_QK + i];
-            }
+            gg_pack_sym32(q + k * GG_QK, qmax, o + 2);
         }
     }
+}
+
+static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym32(x, w, nb, out, 127, 1, 34);
+}
+
+static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym32(x, w, nb, out, 7, 4, 18);
+}
+
+static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym32(x, w, nb, out, 15, 4, 22);
 }
 
 #ifndef GG_SIMD
@@ -446,28 +494,6 @@ static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
     }
 }
 #endif
-
-static void gg_put_nibbles(const int *q, int bias, uint8_t *qs)
-{
-    for (unsigned i = 0; i < 16; i++) {
-        qs[i] = (uint8_t)(((q[i] + bias) & 15) | (((q[i + 16] + bias) & 15) << 4));
-    }
-}
-
-static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
-{
-    uint16_t dh[8];
-    int q[8 * GG_QK];
-    for (size_t b = 0; b < nb; b += 8) {
-        const size_t m = nb - b < 8 ? nb - b : 8;
-        gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -8, 7, 4, 0.5f, dh, q);
-        for (size_t k = 0; k < m; k++) {
-            uint8_t *o = out + (b + k) * 18;
-            gg_put_h(o, dh[k]);
-            gg_put_nibbles(q + k * GG_QK, 8, o + 2);
-        }
-    }
-}
 
 #ifndef GG_SIMD
 static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
@@ -493,34 +519,7 @@ static void gg_decode_q4_1(const uint8_t *in, size_t nb, float *y)
     }
 }
 
-static uint32_t gg_get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
-{
-    uint16_t dh[8];
-    int qq[8 * GG_QK];
-    for (size_t b = 0; b < nb; b += 8) {
-        const size_t m = nb - b < 8 ? nb - b : 8;
-        gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -16, 15, 4, 0.5f, dh, qq);
-        for (size_t k = 0; k < m; k++) {
-            uint8_t *o = out + (b + k) * 22;
-            const int *q = qq + k * GG_QK;
-            gg_put_h(o, dh[k]);
-            uint32_t qh = 0;
-            for (unsigned i = 0; i < GG_QK; i++) {
-                qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
-            }
-            for (unsigned j = 0; j < 4; j++) {
-                o[2 + j] = (uint8_t)(qh >> (8 * j));
-            }
-            gg_put_nibbles(q, 16, o + 6);
-        }
-    }
-}
-
+#ifndef GG_SIMD
 static void gg_decode_q5_0(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 22, y += GG_QK) {
@@ -534,6 +533,7 @@ static void gg_decode_q5_0(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 static void gg_decode_q5_1(const uint8_t *in, size_t nb, float *y)
 {
@@ -584,6 +584,7 @@ static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *o
     }
 }
 
+#ifndef GG_SIMD
 static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 84, y += GG_QKK) {
@@ -597,6 +598,7 @@ static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 /* The 6-bit scales of Q3_K (stored with +32) in their 12 bytes. */
 static void gg_put_scales_q3(const int *sc, uint8_t *p)
@@ -676,6 +678,7 @@ static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *o
     gg_encode_sym_k(x, w, nb, out, true);
 }
 
+#ifndef GG_SIMD
 static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 110, y += GG_QKK) {
@@ -693,6 +696,7 @@ static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 /* The 6-bit scales and mins of Q4_K and Q5_K in their 12 bytes. */
 static void gg_put_scales_k4(const uint8_t *sc, const uint8_t *mc, uint8_t *p)
