@@ -621,9 +621,12 @@ static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
     for (size_t b = 0; b < nb; b++, in += 110, y += GG_QKK) {
         const float d = gg_h2f(in + 108);
         const uint8_t *hmask = in, *qs = in + 32;
+        float dl[16];
+        for (unsigned j = 0; j < 16; j++) {
+            dl[j] = d * (float)gg_get_scale_q3(in + 96, j);
+        }
         for (unsigned e = 0; e < GG_QKK; e += 8) {
             const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
-            const __m256 dl = _mm256_set1_ps(d * (float)gg_get_scale_q3(in + 96, e / 16));
             const __m256i low =
                 _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(qs + c * 32 + l), (int)(2 * s)), three);
             const __m256i high =
@@ -631,8 +634,25 @@ static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
             /* low - (high ? 0 : 4) */
             const __m256i q =
                 _mm256_add_epi32(_mm256_sub_epi32(low, four), _mm256_slli_epi32(high, 2));
-            _mm256_storeu_ps(y + e, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)));
+            _mm256_storeu_ps(y + e,
+                             _mm256_mul_ps(_mm256_set1_ps(dl[e / 16]), _mm256_cvtepi32_ps(q)));
         }
+    }
+}
+
+/* F16C rounds to nearest even, as aq__f32_to_f16 does, and overflows to infinity alike (the
+ * encoders get finite input: NaN payloads do not arise). */
+static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out)
+{
+    (void)w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_si128(
+            (__m128i *)(out + 2 * i),
+            _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) {
+        gg_put_h(out + 2 * i, aq__f32_to_f16(x[i]));
     }
 }
 

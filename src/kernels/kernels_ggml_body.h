@@ -6,9 +6,9 @@
  * set only lets the compiler use wider vectors. Everything here is static.
  *
  * With GG_SIMD defined, the including file supplies its own searches (gg_sym_blocks,
- * gg_sym_super, gg_aff_super) and the decoders of the types it writes (gg_decode_q8_0,
- * _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16), with the same contracts and
- * bits, and the reference ones are left out.
+ * gg_sym_super, gg_aff_super), gg_encode_f16 and the decoders of the types it writes
+ * (gg_decode_q8_0, _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16), with the
+ * same contracts and bits; the reference ones are left out.
  */
 #ifndef AQ_KERNELS_GGML_BODY_H
 #define AQ_KERNELS_GGML_BODY_H
@@ -575,9 +575,10 @@ static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *o
         }
         uint8_t *qs = out + 16;
         memset(qs, 0, 64);
-        for (unsigned e = 0; e < GG_QKK; e++) {
-            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
-            qs[c * 32 + l] |= (uint8_t)(q[e] << (2 * s));
+        for (unsigned t = 0; t < 8; t++) { /* element 32 t + l */
+            for (unsigned l = 0; l < 32; l++) {
+                qs[(t / 4) * 32 + l] |= (uint8_t)(q[32 * t + l] << (2 * (t % 4)));
+            }
         }
         gg_put_h(out + 80, dh);
         gg_put_h(out + 82, mh);
@@ -623,11 +624,12 @@ static void gg_pack_q3_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *o
 {
     uint8_t *hmask = out, *qs = out + 32;
     memset(out, 0, 96);
-    for (unsigned e = 0; e < GG_QKK; e++) {
-        const unsigned u = (unsigned)(q[e] + 4);
-        const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
-        qs[c * 32 + l] |= (uint8_t)((u & 3u) << (2 * s));
-        hmask[e % 32] |= (uint8_t)((u >> 2) << (e / 32));
+    for (unsigned t = 0; t < 8; t++) { /* element 32 t + l */
+        for (unsigned l = 0; l < 32; l++) {
+            const unsigned u = (unsigned)(q[32 * t + l] + 4);
+            qs[(t / 4) * 32 + l] |= (uint8_t)((u & 3u) << (2 * (t % 4)));
+            hmask[l] |= (uint8_t)((u >> 2) << t);
+        }
     }
     gg_put_scales_q3(sc, out + 96);
     gg_put_h(out + 108, dh);
@@ -638,11 +640,14 @@ static void gg_pack_q6_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *o
 {
     uint8_t *ql = out, *qh = out + 128;
     memset(out, 0, 192);
-    for (unsigned e = 0; e < GG_QKK; e++) {
-        const unsigned u = (unsigned)(q[e] + 32);
-        const unsigned c = e / 128, r = e % 128;
-        ql[c * 64 + r % 64] |= (uint8_t)((u & 15u) << (4 * (r / 64)));
-        qh[c * 32 + r % 32] |= (uint8_t)((u >> 4) << (2 * (r / 32)));
+    for (unsigned c = 0; c < 2; c++) {
+        for (unsigned t = 0; t < 4; t++) { /* element 128 c + 32 t + l */
+            for (unsigned l = 0; l < 32; l++) {
+                const unsigned u = (unsigned)(q[128 * c + 32 * t + l] + 32);
+                ql[c * 64 + 32 * (t % 2) + l] |= (uint8_t)((u & 15u) << (4 * (t / 2)));
+                qh[c * 32 + l] |= (uint8_t)((u >> 4) << (2 * t));
+            }
+        }
     }
     for (unsigned j = 0; j < 16; j++) {
         out[192 + j] = (uint8_t)(int8_t)sc[j];
@@ -748,8 +753,10 @@ static void gg_encode_k45(const float *x, const float *w, size_t nb, uint8_t *ou
         if (five) {
             uint8_t *qh = out + 16;
             memset(qh, 0, 32);
-            for (unsigned e = 0; e < GG_QKK; e++) {
-                qh[e % 32] |= (uint8_t)((q[e] >> 4) << (e / 32));
+            for (unsigned t = 0; t < 8; t++) {
+                for (unsigned l = 0; l < 32; l++) {
+                    qh[l] |= (uint8_t)((q[32 * t + l] >> 4) << t);
+                }
             }
         }
         for (unsigned c = 0; c < 4; c++) {
@@ -860,6 +867,7 @@ static void gg_decode_f32(const uint8_t *in, size_t n, float *y)
     }
 }
 
+#ifndef GG_SIMD
 static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out)
 {
     (void)w;
@@ -867,6 +875,7 @@ static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out
         gg_put_h(out + 2 * i, aq__f32_to_f16(x[i]));
     }
 }
+#endif
 
 #ifndef GG_SIMD
 static void gg_decode_f16(const uint8_t *in, size_t n, float *y)
