@@ -19,7 +19,6 @@
 typedef struct gv_group {
     _Alignas(32) float x[32 * 8];
     _Alignas(32) float w[32 * 8];
-    unsigned n;
 } gv_group;
 
 /* Rows r[k] (eight floats of block k) become columns: r[i] holds float i of every block. */
@@ -64,7 +63,6 @@ static void gv_transpose(const float *src, unsigned n, float *dst)
 
 static void gv_load(gv_group *g, const float *x, const float *w, size_t m, unsigned n)
 {
-    g->n = n;
     if (m == 8) {
         gv_transpose(x, n, g->x);
         if (w != NULL) {
@@ -128,13 +126,13 @@ static inline __m256 gv_inv_nz(__m256 d)
 }
 
 /* gg_sym_err per lane. */
-static __m256 gv_sym_err(const gv_group *g, __m256 d, __m256 qmin, __m256 qmax)
+static __m256 gv_sym_err(const gv_group *g, unsigned n, __m256 d, __m256 qmin, __m256 qmax)
 {
     const __m256 id = gv_inv_nz(d);
     __m256 t = _mm256_setzero_ps();
     for (unsigned l = 0; l < GG_LANES; l++) {
         __m256 acc = _mm256_setzero_ps();
-        for (unsigned i = l; i < g->n; i += GG_LANES) {
+        for (unsigned i = l; i < n; i += GG_LANES) {
             const __m256 x = gv_x(g, i);
             const __m256 q = gv_rclamp(_mm256_mul_ps(x, id), qmin, qmax);
             const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d, q));
@@ -146,13 +144,13 @@ static __m256 gv_sym_err(const gv_group *g, __m256 d, __m256 qmin, __m256 qmax)
 }
 
 /* gg_sym_refit per lane. */
-static __m256 gv_sym_refit(const gv_group *g, __m256 d0, __m256 qmin, __m256 qmax)
+static __m256 gv_sym_refit(const gv_group *g, unsigned n, __m256 d0, __m256 qmin, __m256 qmax)
 {
     const __m256 id = _mm256_div_ps(_mm256_set1_ps(1.0f), d0);
     __m256 sxq = _mm256_setzero_ps(), sqq = _mm256_setzero_ps();
     for (unsigned l = 0; l < GG_LANES; l++) {
         __m256 axq = _mm256_setzero_ps(), aqq = _mm256_setzero_ps();
-        for (unsigned i = l; i < g->n; i += GG_LANES) {
+        for (unsigned i = l; i < n; i += GG_LANES) {
             const __m256 x = gv_x(g, i), w = gv_w(g, i);
             const __m256 q = gv_rclamp(_mm256_mul_ps(x, id), qmin, qmax);
             axq = _mm256_add_ps(axq, _mm256_mul_ps(_mm256_mul_ps(w, x), q));
@@ -166,22 +164,22 @@ static __m256 gv_sym_refit(const gv_group *g, __m256 d0, __m256 qmin, __m256 qma
 }
 
 /* gg_sym_search per lane. */
-static __m256 gv_sym_search(const gv_group *g, int qmin_i, int qmax_i, unsigned ncand, float step,
-                            bool f16)
+static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_i, unsigned ncand,
+                            float step, bool f16)
 {
     const __m256 zero = _mm256_setzero_ps();
     const __m256 qmin = _mm256_set1_ps((float)qmin_i), qmax = _mm256_set1_ps((float)qmax_i);
     __m256 amax = zero, vmax = zero;
-    for (unsigned i = 0; i < g->n; i++) {
+    for (unsigned i = 0; i < n; i++) {
         amax = _mm256_max_ps(gv_abs(gv_x(g, i)), amax);
     }
     /* The first element of largest magnitude: the last match, scanning backwards. */
-    for (unsigned i = g->n; i-- > 0;) {
+    for (unsigned i = n; i-- > 0;) {
         const __m256 x = gv_x(g, i);
         vmax = _mm256_blendv_ps(vmax, x, _mm256_cmp_ps(gv_abs(x), amax, _CMP_EQ_OQ));
     }
     __m256 best_d = zero;
-    __m256 best_e = gv_sym_err(g, zero, qmin, qmax);
+    __m256 best_e = gv_sym_err(g, n, zero, qmin, qmax);
     for (unsigned side = 0; side < 2; side++) {
         for (unsigned c = 0; c < ncand; c++) {
             const float L =
@@ -199,7 +197,7 @@ static __m256 gv_sym_search(const gv_group *g, int qmin_i, int qmax_i, unsigned 
             if (_mm256_movemask_ps(ok0) == 0) {
                 continue;
             }
-            cand[1] = gv_sym_refit(g, cand[0], qmin, qmax);
+            cand[1] = gv_sym_refit(g, n, cand[0], qmin, qmax);
             if (f16) {
                 cand[1] = gv_f16_round(cand[1]);
             }
@@ -207,7 +205,7 @@ static __m256 gv_sym_search(const gv_group *g, int qmin_i, int qmax_i, unsigned 
                 const __m256 ok =
                     _mm256_and_ps(ok0, _mm256_and_ps(_mm256_cmp_ps(cand[k], zero, _CMP_NEQ_UQ),
                                                      gv_isfinite(cand[k])));
-                const __m256 e = gv_sym_err(g, cand[k], qmin, qmax);
+                const __m256 e = gv_sym_err(g, n, cand[k], qmin, qmax);
                 const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, best_e, _CMP_LT_OQ));
                 best_e = _mm256_blendv_ps(best_e, e, better);
                 best_d = _mm256_blendv_ps(best_d, cand[k], better);
@@ -218,12 +216,12 @@ static __m256 gv_sym_search(const gv_group *g, int qmin_i, int qmax_i, unsigned 
 }
 
 /* round(x / d) clamped, as ints, of lane k into q[k * stride + i] for the first m lanes. */
-static void gv_codes_sym(const gv_group *g, __m256 d, int qmin, int qmax, size_t m, int *q,
-                         size_t stride)
+static void gv_codes_sym(const gv_group *g, unsigned n, __m256 d, int qmin, int qmax, size_t m,
+                         int *q, size_t stride)
 {
     const __m256 id = gv_inv_nz(d);
     const __m256 lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
-    for (unsigned i = 0; i < g->n; i++) {
+    for (unsigned i = 0; i < n; i++) {
         _Alignas(32) int32_t t[8];
         _mm256_store_si256((__m256i *)t,
                            _mm256_cvtps_epi32(gv_rclamp(_mm256_mul_ps(gv_x(g, i), id), lo, hi)));
@@ -238,13 +236,13 @@ static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, in
 {
     gv_group g;
     gv_load(&g, x, w, m, GG_QK);
-    const __m256 d = gv_sym_search(&g, qmin, qmax, ncand, step, true);
+    const __m256 d = gv_sym_search(&g, GG_QK, qmin, qmax, ncand, step, true);
     _Alignas(32) float dd[8];
     _mm256_store_ps(dd, d);
     for (size_t k = 0; k < m; k++) {
         dh[k] = aq__f32_to_f16(dd[k]);
     }
-    gv_codes_sym(&g, d, qmin, qmax, m, q, GG_QK);
+    gv_codes_sym(&g, GG_QK, d, qmin, qmax, m, q, GG_QK);
 }
 
 static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
@@ -254,7 +252,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
     _Alignas(32) float s[16];
     for (unsigned h = 0; h < 2; h++) {
         gv_load(&g[h], x + h * 128, w != NULL ? w + h * 128 : NULL, 8, 16);
-        _mm256_store_ps(s + 8 * h, gv_sym_search(&g[h], qmin, qmax, ncand, step, false));
+        _mm256_store_ps(s + 8 * h, gv_sym_search(&g[h], 16, qmin, qmax, ncand, step, false));
     }
     float smax = 0.0f, amax = 0.0f;
     for (unsigned j = 0; j < 16; j++) {
@@ -277,7 +275,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
             const __m256 a = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
             const __m256 ok =
                 _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GE_OQ), _mm256_cmp_ps(a, hi, _CMP_LE_OQ));
-            const __m256 e = gv_sym_err(&g[h], _mm256_mul_ps(dv, a), ql, qh);
+            const __m256 e = gv_sym_err(&g[h], 16, _mm256_mul_ps(dv, a), ql, qh);
             const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
             be = _mm256_blendv_ps(be, e, better);
             best = _mm256_blendv_ps(best, a, better);
@@ -285,7 +283,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
         _Alignas(32) int32_t bi[8];
         _mm256_store_si256((__m256i *)bi, _mm256_cvtps_epi32(best));
         int qi[8 * 16];
-        gv_codes_sym(&g[h], _mm256_mul_ps(dv, best), qmin, qmax, 8, qi, 16);
+        gv_codes_sym(&g[h], 16, _mm256_mul_ps(dv, best), qmin, qmax, 8, qi, 16);
         for (unsigned k = 0; k < 8; k++) {
             sc[8 * h + k] = bi[k];
         }
@@ -297,7 +295,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
 }
 
 /* gg_aff_err per lane. */
-static __m256 gv_aff_err(const gv_group *g, __m256 fd, __m256 fm, __m256 qmax)
+static __m256 gv_aff_err(const gv_group *g, unsigned n, __m256 fd, __m256 fm, __m256 qmax)
 {
     const __m256 zero = _mm256_setzero_ps();
     const __m256 pos = _mm256_cmp_ps(fd, zero, _CMP_GT_OQ);
@@ -305,7 +303,7 @@ static __m256 gv_aff_err(const gv_group *g, __m256 fd, __m256 fm, __m256 qmax)
     __m256 t = zero;
     for (unsigned l = 0; l < GG_LANES; l++) {
         __m256 acc = zero;
-        for (unsigned i = l; i < g->n; i += GG_LANES) {
+        for (unsigned i = l; i < n; i += GG_LANES) {
             const __m256 x = gv_x(g, i);
             const __m256 q = gv_rclamp(_mm256_mul_ps(_mm256_add_ps(x, fm), id), zero, qmax);
             const __m256 r = _mm256_sub_ps(x, _mm256_sub_ps(_mm256_mul_ps(fd, q), fm));
@@ -317,13 +315,14 @@ static __m256 gv_aff_err(const gv_group *g, __m256 fd, __m256 fm, __m256 qmax)
 }
 
 /* gg_aff_search for each lane: the sums in vectors, each candidate's fit (double) per lane. */
-static void gv_aff_search(const gv_group *g, int qmax, unsigned ncand, float *s_out, float *m_out)
+static void gv_aff_search(const gv_group *g, unsigned n, int qmax, unsigned ncand, float *s_out,
+                          float *m_out)
 {
     const __m256 zero = _mm256_setzero_ps();
     __m256 lo = zero, hi = zero, sw = zero, sx = zero, sxx = zero;
     for (unsigned l = 0; l < GG_LANES; l++) {
         __m256 lo8 = gv_x(g, l), hi8 = lo8, aw = zero, ax = zero, axx = zero;
-        for (unsigned i = l; i < g->n; i += GG_LANES) {
+        for (unsigned i = l; i < n; i += GG_LANES) {
             const __m256 x = gv_x(g, i), w = gv_w(g, i);
             lo8 = _mm256_min_ps(x, lo8);
             hi8 = _mm256_max_ps(x, hi8);
@@ -367,7 +366,7 @@ static void gv_aff_search(const gv_group *g, int qmax, unsigned ncand, float *s_
         __m256 sq = zero, sqq = zero, sxq = zero;
         for (unsigned l = 0; l < GG_LANES; l++) {
             __m256 aq_ = zero, aqq = zero, axq = zero;
-            for (unsigned i = l; i < g->n; i += GG_LANES) {
+            for (unsigned i = l; i < n; i += GG_LANES) {
                 const __m256 x = gv_x(g, i), w = gv_w(g, i);
                 const __m256 q = gv_rclamp(_mm256_mul_ps(_mm256_sub_ps(x, lo), inv), zero, qm);
                 aq_ = _mm256_add_ps(aq_, _mm256_mul_ps(w, q));
@@ -417,7 +416,7 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
     _Alignas(32) float s[16], m[16];
     for (unsigned h = 0; h < ng; h++) {
         gv_load(&g[h], x + h * 8 * sub, w != NULL ? w + h * 8 * sub : NULL, 8, sub);
-        gv_aff_search(&g[h], qmax, ncand, s + 8 * h, m + 8 * h);
+        gv_aff_search(&g[h], sub, qmax, ncand, s + 8 * h, m + 8 * h);
     }
     float smax = 0.0f, mmax = 0.0f;
     for (unsigned j = 0; j < nsub; j++) {
@@ -447,7 +446,8 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
                 const __m256 ok =
                     _mm256_and_ps(oka, _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GE_OQ),
                                                      _mm256_cmp_ps(b, pm, _CMP_LE_OQ)));
-                const __m256 e = gv_aff_err(&g[h], _mm256_mul_ps(dv, a), _mm256_mul_ps(mv, b), qm);
+                const __m256 e =
+                    gv_aff_err(&g[h], sub, _mm256_mul_ps(dv, a), _mm256_mul_ps(mv, b), qm);
                 const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
                 be = _mm256_blendv_ps(be, e, better);
                 bs = _mm256_blendv_ps(bs, a, better);

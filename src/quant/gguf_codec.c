@@ -131,26 +131,27 @@ static float gc_load(const uint8_t *p, aq_dtype d, size_t k)
 }
 
 /* The first of x[0..n) whose magnitude bits are at least lim (0x7f800000: not finite), or n.
- * Runs of 64 are tested with a loop the compiler vectorises; only a run that holds one is
- * searched element by element. */
+ * Whole runs of 64 are tested with a loop the compiler vectorises; from the first run that
+ * holds one (or the tail), element by element. */
 static size_t gc_first_at_least(const float *x, size_t n, uint32_t lim)
 {
-    for (size_t i0 = 0; i0 < n; i0 += 64) {
-        const size_t m = n - i0 < 64 ? n - i0 : 64;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
         uint32_t any = 0;
-        for (size_t k = 0; k < m; k++) {
+        for (size_t k = 0; k < 64; k++) {
             uint32_t u;
-            memcpy(&u, &x[i0 + k], 4);
+            memcpy(&u, &x[i + k], 4);
             any |= (uint32_t)((u & 0x7fffffffu) >= lim);
         }
         if (any != 0) {
-            for (size_t k = 0; k < m; k++) {
-                uint32_t u;
-                memcpy(&u, &x[i0 + k], 4);
-                if ((u & 0x7fffffffu) >= lim) {
-                    return i0 + k;
-                }
-            }
+            break;
+        }
+    }
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        if ((u & 0x7fffffffu) >= lim) {
+            return i;
         }
     }
     return n;
