@@ -5,8 +5,8 @@
  * process's CPU time (per core; see bench/quality.c). For Q8_0 and Q4_0 also the ratio to a
  * memory floor measured in the same run: one pass that reads the float32 input and writes the
  * output's bytes (the least any encoder must do), timed the same way. For every type also the
- * decode speed (aq_gguf_decode, one thread) as a share of its own floor: one pass that reads
- * the encoded bytes and writes the float32 output. The floor passes are plain vectorised
+ * decode speed (aq_gguf_decode, one thread, the best of 3 N + 2 runs) as a share of its own
+ * floor: one pass that reads the encoded bytes and writes the float32 output. The floor passes are plain vectorised
  * reads and a memset, so they are set by memory bandwidth.
  *
  * The distributions are those of bench/quality.c, from the same generator (bench/weights_gen.h
@@ -137,7 +137,7 @@ int main(int argc, char **argv)
             /* Decode speed, against its own floor: read the encoded bytes, write the floats. */
             const size_t enc_bytes = n / block * bytes;
             double dec_s = (double)INFINITY, dfloor_s = (double)INFINITY;
-            for (int r = 0; r < reps; r++) {
+            for (int r = 0; r < 3 * reps + 2; r++) { /* cheap, and noisier: more runs */
                 double t0 = wg_now();
                 if (aq_gguf_decode(ctx, t, out, enc_bytes, n, y, &err) != AQ_OK) {
                     fprintf(stderr, "bench_gguf: %s\n", err.message);

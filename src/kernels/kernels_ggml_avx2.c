@@ -603,10 +603,15 @@ static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
     for (size_t b = 0; b < nb; b++, in += 84, y += GG_QKK) {
         const float d = gg_h2f(in + 80), dmin = gg_h2f(in + 82);
         const uint8_t *qs = in + 16;
+        float dls[16], mls[16];
+        for (unsigned j = 0; j < 16; j++) {
+            dls[j] = d * (float)(in[j] & 15);
+            mls[j] = dmin * (float)(in[j] >> 4);
+        }
         for (unsigned e = 0; e < GG_QKK; e += 8) {
-            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32, j = e / 16;
-            const __m256 dl = _mm256_set1_ps(d * (float)(in[j] & 15));
-            const __m256 ml = _mm256_set1_ps(dmin * (float)(in[j] >> 4));
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            const __m256 dl = _mm256_set1_ps(dls[e / 16]);
+            const __m256 ml = _mm256_set1_ps(mls[e / 16]);
             const __m256i q =
                 _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(qs + c * 32 + l), (int)(2 * s)), three);
             _mm256_storeu_ps(y + e, _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)), ml));
