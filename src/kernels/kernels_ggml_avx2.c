@@ -1,13 +1,16 @@
 /*
- * The ggml block encoders and decoders compiled for AVX2 with F16C (sources.cmake). The
- * packing and the decoders are the reference's code (kernels_ggml_body.h); the searches are
- * replaced by ones that run eight blocks or sub-blocks at once, one per vector lane. Each lane
- * does the reference's arithmetic operation by operation: the reference sums element i into
- * lane i % 8 and then adds the eight lanes in order, and so do these, with the data transposed
- * (element i of every block in one vector), so that a reference lane is a loop step here. The
- * choices (which candidate wins, ties included) follow the reference's order, so the bytes are
- * the same on every input (tests/kernels/test_ggml_kernels.c checks). The only symbol is the
- * table aq__ggml_kernels_avx2, handed out with the AVX2 and AVX-512 kernel tables.
+ * The ggml block kernels compiled for AVX2 with F16C (sources.cmake). The packing is the
+ * reference's code (kernels_ggml_body.h); the searches are replaced by ones that run eight
+ * blocks or sub-blocks at once, one per vector lane. Each lane does the reference's arithmetic
+ * operation by operation: the reference sums element i into lane i % 8 and then adds the eight
+ * lanes in order, and so do these, with the data transposed (element i of every block in one
+ * vector), so that a reference lane is a loop step here. The choices (which candidate wins,
+ * ties included) follow the reference's order, a candidate the reference skips is masked out,
+ * and gg_code's rounding of a scale code is gv_rclamp's (both round to nearest even within the
+ * code range), so the bytes are the same on every input. The decoders of the written types do
+ * the reference's one float32 product (and difference) per element, eight at a time.
+ * tests/kernels/test_ggml_kernels.c checks both. The only symbol is the table
+ * aq__ggml_kernels_avx2, handed out with the AVX2 and AVX-512 kernel tables.
  */
 #define GG_SIMD 1
 #include "kernels_ggml_body.h"
