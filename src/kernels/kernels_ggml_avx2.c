@@ -22,7 +22,13 @@
 typedef struct gv_group {
     _Alignas(32) float x[32 * 8];
     _Alignas(32) float w[32 * 8];
+    const float *wt; /* w, or gv_ones when there are no weights */
 } gv_group;
+
+#define GV_ONES8 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f
+#define GV_ONES32 GV_ONES8, GV_ONES8, GV_ONES8, GV_ONES8
+_Alignas(32) static const float gv_ones[32 * 8] = {GV_ONES32, GV_ONES32, GV_ONES32, GV_ONES32,
+                                                   GV_ONES32, GV_ONES32, GV_ONES32, GV_ONES32};
 
 /* Rows r[k] (eight floats of block k) become columns: r[i] holds float i of every block. */
 static inline void gv_transpose8(__m256 *r)
@@ -66,21 +72,20 @@ static void gv_transpose(const float *src, unsigned n, float *dst)
 
 static void gv_load(gv_group *g, const float *x, const float *w, size_t m, unsigned n)
 {
+    g->wt = w != NULL ? g->w : gv_ones;
     if (m == 8) {
         gv_transpose(x, n, g->x);
         if (w != NULL) {
             gv_transpose(w, n, g->w);
-        } else {
-            for (unsigned i = 0; i < 8 * n; i++) {
-                g->w[i] = 1.0f;
-            }
         }
         return;
     }
     for (unsigned i = 0; i < n; i++) {
         for (size_t k = 0; k < 8; k++) {
             g->x[8 * i + k] = k < m ? x[k * n + i] : 0.0f;
-            g->w[8 * i + k] = k < m && w != NULL ? w[k * n + i] : 1.0f;
+            if (w != NULL) {
+                g->w[8 * i + k] = k < m ? w[k * n + i] : 1.0f;
+            }
         }
     }
 }
@@ -92,7 +97,7 @@ static inline __m256 gv_x(const gv_group *g, unsigned i)
 
 static inline __m256 gv_w(const gv_group *g, unsigned i)
 {
-    return _mm256_load_ps(g->w + 8 * i);
+    return _mm256_load_ps(g->wt + 8 * i);
 }
 
 /* gg_rclamp lane by lane: max(lo, v) is "v < lo ? lo : v", min(hi, v) is "v > hi ? hi : v". */
