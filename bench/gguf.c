@@ -4,10 +4,13 @@
  * decoded floats, and encode speed on one thread in millions of weights per second of the
  * process's CPU time (per core; see bench/quality.c). For Q8_0 and Q4_0 also the ratio to a
  * memory floor measured in the same run: one pass that reads the float32 input and writes the
- * output's bytes (the least any encoder must do), timed the same way.
+ * output's bytes (the least any encoder must do), timed the same way. For every type also the
+ * decode speed (aq_gguf_decode, one thread, the best of 3 N + 2 runs) as a share of its own
+ * floor: one pass that reads the encoded bytes and writes the float32 output. The floor passes are plain vectorised
+ * reads and a memset, so they are set by memory bandwidth.
  *
- * The distributions are those of bench/quality.c, with the same generator (splitmix64, seeds
- * 1..4, Box-Muller; the header of bench/quality.c gives every formula), std 0.02.
+ * The distributions are those of bench/quality.c, from the same generator (bench/weights_gen.h
+ * gives every formula), std 0.02.
  *
  * Usage: bench_gguf [--rows R] [--cols C] [--reps N] [--only TYPE]   (default 4096 x 4096)
  */
@@ -19,68 +22,13 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t bg_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static double bg_uniform(uint64_t *s)
-{
-    return (double)(bg_next(s) >> 11) * 0x1p-53;
-}
-
-static double bg_normal(uint64_t *s)
-{
-    double u1 = bg_uniform(s), u2 = bg_uniform(s);
-    return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * 3.14159265358979323846 * u2);
-}
-
-enum { BG_GAUSS, BG_LAPLACE, BG_OUTLIER, BG_STUDENT, BG_DISTS };
-static const char *const bg_dist_names[BG_DISTS] = {"gaussian", "laplace", "outliers",
-                                                    "student-t3"};
-
-static void bg_generate(int dist, float *w, size_t n)
-{
-    const double sigma = 0.02;
-    uint64_t s = (uint64_t)dist + 1;
-    for (size_t i = 0; i < n; i++) {
-        double x = 0.0;
-        if (dist == BG_GAUSS) {
-            x = sigma * bg_normal(&s);
-        } else if (dist == BG_LAPLACE) {
-            double b = sigma / sqrt(2.0), v = bg_uniform(&s) - 0.5;
-            x = -b * (v < 0 ? -1.0 : 1.0) * log(1.0 - 2.0 * fabs(v));
-        } else if (dist == BG_OUTLIER) {
-            x = sigma * bg_normal(&s);
-            double u = bg_uniform(&s);
-            if (u < 0.0005) {
-                x = 20.0 * sigma;
-            } else if (u < 0.001) {
-                x = -20.0 * sigma;
-            }
-        } else {
-            double z0 = bg_normal(&s), z1 = bg_normal(&s), z2 = bg_normal(&s), z3 = bg_normal(&s);
-            x = z0 / sqrt((z1 * z1 + z2 * z2 + z3 * z3) / 3.0) * sigma / sqrt(3.0);
-        }
-        w[i] = (float)x;
-    }
-}
-
-static double bg_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
+#include "weights_gen.h"
 
 /* ggml's reference quantizers' relative RMSE on these distributions, and their encode speed
  * per core (M weights/s, the low end of the range measured), as given with the targets. */
 typedef struct bg_type {
     const char *name;
-    double ggml_rmse[BG_DISTS];
+    double ggml_rmse[WG_DISTS];
     double ggml_speed; /* 0: not given */
 } bg_type;
 
@@ -96,6 +44,19 @@ static const bg_type bg_types[] = {
     {"BF16", {0, 0, 0, 0}, 0},
     {"F16", {0, 0, 0, 0}, 0},
 };
+
+/* XOR of the 8-byte words of p (len a multiple of 8): a read the compiler vectorises, so
+ * that the floors below are set by memory, not by the loop. */
+static uint64_t bg_xor_words(const void *p, size_t len)
+{
+    uint64_t acc = 0;
+    for (size_t i = 0; i < len; i += 8) {
+        uint64_t v;
+        memcpy(&v, (const char *)p + i, 8);
+        acc ^= v;
+    }
+    return acc;
+}
 
 int main(int argc, char **argv)
 {
@@ -128,12 +89,12 @@ int main(int argc, char **argv)
     }
     printf("bench_gguf: %zu x %zu float32 per distribution, one thread, kernels %s\n", rows, cols,
            aq_ctx_kernels(ctx));
-    printf("%-5s %-11s %9s %9s %7s %9s %9s %8s\n", "type", "dist", "rel_rmse", "ggml", "ratio",
-           "Mw/s", "ggml Mw/s", "x ggml");
+    printf("%-5s %-11s %9s %9s %7s %9s %9s %7s %9s %7s\n", "type", "dist", "rel_rmse", "ggml",
+           "ratio", "enc Mw/s", "ggml Mw/s", "x ggml", "dec Mw/s", "floor");
     const int64_t shape[2] = {(int64_t)rows, (int64_t)cols};
     int missed = 0;
-    for (int d = 0; d < BG_DISTS; d++) {
-        bg_generate(d, x, n);
+    for (int d = 0; d < WG_DISTS; d++) {
+        wg_generate(d, x, n);
         double mean = 0.0, var = 0.0;
         for (size_t i = 0; i < n; i++) {
             mean += (double)x[i];
@@ -143,16 +104,12 @@ int main(int argc, char **argv)
             var += ((double)x[i] - mean) * ((double)x[i] - mean);
         }
         const double sd = sqrt(var / (double)n);
-        /* The memory floor: read every input float, write every output byte. */
+        /* The encode memory floor: read every input float, write a Q8_0 output's bytes. */
         double floor_s = (double)INFINITY;
         for (int r = 0; r < reps; r++) {
-            double t0 = bg_now();
-            double acc = 0.0;
-            for (size_t i = 0; i < n; i++) {
-                acc += (double)x[i];
-            }
-            memset(out, acc > 0.0 ? 1 : 0, n * 34 / 32);
-            floor_s = fmin(floor_s, bg_now() - t0);
+            const double t0 = wg_now();
+            memset(out, (int)(bg_xor_words(x, n * sizeof *x) & 1u), n * 34 / 32);
+            floor_s = fmin(floor_s, wg_now() - t0);
         }
         for (size_t k = 0; k < sizeof bg_types / sizeof bg_types[0]; k++) {
             const bg_type *bt = &bg_types[k];
@@ -170,14 +127,28 @@ int main(int argc, char **argv)
                 .name = "w", .dtype = AQ_DTYPE_F32, .data = x, .shape = shape, .ndim = 2};
             double best = (double)INFINITY;
             for (int r = 0; r < reps; r++) {
-                double t0 = bg_now();
+                double t0 = wg_now();
                 if (aq_gguf_encode(ctx, t, &src, NULL, out, n * 4, &err) != AQ_OK) {
                     fprintf(stderr, "bench_gguf: %s\n", err.message);
                     return 2;
                 }
-                best = fmin(best, bg_now() - t0);
+                best = fmin(best, wg_now() - t0);
             }
-            if (aq_gguf_decode(ctx, t, out, n / block * bytes, n, y, &err) != AQ_OK) {
+            /* Decode speed, against its own floor: read the encoded bytes, write the floats. */
+            const size_t enc_bytes = n / block * bytes;
+            double dec_s = (double)INFINITY, dfloor_s = (double)INFINITY;
+            for (int r = 0; r < 3 * reps + 2; r++) { /* cheap, and noisier: more runs */
+                double t0 = wg_now();
+                if (aq_gguf_decode(ctx, t, out, enc_bytes, n, y, &err) != AQ_OK) {
+                    fprintf(stderr, "bench_gguf: %s\n", err.message);
+                    return 2;
+                }
+                dec_s = fmin(dec_s, wg_now() - t0);
+                t0 = wg_now();
+                memset(y, (int)(bg_xor_words(out, enc_bytes / 8 * 8) & 1u), n * sizeof *y);
+                dfloor_s = fmin(dfloor_s, wg_now() - t0);
+            }
+            if (aq_gguf_decode(ctx, t, out, enc_bytes, n, y, &err) != AQ_OK) {
                 fprintf(stderr, "bench_gguf: %s\n", err.message);
                 return 2;
             }
@@ -188,19 +159,21 @@ int main(int argc, char **argv)
             const double rr = sqrt(se / (double)n) / sd, speed = (double)n / best / 1e6;
             const double ref = bt->ggml_rmse[d];
             if (ref > 0) {
-                printf("%-5s %-11s %9.5f %9.5f %7.3f %9.1f", bt->name, bg_dist_names[d], rr, ref,
-                       rr / ref, speed);
+                printf("%-5s %-11s %9.5f %9.5f %7.3f", bt->name, wg_dist_names[d], rr, ref,
+                       rr / ref);
                 missed += rr > ref;
             } else {
-                printf("%-5s %-11s %9.5f %9s %7s %9.1f", bt->name, bg_dist_names[d], rr, "-", "-",
-                       speed);
+                printf("%-5s %-11s %9.5f %9s %7s", bt->name, wg_dist_names[d], rr, "-", "-");
             }
+            printf(" %9.1f", speed);
             if (bt->ggml_speed > 0) {
-                printf(" %9.0f %8.2f", bt->ggml_speed, speed / bt->ggml_speed);
+                printf(" %9.0f %7.2f", bt->ggml_speed, speed / bt->ggml_speed);
             } else if (strcmp(bt->name, "Q8_0") == 0 || strcmp(bt->name, "Q4_0") == 0) {
-                printf("  floor %.0f Mw/s: %.2f of it", (double)n / floor_s / 1e6, floor_s / best);
+                printf(" %9s %6.0f%%", "floor", 100.0 * floor_s / best);
+            } else {
+                printf(" %9s %7s", "-", "-");
             }
-            printf("\n");
+            printf(" %9.1f %6.0f%%\n", (double)n / dec_s / 1e6, 100.0 * dfloor_s / dec_s);
             fflush(stdout);
         }
     }

@@ -2,17 +2,8 @@
  * bench/quality: quantization quality and speed of every scheme and bit width on four
  * synthetic weight distributions, printed next to ggml's reference points.
  *
- * The generator (documented so that the figures can be reproduced anywhere):
- *  - splitmix64 with seed 1 (Gaussian), 2 (Laplace), 3 (outliers), 4 (Student-t);
- *    uniform u = (next() >> 11) * 2^-53 in [0, 1).
- *  - normal: Box-Muller from two uniforms, z = sqrt(-2 ln(1 - u1)) * cos(2 pi u2).
- *  - Gaussian: sigma * z, sigma = 0.02.
- *  - Laplace with standard deviation sigma: b = sigma / sqrt(2), v = u - 0.5,
- *    x = -b * sign(v) * ln(1 - 2 |v|).
- *  - outliers: a Gaussian draw, then one more uniform per element: below 0.0005 the element
- *    becomes +20 sigma, below 0.001 it becomes -20 sigma (0.1% outliers).
- *  - Student-t with 3 degrees of freedom scaled to standard deviation sigma:
- *    t = z0 / sqrt((z1^2 + z2^2 + z3^2) / 3), x = t * sigma / sqrt(3).
+ * The distributions and their generator are those of bench/weights_gen.h (documented there
+ * so that the figures can be reproduced anywhere).
  *
  * Usage: bench_quality [--rows R] [--cols C] [--reps N] [--only SCHEME] [--importance 1]
  * (--only keeps the affine rows, the speed reference, and the rows of that scheme.
@@ -33,76 +24,12 @@
 #include <string.h>
 #include <time.h>
 
-static uint64_t bq_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
+#include "weights_gen.h"
 
-static double bq_uniform(uint64_t *s)
-{
-    return (double)(bq_next(s) >> 11) * 0x1p-53;
-}
-
-static double bq_normal(uint64_t *s)
-{
-    double u1 = bq_uniform(s), u2 = bq_uniform(s);
-    return sqrt(-2.0 * log(1.0 - u1)) * cos(2.0 * 3.14159265358979323846 * u2);
-}
-
-enum { BQ_GAUSS, BQ_LAPLACE, BQ_OUTLIER, BQ_STUDENT, BQ_DISTS };
-static const char *const bq_dist_names[BQ_DISTS] = {"gaussian", "laplace", "outliers",
-                                                    "student-t3"};
 /* ggml's reference points (relative RMSE of Q2_K, Q4_K, Q8_0), per distribution. */
-static const double bq_q4k[BQ_DISTS] = {0.0714, 0.0846, 0.0832, 0.0922};
-static const double bq_q2k[BQ_DISTS] = {0.2965, 0.3440, 0.2854, 0.3502};
+static const double bq_q4k[WG_DISTS] = {0.0714, 0.0846, 0.0832, 0.0922};
+static const double bq_q2k[WG_DISTS] = {0.2965, 0.3440, 0.2854, 0.3502};
 static const double bq_q80_gauss = 0.0054;
-
-static void bq_generate(int dist, float *w, size_t n)
-{
-    const double sigma = 0.02;
-    uint64_t s = (uint64_t)dist + 1;
-    for (size_t i = 0; i < n; i++) {
-        double x = 0.0;
-        switch (dist) {
-        case BQ_GAUSS:
-            x = sigma * bq_normal(&s);
-            break;
-        case BQ_LAPLACE: {
-            double b = sigma / sqrt(2.0), v = bq_uniform(&s) - 0.5;
-            x = -b * (v < 0 ? -1.0 : 1.0) * log(1.0 - 2.0 * fabs(v));
-            break;
-        }
-        case BQ_OUTLIER: {
-            x = sigma * bq_normal(&s);
-            double u = bq_uniform(&s);
-            if (u < 0.0005) {
-                x = 20.0 * sigma;
-            } else if (u < 0.001) {
-                x = -20.0 * sigma;
-            }
-            break;
-        }
-        case BQ_STUDENT: {
-            double z0 = bq_normal(&s), z1 = bq_normal(&s), z2 = bq_normal(&s), z3 = bq_normal(&s);
-            x = z0 / sqrt((z1 * z1 + z2 * z2 + z3 * z3) / 3.0) * sigma / sqrt(3.0);
-            break;
-        }
-        default:
-            break;
-        }
-        w[i] = (float)x;
-    }
-}
-
-static double bq_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 typedef struct bq_config {
     aq_scheme scheme;
@@ -171,7 +98,7 @@ int main(int argc, char **argv)
     if (importance && imp != NULL) {
         uint64_t seed = 99;
         for (size_t i = 0; i < n; i++) {
-            imp[i] = (float)(0.5 + bq_uniform(&seed));
+            imp[i] = (float)(0.5 + wg_uniform(&seed));
         }
     }
     aq_quantize_options qopts = {imp};
@@ -193,21 +120,21 @@ int main(int argc, char **argv)
            "|---|---|---|---|---|---|---|---|---|---|---|\n");
     /* Per target (bits 4, 2, 8) and distribution: the best relative RMSE within the bit
      * budget, its configuration and speed. */
-    double best_rmse[3][BQ_DISTS], best_speed[3][BQ_DISTS];
-    const char *best_name[3][BQ_DISTS];
+    double best_rmse[3][WG_DISTS], best_speed[3][WG_DISTS];
+    const char *best_name[3][WG_DISTS];
     for (int k = 0; k < 3; k++) {
-        for (int d = 0; d < BQ_DISTS; d++) {
+        for (int d = 0; d < WG_DISTS; d++) {
             best_rmse[k][d] = (double)INFINITY;
             best_speed[k][d] = 0.0;
             best_name[k][d] = "";
         }
     }
     static const double bpw_limit[3] = {4.5, 2.625, 8.5};
-    static char names[BQ_DISTS][sizeof bq_configs / sizeof bq_configs[0]][64];
-    for (int d = 0; d < BQ_DISTS; d++) {
+    static char names[WG_DISTS][sizeof bq_configs / sizeof bq_configs[0]][64];
+    for (int d = 0; d < WG_DISTS; d++) {
         double affine_speed = 0.0;
-        bq_generate(d, w, n);
-        aq_tensor t = {bq_dist_names[d], AQ_DTYPE_F32, w, shape, 2};
+        wg_generate(d, w, n);
+        aq_tensor t = {wg_dist_names[d], AQ_DTYPE_F32, w, shape, 2};
         for (size_t c = 0; c < sizeof bq_configs / sizeof bq_configs[0]; c++) {
             const bq_config *cf = &bq_configs[c];
             if (only != NULL && cf->scheme != AQ_SCHEME_AFFINE &&
@@ -223,10 +150,10 @@ int main(int argc, char **argv)
             aq_qbuffers b = {packed, l.packed_bytes, scales, zps, l.groups};
             double best = 1e30;
             for (int r = 0; r < reps; r++) {
-                double t0 = bq_now();
+                double t0 = wg_now();
                 BQ_CHECK(importance ? aq_quantize_ex(ctx, &t, &qopts, &b, NULL, &err)
                                     : aq_quantize(ctx, &t, &b, &err));
-                double dt = bq_now() - t0;
+                double dt = wg_now() - t0;
                 best = dt < best ? dt : best;
             }
             aq_quantize_stats stats;
@@ -243,7 +170,7 @@ int main(int argc, char **argv)
                 snprintf(ref, sizeof ref, "Q4_K %.4f (4.5)", bq_q4k[d]);
             } else if (cf->bits == 2) {
                 snprintf(ref, sizeof ref, "Q2_K %.4f (2.625)", bq_q2k[d]);
-            } else if (d == BQ_GAUSS) {
+            } else if (d == WG_GAUSS) {
                 snprintf(ref, sizeof ref, "Q8_0 %.4f (8.5)", bq_q80_gauss);
             }
             char *name = names[d][c];
@@ -254,7 +181,7 @@ int main(int argc, char **argv)
                 affine_speed = speed;
             }
             printf("| %s | %s | %u | %.3f | %.4f | %s | %.2f | %.6f | %.2e | %.1f | %.3f |\n",
-                   bq_dist_names[d], name, cf->bits, bpw, m.rel_rmse, ref, m.sqnr_db, m.cosine,
+                   wg_dist_names[d], name, cf->bits, bpw, m.rel_rmse, ref, m.sqnr_db, m.cosine,
                    cf->moments ? stats.kl_after : stats.kl_before, speed, speed / affine_speed);
             int k = cf->bits == 4 ? 0 : (cf->bits == 2 ? 1 : 2);
             if (bpw <= bpw_limit[k] + 1e-12 && m.rel_rmse < best_rmse[k][d]) {
@@ -269,14 +196,14 @@ int main(int argc, char **argv)
            "| target | distribution | ggml | measured | configuration | M weights/s | met |\n"
            "|---|---|---|---|---|---|---|\n");
     for (int k = 0; k < 3; k++) {
-        for (int d = 0; d < BQ_DISTS; d++) {
-            if (k == 2 && d != BQ_GAUSS) {
+        for (int d = 0; d < WG_DISTS; d++) {
+            if (k == 2 && d != WG_GAUSS) {
                 continue;
             }
             double ref = k == 0 ? bq_q4k[d] : (k == 1 ? bq_q2k[d] : bq_q80_gauss);
             const char *what = k == 0 ? "<= 4.5 bpw, <= Q4_K"
                                       : (k == 1 ? "<= 2.625 bpw, <= Q2_K" : "<= 8.5 bpw, <= Q8_0");
-            printf("| %s | %s | %.4f | %.4f | %s | %.1f | %s |\n", what, bq_dist_names[d], ref,
+            printf("| %s | %s | %.4f | %.4f | %s | %.1f | %s |\n", what, wg_dist_names[d], ref,
                    best_rmse[k][d], best_name[k][d], best_speed[k][d],
                    best_rmse[k][d] <= ref ? "yes" : "no");
         }
@@ -290,7 +217,7 @@ int main(int argc, char **argv)
                "| scheme | bits | 1 thread s | %u threads s | speed-up | same bytes |\n"
                "|---|---|---|---|---|---|\n",
                threads, reps, threads);
-        bq_generate(BQ_GAUSS, w, n);
+        wg_generate(WG_GAUSS, w, n);
         aq_tensor t = {"gaussian", AQ_DTYPE_F32, w, shape, 2};
         static const bq_config tc[] = {{AQ_SCHEME_AFFINE_SEARCH, 4, 128, 0},
                                        {AQ_SCHEME_KQUANT, 4, 512, 0},
@@ -315,9 +242,9 @@ int main(int argc, char **argv)
                     BQ_CHECK(aq_quantize_bound(ctx, &t, &l, &err));
                     aq_qbuffers b = {k == 0 ? packed : packed2, l.packed_bytes, scales, zps,
                                      l.groups};
-                    double t0 = bq_now();
+                    double t0 = wg_now();
                     BQ_CHECK(aq_quantize(ctx, &t, &b, &err));
-                    double dt = bq_now() - t0;
+                    double dt = wg_now() - t0;
                     best[k] = dt < best[k] ? dt : best[k];
                 }
             }

@@ -299,220 +299,238 @@ void aq__gguf_reset(aq_gguf *g)
     g->n_tensors = g->n_meta = 0;
 }
 
-aq_status aq__gguf_parse(const uint8_t *p, size_t size, const char *label, aq_gguf *g,
-                         aq_error *err)
+/* The header: magic, version and the two counts (checked against the file size), and the
+ * tables allocated for them. */
+static aq_status gr_header(gr_cur *c, aq_gguf *g, uint64_t *n_tensors, uint64_t *n_kv)
 {
-    gr_cur c = {.p = p, .size = size, .off = 0, .label = label, .what = "", .err = err};
     aq_status st;
-    char what[320];
-    const aq_gguf_tensor **sorted = NULL;
-    gr_text text = {0};
-    if ((st = gr_need(&c, 4, "the magic")) != AQ_OK) {
-        goto done;
+    if ((st = gr_need(c, 4, "the magic")) != AQ_OK) {
+        return st;
     }
-    if (memcmp(p, "GGUF", 4) != 0) {
-        st = gr_fail(&c, AQ_INVALID_DATA, "not a GGUF file (expected the magic \"GGUF\")");
-        goto done;
+    if (memcmp(c->p, "GGUF", 4) != 0) {
+        return gr_fail(c, AQ_INVALID_DATA, "not a GGUF file (expected the magic \"GGUF\")");
     }
-    c.off = 4;
+    c->off = 4;
     uint32_t version;
-    uint64_t n_tensors, n_kv;
-    if ((st = gr_u32(&c, &version, "the version")) != AQ_OK) {
-        goto done;
+    if ((st = gr_u32(c, &version, "the version")) != AQ_OK) {
+        return st;
     }
     if (version != 2 && version != 3) {
-        c.off -= 4;
-        st = gr_fail(&c, AQ_UNSUPPORTED, "GGUF version %" PRIu32 " (2 and 3 are read)", version);
-        goto done;
+        c->off -= 4;
+        return gr_fail(c, AQ_UNSUPPORTED, "GGUF version %" PRIu32 " (2 and 3 are read)", version);
     }
-    if ((st = gr_u64(&c, &n_tensors, "the tensor count")) != AQ_OK ||
-        (st = gr_u64(&c, &n_kv, "the metadata count")) != AQ_OK) {
-        goto done;
+    if ((st = gr_u64(c, n_tensors, "the tensor count")) != AQ_OK ||
+        (st = gr_u64(c, n_kv, "the metadata count")) != AQ_OK) {
+        return st;
     }
     /* A metadata entry takes at least 8 + 4 + 1 bytes, a tensor entry 8 + 4 + 4 + 8. */
-    if (n_kv > (size - c.off) / 13 || n_tensors > (size - c.off) / 24) {
-        c.off -= 16;
-        st = gr_fail(&c, AQ_INVALID_DATA,
-                     "%" PRIu64 " tensors and %" PRIu64 " metadata entries cannot fit in %zu "
-                     "bytes",
-                     n_tensors, n_kv, size);
-        goto done;
+    if (*n_kv > (c->size - c->off) / 13 || *n_tensors > (c->size - c->off) / 24) {
+        c->off -= 16;
+        return gr_fail(c, AQ_INVALID_DATA,
+                       "%" PRIu64 " tensors and %" PRIu64 " metadata entries cannot fit in %zu "
+                       "bytes",
+                       *n_tensors, *n_kv, c->size);
     }
     g->version = version;
     g->alignment = 32;
-    if ((g->meta = calloc((size_t)n_kv + 1, sizeof *g->meta)) == NULL ||
-        (g->tensors = calloc((size_t)n_tensors + 1, sizeof *g->tensors)) == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
-        goto done;
+    if ((g->meta = calloc((size_t)*n_kv + 1, sizeof *g->meta)) == NULL ||
+        (g->tensors = calloc((size_t)*n_tensors + 1, sizeof *g->tensors)) == NULL) {
+        return aq__error_set(c->err, AQ_NO_MEMORY, "%s: out of memory", c->label);
     }
-    for (uint64_t i = 0; i < n_kv; i++) {
-        const uint8_t *k;
-        size_t klen;
-        snprintf(what, sizeof what, "metadata entry %" PRIu64, i);
-        c.what = what;
-        if ((st = gr_str(&c, &k, &klen, "key")) != AQ_OK) {
-            goto done;
-        }
-        aq__gguf_meta *m = &g->meta[g->n_meta];
-        if ((m->key = gr_strndup(k, klen)) == NULL) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
-            goto done;
-        }
-        g->n_meta++;
-        snprintf(what, sizeof what, "key '%.200s'", m->key);
-        uint32_t type;
-        if ((st = gr_u32(&c, &type, "value type")) != AQ_OK) {
-            goto done;
-        }
-        if (type > 12) {
-            c.off -= 4;
-            st =
-                gr_fail(&c, AQ_INVALID_DATA, "unknown value type %" PRIu32 " (known: 0..12)", type);
-            goto done;
-        }
-        m->type = type;
-        m->value_off = c.off;
-        text.len = 0;
-        if ((st = gr_value(&c, type, &text, 0)) != AQ_OK) {
-            goto done;
-        }
-        if ((m->value = gr_strndup((const uint8_t *)(text.buf != NULL ? text.buf : ""),
-                                   text.len)) == NULL) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
-            goto done;
-        }
-        if (strcmp(m->key, "general.alignment") == 0) {
-            uint64_t a = 0;
-            if (type == 4) {
-                a = gr_le(p + m->value_off, 4);
-            } else if (type == 10) {
-                a = gr_le(p + m->value_off, 8);
-            } else {
-                c.off = m->value_off;
-                st = gr_fail(&c, AQ_INVALID_DATA, "general.alignment must be a uint32, not %s",
-                             aq__gguf_value_type_name(type));
-                goto done;
-            }
-            if (a == 0 || (a & (a - 1)) != 0 || a > (1u << 20)) {
-                c.off = m->value_off;
-                st = gr_fail(&c, AQ_INVALID_DATA,
-                             "alignment %" PRIu64 " is not a power of two up to 1 MiB", a);
-                goto done;
-            }
-            g->alignment = (size_t)a;
-        }
+    return AQ_OK;
+}
+
+/* general.alignment, from the value of metadata entry m. */
+static aq_status gr_alignment(gr_cur *c, const aq__gguf_meta *m, aq_gguf *g)
+{
+    uint64_t a = 0;
+    if (m->type == 4) {
+        a = gr_le(c->p + m->value_off, 4);
+    } else if (m->type == 10) {
+        a = gr_le(c->p + m->value_off, 8);
+    } else {
+        c->off = m->value_off;
+        return gr_fail(c, AQ_INVALID_DATA, "general.alignment must be a uint32, not %s",
+                       aq__gguf_value_type_name(m->type));
     }
-    for (uint64_t i = 0; i < n_tensors; i++) {
-        const uint8_t *nm;
-        size_t nlen;
-        snprintf(what, sizeof what, "tensor %" PRIu64, i);
-        c.what = what;
-        if ((st = gr_str(&c, &nm, &nlen, "name")) != AQ_OK) {
-            goto done;
-        }
-        aq_gguf_tensor *t = &g->tensors[g->n_tensors];
-        if ((t->name = gr_strndup(nm, nlen)) == NULL) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
-            goto done;
-        }
-        g->n_tensors++;
-        snprintf(what, sizeof what, "tensor '%.200s'", t->name);
-        uint32_t nd;
-        if ((st = gr_u32(&c, &nd, "dimension count")) != AQ_OK) {
-            goto done;
-        }
-        if (nd == 0 || nd > 4) {
-            c.off -= 4;
-            st = gr_fail(&c, AQ_INVALID_DATA, "%" PRIu32 " dimensions (ggml has 1 to 4)", nd);
-            goto done;
-        }
-        uint64_t ne[4];
-        uint64_t elements = 1;
-        for (uint32_t d = 0; d < nd; d++) {
-            if ((st = gr_u64(&c, &ne[d], "dimension")) != AQ_OK) {
-                goto done;
-            }
-            if (ne[d] > (uint64_t)INT64_MAX || (ne[d] != 0 && elements > UINT64_MAX / ne[d])) {
-                c.off -= 8;
-                st = gr_fail(&c, AQ_INVALID_DATA,
-                             "dimension %" PRIu32 " of %" PRIu64 " overflows the element count", d,
-                             ne[d]);
-                goto done;
-            }
-            elements *= ne[d];
-        }
-        uint32_t type;
-        if ((st = gr_u32(&c, &type, "type")) != AQ_OK) {
-            goto done;
-        }
-        const aq__ggml_traits *tr = aq__gguf_traits(type);
-        if (tr == NULL) {
-            c.off -= 4;
-            st = gr_fail(&c, AQ_UNSUPPORTED,
-                         "tensor type %" PRIu32 " is not one this library "
-                         "reads (see docs/gguf.md)",
-                         type);
-            goto done;
-        }
-        if (ne[0] % tr->block != 0) {
-            c.off -= 4;
-            st = gr_fail(&c, AQ_INVALID_DATA,
-                         "innermost dimension %" PRIu64 " is not a multiple of %s's block of %u",
-                         ne[0], tr->name, tr->block);
-            goto done;
-        }
-        uint64_t offset;
-        if ((st = gr_u64(&c, &offset, "data offset")) != AQ_OK) {
-            goto done;
-        }
-        const uint64_t blocks = elements / tr->block;
-        if (elements > SIZE_MAX || blocks > UINT64_MAX / tr->bytes) {
-            c.off -= 8;
-            st = gr_fail(&c, AQ_INVALID_DATA, "size overflows");
-            goto done;
-        }
-        t->type = (aq_gguf_type)type;
-        t->ndim = nd;
-        for (uint32_t d = 0; d < nd; d++) {
-            t->shape[d] = (int64_t)ne[nd - 1 - d];
-        }
-        t->elements = (size_t)elements;
-        t->nbytes = (size_t)(blocks * tr->bytes);
-        t->offset = offset; /* relative until the data start is known */
+    if (a == 0 || (a & (a - 1)) != 0 || a > (1u << 20)) {
+        c->off = m->value_off;
+        return gr_fail(c, AQ_INVALID_DATA,
+                       "alignment %" PRIu64 " is not a power of two up to 1 MiB", a);
     }
-    c.what = "";
+    g->alignment = (size_t)a;
+    return AQ_OK;
+}
+
+/* Metadata entry i: its key, type and value (as text in g->meta). what (320 bytes) names the
+ * entry in messages. */
+static aq_status gr_meta_entry(gr_cur *c, uint64_t i, char *what, gr_text *text, aq_gguf *g)
+{
+    aq_status st;
+    const uint8_t *k;
+    size_t klen;
+    snprintf(what, 320, "metadata entry %" PRIu64, i);
+    c->what = what;
+    if ((st = gr_str(c, &k, &klen, "key")) != AQ_OK) {
+        return st;
+    }
+    aq__gguf_meta *m = &g->meta[g->n_meta];
+    if ((m->key = gr_strndup(k, klen)) == NULL) {
+        return aq__error_set(c->err, AQ_NO_MEMORY, "%s: out of memory", c->label);
+    }
+    g->n_meta++;
+    snprintf(what, 320, "key '%.200s'", m->key);
+    uint32_t type;
+    if ((st = gr_u32(c, &type, "value type")) != AQ_OK) {
+        return st;
+    }
+    if (type > 12) {
+        c->off -= 4;
+        return gr_fail(c, AQ_INVALID_DATA, "unknown value type %" PRIu32 " (known: 0..12)", type);
+    }
+    m->type = type;
+    m->value_off = c->off;
+    text->len = 0;
+    if ((st = gr_value(c, type, text, 0)) != AQ_OK) {
+        return st;
+    }
+    if ((m->value = gr_strndup((const uint8_t *)(text->buf != NULL ? text->buf : ""), text->len)) ==
+        NULL) {
+        return aq__error_set(c->err, AQ_NO_MEMORY, "%s: out of memory", c->label);
+    }
+    if (strcmp(m->key, "general.alignment") == 0) {
+        return gr_alignment(c, m, g);
+    }
+    return AQ_OK;
+}
+
+/* The dimensions of a tensor entry (ggml's order, innermost first) and their product. */
+static aq_status gr_dims(gr_cur *c, uint32_t *nd, uint64_t *ne, uint64_t *elements)
+{
+    aq_status st;
+    if ((st = gr_u32(c, nd, "dimension count")) != AQ_OK) {
+        return st;
+    }
+    if (*nd == 0 || *nd > 4) {
+        c->off -= 4;
+        return gr_fail(c, AQ_INVALID_DATA, "%" PRIu32 " dimensions (ggml has 1 to 4)", *nd);
+    }
+    *elements = 1;
+    for (uint32_t d = 0; d < *nd; d++) {
+        if ((st = gr_u64(c, &ne[d], "dimension")) != AQ_OK) {
+            return st;
+        }
+        if (ne[d] > (uint64_t)INT64_MAX || (ne[d] != 0 && *elements > UINT64_MAX / ne[d])) {
+            c->off -= 8;
+            return gr_fail(c, AQ_INVALID_DATA,
+                           "dimension %" PRIu32 " of %" PRIu64 " overflows the element count", d,
+                           ne[d]);
+        }
+        *elements *= ne[d];
+    }
+    return AQ_OK;
+}
+
+/* Tensor entry i: name, shape, type and (relative) data offset into g->tensors. */
+static aq_status gr_tensor_entry(gr_cur *c, uint64_t i, char *what, aq_gguf *g)
+{
+    aq_status st;
+    const uint8_t *nm;
+    size_t nlen;
+    snprintf(what, 320, "tensor %" PRIu64, i);
+    c->what = what;
+    if ((st = gr_str(c, &nm, &nlen, "name")) != AQ_OK) {
+        return st;
+    }
+    aq_gguf_tensor *t = &g->tensors[g->n_tensors];
+    if ((t->name = gr_strndup(nm, nlen)) == NULL) {
+        return aq__error_set(c->err, AQ_NO_MEMORY, "%s: out of memory", c->label);
+    }
+    g->n_tensors++;
+    snprintf(what, 320, "tensor '%.200s'", t->name);
+    uint32_t nd = 0;
+    uint64_t ne[4] = {0}, elements = 0;
+    if ((st = gr_dims(c, &nd, ne, &elements)) != AQ_OK) {
+        return st;
+    }
+    uint32_t type;
+    if ((st = gr_u32(c, &type, "type")) != AQ_OK) {
+        return st;
+    }
+    const aq__ggml_traits *tr = aq__gguf_traits(type);
+    if (tr == NULL) {
+        c->off -= 4;
+        return gr_fail(c, AQ_UNSUPPORTED,
+                       "tensor type %" PRIu32 " is not one this library "
+                       "reads (see docs/gguf.md)",
+                       type);
+    }
+    if (ne[0] % tr->block != 0) {
+        c->off -= 4;
+        return gr_fail(c, AQ_INVALID_DATA,
+                       "innermost dimension %" PRIu64 " is not a multiple of %s's block of %u",
+                       ne[0], tr->name, tr->block);
+    }
+    uint64_t offset;
+    if ((st = gr_u64(c, &offset, "data offset")) != AQ_OK) {
+        return st;
+    }
+    const uint64_t blocks = elements / tr->block;
+    if (elements > SIZE_MAX || blocks > UINT64_MAX / tr->bytes) {
+        c->off -= 8;
+        return gr_fail(c, AQ_INVALID_DATA, "size overflows");
+    }
+    t->type = (aq_gguf_type)type;
+    t->ndim = nd;
+    for (uint32_t d = 0; d < nd; d++) {
+        t->shape[d] = (int64_t)ne[nd - 1 - d];
+    }
+    t->elements = (size_t)elements;
+    t->nbytes = (size_t)(blocks * tr->bytes);
+    t->offset = offset; /* relative until the data start is known */
+    return AQ_OK;
+}
+
+/* The data section (aligned after the tables) and each tensor's place in it, checked against
+ * the alignment and the end of the file. */
+static aq_status gr_place_data(gr_cur *c, aq_gguf *g)
+{
+    c->what = "";
     const size_t data_start =
-        c.off % g->alignment == 0 ? c.off : c.off + (g->alignment - c.off % g->alignment);
-    if (n_tensors > 0 && data_start > size) {
-        st = gr_fail(&c, AQ_INVALID_DATA,
-                     "truncated: the data section starts at byte %zu past "
-                     "the end of the file (%zu bytes)",
-                     data_start, size);
-        goto done;
+        c->off % g->alignment == 0 ? c->off : c->off + (g->alignment - c->off % g->alignment);
+    if (g->n_tensors > 0 && data_start > c->size) {
+        return gr_fail(c, AQ_INVALID_DATA,
+                       "truncated: the data section starts at byte %zu past "
+                       "the end of the file (%zu bytes)",
+                       data_start, c->size);
     }
     g->data_start = data_start;
     for (size_t i = 0; i < g->n_tensors; i++) {
         aq_gguf_tensor *t = &g->tensors[i];
         if (t->offset % g->alignment != 0) {
-            st = aq__error_set(err, AQ_INVALID_DATA,
-                               "%s: tensor '%s': data offset %" PRIu64 " (byte %" PRIu64
-                               ") is not a multiple of the alignment %zu",
-                               label, t->name, t->offset, (uint64_t)data_start + t->offset,
-                               g->alignment);
-            goto done;
+            return aq__error_set(c->err, AQ_INVALID_DATA,
+                                 "%s: tensor '%s': data offset %" PRIu64 " (byte %" PRIu64
+                                 ") is not a multiple of the alignment %zu",
+                                 c->label, t->name, t->offset, (uint64_t)data_start + t->offset,
+                                 g->alignment);
         }
-        if (t->offset > size - data_start || t->nbytes > size - data_start - t->offset) {
-            st = aq__error_set(err, AQ_INVALID_DATA,
-                               "%s: tensor '%s': data of %zu bytes at byte %" PRIu64
-                               " runs past the end of the file (%zu bytes)",
-                               label, t->name, t->nbytes, (uint64_t)data_start + t->offset, size);
-            goto done;
+        if (t->offset > c->size - data_start || t->nbytes > c->size - data_start - t->offset) {
+            return aq__error_set(c->err, AQ_INVALID_DATA,
+                                 "%s: tensor '%s': data of %zu bytes at byte %" PRIu64
+                                 " runs past the end of the file (%zu bytes)",
+                                 c->label, t->name, t->nbytes, (uint64_t)data_start + t->offset,
+                                 c->size);
         }
         t->offset += data_start;
-        t->data = p + t->offset;
+        t->data = c->p + t->offset;
     }
-    /* ComfyUI-GGUF's convention for tensors of more dimensions than ggml has (or reshaped
-     * ones): the true shape, outermost first, as an int32 array under this key. */
+    return AQ_OK;
+}
+
+/* ComfyUI-GGUF's convention for tensors of more dimensions than ggml has (or reshaped ones):
+ * the true shape, outermost first, as an int32 array under "comfy.gguf.orig_shape.NAME". */
+static aq_status gr_orig_shapes(gr_cur *c, aq_gguf *g)
+{
     static const char orig[] = "comfy.gguf.orig_shape.";
     for (size_t i = 0; i < g->n_meta; i++) {
         const aq__gguf_meta *m = &g->meta[i];
@@ -522,7 +540,7 @@ aq_status aq__gguf_parse(const uint8_t *p, size_t size, const char *label, aq_gg
             continue;
         }
         aq_gguf_tensor *t = &g->tensors[ti];
-        const uint8_t *v = p + m->value_off;
+        const uint8_t *v = c->p + m->value_off;
         const uint64_t n = m->type == 9 ? gr_le(v + 4, 8) : 0;
         uint64_t prod = 1;
         bool ok = m->type == 9 && gr_le(v, 4) == 5 && n >= 1 && n <= AQ_MAX_NDIM;
@@ -532,39 +550,70 @@ aq_status aq__gguf_parse(const uint8_t *p, size_t size, const char *label, aq_gg
             prod *= ok ? (uint64_t)dim : 1u;
         }
         if (!ok || prod != t->elements) {
-            c.off = m->value_off;
-            c.what = "";
-            st = gr_fail(&c, AQ_INVALID_DATA,
-                         "key '%.200s' is not an int32 array of up to %d dimensions holding "
-                         "the %zu elements of tensor '%.200s'",
-                         m->key, AQ_MAX_NDIM, t->elements, t->name);
-            goto done;
+            c->off = m->value_off;
+            c->what = "";
+            return gr_fail(c, AQ_INVALID_DATA,
+                           "key '%.200s' is not an int32 array of up to %d dimensions holding "
+                           "the %zu elements of tensor '%.200s'",
+                           m->key, AQ_MAX_NDIM, t->elements, t->name);
         }
         t->ndim = (size_t)n;
         for (uint64_t d = 0; d < n; d++) {
             t->shape[d] = (int32_t)(uint32_t)gr_le(v + 12 + 4 * d, 4);
         }
     }
-    if (g->n_tensors > 1) {
-        if ((sorted = malloc(g->n_tensors * sizeof *sorted)) == NULL) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
-            goto done;
-        }
-        for (size_t i = 0; i < g->n_tensors; i++) {
-            sorted[i] = &g->tensors[i];
-        }
-        qsort(sorted, g->n_tensors, sizeof *sorted, gr_name_cmp);
-        for (size_t i = 1; i < g->n_tensors; i++) {
-            if (strcmp(sorted[i]->name, sorted[i - 1]->name) == 0) {
-                st = aq__error_set(err, AQ_INVALID_DATA,
-                                   "%s: tensor '%s' appears twice in the tensor table", label,
-                                   sorted[i]->name);
-                goto done;
-            }
+    return AQ_OK;
+}
+
+/* Every tensor name once. */
+static aq_status gr_unique_names(const aq_gguf *g, const char *label, aq_error *err)
+{
+    if (g->n_tensors < 2) {
+        return AQ_OK;
+    }
+    const aq_gguf_tensor **sorted = malloc(g->n_tensors * sizeof *sorted);
+    if (sorted == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", label);
+    }
+    for (size_t i = 0; i < g->n_tensors; i++) {
+        sorted[i] = &g->tensors[i];
+    }
+    qsort(sorted, g->n_tensors, sizeof *sorted, gr_name_cmp);
+    aq_status st = AQ_OK;
+    for (size_t i = 1; i < g->n_tensors && st == AQ_OK; i++) {
+        if (strcmp(sorted[i]->name, sorted[i - 1]->name) == 0) {
+            st = aq__error_set(err, AQ_INVALID_DATA,
+                               "%s: tensor '%s' appears twice in the tensor table", label,
+                               sorted[i]->name);
         }
     }
-done:
     free(sorted);
+    return st;
+}
+
+aq_status aq__gguf_parse(const uint8_t *p, size_t size, const char *label, aq_gguf *g,
+                         aq_error *err)
+{
+    gr_cur c = {.p = p, .size = size, .off = 0, .label = label, .what = "", .err = err};
+    char what[320];
+    gr_text text = {0};
+    uint64_t n_tensors, n_kv;
+    aq_status st = gr_header(&c, g, &n_tensors, &n_kv);
+    for (uint64_t i = 0; st == AQ_OK && i < n_kv; i++) {
+        st = gr_meta_entry(&c, i, what, &text, g);
+    }
+    for (uint64_t i = 0; st == AQ_OK && i < n_tensors; i++) {
+        st = gr_tensor_entry(&c, i, what, g);
+    }
+    if (st == AQ_OK) {
+        st = gr_place_data(&c, g);
+    }
+    if (st == AQ_OK) {
+        st = gr_orig_shapes(&c, g);
+    }
+    if (st == AQ_OK) {
+        st = gr_unique_names(g, label, err);
+    }
     free(text.buf);
     return st;
 }

@@ -1,38 +1,695 @@
 /*
- * The ggml block encoders and decoders compiled for AVX2 (sources.cmake): the same code as the
- * reference (kernels_ggml_body.h), whose fixed-lane sums the compiler then runs eight at a time.
- * Same bits as the reference on every input (tests/kernels/test_ggml_kernels.c checks). The only
- * symbol is the table aq__ggml_kernels_avx2, handed out with the AVX2 and AVX-512 kernel
- * tables.
+ * The ggml block kernels compiled for AVX2 with F16C (sources.cmake). The packing is the
+ * reference's code (kernels_ggml_body.h); the searches are replaced by ones that run eight
+ * blocks or sub-blocks at once, one per vector lane. Each lane does the reference's arithmetic
+ * operation by operation: the reference sums element i into lane i % 8 and then adds the eight
+ * lanes in order, and so do these, with the data transposed (element i of every block in one
+ * vector), so that a reference lane is a loop step here. The choices (which candidate wins,
+ * ties included) follow the reference's order, a candidate the reference skips is masked out,
+ * and gg_code's rounding of a scale code is gv_rclamp's (both round to nearest even within the
+ * code range), so the bytes are the same on every input. The decoders of the written types do
+ * the reference's one float32 product (and difference) per element, eight at a time.
+ * tests/kernels/test_ggml_kernels.c checks both. The only symbol is the table
+ * aq__ggml_kernels_avx2, handed out with the AVX2 and AVX-512 kernel tables.
  */
+#define GG_SIMD 1
 #include "kernels_ggml_body.h"
 
-const aq__ggml_kernels aq__ggml_kernels_avx2 = {
-    .name = "avx2",
-    .encode = {[AQ_GGUF_F32] = gg_encode_f32,
-               [AQ_GGUF_F16] = gg_encode_f16,
-               [AQ_GGUF_Q4_0] = gg_encode_q4_0,
-               [AQ_GGUF_Q5_0] = gg_encode_q5_0,
-               [AQ_GGUF_Q8_0] = gg_encode_q8_0,
-               [AQ_GGUF_Q2_K] = gg_encode_q2_k,
-               [AQ_GGUF_Q3_K] = gg_encode_q3_k,
-               [AQ_GGUF_Q4_K] = gg_encode_q4_k,
-               [AQ_GGUF_Q5_K] = gg_encode_q5_k,
-               [AQ_GGUF_Q6_K] = gg_encode_q6_k,
-               [AQ_GGUF_BF16] = gg_encode_bf16},
-    .decode = {[AQ_GGUF_F32] = gg_decode_f32,
-               [AQ_GGUF_F16] = gg_decode_f16,
-               [AQ_GGUF_Q4_0] = gg_decode_q4_0,
-               [AQ_GGUF_Q4_1] = gg_decode_q4_1,
-               [AQ_GGUF_Q5_0] = gg_decode_q5_0,
-               [AQ_GGUF_Q5_1] = gg_decode_q5_1,
-               [AQ_GGUF_Q8_0] = gg_decode_q8_0,
-               [AQ_GGUF_Q2_K] = gg_decode_q2_k,
-               [AQ_GGUF_Q3_K] = gg_decode_q3_k,
-               [AQ_GGUF_Q4_K] = gg_decode_q4_k,
-               [AQ_GGUF_Q5_K] = gg_decode_q5_k,
-               [AQ_GGUF_Q6_K] = gg_decode_q6_k,
-               [AQ_GGUF_IQ4_NL] = gg_decode_iq4_nl,
-               [AQ_GGUF_IQ4_XS] = gg_decode_iq4_xs,
-               [AQ_GGUF_BF16] = gg_decode_bf16},
-};
+#include <immintrin.h>
+
+/* Up to eight blocks of n (<= 32) elements, transposed: x[8 i + k] is element i of block k.
+ * Lanes past the last block hold zeros with weight 1 and their results are dropped. */
+typedef struct gv_group {
+    _Alignas(32) float x[32 * 8];
+    _Alignas(32) float w[32 * 8];
+    const float *wt; /* w, or gv_ones when there are no weights */
+} gv_group;
+
+#define GV_ONES8 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f
+#define GV_ONES32 GV_ONES8, GV_ONES8, GV_ONES8, GV_ONES8
+_Alignas(32) static const float gv_ones[32 * 8] = {GV_ONES32, GV_ONES32, GV_ONES32, GV_ONES32,
+                                                   GV_ONES32, GV_ONES32, GV_ONES32, GV_ONES32};
+
+/* Rows r[k] (eight floats of block k) become columns: r[i] holds float i of every block. */
+static inline void gv_transpose8(__m256 *r)
+{
+    const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    const __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    const __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    const __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    const __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+    const __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0));
+    const __m256 u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+    r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+    r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+    r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+    r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+    r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+    r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+    r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+    r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+}
+
+/* dst[8 i + k] = src[k n + i] for i < n (a multiple of 8), eight blocks. */
+static void gv_transpose(const float *src, unsigned n, float *dst)
+{
+    for (unsigned c = 0; c < n; c += 8) {
+        __m256 r[8];
+        for (unsigned k = 0; k < 8; k++) {
+            r[k] = _mm256_loadu_ps(src + k * n + c);
+        }
+        gv_transpose8(r);
+        for (unsigned i = 0; i < 8; i++) {
+            _mm256_store_ps(dst + 8 * (c + i), r[i]);
+        }
+    }
+}
+
+static void gv_load(gv_group *g, const float *x, const float *w, size_t m, unsigned n)
+{
+    g->wt = w != NULL ? g->w : gv_ones;
+    if (m == 8) {
+        gv_transpose(x, n, g->x);
+        if (w != NULL) {
+            gv_transpose(w, n, g->w);
+        }
+        return;
+    }
+    for (unsigned i = 0; i < n; i++) {
+        for (size_t k = 0; k < 8; k++) {
+            g->x[8 * i + k] = k < m ? x[k * n + i] : 0.0f;
+            if (w != NULL) {
+                g->w[8 * i + k] = k < m ? w[k * n + i] : 1.0f;
+            }
+        }
+    }
+}
+
+static inline __m256 gv_x(const gv_group *g, unsigned i)
+{
+    return _mm256_load_ps(g->x + 8 * i);
+}
+
+static inline __m256 gv_w(const gv_group *g, unsigned i)
+{
+    return _mm256_load_ps(g->wt + 8 * i);
+}
+
+/* gg_rclamp lane by lane: max(lo, v) is "v < lo ? lo : v", min(hi, v) is "v > hi ? hi : v". */
+static inline __m256 gv_rclamp(__m256 v, __m256 lo, __m256 hi)
+{
+    const __m256 magic = _mm256_set1_ps(0x1.8p23f);
+    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+    return _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
+}
+
+static inline __m256 gv_abs(__m256 v)
+{
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+static inline __m256 gv_isfinite(__m256 v)
+{
+    return _mm256_cmp_ps(gv_abs(v), _mm256_set1_ps(INFINITY), _CMP_LT_OQ);
+}
+
+/* gg_f16_round lane by lane (F16C rounds to nearest even, as aq__f32_to_f16 does). */
+static inline __m256 gv_f16_round(__m256 v)
+{
+    v = _mm256_min_ps(_mm256_set1_ps(65504.0f), v);
+    v = _mm256_max_ps(_mm256_set1_ps(-65504.0f), v);
+    return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+}
+
+/* 1 / d where d != 0 (C's !=: also where d is NaN), else 0. */
+static inline __m256 gv_inv_nz(__m256 d)
+{
+    const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+    return _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.0f), d));
+}
+
+/* gg_sym_err per lane. */
+static __m256 gv_sym_err(const gv_group *g, unsigned n, __m256 d, __m256 qmin, __m256 qmax)
+{
+    const __m256 id = gv_inv_nz(d);
+    __m256 t = _mm256_setzero_ps();
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 acc = _mm256_setzero_ps();
+        for (unsigned i = l; i < n; i += GG_LANES) {
+            const __m256 x = gv_x(g, i);
+            const __m256 q = gv_rclamp(_mm256_mul_ps(x, id), qmin, qmax);
+            const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d, q));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(gv_w(g, i), r), r));
+        }
+        t = _mm256_add_ps(t, acc);
+    }
+    return t;
+}
+
+/* gg_sym_refit per lane. */
+static __m256 gv_sym_refit(const gv_group *g, unsigned n, __m256 d0, __m256 qmin, __m256 qmax)
+{
+    const __m256 id = _mm256_div_ps(_mm256_set1_ps(1.0f), d0);
+    __m256 sxq = _mm256_setzero_ps(), sqq = _mm256_setzero_ps();
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 axq = _mm256_setzero_ps(), aqq = _mm256_setzero_ps();
+        for (unsigned i = l; i < n; i += GG_LANES) {
+            const __m256 x = gv_x(g, i), w = gv_w(g, i);
+            const __m256 q = gv_rclamp(_mm256_mul_ps(x, id), qmin, qmax);
+            axq = _mm256_add_ps(axq, _mm256_mul_ps(_mm256_mul_ps(w, x), q));
+            aqq = _mm256_add_ps(aqq, _mm256_mul_ps(_mm256_mul_ps(w, q), q));
+        }
+        sxq = _mm256_add_ps(sxq, axq);
+        sqq = _mm256_add_ps(sqq, aqq);
+    }
+    const __m256 pos = _mm256_cmp_ps(sqq, _mm256_setzero_ps(), _CMP_GT_OQ);
+    return _mm256_blendv_ps(d0, _mm256_div_ps(sxq, sqq), pos);
+}
+
+/* gg_sym_search per lane. */
+static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_i, unsigned ncand,
+                            float step, bool f16)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 qmin = _mm256_set1_ps((float)qmin_i), qmax = _mm256_set1_ps((float)qmax_i);
+    __m256 amax = zero, vmax = zero;
+    for (unsigned i = 0; i < n; i++) {
+        amax = _mm256_max_ps(gv_abs(gv_x(g, i)), amax);
+    }
+    /* The first element of largest magnitude: the last match, scanning backwards. */
+    for (unsigned i = n; i-- > 0;) {
+        const __m256 x = gv_x(g, i);
+        vmax = _mm256_blendv_ps(vmax, x, _mm256_cmp_ps(gv_abs(x), amax, _CMP_EQ_OQ));
+    }
+    __m256 best_d = zero;
+    __m256 best_e = gv_sym_err(g, n, zero, qmin, qmax);
+    for (unsigned side = 0; side < 2; side++) {
+        for (unsigned c = 0; c < ncand; c++) {
+            const float L =
+                side == 0 ? (float)qmin_i + (float)c * step : (float)qmax_i - (float)c * step;
+            if (L == 0.0f) {
+                continue;
+            }
+            __m256 cand[2];
+            cand[0] = _mm256_div_ps(vmax, _mm256_set1_ps(L));
+            if (f16) {
+                cand[0] = gv_f16_round(cand[0]);
+            }
+            const __m256 ok0 =
+                _mm256_and_ps(_mm256_cmp_ps(cand[0], zero, _CMP_NEQ_UQ), gv_isfinite(cand[0]));
+            if (_mm256_movemask_ps(ok0) == 0) {
+                continue;
+            }
+            cand[1] = gv_sym_refit(g, n, cand[0], qmin, qmax);
+            if (f16) {
+                cand[1] = gv_f16_round(cand[1]);
+            }
+            for (unsigned k = f16 ? 0 : 1; k < 2; k++) {
+                const __m256 ok =
+                    _mm256_and_ps(ok0, _mm256_and_ps(_mm256_cmp_ps(cand[k], zero, _CMP_NEQ_UQ),
+                                                     gv_isfinite(cand[k])));
+                const __m256 e = gv_sym_err(g, n, cand[k], qmin, qmax);
+                const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, best_e, _CMP_LT_OQ));
+                best_e = _mm256_blendv_ps(best_e, e, better);
+                best_d = _mm256_blendv_ps(best_d, cand[k], better);
+            }
+        }
+    }
+    return _mm256_andnot_ps(_mm256_cmp_ps(amax, zero, _CMP_EQ_OQ), best_d);
+}
+
+/* round(x / d) clamped, as ints, of lane k into q[k * stride + i] for the first m lanes. */
+static void gv_codes_sym(const gv_group *g, unsigned n, __m256 d, int qmin, int qmax, size_t m,
+                         int *q, size_t stride)
+{
+    const __m256 id = gv_inv_nz(d);
+    const __m256 lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
+    for (unsigned i = 0; i < n; i++) {
+        _Alignas(32) int32_t t[8];
+        _mm256_store_si256((__m256i *)t,
+                           _mm256_cvtps_epi32(gv_rclamp(_mm256_mul_ps(gv_x(g, i), id), lo, hi)));
+        for (size_t k = 0; k < m; k++) {
+            q[k * stride + i] = t[k];
+        }
+    }
+}
+
+static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
+                          unsigned ncand, float step, uint16_t *dh, int *q)
+{
+    gv_group g;
+    gv_load(&g, x, w, m, GG_QK);
+    const __m256 d = gv_sym_search(&g, GG_QK, qmin, qmax, ncand, step, true);
+    _Alignas(32) float dd[8];
+    _mm256_store_ps(dd, d);
+    for (size_t k = 0; k < m; k++) {
+        dh[k] = aq__f32_to_f16(dd[k]);
+    }
+    gv_codes_sym(&g, GG_QK, d, qmin, qmax, m, q, GG_QK);
+}
+
+static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
+                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q)
+{
+    gv_group g[2];
+    _Alignas(32) float s[16];
+    for (unsigned h = 0; h < 2; h++) {
+        gv_load(&g[h], x + h * 128, w != NULL ? w + h * 128 : NULL, 8, 16);
+        _mm256_store_ps(s + 8 * h, gv_sym_search(&g[h], 16, qmin, qmax, ncand, step, false));
+    }
+    float smax = 0.0f, amax = 0.0f;
+    for (unsigned j = 0; j < 16; j++) {
+        if (fabsf(s[j]) > amax) {
+            amax = fabsf(s[j]);
+            smax = s[j];
+        }
+    }
+    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmin));
+    const float d = aq__f16_to_f32(dh);
+    const __m256 dv = _mm256_set1_ps(d);
+    const __m256 lo = _mm256_set1_ps((float)pmin), hi = _mm256_set1_ps((float)pmax);
+    const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
+    for (unsigned h = 0; h < 2; h++) {
+        const __m256 c0 = d != 0.0f
+                              ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s + 8 * h), dv), lo, hi)
+                              : _mm256_setzero_ps();
+        __m256 best = c0, be = _mm256_set1_ps(INFINITY);
+        for (int o = -1; o <= 1; o++) {
+            const __m256 a = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
+            const __m256 ok =
+                _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GE_OQ), _mm256_cmp_ps(a, hi, _CMP_LE_OQ));
+            const __m256 e = gv_sym_err(&g[h], 16, _mm256_mul_ps(dv, a), ql, qh);
+            const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
+            be = _mm256_blendv_ps(be, e, better);
+            best = _mm256_blendv_ps(best, a, better);
+        }
+        _Alignas(32) int32_t bi[8];
+        _mm256_store_si256((__m256i *)bi, _mm256_cvtps_epi32(best));
+        int qi[8 * 16];
+        gv_codes_sym(&g[h], 16, _mm256_mul_ps(dv, best), qmin, qmax, 8, qi, 16);
+        for (unsigned k = 0; k < 8; k++) {
+            sc[8 * h + k] = bi[k];
+        }
+        for (unsigned i = 0; i < 128; i++) {
+            q[128 * h + i] = (int8_t)qi[i];
+        }
+    }
+    *d_out = dh;
+}
+
+/* gg_aff_err per lane. */
+static __m256 gv_aff_err(const gv_group *g, unsigned n, __m256 fd, __m256 fm, __m256 qmax)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 pos = _mm256_cmp_ps(fd, zero, _CMP_GT_OQ);
+    const __m256 id = _mm256_and_ps(pos, _mm256_div_ps(_mm256_set1_ps(1.0f), fd));
+    __m256 t = zero;
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 acc = zero;
+        for (unsigned i = l; i < n; i += GG_LANES) {
+            const __m256 x = gv_x(g, i);
+            const __m256 q = gv_rclamp(_mm256_mul_ps(_mm256_add_ps(x, fm), id), zero, qmax);
+            const __m256 r = _mm256_sub_ps(x, _mm256_sub_ps(_mm256_mul_ps(fd, q), fm));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(gv_w(g, i), r), r));
+        }
+        t = _mm256_add_ps(t, acc);
+    }
+    return t;
+}
+
+/* gg_aff_search for each lane: the sums in vectors, each candidate's fit (double) per lane. */
+static void gv_aff_search(const gv_group *g, unsigned n, int qmax, unsigned ncand, float *s_out,
+                          float *m_out)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    __m256 lo = zero, hi = zero, sw = zero, sx = zero, sxx = zero;
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 lo8 = gv_x(g, l), hi8 = lo8, aw = zero, ax = zero, axx = zero;
+        for (unsigned i = l; i < n; i += GG_LANES) {
+            const __m256 x = gv_x(g, i), w = gv_w(g, i);
+            lo8 = _mm256_min_ps(x, lo8);
+            hi8 = _mm256_max_ps(x, hi8);
+            aw = _mm256_add_ps(aw, w);
+            ax = _mm256_add_ps(ax, _mm256_mul_ps(w, x));
+            axx = _mm256_add_ps(axx, _mm256_mul_ps(_mm256_mul_ps(w, x), x));
+        }
+        if (l == 0) {
+            lo = lo8;
+            hi = hi8;
+        } else {
+            lo = _mm256_min_ps(lo8, lo);
+            hi = _mm256_max_ps(hi8, hi);
+        }
+        sw = _mm256_add_ps(sw, aw);
+        sx = _mm256_add_ps(sx, ax);
+        sxx = _mm256_add_ps(sxx, axx);
+    }
+    lo = _mm256_blendv_ps(lo, zero, _mm256_cmp_ps(lo, zero, _CMP_GT_OQ));
+    const __m256 range = _mm256_sub_ps(hi, lo);
+    _Alignas(32) float lo_a[8], hi_a[8], range_a[8], sw_a[8], sx_a[8], sxx_a[8];
+    _mm256_store_ps(lo_a, lo);
+    _mm256_store_ps(hi_a, hi);
+    _mm256_store_ps(range_a, range);
+    _mm256_store_ps(sw_a, sw);
+    _mm256_store_ps(sx_a, sx);
+    _mm256_store_ps(sxx_a, sxx);
+    double best_s[8], best_m[8], best_e[8];
+    for (unsigned k = 0; k < 8; k++) {
+        best_s[k] = (double)range_a[k] / (double)qmax;
+        best_m[k] = (double)lo_a[k];
+        best_e[k] = (double)INFINITY;
+    }
+    const __m256 qm = _mm256_set1_ps((float)qmax);
+    for (unsigned c = 0; c < ncand; c++) {
+        const float levels = (float)qmax + ((float)c - (float)(ncand / 2)) * 0.5f;
+        if (levels <= 0.5f) {
+            continue;
+        }
+        const __m256 inv = _mm256_div_ps(_mm256_set1_ps(levels), range);
+        __m256 sq = zero, sqq = zero, sxq = zero;
+        for (unsigned l = 0; l < GG_LANES; l++) {
+            __m256 aq_ = zero, aqq = zero, axq = zero;
+            for (unsigned i = l; i < n; i += GG_LANES) {
+                const __m256 x = gv_x(g, i), w = gv_w(g, i);
+                const __m256 q = gv_rclamp(_mm256_mul_ps(_mm256_sub_ps(x, lo), inv), zero, qm);
+                aq_ = _mm256_add_ps(aq_, _mm256_mul_ps(w, q));
+                aqq = _mm256_add_ps(aqq, _mm256_mul_ps(_mm256_mul_ps(w, q), q));
+                axq = _mm256_add_ps(axq, _mm256_mul_ps(_mm256_mul_ps(w, x), q));
+            }
+            sq = _mm256_add_ps(sq, aq_);
+            sqq = _mm256_add_ps(sqq, aqq);
+            sxq = _mm256_add_ps(sxq, axq);
+        }
+        _Alignas(32) float sq_a[8], sqq_a[8], sxq_a[8];
+        _mm256_store_ps(sq_a, sq);
+        _mm256_store_ps(sqq_a, sqq);
+        _mm256_store_ps(sxq_a, sxq);
+        for (unsigned k = 0; k < 8; k++) {
+            double s, m, e;
+            if (hi_a[k] <= lo_a[k] ||
+                !aq__fit_candidate((double)sw_a[k], (double)sx_a[k], (double)sxx_a[k],
+                                   (double)sq_a[k], (double)sqq_a[k], (double)sxq_a[k], true, &s,
+                                   &m, &e)) {
+                continue;
+            }
+            if (e < best_e[k]) {
+                best_e[k] = e;
+                best_s[k] = s;
+                best_m[k] = m;
+            }
+        }
+    }
+    for (unsigned k = 0; k < 8; k++) {
+        if (hi_a[k] <= lo_a[k]) {
+            s_out[k] = 0.0f;
+            m_out[k] = -lo_a[k];
+        } else {
+            s_out[k] = (float)best_s[k];
+            m_out[k] = (float)-best_m[k];
+        }
+    }
+}
+
+static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
+                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
+                         uint8_t *sc, uint8_t *mc, uint8_t *q)
+{
+    const unsigned ng = nsub / 8;
+    gv_group g[2];
+    _Alignas(32) float s[16], m[16];
+    for (unsigned h = 0; h < ng; h++) {
+        gv_load(&g[h], x + h * 8 * sub, w != NULL ? w + h * 8 * sub : NULL, 8, sub);
+        gv_aff_search(&g[h], sub, qmax, ncand, s + 8 * h, m + 8 * h);
+    }
+    float smax = 0.0f, mmax = 0.0f;
+    for (unsigned j = 0; j < nsub; j++) {
+        smax = s[j] > smax ? s[j] : smax;
+        mmax = m[j] > mmax ? m[j] : mmax;
+    }
+    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmax));
+    const uint16_t mh = aq__f32_to_f16(gg_f16_round(mmax / (float)pmax));
+    const float d = aq__f16_to_f32(dh), dmin = aq__f16_to_f32(mh);
+    const __m256 zero = _mm256_setzero_ps(), dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(dmin);
+    const __m256 pm = _mm256_set1_ps((float)pmax), qm = _mm256_set1_ps((float)qmax);
+    for (unsigned h = 0; h < ng; h++) {
+        const __m256 sc0 =
+            d > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s + 8 * h), dv), zero, pm) : zero;
+        const __m256 mc0 =
+            dmin > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(m + 8 * h), mv), zero, pm) : zero;
+        __m256 bs = sc0, bm = mc0, be = _mm256_set1_ps(INFINITY);
+        for (int oa = -1; oa <= 1; oa++) {
+            const __m256 a = _mm256_add_ps(sc0, _mm256_set1_ps((float)oa));
+            const __m256 oka =
+                _mm256_and_ps(_mm256_cmp_ps(a, zero, _CMP_GE_OQ), _mm256_cmp_ps(a, pm, _CMP_LE_OQ));
+            for (int ob = -1; ob <= 1; ob++) {
+                if (cross && oa != 0 && ob != 0) {
+                    continue;
+                }
+                const __m256 b = _mm256_add_ps(mc0, _mm256_set1_ps((float)ob));
+                const __m256 ok =
+                    _mm256_and_ps(oka, _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GE_OQ),
+                                                     _mm256_cmp_ps(b, pm, _CMP_LE_OQ)));
+                const __m256 e =
+                    gv_aff_err(&g[h], sub, _mm256_mul_ps(dv, a), _mm256_mul_ps(mv, b), qm);
+                const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
+                be = _mm256_blendv_ps(be, e, better);
+                bs = _mm256_blendv_ps(bs, a, better);
+                bm = _mm256_blendv_ps(bm, b, better);
+            }
+        }
+        _Alignas(32) int32_t bsi[8], bmi[8];
+        _mm256_store_si256((__m256i *)bsi, _mm256_cvtps_epi32(bs));
+        _mm256_store_si256((__m256i *)bmi, _mm256_cvtps_epi32(bm));
+        for (unsigned k = 0; k < 8; k++) {
+            sc[8 * h + k] = (uint8_t)bsi[k];
+            mc[8 * h + k] = (uint8_t)bmi[k];
+        }
+        /* The codes, as gg_aff_codes. */
+        const __m256 fd = _mm256_mul_ps(dv, bs), fm = _mm256_mul_ps(mv, bm);
+        const __m256 id = _mm256_and_ps(_mm256_cmp_ps(fd, zero, _CMP_GT_OQ),
+                                        _mm256_div_ps(_mm256_set1_ps(1.0f), fd));
+        uint8_t *qg = q + h * 8 * sub;
+        for (unsigned i = 0; i < sub; i++) {
+            _Alignas(32) int32_t t[8];
+            _mm256_store_si256(
+                (__m256i *)t, _mm256_cvtps_epi32(gv_rclamp(
+                                  _mm256_mul_ps(_mm256_add_ps(gv_x(&g[h], i), fm), id), zero, qm)));
+            for (unsigned k = 0; k < 8; k++) {
+                qg[k * sub + i] = (uint8_t)t[k];
+            }
+        }
+    }
+    *d_out = dh;
+    *dmin_out = mh;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Decoders: the reference's one float32 product (and difference) per element, eight at once */
+/* ---------------------------------------------------------------------------------------- */
+
+/* Eight bytes as eight 32-bit lanes, zero-extended. */
+static inline __m256i gv_u8x8(const uint8_t *p)
+{
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+}
+
+static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
+{
+    for (size_t b = 0; b < nb; b++, in += 34, y += GG_QK) {
+        const __m256 d = _mm256_set1_ps(gg_h2f(in));
+        for (unsigned i = 0; i < GG_QK; i += 8) {
+            const __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(in + 2 + i)));
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_cvtepi32_ps(q), d));
+        }
+    }
+}
+
+static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i fifteen = _mm256_set1_epi32(15), eight = _mm256_set1_epi32(8);
+    for (size_t b = 0; b < nb; b++, in += 18, y += GG_QK) {
+        const __m256 d = _mm256_set1_ps(gg_h2f(in));
+        for (unsigned i = 0; i < 16; i += 8) {
+            const __m256i q = gv_u8x8(in + 2 + i);
+            const __m256i lo = _mm256_sub_epi32(_mm256_and_si256(q, fifteen), eight);
+            const __m256i hi = _mm256_sub_epi32(_mm256_srli_epi32(q, 4), eight);
+            _mm256_storeu_ps(y + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(lo)));
+            _mm256_storeu_ps(y + 16 + i, _mm256_mul_ps(d, _mm256_cvtepi32_ps(hi)));
+        }
+    }
+}
+
+static void gg_decode_k45(const uint8_t *in, size_t nb, float *y, bool five)
+{
+    const size_t bytes = five ? 176 : 144;
+    const __m256i fifteen = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
+    for (size_t b = 0; b < nb; b++, in += bytes, y += GG_QKK) {
+        float d1[8], m1[8];
+        gg_get_factors_k4(in, d1, m1);
+        const uint8_t *qh = in + 16, *qs = in + (five ? 48 : 16);
+        for (unsigned j = 0; j < 8; j++) {
+            const __m256 dv = _mm256_set1_ps(d1[j]), mv = _mm256_set1_ps(m1[j]);
+            const int shift = 4 * (int)(j % 2);
+            for (unsigned l = 0; l < 32; l += 8) {
+                __m256i q = _mm256_and_si256(
+                    _mm256_srli_epi32(gv_u8x8(qs + (j / 2) * 32 + l), shift), fifteen);
+                if (five) {
+                    const __m256i h =
+                        _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(qh + l), (int)j), one);
+                    q = _mm256_or_si256(q, _mm256_slli_epi32(h, 4));
+                }
+                _mm256_storeu_ps(y + j * 32 + l,
+                                 _mm256_sub_ps(_mm256_mul_ps(dv, _mm256_cvtepi32_ps(q)), mv));
+            }
+        }
+    }
+}
+
+static void gg_decode_q4_k(const uint8_t *in, size_t nb, float *y)
+{
+    gg_decode_k45(in, nb, y, false);
+}
+
+static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
+{
+    gg_decode_k45(in, nb, y, true);
+}
+
+static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i fifteen = _mm256_set1_epi32(15), three = _mm256_set1_epi32(3);
+    const __m256i bias = _mm256_set1_epi32(32);
+    for (size_t b = 0; b < nb; b++, in += 210, y += GG_QKK) {
+        const float d = gg_h2f(in + 208);
+        const uint8_t *ql = in, *qh = in + 128;
+        for (unsigned e = 0; e < GG_QKK; e += 8) {
+            const unsigned c = e / 128, r = e % 128;
+            const __m256i lo = _mm256_and_si256(
+                _mm256_srli_epi32(gv_u8x8(ql + c * 64 + r % 64), (int)(4 * (r / 64))), fifteen);
+            const __m256i hi = _mm256_and_si256(
+                _mm256_srli_epi32(gv_u8x8(qh + c * 32 + r % 32), (int)(2 * (r / 32))), three);
+            const __m256i q = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), bias);
+            const __m256 dl = _mm256_set1_ps(d * (float)(int8_t)in[192 + e / 16]);
+            _mm256_storeu_ps(y + e, _mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
+static void gg_decode_q5_0(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i fifteen = _mm256_set1_epi32(15), one = _mm256_set1_epi32(1);
+    const __m256i sixteen = _mm256_set1_epi32(16),
+                  lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (size_t b = 0; b < nb; b++, in += 22, y += GG_QK) {
+        const __m256 d = _mm256_set1_ps(gg_h2f(in));
+        const __m256i qh = _mm256_set1_epi32((int)gg_get_u32(in + 2));
+        for (unsigned i = 0; i < 16; i += 8) {
+            const __m256i q = gv_u8x8(in + 6 + i);
+            const __m256i at = _mm256_add_epi32(lanes, _mm256_set1_epi32((int)i));
+            const __m256i hlo = _mm256_and_si256(_mm256_srlv_epi32(qh, at), one);
+            const __m256i hhi =
+                _mm256_and_si256(_mm256_srlv_epi32(qh, _mm256_add_epi32(at, sixteen)), one);
+            const __m256i lo =
+                _mm256_or_si256(_mm256_and_si256(q, fifteen), _mm256_slli_epi32(hlo, 4));
+            const __m256i hi = _mm256_or_si256(_mm256_srli_epi32(q, 4), _mm256_slli_epi32(hhi, 4));
+            _mm256_storeu_ps(y + i,
+                             _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(lo, sixteen))));
+            _mm256_storeu_ps(y + 16 + i,
+                             _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(hi, sixteen))));
+        }
+    }
+}
+
+static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i three = _mm256_set1_epi32(3);
+    for (size_t b = 0; b < nb; b++, in += 84, y += GG_QKK) {
+        const float d = gg_h2f(in + 80), dmin = gg_h2f(in + 82);
+        const uint8_t *qs = in + 16;
+        float dls[16], mls[16];
+        for (unsigned j = 0; j < 16; j++) {
+            dls[j] = d * (float)(in[j] & 15);
+            mls[j] = dmin * (float)(in[j] >> 4);
+        }
+        for (unsigned e = 0; e < GG_QKK; e += 8) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            const __m256 dl = _mm256_set1_ps(dls[e / 16]);
+            const __m256 ml = _mm256_set1_ps(mls[e / 16]);
+            const __m256i q =
+                _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(qs + c * 32 + l), (int)(2 * s)), three);
+            _mm256_storeu_ps(y + e, _mm256_sub_ps(_mm256_mul_ps(dl, _mm256_cvtepi32_ps(q)), ml));
+        }
+    }
+}
+
+static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
+{
+    const __m256i three = _mm256_set1_epi32(3), one = _mm256_set1_epi32(1);
+    const __m256i four = _mm256_set1_epi32(4);
+    for (size_t b = 0; b < nb; b++, in += 110, y += GG_QKK) {
+        const float d = gg_h2f(in + 108);
+        const uint8_t *hmask = in, *qs = in + 32;
+        float dl[16];
+        for (unsigned j = 0; j < 16; j++) {
+            dl[j] = d * (float)gg_get_scale_q3(in + 96, j);
+        }
+        for (unsigned e = 0; e < GG_QKK; e += 8) {
+            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
+            const __m256i low =
+                _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(qs + c * 32 + l), (int)(2 * s)), three);
+            const __m256i high =
+                _mm256_and_si256(_mm256_srli_epi32(gv_u8x8(hmask + e % 32), (int)(e / 32)), one);
+            /* low - (high ? 0 : 4) */
+            const __m256i q =
+                _mm256_add_epi32(_mm256_sub_epi32(low, four), _mm256_slli_epi32(high, 2));
+            _mm256_storeu_ps(y + e,
+                             _mm256_mul_ps(_mm256_set1_ps(dl[e / 16]), _mm256_cvtepi32_ps(q)));
+        }
+    }
+}
+
+/* F16C rounds to nearest even, as aq__f32_to_f16 does, and overflows to infinity alike (the
+ * encoders get finite input: NaN payloads do not arise). */
+static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out)
+{
+    (void)w;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm_storeu_si128(
+            (__m128i *)(out + 2 * i),
+            _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    for (; i < n; i++) {
+        gg_put_h(out + 2 * i, aq__f32_to_f16(x[i]));
+    }
+}
+
+static void gg_decode_f16(const uint8_t *in, size_t n, float *y)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(in + 2 * i))));
+    }
+    for (; i < n; i++) {
+        y[i] = gg_h2f(in + 2 * i);
+    }
+}
+
+static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(in + 2 * i)));
+        _mm256_storeu_ps(y + i, _mm256_castsi256_ps(_mm256_slli_epi32(h, 16)));
+    }
+    for (; i < n; i++) {
+        y[i] = aq__bf16_to_f32((uint16_t)(in[2 * i] | (in[2 * i + 1] << 8)));
+    }
+}
+
+const aq__ggml_kernels aq__ggml_kernels_avx2 = GG_KERNELS_TABLE("avx2");

@@ -4,6 +4,11 @@
  * The code is plain C whose sums run in fixed lanes (GG_LANES partial sums, added in lane
  * order) with no contraction, so every compilation gives the same bits; the wider instruction
  * set only lets the compiler use wider vectors. Everything here is static.
+ *
+ * With GG_SIMD defined, the including file supplies its own searches (gg_sym_blocks,
+ * gg_sym_super, gg_aff_super), gg_encode_f16 and the decoders of the types it writes
+ * (gg_decode_q8_0, _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16), with the
+ * same contracts and bits; the reference ones are left out.
  */
 #ifndef AQ_KERNELS_GGML_BODY_H
 #define AQ_KERNELS_GGML_BODY_H
@@ -43,6 +48,30 @@ static float gg_f16_round(float v)
     return aq__f16_to_f32(aq__f32_to_f16(v));
 }
 
+/* round(v) clamped to [lo, hi], as a float (ties to even; |v| < 2^22 after the clamp). */
+static inline float gg_rclamp(float v, float lo, float hi)
+{
+    v = v < lo ? lo : v;
+    v = v > hi ? hi : v;
+    return (v + 0x1.8p23f) - 0x1.8p23f;
+}
+
+/* Partial sums per loop (see gg_lanes_sum). */
+#define GG_LANES 8u
+
+/* The searches: gg_sym_blocks gives the codes and stored binary16 scales of m (<= 8)
+ * consecutive symmetric 32-blocks (dh[k] and q[32 k + i] for block k); gg_sym_super and
+ * gg_aff_super the parameters and codes of one super-block. */
+static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
+                          unsigned ncand, float step, uint16_t *dh, int *q);
+static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
+                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q);
+static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
+                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
+                         uint8_t *sc, uint8_t *mc, uint8_t *q);
+
+#ifndef GG_SIMD
+
 /* Nearest integer of v clamped to [lo, hi] (lo <= 0 <= hi <= 255), ties to even. */
 static int gg_code(float v, int lo, int hi)
 {
@@ -61,8 +90,7 @@ static int gg_code(float v, int lo, int hi)
  * (element i into lane i % GG_LANES, added up in lane order at the end): a fixed order, so the
  * results are the same on every machine, and one the compiler can vectorise. Weights default to
  * the ones here. */
-#define GG_LANES 8u
-#define GG_ONES8 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f
+#    define GG_ONES8 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f
 static const float gg_ones[32] = {GG_ONES8, GG_ONES8, GG_ONES8, GG_ONES8};
 
 static float gg_lanes_sum(const float *acc)
@@ -72,14 +100,6 @@ static float gg_lanes_sum(const float *acc)
         t += acc[l];
     }
     return t;
-}
-
-/* round(v) clamped to [lo, hi], as a float (ties to even; |v| < 2^22 after the clamp). */
-static inline float gg_rclamp(float v, float lo, float hi)
-{
-    v = v < lo ? lo : v;
-    v = v > hi ? hi : v;
-    return (v + 0x1.8p23f) - 0x1.8p23f;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -379,30 +399,91 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
 /* 32-element block types                                                                    */
 /* ---------------------------------------------------------------------------------------- */
 
-/* The stored d of a symmetric 32-block and its codes. */
-static float gg_sym_block(const float *x, const float *w, int qmin, int qmax, unsigned ncand,
-                          float step, uint8_t *dst_d, int *q)
+/* Each block's scale by gg_sym_search, judged as stored (binary16). */
+static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
+                          unsigned ncand, float step, uint16_t *dh, int *q)
 {
-    const float d = gg_sym_search(x, w != NULL ? w : gg_ones, GG_QK, qmin, qmax, ncand, step, true);
-    gg_put_h(dst_d, aq__f32_to_f16(d));
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    for (unsigned i = 0; i < GG_QK; i++) {
-        q[i] = (int)gg_rclamp(x[i] * id, (float)qmin, (float)qmax);
-    }
-    return d;
-}
-
-static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
-{
-    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 34) {
-        int q[GG_QK];
-        (void)gg_sym_block(x, w, -128, 127, 1, 0.5f, out, q);
+    for (size_t k = 0; k < m; k++) {
+        const float *xk = x + k * GG_QK;
+        const float d = gg_sym_search(xk, w != NULL ? w + k * GG_QK : gg_ones, GG_QK, qmin, qmax,
+                                      ncand, step, true);
+        dh[k] = aq__f32_to_f16(d);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
         for (unsigned i = 0; i < GG_QK; i++) {
-            out[2 + i] = (uint8_t)(int8_t)q[i];
+            q[k * GG_QK + i] = (int)gg_rclamp(xk[i] * id, (float)qmin, (float)qmax);
         }
     }
 }
 
+#endif /* GG_SIMD */
+
+static uint32_t gg_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* The codes of a symmetric 32-block after its binary16 d, in the layout of its type: int8
+ * (Q8_0, codes -128..127), nibbles with bias 8 (Q4_0, -8..7), or the fifth bits then the
+ * nibbles with bias 16 (Q5_0, -16..15): element i in the low nibble of byte i, i + 16 in the
+ * high one. */
+static void gg_pack_sym32(const int *q, int qmax, uint8_t *o)
+{
+    if (qmax == 127) {
+        for (unsigned i = 0; i < GG_QK; i++) {
+            o[i] = (uint8_t)(int8_t)q[i];
+        }
+        return;
+    }
+    const int bias = qmax + 1;
+    if (qmax == 15) {
+        uint32_t qh = 0;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
+        }
+        for (unsigned j = 0; j < 4; j++) {
+            o[j] = (uint8_t)(qh >> (8 * j));
+        }
+        o += 4;
+    }
+    for (unsigned i = 0; i < 16; i++) {
+        o[i] = (uint8_t)(((q[i] + bias) & 15) | (((q[i + 16] + bias) & 15) << 4));
+    }
+}
+
+/* The symmetric 32-block types, eight blocks per search call. */
+static void gg_encode_sym32(const float *x, const float *w, size_t nb, uint8_t *out, int qmax,
+                            unsigned ncand, size_t bytes)
+{
+    uint16_t dh[8];
+    int q[8 * GG_QK];
+    for (size_t b = 0; b < nb; b += 8) {
+        const size_t m = nb - b < 8 ? nb - b : 8;
+        gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -qmax - 1, qmax, ncand,
+                      0.5f, dh, q);
+        for (size_t k = 0; k < m; k++) {
+            uint8_t *o = out + (b + k) * bytes;
+            gg_put_h(o, dh[k]);
+            gg_pack_sym32(q + k * GG_QK, qmax, o + 2);
+        }
+    }
+}
+
+static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym32(x, w, nb, out, 127, 1, 34);
+}
+
+static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym32(x, w, nb, out, 7, 4, 18);
+}
+
+static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym32(x, w, nb, out, 15, 4, 22);
+}
+
+#ifndef GG_SIMD
 static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 34, y += GG_QK) {
@@ -412,23 +493,9 @@ static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
-static void gg_put_nibbles(const int *q, int bias, uint8_t *qs)
-{
-    for (unsigned i = 0; i < 16; i++) {
-        qs[i] = (uint8_t)(((q[i] + bias) & 15) | (((q[i + 16] + bias) & 15) << 4));
-    }
-}
-
-static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
-{
-    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 18) {
-        int q[GG_QK];
-        (void)gg_sym_block(x, w, -8, 7, 4, 0.5f, out, q);
-        gg_put_nibbles(q, 8, out + 2);
-    }
-}
-
+#ifndef GG_SIMD
 static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 18, y += GG_QK) {
@@ -439,6 +506,7 @@ static void gg_decode_q4_0(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 static void gg_decode_q4_1(const uint8_t *in, size_t nb, float *y)
 {
@@ -451,27 +519,7 @@ static void gg_decode_q4_1(const uint8_t *in, size_t nb, float *y)
     }
 }
 
-static uint32_t gg_get_u32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
-}
-
-static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
-{
-    for (size_t b = 0; b < nb; b++, x += GG_QK, w = w != NULL ? w + GG_QK : NULL, out += 22) {
-        int q[GG_QK];
-        (void)gg_sym_block(x, w, -16, 15, 4, 0.5f, out, q);
-        uint32_t qh = 0;
-        for (unsigned i = 0; i < GG_QK; i++) {
-            qh |= (uint32_t)(((q[i] + 16) >> 4) & 1) << i;
-        }
-        for (unsigned k = 0; k < 4; k++) {
-            out[2 + k] = (uint8_t)(qh >> (8 * k));
-        }
-        gg_put_nibbles(q, 16, out + 6);
-    }
-}
-
+#ifndef GG_SIMD
 static void gg_decode_q5_0(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 22, y += GG_QK) {
@@ -485,6 +533,7 @@ static void gg_decode_q5_0(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 static void gg_decode_q5_1(const uint8_t *in, size_t nb, float *y)
 {
@@ -526,15 +575,17 @@ static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *o
         }
         uint8_t *qs = out + 16;
         memset(qs, 0, 64);
-        for (unsigned e = 0; e < GG_QKK; e++) {
-            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
-            qs[c * 32 + l] |= (uint8_t)(q[e] << (2 * s));
+        for (unsigned t = 0; t < 8; t++) { /* element 32 t + l */
+            for (unsigned l = 0; l < 32; l++) {
+                qs[(t / 4) * 32 + l] |= (uint8_t)(q[32 * t + l] << (2 * (t % 4)));
+            }
         }
         gg_put_h(out + 80, dh);
         gg_put_h(out + 82, mh);
     }
 }
 
+#ifndef GG_SIMD
 static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 84, y += GG_QKK) {
@@ -548,6 +599,7 @@ static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 /* The 6-bit scales of Q3_K (stored with +32) in their 12 bytes. */
 static void gg_put_scales_q3(const int *sc, uint8_t *p)
@@ -567,26 +619,71 @@ static int gg_get_scale_q3(const uint8_t *p, unsigned j)
     return (int)(lo | (hi << 4)) - 32;
 }
 
-static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
+/* Q3_K's bytes of one super-block: codes q in -4..3, scales sc in -32..31, d. */
+static void gg_pack_q3_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 110) {
+    uint8_t *hmask = out, *qs = out + 32;
+    memset(out, 0, 96);
+    for (unsigned t = 0; t < 8; t++) { /* element 32 t + l */
+        for (unsigned l = 0; l < 32; l++) {
+            const unsigned u = (unsigned)(q[32 * t + l] + 4);
+            qs[(t / 4) * 32 + l] |= (uint8_t)((u & 3u) << (2 * (t % 4)));
+            hmask[l] |= (uint8_t)((u >> 2) << t);
+        }
+    }
+    gg_put_scales_q3(sc, out + 96);
+    gg_put_h(out + 108, dh);
+}
+
+/* Q6_K's bytes of one super-block: codes q in -32..31, scales sc in -128..127, d. */
+static void gg_pack_q6_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out)
+{
+    uint8_t *ql = out, *qh = out + 128;
+    memset(out, 0, 192);
+    for (unsigned c = 0; c < 2; c++) {
+        for (unsigned t = 0; t < 4; t++) { /* element 128 c + 32 t + l */
+            for (unsigned l = 0; l < 32; l++) {
+                const unsigned u = (unsigned)(q[128 * c + 32 * t + l] + 32);
+                ql[c * 64 + 32 * (t % 2) + l] |= (uint8_t)((u & 15u) << (4 * (t / 2)));
+                qh[c * 32 + l] |= (uint8_t)((u >> 4) << (2 * t));
+            }
+        }
+    }
+    for (unsigned j = 0; j < 16; j++) {
+        out[192 + j] = (uint8_t)(int8_t)sc[j];
+    }
+    gg_put_h(out + 208, dh);
+}
+
+/* The symmetric K types, Q3_K (six false) and Q6_K (six true). */
+static void gg_encode_sym_k(const float *x, const float *w, size_t nb, uint8_t *out, bool six)
+{
+    const size_t bytes = six ? 210 : 110;
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += bytes) {
         int sc[16];
         int8_t q[GG_QKK];
         uint16_t dh;
-        gg_sym_super(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
-        uint8_t *hmask = out, *qs = out + 32;
-        memset(out, 0, 96);
-        for (unsigned e = 0; e < GG_QKK; e++) {
-            const unsigned u = (unsigned)(q[e] + 4);
-            const unsigned c = e / 128, s = (e % 128) / 32, l = e % 32;
-            qs[c * 32 + l] |= (uint8_t)((u & 3u) << (2 * s));
-            hmask[e % 32] |= (uint8_t)((u >> 2) << (e / 32));
+        if (six) {
+            gg_sym_super(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
+            gg_pack_q6_k(q, sc, dh, out);
+        } else {
+            gg_sym_super(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
+            gg_pack_q3_k(q, sc, dh, out);
         }
-        gg_put_scales_q3(sc, out + 96);
-        gg_put_h(out + 108, dh);
     }
 }
 
+static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym_k(x, w, nb, out, false);
+}
+
+static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_sym_k(x, w, nb, out, true);
+}
+
+#ifndef GG_SIMD
 static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 110, y += GG_QKK) {
@@ -604,6 +701,7 @@ static void gg_decode_q3_k(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 /* The 6-bit scales and mins of Q4_K and Q5_K in their 12 bytes. */
 static void gg_put_scales_k4(const uint8_t *sc, const uint8_t *mc, uint8_t *p)
@@ -615,65 +713,51 @@ static void gg_put_scales_k4(const uint8_t *sc, const uint8_t *mc, uint8_t *p)
     }
 }
 
-static void gg_get_scales_k4(const uint8_t *p, unsigned j, unsigned *sc, unsigned *mc)
+/* The per-sub-block factors of a Q4_K or Q5_K super-block, as the decoder computes them:
+ * d1[j] = d sc_j and m1[j] = dmin mc_j (float32). */
+static void gg_get_factors_k4(const uint8_t *in, float *d1, float *m1)
 {
-    if (j < 4) {
-        *sc = p[j] & 63u;
-        *mc = p[j + 4] & 63u;
-    } else {
-        *sc = (p[j + 4] & 15u) | ((unsigned)(p[j - 4] >> 6) << 4);
-        *mc = (unsigned)(p[j + 4] >> 4) | ((unsigned)(p[j] >> 6) << 4);
+    const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
+    const uint8_t *p = in + 4;
+    for (unsigned j = 0; j < 8; j++) {
+        unsigned sc, mc;
+        if (j < 4) {
+            sc = p[j] & 63u;
+            mc = p[j + 4] & 63u;
+        } else {
+            sc = (p[j + 4] & 15u) | ((unsigned)(p[j - 4] >> 6) << 4);
+            mc = (unsigned)(p[j + 4] >> 4) | ((unsigned)(p[j] >> 6) << 4);
+        }
+        d1[j] = d * (float)sc;
+        m1[j] = dmin * (float)mc;
     }
 }
 
-static void gg_encode_q4_k(const float *x, const float *w, size_t nb, uint8_t *out)
+/* The affine K types with 32-element sub-blocks, Q4_K (five false) and Q5_K (five true):
+ * d, dmin, scales, then (Q5_K) the fifth bits qh[32], then the nibbles. */
+static void gg_encode_k45(const float *x, const float *w, size_t nb, uint8_t *out, bool five)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 144) {
+    const size_t bytes = five ? 176 : 144;
+    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += bytes) {
         uint8_t sc[8], mc[8], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
+        if (five) {
+            gg_aff_super(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
+        } else {
+            gg_aff_super(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
+        }
         gg_put_h(out, dh);
         gg_put_h(out + 2, mh);
         gg_put_scales_k4(sc, mc, out + 4);
-        uint8_t *qs = out + 16;
-        for (unsigned c = 0; c < 4; c++) {
-            for (unsigned l = 0; l < 32; l++) {
-                qs[c * 32 + l] = (uint8_t)(q[64 * c + l] | (q[64 * c + 32 + l] << 4));
+        uint8_t *qs = out + (five ? 48 : 16);
+        if (five) {
+            uint8_t *qh = out + 16;
+            memset(qh, 0, 32);
+            for (unsigned t = 0; t < 8; t++) {
+                for (unsigned l = 0; l < 32; l++) {
+                    qh[l] |= (uint8_t)((q[32 * t + l] >> 4) << t);
+                }
             }
-        }
-    }
-}
-
-static void gg_decode_q4_k(const uint8_t *in, size_t nb, float *y)
-{
-    for (size_t b = 0; b < nb; b++, in += 144, y += GG_QKK) {
-        const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
-        const uint8_t *qs = in + 16;
-        for (unsigned j = 0; j < 8; j++) {
-            unsigned sc, mc;
-            gg_get_scales_k4(in + 4, j, &sc, &mc);
-            const float d1 = d * (float)sc, m1 = dmin * (float)mc;
-            const unsigned shift = 4 * (j % 2);
-            for (unsigned l = 0; l < 32; l++) {
-                y[j * 32 + l] = d1 * (float)((qs[(j / 2) * 32 + l] >> shift) & 15) - m1;
-            }
-        }
-    }
-}
-
-static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *out)
-{
-    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 176) {
-        uint8_t sc[8], mc[8], q[GG_QKK];
-        uint16_t dh, mh;
-        gg_aff_super(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
-        gg_put_h(out, dh);
-        gg_put_h(out + 2, mh);
-        gg_put_scales_k4(sc, mc, out + 4);
-        uint8_t *qh = out + 16, *qs = out + 48;
-        memset(qh, 0, 32);
-        for (unsigned e = 0; e < GG_QKK; e++) {
-            qh[e % 32] |= (uint8_t)((q[e] >> 4) << (e / 32));
         }
         for (unsigned c = 0; c < 4; c++) {
             for (unsigned l = 0; l < 32; l++) {
@@ -684,48 +768,49 @@ static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *o
     }
 }
 
-static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
+static void gg_encode_q4_k(const float *x, const float *w, size_t nb, uint8_t *out)
 {
-    for (size_t b = 0; b < nb; b++, in += 176, y += GG_QKK) {
-        const float d = gg_h2f(in), dmin = gg_h2f(in + 2);
-        const uint8_t *qh = in + 16, *qs = in + 48;
+    gg_encode_k45(x, w, nb, out, false);
+}
+
+static void gg_encode_q5_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    gg_encode_k45(x, w, nb, out, true);
+}
+
+#ifndef GG_SIMD
+static void gg_decode_k45(const uint8_t *in, size_t nb, float *y, bool five)
+{
+    const size_t bytes = five ? 176 : 144;
+    for (size_t b = 0; b < nb; b++, in += bytes, y += GG_QKK) {
+        float d1[8], m1[8];
+        gg_get_factors_k4(in, d1, m1);
+        const uint8_t *qh = in + 16, *qs = in + (five ? 48 : 16);
         for (unsigned j = 0; j < 8; j++) {
-            unsigned sc, mc;
-            gg_get_scales_k4(in + 4, j, &sc, &mc);
-            const float d1 = d * (float)sc, m1 = dmin * (float)mc;
             const unsigned shift = 4 * (j % 2);
             for (unsigned l = 0; l < 32; l++) {
-                const unsigned e = j * 32 + l;
-                const unsigned q = (((unsigned)qs[(j / 2) * 32 + l] >> shift) & 15u) |
-                                   ((((unsigned)qh[l] >> (e / 32)) & 1u) << 4);
-                y[e] = d1 * (float)q - m1;
+                unsigned q = ((unsigned)qs[(j / 2) * 32 + l] >> shift) & 15u;
+                if (five) {
+                    q |= (((unsigned)qh[l] >> j) & 1u) << 4;
+                }
+                y[j * 32 + l] = d1[j] * (float)q - m1[j];
             }
         }
     }
 }
 
-static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *out)
+static void gg_decode_q4_k(const uint8_t *in, size_t nb, float *y)
 {
-    for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 210) {
-        int sc[16];
-        int8_t q[GG_QKK];
-        uint16_t dh;
-        gg_sym_super(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
-        uint8_t *ql = out, *qh = out + 128;
-        memset(out, 0, 192);
-        for (unsigned e = 0; e < GG_QKK; e++) {
-            const unsigned u = (unsigned)(q[e] + 32);
-            const unsigned c = e / 128, r = e % 128;
-            ql[c * 64 + r % 64] |= (uint8_t)((u & 15u) << (4 * (r / 64)));
-            qh[c * 32 + r % 32] |= (uint8_t)((u >> 4) << (2 * (r / 32)));
-        }
-        for (unsigned j = 0; j < 16; j++) {
-            out[192 + j] = (uint8_t)(int8_t)sc[j];
-        }
-        gg_put_h(out + 208, dh);
-    }
+    gg_decode_k45(in, nb, y, false);
 }
 
+static void gg_decode_q5_k(const uint8_t *in, size_t nb, float *y)
+{
+    gg_decode_k45(in, nb, y, true);
+}
+#endif
+
+#ifndef GG_SIMD
 static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
 {
     for (size_t b = 0; b < nb; b++, in += 210, y += GG_QKK) {
@@ -740,6 +825,7 @@ static void gg_decode_q6_k(const uint8_t *in, size_t nb, float *y)
         }
     }
 }
+#endif
 
 static void gg_decode_iq4_xs(const uint8_t *in, size_t nb, float *y)
 {
@@ -781,6 +867,7 @@ static void gg_decode_f32(const uint8_t *in, size_t n, float *y)
     }
 }
 
+#ifndef GG_SIMD
 static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out)
 {
     (void)w;
@@ -788,13 +875,16 @@ static void gg_encode_f16(const float *x, const float *w, size_t n, uint8_t *out
         gg_put_h(out + 2 * i, aq__f32_to_f16(x[i]));
     }
 }
+#endif
 
+#ifndef GG_SIMD
 static void gg_decode_f16(const uint8_t *in, size_t n, float *y)
 {
     for (size_t i = 0; i < n; i++) {
         y[i] = gg_h2f(in + 2 * i);
     }
 }
+#endif
 
 static void gg_encode_bf16(const float *x, const float *w, size_t n, uint8_t *out)
 {
@@ -804,11 +894,32 @@ static void gg_encode_bf16(const float *x, const float *w, size_t n, uint8_t *ou
     }
 }
 
+#ifndef GG_SIMD
 static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
 {
     for (size_t i = 0; i < n; i++) {
         y[i] = aq__bf16_to_f32((uint16_t)(in[2 * i] | (in[2 * i + 1] << 8)));
     }
 }
+#endif
+
+/* The table of one instruction set: the encoders and decoders of the including file. */
+#define GG_KERNELS_TABLE(NAME)                                                                     \
+    {                                                                                              \
+        .name = NAME, .encode = {[AQ_GGUF_F32] = gg_encode_f32,   [AQ_GGUF_F16] = gg_encode_f16,   \
+                                 [AQ_GGUF_Q4_0] = gg_encode_q4_0, [AQ_GGUF_Q5_0] = gg_encode_q5_0, \
+                                 [AQ_GGUF_Q8_0] = gg_encode_q8_0, [AQ_GGUF_Q2_K] = gg_encode_q2_k, \
+                                 [AQ_GGUF_Q3_K] = gg_encode_q3_k, [AQ_GGUF_Q4_K] = gg_encode_q4_k, \
+                                 [AQ_GGUF_Q5_K] = gg_encode_q5_k, [AQ_GGUF_Q6_K] = gg_encode_q6_k, \
+                                 [AQ_GGUF_BF16] = gg_encode_bf16},                                 \
+        .decode = {[AQ_GGUF_F32] = gg_decode_f32,       [AQ_GGUF_F16] = gg_decode_f16,             \
+                   [AQ_GGUF_Q4_0] = gg_decode_q4_0,     [AQ_GGUF_Q4_1] = gg_decode_q4_1,           \
+                   [AQ_GGUF_Q5_0] = gg_decode_q5_0,     [AQ_GGUF_Q5_1] = gg_decode_q5_1,           \
+                   [AQ_GGUF_Q8_0] = gg_decode_q8_0,     [AQ_GGUF_Q2_K] = gg_decode_q2_k,           \
+                   [AQ_GGUF_Q3_K] = gg_decode_q3_k,     [AQ_GGUF_Q4_K] = gg_decode_q4_k,           \
+                   [AQ_GGUF_Q5_K] = gg_decode_q5_k,     [AQ_GGUF_Q6_K] = gg_decode_q6_k,           \
+                   [AQ_GGUF_IQ4_NL] = gg_decode_iq4_nl, [AQ_GGUF_IQ4_XS] = gg_decode_iq4_xs,       \
+                   [AQ_GGUF_BF16] = gg_decode_bf16},                                               \
+    }
 
 #endif /* AQ_KERNELS_GGML_BODY_H */

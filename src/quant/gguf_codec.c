@@ -130,6 +130,33 @@ static float gc_load(const uint8_t *p, aq_dtype d, size_t k)
     }
 }
 
+/* The first of x[0..n) whose magnitude bits are at least lim (0x7f800000: not finite), or n.
+ * Whole runs of 64 are tested with a loop the compiler vectorises; from the first run that
+ * holds one (or the tail), element by element. */
+static size_t gc_first_at_least(const float *x, size_t n, uint32_t lim)
+{
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        uint32_t any = 0;
+        for (size_t k = 0; k < 64; k++) {
+            uint32_t u;
+            memcpy(&u, &x[i + k], 4);
+            any |= (uint32_t)((u & 0x7fffffffu) >= lim);
+        }
+        if (any != 0) {
+            break;
+        }
+    }
+    for (; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        if ((u & 0x7fffffffu) >= lim) {
+            return i;
+        }
+    }
+    return n;
+}
+
 static void gc_encode_task(void *arg, size_t task)
 {
     const gc_job *j = arg;
@@ -138,21 +165,23 @@ static void gc_encode_task(void *arg, size_t task)
     float x[GC_CHUNK];
     j->bad[task] = SIZE_MAX;
     j->big[task] = SIZE_MAX;
-    for (size_t k = 0; k < n; k++) {
-        x[k] = gc_load(j->src, j->dtype, i0 + k);
-        if (!isfinite(x[k])) {
-            j->bad[task] = i0 + k;
-            return;
+    if (j->dtype == AQ_DTYPE_F32) {
+        memcpy(x, j->src + 4 * i0, 4 * n);
+    } else {
+        for (size_t k = 0; k < n; k++) {
+            x[k] = gc_load(j->src, j->dtype, i0 + k);
         }
     }
-    if (j->t->type == AQ_GGUF_F16) {
-        /* Past 65504 a float16 store is infinite: refuse rather than write Inf. */
-        for (size_t k = 0; k < n; k++) {
-            if (fabsf(x[k]) >= 65520.0f) {
-                j->big[task] = i0 + k;
-                return;
-            }
-        }
+    size_t k = gc_first_at_least(x, n, 0x7f800000u);
+    if (k < n) {
+        j->bad[task] = i0 + k;
+        return;
+    }
+    /* Past 65504 a float16 store is infinite (65520 and up round to Inf): refuse rather than
+     * write Inf. */
+    if (j->t->type == AQ_GGUF_F16 && (k = gc_first_at_least(x, n, 0x477ff000u)) < n) {
+        j->big[task] = i0 + k;
+        return;
     }
     j->encode(x, j->imp != NULL ? j->imp + i0 : NULL, n / j->t->block,
               j->out_bytes + i0 / j->t->block * j->t->bytes);

@@ -134,6 +134,75 @@ TEST(simd_tables_match_the_reference)
     free(b1);
 }
 
+/* Block counts that leave a partial group of eight (the SIMD searches run eight blocks or
+ * sub-blocks per vector), from an unaligned start, with and without weights, on blocks that
+ * mix scales (so that the lanes of one vector take different branches). */
+TEST(simd_tables_match_the_reference_on_odd_counts)
+{
+    const aq__kernel_table *tables[8];
+    const size_t nt = aq_test_simd_tables(tables, false);
+    float *x = malloc((GK_N + 1) * sizeof *x), *w = malloc((GK_N + 1) * sizeof *w);
+    float *y0 = malloc(GK_N * sizeof *y0), *y1 = malloc(GK_N * sizeof *y1);
+    uint8_t *b0 = malloc(GK_N * 4), *b1 = malloc(GK_N * 4);
+    CHECK(x != NULL && w != NULL && y0 != NULL && y1 != NULL && b0 != NULL && b1 != NULL);
+    uint64_t rng = 5;
+    for (size_t i = 0; i <= GK_N; i++) {
+        const size_t blk = i / 32;
+        const double scale = blk % 5 == 0 ? 0.0 : blk % 5 == 1 ? 1e-3 : blk % 5 == 2 ? 40.0 : 0.02;
+        x[i] = (float)(scale * aq_test_rand_normal(&rng) + (blk % 7 == 3 ? 0.5 : 0.0));
+        w[i] = (float)(blk % 3 == 0 ? 0.0 : aq_test_rand_uniform(&rng));
+    }
+    static const size_t counts[] = {1, 3, 7, 9, 15};
+    for (size_t ti = 0; ti < aq__ggml_traits_count(); ti++) {
+        const aq__ggml_traits *tr = aq__ggml_traits_at(ti);
+        /* Random bytes: every scale, every code, subnormal, infinite and NaN halves. */
+        const size_t nr = GK_N / tr->block - 1;
+        for (size_t i = 0; i < nr * tr->bytes; i++) {
+            b0[i] = (uint8_t)aq_test_rand_u64(&rng);
+        }
+        tr->decode_ref(b0, nr, y0);
+        for (size_t t = 0; t < nt; t++) {
+            if (tables[t]->ggml != NULL) {
+                tables[t]->ggml->decode[tr->type](b0, nr, y1);
+                CHECK_MSG(gk_same_floats(y0, y1, nr * tr->block),
+                          "%s %s: random bytes decode differently from the reference",
+                          tables[t]->name, tr->name);
+            }
+        }
+        if (tr->encode_ref == NULL) {
+            continue;
+        }
+        for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++) {
+            const size_t nb = tr->block == 1 ? counts[c] * 37 : counts[c];
+            for (int weighted = 0; weighted < 2; weighted++) {
+                const float *imp = weighted ? w + 1 : NULL;
+                tr->encode_ref(x + 1, imp, nb, b0);
+                tr->decode_ref(b0, nb, y0);
+                for (size_t t = 0; t < nt; t++) {
+                    const aq__ggml_kernels *gk = tables[t]->ggml;
+                    if (gk == NULL) {
+                        continue;
+                    }
+                    gk->encode[tr->type](x + 1, imp, nb, b1);
+                    CHECK_MSG(memcmp(b0, b1, nb * tr->bytes) == 0,
+                              "%s %s %zu blocks weighted %d: bytes differ from the reference",
+                              tables[t]->name, tr->name, nb, weighted);
+                    gk->decode[tr->type](b0, nb, y1);
+                    CHECK_MSG(gk_same_floats(y0, y1, nb * tr->block),
+                              "%s %s %zu blocks: decoded floats differ from the reference",
+                              tables[t]->name, tr->name, nb);
+                }
+            }
+        }
+    }
+    free(x);
+    free(w);
+    free(y0);
+    free(y1);
+    free(b0);
+    free(b1);
+}
+
 TEST(encoders_keep_what_the_format_can_hold)
 {
     float *x = malloc(GK_N * sizeof *x), *y = malloc(GK_N * sizeof *y);
@@ -196,4 +265,5 @@ TEST(traits_are_ggml_sizes)
 }
 
 AQ_TEST_MAIN(AQ_CASE(simd_tables_match_the_reference),
+             AQ_CASE(simd_tables_match_the_reference_on_odd_counts),
              AQ_CASE(encoders_keep_what_the_format_can_hold), AQ_CASE(traits_are_ggml_sizes))
