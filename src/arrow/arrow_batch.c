@@ -743,93 +743,28 @@ done:
 
 /* ---- the default mode's model-wide size (the pipeline's plan) ---- */
 
-/* The options the rules' plan measures for each row, and the allocation's arrays. */
-typedef struct bq_choice {
-    aq_scheme schemes[AQ__PLAN_MAX_CANDIDATES];
-    unsigned bits[AQ__PLAN_MAX_CANDIDATES];
-    size_t n_candidates, per, m;
-    aq__budget_option *opt;
-    size_t *count, *want, *choice, *index;
-    float **imps;
-} bq_choice;
-
-static void bq_choice_free(bq_choice *c)
-{
-    for (size_t j = 0; c->imps != NULL && j < c->m; j++) {
-        free(c->imps[j]);
-    }
-    free(c->imps);
-    free(c->opt);
-    free(c->count);
-    free(c->want);
-    free(c->choice);
-    free(c->index);
-}
-
-static aq_status bq_choice_alloc(const bq_plan *p, const aq_batch_options *opts, bq_choice *c,
-                                 aq_error *err)
-{
-    memset(c, 0, sizeof *c);
-    aq_status st = aq__plan_candidates(opts->budget_schemes, opts->n_budget_schemes, p->base_scheme,
-                                       c->schemes, c->bits, &c->n_candidates, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    c->per = c->n_candidates + 1; /* and the raw option */
-    size_t rows = p->n > 0 ? p->n : 1;
-    c->opt = calloc(rows * c->per, sizeof *c->opt);
-    c->count = calloc(rows, sizeof *c->count);
-    c->want = calloc(rows, sizeof *c->want);
-    c->choice = calloc(rows, sizeof *c->choice);
-    c->index = calloc(rows, sizeof *c->index);
-    c->imps = calloc(rows, sizeof *c->imps);
-    if (c->opt == NULL || c->count == NULL || c->want == NULL || c->choice == NULL ||
-        c->index == NULL || c->imps == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
-    }
-    return AQ_OK;
-}
-
-/* Options of chosen row i into row c->m of the allocation (the row's own errors in row_err):
- * every candidate measured, and for a row the rules keep the raw option (sse 0). */
-static aq_status bq_choice_measure(aq_ctx *ctx, const aq_batch_options *opts, bq_item *it,
-                                   bq_choice *c, aq__scratch *sc, aq_error *row_err)
+/* Row it measured into the plan (the row's own errors in row_err): its options and the
+ * rules' preference. */
+static aq_status bq_plan_row_options(aq_ctx *ctx, const aq_batch_options *opts, bq_item *it,
+                                     size_t i, aq__plan *p, aq_error *row_err)
 {
     float *imp = NULL;
     aq_status st = aq_tensor_check_finite(&it->t, NULL, row_err);
-    if (st == AQ_OK) {
-        st = aq__arrow_importance(opts, &it->t, it->layout.elements, &imp, row_err);
-    }
-    aq__budget_option *row = c->opt + c->m * c->per;
-    size_t k = 0, want = 0;
-    for (size_t j = 0; j < c->n_candidates && st == AQ_OK; j++, k++) {
-        st = aq__option_measure(ctx, &it->t, imp, c->schemes[j], c->bits[j], opts->min_cosine, NULL,
-                                sc, &row[k], row_err);
-        if (st == AQ_OK && it->fixed && !it->kept && row[k].scheme == it->scheme &&
-            row[k].bits == it->layout.bit_width) {
-            want = row[k].bytes;
-        }
-    }
-    if (st != AQ_OK) {
-        free(imp);
+    if (st != AQ_OK ||
+        (st = aq__arrow_importance(opts, &it->t, it->layout.elements, &imp, row_err)) != AQ_OK) {
         return st;
     }
+    aq__plan_pref pref;
+    memset(&pref, 0, sizeof pref);
     if (it->kept) {
-        aq__budget_option *x = &row[k++];
-        memset(x, 0, sizeof *x);
-        x->bytes = it->layout.packed_bytes;
-        x->bits = it->layout.bit_width;
-        x->cosine = 1.0;
-        x->meets = true;
-        x->keep = true;
-        want = x->bytes;
-    } else if (it->fixed && want == 0) {
-        want = it->layout.packed_bytes + 2 * it->layout.groups * sizeof(float);
+        pref.keep_bytes = it->layout.packed_bytes;
+        pref.keep_bits = it->layout.bit_width;
+    } else if (it->fixed) {
+        pref.bits = it->layout.bit_width;
+        pref.scheme = it->scheme;
+        pref.group_size = ctx->group_size;
     }
-    c->count[c->m] = k;
-    c->want[c->m] = want;
-    c->imps[c->m] = imp;
-    return AQ_OK;
+    return aq__plan_measure(p, ctx, &it->t, imp, true, &pref, opts->min_cosine, NULL, i, row_err);
 }
 
 /* The chosen option of row it becomes its treatment: kept, or quantized through the driver. */
@@ -864,43 +799,35 @@ static aq_status bq_quality_rules(aq_ctx *ctx, bq_plan *p, const aq_batch_option
     if (st != AQ_OK) {
         return st;
     }
-    bq_choice c;
-    aq__scratch sc;
-    memset(&sc, 0, sizeof sc);
-    size_t counted = 0, fixed = 0;
-    st = bq_choice_alloc(p, opts, &c, err);
+    aq__plan pl;
+    st =
+        aq__plan_init(&pl, p->n, opts->budget_schemes, opts->n_budget_schemes, p->base_scheme, err);
     for (size_t i = 0; i < p->n && st == AQ_OK; i++) {
         bq_item *it = &p->items[i];
         if (it->status != AQ_OK || it->role == AQ__PLAN_OUTSIDE) {
             continue;
         }
         if (it->role == AQ__PLAN_FIXED) {
-            counted += it->layout.elements;
-            fixed += it->layout.packed_bytes + 2 * it->layout.groups * sizeof(float);
+            pl.counted += it->layout.elements;
+            pl.fixed += it->layout.packed_bytes + 2 * it->layout.groups * sizeof(float);
             continue;
         }
         aq_error row_err;
         aq_error_clear(&row_err);
-        if (bq_choice_measure(ctx, opts, it, &c, &sc, &row_err) != AQ_OK) {
+        if (bq_plan_row_options(ctx, opts, it, i, &pl, &row_err) != AQ_OK) {
             st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err);
-            continue;
         }
-        counted += it->layout.elements;
-        c.index[c.m++] = i;
     }
     aq_profile prof;
     aq_rules_profile(opts->rules, &prof);
     if (st == AQ_OK) {
-        st = aq__plan_allocate(c.opt, c.m, c.per, c.count, c.want,
-                               aq__plan_budget_bytes(prof.target_bpw, counted), fixed, counted,
-                               prof.target_bpw, opts->min_cosine > 0.0, c.choice, err);
+        st = aq__plan_run(&pl, prof.target_bpw, opts->min_cosine > 0.0, err);
     }
-    for (size_t j = 0; j < c.m && st == AQ_OK; j++) {
-        st = bq_choice_take(ctx, p, &p->items[c.index[j]], &c.opt[j * c.per + c.choice[j]],
-                            c.imps[j], err);
+    for (size_t j = 0; j < pl.m && st == AQ_OK; j++) {
+        st = bq_choice_take(ctx, p, &p->items[pl.index[j]], &pl.opt[j * pl.per + pl.choice[j]],
+                            pl.imps[j], err);
     }
-    aq__scratch_free(&sc);
-    bq_choice_free(&c);
+    aq__plan_free(&pl);
     return st;
 }
 

@@ -1082,29 +1082,8 @@ static aq_status mq_fixed_bytes(mq_state *s, const int *kept, size_t i, size_t *
 
 /* ---- the default mode's model-wide size (the pipeline's plan) ---- */
 
-/* What the rules' plan measures: each chosen tensor's options and its preference. */
-typedef struct mq_choice {
-    aq_scheme schemes[AQ__PLAN_MAX_CANDIDATES];
-    unsigned bits[AQ__PLAN_MAX_CANDIDATES];
-    size_t n_candidates, per;
-    aq__budget_option *opt;
-    size_t *count, *want, *choice, *index;
-    size_t m;
-} mq_choice;
-
-static void mq_choice_free(mq_choice *c)
-{
-    free(c->opt);
-    free(c->count);
-    free(c->want);
-    free(c->choice);
-    free(c->index);
-}
-
-/* Options of the chosen tensor i into row c->m: every candidate measured, and for a tensor the
- * rules keep, the raw option (sse 0). want: the bytes of the rules' treatment, 0 for none. */
-static aq_status mq_choice_measure(mq_state *s, const int *kept, size_t i, mq_choice *c,
-                                   aq__scratch *sc, aq_error *err)
+/* Chosen tensor i measured into the plan: its options and the rules' preference. */
+static aq_status mq_plan_tensor(mq_state *s, const int *kept, size_t i, aq__plan *p, aq_error *err)
 {
     const aq_st_tensor *t = aq_model_tensor(s->model, i);
     aq_tensor src;
@@ -1113,70 +1092,24 @@ static aq_status mq_choice_measure(mq_state *s, const int *kept, size_t i, mq_ch
     if (st == AQ_OK) {
         st = mq_importance(s, t, err);
     }
-    aq__budget_option *row = c->opt + c->m * c->per;
-    size_t k = 0, want = 0;
-    for (size_t j = 0; j < c->n_candidates && st == AQ_OK; j++) {
-        st = aq__option_measure(s->ctx, &src, s->imp, c->schemes[j], c->bits[j], s->min_cosine,
-                                s->opts->cancel, sc, &row[k], err);
-        if (st == AQ_OK && !kept[i] && !s->r_profile[i] && row[k].scheme == s->r_scheme[i] &&
-            row[k].bits == s->r_bits[i]) {
-            want = row[k].bytes;
-        }
-        k++;
+    aq__plan_pref pref;
+    memset(&pref, 0, sizeof pref);
+    if (kept[i]) {
+        pref.keep_bytes = mq_kept_bytes(t);
+        pref.keep_bits = pref.keep_bytes * 8 / t->elements > 16 ? 32u : 16u;
+    } else if (!s->r_profile[i]) {
+        pref.bits = s->r_bits[i];
+        pref.scheme = s->r_scheme[i];
+        pref.group_size = aq__ctx_group_size(s->ctx);
+    }
+    if (st == AQ_OK) {
+        /* The importance is borrowed: the writing pass looks it up again. */
+        st = aq__plan_measure(p, s->ctx, &src, s->imp != NULL ? s->ibuf : NULL, false, &pref,
+                              s->min_cosine, s->opts->cancel, i, err);
     }
     free(copy);
     aq_model_release(s->model, i);
-    if (st != AQ_OK) {
-        return st;
-    }
-    if (kept[i]) {
-        aq__budget_option *x = &row[k++];
-        memset(x, 0, sizeof *x);
-        x->bytes = mq_kept_bytes(t);
-        x->bits = x->bytes * 8 / t->elements > 16 ? 32u : 16u;
-        x->cosine = 1.0;
-        x->meets = true;
-        x->keep = true;
-        want = x->bytes;
-    } else if (!s->r_profile[i] && want == 0) {
-        /* The rules' scheme is not among the candidates: its layout's size. */
-        aq_layout l;
-        if ((st = aq_layout_compute_scheme(s->r_scheme[i], t->shape, t->ndim, s->r_bits[i],
-                                           aq__ctx_group_size(s->ctx), &l, err)) != AQ_OK) {
-            return st;
-        }
-        want = l.packed_bytes + 2 * l.groups * sizeof(float);
-    }
-    c->count[c->m] = k;
-    c->want[c->m] = want;
-    c->index[c->m++] = i;
-    return AQ_OK;
-}
-
-static aq_status mq_choice_alloc(mq_state *s, mq_choice *c, size_t n, aq_error *err)
-{
-    const aq_model_quantize_options *o = s->opts;
-    memset(c, 0, sizeof *c);
-    aq_profile p;
-    aq_rules_profile(o->rules, &p);
-    aq_status st = aq__plan_candidates(o->schemes, o->n_schemes, p.scheme, c->schemes, c->bits,
-                                       &c->n_candidates, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    c->per = c->n_candidates + 1; /* and the raw option */
-    size_t rows = n > 0 ? n : 1;
-    c->opt = calloc(rows * c->per, sizeof *c->opt);
-    c->count = calloc(rows, sizeof *c->count);
-    c->want = calloc(rows, sizeof *c->want);
-    c->choice = calloc(rows, sizeof *c->choice);
-    c->index = calloc(rows, sizeof *c->index);
-    s->plan = calloc(rows, sizeof *s->plan);
-    if (c->opt == NULL || c->count == NULL || c->want == NULL || c->choice == NULL ||
-        c->index == NULL || s->plan == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
-    }
-    return AQ_OK;
+    return st;
 }
 
 /* The default budget with layer rules: one size over every counted tensor of the model (the
@@ -1186,48 +1119,43 @@ static aq_status mq_plan_rules(mq_state *s, int *kept, aq_error *err)
 {
     const aq_model_quantize_options *o = s->opts;
     const size_t n = aq_model_count(s->model);
-    mq_choice c;
-    aq__scratch sc;
-    memset(&sc, 0, sizeof sc);
-    size_t counted = 0, fixed = 0, bytes_total = 0, done_bytes = 0, last = 0;
-    aq_status st = mq_choice_alloc(s, &c, n, err);
+    aq_profile prof;
+    aq_rules_profile(o->rules, &prof);
+    aq__plan p;
+    aq_model_progress prog = {0, 0, 0, 0, NULL, 1};
+    aq_status st = aq__plan_init(&p, n, o->schemes, o->n_schemes, prof.scheme, err);
     for (size_t i = 0; i < n && st == AQ_OK; i++) {
         if (s->r_role[i] == AQ__PLAN_CHOSEN) {
-            bytes_total += aq_model_tensor(s->model, i)->nbytes;
-            last = i + 1;
+            prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
+            prog.tensors_total = i + 1;
         }
     }
     for (size_t i = 0; i < n && st == AQ_OK; i++) {
         const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        if (s->r_role[i] == AQ__PLAN_OUTSIDE) {
-            continue;
-        }
-        counted += t->elements;
         if (s->r_role[i] == AQ__PLAN_FIXED) {
             size_t b = 0;
             st = mq_fixed_bytes(s, kept, i, &b, err);
-            fixed += b;
-            continue;
-        }
-        if ((st = mq_choice_measure(s, kept, i, &c, &sc, err)) != AQ_OK) {
-            break;
-        }
-        done_bytes += t->nbytes;
-        aq_model_progress prog = {i + 1, last, done_bytes, bytes_total, t->name, 1};
-        if (o->progress != NULL) {
-            o->progress(o->progress_user, &prog);
+            p.fixed += b;
+            p.counted += t->elements;
+        } else if (s->r_role[i] == AQ__PLAN_CHOSEN &&
+                   (st = mq_plan_tensor(s, kept, i, &p, err)) == AQ_OK) {
+            prog.tensors_done = i + 1;
+            prog.bytes_done += t->nbytes;
+            prog.current = t->name;
+            if (o->progress != NULL) {
+                o->progress(o->progress_user, &prog);
+            }
         }
     }
-    aq_profile p;
-    aq_rules_profile(o->rules, &p);
     if (st == AQ_OK) {
-        st = aq__plan_allocate(c.opt, c.m, c.per, c.count, c.want,
-                               aq__plan_budget_bytes(p.target_bpw, counted), fixed, counted,
-                               p.target_bpw, s->min_cosine > 0.0, c.choice, err);
+        st = aq__plan_run(&p, prof.target_bpw, s->min_cosine > 0.0, err);
     }
-    for (size_t j = 0; j < c.m && st == AQ_OK; j++) {
-        const aq__budget_option *x = &c.opt[j * c.per + c.choice[j]];
-        size_t i = c.index[j];
+    if (st == AQ_OK && (s->plan = calloc(n > 0 ? n : 1, sizeof *s->plan)) == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
+    }
+    for (size_t j = 0; j < p.m && st == AQ_OK; j++) {
+        const aq__budget_option *x = &p.opt[j * p.per + p.choice[j]];
+        size_t i = p.index[j];
         kept[i] = x->keep ? 1 : 0;
         if (!x->keep) {
             s->plan[i] = *x;
@@ -1238,8 +1166,7 @@ static aq_status mq_plan_rules(mq_state *s, int *kept, aq_error *err)
             s->recorded_floor = floor(x->cosine * 1e6) / 1e6;
         }
     }
-    aq__scratch_free(&sc);
-    mq_choice_free(&c);
+    aq__plan_free(&p);
     return st;
 }
 

@@ -407,3 +407,103 @@ aq_status aq__plan_allocate(aq__budget_option *opt, size_t n, size_t per, const 
     free(wish);
     return st;
 }
+
+/* ---- the default mode's plan ---- */
+
+aq_status aq__plan_init(aq__plan *p, size_t n, const aq_scheme *list, size_t n_list,
+                        aq_scheme fallback, aq_error *err)
+{
+    memset(p, 0, sizeof *p);
+    aq_status st =
+        aq__plan_candidates(list, n_list, fallback, p->schemes, p->bits, &p->n_candidates, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    p->per = p->n_candidates + 1; /* and the raw option */
+    size_t rows = n > 0 ? n : 1;
+    p->opt = calloc(rows * p->per, sizeof *p->opt);
+    p->count = calloc(rows, sizeof *p->count);
+    p->want = calloc(rows, sizeof *p->want);
+    p->choice = calloc(rows, sizeof *p->choice);
+    p->index = calloc(rows, sizeof *p->index);
+    p->imps = calloc(rows, sizeof *p->imps);
+    if (p->opt == NULL || p->count == NULL || p->want == NULL || p->choice == NULL ||
+        p->index == NULL || p->imps == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning %zu tensors", n);
+    }
+    return AQ_OK;
+}
+
+void aq__plan_free(aq__plan *p)
+{
+    for (size_t j = 0; p->imps != NULL && j < p->m; j++) {
+        free(p->imps[j]);
+    }
+    free(p->imps);
+    free(p->opt);
+    free(p->count);
+    free(p->want);
+    free(p->choice);
+    free(p->index);
+    aq__scratch_free(&p->scratch);
+    memset(p, 0, sizeof *p);
+}
+
+aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *imp, bool own,
+                           const aq__plan_pref *pref, double min_cosine, const volatile int *cancel,
+                           size_t index, aq_error *err)
+{
+    aq__budget_option *row = p->opt + p->m * p->per;
+    size_t k = 0, want = 0;
+    aq_status st = AQ_OK;
+    for (size_t j = 0; j < p->n_candidates && st == AQ_OK; j++, k++) {
+        st = aq__option_measure(ctx, t, imp, p->schemes[j], p->bits[j], min_cosine, cancel,
+                                &p->scratch, &row[k], err);
+        if (st == AQ_OK && pref->bits > 0 && row[k].scheme == pref->scheme &&
+            row[k].bits == pref->bits) {
+            want = row[k].bytes;
+        }
+    }
+    if (st != AQ_OK) {
+        if (own) {
+            free(imp);
+        }
+        return st;
+    }
+    if (pref->keep_bytes > 0) {
+        aq__budget_option *x = &row[k++];
+        memset(x, 0, sizeof *x);
+        x->bytes = pref->keep_bytes;
+        x->bits = pref->keep_bits;
+        x->cosine = 1.0;
+        x->meets = true;
+        x->keep = true;
+        want = x->bytes;
+    } else if (pref->bits > 0 && want == 0) {
+        /* The rules' scheme is not among the candidates: its layout's size. */
+        aq_layout l;
+        if ((st = aq_layout_compute_scheme(pref->scheme, t->shape, t->ndim, pref->bits,
+                                           pref->group_size, &l, err)) != AQ_OK) {
+            if (own) {
+                free(imp);
+            }
+            return st;
+        }
+        want = l.packed_bytes + 2 * l.groups * sizeof(float);
+    }
+    size_t n = 0;
+    (void)aq__shape_elements(t->name, t->shape, t->ndim, &n, NULL);
+    p->counted += n;
+    p->count[p->m] = k;
+    p->want[p->m] = want;
+    p->imps[p->m] = own ? imp : NULL;
+    p->index[p->m++] = index;
+    return AQ_OK;
+}
+
+aq_status aq__plan_run(aq__plan *p, double target_bpw, bool floor, aq_error *err)
+{
+    return aq__plan_allocate(p->opt, p->m, p->per, p->count, p->want,
+                             aq__plan_budget_bytes(target_bpw, p->counted), p->fixed, p->counted,
+                             target_bpw, floor, p->choice, err);
+}

@@ -109,4 +109,46 @@ aq_status aq__plan_allocate(aq__budget_option *opt, size_t n, size_t per, const 
                             const size_t *want, size_t budget, size_t fixed_bytes, size_t counted,
                             double target_bpw, bool floor, size_t *choice, aq_error *err);
 
+/* ---- the default mode's plan over a set of tensors, as both paths run it ---- */
+
+/* What the rules prefer for a chosen tensor. */
+typedef struct aq__plan_pref {
+    size_t keep_bytes; /* > 0: the rules keep it in float, as keep_bits raw floats of this size */
+    unsigned keep_bits;
+    unsigned bits; /* > 0: the rules give it these bits (and scheme) rather than the profile's */
+    aq_scheme scheme;
+    size_t group_size; /* the layout's group size of that scheme, for its size */
+} aq__plan_pref;
+
+/* The plan's arrays: row j (tensor index[j] of the caller) holds count[j] options of per. */
+typedef struct aq__plan {
+    aq_scheme schemes[AQ__PLAN_MAX_CANDIDATES];
+    unsigned bits[AQ__PLAN_MAX_CANDIDATES];
+    size_t n_candidates, per, m;
+    aq__budget_option *opt;
+    size_t *count, *want, *choice, *index;
+    float **imps;          /* each row's importance (owned; NULL for none) */
+    size_t counted, fixed; /* weights within the size, and the bytes of the fixed tensors */
+    aq__scratch scratch;
+} aq__plan;
+
+/* A plan for up to n chosen tensors, measuring the candidates of aq__plan_candidates. */
+aq_status aq__plan_init(aq__plan *p, size_t n, const aq_scheme *list, size_t n_list,
+                        aq_scheme fallback, aq_error *err);
+void aq__plan_free(aq__plan *p);
+
+/* Measures chosen tensor t (the caller's tensor `index`, importance imp or NULL) into the
+ * plan's next row: every candidate, and the raw option for a kept one. With own, imp (from
+ * malloc) belongs to the plan from here on, kept as p->imps[row] until aq__plan_free, even on
+ * failure; otherwise it is only borrowed for the call. A failure leaves the row out (the caller
+ * may go on without it). */
+aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *imp, bool own,
+                           const aq__plan_pref *pref, double min_cosine, const volatile int *cancel,
+                           size_t index, aq_error *err);
+
+/* The allocation over the measured rows at target_bpw over p->counted weights (p->fixed bytes
+ * outside the choice): aq__plan_allocate. Row j's chosen option is then
+ * p->opt[j * p->per + p->choice[j]]. */
+aq_status aq__plan_run(aq__plan *p, double target_bpw, bool floor, aq_error *err);
+
 #endif /* AQ_PIPELINE_H */

@@ -57,32 +57,34 @@ def _three_ways(cli, src, tmp_path, bits):
     return tensors, out
 
 
-def _same_rows(out, names):
+def _within_the_size(cli, src, tmp_path, bits):
+    """The three entry points agree row for row, and the size holds: the rows by name, the
+    shapes by name."""
+    tensors, out = _three_ways(cli, src, tmp_path, bits)
     for k in ("api", "cli"):
-        for n in names:
+        for n in tensors:
             a, b = out["seed"][n], out[k][n]
             assert (a["bit_width"], a["quantized_data"], a["scales"]) == \
                 (b["bit_width"], b["quantized_data"], b["scales"]), (k, n)
+    shapes = {k: v.shape for k, v in tensors.items()}
+    bpw = _counted_bpw(list(out["seed"].values()), shapes)
+    assert bpw <= BOUND[bits], bpw
+    return out["seed"], shapes, bpw
 
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_ddpm_within_the_size_through_every_entry_point(cli, ddpm, tmp_path, bits):
-    tensors, out = _three_ways(cli, ddpm, tmp_path, bits)
-    shapes = {k: v.shape for k, v in tensors.items()}
-    _same_rows(out, list(tensors))
-    rows = list(out["seed"].values())
-    bpw = _counted_bpw(rows, shapes)
-    assert bpw <= BOUND[bits], bpw
+    seed, shapes, bpw = _within_the_size(cli, ddpm, tmp_path, bits)
     # Close to the size, not far below it: the budget spends what it is given.
     assert bpw > BOUND[bits] - 0.5, bpw
     # Vectors (biases, norms) stay as they come, outside the size.
-    for n, r in out["seed"].items():
+    for n, r in seed.items():
         if len(shapes[n]) < 2:
             assert r["bit_width"] == 16, n
     if bits >= 4:
         # The rules' preference (8 bits for the time embedding and the first and last
         # layers) is served where the size allows it.
-        assert out["seed"]["time_embedding.linear_1.weight"]["bit_width"] == 8
+        assert seed["time_embedding.linear_1.weight"]["bit_width"] == 8
 
 
 def _text_encoder(root):
@@ -112,14 +114,8 @@ def _text_encoder(root):
 
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_text_encoder_with_a_large_table_within_the_size(cli, tmp_path, bits):
-    src = _text_encoder(tmp_path / "te")
-    tensors, out = _three_ways(cli, src, tmp_path, bits)
-    shapes = {k: v.shape for k, v in tensors.items()}
-    _same_rows(out, list(tensors))
-    rows = list(out["seed"].values())
-    bpw = _counted_bpw(rows, shapes)
-    assert bpw <= BOUND[bits], bpw
-    table = out["seed"]["embeddings.word_embeddings.weight"]
+    seed, _, _ = _within_the_size(cli, _text_encoder(tmp_path / "te"), tmp_path, bits)
+    table = seed["embeddings.word_embeddings.weight"]
     if bits < 8:
         # Kept in float16 the table alone would take two thirds of the weights at 16 bits:
         # the budget quantizes it.
