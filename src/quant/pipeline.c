@@ -211,9 +211,9 @@ aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallbac
             bits[k++] = b3[b];
         }
     }
-    if (!affine) {
+    for (size_t b = 0; !affine && b < 3; b++) {
         schemes[k] = AQ_SCHEME_AFFINE;
-        bits[k++] = 2;
+        bits[k++] = b3[b];
     }
     *count = k;
     return AQ_OK;
@@ -351,6 +351,67 @@ aq_status aq__budget_allocate(aq__budget_option *opt, size_t n, size_t per, cons
     return AQ_OK;
 }
 
+/* One exchange after the upgrades: the upgrade of a tensor that no longer fits, paid for by
+ * one-step downgrades of others (never below lo[j], the cheapest squared error per freed byte
+ * first), taken when it lowers the total squared error. The greedy upgrades take small steps
+ * (kquant's partial super-block over affine's exact N + 0.5) before a large one (4 to 8 bits)
+ * that then no longer fits; this trades them back. Returns whether one was made. */
+typedef struct pl_down {
+    size_t j;
+    double loss;
+    size_t freed;
+} pl_down;
+
+static int pl_down_cmp(const void *a, const void *b)
+{
+    const pl_down *x = a, *y = b;
+    double lx = x->loss / (double)x->freed, ly = y->loss / (double)y->freed;
+    return lx < ly ? -1 : (lx > ly ? 1 : (x->j < y->j ? -1 : (x->j > y->j ? 1 : 0)));
+}
+
+static bool pl_exchange(const aq__budget_option *opt, size_t n, size_t per, const size_t *cap,
+                        const size_t *lo, size_t *choice, size_t *total, size_t budget,
+                        pl_down *downs)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (choice[i] + 1 >= cap[i]) {
+            continue;
+        }
+        const aq__budget_option *a = opt + i * per + choice[i];
+        size_t extra = a[1].bytes - a[0].bytes;
+        if (*total + extra <= budget) {
+            continue;
+        }
+        size_t need = *total + extra - budget, nd = 0;
+        double gain = a[0].sse - a[1].sse;
+        for (size_t j = 0; j < n; j++) {
+            if (j != i && choice[j] > lo[j]) {
+                const aq__budget_option *c = opt + j * per + choice[j];
+                pl_down d = {j, c[-1].sse - c[0].sse, c[0].bytes - c[-1].bytes};
+                if (d.freed > 0) {
+                    downs[nd++] = d;
+                }
+            }
+        }
+        qsort(downs, nd, sizeof *downs, pl_down_cmp);
+        size_t freed = 0, k = 0;
+        double loss = 0.0;
+        for (; k < nd && freed < need && loss < gain; k++) {
+            freed += downs[k].freed;
+            loss += downs[k].loss;
+        }
+        if (freed >= need && loss < gain) {
+            for (size_t q = 0; q < k; q++) {
+                choice[downs[q].j]--;
+            }
+            choice[i]++;
+            *total = *total + extra - freed;
+            return true;
+        }
+    }
+    return false;
+}
+
 aq_status aq__plan_allocate(aq__budget_option *opt, size_t n, size_t per, const size_t *count_in,
                             const size_t *want, size_t budget, size_t fixed_bytes, size_t counted,
                             double target_bpw, bool floor, size_t *choice, aq_error *err)
@@ -397,10 +458,24 @@ aq_status aq__plan_allocate(aq__budget_option *opt, size_t n, size_t per, const 
                            target_bpw, counted, (double)total * 8.0 / (double)counted,
                            (double)fixed_bytes * 8.0 / (double)counted);
     } else {
-        /* The floor first, then the rules' preferences, then any upgrade that fits. */
+        /* The floor first, then the rules' preferences, then any upgrade that fits; then
+         * exchanges that keep what the floor and the preferences got (and the upgrades they
+         * leave room for). */
         pl_upgrade(opt, n, per, meet, choice, &total, (double)budget);
         pl_upgrade(opt, n, per, wish, choice, &total, (double)budget);
         pl_upgrade(opt, n, per, count, choice, &total, (double)budget);
+        pl_down *downs = malloc((n > 0 ? n : 1) * sizeof *downs);
+        for (size_t i = 0; i < n; i++) {
+            /* The lower bound: what the floor and the preferences got stays. */
+            meet[i] = wish[i] - 1 < choice[i] ? wish[i] - 1 : choice[i];
+        }
+        for (size_t round = 0; downs != NULL && round < 4 * n + 4; round++) {
+            if (!pl_exchange(opt, n, per, count, meet, choice, &total, budget, downs)) {
+                break;
+            }
+            pl_upgrade(opt, n, per, count, choice, &total, (double)budget);
+        }
+        free(downs);
     }
     free(meet);
     free(count);

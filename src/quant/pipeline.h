@@ -73,11 +73,14 @@ aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp
                              aq__scratch *sc, aq__budget_option *out, aq_error *err);
 
 /* The (scheme, bits) a default-mode budget measures for each tensor: every scheme of list (n
- * of them; with none, `fallback`, the profile's scheme) at 2, 4 and 8 bits, and plain affine at 2
- * bits (2.5 bits per weight with groups of 128) unless affine is listed: the one option below
- * kquant's 2.625 that lets a model whose rules keep tensors at more bits fit 2.625. Returns the
- * count (at most AQ__PLAN_MAX_CANDIDATES); AQ_INVALID_PARAMETER for an unknown scheme. */
-#define AQ__PLAN_MAX_CANDIDATES (3 * AQ_SCHEME_COUNT + 1)
+ * of them; with none, `fallback`, the profile's scheme) at 2, 4 and 8 bits, and plain affine at
+ * 2, 4 and 8 bits unless affine is listed. Affine with groups of 128 takes exactly N + 0.5 bits
+ * per weight on rows of whole groups, where kquant's last partial super-block takes a little
+ * more: without it, a model whose tensors all want N bits could not fit N + 0.5 but by dropping
+ * a tensor to the next width down, and one whose rules ask for more bits somewhere could not
+ * fit 2.625 at all (2-bit affine takes 2.5). Returns the count (at most
+ * AQ__PLAN_MAX_CANDIDATES); AQ_INVALID_PARAMETER for an unknown scheme. */
+#define AQ__PLAN_MAX_CANDIDATES (3 * AQ_SCHEME_COUNT + 3)
 aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallback,
                               aq_scheme *schemes, unsigned *bits, size_t *count, aq_error *err);
 
