@@ -77,9 +77,6 @@ aq_layer(io      MODULE io      USES calib rules ipc arrow quant common)
 # The Arrow batch path looks up each row's importance vector in the calibration statistics,
 # whose reader is built on the Arrow import helpers: arrow <-> calib.
 aq_layer_allow(FROM arrow TO calib SYMBOLS aq_calib_importance)
-# The model pipeline measures with the reference kernels' error statistics where the context's
-# table has none, reaching past quant.
-aq_layer_allow(FROM io TO kernels SYMBOLS aq__kernels_ref)
 
 # Every source of the built modules must be in a layer.
 get_property(aq_placed GLOBAL PROPERTY AQ_LAYER_PLACED)

@@ -417,9 +417,11 @@ typedef struct aq_batch_options {
      * 8, same scheme); target_bpw, a size budget in bits per weight (codes, scales, zero
      * points and sub-block parameters all counted), chooses each row's bit width (and scheme,
      * among budget_schemes) so that the batch stays within it; AQ_TARGET_BPW_PROFILE (-1)
-     * makes the budget the batch's own size without a budget (each row at the base bits and
+     * with rules is the default mode's size: the rules' profile's target_bpw over every row of
+     * two or more dimensions, the rules' treatments preferences within it (docs/pipeline.md);
+     * without rules, the batch's own size without a budget (each row at the base bits and
      * scheme, raised by min_cosine), so the allocation trades bits between rows at no extra
-     * size (a profile's target_bpw figure is only reachable by whole kquant super-blocks). A
+     * size. A
      * stream applies the budget to each batch, so the whole stream stays within it too. The
      * report (when given) receives one choice per quantized row (aq_report_choice_get) saying
      * what was chosen and whether the floor moved it. Rows are measured against their
@@ -790,12 +792,14 @@ typedef struct aq_model_tensor_result {
 
 typedef void (*aq_model_tensor_fn)(void *user, const aq_model_tensor_result *result);
 
-/* aq_model_quantize_options.target_bpw: the budget is the profile's own size on this model,
- * i.e. what the run without a budget would write for the tensors the budget chooses for: each
- * at the profile's bits and scheme (the context's without rules), raised by min_cosine
- * (2 -> 4 -> 8) where it falls below it. The allocation then trades bits between those tensors
- * at no extra size. (A profile's target_bpw is that size for tensors of whole kquant
- * super-blocks; rows of other lengths pad, so the figure alone may be out of reach.) */
+/* aq_model_quantize_options.target_bpw: the default mode's size. With layer rules: the rules'
+ * profile's target_bpw (2.625, 4.5, 8.5) over every float tensor of two or more dimensions,
+ * every byte counted whether quantized or kept, whatever budget_scope says; the rules'
+ * treatments (8 bits, kept in float) and the floor are preferences within it, overrides are
+ * applied and counted (docs/pipeline.md). AQ_INVALID_PARAMETER when even the smallest options
+ * do not fit. Without rules: the run's own size, each tensor at the context's bits and scheme,
+ * raised by min_cosine (2 -> 4 -> 8) where it falls below it; the allocation then trades bits
+ * between those tensors at no extra size. */
 #define AQ_TARGET_BPW_PROFILE (-1.0)
 
 /* What a size budget (aq_model_quantize_options.target_bpw) covers. */
@@ -833,8 +837,8 @@ typedef struct aq_model_quantize_options {
      * aq_qset_quantize; options below min_cosine are not chosen): a first pass measures every
      * option of every tensor without keeping its output, then the allocation is made, then the
      * tensors are quantized as chosen. AQ_INVALID_PARAMETER when the smallest options do not
-     * fit. AQ_TARGET_BPW_PROFILE (-1): the budget is the profile's own size on this model
-     * (see there). With rules, only the tensors that follow the profile are chosen for, and
+     * fit. AQ_TARGET_BPW_PROFILE (-1): the default mode's size (see there). With rules and an
+     * explicit target_bpw, only the tensors that follow the profile are chosen for, and
      * budget_scope says what the budget covers. schemes / n_schemes: the budget's candidates
      * (NULL: the context's scheme; with rules, the rules' profile scheme). */
     double min_cosine;

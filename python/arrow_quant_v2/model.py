@@ -111,9 +111,16 @@ class QuantizationResult:
 
     @property
     def budget_bits_per_weight(self) -> float:
-        """Over the tensors the budget covers (the configuration's budget_scope): with
+        """Over the tensors the budget covers. The default budget (the profile's target_bpw
+        not given explicitly): every tensor but the biases, norms and other vectors the rules
+        keep as they come (docs/pipeline.md). An explicit target_bpw: with budget_scope
         "profile", the tensors the layer rules leave to the profile; with "model", every
         tensor."""
+        if self._config.target_bpw != 0.0 and not self._config.target_bpw_given:
+            mine = [t for t in self._tensors
+                    if not (t.kept and t.rule in ("bias", "norm", "vector", "not float"))]
+            n = sum(t.elements for t in mine)
+            return 8.0 * sum(t.bytes for t in mine) / n if n else 0.0
         if self._config.budget_scope == "model":
             return self.bits_per_weight
         mine = [t for t in self._tensors if t.rule == "profile"]
@@ -243,9 +250,9 @@ def _tensor(t: Mapping[str, Any]) -> TensorResult:
 def _rule_choices(cfg: DiffusionQuantConfig) -> dict[str, Any]:
     """The choices the extension builds the layer rules, floor and budget from, for both the
     model entry point and the batch methods."""
-    # The profile's target_bpw, not given explicitly, means the profile's own size on this
-    # model, as the command's --profile default (AQ_TARGET_BPW_PROFILE): the figure assumes
-    # rows of whole kquant super-blocks, which a real model's rows are not always.
+    # The profile's target_bpw, not given explicitly, is the default mode's size
+    # (AQ_TARGET_BPW_PROFILE, as the command's --profile default): that figure over every
+    # tensor of two or more dimensions, the rules' treatments preferences within it.
     target = cfg.target_bpw
     if target != 0.0 and not cfg.target_bpw_given:
         target = _TARGET_BPW_PROFILE

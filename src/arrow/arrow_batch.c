@@ -9,7 +9,7 @@
  * data; nothing is moved.
  */
 #include "arrow_internal.h"
-#include "quant_internal.h"
+#include "pipeline.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,6 +41,7 @@ typedef struct bq_item {
      * have bits from a rule other than the profile's and stay outside a budget. */
     bool kept;
     bool fixed;
+    aq__plan_role role; /* what the default mode's size does with the row */
 } bq_item;
 
 typedef struct bq_plan {
@@ -265,6 +266,7 @@ static aq_status bq_decide(const aq_ctx *ctx, const aq_batch_options *opts, bq_i
     if (st != AQ_OK) {
         return st;
     }
+    it->role = it->layout.elements > 0 ? aq__plan_role_of(&d, it->t.ndim) : AQ__PLAN_OUTSIDE;
     if (d.keep) {
         size_t n = it->layout.elements;
         unsigned bits;
@@ -556,17 +558,6 @@ static int bq_shim_progress(void *user, size_t done, size_t elements)
     return bq_progress_to(sh->p, sh->opts, sh->run, sh->rows[done - 1], &sh->err) != AQ_OK;
 }
 
-/* A copy of the context with the row's scheme, bits and group size: the same kernels and
- * pool (created on the real context first, bq_execute), so nothing of it is owned. */
-static aq_ctx bq_row_ctx(const aq_ctx *ctx, aq_scheme scheme, unsigned bits, size_t group_size)
-{
-    aq_ctx c = *ctx;
-    c.scheme = scheme;
-    c.bit_width = bits;
-    c.group_size = group_size; /* kquant ignores it (its layout's is always 512) */
-    return c;
-}
-
 static bool bq_uses_importance(aq_scheme scheme)
 {
     return scheme == AQ_SCHEME_AFFINE_SEARCH || aq_scheme_is_kquant(scheme);
@@ -575,20 +566,25 @@ static bool bq_uses_importance(aq_scheme scheme)
 /* Rows one by one through the driver (floor only, or the rows a budget does not cover), so a
  * row that fails is skipped in continue mode; with all_rows, progress (and cancellation) comes
  * between rows as without a floor. */
+typedef enum bq_rows { BQ_ALL_ROWS, BQ_FIXED_ROWS, BQ_OVERRIDE_ROWS } bq_rows;
+
 static aq_status bq_quality_each(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
-                                 arw_run *run, bool all_rows, aq_error *err)
+                                 arw_run *run, bq_rows which, aq_error *err)
 {
+    const bool all_rows = which == BQ_ALL_ROWS;
     aq_qset_options qo;
     memset(&qo, 0, sizeof qo);
     qo.min_cosine = opts->min_cosine;
     for (size_t i = 0; i < p->n; i++) {
         bq_item *it = &p->items[i];
         aq_status st;
-        if (it->status == AQ_OK && !it->kept && (all_rows || it->fixed)) {
+        const bool picked = all_rows || (which == BQ_FIXED_ROWS && it->fixed) ||
+                            (which == BQ_OVERRIDE_ROWS && it->role == AQ__PLAN_FIXED);
+        if (it->status == AQ_OK && !it->kept && picked) {
             aq_error row_err;
             aq_error_clear(&row_err);
             aq_qset *set = NULL;
-            aq_ctx rc = bq_row_ctx(ctx, it->scheme, it->layout.bit_width, it->layout.group_size);
+            aq_ctx rc = aq__ctx_with(ctx, it->scheme, it->layout.bit_width, it->layout.group_size);
             float *imp = NULL;
             st = bq_uses_importance(it->scheme)
                      ? aq__arrow_importance(opts, &it->t, it->layout.elements, &imp, &row_err)
@@ -711,7 +707,7 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
     aq_qset *set = NULL;
     /* The budget's rows start from the rules' profile's scheme and bits, or the context's;
      * the group size of the non-kquant schemes is the context's either way. */
-    aq_ctx bc = bq_row_ctx(ctx, p->base_scheme, p->base_bits, ctx->group_size);
+    aq_ctx bc = aq__ctx_with(ctx, p->base_scheme, p->base_bits, ctx->group_size);
     if (opts->target_bpw == AQ_TARGET_BPW_PROFILE) {
         if ((st = bq_profile_target(&bc, opts, tensors, imps, k, &qo.target_bpw, err)) != AQ_OK) {
             goto done;
@@ -745,6 +741,96 @@ done:
     return st;
 }
 
+/* ---- the default mode's model-wide size (the pipeline's plan) ---- */
+
+/* Row it measured into the plan (the row's own errors in row_err): its options and the
+ * rules' preference. */
+static aq_status bq_plan_row_options(aq_ctx *ctx, const aq_batch_options *opts, bq_item *it,
+                                     size_t i, aq__plan *p, aq_error *row_err)
+{
+    float *imp = NULL;
+    aq_status st = aq_tensor_check_finite(&it->t, NULL, row_err);
+    if (st != AQ_OK ||
+        (st = aq__arrow_importance(opts, &it->t, it->layout.elements, &imp, row_err)) != AQ_OK) {
+        return st;
+    }
+    aq__plan_pref pref;
+    memset(&pref, 0, sizeof pref);
+    if (it->kept) {
+        pref.keep_bytes = it->layout.packed_bytes;
+        pref.keep_bits = it->layout.bit_width;
+    } else if (it->fixed) {
+        pref.bits = it->layout.bit_width;
+        pref.scheme = it->scheme;
+        pref.group_size = ctx->group_size;
+    }
+    return aq__plan_measure(p, ctx, &it->t, imp, true, &pref, opts->min_cosine, NULL, i, row_err);
+}
+
+/* The chosen option of row it becomes its treatment: kept, or quantized through the driver. */
+static aq_status bq_choice_take(aq_ctx *ctx, bq_plan *p, bq_item *it, const aq__budget_option *x,
+                                const float *imp, aq_error *err)
+{
+    if (x->keep) {
+        return AQ_OK;
+    }
+    aq_qset_options qo;
+    memset(&qo, 0, sizeof qo);
+    const float *const imps[1] = {imp};
+    qo.importance = imp != NULL ? imps : NULL;
+    aq_ctx rc = aq__ctx_with(ctx, x->scheme, x->bits, ctx->group_size);
+    aq_qset *set = NULL;
+    aq_status st = aq_qset_quantize(&rc, &it->t, 1, &qo, &set, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    p->sets[p->n_sets++] = set;
+    it->kept = false;
+    return bq_take_choice(it, set, 0, err);
+}
+
+/* The default budget with layer rules: one size over every counted row of the batch (the
+ * rules' profile's target_bpw), the rules' treatments (8 bits, kept in float) as preferences
+ * within it. Rows a user override decides are quantized first, as decided, and counted. */
+static aq_status bq_quality_rules(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
+                                  arw_run *run, aq_error *err)
+{
+    aq_status st = bq_quality_each(ctx, p, opts, run, BQ_OVERRIDE_ROWS, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    aq__plan pl;
+    st =
+        aq__plan_init(&pl, p->n, opts->budget_schemes, opts->n_budget_schemes, p->base_scheme, err);
+    for (size_t i = 0; i < p->n && st == AQ_OK; i++) {
+        bq_item *it = &p->items[i];
+        if (it->status != AQ_OK || it->role == AQ__PLAN_OUTSIDE) {
+            continue;
+        }
+        if (it->role == AQ__PLAN_FIXED) {
+            pl.counted += it->layout.elements;
+            pl.fixed += it->layout.packed_bytes + 2 * it->layout.groups * sizeof(float);
+            continue;
+        }
+        aq_error row_err;
+        aq_error_clear(&row_err);
+        if (bq_plan_row_options(ctx, opts, it, i, &pl, &row_err) != AQ_OK) {
+            st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err);
+        }
+    }
+    aq_profile prof;
+    aq_rules_profile(opts->rules, &prof);
+    if (st == AQ_OK) {
+        st = aq__plan_run(&pl, prof.target_bpw, opts->min_cosine > 0.0, err);
+    }
+    for (size_t j = 0; j < pl.m && st == AQ_OK; j++) {
+        st = bq_choice_take(ctx, p, &p->items[pl.index[j]], &pl.opt[j * pl.per + pl.choice[j]],
+                            pl.imps[j], err);
+    }
+    aq__plan_free(&pl);
+    return st;
+}
+
 static aq_status bq_quality(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts, arw_run *run,
                             aq_error *err)
 {
@@ -766,10 +852,14 @@ static aq_status bq_quality(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
     }
     if (!budget) {
-        return bq_quality_each(ctx, p, opts, run, true, err);
+        return bq_quality_each(ctx, p, opts, run, BQ_ALL_ROWS, err);
+    }
+    if (opts->rules != NULL && opts->target_bpw == AQ_TARGET_BPW_PROFILE) {
+        return bq_quality_rules(ctx, p, opts, run, err);
     }
     aq_status st = AQ_OK;
-    if (opts->rules != NULL && (st = bq_quality_each(ctx, p, opts, run, false, err)) != AQ_OK) {
+    if (opts->rules != NULL &&
+        (st = bq_quality_each(ctx, p, opts, run, BQ_FIXED_ROWS, err)) != AQ_OK) {
         return st;
     }
     return bq_quality_budget(ctx, p, opts, run, err);
@@ -815,6 +905,53 @@ static aq_status bq_row_schemes(const bq_plan *p, char **out, aq_error *err)
     json[at] = '\0';
     *out = json;
     return AQ_OK;
+}
+
+/* Writes row it's packed codes, scales and zero points at the cursors of o: from the quality
+ * driver's choice, raw for a kept row, or through the kernels. A row the kernels refuse is
+ * left out of the result (and of arrowquant.row_schemes) in continue mode: *skipped. */
+static aq_status bq_encode(aq_ctx *ctx, const aq_batch_options *opts, size_t row, bq_item *it,
+                           const bq_out *o, size_t at_packed, size_t at_group, bool *skipped,
+                           aq_error *err)
+{
+    const aq_layout *l = &it->layout;
+    if (it->set != NULL) {
+        aq_qtensor q;
+        aq_status st = aq_qset_get(it->set, it->set_index, NULL, &q, err);
+        if (st != AQ_OK || (st = aq__arrow_report_choice(opts->report, row, it->name, &it->choice,
+                                                         err)) != AQ_OK) {
+            return st;
+        }
+        memcpy(o->packed + at_packed, q.packed, q.packed_size);
+        memcpy(o->scales + at_group, q.scales, q.groups * sizeof(float));
+        memcpy(o->zps + at_group, q.zero_points, q.groups * sizeof(float));
+        return AQ_OK;
+    }
+    if (it->kept) {
+        aq__arrow_keep_encode(&it->t, l->elements, l->bit_width, o->packed + at_packed);
+        return AQ_OK;
+    }
+    aq_qbuffers qb = {o->packed + at_packed, l->packed_bytes, o->scales + at_group,
+                      o->zps + at_group, l->groups};
+    aq_error row_err;
+    aq_error_clear(&row_err);
+    aq_ctx rc = aq__ctx_with(ctx, it->scheme, l->bit_width, l->group_size);
+    float *imp = NULL;
+    aq_status rst = bq_uses_importance(it->scheme)
+                        ? aq__arrow_importance(opts, &it->t, l->elements, &imp, &row_err)
+                        : AQ_OK;
+    if (rst == AQ_OK) {
+        aq_quantize_options qo = {imp};
+        rst = imp != NULL ? aq_quantize_ex(&rc, &it->t, &qo, &qb, NULL, &row_err)
+                          : aq_quantize(&rc, &it->t, &qb, &row_err);
+    }
+    free(imp);
+    if (rst == AQ_OK) {
+        return AQ_OK;
+    }
+    it->status = row_err.code;
+    *skipped = true;
+    return aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message, err);
 }
 
 static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts, arw_run *run,
@@ -885,46 +1022,17 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
             }
             continue;
         }
-        const aq_layout *l = &it->layout;
-        if (it->set != NULL) {
-            aq_qtensor q;
-            if ((st = aq_qset_get(it->set, it->set_index, NULL, &q, err)) != AQ_OK ||
-                (st = aq__arrow_report_choice(opts->report, row, it->name, &it->choice, err)) !=
-                    AQ_OK) {
+        bool skipped = false;
+        if ((st = bq_encode(ctx, opts, row, it, &o, at_packed, at_group, &skipped, err)) != AQ_OK) {
+            goto done;
+        }
+        if (skipped) {
+            if ((st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
                 goto done;
             }
-            memcpy(o.packed + at_packed, q.packed, q.packed_size);
-            memcpy(o.scales + at_group, q.scales, q.groups * sizeof(float));
-            memcpy(o.zps + at_group, q.zero_points, q.groups * sizeof(float));
-        } else if (it->kept) {
-            aq__arrow_keep_encode(&it->t, l->elements, l->bit_width, o.packed + at_packed);
-        } else {
-            aq_qbuffers qb = {o.packed + at_packed, l->packed_bytes, o.scales + at_group,
-                              o.zps + at_group, l->groups};
-            aq_error row_err;
-            aq_error_clear(&row_err);
-            aq_ctx rc = bq_row_ctx(ctx, it->scheme, l->bit_width, l->group_size);
-            float *imp = NULL;
-            aq_status rst = bq_uses_importance(it->scheme)
-                                ? aq__arrow_importance(opts, &it->t, l->elements, &imp, &row_err)
-                                : AQ_OK;
-            if (rst == AQ_OK) {
-                aq_quantize_options qo = {imp};
-                rst = imp != NULL ? aq_quantize_ex(&rc, &it->t, &qo, &qb, NULL, &row_err)
-                                  : aq_quantize(&rc, &it->t, &qb, &row_err);
-            }
-            free(imp);
-            if (rst != AQ_OK) {
-                /* Left out of the result (and of arrowquant.row_schemes). */
-                it->status = row_err.code;
-                if ((st = aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message,
-                                             err)) != AQ_OK ||
-                    (st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
-                    goto done;
-                }
-                continue;
-            }
+            continue;
         }
+        const aq_layout *l = &it->layout;
         memcpy(o.name_data + at_name, it->name, it->name_len);
         memcpy(o.dims + at_dim, it->t.shape, it->t.ndim * sizeof(int64_t));
         at_name += it->name_len;

@@ -340,6 +340,117 @@ static aq_status gw_tensor(gw_state *s, size_t i, aq_gguf_write_summary *sum, aq
     return AQ_OK;
 }
 
+/* The plan: every tensor's type, its ggml shape (innermost first; more than 4 dimensions
+ * fold the outer ones, with the true shape in comfy.gguf.orig_shape.NAME), size, offset.
+ * *n_extra: the tensors of more than 4 dimensions. */
+static aq_status gw_plan_tensors(gw_state *s, size_t *n_extra, aq_error *err)
+{
+    uint64_t offset = 0;
+    *n_extra = 0;
+    aq_status st;
+    for (size_t i = 0; i < s->n; i++) {
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        gw_plan *p = &s->plan[i];
+        if ((st = gw_choose(s->o, t, p, err)) != AQ_OK) {
+            return st;
+        }
+        bool fits = true;
+        if (p->type == AQ_GGUF_F16 && strcmp(p->reason, "type") != 0 && t->dtype != AQ_ST_F16 &&
+            (st = gw_fits_f16(s->model, i, &fits, err)) != AQ_OK) {
+            return st;
+        }
+        if (!fits) {
+            p->type = AQ_GGUF_F32;
+            p->reason = "range";
+        }
+        const aq__ggml_traits *tr = aq__gguf_traits((uint32_t)p->type);
+        p->nd = t->ndim == 0 ? 1 : (uint32_t)(t->ndim < GW_MAX_DIMS ? t->ndim : GW_MAX_DIMS);
+        for (uint32_t d = 0; d < GW_MAX_DIMS; d++) {
+            p->ne[d] = 1;
+        }
+        for (size_t d = 0; d < t->ndim; d++) {
+            size_t ggml_dim = t->ndim - 1 - d;
+            if (ggml_dim >= GW_MAX_DIMS) {
+                ggml_dim = GW_MAX_DIMS - 1;
+            }
+            p->ne[ggml_dim] *= (uint64_t)t->shape[d];
+        }
+        if (t->ndim > GW_MAX_DIMS) {
+            (*n_extra)++;
+        }
+        p->nbytes = t->elements / tr->block * tr->bytes;
+        p->offset = offset;
+        offset += p->nbytes + (GW_ALIGN - p->nbytes % GW_ALIGN) % GW_ALIGN;
+    }
+    return AQ_OK;
+}
+
+/* The header: the key/values (architecture, name, versions, alignment, the source's metadata,
+ * the true shapes of tensors of more than 4 dimensions, their keys kept in shape_keys) and the
+ * tensor infos of the plan, into h. */
+static aq_status gw_header(gw_state *s, gw_buf *h, size_t n_extra, char **shape_keys, aq_error *err)
+{
+    const char *arch = s->o->architecture != NULL ? s->o->architecture : gw_detect_arch(s->model);
+    const size_t n_meta = aq_model_metadata_count(s->model);
+    size_t n_kv = 4 + n_extra + n_meta + (arch != NULL && arch[0] != '\0') + (s->o->name != NULL);
+    gw_put(h, "GGUF", 4);
+    gw_u32(h, 3);
+    gw_u64(h, s->n);
+    gw_u64(h, n_kv);
+    if (arch != NULL && arch[0] != '\0') {
+        gw_kv_str(h, "general.architecture", arch);
+    }
+    if (s->o->name != NULL) {
+        gw_kv_str(h, "general.name", s->o->name);
+    }
+    gw_kv_u32(h, "general.quantization_version", 2);
+    gw_kv_u32(h, "general.file_type", gw_file_type(s->o->type));
+    gw_kv_u32(h, "general.alignment", GW_ALIGN);
+    gw_kv_str(h, "arrowquant.version", aq_version_string());
+    for (size_t i = 0; i < n_meta; i++) {
+        const char *k, *v;
+        aq_model_metadata_get(s->model, i, &k, &v);
+        char key[512];
+        snprintf(key, sizeof key, "arrowquant.meta.%s", k);
+        gw_kv_str(h, key, v);
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        if (t->ndim <= GW_MAX_DIMS) {
+            continue;
+        }
+        size_t len = strlen(t->name) + 32;
+        if ((shape_keys[i] = malloc(len)) == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "out of memory for the GGUF header");
+        }
+        snprintf(shape_keys[i], len, "comfy.gguf.orig_shape.%s", t->name);
+        gw_str(h, shape_keys[i]);
+        gw_u32(h, 9);
+        gw_u32(h, 5);
+        gw_u64(h, t->ndim);
+        for (size_t d = 0; d < t->ndim; d++) {
+            if (t->shape[d] > INT32_MAX) {
+                return aq__error_set(err, AQ_UNSUPPORTED,
+                                     "tensor '%s': dimension %zu of %lld does not fit the int32 of "
+                                     "comfy.gguf.orig_shape",
+                                     t->name, d, (long long)t->shape[d]);
+            }
+            gw_u32(h, (uint32_t)t->shape[d]);
+        }
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const gw_plan *p = &s->plan[i];
+        gw_str(h, aq_model_tensor(s->model, i)->name);
+        gw_u32(h, p->nd);
+        for (uint32_t d = 0; d < p->nd; d++) {
+            gw_u64(h, p->ne[d]);
+        }
+        gw_u32(h, (uint32_t)p->type);
+        gw_u64(h, p->offset);
+    }
+    return AQ_OK;
+}
+
 aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
                            const aq_gguf_write_options *opts, aq_gguf_write_summary *summary,
                            aq_error *err)
@@ -363,103 +474,10 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
         st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", out_path);
         goto done;
     }
-    /* The plan: every tensor's type, its ggml shape (innermost first; more than 4 dimensions
-     * fold the outer ones, with the true shape in comfy.gguf.orig_shape.NAME), size, offset. */
-    uint64_t offset = 0;
     size_t n_extra = 0;
-    for (size_t i = 0; i < s.n; i++) {
-        const aq_st_tensor *t = aq_model_tensor(model, i);
-        gw_plan *p = &s.plan[i];
-        if ((st = gw_choose(opts, t, p, err)) != AQ_OK) {
-            goto done;
-        }
-        bool fits = true;
-        if (p->type == AQ_GGUF_F16 && strcmp(p->reason, "type") != 0 && t->dtype != AQ_ST_F16 &&
-            (st = gw_fits_f16(model, i, &fits, err)) != AQ_OK) {
-            goto done;
-        }
-        if (!fits) {
-            p->type = AQ_GGUF_F32;
-            p->reason = "range";
-        }
-        const aq__ggml_traits *tr = aq__gguf_traits((uint32_t)p->type);
-        p->nd = t->ndim == 0 ? 1 : (uint32_t)(t->ndim < GW_MAX_DIMS ? t->ndim : GW_MAX_DIMS);
-        for (uint32_t d = 0; d < GW_MAX_DIMS; d++) {
-            p->ne[d] = 1;
-        }
-        for (size_t d = 0; d < t->ndim; d++) {
-            size_t ggml_dim = t->ndim - 1 - d;
-            if (ggml_dim >= GW_MAX_DIMS) {
-                ggml_dim = GW_MAX_DIMS - 1;
-            }
-            p->ne[ggml_dim] *= (uint64_t)t->shape[d];
-        }
-        if (t->ndim > GW_MAX_DIMS) {
-            n_extra++;
-        }
-        p->nbytes = t->elements / tr->block * tr->bytes;
-        p->offset = offset;
-        offset += p->nbytes + (GW_ALIGN - p->nbytes % GW_ALIGN) % GW_ALIGN;
-    }
-    const char *arch = opts->architecture != NULL ? opts->architecture : gw_detect_arch(model);
-    const size_t n_meta = aq_model_metadata_count(model);
-    size_t n_kv = 4 + n_extra + n_meta + (arch != NULL && arch[0] != '\0') + (opts->name != NULL);
-    gw_put(&h, "GGUF", 4);
-    gw_u32(&h, 3);
-    gw_u64(&h, s.n);
-    gw_u64(&h, n_kv);
-    if (arch != NULL && arch[0] != '\0') {
-        gw_kv_str(&h, "general.architecture", arch);
-    }
-    if (opts->name != NULL) {
-        gw_kv_str(&h, "general.name", opts->name);
-    }
-    gw_kv_u32(&h, "general.quantization_version", 2);
-    gw_kv_u32(&h, "general.file_type", gw_file_type(opts->type));
-    gw_kv_u32(&h, "general.alignment", GW_ALIGN);
-    gw_kv_str(&h, "arrowquant.version", aq_version_string());
-    for (size_t i = 0; i < n_meta; i++) {
-        const char *k, *v;
-        aq_model_metadata_get(model, i, &k, &v);
-        char key[512];
-        snprintf(key, sizeof key, "arrowquant.meta.%s", k);
-        gw_kv_str(&h, key, v);
-    }
-    for (size_t i = 0; i < s.n; i++) {
-        const aq_st_tensor *t = aq_model_tensor(model, i);
-        if (t->ndim <= GW_MAX_DIMS) {
-            continue;
-        }
-        size_t len = strlen(t->name) + 32;
-        if ((shape_keys[i] = malloc(len)) == NULL) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", out_path);
-            goto done;
-        }
-        snprintf(shape_keys[i], len, "comfy.gguf.orig_shape.%s", t->name);
-        gw_str(&h, shape_keys[i]);
-        gw_u32(&h, 9);
-        gw_u32(&h, 5);
-        gw_u64(&h, t->ndim);
-        for (size_t d = 0; d < t->ndim; d++) {
-            if (t->shape[d] > INT32_MAX) {
-                st = aq__error_set(err, AQ_UNSUPPORTED,
-                                   "tensor '%s': dimension %zu of %lld does not fit the int32 of "
-                                   "comfy.gguf.orig_shape",
-                                   t->name, d, (long long)t->shape[d]);
-                goto done;
-            }
-            gw_u32(&h, (uint32_t)t->shape[d]);
-        }
-    }
-    for (size_t i = 0; i < s.n; i++) {
-        const gw_plan *p = &s.plan[i];
-        gw_str(&h, aq_model_tensor(model, i)->name);
-        gw_u32(&h, p->nd);
-        for (uint32_t d = 0; d < p->nd; d++) {
-            gw_u64(&h, p->ne[d]);
-        }
-        gw_u32(&h, (uint32_t)p->type);
-        gw_u64(&h, p->offset);
+    if ((st = gw_plan_tensors(&s, &n_extra, err)) != AQ_OK ||
+        (st = gw_header(&s, &h, n_extra, shape_keys, err)) != AQ_OK) {
+        goto done;
     }
     static const uint8_t zeros[GW_ALIGN];
     gw_put(&h, zeros, (GW_ALIGN - h.len % GW_ALIGN) % GW_ALIGN);

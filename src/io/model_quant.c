@@ -19,7 +19,7 @@
 #include "arrow_owned.h"
 #include "io_internal.h"
 #include "ipc_internal.h"
-#include "quant_internal.h"
+#include "pipeline.h"
 
 #include <fnmatch.h>
 #include <math.h>
@@ -27,10 +27,6 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
-
-/* Rows of a quantized tensor dequantized at once when measuring quality: a multiple of 8, so
- * that every block starts on a byte of the packed codes. */
-#define MQ_BLOCK_ELEMENTS ((size_t)1 << 16)
 
 enum { MQ_NCOLS = 13 };
 
@@ -101,6 +97,9 @@ typedef struct mq_state {
     size_t batches;
     aq__budget_option *plan; /* with a budget: the option chosen for each tensor */
     double min_cosine;
+    /* The floor the file records (arrowquant.min_cosine), what arrowquant validate holds it to:
+     * min_cosine, or lower where the default mode's size left a tensor below it. */
+    double recorded_floor;
     float *mbuf; /* dequantized block for mq_measure, reused from tensor to tensor */
     size_t mbuf_cap;
     /* With layer rules: each tensor's bits, scheme and deciding rule (aq_rule_name), and
@@ -109,6 +108,7 @@ typedef struct mq_state {
     aq_scheme *r_scheme;
     const char **r_rule;
     unsigned char *r_profile;
+    unsigned char *r_role; /* aq__plan_role: what the default mode's size does with it */
     /* With a calibration: the importance of the tensor being quantized (NULL: none), in ibuf. */
     const float *imp;
     float *ibuf;
@@ -232,6 +232,8 @@ static aq_status mq_rule(mq_state *s, size_t i, int *kept, aq_error *err)
     s->r_scheme[i] = dec.scheme;
     s->r_rule[i] = aq_rule_name(dec.rule);
     s->r_profile[i] = dec.rule == AQ_RULE_PROFILE && !dec.keep;
+    s->r_role[i] = t->elements > 0 ? (unsigned char)aq__plan_role_of(&dec, t->ndim)
+                                   : (unsigned char)AQ__PLAN_OUTSIDE;
     return AQ_OK;
 }
 
@@ -270,157 +272,21 @@ static bool mq_budgeted(const mq_state *s, const int *kept, size_t i)
     return !kept[i] && (s->r_profile == NULL || s->r_profile[i]);
 }
 
-/* ---- quality, block by block ---- */
+/* ---- quality, block by block (the pipeline's meter) ---- */
 
-typedef struct mq_acc {
-    double xx, ee, xy, yy, maxe;
-} mq_acc;
-
-static double mq_src_value(const void *data, aq_dtype d, size_t k)
+static aq_status mq_meter_init(mq_state *s, aq_ctx *c, const aq_tensor *src, aq_scheme scheme,
+                               const aq_layout *l, const mq_row *r, aq__meter *m, aq_error *err)
 {
-    switch (d) {
-    case AQ_DTYPE_F32: {
-        float v;
-        memcpy(&v, (const char *)data + 4 * k, 4);
-        return (double)v;
-    }
-    case AQ_DTYPE_F16: {
-        uint16_t h;
-        memcpy(&h, (const char *)data + 2 * k, 2);
-        return (double)aq__f16_to_f32(h);
-    }
-    case AQ_DTYPE_BF16: {
-        uint16_t h;
-        memcpy(&h, (const char *)data + 2 * k, 2);
-        return (double)aq__bf16_to_f32(h);
-    }
-    default: {
-        double v;
-        memcpy(&v, (const char *)data + 8 * k, 8);
-        return v;
-    }
-    }
+    aq_status st = aq__meter_init(c, src, scheme, l, r->data, r->scales, r->zps, &s->mbuf,
+                                  &s->mbuf_cap, m, err);
+    m->cancel = s->opts != NULL ? s->opts->cancel : NULL;
+    return st;
 }
 
-static void mq_acc_add(mq_acc *a, double x, double y)
+static void mq_meter_finish(const aq__meter *m, mq_row *r)
 {
-    double e = x - y;
-    a->xx += x * x;
-    a->ee += e * e;
-    a->xy += x * y;
-    a->yy += y * y;
-    if (fabs(e) > a->maxe) {
-        a->maxe = fabs(e);
-    }
-}
-
-static void mq_acc_finish(const mq_acc *a, double *sqnr, double *cosine, double *maxerr)
-{
-    *sqnr = a->ee == 0.0 ? (double)INFINITY : 10.0 * log10(a->xx / a->ee);
-    if (a->xx == 0.0 && a->yy == 0.0) {
-        *cosine = 1.0;
-    } else if (a->xx == 0.0 || a->yy == 0.0) {
-        *cosine = 0.0;
-    } else {
-        *cosine = a->xy / (sqrt(a->xx) * sqrt(a->yy));
-    }
-    *maxerr = a->maxe;
-}
-
-/* Measuring one tensor block by block: the dequantized block's buffer, the statistics' kernel
- * and the sums, in block order (the same sums whether blocks are quantized first or one by
- * one). */
-typedef struct mq_meter {
-    size_t block_rows;
-    float *buf;
-    aq__error_stats_fn stats;
-    size_t esize;
-    double acc[5];
-    aq_qtensor q;
-} mq_meter;
-
-/* The tensor's own rows, for measuring in blocks of rows: l with rows and cols of the shape
- * (the flattened kquant layout has one row of every element). */
-static aq_layout mq_row_geometry(const aq_tensor *src, const aq_layout *l)
-{
-    aq_layout rl = *l;
-    rl.rows = src->ndim >= 2 ? (size_t)src->shape[0] : 1;
-    rl.cols = l->elements / rl.rows;
-    return rl;
-}
-
-static aq_status mq_meter_init(mq_state *s, const aq_tensor *src, aq_scheme scheme,
-                               const aq_layout *l, const mq_row *r, mq_meter *m, aq_error *err)
-{
-    memset(m, 0, sizeof *m);
-    const aq_layout rl = mq_row_geometry(src, l);
-    size_t block_rows = MQ_BLOCK_ELEMENTS / rl.cols;
-    block_rows = block_rows < 8 ? 8 : block_rows / 8 * 8;
-    size_t cap = block_rows * rl.cols;
-    if (cap > l->elements) {
-        cap = l->elements;
-    }
-    if (cap > s->mbuf_cap) {
-        free(s->mbuf);
-        s->mbuf_cap = 0;
-        if ((s->mbuf = malloc(cap * sizeof(float))) == NULL) {
-            return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory measuring quality",
-                                 src->name);
-        }
-        s->mbuf_cap = cap;
-    }
-    m->block_rows = block_rows;
-    m->buf = s->mbuf;
-    /* The kernels' error statistics: the same sums on every table, so figures, floors and
-     * budgets do not depend on the CPU. */
-    m->stats = s->ctx->kernels->error_stats[src->dtype];
-    if (m->stats == NULL) {
-        m->stats = aq__kernels_ref.error_stats[src->dtype];
-    }
-    m->esize = aq_dtype_size(src->dtype);
-    /* The whole tensor as quantized, in its own scheme's layout (kquant keeps its sub-block
-     * parameters after all codes; aq__dequantize_rows gathers them per block). */
-    m->q.name = src->name;
-    m->q.scheme = scheme;
-    m->q.bit_width = l->bit_width;
-    m->q.group_size = l->group_size;
-    m->q.shape = src->shape;
-    m->q.ndim = src->ndim;
-    m->q.packed = r->data;
-    m->q.packed_size = l->packed_bytes;
-    m->q.scales = r->scales;
-    m->q.zero_points = r->zps;
-    m->q.groups = l->groups;
-    return AQ_OK;
-}
-
-/* Adds rows [r0, r1) of the tensor (whole blocks from the tensor's start, or its end) to the
- * sums. */
-static aq_status mq_meter_rows(mq_state *s, const aq_tensor *src, const aq_layout *layout,
-                               mq_meter *m, size_t r0, size_t r1, aq_error *err)
-{
-    const aq_layout rows_l = mq_row_geometry(src, layout);
-    const aq_layout *l = &rows_l;
-    for (; r0 < r1; r0 += m->block_rows) {
-        if (mq_cancelled(s->opts)) {
-            return aq__error_set(err, AQ_CANCELLED, "cancelled");
-        }
-        size_t nr = r1 - r0 < m->block_rows ? r1 - r0 : m->block_rows;
-        size_t n = nr * l->cols;
-        aq_status st = aq__dequantize_rows(s->ctx, &m->q, r0, nr, AQ_DTYPE_F32, m->buf, n, err);
-        if (st != AQ_OK) {
-            return st;
-        }
-        m->stats((const char *)src->data + r0 * l->cols * m->esize, m->buf, n, m->acc);
-    }
-    return AQ_OK;
-}
-
-static void mq_meter_finish(const mq_meter *m, mq_row *r)
-{
-    const mq_acc sum = {m->acc[0], m->acc[1], m->acc[2], m->acc[3], m->acc[4]};
-    mq_acc_finish(&sum, &r->sqnr, &r->cosine, &r->maxerr);
-    r->sse = sum.ee;
+    aq__metrics_from_sums(m->acc, &r->sqnr, &r->cosine, &r->maxerr);
+    r->sse = m->acc[1];
 }
 
 /* Quantizes src into r's buffers (laid out as l) with c and measures the result. An affine
@@ -433,8 +299,8 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
                                      const aq_layout *l, mq_row *r, aq_error *err)
 {
     aq_qbuffers out = {r->data, l->packed_bytes, r->scales, r->zps, l->groups};
-    mq_meter m;
-    aq_status st = mq_meter_init(s, src, scheme, l, r, &m, err);
+    aq__meter m;
+    aq_status st = mq_meter_init(s, c, src, scheme, l, r, &m, err);
     if (st != AQ_OK) {
         return st;
     }
@@ -449,17 +315,18 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
          * the block path: plain affine ignores it. */
         aq_quantize_options qo = {s->imp};
         if ((st = aq_quantize_ex(c, src, &qo, &out, NULL, err)) != AQ_OK ||
-            (st = mq_meter_rows(s, src, l, &m, 0, mq_row_geometry(src, l).rows, err)) != AQ_OK) {
+            (st = aq__meter_rows(&m, 0, m.rows, err)) != AQ_OK) {
             return st;
         }
         mq_meter_finish(&m, r);
         return AQ_OK;
     }
+    const size_t esize = aq_dtype_size(src->dtype);
     for (size_t r0 = 0; r0 < l->rows; r0 += m.block_rows) {
         size_t nr = l->rows - r0 < m.block_rows ? l->rows - r0 : m.block_rows;
         int64_t shape[2] = {(int64_t)nr, (int64_t)l->cols};
         aq_tensor part = *src;
-        part.data = (const char *)src->data + r0 * l->cols * m.esize;
+        part.data = (const char *)src->data + r0 * l->cols * esize;
         part.shape = shape;
         part.ndim = 2;
         size_t bit0 = r0 * l->cols * l->bit_width; /* a multiple of 8: r0 is */
@@ -471,7 +338,7 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
             /* The message gives the index in the whole tensor. */
             return aq_quantize(c, src, &out, err);
         }
-        if (st != AQ_OK || (st = mq_meter_rows(s, src, l, &m, r0, r0 + nr, err)) != AQ_OK) {
+        if (st != AQ_OK || (st = aq__meter_rows(&m, r0, r0 + nr, err)) != AQ_OK) {
             return st;
         }
     }
@@ -515,7 +382,7 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
         /* The cosine floor of the run, when it had one: what arrowquant validate holds the
          * file to by default (%.17g keeps the double exact). */
         char floor[32];
-        double min_cos = s->opts != NULL ? s->opts->min_cosine : 0.0;
+        double min_cos = s->recorded_floor;
         snprintf(floor, sizeof floor, "%.17g", min_cos);
         const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
                               "arrowquant.group_size",     "arrowquant.packing",
@@ -751,6 +618,74 @@ static aq_status mq_submit(mq_state *s, struct ArrowArray *batch, bool async, aq
     return aq_ipc_writer_write((aq_ipc_writer *)s->ipc, batch, err);
 }
 
+/* The quantized_data column of the pending rows: the arena's buffer or the one row's buffer
+ * as is (borrowed or adopted), or the rows copied together. *in_arena: the rows lie in the
+ * current arena back to back; *borrowed: one of them is read from the mapping. */
+static aq_status mq_data_column(mq_state *s, struct ArrowArray *qd, size_t total_data,
+                                bool *in_arena_out, bool *borrowed_out, aq_error *err)
+{
+    const size_t n = s->n_rows;
+    /* quantized_data: the one row's buffer as is, or the rows copied together. */
+    if (!s->large && total_data > INT32_MAX) {
+        return aq__error_set(err, AQ_OVERFLOW, "batch data exceeds 2 GiB");
+    }
+    aq_status st = aq__array_alloc(qd, (int64_t)n, 3, 0, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    size_t osz = s->large ? sizeof(int64_t) : sizeof(int32_t);
+    uint8_t *offs = aq__array_buffer_alloc(qd, 1, (n + 1) * osz);
+    if (offs == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+    }
+    size_t pos = 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (s->large) {
+            int64_t v = (int64_t)pos;
+            memcpy(offs + i * osz, &v, osz);
+        } else {
+            int32_t v = (int32_t)pos;
+            memcpy(offs + i * osz, &v, osz);
+        }
+        if (i < n) {
+            pos += s->rows[i].data_size;
+        }
+    }
+    /* The rows of an arena lie in it back to back: the batch borrows its buffers. */
+    bool in_arena = true, borrowed = false;
+    for (size_t i = 0; i < n; i++) {
+        in_arena = in_arena && s->rows[i].arena;
+        borrowed = borrowed || s->rows[i].borrowed != NULL;
+    }
+    const mq_arena *ar = &s->arena[s->cur];
+    in_arena = in_arena && total_data > 0 && total_data == ar->data_len;
+    if (in_arena) {
+        aq__array_buffer_borrow(qd, 2, ar->data, s->keep);
+    } else if (n == 1 && s->rows[0].borrowed != NULL) {
+        aq__array_buffer_borrow(qd, 2, s->rows[0].borrowed, s->keep);
+    } else if (n == 1 && s->rows[0].data != NULL && !s->rows[0].arena) {
+        aq__array_buffer_adopt(qd, 2, s->rows[0].data);
+        s->rows[0].data = NULL;
+    } else {
+        uint8_t *data = aq__array_buffer_alloc(qd, 2, total_data > 0 ? total_data : 1);
+        if (data == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
+        }
+        pos = 0;
+        for (size_t i = 0; i < n; i++) {
+            const mq_row *r = &s->rows[i];
+            const uint8_t *src = r->borrowed != NULL ? r->borrowed : r->data;
+            if (r->data_size > 0) {
+                memcpy(data + pos, src, r->data_size);
+            }
+            pos += r->data_size;
+        }
+    }
+    *in_arena_out = in_arena;
+    *borrowed_out = borrowed;
+    return AQ_OK;
+}
+
 static aq_status mq_flush(mq_state *s, aq_error *err)
 {
     size_t n = s->n_rows;
@@ -820,65 +755,12 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
         (st = mq_utf8(batch.children[0], names, n, err)) != AQ_OK) {
         goto done;
     }
-    /* quantized_data: the one row's buffer as is, or the rows copied together. */
-    struct ArrowArray *qd = batch.children[1];
-    if (!s->large && total_data > INT32_MAX) {
-        st = aq__error_set(err, AQ_OVERFLOW, "batch data exceeds 2 GiB");
+    bool in_arena = false, borrowed = false;
+    if ((st = mq_data_column(s, batch.children[1], total_data, &in_arena, &borrowed, err)) !=
+        AQ_OK) {
         goto done;
-    }
-    if ((st = aq__array_alloc(qd, (int64_t)n, 3, 0, err)) != AQ_OK) {
-        goto done;
-    }
-    size_t osz = s->large ? sizeof(int64_t) : sizeof(int32_t);
-    uint8_t *offs = aq__array_buffer_alloc(qd, 1, (n + 1) * osz);
-    if (offs == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
-        goto done;
-    }
-    size_t pos = 0;
-    for (size_t i = 0; i <= n; i++) {
-        if (s->large) {
-            int64_t v = (int64_t)pos;
-            memcpy(offs + i * osz, &v, osz);
-        } else {
-            int32_t v = (int32_t)pos;
-            memcpy(offs + i * osz, &v, osz);
-        }
-        if (i < n) {
-            pos += s->rows[i].data_size;
-        }
-    }
-    /* The rows of an arena lie in it back to back: the batch borrows its buffers. */
-    bool in_arena = true, borrowed = false;
-    for (size_t i = 0; i < n; i++) {
-        in_arena = in_arena && s->rows[i].arena;
-        borrowed = borrowed || s->rows[i].borrowed != NULL;
     }
     const mq_arena *ar = &s->arena[s->cur];
-    in_arena = in_arena && total_data > 0 && total_data == ar->data_len;
-    if (in_arena) {
-        aq__array_buffer_borrow(qd, 2, ar->data, s->keep);
-    } else if (n == 1 && s->rows[0].borrowed != NULL) {
-        aq__array_buffer_borrow(qd, 2, s->rows[0].borrowed, s->keep);
-    } else if (n == 1 && s->rows[0].data != NULL && !s->rows[0].arena) {
-        aq__array_buffer_adopt(qd, 2, s->rows[0].data);
-        s->rows[0].data = NULL;
-    } else {
-        uint8_t *data = aq__array_buffer_alloc(qd, 2, total_data > 0 ? total_data : 1);
-        if (data == NULL) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
-            goto done;
-        }
-        pos = 0;
-        for (size_t i = 0; i < n; i++) {
-            const mq_row *r = &s->rows[i];
-            const uint8_t *src = r->borrowed != NULL ? r->borrowed : r->data;
-            if (r->data_size > 0) {
-                memcpy(data + pos, src, r->data_size);
-            }
-            pos += r->data_size;
-        }
-    }
     bool single = n == 1 && !s->rows[0].arena;
     const void *wsc = in_arena ? ar->scales : NULL, *wzp = in_arena ? ar->zps : NULL;
     if ((st = mq_list(batch.children[2], sv, gc, sizeof(float), n, single, wsc, s->keep, err)) !=
@@ -1006,6 +888,19 @@ static bool mq_aligned(const void *p, size_t align)
     return align == 0 || ((uintptr_t)p % align) == 0;
 }
 
+/* Element k of a BF16 or F64 source, for keeping it in float32. */
+static double mq_src_value(const void *data, aq_dtype d, size_t k)
+{
+    if (d == AQ_DTYPE_BF16) {
+        uint16_t h;
+        memcpy(&h, (const char *)data + 2 * k, 2);
+        return (double)aq__bf16_to_f32(h);
+    }
+    double v;
+    memcpy(&v, (const char *)data + 8 * k, 8);
+    return v;
+}
+
 /* A kept tensor: raw bytes, float32 for BF16/F64 sources (a float16 source stays float16). */
 static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error *err)
 {
@@ -1023,15 +918,21 @@ static aq_status mq_keep(mq_state *s, const aq_st_tensor *t, mq_row *r, aq_error
         if (st != AQ_OK) {
             return st;
         }
-        mq_acc acc = {0, 0, 0, 0, 0};
+        /* The conversion's error sums (x^2, e^2, x*y, y^2, max |e|) in element order. */
+        double acc[5] = {0, 0, 0, 0, 0};
         for (size_t k = 0; k < t->elements; k++) {
             double x = mq_src_value(t->data, d, k);
             float y = (float)x;
+            double e = x - (double)y;
             memcpy(r->data + 4 * k, &y, 4);
-            mq_acc_add(&acc, x, (double)y);
+            acc[0] += x * x;
+            acc[1] += e * e;
+            acc[2] += x * (double)y;
+            acc[3] += (double)y * (double)y;
+            acc[4] = fabs(e) > acc[4] ? fabs(e) : acc[4];
         }
         if (t->dtype == AQ_ST_F64) {
-            mq_acc_finish(&acc, &r->sqnr, &r->cosine, &r->maxerr);
+            aq__metrics_from_sums(acc, &r->sqnr, &r->cosine, &r->maxerr);
         }
         return AQ_OK;
     }
@@ -1074,9 +975,7 @@ static aq_status mq_view(mq_state *s, size_t i, const aq_st_tensor *t, aq_tensor
 static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st_tensor *t,
                                   aq_scheme scheme, unsigned bits, mq_row *r, aq_error *err)
 {
-    aq_ctx tmp = *s->ctx; /* the same kernels and pool; other scheme and bits */
-    tmp.scheme = scheme;
-    tmp.bit_width = bits;
+    aq_ctx tmp = aq__ctx_with(s->ctx, scheme, bits, aq__ctx_group_size(s->ctx));
     mq_row_out_free(r);
     aq_layout l;
     aq_status st = aq_quantize_bound(&tmp, src, &l, err);
@@ -1181,12 +1080,272 @@ static aq_status mq_fixed_bytes(mq_state *s, const int *kept, size_t i, size_t *
     return AQ_OK;
 }
 
-/* The budget's first pass: every option of every tensor the budget chooses for, measured
- * (outputs dropped), then the allocation. s->plan receives each such tensor's choice (bits 0
- * for the others: kept, or fixed by the rules). */
-static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
+/* ---- the default mode's model-wide size (the pipeline's plan) ---- */
+
+/* Chosen tensor i measured into the plan: its options and the rules' preference. */
+static aq_status mq_plan_tensor(mq_state *s, const int *kept, size_t i, aq__plan *p, aq_error *err)
+{
+    const aq_st_tensor *t = aq_model_tensor(s->model, i);
+    aq_tensor src;
+    void *copy = NULL;
+    aq_status st = mq_view(s, i, t, &src, &copy, err);
+    if (st == AQ_OK) {
+        st = mq_importance(s, t, err);
+    }
+    aq__plan_pref pref;
+    memset(&pref, 0, sizeof pref);
+    if (kept[i]) {
+        pref.keep_bytes = mq_kept_bytes(t);
+        pref.keep_bits = pref.keep_bytes * 8 / t->elements > 16 ? 32u : 16u;
+    } else if (!s->r_profile[i]) {
+        pref.bits = s->r_bits[i];
+        pref.scheme = s->r_scheme[i];
+        pref.group_size = aq__ctx_group_size(s->ctx);
+    }
+    if (st == AQ_OK) {
+        /* The importance is borrowed: the writing pass looks it up again. */
+        st = aq__plan_measure(p, s->ctx, &src, s->imp != NULL ? s->ibuf : NULL, false, &pref,
+                              s->min_cosine, s->opts->cancel, i, err);
+    }
+    free(copy);
+    aq_model_release(s->model, i);
+    return st;
+}
+
+/* The default budget with layer rules: one size over every counted tensor of the model (the
+ * profile's target_bpw), the rules' treatments (8 bits, kept in float) as preferences within
+ * it. kept[i] becomes 0 for a tensor the rules kept that the plan quantizes. */
+static aq_status mq_plan_rules(mq_state *s, int *kept, aq_error *err)
 {
     const aq_model_quantize_options *o = s->opts;
+    const size_t n = aq_model_count(s->model);
+    aq_profile prof;
+    aq_rules_profile(o->rules, &prof);
+    aq__plan p;
+    aq_model_progress prog = {0, 0, 0, 0, NULL, 1};
+    aq_status st = aq__plan_init(&p, n, o->schemes, o->n_schemes, prof.scheme, err);
+    for (size_t i = 0; i < n && st == AQ_OK; i++) {
+        if (s->r_role[i] == AQ__PLAN_CHOSEN) {
+            prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
+            prog.tensors_total = i + 1;
+        }
+    }
+    for (size_t i = 0; i < n && st == AQ_OK; i++) {
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        if (s->r_role[i] == AQ__PLAN_FIXED) {
+            size_t b = 0;
+            st = mq_fixed_bytes(s, kept, i, &b, err);
+            p.fixed += b;
+            p.counted += t->elements;
+        } else if (s->r_role[i] == AQ__PLAN_CHOSEN &&
+                   (st = mq_plan_tensor(s, kept, i, &p, err)) == AQ_OK) {
+            prog.tensors_done = i + 1;
+            prog.bytes_done += t->nbytes;
+            prog.current = t->name;
+            if (o->progress != NULL) {
+                o->progress(o->progress_user, &prog);
+            }
+        }
+    }
+    if (st == AQ_OK) {
+        st = aq__plan_run(&p, prof.target_bpw, s->min_cosine > 0.0, err);
+    }
+    if (st == AQ_OK && (s->plan = calloc(n > 0 ? n : 1, sizeof *s->plan)) == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
+    }
+    for (size_t j = 0; j < p.m && st == AQ_OK; j++) {
+        const aq__budget_option *x = &p.opt[j * p.per + p.choice[j]];
+        size_t i = p.index[j];
+        kept[i] = x->keep ? 1 : 0;
+        if (!x->keep) {
+            s->plan[i] = *x;
+        }
+        if (s->min_cosine > 0.0 && x->cosine < s->recorded_floor) {
+            /* The size left it below the floor. Six decimals, rounded down: validate's own
+             * sums may differ from the kernels' in the last bits. */
+            s->recorded_floor = floor(x->cosine * 1e6) / 1e6;
+        }
+    }
+    aq__plan_free(&p);
+    return st;
+}
+
+/* An explicit budget's sizes, known before any tensor is measured: least/all, the budgeted
+ * tensors' smallest bytes and their parameters; fixed/floats, the bytes of the other float
+ * tensors and the parameters of every float tensor (scope model). */
+typedef struct mq_sizes {
+    size_t least, all, fixed, floats;
+} mq_sizes;
+
+static aq_status mq_plan_sizes(mq_state *s, const int *kept, const aq_scheme *schemes,
+                               size_t n_schemes, bool whole, mq_sizes *z, aq_error *err)
+{
+    memset(z, 0, sizeof *z);
+    for (size_t i = 0; i < aq_model_count(s->model); i++) {
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        if (!aq_st_dtype_to_aq(t->dtype, NULL)) {
+            continue; /* not a float: outside every scope */
+        }
+        z->floats += t->elements;
+        aq_status st;
+        if (!mq_budgeted(s, kept, i)) {
+            size_t b = 0;
+            if (whole && (st = mq_fixed_bytes(s, kept, i, &b, err)) != AQ_OK) {
+                return st;
+            }
+            z->fixed += b;
+            continue;
+        }
+        size_t best = SIZE_MAX;
+        for (size_t k = 0; k < n_schemes; k++) {
+            aq_layout l;
+            if ((st = aq_layout_compute_scheme(schemes[k], t->shape, t->ndim, 2,
+                                               aq__ctx_group_size(s->ctx), &l, err)) != AQ_OK) {
+                return st;
+            }
+            size_t b = l.packed_bytes + 2 * l.groups * sizeof(float);
+            best = b < best ? b : best;
+        }
+        z->least += best;
+        z->all += t->elements;
+    }
+    return AQ_OK;
+}
+
+/* An explicit budget in bits per weight over the budgeted tensors (*target), refused before
+ * the measuring pass when even the smallest layouts exceed it. */
+static aq_status mq_plan_target(const aq_model_quantize_options *o, const mq_sizes *z, bool whole,
+                                double *target, aq_error *err)
+{
+    *target = o->target_bpw;
+    if (whole) {
+        double budget_bytes = floor(o->target_bpw * (double)z->floats / 8.0) - (double)z->fixed;
+        if (z->floats > 0 &&
+            (double)(z->least + z->fixed) > floor(o->target_bpw * (double)z->floats / 8.0)) {
+            return aq__error_set(
+                err, AQ_INVALID_PARAMETER,
+                "Invalid target_bpw: %g over the whole model (budget scope model). The smallest "
+                "allocation needs %.4f bits per weight over its %zu float parameters (kept and "
+                "rule-fixed tensors alone take %.4f)",
+                o->target_bpw, (double)(z->least + z->fixed) * 8.0 / (double)z->floats, z->floats,
+                (double)z->fixed * 8.0 / (double)z->floats);
+        }
+        /* budget_bytes is whole: half a byte more keeps rounding from refusing an exact fit
+         * without admitting a byte too many. */
+        *target = z->all > 0 ? (budget_bytes + 0.5) * 8.0 / (double)z->all : 0.0;
+    } else if (z->all > 0 && (double)z->least > o->target_bpw * (double)z->all / 8.0) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid target_bpw: %g. The smallest allocation needs %.4f bits "
+                             "per weight",
+                             o->target_bpw, (double)z->least * 8.0 / (double)z->all);
+    }
+    return AQ_OK;
+}
+
+/* The measuring pass: every (scheme, 2/4/8 bits) of every budgeted tensor, in their order,
+ * into rows of opt (*m of them, over *elements weights). Progress counts their source bytes. */
+static aq_status mq_plan_measure(mq_state *s, const int *kept, const aq_scheme *schemes,
+                                 size_t n_schemes, aq__budget_option *opt, size_t *count, size_t *m,
+                                 size_t *elements, aq_error *err)
+{
+    static const unsigned bits[3] = {2, 4, 8};
+    const aq_model_quantize_options *o = s->opts;
+    const size_t n = aq_model_count(s->model), per = 3 * n_schemes;
+    aq_model_progress prog = {0, 0, 0, 0, NULL, 1};
+    for (size_t i = 0; i < n; i++) {
+        if (mq_budgeted(s, kept, i)) {
+            prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
+            prog.tensors_total = i + 1;
+        }
+    }
+    aq__scratch sc;
+    memset(&sc, 0, sizeof sc);
+    aq_status st = AQ_OK;
+    for (size_t i = 0; i < n && st == AQ_OK; i++) {
+        if (!mq_budgeted(s, kept, i)) {
+            continue;
+        }
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        aq_tensor src;
+        void *copy = NULL;
+        if ((st = mq_view(s, i, t, &src, &copy, err)) == AQ_OK) {
+            st = mq_importance(s, t, err);
+        }
+        aq__budget_option *row = opt + *m * per;
+        for (size_t k = 0; k < per && st == AQ_OK; k++) {
+            st = aq__option_measure(s->ctx, &src, s->imp, schemes[k / 3], bits[k % 3],
+                                    s->min_cosine, o->cancel, &sc, &row[count[*m]++], err);
+        }
+        free(copy);
+        aq_model_release(s->model, i);
+        if (st != AQ_OK) {
+            break;
+        }
+        *elements += t->elements;
+        (*m)++;
+        prog.tensors_done = i + 1;
+        prog.bytes_done += t->nbytes;
+        prog.current = t->name;
+        if (o->progress != NULL) {
+            o->progress(o->progress_user, &prog);
+        }
+    }
+    aq__scratch_free(&sc);
+    return st;
+}
+
+/* AQ_TARGET_BPW_PROFILE without rules: the run's own size on this model, each budgeted tensor
+ * at the context's bits and scheme, raised by the floor as without a budget (2 -> 4 -> 8
+ * while below it), in bits per weight over the m budgeted tensors' elements. */
+static aq_status mq_plan_self(mq_state *s, const int *kept, const aq__budget_option *opt,
+                              size_t per, const size_t *count, size_t m, size_t elements,
+                              double *target, aq_error *err)
+{
+    const unsigned pbits = s->ctx->bit_width;
+    const aq_scheme pscheme = s->ctx->scheme;
+    double total = 0.0;
+    for (size_t j = 0, i = 0; j < m; j++, i++) {
+        while (!mq_budgeted(s, kept, i)) {
+            i++;
+        }
+        const aq__budget_option *row = opt + j * per, *pick = NULL;
+        for (size_t q = 0; q < count[j]; q++) {
+            if (row[q].scheme != pscheme || row[q].bits < pbits) {
+                continue;
+            }
+            pick = &row[q]; /* options come in increasing bits per scheme */
+            if (row[q].meets) {
+                break;
+            }
+        }
+        if (pick != NULL) {
+            total += (double)pick->bytes;
+            continue;
+        }
+        /* The context's scheme is not among the candidates: its layout at its bits. */
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        aq_layout l;
+        aq_status st = aq_layout_compute_scheme(pscheme, t->shape, t->ndim, pbits,
+                                                aq__ctx_group_size(s->ctx), &l, err);
+        if (st != AQ_OK) {
+            return st;
+        }
+        total += (double)(l.packed_bytes + 2 * l.groups * sizeof(float));
+    }
+    *target = (total + 0.5) * 8.0 / (double)elements;
+    return AQ_OK;
+}
+
+/* An explicit budget's passes: sizes, every option of every tensor the budget chooses for,
+ * measured (outputs dropped), then the allocation. s->plan receives each such tensor's choice
+ * (bits 0 for the others: kept, or fixed by the rules). The default mode's budget with rules
+ * is mq_plan_rules. */
+static aq_status mq_plan(mq_state *s, int *kept, aq_error *err)
+{
+    const aq_model_quantize_options *o = s->opts;
+    if (o->target_bpw == AQ_TARGET_BPW_PROFILE && o->rules != NULL) {
+        return mq_plan_rules(s, kept, err);
+    }
     aq_scheme own = s->ctx->scheme;
     if (o->rules != NULL) {
         aq_profile p;
@@ -1195,16 +1354,15 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
     }
     const aq_scheme *schemes = o->schemes != NULL && o->n_schemes > 0 ? o->schemes : &own;
     size_t n_schemes = o->schemes != NULL && o->n_schemes > 0 ? o->n_schemes : 1;
-    static const unsigned bits[3] = {2, 4, 8};
-    const size_t per = 3 * n_schemes, n = aq_model_count(s->model);
+    const size_t per = 3 * n_schemes, n = aq_model_count(s->model), rows = n > 0 ? n : 1;
     const bool whole = o->budget_scope == AQ_BUDGET_SCOPE_MODEL;
-    aq__budget_option *opt = calloc((n > 0 ? n : 1) * per, sizeof *opt);
-    size_t *count = calloc(n > 0 ? n : 1, sizeof *count);
-    size_t *choice = calloc(n > 0 ? n : 1, sizeof *choice);
-    s->plan = calloc(n > 0 ? n : 1, sizeof *s->plan);
+    aq__budget_option *opt = calloc(rows * per, sizeof *opt);
+    size_t *count = calloc(rows, sizeof *count), *choice = calloc(rows, sizeof *choice);
+    s->plan = calloc(rows, sizeof *s->plan);
     aq_status st = AQ_OK;
-    mq_row r;
-    memset(&r, 0, sizeof r);
+    mq_sizes z;
+    size_t m = 0, elements = 0;
+    double target = 0.0;
     if (opt == NULL || count == NULL || choice == NULL || s->plan == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
         goto done;
@@ -1216,183 +1374,22 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
             goto done;
         }
     }
-    /* Sizes do not depend on the data: a budget below every tensor's smallest layout is
-     * refused before the measuring pass. least/all: the budgeted tensors' smallest bytes and
-     * their parameters; fixed/floats: the bytes of the other float tensors and the parameters
-     * of every float tensor (scope model). */
-    size_t least = 0, all = 0, fixed = 0, floats = 0;
-    for (size_t i = 0; i < n; i++) {
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        if (!aq_st_dtype_to_aq(t->dtype, NULL)) {
-            continue; /* not a float: outside every scope */
-        }
-        floats += t->elements;
-        if (!mq_budgeted(s, kept, i)) {
-            if (whole) {
-                size_t b = 0;
-                if ((st = mq_fixed_bytes(s, kept, i, &b, err)) != AQ_OK) {
-                    goto done;
-                }
-                fixed += b;
-            }
-            continue;
-        }
-        size_t best = SIZE_MAX;
-        for (size_t k = 0; k < n_schemes; k++) {
-            aq_layout l;
-            if ((st = aq_layout_compute_scheme(schemes[k], t->shape, t->ndim, 2, s->ctx->group_size,
-                                               &l, err)) != AQ_OK) {
-                goto done;
-            }
-            size_t b = l.packed_bytes + 2 * l.groups * sizeof(float);
-            best = b < best ? b : best;
-        }
-        least += best;
-        all += t->elements;
-    }
-    /* What the budgeted tensors may use, in bytes, and the same as bits per weight over them.
-     * AQ_TARGET_BPW_PROFILE: known once the options are measured. */
     const bool self = o->target_bpw == AQ_TARGET_BPW_PROFILE;
-    double budget_bytes = 0.0, target = o->target_bpw;
-    if (self) {
-        /* below */
-    } else if (whole) {
-        budget_bytes = floor(o->target_bpw * (double)floats / 8.0) - (double)fixed;
-        if (floats > 0 && (double)(least + fixed) > floor(o->target_bpw * (double)floats / 8.0)) {
-            st = aq__error_set(err, AQ_INVALID_PARAMETER,
-                               "Invalid target_bpw: %g over the whole model (budget scope model). "
-                               "The smallest allocation needs %.4f bits per weight over its %zu "
-                               "float parameters (kept and rule-fixed tensors alone take %.4f)",
-                               o->target_bpw, (double)(least + fixed) * 8.0 / (double)floats,
-                               floats, (double)fixed * 8.0 / (double)floats);
-            goto done;
-        }
-        /* budget_bytes is whole: half a byte more keeps rounding from refusing an exact fit
-         * without admitting a byte too many. */
-        target = all > 0 ? (budget_bytes + 0.5) * 8.0 / (double)all : 0.0;
-    } else {
-        budget_bytes = o->target_bpw * (double)all / 8.0;
-        if (all > 0 && (double)least > budget_bytes) {
-            st = aq__error_set(err, AQ_INVALID_PARAMETER,
-                               "Invalid target_bpw: %g. The smallest allocation needs %.4f bits "
-                               "per weight",
-                               o->target_bpw, (double)least * 8.0 / (double)all);
-            goto done;
-        }
-    }
-    /* The budget is counted over the budgeted tensors, in their order. Progress counts their
-     * source bytes. */
-    aq_model_progress plan_prog = {0, n, 0, 0, NULL, 1};
-    size_t last = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (mq_budgeted(s, kept, i)) {
-            plan_prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
-            last = i + 1;
-        }
-    }
-    plan_prog.tensors_total = last;
-    size_t m = 0, elements = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!mq_budgeted(s, kept, i)) {
-            continue;
-        }
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        aq_tensor src;
-        void *copy = NULL;
-        if ((st = mq_view(s, i, t, &src, &copy, err)) != AQ_OK ||
-            (st = mq_importance(s, t, err)) != AQ_OK) {
-            free(copy);
-            goto done;
-        }
-        aq__budget_option *row = opt + m * per;
-        for (size_t k = 0; k < n_schemes && st == AQ_OK; k++) {
-            for (size_t b = 0; b < 3 && st == AQ_OK; b++) {
-                if (mq_cancelled(o)) {
-                    st = aq__error_set(err, AQ_CANCELLED, "cancelled");
-                    break;
-                }
-                if ((st = mq_quantize_with(s, &src, t, schemes[k], bits[b], &r, err)) != AQ_OK) {
-                    break;
-                }
-                aq__budget_option *x = &row[count[m]++];
-                x->scheme = schemes[k];
-                x->bits = bits[b];
-                x->bytes = r.data_size + 2 * r.groups * sizeof(float);
-                x->sse = r.sse;
-                x->meets = !(s->min_cosine > 0.0) || r.cosine >= s->min_cosine;
-            }
-        }
-        free(copy);
-        mq_row_free(&r);
-        aq_model_release(s->model, i);
-        if (st != AQ_OK) {
-            goto done;
-        }
-        elements += t->elements;
-        m++;
-        plan_prog.tensors_done = i + 1;
-        plan_prog.bytes_done += t->nbytes;
-        plan_prog.current = t->name;
-        if (o->progress != NULL) {
-            o->progress(o->progress_user, &plan_prog);
-        }
-    }
-    if (m == 0) {
-        goto done; /* nothing to choose: every float tensor is kept or fixed */
-    }
-    if (self) {
-        /* The profile's own size on this model: each budgeted tensor at the profile's bits and
-         * scheme, raised by the floor as without a budget (2 -> 4 -> 8 while below it). */
-        unsigned pbits = s->ctx->bit_width;
-        aq_scheme pscheme = s->ctx->scheme;
-        if (o->rules != NULL) {
-            aq_profile p;
-            aq_rules_profile(o->rules, &p);
-            pbits = p.bit_width;
-            pscheme = p.scheme;
-        }
-        double total = 0.0;
-        for (size_t j = 0; j < m; j++) {
-            const aq__budget_option *row = opt + j * per, *pick = NULL;
-            for (size_t q = 0; q < count[j]; q++) {
-                const aq__budget_option *x = &row[q];
-                if (x->scheme != pscheme || x->bits < pbits) {
-                    continue;
-                }
-                /* options come in increasing bits per scheme */
-                pick = x;
-                if (x->meets) {
-                    break;
-                }
-            }
-            if (pick != NULL) {
-                total += (double)pick->bytes;
-                continue;
-            }
-            /* The profile's scheme is not among the candidates: its layout at its bits. */
-            const aq_st_tensor *t = NULL;
-            for (size_t i = 0, k = 0; i < n; i++) {
-                if (mq_budgeted(s, kept, i) && k++ == j) {
-                    t = aq_model_tensor(s->model, i);
-                    break;
-                }
-            }
-            aq_layout l;
-            if ((st = aq_layout_compute_scheme(pscheme, t->shape, t->ndim, pbits,
-                                               s->ctx->group_size, &l, err)) != AQ_OK) {
-                goto done;
-            }
-            total += (double)(l.packed_bytes + 2 * l.groups * sizeof(float));
-        }
-        budget_bytes = total;
-        target = (budget_bytes + 0.5) * 8.0 / (double)elements;
+    if ((st = mq_plan_sizes(s, kept, schemes, n_schemes, whole, &z, err)) != AQ_OK ||
+        (!self && (st = mq_plan_target(o, &z, whole, &target, err)) != AQ_OK) ||
+        (st = mq_plan_measure(s, kept, schemes, n_schemes, opt, count, &m, &elements, err)) !=
+            AQ_OK ||
+        m == 0 /* nothing to choose: every float tensor is kept or fixed */ ||
+        (self &&
+         (st = mq_plan_self(s, kept, opt, per, count, m, elements, &target, err)) != AQ_OK)) {
+        goto done;
     }
     st =
         aq__budget_allocate(opt, m, per, count, elements, target, s->min_cosine > 0.0, choice, err);
     if (st == AQ_INVALID_PARAMETER && whole) {
         /* Only the floor can get here: each row's first option is now its smallest meeting
          * min_cosine. Say it over the whole model. */
-        size_t need = fixed;
+        size_t need = z.fixed;
         for (size_t j = 0; j < m; j++) {
             need += opt[j * per].bytes;
         }
@@ -1400,23 +1397,263 @@ static aq_status mq_plan(mq_state *s, const int *kept, aq_error *err)
                            "Invalid target_bpw: %g over the whole model (budget scope model). "
                            "The smallest allocation meeting min_cosine needs %.4f bits per weight "
                            "over its %zu float parameters",
-                           o->target_bpw, (double)need * 8.0 / (double)floats, floats);
+                           o->target_bpw, (double)need * 8.0 / (double)z.floats, z.floats);
     }
-    if (st != AQ_OK) {
-        goto done;
-    }
-    for (size_t i = 0, j = 0; i < n; i++) {
+    for (size_t i = 0, j = 0; i < n && st == AQ_OK; i++) {
         if (mq_budgeted(s, kept, i)) {
             s->plan[i] = opt[j * per + choice[j]];
             j++;
         }
     }
 done:
-    mq_row_free(&r);
     free(opt);
     free(count);
     free(choice);
     return st;
+}
+
+/* The options' values and the calibration, checked before any work. */
+static aq_status mq_check_options(const aq_model *model, const aq_model_quantize_options *opts,
+                                  aq_error *err)
+{
+    const double min_cosine = opts != NULL ? opts->min_cosine : 0.0;
+    const double target = opts != NULL ? opts->target_bpw : 0.0;
+    if (!(min_cosine >= 0.0 && min_cosine <= 1.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid min_cosine: %g. Must be between 0 (off) and 1", min_cosine);
+    }
+    if (!(target >= 0.0 && target <= 64.0) && target != AQ_TARGET_BPW_PROFILE) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64, or "
+                             "AQ_TARGET_BPW_PROFILE (-1)",
+                             target);
+    }
+    if (opts != NULL && opts->budget_scope != AQ_BUDGET_SCOPE_PROFILE &&
+        opts->budget_scope != AQ_BUDGET_SCOPE_MODEL) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid budget_scope: %d. Must be AQ_BUDGET_SCOPE_PROFILE (0) or "
+                             "AQ_BUDGET_SCOPE_MODEL (1)",
+                             (int)opts->budget_scope);
+    }
+    const aq_calib *calib = opts != NULL ? opts->calib : NULL;
+    if (calib == NULL) {
+        return AQ_OK;
+    }
+    /* Before any output: the table must be finished and name only layers of this model. */
+    aq_calib_layer_info info;
+    aq_status st = aq_calib_layer_get(calib, 0, &info, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    size_t nt = aq_model_count(model);
+    const char **names = calloc(nt + 1, sizeof *names);
+    if (names == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    for (size_t i = 0; i < nt; i++) {
+        names[i] = aq_model_tensor(model, i)->name;
+    }
+    st = aq_calib_check_model(calib, names, nt, err);
+    free(names);
+    return st;
+}
+
+/* The state's per-tensor arrays (kept, rows and, with rules, the rules' decisions). */
+static aq_status mq_state_alloc(mq_state *s, int **kept, aq_error *err)
+{
+    const size_t n = aq_model_count(s->model);
+    const bool ruled = s->opts != NULL && s->opts->rules != NULL;
+    *kept = calloc(n + 1, sizeof **kept);
+    s->rows = calloc(n + 1, sizeof *s->rows);
+    s->keep = aq__keepalive_create(mq_keep_destroy, NULL);
+    if (ruled) {
+        s->r_bits = calloc(n + 1, sizeof *s->r_bits);
+        s->r_scheme = calloc(n + 1, sizeof *s->r_scheme);
+        s->r_rule = calloc(n + 1, sizeof *s->r_rule);
+        s->r_profile = calloc(n + 1, sizeof *s->r_profile);
+        s->r_role = calloc(n + 1, sizeof *s->r_role);
+    }
+    if (*kept == NULL || s->rows == NULL || s->keep == NULL ||
+        (ruled && (s->r_bits == NULL || s->r_scheme == NULL || s->r_rule == NULL ||
+                   s->r_profile == NULL || s->r_role == NULL))) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    return AQ_OK;
+}
+
+static void mq_state_free(mq_state *s)
+{
+    if (s->wr.running) {
+        aq_error ignored; /* the run failed already */
+        (void)mq_wait(s, &ignored);
+    }
+    for (size_t i = 0; i < s->n_rows; i++) {
+        mq_row_free(&s->rows[i]);
+    }
+    mq_arena_free(&s->arena[0]);
+    mq_arena_free(&s->arena[1]);
+    aq_ipc_writer_free((aq_ipc_writer *)s->ipc);
+    aq__keepalive_release(s->keep);
+    free(s->rows);
+    free(s->plan);
+    free(s->mbuf);
+    free(s->r_bits);
+    free(s->r_scheme);
+    free(s->r_rule);
+    free(s->r_profile);
+    free(s->r_role);
+    free(s->ibuf);
+}
+
+/* Decides every tensor first: an unquantizable tensor fails the run before any work, and the
+ * largest output tells whether quantized_data must be large_binary. */
+static aq_status mq_decide(mq_state *s, int *kept, aq_error *err)
+{
+    const aq_model_quantize_options *opts = s->opts;
+    const bool ruled = opts != NULL && opts->rules != NULL;
+    const aq_calib *calib = opts != NULL ? opts->calib : NULL;
+    /* With a floor or a budget a tensor may take 8 bits and any scheme: bound with the
+     * largest layout (kquant at 8 bits, by rows: never smaller than the flat layout). */
+    const bool any = s->min_cosine > 0.0 || (opts != NULL && opts->target_bpw != 0.0) || ruled;
+    aq_ctx bound_ctx =
+        any ? aq__ctx_with(s->ctx, AQ_SCHEME_KQUANT_ROWS, 8, aq__ctx_group_size(s->ctx)) : *s->ctx;
+    for (size_t i = 0; i < aq_model_count(s->model); i++) {
+        const char *reason;
+        aq_status st = ruled ? mq_rule(s, i, &kept[i], err)
+                             : aq_model_keep_rule(s->model, i, opts, &kept[i], &reason, err);
+        if (st != AQ_OK) {
+            return st;
+        }
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        size_t out_bytes = t->nbytes * 2; /* a bound for kept tensors (BF16 -> F32) */
+        if (!kept[i]) {
+            aq_tensor v;
+            aq_layout l;
+            if ((st = aq_model_tensor_view(s->model, i, &v, err)) != AQ_OK ||
+                (st = aq_quantize_bound(&bound_ctx, &v, &l, err)) != AQ_OK) {
+                return st;
+            }
+            /* A calibration layer whose channels do not fit the tensor fails here, before
+             * any output. */
+            if (calib != NULL && (st = mq_importance(s, t, err)) != AQ_OK) {
+                return st;
+            }
+            out_bytes = l.packed_bytes;
+        }
+        if (out_bytes > INT32_MAX) {
+            s->large = true;
+        }
+    }
+    /* Tests force the large_binary layout, which real data only needs past 2 GiB a tensor. */
+    const char *force = getenv("AQ_MODEL_LARGE_BINARY");
+    if (force != NULL && strcmp(force, "1") == 0) {
+        s->large = true;
+    }
+    return AQ_OK;
+}
+
+/* The summary's running figures. */
+typedef struct mq_totals {
+    aq_model_summary sum;
+    double sqnr_sum, cos_sum;
+    size_t finite;
+} mq_totals;
+
+/* Tensor i, written as row r: the summary, the caller's per-tensor result and progress. */
+static void mq_report(mq_state *s, const int *kept, size_t i, const mq_row *r,
+                      aq_model_tensor_result *res, size_t out_bytes, mq_totals *tot,
+                      aq_model_progress *prog)
+{
+    const aq_model_quantize_options *opts = s->opts;
+    const aq_st_tensor *t = aq_model_tensor(s->model, i);
+    aq_model_summary *sum = &tot->sum;
+    sum->tensors++;
+    sum->params += t->elements;
+    sum->bytes_in += t->nbytes;
+    sum->bytes_out += out_bytes;
+    res->index = i;
+    res->name = t->name;
+    res->kept = kept[i];
+    res->elements = t->elements;
+    res->bytes = out_bytes;
+    res->sqnr_db = r->sqnr;
+    res->cosine = r->cosine;
+    res->rule = s->r_rule != NULL ? s->r_rule[i] : NULL;
+    if (kept[i]) {
+        sum->kept++;
+    } else {
+        sum->quantized++;
+        sum->quantized_params += t->elements;
+        if (isfinite(r->sqnr)) {
+            tot->sqnr_sum += r->sqnr;
+            tot->finite++;
+        }
+        tot->cos_sum += r->cosine;
+        if (r->sqnr < sum->min_sqnr_db) {
+            sum->min_sqnr_db = r->sqnr;
+            sum->worst = t->name;
+        }
+        sum->moved += (size_t)res->moved;
+        sum->quantized_bytes += out_bytes;
+        res->scheme = r->scheme_id;
+        res->bit_width = r->bit_width;
+        res->group_size = r->group_size;
+    }
+    if (opts != NULL && opts->on_tensor != NULL) {
+        opts->on_tensor(opts->on_tensor_user, res);
+    }
+    prog->tensors_done = i + 1;
+    prog->bytes_done += t->nbytes;
+    prog->current = t->name;
+    if (opts != NULL && opts->progress != NULL) {
+        opts->progress(opts->progress_user, prog);
+    }
+}
+
+/* The writing pass: every tensor kept or quantized (as planned) into the pending batch, the
+ * batches written as they fill, then the file closed. */
+static aq_status mq_write(mq_state *s, const int *kept, mq_totals *tot, aq_error *err)
+{
+    const size_t n = aq_model_count(s->model);
+    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(s->model), NULL, 0};
+    aq_status st;
+    for (size_t i = 0; i < n; i++) {
+        if (mq_cancelled(s->opts)) {
+            return aq__error_set(err, AQ_CANCELLED, "cancelled");
+        }
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        mq_row r;
+        memset(&r, 0, sizeof r);
+        r.index = i;
+        r.name = t->name;
+        r.place = true;
+        aq_model_tensor_result res;
+        memset(&res, 0, sizeof res);
+        st = kept[i] ? mq_keep(s, t, &r, err) : mq_quantize(s, i, t, &r, &res, err);
+        if (st != AQ_OK) {
+            mq_row_free(&r);
+            return st;
+        }
+        if (r.borrowed == NULL) {
+            aq_model_release(s->model, i);
+        }
+        size_t out_bytes = r.data_size + 2 * r.groups * sizeof(float);
+        /* (A row in the arena was placed after this flush already: mq_place.) */
+        if (!r.arena && s->n_rows > 0 && s->pending_bytes + out_bytes > s->batch_bytes &&
+            (st = mq_flush(s, err)) != AQ_OK) {
+            mq_row_free(&r);
+            return st;
+        }
+        mq_push(s, &r, out_bytes);
+        if (s->pending_bytes >= s->batch_bytes && (st = mq_flush(s, err)) != AQ_OK) {
+            return st;
+        }
+        mq_report(s, kept, i, &r, &res, out_bytes, tot, &prog);
+    }
+    if ((st = mq_flush(s, err)) != AQ_OK || (st = mq_wait(s, err)) != AQ_OK) {
+        return st;
+    }
+    return aq_ipc_writer_close((aq_ipc_writer *)s->ipc, err);
 }
 
 aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
@@ -1435,6 +1672,15 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
                              "the model holds no tensors: nothing to quantize");
     }
+    if ((st = mq_check_options(model, opts, err)) != AQ_OK) {
+        return st;
+    }
+    /* Copies of the context (other scheme or bits) share its thread pool: create it now, so
+     * that no copy creates one of its own. */
+    aq__pool *pool;
+    if ((st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+        return st;
+    }
     mq_state s;
     memset(&s, 0, sizeof s);
     s.ctx = ctx;
@@ -1443,244 +1689,44 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     s.batch_bytes =
         opts != NULL && opts->batch_bytes > 0 ? opts->batch_bytes : AQ_MODEL_BATCH_BYTES;
     s.min_cosine = opts != NULL ? opts->min_cosine : 0.0;
-    const double target = opts != NULL ? opts->target_bpw : 0.0;
-    if (!(s.min_cosine >= 0.0 && s.min_cosine <= 1.0)) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid min_cosine: %g. Must be between 0 (off) and 1", s.min_cosine);
-    }
-    if (!(target >= 0.0 && target <= 64.0) && target != AQ_TARGET_BPW_PROFILE) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. Must be between 0 (off) and 64, or "
-                             "AQ_TARGET_BPW_PROFILE (-1)",
-                             target);
-    }
-    const bool ruled = opts != NULL && opts->rules != NULL;
-    if (opts != NULL && opts->budget_scope != AQ_BUDGET_SCOPE_PROFILE &&
-        opts->budget_scope != AQ_BUDGET_SCOPE_MODEL) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid budget_scope: %d. Must be AQ_BUDGET_SCOPE_PROFILE (0) or "
-                             "AQ_BUDGET_SCOPE_MODEL (1)",
-                             (int)opts->budget_scope);
-    }
-    const aq_calib *calib = opts != NULL ? opts->calib : NULL;
-    if (calib != NULL) {
-        /* Before any output: the table must be finished and name only layers of this model. */
-        aq_calib_layer_info info;
-        if ((st = aq_calib_layer_get(calib, 0, &info, err)) != AQ_OK) {
-            return st;
-        }
-        size_t nt = aq_model_count(model);
-        const char **names = calloc(nt + 1, sizeof *names);
-        if (names == NULL) {
-            return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
-        }
-        for (size_t i = 0; i < nt; i++) {
-            names[i] = aq_model_tensor(model, i)->name;
-        }
-        st = aq_calib_check_model(calib, names, nt, err);
-        free(names);
-        if (st != AQ_OK) {
-            return st;
-        }
-    }
-    /* Copies of the context (other scheme or bits) share its thread pool: create it now, so
-     * that no copy creates one of its own. */
-    aq__pool *pool;
-    if ((st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
-        return st;
-    }
-    /* With a floor or a budget a tensor may take 8 bits and any scheme: bound with the
-     * largest layout (kquant at 8 bits). */
-    aq_ctx bound_ctx = *ctx;
-    if (s.min_cosine > 0.0 || target != 0.0 || ruled) {
-        bound_ctx.bit_width = 8;
-        bound_ctx.scheme = AQ_SCHEME_KQUANT_ROWS; /* never smaller than the flat layout */
-    }
-    aq_model_summary sum;
-    memset(&sum, 0, sizeof sum);
-    sum.min_sqnr_db = (double)INFINITY;
+    s.recorded_floor = s.min_cosine;
+    mq_totals tot;
+    memset(&tot, 0, sizeof tot);
+    tot.sum.min_sqnr_db = (double)INFINITY;
     struct ArrowSchema schema;
     memset(&schema, 0, sizeof schema);
-    size_t n = aq_model_count(model);
-    int *kept = calloc(n + 1, sizeof *kept);
-    s.rows = calloc(n + 1, sizeof *s.rows);
-    s.keep = aq__keepalive_create(mq_keep_destroy, NULL);
-    if (ruled) {
-        s.r_bits = calloc(n + 1, sizeof *s.r_bits);
-        s.r_scheme = calloc(n + 1, sizeof *s.r_scheme);
-        s.r_rule = calloc(n + 1, sizeof *s.r_rule);
-        s.r_profile = calloc(n + 1, sizeof *s.r_profile);
-    }
-    if (kept == NULL || s.rows == NULL || s.keep == NULL ||
-        (ruled &&
-         (s.r_bits == NULL || s.r_scheme == NULL || s.r_rule == NULL || s.r_profile == NULL))) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
-        goto done;
-    }
-    /* Decide every tensor first: an unquantizable tensor fails the run before any work, and
-     * the largest output tells whether quantized_data must be large_binary. */
-    for (size_t i = 0; i < n; i++) {
-        const char *reason;
-        st = ruled ? mq_rule(&s, i, &kept[i], err)
-                   : aq_model_keep_rule(model, i, opts, &kept[i], &reason, err);
-        if (st != AQ_OK) {
-            goto done;
-        }
-        const aq_st_tensor *t = aq_model_tensor(model, i);
-        size_t out_bytes = t->nbytes * 2; /* a bound for kept tensors (BF16 -> F32) */
-        if (!kept[i]) {
-            aq_tensor v;
-            aq_layout l;
-            if ((st = aq_model_tensor_view(model, i, &v, err)) != AQ_OK ||
-                (st = aq_quantize_bound(&bound_ctx, &v, &l, err)) != AQ_OK) {
-                goto done;
-            }
-            /* A calibration layer whose channels do not fit the tensor fails here, before
-             * any output. */
-            if (calib != NULL && (st = mq_importance(&s, t, err)) != AQ_OK) {
-                goto done;
-            }
-            out_bytes = l.packed_bytes;
-        }
-        if (out_bytes > INT32_MAX) {
-            s.large = true;
-        }
-    }
-    /* Tests force the large_binary layout, which real data only needs past 2 GiB a tensor. */
-    const char *force = getenv("AQ_MODEL_LARGE_BINARY");
-    if (force != NULL && strcmp(force, "1") == 0) {
-        s.large = true;
-    }
-    if (target != 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) {
-        goto done;
-    }
+    int *kept = NULL;
     aq_ipc_write_options wo;
     memset(&wo, 0, sizeof wo);
     wo.format = AQ_IPC_FORMAT_FILE;
     wo.compression = opts != NULL ? (aq_ipc_compression)opts->compression : AQ_IPC_COMPRESSION_NONE;
     aq_ipc_writer *w = NULL;
-    if ((st = mq_schema(&s, &schema, err)) != AQ_OK ||
+    if ((st = mq_state_alloc(&s, &kept, err)) != AQ_OK ||
+        (st = mq_decide(&s, kept, err)) != AQ_OK ||
+        (opts != NULL && opts->target_bpw != 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) ||
+        (st = mq_schema(&s, &schema, err)) != AQ_OK ||
         (st = aq_ipc_writer_open(out_path, &schema, &wo, &w, err)) != AQ_OK) {
         goto done;
     }
     s.ipc = w;
     aq__ipc_writer_drop_behind(w, true);
-    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL, 0};
-    double sqnr_sum = 0.0, cos_sum = 0.0;
-    size_t finite = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (mq_cancelled(opts)) {
-            st = aq__error_set(err, AQ_CANCELLED, "cancelled");
-            goto done;
-        }
-        const aq_st_tensor *t = aq_model_tensor(model, i);
-        mq_row r;
-        memset(&r, 0, sizeof r);
-        r.index = i;
-        r.name = t->name;
-        r.place = true;
-        aq_model_tensor_result res;
-        memset(&res, 0, sizeof res);
-        st = kept[i] ? mq_keep(&s, t, &r, err) : mq_quantize(&s, i, t, &r, &res, err);
-        if (st != AQ_OK) {
-            mq_row_free(&r);
-            goto done;
-        }
-        if (r.borrowed == NULL) {
-            aq_model_release(model, i);
-        }
-        size_t out_bytes = r.data_size + 2 * r.groups * sizeof(float);
-        /* (A row in the arena was placed after this flush already: mq_place.) */
-        if (!r.arena && s.n_rows > 0 && s.pending_bytes + out_bytes > s.batch_bytes) {
-            if ((st = mq_flush(&s, err)) != AQ_OK) {
-                mq_row_free(&r);
-                goto done;
-            }
-        }
-        mq_push(&s, &r, out_bytes);
-        if (s.pending_bytes >= s.batch_bytes && (st = mq_flush(&s, err)) != AQ_OK) {
-            goto done;
-        }
-        sum.tensors++;
-        sum.params += t->elements;
-        sum.bytes_in += t->nbytes;
-        sum.bytes_out += out_bytes;
-        if (kept[i]) {
-            sum.kept++;
-        } else {
-            sum.quantized++;
-            sum.quantized_params += t->elements;
-            double q = r.sqnr;
-            if (isfinite(q)) {
-                sqnr_sum += q;
-                finite++;
-            }
-            cos_sum += r.cosine;
-            if (q < sum.min_sqnr_db) {
-                sum.min_sqnr_db = q;
-                sum.worst = t->name;
-            }
-        }
-        res.index = i;
-        res.name = t->name;
-        res.kept = kept[i];
-        res.elements = t->elements;
-        res.bytes = out_bytes;
-        res.sqnr_db = r.sqnr;
-        res.cosine = r.cosine;
-        res.rule = ruled ? s.r_rule[i] : NULL;
-        if (!kept[i]) {
-            sum.moved += (size_t)res.moved;
-            sum.quantized_bytes += out_bytes;
-            res.scheme = r.scheme_id;
-            res.bit_width = r.bit_width;
-            res.group_size = r.group_size;
-        }
-        if (opts != NULL && opts->on_tensor != NULL) {
-            opts->on_tensor(opts->on_tensor_user, &res);
-        }
-        prog.tensors_done = i + 1;
-        prog.bytes_done += t->nbytes;
-        prog.current = t->name;
-        if (opts != NULL && opts->progress != NULL) {
-            opts->progress(opts->progress_user, &prog);
-        }
-    }
-    if ((st = mq_flush(&s, err)) != AQ_OK || (st = mq_wait(&s, err)) != AQ_OK ||
-        (st = aq_ipc_writer_close((aq_ipc_writer *)s.ipc, err)) != AQ_OK) {
+    if ((st = mq_write(&s, kept, &tot, err)) != AQ_OK) {
         goto done;
     }
-    if (sum.quantized > 0) {
-        sum.mean_sqnr_db = finite > 0 ? sqnr_sum / (double)finite : (double)INFINITY;
-        sum.mean_cosine = cos_sum / (double)sum.quantized;
+    aq_model_summary *sum = &tot.sum;
+    if (sum->quantized > 0) {
+        sum->mean_sqnr_db = tot.finite > 0 ? tot.sqnr_sum / (double)tot.finite : (double)INFINITY;
+        sum->mean_cosine = tot.cos_sum / (double)sum->quantized;
     } else {
-        sum.min_sqnr_db = 0.0;
+        sum->min_sqnr_db = 0.0;
     }
-    sum.batches = s.batches;
+    sum->batches = s.batches;
     if (summary != NULL) {
-        *summary = sum;
+        *summary = *sum;
     }
 done:
-    if (s.wr.running) {
-        aq_error ignored; /* the run failed already */
-        (void)mq_wait(&s, &ignored);
-    }
-    for (size_t i = 0; i < s.n_rows; i++) {
-        mq_row_free(&s.rows[i]);
-    }
-    mq_arena_free(&s.arena[0]);
-    mq_arena_free(&s.arena[1]);
-    aq_ipc_writer_free((aq_ipc_writer *)s.ipc);
+    mq_state_free(&s);
     aq__schema_release_if(&schema);
-    aq__keepalive_release(s.keep);
-    free(s.rows);
-    free(s.plan);
-    free(s.mbuf);
-    free(s.r_bits);
-    free(s.r_scheme);
-    free(s.r_rule);
-    free(s.r_profile);
-    free(s.ibuf);
     free(kept);
     return st;
 }

@@ -335,6 +335,37 @@ static aq_status qm_verify(aq_qmodel *qm, int64_t i, size_t ri, aq_error *err)
     return AQ_OK;
 }
 
+/* A kept row (scheme "raw"): its bits and size must be those of its source dtype as kept
+ * (float32 for BF16 and F64 sources), with no scales. */
+static aq_status qm_raw_row(const aq_qmodel *qm, aq_qmodel_row *row, int64_t sn, aq_error *err)
+{
+    const char *name = row->name;
+    const size_t elements = row->elements;
+    row->raw = 1;
+    aq_st_dtype sd = aq_st_dtype_from_name(row->source_dtype);
+    size_t esize;
+    if (sd == AQ_ST_F32 || sd == AQ_ST_BF16 || sd == AQ_ST_F64) {
+        esize = 4;
+    } else if (sd == AQ_ST_UNKNOWN) {
+        esize = 0;
+    } else {
+        esize = aq_st_dtype_size(sd);
+    }
+    unsigned bits = (unsigned)esize * 8;
+    size_t want = 0;
+    if (esize > 0 && !aq__mul_size(elements, esize, &want)) {
+        return aq__error_set(err, AQ_OVERFLOW, "%s: layer '%s': size overflows", qm->path, name);
+    }
+    if (row->bit_width != bits || (esize > 0 && row->data_size != want) || sn != 0) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: layer '%s': a kept %s tensor of %zu elements must have "
+                             "bit_width %u, %zu bytes and no scales; got %u, %zu and %" PRId64,
+                             qm->path, name, row->source_dtype, elements, bits, want,
+                             row->bit_width, row->data_size, sn);
+    }
+    return AQ_OK;
+}
+
 static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
 {
     aq_qmodel_row *row = &qm->row;
@@ -412,31 +443,7 @@ static aq_status qm_row(aq_qmodel *qm, int64_t i, aq_error *err)
     qm_touch(qm, 2, qm->zps.values + (size_t)zs * 4, (size_t)zn * 4);
     row->groups = (size_t)sn;
     if (strcmp(row->scheme, "raw") == 0) {
-        row->raw = 1;
-        aq_st_dtype sd = aq_st_dtype_from_name(row->source_dtype);
-        size_t esize;
-        unsigned bits;
-        if (sd == AQ_ST_F32 || sd == AQ_ST_BF16 || sd == AQ_ST_F64) {
-            esize = 4;
-        } else if (sd == AQ_ST_UNKNOWN) {
-            esize = 0;
-        } else {
-            esize = aq_st_dtype_size(sd);
-        }
-        bits = (unsigned)esize * 8;
-        size_t want = 0;
-        if (esize > 0 && !aq__mul_size(elements, esize, &want)) {
-            return aq__error_set(err, AQ_OVERFLOW, "%s: layer '%s': size overflows", qm->path,
-                                 name);
-        }
-        if (row->bit_width != bits || (esize > 0 && row->data_size != want) || sn != 0) {
-            return aq__error_set(err, AQ_INVALID_DATA,
-                                 "%s: layer '%s': a kept %s tensor of %zu elements must have "
-                                 "bit_width %u, %zu bytes and no scales; got %u, %zu and %" PRId64,
-                                 qm->path, name, row->source_dtype, elements, bits, want,
-                                 row->bit_width, row->data_size, sn);
-        }
-        return AQ_OK;
+        return qm_raw_row(qm, row, sn, err);
     }
     aq_scheme scheme;
     if (aq_scheme_from_name(row->scheme, &scheme, NULL) != AQ_OK) {

@@ -1,5 +1,5 @@
 /* Quality metrics, in double precision, over two tensors of any float dtypes. */
-#include "quant_internal.h"
+#include "pipeline.h"
 
 #include <math.h>
 
@@ -119,15 +119,8 @@ aq_status aq_metrics_compute(const aq_tensor *reference, const aq_tensor *approx
     } else {
         r.rel_rmse = std > 0.0 ? sqrt(r.mse) / std : (double)INFINITY;
     }
-    r.sqnr_db = err2 == 0.0 ? (double)INFINITY : 10.0 * log10(ref2 / err2);
-    if (ref2 == 0.0 && app2 == 0.0) {
-        r.cosine = 1.0;
-    } else if (ref2 == 0.0 || app2 == 0.0) {
-        r.cosine = 0.0;
-    } else {
-        r.cosine = dot / (sqrt(ref2) * sqrt(app2));
-    }
-    r.max_abs_error = max_abs;
+    const double sums[5] = {ref2, err2, dot, app2, max_abs};
+    aq__metrics_from_sums(sums, &r.sqnr_db, &r.cosine, &r.max_abs_error);
     *out = r;
     return AQ_OK;
 }

@@ -2,7 +2,7 @@
  * Quantizing a list of tensors with a cosine floor (fallback to more bits) and a size budget
  * (mixed precision chosen greedily by squared error saved per byte).
  */
-#include "quant_internal.h"
+#include "pipeline.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -139,112 +139,6 @@ done:
 
 typedef aq__budget_option qset_option;
 
-static int qset_option_cmp(const void *a, const void *b)
-{
-    const qset_option *x = a, *y = b;
-    if (x->bytes != y->bytes) {
-        return x->bytes < y->bytes ? -1 : 1;
-    }
-    return x->sse < y->sse ? -1 : (x->sse > y->sse ? 1 : 0);
-}
-
-/* Keeps, in place, the lower convex hull of (bytes, sse) with strictly falling sse: the
- * options worth upgrading through. Returns the new count. */
-static size_t qset_hull(qset_option *o, size_t n)
-{
-    qsort(o, n, sizeof *o, qset_option_cmp);
-    size_t h = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (h > 0 && o[i].sse >= o[h - 1].sse) {
-            continue; /* bigger and no better */
-        }
-        while (h >= 2) {
-            /* Drop the last point if it lies on or above the segment from h-2 to i. */
-            double s1 = (o[h - 2].sse - o[h - 1].sse) / (double)(o[h - 1].bytes - o[h - 2].bytes);
-            double s2 = (o[h - 1].sse - o[i].sse) / (double)(o[i].bytes - o[h - 1].bytes);
-            if (s2 >= s1) {
-                h--;
-            } else {
-                break;
-            }
-        }
-        o[h++] = o[i];
-    }
-    return h;
-}
-
-aq_status aq__budget_allocate(aq__budget_option *opt, size_t n, size_t per, const size_t *count_in,
-                              size_t total_elements, double target, bool floor, size_t *choice,
-                              aq_error *err)
-{
-    size_t *count = calloc(n > 0 ? n : 1, sizeof *count);
-    if (count == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "budget: out of memory");
-    }
-    size_t total_bytes = 0;
-    for (size_t i = 0; i < n; i++) {
-        qset_option *o = opt + i * per;
-        size_t m = count_in[i], meeting = 0, k = 0;
-        for (size_t j = 0; j < m; j++) {
-            meeting += o[j].meets;
-        }
-        if (meeting > 0) {
-            for (size_t j = 0; j < m; j++) {
-                if (o[j].meets) {
-                    o[k++] = o[j];
-                }
-            }
-            m = k;
-        } else {
-            size_t best = 0;
-            for (size_t j = 1; j < m; j++) {
-                best = o[j].sse < o[best].sse ? j : best;
-            }
-            o[0] = o[best];
-            m = 1;
-        }
-        count[i] = qset_hull(o, m);
-        choice[i] = 0;
-        total_bytes += o[0].bytes;
-    }
-    const double budget = target * (double)total_elements / 8.0;
-    if ((double)total_bytes > budget) {
-        free(count);
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. The smallest allocation%s needs %.4f bits "
-                             "per weight",
-                             target, floor ? " meeting min_cosine" : "",
-                             (double)total_bytes * 8.0 / (double)total_elements);
-    }
-    for (;;) {
-        size_t pick = n;
-        double best = -1.0;
-        for (size_t i = 0; i < n; i++) {
-            if (choice[i] + 1 >= count[i]) {
-                continue;
-            }
-            const qset_option *a = opt + i * per + choice[i], *b = a + 1;
-            size_t extra = b->bytes - a->bytes;
-            if ((double)(total_bytes + extra) > budget) {
-                continue;
-            }
-            double gain = (a->sse - b->sse) / (double)extra;
-            if (gain > best) {
-                best = gain;
-                pick = i;
-            }
-        }
-        if (pick == n) {
-            break;
-        }
-        const qset_option *a = opt + pick * per + choice[pick];
-        total_bytes += a[1].bytes - a[0].bytes;
-        choice[pick]++;
-    }
-    free(count);
-    return AQ_OK;
-}
-
 static const unsigned qset_bits[3] = {2, 4, 8};
 
 /* Tensor i is done: tells the caller's progress function, which may stop the call. */
@@ -352,7 +246,7 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
 
     /* Budget: measure every option of every tensor, keep each tensor's convex hull. */
     const size_t per = n_schemes * 3;
-    opt = malloc((n > 0 ? n : 1) * per * sizeof *opt);
+    opt = calloc((n > 0 ? n : 1) * per, sizeof *opt);
     count = calloc(n > 0 ? n : 1, sizeof *count);
     pos = calloc(n > 0 ? n : 1, sizeof *pos);
     if (opt == NULL || count == NULL || pos == NULL) {

@@ -103,10 +103,12 @@ typedef struct aq__budget_option {
     unsigned bits;
     size_t bytes;
     double sse;
+    double cosine; /* its cosine similarity with the source (1 for the raw option) */
     bool meets;
+    bool keep; /* the tensor stored unquantized (bits 16 or 32), an option of the default mode */
 } aq__budget_option;
 
-/* The budget's allocation (qset.c), shared by aq_qset_quantize and the model pipeline. opt
+/* The budget's allocation (pipeline.c), shared by aq_qset_quantize and the model pipeline. opt
  * holds n rows of `per` options, row i with count[i] measured options; they are rewritten in
  * place to each tensor's lower convex hull of (bytes, sse) among the options meeting the floor
  * (or the most accurate one when none does). Each tensor starts at its smallest option; the

@@ -93,7 +93,12 @@ def test_each_profile_loads_back_and_validates(cli, ddpm, ddpm_model, tmp_path, 
         if t.kept:
             assert rows[t.name]["scheme"] == "raw" and t.bit_width is None
         else:
-            assert t.bit_width in (2, 4, 8) and t.cosine >= r.config.min_cosine - 1e-12
+            assert t.bit_width in (2, 4, 8)
+    # The floor is met but where the model's size leaves a tensor below it (at most a few);
+    # the file records the lowest cosine then, so that validate holds it to what it has.
+    below = [t.cosine for t in r.tensors if not t.kept and t.cosine < r.config.min_cosine]
+    assert len(below) <= 2, below
+    floor = min([r.config.min_cosine] + below)
     with pytest.raises(AttributeError):
         r.summary = {}
     with pytest.raises(TypeError):
@@ -103,7 +108,7 @@ def test_each_profile_loads_back_and_validates(cli, ddpm, ddpm_model, tmp_path, 
     assert min(_noise_cosines(ddpm_model, restored)) > FORWARD_FLOOR[profile]
     # validate_quality holds the file to its recorded floor, as arrowquant validate does.
     v = aq.validate_quality(ddpm, q)
-    assert v.passed and v.failing == () and v.min_cosine == r.config.min_cosine
+    assert v.passed and v.failing == () and floor - 1e-6 <= v.min_cosine <= floor
     assert v.floor_source == "file"
     assert len(v.layers) == s["tensors"]
     _agrees_with_cli(cli, v, ddpm, q)
@@ -119,17 +124,14 @@ def test_budgets_and_scopes(ddpm, tmp_path):
         DiffusionQuantConfig("local", target_bpw=5.0, min_cosine=0, budget_scope="model"))
     assert m.config.budget_scope == "model"
     assert m.budget_bits_per_weight == m.bits_per_weight <= 5.0
-    # The profile's figure given explicitly is a strict budget; left out, the budget is the
-    # profile's own size on the model: with kquant's super-blocks laid over the flattened
-    # tensors (docs/format.md 5.2) that is 4.5 bits per weight up to one partial super-block
-    # per tensor (at most 88 bits each), even on the DDPM's short rows.
+    # The profile's figure given explicitly is a strict budget over the profile's tensors;
+    # left out, it is the default mode's size over every tensor of two or more dimensions,
+    # the rules' tensors included (docs/pipeline.md).
     d = aq.quantize_diffusion_model(ddpm, tmp_path / "d.arrow",
                                     DiffusionQuantConfig("local", min_cosine=0))
     g = aq.quantize_diffusion_model(ddpm, tmp_path / "g.arrow",
                                     DiffusionQuantConfig("local", min_cosine=0, target_bpw=4.5))
-    mine = [t for t in d.tensors if t.rule == "profile"]
-    tails = 88.0 * len(mine) / sum(t.elements for t in mine)
-    assert 4.4 < d.budget_bits_per_weight <= 4.5 + tails
+    assert 4.4 < d.budget_bits_per_weight <= 4.5
     assert g.budget_bits_per_weight <= 4.5
     with pytest.raises(QuantizationError, match="budget_scope"):
         DiffusionQuantConfig("local", budget_scope="everything")
@@ -157,10 +159,12 @@ def test_diffusers_pipeline_folder(cli, pipeline_folder, tmp_path):
     v = aq.validate_quality(pipeline_folder, q)
     assert v.passed and v.layers[0].name.startswith("unet/")
     _agrees_with_cli(cli, v, pipeline_folder, q)
-    # The dequantized folder validates as well (no recorded floor: the local profile's).
+    # The dequantized folder validates as well (no recorded floor: the local profile's), but
+    # for the tensors the model's size left below that floor.
+    below = {t.name for t in r.tensors if not t.kept and t.cosine < 0.99}
     v2 = aq.validate_quality(pipeline_folder, tmp_path / "restored")
-    assert v2.passed and v2.floor_source == "default" and v2.min_cosine == 0.99
-    _agrees_with_cli(cli, v2, pipeline_folder, tmp_path / "restored")
+    assert set(v2.failing) == below and v2.floor_source == "default" and v2.min_cosine == 0.99
+    _agrees_with_cli(cli, v2, pipeline_folder, tmp_path / "restored", rc=1 if below else 0)
 
 
 @pytest.mark.torch
@@ -203,7 +207,10 @@ def test_overrides_and_keep_change_bits(ddpm, tmp_path):
     rows = _rows(tmp_path / "over.arrow")
     assert all(rows[n]["scheme"] == "raw" for n in att)
     assert all(rows[n]["bit_width"] == 8 for n in down0)
-    assert r.summary["bytes_out"] > base.summary["bytes_out"]
+    # Overrides are counted within the model's size: the other tensors take fewer bits.
+    assert r.budget_bits_per_weight <= 4.5 and base.budget_bits_per_weight <= 4.5
+    assert sum(by[n].bytes for n in by if n not in att and n not in down0) < \
+        sum(was[n].bytes for n in was if n not in att and n not in down0)
 
 
 def _layers(ddpm):

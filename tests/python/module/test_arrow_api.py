@@ -138,8 +138,10 @@ def test_13_batch_and_table_api_agree(quantizer, produce):
 
 
 def test_14_default_bit_width_is_4(quantizer, produce):
-    # A matrix: the diffusion layer rules (on by default in this mode) keep small vectors.
-    batch = make_batch([("w", weights(1000, shape=(8, 125)))])
+    # A matrix: the diffusion layer rules (on by default in this mode) keep small vectors. Three
+    # whole kquant super-blocks: 4 bits fit the mode's 4.5 bits per weight (a tensor that ends
+    # in a partial super-block takes more than 4.5 at 4 bits, so alone it gets fewer).
+    batch = make_batch([("w", weights(1536, shape=(16, 96)))])
     result = quantizer.quantize_arrow_batch(produce(batch))
     assert result.column("bit_width").to_pylist() == [4]
     explicit = quantizer.quantize_arrow_batch(produce(batch), bit_width=4)
@@ -261,8 +263,8 @@ def test_dequantize_arrow_keeps_the_kind_of_its_input(quantizer, produce):
 def test_modes(mode):
     q = ArrowQuantV2(mode=mode)
     assert q.mode == mode
-    # Rows of 125: kquant's super-blocks straddle them (docs/format.md 5.2).
-    batch = make_batch([("w", weights(1000, shape=(8, 125)))])
+    # Rows of 96: kquant's super-blocks straddle them (docs/format.md 5.2).
+    batch = make_batch([("w", weights(1536, shape=(16, 96)))])
     if mode == "time_aware":
         # The mode weighs weights by a calibration's importance: without one, an error that
         # says what to give.
@@ -276,14 +278,14 @@ def test_modes(mode):
     if mode == "base":
         assert md[b"arrowquant.scheme"] == b"affine"
         assert md[b"arrowquant.group_size"] == b"128"
-        assert len(result.column("quantized_data")[0].as_py()) == 500
+        assert len(result.column("quantized_data")[0].as_py()) == 768
     else:
-        # kquant over the flattened tensor: super-blocks of 512 and 488 elements, the
-        # sub-block parameters after the codes (docs/format.md 5.2).
+        # kquant over the flattened tensor: three super-blocks of 512 elements over rows of
+        # 96, the sub-block parameters after the codes (docs/format.md 5.2).
         assert md[b"arrowquant.scheme"] == b"kquant"
         assert md[b"arrowquant.group_size"] == b"512"
-        assert len(result.column("scales")[0].as_py()) == 2
-        assert len(result.column("quantized_data")[0].as_py()) == 500 + 24 + 24
+        assert len(result.column("scales")[0].as_py()) == 3
+        assert len(result.column("quantized_data")[0].as_py()) == 768 + 36 + 36
 
 
 def test_unknown_mode_is_a_value_error():
@@ -294,6 +296,7 @@ def test_unknown_mode_is_a_value_error():
 
 def test_group_size_and_scheme_keywords(quantizer):
     batch = make_batch([("w", weights(1000, shape=(8, 125)))])
+    whole = make_batch([("w", weights(1536, shape=(16, 96)))])
     result = quantizer.quantize_arrow_batch(batch, group_size=64, scheme="affine")
     assert result.schema.metadata[b"arrowquant.group_size"] == b"64"
     assert len(result.column("scales")[0].as_py()) == 8 * math.ceil(125 / 64)
@@ -305,7 +308,7 @@ def test_group_size_and_scheme_keywords(quantizer):
         quantizer.quantize_arrow_batch(batch, bit_width="4")
     with pytest.raises(TypeError):
         quantizer.quantize_arrow_batch(batch, bit_width=True)
-    as_numpy = quantizer.quantize_arrow_batch(batch, bit_width=np.int64(8))
+    as_numpy = quantizer.quantize_arrow_batch(whole, bit_width=np.int64(8))
     assert as_numpy.column("bit_width").to_pylist() == [8]
     with pytest.raises(ValueError, match=r"^Invalid group_size: 1180591620717411303424\. Out"):
         quantizer.quantize_arrow_batch(batch, group_size=2**70)

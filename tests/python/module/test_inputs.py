@@ -72,7 +72,7 @@ def test_sliced_batch(quantizer):
 
 def test_results_speak_the_capsule_interface(quantizer):
     pl = pytest.importorskip("polars")
-    result = quantizer.quantize_arrow_batch(make_batch([("a", weights(1000, shape=(8, 125)))]))
+    result = quantizer.quantize_arrow_batch(make_batch([("a", weights(1536, shape=(16, 96)))]))
     df = pl.DataFrame(result)
     assert df.columns == EXPECTED_COLUMNS
     assert df["bit_width"].to_list() == [4]
@@ -85,7 +85,7 @@ LIGHT_SCRIPT = textwrap.dedent(
     import numpy as np
     import arrow_quant_v2 as aq
     q = aq.ArrowQuantV2()
-    w = np.random.default_rng(0).standard_normal(1000).astype(np.float32).reshape(8, 125)
+    w = np.random.default_rng(0).standard_normal(1536).astype(np.float32).reshape(16, 96)
     r = q.quantize_batch({"w": w})
     assert type(r) is aq.RecordBatch, type(r)
     assert r.num_rows == 1 and r.column("bit_width") == [4], r

@@ -1,0 +1,157 @@
+/* The quantization pipeline's stages that every entry point shares (pipeline.c): measuring a
+ * tensor's options, the floor and the size budget, and the default mode's model-wide size with
+ * the layer rules as preferences. The batch path (src/arrow) and the model path (src/io) are
+ * adapters: they read their tensors, ask these stages what each tensor becomes, and write the
+ * result in their own format. docs/pipeline.md has the stages and what the size counts. */
+#ifndef AQ_PIPELINE_H
+#define AQ_PIPELINE_H
+
+#include "quant_internal.h"
+
+/* A copy of ctx that quantizes with another scheme, bits and group size: the same kernels and
+ * thread pool (aq__ctx_pool must have created the pool on ctx first, or each copy would make
+ * its own), nothing of it owned. */
+aq_ctx aq__ctx_with(const aq_ctx *ctx, aq_scheme scheme, unsigned bits, size_t group_size);
+
+/* The context's group size (for schemes whose layout has one). */
+size_t aq__ctx_group_size(const aq_ctx *ctx);
+
+/* SQNR (dB), cosine similarity and the sum of squared errors from the sums a kernel's
+ * error_stats gives (acc[0] sum x^2, acc[1] sum e^2, acc[2] sum x*y, acc[3] sum y^2, acc[4]
+ * max |e|): the one place these formulas live. */
+void aq__metrics_from_sums(const double acc[5], double *sqnr, double *cosine, double *maxerr);
+
+/* Adds the error sums of y (float32) against src (n elements of dtype d) to acc, with the
+ * kernel table's error statistics (the same sums on every table). */
+void aq__error_sums(const aq_ctx *ctx, aq_dtype d, const void *src, const float *y, size_t n,
+                    double acc[5]);
+
+/* ---- measuring a quantized tensor against its source, block of rows by block of rows ---- */
+
+/* Rows dequantized at once: a multiple of 8 rows near 2^16 elements, so that every block starts
+ * on a byte of the packed codes. The sums come in block order, the same whether the tensor was
+ * quantized whole or block by block. */
+typedef struct aq__meter {
+    aq_ctx *ctx;
+    const aq_tensor *src;
+    aq_qtensor q;      /* the whole tensor as quantized, in its scheme's layout */
+    size_t rows, cols; /* the tensor's own rows (shape[0]), whatever the scheme's layout */
+    size_t block_rows;
+    float *buf; /* block_rows * cols floats, the caller's (aq__meter_buffer) */
+    double acc[5];
+    const volatile int *cancel; /* polled between blocks; may be NULL */
+} aq__meter;
+
+/* Starts measuring src as quantized into (packed, scales, zps) laid out as l with scheme. The
+ * block buffer is *buf (grown to the block's size when smaller than *cap; the caller frees it),
+ * so that it is reused from tensor to tensor. */
+aq_status aq__meter_init(aq_ctx *ctx, const aq_tensor *src, aq_scheme scheme, const aq_layout *l,
+                         const uint8_t *packed, const float *scales, const float *zps, float **buf,
+                         size_t *cap, aq__meter *m, aq_error *err);
+/* Adds rows [r0, r1) of the tensor (whole blocks from its start, or its end) to the sums. */
+aq_status aq__meter_rows(aq__meter *m, size_t r0, size_t r1, aq_error *err);
+
+/* ---- options, the floor and the budget ---- */
+
+/* A tensor's output buffers while it is measured, reused from option to option and tensor to
+ * tensor. aq__scratch_free frees them. */
+typedef struct aq__scratch {
+    uint8_t *packed;
+    size_t packed_cap;
+    float *scales, *zps;
+    size_t groups_cap;
+    float *mbuf;
+    size_t mbuf_cap;
+} aq__scratch;
+void aq__scratch_free(aq__scratch *s);
+
+/* Quantizes src with (scheme, bits) (importance imp, may be NULL) into the scratch buffers and
+ * measures it: out gets the scheme, bits, bytes (codes, scales and zero points), the squared
+ * error and whether the cosine reaches min_cosine (true when min_cosine is 0). */
+aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp, aq_scheme scheme,
+                             unsigned bits, double min_cosine, const volatile int *cancel,
+                             aq__scratch *sc, aq__budget_option *out, aq_error *err);
+
+/* The (scheme, bits) a default-mode budget measures for each tensor: every scheme of list (n
+ * of them; with none, `fallback`, the profile's scheme) at 2, 4 and 8 bits, and plain affine at
+ * 2, 4 and 8 bits unless affine is listed. Affine with groups of 128 takes exactly N + 0.5 bits
+ * per weight on rows of whole groups, where kquant's last partial super-block takes a little
+ * more: without it, a model whose tensors all want N bits could not fit N + 0.5 but by dropping
+ * a tensor to the next width down, and one whose rules ask for more bits somewhere could not
+ * fit 2.625 at all (2-bit affine takes 2.5). Returns the count (at most
+ * AQ__PLAN_MAX_CANDIDATES); AQ_INVALID_PARAMETER for an unknown scheme. */
+#define AQ__PLAN_MAX_CANDIDATES (3 * AQ_SCHEME_COUNT + 3)
+aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallback,
+                              aq_scheme *schemes, unsigned *bits, size_t *count, aq_error *err);
+
+/* How the default mode's size treats one tensor, from its rule decision: */
+typedef enum aq__plan_role {
+    AQ__PLAN_OUTSIDE = 0, /* not counted: a tensor of fewer than 2 dimensions the rules keep as
+                             it comes (a bias, a norm, another vector), or not a float tensor */
+    AQ__PLAN_FIXED,       /* counted at the bytes it is written with, not chosen for: what a
+                             user override decides (kept or given bits), whatever its shape */
+    AQ__PLAN_CHOSEN       /* counted, and the budget chooses among its options; the rules'
+                             treatment (8 bits, or kept in float) is its preference */
+} aq__plan_role;
+aq__plan_role aq__plan_role_of(const aq_rule_decision *d, size_t ndim);
+
+/* The size of the default mode: target_bpw bits per weight over `elements` counted weights,
+ * in whole bytes. */
+size_t aq__plan_budget_bytes(double target_bpw, size_t elements);
+
+/* The default mode's allocation over n tensors: opt holds n rows of `per` options, row i with
+ * count[i] of them (rewritten in place to each row's lower convex hull of (bytes, sse)); want[i]
+ * is the bytes of the option the rules prefer for tensor i (0: none). Every tensor starts at its
+ * smallest option; then, while the total stays within budget bytes, each tensor moves up to its
+ * smallest option meeting the floor (with floor), then up to the rules' preferred option, then
+ * any upgrade that fits, each stage taking the upgrade saving the most squared error per added
+ * byte first. choice[i] gets the index of tensor i's option in its rewritten row.
+ * AQ_INVALID_PARAMETER when even the smallest options exceed the budget; the message gives both
+ * sizes over the `counted` weights, with fixed_bytes of tensors outside the choice. */
+aq_status aq__plan_allocate(aq__budget_option *opt, size_t n, size_t per, const size_t *count,
+                            const size_t *want, size_t budget, size_t fixed_bytes, size_t counted,
+                            double target_bpw, bool floor, size_t *choice, aq_error *err);
+
+/* ---- the default mode's plan over a set of tensors, as both paths run it ---- */
+
+/* What the rules prefer for a chosen tensor. */
+typedef struct aq__plan_pref {
+    size_t keep_bytes; /* > 0: the rules keep it in float, as keep_bits raw floats of this size */
+    unsigned keep_bits;
+    unsigned bits; /* > 0: the rules give it these bits (and scheme) rather than the profile's */
+    aq_scheme scheme;
+    size_t group_size; /* the layout's group size of that scheme, for its size */
+} aq__plan_pref;
+
+/* The plan's arrays: row j (tensor index[j] of the caller) holds count[j] options of per. */
+typedef struct aq__plan {
+    aq_scheme schemes[AQ__PLAN_MAX_CANDIDATES];
+    unsigned bits[AQ__PLAN_MAX_CANDIDATES];
+    size_t n_candidates, per, m;
+    aq__budget_option *opt;
+    size_t *count, *want, *choice, *index;
+    float **imps;          /* each row's importance (owned; NULL for none) */
+    size_t counted, fixed; /* weights within the size, and the bytes of the fixed tensors */
+    aq__scratch scratch;
+} aq__plan;
+
+/* A plan for up to n chosen tensors, measuring the candidates of aq__plan_candidates. */
+aq_status aq__plan_init(aq__plan *p, size_t n, const aq_scheme *list, size_t n_list,
+                        aq_scheme fallback, aq_error *err);
+void aq__plan_free(aq__plan *p);
+
+/* Measures chosen tensor t (the caller's tensor `index`, importance imp or NULL) into the
+ * plan's next row: every candidate, and the raw option for a kept one. With own, imp (from
+ * malloc) belongs to the plan from here on, kept as p->imps[row] until aq__plan_free, even on
+ * failure; otherwise it is only borrowed for the call. A failure leaves the row out (the caller
+ * may go on without it). */
+aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *imp, bool own,
+                           const aq__plan_pref *pref, double min_cosine, const volatile int *cancel,
+                           size_t index, aq_error *err);
+
+/* The allocation over the measured rows at target_bpw over p->counted weights (p->fixed bytes
+ * outside the choice): aq__plan_allocate. Row j's chosen option is then
+ * p->opt[j * p->per + p->choice[j]]. */
+aq_status aq__plan_run(aq__plan *p, double target_bpw, bool floor, aq_error *err);
+
+#endif /* AQ_PIPELINE_H */
