@@ -42,7 +42,7 @@ struct aq_calib {
     int64_t declared_groups; /* from arrowquant.timestep_groups, or -1 */
     int64_t max_group;
     bool finished;
-    bool broken; /* a batch was refused half-way: the rows it added are not trustworthy */
+    bool broken;    /* a batch was refused half-way: the rows it added are not trustworthy */
     char **sources; /* the files read by aq_calib_add_ipc_file */
     size_t n_sources;
 };
