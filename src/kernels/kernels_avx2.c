@@ -446,6 +446,12 @@ static inline bool simd_lut_use(unsigned bits, aq_dtype out_dtype)
  * s at entries 4s..4s+3. Computed as simd_kq_dequant computes them (a multiplication, then a
  * subtraction, then avx2_half). */
 #    define SIMD_HAVE_KQ_LUT 1
+/* Which kquant outputs go by table: float16 and bfloat16 at 2 and 4 bits. */
+static inline bool simd_kq_lut_use(unsigned bits, aq_dtype out_dtype)
+{
+    return (bits == 2 || bits == 4) && (out_dtype == AQ_DTYPE_BF16 || out_dtype == AQ_DTYPE_F16);
+}
+
 static inline simd_lut simd_kq_lut_make(const float *a, const float *b, unsigned bits, bool finite,
                                         aq_dtype out_dtype)
 {

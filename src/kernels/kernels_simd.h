@@ -61,6 +61,7 @@
  *                                              simd_kq_dequant computes them
  *   void simd_kq_lut_apply(t, codes, bits, half, dst, i, cnt)  cnt <= SIMD_LUT_W codes looked
  *                                              up (at 2 bits, of sub-blocks 2 half, 2 half + 1)
+ *   bool simd_kq_lut_use(bits, out_dtype)      whether the table pays (2 or 4 bits only)
  * An instruction set may instead define simd_reduce(pmin, pmax, count, lo, hi) (the batched
  * min/max only) and leave SIMD_HAVE_PARAMS undefined, or leave SIMD_HAVE_BLOCK undefined:
  * generic versions below then do the rest. It may define SIMD_HAVE_MINMAX_BLOCK and
@@ -778,7 +779,7 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
 #    ifdef SIMD_HAVE_KQ_LUT
         /* By table: one per 32 codes at 4 bits (a sub-block), one per 64 at 2 (four). The
          * stage and A, B have room for the reads past len. */
-        if ((bits == 2 || bits == 4) && simd_lut_use(bits, out_dtype)) {
+        if (simd_kq_lut_use(bits, out_dtype)) {
             const size_t step = bits == 2 ? 2 * SIMD_LUT_W : SIMD_LUT_W;
             for (size_t o = 0; o < len; o += step) {
                 const size_t j = o >> sub_shift;
