@@ -494,6 +494,17 @@ static inline void simd_kq_lut_apply(simd_lut t, const uint8_t *codes, unsigned 
     }
     avx2_lut_apply(t, c, dst, i, cnt);
 }
+
+/* 32 outputs at dst[i..] straight from the 16 packed bytes of 32 4-bit codes (low nibble
+ * first), without the stage. */
+#    define SIMD_HAVE_KQ_LUT_PACKED4 1
+static inline void simd_kq_lut_apply_packed4(simd_lut t, const uint8_t *p, void *dst, size_t i)
+{
+    const __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0f);
+    const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    avx2_lut_apply(t, _mm256_setr_m128i(_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)), dst,
+                   i, SIMD_LUT_W);
+}
 #endif
 
 /* The error statistics' lane-wise maximum and widening (kernels_stats.h): vmaxpd, vcvtps2pd. */

@@ -758,7 +758,15 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
         }
         const uint8_t *staged = codes;
         const size_t bit0 = start * bits;
-        if (bit0 % 8 != 0) {
+        /* Whole 4-bit super-blocks by table read their codes in place. */
+        bool in_place = false;
+#    ifdef SIMD_HAVE_KQ_LUT_PACKED4
+        in_place =
+            bits == 4 && bit0 % 8 == 0 && len == AQ__KQ_SUPER && simd_kq_lut_use(bits, out_dtype);
+#    endif
+        if (in_place) {
+            /* nothing to stage */
+        } else if (bit0 % 8 != 0) {
             size_t bit = bit0;
             for (size_t t = 0; t < len; t++, bit += bits) {
                 codes[t] = (uint8_t)(((unsigned)packed[bit / 8] >> (bit % 8)) & mask);
@@ -785,6 +793,12 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
                 const size_t j = o >> sub_shift;
                 const simd_lut t = finite ? simd_kq_lut_make(A + j, B + j, bits, true, out_dtype)
                                           : simd_kq_lut_make(A + j, B + j, bits, false, out_dtype);
+#        ifdef SIMD_HAVE_KQ_LUT_PACKED4
+                if (in_place) {
+                    simd_kq_lut_apply_packed4(t, packed + bit0 / 8 + o / 2, dst, start + o);
+                    continue;
+                }
+#        endif
                 for (size_t h = 0; h < step && o + h < len; h += SIMD_LUT_W) {
                     const size_t cnt = len - o - h < SIMD_LUT_W ? len - o - h : SIMD_LUT_W;
                     simd_kq_lut_apply(t, staged + o + h, bits, (unsigned)(h / SIMD_LUT_W), dst,
