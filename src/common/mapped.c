@@ -59,13 +59,14 @@ static void mapped_copy(char *dst, const char *src)
  * faulting instruction, which then takes the default action (the process dies as before). */
 static void mapped_chain(int sig, siginfo_t *si, void *uc)
 {
-    if ((mapped_prev.sa_flags & SA_SIGINFO) != 0 && mapped_prev.sa_sigaction != NULL) {
-        mapped_prev.sa_sigaction(sig, si, uc);
-        return;
-    }
-    if (mapped_prev.sa_handler != SIG_DFL && mapped_prev.sa_handler != SIG_IGN &&
-        mapped_prev.sa_handler != NULL) {
-        mapped_prev.sa_handler(sig);
+    /* sa_handler and sa_sigaction share their storage: SIG_DFL and SIG_IGN are values of it
+     * whatever the flags say. */
+    if (mapped_prev.sa_handler != SIG_DFL && mapped_prev.sa_handler != SIG_IGN) {
+        if ((mapped_prev.sa_flags & SA_SIGINFO) != 0) {
+            mapped_prev.sa_sigaction(sig, si, uc);
+        } else {
+            mapped_prev.sa_handler(sig);
+        }
         return;
     }
     struct sigaction dfl;
@@ -123,10 +124,13 @@ static void mapped_install(void)
     sa.sa_sigaction = mapped_on_sigbus;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
     sigemptyset(&sa.sa_mask);
-    if (sigaction(SIGBUS, &sa, &mapped_prev) != 0) {
+    /* The previous action is read first, so that a fault in another thread just after the
+     * installation already finds it. */
+    if (sigaction(SIGBUS, NULL, &mapped_prev) != 0) {
         memset(&mapped_prev, 0, sizeof mapped_prev);
         mapped_prev.sa_handler = SIG_DFL;
     }
+    (void)sigaction(SIGBUS, &sa, NULL);
     __atomic_store_n(&mapped_installed, 2, __ATOMIC_RELEASE);
 }
 
