@@ -27,9 +27,10 @@ save_pretrained and quantizes it with the arrowquant command (4 bits; affine and
   the bytes a weight moves: its packed bits / 8 read plus 4 bytes written).
 
 Model files are written with the command's default zstd compression; one affine file is also
-written uncompressed (memory only): reading a compressed file holds one decompressed record
-batch (at most 64 MiB, AQ_MODEL_BATCH_BYTES) and its compressed pages beside the copies while
-loading, an uncompressed one only the row being copied.
+written uncompressed (memory only). The reader drops a compressed buffer's pages as it
+decompresses it, and the pages of a decompressed batch as its rows are copied out, so both
+hold about one row beside the copies while loading. --memory-only writes the memory table
+alone.
 
 Writes a Markdown table (date, machine, command) to --out, by default
 bench/results/runtime_torch_<date>.md.
@@ -211,6 +212,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the forward timing")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--memory-only", action="store_true",
+                    help="the resident memory table alone (no forward or dequantize timing)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -264,6 +267,8 @@ def main() -> None:
                     f"{r['load_rss'] / 2**20:.1f} | {r['forward_peak'] / 2**20:.1f} | "
                     f"{r['load_peak'] / res['fp32']['load_rss']:.2f} | "
                     f"{r['load_peak'] / res['bf16']['load_rss']:.2f} | {extra}")
+            if a.memory_only:
+                continue
             timed = {k: v for k, v in files.items() if not k.endswith("-uncompressed")}
             t = _run_child(["time", str(folder), timed, a.batch, a.reps, a.threads])
             f32 = t["forward"]["fp32"]
@@ -280,11 +285,15 @@ def main() -> None:
                   "|---|---|---|---|---|---|---|---|---|---|---|", *mem_rows, "",
                   "fp32 is loaded through safetensors' memory map: its weights become resident "
                   "only when the forward pass touches them, so its load figures are small and "
-                  "its peak through forward is the one to compare. The load peak of a packed "
-                  "model from a zstd file includes one decompressed record batch (up to 64 MiB) "
-                  "and its compressed pages; the uncompressed file shows the runtime's own "
-                  "floor.", "",
-                  "## CPU forward time (median process CPU time, no grad, 32x32)", "",
+                  "its peak through forward is the one to compare. A zstd file's compressed "
+                  "pages are dropped as they are decompressed, and a decompressed batch's "
+                  "pages as its rows are copied out.", ""]
+        if a.memory_only:
+            out_path.write_text("\n".join(lines) + "\n")
+            print("\n".join(lines))
+            print(f"\nwritten to {out_path}")
+            return
+        lines += ["## CPU forward time (median process CPU time, no grad, 32x32)", "",
                   "| width | batch | threads | model | CPU ms | vs fp32 | of which dequantize "
                   "(ms, share) |", "|---|---|---|---|---|---|---|", *time_rows, ""]
         # Dequantize speed: one 2048 x 4096 tensor per scheme and bit width.

@@ -706,11 +706,27 @@ AQ_API void aq_model_component_get(const aq_model *model, size_t i, const char *
 AQ_API AQ_MUST_CHECK aq_status aq_output_check(const char *path, const char *const *inputs,
                                                size_t n_inputs, aq_error *err);
 
+/* Input files are memory-mapped by the readers (safetensors, Arrow IPC, GGUF), and the data
+ * pointers they hand out point into the mapping. A file truncated by another process while
+ * it is mapped would raise SIGBUS on the next read past its new end, which kills the process.
+ * The library guards its own mappings: the first one installs a SIGBUS handler (once, for the
+ * life of the process) that turns a fault inside one of them into zeros for the rest of that
+ * mapping and counts it, and passes any other SIGBUS to the handler it found (or the default
+ * action). The library then refuses to use such zeros: every writer fails before it renames
+ * its output into place (the temporary is removed) and the model-file reader fails, with
+ * AQ_IO "PATH: the file changed while being read (truncated by another process?)". A host
+ * that reads mapped tensor data itself takes aq_mapped_faults() before and calls
+ * aq_mapped_check with it after. A host that installs its own SIGBUS handler later must pass
+ * faults it does not own to the previous handler. */
+AQ_API uint64_t aq_mapped_faults(void);
+/* AQ_OK when no fault was caught since aq_mapped_faults() returned `since` and no mapping
+ * that faulted is still open; else AQ_IO naming the latest file that faulted. */
+AQ_API AQ_MUST_CHECK aq_status aq_mapped_check(uint64_t since, aq_error *err);
+
 /* Removes the temporary files of every output this process is writing (the writers of model
  * files, IPC files and safetensors files create them beside their destination). Only for a
  * handler of a fatal signal: it is async-signal-safe, and the writers cannot go on after it.
- * Input files are memory-mapped; one truncated by another process while it is read raises
- * SIGBUS, which the arrowquant command handles with this and a one-line error. */
+ * (The readers guard their own mappings against SIGBUS: see aq_mapped_faults.) */
 AQ_API void aq_temporaries_remove(void);
 
 /* The members of a pipeline's model_index.json that gave no tensors, in name order, with

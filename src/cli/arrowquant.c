@@ -31,8 +31,9 @@ static void cli_on_signal(int sig)
     cli_cancel = 1;
 }
 
-/* A memory-mapped input truncated by another process while it is read: the next touch of a
- * page past its new end raises SIGBUS. Nothing can go on, but no temporary stays behind. */
+/* The library turns a fault in its own mappings into an error (aq_mapped_faults); a SIGBUS
+ * it passes on comes from a mapping it does not guard (more than it has slots for). Nothing
+ * can go on, but no temporary stays behind. */
 static void cli_on_sigbus(int sig)
 {
     (void)sig;

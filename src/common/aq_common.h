@@ -177,4 +177,12 @@ void aq__tmpfile_forget(const char *tmp);
  * not readable (a guard page), or that belongs to another object, is not detected. */
 bool aq__mem_mapped(const void *p, size_t n);
 
+/* Guards a read-only file mapping against SIGBUS (mapped.c): a fault in [addr, addr + size)
+ * reads zeros instead, marks the mapping and counts in aq_mapped_faults. label (copied)
+ * names the file in messages. Returns the slot for aq__mapped_remove, or -1 (nothing
+ * guarded: too many mappings at once). Remove before munmap. */
+int aq__mapped_add(const void *addr, size_t size, const char *label);
+void aq__mapped_remove(int slot);
+bool aq__mapped_faulted(int slot);
+
 #endif /* AQ_COMMON_H */

@@ -12,6 +12,7 @@
  */
 #include "aq_common.h"
 #include "arrow_internal.h"
+#include "calib_internal.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -41,7 +42,9 @@ struct aq_calib {
     int64_t declared_groups; /* from arrowquant.timestep_groups, or -1 */
     int64_t max_group;
     bool finished;
-    bool broken; /* a batch was refused half-way: the rows it added are not trustworthy */
+    bool broken;    /* a batch was refused half-way: the rows it added are not trustworthy */
+    char **sources; /* the files read by aq_calib_add_ipc_file */
+    size_t n_sources;
 };
 
 #define CB_EXPECTED_SCHEMA \
@@ -78,7 +81,21 @@ void aq_calib_free(aq_calib *calib)
         free(l->name);
     }
     free(calib->layers);
+    for (size_t i = 0; i < calib->n_sources; i++) {
+        free(calib->sources[i]);
+    }
+    free(calib->sources);
     free(calib);
+}
+
+size_t aq__calib_source_count(const aq_calib *calib)
+{
+    return calib != NULL ? calib->n_sources : 0;
+}
+
+const char *aq__calib_source(const aq_calib *calib, size_t i)
+{
+    return calib != NULL && i < calib->n_sources ? calib->sources[i] : NULL;
 }
 
 static cb_layer *cb_find(aq_calib *c, const char *name, size_t len)
@@ -610,6 +627,16 @@ aq_status aq_calib_add_ipc_file(aq_calib *calib, const char *path, aq_error *err
     memset(&schema, 0, sizeof schema);
     memset(&batch, 0, sizeof batch);
     size_t batches = 0;
+    /* Remembered first: an output named like this file must be refused (aq_model_quantize). */
+    char **sources = realloc(calib->sources, (calib->n_sources + 1) * sizeof *sources);
+    if (sources == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", path);
+    }
+    calib->sources = sources;
+    if ((sources[calib->n_sources] = aq__strdup(path)) == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", path);
+    }
+    calib->n_sources++;
     aq_status st = aq_ipc_reader_open(path, &r, err);
     if (st != AQ_OK) {
         /* The reader names the file in most of its messages; say what was expected. */

@@ -22,6 +22,7 @@ void aq_gguf_free(aq_gguf *g)
     aq__gguf_reset(g);
     if (g->map != NULL) {
         if (g->mapped) {
+            aq__mapped_remove(g->guard - 1);
             munmap((void *)g->map, g->size);
         } else {
             free((void *)g->map);
@@ -68,6 +69,7 @@ aq_status aq_gguf_open(const char *path, aq_gguf **out, aq_error *err)
             g->map = map;
             g->size = (size_t)sb.st_size;
             g->mapped = 1;
+            g->guard = aq__mapped_add(map, g->size, path) + 1;
         }
     }
     if (fd >= 0) {

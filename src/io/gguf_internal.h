@@ -16,6 +16,7 @@ struct aq_gguf {
     const uint8_t *map; /* the file's bytes */
     size_t size;
     int mapped; /* 1: munmap map; 0: free it */
+    int guard;  /* aq__mapped_add's slot + 1; 0: none */
     uint32_t version;
     size_t alignment;
     size_t data_start;

@@ -458,6 +458,11 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (ctx == NULL || model == NULL || out_path == NULL || opts == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_to_gguf: NULL argument");
     }
+    /* Before any work: the output is none of the inputs, the calibration's included. */
+    aq_status cst = aq__io_model_check_output(model, out_path, err);
+    if (cst != AQ_OK || (cst = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK) {
+        return cst;
+    }
     const aq__ggml_traits *tt = aq__gguf_traits((uint32_t)opts->type);
     if (tt == NULL || tt->encode_ref == NULL) {
         return aq__error_set(err, AQ_INVALID_PARAMETER, "GGUF type %s cannot be written",

@@ -46,6 +46,7 @@ typedef struct aq__st_file {
     char *path;
     uint8_t *map;
     size_t size;
+    int guard; /* aq__mapped_add's slot + 1; 0: none */
     aq__st_header h;
 } aq__st_file;
 
@@ -62,6 +63,7 @@ typedef struct aq__outfile {
     int fd;
     int committed;
     uint64_t written;
+    uint64_t faults; /* aq_mapped_faults() when opened */
 } aq__outfile;
 
 aq_status aq__outfile_open(const char *path, aq__outfile **out, aq_error *err);
@@ -76,6 +78,8 @@ aq_status aq__io_check_output(const char *out, const char *const *inputs, size_t
 /* aq__io_check_output against every file the model was opened from (safetensors files,
  * indexes, model_index.json). */
 aq_status aq__io_model_check_output(const aq_model *model, const char *out, aq_error *err);
+/* aq__io_check_output against the files a calibration was read from (none: AQ_OK). */
+aq_status aq__io_calib_check_output(const aq_calib *calib, const char *out, aq_error *err);
 
 /* The model's __metadata__ as a JSON object, and its components as a JSON object of
  * component name to relative file ("{}" when none). Both malloc'ed. */

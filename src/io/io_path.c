@@ -3,6 +3,7 @@
  * replaces one of the files it is made from, whatever spelling, hard link or symbolic link
  * leads there. Files are compared by identity (device and inode), not by name.
  */
+#include "calib_internal.h"
 #include "io_internal.h"
 
 #include <errno.h>
@@ -35,6 +36,19 @@ aq_status aq__io_check_output(const char *out, const char *const *inputs, size_t
                                  "%s: is the input file %s: refusing to overwrite a source "
                                  "(choose another output)",
                                  out, inputs[i]);
+        }
+    }
+    return AQ_OK;
+}
+
+aq_status aq__io_calib_check_output(const aq_calib *calib, const char *out, aq_error *err)
+{
+    size_t n = aq__calib_source_count(calib);
+    for (size_t i = 0; i < n; i++) {
+        const char *in = aq__calib_source(calib, i);
+        aq_status st = aq__io_check_output(out, &in, 1, err);
+        if (st != AQ_OK) {
+            return st;
         }
     }
     return AQ_OK;

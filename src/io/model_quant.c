@@ -1665,6 +1665,9 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     }
     /* Before any work: the output must be a place a file can go, and none of the inputs. */
     aq_status st = aq__io_model_check_output(model, out_path, err);
+    if (st == AQ_OK && opts != NULL) {
+        st = aq__io_calib_check_output(opts->calib, out_path, err);
+    }
     if (st != AQ_OK) {
         return st;
     }

@@ -7,6 +7,7 @@
  */
 #include "arrow_internal.h"
 #include "io_internal.h"
+#include "ipc_internal.h"
 #include "quant_internal.h"
 
 #include <dirent.h>
@@ -32,6 +33,7 @@ struct aq_qmodel {
     int64_t rows;
     int64_t next_row;
     size_t row_index; /* rows handed out so far, over all batches */
+    uint64_t faults;  /* aq_mapped_faults() when opened */
     int format_version;
     arw_var names, data, scheme, sdtype;
     arw_list scales, zps, shape;
@@ -52,8 +54,11 @@ struct aq_qmodel {
 
 /* A model file is mapped by the IPC reader, and pages touched while reading count as resident
  * memory until they are unmapped. MADV_PAGEOUT drops the clean file pages of a row once it
- * is done; it never changes memory contents (anonymous pages, such as decompressed buffers, are
- * at most swapped out), so it is safe whatever the buffers turn out to be. */
+ * is done; it never changes memory contents. A compressed file's rows lie in buffers the
+ * reader decompressed for this batch alone, which only this reader reads, row after row
+ * (offsets never decrease): the whole pages inside a finished row are given back with
+ * MADV_DONTNEED (they would read as zeros, but nothing reads them again), so that a caller
+ * copying rows out never holds a decompressed batch beside its copies. */
 static void qm_touch(aq_qmodel *qm, int k, const void *p, size_t n)
 {
     uintptr_t a = (uintptr_t)p;
@@ -74,9 +79,17 @@ static void qm_let_go(aq_qmodel *qm)
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     for (int k = 0; k < 3; k++) {
         if (qm->hi[k] > qm->lo[k]) {
-            uintptr_t lo = qm->lo[k] / page * page;
-            uintptr_t hi = (qm->hi[k] + page - 1) / page * page;
-            (void)madvise((void *)lo, hi - lo, MADV_PAGEOUT);
+            if (aq__ipc_reader_in_map(qm->reader, (const void *)qm->lo[k])) {
+                uintptr_t lo = qm->lo[k] / page * page;
+                uintptr_t hi = (qm->hi[k] + page - 1) / page * page;
+                (void)madvise((void *)lo, hi - lo, MADV_PAGEOUT);
+            } else {
+                uintptr_t lo = (qm->lo[k] + page - 1) / page * page;
+                uintptr_t hi = qm->hi[k] / page * page;
+                if (hi > lo) {
+                    (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+                }
+            }
         }
         qm->lo[k] = qm->hi[k] = 0;
     }
@@ -164,6 +177,7 @@ aq_status aq_qmodel_open(const char *path, aq_qmodel **out, aq_error *err)
         free(qm);
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
     }
+    qm->faults = aq_mapped_faults();
     if ((st = aq_ipc_reader_open(path, &qm->reader, err)) != AQ_OK ||
         (st = aq_ipc_reader_schema(qm->reader, &qm->schema, err)) != AQ_OK) {
         goto done;
@@ -509,23 +523,29 @@ aq_status aq_qmodel_next(aq_qmodel *qm, const aq_qmodel_row **row, aq_error *err
      * the end of its batch, so a caller that copies rows out holds about one row twice, not
      * one batch. */
     qm_let_go(qm);
+    /* The file truncated while mapped: what was read (the previous row too, which the caller
+     * had until now) may be zeros, and a checksum that fails on them would mislead. */
+    if ((st = aq_mapped_check(qm->faults, err)) != AQ_OK) {
+        return st;
+    }
     while (qm->next_row >= qm->rows) {
         aq__array_release_if(&qm->batch);
         qm->rows = qm->next_row = 0;
         if ((st = aq_ipc_reader_next(qm->reader, &qm->batch, err)) != AQ_OK) {
-            return st;
+            return aq_mapped_check(qm->faults, err) != AQ_OK ? AQ_IO : st;
         }
         if (qm->batch.release == NULL) {
             *row = NULL;
-            return AQ_OK;
+            return aq_mapped_check(qm->faults, err);
         }
         if ((st = qm_import(qm, err)) != AQ_OK) {
             aq__error_prefix(err, "%s", qm->path);
-            return st;
+            return aq_mapped_check(qm->faults, err) != AQ_OK ? AQ_IO : st;
         }
     }
-    if ((st = qm_row(qm, qm->next_row, err)) != AQ_OK) {
-        return st;
+    if ((st = qm_row(qm, qm->next_row, err)) != AQ_OK ||
+        (st = aq_mapped_check(qm->faults, err)) != AQ_OK) {
+        return aq_mapped_check(qm->faults, err) != AQ_OK ? AQ_IO : st;
     }
     qm->next_row++;
     qm->row_index++;

@@ -48,6 +48,7 @@ aq_status aq__st_file_open(const char *path, aq__st_file **out, aq_error *err)
         goto done;
     }
     f->map = map;
+    f->guard = aq__mapped_add(map, f->size, path) + 1;
     /* Tensors are read front to back, once. */
     (void)madvise(f->map, f->size, MADV_SEQUENTIAL);
     if ((st = aq__st_parse(f->map, f->size, path, &f->h, err)) != AQ_OK) {
@@ -71,6 +72,7 @@ void aq__st_file_free(aq__st_file *f)
         return;
     }
     if (f->map != NULL) {
+        aq__mapped_remove(f->guard - 1);
         munmap(f->map, f->size);
     }
     aq__st_header_reset(&f->h);
@@ -100,6 +102,7 @@ aq_status aq__outfile_open(const char *path, aq__outfile **out, aq_error *err)
         goto done;
     }
     f->fd = -1;
+    f->faults = aq_mapped_faults();
     if ((st = aq__tmpfile_create(path, &f->tmp_path, &f->fd, err)) != AQ_OK) {
         goto done;
     }
@@ -132,6 +135,11 @@ aq_status aq__outfile_write(aq__outfile *f, const void *data, size_t n, aq_error
 
 aq_status aq__outfile_commit(aq__outfile *f, aq_error *err)
 {
+    /* An input truncated while it was read gave zeros: they must not land under the name. */
+    aq_status st = aq_mapped_check(f->faults, err);
+    if (st != AQ_OK) {
+        return st;
+    }
     if (fsync(f->fd) != 0 && errno != EINVAL) {
         return aq__error_set(err, AQ_IO, "%s: fsync failed: %s", f->final_path, strerror(errno));
     }

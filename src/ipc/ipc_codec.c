@@ -2,6 +2,8 @@
 #include "ipc_internal.h"
 
 #include <lz4frame.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <zstd.h>
 
 const char *aq__ipc_codec_name(aq_ipc_compression codec)
@@ -30,10 +32,25 @@ size_t aq__ipc_decompress_limit(aq_ipc_compression codec, size_t src_size)
     return limit;
 }
 
-aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_t src_size,
-                             uint8_t *dst, size_t dst_size, aq_error *err)
+/* Drops the pages of [p, p + n) of a clean read-only file mapping: their contents stay (they
+ * come back from the file if read again), but they no longer count as resident memory. */
+static void codec_drop(const uint8_t *p, size_t n)
 {
-    if (codec == AQ_IPC_COMPRESSION_ZSTD) {
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)p / page * page, hi = ((uintptr_t)p + n + page - 1) / page * page;
+    if (n > 0) {
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+    }
+}
+
+/* zstd in steps of CODEC_STEP input bytes, so that a mapped source can be let go as it is
+ * consumed: a 64 MiB buffer then never holds its compressed pages beside its output. */
+enum { CODEC_STEP = 4 << 20 };
+
+static aq_status codec_zstd(const uint8_t *src, size_t src_size, uint8_t *dst, size_t dst_size,
+                            bool drop_src, aq_error *err)
+{
+    if (!drop_src) {
         size_t r = ZSTD_decompress(dst, dst_size, src, src_size);
         if (ZSTD_isError(r)) {
             return aq__error_set(err, AQ_INVALID_DATA, "zstd: %s", ZSTD_getErrorName(r));
@@ -43,6 +60,53 @@ aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_
                                  "zstd: %zu bytes decompressed, the buffer says %zu", r, dst_size);
         }
         return AQ_OK;
+    }
+    ZSTD_DCtx *dctx = ZSTD_createDCtx();
+    if (dctx == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "zstd: out of memory");
+    }
+    aq_status st = AQ_OK;
+    ZSTD_outBuffer out = {dst, dst_size, 0};
+    size_t dropped = 0, hint = 1;
+    while (dropped < src_size) {
+        size_t end = src_size - dropped > CODEC_STEP ? dropped + CODEC_STEP : src_size;
+        ZSTD_inBuffer in = {src, end, dropped};
+        while (in.pos < in.size) {
+            size_t before = in.pos, out_before = out.pos;
+            hint = ZSTD_decompressStream(dctx, &out, &in);
+            if (ZSTD_isError(hint)) {
+                st = aq__error_set(err, AQ_INVALID_DATA, "zstd: %s", ZSTD_getErrorName(hint));
+                goto done;
+            }
+            if (in.pos == before && out.pos == out_before) {
+                /* No progress with input left: the output is full. */
+                st = aq__error_set(err, AQ_INVALID_DATA,
+                                   "zstd: the data decompresses to more than the buffer's %zu "
+                                   "bytes",
+                                   dst_size);
+                goto done;
+            }
+        }
+        codec_drop(src + dropped, in.pos - dropped);
+        dropped = in.pos;
+    }
+    /* Concatenated frames decode on, as ZSTD_decompress does; the last must be complete. */
+    if (hint != 0) {
+        st = aq__error_set(err, AQ_INVALID_DATA, "zstd: the compressed buffer is truncated");
+    } else if (out.pos != dst_size) {
+        st = aq__error_set(err, AQ_INVALID_DATA,
+                           "zstd: %zu bytes decompressed, the buffer says %zu", out.pos, dst_size);
+    }
+done:
+    ZSTD_freeDCtx(dctx);
+    return st;
+}
+
+aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_t src_size,
+                             uint8_t *dst, size_t dst_size, bool drop_src, aq_error *err)
+{
+    if (codec == AQ_IPC_COMPRESSION_ZSTD) {
+        return codec_zstd(src, src_size, dst, dst_size, drop_src, err);
     }
     LZ4F_dctx *dctx = NULL;
     if (LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION))) {
@@ -75,6 +139,9 @@ aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_
     if (out_done != dst_size) {
         st = aq__error_set(err, AQ_INVALID_DATA, "lz4: %zu bytes decompressed, the buffer says %zu",
                            out_done, dst_size);
+    }
+    if (st == AQ_OK && drop_src) {
+        codec_drop(src, src_size);
     }
 done:
     LZ4F_freeDecompressionContext(dctx);

@@ -87,9 +87,13 @@ size_t aq__ipc_schema_write(aq__fbb *b, const aq__ipc_schema *s);
 
 /* ---- body compression ---- */
 
-/* Decompresses src into dst, which must receive exactly dst_size bytes. */
+/* Decompresses src into dst, which must receive exactly dst_size bytes. drop_src: src lies in
+ * a clean read-only file mapping whose pages may be dropped as they are consumed (zstd). */
 aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_t src_size,
-                             uint8_t *dst, size_t dst_size, aq_error *err);
+                             uint8_t *dst, size_t dst_size, bool drop_src, aq_error *err);
+/* True when p points into the file mapping of a reader from aq_ipc_reader_open; false for
+ * memory the reader allocated (decompressed or realigned buffers) and for a reader of memory. */
+bool aq__ipc_reader_in_map(const aq_ipc_reader *r, const void *p);
 /* The most bytes one can claim to decompress from src_size compressed bytes; a larger claim is
  * a corrupt file (refused before allocating). */
 size_t aq__ipc_decompress_limit(aq_ipc_compression codec, size_t src_size);

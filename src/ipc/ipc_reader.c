@@ -17,12 +17,14 @@ typedef struct ipc_region {
     void *addr;
     size_t size;
     bool mapped;
+    int guard; /* aq__mapped_add's slot + 1; 0: none */
 } ipc_region;
 
 static void ipc_region_destroy(void *data)
 {
     ipc_region *m = data;
     if (m->mapped) {
+        aq__mapped_remove(m->guard - 1);
         munmap(m->addr, m->size);
     } else {
         free(m->addr);
@@ -49,6 +51,7 @@ struct aq_ipc_reader {
     ipc_block *blocks; /* file: record batch blocks */
     size_t n_blocks;
     size_t batches; /* record batches returned so far */
+    bool mapped;    /* data is a read-only file mapping (its pages can be dropped) */
 };
 
 /* One message: its header table, body and position. */
@@ -232,7 +235,8 @@ static aq_status bd_buffer(batch_decoder *d, const aq__ipc_field *f, struct Arro
                                      "%s: out of memory decompressing %lld bytes", d->r->where,
                                      (long long)raw);
             }
-            aq_status st = aq__ipc_decompress(d->codec, p, n, dst, (size_t)raw, d->err);
+            aq_status st =
+                aq__ipc_decompress(d->codec, p, n, dst, (size_t)raw, d->r->mapped, d->err);
             if (st != AQ_OK) {
                 aq__error_prefix(d->err, "%s: record batch %zu: field '%s': buffer %zu",
                                  d->r->where, d->batch, f->name, i);
@@ -766,8 +770,18 @@ aq_status aq_ipc_reader_open(const char *path, aq_ipc_reader **out, aq_error *er
         munmap(addr, size);
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory opening %s", path);
     }
-    *m = (ipc_region){addr, size, true};
-    return rd_create(path, keep, addr, size, out, err);
+    *m = (ipc_region){addr, size, true, aq__mapped_add(addr, size, path) + 1};
+    st = rd_create(path, keep, addr, size, out, err);
+    if (st == AQ_OK) {
+        (*out)->mapped = true;
+    }
+    return st;
+}
+
+bool aq__ipc_reader_in_map(const aq_ipc_reader *r, const void *p)
+{
+    uintptr_t a = (uintptr_t)p, d = (uintptr_t)r->data;
+    return r->mapped && a >= d && a - d < r->size;
 }
 
 aq_status aq_ipc_reader_open_memory(const void *data, size_t size, aq_ipc_reader **out,
@@ -788,7 +802,7 @@ aq_status aq_ipc_reader_open_memory(const void *data, size_t size, aq_ipc_reader
     if (size > 0) {
         memcpy(copy, data, size);
     }
-    *m = (ipc_region){copy, size, false};
+    *m = (ipc_region){copy, size, false, 0};
     return rd_create("<memory>", keep, copy, size, out, err);
 }
 

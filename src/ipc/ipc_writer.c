@@ -24,7 +24,8 @@ struct aq_ipc_writer {
     char *path;
     char *tmp_path;
     int fd;
-    size_t pos; /* bytes written so far */
+    size_t pos;      /* bytes written so far */
+    uint64_t faults; /* aq_mapped_faults() when opened */
     aq_ipc_write_options opts;
     bool drop_behind;    /* aq__ipc_writer_drop_behind */
     size_t wb_lo, wb_hi; /* the pages whose writeback the last step started */
@@ -680,6 +681,7 @@ aq_status aq_ipc_writer_open(const char *path, const struct ArrowSchema *schema,
         aq__error_prefix(err, "%s", path);
         goto done;
     }
+    w->faults = aq_mapped_faults();
     if ((st = aq__tmpfile_create(path, &w->tmp_path, &w->fd, err)) != AQ_OK) {
         goto done;
     }
@@ -799,7 +801,11 @@ aq_status aq_ipc_writer_close(aq_ipc_writer *w, aq_error *err)
                              w->path);
     }
     static const uint32_t eos[2] = {0xFFFFFFFFu, 0};
-    aq_status st = w_write(w, eos, 8, err);
+    /* An input truncated while it was read gave zeros: they must not land under the name. */
+    aq_status st = aq_mapped_check(w->faults, err);
+    if (st == AQ_OK) {
+        st = w_write(w, eos, 8, err);
+    }
     if (st == AQ_OK && w->opts.format == AQ_IPC_FORMAT_FILE) {
         st = w_footer(w, err);
     }

@@ -409,10 +409,9 @@ static inline simd_lut simd_lut_make(simd_v zp, simd_v scale, bool finite, aq_dt
     return t;
 }
 
-/* cnt <= 32 outputs at dst[i..] from the codes (each < 16; 32 are readable). */
-static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, size_t i, size_t cnt)
+/* cnt <= 32 outputs at dst[i..] from 32 code bytes c (each < 16). */
+static inline void avx2_lut_apply(simd_lut t, __m256i c, void *dst, size_t i, size_t cnt)
 {
-    __m256i c = _mm256_loadu_si256((const __m256i *)codes);
     /* Quadwords 0 2 1 3: lane 0 holds codes 0-7 and 16-23, lane 1 codes 8-15 and 24-31, so
      * the in-lane unpacks give outputs 0-15, then 16-31, in order. */
     c = _mm256_permute4x64_epi64(c, _MM_SHUFFLE(3, 1, 2, 0));
@@ -430,10 +429,81 @@ static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, s
     }
 }
 
+/* cnt <= 32 outputs at dst[i..] from the codes (each < 16; 32 are readable). */
+static inline void simd_lut_apply(simd_lut t, const uint8_t *codes, void *dst, size_t i, size_t cnt)
+{
+    avx2_lut_apply(t, _mm256_loadu_si256((const __m256i *)codes), dst, i, cnt);
+}
+
 /* Which outputs go by table: bfloat16 and float16 at 2 and 4 bits. */
 static inline bool simd_lut_use(unsigned bits, aq_dtype out_dtype)
 {
     return bits <= 4 && (out_dtype == AQ_DTYPE_BF16 || out_dtype == AQ_DTYPE_F16);
+}
+
+/* kquant by table (kernels_simd.h, simd_kq_dequantize): at 4 bits the 16 outputs a * q - b of
+ * one 32-code sub-block; at 2 bits the 4 outputs of each of four 16-code sub-blocks, sub-block
+ * s at entries 4s..4s+3. Computed as simd_kq_dequant computes them (a multiplication, then a
+ * subtraction, then avx2_half). */
+#    define SIMD_HAVE_KQ_LUT 1
+/* Which kquant outputs go by table: float16 and bfloat16 at 2 and 4 bits. */
+static inline bool simd_kq_lut_use(unsigned bits, aq_dtype out_dtype)
+{
+    return (bits == 2 || bits == 4) && (out_dtype == AQ_DTYPE_BF16 || out_dtype == AQ_DTYPE_F16);
+}
+
+static inline simd_lut simd_kq_lut_make(const float *a, const float *b, unsigned bits, bool finite,
+                                        aq_dtype out_dtype)
+{
+    simd_v a0, a1, b0, b1, q0, q1;
+    if (bits == 2) {
+        const __m256 av = _mm256_castps128_ps256(_mm_loadu_ps(a));
+        const __m256 bv = _mm256_castps128_ps256(_mm_loadu_ps(b));
+        const __m256i s01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+        const __m256i s23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+        a0 = _mm256_permutevar8x32_ps(av, s01);
+        a1 = _mm256_permutevar8x32_ps(av, s23);
+        b0 = _mm256_permutevar8x32_ps(bv, s01);
+        b1 = _mm256_permutevar8x32_ps(bv, s23);
+        q0 = q1 = _mm256_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 0.0f, 1.0f, 2.0f, 3.0f);
+    } else {
+        a0 = a1 = _mm256_set1_ps(a[0]);
+        b0 = b1 = _mm256_set1_ps(b[0]);
+        q0 = _mm256_setr_ps(0.0f, 1.0f, 2.0f, 3.0f, 4.0f, 5.0f, 6.0f, 7.0f);
+        q1 = _mm256_setr_ps(8.0f, 9.0f, 10.0f, 11.0f, 12.0f, 13.0f, 14.0f, 15.0f);
+    }
+    const __m128i h0 = avx2_half(_mm256_sub_ps(_mm256_mul_ps(a0, q0), b0), out_dtype, finite);
+    const __m128i h1 = avx2_half(_mm256_sub_ps(_mm256_mul_ps(a1, q1), b1), out_dtype, finite);
+    const __m128i split = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+    const __m128i x = _mm_shuffle_epi8(h0, split), y = _mm_shuffle_epi8(h1, split);
+    simd_lut t;
+    t.lo = _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(x, y));
+    t.hi = _mm256_broadcastsi128_si256(_mm_unpackhi_epi64(x, y));
+    return t;
+}
+
+/* cnt <= 32 outputs at dst[i..] from 32 codes (readable); at 2 bits they are sub-blocks
+ * 2 * half and 2 * half + 1 of the table's four. */
+static inline void simd_kq_lut_apply(simd_lut t, const uint8_t *codes, unsigned bits, unsigned half,
+                                     void *dst, size_t i, size_t cnt)
+{
+    __m256i c = _mm256_loadu_si256((const __m256i *)codes);
+    if (bits == 2) {
+        const long long lo = half ? 0x0808080808080808ll : 0, hi = lo + 0x0404040404040404ll;
+        c = _mm256_add_epi8(c, _mm256_setr_epi64x(lo, lo, hi, hi));
+    }
+    avx2_lut_apply(t, c, dst, i, cnt);
+}
+
+/* 32 outputs at dst[i..] straight from the 16 packed bytes of 32 4-bit codes (low nibble
+ * first), without the stage. */
+#    define SIMD_HAVE_KQ_LUT_PACKED4 1
+static inline void simd_kq_lut_apply_packed4(simd_lut t, const uint8_t *p, void *dst, size_t i)
+{
+    const __m128i b = _mm_loadu_si128((const __m128i *)p), m = _mm_set1_epi8(0x0f);
+    const __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    avx2_lut_apply(t, _mm256_setr_m128i(_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)), dst,
+                   i, SIMD_LUT_W);
 }
 #endif
 

@@ -55,6 +55,13 @@
  *   simd_lut simd_lut_make(zp, scale, finite, out_dtype)  as simd_dequant computes them
  *   void simd_lut_apply(t, codes, dst, i, cnt) cnt <= SIMD_LUT_W codes (each < 16) looked up
  *   bool simd_lut_use(bits, out_dtype)         whether the table pays for this output
+ * and optionally (SIMD_HAVE_KQ_LUT, kquant's dequantize by table, 2 and 4 bits):
+ *   simd_lut simd_kq_lut_make(a, b, bits, finite, out_dtype)  the outputs a[s] * q - b[s]
+ *                                              of sub-block 0 (4 bits) or 0..3 (2 bits), as
+ *                                              simd_kq_dequant computes them
+ *   void simd_kq_lut_apply(t, codes, bits, half, dst, i, cnt)  cnt <= SIMD_LUT_W codes looked
+ *                                              up (at 2 bits, of sub-blocks 2 half, 2 half + 1)
+ *   bool simd_kq_lut_use(bits, out_dtype)      whether the table pays (2 or 4 bits only)
  * An instruction set may instead define simd_reduce(pmin, pmax, count, lo, hi) (the batched
  * min/max only) and leave SIMD_HAVE_PARAMS undefined, or leave SIMD_HAVE_BLOCK undefined:
  * generic versions below then do the rest. It may define SIMD_HAVE_MINMAX_BLOCK and
@@ -732,7 +739,7 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
     const unsigned mask = (1u << bits) - 1u;
     /* Room for the sub-block parameters of the lanes past a super-block's end in its last
      * step. */
-    enum { KQ_NSUB = AQ__KQ_SUPER / 16 + SIMD_KQ_W / 16 + 1 };
+    enum { KQ_NSUB = AQ__KQ_SUPER / 16 + SIMD_KQ_W / 16 + 4 };
     SIMD_ALIGN uint8_t codes[AQ__KQ_SUPER + SIMD_STAGE_PAD];
     float A[KQ_NSUB], B[KQ_NSUB];
     const unsigned sub_shift = sub == 16 ? 4u : 5u;
@@ -751,7 +758,15 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
         }
         const uint8_t *staged = codes;
         const size_t bit0 = start * bits;
-        if (bit0 % 8 != 0) {
+        /* Whole 4-bit super-blocks by table read their codes in place. */
+        bool in_place = false;
+#    ifdef SIMD_HAVE_KQ_LUT_PACKED4
+        in_place =
+            bits == 4 && bit0 % 8 == 0 && len == AQ__KQ_SUPER && simd_kq_lut_use(bits, out_dtype);
+#    endif
+        if (in_place) {
+            /* nothing to stage */
+        } else if (bit0 % 8 != 0) {
             size_t bit = bit0;
             for (size_t t = 0; t < len; t++, bit += bits) {
                 codes[t] = (uint8_t)(((unsigned)packed[bit / 8] >> (bit % 8)) & mask);
@@ -769,7 +784,30 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
             /* The last step's lanes past len read zeros, not the previous block's codes. */
             memset(codes + len, 0, SIMD_KQ_W - len % SIMD_KQ_W);
         }
-        if (finite) {
+#    ifdef SIMD_HAVE_KQ_LUT
+        /* By table: one per 32 codes at 4 bits (a sub-block), one per 64 at 2 (four). The
+         * stage and A, B have room for the reads past len. */
+        if (simd_kq_lut_use(bits, out_dtype)) {
+            const size_t step = bits == 2 ? 2 * SIMD_LUT_W : SIMD_LUT_W;
+            for (size_t o = 0; o < len; o += step) {
+                const size_t j = o >> sub_shift;
+                const simd_lut t = finite ? simd_kq_lut_make(A + j, B + j, bits, true, out_dtype)
+                                          : simd_kq_lut_make(A + j, B + j, bits, false, out_dtype);
+#        ifdef SIMD_HAVE_KQ_LUT_PACKED4
+                if (in_place) {
+                    simd_kq_lut_apply_packed4(t, packed + bit0 / 8 + o / 2, dst, start + o);
+                    continue;
+                }
+#        endif
+                for (size_t h = 0; h < step && o + h < len; h += SIMD_LUT_W) {
+                    const size_t cnt = len - o - h < SIMD_LUT_W ? len - o - h : SIMD_LUT_W;
+                    simd_kq_lut_apply(t, staged + o + h, bits, (unsigned)(h / SIMD_LUT_W), dst,
+                                      start + o + h, cnt);
+                }
+            }
+        } else
+#    endif
+            if (finite) {
             for (size_t o = 0; o < len; o += SIMD_KQ_W) {
                 const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
                 simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,

@@ -90,6 +90,51 @@ def test_dequantize_into_the_source_pipeline_is_refused(aq, tmp_path):
     assert {p: p.read_bytes() for p in root.rglob("*.safetensors")} == before
 
 
+def _calibration(path):
+    table = pa.table({"layer_name": ["a", "b"], "timestep_group": pa.array([0, 0], pa.int64()),
+                      "mean_square": pa.array([[1.0] * 256] * 2, pa.list_(pa.float32()))})
+    with pa.ipc.new_file(path, table.schema) as w:
+        w.write_table(table)
+    return path
+
+
+@pytest.mark.parametrize("spelling", ["same", "dot", "hardlink", "symlink"])
+def test_quantize_refuses_its_calibration(aq, src, tmp_path, spelling):
+    cal = _calibration(tmp_path / "cal.arrow")
+    before = cal.read_bytes()
+    out = {"same": cal, "dot": tmp_path / "." / cal.name, "hardlink": tmp_path / "h.arrow",
+           "symlink": tmp_path / "s.arrow"}[spelling]
+    if spelling == "hardlink":
+        os.link(cal, out)
+    elif spelling == "symlink":
+        os.symlink(cal.name, out)
+    aq.fails("quantize", src, "-o", out, "--scheme", "kquant", "--calibration", cal,
+             expect="refusing to overwrite a source")
+    assert cal.read_bytes() == before
+    # GGUF output: the table under a .gguf name (any name is a table's).
+    gcal = _calibration(tmp_path / "table.gguf")
+    before = gcal.read_bytes()
+    aq.fails("quantize", src, "-o", gcal, "--type", "Q4_K", "--calibration", gcal,
+             expect="refusing to overwrite a source")
+    assert gcal.read_bytes() == before
+    # The same table and output path are fine when the output is another file.
+    aq("quantize", src, "-o", tmp_path / "q.arrow", "--scheme", "kquant", "--calibration", cal,
+       "--quiet")
+
+
+def test_python_quantize_refuses_its_calibration(src, tmp_path):
+    aqv2 = pytest.importorskip("arrow_quant_v2")
+    cal = _calibration(tmp_path / "cal.arrow")
+    before = cal.read_bytes()
+    os.symlink(cal, tmp_path / "link.arrow")
+    for out in (cal, tmp_path / "link.arrow"):
+        with pytest.raises(ValueError, match="refusing to overwrite a source"):
+            aqv2.quantize_diffusion_model(src, out, "local", calibration=cal)
+        with pytest.raises(ValueError, match="refusing to overwrite a source"):
+            aqv2.quantize_diffusion_model(src, out, "local", calibration=str(cal))
+    assert cal.read_bytes() == before
+
+
 def test_python_quantize_refuses_its_source(src):
     aqv2 = pytest.importorskip("arrow_quant_v2")
     before = src.read_bytes()
@@ -355,9 +400,84 @@ def test_input_truncated_while_read(cli, tmp_path):
     _, rest = p.communicate(timeout=HANG)
     lines = [l for l in rest.splitlines() if not l.startswith("progress:")]
     assert p.returncode == 1, (p.returncode, rest)
-    assert lines == ["arrowquant: error: an input file changed while being read (truncated "
-                     "by another process?); no output written"], rest
+    assert lines == [f"arrowquant: error: {src}: the file changed while being read (truncated "
+                     "by another process?)"], rest
     assert os.listdir(out) == []
+
+
+# A process embedding the library: the same truncation raises an exception naming the file
+# (no SIGBUS), and the temporary is gone. Run in a child so that a regression kills the child,
+# not the test run; a SIGBUS handler the host had before (faulthandler's) stays in the chain.
+_EMBEDDED = """
+import faulthandler, os, sys
+import arrow_quant_v2 as aq
+faulthandler.enable()
+src, out = sys.argv[1:3]
+def cut(p):
+    if p["tensors_done"] == 1:
+        os.truncate(src, 1 << 20)
+try:
+    aq.quantize_diffusion_model(src, out, "local", progress_callback=cut, threads=1)
+except Exception as e:
+    print(type(e).__name__, e)
+    sys.exit(3)
+"""
+
+
+def test_python_input_truncated_while_read(tmp_path):
+    pytest.importorskip("arrow_quant_v2")
+    rng = np.random.default_rng(7)
+    src = tmp_path / "big.safetensors"
+    save_file({f"blocks.{i}.weight": rng.standard_normal((1024, 1024)).astype(np.float32)
+               for i in range(16)}, str(src))
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.run([sys.executable, "-c", _EMBEDDED, str(src), str(out / "m.arrow")],
+                       capture_output=True, text=True, timeout=HANG)
+    assert p.returncode == 3, (p.returncode, p.stdout, p.stderr)
+    assert f"{src}: the file changed while being read (truncated by another process?)" \
+        in p.stdout, p.stdout
+    assert os.listdir(out) == []
+
+
+# A C host reading a model file through aq_qmodel_next: the rows after the cut are refused,
+# as is the end of the file, and a SIGBUS that is not a fault in a mapping still kills.
+_C_HOST = """
+import ctypes, os, signal, sys
+lib = ctypes.CDLL(sys.argv[1])
+path = sys.argv[2].encode()
+class Err(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * 512)]
+err = Err()
+qm = ctypes.c_void_p()
+assert lib.aq_qmodel_open(path, ctypes.byref(qm), ctypes.byref(err)) == 0, err.message
+os.truncate(sys.argv[2], 4096)
+row = ctypes.c_void_p()
+st = 0
+for _ in range(100):
+    st = lib.aq_qmodel_next(qm, ctypes.byref(row), ctypes.byref(err))
+    if st != 0 or not row.value:
+        break
+print(st, err.message.decode())
+lib.aq_qmodel_free(qm)
+sys.stdout.flush()
+signal.raise_signal(signal.SIGBUS)
+"""
+
+
+def test_c_host_model_file_truncated_while_read(libaq, aq, tmp_path):
+    rng = np.random.default_rng(8)
+    src = tmp_path / "m.safetensors"
+    save_file({f"blocks.{i}.weight": rng.standard_normal((512, 512)).astype(np.float32)
+               for i in range(8)}, str(src))
+    q = tmp_path / "q.arrow"
+    aq("quantize", src, "-o", q, "--compression", "none", "--quiet")
+    p = subprocess.run([sys.executable, "-c", _C_HOST, libaq._name, str(q)],
+                       capture_output=True, text=True, timeout=HANG)
+    st, _, message = p.stdout.strip().partition(" ")
+    assert int(st) != 0, p.stdout
+    assert message == f"{q}: the file changed while being read (truncated by another process?)"
+    assert p.returncode == -signal.SIGBUS, (p.returncode, p.stderr)
 
 
 def _peak_rss_kib(cli, *args):
