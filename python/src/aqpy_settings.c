@@ -308,9 +308,12 @@ int aq__py_run_profile(PyObject *module, const char *profile, unsigned bit_width
     prof.group_size = (size_t)group;
     /* The rules give each tensor its bits and scheme; the context's scheme is the budget's
      * candidate and its group size the layout of schemes that do not fix their own. */
-    if (ctx != NULL &&
-        ((st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)prof.scheme, &err)) != AQ_OK ||
-         (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, group, &err)) != AQ_OK)) {
+    aq_scheme_info info = AQ_SIZED_INIT(aq_scheme_info);
+    if ((st = aq_scheme_get_info(prof.scheme, &info, &err)) != AQ_OK ||
+        (ctx != NULL &&
+         ((st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)prof.scheme, &err)) != AQ_OK ||
+          (info.fixed_group_size == 0 &&
+           (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, group, &err)) != AQ_OK)))) {
         goto done;
     }
     *out = prof;
