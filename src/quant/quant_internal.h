@@ -43,9 +43,10 @@ size_t aq__scheme_group(aq_scheme scheme, size_t group_size);
 /* The scheme whose layout is the largest at a given bit width and group size (parameters per
  * sub-block, rows padded one by one): a bound for a tensor that may take any scheme. */
 aq_scheme aq__scheme_widest(void);
-/* The GGUF type of `scheme` at the largest width it has a type for that is at most
- * bit_width (its smallest such width when none is). -1 when the scheme has no GGUF type. */
-int aq__scheme_gguf_type(aq_scheme scheme, unsigned bit_width);
+/* The GGUF type for a tensor of bit_width bits: that of the first selectable scheme with GGUF
+ * types, at the largest width it has one for that is at most bit_width (its smallest when
+ * none is); -1 when no scheme has a GGUF type. */
+int aq__scheme_gguf_type(unsigned bit_width);
 
 /* The number of threads a `threads` parameter means: itself, or the online CPUs for 0. */
 unsigned aq__threads_resolve(unsigned threads);

@@ -83,23 +83,28 @@ aq_scheme aq__scheme_widest(void)
     return best;
 }
 
-int aq__scheme_gguf_type(aq_scheme scheme, unsigned bit_width)
+int aq__scheme_gguf_type(unsigned bit_width)
 {
-    const aq__scheme_traits *t = aq__scheme_traits_of(scheme);
-    if (t == NULL) {
-        return -1;
-    }
-    const unsigned n = (unsigned)(sizeof t->gguf / sizeof t->gguf[0]);
-    int smallest = -1;
-    for (unsigned b = n; b-- > 0;) {
-        if (t->gguf[b] >= 0) {
-            if (b <= bit_width) {
-                return t->gguf[b];
+    for (unsigned i = 0; i < AQ_SCHEME_COUNT; i++) {
+        const aq__scheme_traits *t = &scheme_table[i];
+        if (!t->selectable) {
+            continue;
+        }
+        const unsigned n = (unsigned)(sizeof t->gguf / sizeof t->gguf[0]);
+        int smallest = -1;
+        for (unsigned b = n; b-- > 0;) {
+            if (t->gguf[b] >= 0) {
+                if (b <= bit_width) {
+                    return t->gguf[b];
+                }
+                smallest = t->gguf[b];
             }
-            smallest = t->gguf[b];
+        }
+        if (smallest >= 0) {
+            return smallest;
         }
     }
-    return smallest;
+    return -1;
 }
 
 const char *aq_scheme_name(aq_scheme scheme)
