@@ -330,6 +330,64 @@ static PyObject *mresult(const mrecs *recs, const aq_model_summary *sum, const a
     return result;
 }
 
+/* The schemes named in `names`, in a new array (NULL when n is 0): 0, or -1 with an
+ * exception set. */
+static int mschemes(PyObject *module, const char **names, size_t n, aq_scheme **out)
+{
+    *out = NULL;
+    if (n == 0) {
+        return 0;
+    }
+    aq_scheme *sch = malloc(n * sizeof *sch);
+    if (sch == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        aq_error err;
+        aq_error_clear(&err);
+        if (aq_scheme_from_name(names[i], &sch[i], &err) != AQ_OK) {
+            aq__py_raise(PyModule_GetState(module), &err);
+            free(sch);
+            return -1;
+        }
+    }
+    *out = sch;
+    return 0;
+}
+
+/* Runs aq_model_quantize with options o (the callbacks set here) and the GIL released,
+ * recording each tensor in recs and the library's status in *st. 0, or -1 with the exception
+ * the progress callback raised. */
+static int mquantize(PyObject *progress, aq_ctx *ctx, aq_model *model, const char *dst,
+                     aq_model_quantize_options *o, mrecs *recs, aq_model_summary *sum,
+                     aq_status *st, aq_error *err)
+{
+    o->on_tensor = mrun_on_tensor;
+    o->on_tensor_user = recs;
+    mrun run;
+    memset(&run, 0, sizeof run);
+    run.callback = progress != Py_None ? progress : NULL;
+    o->progress = mrun_progress;
+    o->progress_user = &run;
+    o->cancel = &run.cancel;
+    memset(sum, 0, sizeof *sum);
+    run.tstate = PyEval_SaveThread();
+    *st = aq_model_quantize(ctx, model, dst, o, sum, err);
+    PyEval_RestoreThread(run.tstate);
+    run.tstate = NULL;
+    if (mrun_raise(&run)) {
+        return -1;
+    }
+    if (run.by_return && *st == AQ_CANCELLED) {
+        snprintf(err->message, sizeof err->message,
+                 "Quantization cancelled: the progress callback returned False after %zu "
+                 "tensors; no output written",
+                 run.done);
+    }
+    return 0;
+}
+
 static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"src",         "dst",          "profile",     "family",
@@ -384,16 +442,8 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
         aq__py_run_choice(module, "budget_scope", scope_name, &scope) != 0) {
         goto done;
     }
-    if (n_sch > 0) {
-        if ((sch = malloc(n_sch * sizeof *sch)) == NULL) {
-            PyErr_NoMemory();
-            goto done;
-        }
-        for (size_t i = 0; i < n_sch; i++) {
-            if ((st = aq_scheme_from_name(sch_v[i], &sch[i], &err)) != AQ_OK) {
-                goto fail;
-            }
-        }
+    if (mschemes(module, sch_v, n_sch, &sch) != 0) {
+        goto done;
     }
     if (group_size < 0) {
         aqpy_model_value_error(module, "Invalid group_size: %s. Must be positive", "negative");
@@ -428,28 +478,9 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     o.rules = rules;
     o.calib = calib;
     o.budget_scope = (aq_budget_scope)scope; /* the choices follow aq_budget_scope */
-    o.on_tensor = mrun_on_tensor;
-    o.on_tensor_user = &recs;
-    mrun run;
-    memset(&run, 0, sizeof run);
-    run.callback = progress != Py_None ? progress : NULL;
-    o.progress = mrun_progress;
-    o.progress_user = &run;
-    o.cancel = &run.cancel;
     aq_model_summary sum;
-    memset(&sum, 0, sizeof sum);
-    run.tstate = PyEval_SaveThread();
-    st = aq_model_quantize(ctx, model, dst, &o, &sum, &err);
-    PyEval_RestoreThread(run.tstate);
-    run.tstate = NULL;
-    if (mrun_raise(&run)) {
+    if (mquantize(progress, ctx, model, dst, &o, &recs, &sum, &st, &err) != 0) {
         goto done;
-    }
-    if (run.by_return && st == AQ_CANCELLED) {
-        snprintf(err.message, sizeof err.message,
-                 "Quantization cancelled: the progress callback returned False after %zu "
-                 "tensors; no output written",
-                 run.done);
     }
     if (st != AQ_OK) {
         goto fail;

@@ -560,7 +560,8 @@ static int bq_shim_progress(void *user, size_t done, size_t elements)
 
 static bool bq_uses_importance(aq_scheme scheme)
 {
-    return scheme == AQ_SCHEME_AFFINE_SEARCH || aq_scheme_is_kquant(scheme);
+    const aq__scheme_traits *t = aq__scheme_traits_of(scheme);
+    return t != NULL && t->importance;
 }
 
 /* Rows one by one through the driver (floor only, or the rows a budget does not cover), so a

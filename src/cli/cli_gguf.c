@@ -127,15 +127,93 @@ static void gg_print_summary(const char *out, const aq_model *model, const aq_gg
     }
 }
 
+/* The flags of quantize with GGUF output. */
+typedef struct gg_args {
+    const char *src, *out, *type_name, *profile, *arch, *calib_path, *combine, *family_name, *name;
+    long long threads;
+    int json, quiet;
+    const char **keep, **bits_for; /* argc + 1 entries each */
+    size_t n_keep, n_bits;
+} gg_args;
+
+/* Reads the flags into g (its keep and bits_for allocated by the caller), the ones the
+ * settings table holds checked by `settings`. 0, or the exit code after a message. */
+static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
+{
+    aq_error err;
+    aq_error_clear(&err);
+    aq_status st;
+    int rc = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--type") == 0 ||
+                     strcmp(a, "--profile") == 0 || strcmp(a, "--keep") == 0 ||
+                     strcmp(a, "--bits-for") == 0 || strcmp(a, "--threads") == 0 ||
+                     strcmp(a, "--calibration") == 0 || strcmp(a, "--calibration-combine") == 0 ||
+                     strcmp(a, "--arch") == 0 || strcmp(a, "--family") == 0 ||
+                     strcmp(a, "--name") == 0 || cli_setting_flag(a);
+        if (needs && i + 1 >= argc) {
+            rc = cli_fail("%s needs a value", a);
+            return rc;
+        }
+        if (strcmp(a, "-o") == 0) {
+            g->out = argv[++i];
+        } else if (strcmp(a, "--type") == 0) {
+            g->type_name = argv[++i];
+        } else if (strcmp(a, "--profile") == 0) {
+            g->profile = argv[++i];
+        } else if (strcmp(a, "--keep") == 0) {
+            g->keep[g->n_keep++] = argv[++i];
+        } else if (strcmp(a, "--bits-for") == 0) {
+            g->bits_for[g->n_bits++] = argv[++i];
+        } else if (strcmp(a, "--threads") == 0) {
+            int64_t t = 0;
+            if ((rc = cli_setting_set(settings, a, argv[++i])) != 0) {
+                return rc;
+            }
+            if ((st = aq_settings_get_int(settings, "threads", &t, &err)) != AQ_OK) {
+                rc = cli_err(st, &err);
+                return rc;
+            }
+            g->threads = (long long)t;
+        } else if (strcmp(a, "--calibration") == 0) {
+            g->calib_path = argv[++i];
+        } else if (strcmp(a, "--calibration-combine") == 0) {
+            g->combine = argv[++i];
+            if ((rc = cli_setting_set(settings, a, g->combine)) != 0) {
+                return rc;
+            }
+        } else if (strcmp(a, "--arch") == 0) {
+            g->arch = argv[++i];
+        } else if (strcmp(a, "--family") == 0) {
+            g->family_name = argv[++i];
+            if ((rc = cli_setting_set(settings, a, g->family_name)) != 0) {
+                return rc;
+            }
+        } else if (strcmp(a, "--name") == 0) {
+            g->name = argv[++i];
+        } else if (strcmp(a, "--json") == 0) {
+            g->json = 1;
+        } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
+            g->quiet = 1;
+        } else if (a[0] == '-') {
+            rc = cli_fail("quantize (GGUF output): unknown option '%s' (see docs/gguf.md)", a);
+            return rc;
+        } else if (g->src == NULL) {
+            g->src = a;
+        } else {
+            rc = cli_fail("quantize: unexpected argument '%s'", a);
+            return rc;
+        }
+    }
+    return 0;
+}
+
 int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
 {
-    const char *src = NULL, *out = NULL, *type_name = NULL, *profile = NULL, *arch = NULL;
-    const char *calib_path = NULL, *combine = "max", *family_name = "auto", *name = NULL;
-    long long threads = 1;
-    int json = 0, quiet = 0, rc = 0;
+    int rc = 0;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
     const char **bits_for = calloc((size_t)argc + 1, sizeof *bits_for);
-    size_t n_keep = 0, n_bits = 0;
     aq_ctx *ctx = NULL;
     aq_model *model = NULL;
     aq_rules *rules = NULL;
@@ -153,68 +231,13 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
         rc = cli_fail("out of memory");
         goto done;
     }
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--type") == 0 ||
-                     strcmp(a, "--profile") == 0 || strcmp(a, "--keep") == 0 ||
-                     strcmp(a, "--bits-for") == 0 || strcmp(a, "--threads") == 0 ||
-                     strcmp(a, "--calibration") == 0 || strcmp(a, "--calibration-combine") == 0 ||
-                     strcmp(a, "--arch") == 0 || strcmp(a, "--family") == 0 ||
-                     strcmp(a, "--name") == 0 || cli_setting_flag(a);
-        if (needs && i + 1 >= argc) {
-            rc = cli_fail("%s needs a value", a);
-            goto done;
-        }
-        if (strcmp(a, "-o") == 0) {
-            out = argv[++i];
-        } else if (strcmp(a, "--type") == 0) {
-            type_name = argv[++i];
-        } else if (strcmp(a, "--profile") == 0) {
-            profile = argv[++i];
-        } else if (strcmp(a, "--keep") == 0) {
-            keep[n_keep++] = argv[++i];
-        } else if (strcmp(a, "--bits-for") == 0) {
-            bits_for[n_bits++] = argv[++i];
-        } else if (strcmp(a, "--threads") == 0) {
-            int64_t t = 0;
-            if ((rc = cli_setting_set(settings, a, argv[++i])) != 0) {
-                goto done;
-            }
-            if ((st = aq_settings_get_int(settings, "threads", &t, &err)) != AQ_OK) {
-                rc = cli_err(st, &err);
-                goto done;
-            }
-            threads = (long long)t;
-        } else if (strcmp(a, "--calibration") == 0) {
-            calib_path = argv[++i];
-        } else if (strcmp(a, "--calibration-combine") == 0) {
-            combine = argv[++i];
-            if ((rc = cli_setting_set(settings, a, combine)) != 0) {
-                goto done;
-            }
-        } else if (strcmp(a, "--arch") == 0) {
-            arch = argv[++i];
-        } else if (strcmp(a, "--family") == 0) {
-            family_name = argv[++i];
-            if ((rc = cli_setting_set(settings, a, family_name)) != 0) {
-                goto done;
-            }
-        } else if (strcmp(a, "--name") == 0) {
-            name = argv[++i];
-        } else if (strcmp(a, "--json") == 0) {
-            json = 1;
-        } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
-            quiet = 1;
-        } else if (a[0] == '-') {
-            rc = cli_fail("quantize (GGUF output): unknown option '%s' (see docs/gguf.md)", a);
-            goto done;
-        } else if (src == NULL) {
-            src = a;
-        } else {
-            rc = cli_fail("quantize: unexpected argument '%s'", a);
-            goto done;
-        }
+    gg_args g = {
+        .combine = "max", .family_name = "auto", .threads = 1, .keep = keep, .bits_for = bits_for};
+    if ((rc = gg_parse(argc, argv, settings, &g)) != 0) {
+        goto done;
     }
+    const char *src = g.src, *out = g.out, *profile = g.profile;
+    const int json = g.json, quiet = g.quiet;
     if (src == NULL || out == NULL) {
         rc = cli_fail("quantize needs SRC and -o OUT.gguf");
         goto done;
@@ -228,27 +251,28 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     aq_gguf_write_options o;
     memset(&o, 0, sizeof o);
     o.type = AQ_GGUF_Q8_0;
-    if (type_name != NULL && (st = aq_gguf_type_from_name(type_name, 1, &o.type, &err)) != AQ_OK) {
+    if (g.type_name != NULL &&
+        (st = aq_gguf_type_from_name(g.type_name, 1, &o.type, &err)) != AQ_OK) {
         rc = cli_fail("--type: %s", err.message);
         goto done;
     }
-    if ((n_keep > 0 || n_bits > 0) && profile == NULL) {
+    if ((g.n_keep > 0 || g.n_bits > 0) && profile == NULL) {
         rc = cli_fail("--keep and --bits-for need --profile with GGUF output (the layer rules "
                       "they override)");
         goto done;
     }
     if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, g.threads, &err)) != AQ_OK ||
         (st = aq_model_open(src, &model, &err)) != AQ_OK) {
         rc = cli_fail("%s", err.message);
         goto done;
     }
-    if ((rc = gg_prepare(model, profile, family_name, keep, n_keep, bits_for, n_bits, calib_path,
-                         combine, &names, &rules, &calib, &o)) != 0) {
+    if ((rc = gg_prepare(model, profile, g.family_name, keep, g.n_keep, bits_for, g.n_bits,
+                         g.calib_path, g.combine, &names, &rules, &calib, &o)) != 0) {
         goto done;
     }
-    o.architecture = arch;
-    o.name = name;
+    o.architecture = g.arch;
+    o.name = g.name;
     gg_print pr = {json, quiet, 0};
     o.on_tensor = gg_on_tensor;
     o.on_tensor_user = &pr;

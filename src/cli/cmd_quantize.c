@@ -426,6 +426,15 @@ static int qz_resolve(qz_opts *q)
     return 0;
 }
 
+/* Whether a calibration's importance steers the scheme's search (the table's trait). */
+static bool qz_scheme_weighted(aq_scheme scheme)
+{
+    aq_scheme_info info;
+    memset(&info, 0, sizeof info);
+    info.size = sizeof info;
+    return aq_scheme_get_info(scheme, &info, NULL) == AQ_OK && info.importance;
+}
+
 /* Opens the model and the calibration, makes the layer rules and quantizes; 0 or the exit
  * status of a failure (r's objects are the caller's to free either way). */
 static int qz_execute(qz_opts *q, qz_run *r)
@@ -450,9 +459,9 @@ static int qz_execute(qz_opts *q, qz_run *r)
         if ((st = cli_calib_load(q->calib_path, q->how, &r->calib, &err)) != AQ_OK) {
             return cli_status(st, &err);
         }
-        bool weighted = q->sch != AQ_SCHEME_AFFINE;
+        bool weighted = qz_scheme_weighted(q->sch);
         for (size_t k = 0; k < q->n_cands; k++) {
-            weighted = weighted || q->cands[k] != AQ_SCHEME_AFFINE;
+            weighted = weighted || qz_scheme_weighted(q->cands[k]);
         }
         if (!weighted && !q->quiet) {
             fputs("arrowquant: warning: --calibration: plain affine ignores importance (use "

@@ -182,9 +182,7 @@ static aq_status gw_choose(const aq_gguf_write_options *o, const aq_st_tensor *t
             p->type = dec.bit_width == 32 ? AQ_GGUF_F32 : AQ_GGUF_F16;
         } else if (dec.rule != AQ_RULE_PROFILE) {
             /* The rules' fixed widths (8 bits for sensitive layers, user overrides). */
-            p->type = dec.bit_width >= 8   ? AQ_GGUF_Q8_0
-                      : dec.bit_width >= 4 ? AQ_GGUF_Q4_K
-                                           : AQ_GGUF_Q2_K;
+            p->type = (aq_gguf_type)aq__scheme_gguf_type(dec.bit_width);
         }
     }
     if (t->ndim <= 1) {

@@ -370,9 +370,9 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
     }
     if (st == AQ_OK) {
         long long bits = (long long)s->ctx->bit_width;
-        /* The layout's group size: kquant's is its super-block, whatever the parameter says. */
-        long long group = aq_scheme_is_kquant(s->ctx->scheme) ? (long long)AQ_KQUANT_SUPER_BLOCK
-                                                              : (long long)s->ctx->group_size;
+        /* The layout's group size: the scheme's own where it fixes one (kquant's super-block),
+         * whatever the parameter says. */
+        long long group = (long long)aq__scheme_group(s->ctx->scheme, s->ctx->group_size);
         char version[16], gs[24], bw[24];
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
         snprintf(gs, sizeof gs, "%lld", group);
@@ -1513,10 +1513,10 @@ static aq_status mq_decide(mq_state *s, int *kept, aq_error *err)
     const bool ruled = opts != NULL && opts->rules != NULL;
     const aq_calib *calib = opts != NULL ? opts->calib : NULL;
     /* With a floor or a budget a tensor may take 8 bits and any scheme: bound with the
-     * largest layout (kquant at 8 bits, by rows: never smaller than the flat layout). */
+     * largest layout the table has at 8 bits. */
     const bool any = s->min_cosine > 0.0 || (opts != NULL && opts->target_bpw != 0.0) || ruled;
     aq_ctx bound_ctx =
-        any ? aq__ctx_with(s->ctx, AQ_SCHEME_KQUANT_ROWS, 8, aq__ctx_group_size(s->ctx)) : *s->ctx;
+        any ? aq__ctx_with(s->ctx, aq__scheme_widest(), 8, aq__ctx_group_size(s->ctx)) : *s->ctx;
     for (size_t i = 0; i < aq_model_count(s->model); i++) {
         const char *reason;
         aq_status st = ruled ? mq_rule(s, i, &kept[i], err)

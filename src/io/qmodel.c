@@ -682,6 +682,130 @@ static const char *qs_match(const char *name, const char *prefix)
     return strncmp(name, prefix, n) == 0 && name[n] == '/' ? name + n + 1 : NULL;
 }
 
+/* Pass 1 of qs_write: the name, dtype and shape of every row under prefix into specs and
+ * decl (grown as needed; *n counts the entries begun, each to be freed by the caller). The
+ * shape pointers of decl are left for the caller to set once specs stops moving. */
+static aq_status qs_collect(aq_qmodel *qm, const char *prefix, aq_st_dtype out_dtype,
+                            qs_spec **specs, aq_st_spec **decl, size_t *n, size_t *cap,
+                            aq_error *err)
+{
+    aq_status st;
+    for (;;) {
+        const aq_qmodel_row *row;
+        if ((st = aq_qmodel_next(qm, &row, err)) != AQ_OK) {
+            return st;
+        }
+        if (row == NULL) {
+            break;
+        }
+        const char *rname = qs_match(row->name, prefix);
+        if (rname == NULL) {
+            continue;
+        }
+        if (*n == *cap) {
+            *cap = *cap * 2 + 64;
+            qs_spec *s2 = realloc(*specs, *cap * sizeof *s2);
+            aq_st_spec *d2 = realloc(*decl, *cap * sizeof *d2);
+            if (s2 != NULL) {
+                *specs = s2;
+            }
+            if (d2 != NULL) {
+                *decl = d2;
+            }
+            if (s2 == NULL || d2 == NULL) {
+                return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+            }
+        }
+        qs_spec *s = &(*specs)[*n];
+        memset(s, 0, sizeof *s);
+        (*n)++;
+        aq_st_dtype d = qs_dtype(row, out_dtype);
+        s->name = aq__strdup(rname);
+        s->dtype_name = aq__strdup(d == AQ_ST_UNKNOWN ? row->source_dtype : aq_st_dtype_name(d));
+        if (s->name == NULL || s->dtype_name == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+        }
+        memcpy(s->shape, row->shape, row->ndim * sizeof(int64_t));
+        /* The shape pointer is set by the caller once specs stops moving. */
+        (*decl)[*n - 1] =
+            (aq_st_spec){s->name, d, s->dtype_name, NULL, row->ndim, qs_out_bytes(row, d)};
+    }
+    return AQ_OK;
+}
+
+/* The source model's __metadata__ of qm, as it was: the string values of its JSON object,
+ * keys in *mk and values in *mv (pointing into *meta; all three for the caller to free). */
+static aq_status qs_metadata(aq_qmodel *qm, const char *in_path, json_t **meta, char ***mk,
+                             char ***mv, size_t *n_meta, aq_error *err)
+{
+    const char *mj = aq_qmodel_metadata(qm, "arrowquant.model_metadata");
+    if (mj == NULL) {
+        return AQ_OK;
+    }
+    json_error_t jerr;
+    *meta = json_loads(mj, 0, &jerr);
+    if (!json_is_object(*meta)) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "%s: arrowquant.model_metadata is not a JSON object", in_path);
+    }
+    size_t nm = json_object_size(*meta);
+    *mk = calloc(nm + 1, sizeof **mk);
+    *mv = calloc(nm + 1, sizeof **mv);
+    if (*mk == NULL || *mv == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(*meta, k, v)
+    {
+        if (json_is_string(v)) {
+            (*mk)[*n_meta] = (char *)k;
+            (*mv)[*n_meta] = (char *)json_string_value(v);
+            (*n_meta)++;
+        }
+    }
+    return AQ_OK;
+}
+
+/* Pass 2 of qs_write for one float row: restored as dtype d (es bytes an element) in steps of
+ * whole rows of at most `block` elements through buf (4 * block bytes), and written to w. */
+static aq_status qs_write_row(aq_ctx *ctx, const aq_qmodel_row *row, aq_st_dtype d, size_t es,
+                              aq_st_writer *w, uint8_t *buf, size_t block, aq_error *err)
+{
+    aq_status st = AQ_OK;
+    size_t rows = row->ndim >= 2 ? (size_t)row->shape[0] : 1;
+    size_t cols = rows > 0 ? row->elements / rows : 0;
+    size_t step = row->elements;
+    if (!row->raw && cols > 0) {
+        size_t br = block / cols;
+        br = br < 8 ? 8 : br / 8 * 8;
+        step = br * cols;
+    } else if (row->raw) {
+        step = block;
+    }
+    for (size_t s0 = 0; s0 < row->elements; s0 += step) {
+        size_t cnt = row->elements - s0 < step ? row->elements - s0 : step;
+        uint8_t *dst = buf;
+        uint8_t *big = NULL;
+        if (cnt > block) {
+            /* A row wider than a block (rare): one buffer for the whole step. */
+            if ((big = malloc(cnt * es)) == NULL) {
+                return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+            }
+            dst = big;
+        }
+        st = aq_qmodel_row_restore(ctx, row, s0, cnt, d, dst, err);
+        if (st == AQ_OK) {
+            st = aq_st_writer_write(w, dst, cnt * es, err);
+        }
+        free(big);
+        if (st != AQ_OK) {
+            return st;
+        }
+    }
+    return AQ_OK;
+}
+
 /* Writes the rows of in_path whose names start with "prefix/" (all rows for "") to out_path,
  * names stripped of the prefix. */
 static aq_status qs_write(aq_ctx *ctx, const char *in_path, const char *out_path,
@@ -702,78 +826,15 @@ static aq_status qs_write(aq_ctx *ctx, const char *in_path, const char *out_path
         goto done;
     }
     /* Pass 1: names, dtypes and shapes, to write the header first. */
-    for (;;) {
-        const aq_qmodel_row *row;
-        if ((st = aq_qmodel_next(qm, &row, err)) != AQ_OK) {
-            goto done;
-        }
-        if (row == NULL) {
-            break;
-        }
-        const char *rname = qs_match(row->name, prefix);
-        if (rname == NULL) {
-            continue;
-        }
-        if (n == cap) {
-            cap = cap * 2 + 64;
-            qs_spec *s2 = realloc(specs, cap * sizeof *s2);
-            aq_st_spec *d2 = realloc(decl, cap * sizeof *d2);
-            if (s2 != NULL) {
-                specs = s2;
-            }
-            if (d2 != NULL) {
-                decl = d2;
-            }
-            if (s2 == NULL || d2 == NULL) {
-                st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
-                goto done;
-            }
-        }
-        qs_spec *s = &specs[n];
-        memset(s, 0, sizeof *s);
-        n++;
-        aq_st_dtype d = qs_dtype(row, out_dtype);
-        s->name = aq__strdup(rname);
-        s->dtype_name = aq__strdup(d == AQ_ST_UNKNOWN ? row->source_dtype : aq_st_dtype_name(d));
-        if (s->name == NULL || s->dtype_name == NULL) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
-            goto done;
-        }
-        memcpy(s->shape, row->shape, row->ndim * sizeof(int64_t));
-        /* The shape pointer is set once specs stops moving (below). */
-        decl[n - 1] =
-            (aq_st_spec){s->name, d, s->dtype_name, NULL, row->ndim, qs_out_bytes(row, d)};
+    if ((st = qs_collect(qm, prefix, out_dtype, &specs, &decl, &n, &cap, err)) != AQ_OK) {
+        goto done;
     }
     for (size_t i = 0; i < n; i++) {
         decl[i].shape = specs[i].shape;
     }
     /* The source model's __metadata__ comes back as it was. */
-    const char *mj = aq_qmodel_metadata(qm, "arrowquant.model_metadata");
-    if (mj != NULL) {
-        json_error_t jerr;
-        meta = json_loads(mj, 0, &jerr);
-        if (!json_is_object(meta)) {
-            st = aq__error_set(err, AQ_INVALID_DATA,
-                               "%s: arrowquant.model_metadata is not a JSON object", in_path);
-            goto done;
-        }
-        size_t nm = json_object_size(meta);
-        mk = calloc(nm + 1, sizeof *mk);
-        mv = calloc(nm + 1, sizeof *mv);
-        if (mk == NULL || mv == NULL) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
-            goto done;
-        }
-        const char *k;
-        json_t *v;
-        json_object_foreach(meta, k, v)
-        {
-            if (json_is_string(v)) {
-                mk[n_meta] = (char *)k;
-                mv[n_meta] = (char *)json_string_value(v);
-                n_meta++;
-            }
-        }
+    if ((st = qs_metadata(qm, in_path, &meta, &mk, &mv, &n_meta, err)) != AQ_OK) {
+        goto done;
     }
     if ((st = aq_st_writer_open(out_path, decl, n, (const char *const *)mk, (const char *const *)mv,
                                 n_meta, &w, err)) != AQ_OK ||
@@ -816,36 +877,8 @@ static aq_status qs_write(aq_ctx *ctx, const char *in_path, const char *out_path
             }
             continue;
         }
-        size_t rows = row->ndim >= 2 ? (size_t)row->shape[0] : 1;
-        size_t cols = rows > 0 ? row->elements / rows : 0;
-        size_t step = row->elements;
-        if (!row->raw && cols > 0) {
-            size_t br = block / cols;
-            br = br < 8 ? 8 : br / 8 * 8;
-            step = br * cols;
-        } else if (row->raw) {
-            step = block;
-        }
-        for (size_t s0 = 0; s0 < row->elements; s0 += step) {
-            size_t cnt = row->elements - s0 < step ? row->elements - s0 : step;
-            uint8_t *dst = buf;
-            uint8_t *big = NULL;
-            if (cnt > block) {
-                /* A row wider than a block (rare): one buffer for the whole step. */
-                if ((big = malloc(cnt * es)) == NULL) {
-                    st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
-                    goto done;
-                }
-                dst = big;
-            }
-            st = aq_qmodel_row_restore(ctx, row, s0, cnt, d, dst, err);
-            if (st == AQ_OK) {
-                st = aq_st_writer_write(w, dst, cnt * es, err);
-            }
-            free(big);
-            if (st != AQ_OK) {
-                goto done;
-            }
+        if ((st = qs_write_row(ctx, row, d, es, w, buf, block, err)) != AQ_OK) {
+            goto done;
         }
     }
     st = aq_st_writer_finish(w, err);

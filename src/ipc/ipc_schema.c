@@ -199,6 +199,93 @@ static aq_status sr_metadata(schema_reader *r, const aq__fbt *t, unsigned slot, 
     return AQ_OK;
 }
 
+/* The type of field f from its type table (union member type_type): f's kind and parameters,
+ * and in *want_children the number of children the type has (SIZE_MAX: any). */
+static aq_status sr_type(schema_reader *r, uint8_t type_type, const aq__fbt *type, aq__ipc_field *f,
+                         size_t *want_children)
+{
+    *want_children = 0;
+    switch (type_type) {
+    case AQ__FBT_NULL:
+        f->kind = AQ__K_NULL;
+        break;
+    case AQ__FBT_INT: {
+        int32_t bw;
+        uint8_t sign;
+        if (aq__fbt_i32(type, 0, 0, &bw) != AQ__FB_OK ||
+            aq__fbt_u8(type, 1, 0, &sign) != AQ__FB_OK) {
+            return sr_bad(r, "Int type", f->name);
+        }
+        if (bw != 8 && bw != 16 && bw != 32 && bw != 64) {
+            return aq__error_set(r->err, AQ_INVALID_DATA,
+                                 "%s: field '%s' has an Int type of %d bits", r->where, f->name,
+                                 (int)bw);
+        }
+        f->kind = AQ__K_INT;
+        f->bit_width = bw;
+        f->is_signed = sign != 0;
+        break;
+    }
+    case AQ__FBT_FLOAT: {
+        int16_t prec;
+        if (aq__fbt_i16(type, 0, 0, &prec) != AQ__FB_OK || prec < 0 || prec > 2) {
+            return sr_bad(r, "FloatingPoint precision", f->name);
+        }
+        f->kind = AQ__K_FLOAT;
+        f->bit_width = 16 << prec;
+        break;
+    }
+    case AQ__FBT_BINARY:
+        f->kind = AQ__K_BINARY;
+        break;
+    case AQ__FBT_UTF8:
+        f->kind = AQ__K_UTF8;
+        break;
+    case AQ__FBT_LARGE_BINARY:
+        f->kind = AQ__K_LARGE_BINARY;
+        break;
+    case AQ__FBT_LARGE_UTF8:
+        f->kind = AQ__K_LARGE_UTF8;
+        break;
+    case AQ__FBT_BINARY_VIEW:
+        f->kind = AQ__K_BINARY_VIEW;
+        break;
+    case AQ__FBT_UTF8_VIEW:
+        f->kind = AQ__K_UTF8_VIEW;
+        break;
+    case AQ__FBT_LIST:
+        f->kind = AQ__K_LIST;
+        *want_children = 1;
+        break;
+    case AQ__FBT_LARGE_LIST:
+        f->kind = AQ__K_LARGE_LIST;
+        *want_children = 1;
+        break;
+    case AQ__FBT_STRUCT:
+        f->kind = AQ__K_STRUCT;
+        *want_children = SIZE_MAX;
+        break;
+    case AQ__FBT_FIXED_SIZE_LIST: {
+        int32_t n;
+        if (aq__fbt_i32(type, 0, 0, &n) != AQ__FB_OK || n < 0) {
+            return sr_bad(r, "FixedSizeList listSize", f->name);
+        }
+        f->kind = AQ__K_FIXED_SIZE_LIST;
+        f->list_size = n;
+        *want_children = 1;
+        break;
+    }
+    default:
+        return aq__error_set(r->err, AQ_UNSUPPORTED,
+                             "%s: field '%s' has type %s, which is not supported (supported: "
+                             "null, integers, floats, utf8, binary, their large and view "
+                             "variants, list, large_list, fixed_size_list, struct)",
+                             r->where, f->name,
+                             type_type <= AQ__FBT_MAX ? ipc_union_names[type_type] : "unknown");
+    }
+    return AQ_OK;
+}
+
 static aq_status sr_field(schema_reader *r, const aq__fbt *t, int depth, aq__ipc_field *f)
 {
     const char *name = "";
@@ -241,84 +328,10 @@ static aq_status sr_field(schema_reader *r, const aq__fbt *t, int depth, aq__ipc
     if (rc != AQ__FB_OK) {
         return sr_bad(r, "missing type table", f->name);
     }
-    size_t want_children = 0;
-    switch (type_type) {
-    case AQ__FBT_NULL:
-        f->kind = AQ__K_NULL;
-        break;
-    case AQ__FBT_INT: {
-        int32_t bw;
-        uint8_t sign;
-        if (aq__fbt_i32(&type, 0, 0, &bw) != AQ__FB_OK ||
-            aq__fbt_u8(&type, 1, 0, &sign) != AQ__FB_OK) {
-            return sr_bad(r, "Int type", f->name);
-        }
-        if (bw != 8 && bw != 16 && bw != 32 && bw != 64) {
-            return aq__error_set(r->err, AQ_INVALID_DATA,
-                                 "%s: field '%s' has an Int type of %d bits", r->where, f->name,
-                                 (int)bw);
-        }
-        f->kind = AQ__K_INT;
-        f->bit_width = bw;
-        f->is_signed = sign != 0;
-        break;
-    }
-    case AQ__FBT_FLOAT: {
-        int16_t prec;
-        if (aq__fbt_i16(&type, 0, 0, &prec) != AQ__FB_OK || prec < 0 || prec > 2) {
-            return sr_bad(r, "FloatingPoint precision", f->name);
-        }
-        f->kind = AQ__K_FLOAT;
-        f->bit_width = 16 << prec;
-        break;
-    }
-    case AQ__FBT_BINARY:
-        f->kind = AQ__K_BINARY;
-        break;
-    case AQ__FBT_UTF8:
-        f->kind = AQ__K_UTF8;
-        break;
-    case AQ__FBT_LARGE_BINARY:
-        f->kind = AQ__K_LARGE_BINARY;
-        break;
-    case AQ__FBT_LARGE_UTF8:
-        f->kind = AQ__K_LARGE_UTF8;
-        break;
-    case AQ__FBT_BINARY_VIEW:
-        f->kind = AQ__K_BINARY_VIEW;
-        break;
-    case AQ__FBT_UTF8_VIEW:
-        f->kind = AQ__K_UTF8_VIEW;
-        break;
-    case AQ__FBT_LIST:
-        f->kind = AQ__K_LIST;
-        want_children = 1;
-        break;
-    case AQ__FBT_LARGE_LIST:
-        f->kind = AQ__K_LARGE_LIST;
-        want_children = 1;
-        break;
-    case AQ__FBT_STRUCT:
-        f->kind = AQ__K_STRUCT;
-        want_children = SIZE_MAX;
-        break;
-    case AQ__FBT_FIXED_SIZE_LIST: {
-        int32_t n;
-        if (aq__fbt_i32(&type, 0, 0, &n) != AQ__FB_OK || n < 0) {
-            return sr_bad(r, "FixedSizeList listSize", f->name);
-        }
-        f->kind = AQ__K_FIXED_SIZE_LIST;
-        f->list_size = n;
-        want_children = 1;
-        break;
-    }
-    default:
-        return aq__error_set(r->err, AQ_UNSUPPORTED,
-                             "%s: field '%s' has type %s, which is not supported (supported: "
-                             "null, integers, floats, utf8, binary, their large and view "
-                             "variants, list, large_list, fixed_size_list, struct)",
-                             r->where, f->name,
-                             type_type <= AQ__FBT_MAX ? ipc_union_names[type_type] : "unknown");
+    size_t want_children;
+    aq_status st = sr_type(r, type_type, &type, f, &want_children);
+    if (st != AQ_OK) {
+        return st;
     }
     aq__fbv kids;
     rc = aq__fbt_vector(t, F_CHILDREN, 4, &kids);
@@ -342,7 +355,7 @@ static aq_status sr_field(schema_reader *r, const aq__fbt *t, int depth, aq__ipc
             if (aq__fbv_table(&kids, i, &ct) != AQ__FB_OK) {
                 return sr_bad(r, "child", f->name);
             }
-            aq_status st = sr_field(r, &ct, depth + 1, &f->children[i]);
+            st = sr_field(r, &ct, depth + 1, &f->children[i]);
             if (st != AQ_OK) {
                 return st;
             }

@@ -40,6 +40,13 @@ const aq__scheme_traits *aq__scheme_traits_of(aq_scheme scheme);
 /* The group size a layout of `scheme` uses: the scheme's own where it fixes one, else
  * group_size. */
 size_t aq__scheme_group(aq_scheme scheme, size_t group_size);
+/* The scheme whose layout is the largest at a given bit width and group size (parameters per
+ * sub-block, rows padded one by one): a bound for a tensor that may take any scheme. */
+aq_scheme aq__scheme_widest(void);
+/* The GGUF type for a tensor of bit_width bits: that of the first selectable scheme with GGUF
+ * types, at the largest width it has one for that is at most bit_width (its smallest when
+ * none is); -1 when no scheme has a GGUF type. */
+int aq__scheme_gguf_type(unsigned bit_width);
 
 /* The number of threads a `threads` parameter means: itself, or the online CPUs for 0. */
 unsigned aq__threads_resolve(unsigned threads);

@@ -66,6 +66,47 @@ size_t aq__scheme_group(aq_scheme scheme, size_t group_size)
     return t != NULL && t->fixed_group != 0 ? t->fixed_group : group_size;
 }
 
+aq_scheme aq__scheme_widest(void)
+{
+    /* Two-level parameters cost more than one scale and offset a group, and a layout padded
+     * row by row more than one padded once: the first scheme with the most of both. */
+    aq_scheme best = AQ_SCHEME_AFFINE;
+    int best_rank = -1;
+    for (unsigned i = 0; i < AQ_SCHEME_COUNT; i++) {
+        const aq__scheme_traits *t = &scheme_table[i];
+        const int rank = 2 * (int)t->two_level + (int)!t->flattened;
+        if (rank > best_rank) {
+            best = t->scheme;
+            best_rank = rank;
+        }
+    }
+    return best;
+}
+
+int aq__scheme_gguf_type(unsigned bit_width)
+{
+    for (unsigned i = 0; i < AQ_SCHEME_COUNT; i++) {
+        const aq__scheme_traits *t = &scheme_table[i];
+        if (!t->selectable) {
+            continue;
+        }
+        const unsigned n = (unsigned)(sizeof t->gguf / sizeof t->gguf[0]);
+        int smallest = -1;
+        for (unsigned b = n; b-- > 0;) {
+            if (t->gguf[b] >= 0) {
+                if (b <= bit_width) {
+                    return t->gguf[b];
+                }
+                smallest = t->gguf[b];
+            }
+        }
+        if (smallest >= 0) {
+            return smallest;
+        }
+    }
+    return -1;
+}
+
 const char *aq_scheme_name(aq_scheme scheme)
 {
     const aq__scheme_traits *t = aq__scheme_traits_of(scheme);
