@@ -26,7 +26,8 @@ configurations but time_aware (no model to run), bpw, relative RMSE of all the w
 float32, and the call's wall time and rate.
 
 Columns: bpw over every parameter (codes, scales, zero points, sub-block parameters, kept
-tensors as stored), bpw over the quantized tensors only, SQNR (dB) of the predicted noise at
+tensors as stored), bpw over the quantized tensors only, tensors kept in float, tensors at 8
+bits, (DDPM table) tensors below the N bits asked for, SQNR (dB) of the predicted noise at
 t = 999 / 500 / 10 on 256 held-out digits noised with fixed noise, PSNR (dB) of 64 samples
 (50 DDIM steps, eta 0, fixed noise) against the float32 model's, and the call's wall time.
 """
@@ -109,9 +110,9 @@ def main():
     ]
     print(f"# DDPM {pathlib.Path(args.model).name}: {total} parameters, {len(names)} tensors; "
           f"{args.samples} samples, 50 DDIM steps")
-    print("| bits | configuration | bpw (all) | bpw (quantized) | kept | 8-bit | "
+    print("| bits | configuration | bpw (all) | bpw (quantized) | kept | 8-bit | below N | "
           "SQNR t=999/500/10 | sample PSNR dB | time s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for bits in (2, 4, 8):
         for label, mode, extra in configs:
             q = aq.ArrowQuantV2(mode=mode)
@@ -131,8 +132,9 @@ def main():
             outs, samples = evaluate(qmodel)
             kept = sum(1 for r in rows if r["bit_width"] in (16, 32))
             eight = sum(1 for r in rows if r["bit_width"] == 8)
+            below = sum(1 for r in rows if r["bit_width"] < bits)
             print(f"| {bits} | {label} | {8 * sum(size) / total:.3f} | "
-                  f"{8 * sum(size[i] for i in quant) / qn:.3f} | {kept} | {eight} | "
+                  f"{8 * sum(size[i] for i in quant) / qn:.3f} | {kept} | {eight} | {below} | "
                   + " / ".join(f"{sqnr(ref_outs[t], outs[t]):.1f}" for t in SQNR_T)
                   + f" | {psnr(ref_samples, samples):.2f} | {took:.2f} |", flush=True)
     if args.demo_unet:
