@@ -25,6 +25,10 @@ With --demo-unet PATH (the demo's checkpoint: build/examples/gen_unet PATH --wid
 configurations but time_aware (no model to run), bpw, relative RMSE of all the weights against
 float32, and the call's wall time and rate.
 
+The budget's choices can depend on the order of the rows where options tie closely: --order
+file gives the rows in the safetensors file's order, as the command and quantize_diffusion_model
+read them (the default is the torch model's state_dict order).
+
 Columns: bpw over every parameter (codes, scales, zero points, sub-block parameters, kept
 tensors as stored), bpw over the quantized tensors only, tensors kept in float, tensors at 8
 bits, (DDPM table) tensors below the N bits asked for, SQNR (dB) of the predicted noise at
@@ -66,6 +70,10 @@ def main():
     ap.add_argument("--model", default=str(ROOT / "tests/data/diffusion/ddpm_digits"))
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--demo-unet", default=None, help="the demo UNet's safetensors file")
+    ap.add_argument("--order", choices=("model", "file"), default="model",
+                    help="the batch's rows in the torch model's state_dict order, or in the "
+                         "safetensors file's (the order the command and "
+                         "quantize_diffusion_model see)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -73,6 +81,11 @@ def main():
     ddpm = DDPMScheduler.from_pretrained(args.model)
     state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     names = list(state)
+    if args.order == "file":
+        from safetensors import safe_open
+        with safe_open(str(pathlib.Path(args.model) / "diffusion_pytorch_model.safetensors"),
+                       "np") as f:
+            names = list(f.keys())
     total = sum(v.size for v in state.values())
     batch = pa.record_batch({
         "layer_name": names,

@@ -537,6 +537,33 @@ void aq__plan_free(aq__plan *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Whether candidate j, a wider group size, would lay the same groups over t as an earlier
+ * candidate of its scheme and bits: with group sizes of 128, 256 and 512 the same count of
+ * groups per row means the same groups (one a row, on rows no longer than the smaller size),
+ * so the same bytes and codes. Such a candidate is not measured: the tensor is written in the
+ * first candidate's group size whichever entry point runs. */
+static aq_status pl_same_groups(const aq__plan *p, const aq_ctx *ctx, const aq_tensor *t, size_t j,
+                                bool *same, aq_error *err)
+{
+    *same = false;
+    if (p->groups[j] == 0) {
+        return AQ_OK;
+    }
+    aq_layout lj;
+    aq_status st = aq_layout_compute_scheme(p->schemes[j], t->shape, t->ndim, p->bits[j],
+                                            p->groups[j], &lj, err);
+    for (size_t i = 0; i < j && st == AQ_OK && !*same; i++) {
+        if (p->schemes[i] != p->schemes[j] || p->bits[i] != p->bits[j]) {
+            continue;
+        }
+        aq_layout li;
+        st = aq_layout_compute_scheme(p->schemes[i], t->shape, t->ndim, p->bits[i],
+                                      p->groups[i] > 0 ? p->groups[i] : ctx->group_size, &li, err);
+        *same = st == AQ_OK && li.groups == lj.groups;
+    }
+    return st;
+}
+
 aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *imp, bool own,
                            const aq__plan_pref *pref, double min_cosine, const volatile int *cancel,
                            size_t index, aq_error *err)
@@ -544,9 +571,14 @@ aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *
     aq__budget_option *row = p->opt + p->m * p->per;
     size_t k = 0, want = 0;
     aq_status st = AQ_OK;
-    for (size_t j = 0; j < p->n_candidates && st == AQ_OK; j++, k++) {
+    for (size_t j = 0; j < p->n_candidates && st == AQ_OK; j++) {
+        bool same = false;
+        if ((st = pl_same_groups(p, ctx, t, j, &same, err)) != AQ_OK || same) {
+            continue;
+        }
         st = aq__option_measure(ctx, t, imp, p->schemes[j], p->bits[j], p->groups[j], min_cosine,
                                 cancel, &p->scratch, &row[k], err);
+        k += st == AQ_OK;
         if (st == AQ_OK && pref->bits > 0 && row[k].scheme == pref->scheme &&
             row[k].bits == pref->bits && row[k].group_size == 0) {
             want = row[k].bytes;
