@@ -190,7 +190,7 @@ aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallbac
                               aq_error *err)
 {
     static const unsigned b3[3] = {2, 4, 8};
-    static const size_t wide[AQ__PLAN_WIDE_GROUPS] = {256, 512};
+    static const size_t wide[AQ__PLAN_WIDE_GROUPS] = {128, 256, 512};
     if (list == NULL || n == 0) {
         list = &fallback;
         n = 1;
@@ -537,11 +537,9 @@ void aq__plan_free(aq__plan *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Whether candidate j, a wider group size, would lay the same groups over t as an earlier
- * candidate of its scheme and bits: with group sizes of 128, 256 and 512 the same count of
- * groups per row means the same groups (one a row, on rows no longer than the smaller size),
- * so the same bytes and codes. Such a candidate is not measured: the tensor is written in the
- * first candidate's group size whichever entry point runs. */
+/* Whether candidate j, of a fixed group size, would lay the same groups over t as an earlier
+ * candidate of its scheme and bits (the same group size, or one group a row for both), so the
+ * same bytes and codes. Such a candidate is not measured: the hull would keep either. */
 static aq_status pl_same_groups(const aq__plan *p, const aq_ctx *ctx, const aq_tensor *t, size_t j,
                                 bool *same, aq_error *err)
 {
@@ -557,9 +555,10 @@ static aq_status pl_same_groups(const aq__plan *p, const aq_ctx *ctx, const aq_t
             continue;
         }
         aq_layout li;
-        st = aq_layout_compute_scheme(p->schemes[i], t->shape, t->ndim, p->bits[i],
-                                      p->groups[i] > 0 ? p->groups[i] : ctx->group_size, &li, err);
-        *same = st == AQ_OK && li.groups == lj.groups;
+        const size_t gi = p->groups[i] > 0 ? p->groups[i] : ctx->group_size;
+        st = aq_layout_compute_scheme(p->schemes[i], t->shape, t->ndim, p->bits[i], gi, &li, err);
+        *same =
+            st == AQ_OK && li.groups == lj.groups && (gi == p->groups[j] || lj.groups_per_row == 1);
     }
     return st;
 }

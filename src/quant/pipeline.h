@@ -77,15 +77,17 @@ aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp
 /* The (scheme, bits, group size) a default-mode budget measures for each tensor: every scheme
  * of list (n of them; with none, `fallback`, the profile's scheme) at 2, 4 and 8 bits in the
  * context's group size (groups[k] = 0), plain affine at 2, 4 and 8 bits in it unless affine is
- * listed, and plain affine at 2, 4 and 8 bits in groups of AQ__PLAN_WIDE_GROUPS. Affine with
- * groups of 128 takes exactly N + 0.5 bits per weight on rows of whole groups, where kquant's
- * last partial super-block takes a little more: without it, a model whose rules ask for more
- * bits somewhere could not fit 2.625 at all (2-bit affine takes 2.5). The wider groups take
- * N + 0.25 and N + 0.125 (a little more on rows of partial groups): the steps between the
- * widths, so that a model whose tensors all want N bits need not drop one to the next width
- * down when every N-bit option of some tensors takes a little more than N + 0.5. Returns the
- * count (at most AQ__PLAN_MAX_CANDIDATES); AQ_INVALID_PARAMETER for an unknown scheme. */
-#define AQ__PLAN_WIDE_GROUPS 2
+ * listed, and plain affine at 2, 4 and 8 bits in groups of 128, 256 and 512 whatever the
+ * context's group size (the profiles' is kquant's 512, the command's 128: the same options
+ * either way, so the entry points choose the same bytes). Affine with groups of 128 takes exactly N
+ * + 0.5 bits per weight on rows of whole groups, where kquant's last partial super-block takes a
+ * little more: without it, a model whose rules ask for more bits somewhere could not fit 2.625 at
+ * all (2-bit affine takes 2.5). The wider groups take N + 0.25 and N + 0.125 (a little more on rows
+ * of partial groups): the steps between the widths, so that a model whose tensors all want N bits
+ * need not drop one to the next width down when every N-bit option of some tensors takes a little
+ * more than N + 0.5. Returns the count (at most AQ__PLAN_MAX_CANDIDATES); AQ_INVALID_PARAMETER for
+ * an unknown scheme. */
+#define AQ__PLAN_WIDE_GROUPS 3
 #define AQ__PLAN_MAX_CANDIDATES (3 * AQ_SCHEME_COUNT + 3 + 3 * AQ__PLAN_WIDE_GROUPS)
 aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallback,
                               aq_scheme *schemes, unsigned *bits, size_t *groups, size_t *count,
