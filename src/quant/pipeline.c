@@ -537,28 +537,29 @@ void aq__plan_free(aq__plan *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Whether candidate j, of a fixed group size, would lay the same groups over t as an earlier
- * candidate of its scheme and bits (the same group size, or one group a row for both), so the
- * same bytes and codes. Such a candidate is not measured: the hull would keep either. */
+/* Whether candidate j would lay the same groups over t as another candidate of its scheme and
+ * bits that is preferred to it (the same group size, or one group a row for both), so the same
+ * bytes and codes: a fixed group size is preferred to the context's, a smaller fixed one to a
+ * larger. Such a candidate is not measured, so that the group size a tensor is written with
+ * does not depend on the entry point's context. */
 static aq_status pl_same_groups(const aq__plan *p, const aq_ctx *ctx, const aq_tensor *t, size_t j,
                                 bool *same, aq_error *err)
 {
     *same = false;
-    if (p->groups[j] == 0) {
-        return AQ_OK;
-    }
+    const size_t gj = p->groups[j] > 0 ? p->groups[j] : ctx->group_size;
     aq_layout lj;
-    aq_status st = aq_layout_compute_scheme(p->schemes[j], t->shape, t->ndim, p->bits[j],
-                                            p->groups[j], &lj, err);
-    for (size_t i = 0; i < j && st == AQ_OK && !*same; i++) {
-        if (p->schemes[i] != p->schemes[j] || p->bits[i] != p->bits[j]) {
+    aq_status st =
+        aq_layout_compute_scheme(p->schemes[j], t->shape, t->ndim, p->bits[j], gj, &lj, err);
+    for (size_t i = 0; i < p->n_candidates && st == AQ_OK && !*same; i++) {
+        if (i == j || p->groups[i] == 0 || p->schemes[i] != p->schemes[j] ||
+            p->bits[i] != p->bits[j] || (p->groups[j] > 0 && p->groups[i] >= p->groups[j])) {
             continue;
         }
         aq_layout li;
-        const size_t gi = p->groups[i] > 0 ? p->groups[i] : ctx->group_size;
-        st = aq_layout_compute_scheme(p->schemes[i], t->shape, t->ndim, p->bits[i], gi, &li, err);
+        st = aq_layout_compute_scheme(p->schemes[i], t->shape, t->ndim, p->bits[i], p->groups[i],
+                                      &li, err);
         *same =
-            st == AQ_OK && li.groups == lj.groups && (gi == p->groups[j] || lj.groups_per_row == 1);
+            st == AQ_OK && li.groups == lj.groups && (p->groups[i] == gj || lj.groups_per_row == 1);
     }
     return st;
 }
