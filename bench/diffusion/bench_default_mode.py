@@ -25,8 +25,13 @@ With --demo-unet PATH (the demo's checkpoint: build/examples/gen_unet PATH --wid
 configurations but time_aware (no model to run), bpw, relative RMSE of all the weights against
 float32, and the call's wall time and rate.
 
+The budget's choices can depend on the order of the rows where options tie closely: --order
+file gives the rows in the safetensors file's order, as the command and quantize_diffusion_model
+read them (the default is the torch model's state_dict order).
+
 Columns: bpw over every parameter (codes, scales, zero points, sub-block parameters, kept
-tensors as stored), bpw over the quantized tensors only, SQNR (dB) of the predicted noise at
+tensors as stored), bpw over the quantized tensors only, tensors kept in float, tensors at 8
+bits, (DDPM table) tensors below the N bits asked for, SQNR (dB) of the predicted noise at
 t = 999 / 500 / 10 on 256 held-out digits noised with fixed noise, PSNR (dB) of 64 samples
 (50 DDIM steps, eta 0, fixed noise) against the float32 model's, and the call's wall time.
 """
@@ -65,6 +70,10 @@ def main():
     ap.add_argument("--model", default=str(ROOT / "tests/data/diffusion/ddpm_digits"))
     ap.add_argument("--samples", type=int, default=64)
     ap.add_argument("--demo-unet", default=None, help="the demo UNet's safetensors file")
+    ap.add_argument("--order", choices=("model", "file"), default="model",
+                    help="the batch's rows in the torch model's state_dict order, or in the "
+                         "safetensors file's (the order the command and "
+                         "quantize_diffusion_model see)")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -72,6 +81,11 @@ def main():
     ddpm = DDPMScheduler.from_pretrained(args.model)
     state = {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
     names = list(state)
+    if args.order == "file":
+        from safetensors import safe_open
+        with safe_open(str(pathlib.Path(args.model) / "diffusion_pytorch_model.safetensors"),
+                       "np") as f:
+            names = list(f.keys())
     total = sum(v.size for v in state.values())
     batch = pa.record_batch({
         "layer_name": names,
@@ -109,9 +123,9 @@ def main():
     ]
     print(f"# DDPM {pathlib.Path(args.model).name}: {total} parameters, {len(names)} tensors; "
           f"{args.samples} samples, 50 DDIM steps")
-    print("| bits | configuration | bpw (all) | bpw (quantized) | kept | 8-bit | "
+    print("| bits | configuration | bpw (all) | bpw (quantized) | kept | 8-bit | below N | "
           "SQNR t=999/500/10 | sample PSNR dB | time s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for bits in (2, 4, 8):
         for label, mode, extra in configs:
             q = aq.ArrowQuantV2(mode=mode)
@@ -131,8 +145,9 @@ def main():
             outs, samples = evaluate(qmodel)
             kept = sum(1 for r in rows if r["bit_width"] in (16, 32))
             eight = sum(1 for r in rows if r["bit_width"] == 8)
+            below = sum(1 for r in rows if r["bit_width"] < bits)
             print(f"| {bits} | {label} | {8 * sum(size) / total:.3f} | "
-                  f"{8 * sum(size[i] for i in quant) / qn:.3f} | {kept} | {eight} | "
+                  f"{8 * sum(size[i] for i in quant) / qn:.3f} | {kept} | {eight} | {below} | "
                   + " / ".join(f"{sqnr(ref_outs[t], outs[t]):.1f}" for t in SQNR_T)
                   + f" | {psnr(ref_samples, samples):.2f} | {took:.2f} |", flush=True)
     if args.demo_unet:

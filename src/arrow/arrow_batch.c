@@ -779,7 +779,8 @@ static aq_status bq_choice_take(aq_ctx *ctx, bq_plan *p, bq_item *it, const aq__
     memset(&qo, 0, sizeof qo);
     const float *const imps[1] = {imp};
     qo.importance = imp != NULL ? imps : NULL;
-    aq_ctx rc = aq__ctx_with(ctx, x->scheme, x->bits, ctx->group_size);
+    aq_ctx rc =
+        aq__ctx_with(ctx, x->scheme, x->bits, x->group_size > 0 ? x->group_size : ctx->group_size);
     aq_qset *set = NULL;
     aq_status st = aq_qset_quantize(&rc, &it->t, 1, &qo, &set, err);
     if (st != AQ_OK) {

@@ -971,11 +971,14 @@ static aq_status mq_view(mq_state *s, size_t i, const aq_st_tensor *t, aq_tensor
     return AQ_OK;
 }
 
-/* Quantizes src with (scheme, bits) into r's own buffers (replacing any) and measures it. */
+/* Quantizes src with (scheme, bits, group_size; 0: the context's) into r's own buffers
+ * (replacing any) and measures it. */
 static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st_tensor *t,
-                                  aq_scheme scheme, unsigned bits, mq_row *r, aq_error *err)
+                                  aq_scheme scheme, unsigned bits, size_t group_size, mq_row *r,
+                                  aq_error *err)
 {
-    aq_ctx tmp = aq__ctx_with(s->ctx, scheme, bits, aq__ctx_group_size(s->ctx));
+    aq_ctx tmp = aq__ctx_with(s->ctx, scheme, bits,
+                              group_size > 0 ? group_size : aq__ctx_group_size(s->ctx));
     mq_row_out_free(r);
     aq_layout l;
     aq_status st = aq_quantize_bound(&tmp, src, &l, err);
@@ -1018,9 +1021,10 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
     unsigned bits = planned             ? s->plan[i].bits
                     : s->r_bits != NULL ? s->r_bits[i]
                                         : s->ctx->bit_width;
+    const size_t group = planned ? s->plan[i].group_size : 0;
     res->initial_bit_width = bits;
     for (;;) {
-        if ((st = mq_quantize_with(s, &src, t, scheme, bits, r, err)) != AQ_OK) {
+        if ((st = mq_quantize_with(s, &src, t, scheme, bits, group, r, err)) != AQ_OK) {
             goto done;
         }
         if (bits == res->initial_bit_width) {
@@ -1273,7 +1277,7 @@ static aq_status mq_plan_measure(mq_state *s, const int *kept, const aq_scheme *
         }
         aq__budget_option *row = opt + *m * per;
         for (size_t k = 0; k < per && st == AQ_OK; k++) {
-            st = aq__option_measure(s->ctx, &src, s->imp, schemes[k / 3], bits[k % 3],
+            st = aq__option_measure(s->ctx, &src, s->imp, schemes[k / 3], bits[k % 3], 0,
                                     s->min_cosine, o->cancel, &sc, &row[count[*m]++], err);
         }
         free(copy);

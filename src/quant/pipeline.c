@@ -147,10 +147,11 @@ static aq_status pl_scratch_reserve(aq__scratch *s, const aq_layout *l, const ch
 }
 
 aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp, aq_scheme scheme,
-                             unsigned bits, double min_cosine, const volatile int *cancel,
-                             aq__scratch *sc, aq__budget_option *out, aq_error *err)
+                             unsigned bits, size_t group_size, double min_cosine,
+                             const volatile int *cancel, aq__scratch *sc, aq__budget_option *out,
+                             aq_error *err)
 {
-    aq_ctx c = aq__ctx_with(ctx, scheme, bits, ctx->group_size);
+    aq_ctx c = aq__ctx_with(ctx, scheme, bits, group_size > 0 ? group_size : ctx->group_size);
     aq_layout l;
     aq_status st = aq_quantize_bound(&c, src, &l, err);
     if (st != AQ_OK ||
@@ -174,6 +175,7 @@ aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp
     memset(out, 0, sizeof *out);
     out->scheme = scheme;
     out->bits = bits;
+    out->group_size = group_size;
     out->bytes = l.packed_bytes + 2 * l.groups * sizeof(float);
     out->sse = m.acc[1];
     out->cosine = cosine;
@@ -184,9 +186,11 @@ aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp
 /* ---- the default mode's plan ---- */
 
 aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallback,
-                              aq_scheme *schemes, unsigned *bits, size_t *count, aq_error *err)
+                              aq_scheme *schemes, unsigned *bits, size_t *groups, size_t *count,
+                              aq_error *err)
 {
     static const unsigned b3[3] = {2, 4, 8};
+    static const size_t wide[AQ__PLAN_WIDE_GROUPS] = {128, 256, 512};
     if (list == NULL || n == 0) {
         list = &fallback;
         n = 1;
@@ -208,12 +212,21 @@ aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallbac
         affine = affine || list[i] == AQ_SCHEME_AFFINE;
         for (size_t b = 0; b < 3; b++) {
             schemes[k] = list[i];
+            groups[k] = 0;
             bits[k++] = b3[b];
         }
     }
     for (size_t b = 0; !affine && b < 3; b++) {
         schemes[k] = AQ_SCHEME_AFFINE;
+        groups[k] = 0;
         bits[k++] = b3[b];
+    }
+    for (size_t g = 0; g < AQ__PLAN_WIDE_GROUPS; g++) {
+        for (size_t b = 0; b < 3; b++) {
+            schemes[k] = AQ_SCHEME_AFFINE;
+            groups[k] = wide[g];
+            bits[k++] = b3[b];
+        }
     }
     *count = k;
     return AQ_OK;
@@ -489,8 +502,8 @@ aq_status aq__plan_init(aq__plan *p, size_t n, const aq_scheme *list, size_t n_l
                         aq_scheme fallback, aq_error *err)
 {
     memset(p, 0, sizeof *p);
-    aq_status st =
-        aq__plan_candidates(list, n_list, fallback, p->schemes, p->bits, &p->n_candidates, err);
+    aq_status st = aq__plan_candidates(list, n_list, fallback, p->schemes, p->bits, p->groups,
+                                       &p->n_candidates, err);
     if (st != AQ_OK) {
         return st;
     }
@@ -524,6 +537,33 @@ void aq__plan_free(aq__plan *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Whether candidate j would lay the same groups over t as another candidate of its scheme and
+ * bits that is preferred to it (the same group size, or one group a row for both), so the same
+ * bytes and codes: a fixed group size is preferred to the context's, a smaller fixed one to a
+ * larger. Such a candidate is not measured, so that the group size a tensor is written with
+ * does not depend on the entry point's context. */
+static aq_status pl_same_groups(const aq__plan *p, const aq_ctx *ctx, const aq_tensor *t, size_t j,
+                                bool *same, aq_error *err)
+{
+    *same = false;
+    const size_t gj = p->groups[j] > 0 ? p->groups[j] : ctx->group_size;
+    aq_layout lj;
+    aq_status st =
+        aq_layout_compute_scheme(p->schemes[j], t->shape, t->ndim, p->bits[j], gj, &lj, err);
+    for (size_t i = 0; i < p->n_candidates && st == AQ_OK && !*same; i++) {
+        if (i == j || p->groups[i] == 0 || p->schemes[i] != p->schemes[j] ||
+            p->bits[i] != p->bits[j] || (p->groups[j] > 0 && p->groups[i] >= p->groups[j])) {
+            continue;
+        }
+        aq_layout li;
+        st = aq_layout_compute_scheme(p->schemes[i], t->shape, t->ndim, p->bits[i], p->groups[i],
+                                      &li, err);
+        *same =
+            st == AQ_OK && li.groups == lj.groups && (p->groups[i] == gj || lj.groups_per_row == 1);
+    }
+    return st;
+}
+
 aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *imp, bool own,
                            const aq__plan_pref *pref, double min_cosine, const volatile int *cancel,
                            size_t index, aq_error *err)
@@ -531,11 +571,16 @@ aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *
     aq__budget_option *row = p->opt + p->m * p->per;
     size_t k = 0, want = 0;
     aq_status st = AQ_OK;
-    for (size_t j = 0; j < p->n_candidates && st == AQ_OK; j++, k++) {
-        st = aq__option_measure(ctx, t, imp, p->schemes[j], p->bits[j], min_cosine, cancel,
-                                &p->scratch, &row[k], err);
+    for (size_t j = 0; j < p->n_candidates && st == AQ_OK; j++) {
+        bool same = false;
+        if ((st = pl_same_groups(p, ctx, t, j, &same, err)) != AQ_OK || same) {
+            continue;
+        }
+        st = aq__option_measure(ctx, t, imp, p->schemes[j], p->bits[j], p->groups[j], min_cosine,
+                                cancel, &p->scratch, &row[k], err);
+        k += st == AQ_OK;
         if (st == AQ_OK && pref->bits > 0 && row[k].scheme == pref->scheme &&
-            row[k].bits == pref->bits) {
+            row[k].bits == pref->bits && row[k].group_size == 0) {
             want = row[k].bytes;
         }
     }

@@ -65,24 +65,33 @@ typedef struct aq__scratch {
 } aq__scratch;
 void aq__scratch_free(aq__scratch *s);
 
-/* Quantizes src with (scheme, bits) (importance imp, may be NULL) into the scratch buffers and
- * measures it: out gets the scheme, bits, bytes (codes, scales and zero points), the squared
- * error and whether the cosine reaches min_cosine (true when min_cosine is 0). */
+/* Quantizes src with (scheme, bits, group_size; 0: the context's) (importance imp, may be
+ * NULL) into the scratch buffers and measures it: out gets the scheme, bits, group size (as
+ * given), bytes (codes, scales and zero points), the squared error and whether the cosine
+ * reaches min_cosine (true when min_cosine is 0). */
 aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp, aq_scheme scheme,
-                             unsigned bits, double min_cosine, const volatile int *cancel,
-                             aq__scratch *sc, aq__budget_option *out, aq_error *err);
+                             unsigned bits, size_t group_size, double min_cosine,
+                             const volatile int *cancel, aq__scratch *sc, aq__budget_option *out,
+                             aq_error *err);
 
-/* The (scheme, bits) a default-mode budget measures for each tensor: every scheme of list (n
- * of them; with none, `fallback`, the profile's scheme) at 2, 4 and 8 bits, and plain affine at
- * 2, 4 and 8 bits unless affine is listed. Affine with groups of 128 takes exactly N + 0.5 bits
- * per weight on rows of whole groups, where kquant's last partial super-block takes a little
- * more: without it, a model whose tensors all want N bits could not fit N + 0.5 but by dropping
- * a tensor to the next width down, and one whose rules ask for more bits somewhere could not
- * fit 2.625 at all (2-bit affine takes 2.5). Returns the count (at most
- * AQ__PLAN_MAX_CANDIDATES); AQ_INVALID_PARAMETER for an unknown scheme. */
-#define AQ__PLAN_MAX_CANDIDATES (3 * AQ_SCHEME_COUNT + 3)
+/* The (scheme, bits, group size) a default-mode budget measures for each tensor: every scheme
+ * of list (n of them; with none, `fallback`, the profile's scheme) at 2, 4 and 8 bits in the
+ * context's group size (groups[k] = 0), plain affine at 2, 4 and 8 bits in it unless affine is
+ * listed, and plain affine at 2, 4 and 8 bits in groups of 128, 256 and 512 whatever the
+ * context's group size (the profiles' is kquant's 512, the command's 128: the same options
+ * either way, so the entry points choose the same bytes). Affine with groups of 128 takes exactly N
+ * + 0.5 bits per weight on rows of whole groups, where kquant's last partial super-block takes a
+ * little more: without it, a model whose rules ask for more bits somewhere could not fit 2.625 at
+ * all (2-bit affine takes 2.5). The wider groups take N + 0.25 and N + 0.125 (a little more on rows
+ * of partial groups): the steps between the widths, so that a model whose tensors all want N bits
+ * need not drop one to the next width down when every N-bit option of some tensors takes a little
+ * more than N + 0.5. Returns the count (at most AQ__PLAN_MAX_CANDIDATES); AQ_INVALID_PARAMETER for
+ * an unknown scheme. */
+#define AQ__PLAN_WIDE_GROUPS 3
+#define AQ__PLAN_MAX_CANDIDATES (3 * AQ_SCHEME_COUNT + 3 + 3 * AQ__PLAN_WIDE_GROUPS)
 aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallback,
-                              aq_scheme *schemes, unsigned *bits, size_t *count, aq_error *err);
+                              aq_scheme *schemes, unsigned *bits, size_t *groups, size_t *count,
+                              aq_error *err);
 
 /* How the default mode's size treats one tensor, from its rule decision: */
 typedef enum aq__plan_role {
@@ -127,6 +136,7 @@ typedef struct aq__plan_pref {
 typedef struct aq__plan {
     aq_scheme schemes[AQ__PLAN_MAX_CANDIDATES];
     unsigned bits[AQ__PLAN_MAX_CANDIDATES];
+    size_t groups[AQ__PLAN_MAX_CANDIDATES]; /* 0: the context's group size */
     size_t n_candidates, per, m;
     aq__budget_option *opt;
     size_t *count, *want, *choice, *index;
@@ -151,7 +161,7 @@ aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *
 
 /* The allocation over the measured rows at target_bpw over p->counted weights (p->fixed bytes
  * outside the choice): aq__plan_allocate. Row j's chosen option is then
- * p->opt[j * p->per + p->choice[j]]. */
+ * p->opt[j * p->per + p->choice[j]], to be quantized in its group size (0: the context's). */
 aq_status aq__plan_run(aq__plan *p, double target_bpw, bool floor, aq_error *err);
 
 #endif /* AQ_PIPELINE_H */

@@ -108,6 +108,7 @@ aq_status aq__dequantize_rows(aq_ctx *ctx, const aq_qtensor *src, size_t r0, siz
 typedef struct aq__budget_option {
     aq_scheme scheme;
     unsigned bits;
+    size_t group_size; /* its layout's group size; 0: the context's */
     size_t bytes;
     double sse;
     double cosine; /* its cosine similarity with the source (1 for the raw option) */
