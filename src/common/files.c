@@ -203,6 +203,30 @@ void aq_temporaries_remove(void)
     }
 }
 
+/* True if process pid has ended: it does not exist, or it is a zombie that its parent has not
+ * reaped yet (a run killed with its parent is one until a subreaper collects it). */
+static bool files_writer_gone(long pid)
+{
+    if (kill((pid_t)pid, 0) != 0) {
+        return errno == ESRCH;
+    }
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    (void)close(fd);
+    if (n <= 0) {
+        return false;
+    }
+    buf[n] = '\0';
+    /* "pid (comm) S ...": the state follows the last ')'. */
+    const char *rp = strrchr(buf, ')');
+    return rp != NULL && rp[1] == ' ' && (rp[2] == 'Z' || rp[2] == 'X');
+}
+
 /* "<base>.tmp-<pid>-XXXXXX": the pid says whether its writer still runs. */
 static bool files_stale(const char *name, const char *base, size_t blen)
 {
@@ -215,7 +239,7 @@ static bool files_stale(const char *name, const char *base, size_t blen)
     if (end == p || *end != '-' || strlen(end + 1) != 6 || pid <= 0 || pid == (long)getpid()) {
         return false;
     }
-    return kill((pid_t)pid, 0) != 0 && errno == ESRCH;
+    return files_writer_gone(pid);
 }
 
 /* Removes the temporaries of `path` left by runs that were killed (kill -9, power loss). */

@@ -3,9 +3,11 @@ is not a regular file, it is checked before the work starts, nothing hostile mak
 command hang, and no input yields a wrong file or a silent partial result."""
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -353,6 +355,27 @@ def test_stale_temporaries_are_removed(aq, src, tmp_path):
         f.write_bytes(b"x")
     aq("quantize", src, "-o", out / "m.arrow", "--quiet")
     assert sorted(os.listdir(out)) == sorted(["m.arrow", live.name, other.name])
+
+
+
+def test_temporaries_of_an_unreaped_run_are_removed(aq, src, tmp_path):
+    """A run killed together with its parent stays a zombie until a subreaper collects it (Ray's
+    raylet is one): its temporary is stale too."""
+    zombie = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 30
+        while pathlib.Path(f"/proc/{zombie.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] \
+                != "Z":
+            assert time.monotonic() < deadline, "the child never exited"
+            time.sleep(0.01)
+        out = tmp_path / "out"
+        out.mkdir()
+        stale = out / f"m.arrow.tmp-{zombie.pid}-abcdef"
+        stale.write_bytes(b"x")
+        aq("quantize", src, "-o", out / "m.arrow", "--quiet")
+        assert os.listdir(out) == ["m.arrow"]
+    finally:
+        zombie.wait()
 
 
 # ---- messages ----
