@@ -167,6 +167,41 @@ def _die_with_parent() -> None:
         pass
 
 
+def _writer_gone(pid: int) -> bool:
+    """The rule the command applies to its temporaries: the writer does not exist, or it is a
+    zombie not yet reaped (a run killed with its worker, until the raylet collects it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _remove_stale_temporaries(output: str) -> None:
+    """After a run on this node: the temporaries of `output` ("OUT.tmp-PID-XXXXXX") whose
+    writer is gone. The command removes them when it starts; a run killed with its worker may
+    still have been dying then."""
+    folder, base = os.path.split(output)
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return
+    for name in names:
+        pid, sep, rest = name.removeprefix(base + ".tmp-").partition("-")
+        if (name.startswith(base + ".tmp-") and sep and pid.isdigit() and len(rest) == 6
+                and int(pid) != os.getpid() and _writer_gone(int(pid))):
+            try:
+                os.unlink(os.path.join(folder, name))
+            except OSError:
+                pass
+
+
 def _run_one(command: str, source: str, output: str, args: Sequence[str]) -> dict[str, Any]:
     """One checkpoint: the command's run on this worker."""
     t0 = time.monotonic()
@@ -177,6 +212,7 @@ def _run_one(command: str, source: str, output: str, args: Sequence[str]) -> dic
     except OSError as e:
         return {"ok": False, "error": f"{command}: {e.strerror}", "text": "",
                 "seconds": time.monotonic() - t0}
+    _remove_stale_temporaries(output)
     errors = [ln.removeprefix("arrowquant: error: ")
               for ln in proc.stderr.splitlines() if ln.startswith("arrowquant: ")]
     error = None
