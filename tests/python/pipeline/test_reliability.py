@@ -488,14 +488,19 @@ signal.raise_signal(signal.SIGBUS)
 """
 
 
-def test_c_host_model_file_truncated_while_read(libaq, aq, tmp_path):
+def test_c_host_model_file_truncated_while_read(build_dir, aq, tmp_path):
+    lib = build_dir / "libarrowquant.so"
+    cache = build_dir / "CMakeCache.txt"
+    if cache.exists() and "AQ_SANITIZE:BOOL=ON" in cache.read_text():
+        pytest.skip("a plain host process cannot load the sanitizer build's library (its "
+                    "runtimes must come first); the release build's runs cover this host")
     rng = np.random.default_rng(8)
     src = tmp_path / "m.safetensors"
     save_file({f"blocks.{i}.weight": rng.standard_normal((512, 512)).astype(np.float32)
                for i in range(8)}, str(src))
     q = tmp_path / "q.arrow"
     aq("quantize", src, "-o", q, "--compression", "none", "--quiet")
-    p = subprocess.run([sys.executable, "-c", _C_HOST, libaq._name, str(q)],
+    p = subprocess.run([sys.executable, "-c", _C_HOST, str(lib), str(q)],
                        capture_output=True, text=True, timeout=HANG)
     st, _, message = p.stdout.strip().partition(" ")
     assert int(st) != 0, p.stdout
