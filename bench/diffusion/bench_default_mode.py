@@ -48,6 +48,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 SQNR_T = (999, 500, 10)
 
 
+def weights_batch(state, names):
+    """The seed API's input: one row per tensor (name, float32 weights, shape)."""
+    return pa.record_batch({
+        "layer_name": names,
+        "weights": pa.array([state[n].astype(np.float32).ravel() for n in names],
+                            pa.list_(pa.float32())),
+        "shape": pa.array([list(state[n].shape) for n in names], pa.list_(pa.int64()))})
+
+
+def timed_quantize(q, batch, bits, extra):
+    """The result of quantize_arrow_batch and the seconds it took."""
+    t0 = time.perf_counter()
+    res = q.quantize_arrow_batch(batch, bit_width=bits, **extra)
+    return res, time.perf_counter() - t0
+
+
 def sqnr(ref, q):
     e = float(((q - ref) ** 2).sum())
     return math.inf if e == 0 else 10 * math.log10(float((ref ** 2).sum()) / e)
@@ -87,11 +103,7 @@ def main():
                        "np") as f:
             names = list(f.keys())
     total = sum(v.size for v in state.values())
-    batch = pa.record_batch({
-        "layer_name": names,
-        "weights": pa.array([state[n].astype(np.float32).ravel() for n in names],
-                            pa.list_(pa.float32())),
-        "shape": pa.array([list(state[n].shape) for n in names], pa.list_(pa.int64()))})
+    batch = weights_batch(state, names)
 
     x0 = torch.tensor(load_digits().images[-256:], dtype=torch.float32).unsqueeze(1) / 16 * 2 - 1
     eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7))
@@ -129,9 +141,7 @@ def main():
     for bits in (2, 4, 8):
         for label, mode, extra in configs:
             q = aq.ArrowQuantV2(mode=mode)
-            t0 = time.perf_counter()
-            res = q.quantize_arrow_batch(batch, bit_width=bits, **extra)
-            took = time.perf_counter() - t0
+            res, took = timed_quantize(q, batch, bits, extra)
             rows = res.to_pylist()
             size = [len(r["quantized_data"]) + 4 * len(r["scales"]) + 4 * len(r["zero_points"])
                     for r in rows]
@@ -163,11 +173,7 @@ def demo_table(path, configs):
     state = load_file(path)
     names = list(state)
     total = sum(v.size for v in state.values())
-    batch = pa.record_batch({
-        "layer_name": names,
-        "weights": pa.array([state[n].astype(np.float32).ravel() for n in names],
-                            pa.list_(pa.float32())),
-        "shape": pa.array([list(state[n].shape) for n in names], pa.list_(pa.int64()))})
+    batch = weights_batch(state, names)
     ref_sq = sum(float((state[n].astype(np.float64) ** 2).sum()) for n in names)
     print(f"\n# demo UNet {path}: {total} parameters, {len(names)} tensors")
     print("| bits | configuration | bpw (all) | bpw (quantized) | kept | 8-bit | rel RMSE | "
@@ -176,9 +182,7 @@ def demo_table(path, configs):
     for bits in (2, 4, 8):
         for label, mode, extra in configs:
             q = aq.ArrowQuantV2(mode=mode)
-            t0 = time.perf_counter()
-            res = q.quantize_arrow_batch(batch, bit_width=bits, **extra)
-            took = time.perf_counter() - t0
+            res, took = timed_quantize(q, batch, bits, extra)
             bw = res.column("bit_width").to_pylist()
             size = [len(d) + 4 * len(s) + 4 * len(z) for d, s, z in zip(
                 res.column("quantized_data").to_pylist(), res.column("scales").to_pylist(),
