@@ -72,7 +72,10 @@ static int write_file(const char *path, aq_error *err)
     for (size_t i = 0; i < (size_t)ROWS * FLOATS_PER_ROW; i++) {
         w[i] = (float)(i % 1000) * 0.001f;
     }
-    aq_ipc_write_options o = {AQ_IPC_FORMAT_FILE, AQ_IPC_COMPRESSION_NONE, 0};
+    aq_ipc_write_options o = {.size = sizeof(aq_ipc_write_options),
+                              .format = AQ_IPC_FORMAT_FILE,
+                              .compression = AQ_IPC_COMPRESSION_NONE,
+                              .compression_level = 0};
     aq_ipc_writer *wr = NULL;
     aq_status st = aq_ipc_writer_open(path, &s, &o, &wr, err);
     for (int b = 0; b < BATCHES && st == AQ_OK; b++) {

@@ -101,7 +101,7 @@ int main(int argc, char **argv)
             imp[i] = (float)(0.5 + wg_uniform(&seed));
         }
     }
-    aq_quantize_options qopts = {imp};
+    aq_quantize_options qopts = {.size = sizeof(aq_quantize_options), .importance = imp};
     aq_layout big;
     aq_error err;
     BQ_CHECK(aq_layout_compute_scheme(AQ_SCHEME_KQUANT_ROWS, shape, 2, 8, 512, &big, &err));

@@ -41,8 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     for (size_t i = 0; i < aq_gguf_metadata_count(g); i++) {
         const char *k, *ty, *v;
-        aq_gguf_metadata_get(g, i, &k, &ty, &v);
-        if (k == NULL || ty == NULL || v == NULL) {
+        if (aq_gguf_metadata_get(g, i, &k, &ty, &v, NULL) != AQ_OK || k == NULL || ty == NULL ||
+            v == NULL) {
             abort();
         }
     }

@@ -14,6 +14,27 @@
  *    accepts NULL).
  *  - Sizes and counts are size_t; int64_t appears only where a foreign format (Arrow,
  *    safetensors) fixes it, and is checked for overflow on the way in.
+ *  - Options structs (aq_*_options) carry their size as their first field. Start from
+ *    AQ_SIZED_INIT(type), which zeroes the struct (every field's default) and sets the size
+ *    the caller was compiled with, then set the fields wanted:
+ *
+ *        aq_batch_options opts = AQ_SIZED_INIT(aq_batch_options);
+ *        opts.min_cosine = 0.99;
+ *
+ *    A size of 0 (a struct zeroed without the macro) is AQ_INVALID_ARGUMENT naming the
+ *    struct. Passing NULL where an options pointer is documented as optional means defaults.
+ *
+ * Compatibility (the rules the library keeps within a major version; docs/decisions.md):
+ *  - A function, struct field, enum value or macro of this header keeps its name, type and
+ *    meaning. New API starts in arrowquant_experimental.h and moves here once settled.
+ *  - Options structs only grow, at their end, with fields whose zero is the old behaviour. A
+ *    library reads min(caller's size, its own) bytes and takes defaults for the rest, so an
+ *    older caller keeps working with a newer library; a newer caller's struct is accepted by
+ *    an older library when the fields it does not know are zero, and is AQ_UNSUPPORTED
+ *    (naming the struct) otherwise. Structs the library fills (summaries, results) are
+ *    allocated by the caller and only grow at the end too.
+ *  - AQ_VERSION_MINOR rises when API is added, AQ_VERSION_MAJOR when any of this breaks
+ *    (then the shared library's SONAME changes with it).
  */
 #ifndef ARROWQUANT_H
 #define ARROWQUANT_H
@@ -38,6 +59,10 @@ extern "C" {
 #else
 #    define AQ_MUST_CHECK
 #endif
+
+/* A struct whose first field is `size_t size`, zeroed, with the size set: how an options
+ * struct is started (see the conventions above). */
+#define AQ_SIZED_INIT(type) ((type){.size = sizeof(type)})
 
 /* ------------------------------------------------------------------------------------------ */
 /* Version                                                                                    */
@@ -407,7 +432,8 @@ AQ_API AQ_MUST_CHECK aq_status aq_report_get(const aq_report *report, size_t i, 
                                              const char **message, aq_error *err);
 
 typedef struct aq_batch_options {
-    int continue_on_error;   /* nonzero: skip bad rows (recorded in report) and go on */
+    size_t size;           /* sizeof this struct, as AQ_SIZED_INIT sets it (see the conventions) */
+    int continue_on_error; /* nonzero: skip bad rows (recorded in report) and go on */
     aq_progress_fn progress; /* may be NULL */
     void *progress_user;     /* passed to progress */
     aq_report *report;       /* may be NULL; receives skipped rows */
@@ -565,7 +591,8 @@ AQ_API AQ_MUST_CHECK aq_status aq_ipc_reader_stream(aq_ipc_reader *reader,
                                                     struct ArrowArrayStream *out, aq_error *err);
 
 typedef struct aq_ipc_write_options {
-    aq_ipc_format format;           /* default (0): the streaming format */
+    size_t size;          /* sizeof this struct, as AQ_SIZED_INIT sets it (see the conventions) */
+    aq_ipc_format format; /* default (0): the streaming format */
     aq_ipc_compression compression; /* default (0): none */
     int compression_level;          /* 0: the codec's default */
 } aq_ipc_write_options;
@@ -691,13 +718,16 @@ AQ_API void aq_model_release(aq_model *model, size_t i);
 /* The models's `__metadata__` (string to string; merged over the files of a sharded model,
  * with the index's own "metadata" object first). */
 AQ_API size_t aq_model_metadata_count(const aq_model *model);
-AQ_API void aq_model_metadata_get(const aq_model *model, size_t i, const char **key,
-                                  const char **value);
+/* Entry i (0 <= i < count; else AQ_INVALID_ARGUMENT). Strings owned by the model. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_metadata_get(const aq_model *model, size_t i,
+                                                     const char **key, const char **value,
+                                                     aq_error *err);
 /* The diffusers components of a pipeline folder, in order; 0 otherwise. The string is the
  * component's relative file name ("unet/diffusion_pytorch_model.safetensors"). */
 AQ_API size_t aq_model_component_count(const aq_model *model);
-AQ_API void aq_model_component_get(const aq_model *model, size_t i, const char **name,
-                                   const char **file);
+AQ_API AQ_MUST_CHECK aq_status aq_model_component_get(const aq_model *model, size_t i,
+                                                      const char **name, const char **file,
+                                                      aq_error *err);
 /* Checks an output path before any work, as the library's own writers do: not empty, its
  * folder exists and can be written, and what is there already is a regular file (or a link to
  * one), not a folder, a device, a FIFO, a socket or a dangling link; and it is none of the n
@@ -734,8 +764,9 @@ AQ_API void aq_temporaries_remove(void);
  * in a format other than safetensors (e.g. pytorch_model.bin)", "safetensors shards without
  * their index"); 0 otherwise. */
 AQ_API size_t aq_model_skipped_count(const aq_model *model);
-AQ_API void aq_model_skipped_get(const aq_model *model, size_t i, const char **name,
-                                 const char **reason);
+AQ_API AQ_MUST_CHECK aq_status aq_model_skipped_get(const aq_model *model, size_t i,
+                                                    const char **name, const char **reason,
+                                                    aq_error *err);
 /* Total bytes of tensor data. */
 AQ_API size_t aq_model_data_bytes(const aq_model *model);
 
@@ -833,6 +864,7 @@ typedef enum aq_budget_scope {
 } aq_budget_scope;
 
 typedef struct aq_model_quantize_options {
+    size_t size; /* sizeof this struct, as AQ_SIZED_INIT sets it (see the conventions) */
     const char *const *keep; /* glob patterns (fnmatch) of tensors to keep as they are */
     size_t n_keep;
     size_t min_elements; /* 0: AQ_MODEL_MIN_ELEMENTS */
@@ -999,6 +1031,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_layout_compute_scheme(aq_scheme scheme, const 
                                                         aq_error *err);
 
 typedef struct aq_quantize_options {
+    size_t size; /* sizeof this struct, as AQ_SIZED_INIT sets it (see the conventions) */
     /* NULL, or one importance weight per element of the tensor (row-major, as the data):
      * finite and >= 0. affine_search and kquant then minimise the importance-weighted squared
      * error (docs/format.md 5.1); plain affine ignores it. Borrowed for the call. */
@@ -1031,6 +1064,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src,
 typedef struct aq_qset aq_qset;
 
 typedef struct aq_qset_options {
+    size_t size; /* sizeof this struct, as AQ_SIZED_INIT sets it (see the conventions) */
     /* 0 = no floor. Otherwise a tensor whose cosine similarity falls below it is quantized
      * again with more bits (2 -> 4 -> 8, same scheme); with a budget, options below the floor
      * are not considered (unless none meets it: then the tensor's most accurate option). */
@@ -1353,6 +1387,7 @@ typedef struct aq_compare_tensor {
 typedef int (*aq_compare_fn)(void *user, const aq_compare_tensor *tensor);
 
 typedef struct aq_model_compare_options {
+    size_t size;       /* sizeof this struct, as AQ_SIZED_INIT sets it (see the conventions) */
     double min_cosine; /* 0: no floor; otherwise tensors below it are flagged and counted */
     /* 1: only A's tensors are reported (no pass over B for the tensors A lacks; the compare
      * command's behaviour). 0: then B's extra tensors, as AQ_COMPARE_MISSING_IN_A. */
@@ -1502,8 +1537,9 @@ AQ_API int aq_gguf_find(const aq_gguf *g, const char *name, size_t *index);
  * ...) and the value as text (strings as they are, numbers in decimal, booleans true/false,
  * arrays as "[type; N]" with up to their first 8 items). Owned by g. */
 AQ_API size_t aq_gguf_metadata_count(const aq_gguf *g);
-AQ_API void aq_gguf_metadata_get(const aq_gguf *g, size_t i, const char **key, const char **type,
-                                 const char **value);
+AQ_API AQ_MUST_CHECK aq_status aq_gguf_metadata_get(const aq_gguf *g, size_t i, const char **key,
+                                                    const char **type, const char **value,
+                                                    aq_error *err);
 /* The value of a string entry, or NULL. */
 AQ_API const char *aq_gguf_metadata_string(const aq_gguf *g, const char *key);
 /* Decodes tensor i into float32 (out_capacity elements at least its element count). */
@@ -1530,6 +1566,7 @@ typedef void (*aq_gguf_tensor_fn)(void *user, const aq_gguf_tensor_result *resul
 
 /* Options of a conversion to GGUF. */
 typedef struct aq_gguf_write_options {
+    size_t size;       /* sizeof this struct, as AQ_SIZED_INIT sets it (see the conventions) */
     aq_gguf_type type; /* the type of the tensors that are quantized (any writable type) */
     /* Layer rules (aq_rules_create; NULL: none). With rules every float tensor gets the type
      * its decision maps to: kept -> F16 (F32 where the rule keeps 32 bits), 8 bits -> Q8_0,

@@ -10,9 +10,9 @@
  *     #include <arrowquant_experimental.h>
  *
  * Structs that a caller fills carry their size as the first field: set it to sizeof the
- * struct as the caller was compiled (AQ_SIZED_INIT does), so a library with a longer struct
- * reads only the fields the caller knows and leaves the rest at their defaults.
- * The conventions of arrowquant.h hold here too.
+ * struct as the caller was compiled (AQ_SIZED_INIT, from arrowquant.h, does), so a library with a
+ * longer struct reads only the fields the caller knows and leaves the rest at their defaults. The
+ * conventions of arrowquant.h hold here too.
  */
 #ifndef ARROWQUANT_EXPERIMENTAL_H
 #define ARROWQUANT_EXPERIMENTAL_H
@@ -26,9 +26,6 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* A struct whose first field is `size_t size`, zeroed, with the size set. */
-#define AQ_SIZED_INIT(type) ((type){.size = sizeof(type)})
 
 /* ------------------------------------------------------------------------------------------ */
 /* Schemes                                                                                    */

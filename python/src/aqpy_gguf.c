@@ -148,8 +148,7 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     aq_error_clear(&err);
     aq_status st;
     const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
-    aq_gguf_write_options o;
-    memset(&o, 0, sizeof o);
+    aq_gguf_write_options o = AQ_SIZED_INIT(aq_gguf_write_options);
     int how;
     if (aq__py_strings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
         aq__py_strings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||

@@ -305,7 +305,12 @@ static PyObject *mresult(const mrecs *recs, const aq_model_summary *sum, const a
     PyObject *skipped = summary != NULL ? PyDict_New() : NULL;
     for (size_t i = 0; skipped != NULL && i < aq_model_skipped_count(model); i++) {
         const char *sn, *sr;
-        aq_model_skipped_get(model, i, &sn, &sr);
+        aq_error gerr;
+        if (aq_model_skipped_get(model, i, &sn, &sr, &gerr) != AQ_OK) {
+            PyErr_SetString(PyExc_RuntimeError, gerr.message);
+            Py_CLEAR(skipped);
+            break;
+        }
         PyObject *v = PyUnicode_FromString(sr);
         if (v == NULL || PyDict_SetItemString(skipped, sn, v) != 0) {
             Py_XDECREF(v);
@@ -467,8 +472,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
         goto done;
     }
     /* aq_model_quantize checks the calibration against the model's names before any output. */
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.compression = comp;
     o.profile = prof.name;
     o.min_cosine = min_cosine;
@@ -656,8 +660,7 @@ static PyObject *aqpy_compare_models(PyObject *module, PyObject *args, PyObject 
     double min_cosine = mf.min_cosine;
     ccollect c;
     memset(&c, 0, sizeof c);
-    aq_model_compare_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_compare_options o = AQ_SIZED_INIT(aq_model_compare_options);
     o.min_cosine = min_cosine;
     o.on_tensor = ccollect_tensor;
     o.on_tensor_user = &c;

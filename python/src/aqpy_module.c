@@ -147,7 +147,7 @@ static void aqpy_run_init(aqpy_run *run, PyObject *callback, Py_ssize_t total,
                           const aqpy_quality *quality)
 {
     memset(run, 0, sizeof *run);
-    memset(opts, 0, sizeof *opts);
+    *opts = AQ_SIZED_INIT(aq_batch_options);
     run->callback = callback;
     run->total = total;
     opts->continue_on_error = continue_on_error;

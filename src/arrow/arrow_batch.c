@@ -573,8 +573,7 @@ static aq_status bq_quality_each(aq_ctx *ctx, bq_plan *p, const aq_batch_options
                                  arw_run *run, bq_rows which, aq_error *err)
 {
     const bool all_rows = which == BQ_ALL_ROWS;
-    aq_qset_options qo;
-    memset(&qo, 0, sizeof qo);
+    aq_qset_options qo = AQ_SIZED_INIT(aq_qset_options);
     qo.min_cosine = opts->min_cosine;
     for (size_t i = 0; i < p->n; i++) {
         bq_item *it = &p->items[i];
@@ -629,8 +628,7 @@ static aq_status bq_profile_target(aq_ctx *bc, const aq_batch_options *opts,
                                    double *out, aq_error *err)
 {
     size_t bytes = 0, elements = 0;
-    aq_qset_options qo;
-    memset(&qo, 0, sizeof qo);
+    aq_qset_options qo = AQ_SIZED_INIT(aq_qset_options);
     qo.min_cosine = opts->min_cosine;
     for (size_t j = 0; j < k; j++) {
         const aq_tensor *t = &tensors[j];
@@ -696,8 +694,7 @@ static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_optio
         rows[k++] = i;
     }
     bq_shim sh = {p, opts, run, rows, {AQ_OK, ""}};
-    aq_qset_options qo;
-    memset(&qo, 0, sizeof qo);
+    aq_qset_options qo = AQ_SIZED_INIT(aq_qset_options);
     qo.min_cosine = opts->min_cosine;
     qo.target_bpw = opts->target_bpw;
     qo.schemes = opts->budget_schemes;
@@ -775,8 +772,7 @@ static aq_status bq_choice_take(aq_ctx *ctx, bq_plan *p, bq_item *it, const aq__
     if (x->keep) {
         return AQ_OK;
     }
-    aq_qset_options qo;
-    memset(&qo, 0, sizeof qo);
+    aq_qset_options qo = AQ_SIZED_INIT(aq_qset_options);
     const float *const imps[1] = {imp};
     qo.importance = imp != NULL ? imps : NULL;
     aq_ctx rc =
@@ -943,7 +939,7 @@ static aq_status bq_encode(aq_ctx *ctx, const aq_batch_options *opts, size_t row
                         ? aq__arrow_importance(opts, &it->t, l->elements, &imp, &row_err)
                         : AQ_OK;
     if (rst == AQ_OK) {
-        aq_quantize_options qo = {imp};
+        aq_quantize_options qo = {.size = sizeof(aq_quantize_options), .importance = imp};
         rst = imp != NULL ? aq_quantize_ex(&rc, &it->t, &qo, &qb, NULL, &row_err)
                           : aq_quantize(&rc, &it->t, &qb, &row_err);
     }
@@ -1111,9 +1107,14 @@ aq_status aq_batch_quantize(aq_ctx *ctx, const struct ArrowSchema *schema,
     if (ctx == NULL || out_schema == NULL || out_array == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_batch_quantize: NULL argument");
     }
+    aq_batch_options own;
+    aq_status st = AQ__OPTS_READ(aq_batch_options, calib, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
     arw_run run = {0, 0};
-    return aq__arrow_quantize_batch(ctx, schema, array, opts, &run, AQ__ARROW_BINARY_LIMIT, true,
-                                    out_array, out_schema, err);
+    return aq__arrow_quantize_batch(ctx, schema, array, opts != NULL ? &own : NULL, &run,
+                                    AQ__ARROW_BINARY_LIMIT, true, out_array, out_schema, err);
 }
 
 aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
@@ -1123,8 +1124,14 @@ aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
     if (ctx == NULL || out_schema == NULL || out_array == NULL || (n > 0 && tensors == NULL)) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_tensors_quantize: NULL argument");
     }
+    aq_batch_options own;
+    aq_status st = AQ__OPTS_READ(aq_batch_options, calib, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    opts = opts != NULL ? &own : NULL;
     bq_plan plan;
-    aq_status st = aq__arrow_check_calib(opts, err);
+    st = aq__arrow_check_calib(opts, err);
     if (st != AQ_OK || (st = bq_plan_tensors(ctx, tensors, n, opts, &plan, err)) != AQ_OK) {
         return st;
     }

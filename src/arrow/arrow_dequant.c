@@ -624,10 +624,15 @@ aq_status aq_batch_dequantize(aq_ctx *ctx, const struct ArrowSchema *schema,
     if (ctx == NULL || out_schema == NULL || out_array == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_batch_dequantize: NULL argument");
     }
+    aq_batch_options own;
+    aq_status st = AQ__OPTS_READ(aq_batch_options, calib, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
     arw_run run = {0, 0};
     struct ArrowArray a;
     struct ArrowSchema s;
-    aq_status st = aq__arrow_dequantize_batch(ctx, schema, array, opts, &run, &a, err);
+    st = aq__arrow_dequantize_batch(ctx, schema, array, opts != NULL ? &own : NULL, &run, &a, err);
     if (st != AQ_OK) {
         return st;
     }

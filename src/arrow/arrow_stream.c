@@ -159,6 +159,11 @@ static aq_status stream_open(aq_ctx *ctx, struct ArrowArrayStream *input,
         st = aq__error_set(err, AQ_INVALID_ARGUMENT, "%s: the input stream has NULL callbacks", fn);
         goto done;
     }
+    aq_batch_options own;
+    if ((st = AQ__OPTS_READ(aq_batch_options, calib, own, opts, err)) != AQ_OK) {
+        goto done;
+    }
+    opts = opts != NULL ? &own : NULL;
     if (!dequantize && (st = aq__arrow_check_calib(opts, err)) != AQ_OK) {
         goto done;
     }

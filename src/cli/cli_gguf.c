@@ -248,8 +248,7 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
             cli_fail("--type writes a GGUF file: the output name must end in .gguf, not '%s'", out);
         goto done;
     }
-    aq_gguf_write_options o;
-    memset(&o, 0, sizeof o);
+    aq_gguf_write_options o = AQ_SIZED_INIT(aq_gguf_write_options);
     o.type = AQ_GGUF_Q8_0;
     if (g.type_name != NULL &&
         (st = aq_gguf_type_from_name(g.type_name, 1, &o.type, &err)) != AQ_OK) {
@@ -334,7 +333,9 @@ int cli_gguf_inspect(const char *path, int json)
     }
     for (size_t i = 0; i < aq_gguf_metadata_count(g); i++) {
         const char *k, *t, *v;
-        aq_gguf_metadata_get(g, i, &k, &t, &v);
+        if (aq_gguf_metadata_get(g, i, &k, &t, &v, &err) != AQ_OK) {
+            break; /* i is below the count: cannot happen */
+        }
         if (json) {
             printf("%s", i ? ", " : "");
             cli_json_str(stdout, k);

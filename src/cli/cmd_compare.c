@@ -66,8 +66,7 @@ int cmd_compare(int argc, char **argv)
     aq_status st;
     aq_model_compare_summary s;
     cmp_print pr = {json, 0};
-    aq_model_compare_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_compare_options o = AQ_SIZED_INIT(aq_model_compare_options);
     o.a_only = 1;
     o.on_tensor = cmp_print_tensor;
     o.on_tensor_user = &pr;

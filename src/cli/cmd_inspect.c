@@ -112,8 +112,9 @@ int cmd_inspect(int argc, char **argv)
         if (!json) {
             for (size_t i = 0; i < aq_model_metadata_count(m); i++) {
                 const char *k, *v;
-                aq_model_metadata_get(m, i, &k, &v);
-                printf("metadata: %s = %s\n", k, v);
+                if (aq_model_metadata_get(m, i, &k, &v, NULL) == AQ_OK) {
+                    printf("metadata: %s = %s\n", k, v);
+                }
             }
         }
         aq_model_free(m);

@@ -482,8 +482,7 @@ static int qz_execute(qz_opts *q, qz_run *r)
         }
     }
     cli_progress prog = {q->quiet, isatty(2), t0, -1, 0.0, 0};
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.keep = r->rules == NULL ? q->keep : NULL;
     o.n_keep = r->rules == NULL ? q->n_keep : 0;
     o.rules = r->rules;
@@ -645,7 +644,9 @@ static void qz_print_json(const qz_opts *q, const qz_run *r, const qz_figures *f
     printf("], \"skipped\": [");
     for (size_t k = 0; k < aq_model_skipped_count(r->model); k++) {
         const char *sn, *sr;
-        aq_model_skipped_get(r->model, k, &sn, &sr);
+        if (aq_model_skipped_get(r->model, k, &sn, &sr, NULL) != AQ_OK) {
+            break; /* k is below the count: cannot happen */
+        }
         printf("%s{\"component\": ", k > 0 ? ", " : "");
         cli_json_str(stdout, sn);
         printf(", \"reason\": ");
@@ -727,7 +728,9 @@ static void qz_print_text(const qz_opts *q, const qz_run *r, const qz_figures *f
     }
     for (size_t k = 0; k < aq_model_skipped_count(r->model); k++) {
         const char *sn, *sr;
-        aq_model_skipped_get(r->model, k, &sn, &sr);
+        if (aq_model_skipped_get(r->model, k, &sn, &sr, NULL) != AQ_OK) {
+            break; /* k is below the count: cannot happen */
+        }
         printf("  skipped      %s: %s\n", sn, sr);
     }
     printf("  parameters   %zu (%.1f%% quantized)\n", s->params,

@@ -174,8 +174,7 @@ int cmd_validate(int argc, char **argv)
     val_state v;
     memset(&v, 0, sizeof v);
     v.json = json;
-    aq_model_compare_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_compare_options o = AQ_SIZED_INIT(aq_model_compare_options);
     o.min_cosine = floor;
     o.on_tensor = val_tensor;
     o.on_tensor_user = &v;

@@ -11,6 +11,7 @@
 #include "arrowquant_experimental.h"
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -30,6 +31,21 @@ aq_status aq__error_set(aq_error *err, aq_status code, const char *fmt, ...) AQ_
 
 /* Prepends "prefix: " to an error message already set (to add context such as a file name). */
 void aq__error_prefix(aq_error *err, const char *fmt, ...) AQ__PRINTF(2, 3);
+
+/* Reads a caller's options struct (first field `size_t size`) into dst, the library's struct
+ * of dst_size bytes: zeroes dst, copies min(caller's size, dst_size) bytes, and sets dst's size
+ * to dst_size. src NULL gives every default. A caller's size below min_size (the struct as it
+ * was first released, AQ__SIZE_UPTO its last field then) is AQ_INVALID_ARGUMENT; a larger
+ * size than dst_size is accepted when the extra bytes (fields this library does not know) are
+ * zero, else AQ_UNSUPPORTED. `type` names the struct in messages. */
+AQ_MUST_CHECK aq_status aq__sized_read(void *dst, size_t dst_size, const void *src, size_t min_size,
+                                       const char *type, aq_error *err);
+/* The size of a struct up to and including `field`: a struct's size as first released, which
+ * later fields (appended) do not change. */
+#define AQ__SIZE_UPTO(type, field) (offsetof(type, field) + sizeof(((type *)0)->field))
+/* aq__sized_read of `src` (a const type *, may be NULL) into the local `dst` (a type). */
+#define AQ__OPTS_READ(type, last_field, dst, src, err) \
+    aq__sized_read(&(dst), sizeof(type), (src), AQ__SIZE_UPTO(type, last_field), #type, (err))
 
 /* A printable name for messages: the layer name, or "<unnamed>". */
 static inline const char *aq__name_or_unnamed(const char *name)

@@ -86,3 +86,33 @@ void aq__error_prefix(aq_error *err, const char *fmt, ...)
     memcpy(err->message + plen + 2, old, olen);
     err->message[plen + 2 + olen] = '\0';
 }
+
+aq_status aq__sized_read(void *dst, size_t dst_size, const void *src, size_t min_size,
+                         const char *type, aq_error *err)
+{
+    memset(dst, 0, dst_size);
+    if (src != NULL) {
+        size_t n;
+        memcpy(&n, src, sizeof n);
+        if (n < min_size) {
+            return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                                 "%s.size is %zu, expected at least %zu: start the struct with "
+                                 "AQ_SIZED_INIT(%s)",
+                                 type, n, min_size, type);
+        }
+        /* A newer caller's struct: its extra fields must be at their (zero) defaults, or the
+         * caller would silently lose what it asked for. */
+        const unsigned char *extra = (const unsigned char *)src;
+        for (size_t i = dst_size; i < n; i++) {
+            if (extra[i] != 0) {
+                return aq__error_set(err, AQ_UNSUPPORTED,
+                                     "%s: the caller's struct (%zu bytes) sets a field at byte %zu "
+                                     "that this library (%s, %zu bytes) does not know",
+                                     type, n, i, AQ_VERSION_STRING, dst_size);
+            }
+        }
+        memcpy(dst, src, n < dst_size ? n : dst_size);
+    }
+    memcpy(dst, &dst_size, sizeof dst_size);
+    return AQ_OK;
+}

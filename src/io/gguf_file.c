@@ -159,19 +159,26 @@ size_t aq_gguf_metadata_count(const aq_gguf *g)
     return g != NULL ? g->n_meta : 0;
 }
 
-void aq_gguf_metadata_get(const aq_gguf *g, size_t i, const char **key, const char **type,
-                          const char **value)
+aq_status aq_gguf_metadata_get(const aq_gguf *g, size_t i, const char **key, const char **type,
+                               const char **value, aq_error *err)
 {
-    const aq__gguf_meta *m = g != NULL && i < g->n_meta ? &g->meta[i] : NULL;
+    if (g == NULL || i >= g->n_meta) {
+        return aq__error_set(
+            err, AQ_INVALID_ARGUMENT,
+            "aq_gguf_metadata_get: index %zu is not below the %zu metadata entries", i,
+            g != NULL ? g->n_meta : (size_t)0);
+    }
+    const aq__gguf_meta *m = &g->meta[i];
     if (key != NULL) {
-        *key = m != NULL ? m->key : NULL;
+        *key = m->key;
     }
     if (type != NULL) {
-        *type = m != NULL ? aq__gguf_value_type_name(m->type) : NULL;
+        *type = aq__gguf_value_type_name(m->type);
     }
     if (value != NULL) {
-        *value = m != NULL ? m->value : NULL;
+        *value = m->value;
     }
+    return AQ_OK;
 }
 
 const char *aq_gguf_metadata_string(const aq_gguf *g, const char *key)

@@ -407,7 +407,10 @@ static aq_status gw_header(gw_state *s, gw_buf *h, size_t n_extra, char **shape_
     gw_kv_str(h, "arrowquant.version", aq_version_string());
     for (size_t i = 0; i < n_meta; i++) {
         const char *k, *v;
-        aq_model_metadata_get(s->model, i, &k, &v);
+        aq_status mst = aq_model_metadata_get(s->model, i, &k, &v, err);
+        if (mst != AQ_OK) {
+            return mst;
+        }
         char key[512];
         snprintf(key, sizeof key, "arrowquant.meta.%s", k);
         gw_kv_str(h, key, v);
@@ -456,6 +459,12 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (ctx == NULL || model == NULL || out_path == NULL || opts == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_to_gguf: NULL argument");
     }
+    aq_gguf_write_options own;
+    aq_status ost = AQ__OPTS_READ(aq_gguf_write_options, cancel, own, opts, err);
+    if (ost != AQ_OK) {
+        return ost;
+    }
+    opts = &own;
     /* Before any work: the output is none of the inputs, the calibration's included. */
     aq_status cst = aq__io_model_check_output(model, out_path, err);
     if (cst != AQ_OK || (cst = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK) {

@@ -737,15 +737,22 @@ size_t aq_model_metadata_count(const aq_model *m)
     return m != NULL ? m->n_meta : 0;
 }
 
-void aq_model_metadata_get(const aq_model *m, size_t i, const char **key, const char **value)
+aq_status aq_model_metadata_get(const aq_model *m, size_t i, const char **key, const char **value,
+                                aq_error *err)
 {
-    bool ok = m != NULL && i < m->n_meta;
+    if (m == NULL || i >= m->n_meta) {
+        return aq__error_set(
+            err, AQ_INVALID_ARGUMENT,
+            "aq_model_metadata_get: index %zu is not below the %zu metadata entries", i,
+            m != NULL ? m->n_meta : (size_t)0);
+    }
     if (key != NULL) {
-        *key = ok ? m->meta_keys[i] : NULL;
+        *key = m->meta_keys[i];
     }
     if (value != NULL) {
-        *value = ok ? m->meta_values[i] : NULL;
+        *value = m->meta_values[i];
     }
+    return AQ_OK;
 }
 
 size_t aq_model_component_count(const aq_model *m)
@@ -753,15 +760,21 @@ size_t aq_model_component_count(const aq_model *m)
     return m != NULL ? m->n_comps : 0;
 }
 
-void aq_model_component_get(const aq_model *m, size_t i, const char **name, const char **file)
+aq_status aq_model_component_get(const aq_model *m, size_t i, const char **name, const char **file,
+                                 aq_error *err)
 {
-    bool ok = m != NULL && i < m->n_comps;
+    if (m == NULL || i >= m->n_comps) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_component_get: index %zu is not below the %zu components", i,
+                             m != NULL ? m->n_comps : (size_t)0);
+    }
     if (name != NULL) {
-        *name = ok ? m->comps[i].name : NULL;
+        *name = m->comps[i].name;
     }
     if (file != NULL) {
-        *file = ok ? m->comps[i].file : NULL;
+        *file = m->comps[i].file;
     }
+    return AQ_OK;
 }
 
 size_t aq_model_skipped_count(const aq_model *m)
@@ -769,15 +782,21 @@ size_t aq_model_skipped_count(const aq_model *m)
     return m != NULL ? m->n_skipped : 0;
 }
 
-void aq_model_skipped_get(const aq_model *m, size_t i, const char **name, const char **reason)
+aq_status aq_model_skipped_get(const aq_model *m, size_t i, const char **name, const char **reason,
+                               aq_error *err)
 {
-    bool ok = m != NULL && i < m->n_skipped;
+    if (m == NULL || i >= m->n_skipped) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_skipped_get: index %zu is not below the %zu skipped members",
+                             i, m != NULL ? m->n_skipped : (size_t)0);
+    }
     if (name != NULL) {
-        *name = ok ? m->skipped[i].name : NULL;
+        *name = m->skipped[i].name;
     }
     if (reason != NULL) {
-        *reason = ok ? m->skipped[i].file : NULL;
+        *reason = m->skipped[i].file;
     }
+    return AQ_OK;
 }
 
 aq_status aq__io_model_check_output(const aq_model *m, const char *out, aq_error *err)

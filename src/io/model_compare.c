@@ -470,11 +470,15 @@ static aq_status mc_extra_in_b(mc_src *b, char **a_names, size_t n_a,
 aq_status aq_model_compare(const char *a, const char *b, const aq_model_compare_options *opts,
                            aq_model_compare_summary *summary, aq_error *err)
 {
-    static const aq_model_compare_options defaults = {0};
-    const aq_model_compare_options *o = opts != NULL ? opts : &defaults;
     if (a == NULL || b == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_compare: a path is NULL");
     }
+    aq_model_compare_options own;
+    aq_status ost = AQ__OPTS_READ(aq_model_compare_options, cancel, own, opts, err);
+    if (ost != AQ_OK) {
+        return ost;
+    }
+    const aq_model_compare_options *o = &own;
     if (!(o->min_cosine >= 0.0 && o->min_cosine <= 1.0)) {
         return aq__error_set(err, AQ_INVALID_PARAMETER,
                              "Invalid min_cosine: %g. Must be between 0 and 1", o->min_cosine);

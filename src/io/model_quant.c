@@ -171,6 +171,12 @@ aq_status aq_model_keep_rule(const aq_model *model, size_t i, const aq_model_qua
     if (t == NULL || kept == NULL || reason == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_keep_rule: bad argument");
     }
+    aq_model_quantize_options own;
+    aq_status ost = AQ__OPTS_READ(aq_model_quantize_options, budget_scope, own, opts, err);
+    if (ost != AQ_OK) {
+        return ost;
+    }
+    opts = opts != NULL ? &own : NULL;
     size_t min =
         opts != NULL && opts->min_elements > 0 ? opts->min_elements : AQ_MODEL_MIN_ELEMENTS;
     for (size_t k = 0; opts != NULL && k < opts->n_keep; k++) {
@@ -313,7 +319,7 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
     if (!blocks) {
         /* Importance (a calibration) matters to affine_search and kquant, which never take
          * the block path: plain affine ignores it. */
-        aq_quantize_options qo = {s->imp};
+        aq_quantize_options qo = {.size = sizeof(aq_quantize_options), .importance = s->imp};
         if ((st = aq_quantize_ex(c, src, &qo, &out, NULL, err)) != AQ_OK ||
             (st = aq__meter_rows(&m, 0, m.rows, err)) != AQ_OK) {
             return st;
@@ -1667,8 +1673,14 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (ctx == NULL || model == NULL || out_path == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_quantize: NULL argument");
     }
+    aq_model_quantize_options own;
+    aq_status st = AQ__OPTS_READ(aq_model_quantize_options, budget_scope, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    opts = opts != NULL ? &own : NULL;
     /* Before any work: the output must be a place a file can go, and none of the inputs. */
-    aq_status st = aq__io_model_check_output(model, out_path, err);
+    st = aq__io_model_check_output(model, out_path, err);
     if (st == AQ_OK && opts != NULL) {
         st = aq__io_calib_check_output(opts->calib, out_path, err);
     }
@@ -1703,8 +1715,7 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     struct ArrowSchema schema;
     memset(&schema, 0, sizeof schema);
     int *kept = NULL;
-    aq_ipc_write_options wo;
-    memset(&wo, 0, sizeof wo);
+    aq_ipc_write_options wo = AQ_SIZED_INIT(aq_ipc_write_options);
     wo.format = AQ_IPC_FORMAT_FILE;
     wo.compression = opts != NULL ? (aq_ipc_compression)opts->compression : AQ_IPC_COMPRESSION_NONE;
     aq_ipc_writer *w = NULL;

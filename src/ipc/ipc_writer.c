@@ -648,9 +648,10 @@ aq_status aq_ipc_writer_open(const char *path, const struct ArrowSchema *schema,
     if (path == NULL || schema == NULL || out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_ipc_writer_open: NULL argument");
     }
-    aq_ipc_write_options o = {AQ_IPC_FORMAT_STREAM, AQ_IPC_COMPRESSION_NONE, 0};
-    if (opts != NULL) {
-        o = *opts;
+    aq_ipc_write_options o;
+    aq_status ost = AQ__OPTS_READ(aq_ipc_write_options, compression_level, o, opts, err);
+    if (ost != AQ_OK) {
+        return ost;
     }
     if (o.format != AQ_IPC_FORMAT_STREAM && o.format != AQ_IPC_FORMAT_FILE) {
         return aq__error_set(err, AQ_INVALID_PARAMETER, "unknown IPC format %d", (int)o.format);

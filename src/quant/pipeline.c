@@ -159,7 +159,7 @@ aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp
         return st;
     }
     aq_qbuffers qb = {sc->packed, l.packed_bytes, sc->scales, sc->zps, l.groups};
-    aq_quantize_options qo = {imp};
+    aq_quantize_options qo = {.size = sizeof(aq_quantize_options), .importance = imp};
     aq__meter m;
     if ((st = aq_quantize_ex(&c, src, &qo, &qb, NULL, err)) != AQ_OK ||
         (st = aq__meter_init(&c, src, scheme, &l, sc->packed, sc->scales, sc->zps, &sc->mbuf,

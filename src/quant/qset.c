@@ -110,7 +110,7 @@ static aq_status qset_run(aq_ctx *ctx, const aq_tensor *t, const float *importan
         goto done;
     }
     aq_qbuffers b = {it->packed, l.packed_bytes, it->scales, it->zero_points, l.groups};
-    aq_quantize_options o = {importance};
+    aq_quantize_options o = {.size = sizeof(aq_quantize_options), .importance = importance};
     if ((st = aq_quantize_ex(&tmp, t, &o, &b, NULL, err)) != AQ_OK) {
         goto done;
     }
@@ -164,6 +164,12 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
     if (ctx == NULL || out == NULL || (n > 0 && tensors == NULL)) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_qset_quantize: NULL argument");
     }
+    aq_qset_options read;
+    aq_status ost = AQ__OPTS_READ(aq_qset_options, progress_user, read, opts, err);
+    if (ost != AQ_OK) {
+        return ost;
+    }
+    opts = opts != NULL ? &read : NULL;
     const double min_cos = opts != NULL ? opts->min_cosine : 0.0;
     const double target = opts != NULL ? opts->target_bpw : 0.0;
     if (!(min_cos >= 0.0 && min_cos <= 1.0)) {

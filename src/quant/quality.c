@@ -382,6 +382,12 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
     if (ctx == NULL || src == NULL || dst == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_quantize_ex: NULL argument");
     }
+    aq_quantize_options own;
+    aq_status ost = AQ__OPTS_READ(aq_quantize_options, importance, own, opts, err);
+    if (ost != AQ_OK) {
+        return ost;
+    }
+    opts = opts != NULL ? &own : NULL;
     const char *name = aq__name_or_unnamed(src->name);
     if ((unsigned)src->dtype >= AQ_DTYPE_COUNT) {
         return aq__error_set(err, AQ_UNSUPPORTED,

@@ -403,8 +403,11 @@ TEST(continue_on_error_skips_and_reports_in_row_order)
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
     progress_log log = {0, 0, 0};
-    aq_batch_options opts = {
-        .continue_on_error = 1, .progress = on_progress, .progress_user = &log, .report = rep};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options),
+                             .continue_on_error = 1,
+                             .progress = on_progress,
+                             .progress_user = &log,
+                             .report = rep};
     struct ArrowSchema out_s;
     struct ArrowArray out_a;
     QUANTIZE_OK(ctx, b, &opts);
@@ -458,7 +461,8 @@ TEST(progress_counts_rows_and_elements)
                       {"c", w + 30, 30, NULL, 0, false}};
     tb_node b = tb_batch(rows, 3);
     progress_log log = {0, 0, 0};
-    aq_batch_options opts = {.progress = on_progress, .progress_user = &log};
+    aq_batch_options opts = {
+        .size = sizeof(aq_batch_options), .progress = on_progress, .progress_user = &log};
     struct ArrowSchema out_s;
     struct ArrowArray out_a;
     QUANTIZE_OK(ctx, b, &opts);
@@ -592,7 +596,8 @@ TEST(dequantize_continue_on_error)
         result_batch(names, packed, plen, f, ng, shape, nd, bits, 2, good_keys, good_vals, 4);
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
-    aq_batch_options opts = {.continue_on_error = 1, .report = rep};
+    aq_batch_options opts = {
+        .size = sizeof(aq_batch_options), .continue_on_error = 1, .report = rep};
     struct ArrowSchema d_s;
     struct ArrowArray d_a;
     CHECK_OK(aq_batch_dequantize(ctx, b.s, b.a, &opts, &d_s, &d_a, &err));

@@ -54,15 +54,15 @@ TEST(cancel_on_row_2_of_100_stops_early)
     int64_t shape;
     aq_tensor *t = tensors_100(&w, &shape);
     stopper s = {0, 2, 0};
-    aq_batch_options opts = {0};
+    aq_batch_options opts = AQ_SIZED_INIT(aq_batch_options);
     check_cancelled(ctx, t, &opts, &s);
     /* With a floor (each row through the quality driver) and with a budget (rows reported as
      * they are measured) the same. */
     stopper f = {0, 2, 0};
-    aq_batch_options fo = {.min_cosine = 0.9};
+    aq_batch_options fo = {.size = sizeof(aq_batch_options), .min_cosine = 0.9};
     check_cancelled(ctx, t, &fo, &f);
     stopper b = {0, 2, 0};
-    aq_batch_options bo = {.target_bpw = 5.0};
+    aq_batch_options bo = {.size = sizeof(aq_batch_options), .target_bpw = 5.0};
     check_cancelled(ctx, t, &bo, &b);
     free(t);
     free(w);
@@ -80,7 +80,8 @@ TEST(cancel_batch_dequantize_and_stream)
     }
     tb_node b = tb_batch(rows, 10);
     stopper s = {0, 3, 0};
-    aq_batch_options opts = {.progress = stop_progress, .progress_user = &s};
+    aq_batch_options opts = {
+        .size = sizeof(aq_batch_options), .progress = stop_progress, .progress_user = &s};
     struct ArrowSchema out_s, q_s;
     struct ArrowArray out_a, q_a;
     out_s.release = NULL;
@@ -90,7 +91,8 @@ TEST(cancel_batch_dequantize_and_stream)
 
     CHECK_OK(aq_batch_quantize(ctx, b.s, b.a, NULL, &q_s, &q_a, &err));
     stopper d = {0, 4, 0};
-    aq_batch_options dopts = {.progress = stop_progress, .progress_user = &d};
+    aq_batch_options dopts = {
+        .size = sizeof(aq_batch_options), .progress = stop_progress, .progress_user = &d};
     CHECK_FAILS(aq_batch_dequantize(ctx, &q_s, &q_a, &dopts, &out_s, &out_a, &err), AQ_CANCELLED,
                 "after 4 rows");
     CHECK(d.calls == 4);
@@ -102,7 +104,8 @@ TEST(cancel_batch_dequantize_and_stream)
     struct ArrowArrayStream in, out;
     tb_stream(&in, tb_batch(rows, 0), batches, 2, -1, NULL);
     stopper st = {0, 7, 0};
-    aq_batch_options sopts = {.progress = stop_progress, .progress_user = &st};
+    aq_batch_options sopts = {
+        .size = sizeof(aq_batch_options), .progress = stop_progress, .progress_user = &st};
     CHECK_OK(aq_stream_quantize(ctx, &in, &sopts, &out, &err));
     struct ArrowArray a;
     CHECK(out.get_next(&out, &a) == 0 && a.release != NULL);
@@ -140,7 +143,7 @@ TEST(min_cosine_moves_the_hard_row_to_more_bits)
     CHECK_OK(aq_tensors_quantize(ctx, t, 2, NULL, &ps, &pa, &err));
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
-    aq_batch_options opts = {.report = rep, .min_cosine = 0.99};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options), .report = rep, .min_cosine = 0.99};
     CHECK_OK(aq_tensors_quantize(ctx, t, 2, &opts, &qs, &qa, &err));
     rr_row p0, p1, q0, q1;
     rr_get(&pa, false, 0, &p0);
@@ -223,7 +226,8 @@ TEST(target_bpw_stays_within_the_budget_with_mixed_rows)
     for (int k = 0; k < 3; k++) {
         aq_report *rep;
         CHECK_OK(aq_report_create(&rep, &err));
-        aq_batch_options opts = {.report = rep, .target_bpw = targets[k]};
+        aq_batch_options opts = {
+            .size = sizeof(aq_batch_options), .report = rep, .target_bpw = targets[k]};
         struct ArrowSchema s;
         struct ArrowArray a;
         CHECK_OK(aq_tensors_quantize(ctx, t, L, &opts, &s, &a, &err));
@@ -244,7 +248,7 @@ TEST(target_bpw_stays_within_the_budget_with_mixed_rows)
         a.release(&a);
     }
     /* Below the smallest allocation: refused, with the figure. */
-    aq_batch_options tight = {.target_bpw = 1.0};
+    aq_batch_options tight = {.size = sizeof(aq_batch_options), .target_bpw = 1.0};
     struct ArrowSchema s;
     struct ArrowArray a;
     CHECK_FAILS(aq_tensors_quantize(ctx, t, L, &tight, &s, &a, &err), AQ_INVALID_PARAMETER,
@@ -270,8 +274,11 @@ TEST(budget_schemes_write_row_schemes_that_dequantize)
     aq_scheme schemes[2] = {AQ_SCHEME_AFFINE, AQ_SCHEME_KQUANT};
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
-    aq_batch_options opts = {
-        .report = rep, .target_bpw = 4.5, .budget_schemes = schemes, .n_budget_schemes = 2};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options),
+                             .report = rep,
+                             .target_bpw = 4.5,
+                             .budget_schemes = schemes,
+                             .n_budget_schemes = 2};
     struct ArrowSchema s, ds;
     struct ArrowArray a, da;
     CHECK_OK(aq_tensors_quantize(ctx, t, L, &opts, &s, &a, &err));
@@ -342,7 +349,8 @@ TEST(quality_in_a_stream_and_continue_on_error)
     for (int budget = 0; budget < 2; budget++) {
         aq_report *rep;
         CHECK_OK(aq_report_create(&rep, &err));
-        aq_batch_options opts = {.continue_on_error = 1, .report = rep};
+        aq_batch_options opts = {
+            .size = sizeof(aq_batch_options), .continue_on_error = 1, .report = rep};
         if (budget) {
             opts.target_bpw = 5.0;
         } else {
@@ -384,13 +392,14 @@ TEST(invalid_quality_options_are_refused_even_when_empty)
     aq_ctx *ctx = au_ctx(4, 64);
     struct ArrowSchema s;
     struct ArrowArray a;
-    aq_batch_options o1 = {.min_cosine = 1.5};
+    aq_batch_options o1 = {.size = sizeof(aq_batch_options), .min_cosine = 1.5};
     CHECK_FAILS(aq_tensors_quantize(ctx, NULL, 0, &o1, &s, &a, &err), AQ_INVALID_PARAMETER,
                 "Invalid min_cosine: 1.5");
-    aq_batch_options o2 = {.target_bpw = -2}; /* -1 is AQ_TARGET_BPW_PROFILE */
+    aq_batch_options o2 = {.size = sizeof(aq_batch_options),
+                           .target_bpw = -2}; /* -1 is AQ_TARGET_BPW_PROFILE */
     CHECK_FAILS(aq_tensors_quantize(ctx, NULL, 0, &o2, &s, &a, &err), AQ_INVALID_PARAMETER,
                 "Invalid target_bpw: -2");
-    aq_batch_options o3 = {.min_cosine = (double)NAN};
+    aq_batch_options o3 = {.size = sizeof(aq_batch_options), .min_cosine = (double)NAN};
     CHECK_FAILS(aq_tensors_quantize(ctx, NULL, 0, &o3, &s, &a, &err), AQ_INVALID_PARAMETER,
                 "Invalid min_cosine");
     aq_ctx_free(ctx);

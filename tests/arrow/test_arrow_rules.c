@@ -136,7 +136,7 @@ TEST(unet_rules_keep_biases_norms_and_give_8_bits_to_time_embeddings)
     aq_ctx *kq = au_ctx(4, 128);
     CHECK_OK(aq_ctx_set_param(kq, AQ_PARAM_SCHEME, AQ_SCHEME_KQUANT, &err));
     tb_node b = um_batch(&m, 0, NU);
-    aq_batch_options opts = {.rules = rules};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options), .rules = rules};
     struct ArrowSchema out_s;
     struct ArrowArray out_a;
     CHECK_OK(aq_batch_quantize(ctx, b.s, b.a, &opts, &out_s, &out_a, &err));
@@ -182,7 +182,7 @@ TEST(overrides_change_bits_or_keep)
     CHECK_OK(aq_rules_add_override_spec(rules, "*.conv1.weight=2", &err));
     CHECK_OK(aq_rules_add_override_spec(rules, "time_embedding.*=keep", &err));
     CHECK_OK(aq_rules_add_override(rules, "conv_in.bias", 8, &err)); /* quantize a bias */
-    aq_batch_options opts = {.rules = rules};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options), .rules = rules};
     struct ArrowSchema s;
     struct ArrowArray a;
     CHECK_OK(aq_tensors_quantize(ctx, m.t, NU, &opts, &s, &a, &err));
@@ -212,7 +212,7 @@ TEST(contradictory_overrides_name_the_tensor)
     CHECK(ctx != NULL && rules != NULL);
     CHECK_OK(aq_rules_add_override_spec(rules, "down_blocks.*=2", &err));
     CHECK_OK(aq_rules_add_override_spec(rules, "*.conv1.weight=8", &err));
-    aq_batch_options opts = {.rules = rules};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options), .rules = rules};
     struct ArrowSchema s;
     struct ArrowArray a;
     s.release = NULL;
@@ -259,7 +259,7 @@ TEST(a_component_the_rules_do_not_know_is_an_error)
     int64_t shape[2] = {8, 8};
     aq_tensor t[2] = {{"unet/conv_in.weight", AQ_DTYPE_F32, w, shape, 2},
                       {"vae/decoder.conv_out.weight", AQ_DTYPE_F32, w, shape, 2}};
-    aq_batch_options opts = {.rules = rules};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options), .rules = rules};
     struct ArrowSchema s;
     struct ArrowArray a;
     CHECK_FAILS(aq_tensors_quantize(ctx, t, 2, &opts, &s, &a, &err), AQ_INVALID_ARGUMENT,
@@ -291,7 +291,7 @@ TEST(kept_rows_round_trip_exactly)
     unsigned bits[5] = {16, 32, 16, 32, 16};
     aq_rules *rules;
     CHECK_OK(aq_rules_create(AQ_FAMILY_GENERIC, NULL, NULL, 0, &rules, &err));
-    aq_batch_options opts = {.rules = rules};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options), .rules = rules};
     struct ArrowSchema s, ds;
     struct ArrowArray a, da;
     CHECK_OK(aq_tensors_quantize(ctx, t, 5, &opts, &s, &a, &err));
@@ -405,7 +405,8 @@ TEST(importance_changes_bytes_and_lowers_the_weighted_error)
     for (int si = 0; si < 2; si++) {
         aq_ctx *ctx = au_ctx(2, 32);
         CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, schemes[si], &err));
-        aq_batch_options plain = {0}, cal = {.calib = calib};
+        aq_batch_options plain = AQ_SIZED_INIT(aq_batch_options),
+                         cal = {.size = sizeof(aq_batch_options), .calib = calib};
         struct ArrowSchema s0, s1, d0s, d1s;
         struct ArrowArray a0, a1, d0a, d1a;
         CHECK_OK(aq_tensors_quantize(ctx, t, 2, &plain, &s0, &a0, &err));
@@ -446,7 +447,7 @@ TEST(importance_changes_bytes_and_lowers_the_weighted_error)
     aq_calib *bad = make_calib(layers, smss, small_chans, 1, true);
     aq_ctx *ctx = au_ctx(2, 32);
     CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, AQ_SCHEME_KQUANT, &err));
-    aq_batch_options ob = {.calib = bad};
+    aq_batch_options ob = {.size = sizeof(aq_batch_options), .calib = bad};
     struct ArrowSchema s;
     struct ArrowArray a;
     CHECK_FAILS(aq_tensors_quantize(ctx, t, 2, &ob, &s, &a, &err), AQ_SHAPE_MISMATCH,
@@ -515,7 +516,8 @@ TEST(same_bytes_from_a_batch_a_stream_and_tensor_views)
     size_t chans[2] = {16, 16};
     aq_calib *calib = make_calib(layers, mss, chans, 2, true);
     CHECK(ctx != NULL && rules != NULL && calib != NULL);
-    aq_batch_options opts = {.rules = rules, .calib = calib, .min_cosine = 0.9};
+    aq_batch_options opts = {
+        .size = sizeof(aq_batch_options), .rules = rules, .calib = calib, .min_cosine = 0.9};
     cat one = {0}, tens = {0}, str = {0};
     struct ArrowSchema s;
     struct ArrowArray a;
@@ -594,7 +596,8 @@ TEST(min_cosine_and_target_bpw_beside_the_rules)
     aq_report *rep;
     /* A floor above kquant's 4-bit cosine moves the profile's rows to 8 bits; kept rows stay. */
     CHECK_OK(aq_report_create(&rep, &err));
-    aq_batch_options opts = {.rules = rules, .min_cosine = 0.9995, .report = rep};
+    aq_batch_options opts = {
+        .size = sizeof(aq_batch_options), .rules = rules, .min_cosine = 0.9995, .report = rep};
     CHECK_OK(aq_tensors_quantize(ctx, m.t, NU, &opts, &s, &a, &err));
     for (size_t i = 0; i < NU; i++) {
         rr_row r;
@@ -615,7 +618,7 @@ TEST(min_cosine_and_target_bpw_beside_the_rules)
     aq_report_free(rep);
 
     /* A budget covers the rows that follow the profile; the others keep their decision. */
-    aq_batch_options budget = {.rules = rules, .target_bpw = 3.5};
+    aq_batch_options budget = {.size = sizeof(aq_batch_options), .rules = rules, .target_bpw = 3.5};
     CHECK_OK(aq_tensors_quantize(ctx, m.t, NU, &budget, &s, &a, &err));
     size_t bytes = 0, elements = 0;
     bool below4 = false;
@@ -640,9 +643,12 @@ TEST(min_cosine_and_target_bpw_beside_the_rules)
      * with or without a floor. Kept vectors stay as they are, outside the size. */
     for (int f = 0; f < 2; f++) {
         double floor = f ? 0.9995 : 0.0;
-        aq_batch_options plain = {.rules = rules, .min_cosine = floor};
-        aq_batch_options self = {
-            .rules = rules, .min_cosine = floor, .target_bpw = AQ_TARGET_BPW_PROFILE};
+        aq_batch_options plain = {
+            .size = sizeof(aq_batch_options), .rules = rules, .min_cosine = floor};
+        aq_batch_options self = {.size = sizeof(aq_batch_options),
+                                 .rules = rules,
+                                 .min_cosine = floor,
+                                 .target_bpw = AQ_TARGET_BPW_PROFILE};
         size_t got = 0, counted = 0;
         bool eight = false;
         struct ArrowSchema s2;
@@ -673,7 +679,8 @@ TEST(min_cosine_and_target_bpw_beside_the_rules)
         a2.release(&a2);
     }
     /* Nothing follows the profile: nothing to choose, no error. */
-    aq_batch_options self = {.rules = rules, .target_bpw = AQ_TARGET_BPW_PROFILE};
+    aq_batch_options self = {
+        .size = sizeof(aq_batch_options), .rules = rules, .target_bpw = AQ_TARGET_BPW_PROFILE};
     CHECK_OK(aq_tensors_quantize(ctx, m.t, 4, &self, &s, &a, &err));
     CHECK(a.length == 4);
     s.release(&s);
@@ -699,8 +706,11 @@ TEST(budget_schemes_with_kept_rows_write_raw_row_schemes)
      * per weight over conv1 and proj_in (2560 weights, 832 bytes) only conv1 in affine (704
      * bytes) with proj_in in kquant (88) fits: the rows then differ. */
     static const aq_scheme schemes[2] = {AQ_SCHEME_AFFINE, AQ_SCHEME_KQUANT};
-    aq_batch_options opts = {
-        .rules = rules, .target_bpw = 2.6, .budget_schemes = schemes, .n_budget_schemes = 2};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options),
+                             .rules = rules,
+                             .target_bpw = 2.6,
+                             .budget_schemes = schemes,
+                             .n_budget_schemes = 2};
     struct ArrowSchema s, ds;
     struct ArrowArray a, da;
     CHECK_OK(aq_tensors_quantize(ctx, m.t, NU, &opts, &s, &a, &err));
@@ -776,8 +786,11 @@ TEST(streams_with_rules_refuse_what_their_schema_cannot_say)
     struct ArrowArrayStream in, out;
     /* Several budget schemes would need per-row schemes, which a stream cannot declare. */
     static const aq_scheme schemes[2] = {AQ_SCHEME_AFFINE, AQ_SCHEME_KQUANT};
-    aq_batch_options opts = {
-        .rules = rules, .target_bpw = 3.5, .budget_schemes = schemes, .n_budget_schemes = 2};
+    aq_batch_options opts = {.size = sizeof(aq_batch_options),
+                             .rules = rules,
+                             .target_bpw = 3.5,
+                             .budget_schemes = schemes,
+                             .n_budget_schemes = 2};
     tb_node batches[1] = {um_batch(&m, 0, NU)};
     tb_stream(&in, um_batch(&m, 0, 0), batches, 1, -1, NULL);
     CHECK_FAILS(aq_stream_quantize(ctx, &in, &opts, &out, &err), AQ_UNSUPPORTED,
@@ -799,7 +812,7 @@ TEST(streams_with_rules_refuse_what_their_schema_cannot_say)
     const float *mss[1] = {ms};
     size_t chans[1] = {2};
     aq_calib *open = make_calib(layers, mss, chans, 1, false);
-    aq_batch_options oc = {.calib = open};
+    aq_batch_options oc = {.size = sizeof(aq_batch_options), .calib = open};
     batches[0] = um_batch(&m, 0, NU);
     tb_stream(&in, um_batch(&m, 0, 0), batches, 1, -1, NULL);
     CHECK_FAILS(aq_stream_quantize(ctx, &in, &oc, &out, &err), AQ_INVALID_ARGUMENT, "not finished");
@@ -822,7 +835,8 @@ TEST(threads_share_the_context_pool_without_rules_too)
     CHECK_OK(aq_ctx_set_param(three, AQ_PARAM_THREADS, 3, &err));
     CHECK_OK(aq_ctx_set_param(one, AQ_PARAM_SCHEME, AQ_SCHEME_AFFINE_SEARCH, &err));
     CHECK_OK(aq_ctx_set_param(three, AQ_PARAM_SCHEME, AQ_SCHEME_AFFINE_SEARCH, &err));
-    aq_batch_options floor = {.min_cosine = 0.99}, budget = {.target_bpw = 5.0};
+    aq_batch_options floor = {.size = sizeof(aq_batch_options), .min_cosine = 0.99},
+                     budget = {.size = sizeof(aq_batch_options), .target_bpw = 5.0};
     const aq_batch_options *all[3] = {NULL, &floor, &budget};
     for (int k = 0; k < 3; k++) {
         cat c1 = {0}, c3 = {0};

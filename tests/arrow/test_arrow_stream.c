@@ -160,7 +160,8 @@ TEST(bad_rows_across_batches_report_global_row_index)
     cut_stream(&in, cuts, 2, -1, NULL);
     aq_report *rep;
     CHECK_OK(aq_report_create(&rep, &err));
-    aq_batch_options opts = {.continue_on_error = 1, .report = rep};
+    aq_batch_options opts = {
+        .size = sizeof(aq_batch_options), .continue_on_error = 1, .report = rep};
     CHECK_OK(aq_stream_quantize(ctx, &in, &opts, &out, &err));
     int64_t total = 0;
     for (;;) {

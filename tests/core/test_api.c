@@ -307,8 +307,48 @@ TEST(dequantize_validates_its_input)
     aq_ctx_free(ctx);
 }
 
+/* Options structs carry their size: a struct zeroed without AQ_SIZED_INIT is refused, naming
+ * it; a newer caller's longer struct is accepted while the fields this library does not know
+ * are zero, and refused once one is set. */
+TEST(options_carry_their_size)
+{
+    aq_error err;
+    aq_ctx *ctx = NULL;
+    CHECK_OK(aq_ctx_create(&ctx, &err));
+    float x[16] = {0.5f, -1.0f, 2.0f};
+    uint8_t packed[8];
+    float scales[1], zps[1];
+    int64_t n = 16;
+    aq_qbuffers out = {packed, sizeof packed, scales, zps, 1};
+    aq_tensor t = {"layer.w", AQ_DTYPE_F32, x, &n, 1};
+    aq_quantize_options zeroed;
+    memset(&zeroed, 0, sizeof zeroed);
+    CHECK_FAILS(aq_quantize_ex(ctx, &t, &zeroed, &out, NULL, &err), AQ_INVALID_ARGUMENT,
+                "aq_quantize_options.size is 0");
+    CHECK(strstr(err.message, "AQ_SIZED_INIT(aq_quantize_options)") != NULL);
+    aq_quantize_options o = AQ_SIZED_INIT(aq_quantize_options);
+    CHECK(o.size == sizeof o && o.importance == NULL);
+    CHECK_OK(aq_quantize_ex(ctx, &t, &o, &out, NULL, &err));
+    struct {
+        aq_quantize_options known;
+        uint64_t later_field;
+    } newer;
+    memset(&newer, 0, sizeof newer);
+    newer.known.size = sizeof newer;
+    CHECK_OK(aq_quantize_ex(ctx, &t, &newer.known, &out, NULL, &err));
+    newer.later_field = 1;
+    CHECK_FAILS(aq_quantize_ex(ctx, &t, &newer.known, &out, NULL, &err), AQ_UNSUPPORTED,
+                "does not know");
+    /* The same for a struct with many fields, read by another layer. */
+    aq_model_compare_options co;
+    memset(&co, 0, sizeof co);
+    CHECK_FAILS(aq_model_compare("a.safetensors", "b.safetensors", &co, NULL, &err),
+                AQ_INVALID_ARGUMENT, "aq_model_compare_options.size is 0");
+    aq_ctx_free(ctx);
+}
+
 AQ_TEST_MAIN(AQ_CASE(version_matches_header), AQ_CASE(status_names_and_messages),
              AQ_CASE(parameter_bounds_and_defaults), AQ_CASE(invalid_parameters_are_refused),
              AQ_CASE(forced_kernels_must_exist), AQ_CASE(layouts), AQ_CASE(quantize_bad_input),
              AQ_CASE(nonfinite_at_every_index), AQ_CASE(nonfinite_in_a_large_tensor),
-             AQ_CASE(dequantize_validates_its_input))
+             AQ_CASE(dequantize_validates_its_input), AQ_CASE(options_carry_their_size))

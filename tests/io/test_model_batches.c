@@ -85,8 +85,7 @@ static void quantize(const char *src, const char *name, unsigned bits, size_t ba
     CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err));
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.min_elements = 1000;
     o.batch_bytes = batch_bytes;
     aq_model_summary s;

@@ -85,8 +85,7 @@ static aq_status mc_calib_file(const char *path, const char *layer, int64_t chan
                       NULL);
     free(ms);
     tb_node batch = tb_struct("", cols, 3, 2);
-    aq_ipc_write_options wo;
-    memset(&wo, 0, sizeof wo);
+    aq_ipc_write_options wo = AQ_SIZED_INIT(aq_ipc_write_options);
     wo.format = AQ_IPC_FORMAT_FILE;
     aq_ipc_writer *w = NULL;
     aq_status st = aq_ipc_writer_open(path, batch.s, &wo, &w, err);
@@ -268,8 +267,7 @@ TEST(importance_changes_bytes_and_lowers_weighted_error)
         size_t ps[2] = {0, 0};
         double we[2] = {0, 0};
         for (int with = 0; with < 2; with++) {
-            aq_model_quantize_options o;
-            memset(&o, 0, sizeof o);
+            aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
             o.calib = with ? c : NULL;
             CHECK_OK(aq_model_quantize(ctx, m, d.arrow, &o, NULL, &err));
             CHECK_OK(mc_row_error(ctx, d.arrow, mc_specs[MC_CONV1].name, src, imp, n, &p[with],
@@ -306,8 +304,7 @@ TEST(calibration_for_other_layers_fails_before_any_file)
     aq_model *m;
     CHECK_OK(aq_model_open(d.src, &m, &err));
     aq_calib *c = NULL;
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     /* A layer the model lacks. */
     CHECK_OK(mc_calib_file(d.table, "down_blocks.7.resnets.0.conv1", 64, &err));
     CHECK_OK(mc_calib_load(d.table, &c, &err));
@@ -401,8 +398,7 @@ TEST(rules_with_budget_over_profile_and_model)
     aq_model *m;
     CHECK_OK(aq_model_open(d.src, &m, &err));
     aq_rules *rules = mc_rules(m, "edge");
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.rules = rules;
     o.on_tensor = mc_on_tensor;
     mc_seen seen;

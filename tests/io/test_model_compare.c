@@ -129,8 +129,7 @@ TEST(every_status)
     snprintf(pb, sizeof pb, "%s/b.safetensors", dir);
     seen s;
     memset(&s, 0, sizeof s);
-    aq_model_compare_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_compare_options o = AQ_SIZED_INIT(aq_model_compare_options);
     o.on_tensor = on_tensor;
     o.on_tensor_user = &s;
     o.min_cosine = 0.99999;
@@ -193,8 +192,7 @@ TEST(model_file_side_and_floor)
     CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, 2, &err));
     aq_model *m;
     CHECK_OK(aq_model_open(pa, &m, &err));
-    aq_model_quantize_options qo;
-    memset(&qo, 0, sizeof qo);
+    aq_model_quantize_options qo = AQ_SIZED_INIT(aq_model_quantize_options);
     qo.min_elements = 16;
     qo.min_cosine = 0.95;
     qo.profile = "edge";
@@ -205,8 +203,7 @@ TEST(model_file_side_and_floor)
 
     seen s;
     memset(&s, 0, sizeof s);
-    aq_model_compare_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_compare_options o = AQ_SIZED_INIT(aq_model_compare_options);
     o.on_tensor = on_tensor;
     o.on_tensor_user = &s;
     aq_model_compare_summary sum;
@@ -274,8 +271,7 @@ TEST(cancel_and_errors)
     seen s;
     memset(&s, 0, sizeof s);
     s.stop_after = 1;
-    aq_model_compare_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_compare_options o = AQ_SIZED_INIT(aq_model_compare_options);
     o.on_tensor = on_tensor;
     o.on_tensor_user = &s;
     aq_model_compare_summary sum;
@@ -284,7 +280,7 @@ TEST(cancel_and_errors)
     CHECK(aq_model_compare(pa, pa, &o, &sum, &err) == AQ_CANCELLED);
     CHECK(s.n == 1 && sum.tensors == 77); /* the summary is written only on success */
     volatile int cancel = 1;
-    memset(&o, 0, sizeof o);
+    o = AQ_SIZED_INIT(aq_model_compare_options);
     o.cancel = &cancel;
     CHECK(aq_model_compare(pa, pa, &o, &sum, &err) == AQ_CANCELLED);
 
@@ -292,7 +288,7 @@ TEST(cancel_and_errors)
     CHECK(strstr(err.message, "'v'") != NULL && strstr(err.message, "77") != NULL);
     CHECK(aq_model_compare(pa, missing, NULL, &sum, &err) != AQ_OK);
     CHECK(strstr(err.message, "none.safetensors") != NULL);
-    memset(&o, 0, sizeof o);
+    o = AQ_SIZED_INIT(aq_model_compare_options);
     o.min_cosine = 1.5;
     CHECK(aq_model_compare(pa, pa, &o, &sum, &err) == AQ_INVALID_PARAMETER);
     CHECK(aq_model_compare(NULL, pa, NULL, &sum, &err) == AQ_INVALID_ARGUMENT);

@@ -122,8 +122,7 @@ TEST(quantize_read_restore)
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
     CHECK(((uintptr_t)aq_model_tensor(m, 1)->data & 3u) != 0); /* really unaligned */
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.min_elements = 100;
     o.compression = AQ_IPC_COMPRESSION_ZSTD;
     o.batch_bytes = 4096; /* several record batches */
@@ -195,8 +194,7 @@ TEST(cancel_leaves_nothing)
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
     volatile int cancel = 1;
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.cancel = &cancel;
     CHECK_FAILS(aq_model_quantize(ctx, m, arrow, &o, NULL, &err), AQ_CANCELLED, "cancelled");
     CHECK(entries() == 1);
@@ -231,8 +229,7 @@ TEST(keep_rules)
     CHECK_OK(aq_model_keep_rule(m, 5, NULL, &kept, &why, &err));
     CHECK(kept && strcmp(why, "1-D") == 0);
     const char *pat[1] = {"blocks.*"};
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.keep = pat;
     o.n_keep = 1;
     CHECK_OK(aq_model_keep_rule(m, 2, &o, &kept, &why, &err));
@@ -256,8 +253,7 @@ TEST(large_binary_layout)
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
     setenv("AQ_MODEL_LARGE_BINARY", "1", 1);
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.min_elements = 100;
     aq_status st = aq_model_quantize(ctx, m, arrow, &o, NULL, &err);
     unsetenv("AQ_MODEL_LARGE_BINARY");

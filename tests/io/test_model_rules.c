@@ -91,8 +91,7 @@ TEST(rules_decide_every_tensor)
     aq_rules *rules = mr_rules(m, "edge");
     mr_seen seen;
     memset(&seen, 0, sizeof seen);
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.rules = rules;
     o.profile = "edge";
     o.on_tensor = mr_on_tensor;

@@ -94,8 +94,7 @@ static void ms_restore_in_blocks(aq_scheme scheme)
     CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, 2, &err));
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.min_elements = 100;
     aq_model_summary s;
     CHECK_OK(aq_model_quantize(ctx, m, arrow, &o, &s, &err));
@@ -165,8 +164,7 @@ TEST(floor_moves_tensors)
     CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_THREADS, 2, &err)); /* copies share the pool */
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.min_elements = 100;
     o.min_cosine = 0.99;
     ms_seen seen = {0};
@@ -203,8 +201,7 @@ TEST(budget_allocates_and_fits)
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
     aq_scheme cands[2] = {AQ_SCHEME_AFFINE, AQ_SCHEME_KQUANT};
-    aq_model_quantize_options o;
-    memset(&o, 0, sizeof o);
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.min_elements = 100;
     o.target_bpw = 4.0;
     o.schemes = cands;

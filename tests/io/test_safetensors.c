@@ -326,8 +326,15 @@ TEST(writer_roundtrip)
     CHECK(x == 52.5f);
     const char *k, *v;
     CHECK(aq_model_metadata_count(m) == 1);
-    aq_model_metadata_get(m, 0, &k, &v);
+    CHECK_OK(aq_model_metadata_get(m, 0, &k, &v, &err));
     CHECK(strcmp(k, "format") == 0 && strcmp(v, "pt") == 0);
+    /* An index past the count is an error, and the outputs stay as they were. */
+    const char *k2 = "unset";
+    CHECK(aq_model_metadata_get(m, 1, &k2, &v, &err) == AQ_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "index 1 is not below the 1 metadata entries") != NULL);
+    CHECK(strcmp(k2, "unset") == 0);
+    CHECK(aq_model_skipped_get(m, 0, &k2, &v, &err) == AQ_INVALID_ARGUMENT);
+    CHECK(aq_model_component_get(m, 0, &k2, &v, &err) == AQ_INVALID_ARGUMENT);
     aq_model_release(m, 0);
     memcpy(&x, aq_model_tensor(m, 0)->data, 4); /* still readable after release */
     CHECK(x == 0.0f);
@@ -387,7 +394,7 @@ TEST(model_sharded_index)
     CHECK(strcmp(aq_model_tensor(m, 2)->name, "c") == 0);
     CHECK(aq_model_data_bytes(m) == 144);
     const char *k, *v;
-    aq_model_metadata_get(m, 0, &k, &v);
+    CHECK_OK(aq_model_metadata_get(m, 0, &k, &v, &err));
     CHECK(strcmp(k, "origin") == 0 && strcmp(v, "test") == 0);
     aq_model_free(m);
     /* The folder finds the index too. */
@@ -455,7 +462,7 @@ TEST(model_diffusers_pipeline)
     CHECK(strcmp(aq_model_tensor(m, 1)->name, "vae/decoder.conv_out.weight") == 0);
     CHECK(aq_model_component_count(m) == 2);
     const char *name, *file;
-    aq_model_component_get(m, 0, &name, &file);
+    CHECK_OK(aq_model_component_get(m, 0, &name, &file, &err));
     CHECK(strcmp(name, "unet") == 0 &&
           strcmp(file, "unet/diffusion_pytorch_model.fp16.safetensors") == 0);
     size_t at;

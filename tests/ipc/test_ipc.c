@@ -117,7 +117,10 @@ static aq_status ti_write(const char *path, aq_ipc_format fmt, aq_ipc_compressio
     struct ArrowSchema s;
     struct ArrowArray a;
     ti_build(&s, &a, 0);
-    aq_ipc_write_options o = {fmt, comp, 0};
+    aq_ipc_write_options o = {.size = sizeof(aq_ipc_write_options),
+                              .format = fmt,
+                              .compression = comp,
+                              .compression_level = 0};
     aq_ipc_writer *w = NULL;
     aq_status st = aq_ipc_writer_open(path, &s, &o, &w, err);
     for (int i = 0; i < batches && st == AQ_OK; i++) {
@@ -529,7 +532,10 @@ static ti_bytes ti_make_compressible(aq_ipc_compression codec)
         v[i] = (float)(i % 7);
     }
     const char *p = ti_path("c.arrow");
-    aq_ipc_write_options o = {AQ_IPC_FORMAT_FILE, codec, 0};
+    aq_ipc_write_options o = {.size = sizeof(aq_ipc_write_options),
+                              .format = AQ_IPC_FORMAT_FILE,
+                              .compression = codec,
+                              .compression_level = 0};
     aq_ipc_writer *w = NULL;
     if (aq_ipc_writer_open(p, &s, &o, &w, &err) != AQ_OK ||
         aq_ipc_writer_write(w, &a, &err) != AQ_OK || aq_ipc_writer_close(w, &err) != AQ_OK) {
@@ -700,7 +706,10 @@ TEST(writer_errors_leave_no_file)
                 "/nonexistent-dir/x.arrow");
     const char *p = ti_path("w.arrow");
     CHECK(ti_dir_entries() == 0);
-    aq_ipc_write_options o = {AQ_IPC_FORMAT_FILE, AQ_IPC_COMPRESSION_ZSTD, 3};
+    aq_ipc_write_options o = {.size = sizeof(aq_ipc_write_options),
+                              .format = AQ_IPC_FORMAT_FILE,
+                              .compression = AQ_IPC_COMPRESSION_ZSTD,
+                              .compression_level = 3};
     CHECK_OK(aq_ipc_writer_open(p, &s, &o, &w, &err));
     CHECK_OK(aq_ipc_writer_write(w, &a, &err));
     CHECK(ti_dir_entries() == 1 && access(p, F_OK) != 0); /* only the temporary */

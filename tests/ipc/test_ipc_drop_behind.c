@@ -66,7 +66,10 @@ static aq_status td_write(const char *path, bool drop, aq_error *err)
     for (int64_t i = 0; i < TD_ROWS; i++) {
         v[i] = (uint8_t)aq_test_rand_u64(&seed);
     }
-    aq_ipc_write_options o = {AQ_IPC_FORMAT_FILE, AQ_IPC_COMPRESSION_NONE, 0};
+    aq_ipc_write_options o = {.size = sizeof(aq_ipc_write_options),
+                              .format = AQ_IPC_FORMAT_FILE,
+                              .compression = AQ_IPC_COMPRESSION_NONE,
+                              .compression_level = 0};
     if ((st = aq_ipc_writer_open(path, &s, &o, &w, err)) != AQ_OK) {
         goto done;
     }

@@ -118,7 +118,7 @@ static void gq_check(const char *name)
         zps = malloc(l.groups * 4);
         deq = malloc(n * 4);
         aq_qbuffers b = {packed, l.packed_bytes, scales, zps, l.groups};
-        aq_quantize_options o = {c.importance};
+        aq_quantize_options o = {.size = sizeof(aq_quantize_options), .importance = c.importance};
         aq_qtensor q = {name,     (aq_scheme)c.scheme, c.bits,   l.group_size, shape,   2,
                         c.packed, c.packed_len,        c.scales, c.zps,        c.groups};
         if (aq_quantize_ex(ctx, &t, &o, &b, NULL, &err) != AQ_OK) {

@@ -90,7 +90,7 @@ TEST(floor_moves_tensors_up)
 
     /* A floor of 0.99: no 2-bit result reaches it, so every tensor moves to 4 bits (or 8),
      * its bytes really change, and what comes back meets the floor. */
-    aq_qset_options o = {.min_cosine = 0.99};
+    aq_qset_options o = {.size = sizeof(aq_qset_options), .min_cosine = 0.99};
     aq_qset *set;
     CHECK_OK(aq_qset_quantize(ctx, f.t, QS_N, &o, &set, &err));
     for (size_t i = 0; i < QS_N; i++) {
@@ -157,7 +157,10 @@ TEST(budget_allocates_by_error_per_byte)
     double prev_sse = (double)INFINITY;
     static const double targets[] = {2.7, 3.5, 4.5, 6.0, 9.0};
     for (size_t k = 0; k < sizeof targets / sizeof targets[0]; k++) {
-        aq_qset_options o = {.target_bpw = targets[k], .schemes = schemes, .n_schemes = 2};
+        aq_qset_options o = {.size = sizeof(aq_qset_options),
+                             .target_bpw = targets[k],
+                             .schemes = schemes,
+                             .n_schemes = 2};
         aq_qset *set;
         CHECK_OK(aq_qset_quantize(ctx, f.t, QS_N, &o, &set, &err));
         size_t bytes, n;
@@ -191,8 +194,11 @@ TEST(budget_allocates_by_error_per_byte)
         aq_qset_free(set);
     }
     /* With a cosine floor, options below it are not used. */
-    aq_qset_options o = {
-        .min_cosine = 0.995, .target_bpw = 4.5, .schemes = schemes, .n_schemes = 2};
+    aq_qset_options o = {.size = sizeof(aq_qset_options),
+                         .min_cosine = 0.995,
+                         .target_bpw = 4.5,
+                         .schemes = schemes,
+                         .n_schemes = 2};
     aq_qset *set;
     CHECK_OK(aq_qset_quantize(ctx, f.t, QS_N, &o, &set, &err));
     for (size_t i = 0; i < QS_N; i++) {
@@ -214,7 +220,8 @@ TEST(budget_allocates_by_error_per_byte)
     CHECK_FAILS(aq_qset_quantize(ctx, f.t, QS_N, &o, &set, &err), AQ_INVALID_PARAMETER,
                 "Invalid min_cosine");
     aq_scheme bad = AQ_SCHEME_COUNT;
-    aq_qset_options ob = {.target_bpw = 4.0, .schemes = &bad, .n_schemes = 1};
+    aq_qset_options ob = {
+        .size = sizeof(aq_qset_options), .target_bpw = 4.0, .schemes = &bad, .n_schemes = 1};
     CHECK_FAILS(aq_qset_quantize(ctx, f.t, QS_N, &ob, &set, &err), AQ_INVALID_PARAMETER,
                 "Invalid scheme");
     f.data[1][5] = NAN;

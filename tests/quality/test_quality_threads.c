@@ -48,7 +48,7 @@ static aq_status qt_run(const aq_tensor *t, aq_scheme scheme, unsigned bits, siz
         goto done;
     }
     aq_qbuffers b = {o->packed, o->l.packed_bytes, o->scales, o->zps, o->l.groups};
-    aq_quantize_options opt = {importance};
+    aq_quantize_options opt = {.size = sizeof(aq_quantize_options), .importance = importance};
     st = aq_quantize_ex(ctx, t, &opt, &b, NULL, err);
 done:
     aq_ctx_free(ctx);

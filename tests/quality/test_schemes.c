@@ -53,7 +53,7 @@ static aq_status ts_run(aq_ctx *ctx, const aq_tensor *t, const float *importance
     o->zps = malloc(o->l.groups * 4);
     o->deq = malloc(o->l.elements * 4);
     aq_qbuffers b = {o->packed, o->l.packed_bytes, o->scales, o->zps, o->l.groups};
-    aq_quantize_options opts = {importance};
+    aq_quantize_options opts = {.size = sizeof(aq_quantize_options), .importance = importance};
     if ((st = aq_quantize_ex(ctx, t, &opts, &b, stats, err)) != AQ_OK) {
         ts_free(o);
         return st;

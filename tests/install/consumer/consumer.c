@@ -1,6 +1,7 @@
 /* A program built against the installed package (find_package and pkg-config): it includes
  * the installed header, checks that the library it runs with is the version the header names,
- * quantizes a small tensor to 4 bits and restores it within half a step of each group. */
+ * quantizes a small tensor to 4 bits (with a sized options struct) and restores it within half a
+ * step of each group. */
 #include <arrowquant.h>
 
 #include <math.h>
@@ -42,7 +43,9 @@ int main(void)
         goto done_quiet;
     }
     aq_qbuffers out = {packed, layout.packed_bytes, scales, zero_points, layout.groups};
-    if (aq_quantize(ctx, &tensor, &out, &err) != AQ_OK) {
+    /* An options struct from the stable header, started as every caller starts one. */
+    aq_quantize_options qopts = AQ_SIZED_INIT(aq_quantize_options);
+    if (aq_quantize_ex(ctx, &tensor, &qopts, &out, NULL, &err) != AQ_OK) {
         goto done;
     }
     aq_qtensor q = {"consumer.weight",

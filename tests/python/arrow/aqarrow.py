@@ -62,7 +62,9 @@ PROGRESS = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctyp
 
 
 class BatchOptions(ctypes.Structure):
+    """aq_batch_options; its first field is its size (set by the constructor)."""
     _fields_ = [
+        ("size", ctypes.c_size_t),
         ("continue_on_error", ctypes.c_int),
         ("progress", PROGRESS),
         ("progress_user", ctypes.c_void_p),
@@ -74,6 +76,9 @@ class BatchOptions(ctypes.Structure):
         ("rules", ctypes.c_void_p),
         ("calib", ctypes.c_void_p),
     ]
+
+    def __init__(self):
+        super().__init__(ctypes.sizeof(BatchOptions))
 
 
 _RELEASE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)

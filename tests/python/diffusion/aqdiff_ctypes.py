@@ -161,7 +161,11 @@ class QBuffers(ctypes.Structure):
 
 
 class QOptions(ctypes.Structure):
-    _fields_ = [("importance", ctypes.c_void_p)]
+    """aq_quantize_options; its first field is its size (set by the constructor)."""
+    _fields_ = [("size", ctypes.c_size_t), ("importance", ctypes.c_void_p)]
+
+    def __init__(self, importance=None):
+        super().__init__(ctypes.sizeof(QOptions), importance)
 
 
 class QTensor(ctypes.Structure):
