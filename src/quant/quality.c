@@ -229,10 +229,8 @@ typedef struct qual_job {
     const aq_layout *l;
     const aq_qbuffers *dst;
     const float *importance;
-    aq_scheme scheme;
+    const aq__scheme_traits *t;
     const aq__kernel_table *k;
-    aq__quantize_search_fn search;
-    aq__quantize_kquant_fn kquant;
     size_t elem, code_bytes;
     aq__pool *pool;
     size_t nspans;
@@ -323,7 +321,7 @@ static aq_status qual_span_check(const qual_job *job, size_t start, size_t end, 
         return aq__error_set(err, AQ_NON_FINITE, "Layer '%s' contains NaN or Inf at index %zu",
                              name, start + at);
     }
-    if (aq__scheme_traits_of(job->scheme)->max_abs > 0.0f) {
+    if (job->t->max_abs > 0.0f) {
         /* a * q - b must not overflow float32 (docs/format.md 5.2). */
         for (size_t i = start + qual_kq_in_range(job->src, start, end - start); i < end; i++) {
             float v = qual_load(job->src, i);
@@ -352,23 +350,13 @@ static void qual_task(void *arg, size_t i)
     size_t g = aq__quant_group_at(l, start);
     const void *in = (const char *)job->src->data + start * job->elem;
     uint8_t *packed = dst->packed + start * l->bit_width / 8;
-    bool ok;
-    if (job->scheme == AQ_SCHEME_AFFINE) {
-        ok = job->k->quantize_affine[job->src->dtype](in, &s, packed, dst->scales + g,
-                                                      dst->zero_points + g);
-    } else {
-        ok = qual_span_check(job, start, start + s.n, NULL) == AQ_OK;
-        if (ok) {
-            const float *w = job->importance != NULL ? job->importance + start : NULL;
-            if (job->scheme == AQ_SCHEME_AFFINE_SEARCH) {
-                job->search(in, w, &s, packed, dst->scales + g, dst->zero_points + g);
-            } else {
-                job->kquant(in, w, &s, packed,
-                            dst->packed + job->code_bytes + qual_kq_meta_offset(l, start),
-                            dst->scales + g, dst->zero_points + g);
-            }
-        }
-    }
+    const aq__scheme_traits *t = job->t;
+    uint8_t *sub =
+        t->two_level ? dst->packed + job->code_bytes + qual_kq_meta_offset(l, start) : NULL;
+    const float *w = job->importance != NULL ? job->importance + start : NULL;
+    bool ok = t->kernel_checks || qual_span_check(job, start, start + s.n, NULL) == AQ_OK;
+    ok = ok && t->quantize(job->k, job->src->dtype, in, w, &s, packed, sub, dst->scales + g,
+                           dst->zero_points + g);
     if (!ok) {
         size_t cur = atomic_load(&job->first_bad);
         while (i < cur && !atomic_compare_exchange_weak(&job->first_bad, &cur, i)) {
@@ -433,17 +421,13 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
 
     qual_job job;
     memset(&job, 0, sizeof job);
-    const aq__kernel_table *k = ctx->kernels, *ref = &aq__kernels_ref;
-    const aq_dtype dt = src->dtype;
     job.src = src;
     job.l = &l;
     job.dst = dst;
     job.importance = importance;
-    job.scheme = ctx->scheme;
-    job.k = k;
-    job.search = k->quantize_search[dt] != NULL ? k->quantize_search[dt] : ref->quantize_search[dt];
-    job.kquant = k->quantize_kquant[dt] != NULL ? k->quantize_kquant[dt] : ref->quantize_kquant[dt];
-    job.elem = aq_dtype_size(dt);
+    job.t = aq__scheme_traits_of(ctx->scheme);
+    job.k = ctx->kernels;
+    job.elem = aq_dtype_size(src->dtype);
     job.code_bytes = qual_code_bytes(&l);
     if ((st = qual_job_spans(ctx, &job, err)) != AQ_OK) {
         return st;
@@ -466,12 +450,14 @@ aq_status aq_quantize_ex(aq_ctx *ctx, const aq_tensor *src, const aq_quantize_op
     return AQ_OK;
 }
 
-/* kquant's dequantize: its spans (whole super-blocks, byte-aligned) run on the context's
- * threads, as the affine scheme's do. */
+/* Dequantizing, every scheme: its spans (whole groups or super-blocks, byte-aligned) run on
+ * the context's threads, each through the scheme's dequantize. */
 typedef struct qual_dq_job {
     qual_job spans; /* starts and pool */
     const aq_qtensor *src;
-    aq__dequantize_kquant_fn fn;
+    const aq__scheme_traits *t;
+    const aq__kernel_table *k;
+    aq_dtype out_dtype;
     size_t elem;
     void *out;
 } qual_dq_job;
@@ -483,20 +469,22 @@ static void qual_dq_task(void *arg, size_t i)
     const size_t start = job->spans.starts[i];
     aq__span s = aq__quant_span_at(l, start);
     size_t g = aq__quant_group_at(l, start);
-    job->fn(job->src->packed + start * l->bit_width / 8,
-            job->src->packed + job->spans.code_bytes + qual_kq_meta_offset(l, start),
-            job->src->scales + g, job->src->zero_points + g, &s,
-            (char *)job->out + start * job->elem);
+    const uint8_t *sub =
+        job->t->two_level ? job->src->packed + job->spans.code_bytes + qual_kq_meta_offset(l, start)
+                          : NULL;
+    job->t->dequantize(job->k, job->out_dtype, job->src->packed + start * l->bit_width / 8, sub,
+                       job->src->scales + g, job->src->zero_points + g, &s,
+                       (char *)job->out + start * job->elem);
 }
 
-aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
-                                aq_dtype out_dtype, void *out, aq_error *err)
+aq_status aq__dequantize_spans(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
+                               aq_dtype out_dtype, void *out, aq_error *err)
 {
-    const aq__kernel_table *k = ctx->kernels;
     qual_dq_job job;
     memset(&job, 0, sizeof job);
-    job.fn = k->dequantize_kquant[out_dtype] != NULL ? k->dequantize_kquant[out_dtype]
-                                                     : aq__kernels_ref.dequantize_kquant[out_dtype];
+    job.t = aq__scheme_traits_of(src->scheme);
+    job.k = ctx->kernels;
+    job.out_dtype = out_dtype;
     job.src = src;
     job.elem = aq_dtype_size(out_dtype);
     job.out = out;

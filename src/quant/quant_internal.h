@@ -20,6 +20,21 @@ struct aq_ctx {
     bool preserve_moments; /* AQ_PARAM_PRESERVE_MOMENTS (quality.c) */
 };
 
+/* A scheme's kernels over one span (aq__span: whole groups or super-blocks, starting on a
+ * byte of the packed codes), through the kernel table k (its reference kernel where k has
+ * none). codes: the span's packed codes; sub: its sub-block parameters (two-level schemes;
+ * NULL otherwise); scales and zero_points: its groups' (d and dmin for two-level schemes).
+ * quantize returns false when the span holds a value the kernel refuses (only kernels that
+ * check values, kernel_checks); importance is NULL or the span's weights (ignored by schemes
+ * without importance). dtype is the input's for quantize, the output's for dequantize. */
+typedef bool (*aq__scheme_quantize_fn)(const aq__kernel_table *k, aq_dtype dtype, const void *src,
+                                       const float *importance, const aq__span *s, uint8_t *codes,
+                                       uint8_t *sub, float *scales, float *zero_points);
+typedef void (*aq__scheme_dequantize_fn)(const aq__kernel_table *k, aq_dtype dtype,
+                                         const uint8_t *codes, const uint8_t *sub,
+                                         const float *scales, const float *zero_points,
+                                         const aq__span *s, void *out);
+
 /* One row of the table of schemes (scheme.c); aq_scheme_info is its public view. */
 typedef struct aq__scheme_traits {
     aq_scheme scheme;
@@ -33,6 +48,9 @@ typedef struct aq__scheme_traits {
     bool selectable;      /* false: read only */
     float max_abs;        /* largest |x| accepted; 0: any finite */
     int gguf[9];          /* the GGUF type of the same role at b bits, or -1 */
+    aq__scheme_quantize_fn quantize;
+    aq__scheme_dequantize_fn dequantize;
+    bool kernel_checks; /* quantize refuses NaN/Inf itself; else the driver checks first */
 } aq__scheme_traits;
 
 /* The table's row for a scheme; NULL for a value outside aq_scheme. */
@@ -87,10 +105,11 @@ size_t aq__quant_group_at(const aq_layout *l, size_t start);
 /* Layout of any scheme, and the quality schemes' drivers (quality.c). */
 aq_status aq__scheme_layout(const char *name, aq_scheme scheme, const int64_t *shape, size_t ndim,
                             unsigned bit_width, size_t group_size, aq_layout *out, aq_error *err);
-/* Dequantizes a kquant tensor that aq_dequantize has checked against its layout l, its spans
- * on the context's threads; fails only when those threads or the list of spans cannot be had. */
-aq_status aq__dequantize_kquant(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
-                                aq_dtype out_dtype, void *out, aq_error *err);
+/* Dequantizes a tensor of any scheme that aq_dequantize has checked against its layout l,
+ * with its scheme's dequantize over spans on the context's threads; fails only when those
+ * threads or the list of spans cannot be had. */
+aq_status aq__dequantize_spans(aq_ctx *ctx, const aq_qtensor *src, const aq_layout *l,
+                               aq_dtype out_dtype, void *out, aq_error *err);
 
 /* Dequantizes rows [r0, r0 + nr) of a whole quantized tensor of any scheme (src describes the
  * whole tensor; its sizes are checked against its scheme's layout) into out (nr * cols

@@ -7,7 +7,6 @@
 
 #include <inttypes.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 
 /* Target elements per span: large enough to amortise the per-span overhead, small enough to
@@ -158,163 +157,16 @@ static size_t quant_group_index(const aq_layout *l, size_t start)
     return (start / l->cols) * l->groups_per_row + (start % l->cols) / l->group_size;
 }
 
-/* One tensor's spans, shared out over the context's threads. The span starts are computed
- * once, in order, from the layout alone; a task is one span. */
-typedef struct quant_job {
-    const aq_layout *l;
-    aq__pool *pool;
-    size_t nspans;
-    size_t *starts; /* nspans + 1 entries: span i is [starts[i], starts[i+1]) */
-    size_t one[2];  /* starts for a tensor of one span, without allocating */
-    /* quantize */
-    aq__quantize_fn qfn;
-    const void *src;
-    size_t src_elem;
-    const aq_qbuffers *dst;
-    atomic_size_t first_bad; /* the lowest span that saw a non-finite value; nspans if none */
-    /* dequantize */
-    aq__dequantize_fn dfn;
-    const aq_qtensor *q;
-    void *out;
-    size_t out_elem;
-} quant_job;
-
-static aq_status quant_job_init(aq_ctx *ctx, const aq_layout *l, quant_job *job, aq_error *err)
-{
-    memset(job, 0, sizeof *job);
-    job->l = l;
-    if (l->elements <= QUANT_SPAN_ELEMENTS) {
-        job->nspans = 1;
-        job->starts = job->one;
-        job->one[0] = 0;
-        job->one[1] = l->elements;
-        return AQ_OK;
-    }
-    aq_status st = aq__ctx_pool(ctx, &job->pool, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    size_t n = 0;
-    for (size_t start = 0; start < l->elements; n++) {
-        start += quant_next_span(l, start).n;
-    }
-    job->starts = malloc((n + 1) * sizeof *job->starts);
-    if (job->starts == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory for %zu spans", n);
-    }
-    size_t start = 0;
-    for (size_t i = 0; i < n; i++) {
-        job->starts[i] = start;
-        start += quant_next_span(l, start).n;
-    }
-    job->starts[n] = l->elements;
-    job->nspans = n;
-    return AQ_OK;
-}
-
-static void quant_job_reset(quant_job *job)
-{
-    if (job->starts != job->one) {
-        free(job->starts);
-    }
-    job->starts = NULL;
-}
-
-static aq__span quant_job_span(const quant_job *job, size_t i)
-{
-    const aq_layout *l = job->l;
-    aq__span s = {job->starts[i + 1] - job->starts[i], job->starts[i] % l->cols, l->cols,
-                  l->group_size, l->bit_width};
-    return s;
-}
-
-static void quant_task_quantize(void *arg, size_t i)
-{
-    quant_job *job = arg;
-    /* Spans after one known to hold a bad value need not run: only the first bad index is
-     * reported, and it lies in the lowest failing span. */
-    if (atomic_load_explicit(&job->first_bad, memory_order_relaxed) < i) {
-        return;
-    }
-    const aq_layout *l = job->l;
-    const size_t start = job->starts[i];
-    const size_t g = quant_group_index(l, start);
-    aq__span s = quant_job_span(job, i);
-    bool ok = job->qfn((const char *)job->src + start * job->src_elem, &s,
-                       job->dst->packed + start * l->bit_width / 8, job->dst->scales + g,
-                       job->dst->zero_points + g);
-    if (!ok) {
-        size_t cur = atomic_load(&job->first_bad);
-        while (i < cur && !atomic_compare_exchange_weak(&job->first_bad, &cur, i)) {
-        }
-    }
-}
-
-static void quant_task_dequantize(void *arg, size_t i)
-{
-    quant_job *job = arg;
-    const aq_layout *l = job->l;
-    const size_t start = job->starts[i];
-    const size_t g = quant_group_index(l, start);
-    aq__span s = quant_job_span(job, i);
-    job->dfn(job->q->packed + start * l->bit_width / 8, job->q->scales + g, job->q->zero_points + g,
-             &s, (char *)job->out + start * job->out_elem);
-}
-
-static aq_status quant_report_nonfinite(const aq__kernel_table *k, const aq_tensor *t, size_t start,
-                                        size_t n, aq_error *err)
-{
-    size_t elem = aq_dtype_size(t->dtype);
-    size_t at = k->find_nonfinite[t->dtype]((const char *)t->data + start * elem, n);
-    return aq__error_set(err, AQ_NON_FINITE, "Layer '%s' contains NaN or Inf at index %zu",
-                         aq__name_or_unnamed(t->name), start + at);
-}
-
 aq_status aq_quantize(aq_ctx *ctx, const aq_tensor *src, const aq_qbuffers *dst, aq_error *err)
 {
     if (ctx == NULL || dst == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_quantize: NULL argument");
     }
-    if (ctx->scheme != AQ_SCHEME_AFFINE || ctx->preserve_moments) {
-        return aq_quantize_ex(ctx, src, NULL, dst, NULL, err); /* quality.c */
+    if (src == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "tensor is NULL");
     }
-    aq_status st = quant_check_tensor(src, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    aq_layout l;
-    if ((st = aq_quantize_bound(ctx, src, &l, err)) != AQ_OK) {
-        return st;
-    }
-    if (dst->packed == NULL || dst->scales == NULL || dst->zero_points == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "Layer '%s': an output buffer is NULL",
-                             aq__name_or_unnamed(src->name));
-    }
-    if (dst->packed_capacity < l.packed_bytes || dst->groups_capacity < l.groups) {
-        return aq__error_set(err, AQ_BUFFER_TOO_SMALL,
-                             "Layer '%s': output needs %zu packed bytes and %zu groups, got %zu "
-                             "and %zu",
-                             aq__name_or_unnamed(src->name), l.packed_bytes, l.groups,
-                             dst->packed_capacity, dst->groups_capacity);
-    }
-    const aq__kernel_table *k = ctx->kernels;
-    quant_job job;
-    if ((st = quant_job_init(ctx, &l, &job, err)) != AQ_OK) {
-        return st;
-    }
-    job.qfn = k->quantize_affine[src->dtype];
-    job.src = src->data;
-    job.src_elem = aq_dtype_size(src->dtype);
-    job.dst = dst;
-    atomic_init(&job.first_bad, job.nspans);
-    aq__pool_run(job.pool, job.nspans, quant_task_quantize, &job);
-    size_t bad = atomic_load(&job.first_bad);
-    if (bad < job.nspans) {
-        aq__span sp = quant_job_span(&job, bad);
-        st = quant_report_nonfinite(k, src, job.starts[bad], sp.n, err);
-    }
-    quant_job_reset(&job);
-    return st;
+    /* One driver for every scheme (quality.c): the table of schemes picks the kernels. */
+    return aq_quantize_ex(ctx, src, NULL, dst, NULL, err);
 }
 
 /* The checks of aq_dequantize for every scheme: the output dtype, the scheme's own parameter
@@ -391,20 +243,7 @@ aq_status aq_dequantize(aq_ctx *ctx, const aq_qtensor *src, aq_dtype out_dtype, 
     if (st != AQ_OK) {
         return st;
     }
-    if (aq__scheme_traits_of(src->scheme)->two_level) {
-        return aq__dequantize_kquant(ctx, src, &l, out_dtype, out, err); /* quality.c */
-    }
-    quant_job job;
-    if ((st = quant_job_init(ctx, &l, &job, err)) != AQ_OK) {
-        return st;
-    }
-    job.dfn = ctx->kernels->dequantize_affine[out_dtype];
-    job.q = src;
-    job.out = out;
-    job.out_elem = aq_dtype_size(out_dtype);
-    aq__pool_run(job.pool, job.nspans, quant_task_dequantize, &job);
-    quant_job_reset(&job);
-    return AQ_OK;
+    return aq__dequantize_spans(ctx, src, &l, out_dtype, out, err); /* quality.c */
 }
 
 aq_status aq_tensor_check_finite(const aq_tensor *tensor, size_t *first_bad, aq_error *err)

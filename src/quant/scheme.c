@@ -6,6 +6,58 @@
 
 #define SCHEME_BITS_248 ((1u << 2) | (1u << 4) | (1u << 8))
 
+/* The entry points of the table: each scheme's kernels behind one signature
+ * (aq__scheme_quantize_fn, aq__scheme_dequantize_fn). */
+static bool scheme_quantize_affine(const aq__kernel_table *k, aq_dtype dt, const void *src,
+                                   const float *importance, const aq__span *s, uint8_t *codes,
+                                   uint8_t *sub, float *scales, float *zero_points)
+{
+    (void)importance;
+    (void)sub;
+    return k->quantize_affine[dt](src, s, codes, scales, zero_points);
+}
+
+static bool scheme_quantize_search(const aq__kernel_table *k, aq_dtype dt, const void *src,
+                                   const float *importance, const aq__span *s, uint8_t *codes,
+                                   uint8_t *sub, float *scales, float *zero_points)
+{
+    (void)sub;
+    aq__quantize_search_fn fn = k->quantize_search[dt] != NULL
+                                    ? k->quantize_search[dt]
+                                    : aq__kernels_ref.quantize_search[dt];
+    fn(src, importance, s, codes, scales, zero_points);
+    return true;
+}
+
+static bool scheme_quantize_kquant(const aq__kernel_table *k, aq_dtype dt, const void *src,
+                                   const float *importance, const aq__span *s, uint8_t *codes,
+                                   uint8_t *sub, float *scales, float *zero_points)
+{
+    aq__quantize_kquant_fn fn = k->quantize_kquant[dt] != NULL
+                                    ? k->quantize_kquant[dt]
+                                    : aq__kernels_ref.quantize_kquant[dt];
+    fn(src, importance, s, codes, sub, scales, zero_points);
+    return true;
+}
+
+static void scheme_dequantize_affine(const aq__kernel_table *k, aq_dtype dt, const uint8_t *codes,
+                                     const uint8_t *sub, const float *scales,
+                                     const float *zero_points, const aq__span *s, void *out)
+{
+    (void)sub;
+    k->dequantize_affine[dt](codes, scales, zero_points, s, out);
+}
+
+static void scheme_dequantize_kquant(const aq__kernel_table *k, aq_dtype dt, const uint8_t *codes,
+                                     const uint8_t *sub, const float *scales,
+                                     const float *zero_points, const aq__span *s, void *out)
+{
+    aq__dequantize_kquant_fn fn = k->dequantize_kquant[dt] != NULL
+                                      ? k->dequantize_kquant[dt]
+                                      : aq__kernels_ref.dequantize_kquant[dt];
+    fn(codes, sub, scales, zero_points, s, out);
+}
+
 static const aq__scheme_traits scheme_table[AQ_SCHEME_COUNT] = {
     [AQ_SCHEME_AFFINE] =
         {
@@ -15,6 +67,9 @@ static const aq__scheme_traits scheme_table[AQ_SCHEME_COUNT] = {
             .moments = true,
             .selectable = true,
             .gguf = {-1, -1, -1, -1, -1, -1, -1, -1, -1},
+            .quantize = scheme_quantize_affine,
+            .dequantize = scheme_dequantize_affine,
+            .kernel_checks = true,
         },
     [AQ_SCHEME_AFFINE_SEARCH] =
         {
@@ -25,6 +80,8 @@ static const aq__scheme_traits scheme_table[AQ_SCHEME_COUNT] = {
             .moments = true,
             .selectable = true,
             .gguf = {-1, -1, -1, -1, -1, -1, -1, -1, -1},
+            .quantize = scheme_quantize_search,
+            .dequantize = scheme_dequantize_affine,
         },
     /* The K types at 2 and 4 bits; at 8 bits Q8_0, as llama.cpp writes 8-bit tensors. The
      * range limit keeps a * q - b within float32 (docs/format.md 5.2). */
@@ -40,6 +97,8 @@ static const aq__scheme_traits scheme_table[AQ_SCHEME_COUNT] = {
             .selectable = true,
             .max_abs = 0x1p125f,
             .gguf = {-1, -1, AQ_GGUF_Q2_K, -1, AQ_GGUF_Q4_K, -1, -1, -1, AQ_GGUF_Q8_0},
+            .quantize = scheme_quantize_kquant,
+            .dequantize = scheme_dequantize_kquant,
         },
     /* The row-by-row layout of format version 1: read, never written. */
     [AQ_SCHEME_KQUANT_ROWS] =
@@ -52,6 +111,8 @@ static const aq__scheme_traits scheme_table[AQ_SCHEME_COUNT] = {
             .importance = true,
             .max_abs = 0x1p125f,
             .gguf = {-1, -1, AQ_GGUF_Q2_K, -1, AQ_GGUF_Q4_K, -1, -1, -1, AQ_GGUF_Q8_0},
+            .quantize = scheme_quantize_kquant,
+            .dequantize = scheme_dequantize_kquant,
         },
 };
 
