@@ -14,7 +14,6 @@ the GIL released; Ctrl-C stops it and no output file is left behind.
 from __future__ import annotations
 
 import errno
-import math
 import os
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -373,7 +372,8 @@ def validate_quality(original_path: Any, quantized_path: Any,
     quantized model file records, else its profile's, else the local profile's (0.99).
     Returns a QualityReport; passed is False when a tensor falls below, is missing on either
     side, or has another shape. Errors: FileNotFoundError / OSError for paths,
-    QuantizationError for unreadable models or a floor outside [0, 1].
+    QuantizationError for unreadable models or a floor the settings table's min_cosine refuses
+    (it must lie in [0, 1)).
     """
     a = _path(original_path, "original_path")
     b = _path(quantized_path, "quantized_path")
@@ -383,9 +383,8 @@ def validate_quality(original_path: Any, quantized_path: Any,
         if isinstance(min_cosine, bool) or not isinstance(min_cosine, (int, float)):
             raise TypeError(f"min_cosine must be a number or None, not "
                             f"{type(min_cosine).__name__}")
-        if not (math.isfinite(min_cosine) and 0.0 <= min_cosine <= 1.0):
-            raise QuantizationError(f"Invalid min_cosine: {min_cosine}. Must be in [0, 1]")
-        min_cosine = float(min_cosine)
+        # The bounds are the settings table's (0: no floor), as the command's --min-accuracy.
+        min_cosine = _ext._setting_check("min_cosine", repr(float(min_cosine)))
     return QualityReport(_ext._compare_models(a, b, min_cosine))
 
 

@@ -113,6 +113,12 @@ int aq__py_strings(PyObject *module, PyObject *obj, const char *what, PyObject *
  * in the outputs, for the caller to free. */
 int aq__py_run_open(PyObject *module, const char *src, int threads, aq_ctx **ctx, aq_model **model,
                     const char ***names, size_t *n);
+/* A float keyword whose bounds are those of the settings table's `setting` (the keyword's own
+ * name may differ: ArrowQuantV2's min_accuracy is the table's min_cosine). None is 0 (off);
+ * anything else must be a number (not a bool) that the setting accepts, else TypeError or
+ * the library's QuantizationError, naming the keyword. */
+int aq__py_setting_float(aqpy_state *st, PyObject *obj, const char *keyword, const char *setting,
+                         double *out);
 /* The index of `value` among a CHOICE setting's choices (which follow the library's enum). */
 int aq__py_run_choice(PyObject *module, const char *setting, const char *value, int *out);
 /* The profile with the run's own bits, scheme and group size (0 / NULL: the profile's),

@@ -517,34 +517,6 @@ typedef struct aqpy_args {
     PyObject *bit_width, *group_size, *scheme, *min_accuracy, *target_bpw;
 } aqpy_args;
 
-/* Reads an optional float argument in [0, hi] (None: 0, off). */
-static int aqpy_optional_float(aqpy_state *st, PyObject *obj, const char *name, double hi,
-                               const char *what, double *out)
-{
-    *out = 0.0;
-    if (obj == NULL || obj == Py_None) {
-        return 0;
-    }
-    double v = PyBool_Check(obj) ? -1.0 : PyFloat_AsDouble(obj);
-    if (PyBool_Check(obj) || (v == -1.0 && PyErr_Occurred())) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s must be a float or None, not %.100s", name,
-                     Py_TYPE(obj)->tp_name);
-        return -1;
-    }
-    if (!(v >= 0.0 && v <= hi)) {
-        PyObject *repr = PyFloat_FromDouble(v);
-        if (repr != NULL) {
-            PyErr_Format(st->error, "Invalid %s: %R. Must be between 0 (off) and %s", name, repr,
-                         what);
-            Py_DECREF(repr);
-        }
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 /* A context configured for one call (a NULL args: the mode's defaults) and its quality
  * options (quality may be NULL when args is).
  *
@@ -553,7 +525,8 @@ static int aqpy_optional_float(aqpy_state *st, PyObject *obj, const char *name, 
  * in 512-element super-blocks; 2, 4 and 8 bits) when no group_size is given, and, since
  * kquant has no group size to choose, affine_search (searched clipping, the best group-wise
  * scheme) when one is. An explicit scheme='kquant' with a group_size other than 512 is a
- * QuantizationError. See docs/decisions.md. */
+ * QuantizationError. See docs/decisions.md. Each comes from the library's tables:
+ * aqpy_mode_scheme. */
 /* The group size a scheme always uses (the scheme table's), or 0. */
 static size_t aqpy_fixed_group(aq_scheme scheme)
 {
@@ -561,21 +534,54 @@ static size_t aqpy_fixed_group(aq_scheme scheme)
     return aq_scheme_get_info(scheme, &info, NULL) == AQ_OK ? info.fixed_group_size : 0;
 }
 
+/* A mode's scheme when none is given: 'base' the settings table's default scheme; the other
+ * modes the default profile's scheme (kquant), or with a group size, when that scheme
+ * fixes its own, the first selectable row of the scheme table that takes importance and the
+ * context's group size. */
+static aq_scheme aqpy_mode_scheme(aqpy_mode mode, bool has_group)
+{
+    aq_scheme sch = (aq_scheme)0;
+    aq_setting_info set = AQ_SIZED_INIT(aq_setting_info);
+    aq_profile prof;
+    if (mode == AQPY_MODE_BASE) {
+        if (aq_setting_find("scheme", &set, NULL) != AQ_OK ||
+            aq_scheme_from_name(set.default_value, &sch, NULL) != AQ_OK) {
+            sch = (aq_scheme)0;
+        }
+        return sch;
+    }
+    if (aq_setting_find("profile", &set, NULL) == AQ_OK &&
+        aq_profile_get(set.default_value, &prof, NULL) == AQ_OK) {
+        sch = prof.scheme;
+    }
+    if (!has_group || aqpy_fixed_group(sch) == 0) {
+        return sch;
+    }
+    for (int s = 0; s < (int)AQ_SCHEME_COUNT; s++) {
+        aq_scheme_info info = AQ_SIZED_INIT(aq_scheme_info);
+        if (aq_scheme_get_info((aq_scheme)s, &info, NULL) == AQ_OK && info.selectable &&
+            info.importance && info.fixed_group_size == 0) {
+            return (aq_scheme)s;
+        }
+    }
+    return sch;
+}
+
 static aq_ctx *aqpy_make_ctx(aqpy_quant *self, const aqpy_args *a, aqpy_quality *quality)
 {
     aqpy_state *st = aqpy_state_of_quant(self);
     int64_t bits = AQ_DEFAULT_BIT_WIDTH, group = AQ_DEFAULT_GROUP_SIZE;
-    aq_scheme sch = self->mode == AQPY_MODE_BASE ? AQ_SCHEME_AFFINE : AQ_SCHEME_KQUANT;
+    aq_scheme sch = aqpy_mode_scheme(self->mode, false);
     aq_error err;
     aq_ctx *ctx = NULL;
     if (a != NULL) {
         bool has_group = a->group_size != NULL && a->group_size != Py_None;
         if (aqpy_optional_int(st, a->bit_width, "bit_width", &bits) != 0 ||
             aqpy_optional_int(st, a->group_size, "group_size", &group) != 0 ||
-            aqpy_optional_float(st, a->min_accuracy, "min_accuracy", 1.0, "1 (a cosine similarity)",
-                                &quality->min_cosine) != 0 ||
-            aqpy_optional_float(st, a->target_bpw, "target_bpw", 64.0, "64 (bits per weight)",
-                                &quality->target_bpw) != 0) {
+            aq__py_setting_float(st, a->min_accuracy, "min_accuracy", "min_cosine",
+                                 &quality->min_cosine) != 0 ||
+            aq__py_setting_float(st, a->target_bpw, "target_bpw", "target_bpw",
+                                 &quality->target_bpw) != 0) {
             return NULL;
         }
         if (a->scheme != NULL && a->scheme != Py_None) {
@@ -599,8 +605,8 @@ static aq_ctx *aqpy_make_ctx(aqpy_quant *self, const aqpy_args *a, aqpy_quality 
                              (long long)group, aq_scheme_name(sch), fixed, fixed);
                 return NULL;
             }
-        } else if (aqpy_fixed_group(sch) != 0 && has_group) {
-            sch = AQ_SCHEME_AFFINE_SEARCH;
+        } else {
+            sch = aqpy_mode_scheme(self->mode, has_group);
         }
     }
     if (aq_ctx_create(&ctx, &err) != AQ_OK ||

@@ -221,6 +221,43 @@ static void aqpy_value_error(PyObject *module, const char *fmt, const char *what
     aq__py_raise((aqpy_state *)PyModule_GetState(module), &err);
 }
 
+int aq__py_setting_float(aqpy_state *st, PyObject *obj, const char *keyword, const char *setting,
+                         double *out)
+{
+    *out = 0.0;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    double v = PyBool_Check(obj) ? -1.0 : PyFloat_AsDouble(obj);
+    if (PyBool_Check(obj) || (v == -1.0 && PyErr_Occurred())) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a float or None, not %.100s", keyword,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    aq_settings *s = NULL;
+    aq_error err;
+    aq_status rc = aq_settings_create(&s, &err);
+    if (rc == AQ_OK) {
+        rc = aq_settings_set_float(s, setting, v, &err);
+    }
+    aq_settings_free(s);
+    if (rc != AQ_OK) {
+        /* "Invalid <setting>: ..." is about the keyword the caller wrote. */
+        size_t n = strlen(setting);
+        if (strcmp(keyword, setting) != 0 && strncmp(err.message, "Invalid ", 8) == 0 &&
+            strncmp(err.message + 8, setting, n) == 0) {
+            char msg[AQ_ERROR_MESSAGE_SIZE];
+            snprintf(msg, sizeof msg, "Invalid %s%s", keyword, err.message + 8 + n);
+            snprintf(err.message, sizeof err.message, "%s", msg);
+        }
+        aq__py_raise(st, &err);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 /* A sequence of str as UTF-8 pointers borrowed from *keep (a new reference the caller
  * drops). None gives none. */
 int aq__py_strings(PyObject *module, PyObject *obj, const char *what, PyObject **keep,

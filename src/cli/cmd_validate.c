@@ -142,10 +142,15 @@ int cmd_validate(int argc, char **argv)
     double floor = 0.0;
     char source[96];
     if (acc != NULL) {
-        char *end;
-        floor = strtod(acc, &end);
-        if (end == acc || *end != '\0' || !(floor > 0.0 && floor <= 1.0)) {
-            cli_fail("validate: invalid --min-accuracy '%s': a cosine in (0, 1]", acc);
+        /* The floor's bounds are the settings table's min_cosine (0: none), as quantize's. */
+        aq_settings *set = NULL;
+        if ((st = aq_settings_create(&set, &err)) == AQ_OK &&
+            (st = aq_settings_set_text(set, "min_cosine", acc, &err)) == AQ_OK) {
+            st = aq_settings_get_float(set, "min_cosine", &floor, &err);
+        }
+        aq_settings_free(set);
+        if (st != AQ_OK) {
+            cli_fail("validate: --min-accuracy: %s", err.message);
             return 2;
         }
         snprintf(source, sizeof source, "--min-accuracy");

@@ -13,6 +13,7 @@ import pytest
 from aqmodule_util import make_batch, pa, weights
 
 from arrow_quant_v2 import ArrowQuantV2, QuantizationError
+from arrow_quant_v2.arrow_quant_v2 import _setting_check
 
 
 class Stop(Exception):
@@ -167,10 +168,17 @@ def test_target_bpw_stays_within_the_budget(mode, target):
 def test_quality_keywords_are_checked():
     q = ArrowQuantV2()
     batch = make_batch([("w", weights(1000, shape=(8, 125)))])
-    with pytest.raises(QuantizationError, match=r"^Invalid min_accuracy: 1\.5\. Must be between"):
-        q.quantize_arrow_batch(batch, min_accuracy=1.5)
-    with pytest.raises(QuantizationError, match=r"^Invalid target_bpw: -1\.0"):
-        q.quantize_arrow(batch, target_bpw=-1)
+    # The bounds are the settings table's (min_accuracy is its min_cosine), as the command's
+    # --min-accuracy / --target-bpw and DiffusionQuantConfig's: the message is the table's.
+    for kw, setting, bad in (("min_accuracy", "min_cosine", 1.5),
+                             ("min_accuracy", "min_cosine", 1.0),
+                             ("target_bpw", "target_bpw", -1), ("target_bpw", "target_bpw", 40.0)):
+        with pytest.raises(QuantizationError) as lib:
+            _setting_check(setting, f"{bad:g}")
+        with pytest.raises(QuantizationError) as e:
+            q.quantize_arrow_batch(batch, **{kw: bad})
+        assert str(e.value) == str(lib.value).replace(f"Invalid {setting}", f"Invalid {kw}")
+        assert str(e.value).startswith(f"Invalid {kw}: ")
     with pytest.raises(QuantizationError, match="Invalid target_bpw: 1"):
         q.quantize_arrow_batch(batch, target_bpw=1.0)  # below the smallest allocation
     with pytest.raises(TypeError, match="min_accuracy must be a float"):
