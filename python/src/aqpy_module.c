@@ -935,10 +935,11 @@ static int aqpy_diffusion_begin(aqpy_quant *self, PyObject *config, PyObject *ca
     "(two-level scales in 512-element super-blocks: it takes no group_size); None: the "          \
     "mode's scheme ('base': affine; 'diffusion' and 'time_aware': kquant, or affine_search "      \
     "when a group_size is given).\n"                                                              \
-    "min_accuracy: a cosine-similarity floor (0 < x <= 1; None: off): a layer that falls below "  \
-    "it is quantized again with more bits (2 -> 4 -> 8); its bit_width column says where it "     \
-    "ended.\n"                                                                                    \
-    "target_bpw: a size budget in bits per weight, all metadata counted (None: off): bit "        \
+    "min_accuracy: a cosine-similarity floor (0 <= x < 1, the settings table's min_cosine; "      \
+    "None or 0: off): a layer that falls below it is quantized again with more bits (2 -> 4 -> "  \
+    "8); its bit_width column says where it ended.\n"                                             \
+    "target_bpw: a size budget in bits per weight, all metadata counted (2 to 32, the settings "  \
+    "table's bounds; None or 0: off): bit "                                                       \
     "widths are chosen per layer, greedily by error saved per byte, so that the result stays "    \
     "within it (per batch for tables); too small a budget raises QuantizationError.\n"            \
     "config: a DiffusionQuantConfig or a profile name ('edge', 'local', 'cloud'; None: in the "   \
