@@ -21,8 +21,10 @@
  *        aq_batch_options opts = AQ_SIZED_INIT(aq_batch_options);
  *        opts.min_cosine = 0.99;
  *
- *    A size of 0 (a struct zeroed without the macro) is AQ_INVALID_ARGUMENT naming the
- *    struct. Passing NULL where an options pointer is documented as optional means defaults.
+ *    (In C++, where compound literals do not exist: `aq_batch_options opts{};
+ *    opts.size = sizeof opts;`.) A size of 0 (a struct zeroed without the macro) is
+ *    AQ_INVALID_ARGUMENT naming the struct. NULL, where a call takes it for options, means
+ *    every default.
  *
  * Compatibility (the rules the library keeps within a major version; docs/decisions.md):
  *  - A function, struct field, enum value or macro of this header keeps its name, type and

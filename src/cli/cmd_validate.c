@@ -104,6 +104,19 @@ static int val_error(const char *msg)
     return 2;
 }
 
+/* --min-accuracy's value, within the settings table's min_cosine bounds (0: no floor), as
+ * quantize's. */
+static aq_status val_min_accuracy(const char *text, double *floor, aq_error *err)
+{
+    aq_settings *set = NULL;
+    aq_status st = aq_settings_create(&set, err);
+    if (st == AQ_OK && (st = aq_settings_set_text(set, "min_cosine", text, err)) == AQ_OK) {
+        st = aq_settings_get_float(set, "min_cosine", floor, err);
+    }
+    aq_settings_free(set);
+    return st;
+}
+
 int cmd_validate(int argc, char **argv)
 {
     const char *orig = NULL, *quant = NULL, *profile = NULL, *acc = NULL;
@@ -142,14 +155,7 @@ int cmd_validate(int argc, char **argv)
     double floor = 0.0;
     char source[96];
     if (acc != NULL) {
-        /* The floor's bounds are the settings table's min_cosine (0: none), as quantize's. */
-        aq_settings *set = NULL;
-        if ((st = aq_settings_create(&set, &err)) == AQ_OK &&
-            (st = aq_settings_set_text(set, "min_cosine", acc, &err)) == AQ_OK) {
-            st = aq_settings_get_float(set, "min_cosine", &floor, &err);
-        }
-        aq_settings_free(set);
-        if (st != AQ_OK) {
+        if ((st = val_min_accuracy(acc, &floor, &err)) != AQ_OK) {
             cli_fail("validate: --min-accuracy: %s", err.message);
             return 2;
         }

@@ -158,6 +158,26 @@ static aq_status qset_progress(const aq_qset_options *opts, size_t i, const aq_t
     return AQ_OK;
 }
 
+/* The caller's options (NULL: every default) read into *o, and their bounds checked. */
+static aq_status qset_read_options(const aq_qset_options *opts, aq_qset_options *o, aq_error *err)
+{
+    aq_status st = AQ__OPTS_READ(aq_qset_options, progress_user, *o, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    if (!(o->min_cosine >= 0.0 && o->min_cosine <= 1.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid min_cosine: %g. Must be between 0 (off) and 1",
+                             o->min_cosine);
+    }
+    if (!(o->target_bpw >= 0.0 && o->target_bpw <= 64.0)) {
+        return aq__error_set(err, AQ_INVALID_PARAMETER,
+                             "Invalid target_bpw: %g. Must be between 0 (off) and 64",
+                             o->target_bpw);
+    }
+    return AQ_OK;
+}
+
 aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
                            const aq_qset_options *opts, aq_qset **out, aq_error *err)
 {
@@ -165,21 +185,13 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_qset_quantize: NULL argument");
     }
     aq_qset_options read;
-    aq_status ost = AQ__OPTS_READ(aq_qset_options, progress_user, read, opts, err);
+    aq_status ost = qset_read_options(opts, &read, err);
     if (ost != AQ_OK) {
         return ost;
     }
     opts = opts != NULL ? &read : NULL;
-    const double min_cos = opts != NULL ? opts->min_cosine : 0.0;
-    const double target = opts != NULL ? opts->target_bpw : 0.0;
-    if (!(min_cos >= 0.0 && min_cos <= 1.0)) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid min_cosine: %g. Must be between 0 (off) and 1", min_cos);
-    }
-    if (!(target >= 0.0 && target <= 64.0)) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. Must be between 0 (off) and 64", target);
-    }
+    const double min_cos = read.min_cosine;
+    const double target = read.target_bpw;
     /* qset_run quantizes through copies of the context, which must share its thread pool:
      * create it now, so that no copy creates (and leaks) one of its own. */
     aq__pool *pool;

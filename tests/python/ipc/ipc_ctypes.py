@@ -20,8 +20,12 @@ class AqError(ctypes.Structure):
 
 
 class WriteOptions(ctypes.Structure):
-    _fields_ = [("format", ctypes.c_int), ("compression", ctypes.c_int),
-                ("compression_level", ctypes.c_int)]
+    """aq_ipc_write_options; its first field is its size (set by the constructor)."""
+    _fields_ = [("size", ctypes.c_size_t), ("format", ctypes.c_int),
+                ("compression", ctypes.c_int), ("compression_level", ctypes.c_int)]
+
+    def __init__(self, fmt=0, compression=0, level=0):
+        super().__init__(ctypes.sizeof(WriteOptions), fmt, compression, level)
 
 
 class IpcError(Exception):
