@@ -145,7 +145,6 @@ AQ_API AQ_MUST_CHECK aq_status aq_settings_check(aq_settings *s, aq_error *err);
  * preserve_moments) from the settings. */
 AQ_API AQ_MUST_CHECK aq_status aq_settings_apply_ctx(aq_settings *s, aq_ctx *ctx, aq_error *err);
 
-
 /* ------------------------------------------------------------------------------------------ */
 /* The model pipeline in three steps: plan, execute, write                                    */
 /* ------------------------------------------------------------------------------------------ */
@@ -199,7 +198,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_plan_deserialize(const void *bytes, size
                                                          aq_model_plan **out, aq_error *err);
 
 typedef struct aq_model_execute_options {
-    size_t size;          /* sizeof(aq_model_execute_options), set by the caller */
+    size_t size;           /* sizeof(aq_model_execute_options), set by the caller */
     const aq_calib *calib; /* required when the plan was made with one; else NULL */
     /* Polled between tensors and blocks: nonzero stops with AQ_CANCELLED. */
     const volatile int *cancel;
@@ -218,8 +217,8 @@ typedef struct aq_model_execute_options {
 AQ_API AQ_MUST_CHECK aq_status aq_model_execute(aq_ctx *ctx, aq_model *model,
                                                 const aq_model_plan *plan, size_t begin, size_t end,
                                                 const aq_model_execute_options *opts,
-                                                struct ArrowSchema *schema,
-                                                struct ArrowArray *rows, aq_error *err);
+                                                struct ArrowSchema *schema, struct ArrowArray *rows,
+                                                aq_error *err);
 
 /* Assembles a model file from a plan and the rows aq_model_execute made of its tensors,
  * wherever they were made: appended in tensor order (any number of rows a call), checked
@@ -233,8 +232,7 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_writer_open(const aq_model_plan *plan, c
 /* Rows are read (copied), not taken: the caller still releases them. */
 AQ_API AQ_MUST_CHECK aq_status aq_model_writer_append(aq_model_writer *w,
                                                       const struct ArrowSchema *schema,
-                                                      const struct ArrowArray *rows,
-                                                      aq_error *err);
+                                                      const struct ArrowArray *rows, aq_error *err);
 /* Every tensor must have been appended (AQ_INVALID_DATA naming the first missing one). The
  * summary is aq_model_quantize's (its `worst` points into the plan). */
 AQ_API AQ_MUST_CHECK aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary,

@@ -96,6 +96,9 @@ class JobResult:
     seconds: float
     workers: int
     address: str = ""
+    # Layer rows: seconds until every plan was in, until every range was quantized, and until
+    # every file was written (from the job's start on the cluster).
+    phases: Mapping[str, float] = field(default_factory=dict)
     failures: tuple[CheckpointResult, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -271,7 +274,8 @@ def _connect(address: str | None, num_workers: int | None) -> None:
                           "logging_level": "ERROR", "configure_logging": True}
     if address in (None, "", "local"):
         kw["num_cpus"] = num_workers or os.cpu_count() or 1
-        # The objects of a job are rows of two paths: a small store will do.
+        # Rows of paths and plans, and the quantized rows of the checkpoints in flight (Ray
+        # spills to disk beyond it).
         kw["object_store_memory"] = 128 << 20
         ray.init(**kw)
     else:
@@ -484,8 +488,8 @@ def _ranges(tensors: Sequence[tuple[Any, ...]], range_bytes: int,
 
 def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                     num_workers: int | None, range_bytes: int,
-                    progress: Callable[[Mapping[str, Any]], Any] | None
-                    ) -> tuple[dict[int, CheckpointResult], int]:
+                    progress: Callable[[Mapping[str, Any]], Any] | None,
+                    phases: dict[str, float]) -> tuple[dict[int, CheckpointResult], int]:
     """Plan on the workers, execute ranges through map_batches, write each file on a worker."""
     from arrow_quant_v2.arrow_quant_v2 import _model_plan_tensors
 
@@ -505,6 +509,7 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
         else:
             results[i] = CheckpointResult(pairs[i][0], pairs[i][1], False, row["error"] or None,
                                           seconds=time.monotonic() - t0)
+    phases["planned"] = time.monotonic() - t0
     # The ranges of every planned checkpoint, in checkpoint order.
     rows, span, tensors = [], {}, {}
     for i in sorted(plans):
@@ -552,6 +557,7 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                     writes[i] = _write_checkpoint.remote(plans[i], pairs[i][1], i, *refs)
         finally:
             ctx.execution_options.preserve_order = saved
+    phases["executed"] = time.monotonic() - t0
     for i, ref in writes.items():
         w = ray.get(ref)
         fails = tuple((str(a), str(b)) for a, b in w["failures"])
@@ -564,6 +570,7 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                       "bytes_total": total_b, "current": pairs[i][0],
                       "checkpoints_done": len(results), "checkpoints_total": len(pairs),
                       "ok": bool(w["ok"])})
+    phases["written"] = time.monotonic() - t0
     return results, workers
 
 
@@ -586,10 +593,11 @@ def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | No
     saved = {k: getattr(ctx, k) for k in _QUIET}
     for k, v in _QUIET.items():
         setattr(ctx, k, v)
+    phases: dict[str, float] = {}
     try:
         if _layer_rows(args) and not any(o.endswith(".gguf") for _, o in pairs):
             results, workers = _execute_layers(pairs, cmd, args, num_workers, range_bytes,
-                                               progress)
+                                               progress, phases)
         else:
             results, workers = _execute(pairs, cmd, args, num_workers, progress)
     finally:
@@ -599,7 +607,7 @@ def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | No
     if missing:
         raise RuntimeError(f"the Ray job returned no result for {', '.join(missing)}")
     return JobResult(tuple(results[i] for i in range(len(pairs))), time.monotonic() - t0,
-                     workers, address or "local")
+                     workers, address or "local", phases)
 
 
 def quantize_checkpoints(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],

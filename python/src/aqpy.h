@@ -151,12 +151,12 @@ PyObject *aq__py_model_execute(PyObject *module, PyObject *args, PyObject *kwarg
 PyObject *aq__py_model_write(PyObject *module, PyObject *args, PyObject *kwargs);
 extern const char aq__py_model_plan_tensors_doc[], aq__py_model_execute_doc[],
     aq__py_model_write_doc[];
-#define AQ__PY_PLAN_METHODS                                                                    \
-    {"_model_plan_tensors", (PyCFunction)(void (*)(void))aq__py_model_plan_tensors,            \
-     METH_VARARGS | METH_KEYWORDS, aq__py_model_plan_tensors_doc},                             \
-        {"_model_execute", (PyCFunction)(void (*)(void))aq__py_model_execute,                  \
-         METH_VARARGS | METH_KEYWORDS, aq__py_model_execute_doc},                              \
-        {"_model_write", (PyCFunction)(void (*)(void))aq__py_model_write,                      \
+#define AQ__PY_PLAN_METHODS                                                         \
+    {"_model_plan_tensors", (PyCFunction)(void (*)(void))aq__py_model_plan_tensors, \
+     METH_VARARGS | METH_KEYWORDS, aq__py_model_plan_tensors_doc},                  \
+        {"_model_execute", (PyCFunction)(void (*)(void))aq__py_model_execute,       \
+         METH_VARARGS | METH_KEYWORDS, aq__py_model_execute_doc},                   \
+        {"_model_write", (PyCFunction)(void (*)(void))aq__py_model_write,           \
          METH_VARARGS | METH_KEYWORDS, aq__py_model_write_doc},
 
 /* Feeds an object speaking __arrow_c_stream__ to calib (aqpy_model.c). -1 with an exception

@@ -53,10 +53,10 @@ PyObject *aq__py_model_plan_tensors(PyObject *module, PyObject *args, PyObject *
             Py_CLEAR(list);
             break;
         }
-        PyObject *item = Py_BuildValue("(sOsInn)", t.name, t.kept ? Py_True : Py_False,
-                                       t.kept ? "raw" : aq_scheme_name(t.scheme),
-                                       t.kept ? 0u : t.bit_width, (Py_ssize_t)t.source_bytes,
-                                       (Py_ssize_t)t.elements);
+        PyObject *item =
+            Py_BuildValue("(sOsInn)", t.name, t.kept ? Py_True : Py_False,
+                          t.kept ? "raw" : aq_scheme_name(t.scheme), t.kept ? 0u : t.bit_width,
+                          (Py_ssize_t)t.source_bytes, (Py_ssize_t)t.elements);
         if (item == NULL) {
             Py_CLEAR(list);
             break;
@@ -187,8 +187,8 @@ PyObject *aq__py_model_write(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"plan", "dst", "batches", NULL};
     PyObject *plan_obj, *dst_b = NULL, *batches;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&O", kwlist, &plan_obj,
-                                     PyUnicode_FSConverter, &dst_b, &batches)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO&O", kwlist, &plan_obj, PyUnicode_FSConverter,
+                                     &dst_b, &batches)) {
         return NULL;
     }
     PyObject *result = NULL, *it = NULL, *item = NULL;

@@ -7,8 +7,8 @@
  * tensor, then the XXH64 of every byte before it. Strings are a u32 length and the bytes
  * (0xFFFFFFFF: none).
  */
-#include "io_internal.h"
 #include "model_plan.h"
+#include "io_internal.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -298,9 +298,8 @@ static aq_status pr_tensor(plan_rd *r, size_t i, aq__plan_tensor *t)
     t->dtype_name = pr_str(r, "a tensor's dtype");
     uint32_t ndim = pr_u32(r, "a tensor's rank");
     if (r->st == AQ_OK && (t->name == NULL || t->dtype_name == NULL || ndim > 64)) {
-        return r->st = aq__error_set(r->err, AQ_INVALID_DATA,
-                                     "plan: tensor %zu at byte %zu: %s", i, at,
-                                     ndim > 64 ? "rank above 64" : "no name or dtype");
+        return r->st = aq__error_set(r->err, AQ_INVALID_DATA, "plan: tensor %zu at byte %zu: %s", i,
+                                     at, ndim > 64 ? "rank above 64" : "no name or dtype");
     }
     t->ndim = ndim;
     if (r->st == AQ_OK && (t->shape = calloc(ndim > 0 ? ndim : 1, sizeof *t->shape)) == NULL) {
@@ -327,8 +326,8 @@ static aq_status pr_tensor(plan_rd *r, size_t i, aq__plan_tensor *t)
             }
         }
         if (t->rule == NULL) {
-            r->st = aq__error_set(r->err, AQ_INVALID_DATA, "plan: tensor %zu: unknown rule '%s'",
-                                  i, rule);
+            r->st = aq__error_set(r->err, AQ_INVALID_DATA, "plan: tensor %zu: unknown rule '%s'", i,
+                                  rule);
         }
         free(rule);
     }
@@ -389,9 +388,9 @@ aq_status aq_model_plan_deserialize(const void *bytes, size_t len, aq_model_plan
     plan->profile = pr_str(&r, "the profile");
     plan->model_meta = pr_str(&r, "the model's metadata");
     plan->components = pr_str(&r, "the components");
-    if (r.st == AQ_OK && ((unsigned)plan->ctx_scheme >= AQ_SCHEME_COUNT || plan->batch_bytes == 0 ||
-                          plan->profile == NULL || plan->model_meta == NULL ||
-                          plan->components == NULL)) {
+    if (r.st == AQ_OK &&
+        ((unsigned)plan->ctx_scheme >= AQ_SCHEME_COUNT || plan->batch_bytes == 0 ||
+         plan->profile == NULL || plan->model_meta == NULL || plan->components == NULL)) {
         r.st = aq__error_set(err, AQ_INVALID_DATA, "plan: bad model-wide fields");
     }
     for (size_t i = 0; i < plan->n && r.st == AQ_OK; i++) {

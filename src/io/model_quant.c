@@ -389,11 +389,16 @@ static aq_status mq_schema(const aq_model_plan *mp, struct ArrowSchema *out, aq_
                               "arrowquant.bit_width",      "arrowquant.tool_version",
                               "arrowquant.profile",        "arrowquant.model_metadata",
                               "arrowquant.components",     "arrowquant.min_cosine"};
-        const char *values[] = {version,         aq_scheme_name(mp->ctx_scheme),
-                                gs,              "lsb-first",
-                                bw,              AQ_VERSION_STRING,
-                                mp->profile,     mp->model_meta,
-                                mp->components,  floor};
+        const char *values[] = {version,
+                                aq_scheme_name(mp->ctx_scheme),
+                                gs,
+                                "lsb-first",
+                                bw,
+                                AQ_VERSION_STRING,
+                                mp->profile,
+                                mp->model_meta,
+                                mp->components,
+                                floor};
         st = aq__schema_set_metadata(&sc, keys, values, min_cos > 0.0 ? 10 : 9, err);
     }
     if (st != AQ_OK) {
@@ -1031,12 +1036,8 @@ static mq_choice mq_choice_of(const mq_state *s, size_t i)
 {
     mq_choice c;
     c.fixed = s->plan != NULL && s->plan[i].bits != 0;
-    c.scheme = c.fixed                ? s->plan[i].scheme
-               : s->r_scheme != NULL ? s->r_scheme[i]
-                                     : s->ctx->scheme;
-    c.bits = c.fixed               ? s->plan[i].bits
-             : s->r_bits != NULL ? s->r_bits[i]
-                                 : s->ctx->bit_width;
+    c.scheme = c.fixed ? s->plan[i].scheme : s->r_scheme != NULL ? s->r_scheme[i] : s->ctx->scheme;
+    c.bits = c.fixed ? s->plan[i].bits : s->r_bits != NULL ? s->r_bits[i] : s->ctx->bit_width;
     c.group = c.fixed ? s->plan[i].group_size : 0;
     return c;
 }
@@ -1614,8 +1615,8 @@ static void mq_totals_finish(mq_totals *tot, size_t batches, aq_model_summary *o
 {
     aq_model_summary *sum = &tot->sum;
     if (sum->quantized > 0) {
-        sum->mean_sqnr_db = tot->finite > 0 ? tot->sqnr_sum / (double)tot->finite
-                                            : (double)INFINITY;
+        sum->mean_sqnr_db =
+            tot->finite > 0 ? tot->sqnr_sum / (double)tot->finite : (double)INFINITY;
         sum->mean_cosine = tot->cos_sum / (double)sum->quantized;
     } else {
         sum->min_sqnr_db = 0.0;
@@ -1884,7 +1885,8 @@ static aq_status mq_plan_make(aq_ctx *ctx, aq_model *model, const aq_model_quant
     s.min_cosine = opts != NULL ? opts->min_cosine : 0.0;
     s.recorded_floor = s.min_cosine;
     int *kept = NULL;
-    if ((st = mq_state_alloc(&s, &kept, err)) == AQ_OK && (st = mq_decide(&s, kept, err)) == AQ_OK &&
+    if ((st = mq_state_alloc(&s, &kept, err)) == AQ_OK &&
+        (st = mq_decide(&s, kept, err)) == AQ_OK &&
         (opts == NULL || opts->target_bpw == 0.0 || (st = mq_plan(&s, kept, err)) == AQ_OK)) {
         st = mq_plan_fill(&s, kept, out, err);
     }
@@ -2142,8 +2144,7 @@ static const void *mw_prim(const struct ArrowArray *a, int64_t j, size_t elem)
     return (const uint8_t *)a->buffers[1] + (size_t)(a->offset + j) * elem;
 }
 
-static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_row *r,
-                         aq_error *err)
+static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_row *r, aq_error *err)
 {
     for (int c = 0; c < MQ_NCOLS; c++) {
         const struct ArrowArray *a = b->children[c];
@@ -2218,14 +2219,14 @@ static aq_status mw_check_row(const aq_model_plan *plan, size_t i, const mw_row 
         *scheme = aq_scheme_name(e->scheme);
         *scheme_id = e->scheme;
         bool floor = !e->fixed && plan->min_cosine > 0.0;
-        bool bits_ok = r->bits == e->bits || (floor && r->bits > e->bits &&
-                                              (r->bits == 4 || r->bits == 8));
+        bool bits_ok =
+            r->bits == e->bits || (floor && r->bits > e->bits && (r->bits == 4 || r->bits == 8));
         aq_layout l;
         memset(&l, 0, sizeof l);
         aq_status st = AQ_OK;
         if (bits_ok && mw_is(r->scheme, r->scheme_len, *scheme)) {
-            st = aq_layout_compute_scheme(e->scheme, e->shape, e->ndim, r->bits, e->group_size,
-                                          &l, err);
+            st = aq_layout_compute_scheme(e->scheme, e->shape, e->ndim, r->bits, e->group_size, &l,
+                                          err);
         }
         if (st != AQ_OK || !bits_ok || !mw_is(r->scheme, r->scheme_len, *scheme) ||
             r->data_len != l.packed_bytes || r->n_scales != l.groups || r->n_zps != l.groups ||
@@ -2334,8 +2335,8 @@ aq_status aq_model_writer_append(aq_model_writer *w, const struct ArrowSchema *s
         const char *scheme = NULL;
         aq_scheme scheme_id = AQ_SCHEME_AFFINE;
         if (w->next >= w->s.mp->n) {
-            st = aq__error_set(err, AQ_INVALID_DATA,
-                               "rows: more rows than the plan's %zu tensors", w->s.mp->n);
+            st = aq__error_set(err, AQ_INVALID_DATA, "rows: more rows than the plan's %zu tensors",
+                               w->s.mp->n);
         } else if ((st = mw_read(rows, wide, k, &r, err)) == AQ_OK &&
                    (st = mw_check_row(w->s.mp, w->next, &r, &scheme, &scheme_id, err)) == AQ_OK &&
                    (st = mw_append_row(w, w->next, &r, scheme, scheme_id, err)) == AQ_OK) {

@@ -258,8 +258,8 @@ TEST(bad_plans_rows_and_ranges_are_refused)
     /* Ranges. */
     CHECK_FAILS(aq_model_execute(ctx, m, plan, 3, 3, NULL, &sc, &rows, &err), AQ_INVALID_ARGUMENT,
                 "[3, 3) are not a range of the plan's 18");
-    CHECK_FAILS(aq_model_execute(ctx, m, plan, 0, 19, NULL, &sc, &rows, &err),
-                AQ_INVALID_ARGUMENT, "are not a range");
+    CHECK_FAILS(aq_model_execute(ctx, m, plan, 0, 19, NULL, &sc, &rows, &err), AQ_INVALID_ARGUMENT,
+                "are not a range");
     /* Damaged and truncated bytes. */
     void *bytes;
     size_t len;
@@ -271,8 +271,8 @@ TEST(bad_plans_rows_and_ranges_are_refused)
     ((uint8_t *)bytes)[len / 2] ^= 1;
     CHECK_FAILS(aq_model_plan_deserialize(bytes, 12, &back, &err), AQ_INVALID_DATA,
                 "not a serialised model plan");
-    CHECK_FAILS(aq_model_plan_deserialize("AQPLAN\x02\nxxxxxxxx", 16, &back, &err),
-                AQ_INVALID_DATA, "not a serialised model plan");
+    CHECK_FAILS(aq_model_plan_deserialize("AQPLAN\x02\nxxxxxxxx", 16, &back, &err), AQ_INVALID_DATA,
+                "not a serialised model plan");
     CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
     aq_model_plan_free(back);
     aq_model_plan_bytes_free(bytes);
