@@ -555,6 +555,10 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                     lo, hi = span[i]
                     refs = [ref for a, b, ref in held if a < hi and b > lo]
                     writes[i] = _write_checkpoint.remote(plans[i], pairs[i][1], i, *refs)
+                # Blocks of written checkpoints only: their write tasks hold them now, and the
+                # object store lets them go when those finish.
+                keep_from = span[pending[0]][0] if pending else pos
+                held = [h for h in held if h[1] > keep_from]
         finally:
             ctx.execution_options.preserve_order = saved
     phases["executed"] = time.monotonic() - t0
