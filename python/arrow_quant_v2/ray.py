@@ -7,7 +7,7 @@
 
 A job has three steps, each on the workers (docs/ray.md); no weights pass through the driver:
 
-1. plan: one row per checkpoint; a worker runs ``arrowquant quantize SRC -o OUT --plan-out``
+1. plan: a task per checkpoint; a worker runs ``arrowquant quantize SRC -o OUT --plan-out``
    with the job's options, so every rule, floor and budget is the command's. The plan (what
    each tensor becomes; no weights) comes back to the driver.
 2. execute: the driver cuts each plan into ranges of tensors (``range_bytes`` of source each,
@@ -354,35 +354,31 @@ def _execute(pairs: list[tuple[str, str]], cmd: str, args: list[str],
 RANGE_BYTES = 64 << 20
 
 
-def _plan_batch(batch: dict[str, Any], command: str, args: Sequence[str]) -> dict[str, Any]:
-    """map_batches on a worker: each checkpoint row planned by the command (--plan-out)."""
+@ray.remote(num_cpus=1, max_retries=-1)
+def _plan_checkpoint(source: str, output: str, command: str,
+                     args: Sequence[str]) -> tuple[bool, str, bytes]:
+    """A task on a worker: the checkpoint planned by the command (--plan-out), which reads
+    every option as it always does. (ok, error line, the serialised plan)."""
     import tempfile
 
     if not os.access(command, os.X_OK):
         command = _find_command(None)
-    out: dict[str, list[Any]] = {"index": [], "ok": [], "error": [], "plan": []}
-    for i, src, dst in zip(batch["index"], batch["source"], batch["output"]):
-        with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
-            plan_path = os.path.join(tmp, "plan")
-            argv = [command, "quantize", str(src), "-o", str(dst), "--plan-out", plan_path,
-                    *[a for a in args if a not in ("--json", "--quiet", "-q")], "--quiet"]
-            try:
-                proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                      preexec_fn=_die_with_parent)
-                err = "; ".join(ln.removeprefix("arrowquant: error: ")
-                                for ln in proc.stderr.splitlines()
-                                if ln.startswith("arrowquant: error: "))
-                ok = proc.returncode == 0
-                if not ok and not err:
-                    err = f"the command exited with status {proc.returncode}"
-                plan = open(plan_path, "rb").read() if ok else b""
-            except OSError as e:
-                ok, err, plan = False, f"{command}: {e.strerror or e}", b""
-        out["index"].append(int(i))
-        out["ok"].append(ok)
-        out["error"].append(err)
-        out["plan"].append(plan)
-    return out
+    with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
+        plan_path = os.path.join(tmp, "plan")
+        argv = [command, "quantize", source, "-o", output, "--plan-out", plan_path,
+                *[a for a in args if a not in ("--json", "--quiet", "-q")], "--quiet"]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                  preexec_fn=_die_with_parent)
+        except OSError as e:
+            return False, f"{command}: {e.strerror or e}", b""
+        if proc.returncode != 0:
+            err = "; ".join(ln.removeprefix("arrowquant: error: ")
+                            for ln in proc.stderr.splitlines()
+                            if ln.startswith("arrowquant: error: "))
+            return False, err or f"the command exited with status {proc.returncode}", b""
+        with open(plan_path, "rb") as f:
+            return True, "", f.read()
 
 
 def _execute_batch(batch: dict[str, Any]) -> dict[str, Any]:
@@ -495,19 +491,16 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
 
     workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     t0 = time.monotonic()
-    items = [{"index": i, "source": s, "output": o} for i, (s, o) in enumerate(pairs)]
-    pool = ray.data.TaskPoolStrategy(size=max(1, min(workers, len(items))))
-    planned = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
-        _plan_batch, fn_kwargs={"command": cmd, "args": list(args)}, batch_size=1, num_cpus=1,
-        compute=pool)
+    # Plans: a task per checkpoint (a plan is small; a Ray Data execution would cost more
+    # than the tasks).
+    planned = [_plan_checkpoint.remote(src, dst, cmd, list(args)) for src, dst in pairs]
     results: dict[int, CheckpointResult] = {}
     plans: dict[int, bytes] = {}
-    for row in planned.iter_rows():
-        i = int(row["index"])
-        if row["ok"]:
-            plans[i] = bytes(row["plan"])
+    for i, (ok, error, plan) in enumerate(ray.get(planned)):
+        if ok:
+            plans[i] = plan
         else:
-            results[i] = CheckpointResult(pairs[i][0], pairs[i][1], False, row["error"] or None,
+            results[i] = CheckpointResult(pairs[i][0], pairs[i][1], False, error or None,
                                           seconds=time.monotonic() - t0)
     phases["planned"] = time.monotonic() - t0
     # The ranges of every planned checkpoint, in checkpoint order.
