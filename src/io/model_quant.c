@@ -2144,6 +2144,13 @@ static const void *mw_prim(const struct ArrowArray *a, int64_t j, size_t elem)
     return (const uint8_t *)a->buffers[1] + (size_t)(a->offset + j) * elem;
 }
 
+/* Element idx of a buffer of elem-byte values; NULL for a buffer that is absent (an empty
+ * column may have none). */
+static const void *mw_at(const void *base, size_t elem, int64_t idx)
+{
+    return base != NULL ? (const uint8_t *)base + (size_t)idx * elem : NULL;
+}
+
 static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_row *r, aq_error *err)
 {
     for (int c = 0; c < MQ_NCOLS; c++) {
@@ -2158,22 +2165,22 @@ static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_ro
     size_t n;
     const struct ArrowArray *const *ch = (const struct ArrowArray *const *)b->children;
     mw_span(ch[0], false, j, &st, &n);
-    r->name = (const char *)ch[0]->buffers[2] + st;
+    r->name = mw_at(ch[0]->buffers[2], 1, st);
     r->name_len = n;
     mw_span(ch[1], wide, j, &st, &r->data_len);
-    r->data = (const uint8_t *)ch[1]->buffers[2] + st;
+    r->data = mw_at(ch[1]->buffers[2], 1, st);
     mw_span(ch[2], false, j, &st, &r->n_scales);
-    r->scales = (const float *)ch[2]->children[0]->buffers[1] + ch[2]->children[0]->offset + st;
+    r->scales = mw_at(ch[2]->children[0]->buffers[1], 4, ch[2]->children[0]->offset + st);
     mw_span(ch[3], false, j, &st, &r->n_zps);
-    r->zps = (const float *)ch[3]->children[0]->buffers[1] + ch[3]->children[0]->offset + st;
+    r->zps = mw_at(ch[3]->children[0]->buffers[1], 4, ch[3]->children[0]->offset + st);
     mw_span(ch[4], false, j, &st, &r->ndim);
-    r->shape = (const int64_t *)ch[4]->children[0]->buffers[1] + ch[4]->children[0]->offset + st;
+    r->shape = mw_at(ch[4]->children[0]->buffers[1], 8, ch[4]->children[0]->offset + st);
     memcpy(&r->bits, mw_prim(ch[5], j, 1), 1);
     memcpy(&r->group, mw_prim(ch[6], j, 4), 4);
     mw_span(ch[7], false, j, &st, &r->scheme_len);
-    r->scheme = (const char *)ch[7]->buffers[2] + st;
+    r->scheme = mw_at(ch[7]->buffers[2], 1, st);
     mw_span(ch[8], false, j, &st, &r->dtype_len);
-    r->dtype = (const char *)ch[8]->buffers[2] + st;
+    r->dtype = mw_at(ch[8]->buffers[2], 1, st);
     memcpy(&r->sqnr, mw_prim(ch[9], j, 8), 8);
     memcpy(&r->cosine, mw_prim(ch[10], j, 8), 8);
     memcpy(&r->maxerr, mw_prim(ch[11], j, 8), 8);
@@ -2183,7 +2190,7 @@ static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_ro
 
 static bool mw_is(const char *s, size_t n, const char *want)
 {
-    return strlen(want) == n && memcmp(s, want, n) == 0;
+    return strlen(want) == n && (n == 0 || memcmp(s, want, n) == 0);
 }
 
 /* Row r checked against the plan's tensor e (index i): its name, shape, dtype, layout and
