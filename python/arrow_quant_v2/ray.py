@@ -442,8 +442,11 @@ def _write_checkpoint(plan: bytes, output: str, ckpt: int, *blocks: Any) -> dict
 
     ranges = []
     for block in blocks:
-        for row in BlockAccessor.for_block(block).to_arrow().to_pylist():
+        tbl = BlockAccessor.for_block(block).to_arrow()
+        small = tbl.drop_columns(["rows"]).to_pylist()  # the rows stay in Arrow buffers
+        for j, row in enumerate(small):
             if int(row["ckpt"]) == ckpt:
+                row["rows"] = tbl.column("rows")[j].as_buffer()
                 ranges.append(row)
     ranges.sort(key=lambda r: int(r["range"]))
     failures = [tuple(f) for r in ranges for f in json.loads(r["failures"])]
