@@ -1,15 +1,18 @@
 """Ray scale-out: the same checkpoints through the plain command and through arrow_quant_v2.ray
 on a local Ray cluster with 1 and 2 workers (docs/ray.md).
 
-    .venv/bin/python bench/ray_scaleout.py [--checkpoints 4] [--mib 32] [--reps 3]
-        [--command build/src/cli/arrowquant] [--args "--profile local"]
+    .venv/bin/python bench/ray_scaleout.py [--checkpoints 4] [--mib 32] [--split-mib 128]
+        [--reps 3] [--command build/src/cli/arrowquant] [--args "--profile local"]
 
 Writes --checkpoints float32 checkpoints of about --mib MiB each (linear layers of 1024 x 1024,
 plus a norm per layer) into a temporary folder, then, --reps times in alternation:
 - plain: ``arrowquant quantize SRC -o OUT --threads 1 ARGS`` for each checkpoint in turn, in one
   loop on the driver (the work of one worker, without Ray);
-- ray1 / ray2: ``quantize_checkpoints`` on a running local cluster of 1 and 2 CPUs (each
-  worker runs the command with ``--threads 1``), the cluster started before the timing.
+- ray1 / ray2: ``quantize_checkpoints`` on a running local cluster of 1 and 2 CPUs (layer
+  rows: plan, ranges of tensors, write, each on a worker with ``--threads 1``), the cluster
+  started before the timing;
+- split: one checkpoint of --split-mib MiB, through the command and through the cluster of 1
+  and 2 CPUs (its tensors cut into ranges over the workers).
 Every output is checked byte for byte against the plain command's. Prints each best time, the
 throughput in source MiB/s, the ratios ray1 / plain (the overhead of the Ray path on one worker,
 target <= 1.15) and plain / ray2 (the speed-up of two workers), and the cluster's start-up time
@@ -62,7 +65,11 @@ def run_plain(command: str, srcs, outdir: pathlib.Path, args: list[str]) -> floa
     return time.perf_counter() - t0
 
 
-def run_ray(srcs, outdir: pathlib.Path, args: list[str], command: str, workers: int) -> float:
+PHASES: dict[str, dict[str, float]] = {}
+
+
+def run_ray(srcs, outdir: pathlib.Path, args: list[str], command: str, workers: int,
+            key: str = "") -> float:
     from arrow_quant_v2.ray import _plan, _run_job
 
     outdir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +80,9 @@ def run_ray(srcs, outdir: pathlib.Path, args: list[str], command: str, workers: 
     dt = time.perf_counter() - t0
     if not job.ok:
         raise SystemExit(f"ray job failed: {job.failures}")
+    if key and (key not in PHASES or job.phases.get("written", 1e9) <
+                PHASES[key].get("written", 1e9)):
+        PHASES[key] = dict(job.phases)
     return dt
 
 
@@ -80,6 +90,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoints", type=int, default=4)
     ap.add_argument("--mib", type=int, default=32)
+    ap.add_argument("--split-mib", type=int, default=128,
+                    help="size of the one checkpoint split over the workers (0: not measured)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--command", default=str(ROOT / "build" / "src" / "cli" / "arrowquant"))
     ap.add_argument("--args", default="", help="more options of the command (quoted)")
@@ -97,10 +109,16 @@ def main() -> int:
         tmpd = pathlib.Path(tmp)
         srcs = make_checkpoints(tmpd, a.checkpoints, a.mib)
         size = sum(s.stat().st_size for s in srcs) / (1 << 20)
+        big: list[pathlib.Path] = []
+        if a.split_mib > 0:
+            (tmpd / "big").mkdir()
+            big = make_checkpoints(tmpd / "big", 1, a.split_mib)
+        big_size = sum(s.stat().st_size for s in big) / (1 << 20)
         print(f"{a.checkpoints} checkpoints, {size:.1f} MiB of float32 in all; command "
               f"{a.command} {' '.join(args)}; {os.cpu_count()} CPUs, load "
               f"{os.getloadavg()[0]:.2f}")
-        best = {"plain": float("inf"), "ray1": float("inf"), "ray2": float("inf")}
+        best = {k: float("inf") for k in ("plain", "ray1", "ray2", "split_plain", "split_ray1",
+                                          "split_ray2")}
         startup = {}
         for workers in (1, 2):
             key = f"ray{workers}"
@@ -113,23 +131,47 @@ def main() -> int:
             for r in range(a.reps):
                 best["plain"] = min(best["plain"],
                                     run_plain(a.command, srcs, tmpd / "plain", args))
-                best[key] = min(best[key], run_ray(srcs, tmpd / key, args, a.command, workers))
+                best[key] = min(best[key], run_ray(srcs, tmpd / key, args, a.command, workers,
+                                                   key))
+                if big:
+                    best["split_plain"] = min(best["split_plain"], run_plain(
+                        a.command, big, tmpd / "split_plain", args))
+                    best["split_" + key] = min(best["split_" + key], run_ray(
+                        big, tmpd / ("split_" + key), args, a.command, workers,
+                        "split_" + key))
             ray.shutdown()
             for s in srcs:
                 ref = digest(tmpd / "plain" / (s.stem + ".arrow"))
                 if digest(tmpd / key / (s.stem + ".arrow")) != ref:
                     raise SystemExit(f"{key}: {s.stem}.arrow differs from the command's")
+            for s in big:
+                ref = digest(tmpd / "split_plain" / (s.stem + ".arrow"))
+                if digest(tmpd / ("split_" + key) / (s.stem + ".arrow")) != ref:
+                    raise SystemExit(f"split {key}: {s.stem}.arrow differs from the command's")
         print(f"load after: {os.getloadavg()[0]:.2f}")
         print("| run | best of %d (s) | MiB/s | vs plain |" % a.reps)
         print("|---|---|---|---|")
         for k in ("plain", "ray1", "ray2"):
             print(f"| {k} | {best[k]:.3f} | {size / best[k]:.1f} | "
                   f"{best[k] / best['plain']:.3f} |")
+        if big:
+            print(f"\none checkpoint of {big_size:.1f} MiB split into ranges of tensors:\n")
+            print("| run | best of %d (s) | MiB/s | vs plain |" % a.reps)
+            print("|---|---|---|---|")
+            for k in ("split_plain", "split_ray1", "split_ray2"):
+                print(f"| {k} | {best[k]:.3f} | {big_size / best[k]:.1f} | "
+                      f"{best[k] / best['split_plain']:.3f} |")
+            print(f"one checkpoint on two workers: plain / split_ray2 = "
+                  f"{best['split_plain'] / best['split_ray2']:.2f}x")
         over = best["ray1"] / best["plain"]
         print(f"Ray overhead on one worker: ray1 / plain = {over:.3f} (target <= 1.15: "
               f"{'met' if over <= 1.15 else 'missed'})")
         print(f"two workers: plain / ray2 = {best['plain'] / best['ray2']:.2f}x, "
               f"ray1 / ray2 = {best['ray1'] / best['ray2']:.2f}x")
+        print("phases of the fastest run (s from the job's start: plans in, ranges done, files "
+              "written): " + "; ".join(
+                  f"{k} " + ", ".join(f"{p} {v:.2f}" for p, v in ph.items())
+                  for k, ph in PHASES.items()))
         print("cluster start-up and first task (not in the times above): " +
               ", ".join(f"{k} {v:.1f} s" for k, v in startup.items()))
         print("every output byte-identical to the command's")

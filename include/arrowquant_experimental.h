@@ -142,6 +142,101 @@ AQ_API AQ_MUST_CHECK aq_status aq_settings_check(aq_settings *s, aq_error *err);
  * preserve_moments) from the settings. */
 AQ_API AQ_MUST_CHECK aq_status aq_settings_apply_ctx(aq_settings *s, aq_ctx *ctx, aq_error *err);
 
+/* ------------------------------------------------------------------------------------------ */
+/* The model pipeline in three steps: plan, execute, write                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* aq_model_quantize is these three calls in one (docs/pipeline.md, "Plan, execute, write"); a
+ * distributed driver calls them apart: plan once per model, execute ranges of tensors on any
+ * number of workers, write the file from their rows in order. The file is byte for byte what
+ * aq_model_quantize writes with the same context and options, however the tensors were
+ * divided. */
+
+/* Every decision about a model's tensors: kept or quantized, scheme, bits and group (the layer
+ * rules, the keep rule, the budget's allocation: a budget measures every candidate of every
+ * tensor it chooses for, so planning reads those tensors' weights once), with the model-wide
+ * fields of the file (metadata, the floor, the batch size). It holds no weights. */
+typedef struct aq_model_plan aq_model_plan;
+
+/* Plans `model` with ctx (its bits, group size, scheme, moments; its threads measure the
+ * budget's options) and opts as aq_model_quantize takes them (the progress callback reports
+ * the budget's measuring pass; on_tensor is not called). Nothing is written. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_plan_create(aq_ctx *ctx, aq_model *model,
+                                                    const aq_model_quantize_options *opts,
+                                                    aq_model_plan **out, aq_error *err);
+AQ_API void aq_model_plan_free(aq_model_plan *plan);
+/* The number of tensors (the model's). */
+AQ_API size_t aq_model_plan_count(const aq_model_plan *plan);
+
+typedef struct aq_model_plan_tensor {
+    size_t size;              /* sizeof(aq_model_plan_tensor), set by the caller */
+    const char *name;         /* owned by the plan, as every string below */
+    const char *source_dtype; /* as the checkpoint names it */
+    int kept;                 /* 1: written as it is (float32 for BF16/F64 sources) */
+    aq_scheme scheme;         /* of a quantized tensor, as every field up to group_size */
+    unsigned bit_width;       /* before the floor */
+    size_t group_size;        /* the context's group for it (a scheme may fix its own) */
+    int floor_may_raise;      /* 1: the floor may raise its bits when executed */
+    size_t elements;
+    size_t source_bytes;
+    const char *rule; /* the deciding layer rule's name; NULL without rules */
+} aq_model_plan_tensor;
+
+AQ_API AQ_MUST_CHECK aq_status aq_model_plan_tensor_get(const aq_model_plan *plan, size_t i,
+                                                        aq_model_plan_tensor *out, aq_error *err);
+
+/* The plan as bytes, to send to workers (*out is the caller's, to free with
+ * aq_model_plan_bytes_free), and back. deserialize checks the bytes (a checksum over them
+ * all, every field): AQ_INVALID_DATA naming the byte offset and what was expected. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_plan_serialize(const aq_model_plan *plan, void **out,
+                                                       size_t *out_len, aq_error *err);
+AQ_API void aq_model_plan_bytes_free(void *bytes);
+AQ_API AQ_MUST_CHECK aq_status aq_model_plan_deserialize(const void *bytes, size_t len,
+                                                         aq_model_plan **out, aq_error *err);
+
+typedef struct aq_model_execute_options {
+    size_t size;           /* sizeof(aq_model_execute_options), set by the caller */
+    const aq_calib *calib; /* required when the plan was made with one; else NULL */
+    /* Polled between tensors and blocks: nonzero stops with AQ_CANCELLED. */
+    const volatile int *cancel;
+    /* Called after each tensor (tensors_done counts from `begin`). */
+    aq_model_progress_fn progress;
+    void *progress_user;
+} aq_model_execute_options;
+
+/* Quantizes (or keeps) tensors [begin, end) of the plan from `model` (the one planned, or an
+ * identical copy on another machine: names, dtypes, shapes and sizes are checked,
+ * AQ_SHAPE_MISMATCH naming the first that differs) into *rows, a struct array of the model
+ * file's columns and one row per tensor in order, described by *schema (both the caller's to
+ * release). ctx gives the threads; its other parameters come from the plan. A tensor that
+ * fails (NaN, a truncated source) fails the call with its name in the message. opts may be
+ * NULL. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_execute(aq_ctx *ctx, aq_model *model,
+                                                const aq_model_plan *plan, size_t begin, size_t end,
+                                                const aq_model_execute_options *opts,
+                                                struct ArrowSchema *schema, struct ArrowArray *rows,
+                                                aq_error *err);
+
+/* Assembles a model file from a plan and the rows aq_model_execute made of its tensors,
+ * wherever they were made: appended in tensor order (any number of rows a call), checked
+ * against the plan (names, layouts, shapes and each row's checksum: AQ_INVALID_DATA naming the
+ * row and what was expected, for rows out of order, missing, or of another plan), written
+ * under a temporary name and renamed into place by close. The plan must outlive the writer. */
+typedef struct aq_model_writer aq_model_writer;
+
+AQ_API AQ_MUST_CHECK aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
+                                                    aq_model_writer **out, aq_error *err);
+/* Rows are read (copied), not taken: the caller still releases them. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_writer_append(aq_model_writer *w,
+                                                      const struct ArrowSchema *schema,
+                                                      const struct ArrowArray *rows, aq_error *err);
+/* Every tensor must have been appended (AQ_INVALID_DATA naming the first missing one). The
+ * summary is aq_model_quantize's (its `worst` points into the plan). */
+AQ_API AQ_MUST_CHECK aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary,
+                                                     aq_error *err);
+/* Without a successful close the temporary file is removed; the final name is not touched. */
+AQ_API void aq_model_writer_free(aq_model_writer *w);
+
 #ifdef __cplusplus
 }
 #endif

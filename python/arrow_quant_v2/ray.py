@@ -5,13 +5,24 @@
                                address="auto", profile="local")
     job.failures        # the checkpoints that failed, each with the command's error line
 
-Each checkpoint is one row of a Ray Dataset (its source path and output path: no weights pass
-through the driver). ``map_batches`` runs the ``arrowquant quantize`` command on that row on a
-worker, so the worker reads the checkpoint from its own disk and writes the model file there,
-with exactly the bytes the command writes on one machine: the row is the command's run. A
-worker that dies is retried by Ray; the command writes under a temporary name and renames into
-place only when complete, and removes the temporaries of killed runs, so a retried checkpoint
-ends complete and correct and nothing partial ever has the final name.
+A job has three steps, each on the workers (docs/ray.md); no weights pass through the driver:
+
+1. plan: a task per checkpoint; a worker runs ``arrowquant quantize SRC -o OUT --plan-out``
+   with the job's options, so every rule, floor and budget is the command's. The plan (what
+   each tensor becomes; no weights) comes back to the driver.
+2. execute: the driver cuts each plan into ranges of tensors (``range_bytes`` of source each,
+   and at least one range per worker for a checkpoint that has the tensors), a Ray Dataset of
+   one row per range. ``map_batches`` quantizes each range on a worker, reading the mapped
+   checkpoint lazily (``_model_execute``: the library's aq_model_execute), into the model
+   file's rows. A range with a bad tensor reports every failing tensor by name.
+3. write: once a checkpoint's ranges are done, a task on a worker assembles its model file from
+   the plan and the rows in order (``_model_write``: aq_model_writer), under a temporary name
+   renamed into place: the same bytes ``arrowquant quantize`` writes on one machine.
+
+A worker that dies is retried by Ray (an execute task by Ray Data, a write task by its retries);
+nothing partial ever has the final name, and the temporaries of killed writers are removed.
+GGUF output (``type=``) and a calibration (``calibration=``) run one checkpoint per row
+through the command instead (the GGUF writer has no plan/rows entry point yet).
 
 Settings are the command's options, as keywords: ``bits=4`` is ``--bits 4``,
 ``min_accuracy=0.99`` is ``--min-accuracy 0.99``, ``keep=["*norm*", "*.bias"]`` is two
@@ -51,7 +62,10 @@ __all__ = ["CheckpointResult", "JobResult", "quantize_checkpoints", "settings_to
 _FLAGS = frozenset({"--json", "--quiet", "-q"})
 # Ray Data settings while a job runs (see _run_job).
 _QUIET = {"enable_progress_bars": False, "print_on_execution_start": False,
-          "verbose_stats_logs": False}
+          "verbose_stats_logs": False,
+          # Ray Data otherwise reserves half the cluster for operators that have no tasks here
+          # (the input), and a two-CPU cluster then runs one task at a time.
+          "op_resource_reservation_enabled": False}
 # Options the job sets itself for each checkpoint.
 _OWN = frozenset({"-o", "--ray", "--command"})
 
@@ -64,9 +78,14 @@ class CheckpointResult:
     output: str
     ok: bool
     error: str | None = None
-    summary: Mapping[str, Any] | None = None  # the command's --json summary (Python API)
-    text: str = ""  # what the command printed on stdout
+    summary: Mapping[str, Any] | None = None  # the command's --json summary, or the writer's
+    text: str = ""  # what the command printed on stdout (checkpoint rows)
     seconds: float = 0.0
+    # Layer rows: (tensor, error) of each tensor that failed; the execute tasks (Ray task ids)
+    # that quantized its ranges, and their worker processes.
+    tensor_failures: tuple[tuple[str, str], ...] = ()
+    tasks: tuple[str, ...] = ()
+    workers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +96,9 @@ class JobResult:
     seconds: float
     workers: int
     address: str = ""
+    # Layer rows: seconds until every plan was in, until every range was quantized, and until
+    # every file was written (from the job's start on the cluster).
+    phases: Mapping[str, float] = field(default_factory=dict)
     failures: tuple[CheckpointResult, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -252,7 +274,8 @@ def _connect(address: str | None, num_workers: int | None) -> None:
                           "logging_level": "ERROR", "configure_logging": True}
     if address in (None, "", "local"):
         kw["num_cpus"] = num_workers or os.cpu_count() or 1
-        # The objects of a job are rows of two paths: a small store will do.
+        # Rows of paths and plans, and the quantized rows of the checkpoints in flight (Ray
+        # spills to disk beyond it).
         kw["object_store_memory"] = 128 << 20
         ray.init(**kw)
     else:
@@ -324,9 +347,243 @@ def _execute(pairs: list[tuple[str, str]], cmd: str, args: list[str],
     return results, workers
 
 
+# ---- layer rows: plan, execute, write ----
+
+# Source bytes of one range of tensors by default: large enough that a task's fixed cost (about
+# 50 ms) is small against it, small enough that the rows of a range stay well inside one block.
+RANGE_BYTES = 64 << 20
+
+
+@ray.remote(num_cpus=1, max_retries=-1)
+def _plan_checkpoint(source: str, output: str, command: str,
+                     args: Sequence[str]) -> tuple[bool, str, bytes]:
+    """A task on a worker: the checkpoint planned by the command (--plan-out), which reads
+    every option as it always does. (ok, error line, the serialised plan)."""
+    import tempfile
+
+    if not os.access(command, os.X_OK):
+        command = _find_command(None)
+    with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
+        plan_path = os.path.join(tmp, "plan")
+        argv = [command, "quantize", source, "-o", output, "--plan-out", plan_path,
+                *[a for a in args if a not in ("--json", "--quiet", "-q")], "--quiet"]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                                  preexec_fn=_die_with_parent)
+        except OSError as e:
+            return False, f"{command}: {e.strerror or e}", b""
+        if proc.returncode != 0:
+            err = "; ".join(ln.removeprefix("arrowquant: error: ")
+                            for ln in proc.stderr.splitlines()
+                            if ln.startswith("arrowquant: error: "))
+            return False, err or f"the command exited with status {proc.returncode}", b""
+        with open(plan_path, "rb") as f:
+            return True, "", f.read()
+
+
+def _execute_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """map_batches on a worker: each range row's tensors quantized from the checkpoint (read
+    through this worker's own memory map) into the model file's rows, as an Arrow IPC stream.
+    A range that fails is run again tensor by tensor, so every failing tensor is named."""
+    import pyarrow as pa
+
+    from arrow_quant_v2.arrow_quant_v2 import _model_execute, _model_plan_tensors
+
+    class _Rows:
+        def __init__(self, pair: tuple[Any, Any]):
+            self.pair = pair
+
+        def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]:
+            return self.pair
+
+    out: dict[str, list[Any]] = {k: [] for k in ("ckpt", "range", "begin", "end", "ok",
+                                                 "failures", "rows", "pid", "task")}
+    task = ray.get_runtime_context().get_task_id() or ""
+    for c, k, b, e, src, plan in zip(batch["ckpt"], batch["range"], batch["begin"],
+                                     batch["end"], batch["source"], batch["plan"]):
+        b, e, src, plan = int(b), int(e), str(src), bytes(plan)
+        failures: list[tuple[str, str]] = []
+        rows = b""
+        try:
+            rb = pa.record_batch(_Rows(_model_execute(src, plan, b, e)))
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, rb.schema) as w:
+                w.write_batch(rb)
+            rows = sink.getvalue().to_pybytes()
+        except Exception:  # noqa: BLE001 - every failure is reported, by tensor
+            names = [t[0] for t in _model_plan_tensors(plan)]
+            for i in range(b, e):
+                try:
+                    _model_execute(src, plan, i, i + 1)
+                except Exception as ex:  # noqa: BLE001
+                    failures.append((names[i], str(ex)))
+            if not failures:  # it failed as a range only (memory): say so
+                failures.append((names[b], f"tensors {b}..{e - 1} failed together"))
+        out["ckpt"].append(int(c))
+        out["range"].append(int(k))
+        out["begin"].append(b)
+        out["end"].append(e)
+        out["ok"].append(not failures)
+        out["failures"].append(json.dumps(failures))
+        out["rows"].append(rows)
+        out["pid"].append(os.getpid())
+        out["task"].append(task)
+    return out
+
+
+@ray.remote(num_cpus=1, max_retries=-1)
+def _write_checkpoint(plan: bytes, output: str, ckpt: int, *blocks: Any) -> dict[str, Any]:
+    """A task on a worker: the model file of checkpoint `ckpt` from its plan and the rows of its
+    ranges (the execute blocks, which may hold other checkpoints' ranges too), in order."""
+    import pyarrow as pa
+    from ray.data.block import BlockAccessor
+
+    from arrow_quant_v2.arrow_quant_v2 import _model_write
+
+    ranges = []
+    for block in blocks:
+        tbl = BlockAccessor.for_block(block).to_arrow()
+        small = tbl.drop_columns(["rows"]).to_pylist()  # the rows stay in Arrow buffers
+        for j, row in enumerate(small):
+            if int(row["ckpt"]) == ckpt:
+                row["rows"] = tbl.column("rows")[j].as_buffer()
+                ranges.append(row)
+    ranges.sort(key=lambda r: int(r["range"]))
+    failures = [tuple(f) for r in ranges for f in json.loads(r["failures"])]
+    pids = sorted({int(r["pid"]) for r in ranges})
+    tasks = sorted({str(r["task"]) for r in ranges})
+    if failures:
+        return {"ok": False, "failures": failures, "pids": pids, "tasks": tasks, "summary": None}
+
+    def batches() -> Iterable[Any]:
+        for r in ranges:
+            yield from pa.ipc.open_stream(r["rows"])
+
+    try:
+        summary = _model_write(plan, output, batches())
+    except Exception as ex:  # noqa: BLE001 - reported as the checkpoint's error
+        return {"ok": False, "failures": [("", str(ex))], "pids": pids, "tasks": tasks,
+                "summary": None}
+    finally:
+        _remove_stale_temporaries(output)
+    return {"ok": True, "failures": [], "pids": pids, "tasks": tasks, "summary": summary}
+
+
+def _ranges(tensors: Sequence[tuple[Any, ...]], range_bytes: int,
+            workers: int) -> list[tuple[int, int]]:
+    """[begin, end) ranges of a plan's tensors of about range_bytes of source each, and at
+    least `workers` ranges when there are that many tensors (one huge checkpoint spreads)."""
+    total = sum(int(t[4]) for t in tensors)
+    target = max(1, min(range_bytes, -(-total // max(1, workers))))
+    out, begin, acc = [], 0, 0
+    for i, t in enumerate(tensors):
+        acc += int(t[4])
+        if acc >= target and i + 1 < len(tensors):
+            out.append((begin, i + 1))
+            begin, acc = i + 1, 0
+    out.append((begin, len(tensors)))
+    return out
+
+
+def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
+                    num_workers: int | None, range_bytes: int,
+                    progress: Callable[[Mapping[str, Any]], Any] | None,
+                    phases: dict[str, float]) -> tuple[dict[int, CheckpointResult], int]:
+    """Plan on the workers, execute ranges through map_batches, write each file on a worker."""
+    from arrow_quant_v2.arrow_quant_v2 import _model_plan_tensors
+
+    workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    t0 = time.monotonic()
+    # Plans: a task per checkpoint (a plan is small; a Ray Data execution would cost more
+    # than the tasks).
+    planned = [_plan_checkpoint.remote(src, dst, cmd, list(args)) for src, dst in pairs]
+    results: dict[int, CheckpointResult] = {}
+    plans: dict[int, bytes] = {}
+    for i, (ok, error, plan) in enumerate(ray.get(planned)):
+        if ok:
+            plans[i] = plan
+        else:
+            results[i] = CheckpointResult(pairs[i][0], pairs[i][1], False, error or None,
+                                          seconds=time.monotonic() - t0)
+    phases["planned"] = time.monotonic() - t0
+    # The ranges of every planned checkpoint, in checkpoint order.
+    rows, span, tensors = [], {}, {}
+    for i in sorted(plans):
+        tensors[i] = _model_plan_tensors(plans[i])
+        first = len(rows)
+        for k, (b, e) in enumerate(_ranges(tensors[i], range_bytes, workers)):
+            rows.append({"ckpt": i, "range": k, "begin": b, "end": e, "source": pairs[i][0],
+                         "plan": plans[i]})
+        span[i] = (first, len(rows))
+    total_t = sum(len(t) for t in tensors.values())
+    total_b = sum(int(t[4]) for ts in tensors.values() for t in ts)
+    done_t = done_b = 0
+    writes: dict[int, Any] = {}
+    if rows:
+        ctx = ray.data.DataContext.get_current()
+        saved = ctx.execution_options.preserve_order
+        ctx.execution_options.preserve_order = True  # blocks come back in range order
+        try:
+            ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
+                _execute_batch, batch_size=1, num_cpus=1,
+                compute=ray.data.TaskPoolStrategy(size=max(1, min(workers, len(rows)))))
+            held: list[tuple[int, int, Any]] = []  # (first row, end row, block ref)
+            pos = 0
+            pending = sorted(span)
+            for bundle in ds.iter_internal_ref_bundles():
+                for entry in bundle.blocks:
+                    n = int(entry.metadata.num_rows or 0)
+                    held.append((pos, pos + n, entry.ref))
+                    for j in range(pos, pos + n):
+                        r = rows[j]
+                        done_t += r["end"] - r["begin"]
+                        done_b += sum(int(t[4]) for t in tensors[r["ckpt"]][r["begin"]:r["end"]])
+                    pos += n
+                    if progress is not None and n > 0:
+                        progress({"tensors_done": done_t, "tensors_total": total_t,
+                                  "bytes_done": done_b, "bytes_total": total_b,
+                                  "current": pairs[rows[pos - 1]["ckpt"]][0],
+                                  "checkpoints_done": len(results),
+                                  "checkpoints_total": len(pairs), "ok": True})
+                # Each checkpoint whose ranges are all in: its file, written on a worker.
+                while pending and span[pending[0]][1] <= pos:
+                    i = pending.pop(0)
+                    lo, hi = span[i]
+                    refs = [ref for a, b, ref in held if a < hi and b > lo]
+                    writes[i] = _write_checkpoint.remote(plans[i], pairs[i][1], i, *refs)
+                # Blocks of written checkpoints only: their write tasks hold them now, and the
+                # object store lets them go when those finish.
+                keep_from = span[pending[0]][0] if pending else pos
+                held = [h for h in held if h[1] > keep_from]
+        finally:
+            ctx.execution_options.preserve_order = saved
+    phases["executed"] = time.monotonic() - t0
+    for i, ref in writes.items():
+        w = ray.get(ref)
+        fails = tuple((str(a), str(b)) for a, b in w["failures"])
+        error = "; ".join(b for _, b in fails) or None
+        results[i] = CheckpointResult(pairs[i][0], pairs[i][1], bool(w["ok"]), error,
+                                      w["summary"], "", time.monotonic() - t0, fails,
+                                      tuple(w["tasks"]), tuple(w["pids"]))
+        if progress is not None:
+            progress({"tensors_done": done_t, "tensors_total": total_t, "bytes_done": done_b,
+                      "bytes_total": total_b, "current": pairs[i][0],
+                      "checkpoints_done": len(results), "checkpoints_total": len(pairs),
+                      "ok": bool(w["ok"])})
+    phases["written"] = time.monotonic() - t0
+    return results, workers
+
+
+def _layer_rows(args: Sequence[str]) -> bool:
+    """Whether a job's options go through layer rows (else one command run per checkpoint):
+    not for GGUF output, nor with a calibration (its table would have to reach every worker)."""
+    return not any(a in ("--type", "--calibration", "--calibration-combine") for a in args)
+
+
 def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | None,
              num_workers: int | None, command: str | None,
-             progress: Callable[[Mapping[str, Any]], Any] | None) -> JobResult:
+             progress: Callable[[Mapping[str, Any]], Any] | None,
+             range_bytes: int = RANGE_BYTES) -> JobResult:
     cmd = _find_command(command)
     t0 = time.monotonic()
     _connect(address, num_workers)
@@ -336,8 +593,13 @@ def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | No
     saved = {k: getattr(ctx, k) for k in _QUIET}
     for k, v in _QUIET.items():
         setattr(ctx, k, v)
+    phases: dict[str, float] = {}
     try:
-        results, workers = _execute(pairs, cmd, args, num_workers, progress)
+        if _layer_rows(args) and not any(o.endswith(".gguf") for _, o in pairs):
+            results, workers = _execute_layers(pairs, cmd, args, num_workers, range_bytes,
+                                               progress, phases)
+        else:
+            results, workers = _execute(pairs, cmd, args, num_workers, progress)
     finally:
         for k, v in saved.items():
             setattr(ctx, k, v)
@@ -345,14 +607,14 @@ def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | No
     if missing:
         raise RuntimeError(f"the Ray job returned no result for {', '.join(missing)}")
     return JobResult(tuple(results[i] for i in range(len(pairs))), time.monotonic() - t0,
-                     workers, address or "local")
+                     workers, address or "local", phases)
 
 
 def quantize_checkpoints(sources: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
                          output_dir: str | os.PathLike[str], *, address: str | None = None,
                          num_workers: int | None = None, command: str | None = None,
                          progress_callback: Callable[[Mapping[str, Any]], Any] | None = None,
-                         **settings: Any) -> JobResult:
+                         range_bytes: int = RANGE_BYTES, **settings: Any) -> JobResult:
     """Quantizes checkpoints on a Ray cluster, one model file each in output_dir.
 
     sources: a checkpoint (a .safetensors file, a *.safetensors.index.json, a diffusers or
@@ -363,14 +625,18 @@ def quantize_checkpoints(sources: str | os.PathLike[str] | Iterable[str | os.Pat
     a local one with num_workers CPUs (default: one per CPU). num_workers: checkpoints
     quantized at once (default: the cluster's CPUs). command: the arrowquant command the
     workers run (default: the one installed beside the worker's Python, else on PATH).
-    progress_callback: called on this thread as each checkpoint finishes, with a mapping
-    (checkpoints_done, checkpoints_total, bytes_done, bytes_total, current, ok).
+    progress_callback: called on this thread as work finishes, with a mapping
+    (checkpoints_done, checkpoints_total, bytes_done, bytes_total, current, ok; with layer rows
+    also tensors_done, tensors_total, as each range of tensors is quantized).
+    range_bytes: source bytes of one range of tensors (layer rows); a checkpoint is also cut
+    into at least one range per worker, so one huge checkpoint spreads over the cluster.
     settings: the command's options as keywords (the module's docstring); each checkpoint's
     file has the bytes ``arrowquant quantize SOURCE -o FILE`` with those options writes.
 
     A checkpoint that fails (a bad tensor, an unreadable file) is reported in the result's
-    ``failures`` with the command's error line, and the others finish; nothing is written
-    under its name. Returns a JobResult.
+    ``failures`` with the error (and, with layer rows, ``tensor_failures``: every failing
+    tensor by name), and the others finish; nothing is written under its name. Returns a
+    JobResult.
     """
     if isinstance(sources, (str, os.PathLike)):
         srcs = [os.fspath(sources)]
@@ -383,7 +649,8 @@ def quantize_checkpoints(sources: str | os.PathLike[str] | Iterable[str | os.Pat
     args = settings_to_args(settings) + ["--json"]
     ext = ".gguf" if settings.get("type") else ".arrow"
     return _run_job(_plan(srcs, outdir, None, ext), args, address=address,
-                    num_workers=num_workers, command=command, progress=progress_callback)
+                    num_workers=num_workers, command=command, progress=progress_callback,
+                    range_bytes=range_bytes)
 
 
 # ---- the command's --ray path: python -m arrow_quant_v2.ray ----
@@ -443,17 +710,20 @@ class _Progress:
         rate = p["bytes_done"] / el if el > 0 else 0.0
         left = (p["bytes_total"] - p["bytes_done"]) / rate if rate > 0 else 0.0
         n, total = p["checkpoints_done"], p["checkpoints_total"]
+        what = "checkpoints"
+        if "tensors_total" in p:  # layer rows: counted in tensors, as the command counts
+            n, total, what = p["tensors_done"], p["tensors_total"], "tensors"
         if self.tty:
             fill = int(frac * 30)
             bar = "#" * fill + "." * (30 - fill)
-            print(f"\r[{bar}] {n}/{total} checkpoints  {_size(p['bytes_done'])}/"
+            print(f"\r[{bar}] {n}/{total} {what}  {_size(p['bytes_done'])}/"
                   f"{_size(p['bytes_total'])}  {_size(rate)}/s  {left:.0f}s left  ",
                   end="\n" if n == total else "", file=sys.stderr, flush=True)
             return
         decile = int(frac * 10)
         if decile > self.last_decile or n == total:
             self.last_decile = decile
-            print(f"progress: {n}/{total} checkpoints, {_size(p['bytes_done'])} of "
+            print(f"progress: {n}/{total} {what}, {_size(p['bytes_done'])} of "
                   f"{_size(p['bytes_total'])}, {_size(rate)}/s, {el:.1f}s elapsed",
                   file=sys.stderr, flush=True)
 
@@ -503,15 +773,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         doc = {"address": job.address, "workers": job.workers, "seconds": job.seconds,
                "checkpoints": [{"source": c.source, "output": c.output, "ok": c.ok,
                                 "error": c.error, "seconds": c.seconds,
-                                "summary": _json_or_none(c.text)} for c in job.checkpoints],
+                                "summary": _json_or_none(c.text) if c.text else c.summary,
+                                "tensor_failures": [list(f) for f in c.tensor_failures]}
+                               for c in job.checkpoints],
                "failed": len(job.failures)}
         print(json.dumps(doc, indent=2))
     else:
         for c in job.checkpoints:
             if len(job.checkpoints) > 1 and not quiet:
                 print(f"== {c.source} -> {c.output}")
-            if c.ok:
+            if c.ok and c.text:
                 sys.stdout.write(c.text)
+            elif c.ok and c.summary and not quiet:
+                sys.stdout.write(_summary_text(c))
             elif not quiet:
                 print(f"  failed: {c.error}")
         if not quiet:
@@ -521,6 +795,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     for c in job.failures:
         print(f"arrowquant: error: {c.source}: {c.error}", file=sys.stderr)
     return 0 if job.ok else 1
+
+
+def _summary_text(c: CheckpointResult) -> str:
+    """A checkpoint written from layer rows: the writer's summary."""
+    s = c.summary or {}
+    bpw = 8.0 * s.get("bytes_out", 0) / s["params"] if s.get("params") else 0.0
+    return (f"wrote {c.output}\n"
+            f"  tensors   {s.get('tensors', 0)} ({s.get('quantized', 0)} quantized, "
+            f"{s.get('kept', 0)} kept, {s.get('moved', 0)} raised by the floor)\n"
+            f"  size      {_size(s.get('bytes_in', 0))} -> {_size(s.get('bytes_out', 0))} "
+            f"({bpw:.3f} bits per weight), {s.get('batches', 0)} batches\n"
+            f"  quality   mean SQNR {s.get('mean_sqnr_db', 0.0):.2f} dB, mean cosine "
+            f"{s.get('mean_cosine', 0.0):.6f}, worst {s.get('worst') or '-'}\n"
+            f"  ranges    {len(c.tasks)} tasks on {len(c.workers)} worker processes\n")
 
 
 def _json_or_none(text: str) -> Any:

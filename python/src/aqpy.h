@@ -150,6 +150,21 @@ extern const char aq__py_quantize_gguf_doc[], aq__py_gguf_encode_doc[], aq__py_g
         {"_gguf_to_safetensors", (PyCFunction)(void (*)(void))aq__py_gguf_to_safetensors, \
          METH_VARARGS | METH_KEYWORDS, aq__py_gguf_to_safetensors_doc},
 
+/* The model pipeline in three steps (aqpy_plan.c): _model_plan_tensors, _model_execute,
+ * _model_write. */
+PyObject *aq__py_model_plan_tensors(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *aq__py_model_execute(PyObject *module, PyObject *args, PyObject *kwargs);
+PyObject *aq__py_model_write(PyObject *module, PyObject *args, PyObject *kwargs);
+extern const char aq__py_model_plan_tensors_doc[], aq__py_model_execute_doc[],
+    aq__py_model_write_doc[];
+#define AQ__PY_PLAN_METHODS                                                         \
+    {"_model_plan_tensors", (PyCFunction)(void (*)(void))aq__py_model_plan_tensors, \
+     METH_VARARGS | METH_KEYWORDS, aq__py_model_plan_tensors_doc},                  \
+        {"_model_execute", (PyCFunction)(void (*)(void))aq__py_model_execute,       \
+         METH_VARARGS | METH_KEYWORDS, aq__py_model_execute_doc},                   \
+        {"_model_write", (PyCFunction)(void (*)(void))aq__py_model_write,           \
+         METH_VARARGS | METH_KEYWORDS, aq__py_model_write_doc},
+
 /* Feeds an object speaking __arrow_c_stream__ to calib (aqpy_model.c). -1 with an exception
  * set on failure. */
 int aq__py_calib_from_stream(PyObject *module, aq_calib *calib, PyObject *obj);

@@ -719,7 +719,7 @@ PyMethodDef aq__py_model_methods[] = {
      METH_VARARGS | METH_KEYWORDS, aqpy_quantize_model_doc},
     {"_compare_models", (PyCFunction)(void (*)(void))aqpy_compare_models,
      METH_VARARGS | METH_KEYWORDS, aqpy_compare_models_doc},
-    AQ__PY_GGUF_METHODS{NULL, NULL, 0, NULL}};
+    AQ__PY_GGUF_METHODS AQ__PY_PLAN_METHODS{NULL, NULL, 0, NULL}};
 
 /* ------------------------------------------------------------------------------------------ */
 /* config= and calibration= of ArrowQuantV2's quantize methods                                */

@@ -184,6 +184,7 @@ typedef struct qz_opts {
     double min_cos, target;
     bool min_set, target_set, bits_set, group_set, min_el_set;
     const char *calib_path, *combine, *scope_name, *profile;
+    const char *plan_out; /* --plan-out: write the run's plan there, quantize nothing */
     int comp, json, quiet;
     const char **keep;
     size_t n_keep;
@@ -253,7 +254,8 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--keep") == 0 ||
                      strcmp(a, "--bits-for") == 0 || strcmp(a, "--calibration") == 0 ||
-                     strcmp(a, "--scheme") == 0 || cli_setting_flag(a);
+                     strcmp(a, "--scheme") == 0 || strcmp(a, "--plan-out") == 0 ||
+                     cli_setting_flag(a);
         if (needs && v == NULL) {
             return cli_fail("%s needs a value", a);
         }
@@ -308,6 +310,8 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
             }
         } else if (strcmp(a, "--keep") == 0) {
             q->keep[q->n_keep++] = v;
+        } else if (strcmp(a, "--plan-out") == 0) {
+            q->plan_out = v;
         } else if (strcmp(a, "--compression") == 0) {
             long long comp;
             if ((rc = qz_setting(q, a, v, "compression", &comp, NULL)) != 0) {
@@ -435,6 +439,47 @@ static bool qz_scheme_weighted(aq_scheme scheme)
     return aq_scheme_get_info(scheme, &info, NULL) == AQ_OK && info.importance;
 }
 
+/* --plan-out FILE: the run's plan (aq_model_plan_create with the options o), serialised into
+ * FILE through a temporary name; what a distributed run executes on its workers
+ * (docs/ray.md). 0 or the exit status of a failure. */
+static int qz_plan_out(const qz_opts *q, qz_run *r, const aq_model_quantize_options *o)
+{
+    aq_error err;
+    aq_error_clear(&err);
+    aq_model_quantize_options po = *o;
+    po.on_tensor = NULL;
+    po.progress = NULL;
+    aq_model_plan *plan = NULL;
+    void *bytes = NULL;
+    size_t len = 0;
+    aq_status st = aq_model_plan_create(r->ctx, r->model, &po, &plan, &err);
+    if (st == AQ_OK) {
+        st = aq_model_plan_serialize(plan, &bytes, &len, &err);
+    }
+    aq_model_plan_free(plan);
+    if (st != AQ_OK) {
+        return cli_status(st, &err);
+    }
+    size_t n = strlen(q->plan_out) + 16;
+    char *tmp = malloc(n);
+    int rc = 0;
+    if (tmp == NULL) {
+        rc = cli_fail("out of memory");
+    } else {
+        snprintf(tmp, n, "%s.tmp-%ld", q->plan_out, (long)getpid());
+        FILE *f = fopen(tmp, "wb");
+        bool ok = f != NULL && fwrite(bytes, 1, len, f) == len;
+        ok = f != NULL && fclose(f) == 0 && ok;
+        if (!ok || rename(tmp, q->plan_out) != 0) {
+            rc = cli_fail("--plan-out %s: %s", q->plan_out, strerror(errno));
+            (void)unlink(tmp);
+        }
+    }
+    free(tmp);
+    aq_model_plan_bytes_free(bytes);
+    return rc;
+}
+
 /* Opens the model and the calibration, makes the layer rules and quantizes; 0 or the exit
  * status of a failure (r's objects are the caller's to free either way). */
 static int qz_execute(qz_opts *q, qz_run *r)
@@ -500,6 +545,9 @@ static int qz_execute(qz_opts *q, qz_run *r)
     o.on_tensor_user = &r->alloc;
     o.calib = r->calib;
     o.budget_scope = q->scope;
+    if (q->plan_out != NULL) {
+        return qz_plan_out(q, r, &o);
+    }
     if ((st = aq_model_quantize(r->ctx, r->model, q->out, &o, &r->s, &err)) != AQ_OK) {
         if (prog.tty && !q->quiet) {
             fputc('\n', stderr);
@@ -792,7 +840,7 @@ int cmd_quantize(int argc, char **argv)
         goto done;
     }
     if ((rc = qz_parse(argc, argv, &q)) != 0 || (rc = qz_resolve(&q)) != 0 ||
-        (rc = qz_execute(&q, &r)) != 0) {
+        (rc = qz_execute(&q, &r)) != 0 || q.plan_out != NULL) {
         goto done;
     }
     if (r.alloc.oom) {

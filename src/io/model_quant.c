@@ -19,6 +19,7 @@
 #include "arrow_owned.h"
 #include "io_internal.h"
 #include "ipc_internal.h"
+#include "model_plan.h"
 #include "pipeline.h"
 
 #include <fnmatch.h>
@@ -45,6 +46,8 @@ static const struct {
 typedef struct mq_row {
     size_t index; /* tensor index in the model */
     const char *name;
+    const int64_t *shape;
+    size_t ndim;
     const char *scheme;
     aq_scheme scheme_id; /* of a quantized row */
     const char *source_dtype;
@@ -85,7 +88,11 @@ typedef struct mq_writer {
 
 typedef struct mq_state {
     aq_ctx *ctx;
-    aq_model *model;
+    aq_model *model; /* NULL in a writer of rows made elsewhere */
+    /* What every tensor becomes (set once planned); the file's model-wide fields. */
+    const aq_model_plan *mp;
+    /* Rows for another process (aq_model_execute): the batch never borrows from the mapping. */
+    bool exporting;
     const aq_model_quantize_options *opts;
     size_t batch_bytes;
     bool large;
@@ -354,12 +361,13 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
 
 /* ---- building and writing a batch ---- */
 
-static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error *err)
+/* The model file's schema, with its metadata, from the plan. */
+static aq_status mq_schema(const aq_model_plan *mp, struct ArrowSchema *out, aq_error *err)
 {
     struct ArrowSchema sc;
     aq_status st = aq__schema_alloc(&sc, "+s", "", 0, MQ_NCOLS, err);
     for (int i = 0; st == AQ_OK && i < MQ_NCOLS; i++) {
-        const char *f = (i == 1 && s->large) ? "Z" : mq_cols[i].format;
+        const char *f = (i == 1 && mp->large) ? "Z" : mq_cols[i].format;
         st = aq__schema_alloc(sc.children[i], f, mq_cols[i].name, ARROW_FLAG_NULLABLE,
                               mq_cols[i].child != NULL ? 1 : 0, err);
         if (st == AQ_OK && mq_cols[i].child != NULL) {
@@ -368,42 +376,37 @@ static aq_status mq_schema(const mq_state *s, struct ArrowSchema *out, aq_error 
         }
     }
     /* Metadata: the seed keys, then the tool's and the source model's. */
-    char *model_meta = NULL;
-    char *components = NULL;
     if (st == AQ_OK) {
-        /* JSON objects built by hand would need escaping: Jansson does it. */
-        st = aq__io_model_meta_json(s->model, &model_meta, &components, err);
-    }
-    if (st == AQ_OK) {
-        long long bits = (long long)s->ctx->bit_width;
+        long long bits = (long long)mp->ctx_bits;
         /* The layout's group size: the scheme's own where it fixes one (kquant's super-block),
          * whatever the parameter says. */
-        long long group = (long long)aq__scheme_group(s->ctx->scheme, s->ctx->group_size);
+        long long group = (long long)aq__scheme_group(mp->ctx_scheme, mp->ctx_group);
         char version[16], gs[24], bw[24];
         snprintf(version, sizeof version, "%d", AQ_FORMAT_VERSION);
         snprintf(gs, sizeof gs, "%lld", group);
         snprintf(bw, sizeof bw, "%lld", bits);
-        const char *profile =
-            s->opts != NULL && s->opts->profile != NULL ? s->opts->profile : "none";
         /* The cosine floor of the run, when it had one: what arrowquant validate holds the
          * file to by default (%.17g keeps the double exact). */
         char floor[32];
-        double min_cos = s->recorded_floor;
+        double min_cos = mp->recorded_floor;
         snprintf(floor, sizeof floor, "%.17g", min_cos);
         const char *keys[] = {"arrowquant.format_version", "arrowquant.scheme",
                               "arrowquant.group_size",     "arrowquant.packing",
                               "arrowquant.bit_width",      "arrowquant.tool_version",
                               "arrowquant.profile",        "arrowquant.model_metadata",
                               "arrowquant.components",     "arrowquant.min_cosine"};
-        const char *values[] = {version,    aq_scheme_name(s->ctx->scheme),
-                                gs,         "lsb-first",
-                                bw,         AQ_VERSION_STRING,
-                                profile,    model_meta,
-                                components, floor};
+        const char *values[] = {version,
+                                aq_scheme_name(mp->ctx_scheme),
+                                gs,
+                                "lsb-first",
+                                bw,
+                                AQ_VERSION_STRING,
+                                mp->profile,
+                                mp->model_meta,
+                                mp->components,
+                                floor};
         st = aq__schema_set_metadata(&sc, keys, values, min_cos > 0.0 ? 10 : 9, err);
     }
-    free(model_meta);
-    free(components);
     if (st != AQ_OK) {
         aq__schema_release_if(&sc);
         return st;
@@ -667,7 +670,7 @@ static aq_status mq_data_column(mq_state *s, struct ArrowArray *qd, size_t total
     in_arena = in_arena && total_data > 0 && total_data == ar->data_len;
     if (in_arena) {
         aq__array_buffer_borrow(qd, 2, ar->data, s->keep);
-    } else if (n == 1 && s->rows[0].borrowed != NULL) {
+    } else if (n == 1 && s->rows[0].borrowed != NULL && !s->exporting) {
         aq__array_buffer_borrow(qd, 2, s->rows[0].borrowed, s->keep);
     } else if (n == 1 && s->rows[0].data != NULL && !s->rows[0].arena) {
         aq__array_buffer_adopt(qd, 2, s->rows[0].data);
@@ -692,12 +695,11 @@ static aq_status mq_data_column(mq_state *s, struct ArrowArray *qd, size_t total
     return AQ_OK;
 }
 
-static aq_status mq_flush(mq_state *s, aq_error *err)
+/* The pending rows as one batch in *out (*borrowed_out: it reads from the mapping). The rows
+ * stay pending (mq_drop gives them up). */
+static aq_status mq_build(mq_state *s, struct ArrowArray *out, bool *borrowed_out, aq_error *err)
 {
     size_t n = s->n_rows;
-    if (n == 0) {
-        return AQ_OK;
-    }
     aq_status st;
     struct ArrowArray batch;
     memset(&batch, 0, sizeof batch);
@@ -722,15 +724,14 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
     size_t total_data = 0;
     for (size_t i = 0; i < n; i++) {
         const mq_row *r = &s->rows[i];
-        const aq_st_tensor *t = aq_model_tensor(s->model, r->index);
         names[i] = r->name;
         schemes[i] = r->scheme;
         dtypes[i] = r->source_dtype;
         sv[i] = r->scales;
         zv[i] = r->zps;
         gc[i] = r->groups;
-        dv[i] = t->shape;
-        dc[i] = t->ndim;
+        dv[i] = r->shape;
+        dc[i] = r->ndim;
         bits[i] = (uint8_t)r->bit_width;
         groups[i] = (uint32_t)(r->group_size > UINT32_MAX ? UINT32_MAX : r->group_size);
         m[0][i] = r->sqnr;
@@ -746,8 +747,8 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
             .scales_len = r->groups * sizeof(float),
             .zero_points = r->zps,
             .zero_points_len = r->groups * sizeof(float),
-            .shape = t->shape,
-            .shape_len = t->ndim * sizeof(int64_t),
+            .shape = r->shape,
+            .shape_len = r->ndim * sizeof(int64_t),
             .bit_width = bits[i],
             .group_size = groups[i],
             .scheme = r->scheme,
@@ -799,24 +800,10 @@ static aq_status mq_flush(mq_state *s, aq_error *err)
     if ((st = mq_prim(batch.children[12], sums, sizeof(uint64_t), n, err)) != AQ_OK) {
         goto done;
     }
-    /* A batch that borrows from the mapping is written now: its pages are let go below. */
-    if ((st = mq_submit(s, &batch, !borrowed, err)) != AQ_OK) {
-        goto done;
-    }
-    s->batches++;
-    /* The next batch fills the other arena, whose batch mq_submit has waited for. */
-    s->arena[s->cur].data_len = 0;
-    s->arena[s->cur].grp_len = 0;
-    s->cur = 1 - s->cur;
+    aq__array_move(&batch, out);
+    *borrowed_out = borrowed;
 done:
     aq__array_release_if(&batch);
-    for (size_t i = 0; i < n; i++) {
-        /* Borrowed rows were read from the mapping only now: let their pages go. */
-        aq_model_release(s->model, s->rows[i].index);
-        mq_row_free(&s->rows[i]);
-    }
-    s->n_rows = 0;
-    s->pending_bytes = 0;
     free(names);
     free(schemes);
     free(dtypes);
@@ -831,6 +818,43 @@ done:
         free(m[k]);
     }
     free(sums);
+    return st;
+}
+
+/* Gives up the pending rows (their pages too: borrowed rows were read from the mapping only
+ * when their batch was written). */
+static void mq_drop(mq_state *s)
+{
+    for (size_t i = 0; i < s->n_rows; i++) {
+        if (s->model != NULL) {
+            aq_model_release(s->model, s->rows[i].index);
+        }
+        mq_row_free(&s->rows[i]);
+    }
+    s->n_rows = 0;
+    s->pending_bytes = 0;
+}
+
+/* Writes the pending rows as one batch. */
+static aq_status mq_flush(mq_state *s, aq_error *err)
+{
+    if (s->n_rows == 0) {
+        return AQ_OK;
+    }
+    struct ArrowArray batch;
+    memset(&batch, 0, sizeof batch);
+    bool borrowed = false;
+    aq_status st = mq_build(s, &batch, &borrowed, err);
+    /* A batch that borrows from the mapping is written now: its pages are let go below. */
+    if (st == AQ_OK && (st = mq_submit(s, &batch, !borrowed, err)) == AQ_OK) {
+        s->batches++;
+        /* The next batch fills the other arena, whose batch mq_submit has waited for. */
+        s->arena[s->cur].data_len = 0;
+        s->arena[s->cur].grp_len = 0;
+        s->cur = 1 - s->cur;
+    }
+    aq__array_release_if(&batch);
+    mq_drop(s);
     return st;
 }
 
@@ -1004,10 +1028,30 @@ static aq_status mq_quantize_with(mq_state *s, const aq_tensor *src, const aq_st
     return mq_quantize_measure(s, &tmp, src, scheme, &l, r, err);
 }
 
-/* One quantized tensor: the budget's choice, or the context's scheme and bits, raised while
- * the cosine stays below the floor. */
-static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_row *r,
-                             aq_model_tensor_result *res, aq_error *err)
+/* What a quantized tensor is made with: scheme, bits and group (0: the context's), and whether
+ * the budget chose them (then the floor does not raise them). */
+typedef struct mq_choice {
+    aq_scheme scheme;
+    unsigned bits;
+    size_t group;
+    bool fixed;
+} mq_choice;
+
+/* Tensor i's choice while planning: the budget's, else the rules', else the context's. */
+static mq_choice mq_choice_of(const mq_state *s, size_t i)
+{
+    mq_choice c;
+    c.fixed = s->plan != NULL && s->plan[i].bits != 0;
+    c.scheme = c.fixed ? s->plan[i].scheme : s->r_scheme != NULL ? s->r_scheme[i] : s->ctx->scheme;
+    c.bits = c.fixed ? s->plan[i].bits : s->r_bits != NULL ? s->r_bits[i] : s->ctx->bit_width;
+    c.group = c.fixed ? s->plan[i].group_size : 0;
+    return c;
+}
+
+/* One quantized tensor with choice c, raised while the cosine stays below the floor (unless
+ * the budget fixed it). */
+static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, const mq_choice *c,
+                             mq_row *r, aq_model_tensor_result *res, aq_error *err)
 {
     aq_tensor src;
     void *copy = NULL;
@@ -1020,14 +1064,10 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, mq_ro
         return st;
     }
     /* Tensors the budget chose for follow the plan; tensors the rules fix keep their bits. */
-    const bool planned = s->plan != NULL && s->plan[i].bits != 0;
-    aq_scheme scheme = planned               ? s->plan[i].scheme
-                       : s->r_scheme != NULL ? s->r_scheme[i]
-                                             : s->ctx->scheme;
-    unsigned bits = planned             ? s->plan[i].bits
-                    : s->r_bits != NULL ? s->r_bits[i]
-                                        : s->ctx->bit_width;
-    const size_t group = planned ? s->plan[i].group_size : 0;
+    const bool planned = c->fixed;
+    const aq_scheme scheme = c->scheme;
+    unsigned bits = c->bits;
+    const size_t group = c->group;
     res->initial_bit_width = bits;
     for (;;) {
         if ((st = mq_quantize_with(s, &src, t, scheme, bits, group, r, err)) != AQ_OK) {
@@ -1075,7 +1115,8 @@ static aq_status mq_fixed_bytes(mq_state *s, const int *kept, size_t i, size_t *
         aq_model_tensor_result res;
         memset(&r, 0, sizeof r);
         memset(&res, 0, sizeof res);
-        st = mq_quantize(s, i, t, &r, &res, err);
+        mq_choice c = mq_choice_of(s, i);
+        st = mq_quantize(s, i, t, &c, &r, &res, err);
         *out = r.data_size + 2 * r.groups * sizeof(float);
         mq_row_free(&r);
         aq_model_release(s->model, i);
@@ -1569,31 +1610,55 @@ typedef struct mq_totals {
     size_t finite;
 } mq_totals;
 
-/* Tensor i, written as row r: the summary, the caller's per-tensor result and progress. */
-static void mq_report(mq_state *s, const int *kept, size_t i, const mq_row *r,
-                      aq_model_tensor_result *res, size_t out_bytes, mq_totals *tot,
-                      aq_model_progress *prog)
+static void mq_totals_init(mq_totals *tot)
+{
+    memset(tot, 0, sizeof *tot);
+    tot->sum.min_sqnr_db = (double)INFINITY;
+}
+
+/* The summary once every tensor is written. */
+static void mq_totals_finish(mq_totals *tot, size_t batches, aq_model_summary *out)
+{
+    aq_model_summary *sum = &tot->sum;
+    if (sum->quantized > 0) {
+        sum->mean_sqnr_db =
+            tot->finite > 0 ? tot->sqnr_sum / (double)tot->finite : (double)INFINITY;
+        sum->mean_cosine = tot->cos_sum / (double)sum->quantized;
+    } else {
+        sum->min_sqnr_db = 0.0;
+    }
+    sum->batches = batches;
+    if (out != NULL) {
+        *out = *sum;
+    }
+}
+
+/* Tensor i, written as row r: the summary, the caller's per-tensor result and progress. Names
+ * point into the model when there is one (they outlive the call), else into the plan. */
+static void mq_report(mq_state *s, size_t i, const mq_row *r, aq_model_tensor_result *res,
+                      size_t out_bytes, mq_totals *tot, aq_model_progress *prog)
 {
     const aq_model_quantize_options *opts = s->opts;
-    const aq_st_tensor *t = aq_model_tensor(s->model, i);
+    const aq__plan_tensor *e = &s->mp->t[i];
+    const char *name = s->model != NULL ? aq_model_tensor(s->model, i)->name : e->name;
     aq_model_summary *sum = &tot->sum;
     sum->tensors++;
-    sum->params += t->elements;
-    sum->bytes_in += t->nbytes;
+    sum->params += e->elements;
+    sum->bytes_in += e->nbytes;
     sum->bytes_out += out_bytes;
     res->index = i;
-    res->name = t->name;
-    res->kept = kept[i];
-    res->elements = t->elements;
+    res->name = name;
+    res->kept = e->kept;
+    res->elements = e->elements;
     res->bytes = out_bytes;
     res->sqnr_db = r->sqnr;
     res->cosine = r->cosine;
-    res->rule = s->r_rule != NULL ? s->r_rule[i] : NULL;
-    if (kept[i]) {
+    res->rule = e->rule;
+    if (e->kept) {
         sum->kept++;
     } else {
         sum->quantized++;
-        sum->quantized_params += t->elements;
+        sum->quantized_params += e->elements;
         if (isfinite(r->sqnr)) {
             tot->sqnr_sum += r->sqnr;
             tot->finite++;
@@ -1601,7 +1666,7 @@ static void mq_report(mq_state *s, const int *kept, size_t i, const mq_row *r,
         tot->cos_sum += r->cosine;
         if (r->sqnr < sum->min_sqnr_db) {
             sum->min_sqnr_db = r->sqnr;
-            sum->worst = t->name;
+            sum->worst = name;
         }
         sum->moved += (size_t)res->moved;
         sum->quantized_bytes += out_bytes;
@@ -1613,58 +1678,246 @@ static void mq_report(mq_state *s, const int *kept, size_t i, const mq_row *r,
         opts->on_tensor(opts->on_tensor_user, res);
     }
     prog->tensors_done = i + 1;
-    prog->bytes_done += t->nbytes;
-    prog->current = t->name;
+    prog->bytes_done += e->nbytes;
+    prog->current = name;
     if (opts != NULL && opts->progress != NULL) {
         opts->progress(opts->progress_user, prog);
     }
 }
 
-/* The writing pass: every tensor kept or quantized (as planned) into the pending batch, the
- * batches written as they fill, then the file closed. */
-static aq_status mq_write(mq_state *s, const int *kept, mq_totals *tot, aq_error *err)
+/* ---- execute: tensor i of the plan into a row ---- */
+
+/* Tensor i kept or quantized as the plan says, into *r (placed in the pending batch's arena
+ * when writing here; buffers of its own when exporting). */
+static aq_status mq_exec_tensor(mq_state *s, size_t i, mq_row *r, aq_model_tensor_result *res,
+                                aq_error *err)
 {
-    const size_t n = aq_model_count(s->model);
-    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(s->model), NULL, 0};
+    const aq__plan_tensor *e = &s->mp->t[i];
+    const aq_st_tensor *t = aq_model_tensor(s->model, i);
+    memset(r, 0, sizeof *r);
+    memset(res, 0, sizeof *res);
+    r->index = i;
+    r->name = t->name;
+    r->shape = t->shape;
+    r->ndim = t->ndim;
+    r->place = !s->exporting;
     aq_status st;
-    for (size_t i = 0; i < n; i++) {
-        if (mq_cancelled(s->opts)) {
-            return aq__error_set(err, AQ_CANCELLED, "cancelled");
-        }
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        mq_row r;
-        memset(&r, 0, sizeof r);
-        r.index = i;
-        r.name = t->name;
-        r.place = true;
-        aq_model_tensor_result res;
-        memset(&res, 0, sizeof res);
-        st = kept[i] ? mq_keep(s, t, &r, err) : mq_quantize(s, i, t, &r, &res, err);
-        if (st != AQ_OK) {
-            mq_row_free(&r);
-            return st;
-        }
-        if (r.borrowed == NULL) {
-            aq_model_release(s->model, i);
-        }
-        size_t out_bytes = r.data_size + 2 * r.groups * sizeof(float);
-        /* (A row in the arena was placed after this flush already: mq_place.) */
-        if (!r.arena && s->n_rows > 0 && s->pending_bytes + out_bytes > s->batch_bytes &&
-            (st = mq_flush(s, err)) != AQ_OK) {
-            mq_row_free(&r);
-            return st;
-        }
-        mq_push(s, &r, out_bytes);
-        if (s->pending_bytes >= s->batch_bytes && (st = mq_flush(s, err)) != AQ_OK) {
-            return st;
-        }
-        mq_report(s, kept, i, &r, &res, out_bytes, tot, &prog);
+    if (e->kept) {
+        st = mq_keep(s, t, r, err);
+    } else {
+        mq_choice c = {e->scheme, e->bits, e->group_size, e->fixed != 0};
+        st = mq_quantize(s, i, t, &c, r, res, err);
     }
+    if (st != AQ_OK) {
+        mq_row_free(r);
+        return st;
+    }
+    if (r->borrowed == NULL) {
+        aq_model_release(s->model, i);
+    }
+    return AQ_OK;
+}
+
+/* ---- write: rows into batches, batches into the file ---- */
+
+/* Appends finished row r (out_bytes of output) to the pending batch, writing the batch first
+ * when the row would overflow it and after when it is full: batch boundaries depend only on
+ * the rows' sizes, so rows made anywhere give the same file. */
+static aq_status mq_append(mq_state *s, mq_row *r, size_t out_bytes, aq_error *err)
+{
+    aq_status st;
+    /* (A row in the arena was placed after this flush already: mq_place.) */
+    if (!r->arena && s->n_rows > 0 && s->pending_bytes + out_bytes > s->batch_bytes &&
+        (st = mq_flush(s, err)) != AQ_OK) {
+        mq_row_free(r);
+        return st;
+    }
+    mq_push(s, r, out_bytes);
+    if (s->pending_bytes >= s->batch_bytes) {
+        return mq_flush(s, err);
+    }
+    return AQ_OK;
+}
+
+/* The pending rows written, the writer thread joined and the file closed (renamed into
+ * place). */
+static aq_status mq_finish(mq_state *s, aq_error *err)
+{
+    aq_status st;
     if ((st = mq_flush(s, err)) != AQ_OK || (st = mq_wait(s, err)) != AQ_OK) {
         return st;
     }
     return aq_ipc_writer_close((aq_ipc_writer *)s->ipc, err);
 }
+
+/* Opens the file at out_path for the plan's rows (aq_ipc_writer, a temporary name). */
+static aq_status mq_open(mq_state *s, const char *out_path, aq_error *err)
+{
+    struct ArrowSchema schema;
+    memset(&schema, 0, sizeof schema);
+    aq_ipc_write_options wo = AQ_SIZED_INIT(aq_ipc_write_options);
+    wo.format = AQ_IPC_FORMAT_FILE;
+    wo.compression = (aq_ipc_compression)s->mp->compression;
+    aq_ipc_writer *w = NULL;
+    aq_status st = mq_schema(s->mp, &schema, err);
+    if (st == AQ_OK && (st = aq_ipc_writer_open(out_path, &schema, &wo, &w, err)) == AQ_OK) {
+        s->ipc = w;
+        aq__ipc_writer_drop_behind(w, true);
+    }
+    aq__schema_release_if(&schema);
+    return st;
+}
+
+/* A state that follows plan mp: rows, the keepalive; ctx, model and opts as given. */
+static aq_status mq_state_init(mq_state *s, aq_ctx *ctx, aq_model *model, const aq_model_plan *mp,
+                               const aq_model_quantize_options *opts, aq_error *err)
+{
+    memset(s, 0, sizeof *s);
+    s->ctx = ctx;
+    s->model = model;
+    s->mp = mp;
+    s->opts = opts;
+    s->batch_bytes = mp->batch_bytes;
+    s->large = mp->large != 0;
+    s->min_cosine = mp->min_cosine;
+    s->recorded_floor = mp->recorded_floor;
+    s->rows = calloc(mp->n + 1, sizeof *s->rows);
+    s->keep = aq__keepalive_create(mq_keep_destroy, NULL);
+    if (s->rows == NULL || s->keep == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    return AQ_OK;
+}
+
+/* ---- plan ---- */
+
+/* A copy of n int64 values, or of a string (NULL stays NULL); false when out of memory. */
+static bool mq_dup(char **out, const char *str)
+{
+    *out = NULL;
+    if (str == NULL) {
+        return true;
+    }
+    size_t len = strlen(str) + 1;
+    if ((*out = malloc(len)) != NULL) {
+        memcpy(*out, str, len);
+    }
+    return *out != NULL;
+}
+
+/* The plan from the planning state: every tensor's decision and the model-wide fields. */
+static aq_status mq_plan_fill(mq_state *s, const int *kept, aq_model_plan **out, aq_error *err)
+{
+    const size_t n = aq_model_count(s->model);
+    aq_model_plan *p = NULL;
+    aq_status st = aq__model_plan_alloc(n, &p, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    const aq_model_quantize_options *o = s->opts;
+    p->ctx_bits = s->ctx->bit_width;
+    p->ctx_group = aq__ctx_group_size(s->ctx);
+    p->ctx_scheme = s->ctx->scheme;
+    p->preserve_moments = s->ctx->preserve_moments ? 1 : 0;
+    p->min_cosine = s->min_cosine;
+    p->recorded_floor = s->recorded_floor;
+    p->large = s->large ? 1 : 0;
+    p->batch_bytes = s->batch_bytes;
+    p->compression = o != NULL ? o->compression : 0;
+    p->calibrated = o != NULL && o->calib != NULL;
+    bool ok = mq_dup(&p->profile, o != NULL && o->profile != NULL ? o->profile : "none");
+    st = ok ? aq__io_model_meta_json(s->model, &p->model_meta, &p->components, err)
+            : aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    for (size_t i = 0; i < n && st == AQ_OK; i++) {
+        const aq_st_tensor *t = aq_model_tensor(s->model, i);
+        aq__plan_tensor *e = &p->t[i];
+        e->ndim = t->ndim;
+        e->elements = t->elements;
+        e->nbytes = t->nbytes;
+        e->kept = kept[i] ? 1 : 0;
+        e->rule = s->r_rule != NULL ? s->r_rule[i] : NULL;
+        if (!e->kept) {
+            mq_choice c = mq_choice_of(s, i);
+            e->scheme = c.scheme;
+            e->bits = c.bits;
+            e->group_size = c.group > 0 ? c.group : aq__ctx_group_size(s->ctx);
+            e->fixed = c.fixed ? 1 : 0;
+        }
+        e->shape = malloc((t->ndim > 0 ? t->ndim : 1) * sizeof *e->shape);
+        if (e->shape == NULL || !mq_dup(&e->name, t->name) ||
+            !mq_dup(&e->dtype_name, t->dtype_name)) {
+            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+            break;
+        }
+        if (t->ndim > 0) {
+            memcpy(e->shape, t->shape, t->ndim * sizeof *e->shape);
+        }
+    }
+    if (st != AQ_OK) {
+        aq_model_plan_free(p);
+        return st;
+    }
+    *out = p;
+    return AQ_OK;
+}
+
+/* Every decision about the model (the rules, the keep rule, the floor's record, the budget)
+ * into a plan. */
+static aq_status mq_plan_make(aq_ctx *ctx, aq_model *model, const aq_model_quantize_options *opts,
+                              aq_model_plan **out, aq_error *err)
+{
+    if (aq_model_count(model) == 0) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "the model holds no tensors: nothing to quantize");
+    }
+    aq_status st = mq_check_options(model, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    /* Copies of the context (other scheme or bits) share its thread pool: create it now, so
+     * that no copy creates one of its own. */
+    aq__pool *pool;
+    if ((st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    mq_state s;
+    memset(&s, 0, sizeof s);
+    s.ctx = ctx;
+    s.model = model;
+    s.opts = opts;
+    s.batch_bytes =
+        opts != NULL && opts->batch_bytes > 0 ? opts->batch_bytes : AQ_MODEL_BATCH_BYTES;
+    s.min_cosine = opts != NULL ? opts->min_cosine : 0.0;
+    s.recorded_floor = s.min_cosine;
+    int *kept = NULL;
+    if ((st = mq_state_alloc(&s, &kept, err)) == AQ_OK &&
+        (st = mq_decide(&s, kept, err)) == AQ_OK &&
+        (opts == NULL || opts->target_bpw == 0.0 || (st = mq_plan(&s, kept, err)) == AQ_OK)) {
+        st = mq_plan_fill(&s, kept, out, err);
+    }
+    mq_state_free(&s);
+    free(kept);
+    return st;
+}
+
+aq_status aq_model_plan_create(aq_ctx *ctx, aq_model *model, const aq_model_quantize_options *opts,
+                               aq_model_plan **out, aq_error *err)
+{
+    if (ctx == NULL || model == NULL || out == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_plan_create: NULL argument");
+    }
+    *out = NULL;
+    aq_model_quantize_options own;
+    aq_status st = AQ__OPTS_READ(aq_model_quantize_options, budget_scope, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    /* Planning writes no tensor: a callback per tensor would never be called. */
+    own.on_tensor = NULL;
+    return mq_plan_make(ctx, model, opts != NULL ? &own : NULL, out, err);
+}
+
+/* ---- the whole run ---- */
 
 aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
                             const aq_model_quantize_options *opts, aq_model_summary *summary,
@@ -1684,67 +1937,470 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     if (st == AQ_OK && opts != NULL) {
         st = aq__io_calib_check_output(opts->calib, out_path, err);
     }
-    if (st != AQ_OK) {
+    aq_model_plan *plan = NULL;
+    if (st != AQ_OK || (st = mq_plan_make(ctx, model, opts, &plan, err)) != AQ_OK) {
         return st;
     }
-    if (aq_model_count(model) == 0) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             "the model holds no tensors: nothing to quantize");
-    }
-    if ((st = mq_check_options(model, opts, err)) != AQ_OK) {
-        return st;
-    }
-    /* Copies of the context (other scheme or bits) share its thread pool: create it now, so
-     * that no copy creates one of its own. */
-    aq__pool *pool;
-    if ((st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
-        return st;
-    }
+    /* Then the plan's tensors executed here, one at a time, each appended to the file as it
+     * comes: the path a distributed run takes in pieces (aq_model_execute, aq_model_writer). */
     mq_state s;
-    memset(&s, 0, sizeof s);
-    s.ctx = ctx;
-    s.model = model;
-    s.opts = opts;
-    s.batch_bytes =
-        opts != NULL && opts->batch_bytes > 0 ? opts->batch_bytes : AQ_MODEL_BATCH_BYTES;
-    s.min_cosine = opts != NULL ? opts->min_cosine : 0.0;
-    s.recorded_floor = s.min_cosine;
     mq_totals tot;
-    memset(&tot, 0, sizeof tot);
-    tot.sum.min_sqnr_db = (double)INFINITY;
-    struct ArrowSchema schema;
-    memset(&schema, 0, sizeof schema);
-    int *kept = NULL;
-    aq_ipc_write_options wo = AQ_SIZED_INIT(aq_ipc_write_options);
-    wo.format = AQ_IPC_FORMAT_FILE;
-    wo.compression = opts != NULL ? (aq_ipc_compression)opts->compression : AQ_IPC_COMPRESSION_NONE;
-    aq_ipc_writer *w = NULL;
-    if ((st = mq_state_alloc(&s, &kept, err)) != AQ_OK ||
-        (st = mq_decide(&s, kept, err)) != AQ_OK ||
-        (opts != NULL && opts->target_bpw != 0.0 && (st = mq_plan(&s, kept, err)) != AQ_OK) ||
-        (st = mq_schema(&s, &schema, err)) != AQ_OK ||
-        (st = aq_ipc_writer_open(out_path, &schema, &wo, &w, err)) != AQ_OK) {
+    mq_totals_init(&tot);
+    const size_t n = plan->n;
+    aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL, 0};
+    if ((st = mq_state_init(&s, ctx, model, plan, opts, err)) != AQ_OK ||
+        (st = mq_open(&s, out_path, err)) != AQ_OK) {
         goto done;
     }
-    s.ipc = w;
-    aq__ipc_writer_drop_behind(w, true);
-    if ((st = mq_write(&s, kept, &tot, err)) != AQ_OK) {
-        goto done;
+    for (size_t i = 0; i < n; i++) {
+        if (mq_cancelled(opts)) {
+            st = aq__error_set(err, AQ_CANCELLED, "cancelled");
+            goto done;
+        }
+        mq_row r;
+        aq_model_tensor_result res;
+        if ((st = mq_exec_tensor(&s, i, &r, &res, err)) != AQ_OK) {
+            goto done;
+        }
+        size_t out_bytes = r.data_size + 2 * r.groups * sizeof(float);
+        if ((st = mq_append(&s, &r, out_bytes, err)) != AQ_OK) {
+            goto done;
+        }
+        mq_report(&s, i, &r, &res, out_bytes, &tot, &prog);
     }
-    aq_model_summary *sum = &tot.sum;
-    if (sum->quantized > 0) {
-        sum->mean_sqnr_db = tot.finite > 0 ? tot.sqnr_sum / (double)tot.finite : (double)INFINITY;
-        sum->mean_cosine = tot.cos_sum / (double)sum->quantized;
-    } else {
-        sum->min_sqnr_db = 0.0;
-    }
-    sum->batches = s.batches;
-    if (summary != NULL) {
-        *summary = *sum;
+    if ((st = mq_finish(&s, err)) == AQ_OK) {
+        mq_totals_finish(&tot, s.batches, summary);
     }
 done:
     mq_state_free(&s);
-    aq__schema_release_if(&schema);
-    free(kept);
+    aq_model_plan_free(plan);
     return st;
+}
+
+/* ---- execute, for another process ---- */
+
+aq_status aq_model_execute(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan, size_t begin,
+                           size_t end, const aq_model_execute_options *opts,
+                           struct ArrowSchema *schema, struct ArrowArray *rows, aq_error *err)
+{
+    if (ctx == NULL || model == NULL || plan == NULL || schema == NULL || rows == NULL ||
+        (opts != NULL && opts->size < sizeof(aq_model_execute_options))) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_execute: NULL argument or options' size not set");
+    }
+    if (begin >= end || end > plan->n) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_execute: tensors [%zu, %zu) are not a range of the plan's "
+                             "%zu",
+                             begin, end, plan->n);
+    }
+    const aq_calib *calib = opts != NULL ? opts->calib : NULL;
+    if (plan->calibrated != (calib != NULL)) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             plan->calibrated
+                                 ? "aq_model_execute: the plan was made with a calibration: "
+                                   "execute needs the same one"
+                                 : "aq_model_execute: the plan was made without a calibration");
+    }
+    aq_status st = aq__model_plan_match(plan, model, err);
+    aq__pool *pool;
+    if (st != AQ_OK || (st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    /* The plan's parameters, the caller's threads (the copy shares its pool). */
+    aq_ctx c = aq__ctx_with(ctx, plan->ctx_scheme, plan->ctx_bits, plan->ctx_group);
+    c.preserve_moments = plan->preserve_moments != 0;
+    aq_model_quantize_options o;
+    memset(&o, 0, sizeof o);
+    o.calib = calib;
+    o.cancel = opts != NULL ? opts->cancel : NULL;
+    mq_state s;
+    struct ArrowSchema sc;
+    memset(&sc, 0, sizeof sc);
+    aq_model_progress prog = {0, end - begin, 0, 0, NULL, 0};
+    for (size_t i = begin; i < end; i++) {
+        prog.bytes_total += plan->t[i].nbytes;
+    }
+    if ((st = mq_state_init(&s, &c, model, plan, &o, err)) != AQ_OK) {
+        goto done;
+    }
+    s.exporting = true;
+    for (size_t i = begin; i < end; i++) {
+        if (mq_cancelled(&o)) {
+            st = aq__error_set(err, AQ_CANCELLED, "cancelled");
+            goto done;
+        }
+        mq_row r;
+        aq_model_tensor_result res;
+        if ((st = mq_exec_tensor(&s, i, &r, &res, err)) != AQ_OK) {
+            goto done;
+        }
+        mq_push(&s, &r, r.data_size + 2 * r.groups * sizeof(float));
+        prog.tensors_done++;
+        prog.bytes_done += plan->t[i].nbytes;
+        prog.current = plan->t[i].name;
+        if (opts != NULL && opts->progress != NULL) {
+            opts->progress(opts->progress_user, &prog);
+        }
+    }
+    bool borrowed = false;
+    if ((st = mq_schema(plan, &sc, err)) == AQ_OK &&
+        (st = mq_build(&s, rows, &borrowed, err)) == AQ_OK) {
+        aq__schema_move(&sc, schema);
+    }
+done:
+    mq_drop(&s);
+    mq_state_free(&s);
+    aq__schema_release_if(&sc);
+    return st;
+}
+
+/* ---- write, from rows made elsewhere ---- */
+
+struct aq_model_writer {
+    mq_state s;
+    mq_totals tot;
+    aq_model_progress prog;
+    size_t next; /* the plan's tensor the next row must be */
+};
+
+aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
+                               aq_model_writer **out, aq_error *err)
+{
+    if (plan == NULL || out_path == NULL || out == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_writer_open: NULL argument");
+    }
+    *out = NULL;
+    aq_model_writer *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    }
+    mq_totals_init(&w->tot);
+    w->prog.tensors_total = plan->n;
+    for (size_t i = 0; i < plan->n; i++) {
+        w->prog.bytes_total += plan->t[i].nbytes;
+    }
+    aq_status st = mq_state_init(&w->s, NULL, NULL, plan, NULL, err);
+    if (st == AQ_OK) {
+        st = mq_open(&w->s, out_path, err);
+    }
+    if (st != AQ_OK) {
+        aq_model_writer_free(w);
+        return st;
+    }
+    *out = w;
+    return AQ_OK;
+}
+
+/* The columns of the rows aq_model_execute makes, as the model file has them. */
+static aq_status mw_check_schema(const struct ArrowSchema *schema, bool *wide, aq_error *err)
+{
+    if (schema->n_children != MQ_NCOLS || strcmp(schema->format, "+s") != 0) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: a struct of %d columns (the model file's) was expected, not "
+                             "'%s' with %lld",
+                             MQ_NCOLS, schema->format, (long long)schema->n_children);
+    }
+    for (int i = 0; i < MQ_NCOLS; i++) {
+        const struct ArrowSchema *c = schema->children[i];
+        const char *f = c->format;
+        bool fmt = strcmp(f, mq_cols[i].format) == 0 || (i == 1 && strcmp(f, "Z") == 0);
+        bool child = mq_cols[i].child == NULL ||
+                     (c->n_children == 1 && strcmp(c->children[0]->format, mq_cols[i].child) == 0);
+        if (c->name == NULL || strcmp(c->name, mq_cols[i].name) != 0 || !fmt || !child) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "rows: column %d is '%s' of type '%s'; the model file's is "
+                                 "'%s' of type '%s'",
+                                 i, c->name != NULL ? c->name : "", f, mq_cols[i].name,
+                                 mq_cols[i].format);
+        }
+    }
+    *wide = strcmp(schema->children[1]->format, "Z") == 0;
+    return AQ_OK;
+}
+
+/* Row k of a batch of these columns, read in place. */
+typedef struct mw_row {
+    const char *name, *scheme, *dtype;
+    size_t name_len, scheme_len, dtype_len;
+    const uint8_t *data;
+    size_t data_len;
+    const float *scales, *zps;
+    size_t n_scales, n_zps;
+    const int64_t *shape;
+    size_t ndim;
+    uint8_t bits;
+    uint32_t group;
+    double sqnr, cosine, maxerr;
+    uint64_t checksum;
+} mw_row;
+
+static int64_t mw_off(const struct ArrowArray *a, bool wide, int64_t j)
+{
+    if (wide) {
+        return ((const int64_t *)a->buffers[1])[j];
+    }
+    return ((const int32_t *)a->buffers[1])[j];
+}
+
+/* Element j (of the parent's rows) of a variable-size column: its values' start and count. */
+static void mw_span(const struct ArrowArray *a, bool wide, int64_t j, int64_t *start, size_t *n)
+{
+    int64_t k = a->offset + j;
+    *start = mw_off(a, wide, k);
+    *n = (size_t)(mw_off(a, wide, k + 1) - *start);
+}
+
+static const void *mw_prim(const struct ArrowArray *a, int64_t j, size_t elem)
+{
+    return (const uint8_t *)a->buffers[1] + (size_t)(a->offset + j) * elem;
+}
+
+/* Element idx of a buffer of elem-byte values; NULL for a buffer that is absent (an empty
+ * column may have none). */
+static const void *mw_at(const void *base, size_t elem, int64_t idx)
+{
+    return base != NULL ? (const uint8_t *)base + (size_t)idx * elem : NULL;
+}
+
+static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_row *r, aq_error *err)
+{
+    for (int c = 0; c < MQ_NCOLS; c++) {
+        const struct ArrowArray *a = b->children[c];
+        if (a->null_count != 0 && a->buffers[0] != NULL) {
+            return aq__error_set(err, AQ_INVALID_DATA, "rows: column '%s' has nulls",
+                                 mq_cols[c].name);
+        }
+    }
+    const int64_t j = b->offset + k;
+    int64_t st;
+    size_t n;
+    const struct ArrowArray *const *ch = (const struct ArrowArray *const *)b->children;
+    mw_span(ch[0], false, j, &st, &n);
+    r->name = mw_at(ch[0]->buffers[2], 1, st);
+    r->name_len = n;
+    mw_span(ch[1], wide, j, &st, &r->data_len);
+    r->data = mw_at(ch[1]->buffers[2], 1, st);
+    mw_span(ch[2], false, j, &st, &r->n_scales);
+    r->scales = mw_at(ch[2]->children[0]->buffers[1], 4, ch[2]->children[0]->offset + st);
+    mw_span(ch[3], false, j, &st, &r->n_zps);
+    r->zps = mw_at(ch[3]->children[0]->buffers[1], 4, ch[3]->children[0]->offset + st);
+    mw_span(ch[4], false, j, &st, &r->ndim);
+    r->shape = mw_at(ch[4]->children[0]->buffers[1], 8, ch[4]->children[0]->offset + st);
+    memcpy(&r->bits, mw_prim(ch[5], j, 1), 1);
+    memcpy(&r->group, mw_prim(ch[6], j, 4), 4);
+    mw_span(ch[7], false, j, &st, &r->scheme_len);
+    r->scheme = mw_at(ch[7]->buffers[2], 1, st);
+    mw_span(ch[8], false, j, &st, &r->dtype_len);
+    r->dtype = mw_at(ch[8]->buffers[2], 1, st);
+    memcpy(&r->sqnr, mw_prim(ch[9], j, 8), 8);
+    memcpy(&r->cosine, mw_prim(ch[10], j, 8), 8);
+    memcpy(&r->maxerr, mw_prim(ch[11], j, 8), 8);
+    memcpy(&r->checksum, mw_prim(ch[12], j, 8), 8);
+    return AQ_OK;
+}
+
+static bool mw_is(const char *s, size_t n, const char *want)
+{
+    return strlen(want) == n && (n == 0 || memcmp(s, want, n) == 0);
+}
+
+/* Row r checked against the plan's tensor e (index i): its name, shape, dtype, layout and
+ * checksum. *scheme: its scheme's static name ("raw" when kept). */
+static aq_status mw_check_row(const aq_model_plan *plan, size_t i, const mw_row *r,
+                              const char **scheme, aq_scheme *scheme_id, aq_error *err)
+{
+    const aq__plan_tensor *e = &plan->t[i];
+    if (!mw_is(r->name, r->name_len, e->name)) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: '%.*s' came where tensor %zu of the plan, '%s', was expected "
+                             "(rows out of order, missing, or of another plan)",
+                             (int)(r->name_len > 200 ? 200 : r->name_len), r->name, i, e->name);
+    }
+    if (r->ndim != e->ndim || (e->ndim > 0 && memcmp(r->shape, e->shape, e->ndim * 8) != 0) ||
+        !mw_is(r->dtype, r->dtype_len, e->dtype_name)) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: tensor '%s' has another shape or source dtype than the "
+                             "plan's (%s)",
+                             e->name, e->dtype_name);
+    }
+    if (e->kept) {
+        *scheme = "raw";
+        *scheme_id = AQ_SCHEME_AFFINE;
+        if (!mw_is(r->scheme, r->scheme_len, "raw") ||
+            r->data_len != aq__model_plan_kept_bytes(e) || r->n_scales != 0 || r->n_zps != 0) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "rows: tensor '%s' is kept in the plan (%zu raw bytes, no "
+                                 "scales): its row is not",
+                                 e->name, aq__model_plan_kept_bytes(e));
+        }
+    } else {
+        *scheme = aq_scheme_name(e->scheme);
+        *scheme_id = e->scheme;
+        bool floor = !e->fixed && plan->min_cosine > 0.0;
+        bool bits_ok =
+            r->bits == e->bits || (floor && r->bits > e->bits && (r->bits == 4 || r->bits == 8));
+        aq_layout l;
+        memset(&l, 0, sizeof l);
+        aq_status st = AQ_OK;
+        if (bits_ok && mw_is(r->scheme, r->scheme_len, *scheme)) {
+            st = aq_layout_compute_scheme(e->scheme, e->shape, e->ndim, r->bits, e->group_size, &l,
+                                          err);
+        }
+        if (st != AQ_OK || !bits_ok || !mw_is(r->scheme, r->scheme_len, *scheme) ||
+            r->data_len != l.packed_bytes || r->n_scales != l.groups || r->n_zps != l.groups ||
+            r->group != (uint32_t)l.group_size) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "rows: tensor '%s' is %s at %u bits in the plan: its row (%.*s, "
+                                 "%u bits, %zu bytes, %zu groups) does not have that layout",
+                                 e->name, *scheme, e->bits, (int)r->scheme_len, r->scheme,
+                                 (unsigned)r->bits, r->data_len, r->n_scales);
+        }
+    }
+    aq__row_bytes rb = {
+        .name = r->name,
+        .name_len = r->name_len,
+        .data = r->data,
+        .data_len = r->data_len,
+        .scales = r->scales,
+        .scales_len = r->n_scales * sizeof(float),
+        .zero_points = r->zps,
+        .zero_points_len = r->n_zps * sizeof(float),
+        .shape = r->shape,
+        .shape_len = r->ndim * sizeof(int64_t),
+        .bit_width = r->bits,
+        .group_size = r->group,
+        .scheme = r->scheme,
+        .scheme_len = r->scheme_len,
+        .source_dtype = r->dtype,
+        .source_dtype_len = r->dtype_len,
+    };
+    if (aq__row_checksum(&rb) != r->checksum) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: tensor '%s': its checksum does not match its bytes (damaged "
+                             "on the way)",
+                             e->name);
+    }
+    return AQ_OK;
+}
+
+/* Row r of tensor i copied into the pending batch and appended. */
+static aq_status mw_append_row(aq_model_writer *w, size_t i, const mw_row *in, const char *scheme,
+                               aq_scheme scheme_id, aq_error *err)
+{
+    mq_state *s = &w->s;
+    const aq__plan_tensor *e = &s->mp->t[i];
+    mq_row r;
+    memset(&r, 0, sizeof r);
+    r.index = i;
+    r.name = e->name;
+    r.shape = e->shape;
+    r.ndim = e->ndim;
+    r.place = true;
+    r.scheme = scheme;
+    r.scheme_id = scheme_id;
+    r.source_dtype = e->dtype_name;
+    r.bit_width = in->bits;
+    r.group_size = in->group;
+    r.data_size = in->data_len;
+    r.groups = in->n_scales;
+    r.sqnr = in->sqnr;
+    r.cosine = in->cosine;
+    r.maxerr = in->maxerr;
+    aq_status st = mq_place(s, &r, in->data_len > 0 ? in->data_len : 1, in->n_scales, e->name, err);
+    if (st != AQ_OK) {
+        mq_row_free(&r);
+        return st;
+    }
+    if (in->data_len > 0) {
+        memcpy(r.data, in->data, in->data_len);
+    }
+    if (in->n_scales > 0) {
+        memcpy(r.scales, in->scales, in->n_scales * sizeof(float));
+        memcpy(r.zps, in->zps, in->n_zps * sizeof(float));
+    }
+    size_t out_bytes = r.data_size + 2 * r.groups * sizeof(float);
+    if ((st = mq_append(s, &r, out_bytes, err)) != AQ_OK) {
+        return st;
+    }
+    aq_model_tensor_result res;
+    memset(&res, 0, sizeof res);
+    res.initial_bit_width = e->bits;
+    res.moved = !e->kept && in->bits != e->bits;
+    res.initial_cosine = res.moved ? (double)NAN : in->cosine;
+    mq_report(s, i, &r, &res, out_bytes, &w->tot, &w->prog);
+    return AQ_OK;
+}
+
+aq_status aq_model_writer_append(aq_model_writer *w, const struct ArrowSchema *schema,
+                                 const struct ArrowArray *rows, aq_error *err)
+{
+    if (w == NULL || schema == NULL || rows == NULL || rows->release == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_writer_append: NULL argument");
+    }
+    if (w->s.ipc == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_writer_append: the writer is closed or failed");
+    }
+    bool wide = false;
+    aq_status st = mw_check_schema(schema, &wide, err);
+    if (st == AQ_OK && rows->n_children != MQ_NCOLS) {
+        st = aq__error_set(err, AQ_INVALID_DATA, "rows: %lld columns where the schema has %d",
+                           (long long)rows->n_children, MQ_NCOLS);
+    }
+    for (int64_t k = 0; k < rows->length && st == AQ_OK; k++) {
+        mw_row r;
+        memset(&r, 0, sizeof r);
+        const char *scheme = NULL;
+        aq_scheme scheme_id = AQ_SCHEME_AFFINE;
+        if (w->next >= w->s.mp->n) {
+            st = aq__error_set(err, AQ_INVALID_DATA, "rows: more rows than the plan's %zu tensors",
+                               w->s.mp->n);
+        } else if ((st = mw_read(rows, wide, k, &r, err)) == AQ_OK &&
+                   (st = mw_check_row(w->s.mp, w->next, &r, &scheme, &scheme_id, err)) == AQ_OK &&
+                   (st = mw_append_row(w, w->next, &r, scheme, scheme_id, err)) == AQ_OK) {
+            w->next++;
+        }
+    }
+    if (st != AQ_OK && st != AQ_INVALID_DATA) {
+        /* A failed write leaves the file unusable: nothing more goes to it. */
+        mq_drop(&w->s);
+        (void)mq_wait(&w->s, &(aq_error){0});
+        aq_ipc_writer_free((aq_ipc_writer *)w->s.ipc);
+        w->s.ipc = NULL;
+    }
+    return st;
+}
+
+aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary, aq_error *err)
+{
+    if (w == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_writer_close: NULL argument");
+    }
+    if (w->s.ipc == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_writer_close: the writer is closed or failed");
+    }
+    if (w->next < w->s.mp->n) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: %zu of the plan's %zu tensors were appended; the first "
+                             "missing is '%s'; nothing written",
+                             w->next, w->s.mp->n, w->s.mp->t[w->next].name);
+    }
+    aq_status st = mq_finish(&w->s, err);
+    if (st == AQ_OK) {
+        mq_totals_finish(&w->tot, w->s.batches, summary);
+    }
+    aq_ipc_writer_free((aq_ipc_writer *)w->s.ipc);
+    w->s.ipc = NULL;
+    return st;
+}
+
+void aq_model_writer_free(aq_model_writer *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    mq_state_free(&w->s);
+    free(w);
 }

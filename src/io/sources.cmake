@@ -9,6 +9,7 @@ list(APPEND AQ_SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/st_write.c
     ${CMAKE_CURRENT_LIST_DIR}/model.c
     ${CMAKE_CURRENT_LIST_DIR}/model_quant.c
+    ${CMAKE_CURRENT_LIST_DIR}/model_plan.c
     ${CMAKE_CURRENT_LIST_DIR}/model_compare.c
     ${CMAKE_CURRENT_LIST_DIR}/qmodel.c
     ${CMAKE_CURRENT_LIST_DIR}/gguf_read.c

@@ -1,8 +1,9 @@
 """arrow_quant_v2.ray on a real local Ray cluster (a head node and its worker processes on this
-machine): the files the workers write are byte for byte the command's, for a diffusers folder
-and for a list of checkpoints (native and GGUF); a worker killed mid-job is retried and the
-files come out complete and correct; a bad checkpoint is reported and the others finish; and
-the command's --ray path gives the same files, progress and summaries."""
+machine): the files the workers assemble from layer rows are byte for byte the command's, for a
+diffusers folder and for a list of checkpoints (native; GGUF per checkpoint); one checkpoint is
+split over several tasks; a worker killed while it quantizes a range is retried and the files
+come out complete and correct; bad tensors are reported by name and the others finish; and the
+command's --ray path gives the same files, progress in tensors and a summary."""
 import hashlib
 import json
 import os
@@ -133,9 +134,13 @@ def test_list_of_checkpoints_native_and_gguf(cluster, command, tmp_path):
                                keep=["*norm*"], min_accuracy=0.999,
                                progress_callback=seen.append)
     assert job.ok and len(job.checkpoints) == 4
-    assert [p["checkpoints_done"] for p in seen] == [1, 2, 3, 4]
+    done = [p["checkpoints_done"] for p in seen]
+    assert done == sorted(done) and done[-1] == 4
+    tensors = [p["tensors_done"] for p in seen]
+    assert tensors == sorted(tensors) and tensors[-1] == seen[-1]["tensors_total"] == 3 * 6 + 2
+    # Progress counts the tensors' source bytes (the files less their headers).
     total = sum(f.stat().st_size for f in tmp_path.rglob("*.safetensors"))
-    assert seen[-1]["bytes_done"] == seen[-1]["bytes_total"] == total
+    assert 0.95 * total < seen[-1]["bytes_done"] == seen[-1]["bytes_total"] < total
     for s, c in zip(srcs, job.checkpoints):
         ref = tmp_path / (s.name.split(".")[0] + ".ref.arrow")
         _run(command, "quantize", s, "-o", ref, "--bits", 8, "--keep", "*norm*",
@@ -150,6 +155,44 @@ def test_list_of_checkpoints_native_and_gguf(cluster, command, tmp_path):
         _run(command, "quantize", s, "-o", ref, "--type", "Q4_K", "--quiet")
         assert c.output.endswith(".gguf") and _digest(c.output) == _digest(ref)
     _no_temporaries(tmp_path / "out")
+
+
+def test_one_checkpoint_is_split_over_tasks(cluster, command, tmp_path):
+    src = _checkpoint(tmp_path / "big.safetensors", 4, layers=8, width=512)
+    settings = {"scheme": "affine_search", "threads": 1, "min_accuracy": 0.99}
+    job = quantize_checkpoints(src, tmp_path / "out", command=command, range_bytes=1 << 20,
+                               num_workers=2, **settings)
+    assert job.ok, job.failures
+    (c,) = job.checkpoints
+    # Ranges of about one 1 MiB tensor each (at least 8), each its own task.
+    assert len(c.tasks) >= 8, c.tasks
+    ref = tmp_path / "ref.arrow"
+    _run(command, "quantize", src, "-o", ref, *settings_to_args(settings), "--quiet")
+    assert _digest(c.output) == _digest(ref)
+    assert c.summary["tensors"] == 16 and c.summary["quantized"] == 8
+
+
+def test_bad_tensors_are_reported_by_name_and_the_rest_finish(cluster, command, tmp_path):
+    bad = _checkpoint(tmp_path / "bad.safetensors", 2, layers=4, nan=True)
+    from safetensors.numpy import load_file
+    t = load_file(str(bad))
+    t["blocks.3.attn.to_q.weight"][0, 1] = np.inf
+    save_file(t, str(bad))
+    good = _checkpoint(tmp_path / "good.safetensors", 3, layers=4)
+    # No budget: planning reads no weight, the ranges meet the bad values.
+    settings = {"bits": 4, "keep": ["*norm*"]}
+    job = quantize_checkpoints([bad, good], tmp_path / "out", command=command,
+                               range_bytes=1 << 16, **settings)
+    assert [c.ok for c in job.checkpoints] == [False, True]
+    (b,) = job.failures
+    assert [name for name, _ in b.tensor_failures] == ["blocks.1.attn.to_q.weight",
+                                                      "blocks.3.attn.to_q.weight"]
+    assert "Layer 'blocks.1.attn.to_q.weight' contains NaN or Inf at index 773" in b.error
+    assert "blocks.3.attn.to_q.weight" in b.tensor_failures[1][1]
+    assert sorted(os.listdir(tmp_path / "out")) == ["good.arrow"]
+    ref = tmp_path / "good.ref.arrow"
+    _run(command, "quantize", good, "-o", ref, *settings_to_args(settings), "--quiet")
+    assert _digest(tmp_path / "out" / "good.arrow") == _digest(ref)
 
 
 def test_bad_checkpoint_is_reported_and_the_others_finish(cluster, command, tmp_path):
@@ -169,22 +212,21 @@ def test_bad_checkpoint_is_reported_and_the_others_finish(cluster, command, tmp_
         assert _digest(tmp_path / "out" / f"{name}.arrow") == _digest(ref)
 
 
-def _runs_of(folder):
-    """(pid, parent pid) of the arrowquant runs writing into folder."""
+def _executing():
+    """Ray worker processes running a range of tensors (Ray titles a worker by its task)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if argv[0].endswith(b"arrowquant") and any(str(folder).encode() in a for a in argv):
-            found.append((int(pid), int(stat.rsplit(")", 1)[1].split()[1])))
+        if argv.startswith(b"ray::") and b"_execute_batch" in argv:
+            found.append(int(pid))
     return found
 
 
 def test_killed_worker_is_retried_with_complete_files(cluster, command, tmp_path):
-    # Big enough that a run lasts long enough to be caught in the act (a few tenths of a
+    # Big enough that a range lasts long enough to be caught in the act (a few tenths of a
     # second each with the searched scheme on one thread).
     srcs = [_checkpoint(tmp_path / f"k{i}.safetensors", 10 + i, layers=4, width=1024)
             for i in range(3)]
@@ -195,16 +237,15 @@ def test_killed_worker_is_retried_with_complete_files(cluster, command, tmp_path
     def killer():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
-            for pid, worker in _runs_of(out):
-                if worker > 1:
-                    os.kill(worker, signal.SIGKILL)  # the Ray worker process running the task
-                    killed.append((pid, worker))
-                    return
+            for pid in _executing():
+                os.kill(pid, signal.SIGKILL)  # the Ray worker process quantizing a range
+                killed.append(pid)
+                return
             time.sleep(0.01)
 
     t = threading.Thread(target=killer)
     t.start()
-    job = quantize_checkpoints(srcs, out, command=command, **settings)
+    job = quantize_checkpoints(srcs, out, command=command, range_bytes=4 << 20, **settings)
     t.join()
     assert killed, "no worker was caught running"
     assert job.ok, job.failures
@@ -213,8 +254,6 @@ def test_killed_worker_is_retried_with_complete_files(cluster, command, tmp_path
         _run(command, "quantize", s, "-o", ref, *settings_to_args(settings), "--quiet")
         assert _digest(c.output) == _digest(ref), s
     assert sorted(os.listdir(out)) == ["k0.arrow", "k1.arrow", "k2.arrow"]
-    # The run the dead worker had started died with it.
-    assert not _runs_of(out)
 
 
 def test_command_ray_flag(cluster, command, tmp_path):
@@ -224,19 +263,16 @@ def test_command_ray_flag(cluster, command, tmp_path):
                         "--ray", cluster.address], capture_output=True, text=True, env=env,
                        timeout=600)
     assert p.returncode == 0, p.stderr
-    assert "progress: 2/2 checkpoints" in p.stderr
+    assert "progress: 12/12 tensors" in p.stderr
     assert p.stdout.rstrip().splitlines()[-1].startswith("ray job  2/2 checkpoints written, 0 "
                                                          "failed")
     for s in srcs:
         ref = tmp_path / (s.stem + ".ref.arrow")
-        mine = _run(command, "quantize", s, "-o", ref, "--bits", "2")
+        _run(command, "quantize", s, "-o", ref, "--bits", "2")
         assert _digest(tmp_path / "out" / (s.stem + ".arrow")) == _digest(ref)
-        # The command's own summary, as it prints it (but for the time it took and the name
-        # of the file).
-        summary = [ln for ln in mine.stdout.splitlines()
-                   if not ln.startswith("  time") and str(ref) not in ln]
-        assert len(summary) > 3
-        assert all(ln in p.stdout.splitlines() for ln in summary), (summary, p.stdout)
+        # The writer's summary of each file.
+        assert f"wrote {tmp_path / 'out' / (s.stem + '.arrow')}" in p.stdout.splitlines()
+    assert "  tensors   6 (3 quantized, 3 kept" in p.stdout
     # One SRC: -o is the file; a bad checkpoint: one error line and exit 1.
     bad = _checkpoint(tmp_path / "bad.safetensors", 2, nan=True)
     p = subprocess.run([command, "quantize", bad, "-o", tmp_path / "bad.arrow", "--ray",

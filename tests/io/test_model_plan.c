@@ -1,0 +1,332 @@
+/* The model pipeline in three steps (aq_model_plan_create, aq_model_execute, aq_model_writer):
+ * a file assembled from rows executed in any division of the tensors, through a serialised
+ * plan, has the bytes of aq_model_quantize's; plans, rows and ranges that do not fit are
+ * refused with messages naming what is wrong, and leave no file. */
+#include "aq_common.h"
+#include "aq_test.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* 6 quantized float32 tensors of 64 x 300, each followed by a kept 1-D bfloat16 one and a
+ * kept small float32 one; a model of another tensor set for mismatches. */
+enum { N_Q = 6, N_T = 3 * N_Q, ROWS = 64, COLS = 300, N_B = 77, N_S = 5 };
+static int64_t sh_q[2] = {ROWS, COLS};
+static int64_t sh_b[1] = {N_B};
+static int64_t sh_s[1] = {N_S};
+static char names[N_T][32];
+static char dir[256];
+
+static void path_in(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "%s/%s", dir, name);
+}
+
+/* n_q quantized tensors (and their kept neighbours) of seeded normal values. */
+static aq_status write_source(const char *path, int n_q, aq_error *err)
+{
+    aq_st_spec specs[N_T];
+    for (int i = 0; i < n_q; i++) {
+        snprintf(names[3 * i], sizeof names[0], "blocks.%d.weight", i);
+        snprintf(names[3 * i + 1], sizeof names[0], "blocks.%d.norm", i);
+        snprintf(names[3 * i + 2], sizeof names[0], "blocks.%d.bias", i);
+        specs[3 * i] = (aq_st_spec){names[3 * i], AQ_ST_F32, NULL, sh_q, 2, ROWS * COLS * 4};
+        specs[3 * i + 1] = (aq_st_spec){names[3 * i + 1], AQ_ST_BF16, NULL, sh_b, 1, N_B * 2};
+        specs[3 * i + 2] = (aq_st_spec){names[3 * i + 2], AQ_ST_F32, NULL, sh_s, 1, N_S * 4};
+    }
+    aq_st_writer *w;
+    aq_status st = aq_st_writer_open(path, specs, (size_t)(3 * n_q), NULL, NULL, 0, &w, err);
+    uint64_t seed = 11;
+    for (int i = 0; st == AQ_OK && i < n_q; i++) {
+        for (size_t k = 0; st == AQ_OK && k < (size_t)ROWS * COLS; k++) {
+            float x = (float)(aq_test_rand_normal(&seed) * (1.0 + i));
+            st = aq_st_writer_write(w, &x, 4, err);
+        }
+        for (size_t k = 0; st == AQ_OK && k < N_B; k++) {
+            uint16_t b = aq__f32_to_bf16((float)aq_test_rand_normal(&seed));
+            st = aq_st_writer_write(w, &b, 2, err);
+        }
+        for (size_t k = 0; st == AQ_OK && k < N_S; k++) {
+            float x = (float)((size_t)i * N_S + k);
+            st = aq_st_writer_write(w, &x, 4, err);
+        }
+    }
+    if (st == AQ_OK) {
+        st = aq_st_writer_finish(w, err);
+    }
+    if (st == AQ_OK || w != NULL) {
+        aq_st_writer_free(w);
+    }
+    return st;
+}
+
+static uint8_t *slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *p = malloc(len > 0 ? (size_t)len : 1);
+    if (p != NULL && fread(p, 1, (size_t)len, f) != (size_t)len) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
+static bool exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* The options of a run: a floor, and with `budget` the size budget over two schemes. */
+static aq_model_quantize_options options(bool budget, size_t batch_bytes)
+{
+    static const aq_scheme cands[2] = {AQ_SCHEME_AFFINE, AQ_SCHEME_KQUANT};
+    aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
+    o.min_elements = 1000;
+    o.batch_bytes = batch_bytes;
+    o.min_cosine = 0.995;
+    if (budget) {
+        o.target_bpw = 5.0;
+        o.min_cosine = 0.99;
+        o.schemes = cands;
+        o.n_schemes = 2;
+    }
+    return o;
+}
+
+/* Executes [cuts[k], cuts[k+1]) for each k, each range on a plan read back from bytes, and
+ * writes the rows in order into out. */
+static void split_run(const char *src, const char *out, const aq_model_quantize_options *o,
+                      const size_t *cuts, size_t n_cuts, unsigned threads)
+{
+    aq_error err;
+    aq_ctx *ctx;
+    CHECK_OK(aq_ctx_create(&ctx, &err));
+    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, 2, &err));
+    aq_model *m;
+    CHECK_OK(aq_model_open(src, &m, &err));
+    aq_model_plan *plan;
+    CHECK_OK(aq_model_plan_create(ctx, m, o, &plan, &err));
+    CHECK(aq_model_plan_count(plan) == N_T);
+    void *bytes;
+    size_t len;
+    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
+    aq_model_plan *back;
+    CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
+    aq_model_plan_bytes_free(bytes);
+    /* The executors: another context, threads of their own, parameters from the plan. */
+    aq_ctx *wctx;
+    CHECK_OK(aq_ctx_create(&wctx, &err));
+    CHECK_OK(aq_ctx_set_param(wctx, AQ_PARAM_THREADS, threads, &err));
+    aq_model *wm;
+    CHECK_OK(aq_model_open(src, &wm, &err));
+    aq_model_writer *w;
+    CHECK_OK(aq_model_writer_open(plan, out, &w, &err));
+    for (size_t k = 0; k + 1 < n_cuts; k++) {
+        struct ArrowSchema sc;
+        struct ArrowArray rows;
+        CHECK_OK(aq_model_execute(wctx, wm, back, cuts[k], cuts[k + 1], NULL, &sc, &rows, &err));
+        CHECK(rows.length == (int64_t)(cuts[k + 1] - cuts[k]));
+        CHECK_OK(aq_model_writer_append(w, &sc, &rows, &err));
+        rows.release(&rows);
+        sc.release(&sc);
+    }
+    aq_model_summary s;
+    CHECK_OK(aq_model_writer_close(w, &s, &err));
+    CHECK(s.tensors == N_T && s.kept + s.quantized == N_T);
+    aq_model_writer_free(w);
+    aq_model_plan_free(back);
+    aq_model_plan_free(plan);
+    aq_model_free(wm);
+    aq_model_free(m);
+    aq_ctx_free(wctx);
+    aq_ctx_free(ctx);
+}
+
+static void whole_run(const char *src, const char *out, const aq_model_quantize_options *o,
+                      aq_model_summary *s)
+{
+    aq_error err;
+    aq_ctx *ctx;
+    CHECK_OK(aq_ctx_create(&ctx, &err));
+    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, 2, &err));
+    aq_model *m;
+    CHECK_OK(aq_model_open(src, &m, &err));
+    CHECK_OK(aq_model_quantize(ctx, m, out, o, s, &err));
+    aq_model_free(m);
+    aq_ctx_free(ctx);
+}
+
+static void same_bytes(const char *a, const char *b)
+{
+    size_t na = 0, nb = 0;
+    uint8_t *pa = slurp(a, &na), *pb = slurp(b, &nb);
+    CHECK(pa != NULL && pb != NULL);
+    size_t at = 0;
+    while (at < na && at < nb && pa[at] == pb[at]) {
+        at++;
+    }
+    CHECK_MSG(na == nb && at == na, "%s (%zu bytes) and %s (%zu bytes) differ at byte %zu", a, na,
+              b, nb, at);
+    free(pa);
+    free(pb);
+}
+
+static void check_split(bool budget, size_t batch_bytes, unsigned threads)
+{
+    aq_error err;
+    snprintf(dir, sizeof dir, "/tmp/aq_plan_test_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    char src[300], whole[300], split[300], single[300];
+    path_in(src, sizeof src, "src.safetensors");
+    path_in(whole, sizeof whole, "whole.arrow");
+    path_in(split, sizeof split, "split.arrow");
+    path_in(single, sizeof single, "single.arrow");
+    CHECK_OK(write_source(src, N_Q, &err));
+    aq_model_quantize_options o = options(budget, batch_bytes);
+    aq_model_summary s;
+    whole_run(src, whole, &o, &s);
+    /* Uneven ranges, a range of one tensor, ranges that cut batches. */
+    static const size_t cuts[] = {0, 4, 5, 11, N_T};
+    split_run(src, split, &o, cuts, sizeof cuts / sizeof cuts[0], threads);
+    same_bytes(whole, split);
+    static const size_t all[] = {0, N_T};
+    split_run(src, single, &o, all, 2, threads);
+    same_bytes(whole, single);
+    unlink(src);
+    unlink(whole);
+    unlink(split);
+    unlink(single);
+    rmdir(dir);
+}
+
+TEST(split_rows_give_the_same_file)
+{
+    check_split(false, 0, 1);
+}
+
+TEST(split_rows_give_the_same_file_small_batches_threads)
+{
+    check_split(false, 20000, 2);
+}
+
+TEST(split_rows_give_the_same_file_with_a_budget)
+{
+    check_split(true, 50000, 1);
+}
+
+/* Bad input: a plan of another model, bytes damaged, ranges, rows out of order or missing. */
+TEST(bad_plans_rows_and_ranges_are_refused)
+{
+    aq_error err;
+    snprintf(dir, sizeof dir, "/tmp/aq_plan_test_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    char src[300], other[300], out[300];
+    path_in(src, sizeof src, "src.safetensors");
+    path_in(other, sizeof other, "other.safetensors");
+    path_in(out, sizeof out, "out.arrow");
+    CHECK_OK(write_source(other, N_Q - 1, &err));
+    CHECK_OK(write_source(src, N_Q, &err));
+    aq_ctx *ctx;
+    CHECK_OK(aq_ctx_create(&ctx, &err));
+    CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, 2, &err));
+    aq_model *m, *om;
+    CHECK_OK(aq_model_open(src, &m, &err));
+    CHECK_OK(aq_model_open(other, &om, &err));
+    aq_model_quantize_options o = options(false, 0);
+    o.min_cosine = 0.0; /* no floor: every quantized row has the plan's bits */
+    aq_model_plan *plan;
+    CHECK_OK(aq_model_plan_create(ctx, m, &o, &plan, &err));
+    struct ArrowSchema sc;
+    struct ArrowArray rows;
+    /* The plan of another model. */
+    CHECK_FAILS(aq_model_execute(ctx, om, plan, 0, 3, NULL, &sc, &rows, &err), AQ_SHAPE_MISMATCH,
+                "the plan does not match the model: the plan has 18 tensors, the model 15");
+    /* Ranges. */
+    CHECK_FAILS(aq_model_execute(ctx, m, plan, 3, 3, NULL, &sc, &rows, &err), AQ_INVALID_ARGUMENT,
+                "[3, 3) are not a range of the plan's 18");
+    CHECK_FAILS(aq_model_execute(ctx, m, plan, 0, 19, NULL, &sc, &rows, &err), AQ_INVALID_ARGUMENT,
+                "are not a range");
+    /* Damaged and truncated bytes. */
+    void *bytes;
+    size_t len;
+    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
+    aq_model_plan *back = NULL;
+    ((uint8_t *)bytes)[len / 2] ^= 1;
+    CHECK_FAILS(aq_model_plan_deserialize(bytes, len, &back, &err), AQ_INVALID_DATA,
+                "checksum mismatch");
+    ((uint8_t *)bytes)[len / 2] ^= 1;
+    CHECK_FAILS(aq_model_plan_deserialize(bytes, 12, &back, &err), AQ_INVALID_DATA,
+                "not a serialised model plan");
+    CHECK_FAILS(aq_model_plan_deserialize("AQPLAN\x02\nxxxxxxxx", 16, &back, &err), AQ_INVALID_DATA,
+                "not a serialised model plan");
+    CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
+    aq_model_plan_free(back);
+    aq_model_plan_bytes_free(bytes);
+    /* Rows out of order: tensors 3.. where 0 is expected. */
+    aq_model_writer *w;
+    CHECK_OK(aq_model_writer_open(plan, out, &w, &err));
+    CHECK_OK(aq_model_execute(ctx, m, plan, 3, 6, NULL, &sc, &rows, &err));
+    CHECK_FAILS(aq_model_writer_append(w, &sc, &rows, &err), AQ_INVALID_DATA,
+                "'blocks.1.weight' came where tensor 0 of the plan, 'blocks.0.weight', was "
+                "expected");
+    rows.release(&rows);
+    sc.release(&sc);
+    /* The right rows, then one range missing. */
+    CHECK_OK(aq_model_execute(ctx, m, plan, 0, 3, NULL, &sc, &rows, &err));
+    CHECK_OK(aq_model_writer_append(w, &sc, &rows, &err));
+    rows.release(&rows);
+    sc.release(&sc);
+    CHECK_OK(aq_model_execute(ctx, m, plan, 6, N_T, NULL, &sc, &rows, &err));
+    CHECK_FAILS(aq_model_writer_append(w, &sc, &rows, &err), AQ_INVALID_DATA,
+                "'blocks.2.weight' came where tensor 3 of the plan, 'blocks.1.weight'");
+    rows.release(&rows);
+    sc.release(&sc);
+    aq_model_summary s;
+    CHECK_FAILS(aq_model_writer_close(w, &s, &err), AQ_INVALID_DATA,
+                "3 of the plan's 18 tensors were appended; the first missing is "
+                "'blocks.1.weight'");
+    aq_model_writer_free(w);
+    CHECK_MSG(!exists(out), "%s exists after a writer that was never complete", out);
+    /* Rows of a plan with other decisions (4 bits instead of 2). */
+    aq_ctx *ctx4;
+    CHECK_OK(aq_ctx_create(&ctx4, &err));
+    CHECK_OK(aq_ctx_set_param(ctx4, AQ_PARAM_BIT_WIDTH, 4, &err));
+    aq_model_plan *plan4;
+    CHECK_OK(aq_model_plan_create(ctx4, m, &o, &plan4, &err));
+    CHECK_OK(aq_model_writer_open(plan4, out, &w, &err));
+    CHECK_OK(aq_model_execute(ctx, m, plan, 0, 1, NULL, &sc, &rows, &err));
+    CHECK_FAILS(aq_model_writer_append(w, &sc, &rows, &err), AQ_INVALID_DATA,
+                "tensor 'blocks.0.weight' is affine at 4 bits in the plan: its row (affine, 2 "
+                "bits");
+    rows.release(&rows);
+    sc.release(&sc);
+    aq_model_writer_free(w);
+    CHECK(!exists(out));
+    aq_model_plan_free(plan4);
+    aq_ctx_free(ctx4);
+    aq_model_plan_free(plan);
+    aq_model_free(m);
+    aq_model_free(om);
+    aq_ctx_free(ctx);
+    unlink(src);
+    unlink(other);
+    rmdir(dir);
+}
+
+AQ_TEST_MAIN(AQ_CASE(split_rows_give_the_same_file),
+             AQ_CASE(split_rows_give_the_same_file_small_batches_threads),
+             AQ_CASE(split_rows_give_the_same_file_with_a_budget),
+             AQ_CASE(bad_plans_rows_and_ranges_are_refused))

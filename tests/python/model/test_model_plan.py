@@ -1,0 +1,67 @@
+"""The model path in three steps through the extension, without a cluster: the command's plan
+(arrowquant quantize --plan-out), tensors executed in ranges (_model_execute), the file written
+from their rows (_model_write): byte for byte the command's file. Rows out of order, missing, or
+a plan of another model are refused with messages naming the tensor."""
+import pyarrow as pa
+import pytest
+
+from arrow_quant_v2 import QuantizationError
+from arrow_quant_v2.arrow_quant_v2 import _model_execute, _model_plan_tensors, _model_write
+
+
+class _Rows:
+    def __init__(self, pair):
+        self.pair = pair
+
+    def __arrow_c_array__(self, requested_schema=None):
+        return self.pair
+
+
+def _rows(src, plan, begin, end):
+    return pa.record_batch(_Rows(_model_execute(str(src), plan, begin, end)))
+
+
+@pytest.mark.parametrize("options", [["--profile", "local"], ["--bits", "2", "--keep", "*norm*",
+                                                               "--min-accuracy", "0.99"]])
+def test_ranges_give_the_commands_bytes(cli, ddpm, tmp_path, options):
+    src = ddpm / "diffusion_pytorch_model.safetensors"
+    ref, plan_path = tmp_path / "ref.arrow", tmp_path / "plan"
+    cli("quantize", src, "-o", ref, *options, "--quiet")
+    cli("quantize", src, "-o", tmp_path / "x.arrow", "--plan-out", plan_path, *options)
+    assert not (tmp_path / "x.arrow").exists()  # planning writes no model file
+    plan = plan_path.read_bytes()
+    tensors = _model_plan_tensors(plan)
+    n = len(tensors)
+    assert n > 10 and all(isinstance(t[0], str) for t in tensors)
+    cuts = [0, 1, n // 3, n // 2, n]
+    batches = [_rows(src, plan, a, b) for a, b in zip(cuts, cuts[1:])]
+    assert [b.num_rows for b in batches] == [b - a for a, b in zip(cuts, cuts[1:])]
+    out = tmp_path / "split.arrow"
+    summary = _model_write(plan, str(out), batches)
+    assert summary["tensors"] == n
+    assert out.read_bytes() == ref.read_bytes()
+
+
+def test_bad_rows_and_plans_are_refused(cli, ddpm, pipeline_folder, tmp_path):
+    src = ddpm / "diffusion_pytorch_model.safetensors"
+    plan_path = tmp_path / "plan"
+    cli("quantize", src, "-o", tmp_path / "x.arrow", "--plan-out", plan_path, "--bits", "4",
+        "--keep", "*norm*")
+    plan = plan_path.read_bytes()
+    names = [t[0] for t in _model_plan_tensors(plan)]
+    n = len(names)
+    out = tmp_path / "out.arrow"
+    with pytest.raises(QuantizationError, match=f"'{names[2]}' came where tensor 0 of the plan"):
+        _model_write(plan, str(out), [_rows(src, plan, 2, n)])
+    with pytest.raises(QuantizationError, match=f"the first missing is '{names[3]}'"):
+        _model_write(plan, str(out), [_rows(src, plan, 0, 3)])
+    assert not out.exists()
+    damaged = bytearray(plan)
+    damaged[len(damaged) // 2] ^= 0x40
+    with pytest.raises(QuantizationError, match="checksum mismatch"):
+        _model_plan_tensors(bytes(damaged))
+    other = pipeline_folder / "unet" / "diffusion_pytorch_model.safetensors"
+    with pytest.raises(QuantizationError, match="the plan does not match the model"):
+        _model_execute(str(other), plan, 0, 1)
+    with pytest.raises(QuantizationError, match="not a range of the plan"):
+        _model_execute(str(src), plan, 3, 3)
