@@ -4,7 +4,10 @@
 #include <lz4frame.h>
 #include <sys/mman.h>
 #include <unistd.h>
+/* ZSTD_d_stableOutBuffer is in zstd's experimental section. */
+#define ZSTD_STATIC_LINKING_ONLY
 #include <zstd.h>
+#include <zstd_errors.h>
 
 const char *aq__ipc_codec_name(aq_ipc_compression codec)
 {
@@ -44,8 +47,11 @@ static void codec_drop(const uint8_t *p, size_t n)
 }
 
 /* zstd in steps of CODEC_STEP input bytes, so that a mapped source can be let go as it is
- * consumed: a 64 MiB buffer then never holds its compressed pages beside its output. */
-enum { CODEC_STEP = 4 << 20 };
+ * consumed: a buffer then never holds more than a step of its compressed pages beside its
+ * output. The output buffer is stable (ZSTD_d_stableOutBuffer): zstd decodes straight into it
+ * and reads its matches there, without a window buffer of its own (up to the frame's window,
+ * often several MiB) or the copy out of it. */
+enum { CODEC_STEP = 1 << 20 };
 
 static aq_status codec_zstd(const uint8_t *src, size_t src_size, uint8_t *dst, size_t dst_size,
                             bool drop_src, aq_error *err)
@@ -67,6 +73,11 @@ static aq_status codec_zstd(const uint8_t *src, size_t src_size, uint8_t *dst, s
     }
     aq_status st = AQ_OK;
     ZSTD_outBuffer out = {dst, dst_size, 0};
+    /* An older libzstd, without the parameter or refusing it, decodes through its own window
+     * instead: the same bytes, more memory. */
+#ifdef ZSTD_d_stableOutBuffer
+    (void)ZSTD_DCtx_setParameter(dctx, ZSTD_d_stableOutBuffer, 1);
+#endif
     size_t dropped = 0, hint = 1;
     while (dropped < src_size) {
         size_t end = src_size - dropped > CODEC_STEP ? dropped + CODEC_STEP : src_size;
@@ -74,6 +85,13 @@ static aq_status codec_zstd(const uint8_t *src, size_t src_size, uint8_t *dst, s
         while (in.pos < in.size) {
             size_t before = in.pos, out_before = out.pos;
             hint = ZSTD_decompressStream(dctx, &out, &in);
+            if (ZSTD_isError(hint) && ZSTD_getErrorCode(hint) == ZSTD_error_dstSize_tooSmall) {
+                st = aq__error_set(err, AQ_INVALID_DATA,
+                                   "zstd: the data decompresses to more than the buffer's %zu "
+                                   "bytes",
+                                   dst_size);
+                goto done;
+            }
             if (ZSTD_isError(hint)) {
                 st = aq__error_set(err, AQ_INVALID_DATA, "zstd: %s", ZSTD_getErrorName(hint));
                 goto done;

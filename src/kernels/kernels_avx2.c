@@ -505,6 +505,9 @@ static inline void simd_kq_lut_apply_packed4(simd_lut t, const uint8_t *p, void 
     avx2_lut_apply(t, _mm256_setr_m128i(_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)), dst,
                    i, SIMD_LUT_W);
 }
+
+/* Whole super-blocks to float16/bfloat16 (kernels_simd.h, simd_kq_super16). */
+#    include "kernels_kq16_avx2.h"
 #endif
 
 /* The error statistics' lane-wise maximum and widening (kernels_stats.h): vmaxpd, vcvtps2pd. */

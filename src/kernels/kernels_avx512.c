@@ -589,6 +589,12 @@ static inline void simd_kq_lut_apply(simd_lut t, const uint8_t *codes, unsigned 
     }
     _mm512_mask_storeu_epi16(d, k, _mm512_permutexvar_epi16(idx, t));
 }
+
+/* Whole super-blocks to float16/bfloat16 at 2 and 4 bits (kernels_simd.h, simd_kq_super16):
+ * the 256-bit code of the AVX2 table, which measures faster here than the 512-bit tables
+ * (bench/results/dequant_floor_2026-12-07.md); 8 bits keep simd_kq_dequant. */
+#    define KQ16_BITS8 0
+#    include "kernels_kq16_avx2.h"
 #endif
 
 /* The error statistics' lane-wise maximum and widening (kernels_stats.h): vmaxpd, vcvtps2pd. */

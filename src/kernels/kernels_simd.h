@@ -750,74 +750,86 @@ SIMD_INLINE void simd_kq_dequantize(const uint8_t *packed, const uint8_t *meta, 
     size_t group = 0;
     for (size_t start = 0; start < s->n; group++) {
         size_t len = simd_group_len(s, col, start);
-        const size_t nsub = (len + sub - 1) / sub;
-        const bool finite = simd_kq_params(meta, pbits, nsub, scales[group], mins[group], A, B);
-        for (size_t j = nsub; j < KQ_NSUB; j++) {
-            A[j] = 0.0f;
-            B[j] = 0.0f;
-        }
-        const uint8_t *staged = codes;
         const size_t bit0 = start * bits;
-        /* Whole 4-bit super-blocks by table read their codes in place. */
-        bool in_place = false;
-#    ifdef SIMD_HAVE_KQ_LUT_PACKED4
-        in_place =
-            bits == 4 && bit0 % 8 == 0 && len == AQ__KQ_SUPER && simd_kq_lut_use(bits, out_dtype);
-#    endif
-        if (in_place) {
-            /* nothing to stage */
-        } else if (bit0 % 8 != 0) {
-            size_t bit = bit0;
-            for (size_t t = 0; t < len; t++, bit += bits) {
-                codes[t] = (uint8_t)(((unsigned)packed[bit / 8] >> (bit % 8)) & mask);
-            }
-        } else if (bits == 8) {
-            if (len == AQ__KQ_SUPER) {
-                staged = packed + start;
-            } else {
-                memcpy(codes, packed + start, len);
-            }
-        } else {
-            simd_unpack_all(packed + bit0 / 8, (len * bits + 7) / 8, bits, codes);
-        }
-        if (len % SIMD_KQ_W != 0) {
-            /* The last step's lanes past len read zeros, not the previous block's codes. */
-            memset(codes + len, 0, SIMD_KQ_W - len % SIMD_KQ_W);
-        }
-#    ifdef SIMD_HAVE_KQ_LUT
-        /* By table: one per 32 codes at 4 bits (a sub-block), one per 64 at 2 (four). The
-         * stage and A, B have room for the reads past len. */
-        if (simd_kq_lut_use(bits, out_dtype)) {
-            const size_t step = bits == 2 ? 2 * SIMD_LUT_W : SIMD_LUT_W;
-            for (size_t o = 0; o < len; o += step) {
-                const size_t j = o >> sub_shift;
-                const simd_lut t = finite ? simd_kq_lut_make(A + j, B + j, bits, true, out_dtype)
-                                          : simd_kq_lut_make(A + j, B + j, bits, false, out_dtype);
-#        ifdef SIMD_HAVE_KQ_LUT_PACKED4
-                if (in_place) {
-                    simd_kq_lut_apply_packed4(t, packed + bit0 / 8 + o / 2, dst, start + o);
-                    continue;
-                }
-#        endif
-                for (size_t h = 0; h < step && o + h < len; h += SIMD_LUT_W) {
-                    const size_t cnt = len - o - h < SIMD_LUT_W ? len - o - h : SIMD_LUT_W;
-                    simd_kq_lut_apply(t, staged + o + h, bits, (unsigned)(h / SIMD_LUT_W), dst,
-                                      start + o + h, cnt);
-                }
-            }
+#    ifdef SIMD_HAVE_KQ_SUPER16
+        /* |d * sc| <= |d * K| (rounding is monotonic): a finite d * K bounds every a_j. */
+        const float kmax = (float)((1u << pbits) - 1u);
+        if (len == AQ__KQ_SUPER && bit0 % 8 == 0 && simd_kq_super16_use(bits, out_dtype) &&
+            isfinite(scales[group] * kmax) && isfinite(mins[group] * kmax)) {
+            simd_kq_super16(packed + bit0 / 8, meta, scales[group], mins[group], bits, out_dtype,
+                            dst, start);
         } else
 #    endif
-            if (finite) {
-            for (size_t o = 0; o < len; o += SIMD_KQ_W) {
-                const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
-                simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,
-                                true, out_dtype, dst, start + o, cnt);
+        {
+            const size_t nsub = (len + sub - 1) / sub;
+            const bool finite = simd_kq_params(meta, pbits, nsub, scales[group], mins[group], A, B);
+            for (size_t j = nsub; j < KQ_NSUB; j++) {
+                A[j] = 0.0f;
+                B[j] = 0.0f;
             }
-        } else {
-            for (size_t o = 0; o < len; o += SIMD_KQ_W) {
-                const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
-                simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift), sub_shift,
-                                false, out_dtype, dst, start + o, cnt);
+            const uint8_t *staged = codes;
+            /* Whole 4-bit super-blocks by table read their codes in place. */
+            bool in_place = false;
+#    ifdef SIMD_HAVE_KQ_LUT_PACKED4
+            in_place = bits == 4 && bit0 % 8 == 0 && len == AQ__KQ_SUPER &&
+                       simd_kq_lut_use(bits, out_dtype);
+#    endif
+            if (in_place) {
+                /* nothing to stage */
+            } else if (bit0 % 8 != 0) {
+                size_t bit = bit0;
+                for (size_t t = 0; t < len; t++, bit += bits) {
+                    codes[t] = (uint8_t)(((unsigned)packed[bit / 8] >> (bit % 8)) & mask);
+                }
+            } else if (bits == 8) {
+                if (len == AQ__KQ_SUPER) {
+                    staged = packed + start;
+                } else {
+                    memcpy(codes, packed + start, len);
+                }
+            } else {
+                simd_unpack_all(packed + bit0 / 8, (len * bits + 7) / 8, bits, codes);
+            }
+            if (len % SIMD_KQ_W != 0) {
+                /* The last step's lanes past len read zeros, not the previous block's codes. */
+                memset(codes + len, 0, SIMD_KQ_W - len % SIMD_KQ_W);
+            }
+#    ifdef SIMD_HAVE_KQ_LUT
+            /* By table: one per 32 codes at 4 bits (a sub-block), one per 64 at 2 (four). The
+             * stage and A, B have room for the reads past len. */
+            if (simd_kq_lut_use(bits, out_dtype)) {
+                const size_t step = bits == 2 ? 2 * SIMD_LUT_W : SIMD_LUT_W;
+                for (size_t o = 0; o < len; o += step) {
+                    const size_t j = o >> sub_shift;
+                    const simd_lut t = finite
+                                           ? simd_kq_lut_make(A + j, B + j, bits, true, out_dtype)
+                                           : simd_kq_lut_make(A + j, B + j, bits, false, out_dtype);
+#        ifdef SIMD_HAVE_KQ_LUT_PACKED4
+                    if (in_place) {
+                        simd_kq_lut_apply_packed4(t, packed + bit0 / 8 + o / 2, dst, start + o);
+                        continue;
+                    }
+#        endif
+                    for (size_t h = 0; h < step && o + h < len; h += SIMD_LUT_W) {
+                        const size_t cnt = len - o - h < SIMD_LUT_W ? len - o - h : SIMD_LUT_W;
+                        simd_kq_lut_apply(t, staged + o + h, bits, (unsigned)(h / SIMD_LUT_W), dst,
+                                          start + o + h, cnt);
+                    }
+                }
+            } else
+#    endif
+                if (finite) {
+                for (size_t o = 0; o < len; o += SIMD_KQ_W) {
+                    const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
+                    simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift),
+                                    sub_shift, true, out_dtype, dst, start + o, cnt);
+                }
+            } else {
+                for (size_t o = 0; o < len; o += SIMD_KQ_W) {
+                    const size_t cnt = len - o < SIMD_KQ_W ? len - o : SIMD_KQ_W;
+                    simd_kq_dequant(staged + o, A + (o >> sub_shift), B + (o >> sub_shift),
+                                    sub_shift, false, out_dtype, dst, start + o, cnt);
+                }
             }
         }
         meta += aq__kq_meta_bytes(bits, len);

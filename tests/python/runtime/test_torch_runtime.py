@@ -189,21 +189,68 @@ def test_torch_dequantizer_is_bit_identical_to_c(awkward_rows, scheme, bits, dty
             assert diff.numel() == 0, (name, group, diff[:5].tolist())
 
 
+# Finite float32 values of every kind for scales, zero points, d and dmin: zeros of both signs,
+# subnormals, the extremes of the range (whose products overflow to infinities, and whose
+# differences of infinities are NaN), and ordinary values.
+_SPECIAL_PARAMS = [0x00000000, 0x80000000, 0x00000001, 0x80400000, 0x00800000, 0x3A83126F,
+                   0xC0200000, 0x3C4985F0, 0x7149F2CA, 0x7F7FFFFF, 0xFF7FFFFF, 0x71800000,
+                   0x40E00000, 0x3F800000]
+
+
+def _adversarial(row, seed):
+    """The row's buffers (same sizes) with random bytes as codes and sub-block parameters,
+    and scales and zero points drawn from _SPECIAL_PARAMS."""
+    g = torch.Generator().manual_seed(seed)
+    q, sc, zp = aqt._row_tensors(row)
+    special = torch.tensor(_SPECIAL_PARAMS, dtype=torch.int64).to(torch.int32)
+    pick = lambda n: special[torch.randint(len(special), (n,), generator=g)].view(torch.float32)
+    return (torch.randint(256, q.shape, generator=g, dtype=torch.int32).to(torch.uint8),
+            pick(sc.numel()), pick(zp.numel()))
+
+
+def _same_floats(t, c):
+    """Bit for bit, except that any NaN equals any NaN (a NaN's sign and payload come from the
+    hardware: x86 and CUDA make different ones)."""
+    both_nan = torch.isnan(t.float()) & torch.isnan(c.float())
+    return ((_bits(t) != _bits(c)) & ~both_nan).nonzero()
+
+
+@pytest.mark.parametrize("scheme,bits", DQ_CASES)
+def test_torch_dequantizer_matches_c_on_any_bits(awkward_rows, scheme, bits):
+    """Random codes and sub-block parameters with extreme scales (infinite and NaN outputs
+    included) give the C library's floats too."""
+    for (s, b, group), rows in awkward_rows.items():
+        if (s, b) != (scheme, bits):
+            continue
+        for k, row in enumerate(rows):
+            name, sch, _, _, bw, gs, shape = row[:7]
+            q, sc, zp = _adversarial(row, 100 * bits + k)
+            for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                c = aqt._dequantize_c(q, sc, zp, sch, bw, gs, shape,
+                                      torch.empty(shape, dtype=dtype), name)
+                t = aqt.dequantize_torch(q, sc, zp, scheme=sch, bit_width=bw, group_size=gs,
+                                         shape=shape, dtype=dtype)
+                diff = _same_floats(t, c)
+                assert diff.numel() == 0, (name, group, dtype, diff[:5].tolist())
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.parametrize("scheme,bits", CASES)
+@pytest.mark.parametrize("scheme,bits", DQ_CASES)
 def test_cuda_dequantizer_is_bit_identical_to_c(awkward_rows, scheme, bits):
     for (s, b, _), rows in awkward_rows.items():
         if (s, b) != (scheme, bits):
             continue
-        for row in rows:
+        for k, row in enumerate(rows):
             name, sch, _, _, bw, gs, shape = row[:7]
-            q, sc, zp = aqt._row_tensors(row)
-            for dtype in (torch.float32, torch.bfloat16):
-                c = aqt.dequantize(q, sc, zp, scheme=sch, bit_width=bw, group_size=gs,
-                                   shape=shape, dtype=dtype)
-                g = aqt.dequantize(q.cuda(), sc.cuda(), zp.cuda(), scheme=sch, bit_width=bw,
-                                   group_size=gs, shape=shape, dtype=dtype).cpu()
-                assert torch.equal(_bits(g), _bits(c)), name
+            for q, sc, zp in (aqt._row_tensors(row), _adversarial(row, 100 * bits + k)):
+                for dtype in (torch.float32, torch.float16, torch.bfloat16):
+                    c = aqt.dequantize(q, sc, zp, scheme=sch, bit_width=bw, group_size=gs,
+                                       shape=shape, dtype=dtype)
+                    g = aqt.dequantize(q.cuda(), sc.cuda(), zp.cuda(), scheme=sch,
+                                       bit_width=bw, group_size=gs, shape=shape,
+                                       dtype=dtype).cpu()
+                    diff = _same_floats(g, c)
+                    assert diff.numel() == 0, (name, dtype, diff[:5].tolist())
 
 
 def test_c_dequantizer_checks_the_buffers(awkward_rows):
