@@ -137,23 +137,21 @@ class ArrowQuantV2:
 
 # Model-level functions behind arrow_quant_v2.quantize_diffusion_model and validate_quality
 # (model.py); not part of the public API.
+# Besides their own arguments, _quantize_model and _quantize_gguf take every setting of the
+# library's table (_settings()) as a keyword by its name; _keywords() lists their own.
 def _quantize_model(src: str | bytes | os.PathLike[str], dst: str | bytes | os.PathLike[str], *,
-                    profile: str = ..., family: str = ..., keep: Sequence[str] | None = ...,
-                    bits_for: Sequence[str] | None = ..., bit_width: int = ...,
-                    scheme: str | None = ..., group_size: int = ..., min_cosine: float = ...,
-                    target_bpw: float = ..., schemes: Sequence[str] | None = ...,
-                    compression: str = ..., threads: int = ..., calibration: Any = ...,
-                    calibration_combine: str = ...,
+                    keep: Sequence[str] | None = ..., bits_for: Sequence[str] | None = ...,
+                    schemes: Sequence[str] | None = ..., calibration: Any = ...,
                     progress: Callable[[Mapping[str, Any]], Any] | None = ...,
-                    budget_scope: str = ...) -> dict[str, Any]: ...
+                    **settings: int | float | bool | str | None) -> dict[str, Any]: ...
 def _compare_models(a: str | bytes | os.PathLike[str], b: str | bytes | os.PathLike[str],
                     min_cosine: float | None = ...) -> dict[str, Any]: ...
 # GGUF functions behind arrow_quant_v2.quantize_gguf, dequantize_gguf and arrow_quant_v2.gguf.
 def _quantize_gguf(src: str | bytes | os.PathLike[str], dst: str | bytes | os.PathLike[str],
-                   gguf_type: str, *, profile: str | None = ..., family: str = ...,
-                   keep: Sequence[str] | None = ..., bits_for: Sequence[str] | None = ...,
-                   threads: int = ..., calibration: Any = ..., calibration_combine: str = ...,
-                   architecture: str | None = ..., name: str | None = ...) -> dict[str, Any]: ...
+                   gguf_type: str, *, keep: Sequence[str] | None = ...,
+                   bits_for: Sequence[str] | None = ..., calibration: Any = ...,
+                   architecture: str | None = ..., name: str | None = ...,
+                   **settings: int | float | bool | str | None) -> dict[str, Any]: ...
 def _gguf_encode(gguf_type: str, data: Any, importance: Any = ..., threads: int = ...
                  ) -> bytes: ...
 def _gguf_decode(gguf_type: str, data: Any, count: int, threads: int = ...) -> bytes: ...

@@ -355,8 +355,12 @@ def quantize_diffusion_model(model_path: Any, output_path: Any,
     if progress_callback is not None and not callable(progress_callback):
         raise TypeError("progress_callback must be callable or None")
     calib = _calibration(calibration)
+    choices = _rule_choices(cfg)
+    if choices["target_bpw"] == _TARGET_BPW_PROFILE:
+        # Not given: the extension applies the profile's budget as the command does.
+        del choices["target_bpw"]
     raw = _ext._quantize_model(
-        src, dst, **_rule_choices(cfg), compression=compression, threads=threads,
+        src, dst, **choices, compression=compression, threads=threads,
         calibration=calib, progress=progress_callback, budget_scope=cfg.budget_scope)
     return QuantizationResult(dst, cfg, raw)
 

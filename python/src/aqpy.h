@@ -108,6 +108,31 @@ extern PyMethodDef aq__py_settings_methods[];
  * *out is the caller's to free). None gives none; one str is refused. */
 int aq__py_strings(PyObject *module, PyObject *obj, const char *what, PyObject **keep,
                    const char ***out, size_t *n);
+/* The keywords of an entry point whose settings come from the library's settings table:
+ * every setting of the table is a keyword by its name (None: not given), parsed by the
+ * setting's type and checked by the table (aq_settings_set_text, whose message names the
+ * setting, that is the keyword, and what it accepts), besides the function's own arguments. */
+typedef struct aq__py_kwspec {
+    const char *fname;             /* "_quantize_model", for the messages */
+    const char *const *positional; /* required, positional or keyword; NULL-terminated */
+    const char *const *own;        /* the function's own keyword-only arguments; NULL-terminated */
+    const char *const *applies;    /* the settings the function applies (NULL: every one); a
+                                      value given for another is refused with `why` */
+    const char *why;
+} aq__py_kwspec;
+/* pos[i] and own[i] get borrowed references, NULL where not given; *out the settings with the
+ * given values set (the caller frees it). A missing positional, an unknown keyword or a value
+ * of the wrong type is TypeError; a value the table refuses, QuantizationError. */
+int aq__py_kw_parse(PyObject *module, const aq__py_kwspec *spec, PyObject *args, PyObject *kwargs,
+                    PyObject **pos, PyObject **own, aq_settings **out);
+/* aq_settings_apply_profile with the profile the settings hold. */
+int aq__py_kw_profile(PyObject *module, aq_settings *s);
+/* The keywords of _quantize_model and _quantize_gguf, also read by _keywords(). */
+extern const aq__py_kwspec aq__py_quantize_model_kw, aq__py_quantize_gguf_kw;
+/* The profile of the settings `s` (aq_settings_apply_profile already called): its bits,
+ * scheme and group size from the settings; the context's scheme and group size set from it
+ * when ctx is not NULL. */
+int aq__py_settings_profile(PyObject *module, aq_settings *s, aq_ctx *ctx, aq_profile *out);
 /* A context with `threads`, the model at src (opened without the GIL) and its tensor names
  * (borrowed from the model; the array is the caller's to free). On failure what was made is
  * in the outputs, for the caller to free. */
@@ -119,8 +144,6 @@ int aq__py_run_open(PyObject *module, const char *src, int threads, aq_ctx **ctx
  * the library's QuantizationError, naming the keyword. */
 int aq__py_setting_float(aqpy_state *st, PyObject *obj, const char *keyword, const char *setting,
                          double *out);
-/* The index of `value` among a CHOICE setting's choices (which follow the library's enum). */
-int aq__py_run_choice(PyObject *module, const char *setting, const char *value, int *out);
 /* The profile with the run's own bits, scheme and group size (0 / NULL: the profile's),
  * resolved by the settings table; the context's scheme and group size set from it when ctx is
  * not NULL. */

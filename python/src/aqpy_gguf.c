@@ -109,32 +109,73 @@ static PyObject *gp_result(const gp_recs *recs, const aq_gguf_write_summary *sum
 }
 
 const char aq__py_quantize_gguf_doc[] =
-    "_quantize_gguf(src, dst, gguf_type, *, profile=None, family='auto', keep=None, "
-    "bits_for=None, threads=0, calibration=None, calibration_combine='max', architecture=None, "
-    "name=None)\n--\n\n"
+    "_quantize_gguf(src, dst, gguf_type, *, keep=None, bits_for=None, calibration=None, "
+    "architecture=None, name=None, **settings)\n--\n\n"
+    "settings: every setting of the library's table (_settings()) by name, checked by the "
+    "table; GGUF output applies profile (none by default), family, threads and "
+    "calibration_combine and refuses a value for another. "
     "Writes a model as a GGUF file whose block tensors are of gguf_type; with a profile the "
     "diffusion layer rules choose each tensor's type (a mixed file). Returns a dict (summary, "
     "tensors). Use arrow_quant_v2.quantize_gguf instead.";
 
+static const char *const gkw_positional[] = {"src", "dst", "gguf_type", NULL};
+static const char *const gkw_own[] = {"keep",         "bits_for", "calibration",
+                                      "architecture", "name",     NULL};
+enum { GKW_KEEP, GKW_BITS_FOR, GKW_CALIBRATION, GKW_ARCH, GKW_NAME, GKW_OWN };
+static const char *const gkw_applies[] = {"profile", "family", "threads", "calibration_combine",
+                                          NULL};
+
+/* Every setting of the table is a keyword; GGUF output applies those above (the profile only
+ * when given: without one every tensor of two or more dimensions gets gguf_type). */
+const aq__py_kwspec aq__py_quantize_gguf_kw = {
+    "_quantize_gguf", gkw_positional, gkw_own, gkw_applies,
+    "the GGUF writer takes its encodings from gguf_type and the profile's layer rules"};
+
+/* A str or None keyword. */
+static int gp_text(PyObject *obj, const char *what, const char **out)
+{
+    *out = NULL;
+    if (obj == NULL || obj == Py_None) {
+        return 0;
+    }
+    if (!PyUnicode_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str or None, not %.100s", what,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    *out = PyUnicode_AsUTF8(obj);
+    return *out != NULL ? 0 : -1;
+}
+
 PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {
-        "src",          "dst",      "gguf_type", "profile",     "family",
-        "keep",         "bits_for", "threads",   "calibration", "calibration_combine",
-        "architecture", "name",     NULL};
-    PyObject *src_b = NULL, *dst_b = NULL;
-    const char *type_name, *profile = NULL, *family_name = "auto", *combine = "max";
-    const char *arch = NULL, *name = NULL;
-    PyObject *keep = Py_None, *bits_for = Py_None, *calibration = Py_None;
-    int threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&s|$zsOOiOszz", kwlist,
-                                     PyUnicode_FSConverter, &src_b, PyUnicode_FSConverter, &dst_b,
-                                     &type_name, &profile, &family_name, &keep, &bits_for, &threads,
-                                     &calibration, &combine, &arch, &name)) {
-        Py_XDECREF(src_b);
-        Py_XDECREF(dst_b);
+    PyObject *pos[3], *own[GKW_OWN], *src_b = NULL, *dst_b = NULL;
+    aq_settings *set = NULL;
+    const char *type_name = NULL, *arch = NULL, *name = NULL;
+    int profile_given = 0;
+    aq_error perr;
+    if (aq__py_kw_parse(module, &aq__py_quantize_gguf_kw, args, kwargs, pos, own, &set) != 0) {
         return NULL;
     }
+    if (aq_settings_is_set(set, "profile", &profile_given, &perr) != AQ_OK) {
+        gp_raise(module, &perr);
+        aq_settings_free(set);
+        return NULL;
+    }
+    if ((profile_given && aq__py_kw_profile(module, set) != 0) ||
+        gp_text(pos[2], "gguf_type", &type_name) != 0 || type_name == NULL ||
+        gp_text(own[GKW_ARCH], "architecture", &arch) != 0 ||
+        gp_text(own[GKW_NAME], "name", &name) != 0 || !PyUnicode_FSConverter(pos[0], &src_b) ||
+        !PyUnicode_FSConverter(pos[1], &dst_b)) {
+        if (type_name == NULL && !PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "gguf_type must be a str, not None");
+        }
+        Py_XDECREF(src_b);
+        aq_settings_free(set);
+        return NULL;
+    }
+    PyObject *keep = own[GKW_KEEP], *bits_for = own[GKW_BITS_FOR];
+    PyObject *calibration = own[GKW_CALIBRATION] != NULL ? own[GKW_CALIBRATION] : Py_None;
     PyObject *result = NULL, *keep_seq = NULL, *bits_seq = NULL;
     const char **keep_v = NULL, **bits_v = NULL, **names = NULL;
     size_t n_keep = 0, n_bits = 0;
@@ -149,13 +190,18 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     aq_status st;
     const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
     aq_gguf_write_options o = AQ_SIZED_INIT(aq_gguf_write_options);
-    int how;
+    int64_t threads = 0;
+    const char *family_name = NULL, *combine = NULL;
+    if ((st = aq_settings_get_int(set, "threads", &threads, &err)) != AQ_OK ||
+        (st = aq_settings_get_text(set, "family", &family_name, &err)) != AQ_OK ||
+        (st = aq_settings_get_text(set, "calibration_combine", &combine, &err)) != AQ_OK) {
+        goto fail;
+    }
     if (aq__py_strings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
-        aq__py_strings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||
-        aq__py_run_choice(module, "calibration_combine", combine, &how) != 0) {
+        aq__py_strings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0) {
         goto done;
     }
-    if ((n_keep > 0 || n_bits > 0) && profile == NULL) {
+    if ((n_keep > 0 || n_bits > 0) && !profile_given) {
         gp_value_error(module, "keep and bits_for need a profile (the layer rules they override)");
         goto done;
     }
@@ -163,12 +209,12 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     if ((st = aq_gguf_type_from_name(type_name, 1, &o.type, &err)) != AQ_OK) {
         goto fail;
     }
-    if (aq__py_run_open(module, src, threads, &ctx, &model, &names, &n) != 0) {
+    if (aq__py_run_open(module, src, (int)threads, &ctx, &model, &names, &n) != 0) {
         goto done;
     }
-    if (profile != NULL) {
+    if (profile_given) {
         aq_profile prof;
-        if (aq__py_run_profile(module, profile, 0, NULL, 0, NULL, &prof) != 0 ||
+        if (aq__py_settings_profile(module, set, NULL, &prof) != 0 ||
             aq__py_run_rules(module, &prof, family_name, names, n, keep_v, n_keep, bits_v, n_bits,
                              &rules) != 0) {
             goto done;
@@ -199,7 +245,7 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
         PyErr_NoMemory();
         goto done;
     }
-    result = gp_result(&recs, &sum, threads, aq_ctx_kernels(ctx));
+    result = gp_result(&recs, &sum, (int)threads, aq_ctx_kernels(ctx));
     goto done;
 fail:
     gp_raise(module, &err);
@@ -220,6 +266,7 @@ done:
     Py_XDECREF(bits_seq);
     Py_DECREF(src_b);
     Py_DECREF(dst_b);
+    aq_settings_free(set);
     return result;
 }
 

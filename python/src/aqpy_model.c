@@ -267,11 +267,11 @@ static PyObject *mcalib_layers(const aq_calib *calib)
 /* ------------------------------------------------------------------------------------------ */
 
 PyDoc_STRVAR(aqpy_quantize_model_doc,
-             "_quantize_model(src, dst, *, profile='local', family='auto', keep=None, "
-             "bits_for=None, bit_width=0, scheme=None, group_size=0, min_cosine=0.0, "
-             "target_bpw=0.0, schemes=None, "
-             "compression='none', threads=0, calibration=None, calibration_combine='max', "
-             "progress=None, budget_scope='profile')\n--\n\n"
+             "_quantize_model(src, dst, *, keep=None, bits_for=None, schemes=None, "
+             "calibration=None, progress=None, **settings)\n--\n\n"
+             "settings: every setting of the library's table (_settings()) by name, checked "
+             "by the table; those not given come from the profile (explicit values win), "
+             "then from the table's defaults. "
              "Quantizes a safetensors file, sharded checkpoint or diffusers folder into an "
              "arrowquant model file with the diffusion layer rules of a profile. Returns a dict "
              "(summary, tensors, calibration_layers). Use arrow_quant_v2.quantize_diffusion_"
@@ -393,32 +393,65 @@ static int mquantize(PyObject *progress, aq_ctx *ctx, aq_model *model, const cha
     return 0;
 }
 
+static const char *const mkw_positional[] = {"src", "dst", NULL};
+static const char *const mkw_own[] = {"keep",        "bits_for", "schemes",
+                                      "calibration", "progress", NULL};
+enum { MKW_KEEP, MKW_BITS_FOR, MKW_SCHEMES, MKW_CALIBRATION, MKW_PROGRESS, MKW_OWN };
+
+/* Every setting of the table is a keyword of _quantize_model; these are those it reads into
+ * the run (a setting added to the table is refused here until the run reads it). */
+static const char *const mkw_applies[] = {"profile",
+                                          "bit_width",
+                                          "group_size",
+                                          "scheme",
+                                          "threads",
+                                          "preserve_moments",
+                                          "min_cosine",
+                                          "target_bpw",
+                                          "budget_scope",
+                                          "family",
+                                          "calibration_combine",
+                                          "compression",
+                                          "min_elements",
+                                          "batch_bytes",
+                                          NULL};
+const aq__py_kwspec aq__py_quantize_model_kw = {"_quantize_model", mkw_positional, mkw_own,
+                                                mkw_applies,
+                                                "the arrowquant model writer does not read it"};
+
+/* The settings a run reads: the profile applied (explicit values win), as the command's. */
+static int msettings(PyObject *module, PyObject *args, PyObject *kwargs, PyObject **src_b,
+                     PyObject **dst_b, PyObject **own, aq_settings **out)
+{
+    PyObject *pos[2];
+    aq_settings *s = NULL;
+    *src_b = *dst_b = NULL;
+    if (aq__py_kw_parse(module, &aq__py_quantize_model_kw, args, kwargs, pos, own, &s) != 0) {
+        return -1;
+    }
+    if (aq__py_kw_profile(module, s) != 0) {
+        aq_settings_free(s);
+        return -1;
+    }
+    if (!PyUnicode_FSConverter(pos[0], src_b) || !PyUnicode_FSConverter(pos[1], dst_b)) {
+        Py_CLEAR(*src_b);
+        aq_settings_free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
 static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"src",         "dst",          "profile",     "family",
-                             "keep",        "bits_for",     "bit_width",   "scheme",
-                             "group_size",  "min_cosine",   "target_bpw",  "schemes",
-                             "compression", "threads",      "calibration", "calibration_combine",
-                             "progress",    "budget_scope", NULL};
-    PyObject *src_b = NULL, *dst_b = NULL;
-    const char *scope_name = "profile";
-    const char *profile_name = "local", *family_name = "auto", *compression = "none";
-    const char *combine_name = "max", *scheme_name = NULL;
-    PyObject *keep = Py_None, *bits_for = Py_None, *schemes = Py_None, *calibration = Py_None;
-    PyObject *progress = Py_None;
-    double min_cosine = 0.0, target_bpw = 0.0;
-    int threads = 0;
-    unsigned bit_width = 0;
-    Py_ssize_t group_size = 0;
-    if (!PyArg_ParseTupleAndKeywords(
-            args, kwargs, "O&O&|$ssOOIznddOsiOsOs", kwlist, PyUnicode_FSConverter, &src_b,
-            PyUnicode_FSConverter, &dst_b, &profile_name, &family_name, &keep, &bits_for,
-            &bit_width, &scheme_name, &group_size, &min_cosine, &target_bpw, &schemes, &compression,
-            &threads, &calibration, &combine_name, &progress, &scope_name)) {
-        Py_XDECREF(src_b);
-        Py_XDECREF(dst_b);
+    PyObject *src_b = NULL, *dst_b = NULL, *own[MKW_OWN];
+    aq_settings *set = NULL;
+    if (msettings(module, args, kwargs, &src_b, &dst_b, own, &set) != 0) {
         return NULL;
     }
+    PyObject *keep = own[MKW_KEEP], *bits_for = own[MKW_BITS_FOR], *schemes = own[MKW_SCHEMES];
+    PyObject *calibration = own[MKW_CALIBRATION] != NULL ? own[MKW_CALIBRATION] : Py_None;
+    PyObject *progress = own[MKW_PROGRESS] != NULL ? own[MKW_PROGRESS] : Py_None;
     PyObject *result = NULL, *keep_seq = NULL, *bits_seq = NULL, *sch_seq = NULL;
     const char **keep_v = NULL, **bits_v = NULL, **sch_v = NULL;
     size_t n_keep = 0, n_bits = 0, n_sch = 0;
@@ -435,34 +468,49 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     aq_status st = AQ_OK;
     const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
     aq_profile prof;
-    int comp, scope;
+    int64_t comp = 0, scope = 0, threads = 0, moments = 0, min_elements = 0, batch_bytes = 0;
+    double min_cosine = 0.0, target_bpw = 0.0;
+    int target_given = 0;
+    const char *family_name = NULL, *combine_name = NULL;
+    if ((st = aq_settings_get_int(set, "compression", &comp, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(set, "budget_scope", &scope, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(set, "threads", &threads, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(set, "preserve_moments", &moments, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(set, "min_elements", &min_elements, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(set, "batch_bytes", &batch_bytes, &err)) != AQ_OK ||
+        (st = aq_settings_get_float(set, "min_cosine", &min_cosine, &err)) != AQ_OK ||
+        (st = aq_settings_get_float(set, "target_bpw", &target_bpw, &err)) != AQ_OK ||
+        (st = aq_settings_is_set(set, "target_bpw", &target_given, &err)) != AQ_OK ||
+        (st = aq_settings_get_text(set, "family", &family_name, &err)) != AQ_OK ||
+        (st = aq_settings_get_text(set, "calibration_combine", &combine_name, &err)) != AQ_OK) {
+        goto fail;
+    }
+    /* The profile's budget, not given explicitly, is its own size on this model, as the
+     * command's --profile default (AQ_TARGET_BPW_PROFILE). */
+    if (!target_given && target_bpw != 0.0) {
+        target_bpw = AQ_TARGET_BPW_PROFILE;
+    }
     if (progress != Py_None && !PyCallable_Check(progress)) {
         PyErr_SetString(PyExc_TypeError, "progress must be callable or None");
         goto done;
     }
     if (aq__py_strings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
         aq__py_strings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||
-        aq__py_strings(module, schemes, "schemes", &sch_seq, &sch_v, &n_sch) != 0 ||
-        aq__py_run_choice(module, "compression", compression, &comp) != 0 ||
-        aq__py_run_choice(module, "budget_scope", scope_name, &scope) != 0) {
+        aq__py_strings(module, schemes, "schemes", &sch_seq, &sch_v, &n_sch) != 0) {
         goto done;
     }
     if (mschemes(module, sch_v, n_sch, &sch) != 0) {
         goto done;
     }
-    if (group_size < 0) {
-        aqpy_model_value_error(module, "Invalid group_size: %s. Must be positive", "negative");
-        goto done;
-    }
     /* The configuration may change the profile's bits, scheme and group size: the rules then
      * give those to the tensors that follow the profile. */
     size_t n = 0;
-    if (aq__py_run_open(module, src, threads, &ctx, &model, &names, &n) != 0 ||
-        aq__py_run_profile(module, profile_name, bit_width, scheme_name, (size_t)group_size, ctx,
-                           &prof) != 0) {
+    if (aq__py_run_open(module, src, (int)threads, &ctx, &model, &names, &n) != 0 ||
+        aq__py_settings_profile(module, set, ctx, &prof) != 0) {
         goto done;
     }
-    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, prof.bit_width, &err)) != AQ_OK) {
+    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, prof.bit_width, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_PRESERVE_MOMENTS, moments, &err)) != AQ_OK) {
         goto fail;
     }
     if (aq__py_run_rules(module, &prof, family_name, names, n, keep_v, n_keep, bits_v, n_bits,
@@ -473,7 +521,9 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
     }
     /* aq_model_quantize checks the calibration against the model's names before any output. */
     aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
-    o.compression = comp;
+    o.compression = (int)comp; /* the choices follow aq_ipc_compression */
+    o.min_elements = (size_t)min_elements;
+    o.batch_bytes = (size_t)batch_bytes;
     o.profile = prof.name;
     o.min_cosine = min_cosine;
     o.target_bpw = target_bpw;
@@ -493,7 +543,7 @@ static PyObject *aqpy_quantize_model(PyObject *module, PyObject *args, PyObject 
         PyErr_NoMemory();
         goto done;
     }
-    result = mresult(&recs, &sum, model, calib, threads, aq_ctx_kernels(ctx));
+    result = mresult(&recs, &sum, model, calib, (int)threads, aq_ctx_kernels(ctx));
     goto done;
 fail:
     aq__py_raise(PyModule_GetState(module), &err);
@@ -513,6 +563,7 @@ done:
     Py_XDECREF(sch_seq);
     Py_XDECREF(src_b);
     Py_XDECREF(dst_b);
+    aq_settings_free(set);
     return result;
 }
 

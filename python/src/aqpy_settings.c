@@ -189,6 +189,206 @@ done:
     return out;
 }
 
+/* ---- the keywords of the entry points, from the table ---- */
+
+static long aqpy_kw_index(const char *const *v, const char *name)
+{
+    for (long i = 0; v != NULL && v[i] != NULL; i++) {
+        if (strcmp(v[i], name) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* One keyword's value into its setting: the Python value's text (a bool as 1 or 0), parsed
+ * and checked by the table as the command's flags are. */
+static int aqpy_kw_setting(aqpy_state *st, aq_settings *s, const aq_setting_info *info,
+                           PyObject *value)
+{
+    static const char *const want[] = {"an int", "a float", "a bool", "a str"};
+    int is_int = PyIndex_Check(value) && !PyBool_Check(value);
+    int ok = info->type == AQ_SETTING_INT     ? is_int
+             : info->type == AQ_SETTING_FLOAT ? is_int || PyFloat_Check(value)
+             : info->type == AQ_SETTING_BOOL  ? PyIndex_Check(value)
+                                              : PyUnicode_Check(value);
+    if (!ok) {
+        PyErr_Format(PyExc_TypeError, "%s must be %s or None, not %.100s", info->name,
+                     want[info->type], Py_TYPE(value)->tp_name);
+        return -1;
+    }
+    PyObject *text;
+    if (PyBool_Check(value)) {
+        text = PyUnicode_FromString(value == Py_True ? "1" : "0");
+    } else if (PyIndex_Check(value)) {
+        PyObject *i = PyNumber_Index(value);
+        text = i != NULL ? PyObject_Str(i) : NULL;
+        Py_XDECREF(i);
+    } else if (PyFloat_Check(value)) {
+        PyObject *f = PyFloat_FromDouble(PyFloat_AS_DOUBLE(value));
+        text = f != NULL ? PyObject_Repr(f) : NULL; /* round-trips, as the library reads it */
+        Py_XDECREF(f);
+    } else {
+        text = PyObject_Str(value);
+    }
+    const char *t = text != NULL ? PyUnicode_AsUTF8(text) : NULL;
+    if (t == NULL) {
+        Py_XDECREF(text);
+        return -1;
+    }
+    aq_error err;
+    aq_status rc = aq_settings_set_text(s, info->name, t, &err);
+    Py_DECREF(text);
+    if (rc != AQ_OK) {
+        aq__py_raise(st, &err);
+        return -1;
+    }
+    return 0;
+}
+
+int aq__py_kw_parse(PyObject *module, const aq__py_kwspec *spec, PyObject *args, PyObject *kwargs,
+                    PyObject **pos, PyObject **own, aq_settings **out)
+{
+    aqpy_state *st = (aqpy_state *)PyModule_GetState(module);
+    size_t n_pos = 0, n_own = 0;
+    while (spec->positional[n_pos] != NULL) {
+        pos[n_pos++] = NULL;
+    }
+    while (spec->own[n_own] != NULL) {
+        own[n_own++] = NULL;
+    }
+    *out = NULL;
+    Py_ssize_t n_args = PyTuple_GET_SIZE(args);
+    if ((size_t)n_args > n_pos) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zu positional arguments but %zd were given",
+                     spec->fname, n_pos, n_args);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n_args; i++) {
+        pos[i] = PyTuple_GET_ITEM(args, i);
+    }
+    aq_settings *s = NULL;
+    aq_error err;
+    if (aq_settings_create(&s, &err) != AQ_OK) {
+        aq__py_raise(st, &err);
+        return -1;
+    }
+    PyObject *key, *value;
+    Py_ssize_t at = 0;
+    while (kwargs != NULL && PyDict_Next(kwargs, &at, &key, &value)) {
+        const char *name = PyUnicode_AsUTF8(key);
+        if (name == NULL) {
+            goto fail;
+        }
+        long k;
+        if ((k = aqpy_kw_index(spec->positional, name)) >= 0) {
+            if (pos[k] != NULL) {
+                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                             spec->fname, name);
+                goto fail;
+            }
+            pos[k] = value;
+            continue;
+        }
+        if ((k = aqpy_kw_index(spec->own, name)) >= 0) {
+            own[k] = value;
+            continue;
+        }
+        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+        if (aq_setting_find(name, &info, &err) != AQ_OK) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s() got an unexpected keyword argument '%s' (it takes its own "
+                         "arguments and the settings of _settings())",
+                         spec->fname, name);
+            goto fail;
+        }
+        if (value == Py_None) {
+            continue;
+        }
+        if (aqpy_kw_setting(st, s, &info, value) != 0) {
+            goto fail;
+        }
+        if (spec->applies != NULL && aqpy_kw_index(spec->applies, name) < 0) {
+            err.code = AQ_INVALID_ARGUMENT;
+            snprintf(err.message, sizeof err.message, "%s() does not apply the setting %s: %s",
+                     spec->fname, name, spec->why);
+            aq__py_raise(st, &err);
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < n_pos; i++) {
+        if (pos[i] == NULL) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s' (pos %zu)",
+                         spec->fname, spec->positional[i], i + 1);
+            goto fail;
+        }
+    }
+    *out = s;
+    return 0;
+fail:
+    aq_settings_free(s);
+    return -1;
+}
+
+int aq__py_kw_profile(PyObject *module, aq_settings *s)
+{
+    aq_error err;
+    const char *profile;
+    char name[64];
+    aq_status rc = aq_settings_get_text(s, "profile", &profile, &err);
+    if (rc == AQ_OK) {
+        snprintf(name, sizeof name, "%s", profile); /* applying the profile rewrites it */
+        rc = aq_settings_apply_profile(s, name, &err);
+    }
+    if (rc != AQ_OK) {
+        aq__py_raise((aqpy_state *)PyModule_GetState(module), &err);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *aqpy_names_tuple(const char *const *v)
+{
+    Py_ssize_t n = 0;
+    while (v[n] != NULL) {
+        n++;
+    }
+    PyObject *t = PyTuple_New(n);
+    for (Py_ssize_t i = 0; t != NULL && i < n; i++) {
+        PyObject *x = PyUnicode_FromString(v[i]);
+        if (x == NULL) {
+            Py_CLEAR(t);
+            break;
+        }
+        PyTuple_SET_ITEM(t, i, x);
+    }
+    return t;
+}
+
+/* _keywords(): {function: (positional, own, applies or None)}. */
+static PyObject *aqpy_keywords(PyObject *module, PyObject *unused)
+{
+    (void)module;
+    (void)unused;
+    const aq__py_kwspec *specs[] = {&aq__py_quantize_model_kw, &aq__py_quantize_gguf_kw};
+    PyObject *out = PyDict_New();
+    for (size_t i = 0; out != NULL && i < sizeof specs / sizeof specs[0]; i++) {
+        PyObject *applies =
+            specs[i]->applies != NULL ? aqpy_names_tuple(specs[i]->applies) : Py_NewRef(Py_None);
+        PyObject *v = applies == NULL
+                          ? NULL
+                          : Py_BuildValue("(NNN)", aqpy_names_tuple(specs[i]->positional),
+                                          aqpy_names_tuple(specs[i]->own), applies);
+        if (v == NULL || PyDict_SetItemString(out, specs[i]->fname, v) != 0) {
+            Py_XDECREF(v);
+            Py_CLEAR(out);
+            break;
+        }
+        Py_DECREF(v);
+    }
+    return out;
+}
+
 PyMethodDef aq__py_settings_methods[] = {
     {"_settings", aqpy_settings, METH_NOARGS,
      "_settings() -> tuple of dicts: the library's settings table (name, type, lower, upper, "
@@ -202,6 +402,10 @@ PyMethodDef aq__py_settings_methods[] = {
     {"_setting_check", aqpy_setting_check, METH_VARARGS,
      "_setting_check(name, text) -> the value as the library reads it, or QuantizationError "
      "naming the setting and what it accepts."},
+    {"_keywords", aqpy_keywords, METH_NOARGS,
+     "_keywords() -> {function: (positional, own, applies)}: the arguments of the entry points "
+     "whose other keywords are the settings of _settings(); applies: the settings the function "
+     "applies (None: every one)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -301,45 +505,20 @@ int aq__py_strings(PyObject *module, PyObject *obj, const char *what, PyObject *
     return 0;
 }
 
-int aq__py_run_choice(PyObject *module, const char *setting, const char *value, int *out)
+int aq__py_settings_profile(PyObject *module, aq_settings *s, aq_ctx *ctx, aq_profile *out)
 {
-    aq_settings *s = NULL;
-    aq_error err;
-    int64_t k = 0;
-    aq_status st;
-    if ((st = aq_settings_create(&s, &err)) == AQ_OK &&
-        (st = aq_settings_set_text(s, setting, value, &err)) == AQ_OK) {
-        st = aq_settings_get_int(s, setting, &k, &err);
-    }
-    aq_settings_free(s);
-    if (st != AQ_OK) {
-        return aqpy_fail(module, &err);
-    }
-    *out = (int)k;
-    return 0;
-}
-
-int aq__py_run_profile(PyObject *module, const char *profile, unsigned bit_width,
-                       const char *scheme, size_t group_size, aq_ctx *ctx, aq_profile *out)
-{
-    aq_settings *s = NULL;
     aq_error err;
     aq_status st;
     int64_t bits = 0, group = 0;
-    const char *sch_name = NULL;
+    const char *prof_name = NULL, *sch_name = NULL;
     aq_profile prof;
-    if ((st = aq_settings_create(&s, &err)) != AQ_OK ||
-        (bit_width != 0 && (st = aq_settings_set_int(s, "bit_width", bit_width, &err)) != AQ_OK) ||
-        (scheme != NULL && (st = aq_settings_set_text(s, "scheme", scheme, &err)) != AQ_OK) ||
-        (group_size != 0 &&
-         (st = aq_settings_set_int(s, "group_size", (int64_t)group_size, &err)) != AQ_OK) ||
-        (st = aq_settings_apply_profile(s, profile, &err)) != AQ_OK ||
-        (st = aq_profile_get(profile, &prof, &err)) != AQ_OK ||
+    if ((st = aq_settings_get_text(s, "profile", &prof_name, &err)) != AQ_OK ||
+        (st = aq_profile_get(prof_name, &prof, &err)) != AQ_OK ||
         (st = aq_settings_get_int(s, "bit_width", &bits, &err)) != AQ_OK ||
         (st = aq_settings_get_int(s, "group_size", &group, &err)) != AQ_OK ||
         (st = aq_settings_get_text(s, "scheme", &sch_name, &err)) != AQ_OK ||
         (st = aq_scheme_from_name(sch_name, &prof.scheme, &err)) != AQ_OK) {
-        goto done;
+        return aqpy_fail(module, &err);
     }
     prof.bit_width = (unsigned)bits;
     prof.group_size = (size_t)group;
@@ -351,12 +530,30 @@ int aq__py_run_profile(PyObject *module, const char *profile, unsigned bit_width
          ((st = aq_ctx_set_param(ctx, AQ_PARAM_SCHEME, (int64_t)prof.scheme, &err)) != AQ_OK ||
           (info.fixed_group_size == 0 &&
            (st = aq_ctx_set_param(ctx, AQ_PARAM_GROUP_SIZE, group, &err)) != AQ_OK)))) {
-        goto done;
+        return aqpy_fail(module, &err);
     }
     *out = prof;
-done:
+    return 0;
+}
+
+int aq__py_run_profile(PyObject *module, const char *profile, unsigned bit_width,
+                       const char *scheme, size_t group_size, aq_ctx *ctx, aq_profile *out)
+{
+    aq_settings *s = NULL;
+    aq_error err;
+    aq_status st;
+    if ((st = aq_settings_create(&s, &err)) != AQ_OK ||
+        (bit_width != 0 && (st = aq_settings_set_int(s, "bit_width", bit_width, &err)) != AQ_OK) ||
+        (scheme != NULL && (st = aq_settings_set_text(s, "scheme", scheme, &err)) != AQ_OK) ||
+        (group_size != 0 &&
+         (st = aq_settings_set_int(s, "group_size", (int64_t)group_size, &err)) != AQ_OK) ||
+        (st = aq_settings_apply_profile(s, profile, &err)) != AQ_OK) {
+        aq_settings_free(s);
+        return aqpy_fail(module, &err);
+    }
+    int rc = aq__py_settings_profile(module, s, ctx, out);
     aq_settings_free(s);
-    return st == AQ_OK ? 0 : aqpy_fail(module, &err);
+    return rc;
 }
 
 int aq__py_run_rules(PyObject *module, const aq_profile *prof, const char *family_name,

@@ -123,3 +123,107 @@ def test_the_gguf_form_agrees_with_the_table(aq, tmp_path):
             if d["choices"]:
                 assert ", ".join(d["choices"]) in p.stderr
     assert not (tmp_path / "o.gguf").exists()
+
+
+# ---- the extension's entry points take their keywords from the table ----
+
+from arrow_quant_v2 import arrow_quant_v2 as _ext  # noqa: E402
+from arrow_quant_v2.arrow_quant_v2 import _keywords, _settings_resolve  # noqa: E402
+
+_CALLS = {
+    "_quantize_model": lambda tmp, **kw: _ext._quantize_model(
+        tmp / "missing.safetensors", tmp / "o.arrow", **kw),
+    "_quantize_gguf": lambda tmp, **kw: _ext._quantize_gguf(
+        tmp / "missing.safetensors", tmp / "o.gguf", "Q8_0", **kw),
+}
+
+
+def _typed(d, text):
+    return {"int": int, "float": float, "choice": str,
+            "bool": lambda t: bool(int(t)) if t in ("0", "1") else int(t)}[d["type"]](text)
+
+
+def _applied(fname):
+    applies = _keywords()[fname][2]
+    return sorted(TABLE) if applies is None else sorted(applies)
+
+
+def test_every_setting_is_a_keyword_of_each_entry_point(tmp_path):
+    assert set(_keywords()) == set(_CALLS)
+    resolved = _settings_resolve("local", {})
+    for fname, (positional, own, applies) in _keywords().items():
+        assert not set(own) & set(TABLE) and not set(positional) & set(TABLE)
+        assert applies is None or set(applies) <= set(TABLE)
+        accepted = set(TABLE) | set(own) | set(positional)
+        call = _CALLS[fname]
+        # A setting's keyword is taken by its name: the call gets as far as the missing file.
+        for name in sorted(accepted - set(positional)):
+            value = resolved[name] if name in TABLE else None
+            try:
+                call(tmp_path, **{name: value})
+            except OSError as e:
+                assert "missing.safetensors" in str(e)
+            except QuantizationError as e:
+                # GGUF output refuses a value for a setting it does not apply.
+                assert applies is not None and name not in applies, (fname, name, e)
+                assert f"does not apply the setting {name}" in str(e)
+            else:
+                raise AssertionError((fname, name))
+        with pytest.raises(TypeError, match="unexpected keyword argument 'no_such_setting'"):
+            call(tmp_path, no_such_setting=1)
+        # Every applied setting at once, as the library resolves them.
+        with pytest.raises(OSError, match="missing.safetensors"):
+            call(tmp_path, **{n: resolved[n] for n in _applied(fname)})
+
+
+def test_the_entry_points_enforce_the_table_bounds(tmp_path):
+    for fname in _keywords():
+        for name in _applied(fname):
+            d = TABLE[name]
+            for bad in _outside(d):
+                with pytest.raises(QuantizationError) as e:
+                    _CALLS[fname](tmp_path, **{name: _typed(d, bad)})
+                with pytest.raises(QuantizationError) as lib:
+                    _setting_check(name, bad)
+                assert str(e.value) == str(lib.value), (fname, name, bad)
+                assert str(e.value).startswith(f"Invalid {name}")
+            wrong = 1.5 if d["type"] in ("int", "choice", "bool") else "1"
+            with pytest.raises(TypeError, match=f"^{name} must be"):
+                _CALLS[fname](tmp_path, **{name: wrong})
+    assert not any(tmp_path.iterdir())
+
+
+def _tiny_model(path):
+    """A safetensors file of two float32 tensors large enough to be quantized."""
+    import json
+    import struct
+
+    import numpy as np
+    rng = np.random.default_rng(7)
+    tensors = {"down_blocks.0.attentions.0.to_q.weight": rng.standard_normal((64, 512)),
+               "down_blocks.0.resnets.0.conv1.weight": rng.standard_normal((128, 256))}
+    header, blobs, at = {}, [], 0
+    for name, t in tensors.items():
+        b = t.astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [at, at + len(b)]}
+        blobs.append(b)
+        at += len(b)
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    return path
+
+
+@pytest.mark.parametrize("profile", ["edge", "local", "cloud"])
+def test_the_extension_applies_the_profile_as_the_config_does(tmp_path, profile):
+    src = _tiny_model(tmp_path / "m.safetensors")
+    arrow_quant_v2.quantize_diffusion_model(src, tmp_path / "config.arrow", profile)
+    # Only the profile given: the library applies its bits, scheme, floor and budget.
+    _ext._quantize_model(src, tmp_path / "ext.arrow", profile=profile, compression="zstd")
+    assert (tmp_path / "ext.arrow").read_bytes() == (tmp_path / "config.arrow").read_bytes()
+    # An explicit value wins over the profile's.
+    arrow_quant_v2.quantize_diffusion_model(
+        src, tmp_path / "config0.arrow", DiffusionQuantConfig(profile, min_cosine=0.0))
+    _ext._quantize_model(src, tmp_path / "ext0.arrow", profile=profile, min_cosine=0,
+                         compression="zstd")
+    assert (tmp_path / "ext0.arrow").read_bytes() == (tmp_path / "config0.arrow").read_bytes()
