@@ -111,7 +111,7 @@ static PyObject *gp_result(const gp_recs *recs, const aq_gguf_write_summary *sum
 const char aq__py_quantize_gguf_doc[] =
     "_quantize_gguf(src, dst, gguf_type, *, profile=None, family='auto', keep=None, "
     "bits_for=None, threads=0, calibration=None, calibration_combine='max', architecture=None, "
-    "name=None)\n--\n\n"
+    "name=None, gguf_search='full')\n--\n\n"
     "Writes a model as a GGUF file whose block tensors are of gguf_type; with a profile the "
     "diffusion layer rules choose each tensor's type (a mixed file). Returns a dict (summary, "
     "tensors). Use arrow_quant_v2.quantize_gguf instead.";
@@ -121,16 +121,16 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     static char *kwlist[] = {
         "src",          "dst",      "gguf_type", "profile",     "family",
         "keep",         "bits_for", "threads",   "calibration", "calibration_combine",
-        "architecture", "name",     NULL};
+        "architecture", "name",     "gguf_search", NULL};
     PyObject *src_b = NULL, *dst_b = NULL;
     const char *type_name, *profile = NULL, *family_name = "auto", *combine = "max";
-    const char *arch = NULL, *name = NULL;
+    const char *arch = NULL, *name = NULL, *search_name = "full";
     PyObject *keep = Py_None, *bits_for = Py_None, *calibration = Py_None;
     int threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&s|$zsOOiOszz", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&O&s|$zsOOiOszzs", kwlist,
                                      PyUnicode_FSConverter, &src_b, PyUnicode_FSConverter, &dst_b,
                                      &type_name, &profile, &family_name, &keep, &bits_for, &threads,
-                                     &calibration, &combine, &arch, &name)) {
+                                     &calibration, &combine, &arch, &name, &search_name)) {
         Py_XDECREF(src_b);
         Py_XDECREF(dst_b);
         return NULL;
@@ -150,10 +150,11 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
     aq_gguf_write_options o;
     memset(&o, 0, sizeof o);
-    int how;
+    int how, search;
     if (aq__py_strings(module, keep, "keep", &keep_seq, &keep_v, &n_keep) != 0 ||
         aq__py_strings(module, bits_for, "bits_for", &bits_seq, &bits_v, &n_bits) != 0 ||
-        aq__py_run_choice(module, "calibration_combine", combine, &how) != 0) {
+        aq__py_run_choice(module, "calibration_combine", combine, &how) != 0 ||
+        aq__py_run_choice(module, "gguf_search", search_name, &search) != 0) {
         goto done;
     }
     if ((n_keep > 0 || n_bits > 0) && profile == NULL) {
@@ -166,6 +167,9 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     }
     if (aq__py_run_open(module, src, threads, &ctx, &model, &names, &n) != 0) {
         goto done;
+    }
+    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, search, &err)) != AQ_OK) {
+        goto fail;
     }
     if (profile != NULL) {
         aq_profile prof;
@@ -244,18 +248,19 @@ static int gp_dtype(const Py_buffer *b, aq_dtype *out)
 }
 
 const char aq__py_gguf_encode_doc[] =
-    "_gguf_encode(gguf_type, data, importance=None, threads=0)\n--\n\n"
+    "_gguf_encode(gguf_type, data, importance=None, threads=0, gguf_search='full')\n--\n\n"
     "Encodes a C-contiguous float32/float16/float64 buffer (whole blocks) into ggml blocks; "
     "returns bytes. Use arrow_quant_v2.gguf.encode instead.";
 
 PyObject *aq__py_gguf_encode(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"gguf_type", "data", "importance", "threads", NULL};
-    const char *type_name;
+    static char *kwlist[] = {"gguf_type", "data", "importance", "threads", "gguf_search", NULL};
+    const char *type_name, *search_name = "full";
     PyObject *data, *importance = Py_None;
-    int threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|Oi", kwlist, &type_name, &data, &importance,
-                                     &threads)) {
+    int threads = 0, search;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|Ois", kwlist, &type_name, &data, &importance,
+                                     &threads, &search_name) ||
+        aq__py_run_choice(module, "gguf_search", search_name, &search) != 0) {
         return NULL;
     }
     Py_buffer b, w;
@@ -290,7 +295,8 @@ PyObject *aq__py_gguf_encode(PyObject *module, PyObject *args, PyObject *kwargs)
     if ((st = aq_gguf_type_from_name(type_name, 1, &type, &err)) != AQ_OK ||
         (st = aq_gguf_type_info(type, &block, &bytes, NULL, &err)) != AQ_OK ||
         (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, search, &err)) != AQ_OK) {
         gp_raise(module, &err);
         goto done;
     }

@@ -692,4 +692,151 @@ static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
     }
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* ggml's rounding (no search): the reference's scalar scale, then the codes eight at a time   */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The largest |x| of a 32-block into every lane; v receives the block's four vectors. */
+static inline __m256 gv_amax32(const float *x, __m256 *v)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_setzero_ps();
+    for (unsigned k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        a = _mm256_max_ps(a, _mm256_andnot_ps(sign, v[k]));
+    }
+    a = _mm256_max_ps(a, _mm256_permute2f128_ps(a, a, 1));
+    a = _mm256_max_ps(a, _mm256_shuffle_ps(a, a, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_max_ps(a, _mm256_shuffle_ps(a, a, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+/* roundf: nearest, halves away from zero, as trunc(p + copysign(0.49999997, p)): the sum
+ * rounds up to the next integer exactly when |p|'s fraction is 0.5 or more. */
+static inline __m256 gv_roundf(__m256 p)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), below_half = _mm256_set1_ps(0x1.fffffep-2f);
+    const __m256 s = _mm256_add_ps(p, _mm256_or_ps(below_half, _mm256_and_ps(sign, p)));
+    return _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+}
+
+/* The stored scales d = m / div of eight blocks (m[k] for block k) and the reciprocals id
+ * the codes are made with, as the reference's scalar arithmetic: IEEE division, F16C's
+ * nearest-even binary16 after the clamp (aq__f32_to_f16's bits). */
+static inline __m256 gv_round_scales(const float *m, float div, uint16_t *dh)
+{
+    const __m256 d = _mm256_div_ps(_mm256_loadu_ps(m), _mm256_set1_ps(div));
+    const __m256 big = _mm256_set1_ps(65504.0f);
+    const __m256 dc = _mm256_max_ps(_mm256_min_ps(d, big), _mm256_sub_ps(_mm256_setzero_ps(), big));
+    _mm_storeu_si128((__m128i *)dh, _mm256_cvtps_ph(dc, _MM_FROUND_TO_NEAREST_INT));
+    const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+    return _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
+}
+
+static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i imin = _mm256_set1_epi32(INT32_MIN);
+    _Alignas(32) float amax[8] = {0}, id[8];
+    uint16_t dh[8];
+    for (size_t b = 0; b < nb; b += 8) {
+        const size_t m = nb - b < 8 ? nb - b : 8;
+        for (size_t k = 0; k < m; k++) {
+            __m256 v[4];
+            amax[k] = _mm256_cvtss_f32(gv_amax32(x + (b + k) * GG_QK, v));
+        }
+        _mm256_store_ps(id, gv_round_scales(amax, 127.0f, dh));
+        for (size_t k = 0; k < m; k++) {
+            const float *xb = x + (b + k) * GG_QK;
+            uint8_t *o = out + (b + k) * 34;
+            gg_put_h(o, dh[k]);
+            const __m256 vid = _mm256_set1_ps(id[k]);
+            __m256i q[4];
+            for (unsigned j = 0; j < 4; j++) {
+                const __m256i t =
+                    _mm256_cvttps_epi32(gv_roundf(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), vid)));
+                /* a product that is not finite converts to INT32_MIN: code 0, as the reference */
+                q[j] = _mm256_andnot_si256(_mm256_cmpeq_epi32(t, imin), t);
+            }
+            /* int32 -> int8 (exact: |code| <= 127); the packs interleave 128-bit halves, the
+             * permutation puts the four-byte groups back in element order. */
+            const __m256i p =
+                _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *)(o + 2), _mm256_permutevar8x32_epi32(p, order));
+        }
+    }
+}
+
+/* Q4_0 (half 8) and Q5_0 (half 16), as the reference's gg_round_sym. */
+static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
+{
+    const size_t bytes = half == 8 ? 18 : 22;
+    const __m256i top = _mm256_set1_epi32(2 * half - 1), fifteen = _mm256_set1_epi32(15);
+    const __m256 off = _mm256_set1_ps((float)half + 0.5f);
+    _Alignas(32) float mx[8] = {0}, id[8];
+    uint16_t dh[8];
+    for (size_t b = 0; b < nb; b += 8) {
+        const size_t m = nb - b < 8 ? nb - b : 8;
+        for (size_t k = 0; k < m; k++) {
+            const float *xb = x + (b + k) * GG_QK;
+            __m256 v[4];
+            const __m256 va = gv_amax32(xb, v);
+            /* The reference keeps the first element of largest magnitude, or its start +0
+             * when every element is +-0. */
+            const __m256 sign = _mm256_set1_ps(-0.0f);
+            uint32_t at = 0;
+            for (unsigned j = 0; j < 4; j++) {
+                at |= (uint32_t)_mm256_movemask_ps(
+                          _mm256_cmp_ps(_mm256_andnot_ps(sign, v[j]), va, _CMP_EQ_OQ))
+                      << (8 * j);
+            }
+            mx[k] = _mm256_cvtss_f32(va) != 0.0f ? xb[__builtin_ctz(at)] : 0.0f;
+        }
+        _mm256_store_ps(id, gv_round_scales(mx, (float)-half, dh));
+        for (size_t k = 0; k < m; k++) {
+            const float *xb = x + (b + k) * GG_QK;
+            uint8_t *o = out + (b + k) * bytes;
+            gg_put_h(o, dh[k]);
+            const __m256 vid = _mm256_set1_ps(id[k]);
+            __m256i c[4];
+            uint32_t qh = 0;
+            for (unsigned j = 0; j < 4; j++) {
+                c[j] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(
+                                            _mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), vid), off)),
+                                        top);
+                qh |= (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(c[j], 27)))
+                      << (8 * j);
+            }
+            /* Byte i: element i's low nibble, element 16 + i's high one. */
+            const __m256i lo =
+                _mm256_or_si256(_mm256_and_si256(c[0], fifteen),
+                                _mm256_slli_epi32(_mm256_and_si256(c[2], fifteen), 4));
+            const __m256i hi =
+                _mm256_or_si256(_mm256_and_si256(c[1], fifteen),
+                                _mm256_slli_epi32(_mm256_and_si256(c[3], fifteen), 4));
+            const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
+            const __m128i b16 =
+                _mm_packus_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+            if (half == 16) {
+                for (unsigned j = 0; j < 4; j++) {
+                    o[2 + j] = (uint8_t)(qh >> (8 * j));
+                }
+            }
+            _mm_storeu_si128((__m128i *)(o + (half == 8 ? 2 : 6)), b16);
+        }
+    }
+}
+
+static void gg_round_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    gg_round_sym(x, nb, out, 8);
+}
+
+static void gg_round_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    gg_round_sym(x, nb, out, 16);
+}
+
 const aq__ggml_kernels aq__ggml_kernels_avx2 = GG_KERNELS_TABLE("avx2");

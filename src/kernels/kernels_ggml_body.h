@@ -7,7 +7,8 @@
  *
  * With GG_SIMD defined, the including file supplies its own searches (gg_sym_blocks,
  * gg_sym_super, gg_aff_super), gg_encode_f16 and the decoders of the types it writes
- * (gg_decode_q8_0, _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16), with the
+ * (gg_decode_q8_0, _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16) and ggml's
+ * rounding encoders (gg_round_q8_0, _q4_0, _q5_0), with the
  * same contracts and bits; the reference ones are left out.
  */
 #ifndef AQ_KERNELS_GGML_BODY_H
@@ -483,6 +484,87 @@ static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *o
     gg_encode_sym32(x, w, nb, out, 15, 4, 22);
 }
 
+/* ggml's own rounding for the 32-element types, with no search (the gguf_search setting's
+ * "none", docs/gguf.md): the arithmetic of ggml's reference quantizers (quantize_row_q8_0_ref,
+ * _q4_0_ref, _q5_0_ref) operation for operation, so the bytes are theirs. Q8_0: d = amax / 127,
+ * codes roundf(x / d) (half away from zero) as x times the float32 reciprocal. Q4_0 and Q5_0:
+ * d = m / -8 (-16), m the first element of largest magnitude, codes min(15 (31),
+ * trunc(x id + 8.5 (16.5))). Importance is not used. Where the reciprocal overflows (a block
+ * of values below about 2^-126, whose d is 0 as binary16), the products are not finite and
+ * every code is 0, as ggml's x86 build writes (its conversion is undefined in C; the block
+ * decodes to zeros either way). The one departure: a scale beyond binary16's range is stored
+ * as the largest finite one where ggml's would be infinite. */
+#ifndef GG_SIMD
+static uint16_t gg_round_scale(float d)
+{
+    return aq__f32_to_f16(d > 65504.0f ? 65504.0f : d < -65504.0f ? -65504.0f : d);
+}
+
+static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    for (size_t b = 0; b < nb; b++, x += GG_QK, out += 34) {
+        float amax = 0.0f;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            const float a = fabsf(x[i]);
+            amax = amax > a ? amax : a;
+        }
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        gg_put_h(out, gg_round_scale(d));
+        for (unsigned i = 0; i < GG_QK; i++) {
+            const float p = x[i] * id;
+            out[2 + i] = (uint8_t)(int8_t)(fabsf(p) <= 128.0f ? (int)roundf(p) : 0);
+        }
+    }
+}
+
+/* Q4_0 (half 8) and Q5_0 (half 16). */
+static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
+{
+    const size_t bytes = half == 8 ? 18 : 22;
+    const int top = 2 * half - 1;
+    for (size_t b = 0; b < nb; b++, x += GG_QK, out += bytes) {
+        float amax = 0.0f, m = 0.0f;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            if (amax < fabsf(x[i])) {
+                amax = fabsf(x[i]);
+                m = x[i];
+            }
+        }
+        const float d = m / (float)-half, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float off = (float)half + 0.5f;
+        gg_put_h(out, gg_round_scale(d));
+        uint8_t *qs = out + (half == 8 ? 2 : 6);
+        uint32_t qh = 0;
+        for (unsigned i = 0; i < 16; i++) {
+            const float v0 = x[i] * id + off, v1 = x[16 + i] * id + off;
+            const int c0 = v0 >= 0.0f && v0 < 64.0f ? (int)v0 : 0;
+            const int c1 = v1 >= 0.0f && v1 < 64.0f ? (int)v1 : 0;
+            const int q0 = c0 < top ? c0 : top, q1 = c1 < top ? c1 : top;
+            qs[i] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)((q0 >> 4) & 1) << i | (uint32_t)((q1 >> 4) & 1) << (16 + i);
+        }
+        if (half == 16) {
+            for (unsigned j = 0; j < 4; j++) {
+                out[2 + j] = (uint8_t)(qh >> (8 * j));
+            }
+        }
+    }
+}
+
+static void gg_round_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    gg_round_sym(x, nb, out, 8);
+}
+
+static void gg_round_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    gg_round_sym(x, nb, out, 16);
+}
+#endif
+
 #ifndef GG_SIMD
 static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
 {
@@ -912,6 +994,9 @@ static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
                                  [AQ_GGUF_Q3_K] = gg_encode_q3_k, [AQ_GGUF_Q4_K] = gg_encode_q4_k, \
                                  [AQ_GGUF_Q5_K] = gg_encode_q5_k, [AQ_GGUF_Q6_K] = gg_encode_q6_k, \
                                  [AQ_GGUF_BF16] = gg_encode_bf16},                                 \
+        .encode_round = {[AQ_GGUF_Q4_0] = gg_round_q4_0,                                           \
+                         [AQ_GGUF_Q5_0] = gg_round_q5_0,                                           \
+                         [AQ_GGUF_Q8_0] = gg_round_q8_0},                                          \
         .decode = {[AQ_GGUF_F32] = gg_decode_f32,       [AQ_GGUF_F16] = gg_decode_f16,             \
                    [AQ_GGUF_Q4_0] = gg_decode_q4_0,     [AQ_GGUF_Q4_1] = gg_decode_q4_1,           \
                    [AQ_GGUF_Q5_0] = gg_decode_q5_0,     [AQ_GGUF_Q5_1] = gg_decode_q5_1,           \
