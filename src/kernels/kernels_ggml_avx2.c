@@ -173,7 +173,7 @@ static __m256 gv_sym_refit(const gv_group *g, unsigned n, __m256 d0, __m256 qmin
 
 /* gg_sym_search per lane. */
 static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_i, unsigned ncand,
-                            float step, bool f16)
+                            unsigned back, float step, bool f16)
 {
     const __m256 zero = _mm256_setzero_ps();
     const __m256 qmin = _mm256_set1_ps((float)qmin_i), qmax = _mm256_set1_ps((float)qmax_i);
@@ -190,8 +190,8 @@ static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_
     __m256 best_e = gv_sym_err(g, n, zero, qmin, qmax);
     for (unsigned side = 0; side < 2; side++) {
         for (unsigned c = 0; c < ncand; c++) {
-            const float L =
-                side == 0 ? (float)qmin_i + (float)c * step : (float)qmax_i - (float)c * step;
+            const float o = ((float)c - (float)back) * step;
+            const float L = side == 0 ? (float)qmin_i + o : (float)qmax_i - o;
             if (L == 0.0f) {
                 continue;
             }
@@ -240,11 +240,11 @@ static void gv_codes_sym(const gv_group *g, unsigned n, __m256 d, int qmin, int 
 }
 
 static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
-                          unsigned ncand, float step, uint16_t *dh, int *q)
+                          unsigned ncand, unsigned back, float step, uint16_t *dh, int *q)
 {
     gv_group g;
     gv_load(&g, x, w, m, GG_QK);
-    const __m256 d = gv_sym_search(&g, GG_QK, qmin, qmax, ncand, step, true);
+    const __m256 d = gv_sym_search(&g, GG_QK, qmin, qmax, ncand, back, step, true);
     _Alignas(32) float dd[8];
     _mm256_store_ps(dd, d);
     for (size_t k = 0; k < m; k++) {
@@ -253,45 +253,69 @@ static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, in
     gv_codes_sym(&g, GG_QK, d, qmin, qmax, m, q, GG_QK);
 }
 
+/* One half (eight sub-blocks, one per lane) of gg_sym_super's choice of scale codes under the
+ * super-block scale d: the codes (as floats) and their errors. */
+static __m256 gv_super_half(const gv_group *g, const float *s, float d, int qmin, int qmax,
+                            int pmin, int pmax, __m256 *err)
+{
+    const __m256 dv = _mm256_set1_ps(d);
+    const __m256 lo = _mm256_set1_ps((float)pmin), hi = _mm256_set1_ps((float)pmax);
+    const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
+    const __m256 c0 =
+        d != 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s), dv), lo, hi) : _mm256_setzero_ps();
+    __m256 best = c0, be = _mm256_set1_ps(INFINITY);
+    for (int o = -1; o <= 1; o++) {
+        const __m256 a = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
+        const __m256 ok =
+            _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GE_OQ), _mm256_cmp_ps(a, hi, _CMP_LE_OQ));
+        const __m256 e = gv_sym_err(g, 16, _mm256_mul_ps(dv, a), ql, qh);
+        const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
+        be = _mm256_blendv_ps(be, e, better);
+        best = _mm256_blendv_ps(best, a, better);
+    }
+    *err = be;
+    return best;
+}
+
 static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
-                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q)
+                         unsigned ncand, unsigned back, float step, unsigned nd, uint16_t *d_out,
+                         int *sc, int8_t *q)
 {
     gv_group g[2];
     _Alignas(32) float s[16];
     for (unsigned h = 0; h < 2; h++) {
         gv_load(&g[h], x + h * 128, w != NULL ? w + h * 128 : NULL, 8, 16);
-        _mm256_store_ps(s + 8 * h, gv_sym_search(&g[h], 16, qmin, qmax, ncand, step, false));
+        _mm256_store_ps(s + 8 * h, gv_sym_search(&g[h], 16, qmin, qmax, ncand, back, step, false));
     }
-    float smax = 0.0f, amax = 0.0f;
-    for (unsigned j = 0; j < 16; j++) {
-        if (fabsf(s[j]) > amax) {
-            amax = fabsf(s[j]);
-            smax = s[j];
+    uint16_t dc[GG_SUPER_MAXCAND];
+    const unsigned n = gg_super_cands(s, pmin, pmax, nd, dc);
+    unsigned best_k = 0;
+    float best_t = INFINITY;
+    for (unsigned k = 0; n > 1 && k < n; k++) {
+        const float dk = aq__f16_to_f32(dc[k]);
+        _Alignas(32) float be[16];
+        for (unsigned h = 0; h < 2; h++) {
+            __m256 e;
+            (void)gv_super_half(&g[h], s + 8 * h, dk, qmin, qmax, pmin, pmax, &e);
+            _mm256_store_ps(be + 8 * h, e);
+        }
+        float t = 0.0f;
+        for (unsigned j = 0; j < 16; j++) {
+            t += be[j];
+        }
+        if (k == 0 || t < best_t) {
+            best_t = t;
+            best_k = k;
         }
     }
-    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmin));
-    const float d = aq__f16_to_f32(dh);
-    const __m256 dv = _mm256_set1_ps(d);
-    const __m256 lo = _mm256_set1_ps((float)pmin), hi = _mm256_set1_ps((float)pmax);
-    const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
+    const float d = aq__f16_to_f32(dc[best_k]);
     for (unsigned h = 0; h < 2; h++) {
-        const __m256 c0 = d != 0.0f
-                              ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s + 8 * h), dv), lo, hi)
-                              : _mm256_setzero_ps();
-        __m256 best = c0, be = _mm256_set1_ps(INFINITY);
-        for (int o = -1; o <= 1; o++) {
-            const __m256 a = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
-            const __m256 ok =
-                _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GE_OQ), _mm256_cmp_ps(a, hi, _CMP_LE_OQ));
-            const __m256 e = gv_sym_err(&g[h], 16, _mm256_mul_ps(dv, a), ql, qh);
-            const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
-            be = _mm256_blendv_ps(be, e, better);
-            best = _mm256_blendv_ps(best, a, better);
-        }
+        __m256 e;
+        const __m256 best = gv_super_half(&g[h], s + 8 * h, d, qmin, qmax, pmin, pmax, &e);
         _Alignas(32) int32_t bi[8];
         _mm256_store_si256((__m256i *)bi, _mm256_cvtps_epi32(best));
         int qi[8 * 16];
-        gv_codes_sym(&g[h], 16, _mm256_mul_ps(dv, best), qmin, qmax, 8, qi, 16);
+        gv_codes_sym(&g[h], 16, _mm256_mul_ps(_mm256_set1_ps(d), best), qmin, qmax, 8, qi, 16);
         for (unsigned k = 0; k < 8; k++) {
             sc[8 * h + k] = bi[k];
         }
@@ -299,7 +323,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
             q[128 * h + i] = (int8_t)qi[i];
         }
     }
-    *d_out = dh;
+    *d_out = dc[best_k];
 }
 
 /* gg_aff_err per lane. */
@@ -415,9 +439,44 @@ static void gv_aff_search(const gv_group *g, unsigned n, int qmax, unsigned ncan
     }
 }
 
+/* gg_aff_pick for the eight sub-blocks of a group under d and dmin: the codes (as floats) and
+ * the errors. */
+static __m256 gv_aff_pick(const gv_group *g, unsigned sub, int qmax, int pmax, bool cross,
+                          const float *s, const float *m, float d, float dmin, __m256 *bm_out,
+                          __m256 *err)
+{
+    const __m256 zero = _mm256_setzero_ps(), dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(dmin);
+    const __m256 pm = _mm256_set1_ps((float)pmax), qm = _mm256_set1_ps((float)qmax);
+    const __m256 sc0 = d > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s), dv), zero, pm) : zero;
+    const __m256 mc0 =
+        dmin > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(m), mv), zero, pm) : zero;
+    __m256 bs = sc0, bm = mc0, be = _mm256_set1_ps(INFINITY);
+    for (int oa = -1; oa <= 1; oa++) {
+        const __m256 a = _mm256_add_ps(sc0, _mm256_set1_ps((float)oa));
+        const __m256 oka =
+            _mm256_and_ps(_mm256_cmp_ps(a, zero, _CMP_GE_OQ), _mm256_cmp_ps(a, pm, _CMP_LE_OQ));
+        for (int ob = -1; ob <= 1; ob++) {
+            if (cross && oa != 0 && ob != 0) {
+                continue;
+            }
+            const __m256 b = _mm256_add_ps(mc0, _mm256_set1_ps((float)ob));
+            const __m256 ok = _mm256_and_ps(oka, _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GE_OQ),
+                                                               _mm256_cmp_ps(b, pm, _CMP_LE_OQ)));
+            const __m256 e = gv_aff_err(g, sub, _mm256_mul_ps(dv, a), _mm256_mul_ps(mv, b), qm);
+            const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
+            be = _mm256_blendv_ps(be, e, better);
+            bs = _mm256_blendv_ps(bs, a, better);
+            bm = _mm256_blendv_ps(bm, b, better);
+        }
+    }
+    *bm_out = bm;
+    *err = be;
+    return bs;
+}
+
 static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
-                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
-                         uint8_t *sc, uint8_t *mc, uint8_t *q)
+                         int pmax, unsigned ncand, bool cross, unsigned nd, uint16_t *d_out,
+                         uint16_t *dmin_out, uint8_t *sc, uint8_t *mc, uint8_t *q)
 {
     const unsigned ng = nsub / 8;
     gv_group g[2];
@@ -426,42 +485,34 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
         gv_load(&g[h], x + h * 8 * sub, w != NULL ? w + h * 8 * sub : NULL, 8, sub);
         gv_aff_search(&g[h], sub, qmax, ncand, s + 8 * h, m + 8 * h);
     }
-    float smax = 0.0f, mmax = 0.0f;
-    for (unsigned j = 0; j < nsub; j++) {
-        smax = s[j] > smax ? s[j] : smax;
-        mmax = m[j] > mmax ? m[j] : mmax;
-    }
-    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmax));
-    const uint16_t mh = aq__f32_to_f16(gg_f16_round(mmax / (float)pmax));
-    const float d = aq__f16_to_f32(dh), dmin = aq__f16_to_f32(mh);
-    const __m256 zero = _mm256_setzero_ps(), dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(dmin);
-    const __m256 pm = _mm256_set1_ps((float)pmax), qm = _mm256_set1_ps((float)qmax);
-    for (unsigned h = 0; h < ng; h++) {
-        const __m256 sc0 =
-            d > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s + 8 * h), dv), zero, pm) : zero;
-        const __m256 mc0 =
-            dmin > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(m + 8 * h), mv), zero, pm) : zero;
-        __m256 bs = sc0, bm = mc0, be = _mm256_set1_ps(INFINITY);
-        for (int oa = -1; oa <= 1; oa++) {
-            const __m256 a = _mm256_add_ps(sc0, _mm256_set1_ps((float)oa));
-            const __m256 oka =
-                _mm256_and_ps(_mm256_cmp_ps(a, zero, _CMP_GE_OQ), _mm256_cmp_ps(a, pm, _CMP_LE_OQ));
-            for (int ob = -1; ob <= 1; ob++) {
-                if (cross && oa != 0 && ob != 0) {
-                    continue;
-                }
-                const __m256 b = _mm256_add_ps(mc0, _mm256_set1_ps((float)ob));
-                const __m256 ok =
-                    _mm256_and_ps(oka, _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GE_OQ),
-                                                     _mm256_cmp_ps(b, pm, _CMP_LE_OQ)));
-                const __m256 e =
-                    gv_aff_err(&g[h], sub, _mm256_mul_ps(dv, a), _mm256_mul_ps(mv, b), qm);
-                const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
-                be = _mm256_blendv_ps(be, e, better);
-                bs = _mm256_blendv_ps(bs, a, better);
-                bm = _mm256_blendv_ps(bm, b, better);
-            }
+    uint16_t dh[GG_SUPER_MAXCAND], mh[GG_SUPER_MAXCAND];
+    const unsigned n = gg_aff_cands(s, m, nsub, pmax, nd, dh, mh);
+    unsigned best_k = 0;
+    float best_t = INFINITY;
+    for (unsigned k = 0; n > 1 && k < n; k++) {
+        const float dk = aq__f16_to_f32(dh[k]), mk = aq__f16_to_f32(mh[k]);
+        _Alignas(32) float be[16];
+        for (unsigned h = 0; h < ng; h++) {
+            __m256 bm, e;
+            (void)gv_aff_pick(&g[h], sub, qmax, pmax, cross, s + 8 * h, m + 8 * h, dk, mk, &bm, &e);
+            _mm256_store_ps(be + 8 * h, e);
         }
+        float t = 0.0f;
+        for (unsigned j = 0; j < nsub; j++) {
+            t += be[j];
+        }
+        if (k == 0 || t < best_t) {
+            best_t = t;
+            best_k = k;
+        }
+    }
+    const float d = aq__f16_to_f32(dh[best_k]), dmin = aq__f16_to_f32(mh[best_k]);
+    const __m256 zero = _mm256_setzero_ps(), dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(dmin);
+    const __m256 qm = _mm256_set1_ps((float)qmax);
+    for (unsigned h = 0; h < ng; h++) {
+        __m256 bm, e;
+        const __m256 bs =
+            gv_aff_pick(&g[h], sub, qmax, pmax, cross, s + 8 * h, m + 8 * h, d, dmin, &bm, &e);
         _Alignas(32) int32_t bsi[8], bmi[8];
         _mm256_store_si256((__m256i *)bsi, _mm256_cvtps_epi32(bs));
         _mm256_store_si256((__m256i *)bmi, _mm256_cvtps_epi32(bm));
@@ -484,8 +535,8 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
             }
         }
     }
-    *d_out = dh;
-    *dmin_out = mh;
+    *d_out = dh[best_k];
+    *dmin_out = mh[best_k];
 }
 
 /* ---------------------------------------------------------------------------------------- */
