@@ -223,6 +223,11 @@ typedef enum aq_param {
                                       scales and zero points are corrected so that the
                                       dequantized row keeps the original mean and variance
                                       (affine and affine_search only). See aq_quantize_ex. */
+    AQ_PARAM_GGUF_SEARCH = 5,      /* 0 or 1. Default 1: the GGUF encoders of Q8_0, Q4_0 and
+                                      Q5_0 search the block scale (lower error). 0: they round
+                                      as ggml's reference quantizer does, with its bytes, at
+                                      the memory's speed; importance is then not used. The
+                                      other types always search (docs/gguf.md). */
     AQ_PARAM_COUNT
 } aq_param;
 

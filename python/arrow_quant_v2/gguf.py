@@ -18,11 +18,15 @@ WRITABLE = ("F32", "F16", "BF16", "Q8_0", "Q5_0", "Q4_0", "Q6_K", "Q5_K", "Q4_K"
 READABLE = WRITABLE + ("Q4_1", "Q5_1", "IQ4_NL", "IQ4_XS")
 
 
-def encode(array: Any, gguf_type: str, importance: Any = None, *, threads: int = 0) -> bytes:
+def encode(array: Any, gguf_type: str, importance: Any = None, *, threads: int = 0,
+           gguf_search: str = "full") -> bytes:
     """Encodes a C-contiguous float32/float16/float64 array (any shape; its element count a
     multiple of the type's block) into ggml blocks over its flattened elements. importance:
-    None or one float32 weight per element (the encoders then minimise the weighted error)."""
-    return _ext._gguf_encode(gguf_type, array, importance, threads)
+    None or one float32 weight per element (the encoders then minimise the weighted error).
+    gguf_search: "full" (default) or "none": Q8_0, Q5_0 and Q4_0 then round as ggml's
+    reference quantizer does (its bytes, at memory speed; importance unused). The setting
+    gguf_search of the settings table (docs/gguf.md)."""
+    return _ext._gguf_encode(gguf_type, array, importance, threads, gguf_search)
 
 
 def decode(data: Any, gguf_type: str, shape: int | Sequence[int], *, threads: int = 0) -> Any:

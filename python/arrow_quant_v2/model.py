@@ -436,7 +436,7 @@ class GGUFResult:
 def quantize_gguf(model_path: Any, output_path: Any, gguf_type: str = "Q4_K",
                   config: DiffusionQuantConfig | str | None = None, calibration: Any = None,
                   *, threads: int = 0, architecture: str | None = None,
-                  name: str | None = None) -> GGUFResult:
+                  name: str | None = None, gguf_search: str | None = None) -> GGUFResult:
     """Writes a model as a GGUF file (docs/gguf.md) for ComfyUI-GGUF, stable-diffusion.cpp and
     diffusers' GGUFQuantizationConfig, with the library's own searched encoders in ggml's block
     layouts.
@@ -453,6 +453,9 @@ def quantize_gguf(model_path: Any, output_path: Any, gguf_type: str = "Q4_K",
     a multiple of the block is Q8_0 (a K type, rows of whole 32s) or F16 (docs/gguf.md).
     calibration: importance for the searched encoders, as for quantize_diffusion_model.
     architecture: general.architecture (None: detected from the names; "" writes none).
+    gguf_search: "full" (the default) searches each Q8_0, Q5_0 and Q4_0 block's scale for the
+    least error; "none" rounds as ggml's reference quantizer does (ggml's bytes, at memory
+    speed; importance unused). None: the settings table's default, "full".
 
     Errors: FileNotFoundError / OSError for paths, QuantizationError (a ValueError) for bad
     types, configurations and inputs.
@@ -468,6 +471,8 @@ def quantize_gguf(model_path: Any, output_path: Any, gguf_type: str = "Q4_K",
         kwargs = {"profile": cfg.profile, "family": cfg.family, "keep": list(cfg.keep),
                   "bits_for": [f"{p}={v}" for p, v in cfg.bits_for.items()],
                   "calibration_combine": cfg.calibration_combine}
+    if gguf_search is not None:
+        kwargs["gguf_search"] = gguf_search
     raw = _ext._quantize_gguf(src, dst, gguf_type, threads=threads,
                               calibration=_calibration(calibration), architecture=architecture,
                               name=name, **kwargs)

@@ -113,7 +113,7 @@ const char aq__py_quantize_gguf_doc[] =
     "architecture=None, name=None, **settings)\n--\n\n"
     "settings: every setting of the library's table (_settings()) by name, checked by the "
     "table; GGUF output applies profile (none by default), family, threads and "
-    "calibration_combine and refuses a value for another. "
+    "calibration_combine and gguf_search, and refuses a value for another. "
     "Writes a model as a GGUF file whose block tensors are of gguf_type; with a profile the "
     "diffusion layer rules choose each tensor's type (a mixed file). Returns a dict (summary, "
     "tensors). Use arrow_quant_v2.quantize_gguf instead.";
@@ -123,7 +123,7 @@ static const char *const gkw_own[] = {"keep",         "bits_for", "calibration",
                                       "architecture", "name",     NULL};
 enum { GKW_KEEP, GKW_BITS_FOR, GKW_CALIBRATION, GKW_ARCH, GKW_NAME, GKW_OWN };
 static const char *const gkw_applies[] = {"profile", "family", "threads", "calibration_combine",
-                                          NULL};
+                                          "gguf_search", NULL};
 
 /* Every setting of the table is a keyword; GGUF output applies those above (the profile only
  * when given: without one every tensor of two or more dimensions gets gguf_type). */
@@ -190,9 +190,10 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     aq_status st;
     const char *src = PyBytes_AS_STRING(src_b), *dst = PyBytes_AS_STRING(dst_b);
     aq_gguf_write_options o = AQ_SIZED_INIT(aq_gguf_write_options);
-    int64_t threads = 0;
+    int64_t threads = 0, search = 0;
     const char *family_name = NULL, *combine = NULL;
     if ((st = aq_settings_get_int(set, "threads", &threads, &err)) != AQ_OK ||
+        (st = aq_settings_get_int(set, "gguf_search", &search, &err)) != AQ_OK ||
         (st = aq_settings_get_text(set, "family", &family_name, &err)) != AQ_OK ||
         (st = aq_settings_get_text(set, "calibration_combine", &combine, &err)) != AQ_OK) {
         goto fail;
@@ -211,6 +212,9 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     }
     if (aq__py_run_open(module, src, (int)threads, &ctx, &model, &names, &n) != 0) {
         goto done;
+    }
+    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, (double)search, &err)) != AQ_OK) {
+        goto fail;
     }
     if (profile_given) {
         aq_profile prof;
@@ -290,18 +294,19 @@ static int gp_dtype(const Py_buffer *b, aq_dtype *out)
 }
 
 const char aq__py_gguf_encode_doc[] =
-    "_gguf_encode(gguf_type, data, importance=None, threads=0)\n--\n\n"
+    "_gguf_encode(gguf_type, data, importance=None, threads=0, gguf_search='full')\n--\n\n"
     "Encodes a C-contiguous float32/float16/float64 buffer (whole blocks) into ggml blocks; "
     "returns bytes. Use arrow_quant_v2.gguf.encode instead.";
 
 PyObject *aq__py_gguf_encode(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"gguf_type", "data", "importance", "threads", NULL};
-    const char *type_name;
+    static char *kwlist[] = {"gguf_type", "data", "importance", "threads", "gguf_search", NULL};
+    const char *type_name, *search_name = "full";
     PyObject *data, *importance = Py_None;
-    int threads = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|Oi", kwlist, &type_name, &data, &importance,
-                                     &threads)) {
+    int threads = 0, search;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "sO|Ois", kwlist, &type_name, &data, &importance,
+                                     &threads, &search_name) ||
+        aq__py_run_choice(module, "gguf_search", search_name, &search) != 0) {
         return NULL;
     }
     Py_buffer b, w;
@@ -336,7 +341,8 @@ PyObject *aq__py_gguf_encode(PyObject *module, PyObject *args, PyObject *kwargs)
     if ((st = aq_gguf_type_from_name(type_name, 1, &type, &err)) != AQ_OK ||
         (st = aq_gguf_type_info(type, &block, &bytes, NULL, &err)) != AQ_OK ||
         (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK) {
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, search, &err)) != AQ_OK) {
         gp_raise(module, &err);
         goto done;
     }

@@ -182,6 +182,7 @@ static int cli_usage(void)
           "        BF16|F16|F32 [--profile edge|local|cloud [--bits-for P=BITS]... [--keep "
           "GLOB]...]\n"
           "        [--calibration TABLE.arrow] [--arch NAME] [--name NAME] [--threads N] [--json]\n"
+          "        [--gguf-search full|none (Q8_0, Q5_0, Q4_0: none rounds as ggml does)]\n"
           "        [--scheme S1,S2,... [--group-size N] (the budget's candidates)]\n"
           "        [other options above]\n"
           "  (the first form without --scheme, --group-size, --keep, --min-elements,\n"

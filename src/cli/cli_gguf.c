@@ -151,7 +151,8 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
                      strcmp(a, "--bits-for") == 0 || strcmp(a, "--threads") == 0 ||
                      strcmp(a, "--calibration") == 0 || strcmp(a, "--calibration-combine") == 0 ||
                      strcmp(a, "--arch") == 0 || strcmp(a, "--family") == 0 ||
-                     strcmp(a, "--name") == 0 || cli_setting_flag(a);
+                     strcmp(a, "--gguf-search") == 0 || strcmp(a, "--name") == 0 ||
+                     cli_setting_flag(a);
         if (needs && i + 1 >= argc) {
             rc = cli_fail("%s needs a value", a);
             return rc;
@@ -181,6 +182,10 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
         } else if (strcmp(a, "--calibration-combine") == 0) {
             g->combine = argv[++i];
             if ((rc = cli_setting_set(settings, a, g->combine)) != 0) {
+                return rc;
+            }
+        } else if (strcmp(a, "--gguf-search") == 0) {
+            if ((rc = cli_setting_set(settings, a, argv[++i])) != 0) {
                 return rc;
             }
         } else if (strcmp(a, "--arch") == 0) {
@@ -260,8 +265,11 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
                       "they override)");
         goto done;
     }
-    if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
+    int64_t search = 1;
+    if ((st = aq_settings_get_int(settings, "gguf_search", &search, &err)) != AQ_OK ||
+        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
         (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, g.threads, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, search, &err)) != AQ_OK ||
         (st = aq_model_open(src, &model, &err)) != AQ_OK) {
         rc = cli_fail("%s", err.message);
         goto done;

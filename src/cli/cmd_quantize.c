@@ -324,6 +324,9 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
         } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
             q->quiet = 1;
             continue;
+        } else if (strcmp(a, "--gguf-search") == 0) {
+            return cli_fail(
+                "quantize: --gguf-search applies to GGUF output (--type, -o NAME.gguf)");
         } else if (a[0] == '-' && a[1] != '\0') {
             return cli_fail("quantize: unknown option '%s'", a);
         } else if (q->src == NULL) {

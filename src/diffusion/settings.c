@@ -41,6 +41,7 @@ enum {
     ST_COMPRESSION,
     ST_MIN_ELEMENTS,
     ST_BATCH_BYTES,
+    ST_GGUF_SEARCH,
     ST_COUNT
 };
 
@@ -83,6 +84,11 @@ static const st_def st_table[ST_COUNT] = {
                          "tensors with fewer elements are kept (without layer rules)"},
     [ST_BATCH_BYTES] = {"batch_bytes", AQ_SETTING_INT, 1, 4611686018427387904.0, 0, 0, NULL,
                         "67108864", NULL, 0, "bytes of source tensors per written record batch"},
+    /* The choice's index is AQ_PARAM_GGUF_SEARCH's value. */
+    [ST_GGUF_SEARCH] = {"gguf_search", AQ_SETTING_CHOICE, 0, 0, 0, 0, "none,full", "full",
+                        "--gguf-search", 0,
+                        "GGUF Q8_0, Q4_0, Q5_0: search each block's scale (full, lower error) or "
+                        "round as ggml does (none: ggml's bytes, at memory speed)"},
 };
 
 typedef struct st_value {
@@ -592,7 +598,9 @@ aq_status aq_settings_apply_ctx(aq_settings *s, aq_ctx *ctx, aq_error *err)
         (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, (int64_t)s->v[ST_THREADS].num, err)) !=
             AQ_OK ||
         (st = aq_ctx_set_param(ctx, AQ_PARAM_PRESERVE_MOMENTS,
-                               (int64_t)s->v[ST_PRESERVE_MOMENTS].num, err)) != AQ_OK) {
+                               (int64_t)s->v[ST_PRESERVE_MOMENTS].num, err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, (int64_t)s->v[ST_GGUF_SEARCH].num,
+                               err)) != AQ_OK) {
         return st;
     }
     return AQ_OK;

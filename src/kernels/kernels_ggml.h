@@ -29,6 +29,9 @@ typedef struct aq__ggml_traits {
     uint32_t bytes;                /* bytes per block */
     aq__ggml_encode_fn encode_ref; /* NULL: the type is read only */
     aq__ggml_decode_fn decode_ref;
+    /* ggml's own rounding, no search (Q8_0, Q4_0, Q5_0; else NULL): ggml's reference
+     * quantizer's bytes, for AQ_PARAM_GGUF_SEARCH 0. It ignores the importance. */
+    aq__ggml_encode_fn encode_round_ref;
 } aq__ggml_traits;
 
 /* The encoders and decoders of one instruction set, by type id (NULL: the type has none). */
@@ -36,6 +39,7 @@ typedef struct aq__ggml_kernels {
     const char *name;
     aq__ggml_encode_fn encode[AQ__GGML_SLOTS];
     aq__ggml_decode_fn decode[AQ__GGML_SLOTS];
+    aq__ggml_encode_fn encode_round[AQ__GGML_SLOTS]; /* as the traits' encode_round_ref */
 } aq__ggml_kernels;
 
 extern const aq__ggml_kernels aq__ggml_kernels_ref;

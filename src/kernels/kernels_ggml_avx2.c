@@ -173,7 +173,7 @@ static __m256 gv_sym_refit(const gv_group *g, unsigned n, __m256 d0, __m256 qmin
 
 /* gg_sym_search per lane. */
 static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_i, unsigned ncand,
-                            float step, bool f16)
+                            unsigned back, float step, bool f16)
 {
     const __m256 zero = _mm256_setzero_ps();
     const __m256 qmin = _mm256_set1_ps((float)qmin_i), qmax = _mm256_set1_ps((float)qmax_i);
@@ -190,8 +190,8 @@ static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_
     __m256 best_e = gv_sym_err(g, n, zero, qmin, qmax);
     for (unsigned side = 0; side < 2; side++) {
         for (unsigned c = 0; c < ncand; c++) {
-            const float L =
-                side == 0 ? (float)qmin_i + (float)c * step : (float)qmax_i - (float)c * step;
+            const float o = ((float)c - (float)back) * step;
+            const float L = side == 0 ? (float)qmin_i + o : (float)qmax_i - o;
             if (L == 0.0f) {
                 continue;
             }
@@ -240,11 +240,11 @@ static void gv_codes_sym(const gv_group *g, unsigned n, __m256 d, int qmin, int 
 }
 
 static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
-                          unsigned ncand, float step, uint16_t *dh, int *q)
+                          unsigned ncand, unsigned back, float step, uint16_t *dh, int *q)
 {
     gv_group g;
     gv_load(&g, x, w, m, GG_QK);
-    const __m256 d = gv_sym_search(&g, GG_QK, qmin, qmax, ncand, step, true);
+    const __m256 d = gv_sym_search(&g, GG_QK, qmin, qmax, ncand, back, step, true);
     _Alignas(32) float dd[8];
     _mm256_store_ps(dd, d);
     for (size_t k = 0; k < m; k++) {
@@ -253,45 +253,69 @@ static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, in
     gv_codes_sym(&g, GG_QK, d, qmin, qmax, m, q, GG_QK);
 }
 
+/* One half (eight sub-blocks, one per lane) of gg_sym_super's choice of scale codes under the
+ * super-block scale d: the codes (as floats) and their errors. */
+static __m256 gv_super_half(const gv_group *g, const float *s, float d, int qmin, int qmax,
+                            int pmin, int pmax, __m256 *err)
+{
+    const __m256 dv = _mm256_set1_ps(d);
+    const __m256 lo = _mm256_set1_ps((float)pmin), hi = _mm256_set1_ps((float)pmax);
+    const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
+    const __m256 c0 =
+        d != 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s), dv), lo, hi) : _mm256_setzero_ps();
+    __m256 best = c0, be = _mm256_set1_ps(INFINITY);
+    for (int o = -1; o <= 1; o++) {
+        const __m256 a = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
+        const __m256 ok =
+            _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GE_OQ), _mm256_cmp_ps(a, hi, _CMP_LE_OQ));
+        const __m256 e = gv_sym_err(g, 16, _mm256_mul_ps(dv, a), ql, qh);
+        const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
+        be = _mm256_blendv_ps(be, e, better);
+        best = _mm256_blendv_ps(best, a, better);
+    }
+    *err = be;
+    return best;
+}
+
 static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
-                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q)
+                         unsigned ncand, unsigned back, float step, unsigned nd, uint16_t *d_out,
+                         int *sc, int8_t *q)
 {
     gv_group g[2];
     _Alignas(32) float s[16];
     for (unsigned h = 0; h < 2; h++) {
         gv_load(&g[h], x + h * 128, w != NULL ? w + h * 128 : NULL, 8, 16);
-        _mm256_store_ps(s + 8 * h, gv_sym_search(&g[h], 16, qmin, qmax, ncand, step, false));
+        _mm256_store_ps(s + 8 * h, gv_sym_search(&g[h], 16, qmin, qmax, ncand, back, step, false));
     }
-    float smax = 0.0f, amax = 0.0f;
-    for (unsigned j = 0; j < 16; j++) {
-        if (fabsf(s[j]) > amax) {
-            amax = fabsf(s[j]);
-            smax = s[j];
+    uint16_t dc[GG_SUPER_MAXCAND];
+    const unsigned n = gg_super_cands(s, pmin, pmax, nd, dc);
+    unsigned best_k = 0;
+    float best_t = INFINITY;
+    for (unsigned k = 0; n > 1 && k < n; k++) {
+        const float dk = aq__f16_to_f32(dc[k]);
+        _Alignas(32) float be[16];
+        for (unsigned h = 0; h < 2; h++) {
+            __m256 e;
+            (void)gv_super_half(&g[h], s + 8 * h, dk, qmin, qmax, pmin, pmax, &e);
+            _mm256_store_ps(be + 8 * h, e);
+        }
+        float t = 0.0f;
+        for (unsigned j = 0; j < 16; j++) {
+            t += be[j];
+        }
+        if (k == 0 || t < best_t) {
+            best_t = t;
+            best_k = k;
         }
     }
-    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmin));
-    const float d = aq__f16_to_f32(dh);
-    const __m256 dv = _mm256_set1_ps(d);
-    const __m256 lo = _mm256_set1_ps((float)pmin), hi = _mm256_set1_ps((float)pmax);
-    const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
+    const float d = aq__f16_to_f32(dc[best_k]);
     for (unsigned h = 0; h < 2; h++) {
-        const __m256 c0 = d != 0.0f
-                              ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s + 8 * h), dv), lo, hi)
-                              : _mm256_setzero_ps();
-        __m256 best = c0, be = _mm256_set1_ps(INFINITY);
-        for (int o = -1; o <= 1; o++) {
-            const __m256 a = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
-            const __m256 ok =
-                _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GE_OQ), _mm256_cmp_ps(a, hi, _CMP_LE_OQ));
-            const __m256 e = gv_sym_err(&g[h], 16, _mm256_mul_ps(dv, a), ql, qh);
-            const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
-            be = _mm256_blendv_ps(be, e, better);
-            best = _mm256_blendv_ps(best, a, better);
-        }
+        __m256 e;
+        const __m256 best = gv_super_half(&g[h], s + 8 * h, d, qmin, qmax, pmin, pmax, &e);
         _Alignas(32) int32_t bi[8];
         _mm256_store_si256((__m256i *)bi, _mm256_cvtps_epi32(best));
         int qi[8 * 16];
-        gv_codes_sym(&g[h], 16, _mm256_mul_ps(dv, best), qmin, qmax, 8, qi, 16);
+        gv_codes_sym(&g[h], 16, _mm256_mul_ps(_mm256_set1_ps(d), best), qmin, qmax, 8, qi, 16);
         for (unsigned k = 0; k < 8; k++) {
             sc[8 * h + k] = bi[k];
         }
@@ -299,7 +323,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
             q[128 * h + i] = (int8_t)qi[i];
         }
     }
-    *d_out = dh;
+    *d_out = dc[best_k];
 }
 
 /* gg_aff_err per lane. */
@@ -415,9 +439,44 @@ static void gv_aff_search(const gv_group *g, unsigned n, int qmax, unsigned ncan
     }
 }
 
+/* gg_aff_pick for the eight sub-blocks of a group under d and dmin: the codes (as floats) and
+ * the errors. */
+static __m256 gv_aff_pick(const gv_group *g, unsigned sub, int qmax, int pmax, bool cross,
+                          const float *s, const float *m, float d, float dmin, __m256 *bm_out,
+                          __m256 *err)
+{
+    const __m256 zero = _mm256_setzero_ps(), dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(dmin);
+    const __m256 pm = _mm256_set1_ps((float)pmax), qm = _mm256_set1_ps((float)qmax);
+    const __m256 sc0 = d > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s), dv), zero, pm) : zero;
+    const __m256 mc0 =
+        dmin > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(m), mv), zero, pm) : zero;
+    __m256 bs = sc0, bm = mc0, be = _mm256_set1_ps(INFINITY);
+    for (int oa = -1; oa <= 1; oa++) {
+        const __m256 a = _mm256_add_ps(sc0, _mm256_set1_ps((float)oa));
+        const __m256 oka =
+            _mm256_and_ps(_mm256_cmp_ps(a, zero, _CMP_GE_OQ), _mm256_cmp_ps(a, pm, _CMP_LE_OQ));
+        for (int ob = -1; ob <= 1; ob++) {
+            if (cross && oa != 0 && ob != 0) {
+                continue;
+            }
+            const __m256 b = _mm256_add_ps(mc0, _mm256_set1_ps((float)ob));
+            const __m256 ok = _mm256_and_ps(oka, _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GE_OQ),
+                                                               _mm256_cmp_ps(b, pm, _CMP_LE_OQ)));
+            const __m256 e = gv_aff_err(g, sub, _mm256_mul_ps(dv, a), _mm256_mul_ps(mv, b), qm);
+            const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
+            be = _mm256_blendv_ps(be, e, better);
+            bs = _mm256_blendv_ps(bs, a, better);
+            bm = _mm256_blendv_ps(bm, b, better);
+        }
+    }
+    *bm_out = bm;
+    *err = be;
+    return bs;
+}
+
 static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
-                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
-                         uint8_t *sc, uint8_t *mc, uint8_t *q)
+                         int pmax, unsigned ncand, bool cross, unsigned nd, uint16_t *d_out,
+                         uint16_t *dmin_out, uint8_t *sc, uint8_t *mc, uint8_t *q)
 {
     const unsigned ng = nsub / 8;
     gv_group g[2];
@@ -426,42 +485,34 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
         gv_load(&g[h], x + h * 8 * sub, w != NULL ? w + h * 8 * sub : NULL, 8, sub);
         gv_aff_search(&g[h], sub, qmax, ncand, s + 8 * h, m + 8 * h);
     }
-    float smax = 0.0f, mmax = 0.0f;
-    for (unsigned j = 0; j < nsub; j++) {
-        smax = s[j] > smax ? s[j] : smax;
-        mmax = m[j] > mmax ? m[j] : mmax;
-    }
-    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmax));
-    const uint16_t mh = aq__f32_to_f16(gg_f16_round(mmax / (float)pmax));
-    const float d = aq__f16_to_f32(dh), dmin = aq__f16_to_f32(mh);
-    const __m256 zero = _mm256_setzero_ps(), dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(dmin);
-    const __m256 pm = _mm256_set1_ps((float)pmax), qm = _mm256_set1_ps((float)qmax);
-    for (unsigned h = 0; h < ng; h++) {
-        const __m256 sc0 =
-            d > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s + 8 * h), dv), zero, pm) : zero;
-        const __m256 mc0 =
-            dmin > 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(m + 8 * h), mv), zero, pm) : zero;
-        __m256 bs = sc0, bm = mc0, be = _mm256_set1_ps(INFINITY);
-        for (int oa = -1; oa <= 1; oa++) {
-            const __m256 a = _mm256_add_ps(sc0, _mm256_set1_ps((float)oa));
-            const __m256 oka =
-                _mm256_and_ps(_mm256_cmp_ps(a, zero, _CMP_GE_OQ), _mm256_cmp_ps(a, pm, _CMP_LE_OQ));
-            for (int ob = -1; ob <= 1; ob++) {
-                if (cross && oa != 0 && ob != 0) {
-                    continue;
-                }
-                const __m256 b = _mm256_add_ps(mc0, _mm256_set1_ps((float)ob));
-                const __m256 ok =
-                    _mm256_and_ps(oka, _mm256_and_ps(_mm256_cmp_ps(b, zero, _CMP_GE_OQ),
-                                                     _mm256_cmp_ps(b, pm, _CMP_LE_OQ)));
-                const __m256 e =
-                    gv_aff_err(&g[h], sub, _mm256_mul_ps(dv, a), _mm256_mul_ps(mv, b), qm);
-                const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
-                be = _mm256_blendv_ps(be, e, better);
-                bs = _mm256_blendv_ps(bs, a, better);
-                bm = _mm256_blendv_ps(bm, b, better);
-            }
+    uint16_t dh[GG_SUPER_MAXCAND], mh[GG_SUPER_MAXCAND];
+    const unsigned n = gg_aff_cands(s, m, nsub, pmax, nd, dh, mh);
+    unsigned best_k = 0;
+    float best_t = INFINITY;
+    for (unsigned k = 0; n > 1 && k < n; k++) {
+        const float dk = aq__f16_to_f32(dh[k]), mk = aq__f16_to_f32(mh[k]);
+        _Alignas(32) float be[16];
+        for (unsigned h = 0; h < ng; h++) {
+            __m256 bm, e;
+            (void)gv_aff_pick(&g[h], sub, qmax, pmax, cross, s + 8 * h, m + 8 * h, dk, mk, &bm, &e);
+            _mm256_store_ps(be + 8 * h, e);
         }
+        float t = 0.0f;
+        for (unsigned j = 0; j < nsub; j++) {
+            t += be[j];
+        }
+        if (k == 0 || t < best_t) {
+            best_t = t;
+            best_k = k;
+        }
+    }
+    const float d = aq__f16_to_f32(dh[best_k]), dmin = aq__f16_to_f32(mh[best_k]);
+    const __m256 zero = _mm256_setzero_ps(), dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(dmin);
+    const __m256 qm = _mm256_set1_ps((float)qmax);
+    for (unsigned h = 0; h < ng; h++) {
+        __m256 bm, e;
+        const __m256 bs =
+            gv_aff_pick(&g[h], sub, qmax, pmax, cross, s + 8 * h, m + 8 * h, d, dmin, &bm, &e);
         _Alignas(32) int32_t bsi[8], bmi[8];
         _mm256_store_si256((__m256i *)bsi, _mm256_cvtps_epi32(bs));
         _mm256_store_si256((__m256i *)bmi, _mm256_cvtps_epi32(bm));
@@ -484,8 +535,8 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
             }
         }
     }
-    *d_out = dh;
-    *dmin_out = mh;
+    *d_out = dh[best_k];
+    *dmin_out = mh[best_k];
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -690,6 +741,153 @@ static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
     for (; i < n; i++) {
         y[i] = aq__bf16_to_f32((uint16_t)(in[2 * i] | (in[2 * i + 1] << 8)));
     }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* ggml's rounding (no search): the reference's scalar scale, then the codes eight at a time   */
+/* ---------------------------------------------------------------------------------------- */
+
+/* The largest |x| of a 32-block into every lane; v receives the block's four vectors. */
+static inline __m256 gv_amax32(const float *x, __m256 *v)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 a = _mm256_setzero_ps();
+    for (unsigned k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        a = _mm256_max_ps(a, _mm256_andnot_ps(sign, v[k]));
+    }
+    a = _mm256_max_ps(a, _mm256_permute2f128_ps(a, a, 1));
+    a = _mm256_max_ps(a, _mm256_shuffle_ps(a, a, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_max_ps(a, _mm256_shuffle_ps(a, a, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+/* roundf: nearest, halves away from zero, as trunc(p + copysign(0.49999997, p)): the sum
+ * rounds up to the next integer exactly when |p|'s fraction is 0.5 or more. */
+static inline __m256 gv_roundf(__m256 p)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), below_half = _mm256_set1_ps(0x1.fffffep-2f);
+    const __m256 s = _mm256_add_ps(p, _mm256_or_ps(below_half, _mm256_and_ps(sign, p)));
+    return _mm256_round_ps(s, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+}
+
+/* The stored scales d = m / div of eight blocks (m[k] for block k) and the reciprocals id
+ * the codes are made with, as the reference's scalar arithmetic: IEEE division, F16C's
+ * nearest-even binary16 after the clamp (aq__f32_to_f16's bits). */
+static inline __m256 gv_round_scales(const float *m, float div, uint16_t *dh)
+{
+    const __m256 d = _mm256_div_ps(_mm256_loadu_ps(m), _mm256_set1_ps(div));
+    const __m256 big = _mm256_set1_ps(65504.0f);
+    const __m256 dc = _mm256_max_ps(_mm256_min_ps(d, big), _mm256_sub_ps(_mm256_setzero_ps(), big));
+    _mm_storeu_si128((__m128i *)dh, _mm256_cvtps_ph(dc, _MM_FROUND_TO_NEAREST_INT));
+    const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_UQ);
+    return _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
+}
+
+static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    const __m256i imin = _mm256_set1_epi32(INT32_MIN);
+    _Alignas(32) float amax[8] = {0}, id[8];
+    uint16_t dh[8];
+    for (size_t b = 0; b < nb; b += 8) {
+        const size_t m = nb - b < 8 ? nb - b : 8;
+        for (size_t k = 0; k < m; k++) {
+            __m256 v[4];
+            amax[k] = _mm256_cvtss_f32(gv_amax32(x + (b + k) * GG_QK, v));
+        }
+        _mm256_store_ps(id, gv_round_scales(amax, 127.0f, dh));
+        for (size_t k = 0; k < m; k++) {
+            const float *xb = x + (b + k) * GG_QK;
+            uint8_t *o = out + (b + k) * 34;
+            gg_put_h(o, dh[k]);
+            const __m256 vid = _mm256_set1_ps(id[k]);
+            __m256i q[4];
+            for (unsigned j = 0; j < 4; j++) {
+                const __m256i t =
+                    _mm256_cvttps_epi32(gv_roundf(_mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), vid)));
+                /* a product that is not finite converts to INT32_MIN: code 0, as the reference */
+                q[j] = _mm256_andnot_si256(_mm256_cmpeq_epi32(t, imin), t);
+            }
+            /* int32 -> int8 (exact: |code| <= 127); the packs interleave 128-bit halves, the
+             * permutation puts the four-byte groups back in element order. */
+            const __m256i p =
+                _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *)(o + 2), _mm256_permutevar8x32_epi32(p, order));
+        }
+    }
+}
+
+/* Q4_0 (half 8) and Q5_0 (half 16), as the reference's gg_round_sym. */
+static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
+{
+    const size_t bytes = half == 8 ? 18 : 22;
+    const __m256i top = _mm256_set1_epi32(2 * half - 1), fifteen = _mm256_set1_epi32(15);
+    const __m256 off = _mm256_set1_ps((float)half + 0.5f);
+    _Alignas(32) float mx[8] = {0}, id[8];
+    uint16_t dh[8];
+    for (size_t b = 0; b < nb; b += 8) {
+        const size_t m = nb - b < 8 ? nb - b : 8;
+        for (size_t k = 0; k < m; k++) {
+            const float *xb = x + (b + k) * GG_QK;
+            __m256 v[4];
+            const __m256 va = gv_amax32(xb, v);
+            /* The reference keeps the first element of largest magnitude, or its start +0
+             * when every element is +-0. */
+            const __m256 sign = _mm256_set1_ps(-0.0f);
+            uint32_t at = 0;
+            for (unsigned j = 0; j < 4; j++) {
+                at |= (uint32_t)_mm256_movemask_ps(
+                          _mm256_cmp_ps(_mm256_andnot_ps(sign, v[j]), va, _CMP_EQ_OQ))
+                      << (8 * j);
+            }
+            mx[k] = _mm256_cvtss_f32(va) != 0.0f ? xb[__builtin_ctz(at)] : 0.0f;
+        }
+        _mm256_store_ps(id, gv_round_scales(mx, (float)-half, dh));
+        for (size_t k = 0; k < m; k++) {
+            const float *xb = x + (b + k) * GG_QK;
+            uint8_t *o = out + (b + k) * bytes;
+            gg_put_h(o, dh[k]);
+            const __m256 vid = _mm256_set1_ps(id[k]);
+            __m256i c[4];
+            uint32_t qh = 0;
+            for (unsigned j = 0; j < 4; j++) {
+                c[j] = _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(
+                                            _mm256_mul_ps(_mm256_loadu_ps(xb + 8 * j), vid), off)),
+                                        top);
+                qh |= (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32(c[j], 27)))
+                      << (8 * j);
+            }
+            /* Byte i: element i's low nibble, element 16 + i's high one. */
+            const __m256i lo =
+                _mm256_or_si256(_mm256_and_si256(c[0], fifteen),
+                                _mm256_slli_epi32(_mm256_and_si256(c[2], fifteen), 4));
+            const __m256i hi =
+                _mm256_or_si256(_mm256_and_si256(c[1], fifteen),
+                                _mm256_slli_epi32(_mm256_and_si256(c[3], fifteen), 4));
+            const __m256i w16 = _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8);
+            const __m128i b16 =
+                _mm_packus_epi16(_mm256_castsi256_si128(w16), _mm256_extracti128_si256(w16, 1));
+            if (half == 16) {
+                for (unsigned j = 0; j < 4; j++) {
+                    o[2 + j] = (uint8_t)(qh >> (8 * j));
+                }
+            }
+            _mm_storeu_si128((__m128i *)(o + (half == 8 ? 2 : 6)), b16);
+        }
+    }
+}
+
+static void gg_round_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    gg_round_sym(x, nb, out, 8);
+}
+
+static void gg_round_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    gg_round_sym(x, nb, out, 16);
 }
 
 const aq__ggml_kernels aq__ggml_kernels_avx2 = GG_KERNELS_TABLE("avx2");

@@ -7,7 +7,8 @@
  *
  * With GG_SIMD defined, the including file supplies its own searches (gg_sym_blocks,
  * gg_sym_super, gg_aff_super), gg_encode_f16 and the decoders of the types it writes
- * (gg_decode_q8_0, _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16), with the
+ * (gg_decode_q8_0, _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16) and ggml's
+ * rounding encoders (gg_round_q8_0, _q4_0, _q5_0), with the
  * same contracts and bits; the reference ones are left out.
  */
 #ifndef AQ_KERNELS_GGML_BODY_H
@@ -59,16 +60,85 @@ static inline float gg_rclamp(float v, float lo, float hi)
 /* Partial sums per loop (see gg_lanes_sum). */
 #define GG_LANES 8u
 
+/* The candidate grids of the symmetric searches (gg_sym_search): ncand codes per end of the
+ * range, from back steps beyond the end inwards. Mapping the largest magnitude past the end
+ * code (so that it clamps) matters with importance, where the few heavy columns decide. Q4_0
+ * and Q5_0: 6 per end, from 1.25 beyond it in steps of 0.25; Q3_K: 4 per end, from 0.99
+ * beyond it in steps of 0.33, and 2 + 1 super-block scales (gg_super_cands). Q2_K searches
+ * wider with importance (gg_encode_q2_k). */
+#define GG_Q4_NCAND 6u
+#define GG_Q4_BACK 5u
+#define GG_Q4_STEP 0.25f
+#define GG_Q3_NCAND 4u
+#define GG_Q3_BACK 3u
+#define GG_Q3_STEP 0.33f
+#define GG_Q3_ND 2u
+
 /* The searches: gg_sym_blocks gives the codes and stored binary16 scales of m (<= 8)
  * consecutive symmetric 32-blocks (dh[k] and q[32 k + i] for block k); gg_sym_super and
  * gg_aff_super the parameters and codes of one super-block. */
 static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
-                          unsigned ncand, float step, uint16_t *dh, int *q);
+                          unsigned ncand, unsigned back, float step, uint16_t *dh, int *q);
 static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
-                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q);
+                         unsigned ncand, unsigned back, float step, unsigned nd, uint16_t *d_out,
+                         int *sc, int8_t *q);
 static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
-                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
-                         uint8_t *sc, uint8_t *mc, uint8_t *q);
+                         int pmax, unsigned ncand, bool cross, unsigned nd, uint16_t *d_out,
+                         uint16_t *dmin_out, uint8_t *sc, uint8_t *mc, uint8_t *q);
+
+/* The super-block scale candidates of a symmetric K type, as stored (binary16), from the
+ * sub-block scales s[16]: the largest-magnitude scale smax on scale code pmin + k / 2 for
+ * k < nd (k = 0 is the plain choice), then the unweighted least-squares fit of the scales to
+ * the codes that the first candidate gives. Returns the count (at most GG_SUPER_MAXCAND). */
+#define GG_SUPER_MAXCAND 9u
+static unsigned gg_super_cands(const float *s, int pmin, int pmax, unsigned nd, uint16_t *dc)
+{
+    float smax = 0.0f, amax = 0.0f;
+    for (unsigned j = 0; j < 16; j++) {
+        if (fabsf(s[j]) > amax) {
+            amax = fabsf(s[j]);
+            smax = s[j];
+        }
+    }
+    unsigned n = 0;
+    for (unsigned k = 0; k < nd && k + 1 < GG_SUPER_MAXCAND; k++) {
+        dc[n++] = aq__f32_to_f16(gg_f16_round(smax / ((float)pmin + 0.5f * (float)k)));
+    }
+    const float d0 = aq__f16_to_f32(dc[0]);
+    if (nd > 1 && d0 != 0.0f) {
+        float sxc = 0.0f, scc = 0.0f;
+        for (unsigned j = 0; j < 16; j++) {
+            const float c = gg_rclamp(s[j] / d0, (float)pmin, (float)pmax);
+            sxc += s[j] * c;
+            scc += c * c;
+        }
+        if (scc > 0.0f) {
+            dc[n++] = aq__f32_to_f16(gg_f16_round(sxc / scc));
+        }
+    }
+    return n;
+}
+
+/* The super-block scale and min candidates of an affine K type, as stored (binary16), from
+ * the sub-block scales s[] and mins m[]: the largest of each on code pmax + k / 2 for k < nd
+ * (k = 0 is the plain choice). Returns the count. */
+static unsigned gg_aff_cands(const float *s, const float *m, unsigned nsub, int pmax, unsigned nd,
+                             uint16_t *dh, uint16_t *mh)
+{
+    float smax = 0.0f, mmax = 0.0f;
+    for (unsigned j = 0; j < nsub; j++) {
+        smax = s[j] > smax ? s[j] : smax;
+        mmax = m[j] > mmax ? m[j] : mmax;
+    }
+    unsigned n = 0;
+    for (unsigned k = 0; k < nd && k < GG_SUPER_MAXCAND; k++) {
+        const float p = (float)pmax + 0.5f * (float)k;
+        dh[n] = aq__f32_to_f16(gg_f16_round(smax / p));
+        mh[n] = aq__f32_to_f16(gg_f16_round(mmax / p));
+        n++;
+    }
+    return n;
+}
 
 #ifndef GG_SIMD
 
@@ -144,10 +214,11 @@ static float gg_sym_refit(const float *x, const float *w, size_t n, float d0, fl
 /* The scale d of a symmetric block (x ~ d q, q in [qmin, qmax]) with the least weighted error
  * among candidates that map the block's largest magnitude to a code near either end of the
  * range, each also refitted by least squares. With f16 every candidate is judged as stored
- * (rounded to binary16). 0 for an all-zero block. ncand candidates per end; the first is
- * ggml's own choice (the largest magnitude on the far end of the range). */
+ * (rounded to binary16). 0 for an all-zero block. ncand candidates per end: the largest
+ * magnitude on code end -/+ (c - back) step for c < ncand (with back 0 the first is ggml's
+ * own choice, the largest magnitude on the far end of the range). */
 static float gg_sym_search(const float *x, const float *w, size_t n, int qmin_i, int qmax_i,
-                           unsigned ncand, float step, bool f16)
+                           unsigned ncand, unsigned back, float step, bool f16)
 {
     const float qmin = (float)qmin_i, qmax = (float)qmax_i;
     /* The element of largest magnitude (the first such one). */
@@ -175,8 +246,8 @@ static float gg_sym_search(const float *x, const float *w, size_t n, int qmin_i,
     float best_e = gg_sym_err(x, w, n, 0.0f, qmin, qmax);
     for (unsigned side = 0; side < 2; side++) {
         for (unsigned c = 0; c < ncand; c++) {
-            const float L =
-                side == 0 ? (float)qmin + (float)c * step : (float)qmax - (float)c * step;
+            const float o = ((float)c - (float)back) * step;
+            const float L = side == 0 ? (float)qmin + o : (float)qmax - o;
             if (L == 0.0f) {
                 continue;
             }
@@ -305,70 +376,121 @@ static void gg_aff_codes(const float *x, size_t n, float fd, float fm, int qmax,
     }
 }
 
+/* The scale and min codes of an affine sub-block under the super-block's d and dmin: the
+ * rounded pair and its neighbours (the cross of 5 when cross), judged as decoded. Returns the
+ * least error; writes the pair. */
+static float gg_aff_pick(const float *xj, const float *wj, unsigned sub, int qmax, int pmax,
+                         bool cross, float s, float m, float d, float dmin, uint8_t *sc,
+                         uint8_t *mc)
+{
+    const int sc0 = d > 0.0f ? gg_code(s / d, 0, pmax) : 0;
+    const int mc0 = dmin > 0.0f ? gg_code(m / dmin, 0, pmax) : 0;
+    int bs = sc0, bm = mc0;
+    float be = INFINITY;
+    for (int a = sc0 - 1; a <= sc0 + 1; a++) {
+        for (int b = mc0 - 1; b <= mc0 + 1; b++) {
+            if (a < 0 || a > pmax || b < 0 || b > pmax || (cross && a != sc0 && b != mc0)) {
+                continue;
+            }
+            const float e = gg_aff_err(xj, wj, sub, d * (float)a, dmin * (float)b, (float)qmax);
+            if (e < be) {
+                be = e;
+                bs = a;
+                bm = b;
+            }
+        }
+    }
+    *sc = (uint8_t)bs;
+    *mc = (uint8_t)bm;
+    return be;
+}
+
 /* Sub-block parameters of an affine super-block (Q2_K, Q4_K, Q5_K): nsub sub-blocks of sub
  * elements, codes 0..qmax, parameter codes 0..pmax. Writes d, dmin (as stored), sc[], mc[]
- * and the codes q[]. */
+ * and the codes q[]. The super-block d and dmin put the largest scale and min on code
+ * pmax + k / 2 (clamped to pmax) for k < nd; the pair with the least total error wins. */
 static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned sub, int qmax,
-                         int pmax, unsigned ncand, bool cross, uint16_t *d_out, uint16_t *dmin_out,
-                         uint8_t *sc, uint8_t *mc, uint8_t *q)
+                         int pmax, unsigned ncand, bool cross, unsigned nd, uint16_t *d_out,
+                         uint16_t *dmin_out, uint8_t *sc, uint8_t *mc, uint8_t *q)
 {
     float s[16], m[16];
-    float smax = 0.0f, mmax = 0.0f;
     for (unsigned j = 0; j < nsub; j++) {
         gg_aff_search(x + j * sub, w != NULL ? w + j * sub : gg_ones, sub, qmax, ncand, &s[j],
                       &m[j]);
-        smax = s[j] > smax ? s[j] : smax;
-        mmax = m[j] > mmax ? m[j] : mmax;
     }
-    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmax));
-    const uint16_t mh = aq__f32_to_f16(gg_f16_round(mmax / (float)pmax));
-    const float d = aq__f16_to_f32(dh), dmin = aq__f16_to_f32(mh);
+    uint16_t dh[GG_SUPER_MAXCAND], mh[GG_SUPER_MAXCAND];
+    const unsigned n = gg_aff_cands(s, m, nsub, pmax, nd, dh, mh);
+    unsigned best_k = 0;
+    float best_t = INFINITY;
+    for (unsigned k = 0; n > 1 && k < n; k++) {
+        const float d = aq__f16_to_f32(dh[k]), dmin = aq__f16_to_f32(mh[k]);
+        float t = 0.0f;
+        for (unsigned j = 0; j < nsub; j++) {
+            t += gg_aff_pick(x + j * sub, w != NULL ? w + j * sub : gg_ones, sub, qmax, pmax, cross,
+                             s[j], m[j], d, dmin, &sc[j], &mc[j]);
+        }
+        if (k == 0 || t < best_t) {
+            best_t = t;
+            best_k = k;
+        }
+    }
+    const float d = aq__f16_to_f32(dh[best_k]), dmin = aq__f16_to_f32(mh[best_k]);
     for (unsigned j = 0; j < nsub; j++) {
         const float *xj = x + j * sub;
-        const float *wj = w != NULL ? w + j * sub : gg_ones;
-        const int sc0 = d > 0.0f ? gg_code(s[j] / d, 0, pmax) : 0;
-        const int mc0 = dmin > 0.0f ? gg_code(m[j] / dmin, 0, pmax) : 0;
-        int bs = sc0, bm = mc0;
-        float be = INFINITY;
-        /* The rounded parameters and their neighbours, judged as the decoder sees them. */
-        for (int a = sc0 - 1; a <= sc0 + 1; a++) {
-            for (int b = mc0 - 1; b <= mc0 + 1; b++) {
-                if (a < 0 || a > pmax || b < 0 || b > pmax || (cross && a != sc0 && b != mc0)) {
-                    continue;
-                }
-                const float e = gg_aff_err(xj, wj, sub, d * (float)a, dmin * (float)b, (float)qmax);
-                if (e < be) {
-                    be = e;
-                    bs = a;
-                    bm = b;
-                }
-            }
-        }
-        sc[j] = (uint8_t)bs;
-        mc[j] = (uint8_t)bm;
-        gg_aff_codes(xj, sub, d * (float)bs, dmin * (float)bm, qmax, q + j * sub);
+        (void)gg_aff_pick(xj, w != NULL ? w + j * sub : gg_ones, sub, qmax, pmax, cross, s[j], m[j],
+                          d, dmin, &sc[j], &mc[j]);
+        gg_aff_codes(xj, sub, d * (float)sc[j], dmin * (float)mc[j], qmax, q + j * sub);
     }
-    *d_out = dh;
-    *dmin_out = mh;
+    *d_out = dh[best_k];
+    *dmin_out = mh[best_k];
 }
 
 /* Sub-block parameters of a symmetric super-block (Q3_K, Q6_K): 16 sub-blocks of 16, codes
- * [qmin, qmax], signed scale codes [pmin, pmax]. Writes d (as stored), sc[] and codes q[]. */
+ * [qmin, qmax], signed scale codes [pmin, pmax]. Writes d (as stored), sc[] and codes q[].
+ * The super-block scale d is searched: nd candidates (gg_super_cands), each judged by the
+ * super-block's total weighted error after every sub-block has picked the best of the three
+ * scale codes nearest s / d; the first with the least total wins. */
 static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
-                         unsigned ncand, float step, uint16_t *d_out, int *sc, int8_t *q)
+                         unsigned ncand, unsigned back, float step, unsigned nd, uint16_t *d_out,
+                         int *sc, int8_t *q)
 {
     float s[16];
-    float smax = 0.0f, amax = 0.0f;
     for (unsigned j = 0; j < 16; j++) {
         s[j] = gg_sym_search(x + j * 16, w != NULL ? w + j * 16 : gg_ones, 16, qmin, qmax, ncand,
-                             step, false);
-        if (fabsf(s[j]) > amax) {
-            amax = fabsf(s[j]);
-            smax = s[j];
+                             back, step, false);
+    }
+    uint16_t dc[GG_SUPER_MAXCAND];
+    const unsigned n = gg_super_cands(s, pmin, pmax, nd, dc);
+    unsigned best_k = 0;
+    float best_t = INFINITY;
+    for (unsigned k = 0; n > 1 && k < n; k++) {
+        const float d = aq__f16_to_f32(dc[k]);
+        float t = 0.0f;
+        for (unsigned j = 0; j < 16; j++) {
+            const float *xj = x + j * 16;
+            const float *wj = w != NULL ? w + j * 16 : gg_ones;
+            const int c0 = d != 0.0f ? gg_code(s[j] / d, pmin, pmax) : 0;
+            int best = c0;
+            float be = INFINITY;
+            for (int a = c0 - 1; a <= c0 + 1; a++) {
+                if (a < pmin || a > pmax) {
+                    continue;
+                }
+                const float e = gg_sym_err(xj, wj, 16, d * (float)a, (float)qmin, (float)qmax);
+                if (e < be) {
+                    be = e;
+                    best = a;
+                }
+            }
+            sc[j] = best;
+            t += be;
+        }
+        if (k == 0 || t < best_t) {
+            best_t = t;
+            best_k = k;
         }
     }
-    const uint16_t dh = aq__f32_to_f16(gg_f16_round(smax / (float)pmin));
-    const float d = aq__f16_to_f32(dh);
+    const float d = aq__f16_to_f32(dc[best_k]);
     for (unsigned j = 0; j < 16; j++) {
         const float *xj = x + j * 16;
         const float *wj = w != NULL ? w + j * 16 : gg_ones;
@@ -392,7 +514,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
             q[j * 16 + i] = (int8_t)gg_rclamp(xj[i] * id, (float)qmin, (float)qmax);
         }
     }
-    *d_out = dh;
+    *d_out = dc[best_k];
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -401,12 +523,12 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
 
 /* Each block's scale by gg_sym_search, judged as stored (binary16). */
 static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, int qmax,
-                          unsigned ncand, float step, uint16_t *dh, int *q)
+                          unsigned ncand, unsigned back, float step, uint16_t *dh, int *q)
 {
     for (size_t k = 0; k < m; k++) {
         const float *xk = x + k * GG_QK;
         const float d = gg_sym_search(xk, w != NULL ? w + k * GG_QK : gg_ones, GG_QK, qmin, qmax,
-                                      ncand, step, true);
+                                      ncand, back, step, true);
         dh[k] = aq__f32_to_f16(d);
         const float id = d != 0.0f ? 1.0f / d : 0.0f;
         for (unsigned i = 0; i < GG_QK; i++) {
@@ -452,14 +574,14 @@ static void gg_pack_sym32(const int *q, int qmax, uint8_t *o)
 
 /* The symmetric 32-block types, eight blocks per search call. */
 static void gg_encode_sym32(const float *x, const float *w, size_t nb, uint8_t *out, int qmax,
-                            unsigned ncand, size_t bytes)
+                            unsigned ncand, unsigned back, float step, size_t bytes)
 {
     uint16_t dh[8];
     int q[8 * GG_QK];
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
         gg_sym_blocks(x + b * GG_QK, w != NULL ? w + b * GG_QK : NULL, m, -qmax - 1, qmax, ncand,
-                      0.5f, dh, q);
+                      back, step, dh, q);
         for (size_t k = 0; k < m; k++) {
             uint8_t *o = out + (b + k) * bytes;
             gg_put_h(o, dh[k]);
@@ -470,18 +592,99 @@ static void gg_encode_sym32(const float *x, const float *w, size_t nb, uint8_t *
 
 static void gg_encode_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
 {
-    gg_encode_sym32(x, w, nb, out, 127, 1, 34);
+    gg_encode_sym32(x, w, nb, out, 127, 1, 0, 0.5f, 34);
 }
 
 static void gg_encode_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
 {
-    gg_encode_sym32(x, w, nb, out, 7, 4, 18);
+    gg_encode_sym32(x, w, nb, out, 7, GG_Q4_NCAND, GG_Q4_BACK, GG_Q4_STEP, 18);
 }
 
 static void gg_encode_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
 {
-    gg_encode_sym32(x, w, nb, out, 15, 4, 22);
+    gg_encode_sym32(x, w, nb, out, 15, GG_Q4_NCAND, GG_Q4_BACK, GG_Q4_STEP, 22);
 }
+
+/* ggml's own rounding for the 32-element types, with no search (the gguf_search setting's
+ * "none", docs/gguf.md): the arithmetic of ggml's reference quantizers (quantize_row_q8_0_ref,
+ * _q4_0_ref, _q5_0_ref) operation for operation, so the bytes are theirs. Q8_0: d = amax / 127,
+ * codes roundf(x / d) (half away from zero) as x times the float32 reciprocal. Q4_0 and Q5_0:
+ * d = m / -8 (-16), m the first element of largest magnitude, codes min(15 (31),
+ * trunc(x id + 8.5 (16.5))). Importance is not used. Where the reciprocal overflows (a block
+ * of values below about 2^-126, whose d is 0 as binary16), the products are not finite and
+ * every code is 0, as ggml's x86 build writes (its conversion is undefined in C; the block
+ * decodes to zeros either way). The one departure: a scale beyond binary16's range is stored
+ * as the largest finite one where ggml's would be infinite. */
+#ifndef GG_SIMD
+static uint16_t gg_round_scale(float d)
+{
+    return aq__f32_to_f16(d > 65504.0f ? 65504.0f : d < -65504.0f ? -65504.0f : d);
+}
+
+static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    for (size_t b = 0; b < nb; b++, x += GG_QK, out += 34) {
+        float amax = 0.0f;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            const float a = fabsf(x[i]);
+            amax = amax > a ? amax : a;
+        }
+        const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        gg_put_h(out, gg_round_scale(d));
+        for (unsigned i = 0; i < GG_QK; i++) {
+            const float p = x[i] * id;
+            out[2 + i] = (uint8_t)(int8_t)(fabsf(p) <= 128.0f ? (int)roundf(p) : 0);
+        }
+    }
+}
+
+/* Q4_0 (half 8) and Q5_0 (half 16). */
+static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
+{
+    const size_t bytes = half == 8 ? 18 : 22;
+    const int top = 2 * half - 1;
+    for (size_t b = 0; b < nb; b++, x += GG_QK, out += bytes) {
+        float amax = 0.0f, m = 0.0f;
+        for (unsigned i = 0; i < GG_QK; i++) {
+            if (amax < fabsf(x[i])) {
+                amax = fabsf(x[i]);
+                m = x[i];
+            }
+        }
+        const float d = m / (float)-half, id = d != 0.0f ? 1.0f / d : 0.0f;
+        const float off = (float)half + 0.5f;
+        gg_put_h(out, gg_round_scale(d));
+        uint8_t *qs = out + (half == 8 ? 2 : 6);
+        uint32_t qh = 0;
+        for (unsigned i = 0; i < 16; i++) {
+            const float v0 = x[i] * id + off, v1 = x[16 + i] * id + off;
+            const int c0 = v0 >= 0.0f && v0 < 64.0f ? (int)v0 : 0;
+            const int c1 = v1 >= 0.0f && v1 < 64.0f ? (int)v1 : 0;
+            const int q0 = c0 < top ? c0 : top, q1 = c1 < top ? c1 : top;
+            qs[i] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)((q0 >> 4) & 1) << i | (uint32_t)((q1 >> 4) & 1) << (16 + i);
+        }
+        if (half == 16) {
+            for (unsigned j = 0; j < 4; j++) {
+                out[2 + j] = (uint8_t)(qh >> (8 * j));
+            }
+        }
+    }
+}
+
+static void gg_round_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    gg_round_sym(x, nb, out, 8);
+}
+
+static void gg_round_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    (void)w;
+    gg_round_sym(x, nb, out, 16);
+}
+#endif
 
 #ifndef GG_SIMD
 static void gg_decode_q8_0(const uint8_t *in, size_t nb, float *y)
@@ -569,7 +772,10 @@ static void gg_encode_q2_k(const float *x, const float *w, size_t nb, uint8_t *o
     for (size_t b = 0; b < nb; b++, x += GG_QKK, w = w != NULL ? w + GG_QKK : NULL, out += 84) {
         uint8_t sc[16], mc[16], q[GG_QKK];
         uint16_t dh, mh;
-        gg_aff_super(x, w, 16, 16, 3, 15, 3, true, &dh, &mh, sc, mc, q);
+        /* With importance, 5 numbers of levels and 3 super-block pairs (about half the
+         * speed); without, 3 and 1. */
+        gg_aff_super(x, w, 16, 16, 3, 15, w != NULL ? 5 : 3, true, w != NULL ? 3 : 1, &dh, &mh, sc,
+                     mc, q);
         for (unsigned j = 0; j < 16; j++) {
             out[j] = (uint8_t)(sc[j] | (mc[j] << 4));
         }
@@ -664,10 +870,11 @@ static void gg_encode_sym_k(const float *x, const float *w, size_t nb, uint8_t *
         int8_t q[GG_QKK];
         uint16_t dh;
         if (six) {
-            gg_sym_super(x, w, -32, 31, -128, 127, 2, 0.5f, &dh, sc, q);
+            gg_sym_super(x, w, -32, 31, -128, 127, 2, 0, 0.5f, 1, &dh, sc, q);
             gg_pack_q6_k(q, sc, dh, out);
         } else {
-            gg_sym_super(x, w, -4, 3, -32, 31, 3, 0.5f, &dh, sc, q);
+            gg_sym_super(x, w, -4, 3, -32, 31, GG_Q3_NCAND, GG_Q3_BACK, GG_Q3_STEP, GG_Q3_ND, &dh,
+                         sc, q);
             gg_pack_q3_k(q, sc, dh, out);
         }
     }
@@ -742,9 +949,9 @@ static void gg_encode_k45(const float *x, const float *w, size_t nb, uint8_t *ou
         uint8_t sc[8], mc[8], q[GG_QKK];
         uint16_t dh, mh;
         if (five) {
-            gg_aff_super(x, w, 8, 32, 31, 63, 3, false, &dh, &mh, sc, mc, q);
+            gg_aff_super(x, w, 8, 32, 31, 63, 3, false, 1, &dh, &mh, sc, mc, q);
         } else {
-            gg_aff_super(x, w, 8, 32, 15, 63, 5, false, &dh, &mh, sc, mc, q);
+            gg_aff_super(x, w, 8, 32, 15, 63, 5, false, 1, &dh, &mh, sc, mc, q);
         }
         gg_put_h(out, dh);
         gg_put_h(out + 2, mh);
@@ -912,6 +1119,9 @@ static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
                                  [AQ_GGUF_Q3_K] = gg_encode_q3_k, [AQ_GGUF_Q4_K] = gg_encode_q4_k, \
                                  [AQ_GGUF_Q5_K] = gg_encode_q5_k, [AQ_GGUF_Q6_K] = gg_encode_q6_k, \
                                  [AQ_GGUF_BF16] = gg_encode_bf16},                                 \
+        .encode_round = {[AQ_GGUF_Q4_0] = gg_round_q4_0,                                           \
+                         [AQ_GGUF_Q5_0] = gg_round_q5_0,                                           \
+                         [AQ_GGUF_Q8_0] = gg_round_q8_0},                                          \
         .decode = {[AQ_GGUF_F32] = gg_decode_f32,       [AQ_GGUF_F16] = gg_decode_f16,             \
                    [AQ_GGUF_Q4_0] = gg_decode_q4_0,     [AQ_GGUF_Q4_1] = gg_decode_q4_1,           \
                    [AQ_GGUF_Q5_0] = gg_decode_q5_0,     [AQ_GGUF_Q5_1] = gg_decode_q5_1,           \

@@ -23,21 +23,21 @@
 #include "kernels_ggml_body.h"
 
 static const aq__ggml_traits gg_traits[] = {
-    {AQ_GGUF_F32, "F32", 1, 4, gg_encode_f32, gg_decode_f32},
-    {AQ_GGUF_F16, "F16", 1, 2, gg_encode_f16, gg_decode_f16},
-    {AQ_GGUF_Q4_0, "Q4_0", 32, 18, gg_encode_q4_0, gg_decode_q4_0},
-    {AQ_GGUF_Q4_1, "Q4_1", 32, 20, NULL, gg_decode_q4_1},
-    {AQ_GGUF_Q5_0, "Q5_0", 32, 22, gg_encode_q5_0, gg_decode_q5_0},
-    {AQ_GGUF_Q5_1, "Q5_1", 32, 24, NULL, gg_decode_q5_1},
-    {AQ_GGUF_Q8_0, "Q8_0", 32, 34, gg_encode_q8_0, gg_decode_q8_0},
-    {AQ_GGUF_Q2_K, "Q2_K", 256, 84, gg_encode_q2_k, gg_decode_q2_k},
-    {AQ_GGUF_Q3_K, "Q3_K", 256, 110, gg_encode_q3_k, gg_decode_q3_k},
-    {AQ_GGUF_Q4_K, "Q4_K", 256, 144, gg_encode_q4_k, gg_decode_q4_k},
-    {AQ_GGUF_Q5_K, "Q5_K", 256, 176, gg_encode_q5_k, gg_decode_q5_k},
-    {AQ_GGUF_Q6_K, "Q6_K", 256, 210, gg_encode_q6_k, gg_decode_q6_k},
-    {AQ_GGUF_IQ4_NL, "IQ4_NL", 32, 18, NULL, gg_decode_iq4_nl},
-    {AQ_GGUF_IQ4_XS, "IQ4_XS", 256, 136, NULL, gg_decode_iq4_xs},
-    {AQ_GGUF_BF16, "BF16", 1, 2, gg_encode_bf16, gg_decode_bf16},
+    {AQ_GGUF_F32, "F32", 1, 4, gg_encode_f32, gg_decode_f32, NULL},
+    {AQ_GGUF_F16, "F16", 1, 2, gg_encode_f16, gg_decode_f16, NULL},
+    {AQ_GGUF_Q4_0, "Q4_0", 32, 18, gg_encode_q4_0, gg_decode_q4_0, gg_round_q4_0},
+    {AQ_GGUF_Q4_1, "Q4_1", 32, 20, NULL, gg_decode_q4_1, NULL},
+    {AQ_GGUF_Q5_0, "Q5_0", 32, 22, gg_encode_q5_0, gg_decode_q5_0, gg_round_q5_0},
+    {AQ_GGUF_Q5_1, "Q5_1", 32, 24, NULL, gg_decode_q5_1, NULL},
+    {AQ_GGUF_Q8_0, "Q8_0", 32, 34, gg_encode_q8_0, gg_decode_q8_0, gg_round_q8_0},
+    {AQ_GGUF_Q2_K, "Q2_K", 256, 84, gg_encode_q2_k, gg_decode_q2_k, NULL},
+    {AQ_GGUF_Q3_K, "Q3_K", 256, 110, gg_encode_q3_k, gg_decode_q3_k, NULL},
+    {AQ_GGUF_Q4_K, "Q4_K", 256, 144, gg_encode_q4_k, gg_decode_q4_k, NULL},
+    {AQ_GGUF_Q5_K, "Q5_K", 256, 176, gg_encode_q5_k, gg_decode_q5_k, NULL},
+    {AQ_GGUF_Q6_K, "Q6_K", 256, 210, gg_encode_q6_k, gg_decode_q6_k, NULL},
+    {AQ_GGUF_IQ4_NL, "IQ4_NL", 32, 18, NULL, gg_decode_iq4_nl, NULL},
+    {AQ_GGUF_IQ4_XS, "IQ4_XS", 256, 136, NULL, gg_decode_iq4_xs, NULL},
+    {AQ_GGUF_BF16, "BF16", 1, 2, gg_encode_bf16, gg_decode_bf16, NULL},
 };
 
 #define GG_NTRAITS (sizeof gg_traits / sizeof gg_traits[0])

@@ -16,6 +16,7 @@ static const ctx_param_info ctx_params[AQ_PARAM_COUNT] = {
     [AQ_PARAM_SCHEME] = {"scheme", 0, AQ_SCHEME_COUNT - 1},
     [AQ_PARAM_THREADS] = {"threads", 0, AQ_MAX_THREADS},
     [AQ_PARAM_PRESERVE_MOMENTS] = {"preserve_moments", 0, 1},
+    [AQ_PARAM_GGUF_SEARCH] = {"gguf_search", 0, 1},
 };
 
 const char *aq_param_name(aq_param param)
@@ -76,6 +77,7 @@ aq_status aq_ctx_create(aq_ctx **out, aq_error *err)
     ctx->group_size = AQ_DEFAULT_GROUP_SIZE;
     ctx->scheme = AQ_SCHEME_AFFINE;
     ctx->threads = 1;
+    ctx->gguf_search = true;
     ctx->kernels = kernels;
     *out = ctx;
     return AQ_OK;
@@ -160,6 +162,13 @@ aq_status aq_ctx_set_param(aq_ctx *ctx, aq_param param, int64_t value, aq_error 
         }
         ctx->preserve_moments = value != 0;
         return AQ_OK;
+    case AQ_PARAM_GGUF_SEARCH:
+        if (value != 0 && value != 1) {
+            return aq__error_set(err, AQ_INVALID_PARAMETER,
+                                 "Invalid gguf_search: %" PRId64 ". Must be 0 or 1", value);
+        }
+        ctx->gguf_search = value != 0;
+        return AQ_OK;
     case AQ_PARAM_COUNT:
         break;
     }
@@ -186,6 +195,9 @@ aq_status aq_ctx_get_param(const aq_ctx *ctx, aq_param param, int64_t *value, aq
         return AQ_OK;
     case AQ_PARAM_PRESERVE_MOMENTS:
         *value = ctx->preserve_moments;
+        return AQ_OK;
+    case AQ_PARAM_GGUF_SEARCH:
+        *value = ctx->gguf_search;
         return AQ_OK;
     case AQ_PARAM_COUNT:
         break;

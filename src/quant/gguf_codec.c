@@ -243,10 +243,16 @@ aq_status aq_gguf_encode(aq_ctx *ctx, aq_gguf_type type, const aq_tensor *src,
     if (bad == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "Layer '%s': out of memory", name);
     }
-    const aq__ggml_kernels *gk = ctx->kernels->ggml;
+    /* The kernel table's encoder, else the reference's; ggml's rounding where the search is
+     * off and the type has one. */
+    const aq__ggml_kernels *gk =
+        ctx->kernels->ggml != NULL ? ctx->kernels->ggml : &aq__ggml_kernels_ref;
+    aq__ggml_encode_fn enc = gk->encode[type] != NULL ? gk->encode[type] : t->encode_ref;
+    if (!ctx->gguf_search && t->encode_round_ref != NULL) {
+        enc = gk->encode_round[type] != NULL ? gk->encode_round[type] : t->encode_round_ref;
+    }
     gc_job job = {.t = t,
-                  .encode =
-                      gk != NULL && gk->encode[type] != NULL ? gk->encode[type] : t->encode_ref,
+                  .encode = enc,
                   .dtype = src->dtype,
                   .src = src->data,
                   .imp = importance,

@@ -18,6 +18,7 @@ struct aq_ctx {
     const aq__kernel_table *kernels;
     aq__pool *pool;        /* created on first use with several threads; freed by aq_ctx_free */
     bool preserve_moments; /* AQ_PARAM_PRESERVE_MOMENTS (quality.c) */
+    bool gguf_search;      /* AQ_PARAM_GGUF_SEARCH (gguf_codec.c) */
 };
 
 /* A scheme's kernels over one span (aq__span: whole groups or super-blocks, starting on a

@@ -283,6 +283,24 @@ TEST(context_parameters_are_settings)
                   "[%g, %g]",
                   info.name, (long long)lo, (long long)hi, info.lower, info.upper);
     }
+    /* gguf_search: the choice's index is the parameter (none 0, full 1, the default). */
+    aq_settings *s;
+    aq_ctx *ctx;
+    int64_t v = -1;
+    CHECK_OK(aq_settings_create(&s, &err));
+    CHECK_OK(aq_ctx_create(&ctx, &err));
+    CHECK_OK(aq_ctx_get_param(ctx, AQ_PARAM_GGUF_SEARCH, &v, &err));
+    CHECK(v == 1);
+    CHECK_OK(aq_settings_set_text(s, "gguf_search", "none", &err));
+    CHECK_OK(aq_settings_apply_ctx(s, ctx, &err));
+    CHECK_OK(aq_ctx_get_param(ctx, AQ_PARAM_GGUF_SEARCH, &v, &err));
+    CHECK(v == 0);
+    CHECK_FAILS(aq_settings_set_text(s, "gguf_search", "some", &err), AQ_INVALID_PARAMETER,
+                "gguf_search");
+    CHECK_FAILS(aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, 2, &err), AQ_INVALID_PARAMETER,
+                "Invalid gguf_search: 2");
+    aq_ctx_free(ctx);
+    aq_settings_free(s);
 }
 
 AQ_TEST_MAIN({"table_is_consistent", table_is_consistent},

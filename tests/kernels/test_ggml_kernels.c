@@ -117,6 +117,14 @@ TEST(simd_tables_match_the_reference)
                                   "%s %s case %d weighted %d: bytes differ from the reference",
                                   tables[t]->name, tr->name, kind, weighted);
                     }
+                    if (tr->encode_round_ref != NULL) {
+                        CHECK(gk->encode_round[tr->type] != NULL);
+                        tr->encode_round_ref(x, imp, nb, b0 + GK_N * 2);
+                        gk->encode_round[tr->type](x, imp, nb, b1);
+                        CHECK_MSG(memcmp(b0 + GK_N * 2, b1, nb * tr->bytes) == 0,
+                                  "%s %s case %d: ggml's rounding differs from the reference",
+                                  tables[t]->name, tr->name, kind);
+                    }
                     CHECK(gk->decode[tr->type] != NULL);
                     gk->decode[tr->type](b0, nb, y1);
                     CHECK_MSG(gk_same_floats(y0, y1, GK_N),
@@ -187,6 +195,13 @@ TEST(simd_tables_match_the_reference_on_odd_counts)
                     CHECK_MSG(memcmp(b0, b1, nb * tr->bytes) == 0,
                               "%s %s %zu blocks weighted %d: bytes differ from the reference",
                               tables[t]->name, tr->name, nb, weighted);
+                    if (tr->encode_round_ref != NULL) {
+                        tr->encode_round_ref(x + 1, imp, nb, b0 + GK_N * 2);
+                        gk->encode_round[tr->type](x + 1, imp, nb, b1);
+                        CHECK_MSG(memcmp(b0 + GK_N * 2, b1, nb * tr->bytes) == 0,
+                                  "%s %s %zu blocks: ggml's rounding differs from the reference",
+                                  tables[t]->name, tr->name, nb);
+                    }
                     gk->decode[tr->type](b0, nb, y1);
                     CHECK_MSG(gk_same_floats(y0, y1, nb * tr->block),
                               "%s %s %zu blocks: decoded floats differ from the reference",
@@ -245,6 +260,91 @@ TEST(encoders_keep_what_the_format_can_hold)
     free(b);
 }
 
+/* ggml's rounding (AQ_PARAM_GGUF_SEARCH 0) on blocks whose bytes follow by hand from ggml's
+ * reference quantizers: halves away from zero (Q8_0), the first element of largest magnitude
+ * setting the sign of d (Q4_0, Q5_0), the top code clamped, and +-0 blocks (d = -0). Every
+ * kernel table gives these bytes. */
+TEST(rounding_encoders_follow_ggml)
+{
+    const aq__kernel_table *tables[8];
+    const size_t nt = aq_test_simd_tables(tables, false);
+    float x[32];
+    uint8_t b[34];
+    for (size_t t = 0; t <= nt; t++) {
+        const aq__ggml_kernels *gk = t < nt ? tables[t]->ggml : NULL;
+        if (t < nt && gk == NULL) {
+            continue;
+        }
+        aq__ggml_encode_fn e8 = gk ? gk->encode_round[AQ_GGUF_Q8_0]
+                                   : aq__ggml_traits_of(AQ_GGUF_Q8_0)->encode_round_ref;
+        aq__ggml_encode_fn e4 = gk ? gk->encode_round[AQ_GGUF_Q4_0]
+                                   : aq__ggml_traits_of(AQ_GGUF_Q4_0)->encode_round_ref;
+        aq__ggml_encode_fn e5 = gk ? gk->encode_round[AQ_GGUF_Q5_0]
+                                   : aq__ggml_traits_of(AQ_GGUF_Q5_0)->encode_round_ref;
+        /* Q8_0: amax 127 gives d = 1 (0x3c00) and codes roundf(x). */
+        for (unsigned i = 0; i < 32; i++) {
+            x[i] = (float)i - 15.5f; /* -15.5 .. 15.5: every code a half */
+        }
+        x[31] = 127.0f;
+        e8(x, NULL, 1, b);
+        CHECK(b[0] == 0x00 && b[1] == 0x3c);
+        for (unsigned i = 0; i < 31; i++) {
+            const int want = i < 16 ? (int)i - 16 : (int)i - 15; /* away from zero */
+            CHECK_MSG((int8_t)b[2 + i] == want, "Q8_0 element %u: %d, expected %d", i,
+                      (int)(int8_t)b[2 + i], want);
+        }
+        CHECK((int8_t)b[33] == 127);
+        /* Q4_0: -8 first, then 8: m = -8, d = 1, codes trunc(x + 8.5) up to 15. */
+        memset(x, 0, sizeof x);
+        x[0] = -8.0f;
+        x[1] = 8.0f;
+        x[2] = 0.49f;
+        x[16] = 3.0f;
+        e4(x, NULL, 1, b);
+        CHECK(b[0] == 0x00 && b[1] == 0x3c);
+        CHECK(b[2] == (0 | 11 << 4) && b[3] == (15 | 8 << 4) && b[4] == (8 | 8 << 4));
+        /* The other order: m = 8, d = -1 (0xbc00), so 8 -> code 0 and -8 -> 16 -> 15. */
+        x[0] = 8.0f;
+        x[1] = -8.0f;
+        e4(x, NULL, 1, b);
+        CHECK(b[0] == 0x00 && b[1] == 0xbc);
+        CHECK(b[2] == (0 | 5 << 4) && b[3] == (15 | 8 << 4) && b[4] == (8 | 8 << 4));
+        /* Q5_0: m = -16, d = 1: code trunc(x + 16.5); the fifth bits in qh. */
+        memset(x, 0, sizeof x);
+        x[0] = -16.0f;
+        x[1] = 16.0f;
+        x[17] = 4.0f;
+        e5(x, NULL, 1, b);
+        const uint32_t qh =
+            (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
+        CHECK(b[0] == 0x00 && b[1] == 0x3c);
+        CHECK((qh & 1u) == 0 && (qh >> 1 & 1u) == 1 && (qh >> 17 & 1u) == 1 && (qh >> 2 & 1u) == 1);
+        CHECK(b[6] == 0 && b[7] == (15 | (20 & 15) << 4));
+        /* Blocks of +-0: m stays +0, d = +0 / -8 = -0 (0x8000); Q8_0's d = +0. */
+        for (unsigned i = 0; i < 32; i++) {
+            x[i] = i % 2 ? -0.0f : 0.0f;
+        }
+        e4(x, NULL, 1, b);
+        CHECK(b[0] == 0x00 && b[1] == 0x80 && b[2] == 0x88);
+        e5(x, NULL, 1, b);
+        CHECK(b[0] == 0x00 && b[1] == 0x80 && b[2] == 0xff && b[5] == 0xff && b[6] == 0);
+        e8(x, NULL, 1, b);
+        CHECK(b[0] == 0x00 && b[1] == 0x00 && b[2] == 0 && b[33] == 0);
+        /* Subnormal blocks: 1 / d overflows, every product is infinite or NaN: codes 0 (and
+         * d 0 as binary16), the bytes of ggml's x86 build. */
+        for (unsigned i = 0; i < 32; i++) {
+            x[i] = (float)((int)i - 16) * 1e-40f;
+        }
+        static const uint8_t zero[34];
+        e8(x, NULL, 1, b);
+        CHECK(memcmp(b, zero, 34) == 0);
+        e4(x, NULL, 1, b);
+        CHECK(memcmp(b, zero, 18) == 0); /* d = -1.6e-39 / -8 > 0 */
+        e5(x, NULL, 1, b);
+        CHECK(memcmp(b, zero, 22) == 0);
+    }
+}
+
 TEST(traits_are_ggml_sizes)
 {
     static const struct {
@@ -266,4 +366,5 @@ TEST(traits_are_ggml_sizes)
 
 AQ_TEST_MAIN(AQ_CASE(simd_tables_match_the_reference),
              AQ_CASE(simd_tables_match_the_reference_on_odd_counts),
-             AQ_CASE(encoders_keep_what_the_format_can_hold), AQ_CASE(traits_are_ggml_sizes))
+             AQ_CASE(encoders_keep_what_the_format_can_hold),
+             AQ_CASE(rounding_encoders_follow_ggml), AQ_CASE(traits_are_ggml_sizes))

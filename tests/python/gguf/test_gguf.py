@@ -57,6 +57,25 @@ def test_encode_decodes_like_gguf_bit_for_bit(qtype):
             assert np.array_equal(ours, x), (qtype, name)
 
 
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q5_0"])
+def test_without_search_the_bytes_are_ggml_s(qtype):
+    # gguf_search="none": ggml's reference rounding, so gguf-py's quantizer (a port of ggml's
+    # quantize_row_*_ref, independent of ours) gives the same bytes; the default search gives
+    # other bytes with a lower error.
+    for name, x in inputs(4096).items():
+        with np.errstate(all="ignore"):  # gguf-py's reciprocal overflows on subnormal blocks
+            theirs = gguf.quants.quantize(x, GT[qtype]).tobytes()
+        assert aqg.encode(x, qtype, gguf_search="none") == theirs, (qtype, name)
+        w = np.random.default_rng(1).uniform(0.5, 2.0, x.size).astype(np.float32)
+        assert aqg.encode(x, qtype, w, gguf_search="none", threads=3) == theirs, (qtype, name)
+    x = np.random.default_rng(2).normal(0, 0.02, 1 << 14).astype(np.float32)
+    err = {s: float(np.sum((x - aqg.decode(aqg.encode(x, qtype, gguf_search=s), qtype,
+                                          x.shape)) ** 2)) for s in ("none", "full")}
+    assert err["full"] < err["none"], qtype
+    with pytest.raises(ValueError, match="gguf_search"):
+        aqg.encode(x, qtype, gguf_search="fast")
+
+
 @pytest.mark.parametrize("qtype,bound", [("Q8_0", 0.006), ("Q6_K", 0.02), ("Q5_K", 0.04),
                                          ("Q5_0", 0.05), ("Q4_K", 0.08), ("Q4_0", 0.09),
                                          ("Q3_K", 0.16), ("Q2_K", 0.31)])
@@ -377,6 +396,22 @@ def test_cli_quantize_inspect_compare_dequantize(tmp_path, cli):
     from safetensors.numpy import load_file
     back = load_file(str(tmp_path / "back.safetensors"))
     assert back["img_in.weight"].dtype == np.float16
+    # --gguf-search none (the settings table's flag) and the keyword give ggml's rounding.
+    run(cli, "quantize", src, "-o", tmp_path / "n.gguf", "--type", "Q8_0", "--gguf-search", "none")
+    aq.quantize_gguf(src, tmp_path / "npy.gguf", "Q8_0", gguf_search="none")
+    aq.quantize_gguf(src, tmp_path / "full.gguf", "Q8_0")
+    assert (tmp_path / "n.gguf").read_bytes() == (tmp_path / "npy.gguf").read_bytes()
+    assert (tmp_path / "n.gguf").read_bytes() != (tmp_path / "full.gguf").read_bytes()
+    r, got = read_back(tmp_path / "n.gguf")
+    for t in r.tensors:
+        if t.tensor_type == GT.Q8_0:
+            x = load_st(src)[t.name][1].astype(np.float32)
+            assert t.data.tobytes() == gguf.quants.quantize(x, GT.Q8_0).tobytes(), t.name
+    p = run(cli, "quantize", src, "-o", tmp_path / "y.gguf", "--type", "Q8_0", "--gguf-search",
+            "fast", ok=False)
+    assert "gguf_search" in p.stderr or "--gguf-search" in p.stderr
+    p = run(cli, "quantize", src, "-o", tmp_path / "y.arrow", "--gguf-search", "none", ok=False)
+    assert "GGUF output" in p.stderr
     p = run(cli, "quantize", src, "-o", tmp_path / "x.gguf", "--type", "IQ4_XS", ok=False)
     assert "Writable types" in p.stderr
     assert not (tmp_path / "x.gguf").exists()
