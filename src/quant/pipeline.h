@@ -39,6 +39,10 @@ typedef struct aq__meter {
     size_t block_rows;
     float *buf; /* block_rows * cols floats, the caller's (aq__meter_buffer) */
     double acc[5];
+    /* NULL, or one importance weight per element of the tensor (row-major): then wacc[0] sums
+     * imp * e^2 and wacc[1] imp, in block order. */
+    const float *imp;
+    double wacc[2];
     const volatile int *cancel; /* polled between blocks; may be NULL */
 } aq__meter;
 
