@@ -118,12 +118,24 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
         double smax = 0.0, mmax = 0.0;
         for (size_t k = 0; k < nsub; k++) {
             const size_t j = kqs_slot(&it[b], k, pb);
-            gs[k] = s[j];
-            gm[k] = m[j];
             smax = s[j] > smax ? s[j] : smax;
             mmax = -m[j] > mmax ? -m[j] : mmax;
         }
         float d, dmin;
+        if (it[b].len % sub == 0) { /* contiguous */
+            const size_t j0 = it[b].j0;
+            aq__kq_params(s + j0, m + j0, nsub, bits, smax, mmax, &d, &dmin, sc + j0, mc + j0);
+            for (size_t j = j0; j < j0 + nsub; j++) {
+                dl[j] = d;
+                ml[j] = dmin;
+            }
+            continue;
+        }
+        for (size_t k = 0; k < nsub; k++) {
+            const size_t j = kqs_slot(&it[b], k, pb);
+            gs[k] = s[j];
+            gm[k] = m[j];
+        }
         aq__kq_params(gs, gm, nsub, bits, smax, mmax, &d, &dmin, gsc, gmc);
         for (size_t k = 0; k < nsub; k++) {
             const size_t j = kqs_slot(&it[b], k, pb);
@@ -163,6 +175,19 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
     bool refit = false;
     for (size_t b = 0; b < nitems; b++) {
         const size_t nsub = it[b].nfull + (it[b].len % sub != 0);
+        if (it[b].len % sub == 0) { /* contiguous */
+            const size_t j0 = it[b].j0;
+            float d = dl[j0], dmin = ml[j0];
+            if (aq__kq_refit(tq + j0, tqq + j0, txq + j0, tw + j0, tx + j0, nsub, sc + j0, mc + j0,
+                             &d, &dmin)) {
+                for (size_t j = j0; j < j0 + nsub; j++) {
+                    dl[j] = d;
+                    ml[j] = dmin;
+                }
+                refit = true;
+            }
+            continue;
+        }
         for (size_t k = 0; k < nsub; k++) {
             const size_t j = kqs_slot(&it[b], k, pb);
             gq[k] = tq[j];
@@ -273,6 +298,10 @@ static void kqs_batch(const float *x, const float *w, const float *xp, const flo
     kqs_v xv[KQS_CAP / KQS_VL], xvp[KQS_PPAN * 32];
     kqs_load_panels(x, sub, sub, nfs, xv);
     kqs_load_panels(xp, sub, pnr, nps, xvp);
+    if (w == NULL && nps == 0) { /* whole slots only: the partial panels compiled out */
+        kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nfs, 0, 0, xv, NULL, xvp, NULL);
+        return;
+    }
     if (w == NULL) {
         kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nfs, nps, pn, xv, NULL, xvp, NULL);
         return;
