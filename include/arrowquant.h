@@ -484,8 +484,10 @@ typedef struct aq_batch_options {
     const struct aq_rules *rules;
     /* Calibration statistics (aq_calib_finish done; borrowed, must outlive a stream). NULL: no
      * importance. Every quantized row whose layer has statistics (aq_calib_importance with the
-     * row's name and shape) is quantized with that importance (affine_search and kquant use
-     * it; plain affine ignores it); rows without statistics are quantized without. */
+     * row's name and shape) is quantized with the square root of that importance
+     * (affine_search and kquant use it; plain affine ignores it), and the default mode's
+     * budget weighs each option's error by it; rows without statistics are quantized
+     * without. */
     const struct aq_calib *calib;
 } aq_batch_options;
 
@@ -914,10 +916,12 @@ typedef struct aq_model_quantize_options {
     const struct aq_rules *rules;
     /* Time-aware importance (a finished aq_calib; NULL: none). Checked first against the
      * model's tensor names (aq_calib_check_model: an error before any output). Every quantized
-     * tensor the table has statistics for is quantized with aq_calib_importance's vector as
-     * aq_quantize_options.importance, in the budget's measuring pass, the writing pass and the
-     * cosine floor's requantization. affine_search and kquant minimise the importance-weighted
-     * error; plain affine ignores importance. Borrowed for the call. */
+     * tensor the table has statistics for is quantized with the square root of
+     * aq_calib_importance's vector as aq_quantize_options.importance, in the budget's
+     * measuring pass, the writing pass and the cosine floor's requantization. affine_search
+     * and kquant minimise the importance-weighted error; plain affine ignores importance; the
+     * default mode's budget (rules without an explicit target_bpw) weighs each option's error
+     * by it. Borrowed for the call. */
     const struct aq_calib *calib;
     /* What target_bpw counts (see aq_budget_scope); AQ_BUDGET_SCOPE_PROFILE by default. */
     aq_budget_scope budget_scope;

@@ -107,6 +107,7 @@ aq_status aq__arrow_importance(const aq_batch_options *opts, const aq_tensor *t,
         free(v);
         return st;
     }
+    aq__importance_temper(v, elements);
     *out = v;
     return AQ_OK;
 }

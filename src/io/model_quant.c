@@ -273,6 +273,7 @@ static aq_status mq_importance(mq_state *s, const aq_st_tensor *t, aq_error *err
     aq_status st =
         aq_calib_importance(calib, t->name, t->shape, t->ndim, s->ibuf, t->elements, &found, err);
     if (st == AQ_OK && found) {
+        aq__importance_temper(s->ibuf, t->elements);
         s->imp = s->ibuf;
     }
     return st;

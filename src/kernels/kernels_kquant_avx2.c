@@ -176,9 +176,10 @@ static inline void kq2_ab(const float *d, const float *dmin, __m256i sc, __m256i
 }
 
 /* Step 3 for the 8 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void
-kq2_panel_refine(const __m256 *xv, const __m256 *wv, const __m256 *mk, size_t n, unsigned bits,
-                 const float *d, const float *dmin, kq2_panel *p)
+static inline __attribute__((always_inline)) void kq2_panel_refine(const __m256 *xv,
+                                                                   const __m256 *wv, size_t n,
+                                                                   unsigned bits, const float *d,
+                                                                   const float *dmin, kq2_panel *p)
 {
     const __m256 qmax = _mm256_set1_ps((float)((1u << bits) - 1u));
     const __m256i kmax1 = _mm256_set1_epi32((int)(1u << aq__kq_param_bits(bits)));
@@ -199,9 +200,7 @@ kq2_panel_refine(const __m256 *xv, const __m256 *wv, const __m256 *mk, size_t n,
             const __m256 q = kq2_code(_mm256_mul_ps(_mm256_add_ps(xv[i], b), inv), qmax);
             const __m256 r = _mm256_sub_ps(xv[i], _mm256_sub_ps(_mm256_mul_ps(a, q), b));
             const __m256 wr = wv != NULL ? _mm256_mul_ps(wv[i], r) : r;
-            /* mk: the padding of a partial sub-block adds +0 (its w * r may be NaN). */
-            const __m256 term =
-                mk != NULL ? _mm256_and_ps(mk[i], _mm256_mul_ps(wr, r)) : _mm256_mul_ps(wr, r);
+            const __m256 term = _mm256_mul_ps(wr, r);
             e = _mm256_add_ps(e, term);
         }
         if (t == 0) {

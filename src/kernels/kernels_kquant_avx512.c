@@ -419,9 +419,10 @@ static inline void kq5_ab(const float *d, const float *dmin, __m512i sc, __m512i
 }
 
 /* Step 3 for the 16 sub-blocks of a panel: the nine errors of each lane, the best pair kept. */
-static inline __attribute__((always_inline)) void
-kq5_panel_refine(const __m512 *xv, const __m512 *wv, const __m512 *mk, size_t n, unsigned bits,
-                 const float *d, const float *dmin, kq5_panel *p)
+static inline __attribute__((always_inline)) void kq5_panel_refine(const __m512 *xv,
+                                                                   const __m512 *wv, size_t n,
+                                                                   unsigned bits, const float *d,
+                                                                   const float *dmin, kq5_panel *p)
 {
     const __m512 qmax = _mm512_set1_ps((float)((1u << bits) - 1u));
     const __m512i kmax = _mm512_set1_epi32((int)((1u << aq__kq_param_bits(bits)) - 1u));
@@ -442,9 +443,7 @@ kq5_panel_refine(const __m512 *xv, const __m512 *wv, const __m512 *mk, size_t n,
             const __m512 q = kq5_code(_mm512_mul_ps(_mm512_add_ps(xv[i], b), inv), qmax);
             const __m512 r = _mm512_sub_ps(xv[i], _mm512_sub_ps(_mm512_mul_ps(a, q), b));
             const __m512 wr = wv != NULL ? _mm512_mul_ps(wv[i], r) : r;
-            /* mk: the padding of a partial sub-block adds +0 (its w * r may be NaN). */
-            const __m512 term =
-                mk != NULL ? _mm512_and_ps(mk[i], _mm512_mul_ps(wr, r)) : _mm512_mul_ps(wr, r);
+            const __m512 term = _mm512_mul_ps(wr, r);
             e = _mm512_add_ps(e, term);
         }
         if (t == 0) {

@@ -221,7 +221,7 @@ static inline float32x4_t kqs_zero(void)
     return vdupq_n_f32(0.0f);
 }
 
-/* Only ever called unweighted (KQS_WEIGHTED 0): wv, wx and mk are NULL. */
+/* Only ever called unweighted (KQS_WEIGHTED 0): wv and wx are NULL. */
 static inline __attribute__((always_inline)) void
 kqs_panel_fit(const float32x4_t *xv, const float32x4_t *wv, const float32x4_t *wx, size_t n,
               unsigned bits, kqn_panel *p, double *s, double *m)
@@ -231,12 +231,12 @@ kqs_panel_fit(const float32x4_t *xv, const float32x4_t *wv, const float32x4_t *w
     kqn_panel_fit(xv, n, bits, p, s, m);
 }
 
-static inline __attribute__((always_inline)) void
-kqs_panel_refine(const float32x4_t *xv, const float32x4_t *wv, const float32x4_t *mk, size_t n,
-                 unsigned bits, const float *d, const float *dmin, kqn_panel *p)
+static inline __attribute__((always_inline)) void kqs_panel_refine(const float32x4_t *xv,
+                                                                   const float32x4_t *wv, size_t n,
+                                                                   unsigned bits, const float *d,
+                                                                   const float *dmin, kqn_panel *p)
 {
     (void)wv;
-    (void)mk;
     kqn_panel_refine(xv, n, bits, d, dmin, p);
 }
 

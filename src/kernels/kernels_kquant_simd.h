@@ -25,9 +25,7 @@
  *   void kqs_panel_fit(xv, wv, wx, n, bits, kqs_panel *, double *s, double *m)   step 1: s
  *                               and m of each lane into s[0..VL-1], m[0..VL-1]; sw, sx set
  *                               (wv, wx: weights and w * x laid out as xv, or NULL)
- *   void kqs_panel_refine(xv, wv, mk, n, bits, d, dmin, kqs_panel *)   step 3, from the codes
- *                               (mk: NULL, or per element a lane mask of all ones where the
- *                               element is one of the sub-block's; the others add +0)
+ *   void kqs_panel_refine(xv, wv, n, bits, d, dmin, kqs_panel *)   step 3, from the codes
  *   void kqs_panel_codes(xv, n, bits, d, dmin, const kqs_panel *, kqs_v *qv)   step 4
  *                               (d, dmin: the KQS_VL lanes' super-block parameters, loaded
  *                               from two float arrays)
@@ -36,66 +34,78 @@
  *                               bytes
  *
  * Super-blocks shorter than 512 elements (rows of kquant_rows, the last super-block of a
- * tensor) are gathered into batches: each takes the next whole sub-block slots of a 512-float
+ * tensor) are gathered into batches: each takes the next whole sub-block slots of a 1024-float
  * buffer, so the sub-blocks of several short super-blocks share the panels, each lane with its
- * own super-block's d and dmin. Only a super-block's last sub-block can be partial; that one
- * slot is padded with copies of its first value (lo and hi stay). Where KQS_WEIGHTED, a batch
- * with a partial slot runs weighted, weight 1 (or the importance) on every element and exactly
- * 0 on the padding, so that every sum of steps 1 and 5 adds +-0 there (w * x and w * q are
- * +-0 for finite x and q), and step 3 masks the padding's terms, which may be 0 * inf. Without
- * weighted panels, the partial slot's sums are redone over its own elements by the
- * reference's pieces (aq__kq_sub_fit, aq__kq_sub_refine, aq__kq_sub_sums). Codes are per
- * element, so the panel's are right either way. Codes that do not start a byte, or do not end
- * one, are ORed in one at a time.
+ * own super-block's d and dmin. Only a super-block's last sub-block can be partial; partial
+ * sub-blocks of one length pn go to panels of their own, whose loops run over pn elements, so
+ * that every sum adds exactly the sub-block's terms in element order, with no padding,
+ * weights or masks. A super-block's sub-blocks thus sit in two places; steps 2 and 5 gather
+ * their entries in order. Codes that do not start a byte, or do not end one, are ORed in one
+ * at a time.
  */
 #ifndef KQS_VL
 #    error "define the kquant vocabulary before including kernels_kquant_simd.h"
 #endif
 
-/* Elements of a batch of short super-blocks: two super-blocks' worth, so that rows of 320 at 4
- * bits fill 30 of 32 slots (one row would fill 10 of 16). */
+/* Whole-slot elements of a batch of short super-blocks: two super-blocks' worth, so that rows
+ * of 320 at 4 bits fill 30 of 32 slots (one row would fill 10 of 16). */
 #define KQS_CAP (2u * AQ__KQ_SUPER)
+/* Partial slots of a batch, and their panels. */
+#define KQS_PCAP 64u
+#define KQS_PPAN ((KQS_PCAP + KQS_VL - 1) / KQS_VL)
+/* Per-slot entries: the whole slots (a multiple of KQS_VL), then the partial ones. */
+#define KQS_NS (KQS_CAP / 16 + KQS_PPAN * KQS_VL)
 
-/* A super-block of a batch: its first slot (sub-block) and slot count, its length, where its
- * codes, parameters, d and dmin go. */
+/* A super-block of a batch: its first whole slot and whole-slot count, its partial slot (when
+ * len is not a multiple of the sub-block), its length, where its codes, parameters, d and dmin
+ * go. */
 typedef struct kqs_item {
-    size_t j0, nsub, len, bit0;
+    size_t j0, nfull, jp, len, bit0;
     uint8_t *meta;
     float *d_out, *dmin_out;
 } kqs_item;
 
-/* Steps 1 to 5 over a batch of nitems super-blocks laid out in nslot slots of sub elements
- * (xv, wv, wx: the panels; xs, ws: the same values in slot order, for the partial slots), then
- * the codes packed at codes (zeroed by the caller where ORed). */
-static inline __attribute__((always_inline)) void
-kqs_batch_body(const kqs_v *wv, const kqs_v *mk, unsigned bits, uint8_t *codes, const kqs_item *it,
-               size_t nitems, size_t nslot, kqs_v *xv, const kqs_v *wx, const float *xs,
-               const float *ws)
+/* Per-slot index of sub-block k of item it (pb: the first partial entry). */
+static inline size_t kqs_slot(const kqs_item *it, size_t k, size_t pb)
 {
-    const size_t sub = aq__kq_sub(bits), npan = (nslot + KQS_VL - 1) / KQS_VL;
-    kqs_v qv[KQS_CAP / KQS_VL];
-    kqs_panel pan[KQS_CAP / 16 / KQS_VL];
-    double s[KQS_CAP / 16], m[KQS_CAP / 16];
-    unsigned sc[KQS_CAP / 16], mc[KQS_CAP / 16];
-    float tq[KQS_CAP / 16], tqq[KQS_CAP / 16], txq[KQS_CAP / 16];
-    float tw[KQS_CAP / 16], tx[KQS_CAP / 16];
-    float dl[KQS_CAP / 16], ml[KQS_CAP / 16];
-    float q[KQS_CAP];
+    return k < it->nfull ? it->j0 + k : pb + it->jp;
+}
+
+/* Steps 1 to 5 over a batch of nitems super-blocks: nfs whole slots (panels xv, wv, wx of sub
+ * elements each) and nps partial slots of pn elements (panels xvp, wvp, wxp of pn rounded up to
+ * KQS_VL elements each; loops run over the pn), then the codes packed at codes (zeroed by the
+ * caller where ORed). wv == NULL: unweighted. */
+static inline __attribute__((always_inline)) void
+kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes, const kqs_item *it,
+               size_t nitems, size_t nfs, size_t nps, size_t pn, const kqs_v *xv, const kqs_v *wx,
+               const kqs_v *xvp, const kqs_v *wxp)
+{
+    const size_t sub = aq__kq_sub(bits);
+    const size_t nfp = (nfs + KQS_VL - 1) / KQS_VL, npan = nfp + (nps + KQS_VL - 1) / KQS_VL;
+    const size_t pnr = (pn + KQS_VL - 1) / KQS_VL * KQS_VL, pb = nfp * KQS_VL;
+    kqs_v qv[KQS_CAP / KQS_VL], qvp[KQS_PPAN * 32];
+    kqs_panel pan[KQS_CAP / 16 / KQS_VL + KQS_PPAN];
+    double s[KQS_NS], m[KQS_NS];
+    unsigned sc[KQS_NS], mc[KQS_NS];
+    float tq[KQS_NS], tqq[KQS_NS], txq[KQS_NS], tw[KQS_NS], tx[KQS_NS], dl[KQS_NS], ml[KQS_NS];
+    float q[KQS_CAP], qp[KQS_PCAP * 32], qb[AQ__KQ_SUPER];
+    /* Per super-block, its sub-blocks' entries gathered in order. */
+    double gs[AQ__KQ_SUPER / 16], gm[AQ__KQ_SUPER / 16];
+    unsigned gsc[AQ__KQ_SUPER / 16], gmc[AQ__KQ_SUPER / 16];
+    float gq[AQ__KQ_SUPER / 16], gqq[AQ__KQ_SUPER / 16], gxq[AQ__KQ_SUPER / 16];
+    float gw[AQ__KQ_SUPER / 16], gx[AQ__KQ_SUPER / 16];
+
+/* Panel p's first vector in a whole-slot array a or a partial-slot array ap, and its length. */
+#define KQS_PV(a, ap, p) ((p) < nfp ? (a) + (p)*sub : (ap) + ((p)-nfp) * pnr)
+#define KQS_PLEN(p) ((p) < nfp ? sub : pn)
 
     /* 1. */
     for (size_t p = 0; p < npan; p++) {
-        kqs_panel_fit(xv + p * sub, wv != NULL ? wv + p * sub : NULL,
-                      wv != NULL ? wx + p * sub : NULL, sub, bits, &pan[p], s + KQS_VL * p,
-                      m + KQS_VL * p);
+        kqs_panel_fit(KQS_PV(xv, xvp, p), wv != NULL ? KQS_PV(wv, wvp, p) : NULL,
+                      wv != NULL ? KQS_PV(wx, wxp, p) : NULL, KQS_PLEN(p), bits, &pan[p],
+                      s + KQS_VL * p, m + KQS_VL * p);
         kqs_store(tw + KQS_VL * p, pan[p].sw);
         kqs_store(tx + KQS_VL * p, pan[p].sx);
-    }
-    for (size_t b = 0; b < nitems; b++) {
-        if (mk == NULL && it[b].len % sub != 0) {
-            const size_t j = it[b].j0 + it[b].nsub - 1;
-            aq__kq_sub_fit(xs + j * sub, ws != NULL ? ws + j * sub : NULL, it[b].len % sub, bits,
-                           &s[j], &m[j], &tw[j], &tx[j]);
-        }
     }
 
     /* 2, per super-block; slots past the last super-block get zeros. */
@@ -104,57 +114,59 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *mk, unsigned bits, uint8_t *codes, 
         dl[j] = ml[j] = 0.0f;
     }
     for (size_t b = 0; b < nitems; b++) {
-        const size_t j0 = it[b].j0;
+        const size_t nsub = it[b].nfull + (it[b].len % sub != 0);
         double smax = 0.0, mmax = 0.0;
-        for (size_t j = j0; j < j0 + it[b].nsub; j++) {
+        for (size_t k = 0; k < nsub; k++) {
+            const size_t j = kqs_slot(&it[b], k, pb);
             smax = s[j] > smax ? s[j] : smax;
             mmax = -m[j] > mmax ? -m[j] : mmax;
         }
         float d, dmin;
-        aq__kq_params(s + j0, m + j0, it[b].nsub, bits, smax, mmax, &d, &dmin, sc + j0, mc + j0);
-        for (size_t j = j0; j < j0 + it[b].nsub; j++) {
+        if (it[b].len % sub == 0) { /* contiguous */
+            const size_t j0 = it[b].j0;
+            aq__kq_params(s + j0, m + j0, nsub, bits, smax, mmax, &d, &dmin, sc + j0, mc + j0);
+            for (size_t j = j0; j < j0 + nsub; j++) {
+                dl[j] = d;
+                ml[j] = dmin;
+            }
+            continue;
+        }
+        for (size_t k = 0; k < nsub; k++) {
+            const size_t j = kqs_slot(&it[b], k, pb);
+            gs[k] = s[j];
+            gm[k] = m[j];
+        }
+        aq__kq_params(gs, gm, nsub, bits, smax, mmax, &d, &dmin, gsc, gmc);
+        for (size_t k = 0; k < nsub; k++) {
+            const size_t j = kqs_slot(&it[b], k, pb);
+            sc[j] = gsc[k];
+            mc[j] = gmc[k];
             dl[j] = d;
             ml[j] = dmin;
         }
     }
 
-    /* 3 (the partial slots from their step-2 codes, in the reference). */
-    unsigned psc[KQS_CAP / 16], pmc[KQS_CAP / 16];
-    for (size_t b = 0; b < nitems; b++) {
-        psc[b] = sc[it[b].j0 + it[b].nsub - 1];
-        pmc[b] = mc[it[b].j0 + it[b].nsub - 1];
-    }
+    /* 3. */
     for (size_t p = 0; p < npan; p++) {
         kqs_codes_load(&pan[p], sc + KQS_VL * p, mc + KQS_VL * p);
-        kqs_panel_refine(xv + p * sub, wv != NULL ? wv + p * sub : NULL,
-                         mk != NULL ? mk + p * sub : NULL, sub, bits, dl + KQS_VL * p,
-                         ml + KQS_VL * p, &pan[p]);
+        kqs_panel_refine(KQS_PV(xv, xvp, p), wv != NULL ? KQS_PV(wv, wvp, p) : NULL, KQS_PLEN(p),
+                         bits, dl + KQS_VL * p, ml + KQS_VL * p, &pan[p]);
         kqs_codes_store(&pan[p], sc + KQS_VL * p, mc + KQS_VL * p);
-    }
-    bool partial = false;
-    for (size_t b = 0; b < nitems; b++) {
-        if (mk == NULL && it[b].len % sub != 0) {
-            const size_t j = it[b].j0 + it[b].nsub - 1;
-            sc[j] = psc[b];
-            mc[j] = pmc[b];
-            aq__kq_sub_refine(xs + j * sub, ws != NULL ? ws + j * sub : NULL, it[b].len % sub, bits,
-                              dl[j], ml[j], &sc[j], &mc[j]);
-            kqs_codes_load(&pan[j / KQS_VL], sc + j / KQS_VL * KQS_VL, mc + j / KQS_VL * KQS_VL);
-            partial = true;
-        }
     }
 
     /* 4 and 5: codes, the sums of the refit, one refit and new codes. */
     for (size_t p = 0; p < npan; p++) {
-        const kqs_v *xp = xv + p * sub;
-        kqs_v *qp = qv + p * sub;
-        kqs_panel_codes(xp, sub, bits, dl + KQS_VL * p, ml + KQS_VL * p, &pan[p], qp);
+        const kqs_v *xp = KQS_PV(xv, xvp, p), *wp = wv != NULL ? KQS_PV(wv, wvp, p) : NULL;
+        const kqs_v *wxq = wv != NULL ? KQS_PV(wx, wxp, p) : xp;
+        kqs_v *qq = KQS_PV(qv, qvp, p);
+        const size_t n = KQS_PLEN(p);
+        kqs_panel_codes(xp, n, bits, dl + KQS_VL * p, ml + KQS_VL * p, &pan[p], qq);
         kqs_v sq = kqs_zero(), sqq = sq, sxq = sq;
-        for (size_t i = 0; i < sub; i++) {
-            const kqs_v wq = wv != NULL ? kqs_mul(wv[p * sub + i], qp[i]) : qp[i];
+        for (size_t i = 0; i < n; i++) {
+            const kqs_v wq = wp != NULL ? kqs_mul(wp[i], qq[i]) : qq[i];
             sq = kqs_add(sq, wq);
-            sqq = kqs_add(sqq, kqs_mul(wq, qp[i]));
-            sxq = kqs_add(sxq, kqs_mul(wv != NULL ? wx[p * sub + i] : xp[i], qp[i]));
+            sqq = kqs_add(sqq, kqs_mul(wq, qq[i]));
+            sxq = kqs_add(sxq, kqs_mul(wxq[i], qq[i]));
         }
         kqs_store(tq + KQS_VL * p, sq);
         kqs_store(tqq + KQS_VL * p, sqq);
@@ -162,16 +174,35 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *mk, unsigned bits, uint8_t *codes, 
     }
     bool refit = false;
     for (size_t b = 0; b < nitems; b++) {
-        const size_t j0 = it[b].j0, nsub = it[b].nsub;
-        if (partial && it[b].len % sub != 0) {
-            const size_t j = j0 + nsub - 1;
-            aq__kq_sub_sums(xs + j * sub, ws != NULL ? ws + j * sub : NULL, it[b].len % sub, bits,
-                            dl[j], ml[j], sc[j], mc[j], &tq[j], &tqq[j], &txq[j]);
+        const size_t nsub = it[b].nfull + (it[b].len % sub != 0);
+        if (it[b].len % sub == 0) { /* contiguous */
+            const size_t j0 = it[b].j0;
+            float d = dl[j0], dmin = ml[j0];
+            if (aq__kq_refit(tq + j0, tqq + j0, txq + j0, tw + j0, tx + j0, nsub, sc + j0, mc + j0,
+                             &d, &dmin)) {
+                for (size_t j = j0; j < j0 + nsub; j++) {
+                    dl[j] = d;
+                    ml[j] = dmin;
+                }
+                refit = true;
+            }
+            continue;
         }
+        for (size_t k = 0; k < nsub; k++) {
+            const size_t j = kqs_slot(&it[b], k, pb);
+            gq[k] = tq[j];
+            gqq[k] = tqq[j];
+            gxq[k] = txq[j];
+            gw[k] = tw[j];
+            gx[k] = tx[j];
+            gsc[k] = sc[j];
+            gmc[k] = mc[j];
+        }
+        const size_t j0 = kqs_slot(&it[b], 0, pb);
         float d = dl[j0], dmin = ml[j0];
-        if (aq__kq_refit(tq + j0, tqq + j0, txq + j0, tw + j0, tx + j0, nsub, sc + j0, mc + j0, &d,
-                         &dmin)) {
-            for (size_t j = j0; j < j0 + nsub; j++) {
+        if (aq__kq_refit(gq, gqq, gxq, gw, gx, nsub, gsc, gmc, &d, &dmin)) {
+            for (size_t k = 0; k < nsub; k++) {
+                const size_t j = kqs_slot(&it[b], k, pb);
                 dl[j] = d;
                 ml[j] = dmin;
             }
@@ -180,115 +211,131 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *mk, unsigned bits, uint8_t *codes, 
     }
     if (refit) {
         for (size_t p = 0; p < npan; p++) {
-            kqs_panel_codes(xv + p * sub, sub, bits, dl + KQS_VL * p, ml + KQS_VL * p, &pan[p],
-                            qv + p * sub);
+            kqs_panel_codes(KQS_PV(xv, xvp, p), KQS_PLEN(p), bits, dl + KQS_VL * p, ml + KQS_VL * p,
+                            &pan[p], KQS_PV(qv, qvp, p));
         }
     }
 
-    /* Back to slot order, then packed. */
+    /* Back to slot order (whole slots at q + j * sub, partial ones at qp + k * pnr), then
+     * packed. */
     for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += KQS_VL) {
-            kqs_v *r = qv + p * sub + c0;
+        const size_t n = p < nfp ? sub : pnr;
+        float *dst = p < nfp ? q + p * KQS_VL * sub : qp + (p - nfp) * KQS_VL * pnr;
+        for (size_t c0 = 0; c0 < n; c0 += KQS_VL) {
+            kqs_v *r = KQS_PV(qv, qvp, p) + c0;
             kqs_tr(r);
             for (size_t l = 0; l < KQS_VL; l++) {
-                kqs_store(q + (p * KQS_VL + l) * sub + c0, r[l]);
+                kqs_store(dst + l * n + c0, r[l]);
             }
         }
     }
+#undef KQS_PV
+#undef KQS_PLEN
     for (size_t b = 0; b < nitems; b++) {
-        const float *qb = q + it[b].j0 * sub;
-        const size_t len = it[b].len, bit0 = it[b].bit0;
+        const size_t len = it[b].len, bit0 = it[b].bit0, nf = it[b].nfull * sub;
+        const float *qi = q + it[b].j0 * sub;
+        if (len != nf) {
+            memcpy(qb, qi, nf * sizeof(float));
+            memcpy(qb + nf, qp + it[b].jp * pnr, (len - nf) * sizeof(float));
+            qi = qb;
+        }
         /* From a byte boundary: whole bytes of 64 codes, then of 8 / bits; the rest ORed. */
         size_t i = 0;
         if (bit0 % 8 == 0) {
             const size_t n64 = len / 64 * 64, nb = len / 4 * 4;
             if (n64 > 0) {
-                kqs_pack(qb, n64, bits, codes + bit0 / 8);
+                kqs_pack(qi, n64, bits, codes + bit0 / 8);
             }
             if (nb > n64) {
-                aq__kq_pack_codes(qb + n64, nb - n64, bits, codes + (bit0 + n64 * bits) / 8);
+                aq__kq_pack_codes(qi + n64, nb - n64, bits, codes + (bit0 + n64 * bits) / 8);
             }
             i = nb;
         }
         for (; i < len; i++) {
             const size_t bit = bit0 + i * bits;
-            codes[bit / 8] |= (uint8_t)((unsigned)qb[i] << (bit % 8));
+            codes[bit / 8] |= (uint8_t)((unsigned)qi[i] << (bit % 8));
         }
-        aq__kq_put_params(it[b].meta, bits, len, sc + it[b].j0, mc + it[b].j0);
-        *it[b].d_out = dl[it[b].j0];
-        *it[b].dmin_out = ml[it[b].j0];
+        const size_t nsub = it[b].nfull + (len % sub != 0);
+        for (size_t k = 0; k < nsub; k++) {
+            const size_t j = kqs_slot(&it[b], k, pb);
+            gsc[k] = sc[j];
+            gmc[k] = mc[j];
+        }
+        aq__kq_put_params(it[b].meta, bits, len, gsc, gmc);
+        const size_t j0 = kqs_slot(&it[b], 0, pb);
+        *it[b].d_out = dl[j0];
+        *it[b].dmin_out = ml[j0];
     }
 }
 
-/* Loads nslot sub-blocks of sub values (slot j at x + j * sub) transposed: element i of slot j
- * of panel p in lane j % KQS_VL of out[p * sub + i]; lanes past nslot are zero. */
-static inline void kqs_load_panels(const float *x, size_t sub, size_t nslot, kqs_v *out)
+/* Loads nslot slots (slot j at x + j * stride, its first rows elements used; rows a multiple
+ * of KQS_VL, at most stride) transposed: element i of slot j of panel p in lane j % KQS_VL of
+ * out[p * rows + i]; lanes past nslot are zero. */
+static inline void kqs_load_panels(const float *x, size_t stride, size_t rows, size_t nslot,
+                                   kqs_v *out)
 {
     const size_t npan = (nslot + KQS_VL - 1) / KQS_VL;
     for (size_t p = 0; p < npan; p++) {
-        for (size_t c0 = 0; c0 < sub; c0 += KQS_VL) {
-            kqs_v *r = out + p * sub + c0;
+        for (size_t c0 = 0; c0 < rows; c0 += KQS_VL) {
+            kqs_v *r = out + p * rows + c0;
             for (size_t l = 0; l < KQS_VL; l++) {
                 const size_t j = p * KQS_VL + l;
-                r[l] = j < nslot ? kqs_load(x + j * sub + c0) : kqs_zero();
+                r[l] = j < nslot ? kqs_load(x + j * stride + c0) : kqs_zero();
             }
             kqs_tr(r);
         }
     }
 }
 
-/* A batch: the panels from x (and w, weighted) in slot order, then the body; masked: the
- * padding of partial slots masked in step 3 (weighted only). */
-static void kqs_batch(const float *x, const float *w, bool masked, unsigned bits, uint8_t *codes,
-                      const kqs_item *it, size_t nitems, size_t nslot)
+/* A batch: the whole slots from x (and w, weighted) in slot order, the partial slots of pn
+ * elements from xp (and wp) at a stride of sub, padded to a multiple of KQS_VL; then the
+ * body. */
+static void kqs_batch(const float *x, const float *w, const float *xp, const float *wp,
+                      unsigned bits, uint8_t *codes, const kqs_item *it, size_t nitems, size_t nfs,
+                      size_t nps, size_t pn)
 {
-    const size_t sub = aq__kq_sub(bits);
-    kqs_v xv[KQS_CAP / KQS_VL];
-    kqs_load_panels(x, sub, nslot, xv);
+    const size_t sub = aq__kq_sub(bits), pnr = (pn + KQS_VL - 1) / KQS_VL * KQS_VL;
+    kqs_v xv[KQS_CAP / KQS_VL], xvp[KQS_PPAN * 32];
+    kqs_load_panels(x, sub, sub, nfs, xv);
+    kqs_load_panels(xp, sub, pnr, nps, xvp);
+    if (w == NULL && nps == 0) { /* whole slots only: the partial panels compiled out */
+        kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nfs, 0, 0, xv, NULL, xvp, NULL);
+        return;
+    }
     if (w == NULL) {
-        kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nslot, xv, NULL, x, NULL);
+        kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nfs, nps, pn, xv, NULL, xvp, NULL);
         return;
     }
 #if KQS_WEIGHTED
-    kqs_v wv[KQS_CAP / KQS_VL], wx[KQS_CAP / KQS_VL];
-    kqs_load_panels(w, sub, nslot, wv);
-    const size_t nv = (nslot + KQS_VL - 1) / KQS_VL * sub;
+    kqs_v wv[KQS_CAP / KQS_VL], wx[KQS_CAP / KQS_VL], wvp[KQS_PPAN * 32], wxp[KQS_PPAN * 32];
+    kqs_load_panels(w, sub, sub, nfs, wv);
+    kqs_load_panels(wp, sub, pnr, nps, wvp);
+    const size_t nv = (nfs + KQS_VL - 1) / KQS_VL * sub, nvp = (nps + KQS_VL - 1) / KQS_VL * pnr;
     for (size_t i = 0; i < nv; i++) {
         wx[i] = kqs_mul(wv[i], xv[i]); /* w * x, as the reference rounds it */
     }
-    if (!masked) {
-        kqs_batch_body(wv, NULL, bits, codes, it, nitems, nslot, xv, wx, x, w);
-        return;
+    for (size_t i = 0; i < nvp; i++) {
+        wxp[i] = kqs_mul(wvp[i], xvp[i]);
     }
-    union {
-        uint32_t u[KQS_CAP];
-        float f[KQS_CAP];
-    } mb;
-    for (size_t b = 0; b < nitems; b++) {
-        for (size_t i = 0; i < it[b].nsub * sub; i++) {
-            mb.u[it[b].j0 * sub + i] = i < it[b].len ? 0xffffffffu : 0u;
-        }
-    }
-    kqs_v mk[KQS_CAP / KQS_VL];
-    kqs_load_panels(mb.f, sub, nslot, mk);
-    kqs_batch_body(wv, mk, bits, codes, it, nitems, nslot, xv, wx, x, w);
+    kqs_batch_body(wv, wvp, bits, codes, it, nitems, nfs, nps, pn, xv, wx, xvp, wxp);
 #else
-    (void)masked;
+    (void)wp;
 #endif
 }
 
 /* The kquant kernel over a span (aq__quantize_kquant_fn): whole super-blocks one at a time
- * straight from the input, short ones gathered into batches of up to KQS_CAP / sub slots. */
+ * straight from the input, short ones gathered into batches of up to KQS_CAP / sub whole slots
+ * and KQS_PCAP partial slots of one length. */
 static void kqs_span(const void *src, aq_dtype dtype, const float *importance, const aq__span *s,
                      uint8_t *packed, uint8_t *meta, float *scales, float *mins)
 {
     const size_t sub = aq__kq_sub(s->bits);
     const size_t nslots = KQS_CAP / sub;
     const bool weighted = importance != NULL;
-    float xb[KQS_CAP], wb[KQS_CAP]; /* a batch, slot order */
-    kqs_item it[KQS_CAP / 16];
-    size_t nitems = 0, used = 0;
-    bool partial = false; /* the batch has a partial slot */
+    float xb[KQS_CAP], wb[KQS_CAP];               /* whole slots */
+    float xpb[KQS_PCAP * 32], wpb[KQS_PCAP * 32]; /* partial slots, a stride of sub */
+    kqs_item it[KQS_CAP / 16 + KQS_PCAP];
+    size_t nitems = 0, nfs = 0, nps = 0, pn = 0;
     memset(packed, 0, (s->n * s->bits + 7) / 8);
     size_t col = s->col0;
     size_t group = 0;
@@ -298,7 +345,6 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
             len = s->n - start;
         }
         const float *w = weighted ? importance + start : NULL;
-        const size_t nsub = (len + sub - 1) / sub;
         if (!KQS_WEIGHTED && weighted) {
             /* This instruction set has no weighted panels: the reference, one at a time. */
             float x[AQ__KQ_SUPER];
@@ -306,7 +352,7 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
             aq__kq_super(x, w, len, s->bits, packed, start * s->bits, meta, &scales[group],
                          &mins[group]);
         } else if (len == AQ__KQ_SUPER && start * s->bits % 8 == 0) {
-            const kqs_item one = {0,    AQ__KQ_SUPER / sub, len,         start * s->bits,
+            const kqs_item one = {0,    AQ__KQ_SUPER / sub, 0,           len, start * s->bits,
                                   meta, &scales[group],     &mins[group]};
             const float *x = (const float *)src + start;
             float xf[AQ__KQ_SUPER];
@@ -314,32 +360,35 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
                 aq__kq_load(src, dtype, start, len, xf);
                 x = xf;
             }
-            kqs_batch(x, w, false, s->bits, packed, &one, 1, AQ__KQ_SUPER / sub);
+            kqs_batch(x, w, NULL, NULL, s->bits, packed, &one, 1, AQ__KQ_SUPER / sub, 0, 0);
         } else {
-            if (used + nsub > nslots) {
-                kqs_batch(xb, weighted || (KQS_WEIGHTED && partial) ? wb : NULL,
-                          KQS_WEIGHTED && partial, s->bits, packed, it, nitems, used);
-                nitems = used = 0;
-                partial = false;
+            const size_t nfull = len / sub, part = len % sub;
+            if (nfs + nfull > nslots ||
+                (part != 0 && (nps == KQS_PCAP || (nps > 0 && part != pn)))) {
+                kqs_batch(xb, weighted ? wb : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it,
+                          nitems, nfs, nps, pn);
+                nitems = nfs = nps = 0;
             }
-            aq__kq_load(src, dtype, start, len, xb + used * sub);
+            aq__kq_load(src, dtype, start, nfull * sub, xb + nfs * sub);
             if (weighted) {
-                memcpy(wb + used * sub, w, len * sizeof(float));
-            } else if (KQS_WEIGHTED && (partial || len % sub != 0)) {
-                /* The batch runs weighted from now on: weight 1 on the elements so far. */
-                for (size_t i = partial ? used * sub : 0; i < used * sub + len; i++) {
-                    wb[i] = 1.0f;
+                memcpy(wb + nfs * sub, w, nfull * sub * sizeof(float));
+            }
+            if (part != 0) {
+                /* The partial slot, zeros up to a multiple of KQS_VL (never read by a step). */
+                const size_t pr = (part + KQS_VL - 1) / KQS_VL * KQS_VL;
+                float *xd = xpb + nps * sub;
+                aq__kq_load(src, dtype, start + nfull * sub, part, xd);
+                memset(xd + part, 0, (pr - part) * sizeof(float));
+                if (weighted) {
+                    memcpy(wpb + nps * sub, w + nfull * sub, part * sizeof(float));
+                    memset(wpb + nps * sub + part, 0, (pr - part) * sizeof(float));
                 }
+                pn = part;
             }
-            partial = partial || len % sub != 0;
-            /* The partial slot's padding: its first value, weight 0. */
-            for (size_t i = len; i < nsub * sub; i++) {
-                xb[used * sub + i] = xb[used * sub + (len - len % sub)];
-                wb[used * sub + i] = 0.0f;
-            }
-            it[nitems++] =
-                (kqs_item){used, nsub, len, start * s->bits, meta, &scales[group], &mins[group]};
-            used += nsub;
+            it[nitems++] = (kqs_item){nfs,  nfull,          nps,         len, start * s->bits,
+                                      meta, &scales[group], &mins[group]};
+            nfs += nfull;
+            nps += part != 0;
         }
         meta += aq__kq_meta_bytes(s->bits, len);
         start += len;
@@ -349,8 +398,8 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
         }
     }
     if (nitems > 0) {
-        kqs_batch(xb, weighted || (KQS_WEIGHTED && partial) ? wb : NULL, KQS_WEIGHTED && partial,
-                  s->bits, packed, it, nitems, used);
+        kqs_batch(xb, weighted ? wb : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it, nitems,
+                  nfs, nps, pn);
     }
 }
 

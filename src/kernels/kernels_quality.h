@@ -107,17 +107,6 @@ bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double s
 void aq__kq_put_params(uint8_t *meta, unsigned bits, size_t len, const unsigned *sc,
                        const unsigned *mc);
 
-/* The reference's steps on one sub-block of n <= aq__kq_sub(bits) elements (w NULL = all 1),
- * for the SIMD super-blocks' partial last sub-block: step 1 (the fit s, m and the sums of w and
- * w*x), step 3 (the refined codes, from the rounded ones) and the sums of step 5 (w*q, (w*q)*q
- * and (w*x)*q of the codes for d, dmin, sc, mc). */
-void aq__kq_sub_fit(const float *x, const float *w, size_t n, unsigned bits, double *s, double *m,
-                    float *tw, float *tx);
-void aq__kq_sub_refine(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
-                       unsigned *sc, unsigned *mc);
-void aq__kq_sub_sums(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
-                     unsigned sc, unsigned mc, float *tq, float *tqq, float *txq);
-
 /* Packs n codes (integral floats, in element order; n a multiple of 8 / bits) LSB-first into
  * out, whole bytes from its first (the SIMD super-blocks, whose bit offset is byte-aligned;
  * out is overwritten, not ORed). */

@@ -139,8 +139,9 @@ static void kq_codes(const float *x, size_t len, size_t sub, float qmax, float d
     }
 }
 
-void aq__kq_sub_fit(const float *x, const float *w, size_t n, unsigned bits, double *s, double *m,
-                    float *tw, float *tx)
+/* Step 1 for one sub-block of n elements: the fit s, m and the sums of w and w * x. */
+static void kq_sub_fit(const float *x, const float *w, size_t n, unsigned bits, double *s,
+                       double *m, float *tw, float *tx)
 {
     const float qmax = (float)((1u << bits) - 1u);
     float lo = x[0], hi = x[0];
@@ -164,29 +165,6 @@ void aq__kq_sub_fit(const float *x, const float *w, size_t n, unsigned bits, dou
         *s = ((double)hi - (double)lo) / (double)qmax;
         *m = (double)lo;
     }
-}
-
-void aq__kq_sub_refine(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
-                       unsigned *sc, unsigned *mc)
-{
-    kq_refine(x, w, n, bits, d, dmin, sc, mc);
-}
-
-void aq__kq_sub_sums(const float *x, const float *w, size_t n, unsigned bits, float d, float dmin,
-                     unsigned sc, unsigned mc, float *tq, float *tqq, float *txq)
-{
-    float q[32];
-    kq_codes(x, n, aq__kq_sub(bits), (float)((1u << bits) - 1u), d, dmin, &sc, &mc, q);
-    float sq = 0.0f, sqq = 0.0f, sxq = 0.0f;
-    for (size_t i = 0; i < n; i++) {
-        const float W = w != NULL ? w[i] : 1.0f;
-        sq += W * q[i];
-        sqq += (W * q[i]) * q[i];
-        sxq += (W * x[i]) * q[i];
-    }
-    *tq = sq;
-    *tqq = sqq;
-    *txq = sxq;
 }
 
 bool aq__kq_refit_solve(double saa, double sab, double sbb, double sxa, double sxb, float *d,
@@ -302,7 +280,7 @@ void aq__kq_super(const float *x, const float *w, size_t len, unsigned bits, uin
     for (size_t j = 0; j < nsub; j++) {
         const size_t j0 = j * sub;
         const size_t n = len - j0 < sub ? len - j0 : sub;
-        aq__kq_sub_fit(x + j0, w != NULL ? w + j0 : NULL, n, bits, &s[j], &m[j], &tw[j], &tx[j]);
+        kq_sub_fit(x + j0, w != NULL ? w + j0 : NULL, n, bits, &s[j], &m[j], &tw[j], &tx[j]);
         smax = s[j] > smax ? s[j] : smax;
         mmax = -m[j] > mmax ? -m[j] : mmax;
     }

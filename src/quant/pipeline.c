@@ -91,6 +91,35 @@ aq_status aq__meter_init(aq_ctx *ctx, const aq_tensor *src, aq_scheme scheme, co
     return AQ_OK;
 }
 
+static double pl_load(aq_dtype d, const void *src, size_t i)
+{
+    switch (d) {
+    case AQ_DTYPE_F16:
+        return (double)aq__f16_to_f32(((const uint16_t *)src)[i]);
+    case AQ_DTYPE_BF16:
+        return (double)aq__bf16_to_f32(((const uint16_t *)src)[i]);
+    case AQ_DTYPE_F64:
+        return ((const double *)src)[i];
+    default:
+        return (double)((const float *)src)[i];
+    }
+}
+
+/* Adds sum imp * (x - y)^2 and sum imp to w: plain C in element order, the same sums on every
+ * CPU (the importance-weighted error the importance-aware schemes minimise). */
+static void pl_weighted_sums(aq_dtype d, const void *src, const float *y, const float *imp,
+                             size_t n, double w[2])
+{
+    double se = 0.0, si = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double e = pl_load(d, src, i) - (double)y[i];
+        se += (double)imp[i] * (e * e);
+        si += (double)imp[i];
+    }
+    w[0] += se;
+    w[1] += si;
+}
+
 aq_status aq__meter_rows(aq__meter *m, size_t r0, size_t r1, aq_error *err)
 {
     const size_t esize = aq_dtype_size(m->src->dtype);
@@ -104,8 +133,11 @@ aq_status aq__meter_rows(aq__meter *m, size_t r0, size_t r1, aq_error *err)
         if (st != AQ_OK) {
             return st;
         }
-        aq__error_sums(m->ctx, m->src->dtype, (const char *)m->src->data + r0 * m->cols * esize,
-                       m->buf, n, m->acc);
+        const void *x = (const char *)m->src->data + r0 * m->cols * esize;
+        aq__error_sums(m->ctx, m->src->dtype, x, m->buf, n, m->acc);
+        if (m->imp != NULL) {
+            pl_weighted_sums(m->src->dtype, x, m->buf, m->imp + r0 * m->cols, n, m->wacc);
+        }
     }
     return AQ_OK;
 }
@@ -146,6 +178,28 @@ static aq_status pl_scratch_reserve(aq__scratch *s, const aq_layout *l, const ch
     return AQ_OK;
 }
 
+/* The error the budget minimises for one option (docs/pipeline.md, "The budget's objective"):
+ * the squared error, weighted by the importance when there is one (scaled to a mean weight of
+ * 1, so that weighted and unweighted tensors compare), over the tensor's own sum of squares.
+ * Each tensor's relative error counts the same whatever its size or scale: a small first or
+ * last layer is no cheaper to spoil than a large one. An all-zero tensor keeps its plain
+ * squared error (zero for every option that restores zeros). */
+static double pl_objective(const aq__meter *m, size_t n)
+{
+    double e = m->acc[1];
+    if (m->imp != NULL && m->wacc[1] > 0.0) {
+        e = m->wacc[0] * ((double)n / m->wacc[1]);
+    }
+    return m->acc[0] > 0.0 ? e / m->acc[0] : e;
+}
+
+void aq__importance_temper(float *imp, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        imp[i] = sqrtf(imp[i]);
+    }
+}
+
 aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp, aq_scheme scheme,
                              unsigned bits, size_t group_size, double min_cosine,
                              const volatile int *cancel, aq__scratch *sc, aq__budget_option *out,
@@ -167,6 +221,7 @@ aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp
         return st;
     }
     m.cancel = cancel;
+    m.imp = imp;
     if ((st = aq__meter_rows(&m, 0, m.rows, err)) != AQ_OK) {
         return st;
     }
@@ -178,6 +233,7 @@ aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp
     out->group_size = group_size;
     out->bytes = l.packed_bytes + 2 * l.groups * sizeof(float);
     out->sse = m.acc[1];
+    out->relative = pl_objective(&m, l.elements);
     out->cosine = cosine;
     out->meets = !(min_cosine > 0.0) || cosine >= min_cosine;
     return AQ_OK;
@@ -578,11 +634,16 @@ aq_status aq__plan_measure(aq__plan *p, aq_ctx *ctx, const aq_tensor *t, float *
         }
         st = aq__option_measure(ctx, t, imp, p->schemes[j], p->bits[j], p->groups[j], min_cosine,
                                 cancel, &p->scratch, &row[k], err);
-        k += st == AQ_OK;
-        if (st == AQ_OK && pref->bits > 0 && row[k].scheme == pref->scheme &&
-            row[k].bits == pref->bits && row[k].group_size == 0) {
+        if (st != AQ_OK) {
+            break;
+        }
+        /* The default mode minimises the sum of the tensors' relative errors. */
+        row[k].sse = row[k].relative;
+        if (pref->bits > 0 && row[k].scheme == pref->scheme && row[k].bits == pref->bits &&
+            row[k].group_size == 0) {
             want = row[k].bytes;
         }
+        k++;
     }
     if (st != AQ_OK) {
         if (own) {

@@ -39,6 +39,10 @@ typedef struct aq__meter {
     size_t block_rows;
     float *buf; /* block_rows * cols floats, the caller's (aq__meter_buffer) */
     double acc[5];
+    /* NULL, or one importance weight per element of the tensor (row-major): then wacc[0] sums
+     * imp * e^2 and wacc[1] imp, in block order. */
+    const float *imp;
+    double wacc[2];
     const volatile int *cancel; /* polled between blocks; may be NULL */
 } aq__meter;
 
@@ -67,8 +71,9 @@ void aq__scratch_free(aq__scratch *s);
 
 /* Quantizes src with (scheme, bits, group_size; 0: the context's) (importance imp, may be
  * NULL) into the scratch buffers and measures it: out gets the scheme, bits, group size (as
- * given), bytes (codes, scales and zero points), the squared error and whether the cosine
- * reaches min_cosine (true when min_cosine is 0). */
+ * given), bytes (codes, scales and zero points), the squared error, the relative error (the
+ * squared error weighted by imp scaled to a mean of 1, over the tensor's sum of squares) and
+ * whether the cosine reaches min_cosine (true when min_cosine is 0). */
 aq_status aq__option_measure(aq_ctx *ctx, const aq_tensor *src, const float *imp, aq_scheme scheme,
                              unsigned bits, size_t group_size, double min_cosine,
                              const volatile int *cancel, aq__scratch *sc, aq__budget_option *out,
@@ -151,7 +156,9 @@ aq_status aq__plan_init(aq__plan *p, size_t n, const aq_scheme *list, size_t n_l
 void aq__plan_free(aq__plan *p);
 
 /* Measures chosen tensor t (the caller's tensor `index`, importance imp or NULL) into the
- * plan's next row: every candidate, and the raw option for a kept one. With own, imp (from
+ * plan's next row: every candidate, and the raw option for a kept one. Each option's sse is
+ * its relative error (aq__budget_option.relative): the plan minimises the sum of the tensors'
+ * relative errors, importance-weighted where there is an importance. With own, imp (from
  * malloc) belongs to the plan from here on, kept as p->imps[row] until aq__plan_free, even on
  * failure; otherwise it is only borrowed for the call. A failure leaves the row out (the caller
  * may go on without it). */

@@ -131,10 +131,21 @@ typedef struct aq__budget_option {
     size_t group_size; /* its layout's group size; 0: the context's */
     size_t bytes;
     double sse;
+    /* The default mode's objective (pipeline.c): the importance-weighted squared error over the
+     * tensor's sum of squares; 0 for the raw option. */
+    double relative;
     double cosine; /* its cosine similarity with the source (1 for the raw option) */
     bool meets;
     bool keep; /* the tensor stored unquantized (bits 16 or 32), an option of the default mode */
 } aq__budget_option;
+
+/* Turns a calibration's importance (aq_calib_importance: each input channel's combined,
+ * normalised mean square activation) into the weights the quantizer and the budget use: its
+ * square root, in place. The mean square itself (the output's squared error, were channels
+ * independent) lets a few loud channels dominate a group's search; at 2 bits that spoils the
+ * other channels of the group, and the samples get worse than with no importance at all
+ * (docs/pipeline.md, "Time-aware importance"). */
+void aq__importance_temper(float *imp, size_t n);
 
 /* The budget's allocation (pipeline.c), shared by aq_qset_quantize and the model pipeline. opt
  * holds n rows of `per` options, row i with count[i] measured options; they are rewritten in
