@@ -102,6 +102,9 @@ extern PyMethodDef aq__py_runtime_methods[];
 /* The settings functions of aqpy_settings.c, added by the exec slot. */
 extern PyMethodDef aq__py_settings_methods[];
 
+/* The index of a choice setting's value, checked by the settings table. */
+int aq__py_run_choice(PyObject *module, const char *setting, const char *value, int *out);
+
 /* What the model-level entry points (_quantize_model, _quantize_gguf, the batch methods'
  * diffusion config) share, in aqpy_settings.c. Each returns 0, or -1 with an exception set. */
 /* A sequence of str as UTF-8 pointers borrowed from *keep (a new reference the caller drops;

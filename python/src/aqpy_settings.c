@@ -536,6 +536,25 @@ int aq__py_settings_profile(PyObject *module, aq_settings *s, aq_ctx *ctx, aq_pr
     return 0;
 }
 
+/* The index of a choice setting's value, checked by the table (its message on error). */
+int aq__py_run_choice(PyObject *module, const char *setting, const char *value, int *out)
+{
+    aq_settings *s = NULL;
+    aq_error err;
+    int64_t k = 0;
+    aq_status st;
+    if ((st = aq_settings_create(&s, &err)) == AQ_OK &&
+        (st = aq_settings_set_text(s, setting, value, &err)) == AQ_OK) {
+        st = aq_settings_get_int(s, setting, &k, &err);
+    }
+    aq_settings_free(s);
+    if (st != AQ_OK) {
+        return aqpy_fail(module, &err);
+    }
+    *out = (int)k;
+    return 0;
+}
+
 int aq__py_run_profile(PyObject *module, const char *profile, unsigned bit_width,
                        const char *scheme, size_t group_size, aq_ctx *ctx, aq_profile *out)
 {
