@@ -171,6 +171,18 @@ static bool mq_is_embedding(const char *name)
     return false;
 }
 
+/* The caller's options (any size the struct has had) read into *own; *opts then points at it
+ * (NULL stays NULL). */
+static aq_status mq_opts_read(const aq_model_quantize_options **opts,
+                              aq_model_quantize_options *own, aq_error *err)
+{
+    aq_status st = AQ__OPTS_READ(aq_model_quantize_options, budget_scope, *own, *opts, err);
+    if (st == AQ_OK && *opts != NULL) {
+        *opts = own;
+    }
+    return st;
+}
+
 aq_status aq_model_keep_rule(const aq_model *model, size_t i, const aq_model_quantize_options *opts,
                              int *kept, const char **reason, aq_error *err)
 {
@@ -179,11 +191,10 @@ aq_status aq_model_keep_rule(const aq_model *model, size_t i, const aq_model_qua
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_keep_rule: bad argument");
     }
     aq_model_quantize_options own;
-    aq_status ost = AQ__OPTS_READ(aq_model_quantize_options, budget_scope, own, opts, err);
+    aq_status ost = mq_opts_read(&opts, &own, err);
     if (ost != AQ_OK) {
         return ost;
     }
-    opts = opts != NULL ? &own : NULL;
     size_t min =
         opts != NULL && opts->min_elements > 0 ? opts->min_elements : AQ_MODEL_MIN_ELEMENTS;
     for (size_t k = 0; opts != NULL && k < opts->n_keep; k++) {
@@ -1909,13 +1920,13 @@ aq_status aq_model_plan_create(aq_ctx *ctx, aq_model *model, const aq_model_quan
     }
     *out = NULL;
     aq_model_quantize_options own;
-    aq_status st = AQ__OPTS_READ(aq_model_quantize_options, budget_scope, own, opts, err);
+    aq_status st = mq_opts_read(&opts, &own, err);
     if (st != AQ_OK) {
         return st;
     }
     /* Planning writes no tensor: a callback per tensor would never be called. */
     own.on_tensor = NULL;
-    return mq_plan_make(ctx, model, opts != NULL ? &own : NULL, out, err);
+    return mq_plan_make(ctx, model, opts, out, err);
 }
 
 /* ---- the whole run ---- */
@@ -1928,11 +1939,10 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_quantize: NULL argument");
     }
     aq_model_quantize_options own;
-    aq_status st = AQ__OPTS_READ(aq_model_quantize_options, budget_scope, own, opts, err);
+    aq_status st = mq_opts_read(&opts, &own, err);
     if (st != AQ_OK) {
         return st;
     }
-    opts = opts != NULL ? &own : NULL;
     /* Before any work: the output must be a place a file can go, and none of the inputs. */
     st = aq__io_model_check_output(model, out_path, err);
     if (st == AQ_OK && opts != NULL) {

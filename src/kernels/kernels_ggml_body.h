@@ -445,6 +445,29 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
     *dmin_out = mh[best_k];
 }
 
+/* A sub-block's scale code under super-block scale d: the best of the three codes nearest
+ * sj / d within [pmin, pmax] (the first with the least weighted error), into *sc; returns that
+ * error. */
+static inline float gg_sym_sub_pick(const float *xj, const float *wj, float sj, float d, int qmin,
+                                    int qmax, int pmin, int pmax, int *sc)
+{
+    const int c0 = d != 0.0f ? gg_code(sj / d, pmin, pmax) : 0;
+    int best = c0;
+    float be = INFINITY;
+    for (int a = c0 - 1; a <= c0 + 1; a++) {
+        if (a < pmin || a > pmax) {
+            continue;
+        }
+        const float e = gg_sym_err(xj, wj, 16, d * (float)a, (float)qmin, (float)qmax);
+        if (e < be) {
+            be = e;
+            best = a;
+        }
+    }
+    *sc = best;
+    return be;
+}
+
 /* Sub-block parameters of a symmetric super-block (Q3_K, Q6_K): 16 sub-blocks of 16, codes
  * [qmin, qmax], signed scale codes [pmin, pmax]. Writes d (as stored), sc[] and codes q[].
  * The super-block scale d is searched: nd candidates (gg_super_cands), each judged by the
@@ -467,23 +490,8 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
         const float d = aq__f16_to_f32(dc[k]);
         float t = 0.0f;
         for (unsigned j = 0; j < 16; j++) {
-            const float *xj = x + j * 16;
-            const float *wj = w != NULL ? w + j * 16 : gg_ones;
-            const int c0 = d != 0.0f ? gg_code(s[j] / d, pmin, pmax) : 0;
-            int best = c0;
-            float be = INFINITY;
-            for (int a = c0 - 1; a <= c0 + 1; a++) {
-                if (a < pmin || a > pmax) {
-                    continue;
-                }
-                const float e = gg_sym_err(xj, wj, 16, d * (float)a, (float)qmin, (float)qmax);
-                if (e < be) {
-                    be = e;
-                    best = a;
-                }
-            }
-            sc[j] = best;
-            t += be;
+            t += gg_sym_sub_pick(x + j * 16, w != NULL ? w + j * 16 : gg_ones, s[j], d, qmin, qmax,
+                                 pmin, pmax, &sc[j]);
         }
         if (k == 0 || t < best_t) {
             best_t = t;
@@ -493,22 +501,9 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
     const float d = aq__f16_to_f32(dc[best_k]);
     for (unsigned j = 0; j < 16; j++) {
         const float *xj = x + j * 16;
-        const float *wj = w != NULL ? w + j * 16 : gg_ones;
-        const int c0 = d != 0.0f ? gg_code(s[j] / d, pmin, pmax) : 0;
-        int best = c0;
-        float be = INFINITY;
-        for (int a = c0 - 1; a <= c0 + 1; a++) {
-            if (a < pmin || a > pmax) {
-                continue;
-            }
-            const float e = gg_sym_err(xj, wj, 16, d * (float)a, (float)qmin, (float)qmax);
-            if (e < be) {
-                be = e;
-                best = a;
-            }
-        }
-        sc[j] = best;
-        const float fd = d * (float)best;
+        (void)gg_sym_sub_pick(xj, w != NULL ? w + j * 16 : gg_ones, s[j], d, qmin, qmax, pmin,
+                              pmax, &sc[j]);
+        const float fd = d * (float)sc[j];
         const float id = fd != 0.0f ? 1.0f / fd : 0.0f;
         for (unsigned i = 0; i < 16; i++) {
             q[j * 16 + i] = (int8_t)gg_rclamp(xj[i] * id, (float)qmin, (float)qmax);
