@@ -122,7 +122,7 @@ static const char *const gkw_positional[] = {"src", "dst", "gguf_type", NULL};
 static const char *const gkw_own[] = {"keep",         "bits_for", "calibration",
                                       "architecture", "name",     NULL};
 enum { GKW_KEEP, GKW_BITS_FOR, GKW_CALIBRATION, GKW_ARCH, GKW_NAME, GKW_OWN };
-static const char *const gkw_applies[] = {"profile", "family", "threads", "calibration_combine",
+static const char *const gkw_applies[] = {"profile",     "family", "threads", "calibration_combine",
                                           "gguf_search", NULL};
 
 /* Every setting of the table is a keyword; GGUF output applies those above (the profile only

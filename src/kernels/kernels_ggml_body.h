@@ -501,8 +501,8 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
     const float d = aq__f16_to_f32(dc[best_k]);
     for (unsigned j = 0; j < 16; j++) {
         const float *xj = x + j * 16;
-        (void)gg_sym_sub_pick(xj, w != NULL ? w + j * 16 : gg_ones, s[j], d, qmin, qmax, pmin,
-                              pmax, &sc[j]);
+        (void)gg_sym_sub_pick(xj, w != NULL ? w + j * 16 : gg_ones, s[j], d, qmin, qmax, pmin, pmax,
+                              &sc[j]);
         const float fd = d * (float)sc[j];
         const float id = fd != 0.0f ? 1.0f / fd : 0.0f;
         for (unsigned i = 0; i < 16; i++) {
