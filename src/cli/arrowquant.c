@@ -143,6 +143,17 @@ int cli_setting_set(aq_settings *s, const char *flag, const char *value)
     return cli_fail("%s: %s", flag, err.message);
 }
 
+int cli_setting_set_gguf(aq_settings *s, const char *flag, const char *value)
+{
+    aq_setting_info info;
+    if (cli_setting_of(flag, &info) >= 0 && !info.gguf) {
+        return cli_fail("quantize: %s (setting %s) does not apply to GGUF output (--type, -o "
+                        "NAME.gguf); see docs/gguf.md",
+                        flag, info.name);
+    }
+    return cli_setting_set(s, flag, value);
+}
+
 void cli_settings_print(FILE *f)
 {
     fputs("settings (the library's table; flag, values, default):\n", f);

@@ -25,6 +25,9 @@ bool cli_setting_flag(const char *flag);
 /* Checks `value` of `flag` against its setting and stores it in s; 0, or the exit status of a
  * failure whose message names the flag and what it accepts. */
 int cli_setting_set(aq_settings *s, const char *flag, const char *value);
+/* cli_setting_set for GGUF output: a setting the GGUF writer does not apply (the table's `gguf`)
+ * is refused, naming the flag. */
+int cli_setting_set_gguf(aq_settings *s, const char *flag, const char *value);
 /* The settings with a flag, one line each (flag, what it takes, default, help). */
 void cli_settings_print(FILE *f);
 /* A failed call: the error's message through cli_fail. */

@@ -127,74 +127,46 @@ static void gg_print_summary(const char *out, const aq_model *model, const aq_gg
     }
 }
 
-/* The flags of quantize with GGUF output. */
+/* The flags of quantize with GGUF output; the settings table's flags go to the aq_settings. */
 typedef struct gg_args {
-    const char *src, *out, *type_name, *profile, *arch, *calib_path, *combine, *family_name, *name;
-    long long threads;
+    const char *src, *out, *type_name, *arch, *calib_path, *name;
     int json, quiet;
     const char **keep, **bits_for; /* argc + 1 entries each */
     size_t n_keep, n_bits;
 } gg_args;
 
-/* Reads the flags into g (its keep and bits_for allocated by the caller), the ones the
- * settings table holds checked by `settings`. 0, or the exit code after a message. */
+/* Reads the flags into g (its keep and bits_for allocated by the caller) and the settings
+ * table's flags into `settings`, refusing those the GGUF writer does not apply. 0, or the exit
+ * code after a message. */
 static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
 {
-    aq_error err;
-    aq_error_clear(&err);
-    aq_status st;
     int rc = 0;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--type") == 0 ||
-                     strcmp(a, "--profile") == 0 || strcmp(a, "--keep") == 0 ||
-                     strcmp(a, "--bits-for") == 0 || strcmp(a, "--threads") == 0 ||
-                     strcmp(a, "--calibration") == 0 || strcmp(a, "--calibration-combine") == 0 ||
-                     strcmp(a, "--arch") == 0 || strcmp(a, "--family") == 0 ||
-                     strcmp(a, "--gguf-search") == 0 || strcmp(a, "--name") == 0 ||
-                     cli_setting_flag(a);
+        bool setting = cli_setting_flag(a);
+        bool needs = setting || strcmp(a, "-o") == 0 || strcmp(a, "--type") == 0 ||
+                     strcmp(a, "--keep") == 0 || strcmp(a, "--bits-for") == 0 ||
+                     strcmp(a, "--calibration") == 0 || strcmp(a, "--arch") == 0 ||
+                     strcmp(a, "--name") == 0;
         if (needs && i + 1 >= argc) {
-            rc = cli_fail("%s needs a value", a);
-            return rc;
+            return cli_fail("%s needs a value", a);
         }
-        if (strcmp(a, "-o") == 0) {
+        if (setting) {
+            if ((rc = cli_setting_set_gguf(settings, a, argv[++i])) != 0) {
+                return rc;
+            }
+        } else if (strcmp(a, "-o") == 0) {
             g->out = argv[++i];
         } else if (strcmp(a, "--type") == 0) {
             g->type_name = argv[++i];
-        } else if (strcmp(a, "--profile") == 0) {
-            g->profile = argv[++i];
         } else if (strcmp(a, "--keep") == 0) {
             g->keep[g->n_keep++] = argv[++i];
         } else if (strcmp(a, "--bits-for") == 0) {
             g->bits_for[g->n_bits++] = argv[++i];
-        } else if (strcmp(a, "--threads") == 0) {
-            int64_t t = 0;
-            if ((rc = cli_setting_set(settings, a, argv[++i])) != 0) {
-                return rc;
-            }
-            if ((st = aq_settings_get_int(settings, "threads", &t, &err)) != AQ_OK) {
-                rc = cli_err(st, &err);
-                return rc;
-            }
-            g->threads = (long long)t;
         } else if (strcmp(a, "--calibration") == 0) {
             g->calib_path = argv[++i];
-        } else if (strcmp(a, "--calibration-combine") == 0) {
-            g->combine = argv[++i];
-            if ((rc = cli_setting_set(settings, a, g->combine)) != 0) {
-                return rc;
-            }
-        } else if (strcmp(a, "--gguf-search") == 0) {
-            if ((rc = cli_setting_set(settings, a, argv[++i])) != 0) {
-                return rc;
-            }
         } else if (strcmp(a, "--arch") == 0) {
             g->arch = argv[++i];
-        } else if (strcmp(a, "--family") == 0) {
-            g->family_name = argv[++i];
-            if ((rc = cli_setting_set(settings, a, g->family_name)) != 0) {
-                return rc;
-            }
         } else if (strcmp(a, "--name") == 0) {
             g->name = argv[++i];
         } else if (strcmp(a, "--json") == 0) {
@@ -202,16 +174,39 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
         } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
             g->quiet = 1;
         } else if (a[0] == '-') {
-            rc = cli_fail("quantize (GGUF output): unknown option '%s' (see docs/gguf.md)", a);
-            return rc;
+            return cli_fail("quantize (GGUF output): unknown option '%s' (see docs/gguf.md)", a);
         } else if (g->src == NULL) {
             g->src = a;
         } else {
-            rc = cli_fail("quantize: unexpected argument '%s'", a);
-            return rc;
+            return cli_fail("quantize: unexpected argument '%s'", a);
         }
     }
     return 0;
+}
+
+/* The settings the GGUF writer applies, read back from the table's values. */
+typedef struct gg_settings {
+    const char *profile; /* NULL when not given */
+    const char *family, *combine;
+    int64_t threads, search;
+} gg_settings;
+
+static aq_status gg_settings_read(const aq_settings *s, gg_settings *out, aq_error *err)
+{
+    int profile_set = 0;
+    aq_status st;
+    if ((st = aq_settings_is_set(s, "profile", &profile_set, err)) != AQ_OK ||
+        (st = aq_settings_get_text(s, "profile", &out->profile, err)) != AQ_OK ||
+        (st = aq_settings_get_text(s, "family", &out->family, err)) != AQ_OK ||
+        (st = aq_settings_get_text(s, "calibration_combine", &out->combine, err)) != AQ_OK ||
+        (st = aq_settings_get_int(s, "threads", &out->threads, err)) != AQ_OK ||
+        (st = aq_settings_get_int(s, "gguf_search", &out->search, err)) != AQ_OK) {
+        return st;
+    }
+    if (!profile_set) {
+        out->profile = NULL;
+    }
+    return AQ_OK;
 }
 
 int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
@@ -227,7 +222,7 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     aq_error err;
     aq_error_clear(&err);
     aq_status st;
-    aq_settings *settings = NULL; /* checks the flags the settings table holds */
+    aq_settings *settings = NULL; /* the flags the settings table holds */
     if ((st = aq_settings_create(&settings, &err)) != AQ_OK) {
         rc = cli_err(st, &err);
         goto done;
@@ -236,12 +231,16 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
         rc = cli_fail("out of memory");
         goto done;
     }
-    gg_args g = {
-        .combine = "max", .family_name = "auto", .threads = 1, .keep = keep, .bits_for = bits_for};
+    gg_args g = {.keep = keep, .bits_for = bits_for};
+    gg_settings gs;
     if ((rc = gg_parse(argc, argv, settings, &g)) != 0) {
         goto done;
     }
-    const char *src = g.src, *out = g.out, *profile = g.profile;
+    if ((st = gg_settings_read(settings, &gs, &err)) != AQ_OK) {
+        rc = cli_err(st, &err);
+        goto done;
+    }
+    const char *src = g.src, *out = g.out, *profile = gs.profile;
     const int json = g.json, quiet = g.quiet;
     if (src == NULL || out == NULL) {
         rc = cli_fail("quantize needs SRC and -o OUT.gguf");
@@ -265,17 +264,15 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
                       "they override)");
         goto done;
     }
-    int64_t search = 1;
-    if ((st = aq_settings_get_int(settings, "gguf_search", &search, &err)) != AQ_OK ||
-        (st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, g.threads, &err)) != AQ_OK ||
-        (st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, search, &err)) != AQ_OK ||
+    if ((st = aq_ctx_create(&ctx, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, gs.threads, &err)) != AQ_OK ||
+        (st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, gs.search, &err)) != AQ_OK ||
         (st = aq_model_open(src, &model, &err)) != AQ_OK) {
         rc = cli_fail("%s", err.message);
         goto done;
     }
-    if ((rc = gg_prepare(model, profile, g.family_name, keep, g.n_keep, bits_for, g.n_bits,
-                         g.calib_path, g.combine, &names, &rules, &calib, &o)) != 0) {
+    if ((rc = gg_prepare(model, profile, gs.family, keep, g.n_keep, bits_for, g.n_bits,
+                         g.calib_path, gs.combine, &names, &rules, &calib, &o)) != 0) {
         goto done;
     }
     o.architecture = g.arch;

@@ -24,6 +24,7 @@ typedef struct st_def {
     const char *flag;
     int in_profile;
     const char *help;
+    int gguf; /* the GGUF writer applies it */
 } st_def;
 
 enum {
@@ -50,7 +51,7 @@ enum {
 static const st_def st_table[ST_COUNT] = {
     [ST_PROFILE] = {"profile", AQ_SETTING_CHOICE, 0, 0, 0, 0, "edge,local,cloud", "local",
                     "--profile", 0,
-                    "deployment profile: the bits, scheme, floor and budget of a diffusion run"},
+                    "deployment profile: the bits, scheme, floor and budget of a diffusion run", 1},
     [ST_BIT_WIDTH] = {"bit_width", AQ_SETTING_INT, 2, 8, 0, 0, "2,4,8", "4", "--bits", 1,
                       "bits per weight of the tensors that follow the profile"},
     [ST_GROUP_SIZE] = {"group_size", AQ_SETTING_INT, AQ_MIN_GROUP_SIZE, AQ_GROUP_SIZE_ROW, 0, 0,
@@ -59,7 +60,7 @@ static const st_def st_table[ST_COUNT] = {
     [ST_SCHEME] = {"scheme", AQ_SETTING_CHOICE, 0, 0, 0, 0, "affine,affine_search,kquant", "affine",
                    "--scheme", 1, "quantization scheme"},
     [ST_THREADS] = {"threads", AQ_SETTING_INT, 0, AQ_MAX_THREADS, 0, 0, NULL, "1", "--threads", 0,
-                    "worker threads (0: one per CPU); results never depend on it"},
+                    "worker threads (0: one per CPU); results never depend on it", 1},
     [ST_PRESERVE_MOMENTS] = {"preserve_moments", AQ_SETTING_BOOL, 0, 1, 0, 0, NULL, "0", NULL, 0,
                              "correct each row's scales to keep its mean and variance"},
     [ST_MIN_COSINE] = {"min_cosine", AQ_SETTING_FLOAT, 0, 1, 1, 1, NULL, "0", "--min-accuracy", 1,
@@ -73,10 +74,10 @@ static const st_def st_table[ST_COUNT] = {
                          "whole model"},
     [ST_FAMILY] = {"family", AQ_SETTING_CHOICE, 0, 0, 0, 0,
                    "auto,generic,unet,dit,mmdit,flux,vae,clip_text,t5_text", "auto", "--family", 0,
-                   "model family of the layer rules (auto: from the tensor names)"},
+                   "model family of the layer rules (auto: from the tensor names)", 1},
     [ST_CALIBRATION_COMBINE] = {"calibration_combine", AQ_SETTING_CHOICE, 0, 0, 0, 0, "max,mean",
                                 "max", "--calibration-combine", 0,
-                                "how a calibration's timestep groups are combined"},
+                                "how a calibration's timestep groups are combined", 1},
     [ST_COMPRESSION] = {"compression", AQ_SETTING_CHOICE, 0, 0, 0, 0, "none,lz4,zstd", "zstd",
                         "--compression", 0, "compression of the output file's record batches"},
     [ST_MIN_ELEMENTS] = {"min_elements", AQ_SETTING_INT, 1, 4611686018427387904.0, 0, 0, NULL,
@@ -88,7 +89,8 @@ static const st_def st_table[ST_COUNT] = {
     [ST_GGUF_SEARCH] = {"gguf_search", AQ_SETTING_CHOICE, 0, 0, 0, 0, "none,full", "full",
                         "--gguf-search", 0,
                         "GGUF Q8_0, Q4_0, Q5_0: search each block's scale (full, lower error) or "
-                        "round as ggml does (none: ggml's bytes, at memory speed)"},
+                        "round as ggml does (none: ggml's bytes, at memory speed)",
+                        1},
 };
 
 typedef struct st_value {
@@ -109,9 +111,9 @@ size_t aq_setting_count(void)
 static void st_info(size_t i, aq_setting_info *out)
 {
     const st_def *d = &st_table[i];
-    aq_setting_info info = {sizeof info, d->name,       d->type,        d->lower,
-                            d->upper,    d->upper_open, d->off_allowed, d->choices,
-                            d->def,      d->flag,       d->in_profile,  d->help};
+    aq_setting_info info = {sizeof info,   d->name,        d->type,    d->lower, d->upper,
+                            d->upper_open, d->off_allowed, d->choices, d->def,   d->flag,
+                            d->in_profile, d->help,        d->gguf};
     info.size = out->size < sizeof info ? out->size : sizeof info;
     memcpy(out, &info, info.size);
 }

@@ -2,6 +2,7 @@
 block type we write decodes, with gguf.quants.dequantize, to the same floats as our decoder, bit
 for bit; GGUFReader reads every file we write; files gguf's writer makes are read back by us
 with the same values; bad files give errors naming the tensor or key and the byte offset."""
+import json
 import os
 import pathlib
 import subprocess
@@ -418,6 +419,48 @@ def test_cli_quantize_inspect_compare_dequantize(tmp_path, cli):
     p = run(cli, "quantize", src, "-o", tmp_path / "mixed.gguf", "--type", "Q4_K",
             "--profile", "edge", "--bits-for", "double_blocks.*.weight=8")
     assert "Q8_0" in p.stdout
+
+
+
+def test_cli_gguf_setting_flags_follow_the_table(tmp_path, cli):
+    # The settings table's flags with GGUF output: those of the settings the GGUF writer applies
+    # (the same ones _quantize_gguf takes) work and are checked against the table's bounds and
+    # choices; every other setting's flag is refused as not applying to GGUF output.
+    from arrow_quant_v2.arrow_quant_v2 import _keywords, _settings
+    src = tmp_path / "m.safetensors"
+    small_model(src)
+    applies = set(_keywords()["_quantize_gguf"][2])
+    flagged = [d for d in _settings() if d["flag"] is not None]
+    assert applies <= {d["name"] for d in flagged}
+    ref = tmp_path / "ref.gguf"
+    run(cli, "quantize", src, "-o", ref, "--type", "Q4_K", "-q")
+    for d in flagged:
+        out = tmp_path / f"{d['name']}.gguf"
+        if d["name"] not in applies:
+            p = run(cli, "quantize", src, "-o", out, "--type", "Q4_K", d["flag"],
+                    d["default"], ok=False)
+            assert f"{d['flag']} (setting {d['name']}) does not apply to GGUF output" in p.stderr
+            assert "unknown option" not in p.stderr
+            assert not out.exists()
+            continue
+        run(cli, "quantize", src, "-o", out, "--type", "Q4_K", "-q", d["flag"], d["default"])
+        if d["name"] != "profile":  # a profile brings the layer rules; the others at their
+            assert out.read_bytes() == ref.read_bytes(), d["name"]  # defaults change nothing
+        bad = (str(int(d["upper"]) + 1) if d["type"] == "int" else "nope")
+        p = run(cli, "quantize", src, "-o", out, "--type", "Q4_K", d["flag"], bad, ok=False)
+        assert d["flag"] in p.stderr
+        if d["type"] == "int":
+            assert str(int(d["upper"])) in p.stderr, p.stderr
+        else:
+            assert all(c in p.stderr for c in d["choices"]), p.stderr
+    # Applied flags take effect: threads never change the bytes, the profile gives the layer
+    # rules; gguf_search none gives ggml's rounding (above).
+    run(cli, "quantize", src, "-o", tmp_path / "t.gguf", "--type", "Q4_K", "-q", "--threads", "2")
+    assert (tmp_path / "t.gguf").read_bytes() == ref.read_bytes()
+    p = run(cli, "quantize", src, "-o", tmp_path / "p.gguf", "--type", "Q4_K", "--profile",
+            "edge", "--family", "flux", "--json")
+    doc = json.loads(p.stdout)
+    assert any(t["reason"] == "profile" for t in doc["tensors"]), doc
 
 
 def test_float16_range(tmp_path):

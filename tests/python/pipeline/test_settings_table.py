@@ -112,8 +112,17 @@ def test_the_command_agrees_with_the_table(aq, tmp_path):
 
 
 def test_the_gguf_form_agrees_with_the_table(aq, tmp_path):
+    # The settings GGUF output applies are checked by the table; another setting's flag is
+    # refused before the source is read.
     src = tmp_path / "none.safetensors"
-    for name in ("threads", "family", "calibration_combine"):
+    applied = _applied("_quantize_gguf")
+    for name in [n for n, d in TABLE.items() if d["flag"] and n not in applied]:
+        d = TABLE[name]
+        p = aq("quantize", src, "-o", tmp_path / "o.gguf", "--type", "Q8_0", d["flag"],
+               d["default"], check=False)
+        assert p.returncode != 0 and p.stderr.count("\n") == 1, p.stderr
+        assert f"{d['flag']} (setting {name}) does not apply to GGUF output" in p.stderr
+    for name in [n for n in applied if TABLE[n]["flag"]]:
         d = TABLE[name]
         for bad in _outside(d):
             p = aq("quantize", src, "-o", tmp_path / "o.gguf", "--type", "Q8_0", d["flag"], bad,
