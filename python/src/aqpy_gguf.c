@@ -122,11 +122,24 @@ static const char *const gkw_positional[] = {"src", "dst", "gguf_type", NULL};
 static const char *const gkw_own[] = {"keep",         "bits_for", "calibration",
                                       "architecture", "name",     NULL};
 enum { GKW_KEEP, GKW_BITS_FOR, GKW_CALIBRATION, GKW_ARCH, GKW_NAME, GKW_OWN };
-static const char *const gkw_applies[] = {"profile",     "family", "threads", "calibration_combine",
-                                          "gguf_search", NULL};
+/* The settings of the table's rows marked gguf, filled by aq__py_gguf_init. */
+static const char *gkw_applies[64];
 
-/* Every setting of the table is a keyword; GGUF output applies those above (the profile only
- * when given: without one every tensor of two or more dimensions gets gguf_type). */
+void aq__py_gguf_init(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < aq_setting_count() && n + 1 < sizeof gkw_applies / sizeof *gkw_applies;
+         i++) {
+        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+        if (aq_setting_at(i, &info, NULL) == AQ_OK && info.gguf) {
+            gkw_applies[n++] = info.name;
+        }
+    }
+    gkw_applies[n] = NULL;
+}
+
+/* Every setting of the table is a keyword; GGUF output applies those the table marks gguf (the
+ * profile only when given: without one every tensor of two or more dimensions gets gguf_type). */
 const aq__py_kwspec aq__py_quantize_gguf_kw = {
     "_quantize_gguf", gkw_positional, gkw_own, gkw_applies,
     "the GGUF writer takes its encodings from gguf_type and the profile's layer rules"};

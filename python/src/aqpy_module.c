@@ -1389,6 +1389,7 @@ static int aqpy_add_type(PyObject *module, PyType_Spec *spec, PyTypeObject **out
 static int aqpy_exec(PyObject *module)
 {
     aqpy_state *st = aqpy_state_of(module);
+    aq__py_gguf_init();
     if (PyModule_AddFunctions(module, aq__py_runtime_methods) != 0 ||
         PyModule_AddFunctions(module, aq__py_settings_methods) != 0) {
         return -1;
