@@ -226,7 +226,7 @@ PyObject *aq__py_quantize_gguf(PyObject *module, PyObject *args, PyObject *kwarg
     if (aq__py_run_open(module, src, (int)threads, &ctx, &model, &names, &n) != 0) {
         goto done;
     }
-    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, (double)search, &err)) != AQ_OK) {
+    if ((st = aq_ctx_set_param(ctx, AQ_PARAM_GGUF_SEARCH, search, &err)) != AQ_OK) {
         goto fail;
     }
     if (profile_given) {
