@@ -207,16 +207,30 @@ typedef struct aq_model_execute_options {
 
 /* Quantizes (or keeps) tensors [begin, end) of the plan from `model` (the one planned, or an
  * identical copy on another machine: names, dtypes, shapes and sizes are checked,
- * AQ_SHAPE_MISMATCH naming the first that differs) into *rows, a struct array of the model
- * file's columns and one row per tensor in order, described by *schema (both the caller's to
- * release). ctx gives the threads; its other parameters come from the plan. A tensor that
- * fails (NaN, a truncated source) fails the call with its name in the message. opts may be
- * NULL. */
+ * AQ_SHAPE_MISMATCH naming the first that differs) into *rows, a struct array of one row per
+ * tensor in order, described by *schema (both the caller's to release): the model file's
+ * columns, then `initial_cosine` (float64: the tensor's cosine at the plan's bits, before the
+ * floor raised them; what aq_model_tensor_result.initial_cosine reports), which the writer
+ * reads and the file does not hold. ctx gives the threads; its other parameters come from the
+ * plan. A tensor that fails (NaN, a truncated source) fails the call with its name in the
+ * message. opts may be NULL. */
 AQ_API AQ_MUST_CHECK aq_status aq_model_execute(aq_ctx *ctx, aq_model *model,
                                                 const aq_model_plan *plan, size_t begin, size_t end,
                                                 const aq_model_execute_options *opts,
                                                 struct ArrowSchema *schema, struct ArrowArray *rows,
                                                 aq_error *err);
+
+/* aq_model_quantize following `plan` (made for `model` with the same options, here or
+ * elsewhere, and serialised in between) instead of planning: every tensor executed and
+ * written here, the same bytes aq_model_quantize writes. ctx gives the threads, the plan the
+ * other parameters; of opts only the callbacks (progress, on_tensor, cancel) and the
+ * calibration (required when the plan was made with one) are read. The model is checked
+ * against the plan as aq_model_execute checks it. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_quantize_plan(aq_ctx *ctx, aq_model *model,
+                                                      const aq_model_plan *plan,
+                                                      const char *out_path,
+                                                      const aq_model_quantize_options *opts,
+                                                      aq_model_summary *summary, aq_error *err);
 
 /* Assembles a model file from a plan and the rows aq_model_execute made of its tensors,
  * wherever they were made: appended in tensor order (any number of rows a call), checked
@@ -225,7 +239,21 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_execute(aq_ctx *ctx, aq_model *model,
  * under a temporary name and renamed into place by close. The plan must outlive the writer. */
 typedef struct aq_model_writer aq_model_writer;
 
+typedef struct aq_model_writer_options {
+    size_t size; /* sizeof(aq_model_writer_options), set by the caller */
+    /* Called for each row as it is appended, with what aq_model_quantize reports of its tensor
+     * (names point into the plan; initial_cosine is NaN for a moved tensor whose row lacks
+     * the initial_cosine column). */
+    aq_model_tensor_fn on_tensor;
+    void *on_tensor_user;
+    /* Called after each row (tensors_done counts from the first tensor). */
+    aq_model_progress_fn progress;
+    void *progress_user;
+} aq_model_writer_options;
+
+/* opts may be NULL (no callbacks). */
 AQ_API AQ_MUST_CHECK aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
+                                                    const aq_model_writer_options *opts,
                                                     aq_model_writer **out, aq_error *err);
 /* Rows are read (copied), not taken: the caller still releases them. */
 AQ_API AQ_MUST_CHECK aq_status aq_model_writer_append(aq_model_writer *w,

@@ -200,7 +200,7 @@ PyObject *aq__py_model_write(PyObject *module, PyObject *args, PyObject *kwargs)
     if (pplan(module, plan_obj, &plan) != 0) {
         goto done;
     }
-    if ((st = aq_model_writer_open(plan, PyBytes_AS_STRING(dst_b), &w, &err)) != AQ_OK) {
+    if ((st = aq_model_writer_open(plan, PyBytes_AS_STRING(dst_b), NULL, &w, &err)) != AQ_OK) {
         aq__py_raise(PyModule_GetState(module), &err);
         goto done;
     }

@@ -185,6 +185,11 @@ typedef struct qz_opts {
     bool min_set, target_set, bits_set, group_set, min_el_set;
     const char *calib_path, *combine, *scope_name, *profile;
     const char *plan_out; /* --plan-out: write the run's plan there, quantize nothing */
+    const char *plan_in;  /* --plan-in: follow this plan (--plan-out's) instead of planning */
+    /* --rows-in (with --plan-in): the file is written from these rows (Arrow IPC streams of
+     * aq_model_execute's rows, in tensor order), quantizing nothing here. */
+    const char **rows_in;
+    size_t n_rows_in;
     int comp, json, quiet;
     const char **keep;
     size_t n_keep;
@@ -227,6 +232,7 @@ typedef struct qz_run {
     aq_calib *calib;
     aq_rules *rules;
     const char **names;
+    aq_model_plan *plan; /* --plan-in's; the summary's names point into it */
     cli_alloc alloc;
     aq_model_summary s;
     double secs;
@@ -255,6 +261,7 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
         bool needs = strcmp(a, "-o") == 0 || strcmp(a, "--keep") == 0 ||
                      strcmp(a, "--bits-for") == 0 || strcmp(a, "--calibration") == 0 ||
                      strcmp(a, "--scheme") == 0 || strcmp(a, "--plan-out") == 0 ||
+                     strcmp(a, "--plan-in") == 0 || strcmp(a, "--rows-in") == 0 ||
                      cli_setting_flag(a);
         if (needs && v == NULL) {
             return cli_fail("%s needs a value", a);
@@ -312,6 +319,10 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
             q->keep[q->n_keep++] = v;
         } else if (strcmp(a, "--plan-out") == 0) {
             q->plan_out = v;
+        } else if (strcmp(a, "--plan-in") == 0) {
+            q->plan_in = v;
+        } else if (strcmp(a, "--rows-in") == 0) {
+            q->rows_in[q->n_rows_in++] = v;
         } else if (strcmp(a, "--compression") == 0) {
             long long comp;
             if ((rc = qz_setting(q, a, v, "compression", &comp, NULL)) != 0) {
@@ -339,6 +350,12 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
     }
     if (q->src == NULL || q->out == NULL) {
         return cli_fail("quantize needs SRC and -o OUT.arrow");
+    }
+    if (q->plan_in != NULL && q->plan_out != NULL) {
+        return cli_fail("quantize: --plan-in follows a plan, --plan-out makes one: not both");
+    }
+    if (q->n_rows_in > 0 && q->plan_in == NULL) {
+        return cli_fail("--rows-in needs --plan-in PLAN (the plan the rows were made from)");
     }
     return 0;
 }
@@ -483,6 +500,85 @@ static int qz_plan_out(const qz_opts *q, qz_run *r, const aq_model_quantize_opti
     return rc;
 }
 
+/* The plan file at path, read back into r->plan; 0 or the exit status of a failure. */
+static int qz_plan_read(const char *path, qz_run *r)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return cli_fail("--plan-in %s: %s", path, strerror(errno));
+    }
+    size_t cap = 1 << 16, len = 0;
+    unsigned char *buf = malloc(cap);
+    int rc = 0;
+    while (buf != NULL) {
+        len += fread(buf + len, 1, cap - len, f);
+        if (len < cap) {
+            break;
+        }
+        unsigned char *more = realloc(buf, cap * 2);
+        if (more == NULL) {
+            free(buf);
+        }
+        buf = more;
+        cap *= 2;
+    }
+    if (buf == NULL) {
+        rc = cli_fail("out of memory");
+    } else if (ferror(f)) {
+        rc = cli_fail("--plan-in %s: %s", path, strerror(errno));
+    } else {
+        aq_error err;
+        aq_error_clear(&err);
+        aq_status st = aq_model_plan_deserialize(buf, len, &r->plan, &err);
+        if (st != AQ_OK) {
+            rc = cli_fail("--plan-in %s: %s", path, err.message);
+        }
+    }
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+/* --plan-in with --rows-in: the file written from the rows made elsewhere, each row reported
+ * as the run reports its tensors. */
+static aq_status qz_write_rows(const qz_opts *q, qz_run *r, const aq_model_quantize_options *o,
+                               aq_error *err)
+{
+    aq_model_writer_options wo = AQ_SIZED_INIT(aq_model_writer_options);
+    wo.on_tensor = o->on_tensor;
+    wo.on_tensor_user = o->on_tensor_user;
+    wo.progress = o->progress;
+    wo.progress_user = o->progress_user;
+    aq_model_writer *w = NULL;
+    aq_status st = aq_model_writer_open(r->plan, q->out, &wo, &w, err);
+    for (size_t k = 0; k < q->n_rows_in && st == AQ_OK; k++) {
+        aq_ipc_reader *rd = NULL;
+        struct ArrowSchema sc;
+        memset(&sc, 0, sizeof sc);
+        if ((st = aq_ipc_reader_open(q->rows_in[k], &rd, err)) == AQ_OK) {
+            st = aq_ipc_reader_schema(rd, &sc, err);
+        }
+        while (st == AQ_OK) {
+            struct ArrowArray rows;
+            memset(&rows, 0, sizeof rows);
+            if ((st = aq_ipc_reader_next(rd, &rows, err)) != AQ_OK || rows.release == NULL) {
+                break;
+            }
+            st = aq_model_writer_append(w, &sc, &rows, err);
+            rows.release(&rows);
+        }
+        if (sc.release != NULL) {
+            sc.release(&sc);
+        }
+        aq_ipc_reader_free(rd);
+    }
+    if (st == AQ_OK) {
+        st = aq_model_writer_close(w, &r->s, err);
+    }
+    aq_model_writer_free(w);
+    return st;
+}
+
 /* Opens the model and the calibration, makes the layer rules and quantizes; 0 or the exit
  * status of a failure (r's objects are the caller's to free either way). */
 static int qz_execute(qz_opts *q, qz_run *r)
@@ -551,7 +647,15 @@ static int qz_execute(qz_opts *q, qz_run *r)
     if (q->plan_out != NULL) {
         return qz_plan_out(q, r, &o);
     }
-    if ((st = aq_model_quantize(r->ctx, r->model, q->out, &o, &r->s, &err)) != AQ_OK) {
+    int rc;
+    if (q->plan_in != NULL && (rc = qz_plan_read(q->plan_in, r)) != 0) {
+        return rc;
+    }
+    st = q->plan_in == NULL ? aq_model_quantize(r->ctx, r->model, q->out, &o, &r->s, &err)
+         : q->n_rows_in > 0
+             ? qz_write_rows(q, r, &o, &err)
+             : aq_model_quantize_plan(r->ctx, r->model, r->plan, q->out, &o, &r->s, &err);
+    if (st != AQ_OK) {
         if (prog.tty && !q->quiet) {
             fputc('\n', stderr);
         }
@@ -832,13 +936,14 @@ int cmd_quantize(int argc, char **argv)
     int rc = 0;
     q.keep = calloc((size_t)argc + 1, sizeof *q.keep);
     q.bits_for = calloc((size_t)argc + 1, sizeof *q.bits_for);
+    q.rows_in = calloc((size_t)argc + 1, sizeof *q.rows_in);
     aq_error err;
     aq_status st = aq_settings_create(&q.settings, &err);
     if (st != AQ_OK) {
         rc = cli_status(st, &err);
         goto done;
     }
-    if (q.keep == NULL || q.bits_for == NULL) {
+    if (q.keep == NULL || q.bits_for == NULL || q.rows_in == NULL) {
         rc = cli_fail("out of memory");
         goto done;
     }
@@ -871,7 +976,9 @@ done:
     free(r.names);
     free(q.keep);
     free(q.bits_for);
+    free(q.rows_in);
     free(r.alloc.moved);
+    aq_model_plan_free(r.plan);
     aq_settings_free(q.settings);
     return rc;
 }

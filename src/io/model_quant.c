@@ -31,6 +31,10 @@
 
 enum { MQ_NCOLS = 13 };
 
+/* The column after the file's in exported rows: each row's cosine at the plan's bits, before
+ * the floor raised them (what the run's summary says of a moved tensor). */
+#define MQ_INITIAL_COSINE "initial_cosine"
+
 static const struct {
     const char *format;
     const char *name;
@@ -60,9 +64,10 @@ typedef struct mq_row {
     float *zps;
     size_t groups;
     double sqnr, cosine, maxerr;
-    double sse; /* squared error against the source */
-    bool place; /* set by the writing pass: output goes where mq_place puts it */
-    bool arena; /* data, scales and zps lie in the current arena, at these offsets: */
+    double initial_cosine; /* at the plan's bits, before the floor raised them */
+    double sse;            /* squared error against the source */
+    bool place;            /* set by the writing pass: output goes where mq_place puts it */
+    bool arena;            /* data, scales and zps lie in the current arena, at these offsets: */
     size_t data_off, grp_off;
 } mq_row;
 
@@ -373,11 +378,17 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
 
 /* ---- building and writing a batch ---- */
 
-/* The model file's schema, with its metadata, from the plan. */
-static aq_status mq_schema(const aq_model_plan *mp, struct ArrowSchema *out, aq_error *err)
+/* The model file's schema, with its metadata, from the plan; rows exported for another process
+ * (aq_model_execute) carry one column more, MQ_INITIAL_COSINE, which the file does not. */
+static aq_status mq_schema(const aq_model_plan *mp, bool exporting, struct ArrowSchema *out,
+                           aq_error *err)
 {
     struct ArrowSchema sc;
-    aq_status st = aq__schema_alloc(&sc, "+s", "", 0, MQ_NCOLS, err);
+    aq_status st = aq__schema_alloc(&sc, "+s", "", 0, MQ_NCOLS + (exporting ? 1 : 0), err);
+    if (st == AQ_OK && exporting) {
+        st = aq__schema_alloc(sc.children[MQ_NCOLS], "g", MQ_INITIAL_COSINE, ARROW_FLAG_NULLABLE, 0,
+                              err);
+    }
     for (int i = 0; st == AQ_OK && i < MQ_NCOLS; i++) {
         const char *f = (i == 1 && mp->large) ? "Z" : mq_cols[i].format;
         st = aq__schema_alloc(sc.children[i], f, mq_cols[i].name, ARROW_FLAG_NULLABLE,
@@ -728,8 +739,9 @@ static aq_status mq_build(mq_state *s, struct ArrowArray *out, bool *borrowed_ou
     double *m[3] = {calloc(n, sizeof(double)), calloc(n, sizeof(double)),
                     calloc(n, sizeof(double))};
     uint64_t *sums = calloc(n, sizeof *sums);
+    double *initial = s->exporting ? calloc(n, sizeof(double)) : NULL;
     if (!names || !schemes || !dtypes || !sv || !zv || !dv || !gc || !dc || !bits || !groups ||
-        !m[0] || !m[1] || !m[2] || !sums) {
+        !m[0] || !m[1] || !m[2] || !sums || (s->exporting && initial == NULL)) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
         goto done;
     }
@@ -749,6 +761,9 @@ static aq_status mq_build(mq_state *s, struct ArrowArray *out, bool *borrowed_ou
         m[0][i] = r->sqnr;
         m[1][i] = r->cosine;
         m[2][i] = r->maxerr;
+        if (initial != NULL) {
+            initial[i] = r->initial_cosine;
+        }
         total_data += r->data_size;
         aq__row_bytes rb = {
             .name = r->name,
@@ -770,7 +785,8 @@ static aq_status mq_build(mq_state *s, struct ArrowArray *out, bool *borrowed_ou
         };
         sums[i] = aq__row_checksum(&rb);
     }
-    if ((st = aq__array_alloc(&batch, (int64_t)n, 1, MQ_NCOLS, err)) != AQ_OK ||
+    if ((st = aq__array_alloc(&batch, (int64_t)n, 1, MQ_NCOLS + (initial != NULL ? 1 : 0), err)) !=
+            AQ_OK ||
         (st = mq_utf8(batch.children[0], names, n, err)) != AQ_OK) {
         goto done;
     }
@@ -809,7 +825,9 @@ static aq_status mq_build(mq_state *s, struct ArrowArray *out, bool *borrowed_ou
             goto done;
         }
     }
-    if ((st = mq_prim(batch.children[12], sums, sizeof(uint64_t), n, err)) != AQ_OK) {
+    if ((st = mq_prim(batch.children[12], sums, sizeof(uint64_t), n, err)) != AQ_OK ||
+        (initial != NULL &&
+         (st = mq_prim(batch.children[MQ_NCOLS], initial, sizeof(double), n, err)) != AQ_OK)) {
         goto done;
     }
     aq__array_move(&batch, out);
@@ -830,6 +848,7 @@ done:
         free(m[k]);
     }
     free(sums);
+    free(initial);
     return st;
 }
 
@@ -1724,6 +1743,7 @@ static aq_status mq_exec_tensor(mq_state *s, size_t i, mq_row *r, aq_model_tenso
         mq_row_free(r);
         return st;
     }
+    r->initial_cosine = e->kept ? r->cosine : res->initial_cosine;
     if (r->borrowed == NULL) {
         aq_model_release(s->model, i);
     }
@@ -1771,7 +1791,7 @@ static aq_status mq_open(mq_state *s, const char *out_path, aq_error *err)
     wo.format = AQ_IPC_FORMAT_FILE;
     wo.compression = (aq_ipc_compression)s->mp->compression;
     aq_ipc_writer *w = NULL;
-    aq_status st = mq_schema(s->mp, &schema, err);
+    aq_status st = mq_schema(s->mp, false, &schema, err);
     if (st == AQ_OK && (st = aq_ipc_writer_open(out_path, &schema, &wo, &w, err)) == AQ_OK) {
         s->ipc = w;
         aq__ipc_writer_drop_behind(w, true);
@@ -1931,34 +1951,19 @@ aq_status aq_model_plan_create(aq_ctx *ctx, aq_model *model, const aq_model_quan
 
 /* ---- the whole run ---- */
 
-aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
-                            const aq_model_quantize_options *opts, aq_model_summary *summary,
-                            aq_error *err)
+/* Every tensor of plan executed here, one at a time, each appended to the file at out_path as
+ * it comes: the path a distributed run takes in pieces (aq_model_execute, aq_model_writer).
+ * ctx carries the plan's parameters. */
+static aq_status mq_run(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
+                        const char *out_path, const aq_model_quantize_options *opts,
+                        aq_model_summary *summary, aq_error *err)
 {
-    if (ctx == NULL || model == NULL || out_path == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_quantize: NULL argument");
-    }
-    aq_model_quantize_options own;
-    aq_status st = mq_opts_read(&opts, &own, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    /* Before any work: the output must be a place a file can go, and none of the inputs. */
-    st = aq__io_model_check_output(model, out_path, err);
-    if (st == AQ_OK && opts != NULL) {
-        st = aq__io_calib_check_output(opts->calib, out_path, err);
-    }
-    aq_model_plan *plan = NULL;
-    if (st != AQ_OK || (st = mq_plan_make(ctx, model, opts, &plan, err)) != AQ_OK) {
-        return st;
-    }
-    /* Then the plan's tensors executed here, one at a time, each appended to the file as it
-     * comes: the path a distributed run takes in pieces (aq_model_execute, aq_model_writer). */
     mq_state s;
     mq_totals tot;
     mq_totals_init(&tot);
     const size_t n = plan->n;
     aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL, 0};
+    aq_status st;
     if ((st = mq_state_init(&s, ctx, model, plan, opts, err)) != AQ_OK ||
         (st = mq_open(&s, out_path, err)) != AQ_OK) {
         goto done;
@@ -1984,8 +1989,75 @@ aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
     }
 done:
     mq_state_free(&s);
+    return st;
+}
+
+/* The checks of aq_model_quantize before any work: the output must be a place a file can go,
+ * and none of the inputs. */
+static aq_status mq_check_output(const aq_model *model, const char *out_path,
+                                 const aq_model_quantize_options *opts, aq_error *err)
+{
+    aq_status st = aq__io_model_check_output(model, out_path, err);
+    if (st == AQ_OK && opts != NULL) {
+        st = aq__io_calib_check_output(opts->calib, out_path, err);
+    }
+    return st;
+}
+
+aq_status aq_model_quantize(aq_ctx *ctx, aq_model *model, const char *out_path,
+                            const aq_model_quantize_options *opts, aq_model_summary *summary,
+                            aq_error *err)
+{
+    if (ctx == NULL || model == NULL || out_path == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_quantize: NULL argument");
+    }
+    aq_model_quantize_options own;
+    aq_status st = mq_opts_read(&opts, &own, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    aq_model_plan *plan = NULL;
+    if ((st = mq_check_output(model, out_path, opts, err)) != AQ_OK ||
+        (st = mq_plan_make(ctx, model, opts, &plan, err)) != AQ_OK) {
+        return st;
+    }
+    st = mq_run(ctx, model, plan, out_path, opts, summary, err);
     aq_model_plan_free(plan);
     return st;
+}
+
+aq_status aq_model_quantize_plan(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
+                                 const char *out_path, const aq_model_quantize_options *opts,
+                                 aq_model_summary *summary, aq_error *err)
+{
+    if (ctx == NULL || model == NULL || plan == NULL || out_path == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_quantize_plan: NULL argument");
+    }
+    aq_model_quantize_options own;
+    aq_status st = mq_opts_read(&opts, &own, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    const aq_calib *calib = opts != NULL ? opts->calib : NULL;
+    if (plan->calibrated != (calib != NULL)) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             plan->calibrated
+                                 ? "aq_model_quantize_plan: the plan was made with a calibration: "
+                                   "it needs the same one"
+                                 : "aq_model_quantize_plan: the plan was made without a "
+                                   "calibration");
+    }
+    aq__pool *pool;
+    if ((st = aq__model_plan_match(plan, model, err)) != AQ_OK ||
+        (st = mq_check_output(model, out_path, opts, err)) != AQ_OK ||
+        (st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    /* The plan's parameters, the caller's threads (the copy shares its pool), as
+     * aq_model_execute takes them: the rows are the same wherever they are made. */
+    aq_ctx c = aq__ctx_with(ctx, plan->ctx_scheme, plan->ctx_bits, plan->ctx_group);
+    c.preserve_moments = plan->preserve_moments != 0;
+    return mq_run(&c, model, plan, out_path, opts, summary, err);
 }
 
 /* ---- execute, for another process ---- */
@@ -2055,7 +2127,7 @@ aq_status aq_model_execute(aq_ctx *ctx, aq_model *model, const aq_model_plan *pl
         }
     }
     bool borrowed = false;
-    if ((st = mq_schema(plan, &sc, err)) == AQ_OK &&
+    if ((st = mq_schema(plan, true, &sc, err)) == AQ_OK &&
         (st = mq_build(&s, rows, &borrowed, err)) == AQ_OK) {
         aq__schema_move(&sc, schema);
     }
@@ -2072,16 +2144,24 @@ struct aq_model_writer {
     mq_state s;
     mq_totals tot;
     aq_model_progress prog;
+    /* The caller's callbacks, where the rows' reports go (as aq_model_quantize's do). */
+    aq_model_quantize_options calls;
     size_t next; /* the plan's tensor the next row must be */
 };
 
 aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
-                               aq_model_writer **out, aq_error *err)
+                               const aq_model_writer_options *opts, aq_model_writer **out,
+                               aq_error *err)
 {
     if (plan == NULL || out_path == NULL || out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_writer_open: NULL argument");
     }
     *out = NULL;
+    aq_model_writer_options o;
+    aq_status st = AQ__OPTS_READ(aq_model_writer_options, progress_user, o, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
     aq_model_writer *w = calloc(1, sizeof *w);
     if (w == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
@@ -2091,7 +2171,14 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
     for (size_t i = 0; i < plan->n; i++) {
         w->prog.bytes_total += plan->t[i].nbytes;
     }
-    aq_status st = mq_state_init(&w->s, NULL, NULL, plan, NULL, err);
+    w->calls.size = sizeof w->calls;
+    if (opts != NULL) {
+        w->calls.on_tensor = o.on_tensor;
+        w->calls.on_tensor_user = o.on_tensor_user;
+        w->calls.progress = o.progress;
+        w->calls.progress_user = o.progress_user;
+    }
+    st = mq_state_init(&w->s, NULL, NULL, plan, &w->calls, err);
     if (st == AQ_OK) {
         st = mq_open(&w->s, out_path, err);
     }
@@ -2103,14 +2190,28 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
     return AQ_OK;
 }
 
-/* The columns of the rows aq_model_execute makes, as the model file has them. */
+/* The columns of the rows aq_model_execute makes: the model file's, then (rows of this
+ * release) MQ_INITIAL_COSINE. */
 static aq_status mw_check_schema(const struct ArrowSchema *schema, bool *wide, aq_error *err)
 {
-    if (schema->n_children != MQ_NCOLS || strcmp(schema->format, "+s") != 0) {
+    if ((schema->n_children != MQ_NCOLS && schema->n_children != MQ_NCOLS + 1) ||
+        strcmp(schema->format, "+s") != 0) {
         return aq__error_set(err, AQ_INVALID_DATA,
-                             "rows: a struct of %d columns (the model file's) was expected, not "
-                             "'%s' with %lld",
-                             MQ_NCOLS, schema->format, (long long)schema->n_children);
+                             "rows: a struct of %d columns (the model file's, then '%s') was "
+                             "expected, not '%s' with %lld",
+                             MQ_NCOLS, MQ_INITIAL_COSINE, schema->format,
+                             (long long)schema->n_children);
+    }
+    if (schema->n_children > MQ_NCOLS) {
+        const struct ArrowSchema *c = schema->children[MQ_NCOLS];
+        if (c->name == NULL || strcmp(c->name, MQ_INITIAL_COSINE) != 0 ||
+            strcmp(c->format, "g") != 0) {
+            return aq__error_set(err, AQ_INVALID_DATA,
+                                 "rows: column %d is '%s' of type '%s'; '%s' of type 'g' was "
+                                 "expected",
+                                 MQ_NCOLS, c->name != NULL ? c->name : "", c->format,
+                                 MQ_INITIAL_COSINE);
+        }
     }
     for (int i = 0; i < MQ_NCOLS; i++) {
         const struct ArrowSchema *c = schema->children[i];
@@ -2143,6 +2244,7 @@ typedef struct mw_row {
     uint8_t bits;
     uint32_t group;
     double sqnr, cosine, maxerr;
+    double initial_cosine; /* NaN for rows without the column */
     uint64_t checksum;
 } mw_row;
 
@@ -2176,11 +2278,11 @@ static const void *mw_at(const void *base, size_t elem, int64_t idx)
 
 static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_row *r, aq_error *err)
 {
-    for (int c = 0; c < MQ_NCOLS; c++) {
+    for (int64_t c = 0; c < b->n_children; c++) {
         const struct ArrowArray *a = b->children[c];
         if (a->null_count != 0 && a->buffers[0] != NULL) {
             return aq__error_set(err, AQ_INVALID_DATA, "rows: column '%s' has nulls",
-                                 mq_cols[c].name);
+                                 c < MQ_NCOLS ? mq_cols[c].name : MQ_INITIAL_COSINE);
         }
     }
     const int64_t j = b->offset + k;
@@ -2208,6 +2310,10 @@ static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_ro
     memcpy(&r->cosine, mw_prim(ch[10], j, 8), 8);
     memcpy(&r->maxerr, mw_prim(ch[11], j, 8), 8);
     memcpy(&r->checksum, mw_prim(ch[12], j, 8), 8);
+    r->initial_cosine = (double)NAN;
+    if (b->n_children > MQ_NCOLS) {
+        memcpy(&r->initial_cosine, mw_prim(ch[MQ_NCOLS], j, 8), 8);
+    }
     return AQ_OK;
 }
 
@@ -2338,7 +2444,7 @@ static aq_status mw_append_row(aq_model_writer *w, size_t i, const mw_row *in, c
     memset(&res, 0, sizeof res);
     res.initial_bit_width = e->bits;
     res.moved = !e->kept && in->bits != e->bits;
-    res.initial_cosine = res.moved ? (double)NAN : in->cosine;
+    res.initial_cosine = res.moved ? in->initial_cosine : in->cosine;
     mq_report(s, i, &r, &res, out_bytes, &w->tot, &w->prog);
     return AQ_OK;
 }
@@ -2355,9 +2461,9 @@ aq_status aq_model_writer_append(aq_model_writer *w, const struct ArrowSchema *s
     }
     bool wide = false;
     aq_status st = mw_check_schema(schema, &wide, err);
-    if (st == AQ_OK && rows->n_children != MQ_NCOLS) {
-        st = aq__error_set(err, AQ_INVALID_DATA, "rows: %lld columns where the schema has %d",
-                           (long long)rows->n_children, MQ_NCOLS);
+    if (st == AQ_OK && rows->n_children != schema->n_children) {
+        st = aq__error_set(err, AQ_INVALID_DATA, "rows: %lld columns where the schema has %lld",
+                           (long long)rows->n_children, (long long)schema->n_children);
     }
     for (int64_t k = 0; k < rows->length && st == AQ_OK; k++) {
         mw_row r;

@@ -106,10 +106,52 @@ static aq_model_quantize_options options(bool budget, size_t batch_bytes)
     return o;
 }
 
+/* What a run reports of each tensor (on_tensor), to compare the runs' reports. */
+typedef struct report {
+    int seen, kept, moved;
+    unsigned bits, initial_bits;
+    double cosine, initial_cosine, sqnr;
+    size_t bytes, elements;
+} report;
+
+static void on_tensor(void *user, const aq_model_tensor_result *r)
+{
+    report *rep = user;
+    CHECK(r->index < N_T && strcmp(r->name, names[r->index]) == 0);
+    report *x = &rep[r->index];
+    x->seen++;
+    x->kept = r->kept;
+    x->elements = r->elements;
+    x->bytes = r->bytes;
+    if (!r->kept) {
+        x->moved = r->moved;
+        x->bits = r->bit_width;
+        x->initial_bits = r->initial_bit_width;
+        x->cosine = r->cosine;
+        x->initial_cosine = r->initial_cosine;
+        x->sqnr = r->sqnr_db;
+    }
+}
+
+/* Every tensor reported once, with the same figures; *moved: how many the floor moved. */
+static void same_reports(const report *a, const report *b, size_t *moved)
+{
+    *moved = 0;
+    for (size_t i = 0; i < N_T; i++) {
+        CHECK_MSG(a[i].seen == 1 && b[i].seen == 1, "tensor %zu reported %d and %d times", i,
+                  a[i].seen, b[i].seen);
+        CHECK_MSG(memcmp(&a[i], &b[i], sizeof a[i]) == 0,
+                  "tensor %zu: bits %u/%u from %u/%u, cosine %.9g/%.9g from %.9g/%.9g", i,
+                  a[i].bits, b[i].bits, a[i].initial_bits, b[i].initial_bits, a[i].cosine,
+                  b[i].cosine, a[i].initial_cosine, b[i].initial_cosine);
+        *moved += (size_t)a[i].moved;
+    }
+}
+
 /* Executes [cuts[k], cuts[k+1]) for each k, each range on a plan read back from bytes, and
- * writes the rows in order into out. */
+ * writes the rows in order into out, reporting each tensor into rep. */
 static void split_run(const char *src, const char *out, const aq_model_quantize_options *o,
-                      const size_t *cuts, size_t n_cuts, unsigned threads)
+                      const size_t *cuts, size_t n_cuts, unsigned threads, report *rep)
 {
     aq_error err;
     aq_ctx *ctx;
@@ -133,7 +175,10 @@ static void split_run(const char *src, const char *out, const aq_model_quantize_
     aq_model *wm;
     CHECK_OK(aq_model_open(src, &wm, &err));
     aq_model_writer *w;
-    CHECK_OK(aq_model_writer_open(plan, out, &w, &err));
+    aq_model_writer_options wo = AQ_SIZED_INIT(aq_model_writer_options);
+    wo.on_tensor = on_tensor;
+    wo.on_tensor_user = rep;
+    CHECK_OK(aq_model_writer_open(plan, out, &wo, &w, &err));
     for (size_t k = 0; k + 1 < n_cuts; k++) {
         struct ArrowSchema sc;
         struct ArrowArray rows;
@@ -155,8 +200,10 @@ static void split_run(const char *src, const char *out, const aq_model_quantize_
     aq_ctx_free(ctx);
 }
 
+/* aq_model_quantize into out, reporting each tensor into rep; with planned, also
+ * aq_model_quantize_plan following the same plan read back from bytes into planned. */
 static void whole_run(const char *src, const char *out, const aq_model_quantize_options *o,
-                      aq_model_summary *s)
+                      aq_model_summary *s, report *rep, const char *planned, report *prep)
 {
     aq_error err;
     aq_ctx *ctx;
@@ -164,7 +211,33 @@ static void whole_run(const char *src, const char *out, const aq_model_quantize_
     CHECK_OK(aq_ctx_set_param(ctx, AQ_PARAM_BIT_WIDTH, 2, &err));
     aq_model *m;
     CHECK_OK(aq_model_open(src, &m, &err));
-    CHECK_OK(aq_model_quantize(ctx, m, out, o, s, &err));
+    aq_model_quantize_options ro = *o;
+    ro.on_tensor = on_tensor;
+    ro.on_tensor_user = rep;
+    CHECK_OK(aq_model_quantize(ctx, m, out, &ro, s, &err));
+    if (planned != NULL) {
+        aq_model_plan *plan, *back;
+        void *bytes;
+        size_t len;
+        CHECK_OK(aq_model_plan_create(ctx, m, o, &plan, &err));
+        CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
+        CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
+        aq_model_plan_bytes_free(bytes);
+        aq_model_plan_free(plan);
+        /* Another context, of another bit width: the plan's parameters are followed. */
+        aq_ctx *other;
+        CHECK_OK(aq_ctx_create(&other, &err));
+        CHECK_OK(aq_ctx_set_param(other, AQ_PARAM_BIT_WIDTH, 8, &err));
+        aq_model *om;
+        CHECK_OK(aq_model_open(src, &om, &err));
+        ro.on_tensor_user = prep;
+        aq_model_summary ps;
+        CHECK_OK(aq_model_quantize_plan(other, om, back, planned, &ro, &ps, &err));
+        CHECK(ps.tensors == s->tensors && ps.moved == s->moved && ps.bytes_out == s->bytes_out);
+        aq_model_plan_free(back);
+        aq_model_free(om);
+        aq_ctx_free(other);
+    }
     aq_model_free(m);
     aq_ctx_free(ctx);
 }
@@ -189,26 +262,43 @@ static void check_split(bool budget, size_t batch_bytes, unsigned threads)
     aq_error err;
     snprintf(dir, sizeof dir, "/tmp/aq_plan_test_XXXXXX");
     CHECK(mkdtemp(dir) != NULL);
-    char src[300], whole[300], split[300], single[300];
+    char src[300], whole[300], split[300], single[300], planned[300];
     path_in(src, sizeof src, "src.safetensors");
     path_in(whole, sizeof whole, "whole.arrow");
     path_in(split, sizeof split, "split.arrow");
     path_in(single, sizeof single, "single.arrow");
+    path_in(planned, sizeof planned, "planned.arrow");
     CHECK_OK(write_source(src, N_Q, &err));
     aq_model_quantize_options o = options(budget, batch_bytes);
     aq_model_summary s;
-    whole_run(src, whole, &o, &s);
+    static report r_whole[N_T], r_planned[N_T], r_split[N_T], r_single[N_T];
+    memset(r_whole, 0, sizeof r_whole);
+    memset(r_planned, 0, sizeof r_planned);
+    memset(r_split, 0, sizeof r_split);
+    memset(r_single, 0, sizeof r_single);
+    whole_run(src, whole, &o, &s, r_whole, planned, r_planned);
+    same_bytes(whole, planned);
+    size_t moved, m_split, m_single;
+    same_reports(r_whole, r_planned, &moved);
     /* Uneven ranges, a range of one tensor, ranges that cut batches. */
     static const size_t cuts[] = {0, 4, 5, 11, N_T};
-    split_run(src, split, &o, cuts, sizeof cuts / sizeof cuts[0], threads);
+    split_run(src, split, &o, cuts, sizeof cuts / sizeof cuts[0], threads, r_split);
     same_bytes(whole, split);
     static const size_t all[] = {0, N_T};
-    split_run(src, single, &o, all, 2, threads);
+    split_run(src, single, &o, all, 2, threads, r_single);
     same_bytes(whole, single);
+    /* The writer reports each row as the run reports its tensor, the cosine before the floor
+     * included (the rows carry it). */
+    same_reports(r_whole, r_split, &m_split);
+    same_reports(r_whole, r_single, &m_single);
+    CHECK(m_split == moved && m_single == moved);
+    CHECK_MSG(budget || moved > 0, "the floor moved no tensor: the reports of moved tensors "
+                                   "are not checked");
     unlink(src);
     unlink(whole);
     unlink(split);
     unlink(single);
+    unlink(planned);
     rmdir(dir);
 }
 
@@ -277,7 +367,7 @@ TEST(bad_plans_rows_and_ranges_are_refused)
     aq_model_plan_bytes_free(bytes);
     /* Rows out of order: tensors 3.. where 0 is expected. */
     aq_model_writer *w;
-    CHECK_OK(aq_model_writer_open(plan, out, &w, &err));
+    CHECK_OK(aq_model_writer_open(plan, out, NULL, &w, &err));
     CHECK_OK(aq_model_execute(ctx, m, plan, 3, 6, NULL, &sc, &rows, &err));
     CHECK_FAILS(aq_model_writer_append(w, &sc, &rows, &err), AQ_INVALID_DATA,
                 "'blocks.1.weight' came where tensor 0 of the plan, 'blocks.0.weight', was "
@@ -306,7 +396,7 @@ TEST(bad_plans_rows_and_ranges_are_refused)
     CHECK_OK(aq_ctx_set_param(ctx4, AQ_PARAM_BIT_WIDTH, 4, &err));
     aq_model_plan *plan4;
     CHECK_OK(aq_model_plan_create(ctx4, m, &o, &plan4, &err));
-    CHECK_OK(aq_model_writer_open(plan4, out, &w, &err));
+    CHECK_OK(aq_model_writer_open(plan4, out, NULL, &w, &err));
     CHECK_OK(aq_model_execute(ctx, m, plan, 0, 1, NULL, &sc, &rows, &err));
     CHECK_FAILS(aq_model_writer_append(w, &sc, &rows, &err), AQ_INVALID_DATA,
                 "tensor 'blocks.0.weight' is affine at 4 bits in the plan: its row (affine, 2 "

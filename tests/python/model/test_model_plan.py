@@ -68,3 +68,73 @@ def test_bad_rows_and_plans_are_refused(cli, ddpm, tmp_path):
         _model_execute(str(other), plan, 0, 1)
     with pytest.raises(QuantizationError, match="not a range of the plan"):
         _model_execute(str(src), plan, 3, 3)
+
+
+def _untimed(text, ref, out):
+    return [ln for ln in text.replace(str(ref), str(out)).splitlines()
+            if not ln.startswith("  time ")]
+
+
+@pytest.mark.parametrize("options", [["--profile", "local"],
+                                     ["--bits", "2", "--keep", "*norm*", "--min-accuracy",
+                                      "0.999"],
+                                     ["--bits", "4", "--target-bpw", "7", "--budget-scope",
+                                      "model"]])
+def test_command_follows_a_plan_and_writes_rows_with_its_summary(cli, ddpm, tmp_path, options):
+    """--plan-in (executing the plan here) and --plan-in --rows-in (rows made elsewhere) write
+    the plain command's file and print its summary, text and --json, the floor's moves with
+    their cosine before included."""
+    src = ddpm / "diffusion_pytorch_model.safetensors"
+    ref, plan_path = tmp_path / "ref.arrow", tmp_path / "plan"
+    plain = cli("quantize", src, "-o", ref, *options)
+    plain_json = cli.json("quantize", src, "-o", ref, *options)
+    cli("quantize", src, "-o", tmp_path / "x.arrow", "--plan-out", plan_path, *options)
+    plan = plan_path.read_bytes()
+    n = len(_model_plan_tensors(plan))
+    # The rows of three ranges, as two stream files (one holding two ranges).
+    cuts = [0, 1, n // 2, n]
+    files = []
+    for k, ranges in enumerate([[(0, 1)], [(1, n // 2), (n // 2, n)]]):
+        path = tmp_path / f"rows{k}.arrows"
+        batches = [_rows(src, plan, a, b) for a, b in ranges]
+        with pa.ipc.new_stream(str(path), batches[0].schema) as w:
+            for b in batches:
+                w.write_batch(b)
+        files += ["--rows-in", path]
+    assert cuts[-1] == n
+    for name, extra in (("planned", []), ("rows", files)):
+        out = tmp_path / f"{name}.arrow"
+        p = cli("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
+        assert out.read_bytes() == ref.read_bytes(), name
+        assert _untimed(p.stdout, ref, out) == _untimed(plain.stdout, ref, out), name
+        doc = cli.json("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
+        want = dict(plain_json)
+        for d in (doc, want):
+            d.pop("seconds"), d.pop("output")
+        assert doc == want, name
+    if "--min-accuracy" in options:
+        assert plain_json["moved"] and "nan" not in plain.stdout
+
+
+def test_plan_in_and_rows_in_are_checked(cli, ddpm, tmp_path):
+    src = ddpm / "diffusion_pytorch_model.safetensors"
+    plan_path = tmp_path / "plan"
+    cli("quantize", src, "-o", tmp_path / "x.arrow", "--plan-out", plan_path, "--bits", "4",
+        "--keep", "*norm*")
+    out = tmp_path / "out.arrow"
+    p = cli("quantize", src, "-o", out, "--rows-in", plan_path, "--bits", "4", check=False)
+    assert p.returncode != 0 and "--rows-in needs --plan-in PLAN" in p.stderr
+    bad = tmp_path / "bad.plan"
+    bad.write_bytes(plan_path.read_bytes()[:-3])
+    p = cli("quantize", src, "-o", out, "--plan-in", bad, "--bits", "4", check=False)
+    assert p.returncode != 0 and f"--plan-in {bad}: " in p.stderr
+    # Rows of the first tensors only: the writer names the first one missing.
+    plan = plan_path.read_bytes()
+    rows = tmp_path / "rows.arrows"
+    b = _rows(src, plan, 0, 2)
+    with pa.ipc.new_stream(str(rows), b.schema) as w:
+        w.write_batch(b)
+    p = cli("quantize", src, "-o", out, "--plan-in", plan_path, "--rows-in", rows, "--bits", "4",
+            "--keep", "*norm*", check=False)
+    assert p.returncode != 0 and "the first missing is" in p.stderr
+    assert not out.exists()
