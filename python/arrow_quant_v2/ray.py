@@ -10,14 +10,19 @@ A job has three steps, each on the workers (docs/ray.md); no weights pass throug
 1. plan: a task per checkpoint; a worker runs ``arrowquant quantize SRC -o OUT --plan-out``
    with the job's options, so every rule, floor and budget is the command's. The plan (what
    each tensor becomes; no weights) comes back to the driver.
-2. execute: the driver cuts each plan into ranges of tensors (``range_bytes`` of source each,
-   and at least one range per worker for a checkpoint that has the tensors), a Ray Dataset of
-   one row per range. ``map_batches`` quantizes each range on a worker, reading the mapped
-   checkpoint lazily (``_model_execute``: the library's aq_model_execute), into the model
-   file's rows. A range with a bad tensor reports every failing tensor by name.
-3. write: once a checkpoint's ranges are done, a task on a worker assembles its model file from
-   the plan and the rows in order (``_model_write``: aq_model_writer), under a temporary name
-   renamed into place: the same bytes ``arrowquant quantize`` writes on one machine.
+2. execute: a checkpoint is cut into ranges of tensors only where spreading it over workers
+   shortens the job (fewer checkpoints than workers, or one larger than a worker's share).
+   The others run whole: a task runs ``arrowquant quantize SRC -o OUT --plan-in PLAN``, which
+   follows the plan and writes the file in one process. A cut checkpoint's plan becomes ranges
+   (``range_bytes`` of source each, at least one per worker), a Ray Dataset of one row per
+   range. ``map_batches`` quantizes each range on a worker, reading the mapped checkpoint
+   lazily (``_model_execute``: the library's aq_model_execute), into the model file's rows. A
+   bad tensor is reported by name, every one of them.
+3. write: once a cut checkpoint's ranges are done, a task on a worker has the command
+   assemble its model file from the plan and the rows in order (``--plan-in PLAN --rows-in
+   ROWS``: aq_model_writer), under a temporary name renamed into place: the same bytes
+   ``arrowquant quantize`` writes on one machine. The command that writes a file prints its
+   own summary of it, the plain command's.
 
 A worker that dies is retried by Ray (an execute task by Ray Data, a write task by its retries);
 nothing partial ever has the final name, and the temporaries of killed writers are removed.
@@ -78,14 +83,17 @@ class CheckpointResult:
     output: str
     ok: bool
     error: str | None = None
-    summary: Mapping[str, Any] | None = None  # the command's --json summary, or the writer's
-    text: str = ""  # what the command printed on stdout (checkpoint rows)
+    summary: Mapping[str, Any] | None = None  # the command's --json summary of the file
+    text: str = ""  # what the command printed on stdout: its summary of the file
     seconds: float = 0.0
-    # Layer rows: (tensor, error) of each tensor that failed; the execute tasks (Ray task ids)
-    # that quantized its ranges, and their worker processes.
+    # Layer rows: (tensor, error) of each tensor that failed; the tasks (Ray task ids) that
+    # quantized its tensors (its ranges, or its one run), and their worker processes.
     tensor_failures: tuple[tuple[str, str], ...] = ()
     tasks: tuple[str, ...] = ()
     workers: tuple[int, ...] = ()
+    # Layer rows: the checkpoint's tensors and their source bytes, from its plan.
+    tensors: int = 0
+    source_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -277,7 +285,13 @@ def _connect(address: str | None, num_workers: int | None) -> None:
         # Rows of paths and plans, and the quantized rows of the checkpoints in flight (Ray
         # spills to disk beyond it).
         kw["object_store_memory"] = 128 << 20
-        ray.init(**kw)
+        # Ray runs its workers at niceness 15 by default (its daemons keep priority): on a
+        # machine with other work, the job's quantizing would get a fraction of the CPU the
+        # plain command gets. The workers of a cluster started for the job run at the
+        # priority of whoever started it, as the command does.
+        kw["_system_config"] = {"worker_niceness": os.nice(0)}
+        # "local": a new cluster even where RAY_ADDRESS names a running one.
+        ray.init(address="local", **kw)
     else:
         _reachable(address)
         ray.init(address=address, **kw)
@@ -354,6 +368,23 @@ def _execute(pairs: list[tuple[str, str]], cmd: str, args: list[str],
 RANGE_BYTES = 64 << 20
 
 
+def _command_error(command: str, proc: subprocess.CompletedProcess) -> str:
+    """The command's error lines (without their prefix), or its exit status."""
+    err = "; ".join(ln.removeprefix("arrowquant: error: ")
+                    for ln in proc.stderr.splitlines() if ln.startswith("arrowquant: error: "))
+    return err or f"{command} exited with status {proc.returncode}"
+
+
+def _run_command(command: str, argv: Sequence[str]) -> subprocess.CompletedProcess | str:
+    """The command run on this worker, tied to it (it dies with the worker), or the reason it
+    could not start."""
+    try:
+        return subprocess.run([command, *argv], capture_output=True, text=True, check=False,
+                              preexec_fn=_die_with_parent)
+    except OSError as e:
+        return f"{command}: {e.strerror or e}"
+
+
 @ray.remote(num_cpus=1, max_retries=-1)
 def _plan_checkpoint(source: str, output: str, command: str,
                      args: Sequence[str]) -> tuple[bool, str, bytes]:
@@ -365,20 +396,81 @@ def _plan_checkpoint(source: str, output: str, command: str,
         command = _find_command(None)
     with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
         plan_path = os.path.join(tmp, "plan")
-        argv = [command, "quantize", source, "-o", output, "--plan-out", plan_path,
-                *[a for a in args if a not in ("--json", "--quiet", "-q")], "--quiet"]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                                  preexec_fn=_die_with_parent)
-        except OSError as e:
-            return False, f"{command}: {e.strerror or e}", b""
+        proc = _run_command(command, ["quantize", source, "-o", output, "--plan-out", plan_path,
+                                      *[a for a in args if a not in ("--json", "--quiet", "-q")],
+                                      "--quiet"])
+        if isinstance(proc, str):
+            return False, proc, b""
         if proc.returncode != 0:
-            err = "; ".join(ln.removeprefix("arrowquant: error: ")
-                            for ln in proc.stderr.splitlines()
-                            if ln.startswith("arrowquant: error: "))
-            return False, err or f"the command exited with status {proc.returncode}", b""
+            return False, _command_error(command, proc), b""
         with open(plan_path, "rb") as f:
             return True, "", f.read()
+
+
+def _tensor_failures(source: str, plan: bytes, begin: int, end: int) -> list[tuple[str, str]]:
+    """Tensors [begin, end) of the plan executed one by one on this worker: (name, error) of
+    each that fails."""
+    from arrow_quant_v2.arrow_quant_v2 import _model_execute, _model_plan_tensors
+
+    names = [t[0] for t in _model_plan_tensors(plan)]
+    failures = []
+    for i in range(begin, end):
+        try:
+            _model_execute(source, plan, i, i + 1)
+        except Exception as ex:  # noqa: BLE001 - every failure is reported, by tensor
+            failures.append((names[i], str(ex)))
+    return failures
+
+
+def _follow_plan(command: str, source: str, output: str, plan: bytes, args: Sequence[str],
+                 rows: Sequence[str] = ()) -> dict[str, Any]:
+    """On a worker: the command writes the checkpoint's file following its plan (--plan-in),
+    executing its tensors, or from the rows made elsewhere (--rows-in), and prints its own
+    summary, as the plain command does. {ok, text, error, failures}."""
+    import tempfile
+
+    if not os.access(command, os.X_OK):
+        command = _find_command(None)
+    with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
+        plan_path = os.path.join(tmp, "plan")
+        with open(plan_path, "wb") as f:
+            f.write(plan)
+        argv = ["quantize", source, "-o", output, "--plan-in", plan_path]
+        for r in rows:
+            argv += ["--rows-in", r]
+        proc = _run_command(command, [*argv, *args])
+    _remove_stale_temporaries(output)
+    if isinstance(proc, str):
+        return {"ok": False, "text": "", "error": proc, "failures": [("", proc)]}
+    if proc.returncode == 0:
+        return {"ok": True, "text": proc.stdout, "error": None, "failures": []}
+    return {"ok": False, "text": "", "error": _command_error(command, proc), "failures": []}
+
+
+@ray.remote(num_cpus=1, max_retries=-1)
+def _quantize_planned(planned: tuple[bool, str, bytes], source: str, output: str,
+                      command: str, args: Sequence[str]) -> dict[str, Any]:
+    """A task on a worker: a checkpoint that is not cut into ranges, executed and written in
+    one run of the command following its plan (no rows leave the process). A tensor that
+    fails stops the command; the tensors after it are then run one by one here, so that every
+    failing tensor is named, as ranges name them."""
+    from arrow_quant_v2.arrow_quant_v2 import _model_plan_tensors
+
+    ok, error, plan = planned
+    task = ray.get_runtime_context().get_task_id() or ""
+    if not ok:  # its plan failed: the driver reports the plan's error
+        return {"ok": False, "text": "", "error": error, "failures": [], "pids": [],
+                "tasks": []}
+    r = _follow_plan(command, source, output, plan, args)
+    r["pids"], r["tasks"] = [os.getpid()], [task]
+    if not r["ok"] and r["error"]:
+        names = [t[0] for t in _model_plan_tensors(plan)]
+        first = next((i for i, n in enumerate(names) if f"'{n}'" in r["error"]), None)
+        if first is not None:
+            r["failures"] = [(names[first], r["error"])] + _tensor_failures(
+                source, plan, first + 1, len(names))
+            r["error"] = "; ".join(e for _, e in r["failures"])
+    return r
 
 
 def _execute_batch(batch: dict[str, Any]) -> dict[str, Any]:
@@ -411,13 +503,9 @@ def _execute_batch(batch: dict[str, Any]) -> dict[str, Any]:
                 w.write_batch(rb)
             rows = sink.getvalue().to_pybytes()
         except Exception:  # noqa: BLE001 - every failure is reported, by tensor
-            names = [t[0] for t in _model_plan_tensors(plan)]
-            for i in range(b, e):
-                try:
-                    _model_execute(src, plan, i, i + 1)
-                except Exception as ex:  # noqa: BLE001
-                    failures.append((names[i], str(ex)))
+            failures = _tensor_failures(src, plan, b, e)
             if not failures:  # it failed as a range only (memory): say so
+                names = [t[0] for t in _model_plan_tensors(plan)]
                 failures.append((names[b], f"tensors {b}..{e - 1} failed together"))
         out["ckpt"].append(int(c))
         out["range"].append(int(k))
@@ -432,13 +520,15 @@ def _execute_batch(batch: dict[str, Any]) -> dict[str, Any]:
 
 
 @ray.remote(num_cpus=1, max_retries=-1)
-def _write_checkpoint(plan: bytes, output: str, ckpt: int, *blocks: Any) -> dict[str, Any]:
+def _write_checkpoint(plan: bytes, source: str, output: str, command: str, args: Sequence[str],
+                      ckpt: int, *blocks: Any) -> dict[str, Any]:
     """A task on a worker: the model file of checkpoint `ckpt` from its plan and the rows of its
-    ranges (the execute blocks, which may hold other checkpoints' ranges too), in order."""
+    ranges (the execute blocks, which may hold other checkpoints' ranges too), in order,
+    written by the command (--plan-in, --rows-in), which prints its summary."""
+    import tempfile
+
     import pyarrow as pa
     from ray.data.block import BlockAccessor
-
-    from arrow_quant_v2.arrow_quant_v2 import _model_write
 
     ranges = []
     for block in blocks:
@@ -453,20 +543,25 @@ def _write_checkpoint(plan: bytes, output: str, ckpt: int, *blocks: Any) -> dict
     pids = sorted({int(r["pid"]) for r in ranges})
     tasks = sorted({str(r["task"]) for r in ranges})
     if failures:
-        return {"ok": False, "failures": failures, "pids": pids, "tasks": tasks, "summary": None}
-
-    def batches() -> Iterable[Any]:
-        for r in ranges:
-            yield from pa.ipc.open_stream(r["rows"])
-
-    try:
-        summary = _model_write(plan, output, batches())
-    except Exception as ex:  # noqa: BLE001 - reported as the checkpoint's error
-        return {"ok": False, "failures": [("", str(ex))], "pids": pids, "tasks": tasks,
-                "summary": None}
-    finally:
-        _remove_stale_temporaries(output)
-    return {"ok": True, "failures": [], "pids": pids, "tasks": tasks, "summary": summary}
+        return {"ok": False, "failures": failures, "pids": pids, "tasks": tasks, "text": "",
+                "error": "; ".join(e for _, e in failures)}
+    # The ranges' rows as one stream in a file of this worker's, which the command maps.
+    with tempfile.TemporaryDirectory(prefix="aq-rows-") as tmp:
+        path = os.path.join(tmp, "rows.arrows")
+        with pa.OSFile(path, "wb") as f:
+            writer = None
+            for r in ranges:
+                reader = pa.ipc.open_stream(r["rows"])
+                writer = writer or pa.ipc.new_stream(f, reader.schema)
+                for b in reader:
+                    writer.write_batch(b)
+            if writer is not None:
+                writer.close()
+        w = _follow_plan(command, source, output, plan, args, [path])
+    if not w["ok"]:
+        w["failures"] = [("", w["error"])]
+    w["pids"], w["tasks"] = pids, tasks
+    return w
 
 
 def _ranges(tensors: Sequence[tuple[Any, ...]], range_bytes: int,
@@ -485,40 +580,88 @@ def _ranges(tensors: Sequence[tuple[Any, ...]], range_bytes: int,
     return out
 
 
+def _to_split(sizes: Sequence[int], workers: int) -> set[int]:
+    """The checkpoints cut into ranges of tensors: only where spreading one over several
+    workers shortens the job, i.e. with more workers than checkpoints, or for a checkpoint
+    larger than a worker's share of the job. The others run whole, one task each, as the
+    plain command runs them (no rows leave the process)."""
+    if workers <= 1:
+        return set()
+    share = sum(sizes) / workers
+    return {i for i, n in enumerate(sizes) if len(sizes) < workers or n > share}
+
+
 def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                     num_workers: int | None, range_bytes: int,
                     progress: Callable[[Mapping[str, Any]], Any] | None,
                     phases: dict[str, float]) -> tuple[dict[int, CheckpointResult], int]:
-    """Plan on the workers, execute ranges through map_batches, write each file on a worker."""
+    """Plan on the workers; run each whole checkpoint in one task, or cut it into ranges
+    executed through map_batches and written by a task; each file written on a worker by the
+    command, which prints its summary."""
     from arrow_quant_v2.arrow_quant_v2 import _model_plan_tensors
 
     workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     t0 = time.monotonic()
+    split = _to_split([_bytes_of(src) for src, _ in pairs], workers)
     # Plans: a task per checkpoint (a plan is small; a Ray Data execution would cost more
-    # than the tasks).
+    # than the tasks). A whole checkpoint's run waits for its plan on the cluster, not here.
     planned = [_plan_checkpoint.remote(src, dst, cmd, list(args)) for src, dst in pairs]
+    finals: dict[int, Any] = {
+        i: _quantize_planned.remote(planned[i], pairs[i][0], pairs[i][1], cmd, list(args))
+        for i in range(len(pairs)) if i not in split}
     results: dict[int, CheckpointResult] = {}
     plans: dict[int, bytes] = {}
     for i, (ok, error, plan) in enumerate(ray.get(planned)):
         if ok:
             plans[i] = plan
         else:
+            finals.pop(i, None)
             results[i] = CheckpointResult(pairs[i][0], pairs[i][1], False, error or None,
                                           seconds=time.monotonic() - t0)
     phases["planned"] = time.monotonic() - t0
-    # The ranges of every planned checkpoint, in checkpoint order.
-    rows, span, tensors = [], {}, {}
-    for i in sorted(plans):
-        tensors[i] = _model_plan_tensors(plans[i])
+    tensors = {i: _model_plan_tensors(p) for i, p in plans.items()}
+    total_t = sum(len(t) for t in tensors.values())
+    total_b = sum(int(t[4]) for ts in tensors.values() for t in ts)
+    done = {"t": 0, "b": 0}
+
+    def report(i: int, ok: bool, n: int | None = None) -> None:
+        if progress is not None:
+            progress({"tensors_done": done["t"], "tensors_total": total_t,
+                      "bytes_done": done["b"], "bytes_total": total_b, "current": pairs[i][0],
+                      "checkpoints_done": len(results) if n is None else n,
+                      "checkpoints_total": len(pairs), "ok": ok})
+
+    def finish(i: int, w: dict[str, Any]) -> None:
+        fails = tuple((str(a), str(b)) for a, b in w["failures"])
+        results[i] = CheckpointResult(pairs[i][0], pairs[i][1], bool(w["ok"]), w["error"],
+                                      _json_or_none(w["text"]) if "--json" in args else None,
+                                      w["text"], time.monotonic() - t0, fails,
+                                      tuple(w["tasks"]), tuple(w["pids"]), len(tensors[i]),
+                                      sum(int(t[4]) for t in tensors[i]))
+        if i not in split:  # a whole checkpoint's tensors are done with it
+            done["t"] += len(tensors[i])
+            done["b"] += sum(int(t[4]) for t in tensors[i])
+        report(i, bool(w["ok"]))
+
+    def collect(block: bool) -> None:
+        """The finished runs of whole checkpoints and writes (all of them when block)."""
+        while finals:
+            refs = list(finals.values())
+            ready, _ = ray.wait(refs, num_returns=len(refs) if block else 1,
+                                timeout=None if block else 0)
+            if not ready:
+                return
+            for i in [i for i, r in finals.items() if r in ready]:
+                finish(i, ray.get(finals.pop(i)))
+
+    # The ranges of every planned checkpoint that is cut, in checkpoint order.
+    rows, span = [], {}
+    for i in sorted(i for i in plans if i in split):
         first = len(rows)
         for k, (b, e) in enumerate(_ranges(tensors[i], range_bytes, workers)):
             rows.append({"ckpt": i, "range": k, "begin": b, "end": e, "source": pairs[i][0],
                          "plan": plans[i]})
         span[i] = (first, len(rows))
-    total_t = sum(len(t) for t in tensors.values())
-    total_b = sum(int(t[4]) for ts in tensors.values() for t in ts)
-    done_t = done_b = 0
-    writes: dict[int, Any] = {}
     if rows:
         ctx = ray.data.DataContext.get_current()
         saved = ctx.execution_options.preserve_order
@@ -536,40 +679,28 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                     held.append((pos, pos + n, entry.ref))
                     for j in range(pos, pos + n):
                         r = rows[j]
-                        done_t += r["end"] - r["begin"]
-                        done_b += sum(int(t[4]) for t in tensors[r["ckpt"]][r["begin"]:r["end"]])
+                        done["t"] += r["end"] - r["begin"]
+                        done["b"] += sum(int(t[4])
+                                         for t in tensors[r["ckpt"]][r["begin"]:r["end"]])
                     pos += n
-                    if progress is not None and n > 0:
-                        progress({"tensors_done": done_t, "tensors_total": total_t,
-                                  "bytes_done": done_b, "bytes_total": total_b,
-                                  "current": pairs[rows[pos - 1]["ckpt"]][0],
-                                  "checkpoints_done": len(results),
-                                  "checkpoints_total": len(pairs), "ok": True})
+                    if n > 0:
+                        report(rows[pos - 1]["ckpt"], True)
                 # Each checkpoint whose ranges are all in: its file, written on a worker.
                 while pending and span[pending[0]][1] <= pos:
                     i = pending.pop(0)
                     lo, hi = span[i]
                     refs = [ref for a, b, ref in held if a < hi and b > lo]
-                    writes[i] = _write_checkpoint.remote(plans[i], pairs[i][1], i, *refs)
+                    finals[i] = _write_checkpoint.remote(plans[i], pairs[i][0], pairs[i][1],
+                                                         cmd, list(args), i, *refs)
                 # Blocks of written checkpoints only: their write tasks hold them now, and the
                 # object store lets them go when those finish.
                 keep_from = span[pending[0]][0] if pending else pos
                 held = [h for h in held if h[1] > keep_from]
+                collect(False)
         finally:
             ctx.execution_options.preserve_order = saved
     phases["executed"] = time.monotonic() - t0
-    for i, ref in writes.items():
-        w = ray.get(ref)
-        fails = tuple((str(a), str(b)) for a, b in w["failures"])
-        error = "; ".join(b for _, b in fails) or None
-        results[i] = CheckpointResult(pairs[i][0], pairs[i][1], bool(w["ok"]), error,
-                                      w["summary"], "", time.monotonic() - t0, fails,
-                                      tuple(w["tasks"]), tuple(w["pids"]))
-        if progress is not None:
-            progress({"tensors_done": done_t, "tensors_total": total_t, "bytes_done": done_b,
-                      "bytes_total": total_b, "current": pairs[i][0],
-                      "checkpoints_done": len(results), "checkpoints_total": len(pairs),
-                      "ok": bool(w["ok"])})
+    collect(True)
     phases["written"] = time.monotonic() - t0
     return results, workers
 
@@ -769,8 +900,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(e))
     except Exception as e:  # Ray's own errors (a cluster that cannot be reached, ...)
         return _fail(f"ray: {type(e).__name__}: {e}")
+    written = [c for c in job.checkpoints if c.ok]
+    totals = {"checkpoints": len(job.checkpoints), "written": len(written),
+              "failed": len(job.failures), "tensors": sum(c.tensors for c in written),
+              "source_bytes": sum(c.source_bytes for c in written),
+              "file_bytes": sum(_file_size(c.output) for c in written)}
     if json_out:
         doc = {"address": job.address, "workers": job.workers, "seconds": job.seconds,
+               "totals": totals,
                "checkpoints": [{"source": c.source, "output": c.output, "ok": c.ok,
                                 "error": c.error, "seconds": c.seconds,
                                 "summary": _json_or_none(c.text) if c.text else c.summary,
@@ -784,31 +921,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"== {c.source} -> {c.output}")
             if c.ok and c.text:
                 sys.stdout.write(c.text)
-            elif c.ok and c.summary and not quiet:
-                sys.stdout.write(_summary_text(c))
-            elif not quiet:
+            elif not c.ok and not quiet:
                 print(f"  failed: {c.error}")
         if not quiet:
-            print(f"ray job  {len(job.checkpoints) - len(job.failures)}/{len(job.checkpoints)} "
-                  f"checkpoints written, {len(job.failures)} failed, {job.workers} workers "
-                  f"({job.address}), {job.seconds:.2f} s")
+            sizes = (f": {totals['tensors']} tensors, {_size(totals['source_bytes'])} -> "
+                     f"{_size(totals['file_bytes'])} in files" if totals["tensors"] else "")
+            print(f"ray job  {totals['written']}/{totals['checkpoints']} checkpoints written, "
+                  f"{totals['failed']} failed{sizes}; {job.workers} workers ({job.address}), "
+                  f"{job.seconds:.2f} s")
     for c in job.failures:
         print(f"arrowquant: error: {c.source}: {c.error}", file=sys.stderr)
     return 0 if job.ok else 1
 
 
-def _summary_text(c: CheckpointResult) -> str:
-    """A checkpoint written from layer rows: the writer's summary."""
-    s = c.summary or {}
-    bpw = 8.0 * s.get("bytes_out", 0) / s["params"] if s.get("params") else 0.0
-    return (f"wrote {c.output}\n"
-            f"  tensors   {s.get('tensors', 0)} ({s.get('quantized', 0)} quantized, "
-            f"{s.get('kept', 0)} kept, {s.get('moved', 0)} raised by the floor)\n"
-            f"  size      {_size(s.get('bytes_in', 0))} -> {_size(s.get('bytes_out', 0))} "
-            f"({bpw:.3f} bits per weight), {s.get('batches', 0)} batches\n"
-            f"  quality   mean SQNR {s.get('mean_sqnr_db', 0.0):.2f} dB, mean cosine "
-            f"{s.get('mean_cosine', 0.0):.6f}, worst {s.get('worst') or '-'}\n"
-            f"  ranges    {len(c.tasks)} tasks on {len(c.workers)} worker processes\n")
+def _file_size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:  # written on a node whose files this machine does not see
+        return 0
 
 
 def _json_or_none(text: str) -> Any:

@@ -213,14 +213,16 @@ def test_bad_checkpoint_is_reported_and_the_others_finish(cluster, command, tmp_
 
 
 def _executing():
-    """Ray worker processes running a range of tensors (Ray titles a worker by its task)."""
+    """Ray worker processes quantizing tensors: a range, or a whole checkpoint's run (Ray titles
+    a worker by its task)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if argv.startswith(b"ray::") and b"_execute_batch" in argv:
+        if argv.startswith(b"ray::") and (b"_execute_batch" in argv
+                                          or b"_quantize_planned" in argv):
             found.append(int(pid))
     return found
 
@@ -268,11 +270,13 @@ def test_command_ray_flag(cluster, command, tmp_path):
                                                          "failed")
     for s in srcs:
         ref = tmp_path / (s.stem + ".ref.arrow")
-        _run(command, "quantize", s, "-o", ref, "--bits", "2")
-        assert _digest(tmp_path / "out" / (s.stem + ".arrow")) == _digest(ref)
-        # The writer's summary of each file.
-        assert f"wrote {tmp_path / 'out' / (s.stem + '.arrow')}" in p.stdout.splitlines()
-    assert "  tensors   6 (3 quantized, 3 kept" in p.stdout
+        plain = _run(command, "quantize", s, "-o", ref, "--bits", "2")
+        out = tmp_path / "out" / (s.stem + ".arrow")
+        assert _digest(out) == _digest(ref)
+        # Each file's summary: the plain command's lines, its time apart.
+        assert _summary_of(p.stdout, s, out) == _untimed(plain.stdout.replace(str(ref), str(out)))
+    assert p.stdout.rstrip().splitlines()[-1].startswith(
+        "ray job  2/2 checkpoints written, 0 failed: 12 tensors, ")
     # One SRC: -o is the file; a bad checkpoint: one error line and exit 1.
     bad = _checkpoint(tmp_path / "bad.safetensors", 2, nan=True)
     p = subprocess.run([command, "quantize", bad, "-o", tmp_path / "bad.arrow", "--ray",
@@ -283,6 +287,60 @@ def test_command_ray_flag(cluster, command, tmp_path):
         f"arrowquant: error: {bad}: Layer 'blocks.1.attn.to_q.weight' contains NaN or Inf "
         "at index 773"]
     assert not (tmp_path / "bad.arrow").exists()
+
+
+def _untimed(text):
+    """A summary's lines, without its time."""
+    return [ln for ln in text.splitlines() if not ln.startswith("  time ")]
+
+
+def _summary_of(stdout, src, out):
+    """The summary lines --ray printed for one checkpoint (after its '== SRC -> OUT' line)."""
+    lines = stdout.splitlines()
+    at = lines.index(f"== {src} -> {out}") + 1
+    end = next((k for k in range(at, len(lines))
+                if lines[k].startswith(("== ", "ray job "))), len(lines))
+    return _untimed("\n".join(lines[at:end]))
+
+
+@pytest.mark.parametrize("options,local", [(("--bits", "4", "--scheme", "affine"), False),
+                                           (("--bits", "2"), False),
+                                           (("--bits", "4", "--min-accuracy", "0.9999"), False),
+                                           (("--bits", "4", "--target-bpw", "5",
+                                             "--budget-scope", "model"), False),
+                                           (("--bits", "4", "--min-accuracy", "0.9999"), True)])
+def test_command_ray_summary_is_the_commands(cluster, command, tmp_path, options, local):
+    """One checkpoint on two workers is cut into ranges: its file is written from their rows,
+    and --ray prints the summary the plain command prints (text and --json), the cosine each
+    tensor had before the floor raised its bits included; on the test's cluster, and on the
+    one --ray local starts (this machine's two CPUs)."""
+    src = _checkpoint(tmp_path / "m.safetensors", 31)
+    out, ref = tmp_path / "m.arrow", tmp_path / "ref.arrow"
+    env = dict(os.environ, AQ_PYTHON=sys.executable)
+    address = "local" if local else cluster.address
+    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--ray", address],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "progress: 6/6 tensors" in p.stderr
+    plain = _run(command, "quantize", src, "-o", ref, *options)
+    assert _digest(out) == _digest(ref)
+    lines = p.stdout.splitlines()
+    assert _untimed("\n".join(lines[:-1])) == _untimed(plain.stdout.replace(str(ref), str(out)))
+    assert lines[-1].startswith("ray job  1/1 checkpoints written, 0 failed: 6 tensors, ")
+    if "--min-accuracy" in options:  # the floor moved tensors: their cosine before is there
+        assert "moved to more bits" in plain.stdout and "(cosine nan" not in p.stdout
+    if local:  # the text is enough: a second local cluster would only cost its start-up
+        return
+    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--json", "--ray",
+                        cluster.address], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout)
+    (c,) = doc["checkpoints"]
+    assert doc["totals"]["tensors"] == 6 and doc["totals"]["written"] == 1
+    want = json.loads(_run(command, "quantize", src, "-o", ref, *options, "--json").stdout)
+    for k in ("seconds", "output"):
+        c["summary"].pop(k), want.pop(k)
+    assert c["summary"] == want
 
 
 def test_command_ray_errors_are_one_line(command, tmp_path):
