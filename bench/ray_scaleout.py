@@ -8,11 +8,13 @@ Writes --checkpoints float32 checkpoints of about --mib MiB each (linear layers 
 plus a norm per layer) into a temporary folder, then, --reps times in alternation:
 - plain: ``arrowquant quantize SRC -o OUT --threads 1 ARGS`` for each checkpoint in turn, in one
   loop on the driver (the work of one worker, without Ray);
-- ray1 / ray2: ``quantize_checkpoints`` on a running local cluster of 1 and 2 CPUs (layer
-  rows: plan, ranges of tensors, write, each on a worker with ``--threads 1``), the cluster
-  started before the timing;
+- ray1 / ray2: ``quantize_checkpoints`` on a running local cluster of 1 and 2 CPUs, its
+  workers at the driver's niceness as ``--ray local`` starts it (layer rows: a plan task per
+  checkpoint, then each checkpoint whole in one task, or cut into ranges of tensors and written
+  by a task where that spreads it over idle workers; ``--threads 1``), the cluster started
+  before the timing;
 - split: one checkpoint of --split-mib MiB, through the command and through the cluster of 1
-  and 2 CPUs (its tensors cut into ranges over the workers).
+  and 2 CPUs (on two, its tensors cut into ranges over the workers; on one, whole).
 Every output is checked byte for byte against the plain command's. Prints each best time, the
 throughput in source MiB/s, the ratios ray1 / plain (the overhead of the Ray path on one worker,
 target <= 1.15) and plain / ray2 (the speed-up of two workers), and the cluster's start-up time
