@@ -270,7 +270,7 @@ TEST(bad_plans_rows_and_ranges_are_refused)
     ((uint8_t *)bytes)[len / 2] ^= 1;
     CHECK_FAILS(aq_model_plan_deserialize(bytes, 12, &back, &err), AQ_INVALID_DATA,
                 "not a serialised model plan");
-    CHECK_FAILS(aq_model_plan_deserialize("AQPLAN\x02\nxxxxxxxx", 16, &back, &err), AQ_INVALID_DATA,
+    CHECK_FAILS(aq_model_plan_deserialize("AQPLAN\x7f\nxxxxxxxx", 16, &back, &err), AQ_INVALID_DATA,
                 "not a serialised model plan");
     CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
     aq_model_plan_free(back);
