@@ -64,15 +64,8 @@ size_t aq_model_plan_count(const aq_model_plan *plan)
 
 bool aq__model_plan_dup(char **out, const char *str)
 {
-    *out = NULL;
-    if (str == NULL) {
-        return true;
-    }
-    size_t len = strlen(str) + 1;
-    if ((*out = malloc(len)) != NULL) {
-        memcpy(*out, str, len);
-    }
-    return *out != NULL;
+    *out = aq__strdup(str);
+    return str == NULL || *out != NULL;
 }
 
 aq_status aq__model_plan_tensors(aq_model_plan *plan, const aq_model *model, aq_error *err)

@@ -103,46 +103,6 @@ static aq_status make_calib(aq_calib **out, aq_error *err)
     return AQ_OK;
 }
 
-static uint8_t *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(len > 0 ? (size_t)len : 1);
-    if (p != NULL && fread(p, 1, (size_t)len, f) != (size_t)len) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
-static bool exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
-}
-
-static void same_bytes(const char *a, const char *b)
-{
-    size_t na = 0, nb = 0;
-    uint8_t *pa = slurp(a, &na), *pb = slurp(b, &nb);
-    CHECK(pa != NULL && pb != NULL);
-    size_t at = 0;
-    while (at < na && at < nb && pa[at] == pb[at]) {
-        at++;
-    }
-    CHECK_MSG(na == nb && at == na, "%s (%zu bytes) and %s (%zu bytes) differ at byte %zu", a, na,
-              b, nb, at);
-    free(pa);
-    free(pb);
-}
-
 /* One run's set-up: the model, the planning context (gguf_search as given), the options. */
 typedef struct run {
     aq_ctx *ctx;
@@ -246,16 +206,16 @@ static void check_split(aq_gguf_type type, bool ruled, int search)
     /* Uneven ranges, the whole model in one, every tensor alone. */
     static const size_t cuts[] = {0, 3, 4, 7, N_T};
     split_run(&r, src, split, cuts, sizeof cuts / sizeof cuts[0]);
-    same_bytes(whole, split);
+    CHECK_SAME_FILE(whole, split);
     static const size_t all[] = {0, N_T};
     split_run(&r, src, single, all, 2);
-    same_bytes(whole, single);
+    CHECK_SAME_FILE(whole, single);
     size_t ones[N_T + 1];
     for (size_t i = 0; i <= N_T; i++) {
         ones[i] = i;
     }
     split_run(&r, src, each, ones, N_T + 1);
-    same_bytes(whole, each);
+    CHECK_SAME_FILE(whole, each);
     run_close(&r);
     const char *files[] = {src, whole, split, single, each};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
@@ -382,7 +342,7 @@ TEST(bad_gguf_rows_are_refused)
                 "1 of the plan's 9 tensors were appended; the first missing is "
                 "'double_blocks.0.img_attn.proj.bias'");
     aq_model_writer_free(w);
-    CHECK_MSG(!exists(out), "%s exists after a writer that was never complete", out);
+    CHECK_MSG(!aq_test_exists(out), "%s exists after a writer that was never complete", out);
     /* GGUF rows to a model file's writer. */
     CHECK_OK(aq_model_writer_open(mplan, out, &w, &err));
     CHECK_OK(aq_model_execute(r.ctx, r.m, plan, 0, 1, &eo, &sc, &rows, &err));
@@ -391,7 +351,7 @@ TEST(bad_gguf_rows_are_refused)
     rows.release(&rows);
     sc.release(&sc);
     aq_model_writer_free(w);
-    CHECK(!exists(out));
+    CHECK(!aq_test_exists(out));
     aq_model_plan_free(mplan);
     aq_model_plan_free(plan5);
     aq_model_plan_free(plan);

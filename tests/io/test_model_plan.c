@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 /* 6 quantized float32 tensors of 64 x 300, each followed by a kept 1-D bfloat16 one and a
@@ -62,31 +61,6 @@ static aq_status write_source(const char *path, int n_q, aq_error *err)
         aq_st_writer_free(w);
     }
     return st;
-}
-
-static uint8_t *slurp(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *p = malloc(len > 0 ? (size_t)len : 1);
-    if (p != NULL && fread(p, 1, (size_t)len, f) != (size_t)len) {
-        free(p);
-        p = NULL;
-    }
-    fclose(f);
-    *n = (size_t)len;
-    return p;
-}
-
-static bool exists(const char *path)
-{
-    struct stat sb;
-    return stat(path, &sb) == 0;
 }
 
 /* The options of a run: a floor, and with `budget` the size budget over two schemes. */
@@ -169,21 +143,6 @@ static void whole_run(const char *src, const char *out, const aq_model_quantize_
     aq_ctx_free(ctx);
 }
 
-static void same_bytes(const char *a, const char *b)
-{
-    size_t na = 0, nb = 0;
-    uint8_t *pa = slurp(a, &na), *pb = slurp(b, &nb);
-    CHECK(pa != NULL && pb != NULL);
-    size_t at = 0;
-    while (at < na && at < nb && pa[at] == pb[at]) {
-        at++;
-    }
-    CHECK_MSG(na == nb && at == na, "%s (%zu bytes) and %s (%zu bytes) differ at byte %zu", a, na,
-              b, nb, at);
-    free(pa);
-    free(pb);
-}
-
 static void check_split(bool budget, size_t batch_bytes, unsigned threads)
 {
     aq_error err;
@@ -201,10 +160,10 @@ static void check_split(bool budget, size_t batch_bytes, unsigned threads)
     /* Uneven ranges, a range of one tensor, ranges that cut batches. */
     static const size_t cuts[] = {0, 4, 5, 11, N_T};
     split_run(src, split, &o, cuts, sizeof cuts / sizeof cuts[0], threads);
-    same_bytes(whole, split);
+    CHECK_SAME_FILE(whole, split);
     static const size_t all[] = {0, N_T};
     split_run(src, single, &o, all, 2, threads);
-    same_bytes(whole, single);
+    CHECK_SAME_FILE(whole, single);
     unlink(src);
     unlink(whole);
     unlink(split);
@@ -299,7 +258,7 @@ TEST(bad_plans_rows_and_ranges_are_refused)
                 "3 of the plan's 18 tensors were appended; the first missing is "
                 "'blocks.1.weight'");
     aq_model_writer_free(w);
-    CHECK_MSG(!exists(out), "%s exists after a writer that was never complete", out);
+    CHECK_MSG(!aq_test_exists(out), "%s exists after a writer that was never complete", out);
     /* Rows of a plan with other decisions (4 bits instead of 2). */
     aq_ctx *ctx4;
     CHECK_OK(aq_ctx_create(&ctx4, &err));
@@ -314,7 +273,7 @@ TEST(bad_plans_rows_and_ranges_are_refused)
     rows.release(&rows);
     sc.release(&sc);
     aq_model_writer_free(w);
-    CHECK(!exists(out));
+    CHECK(!aq_test_exists(out));
     aq_model_plan_free(plan4);
     aq_ctx_free(ctx4);
     aq_model_plan_free(plan);
