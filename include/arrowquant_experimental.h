@@ -90,6 +90,7 @@ typedef struct aq_setting_info {
     int in_profile;            /* 1: a profile gives this setting's default */
     const char *help;          /* one line */
     int gguf;                  /* 1: GGUF output (aq_model_to_gguf's callers) applies it */
+    int model_file; /* 1: the model file's writer (aq_model_quantize's callers) applies it */
 } aq_setting_info;
 
 /* The number of settings; aq_setting_at(i) for i below it describes each. */

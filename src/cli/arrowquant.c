@@ -154,6 +154,17 @@ int cli_setting_set_gguf(aq_settings *s, const char *flag, const char *value)
     return cli_setting_set(s, flag, value);
 }
 
+int cli_setting_check_model_file(const char *flag)
+{
+    aq_setting_info info;
+    if (cli_setting_of(flag, &info) >= 0 && !info.model_file) {
+        return cli_fail("quantize: %s (setting %s) applies to GGUF output only (--type, -o "
+                        "NAME.gguf); see docs/gguf.md",
+                        flag, info.name);
+    }
+    return 0;
+}
+
 void cli_settings_print(FILE *f)
 {
     fputs("settings (the library's table; flag, values, default):\n", f);

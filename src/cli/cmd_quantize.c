@@ -259,6 +259,9 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
         if (needs && v == NULL) {
             return cli_fail("%s needs a value", a);
         }
+        if ((rc = cli_setting_check_model_file(a)) != 0) {
+            return rc;
+        }
         if (strcmp(a, "-o") == 0) {
             q->out = v;
         } else if (strcmp(a, "--profile") == 0) {
@@ -324,9 +327,6 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
         } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
             q->quiet = 1;
             continue;
-        } else if (strcmp(a, "--gguf-search") == 0) {
-            return cli_fail(
-                "quantize: --gguf-search applies to GGUF output (--type, -o NAME.gguf)");
         } else if (a[0] == '-' && a[1] != '\0') {
             return cli_fail("quantize: unknown option '%s'", a);
         } else if (q->src == NULL) {
