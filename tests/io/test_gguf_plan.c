@@ -6,6 +6,7 @@
 #include "aq_common.h"
 #include "aq_test.h"
 #include "arrow_builder.h"
+#include "model_plan.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -360,6 +361,53 @@ TEST(bad_gguf_rows_are_refused)
     rmdir(dir);
 }
 
+/* A GGUF plan read back keeps its decisions; bytes whose decisions the planner would not make
+ * (a size that is not the type's, a type that cannot be written) are refused by tensor. */
+TEST(gguf_plans_read_back_checked)
+{
+    aq_error err;
+    snprintf(dir, sizeof dir, "/tmp/aq_gguf_plan_test_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    char src[300];
+    path_in(src, sizeof src, "src.safetensors");
+    CHECK_OK(write_source(src, &err));
+    run r;
+    run_open(&r, src, AQ_GGUF_Q5_0, false, 0);
+    aq_model_plan *plan, *back;
+    CHECK_OK(aq_model_plan_create_gguf(r.ctx, r.m, &r.o, &plan, &err));
+    void *bytes;
+    size_t len;
+    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
+    CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
+    aq_model_plan_bytes_free(bytes);
+    CHECK(back->format == AQ__PLAN_GGUF && back->gguf_type == AQ_GGUF_Q5_0 &&
+          back->gguf_search == 0 && back->calibrated == 1 && back->n_meta == 2 &&
+          strcmp(back->meta_keys[1], "source") == 0 && strcmp(back->gguf_name, "split test") == 0 &&
+          back->arch != NULL && strcmp(back->arch, "flux") == 0);
+    for (size_t i = 0; i < N_T; i++) {
+        CHECK(back->t[i].gguf_type == plan->t[i].gguf_type &&
+              back->t[i].gguf_bytes == plan->t[i].gguf_bytes &&
+              back->t[i].reason == plan->t[i].reason);
+    }
+    aq_model_plan_free(back);
+    plan->t[3].gguf_bytes += 2;
+    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
+    CHECK_FAILS(aq_model_plan_deserialize(bytes, len, &back, &err), AQ_INVALID_DATA,
+                "tensor 3 ('odd.weight')");
+    aq_model_plan_bytes_free(bytes);
+    plan->t[3].gguf_bytes -= 2;
+    plan->t[0].gguf_type = AQ_GGUF_Q4_1; /* read, never written */
+    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
+    CHECK_FAILS(aq_model_plan_deserialize(bytes, len, &back, &err), AQ_INVALID_DATA,
+                "is not a decision the planner makes");
+    aq_model_plan_bytes_free(bytes);
+    aq_model_plan_free(plan);
+    run_close(&r);
+    unlink(src);
+    rmdir(dir);
+}
+
 AQ_TEST_MAIN(AQ_CASE(split_rows_give_the_same_gguf),
              AQ_CASE(split_rows_give_the_same_gguf_with_rules_and_no_search),
-             AQ_CASE(the_plan_says_each_type_and_why), AQ_CASE(bad_gguf_rows_are_refused))
+             AQ_CASE(the_plan_says_each_type_and_why), AQ_CASE(bad_gguf_rows_are_refused),
+             AQ_CASE(gguf_plans_read_back_checked))
