@@ -21,8 +21,9 @@ A job has three steps, each on the workers (docs/ray.md); no weights pass throug
 
 A worker that dies is retried by Ray (an execute task by Ray Data, a write task by its retries);
 nothing partial ever has the final name, and the temporaries of killed writers are removed.
-GGUF output (``type=``) and a calibration (``calibration=``) run one checkpoint per row
-through the command instead (the GGUF writer has no plan/rows entry point yet).
+GGUF output (``type=``) takes the same three steps (a GGUF plan, each tensor's blocks as rows,
+the GGUF file written from them). A calibration (``calibration=``) runs one checkpoint per row
+through the command instead (its table would have to reach every worker).
 
 Settings are the command's options, as keywords: ``bits=4`` is ``--bits 4``,
 ``min_accuracy=0.99`` is ``--min-accuracy 0.99``, ``keep=["*norm*", "*.bias"]`` is two
@@ -576,8 +577,9 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
 
 def _layer_rows(args: Sequence[str]) -> bool:
     """Whether a job's options go through layer rows (else one command run per checkpoint):
-    not for GGUF output, nor with a calibration (its table would have to reach every worker)."""
-    return not any(a in ("--type", "--calibration", "--calibration-combine") for a in args)
+    not with a calibration (its table would have to reach every worker). GGUF output goes
+    through them as a model file does (a GGUF plan, each tensor's blocks as rows)."""
+    return not any(a in ("--calibration", "--calibration-combine") for a in args)
 
 
 def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | None,
@@ -595,7 +597,7 @@ def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | No
         setattr(ctx, k, v)
     phases: dict[str, float] = {}
     try:
-        if _layer_rows(args) and not any(o.endswith(".gguf") for _, o in pairs):
+        if _layer_rows(args):
             results, workers = _execute_layers(pairs, cmd, args, num_workers, range_bytes,
                                                progress, phases)
         else:

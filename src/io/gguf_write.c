@@ -77,6 +77,14 @@ static void gw_str(gw_buf *b, const char *s)
     gw_put(b, s, n);
 }
 
+/* A string of two parts (a key's prefix and its name). */
+static void gw_str2(gw_buf *b, const char *a, const char *z)
+{
+    gw_u64(b, strlen(a) + strlen(z));
+    gw_put(b, a, strlen(a));
+    gw_put(b, z, strlen(z));
+}
+
 static void gw_kv_str(gw_buf *b, const char *key, const char *value)
 {
     gw_str(b, key);
@@ -124,6 +132,32 @@ static uint32_t gw_file_type(aq_gguf_type t)
 
 /* ---- the header, from the plan ---- */
 
+/* comfy.gguf.orig_shape.NAME, the true shape (int32, outermost first), of each tensor of more
+ * than 4 dimensions, into h. */
+static aq_status gw_orig_shapes(const aq_model_plan *p, gw_buf *h, aq_error *err)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        const aq__plan_tensor *t = &p->t[i];
+        if (t->ndim <= GW_MAX_DIMS) {
+            continue;
+        }
+        gw_str2(h, "comfy.gguf.orig_shape.", t->name);
+        gw_u32(h, 9);
+        gw_u32(h, 5);
+        gw_u64(h, t->ndim);
+        for (size_t d = 0; d < t->ndim; d++) {
+            if (t->shape[d] > INT32_MAX) {
+                return aq__error_set(err, AQ_UNSUPPORTED,
+                                     "tensor '%s': dimension %zu of %lld does not fit the int32 of "
+                                     "comfy.gguf.orig_shape",
+                                     t->name, d, (long long)t->shape[d]);
+            }
+            gw_u32(h, (uint32_t)t->shape[d]);
+        }
+    }
+    return AQ_OK;
+}
+
 /* The header: the key/values (architecture, name, versions, alignment, the source's metadata,
  * the true shapes of tensors of more than 4 dimensions) and the tensor infos (names, ggml
  * shapes, types, offsets), padded to the alignment, into h. */
@@ -149,32 +183,13 @@ static aq_status gw_header(const aq_model_plan *p, gw_buf *h, aq_error *err)
     gw_kv_u32(h, "general.alignment", GW_ALIGN);
     gw_kv_str(h, "arrowquant.version", aq_version_string());
     for (size_t i = 0; i < p->n_meta; i++) {
-        gw_u64(h, strlen("arrowquant.meta.") + strlen(p->meta_keys[i]));
-        gw_put(h, "arrowquant.meta.", strlen("arrowquant.meta."));
-        gw_put(h, p->meta_keys[i], strlen(p->meta_keys[i]));
+        gw_str2(h, "arrowquant.meta.", p->meta_keys[i]);
         gw_u32(h, 8);
         gw_str(h, p->meta_values[i]);
     }
-    for (size_t i = 0; i < p->n; i++) {
-        const aq__plan_tensor *t = &p->t[i];
-        if (t->ndim <= GW_MAX_DIMS) {
-            continue;
-        }
-        gw_u64(h, strlen("comfy.gguf.orig_shape.") + strlen(t->name));
-        gw_put(h, "comfy.gguf.orig_shape.", strlen("comfy.gguf.orig_shape."));
-        gw_put(h, t->name, strlen(t->name));
-        gw_u32(h, 9);
-        gw_u32(h, 5);
-        gw_u64(h, t->ndim);
-        for (size_t d = 0; d < t->ndim; d++) {
-            if (t->shape[d] > INT32_MAX) {
-                return aq__error_set(err, AQ_UNSUPPORTED,
-                                     "tensor '%s': dimension %zu of %lld does not fit the int32 of "
-                                     "comfy.gguf.orig_shape",
-                                     t->name, d, (long long)t->shape[d]);
-            }
-            gw_u32(h, (uint32_t)t->shape[d]);
-        }
+    aq_status st = gw_orig_shapes(p, h, err);
+    if (st != AQ_OK) {
+        return st;
     }
     /* The tensor infos: ggml's shape is innermost first; more than 4 dimensions fold the outer
      * ones into the fourth (the true shape is in comfy.gguf.orig_shape.NAME above). */

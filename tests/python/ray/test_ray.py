@@ -154,6 +154,7 @@ def test_list_of_checkpoints_native_and_gguf(cluster, command, tmp_path):
         ref = tmp_path / (s.stem + ".ref.gguf")
         _run(command, "quantize", s, "-o", ref, "--type", "Q4_K", "--quiet")
         assert c.output.endswith(".gguf") and _digest(c.output) == _digest(ref)
+        assert c.tasks  # a GGUF plan executed in ranges, as a model file's
     _no_temporaries(tmp_path / "out")
 
 
