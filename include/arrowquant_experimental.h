@@ -90,6 +90,7 @@ typedef struct aq_setting_info {
     int in_profile;            /* 1: a profile gives this setting's default */
     const char *help;          /* one line */
     int gguf;                  /* 1: GGUF output (aq_model_to_gguf's callers) applies it */
+    int model_file; /* 1: the model file's writer (aq_model_quantize's callers) applies it */
 } aq_setting_info;
 
 /* The number of settings; aq_setting_at(i) for i below it describes each. */
@@ -165,6 +166,16 @@ typedef struct aq_model_plan aq_model_plan;
 AQ_API AQ_MUST_CHECK aq_status aq_model_plan_create(aq_ctx *ctx, aq_model *model,
                                                     const aq_model_quantize_options *opts,
                                                     aq_model_plan **out, aq_error *err);
+/* The plan of a GGUF file (docs/gguf.md): each tensor's GGUF type (the options' type, the
+ * layer rules' choice, the fallbacks for 1-D tensors, misfit rows and values beyond float16),
+ * the header's fields (general.architecture, general.name, the source's metadata) and
+ * gguf_search from ctx. aq_model_to_gguf is this plan, aq_model_execute and aq_model_writer in
+ * one process; from a GGUF plan, aq_model_execute makes each tensor's GGUF block bytes and
+ * aq_model_writer writes the GGUF file. opts' on_tensor and cancel are not used here. Values
+ * beyond float16 are looked for (in tensors that would be F16) while planning. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_plan_create_gguf(aq_ctx *ctx, aq_model *model,
+                                                         const aq_gguf_write_options *opts,
+                                                         aq_model_plan **out, aq_error *err);
 AQ_API void aq_model_plan_free(aq_model_plan *plan);
 /* The number of tensors (the model's). */
 AQ_API size_t aq_model_plan_count(const aq_model_plan *plan);
@@ -181,6 +192,13 @@ typedef struct aq_model_plan_tensor {
     size_t elements;
     size_t source_bytes;
     const char *rule; /* the deciding layer rule's name; NULL without rules */
+    /* A GGUF plan's (aq_model_plan_create_gguf): the tensor's aq_gguf_type, why it got it (as
+     * aq_gguf_tensor_result.reason) and its bytes in the file; kept is then 1 for F32, F16
+     * and BF16, and scheme, bit_width and group_size say nothing. A model file's plan: -1,
+     * NULL, 0. */
+    int gguf_type;
+    const char *gguf_reason;
+    size_t gguf_bytes;
 } aq_model_plan_tensor;
 
 AQ_API AQ_MUST_CHECK aq_status aq_model_plan_tensor_get(const aq_model_plan *plan, size_t i,
@@ -213,7 +231,10 @@ typedef struct aq_model_execute_options {
  * floor raised them; what aq_model_tensor_result.initial_cosine reports), which the writer
  * reads and the file does not hold. ctx gives the threads; its other parameters come from the
  * plan. A tensor that fails (NaN, a truncated source) fails the call with its name in the
- * message. opts may be NULL. */
+ * message. opts may be NULL. From a GGUF plan the rows are each tensor's bytes in the GGUF
+ * file: the columns layer_name (utf8), gguf_type (uint32), data (large_binary: the blocks),
+ * sqnr_db and cosine (float64: of the decoded floats against the source) and checksum
+ * (uint64). */
 AQ_API AQ_MUST_CHECK aq_status aq_model_execute(aq_ctx *ctx, aq_model *model,
                                                 const aq_model_plan *plan, size_t begin, size_t end,
                                                 const aq_model_execute_options *opts,
@@ -232,11 +253,12 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_quantize_plan(aq_ctx *ctx, aq_model *mod
                                                       const aq_model_quantize_options *opts,
                                                       aq_model_summary *summary, aq_error *err);
 
-/* Assembles a model file from a plan and the rows aq_model_execute made of its tensors,
- * wherever they were made: appended in tensor order (any number of rows a call), checked
- * against the plan (names, layouts, shapes and each row's checksum: AQ_INVALID_DATA naming the
- * row and what was expected, for rows out of order, missing, or of another plan), written
- * under a temporary name and renamed into place by close. The plan must outlive the writer. */
+/* Assembles a model file (a GGUF file from a GGUF plan) from a plan and the rows
+ * aq_model_execute made of its tensors, wherever they were made: appended in tensor order (any
+ * number of rows a call), checked against the plan (names, layouts, shapes and each row's
+ * checksum: AQ_INVALID_DATA naming the row and what was expected, for rows out of order,
+ * missing, or of another plan), written under a temporary name and renamed into place by close.
+ * The plan must outlive the writer. */
 typedef struct aq_model_writer aq_model_writer;
 
 typedef struct aq_model_writer_options {
@@ -260,7 +282,8 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_writer_append(aq_model_writer *w,
                                                       const struct ArrowSchema *schema,
                                                       const struct ArrowArray *rows, aq_error *err);
 /* Every tensor must have been appended (AQ_INVALID_DATA naming the first missing one). The
- * summary is aq_model_quantize's (its `worst` points into the plan). */
+ * summary is aq_model_quantize's (its `worst` points into the plan); for a GGUF file, tensors
+ * in F32, F16 or BF16 count as kept and bytes_out is the file's size. */
 AQ_API AQ_MUST_CHECK aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary,
                                                      aq_error *err);
 /* Without a successful close the temporary file is removed; the final name is not touched. */

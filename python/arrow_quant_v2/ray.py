@@ -27,7 +27,8 @@ A job has three steps, each on the workers (docs/ray.md); no weights pass throug
 A worker that dies is retried by Ray (an execute task by Ray Data, a write task by its retries);
 nothing partial ever has the final name, and the temporaries of killed writers are removed.
 GGUF output (``type=``) and a calibration (``calibration=``) run one checkpoint per row
-through the command instead (the GGUF writer has no plan/rows entry point yet).
+through the whole command instead (the command does not yet follow a GGUF plan, and a
+calibration table would have to reach every worker).
 
 Settings are the command's options, as keywords: ``bits=4`` is ``--bits 4``,
 ``min_accuracy=0.99`` is ``--min-accuracy 0.99``, ``keep=["*norm*", "*.bias"]`` is two
@@ -707,8 +708,9 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
 
 def _layer_rows(args: Sequence[str]) -> bool:
     """Whether a job's options go through layer rows (else one command run per checkpoint):
-    not for GGUF output, nor with a calibration (its table would have to reach every worker)."""
-    return not any(a in ("--type", "--calibration", "--calibration-combine") for a in args)
+    not with a calibration (its table would have to reach every worker), and not for GGUF
+    output, whose command does not yet follow a plan (--plan-in) or write from rows."""
+    return not any(a in ("--calibration", "--calibration-combine", "--type") for a in args)
 
 
 def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | None,
@@ -726,7 +728,7 @@ def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | No
         setattr(ctx, k, v)
     phases: dict[str, float] = {}
     try:
-        if _layer_rows(args) and not any(o.endswith(".gguf") for _, o in pairs):
+        if _layer_rows(args):
             results, workers = _execute_layers(pairs, cmd, args, num_workers, range_bytes,
                                                progress, phases)
         else:

@@ -132,8 +132,12 @@ int aq__py_kw_parse(PyObject *module, const aq__py_kwspec *spec, PyObject *args,
 int aq__py_kw_profile(PyObject *module, aq_settings *s);
 /* The keywords of _quantize_model and _quantize_gguf, also read by _keywords(). */
 extern const aq__py_kwspec aq__py_quantize_model_kw, aq__py_quantize_gguf_kw;
-/* Fills the settings _quantize_gguf applies from the table (the module's exec). */
+/* Fills out[0..cap) with the names of the settings that GGUF output (gguf) or the model
+ * file's writer applies, from the table's columns, NULL-terminated. */
+void aq__py_applies_fill(const char **out, size_t cap, int gguf);
+/* Fill the settings _quantize_gguf and _quantize_model apply (the module's exec). */
 void aq__py_gguf_init(void);
+void aq__py_model_init(void);
 /* The profile of the settings `s` (aq_settings_apply_profile already called): its bits,
  * scheme and group size from the settings; the context's scheme and group size set from it
  * when ctx is not NULL. */

@@ -127,15 +127,7 @@ static const char *gkw_applies[64];
 
 void aq__py_gguf_init(void)
 {
-    size_t n = 0;
-    for (size_t i = 0; i < aq_setting_count() && n + 1 < sizeof gkw_applies / sizeof *gkw_applies;
-         i++) {
-        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
-        if (aq_setting_at(i, &info, NULL) == AQ_OK && info.gguf) {
-            gkw_applies[n++] = info.name;
-        }
-    }
-    gkw_applies[n] = NULL;
+    aq__py_applies_fill(gkw_applies, sizeof gkw_applies / sizeof *gkw_applies, 1);
 }
 
 /* Every setting of the table is a keyword; GGUF output applies those the table marks gguf (the

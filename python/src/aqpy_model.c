@@ -398,23 +398,16 @@ static const char *const mkw_own[] = {"keep",        "bits_for", "schemes",
                                       "calibration", "progress", NULL};
 enum { MKW_KEEP, MKW_BITS_FOR, MKW_SCHEMES, MKW_CALIBRATION, MKW_PROGRESS, MKW_OWN };
 
-/* Every setting of the table is a keyword of _quantize_model; these are those it reads into
- * the run (a setting added to the table is refused here until the run reads it). */
-static const char *const mkw_applies[] = {"profile",
-                                          "bit_width",
-                                          "group_size",
-                                          "scheme",
-                                          "threads",
-                                          "preserve_moments",
-                                          "min_cosine",
-                                          "target_bpw",
-                                          "budget_scope",
-                                          "family",
-                                          "calibration_combine",
-                                          "compression",
-                                          "min_elements",
-                                          "batch_bytes",
-                                          NULL};
+/* Every setting of the table is a keyword of _quantize_model; it applies those the table marks
+ * model_file (filled by aq__py_model_init: a setting is added to the table, marked there, and
+ * read into the run by name). */
+static const char *mkw_applies[64];
+
+void aq__py_model_init(void)
+{
+    aq__py_applies_fill(mkw_applies, sizeof mkw_applies / sizeof *mkw_applies, 0);
+}
+
 const aq__py_kwspec aq__py_quantize_model_kw = {"_quantize_model", mkw_positional, mkw_own,
                                                 mkw_applies,
                                                 "the arrowquant model writer does not read it"};

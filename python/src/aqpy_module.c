@@ -1390,6 +1390,7 @@ static int aqpy_exec(PyObject *module)
 {
     aqpy_state *st = aqpy_state_of(module);
     aq__py_gguf_init();
+    aq__py_model_init();
     if (PyModule_AddFunctions(module, aq__py_runtime_methods) != 0 ||
         PyModule_AddFunctions(module, aq__py_settings_methods) != 0) {
         return -1;

@@ -365,6 +365,18 @@ static PyObject *aqpy_names_tuple(const char *const *v)
     return t;
 }
 
+void aq__py_applies_fill(const char **out, size_t cap, int gguf)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < aq_setting_count() && n + 1 < cap; i++) {
+        aq_setting_info info = AQ_SIZED_INIT(aq_setting_info);
+        if (aq_setting_at(i, &info, NULL) == AQ_OK && (gguf ? info.gguf : info.model_file)) {
+            out[n++] = info.name;
+        }
+    }
+    out[n] = NULL;
+}
+
 /* _keywords(): {function: (positional, own, applies or None)}. */
 static PyObject *aqpy_keywords(PyObject *module, PyObject *unused)
 {

@@ -154,6 +154,47 @@ int cli_setting_set_gguf(aq_settings *s, const char *flag, const char *value)
     return cli_setting_set(s, flag, value);
 }
 
+int cli_plan_write(const char *path, const aq_model_plan *plan)
+{
+    aq_error err;
+    aq_error_clear(&err);
+    void *bytes = NULL;
+    size_t len = 0;
+    aq_status st = aq_model_plan_serialize(plan, &bytes, &len, &err);
+    if (st != AQ_OK) {
+        return cli_status(st, &err);
+    }
+    size_t n = strlen(path) + 32;
+    char *tmp = malloc(n);
+    int rc = 0;
+    if (tmp == NULL) {
+        rc = cli_fail("out of memory");
+    } else {
+        snprintf(tmp, n, "%s.tmp-%ld", path, (long)getpid());
+        FILE *f = fopen(tmp, "wb");
+        bool ok = f != NULL && fwrite(bytes, 1, len, f) == len;
+        ok = f != NULL && fclose(f) == 0 && ok;
+        if (!ok || rename(tmp, path) != 0) {
+            rc = cli_fail("--plan-out %s: %s", path, strerror(errno));
+            (void)unlink(tmp);
+        }
+    }
+    free(tmp);
+    aq_model_plan_bytes_free(bytes);
+    return rc;
+}
+
+int cli_setting_check_model_file(const char *flag)
+{
+    aq_setting_info info;
+    if (cli_setting_of(flag, &info) >= 0 && !info.model_file) {
+        return cli_fail("quantize: %s (setting %s) applies to GGUF output only (--type, -o "
+                        "NAME.gguf); see docs/gguf.md",
+                        flag, info.name);
+    }
+    return 0;
+}
+
 void cli_settings_print(FILE *f)
 {
     fputs("settings (the library's table; flag, values, default):\n", f);
@@ -204,7 +245,7 @@ static int cli_usage(void)
           "        (each SRC quantized on a Ray cluster's workers, whole or in ranges of\n"
           "        tensors, with this command's summary of each file; OUT a folder for several\n"
           "        SRC)\n"
-          "  arrowquant quantize SRC -o OUT.arrow --plan-out PLAN [options above]\n"
+          "  arrowquant quantize SRC -o OUT.arrow|OUT.gguf --plan-out PLAN [options above]\n"
           "        (writes the run's plan, what each tensor becomes, to PLAN; quantizes nothing)\n"
           "  arrowquant quantize SRC -o OUT.arrow --plan-in PLAN [--rows-in ROWS]... [options]\n"
           "        (follows PLAN instead of planning, with the options it was made with; with\n"

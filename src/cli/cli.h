@@ -28,6 +28,12 @@ int cli_setting_set(aq_settings *s, const char *flag, const char *value);
 /* cli_setting_set for GGUF output: a setting the GGUF writer does not apply (the table's `gguf`)
  * is refused, naming the flag. */
 int cli_setting_set_gguf(aq_settings *s, const char *flag, const char *value);
+/* 0 unless `flag` is the flag of a setting that the model file's writer does not apply (the
+ * table's `model_file`): then the exit status of a failure naming the flag. */
+int cli_setting_check_model_file(const char *flag);
+/* --plan-out: the plan serialised into path, through a temporary name; 0 or the exit status of
+ * a failure. */
+int cli_plan_write(const char *path, const aq_model_plan *plan);
 /* The settings with a flag, one line each (flag, what it takes, default, help). */
 void cli_settings_print(FILE *f);
 /* A failed call: the error's message through cli_fail. */

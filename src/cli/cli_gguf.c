@@ -129,7 +129,7 @@ static void gg_print_summary(const char *out, const aq_model *model, const aq_gg
 
 /* The flags of quantize with GGUF output; the settings table's flags go to the aq_settings. */
 typedef struct gg_args {
-    const char *src, *out, *type_name, *arch, *calib_path, *name;
+    const char *src, *out, *type_name, *arch, *calib_path, *name, *plan_out;
     int json, quiet;
     const char **keep, **bits_for; /* argc + 1 entries each */
     size_t n_keep, n_bits;
@@ -147,7 +147,7 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
         bool needs = setting || strcmp(a, "-o") == 0 || strcmp(a, "--type") == 0 ||
                      strcmp(a, "--keep") == 0 || strcmp(a, "--bits-for") == 0 ||
                      strcmp(a, "--calibration") == 0 || strcmp(a, "--arch") == 0 ||
-                     strcmp(a, "--name") == 0;
+                     strcmp(a, "--name") == 0 || strcmp(a, "--plan-out") == 0;
         if (needs && i + 1 >= argc) {
             return cli_fail("%s needs a value", a);
         }
@@ -169,6 +169,8 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
             g->arch = argv[++i];
         } else if (strcmp(a, "--name") == 0) {
             g->name = argv[++i];
+        } else if (strcmp(a, "--plan-out") == 0) {
+            g->plan_out = argv[++i];
         } else if (strcmp(a, "--json") == 0) {
             g->json = 1;
         } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
@@ -277,6 +279,17 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     }
     o.architecture = g.arch;
     o.name = g.name;
+    if (g.plan_out != NULL) {
+        /* The plan only: every tensor's type, what a distributed run executes (docs/gguf.md). */
+        aq_model_plan *plan = NULL;
+        if ((st = aq_model_plan_create_gguf(ctx, model, &o, &plan, &err)) != AQ_OK) {
+            rc = cli_fail("%s", err.message);
+        } else {
+            rc = cli_plan_write(g.plan_out, plan);
+        }
+        aq_model_plan_free(plan);
+        goto done;
+    }
     gg_print pr = {json, quiet, 0};
     o.on_tensor = gg_on_tensor;
     o.on_tensor_user = &pr;

@@ -266,6 +266,9 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
         if (needs && v == NULL) {
             return cli_fail("%s needs a value", a);
         }
+        if ((rc = cli_setting_check_model_file(a)) != 0) {
+            return rc;
+        }
         if (strcmp(a, "-o") == 0) {
             q->out = v;
         } else if (strcmp(a, "--profile") == 0) {
@@ -335,9 +338,6 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
         } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
             q->quiet = 1;
             continue;
-        } else if (strcmp(a, "--gguf-search") == 0) {
-            return cli_fail(
-                "quantize: --gguf-search applies to GGUF output (--type, -o NAME.gguf)");
         } else if (a[0] == '-' && a[1] != '\0') {
             return cli_fail("quantize: unknown option '%s'", a);
         } else if (q->src == NULL) {
@@ -459,9 +459,8 @@ static bool qz_scheme_weighted(aq_scheme scheme)
     return aq_scheme_get_info(scheme, &info, NULL) == AQ_OK && info.importance;
 }
 
-/* --plan-out FILE: the run's plan (aq_model_plan_create with the options o), serialised into
- * FILE through a temporary name; what a distributed run executes on its workers
- * (docs/ray.md). 0 or the exit status of a failure. */
+/* --plan-out FILE: the run's plan (aq_model_plan_create with the options o), into FILE; what a
+ * distributed run executes on its workers (docs/ray.md). 0 or the exit status of a failure. */
 static int qz_plan_out(const qz_opts *q, qz_run *r, const aq_model_quantize_options *o)
 {
     aq_error err;
@@ -470,33 +469,9 @@ static int qz_plan_out(const qz_opts *q, qz_run *r, const aq_model_quantize_opti
     po.on_tensor = NULL;
     po.progress = NULL;
     aq_model_plan *plan = NULL;
-    void *bytes = NULL;
-    size_t len = 0;
     aq_status st = aq_model_plan_create(r->ctx, r->model, &po, &plan, &err);
-    if (st == AQ_OK) {
-        st = aq_model_plan_serialize(plan, &bytes, &len, &err);
-    }
+    int rc = st == AQ_OK ? cli_plan_write(q->plan_out, plan) : cli_status(st, &err);
     aq_model_plan_free(plan);
-    if (st != AQ_OK) {
-        return cli_status(st, &err);
-    }
-    size_t n = strlen(q->plan_out) + 16;
-    char *tmp = malloc(n);
-    int rc = 0;
-    if (tmp == NULL) {
-        rc = cli_fail("out of memory");
-    } else {
-        snprintf(tmp, n, "%s.tmp-%ld", q->plan_out, (long)getpid());
-        FILE *f = fopen(tmp, "wb");
-        bool ok = f != NULL && fwrite(bytes, 1, len, f) == len;
-        ok = f != NULL && fclose(f) == 0 && ok;
-        if (!ok || rename(tmp, q->plan_out) != 0) {
-            rc = cli_fail("--plan-out %s: %s", q->plan_out, strerror(errno));
-            (void)unlink(tmp);
-        }
-    }
-    free(tmp);
-    aq_model_plan_bytes_free(bytes);
     return rc;
 }
 

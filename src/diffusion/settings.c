@@ -24,8 +24,15 @@ typedef struct st_def {
     const char *flag;
     int in_profile;
     const char *help;
-    int gguf; /* the GGUF writer applies it */
+    unsigned applies; /* the writers that apply it: ST_MODEL_FILE, ST_GGUF */
 } st_def;
+
+/* The writers that apply a setting: the model file's (aq_model_quantize and its callers) and
+ * GGUF output's (aq_model_to_gguf and its callers). The command and the Python entry points
+ * refuse a value for a setting that their writer does not apply. */
+#define ST_MODEL_FILE 1u
+#define ST_GGUF 2u
+#define ST_BOTH (ST_MODEL_FILE | ST_GGUF)
 
 enum {
     ST_PROFILE,
@@ -51,46 +58,54 @@ enum {
 static const st_def st_table[ST_COUNT] = {
     [ST_PROFILE] = {"profile", AQ_SETTING_CHOICE, 0, 0, 0, 0, "edge,local,cloud", "local",
                     "--profile", 0,
-                    "deployment profile: the bits, scheme, floor and budget of a diffusion run", 1},
+                    "deployment profile: the bits, scheme, floor and budget of a diffusion run",
+                    ST_BOTH},
     [ST_BIT_WIDTH] = {"bit_width", AQ_SETTING_INT, 2, 8, 0, 0, "2,4,8", "4", "--bits", 1,
-                      "bits per weight of the tensors that follow the profile"},
+                      "bits per weight of the tensors that follow the profile", ST_MODEL_FILE},
     [ST_GROUP_SIZE] = {"group_size", AQ_SETTING_INT, AQ_MIN_GROUP_SIZE, AQ_GROUP_SIZE_ROW, 0, 0,
                        NULL, "128", "--group-size", 0,
-                       "elements per group (a scheme with a fixed block size uses its own)"},
+                       "elements per group (a scheme with a fixed block size uses its own)",
+                       ST_MODEL_FILE},
     [ST_SCHEME] = {"scheme", AQ_SETTING_CHOICE, 0, 0, 0, 0, "affine,affine_search,kquant", "affine",
-                   "--scheme", 1, "quantization scheme"},
+                   "--scheme", 1, "quantization scheme", ST_MODEL_FILE},
     [ST_THREADS] = {"threads", AQ_SETTING_INT, 0, AQ_MAX_THREADS, 0, 0, NULL, "1", "--threads", 0,
-                    "worker threads (0: one per CPU); results never depend on it", 1},
+                    "worker threads (0: one per CPU); results never depend on it", ST_BOTH},
     [ST_PRESERVE_MOMENTS] = {"preserve_moments", AQ_SETTING_BOOL, 0, 1, 0, 0, NULL, "0", NULL, 0,
-                             "correct each row's scales to keep its mean and variance"},
+                             "correct each row's scales to keep its mean and variance",
+                             ST_MODEL_FILE},
     [ST_MIN_COSINE] = {"min_cosine", AQ_SETTING_FLOAT, 0, 1, 1, 1, NULL, "0", "--min-accuracy", 1,
                        "quality floor: a tensor below this cosine similarity gets more bits "
-                       "(0: no floor)"},
+                       "(0: no floor)",
+                       ST_MODEL_FILE},
     [ST_TARGET_BPW] = {"target_bpw", AQ_SETTING_FLOAT, 2, 32, 0, 1, NULL, "0", "--target-bpw", 1,
-                       "size budget in bits per weight (0: no budget)"},
+                       "size budget in bits per weight (0: no budget)", ST_MODEL_FILE},
     [ST_BUDGET_SCOPE] = {"budget_scope", AQ_SETTING_CHOICE, 0, 0, 0, 0, "profile,model", "profile",
                          "--budget-scope", 0,
                          "what the budget covers: the tensors that follow the profile, or the "
-                         "whole model"},
+                         "whole model",
+                         ST_MODEL_FILE},
     [ST_FAMILY] = {"family", AQ_SETTING_CHOICE, 0, 0, 0, 0,
                    "auto,generic,unet,dit,mmdit,flux,vae,clip_text,t5_text", "auto", "--family", 0,
-                   "model family of the layer rules (auto: from the tensor names)", 1},
+                   "model family of the layer rules (auto: from the tensor names)", ST_BOTH},
     [ST_CALIBRATION_COMBINE] = {"calibration_combine", AQ_SETTING_CHOICE, 0, 0, 0, 0, "max,mean",
                                 "max", "--calibration-combine", 0,
-                                "how a calibration's timestep groups are combined", 1},
+                                "how a calibration's timestep groups are combined", ST_BOTH},
     [ST_COMPRESSION] = {"compression", AQ_SETTING_CHOICE, 0, 0, 0, 0, "none,lz4,zstd", "zstd",
-                        "--compression", 0, "compression of the output file's record batches"},
+                        "--compression", 0, "compression of the output file's record batches",
+                        ST_MODEL_FILE},
     [ST_MIN_ELEMENTS] = {"min_elements", AQ_SETTING_INT, 1, 4611686018427387904.0, 0, 0, NULL,
                          "16384", "--min-elements", 0,
-                         "tensors with fewer elements are kept (without layer rules)"},
+                         "tensors with fewer elements are kept (without layer rules)",
+                         ST_MODEL_FILE},
     [ST_BATCH_BYTES] = {"batch_bytes", AQ_SETTING_INT, 1, 4611686018427387904.0, 0, 0, NULL,
-                        "67108864", NULL, 0, "bytes of source tensors per written record batch"},
+                        "67108864", NULL, 0, "bytes of source tensors per written record batch",
+                        ST_MODEL_FILE},
     /* The choice's index is AQ_PARAM_GGUF_SEARCH's value. */
     [ST_GGUF_SEARCH] = {"gguf_search", AQ_SETTING_CHOICE, 0, 0, 0, 0, "none,full", "full",
                         "--gguf-search", 0,
                         "GGUF Q8_0, Q4_0, Q5_0: search each block's scale (full, lower error) or "
                         "round as ggml does (none: ggml's bytes, at memory speed)",
-                        1},
+                        ST_GGUF},
 };
 
 typedef struct st_value {
@@ -111,9 +126,20 @@ size_t aq_setting_count(void)
 static void st_info(size_t i, aq_setting_info *out)
 {
     const st_def *d = &st_table[i];
-    aq_setting_info info = {sizeof info,   d->name,        d->type,    d->lower, d->upper,
-                            d->upper_open, d->off_allowed, d->choices, d->def,   d->flag,
-                            d->in_profile, d->help,        d->gguf};
+    aq_setting_info info = {sizeof info,
+                            d->name,
+                            d->type,
+                            d->lower,
+                            d->upper,
+                            d->upper_open,
+                            d->off_allowed,
+                            d->choices,
+                            d->def,
+                            d->flag,
+                            d->in_profile,
+                            d->help,
+                            (d->applies & ST_GGUF) != 0,
+                            (d->applies & ST_MODEL_FILE) != 0};
     info.size = out->size < sizeof info ? out->size : sizeof info;
     memcpy(out, &info, info.size);
 }

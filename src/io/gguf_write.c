@@ -1,14 +1,19 @@
 /*
- * Conversion of a model (safetensors, sharded, diffusers folder) to a GGUF file (docs/gguf.md).
+ * Conversion of a model (safetensors, sharded, diffusers folder) to a GGUF file (docs/gguf.md),
+ * as the model pipeline's three steps (docs/pipeline.md): a GGUF plan, execute, write.
  *
  * GGUF puts every tensor's type, shape and offset in the header, before the data, and every
- * size follows from the types: so the types are chosen first (the plan), the header is written,
- * then the tensors one at a time, each encoded into a buffer of its own size and its source
- * pages released. Memory stays near the largest tensor.
+ * size follows from the types: so the plan chooses the types (aq_model_plan_create_gguf), the
+ * writer writes the header from the plan alone, then each tensor's block bytes as they come
+ * (rows made here or elsewhere, in tensor order). In one process (aq_model_to_gguf) each
+ * tensor is encoded into one reused buffer of its size and its source pages released: memory
+ * stays near the largest tensor.
  */
+#include "arrow_owned.h"
 #include "gguf_internal.h"
 #include "io_internal.h"
 #include "kernels_ggml.h"
+#include "model_plan.h"
 #include "quant_internal.h"
 
 #include <math.h>
@@ -72,6 +77,14 @@ static void gw_str(gw_buf *b, const char *s)
     gw_put(b, s, n);
 }
 
+/* A string of two parts (a key's prefix and its name). */
+static void gw_str2(gw_buf *b, const char *a, const char *z)
+{
+    gw_u64(b, strlen(a) + strlen(z));
+    gw_put(b, a, strlen(a));
+    gw_put(b, z, strlen(z));
+}
+
 static void gw_kv_str(gw_buf *b, const char *key, const char *value)
 {
     gw_str(b, key);
@@ -117,134 +130,132 @@ static uint32_t gw_file_type(aq_gguf_type t)
     }
 }
 
-static bool gw_has(const aq_model *m, const char *suffix)
-{
-    const size_t ls = strlen(suffix);
-    for (size_t i = 0; i < aq_model_count(m); i++) {
-        const char *n = aq_model_tensor(m, i)->name;
-        const size_t ln = strlen(n);
-        if (ln >= ls && strcmp(n + ln - ls, suffix) == 0 &&
-            (ln == ls || n[ln - ls - 1] == '.' || n[ln - ls - 1] == '/')) {
-            return true;
-        }
-    }
-    return false;
-}
+/* ---- the header, from the plan ---- */
 
-/* general.architecture from the tensor names, with the signatures ComfyUI-GGUF's loader
- * recognises (original Flux names; diffusers SD3 and UNet names); NULL when none fits. */
-static const char *gw_detect_arch(const aq_model *m)
+/* comfy.gguf.orig_shape.NAME, the true shape (int32, outermost first), of each tensor of more
+ * than 4 dimensions, into h. */
+static aq_status gw_orig_shapes(const aq_model_plan *p, gw_buf *h, aq_error *err)
 {
-    if (gw_has(m, "double_blocks.0.img_attn.proj.weight")) {
-        return "flux";
-    }
-    if (gw_has(m, "transformer_blocks.0.attn.add_q_proj.weight") &&
-        !gw_has(m, "single_transformer_blocks.0.attn.to_q.weight")) {
-        return "sd3";
-    }
-    if (gw_has(m, "down_blocks.0.downsamplers.0.conv.weight") ||
-        gw_has(m, "down_blocks.0.resnets.0.conv1.weight")) {
-        return gw_has(m, "add_embedding.linear_1.weight") ? "sdxl" : "sd1";
-    }
-    return NULL;
-}
-
-typedef struct gw_plan {
-    aq_gguf_type type;
-    const char *reason;
-    size_t nbytes;
-    uint64_t offset;
-    uint64_t ne[GW_MAX_DIMS];
-    uint32_t nd;
-} gw_plan;
-
-/* The type of tensor t. */
-static aq_status gw_choose(const aq_gguf_write_options *o, const aq_st_tensor *t, gw_plan *p,
-                           aq_error *err)
-{
-    aq_dtype d;
-    if (!aq_st_dtype_to_aq(t->dtype, &d)) {
-        return aq__error_set(err, AQ_UNSUPPORTED,
-                             "tensor '%s' has dtype %s: GGUF files written by this library hold "
-                             "float tensors only",
-                             t->name, t->dtype_name != NULL ? t->dtype_name : "?");
-    }
-    p->type = o->type;
-    p->reason = "type";
-    if (o->rules != NULL) {
-        aq_rule_decision dec;
-        aq_status st = aq_rules_decide(o->rules, t->name, t->shape, t->ndim, d, &dec, err);
-        if (st != AQ_OK) {
-            return st;
+    for (size_t i = 0; i < p->n; i++) {
+        const aq__plan_tensor *t = &p->t[i];
+        if (t->ndim <= GW_MAX_DIMS) {
+            continue;
         }
-        p->reason = aq_rule_name(dec.rule);
-        if (dec.keep) {
-            p->type = dec.bit_width == 32 ? AQ_GGUF_F32 : AQ_GGUF_F16;
-        } else if (dec.rule != AQ_RULE_PROFILE) {
-            /* The rules' fixed widths (8 bits for sensitive layers, user overrides). */
-            p->type = (aq_gguf_type)aq__scheme_gguf_type(dec.bit_width);
+        gw_str2(h, "comfy.gguf.orig_shape.", t->name);
+        gw_u32(h, 9);
+        gw_u32(h, 5);
+        gw_u64(h, t->ndim);
+        for (size_t d = 0; d < t->ndim; d++) {
+            if (t->shape[d] > INT32_MAX) {
+                return aq__error_set(err, AQ_UNSUPPORTED,
+                                     "tensor '%s': dimension %zu of %lld does not fit the int32 of "
+                                     "comfy.gguf.orig_shape",
+                                     t->name, d, (long long)t->shape[d]);
+            }
+            gw_u32(h, (uint32_t)t->shape[d]);
         }
-    }
-    if (t->ndim <= 1) {
-        p->type = AQ_GGUF_F32;
-        p->reason = "1-D";
-    }
-    const aq__ggml_traits *tr = aq__gguf_traits((uint32_t)p->type);
-    const uint64_t inner = (uint64_t)t->shape[t->ndim - 1];
-    if (tr->block > 1 && inner % tr->block != 0) {
-        /* As llama.cpp's quantize tool: a K type falls back to a 32-element block type (Q8_0,
-         * the one that never costs accuracy); anything else to F16. */
-        p->type = tr->block > 32 && inner % 32 == 0 ? AQ_GGUF_Q8_0 : AQ_GGUF_F16;
-        p->reason = "block";
     }
     return AQ_OK;
 }
 
-/* Whether every value of tensor i fits float16 (read once; its pages released after). A
- * tensor the writer chose to keep as F16 becomes F32 when not, rather than holding Inf. */
-static aq_status gw_fits_f16(aq_model *model, size_t i, bool *fits, aq_error *err)
+/* The header: the key/values (architecture, name, versions, alignment, the source's metadata,
+ * the true shapes of tensors of more than 4 dimensions) and the tensor infos (names, ggml
+ * shapes, types, offsets), padded to the alignment, into h. */
+static aq_status gw_header(const aq_model_plan *p, gw_buf *h, aq_error *err)
 {
-    aq_tensor v;
-    aq_status st = aq_model_tensor_view(model, i, &v, err);
+    size_t n_extra = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        n_extra += p->t[i].ndim > GW_MAX_DIMS;
+    }
+    size_t n_kv = 4 + n_extra + p->n_meta + (p->arch != NULL) + (p->gguf_name != NULL);
+    gw_put(h, "GGUF", 4);
+    gw_u32(h, 3);
+    gw_u64(h, p->n);
+    gw_u64(h, n_kv);
+    if (p->arch != NULL) {
+        gw_kv_str(h, "general.architecture", p->arch);
+    }
+    if (p->gguf_name != NULL) {
+        gw_kv_str(h, "general.name", p->gguf_name);
+    }
+    gw_kv_u32(h, "general.quantization_version", 2);
+    gw_kv_u32(h, "general.file_type", gw_file_type((aq_gguf_type)p->gguf_type));
+    gw_kv_u32(h, "general.alignment", GW_ALIGN);
+    gw_kv_str(h, "arrowquant.version", aq_version_string());
+    for (size_t i = 0; i < p->n_meta; i++) {
+        gw_str2(h, "arrowquant.meta.", p->meta_keys[i]);
+        gw_u32(h, 8);
+        gw_str(h, p->meta_values[i]);
+    }
+    aq_status st = gw_orig_shapes(p, h, err);
     if (st != AQ_OK) {
         return st;
     }
-    const aq_st_tensor *t = aq_model_tensor(model, i);
-    const uint8_t *p = v.data;
-    *fits = true;
-    for (size_t k = 0; k < t->elements && *fits; k++) {
-        double x;
-        if (v.dtype == AQ_DTYPE_F32) {
-            float f;
-            memcpy(&f, p + 4 * k, 4);
-            x = (double)f;
-        } else if (v.dtype == AQ_DTYPE_F64) {
-            memcpy(&x, p + 8 * k, 8);
-        } else {
-            uint16_t h;
-            memcpy(&h, p + 2 * k, 2);
-            x = (double)aq__bf16_to_f32(h);
+    /* The tensor infos: ggml's shape is innermost first; more than 4 dimensions fold the outer
+     * ones into the fourth (the true shape is in comfy.gguf.orig_shape.NAME above). */
+    uint64_t offset = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const aq__plan_tensor *t = &p->t[i];
+        uint64_t ne[GW_MAX_DIMS] = {1, 1, 1, 1};
+        for (size_t d = 0; d < t->ndim; d++) {
+            size_t ggml_dim = t->ndim - 1 - d;
+            ne[ggml_dim < GW_MAX_DIMS ? ggml_dim : GW_MAX_DIMS - 1] *= (uint64_t)t->shape[d];
         }
-        *fits = fabs(x) < 65520.0;
+        const uint32_t nd =
+            t->ndim == 0 ? 1 : (uint32_t)(t->ndim < GW_MAX_DIMS ? t->ndim : GW_MAX_DIMS);
+        gw_str(h, t->name);
+        gw_u32(h, nd);
+        for (uint32_t d = 0; d < nd; d++) {
+            gw_u64(h, ne[d]);
+        }
+        gw_u32(h, t->gguf_type);
+        gw_u64(h, offset);
+        offset += t->gguf_bytes + (GW_ALIGN - t->gguf_bytes % GW_ALIGN) % GW_ALIGN;
     }
-    aq_model_release(model, i);
+    static const uint8_t zeros[GW_ALIGN];
+    gw_put(h, zeros, (GW_ALIGN - h->len % GW_ALIGN) % GW_ALIGN);
+    if (h->failed) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory for the GGUF header");
+    }
     return AQ_OK;
 }
 
-typedef struct gw_state {
-    aq_ctx *ctx;
+/* ---- execute: tensors into their blocks ---- */
+
+static bool gw_is_float(uint32_t type)
+{
+    return type == AQ_GGUF_F32 || type == AQ_GGUF_F16 || type == AQ_GGUF_BF16;
+}
+
+/* What encodes a plan's tensors: the context (the plan's gguf_search, the caller's threads),
+ * the calibration, and buffers reused from tensor to tensor. */
+typedef struct gw_exec {
+    aq_ctx c;
     aq_model *model;
-    const aq_gguf_write_options *o;
-    gw_plan *plan;
-    size_t n;
-    aq__outfile *out;
-    uint8_t *enc;
-    size_t enc_cap;
+    const aq_model_plan *plan;
+    const aq_calib *calib;
     float *dec;
     size_t dec_cap;
     float *imp;
     size_t imp_cap;
-} gw_state;
+} gw_exec;
+
+static void gw_exec_init(gw_exec *x, aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
+                         const aq_calib *calib)
+{
+    memset(x, 0, sizeof *x);
+    x->c = *ctx;
+    x->c.gguf_search = plan->gguf_search != 0;
+    x->model = model;
+    x->plan = plan;
+    x->calib = calib;
+}
+
+static void gw_exec_free(gw_exec *x)
+{
+    free(x->dec);
+    free(x->imp);
+}
 
 static aq_status gw_grow(void **p, size_t *cap, size_t need, size_t elem, const char *name,
                          aq_error *err)
@@ -262,43 +273,41 @@ static aq_status gw_grow(void **p, size_t *cap, size_t need, size_t elem, const 
     return AQ_OK;
 }
 
-static aq_status gw_tensor(gw_state *s, size_t i, aq_gguf_write_summary *sum, aq_error *err)
+/* Tensor i encoded as the plan says into out (its gguf_bytes) and its decoded floats measured
+ * against the source (*sqnr_db, *cosine); its source pages released after. */
+static aq_status gw_exec_tensor(gw_exec *x, size_t i, uint8_t *out, double *sqnr_db, double *cosine,
+                                aq_error *err)
 {
-    const aq_st_tensor *t = aq_model_tensor(s->model, i);
-    const gw_plan *p = &s->plan[i];
+    const aq_st_tensor *t = aq_model_tensor(x->model, i);
+    const aq__plan_tensor *e = &x->plan->t[i];
     aq_tensor src;
-    aq_status st = aq_model_tensor_view(s->model, i, &src, err);
+    aq_status st = aq_model_tensor_view(x->model, i, &src, err);
     if (st != AQ_OK) {
         return st;
     }
     const float *imp = NULL;
-    if (s->o->calib != NULL && t->ndim >= 2 && p->type != AQ_GGUF_F32 && p->type != AQ_GGUF_F16 &&
-        p->type != AQ_GGUF_BF16) {
+    if (x->calib != NULL && t->ndim >= 2 && !gw_is_float(e->gguf_type)) {
         int found = 0;
-        if ((st = gw_grow((void **)&s->imp, &s->imp_cap, t->elements, sizeof(float), t->name,
+        if ((st = gw_grow((void **)&x->imp, &x->imp_cap, t->elements, sizeof(float), t->name,
                           err)) != AQ_OK ||
-            (st = aq_calib_importance(s->o->calib, t->name, t->shape, t->ndim, s->imp, t->elements,
+            (st = aq_calib_importance(x->calib, t->name, t->shape, t->ndim, x->imp, t->elements,
                                       &found, err)) != AQ_OK) {
             return st;
         }
-        imp = found ? s->imp : NULL;
+        imp = found ? x->imp : NULL;
     }
-    if ((st = gw_grow((void **)&s->enc, &s->enc_cap, p->nbytes + GW_ALIGN, 1, t->name, err)) !=
+    const aq_gguf_type type = (aq_gguf_type)e->gguf_type;
+    if ((st = gw_grow((void **)&x->dec, &x->dec_cap, t->elements, sizeof(float), t->name, err)) !=
             AQ_OK ||
-        (st = gw_grow((void **)&s->dec, &s->dec_cap, t->elements, sizeof(float), t->name, err)) !=
-            AQ_OK) {
-        return st;
-    }
-    if ((st = aq_gguf_encode(s->ctx, p->type, &src, imp, s->enc, p->nbytes, err)) != AQ_OK ||
-        (st = aq_gguf_decode(s->ctx, p->type, s->enc, p->nbytes, t->elements, s->dec, err)) !=
-            AQ_OK) {
+        (st = aq_gguf_encode(&x->c, type, &src, imp, out, e->gguf_bytes, err)) != AQ_OK ||
+        (st = aq_gguf_decode(&x->c, type, out, e->gguf_bytes, t->elements, x->dec, err)) != AQ_OK) {
         return st;
     }
     /* The quality of what was written, as a reader will decode it. */
     const int64_t flat = (int64_t)t->elements;
     aq_tensor ref = src, approx = {.name = t->name,
                                    .dtype = AQ_DTYPE_F32,
-                                   .data = s->dec,
+                                   .data = x->dec,
                                    .shape = &flat,
                                    .ndim = 1};
     ref.shape = &flat;
@@ -307,149 +316,321 @@ static aq_status gw_tensor(gw_state *s, size_t i, aq_gguf_write_summary *sum, aq
     if (t->elements > 0 && (st = aq_metrics_compute(&ref, &approx, &m, err)) != AQ_OK) {
         return st;
     }
-    size_t pad = (GW_ALIGN - p->nbytes % GW_ALIGN) % GW_ALIGN;
-    if (i + 1 == s->n) {
-        pad = 0;
+    aq_model_release(x->model, i);
+    *sqnr_db = m.sqnr_db;
+    *cosine = m.cosine;
+    return AQ_OK;
+}
+
+/* The rows' columns. */
+enum { GW_NCOLS = 6 };
+static const char *const gw_col_names[GW_NCOLS] = {"layer_name", "gguf_type", "data",
+                                                   "sqnr_db",    "cosine",    "checksum"};
+static const char *const gw_col_formats[GW_NCOLS] = {"u", "I", "Z", "g", "g", "L"};
+
+/* The checksum of a row: its name, bytes and type. */
+static uint64_t gw_row_checksum(const char *name, size_t name_len, const uint8_t *data,
+                                size_t data_len, uint32_t type)
+{
+    const char *tn = aq_gguf_type_name((aq_gguf_type)type);
+    aq__row_bytes rb = {.name = name,
+                        .name_len = name_len,
+                        .data = data,
+                        .data_len = data_len,
+                        .scheme = tn,
+                        .scheme_len = strlen(tn)};
+    return aq__row_checksum(&rb);
+}
+
+static aq_status gw_rows_schema(struct ArrowSchema *out, aq_error *err)
+{
+    aq_status st = aq__schema_alloc(out, "+s", "", 0, GW_NCOLS, err);
+    for (int c = 0; c < GW_NCOLS && st == AQ_OK; c++) {
+        st = aq__schema_alloc(out->children[c], gw_col_formats[c], gw_col_names[c], 0, 0, err);
     }
-    memset(s->enc + p->nbytes, 0, pad);
-    if ((st = aq__outfile_write(s->out, s->enc, p->nbytes + pad, err)) != AQ_OK) {
+    return st;
+}
+
+/* The rows of tensors [begin, end) with their blocks already in data (a buffer of the data
+ * column, offsets[k]..offsets[k+1] for row k). */
+static aq_status gw_rows_columns(const aq_model_plan *plan, size_t begin, size_t end,
+                                 struct ArrowArray *a, const double *q, aq_error *err)
+{
+    const size_t n = end - begin;
+    const char **names = calloc(n + 1, sizeof *names);
+    uint32_t *types = calloc(n + 1, sizeof *types);
+    uint64_t *sums = calloc(n + 1, sizeof *sums);
+    aq_status st = AQ_OK;
+    if (names == NULL || types == NULL || sums == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory building rows");
+        goto done;
+    }
+    const int64_t *off = a->children[2]->buffers[1];
+    const uint8_t *data = a->children[2]->buffers[2];
+    for (size_t k = 0; k < n; k++) {
+        const aq__plan_tensor *e = &plan->t[begin + k];
+        names[k] = e->name;
+        types[k] = e->gguf_type;
+        sums[k] =
+            gw_row_checksum(e->name, strlen(e->name), data + off[k], e->gguf_bytes, e->gguf_type);
+    }
+    if ((st = aq__rows_utf8(a->children[0], names, n, err)) != AQ_OK ||
+        (st = aq__rows_prim(a->children[1], types, 4, n, err)) != AQ_OK ||
+        (st = aq__rows_prim(a->children[3], q, 8, n, err)) != AQ_OK ||
+        (st = aq__rows_prim(a->children[4], q + n, 8, n, err)) != AQ_OK ||
+        (st = aq__rows_prim(a->children[5], sums, 8, n, err)) != AQ_OK) {
+        goto done;
+    }
+done:
+    free(names);
+    free(types);
+    free(sums);
+    return st;
+}
+
+aq_status aq__gguf_execute(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan, size_t begin,
+                           size_t end, const aq_model_execute_options *opts,
+                           struct ArrowSchema *schema, struct ArrowArray *rows, aq_error *err)
+{
+    const size_t n = end - begin;
+    gw_exec x;
+    gw_exec_init(&x, ctx, model, plan, opts != NULL ? opts->calib : NULL);
+    struct ArrowSchema sc;
+    struct ArrowArray a;
+    memset(&sc, 0, sizeof sc);
+    memset(&a, 0, sizeof a);
+    aq_model_progress prog = {0, n, 0, 0, NULL, 0};
+    size_t total = 0;
+    for (size_t i = begin; i < end; i++) {
+        prog.bytes_total += plan->t[i].nbytes;
+        total += plan->t[i].gguf_bytes;
+    }
+    /* q: the rows' SQNR, then their cosines. */
+    double *q = calloc(2 * n, sizeof *q);
+    aq_status st = q != NULL ? AQ_OK : aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    if (st != AQ_OK || (st = gw_rows_schema(&sc, err)) != AQ_OK ||
+        (st = aq__array_alloc(&a, (int64_t)n, 1, GW_NCOLS, err)) != AQ_OK ||
+        (st = aq__array_alloc(a.children[2], (int64_t)n, 3, 0, err)) != AQ_OK) {
+        goto done;
+    }
+    /* The data column's buffers, the blocks encoded straight into them. */
+    int64_t *off = aq__array_buffer_alloc(a.children[2], 1, (n + 1) * sizeof(int64_t));
+    uint8_t *data = aq__array_buffer_alloc(a.children[2], 2, total > 0 ? total : 1);
+    if (off == NULL || data == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory for %zu bytes of rows", total);
+        goto done;
+    }
+    off[0] = 0;
+    for (size_t k = 0; k < n; k++) {
+        const aq__plan_tensor *e = &plan->t[begin + k];
+        if (opts != NULL && opts->cancel != NULL && *opts->cancel) {
+            st = aq__error_set(err, AQ_CANCELLED, "cancelled");
+            goto done;
+        }
+        if ((st = gw_exec_tensor(&x, begin + k, data + off[k], &q[k], &q[n + k], err)) != AQ_OK) {
+            goto done;
+        }
+        off[k + 1] = off[k] + (int64_t)e->gguf_bytes;
+        prog.tensors_done++;
+        prog.bytes_done += e->nbytes;
+        prog.current = e->name;
+        if (opts != NULL && opts->progress != NULL) {
+            opts->progress(opts->progress_user, &prog);
+        }
+    }
+    if ((st = gw_rows_columns(plan, begin, end, &a, q, err)) == AQ_OK) {
+        aq__schema_move(&sc, schema);
+        aq__array_move(&a, rows);
+    }
+done:
+    aq__schema_release_if(&sc);
+    aq__array_release_if(&a);
+    free(q);
+    gw_exec_free(&x);
+    return st;
+}
+
+/* ---- write: the header, then each tensor's bytes ---- */
+
+struct aq__gguf_writer {
+    const aq_model_plan *plan;
+    aq__outfile *out;
+    size_t next; /* the plan's tensor the next bytes must be */
+    aq__model_totals tot;
+};
+
+aq_status aq__gguf_writer_open(const aq_model_plan *plan, const char *out_path,
+                               aq__gguf_writer **out, aq_error *err)
+{
+    aq__gguf_writer *w = calloc(1, sizeof *w);
+    gw_buf h = {0};
+    aq_status st = AQ_OK;
+    if (w == NULL) {
+        st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", out_path);
+        goto done;
+    }
+    w->plan = plan;
+    aq__model_totals_init(&w->tot);
+    if ((st = gw_header(plan, &h, err)) != AQ_OK ||
+        (st = aq__outfile_open(out_path, &w->out, err)) != AQ_OK ||
+        (st = aq__outfile_write(w->out, h.p, h.len, err)) != AQ_OK) {
+        goto done;
+    }
+    *out = w;
+    w = NULL;
+done:
+    aq__gguf_writer_free(w);
+    free(h.p);
+    return st;
+}
+
+/* Tensor i's bytes (its blocks, as the plan sizes them) written, padded to the alignment up
+ * to the next tensor. */
+static aq_status gw_put_tensor(aq__gguf_writer *w, size_t i, const uint8_t *data, double sqnr_db,
+                               double cosine, aq_error *err)
+{
+    static const uint8_t zeros[GW_ALIGN];
+    const aq__plan_tensor *e = &w->plan->t[i];
+    const size_t pad = i + 1 == w->plan->n ? 0 : (GW_ALIGN - e->gguf_bytes % GW_ALIGN) % GW_ALIGN;
+    aq_status st = aq__outfile_write(w->out, data, e->gguf_bytes, err);
+    if (st != AQ_OK || (st = aq__outfile_write(w->out, zeros, pad, err)) != AQ_OK) {
+        /* A failed write leaves the file unusable: nothing more goes to it. */
+        aq__outfile_free(w->out);
+        w->out = NULL;
         return st;
     }
-    aq_model_release(s->model, i);
-    if (sum != NULL) {
-        sum->tensors++;
-        sum->bytes_in += t->nbytes;
-        sum->count_by_type[p->type]++;
-        if (p->type != AQ_GGUF_F32 && p->type != AQ_GGUF_F16 && p->type != AQ_GGUF_BF16) {
-            sum->quantized++;
-        }
+    aq__model_totals_add(&w->tot, e->name, e->kept != 0, e->elements, e->nbytes, e->gguf_bytes,
+                         sqnr_db, cosine);
+    w->next = i + 1;
+    return AQ_OK;
+}
+
+/* Row k of GGUF rows, checked against the plan's next tensor and written. */
+static aq_status gw_append_row(aq__gguf_writer *w, const struct ArrowArray *rows, int64_t k,
+                               aq_error *err)
+{
+    if (w->next >= w->plan->n) {
+        return aq__error_set(err, AQ_INVALID_DATA, "rows: more rows than the plan's %zu tensors",
+                             w->plan->n);
     }
-    if (s->o->on_tensor != NULL) {
+    const aq__plan_tensor *e = &w->plan->t[w->next];
+    const struct ArrowArray *const *ch = (const struct ArrowArray *const *)rows->children;
+    const int64_t j = rows->offset + k;
+    int64_t at;
+    size_t name_len, data_len;
+    aq__rows_span(ch[0], false, j, &at, &name_len);
+    const char *name = aq__rows_at(ch[0]->buffers[2], 1, at);
+    aq__rows_span(ch[2], true, j, &at, &data_len);
+    const uint8_t *data = aq__rows_at(ch[2]->buffers[2], 1, at);
+    uint32_t type;
+    uint64_t sum;
+    double q[2];
+    memcpy(&type, aq__rows_value(ch[1], j, 4), 4);
+    memcpy(&q[0], aq__rows_value(ch[3], j, 8), 8);
+    memcpy(&q[1], aq__rows_value(ch[4], j, 8), 8);
+    memcpy(&sum, aq__rows_value(ch[5], j, 8), 8);
+    if (!aq__rows_is(name, name_len, e->name)) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: '%.*s' came where tensor %zu of the plan, '%s', was expected "
+                             "(rows out of order, missing, or of another plan)",
+                             (int)(name_len > 200 ? 200 : name_len), name, w->next, e->name);
+    }
+    if (type != e->gguf_type || data_len != e->gguf_bytes) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: tensor '%s' is %s of %zu bytes in the plan: its row is %s of "
+                             "%zu bytes",
+                             e->name, aq_gguf_type_name((aq_gguf_type)e->gguf_type), e->gguf_bytes,
+                             aq_gguf_type_name((aq_gguf_type)type), data_len);
+    }
+    if (gw_row_checksum(name, name_len, data, data_len, type) != sum) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: tensor '%s': its checksum does not match its bytes (damaged "
+                             "on the way)",
+                             e->name);
+    }
+    return gw_put_tensor(w, w->next, data, q[0], q[1], err);
+}
+
+aq_status aq__gguf_writer_append(aq__gguf_writer *w, const struct ArrowSchema *schema,
+                                 const struct ArrowArray *rows, aq_error *err)
+{
+    if (w->out == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_writer_append: the writer is closed or failed");
+    }
+    bool ok = strcmp(schema->format, "+s") == 0 && schema->n_children == GW_NCOLS &&
+              rows->n_children == GW_NCOLS;
+    for (int c = 0; ok && c < GW_NCOLS; c++) {
+        const struct ArrowSchema *f = schema->children[c];
+        ok = f->name != NULL && strcmp(f->name, gw_col_names[c]) == 0 &&
+             strcmp(f->format, gw_col_formats[c]) == 0;
+    }
+    if (!ok) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: the columns of GGUF rows (layer_name, gguf_type, data, "
+                             "sqnr_db, cosine, checksum) were expected, not '%s' with %lld",
+                             schema->format, (long long)schema->n_children);
+    }
+    aq_status st = aq__rows_no_nulls(rows, gw_col_names, GW_NCOLS, err);
+    for (int64_t k = 0; k < rows->length && st == AQ_OK; k++) {
+        st = gw_append_row(w, rows, k, err);
+    }
+    return st;
+}
+
+aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary, aq_error *err)
+{
+    if (w->out == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_writer_close: the writer is closed or failed");
+    }
+    if (w->next < w->plan->n) {
+        return aq__error_set(err, AQ_INVALID_DATA,
+                             "rows: %zu of the plan's %zu tensors were appended; the first "
+                             "missing is '%s'; nothing written",
+                             w->next, w->plan->n, w->plan->t[w->next].name);
+    }
+    const size_t written = (size_t)w->out->written;
+    aq_status st = aq__outfile_commit(w->out, err);
+    aq__outfile_free(w->out);
+    w->out = NULL;
+    if (st == AQ_OK) {
+        w->tot.sum.bytes_out = written;
+        aq__model_totals_finish(&w->tot, 0, summary);
+    }
+    return st;
+}
+
+void aq__gguf_writer_free(aq__gguf_writer *w)
+{
+    if (w == NULL) {
+        return;
+    }
+    aq__outfile_free(w->out);
+    free(w);
+}
+
+/* ---- the three steps in one process ---- */
+
+/* Tensor i written: the caller's result and the summary. */
+static void gw_report(const aq_gguf_write_options *o, aq_model *model, const aq__plan_tensor *e,
+                      size_t i, double sqnr_db, double cosine, aq_gguf_write_summary *sum)
+{
+    sum->tensors++;
+    sum->bytes_in += e->nbytes;
+    sum->count_by_type[e->gguf_type]++;
+    sum->quantized += e->kept ? 0 : 1;
+    if (o->on_tensor != NULL) {
         aq_gguf_tensor_result r = {.index = i,
-                                   .name = t->name,
-                                   .type = p->type,
-                                   .reason = p->reason,
-                                   .elements = t->elements,
-                                   .bytes = p->nbytes,
-                                   .sqnr_db = m.sqnr_db,
-                                   .cosine = m.cosine};
-        s->o->on_tensor(s->o->on_tensor_user, &r);
+                                   .name = aq_model_tensor(model, i)->name,
+                                   .type = (aq_gguf_type)e->gguf_type,
+                                   .reason = e->reason,
+                                   .elements = e->elements,
+                                   .bytes = e->gguf_bytes,
+                                   .sqnr_db = sqnr_db,
+                                   .cosine = cosine};
+        o->on_tensor(o->on_tensor_user, &r);
     }
-    return AQ_OK;
-}
-
-/* The plan: every tensor's type, its ggml shape (innermost first; more than 4 dimensions
- * fold the outer ones, with the true shape in comfy.gguf.orig_shape.NAME), size, offset.
- * *n_extra: the tensors of more than 4 dimensions. */
-static aq_status gw_plan_tensors(gw_state *s, size_t *n_extra, aq_error *err)
-{
-    uint64_t offset = 0;
-    *n_extra = 0;
-    aq_status st;
-    for (size_t i = 0; i < s->n; i++) {
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        gw_plan *p = &s->plan[i];
-        if ((st = gw_choose(s->o, t, p, err)) != AQ_OK) {
-            return st;
-        }
-        bool fits = true;
-        if (p->type == AQ_GGUF_F16 && strcmp(p->reason, "type") != 0 && t->dtype != AQ_ST_F16 &&
-            (st = gw_fits_f16(s->model, i, &fits, err)) != AQ_OK) {
-            return st;
-        }
-        if (!fits) {
-            p->type = AQ_GGUF_F32;
-            p->reason = "range";
-        }
-        const aq__ggml_traits *tr = aq__gguf_traits((uint32_t)p->type);
-        p->nd = t->ndim == 0 ? 1 : (uint32_t)(t->ndim < GW_MAX_DIMS ? t->ndim : GW_MAX_DIMS);
-        for (uint32_t d = 0; d < GW_MAX_DIMS; d++) {
-            p->ne[d] = 1;
-        }
-        for (size_t d = 0; d < t->ndim; d++) {
-            size_t ggml_dim = t->ndim - 1 - d;
-            if (ggml_dim >= GW_MAX_DIMS) {
-                ggml_dim = GW_MAX_DIMS - 1;
-            }
-            p->ne[ggml_dim] *= (uint64_t)t->shape[d];
-        }
-        if (t->ndim > GW_MAX_DIMS) {
-            (*n_extra)++;
-        }
-        p->nbytes = t->elements / tr->block * tr->bytes;
-        p->offset = offset;
-        offset += p->nbytes + (GW_ALIGN - p->nbytes % GW_ALIGN) % GW_ALIGN;
-    }
-    return AQ_OK;
-}
-
-/* The header: the key/values (architecture, name, versions, alignment, the source's metadata,
- * the true shapes of tensors of more than 4 dimensions, their keys kept in shape_keys) and the
- * tensor infos of the plan, into h. */
-static aq_status gw_header(gw_state *s, gw_buf *h, size_t n_extra, char **shape_keys, aq_error *err)
-{
-    const char *arch = s->o->architecture != NULL ? s->o->architecture : gw_detect_arch(s->model);
-    const size_t n_meta = aq_model_metadata_count(s->model);
-    size_t n_kv = 4 + n_extra + n_meta + (arch != NULL && arch[0] != '\0') + (s->o->name != NULL);
-    gw_put(h, "GGUF", 4);
-    gw_u32(h, 3);
-    gw_u64(h, s->n);
-    gw_u64(h, n_kv);
-    if (arch != NULL && arch[0] != '\0') {
-        gw_kv_str(h, "general.architecture", arch);
-    }
-    if (s->o->name != NULL) {
-        gw_kv_str(h, "general.name", s->o->name);
-    }
-    gw_kv_u32(h, "general.quantization_version", 2);
-    gw_kv_u32(h, "general.file_type", gw_file_type(s->o->type));
-    gw_kv_u32(h, "general.alignment", GW_ALIGN);
-    gw_kv_str(h, "arrowquant.version", aq_version_string());
-    for (size_t i = 0; i < n_meta; i++) {
-        const char *k, *v;
-        aq_status mst = aq_model_metadata_get(s->model, i, &k, &v, err);
-        if (mst != AQ_OK) {
-            return mst;
-        }
-        char key[512];
-        snprintf(key, sizeof key, "arrowquant.meta.%s", k);
-        gw_kv_str(h, key, v);
-    }
-    for (size_t i = 0; i < s->n; i++) {
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        if (t->ndim <= GW_MAX_DIMS) {
-            continue;
-        }
-        size_t len = strlen(t->name) + 32;
-        if ((shape_keys[i] = malloc(len)) == NULL) {
-            return aq__error_set(err, AQ_NO_MEMORY, "out of memory for the GGUF header");
-        }
-        snprintf(shape_keys[i], len, "comfy.gguf.orig_shape.%s", t->name);
-        gw_str(h, shape_keys[i]);
-        gw_u32(h, 9);
-        gw_u32(h, 5);
-        gw_u64(h, t->ndim);
-        for (size_t d = 0; d < t->ndim; d++) {
-            if (t->shape[d] > INT32_MAX) {
-                return aq__error_set(err, AQ_UNSUPPORTED,
-                                     "tensor '%s': dimension %zu of %lld does not fit the int32 of "
-                                     "comfy.gguf.orig_shape",
-                                     t->name, d, (long long)t->shape[d]);
-            }
-            gw_u32(h, (uint32_t)t->shape[d]);
-        }
-    }
-    for (size_t i = 0; i < s->n; i++) {
-        const gw_plan *p = &s->plan[i];
-        gw_str(h, aq_model_tensor(s->model, i)->name);
-        gw_u32(h, p->nd);
-        for (uint32_t d = 0; d < p->nd; d++) {
-            gw_u64(h, p->ne[d]);
-        }
-        gw_u32(h, (uint32_t)p->type);
-        gw_u64(h, p->offset);
-    }
-    return AQ_OK;
 }
 
 aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
@@ -460,73 +641,51 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_to_gguf: NULL argument");
     }
     aq_gguf_write_options own;
-    aq_status ost = AQ__OPTS_READ(aq_gguf_write_options, cancel, own, opts, err);
-    if (ost != AQ_OK) {
-        return ost;
+    aq_status st = AQ__OPTS_READ(aq_gguf_write_options, cancel, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
     }
     opts = &own;
     /* Before any work: the output is none of the inputs, the calibration's included. */
-    aq_status cst = aq__io_model_check_output(model, out_path, err);
-    if (cst != AQ_OK || (cst = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK) {
-        return cst;
+    if ((st = aq__io_model_check_output(model, out_path, err)) != AQ_OK ||
+        (st = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK) {
+        return st;
     }
-    const aq__ggml_traits *tt = aq__gguf_traits((uint32_t)opts->type);
-    if (tt == NULL || tt->encode_ref == NULL) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER, "GGUF type %s cannot be written",
-                             aq_gguf_type_name(opts->type));
-    }
-    gw_state s = {.ctx = ctx, .model = model, .o = opts, .n = aq_model_count(model)};
-    gw_buf h = {0};
+    aq_model_plan *plan = NULL;
+    aq__gguf_writer *w = NULL;
+    gw_exec x;
+    memset(&x, 0, sizeof x);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
     aq_gguf_write_summary sum;
     memset(&sum, 0, sizeof sum);
-    char **shape_keys = NULL;
-    aq_status st = AQ_OK;
-    if ((s.plan = calloc(s.n + 1, sizeof *s.plan)) == NULL ||
-        (shape_keys = calloc(s.n + 1, sizeof *shape_keys)) == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", out_path);
+    if ((st = aq__gguf_plan_make(ctx, model, opts, &plan, err)) != AQ_OK ||
+        (st = aq__gguf_writer_open(plan, out_path, &w, err)) != AQ_OK) {
         goto done;
     }
-    size_t n_extra = 0;
-    if ((st = gw_plan_tensors(&s, &n_extra, err)) != AQ_OK ||
-        (st = gw_header(&s, &h, n_extra, shape_keys, err)) != AQ_OK) {
-        goto done;
-    }
-    static const uint8_t zeros[GW_ALIGN];
-    gw_put(&h, zeros, (GW_ALIGN - h.len % GW_ALIGN) % GW_ALIGN);
-    if (h.failed) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory for the header", out_path);
-        goto done;
-    }
-    if ((st = aq__outfile_open(out_path, &s.out, err)) != AQ_OK ||
-        (st = aq__outfile_write(s.out, h.p, h.len, err)) != AQ_OK) {
-        goto done;
-    }
-    for (size_t i = 0; i < s.n; i++) {
+    gw_exec_init(&x, ctx, model, plan, opts->calib);
+    for (size_t i = 0; i < plan->n; i++) {
+        const aq__plan_tensor *e = &plan->t[i];
+        double sqnr_db, cosine;
         if (opts->cancel != NULL && *opts->cancel) {
-            st = aq__error_set(err, AQ_CANCELLED, "cancelled after %zu of %zu tensors", i, s.n);
+            st = aq__error_set(err, AQ_CANCELLED, "cancelled after %zu of %zu tensors", i, plan->n);
             goto done;
         }
-        if ((st = gw_tensor(&s, i, &sum, err)) != AQ_OK) {
+        if ((st = gw_grow((void **)&buf, &cap, e->gguf_bytes + 1, 1, e->name, err)) != AQ_OK ||
+            (st = gw_exec_tensor(&x, i, buf, &sqnr_db, &cosine, err)) != AQ_OK ||
+            (st = gw_put_tensor(w, i, buf, sqnr_db, cosine, err)) != AQ_OK) {
             goto done;
         }
+        gw_report(opts, model, e, i, sqnr_db, cosine, &sum);
     }
-    sum.bytes_out = (size_t)s.out->written;
-    if ((st = aq__outfile_commit(s.out, err)) != AQ_OK) {
-        goto done;
-    }
-    if (summary != NULL) {
+    sum.bytes_out = (size_t)w->out->written;
+    if ((st = aq__gguf_writer_close(w, NULL, err)) == AQ_OK && summary != NULL) {
         *summary = sum;
     }
 done:
-    aq__outfile_free(s.out);
-    for (size_t i = 0; shape_keys != NULL && i < s.n; i++) {
-        free(shape_keys[i]);
-    }
-    free(shape_keys);
-    free(h.p);
-    free(s.plan);
-    free(s.enc);
-    free(s.dec);
-    free(s.imp);
+    aq__gguf_writer_free(w);
+    aq_model_plan_free(plan);
+    gw_exec_free(&x);
+    free(buf);
     return st;
 }

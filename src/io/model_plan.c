@@ -3,9 +3,10 @@
  * serialised form (what a distributed driver sends to the workers) and the check that a plan
  * belongs to a model.
  *
- * The serialised plan is little-endian: "AQPLAN\x01\n", the model-wide fields, one record per
+ * The serialised plan is little-endian: "AQPLAN\x02\n", the model-wide fields, one record per
  * tensor, then the XXH64 of every byte before it. Strings are a u32 length and the bytes
- * (0xFFFFFFFF: none).
+ * (0xFFFFFFFF: none). A GGUF plan adds its own model-wide fields and, per tensor, its type,
+ * reason and size.
  */
 #include "model_plan.h"
 #include "io_internal.h"
@@ -13,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char plan_magic[8] = {'A', 'Q', 'P', 'L', 'A', 'N', 1, '\n'};
+static const char plan_magic[8] = {'A', 'Q', 'P', 'L', 'A', 'N', 2, '\n'};
 #define PLAN_NO_STRING 0xFFFFFFFFu
 
 aq_status aq__model_plan_alloc(size_t n, aq_model_plan **out, aq_error *err)
@@ -45,12 +46,46 @@ void aq_model_plan_free(aq_model_plan *plan)
     free(plan->profile);
     free(plan->model_meta);
     free(plan->components);
+    free(plan->arch);
+    free(plan->gguf_name);
+    for (size_t i = 0; i < plan->n_meta; i++) {
+        free(plan->meta_keys[i]);
+        free(plan->meta_values[i]);
+    }
+    free(plan->meta_keys);
+    free(plan->meta_values);
     free(plan);
 }
 
 size_t aq_model_plan_count(const aq_model_plan *plan)
 {
     return plan != NULL ? plan->n : 0;
+}
+
+bool aq__model_plan_dup(char **out, const char *str)
+{
+    *out = aq__strdup(str);
+    return str == NULL || *out != NULL;
+}
+
+aq_status aq__model_plan_tensors(aq_model_plan *plan, const aq_model *model, aq_error *err)
+{
+    for (size_t i = 0; i < plan->n; i++) {
+        const aq_st_tensor *t = aq_model_tensor(model, i);
+        aq__plan_tensor *e = &plan->t[i];
+        e->ndim = t->ndim;
+        e->elements = t->elements;
+        e->nbytes = t->nbytes;
+        e->shape = malloc((t->ndim > 0 ? t->ndim : 1) * sizeof *e->shape);
+        if (e->shape == NULL || !aq__model_plan_dup(&e->name, t->name) ||
+            !aq__model_plan_dup(&e->dtype_name, t->dtype_name)) {
+            return aq__error_set(err, AQ_NO_MEMORY, "out of memory for a plan");
+        }
+        if (t->ndim > 0) {
+            memcpy(e->shape, t->shape, t->ndim * sizeof *e->shape);
+        }
+    }
+    return AQ_OK;
 }
 
 size_t aq__model_plan_kept_bytes(const aq__plan_tensor *t)
@@ -65,7 +100,9 @@ size_t aq__model_plan_kept_bytes(const aq__plan_tensor *t)
 aq_status aq_model_plan_tensor_get(const aq_model_plan *plan, size_t i, aq_model_plan_tensor *out,
                                    aq_error *err)
 {
-    if (plan == NULL || out == NULL || out->size < sizeof(aq_model_plan_tensor)) {
+    /* The struct as first released ends at `rule`; later fields are filled when the caller's
+     * struct has them. */
+    if (plan == NULL || out == NULL || out->size < AQ__SIZE_UPTO(aq_model_plan_tensor, rule)) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
                              "aq_model_plan_tensor_get: NULL argument or size not set");
     }
@@ -84,6 +121,12 @@ aq_status aq_model_plan_tensor_get(const aq_model_plan *plan, size_t i, aq_model
     out->elements = t->elements;
     out->source_bytes = t->nbytes;
     out->rule = t->rule;
+    if (out->size >= AQ__SIZE_UPTO(aq_model_plan_tensor, gguf_bytes)) {
+        const bool gguf = plan->format == AQ__PLAN_GGUF;
+        out->gguf_type = gguf ? (int)t->gguf_type : -1;
+        out->gguf_reason = gguf ? t->reason : NULL;
+        out->gguf_bytes = gguf ? t->gguf_bytes : 0;
+    }
     return AQ_OK;
 }
 
@@ -176,6 +219,18 @@ aq_status aq_model_plan_serialize(const aq_model_plan *plan, void **out, size_t 
     pb_str(&b, plan->profile);
     pb_str(&b, plan->model_meta);
     pb_str(&b, plan->components);
+    pb_u32(&b, (uint32_t)plan->format);
+    if (plan->format == AQ__PLAN_GGUF) {
+        pb_u32(&b, plan->gguf_type);
+        pb_u32(&b, (uint32_t)plan->gguf_search);
+        pb_str(&b, plan->arch);
+        pb_str(&b, plan->gguf_name);
+        pb_u64(&b, plan->n_meta);
+        for (size_t i = 0; i < plan->n_meta; i++) {
+            pb_str(&b, plan->meta_keys[i]);
+            pb_str(&b, plan->meta_values[i]);
+        }
+    }
     for (size_t i = 0; i < plan->n; i++) {
         const aq__plan_tensor *t = &plan->t[i];
         pb_str(&b, t->name);
@@ -192,6 +247,11 @@ aq_status aq_model_plan_serialize(const aq_model_plan *plan, void **out, size_t 
         pb_u32(&b, t->bits);
         pb_u64(&b, t->group_size);
         pb_str(&b, t->rule);
+        if (plan->format == AQ__PLAN_GGUF) {
+            pb_u32(&b, t->gguf_type);
+            pb_str(&b, t->reason);
+            pb_u64(&b, t->gguf_bytes);
+        }
     }
     if (!b.oom) {
         pb_u64(&b, aq__xxh64(b.p, b.len, 0));
@@ -291,7 +351,56 @@ static char *pr_str(plan_rd *r, const char *what)
     return s;
 }
 
-static aq_status pr_tensor(plan_rd *r, size_t i, aq__plan_tensor *t)
+/* A static copy of rule or reason name s (the plan's strings outlive no caller's results),
+ * or NULL when s is not one. */
+static const char *pr_static_name(const char *s)
+{
+    static const char *const others[] = {"not float", "type", "1-D", "block", "range"};
+    for (size_t k = 0; k < sizeof others / sizeof others[0]; k++) {
+        if (strcmp(s, others[k]) == 0) {
+            return others[k];
+        }
+    }
+    for (int k = 0; k < AQ_RULE_COUNT; k++) {
+        if (strcmp(s, aq_rule_name((aq_rule)k)) == 0) {
+            return aq_rule_name((aq_rule)k);
+        }
+    }
+    return NULL;
+}
+
+/* A rule or reason read as one of the static names. */
+static const char *pr_name(plan_rd *r, size_t i, const char *what)
+{
+    char *s = pr_str(r, what);
+    if (s == NULL) {
+        return NULL;
+    }
+    const char *name = pr_static_name(s);
+    if (name == NULL) {
+        r->st =
+            aq__error_set(r->err, AQ_INVALID_DATA, "plan: tensor %zu: unknown %s '%s'", i, what, s);
+    }
+    free(s);
+    return name;
+}
+
+/* The GGUF fields of tensor i (a GGUF plan's). */
+static aq_status pr_gguf_tensor(plan_rd *r, size_t i, size_t at, aq__plan_tensor *t)
+{
+    t->gguf_type = pr_u32(r, "a tensor's GGUF type");
+    t->reason = pr_name(r, i, "reason");
+    t->gguf_bytes = (size_t)pr_u64(r, "a tensor's GGUF size");
+    if (r->st == AQ_OK && (t->reason == NULL || !aq__gguf_plan_tensor_ok(t))) {
+        r->st = aq__error_set(r->err, AQ_INVALID_DATA,
+                              "plan: tensor %zu ('%s') at byte %zu: GGUF type %u of %zu bytes "
+                              "for %zu elements is not a decision the planner makes",
+                              i, t->name, at, (unsigned)t->gguf_type, t->gguf_bytes, t->elements);
+    }
+    return r->st;
+}
+
+static aq_status pr_tensor(plan_rd *r, const aq_model_plan *plan, size_t i, aq__plan_tensor *t)
 {
     size_t at = r->pos;
     t->name = pr_str(r, "a tensor's name");
@@ -316,20 +425,9 @@ static aq_status pr_tensor(plan_rd *r, size_t i, aq__plan_tensor *t)
     t->scheme = (aq_scheme)scheme;
     t->bits = pr_u32(r, "a tensor's bit width");
     t->group_size = (size_t)pr_u64(r, "a tensor's group size");
-    char *rule = pr_str(r, "a tensor's rule");
-    if (rule != NULL) {
-        /* The rules' names are static strings (results point at them after the plan). */
-        t->rule = strcmp(rule, "not float") == 0 ? "not float" : NULL;
-        for (int k = 0; k < AQ_RULE_COUNT && t->rule == NULL; k++) {
-            if (strcmp(rule, aq_rule_name((aq_rule)k)) == 0) {
-                t->rule = aq_rule_name((aq_rule)k);
-            }
-        }
-        if (t->rule == NULL) {
-            r->st = aq__error_set(r->err, AQ_INVALID_DATA, "plan: tensor %zu: unknown rule '%s'", i,
-                                  rule);
-        }
-        free(rule);
+    t->rule = pr_name(r, i, "rule");
+    if (plan->format == AQ__PLAN_GGUF) {
+        return pr_gguf_tensor(r, i, at, t);
     }
     if (r->st == AQ_OK && (t->kept > 1 || t->fixed > 1 || scheme >= AQ_SCHEME_COUNT ||
                            (!t->kept && t->bits != 2 && t->bits != 4 && t->bits != 8))) {
@@ -337,6 +435,39 @@ static aq_status pr_tensor(plan_rd *r, size_t i, aq__plan_tensor *t)
                               "plan: tensor %zu ('%s') at byte %zu: kept %d, scheme %u, bits %u "
                               "is not a decision the planner makes",
                               i, t->name, at, t->kept, scheme, t->bits);
+    }
+    return r->st;
+}
+
+/* A GGUF plan's model-wide fields. */
+static aq_status pr_gguf_fields(plan_rd *r, aq_model_plan *plan)
+{
+    plan->gguf_type = pr_u32(r, "the GGUF type");
+    plan->gguf_search = (int)pr_u32(r, "gguf_search");
+    plan->arch = pr_str(r, "general.architecture");
+    plan->gguf_name = pr_str(r, "general.name");
+    uint64_t n_meta = pr_u64(r, "the metadata count");
+    if (r->st == AQ_OK && n_meta > (r->len - r->pos) / 8) {
+        return r->st = aq__error_set(r->err, AQ_INVALID_DATA,
+                                     "plan: %llu metadata entries cannot fit in %zu bytes",
+                                     (unsigned long long)n_meta, r->len - r->pos);
+    }
+    if (r->st == AQ_OK && n_meta > 0 &&
+        ((plan->meta_keys = calloc((size_t)n_meta, sizeof(char *))) == NULL ||
+         (plan->meta_values = calloc((size_t)n_meta, sizeof(char *))) == NULL)) {
+        return r->st = aq__error_set(r->err, AQ_NO_MEMORY, "out of memory reading a plan");
+    }
+    for (size_t k = 0; k < n_meta && r->st == AQ_OK; k++) {
+        plan->n_meta = k + 1;
+        plan->meta_keys[k] = pr_str(r, "a metadata key");
+        plan->meta_values[k] = pr_str(r, "a metadata value");
+        if (r->st == AQ_OK && (plan->meta_keys[k] == NULL || plan->meta_values[k] == NULL)) {
+            r->st = aq__error_set(r->err, AQ_INVALID_DATA, "plan: metadata entry %zu is absent", k);
+        }
+    }
+    if (r->st == AQ_OK && plan->gguf_search > 1) {
+        r->st = aq__error_set(r->err, AQ_INVALID_DATA, "plan: gguf_search %d is not 0 or 1",
+                              plan->gguf_search);
     }
     return r->st;
 }
@@ -352,7 +483,7 @@ aq_status aq_model_plan_deserialize(const void *bytes, size_t len, aq_model_plan
     if (len < sizeof plan_magic + 8 || memcmp(p, plan_magic, sizeof plan_magic) != 0) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "plan: not a serialised model plan (%zu bytes; it must start with "
-                             "\"AQPLAN\\x01\\n\")",
+                             "\"AQPLAN\\x02\\n\")",
                              len);
     }
     uint64_t want = 0;
@@ -388,13 +519,21 @@ aq_status aq_model_plan_deserialize(const void *bytes, size_t len, aq_model_plan
     plan->profile = pr_str(&r, "the profile");
     plan->model_meta = pr_str(&r, "the model's metadata");
     plan->components = pr_str(&r, "the components");
-    if (r.st == AQ_OK &&
-        ((unsigned)plan->ctx_scheme >= AQ_SCHEME_COUNT || plan->batch_bytes == 0 ||
-         plan->profile == NULL || plan->model_meta == NULL || plan->components == NULL)) {
+    uint32_t format = pr_u32(&r, "the plan's format");
+    plan->format = (aq__plan_format)format;
+    if (r.st == AQ_OK && format == AQ__PLAN_GGUF) {
+        (void)pr_gguf_fields(&r, plan);
+    } else if (r.st == AQ_OK && format != AQ__PLAN_MODEL_FILE) {
+        r.st = aq__error_set(err, AQ_INVALID_DATA, "plan: unknown format %u", (unsigned)format);
+    }
+    if (r.st == AQ_OK && ((unsigned)plan->ctx_scheme >= AQ_SCHEME_COUNT ||
+                          (plan->format == AQ__PLAN_MODEL_FILE &&
+                           (plan->batch_bytes == 0 || plan->profile == NULL ||
+                            plan->model_meta == NULL || plan->components == NULL)))) {
         r.st = aq__error_set(err, AQ_INVALID_DATA, "plan: bad model-wide fields");
     }
     for (size_t i = 0; i < plan->n && r.st == AQ_OK; i++) {
-        (void)pr_tensor(&r, i, &plan->t[i]);
+        (void)pr_tensor(&r, plan, i, &plan->t[i]);
     }
     if (r.st == AQ_OK && r.pos != r.len) {
         r.st = aq__error_set(err, AQ_INVALID_DATA, "plan: %zu bytes left over at byte %zu",

@@ -443,36 +443,6 @@ static void mq_keep_destroy(void *data)
     (void)data; /* the mapping belongs to the model, which outlives the batch */
 }
 
-/* utf8 column from one string per row. */
-static aq_status mq_utf8(struct ArrowArray *a, const char *const *strs, size_t n, aq_error *err)
-{
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        total += strlen(strs[i]);
-    }
-    if (total > INT32_MAX) {
-        return aq__error_set(err, AQ_OVERFLOW, "names too long for one batch");
-    }
-    aq_status st = aq__array_alloc(a, (int64_t)n, 3, 0, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    int32_t *off = aq__array_buffer_alloc(a, 1, (n + 1) * sizeof(int32_t));
-    char *data = aq__array_buffer_alloc(a, 2, total > 0 ? total : 1);
-    if (off == NULL || data == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
-    }
-    size_t pos = 0;
-    off[0] = 0;
-    for (size_t i = 0; i < n; i++) {
-        size_t len = strlen(strs[i]);
-        memcpy(data + pos, strs[i], len);
-        pos += len;
-        off[i + 1] = (int32_t)pos;
-    }
-    return AQ_OK;
-}
-
 /* list<T> column: the values of row i are vals[i][0..counts[i]). */
 /* whole: all rows' values already contiguous (an arena's), borrowed through keep. */
 static aq_status mq_list(struct ArrowArray *a, const void *const *vals, const size_t *counts,
@@ -520,21 +490,6 @@ static aq_status mq_list(struct ArrowArray *a, const void *const *vals, const si
         }
         pos += counts[i] * elem;
     }
-    return AQ_OK;
-}
-
-static aq_status mq_prim(struct ArrowArray *a, const void *vals, size_t elem, size_t n,
-                         aq_error *err)
-{
-    aq_status st = aq__array_alloc(a, (int64_t)n, 2, 0, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    void *data = aq__array_buffer_alloc(a, 1, n > 0 ? n * elem : 1);
-    if (data == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory building a batch");
-    }
-    memcpy(data, vals, n * elem);
     return AQ_OK;
 }
 
@@ -787,7 +742,7 @@ static aq_status mq_build(mq_state *s, struct ArrowArray *out, bool *borrowed_ou
     }
     if ((st = aq__array_alloc(&batch, (int64_t)n, 1, MQ_NCOLS + (initial != NULL ? 1 : 0), err)) !=
             AQ_OK ||
-        (st = mq_utf8(batch.children[0], names, n, err)) != AQ_OK) {
+        (st = aq__rows_utf8(batch.children[0], names, n, err)) != AQ_OK) {
         goto done;
     }
     bool in_arena = false, borrowed = false;
@@ -814,20 +769,20 @@ static aq_status mq_build(mq_state *s, struct ArrowArray *out, bool *borrowed_ou
     }
     if ((st = mq_list(batch.children[4], dv, dc, sizeof(int64_t), n, false, NULL, NULL, err)) !=
             AQ_OK ||
-        (st = mq_prim(batch.children[5], bits, 1, n, err)) != AQ_OK ||
-        (st = mq_prim(batch.children[6], groups, sizeof(uint32_t), n, err)) != AQ_OK ||
-        (st = mq_utf8(batch.children[7], schemes, n, err)) != AQ_OK ||
-        (st = mq_utf8(batch.children[8], dtypes, n, err)) != AQ_OK) {
+        (st = aq__rows_prim(batch.children[5], bits, 1, n, err)) != AQ_OK ||
+        (st = aq__rows_prim(batch.children[6], groups, sizeof(uint32_t), n, err)) != AQ_OK ||
+        (st = aq__rows_utf8(batch.children[7], schemes, n, err)) != AQ_OK ||
+        (st = aq__rows_utf8(batch.children[8], dtypes, n, err)) != AQ_OK) {
         goto done;
     }
     for (int k = 0; k < 3; k++) {
-        if ((st = mq_prim(batch.children[9 + k], m[k], sizeof(double), n, err)) != AQ_OK) {
+        if ((st = aq__rows_prim(batch.children[9 + k], m[k], sizeof(double), n, err)) != AQ_OK) {
             goto done;
         }
     }
-    if ((st = mq_prim(batch.children[12], sums, sizeof(uint64_t), n, err)) != AQ_OK ||
-        (initial != NULL &&
-         (st = mq_prim(batch.children[MQ_NCOLS], initial, sizeof(double), n, err)) != AQ_OK)) {
+    if ((st = aq__rows_prim(batch.children[12], sums, sizeof(uint64_t), n, err)) != AQ_OK ||
+        (initial != NULL && (st = aq__rows_prim(batch.children[MQ_NCOLS], initial, sizeof(double),
+                                                n, err)) != AQ_OK)) {
         goto done;
     }
     aq__array_move(&batch, out);
@@ -1634,49 +1589,16 @@ static aq_status mq_decide(mq_state *s, int *kept, aq_error *err)
     return AQ_OK;
 }
 
-/* The summary's running figures. */
-typedef struct mq_totals {
-    aq_model_summary sum;
-    double sqnr_sum, cos_sum;
-    size_t finite;
-} mq_totals;
-
-static void mq_totals_init(mq_totals *tot)
-{
-    memset(tot, 0, sizeof *tot);
-    tot->sum.min_sqnr_db = (double)INFINITY;
-}
-
-/* The summary once every tensor is written. */
-static void mq_totals_finish(mq_totals *tot, size_t batches, aq_model_summary *out)
-{
-    aq_model_summary *sum = &tot->sum;
-    if (sum->quantized > 0) {
-        sum->mean_sqnr_db =
-            tot->finite > 0 ? tot->sqnr_sum / (double)tot->finite : (double)INFINITY;
-        sum->mean_cosine = tot->cos_sum / (double)sum->quantized;
-    } else {
-        sum->min_sqnr_db = 0.0;
-    }
-    sum->batches = batches;
-    if (out != NULL) {
-        *out = *sum;
-    }
-}
-
 /* Tensor i, written as row r: the summary, the caller's per-tensor result and progress. Names
  * point into the model when there is one (they outlive the call), else into the plan. */
 static void mq_report(mq_state *s, size_t i, const mq_row *r, aq_model_tensor_result *res,
-                      size_t out_bytes, mq_totals *tot, aq_model_progress *prog)
+                      size_t out_bytes, aq__model_totals *tot, aq_model_progress *prog)
 {
     const aq_model_quantize_options *opts = s->opts;
     const aq__plan_tensor *e = &s->mp->t[i];
     const char *name = s->model != NULL ? aq_model_tensor(s->model, i)->name : e->name;
-    aq_model_summary *sum = &tot->sum;
-    sum->tensors++;
-    sum->params += e->elements;
-    sum->bytes_in += e->nbytes;
-    sum->bytes_out += out_bytes;
+    aq__model_totals_add(tot, name, e->kept != 0, e->elements, e->nbytes, out_bytes, r->sqnr,
+                         r->cosine);
     res->index = i;
     res->name = name;
     res->kept = e->kept;
@@ -1685,22 +1607,8 @@ static void mq_report(mq_state *s, size_t i, const mq_row *r, aq_model_tensor_re
     res->sqnr_db = r->sqnr;
     res->cosine = r->cosine;
     res->rule = e->rule;
-    if (e->kept) {
-        sum->kept++;
-    } else {
-        sum->quantized++;
-        sum->quantized_params += e->elements;
-        if (isfinite(r->sqnr)) {
-            tot->sqnr_sum += r->sqnr;
-            tot->finite++;
-        }
-        tot->cos_sum += r->cosine;
-        if (r->sqnr < sum->min_sqnr_db) {
-            sum->min_sqnr_db = r->sqnr;
-            sum->worst = name;
-        }
-        sum->moved += (size_t)res->moved;
-        sum->quantized_bytes += out_bytes;
+    if (!e->kept) {
+        tot->sum.moved += (size_t)res->moved;
         res->scheme = r->scheme_id;
         res->bit_width = r->bit_width;
         res->group_size = r->group_size;
@@ -1823,20 +1731,6 @@ static aq_status mq_state_init(mq_state *s, aq_ctx *ctx, aq_model *model, const 
 
 /* ---- plan ---- */
 
-/* A copy of n int64 values, or of a string (NULL stays NULL); false when out of memory. */
-static bool mq_dup(char **out, const char *str)
-{
-    *out = NULL;
-    if (str == NULL) {
-        return true;
-    }
-    size_t len = strlen(str) + 1;
-    if ((*out = malloc(len)) != NULL) {
-        memcpy(*out, str, len);
-    }
-    return *out != NULL;
-}
-
 /* The plan from the planning state: every tensor's decision and the model-wide fields. */
 static aq_status mq_plan_fill(mq_state *s, const int *kept, aq_model_plan **out, aq_error *err)
 {
@@ -1857,15 +1751,15 @@ static aq_status mq_plan_fill(mq_state *s, const int *kept, aq_model_plan **out,
     p->batch_bytes = s->batch_bytes;
     p->compression = o != NULL ? o->compression : 0;
     p->calibrated = o != NULL && o->calib != NULL;
-    bool ok = mq_dup(&p->profile, o != NULL && o->profile != NULL ? o->profile : "none");
+    bool ok =
+        aq__model_plan_dup(&p->profile, o != NULL && o->profile != NULL ? o->profile : "none");
     st = ok ? aq__io_model_meta_json(s->model, &p->model_meta, &p->components, err)
             : aq__error_set(err, AQ_NO_MEMORY, "out of memory");
+    if (st == AQ_OK) {
+        st = aq__model_plan_tensors(p, s->model, err);
+    }
     for (size_t i = 0; i < n && st == AQ_OK; i++) {
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
         aq__plan_tensor *e = &p->t[i];
-        e->ndim = t->ndim;
-        e->elements = t->elements;
-        e->nbytes = t->nbytes;
         e->kept = kept[i] ? 1 : 0;
         e->rule = s->r_rule != NULL ? s->r_rule[i] : NULL;
         if (!e->kept) {
@@ -1874,15 +1768,6 @@ static aq_status mq_plan_fill(mq_state *s, const int *kept, aq_model_plan **out,
             e->bits = c.bits;
             e->group_size = c.group > 0 ? c.group : aq__ctx_group_size(s->ctx);
             e->fixed = c.fixed ? 1 : 0;
-        }
-        e->shape = malloc((t->ndim > 0 ? t->ndim : 1) * sizeof *e->shape);
-        if (e->shape == NULL || !mq_dup(&e->name, t->name) ||
-            !mq_dup(&e->dtype_name, t->dtype_name)) {
-            st = aq__error_set(err, AQ_NO_MEMORY, "out of memory");
-            break;
-        }
-        if (t->ndim > 0) {
-            memcpy(e->shape, t->shape, t->ndim * sizeof *e->shape);
         }
     }
     if (st != AQ_OK) {
@@ -1959,8 +1844,8 @@ static aq_status mq_run(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
                         aq_model_summary *summary, aq_error *err)
 {
     mq_state s;
-    mq_totals tot;
-    mq_totals_init(&tot);
+    aq__model_totals tot;
+    aq__model_totals_init(&tot);
     const size_t n = plan->n;
     aq_model_progress prog = {0, n, 0, aq_model_data_bytes(model), NULL, 0};
     aq_status st;
@@ -1985,7 +1870,7 @@ static aq_status mq_run(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
         mq_report(&s, i, &r, &res, out_bytes, &tot, &prog);
     }
     if ((st = mq_finish(&s, err)) == AQ_OK) {
-        mq_totals_finish(&tot, s.batches, summary);
+        aq__model_totals_finish(&tot, s.batches, summary);
     }
 done:
     mq_state_free(&s);
@@ -2090,6 +1975,9 @@ aq_status aq_model_execute(aq_ctx *ctx, aq_model *model, const aq_model_plan *pl
     if (st != AQ_OK || (st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
         return st;
     }
+    if (plan->format == AQ__PLAN_GGUF) {
+        return aq__gguf_execute(ctx, model, plan, begin, end, opts, schema, rows, err);
+    }
     /* The plan's parameters, the caller's threads (the copy shares its pool). */
     aq_ctx c = aq__ctx_with(ctx, plan->ctx_scheme, plan->ctx_bits, plan->ctx_group);
     c.preserve_moments = plan->preserve_moments != 0;
@@ -2141,8 +2029,9 @@ done:
 /* ---- write, from rows made elsewhere ---- */
 
 struct aq_model_writer {
+    aq__gguf_writer *gguf; /* a GGUF plan's writer; the rest is then unused */
     mq_state s;
-    mq_totals tot;
+    aq__model_totals tot;
     aq_model_progress prog;
     /* The caller's callbacks, where the rows' reports go (as aq_model_quantize's do). */
     aq_model_quantize_options calls;
@@ -2166,7 +2055,7 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
     if (w == NULL) {
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory");
     }
-    mq_totals_init(&w->tot);
+    aq__model_totals_init(&w->tot);
     w->prog.tensors_total = plan->n;
     for (size_t i = 0; i < plan->n; i++) {
         w->prog.bytes_total += plan->t[i].nbytes;
@@ -2178,8 +2067,9 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
         w->calls.progress = o.progress;
         w->calls.progress_user = o.progress_user;
     }
-    st = mq_state_init(&w->s, NULL, NULL, plan, &w->calls, err);
-    if (st == AQ_OK) {
+    if (plan->format == AQ__PLAN_GGUF) {
+        st = aq__gguf_writer_open(plan, out_path, &w->gguf, err);
+    } else if ((st = mq_state_init(&w->s, NULL, NULL, plan, &w->calls, err)) == AQ_OK) {
         st = mq_open(&w->s, out_path, err);
     }
     if (st != AQ_OK) {
@@ -2197,8 +2087,8 @@ static aq_status mw_check_schema(const struct ArrowSchema *schema, bool *wide, a
     if ((schema->n_children != MQ_NCOLS && schema->n_children != MQ_NCOLS + 1) ||
         strcmp(schema->format, "+s") != 0) {
         return aq__error_set(err, AQ_INVALID_DATA,
-                             "rows: a struct of %d columns (the model file's, then '%s') was "
-                             "expected, not '%s' with %lld",
+                             "rows: a struct of the model file's %d columns (then '%s', "
+                             "optionally) was expected, not '%s' with %lld",
                              MQ_NCOLS, MQ_INITIAL_COSINE, schema->format,
                              (long long)schema->n_children);
     }
@@ -2248,34 +2138,6 @@ typedef struct mw_row {
     uint64_t checksum;
 } mw_row;
 
-static int64_t mw_off(const struct ArrowArray *a, bool wide, int64_t j)
-{
-    if (wide) {
-        return ((const int64_t *)a->buffers[1])[j];
-    }
-    return ((const int32_t *)a->buffers[1])[j];
-}
-
-/* Element j (of the parent's rows) of a variable-size column: its values' start and count. */
-static void mw_span(const struct ArrowArray *a, bool wide, int64_t j, int64_t *start, size_t *n)
-{
-    int64_t k = a->offset + j;
-    *start = mw_off(a, wide, k);
-    *n = (size_t)(mw_off(a, wide, k + 1) - *start);
-}
-
-static const void *mw_prim(const struct ArrowArray *a, int64_t j, size_t elem)
-{
-    return (const uint8_t *)a->buffers[1] + (size_t)(a->offset + j) * elem;
-}
-
-/* Element idx of a buffer of elem-byte values; NULL for a buffer that is absent (an empty
- * column may have none). */
-static const void *mw_at(const void *base, size_t elem, int64_t idx)
-{
-    return base != NULL ? (const uint8_t *)base + (size_t)idx * elem : NULL;
-}
-
 static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_row *r, aq_error *err)
 {
     for (int64_t c = 0; c < b->n_children; c++) {
@@ -2289,37 +2151,32 @@ static aq_status mw_read(const struct ArrowArray *b, bool wide, int64_t k, mw_ro
     int64_t st;
     size_t n;
     const struct ArrowArray *const *ch = (const struct ArrowArray *const *)b->children;
-    mw_span(ch[0], false, j, &st, &n);
-    r->name = mw_at(ch[0]->buffers[2], 1, st);
+    aq__rows_span(ch[0], false, j, &st, &n);
+    r->name = aq__rows_at(ch[0]->buffers[2], 1, st);
     r->name_len = n;
-    mw_span(ch[1], wide, j, &st, &r->data_len);
-    r->data = mw_at(ch[1]->buffers[2], 1, st);
-    mw_span(ch[2], false, j, &st, &r->n_scales);
-    r->scales = mw_at(ch[2]->children[0]->buffers[1], 4, ch[2]->children[0]->offset + st);
-    mw_span(ch[3], false, j, &st, &r->n_zps);
-    r->zps = mw_at(ch[3]->children[0]->buffers[1], 4, ch[3]->children[0]->offset + st);
-    mw_span(ch[4], false, j, &st, &r->ndim);
-    r->shape = mw_at(ch[4]->children[0]->buffers[1], 8, ch[4]->children[0]->offset + st);
-    memcpy(&r->bits, mw_prim(ch[5], j, 1), 1);
-    memcpy(&r->group, mw_prim(ch[6], j, 4), 4);
-    mw_span(ch[7], false, j, &st, &r->scheme_len);
-    r->scheme = mw_at(ch[7]->buffers[2], 1, st);
-    mw_span(ch[8], false, j, &st, &r->dtype_len);
-    r->dtype = mw_at(ch[8]->buffers[2], 1, st);
-    memcpy(&r->sqnr, mw_prim(ch[9], j, 8), 8);
-    memcpy(&r->cosine, mw_prim(ch[10], j, 8), 8);
-    memcpy(&r->maxerr, mw_prim(ch[11], j, 8), 8);
-    memcpy(&r->checksum, mw_prim(ch[12], j, 8), 8);
+    aq__rows_span(ch[1], wide, j, &st, &r->data_len);
+    r->data = aq__rows_at(ch[1]->buffers[2], 1, st);
+    aq__rows_span(ch[2], false, j, &st, &r->n_scales);
+    r->scales = aq__rows_at(ch[2]->children[0]->buffers[1], 4, ch[2]->children[0]->offset + st);
+    aq__rows_span(ch[3], false, j, &st, &r->n_zps);
+    r->zps = aq__rows_at(ch[3]->children[0]->buffers[1], 4, ch[3]->children[0]->offset + st);
+    aq__rows_span(ch[4], false, j, &st, &r->ndim);
+    r->shape = aq__rows_at(ch[4]->children[0]->buffers[1], 8, ch[4]->children[0]->offset + st);
+    memcpy(&r->bits, aq__rows_value(ch[5], j, 1), 1);
+    memcpy(&r->group, aq__rows_value(ch[6], j, 4), 4);
+    aq__rows_span(ch[7], false, j, &st, &r->scheme_len);
+    r->scheme = aq__rows_at(ch[7]->buffers[2], 1, st);
+    aq__rows_span(ch[8], false, j, &st, &r->dtype_len);
+    r->dtype = aq__rows_at(ch[8]->buffers[2], 1, st);
+    memcpy(&r->sqnr, aq__rows_value(ch[9], j, 8), 8);
+    memcpy(&r->cosine, aq__rows_value(ch[10], j, 8), 8);
+    memcpy(&r->maxerr, aq__rows_value(ch[11], j, 8), 8);
+    memcpy(&r->checksum, aq__rows_value(ch[12], j, 8), 8);
     r->initial_cosine = (double)NAN;
     if (b->n_children > MQ_NCOLS) {
-        memcpy(&r->initial_cosine, mw_prim(ch[MQ_NCOLS], j, 8), 8);
+        memcpy(&r->initial_cosine, aq__rows_value(ch[MQ_NCOLS], j, 8), 8);
     }
     return AQ_OK;
-}
-
-static bool mw_is(const char *s, size_t n, const char *want)
-{
-    return strlen(want) == n && (n == 0 || memcmp(s, want, n) == 0);
 }
 
 /* Row r checked against the plan's tensor e (index i): its name, shape, dtype, layout and
@@ -2328,14 +2185,14 @@ static aq_status mw_check_row(const aq_model_plan *plan, size_t i, const mw_row 
                               const char **scheme, aq_scheme *scheme_id, aq_error *err)
 {
     const aq__plan_tensor *e = &plan->t[i];
-    if (!mw_is(r->name, r->name_len, e->name)) {
+    if (!aq__rows_is(r->name, r->name_len, e->name)) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "rows: '%.*s' came where tensor %zu of the plan, '%s', was expected "
                              "(rows out of order, missing, or of another plan)",
                              (int)(r->name_len > 200 ? 200 : r->name_len), r->name, i, e->name);
     }
     if (r->ndim != e->ndim || (e->ndim > 0 && memcmp(r->shape, e->shape, e->ndim * 8) != 0) ||
-        !mw_is(r->dtype, r->dtype_len, e->dtype_name)) {
+        !aq__rows_is(r->dtype, r->dtype_len, e->dtype_name)) {
         return aq__error_set(err, AQ_INVALID_DATA,
                              "rows: tensor '%s' has another shape or source dtype than the "
                              "plan's (%s)",
@@ -2344,7 +2201,7 @@ static aq_status mw_check_row(const aq_model_plan *plan, size_t i, const mw_row 
     if (e->kept) {
         *scheme = "raw";
         *scheme_id = AQ_SCHEME_AFFINE;
-        if (!mw_is(r->scheme, r->scheme_len, "raw") ||
+        if (!aq__rows_is(r->scheme, r->scheme_len, "raw") ||
             r->data_len != aq__model_plan_kept_bytes(e) || r->n_scales != 0 || r->n_zps != 0) {
             return aq__error_set(err, AQ_INVALID_DATA,
                                  "rows: tensor '%s' is kept in the plan (%zu raw bytes, no "
@@ -2360,11 +2217,11 @@ static aq_status mw_check_row(const aq_model_plan *plan, size_t i, const mw_row 
         aq_layout l;
         memset(&l, 0, sizeof l);
         aq_status st = AQ_OK;
-        if (bits_ok && mw_is(r->scheme, r->scheme_len, *scheme)) {
+        if (bits_ok && aq__rows_is(r->scheme, r->scheme_len, *scheme)) {
             st = aq_layout_compute_scheme(e->scheme, e->shape, e->ndim, r->bits, e->group_size, &l,
                                           err);
         }
-        if (st != AQ_OK || !bits_ok || !mw_is(r->scheme, r->scheme_len, *scheme) ||
+        if (st != AQ_OK || !bits_ok || !aq__rows_is(r->scheme, r->scheme_len, *scheme) ||
             r->data_len != l.packed_bytes || r->n_scales != l.groups || r->n_zps != l.groups ||
             r->group != (uint32_t)l.group_size) {
             return aq__error_set(err, AQ_INVALID_DATA,
@@ -2455,6 +2312,9 @@ aq_status aq_model_writer_append(aq_model_writer *w, const struct ArrowSchema *s
     if (w == NULL || schema == NULL || rows == NULL || rows->release == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_writer_append: NULL argument");
     }
+    if (w->gguf != NULL) {
+        return aq__gguf_writer_append(w->gguf, schema, rows, err);
+    }
     if (w->s.ipc == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
                              "aq_model_writer_append: the writer is closed or failed");
@@ -2494,6 +2354,9 @@ aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary, a
     if (w == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_writer_close: NULL argument");
     }
+    if (w->gguf != NULL) {
+        return aq__gguf_writer_close(w->gguf, summary, err);
+    }
     if (w->s.ipc == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
                              "aq_model_writer_close: the writer is closed or failed");
@@ -2506,7 +2369,7 @@ aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary, a
     }
     aq_status st = mq_finish(&w->s, err);
     if (st == AQ_OK) {
-        mq_totals_finish(&w->tot, w->s.batches, summary);
+        aq__model_totals_finish(&w->tot, w->s.batches, summary);
     }
     aq_ipc_writer_free((aq_ipc_writer *)w->s.ipc);
     w->s.ipc = NULL;
@@ -2518,6 +2381,7 @@ void aq_model_writer_free(aq_model_writer *w)
     if (w == NULL) {
         return;
     }
+    aq__gguf_writer_free(w->gguf);
     mq_state_free(&w->s);
     free(w);
 }

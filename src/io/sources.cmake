@@ -10,10 +10,12 @@ list(APPEND AQ_SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/model.c
     ${CMAKE_CURRENT_LIST_DIR}/model_quant.c
     ${CMAKE_CURRENT_LIST_DIR}/model_plan.c
+    ${CMAKE_CURRENT_LIST_DIR}/model_rows.c
     ${CMAKE_CURRENT_LIST_DIR}/model_compare.c
     ${CMAKE_CURRENT_LIST_DIR}/qmodel.c
     ${CMAKE_CURRENT_LIST_DIR}/gguf_read.c
     ${CMAKE_CURRENT_LIST_DIR}/gguf_file.c
+    ${CMAKE_CURRENT_LIST_DIR}/gguf_plan.c
     ${CMAKE_CURRENT_LIST_DIR}/gguf_write.c)
 list(APPEND AQ_PRIVATE_INCLUDES ${CMAKE_CURRENT_LIST_DIR})
 list(APPEND AQ_LINK_LIBS PkgConfig::JANSSON)

@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static int test_failures;
 
@@ -71,4 +72,50 @@ double aq_test_rand_normal(uint64_t *state)
         u1 = 1e-300;
     }
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+bool aq_test_exists(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0;
+}
+
+/* The bytes of the file at path (malloc'ed; NULL when it cannot be read). */
+static unsigned char *test_slurp(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *p = malloc(len > 0 ? (size_t)len : 1);
+    if (p != NULL && fread(p, 1, (size_t)len, f) != (size_t)len) {
+        free(p);
+        p = NULL;
+    }
+    fclose(f);
+    *n = (size_t)len;
+    return p;
+}
+
+void aq_test_same_file(const char *file, int line, const char *a, const char *b)
+{
+    size_t na = 0, nb = 0;
+    unsigned char *pa = test_slurp(a, &na), *pb = test_slurp(b, &nb);
+    if (pa == NULL || pb == NULL) {
+        aq_test_fail(file, line, "cannot read %s or %s", a, b);
+    } else {
+        size_t at = 0;
+        while (at < na && at < nb && pa[at] == pb[at]) {
+            at++;
+        }
+        if (na != nb || at != na) {
+            aq_test_fail(file, line, "%s (%zu bytes) and %s (%zu bytes) differ at byte %zu", a, na,
+                         b, nb, at);
+        }
+    }
+    free(pa);
+    free(pb);
 }

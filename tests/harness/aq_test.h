@@ -31,6 +31,12 @@ uint64_t aq_test_rand_u64(uint64_t *state);
 double aq_test_rand_uniform(uint64_t *state);
 /* Standard normal (Box-Muller). */
 double aq_test_rand_normal(uint64_t *state);
+/* Whether something exists at path. */
+bool aq_test_exists(const char *path);
+/* Fails the test (at file:line) unless files a and b hold the same bytes, naming the first
+ * byte that differs. */
+void aq_test_same_file(const char *file, int line, const char *a, const char *b);
+#define CHECK_SAME_FILE(a, b) aq_test_same_file(__FILE__, __LINE__, (a), (b))
 
 /* Fails the test and returns from the test function (or helper) when cond is false. */
 #define CHECK(cond)                                               \

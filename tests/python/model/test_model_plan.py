@@ -44,6 +44,32 @@ def test_ranges_give_the_commands_bytes(cli, ddpm, tmp_path, options):
     assert out.read_bytes() == ref.read_bytes()
 
 
+@pytest.mark.parametrize("options", [["--type", "Q4_K"],
+                                     ["--type", "Q3_K", "--profile", "local", "--gguf-search",
+                                      "none"]])
+def test_gguf_ranges_give_the_commands_bytes(cli, ddpm, tmp_path, options):
+    # GGUF output through the same three steps: the command's GGUF plan, each tensor's blocks
+    # as rows, the GGUF file written from them.
+    src = ddpm / "diffusion_pytorch_model.safetensors"
+    ref, plan_path = tmp_path / "ref.gguf", tmp_path / "plan"
+    cli("quantize", src, "-o", ref, *options, "--quiet")
+    cli("quantize", src, "-o", tmp_path / "x.gguf", "--plan-out", plan_path, *options)
+    assert not (tmp_path / "x.gguf").exists()
+    plan = plan_path.read_bytes()
+    n = len(_model_plan_tensors(plan))
+    cuts = [0, 1, n // 3, n // 2, n]
+    batches = [_rows(src, plan, a, b) for a, b in zip(cuts, cuts[1:])]
+    assert batches[0].schema.names == ["layer_name", "gguf_type", "data", "sqnr_db", "cosine",
+                                       "checksum"]
+    out = tmp_path / "split.gguf"
+    summary = _model_write(plan, str(out), batches)
+    assert summary["tensors"] == n and summary["bytes_out"] == out.stat().st_size
+    assert out.read_bytes() == ref.read_bytes()
+    with pytest.raises(QuantizationError, match="came where tensor 0 of the plan"):
+        _model_write(plan, str(tmp_path / "bad.gguf"), batches[1:])
+    assert not (tmp_path / "bad.gguf").exists()
+
+
 def test_bad_rows_and_plans_are_refused(cli, ddpm, tmp_path):
     src = ddpm / "diffusion_pytorch_model.safetensors"
     plan_path = tmp_path / "plan"

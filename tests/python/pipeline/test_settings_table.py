@@ -134,6 +134,22 @@ def test_the_gguf_form_agrees_with_the_table(aq, tmp_path):
     assert not (tmp_path / "o.gguf").exists()
 
 
+def test_the_model_file_form_agrees_with_the_table(aq, tmp_path):
+    # The model file's writer and GGUF output apply the settings the table marks for each;
+    # every setting applies to one of them, and a flag of a setting the model file's writer
+    # does not apply is refused by the table's column, before the source is read.
+    model, gguf = _applied("_quantize_model"), _applied("_quantize_gguf")
+    assert set(model) | set(gguf) == set(TABLE)
+    assert "gguf_search" in gguf and "gguf_search" not in model
+    src = tmp_path / "none.safetensors"
+    for name in [n for n, d in TABLE.items() if d["flag"] and n not in model]:
+        d = TABLE[name]
+        p = aq("quantize", src, "-o", tmp_path / "o.arrow", d["flag"], d["default"], check=False)
+        assert p.returncode != 0 and p.stderr.count("\n") == 1, p.stderr
+        assert f"{d['flag']} (setting {name}) applies to GGUF output only" in p.stderr
+    assert not (tmp_path / "o.arrow").exists()
+
+
 # ---- the extension's entry points take their keywords from the table ----
 
 from arrow_quant_v2 import arrow_quant_v2 as _ext  # noqa: E402
