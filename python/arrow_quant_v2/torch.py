@@ -457,7 +457,7 @@ def _raw_tensor(name, source_dtype, bits, shape, data: bytearray) -> torch.Tenso
 
 
 def _row_tensors(row):
-    """(qdata, scales, zero_points) of a quantized row, sharing the row's bytearrays."""
+    """(qdata, scales, zero_points) of a quantized row, sharing the row's buffers (no copy)."""
     data, scales, zps = row[7], row[8], row[9]
     return (torch.frombuffer(data, dtype=torch.uint8),
             torch.frombuffer(scales, dtype=torch.float32),

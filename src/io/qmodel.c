@@ -2,8 +2,9 @@
  * Reading a model file (DESIGN.md 2.4) row by row, and writing it back to safetensors.
  *
  * The file comes through the IPC reader (mapped; buffers are used in place), one record batch
- * at a time, so reading a model never holds more than one batch. Every row is validated here
- * before it is handed out: a model file is input from outside.
+ * at a time, so reading a model never holds more than one batch, besides the batches of rows
+ * a caller holds to use in place (aq_qmodel_row_hold: the batch is reference-counted). Every
+ * row is validated here before it is handed out: a model file is input from outside.
  */
 #include "arrow_internal.h"
 #include "io_internal.h"
