@@ -11,8 +11,11 @@ save_pretrained and quantizes it with the arrowquant command (4 bits; affine and
 
 - Memory: each configuration is loaded in its own process; the process's resident set before
   loading is the base, its peak is reset (/proc/self/clear_refs), and the figures are the
-  peak (VmHWM) and resident (VmRSS) growth while loading, then the peak growth through one
-  forward pass at batch 1. fp32 and bf16 are loaded the ordinary way
+  peak (VmHWM) and resident (VmRSS) growth while loading. The process then loads the same
+  model a second time, the first kept, from a new base: the second load is what one more
+  model costs (the model's own memory), the difference between the two is what a process pays
+  once whatever it loads (code pages, lazy imports, allocator arenas). Then the peak growth
+  through one forward pass at batch 1 of the second model. fp32 and bf16 are loaded the ordinary way
   (UNet2DModel.from_pretrained); packed models are built on the meta device and filled by
   load_quantized. The bound is 1.10 x (packed size + the largest layer's float32 weight).
 - Forward time: one process holds the fp32 model and the packed ones and runs them in turn
@@ -27,10 +30,9 @@ save_pretrained and quantizes it with the arrowquant command (4 bits; affine and
   the bytes a weight moves: its packed bits / 8 read plus 4 bytes written).
 
 Model files are written with the command's default zstd compression; one affine file is also
-written uncompressed (memory only). The reader drops a compressed buffer's pages as it
-decompresses it, and the pages of a decompressed batch as its rows are copied out, so both
-hold about one row beside the copies while loading. --memory-only writes the memory table
-alone.
+written uncompressed (memory only). The packed buffers are the reader's memory (the file's
+mapping, or the decompressed record batch), not copies (docs/runtime.md, "Memory while
+loading"). --memory-only writes the memory tables alone.
 
 Writes a Markdown table (date, machine, command) to --out, by default
 bench/results/runtime_torch_<date>.md.
@@ -100,6 +102,30 @@ def _packed_sizes(model):
     return total, largest, len(layers)
 
 
+def _load_once(mode: str, folder: str, files: dict) -> tuple:
+    """Loads the model once, from a base taken just before: (model, figures)."""
+    base = _status("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current resident set
+    # The model's module objects (built on the meta device, no tensor data) are measured on
+    # their own: what every way of loading this model pays beside its weights (the ordinary
+    # loaders build the same modules), counted in the load figures. A packed model is built
+    # from them; for the others they are built after loading, and kept while measured.
+    packed = mode.startswith("packed")
+    meta = _meta(folder) if packed else None
+    structure = _status("VmRSS") - base
+    model = _load(mode, folder, files, meta)
+    del meta
+    out = {"load_peak": _status("VmHWM") - base, "load_rss": _status("VmRSS") - base}
+    if not packed:
+        before = _status("VmRSS")
+        meta = _meta(folder)
+        structure = _status("VmRSS") - before
+        del meta
+    out["structure"] = structure
+    return model, out
+
+
 def child_memory(mode: str, folder: str, files: dict) -> dict:
     import diffusers
     import safetensors.torch  # noqa: F401  (imported before the base, as the loaders need it)
@@ -108,17 +134,15 @@ def child_memory(mode: str, folder: str, files: dict) -> dict:
     import arrow_quant_v2.torch  # noqa: F401
     _ = diffusers.UNet2DModel, diffusers.models.modeling_utils  # diffusers imports lazily
     x = torch.randn(1, 3, 32, 32)
-    base = _status("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current resident set
-    # A packed model's module objects (built on the meta device, no tensor data) are measured
-    # on their own first: a fixed cost beside the weights, counted in the load figures.
-    meta = _meta(folder) if mode.startswith("packed") else None
-    structure = _status("VmRSS") - base
-    model = _load(mode, folder, files, meta)
-    del meta
-    out = {"load_peak": _status("VmHWM") - base, "load_rss": _status("VmRSS") - base,
-           "structure": structure}
+    # First load: a fresh process, where loading also pays what a process pays once (the code
+    # pages and lazy imports of torch, diffusers and this package, allocator arenas). Second
+    # load of the same model, the first one kept (so that no freed memory is reused): what
+    # one more model costs, the model's own resident memory.
+    model, out = _load_once(mode, folder, files)
+    first = model
+    model, second = _load_once(mode, folder, files)
+    out.update({f"second_{k}": v for k, v in second.items()})
+    base = _status("VmRSS") - second["load_rss"]
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     with torch.no_grad():
@@ -247,7 +271,7 @@ def main() -> None:
                "packed-affine4-uncompressed": ("--bits", 4, "--compression", "none")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        mem_rows, time_rows = [], []
+        mem_rows, time_rows, warm_rows = [], [], []
         for w in [int(x) for x in a.widths.split(",")]:
             config, cls = _unet(w)
             torch.manual_seed(w)
@@ -275,6 +299,22 @@ def main() -> None:
                              f"{(r['load_peak'] - r['structure']) / bound * 1.10:.2f}x |")
                 else:
                     extra = f"{r['model_bytes'] / 2**20:.1f} (weights) | - | - | - | - |"
+                mib = {k: v / 2**20 for k, v in r.items() if isinstance(v, (int, float))}
+                fixed = mib["load_peak"] - mib["second_load_peak"]
+                if m.startswith("packed"):
+                    ref = r["packed_bytes"] + r["largest_layer"]
+                    ratios = (f"{r['second_load_peak'] / ref:.2f}x | "
+                              f"{(r['second_load_peak'] - r['second_structure']) / ref:.2f}x")
+                else:
+                    ratios = "- | -"
+                warm_rows.append(
+                    f"| {w} | {m} | {mib['load_peak']:.1f} | {mib['second_load_peak']:.1f} | "
+                    f"{fixed:.1f} | {mib['second_load_rss']:.1f} | "
+                    f"{mib['second_structure']:.2f} | "
+                    f"{mib['second_load_rss'] - mib['second_structure']:.1f} | "
+                    + (f"{(r['packed_bytes'] + r['largest_layer']) / 2**20:.1f} | "
+                       if m.startswith("packed") else f"{r['model_bytes'] / 2**20:.1f} (weights) | ")
+                    + f"{ratios} |")
                 mem_rows.append(
                     f"| {w} | {params / 1e6:.1f} M | {m} | {r['load_peak'] / 2**20:.1f} | "
                     f"{r['load_rss'] / 2**20:.1f} | {r['forward_peak'] / 2**20:.1f} | "
@@ -299,11 +339,25 @@ def main() -> None:
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|", *mem_rows, "",
                   "fp32 is loaded through safetensors' memory map: its weights become resident "
                   "only when the forward pass touches them, so its load figures are small and "
-                  "its peak through forward is the one to compare. A zstd file's compressed "
-                  "pages are dropped as they are decompressed, and a decompressed batch's "
-                  "pages as its rows are copied out. Module objects: the resident growth of "
+                  "its peak through forward is the one to compare. Module objects: the "
+                  "resident growth of "
                   "building the packed model's modules on the meta device (Python objects, no "
-                  "tensor data), measured before loading in the same process.", ""]
+                  "tensor data), measured before loading in the same process.", "",
+                  "## The model's own memory: a second load in the same process", "",
+                  "Each process then loads the same model again, the first one kept (no freed "
+                  "memory reused), from a base taken just before. The difference between the "
+                  "two load peaks is what a process pays once, whatever it loads (code pages "
+                  "and lazy imports of torch, diffusers and this package, allocator arenas); "
+                  "the fp32 and bf16 models pay it too. Module objects: the growth of building "
+                  "the same modules on the meta device (a packed model is built from them; "
+                  "the fp32 and bf16 models build the same modules), measured in this second "
+                  "round. Bound: packed size + the largest layer's float32 weight; the target "
+                  "is 1.10x.", "",
+                  "| width | model | load peak, first load | load peak, second load | paid "
+                  "once per process | resident after the second load | module objects | "
+                  "resident less module objects | packed + largest layer | second peak / "
+                  "(packed + largest) | second peak less module objects / (packed + largest) "
+                  "|", "|---|---|---|---|---|---|---|---|---|---|---|", *warm_rows, ""]
         if a.memory_only:
             out_path.write_text("\n".join(lines) + "\n")
             print("\n".join(lines))

@@ -289,6 +289,33 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_writer_close(aq_model_writer *w, aq_mode
 /* Without a successful close the temporary file is removed; the final name is not touched. */
 AQ_API void aq_model_writer_free(aq_model_writer *w);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Model file rows used in place                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A share of the memory a model file row lies in: the record batch the reader decompressed,
+ * or the file's mapping for an uncompressed file. */
+typedef struct aq_qmodel_hold aq_qmodel_hold;
+
+/* Keeps the memory of the row aq_qmodel_next last handed out (its data, scales and
+ * zero_points) valid until aq_qmodel_hold_free, past the next aq_qmodel_next and past
+ * aq_qmodel_free, so that a caller can use the row in place instead of copying it (the torch
+ * runtime keeps packed weights this way). The reader then leaves that row's pages resident
+ * instead of giving them back when it moves on. Several holds on rows of one batch share its
+ * memory, which goes with the last of them. A row's scales and zero points that the reader
+ * had to copy (misaligned in the file; never in files this library writes) are copied into
+ * the hold: read row->scales and row->zero_points after this call. The memory is writable: a
+ * mapped file is mapped copy-on-write (writes stay in this process; the file never changes).
+ * The file must not be truncated while a hold on its mapping lives: the pages past its new
+ * end read as zeros (see aq_mapped_faults), and aq_qmodel_hold_check then fails.
+ * AQ_INVALID_ARGUMENT when no row is current. */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_row_hold(aq_qmodel *qm, aq_qmodel_hold **out,
+                                                  aq_error *err);
+/* AQ_OK unless the file the hold maps was truncated while mapped (AQ_IO naming the file). */
+AQ_API AQ_MUST_CHECK aq_status aq_qmodel_hold_check(const aq_qmodel_hold *hold, aq_error *err);
+/* Accepts NULL. Thread-safe against other holds on the same batch. */
+AQ_API void aq_qmodel_hold_free(aq_qmodel_hold *hold);
+
 #ifdef __cplusplus
 }
 #endif

@@ -267,6 +267,27 @@ class _Workspace:
 _PACKED = ("qdata", "scales", "zero_points")
 
 
+class _FileCheck:
+    """Checks, at each forward, that the model file whose memory a layer's packed buffers are
+    (an uncompressed file's mapping) was not truncated while in use: its pages would then read
+    as zeros. Also keeps that memory alive with the layer. A copy or a pickle of the layer holds
+    its own memory, so it gets none."""
+
+    __slots__ = ("hold",)
+
+    def __init__(self, hold):
+        self.hold = hold
+
+    def __call__(self) -> None:
+        _ext._hold_check(self.hold)
+
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (type(None), ())
+
+
 class _Packed(nn.Module):
     """What PackedLinear and PackedConv2d share: the packed weight as three buffers (qdata
     uint8, scales and zero_points float32) and its description (scheme, bit width, group size,
@@ -282,6 +303,7 @@ class _Packed(nn.Module):
         self.weight_shape = tuple(int(d) for d in shape)
         self.weight_dtype = dtype
         self._workspace = workspace if workspace is not None else _Workspace()
+        self._file_check = None  # set by load_quantized when the buffers are the file's
         self.register_buffer("qdata", qdata.contiguous())
         self.register_buffer("scales", scales.contiguous())
         self.register_buffer("zero_points", zero_points.contiguous())
@@ -299,9 +321,12 @@ class _Packed(nn.Module):
         out = None
         if not (torch.is_grad_enabled() and like.requires_grad):
             out = self._workspace.get(math.prod(self.weight_shape), dt, dev)
-        return dequantize(self.qdata, self.scales, self.zero_points, scheme=self.scheme,
-                          bit_width=self.bit_width, group_size=self.group_size,
-                          shape=self.weight_shape, dtype=dt, out=out, name=self.layer_name)
+        w = dequantize(self.qdata, self.scales, self.zero_points, scheme=self.scheme,
+                       bit_width=self.bit_width, group_size=self.group_size,
+                       shape=self.weight_shape, dtype=dt, out=out, name=self.layer_name)
+        if self._file_check is not None:
+            self._file_check()  # after reading: a truncation shows as a fault in this read
+        return w
 
     @property
     def weight(self) -> torch.Tensor:
@@ -323,6 +348,8 @@ class _Packed(nn.Module):
         finally:
             for k, t in saved.items():
                 self._buffers[k] = t.to(probe.device) if t.device != probe.device else t
+        if any(self._buffers[k] is not saved[k] for k in _PACKED):
+            self._file_check = None  # the buffers are copies now: the file's memory can go
         if probe.dtype.is_floating_point:
             self.weight_dtype = probe.dtype
         return self
@@ -345,13 +372,14 @@ class _Packed(nn.Module):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
-        # A packed weight of another size (other bits or scheme) replaces ours: resize the
-        # buffers first, so that the ordinary copy below fits.
+        # The buffers are replaced, not written: a packed weight of another size (other bits
+        # or scheme) fits, and the memory of the model file they were loaded from can go.
         for k in _PACKED:
             t = state_dict.get(prefix + k)
-            if isinstance(t, torch.Tensor) and t.shape != self._buffers[k].shape:
+            if isinstance(t, torch.Tensor):
                 self._buffers[k] = torch.empty(t.shape, dtype=self._buffers[k].dtype,
                                                device=self._buffers[k].device)
+                self._file_check = None
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
         _check(self.layer_name, self.scheme, self.bit_width, self.group_size,
@@ -429,7 +457,7 @@ def _raw_tensor(name, source_dtype, bits, shape, data: bytearray) -> torch.Tenso
 
 
 def _row_tensors(row):
-    """(qdata, scales, zero_points) of a quantized row, sharing the row's bytearrays."""
+    """(qdata, scales, zero_points) of a quantized row, sharing the row's buffers (no copy)."""
     data, scales, zps = row[7], row[8], row[9]
     return (torch.frombuffer(data, dtype=torch.uint8),
             torch.frombuffer(scales, dtype=torch.float32),
@@ -495,7 +523,9 @@ def load_quantized(module: nn.Module, path, *, component: Optional[str] = None,
     else:
         prefix = ""
     where = f"model file {path}" + (f" (component {component!r})" if component else "")
-    rows = {r[0][len(prefix):]: r for r in _ext._model_rows(path, prefix or None)}
+    # Quantized rows come as the reader's own memory (hold=True), not copies: the packed
+    # buffers are views of the decompressed record batch or of the file's mapping.
+    rows = {r[0][len(prefix):]: r for r in _ext._model_rows(path, prefix or None, hold=True)}
 
     expected = {k: v for k, v in module.state_dict(keep_vars=True).items()
                 if not k.endswith("_extra_state")}
@@ -514,9 +544,11 @@ def load_quantized(module: nn.Module, path, *, component: Optional[str] = None,
 
     workspace = _Workspace()
     packed = set()
-    for mod_name, mod in list(module.named_modules()):
-        if not mod_name or not isinstance(mod, (nn.Linear, nn.Conv2d)):
-            continue  # the root itself cannot be replaced: its weight stays dense
+    # Names, not modules: each layer replaced goes at once (its memory serves the next one).
+    layer_names = [n for n, m in module.named_modules()
+                   if n and isinstance(m, (nn.Linear, nn.Conv2d))]  # the root stays dense
+    for mod_name in layer_names:
+        mod = module.get_submodule(mod_name)
         wname = f"{mod_name}.weight" if mod_name else "weight"
         row = rows.get(wname)
         if row is None or row[3]:  # kept in the file
@@ -535,6 +567,7 @@ def load_quantized(module: nn.Module, path, *, component: Optional[str] = None,
             new = PackedLinear(mod.in_features, mod.out_features, **kw)
         else:
             new = PackedConv2d(mod, **kw)
+        new._file_check = _FileCheck(row[10])
         new.train(mod.training)
         _set_submodule(module, mod_name, new)
         packed.add(wname)

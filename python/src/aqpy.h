@@ -30,7 +30,8 @@ typedef struct aqpy_state {
     PyTypeObject *batch_type; /* light RecordBatch */
     PyTypeObject *table_type; /* light Table */
     PyTypeObject *schema_type;
-    PyObject *pyarrow; /* the pyarrow module, Py_None when not importable, NULL: unknown */
+    PyTypeObject *held_type; /* _HeldBuffer (aqpy_runtime.c) */
+    PyObject *pyarrow;       /* the pyarrow module, Py_None when not importable, NULL: unknown */
 } aqpy_state;
 
 /* The capsule names of the Arrow PyCapsule interface. */
@@ -92,6 +93,8 @@ PyObject *aq__py_table_to_batch(aqpy_state *st, PyObject *table);
 extern PyType_Spec aq__py_batch_spec;
 extern PyType_Spec aq__py_table_spec;
 extern PyType_Spec aq__py_schema_spec;
+/* _HeldBuffer, the in-place rows of _model_rows(..., hold=True) (aqpy_runtime.c). */
+extern PyType_Spec aq__py_held_spec;
 
 /* The module-level functions of aqpy_model.c (_quantize_model, _compare_models), with those
  * of aqpy_gguf.c (_quantize_gguf, _gguf_encode, _gguf_decode, _gguf_to_safetensors). */

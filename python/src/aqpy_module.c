@@ -1415,7 +1415,8 @@ static int aqpy_exec(PyObject *module)
     if (aqpy_add_type(module, &aqpy_quant_spec, &st->quant_type) != 0 ||
         aqpy_add_type(module, &aq__py_batch_spec, &st->batch_type) != 0 ||
         aqpy_add_type(module, &aq__py_table_spec, &st->table_type) != 0 ||
-        aqpy_add_type(module, &aq__py_schema_spec, &st->schema_type) != 0) {
+        aqpy_add_type(module, &aq__py_schema_spec, &st->schema_type) != 0 ||
+        aqpy_add_type(module, &aq__py_held_spec, &st->held_type) != 0) {
         return -1;
     }
     if (PyModule_AddStringConstant(module, "__version__", aq_version_string()) != 0 ||
@@ -1434,6 +1435,7 @@ static int aqpy_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->batch_type);
     Py_VISIT(st->table_type);
     Py_VISIT(st->schema_type);
+    Py_VISIT(st->held_type);
     Py_VISIT(st->pyarrow);
     return 0;
 }
@@ -1446,6 +1448,7 @@ static int aqpy_clear(PyObject *module)
     Py_CLEAR(st->batch_type);
     Py_CLEAR(st->table_type);
     Py_CLEAR(st->schema_type);
+    Py_CLEAR(st->held_type);
     Py_CLEAR(st->pyarrow);
     return 0;
 }

@@ -3,6 +3,11 @@
  * library: the rows of a model file (_model_rows, _model_metadata) and the dequantization of
  * one packed tensor from caller-owned buffers into a caller-owned output (_dequantize_into).
  *
+ * _model_rows(path, hold=True) hands quantized rows out in place: their buffers are
+ * _HeldBuffer objects over the reader's memory (the decompressed record batch, or the file's
+ * copy-on-write mapping), kept alive by a hold (aq_qmodel_row_hold) that a capsule owns and every
+ * buffer of the row references, so the packed weights are never copied.
+ *
  * _dequantize_into reads and writes through the buffer protocol, so a torch tensor's memory is
  * used in place (the runtime wraps its data pointer in a ctypes array): no copy on the way in or
  * out. It runs aq_dequantize, which checks the buffers against the layout first, with the GIL
@@ -164,9 +169,67 @@ static PyObject *rt_bytes(const void *p, size_t n)
     return PyByteArray_FromStringAndSize(n > 0 ? p : "", (Py_ssize_t)n);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* _HeldBuffer: a writable buffer over held row memory                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+#define RT_HOLD_CAPSULE "arrow_quant_v2._qmodel_hold"
+
+typedef struct rt_held_obj {
+    PyObject_HEAD PyObject *owner; /* the hold's capsule */
+    void *ptr;
+    Py_ssize_t len;
+} rt_held_obj;
+
+static void rt_hold_destroy(PyObject *capsule)
+{
+    aq_qmodel_hold_free(PyCapsule_GetPointer(capsule, RT_HOLD_CAPSULE));
+}
+
+static int rt_held_getbuffer(PyObject *self, Py_buffer *view, int flags)
+{
+    rt_held_obj *h = (rt_held_obj *)self;
+    return PyBuffer_FillInfo(view, self, h->ptr, h->len, 0, flags);
+}
+
+static void rt_held_dealloc(PyObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_XDECREF(((rt_held_obj *)self)->owner);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyType_Slot rt_held_slots[] = {
+    {Py_bf_getbuffer, rt_held_getbuffer},
+    {Py_tp_dealloc, rt_held_dealloc},
+    {Py_tp_doc, "Memory of a model file row used in place (from _model_rows(..., hold=True)): "
+                "a writable buffer that keeps the row's record batch or file mapping alive."},
+    {0, NULL}};
+
+PyType_Spec aq__py_held_spec = {
+    .name = "arrow_quant_v2._HeldBuffer",
+    .basicsize = sizeof(rt_held_obj),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = rt_held_slots,
+};
+
+static PyObject *rt_held_new(PyObject *module, PyObject *owner, const void *p, size_t n)
+{
+    rt_held_obj *h = PyObject_New(rt_held_obj, rt_state(module)->held_type);
+    if (h == NULL) {
+        return NULL;
+    }
+    h->owner = Py_NewRef(owner);
+    h->ptr = (void *)(uintptr_t)p;
+    h->len = (Py_ssize_t)n;
+    return (PyObject *)h;
+}
+
 /* One row as a tuple: (name, scheme, source_dtype, raw, bit_width, group_size, shape, data,
- * scales, zero_points), the three buffers as bytearrays (owned copies). */
-static PyObject *rt_row(const aq_qmodel_row *r)
+ * scales, zero_points), the three buffers as bytearrays (owned copies); with a hold capsule,
+ * as _HeldBuffer objects over the row's memory, and the capsule as an eleventh item. */
+static PyObject *rt_row(PyObject *module, const aq_qmodel_row *r, PyObject *hold)
 {
     PyObject *shape = PyTuple_New((Py_ssize_t)r->ndim);
     if (shape == NULL) {
@@ -180,26 +243,54 @@ static PyObject *rt_row(const aq_qmodel_row *r)
         }
         PyTuple_SET_ITEM(shape, (Py_ssize_t)d, v);
     }
+    if (hold != NULL) {
+        return Py_BuildValue(
+            "(sssiInNNNNO)", r->name, r->scheme, r->source_dtype, r->raw, r->bit_width,
+            (Py_ssize_t)r->group_size, shape, rt_held_new(module, hold, r->data, r->data_size),
+            rt_held_new(module, hold, r->scales, r->groups * sizeof(float)),
+            rt_held_new(module, hold, r->zero_points, r->groups * sizeof(float)), hold);
+    }
     return Py_BuildValue("(sssiInNNNN)", r->name, r->scheme, r->source_dtype, r->raw, r->bit_width,
                          (Py_ssize_t)r->group_size, shape, rt_bytes(r->data, r->data_size),
                          rt_bytes(r->scales, r->groups * sizeof(float)),
                          rt_bytes(r->zero_points, r->groups * sizeof(float)));
 }
 
+/* A capsule owning a hold on the current row of qm; NULL with an exception set. */
+static PyObject *rt_hold(PyObject *module, aq_qmodel *qm)
+{
+    aq_qmodel_hold *h = NULL;
+    aq_error err = {0};
+    if (aq_qmodel_row_hold(qm, &h, &err) != AQ_OK) {
+        aq__py_raise(rt_state(module), &err);
+        return NULL;
+    }
+    PyObject *cap = PyCapsule_New(h, RT_HOLD_CAPSULE, rt_hold_destroy);
+    if (cap == NULL) {
+        aq_qmodel_hold_free(h);
+    }
+    return cap;
+}
+
 PyDoc_STRVAR(rt_model_rows_doc,
-             "_model_rows(path, prefix=None)\n--\n\n"
+             "_model_rows(path, prefix=None, *, hold=False)\n--\n\n"
              "The rows of a model file (validated by the library) whose name starts with prefix "
              "(every row when None), in file order, as tuples (name, scheme, source_dtype, raw, "
              "bit_width, group_size, shape, data, scales, zero_points); the buffers are "
-             "bytearrays. Rows of other names are skipped without copying.");
+             "bytearrays. Rows of other names are skipped without copying. hold=True: the "
+             "buffers of quantized rows are the file's own memory, not copies (writable "
+             "_HeldBuffer objects over the decompressed batch or the file's copy-on-write "
+             "mapping, which they keep alive), and their tuples have an eleventh item, the "
+             "hold, for _hold_check; kept rows are copied as before.");
 
 static PyObject *rt_model_rows(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"path", "prefix", NULL};
+    static char *kwlist[] = {"path", "prefix", "hold", NULL};
     PyObject *path_obj = NULL;
     const char *prefix = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|z:_model_rows", kwlist,
-                                     PyUnicode_FSConverter, &path_obj, &prefix)) {
+    int hold = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&|z$p:_model_rows", kwlist,
+                                     PyUnicode_FSConverter, &path_obj, &prefix, &hold)) {
         return NULL;
     }
     PyObject *rows = PyList_New(0);
@@ -232,7 +323,12 @@ static PyObject *rt_model_rows(PyObject *module, PyObject *args, PyObject *kwarg
         if (plen > 0 && strncmp(r->name, prefix, plen) != 0) {
             continue;
         }
-        PyObject *t = rt_row(r);
+        PyObject *cap = NULL;
+        if (hold && !r->raw && (cap = rt_hold(module, qm)) == NULL) {
+            goto fail;
+        }
+        PyObject *t = rt_row(module, r, cap);
+        Py_XDECREF(cap);
         if (t == NULL || PyList_Append(rows, t) != 0) {
             Py_XDECREF(t);
             goto fail;
@@ -279,7 +375,27 @@ static PyObject *rt_model_metadata(PyObject *module, PyObject *args)
     return result;
 }
 
+PyDoc_STRVAR(rt_hold_check_doc,
+             "_hold_check(hold)\n--\n\n"
+             "Raises OSError when the file a hold of _model_rows(..., hold=True) maps was "
+             "truncated while mapped (its pages then read as zeros).");
+
+static PyObject *rt_hold_check(PyObject *module, PyObject *cap)
+{
+    aq_qmodel_hold *h = PyCapsule_GetPointer(cap, RT_HOLD_CAPSULE);
+    if (h == NULL) {
+        return NULL;
+    }
+    aq_error err = {0};
+    if (aq_qmodel_hold_check(h, &err) != AQ_OK) {
+        aq__py_raise(rt_state(module), &err);
+        return NULL;
+    }
+    return Py_NewRef(Py_None);
+}
+
 PyMethodDef aq__py_runtime_methods[] = {
+    {"_hold_check", (PyCFunction)rt_hold_check, METH_O, rt_hold_check_doc},
     {"_dequantize_into", (PyCFunction)(void (*)(void))rt_dequantize_into,
      METH_VARARGS | METH_KEYWORDS, rt_dequantize_into_doc},
     {"_model_rows", (PyCFunction)(void (*)(void))rt_model_rows, METH_VARARGS | METH_KEYWORDS,

@@ -2,8 +2,9 @@
  * Reading a model file (DESIGN.md 2.4) row by row, and writing it back to safetensors.
  *
  * The file comes through the IPC reader (mapped; buffers are used in place), one record batch
- * at a time, so reading a model never holds more than one batch. Every row is validated here
- * before it is handed out: a model file is input from outside.
+ * at a time, so reading a model never holds more than one batch, besides the batches of rows
+ * a caller holds to use in place (aq_qmodel_row_hold: the batch is reference-counted). Every
+ * row is validated here before it is handed out: a model file is input from outside.
  */
 #include "arrow_internal.h"
 #include "io_internal.h"
@@ -23,11 +24,24 @@ static const char *const qm_colnames[12] = {
     "layer_name", "quantized_data", "scales",       "zero_points", "shape",  "bit_width",
     "group_size", "scheme",         "source_dtype", "sqnr_db",     "cosine", "max_abs_error"};
 
+/* A record batch, shared by the reader and the holds on its rows (aq_qmodel_row_hold). */
+typedef struct qm_batch {
+    size_t refs;
+    struct ArrowArray array;
+} qm_batch;
+
+struct aq_qmodel_hold {
+    qm_batch *batch;
+    float *floats; /* the row's scales and zero points when the reader had copied them */
+    int guard;     /* the file mapping's aq__mapped_add slot, when the row lies in it; or -1 */
+    char *path;
+};
+
 struct aq_qmodel {
     char *path;
     aq_ipc_reader *reader;
     struct ArrowSchema schema;
-    struct ArrowArray batch;
+    qm_batch *batch; /* the batch being read (NULL before the first) */
     int64_t col[12];
     int64_t sum_col; /* the optional checksum column, or -1 */
     int64_t rows;
@@ -50,7 +64,18 @@ struct aq_qmodel {
     aq_qmodel_row row;
     /* Address ranges read for the current row, given back to the kernel when it is done. */
     uintptr_t lo[3], hi[3];
+    bool current;       /* a row was handed out and is still valid */
+    bool held;          /* the current row is held: its pages stay */
+    bool copy_on_write; /* the file mapping was made writable for holds */
 };
+
+static void qm_batch_release(qm_batch *b)
+{
+    if (b != NULL && __atomic_sub_fetch(&b->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+        aq__array_release_if(&b->array);
+        free(b);
+    }
+}
 
 /* A model file is mapped by the IPC reader, and pages touched while reading count as resident
  * memory until they are unmapped. MADV_PAGEOUT drops the clean file pages of a row once it
@@ -58,7 +83,8 @@ struct aq_qmodel {
  * reader decompressed for this batch alone, which only this reader reads, row after row
  * (offsets never decrease): the whole pages inside a finished row are given back with
  * MADV_DONTNEED (they would read as zeros, but nothing reads them again), so that a caller
- * copying rows out never holds a decompressed batch beside its copies. */
+ * copying rows out never holds a decompressed batch beside its copies. A held row
+ * (aq_qmodel_row_hold) is in use in place: its pages stay. */
 static void qm_touch(aq_qmodel *qm, int k, const void *p, size_t n)
 {
     uintptr_t a = (uintptr_t)p;
@@ -75,6 +101,14 @@ static void qm_touch(aq_qmodel *qm, int k, const void *p, size_t n)
 
 static void qm_let_go(aq_qmodel *qm)
 {
+    qm->current = false;
+    if (qm->held) {
+        /* Its memory is in use in place: nothing goes. */
+        qm->held = false;
+        memset(qm->lo, 0, sizeof qm->lo);
+        memset(qm->hi, 0, sizeof qm->hi);
+        return;
+    }
 #if defined(MADV_PAGEOUT)
     uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
     for (int k = 0; k < 3; k++) {
@@ -224,7 +258,7 @@ void aq_qmodel_free(aq_qmodel *qm)
     if (qm == NULL) {
         return;
     }
-    aq__array_release_if(&qm->batch);
+    qm_batch_release(qm->batch);
     aq__schema_release_if(&qm->schema);
     aq_ipc_reader_free(qm->reader);
     for (size_t i = 0; i < qm->n_meta; i++) {
@@ -244,7 +278,9 @@ void aq_qmodel_free(aq_qmodel *qm)
 aq_status aq_qmodel_rewind(aq_qmodel *qm, aq_error *err)
 {
     qm_let_go(qm);
-    aq__array_release_if(&qm->batch);
+    qm_batch_release(qm->batch);
+    qm->batch = NULL;
+    qm->copy_on_write = false;
     aq_ipc_reader_free(qm->reader);
     qm->reader = NULL;
     qm->rows = qm->next_row = 0;
@@ -258,7 +294,7 @@ static const arw_list_spec qm_shape_spec = {"l", "list<int64>", false};
 static aq_status qm_import(aq_qmodel *qm, aq_error *err)
 {
     const struct ArrowSchema *s = &qm->schema;
-    const struct ArrowArray *a = &qm->batch;
+    const struct ArrowArray *a = &qm->batch->array;
     int64_t off;
     aq_status st = aq__arrow_check_batch(s, a, &qm->rows, &off, err);
     if (st != AQ_OK) {
@@ -529,12 +565,17 @@ aq_status aq_qmodel_next(aq_qmodel *qm, const aq_qmodel_row **row, aq_error *err
         return st;
     }
     while (qm->next_row >= qm->rows) {
-        aq__array_release_if(&qm->batch);
+        qm_batch_release(qm->batch);
+        qm->batch = NULL;
         qm->rows = qm->next_row = 0;
-        if ((st = aq_ipc_reader_next(qm->reader, &qm->batch, err)) != AQ_OK) {
+        if ((qm->batch = calloc(1, sizeof *qm->batch)) == NULL) {
+            return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", qm->path);
+        }
+        qm->batch->refs = 1;
+        if ((st = aq_ipc_reader_next(qm->reader, &qm->batch->array, err)) != AQ_OK) {
             return aq_mapped_check(qm->faults, err) != AQ_OK ? AQ_IO : st;
         }
-        if (qm->batch.release == NULL) {
+        if (qm->batch->array.release == NULL) {
             *row = NULL;
             return aq_mapped_check(qm->faults, err);
         }
@@ -549,8 +590,80 @@ aq_status aq_qmodel_next(aq_qmodel *qm, const aq_qmodel_row **row, aq_error *err
     }
     qm->next_row++;
     qm->row_index++;
+    qm->current = true;
     *row = &qm->row;
     return AQ_OK;
+}
+
+static bool qm_in_copy(const aq_qmodel *qm, const float *p)
+{
+    uintptr_t a = (uintptr_t)p, c = (uintptr_t)qm->fcopy;
+    return qm->fcopy != NULL && a >= c && a - c < qm->fcopy_cap * sizeof(float);
+}
+
+aq_status aq_qmodel_row_hold(aq_qmodel *qm, aq_qmodel_hold **out, aq_error *err)
+{
+    if (qm == NULL || out == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_qmodel_row_hold: NULL argument");
+    }
+    if (!qm->current || qm->batch == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_qmodel_row_hold: no current row (call aq_qmodel_next first)");
+    }
+    aq_qmodel_row *row = &qm->row;
+    bool in_map = aq__ipc_reader_in_map(qm->reader, row->data);
+    aq_qmodel_hold *h = calloc(1, sizeof *h);
+    bool copied = qm_in_copy(qm, row->scales) || qm_in_copy(qm, row->zero_points);
+    if (h == NULL || (h->path = aq__strdup(qm->path)) == NULL ||
+        (copied && (h->floats = malloc(2 * row->groups * sizeof(float))) == NULL)) {
+        aq_qmodel_hold_free(h);
+        return aq__error_set(err, AQ_NO_MEMORY, "%s: out of memory", qm->path);
+    }
+    if (in_map && !qm->copy_on_write) {
+        aq_status st = aq__ipc_reader_copy_on_write(qm->reader, err);
+        if (st != AQ_OK) {
+            aq_qmodel_hold_free(h);
+            return st;
+        }
+        qm->copy_on_write = true;
+    }
+    if (copied) {
+        memcpy(h->floats, row->scales, row->groups * sizeof(float));
+        memcpy(h->floats + row->groups, row->zero_points, row->groups * sizeof(float));
+        row->scales = h->floats;
+        row->zero_points = h->floats + row->groups;
+    }
+    h->guard = in_map ? aq__ipc_reader_guard(qm->reader) : -1;
+    __atomic_add_fetch(&qm->batch->refs, 1, __ATOMIC_ACQ_REL);
+    h->batch = qm->batch;
+    qm->held = true;
+    *out = h;
+    return AQ_OK;
+}
+
+aq_status aq_qmodel_hold_check(const aq_qmodel_hold *hold, aq_error *err)
+{
+    if (hold == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_qmodel_hold_check: NULL argument");
+    }
+    if (hold->guard >= 0 && aq__mapped_faulted(hold->guard)) {
+        return aq__error_set(err, AQ_IO,
+                             "%s: the file changed while in use (truncated by another "
+                             "process?): the weights read from it are not its own",
+                             hold->path);
+    }
+    return AQ_OK;
+}
+
+void aq_qmodel_hold_free(aq_qmodel_hold *hold)
+{
+    if (hold == NULL) {
+        return;
+    }
+    qm_batch_release(hold->batch);
+    free(hold->floats);
+    free(hold->path);
+    free(hold);
 }
 
 aq_st_dtype aq_qmodel_row_default_dtype(const aq_qmodel_row *row)

@@ -1,7 +1,10 @@
 /* IPC body compression: zstd and lz4 frame, one buffer at a time (Message.fbs, BodyCompression). */
 #include "ipc_internal.h"
 
+#include <errno.h>
 #include <lz4frame.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 /* ZSTD_d_stableOutBuffer is in zstd's experimental section. */
@@ -35,7 +38,7 @@ size_t aq__ipc_decompress_limit(aq_ipc_compression codec, size_t src_size)
     return limit;
 }
 
-/* Drops the pages of [p, p + n) of a clean read-only file mapping: their contents stay (they
+/* Drops the pages of [p, p + n) of a clean private file mapping: their contents stay (they
  * come back from the file if read again), but they no longer count as resident memory. */
 static void codec_drop(const uint8_t *p, size_t n)
 {
@@ -46,17 +49,57 @@ static void codec_drop(const uint8_t *p, size_t n)
     }
 }
 
-/* zstd in steps of CODEC_STEP input bytes, so that a mapped source can be let go as it is
- * consumed: a buffer then never holds more than a step of its compressed pages beside its
- * output. The output buffer is stable (ZSTD_d_stableOutBuffer): zstd decodes straight into it
+/* zstd from a file: CODEC_STEP compressed bytes at a time are read (pread) into a buffer of
+ * that size and decoded, so the compressed bytes never become resident pages of the file's
+ * mapping (which the kernel maps a whole large folio at a time, up to 2 MiB beyond what is
+ * read). The output buffer is stable (ZSTD_d_stableOutBuffer): zstd decodes straight into it
  * and reads its matches there, without a window buffer of its own (up to the frame's window,
  * often several MiB) or the copy out of it. */
-enum { CODEC_STEP = 1 << 20 };
+enum { CODEC_STEP = 1 << 18 };
 
-static aq_status codec_zstd(const uint8_t *src, size_t src_size, uint8_t *dst, size_t dst_size,
-                            bool drop_src, aq_error *err)
+static aq_status codec_zstd_read(ZSTD_DCtx *dctx, uint8_t *buf, int fd, size_t file_off,
+                                 size_t src_size, ZSTD_outBuffer *out, size_t *hint, aq_error *err)
 {
-    if (!drop_src) {
+    for (size_t done = 0; done < src_size;) {
+        size_t want = src_size - done > CODEC_STEP ? CODEC_STEP : src_size - done;
+        for (size_t got = 0; got < want;) {
+            ssize_t r = pread(fd, buf + got, want - got, (off_t)(file_off + done + got));
+            if (r < 0 && errno == EINTR) {
+                continue;
+            }
+            if (r <= 0) {
+                return aq__error_set(err, AQ_IO,
+                                     "zstd: cannot read %zu compressed bytes at byte offset %zu: "
+                                     "%s",
+                                     want - got, file_off + done + got,
+                                     r < 0 ? strerror(errno) : "the file ends there (truncated?)");
+            }
+            got += (size_t)r;
+        }
+        ZSTD_inBuffer in = {buf, want, 0};
+        while (in.pos < in.size) {
+            size_t before = in.pos, out_before = out->pos;
+            *hint = ZSTD_decompressStream(dctx, out, &in);
+            if (ZSTD_isError(*hint) && ZSTD_getErrorCode(*hint) != ZSTD_error_dstSize_tooSmall) {
+                return aq__error_set(err, AQ_INVALID_DATA, "zstd: %s", ZSTD_getErrorName(*hint));
+            }
+            if (ZSTD_isError(*hint) || (in.pos == before && out->pos == out_before)) {
+                /* No progress with input left: the output is full. */
+                return aq__error_set(err, AQ_INVALID_DATA,
+                                     "zstd: the data decompresses to more than the buffer's %zu "
+                                     "bytes",
+                                     out->size);
+            }
+        }
+        done += want;
+    }
+    return AQ_OK;
+}
+
+static aq_status codec_zstd(const uint8_t *src, size_t src_size, int fd, size_t file_off,
+                            uint8_t *dst, size_t dst_size, aq_error *err)
+{
+    if (fd < 0) {
         size_t r = ZSTD_decompress(dst, dst_size, src, src_size);
         if (ZSTD_isError(r)) {
             return aq__error_set(err, AQ_INVALID_DATA, "zstd: %s", ZSTD_getErrorName(r));
@@ -68,63 +111,37 @@ static aq_status codec_zstd(const uint8_t *src, size_t src_size, uint8_t *dst, s
         return AQ_OK;
     }
     ZSTD_DCtx *dctx = ZSTD_createDCtx();
-    if (dctx == NULL) {
+    uint8_t *buf = malloc(src_size > CODEC_STEP ? CODEC_STEP : src_size > 0 ? src_size : 1);
+    if (dctx == NULL || buf == NULL) {
+        ZSTD_freeDCtx(dctx);
+        free(buf);
         return aq__error_set(err, AQ_NO_MEMORY, "zstd: out of memory");
     }
-    aq_status st = AQ_OK;
     ZSTD_outBuffer out = {dst, dst_size, 0};
     /* An older libzstd, without the parameter or refusing it, decodes through its own window
      * instead: the same bytes, more memory. */
 #ifdef ZSTD_d_stableOutBuffer
     (void)ZSTD_DCtx_setParameter(dctx, ZSTD_d_stableOutBuffer, 1);
 #endif
-    size_t dropped = 0, hint = 1;
-    while (dropped < src_size) {
-        size_t end = src_size - dropped > CODEC_STEP ? dropped + CODEC_STEP : src_size;
-        ZSTD_inBuffer in = {src, end, dropped};
-        while (in.pos < in.size) {
-            size_t before = in.pos, out_before = out.pos;
-            hint = ZSTD_decompressStream(dctx, &out, &in);
-            if (ZSTD_isError(hint) && ZSTD_getErrorCode(hint) == ZSTD_error_dstSize_tooSmall) {
-                st = aq__error_set(err, AQ_INVALID_DATA,
-                                   "zstd: the data decompresses to more than the buffer's %zu "
-                                   "bytes",
-                                   dst_size);
-                goto done;
-            }
-            if (ZSTD_isError(hint)) {
-                st = aq__error_set(err, AQ_INVALID_DATA, "zstd: %s", ZSTD_getErrorName(hint));
-                goto done;
-            }
-            if (in.pos == before && out.pos == out_before) {
-                /* No progress with input left: the output is full. */
-                st = aq__error_set(err, AQ_INVALID_DATA,
-                                   "zstd: the data decompresses to more than the buffer's %zu "
-                                   "bytes",
-                                   dst_size);
-                goto done;
-            }
-        }
-        codec_drop(src + dropped, in.pos - dropped);
-        dropped = in.pos;
-    }
+    size_t hint = 1;
+    aq_status st = codec_zstd_read(dctx, buf, fd, file_off, src_size, &out, &hint, err);
     /* Concatenated frames decode on, as ZSTD_decompress does; the last must be complete. */
-    if (hint != 0) {
+    if (st == AQ_OK && hint != 0) {
         st = aq__error_set(err, AQ_INVALID_DATA, "zstd: the compressed buffer is truncated");
-    } else if (out.pos != dst_size) {
+    } else if (st == AQ_OK && out.pos != dst_size) {
         st = aq__error_set(err, AQ_INVALID_DATA,
                            "zstd: %zu bytes decompressed, the buffer says %zu", out.pos, dst_size);
     }
-done:
     ZSTD_freeDCtx(dctx);
+    free(buf);
     return st;
 }
 
-aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_t src_size,
-                             uint8_t *dst, size_t dst_size, bool drop_src, aq_error *err)
+aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_t src_size, int fd,
+                             size_t file_off, uint8_t *dst, size_t dst_size, aq_error *err)
 {
     if (codec == AQ_IPC_COMPRESSION_ZSTD) {
-        return codec_zstd(src, src_size, dst, dst_size, drop_src, err);
+        return codec_zstd(src, src_size, fd, file_off, dst, dst_size, err);
     }
     LZ4F_dctx *dctx = NULL;
     if (LZ4F_isError(LZ4F_createDecompressionContext(&dctx, LZ4F_VERSION))) {
@@ -158,7 +175,7 @@ aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_
         st = aq__error_set(err, AQ_INVALID_DATA, "lz4: %zu bytes decompressed, the buffer says %zu",
                            out_done, dst_size);
     }
-    if (st == AQ_OK && drop_src) {
+    if (st == AQ_OK && fd >= 0) {
         codec_drop(src, src_size);
     }
 done:

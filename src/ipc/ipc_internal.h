@@ -87,13 +87,19 @@ size_t aq__ipc_schema_write(aq__fbb *b, const aq__ipc_schema *s);
 
 /* ---- body compression ---- */
 
-/* Decompresses src into dst, which must receive exactly dst_size bytes. drop_src: src lies in
- * a clean read-only file mapping whose pages may be dropped as they are consumed (zstd). */
-aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_t src_size,
-                             uint8_t *dst, size_t dst_size, bool drop_src, aq_error *err);
+/* Decompresses src into dst, which must receive exactly dst_size bytes. fd >= 0: src is the
+ * mapping of that file's bytes at file_off, which zstd reads with pread in small steps
+ * instead, so that the compressed bytes never become resident pages of the mapping. */
+aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_t src_size, int fd,
+                             size_t file_off, uint8_t *dst, size_t dst_size, aq_error *err);
 /* True when p points into the file mapping of a reader from aq_ipc_reader_open; false for
  * memory the reader allocated (decompressed or realigned buffers) and for a reader of memory. */
 bool aq__ipc_reader_in_map(const aq_ipc_reader *r, const void *p);
+/* The aq__mapped_add slot of a reader's file mapping (-1: none, or not mapped). */
+int aq__ipc_reader_guard(const aq_ipc_reader *r);
+/* Makes a reader's file mapping writable copy-on-write (its writes never reach the file), for
+ * callers that hand its memory out in place; nothing for a reader of memory. */
+aq_status aq__ipc_reader_copy_on_write(aq_ipc_reader *r, aq_error *err);
 /* The most bytes one can claim to decompress from src_size compressed bytes; a larger claim is
  * a corrupt file (refused before allocating). */
 size_t aq__ipc_decompress_limit(aq_ipc_compression codec, size_t src_size);

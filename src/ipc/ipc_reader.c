@@ -51,7 +51,9 @@ struct aq_ipc_reader {
     ipc_block *blocks; /* file: record batch blocks */
     size_t n_blocks;
     size_t batches; /* record batches returned so far */
-    bool mapped;    /* data is a read-only file mapping (its pages can be dropped) */
+    bool mapped;    /* data is a private file mapping (its clean pages can be dropped) */
+    int guard;      /* the mapping's aq__mapped_add slot + 1; 0: none */
+    int fd;         /* the mapped file, open for compressed buffers (pread); -1: none */
 };
 
 /* One message: its header table, body and position. */
@@ -235,8 +237,8 @@ static aq_status bd_buffer(batch_decoder *d, const aq__ipc_field *f, struct Arro
                                      "%s: out of memory decompressing %lld bytes", d->r->where,
                                      (long long)raw);
             }
-            aq_status st =
-                aq__ipc_decompress(d->codec, p, n, dst, (size_t)raw, d->r->mapped, d->err);
+            aq_status st = aq__ipc_decompress(d->codec, p, n, d->r->fd, (size_t)(p - d->r->data),
+                                              dst, (size_t)raw, d->err);
             if (st != AQ_OK) {
                 aq__error_prefix(d->err, "%s: record batch %zu: field '%s': buffer %zu",
                                  d->r->where, d->batch, f->name, i);
@@ -722,6 +724,7 @@ static aq_status rd_create(const char *where, aq__keepalive *keep, const uint8_t
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory opening %s", where);
     }
     r->keep = keep;
+    r->fd = -1;
     r->data = data;
     r->size = size;
     r->where = malloc(strlen(where) + 1);
@@ -759,8 +762,8 @@ aq_status aq_ipc_reader_open(const char *path, aq_ipc_reader **out, aq_error *er
     size_t size = (size_t)sb.st_size;
     void *addr = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
-    close(fd);
     if (addr == MAP_FAILED) {
+        close(fd);
         return aq__error_set(err, AQ_IO, "%s: cannot map: %s", path, strerror(e));
     }
     ipc_region *m = malloc(sizeof *m);
@@ -768,12 +771,17 @@ aq_status aq_ipc_reader_open(const char *path, aq_ipc_reader **out, aq_error *er
     if (keep == NULL) {
         free(m);
         munmap(addr, size);
+        close(fd);
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory opening %s", path);
     }
     *m = (ipc_region){addr, size, true, aq__mapped_add(addr, size, path) + 1};
     st = rd_create(path, keep, addr, size, out, err);
     if (st == AQ_OK) {
         (*out)->mapped = true;
+        (*out)->guard = m->guard;
+        (*out)->fd = fd;
+    } else {
+        close(fd);
     }
     return st;
 }
@@ -782,6 +790,25 @@ bool aq__ipc_reader_in_map(const aq_ipc_reader *r, const void *p)
 {
     uintptr_t a = (uintptr_t)p, d = (uintptr_t)r->data;
     return r->mapped && a >= d && a - d < r->size;
+}
+
+int aq__ipc_reader_guard(const aq_ipc_reader *r)
+{
+    return r->mapped ? r->guard - 1 : -1;
+}
+
+aq_status aq__ipc_reader_copy_on_write(aq_ipc_reader *r, aq_error *err)
+{
+    if (!r->mapped) {
+        return AQ_OK;
+    }
+    /* A private mapping may gain PROT_WRITE whatever the file's open mode: writes then go to
+     * copies of the pages, never to the file. */
+    if (mprotect((void *)(uintptr_t)r->data, r->size, PROT_READ | PROT_WRITE) != 0) {
+        return aq__error_set(err, AQ_IO, "%s: cannot map copy-on-write: %s", r->where,
+                             strerror(errno));
+    }
+    return AQ_OK;
 }
 
 aq_status aq_ipc_reader_open_memory(const void *data, size_t size, aq_ipc_reader **out,
@@ -813,6 +840,9 @@ void aq_ipc_reader_free(aq_ipc_reader *r)
     }
     aq__ipc_field_reset(&r->schema.root);
     aq__keepalive_release(r->keep);
+    if (r->fd >= 0) {
+        close(r->fd);
+    }
     free(r->blocks);
     free(r->where);
     free(r);

@@ -72,9 +72,10 @@ static void path_in(char *out, size_t n, const char *name)
     snprintf(out, n, "%s/%s", dir, name);
 }
 
-/* Quantizes src into name with the given batch size and thread count; *batches: how many. */
-static void quantize(const char *src, const char *name, unsigned bits, size_t batch_bytes,
-                     unsigned threads, size_t *batches)
+/* Quantizes src into name with the given batch size, thread count and compression;
+ * *batches: how many. */
+static void quantize_as(const char *src, const char *name, unsigned bits, size_t batch_bytes,
+                        unsigned threads, int compression, size_t *batches)
 {
     aq_error err;
     char out[300];
@@ -88,12 +89,19 @@ static void quantize(const char *src, const char *name, unsigned bits, size_t ba
     aq_model_quantize_options o = AQ_SIZED_INIT(aq_model_quantize_options);
     o.min_elements = 1000;
     o.batch_bytes = batch_bytes;
+    o.compression = compression;
     aq_model_summary s;
     CHECK_OK(aq_model_quantize(ctx, m, out, &o, &s, &err));
     CHECK(s.tensors == N_T && s.quantized == N_Q && s.kept == 2 * N_Q);
     aq_model_free(m);
     aq_ctx_free(ctx);
     *batches = s.batches;
+}
+
+static void quantize(const char *src, const char *name, unsigned bits, size_t batch_bytes,
+                     unsigned threads, size_t *batches)
+{
+    quantize_as(src, name, bits, batch_bytes, threads, 0, batches);
 }
 
 /* Every row of file `name` equals the same row of file `ref`; the quantized rows equal
@@ -211,5 +219,86 @@ TEST(arena_batches_give_the_same_rows_2_bits)
     check_bits(2);
 }
 
+/* Rows held in place (aq_qmodel_row_hold) outlive their batch and the reader, keep their bytes
+ * while the reader gives back the pages of the rows it passes, and take writes without
+ * changing the file (a mapped file is copy-on-write). */
+static void check_holds(const char *path, const char *ref)
+{
+    aq_error err;
+    aq_qmodel *qm, *qr;
+    CHECK_OK(aq_qmodel_open(path, &qm, &err));
+    aq_qmodel_hold *none = NULL;
+    CHECK_FAILS(aq_qmodel_row_hold(qm, &none, &err), AQ_INVALID_ARGUMENT, "no current row");
+    aq_qmodel_hold *holds[N_T] = {0};
+    const uint8_t *data[N_T];
+    const float *scales[N_T];
+    size_t sizes[N_T], groups[N_T];
+    for (size_t i = 0; i < N_T; i++) {
+        const aq_qmodel_row *r;
+        CHECK_OK(aq_qmodel_next(qm, &r, &err));
+        CHECK(r != NULL);
+        if (i % 3 != 0) {
+            continue; /* kept rows: given back as the reader passes them */
+        }
+        CHECK_OK(aq_qmodel_row_hold(qm, &holds[i], &err));
+        data[i] = r->data;
+        scales[i] = r->scales;
+        sizes[i] = r->data_size;
+        groups[i] = r->groups;
+    }
+    const aq_qmodel_row *end;
+    CHECK_OK(aq_qmodel_next(qm, &end, &err));
+    CHECK(end == NULL);
+    CHECK_FAILS(aq_qmodel_row_hold(qm, &none, &err), AQ_INVALID_ARGUMENT, "no current row");
+    aq_qmodel_free(qm);
+    for (size_t i = 0; i < N_T; i += 3) {
+        CHECK_OK(aq_qmodel_hold_check(holds[i], &err));
+        ((uint8_t *)(uintptr_t)data[i])[0] ^= 0xFF;
+    }
+    CHECK_OK(aq_qmodel_open(ref, &qr, &err));
+    for (size_t i = 0; i < N_T; i++) {
+        const aq_qmodel_row *r;
+        CHECK_OK(aq_qmodel_next(qr, &r, &err));
+        if (i % 3 != 0) {
+            continue;
+        }
+        CHECK(r->data_size == sizes[i] && r->groups == groups[i]);
+        CHECK((uint8_t)(data[i][0] ^ r->data[0]) == 0xFFu);
+        CHECK(memcmp(data[i] + 1, r->data + 1, sizes[i] - 1) == 0);
+        CHECK(memcmp(scales[i], r->scales, groups[i] * 4) == 0);
+    }
+    aq_qmodel_free(qr);
+    /* Out of order: each batch goes with its last hold. */
+    for (size_t i = N_T; i-- > 0;) {
+        aq_qmodel_hold_free(holds[i]);
+    }
+    aq_qmodel_hold_free(NULL);
+}
+
+TEST(held_rows_outlive_their_batches)
+{
+    aq_error err;
+    snprintf(dir, sizeof dir, "/tmp/aq_batches_test_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    char src[300], plain[300], zstd[300], ref[300];
+    path_in(src, sizeof src, "src.safetensors");
+    CHECK_OK(write_source(src, &err));
+    size_t n;
+    quantize_as(src, "plain.arrow", 4, 150000, 1, AQ_IPC_COMPRESSION_NONE, &n);
+    CHECK(n > 3);
+    quantize_as(src, "zstd.arrow", 4, 150000, 1, AQ_IPC_COMPRESSION_ZSTD, &n);
+    quantize_as(src, "ref.arrow", 4, 150000, 1, AQ_IPC_COMPRESSION_NONE, &n);
+    path_in(plain, sizeof plain, "plain.arrow");
+    path_in(zstd, sizeof zstd, "zstd.arrow");
+    path_in(ref, sizeof ref, "ref.arrow");
+    check_holds(plain, ref);
+    check_holds(zstd, ref);
+    /* The writes went to this process's copies only. */
+    check_holds(plain, ref);
+    const char *files[] = {"src.safetensors", "plain.arrow", "zstd.arrow", "ref.arrow"};
+    clean(files, sizeof files / sizeof files[0]);
+}
+
 AQ_TEST_MAIN(AQ_CASE(arena_batches_give_the_same_rows_4_bits),
-             AQ_CASE(arena_batches_give_the_same_rows_2_bits))
+             AQ_CASE(arena_batches_give_the_same_rows_2_bits),
+             AQ_CASE(held_rows_outlive_their_batches))

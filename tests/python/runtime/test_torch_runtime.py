@@ -488,3 +488,95 @@ def test_one_shared_buffer_and_gradients(model_files, dequantize, tmp_path):
         m(x, timestep=torch.tensor([10])).sample.square().sum().backward()
         grads.append(x.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Packed buffers are the reader's memory, not copies
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "none"])
+def test_rows_held_in_place_equal_their_copies(tmp_path, quantize, compression):
+    src = tmp_path / "m.safetensors"
+    save_file(_randomize(small_unet(), 9).state_dict(), str(src))
+    out = tmp_path / "m.arrow"
+    quantize(src, out, "--bits", 4, "--min-elements", 256, "--compression", compression)
+    before = out.read_bytes()
+    copies = ext._model_rows(str(out))
+    held = ext._model_rows(str(out), hold=True)
+    assert len(copies) == len(held)
+    n = 0
+    for c, h in zip(copies, held):
+        assert c[:7] == h[:7]
+        if c[3]:
+            assert len(h) == 10 and all(type(h[k]) is bytearray for k in (7, 8, 9))
+        else:
+            n += 1
+            assert len(h) == 11 and type(h[7]).__name__ == "_HeldBuffer"
+            ext._hold_check(h[10])
+        assert [bytes(h[k]) for k in (7, 8, 9)] == [bytes(c[k]) for k in (7, 8, 9)]
+    assert n >= 8
+    # The memory outlives the list, the reader and the other rows; it is writable, and writes
+    # stay in the process (copy-on-write for a mapped file).
+    q = next(h for h in held if not h[3])
+    want = bytes(q[7])
+    t = torch.frombuffer(q[7], dtype=torch.uint8)
+    del held, q
+    import gc
+    gc.collect()
+    assert bytes(t.numpy()) == want
+    t[:16] = 0
+    assert out.read_bytes() == before
+    again = next(r for r in ext._model_rows(str(out)) if not r[3])
+    assert bytes(again[7]) == want
+
+
+def test_packed_model_from_an_uncompressed_file(model_files, tmp_path, quantize):
+    """Packed from the file's mapping: the same outputs as from a zstd file, state_dict loads
+    into it, moves let go of the file, and a file truncated while in use fails the forward
+    (its pages would read as zeros) instead of giving other outputs."""
+    cls, config, run = MODELS["UNet2DModel"]
+    _, src, config = model_files("UNet2DModel", "affine", 4)
+    files = {}
+    for c in ("zstd", "none"):
+        files[c] = tmp_path / f"m-{c}.arrow"
+        quantize(src, files[c], "--bits", 4, "--min-elements", 256, "--compression", c)
+    with torch.no_grad():
+        want = run(aqt.load_quantized(_meta(cls, config), files["zstd"]))
+        m = aqt.load_quantized(_meta(cls, config), files["none"])
+        assert all(x._file_check is not None for x in _packed_layers(m))
+        assert torch.equal(run(m), want)
+        # Loading a state dict writes into fresh buffers: the file's memory goes.
+        m2 = aqt.load_quantized(_meta(cls, config), files["none"])
+        m2.load_state_dict(aqt.load_quantized(_meta(cls, config), files["zstd"]).state_dict())
+        assert all(x._file_check is None for x in _packed_layers(m2))
+        assert torch.equal(run(m2), want)
+        import copy
+        assert torch.equal(run(copy.deepcopy(m)), want)
+        blob = io.BytesIO()
+        torch.save(m, blob)
+        blob.seek(0)
+        assert torch.equal(run(torch.load(blob, weights_only=False)), want)
+    # Truncated while the model lives: the forward that reads the lost pages fails. In a
+    # child process: the library's SIGBUS guard must be the process's handler, and a test run
+    # may have installed others since (faulthandler, ray) that do not pass faults on.
+    p = subprocess.run([sys.executable, "-c", _TRUNCATED, str(files["none"])],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
+    assert "changed while in use (truncated by another process?)" in p.stdout, p.stdout
+
+
+_TRUNCATED = """
+import os, sys, torch
+import arrow_quant_v2.torch as aqt
+sys.path.insert(0, %r)
+from diffusers_unet import small_unet
+with torch.device("meta"):
+    m = aqt.load_quantized(small_unet(), sys.argv[1])
+os.truncate(sys.argv[1], os.path.getsize(sys.argv[1]) // 8)
+try:
+    with torch.no_grad():
+        m(torch.zeros(1, 3, 16, 16), 10)
+    print("no error")
+except OSError as e:
+    print(e)
+""" % str(__import__("pathlib").Path(__file__).resolve().parents[1])
