@@ -747,18 +747,34 @@ static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
 /* ggml's rounding (no search): the reference's scalar scale, then the codes eight at a time   */
 /* ---------------------------------------------------------------------------------------- */
 
-/* The largest |x| of a 32-block into every lane; v receives the block's four vectors. */
-static inline __m256 gv_amax32(const float *x, __m256 *v)
+/* The largest |x| of a 32-block, as bits, into every lane; v receives the block's four
+ * vectors. The bits of a magnitude order as its value, and a NaN's above +Inf's: the result
+ * is 0x7f800000 or more exactly when the block holds an element that is not finite. */
+static inline __m256i gv_amax32(const float *x, __m256 *v)
 {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 a = _mm256_setzero_ps();
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
+    __m256i a = _mm256_setzero_si256();
     for (unsigned k = 0; k < 4; k++) {
         v[k] = _mm256_loadu_ps(x + 8 * k);
-        a = _mm256_max_ps(a, _mm256_andnot_ps(sign, v[k]));
+        a = _mm256_max_epi32(a, _mm256_and_si256(_mm256_castps_si256(v[k]), mag));
     }
-    a = _mm256_max_ps(a, _mm256_permute2f128_ps(a, a, 1));
-    a = _mm256_max_ps(a, _mm256_shuffle_ps(a, a, _MM_SHUFFLE(1, 0, 3, 2)));
-    return _mm256_max_ps(a, _mm256_shuffle_ps(a, a, _MM_SHUFFLE(2, 3, 0, 1)));
+    a = _mm256_max_epi32(a, _mm256_permute2x128_si256(a, a, 1));
+    a = _mm256_max_epi32(a, _mm256_shuffle_epi32(a, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_max_epi32(a, _mm256_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+/* What the rounding encoders return: nb * 32, or the index of the first element that is not
+ * finite, searched from block `bad` (the first whose largest magnitude says so). */
+static size_t gv_round_result(const float *x, size_t nb, size_t bad)
+{
+    if (bad == SIZE_MAX) {
+        return nb * GG_QK;
+    }
+    size_t i = bad * GG_QK;
+    while (isfinite(x[i])) {
+        i++;
+    }
+    return i;
 }
 
 /* roundf: nearest, halves away from zero, as trunc(p + copysign(0.49999997, p)): the sum
@@ -783,20 +799,26 @@ static inline __m256 gv_round_scales(const float *m, float div, uint16_t *dh)
     return _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
 }
 
-static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+/* Blocks that are not finite give bytes of no meaning; every operation stays defined on
+ * them (a product that is not finite converts to INT32_MIN and from there to code 0). */
+static size_t gg_round_q8_0(const float *x, size_t nb, uint8_t *out)
 {
-    (void)w;
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const __m256i imin = _mm256_set1_epi32(INT32_MIN);
-    _Alignas(32) float amax[8] = {0}, id[8];
+    _Alignas(32) uint32_t amax[8] = {0};
+    _Alignas(32) float id[8];
     uint16_t dh[8];
+    size_t bad = SIZE_MAX;
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
         for (size_t k = 0; k < m; k++) {
             __m256 v[4];
-            amax[k] = _mm256_cvtss_f32(gv_amax32(x + (b + k) * GG_QK, v));
+            amax[k] = (uint32_t)_mm256_cvtsi256_si32(gv_amax32(x + (b + k) * GG_QK, v));
+            if (amax[k] >= 0x7f800000u && bad == SIZE_MAX) {
+                bad = b + k;
+            }
         }
-        _mm256_store_ps(id, gv_round_scales(amax, 127.0f, dh));
+        _mm256_store_ps(id, gv_round_scales((const float *)(const void *)amax, 127.0f, dh));
         for (size_t k = 0; k < m; k++) {
             const float *xb = x + (b + k) * GG_QK;
             uint8_t *o = out + (b + k) * 34;
@@ -816,32 +838,39 @@ static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *ou
             _mm256_storeu_si256((__m256i *)(o + 2), _mm256_permutevar8x32_epi32(p, order));
         }
     }
+    return gv_round_result(x, nb, bad);
 }
 
 /* Q4_0 (half 8) and Q5_0 (half 16), as the reference's gg_round_sym. */
-static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
+static size_t gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
 {
     const size_t bytes = half == 8 ? 18 : 22;
     const __m256i top = _mm256_set1_epi32(2 * half - 1), fifteen = _mm256_set1_epi32(15);
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
     const __m256 off = _mm256_set1_ps((float)half + 0.5f);
     _Alignas(32) float mx[8] = {0}, id[8];
     uint16_t dh[8];
+    size_t bad = SIZE_MAX;
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
         for (size_t k = 0; k < m; k++) {
             const float *xb = x + (b + k) * GG_QK;
             __m256 v[4];
-            const __m256 va = gv_amax32(xb, v);
+            const __m256i va = gv_amax32(xb, v);
+            const uint32_t amax = (uint32_t)_mm256_cvtsi256_si32(va);
+            if (amax >= 0x7f800000u && bad == SIZE_MAX) {
+                bad = b + k;
+            }
             /* The reference keeps the first element of largest magnitude, or its start +0
-             * when every element is +-0. */
-            const __m256 sign = _mm256_set1_ps(-0.0f);
+             * when every element is +-0. Equal magnitudes are equal bits; the block's
+             * largest is among them, so the mask is never empty. */
             uint32_t at = 0;
             for (unsigned j = 0; j < 4; j++) {
-                at |= (uint32_t)_mm256_movemask_ps(
-                          _mm256_cmp_ps(_mm256_andnot_ps(sign, v[j]), va, _CMP_EQ_OQ))
+                const __m256i a = _mm256_and_si256(_mm256_castps_si256(v[j]), mag);
+                at |= (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a, va)))
                       << (8 * j);
             }
-            mx[k] = _mm256_cvtss_f32(va) != 0.0f ? xb[__builtin_ctz(at)] : 0.0f;
+            mx[k] = amax != 0 ? xb[__builtin_ctz(at)] : 0.0f;
         }
         _mm256_store_ps(id, gv_round_scales(mx, (float)-half, dh));
         for (size_t k = 0; k < m; k++) {
@@ -876,18 +905,17 @@ static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
             _mm_storeu_si128((__m128i *)(o + (half == 8 ? 2 : 6)), b16);
         }
     }
+    return gv_round_result(x, nb, bad);
 }
 
-static void gg_round_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+static size_t gg_round_q4_0(const float *x, size_t nb, uint8_t *out)
 {
-    (void)w;
-    gg_round_sym(x, nb, out, 8);
+    return gg_round_sym(x, nb, out, 8);
 }
 
-static void gg_round_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+static size_t gg_round_q5_0(const float *x, size_t nb, uint8_t *out)
 {
-    (void)w;
-    gg_round_sym(x, nb, out, 16);
+    return gg_round_sym(x, nb, out, 16);
 }
 
 const aq__ggml_kernels aq__ggml_kernels_avx2 = GG_KERNELS_TABLE("avx2");
