@@ -110,6 +110,16 @@ static inline __m256 gv_rclamp(__m256 v, __m256 lo, __m256 hi)
     return _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
 }
 
+/* gv_rclamp in one rounding instruction, for the sums of the symmetric searches only: the
+ * same integer (nearest even; the clamp keeps |v| <= 255), but -0 where gv_rclamp gives +0,
+ * and there that sign does not show: x - d q is x, and a product of it adds a zero to a sum
+ * that starts at +0. */
+static inline __m256 gv_rclamp_sum(__m256 v, __m256 lo, __m256 hi)
+{
+    return _mm256_round_ps(_mm256_min_ps(hi, _mm256_max_ps(lo, v)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
 static inline __m256 gv_abs(__m256 v)
 {
     return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
@@ -161,7 +171,7 @@ GV_INLINE void gv_sym_err_n(const gv_group *g, unsigned n, const __m256 *d, unsi
         for (unsigned i = l; i < n; i += GG_LANES) {
             const __m256 x = gv_x(g, i);
             for (unsigned c = 0; c < nd; c++) {
-                const __m256 q = gv_rclamp(_mm256_mul_ps(x, id[c]), qmin, qmax);
+                const __m256 q = gv_rclamp_sum(_mm256_mul_ps(x, id[c]), qmin, qmax);
                 const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d[c], q));
                 const __m256 wr = wtd ? _mm256_mul_ps(gv_w(g, i), r) : r;
                 acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wr, r));
@@ -192,7 +202,7 @@ GV_INLINE void gv_sym_refit_n(const gv_group *g, unsigned n, const __m256 *d0, u
             const __m256 x = gv_x(g, i);
             const __m256 wx = wtd ? _mm256_mul_ps(gv_w(g, i), x) : x;
             for (unsigned c = 0; c < nd; c++) {
-                const __m256 q = gv_rclamp(_mm256_mul_ps(x, id[c]), qmin, qmax);
+                const __m256 q = gv_rclamp_sum(_mm256_mul_ps(x, id[c]), qmin, qmax);
                 const __m256 wq = wtd ? _mm256_mul_ps(gv_w(g, i), q) : q;
                 axq[c] = _mm256_add_ps(axq[c], _mm256_mul_ps(wx, q));
                 aqq[c] = _mm256_add_ps(aqq[c], _mm256_mul_ps(wq, q));
