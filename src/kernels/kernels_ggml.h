@@ -17,6 +17,13 @@
  * element: the encoder minimises sum w (x - x_hat)^2. */
 typedef void (*aq__ggml_encode_fn)(const float *x, const float *w, size_t nblocks, uint8_t *out);
 
+/* ggml's rounding, no search (Q8_0, Q4_0, Q5_0: 32-element blocks): encodes nblocks blocks of
+ * x into out as aq__ggml_encode_fn does, without importance, and takes any floats: it returns
+ * the index of the first element of x that is NaN or +-Inf, or nblocks * 32 when every one is
+ * finite (then, and only then, the bytes are defined). Checking as they encode keeps these
+ * encoders at one pass over their input. */
+typedef size_t (*aq__ggml_round_fn)(const float *x, size_t nblocks, uint8_t *out);
+
 /* Decodes nblocks blocks into float32, with the arithmetic of ggml's reference decoder (and
  * gguf-py's), so that the floats are the same bit for bit. */
 typedef void (*aq__ggml_decode_fn)(const uint8_t *in, size_t nblocks, float *out);
@@ -30,8 +37,8 @@ typedef struct aq__ggml_traits {
     aq__ggml_encode_fn encode_ref; /* NULL: the type is read only */
     aq__ggml_decode_fn decode_ref;
     /* ggml's own rounding, no search (Q8_0, Q4_0, Q5_0; else NULL): ggml's reference
-     * quantizer's bytes, for AQ_PARAM_GGUF_SEARCH 0. It ignores the importance. */
-    aq__ggml_encode_fn encode_round_ref;
+     * quantizer's bytes, for AQ_PARAM_GGUF_SEARCH 0. */
+    aq__ggml_round_fn encode_round_ref;
 } aq__ggml_traits;
 
 /* The encoders and decoders of one instruction set, by type id (NULL: the type has none). */
@@ -39,7 +46,7 @@ typedef struct aq__ggml_kernels {
     const char *name;
     aq__ggml_encode_fn encode[AQ__GGML_SLOTS];
     aq__ggml_decode_fn decode[AQ__GGML_SLOTS];
-    aq__ggml_encode_fn encode_round[AQ__GGML_SLOTS]; /* as the traits' encode_round_ref */
+    aq__ggml_round_fn encode_round[AQ__GGML_SLOTS]; /* as the traits' encode_round_ref */
 } aq__ggml_kernels;
 
 extern const aq__ggml_kernels aq__ggml_kernels_ref;

@@ -7,10 +7,12 @@
  * vector), so that a reference lane is a loop step here. The choices (which candidate wins,
  * ties included) follow the reference's order, a candidate the reference skips is masked out,
  * and gg_code's rounding of a scale code is gv_rclamp's (both round to nearest even within the
- * code range), so the bytes are the same on every input. The decoders of the written types do
- * the reference's one float32 product (and difference) per element, eight at a time.
- * tests/kernels/test_ggml_kernels.c checks both. The only symbol is the table
- * aq__ggml_kernels_avx2, handed out with the AVX2 and AVX-512 kernel tables.
+ * code range), so the bytes are the same on every input. Candidate scales that the reference
+ * tries one after the other share a pass over the data here (up to GV_BATCH, each with its own
+ * sums), and without importance the products by a weight of 1 are left out (they are exact). The
+ * decoders of the written types do the reference's one float32 product (and difference) per
+ * element, eight at a time. tests/kernels/test_ggml_kernels.c checks both. The only symbol is the
+ * table aq__ggml_kernels_avx2, handed out with the AVX2 and AVX-512 kernel tables.
  */
 #define GG_SIMD 1
 #include "kernels_ggml_body.h"
@@ -108,6 +110,16 @@ static inline __m256 gv_rclamp(__m256 v, __m256 lo, __m256 hi)
     return _mm256_sub_ps(_mm256_add_ps(v, magic), magic);
 }
 
+/* gv_rclamp in one rounding instruction, for the sums of the symmetric searches only: the
+ * same integer (nearest even; the clamp keeps |v| <= 255), but -0 where gv_rclamp gives +0,
+ * and there that sign does not show: x - d q is x, and a product of it adds a zero to a sum
+ * that starts at +0. */
+static inline __m256 gv_rclamp_sum(__m256 v, __m256 lo, __m256 hi)
+{
+    return _mm256_round_ps(_mm256_min_ps(hi, _mm256_max_ps(lo, v)),
+                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
 static inline __m256 gv_abs(__m256 v)
 {
     return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
@@ -133,45 +145,145 @@ static inline __m256 gv_inv_nz(__m256 d)
     return _mm256_and_ps(nz, _mm256_div_ps(_mm256_set1_ps(1.0f), d));
 }
 
-/* gg_sym_err per lane. */
-static __m256 gv_sym_err(const gv_group *g, unsigned n, __m256 d, __m256 qmin, __m256 qmax)
+/* At most this many candidate scales share one pass over a group (registers bound it). The
+ * batched passes are inlined where the count is a constant, so that their sums stay in
+ * registers (gv_sym_batch). */
+#define GV_BATCH 4u
+#define GV_INLINE static inline __attribute__((always_inline))
+
+/* gg_sym_err per lane, of nd (<= GV_BATCH) candidate scales d[] in one pass over the group:
+ * each candidate keeps its own sums, in the reference's order, so e[c] is gg_sym_err of d[c]
+ * bit for bit; the candidates share the loads and run side by side. wtd false: the group has
+ * no weights, and the products by a weight of 1 (exact) are left out. */
+GV_INLINE void gv_sym_err_n(const gv_group *g, unsigned n, const __m256 *d, unsigned nd, bool wtd,
+                            __m256 qmin, __m256 qmax, __m256 *e)
 {
-    const __m256 id = gv_inv_nz(d);
+    __m256 id[GV_BATCH];
+    for (unsigned c = 0; c < nd; c++) {
+        id[c] = gv_inv_nz(d[c]);
+        e[c] = _mm256_setzero_ps();
+    }
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 acc[GV_BATCH];
+        for (unsigned c = 0; c < nd; c++) {
+            acc[c] = _mm256_setzero_ps();
+        }
+        for (unsigned i = l; i < n; i += GG_LANES) {
+            const __m256 x = gv_x(g, i);
+            for (unsigned c = 0; c < nd; c++) {
+                const __m256 q = gv_rclamp_sum(_mm256_mul_ps(x, id[c]), qmin, qmax);
+                const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d[c], q));
+                const __m256 wr = wtd ? _mm256_mul_ps(gv_w(g, i), r) : r;
+                acc[c] = _mm256_add_ps(acc[c], _mm256_mul_ps(wr, r));
+            }
+        }
+        for (unsigned c = 0; c < nd; c++) {
+            e[c] = _mm256_add_ps(e[c], acc[c]);
+        }
+    }
+}
+
+/* gg_sym_refit per lane, of nd (<= GV_BATCH) starting scales d0[] in one pass, as
+ * gv_sym_err_n: d[c] is gg_sym_refit of d0[c] bit for bit. */
+GV_INLINE void gv_sym_refit_n(const gv_group *g, unsigned n, const __m256 *d0, unsigned nd,
+                              bool wtd, __m256 qmin, __m256 qmax, __m256 *d)
+{
+    __m256 id[GV_BATCH], sxq[GV_BATCH], sqq[GV_BATCH];
+    for (unsigned c = 0; c < nd; c++) {
+        id[c] = _mm256_div_ps(_mm256_set1_ps(1.0f), d0[c]);
+        sxq[c] = sqq[c] = _mm256_setzero_ps();
+    }
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 axq[GV_BATCH], aqq[GV_BATCH];
+        for (unsigned c = 0; c < nd; c++) {
+            axq[c] = aqq[c] = _mm256_setzero_ps();
+        }
+        for (unsigned i = l; i < n; i += GG_LANES) {
+            const __m256 x = gv_x(g, i);
+            const __m256 wx = wtd ? _mm256_mul_ps(gv_w(g, i), x) : x;
+            for (unsigned c = 0; c < nd; c++) {
+                const __m256 q = gv_rclamp_sum(_mm256_mul_ps(x, id[c]), qmin, qmax);
+                const __m256 wq = wtd ? _mm256_mul_ps(gv_w(g, i), q) : q;
+                axq[c] = _mm256_add_ps(axq[c], _mm256_mul_ps(wx, q));
+                aqq[c] = _mm256_add_ps(aqq[c], _mm256_mul_ps(wq, q));
+            }
+        }
+        for (unsigned c = 0; c < nd; c++) {
+            sxq[c] = _mm256_add_ps(sxq[c], axq[c]);
+            sqq[c] = _mm256_add_ps(sqq[c], aqq[c]);
+        }
+    }
+    for (unsigned c = 0; c < nd; c++) {
+        const __m256 pos = _mm256_cmp_ps(sqq[c], _mm256_setzero_ps(), _CMP_GT_OQ);
+        d[c] = _mm256_blendv_ps(d0[c], _mm256_div_ps(sxq[c], sqq[c]), pos);
+    }
+}
+
+/* gg_sym_err per lane of the scale 0: every code is 0 and x - 0 * 0 is x, so the error is the
+ * sum of w x x, in the same order. */
+static __m256 gv_sym_err0(const gv_group *g, unsigned n)
+{
+    const bool wtd = g->wt != gv_ones;
     __m256 t = _mm256_setzero_ps();
     for (unsigned l = 0; l < GG_LANES; l++) {
         __m256 acc = _mm256_setzero_ps();
         for (unsigned i = l; i < n; i += GG_LANES) {
             const __m256 x = gv_x(g, i);
-            const __m256 q = gv_rclamp(_mm256_mul_ps(x, id), qmin, qmax);
-            const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(d, q));
-            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_mul_ps(gv_w(g, i), r), r));
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(wtd ? _mm256_mul_ps(gv_w(g, i), x) : x, x));
         }
         t = _mm256_add_ps(t, acc);
     }
     return t;
 }
 
-/* gg_sym_refit per lane. */
-static __m256 gv_sym_refit(const gv_group *g, unsigned n, __m256 d0, __m256 qmin, __m256 qmax)
+/* The batched passes with nd and the weights' presence as constants of each call (see
+ * GV_BATCH). */
+#define GV_BATCH_CALL(F, ...)                                \
+    do {                                                     \
+        const bool wtd_ = g->wt != gv_ones;                  \
+        switch (nd * 2 + wtd_) {                             \
+        case 9:                                              \
+            F(g, n, __VA_ARGS__, 4, true, qmin, qmax, out);  \
+            break;                                           \
+        case 8:                                              \
+            F(g, n, __VA_ARGS__, 4, false, qmin, qmax, out); \
+            break;                                           \
+        case 7:                                              \
+            F(g, n, __VA_ARGS__, 3, true, qmin, qmax, out);  \
+            break;                                           \
+        case 6:                                              \
+            F(g, n, __VA_ARGS__, 3, false, qmin, qmax, out); \
+            break;                                           \
+        case 5:                                              \
+            F(g, n, __VA_ARGS__, 2, true, qmin, qmax, out);  \
+            break;                                           \
+        case 4:                                              \
+            F(g, n, __VA_ARGS__, 2, false, qmin, qmax, out); \
+            break;                                           \
+        case 3:                                              \
+            F(g, n, __VA_ARGS__, 1, true, qmin, qmax, out);  \
+            break;                                           \
+        default:                                             \
+            F(g, n, __VA_ARGS__, 1, false, qmin, qmax, out); \
+            break;                                           \
+        }                                                    \
+    } while (0)
+
+static void gv_sym_err_batch(const gv_group *g, unsigned n, const __m256 *d, unsigned nd,
+                             __m256 qmin, __m256 qmax, __m256 *out)
 {
-    const __m256 id = _mm256_div_ps(_mm256_set1_ps(1.0f), d0);
-    __m256 sxq = _mm256_setzero_ps(), sqq = _mm256_setzero_ps();
-    for (unsigned l = 0; l < GG_LANES; l++) {
-        __m256 axq = _mm256_setzero_ps(), aqq = _mm256_setzero_ps();
-        for (unsigned i = l; i < n; i += GG_LANES) {
-            const __m256 x = gv_x(g, i), w = gv_w(g, i);
-            const __m256 q = gv_rclamp(_mm256_mul_ps(x, id), qmin, qmax);
-            axq = _mm256_add_ps(axq, _mm256_mul_ps(_mm256_mul_ps(w, x), q));
-            aqq = _mm256_add_ps(aqq, _mm256_mul_ps(_mm256_mul_ps(w, q), q));
-        }
-        sxq = _mm256_add_ps(sxq, axq);
-        sqq = _mm256_add_ps(sqq, aqq);
-    }
-    const __m256 pos = _mm256_cmp_ps(sqq, _mm256_setzero_ps(), _CMP_GT_OQ);
-    return _mm256_blendv_ps(d0, _mm256_div_ps(sxq, sqq), pos);
+    GV_BATCH_CALL(gv_sym_err_n, d);
 }
 
-/* gg_sym_search per lane. */
+static void gv_sym_refit_batch(const gv_group *g, unsigned n, const __m256 *d0, unsigned nd,
+                               __m256 qmin, __m256 qmax, __m256 *out)
+{
+    GV_BATCH_CALL(gv_sym_refit_n, d0);
+}
+
+/* gg_sym_search per lane. The candidates the reference tries one after the other are tried
+ * GV_BATCH at a time (each pass over the group serves them all), and the best is then taken
+ * in the reference's order. */
 static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_i, unsigned ncand,
                             unsigned back, float step, bool f16)
 {
@@ -187,36 +299,52 @@ static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_
         vmax = _mm256_blendv_ps(vmax, x, _mm256_cmp_ps(gv_abs(x), amax, _CMP_EQ_OQ));
     }
     __m256 best_d = zero;
-    __m256 best_e = gv_sym_err(g, n, zero, qmin, qmax);
+    __m256 best_e = gv_sym_err0(g, n);
+    /* The starting scales the reference refits, in its order, with the lanes where it goes
+     * on (a scale that is 0 or not finite is skipped). */
+    __m256 start[2 * 16], ok0[2 * 16];
+    unsigned nc = 0;
     for (unsigned side = 0; side < 2; side++) {
-        for (unsigned c = 0; c < ncand; c++) {
+        for (unsigned c = 0; c < ncand && nc < 2 * 16; c++) {
             const float o = ((float)c - (float)back) * step;
             const float L = side == 0 ? (float)qmin_i + o : (float)qmax_i - o;
             if (L == 0.0f) {
                 continue;
             }
-            __m256 cand[2];
-            cand[0] = _mm256_div_ps(vmax, _mm256_set1_ps(L));
+            __m256 c0 = _mm256_div_ps(vmax, _mm256_set1_ps(L));
             if (f16) {
-                cand[0] = gv_f16_round(cand[0]);
+                c0 = gv_f16_round(c0);
             }
-            const __m256 ok0 =
-                _mm256_and_ps(_mm256_cmp_ps(cand[0], zero, _CMP_NEQ_UQ), gv_isfinite(cand[0]));
-            if (_mm256_movemask_ps(ok0) == 0) {
+            const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(c0, zero, _CMP_NEQ_UQ), gv_isfinite(c0));
+            if (_mm256_movemask_ps(ok) == 0) {
                 continue;
             }
-            cand[1] = gv_sym_refit(g, n, cand[0], qmin, qmax);
+            start[nc] = c0;
+            ok0[nc++] = ok;
+        }
+    }
+    for (unsigned c0 = 0; c0 < nc; c0 += GV_BATCH) {
+        const unsigned m = nc - c0 < GV_BATCH ? nc - c0 : GV_BATCH;
+        __m256 cand[2][GV_BATCH], e[2][GV_BATCH];
+        gv_sym_refit_batch(g, n, start + c0, m, qmin, qmax, cand[1]);
+        for (unsigned c = 0; c < m; c++) {
+            cand[0][c] = start[c0 + c];
             if (f16) {
-                cand[1] = gv_f16_round(cand[1]);
+                cand[1][c] = gv_f16_round(cand[1][c]);
             }
+        }
+        if (f16) {
+            gv_sym_err_batch(g, n, cand[0], m, qmin, qmax, e[0]);
+        }
+        gv_sym_err_batch(g, n, cand[1], m, qmin, qmax, e[1]);
+        for (unsigned c = 0; c < m; c++) {
             for (unsigned k = f16 ? 0 : 1; k < 2; k++) {
-                const __m256 ok =
-                    _mm256_and_ps(ok0, _mm256_and_ps(_mm256_cmp_ps(cand[k], zero, _CMP_NEQ_UQ),
-                                                     gv_isfinite(cand[k])));
-                const __m256 e = gv_sym_err(g, n, cand[k], qmin, qmax);
-                const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, best_e, _CMP_LT_OQ));
-                best_e = _mm256_blendv_ps(best_e, e, better);
-                best_d = _mm256_blendv_ps(best_d, cand[k], better);
+                const __m256 ok = _mm256_and_ps(
+                    ok0[c0 + c], _mm256_and_ps(_mm256_cmp_ps(cand[k][c], zero, _CMP_NEQ_UQ),
+                                               gv_isfinite(cand[k][c])));
+                const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e[k][c], best_e, _CMP_LT_OQ));
+                best_e = _mm256_blendv_ps(best_e, e[k][c], better);
+                best_d = _mm256_blendv_ps(best_d, cand[k][c], better);
             }
         }
     }
@@ -229,12 +357,17 @@ static void gv_codes_sym(const gv_group *g, unsigned n, __m256 d, int qmin, int 
 {
     const __m256 id = gv_inv_nz(d);
     const __m256 lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
-    for (unsigned i = 0; i < n; i++) {
-        _Alignas(32) int32_t t[8];
-        _mm256_store_si256((__m256i *)t,
-                           _mm256_cvtps_epi32(gv_rclamp(_mm256_mul_ps(gv_x(g, i), id), lo, hi)));
+    /* Eight elements of every lane at a time, transposed back: r[k] then holds elements
+     * i0..i0+7 of lane k (n is a multiple of 8). */
+    for (unsigned i0 = 0; i0 < n; i0 += 8) {
+        __m256 r[8];
+        for (unsigned i = 0; i < 8; i++) {
+            r[i] = _mm256_castsi256_ps(
+                _mm256_cvtps_epi32(gv_rclamp(_mm256_mul_ps(gv_x(g, i0 + i), id), lo, hi)));
+        }
+        gv_transpose8(r);
         for (size_t k = 0; k < m; k++) {
-            q[k * stride + i] = t[k];
+            _mm256_storeu_si256((__m256i *)(q + k * stride + i0), _mm256_castps_si256(r[k]));
         }
     }
 }
@@ -263,15 +396,19 @@ static __m256 gv_super_half(const gv_group *g, const float *s, float d, int qmin
     const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
     const __m256 c0 =
         d != 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s), dv), lo, hi) : _mm256_setzero_ps();
-    __m256 best = c0, be = _mm256_set1_ps(INFINITY);
+    __m256 a[3], dk[3], e[3];
     for (int o = -1; o <= 1; o++) {
-        const __m256 a = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
+        a[o + 1] = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
+        dk[o + 1] = _mm256_mul_ps(dv, a[o + 1]);
+    }
+    gv_sym_err_batch(g, 16, dk, 3, ql, qh, e);
+    __m256 best = c0, be = _mm256_set1_ps(INFINITY);
+    for (unsigned k = 0; k < 3; k++) {
         const __m256 ok =
-            _mm256_and_ps(_mm256_cmp_ps(a, lo, _CMP_GE_OQ), _mm256_cmp_ps(a, hi, _CMP_LE_OQ));
-        const __m256 e = gv_sym_err(g, 16, _mm256_mul_ps(dv, a), ql, qh);
-        const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e, be, _CMP_LT_OQ));
-        be = _mm256_blendv_ps(be, e, better);
-        best = _mm256_blendv_ps(best, a, better);
+            _mm256_and_ps(_mm256_cmp_ps(a[k], lo, _CMP_GE_OQ), _mm256_cmp_ps(a[k], hi, _CMP_LE_OQ));
+        const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e[k], be, _CMP_LT_OQ));
+        be = _mm256_blendv_ps(be, e[k], better);
+        best = _mm256_blendv_ps(best, a[k], better);
     }
     *err = be;
     return best;
@@ -747,18 +884,34 @@ static void gg_decode_bf16(const uint8_t *in, size_t n, float *y)
 /* ggml's rounding (no search): the reference's scalar scale, then the codes eight at a time   */
 /* ---------------------------------------------------------------------------------------- */
 
-/* The largest |x| of a 32-block into every lane; v receives the block's four vectors. */
-static inline __m256 gv_amax32(const float *x, __m256 *v)
+/* The largest |x| of a 32-block, as bits, into every lane; v receives the block's four
+ * vectors. The bits of a magnitude order as its value, and a NaN's above +Inf's: the result
+ * is 0x7f800000 or more exactly when the block holds an element that is not finite. */
+static inline __m256i gv_amax32(const float *x, __m256 *v)
 {
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    __m256 a = _mm256_setzero_ps();
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
+    __m256i a = _mm256_setzero_si256();
     for (unsigned k = 0; k < 4; k++) {
         v[k] = _mm256_loadu_ps(x + 8 * k);
-        a = _mm256_max_ps(a, _mm256_andnot_ps(sign, v[k]));
+        a = _mm256_max_epi32(a, _mm256_and_si256(_mm256_castps_si256(v[k]), mag));
     }
-    a = _mm256_max_ps(a, _mm256_permute2f128_ps(a, a, 1));
-    a = _mm256_max_ps(a, _mm256_shuffle_ps(a, a, _MM_SHUFFLE(1, 0, 3, 2)));
-    return _mm256_max_ps(a, _mm256_shuffle_ps(a, a, _MM_SHUFFLE(2, 3, 0, 1)));
+    a = _mm256_max_epi32(a, _mm256_permute2x128_si256(a, a, 1));
+    a = _mm256_max_epi32(a, _mm256_shuffle_epi32(a, _MM_SHUFFLE(1, 0, 3, 2)));
+    return _mm256_max_epi32(a, _mm256_shuffle_epi32(a, _MM_SHUFFLE(2, 3, 0, 1)));
+}
+
+/* What the rounding encoders return: nb * 32, or the index of the first element that is not
+ * finite, searched from block `bad` (the first whose largest magnitude says so). */
+static size_t gv_round_result(const float *x, size_t nb, size_t bad)
+{
+    if (bad == SIZE_MAX) {
+        return nb * GG_QK;
+    }
+    size_t i = bad * GG_QK;
+    while (isfinite(x[i])) {
+        i++;
+    }
+    return i;
 }
 
 /* roundf: nearest, halves away from zero, as trunc(p + copysign(0.49999997, p)): the sum
@@ -783,20 +936,26 @@ static inline __m256 gv_round_scales(const float *m, float div, uint16_t *dh)
     return _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
 }
 
-static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+/* Blocks that are not finite give bytes of no meaning; every operation stays defined on
+ * them (a product that is not finite converts to INT32_MIN and from there to code 0). */
+static size_t gg_round_q8_0(const float *x, size_t nb, uint8_t *out)
 {
-    (void)w;
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     const __m256i imin = _mm256_set1_epi32(INT32_MIN);
-    _Alignas(32) float amax[8] = {0}, id[8];
+    _Alignas(32) uint32_t amax[8] = {0};
+    _Alignas(32) float id[8];
     uint16_t dh[8];
+    size_t bad = SIZE_MAX;
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
         for (size_t k = 0; k < m; k++) {
             __m256 v[4];
-            amax[k] = _mm256_cvtss_f32(gv_amax32(x + (b + k) * GG_QK, v));
+            amax[k] = (uint32_t)_mm256_cvtsi256_si32(gv_amax32(x + (b + k) * GG_QK, v));
+            if (amax[k] >= 0x7f800000u && bad == SIZE_MAX) {
+                bad = b + k;
+            }
         }
-        _mm256_store_ps(id, gv_round_scales(amax, 127.0f, dh));
+        _mm256_store_ps(id, gv_round_scales((const float *)(const void *)amax, 127.0f, dh));
         for (size_t k = 0; k < m; k++) {
             const float *xb = x + (b + k) * GG_QK;
             uint8_t *o = out + (b + k) * 34;
@@ -816,32 +975,39 @@ static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *ou
             _mm256_storeu_si256((__m256i *)(o + 2), _mm256_permutevar8x32_epi32(p, order));
         }
     }
+    return gv_round_result(x, nb, bad);
 }
 
 /* Q4_0 (half 8) and Q5_0 (half 16), as the reference's gg_round_sym. */
-static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
+static size_t gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
 {
     const size_t bytes = half == 8 ? 18 : 22;
     const __m256i top = _mm256_set1_epi32(2 * half - 1), fifteen = _mm256_set1_epi32(15);
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
     const __m256 off = _mm256_set1_ps((float)half + 0.5f);
     _Alignas(32) float mx[8] = {0}, id[8];
     uint16_t dh[8];
+    size_t bad = SIZE_MAX;
     for (size_t b = 0; b < nb; b += 8) {
         const size_t m = nb - b < 8 ? nb - b : 8;
         for (size_t k = 0; k < m; k++) {
             const float *xb = x + (b + k) * GG_QK;
             __m256 v[4];
-            const __m256 va = gv_amax32(xb, v);
+            const __m256i va = gv_amax32(xb, v);
+            const uint32_t amax = (uint32_t)_mm256_cvtsi256_si32(va);
+            if (amax >= 0x7f800000u && bad == SIZE_MAX) {
+                bad = b + k;
+            }
             /* The reference keeps the first element of largest magnitude, or its start +0
-             * when every element is +-0. */
-            const __m256 sign = _mm256_set1_ps(-0.0f);
+             * when every element is +-0. Equal magnitudes are equal bits; the block's
+             * largest is among them, so the mask is never empty. */
             uint32_t at = 0;
             for (unsigned j = 0; j < 4; j++) {
-                at |= (uint32_t)_mm256_movemask_ps(
-                          _mm256_cmp_ps(_mm256_andnot_ps(sign, v[j]), va, _CMP_EQ_OQ))
+                const __m256i a = _mm256_and_si256(_mm256_castps_si256(v[j]), mag);
+                at |= (uint32_t)_mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(a, va)))
                       << (8 * j);
             }
-            mx[k] = _mm256_cvtss_f32(va) != 0.0f ? xb[__builtin_ctz(at)] : 0.0f;
+            mx[k] = amax != 0 ? xb[__builtin_ctz(at)] : 0.0f;
         }
         _mm256_store_ps(id, gv_round_scales(mx, (float)-half, dh));
         for (size_t k = 0; k < m; k++) {
@@ -876,18 +1042,17 @@ static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
             _mm_storeu_si128((__m128i *)(o + (half == 8 ? 2 : 6)), b16);
         }
     }
+    return gv_round_result(x, nb, bad);
 }
 
-static void gg_round_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+static size_t gg_round_q4_0(const float *x, size_t nb, uint8_t *out)
 {
-    (void)w;
-    gg_round_sym(x, nb, out, 8);
+    return gg_round_sym(x, nb, out, 8);
 }
 
-static void gg_round_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+static size_t gg_round_q5_0(const float *x, size_t nb, uint8_t *out)
 {
-    (void)w;
-    gg_round_sym(x, nb, out, 16);
+    return gg_round_sym(x, nb, out, 16);
 }
 
 const aq__ggml_kernels aq__ggml_kernels_avx2 = GG_KERNELS_TABLE("avx2");

@@ -616,9 +616,22 @@ static uint16_t gg_round_scale(float d)
     return aq__f32_to_f16(d > 65504.0f ? 65504.0f : d < -65504.0f ? -65504.0f : d);
 }
 
-static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *out)
+/* The index of the first element of x[0..n) that is not finite, or n. */
+static size_t gg_round_first_bad(const float *x, size_t n)
 {
-    (void)w;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i])) {
+            return i;
+        }
+    }
+    return n;
+}
+
+/* A block that is not finite gives bytes of no meaning, but the arithmetic below stays
+ * defined on it (every conversion is guarded). */
+static size_t gg_round_q8_0(const float *x, size_t nb, uint8_t *out)
+{
+    const float *const x0 = x;
     for (size_t b = 0; b < nb; b++, x += GG_QK, out += 34) {
         float amax = 0.0f;
         for (unsigned i = 0; i < GG_QK; i++) {
@@ -632,13 +645,15 @@ static void gg_round_q8_0(const float *x, const float *w, size_t nb, uint8_t *ou
             out[2 + i] = (uint8_t)(int8_t)(fabsf(p) <= 128.0f ? (int)roundf(p) : 0);
         }
     }
+    return gg_round_first_bad(x0, nb * GG_QK);
 }
 
 /* Q4_0 (half 8) and Q5_0 (half 16). */
-static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
+static size_t gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
 {
     const size_t bytes = half == 8 ? 18 : 22;
     const int top = 2 * half - 1;
+    const float *const x0 = x;
     for (size_t b = 0; b < nb; b++, x += GG_QK, out += bytes) {
         float amax = 0.0f, m = 0.0f;
         for (unsigned i = 0; i < GG_QK; i++) {
@@ -666,18 +681,17 @@ static void gg_round_sym(const float *x, size_t nb, uint8_t *out, int half)
             }
         }
     }
+    return gg_round_first_bad(x0, nb * GG_QK);
 }
 
-static void gg_round_q4_0(const float *x, const float *w, size_t nb, uint8_t *out)
+static size_t gg_round_q4_0(const float *x, size_t nb, uint8_t *out)
 {
-    (void)w;
-    gg_round_sym(x, nb, out, 8);
+    return gg_round_sym(x, nb, out, 8);
 }
 
-static void gg_round_q5_0(const float *x, const float *w, size_t nb, uint8_t *out)
+static size_t gg_round_q5_0(const float *x, size_t nb, uint8_t *out)
 {
-    (void)w;
-    gg_round_sym(x, nb, out, 16);
+    return gg_round_sym(x, nb, out, 16);
 }
 #endif
 

@@ -2,7 +2,8 @@
  * The GGUF block codec driver: type names and facts, and the encoding and decoding of whole
  * tensors on the context's threads. Tensors are cut into chunks of a fixed number of elements
  * (whole blocks of every type), so the bytes do not depend on the thread count; each task
- * converts its chunk to float32 on its own stack and hands it to the block kernels.
+ * hands its chunk to the block kernels as float32: aligned float32 where it lies, any other
+ * source converted on the task's stack.
  */
 #include "kernels_ggml.h"
 #include "quant_internal.h"
@@ -15,6 +16,8 @@
 
 /* Elements per task: a multiple of every block size (32, 256). */
 #define GC_CHUNK 4096u
+/* The block of the types with ggml's rounding (aq__ggml_round_fn). */
+#define GG_ROUND_BLOCK 32u
 
 const char *aq_gguf_type_name(aq_gguf_type type)
 {
@@ -92,7 +95,9 @@ aq_status aq_gguf_type_info(aq_gguf_type type, size_t *block_elements, size_t *b
 typedef struct gc_job {
     const aq__ggml_traits *t;
     aq__ggml_encode_fn encode;
+    aq__ggml_round_fn round; /* ggml's rounding in place of encode (it checks as it goes) */
     aq__ggml_decode_fn decode;
+    aq__find_nonfinite_fn find_nonfinite; /* the kernel table's, for float32 */
     aq_dtype dtype;
     const uint8_t *src; /* encode: the source elements; decode: the blocks */
     const float *imp;
@@ -162,17 +167,24 @@ static void gc_encode_task(void *arg, size_t task)
     const gc_job *j = arg;
     const size_t i0 = task * GC_CHUNK;
     const size_t n = j->n - i0 < GC_CHUNK ? j->n - i0 : GC_CHUNK;
-    float x[GC_CHUNK];
+    float buf[GC_CHUNK];
+    const float *x = buf;
     j->bad[task] = SIZE_MAX;
     j->big[task] = SIZE_MAX;
-    if (j->dtype == AQ_DTYPE_F32) {
-        memcpy(x, j->src + 4 * i0, 4 * n);
+    if (j->dtype == AQ_DTYPE_F32 && (uintptr_t)j->src % sizeof(float) == 0) {
+        /* Read where it lies: a copy would be one more pass over the input. The rounding
+         * encoders check finiteness as they go (one pass); the others after the table's
+         * check, which leaves the chunk in the cache. */
+        x = (const float *)(const void *)(j->src + 4 * i0);
+    } else if (j->dtype == AQ_DTYPE_F32) {
+        memcpy(buf, j->src + 4 * i0, 4 * n);
     } else {
         for (size_t k = 0; k < n; k++) {
-            x[k] = gc_load(j->src, j->dtype, i0 + k);
+            buf[k] = gc_load(j->src, j->dtype, i0 + k);
         }
     }
-    size_t k = gc_first_at_least(x, n, 0x7f800000u);
+    uint8_t *o = j->out_bytes + i0 / j->t->block * j->t->bytes;
+    size_t k = j->round != NULL ? j->round(x, n / GG_ROUND_BLOCK, o) : j->find_nonfinite(x, n);
     if (k < n) {
         j->bad[task] = i0 + k;
         return;
@@ -183,8 +195,9 @@ static void gc_encode_task(void *arg, size_t task)
         j->big[task] = i0 + k;
         return;
     }
-    j->encode(x, j->imp != NULL ? j->imp + i0 : NULL, n / j->t->block,
-              j->out_bytes + i0 / j->t->block * j->t->bytes);
+    if (j->round == NULL) {
+        j->encode(x, j->imp != NULL ? j->imp + i0 : NULL, n / j->t->block, o);
+    }
 }
 
 static void gc_decode_task(void *arg, size_t task)
@@ -248,11 +261,14 @@ aq_status aq_gguf_encode(aq_ctx *ctx, aq_gguf_type type, const aq_tensor *src,
     const aq__ggml_kernels *gk =
         ctx->kernels->ggml != NULL ? ctx->kernels->ggml : &aq__ggml_kernels_ref;
     aq__ggml_encode_fn enc = gk->encode[type] != NULL ? gk->encode[type] : t->encode_ref;
+    aq__ggml_round_fn round = NULL;
     if (!ctx->gguf_search && t->encode_round_ref != NULL) {
-        enc = gk->encode_round[type] != NULL ? gk->encode_round[type] : t->encode_round_ref;
+        round = gk->encode_round[type] != NULL ? gk->encode_round[type] : t->encode_round_ref;
     }
     gc_job job = {.t = t,
                   .encode = enc,
+                  .round = round,
+                  .find_nonfinite = ctx->kernels->find_nonfinite[AQ_DTYPE_F32],
                   .dtype = src->dtype,
                   .src = src->data,
                   .imp = importance,

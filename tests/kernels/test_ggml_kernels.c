@@ -119,8 +119,8 @@ TEST(simd_tables_match_the_reference)
                     }
                     if (tr->encode_round_ref != NULL) {
                         CHECK(gk->encode_round[tr->type] != NULL);
-                        tr->encode_round_ref(x, imp, nb, b0 + GK_N * 2);
-                        gk->encode_round[tr->type](x, imp, nb, b1);
+                        CHECK(tr->encode_round_ref(x, nb, b0 + GK_N * 2) == GK_N);
+                        CHECK(gk->encode_round[tr->type](x, nb, b1) == GK_N);
                         CHECK_MSG(memcmp(b0 + GK_N * 2, b1, nb * tr->bytes) == 0,
                                   "%s %s case %d: ggml's rounding differs from the reference",
                                   tables[t]->name, tr->name, kind);
@@ -196,8 +196,8 @@ TEST(simd_tables_match_the_reference_on_odd_counts)
                               "%s %s %zu blocks weighted %d: bytes differ from the reference",
                               tables[t]->name, tr->name, nb, weighted);
                     if (tr->encode_round_ref != NULL) {
-                        tr->encode_round_ref(x + 1, imp, nb, b0 + GK_N * 2);
-                        gk->encode_round[tr->type](x + 1, imp, nb, b1);
+                        CHECK(tr->encode_round_ref(x + 1, nb, b0 + GK_N * 2) == nb * 32);
+                        CHECK(gk->encode_round[tr->type](x + 1, nb, b1) == nb * 32);
                         CHECK_MSG(memcmp(b0 + GK_N * 2, b1, nb * tr->bytes) == 0,
                                   "%s %s %zu blocks: ggml's rounding differs from the reference",
                                   tables[t]->name, tr->name, nb);
@@ -275,18 +275,18 @@ TEST(rounding_encoders_follow_ggml)
         if (t < nt && gk == NULL) {
             continue;
         }
-        aq__ggml_encode_fn e8 = gk ? gk->encode_round[AQ_GGUF_Q8_0]
-                                   : aq__ggml_traits_of(AQ_GGUF_Q8_0)->encode_round_ref;
-        aq__ggml_encode_fn e4 = gk ? gk->encode_round[AQ_GGUF_Q4_0]
-                                   : aq__ggml_traits_of(AQ_GGUF_Q4_0)->encode_round_ref;
-        aq__ggml_encode_fn e5 = gk ? gk->encode_round[AQ_GGUF_Q5_0]
-                                   : aq__ggml_traits_of(AQ_GGUF_Q5_0)->encode_round_ref;
+        aq__ggml_round_fn e8 = gk ? gk->encode_round[AQ_GGUF_Q8_0]
+                                  : aq__ggml_traits_of(AQ_GGUF_Q8_0)->encode_round_ref;
+        aq__ggml_round_fn e4 = gk ? gk->encode_round[AQ_GGUF_Q4_0]
+                                  : aq__ggml_traits_of(AQ_GGUF_Q4_0)->encode_round_ref;
+        aq__ggml_round_fn e5 = gk ? gk->encode_round[AQ_GGUF_Q5_0]
+                                  : aq__ggml_traits_of(AQ_GGUF_Q5_0)->encode_round_ref;
         /* Q8_0: amax 127 gives d = 1 (0x3c00) and codes roundf(x). */
         for (unsigned i = 0; i < 32; i++) {
             x[i] = (float)i - 15.5f; /* -15.5 .. 15.5: every code a half */
         }
         x[31] = 127.0f;
-        e8(x, NULL, 1, b);
+        CHECK(e8(x, 1, b) == 32);
         CHECK(b[0] == 0x00 && b[1] == 0x3c);
         for (unsigned i = 0; i < 31; i++) {
             const int want = i < 16 ? (int)i - 16 : (int)i - 15; /* away from zero */
@@ -300,13 +300,13 @@ TEST(rounding_encoders_follow_ggml)
         x[1] = 8.0f;
         x[2] = 0.49f;
         x[16] = 3.0f;
-        e4(x, NULL, 1, b);
+        CHECK(e4(x, 1, b) == 32);
         CHECK(b[0] == 0x00 && b[1] == 0x3c);
         CHECK(b[2] == (0 | 11 << 4) && b[3] == (15 | 8 << 4) && b[4] == (8 | 8 << 4));
         /* The other order: m = 8, d = -1 (0xbc00), so 8 -> code 0 and -8 -> 16 -> 15. */
         x[0] = 8.0f;
         x[1] = -8.0f;
-        e4(x, NULL, 1, b);
+        CHECK(e4(x, 1, b) == 32);
         CHECK(b[0] == 0x00 && b[1] == 0xbc);
         CHECK(b[2] == (0 | 5 << 4) && b[3] == (15 | 8 << 4) && b[4] == (8 | 8 << 4));
         /* Q5_0: m = -16, d = 1: code trunc(x + 16.5); the fifth bits in qh. */
@@ -314,7 +314,7 @@ TEST(rounding_encoders_follow_ggml)
         x[0] = -16.0f;
         x[1] = 16.0f;
         x[17] = 4.0f;
-        e5(x, NULL, 1, b);
+        CHECK(e5(x, 1, b) == 32);
         const uint32_t qh =
             (uint32_t)b[2] | (uint32_t)b[3] << 8 | (uint32_t)b[4] << 16 | (uint32_t)b[5] << 24;
         CHECK(b[0] == 0x00 && b[1] == 0x3c);
@@ -324,11 +324,11 @@ TEST(rounding_encoders_follow_ggml)
         for (unsigned i = 0; i < 32; i++) {
             x[i] = i % 2 ? -0.0f : 0.0f;
         }
-        e4(x, NULL, 1, b);
+        CHECK(e4(x, 1, b) == 32);
         CHECK(b[0] == 0x00 && b[1] == 0x80 && b[2] == 0x88);
-        e5(x, NULL, 1, b);
+        CHECK(e5(x, 1, b) == 32);
         CHECK(b[0] == 0x00 && b[1] == 0x80 && b[2] == 0xff && b[5] == 0xff && b[6] == 0);
-        e8(x, NULL, 1, b);
+        CHECK(e8(x, 1, b) == 32);
         CHECK(b[0] == 0x00 && b[1] == 0x00 && b[2] == 0 && b[33] == 0);
         /* Subnormal blocks: 1 / d overflows, every product is infinite or NaN: codes 0 (and
          * d 0 as binary16), the bytes of ggml's x86 build. */
@@ -336,12 +336,56 @@ TEST(rounding_encoders_follow_ggml)
             x[i] = (float)((int)i - 16) * 1e-40f;
         }
         static const uint8_t zero[34];
-        e8(x, NULL, 1, b);
+        CHECK(e8(x, 1, b) == 32);
         CHECK(memcmp(b, zero, 34) == 0);
-        e4(x, NULL, 1, b);
+        CHECK(e4(x, 1, b) == 32);
         CHECK(memcmp(b, zero, 18) == 0); /* d = -1.6e-39 / -8 > 0 */
-        e5(x, NULL, 1, b);
+        CHECK(e5(x, 1, b) == 32);
         CHECK(memcmp(b, zero, 22) == 0);
+    }
+}
+
+/* The rounding encoders check as they encode: every table returns the index of the first NaN
+ * or Inf, wherever it sits (first block, last, inside a batch of eight, after a finite +Inf
+ * neighbour's block), and the element count when all are finite. */
+TEST(rounding_encoders_find_the_first_non_finite)
+{
+    const aq__kernel_table *tables[8];
+    const size_t nt = aq_test_simd_tables(tables, false);
+    enum { N = 32 * 21 };
+    static float x[N];
+    static uint8_t b[N * 2];
+    static const size_t at[] = {0, 31, 32, 250, 255, 256, 300, N - 33, N - 1};
+    static const float bad[] = {NAN, -NAN, INFINITY, -INFINITY};
+    uint64_t rng = 5;
+    for (size_t t = 0; t <= nt; t++) {
+        const aq__ggml_kernels *gk = t < nt ? tables[t]->ggml : NULL;
+        if (t < nt && gk == NULL) {
+            continue;
+        }
+        static const aq_gguf_type types[] = {AQ_GGUF_Q8_0, AQ_GGUF_Q4_0, AQ_GGUF_Q5_0};
+        for (size_t ty = 0; ty < 3; ty++) {
+            aq__ggml_round_fn e = gk ? gk->encode_round[types[ty]]
+                                     : aq__ggml_traits_of((uint32_t)types[ty])->encode_round_ref;
+            for (size_t a = 0; a < sizeof at / sizeof at[0]; a++) {
+                for (size_t v = 0; v < sizeof bad / sizeof bad[0]; v++) {
+                    for (size_t i = 0; i < N; i++) {
+                        x[i] = (float)(0.02 * aq_test_rand_normal(&rng));
+                    }
+                    x[at[a]] = bad[v];
+                    if (a + 1 < sizeof at / sizeof at[0]) {
+                        x[at[a + 1]] = bad[(v + 1) % 4]; /* a later one is not reported */
+                    }
+                    const size_t got = e(x, N / 32, b);
+                    CHECK_MSG(got == at[a], "%s type %u: %g at %zu, reported at %zu",
+                              gk ? tables[t]->name : "ref", (unsigned)types[ty], (double)bad[v],
+                              at[a], got);
+                    x[at[a]] = 3e38f; /* finite, however large: not reported */
+                    const size_t next = a + 1 < sizeof at / sizeof at[0] ? at[a + 1] : N;
+                    CHECK(e(x, N / 32, b) == next);
+                }
+            }
+        }
     }
 }
 
@@ -367,4 +411,5 @@ TEST(traits_are_ggml_sizes)
 AQ_TEST_MAIN(AQ_CASE(simd_tables_match_the_reference),
              AQ_CASE(simd_tables_match_the_reference_on_odd_counts),
              AQ_CASE(encoders_keep_what_the_format_can_hold),
-             AQ_CASE(rounding_encoders_follow_ggml), AQ_CASE(traits_are_ggml_sizes))
+             AQ_CASE(rounding_encoders_follow_ggml),
+             AQ_CASE(rounding_encoders_find_the_first_non_finite), AQ_CASE(traits_are_ggml_sizes))

@@ -150,6 +150,25 @@ def test_bad_encode_input():
         aqg.encode(x, "Q4_K")
 
 
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_0", "Q5_0"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_without_search_the_first_non_finite_is_named(qtype, dtype):
+    # ggml's rounding checks the input as it encodes (one pass over it): the first NaN or Inf
+    # is named, in any chunk of the threads' work and after finite values of any size.
+    rng = np.random.default_rng(3)
+    x = rng.normal(0, 0.02, 3 * 4096 + 512).astype(dtype)
+    x[9000] = 65504.0 if dtype is np.float16 else 3e38  # finite in float32 and in dtype
+    for at, v in [(0, np.nan), (4097, np.inf), (9001, -np.inf), (len(x) - 1, np.nan)]:
+        y = x.copy()
+        y[at] = v
+        y[-1] = np.nan  # a later one is not the one named
+        for threads in (1, 3):
+            with pytest.raises(aq.QuantizationError, match=f"NaN or Inf at index {at}\\b"):
+                aqg.encode(y, qtype, gguf_search="none", threads=threads)
+    assert len(aqg.encode(x, qtype, gguf_search="none")) == len(x) // 32 * (
+        {"Q8_0": 34, "Q4_0": 18, "Q5_0": 22}[qtype])
+
+
 # ---- whole files ----------------------------------------------------------------------------
 
 def small_model(path):
