@@ -633,25 +633,12 @@ static void gw_report(const aq_gguf_write_options *o, aq_model *model, const aq_
     }
 }
 
-aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
-                           const aq_gguf_write_options *opts, aq_gguf_write_summary *summary,
-                           aq_error *err)
+/* Tensors of `plan` (a GGUF plan matched against `model`) executed and written one at a time;
+ * opts already read and checked. */
+static aq_status gw_run(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
+                        const char *out_path, const aq_gguf_write_options *opts,
+                        aq_gguf_write_summary *summary, aq_error *err)
 {
-    if (ctx == NULL || model == NULL || out_path == NULL || opts == NULL) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_to_gguf: NULL argument");
-    }
-    aq_gguf_write_options own;
-    aq_status st = AQ__OPTS_READ(aq_gguf_write_options, cancel, own, opts, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    opts = &own;
-    /* Before any work: the output is none of the inputs, the calibration's included. */
-    if ((st = aq__io_model_check_output(model, out_path, err)) != AQ_OK ||
-        (st = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK) {
-        return st;
-    }
-    aq_model_plan *plan = NULL;
     aq__gguf_writer *w = NULL;
     gw_exec x;
     memset(&x, 0, sizeof x);
@@ -659,8 +646,8 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
     size_t cap = 0;
     aq_gguf_write_summary sum;
     memset(&sum, 0, sizeof sum);
-    if ((st = aq__gguf_plan_make(ctx, model, opts, &plan, err)) != AQ_OK ||
-        (st = aq__gguf_writer_open(plan, out_path, &w, err)) != AQ_OK) {
+    aq_status st = aq__gguf_writer_open(plan, out_path, &w, err);
+    if (st != AQ_OK) {
         goto done;
     }
     gw_exec_init(&x, ctx, model, plan, opts->calib);
@@ -684,8 +671,70 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
     }
 done:
     aq__gguf_writer_free(w);
-    aq_model_plan_free(plan);
     gw_exec_free(&x);
     free(buf);
     return st;
+}
+
+aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
+                           const aq_gguf_write_options *opts, aq_gguf_write_summary *summary,
+                           aq_error *err)
+{
+    if (ctx == NULL || model == NULL || out_path == NULL || opts == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_to_gguf: NULL argument");
+    }
+    aq_gguf_write_options own;
+    aq_status st = AQ__OPTS_READ(aq_gguf_write_options, cancel, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    opts = &own;
+    /* Before any work: the output is none of the inputs, the calibration's included. */
+    if ((st = aq__io_model_check_output(model, out_path, err)) != AQ_OK ||
+        (st = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK) {
+        return st;
+    }
+    aq_model_plan *plan = NULL;
+    if ((st = aq__gguf_plan_make(ctx, model, opts, &plan, err)) == AQ_OK) {
+        st = gw_run(ctx, model, plan, out_path, opts, summary, err);
+    }
+    aq_model_plan_free(plan);
+    return st;
+}
+
+aq_status aq_model_to_gguf_plan(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
+                                const char *out_path, const aq_gguf_write_options *opts,
+                                aq_gguf_write_summary *summary, aq_error *err)
+{
+    if (ctx == NULL || model == NULL || plan == NULL || out_path == NULL || opts == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_to_gguf_plan: NULL argument");
+    }
+    aq_gguf_write_options own;
+    aq_status st = AQ__OPTS_READ(aq_gguf_write_options, cancel, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    opts = &own;
+    if (plan->format != AQ__PLAN_GGUF) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_to_gguf_plan: the plan is a model file's "
+                             "(aq_model_plan_create), not a GGUF file's "
+                             "(aq_model_plan_create_gguf)");
+    }
+    if (plan->calibrated != (opts->calib != NULL)) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             plan->calibrated
+                                 ? "aq_model_to_gguf_plan: the plan was made with a calibration: "
+                                   "it needs the same one"
+                                 : "aq_model_to_gguf_plan: the plan was made without a "
+                                   "calibration");
+    }
+    aq__pool *pool;
+    if ((st = aq__model_plan_match(plan, model, err)) != AQ_OK ||
+        (st = aq__io_model_check_output(model, out_path, err)) != AQ_OK ||
+        (st = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK ||
+        (st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    return gw_run(ctx, model, plan, out_path, opts, summary, err);
 }
