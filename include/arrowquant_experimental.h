@@ -284,6 +284,10 @@ typedef struct aq_model_writer_options {
     /* Called after each row (tensors_done counts from the first tensor). */
     aq_model_progress_fn progress;
     void *progress_user;
+    /* A GGUF plan's writer only (refused for a model file's): called for each row as it is
+     * appended, with what aq_model_to_gguf reports of its tensor (names point into the plan). */
+    aq_gguf_tensor_fn on_gguf_tensor;
+    void *on_gguf_tensor_user;
 } aq_model_writer_options;
 
 /* opts may be NULL (no callbacks). */
@@ -299,6 +303,11 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_writer_append(aq_model_writer *w,
  * in F32, F16 or BF16 count as kept and bytes_out is the file's size. */
 AQ_API AQ_MUST_CHECK aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary,
                                                      aq_error *err);
+/* aq_model_writer_close for a GGUF plan's writer, with aq_model_to_gguf's summary (equal to it
+ * for the same plan and rows); a model file's writer is refused. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_writer_close_gguf(aq_model_writer *w,
+                                                          aq_gguf_write_summary *summary,
+                                                          aq_error *err);
 /* Without a successful close the temporary file is removed; the final name is not touched. */
 AQ_API void aq_model_writer_free(aq_model_writer *w);
 

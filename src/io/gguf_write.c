@@ -457,9 +457,13 @@ struct aq__gguf_writer {
     aq__outfile *out;
     size_t next; /* the plan's tensor the next bytes must be */
     aq__model_totals tot;
+    aq_gguf_write_summary gsum;  /* aq_model_to_gguf's totals of the tensors written */
+    aq_gguf_tensor_fn on_tensor; /* each tensor written, as aq_model_to_gguf reports it */
+    void *on_tensor_user;
 };
 
 aq_status aq__gguf_writer_open(const aq_model_plan *plan, const char *out_path,
+                               aq_gguf_tensor_fn on_tensor, void *on_tensor_user,
                                aq__gguf_writer **out, aq_error *err)
 {
     aq__gguf_writer *w = calloc(1, sizeof *w);
@@ -470,6 +474,8 @@ aq_status aq__gguf_writer_open(const aq_model_plan *plan, const char *out_path,
         goto done;
     }
     w->plan = plan;
+    w->on_tensor = on_tensor;
+    w->on_tensor_user = on_tensor_user;
     aq__model_totals_init(&w->tot);
     if ((st = gw_header(plan, &h, err)) != AQ_OK ||
         (st = aq__outfile_open(out_path, &w->out, err)) != AQ_OK ||
@@ -501,7 +507,22 @@ static aq_status gw_put_tensor(aq__gguf_writer *w, size_t i, const uint8_t *data
     }
     aq__model_totals_add(&w->tot, e->name, e->kept != 0, e->elements, e->nbytes, e->gguf_bytes,
                          sqnr_db, cosine);
+    w->gsum.tensors++;
+    w->gsum.bytes_in += e->nbytes;
+    w->gsum.count_by_type[e->gguf_type]++;
+    w->gsum.quantized += e->kept ? 0 : 1;
     w->next = i + 1;
+    if (w->on_tensor != NULL) {
+        aq_gguf_tensor_result r = {.index = i,
+                                   .name = e->name,
+                                   .type = (aq_gguf_type)e->gguf_type,
+                                   .reason = e->reason,
+                                   .elements = e->elements,
+                                   .bytes = e->gguf_bytes,
+                                   .sqnr_db = sqnr_db,
+                                   .cosine = cosine};
+        w->on_tensor(w->on_tensor_user, &r);
+    }
     return AQ_OK;
 }
 
@@ -578,7 +599,8 @@ aq_status aq__gguf_writer_append(aq__gguf_writer *w, const struct ArrowSchema *s
     return st;
 }
 
-aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary, aq_error *err)
+aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary,
+                                aq_gguf_write_summary *gguf_summary, aq_error *err)
 {
     if (w->out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
@@ -597,6 +619,10 @@ aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary, a
     if (st == AQ_OK) {
         w->tot.sum.bytes_out = written;
         aq__model_totals_finish(&w->tot, 0, summary);
+        w->gsum.bytes_out = written;
+        if (gguf_summary != NULL) {
+            *gguf_summary = w->gsum;
+        }
     }
     return st;
 }
@@ -612,27 +638,6 @@ void aq__gguf_writer_free(aq__gguf_writer *w)
 
 /* ---- the three steps in one process ---- */
 
-/* Tensor i written: the caller's result and the summary. */
-static void gw_report(const aq_gguf_write_options *o, aq_model *model, const aq__plan_tensor *e,
-                      size_t i, double sqnr_db, double cosine, aq_gguf_write_summary *sum)
-{
-    sum->tensors++;
-    sum->bytes_in += e->nbytes;
-    sum->count_by_type[e->gguf_type]++;
-    sum->quantized += e->kept ? 0 : 1;
-    if (o->on_tensor != NULL) {
-        aq_gguf_tensor_result r = {.index = i,
-                                   .name = aq_model_tensor(model, i)->name,
-                                   .type = (aq_gguf_type)e->gguf_type,
-                                   .reason = e->reason,
-                                   .elements = e->elements,
-                                   .bytes = e->gguf_bytes,
-                                   .sqnr_db = sqnr_db,
-                                   .cosine = cosine};
-        o->on_tensor(o->on_tensor_user, &r);
-    }
-}
-
 /* Tensors of `plan` (a GGUF plan matched against `model`) executed and written one at a time;
  * opts already read and checked. */
 static aq_status gw_run(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
@@ -644,9 +649,8 @@ static aq_status gw_run(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
     memset(&x, 0, sizeof x);
     uint8_t *buf = NULL;
     size_t cap = 0;
-    aq_gguf_write_summary sum;
-    memset(&sum, 0, sizeof sum);
-    aq_status st = aq__gguf_writer_open(plan, out_path, &w, err);
+    aq_status st =
+        aq__gguf_writer_open(plan, out_path, opts->on_tensor, opts->on_tensor_user, &w, err);
     if (st != AQ_OK) {
         goto done;
     }
@@ -663,12 +667,8 @@ static aq_status gw_run(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
             (st = gw_put_tensor(w, i, buf, sqnr_db, cosine, err)) != AQ_OK) {
             goto done;
         }
-        gw_report(opts, model, e, i, sqnr_db, cosine, &sum);
     }
-    sum.bytes_out = (size_t)w->out->written;
-    if ((st = aq__gguf_writer_close(w, NULL, err)) == AQ_OK && summary != NULL) {
-        *summary = sum;
-    }
+    st = aq__gguf_writer_close(w, NULL, summary, err);
 done:
     aq__gguf_writer_free(w);
     gw_exec_free(&x);

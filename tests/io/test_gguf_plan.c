@@ -260,6 +260,18 @@ static bool same_double(double a, double b)
     return memcmp(&a, &b, sizeof a) == 0;
 }
 
+static void same_reports(const reports *a, const reports *b)
+{
+    CHECK(a->n == N_T && b->n == N_T);
+    for (size_t i = 0; i < N_T; i++) {
+        CHECK(a->r[i].index == b->r[i].index && a->r[i].type == b->r[i].type);
+        CHECK(a->r[i].elements == b->r[i].elements && a->r[i].bytes == b->r[i].bytes);
+        CHECK(same_double(a->r[i].sqnr_db, b->r[i].sqnr_db));
+        CHECK(same_double(a->r[i].cosine, b->r[i].cosine));
+        CHECK(strcmp(a->names[i], b->names[i]) == 0 && strcmp(a->reasons[i], b->reasons[i]) == 0);
+    }
+}
+
 /* aq_model_to_gguf_plan from a plan read back from bytes, on another context and another
  * opening of the model: the bytes, reports and summary of aq_model_to_gguf. */
 static void check_follow(aq_gguf_type type, bool ruled, int search)
@@ -306,14 +318,35 @@ static void check_follow(aq_gguf_type type, bool ruled, int search)
     CHECK_OK(aq_model_to_gguf_plan(wctx, wm, back, followed, &wo, &sb, &err));
     CHECK_SAME_FILE(whole, followed);
     CHECK(memcmp(&sa, &sb, sizeof sa) == 0);
-    CHECK(a.n == N_T && b.n == N_T);
-    for (size_t i = 0; i < N_T; i++) {
-        CHECK(a.r[i].index == b.r[i].index && a.r[i].type == b.r[i].type);
-        CHECK(a.r[i].elements == b.r[i].elements && a.r[i].bytes == b.r[i].bytes);
-        CHECK(same_double(a.r[i].sqnr_db, b.r[i].sqnr_db));
-        CHECK(same_double(a.r[i].cosine, b.r[i].cosine));
-        CHECK(strcmp(a.names[i], b.names[i]) == 0 && strcmp(a.reasons[i], b.reasons[i]) == 0);
+    same_reports(&a, &b);
+    /* The writer from rows executed in two ranges: the same bytes, reports and summary. */
+    reports c;
+    memset(&c, 0, sizeof c);
+    aq_model_writer_options mo = AQ_SIZED_INIT(aq_model_writer_options);
+    mo.on_gguf_tensor = keep_report;
+    mo.on_gguf_tensor_user = &c;
+    aq_model_execute_options eo = AQ_SIZED_INIT(aq_model_execute_options);
+    eo.calib = r.calib;
+    aq_model_writer *w;
+    char rowed[300];
+    path_in(rowed, sizeof rowed, "rowed.gguf");
+    CHECK_OK(aq_model_writer_open(back, rowed, &mo, &w, &err));
+    static const size_t cuts[] = {0, 5, N_T};
+    for (size_t k = 0; k + 1 < 3; k++) {
+        struct ArrowSchema sc;
+        struct ArrowArray rows;
+        CHECK_OK(aq_model_execute(wctx, wm, back, cuts[k], cuts[k + 1], &eo, &sc, &rows, &err));
+        CHECK_OK(aq_model_writer_append(w, &sc, &rows, &err));
+        rows.release(&rows);
+        sc.release(&sc);
     }
+    aq_gguf_write_summary sw;
+    CHECK_OK(aq_model_writer_close_gguf(w, &sw, &err));
+    aq_model_writer_free(w);
+    CHECK_SAME_FILE(whole, rowed);
+    CHECK(memcmp(&sa, &sw, sizeof sa) == 0);
+    same_reports(&a, &c);
+    unlink(rowed);
     /* Without the calibration the plan was made with: refused, nothing written. */
     unlink(followed);
     wo.calib = NULL;
@@ -335,6 +368,12 @@ static void check_follow(aq_gguf_type type, bool ruled, int search)
           AQ_INVALID_ARGUMENT);
     CHECK(strstr(err.message, "GGUF file's") != NULL);
     CHECK(stat(arrow_out, &st) != 0 && stat(followed, &st) != 0);
+    /* The GGUF reports and summary are a GGUF writer's only. */
+    CHECK(aq_model_writer_open(mplan, arrow_out, &mo, &w, &err) == AQ_INVALID_ARGUMENT);
+    CHECK_OK(aq_model_writer_open(mplan, arrow_out, NULL, &w, &err));
+    CHECK(aq_model_writer_close_gguf(w, &sw, &err) == AQ_INVALID_ARGUMENT);
+    aq_model_writer_free(w);
+    CHECK(stat(arrow_out, &st) != 0);
     aq_model_plan_free(mplan);
     aq_model_plan_free(back);
     aq_model_free(wm);
