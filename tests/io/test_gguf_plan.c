@@ -545,7 +545,7 @@ TEST(gguf_plans_read_back_checked)
     for (size_t i = 0; i < N_T; i++) {
         CHECK(back->t[i].gguf_type == plan->t[i].gguf_type &&
               back->t[i].gguf_bytes == plan->t[i].gguf_bytes &&
-              back->t[i].reason == plan->t[i].reason);
+              strcmp(back->t[i].reason, plan->t[i].reason) == 0);
     }
     aq_model_plan_free(back);
     plan->t[3].gguf_bytes += 2;
