@@ -253,6 +253,19 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_quantize_plan(aq_ctx *ctx, aq_model *mod
                                                       const aq_model_quantize_options *opts,
                                                       aq_model_summary *summary, aq_error *err);
 
+/* aq_model_to_gguf following `plan` (aq_model_plan_create_gguf, for `model`, here or elsewhere,
+ * serialised in between) instead of planning: every tensor executed and written here, the same
+ * bytes, reports (opts->on_tensor) and summary aq_model_to_gguf gives. Of opts only on_tensor,
+ * cancel and the calibration (required when the plan was made with one) are read; the type,
+ * rules and header fields come from the plan. A model file's plan is refused, as
+ * aq_model_quantize_plan refuses a GGUF plan. The model is checked against the plan as
+ * aq_model_execute checks it. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_to_gguf_plan(aq_ctx *ctx, aq_model *model,
+                                                     const aq_model_plan *plan,
+                                                     const char *out_path,
+                                                     const aq_gguf_write_options *opts,
+                                                     aq_gguf_write_summary *summary, aq_error *err);
+
 /* Assembles a model file (a GGUF file from a GGUF plan) from a plan and the rows
  * aq_model_execute made of its tensors, wherever they were made: appended in tensor order (any
  * number of rows a call), checked against the plan (names, layouts, shapes and each row's
@@ -271,6 +284,10 @@ typedef struct aq_model_writer_options {
     /* Called after each row (tensors_done counts from the first tensor). */
     aq_model_progress_fn progress;
     void *progress_user;
+    /* A GGUF plan's writer only (refused for a model file's): called for each row as it is
+     * appended, with what aq_model_to_gguf reports of its tensor (names point into the plan). */
+    aq_gguf_tensor_fn on_gguf_tensor;
+    void *on_gguf_tensor_user;
 } aq_model_writer_options;
 
 /* opts may be NULL (no callbacks). */
@@ -286,6 +303,11 @@ AQ_API AQ_MUST_CHECK aq_status aq_model_writer_append(aq_model_writer *w,
  * in F32, F16 or BF16 count as kept and bytes_out is the file's size. */
 AQ_API AQ_MUST_CHECK aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary,
                                                      aq_error *err);
+/* aq_model_writer_close for a GGUF plan's writer, with aq_model_to_gguf's summary (equal to it
+ * for the same plan and rows); a model file's writer is refused. */
+AQ_API AQ_MUST_CHECK aq_status aq_model_writer_close_gguf(aq_model_writer *w,
+                                                          aq_gguf_write_summary *summary,
+                                                          aq_error *err);
 /* Without a successful close the temporary file is removed; the final name is not touched. */
 AQ_API void aq_model_writer_free(aq_model_writer *w);
 

@@ -26,9 +26,10 @@ A job has three steps, each on the workers (docs/ray.md); no weights pass throug
 
 A worker that dies is retried by Ray (an execute task by Ray Data, a write task by its retries);
 nothing partial ever has the final name, and the temporaries of killed writers are removed.
-GGUF output (``type=``) and a calibration (``calibration=``) run one checkpoint per row
-through the whole command instead (the command does not yet follow a GGUF plan, and a
-calibration table would have to reach every worker).
+GGUF output (``type=``) takes the same three steps (a GGUF plan; each tensor's GGUF blocks as
+rows; the GGUF file written by ``--plan-in PLAN --rows-in ROWS``). A calibration
+(``calibration=``) runs one checkpoint per row through the whole command instead (its table
+would have to reach every worker).
 
 Settings are the command's options, as keywords: ``bits=4`` is ``--bits 4``,
 ``min_accuracy=0.99`` is ``--min-accuracy 0.99``, ``keep=["*norm*", "*.bias"]`` is two
@@ -708,9 +709,9 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
 
 def _layer_rows(args: Sequence[str]) -> bool:
     """Whether a job's options go through layer rows (else one command run per checkpoint):
-    not with a calibration (its table would have to reach every worker), and not for GGUF
-    output, whose command does not yet follow a plan (--plan-in) or write from rows."""
-    return not any(a in ("--calibration", "--calibration-combine", "--type") for a in args)
+    not with a calibration (its table would have to reach every worker). GGUF output (--type)
+    follows its plan and writes from rows as a model file does."""
+    return not any(a in ("--calibration", "--calibration-combine") for a in args)
 
 
 def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | None,

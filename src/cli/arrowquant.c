@@ -154,6 +154,86 @@ int cli_setting_set_gguf(aq_settings *s, const char *flag, const char *value)
     return cli_setting_set(s, flag, value);
 }
 
+int cli_plan_read(const char *path, int gguf, aq_model_plan **out)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        return cli_fail("--plan-in %s: %s", path, strerror(errno));
+    }
+    size_t cap = 1 << 16, len = 0;
+    unsigned char *buf = malloc(cap);
+    int rc = 0;
+    while (buf != NULL) {
+        len += fread(buf + len, 1, cap - len, f);
+        if (len < cap) {
+            break;
+        }
+        unsigned char *more = realloc(buf, cap * 2);
+        if (more == NULL) {
+            free(buf);
+        }
+        buf = more;
+        cap *= 2;
+    }
+    if (buf == NULL) {
+        rc = cli_fail("out of memory");
+    } else if (ferror(f)) {
+        rc = cli_fail("--plan-in %s: %s", path, strerror(errno));
+    } else {
+        aq_error err;
+        aq_error_clear(&err);
+        aq_status st = aq_model_plan_deserialize(buf, len, out, &err);
+        aq_model_plan_tensor t = {.size = sizeof t, .gguf_type = -1};
+        if (st != AQ_OK) {
+            rc = cli_fail("--plan-in %s: %s", path, err.message);
+        } else if (aq_model_plan_count(*out) > 0 &&
+                   (st = aq_model_plan_tensor_get(*out, 0, &t, &err)) != AQ_OK) {
+            rc = cli_fail("--plan-in %s: %s", path, err.message);
+        } else if ((t.gguf_type >= 0) != (gguf != 0)) {
+            rc = gguf ? cli_fail("--plan-in %s: the plan is a model file's (quantize -o "
+                                 "OUT.arrow --plan-out); GGUF output (--type, -o OUT.gguf) "
+                                 "follows a GGUF plan (quantize --type T --plan-out)",
+                                 path)
+                      : cli_fail("--plan-in %s: the plan is a GGUF file's (quantize --type T "
+                                 "--plan-out); give it with --type T -o OUT.gguf, or make a "
+                                 "model file's plan (quantize -o OUT.arrow --plan-out)",
+                                 path);
+        }
+        if (rc != 0) {
+            aq_model_plan_free(*out);
+            *out = NULL;
+        }
+    }
+    free(buf);
+    fclose(f);
+    return rc;
+}
+
+aq_status cli_rows_append(aq_model_writer *w, const char *path, aq_error *err)
+{
+    aq_ipc_reader *rd = NULL;
+    struct ArrowSchema sc;
+    memset(&sc, 0, sizeof sc);
+    aq_status st = aq_ipc_reader_open(path, &rd, err);
+    if (st == AQ_OK) {
+        st = aq_ipc_reader_schema(rd, &sc, err);
+    }
+    while (st == AQ_OK) {
+        struct ArrowArray rows;
+        memset(&rows, 0, sizeof rows);
+        if ((st = aq_ipc_reader_next(rd, &rows, err)) != AQ_OK || rows.release == NULL) {
+            break;
+        }
+        st = aq_model_writer_append(w, &sc, &rows, err);
+        rows.release(&rows);
+    }
+    if (sc.release != NULL) {
+        sc.release(&sc);
+    }
+    aq_ipc_reader_free(rd);
+    return st;
+}
+
 int cli_plan_write(const char *path, const aq_model_plan *plan)
 {
     aq_error err;
@@ -247,7 +327,8 @@ static int cli_usage(void)
           "        SRC)\n"
           "  arrowquant quantize SRC -o OUT.arrow|OUT.gguf --plan-out PLAN [options above]\n"
           "        (writes the run's plan, what each tensor becomes, to PLAN; quantizes nothing)\n"
-          "  arrowquant quantize SRC -o OUT.arrow --plan-in PLAN [--rows-in ROWS]... [options]\n"
+          "  arrowquant quantize SRC -o OUT.arrow|OUT.gguf --plan-in PLAN [--rows-in ROWS]...\n"
+          "        [options]\n"
           "        (follows PLAN instead of planning, with the options it was made with; with\n"
           "        --rows-in, writes OUT from those rows, Arrow IPC streams of the plan's tensors\n"
           "        quantized elsewhere, in order)\n"

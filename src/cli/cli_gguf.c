@@ -129,7 +129,9 @@ static void gg_print_summary(const char *out, const aq_model *model, const aq_gg
 
 /* The flags of quantize with GGUF output; the settings table's flags go to the aq_settings. */
 typedef struct gg_args {
-    const char *src, *out, *type_name, *arch, *calib_path, *name, *plan_out;
+    const char *src, *out, *type_name, *arch, *calib_path, *name, *plan_out, *plan_in;
+    const char **rows_in; /* argc + 1 entries */
+    size_t n_rows_in;
     int json, quiet;
     const char **keep, **bits_for; /* argc + 1 entries each */
     size_t n_keep, n_bits;
@@ -147,7 +149,8 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
         bool needs = setting || strcmp(a, "-o") == 0 || strcmp(a, "--type") == 0 ||
                      strcmp(a, "--keep") == 0 || strcmp(a, "--bits-for") == 0 ||
                      strcmp(a, "--calibration") == 0 || strcmp(a, "--arch") == 0 ||
-                     strcmp(a, "--name") == 0 || strcmp(a, "--plan-out") == 0;
+                     strcmp(a, "--name") == 0 || strcmp(a, "--plan-out") == 0 ||
+                     strcmp(a, "--plan-in") == 0 || strcmp(a, "--rows-in") == 0;
         if (needs && i + 1 >= argc) {
             return cli_fail("%s needs a value", a);
         }
@@ -171,6 +174,10 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
             g->name = argv[++i];
         } else if (strcmp(a, "--plan-out") == 0) {
             g->plan_out = argv[++i];
+        } else if (strcmp(a, "--plan-in") == 0) {
+            g->plan_in = argv[++i];
+        } else if (strcmp(a, "--rows-in") == 0) {
+            g->rows_in[g->n_rows_in++] = argv[++i];
         } else if (strcmp(a, "--json") == 0) {
             g->json = 1;
         } else if (strcmp(a, "--quiet") == 0 || strcmp(a, "-q") == 0) {
@@ -183,7 +190,39 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
             return cli_fail("quantize: unexpected argument '%s'", a);
         }
     }
+    if (g->plan_in != NULL && g->plan_out != NULL) {
+        return cli_fail("quantize: --plan-in follows a plan, --plan-out makes one: not both");
+    }
+    if (g->n_rows_in > 0 && g->plan_in == NULL) {
+        return cli_fail("--rows-in needs --plan-in PLAN (the plan the rows were made from)");
+    }
     return 0;
+}
+
+/* --plan-in with --rows-in: the GGUF file written from the rows made elsewhere, each row
+ * reported as aq_model_to_gguf reports its tensors. */
+static aq_status gg_write_rows(const gg_args *g, const aq_model_plan *plan,
+                               const aq_gguf_write_options *o, aq_gguf_write_summary *sum,
+                               aq_error *err)
+{
+    aq_model_writer_options wo = AQ_SIZED_INIT(aq_model_writer_options);
+    wo.on_gguf_tensor = o->on_tensor;
+    wo.on_gguf_tensor_user = o->on_tensor_user;
+    aq_model_writer *w = NULL;
+    aq_status st = aq_model_writer_open(plan, g->out, &wo, &w, err);
+    for (size_t k = 0; k < g->n_rows_in && st == AQ_OK; k++) {
+        if (o->cancel != NULL && *o->cancel) {
+            st = err->code = AQ_CANCELLED;
+            snprintf(err->message, sizeof err->message, "cancelled after %zu row files", k);
+        } else {
+            st = cli_rows_append(w, g->rows_in[k], err);
+        }
+    }
+    if (st == AQ_OK) {
+        st = aq_model_writer_close_gguf(w, sum, err);
+    }
+    aq_model_writer_free(w);
+    return st;
 }
 
 /* The settings the GGUF writer applies, read back from the table's values. */
@@ -216,6 +255,8 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     int rc = 0;
     const char **keep = calloc((size_t)argc + 1, sizeof *keep);
     const char **bits_for = calloc((size_t)argc + 1, sizeof *bits_for);
+    const char **rows_in = calloc((size_t)argc + 1, sizeof *rows_in);
+    aq_model_plan *plan_in = NULL;
     aq_ctx *ctx = NULL;
     aq_model *model = NULL;
     aq_rules *rules = NULL;
@@ -229,11 +270,11 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
         rc = cli_err(st, &err);
         goto done;
     }
-    if (keep == NULL || bits_for == NULL) {
+    if (keep == NULL || bits_for == NULL || rows_in == NULL) {
         rc = cli_fail("out of memory");
         goto done;
     }
-    gg_args g = {.keep = keep, .bits_for = bits_for};
+    gg_args g = {.keep = keep, .bits_for = bits_for, .rows_in = rows_in};
     gg_settings gs;
     if ((rc = gg_parse(argc, argv, settings, &g)) != 0) {
         goto done;
@@ -290,6 +331,9 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
         aq_model_plan_free(plan);
         goto done;
     }
+    if (g.plan_in != NULL && (rc = cli_plan_read(g.plan_in, 1, &plan_in)) != 0) {
+        goto done;
+    }
     gg_print pr = {json, quiet, 0};
     o.on_tensor = gg_on_tensor;
     o.on_tensor_user = &pr;
@@ -305,7 +349,9 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     fflush(stdout);
     aq_gguf_write_summary sum;
     double t0 = cli_now();
-    st = aq_model_to_gguf(ctx, model, out, &o, &sum, &err);
+    st = plan_in == NULL   ? aq_model_to_gguf(ctx, model, out, &o, &sum, &err)
+         : g.n_rows_in > 0 ? gg_write_rows(&g, plan_in, &o, &sum, &err)
+                           : aq_model_to_gguf_plan(ctx, model, plan_in, out, &o, &sum, &err);
     double dt = cli_now() - t0;
     if (st != AQ_OK) {
         if (json) {
@@ -324,6 +370,8 @@ done:
     aq_settings_free(settings);
     free(keep);
     free(bits_for);
+    free(rows_in);
+    aq_model_plan_free(plan_in);
     free(names);
     aq_calib_free(calib);
     aq_rules_free(rules);

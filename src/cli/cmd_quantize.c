@@ -475,45 +475,6 @@ static int qz_plan_out(const qz_opts *q, qz_run *r, const aq_model_quantize_opti
     return rc;
 }
 
-/* The plan file at path, read back into r->plan; 0 or the exit status of a failure. */
-static int qz_plan_read(const char *path, qz_run *r)
-{
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return cli_fail("--plan-in %s: %s", path, strerror(errno));
-    }
-    size_t cap = 1 << 16, len = 0;
-    unsigned char *buf = malloc(cap);
-    int rc = 0;
-    while (buf != NULL) {
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) {
-            break;
-        }
-        unsigned char *more = realloc(buf, cap * 2);
-        if (more == NULL) {
-            free(buf);
-        }
-        buf = more;
-        cap *= 2;
-    }
-    if (buf == NULL) {
-        rc = cli_fail("out of memory");
-    } else if (ferror(f)) {
-        rc = cli_fail("--plan-in %s: %s", path, strerror(errno));
-    } else {
-        aq_error err;
-        aq_error_clear(&err);
-        aq_status st = aq_model_plan_deserialize(buf, len, &r->plan, &err);
-        if (st != AQ_OK) {
-            rc = cli_fail("--plan-in %s: %s", path, err.message);
-        }
-    }
-    free(buf);
-    fclose(f);
-    return rc;
-}
-
 /* --plan-in with --rows-in: the file written from the rows made elsewhere, each row reported
  * as the run reports its tensors. */
 static aq_status qz_write_rows(const qz_opts *q, qz_run *r, const aq_model_quantize_options *o,
@@ -527,25 +488,7 @@ static aq_status qz_write_rows(const qz_opts *q, qz_run *r, const aq_model_quant
     aq_model_writer *w = NULL;
     aq_status st = aq_model_writer_open(r->plan, q->out, &wo, &w, err);
     for (size_t k = 0; k < q->n_rows_in && st == AQ_OK; k++) {
-        aq_ipc_reader *rd = NULL;
-        struct ArrowSchema sc;
-        memset(&sc, 0, sizeof sc);
-        if ((st = aq_ipc_reader_open(q->rows_in[k], &rd, err)) == AQ_OK) {
-            st = aq_ipc_reader_schema(rd, &sc, err);
-        }
-        while (st == AQ_OK) {
-            struct ArrowArray rows;
-            memset(&rows, 0, sizeof rows);
-            if ((st = aq_ipc_reader_next(rd, &rows, err)) != AQ_OK || rows.release == NULL) {
-                break;
-            }
-            st = aq_model_writer_append(w, &sc, &rows, err);
-            rows.release(&rows);
-        }
-        if (sc.release != NULL) {
-            sc.release(&sc);
-        }
-        aq_ipc_reader_free(rd);
+        st = cli_rows_append(w, q->rows_in[k], err);
     }
     if (st == AQ_OK) {
         st = aq_model_writer_close(w, &r->s, err);
@@ -623,7 +566,7 @@ static int qz_execute(qz_opts *q, qz_run *r)
         return qz_plan_out(q, r, &o);
     }
     int rc;
-    if (q->plan_in != NULL && (rc = qz_plan_read(q->plan_in, r)) != 0) {
+    if (q->plan_in != NULL && (rc = cli_plan_read(q->plan_in, 0, &r->plan)) != 0) {
         return rc;
     }
     st = q->plan_in == NULL ? aq_model_quantize(r->ctx, r->model, q->out, &o, &r->s, &err)

@@ -457,9 +457,13 @@ struct aq__gguf_writer {
     aq__outfile *out;
     size_t next; /* the plan's tensor the next bytes must be */
     aq__model_totals tot;
+    aq_gguf_write_summary gsum;  /* aq_model_to_gguf's totals of the tensors written */
+    aq_gguf_tensor_fn on_tensor; /* each tensor written, as aq_model_to_gguf reports it */
+    void *on_tensor_user;
 };
 
 aq_status aq__gguf_writer_open(const aq_model_plan *plan, const char *out_path,
+                               aq_gguf_tensor_fn on_tensor, void *on_tensor_user,
                                aq__gguf_writer **out, aq_error *err)
 {
     aq__gguf_writer *w = calloc(1, sizeof *w);
@@ -470,6 +474,8 @@ aq_status aq__gguf_writer_open(const aq_model_plan *plan, const char *out_path,
         goto done;
     }
     w->plan = plan;
+    w->on_tensor = on_tensor;
+    w->on_tensor_user = on_tensor_user;
     aq__model_totals_init(&w->tot);
     if ((st = gw_header(plan, &h, err)) != AQ_OK ||
         (st = aq__outfile_open(out_path, &w->out, err)) != AQ_OK ||
@@ -501,7 +507,22 @@ static aq_status gw_put_tensor(aq__gguf_writer *w, size_t i, const uint8_t *data
     }
     aq__model_totals_add(&w->tot, e->name, e->kept != 0, e->elements, e->nbytes, e->gguf_bytes,
                          sqnr_db, cosine);
+    w->gsum.tensors++;
+    w->gsum.bytes_in += e->nbytes;
+    w->gsum.count_by_type[e->gguf_type]++;
+    w->gsum.quantized += e->kept ? 0 : 1;
     w->next = i + 1;
+    if (w->on_tensor != NULL) {
+        aq_gguf_tensor_result r = {.index = i,
+                                   .name = e->name,
+                                   .type = (aq_gguf_type)e->gguf_type,
+                                   .reason = e->reason,
+                                   .elements = e->elements,
+                                   .bytes = e->gguf_bytes,
+                                   .sqnr_db = sqnr_db,
+                                   .cosine = cosine};
+        w->on_tensor(w->on_tensor_user, &r);
+    }
     return AQ_OK;
 }
 
@@ -578,7 +599,8 @@ aq_status aq__gguf_writer_append(aq__gguf_writer *w, const struct ArrowSchema *s
     return st;
 }
 
-aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary, aq_error *err)
+aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary,
+                                aq_gguf_write_summary *gguf_summary, aq_error *err)
 {
     if (w->out == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
@@ -597,6 +619,10 @@ aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary, a
     if (st == AQ_OK) {
         w->tot.sum.bytes_out = written;
         aq__model_totals_finish(&w->tot, 0, summary);
+        w->gsum.bytes_out = written;
+        if (gguf_summary != NULL) {
+            *gguf_summary = w->gsum;
+        }
     }
     return st;
 }
@@ -612,25 +638,42 @@ void aq__gguf_writer_free(aq__gguf_writer *w)
 
 /* ---- the three steps in one process ---- */
 
-/* Tensor i written: the caller's result and the summary. */
-static void gw_report(const aq_gguf_write_options *o, aq_model *model, const aq__plan_tensor *e,
-                      size_t i, double sqnr_db, double cosine, aq_gguf_write_summary *sum)
+/* Tensors of `plan` (a GGUF plan matched against `model`) executed and written one at a time;
+ * opts already read and checked. */
+static aq_status gw_run(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
+                        const char *out_path, const aq_gguf_write_options *opts,
+                        aq_gguf_write_summary *summary, aq_error *err)
 {
-    sum->tensors++;
-    sum->bytes_in += e->nbytes;
-    sum->count_by_type[e->gguf_type]++;
-    sum->quantized += e->kept ? 0 : 1;
-    if (o->on_tensor != NULL) {
-        aq_gguf_tensor_result r = {.index = i,
-                                   .name = aq_model_tensor(model, i)->name,
-                                   .type = (aq_gguf_type)e->gguf_type,
-                                   .reason = e->reason,
-                                   .elements = e->elements,
-                                   .bytes = e->gguf_bytes,
-                                   .sqnr_db = sqnr_db,
-                                   .cosine = cosine};
-        o->on_tensor(o->on_tensor_user, &r);
+    aq__gguf_writer *w = NULL;
+    gw_exec x;
+    memset(&x, 0, sizeof x);
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    aq_status st =
+        aq__gguf_writer_open(plan, out_path, opts->on_tensor, opts->on_tensor_user, &w, err);
+    if (st != AQ_OK) {
+        goto done;
     }
+    gw_exec_init(&x, ctx, model, plan, opts->calib);
+    for (size_t i = 0; i < plan->n; i++) {
+        const aq__plan_tensor *e = &plan->t[i];
+        double sqnr_db, cosine;
+        if (opts->cancel != NULL && *opts->cancel) {
+            st = aq__error_set(err, AQ_CANCELLED, "cancelled after %zu of %zu tensors", i, plan->n);
+            goto done;
+        }
+        if ((st = gw_grow((void **)&buf, &cap, e->gguf_bytes + 1, 1, e->name, err)) != AQ_OK ||
+            (st = gw_exec_tensor(&x, i, buf, &sqnr_db, &cosine, err)) != AQ_OK ||
+            (st = gw_put_tensor(w, i, buf, sqnr_db, cosine, err)) != AQ_OK) {
+            goto done;
+        }
+    }
+    st = aq__gguf_writer_close(w, NULL, summary, err);
+done:
+    aq__gguf_writer_free(w);
+    gw_exec_free(&x);
+    free(buf);
+    return st;
 }
 
 aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
@@ -652,40 +695,46 @@ aq_status aq_model_to_gguf(aq_ctx *ctx, aq_model *model, const char *out_path,
         return st;
     }
     aq_model_plan *plan = NULL;
-    aq__gguf_writer *w = NULL;
-    gw_exec x;
-    memset(&x, 0, sizeof x);
-    uint8_t *buf = NULL;
-    size_t cap = 0;
-    aq_gguf_write_summary sum;
-    memset(&sum, 0, sizeof sum);
-    if ((st = aq__gguf_plan_make(ctx, model, opts, &plan, err)) != AQ_OK ||
-        (st = aq__gguf_writer_open(plan, out_path, &w, err)) != AQ_OK) {
-        goto done;
+    if ((st = aq__gguf_plan_make(ctx, model, opts, &plan, err)) == AQ_OK) {
+        st = gw_run(ctx, model, plan, out_path, opts, summary, err);
     }
-    gw_exec_init(&x, ctx, model, plan, opts->calib);
-    for (size_t i = 0; i < plan->n; i++) {
-        const aq__plan_tensor *e = &plan->t[i];
-        double sqnr_db, cosine;
-        if (opts->cancel != NULL && *opts->cancel) {
-            st = aq__error_set(err, AQ_CANCELLED, "cancelled after %zu of %zu tensors", i, plan->n);
-            goto done;
-        }
-        if ((st = gw_grow((void **)&buf, &cap, e->gguf_bytes + 1, 1, e->name, err)) != AQ_OK ||
-            (st = gw_exec_tensor(&x, i, buf, &sqnr_db, &cosine, err)) != AQ_OK ||
-            (st = gw_put_tensor(w, i, buf, sqnr_db, cosine, err)) != AQ_OK) {
-            goto done;
-        }
-        gw_report(opts, model, e, i, sqnr_db, cosine, &sum);
-    }
-    sum.bytes_out = (size_t)w->out->written;
-    if ((st = aq__gguf_writer_close(w, NULL, err)) == AQ_OK && summary != NULL) {
-        *summary = sum;
-    }
-done:
-    aq__gguf_writer_free(w);
     aq_model_plan_free(plan);
-    gw_exec_free(&x);
-    free(buf);
     return st;
+}
+
+aq_status aq_model_to_gguf_plan(aq_ctx *ctx, aq_model *model, const aq_model_plan *plan,
+                                const char *out_path, const aq_gguf_write_options *opts,
+                                aq_gguf_write_summary *summary, aq_error *err)
+{
+    if (ctx == NULL || model == NULL || plan == NULL || out_path == NULL || opts == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_to_gguf_plan: NULL argument");
+    }
+    aq_gguf_write_options own;
+    aq_status st = AQ__OPTS_READ(aq_gguf_write_options, cancel, own, opts, err);
+    if (st != AQ_OK) {
+        return st;
+    }
+    opts = &own;
+    if (plan->format != AQ__PLAN_GGUF) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_to_gguf_plan: the plan is a model file's "
+                             "(aq_model_plan_create), not a GGUF file's "
+                             "(aq_model_plan_create_gguf)");
+    }
+    if (plan->calibrated != (opts->calib != NULL)) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             plan->calibrated
+                                 ? "aq_model_to_gguf_plan: the plan was made with a calibration: "
+                                   "it needs the same one"
+                                 : "aq_model_to_gguf_plan: the plan was made without a "
+                                   "calibration");
+    }
+    aq__pool *pool;
+    if ((st = aq__model_plan_match(plan, model, err)) != AQ_OK ||
+        (st = aq__io_model_check_output(model, out_path, err)) != AQ_OK ||
+        (st = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK ||
+        (st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
+        return st;
+    }
+    return gw_run(ctx, model, plan, out_path, opts, summary, err);
 }

@@ -89,10 +89,12 @@ aq_status aq__gguf_execute(aq_ctx *ctx, aq_model *model, const aq_model_plan *pl
 /* aq_model_writer of a GGUF plan: the header written at open, then each tensor's bytes. */
 typedef struct aq__gguf_writer aq__gguf_writer;
 aq_status aq__gguf_writer_open(const aq_model_plan *plan, const char *out_path,
+                               aq_gguf_tensor_fn on_tensor, void *on_tensor_user,
                                aq__gguf_writer **out, aq_error *err);
 aq_status aq__gguf_writer_append(aq__gguf_writer *w, const struct ArrowSchema *schema,
                                  const struct ArrowArray *rows, aq_error *err);
-aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary, aq_error *err);
+aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary,
+                                aq_gguf_write_summary *gguf_summary, aq_error *err);
 void aq__gguf_writer_free(aq__gguf_writer *w);
 
 /* ---- rows: the struct arrays aq_model_execute makes and aq_model_writer reads (model_rows.c) */

@@ -1932,6 +1932,11 @@ aq_status aq_model_quantize_plan(aq_ctx *ctx, aq_model *model, const aq_model_pl
                                  : "aq_model_quantize_plan: the plan was made without a "
                                    "calibration");
     }
+    if (plan->format == AQ__PLAN_GGUF) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_quantize_plan: the plan is a GGUF file's "
+                             "(aq_model_plan_create_gguf): aq_model_to_gguf_plan follows it");
+    }
     aq__pool *pool;
     if ((st = aq__model_plan_match(plan, model, err)) != AQ_OK ||
         (st = mq_check_output(model, out_path, opts, err)) != AQ_OK ||
@@ -2048,6 +2053,11 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
     *out = NULL;
     aq_model_writer_options o;
     aq_status st = AQ__OPTS_READ(aq_model_writer_options, progress_user, o, opts, err);
+    if (st == AQ_OK && plan->format != AQ__PLAN_GGUF && o.on_gguf_tensor != NULL) {
+        st = aq__error_set(err, AQ_INVALID_ARGUMENT,
+                           "aq_model_writer_open: on_gguf_tensor is for a GGUF plan's writer; "
+                           "the plan is a model file's");
+    }
     if (st != AQ_OK) {
         return st;
     }
@@ -2068,7 +2078,8 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
         w->calls.progress_user = o.progress_user;
     }
     if (plan->format == AQ__PLAN_GGUF) {
-        st = aq__gguf_writer_open(plan, out_path, &w->gguf, err);
+        st = aq__gguf_writer_open(plan, out_path, opts != NULL ? o.on_gguf_tensor : NULL,
+                                  opts != NULL ? o.on_gguf_tensor_user : NULL, &w->gguf, err);
     } else if ((st = mq_state_init(&w->s, NULL, NULL, plan, &w->calls, err)) == AQ_OK) {
         st = mq_open(&w->s, out_path, err);
     }
@@ -2355,7 +2366,7 @@ aq_status aq_model_writer_close(aq_model_writer *w, aq_model_summary *summary, a
         return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_writer_close: NULL argument");
     }
     if (w->gguf != NULL) {
-        return aq__gguf_writer_close(w->gguf, summary, err);
+        return aq__gguf_writer_close(w->gguf, summary, NULL, err);
     }
     if (w->s.ipc == NULL) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
@@ -2384,4 +2395,18 @@ void aq_model_writer_free(aq_model_writer *w)
     aq__gguf_writer_free(w->gguf);
     mq_state_free(&w->s);
     free(w);
+}
+
+aq_status aq_model_writer_close_gguf(aq_model_writer *w, aq_gguf_write_summary *summary,
+                                     aq_error *err)
+{
+    if (w == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT, "aq_model_writer_close_gguf: NULL argument");
+    }
+    if (w->gguf == NULL) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             "aq_model_writer_close_gguf: the plan is a model file's, not a GGUF "
+                             "file's: aq_model_writer_close closes it");
+    }
+    return aq__gguf_writer_close(w->gguf, NULL, summary, err);
 }

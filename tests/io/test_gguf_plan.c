@@ -237,6 +237,163 @@ TEST(split_rows_give_the_same_gguf_with_rules_and_no_search)
     check_split(AQ_GGUF_Q3_K, true, 0);
 }
 
+/* Each tensor's report, kept to compare two runs. */
+typedef struct reports {
+    size_t n;
+    aq_gguf_tensor_result r[N_T];
+    char names[N_T][64];
+    char reasons[N_T][32];
+} reports;
+
+static void keep_report(void *user, const aq_gguf_tensor_result *res)
+{
+    reports *k = user;
+    CHECK(k->n < N_T);
+    k->r[k->n] = *res;
+    snprintf(k->names[k->n], sizeof k->names[k->n], "%s", res->name);
+    snprintf(k->reasons[k->n], sizeof k->reasons[k->n], "%s", res->reason);
+    k->n++;
+}
+
+static bool same_double(double a, double b)
+{
+    return memcmp(&a, &b, sizeof a) == 0;
+}
+
+static void same_reports(const reports *a, const reports *b)
+{
+    CHECK(a->n == N_T && b->n == N_T);
+    for (size_t i = 0; i < N_T; i++) {
+        CHECK(a->r[i].index == b->r[i].index && a->r[i].type == b->r[i].type);
+        CHECK(a->r[i].elements == b->r[i].elements && a->r[i].bytes == b->r[i].bytes);
+        CHECK(same_double(a->r[i].sqnr_db, b->r[i].sqnr_db));
+        CHECK(same_double(a->r[i].cosine, b->r[i].cosine));
+        CHECK(strcmp(a->names[i], b->names[i]) == 0 && strcmp(a->reasons[i], b->reasons[i]) == 0);
+    }
+}
+
+/* aq_model_to_gguf_plan from a plan read back from bytes, on another context and another
+ * opening of the model: the bytes, reports and summary of aq_model_to_gguf. */
+static void check_follow(aq_gguf_type type, bool ruled, int search)
+{
+    aq_error err;
+    snprintf(dir, sizeof dir, "/tmp/aq_gguf_plan_test_XXXXXX");
+    CHECK(mkdtemp(dir) != NULL);
+    char src[300], whole[300], followed[300];
+    path_in(src, sizeof src, "src.safetensors");
+    path_in(whole, sizeof whole, "whole.gguf");
+    path_in(followed, sizeof followed, "followed.gguf");
+    CHECK_OK(write_source(src, &err));
+    run r;
+    run_open(&r, src, type, ruled, search);
+    reports a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    r.o.on_tensor = keep_report;
+    r.o.on_tensor_user = &a;
+    aq_gguf_write_summary sa, sb;
+    CHECK_OK(aq_model_to_gguf(r.ctx, r.m, whole, &r.o, &sa, &err));
+    r.o.on_tensor = NULL;
+    aq_model_plan *plan;
+    CHECK_OK(aq_model_plan_create_gguf(r.ctx, r.m, &r.o, &plan, &err));
+    void *bytes;
+    size_t len;
+    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
+    aq_model_plan *back;
+    CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
+    aq_model_plan_bytes_free(bytes);
+    aq_model_plan_free(plan);
+    aq_ctx *wctx;
+    CHECK_OK(aq_ctx_create(&wctx, &err));
+    CHECK_OK(aq_ctx_set_param(wctx, AQ_PARAM_THREADS, 2, &err));
+    aq_model *wm;
+    CHECK_OK(aq_model_open(src, &wm, &err));
+    /* Only the callbacks and the calibration are read: another type and no rules change
+     * nothing. */
+    aq_gguf_write_options wo = AQ_SIZED_INIT(aq_gguf_write_options);
+    wo.type = AQ_GGUF_Q8_0;
+    wo.calib = r.calib;
+    wo.on_tensor = keep_report;
+    wo.on_tensor_user = &b;
+    CHECK_OK(aq_model_to_gguf_plan(wctx, wm, back, followed, &wo, &sb, &err));
+    CHECK_SAME_FILE(whole, followed);
+    CHECK(memcmp(&sa, &sb, sizeof sa) == 0);
+    same_reports(&a, &b);
+    /* The writer from rows executed in two ranges: the same bytes, reports and summary. */
+    reports c;
+    memset(&c, 0, sizeof c);
+    aq_model_writer_options mo = AQ_SIZED_INIT(aq_model_writer_options);
+    mo.on_gguf_tensor = keep_report;
+    mo.on_gguf_tensor_user = &c;
+    aq_model_execute_options eo = AQ_SIZED_INIT(aq_model_execute_options);
+    eo.calib = r.calib;
+    aq_model_writer *w;
+    char rowed[300];
+    path_in(rowed, sizeof rowed, "rowed.gguf");
+    CHECK_OK(aq_model_writer_open(back, rowed, &mo, &w, &err));
+    static const size_t cuts[] = {0, 5, N_T};
+    for (size_t k = 0; k + 1 < 3; k++) {
+        struct ArrowSchema sc;
+        struct ArrowArray rows;
+        CHECK_OK(aq_model_execute(wctx, wm, back, cuts[k], cuts[k + 1], &eo, &sc, &rows, &err));
+        CHECK_OK(aq_model_writer_append(w, &sc, &rows, &err));
+        rows.release(&rows);
+        sc.release(&sc);
+    }
+    aq_gguf_write_summary sw;
+    CHECK_OK(aq_model_writer_close_gguf(w, &sw, &err));
+    aq_model_writer_free(w);
+    CHECK_SAME_FILE(whole, rowed);
+    CHECK(memcmp(&sa, &sw, sizeof sa) == 0);
+    same_reports(&a, &c);
+    unlink(rowed);
+    /* Without the calibration the plan was made with: refused, nothing written. */
+    unlink(followed);
+    wo.calib = NULL;
+    CHECK(aq_model_to_gguf_plan(wctx, wm, back, followed, &wo, NULL, &err) == AQ_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "calibration") != NULL);
+    struct stat st;
+    CHECK(stat(followed, &st) != 0);
+    /* A model file's plan is refused here, a GGUF plan by aq_model_quantize_plan. */
+    aq_model_plan *mplan;
+    CHECK_OK(aq_model_plan_create(r.ctx, r.m, NULL, &mplan, &err));
+    wo.calib = r.calib;
+    CHECK(aq_model_to_gguf_plan(wctx, wm, mplan, followed, &wo, NULL, &err) == AQ_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "model file's") != NULL);
+    char arrow_out[300];
+    path_in(arrow_out, sizeof arrow_out, "out.arrow");
+    aq_model_quantize_options qo = AQ_SIZED_INIT(aq_model_quantize_options);
+    qo.calib = r.calib;
+    CHECK(aq_model_quantize_plan(wctx, wm, back, arrow_out, &qo, NULL, &err) ==
+          AQ_INVALID_ARGUMENT);
+    CHECK(strstr(err.message, "GGUF file's") != NULL);
+    CHECK(stat(arrow_out, &st) != 0 && stat(followed, &st) != 0);
+    /* The GGUF reports and summary are a GGUF writer's only. */
+    CHECK(aq_model_writer_open(mplan, arrow_out, &mo, &w, &err) == AQ_INVALID_ARGUMENT);
+    CHECK_OK(aq_model_writer_open(mplan, arrow_out, NULL, &w, &err));
+    CHECK(aq_model_writer_close_gguf(w, &sw, &err) == AQ_INVALID_ARGUMENT);
+    aq_model_writer_free(w);
+    CHECK(stat(arrow_out, &st) != 0);
+    aq_model_plan_free(mplan);
+    aq_model_plan_free(back);
+    aq_model_free(wm);
+    aq_ctx_free(wctx);
+    run_close(&r);
+    unlink(src);
+    unlink(whole);
+    rmdir(dir);
+}
+
+TEST(a_followed_plan_gives_the_same_gguf_and_reports)
+{
+    check_follow(AQ_GGUF_Q4_K, false, 1);
+}
+
+TEST(a_followed_plan_gives_the_same_gguf_with_rules_and_no_search)
+{
+    check_follow(AQ_GGUF_Q3_K, true, 0);
+}
+
 /* The plan's decisions, as aq_model_plan_tensor_get gives them. */
 TEST(the_plan_says_each_type_and_why)
 {
@@ -388,7 +545,7 @@ TEST(gguf_plans_read_back_checked)
     for (size_t i = 0; i < N_T; i++) {
         CHECK(back->t[i].gguf_type == plan->t[i].gguf_type &&
               back->t[i].gguf_bytes == plan->t[i].gguf_bytes &&
-              back->t[i].reason == plan->t[i].reason);
+              strcmp(back->t[i].reason, plan->t[i].reason) == 0);
     }
     aq_model_plan_free(back);
     plan->t[3].gguf_bytes += 2;
@@ -410,5 +567,7 @@ TEST(gguf_plans_read_back_checked)
 
 AQ_TEST_MAIN(AQ_CASE(split_rows_give_the_same_gguf),
              AQ_CASE(split_rows_give_the_same_gguf_with_rules_and_no_search),
+             AQ_CASE(a_followed_plan_gives_the_same_gguf_and_reports),
+             AQ_CASE(a_followed_plan_gives_the_same_gguf_with_rules_and_no_search),
              AQ_CASE(the_plan_says_each_type_and_why), AQ_CASE(bad_gguf_rows_are_refused),
              AQ_CASE(gguf_plans_read_back_checked))

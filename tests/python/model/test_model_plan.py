@@ -164,3 +164,60 @@ def test_plan_in_and_rows_in_are_checked(cli, ddpm, tmp_path):
             "--keep", "*norm*", check=False)
     assert p.returncode != 0 and "the first missing is" in p.stderr
     assert not out.exists()
+
+
+def _gguf_untimed(text, ref, out):
+    # The summary's last figure is the time taken.
+    return [ln.rsplit(", ", 1)[0] if ln.endswith(" s") else ln
+            for ln in text.replace(str(ref), str(out)).splitlines()]
+
+
+@pytest.mark.parametrize("options", [["--type", "Q4_K"],
+                                     ["--type", "Q3_K", "--profile", "local", "--gguf-search",
+                                      "none"]])
+def test_gguf_command_follows_a_plan_and_writes_rows_with_its_summary(cli, ddpm, tmp_path,
+                                                                      options):
+    """GGUF output: --plan-in (executed here) and --plan-in --rows-in (rows made elsewhere)
+    write the plain command's GGUF file and print its report, text and --json."""
+    src = ddpm / "diffusion_pytorch_model.safetensors"
+    ref, plan_path = tmp_path / "ref.gguf", tmp_path / "plan"
+    plain = cli("quantize", src, "-o", ref, *options)
+    plain_json = cli.json("quantize", src, "-o", ref, *options)
+    cli("quantize", src, "-o", tmp_path / "x.gguf", "--plan-out", plan_path, *options)
+    plan = plan_path.read_bytes()
+    n = len(_model_plan_tensors(plan))
+    files = []
+    for k, ranges in enumerate([[(0, 1)], [(1, n // 2), (n // 2, n)]]):
+        path = tmp_path / f"rows{k}.arrows"
+        batches = [_rows(src, plan, a, b) for a, b in ranges]
+        with pa.ipc.new_stream(str(path), batches[0].schema) as w:
+            for b in batches:
+                w.write_batch(b)
+        files += ["--rows-in", path]
+    assert len(plain_json["tensors"]) == n
+    for name, extra in (("planned", []), ("rows", files)):
+        out = tmp_path / f"{name}.gguf"
+        p = cli("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
+        assert out.read_bytes() == ref.read_bytes(), name
+        assert _gguf_untimed(p.stdout, ref, out) == _gguf_untimed(plain.stdout, ref, out), name
+        doc = cli.json("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
+        want = dict(plain_json, summary=dict(plain_json["summary"]))
+        for d in (doc, want):
+            d.pop("file"), d["summary"].pop("seconds")
+        assert doc == want, name
+
+
+def test_gguf_and_model_file_plans_are_not_mixed(cli, ddpm, tmp_path):
+    src = ddpm / "diffusion_pytorch_model.safetensors"
+    gplan, mplan = tmp_path / "gguf.plan", tmp_path / "model.plan"
+    cli("quantize", src, "-o", tmp_path / "x.gguf", "--plan-out", gplan, "--type", "Q4_K")
+    cli("quantize", src, "-o", tmp_path / "x.arrow", "--plan-out", mplan, "--bits", "4")
+    out = tmp_path / "out.gguf"
+    p = cli("quantize", src, "-o", out, "--type", "Q4_K", "--plan-in", mplan, check=False)
+    assert p.returncode != 0 and "the plan is a model file's" in p.stderr
+    arrow = tmp_path / "out.arrow"
+    p = cli("quantize", src, "-o", arrow, "--bits", "4", "--plan-in", gplan, check=False)
+    assert p.returncode != 0 and "the plan is a GGUF file's" in p.stderr
+    p = cli("quantize", src, "-o", out, "--type", "Q4_K", "--rows-in", gplan, check=False)
+    assert p.returncode != 0 and "--rows-in needs --plan-in PLAN" in p.stderr
+    assert not out.exists() and not arrow.exists()

@@ -1,7 +1,7 @@
 """arrow_quant_v2.ray on a real local Ray cluster (a head node and its worker processes on this
 machine): the files the workers assemble from layer rows are byte for byte the command's, for a
-diffusers folder and for a list of checkpoints (native; GGUF per checkpoint); one checkpoint is
-split over several tasks; a worker killed while it quantizes a range is retried and the files
+diffusers folder and for a list of checkpoints (native and GGUF, both through plans); one
+checkpoint is split over several tasks (a GGUF one too); a worker killed while it quantizes a range is retried and the files
 come out complete and correct; bad tensors are reported by name and the others finish; and the
 command's --ray path gives the same files, progress in tensors and a summary."""
 import hashlib
@@ -154,7 +154,10 @@ def test_list_of_checkpoints_native_and_gguf(cluster, command, tmp_path):
         ref = tmp_path / (s.stem + ".ref.gguf")
         _run(command, "quantize", s, "-o", ref, "--type", "Q4_K", "--quiet")
         assert c.output.endswith(".gguf") and _digest(c.output) == _digest(ref)
+        # Through its plan: the plan's tensors, executed by a task.
+        assert c.tensors == (5 if "index" in s.name else 6) and c.tasks, c
     _no_temporaries(tmp_path / "out")
+    _no_temporaries(tmp_path / "gguf")
 
 
 def test_one_checkpoint_is_split_over_tasks(cluster, command, tmp_path):
@@ -290,8 +293,9 @@ def test_command_ray_flag(cluster, command, tmp_path):
 
 
 def _untimed(text):
-    """A summary's lines, without its time."""
-    return [ln for ln in text.splitlines() if not ln.startswith("  time ")]
+    """A summary's lines, without its time (a GGUF summary's last figure)."""
+    return [ln.rsplit(", ", 1)[0] if ln.endswith(" s") and ".gguf: " in ln else ln
+            for ln in text.splitlines() if not ln.startswith("  time ")]
 
 
 def _summary_of(stdout, src, out):
@@ -340,6 +344,40 @@ def test_command_ray_summary_is_the_commands(cluster, command, tmp_path, options
     want = json.loads(_run(command, "quantize", src, "-o", ref, *options, "--json").stdout)
     for k in ("seconds", "output"):
         c["summary"].pop(k), want.pop(k)
+    assert c["summary"] == want
+
+
+@pytest.mark.parametrize("options", [("--type", "Q4_K"),
+                                     ("--type", "Q3_K", "--profile", "local")])
+def test_command_ray_gguf_summary_is_the_commands(cluster, command, tmp_path, options):
+    """GGUF output of one checkpoint on two workers: cut into ranges of GGUF blocks, the file
+    written from their rows (--plan-in --rows-in), the plain command's bytes and report (text
+    and --json)."""
+    src = _checkpoint(tmp_path / "m.safetensors", 31)
+    out, ref = tmp_path / "m.gguf", tmp_path / "ref.gguf"
+    env = dict(os.environ, AQ_PYTHON=sys.executable)
+    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--ray",
+                        cluster.address], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "progress: 6/6 tensors" in p.stderr
+    plain = _run(command, "quantize", src, "-o", ref, *options)
+    assert _digest(out) == _digest(ref)
+    lines = p.stdout.splitlines()
+    assert _untimed("\n".join(lines[:-1])) == _untimed(plain.stdout.replace(str(ref), str(out)))
+    assert lines[-1].startswith("ray job  1/1 checkpoints written, 0 failed: 6 tensors, ")
+    job = quantize_checkpoints(src, tmp_path / "job", command=command, num_workers=2,
+                               range_bytes=1 << 12, **{"type": options[1]},
+                               **({"profile": "local"} if "--profile" in options else {}))
+    (c,) = job.checkpoints
+    assert job.ok and len(c.tasks) >= 2, c  # in ranges
+    assert _digest(c.output) == _digest(ref)
+    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--json", "--ray",
+                        cluster.address], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    (c,) = json.loads(p.stdout)["checkpoints"]
+    want = json.loads(_run(command, "quantize", src, "-o", ref, *options, "--json").stdout)
+    for d in (c["summary"], want):
+        d.pop("file"), d["summary"].pop("seconds")
     assert c["summary"] == want
 
 
