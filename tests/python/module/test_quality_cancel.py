@@ -55,9 +55,13 @@ def test_a_raising_callback_stops_a_batch_of_100_at_row_2(mode, quality):
 
 
 _CHILD = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys, time
     import numpy as np, pyarrow as pa
     from arrow_quant_v2 import ArrowQuantV2
+
+    # Python's own SIGINT handler, whatever was inherited: a shell starts a background job with
+    # SIGINT ignored, and Python then installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     w = np.random.default_rng(0).standard_normal(1_000_000).astype(np.float32)
     batch = pa.record_batch({"layer_name": ["w"], "weights": pa.array([w])})
