@@ -721,18 +721,9 @@ aq_status aq_model_to_gguf_plan(aq_ctx *ctx, aq_model *model, const aq_model_pla
                              "(aq_model_plan_create), not a GGUF file's "
                              "(aq_model_plan_create_gguf)");
     }
-    if (plan->calibrated != (opts->calib != NULL)) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             plan->calibrated
-                                 ? "aq_model_to_gguf_plan: the plan was made with a calibration: "
-                                   "it needs the same one"
-                                 : "aq_model_to_gguf_plan: the plan was made without a "
-                                   "calibration");
-    }
     aq__pool *pool;
-    if ((st = aq__model_plan_match(plan, model, err)) != AQ_OK ||
-        (st = aq__io_model_check_output(model, out_path, err)) != AQ_OK ||
-        (st = aq__io_calib_check_output(opts->calib, out_path, err)) != AQ_OK ||
+    if ((st = aq__model_plan_follow_check("aq_model_to_gguf_plan", plan, model, opts->calib,
+                                          out_path, err)) != AQ_OK ||
         (st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
         return st;
     }

@@ -547,6 +547,27 @@ aq_status aq_model_plan_deserialize(const void *bytes, size_t len, aq_model_plan
     return AQ_OK;
 }
 
+aq_status aq__model_plan_follow_check(const char *fn, const aq_model_plan *plan,
+                                      const aq_model *model, const aq_calib *calib,
+                                      const char *out_path, aq_error *err)
+{
+    if (plan->calibrated != (calib != NULL)) {
+        return aq__error_set(err, AQ_INVALID_ARGUMENT,
+                             plan->calibrated
+                                 ? "%s: the plan was made with a calibration: it needs the same one"
+                                 : "%s: the plan was made without a calibration",
+                             fn);
+    }
+    aq_status st = aq__model_plan_match(plan, model, err);
+    if (st == AQ_OK) {
+        st = aq__io_model_check_output(model, out_path, err);
+    }
+    if (st == AQ_OK) {
+        st = aq__io_calib_check_output(calib, out_path, err);
+    }
+    return st;
+}
+
 aq_status aq__model_plan_match(const aq_model_plan *plan, const aq_model *model, aq_error *err)
 {
     size_t n = aq_model_count(model);

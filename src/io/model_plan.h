@@ -67,6 +67,12 @@ aq_status aq__model_plan_alloc(size_t n, aq_model_plan **out, aq_error *err);
 /* Checks that the plan was made from a model with these tensors (names, dtypes, shapes, sizes):
  * AQ_SHAPE_MISMATCH naming the first tensor that differs. */
 aq_status aq__model_plan_match(const aq_model_plan *plan, const aq_model *model, aq_error *err);
+/* The checks before a plan made elsewhere is followed here (fn names the public call in the
+ * messages): the plan made with a calibration exactly when one is given, made for this model
+ * (aq__model_plan_match), and out_path a place the file can go, none of the inputs. */
+aq_status aq__model_plan_follow_check(const char *fn, const aq_model_plan *plan,
+                                      const aq_model *model, const aq_calib *calib,
+                                      const char *out_path, aq_error *err);
 /* The bytes tensor i takes in the file when kept (float32 for BF16/F64 sources). */
 size_t aq__model_plan_kept_bytes(const aq__plan_tensor *t);
 /* Whether a GGUF plan's tensor t holds a decision the GGUF planner makes: a writable type,

@@ -1923,23 +1923,15 @@ aq_status aq_model_quantize_plan(aq_ctx *ctx, aq_model *model, const aq_model_pl
     if (st != AQ_OK) {
         return st;
     }
-    const aq_calib *calib = opts != NULL ? opts->calib : NULL;
-    if (plan->calibrated != (calib != NULL)) {
-        return aq__error_set(err, AQ_INVALID_ARGUMENT,
-                             plan->calibrated
-                                 ? "aq_model_quantize_plan: the plan was made with a calibration: "
-                                   "it needs the same one"
-                                 : "aq_model_quantize_plan: the plan was made without a "
-                                   "calibration");
-    }
     if (plan->format == AQ__PLAN_GGUF) {
         return aq__error_set(err, AQ_INVALID_ARGUMENT,
                              "aq_model_quantize_plan: the plan is a GGUF file's "
                              "(aq_model_plan_create_gguf): aq_model_to_gguf_plan follows it");
     }
     aq__pool *pool;
-    if ((st = aq__model_plan_match(plan, model, err)) != AQ_OK ||
-        (st = mq_check_output(model, out_path, opts, err)) != AQ_OK ||
+    if ((st = aq__model_plan_follow_check("aq_model_quantize_plan", plan, model,
+                                          opts != NULL ? opts->calib : NULL, out_path, err)) !=
+            AQ_OK ||
         (st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
         return st;
     }
