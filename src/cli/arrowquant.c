@@ -154,6 +154,17 @@ int cli_setting_set_gguf(aq_settings *s, const char *flag, const char *value)
     return cli_setting_set(s, flag, value);
 }
 
+int cli_plan_flags_check(const char *plan_in, const char *plan_out, size_t n_rows_in)
+{
+    if (plan_in != NULL && plan_out != NULL) {
+        return cli_fail("quantize: --plan-in follows a plan, --plan-out makes one: not both");
+    }
+    if (n_rows_in > 0 && plan_in == NULL) {
+        return cli_fail("--rows-in needs --plan-in PLAN (the plan the rows were made from)");
+    }
+    return 0;
+}
+
 int cli_plan_read(const char *path, int gguf, aq_model_plan **out)
 {
     FILE *f = fopen(path, "rb");

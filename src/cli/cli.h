@@ -37,6 +37,9 @@ int cli_plan_write(const char *path, const aq_model_plan *plan);
 /* --plan-in: the plan read back from path into *out (the caller's to free), refused unless it
  * is a GGUF plan (gguf 1) or a model file's (gguf 0); 0 or the exit status of a failure. */
 int cli_plan_read(const char *path, int gguf, aq_model_plan **out);
+/* --plan-in, --plan-out and --rows-in together: not a plan both followed and made, no rows
+ * without the plan they were made from; 0 or the exit status of a failure. */
+int cli_plan_flags_check(const char *plan_in, const char *plan_out, size_t n_rows_in);
 /* --rows-in: every batch of the Arrow IPC stream at path (aq_model_execute's rows) appended. */
 aq_status cli_rows_append(aq_model_writer *w, const char *path, aq_error *err);
 /* The settings with a flag, one line each (flag, what it takes, default, help). */

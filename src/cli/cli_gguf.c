@@ -190,13 +190,7 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
             return cli_fail("quantize: unexpected argument '%s'", a);
         }
     }
-    if (g->plan_in != NULL && g->plan_out != NULL) {
-        return cli_fail("quantize: --plan-in follows a plan, --plan-out makes one: not both");
-    }
-    if (g->n_rows_in > 0 && g->plan_in == NULL) {
-        return cli_fail("--rows-in needs --plan-in PLAN (the plan the rows were made from)");
-    }
-    return 0;
+    return cli_plan_flags_check(g->plan_in, g->plan_out, g->n_rows_in);
 }
 
 /* --plan-in with --rows-in: the GGUF file written from the rows made elsewhere, each row

@@ -351,13 +351,7 @@ static int qz_parse(int argc, char **argv, qz_opts *q)
     if (q->src == NULL || q->out == NULL) {
         return cli_fail("quantize needs SRC and -o OUT.arrow");
     }
-    if (q->plan_in != NULL && q->plan_out != NULL) {
-        return cli_fail("quantize: --plan-in follows a plan, --plan-out makes one: not both");
-    }
-    if (q->n_rows_in > 0 && q->plan_in == NULL) {
-        return cli_fail("--rows-in needs --plan-in PLAN (the plan the rows were made from)");
-    }
-    return 0;
+    return cli_plan_flags_check(q->plan_in, q->plan_out, q->n_rows_in);
 }
 
 /* The profile (given, or the one of --bits), the calibration's combine, the budget's scope
