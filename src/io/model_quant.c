@@ -1062,10 +1062,11 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, const
         if (bits == res->initial_bit_width) {
             res->initial_cosine = r->cosine;
         }
-        if (planned || !(s->min_cosine > 0.0) || r->cosine >= s->min_cosine || bits == 8) {
+        const unsigned raised = planned ? 0 : aq__floor_raise(bits, r->cosine, s->min_cosine);
+        if (raised == 0) {
             break;
         }
-        bits = bits == 2 ? 4 : 8;
+        bits = raised;
     }
     res->moved = bits != res->initial_bit_width;
 done:
@@ -1149,6 +1150,43 @@ static aq_status mq_plan_tensor(mq_state *s, const int *kept, size_t i, aq__plan
     return st;
 }
 
+/* The default budget's plan over the model (aq__plan_over): the tensors' roles, a fixed
+ * tensor's bytes, a chosen one measured; progress counts the chosen tensors' source bytes. */
+typedef struct mq_plan_src {
+    mq_state *s;
+    const int *kept;
+    aq_model_progress prog;
+} mq_plan_src;
+
+static aq__plan_role mq_plan_role(void *user, size_t i)
+{
+    return (aq__plan_role)((mq_plan_src *)user)->s->r_role[i];
+}
+
+static aq_status mq_plan_fixed(void *user, size_t i, size_t *elements, size_t *bytes, aq_error *err)
+{
+    mq_plan_src *src = user;
+    *elements = aq_model_tensor(src->s->model, i)->elements;
+    return mq_fixed_bytes(src->s, src->kept, i, bytes, err);
+}
+
+static aq_status mq_plan_chosen(void *user, size_t i, aq__plan *p, aq_error *err)
+{
+    mq_plan_src *src = user;
+    const aq_model_quantize_options *o = src->s->opts;
+    const aq_st_tensor *t = aq_model_tensor(src->s->model, i);
+    aq_status st = mq_plan_tensor(src->s, src->kept, i, p, err);
+    if (st == AQ_OK) {
+        src->prog.tensors_done = i + 1;
+        src->prog.bytes_done += t->nbytes;
+        src->prog.current = t->name;
+        if (o->progress != NULL) {
+            o->progress(o->progress_user, &src->prog);
+        }
+    }
+    return st;
+}
+
 /* The default budget with layer rules: one size over every counted tensor of the model (the
  * profile's target_bpw), the rules' treatments (8 bits, kept in float) as preferences within
  * it. kept[i] becomes 0 for a tensor the rules kept that the plan quantizes. */
@@ -1158,35 +1196,17 @@ static aq_status mq_plan_rules(mq_state *s, int *kept, aq_error *err)
     const size_t n = aq_model_count(s->model);
     aq_profile prof;
     aq_rules_profile(o->rules, &prof);
-    aq__plan p;
-    aq_model_progress prog = {0, 0, 0, 0, NULL, 1};
-    aq_status st = aq__plan_init(&p, n, o->schemes, o->n_schemes, prof.scheme, err);
-    for (size_t i = 0; i < n && st == AQ_OK; i++) {
+    mq_plan_src user = {s, kept, {0, 0, 0, 0, NULL, 1}};
+    for (size_t i = 0; i < n; i++) {
         if (s->r_role[i] == AQ__PLAN_CHOSEN) {
-            prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
-            prog.tensors_total = i + 1;
+            user.prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
+            user.prog.tensors_total = i + 1;
         }
     }
-    for (size_t i = 0; i < n && st == AQ_OK; i++) {
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        if (s->r_role[i] == AQ__PLAN_FIXED) {
-            size_t b = 0;
-            st = mq_fixed_bytes(s, kept, i, &b, err);
-            p.fixed += b;
-            p.counted += t->elements;
-        } else if (s->r_role[i] == AQ__PLAN_CHOSEN &&
-                   (st = mq_plan_tensor(s, kept, i, &p, err)) == AQ_OK) {
-            prog.tensors_done = i + 1;
-            prog.bytes_done += t->nbytes;
-            prog.current = t->name;
-            if (o->progress != NULL) {
-                o->progress(o->progress_user, &prog);
-            }
-        }
-    }
-    if (st == AQ_OK) {
-        st = aq__plan_run(&p, prof.target_bpw, s->min_cosine > 0.0, err);
-    }
+    const aq__plan_source src = {&user, mq_plan_role, mq_plan_fixed, mq_plan_chosen};
+    aq__plan p;
+    aq_status st = aq__plan_over(&p, n, o->schemes, o->n_schemes, prof.scheme, &src,
+                                 prof.target_bpw, s->min_cosine > 0.0, err);
     if (st == AQ_OK && (s->plan = calloc(n > 0 ? n : 1, sizeof *s->plan)) == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
     }
@@ -2072,6 +2092,10 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
     if (plan->format == AQ__PLAN_GGUF) {
         st = aq__gguf_writer_open(plan, out_path, opts != NULL ? o.on_gguf_tensor : NULL,
                                   opts != NULL ? o.on_gguf_tensor_user : NULL, &w->gguf, err);
+        if (st == AQ_OK) {
+            aq__gguf_writer_reports(w->gguf, w->calls.on_tensor, w->calls.on_tensor_user,
+                                    w->calls.progress, w->calls.progress_user);
+        }
     } else if ((st = mq_state_init(&w->s, NULL, NULL, plan, &w->calls, err)) == AQ_OK) {
         st = mq_open(&w->s, out_path, err);
     }

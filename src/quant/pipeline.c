@@ -688,3 +688,33 @@ aq_status aq__plan_run(aq__plan *p, double target_bpw, bool floor, aq_error *err
                              aq__plan_budget_bytes(target_bpw, p->counted), p->fixed, p->counted,
                              target_bpw, floor, p->choice, err);
 }
+
+aq_status aq__plan_over(aq__plan *p, size_t n, const aq_scheme *list, size_t n_list,
+                        aq_scheme fallback, const aq__plan_source *src, double target_bpw,
+                        bool floor, aq_error *err)
+{
+    aq_status st = aq__plan_init(p, n, list, n_list, fallback, err);
+    for (size_t i = 0; i < n && st == AQ_OK; i++) {
+        aq__plan_role role = src->role(src->user, i);
+        if (role == AQ__PLAN_FIXED) {
+            size_t elements = 0, bytes = 0;
+            st = src->fixed(src->user, i, &elements, &bytes, err);
+            p->counted += elements;
+            p->fixed += bytes;
+        } else if (role == AQ__PLAN_CHOSEN) {
+            st = src->measure(src->user, i, p, err);
+        }
+    }
+    if (st == AQ_OK) {
+        st = aq__plan_run(p, target_bpw, floor, err);
+    }
+    return st;
+}
+
+unsigned aq__floor_raise(unsigned bits, double cosine, double min_cosine)
+{
+    if (!(min_cosine > 0.0) || cosine >= min_cosine || bits >= 8) {
+        return 0;
+    }
+    return bits == 2 ? 4 : 8;
+}

@@ -248,10 +248,11 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
                                    min_cos, it, err)) != AQ_OK) {
                     goto done;
                 }
-                if (it->choice.meets_min_cosine || bits == 8) {
+                const unsigned raised = aq__floor_raise(bits, it->choice.metrics.cosine, min_cos);
+                if (raised == 0) {
                     break;
                 }
-                bits = bits == 2 ? 4 : 8;
+                bits = raised;
             }
             it->choice.initial_bit_width = ctx->bit_width;
             it->choice.moved = bits != ctx->bit_width;
