@@ -288,8 +288,11 @@ aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallbac
     return AQ_OK;
 }
 
-aq__plan_role aq__plan_role_of(const aq_rule_decision *d, size_t ndim)
+aq__plan_role aq__plan_role_of(const aq_rule_decision *d, size_t ndim, size_t elements)
 {
+    if (elements == 0) {
+        return AQ__PLAN_OUTSIDE;
+    }
     if (d->rule == AQ_RULE_OVERRIDE) {
         return AQ__PLAN_FIXED;
     }
@@ -711,10 +714,25 @@ aq_status aq__plan_over(aq__plan *p, size_t n, const aq_scheme *list, size_t n_l
     return st;
 }
 
-unsigned aq__floor_raise(unsigned bits, double cosine, double min_cosine)
+aq_status aq__floor_run(unsigned *bits, double min_cosine, bool fixed, aq__floor_attempt_fn attempt,
+                        void *user, double *initial_cosine, aq_error *err)
 {
-    if (!(min_cosine > 0.0) || cosine >= min_cosine || bits >= 8) {
-        return 0;
+    const unsigned first = *bits;
+    unsigned b = first;
+    for (;;) {
+        double cosine = 0.0;
+        aq_status st = attempt(user, b, &cosine, err);
+        if (st != AQ_OK) {
+            return st;
+        }
+        if (b == first && initial_cosine != NULL) {
+            *initial_cosine = cosine;
+        }
+        if (fixed || !(min_cosine > 0.0) || cosine >= min_cosine || b >= 8) {
+            break;
+        }
+        b = b == 2 ? 4 : 8;
     }
-    return bits == 2 ? 4 : 8;
+    *bits = b;
+    return AQ_OK;
 }

@@ -107,7 +107,8 @@ typedef enum aq__plan_role {
     AQ__PLAN_CHOSEN       /* counted, and the budget chooses among its options; the rules'
                              treatment (8 bits, or kept in float) is its preference */
 } aq__plan_role;
-aq__plan_role aq__plan_role_of(const aq_rule_decision *d, size_t ndim);
+/* (An empty tensor is outside: there is nothing to count.) */
+aq__plan_role aq__plan_role_of(const aq_rule_decision *d, size_t ndim, size_t elements);
 
 /* The size of the default mode: target_bpw bits per weight over `elements` counted weights,
  * in whole bytes. */
@@ -187,9 +188,51 @@ aq_status aq__plan_over(aq__plan *p, size_t n, const aq_scheme *list, size_t n_l
                         aq_scheme fallback, const aq__plan_source *src, double target_bpw,
                         bool floor, aq_error *err);
 
-/* The floor's next bit width for a tensor quantized at `bits` with this cosine: 4 after 2, 8
- * after 4; 0 when it stays (the floor is off or met, or bits is 8). */
-unsigned aq__floor_raise(unsigned bits, double cosine, double min_cosine);
+/* The floor, as every path applies it: attempt quantizes the tensor at a bit width and gives
+ * its cosine; while that stays below min_cosine (and the width is not fixed, by a budget's
+ * choice), the next width is tried: 2 -> 4 -> 8. *bits is the first width in, the kept one out;
+ * *initial_cosine (may be NULL) the cosine at the first. attempt's buffers hold the kept
+ * width's result (it replaces them at each attempt). */
+typedef aq_status (*aq__floor_attempt_fn)(void *user, unsigned bits, double *cosine, aq_error *err);
+aq_status aq__floor_run(unsigned *bits, double min_cosine, bool fixed, aq__floor_attempt_fn attempt,
+                        void *user, double *initial_cosine, aq_error *err);
+
+/* ---- an explicit budget over tensors read one at a time (pipeline_budget.c) ---- */
+
+/* The tensors an explicit budget plans over: each one's role (OUTSIDE: not a float tensor;
+ * FIXED: a float tensor the budget does not choose for; CHOSEN: one it does), its shape, a fixed
+ * tensor's bytes (asked only when the budget covers the whole model), and a chosen one's view
+ * and importance (NULL: none) for the measuring pass, given back by release (called after
+ * view, whether it succeeded or not), then `measured` (progress). */
+typedef struct aq__budget_source {
+    void *user;
+    size_t n;
+    aq__plan_role (*role)(void *user, size_t i);
+    void (*shape)(void *user, size_t i, const int64_t **shape, size_t *ndim, size_t *elements);
+    aq_status (*fixed)(void *user, size_t i, size_t *bytes, aq_error *err);
+    aq_status (*view)(void *user, size_t i, aq_tensor *t, const float **imp, aq_error *err);
+    void (*release)(void *user, size_t i);
+    void (*measured)(void *user, size_t i);
+} aq__budget_source;
+
+typedef struct aq__budget_params {
+    double target_bpw; /* > 0, or AQ_TARGET_BPW_PROFILE: the size the own scheme and bits take,
+                          raised by the floor */
+    bool whole;        /* target_bpw covers every float tensor, not only the chosen ones */
+    double min_cosine;
+    const aq_scheme *schemes; /* the candidates, each at 2, 4 and 8 bits (at least one) */
+    size_t n_schemes;
+    aq_scheme own_scheme; /* what the chosen tensors would get without a budget */
+    unsigned own_bits;
+    const volatile int *cancel;
+} aq__budget_params;
+
+/* The budget's choice for each chosen tensor i in plan[i] (n entries, the others untouched);
+ * nothing when no tensor is chosen. AQ_INVALID_PARAMETER, before any tensor is read, when even
+ * the smallest layouts exceed the budget, and after the measuring pass when the floor cannot
+ * fit. */
+aq_status aq__budget_over(aq_ctx *ctx, const aq__budget_source *src, const aq__budget_params *bp,
+                          aq__budget_option *plan, aq_error *err);
 
 /* ---- the pipeline over a set of tensors held in memory (pipeline_set.c) ----
  *

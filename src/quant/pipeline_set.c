@@ -135,7 +135,7 @@ aq_status aq__pipe_decide(aq__pipe *p, const aq_ctx *ctx, size_t i, aq_error *ro
     if (st != AQ_OK || !ruled) {
         return st;
     }
-    it->role = it->layout.elements > 0 ? aq__plan_role_of(&d, it->t.ndim) : AQ__PLAN_OUTSIDE;
+    it->role = aq__plan_role_of(&d, it->t.ndim, it->layout.elements);
     if (d.keep) {
         size_t n = it->layout.elements;
         unsigned bits;
