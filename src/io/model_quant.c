@@ -337,11 +337,12 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
     if ((st = aq__ctx_pool(c, &pool, err)) != AQ_OK) {
         return st;
     }
-    bool blocks = scheme == AQ_SCHEME_AFFINE && !c->preserve_moments && pool == NULL &&
-                  src->ndim >= 2 && l->rows > m.block_rows;
+    /* Blocks of rows quantize alone where the scheme's groups stay within rows, on one level,
+     * and no importance steers them (plain affine): the block path passes none. */
+    const aq__scheme_traits *tr = aq__scheme_traits_of(scheme);
+    bool blocks = tr != NULL && !tr->flattened && !tr->two_level && !tr->importance &&
+                  !c->preserve_moments && pool == NULL && src->ndim >= 2 && l->rows > m.block_rows;
     if (!blocks) {
-        /* Importance (a calibration) matters to affine_search and kquant, which never take
-         * the block path: plain affine ignores it. */
         aq_quantize_options qo = {.size = sizeof(aq_quantize_options), .importance = s->imp};
         if ((st = aq_quantize_ex(c, src, &qo, &out, NULL, err)) != AQ_OK ||
             (st = aq__meter_rows(&m, 0, m.rows, err)) != AQ_OK) {
