@@ -11,10 +11,12 @@
  * written by a writer thread while the next one is quantized into the other of two arenas. So
  * the peak stays near the largest tensor plus two batches.
  *
- * A cosine floor requantizes a tensor with more bits on the spot. A size budget needs every
- * tensor's options before the first row is chosen, so it adds a measuring pass (mq_plan): each
- * tensor quantized at every candidate and measured, its outputs dropped at once; the
- * allocation is aq_qset's (aq__budget_allocate); the writing pass then follows the plan.
+ * The decisions are the quantization pipeline's (src/quant/pipeline.h): a cosine floor
+ * requantizes a tensor with more bits on the spot (aq__floor_run); a size budget needs every
+ * tensor's options before the first row is chosen, so planning adds a measuring pass, each
+ * tensor read from the mapping, quantized at every candidate, measured and dropped at once
+ * (aq__budget_over for an explicit budget, aq__plan_over for the default mode's size); the
+ * writing pass then follows the plan.
  */
 #include "arrow_owned.h"
 #include "io_internal.h"
