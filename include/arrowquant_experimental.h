@@ -278,10 +278,12 @@ typedef struct aq_model_writer_options {
     size_t size; /* sizeof(aq_model_writer_options), set by the caller */
     /* Called for each row as it is appended, with what aq_model_quantize reports of its tensor
      * (names point into the plan; initial_cosine is NaN for a moved tensor whose row lacks
-     * the initial_cosine column). */
+     * the initial_cosine column). A GGUF plan's writer calls it too: scheme, bit_width and
+     * group_size are then 0 (the tensor's type is on_gguf_tensor's), bytes its bytes in the
+     * file. */
     aq_model_tensor_fn on_tensor;
     void *on_tensor_user;
-    /* Called after each row (tensors_done counts from the first tensor). */
+    /* Called after each row (tensors_done counts from the first tensor), for either plan. */
     aq_model_progress_fn progress;
     void *progress_user;
     /* A GGUF plan's writer only (refused for a model file's): called for each row as it is

@@ -140,6 +140,9 @@ extern const aq__py_kwspec aq__py_quantize_model_kw, aq__py_quantize_gguf_kw;
 void aq__py_applies_fill(const char **out, size_t cap, int gguf);
 /* Fill the settings _quantize_gguf and _quantize_model apply (the module's exec). */
 void aq__py_gguf_init(void);
+/* A GGUF file's summary as _quantize_gguf gives it (tensors, quantized, bytes_in, bytes_out,
+ * types: {type name: count}); NULL with an exception set. */
+PyObject *aq__py_gguf_summary(const aq_gguf_write_summary *sum);
 void aq__py_model_init(void);
 /* The profile of the settings `s` (aq_settings_apply_profile already called): its bits,
  * scheme and group size from the settings; the context's scheme and group size set from it

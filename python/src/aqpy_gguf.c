@@ -61,6 +61,29 @@ static void gp_on_tensor(void *user, const aq_gguf_tensor_result *r)
     g->n++;
 }
 
+PyObject *aq__py_gguf_summary(const aq_gguf_write_summary *sum)
+{
+    PyObject *types = PyDict_New();
+    for (size_t t = 0; types != NULL && t <= AQ_GGUF_BF16; t++) {
+        if (sum->count_by_type[t] == 0) {
+            continue;
+        }
+        PyObject *c = PyLong_FromSize_t(sum->count_by_type[t]);
+        if (c == NULL || PyDict_SetItemString(types, aq_gguf_type_name((aq_gguf_type)t), c) != 0) {
+            Py_XDECREF(c);
+            Py_CLEAR(types);
+            break;
+        }
+        Py_DECREF(c);
+    }
+    return types == NULL
+               ? NULL
+               : Py_BuildValue("{s:n,s:n,s:n,s:n,s:N}", "tensors", (Py_ssize_t)sum->tensors,
+                               "quantized", (Py_ssize_t)sum->quantized, "bytes_in",
+                               (Py_ssize_t)sum->bytes_in, "bytes_out", (Py_ssize_t)sum->bytes_out,
+                               "types", types);
+}
+
 /* The result of _quantize_gguf: {summary, tensors}; NULL with an exception set. */
 static PyObject *gp_result(const gp_recs *recs, const aq_gguf_write_summary *sum, int threads,
                            const char *kernels)
@@ -79,26 +102,16 @@ static PyObject *gp_result(const gp_recs *recs, const aq_gguf_write_summary *sum
         }
         PyList_SET_ITEM(tensors, (Py_ssize_t)i, d);
     }
-    PyObject *types = PyDict_New();
-    for (size_t t = 0; types != NULL && t <= AQ_GGUF_BF16; t++) {
-        if (sum->count_by_type[t] == 0) {
-            continue;
+    PyObject *summary = aq__py_gguf_summary(sum);
+    if (summary != NULL) {
+        PyObject *t = PyLong_FromLong(threads), *k = PyUnicode_FromString(kernels);
+        if (t == NULL || k == NULL || PyDict_SetItemString(summary, "threads", t) != 0 ||
+            PyDict_SetItemString(summary, "kernels", k) != 0) {
+            Py_CLEAR(summary);
         }
-        PyObject *c = PyLong_FromSize_t(sum->count_by_type[t]);
-        if (c == NULL || PyDict_SetItemString(types, aq_gguf_type_name((aq_gguf_type)t), c) != 0) {
-            Py_XDECREF(c);
-            Py_CLEAR(types);
-            break;
-        }
-        Py_DECREF(c);
+        Py_XDECREF(t);
+        Py_XDECREF(k);
     }
-    PyObject *summary =
-        types == NULL
-            ? NULL
-            : Py_BuildValue("{s:n,s:n,s:n,s:n,s:N,s:i,s:s}", "tensors", (Py_ssize_t)sum->tensors,
-                            "quantized", (Py_ssize_t)sum->quantized, "bytes_in",
-                            (Py_ssize_t)sum->bytes_in, "bytes_out", (Py_ssize_t)sum->bytes_out,
-                            "types", types, "threads", threads, "kernels", kernels);
     if (tensors != NULL && summary != NULL) {
         result = Py_BuildValue("{s:N,s:N}", "summary", summary, "tensors", tensors);
     } else {

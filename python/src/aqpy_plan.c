@@ -181,7 +181,8 @@ const char aq__py_model_write_doc[] =
     "speaking __arrow_c_array__ (pyarrow record batches of _model_execute's rows), in tensor\n"
     "order. Written under a temporary name, renamed into place when every tensor is there.\n"
     "Returns the summary (tensors, kept, quantized, params, bytes_in, bytes_out, batches,\n"
-    "moved, mean_sqnr_db, min_sqnr_db, mean_cosine, worst).";
+    "moved, mean_sqnr_db, min_sqnr_db, mean_cosine, worst); for a GGUF plan, the GGUF file's\n"
+    "(tensors, quantized, bytes_in, bytes_out, types), as _quantize_gguf gives it.";
 
 PyObject *aq__py_model_write(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -217,13 +218,26 @@ PyObject *aq__py_model_write(PyObject *module, PyObject *args, PyObject *kwargs)
     if (PyErr_Occurred()) {
         goto done;
     }
+    aq_model_plan_tensor first = AQ_SIZED_INIT(aq_model_plan_tensor);
+    if ((st = aq_model_plan_tensor_get(plan, 0, &first, &err)) != AQ_OK) {
+        aq__py_raise(PyModule_GetState(module), &err);
+        goto done;
+    }
+    /* A GGUF plan's writer closes with the GGUF file's summary. */
+    const int gguf = first.gguf_type >= 0;
     aq_model_summary s;
+    aq_gguf_write_summary g;
     memset(&s, 0, sizeof s);
+    memset(&g, 0, sizeof g);
     Py_BEGIN_ALLOW_THREADS;
-    st = aq_model_writer_close(w, &s, &err);
+    st = gguf ? aq_model_writer_close_gguf(w, &g, &err) : aq_model_writer_close(w, &s, &err);
     Py_END_ALLOW_THREADS;
     if (st != AQ_OK) {
         aq__py_raise(PyModule_GetState(module), &err);
+        goto done;
+    }
+    if (gguf) {
+        result = aq__py_gguf_summary(&g);
         goto done;
     }
     result = Py_BuildValue("{s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:n,s:d,s:d,s:d,s:s}", "tensors",

@@ -1,12 +1,15 @@
 /*
- * Batch quantization: record batch (or tensor views) in, result struct array out.
+ * Batch quantization, the Arrow side: record batch (or tensor views) in, result struct array
+ * out. The stages between (decide, floor and budget, execute) are the quantization pipeline's
+ * (src/quant/pipeline_set.c); this file reads the rows in place into its items, and writes the
+ * result.
  *
- * Three phases, so that output memory is allocated once at its final size: a plan (every
- * row's tensor view and layout, read in place from the producer's buffers), one allocation of
- * each output buffer for the rows the plan kept, then the kernels writing straight into those
- * buffers. A row that fails in the last phase (a NaN found by the kernels) in continue mode
- * simply does not advance the write cursors, so the buffers may end a little larger than the
- * data; nothing is moved.
+ * Output memory is allocated once at its final size: the plan (every row's tensor view and
+ * layout, read in place from the producer's buffers) and the pipeline's choices come first,
+ * then one allocation of each output buffer for the rows kept, then the pipeline writing
+ * straight into those buffers. A row that fails in the last phase (a NaN found by the kernels)
+ * in continue mode simply does not advance the write cursors, so the buffers may end a little
+ * larger than the data; nothing is moved.
  */
 #include "arrow_internal.h"
 #include "pipeline.h"
@@ -24,71 +27,86 @@
     "Missing required column '%s'. Expected schema: {layer_name: string, weights: " \
     "list<float32>, shape: list<int64>}"
 
-typedef struct bq_item {
-    const char *name; /* NUL-terminated; "" when unknown */
-    size_t name_len;
-    aq_tensor t;
-    aq_layout layout;
-    size_t elements;  /* weights in the row, 0 when unknown */
-    aq_status status; /* AQ_OK, or why the plan skipped the row (continue mode) */
-    char *message;    /* with status: the reason, owned */
-    /* Quality mode: the row's quantized tensor, entry set_index of set (owned by the plan). */
-    const aq_qset *set;
-    size_t set_index;
-    aq_scheme scheme;
-    aq_qset_choice choice;
-    /* Layer rules: kept rows are stored raw (layout.bit_width 16 or 32, no groups); fixed rows
-     * have bits from a rule other than the profile's and stay outside a budget. */
-    bool kept;
-    bool fixed;
-    aq__plan_role role; /* what the default mode's size does with the row */
-} bq_item;
+/* ---- what the pipeline asks of the batch path (aq__pipe_hooks) ---- */
 
-typedef struct bq_plan {
-    size_t n;
-    bq_item *items;
-    char *names;     /* name arena */
-    int64_t *shapes; /* n * AQ_MAX_NDIM */
-    aq_qset **sets;  /* quality mode: one per row (floor) or one for the batch (budget) */
-    size_t n_sets;
-    size_t reported; /* rows whose progress was reported */
-    /* What rows follow by default (aq__arrow_base_params). */
-    aq_scheme base_scheme;
-    unsigned base_bits;
-    size_t base_group;
-} bq_plan;
+typedef struct bq_hooks {
+    const aq_ctx *ctx;
+    const aq_batch_options *opts;
+    arw_run *run;
+    size_t base; /* the first row's index in the stream */
+} bq_hooks;
 
-static void bq_plan_free(bq_plan *p)
+static aq_status bq_hook_decide(void *user, const aq_tensor *t, aq_rule_decision *d, bool *ruled,
+                                aq_error *err)
 {
-    for (size_t i = 0; p->items != NULL && i < p->n; i++) {
-        free(p->items[i].message);
-    }
-    for (size_t i = 0; p->sets != NULL && i < p->n_sets; i++) {
-        aq_qset_free(p->sets[i]);
-    }
-    free(p->sets);
-    free(p->items);
-    free(p->names);
-    free(p->shapes);
-    memset(p, 0, sizeof *p);
+    const aq_batch_options *opts = ((bq_hooks *)user)->opts;
+    *ruled = opts != NULL && opts->rules != NULL;
+    return *ruled ? aq_rules_decide(opts->rules, t->name, t->shape, t->ndim, t->dtype, d, err)
+                  : AQ_OK;
 }
 
-static aq_status bq_plan_alloc(bq_plan *p, size_t n, size_t name_bytes, aq_error *err)
+static aq_status bq_hook_importance(void *user, const aq_tensor *t, size_t elements, float **out,
+                                    aq_error *err)
 {
-    memset(p, 0, sizeof *p);
-    p->n = n;
-    size_t shape_count;
-    if (!aq__mul_size(n, AQ_MAX_NDIM, &shape_count)) {
-        return aq__error_set(err, AQ_OVERFLOW, "batch has too many rows");
+    return aq__arrow_importance(((bq_hooks *)user)->opts, t, elements, out, err);
+}
+
+static aq_status bq_hook_row_error(void *user, char **message, aq_status *status,
+                                   const aq_error *row_err, aq_error *err)
+{
+    return aq__arrow_row_error(((bq_hooks *)user)->opts, message, status, row_err, err);
+}
+
+static aq_status bq_hook_row_skip(void *user, size_t i, const char *name, aq_status code,
+                                  const char *message, aq_error *err)
+{
+    bq_hooks *h = user;
+    return aq__arrow_row_skip(h->opts, h->base + i, name, code, message, err);
+}
+
+static aq_status bq_hook_progress(void *user, size_t elements, aq_error *err)
+{
+    bq_hooks *h = user;
+    return aq__arrow_progress(h->opts, h->run, elements, err);
+}
+
+static aq_status bq_hook_choice(void *user, size_t i, const char *name, const aq_qset_choice *c,
+                                aq_error *err)
+{
+    bq_hooks *h = user;
+    return aq__arrow_report_choice(h->opts->report, h->base + i, name, c, err);
+}
+
+/* A pipe of n rows for this call: the options' floor and budget, the hooks over h. */
+static aq_status bq_pipe_alloc(aq__pipe *p, bq_hooks *h, size_t n, size_t name_bytes, aq_error *err)
+{
+    const aq_batch_options *opts = h->opts;
+    aq__pipe_quality q;
+    memset(&q, 0, sizeof q);
+    if (opts != NULL) {
+        q.min_cosine = opts->min_cosine;
+        q.target_bpw = opts->target_bpw;
+        q.budget_schemes = opts->budget_schemes;
+        q.n_budget_schemes = opts->n_budget_schemes;
+        q.rules = opts->rules != NULL;
+        if (q.rules) {
+            aq_profile prof;
+            aq_rules_profile(opts->rules, &prof);
+            q.profile_bpw = prof.target_bpw;
+        }
     }
-    p->items = calloc(n > 0 ? n : 1, sizeof *p->items);
-    p->names = malloc(name_bytes > 0 ? name_bytes : 1);
-    p->shapes = malloc((shape_count > 0 ? shape_count : 1) * sizeof *p->shapes);
-    if (p->items == NULL || p->names == NULL || p->shapes == NULL) {
-        bq_plan_free(p);
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", n);
+    const aq__pipe_hooks hooks = {h,
+                                  bq_hook_decide,
+                                  bq_hook_importance,
+                                  bq_hook_row_error,
+                                  bq_hook_row_skip,
+                                  bq_hook_progress,
+                                  bq_hook_choice};
+    aq_status st = aq__pipe_alloc(p, h->ctx, n, name_bytes, &q, &hooks, err);
+    if (st == AQ_OK) {
+        aq__arrow_base_params(h->ctx, opts, &p->base_scheme, &p->base_bits, &p->base_group);
     }
-    return AQ_OK;
+    return st;
 }
 
 /* ---- planning from a record batch ---- */
@@ -179,9 +197,9 @@ static aq_dtype bq_dtype(char f)
 
 /* Fills item i of the plan from row i of the batch; on a bad row, row_err says why. */
 static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, size_t grow,
-                             bq_plan *p, char **name_cursor, aq_error *row_err)
+                             aq__pipe *p, char **name_cursor, aq_error *row_err)
 {
-    bq_item *item = &p->items[i];
+    aq__pipe_item *item = &p->items[i];
     item->name = "";
     int64_t ws, wn;
     if (arw_list_valid(&in->weights, i)) {
@@ -251,112 +269,26 @@ static aq_status bq_plan_row(const aq_ctx *ctx, const bq_input *in, int64_t i, s
     return aq_quantize_bound(ctx, &item->t, &item->layout, row_err);
 }
 
-/* With layer rules, the row's decision replaces the context's layout: kept (raw), or the
- * decided bits and scheme (the group size stays the context's, as in the model pipeline;
- * kquant's is always 512). The plan row must be valid (shape checked). */
-static aq_status bq_decide(const aq_ctx *ctx, const aq_batch_options *opts, bq_item *it,
-                           aq_error *row_err)
-{
-    if (opts == NULL || opts->rules == NULL) {
-        return AQ_OK;
-    }
-    aq_rule_decision d;
-    aq_status st =
-        aq_rules_decide(opts->rules, it->name, it->t.shape, it->t.ndim, it->t.dtype, &d, row_err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    it->role = it->layout.elements > 0 ? aq__plan_role_of(&d, it->t.ndim) : AQ__PLAN_OUTSIDE;
-    if (d.keep) {
-        size_t n = it->layout.elements;
-        unsigned bits;
-        if ((st = aq__arrow_keep_bits(&it->t, n, d.bit_width, &bits, row_err)) != AQ_OK) {
-            return st;
-        }
-        aq_layout l = it->layout;
-        l.bit_width = bits;
-        l.group_size = 0;
-        l.groups_per_row = 0;
-        l.groups = 0;
-        if (!aq__mul_size(n, bits / 8, &l.packed_bytes)) {
-            return aq__error_set(row_err, AQ_OVERFLOW, "Layer '%s': size overflows", it->name);
-        }
-        it->layout = l;
-        it->kept = true;
-        return AQ_OK;
-    }
-    aq_layout l;
-    if ((st = aq_layout_compute_scheme(d.scheme, it->t.shape, it->t.ndim, d.bit_width,
-                                       ctx->group_size, &l, row_err)) != AQ_OK) {
-        aq__error_prefix(row_err, "Layer '%s'", it->name);
-        return st;
-    }
-    it->layout = l;
-    it->scheme = d.scheme;
-    it->fixed = d.rule != AQ_RULE_PROFILE;
-    return AQ_OK;
-}
-
-static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in, const aq_batch_options *opts,
-                               const arw_run *run, bq_plan *p, aq_error *err)
+static aq_status bq_plan_batch(const aq_ctx *ctx, const bq_input *in, bq_hooks *h, aq__pipe *p,
+                               aq_error *err)
 {
     size_t n = (size_t)in->rows;
     size_t name_bytes;
     aq_status st = aq__arrow_var_arena_size(&in->names, in->rows, &name_bytes, err);
-    if (st != AQ_OK || (st = bq_plan_alloc(p, n, name_bytes, err)) != AQ_OK) {
+    if (st != AQ_OK || (st = bq_pipe_alloc(p, h, n, name_bytes, err)) != AQ_OK) {
         return st;
     }
     char *cursor = p->names;
     for (int64_t i = 0; i < in->rows; i++) {
         aq_error row_err;
         aq_error_clear(&row_err);
-        p->items[i].scheme = ctx->scheme;
-        if (bq_plan_row(ctx, in, i, run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK ||
-            bq_decide(ctx, opts, &p->items[i], &row_err) != AQ_OK) {
-            if ((st = aq__arrow_row_error(opts, &p->items[i].message, &p->items[i].status, &row_err,
-                                          err)) != AQ_OK) {
-                bq_plan_free(p);
+        if (bq_plan_row(ctx, in, i, h->run->rows_done + (size_t)i, p, &cursor, &row_err) != AQ_OK ||
+            aq__pipe_decide(p, ctx, (size_t)i, &row_err) != AQ_OK) {
+            if ((st = aq__arrow_row_error(h->opts, &p->items[i].message, &p->items[i].status,
+                                          &row_err, err)) != AQ_OK) {
+                aq__pipe_free(p);
                 return st;
             }
-        }
-    }
-    return AQ_OK;
-}
-
-/* ---- planning from tensor views ---- */
-
-static aq_status bq_plan_tensors(const aq_ctx *ctx, const aq_tensor *tensors, size_t n,
-                                 const aq_batch_options *opts, bq_plan *p, aq_error *err)
-{
-    aq_status st = bq_plan_alloc(p, n, 1, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    for (size_t i = 0; i < n; i++) {
-        bq_item *item = &p->items[i];
-        const aq_tensor *t = &tensors[i];
-        item->name = t->name != NULL ? t->name : "";
-        item->name_len = strlen(item->name);
-        item->t = *t;
-        item->scheme = ctx->scheme;
-        aq_error row_err;
-        aq_error_clear(&row_err);
-        st = aq_quantize_bound(ctx, t, &item->layout, &row_err);
-        if (st == AQ_OK) {
-            item->elements = item->layout.elements;
-            if ((unsigned)t->dtype >= AQ_DTYPE_COUNT || t->data == NULL) {
-                st = aq__error_set(&row_err, AQ_INVALID_ARGUMENT,
-                                   "Layer '%s': invalid dtype or NULL data",
-                                   aq__name_or_unnamed(t->name));
-            }
-        }
-        if (st == AQ_OK) {
-            st = bq_decide(ctx, opts, item, &row_err);
-        }
-        if (st != AQ_OK && (st = aq__arrow_row_error(opts, &item->message, &item->status, &row_err,
-                                                     err)) != AQ_OK) {
-            bq_plan_free(p);
-            return st;
         }
     }
     return AQ_OK;
@@ -504,375 +436,16 @@ done:
     return st;
 }
 
-/* ---- progress, quality ---- */
-
-/* Reports progress for the rows [p->reported, upto] not yet reported, each once, in order. */
-static aq_status bq_progress_to(bq_plan *p, const aq_batch_options *opts, arw_run *run, size_t upto,
-                                aq_error *err)
-{
-    while (p->reported <= upto && p->reported < p->n) {
-        aq_status st = aq__arrow_progress(opts, run, p->items[p->reported].elements, err);
-        p->reported++;
-        if (st != AQ_OK) {
-            return st;
-        }
-    }
-    return AQ_OK;
-}
-
-static bool bq_quality_on(const aq_batch_options *opts)
-{
-    return opts != NULL && (opts->min_cosine != 0.0 || opts->target_bpw != 0.0);
-}
-
-/* The row's quantized tensor, chosen by the quality driver, becomes the row's layout. */
-static aq_status bq_take_choice(bq_item *it, const aq_qset *set, size_t k, aq_error *err)
-{
-    aq_qtensor q;
-    aq_status st = aq_qset_get(set, k, &it->choice, &q, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    it->set = set;
-    it->set_index = k;
-    it->scheme = q.scheme;
-    it->layout.bit_width = q.bit_width;
-    it->layout.group_size = q.group_size;
-    it->layout.groups = q.groups;
-    it->layout.packed_bytes = q.packed_size;
-    return AQ_OK;
-}
-
-typedef struct bq_shim {
-    bq_plan *p;
-    const aq_batch_options *opts;
-    arw_run *run;
-    const size_t *rows; /* tensor k of the set is plan row rows[k] */
-    aq_error err;       /* why the batch stopped, when it did */
-} bq_shim;
-
-static int bq_shim_progress(void *user, size_t done, size_t elements)
-{
-    bq_shim *sh = user;
-    (void)elements;
-    return bq_progress_to(sh->p, sh->opts, sh->run, sh->rows[done - 1], &sh->err) != AQ_OK;
-}
-
-static bool bq_uses_importance(aq_scheme scheme)
-{
-    const aq__scheme_traits *t = aq__scheme_traits_of(scheme);
-    return t != NULL && t->importance;
-}
-
-/* Rows one by one through the driver (floor only, or the rows a budget does not cover), so a
- * row that fails is skipped in continue mode; with all_rows, progress (and cancellation) comes
- * between rows as without a floor. */
-typedef enum bq_rows { BQ_ALL_ROWS, BQ_FIXED_ROWS, BQ_OVERRIDE_ROWS } bq_rows;
-
-static aq_status bq_quality_each(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
-                                 arw_run *run, bq_rows which, aq_error *err)
-{
-    const bool all_rows = which == BQ_ALL_ROWS;
-    aq_qset_options qo = AQ_SIZED_INIT(aq_qset_options);
-    qo.min_cosine = opts->min_cosine;
-    for (size_t i = 0; i < p->n; i++) {
-        bq_item *it = &p->items[i];
-        aq_status st;
-        const bool picked = all_rows || (which == BQ_FIXED_ROWS && it->fixed) ||
-                            (which == BQ_OVERRIDE_ROWS && it->role == AQ__PLAN_FIXED);
-        if (it->status == AQ_OK && !it->kept && picked) {
-            aq_error row_err;
-            aq_error_clear(&row_err);
-            aq_qset *set = NULL;
-            aq_ctx rc = aq__ctx_with(ctx, it->scheme, it->layout.bit_width, it->layout.group_size);
-            float *imp = NULL;
-            st = bq_uses_importance(it->scheme)
-                     ? aq__arrow_importance(opts, &it->t, it->layout.elements, &imp, &row_err)
-                     : AQ_OK;
-            if (st == AQ_OK) {
-                const float *const imps[1] = {imp};
-                qo.importance = imp != NULL ? imps : NULL;
-                st = aq_qset_quantize(&rc, &it->t, 1, &qo, &set, &row_err);
-                qo.importance = NULL;
-            }
-            free(imp);
-            if (st == AQ_OK) {
-                p->sets[p->n_sets++] = set;
-                if ((st = bq_take_choice(it, set, 0, err)) != AQ_OK) {
-                    return st;
-                }
-            } else if (st == AQ_NO_MEMORY || st == AQ_INVALID_PARAMETER) {
-                if (err != NULL) {
-                    *err = row_err;
-                }
-                return st;
-            } else if ((st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err)) !=
-                       AQ_OK) {
-                return st;
-            }
-        }
-        if (all_rows && (st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
-            return st;
-        }
-    }
-    return AQ_OK;
-}
-
-/* AQ_TARGET_BPW_PROFILE: the budget is what the rows would take without one, each at the
- * base scheme and bits (the rules' profile's, or the context's), raised by min_cosine as the
- * floor alone would (2 -> 4 -> 8). In *out, bits per weight with half a bit of the whole batch
- * added, so that the budget in bytes is that size exactly, whatever the rounding of
- * target * elements / 8 (sizes are whole bytes). */
-static aq_status bq_profile_target(aq_ctx *bc, const aq_batch_options *opts,
-                                   const aq_tensor *tensors, float *const *imps, size_t k,
-                                   double *out, aq_error *err)
-{
-    size_t bytes = 0, elements = 0;
-    aq_qset_options qo = AQ_SIZED_INIT(aq_qset_options);
-    qo.min_cosine = opts->min_cosine;
-    for (size_t j = 0; j < k; j++) {
-        const aq_tensor *t = &tensors[j];
-        aq_layout l;
-        aq_status st = aq_layout_compute_scheme(bc->scheme, t->shape, t->ndim, bc->bit_width,
-                                                bc->group_size, &l, err);
-        if (st != AQ_OK) {
-            return st;
-        }
-        size_t b = l.packed_bytes + 8 * l.groups;
-        if (opts->min_cosine > 0.0) {
-            const float *const imp[1] = {imps[j]};
-            qo.importance = imps[j] != NULL ? imp : NULL;
-            aq_qset *set = NULL;
-            aq_qset_choice c;
-            if ((st = aq_qset_quantize(bc, t, 1, &qo, &set, err)) != AQ_OK ||
-                (st = aq_qset_get(set, 0, &c, NULL, err)) != AQ_OK) {
-                aq_qset_free(set);
-                return st;
-            }
-            aq_qset_free(set);
-            b = c.bytes;
-        }
-        bytes += b;
-        elements += l.elements;
-    }
-    *out = elements > 0 ? ((double)bytes * 8.0 + 0.5) / (double)elements : 0.0;
-    return AQ_OK;
-}
-
-/* Budget: every row of the batch in one call of the driver, which needs them all to share
- * the budget. Non-finite rows are found first so that continue mode can skip them. */
-static aq_status bq_quality_budget(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
-                                   arw_run *run, aq_error *err)
-{
-    aq_status st = AQ_OK;
-    size_t k = 0;
-    aq_tensor *tensors = malloc((p->n > 0 ? p->n : 1) * sizeof *tensors);
-    size_t *rows = malloc((p->n > 0 ? p->n : 1) * sizeof *rows);
-    float **imps = calloc(p->n > 0 ? p->n : 1, sizeof *imps);
-    if (tensors == NULL || rows == NULL || imps == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
-        goto done;
-    }
-    bool any_importance = false;
-    for (size_t i = 0; i < p->n; i++) {
-        bq_item *it = &p->items[i];
-        if (it->status != AQ_OK || it->kept || it->fixed) {
-            continue;
-        }
-        aq_error row_err;
-        aq_error_clear(&row_err);
-        if (aq_tensor_check_finite(&it->t, NULL, &row_err) != AQ_OK ||
-            aq__arrow_importance(opts, &it->t, it->layout.elements, &imps[k], &row_err) != AQ_OK) {
-            if ((st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err)) !=
-                AQ_OK) {
-                goto done;
-            }
-            continue;
-        }
-        any_importance = any_importance || imps[k] != NULL;
-        tensors[k] = it->t;
-        rows[k++] = i;
-    }
-    bq_shim sh = {p, opts, run, rows, {AQ_OK, ""}};
-    aq_qset_options qo = AQ_SIZED_INIT(aq_qset_options);
-    qo.min_cosine = opts->min_cosine;
-    qo.target_bpw = opts->target_bpw;
-    qo.schemes = opts->budget_schemes;
-    qo.n_schemes = opts->n_budget_schemes;
-    qo.importance = any_importance ? (const float *const *)imps : NULL;
-    qo.progress = bq_shim_progress;
-    qo.progress_user = &sh;
-    aq_qset *set = NULL;
-    /* The budget's rows start from the rules' profile's scheme and bits, or the context's;
-     * the group size of the non-kquant schemes is the context's either way. */
-    aq_ctx bc = aq__ctx_with(ctx, p->base_scheme, p->base_bits, ctx->group_size);
-    if (opts->target_bpw == AQ_TARGET_BPW_PROFILE) {
-        if ((st = bq_profile_target(&bc, opts, tensors, imps, k, &qo.target_bpw, err)) != AQ_OK) {
-            goto done;
-        }
-        if (k == 0) {
-            qo.target_bpw = 0.0; /* nothing to choose for; the driver then has no budget */
-        }
-    }
-    st = aq_qset_quantize(&bc, tensors, k, &qo, &set, err);
-    if (st == AQ_CANCELLED && sh.err.code == AQ_CANCELLED) {
-        if (err != NULL) {
-            *err = sh.err; /* the batch's own message, counting its rows */
-        }
-    }
-    if (st != AQ_OK) {
-        goto done;
-    }
-    p->sets[p->n_sets++] = set;
-    for (size_t j = 0; j < k; j++) {
-        if ((st = bq_take_choice(&p->items[rows[j]], set, j, err)) != AQ_OK) {
-            goto done;
-        }
-    }
-done:
-    for (size_t j = 0; imps != NULL && j < k; j++) {
-        free(imps[j]);
-    }
-    free(imps);
-    free(tensors);
-    free(rows);
-    return st;
-}
-
-/* ---- the default mode's model-wide size (the pipeline's plan) ---- */
-
-/* Row it measured into the plan (the row's own errors in row_err): its options and the
- * rules' preference. */
-static aq_status bq_plan_row_options(aq_ctx *ctx, const aq_batch_options *opts, bq_item *it,
-                                     size_t i, aq__plan *p, aq_error *row_err)
-{
-    float *imp = NULL;
-    aq_status st = aq_tensor_check_finite(&it->t, NULL, row_err);
-    if (st != AQ_OK ||
-        (st = aq__arrow_importance(opts, &it->t, it->layout.elements, &imp, row_err)) != AQ_OK) {
-        return st;
-    }
-    aq__plan_pref pref;
-    memset(&pref, 0, sizeof pref);
-    if (it->kept) {
-        pref.keep_bytes = it->layout.packed_bytes;
-        pref.keep_bits = it->layout.bit_width;
-    } else if (it->fixed) {
-        pref.bits = it->layout.bit_width;
-        pref.scheme = it->scheme;
-        pref.group_size = ctx->group_size;
-    }
-    return aq__plan_measure(p, ctx, &it->t, imp, true, &pref, opts->min_cosine, NULL, i, row_err);
-}
-
-/* The chosen option of row it becomes its treatment: kept, or quantized through the driver. */
-static aq_status bq_choice_take(aq_ctx *ctx, bq_plan *p, bq_item *it, const aq__budget_option *x,
-                                const float *imp, aq_error *err)
-{
-    if (x->keep) {
-        return AQ_OK;
-    }
-    aq_qset_options qo = AQ_SIZED_INIT(aq_qset_options);
-    const float *const imps[1] = {imp};
-    qo.importance = imp != NULL ? imps : NULL;
-    aq_ctx rc =
-        aq__ctx_with(ctx, x->scheme, x->bits, x->group_size > 0 ? x->group_size : ctx->group_size);
-    aq_qset *set = NULL;
-    aq_status st = aq_qset_quantize(&rc, &it->t, 1, &qo, &set, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    p->sets[p->n_sets++] = set;
-    it->kept = false;
-    return bq_take_choice(it, set, 0, err);
-}
-
-/* The default budget with layer rules: one size over every counted row of the batch (the
- * rules' profile's target_bpw), the rules' treatments (8 bits, kept in float) as preferences
- * within it. Rows a user override decides are quantized first, as decided, and counted. */
-static aq_status bq_quality_rules(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts,
-                                  arw_run *run, aq_error *err)
-{
-    aq_status st = bq_quality_each(ctx, p, opts, run, BQ_OVERRIDE_ROWS, err);
-    if (st != AQ_OK) {
-        return st;
-    }
-    aq__plan pl;
-    st =
-        aq__plan_init(&pl, p->n, opts->budget_schemes, opts->n_budget_schemes, p->base_scheme, err);
-    for (size_t i = 0; i < p->n && st == AQ_OK; i++) {
-        bq_item *it = &p->items[i];
-        if (it->status != AQ_OK || it->role == AQ__PLAN_OUTSIDE) {
-            continue;
-        }
-        if (it->role == AQ__PLAN_FIXED) {
-            pl.counted += it->layout.elements;
-            pl.fixed += it->layout.packed_bytes + 2 * it->layout.groups * sizeof(float);
-            continue;
-        }
-        aq_error row_err;
-        aq_error_clear(&row_err);
-        if (bq_plan_row_options(ctx, opts, it, i, &pl, &row_err) != AQ_OK) {
-            st = aq__arrow_row_error(opts, &it->message, &it->status, &row_err, err);
-        }
-    }
-    aq_profile prof;
-    aq_rules_profile(opts->rules, &prof);
-    if (st == AQ_OK) {
-        st = aq__plan_run(&pl, prof.target_bpw, opts->min_cosine > 0.0, err);
-    }
-    for (size_t j = 0; j < pl.m && st == AQ_OK; j++) {
-        st = bq_choice_take(ctx, p, &p->items[pl.index[j]], &pl.opt[j * pl.per + pl.choice[j]],
-                            pl.imps[j], err);
-    }
-    aq__plan_free(&pl);
-    return st;
-}
-
-static aq_status bq_quality(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts, arw_run *run,
-                            aq_error *err)
-{
-    /* Checked here too, so that an empty batch refuses bad values as a full one does. */
-    if (!(opts->min_cosine >= 0.0 && opts->min_cosine <= 1.0)) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid min_cosine: %g. Must be between 0 (off) and 1",
-                             opts->min_cosine);
-    }
-    const bool budget = opts->target_bpw > 0.0 || opts->target_bpw == AQ_TARGET_BPW_PROFILE;
-    if (!(opts->target_bpw >= 0.0 && opts->target_bpw <= 64.0) && !budget) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. Must be between 0 (off) and 64, or "
-                             "AQ_TARGET_BPW_PROFILE (-1)",
-                             opts->target_bpw);
-    }
-    p->sets = calloc(p->n + 1, sizeof *p->sets); /* one per row, and a budget's */
-    if (p->sets == NULL) {
-        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning a batch of %zu rows", p->n);
-    }
-    if (!budget) {
-        return bq_quality_each(ctx, p, opts, run, BQ_ALL_ROWS, err);
-    }
-    if (opts->rules != NULL && opts->target_bpw == AQ_TARGET_BPW_PROFILE) {
-        return bq_quality_rules(ctx, p, opts, run, err);
-    }
-    aq_status st = AQ_OK;
-    if (opts->rules != NULL &&
-        (st = bq_quality_each(ctx, p, opts, run, BQ_FIXED_ROWS, err)) != AQ_OK) {
-        return st;
-    }
-    return bq_quality_budget(ctx, p, opts, run, err);
-}
-
 /* The value of arrowquant.row_schemes for the written rows when their quantized rows do not
  * share the base scheme and group size, else NULL (in *out; free()). Kept rows get the entry
  * {"scheme":"raw","group_size":0}. */
-static aq_status bq_row_schemes(const bq_plan *p, char **out, aq_error *err)
+static aq_status bq_row_schemes(const aq__pipe *p, char **out, aq_error *err)
 {
     *out = NULL;
     bool differ = false;
     size_t rows = 0;
     for (size_t i = 0; i < p->n; i++) {
-        const bq_item *it = &p->items[i];
+        const aq__pipe_item *it = &p->items[i];
         if (it->status == AQ_OK) {
             rows++;
             differ = differ || (!it->kept && (it->scheme != p->base_scheme ||
@@ -891,7 +464,7 @@ static aq_status bq_row_schemes(const bq_plan *p, char **out, aq_error *err)
     size_t at = 0;
     json[at++] = '[';
     for (size_t i = 0; i < p->n; i++) {
-        const bq_item *it = &p->items[i];
+        const aq__pipe_item *it = &p->items[i];
         if (it->status != AQ_OK) {
             continue;
         }
@@ -905,75 +478,18 @@ static aq_status bq_row_schemes(const bq_plan *p, char **out, aq_error *err)
     return AQ_OK;
 }
 
-/* Writes row it's packed codes, scales and zero points at the cursors of o: from the quality
- * driver's choice, raw for a kept row, or through the kernels. A row the kernels refuse is
- * left out of the result (and of arrowquant.row_schemes) in continue mode: *skipped. */
-static aq_status bq_encode(aq_ctx *ctx, const aq_batch_options *opts, size_t row, bq_item *it,
-                           const bq_out *o, size_t at_packed, size_t at_group, bool *skipped,
-                           aq_error *err)
-{
-    const aq_layout *l = &it->layout;
-    if (it->set != NULL) {
-        aq_qtensor q;
-        aq_status st = aq_qset_get(it->set, it->set_index, NULL, &q, err);
-        if (st != AQ_OK || (st = aq__arrow_report_choice(opts->report, row, it->name, &it->choice,
-                                                         err)) != AQ_OK) {
-            return st;
-        }
-        memcpy(o->packed + at_packed, q.packed, q.packed_size);
-        memcpy(o->scales + at_group, q.scales, q.groups * sizeof(float));
-        memcpy(o->zps + at_group, q.zero_points, q.groups * sizeof(float));
-        return AQ_OK;
-    }
-    if (it->kept) {
-        aq__arrow_keep_encode(&it->t, l->elements, l->bit_width, o->packed + at_packed);
-        return AQ_OK;
-    }
-    aq_qbuffers qb = {o->packed + at_packed, l->packed_bytes, o->scales + at_group,
-                      o->zps + at_group, l->groups};
-    aq_error row_err;
-    aq_error_clear(&row_err);
-    aq_ctx rc = aq__ctx_with(ctx, it->scheme, l->bit_width, l->group_size);
-    float *imp = NULL;
-    aq_status rst = bq_uses_importance(it->scheme)
-                        ? aq__arrow_importance(opts, &it->t, l->elements, &imp, &row_err)
-                        : AQ_OK;
-    if (rst == AQ_OK) {
-        aq_quantize_options qo = {.size = sizeof(aq_quantize_options), .importance = imp};
-        rst = imp != NULL ? aq_quantize_ex(&rc, &it->t, &qo, &qb, NULL, &row_err)
-                          : aq_quantize(&rc, &it->t, &qb, &row_err);
-    }
-    free(imp);
-    if (rst == AQ_OK) {
-        return AQ_OK;
-    }
-    it->status = row_err.code;
-    *skipped = true;
-    return aq__arrow_row_skip(opts, row, it->name, row_err.code, row_err.message, err);
-}
-
-static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opts, arw_run *run,
-                            size_t binary_limit, bool allow_large, struct ArrowArray *out_array,
+static aq_status bq_execute(aq_ctx *ctx, aq__pipe *p, const bq_hooks *h, size_t binary_limit,
+                            bool allow_large, struct ArrowArray *out_array,
                             struct ArrowSchema *out_schema, aq_error *err)
 {
-    const size_t base = run->rows_done;
-    const bool quality = bq_quality_on(opts);
-    aq_status st;
-    aq__arrow_base_params(ctx, opts, &p->base_scheme, &p->base_bits, &p->base_group);
-    if (p->n > 0) {
-        /* Rows quantize through copies of the context (bq_row_ctx): its pool must exist on
-         * the context itself first, or each copy would create (and leak) one. */
-        aq__pool *pool;
-        if ((st = aq__ctx_pool(ctx, &pool, err)) != AQ_OK) {
-            return st;
-        }
-    }
-    if (quality && (st = bq_quality(ctx, p, opts, run, err)) != AQ_OK) {
+    const aq_batch_options *opts = h->opts;
+    aq_status st = aq__pipe_choose(p, ctx, err);
+    if (st != AQ_OK) {
         return st;
     }
     size_t rows = 0, name_bytes = 0, packed = 0, groups = 0, dims = 0;
     for (size_t i = 0; i < p->n; i++) {
-        const bq_item *it = &p->items[i];
+        const aq__pipe_item *it = &p->items[i];
         if (it->status != AQ_OK) {
             continue;
         }
@@ -1010,22 +526,22 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
     }
     size_t r = 0, at_name = 0, at_packed = 0, at_group = 0, at_dim = 0;
     for (size_t i = 0; i < p->n; i++) {
-        bq_item *it = &p->items[i];
-        size_t row = base + i;
+        aq__pipe_item *it = &p->items[i];
         if (it->status != AQ_OK) {
-            if ((st = aq__arrow_row_skip(opts, row, it->name, it->status, it->message, err)) !=
-                    AQ_OK ||
-                (st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
+            if ((st = aq__arrow_row_skip(opts, h->base + i, it->name, it->status, it->message,
+                                         err)) != AQ_OK ||
+                (st = aq__pipe_progress_to(p, i, err)) != AQ_OK) {
                 goto done;
             }
             continue;
         }
         bool skipped = false;
-        if ((st = bq_encode(ctx, opts, row, it, &o, at_packed, at_group, &skipped, err)) != AQ_OK) {
+        if ((st = aq__pipe_encode(p, ctx, i, o.packed + at_packed, o.scales + at_group,
+                                  o.zps + at_group, &skipped, err)) != AQ_OK) {
             goto done;
         }
         if (skipped) {
-            if ((st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
+            if ((st = aq__pipe_progress_to(p, i, err)) != AQ_OK) {
                 goto done;
             }
             continue;
@@ -1048,7 +564,7 @@ static aq_status bq_execute(aq_ctx *ctx, bq_plan *p, const aq_batch_options *opt
         o.zp_off[r] = (int32_t)at_group;
         o.shape_off[r] = (int32_t)at_dim;
         o.bits[r - 1] = (uint8_t)l->bit_width;
-        if ((st = bq_progress_to(p, opts, run, i, err)) != AQ_OK) {
+        if ((st = aq__pipe_progress_to(p, i, err)) != AQ_OK) {
             goto done;
         }
     }
@@ -1086,16 +602,17 @@ aq_status aq__arrow_quantize_batch(aq_ctx *ctx, const struct ArrowSchema *schema
                                    aq_error *err)
 {
     bq_input in;
-    bq_plan plan;
+    aq__pipe pipe;
+    bq_hooks h = {ctx, opts, run, run->rows_done};
     aq_status st = bq_import(schema, array, &in, err);
     if (st != AQ_OK || (st = aq__arrow_check_calib(opts, err)) != AQ_OK) {
         return st;
     }
-    if ((st = bq_plan_batch(ctx, &in, opts, run, &plan, err)) != AQ_OK) {
+    if ((st = bq_plan_batch(ctx, &in, &h, &pipe, err)) != AQ_OK) {
         return st;
     }
-    st = bq_execute(ctx, &plan, opts, run, binary_limit, allow_large, out_array, out_schema, err);
-    bq_plan_free(&plan);
+    st = bq_execute(ctx, &pipe, &h, binary_limit, allow_large, out_array, out_schema, err);
+    aq__pipe_free(&pipe);
     return st;
 }
 
@@ -1130,14 +647,16 @@ aq_status aq_tensors_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         return st;
     }
     opts = opts != NULL ? &own : NULL;
-    bq_plan plan;
+    arw_run run = {0, 0};
+    bq_hooks h = {ctx, opts, &run, 0};
+    aq__pipe pipe;
     st = aq__arrow_check_calib(opts, err);
-    if (st != AQ_OK || (st = bq_plan_tensors(ctx, tensors, n, opts, &plan, err)) != AQ_OK) {
+    if (st != AQ_OK || (st = bq_pipe_alloc(&pipe, &h, n, 1, err)) != AQ_OK) {
         return st;
     }
-    arw_run run = {0, 0};
-    st = bq_execute(ctx, &plan, opts, &run, AQ__ARROW_BINARY_LIMIT, true, out_array, out_schema,
-                    err);
-    bq_plan_free(&plan);
+    if ((st = aq__pipe_from_tensors(&pipe, ctx, tensors, err)) == AQ_OK) {
+        st = bq_execute(ctx, &pipe, &h, AQ__ARROW_BINARY_LIMIT, true, out_array, out_schema, err);
+    }
+    aq__pipe_free(&pipe);
     return st;
 }

@@ -206,13 +206,6 @@ aq_status aq__arrow_result_schema_rows(aq_scheme scheme, size_t group_size, bool
  * AQ_KQUANT_SUPER_BLOCK). */
 void aq__arrow_base_params(const aq_ctx *ctx, const aq_batch_options *opts, aq_scheme *scheme,
                            unsigned *bits, size_t *group_size);
-/* The bit width (16 or 32) a row the rules keep is stored with: the decided width, widened
- * from 16 to 32 when a value would overflow float16. Fails on NaN/Inf (naming the layer and
- * the index) as quantization does. */
-aq_status aq__arrow_keep_bits(const aq_tensor *t, size_t elements, unsigned decided, unsigned *bits,
-                              aq_error *err);
-/* Writes a kept row's raw float16 (bits 16) or float32 (bits 32) values, host order. */
-void aq__arrow_keep_encode(const aq_tensor *t, size_t elements, unsigned bits, uint8_t *out);
 /* With opts->calib: AQ_INVALID_ARGUMENT unless aq_calib_finish was done. */
 aq_status aq__arrow_check_calib(const aq_batch_options *opts, aq_error *err);
 /* The importance of a row from opts->calib (malloc'd, one per element) in *out, or NULL when

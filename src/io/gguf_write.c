@@ -460,7 +460,54 @@ struct aq__gguf_writer {
     aq_gguf_write_summary gsum;  /* aq_model_to_gguf's totals of the tensors written */
     aq_gguf_tensor_fn on_tensor; /* each tensor written, as aq_model_to_gguf reports it */
     void *on_tensor_user;
+    /* A writer of rows made elsewhere (aq_model_writer): each tensor as aq_model_quantize
+     * reports one, and progress after it. */
+    aq_model_tensor_fn on_model_tensor;
+    void *on_model_tensor_user;
+    aq_model_progress_fn progress;
+    void *progress_user;
+    aq_model_progress prog;
 };
+
+void aq__gguf_writer_reports(aq__gguf_writer *w, aq_model_tensor_fn on_tensor, void *on_tensor_user,
+                             aq_model_progress_fn progress, void *progress_user)
+{
+    w->on_model_tensor = on_tensor;
+    w->on_model_tensor_user = on_tensor_user;
+    w->progress = progress;
+    w->progress_user = progress_user;
+    memset(&w->prog, 0, sizeof w->prog);
+    w->prog.tensors_total = w->plan->n;
+    for (size_t i = 0; i < w->plan->n; i++) {
+        w->prog.bytes_total += w->plan->t[i].nbytes;
+    }
+}
+
+/* Tensor i written: what aq_model_quantize would say of it, and progress. */
+static void gw_report_model(aq__gguf_writer *w, size_t i, double sqnr_db, double cosine)
+{
+    const aq__plan_tensor *e = &w->plan->t[i];
+    if (w->on_model_tensor != NULL) {
+        aq_model_tensor_result r;
+        memset(&r, 0, sizeof r);
+        r.index = i;
+        r.name = e->name;
+        r.kept = e->kept;
+        r.initial_cosine = cosine;
+        r.elements = e->elements;
+        r.bytes = e->gguf_bytes;
+        r.sqnr_db = sqnr_db;
+        r.cosine = cosine;
+        r.rule = e->rule;
+        w->on_model_tensor(w->on_model_tensor_user, &r);
+    }
+    w->prog.tensors_done = i + 1;
+    w->prog.bytes_done += e->nbytes;
+    w->prog.current = e->name;
+    if (w->progress != NULL) {
+        w->progress(w->progress_user, &w->prog);
+    }
+}
 
 aq_status aq__gguf_writer_open(const aq_model_plan *plan, const char *out_path,
                                aq_gguf_tensor_fn on_tensor, void *on_tensor_user,
@@ -523,6 +570,7 @@ static aq_status gw_put_tensor(aq__gguf_writer *w, size_t i, const uint8_t *data
                                    .cosine = cosine};
         w->on_tensor(w->on_tensor_user, &r);
     }
+    gw_report_model(w, i, sqnr_db, cosine);
     return AQ_OK;
 }
 

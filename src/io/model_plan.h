@@ -102,6 +102,11 @@ aq_status aq__gguf_writer_append(aq__gguf_writer *w, const struct ArrowSchema *s
 aq_status aq__gguf_writer_close(aq__gguf_writer *w, aq_model_summary *summary,
                                 aq_gguf_write_summary *gguf_summary, aq_error *err);
 void aq__gguf_writer_free(aq__gguf_writer *w);
+/* The writer's reports as a model file's writer makes them (aq_model_writer_options' on_tensor
+ * and progress): each tensor written, as aq_model_quantize reports one (scheme, bit_width and
+ * group_size 0: its type is on_gguf_tensor's), then progress. */
+void aq__gguf_writer_reports(aq__gguf_writer *w, aq_model_tensor_fn on_tensor, void *on_tensor_user,
+                             aq_model_progress_fn progress, void *progress_user);
 
 /* ---- rows: the struct arrays aq_model_execute makes and aq_model_writer reads (model_rows.c) */
 

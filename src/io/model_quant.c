@@ -11,10 +11,12 @@
  * written by a writer thread while the next one is quantized into the other of two arenas. So
  * the peak stays near the largest tensor plus two batches.
  *
- * A cosine floor requantizes a tensor with more bits on the spot. A size budget needs every
- * tensor's options before the first row is chosen, so it adds a measuring pass (mq_plan): each
- * tensor quantized at every candidate and measured, its outputs dropped at once; the
- * allocation is aq_qset's (aq__budget_allocate); the writing pass then follows the plan.
+ * The decisions are the quantization pipeline's (src/quant/pipeline.h): a cosine floor
+ * requantizes a tensor with more bits on the spot (aq__floor_run); a size budget needs every
+ * tensor's options before the first row is chosen, so planning adds a measuring pass, each
+ * tensor read from the mapping, quantized at every candidate, measured and dropped at once
+ * (aq__budget_over for an explicit budget, aq__plan_over for the default mode's size); the
+ * writing pass then follows the plan.
  */
 #include "arrow_owned.h"
 #include "io_internal.h"
@@ -261,8 +263,7 @@ static aq_status mq_rule(mq_state *s, size_t i, int *kept, aq_error *err)
     s->r_scheme[i] = dec.scheme;
     s->r_rule[i] = aq_rule_name(dec.rule);
     s->r_profile[i] = dec.rule == AQ_RULE_PROFILE && !dec.keep;
-    s->r_role[i] = t->elements > 0 ? (unsigned char)aq__plan_role_of(&dec, t->ndim)
-                                   : (unsigned char)AQ__PLAN_OUTSIDE;
+    s->r_role[i] = (unsigned char)aq__plan_role_of(&dec, t->ndim, t->elements);
     return AQ_OK;
 }
 
@@ -338,11 +339,12 @@ static aq_status mq_quantize_measure(mq_state *s, aq_ctx *c, const aq_tensor *sr
     if ((st = aq__ctx_pool(c, &pool, err)) != AQ_OK) {
         return st;
     }
-    bool blocks = scheme == AQ_SCHEME_AFFINE && !c->preserve_moments && pool == NULL &&
-                  src->ndim >= 2 && l->rows > m.block_rows;
+    /* Blocks of rows quantize alone where the scheme's groups stay within rows, on one level,
+     * and no importance steers them (plain affine): the block path passes none. */
+    const aq__scheme_traits *tr = aq__scheme_traits_of(scheme);
+    bool blocks = tr != NULL && !tr->flattened && !tr->two_level && !tr->importance &&
+                  !c->preserve_moments && pool == NULL && src->ndim >= 2 && l->rows > m.block_rows;
     if (!blocks) {
-        /* Importance (a calibration) matters to affine_search and kquant, which never take
-         * the block path: plain affine ignores it. */
         aq_quantize_options qo = {.size = sizeof(aq_quantize_options), .importance = s->imp};
         if ((st = aq_quantize_ex(c, src, &qo, &out, NULL, err)) != AQ_OK ||
             (st = aq__meter_rows(&m, 0, m.rows, err)) != AQ_OK) {
@@ -1034,6 +1036,23 @@ static mq_choice mq_choice_of(const mq_state *s, size_t i)
     return c;
 }
 
+/* One attempt of the floor (aq__floor_run): the tensor quantized at `bits` into the row. */
+typedef struct mq_attempt {
+    mq_state *s;
+    const aq_tensor *src;
+    const aq_st_tensor *t;
+    const mq_choice *c;
+    mq_row *r;
+} mq_attempt;
+
+static aq_status mq_attempt_at(void *user, unsigned bits, double *cosine, aq_error *err)
+{
+    mq_attempt *a = user;
+    aq_status st = mq_quantize_with(a->s, a->src, a->t, a->c->scheme, bits, a->c->group, a->r, err);
+    *cosine = a->r->cosine;
+    return st;
+}
+
 /* One quantized tensor with choice c, raised while the cosine stays below the floor (unless
  * the budget fixed it). */
 static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, const mq_choice *c,
@@ -1050,25 +1069,12 @@ static aq_status mq_quantize(mq_state *s, size_t i, const aq_st_tensor *t, const
         return st;
     }
     /* Tensors the budget chose for follow the plan; tensors the rules fix keep their bits. */
-    const bool planned = c->fixed;
-    const aq_scheme scheme = c->scheme;
+    mq_attempt a = {s, &src, t, c, r};
     unsigned bits = c->bits;
-    const size_t group = c->group;
     res->initial_bit_width = bits;
-    for (;;) {
-        if ((st = mq_quantize_with(s, &src, t, scheme, bits, group, r, err)) != AQ_OK) {
-            goto done;
-        }
-        if (bits == res->initial_bit_width) {
-            res->initial_cosine = r->cosine;
-        }
-        if (planned || !(s->min_cosine > 0.0) || r->cosine >= s->min_cosine || bits == 8) {
-            break;
-        }
-        bits = bits == 2 ? 4 : 8;
-    }
+    st =
+        aq__floor_run(&bits, s->min_cosine, c->fixed, mq_attempt_at, &a, &res->initial_cosine, err);
     res->moved = bits != res->initial_bit_width;
-done:
     free(copy);
     return st;
 }
@@ -1149,6 +1155,43 @@ static aq_status mq_plan_tensor(mq_state *s, const int *kept, size_t i, aq__plan
     return st;
 }
 
+/* The default budget's plan over the model (aq__plan_over): the tensors' roles, a fixed
+ * tensor's bytes, a chosen one measured; progress counts the chosen tensors' source bytes. */
+typedef struct mq_plan_src {
+    mq_state *s;
+    const int *kept;
+    aq_model_progress prog;
+} mq_plan_src;
+
+static aq__plan_role mq_plan_role(void *user, size_t i)
+{
+    return (aq__plan_role)((mq_plan_src *)user)->s->r_role[i];
+}
+
+static aq_status mq_plan_fixed(void *user, size_t i, size_t *elements, size_t *bytes, aq_error *err)
+{
+    mq_plan_src *src = user;
+    *elements = aq_model_tensor(src->s->model, i)->elements;
+    return mq_fixed_bytes(src->s, src->kept, i, bytes, err);
+}
+
+static aq_status mq_plan_chosen(void *user, size_t i, aq__plan *p, aq_error *err)
+{
+    mq_plan_src *src = user;
+    const aq_model_quantize_options *o = src->s->opts;
+    const aq_st_tensor *t = aq_model_tensor(src->s->model, i);
+    aq_status st = mq_plan_tensor(src->s, src->kept, i, p, err);
+    if (st == AQ_OK) {
+        src->prog.tensors_done = i + 1;
+        src->prog.bytes_done += t->nbytes;
+        src->prog.current = t->name;
+        if (o->progress != NULL) {
+            o->progress(o->progress_user, &src->prog);
+        }
+    }
+    return st;
+}
+
 /* The default budget with layer rules: one size over every counted tensor of the model (the
  * profile's target_bpw), the rules' treatments (8 bits, kept in float) as preferences within
  * it. kept[i] becomes 0 for a tensor the rules kept that the plan quantizes. */
@@ -1158,35 +1201,17 @@ static aq_status mq_plan_rules(mq_state *s, int *kept, aq_error *err)
     const size_t n = aq_model_count(s->model);
     aq_profile prof;
     aq_rules_profile(o->rules, &prof);
-    aq__plan p;
-    aq_model_progress prog = {0, 0, 0, 0, NULL, 1};
-    aq_status st = aq__plan_init(&p, n, o->schemes, o->n_schemes, prof.scheme, err);
-    for (size_t i = 0; i < n && st == AQ_OK; i++) {
+    mq_plan_src user = {s, kept, {0, 0, 0, 0, NULL, 1}};
+    for (size_t i = 0; i < n; i++) {
         if (s->r_role[i] == AQ__PLAN_CHOSEN) {
-            prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
-            prog.tensors_total = i + 1;
+            user.prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
+            user.prog.tensors_total = i + 1;
         }
     }
-    for (size_t i = 0; i < n && st == AQ_OK; i++) {
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        if (s->r_role[i] == AQ__PLAN_FIXED) {
-            size_t b = 0;
-            st = mq_fixed_bytes(s, kept, i, &b, err);
-            p.fixed += b;
-            p.counted += t->elements;
-        } else if (s->r_role[i] == AQ__PLAN_CHOSEN &&
-                   (st = mq_plan_tensor(s, kept, i, &p, err)) == AQ_OK) {
-            prog.tensors_done = i + 1;
-            prog.bytes_done += t->nbytes;
-            prog.current = t->name;
-            if (o->progress != NULL) {
-                o->progress(o->progress_user, &prog);
-            }
-        }
-    }
-    if (st == AQ_OK) {
-        st = aq__plan_run(&p, prof.target_bpw, s->min_cosine > 0.0, err);
-    }
+    const aq__plan_source src = {&user, mq_plan_role, mq_plan_fixed, mq_plan_chosen};
+    aq__plan p;
+    aq_status st = aq__plan_over(&p, n, o->schemes, o->n_schemes, prof.scheme, &src,
+                                 prof.target_bpw, s->min_cosine > 0.0, err);
     if (st == AQ_OK && (s->plan = calloc(n > 0 ? n : 1, sizeof *s->plan)) == NULL) {
         st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
     }
@@ -1207,176 +1232,76 @@ static aq_status mq_plan_rules(mq_state *s, int *kept, aq_error *err)
     return st;
 }
 
-/* An explicit budget's sizes, known before any tensor is measured: least/all, the budgeted
- * tensors' smallest bytes and their parameters; fixed/floats, the bytes of the other float
- * tensors and the parameters of every float tensor (scope model). */
-typedef struct mq_sizes {
-    size_t least, all, fixed, floats;
-} mq_sizes;
+/* An explicit budget's tensors (aq__budget_over): the model's, read from the mapping one at a
+ * time; progress counts the budgeted tensors' source bytes. */
+typedef struct mq_budget_src {
+    mq_state *s;
+    const int *kept;
+    void *copy; /* the view's aligned copy, while one is measured */
+    aq_model_progress prog;
+} mq_budget_src;
 
-static aq_status mq_plan_sizes(mq_state *s, const int *kept, const aq_scheme *schemes,
-                               size_t n_schemes, bool whole, mq_sizes *z, aq_error *err)
+static aq__plan_role mq_budget_role(void *user, size_t i)
 {
-    memset(z, 0, sizeof *z);
-    for (size_t i = 0; i < aq_model_count(s->model); i++) {
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        if (!aq_st_dtype_to_aq(t->dtype, NULL)) {
-            continue; /* not a float: outside every scope */
-        }
-        z->floats += t->elements;
-        aq_status st;
-        if (!mq_budgeted(s, kept, i)) {
-            size_t b = 0;
-            if (whole && (st = mq_fixed_bytes(s, kept, i, &b, err)) != AQ_OK) {
-                return st;
-            }
-            z->fixed += b;
-            continue;
-        }
-        size_t best = SIZE_MAX;
-        for (size_t k = 0; k < n_schemes; k++) {
-            aq_layout l;
-            if ((st = aq_layout_compute_scheme(schemes[k], t->shape, t->ndim, 2,
-                                               aq__ctx_group_size(s->ctx), &l, err)) != AQ_OK) {
-                return st;
-            }
-            size_t b = l.packed_bytes + 2 * l.groups * sizeof(float);
-            best = b < best ? b : best;
-        }
-        z->least += best;
-        z->all += t->elements;
+    const mq_budget_src *b = user;
+    if (!aq_st_dtype_to_aq(aq_model_tensor(b->s->model, i)->dtype, NULL)) {
+        return AQ__PLAN_OUTSIDE;
     }
-    return AQ_OK;
+    return mq_budgeted(b->s, b->kept, i) ? AQ__PLAN_CHOSEN : AQ__PLAN_FIXED;
 }
 
-/* An explicit budget in bits per weight over the budgeted tensors (*target), refused before
- * the measuring pass when even the smallest layouts exceed it. */
-static aq_status mq_plan_target(const aq_model_quantize_options *o, const mq_sizes *z, bool whole,
-                                double *target, aq_error *err)
+static void mq_budget_shape(void *user, size_t i, const int64_t **shape, size_t *ndim,
+                            size_t *elements)
 {
-    *target = o->target_bpw;
-    if (whole) {
-        double budget_bytes = floor(o->target_bpw * (double)z->floats / 8.0) - (double)z->fixed;
-        if (z->floats > 0 &&
-            (double)(z->least + z->fixed) > floor(o->target_bpw * (double)z->floats / 8.0)) {
-            return aq__error_set(
-                err, AQ_INVALID_PARAMETER,
-                "Invalid target_bpw: %g over the whole model (budget scope model). The smallest "
-                "allocation needs %.4f bits per weight over its %zu float parameters (kept and "
-                "rule-fixed tensors alone take %.4f)",
-                o->target_bpw, (double)(z->least + z->fixed) * 8.0 / (double)z->floats, z->floats,
-                (double)z->fixed * 8.0 / (double)z->floats);
-        }
-        /* budget_bytes is whole: half a byte more keeps rounding from refusing an exact fit
-         * without admitting a byte too many. */
-        *target = z->all > 0 ? (budget_bytes + 0.5) * 8.0 / (double)z->all : 0.0;
-    } else if (z->all > 0 && (double)z->least > o->target_bpw * (double)z->all / 8.0) {
-        return aq__error_set(err, AQ_INVALID_PARAMETER,
-                             "Invalid target_bpw: %g. The smallest allocation needs %.4f bits "
-                             "per weight",
-                             o->target_bpw, (double)z->least * 8.0 / (double)z->all);
-    }
-    return AQ_OK;
+    const aq_st_tensor *t = aq_model_tensor(((mq_budget_src *)user)->s->model, i);
+    *shape = t->shape;
+    *ndim = t->ndim;
+    *elements = t->elements;
 }
 
-/* The measuring pass: every (scheme, 2/4/8 bits) of every budgeted tensor, in their order,
- * into rows of opt (*m of them, over *elements weights). Progress counts their source bytes. */
-static aq_status mq_plan_measure(mq_state *s, const int *kept, const aq_scheme *schemes,
-                                 size_t n_schemes, aq__budget_option *opt, size_t *count, size_t *m,
-                                 size_t *elements, aq_error *err)
+static aq_status mq_budget_fixed(void *user, size_t i, size_t *bytes, aq_error *err)
 {
-    static const unsigned bits[3] = {2, 4, 8};
-    const aq_model_quantize_options *o = s->opts;
-    const size_t n = aq_model_count(s->model), per = 3 * n_schemes;
-    aq_model_progress prog = {0, 0, 0, 0, NULL, 1};
-    for (size_t i = 0; i < n; i++) {
-        if (mq_budgeted(s, kept, i)) {
-            prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
-            prog.tensors_total = i + 1;
-        }
+    mq_budget_src *b = user;
+    return mq_fixed_bytes(b->s, b->kept, i, bytes, err);
+}
+
+static aq_status mq_budget_view(void *user, size_t i, aq_tensor *t, const float **imp,
+                                aq_error *err)
+{
+    mq_budget_src *b = user;
+    const aq_st_tensor *st_t = aq_model_tensor(b->s->model, i);
+    aq_status st = mq_view(b->s, i, st_t, t, &b->copy, err);
+    if (st == AQ_OK) {
+        st = mq_importance(b->s, st_t, err);
     }
-    aq__scratch sc;
-    memset(&sc, 0, sizeof sc);
-    aq_status st = AQ_OK;
-    for (size_t i = 0; i < n && st == AQ_OK; i++) {
-        if (!mq_budgeted(s, kept, i)) {
-            continue;
-        }
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        aq_tensor src;
-        void *copy = NULL;
-        if ((st = mq_view(s, i, t, &src, &copy, err)) == AQ_OK) {
-            st = mq_importance(s, t, err);
-        }
-        aq__budget_option *row = opt + *m * per;
-        for (size_t k = 0; k < per && st == AQ_OK; k++) {
-            st = aq__option_measure(s->ctx, &src, s->imp, schemes[k / 3], bits[k % 3], 0,
-                                    s->min_cosine, o->cancel, &sc, &row[count[*m]++], err);
-        }
-        free(copy);
-        aq_model_release(s->model, i);
-        if (st != AQ_OK) {
-            break;
-        }
-        *elements += t->elements;
-        (*m)++;
-        prog.tensors_done = i + 1;
-        prog.bytes_done += t->nbytes;
-        prog.current = t->name;
-        if (o->progress != NULL) {
-            o->progress(o->progress_user, &prog);
-        }
-    }
-    aq__scratch_free(&sc);
+    *imp = b->s->imp;
     return st;
 }
 
-/* AQ_TARGET_BPW_PROFILE without rules: the run's own size on this model, each budgeted tensor
- * at the context's bits and scheme, raised by the floor as without a budget (2 -> 4 -> 8
- * while below it), in bits per weight over the m budgeted tensors' elements. */
-static aq_status mq_plan_self(mq_state *s, const int *kept, const aq__budget_option *opt,
-                              size_t per, const size_t *count, size_t m, size_t elements,
-                              double *target, aq_error *err)
+static void mq_budget_release(void *user, size_t i)
 {
-    const unsigned pbits = s->ctx->bit_width;
-    const aq_scheme pscheme = s->ctx->scheme;
-    double total = 0.0;
-    for (size_t j = 0, i = 0; j < m; j++, i++) {
-        while (!mq_budgeted(s, kept, i)) {
-            i++;
-        }
-        const aq__budget_option *row = opt + j * per, *pick = NULL;
-        for (size_t q = 0; q < count[j]; q++) {
-            if (row[q].scheme != pscheme || row[q].bits < pbits) {
-                continue;
-            }
-            pick = &row[q]; /* options come in increasing bits per scheme */
-            if (row[q].meets) {
-                break;
-            }
-        }
-        if (pick != NULL) {
-            total += (double)pick->bytes;
-            continue;
-        }
-        /* The context's scheme is not among the candidates: its layout at its bits. */
-        const aq_st_tensor *t = aq_model_tensor(s->model, i);
-        aq_layout l;
-        aq_status st = aq_layout_compute_scheme(pscheme, t->shape, t->ndim, pbits,
-                                                aq__ctx_group_size(s->ctx), &l, err);
-        if (st != AQ_OK) {
-            return st;
-        }
-        total += (double)(l.packed_bytes + 2 * l.groups * sizeof(float));
-    }
-    *target = (total + 0.5) * 8.0 / (double)elements;
-    return AQ_OK;
+    mq_budget_src *b = user;
+    free(b->copy);
+    b->copy = NULL;
+    aq_model_release(b->s->model, i);
 }
 
-/* An explicit budget's passes: sizes, every option of every tensor the budget chooses for,
- * measured (outputs dropped), then the allocation. s->plan receives each such tensor's choice
- * (bits 0 for the others: kept, or fixed by the rules). The default mode's budget with rules
- * is mq_plan_rules. */
+static void mq_budget_measured(void *user, size_t i)
+{
+    mq_budget_src *b = user;
+    const aq_model_quantize_options *o = b->s->opts;
+    const aq_st_tensor *t = aq_model_tensor(b->s->model, i);
+    b->prog.tensors_done = i + 1;
+    b->prog.bytes_done += t->nbytes;
+    b->prog.current = t->name;
+    if (o->progress != NULL) {
+        o->progress(o->progress_user, &b->prog);
+    }
+}
+
+/* An explicit budget (aq__budget_over over the model's tensors): s->plan receives each
+ * budgeted tensor's choice (bits 0 for the others: kept, or fixed by the rules). The default
+ * mode's budget with rules is mq_plan_rules. */
 static aq_status mq_plan(mq_state *s, int *kept, aq_error *err)
 {
     const aq_model_quantize_options *o = s->opts;
@@ -1389,64 +1314,36 @@ static aq_status mq_plan(mq_state *s, int *kept, aq_error *err)
         aq_rules_profile(o->rules, &p);
         own = p.scheme; /* the rules' profile scheme: what the profile tensors would get */
     }
-    const aq_scheme *schemes = o->schemes != NULL && o->n_schemes > 0 ? o->schemes : &own;
-    size_t n_schemes = o->schemes != NULL && o->n_schemes > 0 ? o->n_schemes : 1;
-    const size_t per = 3 * n_schemes, n = aq_model_count(s->model), rows = n > 0 ? n : 1;
-    const bool whole = o->budget_scope == AQ_BUDGET_SCOPE_MODEL;
-    aq__budget_option *opt = calloc(rows * per, sizeof *opt);
-    size_t *count = calloc(rows, sizeof *count), *choice = calloc(rows, sizeof *choice);
-    s->plan = calloc(rows, sizeof *s->plan);
-    aq_status st = AQ_OK;
-    mq_sizes z;
-    size_t m = 0, elements = 0;
-    double target = 0.0;
-    if (opt == NULL || count == NULL || choice == NULL || s->plan == NULL) {
-        st = aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
-        goto done;
+    const size_t n = aq_model_count(s->model);
+    if ((s->plan = calloc(n > 0 ? n : 1, sizeof *s->plan)) == NULL) {
+        return aq__error_set(err, AQ_NO_MEMORY, "out of memory planning the budget");
     }
-    for (size_t k = 0; k < n_schemes; k++) {
-        if ((unsigned)schemes[k] >= AQ_SCHEME_COUNT) {
-            st = aq__error_set(err, AQ_INVALID_PARAMETER, "Invalid scheme %d in the budget's list",
-                               (int)schemes[k]);
-            goto done;
-        }
-    }
-    const bool self = o->target_bpw == AQ_TARGET_BPW_PROFILE;
-    if ((st = mq_plan_sizes(s, kept, schemes, n_schemes, whole, &z, err)) != AQ_OK ||
-        (!self && (st = mq_plan_target(o, &z, whole, &target, err)) != AQ_OK) ||
-        (st = mq_plan_measure(s, kept, schemes, n_schemes, opt, count, &m, &elements, err)) !=
-            AQ_OK ||
-        m == 0 /* nothing to choose: every float tensor is kept or fixed */ ||
-        (self &&
-         (st = mq_plan_self(s, kept, opt, per, count, m, elements, &target, err)) != AQ_OK)) {
-        goto done;
-    }
-    st =
-        aq__budget_allocate(opt, m, per, count, elements, target, s->min_cosine > 0.0, choice, err);
-    if (st == AQ_INVALID_PARAMETER && whole) {
-        /* Only the floor can get here: each row's first option is now its smallest meeting
-         * min_cosine. Say it over the whole model. */
-        size_t need = z.fixed;
-        for (size_t j = 0; j < m; j++) {
-            need += opt[j * per].bytes;
-        }
-        st = aq__error_set(err, AQ_INVALID_PARAMETER,
-                           "Invalid target_bpw: %g over the whole model (budget scope model). "
-                           "The smallest allocation meeting min_cosine needs %.4f bits per weight "
-                           "over its %zu float parameters",
-                           o->target_bpw, (double)need * 8.0 / (double)z.floats, z.floats);
-    }
-    for (size_t i = 0, j = 0; i < n && st == AQ_OK; i++) {
+    aq__budget_params bp;
+    memset(&bp, 0, sizeof bp);
+    bp.target_bpw = o->target_bpw;
+    bp.whole = o->budget_scope == AQ_BUDGET_SCOPE_MODEL;
+    bp.min_cosine = s->min_cosine;
+    bp.schemes = o->schemes != NULL && o->n_schemes > 0 ? o->schemes : &own;
+    bp.n_schemes = o->schemes != NULL && o->n_schemes > 0 ? o->n_schemes : 1;
+    bp.own_scheme = s->ctx->scheme;
+    bp.own_bits = s->ctx->bit_width;
+    bp.cancel = o->cancel;
+    mq_budget_src user = {s, kept, NULL, {0, 0, 0, 0, NULL, 1}};
+    for (size_t i = 0; i < n; i++) {
         if (mq_budgeted(s, kept, i)) {
-            s->plan[i] = opt[j * per + choice[j]];
-            j++;
+            user.prog.bytes_total += aq_model_tensor(s->model, i)->nbytes;
+            user.prog.tensors_total = i + 1;
         }
     }
-done:
-    free(opt);
-    free(count);
-    free(choice);
-    return st;
+    const aq__budget_source src = {&user,
+                                   n,
+                                   mq_budget_role,
+                                   mq_budget_shape,
+                                   mq_budget_fixed,
+                                   mq_budget_view,
+                                   mq_budget_release,
+                                   mq_budget_measured};
+    return aq__budget_over(s->ctx, &src, &bp, s->plan, err);
 }
 
 /* The options' values and the calibration, checked before any work. */
@@ -2072,6 +1969,10 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
     if (plan->format == AQ__PLAN_GGUF) {
         st = aq__gguf_writer_open(plan, out_path, opts != NULL ? o.on_gguf_tensor : NULL,
                                   opts != NULL ? o.on_gguf_tensor_user : NULL, &w->gguf, err);
+        if (st == AQ_OK) {
+            aq__gguf_writer_reports(w->gguf, w->calls.on_tensor, w->calls.on_tensor_user,
+                                    w->calls.progress, w->calls.progress_user);
+        }
     } else if ((st = mq_state_init(&w->s, NULL, NULL, plan, &w->calls, err)) == AQ_OK) {
         st = mq_open(&w->s, out_path, err);
     }

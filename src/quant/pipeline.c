@@ -288,8 +288,11 @@ aq_status aq__plan_candidates(const aq_scheme *list, size_t n, aq_scheme fallbac
     return AQ_OK;
 }
 
-aq__plan_role aq__plan_role_of(const aq_rule_decision *d, size_t ndim)
+aq__plan_role aq__plan_role_of(const aq_rule_decision *d, size_t ndim, size_t elements)
 {
+    if (elements == 0) {
+        return AQ__PLAN_OUTSIDE;
+    }
     if (d->rule == AQ_RULE_OVERRIDE) {
         return AQ__PLAN_FIXED;
     }
@@ -687,4 +690,49 @@ aq_status aq__plan_run(aq__plan *p, double target_bpw, bool floor, aq_error *err
     return aq__plan_allocate(p->opt, p->m, p->per, p->count, p->want,
                              aq__plan_budget_bytes(target_bpw, p->counted), p->fixed, p->counted,
                              target_bpw, floor, p->choice, err);
+}
+
+aq_status aq__plan_over(aq__plan *p, size_t n, const aq_scheme *list, size_t n_list,
+                        aq_scheme fallback, const aq__plan_source *src, double target_bpw,
+                        bool floor, aq_error *err)
+{
+    aq_status st = aq__plan_init(p, n, list, n_list, fallback, err);
+    for (size_t i = 0; i < n && st == AQ_OK; i++) {
+        aq__plan_role role = src->role(src->user, i);
+        if (role == AQ__PLAN_FIXED) {
+            size_t elements = 0, bytes = 0;
+            st = src->fixed(src->user, i, &elements, &bytes, err);
+            p->counted += elements;
+            p->fixed += bytes;
+        } else if (role == AQ__PLAN_CHOSEN) {
+            st = src->measure(src->user, i, p, err);
+        }
+    }
+    if (st == AQ_OK) {
+        st = aq__plan_run(p, target_bpw, floor, err);
+    }
+    return st;
+}
+
+aq_status aq__floor_run(unsigned *bits, double min_cosine, bool fixed, aq__floor_attempt_fn attempt,
+                        void *user, double *initial_cosine, aq_error *err)
+{
+    const unsigned first = *bits;
+    unsigned b = first;
+    for (;;) {
+        double cosine = 0.0;
+        aq_status st = attempt(user, b, &cosine, err);
+        if (st != AQ_OK) {
+            return st;
+        }
+        if (b == first && initial_cosine != NULL) {
+            *initial_cosine = cosine;
+        }
+        if (fixed || !(min_cosine > 0.0) || cosine >= min_cosine || b >= 8) {
+            break;
+        }
+        b = b == 2 ? 4 : 8;
+    }
+    *bits = b;
+    return AQ_OK;
 }

@@ -137,6 +137,24 @@ done:
     return st;
 }
 
+/* One attempt of the floor (aq__floor_run): t at `bits` in the context's scheme. */
+typedef struct qset_attempt {
+    aq_ctx *ctx;
+    const aq_tensor *t;
+    const float *importance;
+    double min_cosine;
+    qset_item *it;
+} qset_attempt;
+
+static aq_status qset_attempt_at(void *user, unsigned bits, double *cosine, aq_error *err)
+{
+    qset_attempt *a = user;
+    aq_status st =
+        qset_run(a->ctx, a->t, a->importance, a->ctx->scheme, bits, a->min_cosine, a->it, err);
+    *cosine = a->it->choice.metrics.cosine;
+    return st;
+}
+
 typedef aq__budget_option qset_option;
 
 static const unsigned qset_bits[3] = {2, 4, 8};
@@ -243,15 +261,10 @@ aq_status aq_qset_quantize(aq_ctx *ctx, const aq_tensor *tensors, size_t n,
         for (size_t i = 0; i < n; i++) {
             qset_item *it = &set->items[i];
             unsigned bits = ctx->bit_width;
-            for (;;) {
-                if ((st = qset_run(ctx, &tensors[i], imp != NULL ? imp[i] : NULL, ctx->scheme, bits,
-                                   min_cos, it, err)) != AQ_OK) {
-                    goto done;
-                }
-                if (it->choice.meets_min_cosine || bits == 8) {
-                    break;
-                }
-                bits = bits == 2 ? 4 : 8;
+            qset_attempt a = {ctx, &tensors[i], imp != NULL ? imp[i] : NULL, min_cos, it};
+            if ((st = aq__floor_run(&bits, min_cos, false, qset_attempt_at, &a, NULL, err)) !=
+                AQ_OK) {
+                goto done;
             }
             it->choice.initial_bit_width = ctx->bit_width;
             it->choice.moved = bits != ctx->bit_width;

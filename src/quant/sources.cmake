@@ -5,6 +5,8 @@ list(APPEND AQ_SOURCES
     ${CMAKE_CURRENT_LIST_DIR}/quantize.c
     ${CMAKE_CURRENT_LIST_DIR}/metrics.c
     ${CMAKE_CURRENT_LIST_DIR}/pipeline.c
+    ${CMAKE_CURRENT_LIST_DIR}/pipeline_set.c
+    ${CMAKE_CURRENT_LIST_DIR}/pipeline_budget.c
     ${CMAKE_CURRENT_LIST_DIR}/gguf_codec.c)
 list(APPEND AQ_PRIVATE_INCLUDES ${CMAKE_CURRENT_LIST_DIR})
 list(APPEND AQ_SOURCES ${CMAKE_CURRENT_LIST_DIR}/quality.c ${CMAKE_CURRENT_LIST_DIR}/qset.c)

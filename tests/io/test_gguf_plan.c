@@ -260,6 +260,46 @@ static bool same_double(double a, double b)
     return memcmp(&a, &b, sizeof a) == 0;
 }
 
+/* What a writer's on_tensor and progress say of each row (aq_model_writer_options). */
+typedef struct model_reports {
+    size_t n, progress;
+    aq_model_tensor_result r[N_T];
+    aq_model_progress last;
+    bool in_order;
+} model_reports;
+
+static void keep_model_report(void *user, const aq_model_tensor_result *res)
+{
+    model_reports *k = user;
+    CHECK(k->n < N_T);
+    k->r[k->n++] = *res;
+}
+
+static void keep_progress(void *user, const aq_model_progress *p)
+{
+    model_reports *k = user;
+    k->in_order = k->in_order && p->tensors_done == k->progress + 1 && p->current != NULL;
+    k->progress++;
+    k->last = *p;
+}
+
+/* The writer's model-file reports of a GGUF file's rows agree with its GGUF reports g. */
+static void same_model_reports(const model_reports *m, const reports *g)
+{
+    CHECK(m->n == N_T && m->progress == N_T && m->in_order);
+    CHECK(m->last.tensors_done == N_T && m->last.tensors_total == N_T);
+    CHECK(m->last.bytes_done == m->last.bytes_total && m->last.bytes_total > 0);
+    for (size_t i = 0; i < N_T; i++) {
+        const aq_model_tensor_result *r = &m->r[i];
+        const bool is_float = g->r[i].type == AQ_GGUF_F32 || g->r[i].type == AQ_GGUF_F16 ||
+                              g->r[i].type == AQ_GGUF_BF16;
+        CHECK(r->index == i && strcmp(r->name, g->names[i]) == 0);
+        CHECK(r->kept == (is_float ? 1 : 0) && r->elements == g->r[i].elements);
+        CHECK(r->bytes == g->r[i].bytes && same_double(r->sqnr_db, g->r[i].sqnr_db));
+        CHECK(same_double(r->cosine, g->r[i].cosine) && !r->moved);
+    }
+}
+
 static void same_reports(const reports *a, const reports *b)
 {
     CHECK(a->n == N_T && b->n == N_T);
@@ -322,9 +362,16 @@ static void check_follow(aq_gguf_type type, bool ruled, int search)
     /* The writer from rows executed in two ranges: the same bytes, reports and summary. */
     reports c;
     memset(&c, 0, sizeof c);
+    model_reports mr;
+    memset(&mr, 0, sizeof mr);
+    mr.in_order = true;
     aq_model_writer_options mo = AQ_SIZED_INIT(aq_model_writer_options);
     mo.on_gguf_tensor = keep_report;
     mo.on_gguf_tensor_user = &c;
+    mo.on_tensor = keep_model_report;
+    mo.on_tensor_user = &mr;
+    mo.progress = keep_progress;
+    mo.progress_user = &mr;
     aq_model_execute_options eo = AQ_SIZED_INIT(aq_model_execute_options);
     eo.calib = r.calib;
     aq_model_writer *w;
@@ -346,6 +393,8 @@ static void check_follow(aq_gguf_type type, bool ruled, int search)
     CHECK_SAME_FILE(whole, rowed);
     CHECK(memcmp(&sa, &sw, sizeof sa) == 0);
     same_reports(&a, &c);
+    /* on_tensor and progress report every row as a model file's writer does. */
+    same_model_reports(&mr, &c);
     unlink(rowed);
     /* Without the calibration the plan was made with: refused, nothing written. */
     unlink(followed);

@@ -8,7 +8,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from arrow_quant_v2 import QuantizationError
-from arrow_quant_v2.arrow_quant_v2 import _model_execute, _model_plan_tensors, _model_write
+from arrow_quant_v2.arrow_quant_v2 import (_model_execute, _model_plan_tensors, _model_write,
+                                           _quantize_gguf)
 
 
 class _Rows:
@@ -44,10 +45,11 @@ def test_ranges_give_the_commands_bytes(cli, ddpm, tmp_path, options):
     assert out.read_bytes() == ref.read_bytes()
 
 
-@pytest.mark.parametrize("options", [["--type", "Q4_K"],
-                                     ["--type", "Q3_K", "--profile", "local", "--gguf-search",
-                                      "none"]])
-def test_gguf_ranges_give_the_commands_bytes(cli, ddpm, tmp_path, options):
+@pytest.mark.parametrize("options,kwargs", [
+    (["--type", "Q4_K"], {"gguf_type": "Q4_K"}),
+    (["--type", "Q3_K", "--profile", "local", "--gguf-search", "none"],
+     {"gguf_type": "Q3_K", "profile": "local", "gguf_search": "none"})])
+def test_gguf_ranges_give_the_commands_bytes(cli, ddpm, tmp_path, options, kwargs):
     # GGUF output through the same three steps: the command's GGUF plan, each tensor's blocks
     # as rows, the GGUF file written from them.
     src = ddpm / "diffusion_pytorch_model.safetensors"
@@ -65,6 +67,10 @@ def test_gguf_ranges_give_the_commands_bytes(cli, ddpm, tmp_path, options):
     summary = _model_write(plan, str(out), batches)
     assert summary["tensors"] == n and summary["bytes_out"] == out.stat().st_size
     assert out.read_bytes() == ref.read_bytes()
+    # The GGUF file's summary, as _quantize_gguf gives it (less its threads and kernels).
+    whole = _quantize_gguf(str(src), str(tmp_path / "whole.gguf"), **kwargs)["summary"]
+    assert summary == {k: v for k, v in whole.items() if k not in ("threads", "kernels")}
+    assert sum(summary["types"].values()) == n
     with pytest.raises(QuantizationError, match="came where tensor 0 of the plan"):
         _model_write(plan, str(tmp_path / "bad.gguf"), batches[1:])
     assert not (tmp_path / "bad.gguf").exists()
