@@ -34,9 +34,10 @@
  *                               bytes
  *
  * Super-blocks shorter than 512 elements (rows of kquant_rows, the last super-block of a
- * tensor) are gathered into batches: each takes the next whole sub-block slots of a 1024-float
- * buffer, so the sub-blocks of several short super-blocks share the panels, each lane with its
- * own super-block's d and dmin. Only a super-block's last sub-block can be partial; partial
+ * tensor) are gathered into batches: each takes the next of 1024 / sub whole sub-block slots
+ * (read where they are for float32 input, converted into a buffer otherwise), so the
+ * sub-blocks of several short super-blocks share the panels, each lane with its own
+ * super-block's d and dmin. Only a super-block's last sub-block can be partial; partial
  * sub-blocks of one length pn go to panels of their own, whose loops run over pn elements, so
  * that every sum adds exactly the sub-block's terms in element order, with no padding,
  * weights or masks. A super-block's sub-blocks thus sit in two places; steps 2 and 5 gather
@@ -268,11 +269,10 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
     }
 }
 
-/* Loads nslot slots (slot j at x + j * stride, its first rows elements used; rows a multiple
- * of KQS_VL, at most stride) transposed: element i of slot j of panel p in lane j % KQS_VL of
- * out[p * rows + i]; lanes past nslot are zero. */
-static inline void kqs_load_panels(const float *x, size_t stride, size_t rows, size_t nslot,
-                                   kqs_v *out)
+/* Loads nslot slots (slot j at xs[j], its first rows elements used; rows a multiple of
+ * KQS_VL) transposed: element i of slot j of panel p in lane j % KQS_VL of out[p * rows + i];
+ * lanes past nslot are zero. */
+static inline void kqs_load_panels(const float *const *xs, size_t rows, size_t nslot, kqs_v *out)
 {
     const size_t npan = (nslot + KQS_VL - 1) / KQS_VL;
     for (size_t p = 0; p < npan; p++) {
@@ -280,36 +280,43 @@ static inline void kqs_load_panels(const float *x, size_t stride, size_t rows, s
             kqs_v *r = out + p * rows + c0;
             for (size_t l = 0; l < KQS_VL; l++) {
                 const size_t j = p * KQS_VL + l;
-                r[l] = j < nslot ? kqs_load(x + j * stride + c0) : kqs_zero();
+                r[l] = j < nslot ? kqs_load(xs[j] + c0) : kqs_zero();
             }
             kqs_tr(r);
         }
     }
 }
 
-/* A batch: the whole slots from x (and w, weighted) in slot order, the partial slots of pn
- * elements from xp (and wp) at a stride of sub, padded to a multiple of KQS_VL; then the
- * body. */
-static void kqs_batch(const float *x, const float *w, const float *xp, const float *wp,
-                      unsigned bits, uint8_t *codes, const kqs_item *it, size_t nitems, size_t nfs,
-                      size_t nps, size_t pn)
+/* A batch: the whole slots at xs[j] (and ws[j], weighted: sub elements each, read where they
+ * are), the partial slots of pn elements from xp (and wp) at a stride of sub, padded to a
+ * multiple of KQS_VL; then the body. */
+static void kqs_batch(const float *const *xs, const float *const *ws, const float *xp,
+                      const float *wp, unsigned bits, uint8_t *codes, const kqs_item *it,
+                      size_t nitems, size_t nfs, size_t nps, size_t pn)
 {
     const size_t sub = aq__kq_sub(bits), pnr = (pn + KQS_VL - 1) / KQS_VL * KQS_VL;
     kqs_v xv[KQS_CAP / KQS_VL], xvp[KQS_PPAN * 32];
-    kqs_load_panels(x, sub, sub, nfs, xv);
-    kqs_load_panels(xp, sub, pnr, nps, xvp);
-    if (w == NULL && nps == 0) { /* whole slots only: the partial panels compiled out */
+    const float *ps[KQS_PPAN * KQS_VL];
+    kqs_load_panels(xs, sub, nfs, xv);
+    for (size_t j = 0; j < nps; j++) {
+        ps[j] = xp + j * sub;
+    }
+    kqs_load_panels(ps, pnr, nps, xvp);
+    if (ws == NULL && nps == 0) { /* whole slots only: the partial panels compiled out */
         kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nfs, 0, 0, xv, NULL, xvp, NULL);
         return;
     }
-    if (w == NULL) {
+    if (ws == NULL) {
         kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nfs, nps, pn, xv, NULL, xvp, NULL);
         return;
     }
 #if KQS_WEIGHTED
     kqs_v wv[KQS_CAP / KQS_VL], wx[KQS_CAP / KQS_VL], wvp[KQS_PPAN * 32], wxp[KQS_PPAN * 32];
-    kqs_load_panels(w, sub, sub, nfs, wv);
-    kqs_load_panels(wp, sub, pnr, nps, wvp);
+    kqs_load_panels(ws, sub, nfs, wv);
+    for (size_t j = 0; j < nps; j++) {
+        ps[j] = wp + j * sub;
+    }
+    kqs_load_panels(ps, pnr, nps, wvp);
     const size_t nv = (nfs + KQS_VL - 1) / KQS_VL * sub, nvp = (nps + KQS_VL - 1) / KQS_VL * pnr;
     for (size_t i = 0; i < nv; i++) {
         wx[i] = kqs_mul(wv[i], xv[i]); /* w * x, as the reference rounds it */
@@ -332,8 +339,11 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
     const size_t sub = aq__kq_sub(s->bits);
     const size_t nslots = KQS_CAP / sub;
     const bool weighted = importance != NULL;
-    float xb[KQS_CAP], wb[KQS_CAP];               /* whole slots */
-    float xpb[KQS_PCAP * 32], wpb[KQS_PCAP * 32]; /* partial slots, a stride of sub */
+    /* Whole slots are read where they are (float32 input and the weights) or from xb
+     * (converted); partial slots are copied, zero-padded, at a stride of sub. */
+    float xb[KQS_CAP];
+    float xpb[KQS_PCAP * 32], wpb[KQS_PCAP * 32];
+    const float *xs[KQS_CAP / 16], *ws[KQS_CAP / 16];
     kqs_item it[KQS_CAP / 16 + KQS_PCAP];
     size_t nitems = 0, nfs = 0, nps = 0, pn = 0;
     memset(packed, 0, (s->n * s->bits + 7) / 8);
@@ -356,22 +366,33 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
                                   meta, &scales[group],     &mins[group]};
             const float *x = (const float *)src + start;
             float xf[AQ__KQ_SUPER];
+            const float *xo[AQ__KQ_SUPER / 16], *wo[AQ__KQ_SUPER / 16];
             if (dtype != AQ_DTYPE_F32) {
                 aq__kq_load(src, dtype, start, len, xf);
                 x = xf;
             }
-            kqs_batch(x, w, NULL, NULL, s->bits, packed, &one, 1, AQ__KQ_SUPER / sub, 0, 0);
+            for (size_t k = 0; k < AQ__KQ_SUPER / sub; k++) {
+                xo[k] = x + k * sub;
+                wo[k] = weighted ? w + k * sub : NULL;
+            }
+            kqs_batch(xo, weighted ? wo : NULL, NULL, NULL, s->bits, packed, &one, 1,
+                      AQ__KQ_SUPER / sub, 0, 0);
         } else {
             const size_t nfull = len / sub, part = len % sub;
             if (nfs + nfull > nslots ||
                 (part != 0 && (nps == KQS_PCAP || (nps > 0 && part != pn)))) {
-                kqs_batch(xb, weighted ? wb : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it,
+                kqs_batch(xs, weighted ? ws : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it,
                           nitems, nfs, nps, pn);
                 nitems = nfs = nps = 0;
             }
-            aq__kq_load(src, dtype, start, nfull * sub, xb + nfs * sub);
-            if (weighted) {
-                memcpy(wb + nfs * sub, w, nfull * sub * sizeof(float));
+            const float *x = (const float *)src + start;
+            if (dtype != AQ_DTYPE_F32) {
+                aq__kq_load(src, dtype, start, nfull * sub, xb + nfs * sub);
+                x = xb + nfs * sub;
+            }
+            for (size_t k = 0; k < nfull; k++) {
+                xs[nfs + k] = x + k * sub;
+                ws[nfs + k] = weighted ? w + k * sub : NULL;
             }
             if (part != 0) {
                 /* The partial slot, zeros up to a multiple of KQS_VL (never read by a step). */
@@ -398,7 +419,7 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
         }
     }
     if (nitems > 0) {
-        kqs_batch(xb, weighted ? wb : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it, nitems,
+        kqs_batch(xs, weighted ? ws : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it, nitems,
                   nfs, nps, pn);
     }
 }
