@@ -41,8 +41,8 @@
  * sub-blocks of one length pn go to panels of their own, whose loops run over pn elements, so
  * that every sum adds exactly the sub-block's terms in element order, with no padding,
  * weights or masks. A super-block's sub-blocks thus sit in two places; steps 2 and 5 gather
- * their entries in order. Codes that do not start a byte, or do not end one, are ORed in one
- * at a time.
+ * their entries in order, and the codes are packed from each place. Codes before the first
+ * byte boundary, or after the last, are ORed in one at a time.
  */
 #ifndef KQS_VL
 #    error "define the kquant vocabulary before including kernels_kquant_simd.h"
@@ -72,6 +72,29 @@ static inline size_t kqs_slot(const kqs_item *it, size_t k, size_t pb)
     return k < it->nfull ? it->j0 + k : pb + it->jp;
 }
 
+/* n codes (floats holding integers < 2^bits) at bits bit0 + i * bits of codes: ORed one at a
+ * time up to a byte boundary, then whole bytes (of 64 codes, then of 8 / bits; overwritten),
+ * the rest ORed. */
+static inline void kqs_put(const float *q, size_t n, unsigned bits, uint8_t *codes, size_t bit0)
+{
+    size_t i = 0;
+    for (; i < n && (bit0 + i * bits) % 8 != 0; i++) {
+        const size_t bit = bit0 + i * bits;
+        codes[bit / 8] |= (uint8_t)((unsigned)q[i] << (bit % 8));
+    }
+    const size_t n64 = (n - i) / 64 * 64, nb = (n - i) / 4 * 4;
+    if (n64 > 0) {
+        kqs_pack(q + i, n64, bits, codes + (bit0 + i * bits) / 8);
+    }
+    if (nb > n64) {
+        aq__kq_pack_codes(q + i + n64, nb - n64, bits, codes + (bit0 + (i + n64) * bits) / 8);
+    }
+    for (i += nb; i < n; i++) {
+        const size_t bit = bit0 + i * bits;
+        codes[bit / 8] |= (uint8_t)((unsigned)q[i] << (bit % 8));
+    }
+}
+
 /* Steps 1 to 5 over a batch of nitems super-blocks: nfs whole slots (panels xv, wv, wx of sub
  * elements each) and nps partial slots of pn elements (panels xvp, wvp, wxp of pn rounded up to
  * KQS_VL elements each; loops run over the pn), then the codes packed at codes (zeroed by the
@@ -89,7 +112,7 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
     double s[KQS_NS], m[KQS_NS];
     unsigned sc[KQS_NS], mc[KQS_NS];
     float tq[KQS_NS], tqq[KQS_NS], txq[KQS_NS], tw[KQS_NS], tx[KQS_NS], dl[KQS_NS], ml[KQS_NS];
-    float q[KQS_CAP], qp[KQS_PCAP * 32], qb[AQ__KQ_SUPER];
+    float q[KQS_CAP], qp[KQS_PCAP * 32];
     /* Per super-block, its sub-blocks' entries gathered in order. */
     double gs[AQ__KQ_SUPER / 16], gm[AQ__KQ_SUPER / 16];
     unsigned gsc[AQ__KQ_SUPER / 16], gmc[AQ__KQ_SUPER / 16];
@@ -234,27 +257,9 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
 #undef KQS_PLEN
     for (size_t b = 0; b < nitems; b++) {
         const size_t len = it[b].len, bit0 = it[b].bit0, nf = it[b].nfull * sub;
-        const float *qi = q + it[b].j0 * sub;
-        if (len != nf) {
-            memcpy(qb, qi, nf * sizeof(float));
-            memcpy(qb + nf, qp + it[b].jp * pnr, (len - nf) * sizeof(float));
-            qi = qb;
-        }
-        /* From a byte boundary: whole bytes of 64 codes, then of 8 / bits; the rest ORed. */
-        size_t i = 0;
-        if (bit0 % 8 == 0) {
-            const size_t n64 = len / 64 * 64, nb = len / 4 * 4;
-            if (n64 > 0) {
-                kqs_pack(qi, n64, bits, codes + bit0 / 8);
-            }
-            if (nb > n64) {
-                aq__kq_pack_codes(qi + n64, nb - n64, bits, codes + (bit0 + n64 * bits) / 8);
-            }
-            i = nb;
-        }
-        for (; i < len; i++) {
-            const size_t bit = bit0 + i * bits;
-            codes[bit / 8] |= (uint8_t)((unsigned)qi[i] << (bit % 8));
+        kqs_put(q + it[b].j0 * sub, nf, bits, codes, bit0);
+        if (nps > 0 && len != nf) { /* nf * bits is a whole number of bytes */
+            kqs_put(qp + it[b].jp * pnr, len - nf, bits, codes, bit0 + nf * bits);
         }
         const size_t nsub = it[b].nfull + (len % sub != 0);
         for (size_t k = 0; k < nsub; k++) {
