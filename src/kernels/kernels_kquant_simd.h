@@ -73,8 +73,8 @@ static inline size_t kqs_slot(const kqs_item *it, size_t k, size_t pb)
 }
 
 /* n codes (floats holding integers < 2^bits) at bits bit0 + i * bits of codes: ORed one at a
- * time up to a byte boundary, then whole bytes (of 64 codes, then of 8 / bits; overwritten),
- * the rest ORed. */
+ * time up to a byte boundary, then whole bytes (overwritten, 64 codes at a time), the rest
+ * ORed. q must be readable, and hold integers < 2^bits, 64 floats past its n codes. */
 static inline void kqs_put(const float *q, size_t n, unsigned bits, uint8_t *codes, size_t bit0)
 {
     size_t i = 0;
@@ -86,8 +86,13 @@ static inline void kqs_put(const float *q, size_t n, unsigned bits, uint8_t *cod
     if (n64 > 0) {
         kqs_pack(q + i, n64, bits, codes + (bit0 + i * bits) / 8);
     }
-    if (nb > n64) {
-        aq__kq_pack_codes(q + i + n64, nb - n64, bits, codes + (bit0 + (i + n64) * bits) / 8);
+    if (nb > n64) { /* the rest of the whole bytes: 64 codes packed, the bytes needed kept */
+        uint8_t tb[64];
+        kqs_pack(q + i + n64, 64, bits, tb);
+        uint8_t *dst = codes + (bit0 + (i + n64) * bits) / 8;
+        for (size_t k = 0; k < (nb - n64) * bits / 8; k++) {
+            dst[k] = tb[k];
+        }
     }
     for (i += nb; i < n; i++) {
         const size_t bit = bit0 + i * bits;
@@ -112,9 +117,8 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
     double s[KQS_NS], m[KQS_NS];
     unsigned sc[KQS_NS], mc[KQS_NS];
     float tq[KQS_NS], tqq[KQS_NS], txq[KQS_NS], tw[KQS_NS], tx[KQS_NS], dl[KQS_NS], ml[KQS_NS];
-    float q[KQS_CAP], qp[KQS_PCAP * 32];
+    float q[KQS_CAP + 64], qp[KQS_PCAP * 32 + 64]; /* 64 zero codes past the last panel */
     /* Per super-block, its sub-blocks' entries gathered in order. */
-    double gs[AQ__KQ_SUPER / 16], gm[AQ__KQ_SUPER / 16];
     unsigned gsc[AQ__KQ_SUPER / 16], gmc[AQ__KQ_SUPER / 16];
     float gq[AQ__KQ_SUPER / 16], gqq[AQ__KQ_SUPER / 16], gxq[AQ__KQ_SUPER / 16];
     float gw[AQ__KQ_SUPER / 16], gx[AQ__KQ_SUPER / 16];
@@ -132,9 +136,11 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
         kqs_store(tx + KQS_VL * p, pan[p].sx);
     }
 
-    /* 2, per super-block; slots past the last super-block get zeros. */
+    /* 2: each super-block's d and dmin, given to its slots (slots past the last super-block
+     * get zeros), then every slot's codes against its own: one loop of independent
+     * divisions over the batch rather than one call per super-block. */
+    const double kmax = (double)((1u << aq__kq_param_bits(bits)) - 1u);
     for (size_t j = 0; j < npan * KQS_VL; j++) {
-        sc[j] = mc[j] = 0;
         dl[j] = ml[j] = 0.0f;
     }
     for (size_t b = 0; b < nitems; b++) {
@@ -145,29 +151,16 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
             smax = s[j] > smax ? s[j] : smax;
             mmax = -m[j] > mmax ? -m[j] : mmax;
         }
-        float d, dmin;
-        if (it[b].len % sub == 0) { /* contiguous */
-            const size_t j0 = it[b].j0;
-            aq__kq_params(s + j0, m + j0, nsub, bits, smax, mmax, &d, &dmin, sc + j0, mc + j0);
-            for (size_t j = j0; j < j0 + nsub; j++) {
-                dl[j] = d;
-                ml[j] = dmin;
-            }
-            continue;
-        }
+        const float d = aq__kq_param_unit(smax, kmax), dmin = aq__kq_param_unit(mmax, kmax);
         for (size_t k = 0; k < nsub; k++) {
             const size_t j = kqs_slot(&it[b], k, pb);
-            gs[k] = s[j];
-            gm[k] = m[j];
-        }
-        aq__kq_params(gs, gm, nsub, bits, smax, mmax, &d, &dmin, gsc, gmc);
-        for (size_t k = 0; k < nsub; k++) {
-            const size_t j = kqs_slot(&it[b], k, pb);
-            sc[j] = gsc[k];
-            mc[j] = gmc[k];
             dl[j] = d;
             ml[j] = dmin;
         }
+    }
+    for (size_t j = 0; j < npan * KQS_VL; j++) {
+        sc[j] = aq__kq_param_code(s[j], dl[j], kmax);
+        mc[j] = aq__kq_param_code(-m[j], ml[j], kmax);
     }
 
     /* 3. */
@@ -255,6 +248,8 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
     }
 #undef KQS_PV
 #undef KQS_PLEN
+    memset(q + nfp * KQS_VL * sub, 0, 64 * sizeof(float));
+    memset(qp + (npan - nfp) * KQS_VL * pnr, 0, 64 * sizeof(float));
     for (size_t b = 0; b < nitems; b++) {
         const size_t len = it[b].len, bit0 = it[b].bit0, nf = it[b].nfull * sub;
         kqs_put(q + it[b].j0 * sub, nf, bits, codes, bit0);

@@ -213,33 +213,15 @@ bool aq__kq_refit(const float *tq, const float *tqq, const float *txq, const flo
     return aq__kq_refit_solve(saa, sab, sbb, sxa, sxb, d, dmin);
 }
 
-/* nearbyint(t) in the default rounding mode (half to even) for t >= 0 or -0, inline: below 2^52
- * adding and subtracting 2^52 rounds to an integer as nearbyint does; from 2^52 up t is an
- * integer already. */
-static inline double kq_rint_pos(double t)
-{
-    return t < 0x1p52 ? (t + 0x1p52) - 0x1p52 : t;
-}
-
 void aq__kq_params(const double *s, const double *m, size_t nsub, unsigned bits, double smax,
                    double mmax, float *d_out, float *dmin_out, unsigned *sc, unsigned *mc)
 {
     const double kmax = (double)((1u << aq__kq_param_bits(bits)) - 1u);
-    float d = 0.0f, dmin = 0.0f;
-    if (smax > 0.0) {
-        d = (float)(smax / kmax);
-        d = d >= 0x1p-126f ? d : 0x1p-126f;
-    }
-    if (mmax > 0.0) {
-        dmin = (float)(mmax / kmax);
-        dmin = dmin >= 0x1p-126f ? dmin : 0x1p-126f;
-    }
+    const float d = aq__kq_param_unit(smax, kmax), dmin = aq__kq_param_unit(mmax, kmax);
     for (size_t j = 0; j < nsub; j++) {
         /* s >= 0 and m <= 0 (step 1's constraint), so both quotients are >= 0 or -0. */
-        double t = d > 0.0f ? kq_rint_pos(s[j] / (double)d) : 0.0;
-        sc[j] = (unsigned)(t < kmax ? t : kmax);
-        t = dmin > 0.0f ? kq_rint_pos(-m[j] / (double)dmin) : 0.0;
-        mc[j] = (unsigned)(t < kmax ? t : kmax);
+        sc[j] = aq__kq_param_code(s[j], d, kmax);
+        mc[j] = aq__kq_param_code(-m[j], dmin, kmax);
     }
     *d_out = d;
     *dmin_out = dmin;
