@@ -27,6 +27,7 @@
 
 #include <float.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +84,7 @@ static float tq_fp16(float v)
 }
 
 typedef struct tq_cfg {
-    unsigned rate, nu, sub, sbits, iters, asym, cands;
+    unsigned rate, nu, sub, sbits, iters, asym, cands, persub;
     float c, shrink0;
 } tq_cfg;
 
@@ -182,8 +183,124 @@ typedef struct tq_coded {
     float *ounit;    /* fp16 offset unit per super-block (asymmetric) */
 } tq_coded;
 
+/* Least squares (step, offset <= 0) of one sub-block for its levels k; false if none. */
+static bool tq_fit(const float *x, const uint8_t *k, unsigned n, float *step, float *lo)
+{
+    double sk = 0.0, skk = 0.0, sx = 0.0, sxk = 0.0;
+    for (unsigned i = 0; i < n; i++) {
+        sk += (double)k[i];
+        skk += (double)k[i] * (double)k[i];
+        sx += (double)x[i];
+        sxk += (double)x[i] * (double)k[i];
+    }
+    const double det = n * skk - sk * sk;
+    if (!(det > 0.0)) {
+        return false;
+    }
+    double a = (n * sxk - sk * sx) / det, c0 = (sx - a * sk) / n;
+    if (c0 > 0.0) { /* offset clamped to 0: the step alone */
+        c0 = 0.0;
+        a = skk > 0.0 ? sxk / skk : 0.0;
+    }
+    if (!(a > 0.0)) {
+        return false;
+    }
+    *step = (float)a;
+    *lo = (float)c0;
+    return true;
+}
+
+/* The per-sub-block search (asymmetric grid, each sub-block's trellis from state 0): per
+ * sub-block, the range candidates and least-squares rounds each with its own Viterbi search
+ * on the unquantized grid; then the super-block's units, and per sub-block the best of the
+ * 3 x 3 neighbouring (step, offset) codes, again each searched. */
+static void tq_encode_persub(const tq_trellis *t, const tq_cfg *cf, const float *x, size_t n,
+                             tq_coded *o)
+{
+    const unsigned sub = cf->sub, nsb = TQ_SUPER / sub, cmax = (1u << cf->sbits) - 1u;
+    const int nl = 1 << (cf->rate + 1);
+    uint16_t *bp = malloc(TQ_SUPER * t->nstates * sizeof(uint16_t));
+    int16_t *kd = malloc(TQ_SUPER * 4 * sizeof(int16_t));
+    uint8_t kt[TQ_SUPER];
+    float st[TQ_SUPER], off[TQ_SUPER], want[TQ_SUPER], wlo[TQ_SUPER];
+    for (size_t b = 0; b < n / TQ_SUPER; b++) {
+        const float *xb = x + b * TQ_SUPER;
+        uint8_t *kb = o->k + b * TQ_SUPER;
+        unsigned *cb = o->code + b * nsb, *mb = o->mcode + b * nsb;
+        for (unsigned j = 0; j < nsb; j++) {
+            const float *xj = xb + j * sub;
+            float lo = 0.0f, hi = 0.0f;
+            for (unsigned i = 0; i < sub; i++) {
+                lo = xj[i] < lo ? xj[i] : lo;
+                hi = xj[i] > hi ? xj[i] : hi;
+            }
+            double best = INFINITY;
+            want[j] = hi > lo ? (hi - lo) / (float)(nl - 1) : 1e-30f;
+            wlo[j] = lo;
+            for (unsigned cand = 0; cand < cf->cands; cand++) {
+                const float shrink = cf->shrink0 - 0.04f * (float)cand;
+                const float mid = 0.5f * (lo + hi), h = 0.5f * (hi - lo) * shrink;
+                float a = 2.0f * h / (float)(nl - 1), c0 = mid - h < 0.0f ? mid - h : 0.0f;
+                if (!(a > 0.0f)) {
+                    continue;
+                }
+                for (unsigned it = 0; it <= cf->iters; it++) {
+                    for (unsigned i = 0; i < sub; i++) {
+                        st[i] = a;
+                        off[i] = c0;
+                    }
+                    const double e = tq_viterbi(t, xj, st, off, sub, cf->rate, bp, kd, kt);
+                    if (e < best) {
+                        best = e;
+                        want[j] = a;
+                        wlo[j] = c0;
+                    }
+                    if (!tq_fit(xj, kt, sub, &a, &c0)) {
+                        break;
+                    }
+                }
+            }
+        }
+        /* Units, codes, then the 3 x 3 neighbourhood of each sub-block's codes. */
+        float un, on;
+        tq_steps(cf, want, wlo, nsb, &un, &on, cb, mb, st, off);
+        for (unsigned j = 0; j < nsb; j++) {
+            const float *xj = xb + j * sub;
+            const unsigned c0 = cb[j], m0 = mb[j];
+            double best = INFINITY;
+            for (int ds = -1; ds <= 1; ds++) {
+                for (int dm = -1; dm <= 1; dm++) {
+                    const int cs = (int)c0 + ds, cm = (int)m0 + dm;
+                    if (cs < 1 || cm < 0 || cs > (int)cmax || cm > (int)cmax) {
+                        continue;
+                    }
+                    for (unsigned i = 0; i < sub; i++) {
+                        st[i] = un * (float)cs;
+                        off[i] = -on * (float)cm;
+                    }
+                    const double e = tq_viterbi(t, xj, st, off, sub, cf->rate, bp, kd, kt);
+                    if (e < best) {
+                        best = e;
+                        cb[j] = (unsigned)cs;
+                        mb[j] = (unsigned)cm;
+                        memcpy(kb + j * sub, kt, sub);
+                    }
+                }
+            }
+        }
+        o->unit[b] = un;
+        o->ounit[b] = on;
+    }
+    free(bp);
+    free(kd);
+}
+
 static void tq_encode(const tq_trellis *t, const tq_cfg *cf, const float *x, size_t n, tq_coded *o)
 {
+    if (cf->persub) {
+        tq_encode_persub(t, cf, x, n, o);
+        return;
+    }
     const unsigned sub = cf->sub, nsb = TQ_SUPER / sub;
     const int nl = 1 << (cf->rate + 1);
     const float half = (float)(nl - 1) * 0.5f;
@@ -274,6 +391,7 @@ static size_t tq_decode(const tq_trellis *t, const tq_cfg *cf, const tq_coded *o
     for (size_t b = 0; b < n / TQ_SUPER; b++) {
         unsigned s = 0;
         for (unsigned j = 0; j < nsb; j++) {
+            s = cf->persub ? 0u : s; /* per-sub-block search: each sub-block from state 0 */
             const float step = o->unit[b] * (float)o->code[b * nsb + j];
             const float off = cf->asym ? -o->ounit[b] * (float)o->mcode[b * nsb + j] : -half * step;
             for (unsigned i = 0; i < sub; i++) {
@@ -291,7 +409,7 @@ static size_t tq_decode(const tq_trellis *t, const tq_cfg *cf, const tq_coded *o
 int main(int argc, char **argv)
 {
     size_t n = (size_t)1 << 20;
-    tq_cfg cf = {4, 3, 32, 8, 2, 1, 4, 0.0f, 1.0f};
+    tq_cfg cf = {4, 3, 32, 8, 2, 1, 4, 0, 0.0f, 1.0f};
     int reps = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -309,6 +427,8 @@ int main(int argc, char **argv)
             cf.iters = (unsigned)atoi(v);
         } else if (strcmp(a, "--asym") == 0) {
             cf.asym = (unsigned)atoi(v);
+        } else if (strcmp(a, "--persub") == 0) {
+            cf.persub = (unsigned)atoi(v);
         } else if (strcmp(a, "--cands") == 0) {
             cf.cands = (unsigned)atoi(v);
         } else if (strcmp(a, "--shrink0") == 0) {
@@ -322,8 +442,8 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (cf.cands == 0 || cf.rate < 1 || cf.rate > 6 || (cf.nu == 1) || cf.nu > 8 || cf.sub == 0 ||
-        TQ_SUPER % cf.sub != 0 || cf.sbits < 2 || cf.sbits > 16) {
+    if (cf.cands == 0 || (cf.persub && !cf.asym) || cf.rate < 1 || cf.rate > 6 || (cf.nu == 1) ||
+        cf.nu > 8 || cf.sub == 0 || TQ_SUPER % cf.sub != 0 || cf.sbits < 2 || cf.sbits > 16) {
         fprintf(stderr,
                 "bench_tcq: rate 1..6, nu 0 (scalar) or 2..8, sub dividing 256, sbits 2..16\n");
         return 2;

@@ -491,6 +491,7 @@ typedef kq5_panel kqs_panel;
 #define kqs_panel_refine kq5_panel_refine
 #define kqs_panel_codes kq5_panel_codes
 #define kqs_pack kq5_pack
+#define KQS_PACK_WIDE 1
 
 static inline void kqs_codes_load(kqs_panel *p, const unsigned *sc, const unsigned *mc)
 {

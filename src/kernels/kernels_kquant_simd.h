@@ -29,6 +29,8 @@
  *   void kqs_panel_codes(xv, n, bits, d, dmin, const kqs_panel *, kqs_v *qv)   step 4
  *                               (d, dmin: the KQS_VL lanes' super-block parameters, loaded
  *                               from two float arrays)
+ *   KQS_PACK_WIDE               1 when kqs_pack is a vector pack (cheaper to run on 64
+ *                               codes than the scalar one on 16 or more); 0 if not defined
  *   void kqs_pack(const float *q, size_t n, unsigned bits, uint8_t *out)   n codes (floats
  *                               holding integers < 2^bits; n a multiple of 64) to n * bits / 8
  *                               bytes
@@ -46,6 +48,9 @@
  */
 #ifndef KQS_VL
 #    error "define the kquant vocabulary before including kernels_kquant_simd.h"
+#endif
+#ifndef KQS_PACK_WIDE
+#    define KQS_PACK_WIDE 0
 #endif
 
 /* Whole-slot elements of a batch of short super-blocks: two super-blocks' worth, so that rows
@@ -73,7 +78,8 @@ static inline size_t kqs_slot(const kqs_item *it, size_t k, size_t pb)
 }
 
 /* n codes (floats holding integers < 2^bits) at bits bit0 + i * bits of codes: ORed one at a
- * time up to a byte boundary, then whole bytes (overwritten, 64 codes at a time), the rest
+ * time up to a byte boundary, then whole bytes (overwritten; 64 codes at a time, and where
+ * kqs_pack is a vector pack, a last 64 of which only the bytes needed are kept), the rest
  * ORed. q must be readable, and hold integers < 2^bits, 64 floats past its n codes. */
 static inline void kqs_put(const float *q, size_t n, unsigned bits, uint8_t *codes, size_t bit0)
 {
@@ -86,7 +92,9 @@ static inline void kqs_put(const float *q, size_t n, unsigned bits, uint8_t *cod
     if (n64 > 0) {
         kqs_pack(q + i, n64, bits, codes + (bit0 + i * bits) / 8);
     }
-    if (nb > n64) { /* the rest of the whole bytes: 64 codes packed, the bytes needed kept */
+    if (nb > n64 && (!KQS_PACK_WIDE || nb - n64 < 16)) {
+        aq__kq_pack_codes(q + i + n64, nb - n64, bits, codes + (bit0 + (i + n64) * bits) / 8);
+    } else if (nb > n64) { /* a vector pack: 64 codes packed, the bytes needed kept */
         uint8_t tb[64];
         kqs_pack(q + i + n64, 64, bits, tb);
         uint8_t *dst = codes + (bit0 + (i + n64) * bits) / 8;
