@@ -1,27 +1,35 @@
 /*
  * A measured prototype of trellis-coded quantization (TCQ) for weights, outside the library's
- * format: relative RMSE on the four distributions of bench/quality (bench/weights_gen.h, the
- * same generator and seeds, the first --weights draws), bits per weight with every scale
- * counted, and encode / decode speed on one core.
+ * format (docs/schemes.md): relative RMSE on the four distributions of bench/quality
+ * (bench/weights_gen.h, the same generator and seeds, the first --weights draws), bits per
+ * weight with every scale counted, and encode / decode speed on one core (process CPU time,
+ * scalar C, best of --reps).
  *
  * The scheme (Marcellin and Fischer's TCQ over Ungerboeck's amplitude trellises):
- *  - A scaled uniform codebook of N = 2^(R+1) levels, level k = (k - (N - 1) / 2) * step, split
- *    into four subsets D0..D3 (D = k mod 4). Union codebooks A0 = D0 u D2 and A1 = D1 u D3.
- *  - A trellis of 2^nu states (nu = 2..8), realised as the systematic feedback encoder of the
- *    parity-check polynomials (h0, h1) of Ungerboeck's table for one-dimensional signals: from
- *    a state the parity bit z0 is fixed (so the state's union codebook is A_z0), one input bit
- *    u picks D = 2u + z0 and the next state.
+ *  - A uniform grid of N = 2^(R+1) levels per sub-block, split into four subsets D0..D3 (level
+ *    k in D_(k mod 4)); union codebooks A0 = D0 u D2 and A1 = D1 u D3.
+ *  - A trellis of 2^nu states (nu = 2..8; nu = 0 is the scalar baseline on A0 alone), realised
+ *    as the systematic feedback encoder of the parity-check polynomials (h0, h1) of
+ *    Ungerboeck's table for one-dimensional signals: a state fixes the parity bit z0 (its union
+ *    codebook A_z0), one input bit u picks D = 2u + z0 and the next state.
  *  - Each element costs R bits: u and the index of its level within D (R - 1 bits); the
- *    decoder follows the states from u, so the path costs nothing more.
- *  - The trellis runs over super-blocks of 256 elements from state 0. Super-block: one fp16
- *    step unit; each sub-block of --sub elements: a step code of --sbits bits (linear,
- *    1 .. 2^sbits - 1, times the unit). Bits per weight R + sbits / sub + 16 / 256.
- *  - Encoder: steps from each sub-block's RMS times a constant per rate, a Viterbi search of the
- *    whole super-block (squared error), then --iters rounds of the least-squares step of
- *    each sub-block for the chosen levels, re-quantized, and a new Viterbi search.
+ *    decoder follows the states from the u's, so the path costs nothing more.
+ *  - The trellis runs over super-blocks of 256 elements from state 0 (--persub 1: from state 0
+ *    at every sub-block). Grid of a sub-block of --sub elements:
+ *      --asym 1 (default): level k = k * step - offset, step and offset codes of --sbits bits
+ *        against two fp16 units per super-block (kquant's layout: 4.5 bits per weight at R 4,
+ *        sub 32, 6 bits; 2.625 at R 2, sub 16, 4 bits);
+ *      --asym 0: level k = (k - (N - 1) / 2) * step, one step code and one fp16 unit.
+ *  - Encoder (squared error): per super-block, --cands range candidates (the sub-blocks'
+ *    min-max ranges shrunk by 4% steps from --shrink0; symmetric: RMS times --c), each a
+ *    Viterbi search followed by --iters rounds of the least-squares grid of every sub-block for
+ *    the levels chosen (re-quantized) and a new search; the best kept. --persub 1 searches each
+ *    sub-block alone (its own candidates and rounds, then the 3 x 3 neighbouring codes);
+ *    --persub 2 chooses the grids that way but searches the super-block as a whole.
+ *  - The decoder checks that every level lies in its state's union codebook.
  *
- *   bench_tcq [--weights N] [--rate R] [--nu NU] [--sub B] [--sbits S] [--iters I] [--c C]
- *             [--reps K]
+ *   bench_tcq [--weights N] [--rate R] [--nu NU] [--sub B] [--sbits S] [--asym 0|1]
+ *             [--cands K] [--shrink0 F] [--iters I] [--persub 0|1|2] [--c C] [--reps K]
  */
 #include "weights_gen.h"
 
@@ -261,9 +269,39 @@ static void tq_encode_persub(const tq_trellis *t, const tq_cfg *cf, const float 
                 }
             }
         }
-        /* Units, codes, then the 3 x 3 neighbourhood of each sub-block's codes. */
+        /* Units, codes, then the 3 x 3 neighbourhood of each sub-block's codes; or (persub 2)
+         * one search of the whole super-block and rounds of least squares, as the plain
+         * encoder does after its own choice of steps. */
         float un, on;
         tq_steps(cf, want, wlo, nsb, &un, &on, cb, mb, st, off);
+        if (cf->persub == 2) {
+            double e = tq_viterbi(t, xb, st, off, TQ_SUPER, cf->rate, bp, kd, kb);
+            unsigned ct[TQ_SUPER / 2], mt[TQ_SUPER / 2];
+            float u2, o2;
+            for (unsigned it = 0; it < cf->iters; it++) {
+                for (unsigned j = 0; j < nsb; j++) {
+                    float a, c0;
+                    if (tq_fit(xb + j * sub, kb + j * sub, sub, &a, &c0)) {
+                        want[j] = a;
+                        wlo[j] = c0;
+                    }
+                }
+                tq_steps(cf, want, wlo, nsb, &u2, &o2, ct, mt, st, off);
+                const double e2 = tq_viterbi(t, xb, st, off, TQ_SUPER, cf->rate, bp, kd, kt);
+                if (!(e2 < e)) {
+                    break;
+                }
+                e = e2;
+                un = u2;
+                on = o2;
+                memcpy(kb, kt, TQ_SUPER);
+                memcpy(cb, ct, nsb * sizeof(unsigned));
+                memcpy(mb, mt, nsb * sizeof(unsigned));
+            }
+            o->unit[b] = un;
+            o->ounit[b] = on;
+            continue;
+        }
         for (unsigned j = 0; j < nsb; j++) {
             const float *xj = xb + j * sub;
             const unsigned c0 = cb[j], m0 = mb[j];
@@ -391,7 +429,7 @@ static size_t tq_decode(const tq_trellis *t, const tq_cfg *cf, const tq_coded *o
     for (size_t b = 0; b < n / TQ_SUPER; b++) {
         unsigned s = 0;
         for (unsigned j = 0; j < nsb; j++) {
-            s = cf->persub ? 0u : s; /* per-sub-block search: each sub-block from state 0 */
+            s = cf->persub == 1 ? 0u : s; /* persub 1: each sub-block from state 0 */
             const float step = o->unit[b] * (float)o->code[b * nsb + j];
             const float off = cf->asym ? -o->ounit[b] * (float)o->mcode[b * nsb + j] : -half * step;
             for (unsigned i = 0; i < sub; i++) {
@@ -409,7 +447,7 @@ static size_t tq_decode(const tq_trellis *t, const tq_cfg *cf, const tq_coded *o
 int main(int argc, char **argv)
 {
     size_t n = (size_t)1 << 20;
-    tq_cfg cf = {4, 3, 32, 8, 2, 1, 4, 0, 0.0f, 1.0f};
+    tq_cfg cf = {4, 3, 32, 6, 2, 1, 4, 0, 0.0f, 1.0f};
     int reps = 1;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
@@ -459,8 +497,10 @@ int main(int argc, char **argv)
     tq_coded o = {malloc(n), malloc(n / cf.sub * sizeof(unsigned)),
                   malloc(n / cf.sub * sizeof(unsigned)), malloc(n / TQ_SUPER * sizeof(float)),
                   malloc(n / TQ_SUPER * sizeof(float))};
-    printf("| distribution | rate | states | sub | step bits | iters | c | bits/weight | rel RMSE "
-           "| encode M/s | decode M/s |\n|---|---|---|---|---|---|---|---|---|---|---|\n");
+    printf(
+        "| distribution | code bits | states | sub-block | param bits | grid, search | LS rounds | "
+        "bits/weight | rel RMSE | encode M/s | decode M/s |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|\n");
     for (int d = 0; d < WG_DISTS; d++) {
         wg_generate(d, x, n);
         double enc = 0.0, dec = 0.0;
@@ -487,8 +527,16 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_tcq: %zu levels outside their state's codebook\n", bad);
             return 1;
         }
-        printf("| %s | %u | %u | %u | %u | %u | %.2f | %.4f | %.4f | %.1f | %.1f |\n",
-               wg_dist_names[d], cf.rate, t.nstates, cf.sub, cf.sbits, cf.iters, (double)cf.c, bpw,
+        char grid[80];
+        if (cf.asym) {
+            snprintf(grid, sizeof grid, "min-max, %u ranges%s", cf.cands,
+                     cf.persub == 1 ? ", per sub-block"
+                                    : (cf.persub == 2 ? ", chosen per sub-block" : ""));
+        } else {
+            snprintf(grid, sizeof grid, "symmetric, c %.2f", (double)cf.c);
+        }
+        printf("| %s | %u | %u | %u | %u | %s | %u | %.4f | %.4f | %.2f | %.1f |\n",
+               wg_dist_names[d], cf.rate, t.nstates, cf.sub, cf.sbits, grid, cf.iters, bpw,
                sqrt(se / var), enc / 1e6, dec / 1e6);
     }
     free(x);
