@@ -26,10 +26,15 @@
  *    the levels chosen (re-quantized) and a new search; the best kept. --persub 1 searches each
  *    sub-block alone (its own candidates and rounds, then the 3 x 3 neighbouring codes);
  *    --persub 2 chooses the grids that way but searches the super-block as a whole.
+ *  - Levels: k itself (uniform), or with --pw P at c + c sign(t) |t|^P (c = (N - 1) / 2,
+ *    t = (k - c) / c); --pws P1,P2,.. (up to four) tries each grid per super-block and keeps
+ *    the best, its index in the sign bits of the super-block's two fp16 units (never negative),
+ *    so the bits per weight do not change.
  *  - The decoder checks that every level lies in its state's union codebook.
  *
  *   bench_tcq [--weights N] [--rate R] [--nu NU] [--sub B] [--sbits S] [--asym 0|1]
- *             [--cands K] [--shrink0 F] [--iters I] [--persub 0|1|2] [--c C] [--reps K]
+ *             [--cands K] [--shrink0 F] [--iters I] [--persub 0|1|2] [--pw P] [--pws P1,P2,..]
+ *             [--c C] [--reps K]
  */
 #include "weights_gen.h"
 
@@ -47,6 +52,37 @@
 /* Ungerboeck's parity-check polynomials (octal) for amplitude modulation, by nu. */
 static const unsigned tq_h0[9] = {0, 0, 05, 013, 023, 045, 0103, 0235, 0515};
 static const unsigned tq_h1[9] = {0, 0, 02, 004, 004, 010, 0024, 0126, 0362};
+
+/* The grid's level positions lv[k] on [0, N - 1] (k = 0..N-1): k itself (--pw 1), or denser
+ * towards the middle, c + c * sign(t) |t|^pw with c = (N - 1) / 2, t = (k - c) / c. */
+static float tq_lvg[4][128];
+static float tq_pwg[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+/* The grid in use; --pws: up to four grids, chosen per super-block (two bits: the sign bits of
+ * the two fp16 units, which are never negative). */
+static int tq_g = 0, tq_ngrids = 1;
+#define tq_lv (tq_lvg[tq_g])
+#define tq_pw (tq_pwg[tq_g])
+
+static void tq_levels(int nl)
+{
+    const double c = (nl - 1) * 0.5;
+    for (int g = 0; g < 4; g++) {
+        for (int k = 0; k < nl; k++) {
+            const double t = (k - c) / c;
+            tq_lvg[g][k] = (float)(c + c * (t < 0 ? -1.0 : 1.0) * pow(fabs(t), (double)tq_pwg[g]));
+        }
+    }
+}
+
+/* The index-space position of a grid position v (the inverse of the map above). */
+static float tq_index(float v, int nl)
+{
+    if (tq_pw == 1.0f) {
+        return v;
+    }
+    const float c = (float)(nl - 1) * 0.5f, t = (v - c) / c;
+    return c + c * (t < 0.0f ? -1.0f : 1.0f) * powf(fabsf(t), 1.0f / tq_pw);
+}
 
 typedef struct tq_trellis {
     unsigned nstates;
@@ -109,12 +145,25 @@ static double tq_viterbi(const tq_trellis *t, const float *x, const float *st, c
     }
     for (size_t i = 0; i < n; i++) {
         float err[4];
-        const float u = (x[i] - off[i]) / st[i]; /* position on the level grid */
+        const float u = tq_index((x[i] - off[i]) / st[i], nl); /* index on the level grid */
         for (int d = 0; d < 4; d++) {
             int j = (int)lrintf((u - (float)d) * 0.25f);
             j = j < 0 ? 0 : (j >= per ? per - 1 : j);
-            const int k = 4 * j + d;
-            const float r = x[i] - ((float)k * st[i] + off[i]);
+            int k = 4 * j + d;
+            float r = x[i] - (tq_lv[k] * st[i] + off[i]);
+            if (tq_pw != 1.0f) { /* non-uniform: the neighbours in the subset too */
+                for (int dj = -1; dj <= 1; dj += 2) {
+                    const int j2 = j + dj;
+                    if (j2 < 0 || j2 >= per) {
+                        continue;
+                    }
+                    const float r2 = x[i] - (tq_lv[4 * j2 + d] * st[i] + off[i]);
+                    if (r2 * r2 < r * r) {
+                        r = r2;
+                        k = 4 * j2 + d;
+                    }
+                }
+            }
             err[d] = r * r;
             kd[i * 4 + (size_t)d] = (int16_t)k;
         }
@@ -189,6 +238,7 @@ typedef struct tq_coded {
     unsigned *mcode; /* offset code per sub-block (asymmetric) */
     float *unit;     /* fp16 step unit per super-block */
     float *ounit;    /* fp16 offset unit per super-block (asymmetric) */
+    uint8_t *grid;   /* the grid of each super-block (--pw2; the free sign bit of the unit) */
 } tq_coded;
 
 /* Least squares (step, offset <= 0) of one sub-block for its levels k; false if none. */
@@ -196,10 +246,11 @@ static bool tq_fit(const float *x, const uint8_t *k, unsigned n, float *step, fl
 {
     double sk = 0.0, skk = 0.0, sx = 0.0, sxk = 0.0;
     for (unsigned i = 0; i < n; i++) {
-        sk += (double)k[i];
-        skk += (double)k[i] * (double)k[i];
+        const double l = (double)tq_lv[k[i]];
+        sk += l;
+        skk += l * l;
         sx += (double)x[i];
-        sxk += (double)x[i] * (double)k[i];
+        sxk += (double)x[i] * l;
     }
     const double det = n * skk - sk * sk;
     if (!(det > 0.0)) {
@@ -351,8 +402,11 @@ static void tq_encode(const tq_trellis *t, const tq_cfg *cf, const float *x, siz
         uint8_t *kb = o->k + b * TQ_SUPER;
         unsigned *cb = o->code + b * nsb, *mb = o->mcode + b * nsb;
         double best = INFINITY;
-        /* Range shrink candidates: the whole super-block searched for each, the best kept. */
-        for (unsigned cand = 0; cand < cf->cands; cand++) {
+        /* Range shrink candidates (on each grid): the whole super-block searched for each, the
+         * best kept. */
+        for (unsigned gc = 0; gc < (unsigned)tq_ngrids * cf->cands; gc++) {
+            const unsigned cand = gc % cf->cands;
+            tq_g = (int)(gc / cf->cands);
             const float shrink = cf->shrink0 - 0.04f * (float)cand;
             for (unsigned j = 0; j < nsb; j++) {
                 double ss = 0.0;
@@ -381,7 +435,8 @@ static void tq_encode(const tq_trellis *t, const tq_cfg *cf, const float *x, siz
                 for (unsigned j = 0; j < nsb; j++) { /* least squares for the levels chosen */
                     double sk = 0.0, skk = 0.0, sx = 0.0, sxk = 0.0;
                     for (unsigned i = 0; i < sub; i++) {
-                        const double k = (double)kt[j * sub + i] - (cf->asym ? 0.0 : (double)half);
+                        const double k =
+                            (double)tq_lv[kt[j * sub + i]] - (cf->asym ? 0.0 : (double)half);
                         const double v = xb[j * sub + i];
                         sk += k;
                         skk += k * k;
@@ -411,6 +466,7 @@ static void tq_encode(const tq_trellis *t, const tq_cfg *cf, const float *x, siz
                 memcpy(mb, mt, nsb * sizeof(unsigned));
                 o->unit[b] = un;
                 o->ounit[b] = on;
+                o->grid[b] = (uint8_t)tq_g;
             }
         }
     }
@@ -428,6 +484,7 @@ static size_t tq_decode(const tq_trellis *t, const tq_cfg *cf, const tq_coded *o
     size_t bad = 0;
     for (size_t b = 0; b < n / TQ_SUPER; b++) {
         unsigned s = 0;
+        tq_g = o->grid[b];
         for (unsigned j = 0; j < nsb; j++) {
             s = cf->persub == 1 ? 0u : s; /* persub 1: each sub-block from state 0 */
             const float step = o->unit[b] * (float)o->code[b * nsb + j];
@@ -436,7 +493,7 @@ static size_t tq_decode(const tq_trellis *t, const tq_cfg *cf, const tq_coded *o
                 const size_t e = b * TQ_SUPER + j * sub + i;
                 const unsigned k = o->k[e], d = k & 3u;
                 bad += (d & 1u) != t->z0[s];
-                y[e] = (float)k * step + off;
+                y[e] = tq_lv[k] * step + off;
                 s = t->next[s][d >> 1];
             }
         }
@@ -465,6 +522,20 @@ int main(int argc, char **argv)
             cf.iters = (unsigned)atoi(v);
         } else if (strcmp(a, "--asym") == 0) {
             cf.asym = (unsigned)atoi(v);
+        } else if (strcmp(a, "--pw") == 0) {
+            tq_pwg[0] = (float)atof(v);
+        } else if (strcmp(a, "--pws") == 0) { /* e.g. 1,1.3,0.8 */
+            tq_ngrids = 0;
+            for (const char *q = v; *q != '\0' && tq_ngrids < 4;) {
+                char *end;
+                const float pw = strtof(q, &end);
+                if (end == q || !(pw > 0.0f)) {
+                    fprintf(stderr, "bench_tcq: bad --pws '%s'\n", v);
+                    return 2;
+                }
+                tq_pwg[tq_ngrids++] = pw;
+                q = *end == ',' ? end + 1 : end;
+            }
         } else if (strcmp(a, "--persub") == 0) {
             cf.persub = (unsigned)atoi(v);
         } else if (strcmp(a, "--cands") == 0) {
@@ -480,10 +551,12 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (cf.cands == 0 || (cf.persub && !cf.asym) || cf.rate < 1 || cf.rate > 6 || (cf.nu == 1) ||
-        cf.nu > 8 || cf.sub == 0 || TQ_SUPER % cf.sub != 0 || cf.sbits < 2 || cf.sbits > 16) {
+    if (cf.cands == 0 || (cf.persub && (!cf.asym || tq_ngrids > 1)) ||
+        (!cf.asym && tq_ngrids > 2) || cf.rate < 1 || cf.rate > 6 || (cf.nu == 1) || cf.nu > 8 ||
+        cf.sub == 0 || TQ_SUPER % cf.sub != 0 || cf.sbits < 2 || cf.sbits > 16) {
         fprintf(stderr,
-                "bench_tcq: rate 1..6, nu 0 (scalar) or 2..8, sub dividing 256, sbits 2..16\n");
+                "bench_tcq: rate 1..6, nu 0 (scalar) or 2..8, sub dividing 256, sbits 2..16, "
+                "--persub with --asym 1 and one grid, more than two grids with --asym 1\n");
         return 2;
     }
     if (cf.c == 0.0f) { /* the RMS-to-span constant: levels span about +-c/2 RMS */
@@ -491,13 +564,17 @@ int main(int argc, char **argv)
     }
     tq_trellis t;
     tq_trellis_make(cf.nu, &t);
+    tq_levels(1 << (cf.rate + 1));
     const double bpw = (double)cf.rate + (double)(cf.asym ? 2 : 1) * cf.sbits / cf.sub +
                        (cf.asym ? 32.0 : 16.0) / TQ_SUPER;
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
     memset(y, 0, n * sizeof(float)); /* pages touched before any decode is timed */
-    tq_coded o = {malloc(n), malloc(n / cf.sub * sizeof(unsigned)),
-                  malloc(n / cf.sub * sizeof(unsigned)), malloc(n / TQ_SUPER * sizeof(float)),
-                  malloc(n / TQ_SUPER * sizeof(float))};
+    tq_coded o = {malloc(n),
+                  malloc(n / cf.sub * sizeof(unsigned)),
+                  malloc(n / cf.sub * sizeof(unsigned)),
+                  malloc(n / TQ_SUPER * sizeof(float)),
+                  malloc(n / TQ_SUPER * sizeof(float)),
+                  calloc(n / TQ_SUPER, 1)};
     printf(
         "| distribution | code bits | states | sub-block | param bits | grid, search | LS rounds | "
         "bits/weight | rel RMSE | encode M/s | decode M/s |\n"
@@ -528,13 +605,22 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_tcq: %zu levels outside their state's codebook\n", bad);
             return 1;
         }
-        char grid[80];
+        char grid[128];
         if (cf.asym) {
             snprintf(grid, sizeof grid, "min-max, %u ranges%s", cf.cands,
                      cf.persub == 1 ? ", per sub-block"
                                     : (cf.persub == 2 ? ", chosen per sub-block" : ""));
         } else {
             snprintf(grid, sizeof grid, "symmetric, c %.2f", (double)cf.c);
+        }
+        if (tq_ngrids > 1 || tq_pwg[0] != 1.0f) {
+            size_t used = strlen(grid);
+            snprintf(grid + used, sizeof grid - used, ", levels");
+            for (int g = 0; g < tq_ngrids; g++) {
+                used = strlen(grid);
+                snprintf(grid + used, sizeof grid - used, "%s^%.2f", g == 0 ? " " : " or ",
+                         (double)tq_pwg[g]);
+            }
         }
         printf("| %s | %u | %u | %u | %u | %s | %u | %.4f | %.4f | %.2f | %.1f |\n",
                wg_dist_names[d], cf.rate, t.nstates, cf.sub, cf.sbits, grid, cf.iters, bpw,
@@ -547,5 +633,6 @@ int main(int argc, char **argv)
     free(o.mcode);
     free(o.unit);
     free(o.ounit);
+    free(o.grid);
     return 0;
 }
