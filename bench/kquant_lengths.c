@@ -8,6 +8,7 @@
  * same table's rate on rows of 512 in the same run.
  *
  *   bench_kquant_lengths [--weights N] [--reps R] [--bits 2,4,8] [--lengths 320,27,...]
+ *                        [--kernels NAME]   (one kernel table only, e.g. avx512)
  */
 #include "kernels.h"
 
@@ -69,6 +70,7 @@ int main(int argc, char **argv)
     size_t lengths[32] = {320, 640, 1280, 576, 1152, 1000, 100, 37, 27, 16, 4};
     size_t nlen = 11;
     int reps = 5;
+    const char *only = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "--weights") == 0) {
             n = (size_t)strtoull(argv[i + 1], NULL, 10);
@@ -76,6 +78,8 @@ int main(int argc, char **argv)
             reps = atoi(argv[i + 1]);
         } else if (strcmp(argv[i], "--bits") == 0) {
             nbits = kl_list(argv[i + 1], bits_l, 3);
+        } else if (strcmp(argv[i], "--kernels") == 0) {
+            only = argv[i + 1];
         } else if (strcmp(argv[i], "--lengths") == 0) {
             nlen = kl_list(argv[i + 1], lengths, 32);
         } else {
@@ -108,7 +112,8 @@ int main(int argc, char **argv)
     printf(
         "| kernels | bits | row length | M weights/s | vs rows of 512 |\n|---|---|---|---|---|\n");
     for (size_t t = 0; t < nt; t++) {
-        if (!ok[t] || tables[t]->quantize_kquant[AQ_DTYPE_F32] == NULL) {
+        if (!ok[t] || tables[t]->quantize_kquant[AQ_DTYPE_F32] == NULL ||
+            (only != NULL && strcmp(tables[t]->name, only) != 0)) {
             continue;
         }
         for (size_t b = 0; b < nbits; b++) {

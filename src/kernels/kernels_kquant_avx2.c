@@ -136,7 +136,9 @@ static inline __attribute__((always_inline)) void kq2_panel_fit(const __m256 *xv
             __m256d mv = _mm256_div_pd(_mm256_sub_pd(SX, _mm256_mul_pd(sv, SQ)), SW);
             const __m256d mpos = _mm256_cmp_pd(mv, zero, _CMP_GT_OQ);
             mv = _mm256_blendv_pd(mv, zero, mpos);
-            sv = _mm256_blendv_pd(sv, _mm256_div_pd(SXQ, SQQ), mpos);
+            if (_mm256_movemask_pd(mpos) != 0) { /* rare: a division only where needed */
+                sv = _mm256_blendv_pd(sv, _mm256_div_pd(SXQ, SQQ), mpos);
+            }
             ok = _mm256_and_pd(ok, _mm256_cmp_pd(sv, zero, _CMP_GT_OQ));
             ok = _mm256_and_pd(ok, _mm256_cmp_pd(sv, inf, _CMP_LT_OQ));
             ok = _mm256_and_pd(ok, _mm256_cmp_pd(_mm256_and_pd(mv, absmask), inf, _CMP_LT_OQ));

@@ -380,7 +380,9 @@ static inline __attribute__((always_inline)) void kq5_panel_fit(const __m512 *xv
             __m512d mv = _mm512_div_pd(_mm512_sub_pd(SX, _mm512_mul_pd(sv, SQ)), SW);
             const __mmask8 mpos = _mm512_cmp_pd_mask(mv, zero, _CMP_GT_OQ);
             mv = _mm512_mask_mov_pd(mv, mpos, zero);
-            sv = _mm512_mask_div_pd(sv, mpos, SXQ, SQQ);
+            if (mpos != 0) { /* rare: a division only where some lane needs it */
+                sv = _mm512_mask_div_pd(sv, mpos, SXQ, SQQ);
+            }
             ok &= _mm512_cmp_pd_mask(sv, zero, _CMP_GT_OQ);
             ok &= _mm512_cmp_pd_mask(sv, inf, _CMP_LT_OQ);
             ok &= _mm512_cmp_pd_mask(_mm512_abs_pd(mv), inf, _CMP_LT_OQ);
@@ -489,6 +491,7 @@ typedef kq5_panel kqs_panel;
 #define kqs_panel_refine kq5_panel_refine
 #define kqs_panel_codes kq5_panel_codes
 #define kqs_pack kq5_pack
+#define KQS_PACK_WIDE 1
 
 static inline void kqs_codes_load(kqs_panel *p, const unsigned *sc, const unsigned *mc)
 {

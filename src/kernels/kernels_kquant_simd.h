@@ -29,22 +29,28 @@
  *   void kqs_panel_codes(xv, n, bits, d, dmin, const kqs_panel *, kqs_v *qv)   step 4
  *                               (d, dmin: the KQS_VL lanes' super-block parameters, loaded
  *                               from two float arrays)
+ *   KQS_PACK_WIDE               1 when kqs_pack is a vector pack (cheaper to run on 64
+ *                               codes than the scalar one on 16 or more); 0 if not defined
  *   void kqs_pack(const float *q, size_t n, unsigned bits, uint8_t *out)   n codes (floats
  *                               holding integers < 2^bits; n a multiple of 64) to n * bits / 8
  *                               bytes
  *
  * Super-blocks shorter than 512 elements (rows of kquant_rows, the last super-block of a
- * tensor) are gathered into batches: each takes the next whole sub-block slots of a 1024-float
- * buffer, so the sub-blocks of several short super-blocks share the panels, each lane with its
- * own super-block's d and dmin. Only a super-block's last sub-block can be partial; partial
+ * tensor) are gathered into batches: each takes the next of 1024 / sub whole sub-block slots
+ * (read where they are for float32 input, converted into a buffer otherwise), so the
+ * sub-blocks of several short super-blocks share the panels, each lane with its own
+ * super-block's d and dmin. Only a super-block's last sub-block can be partial; partial
  * sub-blocks of one length pn go to panels of their own, whose loops run over pn elements, so
  * that every sum adds exactly the sub-block's terms in element order, with no padding,
  * weights or masks. A super-block's sub-blocks thus sit in two places; steps 2 and 5 gather
- * their entries in order. Codes that do not start a byte, or do not end one, are ORed in one
- * at a time.
+ * their entries in order, and the codes are packed from each place. Codes before the first
+ * byte boundary, or after the last, are ORed in one at a time.
  */
 #ifndef KQS_VL
 #    error "define the kquant vocabulary before including kernels_kquant_simd.h"
+#endif
+#ifndef KQS_PACK_WIDE
+#    define KQS_PACK_WIDE 0
 #endif
 
 /* Whole-slot elements of a batch of short super-blocks: two super-blocks' worth, so that rows
@@ -71,6 +77,37 @@ static inline size_t kqs_slot(const kqs_item *it, size_t k, size_t pb)
     return k < it->nfull ? it->j0 + k : pb + it->jp;
 }
 
+/* n codes (floats holding integers < 2^bits) at bits bit0 + i * bits of codes: ORed one at a
+ * time up to a byte boundary, then whole bytes (overwritten; 64 codes at a time, and where
+ * kqs_pack is a vector pack, a last 64 of which only the bytes needed are kept), the rest
+ * ORed. q must be readable, and hold integers < 2^bits, 64 floats past its n codes. */
+static inline void kqs_put(const float *q, size_t n, unsigned bits, uint8_t *codes, size_t bit0)
+{
+    size_t i = 0;
+    for (; i < n && (bit0 + i * bits) % 8 != 0; i++) {
+        const size_t bit = bit0 + i * bits;
+        codes[bit / 8] |= (uint8_t)((unsigned)q[i] << (bit % 8));
+    }
+    const size_t n64 = (n - i) / 64 * 64, nb = (n - i) / 4 * 4;
+    if (n64 > 0) {
+        kqs_pack(q + i, n64, bits, codes + (bit0 + i * bits) / 8);
+    }
+    if (nb > n64 && (!KQS_PACK_WIDE || nb - n64 < 16)) {
+        aq__kq_pack_codes(q + i + n64, nb - n64, bits, codes + (bit0 + (i + n64) * bits) / 8);
+    } else if (nb > n64) { /* a vector pack: 64 codes packed, the bytes needed kept */
+        uint8_t tb[64];
+        kqs_pack(q + i + n64, 64, bits, tb);
+        uint8_t *dst = codes + (bit0 + (i + n64) * bits) / 8;
+        for (size_t k = 0; k < (nb - n64) * bits / 8; k++) {
+            dst[k] = tb[k];
+        }
+    }
+    for (i += nb; i < n; i++) {
+        const size_t bit = bit0 + i * bits;
+        codes[bit / 8] |= (uint8_t)((unsigned)q[i] << (bit % 8));
+    }
+}
+
 /* Steps 1 to 5 over a batch of nitems super-blocks: nfs whole slots (panels xv, wv, wx of sub
  * elements each) and nps partial slots of pn elements (panels xvp, wvp, wxp of pn rounded up to
  * KQS_VL elements each; loops run over the pn), then the codes packed at codes (zeroed by the
@@ -88,9 +125,8 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
     double s[KQS_NS], m[KQS_NS];
     unsigned sc[KQS_NS], mc[KQS_NS];
     float tq[KQS_NS], tqq[KQS_NS], txq[KQS_NS], tw[KQS_NS], tx[KQS_NS], dl[KQS_NS], ml[KQS_NS];
-    float q[KQS_CAP], qp[KQS_PCAP * 32], qb[AQ__KQ_SUPER];
+    float q[KQS_CAP + 64], qp[KQS_PCAP * 32 + 64]; /* 64 zero codes past the last panel */
     /* Per super-block, its sub-blocks' entries gathered in order. */
-    double gs[AQ__KQ_SUPER / 16], gm[AQ__KQ_SUPER / 16];
     unsigned gsc[AQ__KQ_SUPER / 16], gmc[AQ__KQ_SUPER / 16];
     float gq[AQ__KQ_SUPER / 16], gqq[AQ__KQ_SUPER / 16], gxq[AQ__KQ_SUPER / 16];
     float gw[AQ__KQ_SUPER / 16], gx[AQ__KQ_SUPER / 16];
@@ -108,9 +144,11 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
         kqs_store(tx + KQS_VL * p, pan[p].sx);
     }
 
-    /* 2, per super-block; slots past the last super-block get zeros. */
+    /* 2: each super-block's d and dmin, given to its slots (slots past the last super-block
+     * get zeros), then every slot's codes against its own: one loop of independent
+     * divisions over the batch rather than one call per super-block. */
+    const double kmax = (double)((1u << aq__kq_param_bits(bits)) - 1u);
     for (size_t j = 0; j < npan * KQS_VL; j++) {
-        sc[j] = mc[j] = 0;
         dl[j] = ml[j] = 0.0f;
     }
     for (size_t b = 0; b < nitems; b++) {
@@ -121,29 +159,16 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
             smax = s[j] > smax ? s[j] : smax;
             mmax = -m[j] > mmax ? -m[j] : mmax;
         }
-        float d, dmin;
-        if (it[b].len % sub == 0) { /* contiguous */
-            const size_t j0 = it[b].j0;
-            aq__kq_params(s + j0, m + j0, nsub, bits, smax, mmax, &d, &dmin, sc + j0, mc + j0);
-            for (size_t j = j0; j < j0 + nsub; j++) {
-                dl[j] = d;
-                ml[j] = dmin;
-            }
-            continue;
-        }
+        const float d = aq__kq_param_unit(smax, kmax), dmin = aq__kq_param_unit(mmax, kmax);
         for (size_t k = 0; k < nsub; k++) {
             const size_t j = kqs_slot(&it[b], k, pb);
-            gs[k] = s[j];
-            gm[k] = m[j];
-        }
-        aq__kq_params(gs, gm, nsub, bits, smax, mmax, &d, &dmin, gsc, gmc);
-        for (size_t k = 0; k < nsub; k++) {
-            const size_t j = kqs_slot(&it[b], k, pb);
-            sc[j] = gsc[k];
-            mc[j] = gmc[k];
             dl[j] = d;
             ml[j] = dmin;
         }
+    }
+    for (size_t j = 0; j < npan * KQS_VL; j++) {
+        sc[j] = aq__kq_param_code(s[j], dl[j], kmax);
+        mc[j] = aq__kq_param_code(-m[j], ml[j], kmax);
     }
 
     /* 3. */
@@ -231,29 +256,13 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
     }
 #undef KQS_PV
 #undef KQS_PLEN
+    memset(q + nfp * KQS_VL * sub, 0, 64 * sizeof(float));
+    memset(qp + (npan - nfp) * KQS_VL * pnr, 0, 64 * sizeof(float));
     for (size_t b = 0; b < nitems; b++) {
         const size_t len = it[b].len, bit0 = it[b].bit0, nf = it[b].nfull * sub;
-        const float *qi = q + it[b].j0 * sub;
-        if (len != nf) {
-            memcpy(qb, qi, nf * sizeof(float));
-            memcpy(qb + nf, qp + it[b].jp * pnr, (len - nf) * sizeof(float));
-            qi = qb;
-        }
-        /* From a byte boundary: whole bytes of 64 codes, then of 8 / bits; the rest ORed. */
-        size_t i = 0;
-        if (bit0 % 8 == 0) {
-            const size_t n64 = len / 64 * 64, nb = len / 4 * 4;
-            if (n64 > 0) {
-                kqs_pack(qi, n64, bits, codes + bit0 / 8);
-            }
-            if (nb > n64) {
-                aq__kq_pack_codes(qi + n64, nb - n64, bits, codes + (bit0 + n64 * bits) / 8);
-            }
-            i = nb;
-        }
-        for (; i < len; i++) {
-            const size_t bit = bit0 + i * bits;
-            codes[bit / 8] |= (uint8_t)((unsigned)qi[i] << (bit % 8));
+        kqs_put(q + it[b].j0 * sub, nf, bits, codes, bit0);
+        if (nps > 0 && len != nf) { /* nf * bits is a whole number of bytes */
+            kqs_put(qp + it[b].jp * pnr, len - nf, bits, codes, bit0 + nf * bits);
         }
         const size_t nsub = it[b].nfull + (len % sub != 0);
         for (size_t k = 0; k < nsub; k++) {
@@ -268,11 +277,10 @@ kqs_batch_body(const kqs_v *wv, const kqs_v *wvp, unsigned bits, uint8_t *codes,
     }
 }
 
-/* Loads nslot slots (slot j at x + j * stride, its first rows elements used; rows a multiple
- * of KQS_VL, at most stride) transposed: element i of slot j of panel p in lane j % KQS_VL of
- * out[p * rows + i]; lanes past nslot are zero. */
-static inline void kqs_load_panels(const float *x, size_t stride, size_t rows, size_t nslot,
-                                   kqs_v *out)
+/* Loads nslot slots (slot j at xs[j], its first rows elements used; rows a multiple of
+ * KQS_VL) transposed: element i of slot j of panel p in lane j % KQS_VL of out[p * rows + i];
+ * lanes past nslot are zero. */
+static inline void kqs_load_panels(const float *const *xs, size_t rows, size_t nslot, kqs_v *out)
 {
     const size_t npan = (nslot + KQS_VL - 1) / KQS_VL;
     for (size_t p = 0; p < npan; p++) {
@@ -280,36 +288,43 @@ static inline void kqs_load_panels(const float *x, size_t stride, size_t rows, s
             kqs_v *r = out + p * rows + c0;
             for (size_t l = 0; l < KQS_VL; l++) {
                 const size_t j = p * KQS_VL + l;
-                r[l] = j < nslot ? kqs_load(x + j * stride + c0) : kqs_zero();
+                r[l] = j < nslot ? kqs_load(xs[j] + c0) : kqs_zero();
             }
             kqs_tr(r);
         }
     }
 }
 
-/* A batch: the whole slots from x (and w, weighted) in slot order, the partial slots of pn
- * elements from xp (and wp) at a stride of sub, padded to a multiple of KQS_VL; then the
- * body. */
-static void kqs_batch(const float *x, const float *w, const float *xp, const float *wp,
-                      unsigned bits, uint8_t *codes, const kqs_item *it, size_t nitems, size_t nfs,
-                      size_t nps, size_t pn)
+/* A batch: the whole slots at xs[j] (and ws[j], weighted: sub elements each, read where they
+ * are), the partial slots of pn elements from xp (and wp) at a stride of sub, padded to a
+ * multiple of KQS_VL; then the body. */
+static void kqs_batch(const float *const *xs, const float *const *ws, const float *xp,
+                      const float *wp, unsigned bits, uint8_t *codes, const kqs_item *it,
+                      size_t nitems, size_t nfs, size_t nps, size_t pn)
 {
     const size_t sub = aq__kq_sub(bits), pnr = (pn + KQS_VL - 1) / KQS_VL * KQS_VL;
     kqs_v xv[KQS_CAP / KQS_VL], xvp[KQS_PPAN * 32];
-    kqs_load_panels(x, sub, sub, nfs, xv);
-    kqs_load_panels(xp, sub, pnr, nps, xvp);
-    if (w == NULL && nps == 0) { /* whole slots only: the partial panels compiled out */
+    const float *ps[KQS_PPAN * KQS_VL];
+    kqs_load_panels(xs, sub, nfs, xv);
+    for (size_t j = 0; j < nps; j++) {
+        ps[j] = xp + j * sub;
+    }
+    kqs_load_panels(ps, pnr, nps, xvp);
+    if (ws == NULL && nps == 0) { /* whole slots only: the partial panels compiled out */
         kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nfs, 0, 0, xv, NULL, xvp, NULL);
         return;
     }
-    if (w == NULL) {
+    if (ws == NULL) {
         kqs_batch_body(NULL, NULL, bits, codes, it, nitems, nfs, nps, pn, xv, NULL, xvp, NULL);
         return;
     }
 #if KQS_WEIGHTED
     kqs_v wv[KQS_CAP / KQS_VL], wx[KQS_CAP / KQS_VL], wvp[KQS_PPAN * 32], wxp[KQS_PPAN * 32];
-    kqs_load_panels(w, sub, sub, nfs, wv);
-    kqs_load_panels(wp, sub, pnr, nps, wvp);
+    kqs_load_panels(ws, sub, nfs, wv);
+    for (size_t j = 0; j < nps; j++) {
+        ps[j] = wp + j * sub;
+    }
+    kqs_load_panels(ps, pnr, nps, wvp);
     const size_t nv = (nfs + KQS_VL - 1) / KQS_VL * sub, nvp = (nps + KQS_VL - 1) / KQS_VL * pnr;
     for (size_t i = 0; i < nv; i++) {
         wx[i] = kqs_mul(wv[i], xv[i]); /* w * x, as the reference rounds it */
@@ -332,8 +347,11 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
     const size_t sub = aq__kq_sub(s->bits);
     const size_t nslots = KQS_CAP / sub;
     const bool weighted = importance != NULL;
-    float xb[KQS_CAP], wb[KQS_CAP];               /* whole slots */
-    float xpb[KQS_PCAP * 32], wpb[KQS_PCAP * 32]; /* partial slots, a stride of sub */
+    /* Whole slots are read where they are (float32 input and the weights) or from xb
+     * (converted); partial slots are copied, zero-padded, at a stride of sub. */
+    float xb[KQS_CAP];
+    float xpb[KQS_PCAP * 32], wpb[KQS_PCAP * 32];
+    const float *xs[KQS_CAP / 16], *ws[KQS_CAP / 16];
     kqs_item it[KQS_CAP / 16 + KQS_PCAP];
     size_t nitems = 0, nfs = 0, nps = 0, pn = 0;
     memset(packed, 0, (s->n * s->bits + 7) / 8);
@@ -356,22 +374,33 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
                                   meta, &scales[group],     &mins[group]};
             const float *x = (const float *)src + start;
             float xf[AQ__KQ_SUPER];
+            const float *xo[AQ__KQ_SUPER / 16], *wo[AQ__KQ_SUPER / 16];
             if (dtype != AQ_DTYPE_F32) {
                 aq__kq_load(src, dtype, start, len, xf);
                 x = xf;
             }
-            kqs_batch(x, w, NULL, NULL, s->bits, packed, &one, 1, AQ__KQ_SUPER / sub, 0, 0);
+            for (size_t k = 0; k < AQ__KQ_SUPER / sub; k++) {
+                xo[k] = x + k * sub;
+                wo[k] = weighted ? w + k * sub : NULL;
+            }
+            kqs_batch(xo, weighted ? wo : NULL, NULL, NULL, s->bits, packed, &one, 1,
+                      AQ__KQ_SUPER / sub, 0, 0);
         } else {
             const size_t nfull = len / sub, part = len % sub;
             if (nfs + nfull > nslots ||
                 (part != 0 && (nps == KQS_PCAP || (nps > 0 && part != pn)))) {
-                kqs_batch(xb, weighted ? wb : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it,
+                kqs_batch(xs, weighted ? ws : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it,
                           nitems, nfs, nps, pn);
                 nitems = nfs = nps = 0;
             }
-            aq__kq_load(src, dtype, start, nfull * sub, xb + nfs * sub);
-            if (weighted) {
-                memcpy(wb + nfs * sub, w, nfull * sub * sizeof(float));
+            const float *x = (const float *)src + start;
+            if (dtype != AQ_DTYPE_F32) {
+                aq__kq_load(src, dtype, start, nfull * sub, xb + nfs * sub);
+                x = xb + nfs * sub;
+            }
+            for (size_t k = 0; k < nfull; k++) {
+                xs[nfs + k] = x + k * sub;
+                ws[nfs + k] = weighted ? w + k * sub : NULL;
             }
             if (part != 0) {
                 /* The partial slot, zeros up to a multiple of KQS_VL (never read by a step). */
@@ -398,7 +427,7 @@ static void kqs_span(const void *src, aq_dtype dtype, const float *importance, c
         }
     }
     if (nitems > 0) {
-        kqs_batch(xb, weighted ? wb : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it, nitems,
+        kqs_batch(xs, weighted ? ws : NULL, xpb, weighted ? wpb : NULL, s->bits, packed, it, nitems,
                   nfs, nps, pn);
     }
 }

@@ -92,6 +92,28 @@ typedef void (*aq__kq_super_fn)(const float *x, const float *w, size_t len, unsi
 void aq__kq_super(const float *x, const float *w, size_t len, unsigned bits, uint8_t *codes,
                   size_t bit0, uint8_t *meta, float *d_out, float *dmin_out);
 
+/* Step 2 of docs/format.md 5.2 in two pieces, shared by the reference and the SIMD kernels:
+ * the super-block's unit (d from smax, dmin from mmax; kmax = 2^pbits - 1), and the code of
+ * one sub-block parameter v (s, or -m; v >= 0 or -0) against it: nearbyint(v / unit) in the
+ * default rounding mode (half to even), clamped to kmax, 0 where the unit is 0. Below 2^52,
+ * adding and subtracting 2^52 rounds as nearbyint does; from 2^52 up t is an integer. */
+static inline float aq__kq_param_unit(double mx, double kmax)
+{
+    float u = 0.0f;
+    if (mx > 0.0) {
+        u = (float)(mx / kmax);
+        u = u >= 0x1p-126f ? u : 0x1p-126f;
+    }
+    return u;
+}
+
+static inline unsigned aq__kq_param_code(double v, float unit, double kmax)
+{
+    double t = unit > 0.0f ? v / (double)unit : 0.0;
+    t = t < 0x1p52 ? (t + 0x1p52) - 0x1p52 : t;
+    return (unsigned)(t < kmax ? t : kmax);
+}
+
 /* Pieces of the reference super-block shared with the SIMD one: step 2 (d, dmin and the
  * sub-block codes from the fits s, m of nsub sub-blocks, smax and mmax as in the spec); the
  * refit of step 5 from the per-sub-block float32 sums of w*q, (w*q)*q, (w*x)*q, w and w*x

@@ -217,20 +217,11 @@ void aq__kq_params(const double *s, const double *m, size_t nsub, unsigned bits,
                    double mmax, float *d_out, float *dmin_out, unsigned *sc, unsigned *mc)
 {
     const double kmax = (double)((1u << aq__kq_param_bits(bits)) - 1u);
-    float d = 0.0f, dmin = 0.0f;
-    if (smax > 0.0) {
-        d = (float)(smax / kmax);
-        d = d >= 0x1p-126f ? d : 0x1p-126f;
-    }
-    if (mmax > 0.0) {
-        dmin = (float)(mmax / kmax);
-        dmin = dmin >= 0x1p-126f ? dmin : 0x1p-126f;
-    }
+    const float d = aq__kq_param_unit(smax, kmax), dmin = aq__kq_param_unit(mmax, kmax);
     for (size_t j = 0; j < nsub; j++) {
-        double t = d > 0.0f ? nearbyint(s[j] / (double)d) : 0.0;
-        sc[j] = (unsigned)(t < kmax ? t : kmax);
-        t = dmin > 0.0f ? nearbyint(-m[j] / (double)dmin) : 0.0;
-        mc[j] = (unsigned)(t < kmax ? t : kmax);
+        /* s >= 0 and m <= 0 (step 1's constraint), so both quotients are >= 0 or -0. */
+        sc[j] = aq__kq_param_code(s[j], d, kmax);
+        mc[j] = aq__kq_param_code(-m[j], dmin, kmax);
     }
     *d_out = d;
     *dmin_out = dmin;

@@ -1,7 +1,8 @@
 /* The quality schemes' SIMD kernels against the reference, byte for byte. kquant: codes,
  * packed sub-block parameters, d and dmin, over every input dtype, bit width, importance or
  * none, row lengths that make full, short and unaligned super-blocks, and values chosen to
- * reach every branch (constant and all-negative sub-blocks, ties on the code grid, subnormals,
+ * reach every branch (constant, all-negative and all-positive sub-blocks, whose fitted offset
+ * comes out positive and is set to 0, ties on the code grid, subnormals,
  * 2^125, outliers, ranges too small for some candidates). affine_search: codes, scales and
  * zero points over the same values and every group size, handled by the SIMD search or not.
  * kquant's dequantize: every output dtype, bit width and layout, whole tensors and spans that
@@ -15,7 +16,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { KS_GAUSS, KS_OUTLIER, KS_CONST, KS_NEG, KS_TIES, KS_TINY, KS_HUGE, KS_ZERO, KS_MODES };
+enum {
+    KS_GAUSS,
+    KS_OUTLIER,
+    KS_CONST,
+    KS_NEG,
+    KS_TIES,
+    KS_TINY,
+    KS_HUGE,
+    KS_ZERO,
+    KS_POS,
+    KS_MODES
+};
 
 /* One value of a sub-block in the given mode. */
 static float ks_value(int mode, uint64_t *seed, float base)
@@ -37,6 +49,8 @@ static float ks_value(int mode, uint64_t *seed, float base)
                                                         : z * 0x1p120);
     case KS_ZERO:
         return 0.0f;
+    case KS_POS: /* far from 0: the least-squares offset of the grid anchored at 0 is > 0 */
+        return (float)(0.05 + 0.005 * z);
     default:
         return (float)(0.02 * z);
     }
