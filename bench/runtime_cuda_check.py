@@ -31,9 +31,10 @@ exit status 1 and names what differed):
    one forward pass (torch.cuda.memory_allocated / max_memory_allocated).
 
 Writes a Markdown report (date, device, command) to --out, by default
-bench/results/runtime_cuda_<date>.md, and prints it. --rehearse runs steps 1 to 3 on the CPU
+bench/results/runtime_cuda_<date>.md, and prints it. --rehearse runs every step on the CPU
 with the torch operations standing in for the device (arrow_quant_v2.torch.CPU_DEQUANTIZER =
-"torch"), so the script itself can be checked without a GPU; it writes nothing.
+"torch"), step 4 with two repetitions and no memory figures, so the script itself can be
+checked without a GPU; it writes nothing (about 2.5 minutes on two shared cores).
 """
 from __future__ import annotations
 
@@ -224,30 +225,65 @@ def check_model(tmp, device, torch, diffusers, aqt, batch, reps, rehearse) -> li
                          f"forward within {rel:.1e} of the CPU; .to('cpu') exact, back to "
                          f"{device} and to bfloat16 run")
             del cpu, dev
-        if not rehearse:
-            lines += measure(folder, files, x, device, torch, diffusers, aqt, reps)
+        if rehearse:
+            aqt.CPU_DEQUANTIZER = "torch"
+        try:
+            lines += measure(folder, files, x, device, torch, diffusers, aqt,
+                             min(reps, 2) if rehearse else reps)
+        finally:
+            aqt.CPU_DEQUANTIZER = "c"
     return lines
 
 
-def _time(fn, reps, torch):
+class _Device:
+    """The device calls of step 4: CUDA's, or for the rehearsal on the CPU, none (no
+    synchronization, no memory figures), so that the rest of the step runs as on the GPU."""
+
+    def __init__(self, device, torch):
+        self.cuda = device == "cuda"
+        self.torch = torch
+
+    def sync(self):
+        if self.cuda:
+            self.torch.cuda.synchronize()
+
+    def allocated(self):
+        if not self.cuda:
+            return None
+        self.torch.cuda.empty_cache()
+        return self.torch.cuda.memory_allocated()
+
+    def reset_peak(self):
+        if self.cuda:
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def peak(self):
+        return self.torch.cuda.max_memory_allocated() if self.cuda else None
+
+
+def _time(fn, reps, dev):
     fn()
-    torch.cuda.synchronize()
+    dev.sync()
     ts = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
-        torch.cuda.synchronize()
+        dev.sync()
         ts.append(time.perf_counter() - t0)
     return statistics.median(ts)
 
 
+def _mib(n, base):
+    return f"{(n - base) / 2**20:.1f}" if n is not None else "-"
+
+
 def measure(folder, files, x, device, torch, diffusers, aqt, reps) -> list:
     rows = []
+    dev = _Device(device, torch)
     xs = x.to(device)
     base_fwd = None
     for key in ["fp32", "bf16", *files]:
-        torch.cuda.empty_cache()
-        before = torch.cuda.memory_allocated()
+        before = dev.allocated()
         if key == "fp32":
             m = diffusers.UNet2DModel.from_pretrained(str(folder)).to(device).eval()
         elif key == "bf16":
@@ -255,21 +291,22 @@ def measure(folder, files, x, device, torch, diffusers, aqt, reps) -> list:
                 str(folder), torch_dtype=torch.bfloat16).to(device).eval()
         else:
             m = _packed(files[key], folder, device, torch, diffusers, aqt)
-        loaded = torch.cuda.memory_allocated() - before
+        loaded = dev.allocated()
         inp = xs.to(next(m.parameters()).dtype)
-        torch.cuda.reset_peak_memory_stats()
+        dev.reset_peak()
         with torch.no_grad():
             m(inp, 10)
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - before
-            fwd = _time(lambda: m(inp, 10), reps, torch)
+            dev.sync()
+            peak = dev.peak()
+            fwd = _time(lambda: m(inp, 10), reps, dev)
             layers = [l for l in m.modules() if isinstance(l, (aqt.PackedLinear,
                                                                  aqt.PackedConv2d))]
-            deq = _time(lambda: [l._dequantized(inp) for l in layers], reps, torch) if layers \
+            deq = _time(lambda: [l._dequantized(inp) for l in layers], reps, dev) if layers \
                 else None
         if key == "fp32":
             base_fwd = fwd
-        rows.append(f"| {key} | {loaded / 2**20:.1f} | {peak / 2**20:.1f} | {fwd * 1e3:.2f} | "
+        rows.append(f"| {key} | {_mib(loaded, before)} | {_mib(peak, before)} | "
+                    f"{fwd * 1e3:.2f} | "
                     f"{fwd / base_fwd:.2f}x | "
                     + (f"{deq * 1e3:.2f} ({deq / fwd:.0%}) |" if deq is not None else "- |"))
         del m

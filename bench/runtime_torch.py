@@ -14,7 +14,11 @@ save_pretrained and quantizes it with the arrowquant command (4 bits; affine and
   peak (VmHWM) and resident (VmRSS) growth while loading. The process then loads the same
   model a second time, the first kept, from a new base: the second load is what one more
   model costs (the model's own memory), the difference between the two is what a process pays
-  once whatever it loads (code pages, lazy imports, allocator arenas). Then the peak growth
+  once whatever it loads (code pages, lazy imports, allocator arenas). The parent reads the
+  child's /proc/PID/smaps before and after each load (so that parsing it does not change the
+  child's memory): the pages of shared libraries (.so files: torch's, this package's module
+  with zstd, lz4 and jansson, the others) that became resident, which split what is paid
+  once into library pages (file-backed, shared) and anonymous memory. Then the peak growth
   through one forward pass at batch 1 of the second model. fp32 and bf16 are loaded the ordinary way
   (UNet2DModel.from_pretrained); packed models are built on the meta device and filled by
   load_quantized. The bound is 1.10 x (packed size + the largest layer's float32 weight).
@@ -63,6 +67,32 @@ def _status(key: str) -> int:
     raise RuntimeError(f"{key} not in /proc/self/status")
 
 
+# Shared libraries whose code pages loading a packed model touches: this package's extension
+# module and the compression and JSON libraries it links; torch's own libraries.
+_OURS = ("arrow_quant_v2", "libzstd", "liblz4", "libjansson")
+
+
+def _code_pages(pid: int) -> dict:
+    """Resident bytes of a process's shared-library mappings (file-backed code and read-only
+    data of .so files), as {"torch": ..., "ours": ..., "other": ...}. Read by the parent, so
+    that parsing the child's long smaps does not change the child's memory."""
+    out = {"torch": 0, "ours": 0, "other": 0}
+    lib = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(None, 1)[0]
+            if not head.endswith(":"):
+                parts = line.split()
+                path = parts[5] if len(parts) > 5 else ""
+                lib = None
+                if ".so" in path.rsplit("/", 1)[-1]:
+                    lib = ("ours" if any(k in path for k in _OURS) else
+                           "torch" if "/torch/" in path else "other")
+            elif head == "Rss:" and lib is not None:
+                out[lib] += int(line.split()[1]) * 1024
+    return out
+
+
 def _unet(width: int):
     import diffusers
     return dict(sample_size=32, in_channels=3, out_channels=3, layers_per_block=2,
@@ -102,8 +132,16 @@ def _packed_sizes(model):
     return total, largest, len(layers)
 
 
+def _snapshot() -> None:
+    """Asks the parent to read this process's shared-library pages now, and waits for it."""
+    sys.stdout.write("@snapshot\n")
+    sys.stdout.flush()
+    sys.stdin.readline()
+
+
 def _load_once(mode: str, folder: str, files: dict) -> tuple:
     """Loads the model once, from a base taken just before: (model, figures)."""
+    _snapshot()
     base = _status("VmRSS")
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current resident set
@@ -117,6 +155,10 @@ def _load_once(mode: str, folder: str, files: dict) -> tuple:
     model = _load(mode, folder, files, meta)
     del meta
     out = {"load_peak": _status("VmHWM") - base, "load_rss": _status("VmRSS") - base}
+    # The shared libraries' pages that became resident while loading (file-backed, shared with
+    # every process that maps them; they stay, so their growth at the end is their growth at
+    # the peak): the parent reads them before and after.
+    _snapshot()
     if not packed:
         before = _status("VmRSS")
         meta = _meta(folder)
@@ -215,11 +257,30 @@ def child_dequant(files: dict) -> dict:
 
 
 def _run_child(args: list) -> dict:
-    p = subprocess.run([sys.executable, __file__, "--child", json.dumps(args)],
-                       capture_output=True, text=True)
-    if p.returncode != 0:
-        raise SystemExit(f"child {args[0]} failed:\n{p.stderr}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    """Runs a child; answers its snapshot requests (a memory child asks before and after each
+    load) with the library pages of _code_pages, added to its figures as code_* and
+    second_code_* (the growth over each load)."""
+    errf = tempfile.TemporaryFile("w+")
+    p = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(args)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf, text=True)
+    snaps, last = [], ""
+    for line in p.stdout:
+        if line.strip() == "@snapshot":
+            snaps.append(_code_pages(p.pid))
+            p.stdin.write("\n")
+            p.stdin.flush()
+        elif line.strip():
+            last = line
+    errf.seek(0)
+    err = errf.read()
+    errf.close()
+    if p.wait() != 0:
+        raise SystemExit(f"child {args[0]} failed:\n{err}")
+    out = json.loads(last)
+    for i, prefix in ((0, "code_"), (2, "second_code_")):
+        if len(snaps) >= i + 2:
+            out.update({prefix + k: snaps[i + 1][k] - snaps[i][k] for k in snaps[i]})
+    return out
 
 
 def _quantize(src, out, *args):
@@ -271,7 +332,7 @@ def main() -> None:
                "packed-affine4-uncompressed": ("--bits", 4, "--compression", "none")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = pathlib.Path(tmp)
-        mem_rows, time_rows, warm_rows = [], [], []
+        mem_rows, time_rows, warm_rows, once_rows = [], [], [], []
         for w in [int(x) for x in a.widths.split(",")]:
             config, cls = _unet(w)
             torch.manual_seed(w)
@@ -299,6 +360,7 @@ def main() -> None:
                              f"{(r['load_peak'] - r['structure']) / bound * 1.10:.2f}x |")
                 else:
                     extra = f"{r['model_bytes'] / 2**20:.1f} (weights) | - | - | - | - |"
+                ref = r["packed_bytes"] + r["largest_layer"] if m.startswith("packed") else 0
                 mib = {k: v / 2**20 for k, v in r.items() if isinstance(v, (int, float))}
                 fixed = mib["load_peak"] - mib["second_load_peak"]
                 if m.startswith("packed"):
@@ -315,6 +377,15 @@ def main() -> None:
                     + (f"{(r['packed_bytes'] + r['largest_layer']) / 2**20:.1f} | "
                        if m.startswith("packed") else f"{r['model_bytes'] / 2**20:.1f} (weights) | ")
                     + f"{ratios} |")
+                code = {k: r[f"code_{k}"] for k in ("torch", "ours", "other")}
+                code_all = sum(code.values())
+                once_rows.append(
+                    f"| {w} | {m} | {fixed:.2f} | {code['torch'] / 2**20:.2f} | "
+                    f"{code['ours'] / 2**20:.2f} | {code['other'] / 2**20:.2f} | "
+                    f"{sum(r[f'second_code_{k}'] for k in code) / 2**20:.2f} | "
+                    f"{fixed - code_all / 2**20 + sum(r[f'second_code_{k}'] for k in code) / 2**20:.2f} | "
+                    + (f"{(r['load_peak'] - code_all) / ref:.2f}x | {r['second_load_peak'] / ref:.2f}x |"
+                       if m.startswith("packed") else "- | - |"))
                 mem_rows.append(
                     f"| {w} | {params / 1e6:.1f} M | {m} | {r['load_peak'] / 2**20:.1f} | "
                     f"{r['load_rss'] / 2**20:.1f} | {r['forward_peak'] / 2**20:.1f} | "
@@ -357,7 +428,23 @@ def main() -> None:
                   "once per process | resident after the second load | module objects | "
                   "resident less module objects | packed + largest layer | second peak / "
                   "(packed + largest) | second peak less module objects / (packed + largest) "
-                  "|", "|---|---|---|---|---|---|---|---|---|---|---|", *warm_rows, ""]
+                  "|", "|---|---|---|---|---|---|---|---|---|---|---|", *warm_rows, "",
+                  "## What the first load pays once", "",
+                  "Paid once: the first load's peak less the second's (MiB). Of it, the "
+                  "resident pages of shared libraries that the first load touched (code and "
+                  "read-only data of .so files: file-backed, shared with every process mapping "
+                  "them, dropped under memory pressure without writing): torch's libraries; "
+                  "this package's extension module with the libraries it links (zstd, lz4, "
+                  "jansson); the others (Python's, numpy's, the C library). Less them: the "
+                  "anonymous memory paid once (first use of Python objects and allocator "
+                  "arenas), counting the second load's own library pages. The last two "
+                  "columns compare the first load less its library pages, and the second load, "
+                  "with packed size + the largest layer's float32 weight.", "",
+                  "| width | model | paid once | of which torch's library pages | this "
+                  "package's and its libraries' pages | other libraries' pages | library pages "
+                  "in the second load | paid once less library pages | first load less "
+                  "library pages / (packed + largest) | second load / (packed + largest) |",
+                  "|---|---|---|---|---|---|---|---|---|---|", *once_rows, ""]
         if a.memory_only:
             out_path.write_text("\n".join(lines) + "\n")
             print("\n".join(lines))

@@ -331,11 +331,15 @@ typedef struct aq_qmodel_hold aq_qmodel_hold;
  * the hold: read row->scales and row->zero_points after this call. The memory is writable: a
  * mapped file is mapped copy-on-write (writes stay in this process; the file never changes).
  * The file must not be truncated while a hold on its mapping lives: the pages past its new
- * end read as zeros (see aq_mapped_faults), and aq_qmodel_hold_check then fails.
- * AQ_INVALID_ARGUMENT when no row is current. */
+ * end read as zeros (see aq_mapped_faults), and aq_qmodel_hold_check then fails. The file
+ * stays open as long as the mapping. AQ_INVALID_ARGUMENT when no row is current. */
 AQ_API AQ_MUST_CHECK aq_status aq_qmodel_row_hold(aq_qmodel *qm, aq_qmodel_hold **out,
                                                   aq_error *err);
-/* AQ_OK unless the file the hold maps was truncated while mapped (AQ_IO naming the file). */
+/* AQ_OK unless the file the hold maps was truncated while mapped (AQ_IO naming the file).
+ * Call it before reading the held memory and again after: before, it compares the file's size
+ * (fstat) with the mapping, so a truncated file is refused whatever SIGBUS handler the process
+ * has; after, it sees a fault that the library's guard turned into zeros during the read (a
+ * truncation between the two calls). One flag load and one fstat. */
 AQ_API AQ_MUST_CHECK aq_status aq_qmodel_hold_check(const aq_qmodel_hold *hold, aq_error *err);
 /* Accepts NULL. Thread-safe against other holds on the same batch. */
 AQ_API void aq_qmodel_hold_free(aq_qmodel_hold *hold);

@@ -269,9 +269,12 @@ _PACKED = ("qdata", "scales", "zero_points")
 
 class _FileCheck:
     """Checks, at each forward, that the model file whose memory a layer's packed buffers are
-    (an uncompressed file's mapping) was not truncated while in use: its pages would then read
-    as zeros. Also keeps that memory alive with the layer. A copy or a pickle of the layer holds
-    its own memory, so it gets none."""
+    (an uncompressed file's mapping) was not truncated while in use. Called before the
+    dequantization (the file's size against the mapping: a page past the end would raise
+    SIGBUS, which kills the process unless the library's guard is the handler that sees it)
+    and after (a fault the guard turned into zeros during the read). Also keeps that memory
+    alive with the layer. A copy or a pickle of the layer holds its own memory, so it gets
+    none."""
 
     __slots__ = ("hold",)
 
@@ -321,20 +324,23 @@ class _Packed(nn.Module):
         out = None
         if not (torch.is_grad_enabled() and like.requires_grad):
             out = self._workspace.get(math.prod(self.weight_shape), dt, dev)
+        return self._read(out, dt)
+
+    def _read(self, out: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        check = self._file_check
+        if check is not None:
+            check()  # before reading: a truncated file's pages past its end are not touched
         w = dequantize(self.qdata, self.scales, self.zero_points, scheme=self.scheme,
                        bit_width=self.bit_width, group_size=self.group_size,
-                       shape=self.weight_shape, dtype=dt, out=out, name=self.layer_name)
-        if self._file_check is not None:
-            self._file_check()  # after reading: a truncation shows as a fault in this read
+                       shape=self.weight_shape, dtype=dtype, out=out, name=self.layer_name)
+        if check is not None:
+            check()  # after: a truncation during the read shows as a fault the guard caught
         return w
 
     @property
     def weight(self) -> torch.Tensor:
         """The dequantized weight, a new tensor (a full-size copy: for inspection)."""
-        return dequantize(self.qdata, self.scales, self.zero_points, scheme=self.scheme,
-                          bit_width=self.bit_width, group_size=self.group_size,
-                          shape=self.weight_shape, dtype=self.weight_dtype,
-                          name=self.layer_name).clone()
+        return self._read(None, self.weight_dtype).clone()
 
     # -- devices and dtypes ---------------------------------------------------------------
 

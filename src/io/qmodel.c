@@ -34,6 +34,8 @@ struct aq_qmodel_hold {
     qm_batch *batch;
     float *floats; /* the row's scales and zero points when the reader had copied them */
     int guard;     /* the file mapping's aq__mapped_add slot, when the row lies in it; or -1 */
+    int fd;        /* that mapping's file (the reader's region owns it, the batch keeps it); -1 */
+    size_t mapped; /* the mapping's size: the file's size when it was opened */
     char *path;
 };
 
@@ -634,6 +636,7 @@ aq_status aq_qmodel_row_hold(aq_qmodel *qm, aq_qmodel_hold **out, aq_error *err)
         row->zero_points = h->floats + row->groups;
     }
     h->guard = in_map ? aq__ipc_reader_guard(qm->reader) : -1;
+    h->fd = in_map ? aq__ipc_reader_map_fd(qm->reader, &h->mapped) : -1;
     __atomic_add_fetch(&qm->batch->refs, 1, __ATOMIC_ACQ_REL);
     h->batch = qm->batch;
     qm->held = true;
@@ -651,6 +654,18 @@ aq_status aq_qmodel_hold_check(const aq_qmodel_hold *hold, aq_error *err)
                              "%s: the file changed while in use (truncated by another "
                              "process?): the weights read from it are not its own",
                              hold->path);
+    }
+    /* The file's size, before its pages are read: a page past the end would raise SIGBUS,
+     * which only the library's guard turns into zeros, and a handler installed after it
+     * (faulthandler, a framework's) would not pass on. One fstat. */
+    struct stat sb;
+    if (hold->fd >= 0 && fstat(hold->fd, &sb) == 0 && (uint64_t)sb.st_size < hold->mapped) {
+        return aq__error_set(err, AQ_IO,
+                             "%s: the file changed while in use (truncated by another "
+                             "process?): %lld bytes now, %zu when loaded; its weights past "
+                             "byte %lld are gone",
+                             hold->path, (long long)sb.st_size, hold->mapped,
+                             (long long)sb.st_size);
     }
     return AQ_OK;
 }

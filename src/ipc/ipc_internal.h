@@ -97,6 +97,10 @@ aq_status aq__ipc_decompress(aq_ipc_compression codec, const uint8_t *src, size_
 bool aq__ipc_reader_in_map(const aq_ipc_reader *r, const void *p);
 /* The aq__mapped_add slot of a reader's file mapping (-1: none, or not mapped). */
 int aq__ipc_reader_guard(const aq_ipc_reader *r);
+/* The file descriptor of a reader's file mapping, open as long as any memory of the mapping is
+ * held (not only as long as the reader), and in *size the mapped size (the file's size when
+ * opened); -1 and 0 for a reader of memory. For fstat only: the caller must not close it. */
+int aq__ipc_reader_map_fd(const aq_ipc_reader *r, size_t *size);
 /* Makes a reader's file mapping writable copy-on-write (its writes never reach the file), for
  * callers that hand its memory out in place; nothing for a reader of memory. */
 aq_status aq__ipc_reader_copy_on_write(aq_ipc_reader *r, aq_error *err);

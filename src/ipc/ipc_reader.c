@@ -18,6 +18,7 @@ typedef struct ipc_region {
     size_t size;
     bool mapped;
     int guard; /* aq__mapped_add's slot + 1; 0: none */
+    int fd;    /* the mapped file, open as long as the mapping (pread, fstat); -1: none */
 } ipc_region;
 
 static void ipc_region_destroy(void *data)
@@ -26,6 +27,9 @@ static void ipc_region_destroy(void *data)
     if (m->mapped) {
         aq__mapped_remove(m->guard - 1);
         munmap(m->addr, m->size);
+        if (m->fd >= 0) {
+            close(m->fd);
+        }
     } else {
         free(m->addr);
     }
@@ -53,7 +57,7 @@ struct aq_ipc_reader {
     size_t batches; /* record batches returned so far */
     bool mapped;    /* data is a private file mapping (its clean pages can be dropped) */
     int guard;      /* the mapping's aq__mapped_add slot + 1; 0: none */
-    int fd;         /* the mapped file, open for compressed buffers (pread); -1: none */
+    int fd;         /* the mapped file (the region's, which closes it; pread); -1: none */
 };
 
 /* One message: its header table, body and position. */
@@ -774,14 +778,14 @@ aq_status aq_ipc_reader_open(const char *path, aq_ipc_reader **out, aq_error *er
         close(fd);
         return aq__error_set(err, AQ_NO_MEMORY, "out of memory opening %s", path);
     }
-    *m = (ipc_region){addr, size, true, aq__mapped_add(addr, size, path) + 1};
+    /* The region owns fd from here: it is closed with the mapping (also when rd_create fails),
+     * so that holders of the mapping's memory can compare the file's size with it. */
+    *m = (ipc_region){addr, size, true, aq__mapped_add(addr, size, path) + 1, fd};
     st = rd_create(path, keep, addr, size, out, err);
     if (st == AQ_OK) {
         (*out)->mapped = true;
         (*out)->guard = m->guard;
         (*out)->fd = fd;
-    } else {
-        close(fd);
     }
     return st;
 }
@@ -795,6 +799,12 @@ bool aq__ipc_reader_in_map(const aq_ipc_reader *r, const void *p)
 int aq__ipc_reader_guard(const aq_ipc_reader *r)
 {
     return r->mapped ? r->guard - 1 : -1;
+}
+
+int aq__ipc_reader_map_fd(const aq_ipc_reader *r, size_t *size)
+{
+    *size = r->mapped ? r->size : 0;
+    return r->mapped ? r->fd : -1;
 }
 
 aq_status aq__ipc_reader_copy_on_write(aq_ipc_reader *r, aq_error *err)
@@ -829,7 +839,7 @@ aq_status aq_ipc_reader_open_memory(const void *data, size_t size, aq_ipc_reader
     if (size > 0) {
         memcpy(copy, data, size);
     }
-    *m = (ipc_region){copy, size, false, 0};
+    *m = (ipc_region){copy, size, false, 0, -1};
     return rd_create("<memory>", keep, copy, size, out, err);
 }
 
@@ -839,10 +849,7 @@ void aq_ipc_reader_free(aq_ipc_reader *r)
         return;
     }
     aq__ipc_field_reset(&r->schema.root);
-    aq__keepalive_release(r->keep);
-    if (r->fd >= 0) {
-        close(r->fd);
-    }
+    aq__keepalive_release(r->keep); /* closes fd with the mapping, once nothing holds it */
     free(r->blocks);
     free(r->where);
     free(r);

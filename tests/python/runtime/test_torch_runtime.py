@@ -556,13 +556,18 @@ def test_packed_model_from_an_uncompressed_file(model_files, tmp_path, quantize)
         torch.save(m, blob)
         blob.seek(0)
         assert torch.equal(run(torch.load(blob, weights_only=False)), want)
-    # Truncated while the model lives: the forward that reads the lost pages fails. In a
-    # child process: the library's SIGBUS guard must be the process's handler, and a test run
-    # may have installed others since (faulthandler, ray) that do not pass faults on.
-    p = subprocess.run([sys.executable, "-c", _TRUNCATED, str(files["none"])],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, (p.returncode, p.stdout, p.stderr)
-    assert "changed while in use (truncated by another process?)" in p.stdout, p.stdout
+    # Truncated while the model lives: the next forward fails before it reads the lost pages.
+    # In a child process (a regression would kill it), twice: with the library's SIGBUS guard
+    # as the process's handler, and with faulthandler's installed after loading (as test
+    # runners and frameworks do), which does not pass faults on.
+    for handler in ("guard", "faulthandler"):
+        f = tmp_path / f"m-none-{handler}.arrow"
+        f.write_bytes(files["none"].read_bytes())
+        p = subprocess.run([sys.executable, "-c", _TRUNCATED, str(f), handler],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, (handler, p.returncode, p.stdout, p.stderr)
+        assert f"{f}: the file changed while in use (truncated by another process?)" \
+            in p.stdout, (handler, p.stdout)
 
 
 _TRUNCATED = """
@@ -572,6 +577,9 @@ sys.path.insert(0, %r)
 from diffusers_unet import small_unet
 with torch.device("meta"):
     m = aqt.load_quantized(small_unet(), sys.argv[1])
+if sys.argv[2] == "faulthandler":
+    import faulthandler
+    faulthandler.enable()
 os.truncate(sys.argv[1], os.path.getsize(sys.argv[1]) // 8)
 try:
     with torch.no_grad():
