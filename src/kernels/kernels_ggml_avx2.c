@@ -486,24 +486,30 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
         }
     }
     const float d = aq__f16_to_f32(dc[best_k]);
+    /* The reference's fd = d sc and its reciprocal (0 where fd is 0) per sub-block. */
+    __m256 idv[2];
     for (unsigned h = 0; h < 2; h++) {
         __m256 e;
         const __m256 best =
             gv_super_half(&g[h], s + 8 * h, d, qmin, qmax, pmin, pmax, ncand == 0, &e);
         _mm256_storeu_si256((__m256i *)(sc + 8 * h), _mm256_cvtps_epi32(best));
+        idv[h] = gv_inv_nz(_mm256_mul_ps(_mm256_set1_ps(d), best));
     }
-    /* The codes from the input as it lies, 32 elements (two sub-blocks) at a time: the
-     * reference's fd = d sc and its reciprocal per sub-block, then round(x / fd) clamped. */
+    /* The codes from the input as it lies, 32 elements (two sub-blocks) at a time:
+     * round(x / fd) clamped, as x times the reciprocal. */
     const __m256 lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     for (unsigned j = 0; j < 16; j += 2) {
         __m256i c[4];
         for (unsigned u = 0; u < 2; u++) {
-            const float fd = d * (float)sc[j + u];
-            const __m256 id = _mm256_set1_ps(fd != 0.0f ? 1.0f / fd : 0.0f);
+            const __m256 id =
+                _mm256_permutevar8x32_ps(idv[(j + u) / 8], _mm256_set1_epi32((int)((j + u) % 8)));
             for (unsigned v = 0; v < 2; v++) {
                 const __m256 xv = _mm256_loadu_ps(x + 16 * (j + u) + 8 * v);
-                c[2 * u + v] = _mm256_cvtps_epi32(gv_rclamp(_mm256_mul_ps(xv, id), lo, hi));
+                const __m256 r =
+                    _mm256_round_ps(_mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(xv, id))),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                c[2 * u + v] = _mm256_cvttps_epi32(r);
             }
         }
         const __m256i p16 =

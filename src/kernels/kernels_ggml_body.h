@@ -853,14 +853,20 @@ static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
 }
 #endif
 
-/* The 6-bit scales of Q3_K (stored with +32) in their 12 bytes. */
+/* The 6-bit scales of Q3_K (stored with +32) in their 12 bytes: the low four bits of scale j
+ * in byte j % 8 (j < 8 low nibble), the high two in byte 8 + j % 4 at bit 2 (j / 4). */
 static void gg_put_scales_q3(const int *sc, uint8_t *p)
 {
-    memset(p, 0, 12);
+    unsigned v[16];
     for (unsigned j = 0; j < 16; j++) {
-        const unsigned v = (unsigned)(sc[j] + 32);
-        p[j % 8] |= (uint8_t)((v & 15u) << (4 * (j / 8)));
-        p[8 + j % 4] |= (uint8_t)(((v >> 4) & 3u) << (2 * (j / 4)));
+        v[j] = (unsigned)(sc[j] + 32);
+    }
+    for (unsigned j = 0; j < 8; j++) {
+        p[j] = (uint8_t)((v[j] & 15u) | ((v[j + 8] & 15u) << 4));
+    }
+    for (unsigned j = 0; j < 4; j++) {
+        p[8 + j] = (uint8_t)(((v[j] >> 4) & 3u) | (((v[j + 4] >> 4) & 3u) << 2) |
+                             (((v[j + 8] >> 4) & 3u) << 4) | (((v[j + 12] >> 4) & 3u) << 6));
     }
 }
 
