@@ -443,17 +443,126 @@ static __m256 gv_super_half(const gv_group *g, const float *s, float d, int qmin
     return best;
 }
 
+/* gv_sym_fit1 of the two halves of a super-block without weights, side by side: two
+ * independent chains of gv_sym_fit1's operations (gv_sym_refit_n's sums without the
+ * weights), so that one's latencies hide the other's. s[8 h + k]: sub-block k of half h. */
+static void gv_sym_fit1_pair(const gv_group *g, int qmin_i, int qmax_i, float *s)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 qmin = _mm256_set1_ps((float)qmin_i), qmax = _mm256_set1_ps((float)qmax_i);
+    __m256 hi[2], lo[2], d0[2], id[2], sxq[2], sqq[2];
+    for (unsigned h = 0; h < 2; h++) {
+        hi[h] = lo[h] = gv_x(&g[h], 0);
+    }
+    for (unsigned i = 1; i < 16; i++) {
+        for (unsigned h = 0; h < 2; h++) {
+            hi[h] = _mm256_max_ps(gv_x(&g[h], i), hi[h]);
+            lo[h] = _mm256_min_ps(gv_x(&g[h], i), lo[h]);
+        }
+    }
+    for (unsigned h = 0; h < 2; h++) {
+        const __m256 far = _mm256_cmp_ps(hi[h], _mm256_sub_ps(zero, lo[h]), _CMP_GE_OQ);
+        d0[h] = _mm256_div_ps(_mm256_blendv_ps(lo[h], hi[h], far), qmin);
+        id[h] = _mm256_div_ps(_mm256_set1_ps(1.0f), d0[h]);
+        sxq[h] = sqq[h] = zero;
+    }
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 axq[2] = {zero, zero}, aqq[2] = {zero, zero};
+        for (unsigned i = l; i < 16; i += GG_LANES) {
+            for (unsigned h = 0; h < 2; h++) {
+                const __m256 x = gv_x(&g[h], i);
+                const __m256 q = gv_rclamp_sum(_mm256_mul_ps(x, id[h]), qmin, qmax);
+                axq[h] = _mm256_add_ps(axq[h], _mm256_mul_ps(x, q));
+                aqq[h] = _mm256_add_ps(aqq[h], _mm256_mul_ps(q, q));
+            }
+        }
+        for (unsigned h = 0; h < 2; h++) {
+            sxq[h] = _mm256_add_ps(sxq[h], axq[h]);
+            sqq[h] = _mm256_add_ps(sqq[h], aqq[h]);
+        }
+    }
+    for (unsigned h = 0; h < 2; h++) {
+        const __m256 ok =
+            _mm256_and_ps(_mm256_cmp_ps(d0[h], zero, _CMP_NEQ_UQ), gv_isfinite(d0[h]));
+        const __m256 pos = _mm256_cmp_ps(sqq[h], zero, _CMP_GT_OQ);
+        const __m256 d = _mm256_blendv_ps(d0[h], _mm256_div_ps(sxq[h], sqq[h]), pos);
+        _mm256_store_ps(s + 8 * h, _mm256_and_ps(ok, _mm256_blendv_ps(d0[h], d, gv_isfinite(d))));
+    }
+}
+
+/* gv_super_half with two codes, of both halves side by side, without weights (the sums of
+ * gv_sym_err_n): the chosen codes as floats, best[h] for half h. */
+static void gv_pick2_pair(const gv_group *g, const float *s, float d, int qmin, int qmax, int pmin,
+                          int pmax, __m256 *best)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 dv = _mm256_set1_ps(d);
+    const __m256 lo = _mm256_set1_ps((float)pmin), hi = _mm256_set1_ps((float)pmax);
+    const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
+    __m256 a[2][2], fd[2][2], id[2][2], e[2][2];
+    for (unsigned h = 0; h < 2; h++) {
+        __m256 c0 = zero;
+        if (d != 0.0f) {
+            c0 = _mm256_round_ps(_mm256_div_ps(_mm256_load_ps(s + 8 * h), dv),
+                                 _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            c0 = _mm256_min_ps(_mm256_set1_ps((float)(pmax - 1)), _mm256_max_ps(lo, c0));
+        }
+        for (unsigned k = 0; k < 2; k++) {
+            a[h][k] = _mm256_add_ps(c0, _mm256_set1_ps((float)k));
+            fd[h][k] = _mm256_mul_ps(dv, a[h][k]);
+            id[h][k] = gv_inv_nz(fd[h][k]);
+            e[h][k] = zero;
+        }
+    }
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 acc[2][2] = {{zero, zero}, {zero, zero}};
+        for (unsigned i = l; i < 16; i += GG_LANES) {
+            for (unsigned h = 0; h < 2; h++) {
+                const __m256 x = gv_x(&g[h], i);
+                for (unsigned k = 0; k < 2; k++) {
+                    const __m256 q = gv_rclamp_sum(_mm256_mul_ps(x, id[h][k]), ql, qh);
+                    const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(fd[h][k], q));
+                    acc[h][k] = _mm256_add_ps(acc[h][k], _mm256_mul_ps(r, r));
+                }
+            }
+        }
+        for (unsigned h = 0; h < 2; h++) {
+            for (unsigned k = 0; k < 2; k++) {
+                e[h][k] = _mm256_add_ps(e[h][k], acc[h][k]);
+            }
+        }
+    }
+    for (unsigned h = 0; h < 2; h++) {
+        __m256 b = a[h][0], be = _mm256_set1_ps(INFINITY);
+        for (unsigned k = 0; k < 2; k++) {
+            const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(a[h][k], lo, _CMP_GE_OQ),
+                                            _mm256_cmp_ps(a[h][k], hi, _CMP_LE_OQ));
+            const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e[h][k], be, _CMP_LT_OQ));
+            be = _mm256_blendv_ps(be, e[h][k], better);
+            b = _mm256_blendv_ps(b, a[h][k], better);
+        }
+        best[h] = b;
+    }
+}
+
 static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
                          unsigned ncand, unsigned back, float step, unsigned nd, uint16_t *d_out,
                          int *sc, int8_t *q)
 {
     gv_group g[2];
     _Alignas(32) float s[16];
+    /* The fast level without weights: both halves side by side. */
+    const bool pair = ncand == 0 && w == NULL;
     for (unsigned h = 0; h < 2; h++) {
         gv_load(&g[h], x + h * 128, w != NULL ? w + h * 128 : NULL, 8, 16);
-        _mm256_store_ps(
-            s + 8 * h, ncand == 0 ? gv_sym_fit1(&g[h], 16, qmin, qmax)
-                                  : gv_sym_search(&g[h], 16, qmin, qmax, ncand, back, step, false));
+        if (!pair) {
+            _mm256_store_ps(s + 8 * h, ncand == 0 ? gv_sym_fit1(&g[h], 16, qmin, qmax)
+                                                  : gv_sym_search(&g[h], 16, qmin, qmax, ncand,
+                                                                  back, step, false));
+        }
+    }
+    if (pair) {
+        gv_sym_fit1_pair(g, qmin, qmax, s);
     }
     uint16_t dc[GG_SUPER_MAXCAND];
     /* The first scale of largest magnitude: the lowest index where |s| is the largest. */
@@ -487,13 +596,17 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
     }
     const float d = aq__f16_to_f32(dc[best_k]);
     /* The reference's fd = d sc and its reciprocal (0 where fd is 0) per sub-block. */
-    __m256 idv[2];
+    __m256 idv[2], best[2];
+    if (pair) {
+        gv_pick2_pair(g, s, d, qmin, qmax, pmin, pmax, best);
+    }
     for (unsigned h = 0; h < 2; h++) {
         __m256 e;
-        const __m256 best =
-            gv_super_half(&g[h], s + 8 * h, d, qmin, qmax, pmin, pmax, ncand == 0, &e);
-        _mm256_storeu_si256((__m256i *)(sc + 8 * h), _mm256_cvtps_epi32(best));
-        idv[h] = gv_inv_nz(_mm256_mul_ps(_mm256_set1_ps(d), best));
+        if (!pair) {
+            best[h] = gv_super_half(&g[h], s + 8 * h, d, qmin, qmax, pmin, pmax, ncand == 0, &e);
+        }
+        _mm256_storeu_si256((__m256i *)(sc + 8 * h), _mm256_cvtps_epi32(best[h]));
+        idv[h] = gv_inv_nz(_mm256_mul_ps(_mm256_set1_ps(d), best[h]));
     }
     /* The codes from the input as it lies, 32 elements (two sub-blocks) at a time:
      * round(x / fd) clamped, as x times the reciprocal. */
