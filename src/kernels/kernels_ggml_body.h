@@ -7,6 +7,7 @@
  *
  * With GG_SIMD defined, the including file supplies its own searches (gg_sym_blocks,
  * gg_sym_super, gg_aff_super), the packing of Q3_K and Q6_K (gg_pack_q3_k, _q6_k),
+ * gg_encode_q3_k,
  * gg_encode_f16 and the decoders of the types it writes
  * (gg_decode_q8_0, _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16) and ggml's
  * rounding encoders (gg_round_q8_0, _q4_0, _q5_0), with the
@@ -944,10 +945,12 @@ static void gg_encode_sym_k(const float *x, const float *w, size_t nb, uint8_t *
     }
 }
 
+#ifndef GG_SIMD
 static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
 {
     gg_encode_sym_k(x, w, nb, out, false);
 }
+#endif
 
 static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *out)
 {
