@@ -351,6 +351,25 @@ static __m256 gv_sym_search(const gv_group *g, unsigned n, int qmin_i, int qmax_
     return _mm256_andnot_ps(_mm256_cmp_ps(amax, zero, _CMP_EQ_OQ), best_d);
 }
 
+/* gg_sym_fit1 per lane: the same start (max_ps(x, hi) is "x > hi ? x : hi"), one refit
+ * (gv_sym_refit_n with one scale), the same fallbacks. */
+static __m256 gv_sym_fit1(const gv_group *g, unsigned n, int qmin_i, int qmax_i)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 qmin = _mm256_set1_ps((float)qmin_i), qmax = _mm256_set1_ps((float)qmax_i);
+    __m256 hi = gv_x(g, 0), lo = hi;
+    for (unsigned i = 1; i < n; i++) {
+        hi = _mm256_max_ps(gv_x(g, i), hi);
+        lo = _mm256_min_ps(gv_x(g, i), lo);
+    }
+    const __m256 far = _mm256_cmp_ps(hi, _mm256_sub_ps(zero, lo), _CMP_GE_OQ);
+    const __m256 d0 = _mm256_div_ps(_mm256_blendv_ps(lo, hi, far), qmin);
+    const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(d0, zero, _CMP_NEQ_UQ), gv_isfinite(d0));
+    __m256 d;
+    gv_sym_refit_batch(g, n, &d0, 1, qmin, qmax, &d);
+    return _mm256_and_ps(ok, _mm256_blendv_ps(d0, d, gv_isfinite(d)));
+}
+
 /* round(x / d) clamped, as ints, of lane k into q[k * stride + i] for the first m lanes. */
 static void gv_codes_sym(const gv_group *g, unsigned n, __m256 d, int qmin, int qmax, size_t m,
                          int *q, size_t stride)
@@ -387,23 +406,33 @@ static void gg_sym_blocks(const float *x, const float *w, size_t m, int qmin, in
 }
 
 /* One half (eight sub-blocks, one per lane) of gg_sym_super's choice of scale codes under the
- * super-block scale d: the codes (as floats) and their errors. */
+ * super-block scale d (gg_sym_sub_pick, two or three codes): the codes (as floats) and their
+ * errors. */
 static __m256 gv_super_half(const gv_group *g, const float *s, float d, int qmin, int qmax,
-                            int pmin, int pmax, __m256 *err)
+                            int pmin, int pmax, bool two, __m256 *err)
 {
     const __m256 dv = _mm256_set1_ps(d);
     const __m256 lo = _mm256_set1_ps((float)pmin), hi = _mm256_set1_ps((float)pmax);
     const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
-    const __m256 c0 =
-        d != 0.0f ? gv_rclamp(_mm256_div_ps(_mm256_load_ps(s), dv), lo, hi) : _mm256_setzero_ps();
-    __m256 a[3], dk[3], e[3];
-    for (int o = -1; o <= 1; o++) {
-        a[o + 1] = _mm256_add_ps(c0, _mm256_set1_ps((float)o));
-        dk[o + 1] = _mm256_mul_ps(dv, a[o + 1]);
+    const __m256 sv = _mm256_load_ps(s);
+    __m256 c0;
+    if (d == 0.0f) {
+        c0 = _mm256_setzero_ps();
+    } else if (two) {
+        c0 = _mm256_round_ps(_mm256_div_ps(sv, dv), _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+        c0 = _mm256_min_ps(_mm256_set1_ps((float)(pmax - 1)), _mm256_max_ps(lo, c0));
+    } else {
+        c0 = gv_rclamp(_mm256_div_ps(sv, dv), lo, hi);
     }
-    gv_sym_err_batch(g, 16, dk, 3, ql, qh, e);
+    const unsigned na = two ? 2 : 3;
+    __m256 a[3], dk[3], e[3];
+    for (unsigned k = 0; k < na; k++) {
+        a[k] = _mm256_add_ps(c0, _mm256_set1_ps((float)k - (two ? 0.0f : 1.0f)));
+        dk[k] = _mm256_mul_ps(dv, a[k]);
+    }
+    gv_sym_err_batch(g, 16, dk, na, ql, qh, e);
     __m256 best = c0, be = _mm256_set1_ps(INFINITY);
-    for (unsigned k = 0; k < 3; k++) {
+    for (unsigned k = 0; k < na; k++) {
         const __m256 ok =
             _mm256_and_ps(_mm256_cmp_ps(a[k], lo, _CMP_GE_OQ), _mm256_cmp_ps(a[k], hi, _CMP_LE_OQ));
         const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e[k], be, _CMP_LT_OQ));
@@ -414,6 +443,208 @@ static __m256 gv_super_half(const gv_group *g, const float *s, float d, int qmin
     return best;
 }
 
+/* The most groups that the fast level of Q3_K runs side by side: two super-blocks. */
+#define GV_SIDE 4u
+
+/* gv_sym_fit1 of ng (<= GV_SIDE) groups without weights, side by side: independent chains of
+ * gv_sym_fit1's operations (gv_sym_refit_n's sums without the weights), so that one's
+ * latencies hide another's. s[8 k + i]: sub-block i of group k. */
+GV_INLINE void gv_sym_fit1_side(const gv_group *g, unsigned ng, int qmin_i, int qmax_i, float *s)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 qmin = _mm256_set1_ps((float)qmin_i), qmax = _mm256_set1_ps((float)qmax_i);
+    __m256 hi[GV_SIDE], lo[GV_SIDE], d0[GV_SIDE], id[GV_SIDE], sxq[GV_SIDE], sqq[GV_SIDE];
+    for (unsigned h = 0; h < ng; h++) {
+        hi[h] = lo[h] = gv_x(&g[h], 0);
+    }
+    for (unsigned i = 1; i < 16; i++) {
+        for (unsigned h = 0; h < ng; h++) {
+            hi[h] = _mm256_max_ps(gv_x(&g[h], i), hi[h]);
+            lo[h] = _mm256_min_ps(gv_x(&g[h], i), lo[h]);
+        }
+    }
+    for (unsigned h = 0; h < ng; h++) {
+        const __m256 far = _mm256_cmp_ps(hi[h], _mm256_sub_ps(zero, lo[h]), _CMP_GE_OQ);
+        d0[h] = _mm256_div_ps(_mm256_blendv_ps(lo[h], hi[h], far), qmin);
+        id[h] = _mm256_div_ps(_mm256_set1_ps(1.0f), d0[h]);
+        sxq[h] = sqq[h] = zero;
+    }
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 axq[GV_SIDE], aqq[GV_SIDE];
+        for (unsigned h = 0; h < ng; h++) {
+            axq[h] = aqq[h] = zero;
+        }
+        for (unsigned i = l; i < 16; i += GG_LANES) {
+            for (unsigned h = 0; h < ng; h++) {
+                const __m256 x = gv_x(&g[h], i);
+                const __m256 q = gv_rclamp_sum(_mm256_mul_ps(x, id[h]), qmin, qmax);
+                axq[h] = _mm256_add_ps(axq[h], _mm256_mul_ps(x, q));
+                aqq[h] = _mm256_add_ps(aqq[h], _mm256_mul_ps(q, q));
+            }
+        }
+        for (unsigned h = 0; h < ng; h++) {
+            sxq[h] = _mm256_add_ps(sxq[h], axq[h]);
+            sqq[h] = _mm256_add_ps(sqq[h], aqq[h]);
+        }
+    }
+    for (unsigned h = 0; h < ng; h++) {
+        const __m256 ok =
+            _mm256_and_ps(_mm256_cmp_ps(d0[h], zero, _CMP_NEQ_UQ), gv_isfinite(d0[h]));
+        const __m256 pos = _mm256_cmp_ps(sqq[h], zero, _CMP_GT_OQ);
+        const __m256 d = _mm256_blendv_ps(d0[h], _mm256_div_ps(sxq[h], sqq[h]), pos);
+        _mm256_store_ps(s + 8 * h, _mm256_and_ps(ok, _mm256_blendv_ps(d0[h], d, gv_isfinite(d))));
+    }
+}
+
+/* gv_super_half with two codes, of ng (<= GV_SIDE) groups side by side, without weights (the
+ * sums of gv_sym_err_n); group k under the super-block scale d[k]: the chosen codes as
+ * floats, best[k]. */
+GV_INLINE void gv_pick2_side(const gv_group *g, unsigned ng, const float *s, const float *d,
+                             int qmin, int qmax, int pmin, int pmax, __m256 *best)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 lo = _mm256_set1_ps((float)pmin), hi = _mm256_set1_ps((float)pmax);
+    const __m256 ql = _mm256_set1_ps((float)qmin), qh = _mm256_set1_ps((float)qmax);
+    __m256 a[GV_SIDE][2], fd[GV_SIDE][2], id[GV_SIDE][2], e[GV_SIDE][2];
+    for (unsigned h = 0; h < ng; h++) {
+        const __m256 dv = _mm256_set1_ps(d[h]);
+        __m256 c0 = zero;
+        if (d[h] != 0.0f) {
+            c0 = _mm256_round_ps(_mm256_div_ps(_mm256_load_ps(s + 8 * h), dv),
+                                 _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+            c0 = _mm256_min_ps(_mm256_set1_ps((float)(pmax - 1)), _mm256_max_ps(lo, c0));
+        }
+        for (unsigned k = 0; k < 2; k++) {
+            a[h][k] = _mm256_add_ps(c0, _mm256_set1_ps((float)k));
+            fd[h][k] = _mm256_mul_ps(dv, a[h][k]);
+            id[h][k] = gv_inv_nz(fd[h][k]);
+            e[h][k] = zero;
+        }
+    }
+    for (unsigned l = 0; l < GG_LANES; l++) {
+        __m256 acc[GV_SIDE][2];
+        for (unsigned h = 0; h < ng; h++) {
+            acc[h][0] = acc[h][1] = zero;
+        }
+        for (unsigned i = l; i < 16; i += GG_LANES) {
+            for (unsigned h = 0; h < ng; h++) {
+                const __m256 x = gv_x(&g[h], i);
+                for (unsigned k = 0; k < 2; k++) {
+                    const __m256 q = gv_rclamp_sum(_mm256_mul_ps(x, id[h][k]), ql, qh);
+                    const __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(fd[h][k], q));
+                    acc[h][k] = _mm256_add_ps(acc[h][k], _mm256_mul_ps(r, r));
+                }
+            }
+        }
+        for (unsigned h = 0; h < ng; h++) {
+            for (unsigned k = 0; k < 2; k++) {
+                e[h][k] = _mm256_add_ps(e[h][k], acc[h][k]);
+            }
+        }
+    }
+    for (unsigned h = 0; h < ng; h++) {
+        __m256 b = a[h][0], be = _mm256_set1_ps(INFINITY);
+        for (unsigned k = 0; k < 2; k++) {
+            const __m256 ok = _mm256_and_ps(_mm256_cmp_ps(a[h][k], lo, _CMP_GE_OQ),
+                                            _mm256_cmp_ps(a[h][k], hi, _CMP_LE_OQ));
+            const __m256 better = _mm256_and_ps(ok, _mm256_cmp_ps(e[h][k], be, _CMP_LT_OQ));
+            be = _mm256_blendv_ps(be, e[h][k], better);
+            b = _mm256_blendv_ps(b, a[h][k], better);
+        }
+        best[h] = b;
+    }
+}
+
+/* The first of s[0..16) of largest magnitude (0 when all are 0): the lowest index where |s| is
+ * the largest. */
+static inline float gv_first_largest16(const float *s)
+{
+    const __m256 a0 = gv_abs(_mm256_load_ps(s)), a1 = gv_abs(_mm256_load_ps(s + 8));
+    __m256 am = _mm256_max_ps(a0, a1);
+    am = _mm256_max_ps(am, _mm256_permute2f128_ps(am, am, 1));
+    am = _mm256_max_ps(am, _mm256_shuffle_ps(am, am, _MM_SHUFFLE(1, 0, 3, 2)));
+    am = _mm256_max_ps(am, _mm256_shuffle_ps(am, am, _MM_SHUFFLE(2, 3, 0, 1)));
+    const unsigned at = (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a0, am, _CMP_EQ_OQ)) |
+                        ((unsigned)_mm256_movemask_ps(_mm256_cmp_ps(a1, am, _CMP_EQ_OQ)) << 8);
+    return _mm256_cvtss_f32(am) > 0.0f ? s[__builtin_ctz(at)] : 0.0f;
+}
+
+/* The codes of a symmetric super-block from the input as it lies, 32 elements (two sub-blocks)
+ * at a time: round(x / fd) clamped, as x times idv (the reciprocals of the reference's
+ * fd = d sc, 0 where fd is 0; sub-block 8 h + k in lane k of idv[h]). */
+static void gv_codes_super(const float *x, const __m256 *idv, int qmin, int qmax, int8_t *q)
+{
+    const __m256 lo = _mm256_set1_ps((float)qmin), hi = _mm256_set1_ps((float)qmax);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (unsigned j = 0; j < 16; j += 2) {
+        __m256i c[4];
+        for (unsigned u = 0; u < 2; u++) {
+            const __m256 id =
+                _mm256_permutevar8x32_ps(idv[(j + u) / 8], _mm256_set1_epi32((int)((j + u) % 8)));
+            for (unsigned v = 0; v < 2; v++) {
+                const __m256 xv = _mm256_loadu_ps(x + 16 * (j + u) + 8 * v);
+                const __m256 r =
+                    _mm256_round_ps(_mm256_min_ps(hi, _mm256_max_ps(lo, _mm256_mul_ps(xv, id))),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                c[2 * u + v] = _mm256_cvttps_epi32(r);
+            }
+        }
+        const __m256i p16 =
+            _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+        _mm256_storeu_si256((__m256i *)(q + 16 * j), _mm256_permutevar8x32_epi32(p16, order));
+    }
+}
+
+/* Q3_K without importance (gg_sym_super's fast level: one d, so no judging of d), for nsb
+ * (1 or 2) super-blocks side by side. */
+GV_INLINE void gv_q3_fast(const float *x, unsigned nsb, uint8_t *out)
+{
+    gv_group g[GV_SIDE];
+    _Alignas(32) float s[8 * GV_SIDE];
+    float d[GV_SIDE];
+    uint16_t dh[2];
+    const unsigned ng = 2 * nsb;
+    for (unsigned k = 0; k < ng; k++) {
+        gv_load(&g[k], x + 128 * k, NULL, 8, 16);
+    }
+    gv_sym_fit1_side(g, ng, -4, 3, s);
+    for (unsigned b = 0; b < nsb; b++) {
+        uint16_t dc[GG_SUPER_MAXCAND];
+        (void)gg_super_cands(s + 16 * b, gv_first_largest16(s + 16 * b), -32, 31, 1, dc);
+        dh[b] = dc[0];
+        d[2 * b] = d[2 * b + 1] = aq__f16_to_f32(dc[0]);
+    }
+    __m256 best[GV_SIDE];
+    gv_pick2_side(g, ng, s, d, -4, 3, -32, 31, best);
+    for (unsigned b = 0; b < nsb; b++) {
+        int sc[16];
+        int8_t q[GG_QKK];
+        __m256 idv[2];
+        for (unsigned h = 0; h < 2; h++) {
+            const __m256 bh = best[2 * b + h];
+            _mm256_storeu_si256((__m256i *)(sc + 8 * h), _mm256_cvtps_epi32(bh));
+            idv[h] = gv_inv_nz(_mm256_mul_ps(_mm256_set1_ps(d[2 * b]), bh));
+        }
+        gv_codes_super(x + GG_QKK * b, idv, -4, 3, q);
+        gg_pack_q3_k(q, sc, dh[b], out + 110 * b);
+    }
+}
+
+static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
+{
+    if (w != NULL) {
+        gg_encode_sym_k(x, w, nb, out, false);
+        return;
+    }
+    size_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        gv_q3_fast(x + GG_QKK * b, 2, out + 110 * b);
+    }
+    if (b < nb) {
+        gv_q3_fast(x + GG_QKK * b, 1, out + 110 * b);
+    }
+}
+
 static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
                          unsigned ncand, unsigned back, float step, unsigned nd, uint16_t *d_out,
                          int *sc, int8_t *q)
@@ -422,10 +653,12 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
     _Alignas(32) float s[16];
     for (unsigned h = 0; h < 2; h++) {
         gv_load(&g[h], x + h * 128, w != NULL ? w + h * 128 : NULL, 8, 16);
-        _mm256_store_ps(s + 8 * h, gv_sym_search(&g[h], 16, qmin, qmax, ncand, back, step, false));
+        _mm256_store_ps(
+            s + 8 * h, ncand == 0 ? gv_sym_fit1(&g[h], 16, qmin, qmax)
+                                  : gv_sym_search(&g[h], 16, qmin, qmax, ncand, back, step, false));
     }
     uint16_t dc[GG_SUPER_MAXCAND];
-    const unsigned n = gg_super_cands(s, pmin, pmax, nd, dc);
+    const unsigned n = gg_super_cands(s, gv_first_largest16(s), pmin, pmax, nd, dc);
     unsigned best_k = 0;
     float best_t = INFINITY;
     for (unsigned k = 0; n > 1 && k < n; k++) {
@@ -433,7 +666,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
         _Alignas(32) float be[16];
         for (unsigned h = 0; h < 2; h++) {
             __m256 e;
-            (void)gv_super_half(&g[h], s + 8 * h, dk, qmin, qmax, pmin, pmax, &e);
+            (void)gv_super_half(&g[h], s + 8 * h, dk, qmin, qmax, pmin, pmax, ncand == 0, &e);
             _mm256_store_ps(be + 8 * h, e);
         }
         float t = 0.0f;
@@ -446,21 +679,82 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
         }
     }
     const float d = aq__f16_to_f32(dc[best_k]);
+    __m256 idv[2];
     for (unsigned h = 0; h < 2; h++) {
         __m256 e;
-        const __m256 best = gv_super_half(&g[h], s + 8 * h, d, qmin, qmax, pmin, pmax, &e);
-        _Alignas(32) int32_t bi[8];
-        _mm256_store_si256((__m256i *)bi, _mm256_cvtps_epi32(best));
-        int qi[8 * 16];
-        gv_codes_sym(&g[h], 16, _mm256_mul_ps(_mm256_set1_ps(d), best), qmin, qmax, 8, qi, 16);
-        for (unsigned k = 0; k < 8; k++) {
-            sc[8 * h + k] = bi[k];
-        }
-        for (unsigned i = 0; i < 128; i++) {
-            q[128 * h + i] = (int8_t)qi[i];
-        }
+        const __m256 best =
+            gv_super_half(&g[h], s + 8 * h, d, qmin, qmax, pmin, pmax, ncand == 0, &e);
+        _mm256_storeu_si256((__m256i *)(sc + 8 * h), _mm256_cvtps_epi32(best));
+        idv[h] = gv_inv_nz(_mm256_mul_ps(_mm256_set1_ps(d), best));
     }
+    gv_codes_super(x, idv, qmin, qmax, q);
     *d_out = dc[best_k];
+}
+
+/* The packing of the reference's gg_pack_q3_k and _q6_k, 32 codes at a time: element 32 t + l
+ * of the super-block is byte l of row t. */
+static inline __m256i gv_row(const int8_t *q, unsigned t, int bias)
+{
+    return _mm256_add_epi8(_mm256_loadu_si256((const __m256i *)(q + 32 * t)),
+                           _mm256_set1_epi8((char)bias));
+}
+
+/* Each byte of v shifted left by k (its bits stay in the byte: v < 256 >> k). */
+#define GV_SHL8(v, k) _mm256_slli_epi16((v), (k))
+
+static void gg_pack_q3_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out)
+{
+    const __m256i m3 = _mm256_set1_epi8(3), m1 = _mm256_set1_epi8(1);
+    __m256i qs[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    __m256i hm = _mm256_setzero_si256();
+    for (unsigned t = 0; t < 8; t++) {
+        const __m256i u = gv_row(q, t, 4); /* 0..7 */
+        const __m256i lo = _mm256_and_si256(u, m3);
+        const __m256i hb = _mm256_and_si256(_mm256_srli_epi16(u, 2), m1);
+        switch (t % 4) {
+        case 0:
+            qs[t / 4] = _mm256_or_si256(qs[t / 4], lo);
+            break;
+        case 1:
+            qs[t / 4] = _mm256_or_si256(qs[t / 4], GV_SHL8(lo, 2));
+            break;
+        case 2:
+            qs[t / 4] = _mm256_or_si256(qs[t / 4], GV_SHL8(lo, 4));
+            break;
+        default:
+            qs[t / 4] = _mm256_or_si256(qs[t / 4], GV_SHL8(lo, 6));
+            break;
+        }
+        hm = _mm256_or_si256(hm, _mm256_sll_epi16(hb, _mm_cvtsi32_si128((int)t)));
+    }
+    _mm256_storeu_si256((__m256i *)out, hm);
+    _mm256_storeu_si256((__m256i *)(out + 32), qs[0]);
+    _mm256_storeu_si256((__m256i *)(out + 64), qs[1]);
+    gg_put_scales_q3(sc, out + 96);
+    gg_put_h(out + 108, dh);
+}
+
+static void gg_pack_q6_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out)
+{
+    const __m256i m15 = _mm256_set1_epi8(15), m3 = _mm256_set1_epi8(3);
+    for (unsigned c = 0; c < 2; c++) {
+        __m256i u[4], hi[4];
+        for (unsigned t = 0; t < 4; t++) {
+            u[t] = gv_row(q, 4 * c + t, 32); /* 0..63 */
+            hi[t] = _mm256_and_si256(_mm256_srli_epi16(u[t], 4), m3);
+            u[t] = _mm256_and_si256(u[t], m15);
+        }
+        _mm256_storeu_si256((__m256i *)(out + 64 * c), _mm256_or_si256(u[0], GV_SHL8(u[2], 4)));
+        _mm256_storeu_si256((__m256i *)(out + 64 * c + 32),
+                            _mm256_or_si256(u[1], GV_SHL8(u[3], 4)));
+        const __m256i h = _mm256_or_si256(_mm256_or_si256(hi[0], GV_SHL8(hi[1], 2)),
+                                          _mm256_or_si256(GV_SHL8(hi[2], 4), GV_SHL8(hi[3], 6)));
+        _mm256_storeu_si256((__m256i *)(out + 128 + 32 * c), h);
+    }
+    for (unsigned j = 0; j < 16; j++) {
+        out[192 + j] = (uint8_t)(int8_t)sc[j];
+    }
+    gg_put_h(out + 208, dh);
 }
 
 /* gg_aff_err per lane. */

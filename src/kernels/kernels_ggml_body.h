@@ -6,7 +6,9 @@
  * set only lets the compiler use wider vectors. Everything here is static.
  *
  * With GG_SIMD defined, the including file supplies its own searches (gg_sym_blocks,
- * gg_sym_super, gg_aff_super), gg_encode_f16 and the decoders of the types it writes
+ * gg_sym_super, gg_aff_super), the packing of Q3_K and Q6_K (gg_pack_q3_k, _q6_k),
+ * gg_encode_q3_k,
+ * gg_encode_f16 and the decoders of the types it writes
  * (gg_decode_q8_0, _q4_0, _q5_0, _q2_k, _q3_k, _q4_k, _q5_k, _q6_k, _f16, _bf16) and ggml's
  * rounding encoders (gg_round_q8_0, _q4_0, _q5_0), with the
  * same contracts and bits; the reference ones are left out.
@@ -63,9 +65,9 @@ static inline float gg_rclamp(float v, float lo, float hi)
 /* The candidate grids of the symmetric searches (gg_sym_search): ncand codes per end of the
  * range, from back steps beyond the end inwards. Mapping the largest magnitude past the end
  * code (so that it clamps) matters with importance, where the few heavy columns decide. Q4_0
- * and Q5_0: 6 per end, from 1.25 beyond it in steps of 0.25; Q3_K: 4 per end, from 0.99
- * beyond it in steps of 0.33, and 2 + 1 super-block scales (gg_super_cands). Q2_K searches
- * wider with importance (gg_encode_q2_k). */
+ * and Q5_0: 6 per end, from 1.25 beyond it in steps of 0.25; Q3_K with importance: 4 per
+ * end, from 0.99 beyond it in steps of 0.33, and 2 + 1 super-block scales (gg_super_cands). Q2_K
+ * searches wider with importance (gg_encode_q2_k). */
 #define GG_Q4_NCAND 6u
 #define GG_Q4_BACK 5u
 #define GG_Q4_STEP 0.25f
@@ -87,19 +89,14 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
                          uint16_t *dmin_out, uint8_t *sc, uint8_t *mc, uint8_t *q);
 
 /* The super-block scale candidates of a symmetric K type, as stored (binary16), from the
- * sub-block scales s[16]: the largest-magnitude scale smax on scale code pmin + k / 2 for
- * k < nd (k = 0 is the plain choice), then the unweighted least-squares fit of the scales to
- * the codes that the first candidate gives. Returns the count (at most GG_SUPER_MAXCAND). */
+ * sub-block scales s[16] and smax, the first of them of largest magnitude: smax on scale code
+ * pmin + k / 2 for k < nd (k = 0 is the plain choice), then the unweighted least-squares fit
+ * of the scales to the codes that the first candidate gives. Returns the count (at most
+ * GG_SUPER_MAXCAND). */
 #define GG_SUPER_MAXCAND 9u
-static unsigned gg_super_cands(const float *s, int pmin, int pmax, unsigned nd, uint16_t *dc)
+static unsigned gg_super_cands(const float *s, float smax, int pmin, int pmax, unsigned nd,
+                               uint16_t *dc)
 {
-    float smax = 0.0f, amax = 0.0f;
-    for (unsigned j = 0; j < 16; j++) {
-        if (fabsf(s[j]) > amax) {
-            amax = fabsf(s[j]);
-            smax = s[j];
-        }
-    }
     unsigned n = 0;
     for (unsigned k = 0; k < nd && k + 1 < GG_SUPER_MAXCAND; k++) {
         dc[n++] = aq__f32_to_f16(gg_f16_round(smax / ((float)pmin + 0.5f * (float)k)));
@@ -279,6 +276,25 @@ static float gg_sym_search(const float *x, const float *w, size_t n, int qmin_i,
     return best_d;
 }
 
+/* The one-start fit of a symmetric sub-block (the fast level of gg_sym_super): the element of
+ * largest magnitude (the largest element where it is at least as far from 0 as the smallest)
+ * on code qmin, refitted once by least squares (gg_sym_refit), not judged. 0 for an all-zero
+ * block or a start of 0 or not finite; the start itself where the refit is not finite. */
+static float gg_sym_fit1(const float *x, const float *w, size_t n, int qmin, int qmax)
+{
+    float hi = x[0], lo = x[0];
+    for (size_t i = 1; i < n; i++) {
+        hi = x[i] > hi ? x[i] : hi;
+        lo = x[i] < lo ? x[i] : lo;
+    }
+    const float d0 = (hi >= -lo ? hi : lo) / (float)qmin;
+    if (d0 == 0.0f || !isfinite(d0)) {
+        return 0.0f;
+    }
+    const float d = gg_sym_refit(x, w, n, d0, (float)qmin, (float)qmax);
+    return isfinite(d) ? d : d0;
+}
+
 /* The scale s > 0 and min m >= 0 of an affine sub-block (x ~ s q - m, q in [0, qmax]) with
  * the least weighted error: codes from a grid over [min(lo, 0), hi] at several numbers of
  * levels, each fitted by weighted least squares (offset clamped to <= 0, as the format stores
@@ -446,15 +462,27 @@ static void gg_aff_super(const float *x, const float *w, unsigned nsub, unsigned
 }
 
 /* A sub-block's scale code under super-block scale d: the best of the three codes nearest
- * sj / d within [pmin, pmax] (the first with the least weighted error), into *sc; returns that
- * error. */
+ * sj / d within [pmin, pmax], or with two the codes either side of it (floor, clamped to
+ * [pmin, pmax - 1], and the next), the first with the least weighted error, into *sc; returns
+ * that error. */
 static inline float gg_sym_sub_pick(const float *xj, const float *wj, float sj, float d, int qmin,
-                                    int qmax, int pmin, int pmax, int *sc)
+                                    int qmax, int pmin, int pmax, bool two, int *sc)
 {
-    const int c0 = d != 0.0f ? gg_code(sj / d, pmin, pmax) : 0;
+    int c0, lo, hi;
+    if (two) {
+        float f = d != 0.0f ? floorf(sj / d) : 0.0f;
+        f = f < (float)pmin ? (float)pmin : f;
+        f = f > (float)(pmax - 1) ? (float)(pmax - 1) : f;
+        c0 = lo = (int)f;
+        hi = lo + 1;
+    } else {
+        c0 = d != 0.0f ? gg_code(sj / d, pmin, pmax) : 0;
+        lo = c0 - 1;
+        hi = c0 + 1;
+    }
     int best = c0;
     float be = INFINITY;
-    for (int a = c0 - 1; a <= c0 + 1; a++) {
+    for (int a = lo; a <= hi; a++) {
         if (a < pmin || a > pmax) {
             continue;
         }
@@ -470,20 +498,30 @@ static inline float gg_sym_sub_pick(const float *xj, const float *wj, float sj, 
 
 /* Sub-block parameters of a symmetric super-block (Q3_K, Q6_K): 16 sub-blocks of 16, codes
  * [qmin, qmax], signed scale codes [pmin, pmax]. Writes d (as stored), sc[] and codes q[].
- * The super-block scale d is searched: nd candidates (gg_super_cands), each judged by the
- * super-block's total weighted error after every sub-block has picked the best of the three
- * scale codes nearest s / d; the first with the least total wins. */
+ * Each sub-block's scale s comes from gg_sym_search with ncand candidates per end; ncand 0 is
+ * the fast level: s from gg_sym_fit1 (one start, one refit), and two scale codes tried per
+ * sub-block instead of three (gg_sym_sub_pick). The super-block scale d is searched: nd candidates
+ * (gg_super_cands), each judged by the super-block's total weighted error after every sub-block has
+ * picked its best scale code; the first with the least total wins. */
 static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int pmin, int pmax,
                          unsigned ncand, unsigned back, float step, unsigned nd, uint16_t *d_out,
                          int *sc, int8_t *q)
 {
     float s[16];
     for (unsigned j = 0; j < 16; j++) {
-        s[j] = gg_sym_search(x + j * 16, w != NULL ? w + j * 16 : gg_ones, 16, qmin, qmax, ncand,
-                             back, step, false);
+        const float *wj = w != NULL ? w + j * 16 : gg_ones;
+        s[j] = ncand == 0 ? gg_sym_fit1(x + j * 16, wj, 16, qmin, qmax)
+                          : gg_sym_search(x + j * 16, wj, 16, qmin, qmax, ncand, back, step, false);
+    }
+    float smax = 0.0f, amax = 0.0f;
+    for (unsigned j = 0; j < 16; j++) {
+        if (fabsf(s[j]) > amax) {
+            amax = fabsf(s[j]);
+            smax = s[j];
+        }
     }
     uint16_t dc[GG_SUPER_MAXCAND];
-    const unsigned n = gg_super_cands(s, pmin, pmax, nd, dc);
+    const unsigned n = gg_super_cands(s, smax, pmin, pmax, nd, dc);
     unsigned best_k = 0;
     float best_t = INFINITY;
     for (unsigned k = 0; n > 1 && k < n; k++) {
@@ -491,7 +529,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
         float t = 0.0f;
         for (unsigned j = 0; j < 16; j++) {
             t += gg_sym_sub_pick(x + j * 16, w != NULL ? w + j * 16 : gg_ones, s[j], d, qmin, qmax,
-                                 pmin, pmax, &sc[j]);
+                                 pmin, pmax, ncand == 0, &sc[j]);
         }
         if (k == 0 || t < best_t) {
             best_t = t;
@@ -502,7 +540,7 @@ static void gg_sym_super(const float *x, const float *w, int qmin, int qmax, int
     for (unsigned j = 0; j < 16; j++) {
         const float *xj = x + j * 16;
         (void)gg_sym_sub_pick(xj, w != NULL ? w + j * 16 : gg_ones, s[j], d, qmin, qmax, pmin, pmax,
-                              &sc[j]);
+                              ncand == 0, &sc[j]);
         const float fd = d * (float)sc[j];
         const float id = fd != 0.0f ? 1.0f / fd : 0.0f;
         for (unsigned i = 0; i < 16; i++) {
@@ -816,14 +854,20 @@ static void gg_decode_q2_k(const uint8_t *in, size_t nb, float *y)
 }
 #endif
 
-/* The 6-bit scales of Q3_K (stored with +32) in their 12 bytes. */
+/* The 6-bit scales of Q3_K (stored with +32) in their 12 bytes: the low four bits of scale j
+ * in byte j % 8 (j < 8 low nibble), the high two in byte 8 + j % 4 at bit 2 (j / 4). */
 static void gg_put_scales_q3(const int *sc, uint8_t *p)
 {
-    memset(p, 0, 12);
+    unsigned v[16];
     for (unsigned j = 0; j < 16; j++) {
-        const unsigned v = (unsigned)(sc[j] + 32);
-        p[j % 8] |= (uint8_t)((v & 15u) << (4 * (j / 8)));
-        p[8 + j % 4] |= (uint8_t)(((v >> 4) & 3u) << (2 * (j / 4)));
+        v[j] = (unsigned)(sc[j] + 32);
+    }
+    for (unsigned j = 0; j < 8; j++) {
+        p[j] = (uint8_t)((v[j] & 15u) | ((v[j + 8] & 15u) << 4));
+    }
+    for (unsigned j = 0; j < 4; j++) {
+        p[8 + j] = (uint8_t)(((v[j] >> 4) & 3u) | (((v[j + 4] >> 4) & 3u) << 2) |
+                             (((v[j + 8] >> 4) & 3u) << 4) | (((v[j + 12] >> 4) & 3u) << 6));
     }
 }
 
@@ -834,6 +878,10 @@ static int gg_get_scale_q3(const uint8_t *p, unsigned j)
     return (int)(lo | (hi << 4)) - 32;
 }
 
+#ifdef GG_SIMD
+static void gg_pack_q3_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out);
+static void gg_pack_q6_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out);
+#else
 /* Q3_K's bytes of one super-block: codes q in -4..3, scales sc in -32..31, d. */
 static void gg_pack_q3_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *out)
 {
@@ -869,8 +917,13 @@ static void gg_pack_q6_k(const int8_t *q, const int *sc, uint16_t dh, uint8_t *o
     }
     gg_put_h(out + 208, dh);
 }
+#endif
 
-/* The symmetric K types, Q3_K (six false) and Q6_K (six true). */
+/* The symmetric K types, Q3_K (six false) and Q6_K (six true). Without importance both
+ * search less than with it, and still stay below ggml's error on the bench's distributions
+ * (docs/gguf.md): Q6_K one candidate per end instead of two, Q3_K the fast level of
+ * gg_sym_super (one start per sub-block, refitted once, two scale codes tried) and one
+ * super-block scale. */
 static void gg_encode_sym_k(const float *x, const float *w, size_t nb, uint8_t *out, bool six)
 {
     const size_t bytes = six ? 210 : 110;
@@ -879,8 +932,11 @@ static void gg_encode_sym_k(const float *x, const float *w, size_t nb, uint8_t *
         int8_t q[GG_QKK];
         uint16_t dh;
         if (six) {
-            gg_sym_super(x, w, -32, 31, -128, 127, 2, 0, 0.5f, 1, &dh, sc, q);
+            gg_sym_super(x, w, -32, 31, -128, 127, w != NULL ? 2 : 1, 0, 0.5f, 1, &dh, sc, q);
             gg_pack_q6_k(q, sc, dh, out);
+        } else if (w == NULL) {
+            gg_sym_super(x, NULL, -4, 3, -32, 31, 0, 0, 0.0f, 1, &dh, sc, q);
+            gg_pack_q3_k(q, sc, dh, out);
         } else {
             gg_sym_super(x, w, -4, 3, -32, 31, GG_Q3_NCAND, GG_Q3_BACK, GG_Q3_STEP, GG_Q3_ND, &dh,
                          sc, q);
@@ -889,10 +945,12 @@ static void gg_encode_sym_k(const float *x, const float *w, size_t nb, uint8_t *
     }
 }
 
+#ifndef GG_SIMD
 static void gg_encode_q3_k(const float *x, const float *w, size_t nb, uint8_t *out)
 {
     gg_encode_sym_k(x, w, nb, out, false);
 }
+#endif
 
 static void gg_encode_q6_k(const float *x, const float *w, size_t nb, uint8_t *out)
 {
