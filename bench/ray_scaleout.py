@@ -127,8 +127,8 @@ def main() -> int:
             t0 = time.perf_counter()
             # Workers at the driver's niceness, as the cluster --ray local starts (Ray's
             # default, 15, would weigh the comparison against the job on a busy machine).
-            ray.init(num_cpus=workers, object_store_memory=128 << 20, include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR",
+            ray.init(address="local", num_cpus=workers, object_store_memory=128 << 20,
+                     include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                      _system_config={"worker_niceness": os.nice(0)})
             # The first job also starts the worker processes: not timed.
             run_ray(srcs[:1], tmpd / "warm", args, a.command, workers)

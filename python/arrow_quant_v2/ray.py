@@ -315,26 +315,31 @@ def _run_command(command: str, argv: Sequence[str]) -> subprocess.CompletedProce
         return f"{command}: {e.strerror or e}"
 
 
+def _make_plan(command: str, source: str, output: str, args: Sequence[str],
+               plan_path: str) -> tuple[bool, str, bytes]:
+    """On a worker: the checkpoint planned by the command (--plan-out plan_path), which reads
+    every option as it always does. (ok, error line, the serialised plan)."""
+    proc = _run_command(command, ["quantize", source, "-o", output, "--plan-out", plan_path,
+                                  *[a for a in args if a not in ("--json", "--quiet", "-q")],
+                                  "--quiet"])
+    if isinstance(proc, str):
+        return False, proc, b""
+    if proc.returncode != 0:
+        return False, _command_error(command, proc), b""
+    with open(plan_path, "rb") as f:
+        return True, "", f.read()
+
+
 @ray.remote(num_cpus=1, max_retries=-1)
 def _plan_checkpoint(source: str, output: str, command: str,
                      args: Sequence[str]) -> tuple[bool, str, bytes]:
-    """A task on a worker: the checkpoint planned by the command (--plan-out), which reads
-    every option as it always does. (ok, error line, the serialised plan)."""
+    """A task on a worker: a checkpoint to be cut into ranges, planned (_make_plan)."""
     import tempfile
 
     if not os.access(command, os.X_OK):
         command = _find_command(None)
     with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
-        plan_path = os.path.join(tmp, "plan")
-        proc = _run_command(command, ["quantize", source, "-o", output, "--plan-out", plan_path,
-                                      *[a for a in args if a not in ("--json", "--quiet", "-q")],
-                                      "--quiet"])
-        if isinstance(proc, str):
-            return False, proc, b""
-        if proc.returncode != 0:
-            return False, _command_error(command, proc), b""
-        with open(plan_path, "rb") as f:
-            return True, "", f.read()
+        return _make_plan(command, source, output, args, os.path.join(tmp, "plan"))
 
 
 def _tensor_failures(source: str, plan: bytes, begin: int, end: int,
@@ -440,16 +445,17 @@ def _run_whole(command: str, source: str, output: str, plan: bytes, args: Sequen
 
 
 def _execute_batch(batch: dict[str, Any], command: str, args: Sequence[str],
-                   calibration: Mapping[str, Any] | None = None,
-                   plans: Mapping[int, Any] | None = None) -> dict[str, Any]:
-    """map_batches on a worker, for each unit of work: a whole checkpoint's unit runs the
-    command following its plan, which quantizes and writes the file here (the row that comes
-    back holds its summary, no weights); a range's unit quantizes its tensors from the
+                   calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """map_batches on a worker, for each unit of work: a whole checkpoint's unit plans it with
+    the command (--plan-out), then runs the command following that plan, which quantizes and
+    writes the file here (the row that comes back holds the plan and the command's summary, no
+    weights); a range's unit quantizes its tensors from the
     checkpoint (read through this worker's own memory map) into the model file's rows, as an
     Arrow IPC stream. A range that fails is run again tensor by tensor, so every failing
     tensor is named. calibration: the job's calibration table (_calibration_file), which
-    executing a range needs when the plan was made with one. plans: the plan tasks' results
-    of the whole checkpoints, by checkpoint (a range's row holds its plan)."""
+    executing a range needs when the plan was made with one."""
+    import tempfile
+
     import pyarrow as pa
 
     from arrow_quant_v2.arrow_quant_v2 import _model_execute, _model_plan_tensors
@@ -465,22 +471,23 @@ def _execute_batch(batch: dict[str, Any], command: str, args: Sequence[str],
         command = _find_command(None)
     out: dict[str, list[Any]] = {k: [] for k in ("ckpt", "range", "begin", "end", "ok",
                                                  "failures", "rows", "pid", "task", "text",
-                                                 "error")}
+                                                 "error", "planned", "plan")}
     task = ray.get_runtime_context().get_task_id() or ""
     for c, k, b, e, whole, src, dst, plan in zip(
             batch["ckpt"], batch["range"], batch["begin"], batch["end"], batch["whole"],
             batch["source"], batch["output"], batch["plan"]):
         b, e, src, plan = int(b), int(e), str(src), bytes(plan)
         failures: list[tuple[str, str]] = []
-        rows, text, error, ok = b"", "", "", True
+        rows, text, error, ok, planned_ok = b"", "", "", True, True
         if whole:
-            got = (plans or {})[int(c)]
-            planned_ok, error, plan = ray.get(got) if isinstance(got, ray.ObjectRef) else got
+            with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
+                planned_ok, error, plan = _make_plan(command, src, str(dst), args,
+                                                     os.path.join(tmp, "plan"))
             if planned_ok:
                 r = _run_whole(command, src, str(dst), plan, args, calibration)
                 failures = [tuple(f) for f in r["failures"]]
                 text, error, ok = r["text"], r["error"] or "", bool(r["ok"])
-            else:  # the driver reports the plan's error
+            else:  # planning failed: the command's error, no tensor to name
                 ok = False
         else:
             with _calibration_file(calibration) as calib:
@@ -508,6 +515,8 @@ def _execute_batch(batch: dict[str, Any], command: str, args: Sequence[str],
         out["task"].append(task)
         out["text"].append(text)
         out["error"].append(error)
+        out["planned"].append(planned_ok)
+        out["plan"].append(plan if whole else b"")
     return out
 
 
@@ -608,9 +617,9 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                     progress: Callable[[Mapping[str, Any]], Any] | None,
                     phases: dict[str, float],
                     t_job: float) -> tuple[dict[int, CheckpointResult], int]:
-    """Plan on the workers, then one Ray Dataset of units of work through map_batches: a
-    whole checkpoint's unit quantizes and writes its file on a worker; a cut checkpoint's
-    ranges are quantized into rows, and its file written from them by a task. Each file is
+    """One Ray Dataset of units of work through map_batches: a whole checkpoint's unit plans,
+    quantizes and writes its file on a worker; a cut checkpoint, planned first by a task, has
+    its ranges quantized into rows, and its file written from them by a task. Each file is
     written on a worker by the command, which prints its summary; its time is the job's, from
     its start (t_job) to the file."""
     from arrow_quant_v2.arrow_quant_v2 import _model_plan_tensors
@@ -618,10 +627,12 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
 
     workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     t0 = time.monotonic()
-    split = _to_split([_bytes_of(src) for src, _ in pairs], workers)
-    # Plans: a task per checkpoint (a plan is small; a Ray Data execution would cost more
-    # than the tasks), all at once on the cluster.
-    planned = [_plan_checkpoint.remote(src, dst, cmd, list(args)) for src, dst in pairs]
+    sizes = [_bytes_of(src) for src, _ in pairs]
+    split = _to_split(sizes, workers)
+    # A cut checkpoint is planned first, by a task (the driver cuts its plan into ranges); a
+    # whole checkpoint is planned by its own unit, on the worker that then quantizes it.
+    planned = {i: _plan_checkpoint.remote(pairs[i][0], pairs[i][1], cmd, list(args))
+               for i in sorted(split)}
     finals: dict[int, Any] = {}  # the write tasks of cut checkpoints
     results: dict[int, CheckpointResult] = {}
     plans: dict[int, bytes] = {}
@@ -638,11 +649,15 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                                           seconds=time.monotonic() - t_job)
 
     def report(i: int, ok: bool) -> None:
+        """Progress: tensors and their bytes, of the plans in so far (a checkpoint not yet
+        planned counts its files' size)."""
         if progress is not None:
             progress({"tensors_done": done["t"],
                       "tensors_total": sum(len(t) for t in tensors.values()),
                       "bytes_done": done["b"],
-                      "bytes_total": sum(int(t[4]) for ts in tensors.values() for t in ts),
+                      "bytes_total": sum(int(t[4]) for ts in tensors.values() for t in ts)
+                      + sum(sizes[k] for k in range(len(pairs))
+                            if k not in tensors and k not in results),
                       "current": pairs[i][0], "checkpoints_done": len(results),
                       "checkpoints_total": len(pairs), "ok": ok})
 
@@ -671,11 +686,9 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
             for i in [i for i, r in finals.items() if r in ready]:
                 finish(i, ray.get(finals.pop(i)))
 
-    # A cut checkpoint's plan is needed here, for its ranges; a whole checkpoint's unit gets
-    # its plan on its worker (the plan task's result, from the object store), so the dataset
-    # starts while the plans are made.
     for i in sorted(split):
         plan_in(i, ray.get(planned[i]))
+    phases["planned"] = time.monotonic() - t0  # the plans of the cut checkpoints
     # The units, in checkpoint order: one for a whole checkpoint, its ranges for a cut one.
     rows, span = [], {}
     for i in range(len(pairs)):
@@ -697,15 +710,9 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
             ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
                 _execute_batch, batch_size=1, num_cpus=1,
                 fn_kwargs={"command": cmd, "args": list(args),
-                           "calibration": _calibration_of(args),
-                           "plans": {i: planned[i] for i in range(len(pairs))
-                                     if i not in split}},
+                           "calibration": _calibration_of(args)},
                 compute=ray.data.TaskPoolStrategy(size=max(1, min(workers, len(rows)))))
-            bundles = ds.iter_internal_ref_bundles()  # the dataset starts running here
-        for i in range(len(pairs)):
-            if i not in split:
-                plan_in(i, ray.get(planned[i]))
-        phases["planned"] = time.monotonic() - t0
+            bundles = ds.iter_internal_ref_bundles()
         held: list[tuple[int, int, Any]] = []  # (first row, end row, block ref)
         pos = 0
         pending = sorted(span)
@@ -722,13 +729,17 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                                          for t in tensors[r["ckpt"]][r["begin"]:r["end"]])
                         last = r["ckpt"]
                 if any(rows[j]["whole"] for j in range(pos, pos + n)):
-                    # Whole checkpoints' units: written on their worker; their rows hold the
-                    # command's summary and no weights. (One whose plan failed is reported
-                    # with the plan's error.)
+                    # Whole checkpoints' units: planned and written on their worker; their
+                    # rows hold the plan and the command's summary, no weights.
                     tbl = BlockAccessor.for_block(ray.get(entry.ref)).to_arrow()
                     for w in tbl.drop_columns(["rows"]).to_pylist():
                         i = int(w["ckpt"])
-                        if i not in span and i not in results:
+                        if i in span:
+                            continue
+                        plan_in(i, (bool(w["planned"]), w["error"], bytes(w["plan"])))
+                        if i in results:  # its planning failed
+                            report(i, False)
+                        else:
                             w["failures"] = json.loads(w["failures"])
                             w["pids"], w["tasks"] = [int(w["pid"])], [str(w["task"])]
                             finish(i, w)
