@@ -7,18 +7,19 @@
 
 A job has three steps, each on the workers (docs/ray.md); no weights pass through the driver:
 
-1. plan: a task per checkpoint; a worker runs ``arrowquant quantize SRC -o OUT --plan-out``
-   with the job's options, so every rule, floor and budget is the command's. The plan (what
-   each tensor becomes; no weights) comes back to the driver.
+1. plan: a worker runs ``arrowquant quantize SRC -o OUT --plan-out`` with the job's options,
+   so every rule, floor and budget is the command's. A checkpoint is cut into ranges of
+   tensors only where spreading it over workers shortens the job (fewer checkpoints than
+   workers, or one larger than a worker's share): such a checkpoint is planned first by a
+   task, whose plan (what each tensor becomes; no weights) the driver cuts. A whole checkpoint
+   is planned by its own unit of step 2.
 2. execute: one Ray Dataset of units of work, quantized by ``map_batches`` on the workers. A
-   checkpoint is cut into ranges of tensors only where spreading it over workers shortens the
-   job (fewer checkpoints than workers, or one larger than a worker's share); the others are
-   one unit each. A whole checkpoint's unit runs ``arrowquant quantize SRC -o OUT --plan-in
+   whole checkpoint's unit plans it, then runs ``arrowquant quantize SRC -o OUT --plan-in
    PLAN`` on its worker, which follows the plan and writes the file in one process (its row
-   brings back the command's summary, no weights). A range's unit (``range_bytes`` of source
-   each, at least one per worker) reads the mapped checkpoint lazily (``_model_execute``: the
-   library's aq_model_execute) into the model file's rows. A bad tensor is reported by name,
-   every one of them.
+   brings back the plan and the command's summary, no weights). A range's unit
+   (``range_bytes`` of source each, at least one per worker) reads the mapped checkpoint
+   lazily (``_model_execute``: the library's aq_model_execute) into the model file's rows. A
+   bad tensor is reported by name, every one of them.
 3. write: once a cut checkpoint's ranges are done, a task on a worker has the command
    assemble its model file from the plan and the rows in order (``--plan-in PLAN --rows-in
    ROWS``: aq_model_writer), under a temporary name renamed into place: the same bytes
@@ -810,7 +811,9 @@ def quantize_checkpoints(sources: str | os.PathLike[str] | Iterable[str | os.Pat
     workers run (default: the one installed beside the worker's Python, else on PATH).
     progress_callback: called on this thread as work finishes, with a mapping
     (checkpoints_done, checkpoints_total, bytes_done, bytes_total, current, ok; with layer rows
-    also tensors_done, tensors_total, as each range of tensors is quantized).
+    also tensors_done, tensors_total, as each range of tensors is quantized; the totals are
+    those of the checkpoints planned so far, each one not yet planned counting its files'
+    size in bytes_total).
     range_bytes: source bytes of one range of tensors (layer rows); a checkpoint is also cut
     into at least one range per worker, so one huge checkpoint spreads over the cluster.
     settings: the command's options as keywords (the module's docstring); each checkpoint's
