@@ -638,27 +638,26 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
     results: dict[int, CheckpointResult] = {}
     plans: dict[int, bytes] = {}
     tensors: dict[int, list[tuple[Any, ...]]] = {}
-    done = {"t": 0, "b": 0}
+    # Progress: tensors and their bytes done, and the totals of the plans in so far (a
+    # checkpoint not yet planned counts its files' size in bytes, no tensors).
+    done = {"t": 0, "b": 0, "total_t": 0, "total_b": sum(sizes)}
 
     def plan_in(i: int, got: tuple[bool, str, bytes]) -> None:
         ok, error, plan = got
+        done["total_b"] -= sizes[i]
         if ok:
             plans[i] = plan
             tensors[i] = _model_plan_tensors(plan)
+            done["total_t"] += len(tensors[i])
+            done["total_b"] += sum(int(t[4]) for t in tensors[i])
         else:
             results[i] = CheckpointResult(pairs[i][0], pairs[i][1], False, error or None,
                                           seconds=time.monotonic() - t_job)
 
     def report(i: int, ok: bool) -> None:
-        """Progress: tensors and their bytes, of the plans in so far (a checkpoint not yet
-        planned counts its files' size)."""
         if progress is not None:
-            progress({"tensors_done": done["t"],
-                      "tensors_total": sum(len(t) for t in tensors.values()),
-                      "bytes_done": done["b"],
-                      "bytes_total": sum(int(t[4]) for ts in tensors.values() for t in ts)
-                      + sum(sizes[k] for k in range(len(pairs))
-                            if k not in tensors and k not in results),
+            progress({"tensors_done": done["t"], "tensors_total": done["total_t"],
+                      "bytes_done": done["b"], "bytes_total": done["total_b"],
                       "current": pairs[i][0], "checkpoints_done": len(results),
                       "checkpoints_total": len(pairs), "ok": ok})
 

@@ -260,22 +260,35 @@ def test_killed_worker_is_retried_with_complete_files(cluster, command, tmp_path
     assert sorted(os.listdir(out)) == ["k0.arrow", "k1.arrow", "k2.arrow"]
 
 
-def _writing(output):
-    """(Ray worker, command) of a write task whose command is writing `output` from rows: the
-    worker is the command's parent."""
+def _write_worker():
+    """The Ray worker process running a write task (Ray titles a worker by its task)."""
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            if b"--rows-in" not in argv or os.fsencode(output) not in argv:
-                continue
-            stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            title = pathlib.Path(f"/proc/{parent}/cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
+            title = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
             continue
         if title.startswith(b"ray::") and b"_write_checkpoint" in title:
-            return parent, int(pid)
+            return int(pid)
     return None
+
+
+def _writing(worker, output):
+    """Whether the write task's worker has a child command writing `output` from rows (read
+    from the lists of children of the worker's threads, which are cheap to poll)."""
+    kids = []
+    try:
+        for tid in os.listdir(f"/proc/{worker}/task"):
+            kids += pathlib.Path(f"/proc/{worker}/task/{tid}/children").read_text().split()
+    except OSError:
+        return False
+    for kid in kids:
+        try:
+            argv = pathlib.Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--rows-in" in argv and os.fsencode(output) in argv:
+            return True
+    return False
 
 
 def test_worker_killed_while_writing_is_retried_with_a_complete_file(cluster, command,
@@ -291,14 +304,15 @@ def test_worker_killed_while_writing_is_retried_with_a_complete_file(cluster, co
 
     def killer():
         deadline = time.monotonic() + 300
+        worker = None
         while time.monotonic() < deadline and not killed:
-            found = _writing(final)
-            if found is not None:
-                os.kill(found[0], signal.SIGKILL)  # the Ray worker running the write task
-                killed.append(found)
+            worker = worker or _write_worker()
+            if worker is not None and _writing(worker, final):
+                os.kill(worker, signal.SIGKILL)  # the Ray worker running the write task
+                killed.append(worker)
                 seen_final.append(final.exists())
                 return
-            time.sleep(0.002)
+            time.sleep(0.001)
 
     t = threading.Thread(target=killer)
     t.start()
