@@ -1,9 +1,11 @@
 """arrow_quant_v2.ray on a real local Ray cluster (a head node and its worker processes on this
-machine): the files the workers assemble from layer rows are byte for byte the command's, for a
-diffusers folder and for a list of checkpoints (native and GGUF, both through plans); one
-checkpoint is split over several tasks (a GGUF one too); a worker killed while it quantizes a range is retried and the files
-come out complete and correct; bad tensors are reported by name and the others finish; and the
-command's --ray path gives the same files, progress in tensors and a summary."""
+machine): the files the workers write are byte for byte the command's, for a diffusers folder
+and for a list of checkpoints (native and GGUF, both through plans); one checkpoint is split
+over several tasks (a GGUF one, and one with a calibration, too); a worker killed while it
+quantizes, or while its write task's command writes a file, is retried and the files come out
+complete and correct; bad tensors are reported by name and the others finish; each file's
+time is the job's; and the command's --ray path gives the same files, progress in tensors and
+a summary."""
 import hashlib
 import json
 import os
