@@ -13,7 +13,9 @@ repetition runs, one after the other so that all see the same load:
 - before, with ``--before FILE`` (an earlier ``arrow_quant_v2/ray.py``, e.g. from
   ``git show REV:python/arrow_quant_v2/ray.py``): the same job through it.
 Every output is checked byte for byte against the plain command's. Prints the best and the
-median time of each and the ratios job / plain (target <= 1.15).
+median time of each and the ratios job / plain (target <= 1.15), and the CPU time each used
+(the plain commands'; the job's: the cluster's processes, the commands they ran and the
+driver), which the machine's load does not change as it changes wall times.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import argparse
 import importlib.util
 import os
 import pathlib
+import resource
 import shlex
 import statistics
 import sys
@@ -46,16 +49,49 @@ def load(path: str | None):
     return mod
 
 
-def job(mod, srcs, outdir: pathlib.Path, args: list[str], command: str) -> float:
+def descendants_cpu() -> float:
+    """CPU seconds (user + system) of this process's descendants (the local cluster: its
+    raylet, workers and the commands they run, reaped ones included through their parents'
+    children times) and of this process itself."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            f = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        stats[int(pid)] = (int(f[1]), sum(int(x) for x in f[11:15]) / tick)
+    kids: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        kids.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, list(kids.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        total += stats[pid][1]
+        todo += kids.get(pid, [])
+    return total + time.process_time()
+
+
+def job(mod, srcs, outdir: pathlib.Path, args: list[str], command: str) -> tuple[float, float]:
+    """(wall, CPU) seconds of the job."""
     outdir.mkdir(parents=True, exist_ok=True)
     pairs = mod._plan([str(s) for s in srcs], str(outdir), None, ".arrow")
+    c0 = descendants_cpu()
     t0 = time.perf_counter()
     res = mod._run_job(pairs, ["--threads", "1", "--quiet", *args], address=None,
                        num_workers=1, command=command, progress=None)
     dt = time.perf_counter() - t0
     if not res.ok:
         raise SystemExit(f"ray job failed: {res.failures}")
-    return dt
+    return dt, descendants_cpu() - c0
+
+
+def plain(command: str, srcs, outdir: pathlib.Path, args: list[str]) -> tuple[float, float]:
+    """(wall, CPU) seconds of the plain command over every checkpoint."""
+    c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    dt = run_plain(command, srcs, outdir, args)
+    c1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return dt, (c1.ru_utime - c0.ru_utime) + (c1.ru_stime - c0.ru_stime)
 
 
 def main() -> int:
@@ -80,6 +116,7 @@ def main() -> int:
     if a.before:
         mods = {"before": load(a.before), **mods}
     times: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="aq-ray-overhead-") as tmp:
         tmpd = pathlib.Path(tmp)
         srcs = make_checkpoints(tmpd, a.checkpoints, a.mib)
@@ -92,7 +129,7 @@ def main() -> int:
                   "log_to_driver": False, "logging_level": "ERROR"}
             if own:  # as the cluster --ray local starts
                 kw["_system_config"] = {"worker_niceness": os.nice(0)}
-            ray.init(**kw)
+            ray.init(address="local", **kw)  # a new cluster, even where one runs here
 
             @ray.remote
             def niceness() -> int:
@@ -102,12 +139,14 @@ def main() -> int:
             for name, mod in mods.items():
                 job(mod, srcs[:1], tmpd / f"warm-{name}", args, a.command)
             for _ in range(a.reps):
-                times.setdefault((cluster, "plain"), []).append(
-                    run_plain(a.command, srcs, tmpd / "plain", args))
+                wall, cpu = plain(a.command, srcs, tmpd / "plain", args)
+                times.setdefault((cluster, "plain"), []).append(wall)
+                cpus.setdefault((cluster, "plain"), []).append(cpu)
                 for name, mod in mods.items():
                     out = tmpd / f"{name}-{own}"
-                    times.setdefault((cluster, name), []).append(
-                        job(mod, srcs, out, args, a.command))
+                    wall, cpu = job(mod, srcs, out, args, a.command)
+                    times.setdefault((cluster, name), []).append(wall)
+                    cpus.setdefault((cluster, name), []).append(cpu)
                     for s in srcs:
                         if digest(out / (s.stem + ".arrow")) != \
                                 digest(tmpd / "plain" / (s.stem + ".arrow")):
@@ -116,12 +155,15 @@ def main() -> int:
             ray.shutdown()
         print(f"load after: {os.getloadavg()[0]:.2f}")
         print(f"| cluster | run | best of {a.reps} (s) | median (s) | best / plain's best | "
-              "median / plain's median |")
-        print("|---|---|---|---|---|---|")
+              "median / plain's median | CPU, median (s) | CPU / plain's |")
+        print("|---|---|---|---|---|---|---|---|")
         for (cluster, name), ts in times.items():
             p = times[(cluster, "plain")]
+            c, pc = statistics.median(cpus[(cluster, name)]), statistics.median(
+                cpus[(cluster, "plain")])
             print(f"| {cluster} | {name} | {min(ts):.3f} | {statistics.median(ts):.3f} | "
-                  f"{min(ts) / min(p):.3f} | {statistics.median(ts) / statistics.median(p):.3f} |")
+                  f"{min(ts) / min(p):.3f} | {statistics.median(ts) / statistics.median(p):.3f} "
+                  f"| {c:.3f} | {c / pc:.3f} |")
         print("every output byte-identical to the command's")
     return 0
 

@@ -9,10 +9,10 @@ plus a norm per layer) into a temporary folder, then, --reps times in alternatio
 - plain: ``arrowquant quantize SRC -o OUT --threads 1 ARGS`` for each checkpoint in turn, in one
   loop on the driver (the work of one worker, without Ray);
 - ray1 / ray2: ``quantize_checkpoints`` on a running local cluster of 1 and 2 CPUs, its
-  workers at the driver's niceness as ``--ray local`` starts it (layer rows: a plan task per
-  checkpoint, then each checkpoint whole in one task, or cut into ranges of tensors and written
-  by a task where that spreads it over idle workers; ``--threads 1``), the cluster started
-  before the timing;
+  workers at the driver's niceness as ``--ray local`` starts it (one Dataset of units: each
+  checkpoint whole in one unit that plans, quantizes and writes it, or, where that spreads it
+  over idle workers, planned by a task, cut into ranges of tensors and written by a task;
+  ``--threads 1``), the cluster started before the timing;
 - split: one checkpoint of --split-mib MiB, through the command and through the cluster of 1
   and 2 CPUs (on two, its tensors cut into ranges over the workers; on one, whole).
 Every output is checked byte for byte against the plain command's. Prints each best time, the
@@ -127,8 +127,8 @@ def main() -> int:
             t0 = time.perf_counter()
             # Workers at the driver's niceness, as the cluster --ray local starts (Ray's
             # default, 15, would weigh the comparison against the job on a busy machine).
-            ray.init(num_cpus=workers, object_store_memory=128 << 20, include_dashboard=False,
-                     log_to_driver=False, logging_level="ERROR",
+            ray.init(address="local", num_cpus=workers, object_store_memory=128 << 20,
+                     include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                      _system_config={"worker_niceness": os.nice(0)})
             # The first job also starts the worker processes: not timed.
             run_ray(srcs[:1], tmpd / "warm", args, a.command, workers)

@@ -290,6 +290,12 @@ typedef struct aq_model_writer_options {
      * appended, with what aq_model_to_gguf reports of its tensor (names point into the plan). */
     aq_gguf_tensor_fn on_gguf_tensor;
     void *on_gguf_tensor_user;
+    /* The checkpoint the rows were made from (optional): the plan must match it, and the
+     * output may not be one of its files, as aq_model_quantize_plan checks. */
+    const aq_model *model;
+    /* The calibration the plan was made with (optional): the output may not be one of its
+     * files. */
+    const aq_calib *calib;
 } aq_model_writer_options;
 
 /* opts may be NULL (no callbacks). */

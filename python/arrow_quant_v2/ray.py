@@ -7,29 +7,31 @@
 
 A job has three steps, each on the workers (docs/ray.md); no weights pass through the driver:
 
-1. plan: a task per checkpoint; a worker runs ``arrowquant quantize SRC -o OUT --plan-out``
-   with the job's options, so every rule, floor and budget is the command's. The plan (what
-   each tensor becomes; no weights) comes back to the driver.
-2. execute: a checkpoint is cut into ranges of tensors only where spreading it over workers
-   shortens the job (fewer checkpoints than workers, or one larger than a worker's share).
-   The others run whole: a task runs ``arrowquant quantize SRC -o OUT --plan-in PLAN``, which
-   follows the plan and writes the file in one process. A cut checkpoint's plan becomes ranges
-   (``range_bytes`` of source each, at least one per worker), a Ray Dataset of one row per
-   range. ``map_batches`` quantizes each range on a worker, reading the mapped checkpoint
-   lazily (``_model_execute``: the library's aq_model_execute), into the model file's rows. A
+1. plan: a worker runs ``arrowquant quantize SRC -o OUT --plan-out`` with the job's options,
+   so every rule, floor and budget is the command's. A checkpoint is cut into ranges of
+   tensors only where spreading it over workers shortens the job (fewer checkpoints than
+   workers, or one larger than a worker's share): such a checkpoint is planned first by a
+   task, whose plan (what each tensor becomes; no weights) the driver cuts. A whole checkpoint
+   is planned by its own unit of step 2.
+2. execute: one Ray Dataset of units of work, quantized by ``map_batches`` on the workers. A
+   whole checkpoint's unit plans it, then runs ``arrowquant quantize SRC -o OUT --plan-in
+   PLAN`` on its worker, which follows the plan and writes the file in one process (its row
+   brings back the plan and the command's summary, no weights). A range's unit
+   (``range_bytes`` of source each, at least one per worker) reads the mapped checkpoint
+   lazily (``_model_execute``: the library's aq_model_execute) into the model file's rows. A
    bad tensor is reported by name, every one of them.
 3. write: once a cut checkpoint's ranges are done, a task on a worker has the command
    assemble its model file from the plan and the rows in order (``--plan-in PLAN --rows-in
    ROWS``: aq_model_writer), under a temporary name renamed into place: the same bytes
    ``arrowquant quantize`` writes on one machine. The command that writes a file prints its
-   own summary of it, the plain command's.
+   own summary of it, the plain command's, with the job's time.
 
-A worker that dies is retried by Ray (an execute task by Ray Data, a write task by its retries);
-nothing partial ever has the final name, and the temporaries of killed writers are removed.
-GGUF output (``type=``) takes the same three steps (a GGUF plan; each tensor's GGUF blocks as
-rows; the GGUF file written by ``--plan-in PLAN --rows-in ROWS``). A calibration
-(``calibration=``) runs one checkpoint per row through the whole command instead (its table
-would have to reach every worker).
+A worker that dies is retried by Ray (a unit of the dataset by Ray Data, a write task by its
+retries); nothing partial ever has the final name, and the temporaries of killed writers are
+removed. GGUF output (``type=``) takes the same steps (a GGUF plan; each tensor's GGUF blocks
+as rows; the GGUF file written by ``--plan-in PLAN --rows-in ROWS``). A calibration
+(``calibration=``) is read on the driver and its table put in the object store once; the
+workers that execute ranges get it from there.
 
 Settings are the command's options, as keywords: ``bits=4`` is ``--bits 4``,
 ``min_accuracy=0.99`` is ``--min-accuracy 0.99``, ``keep=["*norm*", "*.bias"]`` is two
@@ -46,6 +48,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -234,47 +237,6 @@ def _remove_stale_temporaries(output: str) -> None:
                 pass
 
 
-def _run_one(command: str, source: str, output: str, args: Sequence[str]) -> dict[str, Any]:
-    """One checkpoint: the command's run on this worker."""
-    t0 = time.monotonic()
-    argv = [command, "quantize", source, "-o", output, *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, preexec_fn=_die_with_parent,
-                              check=False)
-    except OSError as e:
-        return {"ok": False, "error": f"{command}: {e.strerror}", "text": "",
-                "seconds": time.monotonic() - t0}
-    _remove_stale_temporaries(output)
-    errors = [ln.removeprefix("arrowquant: error: ")
-              for ln in proc.stderr.splitlines() if ln.startswith("arrowquant: ")]
-    error = None
-    if proc.returncode != 0:
-        error = "; ".join(errors) or f"the command exited with status {proc.returncode}"
-    return {"ok": proc.returncode == 0, "error": error, "text": proc.stdout,
-            "seconds": time.monotonic() - t0}
-
-
-def _quantize_batch(batch: dict[str, Any], command: str, args: Sequence[str]) -> dict[str, Any]:
-    """The map_batches function, on a worker: each row (source, output) through the command.
-    Errors of a checkpoint become its row's error; only a dead worker makes Ray retry the task.
-    The command the driver named is used where it exists on this node, else this node's own."""
-    if not os.access(command, os.X_OK):
-        command = _find_command(None)
-    out: dict[str, list[Any]] = {k: [] for k in ("index", "ok", "error", "text", "seconds",
-                                                 "pid", "node")}
-    node = ray.get_runtime_context().get_node_id()
-    for i, src, dst in zip(batch["index"], batch["source"], batch["output"]):
-        r = _run_one(command, str(src), str(dst), args)
-        out["index"].append(int(i))
-        out["ok"].append(r["ok"])
-        out["error"].append(r["error"] or "")
-        out["text"].append(r["text"])
-        out["seconds"].append(r["seconds"])
-        out["pid"].append(os.getpid())
-        out["node"].append(node)
-    return out
-
-
 def _connect(address: str | None, num_workers: int | None) -> None:
     """Joins the cluster at address ("auto": the one this machine belongs to; None or "local":
     a new one on this machine with num_workers CPUs)."""
@@ -330,39 +292,6 @@ def _bytes_of(path: str) -> int:
         return 0  # the worker's run reports what is wrong with it
 
 
-def _execute(pairs: list[tuple[str, str]], cmd: str, args: list[str],
-             num_workers: int | None,
-             progress: Callable[[Mapping[str, Any]], Any] | None
-             ) -> tuple[dict[int, CheckpointResult], int]:
-    """The dataset of checkpoint rows, run through map_batches and consumed as a stream."""
-    workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    items = [{"index": i, "source": s, "output": o} for i, (s, o) in enumerate(pairs)]
-    sizes = [_bytes_of(s) for s, _ in pairs]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(_quantize_batch, fn_kwargs={"command": cmd, "args": list(args)},
-                        batch_size=1, num_cpus=1,
-                        compute=ray.data.TaskPoolStrategy(size=max(1, min(workers, len(items)))))
-    results: dict[int, CheckpointResult] = {}
-    done_bytes, total = 0, sum(sizes)
-    for row in ds.iter_rows():
-        i = int(row["index"])
-        src, dst = pairs[i]
-        summary = None
-        if row["ok"] and "--json" in args and row["text"].strip():
-            try:
-                summary = json.loads(row["text"])
-            except ValueError:
-                summary = None
-        results[i] = CheckpointResult(src, dst, bool(row["ok"]), row["error"] or None, summary,
-                                      row["text"], float(row["seconds"]))
-        done_bytes += sizes[i]
-        if progress is not None:
-            progress({"checkpoints_done": len(results), "checkpoints_total": len(pairs),
-                      "bytes_done": done_bytes, "bytes_total": total, "current": src,
-                      "ok": bool(row["ok"])})
-    return results, workers
-
-
 # ---- layer rows: plan, execute, write ----
 
 # Source bytes of one range of tensors by default: large enough that a task's fixed cost (about
@@ -387,38 +316,44 @@ def _run_command(command: str, argv: Sequence[str]) -> subprocess.CompletedProce
         return f"{command}: {e.strerror or e}"
 
 
+def _make_plan(command: str, source: str, output: str, args: Sequence[str],
+               plan_path: str) -> tuple[bool, str, bytes]:
+    """On a worker: the checkpoint planned by the command (--plan-out plan_path), which reads
+    every option as it always does. (ok, error line, the serialised plan)."""
+    proc = _run_command(command, ["quantize", source, "-o", output, "--plan-out", plan_path,
+                                  *[a for a in args if a not in ("--json", "--quiet", "-q")],
+                                  "--quiet"])
+    if isinstance(proc, str):
+        return False, proc, b""
+    if proc.returncode != 0:
+        return False, _command_error(command, proc), b""
+    with open(plan_path, "rb") as f:
+        return True, "", f.read()
+
+
 @ray.remote(num_cpus=1, max_retries=-1)
 def _plan_checkpoint(source: str, output: str, command: str,
                      args: Sequence[str]) -> tuple[bool, str, bytes]:
-    """A task on a worker: the checkpoint planned by the command (--plan-out), which reads
-    every option as it always does. (ok, error line, the serialised plan)."""
+    """A task on a worker: a checkpoint to be cut into ranges, planned (_make_plan)."""
     import tempfile
 
     if not os.access(command, os.X_OK):
         command = _find_command(None)
     with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
-        plan_path = os.path.join(tmp, "plan")
-        proc = _run_command(command, ["quantize", source, "-o", output, "--plan-out", plan_path,
-                                      *[a for a in args if a not in ("--json", "--quiet", "-q")],
-                                      "--quiet"])
-        if isinstance(proc, str):
-            return False, proc, b""
-        if proc.returncode != 0:
-            return False, _command_error(command, proc), b""
-        with open(plan_path, "rb") as f:
-            return True, "", f.read()
+        return _make_plan(command, source, output, args, os.path.join(tmp, "plan"))
 
 
-def _tensor_failures(source: str, plan: bytes, begin: int, end: int) -> list[tuple[str, str]]:
+def _tensor_failures(source: str, plan: bytes, begin: int, end: int,
+                     calibration: Mapping[str, Any] | None = None) -> list[tuple[str, str]]:
     """Tensors [begin, end) of the plan executed one by one on this worker: (name, error) of
-    each that fails."""
+    each that fails. calibration: _model_execute's calibration and combine, if any."""
     from arrow_quant_v2.arrow_quant_v2 import _model_execute, _model_plan_tensors
 
     names = [t[0] for t in _model_plan_tensors(plan)]
     failures = []
     for i in range(begin, end):
         try:
-            _model_execute(source, plan, i, i + 1)
+            _model_execute(source, plan, i, i + 1, **(calibration or {}))
         except Exception as ex:  # noqa: BLE001 - every failure is reported, by tensor
             failures.append((names[i], str(ex)))
     return failures
@@ -449,36 +384,79 @@ def _follow_plan(command: str, source: str, output: str, plan: bytes, args: Sequ
     return {"ok": False, "text": "", "error": _command_error(command, proc), "failures": []}
 
 
-@ray.remote(num_cpus=1, max_retries=-1)
-def _quantize_planned(planned: tuple[bool, str, bytes], source: str, output: str,
-                      command: str, args: Sequence[str]) -> dict[str, Any]:
-    """A task on a worker: a checkpoint that is not cut into ranges, executed and written in
-    one run of the command following its plan (no rows leave the process). A tensor that
-    fails stops the command; the tensors after it are then run one by one here, so that every
-    failing tensor is named, as ranges name them."""
+def _calibration_of(args: Sequence[str]) -> dict[str, Any] | None:
+    """The job's calibration (--calibration TABLE, --calibration-combine HOW), read here on
+    the driver and put in the object store once: every worker executing a range gets the
+    table's bytes, not its path. None without one."""
+    path = how = None
+    for k in range(len(args) - 1):
+        if args[k] == "--calibration":
+            path = args[k + 1]
+        elif args[k] == "--calibration-combine":
+            how = args[k + 1]
+    if path is None:
+        return None
+    with open(path, "rb") as f:
+        return {"table": ray.put(f.read()), "combine": how or "max"}
+
+
+class _calibration_file:
+    """On a worker, for a `with`: the job's calibration table in a temporary file of this
+    worker's, as _model_execute's keywords (calibration, combine); None without one."""
+
+    def __init__(self, calibration: Mapping[str, Any] | None):
+        self.calibration = calibration
+        self.path: str | None = None
+
+    def __enter__(self) -> dict[str, Any] | None:
+        import tempfile
+
+        if self.calibration is None:
+            return None
+        table = self.calibration["table"]
+        data = ray.get(table) if isinstance(table, ray.ObjectRef) else table
+        fd, self.path = tempfile.mkstemp(prefix="aq-calib-", suffix=".arrow")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        return {"calibration": self.path, "combine": self.calibration["combine"]}
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.path is not None:
+            os.unlink(self.path)
+
+
+def _run_whole(command: str, source: str, output: str, plan: bytes, args: Sequence[str],
+               calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """On a worker: a checkpoint that is not cut into ranges, executed and written in one run
+    of the command following its plan (no rows leave the process). A tensor that fails stops
+    the command; the tensors after it are then run one by one here, so that every failing
+    tensor is named, as ranges name them."""
     from arrow_quant_v2.arrow_quant_v2 import _model_plan_tensors
 
-    ok, error, plan = planned
-    task = ray.get_runtime_context().get_task_id() or ""
-    if not ok:  # its plan failed: the driver reports the plan's error
-        return {"ok": False, "text": "", "error": error, "failures": [], "pids": [],
-                "tasks": []}
     r = _follow_plan(command, source, output, plan, args)
-    r["pids"], r["tasks"] = [os.getpid()], [task]
     if not r["ok"] and r["error"]:
         names = [t[0] for t in _model_plan_tensors(plan)]
         first = next((i for i, n in enumerate(names) if f"'{n}'" in r["error"]), None)
         if first is not None:
-            r["failures"] = [(names[first], r["error"])] + _tensor_failures(
-                source, plan, first + 1, len(names))
+            with _calibration_file(calibration) as calib:
+                r["failures"] = [(names[first], r["error"])] + _tensor_failures(
+                    source, plan, first + 1, len(names), calib)
             r["error"] = "; ".join(e for _, e in r["failures"])
     return r
 
 
-def _execute_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """map_batches on a worker: each range row's tensors quantized from the checkpoint (read
-    through this worker's own memory map) into the model file's rows, as an Arrow IPC stream.
-    A range that fails is run again tensor by tensor, so every failing tensor is named."""
+def _execute_batch(batch: dict[str, Any], command: str, args: Sequence[str],
+                   calibration: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """map_batches on a worker, for each unit of work: a whole checkpoint's unit plans it with
+    the command (--plan-out), then runs the command following that plan, which quantizes and
+    writes the file here (the row that comes back holds the plan and the command's summary, no
+    weights); a range's unit quantizes its tensors from the
+    checkpoint (read through this worker's own memory map) into the model file's rows, as an
+    Arrow IPC stream. A range that fails is run again tensor by tensor, so every failing
+    tensor is named. calibration: the job's calibration table (_calibration_file), which
+    executing a range needs when the plan was made with one."""
+    import tempfile
+
     import pyarrow as pa
 
     from arrow_quant_v2.arrow_quant_v2 import _model_execute, _model_plan_tensors
@@ -490,34 +468,56 @@ def _execute_batch(batch: dict[str, Any]) -> dict[str, Any]:
         def __arrow_c_array__(self, requested_schema: Any = None) -> tuple[Any, Any]:
             return self.pair
 
+    if not os.access(command, os.X_OK):
+        command = _find_command(None)
     out: dict[str, list[Any]] = {k: [] for k in ("ckpt", "range", "begin", "end", "ok",
-                                                 "failures", "rows", "pid", "task")}
+                                                 "failures", "rows", "pid", "task", "text",
+                                                 "error", "planned", "plan")}
     task = ray.get_runtime_context().get_task_id() or ""
-    for c, k, b, e, src, plan in zip(batch["ckpt"], batch["range"], batch["begin"],
-                                     batch["end"], batch["source"], batch["plan"]):
+    for c, k, b, e, whole, src, dst, plan in zip(
+            batch["ckpt"], batch["range"], batch["begin"], batch["end"], batch["whole"],
+            batch["source"], batch["output"], batch["plan"]):
         b, e, src, plan = int(b), int(e), str(src), bytes(plan)
         failures: list[tuple[str, str]] = []
-        rows = b""
-        try:
-            rb = pa.record_batch(_Rows(_model_execute(src, plan, b, e)))
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, rb.schema) as w:
-                w.write_batch(rb)
-            rows = sink.getvalue().to_pybytes()
-        except Exception:  # noqa: BLE001 - every failure is reported, by tensor
-            failures = _tensor_failures(src, plan, b, e)
-            if not failures:  # it failed as a range only (memory): say so
-                names = [t[0] for t in _model_plan_tensors(plan)]
-                failures.append((names[b], f"tensors {b}..{e - 1} failed together"))
+        rows, text, error, ok, planned_ok = b"", "", "", True, True
+        if whole:
+            with tempfile.TemporaryDirectory(prefix="aq-plan-") as tmp:
+                planned_ok, error, plan = _make_plan(command, src, str(dst), args,
+                                                     os.path.join(tmp, "plan"))
+            if planned_ok:
+                r = _run_whole(command, src, str(dst), plan, args, calibration)
+                failures = [tuple(f) for f in r["failures"]]
+                text, error, ok = r["text"], r["error"] or "", bool(r["ok"])
+            else:  # planning failed: the command's error, no tensor to name
+                ok = False
+        else:
+            with _calibration_file(calibration) as calib:
+                try:
+                    rb = pa.record_batch(_Rows(_model_execute(src, plan, b, e,
+                                                              **(calib or {}))))
+                    sink = pa.BufferOutputStream()
+                    with pa.ipc.new_stream(sink, rb.schema) as w:
+                        w.write_batch(rb)
+                    rows = sink.getvalue().to_pybytes()
+                except Exception:  # noqa: BLE001 - every failure is reported, by tensor
+                    failures = _tensor_failures(src, plan, b, e, calib)
+                    if not failures:  # it failed as a range only (memory): say so
+                        names = [t[0] for t in _model_plan_tensors(plan)]
+                        failures.append((names[b], f"tensors {b}..{e - 1} failed together"))
+            ok = not failures
         out["ckpt"].append(int(c))
         out["range"].append(int(k))
         out["begin"].append(b)
         out["end"].append(e)
-        out["ok"].append(not failures)
+        out["ok"].append(ok)
         out["failures"].append(json.dumps(failures))
         out["rows"].append(rows)
         out["pid"].append(os.getpid())
         out["task"].append(task)
+        out["text"].append(text)
+        out["error"].append(error)
+        out["planned"].append(planned_ok)
+        out["plan"].append(plan if whole else b"")
     return out
 
 
@@ -593,60 +593,90 @@ def _to_split(sizes: Sequence[int], workers: int) -> set[int]:
     return {i for i, n in enumerate(sizes) if len(sizes) < workers or n > share}
 
 
+def _timed(text: str, seconds: float) -> str:
+    """The command's summary of a file with its time set to the job's: the model file's
+    `time` line, a GGUF file's last figure, or the --json document's seconds (the command's
+    run covers only its own part of the job)."""
+    if text.lstrip().startswith("{"):
+        doc = _json_or_none(text)
+        if isinstance(doc, dict):
+            inner = doc.get("summary")
+            if isinstance(inner, dict) and "seconds" in inner:  # a GGUF file's
+                inner["seconds"] = round(seconds, 3)
+            elif "seconds" in doc:
+                doc["seconds"] = round(seconds, 3)
+            return json.dumps(doc) + "\n"
+        return text
+    text = re.sub(r"^  time( +)[0-9.]+ s$", lambda m: f"  time{m.group(1)}{seconds:.2f} s",
+                  text, flags=re.M)
+    return re.sub(r"^(.*\.gguf: .*bits per weight, )[0-9.]+ s$",
+                  lambda m: f"{m.group(1)}{seconds:.1f} s", text, flags=re.M)
+
+
 def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
                     num_workers: int | None, range_bytes: int,
                     progress: Callable[[Mapping[str, Any]], Any] | None,
-                    phases: dict[str, float]) -> tuple[dict[int, CheckpointResult], int]:
-    """Plan on the workers; run each whole checkpoint in one task, or cut it into ranges
-    executed through map_batches and written by a task; each file written on a worker by the
-    command, which prints its summary."""
+                    phases: dict[str, float],
+                    t_job: float) -> tuple[dict[int, CheckpointResult], int]:
+    """One Ray Dataset of units of work through map_batches: a whole checkpoint's unit plans,
+    quantizes and writes its file on a worker; a cut checkpoint, planned first by a task, has
+    its ranges quantized into rows, and its file written from them by a task. Each file is
+    written on a worker by the command, which prints its summary; its time is the job's, from
+    its start (t_job) to the file."""
     from arrow_quant_v2.arrow_quant_v2 import _model_plan_tensors
+    from ray.data.block import BlockAccessor
 
     workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     t0 = time.monotonic()
-    split = _to_split([_bytes_of(src) for src, _ in pairs], workers)
-    # Plans: a task per checkpoint (a plan is small; a Ray Data execution would cost more
-    # than the tasks). A whole checkpoint's run waits for its plan on the cluster, not here.
-    planned = [_plan_checkpoint.remote(src, dst, cmd, list(args)) for src, dst in pairs]
-    finals: dict[int, Any] = {
-        i: _quantize_planned.remote(planned[i], pairs[i][0], pairs[i][1], cmd, list(args))
-        for i in range(len(pairs)) if i not in split}
+    sizes = [_bytes_of(src) for src, _ in pairs]
+    split = _to_split(sizes, workers)
+    # A cut checkpoint is planned first, by a task (the driver cuts its plan into ranges); a
+    # whole checkpoint is planned by its own unit, on the worker that then quantizes it.
+    planned = {i: _plan_checkpoint.remote(pairs[i][0], pairs[i][1], cmd, list(args))
+               for i in sorted(split)}
+    finals: dict[int, Any] = {}  # the write tasks of cut checkpoints
     results: dict[int, CheckpointResult] = {}
     plans: dict[int, bytes] = {}
-    for i, (ok, error, plan) in enumerate(ray.get(planned)):
+    tensors: dict[int, list[tuple[Any, ...]]] = {}
+    # Progress: tensors and their bytes done, and the totals of the plans in so far (a
+    # checkpoint not yet planned counts its files' size in bytes, no tensors).
+    done = {"t": 0, "b": 0, "total_t": 0, "total_b": sum(sizes)}
+
+    def plan_in(i: int, got: tuple[bool, str, bytes]) -> None:
+        ok, error, plan = got
+        done["total_b"] -= sizes[i]
         if ok:
             plans[i] = plan
+            tensors[i] = _model_plan_tensors(plan)
+            done["total_t"] += len(tensors[i])
+            done["total_b"] += sum(int(t[4]) for t in tensors[i])
         else:
-            finals.pop(i, None)
             results[i] = CheckpointResult(pairs[i][0], pairs[i][1], False, error or None,
-                                          seconds=time.monotonic() - t0)
-    phases["planned"] = time.monotonic() - t0
-    tensors = {i: _model_plan_tensors(p) for i, p in plans.items()}
-    total_t = sum(len(t) for t in tensors.values())
-    total_b = sum(int(t[4]) for ts in tensors.values() for t in ts)
-    done = {"t": 0, "b": 0}
+                                          seconds=time.monotonic() - t_job)
 
-    def report(i: int, ok: bool, n: int | None = None) -> None:
+    def report(i: int, ok: bool) -> None:
         if progress is not None:
-            progress({"tensors_done": done["t"], "tensors_total": total_t,
-                      "bytes_done": done["b"], "bytes_total": total_b, "current": pairs[i][0],
-                      "checkpoints_done": len(results) if n is None else n,
+            progress({"tensors_done": done["t"], "tensors_total": done["total_t"],
+                      "bytes_done": done["b"], "bytes_total": done["total_b"],
+                      "current": pairs[i][0], "checkpoints_done": len(results),
                       "checkpoints_total": len(pairs), "ok": ok})
 
     def finish(i: int, w: dict[str, Any]) -> None:
         fails = tuple((str(a), str(b)) for a, b in w["failures"])
-        results[i] = CheckpointResult(pairs[i][0], pairs[i][1], bool(w["ok"]), w["error"],
-                                      _json_or_none(w["text"]) if "--json" in args else None,
-                                      w["text"], time.monotonic() - t0, fails,
-                                      tuple(w["tasks"]), tuple(w["pids"]), len(tensors[i]),
-                                      sum(int(t[4]) for t in tensors[i]))
+        secs = time.monotonic() - t_job
+        text = _timed(w["text"], secs) if w["ok"] and w["text"] else w["text"]
+        results[i] = CheckpointResult(pairs[i][0], pairs[i][1], bool(w["ok"]),
+                                      w["error"] or None,
+                                      _json_or_none(text) if "--json" in args else None,
+                                      text, secs, fails, tuple(w["tasks"]), tuple(w["pids"]),
+                                      len(tensors[i]), sum(int(t[4]) for t in tensors[i]))
         if i not in split:  # a whole checkpoint's tensors are done with it
             done["t"] += len(tensors[i])
             done["b"] += sum(int(t[4]) for t in tensors[i])
         report(i, bool(w["ok"]))
 
     def collect(block: bool) -> None:
-        """The finished runs of whole checkpoints and writes (all of them when block)."""
+        """The finished writes (all of them when block)."""
         while finals:
             refs = list(finals.values())
             ready, _ = ray.wait(refs, num_returns=len(refs) if block else 1,
@@ -656,62 +686,84 @@ def _execute_layers(pairs: list[tuple[str, str]], cmd: str, args: list[str],
             for i in [i for i, r in finals.items() if r in ready]:
                 finish(i, ray.get(finals.pop(i)))
 
-    # The ranges of every planned checkpoint that is cut, in checkpoint order.
+    for i in sorted(split):
+        plan_in(i, ray.get(planned[i]))
+    phases["planned"] = time.monotonic() - t0  # the plans of the cut checkpoints
+    # The units, in checkpoint order: one for a whole checkpoint, its ranges for a cut one.
     rows, span = [], {}
-    for i in sorted(i for i in plans if i in split):
-        first = len(rows)
-        for k, (b, e) in enumerate(_ranges(tensors[i], range_bytes, workers)):
-            rows.append({"ckpt": i, "range": k, "begin": b, "end": e, "source": pairs[i][0],
-                         "plan": plans[i]})
-        span[i] = (first, len(rows))
-    if rows:
-        ctx = ray.data.DataContext.get_current()
-        saved = ctx.execution_options.preserve_order
-        ctx.execution_options.preserve_order = True  # blocks come back in range order
-        try:
+    for i in range(len(pairs)):
+        if i not in split:
+            rows.append({"ckpt": i, "range": 0, "begin": 0, "end": 0, "whole": True,
+                         "source": pairs[i][0], "output": pairs[i][1], "plan": b""})
+        elif i in plans:
+            first = len(rows)
+            for k, (b, e) in enumerate(_ranges(tensors[i], range_bytes, workers)):
+                rows.append({"ckpt": i, "range": k, "begin": b, "end": e, "whole": False,
+                             "source": pairs[i][0], "output": pairs[i][1], "plan": plans[i]})
+            span[i] = (first, len(rows))
+    dctx = ray.data.DataContext.get_current()
+    saved_order = dctx.execution_options.preserve_order
+    dctx.execution_options.preserve_order = True  # blocks come back in unit order
+    try:
+        bundles: Iterable[Any] = ()
+        if rows:
             ds = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
                 _execute_batch, batch_size=1, num_cpus=1,
+                fn_kwargs={"command": cmd, "args": list(args),
+                           "calibration": _calibration_of(args)},
                 compute=ray.data.TaskPoolStrategy(size=max(1, min(workers, len(rows)))))
-            held: list[tuple[int, int, Any]] = []  # (first row, end row, block ref)
-            pos = 0
-            pending = sorted(span)
-            for bundle in ds.iter_internal_ref_bundles():
-                for entry in bundle.blocks:
-                    n = int(entry.metadata.num_rows or 0)
-                    held.append((pos, pos + n, entry.ref))
-                    for j in range(pos, pos + n):
-                        r = rows[j]
+            bundles = ds.iter_internal_ref_bundles()
+        held: list[tuple[int, int, Any]] = []  # (first row, end row, block ref)
+        pos = 0
+        pending = sorted(span)
+        for bundle in bundles:
+            for entry in bundle.blocks:
+                n = int(entry.metadata.num_rows or 0)
+                held.append((pos, pos + n, entry.ref))
+                last = None
+                for j in range(pos, pos + n):
+                    r = rows[j]
+                    if not r["whole"]:
                         done["t"] += r["end"] - r["begin"]
                         done["b"] += sum(int(t[4])
                                          for t in tensors[r["ckpt"]][r["begin"]:r["end"]])
-                    pos += n
-                    if n > 0:
-                        report(rows[pos - 1]["ckpt"], True)
-                # Each checkpoint whose ranges are all in: its file, written on a worker.
-                while pending and span[pending[0]][1] <= pos:
-                    i = pending.pop(0)
-                    lo, hi = span[i]
-                    refs = [ref for a, b, ref in held if a < hi and b > lo]
-                    finals[i] = _write_checkpoint.remote(plans[i], pairs[i][0], pairs[i][1],
-                                                         cmd, list(args), i, *refs)
-                # Blocks of written checkpoints only: their write tasks hold them now, and the
-                # object store lets them go when those finish.
-                keep_from = span[pending[0]][0] if pending else pos
-                held = [h for h in held if h[1] > keep_from]
-                collect(False)
-        finally:
-            ctx.execution_options.preserve_order = saved
+                        last = r["ckpt"]
+                if any(rows[j]["whole"] for j in range(pos, pos + n)):
+                    # Whole checkpoints' units: planned and written on their worker; their
+                    # rows hold the plan and the command's summary, no weights.
+                    tbl = BlockAccessor.for_block(ray.get(entry.ref)).to_arrow()
+                    for w in tbl.drop_columns(["rows"]).to_pylist():
+                        i = int(w["ckpt"])
+                        if i in span:
+                            continue
+                        plan_in(i, (bool(w["planned"]), w["error"], bytes(w["plan"])))
+                        if i in results:  # its planning failed
+                            report(i, False)
+                        else:
+                            w["failures"] = json.loads(w["failures"])
+                            w["pids"], w["tasks"] = [int(w["pid"])], [str(w["task"])]
+                            finish(i, w)
+                pos += n
+                if last is not None:
+                    report(last, True)
+            # Each checkpoint whose ranges are all in: its file, written on a worker.
+            while pending and span[pending[0]][1] <= pos:
+                i = pending.pop(0)
+                lo, hi = span[i]
+                refs = [ref for a, b, ref in held if a < hi and b > lo]
+                finals[i] = _write_checkpoint.remote(plans[i], pairs[i][0], pairs[i][1],
+                                                     cmd, list(args), i, *refs)
+            # Blocks of written checkpoints only: their write tasks hold them now, and the
+            # object store lets them go when those finish.
+            keep_from = span[pending[0]][0] if pending else pos
+            held = [h for h in held if h[1] > keep_from]
+            collect(False)
+    finally:
+        dctx.execution_options.preserve_order = saved_order
     phases["executed"] = time.monotonic() - t0
     collect(True)
     phases["written"] = time.monotonic() - t0
     return results, workers
-
-
-def _layer_rows(args: Sequence[str]) -> bool:
-    """Whether a job's options go through layer rows (else one command run per checkpoint):
-    not with a calibration (its table would have to reach every worker). GGUF output (--type)
-    follows its plan and writes from rows as a model file does."""
-    return not any(a in ("--calibration", "--calibration-combine") for a in args)
 
 
 def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | None,
@@ -729,11 +781,8 @@ def _run_job(pairs: list[tuple[str, str]], args: list[str], *, address: str | No
         setattr(ctx, k, v)
     phases: dict[str, float] = {}
     try:
-        if _layer_rows(args):
-            results, workers = _execute_layers(pairs, cmd, args, num_workers, range_bytes,
-                                               progress, phases)
-        else:
-            results, workers = _execute(pairs, cmd, args, num_workers, progress)
+        results, workers = _execute_layers(pairs, cmd, args, num_workers, range_bytes,
+                                           progress, phases, t0)
     finally:
         for k, v in saved.items():
             setattr(ctx, k, v)
@@ -761,7 +810,9 @@ def quantize_checkpoints(sources: str | os.PathLike[str] | Iterable[str | os.Pat
     workers run (default: the one installed beside the worker's Python, else on PATH).
     progress_callback: called on this thread as work finishes, with a mapping
     (checkpoints_done, checkpoints_total, bytes_done, bytes_total, current, ok; with layer rows
-    also tensors_done, tensors_total, as each range of tensors is quantized).
+    also tensors_done, tensors_total, as each range of tensors is quantized; the totals are
+    those of the checkpoints planned so far, each one not yet planned counting its files'
+    size in bytes_total).
     range_bytes: source bytes of one range of tensors (layer rows); a checkpoint is also cut
     into at least one range per worker, so one huge checkpoint spreads over the cluster.
     settings: the command's options as keywords (the module's docstring); each checkpoint's

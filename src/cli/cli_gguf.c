@@ -195,15 +195,20 @@ static int gg_parse(int argc, char **argv, aq_settings *settings, gg_args *g)
 
 /* --plan-in with --rows-in: the GGUF file written from the rows made elsewhere, each row
  * reported as aq_model_to_gguf reports its tensors. */
-static aq_status gg_write_rows(const gg_args *g, const aq_model_plan *plan,
+static aq_status gg_write_rows(const gg_args *g, const aq_model *model, const aq_model_plan *plan,
                                const aq_gguf_write_options *o, aq_gguf_write_summary *sum,
                                aq_error *err)
 {
     aq_model_writer_options wo = AQ_SIZED_INIT(aq_model_writer_options);
     wo.on_gguf_tensor = o->on_tensor;
     wo.on_gguf_tensor_user = o->on_tensor_user;
+    wo.model = model;
+    wo.calib = o->calib;
     aq_model_writer *w = NULL;
-    aq_status st = aq_model_writer_open(plan, g->out, &wo, &w, err);
+    aq_status st = aq_output_check(g->out, g->rows_in, g->n_rows_in, err);
+    if (st == AQ_OK) {
+        st = aq_model_writer_open(plan, g->out, &wo, &w, err);
+    }
     for (size_t k = 0; k < g->n_rows_in && st == AQ_OK; k++) {
         if (o->cancel != NULL && *o->cancel) {
             st = err->code = AQ_CANCELLED;
@@ -344,7 +349,7 @@ int cli_gguf_quantize(int argc, char **argv, const volatile int *cancel)
     aq_gguf_write_summary sum;
     double t0 = cli_now();
     st = plan_in == NULL   ? aq_model_to_gguf(ctx, model, out, &o, &sum, &err)
-         : g.n_rows_in > 0 ? gg_write_rows(&g, plan_in, &o, &sum, &err)
+         : g.n_rows_in > 0 ? gg_write_rows(&g, model, plan_in, &o, &sum, &err)
                            : aq_model_to_gguf_plan(ctx, model, plan_in, out, &o, &sum, &err);
     double dt = cli_now() - t0;
     if (st != AQ_OK) {

@@ -479,8 +479,13 @@ static aq_status qz_write_rows(const qz_opts *q, qz_run *r, const aq_model_quant
     wo.on_tensor_user = o->on_tensor_user;
     wo.progress = o->progress;
     wo.progress_user = o->progress_user;
+    wo.model = r->model;
+    wo.calib = r->calib;
     aq_model_writer *w = NULL;
-    aq_status st = aq_model_writer_open(r->plan, q->out, &wo, &w, err);
+    aq_status st = aq_output_check(q->out, q->rows_in, q->n_rows_in, err);
+    if (st == AQ_OK) {
+        st = aq_model_writer_open(r->plan, q->out, &wo, &w, err);
+    }
     for (size_t k = 0; k < q->n_rows_in && st == AQ_OK; k++) {
         st = cli_rows_append(w, q->rows_in[k], err);
     }

@@ -1947,6 +1947,14 @@ aq_status aq_model_writer_open(const aq_model_plan *plan, const char *out_path,
                            "aq_model_writer_open: on_gguf_tensor is for a GGUF plan's writer; "
                            "the plan is a model file's");
     }
+    /* Rows made elsewhere for this checkpoint: the checks of a plan followed here. */
+    if (st == AQ_OK && opts != NULL && o.model != NULL &&
+        (st = aq__model_plan_match(plan, o.model, err)) == AQ_OK) {
+        st = aq__io_model_check_output(o.model, out_path, err);
+    }
+    if (st == AQ_OK && opts != NULL && o.calib != NULL) {
+        st = aq__io_calib_check_output(o.calib, out_path, err);
+    }
     if (st != AQ_OK) {
         return st;
     }

@@ -364,6 +364,20 @@ TEST(bad_plans_rows_and_ranges_are_refused)
     sc.release(&sc);
     aq_model_writer_free(w);
     CHECK(!aq_test_exists(out));
+    /* A writer told the rows' checkpoint: never over one of its files, nor for another one. */
+    aq_model_writer_options wo = AQ_SIZED_INIT(aq_model_writer_options);
+    wo.model = m;
+    w = NULL;
+    CHECK_FAILS(aq_model_writer_open(plan, src, &wo, &w, &err), AQ_INVALID_ARGUMENT,
+                "is the input file");
+    CHECK(w == NULL);
+    wo.model = om;
+    CHECK_FAILS(aq_model_writer_open(plan, out, &wo, &w, &err), AQ_SHAPE_MISMATCH,
+                "the plan does not match the model");
+    CHECK(w == NULL && !aq_test_exists(out));
+    wo.model = m;
+    CHECK_OK(aq_model_writer_open(plan, out, &wo, &w, &err));
+    aq_model_writer_free(w);
     aq_model_plan_free(plan4);
     aq_ctx_free(ctx4);
     aq_model_plan_free(plan);

@@ -227,3 +227,43 @@ def test_gguf_and_model_file_plans_are_not_mixed(cli, ddpm, tmp_path):
     p = cli("quantize", src, "-o", out, "--type", "Q4_K", "--rows-in", gplan, check=False)
     assert p.returncode != 0 and "--rows-in needs --plan-in PLAN" in p.stderr
     assert not out.exists() and not arrow.exists()
+
+
+@pytest.mark.parametrize("options,ext", [(["--bits", "4", "--keep", "*norm*"], ".arrow"),
+                                         (["--type", "Q4_K"], ".gguf")])
+def test_rows_in_refuses_to_overwrite_a_source(cli, ddpm, tmp_path, options, ext):
+    """--rows-in writes no file over the checkpoint the rows come from, nor over a rows file,
+    however it is named (as a followed plan refuses it); and rows need the plan's model."""
+    import shutil
+
+    src = tmp_path / "m.safetensors"
+    shutil.copyfile(ddpm / "diffusion_pytorch_model.safetensors", src)
+    plan_path = tmp_path / "plan"
+    cli("quantize", src, "-o", tmp_path / f"x{ext}", "--plan-out", plan_path, *options)
+    plan = plan_path.read_bytes()
+    rows = tmp_path / "rows.arrows"
+    b = _rows(src, plan, 0, len(_model_plan_tensors(plan)))
+    with pa.ipc.new_stream(str(rows), b.schema) as w:
+        w.write_batch(b)
+    before = {p: p.read_bytes() for p in (src, rows)}
+    # Other names for the same files (a GGUF output's name ends in .gguf).
+    (tmp_path / f"link{ext}").symlink_to(src)
+    (tmp_path / f"rows-link{ext}").symlink_to(rows)
+    cases = [(tmp_path / f"link{ext}", src), (tmp_path / f"rows-link{ext}", rows)]
+    if ext == ".arrow":
+        cases += [(src, src), (rows, rows)]
+    for out, what in cases:
+        p = cli("quantize", src, "-o", out, "--plan-in", plan_path, "--rows-in", rows, *options,
+                check=False)
+        assert p.returncode != 0, out
+        assert f"{out}: is the input file {what}: refusing to overwrite a source" in p.stderr
+    assert {p: p.read_bytes() for p in (src, rows)} == before
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    # Rows of this checkpoint given with another one: the plan does not match it.
+    other = tmp_path / "other.safetensors"
+    save_file({"w": np.ones((4, 4), np.float32)}, str(other))
+    out = tmp_path / f"out{ext}"
+    p = cli("quantize", other, "-o", out, "--plan-in", plan_path, "--rows-in", rows, *options,
+            check=False)
+    assert p.returncode != 0 and "the plan does not match the model" in p.stderr
+    assert not out.exists()

@@ -1,9 +1,11 @@
 """arrow_quant_v2.ray on a real local Ray cluster (a head node and its worker processes on this
-machine): the files the workers assemble from layer rows are byte for byte the command's, for a
-diffusers folder and for a list of checkpoints (native and GGUF, both through plans); one
-checkpoint is split over several tasks (a GGUF one too); a worker killed while it quantizes a range is retried and the files
-come out complete and correct; bad tensors are reported by name and the others finish; and the
-command's --ray path gives the same files, progress in tensors and a summary."""
+machine): the files the workers write are byte for byte the command's, for a diffusers folder
+and for a list of checkpoints (native and GGUF, both through plans); one checkpoint is split
+over several tasks (a GGUF one, and one with a calibration, too); a worker killed while it
+quantizes, or while its write task's command writes a file, is retried and the files come out
+complete and correct; bad tensors are reported by name and the others finish; each file's
+time is the job's; and the command's --ray path gives the same files, progress in tensors and
+a summary."""
 import hashlib
 import json
 import os
@@ -216,7 +218,7 @@ def test_bad_checkpoint_is_reported_and_the_others_finish(cluster, command, tmp_
 
 
 def _executing():
-    """Ray worker processes quantizing tensors: a range, or a whole checkpoint's run (Ray titles
+    """Ray worker processes quantizing tensors: a range, or a whole checkpoint's unit (Ray titles
     a worker by its task)."""
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -224,8 +226,7 @@ def _executing():
             argv = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if argv.startswith(b"ray::") and (b"_execute_batch" in argv
-                                          or b"_quantize_planned" in argv):
+        if argv.startswith(b"ray::") and b"_execute_batch" in argv:
             found.append(int(pid))
     return found
 
@@ -259,6 +260,132 @@ def test_killed_worker_is_retried_with_complete_files(cluster, command, tmp_path
         _run(command, "quantize", s, "-o", ref, *settings_to_args(settings), "--quiet")
         assert _digest(c.output) == _digest(ref), s
     assert sorted(os.listdir(out)) == ["k0.arrow", "k1.arrow", "k2.arrow"]
+
+
+def _write_worker():
+    """The Ray worker process running a write task (Ray titles a worker by its task)."""
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            title = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if title.startswith(b"ray::") and b"_write_checkpoint" in title:
+            return int(pid)
+    return None
+
+
+def _writing(worker, output):
+    """Whether the write task's worker has a child command writing `output` from rows (read
+    from the lists of children of the worker's threads, which are cheap to poll)."""
+    kids = []
+    try:
+        for tid in os.listdir(f"/proc/{worker}/task"):
+            kids += pathlib.Path(f"/proc/{worker}/task/{tid}/children").read_text().split()
+    except OSError:
+        return False
+    for kid in kids:
+        try:
+            argv = pathlib.Path(f"/proc/{kid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"--rows-in" in argv and os.fsencode(output) in argv:
+            return True
+    return False
+
+
+def test_worker_killed_while_writing_is_retried_with_a_complete_file(cluster, command,
+                                                                     tmp_path):
+    """One checkpoint on two workers is cut into ranges; the worker of its write task is
+    killed while its command writes the file: Ray runs the write again, and the file is the
+    command's, with no temporary left and nothing under the final name before it is whole."""
+    src = _checkpoint(tmp_path / "w.safetensors", 40, layers=16, width=1024)
+    out = tmp_path / "out"
+    final = out / "w.arrow"
+    settings = {"bits": 8, "keep": ["*norm*"], "threads": 1}
+    killed, seen_final = [], []
+
+    def killer():
+        deadline = time.monotonic() + 300
+        worker = None
+        while time.monotonic() < deadline and not killed:
+            worker = worker or _write_worker()
+            if worker is not None and _writing(worker, final):
+                os.kill(worker, signal.SIGKILL)  # the Ray worker running the write task
+                killed.append(worker)
+                seen_final.append(final.exists())
+                return
+            time.sleep(0.001)
+
+    t = threading.Thread(target=killer)
+    t.start()
+    job = quantize_checkpoints(src, out, command=command, num_workers=2, range_bytes=8 << 20,
+                               **settings)
+    t.join()
+    assert killed, "no write task was caught writing"
+    assert seen_final == [False]  # the killed writer had not put anything under the name
+    assert job.ok, job.failures
+    (c,) = job.checkpoints
+    assert len(c.tasks) >= 2, c  # in ranges, written by a write task
+    ref = tmp_path / "ref.arrow"
+    _run(command, "quantize", src, "-o", ref, *settings_to_args(settings), "--quiet")
+    assert _digest(final) == _digest(ref)
+    assert sorted(os.listdir(out)) == ["w.arrow"]
+
+
+def test_calibration_is_shipped_to_range_workers(cluster, command, tmp_path):
+    """A checkpoint with a calibration is cut into ranges: the table reaches the workers that
+    execute them, and the file is the command's (max and mean combine)."""
+    import pyarrow as pa
+
+    src = _checkpoint(tmp_path / "c.safetensors", 50, layers=4, width=256)
+    rng = np.random.default_rng(5)
+    names, groups, ms = [], [], []
+    for i in range(4):
+        base = rng.gamma(0.5, 1.0, 256) + 1e-3
+        for g in range(3):
+            names.append(f"blocks.{i}.attn.to_q")
+            groups.append(g)
+            ms.append((base * (1.0 + 3.0 * g * rng.random(256))).astype(np.float32))
+    t = pa.table({"layer_name": pa.array(names, pa.string()),
+                  "timestep_group": pa.array(groups, pa.int64()),
+                  "mean_square": pa.array(ms, pa.list_(pa.float32()))},
+                 metadata={"arrowquant.timestep_groups": "3"})
+    table = tmp_path / "calib.arrow"
+    with pa.OSFile(str(table), "wb") as f, pa.ipc.new_file(f, t.schema) as w:
+        w.write_table(t)
+    plain = tmp_path / "plain.arrow"
+    _run(command, "quantize", src, "-o", plain, "--scheme", "kquant", "--quiet")
+    for combine in ("max", "mean"):
+        settings = {"scheme": "kquant", "calibration": table, "calibration_combine": combine}
+        job = quantize_checkpoints(src, tmp_path / combine, command=command, num_workers=2,
+                                   range_bytes=1 << 16, **settings)
+        assert job.ok, job.failures
+        (c,) = job.checkpoints
+        assert len(c.tasks) >= 2, c  # in ranges, each on a worker
+        ref = tmp_path / f"ref-{combine}.arrow"
+        _run(command, "quantize", src, "-o", ref, *settings_to_args(settings), "--quiet")
+        assert _digest(c.output) == _digest(ref), combine
+        assert _digest(ref) != _digest(plain)  # the table changed the file
+        assert c.summary["calibration"]["combine"] == combine
+
+
+def test_time_is_the_jobs(cluster, command, tmp_path):
+    """Each file's summary gives the job's time until that file was written, planning
+    included (the plain command's covers its whole run), in its text and its --json."""
+    srcs = [_checkpoint(tmp_path / f"t{i}.safetensors", 60 + i) for i in range(2)]
+    job = quantize_checkpoints(srcs, tmp_path / "out", command=command, bits=4,
+                               min_accuracy=0.99)
+    assert job.ok, job.failures
+    for c in job.checkpoints:
+        assert job.phases["planned"] < c.seconds <= job.seconds
+        assert abs(c.summary["seconds"] - c.seconds) < 1e-3
+    p = subprocess.run([command, "quantize", *srcs, "-o", tmp_path / "cli", "--bits", "4",
+                        "--ray", cluster.address], capture_output=True, text=True,
+                       env=dict(os.environ, AQ_PYTHON=sys.executable), timeout=600)
+    assert p.returncode == 0, p.stderr
+    times = [float(ln.split()[1]) for ln in p.stdout.splitlines() if ln.startswith("  time ")]
+    total = float(p.stdout.rstrip().rsplit(", ", 1)[1].removesuffix(" s"))
+    assert len(times) == 2 and all(0 < x <= total + 0.01 for x in times), p.stdout
 
 
 def test_command_ray_flag(cluster, command, tmp_path):
