@@ -1,7 +1,7 @@
 # Install rules of the C package, included from the top CMakeLists.txt.
 #   cmake --install build [--prefix DIR]
-# installs libarrowquant (shared and static), include/arrowquant.h (stable) and
-# include/arrowquant_experimental.h (opt-in with AQ_EXPERIMENTAL), bin/arrowquant (src/cli),
+# installs libarrowquant (shared and static), include/arrowquant.h (the stable part, and the
+# experimental part opted into with AQ_EXPERIMENTAL), bin/arrowquant (src/cli),
 # the CMake package lib/cmake/arrowquant (targets arrowquant::arrowquant and
 # arrowquant::arrowquant_static, with a version file) and lib/pkgconfig/arrowquant.pc. The
 # package is relocatable: both files find the prefix from where they are installed.
@@ -15,7 +15,6 @@ install(TARGETS arrowquant arrowquant_static
     ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
     RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 install(FILES ${PROJECT_SOURCE_DIR}/include/arrowquant.h
-              ${PROJECT_SOURCE_DIR}/include/arrowquant_experimental.h
         DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
 install(EXPORT arrowquantTargets NAMESPACE arrowquant:: DESTINATION ${AQ_CMAKE_DIR})
 

@@ -6,7 +6,7 @@
 
 A configuration is checked when it is made and never changes afterwards (``replace`` returns a
 changed copy). The profiles, the settings' bounds, choices and defaults, and the checks are the
-C library's settings table (``arrowquant_experimental.h``, ``aq_setting_at``), read at import:
+C library's settings table (``arrowquant.h``, ``aq_setting_at``), read at import:
 a setting added there is known here.
 """
 from __future__ import annotations

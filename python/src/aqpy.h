@@ -1,7 +1,7 @@
 /*
  * aqpy.h - shared declarations of the arrow_quant_v2 extension module (python/src).
  *
- * The module includes only the public headers, arrowquant.h and arrowquant_experimental.h.
+ * The module includes only the public header, arrowquant.h, with its experimental part.
  * Files:
  *  - aqpy_module.c: module state, exceptions, the ArrowQuantV2 class and its methods;
  *  - aqpy_share.c: sharing and exporting Arrow C structures (holders, capsules, streams) and
@@ -21,7 +21,7 @@
 #include <Python.h>
 
 #define AQ_EXPERIMENTAL
-#include <arrowquant_experimental.h>
+#include <arrowquant.h>
 
 /* Per-module state (multi-phase init: nothing global). */
 typedef struct aqpy_state {

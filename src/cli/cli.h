@@ -3,7 +3,7 @@
 #define AQ_CLI_H
 
 #define AQ_EXPERIMENTAL
-#include <arrowquant_experimental.h>
+#include <arrowquant.h>
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -19,7 +19,7 @@ int cli_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * message (or the status's) through cli_fail. */
 int cli_status(aq_status st, const aq_error *err);
 
-/* The library's settings table (arrowquant_experimental.h) behind the command's flags. */
+/* The library's settings table (arrowquant.h, experimental part) behind the command's flags. */
 /* True when `flag` is a setting's flag (it then takes a value). */
 bool cli_setting_flag(const char *flag);
 /* Checks `value` of `flag` against its setting and stores it in s; 0, or the exit status of a

@@ -8,7 +8,7 @@
 #ifndef AQ_EXPERIMENTAL
 #    define AQ_EXPERIMENTAL
 #endif
-#include "arrowquant_experimental.h"
+#include "arrowquant.h"
 
 #include <stdbool.h>
 #include <stddef.h>

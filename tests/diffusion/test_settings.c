@@ -1,10 +1,10 @@
-/* The settings table and the scheme table (arrowquant_experimental.h): settings set and read
+/* The settings table and the scheme table (arrowquant.h, experimental part): settings set and read
  * by name, bounds errors that name the setting, profiles applied by one call, the scheme table
  * against what the library does with each scheme. */
 #define AQ_EXPERIMENTAL
 #include "aq_test.h"
 
-#include <arrowquant_experimental.h>
+#include <arrowquant.h>
 
 #include <math.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the build into a temporary prefix (cmake --install), then builds and runs a small C
 # program against the installed package twice: through find_package(arrowquant) (shared and
-# static targets) and through pkg-config, plus one that uses the experimental header. Also runs the installed command.
+# static targets) and through pkg-config, plus one that uses the header's experimental part. Also runs the installed command.
 #   check_install.sh CMAKE BUILD_DIR VERSION CC [FLAGS]
 # FLAGS (the sanitizer flags of a sanitizer build) are used to compile and link the programs.
 set -euo pipefail
@@ -15,7 +15,7 @@ prefix=$tmp/prefix
 
 libdir=$(dirname "$(find "$prefix" -name arrowquant.pc -path '*/pkgconfig/*')")/..
 libdir=$(cd "$libdir" && pwd)
-for f in "$prefix/include/arrowquant.h" "$prefix/include/arrowquant_experimental.h" \
+for f in "$prefix/include/arrowquant.h" \
          "$prefix/bin/arrowquant" "$libdir/libarrowquant.a" \
          "$libdir/libarrowquant.so" "$libdir/cmake/arrowquant/arrowquantConfig.cmake" \
          "$libdir/cmake/arrowquant/arrowquantConfigVersion.cmake" \
@@ -60,3 +60,22 @@ pcversion=$(pkg-config --modversion arrowquant)
 "$cc" $flags -o "$tmp/consumer_pc_exp" "$here/consumer/consumer_experimental.c" \
     $(pkg-config --cflags --libs arrowquant) -lm -Wl,-rpath,"$libdir"
 "$tmp/consumer_pc_exp"
+
+echo "== the experimental part only with AQ_EXPERIMENTAL"
+# Without the define, a use of the experimental part does not compile; with it defined before
+# a second inclusion (a file that first included the header without it), it does.
+printf '#include <arrowquant.h>\nint main(void) { aq_scheme_info i; (void)i; return 0; }\n' \
+    >"$tmp/hidden.c"
+# shellcheck disable=SC2046,SC2086
+if "$cc" $flags -c -o "$tmp/hidden.o" "$tmp/hidden.c" $(pkg-config --cflags arrowquant) \
+    2>"$tmp/hidden.log"; then
+    echo "the experimental part compiled without AQ_EXPERIMENTAL" >&2
+    exit 1
+fi
+printf '%s\n' '#include <arrowquant.h>' '#define AQ_EXPERIMENTAL' '#include <arrowquant.h>' \
+    'int main(void) { aq_scheme_info i = AQ_SIZED_INIT(aq_scheme_info); return aq_scheme_get_info(AQ_SCHEME_AFFINE, &i, NULL) != AQ_OK; }' \
+    >"$tmp/twice.c"
+# shellcheck disable=SC2046,SC2086
+"$cc" $flags -o "$tmp/twice" "$tmp/twice.c" $(pkg-config --cflags --libs arrowquant) -lm \
+    -Wl,-rpath,"$libdir"
+"$tmp/twice"

@@ -1,7 +1,7 @@
-/* A program built against the installed package's experimental header: it opts in with
+/* A program built against the installed header's experimental part: it opts in with
  * AQ_EXPERIMENTAL, sets settings by name, applies a profile and reads the scheme table. */
 #define AQ_EXPERIMENTAL
-#include <arrowquant_experimental.h>
+#include <arrowquant.h>
 
 #include <stdio.h>
 #include <string.h>
