@@ -7,6 +7,7 @@
 #include "aq_test.h"
 #include "arrow_builder.h"
 #include "model_plan.h"
+#include "plan_steps.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -151,12 +152,8 @@ static void split_run(run *r, const char *src, const char *out, const size_t *cu
     aq_model_plan *plan;
     CHECK_OK(aq_model_plan_create_gguf(r->ctx, r->m, &r->o, &plan, &err));
     CHECK(aq_model_plan_count(plan) == N_T);
-    void *bytes;
-    size_t len;
-    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
     aq_model_plan *back;
-    CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
-    aq_model_plan_bytes_free(bytes);
+    CHECK_OK(plan_read_back(plan, &back, &err));
     aq_ctx *wctx;
     CHECK_OK(aq_ctx_create(&wctx, &err));
     CHECK_OK(aq_ctx_set_param(wctx, AQ_PARAM_THREADS, 2, &err));
@@ -166,15 +163,7 @@ static void split_run(run *r, const char *src, const char *out, const size_t *cu
     eo.calib = r->calib;
     aq_model_writer *w;
     CHECK_OK(aq_model_writer_open(plan, out, NULL, &w, &err));
-    for (size_t k = 0; k + 1 < n_cuts; k++) {
-        struct ArrowSchema sc;
-        struct ArrowArray rows;
-        CHECK_OK(aq_model_execute(wctx, wm, back, cuts[k], cuts[k + 1], &eo, &sc, &rows, &err));
-        CHECK(rows.length == (int64_t)(cuts[k + 1] - cuts[k]));
-        CHECK_OK(aq_model_writer_append(w, &sc, &rows, &err));
-        rows.release(&rows);
-        sc.release(&sc);
-    }
+    CHECK_OK(ranges_append(wctx, wm, back, cuts, n_cuts, &eo, w, &err));
     aq_model_summary s;
     CHECK_OK(aq_model_writer_close(w, &s, &err));
     struct stat sb;
@@ -336,12 +325,8 @@ static void check_follow(aq_gguf_type type, bool ruled, int search)
     r.o.on_tensor = NULL;
     aq_model_plan *plan;
     CHECK_OK(aq_model_plan_create_gguf(r.ctx, r.m, &r.o, &plan, &err));
-    void *bytes;
-    size_t len;
-    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
     aq_model_plan *back;
-    CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
-    aq_model_plan_bytes_free(bytes);
+    CHECK_OK(plan_read_back(plan, &back, &err));
     aq_model_plan_free(plan);
     aq_ctx *wctx;
     CHECK_OK(aq_ctx_create(&wctx, &err));
@@ -582,11 +567,7 @@ TEST(gguf_plans_read_back_checked)
     run_open(&r, src, AQ_GGUF_Q5_0, false, 0);
     aq_model_plan *plan, *back;
     CHECK_OK(aq_model_plan_create_gguf(r.ctx, r.m, &r.o, &plan, &err));
-    void *bytes;
-    size_t len;
-    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
-    CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
-    aq_model_plan_bytes_free(bytes);
+    CHECK_OK(plan_read_back(plan, &back, &err));
     CHECK(back->format == AQ__PLAN_GGUF && back->gguf_type == AQ_GGUF_Q5_0 &&
           back->gguf_search == 0 && back->calibrated == 1 && back->n_meta == 2 &&
           strcmp(back->meta_keys[1], "source") == 0 && strcmp(back->gguf_name, "split test") == 0 &&
@@ -597,6 +578,8 @@ TEST(gguf_plans_read_back_checked)
               strcmp(back->t[i].reason, plan->t[i].reason) == 0);
     }
     aq_model_plan_free(back);
+    void *bytes;
+    size_t len;
     plan->t[3].gguf_bytes += 2;
     CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
     CHECK_FAILS(aq_model_plan_deserialize(bytes, len, &back, &err), AQ_INVALID_DATA,

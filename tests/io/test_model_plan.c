@@ -4,6 +4,7 @@
  * refused with messages naming what is wrong, and leave no file. */
 #include "aq_common.h"
 #include "aq_test.h"
+#include "plan_steps.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -136,12 +137,8 @@ static void split_run(const char *src, const char *out, const aq_model_quantize_
     aq_model_plan *plan;
     CHECK_OK(aq_model_plan_create(ctx, m, o, &plan, &err));
     CHECK(aq_model_plan_count(plan) == N_T);
-    void *bytes;
-    size_t len;
-    CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
     aq_model_plan *back;
-    CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
-    aq_model_plan_bytes_free(bytes);
+    CHECK_OK(plan_read_back(plan, &back, &err));
     /* The executors: another context, threads of their own, parameters from the plan. */
     aq_ctx *wctx;
     CHECK_OK(aq_ctx_create(&wctx, &err));
@@ -153,15 +150,7 @@ static void split_run(const char *src, const char *out, const aq_model_quantize_
     wo.on_tensor = on_tensor;
     wo.on_tensor_user = rep;
     CHECK_OK(aq_model_writer_open(plan, out, &wo, &w, &err));
-    for (size_t k = 0; k + 1 < n_cuts; k++) {
-        struct ArrowSchema sc;
-        struct ArrowArray rows;
-        CHECK_OK(aq_model_execute(wctx, wm, back, cuts[k], cuts[k + 1], NULL, &sc, &rows, &err));
-        CHECK(rows.length == (int64_t)(cuts[k + 1] - cuts[k]));
-        CHECK_OK(aq_model_writer_append(w, &sc, &rows, &err));
-        rows.release(&rows);
-        sc.release(&sc);
-    }
+    CHECK_OK(ranges_append(wctx, wm, back, cuts, n_cuts, NULL, w, &err));
     aq_model_summary s;
     CHECK_OK(aq_model_writer_close(w, &s, &err));
     CHECK(s.tensors == N_T && s.kept + s.quantized == N_T);
@@ -191,12 +180,8 @@ static void whole_run(const char *src, const char *out, const aq_model_quantize_
     CHECK_OK(aq_model_quantize(ctx, m, out, &ro, s, &err));
     if (planned != NULL) {
         aq_model_plan *plan, *back;
-        void *bytes;
-        size_t len;
         CHECK_OK(aq_model_plan_create(ctx, m, o, &plan, &err));
-        CHECK_OK(aq_model_plan_serialize(plan, &bytes, &len, &err));
-        CHECK_OK(aq_model_plan_deserialize(bytes, len, &back, &err));
-        aq_model_plan_bytes_free(bytes);
+        CHECK_OK(plan_read_back(plan, &back, &err));
         aq_model_plan_free(plan);
         /* Another context, of another bit width: the plan's parameters are followed. */
         aq_ctx *other;
