@@ -9,6 +9,7 @@
 #include "model_plan.h"
 #include "plan_steps.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,17 @@ static aq_status write_source(const char *path, aq_error *err)
 }
 
 /* Statistics for the attention projection (its 512 input channels, two timestep groups). */
+/* A fresh temporary directory (dir) with the test checkpoint in it, at src. */
+static aq_status make_source(char *src, size_t n, aq_error *err)
+{
+    snprintf(dir, sizeof dir, "/tmp/aq_gguf_plan_test_XXXXXX");
+    if (mkdtemp(dir) == NULL) {
+        return aq__error_set(err, AQ_IO, "mkdtemp %s: %s", dir, strerror(errno));
+    }
+    path_in(src, n, "src.safetensors");
+    return write_source(src, err);
+}
+
 static aq_status make_calib(aq_calib **out, aq_error *err)
 {
     const char *layer[2] = {"double_blocks.0.img_attn.proj", "double_blocks.0.img_attn.proj"};
@@ -179,15 +191,12 @@ static void split_run(run *r, const char *src, const char *out, const size_t *cu
 static void check_split(aq_gguf_type type, bool ruled, int search)
 {
     aq_error err;
-    snprintf(dir, sizeof dir, "/tmp/aq_gguf_plan_test_XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
     char src[300], whole[300], split[300], single[300], each[300];
-    path_in(src, sizeof src, "src.safetensors");
+    CHECK_OK(make_source(src, sizeof src, &err));
     path_in(whole, sizeof whole, "whole.gguf");
     path_in(split, sizeof split, "split.gguf");
     path_in(single, sizeof single, "single.gguf");
     path_in(each, sizeof each, "each.gguf");
-    CHECK_OK(write_source(src, &err));
     run r;
     run_open(&r, src, type, ruled, search);
     aq_gguf_write_summary gs;
@@ -306,13 +315,10 @@ static void same_reports(const reports *a, const reports *b)
 static void check_follow(aq_gguf_type type, bool ruled, int search)
 {
     aq_error err;
-    snprintf(dir, sizeof dir, "/tmp/aq_gguf_plan_test_XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
     char src[300], whole[300], followed[300];
-    path_in(src, sizeof src, "src.safetensors");
+    CHECK_OK(make_source(src, sizeof src, &err));
     path_in(whole, sizeof whole, "whole.gguf");
     path_in(followed, sizeof followed, "followed.gguf");
-    CHECK_OK(write_source(src, &err));
     run r;
     run_open(&r, src, type, ruled, search);
     reports a, b;
@@ -432,11 +438,8 @@ TEST(a_followed_plan_gives_the_same_gguf_with_rules_and_no_search)
 TEST(the_plan_says_each_type_and_why)
 {
     aq_error err;
-    snprintf(dir, sizeof dir, "/tmp/aq_gguf_plan_test_XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
     char src[300];
-    path_in(src, sizeof src, "src.safetensors");
-    CHECK_OK(write_source(src, &err));
+    CHECK_OK(make_source(src, sizeof src, &err));
     run r;
     run_open(&r, src, AQ_GGUF_Q4_K, true, 1);
     aq_model_plan *plan;
@@ -476,12 +479,9 @@ TEST(the_plan_says_each_type_and_why)
 TEST(bad_gguf_rows_are_refused)
 {
     aq_error err;
-    snprintf(dir, sizeof dir, "/tmp/aq_gguf_plan_test_XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
     char src[300], out[300];
-    path_in(src, sizeof src, "src.safetensors");
+    CHECK_OK(make_source(src, sizeof src, &err));
     path_in(out, sizeof out, "out.gguf");
-    CHECK_OK(write_source(src, &err));
     run r;
     run_open(&r, src, AQ_GGUF_Q4_K, false, 1);
     aq_model_plan *plan, *plan5, *mplan;
@@ -558,11 +558,8 @@ TEST(bad_gguf_rows_are_refused)
 TEST(gguf_plans_read_back_checked)
 {
     aq_error err;
-    snprintf(dir, sizeof dir, "/tmp/aq_gguf_plan_test_XXXXXX");
-    CHECK(mkdtemp(dir) != NULL);
     char src[300];
-    path_in(src, sizeof src, "src.safetensors");
-    CHECK_OK(write_source(src, &err));
+    CHECK_OK(make_source(src, sizeof src, &err));
     run r;
     run_open(&r, src, AQ_GGUF_Q5_0, false, 0);
     aq_model_plan *plan, *back;
