@@ -24,6 +24,40 @@ def _rows(src, plan, begin, end):
     return pa.record_batch(_Rows(_model_execute(str(src), plan, begin, end)))
 
 
+def _rows_file(path, src, plan, ranges):
+    """The rows of each range (begin, end) of the plan, in one Arrow IPC stream file at path."""
+    batches = [_rows(src, plan, a, b) for a, b in ranges]
+    with pa.ipc.new_stream(str(path), batches[0].schema) as w:
+        for b in batches:
+            w.write_batch(b)
+    return path
+
+
+def _check_follows_plan(cli, src, tmp_path, options, ext, untimed, untimed_json):
+    """--plan-in (executing the plan here) and --plan-in --rows-in (the rows of three ranges
+    made elsewhere, as two stream files, one holding two ranges) write the plain command's
+    file (ext) and print its summary: text compared through untimed(text, ref, out), --json
+    through untimed_json(doc), both without their times. Returns the plain run, its --json
+    and the number of tensors of the plan."""
+    ref, plan_path = tmp_path / f"ref{ext}", tmp_path / "plan"
+    plain = cli("quantize", src, "-o", ref, *options)
+    plain_json = cli.json("quantize", src, "-o", ref, *options)
+    cli("quantize", src, "-o", tmp_path / f"x{ext}", "--plan-out", plan_path, *options)
+    plan = plan_path.read_bytes()
+    n = len(_model_plan_tensors(plan))
+    files = []
+    for k, ranges in enumerate([[(0, 1)], [(1, n // 2), (n // 2, n)]]):
+        files += ["--rows-in", _rows_file(tmp_path / f"rows{k}.arrows", src, plan, ranges)]
+    for name, extra in (("planned", []), ("rows", files)):
+        out = tmp_path / f"{name}{ext}"
+        p = cli("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
+        assert out.read_bytes() == ref.read_bytes(), name
+        assert untimed(p.stdout, ref, out) == untimed(plain.stdout, ref, out), name
+        doc = cli.json("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
+        assert untimed_json(doc) == untimed_json(plain_json), name
+    return plain, plain_json, n
+
+
 @pytest.mark.parametrize("options", [["--profile", "local"], ["--bits", "2", "--keep", "*norm*",
                                                                "--min-accuracy", "0.99"]])
 def test_ranges_give_the_commands_bytes(cli, ddpm, tmp_path, options):
@@ -107,6 +141,13 @@ def _untimed(text, ref, out):
             if not ln.startswith("  time ")]
 
 
+def _json_untimed(doc):
+    """A model file's --json document without its time and output name."""
+    doc = dict(doc)
+    doc.pop("seconds"), doc.pop("output")
+    return doc
+
+
 @pytest.mark.parametrize("options", [["--profile", "local"],
                                      ["--bits", "2", "--keep", "*norm*", "--min-accuracy",
                                       "0.999"],
@@ -117,33 +158,8 @@ def test_command_follows_a_plan_and_writes_rows_with_its_summary(cli, ddpm, tmp_
     the plain command's file and print its summary, text and --json, the floor's moves with
     their cosine before included."""
     src = ddpm / "diffusion_pytorch_model.safetensors"
-    ref, plan_path = tmp_path / "ref.arrow", tmp_path / "plan"
-    plain = cli("quantize", src, "-o", ref, *options)
-    plain_json = cli.json("quantize", src, "-o", ref, *options)
-    cli("quantize", src, "-o", tmp_path / "x.arrow", "--plan-out", plan_path, *options)
-    plan = plan_path.read_bytes()
-    n = len(_model_plan_tensors(plan))
-    # The rows of three ranges, as two stream files (one holding two ranges).
-    cuts = [0, 1, n // 2, n]
-    files = []
-    for k, ranges in enumerate([[(0, 1)], [(1, n // 2), (n // 2, n)]]):
-        path = tmp_path / f"rows{k}.arrows"
-        batches = [_rows(src, plan, a, b) for a, b in ranges]
-        with pa.ipc.new_stream(str(path), batches[0].schema) as w:
-            for b in batches:
-                w.write_batch(b)
-        files += ["--rows-in", path]
-    assert cuts[-1] == n
-    for name, extra in (("planned", []), ("rows", files)):
-        out = tmp_path / f"{name}.arrow"
-        p = cli("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
-        assert out.read_bytes() == ref.read_bytes(), name
-        assert _untimed(p.stdout, ref, out) == _untimed(plain.stdout, ref, out), name
-        doc = cli.json("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
-        want = dict(plain_json)
-        for d in (doc, want):
-            d.pop("seconds"), d.pop("output")
-        assert doc == want, name
+    plain, plain_json, _ = _check_follows_plan(cli, src, tmp_path, options, ".arrow", _untimed,
+                                               _json_untimed)
     if "--min-accuracy" in options:
         assert plain_json["moved"] and "nan" not in plain.stdout
 
@@ -162,10 +178,7 @@ def test_plan_in_and_rows_in_are_checked(cli, ddpm, tmp_path):
     assert p.returncode != 0 and f"--plan-in {bad}: " in p.stderr
     # Rows of the first tensors only: the writer names the first one missing.
     plan = plan_path.read_bytes()
-    rows = tmp_path / "rows.arrows"
-    b = _rows(src, plan, 0, 2)
-    with pa.ipc.new_stream(str(rows), b.schema) as w:
-        w.write_batch(b)
+    rows = _rows_file(tmp_path / "rows.arrows", src, plan, [(0, 2)])
     p = cli("quantize", src, "-o", out, "--plan-in", plan_path, "--rows-in", rows, "--bits", "4",
             "--keep", "*norm*", check=False)
     assert p.returncode != 0 and "the first missing is" in p.stderr
@@ -178,6 +191,13 @@ def _gguf_untimed(text, ref, out):
             for ln in text.replace(str(ref), str(out)).splitlines()]
 
 
+def _gguf_json_untimed(doc):
+    """A GGUF --json document without its time and file name."""
+    doc = dict(doc, summary=dict(doc["summary"]))
+    doc.pop("file"), doc["summary"].pop("seconds")
+    return doc
+
+
 @pytest.mark.parametrize("options", [["--type", "Q4_K"],
                                      ["--type", "Q3_K", "--profile", "local", "--gguf-search",
                                       "none"]])
@@ -186,31 +206,9 @@ def test_gguf_command_follows_a_plan_and_writes_rows_with_its_summary(cli, ddpm,
     """GGUF output: --plan-in (executed here) and --plan-in --rows-in (rows made elsewhere)
     write the plain command's GGUF file and print its report, text and --json."""
     src = ddpm / "diffusion_pytorch_model.safetensors"
-    ref, plan_path = tmp_path / "ref.gguf", tmp_path / "plan"
-    plain = cli("quantize", src, "-o", ref, *options)
-    plain_json = cli.json("quantize", src, "-o", ref, *options)
-    cli("quantize", src, "-o", tmp_path / "x.gguf", "--plan-out", plan_path, *options)
-    plan = plan_path.read_bytes()
-    n = len(_model_plan_tensors(plan))
-    files = []
-    for k, ranges in enumerate([[(0, 1)], [(1, n // 2), (n // 2, n)]]):
-        path = tmp_path / f"rows{k}.arrows"
-        batches = [_rows(src, plan, a, b) for a, b in ranges]
-        with pa.ipc.new_stream(str(path), batches[0].schema) as w:
-            for b in batches:
-                w.write_batch(b)
-        files += ["--rows-in", path]
+    _, plain_json, n = _check_follows_plan(cli, src, tmp_path, options, ".gguf", _gguf_untimed,
+                                           _gguf_json_untimed)
     assert len(plain_json["tensors"]) == n
-    for name, extra in (("planned", []), ("rows", files)):
-        out = tmp_path / f"{name}.gguf"
-        p = cli("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
-        assert out.read_bytes() == ref.read_bytes(), name
-        assert _gguf_untimed(p.stdout, ref, out) == _gguf_untimed(plain.stdout, ref, out), name
-        doc = cli.json("quantize", src, "-o", out, "--plan-in", plan_path, *extra, *options)
-        want = dict(plain_json, summary=dict(plain_json["summary"]))
-        for d in (doc, want):
-            d.pop("file"), d["summary"].pop("seconds")
-        assert doc == want, name
 
 
 def test_gguf_and_model_file_plans_are_not_mixed(cli, ddpm, tmp_path):
@@ -241,10 +239,7 @@ def test_rows_in_refuses_to_overwrite_a_source(cli, ddpm, tmp_path, options, ext
     plan_path = tmp_path / "plan"
     cli("quantize", src, "-o", tmp_path / f"x{ext}", "--plan-out", plan_path, *options)
     plan = plan_path.read_bytes()
-    rows = tmp_path / "rows.arrows"
-    b = _rows(src, plan, 0, len(_model_plan_tensors(plan)))
-    with pa.ipc.new_stream(str(rows), b.schema) as w:
-        w.write_batch(b)
+    rows = _rows_file(tmp_path / "rows.arrows", src, plan, [(0, len(_model_plan_tensors(plan)))])
     before = {p: p.read_bytes() for p in (src, rows)}
     # Other names for the same files (a GGUF output's name ends in .gguf).
     (tmp_path / f"link{ext}").symlink_to(src)
