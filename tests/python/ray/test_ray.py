@@ -434,6 +434,32 @@ def _summary_of(stdout, src, out):
     return _untimed("\n".join(lines[at:end]))
 
 
+def _check_ray_run_is_plain(command, src, out, ref, options, address):
+    """`arrowquant quantize src -o out OPTIONS --ray address` of one checkpoint of 6 tensors:
+    progress counted in tensors, the plain command's bytes (written to ref), and the plain
+    command's summary text followed by the job's line. Returns both runs."""
+    env = dict(os.environ, AQ_PYTHON=sys.executable)
+    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--ray", address],
+                       capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    assert "progress: 6/6 tensors" in p.stderr
+    plain = _run(command, "quantize", src, "-o", ref, *options)
+    assert _digest(out) == _digest(ref)
+    lines = p.stdout.splitlines()
+    assert _untimed("\n".join(lines[:-1])) == _untimed(plain.stdout.replace(str(ref), str(out)))
+    assert lines[-1].startswith("ray job  1/1 checkpoints written, 0 failed: 6 tensors, ")
+    return p, plain
+
+
+def _ray_json(command, src, out, options, address):
+    """The --json document of `arrowquant quantize src -o out OPTIONS --json --ray address`."""
+    env = dict(os.environ, AQ_PYTHON=sys.executable)
+    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--json", "--ray",
+                        address], capture_output=True, text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
 @pytest.mark.parametrize("options,local", [(("--bits", "4", "--scheme", "affine"), False),
                                            (("--bits", "2"), False),
                                            (("--bits", "4", "--min-accuracy", "0.9999"), False),
@@ -447,25 +473,13 @@ def test_command_ray_summary_is_the_commands(cluster, command, tmp_path, options
     one --ray local starts (this machine's two CPUs)."""
     src = _checkpoint(tmp_path / "m.safetensors", 31)
     out, ref = tmp_path / "m.arrow", tmp_path / "ref.arrow"
-    env = dict(os.environ, AQ_PYTHON=sys.executable)
-    address = "local" if local else cluster.address
-    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--ray", address],
-                       capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stderr
-    assert "progress: 6/6 tensors" in p.stderr
-    plain = _run(command, "quantize", src, "-o", ref, *options)
-    assert _digest(out) == _digest(ref)
-    lines = p.stdout.splitlines()
-    assert _untimed("\n".join(lines[:-1])) == _untimed(plain.stdout.replace(str(ref), str(out)))
-    assert lines[-1].startswith("ray job  1/1 checkpoints written, 0 failed: 6 tensors, ")
+    p, plain = _check_ray_run_is_plain(command, src, out, ref, options,
+                                       "local" if local else cluster.address)
     if "--min-accuracy" in options:  # the floor moved tensors: their cosine before is there
         assert "moved to more bits" in plain.stdout and "(cosine nan" not in p.stdout
     if local:  # the text is enough: a second local cluster would only cost its start-up
         return
-    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--json", "--ray",
-                        cluster.address], capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stderr
-    doc = json.loads(p.stdout)
+    doc = _ray_json(command, src, out, options, cluster.address)
     (c,) = doc["checkpoints"]
     assert doc["totals"]["tensors"] == 6 and doc["totals"]["written"] == 1
     want = json.loads(_run(command, "quantize", src, "-o", ref, *options, "--json").stdout)
@@ -482,26 +496,14 @@ def test_command_ray_gguf_summary_is_the_commands(cluster, command, tmp_path, op
     and --json)."""
     src = _checkpoint(tmp_path / "m.safetensors", 31)
     out, ref = tmp_path / "m.gguf", tmp_path / "ref.gguf"
-    env = dict(os.environ, AQ_PYTHON=sys.executable)
-    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--ray",
-                        cluster.address], capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stderr
-    assert "progress: 6/6 tensors" in p.stderr
-    plain = _run(command, "quantize", src, "-o", ref, *options)
-    assert _digest(out) == _digest(ref)
-    lines = p.stdout.splitlines()
-    assert _untimed("\n".join(lines[:-1])) == _untimed(plain.stdout.replace(str(ref), str(out)))
-    assert lines[-1].startswith("ray job  1/1 checkpoints written, 0 failed: 6 tensors, ")
+    _check_ray_run_is_plain(command, src, out, ref, options, cluster.address)
     job = quantize_checkpoints(src, tmp_path / "job", command=command, num_workers=2,
                                range_bytes=1 << 12, **{"type": options[1]},
                                **({"profile": "local"} if "--profile" in options else {}))
     (c,) = job.checkpoints
     assert job.ok and len(c.tasks) >= 2, c  # in ranges
     assert _digest(c.output) == _digest(ref)
-    p = subprocess.run([command, "quantize", src, "-o", out, *options, "--json", "--ray",
-                        cluster.address], capture_output=True, text=True, env=env, timeout=600)
-    assert p.returncode == 0, p.stderr
-    (c,) = json.loads(p.stdout)["checkpoints"]
+    (c,) = _ray_json(command, src, out, options, cluster.address)["checkpoints"]
     want = json.loads(_run(command, "quantize", src, "-o", ref, *options, "--json").stdout)
     for d in (c["summary"], want):
         d.pop("file"), d["summary"].pop("seconds")
