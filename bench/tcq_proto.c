@@ -241,6 +241,22 @@ typedef struct tq_coded {
     uint8_t *grid;   /* the grid of each super-block (--pw2; the free sign bit of the unit) */
 } tq_coded;
 
+/* The Viterbi search's scratch (back pointers and per-state decisions of one super-block),
+ * allocated once by the caller of the encoders. */
+typedef struct tq_scratch {
+    uint16_t *bp;
+    int16_t *kd;
+} tq_scratch;
+
+/* The asymmetric grid's start for a range [lo, hi] shrunk by shrink around its middle: the
+ * step of nl levels over it and its low end (<= 0). */
+static void tq_range_start(float lo, float hi, float shrink, int nl, float *step, float *low)
+{
+    const float mid = 0.5f * (lo + hi), h = 0.5f * (hi - lo) * shrink;
+    *step = 2.0f * h / (float)(nl - 1);
+    *low = mid - h < 0.0f ? mid - h : 0.0f;
+}
+
 /* Least squares (step, offset <= 0) of one sub-block for its levels k; false if none. */
 static bool tq_fit(const float *x, const uint8_t *k, unsigned n, float *step, float *lo)
 {
@@ -274,12 +290,12 @@ static bool tq_fit(const float *x, const uint8_t *k, unsigned n, float *step, fl
  * on the unquantized grid; then the super-block's units, and per sub-block the best of the
  * 3 x 3 neighbouring (step, offset) codes, again each searched. */
 static void tq_encode_persub(const tq_trellis *t, const tq_cfg *cf, const float *x, size_t n,
-                             tq_coded *o)
+                             tq_coded *o, const tq_scratch *sc)
 {
     const unsigned sub = cf->sub, nsb = TQ_SUPER / sub, cmax = (1u << cf->sbits) - 1u;
     const int nl = 1 << (cf->rate + 1);
-    uint16_t *bp = malloc(TQ_SUPER * t->nstates * sizeof(uint16_t));
-    int16_t *kd = malloc(TQ_SUPER * 4 * sizeof(int16_t));
+    uint16_t *bp = sc->bp;
+    int16_t *kd = sc->kd;
     uint8_t kt[TQ_SUPER];
     float st[TQ_SUPER], off[TQ_SUPER], want[TQ_SUPER], wlo[TQ_SUPER];
     for (size_t b = 0; b < n / TQ_SUPER; b++) {
@@ -297,9 +313,8 @@ static void tq_encode_persub(const tq_trellis *t, const tq_cfg *cf, const float 
             want[j] = hi > lo ? (hi - lo) / (float)(nl - 1) : 1e-30f;
             wlo[j] = lo;
             for (unsigned cand = 0; cand < cf->cands; cand++) {
-                const float shrink = cf->shrink0 - 0.04f * (float)cand;
-                const float mid = 0.5f * (lo + hi), h = 0.5f * (hi - lo) * shrink;
-                float a = 2.0f * h / (float)(nl - 1), c0 = mid - h < 0.0f ? mid - h : 0.0f;
+                float a, c0;
+                tq_range_start(lo, hi, cf->shrink0 - 0.04f * (float)cand, nl, &a, &c0);
                 if (!(a > 0.0f)) {
                     continue;
                 }
@@ -380,21 +395,20 @@ static void tq_encode_persub(const tq_trellis *t, const tq_cfg *cf, const float 
         o->unit[b] = un;
         o->ounit[b] = on;
     }
-    free(bp);
-    free(kd);
 }
 
-static void tq_encode(const tq_trellis *t, const tq_cfg *cf, const float *x, size_t n, tq_coded *o)
+static void tq_encode(const tq_trellis *t, const tq_cfg *cf, const float *x, size_t n, tq_coded *o,
+                      const tq_scratch *sc)
 {
     if (cf->persub) {
-        tq_encode_persub(t, cf, x, n, o);
+        tq_encode_persub(t, cf, x, n, o, sc);
         return;
     }
     const unsigned sub = cf->sub, nsb = TQ_SUPER / sub;
     const int nl = 1 << (cf->rate + 1);
     const float half = (float)(nl - 1) * 0.5f;
-    uint16_t *bp = malloc(TQ_SUPER * t->nstates * sizeof(uint16_t));
-    int16_t *kd = malloc(TQ_SUPER * 4 * sizeof(int16_t));
+    uint16_t *bp = sc->bp;
+    int16_t *kd = sc->kd;
     uint8_t kt[TQ_SUPER];
     float st[TQ_SUPER], off[TQ_SUPER], want[TQ_SUPER], wlo[TQ_SUPER];
     for (size_t b = 0; b < n / TQ_SUPER; b++) {
@@ -418,9 +432,7 @@ static void tq_encode(const tq_trellis *t, const tq_cfg *cf, const float *x, siz
                     hi = v > hi ? v : hi;
                 }
                 if (cf->asym) {
-                    const float mid = 0.5f * (lo + hi), h = 0.5f * (hi - lo) * shrink;
-                    want[j] = 2.0f * h / (float)(nl - 1);
-                    wlo[j] = mid - h < 0.0f ? mid - h : 0.0f;
+                    tq_range_start(lo, hi, shrink, nl, &want[j], &wlo[j]);
                 } else {
                     want[j] = shrink * cf->c * (float)sqrt(ss / sub) / (float)nl;
                     wlo[j] = 0.0f;
@@ -470,8 +482,6 @@ static void tq_encode(const tq_trellis *t, const tq_cfg *cf, const float *x, siz
             }
         }
     }
-    free(bp);
-    free(kd);
 }
 
 /* The decoder: it follows the states from each element's u (the subset's top bit, given with
@@ -568,13 +578,20 @@ int main(int argc, char **argv)
     const double bpw = (double)cf.rate + (double)(cf.asym ? 2 : 1) * cf.sbits / cf.sub +
                        (cf.asym ? 32.0 : 16.0) / TQ_SUPER;
     float *x = malloc(n * sizeof(float)), *y = malloc(n * sizeof(float));
-    memset(y, 0, n * sizeof(float)); /* pages touched before any decode is timed */
     tq_coded o = {malloc(n),
                   malloc(n / cf.sub * sizeof(unsigned)),
                   malloc(n / cf.sub * sizeof(unsigned)),
                   malloc(n / TQ_SUPER * sizeof(float)),
                   malloc(n / TQ_SUPER * sizeof(float)),
                   calloc(n / TQ_SUPER, 1)};
+    tq_scratch sc = {malloc(TQ_SUPER * t.nstates * sizeof(uint16_t)),
+                     malloc(TQ_SUPER * 4 * sizeof(int16_t))};
+    if (!x || !y || !o.k || !o.code || !o.mcode || !o.unit || !o.ounit || !o.grid || !sc.bp ||
+        !sc.kd) {
+        fprintf(stderr, "bench_tcq: out of memory for %zu weights\n", n);
+        return 1;
+    }
+    memset(y, 0, n * sizeof(float)); /* pages touched before any decode is timed */
     printf(
         "| distribution | code bits | states | sub-block | param bits | grid, search | LS rounds | "
         "bits/weight | rel RMSE | encode M/s | decode M/s |\n"
@@ -585,7 +602,7 @@ int main(int argc, char **argv)
         size_t bad = 0;
         for (int r = 0; r < reps; r++) {
             double t0 = wg_now();
-            tq_encode(&t, &cf, x, n, &o);
+            tq_encode(&t, &cf, x, n, &o, &sc);
             double t1 = wg_now();
             bad = tq_decode(&t, &cf, &o, n, y);
             double t2 = wg_now();
@@ -634,5 +651,7 @@ int main(int argc, char **argv)
     free(o.unit);
     free(o.ounit);
     free(o.grid);
+    free(sc.bp);
+    free(sc.kd);
     return 0;
 }
