@@ -72,32 +72,22 @@ const char aq__py_model_execute_doc[] =
     "    -> (schema capsule, array capsule)\n\n"
     "Tensors [begin, end) of the plan, read from the checkpoint at src, quantized (or kept) into\n"
     "the model file's rows: a struct array of one row per tensor (pyarrow.record_batch takes\n"
-    "an object whose __arrow_c_array__ returns the pair). calibration: the path of the\n"
-    "calibration table (Arrow IPC) the plan was made with, its groups combined by 'max' or\n"
-    "'mean' (the command's --calibration and --calibration-combine). The GIL is released\n"
-    "meanwhile.";
+    "an object whose __arrow_c_array__ returns the pair). calibration: the calibration table\n"
+    "the plan was made with (the path of an Arrow IPC file, or an object with\n"
+    "__arrow_c_stream__), its groups combined by 'max' or 'mean' (the command's --calibration\n"
+    "and --calibration-combine). The GIL is released while quantizing.";
 
 PyObject *aq__py_model_execute(PyObject *module, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"src",     "plan",        "begin",   "end",
                              "threads", "calibration", "combine", NULL};
-    PyObject *src_b = NULL, *plan_obj, *calib_obj = Py_None, *calib_b = NULL;
+    PyObject *src_b = NULL, *plan_obj, *calib_obj = Py_None;
     Py_ssize_t begin, end;
     int threads = 1;
     const char *combine = "max";
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&Onn|$iOs", kwlist, PyUnicode_FSConverter,
                                      &src_b, &plan_obj, &begin, &end, &threads, &calib_obj,
                                      &combine)) {
-        return NULL;
-    }
-    if (strcmp(combine, "max") != 0 && strcmp(combine, "mean") != 0) {
-        Py_DECREF(src_b);
-        PyErr_Format(PyExc_ValueError, "_model_execute: combine is 'max' or 'mean', not '%s'",
-                     combine);
-        return NULL;
-    }
-    if (calib_obj != Py_None && !PyUnicode_FSConverter(calib_obj, &calib_b)) {
-        Py_DECREF(src_b);
         return NULL;
     }
     PyObject *result = NULL;
@@ -115,24 +105,20 @@ PyObject *aq__py_model_execute(PyObject *module, PyObject *args, PyObject *kwarg
     if (pplan(module, plan_obj, &plan) != 0) {
         goto done;
     }
+    if (calib_obj != Py_None && aq__py_run_calib(module, calib_obj, combine, &calib) != 0) {
+        goto done;
+    }
     struct ArrowSchema schema;
     struct ArrowArray rows;
     memset(&schema, 0, sizeof schema);
     memset(&rows, 0, sizeof rows);
     const char *src = PyBytes_AS_STRING(src_b);
-    const char *calib_path = calib_b != NULL ? PyBytes_AS_STRING(calib_b) : NULL;
-    aq_calib_combine how =
-        strcmp(combine, "mean") == 0 ? AQ_CALIB_COMBINE_MEAN : AQ_CALIB_COMBINE_MAX;
     aq_model_execute_options eo = AQ_SIZED_INIT(aq_model_execute_options);
+    eo.calib = calib;
     Py_BEGIN_ALLOW_THREADS;
     st = aq_ctx_create(&ctx, &err);
     if (st == AQ_OK) {
         st = aq_ctx_set_param(ctx, AQ_PARAM_THREADS, threads, &err);
-    }
-    if (st == AQ_OK && calib_path != NULL && (st = aq_calib_create(&calib, &err)) == AQ_OK &&
-        (st = aq_calib_add_ipc_file(calib, calib_path, &err)) == AQ_OK) {
-        st = aq_calib_finish(calib, how, &err);
-        eo.calib = calib;
     }
     if (st == AQ_OK) {
         st = aq_model_open(src, &model, &err);
@@ -167,7 +153,6 @@ done:
     aq_ctx_free(ctx);
     aq_model_plan_free(plan);
     Py_XDECREF(src_b);
-    Py_XDECREF(calib_b);
     return result;
 }
 

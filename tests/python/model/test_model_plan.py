@@ -134,6 +134,13 @@ def test_bad_rows_and_plans_are_refused(cli, ddpm, tmp_path):
         _model_execute(str(other), plan, 0, 1)
     with pytest.raises(QuantizationError, match="not a range of the plan"):
         _model_execute(str(src), plan, 3, 3)
+    missing = tmp_path / "missing.arrow"
+    with pytest.raises(OSError, match=str(missing)):
+        _model_execute(str(src), plan, 0, 1, calibration=str(missing))
+    with pytest.raises(QuantizationError, match="calibration_combine"):
+        _model_execute(str(src), plan, 0, 1, calibration=str(missing), combine="median")
+    with pytest.raises(TypeError, match="calibration must be a calibration table"):
+        _model_execute(str(src), plan, 0, 1, calibration=3)
 
 
 def _untimed(text, ref, out):
